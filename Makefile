@@ -1,0 +1,48 @@
+# `make test` runs every check; README.md says what each needs. Nothing here assumes a
+# pre-installed cluster: hack/local-cluster.sh installs and builds what is missing.
+SHELL := bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+
+.PHONY: help test toolchain fmt-check clippy unit crds crds-check integration cluster-up cluster-down bench
+
+help:
+	@echo "make test          every check: fmt, clippy, unit tests, CRD drift, integration tests on the local cluster"
+	@echo "make crds          regenerate crds/ and hack/crds/ from the Rust types"
+	@echo "make cluster-up    start the local control plane (hack/local-cluster.sh up)"
+	@echo "make cluster-down  stop it"
+	@echo "make bench         run the benchmarks in benches/"
+
+test: toolchain fmt-check clippy unit crds-check integration
+
+toolchain:
+	@cargo fmt --version >/dev/null 2>&1 || rustup component add rustfmt
+	@cargo clippy --version >/dev/null 2>&1 || rustup component add clippy
+
+fmt-check:
+	cargo fmt --check
+
+clippy:
+	cargo clippy --all-targets -- -D warnings
+
+unit:
+	cargo test --lib --bins
+
+crds:
+	cargo run --quiet --bin weir -- crds --dir crds
+	cargo run --quiet --bin weir-sim -- httproute-crd --dir hack/crds
+
+crds-check:
+	hack/check-crds.sh
+
+integration:
+	hack/integration-tests.sh
+
+cluster-up:
+	hack/local-cluster.sh up
+
+cluster-down:
+	hack/local-cluster.sh down
+
+bench:
+	cargo bench

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Fails when crds/ or hack/crds/ differ from what the Rust types generate.
+set -euo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+fresh=$(mktemp -d)
+trap 'rm -rf "$fresh"' EXIT
+cargo run --quiet --bin weir -- crds --dir "$fresh/crds"
+cargo run --quiet --bin weir-sim -- httproute-crd --dir "$fresh/hack-crds"
+status=0
+diff -ru crds "$fresh/crds" || status=1
+diff -ru hack/crds "$fresh/hack-crds" || status=1
+if [ $status -ne 0 ]; then
+  echo "The committed CRDs differ from the types (diff above). Regenerate them with: make crds" >&2
+  exit 1
+fi
+echo "CRDs match the types."

@@ -1,0 +1,179 @@
+//! `GitSync`: keeps the cluster equal to a path of a Git repository, hands each new revision to
+//! the Rollouts it manages, and rolls the whole application back to the last good revision
+//! when one of them fails.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::rollout::Unsupported;
+use super::schema::keep_unknown_fields;
+
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[kube(
+    group = "weir.dev",
+    version = "v1alpha1",
+    kind = "GitSync",
+    doc = "Keeps the cluster equal to a Git path and rolls back to the last good revision.",
+    namespaced,
+    status = "GitSyncStatus",
+    shortname = "wgs",
+    category = "weir",
+    derive = "PartialEq",
+    printcolumn = r#"{"name":"URL","type":"string","jsonPath":".spec.url"}"#,
+    printcolumn = r#"{"name":"Applied","type":"string","jsonPath":".status.lastAppliedRevision"}"#,
+    printcolumn = r#"{"name":"Good","type":"string","jsonPath":".status.lastGoodRevision","priority":1}"#,
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+#[schemars(transform = keep_unknown_fields)]
+pub struct GitSyncSpec {
+    /// The repository: `https://`, `ssh://`, `git://` or `file://`.
+    pub url: String,
+    /// What to follow: exactly one of a branch, a tag or a commit.
+    #[serde(rename = "ref")]
+    pub git_ref: GitRef,
+    /// Directory inside the repository holding the manifests (YAML or a kustomization).
+    #[serde(default = "default_path")]
+    pub path: String,
+    /// How often to fetch (`1m`, `30s`).
+    #[serde(default = "default_interval")]
+    pub interval: String,
+    /// A Secret with credentials: `identity` and `known_hosts` for SSH; `username` and
+    /// `password` (or a token as password) for HTTPS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_ref: Option<LocalObjectReference>,
+    /// Delete objects that left Git.
+    #[serde(default = "default_true")]
+    pub prune: bool,
+    /// Stop fetching and applying until set back to false.
+    #[serde(default)]
+    pub suspend: bool,
+    #[serde(default)]
+    pub rollback: RollbackPolicy,
+    #[serde(flatten)]
+    #[schemars(skip)]
+    pub unsupported: Unsupported,
+}
+
+fn default_path() -> String {
+    ".".into()
+}
+
+fn default_interval() -> String {
+    "1m".into()
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// Exactly one of `branch`, `tag` or `commit`.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+pub struct GitRef {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub branch: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tag: Option<String>,
+    /// A full commit SHA.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub commit: Option<String>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+pub struct LocalObjectReference {
+    pub name: String,
+}
+
+/// What happens when a Rollout managed by this GitSync fails its canary.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RollbackPolicy {
+    /// Re-apply the last good revision and reject the failed one.
+    #[serde(default = "default_true")]
+    pub on_failure: bool,
+    #[serde(default)]
+    pub write_back: WriteBack,
+}
+
+impl Default for RollbackPolicy {
+    fn default() -> Self {
+        RollbackPolicy {
+            on_failure: true,
+            write_back: WriteBack::default(),
+        }
+    }
+}
+
+/// Pushes a revert commit of a rejected revision so that Git agrees with the cluster.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct WriteBack {
+    #[serde(default)]
+    pub enabled: bool,
+    /// Push the revert here (for a pull request) instead of to the tracked branch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub branch: Option<String>,
+    /// Author of revert commits; required when enabled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub author_name: Option<String>,
+    /// Author e-mail of revert commits; required when enabled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub author_email: Option<String>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GitSyncStatus {
+    /// The revision whose manifests are applied now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_applied_revision: Option<String>,
+    /// The newest revision weir tried to apply, successfully or not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_attempted_revision: Option<String>,
+    /// The newest revision at which every managed Rollout was Healthy; rollbacks return here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_good_revision: Option<String>,
+    /// Revisions that failed and are never applied again.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rejected_revisions: Vec<RejectedRevision>,
+    /// Every object applied from Git, for pruning.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub inventory: Vec<InventoryEntry>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RejectedRevision {
+    /// The rejected commit SHA.
+    pub revision: String,
+    /// Why: `AnalysisFailed`, `AnalysisError`, `ProgressDeadlineExceeded` or `Aborted`.
+    pub reason: String,
+    /// The Rollout whose failure rejected it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<String>,
+    /// The metric that decided, when analysis did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metric: Option<String>,
+    /// The deciding measurement's value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
+    pub rejected_at: Time,
+}
+
+/// One object applied from Git.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq, PartialOrd, Ord, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct InventoryEntry {
+    pub api_version: String,
+    pub kind: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    pub name: String,
+}

@@ -1,0 +1,318 @@
+//! The `Rollout`: a workload whose new versions reach users step by step.
+//!
+//! Field names follow Argo Rollouts' canary spec on purpose, so that migrating a manifest
+//! mostly means changing `apiVersion`. Fields of Argo's that weir does not support yet are
+//! kept (not pruned) in the `unsupported` maps, and validation names them.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::PodTemplateSpec;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector, Time};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+use kube::CustomResource;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::analysis::Argument;
+use super::schema::keep_unknown_fields;
+
+/// Fields this version of weir does not understand, kept so validation can name them.
+pub type Unsupported = BTreeMap<String, Value>;
+
+/// A Rollout replaces a Deployment: it owns a pod template and moves each new version of it
+/// from 0% to 100% of the traffic through `strategy.canary.steps`.
+#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[kube(
+    group = "weir.dev",
+    version = "v1alpha1",
+    kind = "Rollout",
+    doc = "A workload whose new versions reach users step by step, gated by analysis.",
+    namespaced,
+    status = "RolloutStatus",
+    shortname = "wro",
+    category = "weir",
+    derive = "PartialEq",
+    scale = r#"{"specReplicasPath":".spec.replicas","statusReplicasPath":".status.replicas","labelSelectorPath":".status.selector"}"#,
+    printcolumn = r#"{"name":"Desired","type":"integer","jsonPath":".spec.replicas"}"#,
+    printcolumn = r#"{"name":"Ready","type":"integer","jsonPath":".status.readyReplicas"}"#,
+    printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase"}"#,
+    printcolumn = r#"{"name":"Step","type":"integer","jsonPath":".status.currentStepIndex"}"#,
+    printcolumn = r#"{"name":"Weight","type":"integer","jsonPath":".status.canaryWeight"}"#,
+    printcolumn = r#"{"name":"Stable","type":"string","jsonPath":".status.stableRevision","priority":1}"#,
+    printcolumn = r#"{"name":"Canary","type":"string","jsonPath":".status.canaryRevision","priority":1}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+#[schemars(transform = keep_unknown_fields)]
+pub struct RolloutSpec {
+    /// Desired number of pods across the stable and canary versions. Defaults to 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replicas: Option<i32>,
+    /// Selects the pods of this Rollout; must match `template.metadata.labels`.
+    pub selector: LabelSelector,
+    /// The pod template. A change to it starts a new canary.
+    pub template: PodTemplateSpec,
+    /// Seconds a step may take to make progress before the rollout is aborted.
+    #[serde(default = "default_progress_deadline_seconds")]
+    #[schemars(range(min = 1))]
+    pub progress_deadline_seconds: i32,
+    /// How many old ReplicaSets to keep for `kubectl weir undo`.
+    #[serde(default = "default_revision_history_limit")]
+    #[schemars(range(min = 0))]
+    pub revision_history_limit: i32,
+    /// Seconds a new pod must be ready before it counts as available.
+    #[serde(default)]
+    #[schemars(range(min = 0))]
+    pub min_ready_seconds: i32,
+    /// Holds the rollout where it is until set back to false.
+    #[serde(default)]
+    pub paused: bool,
+    pub strategy: RolloutStrategy,
+    #[serde(flatten)]
+    #[schemars(skip)]
+    pub unsupported: Unsupported,
+}
+
+fn default_progress_deadline_seconds() -> i32 {
+    600
+}
+
+fn default_revision_history_limit() -> i32 {
+    10
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(transform = keep_unknown_fields)]
+pub struct RolloutStrategy {
+    /// The canary strategy: the only strategy weir implements (Argo's `blueGreen` is not).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary: Option<CanaryStrategy>,
+    #[serde(flatten)]
+    #[schemars(skip)]
+    pub unsupported: Unsupported,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(transform = keep_unknown_fields)]
+pub struct CanaryStrategy {
+    /// The Service whose selector weir pins to the stable pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stable_service: Option<String>,
+    /// The Service whose selector weir pins to the canary pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary_service: Option<String>,
+    /// Seconds to keep an old ReplicaSet up after traffic has left it.
+    #[serde(default = "default_scale_down_delay_seconds")]
+    #[schemars(range(min = 0))]
+    pub scale_down_delay_seconds: i32,
+    /// Seconds to keep an aborted canary's ReplicaSet up after traffic has left it.
+    #[serde(default = "default_scale_down_delay_seconds")]
+    #[schemars(range(min = 0))]
+    pub abort_scale_down_delay_seconds: i32,
+    /// How traffic is split. Without a router, the replica ratio is the traffic ratio.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traffic_routing: Option<TrafficRouting>,
+    /// Analysis that runs in the background from `startingStep` until the rollout ends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub analysis: Option<BackgroundAnalysis>,
+    /// The steps a new version goes through, in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub steps: Vec<CanaryStep>,
+    #[serde(flatten)]
+    #[schemars(skip)]
+    pub unsupported: Unsupported,
+}
+
+fn default_scale_down_delay_seconds() -> i32 {
+    30
+}
+
+/// Where weights are set. One router at a time; more kinds of router come later.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(transform = keep_unknown_fields)]
+pub struct TrafficRouting {
+    /// Weights on the backendRefs of a Gateway API HTTPRoute.
+    #[serde(
+        default,
+        rename = "gatewayAPI",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub gateway_api: Option<GatewayApiRouting>,
+    #[serde(flatten)]
+    #[schemars(skip)]
+    pub unsupported: Unsupported,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GatewayApiRouting {
+    /// The HTTPRoute whose stable and canary backendRefs carry the weights.
+    pub http_route: String,
+    /// The HTTPRoute's namespace; defaults to the Rollout's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BackgroundAnalysis {
+    pub templates: Vec<AnalysisTemplateRef>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub args: Vec<Argument>,
+    /// The step index at which the background analysis starts; 0 if unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub starting_step: Option<i32>,
+}
+
+/// One step of a canary: exactly one of its fields is set.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(transform = keep_unknown_fields)]
+pub struct CanaryStep {
+    /// The percentage of traffic the canary should carry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 100))]
+    pub set_weight: Option<i32>,
+    /// Wait: for `duration`, or until promoted when no duration is given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pause: Option<PauseStep>,
+    /// Run analysis and wait for its verdict.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub analysis: Option<StepAnalysis>,
+    /// Scale the canary independently of its traffic weight.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub set_canary_scale: Option<SetCanaryScale>,
+    #[serde(flatten)]
+    #[schemars(skip)]
+    pub unsupported: Unsupported,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PauseStep {
+    /// `30s`, `5m`, `1h` (or combined, `1m30s`) or integer seconds. Absent: wait for promote.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration: Option<IntOrString>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StepAnalysis {
+    pub templates: Vec<AnalysisTemplateRef>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub args: Vec<Argument>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AnalysisTemplateRef {
+    pub template_name: String,
+    /// Refers to a ClusterAnalysisTemplate instead of an AnalysisTemplate.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cluster_scope: bool,
+}
+
+/// Exactly one of `replicas`, `weight` or `matchTrafficWeight`.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SetCanaryScale {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub replicas: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 100))]
+    pub weight: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub match_traffic_weight: Option<bool>,
+}
+
+/// What the controller last saw and did. Written only by the controller, except for the
+/// fields operators set through `kubectl weir`: `abort`, `promoteFull` and `pauseConditions`.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RolloutStatus {
+    /// Progressing, Paused, Healthy or Degraded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<RolloutPhase>,
+    /// Why the rollout is in its phase, in words.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+    /// Index into `spec.strategy.canary.steps` of the step being carried out; equal to the
+    /// number of steps once all are done.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub current_step_index: Option<i32>,
+    /// The percentage of traffic the canary carries, as verified on the router.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary_weight: Option<i32>,
+    /// Pod-template hash of the stable ReplicaSet.
+    #[serde(default, rename = "stableRS", skip_serializing_if = "Option::is_none")]
+    pub stable_rs: Option<String>,
+    /// Pod-template hash of the canary ReplicaSet (the current template).
+    #[serde(default, rename = "canaryRS", skip_serializing_if = "Option::is_none")]
+    pub canary_rs: Option<String>,
+    /// Git revision (SHA) of the stable version, when a GitSync applied it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stable_revision: Option<String>,
+    /// Git revision (SHA) of the canary version, when a GitSync applied it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary_revision: Option<String>,
+    /// Set by an operator (`kubectl weir abort`) or by the controller when analysis fails:
+    /// traffic returns to the stable version.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub abort: bool,
+    /// Set by `kubectl weir promote --full`: skip the remaining steps.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub promote_full: bool,
+    /// Why the rollout is paused, one entry per reason; promote clears them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pause_conditions: Vec<PauseCondition>,
+    /// Total pods of this Rollout (the `scale` subresource reads it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replicas: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready_replicas: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub available_replicas: Option<i32>,
+    /// `spec.selector` as a string, for the `scale` subresource (and so for autoscalers).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
+pub enum RolloutPhase {
+    /// Moving through the steps, or waiting for the canary's pods.
+    Progressing,
+    /// Held: by a pause step, `spec.paused`, or inconclusive analysis.
+    Paused,
+    /// Every step done (or nothing to do): the current template is stable.
+    Healthy,
+    /// Aborted or past its progress deadline: traffic is back on the stable version.
+    Degraded,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PauseCondition {
+    pub reason: PauseReason,
+    pub start_time: Time,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]
+pub enum PauseReason {
+    /// A `pause` step.
+    CanaryPauseStep,
+    /// Analysis came back Inconclusive (Argo's name, kept for compatibility).
+    InconclusiveAnalysisRun,
+    /// `kubectl weir pause` or `spec.paused`.
+    PausedByUser,
+}

@@ -1,0 +1,58 @@
+//! `weir-sim`: stand-ins for what the local control plane lacks (see `weir::sim`).
+//! Never part of a production deployment.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "weir-sim",
+    version,
+    about = "Stand-ins for the parts a local test cluster lacks"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Stand in for the kubelet: mark Pods Running and Ready (unless annotated sim.weir.dev/ready: "false").
+    KubeletStandIn,
+    /// Print the Gateway API HTTPRoute CRD for a cluster without Gateway API (or write it with --dir).
+    HttprouteCrd {
+        #[arg(long)]
+        dir: Option<std::path::PathBuf>,
+    },
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    let result = match Cli::parse().command {
+        Command::KubeletStandIn => match kube::Client::try_default().await {
+            Ok(client) => weir::sim::kubelet::run(client).await,
+            Err(error) => Err(anyhow::anyhow!(
+                "connecting to the cluster (KUBECONFIG): {error}"
+            )),
+        },
+        Command::HttprouteCrd { dir } => weir::crd_files::emit(
+            weir::sim::httproute_crd::crd().map(|crd| vec![crd]),
+            dir.as_deref(),
+        ),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("weir-sim: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,8 @@
+//! weir: progressive delivery for Kubernetes that rolls Git back when a canary fails.
+//! ARCHITECTURE.md describes how the modules fit together.
+
+pub mod api;
+pub mod crd_files;
+pub mod duration;
+pub mod sim;
+pub mod validate;

@@ -1,0 +1,588 @@
+use super::*;
+use crate::api::analysis::AnalysisTemplate;
+use crate::api::{GitSync, Rollout};
+use proptest::prelude::*;
+use serde_json::json;
+
+fn rollout_from(value: serde_json::Value) -> RolloutSpec {
+    serde_json::from_value(value).expect("test spec deserializes")
+}
+
+/// The smallest valid Rollout spec, with `canary` merged in.
+fn rollout_with_canary(canary: serde_json::Value) -> RolloutSpec {
+    rollout_from(json!({
+        "selector": {"matchLabels": {"app": "web"}},
+        "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [{"name": "web", "image": "web:1"}]}},
+        "strategy": {"canary": canary}
+    }))
+}
+
+fn fields(violations: &[Violation]) -> Vec<(ViolationKind, &str)> {
+    violations
+        .iter()
+        .map(|v| (v.kind, v.field.as_str()))
+        .collect()
+}
+
+fn assert_only(violations: Vec<Violation>, expected: &[(ViolationKind, &str)]) {
+    assert_eq!(fields(&violations), expected, "{violations:#?}");
+    for violation in &violations {
+        assert!(!violation.message.is_empty());
+    }
+}
+
+use ViolationKind::{Invalid, Required, Unsupported as Unsup};
+
+#[test]
+fn the_examples_are_valid() {
+    for (file, text) in [
+        (
+            "examples/rollout.yaml",
+            include_str!("../../examples/rollout.yaml"),
+        ),
+        (
+            "examples/argo-rollouts/canary.yaml",
+            include_str!("../../examples/argo-rollouts/canary.yaml"),
+        ),
+    ] {
+        let object: Rollout = serde_yaml_ng::from_str(text).expect(file);
+        assert_eq!(rollout(&object.spec), vec![], "{file}");
+    }
+    for (file, text) in [
+        (
+            "examples/analysistemplate.yaml",
+            include_str!("../../examples/analysistemplate.yaml"),
+        ),
+        (
+            "examples/argo-rollouts/analysistemplate.yaml",
+            include_str!("../../examples/argo-rollouts/analysistemplate.yaml"),
+        ),
+    ] {
+        let template: AnalysisTemplate = serde_yaml_ng::from_str(text).expect(file);
+        assert_eq!(analysis_template(&template.spec), vec![], "{file}");
+    }
+    let sync: GitSync =
+        serde_yaml_ng::from_str(include_str!("../../examples/gitsync.yaml")).expect("gitsync");
+    assert_eq!(git_sync(&sync.spec), vec![]);
+}
+
+#[test]
+fn defaults_match_argo_rollouts() {
+    let spec = rollout_with_canary(json!({}));
+    assert_eq!(spec.progress_deadline_seconds, 600);
+    assert_eq!(spec.revision_history_limit, 10);
+    let canary = spec.strategy.canary.expect("canary");
+    assert_eq!(canary.scale_down_delay_seconds, 30);
+    assert_eq!(canary.abort_scale_down_delay_seconds, 30);
+}
+
+#[test]
+fn a_step_needs_exactly_one_action() {
+    let spec =
+        rollout_with_canary(json!({"steps": [{}, {"setWeight": 10, "pause": {}}, {"pause": {}}]}));
+    assert_only(
+        rollout(&spec),
+        &[
+            (Required, "spec.strategy.canary.steps[0]"),
+            (Invalid, "spec.strategy.canary.steps[1]"),
+        ],
+    );
+}
+
+#[test]
+fn weights_must_be_percentages_but_need_not_increase() {
+    let spec = rollout_with_canary(
+        json!({"steps": [{"setWeight": 50}, {"setWeight": 10}, {"setWeight": 101}, {"setWeight": -1}]}),
+    );
+    assert_only(
+        rollout(&spec),
+        &[
+            (Invalid, "spec.strategy.canary.steps[2].setWeight"),
+            (Invalid, "spec.strategy.canary.steps[3].setWeight"),
+        ],
+    );
+}
+
+#[test]
+fn pause_durations_must_parse() {
+    let spec = rollout_with_canary(json!({"steps": [
+        {"pause": {"duration": "30s"}}, {"pause": {"duration": 45}}, {"pause": {"duration": "5 minutes"}}, {"pause": {"duration": -3}}
+    ]}));
+    let violations = rollout(&spec);
+    assert_only(
+        violations.clone(),
+        &[
+            (Invalid, "spec.strategy.canary.steps[2].pause.duration"),
+            (Invalid, "spec.strategy.canary.steps[3].pause.duration"),
+        ],
+    );
+    assert!(
+        violations[0]
+            .message
+            .contains("\"5 minutes\" is not a duration"),
+        "{}",
+        violations[0]
+    );
+}
+
+#[test]
+fn canary_scale_takes_one_setting() {
+    let spec = rollout_with_canary(json!({"steps": [
+        {"setCanaryScale": {"replicas": 2, "weight": 10}},
+        {"setCanaryScale": {}},
+        {"setCanaryScale": {"weight": 120}},
+        {"setCanaryScale": {"matchTrafficWeight": false}},
+        {"setCanaryScale": {"matchTrafficWeight": true}}
+    ]}));
+    assert_only(
+        rollout(&spec),
+        &[
+            (Invalid, "spec.strategy.canary.steps[0].setCanaryScale"),
+            (Invalid, "spec.strategy.canary.steps[1].setCanaryScale"),
+            (
+                Invalid,
+                "spec.strategy.canary.steps[2].setCanaryScale.weight",
+            ),
+            (
+                Invalid,
+                "spec.strategy.canary.steps[3].setCanaryScale.matchTrafficWeight",
+            ),
+        ],
+    );
+}
+
+#[test]
+fn referenced_names_must_be_valid() {
+    let spec = rollout_with_canary(json!({
+        "stableService": "Web_Stable",
+        "canaryService": "1canary",
+        "trafficRouting": {"gatewayAPI": {"httpRoute": "route.v1", "namespace": "Gateways"}},
+        "steps": [{"analysis": {"templates": [{"templateName": "success.rate"}, {"templateName": "Bad Name"}]}}]
+    }));
+    assert_only(
+        rollout(&spec),
+        &[
+            (Invalid, "spec.strategy.canary.canaryService"),
+            (Invalid, "spec.strategy.canary.stableService"),
+            (
+                Invalid,
+                "spec.strategy.canary.steps[0].analysis.templates[1].templateName",
+            ),
+            (
+                Invalid,
+                "spec.strategy.canary.trafficRouting.gatewayAPI.namespace",
+            ),
+        ],
+    );
+}
+
+#[test]
+fn traffic_routing_needs_both_services_and_a_router() {
+    let spec = rollout_with_canary(json!({"trafficRouting": {}}));
+    assert_only(
+        rollout(&spec),
+        &[
+            (Required, "spec.strategy.canary.canaryService"),
+            (Required, "spec.strategy.canary.stableService"),
+            (Required, "spec.strategy.canary.trafficRouting.gatewayAPI"),
+        ],
+    );
+    let same = rollout_with_canary(json!({"stableService": "web", "canaryService": "web"}));
+    assert_only(
+        rollout(&same),
+        &[(Invalid, "spec.strategy.canary.canaryService")],
+    );
+}
+
+#[test]
+fn analysis_needs_templates_and_well_formed_args() {
+    let spec = rollout_with_canary(json!({
+        "analysis": {"templates": [], "startingStep": 3, "args": [
+            {"name": "a", "value": "1"},
+            {"name": "a", "value": "2"},
+            {"name": "b", "value": "x", "valueFrom": {"podTemplateHashValue": "Stable"}},
+            {"name": "c", "valueFrom": {}},
+            {"name": "d", "valueFrom": {"fieldRef": {"fieldPath": ""}}},
+            {"name": "e", "valueFrom": {"secretKeyRef": {"name": "creds", "key": ""}}}
+        ]},
+        "steps": [{"setWeight": 10}]
+    }));
+    assert_only(
+        rollout(&spec),
+        &[
+            (
+                Required,
+                "spec.strategy.canary.analysis.args[4].valueFrom.fieldRef.fieldPath",
+            ),
+            (
+                Required,
+                "spec.strategy.canary.analysis.args[5].valueFrom.secretKeyRef.key",
+            ),
+            (Required, "spec.strategy.canary.analysis.templates"),
+            (Invalid, "spec.strategy.canary.analysis.args[1].name"),
+            (Invalid, "spec.strategy.canary.analysis.args[2]"),
+            (Invalid, "spec.strategy.canary.analysis.args[3].valueFrom"),
+            (Invalid, "spec.strategy.canary.analysis.startingStep"),
+        ],
+    );
+}
+
+#[test]
+fn the_selector_must_select_the_template() {
+    let mut spec = rollout_with_canary(json!({}));
+    spec.selector =
+        serde_json::from_value(json!({"matchLabels": {"app": "other"}})).expect("selector");
+    assert_only(
+        rollout(&spec),
+        &[(Invalid, "spec.template.metadata.labels")],
+    );
+
+    spec.selector = serde_json::from_value(json!({"matchExpressions": [
+        {"key": "app", "operator": "In", "values": ["web", "api"]},
+        {"key": "tier", "operator": "DoesNotExist"},
+        {"key": "app", "operator": "Near"}
+    ]}))
+    .expect("selector");
+    assert_only(
+        rollout(&spec),
+        &[(Invalid, "spec.selector.matchExpressions[2].operator")],
+    );
+
+    spec.selector = LabelSelector::default();
+    assert_only(rollout(&spec), &[(Required, "spec.selector")]);
+}
+
+#[test]
+fn the_progress_deadline_must_exceed_min_ready() {
+    let mut spec = rollout_with_canary(json!({}));
+    spec.min_ready_seconds = 600;
+    assert_only(rollout(&spec), &[(Invalid, "spec.progressDeadlineSeconds")]);
+}
+
+#[test]
+fn a_rollout_without_a_canary_strategy_is_refused() {
+    let spec = rollout_from(json!({
+        "selector": {"matchLabels": {"app": "web"}},
+        "template": {"metadata": {"labels": {"app": "web"}}},
+        "strategy": {"blueGreen": {"activeService": "web"}}
+    }));
+    assert_only(
+        rollout(&spec),
+        &[
+            (Required, "spec.strategy.canary"),
+            (Unsup, "spec.strategy.blueGreen"),
+        ],
+    );
+}
+
+#[test]
+fn argo_fields_weir_lacks_are_named_never_dropped() {
+    let spec = rollout_with_canary(json!({
+        "maxSurge": "25%",
+        "trafficRouting": {"istio": {"virtualService": {"name": "vs"}}},
+        "stableService": "web-stable",
+        "canaryService": "web-canary",
+        "steps": [
+            {"setWeight": 10},
+            {"experiment": {"templates": []}},
+            {"setHeaderRoute": {"name": "header"}}
+        ]
+    }));
+    let violations = rollout(&spec);
+    assert_only(
+        violations.clone(),
+        &[
+            (Unsup, "spec.strategy.canary.maxSurge"),
+            (Unsup, "spec.strategy.canary.steps[1].experiment"),
+            (Unsup, "spec.strategy.canary.steps[2].setHeaderRoute"),
+            (Unsup, "spec.strategy.canary.trafficRouting.istio"),
+        ],
+    );
+    let experiment = &violations[1];
+    assert!(
+        experiment
+            .message
+            .contains("experiment steps are not built yet"),
+        "{experiment}"
+    );
+    let istio = &violations[3];
+    assert!(
+        istio.message.contains("the istio router is not built yet"),
+        "{istio}"
+    );
+    // Kept in the object, so a round trip through the API server loses nothing.
+    let round_trip = serde_json::to_value(&spec).expect("serializes");
+    assert_eq!(
+        round_trip["strategy"]["canary"]["steps"][1]["experiment"],
+        json!({"templates": []})
+    );
+}
+
+#[test]
+fn the_argo_gateway_plugin_form_points_to_the_native_field() {
+    let spec = rollout_with_canary(json!({
+        "stableService": "s", "canaryService": "c",
+        "trafficRouting": {"plugins": {"argoproj-labs/gatewayAPI": {"httpRoute": "web"}}}
+    }));
+    let violations = rollout(&spec);
+    assert_only(
+        violations.clone(),
+        &[(Unsup, "spec.strategy.canary.trafficRouting.plugins")],
+    );
+    assert!(
+        violations[0].message.contains("trafficRouting.gatewayAPI"),
+        "{}",
+        violations[0]
+    );
+}
+
+fn template_from(value: serde_json::Value) -> AnalysisTemplateSpec {
+    serde_json::from_value(value).expect("template deserializes")
+}
+
+fn prometheus(query: &str) -> serde_json::Value {
+    json!({"prometheus": {"query": query}})
+}
+
+#[test]
+fn a_metric_needs_a_way_to_fail() {
+    let spec = template_from(json!({"metrics": [{"name": "m", "provider": prometheus("up")}]}));
+    assert_only(
+        analysis_template(&spec),
+        &[(Required, "spec.metrics[0].successCondition")],
+    );
+}
+
+#[test]
+fn threshold_range_and_conditions_are_alternatives() {
+    let spec = template_from(json!({"metrics": [
+        {"name": "a", "thresholdRange": {"min": 1.0}, "successCondition": "result[0] > 1", "provider": prometheus("up")},
+        {"name": "b", "thresholdRange": {}, "provider": prometheus("up")},
+        {"name": "c", "thresholdRange": {"min": 2.0, "max": 1.0}, "provider": prometheus("up")},
+        {"name": "d", "successCondition": "  ", "provider": prometheus("up")}
+    ]}));
+    assert_only(
+        analysis_template(&spec),
+        &[
+            (Required, "spec.metrics[1].thresholdRange"),
+            (Invalid, "spec.metrics[0].thresholdRange"),
+            (Invalid, "spec.metrics[2].thresholdRange"),
+            (Invalid, "spec.metrics[3].successCondition"),
+        ],
+    );
+}
+
+#[test]
+fn counts_limits_and_durations_are_checked_unless_they_are_placeholders() {
+    let spec = template_from(json!({
+        "args": [{"name": "n"}],
+        "metrics": [
+            {"name": "a", "count": 3, "successCondition": "true", "provider": prometheus("up")},
+            {"name": "b", "count": "{{args.n}}", "interval": "{{args.n}}", "successCondition": "true", "provider": prometheus("up")},
+            {"name": "c", "count": "three", "failureLimit": -1, "inconclusiveLimit": "2", "consecutiveErrorLimit": "x",
+             "interval": "1 minute", "initialDelay": "5m", "successCondition": "true", "provider": prometheus("up")}
+        ]
+    }));
+    assert_only(
+        analysis_template(&spec),
+        &[
+            (Required, "spec.metrics[0].interval"),
+            (Invalid, "spec.metrics[2].consecutiveErrorLimit"),
+            (Invalid, "spec.metrics[2].count"),
+            (Invalid, "spec.metrics[2].failureLimit"),
+            (Invalid, "spec.metrics[2].interval"),
+        ],
+    );
+}
+
+#[test]
+fn queries_may_only_use_declared_args() {
+    let spec = template_from(json!({
+        "args": [{"name": "service"}],
+        "metrics": [{"name": "m", "successCondition": "true",
+            "provider": prometheus("rate(x{svc=\"{{ args.service }}\", hash=\"{{args.canary-hash}}\"}[1m])")}]
+    }));
+    let violations = analysis_template(&spec);
+    assert_only(
+        violations.clone(),
+        &[(Invalid, "spec.metrics[0].provider.prometheus.query")],
+    );
+    assert!(
+        violations[0].message.contains("\"canary-hash\""),
+        "{}",
+        violations[0]
+    );
+}
+
+#[test]
+fn metrics_need_unique_names_a_provider_and_a_query() {
+    let spec = template_from(json!({
+        "dryRun": [{"metricName": "*"}, {"metricName": "missing"}],
+        "metrics": [
+            {"name": "m", "successCondition": "true", "provider": {}},
+            {"name": "m", "successCondition": "true", "provider": {"prometheus": {"query": " ", "address": "prometheus:9090", "timeout": 0}}},
+            {"name": "w", "successCondition": "true", "provider": {"web": {"url": "http://x"}}}
+        ]
+    }));
+    assert_only(
+        analysis_template(&spec),
+        &[
+            (Required, "spec.metrics[0].provider.prometheus"),
+            (Required, "spec.metrics[1].provider.prometheus.query"),
+            (Invalid, "spec.dryRun[1].metricName"),
+            (Invalid, "spec.metrics[1].name"),
+            (Invalid, "spec.metrics[1].provider.prometheus.address"),
+            (Invalid, "spec.metrics[1].provider.prometheus.timeout"),
+            (Unsup, "spec.metrics[2].provider.web"),
+        ],
+    );
+    assert_only(
+        analysis_template(&template_from(json!({"metrics": []}))),
+        &[(Required, "spec.metrics")],
+    );
+}
+
+#[test]
+fn placeholders_are_found_with_or_without_spaces() {
+    assert_eq!(
+        placeholders("a{{args.x}}b{{ args.y }}{{input.z}}{{args.w"),
+        vec!["x", "y"]
+    );
+    assert_eq!(placeholders("no braces"), Vec::<&str>::new());
+}
+
+fn git_sync_from(value: serde_json::Value) -> GitSyncSpec {
+    serde_json::from_value(value).expect("gitsync deserializes")
+}
+
+#[test]
+fn git_sync_defaults() {
+    let spec = git_sync_from(json!({"url": "file:///repo", "ref": {"branch": "main"}}));
+    assert_eq!(
+        (
+            spec.path.as_str(),
+            spec.interval.as_str(),
+            spec.prune,
+            spec.suspend
+        ),
+        (".", "1m", true, false)
+    );
+    assert!(spec.rollback.on_failure);
+    assert!(!spec.rollback.write_back.enabled);
+    assert_eq!(git_sync(&spec), vec![]);
+}
+
+#[test]
+fn git_sync_rules() {
+    let spec = git_sync_from(json!({
+        "url": "git@github.com:team/repo.git",
+        "ref": {"branch": "main", "tag": "v1"},
+        "path": "../outside",
+        "interval": "0s",
+        "secretRef": {"name": "Creds"},
+        "rollback": {"onFailure": false, "writeBack": {"enabled": true, "branch": "a b"}}
+    }));
+    let violations = git_sync(&spec);
+    assert_only(
+        violations.clone(),
+        &[
+            (Required, "spec.rollback.writeBack.authorEmail"),
+            (Required, "spec.rollback.writeBack.authorName"),
+            (Invalid, "spec.interval"),
+            (Invalid, "spec.path"),
+            (Invalid, "spec.ref"),
+            (Invalid, "spec.rollback.writeBack.branch"),
+            (Invalid, "spec.rollback.writeBack.enabled"),
+            (Invalid, "spec.secretRef.name"),
+            (Invalid, "spec.url"),
+        ],
+    );
+    let url = violations
+        .iter()
+        .find(|v| v.field == "spec.url")
+        .expect("url violation");
+    assert!(url.message.contains("ssh://user@host/path"), "{url}");
+
+    let pinned = git_sync_from(
+        json!({"url": "https://h/r.git", "ref": {"commit": "abc123"},
+        "rollback": {"writeBack": {"enabled": true, "authorName": "w", "authorEmail": "w@x"}}}),
+    );
+    assert_only(
+        git_sync(&pinned),
+        &[
+            (Required, "spec.rollback.writeBack.branch"),
+            (Invalid, "spec.ref.commit"),
+        ],
+    );
+}
+
+#[test]
+fn name_rules() {
+    let mut report = Report::default();
+    for (name, rule) in [
+        ("web", NameRule::Dns1035Label),
+        ("a-1", NameRule::Dns1035Label),
+        ("1a", NameRule::Dns1123Label),
+        ("a.b-c.d", NameRule::Dns1123Subdomain),
+    ] {
+        check_name(&mut report, name, name, rule);
+    }
+    assert_eq!(report.violations, vec![]);
+    let long = "a".repeat(64);
+    for (name, rule) in [
+        ("1a", NameRule::Dns1035Label),
+        ("-a", NameRule::Dns1123Label),
+        ("a-", NameRule::Dns1123Label),
+        ("A", NameRule::Dns1123Label),
+        (long.as_str(), NameRule::Dns1123Label),
+        ("a..b", NameRule::Dns1123Subdomain),
+        ("a_b", NameRule::Dns1123Subdomain),
+    ] {
+        let mut report = Report::default();
+        check_name(&mut report, "f", name, rule);
+        assert_eq!(fields(&report.violations), vec![(Invalid, "f")], "{name}");
+    }
+}
+
+fn step_strategy() -> impl Strategy<Value = serde_json::Value> {
+    prop_oneof![
+        (0..=100i32).prop_map(|w| json!({"setWeight": w})),
+        Just(json!({"pause": {}})),
+        (0..100_000i32).prop_map(|s| json!({"pause": {"duration": s}})),
+        (0..600u32, prop_oneof![Just("s"), Just("m"), Just("h")])
+            .prop_map(|(n, u)| json!({"pause": {"duration": format!("{n}{u}")}})),
+        Just(json!({"analysis": {"templates": [{"templateName": "success-rate"}]}})),
+        (0..50i32).prop_map(|r| json!({"setCanaryScale": {"replicas": r}})),
+        (0..=100i32).prop_map(|w| json!({"setCanaryScale": {"weight": w}})),
+        Just(json!({"setCanaryScale": {"matchTrafficWeight": true}})),
+    ]
+}
+
+proptest! {
+    #[test]
+    fn well_formed_steps_in_any_order_are_valid(steps in prop::collection::vec(step_strategy(), 0..20)) {
+        let spec = rollout_with_canary(json!({"steps": steps}));
+        prop_assert_eq!(rollout(&spec), vec![]);
+    }
+
+    #[test]
+    fn every_out_of_range_weight_is_named(weights in prop::collection::vec(-300..400i32, 1..20)) {
+        let steps: Vec<_> = weights.iter().map(|w| json!({"setWeight": w})).collect();
+        let spec = rollout_with_canary(json!({"steps": steps}));
+        let named: Vec<String> = rollout(&spec).into_iter().map(|v| v.field).collect();
+        let mut expected: Vec<String> = weights.iter().enumerate()
+            .filter(|(_, w)| !(0..=100).contains(*w))
+            .map(|(i, _)| format!("spec.strategy.canary.steps[{i}].setWeight"))
+            .collect();
+        expected.sort();
+        prop_assert_eq!(named, expected);
+    }
+
+    #[test]
+    fn validation_is_deterministic_and_never_panics(steps in prop::collection::vec(
+        prop_oneof![step_strategy(), Just(json!({})), Just(json!({"setWeight": 500, "pause": {"duration": "x"}}))], 0..10)
+    ) {
+        let spec = rollout_with_canary(json!({"steps": steps}));
+        prop_assert_eq!(rollout(&spec), rollout(&spec));
+    }
+}

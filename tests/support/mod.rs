@@ -1,0 +1,217 @@
+//! Test harness for integration tests against the local control plane
+//! (`hack/local-cluster.sh up`): a client, a fresh namespace per test, Prometheus.
+//!
+//! Tests fail, never skip, when the cluster is missing: a skipped test would pass silently.
+#![allow(dead_code)] // each test binary uses a different part of the harness
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
+use kube::api::{Api, DeleteParams, ObjectMeta, PostParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Client, Config};
+
+/// The repository root, where `.local-cluster/` lives.
+pub fn repo_root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn cluster_dir() -> PathBuf {
+    std::env::var_os("WEIR_CLUSTER_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join(".local-cluster"))
+}
+
+const HOW_TO_START: &str =
+    "start the local control plane with `hack/local-cluster.sh up` (or run `make test`)";
+
+/// A client for the local cluster: `$KUBECONFIG` when set, else `.local-cluster/kubeconfig`.
+pub async fn client() -> Client {
+    let config = match std::env::var_os("KUBECONFIG") {
+        Some(_) => Config::infer()
+            .await
+            .unwrap_or_else(|e| panic!("KUBECONFIG is set but unusable: {e}")),
+        None => {
+            let path = cluster_dir().join("kubeconfig");
+            let kubeconfig = Kubeconfig::read_from(&path).unwrap_or_else(|e| {
+                panic!("no local cluster ({}: {e}); {HOW_TO_START}", path.display())
+            });
+            Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+                .await
+                .unwrap_or_else(|e| panic!("bad kubeconfig {}: {e}", path.display()))
+        }
+    };
+    let client = Client::try_from(config).unwrap_or_else(|e| panic!("building a client: {e}"));
+    client
+        .apiserver_version()
+        .await
+        .unwrap_or_else(|e| panic!("the API server does not answer ({e}); {HOW_TO_START}"));
+    client
+}
+
+/// Polls `check` every 50 ms until it returns Some, or panics naming `what` after `limit`.
+/// A liveness bound, not a performance assertion: limits are generous.
+pub async fn eventually<T, F, Fut>(what: &str, limit: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        if tokio::time::Instant::now() > deadline {
+            panic!("gave up after {limit:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A namespace of its own for one test, deleted when the test ends (pass or fail), so tests
+/// can run in parallel and leave nothing behind.
+pub struct TestNamespace {
+    pub name: String,
+    pub client: Client,
+}
+
+impl TestNamespace {
+    pub async fn new(client: &Client, test: &str) -> TestNamespace {
+        static COUNTER: AtomicU32 = AtomicU32::new(0);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        let suffix = format!(
+            "{:x}{:x}{}",
+            std::process::id(),
+            nanos % 0xfffff,
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        );
+        let mut stem: String = test
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() {
+                    c.to_ascii_lowercase()
+                } else {
+                    '-'
+                }
+            })
+            .collect();
+        stem.truncate(40);
+        let name = format!("t-{}-{suffix}", stem.trim_matches('-'));
+        let namespaces: Api<Namespace> = Api::all(client.clone());
+        let namespace = Namespace {
+            metadata: ObjectMeta {
+                name: Some(name.clone()),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        namespaces
+            .create(&PostParams::default(), &namespace)
+            .await
+            .unwrap_or_else(|e| panic!("creating namespace {name}: {e}"));
+        // Pods are refused until the namespace's default ServiceAccount exists and (before
+        // Kubernetes 1.24) has its token Secret.
+        let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), &name);
+        eventually(
+            "the default ServiceAccount and its token",
+            Duration::from_secs(30),
+            || async {
+                let account = accounts.get_opt("default").await.ok().flatten()?;
+                account.secrets.filter(|s| !s.is_empty())
+            },
+        )
+        .await;
+        TestNamespace {
+            name,
+            client: client.clone(),
+        }
+    }
+
+    pub fn api<K>(&self) -> Api<K>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+        <K as kube::Resource>::DynamicType: Default,
+    {
+        Api::namespaced(self.client.clone(), &self.name)
+    }
+}
+
+impl Drop for TestNamespace {
+    fn drop(&mut self) {
+        let name = self.name.clone();
+        // Drop cannot await; a thread with its own runtime sends the delete before we go on.
+        // It needs a client of its own: the test's client has its worker on the test's
+        // runtime, which is blocked right here until the thread is done.
+        let deleted = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
+            runtime.block_on(async {
+                let namespaces: Api<Namespace> = Api::all(client().await);
+                namespaces
+                    .delete(&name, &DeleteParams::background())
+                    .await
+                    .ok()
+            })
+        })
+        .join();
+        if !matches!(deleted, Ok(Some(_))) {
+            eprintln!("warning: could not delete test namespace {}", self.name);
+        }
+    }
+}
+
+/// The local Prometheus: `$WEIR_PROMETHEUS_URL`, else the port in `.local-cluster/cluster.env`.
+pub fn prometheus_url() -> String {
+    if let Ok(url) = std::env::var("WEIR_PROMETHEUS_URL") {
+        return url;
+    }
+    let env_file = cluster_dir().join("cluster.env");
+    let text = std::fs::read_to_string(&env_file).unwrap_or_else(|e| {
+        panic!(
+            "no local cluster ({}: {e}); {HOW_TO_START}",
+            env_file.display()
+        )
+    });
+    let port = text
+        .lines()
+        .find_map(|line| line.strip_prefix("PROM_PORT="))
+        .unwrap_or_else(|| panic!("{} has no PROM_PORT", env_file.display()));
+    format!("http://127.0.0.1:{port}")
+}
+
+/// A file-based service discovery entry: Prometheus scrapes `target` while this lives.
+pub struct ScrapeTarget {
+    path: PathBuf,
+}
+
+impl ScrapeTarget {
+    pub fn add(name: &str, target: &str, labels: &[(&str, &str)]) -> ScrapeTarget {
+        let dir = cluster_dir().join("prometheus/targets");
+        let path = dir.join(format!("{name}.json"));
+        let labels: serde_json::Map<String, serde_json::Value> = labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), serde_json::Value::from(*v)))
+            .collect();
+        let body = serde_json::json!([{"targets": [target], "labels": labels}]);
+        // Written beside and renamed, so Prometheus never reads half a file.
+        let partial = dir.join(format!(".{name}.json.tmp"));
+        std::fs::write(&partial, body.to_string())
+            .unwrap_or_else(|e| panic!("writing {}: {e}", partial.display()));
+        std::fs::rename(&partial, &path)
+            .unwrap_or_else(|e| panic!("renaming to {}: {e}", path.display()));
+        ScrapeTarget { path }
+    }
+}
+
+impl Drop for ScrapeTarget {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
