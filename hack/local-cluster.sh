@@ -120,7 +120,14 @@ build_stand_in() {
 # --- processes ---------------------------------------------------------------------------------
 
 pid_of() { cat "$STATE/$1.pid" 2>/dev/null || true; }
-alive() { local p; p=$(pid_of "$1"); [ -n "$p" ] && kill -0 "$p" 2>/dev/null; }
+# Running, not merely present: a killed part can linger as a zombie when nothing reaps it
+# (a container's init often does not), and kill -0 succeeds on zombies.
+pid_running() {
+  local state
+  state=$(sed 's/^.*) //' "/proc/$1/stat" 2>/dev/null | cut -d' ' -f1) || return 1
+  [ -n "$state" ] && [ "$state" != Z ] && [ "$state" != X ]
+}
+alive() { local p; p=$(pid_of "$1"); [ -n "$p" ] && pid_running "$p"; }
 
 # Starts a part in its own session so it outlives this script and holds none of its pipes.
 start() {
@@ -305,9 +312,21 @@ cmd_build() {
   build_k8s
 }
 
+any_alive() {
+  local part
+  for part in "${PARTS[@]}"; do alive "$part" && return 0; done
+  return 1
+}
+
 cmd_up() {
   cmd_build
   build_stand_in
+  # State left by a cluster that died without `down` (a reboot, say) holds ports that may be
+  # taken now and etcd data for them: start clean instead.
+  if [ -f "$STATE/cluster.env" ] && ! any_alive; then
+    say "no part of the previous cluster runs; starting a fresh one"
+    cmd_down
+  fi
   prepare_state
   start_etcd
   start_apiserver
@@ -346,11 +365,11 @@ cmd_down() {
   for ((i = ${#PARTS[@]} - 1; i >= 0; i--)); do
     part=${PARTS[$i]}
     p=$(pid_of "$part")
-    if [ -n "$p" ] && kill -0 "$p" 2>/dev/null; then
+    if [ -n "$p" ] && pid_running "$p"; then
       say "stopping $part (pid $p)"
       kill "$p" 2>/dev/null || true
-      for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
-      kill -0 "$p" 2>/dev/null && kill -9 "$p" 2>/dev/null || true
+      for _ in $(seq 50); do pid_running "$p" || break; sleep 0.1; done
+      if pid_running "$p"; then kill -9 "$p" 2>/dev/null || true; fi
     fi
     rm -f "$STATE/$part.pid"
   done

@@ -237,18 +237,13 @@ pub enum PodTemplateHashValue {
 #[serde(rename_all = "camelCase")]
 #[schemars(transform = keep_unknown_fields)]
 pub struct AnalysisRunSpec {
-    pub metrics: Vec<Metric>,
-    /// Arguments with their values resolved (Secret values stay references).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub args: Vec<Argument>,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub dry_run: Vec<DryRun>,
+    /// The metrics, arguments (values resolved; Secret values stay references) and dry-run
+    /// list, as merged from the templates the run was made from.
+    #[serde(flatten)]
+    pub template: AnalysisTemplateSpec,
     /// Stop measuring; the run ends with what it has.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub terminate: bool,
-    #[serde(flatten)]
-    #[schemars(skip)]
-    pub unsupported: Unsupported,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
@@ -317,4 +312,30 @@ pub struct Measurement {
     pub started_at: Time,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<Time>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_run_spec_is_a_template_spec_plus_terminate_and_keeps_unknown_fields() {
+        let raw = json!({
+            "metrics": [{"name": "m", "successCondition": "true", "provider": {"prometheus": {"query": "up"}}}],
+            "args": [{"name": "a", "value": "1"}],
+            "terminate": true,
+            "measurementRetention": [{"metricName": "m", "limit": 5}]
+        });
+        let spec: AnalysisRunSpec = serde_json::from_value(raw.clone()).expect("deserializes");
+        assert!(spec.terminate);
+        assert_eq!(spec.template.metrics.len(), 1);
+        assert_eq!(spec.template.args[0].value.as_deref(), Some("1"));
+        assert_eq!(
+            spec.template.unsupported.keys().collect::<Vec<_>>(),
+            vec!["measurementRetention"],
+            "terminate belongs to the run, the unknown field to `unsupported`"
+        );
+        assert_eq!(serde_json::to_value(&spec).expect("serializes"), raw);
+    }
 }
