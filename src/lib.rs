@@ -4,5 +4,7 @@
 pub mod api;
 pub mod crd_files;
 pub mod duration;
+pub mod rollout;
 pub mod sim;
+pub mod time;
 pub mod validate;

@@ -155,6 +155,12 @@ pub fn rollout(spec: &RolloutSpec) -> Vec<Violation> {
     }
     for (index, step) in canary.steps.iter().enumerate() {
         check_step(&mut report, &format!("{at}.steps[{index}]"), step);
+        if step.set_canary_scale.is_some() && canary.traffic_routing.is_none() {
+            report.invalid(
+                format!("{at}.steps[{index}].setCanaryScale"),
+                "needs trafficRouting: without a router the replica ratio is the traffic ratio, so the canary's scale follows its weight",
+            );
+        }
     }
     if let Some(background) = &canary.analysis {
         let at = format!("{at}.analysis");

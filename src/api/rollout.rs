@@ -232,7 +232,17 @@ pub struct SetCanaryScale {
 }
 
 /// What the controller last saw and did. Written only by the controller, except for the
-/// fields operators set through `kubectl weir`: `abort`, `promoteFull` and `pauseConditions`.
+/// fields operators set, each with one patch of the status subresource (what
+/// `kubectl weir` sends; `kubectl patch rollout NAME --subresource status --type merge -p ...`):
+///
+/// | control | patch | effect |
+/// | --- | --- | --- |
+/// | promote | `{"status":{"pauseConditions":null}}` | leave the current pause step or inconclusive analysis |
+/// | promote full | `{"status":{"promoteFull":true}}` | skip every remaining step and promote |
+/// | abort | `{"status":{"abort":true}}` | canary weight 0 now, phase Degraded, canary scaled down after `abortScaleDownDelaySeconds` |
+/// | retry | `{"status":{"abort":false}}` | after an abort: start the steps again from step 0 |
+///
+/// Pause and resume are spec changes: `{"spec":{"paused":true}}` and `{"spec":{"paused":false}}`.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct RolloutStatus {
@@ -265,12 +275,27 @@ pub struct RolloutStatus {
     /// traffic returns to the stable version.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub abort: bool,
+    /// When the current canary was aborted; cleared by a retry or a new template.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aborted_at: Option<Time>,
     /// Set by `kubectl weir promote --full`: skip the remaining steps.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub promote_full: bool,
     /// Why the rollout is paused, one entry per reason; promote clears them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub pause_conditions: Vec<PauseCondition>,
+    /// True while the controller itself holds the rollout (a pause step or inconclusive
+    /// analysis); an operator's promote clears `pauseConditions`, and the controller moves on.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub controller_pause: bool,
+    /// Since when the rollout has waited for pods to become available or for the router to
+    /// carry a weight; `progressDeadlineSeconds` counts from here.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub waiting_since: Option<Time>,
+    /// How many times the current canary was retried after an abort; analysis runs of an
+    /// earlier attempt no longer count.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub attempt: i32,
     /// Total pods of this Rollout (the `scale` subresource reads it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replicas: Option<i32>,
@@ -286,6 +311,10 @@ pub struct RolloutStatus {
     /// The `metadata.generation` this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+}
+
+fn is_zero(value: &i32) -> bool {
+    *value == 0
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, Hash, JsonSchema)]

@@ -127,7 +127,9 @@ fn pause_durations_must_parse() {
 
 #[test]
 fn canary_scale_takes_one_setting() {
-    let spec = rollout_with_canary(json!({"steps": [
+    let spec = rollout_with_canary(json!({
+        "stableService": "s", "canaryService": "c", "trafficRouting": {"gatewayAPI": {"httpRoute": "r"}},
+        "steps": [
         {"setCanaryScale": {"replicas": 2, "weight": 10}},
         {"setCanaryScale": {}},
         {"setCanaryScale": {"weight": 120}},
@@ -561,7 +563,10 @@ fn step_strategy() -> impl Strategy<Value = serde_json::Value> {
 proptest! {
     #[test]
     fn well_formed_steps_in_any_order_are_valid(steps in prop::collection::vec(step_strategy(), 0..20)) {
-        let spec = rollout_with_canary(json!({"steps": steps}));
+        let spec = rollout_with_canary(json!({
+            "stableService": "s", "canaryService": "c", "trafficRouting": {"gatewayAPI": {"httpRoute": "r"}},
+            "steps": steps
+        }));
         prop_assert_eq!(rollout(&spec), vec![]);
     }
 

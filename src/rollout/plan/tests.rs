@@ -1,0 +1,1155 @@
+use super::*;
+use proptest::prelude::*;
+use serde_json::{Value, json};
+
+const STABLE: &str = "stable1";
+const CANARY: &str = "canary1";
+
+fn t0() -> DateTime<Utc> {
+    DateTime::from_timestamp(1_800_000_000, 0).expect("valid time")
+}
+
+fn spec(steps: Value, router: bool, replicas: i32) -> RolloutSpec {
+    let mut canary =
+        json!({"stableService": "web-stable", "canaryService": "web-canary", "steps": steps});
+    if router {
+        canary["trafficRouting"] = json!({"gatewayAPI": {"httpRoute": "web"}});
+    }
+    serde_json::from_value(json!({
+        "replicas": replicas,
+        "selector": {"matchLabels": {"app": "web"}},
+        "template": {"metadata": {"labels": {"app": "web"}}},
+        "strategy": {"canary": canary}
+    }))
+    .expect("spec")
+}
+
+/// A test-side stand-in for the API server, the ReplicaSet controller and the router: it
+/// carries out actions the way the reconcile glue and the cluster would.
+#[derive(Clone, Debug)]
+struct World {
+    spec: RolloutSpec,
+    status: RolloutStatus,
+    hash: String,
+    observed: Observed,
+    now: DateTime<Utc>,
+    /// Hashes whose pods never become available (crash-looping versions).
+    crashing: Vec<String>,
+    /// Whether new pods become available as soon as they exist.
+    instant_pods: bool,
+    weights_seen: Vec<i32>,
+    next_run: usize,
+}
+
+impl World {
+    fn new(spec: RolloutSpec) -> World {
+        World {
+            spec,
+            status: RolloutStatus::default(),
+            hash: STABLE.into(),
+            observed: Observed::default(),
+            now: t0(),
+            crashing: Vec::new(),
+            instant_pods: true,
+            weights_seen: Vec::new(),
+            next_run: 0,
+        }
+    }
+
+    /// A world where STABLE is deployed and Healthy, and CANARY is the new template.
+    fn with_canary(spec: RolloutSpec) -> World {
+        let mut world = World::new(spec);
+        world.reconcile();
+        assert_eq!(
+            world.status.phase,
+            Some(RolloutPhase::Healthy),
+            "{:?}",
+            world.status.message
+        );
+        world.hash = CANARY.into();
+        world
+    }
+
+    fn plan(&self) -> Plan {
+        plan(&Input {
+            spec: &self.spec,
+            generation: Some(1),
+            status: &self.status,
+            template_hash: &self.hash,
+            observed: &self.observed,
+            now: self.now,
+        })
+    }
+
+    fn rs_mut(&mut self, hash: &str) -> Option<&mut ReplicaSetView> {
+        self.observed
+            .replica_sets
+            .iter_mut()
+            .find(|rs| rs.hash == hash)
+    }
+
+    fn rs(&self, hash: &str) -> Option<&ReplicaSetView> {
+        self.observed.replica_sets.iter().find(|rs| rs.hash == hash)
+    }
+
+    fn apply(&mut self, actions: &[Action]) {
+        for action in actions {
+            match action {
+                Action::CreateReplicaSet { hash, replicas } => {
+                    assert!(self.rs(hash).is_none(), "created {hash} twice");
+                    let created = self.now;
+                    self.observed.replica_sets.push(ReplicaSetView {
+                        hash: hash.clone(),
+                        replicas: *replicas,
+                        available: 0,
+                        scale_down_at: None,
+                        created,
+                    });
+                }
+                Action::ScaleReplicaSet { hash, replicas } => {
+                    let rs = self.rs_mut(hash).expect("scaled a ReplicaSet that exists");
+                    rs.replicas = *replicas;
+                    rs.available = rs.available.min(*replicas);
+                    rs.scale_down_at = None;
+                }
+                Action::MarkScaleDown { hash, at } => {
+                    self.rs_mut(hash)
+                        .expect("marked a ReplicaSet that exists")
+                        .scale_down_at = Some(*at);
+                }
+                Action::DeleteReplicaSet { hash } => {
+                    self.observed.replica_sets.retain(|rs| &rs.hash != hash)
+                }
+                Action::PointService { service, hash } => match service.as_str() {
+                    "web-stable" => self.observed.stable_service_hash = Some(hash.clone()),
+                    "web-canary" => self.observed.canary_service_hash = Some(hash.clone()),
+                    other => panic!("pointed unknown service {other}"),
+                },
+                Action::SetWeight { canary_weight } => {
+                    assert!((0..=100).contains(canary_weight));
+                    self.observed.route_weight = Some(*canary_weight);
+                    self.weights_seen.push(*canary_weight);
+                }
+                Action::StartAnalysis {
+                    hash,
+                    attempt,
+                    step,
+                } => {
+                    let exists = self
+                        .observed
+                        .analysis_runs
+                        .iter()
+                        .any(|r| &r.hash == hash && r.attempt == *attempt && r.step == *step);
+                    assert!(!exists, "started the same analysis twice");
+                    self.next_run += 1;
+                    self.observed.analysis_runs.push(AnalysisRunView {
+                        name: format!("run-{}", self.next_run),
+                        hash: hash.clone(),
+                        attempt: *attempt,
+                        step: *step,
+                        phase: AnalysisPhase::Running,
+                        message: None,
+                    });
+                }
+                Action::StopAnalysis { name } => {
+                    let run = self
+                        .observed
+                        .analysis_runs
+                        .iter_mut()
+                        .find(|r| &r.name == name)
+                        .expect("stopped a run that exists");
+                    run.phase = AnalysisPhase::Successful;
+                }
+            }
+        }
+        if self.instant_pods {
+            self.pods_become_available();
+        }
+    }
+
+    fn pods_become_available(&mut self) {
+        let crashing = self.crashing.clone();
+        for rs in &mut self.observed.replica_sets {
+            rs.available = if crashing.contains(&rs.hash) {
+                0
+            } else {
+                rs.replicas
+            };
+        }
+    }
+
+    /// What the glue does: plan, act, observe again, until nothing is left to do; then the
+    /// status is written.
+    fn reconcile(&mut self) -> Vec<Plan> {
+        let mut plans = Vec::new();
+        for _ in 0..30 {
+            let plan = self.plan();
+            assert_eq!(
+                plan,
+                self.plan(),
+                "planning the same inputs twice must give the same plan"
+            );
+            self.apply(&plan.actions);
+            self.status = plan.status.clone();
+            let done = plan.actions.is_empty();
+            plans.push(plan);
+            if done {
+                return plans;
+            }
+        }
+        panic!("reconcile did not settle: {:#?}", plans.last());
+    }
+
+    fn tick(&mut self, seconds: i64) {
+        self.now += chrono::Duration::seconds(seconds);
+    }
+
+    fn promote(&mut self) {
+        self.status
+            .pause_conditions
+            .retain(|c| c.reason == PauseReason::PausedByUser);
+    }
+
+    fn run_phase(&mut self, step: Option<usize>, phase: AnalysisPhase, message: &str) {
+        let attempt = self.status.attempt;
+        let hash = self.hash.clone();
+        let run = self
+            .observed
+            .analysis_runs
+            .iter_mut()
+            .find(|r| r.hash == hash && r.attempt == attempt && r.step == step)
+            .expect("the run exists");
+        run.phase = phase;
+        run.message = Some(message.into());
+    }
+
+    fn phase(&self) -> Option<RolloutPhase> {
+        self.status.phase
+    }
+
+    fn reasons(plans: &[Plan]) -> Vec<Reason> {
+        plans
+            .iter()
+            .flat_map(|p| p.transitions.iter().map(|t| t.reason))
+            .collect()
+    }
+}
+
+#[test]
+fn the_first_version_becomes_stable_at_full_scale_without_steps() {
+    let mut world = World::new(spec(json!([{"setWeight": 20}, {"pause": {}}]), true, 4));
+    world.reconcile();
+    assert_eq!(world.status.stable_rs.as_deref(), Some(STABLE));
+    assert_eq!(world.rs(STABLE).map(|rs| rs.replicas), Some(4));
+    assert_eq!(world.observed.stable_service_hash.as_deref(), Some(STABLE));
+    assert_eq!(
+        world.observed.canary_service_hash.as_deref(),
+        Some(STABLE),
+        "an idle canary Service points at stable"
+    );
+    assert_eq!(world.observed.route_weight, Some(0));
+    assert_eq!(world.phase(), Some(RolloutPhase::Healthy));
+    assert_eq!(world.status.current_step_index, Some(2));
+}
+
+#[test]
+fn a_settled_rollout_plans_nothing_and_keeps_its_status() {
+    let mut world = World::new(spec(json!([{"setWeight": 20}]), true, 3));
+    world.reconcile();
+    world.tick(3600);
+    let plan = world.plan();
+    assert_eq!(plan.actions, vec![]);
+    assert_eq!(
+        plan.status, world.status,
+        "a no-op reconcile must write nothing"
+    );
+    assert_eq!(plan.requeue_after, None);
+    assert_eq!(plan.transitions, vec![]);
+}
+
+#[test]
+fn a_canary_walks_its_steps_with_verified_weights_and_promotes() {
+    let steps =
+        json!([{"setWeight": 20}, {"pause": {"duration": "5s"}}, {"setWeight": 60}, {"pause": {}}]);
+    let mut world = World::with_canary(spec(steps, true, 5));
+    let plans = world.reconcile();
+    assert_eq!(
+        World::reasons(&plans),
+        vec![
+            Reason::RolloutStarted,
+            Reason::StepCompleted,
+            Reason::Paused
+        ]
+    );
+    assert_eq!(world.weights_seen, vec![0, 20]);
+    assert_eq!(
+        world.rs(CANARY).map(|rs| rs.replicas),
+        Some(1),
+        "ceil(5 * 20 / 100)"
+    );
+    assert_eq!(
+        world.rs(STABLE).map(|rs| rs.replicas),
+        Some(5),
+        "with a router the stable keeps full scale"
+    );
+    assert_eq!(world.observed.canary_service_hash.as_deref(), Some(CANARY));
+    assert_eq!(
+        (world.phase(), world.status.canary_weight),
+        (Some(RolloutPhase::Paused), Some(20))
+    );
+    assert_eq!(
+        plans.last().and_then(|p| p.requeue_after),
+        Some(Duration::from_secs(5)),
+        "wake exactly at the pause's end"
+    );
+
+    world.tick(4);
+    let plans = world.reconcile();
+    assert_eq!(
+        world.status.current_step_index,
+        Some(1),
+        "4s into a 5s pause"
+    );
+    assert_eq!(
+        plans.last().and_then(|p| p.requeue_after),
+        Some(Duration::from_secs(1))
+    );
+
+    world.tick(1);
+    world.reconcile();
+    assert_eq!(world.weights_seen, vec![0, 20, 60]);
+    assert_eq!(world.rs(CANARY).map(|rs| rs.replicas), Some(3));
+    assert_eq!(
+        (world.phase(), world.status.current_step_index),
+        (Some(RolloutPhase::Paused), Some(3))
+    );
+    world.tick(86_400);
+    world.reconcile();
+    assert_eq!(
+        world.status.current_step_index,
+        Some(3),
+        "pause {{}} waits for promote, however long"
+    );
+
+    world.promote();
+    let plans = world.reconcile();
+    assert_eq!(
+        World::reasons(&plans),
+        vec![
+            Reason::Promoted,
+            Reason::StepCompleted,
+            Reason::RolloutCompleted
+        ]
+    );
+    assert_eq!(
+        world.weights_seen,
+        vec![0, 20, 60, 100, 0],
+        "100 on the canary, then 0 through the moved stable Service"
+    );
+    assert_eq!(world.status.stable_rs.as_deref(), Some(CANARY));
+    assert_eq!(world.observed.stable_service_hash.as_deref(), Some(CANARY));
+    assert_eq!(world.phase(), Some(RolloutPhase::Healthy));
+    assert_eq!(
+        world.rs(STABLE).map(|rs| rs.replicas),
+        Some(5),
+        "the old stable waits scaleDownDelaySeconds"
+    );
+    let at = world.rs(STABLE).and_then(|rs| rs.scale_down_at);
+    assert_eq!(at, Some(world.now + chrono::Duration::seconds(30)));
+
+    world.tick(30);
+    world.reconcile();
+    assert_eq!(world.rs(STABLE).map(|rs| rs.replicas), Some(0));
+    assert_eq!(world.phase(), Some(RolloutPhase::Healthy));
+}
+
+#[test]
+fn weight_rises_only_once_the_canary_pods_are_available() {
+    let mut world = World::with_canary(spec(json!([{"setWeight": 50}]), true, 4));
+    world.instant_pods = false;
+    world.reconcile();
+    assert_eq!(world.rs(CANARY).map(|rs| rs.replicas), Some(2));
+    assert_eq!(
+        world.observed.route_weight,
+        Some(0),
+        "no traffic to pods that are not available"
+    );
+    assert_eq!(world.phase(), Some(RolloutPhase::Progressing));
+    world.pods_become_available();
+    world.reconcile();
+    assert_eq!(world.weights_seen, vec![0, 50]);
+    assert_eq!(
+        world.rs(CANARY).map(|rs| rs.replicas),
+        Some(4),
+        "promotion scales the canary up first"
+    );
+    assert_eq!(
+        world.observed.route_weight,
+        Some(50),
+        "and holds the weight until those pods are available"
+    );
+    world.pods_become_available();
+    world.reconcile();
+    assert_eq!(world.weights_seen, vec![0, 50, 100, 0]);
+    assert_eq!(world.phase(), Some(RolloutPhase::Healthy));
+}
+
+#[test]
+fn a_canary_that_never_becomes_ready_aborts_at_the_progress_deadline() {
+    let mut s = spec(json!([{"setWeight": 20}, {"pause": {}}]), true, 4);
+    s.progress_deadline_seconds = 60;
+    let mut world = World::with_canary(s);
+    world.crashing.push(CANARY.into());
+    let plans = world.reconcile();
+    assert_eq!(
+        plans.last().and_then(|p| p.requeue_after),
+        Some(Duration::from_secs(60))
+    );
+    assert_eq!(world.status.waiting_since, Some(to_k8s(world.now)));
+    world.tick(59);
+    world.reconcile();
+    assert!(!world.status.abort);
+    assert_eq!(
+        world.status.waiting_since,
+        Some(to_k8s(world.now - chrono::Duration::seconds(59))),
+        "the clock does not restart"
+    );
+    world.tick(1);
+    let plans = world.reconcile();
+    assert_eq!(
+        World::reasons(&plans),
+        vec![Reason::ProgressDeadlineExceeded]
+    );
+    assert!(world.status.abort);
+    assert_eq!(world.phase(), Some(RolloutPhase::Degraded));
+    assert!(
+        world
+            .status
+            .message
+            .as_deref()
+            .unwrap_or("")
+            .starts_with("ProgressDeadlineExceeded"),
+        "{:?}",
+        world.status.message
+    );
+    assert_eq!(world.observed.route_weight, Some(0));
+}
+
+#[test]
+fn abort_sends_all_traffic_to_stable_at_once_then_retry_starts_over() {
+    let mut world = World::with_canary(spec(json!([{"setWeight": 40}, {"pause": {}}]), true, 5));
+    world.reconcile();
+    assert_eq!(world.observed.route_weight, Some(40));
+    world.status.abort = true;
+    let plans = world.reconcile();
+    assert_eq!(
+        plans[0].actions,
+        vec![Action::SetWeight { canary_weight: 0 }],
+        "weight 0 in the first plan"
+    );
+    assert_eq!(World::reasons(&plans), vec![Reason::Aborted]);
+    assert_eq!(world.phase(), Some(RolloutPhase::Degraded));
+    assert_eq!(
+        world.status.pause_conditions,
+        vec![],
+        "an aborted rollout is not paused"
+    );
+    assert_eq!(
+        world.rs(CANARY).map(|rs| rs.replicas),
+        Some(2),
+        "pods stay for abortScaleDownDelaySeconds"
+    );
+    assert_eq!(
+        plans.last().and_then(|p| p.requeue_after),
+        Some(Duration::from_secs(30))
+    );
+    world.tick(30);
+    world.reconcile();
+    assert_eq!(world.rs(CANARY).map(|rs| rs.replicas), Some(0));
+    assert_eq!(
+        world.rs(STABLE).map(|rs| (rs.replicas, rs.available)),
+        Some((5, 5))
+    );
+    world.tick(3600);
+    world.reconcile();
+    assert_eq!(
+        world.phase(),
+        Some(RolloutPhase::Degraded),
+        "it stays Degraded until retried or changed"
+    );
+
+    world.status.abort = false;
+    let plans = world.reconcile();
+    assert_eq!(
+        World::reasons(&plans),
+        vec![Reason::Retried, Reason::StepCompleted, Reason::Paused]
+    );
+    assert_eq!(
+        (world.status.attempt, world.status.current_step_index),
+        (1, Some(1))
+    );
+    assert_eq!(world.observed.route_weight, Some(40));
+    assert_eq!(world.status.aborted_at, None);
+}
+
+#[test]
+fn without_a_router_abort_removes_the_canary_pods_at_once() {
+    let mut world = World::with_canary(spec(json!([{"setWeight": 50}, {"pause": {}}]), false, 4));
+    world.reconcile();
+    assert_eq!(
+        (
+            world.rs(CANARY).map(|r| r.replicas),
+            world.rs(STABLE).map(|r| r.replicas)
+        ),
+        (Some(2), Some(2))
+    );
+    world.status.abort = true;
+    world.reconcile();
+    assert_eq!(
+        (
+            world.rs(CANARY).map(|r| r.replicas),
+            world.rs(STABLE).map(|r| r.replicas)
+        ),
+        (Some(0), Some(4))
+    );
+    assert_eq!(world.status.canary_weight, Some(0));
+}
+
+#[test]
+fn without_a_router_the_replica_ratio_is_the_traffic_ratio() {
+    let mut world = World::with_canary(spec(json!([{"setWeight": 30}, {"pause": {}}]), false, 10));
+    world.instant_pods = false;
+    world.reconcile();
+    assert_eq!(
+        (
+            world.rs(CANARY).map(|r| r.replicas),
+            world.rs(STABLE).map(|r| r.replicas)
+        ),
+        (Some(3), Some(10)),
+        "canary first"
+    );
+    world.pods_become_available();
+    world.reconcile();
+    assert_eq!(
+        world.rs(STABLE).map(|r| r.replicas),
+        Some(7),
+        "the stable gives up what the canary has available"
+    );
+    world.pods_become_available();
+    world.reconcile();
+    assert_eq!(
+        (world.status.current_step_index, world.status.canary_weight),
+        (Some(1), Some(30))
+    );
+    assert_eq!(world.observed.route_weight, None, "no router is touched");
+}
+
+#[test]
+fn promote_full_skips_the_remaining_steps() {
+    let mut world = World::with_canary(spec(
+        json!([{"setWeight": 10}, {"pause": {}}, {"setWeight": 50}, {"pause": {}}]),
+        true,
+        2,
+    ));
+    world.reconcile();
+    world.status.promote_full = true;
+    let plans = world.reconcile();
+    assert_eq!(
+        World::reasons(&plans),
+        vec![Reason::PromotedFull, Reason::RolloutCompleted]
+    );
+    assert_eq!(world.weights_seen, vec![0, 10, 100, 0]);
+    assert_eq!(
+        (world.phase(), world.status.promote_full),
+        (Some(RolloutPhase::Healthy), false)
+    );
+}
+
+#[test]
+fn a_template_change_mid_rollout_restarts_from_step_zero_against_stable() {
+    let mut world = World::with_canary(spec(
+        json!([{"setWeight": 60}, {"pause": {}}, {"setWeight": 80}]),
+        true,
+        5,
+    ));
+    world.reconcile();
+    assert_eq!(world.observed.route_weight, Some(60));
+    world.hash = "canary2".into();
+    world.instant_pods = false;
+    let plans = world.reconcile();
+    assert_eq!(World::reasons(&plans), vec![Reason::TemplateChanged]);
+    assert_eq!(
+        world.observed.route_weight,
+        Some(0),
+        "no traffic to canary2 before its pods are available"
+    );
+    assert_eq!(
+        world.observed.canary_service_hash.as_deref(),
+        Some("canary2")
+    );
+    assert_eq!(world.status.current_step_index, Some(0));
+    world.pods_become_available();
+    world.reconcile();
+    assert_eq!(world.observed.route_weight, Some(60));
+    assert_eq!(world.status.stable_rs.as_deref(), Some(STABLE));
+    world.tick(30);
+    world.reconcile();
+    assert_eq!(
+        world.rs(CANARY).map(|r| r.replicas),
+        Some(0),
+        "the abandoned canary scales down after the delay"
+    );
+}
+
+#[test]
+fn re_applying_the_stable_template_rolls_back_at_once() {
+    let mut world = World::with_canary(spec(
+        json!([{"setWeight": 50}, {"analysis": {"templates": [{"templateName": "t"}]}}]),
+        true,
+        4,
+    ));
+    world.reconcile();
+    assert_eq!(world.observed.route_weight, Some(50));
+    let runs = world.observed.analysis_runs.len();
+    world.hash = STABLE.into();
+    let plans = world.reconcile();
+    assert_eq!(World::reasons(&plans), vec![Reason::RolledBack]);
+    assert_eq!(world.observed.route_weight, Some(0));
+    assert_eq!(world.observed.canary_service_hash.as_deref(), Some(STABLE));
+    assert_eq!(world.phase(), Some(RolloutPhase::Healthy));
+    assert_eq!(world.observed.analysis_runs.len(), runs, "no new analysis");
+    assert!(
+        world
+            .observed
+            .analysis_runs
+            .iter()
+            .all(|r| r.phase != AnalysisPhase::Running),
+        "the canary's run is stopped"
+    );
+}
+
+#[test]
+fn an_invalid_spec_touches_nothing_and_names_the_field() {
+    let mut world = World::with_canary(spec(json!([{"setWeight": 20}, {"pause": {}}]), true, 4));
+    world.reconcile();
+    let before = world.observed.clone();
+    world.spec.strategy.canary.as_mut().expect("canary").steps[1].set_weight = Some(30);
+    let plans = world.reconcile();
+    assert_eq!(plans.len(), 1);
+    assert_eq!(plans[0].actions, vec![]);
+    assert_eq!(world.observed, before);
+    assert_eq!(world.phase(), Some(RolloutPhase::Degraded));
+    let condition = world
+        .status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == CONDITION_INVALID_SPEC)
+        .expect("InvalidSpec condition");
+    assert_eq!(condition.status, "True");
+    assert!(
+        condition.message.contains("spec.strategy.canary.steps[1]"),
+        "{}",
+        condition.message
+    );
+    assert_eq!(World::reasons(&plans), vec![Reason::InvalidSpec]);
+    let again = world.reconcile();
+    assert_eq!(
+        World::reasons(&again),
+        vec![],
+        "an unchanged invalid spec is reported once"
+    );
+}
+
+#[test]
+fn spec_paused_holds_the_rollout_until_resumed() {
+    let mut world =
+        World::with_canary(spec(json!([{"setWeight": 20}, {"setWeight": 40}]), true, 5));
+    world.spec.paused = true;
+    world.reconcile();
+    assert_eq!(world.phase(), Some(RolloutPhase::Paused));
+    assert_eq!(world.status.current_step_index, Some(0));
+    assert_eq!(
+        world
+            .status
+            .pause_conditions
+            .iter()
+            .map(|c| c.reason)
+            .collect::<Vec<_>>(),
+        vec![PauseReason::PausedByUser]
+    );
+    world.spec.paused = false;
+    world.reconcile();
+    assert_eq!(world.phase(), Some(RolloutPhase::Healthy));
+    assert_eq!(world.status.pause_conditions, vec![]);
+}
+
+#[test]
+fn analysis_steps_gate_on_their_run() {
+    let steps = json!([{"setWeight": 20}, {"analysis": {"templates": [{"templateName": "t"}]}}, {"setWeight": 50}, {"pause": {}}]);
+    let mut world = World::with_canary(spec(steps, true, 4));
+    world.reconcile();
+    assert_eq!(world.status.current_step_index, Some(1));
+    assert_eq!(world.observed.analysis_runs.len(), 1);
+    world.tick(3600);
+    world.reconcile();
+    assert_eq!(
+        (
+            world.status.current_step_index,
+            world.observed.analysis_runs.len()
+        ),
+        (Some(1), 1),
+        "waits, starts nothing twice"
+    );
+    world.run_phase(Some(1), AnalysisPhase::Successful, "success-rate 0.99");
+    world.reconcile();
+    assert_eq!(
+        (world.status.current_step_index, world.observed.route_weight),
+        (Some(3), Some(50))
+    );
+}
+
+#[test]
+fn failed_analysis_aborts_naming_the_measurement() {
+    let steps = json!([{"setWeight": 20}, {"analysis": {"templates": [{"templateName": "t"}]}}, {"setWeight": 50}]);
+    for (phase, reason) in [
+        (AnalysisPhase::Failed, Reason::AnalysisFailed),
+        (AnalysisPhase::Error, Reason::AnalysisError),
+    ] {
+        let mut world = World::with_canary(spec(steps.clone(), true, 4));
+        world.reconcile();
+        world.run_phase(Some(1), phase, "success-rate = 0.42");
+        let plans = world.reconcile();
+        assert_eq!(World::reasons(&plans), vec![reason]);
+        assert!(world.status.abort);
+        assert_eq!(world.observed.route_weight, Some(0));
+        let message = world.status.message.clone().unwrap_or_default();
+        assert!(message.contains("success-rate = 0.42"), "{message}");
+    }
+}
+
+#[test]
+fn inconclusive_analysis_pauses_until_promoted() {
+    let steps = json!([{"setWeight": 20}, {"analysis": {"templates": [{"templateName": "t"}]}}, {"setWeight": 50}, {"pause": {}}]);
+    let mut world = World::with_canary(spec(steps, true, 4));
+    world.reconcile();
+    world.run_phase(Some(1), AnalysisPhase::Inconclusive, "no data");
+    world.reconcile();
+    assert_eq!(world.phase(), Some(RolloutPhase::Paused));
+    assert_eq!(
+        world.status.pause_conditions[0].reason,
+        PauseReason::InconclusiveAnalysisRun
+    );
+    world.promote();
+    world.reconcile();
+    assert_eq!(world.status.current_step_index, Some(3));
+}
+
+#[test]
+fn failing_background_analysis_aborts() {
+    let mut s = spec(
+        json!([{"setWeight": 20}, {"pause": {}}, {"setWeight": 60}]),
+        true,
+        4,
+    );
+    s.strategy.canary.as_mut().expect("canary").analysis = Some(
+        serde_json::from_value(json!({"templates": [{"templateName": "t"}], "startingStep": 1}))
+            .expect("analysis"),
+    );
+    let mut world = World::with_canary(s);
+    world.reconcile();
+    let background: Vec<_> = world
+        .observed
+        .analysis_runs
+        .iter()
+        .filter(|r| r.step.is_none())
+        .collect();
+    assert_eq!(background.len(), 1, "started at step 1");
+    world.run_phase(None, AnalysisPhase::Failed, "error-rate = 0.3");
+    world.reconcile();
+    assert!(world.status.abort);
+    assert_eq!(world.observed.route_weight, Some(0));
+}
+
+#[test]
+fn canary_scale_follows_set_canary_scale_until_matched_again() {
+    let steps = json!([{"setCanaryScale": {"replicas": 3}}, {"setWeight": 10}, {"pause": {}}, {"setCanaryScale": {"matchTrafficWeight": true}}, {"pause": {}}]);
+    let mut world = World::with_canary(spec(steps, true, 10));
+    world.reconcile();
+    assert_eq!(
+        (
+            world.rs(CANARY).map(|r| r.replicas),
+            world.observed.route_weight
+        ),
+        (Some(3), Some(10))
+    );
+    world.promote();
+    world.reconcile();
+    assert_eq!(
+        world.rs(CANARY).map(|r| r.replicas),
+        Some(1),
+        "ceil(10 * 10 / 100)"
+    );
+}
+
+#[test]
+fn old_replica_sets_beyond_the_history_limit_are_deleted() {
+    let mut s = spec(json!([]), true, 2);
+    s.revision_history_limit = 1;
+    let mut world = World::new(s);
+    world.reconcile();
+    for (i, hash) in ["v2", "v3", "v4"].into_iter().enumerate() {
+        world.tick(100 * (i as i64 + 1));
+        world.hash = hash.into();
+        world.reconcile();
+        world.tick(30);
+        world.reconcile();
+    }
+    let mut left: Vec<&str> = world
+        .observed
+        .replica_sets
+        .iter()
+        .map(|rs| rs.hash.as_str())
+        .collect();
+    left.sort();
+    assert_eq!(left, vec!["v3", "v4"], "the stable plus one in history");
+}
+
+#[test]
+fn step_weight_and_canary_pods() {
+    let steps: Vec<CanaryStep> =
+        serde_json::from_value(json!([{"pause": {}}, {"setWeight": 30}, {"pause": {}}, {"setCanaryScale": {"weight": 50}}])).expect("steps");
+    assert_eq!(
+        (0..=4).map(|i| step_weight(&steps, i)).collect::<Vec<_>>(),
+        vec![0, 30, 30, 30, 100]
+    );
+    assert_eq!(canary_pods(&steps, 1, 3, 30, true), 1);
+    assert_eq!(
+        canary_pods(&steps, 3, 3, 30, true),
+        2,
+        "setCanaryScale weight 50 of 3"
+    );
+    assert_eq!(
+        canary_pods(&steps, 3, 3, 30, false),
+        1,
+        "ignored without a router"
+    );
+    assert_eq!(canary_pods(&steps, 4, 3, 100, true), 3);
+}
+
+#[test]
+fn selector_strings() {
+    let selector: LabelSelector = serde_json::from_value(json!({
+        "matchLabels": {"app": "web"},
+        "matchExpressions": [{"key": "tier", "operator": "In", "values": ["a", "b"]}, {"key": "x", "operator": "DoesNotExist"}]
+    }))
+    .expect("selector");
+    assert_eq!(selector_string(&selector), "app=web,tier in (a,b),!x");
+}
+
+// --- property tests ------------------------------------------------------------------------
+
+fn step_strategy() -> impl Strategy<Value = Value> {
+    prop_oneof![
+        3 => (0..=100i32).prop_map(|w| json!({"setWeight": w})),
+        1 => Just(json!({"pause": {}})),
+        1 => (1..120i32).prop_map(|s| json!({"pause": {"duration": s}})),
+        1 => Just(json!({"analysis": {"templates": [{"templateName": "t"}]}})),
+        1 => (0..6i32).prop_map(|r| json!({"setCanaryScale": {"replicas": r}})),
+        1 => Just(json!({"setCanaryScale": {"matchTrafficWeight": true}})),
+    ]
+}
+
+#[derive(Clone, Debug)]
+enum Event {
+    Tick(i64),
+    PodsAvailable,
+    Promote,
+    PromoteFull,
+    Abort,
+    Retry,
+    NewTemplate,
+    Rollback,
+    RunOutcome(AnalysisPhase),
+    Pause(bool),
+    /// The controller dies after acting and before writing status.
+    Crash,
+}
+
+fn event_strategy() -> impl Strategy<Value = Event> {
+    prop_oneof![
+        4 => (1..200i64).prop_map(Event::Tick),
+        4 => Just(Event::PodsAvailable),
+        3 => Just(Event::Promote),
+        1 => Just(Event::PromoteFull),
+        1 => Just(Event::Abort),
+        1 => Just(Event::Retry),
+        1 => Just(Event::NewTemplate),
+        1 => Just(Event::Rollback),
+        2 => prop_oneof![
+            Just(AnalysisPhase::Successful),
+            Just(AnalysisPhase::Failed),
+            Just(AnalysisPhase::Error),
+            Just(AnalysisPhase::Inconclusive)
+        ]
+        .prop_map(Event::RunOutcome),
+        1 => any::<bool>().prop_map(Event::Pause),
+        2 => Just(Event::Crash),
+    ]
+}
+
+fn world_strategy() -> impl Strategy<Value = World> {
+    world_with_steps(false)
+}
+
+/// `final_pause`: the steps end with `pause {}`, so a canary stays in progress until promoted.
+fn world_with_steps(final_pause: bool) -> impl Strategy<Value = World> {
+    (
+        prop::collection::vec(step_strategy(), 0..8),
+        any::<bool>(),
+        0..7i32,
+        any::<bool>(),
+    )
+        .prop_map(move |(mut steps, router, replicas, instant)| {
+            if !router {
+                steps.retain(|step| step.get("setCanaryScale").is_none());
+            }
+            if final_pause {
+                steps.push(json!({"pause": {}}));
+            }
+            let mut world = World::with_canary(spec(Value::Array(steps), router, replicas));
+            world.instant_pods = instant;
+            world
+        })
+}
+
+/// The weight the status' current step allows the route to carry.
+fn allowed_weight(world: &World) -> i32 {
+    if world.status.abort || world.status.canary_rs == world.status.stable_rs {
+        return 0;
+    }
+    let steps = &world.spec.strategy.canary.as_ref().expect("canary").steps;
+    let index = world.status.current_step_index.unwrap_or(0).max(0) as usize;
+    step_weight(steps, index)
+}
+
+impl World {
+    /// Applies an event the way an operator, the cluster or time would.
+    fn happen(&mut self, event: &Event, generation: &mut u32) {
+        match event {
+            Event::Tick(s) => self.tick(*s),
+            Event::PodsAvailable => self.pods_become_available(),
+            Event::Promote => self.promote(),
+            Event::PromoteFull => self.status.promote_full = true,
+            Event::Abort => self.status.abort = true,
+            Event::Retry => self.status.abort = false,
+            Event::NewTemplate => {
+                *generation += 1;
+                self.hash = format!("canary{generation}");
+            }
+            Event::Rollback => self.hash = self.status.stable_rs.clone().unwrap_or_default(),
+            Event::RunOutcome(phase) => {
+                let attempt = self.status.attempt;
+                let hash = self.hash.clone();
+                if let Some(run) = self.observed.analysis_runs.iter_mut().rev().find(|r| {
+                    r.hash == hash && r.attempt == attempt && r.phase == AnalysisPhase::Running
+                }) {
+                    run.phase = *phase;
+                }
+            }
+            Event::Pause(paused) => self.spec.paused = *paused,
+            Event::Crash => {
+                let plan = self.plan();
+                self.apply(&plan.actions);
+            }
+        }
+    }
+
+    /// Checks every crossed step was really completed (or promoted past).
+    fn check_no_skip(
+        &self,
+        before: &RolloutStatus,
+        plan: &Plan,
+        promoted: bool,
+    ) -> Result<(), TestCaseError> {
+        let steps = &self.spec.strategy.canary.as_ref().expect("canary").steps;
+        let (from, to) = (
+            before.current_step_index.unwrap_or(0),
+            plan.status.current_step_index.unwrap_or(0),
+        );
+        if to <= from
+            || plan.status.canary_rs != before.canary_rs
+            || plan.status.attempt != before.attempt
+            || before.promote_full
+        {
+            return Ok(());
+        }
+        let router = self
+            .spec
+            .strategy
+            .canary
+            .as_ref()
+            .is_some_and(|c| c.traffic_routing.is_some());
+        let crossed = steps
+            .iter()
+            .enumerate()
+            .take(to as usize)
+            .skip(from.max(0) as usize);
+        for (j, step) in crossed {
+            if let (Some(w), true) = (step.set_weight, router) {
+                prop_assert_eq!(
+                    self.observed.route_weight.unwrap_or(0),
+                    w,
+                    "crossed setWeight {} at step {} without it in place",
+                    w,
+                    j
+                );
+            }
+            if let Some(pause) = &step.pause {
+                let start = before
+                    .pause_conditions
+                    .iter()
+                    .find(|c| c.reason == PauseReason::CanaryPauseStep)
+                    .map(|c| from_k8s(&c.start_time));
+                let timed_out = match (&pause.duration, start) {
+                    (Some(d), Some(start)) => {
+                        let d = duration::parse_int_or_string(d).expect("valid");
+                        self.now >= start + chrono::Duration::from_std(d).expect("small")
+                    }
+                    _ => false,
+                };
+                prop_assert!(
+                    promoted || timed_out,
+                    "crossed the pause at step {} without promote or its end",
+                    j
+                );
+            }
+            if step.analysis.is_some() {
+                let run = self.observed.analysis_runs.iter().find(|r| {
+                    r.step == Some(j)
+                        && Some(&r.hash) == plan.status.canary_rs.as_ref()
+                        && r.attempt == plan.status.attempt
+                });
+                let ok = run.is_some_and(|r| {
+                    r.phase == AnalysisPhase::Successful
+                        || (promoted && r.phase == AnalysisPhase::Inconclusive)
+                });
+                prop_assert!(
+                    ok,
+                    "crossed the analysis at step {} without a successful run",
+                    j
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 1000, ..ProptestConfig::default() })]
+
+    /// For any steps and any order of events: the route never carries more than the current
+    /// step allows, no step is crossed without being completed or promoted past, and planning
+    /// is a function of its inputs.
+    #[test]
+    fn weights_stay_within_the_current_step_and_no_step_is_skipped(
+        mut world in world_strategy(),
+        events in prop::collection::vec(event_strategy(), 0..40),
+    ) {
+        let mut generation = 1;
+        // A promote stays pending (recorded in the status) until the step index next moves.
+        let mut promoted = false;
+        for event in &events {
+            world.happen(event, &mut generation);
+            promoted |= matches!(event, Event::Promote);
+            if matches!(event, Event::Crash) {
+                continue;
+            }
+            for _ in 0..30 {
+                let before = world.status.clone();
+                let plan = world.plan();
+                prop_assert_eq!(&plan, &world.plan());
+                world.check_no_skip(&before, &plan, promoted)?;
+                world.apply(&plan.actions);
+                world.status = plan.status.clone();
+                if world.spec.strategy.canary.as_ref().is_some_and(|c| c.traffic_routing.is_some()) {
+                    prop_assert!(world.observed.route_weight.unwrap_or(0) <= allowed_weight(&world),
+                        "route {:?} above the allowed {} at step {:?}", world.observed.route_weight, allowed_weight(&world), world.status.current_step_index);
+                }
+                if before.current_step_index != world.status.current_step_index || before.canary_rs != world.status.canary_rs {
+                    promoted = false;
+                }
+                if plan.actions.is_empty() {
+                    break;
+                }
+            }
+        }
+    }
+
+    /// Whatever happened before, an abort ends with the canary at weight 0 and no pods, and
+    /// the stable at full scale and available.
+    #[test]
+    fn an_abort_always_ends_with_weight_zero_and_stable_at_full_scale(
+        mut world in world_with_steps(true),
+        events in prop::collection::vec(event_strategy(), 0..30),
+    ) {
+        let mut generation = 1;
+        for event in &events {
+            world.happen(event, &mut generation);
+            if !matches!(event, Event::Crash) {
+                world.reconcile();
+            }
+        }
+        world.spec.paused = false;
+        world.reconcile();
+        if world.status.canary_rs == world.status.stable_rs {
+            // Promoted or rolled back: start another canary, which stops at the final pause.
+            world.hash = "late-canary".into();
+            world.reconcile();
+        }
+        prop_assert_ne!(&world.status.canary_rs, &world.status.stable_rs, "a canary is in progress");
+        world.status.abort = true;
+        world.spec.paused = false;
+        world.reconcile();
+        if world.spec.strategy.canary.as_ref().is_some_and(|c| c.traffic_routing.is_some()) {
+            prop_assert_eq!(world.observed.route_weight, Some(0), "weight 0 within the abort's reconcile");
+        }
+        world.tick(3600);
+        world.pods_become_available();
+        world.reconcile();
+        let replicas = world.spec.replicas.unwrap_or(1);
+        let stable = world.status.stable_rs.clone().unwrap_or_default();
+        let canary = world.status.canary_rs.clone().unwrap_or_default();
+        prop_assert_ne!(&stable, &canary);
+        prop_assert_eq!(world.rs(&stable).map(|rs| (rs.replicas, rs.available)), Some((replicas, replicas)));
+        prop_assert_eq!(world.rs(&canary).map_or(0, |rs| rs.replicas), 0);
+        prop_assert_eq!(world.phase(), Some(RolloutPhase::Degraded));
+        prop_assert_eq!(world.status.canary_weight, Some(0));
+    }
+
+    /// With good pods and successful analysis, promoting at every pause finishes every canary:
+    /// Healthy, the new version stable at full scale, both Services on it, weight 0.
+    #[test]
+    fn a_good_canary_always_completes(mut world in world_strategy()) {
+        world.instant_pods = true;
+        for _ in 0..200 {
+            world.reconcile();
+            if world.phase() == Some(RolloutPhase::Healthy) {
+                break;
+            }
+            world.promote();
+            for run in world.observed.analysis_runs.iter_mut().filter(|r| r.phase == AnalysisPhase::Running) {
+                run.phase = AnalysisPhase::Successful;
+            }
+            world.tick(60);
+        }
+        let replicas = world.spec.replicas.unwrap_or(1);
+        prop_assert_eq!(world.phase(), Some(RolloutPhase::Healthy));
+        prop_assert_eq!(world.status.stable_rs.as_deref(), Some(CANARY));
+        prop_assert_eq!(world.rs(CANARY).map(|rs| rs.replicas), Some(replicas));
+        prop_assert_eq!(world.observed.stable_service_hash.as_deref(), Some(CANARY));
+        prop_assert_eq!(world.observed.canary_service_hash.as_deref(), Some(CANARY));
+        if world.spec.strategy.canary.as_ref().is_some_and(|c| c.traffic_routing.is_some()) {
+            prop_assert_eq!(world.observed.route_weight, Some(0));
+        }
+    }
+}
