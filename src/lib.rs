@@ -1,10 +1,13 @@
 //! weir: progressive delivery for Kubernetes that rolls Git back when a canary fails.
 //! ARCHITECTURE.md describes how the modules fit together.
 
+pub mod analysis;
 pub mod api;
+pub mod conditions;
 pub mod crd_files;
 pub mod duration;
 pub mod rollout;
 pub mod sim;
 pub mod time;
+pub mod traffic;
 pub mod validate;

@@ -18,14 +18,14 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
 use crate::api::analysis::AnalysisPhase;
 use crate::api::rollout::{
     CanaryStep, PauseCondition, PauseReason, RolloutPhase, RolloutSpec, RolloutStatus,
 };
 use crate::time::{from_k8s, to_k8s};
-use crate::{duration, validate};
+use crate::{conditions, duration, validate};
 
 /// A ReplicaSet the Rollout owns, as the API server shows it.
 #[derive(Clone, Debug, PartialEq)]
@@ -1173,36 +1173,17 @@ impl<'a> Planner<'a> {
         self.set_condition(CONDITION_AVAILABLE, available, reason, &text);
     }
 
-    /// Sets a condition; its transition time moves only when its status changes. Returns
-    /// whether the status changed.
     fn set_condition(&mut self, kind: &str, status: bool, reason: &str, message: &str) -> bool {
-        let status = if status { "True" } else { "False" }.to_owned();
         let now = to_k8s(self.input.now);
-        let generation = self.input.generation;
-        match self.status.conditions.iter_mut().find(|c| c.type_ == kind) {
-            Some(condition) => {
-                let changed = condition.status != status;
-                if changed {
-                    condition.last_transition_time = now;
-                }
-                condition.status = status;
-                condition.reason = reason.into();
-                condition.message = message.into();
-                condition.observed_generation = generation;
-                changed
-            }
-            None => {
-                self.status.conditions.push(Condition {
-                    type_: kind.into(),
-                    status,
-                    reason: reason.into(),
-                    message: message.into(),
-                    last_transition_time: now,
-                    observed_generation: generation,
-                });
-                true
-            }
-        }
+        conditions::set(
+            &mut self.status.conditions,
+            kind,
+            status,
+            reason,
+            message,
+            &now,
+            self.input.generation,
+        )
     }
 }
 

@@ -215,3 +215,46 @@ impl Drop for ScrapeTarget {
         let _ = std::fs::remove_file(&self.path);
     }
 }
+
+/// A `weir controller` process watching one namespace, killed when dropped. A real process,
+/// so tests can SIGKILL it mid-rollout and start another.
+pub struct ControllerProcess {
+    child: std::process::Child,
+}
+
+impl ControllerProcess {
+    pub fn start(namespace: &str) -> ControllerProcess {
+        let kubeconfig = std::env::var_os("KUBECONFIG")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| cluster_dir().join("kubeconfig"));
+        let log_dir = std::env::temp_dir().join("weir-test-controllers");
+        let _ = std::fs::create_dir_all(&log_dir);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log_dir.join(format!("{namespace}.log")))
+            .unwrap_or_else(|e| panic!("opening the controller log: {e}"));
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_weir"))
+            .args(["controller", "--namespace", namespace])
+            .env("KUBECONFIG", kubeconfig)
+            .env("RUST_LOG", "info")
+            .stdout(log.try_clone().unwrap_or_else(|e| panic!("log: {e}")))
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting weir controller: {e}"));
+        ControllerProcess { child }
+    }
+
+    /// SIGKILL: no shutdown, no last status write.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for ControllerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

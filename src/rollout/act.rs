@@ -1,0 +1,190 @@
+//! Carries out the planner's actions against the API server, each as one idempotent request
+//! with field manager `weir-rollout`.
+
+use k8s_openapi::api::apps::v1::ReplicaSet;
+use k8s_openapi::api::core::v1::Service;
+use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use kube::{Client, ResourceExt};
+use serde_json::json;
+
+use super::error::Error;
+use super::plan::Action;
+use super::template_hash;
+use super::workload::{self, SCALE_DOWN_ANNOTATION};
+use crate::analysis::run;
+use crate::api::Rollout;
+use crate::api::analysis::{AnalysisRun, AnalysisTemplate, ClusterAnalysisTemplate};
+use crate::traffic::{AnyRouter, Router};
+
+pub const FIELD_MANAGER: &str = "weir-rollout";
+
+fn params() -> PatchParams {
+    PatchParams {
+        field_manager: Some(FIELD_MANAGER.into()),
+        ..PatchParams::default()
+    }
+}
+
+pub async fn act(
+    client: &Client,
+    rollout: &Rollout,
+    router: Option<&AnyRouter>,
+    action: &Action,
+) -> Result<(), Error> {
+    let namespace = rollout.namespace().unwrap_or_default();
+    let name = rollout.name_any();
+    let replica_sets: Api<ReplicaSet> = Api::namespaced(client.clone(), &namespace);
+    match action {
+        Action::CreateReplicaSet { hash, replicas } => {
+            let rs = workload::replica_set(rollout, hash, *replicas);
+            let rs_name = workload::replica_set_name(&name, hash);
+            replica_sets
+                .patch(
+                    &rs_name,
+                    &PatchParams::apply(FIELD_MANAGER).force(),
+                    &Patch::Apply(&rs),
+                )
+                .await
+                .map_err(Error::api("creating", "ReplicaSet", &rs_name))?;
+        }
+        Action::ScaleReplicaSet { hash, replicas } => {
+            let rs_name = workload::replica_set_name(&name, hash);
+            let patch = json!({"metadata": {"annotations": {SCALE_DOWN_ANNOTATION: null}}, "spec": {"replicas": replicas}});
+            replica_sets
+                .patch(&rs_name, &params(), &Patch::Merge(&patch))
+                .await
+                .map_err(Error::api("scaling", "ReplicaSet", &rs_name))?;
+        }
+        Action::MarkScaleDown { hash, at } => {
+            let rs_name = workload::replica_set_name(&name, hash);
+            let at = at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+            let patch = json!({"metadata": {"annotations": {SCALE_DOWN_ANNOTATION: at}}});
+            replica_sets
+                .patch(&rs_name, &params(), &Patch::Merge(&patch))
+                .await
+                .map_err(Error::api("marking", "ReplicaSet", &rs_name))?;
+        }
+        Action::DeleteReplicaSet { hash } => {
+            let rs_name = workload::replica_set_name(&name, hash);
+            match replica_sets
+                .delete(&rs_name, &DeleteParams::background())
+                .await
+            {
+                Ok(_) => {}
+                Err(kube::Error::Api(status)) if status.code == 404 => {}
+                Err(source) => {
+                    return Err(Error::Api {
+                        action: "deleting",
+                        kind: "ReplicaSet",
+                        name: rs_name,
+                        source,
+                    });
+                }
+            }
+        }
+        Action::PointService { service, hash } => {
+            let services: Api<Service> = Api::namespaced(client.clone(), &namespace);
+            let patch = json!({"spec": {"selector": {template_hash::LABEL: hash}}});
+            services
+                .patch(service, &params(), &Patch::Merge(&patch))
+                .await
+                .map_err(Error::api("pointing", "Service", service))?;
+        }
+        Action::SetWeight { canary_weight } => {
+            if let Some(router) = router {
+                router.set_weight(*canary_weight).await?;
+            }
+        }
+        Action::StartAnalysis {
+            hash,
+            attempt,
+            step,
+        } => start_analysis(client, rollout, hash, *attempt, *step).await?,
+        Action::StopAnalysis { name: run_name } => {
+            let runs: Api<AnalysisRun> = Api::namespaced(client.clone(), &namespace);
+            let patch = json!({"spec": {"terminate": true}});
+            runs.patch(run_name, &params(), &Patch::Merge(&patch))
+                .await
+                .map_err(Error::api("stopping", "AnalysisRun", run_name))?;
+        }
+    }
+    Ok(())
+}
+
+async fn start_analysis(
+    client: &Client,
+    rollout: &Rollout,
+    hash: &str,
+    attempt: i32,
+    step: Option<usize>,
+) -> Result<(), Error> {
+    let namespace = rollout.namespace().unwrap_or_default();
+    let canary = rollout.spec.strategy.canary.as_ref();
+    let (field, analysis) = match step {
+        Some(index) => (
+            format!("spec.strategy.canary.steps[{index}].analysis"),
+            canary
+                .and_then(|c| c.steps.get(index))
+                .and_then(|s| s.analysis.as_ref())
+                .map(|a| (&a.templates, &a.args)),
+        ),
+        None => (
+            "spec.strategy.canary.analysis".to_owned(),
+            canary
+                .and_then(|c| c.analysis.as_ref())
+                .map(|a| (&a.templates, &a.args)),
+        ),
+    };
+    // The planner starts analysis only for steps that have it; a spec that changed since is
+    // caught on the next plan.
+    let Some((refs, args)) = analysis else {
+        return Ok(());
+    };
+    let mut templates = Vec::new();
+    for (index, reference) in refs.iter().enumerate() {
+        let template_field = format!("{field}.templates[{index}].templateName");
+        let name = &reference.template_name;
+        let spec = if reference.cluster_scope {
+            let api: Api<ClusterAnalysisTemplate> = Api::all(client.clone());
+            let found = api.get_opt(name).await.map_err(Error::api(
+                "reading",
+                "ClusterAnalysisTemplate",
+                name,
+            ))?;
+            found.map(|t| t.spec.template)
+        } else {
+            let api: Api<AnalysisTemplate> = Api::namespaced(client.clone(), &namespace);
+            api.get_opt(name)
+                .await
+                .map_err(Error::api("reading", "AnalysisTemplate", name))?
+                .map(|t| t.spec)
+        };
+        let kind = if reference.cluster_scope {
+            "ClusterAnalysisTemplate"
+        } else {
+            "AnalysisTemplate"
+        };
+        let spec = spec.ok_or_else(|| Error::MissingTemplate {
+            kind,
+            name: name.clone(),
+            field: template_field,
+        })?;
+        templates.push((name.clone(), spec));
+    }
+    let run = run::build(rollout, &templates, args, hash, attempt, step).map_err(|reason| {
+        Error::InvalidAnalysis {
+            field: field.clone(),
+            reason,
+        }
+    })?;
+    let run_name = run.name_any();
+    let runs: Api<AnalysisRun> = Api::namespaced(client.clone(), &namespace);
+    runs.patch(
+        &run_name,
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&run),
+    )
+    .await
+    .map_err(Error::api("creating", "AnalysisRun", &run_name))?;
+    Ok(())
+}

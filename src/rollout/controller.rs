@@ -1,0 +1,93 @@
+//! Runs the Rollout controller: watches Rollouts and only what they own (ReplicaSets and
+//! AnalysisRuns carrying `weir.dev/rollout`), plus the HTTPRoutes Rollouts name, and reconciles.
+
+use std::sync::Arc;
+
+use futures::StreamExt;
+use gateway_api::apis::standard::httproutes::HttpRoute;
+use k8s_openapi::api::apps::v1::ReplicaSet;
+use kube::runtime::events::{Recorder, Reporter};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::{Controller, watcher};
+use kube::{Api, Client, ResourceExt};
+use tracing::{info, warn};
+
+use super::reconcile::{Context, error_policy, reconcile};
+use super::workload::ROLLOUT_LABEL;
+use crate::api::Rollout;
+use crate::api::analysis::AnalysisRun;
+
+fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+    <K as kube::Resource>::DynamicType: Default,
+{
+    match namespace {
+        Some(namespace) => Api::namespaced(client.clone(), namespace),
+        None => Api::all(client.clone()),
+    }
+}
+
+/// Runs until SIGTERM or SIGINT, then finishes the reconciles in flight and returns.
+pub async fn run(client: Client, namespace: Option<&str>) {
+    let owned = watcher::Config::default().labels(ROLLOUT_LABEL);
+    let controller = Controller::new(
+        api::<Rollout>(&client, namespace),
+        watcher::Config::default(),
+    );
+    let rollouts = controller.store();
+    let context = Arc::new(Context {
+        recorder: Recorder::new(
+            client.clone(),
+            Reporter {
+                controller: "weir".into(),
+                instance: std::env::var("POD_NAME").ok(),
+            },
+        ),
+        client: client.clone(),
+    });
+    info!(
+        namespace = namespace.unwrap_or("(all)"),
+        "rollout controller starting"
+    );
+    controller
+        .owns(api::<ReplicaSet>(&client, namespace), owned.clone())
+        .owns(api::<AnalysisRun>(&client, namespace), owned)
+        // Someone else changing a route's weights is drift to repair; map it to its Rollouts.
+        .watches(
+            api::<HttpRoute>(&client, namespace),
+            watcher::Config::default(),
+            move |route| {
+                let (route_ns, route_name) =
+                    (route.namespace().unwrap_or_default(), route.name_any());
+                rollouts
+                    .state()
+                    .into_iter()
+                    .filter(|rollout| {
+                        let gateway = rollout
+                            .spec
+                            .strategy
+                            .canary
+                            .as_ref()
+                            .and_then(|c| c.traffic_routing.as_ref())
+                            .and_then(|t| t.gateway_api.as_ref());
+                        let rollout_ns = rollout.namespace().unwrap_or_default();
+                        gateway.is_some_and(|g| {
+                            g.http_route == route_name
+                                && g.namespace.as_deref().unwrap_or(&rollout_ns) == route_ns
+                        })
+                    })
+                    .map(|rollout| ObjectRef::from_obj(rollout.as_ref()))
+                    .collect::<Vec<_>>()
+            },
+        )
+        .shutdown_on_signal()
+        .run(reconcile, error_policy, context)
+        .for_each(|result| async move {
+            if let Err(error) = result {
+                warn!(%error, "reconcile error");
+            }
+        })
+        .await;
+    info!("rollout controller stopped");
+}

@@ -1,0 +1,104 @@
+//! Reads what the planner needs from the API server: the Rollout's own ReplicaSets and
+//! AnalysisRuns (by label), its two Services, and the canary weight on its router.
+
+use k8s_openapi::api::apps::v1::ReplicaSet;
+use k8s_openapi::api::core::v1::Service;
+use kube::api::{Api, ListParams};
+use kube::{Client, ResourceExt};
+
+use super::error::Error;
+use super::plan::{AnalysisRunView, Observed};
+use super::template_hash;
+use super::workload::{self, ROLLOUT_LABEL};
+use crate::analysis::run::{ATTEMPT_LABEL, HASH_LABEL, STEP_LABEL};
+use crate::api::Rollout;
+use crate::api::analysis::{AnalysisPhase, AnalysisRun};
+use crate::traffic::{AnyRouter, Router};
+
+pub async fn observe(
+    client: &Client,
+    rollout: &Rollout,
+    router: Option<&AnyRouter>,
+) -> Result<Observed, Error> {
+    let namespace = rollout.namespace().unwrap_or_default();
+    let name = rollout.name_any();
+    let owned = ListParams::default().labels(&format!("{ROLLOUT_LABEL}={name}"));
+
+    let replica_sets: Api<ReplicaSet> = Api::namespaced(client.clone(), &namespace);
+    let listed = replica_sets.list(&owned).await.map_err(Error::api(
+        "listing",
+        "ReplicaSets of Rollout",
+        &name,
+    ))?;
+    let replica_sets = listed
+        .items
+        .iter()
+        .filter_map(|rs| workload::view(rollout, rs))
+        .collect();
+
+    let mut service_hashes = [None, None];
+    if let Some(canary) = &rollout.spec.strategy.canary {
+        let services: Api<Service> = Api::namespaced(client.clone(), &namespace);
+        for (slot, field, service) in [
+            (0, "stableService", &canary.stable_service),
+            (1, "canaryService", &canary.canary_service),
+        ] {
+            let Some(service) = service else { continue };
+            let found = services
+                .get_opt(service)
+                .await
+                .map_err(Error::api("reading", "Service", service))?;
+            let Some(found) = found else {
+                return Err(Error::MissingService {
+                    namespace: namespace.clone(),
+                    name: service.clone(),
+                    field,
+                });
+            };
+            service_hashes[slot] = found
+                .spec
+                .and_then(|s| s.selector)
+                .and_then(|s| s.get(template_hash::LABEL).cloned());
+        }
+    }
+    let [stable_service_hash, canary_service_hash] = service_hashes;
+
+    let route_weight = match router {
+        Some(router) => router.weight().await?,
+        None => None,
+    };
+
+    let runs: Api<AnalysisRun> = Api::namespaced(client.clone(), &namespace);
+    let listed =
+        runs.list(&owned)
+            .await
+            .map_err(Error::api("listing", "AnalysisRuns of Rollout", &name))?;
+    let analysis_runs = listed.items.iter().filter_map(run_view).collect();
+
+    Ok(Observed {
+        replica_sets,
+        stable_service_hash,
+        canary_service_hash,
+        route_weight,
+        analysis_runs,
+    })
+}
+
+fn run_view(run: &AnalysisRun) -> Option<AnalysisRunView> {
+    let labels = run.labels();
+    let step = match labels.get(STEP_LABEL)?.as_str() {
+        "background" => None,
+        index => Some(index.parse().ok()?),
+    };
+    let status = run.status.as_ref();
+    Some(AnalysisRunView {
+        name: run.name_any(),
+        hash: labels.get(HASH_LABEL)?.clone(),
+        attempt: labels.get(ATTEMPT_LABEL)?.parse().ok()?,
+        step,
+        phase: status
+            .and_then(|s| s.phase)
+            .unwrap_or(AnalysisPhase::Pending),
+        message: status.and_then(|s| s.message.clone()),
+    })
+}

@@ -1,0 +1,207 @@
+//! The glue: observe -> plan -> act, repeated until a plan has nothing to do, then one status
+//! write (none when nothing changed) and an Event per transition.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use json_patch::{AddOperation, Patch as JsonPatch, PatchOperation, TestOperation};
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::controller::Action as Requeue;
+use kube::runtime::events::{Event, EventType, Recorder};
+use kube::{Client, Resource, ResourceExt};
+use serde_json::{Value, json};
+use tracing::{info, instrument, warn};
+
+use super::act::{FIELD_MANAGER, act};
+use super::error::Error;
+use super::observe::observe;
+use super::plan::{Input, Transition, plan};
+use super::template_hash;
+use crate::api::Rollout;
+use crate::api::rollout::RolloutStatus;
+use crate::conditions;
+use crate::time::to_k8s;
+use crate::traffic::AnyRouter;
+
+/// Shared by every reconcile.
+pub struct Context {
+    pub client: Client,
+    pub recorder: Recorder,
+}
+
+/// Rounds of observe -> plan -> act in one reconcile: enough to walk several instant steps,
+/// bounded so a world that keeps changing cannot hold a worker.
+const MAX_ROUNDS: usize = 8;
+/// Look again this long after the last event even when nothing is pending.
+const RESYNC: Duration = Duration::from_secs(300);
+pub const CONDITION_RECONCILE_ERROR: &str = "ReconcileError";
+
+#[instrument(skip(rollout, ctx), fields(rollout = %rollout.name_any(), namespace = rollout.namespace().unwrap_or_default()))]
+pub async fn reconcile(rollout: Arc<Rollout>, ctx: Arc<Context>) -> Result<Requeue, Error> {
+    let namespace = rollout.namespace().unwrap_or_default();
+    let name = rollout.name_any();
+    let api: Api<Rollout> = Api::namespaced(ctx.client.clone(), &namespace);
+    // A fresh read, not the watch cache: the cache can lag our own last status write, and
+    // planning from a stale status could repeat a step.
+    let Some(current) = api
+        .get_opt(&name)
+        .await
+        .map_err(Error::api("reading", "Rollout", &name))?
+    else {
+        return Ok(Requeue::await_change());
+    };
+    if current.metadata.deletion_timestamp.is_some() {
+        return Ok(Requeue::await_change());
+    }
+    let hash = template_hash::of(&current.spec.template);
+    let router = AnyRouter::for_rollout(&ctx.client, &current, &namespace);
+    let original = current.status.clone().unwrap_or_default();
+    let mut status = original.clone();
+    let mut transitions: Vec<Transition> = Vec::new();
+    let mut requeue_after = None;
+
+    let outcome: Result<(), Error> = async {
+        for _ in 0..MAX_ROUNDS {
+            let observed = observe(&ctx.client, &current, router.as_ref()).await?;
+            let next = plan(&Input {
+                spec: &current.spec,
+                generation: current.metadata.generation,
+                status: &status,
+                template_hash: &hash,
+                observed: &observed,
+                now: chrono::Utc::now(),
+            });
+            status = next.status;
+            transitions.extend(next.transitions);
+            requeue_after = next.requeue_after;
+            if next.actions.is_empty() {
+                return Ok(());
+            }
+            for action in &next.actions {
+                info!(?action, "acting");
+                act(&ctx.client, &current, router.as_ref(), action).await?;
+            }
+        }
+        // Still busy: come straight back rather than wait for an event.
+        requeue_after = Some(Duration::ZERO);
+        Ok(())
+    }
+    .await;
+
+    let now = to_k8s(chrono::Utc::now());
+    let mut new_error = false;
+    match &outcome {
+        Ok(()) => conditions::remove(&mut status.conditions, CONDITION_RECONCILE_ERROR),
+        Err(Error::Conflict) => {}
+        Err(error) => {
+            let message = error.to_string();
+            new_error = conditions::set(
+                &mut status.conditions,
+                CONDITION_RECONCILE_ERROR,
+                true,
+                error.category(),
+                &message,
+                &now,
+                current.metadata.generation,
+            );
+            status.message = Some(format!("{}: {message}", error.category()));
+        }
+    }
+    write_status(&api, &current, &original, &status).await?;
+
+    let reference = current.object_ref(&());
+    for transition in &transitions {
+        let event = Event {
+            type_: if transition.warning {
+                EventType::Warning
+            } else {
+                EventType::Normal
+            },
+            reason: transition.reason.as_str().into(),
+            note: Some(transition.message.clone()),
+            action: "Reconcile".into(),
+            secondary: None,
+        };
+        if let Err(error) = ctx.recorder.publish(&event, &reference).await {
+            warn!(%error, "could not publish an Event");
+        }
+    }
+    if let (true, Err(error)) = (new_error, &outcome) {
+        let event = Event {
+            type_: EventType::Warning,
+            reason: error.category().into(),
+            note: Some(error.to_string()),
+            action: "Reconcile".into(),
+            secondary: None,
+        };
+        if let Err(error) = ctx.recorder.publish(&event, &reference).await {
+            warn!(%error, "could not publish an Event");
+        }
+    }
+    outcome?;
+    Ok(Requeue::requeue(requeue_after.unwrap_or(RESYNC)))
+}
+
+/// Writes what changed in the status, as a JSON patch that first tests the resourceVersion
+/// it was planned from: a Rollout changed meanwhile (an operator's abort, say) makes the write
+/// fail as a Conflict and the reconcile start over, instead of overwriting that change.
+async fn write_status(
+    api: &Api<Rollout>,
+    current: &Rollout,
+    original: &RolloutStatus,
+    status: &RolloutStatus,
+) -> Result<(), Error> {
+    if status == original {
+        return Ok(());
+    }
+    let name = current.name_any();
+    let serialize = |s: &RolloutStatus| serde_json::to_value(s).unwrap_or(Value::Null);
+    let mut operations = vec![PatchOperation::Test(TestOperation {
+        path: "/metadata/resourceVersion".parse().unwrap_or_default(),
+        value: Value::from(current.resource_version().unwrap_or_default()),
+    })];
+    if current.status.is_some() {
+        let diff = json_patch::diff(
+            &json!({"status": serialize(original)}),
+            &json!({"status": serialize(status)}),
+        );
+        operations.extend(diff.0);
+    } else {
+        operations.push(PatchOperation::Add(AddOperation {
+            path: "/status".parse().unwrap_or_default(),
+            value: serialize(status),
+        }));
+    }
+    let params = PatchParams {
+        field_manager: Some(FIELD_MANAGER.into()),
+        ..PatchParams::default()
+    };
+    match api
+        .patch_status(&name, &params, &Patch::<()>::Json(JsonPatch(operations)))
+        .await
+    {
+        Ok(_) => Ok(()),
+        // A failed `test` (the object moved on) is a 422 from the server, a 409 from others.
+        Err(kube::Error::Api(status))
+            if status.code == 409 || (status.code == 422 && status.message.contains("test")) =>
+        {
+            Err(Error::Conflict)
+        }
+        Err(source) => Err(Error::Api {
+            action: "writing the status of",
+            kind: "Rollout",
+            name,
+            source,
+        }),
+    }
+}
+
+pub fn error_policy(rollout: Arc<Rollout>, error: &Error, _ctx: Arc<Context>) -> Requeue {
+    match error {
+        Error::Conflict => Requeue::requeue(Duration::from_millis(100)),
+        _ => {
+            warn!(rollout = %rollout.name_any(), category = error.category(), %error, "reconcile failed");
+            Requeue::requeue(Duration::from_secs(5))
+        }
+    }
+}

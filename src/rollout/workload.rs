@@ -1,0 +1,207 @@
+//! The Rollout's ReplicaSets: how weir names, labels and builds them, and how it reads them
+//! back into the planner's view. Pure.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::{ReplicaSet, ReplicaSetSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
+use kube::{Resource, ResourceExt};
+
+use super::plan::ReplicaSetView;
+use super::template_hash;
+use crate::api::Rollout;
+use crate::time::from_k8s;
+
+/// On everything weir creates for a Rollout, so it can list and watch only what it owns.
+pub const ROLLOUT_LABEL: &str = "weir.dev/rollout";
+/// When a ReplicaSet no traffic reaches scales down (RFC 3339).
+pub const SCALE_DOWN_ANNOTATION: &str = "weir.dev/scale-down-at";
+
+pub fn replica_set_name(rollout: &str, hash: &str) -> String {
+    format!("{rollout}-{hash}")
+}
+
+/// The owner reference that makes the Rollout's deletion take its ReplicaSets along.
+pub fn owner_reference(rollout: &Rollout) -> Option<OwnerReference> {
+    rollout.controller_owner_ref(&())
+}
+
+/// The ReplicaSet for the Rollout's current template, labelled with its hash so the pods, the
+/// ReplicaSet and the Services can tell versions apart.
+pub fn replica_set(rollout: &Rollout, hash: &str, replicas: i32) -> ReplicaSet {
+    let name = rollout.name_any();
+    let mut template = rollout.spec.template.clone();
+    let metadata = template.metadata.get_or_insert_with(ObjectMeta::default);
+    metadata
+        .labels
+        .get_or_insert_with(BTreeMap::new)
+        .insert(template_hash::LABEL.into(), hash.into());
+    let mut selector: LabelSelector = rollout.spec.selector.clone();
+    selector
+        .match_labels
+        .get_or_insert_with(BTreeMap::new)
+        .insert(template_hash::LABEL.into(), hash.into());
+    let mut labels = rollout
+        .spec
+        .template
+        .metadata
+        .as_ref()
+        .and_then(|m| m.labels.clone())
+        .unwrap_or_default();
+    labels.insert(template_hash::LABEL.into(), hash.into());
+    labels.insert(ROLLOUT_LABEL.into(), name.clone());
+    ReplicaSet {
+        metadata: ObjectMeta {
+            name: Some(replica_set_name(&name, hash)),
+            namespace: rollout.namespace(),
+            labels: Some(labels),
+            owner_references: owner_reference(rollout).map(|o| vec![o]),
+            ..ObjectMeta::default()
+        },
+        spec: Some(ReplicaSetSpec {
+            replicas: Some(replicas),
+            min_ready_seconds: Some(rollout.spec.min_ready_seconds),
+            selector,
+            template: Some(template),
+        }),
+        status: None,
+    }
+}
+
+/// The planner's view of a ReplicaSet the Rollout owns; None for one that is not its own
+/// (no hash label, or owned by another object).
+pub fn view(rollout: &Rollout, replica_set: &ReplicaSet) -> Option<ReplicaSetView> {
+    let uid = rollout.uid()?;
+    let owned = replica_set
+        .owner_references()
+        .iter()
+        .any(|o| o.uid == uid && o.controller == Some(true));
+    if !owned {
+        return None;
+    }
+    let hash = replica_set.labels().get(template_hash::LABEL)?.clone();
+    let status = replica_set.status.as_ref();
+    // Counts from a status older than the spec describe the previous scale: not yet available.
+    let current = status.and_then(|s| s.observed_generation) == replica_set.metadata.generation;
+    let scale_down_at = replica_set
+        .annotations()
+        .get(SCALE_DOWN_ANNOTATION)
+        .and_then(|at| chrono::DateTime::parse_from_rfc3339(at).ok())
+        .map(|at| at.with_timezone(&chrono::Utc));
+    Some(ReplicaSetView {
+        hash,
+        replicas: replica_set
+            .spec
+            .as_ref()
+            .and_then(|s| s.replicas)
+            .unwrap_or(1),
+        available: if current {
+            status.and_then(|s| s.available_replicas).unwrap_or(0)
+        } else {
+            0
+        },
+        scale_down_at,
+        created: replica_set
+            .metadata
+            .creation_timestamp
+            .as_ref()
+            .map(from_k8s)
+            .unwrap_or_default(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn rollout() -> Rollout {
+        let mut rollout: Rollout = serde_json::from_value(json!({
+            "apiVersion": "weir.dev/v1alpha1", "kind": "Rollout",
+            "metadata": {"name": "web", "namespace": "shop", "uid": "uid-1"},
+            "spec": {
+                "selector": {"matchLabels": {"app": "web"}},
+                "minReadySeconds": 5,
+                "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [{"name": "web", "image": "web:2"}]}},
+                "strategy": {"canary": {}}
+            }
+        }))
+        .expect("rollout");
+        rollout.metadata.uid = Some("uid-1".into());
+        rollout
+    }
+
+    #[test]
+    fn the_replica_set_is_named_labelled_owned_and_selects_only_its_version() {
+        let rs = replica_set(&rollout(), "abc", 3);
+        assert_eq!(rs.metadata.name.as_deref(), Some("web-abc"));
+        assert_eq!(rs.metadata.namespace.as_deref(), Some("shop"));
+        let labels = rs.metadata.labels.clone().unwrap_or_default();
+        assert_eq!(labels.get(ROLLOUT_LABEL).map(String::as_str), Some("web"));
+        assert_eq!(
+            labels.get(template_hash::LABEL).map(String::as_str),
+            Some("abc")
+        );
+        let owner = rs.metadata.owner_references.clone().unwrap_or_default();
+        assert_eq!(
+            (owner.len(), owner[0].uid.as_str(), owner[0].controller),
+            (1, "uid-1", Some(true))
+        );
+        let spec = rs.spec.expect("spec");
+        assert_eq!((spec.replicas, spec.min_ready_seconds), (Some(3), Some(5)));
+        let selected = spec.selector.match_labels.unwrap_or_default();
+        assert_eq!(
+            selected.get(template_hash::LABEL).map(String::as_str),
+            Some("abc")
+        );
+        let pod_labels = spec
+            .template
+            .and_then(|t| t.metadata)
+            .and_then(|m| m.labels)
+            .unwrap_or_default();
+        assert_eq!(
+            pod_labels.get(template_hash::LABEL).map(String::as_str),
+            Some("abc")
+        );
+        assert_eq!(pod_labels.get("app").map(String::as_str), Some("web"));
+    }
+
+    #[test]
+    fn views_come_only_from_owned_replica_sets_and_ignore_stale_counts() {
+        let rollout = rollout();
+        let mut rs = replica_set(&rollout, "abc", 3);
+        rs.metadata.generation = Some(2);
+        rs.metadata.annotations = Some(
+            [(
+                SCALE_DOWN_ANNOTATION.to_string(),
+                "2026-01-01T00:00:30Z".to_string(),
+            )]
+            .into(),
+        );
+        rs.status = Some(
+            serde_json::from_value(
+                json!({"replicas": 3, "availableReplicas": 3, "observedGeneration": 2}),
+            )
+            .expect("status"),
+        );
+        let seen = view(&rollout, &rs).expect("owned");
+        assert_eq!(
+            (seen.hash.as_str(), seen.replicas, seen.available),
+            ("abc", 3, 3)
+        );
+        assert_eq!(
+            seen.scale_down_at.map(|t| t.timestamp()),
+            Some(1_767_225_630)
+        );
+
+        rs.metadata.generation = Some(3);
+        assert_eq!(
+            view(&rollout, &rs).map(|v| v.available),
+            Some(0),
+            "status from before the last scale"
+        );
+
+        rs.metadata.owner_references = None;
+        assert_eq!(view(&rollout, &rs), None);
+    }
+}

@@ -1,0 +1,541 @@
+//! The Rollout controller on the local control plane: real API server, real ReplicaSet
+//! controller, the kubelet stand-in, and a `weir controller` process per test.
+
+mod support;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use gateway_api::apis::standard::httproutes::HttpRoute;
+use k8s_openapi::api::apps::v1::ReplicaSet;
+use k8s_openapi::api::core::v1::Service;
+use kube::api::{ListParams, Patch, PatchParams};
+use kube::runtime::{WatchStreamExt, watcher};
+use serde_json::{Value, json};
+use support::{ControllerProcess, TestNamespace, client, eventually};
+use weir::api::Rollout;
+use weir::api::rollout::RolloutPhase;
+
+const LIMIT: Duration = Duration::from_secs(60);
+
+async fn apply(ns: &TestNamespace, object: Value) {
+    let kind = object["kind"].as_str().unwrap_or_default().to_owned();
+    let name = object["metadata"]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let params = PatchParams::apply("weir-test").force();
+    let result = match kind.as_str() {
+        "Service" => ns
+            .api::<Service>()
+            .patch(&name, &params, &Patch::Apply(&object))
+            .await
+            .map(|_| ()),
+        "HTTPRoute" => ns
+            .api::<HttpRoute>()
+            .patch(&name, &params, &Patch::Apply(&object))
+            .await
+            .map(|_| ()),
+        "Rollout" => ns
+            .api::<Rollout>()
+            .patch(&name, &params, &Patch::Apply(&object))
+            .await
+            .map(|_| ()),
+        other => panic!("no apply for {other}"),
+    };
+    result.unwrap_or_else(|e| panic!("applying {kind} {name}: {e}"));
+}
+
+/// Services and an HTTPRoute splitting between them, as a user would have from Git.
+async fn app(ns: &TestNamespace) {
+    for service in ["web-stable", "web-canary"] {
+        apply(
+            ns,
+            json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": service},
+            "spec": {"selector": {"app": "web"}, "ports": [{"port": 80, "protocol": "TCP"}]}}),
+        )
+        .await;
+    }
+    apply(ns, json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute", "metadata": {"name": "web"},
+        "spec": {"parentRefs": [{"name": "gateway"}], "rules": [{"backendRefs": [
+            {"name": "web-stable", "port": 80}, {"name": "web-canary", "port": 80}]}]}})).await;
+}
+
+fn rollout(image: &str, steps: Value, extra: Value) -> Value {
+    let mut spec = json!({
+        "replicas": 5,
+        "selector": {"matchLabels": {"app": "web"}},
+        "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [{"name": "web", "image": image}]}},
+        "strategy": {"canary": {
+            "stableService": "web-stable", "canaryService": "web-canary",
+            "scaleDownDelaySeconds": 2, "abortScaleDownDelaySeconds": 2,
+            "trafficRouting": {"gatewayAPI": {"httpRoute": "web"}},
+            "steps": steps
+        }}
+    });
+    if let (Some(spec), Some(extra)) = (spec.as_object_mut(), extra.as_object()) {
+        spec.extend(extra.clone());
+    }
+    json!({"apiVersion": "weir.dev/v1alpha1", "kind": "Rollout", "metadata": {"name": "web"}, "spec": spec})
+}
+
+/// Every canary weight the HTTPRoute carries, in order, as a watch sees it.
+struct WeightLog {
+    seen: Arc<Mutex<Vec<i32>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl WeightLog {
+    fn start(ns: &TestNamespace) -> WeightLog {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let api = ns.api::<HttpRoute>();
+        let sink = seen.clone();
+        let task = tokio::spawn(async move {
+            let mut stream = watcher(api, watcher::Config::default())
+                .default_backoff()
+                .applied_objects()
+                .boxed();
+            while let Some(Ok(route)) = stream.next().await {
+                let Ok(splits) =
+                    weir::traffic::gateway_api::splits(&route, "web-stable", "web-canary")
+                else {
+                    continue;
+                };
+                let Some(weight) = weir::traffic::gateway_api::canary_weight(&route, &splits)
+                else {
+                    continue;
+                };
+                let mut seen = sink.lock().unwrap_or_else(|e| e.into_inner());
+                if route
+                    .spec
+                    .rules
+                    .iter()
+                    .flatten()
+                    .all(|r| r.backend_refs.iter().flatten().all(|b| b.weight.is_some()))
+                    && seen.last() != Some(&weight)
+                {
+                    seen.push(weight);
+                }
+            }
+        });
+        WeightLog { seen, task }
+    }
+
+    fn weights(&self) -> Vec<i32> {
+        self.seen.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+impl Drop for WeightLog {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+async fn wait_for(ns: &TestNamespace, what: &str, check: impl Fn(&Rollout) -> bool) -> Rollout {
+    let api = ns.api::<Rollout>();
+    eventually(what, LIMIT, || async {
+        api.get("web").await.ok().filter(|r| check(r))
+    })
+    .await
+}
+
+fn phase(rollout: &Rollout) -> Option<RolloutPhase> {
+    rollout.status.as_ref().and_then(|s| s.phase)
+}
+
+fn step(rollout: &Rollout) -> Option<i32> {
+    rollout.status.as_ref().and_then(|s| s.current_step_index)
+}
+
+async fn healthy_on(ns: &TestNamespace, image: &str) -> Rollout {
+    let hash = weir::rollout::template_hash::of(&serde_json::from_value(
+        json!({"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [{"name": "web", "image": image}]}}),
+    ).expect("template"));
+    wait_for(ns, &format!("Healthy on {image}"), |r| {
+        phase(r) == Some(RolloutPhase::Healthy)
+            && r.status.as_ref().and_then(|s| s.stable_rs.as_deref()) == Some(hash.as_str())
+    })
+    .await
+}
+
+async fn status_patch(ns: &TestNamespace, patch: Value) {
+    ns.api::<Rollout>()
+        .patch_status("web", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap_or_else(|e| panic!("status patch {patch}: {e}"));
+}
+
+async fn set_image(ns: &TestNamespace, image: &str, steps: &Value, extra: &Value) {
+    apply(ns, rollout(image, steps.clone(), extra.clone())).await;
+}
+
+async fn service_hash(ns: &TestNamespace, service: &str) -> Option<String> {
+    let found = ns.api::<Service>().get(service).await.ok()?;
+    found
+        .spec?
+        .selector?
+        .get(weir::rollout::template_hash::LABEL)
+        .cloned()
+}
+
+async fn replicas(ns: &TestNamespace) -> Vec<(String, i32)> {
+    let list = ns
+        .api::<ReplicaSet>()
+        .list(&ListParams::default())
+        .await
+        .expect("list");
+    let mut found: Vec<_> = list
+        .items
+        .iter()
+        .map(|rs| {
+            (
+                rs.metadata.name.clone().unwrap_or_default(),
+                rs.spec.as_ref().and_then(|s| s.replicas).unwrap_or(0),
+            )
+        })
+        .collect();
+    found.sort();
+    found
+}
+
+fn steps() -> Value {
+    json!([{"setWeight": 20}, {"pause": {"duration": "2s"}}, {"setWeight": 60}, {"pause": {}}])
+}
+
+#[tokio::test]
+async fn a_canary_walks_its_steps_on_the_route_and_promotes_to_healthy() {
+    let ns = TestNamespace::new(&client().await, "canary").await;
+    let _controller = ControllerProcess::start(&ns.name);
+    app(&ns).await;
+    set_image(&ns, "web:1", &steps(), &json!({})).await;
+    let first = healthy_on(&ns, "web:1").await;
+    let v1 = first.status.and_then(|s| s.stable_rs).expect("stable hash");
+    let weights = WeightLog::start(&ns);
+
+    set_image(&ns, "web:2", &steps(), &json!({})).await;
+    let paused = wait_for(&ns, "Paused at the final pause", |r| {
+        phase(r) == Some(RolloutPhase::Paused) && step(r) == Some(3)
+    })
+    .await;
+    let v2 = paused
+        .status
+        .as_ref()
+        .and_then(|s| s.canary_rs.clone())
+        .expect("canary hash");
+    assert_eq!(
+        paused.status.as_ref().and_then(|s| s.canary_weight),
+        Some(60)
+    );
+    assert_eq!(
+        service_hash(&ns, "web-canary").await.as_deref(),
+        Some(v2.as_str())
+    );
+    assert_eq!(
+        service_hash(&ns, "web-stable").await.as_deref(),
+        Some(v1.as_str())
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        step(&ns.api::<Rollout>().get("web").await.expect("get")),
+        Some(3),
+        "pause {{}} waits for promote"
+    );
+
+    status_patch(&ns, json!({"status": {"pauseConditions": null}})).await;
+    healthy_on(&ns, "web:2").await;
+    assert_eq!(
+        weights.weights(),
+        vec![0, 20, 60, 100, 0],
+        "every weight the route carried, in order"
+    );
+    assert_eq!(
+        service_hash(&ns, "web-stable").await.as_deref(),
+        Some(v2.as_str())
+    );
+    assert_eq!(
+        service_hash(&ns, "web-canary").await.as_deref(),
+        Some(v2.as_str())
+    );
+    let old = format!("web-{v1}");
+    eventually(
+        "the old stable to scale down after scaleDownDelaySeconds",
+        LIMIT,
+        || async {
+            replicas(&ns)
+                .await
+                .into_iter()
+                .find(|(name, r)| name == &old && *r == 0)
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn abort_returns_traffic_at_once_and_retry_starts_over() {
+    let ns = TestNamespace::new(&client().await, "abort").await;
+    let _controller = ControllerProcess::start(&ns.name);
+    app(&ns).await;
+    let steps = json!([{"setWeight": 40}, {"pause": {}}]);
+    set_image(&ns, "web:1", &steps, &json!({})).await;
+    healthy_on(&ns, "web:1").await;
+    set_image(&ns, "web:2", &steps, &json!({})).await;
+    wait_for(&ns, "Paused at 40", |r| {
+        phase(r) == Some(RolloutPhase::Paused)
+    })
+    .await;
+    let weights = WeightLog::start(&ns);
+    eventually("the log to see 40", LIMIT, || async {
+        weights.weights().contains(&40).then_some(())
+    })
+    .await;
+
+    status_patch(&ns, json!({"status": {"abort": true}})).await;
+    let aborted = wait_for(&ns, "Degraded", |r| {
+        phase(r) == Some(RolloutPhase::Degraded)
+    })
+    .await;
+    assert_eq!(
+        aborted.status.as_ref().and_then(|s| s.canary_weight),
+        Some(0)
+    );
+    assert_eq!(weights.weights().last(), Some(&0));
+    let canary = format!(
+        "web-{}",
+        aborted
+            .status
+            .as_ref()
+            .and_then(|s| s.canary_rs.clone())
+            .expect("canary")
+    );
+    eventually("the aborted canary to scale down", LIMIT, || async {
+        replicas(&ns)
+            .await
+            .into_iter()
+            .find(|(name, r)| name == &canary && *r == 0)
+    })
+    .await;
+
+    status_patch(&ns, json!({"status": {"abort": false}})).await;
+    let retried = wait_for(&ns, "Paused again after retry", |r| {
+        phase(r) == Some(RolloutPhase::Paused) && r.status.as_ref().is_some_and(|s| s.attempt == 1)
+    })
+    .await;
+    assert_eq!(
+        retried.status.as_ref().and_then(|s| s.canary_weight),
+        Some(40)
+    );
+}
+
+#[tokio::test]
+async fn promote_full_skips_the_remaining_steps() {
+    let ns = TestNamespace::new(&client().await, "promote-full").await;
+    let _controller = ControllerProcess::start(&ns.name);
+    app(&ns).await;
+    let steps = json!([{"setWeight": 10}, {"pause": {}}, {"setWeight": 50}, {"pause": {}}]);
+    set_image(&ns, "web:1", &steps, &json!({})).await;
+    healthy_on(&ns, "web:1").await;
+    set_image(&ns, "web:2", &steps, &json!({})).await;
+    wait_for(&ns, "Paused at step 1", |r| {
+        phase(r) == Some(RolloutPhase::Paused) && step(r) == Some(1)
+    })
+    .await;
+    status_patch(&ns, json!({"status": {"promoteFull": true}})).await;
+    healthy_on(&ns, "web:2").await;
+}
+
+#[tokio::test]
+async fn re_applying_the_stable_template_is_an_instant_rollback() {
+    let ns = TestNamespace::new(&client().await, "rollback").await;
+    let _controller = ControllerProcess::start(&ns.name);
+    app(&ns).await;
+    let steps = json!([{"setWeight": 30}, {"pause": {}}]);
+    set_image(&ns, "web:1", &steps, &json!({})).await;
+    healthy_on(&ns, "web:1").await;
+    set_image(&ns, "web:2", &steps, &json!({})).await;
+    wait_for(&ns, "Paused at 30", |r| {
+        phase(r) == Some(RolloutPhase::Paused)
+    })
+    .await;
+    set_image(&ns, "web:1", &steps, &json!({})).await;
+    let back = healthy_on(&ns, "web:1").await;
+    assert_eq!(back.status.as_ref().and_then(|s| s.canary_weight), Some(0));
+    let stable = back.status.and_then(|s| s.stable_rs).expect("stable");
+    assert_eq!(
+        service_hash(&ns, "web-canary").await.as_deref(),
+        Some(stable.as_str()),
+        "the canary Service is back on stable"
+    );
+}
+
+#[tokio::test]
+async fn a_canary_that_never_gets_ready_aborts_at_the_progress_deadline() {
+    let ns = TestNamespace::new(&client().await, "deadline").await;
+    let _controller = ControllerProcess::start(&ns.name);
+    app(&ns).await;
+    let steps = json!([{"setWeight": 20}, {"pause": {}}]);
+    let extra = json!({"progressDeadlineSeconds": 3});
+    set_image(&ns, "web:1", &steps, &extra).await;
+    healthy_on(&ns, "web:1").await;
+    let mut bad = rollout("web:2", steps, extra);
+    bad["spec"]["template"]["metadata"]["annotations"] = json!({"sim.weir.dev/ready": "false"});
+    apply(&ns, bad).await;
+    let aborted = wait_for(&ns, "aborted by the deadline", |r| {
+        phase(r) == Some(RolloutPhase::Degraded)
+    })
+    .await;
+    let message = aborted
+        .status
+        .as_ref()
+        .and_then(|s| s.message.clone())
+        .unwrap_or_default();
+    assert!(message.starts_with("ProgressDeadlineExceeded"), "{message}");
+    assert_eq!(
+        aborted.status.as_ref().and_then(|s| s.canary_weight),
+        Some(0)
+    );
+}
+
+#[tokio::test]
+async fn an_invalid_spec_gets_a_condition_and_nothing_is_created() {
+    let ns = TestNamespace::new(&client().await, "invalid").await;
+    let _controller = ControllerProcess::start(&ns.name);
+    app(&ns).await;
+    let steps = json!([{"setWeight": 20, "pause": {}}]);
+    set_image(&ns, "web:1", &steps, &json!({})).await;
+    let invalid = wait_for(&ns, "the InvalidSpec condition", |r| {
+        r.status.as_ref().is_some_and(|s| {
+            s.conditions
+                .iter()
+                .any(|c| c.type_ == "InvalidSpec" && c.status == "True")
+        })
+    })
+    .await;
+    let condition = invalid
+        .status
+        .as_ref()
+        .and_then(|s| {
+            s.conditions
+                .iter()
+                .find(|c| c.type_ == "InvalidSpec")
+                .cloned()
+        })
+        .expect("condition");
+    assert!(
+        condition.message.contains("spec.strategy.canary.steps[0]"),
+        "{}",
+        condition.message
+    );
+    assert_eq!(phase(&invalid), Some(RolloutPhase::Degraded));
+    assert_eq!(replicas(&ns).await, vec![], "nothing is touched");
+}
+
+#[tokio::test]
+async fn a_missing_service_is_reported_naming_it() {
+    let ns = TestNamespace::new(&client().await, "missing-service").await;
+    let _controller = ControllerProcess::start(&ns.name);
+    set_image(&ns, "web:1", &steps(), &json!({})).await;
+    let stuck = wait_for(&ns, "the ReconcileError condition", |r| {
+        r.status
+            .as_ref()
+            .is_some_and(|s| s.conditions.iter().any(|c| c.type_ == "ReconcileError"))
+    })
+    .await;
+    let message = stuck.status.and_then(|s| s.message).unwrap_or_default();
+    assert!(
+        message.contains("MissingService")
+            && message.contains("web-stable")
+            && message.contains("stableService"),
+        "{message}"
+    );
+}
+
+#[tokio::test]
+async fn a_template_change_mid_rollout_restarts_from_step_zero_against_stable() {
+    let ns = TestNamespace::new(&client().await, "template-change").await;
+    let _controller = ControllerProcess::start(&ns.name);
+    app(&ns).await;
+    let steps = json!([{"setWeight": 20}, {"pause": {}}, {"setWeight": 60}, {"pause": {}}]);
+    set_image(&ns, "web:1", &steps, &json!({})).await;
+    let stable = healthy_on(&ns, "web:1")
+        .await
+        .status
+        .and_then(|s| s.stable_rs)
+        .expect("stable");
+    set_image(&ns, "web:2", &steps, &json!({})).await;
+    wait_for(&ns, "Paused at step 1", |r| {
+        phase(r) == Some(RolloutPhase::Paused) && step(r) == Some(1)
+    })
+    .await;
+    status_patch(&ns, json!({"status": {"pauseConditions": null}})).await;
+    wait_for(&ns, "Paused at step 3", |r| {
+        phase(r) == Some(RolloutPhase::Paused) && step(r) == Some(3)
+    })
+    .await;
+
+    set_image(&ns, "web:3", &steps, &json!({})).await;
+    let restarted = wait_for(&ns, "web:3 paused at step 1", |r| {
+        phase(r) == Some(RolloutPhase::Paused)
+            && step(r) == Some(1)
+            && r.status.as_ref().and_then(|s| s.canary_weight) == Some(20)
+    })
+    .await;
+    let status = restarted.status.expect("status");
+    assert_eq!(
+        status.stable_rs.as_deref(),
+        Some(stable.as_str()),
+        "web:3 canaries against web:1, not web:2"
+    );
+    assert_eq!(service_hash(&ns, "web-canary").await, status.canary_rs);
+}
+
+#[tokio::test]
+async fn a_controller_killed_at_every_step_finishes_the_rollout_without_repeating_a_step() {
+    let ns = TestNamespace::new(&client().await, "crash").await;
+    app(&ns).await;
+    let steps = json!([{"setWeight": 20}, {"pause": {"duration": 1}}, {"setWeight": 40}, {"pause": {"duration": 1}}, {"setWeight": 60}, {"pause": {"duration": 1}}]);
+    let mut controller = ControllerProcess::start(&ns.name);
+    set_image(&ns, "web:1", &steps, &json!({})).await;
+    healthy_on(&ns, "web:1").await;
+    let weights = WeightLog::start(&ns);
+    eventually("the log to see 0", LIMIT, || async {
+        (weights.weights() == vec![0]).then_some(())
+    })
+    .await;
+    set_image(&ns, "web:2", &steps, &json!({})).await;
+    let mut kills = 0;
+    loop {
+        let seen = weights.weights().len();
+        let done = eventually("the next weight, or Healthy", LIMIT, || async {
+            if weights.weights().len() > seen {
+                return Some(false);
+            }
+            let current = ns.api::<Rollout>().get("web").await.ok()?;
+            (phase(&current) == Some(RolloutPhase::Healthy)
+                && step(&current) == Some(6)
+                && weights.weights().last() == Some(&0)
+                && weights.weights().len() > 1)
+                .then_some(true)
+        })
+        .await;
+        if done {
+            break;
+        }
+        // SIGKILL right after a weight change: no shutdown, possibly no status write.
+        controller.kill();
+        kills += 1;
+        controller = ControllerProcess::start(&ns.name);
+    }
+    drop(controller);
+    assert!(
+        kills >= 4,
+        "the controller was killed at each step ({kills} kills)"
+    );
+    assert_eq!(
+        weights.weights(),
+        vec![0, 20, 40, 60, 100, 0],
+        "each weight once, in order: no step applied twice"
+    );
+    healthy_on(&ns, "web:2").await;
+}
