@@ -539,3 +539,75 @@ async fn a_controller_killed_at_every_step_finishes_the_rollout_without_repeatin
     );
     healthy_on(&ns, "web:2").await;
 }
+
+#[tokio::test]
+async fn with_two_controllers_only_the_leader_writes_and_the_standby_takes_over() {
+    use k8s_openapi::api::coordination::v1::Lease;
+    let ns = TestNamespace::new(&client().await, "ha").await;
+    app(&ns).await;
+    let args = ["--leader-elect", "--lease-duration", "3s"];
+    let first = ControllerProcess::start_with(&ns.name, &args);
+    let second = ControllerProcess::start_with(&ns.name, &args);
+    let steps = json!([{"setWeight": 20}, {"pause": {"duration": 1}}, {"setWeight": 40}, {"pause": {"duration": 1}}, {"setWeight": 60}, {"pause": {}}]);
+    set_image(&ns, "web:1", &steps, &json!({})).await;
+    healthy_on(&ns, "web:1").await;
+    let weights = WeightLog::start(&ns);
+    eventually("the log to see 0", LIMIT, || async {
+        (weights.weights() == vec![0]).then_some(())
+    })
+    .await;
+
+    let leases = ns.api::<Lease>();
+    let holder = || async {
+        let lease = leases.get_opt("weir-controller").await.ok().flatten()?;
+        lease.spec?.holder_identity
+    };
+    let leader = eventually("a leader", LIMIT, || async { holder().await }).await;
+    let leader_pid: u32 = leader
+        .rsplit('-')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("identity ends in the pid");
+    let (leader_process, standby) = if first.pid() == leader_pid {
+        (first, second)
+    } else {
+        (second, first)
+    };
+    assert_eq!(
+        leader_process.pid(),
+        leader_pid,
+        "the lease names one of the two controllers"
+    );
+
+    set_image(&ns, "web:2", &steps, &json!({})).await;
+    eventually("the canary at 20", LIMIT, || async {
+        weights.weights().contains(&20).then_some(())
+    })
+    .await;
+    let killed_at = tokio::time::Instant::now();
+    leader_process.kill();
+    let new_leader = eventually("the standby to take the lease", LIMIT, || async {
+        holder().await.filter(|h| *h != leader)
+    })
+    .await;
+    assert!(
+        new_leader.ends_with(&format!("-{}", standby.pid())),
+        "{new_leader} is the standby"
+    );
+    wait_for(&ns, "Paused at the final pause", |r| {
+        phase(r) == Some(RolloutPhase::Paused) && step(r) == Some(5)
+    })
+    .await;
+    eprintln!(
+        "standby continued {:?} after the leader was killed (lease duration 3s)",
+        killed_at.elapsed()
+    );
+    status_patch(&ns, json!({"status": {"pauseConditions": null}})).await;
+    healthy_on(&ns, "web:2").await;
+    assert_eq!(
+        weights.weights(),
+        vec![0, 20, 40, 60, 100, 0],
+        "no step doubled across the takeover"
+    );
+    drop(standby);
+}

@@ -29,12 +29,35 @@ enum Command {
         /// Watch only this namespace (default: all namespaces).
         #[arg(long, env = "WEIR_NAMESPACE")]
         namespace: Option<String>,
+        /// Elect a leader among replicas with a Lease; only the leader writes.
+        #[arg(long, env = "WEIR_LEADER_ELECT")]
+        leader_elect: bool,
+        /// The Lease's name.
+        #[arg(long, default_value = "weir-controller")]
+        lease_name: String,
+        /// The Lease's namespace (default: POD_NAMESPACE, else --namespace, else default).
+        #[arg(long, env = "POD_NAMESPACE")]
+        lease_namespace: Option<String>,
+        /// How long a lease lasts without renewal (30s, 15s, ...); a standby takes over after it.
+        #[arg(long, default_value = "15s", value_parser = parse_duration)]
+        lease_duration: std::time::Duration,
         /// Log as JSON lines instead of text.
         #[arg(long, value_enum, default_value = "text", env = "WEIR_LOG_FORMAT")]
         log_format: LogFormat,
     },
     /// Print the version.
     Version,
+}
+
+fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+    weir::duration::parse(text).map_err(|e| e.to_string())
+}
+
+struct Election {
+    enabled: bool,
+    name: String,
+    namespace: String,
+    duration: std::time::Duration,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -57,11 +80,28 @@ fn init_logging(format: LogFormat) {
     }
 }
 
-async fn controller(namespace: Option<String>) -> anyhow::Result<()> {
+async fn controller(namespace: Option<String>, election: Election) -> anyhow::Result<()> {
     let client = kube::Client::try_default().await.map_err(|error| {
         anyhow::anyhow!("connecting to the cluster (in-cluster config or KUBECONFIG): {error}")
     })?;
-    weir::rollout::controller::run(client, namespace.as_deref()).await;
+    let leadership = if election.enabled {
+        // Unique per process: a restarted pod must not inherit its predecessor's lease.
+        let host = std::env::var("POD_NAME")
+            .or_else(|_| std::env::var("HOSTNAME"))
+            .unwrap_or_else(|_| "weir".into());
+        let identity = format!("{host}-{}", std::process::id());
+        let elector = weir::runtime::leader::Elector::new(
+            client.clone(),
+            &election.namespace,
+            &election.name,
+            &identity,
+            election.duration,
+        );
+        elector.start()
+    } else {
+        weir::runtime::leader::Leadership::always()
+    };
+    weir::rollout::controller::run(client, namespace.as_deref(), leadership).await;
     Ok(())
 }
 
@@ -71,10 +111,22 @@ async fn main() -> ExitCode {
     let result = match cli.command {
         Command::Controller {
             namespace,
+            leader_elect,
+            lease_name,
+            lease_namespace,
+            lease_duration,
             log_format,
         } => {
             init_logging(log_format);
-            controller(namespace).await
+            let election = Election {
+                enabled: leader_elect,
+                name: lease_name,
+                namespace: lease_namespace
+                    .or_else(|| namespace.clone())
+                    .unwrap_or_else(|| "default".into()),
+                duration: lease_duration,
+            };
+            controller(namespace, election).await
         }
         Command::Crds { dir } => weir::crd_files::emit(weir::api::crds(), dir.as_deref()),
         Command::Version => {

@@ -16,6 +16,7 @@ use super::reconcile::{Context, error_policy, reconcile};
 use super::workload::ROLLOUT_LABEL;
 use crate::api::Rollout;
 use crate::api::analysis::AnalysisRun;
+use crate::runtime::leader::Leadership;
 
 fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
 where
@@ -28,8 +29,9 @@ where
     }
 }
 
-/// Runs until SIGTERM or SIGINT, then finishes the reconciles in flight and returns.
-pub async fn run(client: Client, namespace: Option<&str>) {
+/// Runs until SIGTERM or SIGINT, then finishes the reconciles in flight and returns. Every
+/// replica watches; only the one `leadership` says leads writes.
+pub async fn run(client: Client, namespace: Option<&str>, leadership: Leadership) {
     let owned = watcher::Config::default().labels(ROLLOUT_LABEL);
     let controller = Controller::new(
         api::<Rollout>(&client, namespace),
@@ -45,6 +47,16 @@ pub async fn run(client: Client, namespace: Option<&str>) {
             },
         ),
         client: client.clone(),
+        leadership: leadership.clone(),
+    });
+    // Becoming leader: look at every Rollout again, since events were ignored until now.
+    let became_leader = futures::stream::unfold(leadership.changes(), |mut changes| async move {
+        loop {
+            changes.changed().await.ok()?;
+            if *changes.borrow_and_update() {
+                return Some(((), changes));
+            }
+        }
     });
     info!(
         namespace = namespace.unwrap_or("(all)"),
@@ -81,6 +93,7 @@ pub async fn run(client: Client, namespace: Option<&str>) {
                     .collect::<Vec<_>>()
             },
         )
+        .reconcile_all_on(became_leader)
         .shutdown_on_signal()
         .run(reconcile, error_policy, context)
         .for_each(|result| async move {

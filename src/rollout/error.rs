@@ -32,6 +32,8 @@ pub enum Error {
     },
     #[error("the Rollout changed while it was reconciled; reconciling again")]
     Conflict,
+    #[error("this replica lost the leader lease; the leader carries on")]
+    NotLeader,
 }
 
 impl Error {
@@ -58,6 +60,7 @@ impl Error {
             Error::Router(_) => "RouterError",
             Error::Api { .. } => "ApiError",
             Error::Conflict => "Conflict",
+            Error::NotLeader => "NotLeader",
         }
     }
 }

@@ -20,6 +20,7 @@ use super::template_hash;
 use crate::api::Rollout;
 use crate::api::rollout::RolloutStatus;
 use crate::conditions;
+use crate::runtime::leader::Leadership;
 use crate::time::to_k8s;
 use crate::traffic::AnyRouter;
 
@@ -27,6 +28,8 @@ use crate::traffic::AnyRouter;
 pub struct Context {
     pub client: Client,
     pub recorder: Recorder,
+    /// Only the leader writes; checked before every write.
+    pub leadership: Leadership,
 }
 
 /// Rounds of observe -> plan -> act in one reconcile: enough to walk several instant steps,
@@ -38,6 +41,10 @@ pub const CONDITION_RECONCILE_ERROR: &str = "ReconcileError";
 
 #[instrument(skip(rollout, ctx), fields(rollout = %rollout.name_any(), namespace = rollout.namespace().unwrap_or_default()))]
 pub async fn reconcile(rollout: Arc<Rollout>, ctx: Arc<Context>) -> Result<Requeue, Error> {
+    if !ctx.leadership.is_leading() {
+        // Gaining leadership reconciles every Rollout again (see controller::run).
+        return Ok(Requeue::await_change());
+    }
     let namespace = rollout.namespace().unwrap_or_default();
     let name = rollout.name_any();
     let api: Api<Rollout> = Api::namespaced(ctx.client.clone(), &namespace);
@@ -78,6 +85,9 @@ pub async fn reconcile(rollout: Arc<Rollout>, ctx: Arc<Context>) -> Result<Reque
                 return Ok(());
             }
             for action in &next.actions {
+                if !ctx.leadership.is_leading() {
+                    return Err(Error::NotLeader);
+                }
                 info!(?action, "acting");
                 act(&ctx.client, &current, router.as_ref(), action).await?;
             }
@@ -88,11 +98,15 @@ pub async fn reconcile(rollout: Arc<Rollout>, ctx: Arc<Context>) -> Result<Reque
     }
     .await;
 
+    if !ctx.leadership.is_leading() {
+        // Lost the lease mid-reconcile: the new leader plans from what the API server shows.
+        return Err(Error::NotLeader);
+    }
     let now = to_k8s(chrono::Utc::now());
     let mut new_error = false;
     match &outcome {
         Ok(()) => conditions::remove(&mut status.conditions, CONDITION_RECONCILE_ERROR),
-        Err(Error::Conflict) => {}
+        Err(Error::Conflict | Error::NotLeader) => {}
         Err(error) => {
             let message = error.to_string();
             new_error = conditions::set(
@@ -199,6 +213,7 @@ async fn write_status(
 pub fn error_policy(rollout: Arc<Rollout>, error: &Error, _ctx: Arc<Context>) -> Requeue {
     match error {
         Error::Conflict => Requeue::requeue(Duration::from_millis(100)),
+        Error::NotLeader => Requeue::await_change(),
         _ => {
             warn!(rollout = %rollout.name_any(), category = error.category(), %error, "reconcile failed");
             Requeue::requeue(Duration::from_secs(5))

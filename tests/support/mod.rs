@@ -224,6 +224,10 @@ pub struct ControllerProcess {
 
 impl ControllerProcess {
     pub fn start(namespace: &str) -> ControllerProcess {
+        ControllerProcess::start_with(namespace, &[])
+    }
+
+    pub fn start_with(namespace: &str, extra: &[&str]) -> ControllerProcess {
         let kubeconfig = std::env::var_os("KUBECONFIG")
             .map(PathBuf::from)
             .unwrap_or_else(|| cluster_dir().join("kubeconfig"));
@@ -236,6 +240,7 @@ impl ControllerProcess {
             .unwrap_or_else(|e| panic!("opening the controller log: {e}"));
         let child = std::process::Command::new(env!("CARGO_BIN_EXE_weir"))
             .args(["controller", "--namespace", namespace])
+            .args(extra)
             .env("KUBECONFIG", kubeconfig)
             .env("RUST_LOG", "info")
             .stdout(log.try_clone().unwrap_or_else(|e| panic!("log: {e}")))
@@ -243,6 +248,10 @@ impl ControllerProcess {
             .spawn()
             .unwrap_or_else(|e| panic!("starting weir controller: {e}"));
         ControllerProcess { child }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     /// SIGKILL: no shutdown, no last status write.

@@ -1,0 +1,266 @@
+//! Leader election on a coordination.k8s.io/v1 Lease, so that of several replicas exactly one
+//! writes. Taking and renewing the Lease are replaces guarded by its resourceVersion (as
+//! client-go does): two replicas that both see it expire cannot both win, and a replica that
+//! lost it cannot extend it for the new holder. A replica stops writing the moment it sees
+//! another holder, or when it could not renew before its own lease would run out.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
+use kube::Client;
+use kube::api::{Api, PostParams};
+use tokio::sync::watch;
+use tracing::{info, warn};
+
+use crate::time::{from_k8s, to_k8s};
+
+/// What to do with the Lease as it is now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// No Lease yet: create it, holding it.
+    Create,
+    /// We hold it: renew it.
+    Renew,
+    /// Someone else held it and let it expire (or nobody holds it): take it.
+    Take,
+    /// Someone else holds it until then.
+    Wait {
+        holder: String,
+        until: DateTime<Utc>,
+    },
+}
+
+/// Pure: decides from the Lease, who we are and the time.
+pub fn decide(lease: Option<&Lease>, identity: &str, now: DateTime<Utc>) -> Decision {
+    let Some(lease) = lease else {
+        return Decision::Create;
+    };
+    let spec = lease.spec.clone().unwrap_or_default();
+    let holder = spec.holder_identity.unwrap_or_default();
+    if holder == identity {
+        return Decision::Renew;
+    }
+    let renewed = spec
+        .renew_time
+        .as_ref()
+        .or(spec.acquire_time.as_ref())
+        .map(micro_from_k8s);
+    let duration =
+        chrono::Duration::seconds(i64::from(spec.lease_duration_seconds.unwrap_or(0).max(0)));
+    match renewed {
+        Some(renewed) if !holder.is_empty() && renewed + duration > now => Decision::Wait {
+            holder,
+            until: renewed + duration,
+        },
+        _ => Decision::Take,
+    }
+}
+
+fn micro_from_k8s(time: &MicroTime) -> DateTime<Utc> {
+    from_k8s(&k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+        time.0,
+    ))
+}
+
+fn micro(time: DateTime<Utc>) -> MicroTime {
+    // MicroTime keeps microseconds; whole seconds are plenty for leases of seconds.
+    MicroTime(to_k8s(time).0)
+}
+
+/// Whether this replica may write now. Cheap to check before every write.
+#[derive(Clone)]
+pub struct Leadership {
+    leading: Arc<AtomicBool>,
+    changes: watch::Receiver<bool>,
+}
+
+impl Leadership {
+    /// Always leading: a single replica without election.
+    pub fn always() -> Leadership {
+        let (_, changes) = watch::channel(true);
+        Leadership {
+            leading: Arc::new(AtomicBool::new(true)),
+            changes,
+        }
+    }
+
+    pub fn is_leading(&self) -> bool {
+        self.leading.load(Ordering::SeqCst)
+    }
+
+    /// Fires with every change of leadership.
+    pub fn changes(&self) -> watch::Receiver<bool> {
+        self.changes.clone()
+    }
+}
+
+pub struct Elector {
+    api: Api<Lease>,
+    name: String,
+    identity: String,
+    duration: Duration,
+}
+
+impl Elector {
+    pub fn new(
+        client: Client,
+        namespace: &str,
+        name: &str,
+        identity: &str,
+        duration: Duration,
+    ) -> Elector {
+        Elector {
+            api: Api::namespaced(client, namespace),
+            name: name.into(),
+            identity: identity.into(),
+            duration,
+        }
+    }
+
+    /// Starts the election loop in the background and returns the shared leadership flag.
+    pub fn start(self) -> Leadership {
+        let leading = Arc::new(AtomicBool::new(false));
+        let (sender, changes) = watch::channel(false);
+        let flag = leading.clone();
+        tokio::spawn(async move { self.run(flag, sender).await });
+        Leadership { leading, changes }
+    }
+
+    async fn run(self, leading: Arc<AtomicBool>, changes: watch::Sender<bool>) {
+        // Renew three times per lease duration, as client-go does with its defaults.
+        let retry = self.duration / 3;
+        let mut last_renewed: Option<tokio::time::Instant> = None;
+        loop {
+            let now_leading = match self.try_lead().await {
+                Ok(true) => {
+                    last_renewed = Some(tokio::time::Instant::now());
+                    true
+                }
+                Ok(false) => false,
+                Err(error) => {
+                    warn!(%error, lease = %self.name, "could not read or renew the leader Lease");
+                    // Keep leading only while our last renewal is surely still valid.
+                    let margin = self.duration.saturating_sub(retry);
+                    leading.load(Ordering::SeqCst)
+                        && last_renewed.is_some_and(|at| at.elapsed() < margin)
+                }
+            };
+            if leading.swap(now_leading, Ordering::SeqCst) != now_leading {
+                info!(identity = %self.identity, leading = now_leading, "leadership changed");
+                let _ = changes.send(now_leading);
+            }
+            tokio::time::sleep(retry).await;
+        }
+    }
+
+    async fn try_lead(&self) -> Result<bool, kube::Error> {
+        let current = self.api.get_opt(&self.name).await?;
+        let now = Utc::now();
+        let seconds = i32::try_from(self.duration.as_secs()).unwrap_or(i32::MAX);
+        let result = match decide(current.as_ref(), &self.identity, now) {
+            Decision::Wait { .. } => return Ok(false),
+            Decision::Create => {
+                let lease = Lease {
+                    metadata: ObjectMeta {
+                        name: Some(self.name.clone()),
+                        ..ObjectMeta::default()
+                    },
+                    spec: Some(LeaseSpec {
+                        holder_identity: Some(self.identity.clone()),
+                        lease_duration_seconds: Some(seconds),
+                        acquire_time: Some(micro(now)),
+                        renew_time: Some(micro(now)),
+                        lease_transitions: Some(0),
+                        ..LeaseSpec::default()
+                    }),
+                };
+                self.api
+                    .create(&PostParams::default(), &lease)
+                    .await
+                    .map(|_| ())
+            }
+            decision @ (Decision::Renew | Decision::Take) => {
+                // Some(..) by construction: Create is the only decision without a Lease.
+                let Some(mut lease) = current else {
+                    return Ok(false);
+                };
+                let spec = lease.spec.get_or_insert_with(LeaseSpec::default);
+                if decision == Decision::Take {
+                    spec.holder_identity = Some(self.identity.clone());
+                    spec.acquire_time = Some(micro(now));
+                    spec.lease_transitions = Some(spec.lease_transitions.unwrap_or(0) + 1);
+                }
+                spec.renew_time = Some(micro(now));
+                spec.lease_duration_seconds = Some(seconds);
+                // `lease` still carries the resourceVersion we read: the replace fails with a
+                // conflict if anyone wrote the Lease since.
+                self.api
+                    .replace(&self.name, &PostParams::default(), &lease)
+                    .await
+                    .map(|_| ())
+            }
+        };
+        match result {
+            Ok(()) => Ok(true),
+            Err(kube::Error::Api(status)) if status.code == 409 => Ok(false),
+            Err(error) => Err(error),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(seconds: i64) -> DateTime<Utc> {
+        DateTime::from_timestamp(seconds, 0).expect("valid")
+    }
+
+    fn lease(holder: &str, renewed: i64, duration: i32) -> Lease {
+        Lease {
+            metadata: ObjectMeta::default(),
+            spec: Some(LeaseSpec {
+                holder_identity: Some(holder.into()),
+                renew_time: Some(micro(at(renewed))),
+                lease_duration_seconds: Some(duration),
+                ..LeaseSpec::default()
+            }),
+        }
+    }
+
+    #[test]
+    fn decisions() {
+        assert_eq!(decide(None, "a", at(100)), Decision::Create);
+        assert_eq!(
+            decide(Some(&lease("a", 0, 15)), "a", at(100)),
+            Decision::Renew,
+            "ours, even if late"
+        );
+        assert_eq!(
+            decide(Some(&lease("b", 90, 15)), "a", at(100)),
+            Decision::Wait {
+                holder: "b".into(),
+                until: at(105)
+            }
+        );
+        assert_eq!(
+            decide(Some(&lease("b", 90, 15)), "a", at(105)),
+            Decision::Take,
+            "expired exactly at renew + duration"
+        );
+        assert_eq!(
+            decide(Some(&lease("", 99, 15)), "a", at(100)),
+            Decision::Take,
+            "released"
+        );
+        let mut no_times = lease("b", 0, 15);
+        if let Some(spec) = no_times.spec.as_mut() {
+            spec.renew_time = None;
+        }
+        assert_eq!(decide(Some(&no_times), "a", at(100)), Decision::Take);
+    }
+}
