@@ -545,7 +545,13 @@ async fn with_two_controllers_only_the_leader_writes_and_the_standby_takes_over(
     use k8s_openapi::api::coordination::v1::Lease;
     let ns = TestNamespace::new(&client().await, "ha").await;
     app(&ns).await;
-    let args = ["--leader-elect", "--lease-duration", "3s"];
+    let args = [
+        "--leader-elect",
+        "--lease-duration",
+        "3s",
+        "--metrics-addr",
+        "127.0.0.1:0",
+    ];
     let first = ControllerProcess::start_with(&ns.name, &args);
     let second = ControllerProcess::start_with(&ns.name, &args);
     let steps = json!([{"setWeight": 20}, {"pause": {"duration": 1}}, {"setWeight": 40}, {"pause": {"duration": 1}}, {"setWeight": 60}, {"pause": {}}]);
@@ -610,4 +616,97 @@ async fn with_two_controllers_only_the_leader_writes_and_the_standby_takes_over(
         "no step doubled across the takeover"
     );
     drop(standby);
+}
+
+/// `weir_reconcile_duration_seconds_count` from the controller's /metrics.
+async fn reconciles(port: u16) -> Option<u64> {
+    let (_, body) = support::http_get(port, "/metrics").await?;
+    body.lines()
+        .find_map(|l| l.strip_prefix("weir_reconcile_duration_seconds_count "))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+#[tokio::test]
+async fn health_readiness_and_metrics_are_served_and_a_no_op_reconcile_writes_nothing() {
+    let ns = TestNamespace::new(&client().await, "metrics").await;
+    let port = support::free_port();
+    let address = format!("127.0.0.1:{port}");
+    let _controller = ControllerProcess::start_with(&ns.name, &["--metrics-addr", &address]);
+    eventually("/healthz", LIMIT, || async {
+        support::http_get(port, "/healthz")
+            .await
+            .filter(|(code, _)| *code == 200)
+    })
+    .await;
+    eventually("/readyz", LIMIT, || async {
+        support::http_get(port, "/readyz")
+            .await
+            .filter(|(code, _)| *code == 200)
+    })
+    .await;
+    app(&ns).await;
+    set_image(&ns, "web:1", &steps(), &json!({})).await;
+    let healthy = healthy_on(&ns, "web:1").await;
+    let healthy_line = format!(
+        r#"weir_rollout_phase{{namespace="{}",rollout="web",phase="Healthy"}} 1"#,
+        ns.name
+    );
+    eventually("the Healthy phase in /metrics", LIMIT, || async {
+        let (_, body) = support::http_get(port, "/metrics").await?;
+        body.lines().any(|l| l == healthy_line).then_some(())
+    })
+    .await;
+
+    let versions = || async {
+        let rollout = ns
+            .api::<Rollout>()
+            .get("web")
+            .await
+            .ok()?
+            .metadata
+            .resource_version?;
+        let route = ns
+            .api::<HttpRoute>()
+            .get("web")
+            .await
+            .ok()?
+            .metadata
+            .resource_version?;
+        let stable = ns
+            .api::<Service>()
+            .get("web-stable")
+            .await
+            .ok()?
+            .metadata
+            .resource_version?;
+        let canary = ns
+            .api::<Service>()
+            .get("web-canary")
+            .await
+            .ok()?
+            .metadata
+            .resource_version?;
+        Some((rollout, route, stable, canary))
+    };
+    let before = versions().await.expect("versions");
+    let count = reconciles(port).await.expect("a reconcile count");
+    // Touching an owned ReplicaSet triggers a reconcile that has nothing to do.
+    let rs_name = format!(
+        "web-{}",
+        healthy.status.and_then(|s| s.stable_rs).expect("stable")
+    );
+    let touch = json!({"metadata": {"labels": {"test.weir.dev/touched": "yes"}}});
+    ns.api::<ReplicaSet>()
+        .patch(&rs_name, &PatchParams::default(), &Patch::Merge(&touch))
+        .await
+        .expect("touch");
+    eventually("another reconcile", LIMIT, || async {
+        reconciles(port).await.filter(|c| *c > count)
+    })
+    .await;
+    assert_eq!(
+        versions().await.expect("versions"),
+        before,
+        "a reconcile with nothing to do wrote something"
+    );
 }

@@ -41,6 +41,9 @@ enum Command {
         /// How long a lease lasts without renewal (30s, 15s, ...); a standby takes over after it.
         #[arg(long, default_value = "15s", value_parser = parse_duration)]
         lease_duration: std::time::Duration,
+        /// Serve /healthz, /readyz and /metrics here (port 0: any free port, logged).
+        #[arg(long, default_value = "0.0.0.0:8080", env = "WEIR_METRICS_ADDR")]
+        metrics_addr: std::net::SocketAddr,
         /// Log as JSON lines instead of text.
         #[arg(long, value_enum, default_value = "text", env = "WEIR_LOG_FORMAT")]
         log_format: LogFormat,
@@ -80,7 +83,18 @@ fn init_logging(format: LogFormat) {
     }
 }
 
-async fn controller(namespace: Option<String>, election: Election) -> anyhow::Result<()> {
+async fn controller(
+    namespace: Option<String>,
+    election: Election,
+    metrics_addr: std::net::SocketAddr,
+) -> anyhow::Result<()> {
+    let metrics = std::sync::Arc::new(weir::runtime::metrics::Metrics::default());
+    let ready = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    weir::runtime::http::serve(metrics_addr, metrics.clone(), ready.clone())
+        .await
+        .map_err(|error| {
+            anyhow::anyhow!("serving metrics on {metrics_addr} (--metrics-addr): {error}")
+        })?;
     let client = kube::Client::try_default().await.map_err(|error| {
         anyhow::anyhow!("connecting to the cluster (in-cluster config or KUBECONFIG): {error}")
     })?;
@@ -101,7 +115,7 @@ async fn controller(namespace: Option<String>, election: Election) -> anyhow::Re
     } else {
         weir::runtime::leader::Leadership::always()
     };
-    weir::rollout::controller::run(client, namespace.as_deref(), leadership).await;
+    weir::rollout::controller::run(client, namespace.as_deref(), leadership, metrics, ready).await;
     Ok(())
 }
 
@@ -115,6 +129,7 @@ async fn main() -> ExitCode {
             lease_name,
             lease_namespace,
             lease_duration,
+            metrics_addr,
             log_format,
         } => {
             init_logging(log_format);
@@ -126,7 +141,7 @@ async fn main() -> ExitCode {
                     .unwrap_or_else(|| "default".into()),
                 duration: lease_duration,
             };
-            controller(namespace, election).await
+            controller(namespace, election, metrics_addr).await
         }
         Command::Crds { dir } => weir::crd_files::emit(weir::api::crds(), dir.as_deref()),
         Command::Version => {

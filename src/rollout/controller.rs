@@ -2,6 +2,8 @@
 //! AnalysisRuns carrying `weir.dev/rollout`), plus the HTTPRoutes Rollouts name, and reconciles.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use futures::StreamExt;
 use gateway_api::apis::standard::httproutes::HttpRoute;
@@ -17,6 +19,7 @@ use super::workload::ROLLOUT_LABEL;
 use crate::api::Rollout;
 use crate::api::analysis::AnalysisRun;
 use crate::runtime::leader::Leadership;
+use crate::runtime::metrics::Metrics;
 
 fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
 where
@@ -31,7 +34,13 @@ where
 
 /// Runs until SIGTERM or SIGINT, then finishes the reconciles in flight and returns. Every
 /// replica watches; only the one `leadership` says leads writes.
-pub async fn run(client: Client, namespace: Option<&str>, leadership: Leadership) {
+pub async fn run(
+    client: Client,
+    namespace: Option<&str>,
+    leadership: Leadership,
+    metrics: Arc<Metrics>,
+    ready: Arc<AtomicBool>,
+) {
     let owned = watcher::Config::default().labels(ROLLOUT_LABEL);
     let controller = Controller::new(
         api::<Rollout>(&client, namespace),
@@ -48,6 +57,31 @@ pub async fn run(client: Client, namespace: Option<&str>, leadership: Leadership
         ),
         client: client.clone(),
         leadership: leadership.clone(),
+        metrics: metrics.clone(),
+    });
+    let mut changes = leadership.changes();
+    metrics.set_leader(leadership.is_leading());
+    tokio::spawn(async move {
+        while changes.changed().await.is_ok() {
+            let leading = *changes.borrow_and_update();
+            metrics.set_leader(leading);
+        }
+    });
+    let store = controller.store();
+    tokio::spawn(async move {
+        // Polled again every second: the store's readiness signal keeps a single waker, and the
+        // controller waits on it too, so a lone long wait here could miss the wake-up.
+        loop {
+            match tokio::time::timeout(Duration::from_secs(1), store.wait_until_ready()).await {
+                Ok(Ok(())) => {
+                    info!("the Rollout cache is synced: ready");
+                    ready.store(true, Ordering::SeqCst);
+                    return;
+                }
+                Ok(Err(error)) => return warn!(%error, "the Rollout cache will never sync"),
+                Err(_) => continue,
+            }
+        }
     });
     // Becoming leader: look at every Rollout again, since events were ignored until now.
     let became_leader = futures::stream::unfold(leadership.changes(), |mut changes| async move {

@@ -21,6 +21,7 @@ use crate::api::Rollout;
 use crate::api::rollout::RolloutStatus;
 use crate::conditions;
 use crate::runtime::leader::Leadership;
+use crate::runtime::metrics::Metrics;
 use crate::time::to_k8s;
 use crate::traffic::AnyRouter;
 
@@ -30,6 +31,7 @@ pub struct Context {
     pub recorder: Recorder,
     /// Only the leader writes; checked before every write.
     pub leadership: Leadership,
+    pub metrics: Arc<Metrics>,
 }
 
 /// Rounds of observe -> plan -> act in one reconcile: enough to walk several instant steps,
@@ -41,6 +43,14 @@ pub const CONDITION_RECONCILE_ERROR: &str = "ReconcileError";
 
 #[instrument(skip(rollout, ctx), fields(rollout = %rollout.name_any(), namespace = rollout.namespace().unwrap_or_default()))]
 pub async fn reconcile(rollout: Arc<Rollout>, ctx: Arc<Context>) -> Result<Requeue, Error> {
+    let started = std::time::Instant::now();
+    let result = reconcile_rollout(&rollout, &ctx).await;
+    let category = result.as_ref().err().map(Error::category);
+    ctx.metrics.observe_reconcile(started.elapsed(), category);
+    result
+}
+
+async fn reconcile_rollout(rollout: &Rollout, ctx: &Context) -> Result<Requeue, Error> {
     if !ctx.leadership.is_leading() {
         // Gaining leadership reconciles every Rollout again (see controller::run).
         return Ok(Requeue::await_change());
@@ -122,6 +132,7 @@ pub async fn reconcile(rollout: Arc<Rollout>, ctx: Arc<Context>) -> Result<Reque
         }
     }
     write_status(&api, &current, &original, &status).await?;
+    ctx.metrics.observe_rollout(&namespace, &name, &status);
 
     let reference = current.object_ref(&());
     for transition in &transitions {

@@ -224,7 +224,7 @@ pub struct ControllerProcess {
 
 impl ControllerProcess {
     pub fn start(namespace: &str) -> ControllerProcess {
-        ControllerProcess::start_with(namespace, &[])
+        ControllerProcess::start_with(namespace, &["--metrics-addr", "127.0.0.1:0"])
     }
 
     pub fn start_with(namespace: &str, extra: &[&str]) -> ControllerProcess {
@@ -266,4 +266,32 @@ impl Drop for ControllerProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// A loopback port free right now, for a server a test starts.
+pub fn free_port() -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap_or_else(|e| panic!("binding a port: {e}"));
+    listener
+        .local_addr()
+        .unwrap_or_else(|e| panic!("port: {e}"))
+        .port()
+}
+
+/// GET http://127.0.0.1:{port}{path}: (status code, body), or None when nothing answers.
+pub async fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .ok()?;
+    let request = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.ok()?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.ok()?;
+    let code = response.split_whitespace().nth(1)?.parse().ok()?;
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    Some((code, body))
 }
