@@ -710,3 +710,42 @@ async fn health_readiness_and_metrics_are_served_and_a_no_op_reconcile_writes_no
         "a reconcile with nothing to do wrote something"
     );
 }
+
+#[tokio::test]
+async fn deleting_a_rollout_mid_canary_returns_the_route_to_stable_first() {
+    let ns = TestNamespace::new(&client().await, "delete").await;
+    let _controller = ControllerProcess::start(&ns.name);
+    app(&ns).await;
+    let steps = json!([{"setWeight": 30}, {"pause": {}}]);
+    set_image(&ns, "web:1", &steps, &json!({})).await;
+    healthy_on(&ns, "web:1").await;
+    set_image(&ns, "web:2", &steps, &json!({})).await;
+    let paused = wait_for(&ns, "Paused at 30", |r| {
+        phase(r) == Some(RolloutPhase::Paused)
+    })
+    .await;
+    assert_eq!(
+        paused.metadata.finalizers.unwrap_or_default(),
+        vec!["weir.dev/route-cleanup".to_string()]
+    );
+    ns.api::<Rollout>()
+        .delete("web", &kube::api::DeleteParams::default())
+        .await
+        .expect("delete");
+    eventually("the Rollout to be gone", LIMIT, || async {
+        ns.api::<Rollout>()
+            .get_opt("web")
+            .await
+            .ok()
+            .filter(|r| r.is_none())
+    })
+    .await;
+    let route = ns.api::<HttpRoute>().get("web").await.expect("route");
+    let splits =
+        weir::traffic::gateway_api::splits(&route, "web-stable", "web-canary").expect("splits");
+    assert_eq!(
+        weir::traffic::gateway_api::canary_weight(&route, &splits),
+        Some(0),
+        "no traffic left on the canary"
+    );
+}

@@ -34,6 +34,8 @@ pub enum Error {
     Conflict,
     #[error("this replica lost the leader lease; the leader carries on")]
     NotLeader,
+    #[error("managing the finalizer weir.dev/route-cleanup: {0}")]
+    Finalizer(String),
 }
 
 impl Error {
@@ -61,6 +63,7 @@ impl Error {
             Error::Api { .. } => "ApiError",
             Error::Conflict => "Conflict",
             Error::NotLeader => "NotLeader",
+            Error::Finalizer(_) => "FinalizerError",
         }
     }
 }

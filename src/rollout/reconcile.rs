@@ -23,7 +23,11 @@ use crate::conditions;
 use crate::runtime::leader::Leadership;
 use crate::runtime::metrics::Metrics;
 use crate::time::to_k8s;
-use crate::traffic::AnyRouter;
+use crate::traffic::{AnyRouter, Router, RouterError};
+use kube::runtime::finalizer::{self, Event as FinalizerEvent, finalizer};
+
+/// Held on every Rollout so its route can be reset before its pods are deleted.
+pub const FINALIZER: &str = "weir.dev/route-cleanup";
 
 /// Shared by every reconcile.
 pub struct Context {
@@ -43,18 +47,47 @@ pub const CONDITION_RECONCILE_ERROR: &str = "ReconcileError";
 
 #[instrument(skip(rollout, ctx), fields(rollout = %rollout.name_any(), namespace = rollout.namespace().unwrap_or_default()))]
 pub async fn reconcile(rollout: Arc<Rollout>, ctx: Arc<Context>) -> Result<Requeue, Error> {
+    if !ctx.leadership.is_leading() {
+        // Gaining leadership reconciles every Rollout again (see controller::run).
+        return Ok(Requeue::await_change());
+    }
     let started = std::time::Instant::now();
-    let result = reconcile_rollout(&rollout, &ctx).await;
+    let api: Api<Rollout> =
+        Api::namespaced(ctx.client.clone(), &rollout.namespace().unwrap_or_default());
+    let result = finalizer(&api, FINALIZER, rollout, |event| async {
+        match event {
+            FinalizerEvent::Apply(rollout) => reconcile_rollout(&rollout, &ctx).await,
+            FinalizerEvent::Cleanup(rollout) => clean_up(&rollout, &ctx).await,
+        }
+    })
+    .await
+    .map_err(|error| match error {
+        finalizer::Error::ApplyFailed(error) | finalizer::Error::CleanupFailed(error) => error,
+        other => Error::Finalizer(other.to_string()),
+    });
     let category = result.as_ref().err().map(Error::category);
     ctx.metrics.observe_reconcile(started.elapsed(), category);
     result
 }
 
-async fn reconcile_rollout(rollout: &Rollout, ctx: &Context) -> Result<Requeue, Error> {
+/// A deleted Rollout's pods go with it (garbage collection), so traffic must leave them first:
+/// the router goes back to all-stable before the finalizer lets the Rollout go.
+async fn clean_up(rollout: &Rollout, ctx: &Context) -> Result<Requeue, Error> {
     if !ctx.leadership.is_leading() {
-        // Gaining leadership reconciles every Rollout again (see controller::run).
-        return Ok(Requeue::await_change());
+        return Err(Error::NotLeader);
     }
+    let namespace = rollout.namespace().unwrap_or_default();
+    if let Some(router) = AnyRouter::for_rollout(&ctx.client, rollout, &namespace) {
+        match router.remove_managed().await {
+            // Nothing to undo on a route that is gone or never split to these Services.
+            Ok(()) | Err(RouterError::NotFound { .. } | RouterError::Misconfigured(_)) => {}
+            Err(error) => return Err(error.into()),
+        }
+    }
+    Ok(Requeue::await_change())
+}
+
+async fn reconcile_rollout(rollout: &Rollout, ctx: &Context) -> Result<Requeue, Error> {
     let namespace = rollout.namespace().unwrap_or_default();
     let name = rollout.name_any();
     let api: Api<Rollout> = Api::namespaced(ctx.client.clone(), &namespace);
