@@ -618,6 +618,13 @@ async fn with_two_controllers_only_the_leader_writes_and_the_standby_takes_over(
     drop(standby);
 }
 
+async fn resource_version<K>(api: kube::Api<K>, name: &str) -> Option<String>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    api.get(name).await.ok()?.meta().resource_version.clone()
+}
+
 /// `weir_reconcile_duration_seconds_count` from the controller's /metrics.
 async fn reconciles(port: u16) -> Option<u64> {
     let (_, body) = support::http_get(port, "/metrics").await?;
@@ -658,35 +665,12 @@ async fn health_readiness_and_metrics_are_served_and_a_no_op_reconcile_writes_no
     .await;
 
     let versions = || async {
-        let rollout = ns
-            .api::<Rollout>()
-            .get("web")
-            .await
-            .ok()?
-            .metadata
-            .resource_version?;
-        let route = ns
-            .api::<HttpRoute>()
-            .get("web")
-            .await
-            .ok()?
-            .metadata
-            .resource_version?;
-        let stable = ns
-            .api::<Service>()
-            .get("web-stable")
-            .await
-            .ok()?
-            .metadata
-            .resource_version?;
-        let canary = ns
-            .api::<Service>()
-            .get("web-canary")
-            .await
-            .ok()?
-            .metadata
-            .resource_version?;
-        Some((rollout, route, stable, canary))
+        Some((
+            resource_version(ns.api::<Rollout>(), "web").await?,
+            resource_version(ns.api::<HttpRoute>(), "web").await?,
+            resource_version(ns.api::<Service>(), "web-stable").await?,
+            resource_version(ns.api::<Service>(), "web-canary").await?,
+        ))
     };
     let before = versions().await.expect("versions");
     let count = reconciles(port).await.expect("a reconcile count");

@@ -387,6 +387,26 @@ impl<'a> Planner<'a> {
         self.actions.push(action);
     }
 
+    /// Pins the stable Service (when there is one) to `hash`, unless it already is.
+    fn point_stable(&mut self, hash: &str) {
+        let (service, _) = self.services();
+        self.point(
+            service,
+            self.input.observed.stable_service_hash.as_deref(),
+            hash,
+        );
+    }
+
+    /// Pins the canary Service (when there is one) to `hash`, unless it already is.
+    fn point_canary(&mut self, hash: &str) {
+        let (_, service) = self.services();
+        self.point(
+            service,
+            self.input.observed.canary_service_hash.as_deref(),
+            hash,
+        );
+    }
+
     fn point(&mut self, service: Option<&str>, observed: Option<&str>, hash: &str) {
         if let Some(service) = service
             && observed != Some(hash)
@@ -437,18 +457,9 @@ impl<'a> Planner<'a> {
         self.sync_user_pause();
 
         self.scale(stable, self.replicas);
-        let (stable_service, canary_service) = self.services();
         let observed = self.input.observed;
-        self.point(
-            stable_service,
-            observed.stable_service_hash.as_deref(),
-            stable,
-        );
-        self.point(
-            canary_service,
-            observed.canary_service_hash.as_deref(),
-            stable,
-        );
+        self.point_stable(stable);
+        self.point_canary(stable);
         if self.router && observed.route_weight != Some(0) {
             self.set_weight(0);
         }
@@ -665,7 +676,6 @@ impl<'a> Planner<'a> {
     fn converge(&mut self, stable: &str, hash: &str, index: usize) -> bool {
         let weight = step_weight(self.steps, index);
         let observed = self.input.observed;
-        let (stable_service, canary_service) = self.services();
         if !self.router {
             // The replica ratio is the traffic ratio: the canary gets its pods first, and the
             // stable gives up only as many pods as the canary has available.
@@ -673,16 +683,8 @@ impl<'a> Planner<'a> {
             let stable_target = self.replicas - self.available(hash).min(target);
             self.scale(hash, target);
             self.scale(stable, stable_target);
-            self.point(
-                stable_service,
-                observed.stable_service_hash.as_deref(),
-                stable,
-            );
-            self.point(
-                canary_service,
-                observed.canary_service_hash.as_deref(),
-                hash,
-            );
+            self.point_stable(stable);
+            self.point_canary(hash);
             let ready =
                 self.settled_at(hash, target) && self.settled_at(stable, self.replicas - target);
             if ready {
@@ -694,11 +696,7 @@ impl<'a> Planner<'a> {
         let target = canary_pods(self.steps, index, self.replicas, weight.max(route), true);
         self.scale(stable, self.replicas);
         self.scale(hash, target);
-        self.point(
-            stable_service,
-            observed.stable_service_hash.as_deref(),
-            stable,
-        );
+        self.point_stable(stable);
         if route > weight {
             self.set_weight(weight);
             return false;
@@ -708,11 +706,7 @@ impl<'a> Planner<'a> {
         };
         if observed.canary_service_hash.as_deref() != Some(hash) {
             if route == 0 || serves(route) {
-                self.point(
-                    canary_service,
-                    observed.canary_service_hash.as_deref(),
-                    hash,
-                );
+                self.point_canary(hash);
             } else {
                 self.set_weight(0);
             }
@@ -926,12 +920,7 @@ impl<'a> Planner<'a> {
         self.clear_controller_pause();
         self.status.waiting_since = None;
         self.scale(stable, self.replicas);
-        let (stable_service, _) = self.services();
-        self.point(
-            stable_service,
-            self.input.observed.stable_service_hash.as_deref(),
-            stable,
-        );
+        self.point_stable(stable);
         if self.router {
             if self.route() != 0 {
                 self.set_weight(0);
@@ -980,11 +969,7 @@ impl<'a> Planner<'a> {
         } else {
             let ready = self.converge(stable, hash, steps);
             if ready && stable_service.is_some() {
-                self.point(
-                    stable_service,
-                    self.input.observed.stable_service_hash.as_deref(),
-                    hash,
-                );
+                self.point_stable(hash);
                 false
             } else {
                 ready
