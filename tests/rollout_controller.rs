@@ -319,7 +319,7 @@ async fn abort_returns_traffic_at_once_and_retry_starts_over() {
 
     status_patch(&ns, json!({"status": {"abort": false}})).await;
     let retried = wait_for(&ns, "Paused again after retry", |r| {
-        phase(r) == Some(RolloutPhase::Paused) && r.status.as_ref().is_some_and(|s| s.attempt == 1)
+        phase(r) == Some(RolloutPhase::Paused) && r.status.as_ref().is_some_and(|s| s.attempt == 2)
     })
     .await;
     assert_eq!(

@@ -292,8 +292,8 @@ pub struct RolloutStatus {
     /// carry a weight; `progressDeadlineSeconds` counts from here.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub waiting_since: Option<Time>,
-    /// How many times the current canary was retried after an abort; analysis runs of an
-    /// earlier attempt no longer count.
+    /// Numbers each canary attempt (a new template, or a retry after an abort); it only goes
+    /// up, so analysis runs of an earlier attempt never count for a later one.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub attempt: i32,
     /// Total pods of this Rollout (the `scale` subresource reads it).

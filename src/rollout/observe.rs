@@ -100,5 +100,6 @@ fn run_view(run: &AnalysisRun) -> Option<AnalysisRunView> {
             .and_then(|s| s.phase)
             .unwrap_or(AnalysisPhase::Pending),
         message: status.and_then(|s| s.message.clone()),
+        terminated: run.spec.terminate,
     })
 }

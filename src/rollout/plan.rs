@@ -53,6 +53,8 @@ pub struct AnalysisRunView {
     pub phase: AnalysisPhase,
     /// The run's own explanation (deciding metric and value).
     pub message: Option<String>,
+    /// `spec.terminate` is set: it was told to stop and needs no second telling.
+    pub terminated: bool,
 }
 
 /// Everything the planner needs to know about the world, read from the API server.
@@ -213,6 +215,7 @@ pub fn plan(input: &Input) -> Plan {
             .map(|c| c.steps.as_slice())
             .unwrap_or_default(),
         degraded_reason: None,
+        missing: None,
     };
     planner.run();
     let requeue_after = planner
@@ -278,6 +281,8 @@ struct Planner<'a> {
     steps: &'a [CanaryStep],
     /// Set when the rollout cannot progress for a reason that is not an abort.
     degraded_reason: Option<Reason>,
+    /// A ReplicaSet weir needs but cannot rebuild (not of the current template).
+    missing: Option<String>,
 }
 
 enum Progress {
@@ -372,6 +377,12 @@ impl<'a> Planner<'a> {
 
     fn scale(&mut self, hash: &str, replicas: i32) {
         let action = match self.replica_set(hash) {
+            // Only the current template can be built: a missing ReplicaSet of another version
+            // (someone deleted the stable) is reported, never rebuilt from the wrong template.
+            None if hash != self.input.template_hash => {
+                self.missing = Some(hash.to_owned());
+                return;
+            }
             None => Action::CreateReplicaSet {
                 hash: hash.into(),
                 replicas,
@@ -450,7 +461,6 @@ impl<'a> Planner<'a> {
         self.status.aborted_at = None;
         self.status.promote_full = false;
         self.status.controller_pause = false;
-        self.status.attempt = 0;
         self.status
             .pause_conditions
             .retain(|c| c.reason == PauseReason::PausedByUser);
@@ -513,7 +523,9 @@ impl<'a> Planner<'a> {
             self.status.abort = false;
             self.status.aborted_at = None;
             self.status.promote_full = false;
-            self.status.attempt = 0;
+            // A new attempt number, never reused: runs left by an earlier canary of the same
+            // template (a revert, a re-rollout) must not decide this one.
+            self.status.attempt += 1;
         }
         if self.status.abort && self.status.aborted_at.is_none() {
             self.status.aborted_at = Some(to_k8s(self.input.now));
@@ -680,13 +692,17 @@ impl<'a> Planner<'a> {
             // The replica ratio is the traffic ratio: the canary gets its pods first, and the
             // stable gives up only as many pods as the canary has available.
             let target = canary_pods(self.steps, index, self.replicas, weight, false);
-            let stable_target = self.replicas - self.available(hash).min(target);
+            // A stable Service must never select zero pods: one stays until it moves.
+            let (stable_service, _) = self.services();
+            let selected =
+                stable_service.is_some() && observed.stable_service_hash.as_deref() == Some(stable);
+            let keep = i32::from(selected && self.replicas > 0);
+            let stable_target = (self.replicas - self.available(hash).min(target)).max(keep);
             self.scale(hash, target);
             self.scale(stable, stable_target);
             self.point_stable(stable);
             self.point_canary(hash);
-            let ready =
-                self.settled_at(hash, target) && self.settled_at(stable, self.replicas - target);
+            let ready = self.settled_at(hash, target) && self.settled_at(stable, stable_target);
             if ready {
                 self.status.canary_weight = Some(weight);
             }
@@ -917,6 +933,9 @@ impl<'a> Planner<'a> {
     }
 
     fn hold_aborted(&mut self, stable: &str, hash: &str) {
+        // An abort raised mid-plan supersedes traffic moves this plan already chose.
+        self.actions
+            .retain(|a| !matches!(a, Action::SetWeight { .. } | Action::PointService { .. }));
         self.clear_controller_pause();
         self.status.waiting_since = None;
         self.scale(stable, self.replicas);
@@ -944,7 +963,10 @@ impl<'a> Planner<'a> {
                 self.wake_at(at);
             }
         } else {
-            self.scale(hash, 0);
+            // Its pods are its traffic: they go as fast as the stable's come back, never faster.
+            let current = self.replica_set(hash).map_or(0, |rs| rs.replicas);
+            let target = (self.replicas - self.available(stable)).clamp(0, current);
+            self.scale(hash, target);
             if self.replica_set(hash).is_none_or(|rs| rs.replicas == 0) {
                 self.status.canary_weight = Some(0);
             }
@@ -1053,7 +1075,10 @@ impl<'a> Planner<'a> {
                     Some(step) => wanted_step && step == index,
                     None => wanted_background,
                 };
-            if !wanted && matches!(run.phase, AnalysisPhase::Pending | AnalysisPhase::Running) {
+            if !wanted
+                && !run.terminated
+                && matches!(run.phase, AnalysisPhase::Pending | AnalysisPhase::Running)
+            {
                 self.actions.push(Action::StopAnalysis {
                     name: run.name.clone(),
                 });
@@ -1116,8 +1141,14 @@ impl<'a> Planner<'a> {
     }
 
     fn set_phase(&mut self) {
+        if let Some(hash) = self.missing.clone() {
+            self.status.message = Some(format!(
+                "ReplicaSetMissing: the ReplicaSet of version {hash} is gone, and weir builds only the current template; re-apply that version's template to rebuild it"
+            ));
+        }
         let settled = self.status.canary_rs == self.status.stable_rs;
-        let phase = if self.status.abort || self.degraded_reason.is_some() {
+        let phase = if self.status.abort || self.degraded_reason.is_some() || self.missing.is_some()
+        {
             RolloutPhase::Degraded
         } else if settled {
             let stable = self.status.stable_rs.clone().unwrap_or_default();
@@ -1136,6 +1167,7 @@ impl<'a> Planner<'a> {
         self.status.phase = Some(phase);
         let message = self.status.message.clone().unwrap_or_default();
         let (progressing, reason) = match phase {
+            RolloutPhase::Degraded if self.missing.is_some() => (false, "ReplicaSetMissing"),
             RolloutPhase::Degraded if self.status.abort => (false, "RolloutAborted"),
             RolloutPhase::Degraded => (false, "ProgressDeadlineExceeded"),
             RolloutPhase::Healthy => (true, "RolloutHealthy"),

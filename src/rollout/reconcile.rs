@@ -148,7 +148,17 @@ async fn reconcile_rollout(rollout: &Rollout, ctx: &Context) -> Result<Requeue, 
     let now = to_k8s(chrono::Utc::now());
     let mut new_error = false;
     match &outcome {
-        Ok(()) => conditions::remove(&mut status.conditions, CONDITION_RECONCILE_ERROR),
+        Ok(()) => {
+            let recovered = original
+                .conditions
+                .iter()
+                .any(|c| c.type_ == CONDITION_RECONCILE_ERROR);
+            conditions::remove(&mut status.conditions, CONDITION_RECONCILE_ERROR);
+            // The error text lingers where the planner had nothing new to say (a held pause).
+            if recovered && status.message == original.message {
+                status.message = None;
+            }
+        }
         Err(Error::Conflict | Error::NotLeader) => {}
         Err(error) => {
             let message = error.to_string();

@@ -5,7 +5,7 @@
 //! another holder, or when it could not renew before its own lease would run out.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -75,6 +75,10 @@ fn micro(time: DateTime<Utc>) -> MicroTime {
 #[derive(Clone)]
 pub struct Leadership {
     leading: Arc<AtomicBool>,
+    /// Milliseconds after `epoch` when our last successful renewal stops being safe to rely
+    /// on; checked on every call, so a hung renewal cannot keep an old leader writing.
+    valid_until: Arc<AtomicU64>,
+    epoch: tokio::time::Instant,
     changes: watch::Receiver<bool>,
 }
 
@@ -84,12 +88,15 @@ impl Leadership {
         let (_, changes) = watch::channel(true);
         Leadership {
             leading: Arc::new(AtomicBool::new(true)),
+            valid_until: Arc::new(AtomicU64::new(u64::MAX)),
+            epoch: tokio::time::Instant::now(),
             changes,
         }
     }
 
     pub fn is_leading(&self) -> bool {
-        self.leading.load(Ordering::SeqCst)
+        let now = self.epoch.elapsed().as_millis() as u64;
+        self.leading.load(Ordering::SeqCst) && now < self.valid_until.load(Ordering::SeqCst)
     }
 
     /// Fires with every change of leadership.
@@ -123,32 +130,50 @@ impl Elector {
 
     /// Starts the election loop in the background and returns the shared leadership flag.
     pub fn start(self) -> Leadership {
-        let leading = Arc::new(AtomicBool::new(false));
         let (sender, changes) = watch::channel(false);
-        let flag = leading.clone();
-        tokio::spawn(async move { self.run(flag, sender).await });
-        Leadership { leading, changes }
+        let leadership = Leadership {
+            leading: Arc::new(AtomicBool::new(false)),
+            valid_until: Arc::new(AtomicU64::new(0)),
+            epoch: tokio::time::Instant::now(),
+            changes,
+        };
+        let shared = leadership.clone();
+        tokio::spawn(async move { self.run(shared, sender).await });
+        leadership
     }
 
-    async fn run(self, leading: Arc<AtomicBool>, changes: watch::Sender<bool>) {
+    async fn run(self, leadership: Leadership, changes: watch::Sender<bool>) {
         // Renew three times per lease duration, as client-go does with its defaults.
         let retry = self.duration / 3;
-        let mut last_renewed: Option<tokio::time::Instant> = None;
+        // A renewal sent at t keeps others out until t + duration by their clocks; we stop
+        // trusting it a retry period earlier, and give up on a request after half of one.
+        let trusted_for = self.duration.saturating_sub(retry);
+        let Leadership {
+            leading,
+            valid_until,
+            epoch,
+            ..
+        } = leadership;
         loop {
-            let now_leading = match self.try_lead().await {
-                Ok(true) => {
-                    last_renewed = Some(tokio::time::Instant::now());
+            let sent = epoch.elapsed();
+            let now_leading = match tokio::time::timeout(retry / 2, self.try_lead()).await {
+                Ok(Ok(true)) => {
+                    valid_until.store((sent + trusted_for).as_millis() as u64, Ordering::SeqCst);
                     true
                 }
-                Ok(false) => false,
-                Err(error) => {
+                Ok(Ok(false)) => false,
+                Ok(Err(error)) => {
                     warn!(%error, lease = %self.name, "could not read or renew the leader Lease");
-                    // Keep leading only while our last renewal is surely still valid.
-                    let margin = self.duration.saturating_sub(retry);
                     leading.load(Ordering::SeqCst)
-                        && last_renewed.is_some_and(|at| at.elapsed() < margin)
+                }
+                Err(_) => {
+                    warn!(lease = %self.name, "renewing the leader Lease timed out");
+                    leading.load(Ordering::SeqCst)
                 }
             };
+            // Leading only while the last successful renewal is still trusted.
+            let trusted = (epoch.elapsed().as_millis() as u64) < valid_until.load(Ordering::SeqCst);
+            let now_leading = now_leading && trusted;
             if leading.swap(now_leading, Ordering::SeqCst) != now_leading {
                 info!(identity = %self.identity, leading = now_leading, "leadership changed");
                 let _ = changes.send(now_leading);
@@ -230,6 +255,25 @@ mod tests {
                 ..LeaseSpec::default()
             }),
         }
+    }
+
+    #[test]
+    fn leadership_lapses_once_the_last_renewal_is_no_longer_trusted() {
+        let (_, changes) = watch::channel(true);
+        let leadership = Leadership {
+            leading: Arc::new(AtomicBool::new(true)),
+            valid_until: Arc::new(AtomicU64::new(0)),
+            epoch: tokio::time::Instant::now(),
+            changes,
+        };
+        assert!(
+            !leadership.is_leading(),
+            "a renewal that is no longer trusted does not count"
+        );
+        leadership.valid_until.store(60_000, Ordering::SeqCst);
+        assert!(leadership.is_leading());
+        leadership.leading.store(false, Ordering::SeqCst);
+        assert!(!leadership.is_leading(), "another holder seen");
     }
 
     #[test]

@@ -149,6 +149,7 @@ impl World {
                         step: *step,
                         phase: AnalysisPhase::Running,
                         message: None,
+                        terminated: false,
                     });
                 }
                 Action::StopAnalysis { name } => {
@@ -486,7 +487,8 @@ fn abort_sends_all_traffic_to_stable_at_once_then_retry_starts_over() {
     );
     assert_eq!(
         (world.status.attempt, world.status.current_step_index),
-        (1, Some(1))
+        (2, Some(1)),
+        "canary attempt 1, retried as 2"
     );
     assert_eq!(world.observed.route_weight, Some(40));
     assert_eq!(world.status.aborted_at, None);
@@ -512,6 +514,32 @@ fn without_a_router_abort_removes_the_canary_pods_at_once() {
         ),
         (Some(0), Some(4))
     );
+    assert_eq!(world.status.canary_weight, Some(0));
+}
+
+#[test]
+fn without_a_router_an_aborted_canary_gives_up_pods_only_as_the_stable_gets_them_back() {
+    let mut world = World::with_canary(spec(json!([{"setWeight": 75}, {"pause": {}}]), false, 4));
+    world.reconcile();
+    assert_eq!(
+        (
+            world.rs(CANARY).map(|r| r.available),
+            world.rs(STABLE).map(|r| r.available)
+        ),
+        (Some(3), Some(1))
+    );
+    world.instant_pods = false;
+    world.status.abort = true;
+    world.reconcile();
+    assert_eq!(world.rs(STABLE).map(|r| r.replicas), Some(4));
+    assert_eq!(
+        world.rs(CANARY).map(|r| r.replicas),
+        Some(3),
+        "the stable has 1 of 4 available: the canary keeps 3"
+    );
+    world.pods_become_available();
+    world.reconcile();
+    assert_eq!(world.rs(CANARY).map(|r| r.replicas), Some(0));
     assert_eq!(world.status.canary_weight, Some(0));
 }
 
@@ -725,6 +753,93 @@ fn failed_analysis_aborts_naming_the_measurement() {
         let message = world.status.message.clone().unwrap_or_default();
         assert!(message.contains("success-rate = 0.42"), "{message}");
     }
+}
+
+#[test]
+fn a_canary_that_returns_gets_fresh_analysis_not_its_old_runs() {
+    let steps = json!([{"setWeight": 20}, {"analysis": {"templates": [{"templateName": "t"}]}}, {"setWeight": 50}, {"pause": {}}]);
+    let mut world = World::with_canary(spec(steps, true, 4));
+    world.reconcile();
+    world.run_phase(Some(1), AnalysisPhase::Failed, "an old verdict");
+    world.hash = "canary2".into();
+    world.reconcile();
+    world.hash = CANARY.into();
+    let plans = world.reconcile();
+    assert!(
+        !world.status.abort,
+        "a failure of an earlier attempt must not abort this one: {:?}",
+        world.status.message
+    );
+    assert_eq!(
+        world.status.current_step_index,
+        Some(1),
+        "waits for its own analysis"
+    );
+    let fresh = plans
+        .iter()
+        .flat_map(|p| &p.actions)
+        .filter(|a| matches!(a, Action::StartAnalysis { step: Some(1), .. }))
+        .count();
+    assert_eq!(fresh, 1, "a new run for this attempt");
+}
+
+#[test]
+fn a_deleted_stable_replica_set_is_reported_not_rebuilt_from_the_canary() {
+    let mut world = World::with_canary(spec(json!([{"setWeight": 20}, {"pause": {}}]), true, 4));
+    world.reconcile();
+    world.observed.replica_sets.retain(|rs| rs.hash != STABLE);
+    let plan = world.plan();
+    let rebuilt = plan
+        .actions
+        .iter()
+        .any(|a| matches!(a, Action::CreateReplicaSet { hash, .. } if hash == STABLE));
+    assert!(!rebuilt, "{:?}", plan.actions);
+    assert_eq!(plan.status.phase, Some(RolloutPhase::Degraded));
+    let message = plan.status.message.unwrap_or_default();
+    assert!(
+        message.starts_with("ReplicaSetMissing") && message.contains(STABLE),
+        "{message}"
+    );
+}
+
+#[test]
+fn a_run_told_to_stop_is_not_told_again() {
+    let steps = json!([{"setWeight": 20}, {"analysis": {"templates": [{"templateName": "t"}]}}]);
+    let mut world = World::with_canary(spec(steps, true, 4));
+    world.reconcile();
+    world.hash = "canary2".into();
+    world.reconcile();
+    // The old run is still Running (nothing finalized it); planning again stops nothing twice.
+    let plan = world.plan();
+    assert!(
+        !plan
+            .actions
+            .iter()
+            .any(|a| matches!(a, Action::StopAnalysis { .. })),
+        "{:?}",
+        plan.actions
+    );
+}
+
+#[test]
+fn a_deadline_abort_never_raises_the_weight_in_the_same_plan() {
+    let mut s = spec(json!([{"setWeight": 20}, {"pause": {}}]), true, 4);
+    s.progress_deadline_seconds = 60;
+    let mut world = World::with_canary(s);
+    world.instant_pods = false;
+    world.reconcile();
+    world.tick(60);
+    // The pods turn available exactly when the deadline passes.
+    world.pods_become_available();
+    let plan = world.plan();
+    assert!(plan.status.abort);
+    assert!(
+        !plan
+            .actions
+            .contains(&Action::SetWeight { canary_weight: 20 }),
+        "{:?}",
+        plan.actions
+    );
 }
 
 #[test]
@@ -1074,6 +1189,14 @@ proptest! {
                 if world.spec.strategy.canary.as_ref().is_some_and(|c| c.traffic_routing.is_some()) {
                     prop_assert!(world.observed.route_weight.unwrap_or(0) <= allowed_weight(&world),
                         "route {:?} above the allowed {} at step {:?}", world.observed.route_weight, allowed_weight(&world), world.status.current_step_index);
+                }
+                // The stable Service never selects a version with no available pods while
+                // another version has some (traffic through it would find no endpoint).
+                let any_available = world.spec.replicas.unwrap_or(1) > 0
+                    && world.observed.replica_sets.iter().any(|rs| rs.available > 0);
+                if let (true, Some(selected)) = (any_available, world.observed.stable_service_hash.clone()) {
+                    prop_assert!(world.rs(&selected).is_some_and(|rs| rs.available > 0),
+                        "the stable Service selects {} with no available pods: {:?}", selected, world.observed.replica_sets);
                 }
                 if before.current_step_index != world.status.current_step_index || before.canary_rs != world.status.canary_rs {
                     promoted = false;
