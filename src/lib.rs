@@ -9,6 +9,7 @@ pub mod duration;
 pub mod rollout;
 pub mod runtime;
 pub mod sim;
+pub mod status_patch;
 pub mod time;
 pub mod traffic;
 pub mod validate;

@@ -422,6 +422,23 @@ pub fn analysis_template(spec: &AnalysisTemplateSpec) -> Vec<Violation> {
         }
         check_metric(&mut report, &at, metric, &declared);
     }
+    for (index, retention) in spec.measurement_retention.iter().enumerate() {
+        if retention.limit < 1 {
+            report.invalid(
+                format!("spec.measurementRetention[{index}].limit"),
+                "must be at least 1",
+            );
+        }
+        if retention.metric_name != "*" && !names.contains(retention.metric_name.as_str()) {
+            report.invalid(
+                format!("spec.measurementRetention[{index}].metricName"),
+                format!(
+                    "{:?} is not a metric of this template (use \"*\" for all)",
+                    retention.metric_name
+                ),
+            );
+        }
+    }
     for (index, dry_run) in spec.dry_run.iter().enumerate() {
         if dry_run.metric_name != "*" && !names.contains(dry_run.metric_name.as_str()) {
             report.invalid(
@@ -496,11 +513,17 @@ fn check_metric(report: &mut Report, at: &str, metric: &Metric, declared_args: &
         ("successCondition", &metric.success_condition),
         ("failureCondition", &metric.failure_condition),
     ] {
-        if condition.as_deref().is_some_and(|c| c.trim().is_empty()) {
-            report.invalid(
+        match condition.as_deref() {
+            Some(c) if c.trim().is_empty() => report.invalid(
                 format!("{at}.{field}"),
                 "is empty; write an expression such as result[0] >= 0.95",
-            );
+            ),
+            Some(c) => {
+                if let Err(error) = crate::analysis::verdict::check_condition(c) {
+                    report.invalid(format!("{at}.{field}"), error);
+                }
+            }
+            None => {}
         }
     }
     report.unsupported(&format!("{at}.provider"), &metric.provider.unsupported);
@@ -531,6 +554,55 @@ fn check_metric(report: &mut Report, at: &str, metric: &Metric, declared_args: &
             }
             if prometheus.timeout.is_some_and(|t| t < 1) {
                 report.invalid(format!("{at}.timeout"), "must be at least 1 second");
+            }
+            for (index, header) in prometheus.headers.iter().enumerate() {
+                let valid = !header.key.is_empty()
+                    && header
+                        .key
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+                if !valid {
+                    report.invalid(
+                        format!("{at}.headers[{index}].key"),
+                        format!("{:?} is not an HTTP header name", header.key),
+                    );
+                }
+            }
+            if let Some(auth) = &prometheus.authentication {
+                let auth_at = format!("{at}.authentication");
+                report.unsupported(&auth_at, &auth.unsupported);
+                match (&auth.bearer_token, &auth.basic_auth) {
+                    (Some(_), Some(_)) => {
+                        report.invalid(&auth_at, "takes bearerToken or basicAuth, not both")
+                    }
+                    (None, None) if auth.unsupported.is_empty() => report.required(
+                        &auth_at,
+                        "set bearerToken or basicAuth, or remove authentication",
+                    ),
+                    _ => {}
+                }
+                if let Some(token) = &auth.bearer_token {
+                    check_name(
+                        report,
+                        &format!("{auth_at}.bearerToken.name"),
+                        &token.name,
+                        NameRule::Dns1123Subdomain,
+                    );
+                    if token.key.is_empty() {
+                        report.required(
+                            format!("{auth_at}.bearerToken.key"),
+                            "name the key that holds the token",
+                        );
+                    }
+                }
+                if let Some(basic) = &auth.basic_auth {
+                    check_name(
+                        report,
+                        &format!("{auth_at}.basicAuth.secretName"),
+                        &basic.secret_name,
+                        NameRule::Dns1123Subdomain,
+                    );
+                }
             }
         }
         None if metric.provider.unsupported.is_empty() => {

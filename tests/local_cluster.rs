@@ -9,8 +9,7 @@ use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::PostParams;
 use prometheus_http_query::Client as Prometheus;
-use support::{ScrapeTarget, TestNamespace, client, eventually};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use support::{MetricsServer, ScrapeTarget, TestNamespace, client, eventually};
 
 const LIMIT: Duration = Duration::from_secs(30);
 
@@ -125,29 +124,10 @@ async fn the_real_replicaset_controller_counts_what_the_stand_in_reports() {
     assert_eq!(bad.status.and_then(|s| s.ready_replicas).unwrap_or(0), 0);
 }
 
-/// Serves a fixed Prometheus exposition until dropped.
-async fn serve_metrics(body: &'static str) -> (String, tokio::task::JoinHandle<()>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let address = listener.local_addr().expect("address").to_string();
-    let server = tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            let mut request = [0u8; 4096];
-            let _ = stream.read(&mut request).await;
-            let response = format!(
-                "HTTP/1.1 200 OK\r\ncontent-type: text/plain; version=0.0.4\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-                body.len()
-            );
-            let _ = stream.write_all(response.as_bytes()).await;
-        }
-    });
-    (address, server)
-}
-
 #[tokio::test]
 async fn prometheus_scrapes_targets_added_as_files() {
-    let (address, server) = serve_metrics("weir_test_probe 42\n").await;
+    let server = MetricsServer::start("weir_test_probe 42\n").await;
+    let address = server.address.clone();
     let name = format!("probe-{}", std::process::id());
     let _target = ScrapeTarget::add(&name, &address, &[("test", &name)]);
     let prometheus =
@@ -160,5 +140,4 @@ async fn prometheus_scrapes_targets_added_as_files() {
     })
     .await;
     assert_eq!(value, 42.0);
-    server.abort();
 }

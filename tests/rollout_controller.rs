@@ -13,72 +13,12 @@ use k8s_openapi::api::core::v1::Service;
 use kube::api::{ListParams, Patch, PatchParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use serde_json::{Value, json};
+use support::app::{
+    LIMIT, app, apply, healthy_on, phase, rollout, set_image, status_patch, step, wait_for,
+};
 use support::{ControllerProcess, TestNamespace, client, eventually};
 use weir::api::Rollout;
 use weir::api::rollout::RolloutPhase;
-
-const LIMIT: Duration = Duration::from_secs(60);
-
-async fn apply(ns: &TestNamespace, object: Value) {
-    let kind = object["kind"].as_str().unwrap_or_default().to_owned();
-    let name = object["metadata"]["name"]
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
-    let params = PatchParams::apply("weir-test").force();
-    let result = match kind.as_str() {
-        "Service" => ns
-            .api::<Service>()
-            .patch(&name, &params, &Patch::Apply(&object))
-            .await
-            .map(|_| ()),
-        "HTTPRoute" => ns
-            .api::<HttpRoute>()
-            .patch(&name, &params, &Patch::Apply(&object))
-            .await
-            .map(|_| ()),
-        "Rollout" => ns
-            .api::<Rollout>()
-            .patch(&name, &params, &Patch::Apply(&object))
-            .await
-            .map(|_| ()),
-        other => panic!("no apply for {other}"),
-    };
-    result.unwrap_or_else(|e| panic!("applying {kind} {name}: {e}"));
-}
-
-/// Services and an HTTPRoute splitting between them, as a user would have from Git.
-async fn app(ns: &TestNamespace) {
-    for service in ["web-stable", "web-canary"] {
-        apply(
-            ns,
-            json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": service},
-            "spec": {"selector": {"app": "web"}, "ports": [{"port": 80, "protocol": "TCP"}]}}),
-        )
-        .await;
-    }
-    apply(ns, json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute", "metadata": {"name": "web"},
-        "spec": {"parentRefs": [{"name": "gateway"}], "rules": [{"backendRefs": [
-            {"name": "web-stable", "port": 80}, {"name": "web-canary", "port": 80}]}]}})).await;
-}
-
-fn rollout(image: &str, steps: Value, extra: Value) -> Value {
-    let mut spec = json!({
-        "replicas": 5,
-        "selector": {"matchLabels": {"app": "web"}},
-        "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [{"name": "web", "image": image}]}},
-        "strategy": {"canary": {
-            "stableService": "web-stable", "canaryService": "web-canary",
-            "scaleDownDelaySeconds": 2, "abortScaleDownDelaySeconds": 2,
-            "trafficRouting": {"gatewayAPI": {"httpRoute": "web"}},
-            "steps": steps
-        }}
-    });
-    if let (Some(spec), Some(extra)) = (spec.as_object_mut(), extra.as_object()) {
-        spec.extend(extra.clone());
-    }
-    json!({"apiVersion": "weir.dev/v1alpha1", "kind": "Rollout", "metadata": {"name": "web"}, "spec": spec})
-}
 
 /// Every canary weight the HTTPRoute carries, in order, as a watch sees it.
 struct WeightLog {
@@ -131,44 +71,6 @@ impl Drop for WeightLog {
     fn drop(&mut self) {
         self.task.abort();
     }
-}
-
-async fn wait_for(ns: &TestNamespace, what: &str, check: impl Fn(&Rollout) -> bool) -> Rollout {
-    let api = ns.api::<Rollout>();
-    eventually(what, LIMIT, || async {
-        api.get("web").await.ok().filter(|r| check(r))
-    })
-    .await
-}
-
-fn phase(rollout: &Rollout) -> Option<RolloutPhase> {
-    rollout.status.as_ref().and_then(|s| s.phase)
-}
-
-fn step(rollout: &Rollout) -> Option<i32> {
-    rollout.status.as_ref().and_then(|s| s.current_step_index)
-}
-
-async fn healthy_on(ns: &TestNamespace, image: &str) -> Rollout {
-    let hash = weir::rollout::template_hash::of(&serde_json::from_value(
-        json!({"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [{"name": "web", "image": image}]}}),
-    ).expect("template"));
-    wait_for(ns, &format!("Healthy on {image}"), |r| {
-        phase(r) == Some(RolloutPhase::Healthy)
-            && r.status.as_ref().and_then(|s| s.stable_rs.as_deref()) == Some(hash.as_str())
-    })
-    .await
-}
-
-async fn status_patch(ns: &TestNamespace, patch: Value) {
-    ns.api::<Rollout>()
-        .patch_status("web", &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-        .unwrap_or_else(|e| panic!("status patch {patch}: {e}"));
-}
-
-async fn set_image(ns: &TestNamespace, image: &str, steps: &Value, extra: &Value) {
-    apply(ns, rollout(image, steps.clone(), extra.clone())).await;
 }
 
 async fn service_hash(ns: &TestNamespace, service: &str) -> Option<String> {

@@ -1,4 +1,10 @@
-//! Analysis: AnalysisRuns made from templates for a rollout step or in the background.
-//! Measuring them (Prometheus, verdicts) comes with the analysis issue.
+//! Analysis: AnalysisRuns made from templates for a rollout step or in the background, and
+//! measured against Prometheus until their verdict is in.
 
+pub mod args;
+pub mod assess;
+pub mod controller;
+pub mod prometheus;
+pub mod reconcile;
 pub mod run;
+pub mod verdict;

@@ -1,14 +1,102 @@
-//! Building an AnalysisRun from its templates for one canary. Pure: the caller fetches the
-//! templates.
+//! The analyses a Rollout asks for, checking them against their templates, and building an
+//! AnalysisRun for one canary. Pure: the caller fetches the templates.
 
 use std::collections::BTreeMap;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use kube::ResourceExt;
 
+use super::args::{self, Known};
 use crate::api::Rollout;
 use crate::api::analysis::{AnalysisRun, AnalysisRunSpec, AnalysisTemplateSpec, Argument};
+use crate::api::rollout::{AnalysisTemplateRef, RolloutSpec};
 use crate::rollout::workload::{ROLLOUT_LABEL, owner_reference};
+use crate::validate::{self, Violation, ViolationKind};
+
+/// One analysis a Rollout asks for: a step's, or the background one (`step` None).
+pub struct Requested<'a> {
+    /// Where it is written: `spec.strategy.canary.steps[2].analysis`.
+    pub field: String,
+    pub step: Option<usize>,
+    pub templates: &'a [AnalysisTemplateRef],
+    pub args: &'a [Argument],
+}
+
+/// Every analysis of a Rollout: the steps' in order, then the background analysis.
+pub fn requested(spec: &RolloutSpec) -> Vec<Requested<'_>> {
+    let Some(canary) = spec.strategy.canary.as_ref() else {
+        return Vec::new();
+    };
+    let steps = canary.steps.iter().enumerate().filter_map(|(index, step)| {
+        step.analysis.as_ref().map(|a| Requested {
+            field: format!("spec.strategy.canary.steps[{index}].analysis"),
+            step: Some(index),
+            templates: &a.templates,
+            args: &a.args,
+        })
+    });
+    let background = canary.analysis.as_ref().map(|a| Requested {
+        field: "spec.strategy.canary.analysis".into(),
+        step: None,
+        templates: &a.templates,
+        args: &a.args,
+    });
+    steps.chain(background).collect()
+}
+
+fn kind(reference: &AnalysisTemplateRef) -> &'static str {
+    if reference.cluster_scope {
+        "ClusterAnalysisTemplate"
+    } else {
+        "AnalysisTemplate"
+    }
+}
+
+/// Checks an analysis against its templates (None: not found, reported when the run is
+/// started): each template must be valid, and every argument a template declares without a
+/// default must be given by the Rollout or filled by weir. Findings name the Rollout field,
+/// the template and the template's own field.
+pub fn check(
+    requested: &Requested<'_>,
+    templates: &[Option<&AnalysisTemplateSpec>],
+) -> Vec<Violation> {
+    let mut violations = Vec::new();
+    for (index, (reference, template)) in requested.templates.iter().zip(templates).enumerate() {
+        let Some(template) = template else { continue };
+        let at = format!("{}.templates[{index}]", requested.field);
+        let kind = kind(reference);
+        let name = &reference.template_name;
+        for problem in validate::analysis_template(template) {
+            violations.push(Violation {
+                kind: problem.kind,
+                field: at.clone(),
+                message: format!("{kind} {name}: {problem}"),
+            });
+        }
+        for arg in &template.args {
+            let given = requested.args.iter().any(|a| a.name == arg.name);
+            let defaulted = arg.value.is_some() || arg.value_from.is_some();
+            let elsewhere = templates.iter().flatten().any(|t| {
+                t.args
+                    .iter()
+                    .any(|a| a.name == arg.name && (a.value.is_some() || a.value_from.is_some()))
+            });
+            if !(given || defaulted || elsewhere || args::is_filled_by_weir(&arg.name)) {
+                violations.push(Violation {
+                    kind: ViolationKind::Required,
+                    field: format!("{}.args", requested.field),
+                    message: format!(
+                        "{kind} {name} needs argument {:?}: give it a value here",
+                        arg.name
+                    ),
+                });
+            }
+        }
+    }
+    violations.sort();
+    violations.dedup();
+    violations
+}
 
 pub const HASH_LABEL: &str = "weir.dev/canary-hash";
 pub const ATTEMPT_LABEL: &str = "weir.dev/attempt";
@@ -24,17 +112,30 @@ pub fn name(rollout: &str, hash: &str, attempt: i32, step: Option<usize>) -> Str
     }
 }
 
-/// Merges the templates (metrics and dry-run lists in order, arguments by name) and sets the
-/// caller's arguments over the templates' defaults. Metric names that repeat across
-/// templates are an error naming both templates.
+/// The canary a run is built for.
+pub struct Target<'a> {
+    pub hash: &'a str,
+    pub stable: &'a str,
+    pub attempt: i32,
+    pub step: Option<usize>,
+}
+
+/// Merges the templates (metrics, dry-run and retention lists in order, arguments by name),
+/// sets the caller's arguments over the templates' defaults and resolves the Rollout-side
+/// sources. Metric names that repeat across templates, and arguments left without a value,
+/// are errors naming them.
 pub fn build(
     rollout: &Rollout,
     templates: &[(String, AnalysisTemplateSpec)],
     args: &[Argument],
-    hash: &str,
-    attempt: i32,
-    step: Option<usize>,
+    target: &Target<'_>,
 ) -> Result<AnalysisRun, String> {
+    let Target {
+        hash,
+        stable,
+        attempt,
+        step,
+    } = *target;
     let mut spec = AnalysisTemplateSpec::default();
     let mut metric_from: BTreeMap<String, String> = BTreeMap::new();
     for (template, template_spec) in templates {
@@ -53,6 +154,8 @@ pub fn build(
             }
         }
         spec.dry_run.extend(template_spec.dry_run.iter().cloned());
+        spec.measurement_retention
+            .extend(template_spec.measurement_retention.iter().cloned());
     }
     for arg in args {
         match spec.args.iter_mut().find(|a| a.name == arg.name) {
@@ -61,6 +164,23 @@ pub fn build(
         }
     }
     let rollout_name = rollout.name_any();
+    let namespace = rollout.namespace().unwrap_or_default();
+    let rollout_json = serde_json::to_value(rollout).unwrap_or_default();
+    args::resolve(
+        &mut spec.args,
+        &Known {
+            rollout: &rollout_json,
+            rollout_name: &rollout_name,
+            namespace: &namespace,
+            canary_hash: hash,
+            stable_hash: stable,
+        },
+    )?;
+    if let Some(missing) = args::missing(&spec.args).first() {
+        return Err(format!(
+            "argument {missing:?} has no value: give it one in the analysis args"
+        ));
+    }
     let step_value = step.map_or_else(|| BACKGROUND.to_owned(), |s| s.to_string());
     let labels = BTreeMap::from([
         (ROLLOUT_LABEL.to_owned(), rollout_name.clone()),
@@ -126,7 +246,13 @@ mod tests {
         let args: Vec<Argument> =
             serde_json::from_value(json!([{"name": "service", "value": "web-canary"}]))
                 .expect("args");
-        let run = build(&rollout(), &templates, &args, "abc", 1, Some(2)).expect("builds");
+        let target = Target {
+            hash: "abc",
+            stable: "s1",
+            attempt: 1,
+            step: Some(2),
+        };
+        let run = build(&rollout(), &templates, &args, &target).expect("builds");
         assert_eq!(run.metadata.name.as_deref(), Some("web-abc-1-2"));
         let names: Vec<_> = run
             .spec
@@ -164,10 +290,133 @@ mod tests {
             ("a".to_string(), template(&["m"], json!([]))),
             ("b".to_string(), template(&["m"], json!([]))),
         ];
-        let error = build(&rollout(), &templates, &[], "abc", 0, None).expect_err("duplicate");
+        let target = Target {
+            hash: "abc",
+            stable: "s1",
+            attempt: 0,
+            step: None,
+        };
+        let error = build(&rollout(), &templates, &[], &target).expect_err("duplicate");
         assert!(
             error.contains("template a") && error.contains("template b"),
             "{error}"
+        );
+    }
+
+    fn requested_of(args: serde_json::Value) -> (Vec<AnalysisTemplateRef>, Vec<Argument>) {
+        let refs = serde_json::from_value(
+            json!([{"templateName": "a"}, {"templateName": "shared", "clusterScope": true}]),
+        )
+        .expect("refs");
+        (refs, serde_json::from_value(args).expect("args"))
+    }
+
+    #[test]
+    fn checks_name_rollout_field_template_and_template_field() {
+        let (refs, args) = requested_of(json!([]));
+        let requested = Requested {
+            field: "spec.strategy.canary.steps[1].analysis".into(),
+            step: Some(1),
+            templates: &refs,
+            args: &args,
+        };
+        let mut broken = template(&["m"], json!([]));
+        broken.metrics[0].success_condition = Some("all(result, # < 1)".into());
+        let shared = template(&["n"], json!([]));
+        let problems = check(&requested, &[Some(&broken), Some(&shared)]);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert_eq!(
+            problems[0].field,
+            "spec.strategy.canary.steps[1].analysis.templates[0]"
+        );
+        assert!(
+            problems[0]
+                .message
+                .starts_with("AnalysisTemplate a: spec.metrics[0].successCondition: not valid CEL"),
+            "{}",
+            problems[0].message
+        );
+        assert!(
+            check(&requested, &[None, None]).is_empty(),
+            "missing templates are reported when a run starts"
+        );
+    }
+
+    #[test]
+    fn every_declared_argument_must_be_given_somewhere() {
+        let needs = template(
+            &["m"],
+            json!([{"name": "service"}, {"name": "canary-hash"}, {"name": "window"}]),
+        );
+        let gives_window = template(&["n"], json!([{"name": "window", "value": "5m"}]));
+        let (refs, none) = requested_of(json!([]));
+        let requested = Requested {
+            field: "spec.strategy.canary.analysis".into(),
+            step: None,
+            templates: &refs,
+            args: &none,
+        };
+        let problems = check(&requested, &[Some(&needs), Some(&gives_window)]);
+        let messages: Vec<_> = problems
+            .iter()
+            .map(|p| (p.field.as_str(), p.message.as_str()))
+            .collect();
+        assert_eq!(
+            messages,
+            vec![(
+                "spec.strategy.canary.analysis.args",
+                "AnalysisTemplate a needs argument \"service\": give it a value here"
+            )],
+            "canary-hash is weir's, window has a default in the other template"
+        );
+        let (_, given) = requested_of(json!([{"name": "service", "value": "web"}]));
+        let requested = Requested {
+            args: &given,
+            ..requested
+        };
+        assert!(check(&requested, &[Some(&needs), Some(&gives_window)]).is_empty());
+    }
+
+    #[test]
+    fn building_resolves_rollout_sources_and_rejects_what_is_left_empty() {
+        let templates = vec![(
+            "a".to_string(),
+            template(
+                &["m"],
+                json!([{"name": "stable"}, {"name": "stable-hash"}, {"name": "who"}]),
+            ),
+        )];
+        let args: Vec<Argument> = serde_json::from_value(json!([
+            {"name": "stable", "valueFrom": {"podTemplateHashValue": "Stable"}},
+            {"name": "who", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}}
+        ]))
+        .expect("args");
+        let target = Target {
+            hash: "c1",
+            stable: "s1",
+            attempt: 0,
+            step: Some(0),
+        };
+        let run = build(&rollout(), &templates, &args, &target).expect("builds");
+        let values: Vec<_> = run
+            .spec
+            .template
+            .args
+            .iter()
+            .map(|a| (a.name.as_str(), a.value.as_deref()))
+            .collect();
+        assert_eq!(
+            values,
+            vec![
+                ("stable", Some("s1")),
+                ("stable-hash", Some("s1")),
+                ("who", Some("shop"))
+            ]
+        );
+        let error = build(&rollout(), &templates, &[], &target).expect_err("stable and who unset");
+        assert_eq!(
+            error,
+            "argument \"stable\" has no value: give it one in the analysis args"
         );
     }
 }

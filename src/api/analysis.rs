@@ -38,6 +38,9 @@ pub struct AnalysisTemplateSpec {
     /// as in Argo Rollouts.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub dry_run: Vec<DryRun>,
+    /// How many recent measurements a run keeps per metric (default 10), as in Argo Rollouts.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub measurement_retention: Vec<MeasurementRetention>,
     #[serde(flatten)]
     #[schemars(skip)]
     pub unsupported: Unsupported,
@@ -83,6 +86,16 @@ pub struct DryRun {
     pub metric_name: String,
 }
 
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MeasurementRetention {
+    /// A metric name, or `*` for every metric.
+    pub metric_name: String,
+    /// Measurements kept, newest last (at least 1).
+    #[schemars(range(min = 1))]
+    pub limit: i32,
+}
+
 /// One thing to measure, how often, and what counts as good.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -92,13 +105,16 @@ pub struct Metric {
     /// Time between measurements (`30s`, `5m`). Required when `count` is more than 1.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub interval: Option<String>,
-    /// How many measurements to take; unset means one, or unbounded for background analysis.
+    /// How many measurements to take. Unset: one without an `interval`; with an `interval`,
+    /// unbounded until the run is stopped or a limit is passed (as in Argo, so a step analysis
+    /// with an interval and no count never ends by itself).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub count: Option<IntOrString>,
     /// Wait this long before the first measurement (`1m`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub initial_delay: Option<String>,
-    /// A CEL expression over `result`; true means Successful (`result[0] >= 0.95`).
+    /// A CEL expression over `result`; true means Successful (`result[0] >= 0.95`). `result`
+    /// is the list of sample values for a vector query and the number for a scalar one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub success_condition: Option<String>,
     /// A CEL expression over `result`; true means Failed.
@@ -116,6 +132,10 @@ pub struct Metric {
     /// Consecutive errored measurements tolerated before the metric is Error (default 4).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub consecutive_error_limit: Option<IntOrString>,
+    /// What a measurement that found no data (an empty vector, NaN) counts as; by default
+    /// Inconclusive, never Successful.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub no_data_as: Option<NoDataAs>,
     /// Measure and record, but never let this metric fail the run.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub dry_run: bool,
@@ -123,6 +143,14 @@ pub struct Metric {
     #[serde(flatten)]
     #[schemars(skip)]
     pub unsupported: Unsupported,
+}
+
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum NoDataAs {
+    #[default]
+    Inconclusive,
+    Failed,
+    Error,
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, JsonSchema)]
@@ -162,9 +190,36 @@ pub struct PrometheusMetric {
     /// Extra HTTP headers sent with the query.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub headers: Vec<Header>,
+    /// Credentials from a Secret in the run's namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authentication: Option<PrometheusAuthentication>,
     #[serde(flatten)]
     #[schemars(skip)]
     pub unsupported: Unsupported,
+}
+
+/// At most one way to authenticate to Prometheus. Argo's `sigv4` and `oauth2` are reported as
+/// unsupported.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(transform = keep_unknown_fields)]
+pub struct PrometheusAuthentication {
+    /// `Authorization: Bearer <the key's value>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bearer_token: Option<SecretKeyRef>,
+    /// HTTP basic auth from a Secret with the keys `username` and `password` (the layout of
+    /// Kubernetes' `kubernetes.io/basic-auth` Secrets).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub basic_auth: Option<BasicAuth>,
+    #[serde(flatten)]
+    #[schemars(skip)]
+    pub unsupported: Unsupported,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BasicAuth {
+    pub secret_name: String,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
@@ -173,7 +228,9 @@ pub struct Header {
     pub value: String,
 }
 
-/// A named value for `{{args.NAME}}`: a literal `value`, or one taken from elsewhere.
+/// A named value for `{{args.NAME}}`: a literal `value`, or one taken from elsewhere. weir
+/// itself fills the arguments `canary-hash`, `stable-hash`, `rollout-name` and `namespace`
+/// when a template declares them and the Rollout gives them no value.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Argument {
@@ -256,6 +313,14 @@ pub struct AnalysisRunStatus {
     pub message: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub started_at: Option<Time>,
+    /// When the run reached its final phase.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completed_at: Option<Time>,
+    /// Metrics by outcome; dry-run metrics are counted apart and never decide.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub run_summary: Option<RunSummary>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dry_run_summary: Option<RunSummary>,
     /// One entry per metric, with its measurements.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub metric_results: Vec<MetricResult>,
@@ -272,6 +337,18 @@ pub enum AnalysisPhase {
     Failed,
     Inconclusive,
     Error,
+}
+
+/// How many metrics ended in each phase, and how many are still measuring.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RunSummary {
+    pub count: i32,
+    pub successful: i32,
+    pub failed: i32,
+    pub inconclusive: i32,
+    pub error: i32,
+    pub running: i32,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
@@ -307,6 +384,9 @@ pub struct Measurement {
     /// The measured value as Prometheus returned it (`[0.97]` for a vector, `0.97` for a scalar).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub value: Option<String>,
+    /// The query as sent, arguments substituted (Secret-sourced values shown as `<secret>`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub query: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
     pub started_at: Time,
@@ -325,7 +405,7 @@ mod tests {
             "metrics": [{"name": "m", "successCondition": "true", "provider": {"prometheus": {"query": "up"}}}],
             "args": [{"name": "a", "value": "1"}],
             "terminate": true,
-            "measurementRetention": [{"metricName": "m", "limit": 5}]
+            "ttlStrategy": {"secondsAfterCompletion": 60}
         });
         let spec: AnalysisRunSpec = serde_json::from_value(raw.clone()).expect("deserializes");
         assert!(spec.terminate);
@@ -333,7 +413,7 @@ mod tests {
         assert_eq!(spec.template.args[0].value.as_deref(), Some("1"));
         assert_eq!(
             spec.template.unsupported.keys().collect::<Vec<_>>(),
-            vec!["measurementRetention"],
+            vec!["ttlStrategy"],
             "terminate belongs to the run, the unknown field to `unsupported`"
         );
         assert_eq!(serde_json::to_value(&spec).expect("serializes"), raw);

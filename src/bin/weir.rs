@@ -47,6 +47,9 @@ enum Command {
         /// Log as JSON lines instead of text.
         #[arg(long, value_enum, default_value = "text", env = "WEIR_LOG_FORMAT")]
         log_format: LogFormat,
+        /// Prometheus for analysis metrics that set no `address` (http://prometheus:9090).
+        #[arg(long, env = "WEIR_PROMETHEUS_URL", value_parser = parse_http_url)]
+        prometheus_url: Option<String>,
     },
     /// Print the version.
     Version,
@@ -54,6 +57,14 @@ enum Command {
 
 fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
     weir::duration::parse(text).map_err(|e| e.to_string())
+}
+
+fn parse_http_url(text: &str) -> Result<String, String> {
+    if text.starts_with("http://") || text.starts_with("https://") {
+        Ok(text.to_owned())
+    } else {
+        Err(format!("{text:?} must start with http:// or https://"))
+    }
 }
 
 struct Election {
@@ -87,6 +98,7 @@ async fn controller(
     namespace: Option<String>,
     election: Election,
     metrics_addr: std::net::SocketAddr,
+    prometheus_url: Option<String>,
 ) -> anyhow::Result<()> {
     let metrics = std::sync::Arc::new(weir::runtime::metrics::Metrics::default());
     let ready = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -115,8 +127,23 @@ async fn controller(
     } else {
         weir::runtime::leader::Leadership::always()
     };
-    weir::rollout::controller::run(client, namespace.as_deref(), leadership, metrics, ready).await;
-    Ok(())
+    let (_, analysis) = tokio::join!(
+        weir::rollout::controller::run(
+            client.clone(),
+            namespace.as_deref(),
+            leadership.clone(),
+            metrics.clone(),
+            ready,
+        ),
+        weir::analysis::controller::run(
+            client,
+            namespace.as_deref(),
+            leadership,
+            metrics,
+            prometheus_url,
+        ),
+    );
+    analysis
 }
 
 #[tokio::main]
@@ -131,6 +158,7 @@ async fn main() -> ExitCode {
             lease_duration,
             metrics_addr,
             log_format,
+            prometheus_url,
         } => {
             init_logging(log_format);
             let election = Election {
@@ -141,7 +169,7 @@ async fn main() -> ExitCode {
                     .unwrap_or_else(|| "default".into()),
                 duration: lease_duration,
             };
-            controller(namespace, election, metrics_addr).await
+            controller(namespace, election, metrics_addr, prometheus_url).await
         }
         Command::Crds { dir } => weir::crd_files::emit(weir::api::crds(), dir.as_deref()),
         Command::Version => {

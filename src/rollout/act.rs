@@ -13,7 +13,10 @@ use super::template_hash;
 use super::workload::{self, SCALE_DOWN_ANNOTATION};
 use crate::analysis::run;
 use crate::api::Rollout;
-use crate::api::analysis::{AnalysisRun, AnalysisTemplate, ClusterAnalysisTemplate};
+use crate::api::analysis::{
+    AnalysisRun, AnalysisTemplate, AnalysisTemplateSpec, ClusterAnalysisTemplate,
+};
+use crate::api::rollout::AnalysisTemplateRef;
 use crate::traffic::{AnyRouter, Router};
 
 pub const FIELD_MANAGER: &str = "weir-rollout";
@@ -97,9 +100,18 @@ pub async fn act(
         }
         Action::StartAnalysis {
             hash,
+            stable,
             attempt,
             step,
-        } => start_analysis(client, rollout, hash, *attempt, *step).await?,
+        } => {
+            let target = run::Target {
+                hash,
+                stable,
+                attempt: *attempt,
+                step: *step,
+            };
+            start_analysis(client, rollout, &target).await?;
+        }
         Action::StopAnalysis { name: run_name } => {
             let runs: Api<AnalysisRun> = Api::namespaced(client.clone(), &namespace);
             let patch = json!({"spec": {"terminate": true}});
@@ -114,66 +126,35 @@ pub async fn act(
 async fn start_analysis(
     client: &Client,
     rollout: &Rollout,
-    hash: &str,
-    attempt: i32,
-    step: Option<usize>,
+    target: &run::Target<'_>,
 ) -> Result<(), Error> {
     let namespace = rollout.namespace().unwrap_or_default();
-    let canary = rollout.spec.strategy.canary.as_ref();
-    let (field, analysis) = match step {
-        Some(index) => (
-            format!("spec.strategy.canary.steps[{index}].analysis"),
-            canary
-                .and_then(|c| c.steps.get(index))
-                .and_then(|s| s.analysis.as_ref())
-                .map(|a| (&a.templates, &a.args)),
-        ),
-        None => (
-            "spec.strategy.canary.analysis".to_owned(),
-            canary
-                .and_then(|c| c.analysis.as_ref())
-                .map(|a| (&a.templates, &a.args)),
-        ),
-    };
     // The planner starts analysis only for steps that have it; a spec that changed since is
     // caught on the next plan.
-    let Some((refs, args)) = analysis else {
+    let Some(requested) = run::requested(&rollout.spec)
+        .into_iter()
+        .find(|r| r.step == target.step)
+    else {
         return Ok(());
     };
     let mut templates = Vec::new();
-    for (index, reference) in refs.iter().enumerate() {
-        let template_field = format!("{field}.templates[{index}].templateName");
-        let name = &reference.template_name;
-        let spec = if reference.cluster_scope {
-            let api: Api<ClusterAnalysisTemplate> = Api::all(client.clone());
-            let found = api.get_opt(name).await.map_err(Error::api(
-                "reading",
-                "ClusterAnalysisTemplate",
-                name,
-            ))?;
-            found.map(|t| t.spec.template)
-        } else {
-            let api: Api<AnalysisTemplate> = Api::namespaced(client.clone(), &namespace);
-            api.get_opt(name)
-                .await
-                .map_err(Error::api("reading", "AnalysisTemplate", name))?
-                .map(|t| t.spec)
-        };
-        let kind = if reference.cluster_scope {
-            "ClusterAnalysisTemplate"
-        } else {
-            "AnalysisTemplate"
-        };
-        let spec = spec.ok_or_else(|| Error::MissingTemplate {
-            kind,
-            name: name.clone(),
-            field: template_field,
-        })?;
-        templates.push((name.clone(), spec));
+    for (index, reference) in requested.templates.iter().enumerate() {
+        let spec = fetch_template(client, &namespace, reference)
+            .await?
+            .ok_or_else(|| Error::MissingTemplate {
+                kind: if reference.cluster_scope {
+                    "ClusterAnalysisTemplate"
+                } else {
+                    "AnalysisTemplate"
+                },
+                name: reference.template_name.clone(),
+                field: format!("{}.templates[{index}].templateName", requested.field),
+            })?;
+        templates.push((reference.template_name.clone(), spec));
     }
-    let run = run::build(rollout, &templates, args, hash, attempt, step).map_err(|reason| {
+    let run = run::build(rollout, &templates, requested.args, target).map_err(|reason| {
         Error::InvalidAnalysis {
-            field: field.clone(),
+            field: requested.field.clone(),
             reason,
         }
     })?;
@@ -187,4 +168,29 @@ async fn start_analysis(
     .await
     .map_err(Error::api("creating", "AnalysisRun", &run_name))?;
     Ok(())
+}
+
+/// A template a Rollout refers to, namespaced or cluster-wide; None when it does not exist.
+pub async fn fetch_template(
+    client: &Client,
+    namespace: &str,
+    reference: &AnalysisTemplateRef,
+) -> Result<Option<AnalysisTemplateSpec>, Error> {
+    let name = &reference.template_name;
+    if reference.cluster_scope {
+        let api: Api<ClusterAnalysisTemplate> = Api::all(client.clone());
+        let found = api.get_opt(name).await.map_err(Error::api(
+            "reading",
+            "ClusterAnalysisTemplate",
+            name,
+        ))?;
+        Ok(found.map(|t| t.spec.template))
+    } else {
+        let api: Api<AnalysisTemplate> = Api::namespaced(client.clone(), namespace);
+        let found =
+            api.get_opt(name)
+                .await
+                .map_err(Error::api("reading", "AnalysisTemplate", name))?;
+        Ok(found.map(|t| t.spec))
+    }
 }

@@ -1,5 +1,6 @@
 //! Runs the Rollout controller: watches Rollouts and only what they own (ReplicaSets and
-//! AnalysisRuns carrying `weir.dev/rollout`), plus the HTTPRoutes Rollouts name, and reconciles.
+//! AnalysisRuns carrying `weir.dev/rollout`), plus the HTTPRoutes and analysis templates
+//! Rollouts name, and reconciles.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -8,8 +9,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use gateway_api::apis::standard::httproutes::HttpRoute;
 use k8s_openapi::api::apps::v1::ReplicaSet;
-use kube::runtime::events::{Recorder, Reporter};
-use kube::runtime::reflector::ObjectRef;
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{Controller, watcher};
 use kube::{Api, Client, ResourceExt};
 use tracing::{info, warn};
@@ -17,20 +17,10 @@ use tracing::{info, warn};
 use super::reconcile::{Context, error_policy, reconcile};
 use super::workload::ROLLOUT_LABEL;
 use crate::api::Rollout;
-use crate::api::analysis::AnalysisRun;
-use crate::runtime::leader::Leadership;
+use crate::api::analysis::{AnalysisRun, AnalysisTemplate, ClusterAnalysisTemplate};
+use crate::runtime::leader::{Leadership, became_leader};
 use crate::runtime::metrics::Metrics;
-
-fn api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
-where
-    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>,
-    <K as kube::Resource>::DynamicType: Default,
-{
-    match namespace {
-        Some(namespace) => Api::namespaced(client.clone(), namespace),
-        None => Api::all(client.clone()),
-    }
-}
+use crate::runtime::scoped_api;
 
 /// Runs until SIGTERM or SIGINT, then finishes the reconciles in flight and returns. Every
 /// replica watches; only the one `leadership` says leads writes.
@@ -43,18 +33,14 @@ pub async fn run(
 ) {
     let owned = watcher::Config::default().labels(ROLLOUT_LABEL);
     let controller = Controller::new(
-        api::<Rollout>(&client, namespace),
+        scoped_api::<Rollout>(&client, namespace),
         watcher::Config::default(),
     );
     let rollouts = controller.store();
+    let by_template = controller.store();
+    let by_cluster_template = controller.store();
     let context = Arc::new(Context {
-        recorder: Recorder::new(
-            client.clone(),
-            Reporter {
-                controller: "weir".into(),
-                instance: std::env::var("POD_NAME").ok(),
-            },
-        ),
+        recorder: crate::runtime::recorder(&client),
         client: client.clone(),
         leadership: leadership.clone(),
         metrics: metrics.clone(),
@@ -84,24 +70,17 @@ pub async fn run(
         }
     });
     // Becoming leader: look at every Rollout again, since events were ignored until now.
-    let became_leader = futures::stream::unfold(leadership.changes(), |mut changes| async move {
-        loop {
-            changes.changed().await.ok()?;
-            if *changes.borrow_and_update() {
-                return Some(((), changes));
-            }
-        }
-    });
+    let became_leader = became_leader(&leadership);
     info!(
         namespace = namespace.unwrap_or("(all)"),
         "rollout controller starting"
     );
     controller
-        .owns(api::<ReplicaSet>(&client, namespace), owned.clone())
-        .owns(api::<AnalysisRun>(&client, namespace), owned)
+        .owns(scoped_api::<ReplicaSet>(&client, namespace), owned.clone())
+        .owns(scoped_api::<AnalysisRun>(&client, namespace), owned)
         // Someone else changing a route's weights is drift to repair; map it to its Rollouts.
         .watches(
-            api::<HttpRoute>(&client, namespace),
+            scoped_api::<HttpRoute>(&client, namespace),
             watcher::Config::default(),
             move |route| {
                 let (route_ns, route_name) =
@@ -127,6 +106,24 @@ pub async fn run(
                     .collect::<Vec<_>>()
             },
         )
+        // A template fixed (or broken) changes what its Rollouts may do: reconcile them.
+        .watches(
+            scoped_api::<AnalysisTemplate>(&client, namespace),
+            watcher::Config::default(),
+            move |template| {
+                let namespace = template.namespace().unwrap_or_default();
+                referring(&by_template, &template.name_any(), false)
+                    .filter(|r| r.namespace.as_deref() == Some(namespace.as_str()))
+                    .collect::<Vec<_>>()
+            },
+        )
+        .watches(
+            Api::<ClusterAnalysisTemplate>::all(client.clone()),
+            watcher::Config::default(),
+            move |template| {
+                referring(&by_cluster_template, &template.name_any(), true).collect::<Vec<_>>()
+            },
+        )
         .reconcile_all_on(became_leader)
         .shutdown_on_signal()
         .run(reconcile, error_policy, context)
@@ -137,4 +134,20 @@ pub async fn run(
         })
         .await;
     info!("rollout controller stopped");
+}
+
+/// The Rollouts whose analyses name this template.
+fn referring(
+    rollouts: &Store<Rollout>,
+    template: &str,
+    cluster_scope: bool,
+) -> impl Iterator<Item = ObjectRef<Rollout>> {
+    let template = template.to_owned();
+    rollouts.state().into_iter().filter_map(move |rollout| {
+        let refers = crate::analysis::run::requested(&rollout.spec)
+            .iter()
+            .flat_map(|r| r.templates)
+            .any(|t| t.template_name == template && t.cluster_scope == cluster_scope);
+        refers.then(|| ObjectRef::from_obj(rollout.as_ref()))
+    })
 }

@@ -10,10 +10,15 @@ use super::error::Error;
 use super::plan::{AnalysisRunView, Observed};
 use super::template_hash;
 use super::workload::{self, ROLLOUT_LABEL};
-use crate::analysis::run::{ATTEMPT_LABEL, HASH_LABEL, STEP_LABEL};
+use std::collections::BTreeMap;
+
+use super::act::fetch_template;
+use crate::analysis::run::{self, ATTEMPT_LABEL, HASH_LABEL, STEP_LABEL};
 use crate::api::Rollout;
+use crate::api::analysis::AnalysisTemplateSpec;
 use crate::api::analysis::{AnalysisPhase, AnalysisRun};
 use crate::traffic::{AnyRouter, Router};
+use crate::validate::Violation;
 
 pub async fn observe(
     client: &Client,
@@ -81,6 +86,7 @@ pub async fn observe(
         canary_service_hash,
         route_weight,
         analysis_runs,
+        template_problems: Vec::new(),
     })
 }
 
@@ -102,4 +108,33 @@ fn run_view(run: &AnalysisRun) -> Option<AnalysisRunView> {
         message: status.and_then(|s| s.message.clone()),
         terminated: run.spec.terminate,
     })
+}
+
+/// Checks every analysis the Rollout asks for against its templates, read once each.
+pub async fn template_problems(
+    client: &Client,
+    rollout: &Rollout,
+) -> Result<Vec<Violation>, Error> {
+    let namespace = rollout.namespace().unwrap_or_default();
+    let mut fetched: BTreeMap<(bool, String), Option<AnalysisTemplateSpec>> = BTreeMap::new();
+    let mut problems = Vec::new();
+    for requested in run::requested(&rollout.spec) {
+        for reference in requested.templates {
+            let key = (reference.cluster_scope, reference.template_name.clone());
+            if let std::collections::btree_map::Entry::Vacant(slot) = fetched.entry(key) {
+                slot.insert(fetch_template(client, &namespace, reference).await?);
+            }
+        }
+        let templates: Vec<Option<&AnalysisTemplateSpec>> = requested
+            .templates
+            .iter()
+            .map(|r| {
+                fetched
+                    .get(&(r.cluster_scope, r.template_name.clone()))
+                    .and_then(Option::as_ref)
+            })
+            .collect();
+        problems.extend(run::check(&requested, &templates));
+    }
+    Ok(problems)
 }

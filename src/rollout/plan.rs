@@ -68,6 +68,9 @@ pub struct Observed {
     /// weir has set one.
     pub route_weight: Option<i32>,
     pub analysis_runs: Vec<AnalysisRunView>,
+    /// What is wrong with the analysis templates the Rollout refers to (invalid CEL, an
+    /// argument nobody gives): reported as InvalidSpec before any canary starts.
+    pub template_problems: Vec<validate::Violation>,
 }
 
 pub struct Input<'a> {
@@ -113,6 +116,8 @@ pub enum Action {
     /// Start analysis for the canary: an analysis step, or the background analysis (None).
     StartAnalysis {
         hash: String,
+        /// The stable hash, for the `stable-hash` argument.
+        stable: String,
         attempt: i32,
         step: Option<usize>,
     },
@@ -297,7 +302,8 @@ impl<'a> Planner<'a> {
         self.status.selector = Some(selector_string(&input.spec.selector));
         self.count_replicas();
 
-        let violations = validate::rollout(input.spec);
+        let mut violations = validate::rollout(input.spec);
+        violations.extend(input.observed.template_problems.iter().cloned());
         if let Some(first) = violations.first() {
             let more = match violations.len() {
                 1 => String::new(),
@@ -820,6 +826,7 @@ impl<'a> Planner<'a> {
                 let attempt = self.status.attempt;
                 self.actions.push(Action::StartAnalysis {
                     hash: hash.into(),
+                    stable: stable.into(),
                     attempt,
                     step: Some(index),
                 });
@@ -856,6 +863,7 @@ impl<'a> Planner<'a> {
                 let attempt = self.status.attempt;
                 self.actions.push(Action::StartAnalysis {
                     hash: hash.into(),
+                    stable: stable.into(),
                     attempt,
                     step: None,
                 });
@@ -863,6 +871,19 @@ impl<'a> Planner<'a> {
             Some(run) if matches!(run.phase, AnalysisPhase::Failed | AnalysisPhase::Error) => {
                 self.judge(run, stable, hash, "background analysis");
                 return true;
+            }
+            // Paused for a human; once promoted past, the run is marked stopped so that the
+            // same verdict does not pause the rollout again.
+            Some(run) if run.phase == AnalysisPhase::Inconclusive && !run.terminated => {
+                match self.judge(run, stable, hash, "background analysis") {
+                    Progress::Wait => return true,
+                    Progress::Advance => {
+                        self.actions.push(Action::StopAnalysis {
+                            name: run.name.clone(),
+                        });
+                        self.clear_controller_pause();
+                    }
+                }
             }
             Some(_) => {}
         }

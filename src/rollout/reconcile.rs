@@ -4,17 +4,15 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use json_patch::{AddOperation, Patch as JsonPatch, PatchOperation, TestOperation};
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::Api;
 use kube::runtime::controller::Action as Requeue;
 use kube::runtime::events::{Event, EventType, Recorder};
 use kube::{Client, Resource, ResourceExt};
-use serde_json::{Value, json};
 use tracing::{info, instrument, warn};
 
 use super::act::{FIELD_MANAGER, act};
 use super::error::Error;
-use super::observe::observe;
+use super::observe::{observe, template_problems};
 use super::plan::{Input, Transition, plan};
 use super::template_hash;
 use crate::api::Rollout;
@@ -22,6 +20,7 @@ use crate::api::rollout::RolloutStatus;
 use crate::conditions;
 use crate::runtime::leader::Leadership;
 use crate::runtime::metrics::Metrics;
+use crate::status_patch::{self, WriteError};
 use crate::time::to_k8s;
 use crate::traffic::{AnyRouter, Router, RouterError};
 use kube::runtime::finalizer::{self, Event as FinalizerEvent, finalizer};
@@ -111,8 +110,10 @@ async fn reconcile_rollout(rollout: &Rollout, ctx: &Context) -> Result<Requeue, 
     let mut requeue_after = None;
 
     let outcome: Result<(), Error> = async {
+        let template_problems = template_problems(&ctx.client, &current).await?;
         for _ in 0..MAX_ROUNDS {
-            let observed = observe(&ctx.client, &current, router.as_ref()).await?;
+            let mut observed = observe(&ctx.client, &current, router.as_ref()).await?;
+            observed.template_problems.clone_from(&template_problems);
             let next = plan(&Input {
                 spec: &current.spec,
                 generation: current.metadata.generation,
@@ -210,58 +211,24 @@ async fn reconcile_rollout(rollout: &Rollout, ctx: &Context) -> Result<Requeue, 
     Ok(Requeue::requeue(requeue_after.unwrap_or(RESYNC)))
 }
 
-/// Writes what changed in the status, as a JSON patch that first tests the resourceVersion
-/// it was planned from: a Rollout changed meanwhile (an operator's abort, say) makes the write
-/// fail as a Conflict and the reconcile start over, instead of overwriting that change.
 async fn write_status(
     api: &Api<Rollout>,
     current: &Rollout,
     original: &RolloutStatus,
     status: &RolloutStatus,
 ) -> Result<(), Error> {
-    if status == original {
-        return Ok(());
-    }
-    let name = current.name_any();
-    let serialize = |s: &RolloutStatus| serde_json::to_value(s).unwrap_or(Value::Null);
-    let mut operations = vec![PatchOperation::Test(TestOperation {
-        path: "/metadata/resourceVersion".parse().unwrap_or_default(),
-        value: Value::from(current.resource_version().unwrap_or_default()),
-    })];
-    if current.status.is_some() {
-        let diff = json_patch::diff(
-            &json!({"status": serialize(original)}),
-            &json!({"status": serialize(status)}),
-        );
-        operations.extend(diff.0);
-    } else {
-        operations.push(PatchOperation::Add(AddOperation {
-            path: "/status".parse().unwrap_or_default(),
-            value: serialize(status),
-        }));
-    }
-    let params = PatchParams {
-        field_manager: Some(FIELD_MANAGER.into()),
-        ..PatchParams::default()
-    };
-    match api
-        .patch_status(&name, &params, &Patch::<()>::Json(JsonPatch(operations)))
+    let has_status = current.status.is_some();
+    status_patch::write(api, current, has_status, original, status, FIELD_MANAGER)
         .await
-    {
-        Ok(_) => Ok(()),
-        // A failed `test` (the object moved on) is a 422 from the server, a 409 from others.
-        Err(kube::Error::Api(status))
-            if status.code == 409 || (status.code == 422 && status.message.contains("test")) =>
-        {
-            Err(Error::Conflict)
-        }
-        Err(source) => Err(Error::Api {
-            action: "writing the status of",
-            kind: "Rollout",
-            name,
-            source,
-        }),
-    }
+        .map_err(|error| match error {
+            WriteError::Conflict => Error::Conflict,
+            WriteError::Api(source) => Error::Api {
+                action: "writing the status of",
+                kind: "Rollout",
+                name: current.name_any(),
+                source,
+            },
+        })
 }
 
 pub fn error_policy(rollout: Arc<Rollout>, error: &Error, _ctx: Arc<Context>) -> Requeue {

@@ -105,6 +105,19 @@ impl Leadership {
     }
 }
 
+/// Yields once each time this replica becomes leader: controllers reconcile everything
+/// then, since they ignored events while following.
+pub fn became_leader(leadership: &Leadership) -> impl futures::Stream<Item = ()> + Send + use<> {
+    futures::stream::unfold(leadership.changes(), |mut changes| async move {
+        loop {
+            changes.changed().await.ok()?;
+            if *changes.borrow_and_update() {
+                return Some(((), changes));
+            }
+        }
+    })
+}
+
 pub struct Elector {
     api: Api<Lease>,
     name: String,

@@ -11,6 +11,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use crate::api::analysis::AnalysisPhase;
 use crate::api::rollout::{RolloutPhase, RolloutStatus};
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -55,6 +56,13 @@ pub struct Metrics {
     reconcile_duration: Histogram,
     reconcile_errors: Family<ErrorLabels, Counter>,
     leader: Gauge<i64, AtomicI64>,
+    measurements: Family<MeasurementLabels, Counter>,
+    query_duration: Histogram,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MeasurementLabels {
+    pub phase: String,
 }
 
 impl Default for Metrics {
@@ -96,8 +104,22 @@ impl Default for Metrics {
             "1 while this replica holds the leader lease",
             leader.clone(),
         );
+        let measurements = Family::<MeasurementLabels, Counter>::default();
+        registry.register(
+            "analysis_measurements",
+            "Analysis measurements taken, by outcome",
+            measurements.clone(),
+        );
+        let query_duration = Histogram::new(exponential_buckets(0.005, 2.0, 14));
+        registry.register(
+            "analysis_query_duration_seconds",
+            "Time per metric query, answered or not",
+            query_duration.clone(),
+        );
         Metrics {
             registry,
+            measurements,
+            query_duration,
             phase,
             step,
             canary_weight,
@@ -141,6 +163,15 @@ impl Metrics {
                 })
                 .inc();
         }
+    }
+
+    pub fn observe_measurement(&self, phase: AnalysisPhase, took: Duration) {
+        self.query_duration.observe(took.as_secs_f64());
+        self.measurements
+            .get_or_create(&MeasurementLabels {
+                phase: format!("{phase:?}"),
+            })
+            .inc();
     }
 
     pub fn set_leader(&self, leading: bool) {

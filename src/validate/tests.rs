@@ -591,3 +591,57 @@ proptest! {
         prop_assert_eq!(rollout(&spec), rollout(&spec));
     }
 }
+
+#[test]
+fn conditions_must_be_cel_that_can_evaluate() {
+    let spec = template_from(json!({"metrics": [
+        {"name": "a", "successCondition": "result[0] >= 0.95", "failureCondition": "result[0] < 0.5", "provider": prometheus("up")},
+        {"name": "b", "successCondition": "all(result, # < 1000)", "provider": prometheus("up")},
+        {"name": "c", "failureCondition": "isNaN(result[0])", "provider": prometheus("up")}
+    ]}));
+    assert_only(
+        analysis_template(&spec),
+        &[
+            (Invalid, "spec.metrics[1].successCondition"),
+            (Invalid, "spec.metrics[2].failureCondition"),
+        ],
+    );
+}
+
+#[test]
+fn credentials_headers_and_retention_are_checked() {
+    let spec = template_from(json!({
+        "metrics": [{"name": "m", "successCondition": "true", "provider": {"prometheus": {
+            "query": "up",
+            "headers": [{"key": "X-Scope-OrgID", "value": "t1"}, {"key": "bad header", "value": "x"}],
+            "authentication": {"bearerToken": {"name": "prom", "key": "token"}, "basicAuth": {"secretName": "prom"}}
+        }}}],
+        "measurementRetention": [{"metricName": "m", "limit": 0}, {"metricName": "other", "limit": 5}]
+    }));
+    assert_only(
+        analysis_template(&spec),
+        &[
+            (Invalid, "spec.measurementRetention[0].limit"),
+            (Invalid, "spec.measurementRetention[1].metricName"),
+            (
+                Invalid,
+                "spec.metrics[0].provider.prometheus.authentication",
+            ),
+            (
+                Invalid,
+                "spec.metrics[0].provider.prometheus.headers[1].key",
+            ),
+        ],
+    );
+    let sigv4 = template_from(
+        json!({"metrics": [{"name": "m", "successCondition": "true", "provider": {"prometheus": {
+        "query": "up", "authentication": {"sigv4": {"region": "eu-west-1"}}}}}]}),
+    );
+    assert_only(
+        analysis_template(&sigv4),
+        &[(
+            ViolationKind::Unsupported,
+            "spec.metrics[0].provider.prometheus.authentication.sigv4",
+        )],
+    );
+}

@@ -295,3 +295,125 @@ pub async fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
         .unwrap_or_default();
     Some((code, body))
 }
+
+pub mod app;
+
+/// A Prometheus exposition endpoint whose body the test sets at will; served until dropped.
+pub struct MetricsServer {
+    pub address: String,
+    body: std::sync::Arc<std::sync::Mutex<String>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl MetricsServer {
+    pub async fn start(body: &str) -> MetricsServer {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .unwrap_or_else(|e| panic!("binding the metrics server: {e}"));
+        let address = listener
+            .local_addr()
+            .unwrap_or_else(|e| panic!("metrics server address: {e}"))
+            .to_string();
+        let body = std::sync::Arc::new(std::sync::Mutex::new(body.to_owned()));
+        let serving = body.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let mut request = [0u8; 4096];
+                let _ = stream.read(&mut request).await;
+                let body = serving.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                let response = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: text/plain; version=0.0.4\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = stream.write_all(response.as_bytes()).await;
+            }
+        });
+        MetricsServer {
+            address,
+            body,
+            task,
+        }
+    }
+
+    pub fn set(&self, body: &str) {
+        *self.body.lock().unwrap_or_else(|e| e.into_inner()) = body.to_owned();
+    }
+}
+
+impl Drop for MetricsServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A Prometheus of the test's own (the binary `hack/local-cluster.sh` installs), scraping one
+/// target every second, so a test can stop it without disturbing the others.
+pub struct PrometheusProcess {
+    pub url: String,
+    child: Option<std::process::Child>,
+    dir: PathBuf,
+}
+
+impl PrometheusProcess {
+    pub async fn start(name: &str, target: &str) -> PrometheusProcess {
+        let dir = std::env::temp_dir().join(format!("weir-test-prometheus-{name}"));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("creating {}: {e}", dir.display()));
+        let config = dir.join("prometheus.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "global:\n  scrape_interval: 1s\nscrape_configs:\n  - job_name: test\n    static_configs:\n      - targets: [\"{target}\"]\n"
+            ),
+        )
+        .unwrap_or_else(|e| panic!("writing {}: {e}", config.display()));
+        let port = free_port();
+        let log = std::fs::File::create(dir.join("prometheus.log"))
+            .unwrap_or_else(|e| panic!("prometheus log: {e}"));
+        let child = std::process::Command::new("prometheus")
+            .arg(format!("--config.file={}", config.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .stdout(log.try_clone().unwrap_or_else(|e| panic!("log: {e}")))
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("starting prometheus (hack/local-cluster.sh installs it): {e}")
+            });
+        let process = PrometheusProcess {
+            url: format!("http://127.0.0.1:{port}"),
+            child: Some(child),
+            dir,
+        };
+        eventually(
+            "the test's Prometheus to be ready",
+            Duration::from_secs(30),
+            || async {
+                http_get(port, "/-/ready")
+                    .await
+                    .filter(|(code, _)| *code == 200)
+            },
+        )
+        .await;
+        process
+    }
+
+    /// SIGKILL: it stops answering at once.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for PrometheusProcess {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

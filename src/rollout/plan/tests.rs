@@ -134,6 +134,7 @@ impl World {
                     hash,
                     attempt,
                     step,
+                    ..
                 } => {
                     let exists = self
                         .observed
@@ -159,7 +160,10 @@ impl World {
                         .iter_mut()
                         .find(|r| &r.name == name)
                         .expect("stopped a run that exists");
-                    run.phase = AnalysisPhase::Successful;
+                    run.terminated = true;
+                    if matches!(run.phase, AnalysisPhase::Pending | AnalysisPhase::Running) {
+                        run.phase = AnalysisPhase::Successful;
+                    }
                 }
             }
         }
@@ -857,6 +861,38 @@ fn inconclusive_analysis_pauses_until_promoted() {
     world.promote();
     world.reconcile();
     assert_eq!(world.status.current_step_index, Some(3));
+}
+
+#[test]
+fn inconclusive_background_analysis_pauses_once_until_promoted() {
+    let mut s = spec(json!([{"setWeight": 20}, {"setWeight": 60}]), true, 4);
+    s.strategy.canary.as_mut().expect("canary").analysis = Some(
+        serde_json::from_value(json!({"templates": [{"templateName": "t"}]})).expect("analysis"),
+    );
+    let mut world = World::with_canary(s);
+    world.instant_pods = false;
+    world.reconcile();
+    world.run_phase(None, AnalysisPhase::Inconclusive, "query returned no data");
+    world.pods_become_available();
+    world.instant_pods = true;
+    world.reconcile();
+    assert_eq!(world.phase(), Some(RolloutPhase::Paused));
+    assert_eq!(
+        world.status.current_step_index,
+        Some(0),
+        "paused before finishing step 1"
+    );
+    let message = world.status.message.clone().unwrap_or_default();
+    assert!(message.contains("query returned no data"), "{message}");
+    world.promote();
+    for _ in 0..4 {
+        world.reconcile();
+    }
+    assert_eq!(
+        world.phase(),
+        Some(RolloutPhase::Healthy),
+        "not paused a second time"
+    );
 }
 
 #[test]

@@ -1,0 +1,55 @@
+//! Runs the AnalysisRun controller: watches runs, measures the ones still running, and comes
+//! back to each exactly when its next measurement is due.
+
+use std::sync::Arc;
+
+use futures::StreamExt;
+use kube::Client;
+use kube::runtime::{Controller, watcher};
+use tracing::{info, warn};
+
+use super::reconcile::{Context, error_policy, reconcile};
+use crate::api::analysis::AnalysisRun;
+use crate::runtime::leader::{Leadership, became_leader};
+use crate::runtime::metrics::Metrics;
+use crate::runtime::scoped_api;
+
+/// Runs until SIGTERM or SIGINT. `prometheus_url` serves metrics that name no address.
+pub async fn run(
+    client: Client,
+    namespace: Option<&str>,
+    leadership: Leadership,
+    metrics: Arc<Metrics>,
+    prometheus_url: Option<String>,
+) -> anyhow::Result<()> {
+    let http = reqwest::Client::builder()
+        .build()
+        .map_err(|e| anyhow::anyhow!("building the HTTP client for Prometheus: {e}"))?;
+    let context = Arc::new(Context {
+        recorder: crate::runtime::recorder(&client),
+        client: client.clone(),
+        leadership: leadership.clone(),
+        metrics,
+        http,
+        default_address: prometheus_url,
+    });
+    info!(
+        namespace = namespace.unwrap_or("(all)"),
+        "analysis controller starting"
+    );
+    Controller::new(
+        scoped_api::<AnalysisRun>(&client, namespace),
+        watcher::Config::default(),
+    )
+    .reconcile_all_on(became_leader(&leadership))
+    .shutdown_on_signal()
+    .run(reconcile, error_policy, context)
+    .for_each(|result| async move {
+        if let Err(error) = result {
+            warn!(%error, "reconcile error");
+        }
+    })
+    .await;
+    info!("analysis controller stopped");
+    Ok(())
+}

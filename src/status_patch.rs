@@ -1,0 +1,74 @@
+//! Writing a status the way every weir controller does: only what changed, as one JSON patch
+//! that first tests the resourceVersion it was computed from. An object changed meanwhile (an
+//! operator's abort, a run told to stop) fails the write as a conflict and the reconcile
+//! starts over, instead of overwriting that change.
+
+use json_patch::{AddOperation, Patch as JsonPatch, PatchOperation, TestOperation};
+use kube::api::{Api, Patch, PatchParams};
+use kube::{Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+
+#[derive(Debug)]
+pub enum WriteError {
+    /// The object moved on since it was read.
+    Conflict,
+    Api(kube::Error),
+}
+
+/// Writes `status` over `original` on `current`; nothing at all when they are equal.
+pub async fn write<K, S>(
+    api: &Api<K>,
+    current: &K,
+    has_status: bool,
+    original: &S,
+    status: &S,
+    field_manager: &str,
+) -> Result<(), WriteError>
+where
+    K: Resource + Clone + DeserializeOwned + std::fmt::Debug,
+    S: Serialize + PartialEq,
+{
+    if status == original {
+        return Ok(());
+    }
+    let serialize = |s: &S| serde_json::to_value(s).unwrap_or(Value::Null);
+    let mut operations = vec![PatchOperation::Test(TestOperation {
+        path: "/metadata/resourceVersion".parse().unwrap_or_default(),
+        value: Value::from(current.resource_version().unwrap_or_default()),
+    })];
+    if has_status {
+        let diff = json_patch::diff(
+            &json!({"status": serialize(original)}),
+            &json!({"status": serialize(status)}),
+        );
+        operations.extend(diff.0);
+    } else {
+        operations.push(PatchOperation::Add(AddOperation {
+            path: "/status".parse().unwrap_or_default(),
+            value: serialize(status),
+        }));
+    }
+    let params = PatchParams {
+        field_manager: Some(field_manager.into()),
+        ..PatchParams::default()
+    };
+    match api
+        .patch_status(
+            &current.name_any(),
+            &params,
+            &Patch::<()>::Json(JsonPatch(operations)),
+        )
+        .await
+    {
+        Ok(_) => Ok(()),
+        // A failed `test` is a 422 from the API server, a 409 from others.
+        Err(kube::Error::Api(status))
+            if status.code == 409 || (status.code == 422 && status.message.contains("test")) =>
+        {
+            Err(WriteError::Conflict)
+        }
+        Err(source) => Err(WriteError::Api(source)),
+    }
+}

@@ -1,0 +1,133 @@
+//! A small application for Rollout tests: two Services, an HTTPRoute between them, a Rollout
+//! over them, and waits on the Rollout's status.
+
+use std::time::Duration;
+
+use gateway_api::apis::standard::httproutes::HttpRoute;
+use k8s_openapi::api::core::v1::{Secret, Service};
+use kube::Api;
+use kube::api::{Patch, PatchParams};
+use serde_json::{Value, json};
+use weir::api::Rollout;
+use weir::api::analysis::{AnalysisTemplate, ClusterAnalysisTemplate};
+use weir::api::rollout::RolloutPhase;
+
+use super::{TestNamespace, eventually};
+
+pub const LIMIT: Duration = Duration::from_secs(60);
+
+/// Server-side applies a manifest (as the test's own field manager) into the test namespace,
+/// or cluster-wide for cluster-scoped kinds.
+pub async fn apply(ns: &TestNamespace, object: Value) {
+    let kind = object["kind"].as_str().unwrap_or_default().to_owned();
+    let name = object["metadata"]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let params = PatchParams::apply("weir-test").force();
+    let patch = Patch::Apply(&object);
+    let result = match kind.as_str() {
+        "Service" => ns
+            .api::<Service>()
+            .patch(&name, &params, &patch)
+            .await
+            .map(|_| ()),
+        "Secret" => ns
+            .api::<Secret>()
+            .patch(&name, &params, &patch)
+            .await
+            .map(|_| ()),
+        "HTTPRoute" => ns
+            .api::<HttpRoute>()
+            .patch(&name, &params, &patch)
+            .await
+            .map(|_| ()),
+        "Rollout" => ns
+            .api::<Rollout>()
+            .patch(&name, &params, &patch)
+            .await
+            .map(|_| ()),
+        "AnalysisTemplate" => ns
+            .api::<AnalysisTemplate>()
+            .patch(&name, &params, &patch)
+            .await
+            .map(|_| ()),
+        "ClusterAnalysisTemplate" => Api::<ClusterAnalysisTemplate>::all(ns.client.clone())
+            .patch(&name, &params, &patch)
+            .await
+            .map(|_| ()),
+        other => panic!("no apply for {other}"),
+    };
+    result.unwrap_or_else(|e| panic!("applying {kind} {name}: {e}"));
+}
+
+/// Services and an HTTPRoute splitting between them, as a user would have from Git.
+pub async fn app(ns: &TestNamespace) {
+    for service in ["web-stable", "web-canary"] {
+        apply(
+            ns,
+            json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": service},
+            "spec": {"selector": {"app": "web"}, "ports": [{"port": 80, "protocol": "TCP"}]}}),
+        )
+        .await;
+    }
+    apply(ns, json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute", "metadata": {"name": "web"},
+        "spec": {"parentRefs": [{"name": "gateway"}], "rules": [{"backendRefs": [
+            {"name": "web-stable", "port": 80}, {"name": "web-canary", "port": 80}]}]}})).await;
+}
+
+pub fn rollout(image: &str, steps: Value, extra: Value) -> Value {
+    let mut spec = json!({
+        "replicas": 5,
+        "selector": {"matchLabels": {"app": "web"}},
+        "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [{"name": "web", "image": image}]}},
+        "strategy": {"canary": {
+            "stableService": "web-stable", "canaryService": "web-canary",
+            "scaleDownDelaySeconds": 2, "abortScaleDownDelaySeconds": 2,
+            "trafficRouting": {"gatewayAPI": {"httpRoute": "web"}},
+            "steps": steps
+        }}
+    });
+    if let (Some(spec), Some(extra)) = (spec.as_object_mut(), extra.as_object()) {
+        spec.extend(extra.clone());
+    }
+    json!({"apiVersion": "weir.dev/v1alpha1", "kind": "Rollout", "metadata": {"name": "web"}, "spec": spec})
+}
+
+pub async fn wait_for(ns: &TestNamespace, what: &str, check: impl Fn(&Rollout) -> bool) -> Rollout {
+    let api = ns.api::<Rollout>();
+    eventually(what, LIMIT, || async {
+        api.get("web").await.ok().filter(|r| check(r))
+    })
+    .await
+}
+
+pub fn phase(rollout: &Rollout) -> Option<RolloutPhase> {
+    rollout.status.as_ref().and_then(|s| s.phase)
+}
+
+pub fn step(rollout: &Rollout) -> Option<i32> {
+    rollout.status.as_ref().and_then(|s| s.current_step_index)
+}
+
+pub async fn healthy_on(ns: &TestNamespace, image: &str) -> Rollout {
+    let hash = weir::rollout::template_hash::of(&serde_json::from_value(
+        json!({"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [{"name": "web", "image": image}]}}),
+    ).expect("template"));
+    wait_for(ns, &format!("Healthy on {image}"), |r| {
+        phase(r) == Some(RolloutPhase::Healthy)
+            && r.status.as_ref().and_then(|s| s.stable_rs.as_deref()) == Some(hash.as_str())
+    })
+    .await
+}
+
+pub async fn status_patch(ns: &TestNamespace, patch: Value) {
+    ns.api::<Rollout>()
+        .patch_status("web", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap_or_else(|e| panic!("status patch {patch}: {e}"));
+}
+
+pub async fn set_image(ns: &TestNamespace, image: &str, steps: &Value, extra: &Value) {
+    apply(ns, rollout(image, steps.clone(), extra.clone())).await;
+}
