@@ -42,9 +42,13 @@ pub fn parse(input: &str) -> Result<Duration, DurationError> {
         return fail("it is negative");
     }
     if text.bytes().all(|b| b.is_ascii_digit()) {
+        // The same ceiling as with units (Go's largest duration, about 292 years), so a time
+        // plus any duration stays a valid time.
         return match text.parse::<u64>() {
-            Ok(seconds) => Ok(Duration::from_secs(seconds)),
-            Err(_) => fail("it is too large"),
+            Ok(seconds) if u128::from(seconds) * 1_000_000_000 <= i64::MAX as u128 => {
+                Ok(Duration::from_secs(seconds))
+            }
+            _ => fail("it is too large"),
         };
     }
     let mut rest = text;
@@ -180,6 +184,8 @@ mod tests {
             ("1..5s", "each part must start with a number"),
             ("5m3", "a number needs a unit (ms, s, m or h)"),
             ("99999999999999999999", "it is too large"),
+            ("9999999999999", "it is too large"),
+            ("9223372036", ""),
             ("9999999999h", "it is too large"),
         ] {
             if reason.is_empty() {
@@ -218,6 +224,17 @@ mod tests {
         #[test]
         fn integer_seconds_read_as_seconds(seconds in 0u32..u32::MAX) {
             prop_assert_eq!(parse(&seconds.to_string()), Ok(Duration::from_secs(seconds.into())));
+        }
+
+        /// Whatever parses can be added to any time a cluster can have, bare seconds included.
+        #[test]
+        fn any_parsed_duration_fits_after_now(text in "[0-9]{1,20}(ns|us|ms|s|m|h)?") {
+            if let Ok(duration) = parse(&text) {
+                let delta = chrono::TimeDelta::from_std(duration);
+                prop_assert!(delta.is_ok());
+                let later = delta.ok().and_then(|d| chrono::Utc::now().checked_add_signed(d));
+                prop_assert!(later.is_some(), "{} overflows a time", text);
+            }
         }
 
         #[test]

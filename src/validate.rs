@@ -468,6 +468,18 @@ fn check_metric(report: &mut Report, at: &str, metric: &Metric, declared_args: &
             report.invalid(format!("{at}.{field}"), error.to_string());
         }
     }
+    if let Some(Ok(interval)) = metric
+        .interval
+        .as_deref()
+        .filter(|t| !is_placeholder(t))
+        .map(duration::parse)
+        && interval < std::time::Duration::from_secs(1)
+    {
+        report.invalid(
+            format!("{at}.interval"),
+            "must be at least 1s: Prometheus cannot answer anything new faster",
+        );
+    }
     let count = check_count(report, &format!("{at}.count"), metric.count.as_ref());
     if count.is_some_and(|c| c > 1) && metric.interval.is_none() {
         report.required(

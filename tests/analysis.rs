@@ -39,12 +39,22 @@ async fn success_rate(ns: &TestNamespace, value: f64) -> (MetricsServer, ScrapeT
 
 /// Waits until Prometheus at `url` answers `query` with `value`; returns when it first did.
 async fn scraped(url: &str, query: &str, value: f64) -> Instant {
+    scraped_as(url, query, value, None).await
+}
+
+/// The same, sending `authorization` as the Authorization header.
+async fn scraped_as(url: &str, query: &str, value: f64, authorization: Option<&str>) -> Instant {
     let prometheus = Prometheus::try_from(url).expect("prometheus url");
     eventually(
         &format!("Prometheus to see {query} = {value}"),
         LIMIT,
         || async {
-            let response = prometheus.query(query).get().await.ok()?;
+            let mut request = prometheus.query(query);
+            if let Some(authorization) = authorization {
+                let value = reqwest::header::HeaderValue::from_str(authorization).ok()?;
+                request = request.header(reqwest::header::AUTHORIZATION, value);
+            }
+            let response = request.get().await.ok()?;
             let sample = response.data().as_vector()?.first()?.sample().value();
             (sample == value).then(Instant::now)
         },
@@ -495,4 +505,122 @@ async fn secret_sourced_arguments_are_used_but_never_recorded() {
         !stored.contains(&format!("test=\\\"{}\\\"", ns.name)),
         "the value is never stored"
     );
+}
+
+/// bcrypt (cost 4) of `weir-test-password`: Prometheus' web config stores only hashes.
+const PASSWORD_HASH: &str = "$2b$04$kWmLpoYVNVB5nBVhoayEqeE2a.uN4tQmGJiKCNoo02H6mAtm4rMNq";
+
+#[tokio::test]
+async fn basic_auth_credentials_come_from_a_secret() {
+    use base64::Engine;
+    let ns = TestNamespace::new(&client().await, "analysis-auth").await;
+    let server = MetricsServer::start(&exposition(0.99)).await;
+    let own =
+        PrometheusProcess::start_with(&ns.name, &server.address, Some(("weir", PASSWORD_HASH)))
+            .await;
+    let series = "weir_test_success_rate";
+    let credentials = base64::engine::general_purpose::STANDARD.encode("weir:weir-test-password");
+    scraped_as(
+        &own.url,
+        series,
+        0.99,
+        Some(&format!("Basic {credentials}")),
+    )
+    .await;
+    let refused = Prometheus::try_from(own.url.as_str())
+        .expect("url")
+        .query(series)
+        .get()
+        .await;
+    assert!(
+        refused.is_err(),
+        "without credentials this Prometheus refuses queries"
+    );
+
+    let _controller = controller(&ns);
+    apply(
+        &ns,
+        json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "prometheus"},
+        "type": "kubernetes.io/basic-auth",
+        "stringData": {"username": "weir", "password": "weir-test-password"}}),
+    )
+    .await;
+    success_rate_template(
+        &ns,
+        series,
+        json!({"successCondition": "result[0] >= 0.95",
+        "provider": {"prometheus": {"query": series, "address": own.url,
+            "authentication": {"basicAuth": {"secretName": "prometheus"}}}}}),
+        json!([]),
+    )
+    .await;
+    let steps = json!([{"setWeight": 20}, analysis_step("success-rate", json!([]))]);
+    start_canary(&ns, &steps, &json!({})).await;
+    healthy_on(&ns, "web:2").await;
+    let run = run_where(&ns, "the run", |r| run_phase(r).is_some()).await;
+    assert_eq!(run_phase(&run), Some(AnalysisPhase::Successful));
+    let stored = serde_json::to_string(&run).expect("serializes");
+    assert!(!stored.contains("weir-test-password") && !stored.contains(&credentials));
+}
+
+#[tokio::test]
+async fn secret_values_never_leak_through_query_errors() {
+    let ns = TestNamespace::new(&client().await, "analysis-leak").await;
+    let _controller = controller(&ns);
+    let secret = "s3cr3t-tenant-value";
+    apply(
+        &ns,
+        json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "tenant"},
+        "stringData": {"label": secret}}),
+    )
+    .await;
+    // Nothing listens there: every measurement is a connection error.
+    let nowhere = format!("http://127.0.0.1:{}", support::free_port());
+    success_rate_template(
+        &ns,
+        "weir_test_success_rate{test=\"{{args.tenant}}\"}",
+        json!({"successCondition": "result[0] >= 0.95", "interval": "1s", "count": 5,
+               "consecutiveErrorLimit": 1,
+               "provider": {"prometheus": {"query": "weir_test_success_rate{test=\"{{args.tenant}}\"}",
+                                           "address": nowhere}}}),
+        json!([{"name": "tenant", "valueFrom": {"secretKeyRef": {"name": "tenant", "key": "label"}}}]),
+    )
+    .await;
+    let steps = json!([{"setWeight": 20}, analysis_step("success-rate", json!([]))]);
+    start_canary(&ns, &steps, &json!({})).await;
+    let run = run_where(&ns, "the errored run", |r| {
+        run_phase(r) == Some(AnalysisPhase::Error)
+    })
+    .await;
+    let aborted = wait_for(&ns, "the rollout to abort", |r| {
+        r.status.as_ref().is_some_and(|s| s.abort) && weight(r) == Some(0)
+    })
+    .await;
+    let last = run.status.clone().unwrap_or_default().metric_results[0]
+        .measurements
+        .last()
+        .and_then(|m| m.message.clone())
+        .unwrap_or_default();
+    assert!(last.contains("could not connect"), "{last}");
+    for (what, text) in [
+        ("run", serde_json::to_string(&run).expect("run")),
+        ("rollout", serde_json::to_string(&aborted).expect("rollout")),
+    ] {
+        assert!(
+            !text.contains(secret),
+            "the {what} carries the Secret's value: {text}"
+        );
+    }
+    let events = ns
+        .api::<k8s_openapi::api::core::v1::Event>()
+        .list(&ListParams::default())
+        .await
+        .expect("events");
+    for event in events.items {
+        let note = event.message.unwrap_or_default();
+        assert!(
+            !note.contains(secret),
+            "an Event carries the Secret's value: {note}"
+        );
+    }
 }

@@ -55,31 +55,35 @@ pub fn schedules(
                 |field: &str| format!("spec.metrics[{index}].{field} (metric {:?})", metric.name);
             let number =
                 |field: &str, value: Option<&IntOrString>, default: i32| -> Result<i32, String> {
-                    let text = match value {
+                    // Messages show the recorded text, in which Secret values are masked.
+                    let (text, shown) = match value {
                         None => return Ok(default),
-                        Some(IntOrString::Int(n)) => n.to_string(),
+                        Some(IntOrString::Int(n)) => (n.to_string(), n.to_string()),
                         Some(IntOrString::String(text)) => {
-                            substitute(text, args)
-                                .map_err(|e| format!("{}: {e}", at(field)))?
-                                .sent
+                            let filled = substitute(text, args)
+                                .map_err(|e| format!("{}: {e}", at(field)))?;
+                            (filled.sent, filled.recorded)
                         }
                     };
                     match text.trim().parse::<i32>() {
                         Ok(n) if n >= 0 => Ok(n),
                         _ => Err(format!(
-                            "{}: {text:?} is not a whole number of 0 or more",
+                            "{}: {shown:?} is not a whole number of 0 or more",
                             at(field)
                         )),
                     }
                 };
             let span = |field: &str, value: Option<&String>| -> Result<Option<Duration>, String> {
                 let Some(text) = value else { return Ok(None) };
-                let text = substitute(text, args)
-                    .map_err(|e| format!("{}: {e}", at(field)))?
-                    .sent;
-                duration::parse(&text)
-                    .map(Some)
-                    .map_err(|e| format!("{}: {e}", at(field)))
+                let filled = substitute(text, args).map_err(|e| format!("{}: {e}", at(field)))?;
+                duration::parse(&filled.sent).map(Some).map_err(|e| {
+                    format!(
+                        "{}: {:?} is not a duration: {}",
+                        at(field),
+                        filled.recorded,
+                        e.reason
+                    )
+                })
             };
             let count = match &metric.count {
                 None => None,

@@ -34,7 +34,8 @@ pub async fn query(http: &reqwest::Client, request: &Query) -> Result<QueryValue
         value.set_sensitive(name == reqwest::header::AUTHORIZATION);
         builder = builder.header(name, value);
     }
-    let response = tokio::time::timeout(request.timeout, builder.get())
+    // POST keeps the query (and any Secret in it) out of the URL, which HTTP errors quote.
+    let response = tokio::time::timeout(request.timeout, builder.post())
         .await
         .map_err(|_| {
             format!(
@@ -56,15 +57,39 @@ pub async fn query(http: &reqwest::Client, request: &Query) -> Result<QueryValue
     }
 }
 
-/// The error with its causes: reqwest's own message alone ("error sending request") hides
-/// whether the connection was refused or the name did not resolve.
+/// What went wrong, in words that never quote the request: reqwest's own message names the
+/// URL, and a URL can carry a Secret-sourced argument.
 fn describe(address: &str, error: &prometheus_http_query::Error) -> String {
-    let mut message = format!("querying Prometheus at {address}: {error}");
-    let mut source = std::error::Error::source(error);
+    use prometheus_http_query::Error;
+    let what = match error {
+        Error::Client(client) => {
+            match client.inner() {
+                Some(e) if e.is_timeout() => "no answer in time".to_owned(),
+                Some(e) if e.is_connect() => {
+                    format!("could not connect{}", causes(std::error::Error::source(e)))
+                }
+                Some(e) => match e.status() {
+                    Some(status) => format!("HTTP {status}"),
+                    None if e.is_decode() => "the answer is not Prometheus' JSON".to_owned(),
+                    None => format!("the request failed{}", causes(std::error::Error::source(e))),
+                },
+                // The crate's own fixed text, such as a body that is not JSON.
+                None => client.to_string(),
+            }
+        }
+        Error::Prometheus(prometheus) => format!("Prometheus refused the query: {prometheus}"),
+        other => other.to_string(),
+    };
+    format!("querying Prometheus at {address}: {what}")
+}
+
+/// `: cause: deeper cause`, from the transport layers below reqwest, which name no URL.
+fn causes(mut source: Option<&(dyn std::error::Error + 'static)>) -> String {
+    let mut text = String::new();
     while let Some(cause) = source {
-        message.push_str(": ");
-        message.push_str(&cause.to_string());
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
         source = cause.source();
     }
-    message
+    text
 }

@@ -81,15 +81,23 @@ impl Error {
     }
 }
 
-/// Why a run cannot measure at all; it ends as Error with this message.
-struct Unmeasurable(String);
-
-/// A metric ready to measure: its query (filled for sending and for the record) and where.
+/// A metric ready to measure: its query (filled for sending and for the record), where, and
+/// the Secret values to keep out of every message.
 struct Prepared {
-    schedule: Schedule,
     metric: Metric,
     query: Query,
     recorded_query: String,
+    secrets: Vec<String>,
+}
+
+/// Why a due metric is not measured this time.
+#[derive(Clone)]
+enum Unready {
+    /// It never can be (no address, an argument with no value): the run ends as Error.
+    Never(String),
+    /// Not now (a Secret missing or unreadable): an Error measurement, counted against
+    /// `consecutiveErrorLimit`, so a Secret restored in time costs nothing.
+    NotNow(String),
 }
 
 #[instrument(skip(run, ctx), fields(run = %run.name_any(), namespace = run.namespace().unwrap_or_default()))]
@@ -123,27 +131,7 @@ pub async fn reconcile(run: Arc<AnalysisRun>, ctx: Arc<Context>) -> Result<Reque
         status.phase = Some(AnalysisPhase::Running);
     }
 
-    let mut next = None;
-    match prepare(&ctx, &current).await? {
-        Err(Unmeasurable(message)) => assess::fail_run(&mut status, message, now),
-        Ok(prepared) if current.spec.terminate => {
-            let schedules: Vec<Schedule> = prepared.into_iter().map(|p| p.schedule).collect();
-            assess::conclude(&mut status, &schedules, true, now);
-        }
-        Ok(prepared) => {
-            let schedules: Vec<Schedule> = prepared.iter().map(|p| p.schedule.clone()).collect();
-            let (due, _) = assess::due(&schedules, &status, now);
-            let measurements =
-                futures::future::join_all(due.iter().map(|index| measure(&ctx, &prepared[*index])))
-                    .await;
-            for (index, measurement) in due.iter().zip(measurements) {
-                assess::record(&mut status, &schedules[*index], measurement);
-            }
-            let now = Utc::now();
-            assess::conclude(&mut status, &schedules, false, now);
-            next = assess::due(&schedules, &status, now).1;
-        }
-    }
+    let next = measure_due(&ctx, &current, &mut status, now).await;
 
     if !ctx.leadership.is_leading() {
         return Err(Error::NotLeader);
@@ -154,142 +142,218 @@ pub async fn reconcile(run: Arc<AnalysisRun>, ctx: Arc<Context>) -> Result<Reque
         announce(&ctx.recorder, &current, &status).await;
     }
     Ok(match next {
-        // Exactly when the next measurement is due, not on a resync.
-        Some(at) => Requeue::requeue((at - Utc::now()).to_std().unwrap_or(Duration::ZERO)),
+        // Exactly when the next measurement is due, not on a resync (and never later than
+        // one: an initialDelay of years is looked at again, not slept through).
+        Some(at) => Requeue::requeue(
+            (at - Utc::now())
+                .to_std()
+                .unwrap_or(Duration::ZERO)
+                .min(RESYNC),
+        ),
         None if status.completed_at.is_some() => Requeue::await_change(),
         None => Requeue::requeue(RESYNC),
     })
 }
 
-/// Resolves arguments (Secrets read now, never stored), checks the metrics, and fills each
-/// query. A run that cannot be measured is an `Unmeasurable` naming the reason; a failing
-/// API call is an error to retry.
-async fn prepare(
+/// Measures what is due and records it; returns when the next measurement is due. A run told
+/// to stop is concluded with what it has. Secrets are read only when something is due.
+async fn measure_due(
     ctx: &Context,
     run: &AnalysisRun,
-) -> Result<Result<Vec<Prepared>, Unmeasurable>, Error> {
+    status: &mut AnalysisRunStatus,
+    now: chrono::DateTime<Utc>,
+) -> Option<chrono::DateTime<Utc>> {
     let spec = &run.spec.template;
-    let namespace = run.namespace().unwrap_or_default();
-    let secrets: Api<Secret> = Api::namespaced(ctx.client.clone(), &namespace);
-    let mut values = BTreeMap::new();
-    for arg in &spec.args {
-        let value = match (
-            &arg.value,
-            arg.value_from
-                .as_ref()
-                .and_then(|f| f.secret_key_ref.as_ref()),
-        ) {
-            (Some(value), _) => ArgValue {
-                value: value.clone(),
-                secret: false,
-            },
-            (None, Some(reference)) => match read_secret(&secrets, reference).await? {
-                Ok(value) => ArgValue {
-                    value,
-                    secret: true,
-                },
-                Err(why) => {
-                    return Ok(Err(Unmeasurable(format!("argument {:?}: {why}", arg.name))));
-                }
-            },
-            (None, None) => {
-                return Ok(Err(Unmeasurable(format!(
-                    "argument {:?} has no value: give it one in the Rollout's analysis args or a default in the template",
-                    arg.name
-                ))));
-            }
-        };
-        values.insert(arg.name.clone(), value);
-    }
     // The rules the templates were checked against, again: a run can be written by hand.
     if let Some(first) = validate::analysis_template(spec).first() {
-        return Ok(Err(Unmeasurable(format!("invalid analysis: {first}"))));
+        assess::fail_run(status, format!("invalid analysis: {first}"), now);
+        return None;
     }
-    let schedules = match assess::schedules(&run.spec, &values) {
+    let literal: BTreeMap<String, ArgValue> = spec
+        .args
+        .iter()
+        .filter_map(|a| {
+            let value = a.value.clone()?;
+            Some((
+                a.name.clone(),
+                ArgValue {
+                    value,
+                    secret: false,
+                },
+            ))
+        })
+        .collect();
+    let schedules = match assess::schedules(&run.spec, &literal) {
         Ok(schedules) => schedules,
-        Err(why) => return Ok(Err(Unmeasurable(why))),
+        Err(why) => {
+            assess::fail_run(status, why, now);
+            return None;
+        }
     };
-    let mut prepared = Vec::new();
-    for (index, schedule) in schedules.into_iter().enumerate() {
-        let Some(metric) = assess::metric(&run.spec, &schedule).cloned() else {
-            continue;
-        };
-        let at = format!("spec.metrics[{index}] (metric {:?})", metric.name);
-        // Validation has required a provider; only Prometheus exists.
-        let Some(prometheus) = &metric.provider.prometheus else {
-            return Ok(Err(Unmeasurable(format!("{at}: no prometheus provider"))));
-        };
-        let Some(address) = prometheus
-            .address
-            .clone()
-            .or_else(|| ctx.default_address.clone())
-        else {
-            return Ok(Err(Unmeasurable(format!(
-                "{at}: no Prometheus address: set provider.prometheus.address, or start weir with --prometheus-url"
-            ))));
-        };
-        let filled = match substitute(&prometheus.query, &values) {
-            Ok(filled) => filled,
-            Err(why) => {
-                return Ok(Err(Unmeasurable(format!(
-                    "{at}.provider.prometheus.query: {why}"
-                ))));
-            }
-        };
-        let mut headers = Vec::new();
-        for header in &prometheus.headers {
-            match substitute(&header.value, &values) {
-                Ok(value) => headers.push((header.key.clone(), value.sent)),
-                Err(why) => {
-                    return Ok(Err(Unmeasurable(format!(
-                        "{at}: header {}: {why}",
-                        header.key
-                    ))));
-                }
-            }
-        }
-        if let Some(auth) = &prometheus.authentication {
-            match authorization(&secrets, auth).await? {
-                Ok(Some(value)) => headers.push(("Authorization".into(), value)),
-                Ok(None) => {}
-                Err(why) => {
-                    return Ok(Err(Unmeasurable(format!(
-                        "{at}.provider.prometheus.authentication: {why}"
-                    ))));
-                }
-            }
-        }
-        let timeout = prometheus
-            .timeout
-            .and_then(|t| u64::try_from(t).ok())
-            .map_or(DEFAULT_TIMEOUT, Duration::from_secs);
-        prepared.push(Prepared {
-            schedule,
-            recorded_query: filled.recorded,
-            query: Query {
-                address,
-                query: filled.sent,
-                timeout,
-                headers,
-            },
-            metric,
-        });
+    if run.spec.terminate {
+        assess::conclude(status, &schedules, true, now);
+        return None;
     }
-    Ok(Ok(prepared))
+    let (due, _) = assess::due(&schedules, status, now);
+    if !due.is_empty() {
+        let secrets: Api<Secret> =
+            Api::namespaced(ctx.client.clone(), &run.namespace().unwrap_or_default());
+        let values = resolve_args(&secrets, run, literal).await;
+        let mut prepared = Vec::new();
+        for index in &due {
+            let schedule = &schedules[*index];
+            let ready = match &values {
+                Err(why) => Err(why.clone()),
+                Ok(values) => prepare(ctx, &secrets, run, schedule, values).await,
+            };
+            match ready {
+                Ok(ready) => prepared.push((*index, ready)),
+                Err(Unready::Never(why)) => {
+                    assess::fail_run(status, why, now);
+                    return None;
+                }
+                Err(Unready::NotNow(why)) => {
+                    assess::record(status, schedule, unmeasured(why, now));
+                }
+            }
+        }
+        let measurements =
+            futures::future::join_all(prepared.iter().map(|(_, p)| measure(ctx, p))).await;
+        for ((index, _), measurement) in prepared.iter().zip(measurements) {
+            assess::record(status, &schedules[*index], measurement);
+        }
+    }
+    let now = Utc::now();
+    assess::conclude(status, &schedules, false, now);
+    assess::due(&schedules, status, now).1
 }
 
-/// A Secret key's value; a missing Secret or key is a reason, an API failure an error.
-async fn read_secret(
+/// An Error measurement for a metric that could not be queried.
+fn unmeasured(why: String, now: chrono::DateTime<Utc>) -> Measurement {
+    Measurement {
+        phase: AnalysisPhase::Error,
+        value: None,
+        query: None,
+        message: Some(why),
+        started_at: to_k8s(now),
+        finished_at: Some(to_k8s(now)),
+    }
+}
+
+/// Every argument's value: literals, and Secrets read now (never stored).
+async fn resolve_args(
     secrets: &Api<Secret>,
-    reference: &SecretKeyRef,
-) -> Result<Result<String, String>, Error> {
-    let Some(secret) = secrets.get_opt(&reference.name).await.map_err(Error::api(
-        "reading",
-        "Secret",
-        &reference.name,
-    ))?
+    run: &AnalysisRun,
+    mut values: BTreeMap<String, ArgValue>,
+) -> Result<BTreeMap<String, ArgValue>, Unready> {
+    for arg in &run.spec.template.args {
+        if arg.value.is_some() {
+            continue;
+        }
+        let Some(reference) = arg
+            .value_from
+            .as_ref()
+            .and_then(|f| f.secret_key_ref.as_ref())
+        else {
+            return Err(Unready::Never(format!(
+                "argument {:?} has no value: give it one in the Rollout's analysis args or a default in the template",
+                arg.name
+            )));
+        };
+        let value = read_secret(secrets, reference)
+            .await
+            .map_err(|why| Unready::NotNow(format!("argument {:?}: {why}", arg.name)))?;
+        values.insert(
+            arg.name.clone(),
+            ArgValue {
+                value,
+                secret: true,
+            },
+        );
+    }
+    Ok(values)
+}
+
+/// Fills one metric's query and credentials.
+async fn prepare(
+    ctx: &Context,
+    secrets: &Api<Secret>,
+    run: &AnalysisRun,
+    schedule: &Schedule,
+    values: &BTreeMap<String, ArgValue>,
+) -> Result<Prepared, Unready> {
+    let Some((index, metric)) = run
+        .spec
+        .template
+        .metrics
+        .iter()
+        .enumerate()
+        .find(|(_, m)| m.name == schedule.name)
     else {
-        return Ok(Err(format!("Secret {:?} not found", reference.name)));
+        return Err(Unready::Never(format!(
+            "metric {:?} is gone from the run",
+            schedule.name
+        )));
+    };
+    let at = format!("spec.metrics[{index}] (metric {:?})", metric.name);
+    // Validation has required a provider; Prometheus is the only one.
+    let Some(prometheus) = &metric.provider.prometheus else {
+        return Err(Unready::Never(format!("{at}: no prometheus provider")));
+    };
+    let Some(address) = prometheus
+        .address
+        .clone()
+        .or_else(|| ctx.default_address.clone())
+    else {
+        return Err(Unready::Never(format!(
+            "{at}: no Prometheus address: set provider.prometheus.address, or start weir with --prometheus-url"
+        )));
+    };
+    let filled = substitute(&prometheus.query, values)
+        .map_err(|why| Unready::Never(format!("{at}.provider.prometheus.query: {why}")))?;
+    let mut headers = Vec::new();
+    for header in &prometheus.headers {
+        let value = substitute(&header.value, values)
+            .map_err(|why| Unready::Never(format!("{at}: header {}: {why}", header.key)))?;
+        headers.push((header.key.clone(), value.sent));
+    }
+    let mut secret_values: Vec<String> = values
+        .values()
+        .filter(|v| v.secret && !v.value.is_empty())
+        .map(|v| v.value.clone())
+        .collect();
+    if let Some(auth) = &prometheus.authentication {
+        let credentials = authorization(secrets, auth).await.map_err(|why| {
+            Unready::NotNow(format!("{at}.provider.prometheus.authentication: {why}"))
+        })?;
+        if let Some((header, secret_parts)) = credentials {
+            secret_values.extend(secret_parts);
+            headers.push(("Authorization".into(), header));
+        }
+    }
+    let timeout = prometheus
+        .timeout
+        .and_then(|t| u64::try_from(t).ok())
+        .map_or(DEFAULT_TIMEOUT, Duration::from_secs);
+    Ok(Prepared {
+        metric: metric.clone(),
+        recorded_query: filled.recorded,
+        query: Query {
+            address,
+            query: filled.sent,
+            timeout,
+            headers,
+        },
+        secrets: secret_values,
+    })
+}
+
+/// A Secret key's value, or why it cannot be had (missing, unreadable, not text).
+async fn read_secret(secrets: &Api<Secret>, reference: &SecretKeyRef) -> Result<String, String> {
+    let secret = match secrets.get_opt(&reference.name).await {
+        Ok(Some(secret)) => secret,
+        Ok(None) => return Err(format!("Secret {:?} not found", reference.name)),
+        Err(error) => return Err(format!("reading Secret {:?}: {error}", reference.name)),
     };
     let bytes = secret
         .data
@@ -302,50 +366,39 @@ async fn read_secret(
                 .as_ref()
                 .and_then(|d| d.get(&reference.key))
                 .map(|s| s.clone().into_bytes())
-        });
-    match bytes {
-        None => Ok(Err(format!(
-            "Secret {:?} has no key {:?}",
-            reference.name, reference.key
-        ))),
-        Some(bytes) => Ok(String::from_utf8(bytes)
-            .map(|s| s.trim_end_matches('\n').to_owned())
-            .map_err(|_| {
-                format!(
-                    "Secret {:?} key {:?} is not UTF-8 text",
-                    reference.name, reference.key
-                )
-            })),
-    }
+        })
+        .ok_or_else(|| format!("Secret {:?} has no key {:?}", reference.name, reference.key))?;
+    String::from_utf8(bytes)
+        .map(|s| s.trim_end_matches('\n').to_owned())
+        .map_err(|_| {
+            format!(
+                "Secret {:?} key {:?} is not UTF-8 text",
+                reference.name, reference.key
+            )
+        })
 }
 
+/// The Authorization header and the secret parts it carries; None without credentials.
 async fn authorization(
     secrets: &Api<Secret>,
     auth: &crate::api::analysis::PrometheusAuthentication,
-) -> Result<Result<Option<String>, String>, Error> {
+) -> Result<Option<(String, Vec<String>)>, String> {
     use base64::Engine;
     if let Some(token) = &auth.bearer_token {
-        return Ok(read_secret(secrets, token)
-            .await?
-            .map(|t| Some(format!("Bearer {t}"))));
+        let token = read_secret(secrets, token).await?;
+        return Ok(Some((format!("Bearer {token}"), vec![token])));
     }
     let Some(basic) = &auth.basic_auth else {
-        return Ok(Ok(None));
+        return Ok(None);
     };
     let key = |key: &str| SecretKeyRef {
         name: basic.secret_name.clone(),
         key: key.into(),
     };
-    let user = match read_secret(secrets, &key("username")).await? {
-        Ok(user) => user,
-        Err(why) => return Ok(Err(why)),
-    };
-    let password = match read_secret(secrets, &key("password")).await? {
-        Ok(password) => password,
-        Err(why) => return Ok(Err(why)),
-    };
+    let user = read_secret(secrets, &key("username")).await?;
+    let password = read_secret(secrets, &key("password")).await?;
     let encoded = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
-    Ok(Ok(Some(format!("Basic {encoded}"))))
+    Ok(Some((format!("Basic {encoded}"), vec![password, encoded])))
 }
 
 /// One measurement: query, judge, and the record of both.
@@ -360,9 +413,13 @@ async fn measure(ctx: &Context, prepared: &Prepared) -> Measurement {
         }
         Err(why) => (AnalysisPhase::Error, None, why),
     };
+    // Whatever the answer echoed (an error quoting the request), no Secret value leaves.
+    let message = prepared.secrets.iter().fold(message, |text, secret| {
+        text.replace(secret.as_str(), "<secret>")
+    });
     ctx.metrics
         .observe_measurement(phase, (finished - started).to_std().unwrap_or_default());
-    info!(metric = %prepared.schedule.name, ?phase, value = value.as_deref().unwrap_or("-"), %message, "measured");
+    info!(metric = %prepared.metric.name, ?phase, value = value.as_deref().unwrap_or("-"), %message, "measured");
     Measurement {
         phase,
         value,

@@ -149,8 +149,15 @@ pub fn build(
             spec.metrics.push(metric.clone());
         }
         for arg in &template_spec.args {
-            if !spec.args.iter().any(|a| a.name == arg.name) {
-                spec.args.push(arg.clone());
+            let has_value = arg.value.is_some() || arg.value_from.is_some();
+            match spec.args.iter_mut().find(|a| a.name == arg.name) {
+                None => spec.args.push(arg.clone()),
+                // A default from a later template fills a declaration without one, as
+                // `check` assumes; the first default stays otherwise.
+                Some(slot) if has_value && slot.value.is_none() && slot.value_from.is_none() => {
+                    *slot = arg.clone();
+                }
+                Some(_) => {}
             }
         }
         spec.dry_run.extend(template_spec.dry_run.iter().cloned());
@@ -413,6 +420,19 @@ mod tests {
                 ("who", Some("shop"))
             ]
         );
+        let filled_later = vec![
+            (
+                "a".to_string(),
+                template(&["m"], json!([{"name": "window"}])),
+            ),
+            (
+                "b".to_string(),
+                template(&["n"], json!([{"name": "window", "value": "5m"}])),
+            ),
+        ];
+        let run =
+            build(&rollout(), &filled_later, &[], &target).expect("the default of b fills a's");
+        assert_eq!(run.spec.template.args[0].value.as_deref(), Some("5m"));
         let error = build(&rollout(), &templates, &[], &target).expect_err("stable and who unset");
         assert_eq!(
             error,

@@ -51,8 +51,12 @@ impl std::fmt::Display for QueryValue {
         match self {
             QueryValue::Scalar(value) => write!(f, "{value}"),
             QueryValue::Vector(values) => {
-                let parts: Vec<String> = values.iter().map(f64::to_string).collect();
-                write!(f, "[{}]", parts.join(", "))
+                // A wide vector would swell every record it appears in (run, Rollout, Event).
+                let parts: Vec<String> = values.iter().take(SHOWN).map(f64::to_string).collect();
+                match values.len() {
+                    n if n > SHOWN => write!(f, "[{}, ... ({n} samples)]", parts.join(", ")),
+                    _ => write!(f, "[{}]", parts.join(", ")),
+                }
             }
         }
     }
@@ -74,6 +78,11 @@ impl Verdict {
 }
 
 pub const NO_DATA: &str = "query returned no data";
+/// Samples shown of a vector result; the rest are counted.
+const SHOWN: usize = 10;
+/// Longest condition accepted: enough for any real gate, small enough that parsing a
+/// hostile one cannot exhaust a worker's stack.
+const MAX_CONDITION: usize = 1024;
 
 static ENV: LazyLock<Arc<Env>> = LazyLock::new(|| Arc::new(Env::stdlib()));
 
@@ -81,23 +90,83 @@ static ENV: LazyLock<Arc<Env>> = LazyLock::new(|| Arc::new(Env::stdlib()));
 /// `result`, functions CEL does not have. Where the text is Argo's expr syntax, the message
 /// says how CEL writes it.
 pub fn check_condition(source: &str) -> Result<(), String> {
+    if source.len() > MAX_CONDITION {
+        return Err(format!(
+            "is {} characters long; at most {MAX_CONDITION} are accepted",
+            source.len()
+        ));
+    }
+    let depth = source
+        .chars()
+        .scan(0i32, |depth, c| {
+            *depth += match c {
+                '(' | '[' | '{' => 1,
+                ')' | ']' | '}' => -1,
+                _ => 0,
+            };
+            Some(*depth)
+        })
+        .max()
+        .unwrap_or(0);
+    if depth > 32 {
+        return Err(format!(
+            "nests {depth} brackets deep; at most 32 are accepted"
+        ));
+    }
     let program = compile(source)?;
-    // Evaluating against both result shapes finds unknown names the parser accepts
-    // (`isNaN(x)`, `reslt[0]`); type errors are left alone since they depend on the shape.
+    let bound = bound_variables(source);
+    let references = program.references();
+    let unknown: Vec<&str> = references
+        .variables()
+        .into_iter()
+        .filter(|v| *v != "result" && !bound.contains(v))
+        .collect();
+    if let Some(name) = unknown.first() {
+        return Err(undefined(name, source));
+    }
+    // Evaluating against both result shapes, small and large, finds unknown functions the
+    // parser accepts (`isNaN(x)`), also behind `&&` and `||`; type errors are left alone since
+    // they depend on the shape.
     for probe in [
-        QueryValue::Vector(vec![1.0, 1.0, 1.0, 1.0]),
-        QueryValue::Scalar(1.0),
+        QueryValue::Vector(vec![0.0; 4]),
+        QueryValue::Vector(vec![1e12; 4]),
+        QueryValue::Vector(vec![-1e12; 4]),
+        QueryValue::Scalar(0.0),
+        QueryValue::Scalar(1e12),
+        QueryValue::Scalar(-1e12),
     ] {
         if let Err(cel::ExecutionError::UndeclaredReference(name)) = evaluate(&program, &probe) {
-            let mut message = format!("{name:?} is not defined: the only variable is `result`");
-            if let Some(hint) = argo_hint(source) {
-                message.push_str("; ");
-                message.push_str(&hint);
-            }
-            return Err(message);
+            return Err(undefined(&name, source));
         }
     }
     Ok(())
+}
+
+fn undefined(name: &str, source: &str) -> String {
+    let mut message = format!("{name:?} is not defined: the only variable is `result`");
+    if let Some(hint) = argo_hint(source) {
+        message.push_str("; ");
+        message.push_str(&hint);
+    }
+    message
+}
+
+/// The names macros bind (`x` in `result.all(x, x < 1)`), which are variables too.
+fn bound_variables(source: &str) -> Vec<&str> {
+    let mut names = Vec::new();
+    for macro_name in ["all(", "exists(", "exists_one(", "map(", "filter("] {
+        let mut rest = source;
+        while let Some(at) = rest.find(macro_name) {
+            let after = &rest[at + macro_name.len()..];
+            if rest[..at].ends_with('.')
+                && let Some((name, _)) = after.split_once(',')
+            {
+                names.push(name.trim());
+            }
+            rest = after;
+        }
+    }
+    names
 }
 
 fn compile(source: &str) -> Result<Program, String> {

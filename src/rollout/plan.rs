@@ -872,17 +872,40 @@ impl<'a> Planner<'a> {
                 self.judge(run, stable, hash, "background analysis");
                 return true;
             }
-            // Paused for a human; once promoted past, the run is marked stopped so that the
-            // same verdict does not pause the rollout again.
-            Some(run) if run.phase == AnalysisPhase::Inconclusive && !run.terminated => {
-                match self.judge(run, stable, hash, "background analysis") {
-                    Progress::Wait => return true,
-                    Progress::Advance => {
+            // Paused for a human, with a pause condition of its own (a pause step may hold
+            // one too). Once the pause is recorded the run is marked stopped, so that after
+            // a promote the same verdict does not pause the rollout again; marking it only
+            // then means a crash can never lose the pause. (A promote landing between the two
+            // writes, a reconcile apart, gets a second pause: safe, if redundant.)
+            Some(run) if run.phase == AnalysisPhase::Inconclusive => {
+                let held = self
+                    .status
+                    .pause_conditions
+                    .iter()
+                    .any(|c| c.reason == PauseReason::InconclusiveAnalysisRun);
+                if held {
+                    if !run.terminated {
                         self.actions.push(Action::StopAnalysis {
                             name: run.name.clone(),
                         });
-                        self.clear_controller_pause();
                     }
+                    return true;
+                }
+                if !run.terminated {
+                    let detail = run
+                        .message
+                        .clone()
+                        .unwrap_or_else(|| format!("run {}", run.name));
+                    self.status.pause_conditions.push(PauseCondition {
+                        reason: PauseReason::InconclusiveAnalysisRun,
+                        start_time: to_k8s(self.input.now),
+                    });
+                    let message = format!(
+                        "background analysis was inconclusive ({detail}): paused until promoted or aborted"
+                    );
+                    self.status.message = Some(message.clone());
+                    self.transition(Reason::Paused, message);
+                    return true;
                 }
             }
             Some(_) => {}

@@ -645,3 +645,19 @@ fn credentials_headers_and_retention_are_checked() {
         )],
     );
 }
+
+#[test]
+fn an_interval_under_a_second_is_refused() {
+    let spec = template_from(json!({"metrics": [
+        {"name": "a", "interval": "0s", "successCondition": "true", "provider": prometheus("up")},
+        {"name": "b", "interval": "500ms", "successCondition": "true", "provider": prometheus("up")},
+        {"name": "c", "interval": "1s", "successCondition": "true", "provider": prometheus("up")}
+    ]}));
+    assert_only(
+        analysis_template(&spec),
+        &[
+            (Invalid, "spec.metrics[0].interval"),
+            (Invalid, "spec.metrics[1].interval"),
+        ],
+    );
+}

@@ -357,6 +357,15 @@ pub struct PrometheusProcess {
 
 impl PrometheusProcess {
     pub async fn start(name: &str, target: &str) -> PrometheusProcess {
+        PrometheusProcess::start_with(name, target, None).await
+    }
+
+    /// With `basic_auth` (user, bcrypt hash) every API call needs those credentials.
+    pub async fn start_with(
+        name: &str,
+        target: &str,
+        basic_auth: Option<(&str, &str)>,
+    ) -> PrometheusProcess {
         let dir = std::env::temp_dir().join(format!("weir-test-prometheus-{name}"));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("creating {}: {e}", dir.display()));
@@ -368,6 +377,13 @@ impl PrometheusProcess {
             ),
         )
         .unwrap_or_else(|e| panic!("writing {}: {e}", config.display()));
+        let mut web_config = Vec::new();
+        if let Some((user, hash)) = basic_auth {
+            let path = dir.join("web.yml");
+            std::fs::write(&path, format!("basic_auth_users:\n  {user}: {hash}\n"))
+                .unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
+            web_config.push(format!("--web.config.file={}", path.display()));
+        }
         let port = free_port();
         let log = std::fs::File::create(dir.join("prometheus.log"))
             .unwrap_or_else(|e| panic!("prometheus log: {e}"));
@@ -378,6 +394,7 @@ impl PrometheusProcess {
                 dir.join("data").display()
             ))
             .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .args(&web_config)
             .stdout(log.try_clone().unwrap_or_else(|e| panic!("log: {e}")))
             .stderr(log)
             .spawn()
@@ -389,13 +406,15 @@ impl PrometheusProcess {
             child: Some(child),
             dir,
         };
+        // Behind basic auth, a 401 is the sign it is up; the test waits for data itself.
+        let up = if basic_auth.is_some() { 401 } else { 200 };
         eventually(
             "the test's Prometheus to be ready",
             Duration::from_secs(30),
             || async {
                 http_get(port, "/-/ready")
                     .await
-                    .filter(|(code, _)| *code == 200)
+                    .filter(|(code, _)| *code == up)
             },
         )
         .await;

@@ -101,6 +101,16 @@ fn no_data_is_inconclusive_unless_told_otherwise() {
 }
 
 #[test]
+fn wide_vectors_are_shown_in_part() {
+    let wide = QueryValue::Vector((0..25).map(f64::from).collect());
+    assert_eq!(
+        wide.to_string(),
+        "[0, 1, 2, 3, 4, 5, 6, 7, 8, 9, ... (25 samples)]"
+    );
+    assert_eq!(vector(&[0.5, 2.0]).to_string(), "[0.5, 2]");
+}
+
+#[test]
 fn conditions_that_do_not_give_a_bool_are_errors() {
     let number = metric(json!({"successCondition": "result[0] + 1.0"}));
     let verdict = judge(&number, &vector(&[1.0]));
@@ -147,6 +157,17 @@ fn invalid_cel_is_rejected_with_argo_hints() {
     );
     let error = check_condition("reslt[0] > 1").expect_err("typo");
     assert!(error.contains("\"reslt\""), "{error}");
+    let error = check_condition("result[0] > 0.5 || foo").expect_err("behind ||");
+    assert!(error.contains("\"foo\""), "{error}");
+    let error = check_condition("result[0] < 0.5 && bar(result[0])").expect_err("behind &&");
+    assert!(error.contains("\"bar\""), "{error}");
+    assert_eq!(
+        check_condition("result.map(v, v * 2.0).all(w, w > 1.0)"),
+        Ok(())
+    );
+    let deep = format!("{}result{}", "(".repeat(40), ")".repeat(40));
+    assert!(check_condition(&deep).is_err());
+    assert!(check_condition(&"result[0] > 1.0 && ".repeat(100)).is_err());
     let error = check_condition("result[0] >=").expect_err("syntax");
     assert!(error.starts_with("not valid CEL"), "{error}");
 }

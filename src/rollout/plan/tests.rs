@@ -884,6 +884,9 @@ fn inconclusive_background_analysis_pauses_once_until_promoted() {
     );
     let message = world.status.message.clone().unwrap_or_default();
     assert!(message.contains("query returned no data"), "{message}");
+    // The status write that records the pause brings the next reconcile, which marks the
+    // verdict handled.
+    world.reconcile();
     world.promote();
     for _ in 0..4 {
         world.reconcile();
@@ -893,6 +896,46 @@ fn inconclusive_background_analysis_pauses_once_until_promoted() {
         Some(RolloutPhase::Healthy),
         "not paused a second time"
     );
+}
+
+#[test]
+fn inconclusive_background_analysis_during_a_pause_step_waits_for_a_human() {
+    let mut s = spec(
+        json!([{"setWeight": 20}, {"pause": {}}, {"setWeight": 60}]),
+        true,
+        4,
+    );
+    s.strategy.canary.as_mut().expect("canary").analysis = Some(
+        serde_json::from_value(json!({"templates": [{"templateName": "t"}]})).expect("analysis"),
+    );
+    let mut world = World::with_canary(s);
+    world.reconcile();
+    assert_eq!(
+        world.status.current_step_index,
+        Some(1),
+        "at the pause step"
+    );
+    world.run_phase(None, AnalysisPhase::Inconclusive, "query returned no data");
+    for _ in 0..3 {
+        world.reconcile();
+    }
+    let reasons: Vec<_> = world
+        .status
+        .pause_conditions
+        .iter()
+        .map(|c| c.reason)
+        .collect();
+    assert!(
+        reasons.contains(&PauseReason::InconclusiveAnalysisRun),
+        "{reasons:?}"
+    );
+    assert_eq!(world.status.current_step_index, Some(1), "nobody promoted");
+    assert_eq!(world.phase(), Some(RolloutPhase::Paused));
+    world.promote();
+    for _ in 0..4 {
+        world.reconcile();
+    }
+    assert_eq!(world.phase(), Some(RolloutPhase::Healthy));
 }
 
 #[test]
