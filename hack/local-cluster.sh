@@ -51,6 +51,8 @@ install_runtime_packages() {
   command -v openssl >/dev/null || want+=(openssl)
   command -v curl >/dev/null || want+=(curl)
   command -v python3 >/dev/null || want+=(python3)
+  # GitSync tests serve repositories over file:// and `git daemon` (part of Debian's git).
+  command -v git >/dev/null || want+=(git)
   [ ${#want[@]} -eq 0 ] || apt_install "${want[@]}"
   # Recommends would pull in node exporters and other daemons nobody asked for.
   command -v prometheus >/dev/null || apt_install --no-install-recommends prometheus

@@ -6,6 +6,7 @@ pub mod api;
 pub mod conditions;
 pub mod crd_files;
 pub mod duration;
+pub mod gitops;
 pub mod rollout;
 pub mod runtime;
 pub mod sim;

@@ -297,6 +297,7 @@ pub async fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
 }
 
 pub mod app;
+pub mod git;
 
 /// A Prometheus exposition endpoint whose body the test sets at will; served until dropped.
 pub struct MetricsServer {
