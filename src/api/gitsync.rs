@@ -139,9 +139,16 @@ pub struct GitSyncStatus {
     /// Revisions that failed and are never applied again.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub rejected_revisions: Vec<RejectedRevision>,
+    /// The newest revisions tried, oldest first, with what became of each.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub history: Vec<RevisionRecord>,
     /// Every object applied from Git, for pruning.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub inventory: Vec<InventoryEntry>,
+    /// The last value of the annotation `weir.dev/sync-requested-at` that was acted on; a
+    /// new value (set by the push webhook or by hand) asks for a sync now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_handled_sync_request: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -165,6 +172,19 @@ pub struct RejectedRevision {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub value: Option<String>,
     pub rejected_at: Time,
+}
+
+/// A revision weir tried to apply.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RevisionRecord {
+    pub revision: String,
+    /// The commit's subject line.
+    pub subject: String,
+    /// When this outcome was first seen.
+    pub time: Time,
+    /// `Applied`, `RenderFailed` or `ApplyFailed`.
+    pub outcome: String,
 }
 
 /// One object applied from Git.

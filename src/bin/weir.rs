@@ -25,34 +25,47 @@ enum Command {
         dir: Option<PathBuf>,
     },
     /// Run the controller until SIGTERM.
-    Controller {
-        /// Watch only this namespace (default: all namespaces).
-        #[arg(long, env = "WEIR_NAMESPACE")]
-        namespace: Option<String>,
-        /// Elect a leader among replicas with a Lease; only the leader writes.
-        #[arg(long, env = "WEIR_LEADER_ELECT")]
-        leader_elect: bool,
-        /// The Lease's name.
-        #[arg(long, default_value = "weir-controller")]
-        lease_name: String,
-        /// The Lease's namespace (default: POD_NAMESPACE, else --namespace, else default).
-        #[arg(long, env = "POD_NAMESPACE")]
-        lease_namespace: Option<String>,
-        /// How long a lease lasts without renewal (30s, 15s, ...); a standby takes over after it.
-        #[arg(long, default_value = "15s", value_parser = parse_duration)]
-        lease_duration: std::time::Duration,
-        /// Serve /healthz, /readyz and /metrics here (port 0: any free port, logged).
-        #[arg(long, default_value = "0.0.0.0:8080", env = "WEIR_METRICS_ADDR")]
-        metrics_addr: std::net::SocketAddr,
-        /// Log as JSON lines instead of text.
-        #[arg(long, value_enum, default_value = "text", env = "WEIR_LOG_FORMAT")]
-        log_format: LogFormat,
-        /// Prometheus for analysis metrics that set no `address` (http://prometheus:9090).
-        #[arg(long, env = "WEIR_PROMETHEUS_URL", value_parser = parse_http_url)]
-        prometheus_url: Option<String>,
-    },
+    Controller(Box<ControllerArgs>),
     /// Print the version.
     Version,
+}
+
+#[derive(clap::Args)]
+struct ControllerArgs {
+    /// Watch only this namespace (default: all namespaces).
+    #[arg(long, env = "WEIR_NAMESPACE")]
+    namespace: Option<String>,
+    /// Elect a leader among replicas with a Lease; only the leader writes.
+    #[arg(long, env = "WEIR_LEADER_ELECT")]
+    leader_elect: bool,
+    /// The Lease's name.
+    #[arg(long, default_value = "weir-controller")]
+    lease_name: String,
+    /// The Lease's namespace (default: POD_NAMESPACE, else --namespace, else default).
+    #[arg(long, env = "POD_NAMESPACE")]
+    lease_namespace: Option<String>,
+    /// How long a lease lasts without renewal (30s, 15s, ...); a standby takes over after it.
+    #[arg(long, default_value = "15s", value_parser = parse_duration)]
+    lease_duration: std::time::Duration,
+    /// Serve /healthz, /readyz and /metrics here (port 0: any free port, logged).
+    #[arg(long, default_value = "0.0.0.0:8080", env = "WEIR_METRICS_ADDR")]
+    metrics_addr: std::net::SocketAddr,
+    /// Log as JSON lines instead of text.
+    #[arg(long, value_enum, default_value = "text", env = "WEIR_LOG_FORMAT")]
+    log_format: LogFormat,
+    /// Prometheus for analysis metrics that set no `address` (http://prometheus:9090).
+    #[arg(long, env = "WEIR_PROMETHEUS_URL", value_parser = parse_http_url)]
+    prometheus_url: Option<String>,
+    /// Where GitSyncs keep their clones (kept across restarts when on a volume).
+    #[arg(long, env = "WEIR_GIT_CACHE_DIR", default_value_os_t = std::env::temp_dir().join("weir-git"))]
+    git_cache_dir: PathBuf,
+    /// GitSyncs fetching at once; the rest wait their turn.
+    #[arg(long, default_value_t = 4)]
+    max_concurrent_fetches: usize,
+    /// The Secret (NAMESPACE/NAME, key `token`) whose value signs push webhooks
+    /// (POST /hooks/git on --metrics-addr); without it every webhook call is refused.
+    #[arg(long, env = "WEIR_WEBHOOK_SECRET")]
+    webhook_secret: Option<weir::gitops::webhook::SecretLocation>,
 }
 
 fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
@@ -65,6 +78,12 @@ fn parse_http_url(text: &str) -> Result<String, String> {
     } else {
         Err(format!("{text:?} must start with http:// or https://"))
     }
+}
+
+struct GitOptions {
+    cache_dir: PathBuf,
+    max_fetches: usize,
+    webhook_secret: Option<weir::gitops::webhook::SecretLocation>,
 }
 
 struct Election {
@@ -99,17 +118,20 @@ async fn controller(
     election: Election,
     metrics_addr: std::net::SocketAddr,
     prometheus_url: Option<String>,
+    git: GitOptions,
 ) -> anyhow::Result<()> {
     let metrics = std::sync::Arc::new(weir::runtime::metrics::Metrics::default());
     let ready = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    weir::runtime::http::serve(metrics_addr, metrics.clone(), ready.clone())
+    let client = kube::Client::try_default().await.map_err(|error| {
+        anyhow::anyhow!("connecting to the cluster (in-cluster config or KUBECONFIG): {error}")
+    })?;
+    let webhook =
+        weir::gitops::webhook::routes(client.clone(), namespace.clone(), git.webhook_secret);
+    weir::runtime::http::serve(metrics_addr, metrics.clone(), ready.clone(), webhook)
         .await
         .map_err(|error| {
             anyhow::anyhow!("serving metrics on {metrics_addr} (--metrics-addr): {error}")
         })?;
-    let client = kube::Client::try_default().await.map_err(|error| {
-        anyhow::anyhow!("connecting to the cluster (in-cluster config or KUBECONFIG): {error}")
-    })?;
     let leadership = if election.enabled {
         // Unique per process: a restarted pod must not inherit its predecessor's lease.
         let host = std::env::var("POD_NAME")
@@ -127,7 +149,8 @@ async fn controller(
     } else {
         weir::runtime::leader::Leadership::always()
     };
-    let (_, analysis) = tokio::join!(
+    let (client_for_git, leadership_for_git) = (client.clone(), leadership.clone());
+    let (_, analysis, _) = tokio::join!(
         weir::rollout::controller::run(
             client.clone(),
             namespace.as_deref(),
@@ -142,6 +165,13 @@ async fn controller(
             metrics,
             prometheus_url,
         ),
+        weir::gitops::controller::run(
+            client_for_git,
+            namespace.as_deref(),
+            leadership_for_git,
+            git.cache_dir,
+            git.max_fetches,
+        ),
     );
     analysis
 }
@@ -150,16 +180,20 @@ async fn controller(
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Controller {
-            namespace,
-            leader_elect,
-            lease_name,
-            lease_namespace,
-            lease_duration,
-            metrics_addr,
-            log_format,
-            prometheus_url,
-        } => {
+        Command::Controller(args) => {
+            let ControllerArgs {
+                namespace,
+                leader_elect,
+                lease_name,
+                lease_namespace,
+                lease_duration,
+                metrics_addr,
+                log_format,
+                prometheus_url,
+                git_cache_dir,
+                max_concurrent_fetches,
+                webhook_secret,
+            } = *args;
             init_logging(log_format);
             let election = Election {
                 enabled: leader_elect,
@@ -169,7 +203,12 @@ async fn main() -> ExitCode {
                     .unwrap_or_else(|| "default".into()),
                 duration: lease_duration,
             };
-            controller(namespace, election, metrics_addr, prometheus_url).await
+            let git = GitOptions {
+                cache_dir: git_cache_dir,
+                max_fetches: max_concurrent_fetches,
+                webhook_secret,
+            };
+            controller(namespace, election, metrics_addr, prometheus_url, git).await
         }
         Command::Crds { dir } => weir::crd_files::emit(weir::api::crds(), dir.as_deref()),
         Command::Version => {

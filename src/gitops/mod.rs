@@ -1,5 +1,10 @@
 //! GitOps: keeping the cluster equal to a path of a Git repository.
 
+pub mod apply;
+pub mod controller;
 pub mod inventory;
+pub mod reconcile;
 pub mod render;
 pub mod source;
+pub mod status;
+pub mod webhook;

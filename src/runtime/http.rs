@@ -1,5 +1,6 @@
 //! The controller's HTTP server: `/healthz` (the process answers), `/readyz` (its caches have
-//! synced) and `/metrics` (Prometheus text format).
+//! synced), `/metrics` (Prometheus text format), and whatever routes the caller adds (the
+//! push webhook).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -21,12 +22,13 @@ struct Shared {
     ready: Arc<AtomicBool>,
 }
 
-/// Binds `address` and serves until the process ends. Returns the bound address (useful
-/// with port 0).
+/// Binds `address` and serves until the process ends, with `more` routes (the push
+/// webhook) beside the built-in ones. Returns the bound address (useful with port 0).
 pub async fn serve(
     address: SocketAddr,
     metrics: Arc<Metrics>,
     ready: Arc<AtomicBool>,
+    more: Router,
 ) -> std::io::Result<SocketAddr> {
     let listener = TcpListener::bind(address).await?;
     let bound = listener.local_addr()?;
@@ -34,8 +36,9 @@ pub async fn serve(
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_text))
-        .with_state(Shared { metrics, ready });
-    info!(%bound, "serving /healthz, /readyz and /metrics");
+        .with_state(Shared { metrics, ready })
+        .merge(more);
+    info!(%bound, "serving /healthz, /readyz, /metrics and the push webhook");
     tokio::spawn(async move {
         if let Err(error) = axum::serve(listener, app).await {
             tracing::error!(%error, "the HTTP server stopped");

@@ -1,0 +1,53 @@
+//! Runs the GitSync controller: watches GitSyncs and syncs each every `interval`.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use futures::StreamExt;
+use kube::Client;
+use kube::runtime::{Controller, watcher};
+use tokio::sync::Semaphore;
+use tracing::{info, warn};
+
+use super::reconcile::{Context, error_policy, reconcile};
+use crate::api::gitsync::GitSync;
+use crate::runtime::leader::{Leadership, became_leader};
+use crate::runtime::scoped_api;
+
+/// Runs until SIGTERM or SIGINT. Clones live under `cache_dir`; at most `max_fetches` fetch
+/// at once.
+pub async fn run(
+    client: Client,
+    namespace: Option<&str>,
+    leadership: Leadership,
+    cache_dir: PathBuf,
+    max_fetches: usize,
+) {
+    let context = Arc::new(Context {
+        recorder: crate::runtime::recorder(&client),
+        client: client.clone(),
+        leadership: leadership.clone(),
+        cache_dir,
+        fetches: Arc::new(Semaphore::new(max_fetches.max(1))),
+        failures: Default::default(),
+        last_sync: Default::default(),
+    });
+    info!(
+        namespace = namespace.unwrap_or("(all)"),
+        "gitsync controller starting"
+    );
+    Controller::new(
+        scoped_api::<GitSync>(&client, namespace),
+        watcher::Config::default(),
+    )
+    .reconcile_all_on(became_leader(&leadership))
+    .shutdown_on_signal()
+    .run(reconcile, error_policy, context)
+    .for_each(|result| async move {
+        if let Err(error) = result {
+            warn!(%error, "reconcile error");
+        }
+    })
+    .await;
+    info!("gitsync controller stopped");
+}

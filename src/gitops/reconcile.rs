@@ -1,0 +1,292 @@
+//! The glue of the GitSync controller: fetch (bounded, off the async workers), render, apply,
+//! record, and come back after `interval` (with a little jitter, so many GitSyncs do not fetch
+//! in step), sooner with backoff after a failed fetch.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::Utc;
+use kube::api::Api;
+use kube::runtime::controller::Action as Requeue;
+use kube::runtime::events::{Event, EventType, Recorder};
+use kube::{Client, Resource, ResourceExt};
+use tokio::sync::Semaphore;
+use tracing::{info, instrument, warn};
+
+use super::apply;
+use super::render::{self, Layout};
+use super::source;
+use super::status::{self, Attempt};
+use super::webhook::SYNC_REQUEST_ANNOTATION;
+use crate::api::gitsync::{GitSync, GitSyncStatus};
+use crate::runtime::leader::Leadership;
+use crate::status_patch::{self, WriteError};
+use crate::{duration, validate};
+
+pub struct Context {
+    pub client: Client,
+    pub recorder: Recorder,
+    pub leadership: Leadership,
+    /// Where the persistent clones live.
+    pub cache_dir: PathBuf,
+    /// Fetches at once; the others wait their turn without blocking a worker.
+    pub fetches: Arc<Semaphore>,
+    /// Failed fetches in a row, per GitSync, for the backoff.
+    pub failures: Mutex<HashMap<String, u32>>,
+    /// When each GitSync was last synced, and at which generation: a watch event that is
+    /// only our own status write must not start another fetch and apply.
+    pub last_sync: Mutex<HashMap<String, (std::time::Instant, Option<i64>)>>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{action} GitSync {name}: {source}")]
+    Api {
+        action: &'static str,
+        name: String,
+        source: kube::Error,
+    },
+    #[error("the GitSync changed while it was synced; syncing again")]
+    Conflict,
+    #[error("this replica lost the leader lease; the leader carries on")]
+    NotLeader,
+}
+
+const DEFAULT_INTERVAL: Duration = Duration::from_secs(60);
+const MAX_BACKOFF: Duration = Duration::from_secs(300);
+
+/// Up to a tenth of the interval, different for each GitSync and each attempt.
+fn jitter(interval: Duration, key: &str) -> Duration {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = fnv::FnvHasher::default();
+    key.hash(&mut hasher);
+    Utc::now()
+        .timestamp_nanos_opt()
+        .unwrap_or_default()
+        .hash(&mut hasher);
+    let tenth = interval.as_millis() as u64 / 10;
+    Duration::from_millis(hasher.finish() % tenth.max(1))
+}
+
+#[instrument(skip(sync, ctx), fields(gitsync = %sync.name_any(), namespace = sync.namespace().unwrap_or_default()))]
+pub async fn reconcile(sync: Arc<GitSync>, ctx: Arc<Context>) -> Result<Requeue, Error> {
+    if !ctx.leadership.is_leading() {
+        return Ok(Requeue::await_change());
+    }
+    let namespace = sync.namespace().unwrap_or_default();
+    let name = sync.name_any();
+    let key = format!("{namespace}/{name}");
+    let api: Api<GitSync> = Api::namespaced(ctx.client.clone(), &namespace);
+    let Some(current) = api.get_opt(&name).await.map_err(|source| Error::Api {
+        action: "reading",
+        name: name.clone(),
+        source,
+    })?
+    else {
+        return Ok(Requeue::await_change());
+    };
+    if current.spec.suspend {
+        return Ok(Requeue::await_change());
+    }
+    let original = current.status.clone().unwrap_or_default();
+    let mut status = original.clone();
+    let generation = current.metadata.generation;
+    let interval = duration::parse(&current.spec.interval).unwrap_or(DEFAULT_INTERVAL);
+    let since_last = {
+        let last = ctx.last_sync.lock().unwrap_or_else(|e| e.into_inner());
+        last.get(&key)
+            .filter(|(_, seen)| *seen == generation)
+            .map(|(at, _)| at.elapsed())
+    };
+    // A new value of the request annotation (the push webhook's) skips the wait.
+    let requested = current.annotations().get(SYNC_REQUEST_ANNOTATION).cloned();
+    let asked = requested.is_some() && requested != original.last_handled_sync_request;
+    if !asked
+        && let Some(elapsed) = since_last
+        && elapsed < interval
+    {
+        return Ok(Requeue::requeue(interval - elapsed));
+    }
+    ctx.last_sync
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(key.clone(), (std::time::Instant::now(), generation));
+
+    let attempt = attempt(&ctx, &current, &key).await;
+    let failures = {
+        let mut failures = ctx.failures.lock().unwrap_or_else(|e| e.into_inner());
+        if matches!(attempt, Attempt::FetchFailed(_)) {
+            let count = failures.entry(key.clone()).or_insert(0);
+            *count += 1;
+            *count
+        } else {
+            failures.remove(&key);
+            0
+        }
+    };
+    status::record(&mut status, &attempt, generation, Utc::now());
+    if asked {
+        status.last_handled_sync_request = requested;
+    }
+    if !ctx.leadership.is_leading() {
+        return Err(Error::NotLeader);
+    }
+    write(&api, &current, &original, &status).await?;
+    let changed = original
+        .conditions
+        .iter()
+        .find(|c| c.type_ == status::READY)
+        .map(|c| (&c.status, &c.reason))
+        != status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == status::READY)
+            .map(|c| (&c.status, &c.reason))
+        || original.last_applied_revision != status.last_applied_revision;
+    if changed {
+        announce(&ctx.recorder, &current, &attempt).await;
+    }
+    let next = match failures {
+        0 => interval + jitter(interval, &key),
+        n => Duration::from_secs(1u64 << n.min(8))
+            .min(MAX_BACKOFF)
+            .min(interval),
+    };
+    info!(outcome = attempt.reason(), message = %attempt.message(), next = ?next, "synced");
+    Ok(Requeue::requeue(next))
+}
+
+/// One fetch, render and apply; never a credential in what it says.
+async fn attempt(ctx: &Context, sync: &GitSync, key: &str) -> Attempt {
+    if let Some(first) = validate::git_sync(&sync.spec).first() {
+        return Attempt::InvalidSpec(format!("InvalidSpec: {first}"));
+    }
+    let namespace = sync.namespace().unwrap_or_default();
+    let dir = source::clone_dir(&ctx.cache_dir, &namespace, &sync.name_any(), &sync.spec.url);
+    let (url, git_ref, path) = (
+        sync.spec.url.clone(),
+        sync.spec.git_ref.clone(),
+        sync.spec.path.clone(),
+    );
+    let Ok(_permit) = ctx.fetches.acquire().await else {
+        return Attempt::FetchFailed("the controller is shutting down".into());
+    };
+    let read = tokio::task::spawn_blocking(move || {
+        let fetched = source::fetch(&dir, &url, &git_ref)?;
+        let files = source::files_at(&dir, &fetched.revision, &path)?;
+        Ok::<_, source::SourceError>((fetched, files))
+    })
+    .await;
+    drop(_permit);
+    let (fetched, files) = match read {
+        Ok(Ok(read)) => read,
+        Ok(Err(error)) => return Attempt::FetchFailed(error.to_string()),
+        Err(_) => return Attempt::FetchFailed("the fetch was interrupted".into()),
+    };
+    let (revision, subject) = (fetched.revision, fetched.subject);
+    if let Layout::Kustomization(file) = render::layout(&files, &sync.spec.path) {
+        return Attempt::RenderFailed {
+            revision,
+            subject,
+            message: format!(
+                "{file}: kustomizations are not rendered yet; point spec.path at plain YAML"
+            ),
+        };
+    }
+    let manifests = match render::render(&files, &sync.spec.path) {
+        Ok(manifests) => manifests,
+        Err(error) => {
+            return Attempt::RenderFailed {
+                revision,
+                subject,
+                message: error.to_string(),
+            };
+        }
+    };
+    let objects = manifests.len();
+    let old = sync
+        .status
+        .as_ref()
+        .map(|s| s.inventory.clone())
+        .unwrap_or_default();
+    let outcome = apply::sync(
+        &ctx.client,
+        key,
+        &namespace,
+        &revision,
+        manifests,
+        &old,
+        sync.spec.prune,
+    )
+    .await;
+    match outcome.failure {
+        Some(message) => Attempt::ApplyFailed {
+            revision,
+            subject,
+            inventory: outcome.inventory,
+            message,
+        },
+        None => Attempt::Applied {
+            revision,
+            subject,
+            inventory: outcome.inventory,
+            objects,
+        },
+    }
+}
+
+async fn write(
+    api: &Api<GitSync>,
+    current: &GitSync,
+    original: &GitSyncStatus,
+    status: &GitSyncStatus,
+) -> Result<(), Error> {
+    let has_status = current.status.is_some();
+    status_patch::write(
+        api,
+        current,
+        has_status,
+        original,
+        status,
+        apply::FIELD_MANAGER,
+    )
+    .await
+    .map_err(|error| match error {
+        WriteError::Conflict => Error::Conflict,
+        WriteError::Api(source) => Error::Api {
+            action: "writing the status of",
+            name: current.name_any(),
+            source,
+        },
+    })
+}
+
+async fn announce(recorder: &Recorder, sync: &GitSync, attempt: &Attempt) {
+    let event = Event {
+        type_: if matches!(attempt, Attempt::Applied { .. }) {
+            EventType::Normal
+        } else {
+            EventType::Warning
+        },
+        reason: attempt.reason().into(),
+        note: Some(attempt.message()),
+        action: "Sync".into(),
+        secondary: None,
+    };
+    if let Err(error) = recorder.publish(&event, &sync.object_ref(&())).await {
+        warn!(%error, "could not publish an Event");
+    }
+}
+
+pub fn error_policy(sync: Arc<GitSync>, error: &Error, _ctx: Arc<Context>) -> Requeue {
+    match error {
+        Error::Conflict => Requeue::requeue(Duration::from_millis(100)),
+        Error::NotLeader => Requeue::await_change(),
+        Error::Api { .. } => {
+            warn!(gitsync = %sync.name_any(), %error, "reconcile failed");
+            Requeue::requeue(Duration::from_secs(5))
+        }
+    }
+}

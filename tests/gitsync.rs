@@ -1,0 +1,357 @@
+//! GitSync on the local control plane: real Git repositories on loopback (`file://` and
+//! `git daemon`), a `weir controller` process, and what it applies read back from the API
+//! server.
+
+mod support;
+
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::api::{Patch, PatchParams};
+use serde_json::json;
+use support::app::LIMIT;
+use support::git::{GitDaemon, GitRepo};
+use support::{ControllerProcess, TestNamespace, client, eventually};
+use weir::api::gitsync::GitSync;
+use weir::gitops::inventory::{OWNER_ANNOTATION, REVISION_ANNOTATION};
+
+fn config_map(name: &str, value: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\ndata:\n  value: \"{value}\"\n"
+    )
+}
+
+async fn git_sync(ns: &TestNamespace, url: &str, extra: serde_json::Value) {
+    let mut spec =
+        json!({"url": url, "ref": {"branch": "main"}, "path": "deploy", "interval": "1s"});
+    if let (Some(spec), Some(extra)) = (spec.as_object_mut(), extra.as_object()) {
+        spec.extend(extra.clone());
+    }
+    let object = json!({"apiVersion": "weir.dev/v1alpha1", "kind": "GitSync",
+        "metadata": {"name": "app"}, "spec": spec});
+    ns.api::<GitSync>()
+        .patch(
+            "app",
+            &PatchParams::apply("weir-test").force(),
+            &Patch::Apply(&object),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("applying the GitSync: {e}"));
+}
+
+/// Waits until the GitSync's Ready condition has `reason`, and returns the GitSync.
+async fn ready_with(ns: &TestNamespace, reason: &str, revision: Option<&str>) -> GitSync {
+    let api = ns.api::<GitSync>();
+    eventually(&format!("GitSync Ready reason {reason}"), LIMIT, || async {
+        let sync = api.get("app").await.ok()?;
+        let status = sync.status.as_ref()?;
+        let ready = status.conditions.iter().find(|c| c.type_ == "Ready")?;
+        let at_revision =
+            revision.is_none_or(|r| status.last_attempted_revision.as_deref() == Some(r));
+        (ready.reason == reason && at_revision).then_some(sync)
+    })
+    .await
+}
+
+fn ready_message(sync: &GitSync) -> String {
+    sync.status
+        .as_ref()
+        .and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready"))
+        .map(|c| c.message.clone())
+        .unwrap_or_default()
+}
+
+async fn value_of(ns: &TestNamespace, name: &str) -> Option<String> {
+    let found = ns.api::<ConfigMap>().get_opt(name).await.ok()??;
+    found.data?.get("value").cloned()
+}
+
+#[tokio::test]
+async fn a_branch_is_applied_pruned_and_kept_from_drifting() {
+    let ns = TestNamespace::new(&client().await, "gitsync-apply").await;
+    let repo = GitRepo::new(&ns.name);
+    let first = repo.commit(
+        "two config maps",
+        &[
+            ("deploy/a.yaml", &config_map("a", "1")),
+            ("deploy/nested/b.yaml", &config_map("b", "1")),
+            ("other/c.yaml", &config_map("c", "1")),
+        ],
+    );
+    let _controller = ControllerProcess::start(&ns.name);
+    git_sync(&ns, &repo.file_url(), json!({})).await;
+
+    let synced = ready_with(&ns, "Applied", Some(&first)).await;
+    let status = synced.status.clone().unwrap_or_default();
+    assert_eq!(
+        status.last_applied_revision.as_deref(),
+        Some(first.as_str())
+    );
+    assert_eq!(status.inventory.len(), 2, "only what is under spec.path");
+    assert_eq!(status.history[0].subject, "two config maps");
+    let a = ns.api::<ConfigMap>().get("a").await.expect("a applied");
+    let annotations = a.metadata.annotations.unwrap_or_default();
+    assert_eq!(annotations.get(REVISION_ANNOTATION), Some(&first));
+    assert_eq!(
+        annotations.get(OWNER_ANNOTATION),
+        Some(&format!("{}/app", ns.name))
+    );
+    assert_eq!(value_of(&ns, "c").await, None);
+
+    // Drift: someone edits a by hand; the next interval puts Git's value back.
+    ns.api::<ConfigMap>()
+        .patch(
+            "a",
+            &PatchParams::apply("someone").force(),
+            &Patch::Apply(&json!({"apiVersion": "v1", "kind": "ConfigMap",
+                "metadata": {"name": "a"}, "data": {"value": "edited"}})),
+        )
+        .await
+        .expect("edit");
+    eventually("the drift to be repaired", LIMIT, || async {
+        (value_of(&ns, "a").await.as_deref() == Some("1")).then_some(())
+    })
+    .await;
+
+    // A commit that changes a and removes b: a follows, b is pruned.
+    let second = repo.commit(
+        "change a, drop b",
+        &[
+            ("deploy/a.yaml", &config_map("a", "2")),
+            ("deploy/nested/b.yaml", ""),
+        ],
+    );
+    let synced = ready_with(&ns, "Applied", Some(&second)).await;
+    assert_eq!(value_of(&ns, "a").await.as_deref(), Some("2"));
+    eventually("b to be pruned", LIMIT, || async {
+        value_of(&ns, "b").await.is_none().then_some(())
+    })
+    .await;
+    let status = synced.status.unwrap_or_default();
+    assert_eq!(status.inventory.len(), 1);
+    let revisions: Vec<_> = status.history.iter().map(|h| h.revision.clone()).collect();
+    assert_eq!(revisions, vec![first, second]);
+}
+
+#[tokio::test]
+async fn a_malformed_manifest_applies_nothing_of_its_revision() {
+    let ns = TestNamespace::new(&client().await, "gitsync-bad").await;
+    let repo = GitRepo::new(&ns.name);
+    let good = repo.commit("good", &[("deploy/a.yaml", &config_map("a", "1"))]);
+    let _controller = ControllerProcess::start(&ns.name);
+    git_sync(&ns, &repo.file_url(), json!({})).await;
+    ready_with(&ns, "Applied", Some(&good)).await;
+
+    let bad = repo.commit(
+        "half broken",
+        &[
+            ("deploy/a.yaml", &config_map("a", "2")),
+            (
+                "deploy/b.yaml",
+                &format!(
+                    "{}---\napiVersion: v1\nkind: ConfigMap\nmetadata: {{}}\n",
+                    config_map("b", "1")
+                ),
+            ),
+        ],
+    );
+    let failed = ready_with(&ns, "RenderFailed", Some(&bad)).await;
+    let message = ready_message(&failed);
+    assert!(
+        message.contains("deploy/b.yaml (document 1): metadata.name is missing"),
+        "{message}"
+    );
+    let status = failed.status.unwrap_or_default();
+    assert_eq!(status.last_applied_revision.as_deref(), Some(good.as_str()));
+    assert!(
+        status
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "Stalled" && c.status == "True")
+    );
+    assert_eq!(
+        value_of(&ns, "a").await.as_deref(),
+        Some("1"),
+        "nothing of the bad revision"
+    );
+    assert_eq!(value_of(&ns, "b").await, None);
+
+    // An object the API server refuses fails the dry run: still nothing applied.
+    let refused = repo.commit(
+        "refused by the server",
+        &[
+            ("deploy/b.yaml", &config_map("b", "1")),
+            (
+                "deploy/c.yaml",
+                "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: Not_A_Valid_Name\n",
+            ),
+        ],
+    );
+    let failed = ready_with(&ns, "ApplyFailed", Some(&refused)).await;
+    assert!(
+        ready_message(&failed).contains("Not_A_Valid_Name"),
+        "{}",
+        ready_message(&failed)
+    );
+    assert_eq!(value_of(&ns, "a").await.as_deref(), Some("1"));
+    assert_eq!(value_of(&ns, "b").await, None);
+}
+
+#[tokio::test]
+async fn an_unreachable_repository_is_fetch_failed() {
+    let ns = TestNamespace::new(&client().await, "gitsync-down").await;
+    let _controller = ControllerProcess::start(&ns.name);
+    let port = support::free_port();
+    git_sync(&ns, &format!("git://127.0.0.1:{port}/nothing"), json!({})).await;
+    let failed = ready_with(&ns, "FetchFailed", None).await;
+    let message = ready_message(&failed);
+    assert!(
+        message.starts_with("connecting to the repository"),
+        "{message}"
+    );
+    let status = failed.status.unwrap_or_default();
+    assert!(status.inventory.is_empty() && status.last_applied_revision.is_none());
+}
+
+#[tokio::test]
+async fn git_daemon_commits_are_applied_and_an_invalid_spec_is_reported() {
+    let ns = TestNamespace::new(&client().await, "gitsync-daemon").await;
+    let repo = GitRepo::new(&ns.name);
+    let first = repo.commit("first", &[("deploy/a.yaml", &config_map("a", "1"))]);
+    let daemon = GitDaemon::serve(&repo).await;
+    let _controller = ControllerProcess::start(&ns.name);
+    git_sync(&ns, &daemon.url(&repo), json!({})).await;
+    ready_with(&ns, "Applied", Some(&first)).await;
+    let second = repo.commit("second", &[("deploy/a.yaml", &config_map("a", "2"))]);
+    ready_with(&ns, "Applied", Some(&second)).await;
+    assert_eq!(value_of(&ns, "a").await.as_deref(), Some("2"));
+
+    git_sync(&ns, &daemon.url(&repo), json!({"path": "../outside"})).await;
+    let invalid = ready_with(&ns, "InvalidSpec", None).await;
+    assert!(
+        ready_message(&invalid).contains("spec.path"),
+        "{}",
+        ready_message(&invalid)
+    );
+}
+
+fn signature(secret: &str, body: &str) -> String {
+    use aws_lc_rs::hmac;
+    let key = hmac::Key::new(hmac::HMAC_SHA256, secret.as_bytes());
+    let tag: String = hmac::sign(&key, body.as_bytes())
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("sha256={tag}")
+}
+
+#[tokio::test]
+async fn a_signed_push_webhook_syncs_at_once_and_nothing_else_does() {
+    let ns = TestNamespace::new(&client().await, "gitsync-hook").await;
+    let repo = GitRepo::new(&ns.name);
+    let first = repo.commit("first", &[("deploy/a.yaml", &config_map("a", "1"))]);
+    let daemon = GitDaemon::serve(&repo).await;
+    support::app::apply(
+        &ns,
+        json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "webhook"},
+            "stringData": {"token": "s3cret"}}),
+    )
+    .await;
+    let port = support::free_port();
+    let address = format!("127.0.0.1:{port}");
+    let secret = format!("{}/webhook", ns.name);
+    let _controller = ControllerProcess::start_with(
+        &ns.name,
+        &["--metrics-addr", &address, "--webhook-secret", &secret],
+    );
+    // A long interval: within this test only the webhook can bring a new revision in.
+    git_sync(&ns, &daemon.url(&repo), json!({"interval": "1h"})).await;
+    ready_with(&ns, "Applied", Some(&first)).await;
+
+    let second = repo.commit("second", &[("deploy/a.yaml", &config_map("a", "2"))]);
+    let body = json!({"ref": "refs/heads/main", "after": second,
+        "repository": {"clone_url": daemon.url(&repo), "html_url": "https://example.invalid/x"}})
+    .to_string();
+    let post = |headers: Vec<(&'static str, String)>, body: String| async move {
+        let headers: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
+        support::http_request(port, "POST", "/hooks/git", &headers, &body).await
+    };
+    let json_type = ("Content-Type", "application/json".to_owned());
+    // Unsigned, signed with another secret, or a body changed after signing: 401.
+    let refused = [
+        (vec![json_type.clone()], body.clone()),
+        (
+            vec![
+                json_type.clone(),
+                ("X-Hub-Signature-256", signature("guess", &body)),
+            ],
+            body.clone(),
+        ),
+        (
+            vec![
+                json_type.clone(),
+                ("X-Hub-Signature-256", signature("s3cret", &body)),
+            ],
+            body.replace("main", "evil"),
+        ),
+    ];
+    for (headers, sent) in refused {
+        let (code, answer) = post(headers, sent).await.expect("the webhook answers");
+        assert_eq!(code, 401, "{answer}");
+    }
+    let sync = ns.api::<GitSync>().get("app").await.expect("GitSync");
+    assert!(
+        !sync
+            .metadata
+            .annotations
+            .unwrap_or_default()
+            .contains_key(weir::gitops::webhook::SYNC_REQUEST_ANNOTATION),
+        "a refused call changes nothing"
+    );
+    assert_eq!(value_of(&ns, "a").await.as_deref(), Some("1"));
+
+    let sent = std::time::Instant::now();
+    let (code, answer) = post(
+        vec![
+            json_type.clone(),
+            ("X-GitHub-Event", "push".to_owned()),
+            ("X-Hub-Signature-256", signature("s3cret", &body)),
+        ],
+        body.clone(),
+    )
+    .await
+    .expect("the webhook answers");
+    assert_eq!(code, 202, "{answer}");
+    assert!(answer.contains(&format!("{}/app", ns.name)), "{answer}");
+    let synced = ready_with(&ns, "Applied", Some(&second)).await;
+    // Done-when figure for the GitSync issue: webhook call to the new revision applied
+    // (read with --nocapture; not asserted).
+    eprintln!(
+        "webhook to revision applied: {} ms",
+        sent.elapsed().as_millis()
+    );
+    assert_eq!(value_of(&ns, "a").await.as_deref(), Some("2"));
+    let handled = synced
+        .status
+        .and_then(|s| s.last_handled_sync_request)
+        .expect("the request is recorded as handled");
+    let requested = synced
+        .metadata
+        .annotations
+        .unwrap_or_default()
+        .get(weir::gitops::webhook::SYNC_REQUEST_ANNOTATION)
+        .cloned();
+    assert_eq!(Some(handled), requested);
+
+    // GitHub's ping when the hook is created.
+    let ping = "{\"zen\":\"Keep it logically awesome.\"}".to_owned();
+    let (code, _) = post(
+        vec![
+            ("X-GitHub-Event", "ping".to_owned()),
+            ("X-Hub-Signature-256", signature("s3cret", &ping)),
+        ],
+        ping,
+    )
+    .await
+    .expect("the webhook answers");
+    assert_eq!(code, 200);
+}
