@@ -355,3 +355,113 @@ async fn a_signed_push_webhook_syncs_at_once_and_nothing_else_does() {
     .expect("the webhook answers");
     assert_eq!(code, 200);
 }
+
+/// The application of the Rollout tests, as a user keeps it in Git: two Services, an
+/// HTTPRoute between them (no weights: those are the rollout engine's), and the Rollout.
+fn app_in_git(image: &str) -> String {
+    let steps = json!([{"setWeight": 20}, {"pause": {}}]);
+    let documents = [
+        json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web-stable"},
+            "spec": {"selector": {"app": "web"}, "ports": [{"port": 80, "protocol": "TCP"}]}}),
+        json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web-canary"},
+            "spec": {"selector": {"app": "web"}, "ports": [{"port": 80, "protocol": "TCP"}]}}),
+        json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+            "metadata": {"name": "web"},
+            "spec": {"parentRefs": [{"name": "gateway"}], "hostnames": ["shop.example"],
+                "rules": [{"backendRefs": [
+                    {"name": "web-stable", "port": 80}, {"name": "web-canary", "port": 80}]}]}}),
+        support::app::rollout(image, steps, json!({})),
+    ];
+    // JSON is YAML: one document each.
+    documents
+        .iter()
+        .map(|d| d.to_string())
+        .collect::<Vec<_>>()
+        .join("\n---\n")
+}
+
+async fn route_hostnames(ns: &TestNamespace) -> Vec<String> {
+    let route = ns
+        .api::<gateway_api::apis::standard::httproutes::HttpRoute>()
+        .get("web")
+        .await
+        .expect("the route");
+    route.spec.hostnames.unwrap_or_default()
+}
+
+#[tokio::test]
+async fn a_new_revision_starts_a_canary_and_sync_and_rollout_never_undo_each_other() {
+    use support::app::{WeightLog, healthy_on, phase, service_hash, status_patch, wait_for};
+    use weir::api::rollout::RolloutPhase;
+
+    let ns = TestNamespace::new(&client().await, "gitsync-canary").await;
+    let repo = GitRepo::new(&ns.name);
+    repo.commit("web 1", &[("deploy/app.yaml", &app_in_git("web:1"))]);
+    let _controller = ControllerProcess::start(&ns.name);
+    git_sync(&ns, &repo.file_url(), json!({})).await;
+    let first = healthy_on(&ns, "web:1").await;
+    let v1 = first.status.and_then(|s| s.stable_rs).expect("stable hash");
+    let weights = WeightLog::start(&ns);
+
+    let second = repo.commit("web 2", &[("deploy/app.yaml", &app_in_git("web:2"))]);
+    ready_with(&ns, "Applied", Some(&second)).await;
+    let paused = wait_for(&ns, "the canary paused at 20%", |r| {
+        phase(r) == Some(RolloutPhase::Paused)
+            && r.status.as_ref().and_then(|s| s.canary_weight) == Some(20)
+    })
+    .await;
+    let v2 = paused
+        .status
+        .and_then(|s| s.canary_rs)
+        .expect("canary hash");
+
+    // The sync goes on applying the route every second (shown by a hand edit being
+    // repaired), and the weights and selectors the rollout set stay as they are.
+    ns.api::<gateway_api::apis::standard::httproutes::HttpRoute>()
+        .patch(
+            "web",
+            &PatchParams::apply("someone").force(),
+            &Patch::Apply(&json!({"apiVersion": "gateway.networking.k8s.io/v1",
+                "kind": "HTTPRoute", "metadata": {"name": "web"},
+                "spec": {"hostnames": ["edited.example"]}})),
+        )
+        .await
+        .expect("hand edit");
+    eventually("the hand edit to be repaired", LIMIT, || async {
+        (route_hostnames(&ns).await == ["shop.example"]).then_some(())
+    })
+    .await;
+    // Three more sync intervals with the canary held at 20%.
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    assert_eq!(
+        weights.states(),
+        vec![Some(0), Some(20)],
+        "Git never moved or dropped the weights"
+    );
+    assert_eq!(
+        service_hash(&ns, "web-stable").await.as_deref(),
+        Some(v1.as_str())
+    );
+    assert_eq!(
+        service_hash(&ns, "web-canary").await.as_deref(),
+        Some(v2.as_str())
+    );
+
+    status_patch(&ns, json!({"status": {"pauseConditions": null}})).await;
+    healthy_on(&ns, "web:2").await;
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    assert_eq!(
+        weights.states(),
+        vec![Some(0), Some(20), Some(100), Some(0)],
+        "every weight the route carried, in order"
+    );
+    assert_eq!(
+        service_hash(&ns, "web-stable").await.as_deref(),
+        Some(v2.as_str())
+    );
+    let sync = ready_with(&ns, "Applied", Some(&second)).await;
+    assert_eq!(
+        sync.status.and_then(|s| s.last_applied_revision).as_deref(),
+        Some(second.as_str())
+    );
+}

@@ -3,84 +3,20 @@
 
 mod support;
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures::StreamExt;
 use gateway_api::apis::standard::httproutes::HttpRoute;
 use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::core::v1::Service;
 use kube::api::{ListParams, Patch, PatchParams};
-use kube::runtime::{WatchStreamExt, watcher};
 use serde_json::{Value, json};
 use support::app::{
-    LIMIT, app, apply, healthy_on, phase, rollout, set_image, status_patch, step, wait_for,
+    LIMIT, WeightLog, app, apply, healthy_on, phase, rollout, service_hash, set_image,
+    status_patch, step, wait_for,
 };
 use support::{ControllerProcess, TestNamespace, client, eventually};
 use weir::api::Rollout;
 use weir::api::rollout::RolloutPhase;
-
-/// Every canary weight the HTTPRoute carries, in order, as a watch sees it.
-struct WeightLog {
-    seen: Arc<Mutex<Vec<i32>>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl WeightLog {
-    fn start(ns: &TestNamespace) -> WeightLog {
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let api = ns.api::<HttpRoute>();
-        let sink = seen.clone();
-        let task = tokio::spawn(async move {
-            let mut stream = watcher(api, watcher::Config::default())
-                .default_backoff()
-                .applied_objects()
-                .boxed();
-            while let Some(Ok(route)) = stream.next().await {
-                let Ok(splits) =
-                    weir::traffic::gateway_api::splits(&route, "web-stable", "web-canary")
-                else {
-                    continue;
-                };
-                let Some(weight) = weir::traffic::gateway_api::canary_weight(&route, &splits)
-                else {
-                    continue;
-                };
-                let mut seen = sink.lock().unwrap_or_else(|e| e.into_inner());
-                if route
-                    .spec
-                    .rules
-                    .iter()
-                    .flatten()
-                    .all(|r| r.backend_refs.iter().flatten().all(|b| b.weight.is_some()))
-                    && seen.last() != Some(&weight)
-                {
-                    seen.push(weight);
-                }
-            }
-        });
-        WeightLog { seen, task }
-    }
-
-    fn weights(&self) -> Vec<i32> {
-        self.seen.lock().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-}
-
-impl Drop for WeightLog {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-async fn service_hash(ns: &TestNamespace, service: &str) -> Option<String> {
-    let found = ns.api::<Service>().get(service).await.ok()?;
-    found
-        .spec?
-        .selector?
-        .get(weir::rollout::template_hash::LABEL)
-        .cloned()
-}
 
 async fn replicas(ns: &TestNamespace) -> Vec<(String, i32)> {
     let list = ns

@@ -12,7 +12,9 @@ use kube::{Client, discovery};
 use serde_json::Value;
 
 use super::inventory::{self, after_attempt, apply_order, stamp, to_prune};
+use super::ownership::{RolloutRoutes, keep_live_weights};
 use super::render::Manifest;
+use crate::api::Rollout;
 use crate::api::gitsync::InventoryEntry;
 
 /// weir's field manager for what comes from Git. The rollout engine writes as `weir-rollout`,
@@ -177,6 +179,14 @@ pub async fn sync(
         objects.push((object, found.is_some()));
     }
 
+    let rollout_routes = match rollout_routes(client, &objects).await {
+        Ok(routes) => routes,
+        Err(message) => {
+            outcome.failure = Some(message);
+            return outcome;
+        }
+    };
+
     // Nothing is applied unless everything passes the API server's own checks.
     for (object, known) in &objects {
         let namespace = object["metadata"]["namespace"].as_str();
@@ -234,9 +244,12 @@ pub async fn sync(
             }
         };
         let api = api_for(client, &found.0, &found.1, entry.namespace.as_deref());
-        let params = PatchParams::apply(FIELD_MANAGER).force();
-        match api.patch(&entry.name, &params, &Patch::Apply(object)).await {
-            Ok(_) => applied.push(entry),
+        let rollout_services = match (&entry.kind[..], &entry.namespace) {
+            ("HTTPRoute", Some(namespace)) => rollout_routes.services(namespace, &entry.name),
+            _ => None,
+        };
+        match apply_one(&api, &entry.name, object, rollout_services).await {
+            Ok(()) => applied.push(entry),
             Err(error) => {
                 outcome.failure = Some(format!(
                     "applying {}: {}",
@@ -289,6 +302,75 @@ pub async fn sync(
     outcome.pruned = pruned.len();
     outcome.inventory = after_attempt(old, &applied, &pruned);
     outcome
+}
+
+/// The routes whose weights Rollouts set: those of the revision's own Rollouts and of the
+/// Rollouts already in each namespace the revision puts an HTTPRoute in.
+async fn rollout_routes(
+    client: &Client,
+    objects: &[(Value, bool)],
+) -> Result<RolloutRoutes, String> {
+    let mut routes = RolloutRoutes::default();
+    let mut route_namespaces = BTreeSet::new();
+    for (object, _) in objects {
+        let entry = inventory::entry(object);
+        let namespace = entry.namespace.as_deref().unwrap_or_default();
+        match (&entry.kind[..], entry.api_version.split('/').next()) {
+            ("Rollout", Some("weir.dev")) => routes.add(object, namespace),
+            ("HTTPRoute", _) => {
+                route_namespaces.insert(namespace.to_owned());
+            }
+            _ => {}
+        }
+    }
+    for namespace in route_namespaces {
+        let api: Api<Rollout> = Api::namespaced(client.clone(), &namespace);
+        let live = api.list(&Default::default()).await.map_err(|error| {
+            format!(
+                "listing the Rollouts in namespace {namespace}, whose route weights Git must not move: {}",
+                api_message(&error)
+            )
+        })?;
+        for rollout in live {
+            let value = serde_json::to_value(&rollout).unwrap_or_default();
+            routes.add(&value, &namespace);
+        }
+    }
+    Ok(routes)
+}
+
+/// Server-side applies one object. A route a Rollout splits traffic on keeps its live weights
+/// (see `ownership`), guarded by the live resourceVersion: a weight change between the read
+/// and the apply fails the apply with 409 instead of being undone, and the route is read
+/// again.
+async fn apply_one(
+    api: &Api<DynamicObject>,
+    name: &str,
+    object: &Value,
+    rollout_services: Option<&BTreeSet<String>>,
+) -> Result<(), kube::Error> {
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    let Some(services) = rollout_services else {
+        return api
+            .patch(name, &params, &Patch::Apply(object))
+            .await
+            .map(drop);
+    };
+    let mut conflicts = 0;
+    loop {
+        let mut object = object.clone();
+        if let Some(live) = api.get_opt(name).await? {
+            let live = serde_json::to_value(&live).map_err(kube::Error::SerdeError)?;
+            keep_live_weights(&mut object, &live, services);
+            object["metadata"]["resourceVersion"] = live["metadata"]["resourceVersion"].clone();
+        }
+        match api.patch(name, &params, &Patch::Apply(&object)).await {
+            Err(kube::Error::Api(status)) if status.code == 409 && conflicts < 3 => {
+                conflicts += 1;
+            }
+            result => return result.map(drop),
+        }
+    }
 }
 
 async fn namespace_exists(client: &Client, namespace: &str) -> bool {

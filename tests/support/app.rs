@@ -1,7 +1,11 @@
 //! A small application for Rollout tests: two Services, an HTTPRoute between them, a Rollout
 //! over them, and waits on the Rollout's status.
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use futures::StreamExt;
+use kube::runtime::{WatchStreamExt, watcher};
 
 use gateway_api::apis::standard::httproutes::HttpRoute;
 use k8s_openapi::api::core::v1::{Secret, Service};
@@ -130,4 +134,76 @@ pub async fn status_patch(ns: &TestNamespace, patch: Value) {
 
 pub async fn set_image(ns: &TestNamespace, image: &str, steps: &Value, extra: &Value) {
     apply(ns, rollout(image, steps.clone(), extra.clone())).await;
+}
+
+/// Every canary weight the HTTPRoute carries, in order, as a watch sees it.
+pub struct WeightLog {
+    /// Each state in order: the canary weight, or None while a splitting backend has no
+    /// weight of its own (Gateway API's default of 1 applies: an even split).
+    seen: Arc<Mutex<Vec<Option<i32>>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl WeightLog {
+    pub fn start(ns: &TestNamespace) -> WeightLog {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let api = ns.api::<HttpRoute>();
+        let sink = seen.clone();
+        let task = tokio::spawn(async move {
+            let mut stream = watcher(api, watcher::Config::default())
+                .default_backoff()
+                .applied_objects()
+                .boxed();
+            while let Some(Ok(route)) = stream.next().await {
+                let Ok(splits) =
+                    weir::traffic::gateway_api::splits(&route, "web-stable", "web-canary")
+                else {
+                    continue;
+                };
+                let Some(weight) = weir::traffic::gateway_api::canary_weight(&route, &splits)
+                else {
+                    continue;
+                };
+                let weighted = route
+                    .spec
+                    .rules
+                    .iter()
+                    .flatten()
+                    .all(|r| r.backend_refs.iter().flatten().all(|b| b.weight.is_some()));
+                let state = weighted.then_some(weight);
+                let mut seen = sink.lock().unwrap_or_else(|e| e.into_inner());
+                if seen.last() != Some(&state) {
+                    seen.push(state);
+                }
+            }
+        });
+        WeightLog { seen, task }
+    }
+
+    /// The weights the route carried, in order (states without weights left out).
+    pub fn weights(&self) -> Vec<i32> {
+        let mut weights: Vec<i32> = self.states().into_iter().flatten().collect();
+        weights.dedup();
+        weights
+    }
+
+    /// Every state the route went through, None where its backends had no weights.
+    pub fn states(&self) -> Vec<Option<i32>> {
+        self.seen.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+impl Drop for WeightLog {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+pub async fn service_hash(ns: &TestNamespace, service: &str) -> Option<String> {
+    let found = ns.api::<Service>().get(service).await.ok()?;
+    found
+        .spec?
+        .selector?
+        .get(weir::rollout::template_hash::LABEL)
+        .cloned()
 }
