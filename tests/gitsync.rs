@@ -465,3 +465,56 @@ async fn a_new_revision_starts_a_canary_and_sync_and_rollout_never_undo_each_oth
         Some(second.as_str())
     );
 }
+
+#[tokio::test]
+async fn a_kustomization_is_built_with_its_bases_and_a_broken_one_applies_nothing() {
+    let ns = TestNamespace::new(&client().await, "gitsync-kustomize").await;
+    let repo = GitRepo::new(&ns.name);
+    let good = repo.commit(
+        "base and overlay",
+        &[
+            ("base/a.yaml", &config_map("a", "1")),
+            ("base/kustomization.yaml", "resources:\n- a.yaml\n"),
+            (
+                "overlays/prod/kustomization.yaml",
+                "resources:\n- ../../base\nnamePrefix: prod-\n",
+            ),
+        ],
+    );
+    let _controller = ControllerProcess::start(&ns.name);
+    git_sync(&ns, &repo.file_url(), json!({"path": "overlays/prod"})).await;
+    let synced = ready_with(&ns, "Applied", Some(&good)).await;
+    assert_eq!(value_of(&ns, "prod-a").await.as_deref(), Some("1"));
+    assert_eq!(
+        value_of(&ns, "a").await,
+        None,
+        "only what the overlay builds"
+    );
+    let inventory = synced.status.unwrap_or_default().inventory;
+    assert_eq!(inventory.len(), 1);
+    assert_eq!(inventory[0].name, "prod-a");
+
+    let broken = repo.commit(
+        "base names a file that is not there",
+        &[
+            ("base/a.yaml", &config_map("a", "2")),
+            (
+                "base/kustomization.yaml",
+                "resources:\n- a.yaml\n- missing.yaml\n",
+            ),
+        ],
+    );
+    let failed = ready_with(&ns, "RenderFailed", Some(&broken)).await;
+    let message = ready_message(&failed);
+    assert!(
+        message.contains("overlays/prod/kustomization.yaml")
+            && message.contains("missing.yaml")
+            && !message.contains("weir-kustomize-"),
+        "names the kustomization and the missing file, not the work tree: {message}"
+    );
+    assert_eq!(
+        value_of(&ns, "prod-a").await.as_deref(),
+        Some("1"),
+        "nothing of the broken revision"
+    );
+}

@@ -28,12 +28,14 @@ pub async fn run(
         client: client.clone(),
         leadership: leadership.clone(),
         cache_dir,
+        kustomize: super::kustomize::find(),
         fetches: Arc::new(Semaphore::new(max_fetches.max(1))),
         failures: Default::default(),
         last_sync: Default::default(),
     });
     info!(
         namespace = namespace.unwrap_or("(all)"),
+        kustomize = ?context.kustomize.as_ref().map(|k| k.program.display().to_string()),
         "gitsync controller starting"
     );
     Controller::new(

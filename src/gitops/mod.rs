@@ -3,6 +3,7 @@
 pub mod apply;
 pub mod controller;
 pub mod inventory;
+pub mod kustomize;
 pub mod ownership;
 pub mod reconcile;
 pub mod render;

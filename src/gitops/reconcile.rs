@@ -15,11 +15,11 @@ use kube::{Client, Resource, ResourceExt};
 use tokio::sync::Semaphore;
 use tracing::{info, instrument, warn};
 
-use super::apply;
 use super::render::{self, Layout};
 use super::source;
 use super::status::{self, Attempt};
 use super::webhook::SYNC_REQUEST_ANNOTATION;
+use super::{apply, kustomize};
 use crate::api::gitsync::{GitSync, GitSyncStatus};
 use crate::runtime::leader::Leadership;
 use crate::status_patch::{self, WriteError};
@@ -31,6 +31,8 @@ pub struct Context {
     pub leadership: Leadership,
     /// Where the persistent clones live.
     pub cache_dir: PathBuf,
+    /// What builds kustomizations here, found once at start.
+    pub kustomize: Option<kustomize::Builder>,
     /// Fetches at once; the others wait their turn without blocking a worker.
     pub fetches: Arc<Semaphore>,
     /// Failed fetches in a row, per GitSync, for the backoff.
@@ -175,33 +177,37 @@ async fn attempt(ctx: &Context, sync: &GitSync, key: &str) -> Attempt {
     };
     let read = tokio::task::spawn_blocking(move || {
         let fetched = source::fetch(&dir, &url, &git_ref)?;
-        let files = source::files_at(&dir, &fetched.revision, &path)?;
-        Ok::<_, source::SourceError>((fetched, files))
+        let mut files = source::files_at(&dir, &fetched.revision, &path)?;
+        let layout = render::layout(&files, &path);
+        if let Layout::Kustomization(_) = layout {
+            // Bases and components may be anywhere in the repository.
+            files = source::files_at(&dir, &fetched.revision, "")?;
+        }
+        Ok::<_, source::SourceError>((fetched, files, layout))
     })
     .await;
     drop(_permit);
-    let (fetched, files) = match read {
+    let (fetched, files, layout) = match read {
         Ok(Ok(read)) => read,
         Ok(Err(error)) => return Attempt::FetchFailed(error.to_string()),
         Err(_) => return Attempt::FetchFailed("the fetch was interrupted".into()),
     };
     let (revision, subject) = (fetched.revision, fetched.subject);
-    if let Layout::Kustomization(file) = render::layout(&files, &sync.spec.path) {
-        return Attempt::RenderFailed {
-            revision,
-            subject,
-            message: format!(
-                "{file}: kustomizations are not rendered yet; point spec.path at plain YAML"
-            ),
-        };
-    }
-    let manifests = match render::render(&files, &sync.spec.path) {
+    let rendered = match layout {
+        Layout::Kustomization(file) => {
+            kustomize::build(ctx.kustomize.clone(), files, &sync.spec.path, &file).await
+        }
+        Layout::Manifests => {
+            render::render(&files, &sync.spec.path).map_err(|error| error.to_string())
+        }
+    };
+    let manifests = match rendered {
         Ok(manifests) => manifests,
-        Err(error) => {
+        Err(message) => {
             return Attempt::RenderFailed {
                 revision,
                 subject,
-                message: error.to_string(),
+                message,
             };
         }
     };

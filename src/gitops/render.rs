@@ -137,6 +137,17 @@ pub fn render(files: &[SourceFile], path: &str) -> Result<Vec<Manifest>, RenderE
     Ok(manifests)
 }
 
+/// Every object of one rendered stream (a kustomize build's output), named `origin` in
+/// errors.
+pub fn stream(origin: &str, bytes: Vec<u8>) -> Result<Vec<Manifest>, RenderError> {
+    let manifests = documents(&SourceFile {
+        path: origin.to_owned(),
+        bytes,
+    })?;
+    check_unique(&manifests)?;
+    Ok(manifests)
+}
+
 /// The documents of one file, parsed and checked.
 pub fn documents(file: &SourceFile) -> Result<Vec<Manifest>, RenderError> {
     let fail = |index: Option<usize>, message: String| RenderError {
