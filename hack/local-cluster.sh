@@ -53,6 +53,9 @@ install_runtime_packages() {
   command -v python3 >/dev/null || want+=(python3)
   # GitSync tests serve repositories over file:// and `git daemon` (part of Debian's git).
   command -v git >/dev/null || want+=(git)
+  # ... and over ssh://, from an sshd the tests start on a loopback port with keys of their own.
+  [ -x /usr/sbin/sshd ] || want+=(openssh-server)
+  command -v ssh >/dev/null || want+=(openssh-client)
   [ ${#want[@]} -eq 0 ] || apt_install "${want[@]}"
   # Recommends would pull in node exporters and other daemons nobody asked for.
   command -v prometheus >/dev/null || apt_install --no-install-recommends prometheus

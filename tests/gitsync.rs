@@ -518,3 +518,55 @@ async fn a_kustomization_is_built_with_its_bases_and_a_broken_one_applies_nothin
         "nothing of the broken revision"
     );
 }
+
+#[tokio::test]
+async fn ssh_uses_the_secrets_key_and_refuses_any_host_key_it_was_not_given() {
+    use support::git::SshServer;
+    let ns = TestNamespace::new(&client().await, "gitsync-ssh").await;
+    let repo = GitRepo::new(&ns.name);
+    let first = repo.commit("first", &[("deploy/a.yaml", &config_map("a", "1"))]);
+    let sshd = SshServer::serve(&ns.name).await;
+    let _controller = ControllerProcess::start(&ns.name);
+    let no_secret = |sync: &GitSync| ready_message(sync);
+
+    // Without a Secret: refused before connecting.
+    git_sync(&ns, &sshd.url(&repo), json!({})).await;
+    let failed = ready_with(&ns, "FetchFailed", None).await;
+    assert!(
+        no_secret(&failed).contains("known_hosts"),
+        "{}",
+        no_secret(&failed)
+    );
+
+    // Someone else's host key at the server's address: refused, nothing applied, and no
+    // key material in what weir says.
+    let secret = |known_hosts: String| {
+        json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "git-ssh"},
+            "stringData": {"identity": sshd.client_key(), "known_hosts": known_hosts}})
+    };
+    support::app::apply(&ns, secret(sshd.impostor_known_hosts())).await;
+    git_sync(
+        &ns,
+        &sshd.url(&repo),
+        json!({"secretRef": {"name": "git-ssh"}}),
+    )
+    .await;
+    let refused = eventually("the host key to be refused", LIMIT, || async {
+        let sync = ns.api::<GitSync>().get("app").await.ok()?;
+        let message = ready_message(&sync);
+        message
+            .to_lowercase()
+            .contains("host key verification failed")
+            .then_some(message)
+    })
+    .await;
+    assert!(!refused.contains("PRIVATE KEY"), "{refused}");
+    assert_eq!(value_of(&ns, "a").await, None);
+
+    // The server's own host key: fetched with the Secret's key and applied.
+    support::app::apply(&ns, secret(sshd.known_hosts())).await;
+    let synced = ready_with(&ns, "Applied", Some(&first)).await;
+    assert_eq!(value_of(&ns, "a").await.as_deref(), Some("1"));
+    let status = serde_json::to_string(&synced.status).unwrap_or_default();
+    assert!(!status.contains("PRIVATE KEY"), "{status}");
+}

@@ -2,6 +2,7 @@
 
 pub mod apply;
 pub mod controller;
+pub mod credentials;
 pub mod inventory;
 pub mod kustomize;
 pub mod ownership;

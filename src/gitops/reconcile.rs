@@ -15,15 +15,17 @@ use kube::{Client, Resource, ResourceExt};
 use tokio::sync::Semaphore;
 use tracing::{info, instrument, warn};
 
+use super::credentials::{self, Credentials};
 use super::render::{self, Layout};
 use super::source;
 use super::status::{self, Attempt};
 use super::webhook::SYNC_REQUEST_ANNOTATION;
 use super::{apply, kustomize};
-use crate::api::gitsync::{GitSync, GitSyncStatus};
+use crate::api::gitsync::{GitSync, GitSyncSpec, GitSyncStatus};
 use crate::runtime::leader::Leadership;
 use crate::status_patch::{self, WriteError};
 use crate::{duration, validate};
+use k8s_openapi::api::core::v1::Secret;
 
 pub struct Context {
     pub client: Client,
@@ -172,11 +174,15 @@ async fn attempt(ctx: &Context, sync: &GitSync, key: &str) -> Attempt {
         sync.spec.git_ref.clone(),
         sync.spec.path.clone(),
     );
+    let credentials = match read_credentials(&ctx.client, &namespace, &sync.spec).await {
+        Ok(credentials) => credentials,
+        Err(message) => return Attempt::FetchFailed(message),
+    };
     let Ok(_permit) = ctx.fetches.acquire().await else {
         return Attempt::FetchFailed("the controller is shutting down".into());
     };
     let read = tokio::task::spawn_blocking(move || {
-        let fetched = source::fetch(&dir, &url, &git_ref)?;
+        let fetched = source::fetch(&dir, &url, &git_ref, &credentials)?;
         let mut files = source::files_at(&dir, &fetched.revision, &path)?;
         let layout = render::layout(&files, &path);
         if let Layout::Kustomization(_) = layout {
@@ -241,6 +247,26 @@ async fn attempt(ctx: &Context, sync: &GitSync, key: &str) -> Attempt {
             objects,
         },
     }
+}
+
+/// The credentials the GitSync's Secret holds for its URL; read for every fetch, so a
+/// rotated Secret is used from the next interval on.
+async fn read_credentials(
+    client: &Client,
+    namespace: &str,
+    spec: &GitSyncSpec,
+) -> Result<Credentials, String> {
+    let Some(reference) = &spec.secret_ref else {
+        return Ok(Credentials::Anonymous);
+    };
+    let described = format!("{namespace}/{}", reference.name);
+    let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    let secret = api
+        .get_opt(&reference.name)
+        .await
+        .map_err(|e| format!("reading Secret {described} (spec.secretRef): {e}"))?
+        .ok_or_else(|| format!("Secret {described} (spec.secretRef) does not exist"))?;
+    credentials::from_secret(&spec.url, &described, &secret.data.unwrap_or_default())
 }
 
 async fn write(

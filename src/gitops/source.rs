@@ -8,6 +8,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 
+use super::credentials::{self, Credentials};
 use super::render::{SourceFile, normalize};
 use crate::api::gitsync::GitRef;
 
@@ -25,8 +26,20 @@ pub struct Fetched {
 #[error("{0}")]
 pub struct SourceError(pub String);
 
-fn fail(what: &str, error: impl std::fmt::Display) -> SourceError {
-    SourceError(format!("{what}: {error}"))
+/// `what` failed, with every cause gix gives (the top error alone is often only
+/// "Transport handshake failed").
+fn fail(what: &str, error: impl std::error::Error) -> SourceError {
+    let mut message = format!("{what}: {error}");
+    let mut cause = error.source();
+    while let Some(inner) = cause {
+        let text = inner.to_string();
+        if !message.contains(&text) {
+            message.push_str(": ");
+            message.push_str(&text);
+        }
+        cause = inner.source();
+    }
+    SourceError(message)
 }
 
 /// The refspec that fetches what `git_ref` names into a local tracking ref, and that ref.
@@ -59,12 +72,66 @@ pub fn clone_dir(base: &Path, namespace: &str, name: &str, url: &str) -> PathBuf
 
 /// Fetches `git_ref` from `url` into the bare clone at `dir` (made on first use) and
 /// returns the commit it points to.
-pub fn fetch(dir: &Path, url: &str, git_ref: &GitRef) -> Result<Fetched, SourceError> {
-    let repo = if dir.join("HEAD").exists() {
+pub fn fetch(
+    dir: &Path,
+    url: &str,
+    git_ref: &GitRef,
+    credentials: &Credentials,
+) -> Result<Fetched, SourceError> {
+    let mut repo = if dir.join("HEAD").exists() {
         gix::open(dir).map_err(|e| fail("opening the local clone", e))?
     } else {
         std::fs::create_dir_all(dir).map_err(|e| fail("creating the local clone", e))?;
         gix::init_bare(dir).map_err(|e| fail("creating the local clone", e))?
+    };
+    match credentials {
+        Credentials::Ssh {
+            identity,
+            known_hosts,
+        } => {
+            // Kept until the fetch ends; the key files go with it.
+            let ssh = use_ssh(&mut repo, identity, known_hosts)?;
+            fetch_into(&repo, url, git_ref, credentials).map_err(|SourceError(message)| {
+                let said = std::fs::read_to_string(ssh.path().join(SSH_STDERR)).unwrap_or_default();
+                match ssh_diagnosis(&said) {
+                    Some(reason) => SourceError(format!("{message} (ssh: {reason})")),
+                    None => SourceError(message),
+                }
+            })
+        }
+        _ if credentials::required(url) => Err(SourceError(
+            "ssh:// needs spec.secretRef naming a Secret with identity and known_hosts: weir never accepts a host key it was not given".into(),
+        )),
+        _ => fetch_into(&repo, url, git_ref, credentials),
+    }
+}
+
+/// Where ssh's own words go, beside the key files.
+const SSH_STDERR: &str = "stderr";
+
+/// The line of ssh's output that says why it failed: OpenSSH ends with it ("Host key
+/// verification failed.", "Permission denied (publickey).", "connect to host ...").
+fn ssh_diagnosis(stderr: &str) -> Option<String> {
+    stderr
+        .lines()
+        .map(str::trim)
+        .rfind(|line| !line.is_empty() && !line.starts_with('@'))
+        .map(|line| line.trim_start_matches("ssh: ").to_owned())
+}
+
+fn fetch_into(
+    repo: &gix::Repository,
+    url: &str,
+    git_ref: &GitRef,
+    credentials: &Credentials,
+) -> Result<Fetched, SourceError> {
+    let basic = match credentials {
+        Credentials::Basic { username, password } => Some(gix::sec::identity::Account {
+            username: username.clone(),
+            password: password.clone(),
+            oauth_refresh_token: None,
+        }),
+        _ => None,
     };
     let (spec, tracking) = refspec(git_ref);
     let remote = repo
@@ -74,7 +141,20 @@ pub fn fetch(dir: &Path, url: &str, git_ref: &GitRef) -> Result<Fetched, SourceE
         .map_err(|e| fail("the ref to fetch", e))?;
     let connection = remote
         .connect(gix::remote::Direction::Fetch)
-        .map_err(|e| fail("connecting to the repository", e))?;
+        .map_err(|e| fail("connecting to the repository", e))?
+        // Only the Secret's credentials: never a credential helper or a password prompt of
+        // the machine weir runs on.
+        .with_credentials(move |action| match action {
+            gix::credentials::helper::Action::Get(context) => {
+                Ok(basic
+                    .clone()
+                    .map(|identity| gix::credentials::protocol::Outcome {
+                        identity,
+                        next: context.into(),
+                    }))
+            }
+            _ => Ok(None),
+        });
     let prepared = connection
         .prepare_fetch(gix::progress::Discard, Default::default())
         .map_err(|e| fail("listing the repository's refs", e))?;
@@ -116,6 +196,60 @@ pub fn fetch(dir: &Path, url: &str, git_ref: &GitRef) -> Result<Fetched, SourceE
         revision: id.to_string(),
         subject,
     })
+}
+
+/// Points the clone's SSH at the Secret's key and host keys, and at nothing else: no agent,
+/// no user or system configuration, no prompt, and host keys checked strictly. Returns the
+/// directory holding the key files (private to this process's user).
+fn use_ssh(
+    repo: &mut gix::Repository,
+    identity: &[u8],
+    known_hosts: &[u8],
+) -> Result<tempfile::TempDir, SourceError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let keys = tempfile::Builder::new()
+        .prefix("weir-ssh-")
+        .tempdir()
+        .map_err(|e| fail("preparing the SSH key", e))?;
+    let write = |name: &str, bytes: &[u8]| -> Result<PathBuf, SourceError> {
+        let path = keys.path().join(name);
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(|e| fail("preparing the SSH key", e))?;
+        file.write_all(bytes)
+            .and_then(|()| {
+                // OpenSSH refuses a private key without its final newline.
+                if bytes.ends_with(b"\n") {
+                    Ok(())
+                } else {
+                    file.write_all(b"\n")
+                }
+            })
+            .map_err(|e| fail("preparing the SSH key", e))?;
+        Ok(path)
+    };
+    let identity = write("identity", identity)?;
+    let known_hosts = write("known_hosts", known_hosts)?;
+    let quote = |path: &Path| format!("'{}'", path.display().to_string().replace('\'', r"'\''"));
+    // gix runs this through `sh -c`, adding its arguments after it; the redirection keeps
+    // ssh's reasons for the error message instead of the controller's log.
+    let command = format!(
+        "ssh -F /dev/null -i {} -o IdentitiesOnly=yes -o IdentityAgent=none -o UserKnownHostsFile={} -o GlobalKnownHostsFile=/dev/null -o StrictHostKeyChecking=yes -o BatchMode=yes -o PasswordAuthentication=no -o ConnectTimeout=15 2>>{}",
+        quote(&identity),
+        quote(&known_hosts),
+        quote(&keys.path().join(SSH_STDERR))
+    );
+    let mut config = repo.config_snapshot_mut();
+    config
+        .set_value(&gix::config::tree::Core::SSH_COMMAND, command.as_str())
+        .and_then(|_| config.set_value(&gix::config::tree::Ssh::VARIANT, "ssh"))
+        .map_err(|e| fail("configuring SSH", e))?;
+    config.commit().map_err(|e| fail("configuring SSH", e))?;
+    Ok(keys)
 }
 
 fn describe(git_ref: &GitRef) -> String {
@@ -161,4 +295,29 @@ pub fn files_at(dir: &Path, revision: &str, path: &str) -> Result<Vec<SourceFile
         });
     }
     Ok(files)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ssh_says_why_in_its_last_line() {
+        let changed = "@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@\n\
+            @    WARNING: REMOTE HOST IDENTIFICATION HAS CHANGED!     @\n\
+            @@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@@\n\
+            IT IS POSSIBLE THAT SOMEONE IS DOING SOMETHING NASTY!\n\
+            Host key for [127.0.0.1]:2222 has changed and you have requested strict checking.\n\
+            Host key verification failed.\n";
+        assert_eq!(
+            ssh_diagnosis(changed).as_deref(),
+            Some("Host key verification failed.")
+        );
+        assert_eq!(
+            ssh_diagnosis("ssh: connect to host 127.0.0.1 port 9: Connection refused\r\n")
+                .as_deref(),
+            Some("connect to host 127.0.0.1 port 9: Connection refused")
+        );
+        assert_eq!(ssh_diagnosis("\n  \n"), None);
+    }
 }

@@ -131,3 +131,109 @@ impl Drop for GitDaemon {
         let _ = self.child.wait();
     }
 }
+
+fn keygen(path: &Path) {
+    let output = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", "weir-test", "-f"])
+        .arg(path)
+        .output()
+        .unwrap_or_else(|e| panic!("running ssh-keygen: {e}"));
+    assert!(
+        output.status.success(),
+        "ssh-keygen: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
+}
+
+/// OpenSSH's sshd on a loopback port, with a host key and one authorized client key of its
+/// own; it serves the repositories of the user the tests run as.
+pub struct SshServer {
+    pub port: u16,
+    dir: PathBuf,
+    child: std::process::Child,
+}
+
+impl SshServer {
+    pub async fn serve(name: &str) -> SshServer {
+        let port = free_port();
+        let dir = std::env::temp_dir()
+            .join("weir-test-sshd")
+            .join(format!("{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("creating {}: {e}", dir.display()));
+        keygen(&dir.join("host_key"));
+        keygen(&dir.join("client_key"));
+        keygen(&dir.join("stranger_key"));
+        std::fs::copy(dir.join("client_key.pub"), dir.join("authorized_keys"))
+            .unwrap_or_else(|e| panic!("authorized_keys: {e}"));
+        let config = format!(
+            "Port {port}\nListenAddress 127.0.0.1\nHostKey {dir}/host_key\nPidFile {dir}/sshd.pid\n\
+             AuthorizedKeysFile {dir}/authorized_keys\nStrictModes no\nUsePAM no\n\
+             PasswordAuthentication no\nKbdInteractiveAuthentication no\n\
+             PermitRootLogin prohibit-password\nLogLevel ERROR\n",
+            dir = dir.display()
+        );
+        std::fs::write(dir.join("sshd_config"), config).unwrap_or_else(|e| panic!("config: {e}"));
+        // sshd started by root needs its privilege separation directory.
+        let _ = std::fs::create_dir_all("/run/sshd");
+        let child = Command::new("/usr/sbin/sshd")
+            .args(["-D", "-e", "-f"])
+            .arg(dir.join("sshd_config"))
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting sshd: {e}"));
+        eventually("sshd to listen", Duration::from_secs(10), || async {
+            tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .ok()
+        })
+        .await;
+        SshServer { port, dir, child }
+    }
+
+    /// The private key sshd accepts.
+    pub fn client_key(&self) -> String {
+        read(&self.dir.join("client_key"))
+    }
+
+    /// The known_hosts line for this server's real host key.
+    pub fn known_hosts(&self) -> String {
+        self.known_hosts_with("host_key.pub")
+    }
+
+    /// A known_hosts line for this server's address with a key it does not have: what a
+    /// client sees when someone else answers at that address.
+    pub fn impostor_known_hosts(&self) -> String {
+        self.known_hosts_with("stranger_key.pub")
+    }
+
+    fn known_hosts_with(&self, public: &str) -> String {
+        let key = read(&self.dir.join(public));
+        let mut fields = key.split_whitespace();
+        let (kind, blob) = (fields.next().unwrap_or(""), fields.next().unwrap_or(""));
+        format!("[127.0.0.1]:{} {kind} {blob}\n", self.port)
+    }
+
+    pub fn url(&self, repo: &GitRepo) -> String {
+        // sshd serves the user the tests run as.
+        let user = Command::new("id")
+            .arg("-un")
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+            .unwrap_or_else(|e| panic!("id -un: {e}"));
+        format!("ssh://{user}@127.0.0.1:{}{}", self.port, repo.dir.display())
+    }
+}
+
+impl Drop for SshServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
