@@ -693,6 +693,19 @@ pub fn git_sync(spec: &GitSyncSpec) -> Vec<Violation> {
             format!("{url:?} must start with https://, http://, ssh://, git:// or file://{hint}"),
         );
     }
+    let authority = url
+        .split_once("://")
+        .map_or("", |(_, rest)| rest.split('/').next().unwrap_or(rest));
+    if authority
+        .rsplit_once('@')
+        .is_some_and(|(userinfo, _)| userinfo.contains(':'))
+    {
+        // Anything in the URL shows in conditions, Events and logs.
+        report.invalid(
+            "spec.url",
+            "must not carry a password or token: put it in the Secret named by spec.secretRef (key password)",
+        );
+    }
     let git_ref = &spec.git_ref;
     let refs = [
         git_ref.branch.is_some(),

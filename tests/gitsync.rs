@@ -570,3 +570,124 @@ async fn ssh_uses_the_secrets_key_and_refuses_any_host_key_it_was_not_given() {
     let status = serde_json::to_string(&synced.status).unwrap_or_default();
     assert!(!status.contains("PRIVATE KEY"), "{status}");
 }
+
+/// Every Event message in the namespace, one per line.
+async fn events_of(ns: &TestNamespace) -> String {
+    let events = ns
+        .api::<k8s_openapi::api::core::v1::Event>()
+        .list(&Default::default())
+        .await
+        .expect("events");
+    events
+        .items
+        .into_iter()
+        .filter_map(|e| e.message)
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+async fn credentials_secret(ns: &TestNamespace, data: serde_json::Value) {
+    support::app::apply(
+        ns,
+        json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "git-http"},
+            "stringData": data}),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn https_basic_auth_comes_from_the_secret_and_never_shows() {
+    use support::git::GitHttpServer;
+    let ns = TestNamespace::new(&client().await, "gitsync-basic").await;
+    let repo = GitRepo::new(&ns.name);
+    let first = repo.commit("first", &[("deploy/a.yaml", &config_map("a", "1"))]);
+    let server = GitHttpServer::serve(&repo, "ci", "correct-horse", true).await;
+    let certificate = server
+        .certificate()
+        .expect("a TLS server has a certificate");
+    let _controller = ControllerProcess::start_with_env(
+        &ns.name,
+        &["--metrics-addr", "127.0.0.1:0"],
+        &[("SSL_CERT_FILE", &certificate)],
+    );
+
+    credentials_secret(&ns, json!({"username": "ci", "password": "wrong-battery"})).await;
+    git_sync(
+        &ns,
+        &server.url(&repo),
+        json!({"secretRef": {"name": "git-http"}}),
+    )
+    .await;
+    let refused = ready_with(&ns, "FetchFailed", None).await;
+    let message = ready_message(&refused);
+    assert!(
+        message.contains("401") || message.to_lowercase().contains("auth"),
+        "says the server refused the credentials: {message}"
+    );
+    assert!(
+        !message.contains("wrong-battery") && !message.contains("correct-horse"),
+        "{message}"
+    );
+    assert_eq!(value_of(&ns, "a").await, None);
+
+    credentials_secret(&ns, json!({"username": "ci", "password": "correct-horse"})).await;
+    let synced = ready_with(&ns, "Applied", Some(&first)).await;
+    assert_eq!(value_of(&ns, "a").await.as_deref(), Some("1"));
+    let everything = format!(
+        "{}{}",
+        serde_json::to_string(&synced).unwrap_or_default(),
+        events_of(&ns).await
+    );
+    assert!(
+        !everything.contains("correct-horse") && !everything.contains("wrong-battery"),
+        "no password in status or Events"
+    );
+}
+
+#[tokio::test]
+async fn https_trusts_only_what_the_controller_trusts() {
+    use support::git::GitHttpServer;
+    let ns = TestNamespace::new(&client().await, "gitsync-https").await;
+    let repo = GitRepo::new(&ns.name);
+    let first = repo.commit("first", &[("deploy/a.yaml", &config_map("a", "1"))]);
+    let server = GitHttpServer::serve(
+        &repo,
+        weir::gitops::credentials::TOKEN_USERNAME,
+        "token-123",
+        true,
+    )
+    .await;
+    credentials_secret(&ns, json!({"password": "token-123"})).await;
+
+    // A self-signed certificate nobody told the controller about: refused.
+    let untrusting = ControllerProcess::start(&ns.name);
+    git_sync(
+        &ns,
+        &server.url(&repo),
+        json!({"secretRef": {"name": "git-http"}}),
+    )
+    .await;
+    let refused = ready_with(&ns, "FetchFailed", None).await;
+    assert!(
+        ready_message(&refused)
+            .to_lowercase()
+            .contains("certificate"),
+        "{}",
+        ready_message(&refused)
+    );
+    assert_eq!(value_of(&ns, "a").await, None);
+    drop(untrusting);
+
+    // The same certificate given to the controller as its trust store: fetched with the
+    // token (and the username weir sends with a bare token).
+    let certificate = server
+        .certificate()
+        .expect("a TLS server has a certificate");
+    let _trusting = ControllerProcess::start_with_env(
+        &ns.name,
+        &["--metrics-addr", "127.0.0.1:0"],
+        &[("SSL_CERT_FILE", &certificate)],
+    );
+    ready_with(&ns, "Applied", Some(&first)).await;
+    assert_eq!(value_of(&ns, "a").await.as_deref(), Some("1"));
+}

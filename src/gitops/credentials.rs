@@ -1,6 +1,6 @@
 //! What a fetch authenticates with, read from the Secret a GitSync names: `identity` and
 //! `known_hosts` for `ssh://`; `username` and `password` (a token as password) for
-//! `https://` and `http://`. Pure: the caller reads the Secret.
+//! `https://`, never for plain `http://`. Pure: the caller reads the Secret.
 //!
 //! Values never leave this type in words: its Debug form is redacted, and errors name only
 //! the Secret and the key.
@@ -87,7 +87,10 @@ pub fn from_secret(
                 known_hosts,
             })
         }
-        "https" | "http" => match (text("username")?, text("password")?) {
+        "http" => Err(format!(
+            "Secret {secret} holds credentials, and weir sends credentials only over https://: change spec.url to https://"
+        )),
+        "https" => match (text("username")?, text("password")?) {
             (username, Some(password)) => Ok(Credentials::Basic {
                 username: username.unwrap_or_else(|| TOKEN_USERNAME.to_owned()),
                 password,
@@ -168,6 +171,16 @@ mod tests {
                 username: TOKEN_USERNAME.into(),
                 password: "ghp_token".into()
             })
+        );
+        let error = from_secret(
+            "http://git.example/shop.git",
+            "s",
+            &data(&[("password", "pw")]),
+        )
+        .expect_err("no credentials in clear text");
+        assert!(
+            error.contains("https://") && !error.contains("pw"),
+            "{error}"
         );
         assert!(from_secret(url, "s", &data(&[("username", "ci")])).is_err());
         assert!(from_secret(url, "s", &data(&[])).is_err());

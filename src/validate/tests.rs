@@ -505,6 +505,30 @@ fn git_sync_rules() {
         .expect("url violation");
     assert!(url.message.contains("ssh://user@host/path"), "{url}");
 
+    let with_token = git_sync_from(
+        json!({"url": "https://ci:ghp_abc@github.com/team/repo.git", "ref": {"branch": "main"}}),
+    );
+    let violations = git_sync(&with_token);
+    assert_only(violations.clone(), &[(Invalid, "spec.url")]);
+    assert!(
+        violations[0].message.contains("spec.secretRef")
+            && !violations[0].message.contains("ghp_abc"),
+        "{}",
+        violations[0]
+    );
+    for fine in [
+        "ssh://git@github.com/team/repo.git",
+        "https://github.com/team/repo.git",
+    ] {
+        assert_eq!(
+            git_sync(&git_sync_from(
+                json!({"url": fine, "ref": {"branch": "main"}})
+            )),
+            vec![],
+            "{fine}"
+        );
+    }
+
     let pinned = git_sync_from(
         json!({"url": "https://h/r.git", "ref": {"commit": "abc123"},
         "rollback": {"writeBack": {"enabled": true, "authorName": "w", "authorEmail": "w@x"}}}),

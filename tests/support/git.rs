@@ -237,3 +237,93 @@ impl Drop for SshServer {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// Git's smart HTTP protocol (`git http-backend`) behind Basic authentication on a loopback
+/// port, over TLS with a self-signed certificate when asked: see git-http-server.py.
+pub struct GitHttpServer {
+    pub port: u16,
+    tls: Option<PathBuf>,
+    child: std::process::Child,
+}
+
+impl GitHttpServer {
+    pub async fn serve(repo: &GitRepo, username: &str, password: &str, tls: bool) -> GitHttpServer {
+        let port = free_port();
+        let root = repo.dir.parent().unwrap_or(&repo.dir).to_owned();
+        let script = super::repo_root().join("tests/support/git-http-server.py");
+        let mut command = Command::new("python3");
+        command
+            .arg(script)
+            .arg(port.to_string())
+            .arg(&root)
+            .args([username, password]);
+        let tls = tls.then(|| {
+            let dir = std::env::temp_dir()
+                .join("weir-test-tls")
+                .join(format!("{port}-{}", std::process::id()));
+            std::fs::create_dir_all(&dir)
+                .unwrap_or_else(|e| panic!("creating {}: {e}", dir.display()));
+            let output = Command::new("openssl")
+                .args([
+                    "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                ])
+                .args(["-subj", "/CN=127.0.0.1"])
+                .args(["-addext", "subjectAltName=IP:127.0.0.1"])
+                .args(["-addext", "basicConstraints=critical,CA:FALSE"])
+                .args(["-addext", "extendedKeyUsage=serverAuth"])
+                .arg("-keyout")
+                .arg(dir.join("key.pem"))
+                .arg("-out")
+                .arg(dir.join("cert.pem"))
+                .output()
+                .unwrap_or_else(|e| panic!("running openssl: {e}"));
+            assert!(
+                output.status.success(),
+                "openssl: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+            command.arg(dir.join("cert.pem")).arg(dir.join("key.pem"));
+            dir
+        });
+        let child = command
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("starting git-http-server.py: {e}"));
+        eventually(
+            "the Git HTTP server to listen",
+            Duration::from_secs(10),
+            || async {
+                tokio::net::TcpStream::connect(("127.0.0.1", port))
+                    .await
+                    .ok()
+            },
+        )
+        .await;
+        GitHttpServer { port, tls, child }
+    }
+
+    /// The self-signed certificate, to trust through SSL_CERT_FILE.
+    pub fn certificate(&self) -> Option<PathBuf> {
+        self.tls.as_ref().map(|dir| dir.join("cert.pem"))
+    }
+
+    pub fn url(&self, repo: &GitRepo) -> String {
+        let name = repo
+            .dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}/{name}", self.port)
+    }
+}
+
+impl Drop for GitHttpServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if let Some(dir) = &self.tls {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}

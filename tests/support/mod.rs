@@ -228,6 +228,15 @@ impl ControllerProcess {
     }
 
     pub fn start_with(namespace: &str, extra: &[&str]) -> ControllerProcess {
+        ControllerProcess::start_with_env(namespace, extra, &[])
+    }
+
+    /// With environment variables of its own (SSL_CERT_FILE, say).
+    pub fn start_with_env(
+        namespace: &str,
+        extra: &[&str],
+        env: &[(&str, &Path)],
+    ) -> ControllerProcess {
         let kubeconfig = std::env::var_os("KUBECONFIG")
             .map(PathBuf::from)
             .unwrap_or_else(|| cluster_dir().join("kubeconfig"));
@@ -243,6 +252,7 @@ impl ControllerProcess {
             .args(extra)
             .env("KUBECONFIG", kubeconfig)
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdout(log.try_clone().unwrap_or_else(|e| panic!("log: {e}")))
             .stderr(log)
             .spawn()
