@@ -11,6 +11,7 @@ use weir::gitops::credentials::Credentials;
 use weir::gitops::source::{fetch, files_at};
 
 const ANONYMOUS: Credentials = Credentials::Anonymous;
+static NOT_INTERRUPTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 fn clone_dir(test: &str) -> PathBuf {
     let dir = std::env::temp_dir()
@@ -37,7 +38,14 @@ fn a_branch_is_fetched_incrementally_and_read_without_a_work_tree() {
         &[("apps/web/a.yaml", CONFIG_MAP), ("README.md", "hi")],
     );
     let dir = clone_dir("branch");
-    let fetched = fetch(&dir, &repo.file_url(), &branch("main"), &ANONYMOUS).expect("fetch");
+    let fetched = fetch(
+        &dir,
+        &repo.file_url(),
+        &branch("main"),
+        &ANONYMOUS,
+        &NOT_INTERRUPTED,
+    )
+    .expect("fetch");
     assert_eq!(fetched.revision, first);
     assert_eq!(fetched.subject, "first");
     let files = files_at(&dir, &first, "apps/web").expect("files");
@@ -49,7 +57,14 @@ fn a_branch_is_fetched_incrementally_and_read_without_a_work_tree() {
         "second: remove a, add b",
         &[("apps/web/a.yaml", ""), ("apps/web/b.yaml", CONFIG_MAP)],
     );
-    let fetched = fetch(&dir, &repo.file_url(), &branch("main"), &ANONYMOUS).expect("fetch again");
+    let fetched = fetch(
+        &dir,
+        &repo.file_url(),
+        &branch("main"),
+        &ANONYMOUS,
+        &NOT_INTERRUPTED,
+    )
+    .expect("fetch again");
     assert_eq!(fetched.revision, second);
     let paths: Vec<_> = files_at(&dir, &second, ".")
         .expect("files")
@@ -76,14 +91,17 @@ async fn git_daemon_tags_and_commits() {
             tag: Some("v1".into()),
             ..GitRef::default()
         };
-        let by_tag = fetch(&dir, &url, &tag, &ANONYMOUS).expect("fetch tag");
+        let by_tag = fetch(&dir, &url, &tag, &ANONYMOUS, &NOT_INTERRUPTED).expect("fetch tag");
         let commit = GitRef {
             commit: Some(first.clone()),
             ..GitRef::default()
         };
-        let by_commit = fetch(&dir, &url, &commit, &ANONYMOUS).expect("fetch commit");
-        let by_branch = fetch(&dir, &url, &branch("main"), &ANONYMOUS).expect("fetch branch");
-        let missing = fetch(&dir, &url, &branch("nope"), &ANONYMOUS).expect_err("no such branch");
+        let by_commit =
+            fetch(&dir, &url, &commit, &ANONYMOUS, &NOT_INTERRUPTED).expect("fetch commit");
+        let by_branch =
+            fetch(&dir, &url, &branch("main"), &ANONYMOUS, &NOT_INTERRUPTED).expect("fetch branch");
+        let missing = fetch(&dir, &url, &branch("nope"), &ANONYMOUS, &NOT_INTERRUPTED)
+            .expect_err("no such branch");
         let _ = std::fs::remove_dir_all(&dir);
         (
             by_tag.revision == first,
@@ -106,6 +124,7 @@ fn an_unreachable_repository_is_an_error_naming_the_step() {
         &format!("git://127.0.0.1:{port}/nothing"),
         &branch("main"),
         &ANONYMOUS,
+        &NOT_INTERRUPTED,
     )
     .expect_err("nothing listens");
     assert!(

@@ -20,16 +20,20 @@ fn config_map(name: &str, value: &str) -> String {
 }
 
 async fn git_sync(ns: &TestNamespace, url: &str, extra: serde_json::Value) {
+    git_sync_named(ns, "app", url, extra).await;
+}
+
+async fn git_sync_named(ns: &TestNamespace, name: &str, url: &str, extra: serde_json::Value) {
     let mut spec =
         json!({"url": url, "ref": {"branch": "main"}, "path": "deploy", "interval": "1s"});
     if let (Some(spec), Some(extra)) = (spec.as_object_mut(), extra.as_object()) {
         spec.extend(extra.clone());
     }
     let object = json!({"apiVersion": "weir.dev/v1alpha1", "kind": "GitSync",
-        "metadata": {"name": "app"}, "spec": spec});
+        "metadata": {"name": name}, "spec": spec});
     ns.api::<GitSync>()
         .patch(
-            "app",
+            name,
             &PatchParams::apply("weir-test").force(),
             &Patch::Apply(&object),
         )
@@ -690,4 +694,65 @@ async fn https_trusts_only_what_the_controller_trusts() {
     );
     ready_with(&ns, "Applied", Some(&first)).await;
     assert_eq!(value_of(&ns, "a").await.as_deref(), Some("1"));
+}
+
+#[tokio::test]
+async fn a_remote_that_never_answers_is_abandoned_and_blocks_no_one() {
+    let ns = TestNamespace::new(&client().await, "gitsync-stuck").await;
+    // Accepts connections and never says a word.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = silent.local_addr().expect("port").port();
+    let held = tokio::spawn(async move {
+        let mut connections = Vec::new();
+        while let Ok((connection, _)) = silent.accept().await {
+            connections.push(connection);
+        }
+    });
+    let repo = GitRepo::new(&ns.name);
+    let first = repo.commit("first", &[("deploy/a.yaml", &config_map("a", "1"))]);
+    // One fetch at a time, so the silent remote holds the only slot until its timeout.
+    let _controller = ControllerProcess::start_with(
+        &ns.name,
+        &[
+            "--metrics-addr",
+            "127.0.0.1:0",
+            "--max-concurrent-fetches",
+            "1",
+            "--fetch-timeout",
+            "2s",
+        ],
+    );
+    git_sync_named(
+        &ns,
+        "silent",
+        &format!("git://127.0.0.1:{port}/repo"),
+        json!({}),
+    )
+    .await;
+    git_sync(&ns, &repo.file_url(), json!({})).await;
+
+    ready_with(&ns, "Applied", Some(&first)).await;
+    let api = ns.api::<GitSync>();
+    let stuck = eventually("the silent remote to be abandoned", LIMIT, || async {
+        let sync = api.get("silent").await.ok()?;
+        let message = ready_message(&sync);
+        message
+            .contains("did not answer within 2s")
+            .then_some(message)
+    })
+    .await;
+    assert!(stuck.contains("--fetch-timeout"), "{stuck}");
+    // The silent remote keeps failing; the other GitSync keeps syncing.
+    let second = repo.commit("second", &[("deploy/a.yaml", &config_map("a", "2"))]);
+    ready_with(&ns, "Applied", Some(&second)).await;
+    assert_eq!(value_of(&ns, "a").await.as_deref(), Some("2"));
+    let silent = api.get("silent").await.expect("silent GitSync");
+    assert!(
+        silent
+            .status
+            .is_some_and(|s| s.last_attempted_revision.is_none() && s.inventory.is_empty())
+    );
+    held.abort();
 }

@@ -62,6 +62,9 @@ struct ControllerArgs {
     /// GitSyncs fetching at once; the rest wait their turn.
     #[arg(long, default_value_t = 4)]
     max_concurrent_fetches: usize,
+    /// How long one fetch may take before it is abandoned and its slot given to another.
+    #[arg(long, default_value = "1m", value_parser = parse_duration)]
+    fetch_timeout: std::time::Duration,
     /// The Secret (NAMESPACE/NAME, key `token`) whose value signs push webhooks
     /// (POST /hooks/git on --metrics-addr); without it every webhook call is refused.
     #[arg(long, env = "WEIR_WEBHOOK_SECRET")]
@@ -81,8 +84,7 @@ fn parse_http_url(text: &str) -> Result<String, String> {
 }
 
 struct GitOptions {
-    cache_dir: PathBuf,
-    max_fetches: usize,
+    fetching: weir::gitops::controller::Options,
     webhook_secret: Option<weir::gitops::webhook::SecretLocation>,
 }
 
@@ -169,8 +171,7 @@ async fn controller(
             client_for_git,
             namespace.as_deref(),
             leadership_for_git,
-            git.cache_dir,
-            git.max_fetches,
+            git.fetching,
         ),
     );
     analysis
@@ -192,6 +193,7 @@ async fn main() -> ExitCode {
                 prometheus_url,
                 git_cache_dir,
                 max_concurrent_fetches,
+                fetch_timeout,
                 webhook_secret,
             } = *args;
             init_logging(log_format);
@@ -204,8 +206,11 @@ async fn main() -> ExitCode {
                 duration: lease_duration,
             };
             let git = GitOptions {
-                cache_dir: git_cache_dir,
-                max_fetches: max_concurrent_fetches,
+                fetching: weir::gitops::controller::Options {
+                    cache_dir: git_cache_dir,
+                    max_fetches: max_concurrent_fetches,
+                    fetch_timeout,
+                },
                 webhook_secret,
             };
             controller(namespace, election, metrics_addr, prometheus_url, git).await

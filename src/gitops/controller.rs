@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::StreamExt;
 use kube::Client;
@@ -14,22 +15,33 @@ use crate::api::gitsync::GitSync;
 use crate::runtime::leader::{Leadership, became_leader};
 use crate::runtime::scoped_api;
 
-/// Runs until SIGTERM or SIGINT. Clones live under `cache_dir`; at most `max_fetches` fetch
-/// at once.
+/// How the controller fetches.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Where the persistent clones live.
+    pub cache_dir: PathBuf,
+    /// Fetches at once.
+    pub max_fetches: usize,
+    /// How long one fetch may take.
+    pub fetch_timeout: Duration,
+}
+
+/// Runs until SIGTERM or SIGINT.
 pub async fn run(
     client: Client,
     namespace: Option<&str>,
     leadership: Leadership,
-    cache_dir: PathBuf,
-    max_fetches: usize,
+    options: Options,
 ) {
     let context = Arc::new(Context {
         recorder: crate::runtime::recorder(&client),
         client: client.clone(),
         leadership: leadership.clone(),
-        cache_dir,
+        cache_dir: options.cache_dir,
         kustomize: super::kustomize::find(),
-        fetches: Arc::new(Semaphore::new(max_fetches.max(1))),
+        fetches: Arc::new(Semaphore::new(options.max_fetches.max(1))),
+        fetch_timeout: options.fetch_timeout,
+        in_flight: Default::default(),
         failures: Default::default(),
         last_sync: Default::default(),
     });

@@ -2,8 +2,9 @@
 //! record, and come back after `interval` (with a little jitter, so many GitSyncs do not fetch
 //! in step), sooner with backoff after a failed fetch.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -37,11 +38,47 @@ pub struct Context {
     pub kustomize: Option<kustomize::Builder>,
     /// Fetches at once; the others wait their turn without blocking a worker.
     pub fetches: Arc<Semaphore>,
+    /// How long a fetch may take before it is abandoned and its slot freed.
+    pub fetch_timeout: Duration,
+    /// The GitSyncs (`namespace/name`) with a fetch still running.
+    pub in_flight: Arc<Mutex<HashSet<String>>>,
     /// Failed fetches in a row, per GitSync, for the backoff.
     pub failures: Mutex<HashMap<String, u32>>,
     /// When each GitSync was last synced, and at which generation: a watch event that is
     /// only our own status write must not start another fetch and apply.
     pub last_sync: Mutex<HashMap<String, (std::time::Instant, Option<i64>)>>,
+}
+
+fn timed_out(timeout: Duration) -> String {
+    format!(
+        "the repository did not answer within {}s (--fetch-timeout)",
+        timeout.as_secs_f64()
+    )
+}
+
+/// A GitSync's claim on fetching, released when the fetch's thread ends, however late.
+struct InFlight {
+    set: Arc<Mutex<HashSet<String>>>,
+    key: String,
+}
+
+impl InFlight {
+    fn claim(set: &Arc<Mutex<HashSet<String>>>, key: &str) -> Option<InFlight> {
+        let mut running = set.lock().unwrap_or_else(|e| e.into_inner());
+        running.insert(key.to_owned()).then(|| InFlight {
+            set: set.clone(),
+            key: key.to_owned(),
+        })
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.set
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.key);
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -181,8 +218,21 @@ async fn attempt(ctx: &Context, sync: &GitSync, key: &str) -> Attempt {
     let Ok(_permit) = ctx.fetches.acquire().await else {
         return Attempt::FetchFailed("the controller is shutting down".into());
     };
+    // One fetch per GitSync at a time: a fetch abandoned at the timeout may still be stuck
+    // in a read, and a second one must not share its clone.
+    // kube-runtime never reconciles one object twice at once, so a claim is only refused
+    // while a fetch abandoned at the timeout is still stuck.
+    let Some(in_flight) = InFlight::claim(&ctx.in_flight, key) else {
+        return Attempt::FetchFailed(format!(
+            "{}, and that fetch has not ended yet",
+            timed_out(ctx.fetch_timeout)
+        ));
+    };
+    let interrupt = Arc::new(AtomicBool::new(false));
+    let interrupted = interrupt.clone();
     let read = tokio::task::spawn_blocking(move || {
-        let fetched = source::fetch(&dir, &url, &git_ref, &credentials)?;
+        let _in_flight = in_flight;
+        let fetched = source::fetch(&dir, &url, &git_ref, &credentials, &interrupted)?;
         let mut files = source::files_at(&dir, &fetched.revision, &path)?;
         let layout = render::layout(&files, &path);
         if let Layout::Kustomization(_) = layout {
@@ -190,13 +240,19 @@ async fn attempt(ctx: &Context, sync: &GitSync, key: &str) -> Attempt {
             files = source::files_at(&dir, &fetched.revision, "")?;
         }
         Ok::<_, source::SourceError>((fetched, files, layout))
-    })
-    .await;
+    });
+    let read = tokio::time::timeout(ctx.fetch_timeout, read).await;
     drop(_permit);
     let (fetched, files, layout) = match read {
-        Ok(Ok(read)) => read,
-        Ok(Err(error)) => return Attempt::FetchFailed(error.to_string()),
-        Err(_) => return Attempt::FetchFailed("the fetch was interrupted".into()),
+        Ok(Ok(Ok(read))) => read,
+        Ok(Ok(Err(error))) => return Attempt::FetchFailed(error.to_string()),
+        Ok(Err(_)) => return Attempt::FetchFailed("the fetch was interrupted".into()),
+        Err(_) => {
+            // gix checks this between steps; a thread stuck in a read ends when the
+            // connection does, and InFlight keeps it the only one for this GitSync.
+            interrupt.store(true, Ordering::Relaxed);
+            return Attempt::FetchFailed(timed_out(ctx.fetch_timeout));
+        }
     };
     let (revision, subject) = (fetched.revision, fetched.subject);
     let rendered = match layout {

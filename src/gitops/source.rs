@@ -71,12 +71,13 @@ pub fn clone_dir(base: &Path, namespace: &str, name: &str, url: &str) -> PathBuf
 }
 
 /// Fetches `git_ref` from `url` into the bare clone at `dir` (made on first use) and
-/// returns the commit it points to.
+/// returns the commit it points to. Setting `interrupt` stops a fetch between steps.
 pub fn fetch(
     dir: &Path,
     url: &str,
     git_ref: &GitRef,
     credentials: &Credentials,
+    interrupt: &AtomicBool,
 ) -> Result<Fetched, SourceError> {
     let mut repo = if dir.join("HEAD").exists() {
         gix::open(dir).map_err(|e| fail("opening the local clone", e))?
@@ -91,7 +92,7 @@ pub fn fetch(
         } => {
             // Kept until the fetch ends; the key files go with it.
             let ssh = use_ssh(&mut repo, identity, known_hosts)?;
-            fetch_into(&repo, url, git_ref, credentials).map_err(|SourceError(message)| {
+            fetch_into(&repo, url, git_ref, credentials, interrupt).map_err(|SourceError(message)| {
                 let said = std::fs::read_to_string(ssh.path().join(SSH_STDERR)).unwrap_or_default();
                 match ssh_diagnosis(&said) {
                     Some(reason) => SourceError(format!("{message} (ssh: {reason})")),
@@ -102,7 +103,7 @@ pub fn fetch(
         _ if credentials::required(url) => Err(SourceError(
             "ssh:// needs spec.secretRef naming a Secret with identity and known_hosts: weir never accepts a host key it was not given".into(),
         )),
-        _ => fetch_into(&repo, url, git_ref, credentials),
+        _ => fetch_into(&repo, url, git_ref, credentials, interrupt),
     }
 }
 
@@ -124,6 +125,7 @@ fn fetch_into(
     url: &str,
     git_ref: &GitRef,
     credentials: &Credentials,
+    interrupt: &AtomicBool,
 ) -> Result<Fetched, SourceError> {
     let basic = match credentials {
         Credentials::Basic { username, password } => Some(gix::sec::identity::Account {
@@ -170,7 +172,7 @@ fn fetch_into(
         )));
     }
     prepared
-        .receive(gix::progress::Discard, &AtomicBool::new(false))
+        .receive(gix::progress::Discard, interrupt)
         .map_err(|e| fail("fetching", e))?;
     let id = match &git_ref.commit {
         Some(commit) if tracking.is_empty() => gix::ObjectId::from_hex(commit.as_bytes())
