@@ -211,6 +211,13 @@ async fn an_unreachable_repository_is_fetch_failed() {
         message.starts_with("connecting to the repository"),
         "{message}"
     );
+    assert!(
+        failed.status.as_ref().is_some_and(|s| s
+            .conditions
+            .iter()
+            .any(|c| c.type_ == "Reconciling" && c.status == "True" && c.reason == "Retrying")),
+        "a fetch that may work next time is still reconciling"
+    );
     let status = failed.status.unwrap_or_default();
     assert!(status.inventory.is_empty() && status.last_applied_revision.is_none());
 }
@@ -755,4 +762,117 @@ async fn a_remote_that_never_answers_is_abandoned_and_blocks_no_one() {
             .is_some_and(|s| s.last_attempted_revision.is_none() && s.inventory.is_empty())
     );
     held.abort();
+}
+
+#[tokio::test]
+async fn a_revision_brings_its_namespace_and_crd_and_suspend_holds_everything() {
+    use k8s_openapi::api::core::v1::Namespace;
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    use kube::api::{ApiResource, DynamicObject, GroupVersionKind};
+
+    let ns = TestNamespace::new(&client().await, "gitsync-crd").await;
+    let group = format!("{}.weir.test", ns.name);
+    let extra = format!("{}-extra", ns.name);
+    // JSON is YAML.
+    let crd = json!({"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+        "metadata": {"name": format!("widgets.{group}")},
+        "spec": {"group": group, "scope": "Namespaced",
+            "names": {"plural": "widgets", "singular": "widget", "kind": "Widget", "listKind": "WidgetList"},
+            "versions": [{"name": "v1", "served": true, "storage": true,
+                "schema": {"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}}]}})
+    .to_string();
+    let in_extra =
+        |text: String| text.replace("metadata:\n", &format!("metadata:\n  namespace: {extra}\n"));
+    let widget = in_extra(format!(
+        "apiVersion: {group}/v1\nkind: Widget\nmetadata:\n  name: w\nspec:\n  size: 3\n"
+    ));
+    let files = |value: &str| {
+        vec![
+            // Git's order is the wrong way round on purpose: weir applies Namespaces, then
+            // CRDs, then the rest.
+            ("deploy/1-widget.yaml".to_owned(), widget.clone()),
+            (
+                "deploy/2-config.yaml".to_owned(),
+                in_extra(config_map("c", value)),
+            ),
+            ("deploy/3-crd.yaml".to_owned(), crd.clone()),
+            (
+                "deploy/4-namespace.yaml".to_owned(),
+                format!("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {extra}\n"),
+            ),
+        ]
+    };
+    let repo = GitRepo::new(&ns.name);
+    let commit = |subject: &str, files: Vec<(String, String)>| {
+        let borrowed: Vec<(&str, &str)> = files
+            .iter()
+            .map(|(p, c)| (p.as_str(), c.as_str()))
+            .collect();
+        repo.commit(subject, &borrowed)
+    };
+    let first = commit("namespace, CRD and objects", files("1"));
+    let _controller = ControllerProcess::start(&ns.name);
+    git_sync(&ns, &repo.file_url(), json!({})).await;
+    let synced = ready_with(&ns, "Applied", Some(&first)).await;
+    assert_eq!(synced.status.unwrap_or_default().inventory.len(), 4);
+    let resource = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk(&group, "v1", "Widget"),
+        "widgets",
+    );
+    let widgets: kube::Api<DynamicObject> =
+        kube::Api::namespaced_with(ns.client.clone(), &extra, &resource);
+    let applied = widgets.get("w").await.expect("the Widget");
+    assert_eq!(applied.data["spec"]["size"], 3);
+    let configs = kube::Api::<ConfigMap>::namespaced(ns.client.clone(), &extra);
+    let value = || async {
+        configs
+            .get_opt("c")
+            .await
+            .ok()
+            .flatten()
+            .and_then(|c| c.data?.get("value").cloned())
+    };
+    assert_eq!(value().await.as_deref(), Some("1"));
+
+    // Suspended: a new revision waits, however many intervals pass.
+    git_sync(&ns, &repo.file_url(), json!({"suspend": true})).await;
+    let held = commit("while suspended", files("2"));
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    assert_eq!(value().await.as_deref(), Some("1"));
+    let sync = ns.api::<GitSync>().get("app").await.expect("GitSync");
+    assert_eq!(
+        sync.status.and_then(|s| s.last_attempted_revision),
+        Some(first.clone())
+    );
+    git_sync(&ns, &repo.file_url(), json!({"suspend": false})).await;
+    ready_with(&ns, "Applied", Some(&held)).await;
+    assert_eq!(value().await.as_deref(), Some("2"));
+
+    // Everything leaves Git: the objects, the CRD and the Namespace are pruned.
+    let empty = commit(
+        "nothing left",
+        files("2")
+            .into_iter()
+            .map(|(path, _)| (path, String::new()))
+            .chain([("deploy/keep.txt".to_owned(), "x".to_owned())])
+            .collect(),
+    );
+    let emptied = ready_with(&ns, "Applied", Some(&empty)).await;
+    assert!(emptied.status.unwrap_or_default().inventory.is_empty());
+    let crds = kube::Api::<CustomResourceDefinition>::all(ns.client.clone());
+    let namespaces = kube::Api::<Namespace>::all(ns.client.clone());
+    eventually("the CRD and the Namespace to go", LIMIT, || async {
+        let crd_gone = crds
+            .get_opt(&format!("widgets.{group}"))
+            .await
+            .ok()?
+            .is_none();
+        let namespace_going = namespaces
+            .get_opt(&extra)
+            .await
+            .ok()?
+            .is_none_or(|n| n.metadata.deletion_timestamp.is_some());
+        (crd_gone && namespace_going).then_some(())
+    })
+    .await;
 }

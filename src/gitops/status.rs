@@ -10,6 +10,9 @@ use crate::time::to_k8s;
 
 pub const READY: &str = "Ready";
 pub const STALLED: &str = "Stalled";
+/// True while weir is still working towards Git: after a failure that a retry may mend
+/// (an unreachable remote, a refused apply). Absent once applied, or once stalled.
+pub const RECONCILING: &str = "Reconciling";
 /// Revisions kept in `status.history`.
 pub const HISTORY: usize = 10;
 
@@ -118,6 +121,19 @@ pub fn record(
     } else {
         conditions::remove(&mut status.conditions, STALLED);
     }
+    if ok || stalled {
+        conditions::remove(&mut status.conditions, RECONCILING);
+    } else {
+        conditions::set(
+            &mut status.conditions,
+            RECONCILING,
+            true,
+            "Retrying",
+            &format!("{reason}: {message}"),
+            &time,
+            generation,
+        );
+    }
     let (revision, subject) = match attempt {
         Attempt::RenderFailed {
             revision, subject, ..
@@ -217,6 +233,11 @@ mod tests {
             1,
             "nothing was applied: the inventory stands"
         );
+        assert_eq!(
+            condition(&status, RECONCILING),
+            None,
+            "stalled: a retry cannot mend it"
+        );
         let unreachable = Attempt::FetchFailed("connecting to the repository: refused".into());
         record(&mut status, &unreachable, Some(1), at(20));
         assert_eq!(condition(&status, READY), Some(("False", "FetchFailed")));
@@ -225,8 +246,11 @@ mod tests {
             None,
             "a fetch may work next time"
         );
+        assert_eq!(condition(&status, RECONCILING), Some(("True", "Retrying")));
         assert_eq!(status.last_attempted_revision.as_deref(), Some("bbb"));
         record(&mut status, &applied("ccc"), Some(1), at(30));
+        assert_eq!(condition(&status, RECONCILING), None);
+        assert_eq!(condition(&status, STALLED), None);
         let outcomes: Vec<_> = status
             .history
             .iter()
