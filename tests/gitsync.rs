@@ -197,6 +197,42 @@ async fn a_malformed_manifest_applies_nothing_of_its_revision() {
     );
     assert_eq!(value_of(&ns, "a").await.as_deref(), Some("1"));
     assert_eq!(value_of(&ns, "b").await, None);
+
+    // A bad object in a Namespace the revision brings can only be checked once that
+    // Namespace exists: the Namespace is applied, then the check fails, and none of the
+    // revision's other objects is applied.
+    let extra = format!("{}-extra", ns.name);
+    let late = repo.commit(
+        "bad object in a new namespace",
+        &[
+            ("deploy/a.yaml", &config_map("a", "3")),
+            ("deploy/c.yaml", ""),
+            (
+                "deploy/n.yaml",
+                &format!(
+                    "apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {extra}\n---\n\
+                     apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: Late_Bad_Name\n  namespace: {extra}\n"
+                ),
+            ),
+        ],
+    );
+    let failed = ready_with(&ns, "ApplyFailed", Some(&late)).await;
+    assert!(
+        ready_message(&failed).contains("Late_Bad_Name"),
+        "{}",
+        ready_message(&failed)
+    );
+    assert_eq!(value_of(&ns, "a").await.as_deref(), Some("1"));
+    let inventory = failed.status.unwrap_or_default().inventory;
+    assert!(
+        inventory
+            .iter()
+            .any(|e| e.kind == "Namespace" && e.name == extra),
+        "the Namespace that was applied is in the inventory: {inventory:?}"
+    );
+    let _ = kube::Api::<k8s_openapi::api::core::v1::Namespace>::all(ns.client.clone())
+        .delete(&extra, &Default::default())
+        .await;
 }
 
 #[tokio::test]

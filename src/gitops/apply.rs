@@ -8,14 +8,18 @@ use std::collections::{BTreeMap, BTreeSet};
 use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams};
 use kube::core::GroupVersionKind;
 use kube::discovery::{ApiCapabilities, ApiResource, Scope};
-use kube::{Client, discovery};
+use kube::{Client, ResourceExt, discovery};
 use serde_json::Value;
 
-use super::inventory::{self, after_attempt, apply_order, stamp, to_prune};
+use super::inventory::{
+    self, OWNER_ANNOTATION, after_attempt, apply_order, group_of, stamp, to_prune,
+};
 use super::ownership::{RolloutRoutes, keep_live_weights};
 use super::render::Manifest;
 use crate::api::Rollout;
 use crate::api::gitsync::InventoryEntry;
+use crate::runtime::leader::Leadership;
+use crate::runtime::scoped_api;
 
 /// weir's field manager for what comes from Git. The rollout engine writes as `weir-rollout`,
 /// so neither takes the other's fields.
@@ -37,8 +41,7 @@ fn gvk(api_version: &str, kind: &str) -> GroupVersionKind {
     GroupVersionKind::gvk(group, version, kind)
 }
 
-fn describe(object: &Value) -> String {
-    let entry = inventory::entry(object);
+fn describe_entry(entry: &InventoryEntry) -> String {
     match &entry.namespace {
         Some(namespace) => format!("{} {namespace}/{}", entry.kind, entry.name),
         None => format!("{} {}", entry.kind, entry.name),
@@ -88,253 +91,374 @@ fn api_for(
     }
 }
 
-/// Applies `manifests` at `revision` for the GitSync `owner` (`namespace/name`) whose own
-/// namespace is the default for namespaced objects, then prunes what left `old` if `prune`.
+/// One GitSync's attempt to make the cluster equal to one revision.
+pub struct Target<'a> {
+    pub client: &'a Client,
+    /// Checked before every write: a replica that lost the lease stops at once.
+    pub leadership: &'a Leadership,
+    /// The namespace the controller watches (None: all), where Rollouts are looked for.
+    pub scope: Option<&'a str>,
+    /// The GitSync, `namespace/name`.
+    pub owner: &'a str,
+    /// The GitSync's namespace: the default for namespaced objects.
+    pub namespace: &'a str,
+    pub revision: &'a str,
+    pub prune: bool,
+}
+
+/// Applies `manifests` and prunes what left `old`. Every object is first checked by a
+/// server-side dry run. Objects that need a Namespace or a kind this revision brings cannot
+/// be checked before those exist: then the revision's Namespaces and CRDs are applied, those
+/// objects checked, and only then the rest applied. A bad object therefore leaves at most the
+/// revision's Namespaces and CRDs behind, and never half of the rest.
 pub async fn sync(
-    client: &Client,
-    owner: &str,
-    default_namespace: &str,
-    revision: &str,
+    target: &Target<'_>,
     mut manifests: Vec<Manifest>,
     old: &[InventoryEntry],
-    prune: bool,
 ) -> Outcome {
     apply_order(&mut manifests);
-    let mut kinds = Kinds::default();
+    let mut run = Run {
+        target,
+        kinds: Kinds::default(),
+        touched: Vec::new(),
+        applied: 0,
+    };
     let mut outcome = Outcome {
         inventory: old.to_vec(),
         ..Outcome::default()
     };
-    // Kinds and namespaces this revision brings itself: objects that need them cannot be
-    // dry-run before they exist, and are checked by their real apply instead.
-    let new_namespaces: BTreeSet<&str> = manifests
-        .iter()
-        .filter(|m| m.kind() == "Namespace")
-        .map(|m| m.name())
-        .collect();
-    let new_kinds: BTreeSet<(String, String)> = manifests
-        .iter()
-        .filter(|m| m.kind() == "CustomResourceDefinition")
-        .flat_map(|m| {
-            let group = m.object["spec"]["group"]
-                .as_str()
-                .unwrap_or_default()
-                .to_owned();
-            let kind = m.object["spec"]["names"]["kind"]
-                .as_str()
-                .unwrap_or_default()
-                .to_owned();
-            [(group, kind)]
-        })
-        .collect();
-
-    let mut objects = Vec::new();
-    for manifest in &manifests {
-        let group = manifest
-            .api_version()
-            .rsplit_once('/')
-            .map_or("", |(g, _)| g)
-            .to_owned();
-        let found = match kinds
-            .get(client, manifest.api_version(), manifest.kind())
-            .await
-        {
-            Ok(found) => found,
-            Err(error) => {
-                outcome.failure = Some(format!(
-                    "looking up {} {}: {error}",
-                    manifest.api_version(),
-                    manifest.kind()
-                ));
-                return outcome;
-            }
-        };
-        let namespaced = match &found {
-            Some((_, caps)) => caps.scope == Scope::Namespaced,
-            None if new_kinds.contains(&(group, manifest.kind().to_owned())) => {
-                // Defined by a CRD in this revision: its scope is in that CRD.
-                manifests.iter().any(|m| {
-                    m.kind() == "CustomResourceDefinition"
-                        && m.object["spec"]["names"]["kind"] == manifest.kind()
-                        && m.object["spec"]["scope"] == "Namespaced"
-                })
-            }
-            None => {
-                outcome.failure = Some(format!(
-                    "{}:{} the cluster has no kind {} in {}: install its CRD first, or add it to the repository",
-                    manifest.file,
-                    manifest.index,
-                    manifest.kind(),
-                    manifest.api_version()
-                ));
-                return outcome;
-            }
-        };
-        let object = stamp(
-            manifest,
-            owner,
-            revision,
-            namespaced.then_some(default_namespace),
-        );
-        objects.push((object, found.is_some()));
-    }
-
-    let rollout_routes = match rollout_routes(client, &objects).await {
-        Ok(routes) => routes,
+    let objects = match run.stamp(&manifests).await {
+        Ok(objects) => objects,
         Err(message) => {
             outcome.failure = Some(message);
             return outcome;
         }
     };
-
-    // Nothing is applied unless everything passes the API server's own checks.
-    for (object, known) in &objects {
-        let namespace = object["metadata"]["namespace"].as_str();
-        if !known {
-            continue;
-        }
-        if let Some(namespace) = namespace
-            && new_namespaces.contains(namespace)
-            && !namespace_exists(client, namespace).await
-        {
-            continue;
-        }
-        let entry = inventory::entry(object);
-        let Ok(Some((resource, caps))) = kinds.get(client, &entry.api_version, &entry.kind).await
-        else {
-            continue;
-        };
-        let api = api_for(client, &resource, &caps, namespace);
-        let params = PatchParams::apply(FIELD_MANAGER).force().dry_run();
-        if let Err(error) = api.patch(&entry.name, &params, &Patch::Apply(object)).await {
-            outcome.failure = Some(format!(
-                "{} was refused by the API server (dry run): {}",
-                describe(object),
-                api_message(&error)
-            ));
-            return outcome;
-        }
-    }
-
-    let mut applied = Vec::new();
-    for (object, _) in &objects {
-        let entry = inventory::entry(object);
-        let found = match kinds.get(client, &entry.api_version, &entry.kind).await {
-            Ok(Some(found)) => found,
-            Ok(None) => {
-                // A kind whose CRD was applied a moment ago may take a moment to be served.
-                kinds = Kinds::default();
-                match wait_for_kind(client, &mut kinds, &entry).await {
-                    Some(found) => found,
-                    None => {
-                        outcome.failure = Some(format!(
-                            "{}: its kind is not served yet after applying its CRD",
-                            describe(object)
-                        ));
-                        break;
-                    }
-                }
-            }
-            Err(error) => {
-                outcome.failure = Some(format!(
-                    "looking up {} {}: {error}",
-                    entry.api_version, entry.kind
-                ));
-                break;
-            }
-        };
-        let api = api_for(client, &found.0, &found.1, entry.namespace.as_deref());
-        let rollout_services = match (&entry.kind[..], &entry.namespace) {
-            ("HTTPRoute", Some(namespace)) => rollout_routes.services(namespace, &entry.name),
-            _ => None,
-        };
-        match apply_one(&api, &entry.name, object, rollout_services).await {
-            Ok(()) => applied.push(entry),
-            Err(error) => {
-                outcome.failure = Some(format!(
-                    "applying {}: {}",
-                    describe(object),
-                    api_message(&error)
-                ));
-                break;
-            }
-        }
-    }
-    outcome.applied = applied.len();
-    if outcome.failure.is_some() || !prune {
-        outcome.inventory = after_attempt(old, &applied, &[]);
+    let result = run.apply(&objects).await;
+    outcome.applied = run.applied;
+    if let Err(message) = result {
+        outcome.failure = Some(message);
+        outcome.inventory = after_attempt(old, &run.touched, &[]);
         return outcome;
     }
-
-    let new: Vec<InventoryEntry> = objects.iter().map(|(o, _)| inventory::entry(o)).collect();
-    let mut pruned = Vec::new();
-    for entry in to_prune(old, &new) {
-        let found = match kinds.get(client, &entry.api_version, &entry.kind).await {
-            Ok(Some(found)) => found,
-            // The kind itself is gone (its CRD pruned first): so are its objects.
-            Ok(None) => {
-                pruned.push(entry);
-                continue;
-            }
-            Err(error) => {
-                outcome.failure = Some(format!(
-                    "looking up {} {} to prune it: {error}",
-                    entry.api_version, entry.kind
-                ));
-                break;
-            }
-        };
-        let api = api_for(client, &found.0, &found.1, entry.namespace.as_deref());
-        match api.delete(&entry.name, &DeleteParams::background()).await {
-            Ok(_) => pruned.push(entry),
-            Err(kube::Error::Api(status)) if status.code == 404 => pruned.push(entry),
-            Err(error) => {
-                outcome.failure = Some(format!(
-                    "pruning {} {}: {}",
-                    entry.kind,
-                    entry.name,
-                    api_message(&error)
-                ));
-                break;
-            }
-        }
+    if !target.prune {
+        outcome.inventory = after_attempt(old, &run.touched, &[]);
+        return outcome;
     }
+    let new: Vec<InventoryEntry> = objects.iter().map(|o| inventory::entry(&o.value)).collect();
+    let mut pruned = Vec::new();
+    let result = run.prune(to_prune(old, &new), &mut pruned).await;
     outcome.pruned = pruned.len();
-    outcome.inventory = after_attempt(old, &applied, &pruned);
+    outcome.failure = result.err();
+    outcome.inventory = after_attempt(old, &run.touched, &pruned);
     outcome
 }
 
-/// The routes whose weights Rollouts set: those of the revision's own Rollouts and of the
-/// Rollouts already in each namespace the revision puts an HTTPRoute in.
+/// A stamped object, and whether its kind and namespace exist yet.
+struct Object {
+    value: Value,
+    checkable: bool,
+}
+
+struct Run<'t, 'a> {
+    target: &'t Target<'a>,
+    kinds: Kinds,
+    /// Every object an apply may have reached, for the inventory.
+    touched: Vec<InventoryEntry>,
+    applied: usize,
+}
+
+impl Run<'_, '_> {
+    /// Stamps each manifest, learning its kind's scope (from the cluster, or from a CRD in
+    /// the revision).
+    async fn stamp(&mut self, manifests: &[Manifest]) -> Result<Vec<Object>, String> {
+        let client = self.target.client;
+        let new_namespaces: BTreeSet<&str> = manifests
+            .iter()
+            .filter(|m| m.kind() == "Namespace")
+            .map(|m| m.name())
+            .collect();
+        let mut existing_namespaces = BTreeMap::new();
+        let mut objects = Vec::new();
+        for manifest in manifests {
+            let found = self
+                .kinds
+                .get(client, manifest.api_version(), manifest.kind())
+                .await
+                .map_err(|error| {
+                    format!(
+                        "looking up {} {}: {error}",
+                        manifest.api_version(),
+                        manifest.kind()
+                    )
+                })?;
+            let namespaced = match &found {
+                Some((_, caps)) => caps.scope == Scope::Namespaced,
+                None => {
+                    // Defined by a CRD in this revision: its scope is in that CRD.
+                    let crd = manifests.iter().find(|m| {
+                        m.kind() == "CustomResourceDefinition"
+                            && m.object["spec"]["group"].as_str()
+                                == Some(group_of(manifest.api_version()))
+                            && m.object["spec"]["names"]["kind"].as_str() == Some(manifest.kind())
+                    });
+                    let Some(crd) = crd else {
+                        return Err(format!(
+                            "{} (document {}): the cluster has no kind {} in {}: install its CRD first, or add it to the repository",
+                            manifest.file,
+                            manifest.index,
+                            manifest.kind(),
+                            manifest.api_version()
+                        ));
+                    };
+                    crd.object["spec"]["scope"] == "Namespaced"
+                }
+            };
+            let value = stamp(
+                manifest,
+                self.target.owner,
+                self.target.revision,
+                namespaced.then_some(self.target.namespace),
+            );
+            let mut checkable = found.is_some();
+            if let Some(namespace) = value["metadata"]["namespace"].as_str()
+                && new_namespaces.contains(namespace)
+            {
+                let exists = match existing_namespaces.get(namespace) {
+                    Some(exists) => *exists,
+                    None => {
+                        let exists = namespace_exists(client, namespace).await;
+                        existing_namespaces.insert(namespace.to_owned(), exists);
+                        exists
+                    }
+                };
+                checkable &= exists;
+            }
+            objects.push(Object { value, checkable });
+        }
+        Ok(objects)
+    }
+
+    async fn apply(&mut self, objects: &[Object]) -> Result<(), String> {
+        let routes = rollout_routes(self.target.client, self.target.scope, objects).await?;
+        for object in objects.iter().filter(|o| o.checkable) {
+            self.dry_run(&object.value).await?;
+        }
+        let foundation = objects
+            .iter()
+            .take_while(|o| is_foundation(&o.value))
+            .count();
+        let (first, rest) = objects.split_at(foundation);
+        if rest.iter().any(|o| !o.checkable) {
+            for object in first {
+                self.apply_one(&object.value, &routes).await?;
+            }
+            for object in rest.iter().filter(|o| !o.checkable) {
+                self.dry_run(&object.value).await?;
+            }
+            for object in rest {
+                self.apply_one(&object.value, &routes).await?;
+            }
+        } else {
+            for object in objects {
+                self.apply_one(&object.value, &routes).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The kind's API, waiting briefly for a kind whose CRD was applied a moment ago.
+    async fn api(&mut self, entry: &InventoryEntry) -> Result<Api<DynamicObject>, String> {
+        let client = self.target.client;
+        let found = match self
+            .kinds
+            .get(client, &entry.api_version, &entry.kind)
+            .await
+        {
+            Ok(Some(found)) => Some(found),
+            Ok(None) => {
+                self.kinds = Kinds::default();
+                wait_for_kind(client, &mut self.kinds, entry).await
+            }
+            Err(error) => {
+                return Err(format!(
+                    "looking up {} {}: {error}",
+                    entry.api_version, entry.kind
+                ));
+            }
+        };
+        let (resource, caps) = found.ok_or_else(|| {
+            format!(
+                "{}: its kind is not served yet after applying its CRD",
+                describe_entry(entry)
+            )
+        })?;
+        Ok(api_for(
+            client,
+            &resource,
+            &caps,
+            entry.namespace.as_deref(),
+        ))
+    }
+
+    async fn dry_run(&mut self, object: &Value) -> Result<(), String> {
+        let entry = inventory::entry(object);
+        let api = self.api(&entry).await?;
+        let params = PatchParams::apply(FIELD_MANAGER).force().dry_run();
+        api.patch(&entry.name, &params, &Patch::Apply(object))
+            .await
+            .map(drop)
+            .map_err(|error| {
+                format!(
+                    "{} was refused by the API server (dry run): {}",
+                    describe_entry(&entry),
+                    api_message(&error)
+                )
+            })
+    }
+
+    fn still_leading(&self) -> Result<(), String> {
+        if self.target.leadership.is_leading() {
+            Ok(())
+        } else {
+            Err("this replica lost the leader lease; the leader carries on".into())
+        }
+    }
+
+    async fn apply_one(&mut self, object: &Value, routes: &RolloutRoutes) -> Result<(), String> {
+        self.still_leading()?;
+        let entry = inventory::entry(object);
+        let api = self.api(&entry).await?;
+        let rollout_services = match (&entry.kind[..], &entry.namespace) {
+            ("HTTPRoute", Some(namespace)) => routes.services(namespace, &entry.name),
+            _ => None,
+        };
+        match apply_keeping_weights(&api, &entry.name, object, rollout_services).await {
+            Ok(()) => {
+                self.applied += 1;
+                self.touched.push(entry);
+                Ok(())
+            }
+            Err(error) => {
+                // Refused by the API server: not created. Anything else (a timeout, a lost
+                // connection) may have reached it, so the inventory keeps the object.
+                if !matches!(error, kube::Error::Api(_)) {
+                    self.touched.push(entry.clone());
+                }
+                Err(format!(
+                    "applying {}: {}",
+                    describe_entry(&entry),
+                    api_message(&error)
+                ))
+            }
+        }
+    }
+
+    /// Deletes what left Git, in order, recording each one gone. An object another GitSync
+    /// now applies is no longer this one's to delete: it only leaves the inventory.
+    async fn prune(
+        &mut self,
+        gone: Vec<InventoryEntry>,
+        pruned: &mut Vec<InventoryEntry>,
+    ) -> Result<(), String> {
+        for entry in gone {
+            self.still_leading()?;
+            let found = self
+                .kinds
+                .get(self.target.client, &entry.api_version, &entry.kind)
+                .await
+                .map_err(|error| {
+                    format!(
+                        "looking up {} {} to prune it: {error}",
+                        entry.api_version, entry.kind
+                    )
+                })?;
+            // The kind itself is gone (its CRD pruned first): so are its objects.
+            let Some((resource, caps)) = found else {
+                pruned.push(entry);
+                continue;
+            };
+            let api = api_for(
+                self.target.client,
+                &resource,
+                &caps,
+                entry.namespace.as_deref(),
+            );
+            let live = api.get_opt(&entry.name).await.map_err(|error| {
+                format!(
+                    "reading {} to prune it: {}",
+                    describe_entry(&entry),
+                    api_message(&error)
+                )
+            })?;
+            let owner = live.as_ref().and_then(|l| {
+                l.metadata
+                    .annotations
+                    .as_ref()
+                    .and_then(|a| a.get(OWNER_ANNOTATION).cloned())
+            });
+            if live.is_none() || owner.as_deref().is_some_and(|o| o != self.target.owner) {
+                pruned.push(entry);
+                continue;
+            }
+            match api.delete(&entry.name, &DeleteParams::background()).await {
+                Ok(_) => pruned.push(entry),
+                Err(kube::Error::Api(status)) if status.code == 404 => pruned.push(entry),
+                Err(error) => {
+                    return Err(format!(
+                        "pruning {}: {}",
+                        describe_entry(&entry),
+                        api_message(&error)
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn is_foundation(object: &Value) -> bool {
+    matches!(
+        object["kind"].as_str(),
+        Some("Namespace" | "CustomResourceDefinition")
+    )
+}
+
+/// The routes whose weights Rollouts set: those of the revision's own Rollouts and of every
+/// Rollout the controller watches (a Rollout may name a route in another namespace). Looked
+/// up only when the revision has an HTTPRoute.
 async fn rollout_routes(
     client: &Client,
-    objects: &[(Value, bool)],
+    scope: Option<&str>,
+    objects: &[Object],
 ) -> Result<RolloutRoutes, String> {
     let mut routes = RolloutRoutes::default();
-    let mut route_namespaces = BTreeSet::new();
-    for (object, _) in objects {
-        let entry = inventory::entry(object);
+    let mut any_route = false;
+    for object in objects {
+        let entry = inventory::entry(&object.value);
         let namespace = entry.namespace.as_deref().unwrap_or_default();
-        match (&entry.kind[..], entry.api_version.split('/').next()) {
-            ("Rollout", Some("weir.dev")) => routes.add(object, namespace),
-            ("HTTPRoute", _) => {
-                route_namespaces.insert(namespace.to_owned());
-            }
+        match (&entry.kind[..], group_of(&entry.api_version)) {
+            ("Rollout", "weir.dev") => routes.add(&object.value, namespace),
+            ("HTTPRoute", _) => any_route = true,
             _ => {}
         }
     }
-    for namespace in route_namespaces {
-        let api: Api<Rollout> = Api::namespaced(client.clone(), &namespace);
-        let live = api.list(&Default::default()).await.map_err(|error| {
+    if !any_route {
+        return Ok(routes);
+    }
+    let live = scoped_api::<Rollout>(client, scope)
+        .list(&Default::default())
+        .await
+        .map_err(|error| {
             format!(
-                "listing the Rollouts in namespace {namespace}, whose route weights Git must not move: {}",
+                "listing Rollouts, whose route weights Git must not move: {}",
                 api_message(&error)
             )
         })?;
-        for rollout in live {
-            let value = serde_json::to_value(&rollout).unwrap_or_default();
-            routes.add(&value, &namespace);
-        }
+    for rollout in live {
+        let namespace = rollout.namespace().unwrap_or_default();
+        let value = serde_json::to_value(&rollout).unwrap_or_default();
+        routes.add(&value, &namespace);
     }
     Ok(routes)
 }
@@ -343,7 +467,7 @@ async fn rollout_routes(
 /// (see `ownership`), guarded by the live resourceVersion: a weight change between the read
 /// and the apply fails the apply with 409 instead of being undone, and the route is read
 /// again.
-async fn apply_one(
+async fn apply_keeping_weights(
     api: &Api<DynamicObject>,
     name: &str,
     object: &Value,

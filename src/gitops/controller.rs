@@ -36,14 +36,14 @@ pub async fn run(
     let context = Arc::new(Context {
         recorder: crate::runtime::recorder(&client),
         client: client.clone(),
+        scope: namespace.map(str::to_owned),
         leadership: leadership.clone(),
         cache_dir: options.cache_dir,
         kustomize: super::kustomize::find(),
         fetches: Arc::new(Semaphore::new(options.max_fetches.max(1))),
         fetch_timeout: options.fetch_timeout,
         in_flight: Default::default(),
-        failures: Default::default(),
-        last_sync: Default::default(),
+        schedule: Default::default(),
     });
     info!(
         namespace = namespace.unwrap_or("(all)"),

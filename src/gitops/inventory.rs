@@ -60,13 +60,19 @@ pub fn entry(object: &Value) -> InventoryEntry {
     }
 }
 
+/// The API group of an apiVersion: `apps` of `apps/v1`, the empty core group of `v1`.
+pub fn group_of(api_version: &str) -> &str {
+    api_version.rsplit_once('/').map_or("", |(group, _)| group)
+}
+
 /// An object's identity across apiVersion changes of its group (`apps/v1beta1` -> `apps/v1`).
 fn identity(entry: &InventoryEntry) -> (&str, &str, Option<&str>, &str) {
-    let group = entry
-        .api_version
-        .rsplit_once('/')
-        .map_or("", |(group, _)| group);
-    (group, &entry.kind, entry.namespace.as_deref(), &entry.name)
+    (
+        group_of(&entry.api_version),
+        &entry.kind,
+        entry.namespace.as_deref(),
+        &entry.name,
+    )
 }
 
 /// What left Git: in the old inventory, not in the new. Deleted in the reverse of apply

@@ -30,6 +30,8 @@ use k8s_openapi::api::core::v1::Secret;
 
 pub struct Context {
     pub client: Client,
+    /// The namespace the controller watches (None: all of them).
+    pub scope: Option<String>,
     pub recorder: Recorder,
     pub leadership: Leadership,
     /// Where the persistent clones live.
@@ -42,11 +44,9 @@ pub struct Context {
     pub fetch_timeout: Duration,
     /// The GitSyncs (`namespace/name`) with a fetch still running.
     pub in_flight: Arc<Mutex<HashSet<String>>>,
-    /// Failed fetches in a row, per GitSync, for the backoff.
-    pub failures: Mutex<HashMap<String, u32>>,
-    /// When each GitSync was last synced, and at which generation: a watch event that is
-    /// only our own status write must not start another fetch and apply.
-    pub last_sync: Mutex<HashMap<String, (std::time::Instant, Option<i64>)>>,
+    /// When each GitSync is due again: a watch event that is only our own status write must
+    /// not start another fetch and apply, and failures back off.
+    pub schedule: Mutex<HashMap<String, Schedule>>,
 }
 
 fn timed_out(timeout: Duration) -> String {
@@ -96,7 +96,30 @@ pub enum Error {
 }
 
 const DEFAULT_INTERVAL: Duration = Duration::from_secs(60);
+/// The first retry after a failure comes after at most this long...
+const FIRST_RETRY: Duration = Duration::from_secs(5);
+/// ... and retries slow down to at most this, or to the interval when that is longer.
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
+
+/// When a GitSync is next due, for the generation it was synced at.
+#[derive(Clone, Copy, Debug)]
+pub struct Schedule {
+    due: std::time::Instant,
+    generation: Option<i64>,
+    /// Retryable failures in a row.
+    failures: u32,
+}
+
+/// How long to wait after an attempt: the interval after a success (or a failure only a
+/// new commit or spec can mend), doubling from `FIRST_RETRY` after failures in a row.
+pub fn delay_after(interval: Duration, failures: u32) -> Duration {
+    if failures == 0 {
+        return interval;
+    }
+    let base = interval.min(FIRST_RETRY);
+    let cap = interval.max(MAX_BACKOFF);
+    base.saturating_mul(1u32 << (failures - 1).min(20)).min(cap)
+}
 
 /// Up to a tenth of the interval, different for each GitSync and each attempt.
 fn jitter(interval: Duration, key: &str) -> Duration {
@@ -132,71 +155,113 @@ pub async fn reconcile(sync: Arc<GitSync>, ctx: Arc<Context>) -> Result<Requeue,
         return Ok(Requeue::await_change());
     }
     let original = current.status.clone().unwrap_or_default();
-    let mut status = original.clone();
     let generation = current.metadata.generation;
     let interval = duration::parse(&current.spec.interval).unwrap_or(DEFAULT_INTERVAL);
-    let since_last = {
-        let last = ctx.last_sync.lock().unwrap_or_else(|e| e.into_inner());
-        last.get(&key)
-            .filter(|(_, seen)| *seen == generation)
-            .map(|(at, _)| at.elapsed())
-    };
+    let previous = ctx
+        .schedule
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(&key)
+        .copied()
+        .filter(|s| s.generation == generation);
     // A new value of the request annotation (the push webhook's) skips the wait.
     let requested = current.annotations().get(SYNC_REQUEST_ANNOTATION).cloned();
     let asked = requested.is_some() && requested != original.last_handled_sync_request;
     if !asked
-        && let Some(elapsed) = since_last
-        && elapsed < interval
+        && let Some(wait) =
+            previous.and_then(|s| s.due.checked_duration_since(std::time::Instant::now()))
     {
-        return Ok(Requeue::requeue(interval - elapsed));
+        return Ok(Requeue::requeue(wait));
     }
-    ctx.last_sync
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .insert(key.clone(), (std::time::Instant::now(), generation));
 
     let attempt = attempt(&ctx, &current, &key).await;
-    let failures = {
-        let mut failures = ctx.failures.lock().unwrap_or_else(|e| e.into_inner());
-        if matches!(attempt, Attempt::FetchFailed(_)) {
-            let count = failures.entry(key.clone()).or_insert(0);
-            *count += 1;
-            *count
-        } else {
-            failures.remove(&key);
-            0
+    let failures = match attempt {
+        Attempt::FetchFailed(_) | Attempt::ApplyFailed { .. } => {
+            previous.map_or(0, |s| s.failures) + 1
         }
+        _ => 0,
     };
-    status::record(&mut status, &attempt, generation, Utc::now());
-    if asked {
-        status.last_handled_sync_request = requested;
-    }
-    if !ctx.leadership.is_leading() {
-        return Err(Error::NotLeader);
-    }
-    write(&api, &current, &original, &status).await?;
-    let changed = original
-        .conditions
-        .iter()
-        .find(|c| c.type_ == status::READY)
-        .map(|c| (&c.status, &c.reason))
-        != status
-            .conditions
-            .iter()
-            .find(|c| c.type_ == status::READY)
-            .map(|c| (&c.status, &c.reason))
-        || original.last_applied_revision != status.last_applied_revision;
-    if changed {
-        announce(&ctx.recorder, &current, &attempt).await;
-    }
     let next = match failures {
         0 => interval + jitter(interval, &key),
-        n => Duration::from_secs(1u64 << n.min(8))
-            .min(MAX_BACKOFF)
-            .min(interval),
+        n => delay_after(interval, n),
     };
+    let now = Utc::now();
+    let record = |status: &mut GitSyncStatus| {
+        status::record(status, &attempt, generation, now);
+        if asked {
+            // The request acted on; one that arrived meanwhile stays unhandled.
+            status.last_handled_sync_request.clone_from(&requested);
+        }
+    };
+    if let Err(error) = write_recorded(&ctx, &api, current.clone(), &record).await {
+        // What was applied is not recorded yet: come back soon, not after the interval.
+        ctx.schedule
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&key);
+        return Err(error);
+    }
+    ctx.schedule
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(
+            key.clone(),
+            Schedule {
+                due: std::time::Instant::now() + next,
+                generation,
+                failures,
+            },
+        );
+    let mut status = original.clone();
+    record(&mut status);
+    let ready = |s: &GitSyncStatus| {
+        s.conditions
+            .iter()
+            .find(|c| c.type_ == status::READY)
+            .map(|c| (c.status.clone(), c.reason.clone()))
+    };
+    if ready(&original) != ready(&status)
+        || original.last_applied_revision != status.last_applied_revision
+    {
+        announce(&ctx.recorder, &current, &attempt).await;
+    }
     info!(outcome = attempt.reason(), message = %attempt.message(), next = ?next, "synced");
     Ok(Requeue::requeue(next))
+}
+
+/// Writes what `record` makes of the status. When the GitSync changed meanwhile (a webhook's
+/// annotation, a spec edit), the attempt is recorded again onto what is there now, rather
+/// than lost: the inventory of what was just applied must reach the status.
+async fn write_recorded(
+    ctx: &Context,
+    api: &Api<GitSync>,
+    mut current: GitSync,
+    record: &impl Fn(&mut GitSyncStatus),
+) -> Result<(), Error> {
+    let name = current.name_any();
+    for _ in 0..3 {
+        if !ctx.leadership.is_leading() {
+            return Err(Error::NotLeader);
+        }
+        let original = current.status.clone().unwrap_or_default();
+        let mut status = original.clone();
+        record(&mut status);
+        match write(api, &current, &original, &status).await {
+            Err(Error::Conflict) => {
+                current = api
+                    .get_opt(&name)
+                    .await
+                    .map_err(|source| Error::Api {
+                        action: "reading",
+                        name: name.clone(),
+                        source,
+                    })?
+                    .ok_or(Error::Conflict)?;
+            }
+            result => return result,
+        }
+    }
+    Err(Error::Conflict)
 }
 
 /// One fetch, render and apply; never a credential in what it says.
@@ -279,16 +344,16 @@ async fn attempt(ctx: &Context, sync: &GitSync, key: &str) -> Attempt {
         .as_ref()
         .map(|s| s.inventory.clone())
         .unwrap_or_default();
-    let outcome = apply::sync(
-        &ctx.client,
-        key,
-        &namespace,
-        &revision,
-        manifests,
-        &old,
-        sync.spec.prune,
-    )
-    .await;
+    let target = apply::Target {
+        client: &ctx.client,
+        leadership: &ctx.leadership,
+        scope: ctx.scope.as_deref(),
+        owner: key,
+        namespace: &namespace,
+        revision: &revision,
+        prune: sync.spec.prune,
+    };
+    let outcome = apply::sync(&target, manifests, &old).await;
     match outcome.failure {
         Some(message) => Attempt::ApplyFailed {
             revision,
@@ -376,5 +441,26 @@ pub fn error_policy(sync: Arc<GitSync>, error: &Error, _ctx: Arc<Context>) -> Re
             warn!(gitsync = %sync.name_any(), %error, "reconcile failed");
             Requeue::requeue(Duration::from_secs(5))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failures_back_off_from_a_few_seconds_to_minutes() {
+        let minute = Duration::from_secs(60);
+        let waits: Vec<u64> = (0..10).map(|n| delay_after(minute, n).as_secs()).collect();
+        assert_eq!(waits, vec![60, 5, 10, 20, 40, 80, 160, 300, 300, 300]);
+        let second = Duration::from_secs(1);
+        let waits: Vec<u64> = (0..4).map(|n| delay_after(second, n).as_secs()).collect();
+        assert_eq!(waits, vec![1, 1, 2, 4], "never sooner than the interval");
+        let hour = Duration::from_secs(3600);
+        assert_eq!(
+            delay_after(hour, 30),
+            hour,
+            "a long interval is the cap, and many failures do not overflow"
+        );
     }
 }
