@@ -696,9 +696,11 @@ pub fn git_sync(spec: &GitSyncSpec) -> Vec<Violation> {
     let authority = url
         .split_once("://")
         .map_or("", |(_, rest)| rest.split('/').next().unwrap_or(rest));
+    let scheme = url.split_once("://").map_or("", |(scheme, _)| scheme);
+    // ssh://git@host names the SSH user; anything before @ in an http(s) URL is a credential.
     if authority
         .rsplit_once('@')
-        .is_some_and(|(userinfo, _)| userinfo.contains(':'))
+        .is_some_and(|(userinfo, _)| userinfo.contains(':') || matches!(scheme, "http" | "https"))
     {
         // Anything in the URL shows in conditions, Events and logs.
         report.invalid(
@@ -717,10 +719,11 @@ pub fn git_sync(spec: &GitSyncSpec) -> Vec<Violation> {
     }
     if let Some(commit) = &git_ref.commit {
         let hex = commit.bytes().all(|b| b.is_ascii_hexdigit());
-        if !(hex && (commit.len() == 40 || commit.len() == 64)) {
+        // weir reads SHA-1 repositories (gix is built with sha1 only).
+        if !(hex && commit.len() == 40) {
             report.invalid(
                 "spec.ref.commit",
-                format!("{commit:?} is not a full commit SHA (40 or 64 hex digits)"),
+                format!("{commit:?} is not a full commit SHA (40 hex digits)"),
             );
         }
     }

@@ -281,14 +281,7 @@ async fn git_daemon_commits_are_applied_and_an_invalid_spec_is_reported() {
 }
 
 fn signature(secret: &str, body: &str) -> String {
-    use aws_lc_rs::hmac;
-    let key = hmac::Key::new(hmac::HMAC_SHA256, secret.as_bytes());
-    let tag: String = hmac::sign(&key, body.as_bytes())
-        .as_ref()
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    format!("sha256={tag}")
+    weir::gitops::webhook::signature(secret.as_bytes(), body.as_bytes())
 }
 
 #[tokio::test]
@@ -574,15 +567,14 @@ async fn ssh_uses_the_secrets_key_and_refuses_any_host_key_it_was_not_given() {
     let first = repo.commit("first", &[("deploy/a.yaml", &config_map("a", "1"))]);
     let sshd = SshServer::serve(&ns.name).await;
     let _controller = ControllerProcess::start(&ns.name);
-    let no_secret = |sync: &GitSync| ready_message(sync);
 
     // Without a Secret: refused before connecting.
     git_sync(&ns, &sshd.url(&repo), json!({})).await;
     let failed = ready_with(&ns, "FetchFailed", None).await;
     assert!(
-        no_secret(&failed).contains("known_hosts"),
+        ready_message(&failed).contains("known_hosts"),
         "{}",
-        no_secret(&failed)
+        ready_message(&failed)
     );
 
     // Someone else's host key at the server's address: refused, nothing applied, and no
@@ -607,15 +599,30 @@ async fn ssh_uses_the_secrets_key_and_refuses_any_host_key_it_was_not_given() {
             .then_some(message)
     })
     .await;
-    assert!(!refused.contains("PRIVATE KEY"), "{refused}");
+    // A line from the middle of the key, not just its PEM armour.
+    let key = sshd.client_key();
+    let key_line = key
+        .lines()
+        .nth(2)
+        .expect("an OpenSSH private key has a body")
+        .to_owned();
+    assert!(!refused.contains(&key_line), "{refused}");
     assert_eq!(value_of(&ns, "a").await, None);
 
     // The server's own host key: fetched with the Secret's key and applied.
     support::app::apply(&ns, secret(sshd.known_hosts())).await;
     let synced = ready_with(&ns, "Applied", Some(&first)).await;
     assert_eq!(value_of(&ns, "a").await.as_deref(), Some("1"));
-    let status = serde_json::to_string(&synced.status).unwrap_or_default();
-    assert!(!status.contains("PRIVATE KEY"), "{status}");
+    let everything = format!(
+        "{}{}{}",
+        serde_json::to_string(&synced.status).unwrap_or_default(),
+        events_of(&ns).await,
+        ControllerProcess::log(&ns.name)
+    );
+    assert!(
+        everything.contains("Host key verification failed") && !everything.contains(&key_line),
+        "no key material in status, Events or the log"
+    );
 }
 
 /// Every Event message in the namespace, one per line.
@@ -688,6 +695,13 @@ async fn https_basic_auth_comes_from_the_secret_and_never_shows() {
     assert!(
         !everything.contains("correct-horse") && !everything.contains("wrong-battery"),
         "no password in status or Events"
+    );
+    let log = ControllerProcess::log(&ns.name);
+    assert!(
+        log.contains("FetchFailed")
+            && !log.contains("correct-horse")
+            && !log.contains("wrong-battery"),
+        "the controller logged the failure, and no password"
     );
 }
 

@@ -462,7 +462,7 @@ async fn announce(recorder: &Recorder, run: &AnalysisRun, status: &AnalysisRunSt
             EventType::Warning
         },
         reason: format!("AnalysisRun{phase:?}"),
-        note: status.message.clone(),
+        note: status.message.as_deref().map(crate::runtime::event_note),
         action: "Measure".into(),
         secondary: None,
     };

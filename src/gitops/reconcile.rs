@@ -424,7 +424,7 @@ async fn announce(recorder: &Recorder, sync: &GitSync, attempt: &Attempt) {
             EventType::Warning
         },
         reason: attempt.reason().into(),
-        note: Some(attempt.message()),
+        note: Some(crate::runtime::event_note(&attempt.message())),
         action: "Sync".into(),
         secondary: None,
     };

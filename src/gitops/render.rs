@@ -172,7 +172,11 @@ pub fn documents(file: &SourceFile) -> Result<Vec<Manifest>, RenderError> {
                 ));
             }
         }
-        if value["kind"].as_str().is_some_and(|k| k.ends_with("List")) && value["items"].is_array()
+        // `List` and typed lists (`ConfigMapList`) have no name; a custom object whose kind
+        // merely ends in "List" (`AllowList`) does, and is an object.
+        if value["kind"].as_str().is_some_and(|k| k.ends_with("List"))
+            && value["items"].is_array()
+            && value["metadata"]["name"].is_null()
         {
             for (item, object) in value["items"].as_array().into_iter().flatten().enumerate() {
                 check_object(object)

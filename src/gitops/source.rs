@@ -80,6 +80,7 @@ pub fn fetch(
     interrupt: &AtomicBool,
 ) -> Result<Fetched, SourceError> {
     let mut repo = if dir.join("HEAD").exists() {
+        remove_stale_locks(dir);
         gix::open(dir).map_err(|e| fail("opening the local clone", e))?
     } else {
         std::fs::create_dir_all(dir).map_err(|e| fail("creating the local clone", e))?;
@@ -104,6 +105,27 @@ pub fn fetch(
             "ssh:// needs spec.secretRef naming a Secret with identity and known_hosts: weir never accepts a host key it was not given".into(),
         )),
         _ => fetch_into(&repo, url, git_ref, credentials, interrupt),
+    }
+}
+
+/// Removes the `*.lock` files a process killed mid-fetch leaves in the clone (refs, packed
+/// refs, config), which would fail every later fetch. Only one fetch per clone runs at a
+/// time (the caller's InFlight), so any lock present before a fetch starts is stale.
+fn remove_stale_locks(dir: &Path) {
+    let mut pending = vec![dir.to_owned()];
+    while let Some(folder) = pending.pop() {
+        let Ok(entries) = std::fs::read_dir(&folder) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
+            if is_dir && (folder != dir || path.file_name().is_some_and(|n| n == "refs")) {
+                pending.push(path);
+            } else if !is_dir && path.extension().is_some_and(|e| e == "lock") {
+                let _ = std::fs::remove_file(&path);
+            }
+        }
     }
 }
 
@@ -240,7 +262,7 @@ fn use_ssh(
     // gix runs this through `sh -c`, adding its arguments after it; the redirection keeps
     // ssh's reasons for the error message instead of the controller's log.
     let command = format!(
-        "ssh -F /dev/null -i {} -o IdentitiesOnly=yes -o IdentityAgent=none -o UserKnownHostsFile={} -o GlobalKnownHostsFile=/dev/null -o StrictHostKeyChecking=yes -o BatchMode=yes -o PasswordAuthentication=no -o ConnectTimeout=15 2>>{}",
+        "ssh -F /dev/null -i {} -o IdentitiesOnly=yes -o IdentityAgent=none -o UserKnownHostsFile={} -o GlobalKnownHostsFile=/dev/null -o StrictHostKeyChecking=yes -o BatchMode=yes -o PasswordAuthentication=no -o ConnectTimeout=15 -o ServerAliveInterval=15 -o ServerAliveCountMax=3 2>>{}",
         quote(&identity),
         quote(&known_hosts),
         quote(&keys.path().join(SSH_STDERR))
@@ -302,6 +324,35 @@ pub fn files_at(dir: &Path, revision: &str, path: &str) -> Result<Vec<SourceFile
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn locks_left_by_a_killed_fetch_are_removed_and_nothing_else() {
+        let clone = tempfile::tempdir().expect("temp dir");
+        let root = clone.path();
+        for (path, content) in [
+            ("HEAD", "ref: refs/heads/main"),
+            ("packed-refs.lock", ""),
+            ("config.lock", ""),
+            ("refs/remotes/origin/main.lock", ""),
+            ("refs/remotes/origin/main", "abc"),
+            ("objects/pack/keep.lock", ""),
+        ] {
+            let file = root.join(path);
+            std::fs::create_dir_all(file.parent().expect("parent")).expect("mkdir");
+            std::fs::write(&file, content).expect("write");
+        }
+        remove_stale_locks(root);
+        for gone in [
+            "packed-refs.lock",
+            "config.lock",
+            "refs/remotes/origin/main.lock",
+        ] {
+            assert!(!root.join(gone).exists(), "{gone}");
+        }
+        for kept in ["HEAD", "refs/remotes/origin/main", "objects/pack/keep.lock"] {
+            assert!(root.join(kept).exists(), "{kept}");
+        }
+    }
 
     #[test]
     fn ssh_says_why_in_its_last_line() {

@@ -46,24 +46,38 @@ pub enum Refusal {
     Mismatch,
 }
 
-/// Checks a GitHub-style `X-Hub-Signature-256` header against the body, in constant time.
-pub fn verify(secret: &[u8], body: &[u8], header: Option<&str>) -> Result<(), Refusal> {
-    use aws_lc_rs::{constant_time, hmac};
-    let header = header.ok_or(Refusal::Unsigned)?;
-    let given = header
-        .trim()
-        .strip_prefix("sha256=")
-        .filter(|hex| hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
-        .ok_or(Refusal::Malformed)?
-        .to_ascii_lowercase();
+/// The signature a sender puts in `X-Hub-Signature-256`: `sha256=` and the HMAC-SHA256 of
+/// the body under the shared secret, in lower-case hex.
+pub fn signature(secret: &[u8], body: &[u8]) -> String {
+    use aws_lc_rs::hmac;
     let key = hmac::Key::new(hmac::HMAC_SHA256, secret);
-    let expected: String = hmac::sign(&key, body)
+    let hex: String = hmac::sign(&key, body)
         .as_ref()
         .iter()
         .map(|b| format!("{b:02x}"))
         .collect();
-    constant_time::verify_slices_are_equal(expected.as_bytes(), given.as_bytes())
-        .map_err(|_| Refusal::Mismatch)
+    format!("sha256={hex}")
+}
+
+/// The header's signature, if it has the right shape (checked before any Secret is read).
+fn claimed(header: Option<&str>) -> Result<String, Refusal> {
+    let header = header.ok_or(Refusal::Unsigned)?;
+    header
+        .trim()
+        .strip_prefix("sha256=")
+        .filter(|hex| hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
+        .map(|hex| format!("sha256={}", hex.to_ascii_lowercase()))
+        .ok_or(Refusal::Malformed)
+}
+
+/// Checks a GitHub-style `X-Hub-Signature-256` header against the body, in constant time.
+pub fn verify(secret: &[u8], body: &[u8], header: Option<&str>) -> Result<(), Refusal> {
+    let given = claimed(header)?;
+    aws_lc_rs::constant_time::verify_slices_are_equal(
+        signature(secret, body).as_bytes(),
+        given.as_bytes(),
+    )
+    .map_err(|_| Refusal::Mismatch)
 }
 
 /// A repository address reduced to `host/path`, so that the HTTPS, SSH and scp-like
@@ -174,6 +188,15 @@ async fn receive(State(hook): State<Arc<Webhook>>, headers: HeaderMap, body: Byt
             json!({"error": "no webhook secret is configured (weir controller --webhook-secret NAMESPACE/NAME)"}),
         );
     };
+    let signature = headers.get(SIGNATURE_HEADER).and_then(|v| v.to_str().ok());
+    // A call without a well-formed signature costs no read of the Secret.
+    if let Err(refusal) = claimed(signature) {
+        warn!(%refusal, "webhook refused");
+        return reply(
+            StatusCode::UNAUTHORIZED,
+            json!({"error": refusal.to_string()}),
+        );
+    }
     let secret = match read_secret(&hook.client, location).await {
         Ok(secret) => secret,
         Err(message) => {
@@ -181,7 +204,6 @@ async fn receive(State(hook): State<Arc<Webhook>>, headers: HeaderMap, body: Byt
             return reply(StatusCode::SERVICE_UNAVAILABLE, json!({"error": message}));
         }
     };
-    let signature = headers.get(SIGNATURE_HEADER).and_then(|v| v.to_str().ok());
     if let Err(refusal) = verify(&secret, &body, signature) {
         warn!(%refusal, "webhook refused");
         return reply(
@@ -287,17 +309,6 @@ async fn request_syncs(hook: &Webhook, pushed: &[String]) -> Result<Vec<String>,
 mod tests {
     use super::*;
 
-    fn sign(secret: &[u8], body: &[u8]) -> String {
-        use aws_lc_rs::hmac;
-        let key = hmac::Key::new(hmac::HMAC_SHA256, secret);
-        let tag: String = hmac::sign(&key, body)
-            .as_ref()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
-        format!("sha256={tag}")
-    }
-
     #[test]
     fn githubs_documented_example_verifies() {
         // The example from GitHub's "Validating webhook deliveries" documentation.
@@ -324,7 +335,7 @@ mod tests {
     #[test]
     fn anything_but_the_right_signature_is_refused() {
         let body = br#"{"repository":{"clone_url":"https://example.com/a.git"}}"#;
-        let good = sign(b"s3cret", body);
+        let good = signature(b"s3cret", body);
         assert_eq!(verify(b"s3cret", body, Some(&good)), Ok(()));
         assert_eq!(verify(b"s3cret", body, None), Err(Refusal::Unsigned));
         assert_eq!(verify(b"other", body, Some(&good)), Err(Refusal::Mismatch));

@@ -187,7 +187,7 @@ async fn reconcile_rollout(rollout: &Rollout, ctx: &Context) -> Result<Requeue, 
                 EventType::Normal
             },
             reason: transition.reason.as_str().into(),
-            note: Some(transition.message.clone()),
+            note: Some(crate::runtime::event_note(&transition.message)),
             action: "Reconcile".into(),
             secondary: None,
         };
@@ -199,7 +199,7 @@ async fn reconcile_rollout(rollout: &Rollout, ctx: &Context) -> Result<Requeue, 
         let event = Event {
             type_: EventType::Warning,
             reason: error.category().into(),
-            note: Some(error.to_string()),
+            note: Some(crate::runtime::event_note(&error.to_string())),
             action: "Reconcile".into(),
             secondary: None,
         };

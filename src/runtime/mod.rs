@@ -29,3 +29,37 @@ pub fn recorder(client: &Client) -> kube::runtime::events::Recorder {
         },
     )
 }
+
+/// The API server refuses an Event whose note is longer than this many bytes
+/// (events.k8s.io/v1), and the Event would be lost.
+pub const MAX_EVENT_NOTE: usize = 1024;
+
+/// `text` as an Event note: cut on a character boundary, with an ellipsis, to fit.
+pub fn event_note(text: &str) -> String {
+    if text.len() <= MAX_EVENT_NOTE {
+        return text.to_owned();
+    }
+    let ellipsis = "...";
+    let mut end = MAX_EVENT_NOTE - ellipsis.len();
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}{ellipsis}", &text[..end])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_notes_fit_whatever_the_text() {
+        assert_eq!(event_note("short"), "short");
+        let exact = "a".repeat(MAX_EVENT_NOTE);
+        assert_eq!(event_note(&exact), exact);
+        for long in ["b".repeat(5000), "é".repeat(3000), "日本".repeat(700)] {
+            let note = event_note(&long);
+            assert!(note.len() <= MAX_EVENT_NOTE, "{}", note.len());
+            assert!(note.ends_with("...") && long.starts_with(note.trim_end_matches("...")));
+        }
+    }
+}

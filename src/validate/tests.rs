@@ -516,6 +516,10 @@ fn git_sync_rules() {
         "{}",
         violations[0]
     );
+    let token_only = git_sync_from(
+        json!({"url": "https://ghp_abc@github.com/team/repo.git", "ref": {"branch": "main"}}),
+    );
+    assert_only(git_sync(&token_only), &[(Invalid, "spec.url")]);
     for fine in [
         "ssh://git@github.com/team/repo.git",
         "https://github.com/team/repo.git",

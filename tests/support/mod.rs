@@ -227,6 +227,11 @@ impl ControllerProcess {
         ControllerProcess::start_with(namespace, &["--metrics-addr", "127.0.0.1:0"])
     }
 
+    /// Everything the controllers started for `namespace` have logged so far.
+    pub fn log(namespace: &str) -> String {
+        std::fs::read_to_string(controller_log_path(namespace)).unwrap_or_default()
+    }
+
     pub fn start_with(namespace: &str, extra: &[&str]) -> ControllerProcess {
         ControllerProcess::start_with_env(namespace, extra, &[])
     }
@@ -240,12 +245,10 @@ impl ControllerProcess {
         let kubeconfig = std::env::var_os("KUBECONFIG")
             .map(PathBuf::from)
             .unwrap_or_else(|| cluster_dir().join("kubeconfig"));
-        let log_dir = std::env::temp_dir().join("weir-test-controllers");
-        let _ = std::fs::create_dir_all(&log_dir);
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(log_dir.join(format!("{namespace}.log")))
+            .open(controller_log_path(namespace))
             .unwrap_or_else(|e| panic!("opening the controller log: {e}"));
         let child = std::process::Command::new(env!("CARGO_BIN_EXE_weir"))
             .args(["controller", "--namespace", namespace])
@@ -276,6 +279,12 @@ impl Drop for ControllerProcess {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+fn controller_log_path(namespace: &str) -> PathBuf {
+    let log_dir = std::env::temp_dir().join("weir-test-controllers");
+    let _ = std::fs::create_dir_all(&log_dir);
+    log_dir.join(format!("{namespace}.log"))
 }
 
 /// A loopback port free right now, for a server a test starts.

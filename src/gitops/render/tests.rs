@@ -168,3 +168,14 @@ fn paths_normalize() {
         assert_eq!(normalize(path), normal);
     }
 }
+
+#[test]
+fn a_custom_kind_ending_in_list_is_an_object() {
+    let files = [file(
+        "deploy/allow.yaml",
+        "apiVersion: policy.example/v1\nkind: AllowList\nmetadata:\n  name: ips\nitems:\n- 10.0.0.1\n",
+    )];
+    let manifests = render(&files, "deploy").expect("renders");
+    assert_eq!(names(&manifests), vec!["AllowList/ips"]);
+    assert_eq!(manifests[0].object["items"][0], "10.0.0.1");
+}
