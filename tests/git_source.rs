@@ -8,10 +8,13 @@ use std::path::PathBuf;
 use support::git::{GitDaemon, GitRepo};
 use weir::api::gitsync::GitRef;
 use weir::gitops::credentials::Credentials;
-use weir::gitops::source::{fetch, files_at};
+use weir::gitops::source::{Limits, fetch, files_at};
 
 const ANONYMOUS: Credentials = Credentials::Anonymous;
-static NOT_INTERRUPTED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+fn limits() -> Limits {
+    Limits::new(std::time::Duration::from_secs(30))
+}
 
 fn clone_dir(test: &str) -> PathBuf {
     let dir = std::env::temp_dir()
@@ -43,7 +46,7 @@ fn a_branch_is_fetched_incrementally_and_read_without_a_work_tree() {
         &repo.file_url(),
         &branch("main"),
         &ANONYMOUS,
-        &NOT_INTERRUPTED,
+        &limits(),
     )
     .expect("fetch");
     assert_eq!(fetched.revision, first);
@@ -62,7 +65,7 @@ fn a_branch_is_fetched_incrementally_and_read_without_a_work_tree() {
         &repo.file_url(),
         &branch("main"),
         &ANONYMOUS,
-        &NOT_INTERRUPTED,
+        &limits(),
     )
     .expect("fetch again");
     assert_eq!(fetched.revision, second);
@@ -91,17 +94,16 @@ async fn git_daemon_tags_and_commits() {
             tag: Some("v1".into()),
             ..GitRef::default()
         };
-        let by_tag = fetch(&dir, &url, &tag, &ANONYMOUS, &NOT_INTERRUPTED).expect("fetch tag");
+        let by_tag = fetch(&dir, &url, &tag, &ANONYMOUS, &limits()).expect("fetch tag");
         let commit = GitRef {
             commit: Some(first.clone()),
             ..GitRef::default()
         };
-        let by_commit =
-            fetch(&dir, &url, &commit, &ANONYMOUS, &NOT_INTERRUPTED).expect("fetch commit");
+        let by_commit = fetch(&dir, &url, &commit, &ANONYMOUS, &limits()).expect("fetch commit");
         let by_branch =
-            fetch(&dir, &url, &branch("main"), &ANONYMOUS, &NOT_INTERRUPTED).expect("fetch branch");
-        let missing = fetch(&dir, &url, &branch("nope"), &ANONYMOUS, &NOT_INTERRUPTED)
-            .expect_err("no such branch");
+            fetch(&dir, &url, &branch("main"), &ANONYMOUS, &limits()).expect("fetch branch");
+        let missing =
+            fetch(&dir, &url, &branch("nope"), &ANONYMOUS, &limits()).expect_err("no such branch");
         let _ = std::fs::remove_dir_all(&dir);
         (
             by_tag.revision == first,
@@ -124,7 +126,7 @@ fn an_unreachable_repository_is_an_error_naming_the_step() {
         &format!("git://127.0.0.1:{port}/nothing"),
         &branch("main"),
         &ANONYMOUS,
-        &NOT_INTERRUPTED,
+        &limits(),
     )
     .expect_err("nothing listens");
     assert!(

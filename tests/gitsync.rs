@@ -761,9 +761,12 @@ async fn a_remote_that_never_answers_is_abandoned_and_blocks_no_one() {
         .await
         .expect("bind");
     let port = silent.local_addr().expect("port").port();
+    let accepted = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = accepted.clone();
     let held = tokio::spawn(async move {
         let mut connections = Vec::new();
         while let Ok((connection, _)) = silent.accept().await {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             connections.push(connection);
         }
     });
@@ -811,6 +814,12 @@ async fn a_remote_that_never_answers_is_abandoned_and_blocks_no_one() {
             .status
             .is_some_and(|s| s.last_attempted_revision.is_none() && s.inventory.is_empty())
     );
+    // The abandoned fetch's socket times out too, so the silent remote is tried again (it
+    // would answer if it recovered) instead of holding its GitSync for good.
+    eventually("the silent remote to be tried again", LIMIT, || async {
+        (accepted.load(std::sync::atomic::Ordering::SeqCst) >= 2).then_some(())
+    })
+    .await;
     held.abort();
 }
 

@@ -4,7 +4,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -293,11 +293,11 @@ async fn attempt(ctx: &Context, sync: &GitSync, key: &str) -> Attempt {
             timed_out(ctx.fetch_timeout)
         ));
     };
-    let interrupt = Arc::new(AtomicBool::new(false));
-    let interrupted = interrupt.clone();
+    let limits = Arc::new(source::Limits::new(ctx.fetch_timeout));
+    let limited = limits.clone();
     let read = tokio::task::spawn_blocking(move || {
         let _in_flight = in_flight;
-        let fetched = source::fetch(&dir, &url, &git_ref, &credentials, &interrupted)?;
+        let fetched = source::fetch(&dir, &url, &git_ref, &credentials, &limited)?;
         let mut files = source::files_at(&dir, &fetched.revision, &path)?;
         let layout = render::layout(&files, &path);
         if let Layout::Kustomization(_) = layout {
@@ -313,9 +313,10 @@ async fn attempt(ctx: &Context, sync: &GitSync, key: &str) -> Attempt {
         Ok(Ok(Err(error))) => return Attempt::FetchFailed(error.to_string()),
         Ok(Err(_)) => return Attempt::FetchFailed("the fetch was interrupted".into()),
         Err(_) => {
-            // gix checks this between steps; a thread stuck in a read ends when the
-            // connection does, and InFlight keeps it the only one for this GitSync.
-            interrupt.store(true, Ordering::Relaxed);
+            // gix checks this between steps; a git daemon's socket times out on its own,
+            // and ssh's keepalives end a dead connection. Until the thread ends, InFlight
+            // keeps it the only fetch of this GitSync.
+            limits.interrupt.store(true, Ordering::Relaxed);
             return Attempt::FetchFailed(timed_out(ctx.fetch_timeout));
         }
     };

@@ -5,12 +5,31 @@
 //! A fetch first lists the remote's refs; when the tracked ref has not moved, no pack is
 //! negotiated or received, so an idle interval costs one round trip.
 
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 
 use super::credentials::{self, Credentials};
 use super::render::{SourceFile, normalize};
 use crate::api::gitsync::GitRef;
+
+/// What stops a fetch that takes too long.
+#[derive(Debug)]
+pub struct Limits {
+    /// Set from outside to stop a fetch between steps.
+    pub interrupt: AtomicBool,
+    /// How long a git daemon may stay silent before a read or write fails.
+    pub socket_timeout: std::time::Duration,
+}
+
+impl Limits {
+    pub fn new(socket_timeout: std::time::Duration) -> Limits {
+        Limits {
+            interrupt: AtomicBool::new(false),
+            socket_timeout,
+        }
+    }
+}
 
 /// Where the tracked ref pointed after a fetch.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -71,13 +90,13 @@ pub fn clone_dir(base: &Path, namespace: &str, name: &str, url: &str) -> PathBuf
 }
 
 /// Fetches `git_ref` from `url` into the bare clone at `dir` (made on first use) and
-/// returns the commit it points to. Setting `interrupt` stops a fetch between steps.
+/// returns the commit it points to, within `limits`.
 pub fn fetch(
     dir: &Path,
     url: &str,
     git_ref: &GitRef,
     credentials: &Credentials,
-    interrupt: &AtomicBool,
+    limits: &Limits,
 ) -> Result<Fetched, SourceError> {
     let mut repo = if dir.join("HEAD").exists() {
         remove_stale_locks(dir);
@@ -93,7 +112,7 @@ pub fn fetch(
         } => {
             // Kept until the fetch ends; the key files go with it.
             let ssh = use_ssh(&mut repo, identity, known_hosts)?;
-            fetch_into(&repo, url, git_ref, credentials, interrupt).map_err(|SourceError(message)| {
+            fetch_into(&repo, url, git_ref, credentials, limits).map_err(|SourceError(message)| {
                 let said = std::fs::read_to_string(ssh.path().join(SSH_STDERR)).unwrap_or_default();
                 match ssh_diagnosis(&said) {
                     Some(reason) => SourceError(format!("{message} (ssh: {reason})")),
@@ -104,7 +123,7 @@ pub fn fetch(
         _ if credentials::required(url) => Err(SourceError(
             "ssh:// needs spec.secretRef naming a Secret with identity and known_hosts: weir never accepts a host key it was not given".into(),
         )),
-        _ => fetch_into(&repo, url, git_ref, credentials, interrupt),
+        _ => fetch_into(&repo, url, git_ref, credentials, limits),
     }
 }
 
@@ -147,7 +166,7 @@ fn fetch_into(
     url: &str,
     git_ref: &GitRef,
     credentials: &Credentials,
-    interrupt: &AtomicBool,
+    limits: &Limits,
 ) -> Result<Fetched, SourceError> {
     let basic = match credentials {
         Credentials::Basic { username, password } => Some(gix::sec::identity::Account {
@@ -163,30 +182,96 @@ fn fetch_into(
         .map_err(|e| fail("the repository URL", e))?
         .with_refspecs(Some(spec.as_str()), gix::remote::Direction::Fetch)
         .map_err(|e| fail("the ref to fetch", e))?;
+    // Only the Secret's credentials: never a credential helper or a password prompt of the
+    // machine weir runs on.
+    let credentials = move |action| match action {
+        gix::credentials::helper::Action::Get(context) => {
+            Ok(basic
+                .clone()
+                .map(|identity| gix::credentials::protocol::Outcome {
+                    identity,
+                    next: context.into(),
+                }))
+        }
+        _ => Ok(None),
+    };
+    if url.starts_with("git://") {
+        let transport = git_daemon(url, limits.socket_timeout)?;
+        let connection = remote
+            .to_connection_with_transport(transport)
+            .with_credentials(credentials);
+        return receive(repo, connection, git_ref, &tracking, &limits.interrupt);
+    }
     let connection = remote
         .connect(gix::remote::Direction::Fetch)
         .map_err(|e| fail("connecting to the repository", e))?
-        // Only the Secret's credentials: never a credential helper or a password prompt of
-        // the machine weir runs on.
-        .with_credentials(move |action| match action {
-            gix::credentials::helper::Action::Get(context) => {
-                Ok(basic
-                    .clone()
-                    .map(|identity| gix::credentials::protocol::Outcome {
-                        identity,
-                        next: context.into(),
-                    }))
-            }
-            _ => Ok(None),
-        });
+        .with_credentials(credentials);
+    receive(repo, connection, git_ref, &tracking, &limits.interrupt)
+}
+
+/// A git daemon's socket never times out a read on its own, so a server that accepts and
+/// goes silent would hold the fetch's thread for good: weir opens the connection itself,
+/// with read and write timeouts.
+fn git_daemon(
+    url: &str,
+    timeout: std::time::Duration,
+) -> Result<
+    gix::protocol::transport::client::git::blocking_io::Connection<TcpStream, TcpStream>,
+    SourceError,
+> {
+    use std::net::ToSocketAddrs;
+    let parsed =
+        gix::url::parse(gix::bstr::BStr::new(url)).map_err(|e| fail("the repository URL", e))?;
+    let host = parsed
+        .host()
+        .ok_or_else(|| SourceError(format!("{url} names no host")))?
+        .to_owned();
+    let port = parsed.port;
+    let address = (host.as_str(), port.unwrap_or(9418))
+        .to_socket_addrs()
+        .map_err(|e| fail("resolving the git server", e))?
+        .next()
+        .ok_or_else(|| SourceError(format!("{host} has no address")))?;
+    let stream = TcpStream::connect_timeout(&address, timeout)
+        .map_err(|e| fail("connecting to the repository", e))?;
+    stream
+        .set_read_timeout(Some(timeout))
+        .and_then(|()| stream.set_write_timeout(Some(timeout)))
+        .map_err(|e| fail("connecting to the repository", e))?;
+    let write = stream
+        .try_clone()
+        .map_err(|e| fail("connecting to the repository", e))?;
+    Ok(
+        gix::protocol::transport::client::git::blocking_io::Connection::new(
+            stream,
+            write,
+            gix::protocol::transport::Protocol::V2,
+            parsed.path.clone(),
+            Some((host, port)),
+            gix::protocol::transport::client::git::ConnectMode::Daemon,
+            false,
+        ),
+    )
+}
+
+fn receive<T>(
+    repo: &gix::Repository,
+    connection: gix::remote::Connection<'_, '_, '_, T>,
+    git_ref: &GitRef,
+    tracking: &str,
+    interrupt: &AtomicBool,
+) -> Result<Fetched, SourceError>
+where
+    T: gix::protocol::transport::client::blocking_io::Transport,
+{
     let prepared = connection
         .prepare_fetch(gix::progress::Discard, Default::default())
         .map_err(|e| fail("listing the repository's refs", e))?;
-    let found = prepared.ref_map().mappings.iter().any(|m| {
-        m.local
-            .as_ref()
-            .is_some_and(|local| *local == tracking.as_str())
-    });
+    let found = prepared
+        .ref_map()
+        .mappings
+        .iter()
+        .any(|m| m.local.as_ref().is_some_and(|local| *local == tracking));
     if !tracking.is_empty() && !found {
         return Err(SourceError(format!(
             "the repository has no {}",
@@ -200,7 +285,7 @@ fn fetch_into(
         Some(commit) if tracking.is_empty() => gix::ObjectId::from_hex(commit.as_bytes())
             .map_err(|_| SourceError(format!("{commit:?} is not a full commit SHA")))?,
         _ => repo
-            .find_reference(tracking.as_str())
+            .find_reference(tracking)
             .map_err(|e| fail(&format!("reading {}", describe(git_ref)), e))?
             .peel_to_id()
             .map_err(|e| fail(&format!("reading {}", describe(git_ref)), e))?
