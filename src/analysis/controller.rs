@@ -6,7 +6,7 @@ use std::sync::Arc;
 use futures::StreamExt;
 use kube::Client;
 use kube::runtime::{Controller, watcher};
-use tracing::{info, warn};
+use tracing::info;
 
 use super::reconcile::{Context, error_policy, reconcile};
 use crate::api::analysis::AnalysisRun;
@@ -44,11 +44,7 @@ pub async fn run(
     .reconcile_all_on(became_leader(&leadership))
     .shutdown_on_signal()
     .run(reconcile, error_policy, context)
-    .for_each(|result| async move {
-        if let Err(error) = result {
-            warn!(%error, "reconcile error");
-        }
-    })
+    .for_each(crate::runtime::log_failure)
     .await;
     info!("analysis controller stopped");
     Ok(())

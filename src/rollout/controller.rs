@@ -127,11 +127,7 @@ pub async fn run(
         .reconcile_all_on(became_leader)
         .shutdown_on_signal()
         .run(reconcile, error_policy, context)
-        .for_each(|result| async move {
-            if let Err(error) = result {
-                warn!(%error, "reconcile error");
-            }
-        })
+        .for_each(crate::runtime::log_failure)
         .await;
     info!("rollout controller stopped");
 }

@@ -7,6 +7,14 @@ pub mod metrics;
 
 use kube::{Api, Client};
 
+/// Logs what a controller's stream reports as failed; each controller's error_policy has
+/// already decided when to try again.
+pub async fn log_failure<T, E: std::fmt::Display>(result: Result<T, E>) {
+    if let Err(error) = result {
+        tracing::warn!(%error, "reconcile error");
+    }
+}
+
 /// An Api over one namespace (`--namespace`), or over all of them.
 pub fn scoped_api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
 where

@@ -3,9 +3,8 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::Duration;
 
-use super::{eventually, free_port};
+use super::{free_port, listening};
 
 /// A repository the test writes and commits to, removed on drop.
 pub struct GitRepo {
@@ -106,12 +105,7 @@ impl GitDaemon {
             .stderr(std::process::Stdio::null())
             .spawn()
             .unwrap_or_else(|e| panic!("starting git daemon: {e}"));
-        eventually("git daemon to listen", Duration::from_secs(10), || async {
-            tokio::net::TcpStream::connect(("127.0.0.1", port))
-                .await
-                .ok()
-        })
-        .await;
+        listening("git daemon", port).await;
         GitDaemon { port, child }
     }
 
@@ -187,12 +181,7 @@ impl SshServer {
             .stderr(std::process::Stdio::null())
             .spawn()
             .unwrap_or_else(|e| panic!("starting sshd: {e}"));
-        eventually("sshd to listen", Duration::from_secs(10), || async {
-            tokio::net::TcpStream::connect(("127.0.0.1", port))
-                .await
-                .ok()
-        })
-        .await;
+        listening("sshd", port).await;
         SshServer { port, dir, child }
     }
 
@@ -289,16 +278,7 @@ impl GitHttpServer {
             .stdout(std::process::Stdio::null())
             .spawn()
             .unwrap_or_else(|e| panic!("starting git-http-server.py: {e}"));
-        eventually(
-            "the Git HTTP server to listen",
-            Duration::from_secs(10),
-            || async {
-                tokio::net::TcpStream::connect(("127.0.0.1", port))
-                    .await
-                    .ok()
-            },
-        )
-        .await;
+        listening("the Git HTTP server", port).await;
         GitHttpServer { port, tls, child }
     }
 

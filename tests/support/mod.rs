@@ -287,6 +287,20 @@ fn controller_log_path(namespace: &str) -> PathBuf {
     log_dir.join(format!("{namespace}.log"))
 }
 
+/// Waits until something listens on the loopback `port` (a server a test started).
+pub async fn listening(what: &str, port: u16) {
+    eventually(
+        &format!("{what} to listen on port {port}"),
+        Duration::from_secs(10),
+        || async {
+            tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .ok()
+        },
+    )
+    .await;
+}
+
 /// A loopback port free right now, for a server a test starts.
 pub fn free_port() -> u16 {
     let listener = std::net::TcpListener::bind("127.0.0.1:0")
