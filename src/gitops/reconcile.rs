@@ -149,6 +149,11 @@ pub async fn reconcile(sync: Arc<GitSync>, ctx: Arc<Context>) -> Result<Requeue,
         source,
     })?
     else {
+        // Deleted: forget its schedule.
+        ctx.schedule
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&key);
         return Ok(Requeue::await_change());
     };
     if current.spec.suspend {
