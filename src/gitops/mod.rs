@@ -8,6 +8,7 @@ pub mod kustomize;
 pub mod ownership;
 pub mod reconcile;
 pub mod render;
+pub mod rollback;
 pub mod source;
 pub mod status;
 pub mod webhook;
