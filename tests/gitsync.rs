@@ -436,10 +436,19 @@ async fn a_new_revision_starts_a_canary_and_sync_and_rollout_never_undo_each_oth
 
     let ns = TestNamespace::new(&client().await, "gitsync-canary").await;
     let repo = GitRepo::new(&ns.name);
-    repo.commit("web 1", &[("deploy/app.yaml", &app_in_git("web:1"))]);
+    let r1 = repo.commit("web 1", &[("deploy/app.yaml", &app_in_git("web:1"))]);
     let _controller = ControllerProcess::start(&ns.name);
     git_sync(&ns, &repo.file_url(), json!({})).await;
     let first = healthy_on(&ns, "web:1").await;
+    let revisions = |r: &weir::api::Rollout| {
+        r.status.as_ref().map(|s| {
+            (
+                s.stable_revision.clone().unwrap_or_default(),
+                s.canary_revision.clone().unwrap_or_default(),
+            )
+        })
+    };
+    assert_eq!(revisions(&first), Some((r1.clone(), r1.clone())));
     let v1 = first.status.and_then(|s| s.stable_rs).expect("stable hash");
     let weights = WeightLog::start(&ns);
 
@@ -450,6 +459,11 @@ async fn a_new_revision_starts_a_canary_and_sync_and_rollout_never_undo_each_oth
             && r.status.as_ref().and_then(|s| s.canary_weight) == Some(20)
     })
     .await;
+    assert_eq!(
+        revisions(&paused),
+        Some((r1.clone(), second.clone())),
+        "the canary is the new revision's, the stable the old one's"
+    );
     let v2 = paused
         .status
         .and_then(|s| s.canary_rs)
@@ -488,7 +502,8 @@ async fn a_new_revision_starts_a_canary_and_sync_and_rollout_never_undo_each_oth
     );
 
     status_patch(&ns, json!({"status": {"pauseConditions": null}})).await;
-    healthy_on(&ns, "web:2").await;
+    let promoted = healthy_on(&ns, "web:2").await;
+    assert_eq!(revisions(&promoted), Some((second.clone(), second.clone())));
     tokio::time::sleep(std::time::Duration::from_secs(2)).await;
     assert_eq!(
         weights.states(),

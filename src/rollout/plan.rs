@@ -79,6 +79,9 @@ pub struct Input<'a> {
     pub status: &'a RolloutStatus,
     /// The hash of `spec.template` (`template_hash::of`).
     pub template_hash: &'a str,
+    /// The Git revision the spec was applied from (`weir.dev/git-revision`), when a GitSync
+    /// applied it.
+    pub revision: Option<&'a str>,
     pub observed: &'a Observed,
     pub now: DateTime<Utc>,
 }
@@ -462,6 +465,14 @@ impl<'a> Planner<'a> {
             );
         }
         self.status.canary_rs = Some(stable.to_owned());
+        // The first version is stable at the revision that brought it; after a rollback the
+        // stable keeps the revision it was promoted at.
+        if self.status.stable_revision.is_none() {
+            self.status.stable_revision = self.input.revision.map(str::to_owned);
+        }
+        self.status
+            .canary_revision
+            .clone_from(&self.status.stable_revision);
         self.status.current_step_index = Some(self.steps.len() as i32);
         self.status.abort = false;
         self.status.aborted_at = None;
@@ -525,6 +536,7 @@ impl<'a> Planner<'a> {
             };
             self.transition(reason, message);
             self.status.canary_rs = Some(hash.to_owned());
+            self.status.canary_revision = self.input.revision.map(str::to_owned);
             self.restart_steps();
             self.status.abort = false;
             self.status.aborted_at = None;

@@ -119,6 +119,10 @@ async fn reconcile_rollout(rollout: &Rollout, ctx: &Context) -> Result<Requeue, 
                 generation: current.metadata.generation,
                 status: &status,
                 template_hash: &hash,
+                revision: current
+                    .annotations()
+                    .get(crate::gitops::inventory::REVISION_ANNOTATION)
+                    .map(String::as_str),
                 observed: &observed,
                 now: chrono::Utc::now(),
             });

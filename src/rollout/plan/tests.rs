@@ -39,6 +39,8 @@ struct World {
     instant_pods: bool,
     weights_seen: Vec<i32>,
     next_run: usize,
+    /// The Git revision the spec came from.
+    revision: Option<String>,
 }
 
 impl World {
@@ -53,6 +55,7 @@ impl World {
             instant_pods: true,
             weights_seen: Vec::new(),
             next_run: 0,
+            revision: None,
         }
     }
 
@@ -76,6 +79,7 @@ impl World {
             generation: Some(1),
             status: &self.status,
             template_hash: &self.hash,
+            revision: self.revision.as_deref(),
             observed: &self.observed,
             now: self.now,
         })
@@ -1354,4 +1358,49 @@ proptest! {
             prop_assert_eq!(world.observed.route_weight, Some(0));
         }
     }
+}
+
+#[test]
+fn revisions_follow_the_template_canary_then_stable_and_back() {
+    let mut world = World::new(spec(json!([{"setWeight": 50}, {"pause": {}}]), true, 2));
+    world.revision = Some("r1".into());
+    world.reconcile();
+    assert_eq!(world.phase(), Some(RolloutPhase::Healthy));
+    assert_eq!(
+        (
+            world.status.stable_revision.as_deref(),
+            world.status.canary_revision.as_deref()
+        ),
+        (Some("r1"), Some("r1")),
+        "the first version is stable at its revision"
+    );
+    // A revision that changes only config leaves the template's revisions as they are.
+    world.revision = Some("r2".into());
+    world.reconcile();
+    assert_eq!(world.status.stable_revision.as_deref(), Some("r1"));
+    // A new template from r3: its canary is r3's.
+    world.revision = Some("r3".into());
+    world.hash = CANARY.into();
+    world.reconcile();
+    assert_eq!(world.status.canary_revision.as_deref(), Some("r3"));
+    assert_eq!(world.status.stable_revision.as_deref(), Some("r1"));
+    // Rolled back to the stable template (the GitSync re-applies r1): both are r1 again.
+    world.revision = Some("r1".into());
+    world.hash = STABLE.into();
+    world.reconcile();
+    assert_eq!(
+        (
+            world.status.stable_revision.as_deref(),
+            world.status.canary_revision.as_deref()
+        ),
+        (Some("r1"), Some("r1"))
+    );
+    // r4's canary promoted: stable at r4.
+    world.revision = Some("r4".into());
+    world.hash = CANARY.into();
+    world.reconcile();
+    world.promote();
+    world.reconcile();
+    assert_eq!(world.phase(), Some(RolloutPhase::Healthy));
+    assert_eq!(world.status.stable_revision.as_deref(), Some("r4"));
 }
