@@ -10,7 +10,7 @@ use chrono::Utc;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
 use kube::runtime::controller::Action as Requeue;
-use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::events::Recorder;
 use kube::{Client, Resource, ResourceExt};
 use tracing::{info, instrument, warn};
 
@@ -455,20 +455,15 @@ async fn write_status(
 /// An Event on the run when its verdict is in.
 async fn announce(recorder: &Recorder, run: &AnalysisRun, status: &AnalysisRunStatus) {
     let phase = status.phase.unwrap_or(AnalysisPhase::Error);
-    let event = Event {
-        type_: if phase == AnalysisPhase::Successful {
-            EventType::Normal
-        } else {
-            EventType::Warning
-        },
-        reason: format!("AnalysisRun{phase:?}"),
-        note: status.message.as_deref().map(crate::runtime::event_note),
-        action: "Measure".into(),
-        secondary: None,
-    };
-    if let Err(error) = recorder.publish(&event, &run.object_ref(&())).await {
-        warn!(%error, "could not publish an Event");
-    }
+    crate::runtime::publish(
+        recorder,
+        &run.object_ref(&()),
+        phase != AnalysisPhase::Successful,
+        format!("AnalysisRun{phase:?}"),
+        status.message.as_deref(),
+        "Measure",
+    )
+    .await;
 }
 
 pub fn error_policy(run: Arc<AnalysisRun>, error: &Error, _ctx: Arc<Context>) -> Requeue {

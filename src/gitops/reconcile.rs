@@ -11,7 +11,7 @@ use std::time::Duration;
 use chrono::Utc;
 use kube::api::Api;
 use kube::runtime::controller::Action as Requeue;
-use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::events::Recorder;
 use kube::{Client, Resource, ResourceExt};
 use tokio::sync::Semaphore;
 use tracing::{info, instrument, warn};
@@ -423,20 +423,15 @@ async fn write(
 }
 
 async fn announce(recorder: &Recorder, sync: &GitSync, attempt: &Attempt) {
-    let event = Event {
-        type_: if matches!(attempt, Attempt::Applied { .. }) {
-            EventType::Normal
-        } else {
-            EventType::Warning
-        },
-        reason: attempt.reason().into(),
-        note: Some(crate::runtime::event_note(&attempt.message())),
-        action: "Sync".into(),
-        secondary: None,
-    };
-    if let Err(error) = recorder.publish(&event, &sync.object_ref(&())).await {
-        warn!(%error, "could not publish an Event");
-    }
+    crate::runtime::publish(
+        recorder,
+        &sync.object_ref(&()),
+        !matches!(attempt, Attempt::Applied { .. }),
+        attempt.reason().into(),
+        Some(&attempt.message()),
+        "Sync",
+    )
+    .await;
 }
 
 pub fn error_policy(sync: Arc<GitSync>, error: &Error, _ctx: Arc<Context>) -> Requeue {

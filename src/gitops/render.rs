@@ -82,14 +82,18 @@ pub fn normalize(path: &str) -> String {
         .join("/")
 }
 
+/// Whether `file` (a path from the repository root) lies inside directory `prefix`, a
+/// `normalize`d path (empty: the whole repository).
+pub fn inside(prefix: &str, file: &str) -> bool {
+    prefix.is_empty()
+        || file
+            .strip_prefix(prefix)
+            .is_some_and(|rest| rest.starts_with('/'))
+}
+
 fn under<'f>(files: &'f [SourceFile], path: &str) -> impl Iterator<Item = &'f SourceFile> {
     let prefix = normalize(path);
-    files.iter().filter(move |f| {
-        prefix.is_empty()
-            || f.path
-                .strip_prefix(&prefix)
-                .is_some_and(|rest| rest.starts_with('/'))
-    })
+    files.iter().filter(move |f| inside(&prefix, &f.path))
 }
 
 /// Whether the path is a kustomization (a kustomization file directly in it).

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 
 use super::credentials::{self, Credentials};
-use super::render::{SourceFile, normalize};
+use super::render::{SourceFile, inside, normalize};
 use crate::api::gitsync::GitRef;
 
 /// What stops a fetch that takes too long.
@@ -388,11 +388,7 @@ pub fn files_at(dir: &Path, revision: &str, path: &str) -> Result<Vec<SourceFile
     let mut files = Vec::new();
     for entry in recorder.records {
         let file_path = entry.filepath.to_string();
-        let wanted = prefix.is_empty()
-            || file_path
-                .strip_prefix(&prefix)
-                .is_some_and(|rest| rest.starts_with('/'));
-        if !entry.mode.is_blob() || !wanted {
+        if !entry.mode.is_blob() || !inside(&prefix, &file_path) {
             continue;
         }
         let blob = repo

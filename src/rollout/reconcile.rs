@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use kube::api::Api;
 use kube::runtime::controller::Action as Requeue;
-use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::events::Recorder;
 use kube::{Client, Resource, ResourceExt};
 use tracing::{info, instrument, warn};
 
@@ -184,32 +184,26 @@ async fn reconcile_rollout(rollout: &Rollout, ctx: &Context) -> Result<Requeue, 
 
     let reference = current.object_ref(&());
     for transition in &transitions {
-        let event = Event {
-            type_: if transition.warning {
-                EventType::Warning
-            } else {
-                EventType::Normal
-            },
-            reason: transition.reason.as_str().into(),
-            note: Some(crate::runtime::event_note(&transition.message)),
-            action: "Reconcile".into(),
-            secondary: None,
-        };
-        if let Err(error) = ctx.recorder.publish(&event, &reference).await {
-            warn!(%error, "could not publish an Event");
-        }
+        crate::runtime::publish(
+            &ctx.recorder,
+            &reference,
+            transition.warning,
+            transition.reason.as_str().into(),
+            Some(&transition.message),
+            "Reconcile",
+        )
+        .await;
     }
     if let (true, Err(error)) = (new_error, &outcome) {
-        let event = Event {
-            type_: EventType::Warning,
-            reason: error.category().into(),
-            note: Some(crate::runtime::event_note(&error.to_string())),
-            action: "Reconcile".into(),
-            secondary: None,
-        };
-        if let Err(error) = ctx.recorder.publish(&event, &reference).await {
-            warn!(%error, "could not publish an Event");
-        }
+        crate::runtime::publish(
+            &ctx.recorder,
+            &reference,
+            true,
+            error.category().into(),
+            Some(&error.to_string()),
+            "Reconcile",
+        )
+        .await;
     }
     outcome?;
     Ok(Requeue::requeue(requeue_after.unwrap_or(RESYNC)))

@@ -42,8 +42,35 @@ pub fn recorder(client: &Client) -> kube::runtime::events::Recorder {
 /// (events.k8s.io/v1), and the Event would be lost.
 pub const MAX_EVENT_NOTE: usize = 1024;
 
+/// Publishes an Event about `reference`, its note cut to what the API server accepts. An
+/// Event that cannot be published is logged, never an error of the reconcile.
+pub async fn publish(
+    recorder: &kube::runtime::events::Recorder,
+    reference: &k8s_openapi::api::core::v1::ObjectReference,
+    warning: bool,
+    reason: String,
+    note: Option<&str>,
+    action: &str,
+) {
+    use kube::runtime::events::{Event, EventType};
+    let event = Event {
+        type_: if warning {
+            EventType::Warning
+        } else {
+            EventType::Normal
+        },
+        reason,
+        note: note.map(event_note),
+        action: action.into(),
+        secondary: None,
+    };
+    if let Err(error) = recorder.publish(&event, reference).await {
+        tracing::warn!(%error, "could not publish an Event");
+    }
+}
+
 /// `text` as an Event note: cut on a character boundary, with an ellipsis, to fit.
-pub fn event_note(text: &str) -> String {
+fn event_note(text: &str) -> String {
     if text.len() <= MAX_EVENT_NOTE {
         return text.to_owned();
     }

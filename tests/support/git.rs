@@ -11,24 +11,33 @@ pub struct GitRepo {
     pub dir: PathBuf,
 }
 
-fn git(dir: &Path, args: &[&str]) -> String {
-    let output = Command::new("git")
-        .args([
-            "-c",
-            "user.name=weir test",
-            "-c",
-            "user.email=test@weir.dev",
-        ])
-        .args(args)
-        .current_dir(dir)
+/// Runs a tool the test needs and returns its trimmed output; any failure ends the test,
+/// with the tool's own words.
+fn run(what: &str, command: &mut Command) -> String {
+    let output = command
         .output()
-        .unwrap_or_else(|e| panic!("running git {args:?}: {e}"));
+        .unwrap_or_else(|e| panic!("running {what}: {e}"));
     assert!(
         output.status.success(),
-        "git {args:?}: {}",
+        "{what}: {}",
         String::from_utf8_lossy(&output.stderr)
     );
     String::from_utf8_lossy(&output.stdout).trim().to_owned()
+}
+
+fn git(dir: &Path, args: &[&str]) -> String {
+    run(
+        &format!("git {args:?}"),
+        Command::new("git")
+            .args([
+                "-c",
+                "user.name=weir test",
+                "-c",
+                "user.email=test@weir.dev",
+            ])
+            .args(args)
+            .current_dir(dir),
+    )
 }
 
 impl GitRepo {
@@ -127,15 +136,11 @@ impl Drop for GitDaemon {
 }
 
 fn keygen(path: &Path) {
-    let output = Command::new("ssh-keygen")
-        .args(["-q", "-t", "ed25519", "-N", "", "-C", "weir-test", "-f"])
-        .arg(path)
-        .output()
-        .unwrap_or_else(|e| panic!("running ssh-keygen: {e}"));
-    assert!(
-        output.status.success(),
-        "ssh-keygen: {}",
-        String::from_utf8_lossy(&output.stderr)
+    run(
+        "ssh-keygen",
+        Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-C", "weir-test", "-f"])
+            .arg(path),
     );
 }
 
@@ -210,11 +215,7 @@ impl SshServer {
 
     pub fn url(&self, repo: &GitRepo) -> String {
         // sshd serves the user the tests run as.
-        let user = Command::new("id")
-            .arg("-un")
-            .output()
-            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
-            .unwrap_or_else(|e| panic!("id -un: {e}"));
+        let user = run("id -un", Command::new("id").arg("-un"));
         format!("ssh://{user}@127.0.0.1:{}{}", self.port, repo.dir.display())
     }
 }
@@ -252,24 +253,20 @@ impl GitHttpServer {
                 .join(format!("{port}-{}", std::process::id()));
             std::fs::create_dir_all(&dir)
                 .unwrap_or_else(|e| panic!("creating {}: {e}", dir.display()));
-            let output = Command::new("openssl")
-                .args([
-                    "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-                ])
-                .args(["-subj", "/CN=127.0.0.1"])
-                .args(["-addext", "subjectAltName=IP:127.0.0.1"])
-                .args(["-addext", "basicConstraints=critical,CA:FALSE"])
-                .args(["-addext", "extendedKeyUsage=serverAuth"])
-                .arg("-keyout")
-                .arg(dir.join("key.pem"))
-                .arg("-out")
-                .arg(dir.join("cert.pem"))
-                .output()
-                .unwrap_or_else(|e| panic!("running openssl: {e}"));
-            assert!(
-                output.status.success(),
-                "openssl: {}",
-                String::from_utf8_lossy(&output.stderr)
+            run(
+                "openssl",
+                Command::new("openssl")
+                    .args([
+                        "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    ])
+                    .args(["-subj", "/CN=127.0.0.1"])
+                    .args(["-addext", "subjectAltName=IP:127.0.0.1"])
+                    .args(["-addext", "basicConstraints=critical,CA:FALSE"])
+                    .args(["-addext", "extendedKeyUsage=serverAuth"])
+                    .arg("-keyout")
+                    .arg(dir.join("key.pem"))
+                    .arg("-out")
+                    .arg(dir.join("cert.pem")),
             );
             command.arg(dir.join("cert.pem")).arg(dir.join("key.pem"));
             dir
