@@ -63,12 +63,28 @@ where
         .await
     {
         Ok(_) => Ok(()),
-        // A failed `test` is a 422 from the API server, a 409 from others.
-        Err(kube::Error::Api(status))
-            if status.code == 409 || (status.code == 422 && status.message.contains("test")) =>
-        {
-            Err(WriteError::Conflict)
+        // A failed `test` is a 409 from some servers and a 422 from the API server, which
+        // names the test only in newer versions; an older one says no more than "Invalid".
+        Err(kube::Error::Api(status)) if status.code == 409 => Err(WriteError::Conflict),
+        Err(kube::Error::Api(status)) if status.code == 422 => {
+            if status.message.contains("test") || moved(api, current).await {
+                Err(WriteError::Conflict)
+            } else {
+                Err(WriteError::Api(kube::Error::Api(status)))
+            }
         }
         Err(source) => Err(WriteError::Api(source)),
+    }
+}
+
+/// Whether the object changed since `current` was read (or is gone).
+async fn moved<K>(api: &Api<K>, current: &K) -> bool
+where
+    K: Resource + Clone + DeserializeOwned + std::fmt::Debug,
+{
+    match api.get_opt(&current.name_any()).await {
+        Ok(Some(now)) => now.resource_version() != current.resource_version(),
+        Ok(None) => true,
+        Err(_) => false,
     }
 }
