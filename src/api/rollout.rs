@@ -278,6 +278,10 @@ pub struct RolloutStatus {
     /// When the current canary was aborted; cleared by a retry or a new template.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub aborted_at: Option<Time>,
+    /// Why the current canary was aborted, for whoever acts on it (the GitSync that applied
+    /// it rejects its revision); cleared with `abortedAt`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub abort_cause: Option<AbortCause>,
     /// Set by `kubectl weir promote --full`: skip the remaining steps.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub promote_full: bool,
@@ -311,6 +315,20 @@ pub struct RolloutStatus {
     /// The `metadata.generation` this status describes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
+}
+
+/// What aborted a canary.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AbortCause {
+    /// `AnalysisFailed`, `AnalysisError`, `ProgressDeadlineExceeded` or `Aborted` (an operator).
+    pub reason: String,
+    /// The metric that decided, when analysis did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metric: Option<String>,
+    /// The deciding measurement's value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<String>,
 }
 
 fn is_zero(value: &i32) -> bool {

@@ -97,15 +97,27 @@ fn run_view(run: &AnalysisRun) -> Option<AnalysisRunView> {
         index => Some(index.parse().ok()?),
     };
     let status = run.status.as_ref();
+    let phase = status
+        .and_then(|s| s.phase)
+        .unwrap_or(AnalysisPhase::Pending);
+    // The run's phase is its worst deciding metric's: that metric, and its last value.
+    let decided_by = status.and_then(|s| {
+        s.metric_results
+            .iter()
+            .find(|m| !m.dry_run && m.phase == phase)
+            .map(|m| {
+                let value = m.measurements.last().and_then(|x| x.value.clone());
+                (m.name.clone(), value)
+            })
+    });
     Some(AnalysisRunView {
         name: run.name_any(),
         hash: labels.get(HASH_LABEL)?.clone(),
         attempt: labels.get(ATTEMPT_LABEL)?.parse().ok()?,
         step,
-        phase: status
-            .and_then(|s| s.phase)
-            .unwrap_or(AnalysisPhase::Pending),
+        phase,
         message: status.and_then(|s| s.message.clone()),
+        decided_by,
         terminated: run.spec.terminate,
     })
 }

@@ -22,7 +22,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
 use crate::api::analysis::AnalysisPhase;
 use crate::api::rollout::{
-    CanaryStep, PauseCondition, PauseReason, RolloutPhase, RolloutSpec, RolloutStatus,
+    AbortCause, CanaryStep, PauseCondition, PauseReason, RolloutPhase, RolloutSpec, RolloutStatus,
 };
 use crate::time::{from_k8s, to_k8s};
 use crate::{conditions, duration, validate};
@@ -53,6 +53,8 @@ pub struct AnalysisRunView {
     pub phase: AnalysisPhase,
     /// The run's own explanation (deciding metric and value).
     pub message: Option<String>,
+    /// The metric that gave the run its phase, and that metric's last value.
+    pub decided_by: Option<(String, Option<String>)>,
     /// `spec.terminate` is set: it was told to stop and needs no second telling.
     pub terminated: bool,
 }
@@ -476,6 +478,7 @@ impl<'a> Planner<'a> {
         self.status.current_step_index = Some(self.steps.len() as i32);
         self.status.abort = false;
         self.status.aborted_at = None;
+        self.status.abort_cause = None;
         self.status.promote_full = false;
         self.status.controller_pause = false;
         self.status
@@ -540,6 +543,7 @@ impl<'a> Planner<'a> {
             self.restart_steps();
             self.status.abort = false;
             self.status.aborted_at = None;
+            self.status.abort_cause = None;
             self.status.promote_full = false;
             // A new attempt number, never reused: runs left by an earlier canary of the same
             // template (a revert, a re-rollout) must not decide this one.
@@ -547,6 +551,10 @@ impl<'a> Planner<'a> {
         }
         if self.status.abort && self.status.aborted_at.is_none() {
             self.status.aborted_at = Some(to_k8s(self.input.now));
+            self.status.abort_cause = Some(AbortCause {
+                reason: Reason::Aborted.as_str().to_owned(),
+                ..AbortCause::default()
+            });
             self.status.message = Some(format!(
                 "Aborted: an operator aborted the canary of {hash}; traffic is back on {stable}"
             ));
@@ -557,6 +565,7 @@ impl<'a> Planner<'a> {
         }
         if !self.status.abort && self.status.aborted_at.is_some() {
             self.status.aborted_at = None;
+            self.status.abort_cause = None;
             self.status.attempt += 1;
             self.restart_steps();
             self.transition(
@@ -941,6 +950,7 @@ impl<'a> Planner<'a> {
                 };
                 self.abort(
                     reason,
+                    run.decided_by.clone(),
                     format!(
                         "{what} analysis {} ({detail}): traffic is back on {stable}",
                         reason.as_str()
@@ -981,9 +991,21 @@ impl<'a> Planner<'a> {
         }
     }
 
-    fn abort(&mut self, reason: Reason, message: String, hash: &str) {
+    fn abort(
+        &mut self,
+        reason: Reason,
+        decided_by: Option<(String, Option<String>)>,
+        message: String,
+        hash: &str,
+    ) {
         self.status.abort = true;
         self.status.aborted_at = Some(to_k8s(self.input.now));
+        let (metric, value) = decided_by.unzip();
+        self.status.abort_cause = Some(AbortCause {
+            reason: reason.as_str().to_owned(),
+            metric,
+            value: value.flatten(),
+        });
         self.status.message = Some(format!("{}: {message}", reason.as_str()));
         self.transition(reason, format!("{message} (canary {hash})"));
     }
@@ -1096,6 +1118,7 @@ impl<'a> Planner<'a> {
             let seconds = self.input.spec.progress_deadline_seconds;
             self.abort(
                 Reason::ProgressDeadlineExceeded,
+                None,
                 format!(
                     "canary {hash} made no progress within progressDeadlineSeconds ({seconds}s)"
                 ),

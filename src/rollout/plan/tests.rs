@@ -154,6 +154,7 @@ impl World {
                         step: *step,
                         phase: AnalysisPhase::Running,
                         message: None,
+                        decided_by: None,
                         terminated: false,
                     });
                 }
@@ -230,6 +231,10 @@ impl World {
             .expect("the run exists");
         run.phase = phase;
         run.message = Some(message.into());
+        // "success-rate = 0.42" names the deciding metric and its value.
+        run.decided_by = message
+            .split_once(" = ")
+            .map(|(metric, value)| (metric.to_owned(), Some(value.to_owned())));
     }
 
     fn phase(&self) -> Option<RolloutPhase> {
@@ -459,6 +464,11 @@ fn abort_sends_all_traffic_to_stable_at_once_then_retry_starts_over() {
     assert_eq!(World::reasons(&plans), vec![Reason::Aborted]);
     assert_eq!(world.phase(), Some(RolloutPhase::Degraded));
     assert_eq!(
+        world.status.abort_cause.as_ref().map(|c| c.reason.as_str()),
+        Some("Aborted"),
+        "an operator's abort says so"
+    );
+    assert_eq!(
         world.status.pause_conditions,
         vec![],
         "an aborted rollout is not paused"
@@ -500,6 +510,7 @@ fn abort_sends_all_traffic_to_stable_at_once_then_retry_starts_over() {
     );
     assert_eq!(world.observed.route_weight, Some(40));
     assert_eq!(world.status.aborted_at, None);
+    assert_eq!(world.status.abort_cause, None, "a retry clears the cause");
 }
 
 #[test]
@@ -760,6 +771,15 @@ fn failed_analysis_aborts_naming_the_measurement() {
         assert_eq!(world.observed.route_weight, Some(0));
         let message = world.status.message.clone().unwrap_or_default();
         assert!(message.contains("success-rate = 0.42"), "{message}");
+        assert_eq!(
+            world.status.abort_cause,
+            Some(AbortCause {
+                reason: reason.as_str().into(),
+                metric: Some("success-rate".into()),
+                value: Some("0.42".into()),
+            }),
+            "what a GitSync records when it rejects the revision"
+        );
     }
 }
 
