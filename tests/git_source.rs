@@ -137,3 +137,141 @@ fn an_unreachable_repository_is_an_error_naming_the_step() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+fn rejected(revision: &str) -> weir::api::gitsync::RejectedRevision {
+    weir::api::gitsync::RejectedRevision {
+        revision: revision.into(),
+        reason: "AnalysisFailed".into(),
+        rollout: Some("shop/web".into()),
+        metric: Some("error-rate".into()),
+        value: Some("0.31".into()),
+        rejected_at: weir::time::to_k8s(chrono::Utc::now()),
+        revert: None,
+    }
+}
+
+fn author() -> weir::gitops::writeback::Author {
+    weir::gitops::writeback::Author {
+        name: "weir".into(),
+        email: "weir@example.com".into(),
+    }
+}
+
+#[tokio::test]
+async fn a_revert_restores_only_its_path_and_a_moved_branch_refuses_it() {
+    use weir::gitops::writeback::{PushError, push, revert_commit};
+    let repo = GitRepo::new("revert");
+    repo.accept_pushes();
+    let good = repo.commit(
+        "good",
+        &[
+            ("apps/web/a.yaml", CONFIG_MAP),
+            ("apps/other/o.yaml", "other: 1\n"),
+        ],
+    );
+    let bad = repo.commit(
+        "bad",
+        &[
+            ("apps/web/a.yaml", "changed: true\n"),
+            ("apps/web/new.yaml", "added: true\n"),
+            ("apps/other/o.yaml", "other: 2\n"),
+        ],
+    );
+    let dir = clone_dir("revert");
+    let url = repo.file_url();
+    fetch(&dir, &url, &branch("main"), &ANONYMOUS, &limits()).expect("fetch");
+
+    let revert = revert_commit(&dir, &bad, &good, "apps/web", &rejected(&bad), &author())
+        .expect("revert")
+        .expect("something to revert");
+    let files = files_at(&dir, &revert, "").expect("files");
+    let mut seen: Vec<(&str, &[u8])> = files
+        .iter()
+        .map(|f| (f.path.as_str(), f.bytes.as_slice()))
+        .collect();
+    seen.sort();
+    assert_eq!(
+        seen,
+        vec![
+            ("apps/other/o.yaml", &b"other: 2\n"[..]),
+            ("apps/web/a.yaml", CONFIG_MAP.as_bytes()),
+        ],
+        "apps/web is the good revision's, the rest stays as the bad commit left it"
+    );
+    assert_eq!(
+        revert_commit(&dir, &good, &good, "apps/web", &rejected(&good), &author())
+            .expect("no-op revert"),
+        None,
+        "nothing to revert"
+    );
+
+    // Someone pushed meanwhile: the revert is refused, never forced over their work.
+    let theirs = repo.commit("theirs", &[("apps/web/a.yaml", "theirs: 1\n")]);
+    let timeout = std::time::Duration::from_secs(30);
+    match push(&dir, &url, &ANONYMOUS, &revert, "main", false, timeout).await {
+        Err(PushError::Refused(message)) => {
+            assert!(message.starts_with("branch main refused"), "{message}")
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(repo.head(), theirs);
+    // A branch of weir's own (for a pull request) is replaced.
+    push(
+        &dir,
+        &url,
+        &ANONYMOUS,
+        &revert,
+        "weir/revert",
+        true,
+        timeout,
+    )
+    .await
+    .expect("push to weir's branch");
+    assert_eq!(repo.git(&["rev-parse", "weir/revert"]), revert);
+    let message = repo.git(&["log", "-1", "--format=%B", "weir/revert"]);
+    assert!(
+        message.contains(&format!("Weir-Rejected-Revision: {bad}")),
+        "{message}"
+    );
+}
+
+#[tokio::test]
+async fn a_push_uses_the_secrets_credentials_and_never_shows_them() {
+    use support::git::GitHttpServer;
+    use weir::gitops::writeback::{PushError, push, revert_commit};
+    let repo = GitRepo::new("push-https");
+    repo.accept_pushes();
+    let good = repo.commit("good", &[("deploy/a.yaml", CONFIG_MAP)]);
+    let bad = repo.commit("bad", &[("deploy/a.yaml", "bad: 1\n")]);
+    let server = GitHttpServer::serve(&repo, "weir", "s3cret-token", false).await;
+    let dir = clone_dir("push-https");
+    let url = server.url(&repo);
+    let right = Credentials::Basic {
+        username: "weir".into(),
+        password: "s3cret-token".into(),
+    };
+    // weir never sends credentials over plain http (validation refuses it); git itself
+    // would, which lets this test see the push's own handling of them without TLS.
+    let file_url = repo.file_url();
+    let dir_arg = dir.display().to_string();
+    repo.git(&["clone", "-q", "--bare", &file_url, &dir_arg]);
+    let revert = revert_commit(&dir, &bad, &good, "deploy", &rejected(&bad), &author())
+        .expect("revert")
+        .expect("something to revert");
+    let timeout = std::time::Duration::from_secs(30);
+    let wrong = Credentials::Basic {
+        username: "weir".into(),
+        password: "wrong-password".into(),
+    };
+    match push(&dir, &url, &wrong, &revert, "main", false, timeout).await {
+        Err(PushError::Failed(message)) => {
+            assert!(!message.contains("wrong-password"), "{message}");
+            assert!(message.contains("Authentication failed"), "{message}");
+        }
+        other => panic!("{other:?}"),
+    }
+    push(&dir, &url, &right, &revert, "main", false, timeout)
+        .await
+        .expect("push with the right credentials");
+    assert_eq!(repo.head(), revert);
+}

@@ -136,6 +136,9 @@ pub struct GitSyncStatus {
     /// The newest revision at which every managed Rollout was Healthy; rollbacks return here.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_good_revision: Option<String>,
+    /// Set by `weir.dev/rollback-to`: this revision is held until the ref moves.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pinned: Option<PinnedRevision>,
     /// Revisions that failed and are never applied again.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub rejected_revisions: Vec<RejectedRevision>,
@@ -172,6 +175,21 @@ pub struct RejectedRevision {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub value: Option<String>,
     pub rejected_at: Time,
+    /// The revert commit weir pushed for it (`rollback.writeBack`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revert: Option<String>,
+}
+
+/// A revision held by hand (`weir.dev/rollback-to`, `kubectl weir undo --to-revision`)
+/// while the tracked ref stays where it was.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PinnedRevision {
+    /// The revision applied instead of the ref's.
+    pub revision: String,
+    /// Where the ref pointed when the pin was set; the pin ends when the ref moves on.
+    pub ref_revision: String,
+    pub since: Time,
 }
 
 /// A revision weir tried to apply.

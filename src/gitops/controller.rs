@@ -1,17 +1,21 @@
-//! Runs the GitSync controller: watches GitSyncs and syncs each every `interval`.
+//! Runs the GitSync controller: watches GitSyncs and syncs each every `interval`, and
+//! watches the Rollouts they apply, to roll back as soon as one fails.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use kube::Client;
+use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{Controller, watcher};
+use kube::{Client, ResourceExt};
 use tokio::sync::Semaphore;
 use tracing::info;
 
+use super::inventory::OWNER_ANNOTATION;
 use super::reconcile::{Context, error_policy, reconcile};
 use crate::api::gitsync::GitSync;
+use crate::api::rollout::Rollout;
 use crate::runtime::leader::{Leadership, became_leader};
 use crate::runtime::scoped_api;
 
@@ -53,6 +57,18 @@ pub async fn run(
     Controller::new(
         scoped_api::<GitSync>(&client, namespace),
         watcher::Config::default(),
+    )
+    // A Rollout's abort (or its becoming Healthy) is news for the GitSync that applied it.
+    .watches(
+        scoped_api::<Rollout>(&client, namespace),
+        watcher::Config::default(),
+        |rollout| {
+            rollout
+                .annotations()
+                .get(OWNER_ANNOTATION)
+                .and_then(|owner| owner.split_once('/'))
+                .map(|(namespace, name)| ObjectRef::<GitSync>::new(name).within(namespace))
+        },
     )
     .reconcile_all_on(became_leader(&leadership))
     .shutdown_on_signal()

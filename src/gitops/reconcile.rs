@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::Utc;
-use kube::api::Api;
+use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action as Requeue;
 use kube::runtime::events::Recorder;
 use kube::{Client, Resource, ResourceExt};
@@ -18,11 +18,18 @@ use tracing::{info, instrument, warn};
 
 use super::credentials::{self, Credentials};
 use super::render::{self, Layout};
+use super::rollback::{
+    self, Fetch, ManagedRollout, ROLLBACK_TO_ANNOTATION, Step as RollbackStep, Target,
+};
 use super::source;
-use super::status::{self, Attempt};
+use super::status::{self, Attempt, Basis};
 use super::webhook::SYNC_REQUEST_ANNOTATION;
+use super::writeback::{self, PushError};
 use super::{apply, kustomize};
-use crate::api::gitsync::{GitSync, GitSyncSpec, GitSyncStatus};
+use crate::api::gitsync::{
+    GitSync, GitSyncSpec, GitSyncStatus, InventoryEntry, PinnedRevision, RejectedRevision,
+};
+use crate::api::rollout::Rollout;
 use crate::runtime::leader::Leadership;
 use crate::status_patch::{self, WriteError};
 use crate::{duration, validate};
@@ -102,12 +109,14 @@ const FIRST_RETRY: Duration = Duration::from_secs(5);
 const MAX_BACKOFF: Duration = Duration::from_secs(300);
 
 /// When a GitSync is next due, for the generation it was synced at.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct Schedule {
     due: std::time::Instant,
     generation: Option<i64>,
     /// Retryable failures in a row.
     failures: u32,
+    /// Where the ref pointed at the last fetch.
+    head: Option<String>,
 }
 
 /// How long to wait after an attempt: the interval after a success (or a failure only a
@@ -167,38 +176,285 @@ pub async fn reconcile(sync: Arc<GitSync>, ctx: Arc<Context>) -> Result<Requeue,
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .get(&key)
-        .copied()
+        .cloned()
         .filter(|s| s.generation == generation);
-    // A new value of the request annotation (the push webhook's) skips the wait.
+    // A new value of the request annotation (the push webhook's) skips the wait, and so
+    // does a request to pin a revision.
     let requested = current.annotations().get(SYNC_REQUEST_ANNOTATION).cloned();
     let asked = requested.is_some() && requested != original.last_handled_sync_request;
-    if !asked
-        && let Some(wait) =
-            previous.and_then(|s| s.due.checked_duration_since(std::time::Instant::now()))
-    {
-        return Ok(Requeue::requeue(wait));
+    let pin_request = current.annotations().get(ROLLBACK_TO_ANNOTATION).cloned();
+    let wait = previous
+        .as_ref()
+        .and_then(|s| s.due.checked_duration_since(std::time::Instant::now()))
+        .filter(|_| !asked && pin_request.is_none());
+    let due = wait.is_none();
+
+    // The Rollouts are looked at every time (their changes wake this GitSync): an abort is
+    // acted on at once, never after the interval.
+    let rollouts = managed_rollouts(&ctx.client, &original.inventory).await?;
+    let fetched = if due {
+        Some(fetch(&ctx, &current, &key).await)
+    } else {
+        None
+    };
+    // Where the ref points, as far as is known: fetched now, or at the last fetch.
+    let head = match &fetched {
+        Some(Ok(head)) => Some(head.clone()),
+        _ => previous.as_ref().and_then(|s| s.head.clone()),
+    }
+    .or_else(|| original.last_applied_revision.clone());
+    let now = Utc::now();
+    let Some(head) = head else {
+        // Nothing fetched, ever: only the failure to record.
+        let attempt = match fetched {
+            Some(Err(failure)) => failure,
+            _ => return Ok(Requeue::requeue(wait.unwrap_or(interval))),
+        };
+        return finish(
+            &ctx,
+            &api,
+            &current,
+            Step::new(attempt, &previous, interval, &key),
+        )
+        .await;
+    };
+
+    // A pin asked for by hand, checked against what is known; its annotation goes either way.
+    let mut view = original.clone();
+    let mut pin_refused = None;
+    if let Some(request) = &pin_request {
+        match pin(&ctx, &current, request, &head, &original, now).await {
+            Ok(pinned) => view.pinned = Some(pinned),
+            Err(message) => pin_refused = Some(message),
+        }
+    }
+    let decision = rollback::decide(
+        &head,
+        &view,
+        &rollouts,
+        current.spec.rollback.on_failure,
+        now,
+    );
+
+    // A rejection is recorded before anything is rolled back: after a restart in between,
+    // the revision is still known to be out.
+    if let Some(rejected) = &decision.rejected {
+        let subject = subject(&ctx, &current, &rejected.revision).await;
+        let last_good = decision.last_good.clone();
+        write_recorded(
+            &ctx,
+            &api,
+            current.clone(),
+            &|status: &mut GitSyncStatus| {
+                status::reject(status, rejected, &subject);
+                status.last_good_revision.clone_from(&last_good);
+            },
+        )
+        .await?;
+        crate::runtime::publish(
+            &ctx.recorder,
+            &current.object_ref(&()),
+            true,
+            "Rejected".into(),
+            Some(&format!(
+                "revision {} rejected: {}",
+                status::short(&rejected.revision),
+                rollback::cause(rejected)
+            )),
+            "Rollback",
+        )
+        .await;
+        view.rejected_revisions.push(rejected.clone());
     }
 
-    let attempt = attempt(&ctx, &current, &key).await;
-    let failures = match attempt {
-        Attempt::FetchFailed(_) | Attempt::ApplyFailed { .. } => {
-            previous.map_or(0, |s| s.failures) + 1
+    let fetch_state = match &fetched {
+        None => Fetch::NotDue,
+        Some(Ok(_)) => Fetch::Fetched,
+        Some(Err(_)) => Fetch::Failed,
+    };
+    let applied = original.last_applied_revision.as_deref();
+    let attempt = match rollback::step(
+        &decision,
+        &head,
+        applied,
+        &view.rejected_revisions,
+        fetch_state,
+    ) {
+        RollbackStep::Apply { revision, basis } => {
+            Some(apply_revision(&ctx, &current, &key, &revision, basis).await)
         }
-        _ => 0,
+        RollbackStep::RecordFetchFailure => fetched.and_then(Result::err),
+        RollbackStep::Hold(rejected) => Some(Attempt::Held(rejected)),
+        RollbackStep::Nothing => None,
     };
-    let next = match failures {
-        0 => interval + jitter(interval, &key),
-        n => delay_after(interval, n),
+
+    // Git is written after the cluster is safe, and only with a fresh view of the ref: a
+    // newer commit there wins over a pending revert.
+    let written = match (&decision.target, &attempt) {
+        (
+            Target::RollBack(good),
+            Some(Attempt::Applied {
+                basis: Basis::RolledBack(rejected),
+                ..
+            }),
+        ) if current.spec.rollback.write_back.enabled
+            && rejected.revert.is_none()
+            && fetch_state == Fetch::Fetched =>
+        {
+            Some(write_back(&ctx, &current, &head, good, rejected).await)
+        }
+        _ => None,
     };
+
+    let mut step = match attempt {
+        Some(attempt) => Step::new(attempt, &previous, interval, &key),
+        None => Step::quiet(&previous, wait.unwrap_or(interval)),
+    };
+    let revert_pending = matches!(
+        &step.attempt,
+        Some(Attempt::Applied { basis: Basis::RolledBack(rejected), .. }) if rejected.revert.is_none()
+    ) && current.spec.rollback.write_back.enabled;
+    if revert_pending && written.is_none() {
+        // Rolled back without a fresh fetch: fetch now and write the revert.
+        step.next = Duration::ZERO;
+    }
+    if let Some(written) = &written {
+        match written {
+            // The revert is on the branch: fetch it soon, so the GitSync follows Git again.
+            status::WriteBack::Pushed { .. } => step.next = step.next.min(FIRST_RETRY),
+            _ => {
+                step.failures = previous.as_ref().map_or(0, |s| s.failures) + 1;
+                step.next = delay_after(interval, step.failures);
+            }
+        }
+    }
+    step.head = Some(head);
+    step.last_good = decision.last_good;
+    step.pinned = match &decision.target {
+        Target::Pinned(_) => view.pinned.clone(),
+        _ => None,
+    };
+    step.written = written;
+    if asked {
+        step.handled_request = Some(requested);
+    }
+    let removed_pin = pin_request.is_some();
+    let result = finish(&ctx, &api, &current, step).await;
+    if result.is_ok() && removed_pin {
+        if let Some(message) = &pin_refused {
+            crate::runtime::publish(
+                &ctx.recorder,
+                &current.object_ref(&()),
+                true,
+                "InvalidRollbackRequest".into(),
+                Some(message),
+                "Pin",
+            )
+            .await;
+        }
+        remove_annotation(
+            &api,
+            &current,
+            ROLLBACK_TO_ANNOTATION,
+            pin_request.as_deref(),
+        )
+        .await?;
+    }
+    result
+}
+
+/// What one reconcile did, to record and to schedule from.
+struct Step {
+    attempt: Option<Attempt>,
+    failures: u32,
+    next: Duration,
+    head: Option<String>,
+    last_good: Option<String>,
+    pinned: Option<PinnedRevision>,
+    written: Option<status::WriteBack>,
+    handled_request: Option<Option<String>>,
+}
+
+impl Step {
+    fn new(attempt: Attempt, previous: &Option<Schedule>, interval: Duration, key: &str) -> Step {
+        let failures = match attempt {
+            Attempt::FetchFailed(_) | Attempt::ApplyFailed { .. } => {
+                previous.as_ref().map_or(0, |s| s.failures) + 1
+            }
+            _ => 0,
+        };
+        let next = match failures {
+            0 => interval + jitter(interval, key),
+            n => delay_after(interval, n),
+        };
+        Step {
+            attempt: Some(attempt),
+            failures,
+            next,
+            head: previous.as_ref().and_then(|s| s.head.clone()),
+            last_good: None,
+            pinned: None,
+            written: None,
+            handled_request: None,
+        }
+    }
+
+    /// Nothing attempted: the schedule stands.
+    fn quiet(previous: &Option<Schedule>, wait: Duration) -> Step {
+        Step {
+            attempt: None,
+            failures: previous.as_ref().map_or(0, |s| s.failures),
+            next: wait,
+            head: previous.as_ref().and_then(|s| s.head.clone()),
+            last_good: None,
+            pinned: None,
+            written: None,
+            handled_request: None,
+        }
+    }
+}
+
+/// Records a reconcile's outcome in one status write, schedules the next, and tells.
+async fn finish(
+    ctx: &Context,
+    api: &Api<GitSync>,
+    current: &GitSync,
+    step: Step,
+) -> Result<Requeue, Error> {
+    let key = format!(
+        "{}/{}",
+        current.namespace().unwrap_or_default(),
+        current.name_any()
+    );
+    let generation = current.metadata.generation;
+    let original = current.status.clone().unwrap_or_default();
     let now = Utc::now();
+    let rollback_known = step.head.is_some();
     let record = |status: &mut GitSyncStatus| {
-        status::record(status, &attempt, generation, now);
-        if asked {
+        if let Some(attempt) = &step.attempt {
+            status::record(status, attempt, generation, now);
+            if let Attempt::Applied {
+                basis: Basis::Head, ..
+            } = attempt
+            {
+                // The ref moved past the rejected revision: a revert still pending lost to
+                // the newer commit, and there is nothing left to push.
+                status::forget_refused_write_back(status);
+            }
+        }
+        if rollback_known {
+            status.last_good_revision.clone_from(&step.last_good);
+            status.pinned.clone_from(&step.pinned);
+        }
+        if let Some(written) = &step.written {
+            status::wrote_back(status, written, generation, now);
+        }
+        if let Some(requested) = &step.handled_request {
             // The request acted on; one that arrived meanwhile stays unhandled.
-            status.last_handled_sync_request.clone_from(&requested);
+            status.last_handled_sync_request.clone_from(requested);
         }
     };
-    if let Err(error) = write_recorded(&ctx, &api, current.clone(), &record).await {
+    if let Err(error) = write_recorded(ctx, api, current.clone(), &record).await {
         // What was applied is not recorded yet: come back soon, not after the interval.
         ctx.schedule
             .lock()
@@ -206,17 +462,20 @@ pub async fn reconcile(sync: Arc<GitSync>, ctx: Arc<Context>) -> Result<Requeue,
             .remove(&key);
         return Err(error);
     }
-    ctx.schedule
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .insert(
-            key.clone(),
-            Schedule {
-                due: std::time::Instant::now() + next,
-                generation,
-                failures,
-            },
-        );
+    if step.attempt.is_some() || step.written.is_some() {
+        ctx.schedule
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(
+                key.clone(),
+                Schedule {
+                    due: std::time::Instant::now() + step.next,
+                    generation,
+                    failures: step.failures,
+                    head: step.head.clone(),
+                },
+            );
+    }
     let mut status = original.clone();
     record(&mut status);
     let ready = |s: &GitSyncStatus| {
@@ -225,13 +484,33 @@ pub async fn reconcile(sync: Arc<GitSync>, ctx: Arc<Context>) -> Result<Requeue,
             .find(|c| c.type_ == status::READY)
             .map(|c| (c.status.clone(), c.reason.clone()))
     };
-    if ready(&original) != ready(&status)
-        || original.last_applied_revision != status.last_applied_revision
-    {
-        announce(&ctx.recorder, &current, &attempt).await;
+    if let Some(attempt) = &step.attempt {
+        if ready(&original) != ready(&status)
+            || original.last_applied_revision != status.last_applied_revision
+        {
+            announce(&ctx.recorder, current, attempt).await;
+        }
+        info!(outcome = attempt.reason(), message = %attempt.message(), next = ?step.next, "synced");
     }
-    info!(outcome = attempt.reason(), message = %attempt.message(), next = ?next, "synced");
-    Ok(Requeue::requeue(next))
+    if let Some(written) = &step.written {
+        let pushed = matches!(written, status::WriteBack::Pushed { .. });
+        let condition = status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == status::REVERT_PUSHED);
+        if let Some(condition) = condition {
+            crate::runtime::publish(
+                &ctx.recorder,
+                &current.object_ref(&()),
+                !pushed,
+                condition.reason.clone(),
+                Some(&condition.message),
+                "WriteBack",
+            )
+            .await;
+        }
+    }
+    Ok(Requeue::requeue(step.next))
 }
 
 /// Writes what `record` makes of the status. When the GitSync changed meanwhile (a webhook's
@@ -269,63 +548,105 @@ async fn write_recorded(
     Err(Error::Conflict)
 }
 
-/// One fetch, render and apply; never a credential in what it says.
-async fn attempt(ctx: &Context, sync: &GitSync, key: &str) -> Attempt {
+/// Fetches the tracked ref (bounded, off the async workers) and returns the commit it points
+/// to; a failure comes back as the attempt to record. Never a credential in what it says.
+async fn fetch(ctx: &Context, sync: &GitSync, key: &str) -> Result<String, Attempt> {
     if let Some(first) = validate::git_sync(&sync.spec).first() {
-        return Attempt::InvalidSpec(format!("InvalidSpec: {first}"));
+        return Err(Attempt::InvalidSpec(format!("InvalidSpec: {first}")));
     }
     let namespace = sync.namespace().unwrap_or_default();
-    let dir = source::clone_dir(&ctx.cache_dir, &namespace, &sync.name_any(), &sync.spec.url);
-    let (url, git_ref, path) = (
-        sync.spec.url.clone(),
-        sync.spec.git_ref.clone(),
-        sync.spec.path.clone(),
-    );
-    let credentials = match read_credentials(&ctx.client, &namespace, &sync.spec).await {
-        Ok(credentials) => credentials,
-        Err(message) => return Attempt::FetchFailed(message),
-    };
+    let dir = clone_dir(ctx, sync);
+    let (url, git_ref) = (sync.spec.url.clone(), sync.spec.git_ref.clone());
+    let credentials = read_credentials(&ctx.client, &namespace, &sync.spec)
+        .await
+        .map_err(Attempt::FetchFailed)?;
     let Ok(_permit) = ctx.fetches.acquire().await else {
-        return Attempt::FetchFailed("the controller is shutting down".into());
+        return Err(Attempt::FetchFailed(
+            "the controller is shutting down".into(),
+        ));
     };
     // One fetch per GitSync at a time: a fetch abandoned at the timeout may still be stuck
     // in a read, and a second one must not share its clone.
     // kube-runtime never reconciles one object twice at once, so a claim is only refused
     // while a fetch abandoned at the timeout is still stuck.
     let Some(in_flight) = InFlight::claim(&ctx.in_flight, key) else {
-        return Attempt::FetchFailed(format!(
+        return Err(Attempt::FetchFailed(format!(
             "{}, and that fetch has not ended yet",
             timed_out(ctx.fetch_timeout)
-        ));
+        )));
     };
     let limits = Arc::new(source::Limits::new(ctx.fetch_timeout));
     let limited = limits.clone();
     let read = tokio::task::spawn_blocking(move || {
         let _in_flight = in_flight;
-        let fetched = source::fetch(&dir, &url, &git_ref, &credentials, &limited)?;
-        let mut files = source::files_at(&dir, &fetched.revision, &path)?;
-        let layout = render::layout(&files, &path);
-        if let Layout::Kustomization(_) = layout {
-            // Bases and components may be anywhere in the repository.
-            files = source::files_at(&dir, &fetched.revision, "")?;
-        }
-        Ok::<_, source::SourceError>((fetched, files, layout))
+        source::fetch(&dir, &url, &git_ref, &credentials, &limited)
     });
-    let read = tokio::time::timeout(ctx.fetch_timeout, read).await;
-    drop(_permit);
-    let (fetched, files, layout) = match read {
-        Ok(Ok(Ok(read))) => read,
-        Ok(Ok(Err(error))) => return Attempt::FetchFailed(error.to_string()),
-        Ok(Err(_)) => return Attempt::FetchFailed("the fetch was interrupted".into()),
+    match tokio::time::timeout(ctx.fetch_timeout, read).await {
+        Ok(Ok(Ok(fetched))) => Ok(fetched.revision),
+        Ok(Ok(Err(error))) => Err(Attempt::FetchFailed(error.to_string())),
+        Ok(Err(_)) => Err(Attempt::FetchFailed("the fetch was interrupted".into())),
         Err(_) => {
             // gix checks this between steps; a git daemon's socket times out on its own,
             // and ssh's keepalives end a dead connection. Until the thread ends, InFlight
             // keeps it the only fetch of this GitSync.
             limits.interrupt.store(true, Ordering::Relaxed);
-            return Attempt::FetchFailed(timed_out(ctx.fetch_timeout));
+            Err(Attempt::FetchFailed(timed_out(ctx.fetch_timeout)))
         }
+    }
+}
+
+fn clone_dir(ctx: &Context, sync: &GitSync) -> PathBuf {
+    source::clone_dir(
+        &ctx.cache_dir,
+        &sync.namespace().unwrap_or_default(),
+        &sync.name_any(),
+        &sync.spec.url,
+    )
+}
+
+/// A revision's subject line, from the clone; empty when it cannot be read (it only labels
+/// history entries).
+async fn subject(ctx: &Context, sync: &GitSync, revision: &str) -> String {
+    let (dir, revision) = (clone_dir(ctx, sync), revision.to_owned());
+    tokio::task::spawn_blocking(move || source::subject(&dir, &revision))
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .unwrap_or_default()
+}
+
+/// Renders one revision from the clone and applies it; the revision was fetched before (the
+/// head now, a good or pinned one earlier), so rolling back needs no remote.
+async fn apply_revision(
+    ctx: &Context,
+    sync: &GitSync,
+    key: &str,
+    revision: &str,
+    basis: Basis,
+) -> Attempt {
+    let namespace = sync.namespace().unwrap_or_default();
+    let (dir, path, target) = (
+        clone_dir(ctx, sync),
+        sync.spec.path.clone(),
+        revision.to_owned(),
+    );
+    let read = tokio::task::spawn_blocking(move || {
+        let subject = source::subject(&dir, &target)?;
+        let mut files = source::files_at(&dir, &target, &path)?;
+        let layout = render::layout(&files, &path);
+        if let Layout::Kustomization(_) = layout {
+            // Bases and components may be anywhere in the repository.
+            files = source::files_at(&dir, &target, "")?;
+        }
+        Ok::<_, source::SourceError>((subject, files, layout))
+    })
+    .await;
+    let revision = revision.to_owned();
+    let (subject, files, layout) = match read {
+        Ok(Ok(read)) => read,
+        Ok(Err(error)) => return Attempt::FetchFailed(error.to_string()),
+        Err(_) => return Attempt::FetchFailed("reading the clone was interrupted".into()),
     };
-    let (revision, subject) = (fetched.revision, fetched.subject);
     let rendered = match layout {
         Layout::Kustomization(file) => {
             kustomize::build(ctx.kustomize.clone(), files, &sync.spec.path, &file).await
@@ -372,7 +693,175 @@ async fn attempt(ctx: &Context, sync: &GitSync, key: &str) -> Attempt {
             subject,
             inventory: outcome.inventory,
             objects,
+            basis,
         },
+    }
+}
+
+/// What the GitSync's Rollouts show, read fresh: the ones in its inventory.
+async fn managed_rollouts(
+    client: &Client,
+    inventory: &[InventoryEntry],
+) -> Result<Vec<ManagedRollout>, Error> {
+    let mut seen = Vec::new();
+    for entry in inventory {
+        let (group, _) = entry.api_version.split_once('/').unwrap_or_default();
+        if entry.kind != "Rollout" || group != Rollout::group(&()) {
+            continue;
+        }
+        let Some(namespace) = &entry.namespace else {
+            continue;
+        };
+        let api: Api<Rollout> = Api::namespaced(client.clone(), namespace);
+        let rollout = api
+            .get_opt(&entry.name)
+            .await
+            .map_err(|source| Error::Api {
+                action: "reading the managed Rollout",
+                name: format!("{namespace}/{}", entry.name),
+                source,
+            })?;
+        if let Some(rollout) = rollout {
+            seen.push(rollback::observe(&rollout));
+        }
+    }
+    Ok(seen)
+}
+
+/// Checks a `weir.dev/rollback-to` request; the revision must be a commit the clone has.
+async fn pin(
+    ctx: &Context,
+    sync: &GitSync,
+    request: &str,
+    head: &str,
+    status: &GitSyncStatus,
+    now: chrono::DateTime<Utc>,
+) -> Result<PinnedRevision, String> {
+    let pinned = rollback::pin(request, head, status, now)?;
+    let (dir, revision) = (clone_dir(ctx, sync), pinned.revision.clone());
+    let known = tokio::task::spawn_blocking(move || source::subject(&dir, &revision))
+        .await
+        .map_err(|_| "reading the clone was interrupted".to_owned())?;
+    match known {
+        Ok(_) => Ok(pinned),
+        Err(_) => Err(format!(
+            "{ROLLBACK_TO_ANNOTATION}: revision {} is not in the repository's history as fetched",
+            pinned.revision
+        )),
+    }
+}
+
+/// Builds the revert of the rejected head and pushes it (to the tracked branch, or to
+/// `writeBack.branch`, which weir owns and replaces).
+async fn write_back(
+    ctx: &Context,
+    sync: &GitSync,
+    head: &str,
+    good: &str,
+    rejected: &RejectedRevision,
+) -> status::WriteBack {
+    let policy = &sync.spec.rollback.write_back;
+    let namespace = sync.namespace().unwrap_or_default();
+    let failed = |message: String| status::WriteBack::Failed {
+        rejected: rejected.revision.clone(),
+        message,
+    };
+    let (Some(branch), force) = (match &policy.branch {
+        Some(branch) => (Some(branch.clone()), true),
+        None => (sync.spec.git_ref.branch.clone(), false),
+    }) else {
+        return failed(
+            "spec.ref names no branch to push the revert to: set spec.rollback.writeBack.branch"
+                .into(),
+        );
+    };
+    let author = writeback::Author {
+        name: policy.author_name.clone().unwrap_or_default(),
+        email: policy.author_email.clone().unwrap_or_default(),
+    };
+    let credentials = match read_credentials(&ctx.client, &namespace, &sync.spec).await {
+        Ok(credentials) => credentials,
+        Err(message) => return failed(message),
+    };
+    let dir = clone_dir(ctx, sync);
+    let (built_in, path) = (dir.clone(), sync.spec.path.clone());
+    let (head_owned, good_owned, rejected_owned) =
+        (head.to_owned(), good.to_owned(), rejected.clone());
+    let built = tokio::task::spawn_blocking(move || {
+        writeback::revert_commit(
+            &built_in,
+            &head_owned,
+            &good_owned,
+            &path,
+            &rejected_owned,
+            &author,
+        )
+    })
+    .await;
+    let commit = match built {
+        Ok(Ok(Some(commit))) => commit,
+        Ok(Ok(None)) => {
+            return failed(format!(
+                "{} is already equal to the last good revision at spec.path: nothing to revert",
+                status::short(head)
+            ));
+        }
+        Ok(Err(error)) => return failed(error.to_string()),
+        Err(_) => return failed("building the revert was interrupted".into()),
+    };
+    match writeback::push(
+        &dir,
+        &sync.spec.url,
+        &credentials,
+        &commit,
+        &branch,
+        force,
+        ctx.fetch_timeout,
+    )
+    .await
+    {
+        Ok(()) => status::WriteBack::Pushed {
+            rejected: rejected.revision.clone(),
+            commit,
+            branch,
+        },
+        Err(PushError::Refused(message)) => status::WriteBack::Refused {
+            rejected: rejected.revision.clone(),
+            message,
+        },
+        Err(PushError::Failed(message)) => failed(message),
+    }
+}
+
+/// Removes a request annotation once handled, unless it changed meanwhile (a new request).
+async fn remove_annotation(
+    api: &Api<GitSync>,
+    sync: &GitSync,
+    annotation: &str,
+    value: Option<&str>,
+) -> Result<(), Error> {
+    let path = format!("/metadata/annotations/{}", annotation.replace('/', "~1"));
+    let patch: json_patch::Patch = serde_json::from_value(serde_json::json!([
+        {"op": "test", "path": path, "value": value},
+        {"op": "remove", "path": path},
+    ]))
+    .unwrap_or_default();
+    match api
+        .patch(
+            &sync.name_any(),
+            &PatchParams::default(),
+            &Patch::Json::<()>(patch),
+        )
+        .await
+    {
+        Ok(_) => Ok(()),
+        // Changed or gone meanwhile: the next reconcile handles what is there.
+        Err(kube::Error::Api(status)) if status.code == 422 || status.code == 404 => Ok(()),
+        Err(source) => Err(Error::Api {
+            action: "removing the handled annotation of",
+            name: sync.name_any(),
+            source,
+        }),
     }
 }
 

@@ -1,20 +1,27 @@
 //! Which revision a GitSync should hold the cluster at, given what its Rollouts show: the
 //! decision behind automatic rollback. Pure: the caller observes the Rollouts and applies
-//! what comes out. Not wired into the controller yet.
+//! what comes out.
 //!
 //! The unit of delivery is a revision. When a Rollout whose spec came from the revision in
 //! the cluster aborts (failed analysis, a progress deadline, a human), that revision is
 //! rejected and the whole cluster goes back to the last revision at which every managed
 //! Rollout was Healthy. A rejected revision is never applied again: while the tracked ref
 //! still points at it, the last good revision is held; when the ref moves on, the new
-//! revision is applied as usual.
+//! revision is applied as usual. A revision pinned by hand (`weir.dev/rollback-to`) is held
+//! the same way until the ref moves.
 
 use std::collections::BTreeSet;
 
 use chrono::{DateTime, Utc};
 
-use crate::api::gitsync::{GitSyncStatus, RejectedRevision};
+use kube::ResourceExt;
+
+use crate::api::gitsync::{GitSyncStatus, PinnedRevision, RejectedRevision};
+use crate::api::rollout::{AbortCause, Rollout, RolloutPhase};
 use crate::time::to_k8s;
+
+use super::inventory::REVISION_ANNOTATION;
+use super::status::Basis;
 
 /// What the GitSync sees of one Rollout it manages.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -26,18 +33,36 @@ pub struct ManagedRollout {
     /// Healthy at its current spec: phase Healthy for the generation it has now.
     pub healthy: bool,
     /// Set while its current canary is aborted.
-    pub aborted: Option<Abort>,
+    pub aborted: Option<AbortCause>,
 }
 
-/// Why a Rollout aborted, as its status tells it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Abort {
-    /// `AnalysisFailed`, `AnalysisError`, `ProgressDeadlineExceeded` or `Aborted` (a human).
-    pub reason: String,
-    /// The metric that decided, when analysis did.
-    pub metric: Option<String>,
-    /// The deciding measurement's value.
-    pub value: Option<String>,
+/// What a GitSync needs to know of one of its Rollouts.
+pub fn observe(rollout: &Rollout) -> ManagedRollout {
+    let status = rollout.status.as_ref();
+    let generation = rollout.metadata.generation;
+    ManagedRollout {
+        name: format!(
+            "{}/{}",
+            rollout.namespace().unwrap_or_default(),
+            rollout.name_any()
+        ),
+        applied_revision: rollout.annotations().get(REVISION_ANNOTATION).cloned(),
+        // Healthy for an older generation says nothing about the spec applied now.
+        healthy: status.is_some_and(|s| {
+            s.phase == Some(RolloutPhase::Healthy) && s.observed_generation == generation
+        }),
+        // An abort of an older generation describes a spec no longer there (one just
+        // rolled back, say) until the Rollout controller has looked at the new one.
+        aborted: status
+            .filter(|s| s.abort && s.observed_generation == generation)
+            .map(|s| {
+                s.abort_cause.clone().unwrap_or_else(|| AbortCause {
+                    // Aborted by hand, and the controller has not said why yet.
+                    reason: "Aborted".into(),
+                    ..AbortCause::default()
+                })
+            }),
+    }
 }
 
 /// What to hold the cluster at.
@@ -45,6 +70,8 @@ pub struct Abort {
 pub enum Target {
     /// The revision the ref points at.
     Fetched(String),
+    /// A revision pinned by hand while the ref stays where it was.
+    Pinned(String),
     /// The last good revision, because the fetched one is rejected.
     RollBack(String),
     /// Nothing: the fetched revision is rejected and no revision was ever good. The cluster
@@ -104,6 +131,7 @@ pub fn decide(
             metric: abort.metric.clone(),
             value: abort.value.clone(),
             rejected_at: to_k8s(now),
+            revert: None,
         });
         rejected_set.insert(applied);
     }
@@ -119,7 +147,13 @@ pub fn decide(
         last_good = Some(applied.to_owned());
     }
 
-    let target = if !rejected_set.contains(fetched) {
+    let pin = status
+        .pinned
+        .as_ref()
+        .filter(|pin| pin.ref_revision == fetched && !rejected_set.contains(pin.revision.as_str()));
+    let target = if let Some(pin) = pin {
+        Target::Pinned(pin.revision.clone())
+    } else if !rejected_set.contains(fetched) {
         Target::Fetched(fetched.to_owned())
     } else {
         match &last_good {
@@ -131,6 +165,121 @@ pub fn decide(
         target,
         rejected,
         last_good,
+    }
+}
+
+/// How this reconcile stands with the remote.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fetch {
+    /// Not time to sync: the head is the one of the last fetch.
+    NotDue,
+    Fetched,
+    Failed,
+}
+
+/// What one reconcile does to the cluster.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Step {
+    Apply {
+        revision: String,
+        basis: Basis,
+    },
+    /// Only record the failed fetch: the target is in place, or unknown.
+    RecordFetchFailure,
+    /// Record that the head is rejected with nothing to go back to.
+    Hold(RejectedRevision),
+    Nothing,
+}
+
+/// Turns a decision into this reconcile's step. Between syncs only a rollback is applied:
+/// anything else waits for its time, and for its backoff after a failure.
+pub fn step(
+    decision: &Decision,
+    head: &str,
+    applied: Option<&str>,
+    rejected: &[RejectedRevision],
+    fetch: Fetch,
+) -> Step {
+    let rejection_of_head = || rejected.iter().find(|r| r.revision == head).cloned();
+    let (target, basis) = match &decision.target {
+        Target::Fetched(revision) => (revision, Basis::Head),
+        Target::Pinned(revision) => (
+            revision,
+            Basis::Pinned {
+                head: head.to_owned(),
+            },
+        ),
+        Target::RollBack(good) => match rejection_of_head() {
+            Some(rejection) => (good, Basis::RolledBack(rejection)),
+            None => (good, Basis::Head),
+        },
+        Target::Hold => {
+            return match (fetch, rejection_of_head()) {
+                (Fetch::Failed, _) => Step::RecordFetchFailure,
+                (Fetch::NotDue, Some(_)) if decision.rejected.is_none() => Step::Nothing,
+                (_, Some(rejection)) => Step::Hold(rejection),
+                (_, None) => Step::Nothing,
+            };
+        }
+    };
+    let in_place = applied == Some(target.as_str());
+    match fetch {
+        Fetch::NotDue if in_place || !matches!(decision.target, Target::RollBack(_)) => {
+            Step::Nothing
+        }
+        Fetch::Failed if in_place => Step::RecordFetchFailure,
+        _ => Step::Apply {
+            revision: target.clone(),
+            basis,
+        },
+    }
+}
+
+/// The annotation that asks to hold a revision until the ref moves (`kubectl weir undo
+/// --to-revision`); weir takes it into `status.pinned` and removes it.
+pub const ROLLBACK_TO_ANNOTATION: &str = "weir.dev/rollback-to";
+
+/// Checks a `weir.dev/rollback-to` request against what the GitSync knows; the caller
+/// checks that the commit exists.
+pub fn pin(
+    requested: &str,
+    head: &str,
+    status: &GitSyncStatus,
+    now: DateTime<Utc>,
+) -> Result<PinnedRevision, String> {
+    let revision = requested.trim().to_ascii_lowercase();
+    if revision.len() != 40 || !revision.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(format!(
+            "{ROLLBACK_TO_ANNOTATION}: {requested:?} is not a full commit SHA (40 hex digits); `git rev-parse` gives one"
+        ));
+    }
+    if let Some(rejected) = status
+        .rejected_revisions
+        .iter()
+        .find(|r| r.revision == revision)
+    {
+        return Err(format!(
+            "{ROLLBACK_TO_ANNOTATION}: revision {revision} was rejected ({}); pick a revision that was not",
+            rejected.reason
+        ));
+    }
+    Ok(PinnedRevision {
+        revision,
+        ref_revision: head.to_owned(),
+        since: to_k8s(now),
+    })
+}
+
+/// In words: why a revision was rejected.
+pub fn cause(rejected: &RejectedRevision) -> String {
+    let mut words = rejected.reason.clone();
+    if let Some(rollout) = &rejected.rollout {
+        words = format!("Rollout {rollout}: {words}");
+    }
+    match (&rejected.metric, &rejected.value) {
+        (Some(metric), Some(value)) => format!("{words}, metric {metric} = {value}"),
+        (Some(metric), None) => format!("{words}, metric {metric}"),
+        _ => words,
     }
 }
 
@@ -158,6 +307,7 @@ mod tests {
                     metric: None,
                     value: None,
                     rejected_at: to_k8s(at()),
+                    revert: None,
                 })
                 .collect(),
             ..GitSyncStatus::default()
@@ -169,7 +319,7 @@ mod tests {
             name: "shop/web".into(),
             applied_revision: Some(revision.into()),
             healthy,
-            aborted: aborted.then(|| Abort {
+            aborted: aborted.then(|| AbortCause {
                 reason: "AnalysisFailed".into(),
                 metric: Some("success-rate".into()),
                 value: Some("[0.42]".into()),
@@ -306,6 +456,183 @@ mod tests {
         assert_eq!(decision.last_good.as_deref(), Some("v2"));
     }
 
+    #[test]
+    fn a_pin_holds_its_revision_until_the_ref_moves() {
+        let mut pinned = status(Some("v3"), Some("v3"), &[]);
+        pinned.pinned = Some(PinnedRevision {
+            revision: "v1".into(),
+            ref_revision: "v3".into(),
+            since: to_k8s(at()),
+        });
+        let decision = decide("v3", &pinned, &[rollout("v3", true, false)], true, at());
+        assert_eq!(decision.target, Target::Pinned("v1".into()));
+        let decision = decide("v4", &pinned, &[rollout("v3", true, false)], true, at());
+        assert_eq!(
+            decision.target,
+            Target::Fetched("v4".into()),
+            "the ref moved: the pin is over"
+        );
+        // The pinned revision itself failing: rejected, and the pin no longer holds.
+        pinned.last_applied_revision = Some("v1".into());
+        let decision = decide("v3", &pinned, &[rollout("v1", false, true)], true, at());
+        assert_eq!(decision.rejected.map(|r| r.revision).as_deref(), Some("v1"));
+        assert_eq!(decision.target, Target::Fetched("v3".into()));
+    }
+
+    #[test]
+    fn a_pin_request_needs_a_full_sha_that_was_not_rejected() {
+        let sha = "0123456789abcdef0123456789abcdef01234567";
+        let bad = "89abcdef0123456789abcdef0123456789abcdef";
+        let known = status(Some("v3"), Some("v3"), &[bad]);
+        let pin = pin(&sha.to_uppercase(), "v3", &known, at()).expect("a full SHA");
+        assert_eq!(
+            (pin.revision.as_str(), pin.ref_revision.as_str()),
+            (sha, "v3")
+        );
+        for (request, says) in [
+            ("0123456", "not a full commit SHA"),
+            ("main", "not a full commit SHA"),
+            (bad, "was rejected (AnalysisFailed)"),
+        ] {
+            let error = super::pin(request, "v3", &known, at()).expect_err(request);
+            assert!(error.contains(says), "{request}: {error}");
+            assert!(error.starts_with(ROLLBACK_TO_ANNOTATION), "{error}");
+        }
+    }
+
+    #[test]
+    fn the_cause_names_rollout_reason_metric_and_value() {
+        let mut rejected = RejectedRevision {
+            revision: "v3".into(),
+            reason: "AnalysisFailed".into(),
+            rollout: Some("shop/web".into()),
+            metric: Some("error-rate".into()),
+            value: Some("0.31".into()),
+            rejected_at: to_k8s(at()),
+            revert: None,
+        };
+        assert_eq!(
+            cause(&rejected),
+            "Rollout shop/web: AnalysisFailed, metric error-rate = 0.31"
+        );
+        rejected.metric = None;
+        rejected.reason = "Aborted".into();
+        assert_eq!(cause(&rejected), "Rollout shop/web: Aborted");
+    }
+
+    #[test]
+    fn a_rollout_is_healthy_only_for_the_generation_it_has() {
+        let mut rollout: Rollout = serde_json::from_value(serde_json::json!({
+            "apiVersion": "weir.dev/v1alpha1", "kind": "Rollout",
+            "metadata": {"name": "web", "namespace": "shop", "generation": 3,
+                         "annotations": {REVISION_ANNOTATION: "v3"}},
+            "spec": {"selector": {"matchLabels": {"app": "web"}},
+                     "template": {"metadata": {"labels": {"app": "web"}},
+                                  "spec": {"containers": [{"name": "web", "image": "web:3"}]}},
+                     "strategy": {"canary": {"steps": []}}},
+            "status": {"phase": "Healthy", "observedGeneration": 2}
+        }))
+        .expect("a Rollout");
+        let seen = observe(&rollout);
+        assert_eq!(
+            (
+                seen.name.as_str(),
+                seen.applied_revision.as_deref(),
+                seen.healthy
+            ),
+            ("shop/web", Some("v3"), false),
+            "Healthy describes generation 2"
+        );
+        let status = rollout.status.as_mut().expect("status");
+        status.observed_generation = Some(3);
+        assert!(observe(&rollout).healthy);
+        let status = rollout.status.as_mut().expect("status");
+        status.abort = true;
+        assert_eq!(
+            observe(&rollout).aborted.map(|a| a.reason).as_deref(),
+            Some("Aborted"),
+            "an abort set by hand, before the controller said why"
+        );
+    }
+
+    fn decided(target: Target, rejected: Option<&str>) -> Decision {
+        Decision {
+            target,
+            rejected: rejected.map(|r| status(None, None, &[r]).rejected_revisions.remove(0)),
+            last_good: None,
+        }
+    }
+
+    #[test]
+    fn between_syncs_only_a_rollback_is_applied() {
+        let rejected = status(None, None, &["v3"]).rejected_revisions;
+        let rollback = decided(Target::RollBack("v2".into()), Some("v3"));
+        match step(&rollback, "v3", Some("v3"), &rejected, Fetch::NotDue) {
+            Step::Apply {
+                revision,
+                basis: Basis::RolledBack(rejection),
+            } => assert_eq!(
+                (revision.as_str(), rejection.revision.as_str()),
+                ("v2", "v3")
+            ),
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(
+            step(&rollback, "v3", Some("v2"), &rejected, Fetch::NotDue),
+            Step::Nothing,
+            "rolled back already"
+        );
+        assert!(
+            matches!(
+                step(&rollback, "v3", Some("v2"), &rejected, Fetch::Fetched),
+                Step::Apply { .. }
+            ),
+            "a sync re-applies it, repairing drift"
+        );
+        // A new head, or one whose apply failed, waits for its time and backoff.
+        let fetched = decided(Target::Fetched("v4".into()), None);
+        assert_eq!(
+            step(&fetched, "v4", Some("v2"), &rejected, Fetch::NotDue),
+            Step::Nothing
+        );
+        assert_eq!(
+            step(&fetched, "v4", Some("v2"), &rejected, Fetch::Failed),
+            Step::Apply {
+                revision: "v4".into(),
+                basis: Basis::Head
+            },
+            "a head from an earlier fetch is retried when a fetch fails"
+        );
+        assert_eq!(
+            step(&fetched, "v4", Some("v4"), &rejected, Fetch::Failed),
+            Step::RecordFetchFailure
+        );
+    }
+
+    #[test]
+    fn with_nothing_to_go_back_to_the_rejection_is_recorded_once_per_sync() {
+        let rejected = status(None, None, &["v1"]).rejected_revisions;
+        let just_now = decided(Target::Hold, Some("v1"));
+        assert!(matches!(
+            step(&just_now, "v1", Some("v1"), &rejected, Fetch::NotDue),
+            Step::Hold(_)
+        ));
+        let since = decided(Target::Hold, None);
+        assert_eq!(
+            step(&since, "v1", Some("v1"), &rejected, Fetch::NotDue),
+            Step::Nothing,
+            "a Rollout's change does not push the next sync back"
+        );
+        assert!(matches!(
+            step(&since, "v1", Some("v1"), &rejected, Fetch::Fetched),
+            Step::Hold(_)
+        ));
+        assert_eq!(
+            step(&since, "v1", Some("v1"), &rejected, Fetch::Failed),
+            Step::RecordFetchFailure
+        );
+    }
+
     fn revision() -> impl Strategy<Value = String> {
         (0u8..5).prop_map(|n| format!("v{n}"))
     }
@@ -316,7 +643,7 @@ mod tests {
                 name: "ns/r".into(),
                 applied_revision: applied,
                 healthy,
-                aborted: aborted.then(|| Abort {
+                aborted: aborted.then(|| AbortCause {
                     reason: "Aborted".into(),
                     metric: None,
                     value: None,
@@ -330,7 +657,7 @@ mod tests {
 
         /// Whatever the status and the Rollouts say: a rejected revision is never the
         /// target, never becomes good, and stays rejected; the fetched revision is the
-        /// target unless it is rejected; deciding twice decides the same.
+        /// target unless it is rejected or pinned over; deciding twice decides the same.
         #[test]
         fn a_rejected_revision_is_never_applied_again(
             fetched in revision(),
@@ -339,9 +666,15 @@ mod tests {
             rejected in prop::collection::btree_set(revision(), 0..3),
             rollouts in prop::collection::vec(managed(), 0..4),
             on_failure in any::<bool>(),
+            pinned in prop::option::of((revision(), revision())),
         ) {
             let rejected: Vec<&str> = rejected.iter().map(String::as_str).collect();
-            let before = status(applied.as_deref(), good.as_deref(), &rejected);
+            let mut before = status(applied.as_deref(), good.as_deref(), &rejected);
+            before.pinned = pinned.map(|(revision, ref_revision)| PinnedRevision {
+                revision,
+                ref_revision,
+                since: to_k8s(at()),
+            });
             let decision = decide(&fetched, &before, &rollouts, on_failure, at());
             let mut all_rejected: BTreeSet<String> = rejected.iter().map(|r| (*r).to_owned()).collect();
             if let Some(new) = &decision.rejected {
@@ -352,6 +685,11 @@ mod tests {
             match &decision.target {
                 Target::Fetched(r) => {
                     prop_assert_eq!(r, &fetched);
+                    prop_assert!(!all_rejected.contains(r));
+                }
+                Target::Pinned(r) => {
+                    let pin = before.pinned.as_ref().expect("a pin");
+                    prop_assert_eq!(&pin.ref_revision, &fetched, "a pin holds only until the ref moves");
                     prop_assert!(!all_rejected.contains(r));
                 }
                 Target::RollBack(r) => {

@@ -47,7 +47,7 @@ pub struct SourceError(pub String);
 
 /// `what` failed, with every cause gix gives (the top error alone is often only
 /// "Transport handshake failed").
-fn fail(what: &str, error: impl std::error::Error) -> SourceError {
+pub fn fail(what: &str, error: impl std::error::Error) -> SourceError {
     let mut message = format!("{what}: {error}");
     let mut cause = error.source();
     while let Some(inner) = cause {
@@ -307,14 +307,31 @@ where
     })
 }
 
-/// Points the clone's SSH at the Secret's key and host keys, and at nothing else: no agent,
-/// no user or system configuration, no prompt, and host keys checked strictly. Returns the
-/// directory holding the key files (private to this process's user).
+/// Points the clone's SSH at the Secret's key and host keys, and at nothing else (see
+/// `ssh_command`). Returns the directory holding the key files.
 fn use_ssh(
     repo: &mut gix::Repository,
     identity: &[u8],
     known_hosts: &[u8],
 ) -> Result<tempfile::TempDir, SourceError> {
+    let (keys, command) = ssh_command(identity, known_hosts)?;
+    let mut config = repo.config_snapshot_mut();
+    config
+        .set_value(&gix::config::tree::Core::SSH_COMMAND, command.as_str())
+        .and_then(|_| config.set_value(&gix::config::tree::Ssh::VARIANT, "ssh"))
+        .map_err(|e| fail("configuring SSH", e))?;
+    config.commit().map_err(|e| fail("configuring SSH", e))?;
+    Ok(keys)
+}
+
+/// An ssh command line that uses the Secret's key and host keys and nothing else: no
+/// agent, no user or system configuration, no prompt, and host keys checked strictly. Its
+/// stderr goes to a file beside the keys, for the error message. The key files live in
+/// the returned directory (private to this process's user) until it is dropped.
+pub fn ssh_command(
+    identity: &[u8],
+    known_hosts: &[u8],
+) -> Result<(tempfile::TempDir, String), SourceError> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let keys = tempfile::Builder::new()
@@ -344,21 +361,15 @@ fn use_ssh(
     let identity = write("identity", identity)?;
     let known_hosts = write("known_hosts", known_hosts)?;
     let quote = |path: &Path| format!("'{}'", path.display().to_string().replace('\'', r"'\''"));
-    // gix runs this through `sh -c`, adding its arguments after it; the redirection keeps
-    // ssh's reasons for the error message instead of the controller's log.
+    // Run through `sh -c` with arguments added after it; the redirection keeps ssh's
+    // reasons for the error message instead of the controller's log.
     let command = format!(
         "ssh -F /dev/null -i {} -o IdentitiesOnly=yes -o IdentityAgent=none -o UserKnownHostsFile={} -o GlobalKnownHostsFile=/dev/null -o StrictHostKeyChecking=yes -o BatchMode=yes -o PasswordAuthentication=no -o ConnectTimeout=15 -o ServerAliveInterval=15 -o ServerAliveCountMax=3 2>>{}",
         quote(&identity),
         quote(&known_hosts),
         quote(&keys.path().join(SSH_STDERR))
     );
-    let mut config = repo.config_snapshot_mut();
-    config
-        .set_value(&gix::config::tree::Core::SSH_COMMAND, command.as_str())
-        .and_then(|_| config.set_value(&gix::config::tree::Ssh::VARIANT, "ssh"))
-        .map_err(|e| fail("configuring SSH", e))?;
-    config.commit().map_err(|e| fail("configuring SSH", e))?;
-    Ok(keys)
+    Ok((keys, command))
 }
 
 fn describe(git_ref: &GitRef) -> String {
@@ -368,6 +379,20 @@ fn describe(git_ref: &GitRef) -> String {
         (None, None, Some(commit)) => format!("commit {commit}"),
         (None, None, None) => "ref".into(),
     }
+}
+
+/// The subject line of a commit the clone has.
+pub fn subject(dir: &Path, revision: &str) -> Result<String, SourceError> {
+    let repo = gix::open(dir).map_err(|e| fail("opening the local clone", e))?;
+    let id = gix::ObjectId::from_hex(revision.as_bytes())
+        .map_err(|_| SourceError(format!("{revision:?} is not a commit SHA")))?;
+    let commit = repo
+        .find_commit(id)
+        .map_err(|e| fail(&format!("reading commit {revision}"), e))?;
+    Ok(commit
+        .message()
+        .map(|m| m.summary().to_string())
+        .unwrap_or_default())
 }
 
 /// Every file under `path` at `revision`, read from the clone's object database.

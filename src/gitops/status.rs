@@ -4,7 +4,8 @@
 
 use chrono::{DateTime, Utc};
 
-use crate::api::gitsync::{GitSyncStatus, InventoryEntry, RevisionRecord};
+use super::rollback::{ROLLBACK_TO_ANNOTATION, cause};
+use crate::api::gitsync::{GitSyncStatus, InventoryEntry, RejectedRevision, RevisionRecord};
 use crate::conditions;
 use crate::time::to_k8s;
 
@@ -13,8 +14,24 @@ pub const STALLED: &str = "Stalled";
 /// True while weir is still working towards Git: after a failure that a retry may mend
 /// (an unreachable remote, a refused apply). Absent once applied, or once stalled.
 pub const RECONCILING: &str = "Reconciling";
+/// Whether Git and the cluster agree again after a rollback: the revert commit's push.
+pub const REVERT_PUSHED: &str = "RevertPushed";
 /// Revisions kept in `status.history`.
 pub const HISTORY: usize = 10;
+/// Rejected revisions kept in `status.rejectedRevisions`: the oldest are forgotten, and
+/// would be applied again only if the ref ever pointed back at one.
+pub const REJECTED: usize = 50;
+
+/// Why the applied revision is the one applied.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Basis {
+    /// The ref points at it.
+    Head,
+    /// The ref points at a rejected revision, and this is the last good one.
+    RolledBack(RejectedRevision),
+    /// Pinned by hand while the ref stays at `head`.
+    Pinned { head: String },
+}
 
 /// How one attempt ended.
 #[derive(Clone, Debug, PartialEq)]
@@ -37,7 +54,11 @@ pub enum Attempt {
         subject: String,
         inventory: Vec<InventoryEntry>,
         objects: usize,
+        basis: Basis,
     },
+    /// The ref points at a rejected revision and no revision was ever good: nothing to
+    /// roll back to, so nothing is applied.
+    Held(RejectedRevision),
 }
 
 impl Attempt {
@@ -48,7 +69,12 @@ impl Attempt {
             Attempt::FetchFailed(_) => "FetchFailed",
             Attempt::RenderFailed { .. } => "RenderFailed",
             Attempt::ApplyFailed { .. } => "ApplyFailed",
-            Attempt::Applied { .. } => "Applied",
+            Attempt::Applied { basis, .. } => match basis {
+                Basis::Head => "Applied",
+                Basis::RolledBack(_) => "RolledBack",
+                Basis::Pinned { .. } => "Pinned",
+            },
+            Attempt::Held(_) => "Rejected",
         }
     }
 
@@ -69,15 +95,34 @@ impl Attempt {
                 format!("revision {}: {message}", short(revision))
             }
             Attempt::Applied {
-                revision, objects, ..
-            } => {
-                format!("applied revision {} ({objects} objects)", short(revision))
-            }
+                revision,
+                objects,
+                basis,
+                ..
+            } => match basis {
+                Basis::Head => format!("applied revision {} ({objects} objects)", short(revision)),
+                Basis::RolledBack(rejected) => format!(
+                    "rolled back to revision {}, the last good one ({objects} objects): revision {} was rejected ({}); it is never applied again, and a newer commit resumes syncing",
+                    short(revision),
+                    short(&rejected.revision),
+                    cause(rejected)
+                ),
+                Basis::Pinned { head } => format!(
+                    "holding revision {} ({objects} objects), pinned by {ROLLBACK_TO_ANNOTATION} while the ref stays at {}; a newer commit resumes syncing",
+                    short(revision),
+                    short(head)
+                ),
+            },
+            Attempt::Held(rejected) => format!(
+                "revision {} was rejected ({}) and no earlier revision was ever good: nothing was rolled back, its Rollouts stay on their stable versions; a newer commit resumes syncing",
+                short(&rejected.revision),
+                cause(rejected)
+            ),
         }
     }
 }
 
-fn short(revision: &str) -> &str {
+pub fn short(revision: &str) -> &str {
     &revision[..revision.len().min(12)]
 }
 
@@ -96,7 +141,7 @@ pub fn record(
     // Only a change of the spec or a new revision can get past these.
     let stalled = matches!(
         attempt,
-        Attempt::InvalidSpec(_) | Attempt::RenderFailed { .. }
+        Attempt::InvalidSpec(_) | Attempt::RenderFailed { .. } | Attempt::Held(_)
     );
     status.observed_generation = generation;
     conditions::set(
@@ -144,7 +189,7 @@ pub fn record(
         | Attempt::Applied {
             revision, subject, ..
         } => (revision, subject),
-        Attempt::InvalidSpec(_) | Attempt::FetchFailed(_) => return,
+        Attempt::InvalidSpec(_) | Attempt::FetchFailed(_) | Attempt::Held(_) => return,
     };
     status.last_attempted_revision = Some(revision.clone());
     match attempt {
@@ -155,14 +200,145 @@ pub fn record(
         Attempt::ApplyFailed { inventory, .. } => status.inventory.clone_from(inventory),
         _ => {}
     }
-    let last = status.history.last();
-    if last.is_none_or(|l| l.revision != *revision || l.outcome != reason) {
-        status.history.push(RevisionRecord {
+    push_history(
+        status,
+        RevisionRecord {
             revision: revision.clone(),
             subject: subject.clone(),
             time,
             outcome: reason.to_owned(),
-        });
+        },
+    );
+}
+
+/// Records a rejection: kept before anything is rolled back, so that a restart in between
+/// still knows the revision is out.
+pub fn reject(status: &mut GitSyncStatus, rejected: &RejectedRevision, subject: &str) {
+    if status
+        .rejected_revisions
+        .iter()
+        .any(|r| r.revision == rejected.revision)
+    {
+        return;
+    }
+    status.rejected_revisions.push(rejected.clone());
+    let excess = status.rejected_revisions.len().saturating_sub(REJECTED);
+    status.rejected_revisions.drain(..excess);
+    push_history(
+        status,
+        RevisionRecord {
+            revision: rejected.revision.clone(),
+            subject: subject.to_owned(),
+            time: rejected.rejected_at.clone(),
+            outcome: "Rejected".into(),
+        },
+    );
+}
+
+/// How pushing the revert of a rejected revision went.
+#[derive(Clone, Debug, PartialEq)]
+pub enum WriteBack {
+    Pushed {
+        rejected: String,
+        commit: String,
+        branch: String,
+    },
+    /// The remote said no (the branch moved, a hook refused): a newer commit may be on the
+    /// way, and it wins.
+    Refused {
+        rejected: String,
+        message: String,
+    },
+    Failed {
+        rejected: String,
+        message: String,
+    },
+}
+
+/// Records a write-back; the revert commit goes with its rejected revision, so it is pushed
+/// once.
+pub fn wrote_back(
+    status: &mut GitSyncStatus,
+    outcome: &WriteBack,
+    generation: Option<i64>,
+    now: DateTime<Utc>,
+) {
+    let time = to_k8s(now);
+    let (ok, reason, message) = match outcome {
+        WriteBack::Pushed {
+            rejected,
+            commit,
+            branch,
+        } => {
+            if let Some(entry) = status
+                .rejected_revisions
+                .iter_mut()
+                .find(|r| r.revision == *rejected)
+            {
+                entry.revert = Some(commit.clone());
+            }
+            (
+                true,
+                "Pushed",
+                format!(
+                    "pushed {} to branch {branch}, reverting rejected revision {}",
+                    short(commit),
+                    short(rejected)
+                ),
+            )
+        }
+        WriteBack::Refused { rejected, message } => (
+            false,
+            "PushRefused",
+            format!(
+                "the remote refused the revert of rejected revision {}: {message}; the cluster stays rolled back, the push is retried with backoff, and a newer commit on the branch wins",
+                short(rejected)
+            ),
+        ),
+        WriteBack::Failed { rejected, message } => (
+            false,
+            "PushFailed",
+            format!(
+                "pushing the revert of rejected revision {} failed: {message}; the cluster stays rolled back, and the push is retried with backoff",
+                short(rejected)
+            ),
+        ),
+    };
+    conditions::set(
+        &mut status.conditions,
+        REVERT_PUSHED,
+        ok,
+        reason,
+        &message,
+        &time,
+        generation,
+    );
+    if ok {
+        conditions::remove(&mut status.conditions, RECONCILING);
+    } else {
+        conditions::set(
+            &mut status.conditions,
+            RECONCILING,
+            true,
+            "Retrying",
+            &format!("{reason}: {message}"),
+            &time,
+            generation,
+        );
+    }
+}
+
+/// Drops a failed write-back's condition once nothing is left to push.
+pub fn forget_refused_write_back(status: &mut GitSyncStatus) {
+    status
+        .conditions
+        .retain(|c| c.type_ != REVERT_PUSHED || c.status == "True");
+}
+
+fn push_history(status: &mut GitSyncStatus, record: RevisionRecord) {
+    let last = status.history.last();
+    if last.is_none_or(|l| l.revision != record.revision || l.outcome != record.outcome) {
+        status.history.push(record);
         let excess = status.history.len().saturating_sub(HISTORY);
         status.history.drain(..excess);
     }
@@ -191,6 +367,7 @@ mod tests {
                 name: "a".into(),
             }],
             objects: 1,
+            basis: Basis::Head,
         }
     }
 

@@ -25,7 +25,7 @@ fn run(what: &str, command: &mut Command) -> String {
     String::from_utf8_lossy(&output.stdout).trim().to_owned()
 }
 
-fn git(dir: &Path, args: &[&str]) -> String {
+pub fn git(dir: &Path, args: &[&str]) -> String {
     run(
         &format!("git {args:?}"),
         Command::new("git")
@@ -72,6 +72,36 @@ impl GitRepo {
         self.head()
     }
 
+    /// Lets weir push here (its write-back): the checked-out branch follows a push, so the
+    /// test's next commit builds on what weir pushed.
+    pub fn accept_pushes(&self) {
+        git(
+            &self.dir,
+            &["config", "receive.denyCurrentBranch", "updateInstead"],
+        );
+        git(&self.dir, &["config", "http.receivepack", "true"]);
+    }
+
+    /// Installs a server-side hook (`pre-receive`, say); an empty script removes it.
+    pub fn hook(&self, name: &str, script: &str) {
+        use std::os::unix::fs::PermissionsExt;
+        let path = self.dir.join(".git/hooks").join(name);
+        if script.is_empty() {
+            let _ = std::fs::remove_file(&path);
+            return;
+        }
+        std::fs::create_dir_all(self.dir.join(".git/hooks"))
+            .unwrap_or_else(|e| panic!("hooks dir: {e}"));
+        std::fs::write(&path, script).unwrap_or_else(|e| panic!("writing {name}: {e}"));
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
+            .unwrap_or_else(|e| panic!("chmod {name}: {e}"));
+    }
+
+    /// Runs git in the repository and returns its trimmed output.
+    pub fn git(&self, args: &[&str]) -> String {
+        git(&self.dir, args)
+    }
+
     pub fn head(&self) -> String {
         git(&self.dir, &["rev-parse", "HEAD"])
     }
@@ -105,6 +135,8 @@ impl GitDaemon {
             .args([
                 "daemon",
                 "--reuseaddr",
+                // Pushes too (weir's write-back), into repositories that accept them.
+                "--enable=receive-pack",
                 "--listen=127.0.0.1",
                 &format!("--port={port}"),
                 &format!("--base-path={}", base.display()),

@@ -1,0 +1,562 @@
+//! Automatic rollback on the local control plane: a Git repository served by `git daemon`
+//! (which also takes weir's pushes), a real Prometheus scraping per-version success rates, a
+//! `weir controller` process, and the whole application (Rollout, its analysis template, a
+//! ConfigMap, sometimes a Secret) kept in Git.
+
+mod support;
+
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::{ConfigMap, Secret};
+use kube::api::{Patch, PatchParams};
+use serde_json::{Value, json};
+use support::app::{LIMIT, WeightLog, healthy_on, phase, status_patch, wait_for};
+use support::git::{GitDaemon, GitRepo};
+use support::{
+    ControllerProcess, MetricsServer, ScrapeTarget, TestNamespace, client, eventually,
+    prometheus_url,
+};
+use weir::api::Rollout;
+use weir::api::gitsync::{GitSync, GitSyncStatus, RejectedRevision};
+use weir::api::rollout::RolloutPhase;
+
+/// What each version's pods would report: web:3 is the bad one.
+fn success_rates(ns: &TestNamespace) -> String {
+    ["web:1", "web:2", "web:3", "web:4", "web:5"]
+        .iter()
+        .map(|version| {
+            let rate = if *version == "web:3" { 0.5 } else { 0.99 };
+            format!(
+                "weir_test_success_rate{{test=\"{}\",version=\"{version}\"}} {rate}\n",
+                ns.name
+            )
+        })
+        .collect()
+}
+
+/// Prometheus scraping the per-version rates, seen there for the bad version.
+async fn metrics(ns: &TestNamespace) -> (MetricsServer, ScrapeTarget) {
+    let server = MetricsServer::start(&success_rates(ns)).await;
+    let target = ScrapeTarget::add(&ns.name, &server.address, &[]);
+    let prometheus =
+        prometheus_http_query::Client::try_from(prometheus_url().as_str()).expect("prometheus url");
+    let query = format!(
+        "weir_test_success_rate{{test=\"{}\",version=\"web:3\"}}",
+        ns.name
+    );
+    eventually("Prometheus to scrape the rates", LIMIT, || async {
+        let response = prometheus.query(query.as_str()).get().await.ok()?;
+        response.data().as_vector()?.first().map(|_| ())
+    })
+    .await;
+    (server, target)
+}
+
+/// The application as its team keeps it in Git: Services, HTTPRoute, the analysis template,
+/// the Rollout (whose analysis names the version it ships), a ConfigMap, and `extra` objects.
+fn app(ns: &TestNamespace, image: &str, setting: &str, steps: Value, extra: &[Value]) -> String {
+    let query = format!(
+        "weir_test_success_rate{{test=\"{}\",version=\"{{{{args.version}}}}\"}}",
+        ns.name
+    );
+    let mut documents = vec![
+        json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web-stable"},
+            "spec": {"selector": {"app": "web"}, "ports": [{"port": 80, "protocol": "TCP"}]}}),
+        json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web-canary"},
+            "spec": {"selector": {"app": "web"}, "ports": [{"port": 80, "protocol": "TCP"}]}}),
+        json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+            "metadata": {"name": "web"},
+            "spec": {"parentRefs": [{"name": "gateway"}],
+                "rules": [{"backendRefs": [
+                    {"name": "web-stable", "port": 80}, {"name": "web-canary", "port": 80}]}]}}),
+        json!({"apiVersion": "weir.dev/v1alpha1", "kind": "AnalysisTemplate",
+            "metadata": {"name": "success-rate"},
+            "spec": {"args": [{"name": "version"}], "metrics": [{"name": "success-rate",
+                "interval": "1s", "count": 1,
+                "successCondition": "result[0] >= 0.95",
+                "provider": {"prometheus": {"query": query}}}]}}),
+        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "settings"},
+            "data": {"value": setting}}),
+        support::app::rollout(image, steps, json!({})),
+    ];
+    documents.extend(extra.iter().cloned());
+    documents
+        .iter()
+        .map(|d| d.to_string())
+        .collect::<Vec<_>>()
+        .join("\n---\n")
+}
+
+/// Steps whose analysis measures the version being shipped.
+fn analysed(version: &str) -> Value {
+    // The pause leaves time to see the canary's objects (v3's Secret) before it fails.
+    json!([{"setWeight": 20}, {"pause": {"duration": "2s"}},
+        {"analysis": {"templates": [{"templateName": "success-rate"}],
+                      "args": [{"name": "version", "value": version}]}},
+        {"setWeight": 60}])
+}
+
+fn commit(repo: &GitRepo, ns: &TestNamespace, version: u32, extra: &[Value]) -> String {
+    commit_with(
+        repo,
+        ns,
+        version,
+        analysed(&format!("web:{version}")),
+        extra,
+    )
+}
+
+fn commit_with(
+    repo: &GitRepo,
+    ns: &TestNamespace,
+    version: u32,
+    steps: Value,
+    extra: &[Value],
+) -> String {
+    let image = format!("web:{version}");
+    let manifest = app(ns, &image, &format!("setting {version}"), steps, extra);
+    repo.commit(&format!("web {version}"), &[("deploy/app.yaml", &manifest)])
+}
+
+fn secret() -> Value {
+    json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "extra"},
+        "stringData": {"token": "v3 only"}})
+}
+
+async fn git_sync(ns: &TestNamespace, url: &str, write_back: bool) {
+    let object = json!({"apiVersion": "weir.dev/v1alpha1", "kind": "GitSync",
+        "metadata": {"name": "app"},
+        "spec": {"url": url, "ref": {"branch": "main"}, "path": "deploy", "interval": "1s",
+            "rollback": {"writeBack": {"enabled": write_back, "authorName": "weir",
+                "authorEmail": "weir@example.com"}}}});
+    ns.api::<GitSync>()
+        .patch(
+            "app",
+            &PatchParams::apply("weir-test").force(),
+            &Patch::Apply(&object),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("applying the GitSync: {e}"));
+}
+
+async fn sync_status(ns: &TestNamespace) -> GitSyncStatus {
+    ns.api::<GitSync>()
+        .get("app")
+        .await
+        .ok()
+        .and_then(|s| s.status)
+        .unwrap_or_default()
+}
+
+async fn sync_where(
+    ns: &TestNamespace,
+    what: &str,
+    check: impl Fn(&GitSyncStatus) -> bool,
+) -> GitSyncStatus {
+    eventually(what, LIMIT, || async {
+        Some(sync_status(ns).await).filter(|s| check(s))
+    })
+    .await
+}
+
+fn condition<'s>(status: &'s GitSyncStatus, kind: &str) -> Option<(&'s str, &'s str, &'s str)> {
+    status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == kind)
+        .map(|c| (c.status.as_str(), c.reason.as_str(), c.message.as_str()))
+}
+
+fn ready_reason(status: &GitSyncStatus) -> &str {
+    condition(status, "Ready").map_or("", |(_, reason, _)| reason)
+}
+
+async fn setting(ns: &TestNamespace) -> Option<String> {
+    let found = ns.api::<ConfigMap>().get_opt("settings").await.ok()??;
+    found.data?.get("value").cloned()
+}
+
+fn revisions(rollout: &Rollout) -> (Option<String>, Option<String>) {
+    let status = rollout.status.clone().unwrap_or_default();
+    (status.stable_revision, status.canary_revision)
+}
+
+/// The revert commit weir pushed: its message and whether `deploy/` there equals `good`'s.
+fn revert_on_branch(repo: &GitRepo, rejected: &str, good: &str) -> String {
+    let head = repo.git(&["rev-parse", "main"]);
+    let message = repo.git(&["log", "-1", "--format=%B", "main"]);
+    assert!(
+        message.contains(&format!("Weir-Rejected-Revision: {rejected}")),
+        "the branch's tip is weir's revert: {message}"
+    );
+    assert_eq!(
+        repo.git(&["rev-parse", "main^"]),
+        rejected,
+        "the revert sits on the rejected commit"
+    );
+    assert_eq!(
+        repo.git(&["rev-parse", "main:deploy"]),
+        repo.git(&["rev-parse", &format!("{good}:deploy")]),
+        "the branch's tree at path is the last good revision's"
+    );
+    head
+}
+
+#[tokio::test]
+async fn a_failed_canary_rolls_the_whole_app_back_and_git_agrees() {
+    let ns = TestNamespace::new(&client().await, "rollback").await;
+    let (_metrics, _target) = metrics(&ns).await;
+    let repo = GitRepo::new(&ns.name);
+    repo.accept_pushes();
+    let daemon = GitDaemon::serve(&repo).await;
+    let v1 = commit(&repo, &ns, 1, &[]);
+    let _controller =
+        ControllerProcess::start_with(&ns.name, &["--prometheus-url", &prometheus_url()]);
+    git_sync(&ns, &daemon.url(&repo), true).await;
+    healthy_on(&ns, "web:1").await;
+    sync_where(&ns, "v1 good", |s| {
+        s.last_good_revision.as_deref() == Some(v1.as_str())
+    })
+    .await;
+
+    // v2 is good: its canary passes analysis and it becomes the stable version.
+    let v2 = commit(&repo, &ns, 2, &[]);
+    let promoted = healthy_on(&ns, "web:2").await;
+    assert_eq!(revisions(&promoted), (Some(v2.clone()), Some(v2.clone())));
+    sync_where(&ns, "v2 good", |s| {
+        s.last_good_revision.as_deref() == Some(v2.as_str())
+    })
+    .await;
+    let weights = WeightLog::start(&ns);
+
+    // v3 is bad, and changes a ConfigMap and adds a Secret besides the image.
+    let v3 = commit(&repo, &ns, 3, &[secret()]);
+    eventually("v3's Secret applied", LIMIT, || async {
+        ns.api::<Secret>().get_opt("extra").await.ok()?
+    })
+    .await;
+    let status = sync_where(&ns, "v3 rejected and rolled back", |s| {
+        !s.rejected_revisions.is_empty() && s.last_applied_revision.as_deref() != Some(v3.as_str())
+    })
+    .await;
+    let rejected: Vec<&RejectedRevision> = status.rejected_revisions.iter().collect();
+    assert_eq!(rejected.len(), 1, "{rejected:?}");
+    assert_eq!(
+        (
+            rejected[0].revision.as_str(),
+            rejected[0].reason.as_str(),
+            rejected[0].rollout.clone().unwrap_or_default(),
+            rejected[0].metric.as_deref(),
+            rejected[0].value.as_deref(),
+        ),
+        (
+            v3.as_str(),
+            "AnalysisFailed",
+            format!("{}/web", ns.name),
+            Some("success-rate"),
+            Some("[0.5]")
+        )
+    );
+    // The whole application is v2's again: image, ConfigMap, and no Secret.
+    healthy_on(&ns, "web:2").await;
+    assert_eq!(setting(&ns).await.as_deref(), Some("setting 2"));
+    eventually("v3's Secret pruned", LIMIT, || async {
+        match ns.api::<Secret>().get_opt("extra").await {
+            Ok(None) => Some(()),
+            _ => None,
+        }
+    })
+    .await;
+
+    // Git agrees: weir's revert is on the branch, and it is what the cluster runs.
+    let status = sync_where(&ns, "the revert pushed and applied", |s| {
+        s.rejected_revisions
+            .first()
+            .and_then(|r| r.revert.as_ref())
+            .is_some_and(|revert| s.last_applied_revision.as_ref() == Some(revert))
+            && ready_reason(s) == "Applied"
+    })
+    .await;
+    let revert = revert_on_branch(&repo, &v3, &v2);
+    assert_eq!(
+        status.rejected_revisions[0].revert.as_deref(),
+        Some(revert.as_str())
+    );
+    assert_eq!(
+        condition(&status, "RevertPushed").map(|(s, r, _)| (s, r)),
+        Some(("True", "Pushed"))
+    );
+    let message = repo.git(&["log", "-1", "--format=%B", "main"]);
+    assert!(message.contains("Weir-Reason: AnalysisFailed"), "{message}");
+    assert_eq!(
+        repo.git(&["log", "-1", "--format=%an <%ae>", "main"]),
+        "weir <weir@example.com>"
+    );
+    let settled = sync_where(&ns, "the revert good", |s| {
+        s.last_good_revision.as_deref() == Some(revert.as_str())
+    })
+    .await;
+    assert_eq!(settled.rejected_revisions.len(), 1);
+    // No second canary: the revert's manifests are v2's, which the Rollout runs already.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let seen = weights.states();
+    assert_eq!(
+        seen.iter().filter(|w| **w == Some(20)).count(),
+        1,
+        "only v3's canary carried traffic: {seen:?}"
+    );
+    assert_eq!(seen.last(), Some(&Some(0)), "{seen:?}");
+    let rollout = healthy_on(&ns, "web:2").await;
+    assert_eq!(revisions(&rollout), (Some(v2.clone()), Some(v2.clone())));
+
+    // v4, committed on top of the revert, is good: its canary starts from v2.
+    let v4 = commit(&repo, &ns, 4, &[]);
+    let canary = wait_for(&ns, "v4's canary", |r| {
+        revisions(r) == (Some(v2.clone()), Some(v4.clone()))
+    })
+    .await;
+    assert_ne!(phase(&canary), Some(RolloutPhase::Degraded));
+    let promoted = healthy_on(&ns, "web:4").await;
+    assert_eq!(revisions(&promoted), (Some(v4.clone()), Some(v4.clone())));
+    assert_eq!(setting(&ns).await.as_deref(), Some("setting 4"));
+    let status = sync_where(&ns, "v4 good", |s| {
+        s.last_good_revision.as_deref() == Some(v4.as_str())
+    })
+    .await;
+    assert_eq!(status.rejected_revisions.len(), 1);
+    assert_eq!(
+        repo.git(&["rev-parse", "main:deploy"]),
+        repo.git(&["rev-parse", &format!("{v4}:deploy")]),
+        "Git and the cluster agree"
+    );
+    let history: Vec<(String, String)> = status
+        .history
+        .iter()
+        .map(|h| (h.revision.clone(), h.outcome.clone()))
+        .collect();
+    for step in [
+        (v3.clone(), "Rejected".to_owned()),
+        (v2.clone(), "RolledBack".to_owned()),
+        (revert.clone(), "Applied".to_owned()),
+        (v4.clone(), "Applied".to_owned()),
+    ] {
+        assert!(history.contains(&step), "{step:?} in {history:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_human_abort_rolls_back_and_the_good_revision_is_held_until_the_ref_moves() {
+    let ns = TestNamespace::new(&client().await, "rollback-abort").await;
+    let repo = GitRepo::new(&ns.name);
+    let held = json!([{"setWeight": 20}, {"pause": {}}]);
+    let v1 = commit_with(&repo, &ns, 1, held.clone(), &[]);
+    let _controller = ControllerProcess::start(&ns.name);
+    git_sync(&ns, &repo.file_url(), false).await;
+    healthy_on(&ns, "web:1").await;
+    sync_where(&ns, "v1 good", |s| {
+        s.last_good_revision.as_deref() == Some(v1.as_str())
+    })
+    .await;
+
+    let v2 = commit_with(&repo, &ns, 2, held.clone(), &[]);
+    wait_for(&ns, "v2's canary paused", |r| {
+        phase(r) == Some(RolloutPhase::Paused)
+    })
+    .await;
+    // `kubectl weir abort`.
+    status_patch(&ns, json!({"status": {"abort": true}})).await;
+    let status = sync_where(&ns, "v2 rejected, v1 held", |s| {
+        ready_reason(s) == "RolledBack"
+    })
+    .await;
+    assert_eq!(status.last_applied_revision.as_deref(), Some(v1.as_str()));
+    let rejected = &status.rejected_revisions[0];
+    assert_eq!(
+        (
+            rejected.revision.as_str(),
+            rejected.reason.as_str(),
+            rejected.metric.as_deref()
+        ),
+        (v2.as_str(), "Aborted", None)
+    );
+    let (_, _, message) = condition(&status, "Ready").expect("Ready");
+    assert!(
+        message.contains("the last good one") && message.contains("a newer commit resumes"),
+        "in plain words: {message}"
+    );
+    assert_eq!(setting(&ns).await.as_deref(), Some("setting 1"));
+    let rollout = healthy_on(&ns, "web:1").await;
+    assert!(!rollout.status.as_ref().is_some_and(|s| s.abort));
+    let weights = WeightLog::start(&ns);
+
+    // Git still says v2, fetched every second: it is never applied again.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let status = sync_status(&ns).await;
+    assert_eq!(status.last_applied_revision.as_deref(), Some(v1.as_str()));
+    assert_eq!(status.rejected_revisions.len(), 1);
+    assert_eq!(weights.states().last(), Some(&Some(0)));
+    assert!(
+        !weights.states().contains(&Some(20)),
+        "no canary while held: {:?}",
+        weights.states()
+    );
+
+    // A newer commit resumes: its canary starts from v1.
+    let v3 = commit_with(&repo, &ns, 3, held, &[]);
+    let canary = wait_for(&ns, "v3's canary paused", |r| {
+        phase(r) == Some(RolloutPhase::Paused)
+            && revisions(r) == (Some(v1.clone()), Some(v3.clone()))
+    })
+    .await;
+    assert_eq!(canary.status.and_then(|s| s.canary_weight), Some(20));
+    let status = sync_where(&ns, "v3 applied", |s| ready_reason(s) == "Applied").await;
+    assert_eq!(status.last_applied_revision.as_deref(), Some(v3.as_str()));
+
+    // `kubectl weir undo --to-revision v1`: held until the ref moves.
+    ns.api::<GitSync>()
+        .patch(
+            "app",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {"weir.dev/rollback-to": v1}}})),
+        )
+        .await
+        .expect("annotate");
+    let status = sync_where(&ns, "v1 pinned", |s| ready_reason(s) == "Pinned").await;
+    assert_eq!(status.last_applied_revision.as_deref(), Some(v1.as_str()));
+    let pin = status.pinned.expect("pinned");
+    assert_eq!((pin.revision, pin.ref_revision), (v1.clone(), v3.clone()));
+    eventually("the request taken off the GitSync", LIMIT, || async {
+        let sync = ns.api::<GitSync>().get("app").await.ok()?;
+        let annotations = sync.metadata.annotations.unwrap_or_default();
+        (!annotations.contains_key("weir.dev/rollback-to")).then_some(())
+    })
+    .await;
+    healthy_on(&ns, "web:1").await;
+    let v4 = commit_with(&repo, &ns, 4, json!([]), &[]);
+    let status = sync_where(&ns, "the pin ends with v4", |s| {
+        ready_reason(s) == "Applied" && s.last_applied_revision.as_deref() == Some(v4.as_str())
+    })
+    .await;
+    assert_eq!(status.pinned, None);
+    healthy_on(&ns, "web:4").await;
+}
+
+#[tokio::test]
+async fn a_refused_revert_keeps_the_cluster_rolled_back_and_a_newer_commit_wins() {
+    let ns = TestNamespace::new(&client().await, "rollback-refused").await;
+    let repo = GitRepo::new(&ns.name);
+    repo.accept_pushes();
+    repo.hook(
+        "pre-receive",
+        "#!/bin/sh\necho 'main is protected: open a pull request' >&2\nexit 1\n",
+    );
+    let daemon = GitDaemon::serve(&repo).await;
+    let held = json!([{"setWeight": 20}, {"pause": {}}]);
+    let v1 = commit_with(&repo, &ns, 1, held.clone(), &[]);
+    let _controller = ControllerProcess::start(&ns.name);
+    git_sync(&ns, &daemon.url(&repo), true).await;
+    healthy_on(&ns, "web:1").await;
+    sync_where(&ns, "v1 good", |s| {
+        s.last_good_revision.as_deref() == Some(v1.as_str())
+    })
+    .await;
+    let v2 = commit_with(&repo, &ns, 2, held.clone(), &[]);
+    wait_for(&ns, "v2's canary paused", |r| {
+        phase(r) == Some(RolloutPhase::Paused)
+    })
+    .await;
+    status_patch(&ns, json!({"status": {"abort": true}})).await;
+
+    let status = sync_where(&ns, "the push refused", |s| {
+        condition(s, "RevertPushed").is_some_and(|(_, reason, _)| reason == "PushRefused")
+    })
+    .await;
+    let (_, _, message) = condition(&status, "RevertPushed").expect("condition");
+    assert!(
+        message.contains("main is protected") && message.contains("stays rolled back"),
+        "{message}"
+    );
+    assert_eq!(
+        condition(&status, "Reconciling").map(|(s, _, _)| s),
+        Some("True")
+    );
+    assert_eq!(status.last_applied_revision.as_deref(), Some(v1.as_str()));
+    assert_eq!(ready_reason(&status), "RolledBack");
+    healthy_on(&ns, "web:1").await;
+    assert_eq!(repo.head(), v2, "nothing landed on the branch");
+
+    // A person fixes forward while the revert is still refused: their commit wins.
+    let v3 = commit_with(&repo, &ns, 3, json!([]), &[]);
+    let status = sync_where(&ns, "v3 applied", |s| {
+        s.last_applied_revision.as_deref() == Some(v3.as_str())
+    })
+    .await;
+    assert_eq!(ready_reason(&status), "Applied");
+    assert_eq!(
+        condition(&status, "RevertPushed"),
+        None,
+        "nothing left to push"
+    );
+    healthy_on(&ns, "web:3").await;
+    assert_eq!(repo.head(), v3);
+    assert_eq!(
+        repo.git(&["log", "--format=%s", "main"]).lines().count(),
+        3,
+        "no revert was ever pushed"
+    );
+}
+
+#[tokio::test]
+async fn a_controller_killed_mid_rollback_finishes_it_after_restart() {
+    let ns = TestNamespace::new(&client().await, "rollback-restart").await;
+    let repo = GitRepo::new(&ns.name);
+    repo.accept_pushes();
+    // A slow remote: the push is still running when the controller dies.
+    repo.hook("pre-receive", "#!/bin/sh\nsleep 2\n");
+    let daemon = GitDaemon::serve(&repo).await;
+    let held = json!([{"setWeight": 20}, {"pause": {}}]);
+    let v1 = commit_with(&repo, &ns, 1, held.clone(), &[]);
+    let controller = ControllerProcess::start(&ns.name);
+    git_sync(&ns, &daemon.url(&repo), true).await;
+    healthy_on(&ns, "web:1").await;
+    sync_where(&ns, "v1 good", |s| {
+        s.last_good_revision.as_deref() == Some(v1.as_str())
+    })
+    .await;
+    let v2 = commit_with(&repo, &ns, 2, held, &[secret()]);
+    wait_for(&ns, "v2's canary paused", |r| {
+        phase(r) == Some(RolloutPhase::Paused)
+    })
+    .await;
+    status_patch(&ns, json!({"status": {"abort": true}})).await;
+    sync_where(&ns, "v2 rejected", |s| !s.rejected_revisions.is_empty()).await;
+    controller.kill();
+
+    let _restarted = ControllerProcess::start(&ns.name);
+    let status = sync_where(&ns, "the rollback finished and written back", |s| {
+        s.rejected_revisions
+            .first()
+            .and_then(|r| r.revert.as_ref())
+            .is_some_and(|revert| s.last_applied_revision.as_ref() == Some(revert))
+    })
+    .await;
+    assert_eq!(status.rejected_revisions.len(), 1);
+    assert_eq!(status.rejected_revisions[0].revision, v2);
+    revert_on_branch(&repo, &v2, &v1);
+    let subjects = repo.git(&["log", "--format=%s", "main"]);
+    assert_eq!(
+        subjects.lines().filter(|s| s.starts_with("Revert")).count(),
+        1,
+        "one revert, not one per controller: {subjects}"
+    );
+    healthy_on(&ns, "web:1").await;
+    assert_eq!(setting(&ns).await.as_deref(), Some("setting 1"));
+    assert!(
+        ns.api::<Secret>()
+            .get_opt("extra")
+            .await
+            .expect("read")
+            .is_none(),
+        "v2's Secret pruned"
+    );
+}
