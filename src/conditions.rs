@@ -44,9 +44,69 @@ pub fn remove(conditions: &mut Vec<Condition>, kind: &str) {
     conditions.retain(|c| c.type_ != kind);
 }
 
+/// After several steps that may remove a condition and set it again: a condition whose
+/// status is what it was in `before` keeps its transition time and its place, so only a
+/// real change shows.
+pub fn keep_transition_times(before: &[Condition], after: &mut [Condition]) {
+    for condition in after.iter_mut() {
+        if let Some(old) = before
+            .iter()
+            .find(|b| b.type_ == condition.type_ && b.status == condition.status)
+        {
+            condition.last_transition_time = old.last_transition_time.clone();
+        }
+    }
+    let place = |c: &Condition| {
+        before
+            .iter()
+            .position(|b| b.type_ == c.type_)
+            .unwrap_or(usize::MAX)
+    };
+    after.sort_by_key(place);
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_condition_removed_and_set_again_unchanged_keeps_its_time_and_place() {
+        let mut before = Vec::new();
+        set(&mut before, "Ready", true, "A", "a", &at(1), None);
+        set(
+            &mut before,
+            "Reconciling",
+            true,
+            "Retrying",
+            "x",
+            &at(1),
+            None,
+        );
+        set(&mut before, "Stalled", false, "B", "b", &at(1), None);
+        let mut after = before.clone();
+        remove(&mut after, "Reconciling");
+        set(&mut after, "Stalled", true, "B", "b", &at(5), None);
+        set(
+            &mut after,
+            "Reconciling",
+            true,
+            "Retrying",
+            "y",
+            &at(5),
+            None,
+        );
+        set(&mut after, "New", true, "C", "c", &at(5), None);
+        keep_transition_times(&before, &mut after);
+        let seen: Vec<(&str, i64)> = after
+            .iter()
+            .map(|c| (c.type_.as_str(), c.last_transition_time.0.as_second()))
+            .collect();
+        assert_eq!(
+            seen,
+            vec![("Ready", 1), ("Reconciling", 1), ("Stalled", 5), ("New", 5)],
+            "Stalled really changed; Reconciling only came back"
+        );
+    }
 
     fn at(seconds: i64) -> Time {
         Time(k8s_openapi::jiff::Timestamp::from_second(seconds).expect("valid"))

@@ -786,6 +786,12 @@ pub fn git_sync(spec: &GitSyncSpec) -> Vec<Violation> {
                 "with a tag or commit ref there is no tracked branch to push to; name one",
             );
         }
+        if write_back.branch.is_some() && write_back.branch == git_ref.branch {
+            report.invalid(
+                "spec.rollback.writeBack.branch",
+                "weir replaces this branch with each revert (it is for a pull request), so it must not be the tracked branch; leave it out to push to the tracked branch, which only ever gets a fast-forward",
+            );
+        }
     }
     if let Some(branch) = &write_back.branch
         && (branch.is_empty() || branch.contains("..") || branch.contains(char::is_whitespace))

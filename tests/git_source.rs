@@ -145,7 +145,9 @@ fn rejected(revision: &str) -> weir::api::gitsync::RejectedRevision {
         rollout: Some("shop/web".into()),
         metric: Some("error-rate".into()),
         value: Some("0.31".into()),
-        rejected_at: weir::time::to_k8s(chrono::Utc::now()),
+        rejected_at: weir::time::to_k8s(
+            chrono::DateTime::from_timestamp(1_800_000_000, 0).expect("a time"),
+        ),
         revert: None,
     }
 }
@@ -197,6 +199,20 @@ async fn a_revert_restores_only_its_path_and_a_moved_branch_refuses_it() {
             ("apps/web/a.yaml", CONFIG_MAP.as_bytes()),
         ],
         "apps/web is the good revision's, the rest stays as the bad commit left it"
+    );
+    assert_eq!(
+        revert_commit(&dir, &bad, &good, "apps/web", &rejected(&bad), &author()).expect("again"),
+        Some(revert.clone()),
+        "built again after a restart, the revert is the same commit"
+    );
+    assert_eq!(
+        weir::gitops::source::trailer(&dir, &revert, "weir-rejected-revision").as_deref(),
+        Some(bad.as_str()),
+        "how a restarted controller knows its revert"
+    );
+    assert_eq!(
+        weir::gitops::source::trailer(&dir, &bad, "Weir-Rejected-Revision"),
+        None
     );
     assert_eq!(
         revert_commit(&dir, &good, &good, "apps/web", &rejected(&good), &author())

@@ -485,12 +485,16 @@ async fn a_refused_revert_keeps_the_cluster_rolled_back_and_a_newer_commit_wins(
     healthy_on(&ns, "web:1").await;
     assert_eq!(repo.head(), v2, "nothing landed on the branch");
 
-    // A person fixes forward while the revert is still refused: their commit wins.
+    // A person fixes forward while the revert is still refused, and the branch opens up
+    // again: their commit wins, and no revert lands on top of it.
     let v3 = commit_with(&repo, &ns, 3, json!([]), &[]);
+    repo.hook("pre-receive", "");
     let status = sync_where(&ns, "v3 applied", |s| {
         s.last_applied_revision.as_deref() == Some(v3.as_str())
     })
     .await;
+    // Several retry periods of the refused push, which would land now if still pending.
+    tokio::time::sleep(Duration::from_secs(5)).await;
     assert_eq!(ready_reason(&status), "Applied");
     assert_eq!(
         condition(&status, "RevertPushed"),

@@ -130,6 +130,10 @@ pub struct GitSyncStatus {
     /// The revision whose manifests are applied now.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_applied_revision: Option<String>,
+    /// Where the ref pointed at the last fetch: the revision weir follows, or holds the
+    /// last good one against when it is rejected.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_fetched_revision: Option<String>,
     /// The newest revision weir tried to apply, successfully or not.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_attempted_revision: Option<String>,
@@ -175,7 +179,8 @@ pub struct RejectedRevision {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub value: Option<String>,
     pub rejected_at: Time,
-    /// The revert commit weir pushed for it (`rollback.writeBack`).
+    /// The commit that undid it in Git (`rollback.writeBack`): weir's revert, or the last
+    /// good revision itself when the rejected one left `path` as it was (nothing to push).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revert: Option<String>,
 }

@@ -115,8 +115,6 @@ pub struct Schedule {
     generation: Option<i64>,
     /// Retryable failures in a row.
     failures: u32,
-    /// Where the ref pointed at the last fetch.
-    head: Option<String>,
 }
 
 /// How long to wait after an attempt: the interval after a success (or a failure only a
@@ -191,7 +189,7 @@ pub async fn reconcile(sync: Arc<GitSync>, ctx: Arc<Context>) -> Result<Requeue,
 
     // The Rollouts are looked at every time (their changes wake this GitSync): an abort is
     // acted on at once, never after the interval.
-    let rollouts = managed_rollouts(&ctx.client, &original.inventory).await?;
+    let rollouts = managed_rollouts(&ctx.client, &original.inventory).await;
     let fetched = if due {
         Some(fetch(&ctx, &current, &key).await)
     } else {
@@ -200,7 +198,7 @@ pub async fn reconcile(sync: Arc<GitSync>, ctx: Arc<Context>) -> Result<Requeue,
     // Where the ref points, as far as is known: fetched now, or at the last fetch.
     let head = match &fetched {
         Some(Ok(head)) => Some(head.clone()),
-        _ => previous.as_ref().and_then(|s| s.head.clone()),
+        _ => original.last_fetched_revision.clone(),
     }
     .or_else(|| original.last_applied_revision.clone());
     let now = Utc::now();
@@ -272,11 +270,10 @@ pub async fn reconcile(sync: Arc<GitSync>, ctx: Arc<Context>) -> Result<Requeue,
         Some(Ok(_)) => Fetch::Fetched,
         Some(Err(_)) => Fetch::Failed,
     };
-    let applied = original.last_applied_revision.as_deref();
     let attempt = match rollback::step(
         &decision,
         &head,
-        applied,
+        &original,
         &view.rejected_revisions,
         fetch_state,
     ) {
@@ -290,6 +287,7 @@ pub async fn reconcile(sync: Arc<GitSync>, ctx: Arc<Context>) -> Result<Requeue,
 
     // Git is written after the cluster is safe, and only with a fresh view of the ref: a
     // newer commit there wins over a pending revert.
+    let write_back_enabled = current.spec.rollback.write_back.enabled;
     let written = match (&decision.target, &attempt) {
         (
             Target::RollBack(good),
@@ -297,11 +295,13 @@ pub async fn reconcile(sync: Arc<GitSync>, ctx: Arc<Context>) -> Result<Requeue,
                 basis: Basis::RolledBack(rejected),
                 ..
             }),
-        ) if current.spec.rollback.write_back.enabled
-            && rejected.revert.is_none()
-            && fetch_state == Fetch::Fetched =>
-        {
-            Some(write_back(&ctx, &current, &head, good, rejected).await)
+        ) if write_back_enabled && rejected.revert.is_none() && fetch_state == Fetch::Fetched => {
+            Some(write_back(&ctx, &current, &key, &head, good, rejected).await)
+        }
+        // A revert pushed by a controller that died before recording it: the branch's new
+        // tip says so, and it is recorded now rather than pushed again.
+        _ if write_back_enabled && fetch_state == Fetch::Fetched => {
+            recognize_revert(&ctx, &current, &head, &view.rejected_revisions).await
         }
         _ => None,
     };
@@ -313,27 +313,30 @@ pub async fn reconcile(sync: Arc<GitSync>, ctx: Arc<Context>) -> Result<Requeue,
     let revert_pending = matches!(
         &step.attempt,
         Some(Attempt::Applied { basis: Basis::RolledBack(rejected), .. }) if rejected.revert.is_none()
-    ) && current.spec.rollback.write_back.enabled;
+    ) && write_back_enabled;
     if revert_pending && written.is_none() {
         // Rolled back without a fresh fetch: fetch now and write the revert.
         step.next = Duration::ZERO;
     }
-    if let Some(written) = &written {
-        match written {
-            // The revert is on the branch: fetch it soon, so the GitSync follows Git again.
-            status::WriteBack::Pushed { .. } => step.next = step.next.min(FIRST_RETRY),
-            _ => {
-                step.failures = previous.as_ref().map_or(0, |s| s.failures) + 1;
-                step.next = delay_after(interval, step.failures);
-            }
+    match &written {
+        // The revert is on the branch: fetch it soon, so the GitSync follows Git again.
+        Some(status::WriteBack::Pushed { .. } | status::WriteBack::Unneeded { .. }) => {
+            step.next = step.next.min(FIRST_RETRY)
         }
+        Some(_) => {
+            step.failures = previous.as_ref().map_or(0, |s| s.failures) + 1;
+            step.next = delay_after(interval, step.failures);
+        }
+        None => {}
     }
-    step.head = Some(head);
-    step.last_good = decision.last_good;
-    step.pinned = match &decision.target {
-        Target::Pinned(_) => view.pinned.clone(),
-        _ => None,
-    };
+    step.fetched = (fetch_state == Fetch::Fetched).then_some(head);
+    step.decided = Some((
+        decision.last_good,
+        match &decision.target {
+            Target::Pinned(_) => view.pinned.clone(),
+            _ => None,
+        },
+    ));
     step.written = written;
     if asked {
         step.handled_request = Some(requested);
@@ -368,9 +371,10 @@ struct Step {
     attempt: Option<Attempt>,
     failures: u32,
     next: Duration,
-    head: Option<String>,
-    last_good: Option<String>,
-    pinned: Option<PinnedRevision>,
+    /// The ref's revision, when this reconcile fetched it.
+    fetched: Option<String>,
+    /// The last good revision and the pin, as decided.
+    decided: Option<(Option<String>, Option<PinnedRevision>)>,
     written: Option<status::WriteBack>,
     handled_request: Option<Option<String>>,
 }
@@ -391,9 +395,8 @@ impl Step {
             attempt: Some(attempt),
             failures,
             next,
-            head: previous.as_ref().and_then(|s| s.head.clone()),
-            last_good: None,
-            pinned: None,
+            fetched: None,
+            decided: None,
             written: None,
             handled_request: None,
         }
@@ -405,9 +408,8 @@ impl Step {
             attempt: None,
             failures: previous.as_ref().map_or(0, |s| s.failures),
             next: wait,
-            head: previous.as_ref().and_then(|s| s.head.clone()),
-            last_good: None,
-            pinned: None,
+            fetched: None,
+            decided: None,
             written: None,
             handled_request: None,
         }
@@ -429,8 +431,8 @@ async fn finish(
     let generation = current.metadata.generation;
     let original = current.status.clone().unwrap_or_default();
     let now = Utc::now();
-    let rollback_known = step.head.is_some();
     let record = |status: &mut GitSyncStatus| {
+        let before = status.conditions.clone();
         if let Some(attempt) = &step.attempt {
             status::record(status, attempt, generation, now);
             if let Attempt::Applied {
@@ -442,9 +444,12 @@ async fn finish(
                 status::forget_refused_write_back(status);
             }
         }
-        if rollback_known {
-            status.last_good_revision.clone_from(&step.last_good);
-            status.pinned.clone_from(&step.pinned);
+        if let Some((last_good, pinned)) = &step.decided {
+            status.last_good_revision.clone_from(last_good);
+            status.pinned.clone_from(pinned);
+        }
+        if let Some(fetched) = &step.fetched {
+            status.last_fetched_revision = Some(fetched.clone());
         }
         if let Some(written) = &step.written {
             status::wrote_back(status, written, generation, now);
@@ -453,6 +458,8 @@ async fn finish(
             // The request acted on; one that arrived meanwhile stays unhandled.
             status.last_handled_sync_request.clone_from(requested);
         }
+        // A condition removed and set again within this one record did not change.
+        crate::conditions::keep_transition_times(&before, &mut status.conditions);
     };
     if let Err(error) = write_recorded(ctx, api, current.clone(), &record).await {
         // What was applied is not recorded yet: come back soon, not after the interval.
@@ -472,7 +479,6 @@ async fn finish(
                     due: std::time::Instant::now() + step.next,
                     generation,
                     failures: step.failures,
-                    head: step.head.clone(),
                 },
             );
     }
@@ -492,23 +498,28 @@ async fn finish(
         }
         info!(outcome = attempt.reason(), message = %attempt.message(), next = ?step.next, "synced");
     }
-    if let Some(written) = &step.written {
-        let pushed = matches!(written, status::WriteBack::Pushed { .. });
-        let condition = status
-            .conditions
+    // A write-back is told when its outcome changes, not at every retry.
+    let revert = |s: &GitSyncStatus| {
+        s.conditions
             .iter()
-            .find(|c| c.type_ == status::REVERT_PUSHED);
-        if let Some(condition) = condition {
-            crate::runtime::publish(
-                &ctx.recorder,
-                &current.object_ref(&()),
-                !pushed,
-                condition.reason.clone(),
-                Some(&condition.message),
-                "WriteBack",
-            )
-            .await;
-        }
+            .find(|c| c.type_ == status::REVERT_PUSHED)
+            .cloned()
+    };
+    if let Some(condition) = revert(&status).filter(|now| {
+        revert(&original).is_none_or(|before| {
+            (&before.status, &before.reason, &before.message)
+                != (&now.status, &now.reason, &now.message)
+        })
+    }) {
+        crate::runtime::publish(
+            &ctx.recorder,
+            &current.object_ref(&()),
+            condition.status != "True",
+            condition.reason.clone(),
+            Some(&condition.message),
+            "WriteBack",
+        )
+        .await;
     }
     Ok(Requeue::requeue(step.next))
 }
@@ -699,10 +710,7 @@ async fn apply_revision(
 }
 
 /// What the GitSync's Rollouts show, read fresh: the ones in its inventory.
-async fn managed_rollouts(
-    client: &Client,
-    inventory: &[InventoryEntry],
-) -> Result<Vec<ManagedRollout>, Error> {
+async fn managed_rollouts(client: &Client, inventory: &[InventoryEntry]) -> Vec<ManagedRollout> {
     let mut seen = Vec::new();
     for entry in inventory {
         let (group, _) = entry.api_version.split_once('/').unwrap_or_default();
@@ -712,20 +720,27 @@ async fn managed_rollouts(
         let Some(namespace) = &entry.namespace else {
             continue;
         };
+        let name = format!("{namespace}/{}", entry.name);
         let api: Api<Rollout> = Api::namespaced(client.clone(), namespace);
-        let rollout = api
-            .get_opt(&entry.name)
-            .await
-            .map_err(|source| Error::Api {
-                action: "reading the managed Rollout",
-                name: format!("{namespace}/{}", entry.name),
-                source,
-            })?;
-        if let Some(rollout) = rollout {
-            seen.push(rollback::observe(&rollout));
+        match api.get_opt(&entry.name).await {
+            Ok(Some(rollout)) => seen.push(rollback::observe(&rollout)),
+            Ok(None) => {}
+            // Unreadable: neither good nor failed, so no revision becomes good or is
+            // rejected on its account; syncing goes on.
+            Err(error) => {
+                warn!(rollout = %name, %error, "reading a managed Rollout failed");
+                seen.push(ManagedRollout {
+                    name,
+                    applied_revision: None,
+                    canary_revision: None,
+                    healthy: false,
+                    aborted: None,
+                    aborted_at: None,
+                });
+            }
         }
     }
-    Ok(seen)
+    seen
 }
 
 /// Checks a `weir.dev/rollback-to` request; the revision must be a commit the clone has.
@@ -756,6 +771,7 @@ async fn pin(
 async fn write_back(
     ctx: &Context,
     sync: &GitSync,
+    key: &str,
     head: &str,
     good: &str,
     rejected: &RejectedRevision,
@@ -783,16 +799,26 @@ async fn write_back(
         Ok(credentials) => credentials,
         Err(message) => return failed(message),
     };
+    // The clone is this GitSync's alone while the revert is built and pushed.
+    let Some(_in_flight) = InFlight::claim(&ctx.in_flight, key) else {
+        return failed(format!(
+            "{}, and that fetch has not ended yet",
+            timed_out(ctx.fetch_timeout)
+        ));
+    };
     let dir = clone_dir(ctx, sync);
     let (built_in, path) = (dir.clone(), sync.spec.path.clone());
     let (head_owned, good_owned, rejected_owned) =
         (head.to_owned(), good.to_owned(), rejected.clone());
     let built = tokio::task::spawn_blocking(move || {
+        // A kustomization may read the whole repository: its revert restores all of it.
+        let files = source::files_at(&built_in, &good_owned, &path)?;
+        let whole_tree = matches!(render::layout(&files, &path), Layout::Kustomization(_));
         writeback::revert_commit(
             &built_in,
             &head_owned,
             &good_owned,
-            &path,
+            if whole_tree { "" } else { &path },
             &rejected_owned,
             &author,
         )
@@ -800,11 +826,13 @@ async fn write_back(
     .await;
     let commit = match built {
         Ok(Ok(Some(commit))) => commit,
+        // The rejected revision left what weir reads as the good one had it: Git already
+        // agrees with the cluster.
         Ok(Ok(None)) => {
-            return failed(format!(
-                "{} is already equal to the last good revision at spec.path: nothing to revert",
-                status::short(head)
-            ));
+            return status::WriteBack::Unneeded {
+                rejected: rejected.revision.clone(),
+                good: good.to_owned(),
+            };
         }
         Ok(Err(error)) => return failed(error.to_string()),
         Err(_) => return failed("building the revert was interrupted".into()),
@@ -831,6 +859,38 @@ async fn write_back(
         },
         Err(PushError::Failed(message)) => failed(message),
     }
+}
+
+/// The fetched head, when it is weir's revert of a rejected revision not yet recorded as
+/// reverted (its pusher died before writing the status).
+async fn recognize_revert(
+    ctx: &Context,
+    sync: &GitSync,
+    head: &str,
+    rejected: &[RejectedRevision],
+) -> Option<status::WriteBack> {
+    let pending: Vec<String> = rejected
+        .iter()
+        .filter(|r| r.revert.is_none())
+        .map(|r| r.revision.clone())
+        .collect();
+    if pending.is_empty() {
+        return None;
+    }
+    let (dir, revision) = (clone_dir(ctx, sync), head.to_owned());
+    let reverts = tokio::task::spawn_blocking(move || {
+        source::trailer(&dir, &revision, writeback::REJECTED_TRAILER)
+    })
+    .await
+    .ok()??;
+    pending
+        .into_iter()
+        .find(|r| *r == reverts)
+        .map(|rejected| status::WriteBack::Pushed {
+            rejected,
+            commit: head.to_owned(),
+            branch: sync.spec.git_ref.branch.clone().unwrap_or_default(),
+        })
 }
 
 /// Removes a request annotation once handled, unless it changed meanwhile (a new request).

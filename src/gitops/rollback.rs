@@ -18,7 +18,7 @@ use kube::ResourceExt;
 
 use crate::api::gitsync::{GitSyncStatus, PinnedRevision, RejectedRevision};
 use crate::api::rollout::{AbortCause, Rollout, RolloutPhase};
-use crate::time::to_k8s;
+use crate::time::{from_k8s, to_k8s};
 
 use super::inventory::REVISION_ANNOTATION;
 use super::status::Basis;
@@ -30,11 +30,18 @@ pub struct ManagedRollout {
     pub name: String,
     /// The revision its spec was last applied from (the `weir.dev/git-revision` annotation).
     pub applied_revision: Option<String>,
+    /// The revision of its current (or aborted) canary, as it recorded it.
+    pub canary_revision: Option<String>,
     /// Healthy at its current spec: phase Healthy for the generation it has now.
     pub healthy: bool,
     /// Set while its current canary is aborted.
     pub aborted: Option<AbortCause>,
+    /// When it was aborted.
+    pub aborted_at: Option<DateTime<Utc>>,
 }
+
+/// The history outcomes that put a revision in the cluster.
+const APPLIED_OUTCOMES: [&str; 3] = ["Applied", "RolledBack", "Pinned"];
 
 /// What a GitSync needs to know of one of its Rollouts.
 pub fn observe(rollout: &Rollout) -> ManagedRollout {
@@ -47,6 +54,8 @@ pub fn observe(rollout: &Rollout) -> ManagedRollout {
             rollout.name_any()
         ),
         applied_revision: rollout.annotations().get(REVISION_ANNOTATION).cloned(),
+        canary_revision: status.and_then(|s| s.canary_revision.clone()),
+        aborted_at: status.and_then(|s| s.aborted_at.as_ref()).map(from_k8s),
         // Healthy for an older generation says nothing about the spec applied now.
         healthy: status.is_some_and(|s| {
             s.phase == Some(RolloutPhase::Healthy) && s.observed_generation == generation
@@ -110,22 +119,38 @@ pub fn decide(
         .clone()
         .filter(|good| !rejected_set.contains(good.as_str()));
 
-    // A Rollout whose spec came from the revision in the cluster aborted: that revision
-    // failed. One already rejected, or the good one itself, is not rejected (again).
+    // A Rollout from the revision in the cluster aborted: that revision failed. The abort
+    // is this revision's when it came after the revision was applied, or when the aborted
+    // canary is this revision's own (also the one last tried, when its apply did not
+    // finish). An abort left over from an older canary, with a later revision changing
+    // only configuration, is not the later one's. A revision already rejected, or the good
+    // one itself, is not rejected (again).
+    let attempted = status.last_attempted_revision.as_deref();
+    let applied_at = applied.and_then(|applied| {
+        status
+            .history
+            .iter()
+            .rev()
+            .find(|h| h.revision == applied && APPLIED_OUTCOMES.contains(&h.outcome.as_str()))
+            .map(|h| from_k8s(&h.time))
+    });
     let mut rejected = None;
     if on_failure
-        && let Some(applied) = applied
-        && !rejected_set.contains(applied)
-        && last_good.as_deref() != Some(applied)
-        && let Some((rollout, abort)) = rollouts.iter().find_map(|r| {
-            r.aborted
-                .as_ref()
-                .filter(|_| r.applied_revision.as_deref() == Some(applied))
-                .map(|abort| (r, abort))
+        && let Some((revision, rollout, abort)) = rollouts.iter().find_map(|r| {
+            let abort = r.aborted.as_ref()?;
+            let from = r.applied_revision.as_deref()?;
+            let own_canary = r.canary_revision.as_deref() == Some(from)
+                && (Some(from) == applied || Some(from) == attempted);
+            let after_apply = Some(from) == applied
+                && matches!((r.aborted_at, applied_at), (Some(at), Some(since)) if at >= since);
+            ((own_canary || after_apply)
+                && !rejected_set.contains(from)
+                && last_good.as_deref() != Some(from))
+            .then_some((from, r, abort))
         })
     {
         rejected = Some(RejectedRevision {
-            revision: applied.to_owned(),
+            revision: revision.to_owned(),
             reason: abort.reason.clone(),
             rollout: Some(rollout.name.clone()),
             metric: abort.metric.clone(),
@@ -133,7 +158,7 @@ pub fn decide(
             rejected_at: to_k8s(now),
             revert: None,
         });
-        rejected_set.insert(applied);
+        rejected_set.insert(revision);
     }
 
     // Good: every managed Rollout Healthy at the revision in the cluster (with none, an
@@ -196,10 +221,12 @@ pub enum Step {
 pub fn step(
     decision: &Decision,
     head: &str,
-    applied: Option<&str>,
+    status: &GitSyncStatus,
     rejected: &[RejectedRevision],
     fetch: Fetch,
 ) -> Step {
+    let applied = status.last_applied_revision.as_deref();
+    let attempted = status.last_attempted_revision.as_deref();
     let rejection_of_head = || rejected.iter().find(|r| r.revision == head).cloned();
     let (target, basis) = match &decision.target {
         Target::Fetched(revision) => (revision, Basis::Head),
@@ -222,11 +249,13 @@ pub fn step(
             };
         }
     };
-    let in_place = applied == Some(target.as_str());
+    // In place: applied, and no later attempt left parts of another revision behind.
+    let target_str = Some(target.as_str());
+    let in_place = applied == target_str && attempted.is_none_or(|a| Some(a) == target_str);
+    // A rollback that was tried and failed waits for its backoff like any other apply.
+    let urgent = matches!(decision.target, Target::RollBack(_)) && attempted != target_str;
     match fetch {
-        Fetch::NotDue if in_place || !matches!(decision.target, Target::RollBack(_)) => {
-            Step::Nothing
-        }
+        Fetch::NotDue if in_place || !urgent => Step::Nothing,
         Fetch::Failed if in_place => Step::RecordFetchFailure,
         _ => Step::Apply {
             revision: target.clone(),
@@ -318,6 +347,8 @@ mod tests {
         ManagedRollout {
             name: "shop/web".into(),
             applied_revision: Some(revision.into()),
+            canary_revision: Some(revision.into()),
+            aborted_at: aborted.then(at),
             healthy,
             aborted: aborted.then(|| AbortCause {
                 reason: "AnalysisFailed".into(),
@@ -434,6 +465,54 @@ mod tests {
             at(),
         );
         assert_eq!(decision.rejected, None);
+    }
+
+    /// v3 applied (changing only configuration) at `at() + applied` to a Rollout whose v2
+    /// canary is aborted.
+    fn config_only(applied: i64, aborted: i64, attempted: &str) -> (GitSyncStatus, ManagedRollout) {
+        let mut status = status(Some("v3"), Some("v1"), &[]);
+        status.last_attempted_revision = Some(attempted.into());
+        status.history.push(crate::api::gitsync::RevisionRecord {
+            revision: "v3".into(),
+            subject: "v3".into(),
+            time: to_k8s(at() + chrono::Duration::seconds(applied)),
+            outcome: "Applied".into(),
+        });
+        let mut rollout = rollout("v3", false, true);
+        rollout.canary_revision = Some("v2".into());
+        rollout.aborted_at = Some(at() + chrono::Duration::seconds(aborted));
+        (status, rollout)
+    }
+
+    #[test]
+    fn an_abort_left_from_an_older_canary_does_not_reject_a_later_revision() {
+        let (before, rollout) = config_only(10, 0, "v3");
+        let decision = decide("v3", &before, &[rollout], true, at());
+        assert_eq!(decision.rejected, None, "the abort came before v3");
+        // The same, aborted after v3 was applied: v3 carries the failing canary on.
+        let (before, rollout) = config_only(10, 20, "v3");
+        let decision = decide("v3", &before, &[rollout], true, at());
+        assert_eq!(decision.rejected.map(|r| r.revision).as_deref(), Some("v3"));
+    }
+
+    #[test]
+    fn a_revision_whose_apply_did_not_finish_is_rejected_when_its_canary_fails() {
+        // v3's apply failed half way: the Rollout has v3, the status still says v2.
+        let mut before = status(Some("v2"), Some("v2"), &[]);
+        before.last_attempted_revision = Some("v3".into());
+        let decision = decide("v3", &before, &[rollout("v3", false, true)], true, at());
+        assert_eq!(decision.rejected.map(|r| r.revision).as_deref(), Some("v3"));
+        assert_eq!(decision.target, Target::RollBack("v2".into()));
+        let rejected = status(None, None, &["v3"]).rejected_revisions;
+        before.rejected_revisions.clone_from(&rejected);
+        let decision = decide("v3", &before, &[], true, at());
+        assert!(
+            matches!(
+                step(&decision, "v3", &before, &rejected, Fetch::NotDue),
+                Step::Apply { ref revision, .. } if revision == "v2"
+            ),
+            "v2 is re-applied over what v3 left, at once"
+        );
     }
 
     #[test]
@@ -563,11 +642,17 @@ mod tests {
         }
     }
 
+    fn at_rev(revision: &str) -> GitSyncStatus {
+        let mut at = status(Some(revision), None, &[]);
+        at.last_attempted_revision = Some(revision.into());
+        at
+    }
+
     #[test]
     fn between_syncs_only_a_rollback_is_applied() {
         let rejected = status(None, None, &["v3"]).rejected_revisions;
         let rollback = decided(Target::RollBack("v2".into()), Some("v3"));
-        match step(&rollback, "v3", Some("v3"), &rejected, Fetch::NotDue) {
+        match step(&rollback, "v3", &at_rev("v3"), &rejected, Fetch::NotDue) {
             Step::Apply {
                 revision,
                 basis: Basis::RolledBack(rejection),
@@ -578,13 +663,13 @@ mod tests {
             other => panic!("{other:?}"),
         }
         assert_eq!(
-            step(&rollback, "v3", Some("v2"), &rejected, Fetch::NotDue),
+            step(&rollback, "v3", &at_rev("v2"), &rejected, Fetch::NotDue),
             Step::Nothing,
             "rolled back already"
         );
         assert!(
             matches!(
-                step(&rollback, "v3", Some("v2"), &rejected, Fetch::Fetched),
+                step(&rollback, "v3", &at_rev("v2"), &rejected, Fetch::Fetched),
                 Step::Apply { .. }
             ),
             "a sync re-applies it, repairing drift"
@@ -592,11 +677,11 @@ mod tests {
         // A new head, or one whose apply failed, waits for its time and backoff.
         let fetched = decided(Target::Fetched("v4".into()), None);
         assert_eq!(
-            step(&fetched, "v4", Some("v2"), &rejected, Fetch::NotDue),
+            step(&fetched, "v4", &at_rev("v2"), &rejected, Fetch::NotDue),
             Step::Nothing
         );
         assert_eq!(
-            step(&fetched, "v4", Some("v2"), &rejected, Fetch::Failed),
+            step(&fetched, "v4", &at_rev("v2"), &rejected, Fetch::Failed),
             Step::Apply {
                 revision: "v4".into(),
                 basis: Basis::Head
@@ -604,8 +689,15 @@ mod tests {
             "a head from an earlier fetch is retried when a fetch fails"
         );
         assert_eq!(
-            step(&fetched, "v4", Some("v4"), &rejected, Fetch::Failed),
+            step(&fetched, "v4", &at_rev("v4"), &rejected, Fetch::Failed),
             Step::RecordFetchFailure
+        );
+        // The rollback itself failed to apply: it waits for its backoff too.
+        let mut failed = at_rev("v3");
+        failed.last_attempted_revision = Some("v2".into());
+        assert_eq!(
+            step(&rollback, "v3", &failed, &rejected, Fetch::NotDue),
+            Step::Nothing
         );
     }
 
@@ -614,21 +706,21 @@ mod tests {
         let rejected = status(None, None, &["v1"]).rejected_revisions;
         let just_now = decided(Target::Hold, Some("v1"));
         assert!(matches!(
-            step(&just_now, "v1", Some("v1"), &rejected, Fetch::NotDue),
+            step(&just_now, "v1", &at_rev("v1"), &rejected, Fetch::NotDue),
             Step::Hold(_)
         ));
         let since = decided(Target::Hold, None);
         assert_eq!(
-            step(&since, "v1", Some("v1"), &rejected, Fetch::NotDue),
+            step(&since, "v1", &at_rev("v1"), &rejected, Fetch::NotDue),
             Step::Nothing,
             "a Rollout's change does not push the next sync back"
         );
         assert!(matches!(
-            step(&since, "v1", Some("v1"), &rejected, Fetch::Fetched),
+            step(&since, "v1", &at_rev("v1"), &rejected, Fetch::Fetched),
             Step::Hold(_)
         ));
         assert_eq!(
-            step(&since, "v1", Some("v1"), &rejected, Fetch::Failed),
+            step(&since, "v1", &at_rev("v1"), &rejected, Fetch::Failed),
             Step::RecordFetchFailure
         );
     }
@@ -638,18 +730,27 @@ mod tests {
     }
 
     fn managed() -> impl Strategy<Value = ManagedRollout> {
-        (prop::option::of(revision()), any::<bool>(), any::<bool>()).prop_map(
-            |(applied, healthy, aborted)| ManagedRollout {
-                name: "ns/r".into(),
-                applied_revision: applied,
-                healthy,
-                aborted: aborted.then(|| AbortCause {
-                    reason: "Aborted".into(),
-                    metric: None,
-                    value: None,
-                }),
-            },
+        (
+            prop::option::of(revision()),
+            prop::option::of(revision()),
+            any::<bool>(),
+            any::<bool>(),
+            -5i64..5,
         )
+            .prop_map(
+                |(applied, canary, healthy, aborted, offset)| ManagedRollout {
+                    name: "ns/r".into(),
+                    applied_revision: applied,
+                    canary_revision: canary,
+                    aborted_at: aborted.then(|| at() + chrono::Duration::seconds(offset)),
+                    healthy,
+                    aborted: aborted.then(|| AbortCause {
+                        reason: "Aborted".into(),
+                        metric: None,
+                        value: None,
+                    }),
+                },
+            )
     }
 
     proptest! {
@@ -667,9 +768,20 @@ mod tests {
             rollouts in prop::collection::vec(managed(), 0..4),
             on_failure in any::<bool>(),
             pinned in prop::option::of((revision(), revision())),
+            attempted in prop::option::of(revision()),
+            applied_recorded in any::<bool>(),
         ) {
             let rejected: Vec<&str> = rejected.iter().map(String::as_str).collect();
             let mut before = status(applied.as_deref(), good.as_deref(), &rejected);
+            before.last_attempted_revision.clone_from(&attempted);
+            if let (true, Some(applied)) = (applied_recorded, &applied) {
+                before.history.push(crate::api::gitsync::RevisionRecord {
+                    revision: applied.clone(),
+                    subject: String::new(),
+                    time: to_k8s(at()),
+                    outcome: "Applied".into(),
+                });
+            }
             before.pinned = pinned.map(|(revision, ref_revision)| PinnedRevision {
                 revision,
                 ref_revision,
@@ -680,7 +792,10 @@ mod tests {
             if let Some(new) = &decision.rejected {
                 prop_assert!(on_failure);
                 prop_assert!(all_rejected.insert(new.revision.clone()), "rejected twice");
-                prop_assert_eq!(Some(&new.revision), applied.as_ref());
+                prop_assert!(
+                    Some(&new.revision) == applied.as_ref() || Some(&new.revision) == attempted.as_ref(),
+                    "only a revision weir put in the cluster is rejected"
+                );
             }
             match &decision.target {
                 Target::Fetched(r) => {

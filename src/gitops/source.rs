@@ -149,11 +149,11 @@ fn remove_stale_locks(dir: &Path) {
 }
 
 /// Where ssh's own words go, beside the key files.
-const SSH_STDERR: &str = "stderr";
+pub const SSH_STDERR: &str = "stderr";
 
 /// The line of ssh's output that says why it failed: OpenSSH ends with it ("Host key
 /// verification failed.", "Permission denied (publickey).", "connect to host ...").
-fn ssh_diagnosis(stderr: &str) -> Option<String> {
+pub fn ssh_diagnosis(stderr: &str) -> Option<String> {
     stderr
         .lines()
         .map(str::trim)
@@ -393,6 +393,21 @@ pub fn subject(dir: &Path, revision: &str) -> Result<String, SourceError> {
         .message()
         .map(|m| m.summary().to_string())
         .unwrap_or_default())
+}
+
+/// The value of a commit message's trailer (`Key: value` in its last paragraph).
+pub fn trailer(dir: &Path, revision: &str, key: &str) -> Option<String> {
+    let repo = gix::open(dir).ok()?;
+    let id = gix::ObjectId::from_hex(revision.as_bytes()).ok()?;
+    let commit = repo.find_commit(id).ok()?;
+    let message = commit.message_raw_sloppy().to_string();
+    let last = message.trim_end().rsplit("\n\n").next()?;
+    last.lines().find_map(|line| {
+        let (name, value) = line.split_once(':')?;
+        name.trim()
+            .eq_ignore_ascii_case(key)
+            .then(|| value.trim().to_owned())
+    })
 }
 
 /// Every file under `path` at `revision`, read from the clone's object database.

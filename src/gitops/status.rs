@@ -253,6 +253,11 @@ pub enum WriteBack {
         rejected: String,
         message: String,
     },
+    /// Nothing to push: the rejected revision left what weir reads as the good one had it.
+    Unneeded {
+        rejected: String,
+        good: String,
+    },
 }
 
 /// Records a write-back; the revert commit goes with its rejected revision, so it is pushed
@@ -284,6 +289,24 @@ pub fn wrote_back(
                     "pushed {} to branch {branch}, reverting rejected revision {}",
                     short(commit),
                     short(rejected)
+                ),
+            )
+        }
+        WriteBack::Unneeded { rejected, good } => {
+            if let Some(entry) = status
+                .rejected_revisions
+                .iter_mut()
+                .find(|r| r.revision == *rejected)
+            {
+                entry.revert = Some(good.clone());
+            }
+            (
+                true,
+                "NothingToRevert",
+                format!(
+                    "rejected revision {} left spec.path as the last good revision {} had it: Git already agrees with the cluster",
+                    short(rejected),
+                    short(good)
                 ),
             )
         }
@@ -440,6 +463,71 @@ mod tests {
                 ("bbb", "RenderFailed"),
                 ("ccc", "Applied")
             ]
+        );
+    }
+
+    fn rejection(revision: &str) -> RejectedRevision {
+        RejectedRevision {
+            revision: revision.into(),
+            reason: "AnalysisFailed".into(),
+            rollout: Some("shop/web".into()),
+            metric: Some("error-rate".into()),
+            value: Some("0.31".into()),
+            rejected_at: to_k8s(at(5)),
+            revert: None,
+        }
+    }
+
+    #[test]
+    fn a_rejection_is_recorded_once_and_its_revert_goes_with_it() {
+        let mut status = GitSyncStatus::default();
+        record(&mut status, &applied("v3"), Some(1), at(0));
+        reject(&mut status, &rejection("v3"), "web 3");
+        reject(&mut status, &rejection("v3"), "web 3");
+        assert_eq!(status.rejected_revisions.len(), 1);
+        assert_eq!(
+            status.history.last().map(|h| h.outcome.as_str()),
+            Some("Rejected")
+        );
+        let rolled_back = Attempt::Applied {
+            revision: "v2".into(),
+            subject: "web 2".into(),
+            inventory: vec![],
+            objects: 6,
+            basis: Basis::RolledBack(rejection("v3")),
+        };
+        record(&mut status, &rolled_back, Some(1), at(10));
+        let (ready, reason) = condition(&status, READY).expect("Ready");
+        assert_eq!((ready, reason), ("True", "RolledBack"));
+
+        let refused = WriteBack::Refused {
+            rejected: "v3".into(),
+            message: "branch main refused".into(),
+        };
+        wrote_back(&mut status, &refused, Some(1), at(11));
+        assert_eq!(
+            condition(&status, REVERT_PUSHED),
+            Some(("False", "PushRefused"))
+        );
+        assert_eq!(condition(&status, RECONCILING), Some(("True", "Retrying")));
+        let pushed = WriteBack::Pushed {
+            rejected: "v3".into(),
+            commit: "r3".into(),
+            branch: "main".into(),
+        };
+        wrote_back(&mut status, &pushed, Some(1), at(12));
+        assert_eq!(status.rejected_revisions[0].revert.as_deref(), Some("r3"));
+        assert_eq!(condition(&status, REVERT_PUSHED), Some(("True", "Pushed")));
+        assert_eq!(condition(&status, RECONCILING), None);
+        forget_refused_write_back(&mut status);
+        assert!(
+            condition(&status, REVERT_PUSHED).is_some(),
+            "a pushed revert is kept"
+        );
+        let message = rolled_back.message();
+        assert!(
+            message.contains("Rollout shop/web: AnalysisFailed, metric error-rate = 0.31"),
+            "{message}"
         );
     }
 

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use super::credentials::Credentials;
 use super::render::normalize;
-use super::source::{SourceError, fail, ssh_command};
+use super::source::{SSH_STDERR, SourceError, fail, ssh_command, ssh_diagnosis};
 use super::status::short;
 use crate::api::gitsync::RejectedRevision;
 
@@ -52,8 +52,9 @@ pub fn message(
     )
 }
 
-/// Builds the revert of `head` (rejected) back to `good` at `path` in the clone, and returns
-/// its SHA; None when `path` at `head` already equals `good` (nothing to revert).
+/// Builds the revert of `head` (rejected) back to `good` at `path` (`""`: the whole tree) in
+/// the clone, and returns its SHA; None when `path` at `head` already equals `good`
+/// (nothing to revert). The same inputs always give the same commit.
 pub fn revert_commit(
     dir: &Path,
     head: &str,
@@ -109,11 +110,14 @@ pub fn revert_commit(
     if tree == head_tree {
         return Ok(None);
     }
+    // Dated when the revision was rejected, so building it again (after a restart that
+    // lost the record of a push) gives the same commit, and a second push changes nothing.
+    let seconds = crate::time::from_k8s(&rejected.rejected_at).timestamp();
     let mut time = gix::date::parse::TimeBuf::default();
     let signature = gix::actor::Signature {
         name: author.name.as_str().into(),
         email: author.email.as_str().into(),
-        time: gix::date::Time::now_utc(),
+        time: gix::date::Time::new(seconds, 0),
     };
     let signature = signature.to_ref(&mut time);
     let revert = repo
@@ -169,11 +173,26 @@ pub async fn push(
     if let Some(ca) = std::env::var_os("SSL_CERT_FILE") {
         command.env("GIT_SSL_CAINFO", ca);
     }
+    // The way out of the cluster the fetch takes (reqwest reads the same variables).
+    for proxy in [
+        "HTTPS_PROXY",
+        "https_proxy",
+        "HTTP_PROXY",
+        "http_proxy",
+        "NO_PROXY",
+        "no_proxy",
+        "ALL_PROXY",
+        "all_proxy",
+    ] {
+        if let Some(value) = std::env::var_os(proxy) {
+            command.env(proxy, value);
+        }
+    }
     // Credentials go through the environment, never the command line (which any process on
     // the machine can read) and never the URL (which git repeats in its messages).
     let mut config = vec![("credential.helper".to_owned(), String::new())];
     let mut secrets = Vec::new();
-    let _ssh_keys = match credentials {
+    let ssh_keys = match credentials {
         Credentials::Basic { username, password } => {
             // Git's own way to ask for them (a credential helper), answered from this
             // process's environment: a wrong password fails as "Authentication failed".
@@ -241,7 +260,15 @@ pub async fn push(
             .fold(text.to_owned(), |text, secret| text.replace(secret, "***"))
     };
     let stdout = scrub(&String::from_utf8_lossy(&output.stdout));
-    let stderr = scrub(&String::from_utf8_lossy(&output.stderr));
+    let mut stderr = scrub(&String::from_utf8_lossy(&output.stderr));
+    // ssh's own reason went beside the keys (see `ssh_command`).
+    if let Some(reason) = ssh_keys
+        .as_ref()
+        .and_then(|keys| std::fs::read_to_string(keys.path().join(SSH_STDERR)).ok())
+        .and_then(|said| ssh_diagnosis(&said))
+    {
+        stderr.push_str(&format!("\nfatal: {reason} (ssh)\n"));
+    }
     Err(diagnose(branch, commit, &stdout, &stderr))
 }
 

@@ -533,6 +533,14 @@ fn git_sync_rules() {
         );
     }
 
+    let onto_tracked = git_sync_from(json!({"url": "https://h/r.git", "ref": {"branch": "main"},
+        "rollback": {"writeBack": {"enabled": true, "authorName": "w", "authorEmail": "w@x",
+            "branch": "main"}}}));
+    assert_only(
+        git_sync(&onto_tracked),
+        &[(Invalid, "spec.rollback.writeBack.branch")],
+    );
+
     let pinned = git_sync_from(
         json!({"url": "https://h/r.git", "ref": {"commit": "abc123"},
         "rollback": {"writeBack": {"enabled": true, "authorName": "w", "authorEmail": "w@x"}}}),
