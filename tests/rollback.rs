@@ -124,9 +124,13 @@ fn secret() -> Value {
 }
 
 async fn git_sync(ns: &TestNamespace, url: &str, write_back: bool) {
+    git_sync_every(ns, url, write_back, "1s").await;
+}
+
+async fn git_sync_every(ns: &TestNamespace, url: &str, write_back: bool, interval: &str) {
     let object = json!({"apiVersion": "weir.dev/v1alpha1", "kind": "GitSync",
         "metadata": {"name": "app"},
-        "spec": {"url": url, "ref": {"branch": "main"}, "path": "deploy", "interval": "1s",
+        "spec": {"url": url, "ref": {"branch": "main"}, "path": "deploy", "interval": interval,
             "rollback": {"writeBack": {"enabled": write_back, "authorName": "weir",
                 "authorEmail": "weir@example.com"}}}});
     ns.api::<GitSync>()
@@ -137,6 +141,25 @@ async fn git_sync(ns: &TestNamespace, url: &str, write_back: bool) {
         )
         .await
         .unwrap_or_else(|e| panic!("applying the GitSync: {e}"));
+}
+
+/// Asks for a sync now (as the push webhook does) and waits until it was handled.
+async fn sync_now(ns: &TestNamespace) -> GitSyncStatus {
+    let request = format!("{:?}", std::time::SystemTime::now());
+    ns.api::<GitSync>()
+        .patch(
+            "app",
+            &PatchParams::default(),
+            &Patch::Merge(
+                json!({"metadata": {"annotations": {"weir.dev/sync-requested-at": request}}}),
+            ),
+        )
+        .await
+        .expect("request a sync");
+    sync_where(ns, "the sync request handled", |s| {
+        s.last_handled_sync_request.as_deref() == Some(request.as_str())
+    })
+    .await
 }
 
 async fn sync_status(ns: &TestNamespace) -> GitSyncStatus {
@@ -179,6 +202,51 @@ async fn setting(ns: &TestNamespace) -> Option<String> {
 fn revisions(rollout: &Rollout) -> (Option<String>, Option<String>) {
     let status = rollout.status.clone().unwrap_or_default();
     (status.stable_revision, status.canary_revision)
+}
+
+/// The moment a watch first shows an object of kind K matching `check`: timestamps taken
+/// where the events arrive, so two of them measure what happened in between.
+struct FirstSeen {
+    at: std::sync::Arc<std::sync::Mutex<Option<std::time::Instant>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl FirstSeen {
+    fn start<K>(api: kube::Api<K>, check: impl Fn(&K) -> bool + Send + 'static) -> FirstSeen
+    where
+        K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
+    {
+        use futures::StreamExt;
+        use kube::runtime::{WatchStreamExt, watcher};
+        let at = std::sync::Arc::new(std::sync::Mutex::new(None));
+        let sink = at.clone();
+        let task = tokio::spawn(async move {
+            let mut stream = watcher(api, watcher::Config::default())
+                .default_backoff()
+                .applied_objects()
+                .boxed();
+            while let Some(Ok(object)) = stream.next().await {
+                if check(&object) {
+                    let mut at = sink.lock().unwrap_or_else(|e| e.into_inner());
+                    at.get_or_insert_with(std::time::Instant::now);
+                }
+            }
+        });
+        FirstSeen { at, task }
+    }
+
+    async fn wait(&self, what: &str) -> std::time::Instant {
+        eventually(what, LIMIT, || async {
+            *self.at.lock().unwrap_or_else(|e| e.into_inner())
+        })
+        .await
+    }
+}
+
+impl Drop for FirstSeen {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }
 
 /// The revert commit weir pushed: its message and whether `deploy/` there equals `good`'s.
@@ -230,7 +298,25 @@ async fn a_failed_canary_rolls_the_whole_app_back_and_git_agrees() {
     let weights = WeightLog::start(&ns);
 
     // v3 is bad, and changes a ConfigMap and adds a Secret besides the image.
+    let aborted = FirstSeen::start(ns.api::<Rollout>(), |r: &Rollout| {
+        r.status.as_ref().is_some_and(|s| s.abort)
+    });
+    let changed_back = FirstSeen::start(ns.api::<ConfigMap>(), |c: &ConfigMap| {
+        c.data
+            .as_ref()
+            .and_then(|d| d.get("value"))
+            .map(String::as_str)
+            == Some("setting 3")
+    });
     let v3 = commit(&repo, &ns, 3, &[secret()]);
+    changed_back.wait("v3's ConfigMap applied").await;
+    let restored = FirstSeen::start(ns.api::<ConfigMap>(), |c: &ConfigMap| {
+        c.data
+            .as_ref()
+            .and_then(|d| d.get("value"))
+            .map(String::as_str)
+            == Some("setting 2")
+    });
     eventually("v3's Secret applied", LIMIT, || async {
         ns.api::<Secret>().get_opt("extra").await.ok()?
     })
@@ -258,6 +344,16 @@ async fn a_failed_canary_rolls_the_whole_app_back_and_git_agrees() {
         )
     );
     // The whole application is v2's again: image, ConfigMap, and no Secret.
+    let abort_seen = aborted.wait("v3's canary aborted").await;
+    let restored_seen = restored.wait("v2's ConfigMap back").await;
+    // Printed, not asserted: a figure to rerun (`cargo test --test rollback
+    // a_failed_canary -- --nocapture`), never a timing assertion.
+    println!(
+        "rollback latency (abort seen -> v2's ConfigMap back): {} ms",
+        restored_seen
+            .saturating_duration_since(abort_seen)
+            .as_millis()
+    );
     healthy_on(&ns, "web:2").await;
     assert_eq!(setting(&ns).await.as_deref(), Some("setting 2"));
     eventually("v3's Secret pruned", LIMIT, || async {
@@ -351,7 +447,9 @@ async fn a_human_abort_rolls_back_and_the_good_revision_is_held_until_the_ref_mo
     let held = json!([{"setWeight": 20}, {"pause": {}}]);
     let v1 = commit_with(&repo, &ns, 1, held.clone(), &[]);
     let _controller = ControllerProcess::start(&ns.name);
-    git_sync(&ns, &repo.file_url(), false).await;
+    // An interval longer than the test: every sync is asked for, so nothing here waits for
+    // the interval, and the rollback shows it does not either.
+    git_sync_every(&ns, &repo.file_url(), false, "1h").await;
     healthy_on(&ns, "web:1").await;
     sync_where(&ns, "v1 good", |s| {
         s.last_good_revision.as_deref() == Some(v1.as_str())
@@ -359,6 +457,7 @@ async fn a_human_abort_rolls_back_and_the_good_revision_is_held_until_the_ref_mo
     .await;
 
     let v2 = commit_with(&repo, &ns, 2, held.clone(), &[]);
+    sync_now(&ns).await;
     wait_for(&ns, "v2's canary paused", |r| {
         phase(r) == Some(RolloutPhase::Paused)
     })
@@ -389,11 +488,15 @@ async fn a_human_abort_rolls_back_and_the_good_revision_is_held_until_the_ref_mo
     assert!(!rollout.status.as_ref().is_some_and(|s| s.abort));
     let weights = WeightLog::start(&ns);
 
-    // Git still says v2, fetched every second: it is never applied again.
-    tokio::time::sleep(Duration::from_secs(4)).await;
-    let status = sync_status(&ns).await;
-    assert_eq!(status.last_applied_revision.as_deref(), Some(v1.as_str()));
-    assert_eq!(status.rejected_revisions.len(), 1);
+    // Git still says v2, fetched again and again: it is never applied again.
+    for _ in 0..3 {
+        let status = sync_now(&ns).await;
+        assert_eq!(status.last_fetched_revision.as_deref(), Some(v2.as_str()));
+        assert_eq!(status.last_applied_revision.as_deref(), Some(v1.as_str()));
+        assert_eq!(ready_reason(&status), "RolledBack");
+        assert_eq!(status.rejected_revisions.len(), 1);
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(weights.states().last(), Some(&Some(0)));
     assert!(
         !weights.states().contains(&Some(20)),
@@ -403,6 +506,7 @@ async fn a_human_abort_rolls_back_and_the_good_revision_is_held_until_the_ref_mo
 
     // A newer commit resumes: its canary starts from v1.
     let v3 = commit_with(&repo, &ns, 3, held, &[]);
+    sync_now(&ns).await;
     let canary = wait_for(&ns, "v3's canary paused", |r| {
         phase(r) == Some(RolloutPhase::Paused)
             && revisions(r) == (Some(v1.clone()), Some(v3.clone()))
@@ -432,7 +536,14 @@ async fn a_human_abort_rolls_back_and_the_good_revision_is_held_until_the_ref_mo
     })
     .await;
     healthy_on(&ns, "web:1").await;
+    let status = sync_now(&ns).await;
+    assert_eq!(
+        status.pinned.map(|p| p.revision),
+        Some(v1.clone()),
+        "a sync with the ref unmoved keeps the pin"
+    );
     let v4 = commit_with(&repo, &ns, 4, json!([]), &[]);
+    sync_now(&ns).await;
     let status = sync_where(&ns, "the pin ends with v4", |s| {
         ready_reason(s) == "Applied" && s.last_applied_revision.as_deref() == Some(v4.as_str())
     })
