@@ -7,6 +7,7 @@ pub mod conditions;
 pub mod crd_files;
 pub mod duration;
 pub mod gitops;
+pub mod plugin;
 pub mod rollout;
 pub mod runtime;
 pub mod sim;

@@ -10,6 +10,7 @@ use super::args::{self, Known};
 use crate::api::Rollout;
 use crate::api::analysis::{AnalysisRun, AnalysisRunSpec, AnalysisTemplateSpec, Argument};
 use crate::api::rollout::{AnalysisTemplateRef, RolloutSpec};
+use crate::gitops::inventory::REVISION_ANNOTATION;
 use crate::rollout::workload::{ROLLOUT_LABEL, owner_reference};
 use crate::validate::{self, Violation, ViolationKind};
 
@@ -200,6 +201,13 @@ pub fn build(
             name: Some(name(&rollout_name, hash, attempt, step)),
             namespace: rollout.namespace(),
             labels: Some(labels),
+            // The Git revision the measured version came from, for `kubectl weir history`.
+            annotations: rollout
+                .annotations()
+                .get(REVISION_ANNOTATION)
+                .map(|revision| {
+                    BTreeMap::from([(REVISION_ANNOTATION.to_owned(), revision.clone())])
+                }),
             owner_references: owner_reference(rollout).map(|o| vec![o]),
             ..ObjectMeta::default()
         },

@@ -1,27 +1,10 @@
-//! `kubectl-weir`: the kubectl plugin (`kubectl weir ...`).
+//! `kubectl-weir`: the kubectl plugin (`kubectl weir ...`); see `weir::plugin`.
 
-use clap::{Parser, Subcommand};
+use std::process::ExitCode;
 
-#[derive(Parser)]
-#[command(
-    name = "kubectl-weir",
-    bin_name = "kubectl weir",
-    version,
-    about = "Watch and steer weir Rollouts from kubectl"
-)]
-struct Cli {
-    #[command(subcommand)]
-    command: Command,
-}
+use clap::Parser;
 
-#[derive(Subcommand)]
-enum Command {
-    /// Print the plugin's version.
-    Version,
-}
-
-fn main() {
-    match Cli::parse().command {
-        Command::Version => println!("kubectl-weir {}", env!("CARGO_PKG_VERSION")),
-    }
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> ExitCode {
+    weir::plugin::run(weir::plugin::Cli::parse()).await
 }

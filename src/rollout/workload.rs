@@ -16,6 +16,9 @@ use crate::time::from_k8s;
 pub const ROLLOUT_LABEL: &str = "weir.dev/rollout";
 /// When a ReplicaSet no traffic reaches scales down (RFC 3339).
 pub const SCALE_DOWN_ANNOTATION: &str = "weir.dev/scale-down-at";
+/// The Rollout's pod template as it was written (JSON), before the API server filled in
+/// defaults: what `kubectl weir undo` puts back, so the template hashes as it did.
+pub const TEMPLATE_ANNOTATION: &str = "weir.dev/pod-template";
 
 pub fn replica_set_name(rollout: &str, hash: &str) -> String {
     format!("{rollout}-{hash}")
@@ -55,6 +58,10 @@ pub fn replica_set(rollout: &Rollout, hash: &str, replicas: i32) -> ReplicaSet {
             name: Some(replica_set_name(&name, hash)),
             namespace: rollout.namespace(),
             labels: Some(labels),
+            // Serializing a k8s-openapi type into memory cannot fail.
+            annotations: serde_json::to_string(&rollout.spec.template)
+                .ok()
+                .map(|json| BTreeMap::from([(TEMPLATE_ANNOTATION.to_owned(), json)])),
             owner_references: owner_reference(rollout).map(|o| vec![o]),
             ..ObjectMeta::default()
         },
@@ -164,6 +171,19 @@ mod tests {
             Some("abc")
         );
         assert_eq!(pod_labels.get("app").map(String::as_str), Some("web"));
+        let kept: k8s_openapi::api::core::v1::PodTemplateSpec = serde_json::from_str(
+            rs.metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(TEMPLATE_ANNOTATION))
+                .expect("the template kept"),
+        )
+        .expect("a template");
+        assert_eq!(
+            template_hash::of(&kept),
+            template_hash::of(&rollout().spec.template),
+            "undo can put back exactly what hashed to this ReplicaSet"
+        );
     }
 
     #[test]

@@ -24,6 +24,13 @@ fn cluster_dir() -> PathBuf {
         .unwrap_or_else(|| repo_root().join(".local-cluster"))
 }
 
+/// The kubeconfig of the local cluster: `$KUBECONFIG` when set, else the cluster's own.
+pub fn kubeconfig_path() -> PathBuf {
+    std::env::var_os("KUBECONFIG")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| cluster_dir().join("kubeconfig"))
+}
+
 const HOW_TO_START: &str =
     "start the local control plane with `hack/local-cluster.sh up` (or run `make test`)";
 

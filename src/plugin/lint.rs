@@ -1,0 +1,142 @@
+//! `kubectl weir lint`: manifests checked offline with the controller's own validation.
+//! Pure: a file's name and text in, findings out.
+//!
+//! An Argo Rollouts manifest (`argoproj.io/v1alpha1`) is checked as weir would read it after
+//! its `apiVersion` is changed, and the answer says whether that is all it takes.
+
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use crate::api::analysis::AnalysisTemplateSpec;
+use crate::api::gitsync::GitSyncSpec;
+use crate::api::rollout::RolloutSpec;
+use crate::validate::{self, Violation, ViolationKind};
+
+const WEIR: &str = "weir.dev/v1alpha1";
+const ARGO: &str = "argoproj.io/v1alpha1";
+
+/// What linting one file found.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Report {
+    /// One line per finding.
+    pub lines: Vec<String>,
+    /// Findings that make the manifest wrong for weir.
+    pub errors: usize,
+    /// weir's documents checked.
+    pub checked: usize,
+}
+
+fn parse<T: DeserializeOwned>(spec: &Value) -> Result<T, String> {
+    serde_json::from_value(spec.clone()).map_err(|e| format!("spec does not parse: {e}"))
+}
+
+pub fn lint(file: &str, text: &str) -> Report {
+    let mut report = Report::default();
+    for (index, document) in serde_yaml_ng::Deserializer::from_str(text).enumerate() {
+        let value = match Value::deserialize(document) {
+            Ok(Value::Null) => continue,
+            Ok(value) => value,
+            Err(error) => {
+                report.errors += 1;
+                report
+                    .lines
+                    .push(format!("{file}: document {index}: not YAML: {error}"));
+                // The rest of the file cannot be read reliably after a syntax error.
+                break;
+            }
+        };
+        let api_version = value["apiVersion"].as_str().unwrap_or_default();
+        let kind = value["kind"].as_str().unwrap_or_default();
+        let name = value["metadata"]["name"].as_str().unwrap_or("(no name)");
+        if api_version != WEIR && api_version != ARGO {
+            continue;
+        }
+        let violations: Result<Vec<Violation>, String> = match kind {
+            "Rollout" => parse::<RolloutSpec>(&value["spec"]).map(|s| validate::rollout(&s)),
+            "AnalysisTemplate" | "ClusterAnalysisTemplate" => {
+                parse::<AnalysisTemplateSpec>(&value["spec"])
+                    .map(|s| validate::analysis_template(&s))
+            }
+            "GitSync" if api_version == WEIR => {
+                parse::<GitSyncSpec>(&value["spec"]).map(|s| validate::git_sync(&s))
+            }
+            _ => continue,
+        };
+        report.checked += 1;
+        let place = format!("{file}: document {index} ({kind} {name})");
+        match violations {
+            Err(message) => {
+                report.errors += 1;
+                report.lines.push(format!("{place}: {message}"));
+            }
+            Ok(violations) => {
+                for violation in &violations {
+                    let label = match violation.kind {
+                        ViolationKind::Unsupported => "unsupported",
+                        ViolationKind::Required | ViolationKind::Invalid => "error",
+                    };
+                    report.lines.push(format!("{place}: {label}: {violation}"));
+                }
+                report.errors += violations.len();
+                if api_version == ARGO {
+                    let unsupported = violations
+                        .iter()
+                        .filter(|v| v.kind == ViolationKind::Unsupported)
+                        .count();
+                    report.lines.push(if violations.is_empty() {
+                        format!(
+                            "{place}: weir can run this Argo Rollouts manifest once apiVersion is {WEIR}"
+                        )
+                    } else {
+                        format!(
+                            "{place}: weir cannot run this Argo Rollouts manifest as it is: {unsupported} unsupported, {} other problems",
+                            violations.len() - unsupported
+                        )
+                    });
+                }
+            }
+        }
+    }
+    report
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn findings_name_file_document_object_and_field() {
+        let text = "apiVersion: v1\nkind: Service\nmetadata: {name: web}\n---\n\
+            apiVersion: weir.dev/v1alpha1\nkind: Rollout\nmetadata: {name: web}\n\
+            spec:\n  selector: {matchLabels: {app: web}}\n  template:\n    metadata: {labels: {app: web}}\n\
+            \x20   spec: {containers: [{name: web, image: web:1}]}\n  strategy:\n    canary:\n      steps: [{setWeight: 120}]\n";
+        let report = lint("app.yaml", text);
+        assert_eq!(report.checked, 1, "the Service is not weir's");
+        assert_eq!(report.errors, 1);
+        assert!(
+            report.lines[0].starts_with(
+                "app.yaml: document 1 (Rollout web): error: spec.strategy.canary.steps[0].setWeight:"
+            ),
+            "{:?}",
+            report.lines
+        );
+    }
+
+    #[test]
+    fn broken_yaml_and_unparsable_specs_are_errors() {
+        let report = lint("bad.yaml", "kind: [unclosed\n");
+        assert_eq!(report.errors, 1);
+        assert!(report.lines[0].contains("not YAML"), "{:?}", report.lines);
+        let report = lint(
+            "bad.yaml",
+            "apiVersion: weir.dev/v1alpha1\nkind: Rollout\nmetadata: {name: web}\nspec: {replicas: many}\n",
+        );
+        assert_eq!(report.errors, 1);
+        assert!(
+            report.lines[0].contains("spec does not parse"),
+            "{:?}",
+            report.lines
+        );
+    }
+}

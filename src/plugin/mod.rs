@@ -1,0 +1,544 @@
+//! `kubectl weir`: the operator's plugin. The commands and their flags (kubectl's habits:
+//! `--kubeconfig`, `--context`, `-n`, `-A`), and the thin I/O around the pure parts:
+//! `show` (list, get), `control` (promote, abort, retry, pause, resume), `wait` (status),
+//! `history`, `undo` and `lint`.
+
+pub mod control;
+pub mod history;
+pub mod lint;
+pub mod show;
+pub mod undo;
+pub mod wait;
+
+use std::collections::BTreeMap;
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{CommandFactory, Parser, Subcommand, ValueEnum};
+use k8s_openapi::api::apps::v1::ReplicaSet;
+use kube::api::{ListParams, Patch, PatchParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Api, Client, Config, ResourceExt};
+
+use self::control::{Control, Part};
+use self::show::Observed;
+use self::wait::Standing;
+use crate::api::analysis::AnalysisRun;
+use crate::api::gitsync::GitSync;
+use crate::api::rollout::Rollout;
+use crate::gitops::inventory::OWNER_ANNOTATION;
+use crate::gitops::rollback::ROLLBACK_TO_ANNOTATION;
+use crate::rollout::workload::ROLLOUT_LABEL;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "kubectl-weir",
+    bin_name = "kubectl weir",
+    version,
+    about = "Watch and steer weir Rollouts from kubectl",
+    after_help = "A Rollout a GitSync manages is rolled back through the GitSync, so Git stays the source of truth."
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub kube: KubeArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// How to reach the cluster, as kubectl takes it.
+#[derive(clap::Args, Debug)]
+pub struct KubeArgs {
+    /// Path to the kubeconfig file (default: $KUBECONFIG, then ~/.kube/config).
+    #[arg(long, global = true)]
+    pub kubeconfig: Option<PathBuf>,
+    /// The kubeconfig context to use (default: the current context).
+    #[arg(long, global = true)]
+    pub context: Option<String>,
+    /// The namespace (default: the context's namespace, then "default").
+    #[arg(short = 'n', long, global = true)]
+    pub namespace: Option<String>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// One line per Rollout: phase, step, canary weight, stable and canary revision, age.
+    List {
+        /// Rollouts in every namespace.
+        #[arg(short = 'A', long)]
+        all_namespaces: bool,
+    },
+    /// A Rollout at a glance: steps, traffic, revisions, ReplicaSets, analysis, conditions.
+    Get {
+        name: String,
+        /// Keep watching: redraw on a terminal, one line per change otherwise.
+        #[arg(short = 'w', long)]
+        watch: bool,
+        /// Print the object itself.
+        #[arg(short = 'o', long, value_enum)]
+        output: Option<Format>,
+    },
+    /// Go past the current pause (or, with --full, skip every remaining step).
+    Promote {
+        name: String,
+        /// Skip all remaining steps and analysis.
+        #[arg(long)]
+        full: bool,
+    },
+    /// Send all traffic back to the stable version now (a managing GitSync then rolls back).
+    Abort { name: String },
+    /// Start an aborted canary again from its first step.
+    Retry { name: String },
+    /// Hold the Rollout where it is (spec.paused).
+    Pause { name: String },
+    /// Let a paused Rollout go on.
+    Resume { name: String },
+    /// Go back to an earlier version: a Git revision through the GitSync, else a ReplicaSet.
+    Undo {
+        name: String,
+        /// A Git revision (full SHA or a prefix the GitSync knows), or for a Rollout without
+        /// a GitSync the pod-template hash of an earlier ReplicaSet.
+        #[arg(long)]
+        to_revision: Option<String>,
+    },
+    /// The revisions the Rollout went through, with outcomes and analysis.
+    History { name: String },
+    /// Wait until Healthy (exit 0), Degraded or aborted (exit 1), or the timeout (exit 2).
+    Status {
+        name: String,
+        /// How long to wait (5m, 90s).
+        #[arg(long, default_value = "5m", value_parser = parse_duration)]
+        timeout: Duration,
+    },
+    /// Check Rollout, AnalysisTemplate and GitSync manifests offline (also Argo's).
+    Lint {
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
+    /// Print the plugin's version.
+    Version,
+    /// Print a shell completion script.
+    Completion { shell: clap_complete::Shell },
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+pub enum Format {
+    Json,
+    Yaml,
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    crate::duration::parse(text).map_err(|e| e.to_string())
+}
+
+/// What went wrong, in one line for the operator.
+struct Failure(String);
+
+impl<T: Into<String>> From<T> for Failure {
+    fn from(text: T) -> Failure {
+        Failure(text.into())
+    }
+}
+
+/// Runs a command; its exit code follows kubectl's (0 fine, 1 an error).
+pub async fn run(cli: Cli) -> ExitCode {
+    match execute(cli).await {
+        Ok(code) => code,
+        Err(Failure(message)) => {
+            eprintln!("error: {message}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn execute(cli: Cli) -> Result<ExitCode, Failure> {
+    let kube = cli.kube;
+    match cli.command {
+        Command::Version => {
+            println!("kubectl-weir {}", env!("CARGO_PKG_VERSION"));
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Completion { shell } => {
+            let mut command = Cli::command();
+            clap_complete::generate(shell, &mut command, "kubectl-weir", &mut std::io::stdout());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Lint { files } => Ok(lint_files(&files)),
+        Command::List { all_namespaces } => {
+            let cluster = Cluster::connect(&kube).await?;
+            let api: Api<Rollout> = if all_namespaces {
+                Api::all(cluster.client.clone())
+            } else {
+                cluster.api()
+            };
+            let mut rollouts = api
+                .list(&ListParams::default())
+                .await
+                .map_err(|e| cluster.explain(e, "list", "rollouts", ""))?
+                .items;
+            rollouts.sort_by_key(|r| (r.namespace(), r.name_any()));
+            print!(
+                "{}",
+                show::list(&rollouts, all_namespaces, chrono::Utc::now())
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Get {
+            name,
+            watch,
+            output,
+        } => {
+            let cluster = Cluster::connect(&kube).await?;
+            if let Some(format) = output {
+                let rollout = cluster.rollout(&name).await?;
+                let text = match format {
+                    Format::Json => serde_json::to_string_pretty(&rollout)
+                        .map_err(|e| format!("printing {name}: {e}"))?,
+                    Format::Yaml => serde_yaml_ng::to_string(&rollout)
+                        .map_err(|e| format!("printing {name}: {e}"))?,
+                };
+                println!("{}", text.trim_end());
+                return Ok(ExitCode::SUCCESS);
+            }
+            if !watch {
+                let observed = cluster.observe(&name).await?;
+                print!("{}", show::get(&observed, chrono::Utc::now()));
+                return Ok(ExitCode::SUCCESS);
+            }
+            watch_rollout(&cluster, &name).await
+        }
+        Command::Promote { name, full } => control(&kube, &name, Control::Promote { full }).await,
+        Command::Abort { name } => control(&kube, &name, Control::Abort).await,
+        Command::Retry { name } => control(&kube, &name, Control::Retry).await,
+        Command::Pause { name } => control(&kube, &name, Control::Pause).await,
+        Command::Resume { name } => control(&kube, &name, Control::Resume).await,
+        Command::Undo { name, to_revision } => undo(&kube, &name, to_revision.as_deref()).await,
+        Command::History { name } => {
+            let cluster = Cluster::connect(&kube).await?;
+            let rollout = cluster.rollout(&name).await?;
+            let runs = cluster.owned::<AnalysisRun>(&name, "analysisruns").await?;
+            let now = chrono::Utc::now();
+            let text = match cluster.managing_sync(&rollout).await? {
+                Some(sync) => {
+                    history::from_git(&rollout, &sync.status.unwrap_or_default(), &runs, now)
+                }
+                None => {
+                    let replica_sets = cluster.owned::<ReplicaSet>(&name, "replicasets").await?;
+                    history::from_replica_sets(&rollout, &replica_sets, &runs, now)
+                }
+            };
+            print!("{text}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Status { name, timeout } => {
+            let cluster = Cluster::connect(&kube).await?;
+            status(&cluster, &name, timeout).await
+        }
+    }
+}
+
+fn lint_files(files: &[PathBuf]) -> ExitCode {
+    let (mut errors, mut checked) = (0, 0);
+    for file in files {
+        let shown = file.display().to_string();
+        let text = match std::fs::read_to_string(file) {
+            Ok(text) => text,
+            Err(e) => {
+                println!("{shown}: cannot be read: {e}");
+                errors += 1;
+                continue;
+            }
+        };
+        let report = lint::lint(&shown, &text);
+        for line in &report.lines {
+            println!("{line}");
+        }
+        errors += report.errors;
+        checked += report.checked;
+    }
+    println!(
+        "{checked} weir document{} checked, {errors} problem{}",
+        if checked == 1 { "" } else { "s" },
+        if errors == 1 { "" } else { "s" }
+    );
+    if errors == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
+}
+
+async fn control(kube: &KubeArgs, name: &str, control: Control) -> Result<ExitCode, Failure> {
+    let cluster = Cluster::connect(kube).await?;
+    let rollout = cluster.rollout(name).await?;
+    let change = control::change(control, &rollout)?;
+    let api: Api<Rollout> = cluster.api();
+    let params = PatchParams::default();
+    let patched = match change.part {
+        Part::Status => {
+            api.patch_status(name, &params, &Patch::Merge(&change.patch))
+                .await
+        }
+        Part::Spec => api.patch(name, &params, &Patch::Merge(&change.patch)).await,
+    };
+    let resource = match change.part {
+        Part::Status => "rollouts/status",
+        Part::Spec => "rollouts",
+    };
+    patched.map_err(|e| cluster.explain(e, "patch", resource, name))?;
+    println!("{}", change.next);
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn undo(kube: &KubeArgs, name: &str, to: Option<&str>) -> Result<ExitCode, Failure> {
+    let cluster = Cluster::connect(kube).await?;
+    let rollout = cluster.rollout(name).await?;
+    if let Some(sync) = cluster.managing_sync(&rollout).await? {
+        let status = sync.status.clone().unwrap_or_default();
+        let revision = undo::revision_to_pin(&status, to)?;
+        let subject = status
+            .history
+            .iter()
+            .find(|h| h.revision == revision)
+            .map(|h| format!(" {:?}", h.subject))
+            .unwrap_or_default();
+        let sync_namespace = sync.namespace().unwrap_or_default();
+        let api: Api<GitSync> = Api::namespaced(cluster.client.clone(), &sync_namespace);
+        let patch =
+            serde_json::json!({"metadata": {"annotations": {ROLLBACK_TO_ANNOTATION: revision}}});
+        api.patch(
+            &sync.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await
+        .map_err(|e| cluster.explain(e, "patch", "gitsyncs", &sync.name_any()))?;
+        println!(
+            "{name}: GitSync {sync_namespace}/{} applies revision {}{subject} and holds it until its ref moves; {name} follows",
+            sync.name_any(),
+            show::short(&revision)
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
+    let replica_sets = cluster.owned::<ReplicaSet>(name, "replicasets").await?;
+    let (hash, template) = undo::template_to_restore(&rollout, &replica_sets, to)?;
+    let patch: json_patch::Patch = serde_json::from_value(serde_json::json!([
+        {"op": "replace", "path": "/spec/template", "value": template}
+    ]))
+    .map_err(|e| format!("building the patch: {e}"))?;
+    let api: Api<Rollout> = cluster.api();
+    api.patch(name, &PatchParams::default(), &Patch::Json::<()>(patch))
+        .await
+        .map_err(|e| cluster.explain(e, "patch", "rollouts", name))?;
+    println!(
+        "{name}: the template of ReplicaSet {hash} is back; if it is the stable one, traffic returns to it at once, otherwise it goes through the canary steps"
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// How often `get -w` and `status` look again.
+const POLL: Duration = Duration::from_secs(1);
+
+async fn status(cluster: &Cluster, name: &str, timeout: Duration) -> Result<ExitCode, Failure> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut last = String::new();
+    loop {
+        let rollout = cluster.rollout(name).await?;
+        match wait::standing(&rollout) {
+            Standing::Healthy(line) => {
+                println!("{name}: {line}");
+                return Ok(ExitCode::SUCCESS);
+            }
+            Standing::Degraded(line) => {
+                println!("{name}: {line}");
+                return Ok(ExitCode::from(1));
+            }
+            Standing::Going(line) => {
+                if line != last {
+                    println!("{name}: {line}");
+                    last = line;
+                }
+            }
+        }
+        if tokio::time::Instant::now() >= deadline {
+            println!(
+                "{name}: still not Healthy after {}s: {last}",
+                timeout.as_secs()
+            );
+            return Ok(ExitCode::from(2));
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+async fn watch_rollout(cluster: &Cluster, name: &str) -> Result<ExitCode, Failure> {
+    let terminal = std::io::stdout().is_terminal();
+    let mut last = String::new();
+    loop {
+        let observed = cluster.observe(name).await?;
+        let text = if terminal {
+            show::get(&observed, chrono::Utc::now())
+        } else {
+            summary(&observed.rollout)
+        };
+        if text != last {
+            let mut out = std::io::stdout().lock();
+            if terminal {
+                // Home and clear, then the whole view: a redraw in place.
+                let _ = write!(out, "\x1b[H\x1b[2J{text}");
+            } else {
+                let _ = writeln!(out, "{text}");
+            }
+            let _ = out.flush();
+            last = text;
+        }
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => return Ok(ExitCode::SUCCESS),
+            _ = tokio::time::sleep(POLL) => {}
+        }
+    }
+}
+
+/// One line for a change seen by `get -w` off a terminal.
+fn summary(rollout: &Rollout) -> String {
+    let status = rollout.status.clone().unwrap_or_default();
+    format!(
+        "{} {} step={} weight={}% stable={} canary={}{}",
+        rollout.name_any(),
+        status.phase.map_or("Pending".into(), |p| format!("{p:?}")),
+        show::step_of(rollout),
+        status.canary_weight.unwrap_or(0),
+        status.stable_rs.as_deref().unwrap_or("-"),
+        status.canary_rs.as_deref().unwrap_or("-"),
+        status
+            .message
+            .map(|m| format!(" message={m:?}"))
+            .unwrap_or_default()
+    )
+}
+
+/// A connection, and the namespace commands act in.
+struct Cluster {
+    client: Client,
+    namespace: String,
+}
+
+impl Cluster {
+    async fn connect(args: &KubeArgs) -> Result<Cluster, Failure> {
+        let options = KubeConfigOptions {
+            context: args.context.clone(),
+            cluster: None,
+            user: None,
+        };
+        let config = match &args.kubeconfig {
+            Some(path) => {
+                let kubeconfig = Kubeconfig::read_from(path)
+                    .map_err(|e| format!("reading kubeconfig {}: {e}", path.display()))?;
+                Config::from_custom_kubeconfig(kubeconfig, &options).await
+            }
+            None => Config::from_kubeconfig(&options).await,
+        }
+        .map_err(|e| format!("reading the kubeconfig: {e}"))?;
+        let namespace = args
+            .namespace
+            .clone()
+            .unwrap_or_else(|| config.default_namespace.clone());
+        let client =
+            Client::try_from(config).map_err(|e| format!("connecting to the cluster: {e}"))?;
+        Ok(Cluster { client, namespace })
+    }
+
+    fn api<K>(&self) -> Api<K>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+        <K as kube::Resource>::DynamicType: Default,
+    {
+        Api::namespaced(self.client.clone(), &self.namespace)
+    }
+
+    /// One line: not found, no permission (with verb and resource), or what the server said.
+    fn explain(&self, error: kube::Error, verb: &str, resource: &str, name: &str) -> Failure {
+        let namespace = &self.namespace;
+        let kind = resource.trim_end_matches("/status").trim_end_matches('s');
+        Failure(match error {
+            kube::Error::Api(status) if status.code == 404 => {
+                format!("{kind} {name} not found in namespace {namespace}")
+            }
+            kube::Error::Api(status) if status.code == 403 => format!(
+                "no permission to {verb} {resource} in namespace {namespace} (ask for RBAC that allows it): {}",
+                status.message
+            ),
+            kube::Error::Api(status) => format!(
+                "{verb} {resource} {name} in namespace {namespace}: {}",
+                status.message
+            ),
+            other => format!("cannot reach the cluster: {other}"),
+        })
+    }
+
+    async fn rollout(&self, name: &str) -> Result<Rollout, Failure> {
+        self.api::<Rollout>()
+            .get(name)
+            .await
+            .map_err(|e| self.explain(e, "get", "rollouts", name))
+    }
+
+    async fn owned<K>(&self, rollout: &str, resource: &str) -> Result<Vec<K>, Failure>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>
+            + Clone
+            + serde::de::DeserializeOwned
+            + std::fmt::Debug,
+        <K as kube::Resource>::DynamicType: Default,
+    {
+        let labels = ListParams::default().labels(&format!("{ROLLOUT_LABEL}={rollout}"));
+        Ok(self
+            .api::<K>()
+            .list(&labels)
+            .await
+            .map_err(|e| self.explain(e, "list", resource, rollout))?
+            .items)
+    }
+
+    /// The GitSync that applies this Rollout, when one does and it still exists.
+    async fn managing_sync(&self, rollout: &Rollout) -> Result<Option<GitSync>, Failure> {
+        let Some((namespace, name)) = rollout
+            .annotations()
+            .get(OWNER_ANNOTATION)
+            .and_then(|owner| owner.split_once('/'))
+        else {
+            return Ok(None);
+        };
+        let api: Api<GitSync> = Api::namespaced(self.client.clone(), namespace);
+        api.get_opt(name)
+            .await
+            .map_err(|e| self.explain(e, "get", "gitsyncs", name))
+    }
+
+    async fn observe(&self, name: &str) -> Result<Observed, Failure> {
+        let rollout = self.rollout(name).await?;
+        let replica_sets = self.owned::<ReplicaSet>(name, "replicasets").await?;
+        let runs = self.owned::<AnalysisRun>(name, "analysisruns").await?;
+        let subjects: BTreeMap<String, String> = self
+            .managing_sync(&rollout)
+            .await?
+            .and_then(|s| s.status)
+            .map(|s| {
+                s.history
+                    .into_iter()
+                    .map(|h| (h.revision, h.subject))
+                    .collect()
+            })
+            .unwrap_or_default();
+        Ok(Observed {
+            rollout,
+            replica_sets,
+            runs,
+            subjects,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,149 @@
+//! Snapshots of what the plugin prints, for fixed objects and a fixed clock; `cargo insta
+//! review` (or INSTA_UPDATE=always) after an intended change.
+
+use chrono::{DateTime, Utc};
+use clap::CommandFactory;
+use serde_json::json;
+
+use super::show::{self, Observed};
+use super::{Cli, history};
+use crate::api::analysis::AnalysisRun;
+use crate::api::gitsync::GitSyncStatus;
+use crate::api::rollout::Rollout;
+
+const STABLE_SHA: &str = "5407b173496e0f6b1e7e6f1b7c4a1c2d3e4f5a6b";
+const CANARY_SHA: &str = "766c0e3c5397aa0b1c2d3e4f5a6b7c8d9e0f1a2b";
+
+fn now() -> DateTime<Utc> {
+    DateTime::from_timestamp(1_800_000_000, 0).expect("a time")
+}
+
+fn rollout() -> Rollout {
+    serde_json::from_value(json!({
+        "apiVersion": "weir.dev/v1alpha1", "kind": "Rollout",
+        "metadata": {"name": "web", "namespace": "shop", "generation": 4,
+            "creationTimestamp": "2027-01-15T06:00:00Z",
+            "annotations": {"weir.dev/gitsync": "shop/app"}},
+        "spec": {"replicas": 5, "selector": {"matchLabels": {"app": "web"}},
+            "template": {"metadata": {"labels": {"app": "web"}},
+                "spec": {"containers": [{"name": "web", "image": "web:3"}]}},
+            "strategy": {"canary": {"stableService": "web-stable", "canaryService": "web-canary",
+                "trafficRouting": {"gatewayAPI": {"httpRoute": "web"}},
+                "steps": [{"setWeight": 20},
+                    {"analysis": {"templates": [{"templateName": "success-rate"}]}},
+                    {"pause": {"duration": "30s"}},
+                    {"setWeight": 60},
+                    {"pause": {}}]}}},
+        "status": {"phase": "Progressing", "observedGeneration": 4,
+            "message": "waiting for analysis run web-766c0e3-1-1",
+            "currentStepIndex": 1, "canaryWeight": 20,
+            "stableRS": "55f487b784", "canaryRS": "5c8c654d5c",
+            "stableRevision": STABLE_SHA, "canaryRevision": CANARY_SHA,
+            "conditions": [
+                {"type": "Progressing", "status": "True", "reason": "StepCompleted",
+                 "message": "step 0 (setWeight 20) done", "lastTransitionTime": "2027-01-15T07:59:00Z"},
+                {"type": "Available", "status": "True", "reason": "StableAvailable",
+                 "message": "5 of 5 stable pods available", "lastTransitionTime": "2027-01-15T06:01:00Z"}]}
+    }))
+    .expect("a Rollout")
+}
+
+fn replica_set(hash: &str, image: &str, replicas: i32, created: &str) -> serde_json::Value {
+    json!({"apiVersion": "apps/v1", "kind": "ReplicaSet",
+        "metadata": {"name": format!("web-{hash}"), "namespace": "shop", "creationTimestamp": created,
+            "labels": {"app": "web", "rollouts-pod-template-hash": hash, "weir.dev/rollout": "web"}},
+        "spec": {"replicas": replicas, "selector": {"matchLabels": {"app": "web"}},
+            "template": {"metadata": {"labels": {"app": "web", "rollouts-pod-template-hash": hash}},
+                "spec": {"containers": [{"name": "web", "image": image}]}}},
+        "status": {"replicas": replicas, "readyReplicas": replicas}})
+}
+
+fn observed() -> Observed {
+    let replica_sets = [
+        replica_set("55f487b784", "web:2", 5, "2027-01-15T06:00:00Z"),
+        replica_set("5c8c654d5c", "web:3", 1, "2027-01-15T07:58:00Z"),
+    ]
+    .into_iter()
+    .map(|rs| serde_json::from_value(rs).expect("a ReplicaSet"))
+    .collect();
+    let run: AnalysisRun = serde_json::from_value(json!({
+        "apiVersion": "weir.dev/v1alpha1", "kind": "AnalysisRun",
+        "metadata": {"name": "web-5c8c654d5c-1-1", "namespace": "shop",
+            "creationTimestamp": "2027-01-15T07:59:30Z",
+            "labels": {"weir.dev/rollout": "web", "weir.dev/step": "1",
+                "weir.dev/canary-hash": "5c8c654d5c", "weir.dev/attempt": "1"},
+            "annotations": {"weir.dev/git-revision": CANARY_SHA}},
+        "spec": {"metrics": [{"name": "success-rate",
+            "successCondition": "result[0] >= 0.95",
+            "provider": {"prometheus": {"query": "rate(ok[1m])"}}}]},
+        "status": {"phase": "Running", "metricResults": [{"name": "success-rate", "phase": "Running",
+            "count": 1, "successful": 1,
+            "measurements": [{"phase": "Successful", "value": "[0.99]",
+                "startedAt": "2027-01-15T07:59:40Z", "finishedAt": "2027-01-15T07:59:40Z"}]}]}
+    }))
+    .expect("an AnalysisRun");
+    Observed {
+        rollout: rollout(),
+        replica_sets,
+        runs: vec![run],
+        subjects: [
+            (STABLE_SHA.to_owned(), "web 2: faster search".to_owned()),
+            (CANARY_SHA.to_owned(), "web 3: new checkout".to_owned()),
+        ]
+        .into(),
+    }
+}
+
+#[test]
+fn help() {
+    let mut command = Cli::command();
+    // Built, the subcommands know they are `kubectl weir <command>`.
+    command.build();
+    let mut text = command.render_long_help().to_string();
+    for sub in command.get_subcommands_mut() {
+        text.push_str(&format!("\n===== {} =====\n", sub.get_name()));
+        text.push_str(&sub.render_long_help().to_string());
+    }
+    insta::assert_snapshot!(text);
+}
+
+#[test]
+fn list() {
+    let mut healthy = rollout();
+    healthy.metadata.name = Some("api".into());
+    healthy.metadata.namespace = Some("payments".into());
+    healthy.status = serde_json::from_value(json!({"phase": "Healthy",
+        "currentStepIndex": 5, "stableRS": "6d9f8b7c5a", "canaryRS": "6d9f8b7c5a"}))
+    .ok();
+    insta::assert_snapshot!(show::list(&[healthy, rollout()], true, now()));
+}
+
+#[test]
+fn get() {
+    insta::assert_snapshot!(show::get(&observed(), now()));
+}
+
+#[test]
+fn history_from_git() {
+    let status: GitSyncStatus = serde_json::from_value(json!({
+        "lastAppliedRevision": CANARY_SHA,
+        "history": [
+            {"revision": STABLE_SHA, "subject": "web 2: faster search", "time": "2027-01-14T10:00:00Z", "outcome": "Applied"},
+            {"revision": "aaaaaaa000000000000000000000000000000000", "subject": "web 2.1: bigger cache",
+             "time": "2027-01-15T05:00:00Z", "outcome": "Rejected"},
+            {"revision": STABLE_SHA, "subject": "web 2: faster search", "time": "2027-01-15T05:00:01Z", "outcome": "RolledBack"},
+            {"revision": "bbbbbbb000000000000000000000000000000000", "subject": "Revert \"web 2.1: bigger cache\"",
+             "time": "2027-01-15T05:00:05Z", "outcome": "Applied"},
+            {"revision": CANARY_SHA, "subject": "web 3: new checkout", "time": "2027-01-15T07:58:00Z", "outcome": "Applied"}],
+        "rejectedRevisions": [{"revision": "aaaaaaa000000000000000000000000000000000",
+            "reason": "AnalysisFailed", "rollout": "shop/web", "metric": "success-rate", "value": "[0.5]",
+            "rejectedAt": "2027-01-15T05:00:00Z", "revert": "bbbbbbb000000000000000000000000000000000"}]
+    }))
+    .expect("a status");
+    insta::assert_snapshot!(history::from_git(
+        &rollout(),
+        &status,
+        &observed().runs,
+        now()
+    ));
+}

@@ -1,0 +1,210 @@
+//! `kubectl weir undo`: which version to go back to. Pure.
+//!
+//! A Rollout a GitSync manages goes back through the GitSync (it pins a revision with
+//! `weir.dev/rollback-to`), so Git stays the source of truth; a Rollout applied by hand gets
+//! an earlier ReplicaSet's template back, as Argo Rollouts' undo does.
+
+use k8s_openapi::api::apps::v1::ReplicaSet;
+use k8s_openapi::api::core::v1::PodTemplateSpec;
+use kube::ResourceExt;
+
+use super::show::short;
+use crate::api::gitsync::GitSyncStatus;
+use crate::api::rollout::Rollout;
+use crate::rollout::template_hash::LABEL as HASH_LABEL;
+use crate::rollout::workload::TEMPLATE_ANNOTATION;
+
+/// The revision to pin: `to` (a full SHA, or a prefix of a revision the GitSync knows), or
+/// else the newest revision in its history before the one applied now.
+pub fn revision_to_pin(status: &GitSyncStatus, to: Option<&str>) -> Result<String, String> {
+    let applied = status.last_applied_revision.as_deref();
+    let rejected = |revision: &str| {
+        status
+            .rejected_revisions
+            .iter()
+            .find(|r| r.revision == revision)
+    };
+    let revision = match to {
+        Some(wanted) => {
+            let wanted = wanted.trim().to_ascii_lowercase();
+            let mut known: Vec<&str> = status
+                .history
+                .iter()
+                .map(|h| h.revision.as_str())
+                .chain(status.last_good_revision.as_deref())
+                .filter(|r| r.starts_with(&wanted))
+                .collect();
+            known.sort_unstable();
+            known.dedup();
+            match known.as_slice() {
+                [one] => (*one).to_owned(),
+                [] if wanted.len() == 40 && wanted.bytes().all(|b| b.is_ascii_hexdigit()) => {
+                    wanted
+                }
+                [] => {
+                    return Err(format!(
+                        "revision {wanted} is not in the GitSync's history; give the full 40-digit SHA"
+                    ));
+                }
+                many => {
+                    return Err(format!(
+                        "{wanted} matches {} revisions ({}); give more digits",
+                        many.len(),
+                        many.iter().map(|r| short(r)).collect::<Vec<_>>().join(", ")
+                    ));
+                }
+            }
+        }
+        None => status
+            .history
+            .iter()
+            .rev()
+            .filter(|h| matches!(h.outcome.as_str(), "Applied" | "RolledBack" | "Pinned"))
+            .map(|h| h.revision.clone())
+            .find(|r| Some(r.as_str()) != applied && rejected(r).is_none())
+            .ok_or_else(|| {
+                "the GitSync's history holds no earlier revision to go back to; name one with --to-revision".to_owned()
+            })?,
+    };
+    if let Some(rejected) = rejected(&revision) {
+        return Err(format!(
+            "revision {} was rejected ({}); weir never applies it again",
+            short(&revision),
+            rejected.reason
+        ));
+    }
+    if Some(revision.as_str()) == applied {
+        return Err(format!(
+            "revision {} is the one applied now",
+            short(&revision)
+        ));
+    }
+    Ok(revision)
+}
+
+/// The template to put back: that of the ReplicaSet whose hash is `to`; else, during a
+/// canary, the stable one's (the version live before); else the newest other ReplicaSet's.
+pub fn template_to_restore(
+    rollout: &Rollout,
+    replica_sets: &[ReplicaSet],
+    to: Option<&str>,
+) -> Result<(String, PodTemplateSpec), String> {
+    let current = rollout
+        .status
+        .as_ref()
+        .and_then(|s| s.canary_rs.clone())
+        .unwrap_or_else(|| crate::rollout::template_hash::of(&rollout.spec.template));
+    let stable = rollout.status.as_ref().and_then(|s| s.stable_rs.clone());
+    let mut candidates: Vec<&ReplicaSet> = replica_sets
+        .iter()
+        .filter(|rs| rs.labels().get(HASH_LABEL) != Some(&current))
+        .collect();
+    // The stable first, then newest first (creation times have one-second steps: the name
+    // breaks ties, so the choice never depends on the order the API server lists them in).
+    candidates.sort_by_key(|rs| {
+        (
+            rs.labels().get(HASH_LABEL) != stable.as_ref(),
+            std::cmp::Reverse(rs.metadata.creation_timestamp.clone()),
+            rs.name_any(),
+        )
+    });
+    let chosen = match to {
+        Some(hash) => candidates
+            .into_iter()
+            .find(|rs| rs.labels().get(HASH_LABEL).map(String::as_str) == Some(hash))
+            .ok_or_else(|| {
+                format!(
+                    "{} has no earlier ReplicaSet with hash {hash}; `kubectl weir history {}` lists them",
+                    rollout.name_any(),
+                    rollout.name_any()
+                )
+            })?,
+        None => candidates.into_iter().next().ok_or_else(|| {
+            format!(
+                "{} has no earlier ReplicaSet to go back to",
+                rollout.name_any()
+            )
+        })?,
+    };
+    let hash = chosen.labels().get(HASH_LABEL).cloned().unwrap_or_default();
+    // The template as the Rollout had it; a ReplicaSet's own has the API server's defaults
+    // filled in, which would hash as a new version.
+    if let Some(template) = chosen
+        .annotations()
+        .get(TEMPLATE_ANNOTATION)
+        .and_then(|json| serde_json::from_str::<PodTemplateSpec>(json).ok())
+    {
+        return Ok((hash, template));
+    }
+    let mut template = chosen
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.clone())
+        .ok_or_else(|| format!("ReplicaSet {} has no template", chosen.name_any()))?;
+    // The hash label is the controller's, not part of the Rollout's template.
+    if let Some(labels) = template.metadata.as_mut().and_then(|m| m.labels.as_mut()) {
+        labels.remove(HASH_LABEL);
+    }
+    Ok((hash, template))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::gitsync::{RejectedRevision, RevisionRecord};
+    use crate::time::to_k8s;
+
+    fn record(revision: &str, outcome: &str) -> RevisionRecord {
+        RevisionRecord {
+            revision: revision.into(),
+            subject: revision.into(),
+            time: to_k8s(chrono::DateTime::from_timestamp(0, 0).expect("time")),
+            outcome: outcome.into(),
+        }
+    }
+
+    fn sha(c: char) -> String {
+        c.to_string().repeat(40)
+    }
+
+    #[test]
+    fn undo_picks_the_revision_before_the_current_one_never_a_rejected_one() {
+        let status = GitSyncStatus {
+            last_applied_revision: Some(sha('c')),
+            history: vec![
+                record(&sha('a'), "Applied"),
+                record(&sha('b'), "Applied"),
+                record(&sha('b'), "Rejected"),
+                record(&sha('c'), "Applied"),
+            ],
+            rejected_revisions: vec![RejectedRevision {
+                revision: sha('b'),
+                reason: "AnalysisFailed".into(),
+                rollout: None,
+                metric: None,
+                value: None,
+                rejected_at: to_k8s(chrono::DateTime::from_timestamp(0, 0).expect("time")),
+                revert: None,
+            }],
+            ..GitSyncStatus::default()
+        };
+        assert_eq!(revision_to_pin(&status, None), Ok(sha('a')));
+        assert_eq!(revision_to_pin(&status, Some("aaaa")), Ok(sha('a')));
+        assert!(
+            revision_to_pin(&status, Some("bbb"))
+                .expect_err("rejected")
+                .contains("was rejected (AnalysisFailed)")
+        );
+        assert!(
+            revision_to_pin(&status, Some("ccc"))
+                .expect_err("current")
+                .contains("applied now")
+        );
+        assert!(
+            revision_to_pin(&status, Some("123"))
+                .expect_err("unknown")
+                .contains("full 40-digit SHA")
+        );
+        assert_eq!(revision_to_pin(&status, Some(&sha('d'))), Ok(sha('d')));
+    }
+}
