@@ -400,24 +400,9 @@ async fn a_signed_push_webhook_syncs_at_once_and_nothing_else_does() {
 /// HTTPRoute between them (no weights: those are the rollout engine's), and the Rollout.
 fn app_in_git(image: &str) -> String {
     let steps = json!([{"setWeight": 20}, {"pause": {}}]);
-    let documents = [
-        json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web-stable"},
-            "spec": {"selector": {"app": "web"}, "ports": [{"port": 80, "protocol": "TCP"}]}}),
-        json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web-canary"},
-            "spec": {"selector": {"app": "web"}, "ports": [{"port": 80, "protocol": "TCP"}]}}),
-        json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
-            "metadata": {"name": "web"},
-            "spec": {"parentRefs": [{"name": "gateway"}], "hostnames": ["shop.example"],
-                "rules": [{"backendRefs": [
-                    {"name": "web-stable", "port": 80}, {"name": "web-canary", "port": 80}]}]}}),
-        support::app::rollout(image, steps, json!({})),
-    ];
-    // JSON is YAML: one document each.
-    documents
-        .iter()
-        .map(|d| d.to_string())
-        .collect::<Vec<_>>()
-        .join("\n---\n")
+    let mut documents = support::app::routing();
+    documents.push(support::app::rollout(image, steps, json!({})));
+    support::app::yaml_stream(&documents)
 }
 
 async fn route_hostnames(ns: &TestNamespace) -> Vec<String> {

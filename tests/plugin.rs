@@ -42,6 +42,46 @@ fn code(output: &Output) -> Option<i32> {
     output.status.code()
 }
 
+/// `kubectl weir get web -w` running off a terminal, its lines collected; killed on drop,
+/// also when an assertion fails first.
+struct Watching {
+    child: std::process::Child,
+    lines: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Watching {
+    fn start(ns: &TestNamespace) -> Watching {
+        use std::io::BufRead;
+        let mut child = Command::new(PLUGIN)
+            .args(["get", "web", "-w", "-n", &ns.name])
+            .env("KUBECONFIG", kubeconfig_path())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("get -w");
+        let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = lines.clone();
+        if let Some(out) = child.stdout.take() {
+            std::thread::spawn(move || {
+                for line in std::io::BufReader::new(out).lines().map_while(Result::ok) {
+                    sink.lock().unwrap_or_else(|e| e.into_inner()).push(line);
+                }
+            });
+        }
+        Watching { child, lines }
+    }
+
+    fn lines(&self) -> Vec<String> {
+        self.lines.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+impl Drop for Watching {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 fn steps() -> serde_json::Value {
     json!([{"setWeight": 20}, {"pause": {}}, {"setWeight": 60}])
 }
@@ -81,10 +121,8 @@ async fn operators_promote_abort_and_retry_and_ci_waits_on_exit_codes() {
     let refused = weir(&ns, &["promote", "web"]);
     assert_eq!(code(&refused), Some(1));
     assert!(
-        stderr(&refused).starts_with("error: web is Healthy on ")
-            && stderr(&refused)
-                .trim_end()
-                .ends_with("there is no canary to promote"),
+        stderr(&refused).starts_with("error: web has no canary in progress (Healthy, on ")
+            && stderr(&refused).trim_end().ends_with("nothing to promote"),
         "{}",
         stderr(&refused)
     );
@@ -112,12 +150,11 @@ async fn operators_promote_abort_and_retry_and_ci_waits_on_exit_codes() {
     );
 
     // `get -w` off a terminal: one line per change.
-    let watching = Command::new(PLUGIN)
-        .args(["get", "web", "-w", "-n", &ns.name])
-        .env("KUBECONFIG", kubeconfig_path())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("get -w");
+    let watching = Watching::start(&ns);
+    eventually("get -w to print the paused canary", LIMIT, || async {
+        watching.lines().first().cloned()
+    })
+    .await;
     let promoted = weir(&ns, &["promote", "web"]);
     assert_eq!(code(&promoted), Some(0), "{}", stderr(&promoted));
     assert_eq!(
@@ -127,21 +164,19 @@ async fn operators_promote_abort_and_retry_and_ci_waits_on_exit_codes() {
     let healthy = weir(&ns, &["status", "web", "--timeout", "60s"]);
     assert_eq!(code(&healthy), Some(0), "{}", stdout(&healthy));
     healthy_on(&ns, "web:2").await;
-    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
-    let mut watching = watching;
-    let _ = watching.kill();
-    let watched = stdout(&watching.wait_with_output().expect("get -w output"));
-    let lines: Vec<&str> = watched.lines().collect();
-    assert!(
+    let lines = eventually("get -w to print Healthy", LIMIT, || async {
+        let lines = watching.lines();
         lines
-            .first()
-            .is_some_and(|l| l.starts_with("web Paused step=2/3 weight=20%"))
-            && lines
-                .last()
-                .is_some_and(|l| l.starts_with("web Healthy step=3/3"))
-            && lines.len() >= 2,
-        "{watched}"
+            .last()
+            .is_some_and(|l| l.starts_with("web Healthy step=3/3"))
+            .then_some(lines)
+    })
+    .await;
+    assert!(
+        lines[0].starts_with("web Paused step=2/3 weight=20%"),
+        "{lines:?}"
     );
+    drop(watching);
 
     paused_canary(&ns, "web:3").await;
     let aborted = weir(&ns, &["abort", "web"]);
@@ -191,6 +226,20 @@ async fn operators_promote_abort_and_retry_and_ci_waits_on_exit_codes() {
     let object: serde_json::Value =
         serde_json::from_slice(&json.stdout).expect("get -o json prints the object");
     assert_eq!(object["metadata"]["name"], "web");
+
+    let gone = weir(&ns, &["status", "nosuch", "--timeout", "10s"]);
+    assert_eq!(
+        code(&gone),
+        Some(3),
+        "status could not tell: {}",
+        stderr(&gone)
+    );
+    let usage = weir(&ns, &["status", "web", "--timeout", "5x"]);
+    assert_eq!(
+        code(&usage),
+        Some(3),
+        "a wrong command line is not a verdict"
+    );
 
     let missing = weir(&ns, &["get", "nosuch"]);
     assert_eq!(code(&missing), Some(1));
@@ -295,23 +344,13 @@ async fn undo_and_history_go_through_the_gitsync() {
     let ns = TestNamespace::new(&client().await, "plugin-git").await;
     let repo = GitRepo::new(&ns.name);
     let manifest = |image: &str| {
-        let documents = [
-            json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web-stable"},
-                "spec": {"selector": {"app": "web"}, "ports": [{"port": 80, "protocol": "TCP"}]}}),
-            json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web-canary"},
-                "spec": {"selector": {"app": "web"}, "ports": [{"port": 80, "protocol": "TCP"}]}}),
-            json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
-                "metadata": {"name": "web"},
-                "spec": {"parentRefs": [{"name": "gateway"}],
-                    "rules": [{"backendRefs": [
-                        {"name": "web-stable", "port": 80}, {"name": "web-canary", "port": 80}]}]}}),
-            support::app::rollout(image, json!([{"setWeight": 20}]), json!({})),
-        ];
-        documents
-            .iter()
-            .map(|d| d.to_string())
-            .collect::<Vec<_>>()
-            .join("\n---\n")
+        let mut documents = support::app::routing();
+        documents.push(support::app::rollout(
+            image,
+            json!([{"setWeight": 20}]),
+            json!({}),
+        ));
+        support::app::yaml_stream(&documents)
     };
     let v1 = repo.commit("web one", &[("deploy/app.yaml", &manifest("web:1"))]);
     let _controller = ControllerProcess::start(&ns.name);
@@ -455,7 +494,7 @@ fn lint_checks_weir_and_argo_manifests_offline() {
     let text = stdout(&output);
     assert!(
         text.contains(&format!(
-            "{}: document 0 (Rollout web): unsupported: spec.strategy.blueGreen",
+            "{}: document 1 (Rollout web): unsupported: spec.strategy.blueGreen",
             bad.display()
         )),
         "{text}"

@@ -59,16 +59,8 @@ fn app(ns: &TestNamespace, image: &str, setting: &str, steps: Value, extra: &[Va
         "weir_test_success_rate{{test=\"{}\",version=\"{{{{args.version}}}}\"}}",
         ns.name
     );
-    let mut documents = vec![
-        json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web-stable"},
-            "spec": {"selector": {"app": "web"}, "ports": [{"port": 80, "protocol": "TCP"}]}}),
-        json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web-canary"},
-            "spec": {"selector": {"app": "web"}, "ports": [{"port": 80, "protocol": "TCP"}]}}),
-        json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
-            "metadata": {"name": "web"},
-            "spec": {"parentRefs": [{"name": "gateway"}],
-                "rules": [{"backendRefs": [
-                    {"name": "web-stable", "port": 80}, {"name": "web-canary", "port": 80}]}]}}),
+    let mut documents = support::app::routing();
+    documents.extend([
         json!({"apiVersion": "weir.dev/v1alpha1", "kind": "AnalysisTemplate",
             "metadata": {"name": "success-rate"},
             "spec": {"args": [{"name": "version"}], "metrics": [{"name": "success-rate",
@@ -78,13 +70,9 @@ fn app(ns: &TestNamespace, image: &str, setting: &str, steps: Value, extra: &[Va
         json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "settings"},
             "data": {"value": setting}}),
         support::app::rollout(image, steps, json!({})),
-    ];
+    ]);
     documents.extend(extra.iter().cloned());
-    documents
-        .iter()
-        .map(|d| d.to_string())
-        .collect::<Vec<_>>()
-        .join("\n---\n")
+    support::app::yaml_stream(&documents)
 }
 
 /// Steps whose analysis measures the version being shipped.

@@ -122,8 +122,13 @@ impl Attempt {
     }
 }
 
+/// Twelve characters of a revision (cut at a character: a status edited by hand may hold
+/// any text).
 pub fn short(revision: &str) -> &str {
-    &revision[..revision.len().min(12)]
+    revision
+        .char_indices()
+        .nth(12)
+        .map_or(revision, |(at, _)| &revision[..at])
 }
 
 /// Records an attempt. Transition times and history entries change only when the outcome
@@ -275,13 +280,7 @@ pub fn wrote_back(
             commit,
             branch,
         } => {
-            if let Some(entry) = status
-                .rejected_revisions
-                .iter_mut()
-                .find(|r| r.revision == *rejected)
-            {
-                entry.revert = Some(commit.clone());
-            }
+            undone_by(status, rejected, commit);
             (
                 true,
                 "Pushed",
@@ -293,13 +292,7 @@ pub fn wrote_back(
             )
         }
         WriteBack::Unneeded { rejected, good } => {
-            if let Some(entry) = status
-                .rejected_revisions
-                .iter_mut()
-                .find(|r| r.revision == *rejected)
-            {
-                entry.revert = Some(good.clone());
-            }
+            undone_by(status, rejected, good);
             (
                 true,
                 "NothingToRevert",
@@ -348,6 +341,17 @@ pub fn wrote_back(
             &time,
             generation,
         );
+    }
+}
+
+/// Records the commit that undid a rejected revision in Git.
+fn undone_by(status: &mut GitSyncStatus, rejected: &str, commit: &str) {
+    if let Some(entry) = status
+        .rejected_revisions
+        .iter_mut()
+        .find(|r| r.revision == rejected)
+    {
+        entry.revert = Some(commit.to_owned());
     }
 }
 

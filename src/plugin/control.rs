@@ -6,7 +6,7 @@ use kube::ResourceExt;
 use serde_json::{Value, json};
 
 use super::show::step_text;
-use crate::api::rollout::{Rollout, RolloutPhase};
+use crate::api::rollout::Rollout;
 use crate::gitops::inventory::OWNER_ANNOTATION;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -36,7 +36,18 @@ pub struct Change {
 /// The change for `control`, or why it makes no sense for this Rollout now.
 pub fn change(control: Control, rollout: &Rollout) -> Result<Change, String> {
     let name = rollout.name_any();
-    let status = rollout.status.clone().unwrap_or_default();
+    let Some(status) = rollout.status.clone() else {
+        return Err(format!(
+            "{name} has no status yet: the controller has not picked it up (is it running for this namespace?)"
+        ));
+    };
+    if !matches!(control, Control::Pause | Control::Resume)
+        && status.observed_generation != rollout.metadata.generation
+    {
+        return Err(format!(
+            "the controller has not seen {name}'s latest spec yet; try again in a moment"
+        ));
+    }
     let steps = rollout
         .spec
         .strategy
@@ -47,7 +58,12 @@ pub fn change(control: Control, rollout: &Rollout) -> Result<Change, String> {
     let index = status.current_step_index.unwrap_or(0).max(0) as usize;
     let canary = status.canary_rs.clone().unwrap_or_default();
     let stable = status.stable_rs.clone().unwrap_or_default();
-    let healthy = status.phase == Some(RolloutPhase::Healthy) || canary == stable;
+    let phase = status
+        .phase
+        .map_or("Pending".to_owned(), |p| format!("{p:?}"));
+    // A canary is in flight while its template is not the stable one.
+    let in_flight = status.canary_rs.is_some() && canary != stable;
+    let no_canary = || format!("{name} has no canary in progress ({phase}, on {stable})");
     let managed = rollout.annotations().get(OWNER_ANNOTATION).cloned();
     match control {
         Control::Promote { full } => {
@@ -56,10 +72,8 @@ pub fn change(control: Control, rollout: &Rollout) -> Result<Change, String> {
                     "{name} is aborted: nothing to promote; `kubectl weir retry {name}` starts its canary again"
                 ));
             }
-            if healthy {
-                return Err(format!(
-                    "{name} is Healthy on {stable}: there is no canary to promote"
-                ));
+            if !in_flight {
+                return Err(format!("{}: nothing to promote", no_canary()));
             }
             if full {
                 return Ok(Change {
@@ -98,10 +112,8 @@ pub fn change(control: Control, rollout: &Rollout) -> Result<Change, String> {
             if status.abort {
                 return Err(format!("{name} is aborted already"));
             }
-            if healthy {
-                return Err(format!(
-                    "{name} is Healthy on {stable}: there is no canary to abort"
-                ));
+            if !in_flight {
+                return Err(format!("{}: nothing to abort", no_canary()));
             }
             let git = match &managed {
                 Some(owner) => format!(
@@ -124,30 +136,40 @@ pub fn change(control: Control, rollout: &Rollout) -> Result<Change, String> {
             Ok(Change {
                 part: Part::Status,
                 patch: json!({"status": {"abort": false}}),
-                next: format!("{name}: the canary of {canary} starts again from step 0"),
+                next: format!("{name}: the canary of {canary} starts again from step 1"),
             })
         }
         Control::Pause => {
             if rollout.spec.paused {
                 return Err(format!("{name} is paused already"));
             }
+            let held = if in_flight {
+                format!(
+                    "it stays at step {} with its traffic as it is",
+                    (index + 1).min(steps.len())
+                )
+            } else {
+                "a new template will wait before its first step".to_owned()
+            };
             Ok(Change {
                 part: Part::Spec,
                 patch: json!({"spec": {"paused": true}}),
-                next: format!(
-                    "{name}: paused; it stays at step {} with its traffic as it is until `kubectl weir resume {name}`",
-                    index + 1
-                ),
+                next: format!("{name}: paused; {held} until `kubectl weir resume {name}`"),
             })
         }
         Control::Resume => {
             if !rollout.spec.paused {
                 return Err(format!("{name} is not paused by spec.paused"));
             }
+            let then = if in_flight {
+                format!("it goes on from step {}", (index + 1).min(steps.len()))
+            } else {
+                "new templates go through their steps again".to_owned()
+            };
             Ok(Change {
                 part: Part::Spec,
                 patch: json!({"spec": {"paused": false}}),
-                next: format!("{name}: resumed; it goes on from step {}", index + 1),
+                next: format!("{name}: resumed; {then}"),
             })
         }
     }
@@ -213,11 +235,14 @@ mod tests {
         let progressing = rollout(json!({"phase": "Progressing", "stableRS": "aaa",
             "canaryRS": "bbb", "currentStepIndex": 0}));
         let refused = |control, rollout: &Rollout| change(control, rollout).expect_err("refused");
-        assert!(refused(Control::Promote { full: false }, &healthy).contains("no canary"));
+        assert_eq!(
+            refused(Control::Promote { full: false }, &healthy),
+            "web has no canary in progress (Healthy, on aaa): nothing to promote"
+        );
         assert!(
             refused(Control::Promote { full: true }, &aborted).contains("kubectl weir retry web")
         );
-        assert!(refused(Control::Abort, &healthy).contains("no canary to abort"));
+        assert!(refused(Control::Abort, &healthy).ends_with("nothing to abort"));
         assert!(refused(Control::Retry, &healthy).contains("not aborted"));
         assert!(refused(Control::Resume, &healthy).contains("not paused"));
         assert!(
@@ -228,5 +253,46 @@ mod tests {
             change(Control::Retry, &aborted).map(|c| c.patch),
             Ok(json!({"status": {"abort": false}}))
         );
+        // A deadline with no canary leaves canary == stable but not Healthy: still nothing
+        // to abort, and it says which phase it is in.
+        let stuck = rollout(json!({"phase": "Degraded", "stableRS": "aaa", "canaryRS": "aaa"}));
+        assert_eq!(
+            refused(Control::Abort, &stuck),
+            "web has no canary in progress (Degraded, on aaa): nothing to abort"
+        );
+        let new = serde_json::from_value::<Rollout>(json!({
+            "apiVersion": "weir.dev/v1alpha1", "kind": "Rollout", "metadata": {"name": "web"},
+            "spec": {"selector": {}, "template": {}, "strategy": {}}
+        }))
+        .expect("a Rollout");
+        assert!(refused(Control::Abort, &new).starts_with("web has no status yet"));
+        let mut unseen = paused();
+        unseen.metadata.generation = Some(7);
+        assert!(refused(Control::Promote { full: false }, &unseen).contains("latest spec"));
+    }
+
+    #[test]
+    fn pause_and_resume_say_what_they_hold() {
+        let healthy = rollout(
+            json!({"phase": "Healthy", "stableRS": "aaa", "canaryRS": "aaa",
+            "currentStepIndex": 3}),
+        );
+        let paused_healthy = change(Control::Pause, &healthy).expect("pause");
+        assert_eq!(
+            paused_healthy.next,
+            "web: paused; a new template will wait before its first step until `kubectl weir resume web`"
+        );
+        let pausing = change(Control::Pause, &paused()).expect("pause");
+        assert!(
+            pausing.next.contains("stays at step 2 "),
+            "{}",
+            pausing.next
+        );
+        let mut held = paused();
+        held.spec.paused = true;
+        let resumed = change(Control::Resume, &held).expect("resume");
+        assert_eq!(resumed.patch, json!({"spec": {"paused": false}}));
+        assert_eq!(resumed.next, "web: resumed; it goes on from step 2");
+        assert!(change(Control::Pause, &held).is_err());
     }
 }

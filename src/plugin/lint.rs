@@ -34,6 +34,8 @@ fn parse<T: DeserializeOwned>(spec: &Value) -> Result<T, String> {
 pub fn lint(file: &str, text: &str) -> Report {
     let mut report = Report::default();
     for (index, document) in serde_yaml_ng::Deserializer::from_str(text).enumerate() {
+        // Counted from 1, as people count documents in a file.
+        let number = index + 1;
         let value = match Value::deserialize(document) {
             Ok(Value::Null) => continue,
             Ok(value) => value,
@@ -41,7 +43,7 @@ pub fn lint(file: &str, text: &str) -> Report {
                 report.errors += 1;
                 report
                     .lines
-                    .push(format!("{file}: document {index}: not YAML: {error}"));
+                    .push(format!("{file}: document {number}: not YAML: {error}"));
                 // The rest of the file cannot be read reliably after a syntax error.
                 break;
             }
@@ -52,6 +54,7 @@ pub fn lint(file: &str, text: &str) -> Report {
         if api_version != WEIR && api_version != ARGO {
             continue;
         }
+        let place = format!("{file}: document {number} ({kind} {name})");
         let violations: Result<Vec<Violation>, String> = match kind {
             "Rollout" => parse::<RolloutSpec>(&value["spec"]).map(|s| validate::rollout(&s)),
             "AnalysisTemplate" | "ClusterAnalysisTemplate" => {
@@ -61,14 +64,35 @@ pub fn lint(file: &str, text: &str) -> Report {
             "GitSync" if api_version == WEIR => {
                 parse::<GitSyncSpec>(&value["spec"]).map(|s| validate::git_sync(&s))
             }
-            _ => continue,
+            // Kinds weir makes itself, or has no counterpart for: said, never skipped quietly.
+            "AnalysisRun" => {
+                report.lines.push(format!(
+                    "{place}: skipped: AnalysisRuns are made by the controller, not kept in Git"
+                ));
+                continue;
+            }
+            _ => {
+                report.errors += 1;
+                report.lines.push(if api_version == ARGO {
+                    format!("{place}: unsupported: weir has no {kind}")
+                } else {
+                    format!(
+                        "{place}: error: {api_version} has no kind {kind:?} (Rollout, AnalysisTemplate, ClusterAnalysisTemplate, GitSync)"
+                    )
+                });
+                continue;
+            }
         };
         report.checked += 1;
-        let place = format!("{file}: document {index} ({kind} {name})");
         match violations {
             Err(message) => {
                 report.errors += 1;
-                report.lines.push(format!("{place}: {message}"));
+                report.lines.push(format!("{place}: error: {message}"));
+                if api_version == ARGO {
+                    report.lines.push(format!(
+                        "{place}: weir cannot run this Argo Rollouts manifest as it is: its spec is not one weir reads"
+                    ));
+                }
             }
             Ok(violations) => {
                 for violation in &violations {
@@ -116,10 +140,26 @@ mod tests {
         assert_eq!(report.errors, 1);
         assert!(
             report.lines[0].starts_with(
-                "app.yaml: document 1 (Rollout web): error: spec.strategy.canary.steps[0].setWeight:"
+                "app.yaml: document 2 (Rollout web): error: spec.strategy.canary.steps[0].setWeight:"
             ),
             "{:?}",
             report.lines
+        );
+    }
+
+    #[test]
+    fn unknown_kinds_are_said_not_skipped() {
+        let report = lint(
+            "x.yaml",
+            "apiVersion: weir.dev/v1alpha1\nkind: Rolout\nmetadata: {name: web}\n---\napiVersion: argoproj.io/v1alpha1\nkind: Experiment\nmetadata: {name: e}\n",
+        );
+        assert_eq!(report.errors, 2);
+        assert_eq!(
+            report.lines,
+            vec![
+                "x.yaml: document 1 (Rolout web): error: weir.dev/v1alpha1 has no kind \"Rolout\" (Rollout, AnalysisTemplate, ClusterAnalysisTemplate, GitSync)".to_owned(),
+                "x.yaml: document 2 (Experiment e): unsupported: weir has no Experiment".to_owned(),
+            ]
         );
     }
 

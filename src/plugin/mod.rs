@@ -175,7 +175,13 @@ async fn execute(cli: Cli) -> Result<ExitCode, Failure> {
             let mut rollouts = api
                 .list(&ListParams::default())
                 .await
-                .map_err(|e| cluster.explain(e, "list", "rollouts", ""))?
+                .map_err(|e| {
+                    let mut request = cluster.here("list", "rollouts", None);
+                    if all_namespaces {
+                        request.namespace = None;
+                    }
+                    cluster.explain(e, &request)
+                })?
                 .items;
             rollouts.sort_by_key(|r| (r.namespace(), r.name_any()));
             print!(
@@ -231,10 +237,13 @@ async fn execute(cli: Cli) -> Result<ExitCode, Failure> {
             print!("{text}");
             Ok(ExitCode::SUCCESS)
         }
-        Command::Status { name, timeout } => {
-            let cluster = Cluster::connect(&kube).await?;
-            status(&cluster, &name, timeout).await
-        }
+        Command::Status { name, timeout } => match Cluster::connect(&kube).await {
+            Ok(cluster) => status(&cluster, &name, timeout).await,
+            Err(Failure(message)) => {
+                eprintln!("error: {message}");
+                Ok(ExitCode::from(COULD_NOT_TELL))
+            }
+        },
     }
 }
 
@@ -286,7 +295,7 @@ async fn control(kube: &KubeArgs, name: &str, control: Control) -> Result<ExitCo
         Part::Status => "rollouts/status",
         Part::Spec => "rollouts",
     };
-    patched.map_err(|e| cluster.explain(e, "patch", resource, name))?;
+    patched.map_err(|e| cluster.explain(e, &cluster.here("patch", resource, Some(name))))?;
     println!("{}", change.next);
     Ok(ExitCode::SUCCESS)
 }
@@ -313,7 +322,17 @@ async fn undo(kube: &KubeArgs, name: &str, to: Option<&str>) -> Result<ExitCode,
             &Patch::Merge(&patch),
         )
         .await
-        .map_err(|e| cluster.explain(e, "patch", "gitsyncs", &sync.name_any()))?;
+        .map_err(|e| {
+            cluster.explain(
+                e,
+                &Request {
+                    verb: "patch",
+                    resource: "gitsyncs",
+                    name: Some(&sync.name_any()),
+                    namespace: Some(&sync_namespace),
+                },
+            )
+        })?;
         println!(
             "{name}: GitSync {sync_namespace}/{} applies revision {}{subject} and holds it until its ref moves; {name} follows",
             sync.name_any(),
@@ -322,17 +341,27 @@ async fn undo(kube: &KubeArgs, name: &str, to: Option<&str>) -> Result<ExitCode,
         return Ok(ExitCode::SUCCESS);
     }
     let replica_sets = cluster.owned::<ReplicaSet>(name, "replicasets").await?;
-    let (hash, template) = undo::template_to_restore(&rollout, &replica_sets, to)?;
+    let runs = cluster.owned::<AnalysisRun>(name, "analysisruns").await?;
+    let restore = undo::template_to_restore(&rollout, &replica_sets, &runs, to)?;
     let patch: json_patch::Patch = serde_json::from_value(serde_json::json!([
-        {"op": "replace", "path": "/spec/template", "value": template}
+        {"op": "replace", "path": "/spec/template", "value": restore.template}
     ]))
     .map_err(|e| format!("building the patch: {e}"))?;
     let api: Api<Rollout> = cluster.api();
     api.patch(name, &PatchParams::default(), &Patch::Json::<()>(patch))
         .await
-        .map_err(|e| cluster.explain(e, "patch", "rollouts", name))?;
+        .map_err(|e| cluster.explain(e, &cluster.here("patch", "rollouts", Some(name))))?;
+    let stable = rollout.status.as_ref().and_then(|s| s.stable_rs.as_ref());
+    let then = if !restore.exact {
+        "its copy was made before weir kept templates and carries the API server's defaults, so it goes through the canary steps as a new version"
+    } else if stable == Some(&restore.hash) {
+        "it is the stable one: traffic is all on it at once, with no steps"
+    } else {
+        "it goes through the canary steps"
+    };
     println!(
-        "{name}: the template of ReplicaSet {hash} is back; if it is the stable one, traffic returns to it at once, otherwise it goes through the canary steps"
+        "{name}: the template of ReplicaSet {} is back; {then}",
+        restore.hash
     );
     Ok(ExitCode::SUCCESS)
 }
@@ -340,47 +369,80 @@ async fn undo(kube: &KubeArgs, name: &str, to: Option<&str>) -> Result<ExitCode,
 /// How often `get -w` and `status` look again.
 const POLL: Duration = Duration::from_secs(1);
 
+/// `status` could not tell: the Rollout is gone, permission is missing, or the command was
+/// given wrongly. Not 1 or 2, which a pipeline reads as Degraded or timed out.
+pub const COULD_NOT_TELL: u8 = 3;
+
 async fn status(cluster: &Cluster, name: &str, timeout: Duration) -> Result<ExitCode, Failure> {
     let deadline = tokio::time::Instant::now() + timeout;
+    let api: Api<Rollout> = cluster.api();
     let mut last = String::new();
     loop {
-        let rollout = cluster.rollout(name).await?;
-        match wait::standing(&rollout) {
-            Standing::Healthy(line) => {
-                println!("{name}: {line}");
-                return Ok(ExitCode::SUCCESS);
-            }
-            Standing::Degraded(line) => {
-                println!("{name}: {line}");
-                return Ok(ExitCode::from(1));
-            }
-            Standing::Going(line) => {
-                if line != last {
+        // Every request ends by the deadline, even against an API server that hangs.
+        let line = match tokio::time::timeout_at(deadline, api.get(name)).await {
+            Err(_) => None,
+            Ok(Ok(rollout)) => match wait::standing(&rollout) {
+                Standing::Healthy(line) => {
                     println!("{name}: {line}");
-                    last = line;
+                    return Ok(ExitCode::SUCCESS);
                 }
+                Standing::Degraded(line) => {
+                    println!("{name}: {line}");
+                    return Ok(ExitCode::from(1));
+                }
+                Standing::Going(line) => Some(line),
+            },
+            // A blip of the API server is not the rollout's verdict: try again.
+            Ok(Err(error)) if transient(&error) => Some(format!(
+                "cannot tell for now ({}); trying again",
+                explain(error, &cluster.here("get", "rollouts", Some(name)))
+            )),
+            Ok(Err(error)) => {
+                eprintln!(
+                    "error: {}",
+                    explain(error, &cluster.here("get", "rollouts", Some(name)))
+                );
+                return Ok(ExitCode::from(COULD_NOT_TELL));
             }
+        };
+        if let Some(line) = line
+            && line != last
+        {
+            println!("{name}: {line}");
+            last = line;
         }
-        if tokio::time::Instant::now() >= deadline {
+        let now = tokio::time::Instant::now();
+        if now >= deadline {
             println!(
                 "{name}: still not Healthy after {}s: {last}",
                 timeout.as_secs()
             );
             return Ok(ExitCode::from(2));
         }
-        tokio::time::sleep(POLL).await;
+        tokio::time::sleep_until((now + POLL).min(deadline)).await;
     }
 }
 
 async fn watch_rollout(cluster: &Cluster, name: &str) -> Result<ExitCode, Failure> {
+    use tokio::signal::unix::{SignalKind, signal};
     let terminal = std::io::stdout().is_terminal();
+    // One handler for the whole watch, so no Ctrl-C is missed between two looks.
+    let mut interrupt =
+        signal(SignalKind::interrupt()).map_err(|e| format!("watching for Ctrl-C: {e}"))?;
     let mut last = String::new();
     loop {
-        let observed = cluster.observe(name).await?;
-        let text = if terminal {
-            show::get(&observed, chrono::Utc::now())
-        } else {
-            summary(&observed.rollout)
+        let observed = tokio::select! {
+            _ = interrupt.recv() => return Ok(ExitCode::SUCCESS),
+            observed = cluster.observe(name) => observed,
+        };
+        let text = match observed {
+            Ok(observed) if terminal => show::get(&observed, chrono::Utc::now()),
+            Ok(observed) => summary(&observed.rollout),
+            // Gone or forbidden: the watch is over.
+            Err(Failure(message)) if !message.starts_with("cannot reach") => {
+                return Err(Failure(message));
+            }
+            Err(Failure(message)) => format!("{message}; trying again"),
         };
         if text != last {
             let mut out = std::io::stdout().lock();
@@ -394,7 +456,7 @@ async fn watch_rollout(cluster: &Cluster, name: &str) -> Result<ExitCode, Failur
             last = text;
         }
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => return Ok(ExitCode::SUCCESS),
+            _ = interrupt.recv() => return Ok(ExitCode::SUCCESS),
             _ = tokio::time::sleep(POLL) => {}
         }
     }
@@ -416,6 +478,68 @@ fn summary(rollout: &Rollout) -> String {
             .map(|m| format!(" message={m:?}"))
             .unwrap_or_default()
     )
+}
+
+/// What the user may not read is left out, with a note, rather than failing the view.
+fn allowed<T>(
+    result: Result<T, Failure>,
+    what: &str,
+    notes: &mut Vec<String>,
+) -> Result<Option<T>, Failure> {
+    match result {
+        Ok(found) => Ok(Some(found)),
+        Err(Failure(message)) if message.starts_with("no permission") => {
+            notes.push(format!("{what} not shown: {message}"));
+            Ok(None)
+        }
+        Err(failure) => Err(failure),
+    }
+}
+
+/// What a request was, to explain its failure.
+struct Request<'a> {
+    verb: &'a str,
+    /// The plural resource, with a subresource (`rollouts/status`).
+    resource: &'a str,
+    name: Option<&'a str>,
+    /// None: all namespaces.
+    namespace: Option<&'a str>,
+}
+
+fn explain(error: kube::Error, request: &Request) -> String {
+    let place = match request.namespace {
+        Some(namespace) => format!("in namespace {namespace}"),
+        None => "in any namespace".to_owned(),
+    };
+    let Request { verb, resource, .. } = request;
+    let kind = resource
+        .split('/')
+        .next()
+        .unwrap_or(resource)
+        .trim_end_matches('s');
+    match (error, request.name) {
+        (kube::Error::Api(status), Some(name)) if status.code == 404 => {
+            format!("{kind} {name} not found {place}")
+        }
+        (kube::Error::Api(status), None) if status.code == 404 => format!(
+            "the server has no {resource}: are weir's CRDs installed (`weir crds | kubectl apply -f -`)?"
+        ),
+        (kube::Error::Api(status), _) if status.code == 403 => format!(
+            "no permission to {verb} {resource} {place} (ask for RBAC that allows it): {}",
+            status.message
+        ),
+        (kube::Error::Api(status), name) => format!(
+            "{verb} {resource}{} {place}: {}",
+            name.map(|n| format!(" {n}")).unwrap_or_default(),
+            status.message
+        ),
+        (other, _) => format!("cannot reach the cluster: {other}"),
+    }
+}
+
+/// A failure that may pass: anything but not found, forbidden or invalid.
+fn transient(error: &kube::Error) -> bool {
+    !matches!(error, kube::Error::Api(status) if matches!(status.code, 400..=404 | 422))
 }
 
 /// A connection, and the namespace commands act in.
@@ -458,30 +582,25 @@ impl Cluster {
     }
 
     /// One line: not found, no permission (with verb and resource), or what the server said.
-    fn explain(&self, error: kube::Error, verb: &str, resource: &str, name: &str) -> Failure {
-        let namespace = &self.namespace;
-        let kind = resource.trim_end_matches("/status").trim_end_matches('s');
-        Failure(match error {
-            kube::Error::Api(status) if status.code == 404 => {
-                format!("{kind} {name} not found in namespace {namespace}")
-            }
-            kube::Error::Api(status) if status.code == 403 => format!(
-                "no permission to {verb} {resource} in namespace {namespace} (ask for RBAC that allows it): {}",
-                status.message
-            ),
-            kube::Error::Api(status) => format!(
-                "{verb} {resource} {name} in namespace {namespace}: {}",
-                status.message
-            ),
-            other => format!("cannot reach the cluster: {other}"),
-        })
+    fn explain(&self, error: kube::Error, request: &Request) -> Failure {
+        Failure(explain(error, request))
+    }
+
+    /// A request in this cluster's namespace.
+    fn here<'a>(&'a self, verb: &'a str, resource: &'a str, name: Option<&'a str>) -> Request<'a> {
+        Request {
+            verb,
+            resource,
+            name,
+            namespace: Some(&self.namespace),
+        }
     }
 
     async fn rollout(&self, name: &str) -> Result<Rollout, Failure> {
         self.api::<Rollout>()
             .get(name)
             .await
-            .map_err(|e| self.explain(e, "get", "rollouts", name))
+            .map_err(|e| self.explain(e, &self.here("get", "rollouts", Some(name))))
     }
 
     async fn owned<K>(&self, rollout: &str, resource: &str) -> Result<Vec<K>, Failure>
@@ -497,7 +616,7 @@ impl Cluster {
             .api::<K>()
             .list(&labels)
             .await
-            .map_err(|e| self.explain(e, "list", resource, rollout))?
+            .map_err(|e| self.explain(e, &self.here("list", resource, None)))?
             .items)
     }
 
@@ -511,31 +630,54 @@ impl Cluster {
             return Ok(None);
         };
         let api: Api<GitSync> = Api::namespaced(self.client.clone(), namespace);
-        api.get_opt(name)
-            .await
-            .map_err(|e| self.explain(e, "get", "gitsyncs", name))
+        api.get_opt(name).await.map_err(|e| {
+            self.explain(
+                e,
+                &Request {
+                    verb: "get",
+                    resource: "gitsyncs",
+                    name: Some(name),
+                    namespace: Some(namespace),
+                },
+            )
+        })
     }
 
     async fn observe(&self, name: &str) -> Result<Observed, Failure> {
         let rollout = self.rollout(name).await?;
-        let replica_sets = self.owned::<ReplicaSet>(name, "replicasets").await?;
-        let runs = self.owned::<AnalysisRun>(name, "analysisruns").await?;
-        let subjects: BTreeMap<String, String> = self
-            .managing_sync(&rollout)
-            .await?
-            .and_then(|s| s.status)
-            .map(|s| {
-                s.history
-                    .into_iter()
-                    .map(|h| (h.revision, h.subject))
-                    .collect()
-            })
-            .unwrap_or_default();
+        let mut notes = Vec::new();
+        let replica_sets = allowed(
+            self.owned::<ReplicaSet>(name, "replicasets").await,
+            "ReplicaSets",
+            &mut notes,
+        )?
+        .unwrap_or_default();
+        let runs = allowed(
+            self.owned::<AnalysisRun>(name, "analysisruns").await,
+            "AnalysisRuns",
+            &mut notes,
+        )?
+        .unwrap_or_default();
+        let subjects: BTreeMap<String, String> = allowed(
+            self.managing_sync(&rollout).await,
+            "Commit subjects",
+            &mut notes,
+        )?
+        .flatten()
+        .and_then(|s| s.status)
+        .map(|s| {
+            s.history
+                .into_iter()
+                .map(|h| (h.revision, h.subject))
+                .collect()
+        })
+        .unwrap_or_default();
         Ok(Observed {
             rollout,
             replica_sets,
             runs,
             subjects,
+            notes,
         })
     }
 }

@@ -22,11 +22,17 @@ pub struct Observed {
     pub runs: Vec<AnalysisRun>,
     /// Commit subjects by revision, from the managing GitSync's history.
     pub subjects: BTreeMap<String, String>,
+    /// What could not be read (no permission), said at the end of the view.
+    pub notes: Vec<String>,
 }
 
-/// A Git revision as people read it.
+/// A Git revision as people read it (seven characters; a revision set by hand may be any
+/// text, so this cuts at a character, never inside one).
 pub fn short(revision: &str) -> &str {
-    &revision[..revision.len().min(7)]
+    revision
+        .char_indices()
+        .nth(7)
+        .map_or(revision, |(at, _)| &revision[..at])
 }
 
 /// Age the way kubectl prints it: 45s, 12m, 5h, 3d.
@@ -224,11 +230,13 @@ fn run_rows(runs: &[AnalysisRun]) -> Vec<Vec<String>> {
     for run in runs {
         let status = run.status.clone().unwrap_or_default();
         let run_phase = status.phase.map_or("Pending".into(), |p| format!("{p:?}"));
-        let step = run
-            .labels()
-            .get(crate::analysis::run::STEP_LABEL)
-            .cloned()
-            .unwrap_or_else(|| "-".into());
+        // The label counts from 0; people (and the step list) count from 1.
+        let step = match run.labels().get(crate::analysis::run::STEP_LABEL) {
+            Some(index) => index
+                .parse::<usize>()
+                .map_or_else(|_| index.clone(), |i| (i + 1).to_string()),
+            None => "-".into(),
+        };
         if status.metric_results.is_empty() {
             rows.push(vec![
                 run.name_any(),
@@ -419,6 +427,9 @@ pub fn get(observed: &Observed, now: DateTime<Utc>) -> String {
             &condition_rows(&status.conditions),
         )));
     }
+    for note in &observed.notes {
+        let _ = writeln!(out, "Note: {note}");
+    }
     out
 }
 
@@ -434,6 +445,14 @@ mod tests {
         for weight in -10..=110 {
             assert_eq!(bar(weight).chars().count(), 22, "{weight}");
         }
+    }
+
+    #[test]
+    fn a_short_revision_never_cuts_a_character() {
+        assert_eq!(short("5407b173496e"), "5407b17");
+        assert_eq!(short("abc"), "abc");
+        assert_eq!(short("résumé12"), "résumé1");
+        assert_eq!(short("ééééééééé"), "ééééééé");
     }
 
     #[test]

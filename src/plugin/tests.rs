@@ -91,6 +91,7 @@ fn observed() -> Observed {
             (CANARY_SHA.to_owned(), "web 3: new checkout".to_owned()),
         ]
         .into(),
+        notes: Vec::new(),
     }
 }
 

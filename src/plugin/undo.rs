@@ -9,6 +9,7 @@ use k8s_openapi::api::core::v1::PodTemplateSpec;
 use kube::ResourceExt;
 
 use super::show::short;
+use crate::api::analysis::AnalysisRun;
 use crate::api::gitsync::GitSyncStatus;
 use crate::api::rollout::Rollout;
 use crate::rollout::template_hash::LABEL as HASH_LABEL;
@@ -82,19 +83,44 @@ pub fn revision_to_pin(status: &GitSyncStatus, to: Option<&str>) -> Result<Strin
     Ok(revision)
 }
 
+/// What `undo` puts back without a GitSync.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Restore {
+    pub hash: String,
+    pub template: PodTemplateSpec,
+    /// The template exactly as the Rollout had it; false for a ReplicaSet made before weir
+    /// kept templates, whose copy carries the API server's defaults and so hashes as a new
+    /// version (it goes through the canary steps).
+    pub exact: bool,
+}
+
 /// The template to put back: that of the ReplicaSet whose hash is `to`; else, during a
-/// canary, the stable one's (the version live before); else the newest other ReplicaSet's.
+/// canary, the stable one's (the version live before); else the newest other ReplicaSet
+/// whose analysis never failed (an aborted bad canary is no place to go back to).
 pub fn template_to_restore(
     rollout: &Rollout,
     replica_sets: &[ReplicaSet],
+    runs: &[AnalysisRun],
     to: Option<&str>,
-) -> Result<(String, PodTemplateSpec), String> {
+) -> Result<Restore, String> {
     let current = rollout
         .status
         .as_ref()
         .and_then(|s| s.canary_rs.clone())
         .unwrap_or_else(|| crate::rollout::template_hash::of(&rollout.spec.template));
     let stable = rollout.status.as_ref().and_then(|s| s.stable_rs.clone());
+    let failed = |hash: Option<&String>| {
+        runs.iter().any(|run| {
+            run.labels().get(crate::analysis::run::HASH_LABEL) == hash
+                && run.status.as_ref().and_then(|s| s.phase).is_some_and(|p| {
+                    matches!(
+                        p,
+                        crate::api::analysis::AnalysisPhase::Failed
+                            | crate::api::analysis::AnalysisPhase::Error
+                    )
+                })
+        })
+    };
     let mut candidates: Vec<&ReplicaSet> = replica_sets
         .iter()
         .filter(|rs| rs.labels().get(HASH_LABEL) != Some(&current))
@@ -119,9 +145,12 @@ pub fn template_to_restore(
                     rollout.name_any()
                 )
             })?,
-        None => candidates.into_iter().next().ok_or_else(|| {
+        None => candidates
+            .into_iter()
+            .find(|rs| !failed(rs.labels().get(HASH_LABEL)))
+            .ok_or_else(|| {
             format!(
-                "{} has no earlier ReplicaSet to go back to",
+                "{} has no earlier ReplicaSet to go back to (but ones whose analysis failed); name one with --to-revision",
                 rollout.name_any()
             )
         })?,
@@ -134,7 +163,11 @@ pub fn template_to_restore(
         .get(TEMPLATE_ANNOTATION)
         .and_then(|json| serde_json::from_str::<PodTemplateSpec>(json).ok())
     {
-        return Ok((hash, template));
+        return Ok(Restore {
+            hash,
+            template,
+            exact: true,
+        });
     }
     let mut template = chosen
         .spec
@@ -145,7 +178,11 @@ pub fn template_to_restore(
     if let Some(labels) = template.metadata.as_mut().and_then(|m| m.labels.as_mut()) {
         labels.remove(HASH_LABEL);
     }
-    Ok((hash, template))
+    Ok(Restore {
+        hash,
+        template,
+        exact: false,
+    })
 }
 
 #[cfg(test)]

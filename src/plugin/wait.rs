@@ -36,6 +36,10 @@ pub fn standing(rollout: &Rollout) -> Standing {
             status.stable_rs.as_deref().unwrap_or("-")
         )),
         Some(RolloutPhase::Degraded) => Standing::Degraded(format!("Degraded: {message}")),
+        // Asked for, not yet carried out: the controller's Degraded comes next.
+        _ if status.abort && status.aborted_at.is_none() => {
+            Standing::Going("abort requested; waiting for the controller to carry it out".into())
+        }
         _ if status.abort => Standing::Degraded(format!("aborted: {message}")),
         phase => Standing::Going(format!(
             "{}: step {step}/{steps}, canary weight {weight}%{}",

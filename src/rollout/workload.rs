@@ -19,6 +19,8 @@ pub const SCALE_DOWN_ANNOTATION: &str = "weir.dev/scale-down-at";
 /// The Rollout's pod template as it was written (JSON), before the API server filled in
 /// defaults: what `kubectl weir undo` puts back, so the template hashes as it did.
 pub const TEMPLATE_ANNOTATION: &str = "weir.dev/pod-template";
+/// The largest template kept in that annotation.
+const TEMPLATE_ANNOTATION_LIMIT: usize = 64 * 1024;
 
 pub fn replica_set_name(rollout: &str, hash: &str) -> String {
     format!("{rollout}-{hash}")
@@ -58,9 +60,12 @@ pub fn replica_set(rollout: &Rollout, hash: &str, replicas: i32) -> ReplicaSet {
             name: Some(replica_set_name(&name, hash)),
             namespace: rollout.namespace(),
             labels: Some(labels),
-            // Serializing a k8s-openapi type into memory cannot fail.
+            // Serializing a k8s-openapi type into memory cannot fail. A template too big to
+            // keep beside the others (annotations share 256 KiB) is not kept: undo then
+            // falls back to the ReplicaSet's own copy.
             annotations: serde_json::to_string(&rollout.spec.template)
                 .ok()
+                .filter(|json| json.len() <= TEMPLATE_ANNOTATION_LIMIT)
                 .map(|json| BTreeMap::from([(TEMPLATE_ANNOTATION.to_owned(), json)])),
             owner_references: owner_reference(rollout).map(|o| vec![o]),
             ..ObjectMeta::default()

@@ -80,6 +80,31 @@ pub async fn app(ns: &TestNamespace) {
             {"name": "web-stable", "port": 80}, {"name": "web-canary", "port": 80}]}]}})).await;
 }
 
+/// The two Services and the HTTPRoute splitting between them, as a team keeps them in Git
+/// (no weights: those are the rollout engine's).
+pub fn routing() -> Vec<Value> {
+    vec![
+        json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web-stable"},
+            "spec": {"selector": {"app": "web"}, "ports": [{"port": 80, "protocol": "TCP"}]}}),
+        json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web-canary"},
+            "spec": {"selector": {"app": "web"}, "ports": [{"port": 80, "protocol": "TCP"}]}}),
+        json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+            "metadata": {"name": "web"},
+            "spec": {"parentRefs": [{"name": "gateway"}], "hostnames": ["shop.example"],
+                "rules": [{"backendRefs": [
+                    {"name": "web-stable", "port": 80}, {"name": "web-canary", "port": 80}]}]}}),
+    ]
+}
+
+/// Documents as one multi-document YAML file (JSON is YAML: one document each).
+pub fn yaml_stream(documents: &[Value]) -> String {
+    documents
+        .iter()
+        .map(|d| d.to_string())
+        .collect::<Vec<_>>()
+        .join("\n---\n")
+}
+
 pub fn rollout(image: &str, steps: Value, extra: Value) -> Value {
     let mut spec = json!({
         "replicas": 5,
