@@ -20,6 +20,20 @@ struct Cli {
 enum Command {
     /// Stand in for the kubelet: mark Pods Running and Ready (unless annotated sim.weir.dev/ready: "false").
     KubeletStandIn,
+    /// Simulate a data plane: requests on every HTTPRoute split by its live weights, each
+    /// version answering as its pod template's sim.weir.dev/* annotations say; per-version
+    /// metrics on /metrics for Prometheus.
+    Traffic {
+        /// Only the routes of this namespace (default: all).
+        #[arg(long)]
+        namespace: Option<String>,
+        /// Requests a second on each route.
+        #[arg(long, default_value_t = 50.0)]
+        rps: f64,
+        /// Where to serve /metrics.
+        #[arg(long, default_value = "127.0.0.1:9102")]
+        listen: std::net::SocketAddr,
+    },
     /// Print the Gateway API HTTPRoute CRD for a cluster without Gateway API (or write it with --dir).
     HttprouteCrd {
         #[arg(long)]
@@ -39,6 +53,16 @@ async fn main() -> ExitCode {
     let result = match Cli::parse().command {
         Command::KubeletStandIn => match kube::Client::try_default().await {
             Ok(client) => weir::sim::kubelet::run(client).await,
+            Err(error) => Err(anyhow::anyhow!(
+                "connecting to the cluster (KUBECONFIG): {error}"
+            )),
+        },
+        Command::Traffic {
+            namespace,
+            rps,
+            listen,
+        } => match kube::Client::try_default().await {
+            Ok(client) => weir::sim::traffic::run(client, namespace, rps, listen).await,
             Err(error) => Err(anyhow::anyhow!(
                 "connecting to the cluster (KUBECONFIG): {error}"
             )),

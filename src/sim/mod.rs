@@ -1,6 +1,7 @@
-//! Stand-ins for what the local control plane lacks: there is no kubelet and no Gateway API
-//! install here. Each behaves like the real thing as far as weir can tell, is named for what
+//! Stand-ins for what the local control plane lacks: there is no kubelet, no Gateway API
+//! install and no data plane here. Each behaves like the real thing as far as weir can tell, is named for what
 //! it stands in for, and runs only through the `weir-sim` binary, never in production.
 
 pub mod httproute_crd;
 pub mod kubelet;
+pub mod traffic;

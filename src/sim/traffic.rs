@@ -1,0 +1,466 @@
+//! A simulated data plane, because the local cluster has none: requests at a steady rate on
+//! every HTTPRoute, split by the weights the route carries now, answered by each backend as
+//! its version's pod template says (`sim.weir.dev/error-rate`, `sim.weir.dev/latency-ms`),
+//! and counted in Prometheus metrics as a mesh or gateway would export them:
+//! `http_requests_total{namespace, route, service, version, code}` and
+//! `http_request_duration_seconds`.
+//!
+//! The arithmetic is exact rather than random: each tick hands out its share of requests by
+//! weight, errors by rate, and latencies spread evenly around the mean, carrying fractions
+//! over, so a run is repeatable and a 20% weight is 20% of the requests.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use gateway_api::apis::standard::httproutes::HttpRoute;
+use k8s_openapi::api::apps::v1::ReplicaSet;
+use k8s_openapi::api::core::v1::{PodTemplateSpec, Service};
+use kube::api::ListParams;
+use kube::{Api, Client, ResourceExt};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+pub const ERROR_RATE_ANNOTATION: &str = "sim.weir.dev/error-rate";
+pub const LATENCY_ANNOTATION: &str = "sim.weir.dev/latency-ms";
+/// The version label of a backend's series; else the first container's image tag.
+pub const VERSION_ANNOTATION: &str = "sim.weir.dev/version";
+const DEFAULT_LATENCY_MS: f64 = 20.0;
+
+/// One backend of a route rule, as the simulated traffic sees it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Backend {
+    pub service: String,
+    pub weight: u32,
+    /// None: the Service selects no running version, and requests to it fail (503).
+    pub version: Option<Version>,
+}
+
+/// How a version answers.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Version {
+    pub name: String,
+    pub error_rate: f64,
+    pub latency_ms: f64,
+}
+
+/// What one backend answered in one tick.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Answered {
+    pub ok: u64,
+    pub errors: u64,
+    pub unavailable: u64,
+    /// One latency per answered request, in seconds.
+    pub latencies: Vec<f64>,
+}
+
+/// The fractions carried from tick to tick, per route and backend.
+#[derive(Debug, Default)]
+pub struct Splitter {
+    carry: BTreeMap<(String, String), Carry>,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct Carry {
+    requests: f64,
+    errors: f64,
+    /// Requests answered so far: places each latency in the spread.
+    served: u64,
+}
+
+impl Splitter {
+    /// Hands out `requests` over `backends` by weight for the route `route`.
+    pub fn tick(&mut self, route: &str, backends: &[Backend], requests: f64) -> Vec<Answered> {
+        let total: u64 = backends.iter().map(|b| u64::from(b.weight)).sum();
+        backends
+            .iter()
+            .map(|backend| {
+                let carry = self
+                    .carry
+                    .entry((route.to_owned(), backend.service.clone()))
+                    .or_default();
+                if total == 0 || backend.weight == 0 {
+                    *carry = Carry::default();
+                    return Answered::default();
+                }
+                let share = requests * f64::from(backend.weight) / total as f64 + carry.requests;
+                let count = share.floor();
+                carry.requests = share - count;
+                let count = count as u64;
+                let Some(version) = &backend.version else {
+                    return Answered {
+                        unavailable: count,
+                        ..Answered::default()
+                    };
+                };
+                let due = count as f64 * version.error_rate.clamp(0.0, 1.0) + carry.errors;
+                let errors = due.floor();
+                carry.errors = due - errors;
+                let errors = errors as u64;
+                // Evenly spread from half to one and a half times the mean (golden-ratio
+                // steps), so the mean is the configured latency and p99 about 1.5 times it.
+                let latencies = (0..count)
+                    .map(|i| {
+                        let k = (carry.served + i) as f64;
+                        let spread = (k * 0.618_033_988_749_895).fract();
+                        version.latency_ms.max(0.0) * (0.5 + spread) / 1000.0
+                    })
+                    .collect();
+                carry.served += count;
+                Answered {
+                    ok: count - errors,
+                    errors,
+                    unavailable: 0,
+                    latencies,
+                }
+            })
+            .collect()
+    }
+}
+
+/// How a pod template says its version behaves.
+pub fn version_of(template: &PodTemplateSpec) -> Version {
+    let annotations = template
+        .metadata
+        .as_ref()
+        .and_then(|m| m.annotations.clone())
+        .unwrap_or_default();
+    let number = |key: &str, default: f64| {
+        annotations
+            .get(key)
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .filter(|v| v.is_finite())
+            .unwrap_or(default)
+    };
+    let image_tag = template
+        .spec
+        .as_ref()
+        .and_then(|s| s.containers.first())
+        .and_then(|c| c.image.as_deref())
+        .map(|image| image.rsplit(':').next().unwrap_or(image).to_owned());
+    Version {
+        name: annotations
+            .get(VERSION_ANNOTATION)
+            .cloned()
+            .or(image_tag)
+            .unwrap_or_else(|| "unknown".into()),
+        error_rate: number(ERROR_RATE_ANNOTATION, 0.0),
+        latency_ms: number(LATENCY_ANNOTATION, DEFAULT_LATENCY_MS),
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RequestLabels {
+    namespace: String,
+    route: String,
+    service: String,
+    version: String,
+    code: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LatencyLabels {
+    namespace: String,
+    route: String,
+    service: String,
+    version: String,
+}
+
+/// The simulator's series.
+pub struct Metrics {
+    registry: Registry,
+    requests: Family<RequestLabels, Counter>,
+    latency: Family<LatencyLabels, Histogram>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::default();
+        let requests = Family::<RequestLabels, Counter>::default();
+        registry.register(
+            "http_requests",
+            "Simulated requests by route, Service, version and status code",
+            requests.clone(),
+        );
+        let latency = Family::<LatencyLabels, Histogram>::new_with_constructor(|| {
+            Histogram::new([0.005, 0.01, 0.025, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 1.0, 2.5])
+        });
+        registry.register(
+            "http_request_duration_seconds",
+            "Simulated request latency by route, Service and version",
+            latency.clone(),
+        );
+        Metrics {
+            registry,
+            requests,
+            latency,
+        }
+    }
+}
+
+impl Metrics {
+    pub fn encode(&self) -> String {
+        let mut text = String::new();
+        let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
+        text
+    }
+
+    fn count(&self, namespace: &str, route: &str, backend: &Backend, answered: &Answered) {
+        let version = backend
+            .version
+            .as_ref()
+            .map_or_else(|| "none".to_owned(), |v| v.name.clone());
+        let labels = |code: &str| RequestLabels {
+            namespace: namespace.to_owned(),
+            route: route.to_owned(),
+            service: backend.service.clone(),
+            version: version.clone(),
+            code: code.to_owned(),
+        };
+        for (code, n) in [
+            ("200", answered.ok),
+            ("500", answered.errors),
+            ("503", answered.unavailable),
+        ] {
+            if n > 0 {
+                self.requests.get_or_create(&labels(code)).inc_by(n);
+            }
+        }
+        if !answered.latencies.is_empty() {
+            let histogram = self.latency.get_or_create(&LatencyLabels {
+                namespace: namespace.to_owned(),
+                route: route.to_owned(),
+                service: backend.service.clone(),
+                version,
+            });
+            for seconds in &answered.latencies {
+                histogram.observe(*seconds);
+            }
+        }
+    }
+}
+
+/// The routes to send traffic to, as read from the API server.
+#[derive(Clone, Debug, Default)]
+struct Topology {
+    /// (namespace, route) -> one backend list per rule.
+    routes: Vec<(String, String, Vec<Vec<Backend>>)>,
+}
+
+async fn read_topology(client: &Client, namespace: Option<&str>) -> kube::Result<Topology> {
+    let routes: Api<HttpRoute> = match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    };
+    let mut topology = Topology::default();
+    for route in routes.list(&ListParams::default()).await?.items {
+        let ns = route.namespace().unwrap_or_default();
+        let services: Api<Service> = Api::namespaced(client.clone(), &ns);
+        let replica_sets: Api<ReplicaSet> = Api::namespaced(client.clone(), &ns);
+        let live: Vec<ReplicaSet> = replica_sets
+            .list(&ListParams::default())
+            .await?
+            .items
+            .into_iter()
+            .filter(|rs| {
+                rs.status
+                    .as_ref()
+                    .and_then(|s| s.ready_replicas)
+                    .unwrap_or(0)
+                    > 0
+            })
+            .collect();
+        let mut rules = Vec::new();
+        for rule in route.spec.rules.iter().flatten() {
+            let mut backends = Vec::new();
+            for backend in rule.backend_refs.iter().flatten() {
+                let selector = services
+                    .get_opt(&backend.name)
+                    .await?
+                    .and_then(|s| s.spec)
+                    .and_then(|s| s.selector)
+                    .unwrap_or_default();
+                // The newest ready ReplicaSet whose pods the Service selects answers.
+                let version = live
+                    .iter()
+                    .filter(|rs| {
+                        let labels = rs
+                            .spec
+                            .as_ref()
+                            .and_then(|s| s.template.as_ref())
+                            .and_then(|t| t.metadata.as_ref())
+                            .and_then(|m| m.labels.clone())
+                            .unwrap_or_default();
+                        !selector.is_empty()
+                            && selector.iter().all(|(k, v)| labels.get(k) == Some(v))
+                    })
+                    .max_by_key(|rs| rs.metadata.creation_timestamp.clone())
+                    .and_then(|rs| rs.spec.as_ref()?.template.as_ref())
+                    .map(version_of);
+                backends.push(Backend {
+                    service: backend.name.clone(),
+                    weight: backend.weight.unwrap_or(1).max(0) as u32,
+                    version,
+                });
+            }
+            rules.push(backends);
+        }
+        topology.routes.push((ns, route.name_any(), rules));
+    }
+    Ok(topology)
+}
+
+/// Sends `rps` requests a second to every route (in `namespace`, or all), re-reading the
+/// routes, Services and ReplicaSets every half second; serves the metrics on `listen`.
+pub async fn run(
+    client: Client,
+    namespace: Option<String>,
+    rps: f64,
+    listen: std::net::SocketAddr,
+) -> anyhow::Result<()> {
+    let metrics = Arc::new(Metrics::default());
+    let topology = Arc::new(Mutex::new(Topology::default()));
+    let served = metrics.clone();
+    let app = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let metrics = served.clone();
+            async move { metrics.encode() }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind(listen).await?;
+    tracing::info!(address = %listener.local_addr()?, rps, "traffic simulator: serving /metrics");
+    tokio::spawn(async move {
+        if let Err(error) = axum::serve(listener, app).await {
+            tracing::error!(%error, "traffic simulator: metrics server stopped");
+        }
+    });
+    let reader = topology.clone();
+    tokio::spawn(async move {
+        loop {
+            match read_topology(&client, namespace.as_deref()).await {
+                Ok(read) => *reader.lock().unwrap_or_else(|e| e.into_inner()) = read,
+                Err(error) => tracing::warn!(%error, "traffic simulator: reading routes failed"),
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    });
+    let tick = Duration::from_millis(100);
+    let mut splitter = Splitter::default();
+    let mut interval = tokio::time::interval(tick);
+    loop {
+        interval.tick().await;
+        let now = topology.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        for (namespace, route, rules) in &now.routes {
+            // Each rule gets the route's rate: the simulation has no paths to tell them apart.
+            for (index, backends) in rules.iter().enumerate() {
+                let key = format!("{namespace}/{route}/{index}");
+                let answered = splitter.tick(&key, backends, rps * tick.as_secs_f64());
+                for (backend, answered) in backends.iter().zip(&answered) {
+                    metrics.count(namespace, route, backend, answered);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn backend(service: &str, weight: u32, error_rate: f64) -> Backend {
+        Backend {
+            service: service.into(),
+            weight,
+            version: Some(Version {
+                name: service.into(),
+                error_rate,
+                latency_ms: 100.0,
+            }),
+        }
+    }
+
+    #[test]
+    fn weights_split_requests_exactly_and_errors_follow_the_rate() {
+        let mut splitter = Splitter::default();
+        let backends = [backend("stable", 80, 0.0), backend("canary", 20, 0.25)];
+        let (mut stable, mut canary) = (Answered::default(), Answered::default());
+        for _ in 0..100 {
+            let answered = splitter.tick("r", &backends, 5.0);
+            stable.ok += answered[0].ok;
+            canary.ok += answered[1].ok;
+            canary.errors += answered[1].errors;
+            canary.latencies.extend(answered[1].latencies.iter());
+        }
+        assert_eq!((stable.ok, canary.ok + canary.errors), (400, 100));
+        assert_eq!(canary.errors, 25);
+        let mean = canary.latencies.iter().sum::<f64>() / canary.latencies.len() as f64;
+        assert!((mean - 0.1).abs() < 0.005, "mean latency {mean}");
+    }
+
+    #[test]
+    fn a_backend_with_no_running_version_answers_503() {
+        let mut splitter = Splitter::default();
+        let empty = Backend {
+            service: "canary".into(),
+            weight: 1,
+            version: None,
+        };
+        let answered = splitter.tick("r", &[backend("stable", 1, 0.0), empty], 10.0);
+        assert_eq!(answered[1].unavailable, 5);
+        assert_eq!(answered[1].ok + answered[1].errors, 0);
+    }
+
+    #[test]
+    fn versions_come_from_the_pod_template() {
+        let template: PodTemplateSpec = serde_json::from_value(serde_json::json!({
+            "metadata": {"annotations": {ERROR_RATE_ANNOTATION: "0.2", LATENCY_ANNOTATION: "120"}},
+            "spec": {"containers": [{"name": "web", "image": "registry/web:3.1"}]}
+        }))
+        .expect("template");
+        assert_eq!(
+            version_of(&template),
+            Version {
+                name: "3.1".into(),
+                error_rate: 0.2,
+                latency_ms: 120.0
+            }
+        );
+    }
+
+    proptest! {
+        /// Over any run, each backend gets its weight's share of all requests, to within one.
+        #[test]
+        fn shares_follow_the_weights(
+            weights in prop::collection::vec(0u32..100, 1..4),
+            ticks in 1usize..200,
+            per_tick in 0.0f64..50.0,
+        ) {
+            let backends: Vec<Backend> = weights
+                .iter()
+                .enumerate()
+                .map(|(i, w)| backend(&format!("b{i}"), *w, 0.0))
+                .collect();
+            let mut splitter = Splitter::default();
+            let mut got = vec![0u64; backends.len()];
+            for _ in 0..ticks {
+                for (n, a) in got.iter_mut().zip(splitter.tick("r", &backends, per_tick)) {
+                    *n += a.ok;
+                }
+            }
+            let total: u32 = weights.iter().sum();
+            for (w, n) in weights.iter().zip(&got) {
+                let expected = if total == 0 {
+                    0.0
+                } else {
+                    per_tick * ticks as f64 * f64::from(*w) / f64::from(total)
+                };
+                prop_assert!((*n as f64 - expected).abs() <= 1.0 + 1e-6, "{n} vs {expected}");
+            }
+        }
+    }
+}
