@@ -4,16 +4,20 @@ SHELL := bash
 .SHELLFLAGS := -euo pipefail -c
 .DEFAULT_GOAL := help
 
-.PHONY: help test toolchain fmt-check clippy unit crds crds-check integration cluster-up cluster-down bench
+.PHONY: help test demo toolchain fmt-check clippy unit crds crds-check integration cluster-up cluster-down bench
 
 help:
-	@echo "make test          every check: fmt, clippy, unit tests, CRD drift, integration tests on the local cluster"
+	@echo "make demo          weir's whole job on the local cluster: a good release, a bad one rolled back in Git"
+	@echo "make test          every check: fmt, clippy, unit tests, CRD drift, integration tests and the demo on the local cluster"
 	@echo "make crds          regenerate crds/ and hack/crds/ from the Rust types"
 	@echo "make cluster-up    start the local control plane (hack/local-cluster.sh up)"
 	@echo "make cluster-down  stop it"
 	@echo "make bench         run the benchmarks in benches/"
 
 test: toolchain fmt-check clippy unit crds-check integration
+
+demo:
+	hack/demo.sh
 
 toolchain:
 	@cargo fmt --version >/dev/null 2>&1 || rustup component add rustfmt

@@ -13,3 +13,7 @@ else
 fi
 eval "$(hack/local-cluster.sh env)"
 cargo test --test '*'
+# The demo is the end-to-end check of weir's whole job (make demo); here its processes stop
+# when it is done.
+hack/demo.sh
+hack/demo.sh stop

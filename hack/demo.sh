@@ -1,0 +1,251 @@
+#!/usr/bin/env bash
+# weir's whole job on the local control plane, narrated and checked:
+#   v2 (good) walks 10% -> 30% -> 60% -> 100%, analysis passing at each step;
+#   v3 (bad: 30% errors) fails its first analysis, the whole app returns to v2, v3 is
+#   rejected, and the revert commit weir pushes shows in `git log`.
+# It exits 0 only if all of that really happened. The cluster stays up afterwards.
+#
+#   hack/demo.sh          run it (make demo)
+#   hack/demo.sh stop     stop what the demo started (the cluster stays; see the end)
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+STATE=${WEIR_CLUSTER_DIR:-$ROOT/.local-cluster}
+DEMO=$STATE/demo
+BIN=$ROOT/target/debug
+LIMIT=${WEIR_DEMO_LIMIT:-180}
+
+say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+fail() { printf '\nDEMO FAILED: %s\n' "$*" >&2; [ -f "$DEMO/controller.log" ] && tail -20 "$DEMO/controller.log" >&2; exit 1; }
+
+stop() {
+  for pidfile in "$DEMO"/*.pid; do
+    [ -f "$pidfile" ] || continue
+    kill "$(cat "$pidfile")" 2>/dev/null || true
+    rm -f "$pidfile"
+  done
+  rm -f "$STATE"/prometheus/targets/weir-demo-*.json
+}
+
+# Earlier demos' namespaces go, without waiting: their controller is gone, so their Rollouts'
+# finalizer (weir.dev/route-cleanup, which the controller would have honoured) is dropped.
+forget_earlier_demos() {
+  local ns
+  for ns in $(kubectl get namespaces -o name | sed -n 's|^namespace/\(weir-demo-[0-9]*\)$|\1|p'); do
+    kubectl get rollouts -n "$ns" -o name 2>/dev/null |
+      xargs -r -n1 kubectl patch -n "$ns" --type=merge -p '{"metadata":{"finalizers":null}}' >/dev/null 2>&1 || true
+    kubectl delete namespace "$ns" --wait=false >/dev/null 2>&1 || true
+  done
+}
+
+if [ "${1:-}" = stop ]; then
+  stop
+  echo "demo processes stopped; the cluster runs on (hack/local-cluster.sh down stops it)"
+  exit 0
+fi
+
+# A failed demo leaves no process behind (its logs stay in $DEMO); a good one runs on.
+trap 'code=$?; [ $code -eq 0 ] || stop' EXIT
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+# Waits until "$@" succeeds, for at most $LIMIT seconds.
+wait_until() {
+  local what=$1; shift
+  local deadline=$((SECONDS + LIMIT))
+  until "$@" >/dev/null 2>&1; do
+    [ $SECONDS -lt $deadline ] || fail "gave up after ${LIMIT}s waiting for $what"
+    sleep 1
+  done
+}
+
+say "building weir"
+cargo build --quiet --bins
+
+say "starting the local control plane"
+"$ROOT/hack/local-cluster.sh" up
+eval "$("$ROOT/hack/local-cluster.sh" env)"
+PROM=$WEIR_PROMETHEUS_URL
+export PATH="$BIN:$PATH"
+
+stop
+forget_earlier_demos
+NS=weir-demo-$(date +%s)
+kubectl create namespace "$NS" >/dev/null
+rm -rf "$DEMO" && mkdir -p "$DEMO"
+
+say "a Git repository on loopback: the team's application, version 1"
+git init -q --bare -b main "$DEMO/shop.git"
+touch "$DEMO/shop.git/git-daemon-export-ok"
+GIT_PORT=$(free_port)
+git daemon --reuseaddr --listen=127.0.0.1 --port="$GIT_PORT" --enable=receive-pack \
+  --base-path="$DEMO" "$DEMO" >/dev/null 2>&1 &
+echo $! >"$DEMO/git-daemon.pid"
+URL=git://127.0.0.1:$GIT_PORT/shop.git
+wait_until "git daemon" git ls-remote "$URL"
+git clone -q "$URL" "$DEMO/work" 2>/dev/null
+cd "$DEMO/work"
+git config user.name "Dana Developer"
+git config user.email dana@example.com
+
+# The app: Services, HTTPRoute, analysis on success rate and p99 latency, a ConfigMap, and
+# the Rollout (its pod template says how the simulated version behaves).
+write_app() { # version error-rate latency-ms greeting
+  mkdir -p deploy
+  cat >deploy/app.yaml <<EOF
+apiVersion: v1
+kind: Service
+metadata: {name: web-stable}
+spec: {selector: {app: web}, ports: [{port: 80, protocol: TCP}]}
+---
+apiVersion: v1
+kind: Service
+metadata: {name: web-canary}
+spec: {selector: {app: web}, ports: [{port: 80, protocol: TCP}]}
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: web}
+spec:
+  parentRefs: [{name: gateway}]
+  rules: [{backendRefs: [{name: web-stable, port: 80}, {name: web-canary, port: 80}]}]
+---
+apiVersion: weir.dev/v1alpha1
+kind: AnalysisTemplate
+metadata: {name: canary-health}
+spec:
+  metrics:
+    - name: success-rate
+      initialDelay: 10s
+      count: 1
+      successCondition: "result[0] >= 0.95"
+      provider:
+        prometheus:
+          query: |
+            sum(rate(http_requests_total{namespace="$NS",service="web-canary",code="200"}[10s]))
+            / sum(rate(http_requests_total{namespace="$NS",service="web-canary"}[10s]))
+    - name: p99-latency
+      initialDelay: 10s
+      count: 1
+      successCondition: "result[0] <= 0.25"
+      provider:
+        prometheus:
+          query: |
+            histogram_quantile(0.99, sum by (le) (rate(
+              http_request_duration_seconds_bucket{namespace="$NS",service="web-canary"}[10s])))
+---
+apiVersion: v1
+kind: ConfigMap
+metadata: {name: web-settings}
+data: {greeting: "$4"}
+---
+apiVersion: weir.dev/v1alpha1
+kind: Rollout
+metadata: {name: web}
+spec:
+  replicas: 4
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata:
+      labels: {app: web}
+      annotations: {sim.weir.dev/error-rate: "$2", sim.weir.dev/latency-ms: "$3"}
+    spec: {containers: [{name: web, image: "shop/web:$1"}]}
+  strategy:
+    canary:
+      stableService: web-stable
+      canaryService: web-canary
+      trafficRouting: {gatewayAPI: {httpRoute: web}}
+      scaleDownDelaySeconds: 5
+      steps:
+        - setWeight: 10
+        - analysis: {templates: [{templateName: canary-health}]}
+        - setWeight: 30
+        - analysis: {templates: [{templateName: canary-health}]}
+        - setWeight: 60
+        - analysis: {templates: [{templateName: canary-health}]}
+EOF
+}
+write_app 1 0 40 "hello"
+git add -A && git commit -qm "web 1: first release" && git push -q origin main 2>/dev/null
+V1=$(git rev-parse HEAD)
+
+say "the simulated data plane, the controller, and a GitSync with write-back"
+SIM_PORT=$(free_port)
+weir-sim traffic --namespace "$NS" --rps 200 --listen "127.0.0.1:$SIM_PORT" >"$DEMO/traffic.log" 2>&1 &
+echo $! >"$DEMO/traffic.pid"
+printf '[{"targets": ["127.0.0.1:%s"], "labels": {"job": "weir-demo-traffic"}}]' "$SIM_PORT" \
+  >"$STATE/prometheus/targets/$NS.json"
+weir controller --namespace "$NS" --prometheus-url "$PROM" --metrics-addr 127.0.0.1:0 \
+  >"$DEMO/controller.log" 2>&1 &
+echo $! >"$DEMO/controller.pid"
+kubectl apply -n "$NS" -f - >/dev/null <<EOF
+apiVersion: weir.dev/v1alpha1
+kind: GitSync
+metadata: {name: shop}
+spec:
+  url: $URL
+  ref: {branch: main}
+  path: deploy
+  interval: 5s
+  rollback:
+    writeBack: {enabled: true, authorName: weir, authorEmail: weir@example.com}
+EOF
+wait_until "the GitSync to apply v1" kubectl get rollout web -n "$NS"
+kubectl weir -n "$NS" status web --timeout "${LIMIT}s" || fail "v1 did not become Healthy"
+kubectl weir -n "$NS" list
+
+say "v2 (good): pushed to Git; watch it walk its steps"
+write_app 2 0 40 "hello again"
+git commit -qam "web 2: faster search" && git push -q origin main 2>/dev/null
+V2=$(git rev-parse HEAD)
+kubectl weir -n "$NS" get web -w >"$DEMO/watch-v2.log" 2>&1 &
+WATCH=$!
+wait_until "v2's canary to start" \
+  sh -c "kubectl get rollout web -n $NS -o jsonpath='{.status.canaryRevision}' | grep -q $V2"
+kubectl weir -n "$NS" status web --timeout "${LIMIT}s" || fail "v2 did not become Healthy"
+kill $WATCH 2>/dev/null || true
+cat "$DEMO/watch-v2.log"
+for weight in 10 30 60; do
+  grep -q "weight=$weight%" "$DEMO/watch-v2.log" || fail "v2 never carried ${weight}% of traffic"
+done
+passed=$(kubectl get analysisruns -n "$NS" -o jsonpath='{range .items[*]}{.status.phase}{"\n"}{end}' | grep -c Successful || true)
+[ "$passed" -ge 3 ] || fail "expected 3 successful analysis runs for v2, saw $passed"
+kubectl weir -n "$NS" get web
+
+say "v3 (bad: 30% of its requests fail): pushed to Git"
+write_app 3 0.3 40 "hello, broken"
+git commit -qam "web 3: new checkout" && git push -q origin main 2>/dev/null
+V3=$(git rev-parse HEAD)
+rejected() { kubectl get gitsync shop -n "$NS" -o jsonpath='{.status.rejectedRevisions[*].revision}' | grep -q "$V3"; }
+wait_until "v3 to be rejected" rejected
+reverted() {
+  [ -n "$(kubectl get gitsync shop -n "$NS" -o jsonpath='{.status.rejectedRevisions[0].revert}')" ]
+}
+wait_until "the revert to be pushed" reverted
+kubectl weir -n "$NS" status web --timeout "${LIMIT}s" || fail "web did not return to Healthy"
+image=$(kubectl get rollout web -n "$NS" -o jsonpath='{.spec.template.spec.containers[0].image}')
+[ "$image" = shop/web:2 ] || fail "the Rollout runs $image, not shop/web:2"
+greeting=$(kubectl get configmap web-settings -n "$NS" -o jsonpath='{.data.greeting}')
+[ "$greeting" = "hello again" ] || fail "the ConfigMap says '$greeting', not v2's"
+kubectl get gitsync shop -n "$NS" -o jsonpath='{range .status.rejectedRevisions[*]}rejected {.revision}: {.reason} in {.rollout}, {.metric} = {.value}{"\n"}{end}'
+echo
+echo "The remote's log, newest first:"
+git -C "$DEMO/shop.git" log --format='  %h %an: %s' -4 main
+git -C "$DEMO/shop.git" log -1 --format=%B main | grep -q "Weir-Rejected-Revision: $V3" \
+  || fail "the branch's tip is not weir's revert of v3"
+[ "$(git -C "$DEMO/shop.git" rev-parse main:deploy)" = "$(git -C "$DEMO/shop.git" rev-parse "$V2:deploy")" ] \
+  || fail "Git's deploy/ is not v2's after the revert"
+echo
+git -C "$DEMO/shop.git" log -1 --format=%B main | sed 's/^/  /'
+kubectl weir -n "$NS" history web
+
+say "done: v2 went 10% -> 30% -> 60% -> 100%; v3 was caught, rejected and reverted in Git"
+cat <<EOF
+Everything still runs. Look around:
+  eval "\$(hack/local-cluster.sh env)"; export PATH=$BIN:\$PATH
+  kubectl weir -n $NS get web
+  kubectl get gitsync shop -n $NS -o yaml
+  git -C $DEMO/shop.git log --stat
+  Prometheus: $PROM (try http_requests_total{namespace="$NS"})
+Stop the demo's processes with 'hack/demo.sh stop', the cluster with 'hack/local-cluster.sh down'.
+EOF
