@@ -171,19 +171,14 @@ pub fn record(
     } else {
         conditions::remove(&mut status.conditions, STALLED);
     }
-    if ok || stalled {
-        conditions::remove(&mut status.conditions, RECONCILING);
-    } else {
-        conditions::set(
-            &mut status.conditions,
-            RECONCILING,
-            true,
-            "Retrying",
-            &format!("{reason}: {message}"),
-            &time,
-            generation,
-        );
-    }
+    retrying(
+        status,
+        !(ok || stalled),
+        reason,
+        &message,
+        &time,
+        generation,
+    );
     let (revision, subject) = match attempt {
         Attempt::RenderFailed {
             revision, subject, ..
@@ -329,18 +324,30 @@ pub fn wrote_back(
         &time,
         generation,
     );
-    if ok {
-        conditions::remove(&mut status.conditions, RECONCILING);
-    } else {
+    retrying(status, !ok, reason, &message, &time, generation);
+}
+
+/// Reconciling: set while a retry may mend `reason`, gone otherwise.
+fn retrying(
+    status: &mut GitSyncStatus,
+    on: bool,
+    reason: &str,
+    message: &str,
+    time: &k8s_openapi::apimachinery::pkg::apis::meta::v1::Time,
+    generation: Option<i64>,
+) {
+    if on {
         conditions::set(
             &mut status.conditions,
             RECONCILING,
             true,
             "Retrying",
             &format!("{reason}: {message}"),
-            &time,
+            time,
             generation,
         );
+    } else {
+        conditions::remove(&mut status.conditions, RECONCILING);
     }
 }
 
