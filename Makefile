@@ -35,6 +35,7 @@ unit:
 crds:
 	cargo run --quiet --bin weir -- crds --dir crds
 	cargo run --quiet --bin weir-sim -- httproute-crd --dir hack/crds
+	rm -f charts/weir/crds/*.yaml && cp crds/*.yaml charts/weir/crds/
 
 crds-check:
 	hack/check-crds.sh

@@ -10,6 +10,8 @@ cargo run --quiet --bin weir-sim -- httproute-crd --dir "$fresh/hack-crds"
 status=0
 diff -ru crds "$fresh/crds" || status=1
 diff -ru hack/crds "$fresh/hack-crds" || status=1
+# The chart installs the same CRDs.
+diff -ru crds charts/weir/crds || status=1
 if [ $status -ne 0 ]; then
   echo "The committed CRDs differ from the types (diff above). Regenerate them with: make crds" >&2
   exit 1

@@ -1,0 +1,337 @@
+//! The chart's RBAC, on a real API server that enforces it: the controller, authenticated as
+//! the chart's ServiceAccount with exactly the rules in `charts/weir/files/*-rules.yaml`,
+//! runs weir's whole GitOps flow; and with any one rule removed, it fails visibly (the
+//! API server's "forbidden" in what it reports).
+
+mod support;
+
+use std::path::PathBuf;
+
+use futures::future::join_all;
+use k8s_openapi::api::core::v1::{ConfigMap, ServiceAccount};
+use k8s_openapi::api::rbac::v1::{
+    ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding, RoleRef, Subject,
+};
+use kube::Api;
+use kube::api::{DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
+use serde_json::{Value, json};
+use support::app::{LIMIT, phase, status_patch, wait_for};
+use support::git::GitRepo;
+use support::{ControllerProcess, TestNamespace, client, eventually, kubeconfig_path, repo_root};
+use weir::api::gitsync::GitSync;
+use weir::api::rollout::RolloutPhase;
+
+fn rules(file: &str) -> Vec<PolicyRule> {
+    let path = repo_root().join("charts/weir/files").join(file);
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+    serde_yaml_ng::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// Every rule of the chart's (Cluster)Role, in order.
+fn chart_rules() -> Vec<PolicyRule> {
+    let mut all = rules("controller-rules.yaml");
+    all.extend(rules("gitops-rules.yaml"));
+    all
+}
+
+fn describe(rule: &PolicyRule) -> String {
+    format!(
+        "{:?} {:?} {:?}",
+        rule.api_groups.clone().unwrap_or_default(),
+        rule.resources.clone().unwrap_or_default(),
+        rule.verbs
+    )
+}
+
+/// The chart's ServiceAccount in `ns`, bound to `rules` cluster-wide (the chart's cluster
+/// scope) and to the leader Lease's Role; returns a kubeconfig that acts as it.
+async fn service_account(ns: &TestNamespace, rules: Vec<PolicyRule>) -> PathBuf {
+    let params = PostParams::default();
+    let meta = |name: &str, namespace: Option<&str>| ObjectMeta {
+        name: Some(name.to_owned()),
+        namespace: namespace.map(str::to_owned),
+        ..ObjectMeta::default()
+    };
+    let subject = vec![Subject {
+        kind: "ServiceAccount".into(),
+        name: "weir".into(),
+        namespace: Some(ns.name.clone()),
+        api_group: None,
+    }];
+    ns.api::<ServiceAccount>()
+        .create(
+            &params,
+            &ServiceAccount {
+                metadata: meta("weir", None),
+                ..ServiceAccount::default()
+            },
+        )
+        .await
+        .expect("ServiceAccount");
+    let cluster_role = format!("weir-{}", ns.name);
+    Api::<ClusterRole>::all(ns.client.clone())
+        .create(
+            &params,
+            &ClusterRole {
+                metadata: meta(&cluster_role, None),
+                rules: Some(rules),
+                ..ClusterRole::default()
+            },
+        )
+        .await
+        .expect("ClusterRole");
+    Api::<ClusterRoleBinding>::all(ns.client.clone())
+        .create(
+            &params,
+            &ClusterRoleBinding {
+                metadata: meta(&cluster_role, None),
+                role_ref: RoleRef {
+                    api_group: Some("rbac.authorization.k8s.io".into()),
+                    kind: "ClusterRole".into(),
+                    name: cluster_role.clone(),
+                },
+                subjects: Some(subject.clone()),
+            },
+        )
+        .await
+        .expect("ClusterRoleBinding");
+    ns.api::<Role>()
+        .create(
+            &params,
+            &Role {
+                metadata: meta("weir-leader", None),
+                rules: Some(vec![PolicyRule {
+                    api_groups: Some(vec!["coordination.k8s.io".into()]),
+                    resources: Some(vec!["leases".into()]),
+                    verbs: vec!["get".into(), "create".into(), "update".into()],
+                    ..PolicyRule::default()
+                }]),
+            },
+        )
+        .await
+        .expect("Role");
+    ns.api::<RoleBinding>()
+        .create(
+            &params,
+            &RoleBinding {
+                metadata: meta("weir-leader", None),
+                role_ref: RoleRef {
+                    api_group: Some("rbac.authorization.k8s.io".into()),
+                    kind: "Role".into(),
+                    name: "weir-leader".into(),
+                },
+                subjects: Some(subject),
+            },
+        )
+        .await
+        .expect("RoleBinding");
+    // The admin's kubeconfig, acting as the ServiceAccount (impersonation): what the API
+    // server allows is exactly what the ServiceAccount may do.
+    let mut config: serde_yaml_ng::Value =
+        serde_yaml_ng::from_str(&std::fs::read_to_string(kubeconfig_path()).expect("kubeconfig"))
+            .expect("kubeconfig YAML");
+    for user in config["users"].as_sequence_mut().expect("users") {
+        user["user"]["as"] =
+            serde_yaml_ng::Value::from(format!("system:serviceaccount:{}:weir", ns.name));
+    }
+    let path = std::env::temp_dir().join(format!("{}-weir.kubeconfig", ns.name));
+    std::fs::write(&path, serde_yaml_ng::to_string(&config).expect("YAML")).expect("kubeconfig");
+    path
+}
+
+async fn drop_cluster_role(ns: &TestNamespace) {
+    let name = format!("weir-{}", ns.name);
+    let _ = Api::<ClusterRoleBinding>::all(ns.client.clone())
+        .delete(&name, &DeleteParams::default())
+        .await;
+    let _ = Api::<ClusterRole>::all(ns.client.clone())
+        .delete(&name, &DeleteParams::default())
+        .await;
+}
+
+/// The application in Git at `version`: Services, HTTPRoute, a ConfigMap, a Secret, an
+/// analysis template reading a Secret argument, and the Rollout; version 2 adds a
+/// ServiceAccount. Together they need every rule of the chart.
+fn app(version: u32) -> String {
+    let mut documents = support::app::routing();
+    documents.extend([
+        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "settings"},
+            "data": {"version": version.to_string()}}),
+        json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "app-credentials"},
+            "stringData": {"token": format!("v{version}")}}),
+        json!({"apiVersion": "weir.dev/v1alpha1", "kind": "AnalysisTemplate",
+            "metadata": {"name": "always"},
+            "spec": {"args": [{"name": "one", "valueFrom": {"secretKeyRef": {"name": "analysis", "key": "one"}}}],
+                "metrics": [{"name": "constant", "count": 1, "successCondition": "result[0] == 1",
+                    "provider": {"prometheus": {"query": "vector({{args.one}})"}}}]}}),
+        support::app::rollout(
+            &format!("web:{version}"),
+            json!([{"setWeight": 20}, {"analysis": {"templates": [{"templateName": "always"}]}},
+                {"pause": {}}]),
+            json!({}),
+        ),
+    ]);
+    if version == 2 {
+        documents.push(json!({"apiVersion": "v1", "kind": "ServiceAccount",
+            "metadata": {"name": "v2-only"}}));
+    }
+    support::app::yaml_stream(&documents)
+}
+
+/// A namespace with the Secret the analysis reads, a repository at version 1, the chart's
+/// ServiceAccount bound to `rules`, and a controller acting as it.
+async fn setup(test: &str, rules: Vec<PolicyRule>) -> (TestNamespace, GitRepo, ControllerProcess) {
+    let ns = TestNamespace::new(&client().await, test).await;
+    let secret = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "analysis"},
+        "stringData": {"one": "1"}});
+    support::app::apply(&ns, secret).await;
+    let repo = GitRepo::new(&ns.name);
+    repo.commit("web 1", &[("deploy/app.yaml", &app(1))]);
+    let kubeconfig = service_account(&ns, rules).await;
+    let prometheus = support::prometheus_url();
+    let controller = ControllerProcess::start_with_env(
+        &ns.name,
+        &[
+            "--metrics-addr",
+            "127.0.0.1:0",
+            "--prometheus-url",
+            &prometheus,
+            "--leader-elect",
+            "--lease-namespace",
+            &ns.name,
+        ],
+        &[("KUBECONFIG", kubeconfig.as_path())],
+    );
+    let sync: Value = json!({"apiVersion": "weir.dev/v1alpha1", "kind": "GitSync",
+        "metadata": {"name": "app"},
+        "spec": {"url": repo.file_url(), "ref": {"branch": "main"}, "path": "deploy", "interval": "1s"}});
+    ns.api::<GitSync>()
+        .patch(
+            "app",
+            &PatchParams::apply("weir-test").force(),
+            &Patch::Apply(&sync),
+        )
+        .await
+        .expect("GitSync");
+    (ns, repo, controller)
+}
+
+async fn setting(ns: &TestNamespace) -> Option<String> {
+    let found = ns.api::<ConfigMap>().get_opt("settings").await.ok()??;
+    found.data?.get("version").cloned()
+}
+
+/// Where weir tells of a refusal: its log, or the status of what it manages (an analysis
+/// measurement's error, a GitSync's condition, a Rollout's).
+async fn forbidden_said(ns: &TestNamespace) -> Option<String> {
+    let log = ControllerProcess::log(&ns.name);
+    if let Some(line) = log.lines().find(|l| l.contains("forbidden")) {
+        return Some(line.to_owned());
+    }
+    let list = kube::api::ListParams::default();
+    let statuses = [
+        serde_json::to_string(
+            &ns.api::<weir::api::AnalysisRun>()
+                .list(&list)
+                .await
+                .ok()?
+                .items,
+        ),
+        serde_json::to_string(&ns.api::<weir::api::Rollout>().list(&list).await.ok()?.items),
+        serde_json::to_string(&ns.api::<GitSync>().list(&list).await.ok()?.items),
+    ];
+    statuses
+        .into_iter()
+        .flatten()
+        .find(|text| text.contains("forbidden"))
+}
+
+#[tokio::test]
+async fn the_controller_runs_the_whole_flow_with_exactly_the_charts_rules() {
+    let (ns, repo, _controller) = setup("rbac", chart_rules()).await;
+    wait_for(&ns, "v1 Healthy", |r| {
+        phase(r) == Some(RolloutPhase::Healthy)
+    })
+    .await;
+    repo.commit("web 2", &[("deploy/app.yaml", &app(2))]);
+    // A canary through its analysis (a Secret argument, a run and its status) to the pause.
+    wait_for(&ns, "v2's canary paused after its analysis", |r| {
+        phase(r) == Some(RolloutPhase::Paused)
+            && r.status.as_ref().and_then(|s| s.current_step_index) == Some(2)
+    })
+    .await;
+    assert_eq!(setting(&ns).await.as_deref(), Some("2"));
+    // An abort: the GitSync rejects v2 and re-applies v1, pruning what v2 added.
+    status_patch(&ns, json!({"status": {"abort": true}})).await;
+    eventually("v1 back and v2's ServiceAccount pruned", LIMIT, || async {
+        let pruned = ns
+            .api::<ServiceAccount>()
+            .get_opt("v2-only")
+            .await
+            .ok()?
+            .is_none();
+        (setting(&ns).await.as_deref() == Some("1") && pruned).then_some(())
+    })
+    .await;
+    wait_for(&ns, "Healthy on v1 again", |r| {
+        phase(r) == Some(RolloutPhase::Healthy) && r.status.as_ref().is_some_and(|s| !s.abort)
+    })
+    .await;
+    assert_eq!(
+        forbidden_said(&ns).await,
+        None,
+        "the chart's rules are enough"
+    );
+    drop_cluster_role(&ns).await;
+}
+
+#[tokio::test]
+async fn without_any_one_rule_the_controller_fails_visibly() {
+    let all = chart_rules();
+    let runs = (0..all.len()).map(|left_out| {
+        let mut rules = all.clone();
+        let missing = rules.remove(left_out);
+        async move {
+            let (ns, repo, _controller) = setup(&format!("rbac-{left_out}"), rules).await;
+            // Drive the flow as far as it goes: the step that needs the rule says so.
+            let what = format!("a visible failure without {}", describe(&missing));
+            let said = eventually(&what, LIMIT, || async { forbidden_said(&ns).await });
+            let driver = async {
+                // Push the flow on: a second version and an abort reach the rules the first
+                // version does not.
+                if let Ok(rollout) =
+                    tokio::time::timeout(std::time::Duration::from_secs(20), async {
+                        loop {
+                            if let Ok(Some(r)) = ns.api::<weir::api::Rollout>().get_opt("web").await
+                                && phase(&r) == Some(RolloutPhase::Healthy)
+                            {
+                                return r;
+                            }
+                            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                        }
+                    })
+                    .await
+                {
+                    drop(rollout);
+                    repo.commit("web 2", &[("deploy/app.yaml", &app(2))]);
+                    tokio::time::sleep(std::time::Duration::from_secs(8)).await;
+                    let _ = ns
+                        .api::<weir::api::Rollout>()
+                        .patch_status(
+                            "web",
+                            &PatchParams::default(),
+                            &Patch::Merge(json!({"status": {"abort": true}})),
+                        )
+                        .await;
+                }
+            };
+            let (line, ()) = futures::join!(said, driver);
+            drop_cluster_role(&ns).await;
+            (describe(&missing), line)
+        }
+    });
+    for (rule, line) in join_all(runs).await {
+        assert!(line.contains("forbidden"), "without {rule}: {line}");
+    }
+}
