@@ -33,7 +33,7 @@ unit:
 	cargo test --lib --bins
 
 crds:
-	cargo run --quiet --bin weir -- crds --dir crds
+	cargo run --quiet --bin weir -- crds --dir crds --reference docs/crd-reference.md
 	cargo run --quiet --bin weir-sim -- httproute-crd --dir hack/crds
 	rm -f charts/weir/crds/*.yaml && cp crds/*.yaml charts/weir/crds/
 

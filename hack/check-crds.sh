@@ -5,11 +5,12 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 fresh=$(mktemp -d)
 trap 'rm -rf "$fresh"' EXIT
-cargo run --quiet --bin weir -- crds --dir "$fresh/crds"
+cargo run --quiet --bin weir -- crds --dir "$fresh/crds" --reference "$fresh/crd-reference.md"
 cargo run --quiet --bin weir-sim -- httproute-crd --dir "$fresh/hack-crds"
 status=0
 diff -ru crds "$fresh/crds" || status=1
 diff -ru hack/crds "$fresh/hack-crds" || status=1
+diff -u docs/crd-reference.md "$fresh/crd-reference.md" || status=1
 # The chart installs the same CRDs.
 diff -ru crds charts/weir/crds || status=1
 if [ $status -ne 0 ]; then

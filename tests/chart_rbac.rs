@@ -44,9 +44,18 @@ fn describe(rule: &PolicyRule) -> String {
     )
 }
 
-/// The chart's ServiceAccount in `ns`, bound to `rules` cluster-wide (the chart's cluster
-/// scope) and to the leader Lease's Role; returns a kubeconfig that acts as it.
-async fn service_account(ns: &TestNamespace, rules: Vec<PolicyRule>) -> PathBuf {
+/// How the chart binds the rules (`values.scope`).
+#[derive(Clone, Copy, PartialEq)]
+enum Scope {
+    /// A ClusterRole and ClusterRoleBinding.
+    Cluster,
+    /// A Role in the namespace, and a ClusterRole for ClusterAnalysisTemplates only.
+    Namespace,
+}
+
+/// The chart's ServiceAccount in `ns`, bound to `rules` as `scope` says and to the leader
+/// Lease's Role; returns a kubeconfig that acts as it.
+async fn service_account(ns: &TestNamespace, rules: Vec<PolicyRule>, scope: Scope) -> PathBuf {
     let params = PostParams::default();
     let meta = |name: &str, namespace: Option<&str>| ObjectMeta {
         name: Some(name.to_owned()),
@@ -70,12 +79,48 @@ async fn service_account(ns: &TestNamespace, rules: Vec<PolicyRule>) -> PathBuf 
         .await
         .expect("ServiceAccount");
     let cluster_role = format!("weir-{}", ns.name);
+    let cluster_rules = match scope {
+        Scope::Cluster => rules,
+        Scope::Namespace => {
+            ns.api::<Role>()
+                .create(
+                    &params,
+                    &Role {
+                        metadata: meta("weir", None),
+                        rules: Some(rules),
+                    },
+                )
+                .await
+                .expect("Role");
+            ns.api::<RoleBinding>()
+                .create(
+                    &params,
+                    &RoleBinding {
+                        metadata: meta("weir", None),
+                        role_ref: RoleRef {
+                            api_group: Some("rbac.authorization.k8s.io".into()),
+                            kind: "Role".into(),
+                            name: "weir".into(),
+                        },
+                        subjects: Some(subject.clone()),
+                    },
+                )
+                .await
+                .expect("RoleBinding");
+            vec![PolicyRule {
+                api_groups: Some(vec!["weir.dev".into()]),
+                resources: Some(vec!["clusteranalysistemplates".into()]),
+                verbs: vec!["get".into(), "list".into(), "watch".into()],
+                ..PolicyRule::default()
+            }]
+        }
+    };
     Api::<ClusterRole>::all(ns.client.clone())
         .create(
             &params,
             &ClusterRole {
                 metadata: meta(&cluster_role, None),
-                rules: Some(rules),
+                rules: Some(cluster_rules),
                 ..ClusterRole::default()
             },
         )
@@ -181,14 +226,18 @@ fn app(version: u32) -> String {
 
 /// A namespace with the Secret the analysis reads, a repository at version 1, the chart's
 /// ServiceAccount bound to `rules`, and a controller acting as it.
-async fn setup(test: &str, rules: Vec<PolicyRule>) -> (TestNamespace, GitRepo, ControllerProcess) {
+async fn setup(
+    test: &str,
+    rules: Vec<PolicyRule>,
+    scope: Scope,
+) -> (TestNamespace, GitRepo, ControllerProcess) {
     let ns = TestNamespace::new(&client().await, test).await;
     let secret = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "analysis"},
         "stringData": {"one": "1"}});
     support::app::apply(&ns, secret).await;
     let repo = GitRepo::new(&ns.name);
     repo.commit("web 1", &[("deploy/app.yaml", &app(1))]);
-    let kubeconfig = service_account(&ns, rules).await;
+    let kubeconfig = service_account(&ns, rules, scope).await;
     let prometheus = support::prometheus_url();
     let controller = ControllerProcess::start_with_env(
         &ns.name,
@@ -249,7 +298,16 @@ async fn forbidden_said(ns: &TestNamespace) -> Option<String> {
 
 #[tokio::test]
 async fn the_controller_runs_the_whole_flow_with_exactly_the_charts_rules() {
-    let (ns, repo, _controller) = setup("rbac", chart_rules()).await;
+    whole_flow("rbac", Scope::Cluster).await;
+}
+
+#[tokio::test]
+async fn in_namespace_scope_the_same_rules_in_a_role_are_enough() {
+    whole_flow("rbac-ns", Scope::Namespace).await;
+}
+
+async fn whole_flow(test: &str, scope: Scope) {
+    let (ns, repo, _controller) = setup(test, chart_rules(), scope).await;
     wait_for(&ns, "v1 Healthy", |r| {
         phase(r) == Some(RolloutPhase::Healthy)
     })
@@ -293,7 +351,8 @@ async fn without_any_one_rule_the_controller_fails_visibly() {
         let mut rules = all.clone();
         let missing = rules.remove(left_out);
         async move {
-            let (ns, repo, _controller) = setup(&format!("rbac-{left_out}"), rules).await;
+            let (ns, repo, _controller) =
+                setup(&format!("rbac-{left_out}"), rules, Scope::Cluster).await;
             // Drive the flow as far as it goes: the step that needs the rule says so.
             let what = format!("a visible failure without {}", describe(&missing));
             let said = eventually(&what, LIMIT, || async { forbidden_said(&ns).await });

@@ -23,6 +23,9 @@ enum Command {
         /// Write `<plural>.<group>.yaml` files into this directory instead of printing.
         #[arg(long)]
         dir: Option<PathBuf>,
+        /// Also write the field reference (Markdown) generated from the types' docs here.
+        #[arg(long)]
+        reference: Option<PathBuf>,
     },
     /// Run the controller until SIGTERM.
     Controller(Box<ControllerArgs>),
@@ -215,7 +218,16 @@ async fn main() -> ExitCode {
             };
             controller(namespace, election, metrics_addr, prometheus_url, git).await
         }
-        Command::Crds { dir } => weir::crd_files::emit(weir::api::crds(), dir.as_deref()),
+        Command::Crds { dir, reference } => {
+            weir::crd_files::emit(weir::api::crds(), dir.as_deref()).and_then(|()| {
+                let Some(path) = reference else {
+                    return Ok(());
+                };
+                let crds = weir::api::crds()?;
+                std::fs::write(&path, weir::crd_files::reference(&crds))
+                    .map_err(|e| anyhow::anyhow!("writing {}: {e}", path.display()))
+            })
+        }
         Command::Version => {
             println!("weir {}", env!("CARGO_PKG_VERSION"));
             Ok(())
