@@ -1,0 +1,136 @@
+//! The pure parts every reconcile runs: planning one step of a canary, judging one
+//! measurement (CEL and threshold, scalar and 100-sample vector), and rendering and diffing
+//! a 1,000-object revision. Run with `cargo bench --bench core` (part of `make bench`).
+
+use chrono::{DateTime, Utc};
+use criterion::{Criterion, criterion_group, criterion_main};
+use serde_json::json;
+use std::hint::black_box;
+use weir::analysis::verdict::{QueryValue, judge};
+use weir::api::analysis::Metric;
+use weir::api::rollout::{RolloutSpec, RolloutStatus};
+use weir::gitops::inventory::{entry, stamp, to_prune};
+use weir::gitops::render::{SourceFile, render};
+use weir::rollout::plan::{Input, Observed, ReplicaSetView, plan};
+
+fn now() -> DateTime<Utc> {
+    DateTime::from_timestamp(1_800_000_000, 0).expect("a time")
+}
+
+fn plan_one_step(c: &mut Criterion) {
+    let spec: RolloutSpec = serde_json::from_value(json!({
+        "replicas": 10,
+        "selector": {"matchLabels": {"app": "web"}},
+        "template": {"metadata": {"labels": {"app": "web"}},
+            "spec": {"containers": [{"name": "web", "image": "web:2"}]}},
+        "strategy": {"canary": {"stableService": "web-stable", "canaryService": "web-canary",
+            "trafficRouting": {"gatewayAPI": {"httpRoute": "web"}},
+            "steps": [{"setWeight": 10}, {"pause": {"duration": "1m"}}, {"setWeight": 30},
+                      {"pause": {}}, {"setWeight": 60}]}}
+    }))
+    .expect("spec");
+    // Mid-canary: step 0 done at 10%, the pause of step 1 under way.
+    let status: RolloutStatus = serde_json::from_value(json!({
+        "phase": "Progressing", "currentStepIndex": 1, "canaryWeight": 10,
+        "stableRS": "stable1", "canaryRS": "canary2", "attempt": 1,
+        "observedGeneration": 2
+    }))
+    .expect("status");
+    let view = |hash: &str, replicas| ReplicaSetView {
+        hash: hash.into(),
+        replicas,
+        available: replicas,
+        scale_down_at: None,
+        created: now(),
+    };
+    let observed = Observed {
+        replica_sets: vec![view("stable1", 10), view("canary2", 1)],
+        stable_service_hash: Some("stable1".into()),
+        canary_service_hash: Some("canary2".into()),
+        route_weight: Some(10),
+        ..Observed::default()
+    };
+    let input = Input {
+        spec: &spec,
+        generation: Some(2),
+        status: &status,
+        template_hash: "canary2",
+        revision: Some("5407b173496e0f6b1e7e6f1b7c4a1c2d3e4f5a6b"),
+        observed: &observed,
+        now: now(),
+    };
+    c.bench_function("plan one canary step", |b| {
+        b.iter(|| plan(black_box(&input)))
+    });
+}
+
+fn judge_measurements(c: &mut Criterion) {
+    let metric = |fields: serde_json::Value| -> Metric {
+        let mut metric = json!({"name": "m", "provider": {"prometheus": {"query": "q"}}});
+        if let (Some(m), Some(f)) = (metric.as_object_mut(), fields.as_object()) {
+            m.extend(f.clone());
+        }
+        serde_json::from_value(metric).expect("metric")
+    };
+    let cel_scalar = metric(json!({"successCondition": "result[0] >= 0.95"}));
+    let cel_vector = metric(json!({"successCondition": "result.all(x, x < 0.5)"}));
+    let range = metric(json!({"thresholdRange": {"min": 0.0, "max": 0.5}}));
+    let scalar = QueryValue::Vector(vec![0.99]);
+    let vector = QueryValue::Vector((0..100).map(|i| f64::from(i) / 1000.0).collect());
+    c.bench_function("judge CEL over a scalar", |b| {
+        b.iter(|| judge(black_box(&cel_scalar), black_box(&scalar)))
+    });
+    c.bench_function("judge CEL over 100 samples", |b| {
+        b.iter(|| judge(black_box(&cel_vector), black_box(&vector)))
+    });
+    c.bench_function("judge thresholdRange over 100 samples", |b| {
+        b.iter(|| judge(black_box(&range), black_box(&vector)))
+    });
+}
+
+fn render_and_diff(c: &mut Criterion) {
+    // 1,000 ConfigMaps in 10 files of 100 documents each.
+    let files: Vec<SourceFile> = (0..10)
+        .map(|f| SourceFile {
+            path: format!("deploy/part-{f}.yaml"),
+            bytes: (0..100)
+                .map(|d| {
+                    format!(
+                        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: cm-{f}-{d}\ndata:\n  key: \"value {d}\"\n"
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join("---\n")
+                .into_bytes(),
+        })
+        .collect();
+    let manifests = render(&files, "deploy").expect("renders");
+    assert_eq!(manifests.len(), 1000);
+    c.bench_function("render a 1,000-object revision", |b| {
+        b.iter(|| render(black_box(&files), "deploy"))
+    });
+    let old: Vec<_> = manifests
+        .iter()
+        .map(|m| entry(&stamp(m, "ns/app", "r1", Some("ns"))))
+        .collect();
+    // The next revision drops every tenth object.
+    let new: Vec<_> = old
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| i % 10 != 0)
+        .map(|(_, e)| e.clone())
+        .collect();
+    assert_eq!(to_prune(&old, &new).len(), 100);
+    c.bench_function("stamp and diff a 1,000-object inventory", |b| {
+        b.iter(|| {
+            let stamped: Vec<_> = manifests
+                .iter()
+                .map(|m| entry(&stamp(m, "ns/app", "r2", Some("ns"))))
+                .collect();
+            to_prune(black_box(&old), black_box(&stamped[100..]))
+        })
+    });
+}
+
+criterion_group!(benches, plan_one_step, judge_measurements, render_and_diff);
+criterion_main!(benches);
