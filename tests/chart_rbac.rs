@@ -14,10 +14,10 @@ use k8s_openapi::api::rbac::v1::{
 };
 use kube::Api;
 use kube::api::{DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
-use serde_json::{Value, json};
+use serde_json::json;
 use support::app::{LIMIT, phase, status_patch, wait_for};
 use support::git::GitRepo;
-use support::{ControllerProcess, TestNamespace, client, eventually, kubeconfig_path, repo_root};
+use support::{ControllerProcess, TestNamespace, client, eventually, repo_root};
 use weir::api::gitsync::GitSync;
 use weir::api::rollout::RolloutPhase;
 
@@ -171,18 +171,10 @@ async fn service_account(ns: &TestNamespace, rules: Vec<PolicyRule>, scope: Scop
         )
         .await
         .expect("RoleBinding");
-    // The admin's kubeconfig, acting as the ServiceAccount (impersonation): what the API
-    // server allows is exactly what the ServiceAccount may do.
-    let mut config: serde_yaml_ng::Value =
-        serde_yaml_ng::from_str(&std::fs::read_to_string(kubeconfig_path()).expect("kubeconfig"))
-            .expect("kubeconfig YAML");
-    for user in config["users"].as_sequence_mut().expect("users") {
-        user["user"]["as"] =
-            serde_yaml_ng::Value::from(format!("system:serviceaccount:{}:weir", ns.name));
-    }
-    let path = std::env::temp_dir().join(format!("{}-weir.kubeconfig", ns.name));
-    std::fs::write(&path, serde_yaml_ng::to_string(&config).expect("YAML")).expect("kubeconfig");
-    path
+    support::kubeconfig_as(
+        &format!("system:serviceaccount:{}:weir", ns.name),
+        &format!("{}-weir.kubeconfig", ns.name),
+    )
 }
 
 async fn drop_cluster_role(ns: &TestNamespace) {
@@ -252,17 +244,7 @@ async fn setup(
         ],
         &[("KUBECONFIG", kubeconfig.as_path())],
     );
-    let sync: Value = json!({"apiVersion": "weir.dev/v1alpha1", "kind": "GitSync",
-        "metadata": {"name": "app"},
-        "spec": {"url": repo.file_url(), "ref": {"branch": "main"}, "path": "deploy", "interval": "1s"}});
-    ns.api::<GitSync>()
-        .patch(
-            "app",
-            &PatchParams::apply("weir-test").force(),
-            &Patch::Apply(&sync),
-        )
-        .await
-        .expect("GitSync");
+    support::app::git_sync(&ns, &repo.file_url(), json!({})).await;
     (ns, repo, controller)
 }
 

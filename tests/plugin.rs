@@ -6,7 +6,6 @@ mod support;
 use std::path::Path;
 use std::process::{Command, Output};
 
-use kube::api::{Patch, PatchParams};
 use serde_json::json;
 use support::app::{LIMIT, app, healthy_on, phase, set_image, wait_for};
 use support::git::GitRepo;
@@ -306,19 +305,7 @@ async fn kubectl_finds_the_plugin_and_permissions_are_explained() {
             .expect("kubectl apply");
         assert!(applied.status.success(), "{}", stderr(&applied));
     }
-    // The admin's kubeconfig, acting as the viewer (impersonation).
-    let mut config: serde_yaml_ng::Value =
-        serde_yaml_ng::from_str(&std::fs::read_to_string(kubeconfig_path()).expect("kubeconfig"))
-            .expect("kubeconfig YAML");
-    for user in config["users"].as_sequence_mut().expect("users") {
-        user["user"]["as"] = serde_yaml_ng::Value::from(viewer.as_str());
-    }
-    let viewer_config = std::env::temp_dir().join(format!("{}-viewer.kubeconfig", ns.name));
-    std::fs::write(
-        &viewer_config,
-        serde_yaml_ng::to_string(&config).expect("YAML"),
-    )
-    .expect("write kubeconfig");
+    let viewer_config = support::kubeconfig_as(&viewer, &format!("{}-viewer.kubeconfig", ns.name));
     let listed = weir_with(&ns, &viewer_config, &["list"]);
     assert_eq!(code(&listed), Some(0), "{}", stderr(&listed));
     let denied = eventually("RBAC to apply", LIMIT, || async {
@@ -354,17 +341,7 @@ async fn undo_and_history_go_through_the_gitsync() {
     };
     let v1 = repo.commit("web one", &[("deploy/app.yaml", &manifest("web:1"))]);
     let _controller = ControllerProcess::start(&ns.name);
-    let sync = json!({"apiVersion": "weir.dev/v1alpha1", "kind": "GitSync",
-        "metadata": {"name": "app"},
-        "spec": {"url": repo.file_url(), "ref": {"branch": "main"}, "path": "deploy", "interval": "1s"}});
-    ns.api::<GitSync>()
-        .patch(
-            "app",
-            &PatchParams::apply("weir-test").force(),
-            &Patch::Apply(&sync),
-        )
-        .await
-        .expect("GitSync");
+    support::app::git_sync(&ns, &repo.file_url(), json!({})).await;
     healthy_on(&ns, "web:1").await;
     let v2 = repo.commit("web two", &[("deploy/app.yaml", &manifest("web:2"))]);
     healthy_on(&ns, "web:2").await;

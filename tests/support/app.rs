@@ -80,6 +80,26 @@ pub async fn app(ns: &TestNamespace) {
             {"name": "web-stable", "port": 80}, {"name": "web-canary", "port": 80}]}]}})).await;
 }
 
+/// Applies the GitSync `app` following `main` of `url` at `deploy/` every second, with
+/// `extra` spec fields.
+pub async fn git_sync(ns: &TestNamespace, url: &str, extra: Value) {
+    let mut spec =
+        json!({"url": url, "ref": {"branch": "main"}, "path": "deploy", "interval": "1s"});
+    if let (Some(spec), Some(extra)) = (spec.as_object_mut(), extra.as_object()) {
+        spec.extend(extra.clone());
+    }
+    let object = json!({"apiVersion": "weir.dev/v1alpha1", "kind": "GitSync",
+        "metadata": {"name": "app"}, "spec": spec});
+    ns.api::<weir::api::GitSync>()
+        .patch(
+            "app",
+            &PatchParams::apply("weir-test").force(),
+            &Patch::Apply(&object),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("applying the GitSync: {e}"));
+}
+
 /// The two Services and the HTTPRoute splitting between them, as a team keeps them in Git
 /// (no weights: those are the rollout engine's).
 pub fn routing() -> Vec<Value> {

@@ -31,6 +31,23 @@ pub fn kubeconfig_path() -> PathBuf {
         .unwrap_or_else(|| cluster_dir().join("kubeconfig"))
 }
 
+/// A copy of the local cluster's kubeconfig whose every user acts as `user` (impersonation,
+/// which the admin may do): what the API server allows is then exactly what `user` may do.
+pub fn kubeconfig_as(user: &str, file_name: &str) -> PathBuf {
+    let path = kubeconfig_path();
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+    let mut config: serde_yaml_ng::Value =
+        serde_yaml_ng::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    for entry in config["users"].as_sequence_mut().into_iter().flatten() {
+        entry["user"]["as"] = serde_yaml_ng::Value::from(user);
+    }
+    let written = std::env::temp_dir().join(file_name);
+    let yaml = serde_yaml_ng::to_string(&config).unwrap_or_else(|e| panic!("kubeconfig: {e}"));
+    std::fs::write(&written, yaml).unwrap_or_else(|e| panic!("writing {}: {e}", written.display()));
+    written
+}
+
 const HOW_TO_START: &str =
     "start the local control plane with `hack/local-cluster.sh up` (or run `make test`)";
 
