@@ -663,3 +663,81 @@ async fn a_controller_killed_mid_rollback_finishes_it_after_restart() {
         "v2's Secret pruned"
     );
 }
+
+/// Rolling back never waits for Git: with the remote gone silent mid-fetch (a fetch that
+/// would hang for the whole --fetch-timeout of ten minutes), an abort still brings the
+/// cluster back to the last good revision at once.
+#[tokio::test]
+async fn an_abort_rolls_back_while_a_fetch_hangs_on_a_silent_remote() {
+    let ns = TestNamespace::new(&client().await, "rollback-silent").await;
+    let repo = GitRepo::new(&ns.name);
+    let held = json!([{"setWeight": 20}, {"pause": {}}]);
+    let v1 = commit_with(&repo, &ns, 1, held.clone(), &[]);
+    let daemon = GitDaemon::serve(&repo).await;
+    // The GitSync reaches the daemon through a relay that can go silent: it then takes
+    // connections and never answers, as a hung Git host does.
+    let silent = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let hung = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+        .await
+        .expect("a loopback port for the relay");
+    let relay_port = listener.local_addr().expect("the relay's address").port();
+    let relay = {
+        let (silent, hung, daemon_port) = (silent.clone(), hung.clone(), daemon.port);
+        tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((mut socket, _)) = listener.accept().await {
+                if silent.load(std::sync::atomic::Ordering::SeqCst) {
+                    hung.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    held.push(socket);
+                    continue;
+                }
+                tokio::spawn(async move {
+                    if let Ok(mut upstream) =
+                        tokio::net::TcpStream::connect(("127.0.0.1", daemon_port)).await
+                    {
+                        let _ = tokio::io::copy_bidirectional(&mut socket, &mut upstream).await;
+                    }
+                });
+            }
+        })
+    };
+    let url = daemon
+        .url(&repo)
+        .replace(&format!(":{}/", daemon.port), &format!(":{relay_port}/"));
+    let _controller = ControllerProcess::start_with(
+        &ns.name,
+        &["--metrics-addr", "127.0.0.1:0", "--fetch-timeout", "10m"],
+    );
+    git_sync_every(&ns, &url, false, "1s").await;
+    healthy_on(&ns, "web:1").await;
+    sync_where(&ns, "v1 good", |s| {
+        s.last_good_revision.as_deref() == Some(v1.as_str())
+    })
+    .await;
+    let v2 = commit_with(&repo, &ns, 2, held, &[]);
+    wait_for(&ns, "v2's canary paused", |r| {
+        phase(r) == Some(RolloutPhase::Paused) && revisions(r).1.as_deref() == Some(v2.as_str())
+    })
+    .await;
+
+    // The remote goes silent; the next fetch (due every second) hangs on it.
+    silent.store(true, std::sync::atomic::Ordering::SeqCst);
+    eventually("a fetch to hang on the silent remote", LIMIT, || async {
+        (hung.load(std::sync::atomic::Ordering::SeqCst) > 0).then_some(())
+    })
+    .await;
+
+    // `kubectl weir abort` while that fetch hangs.
+    status_patch(&ns, json!({"status": {"abort": true}})).await;
+    // The Ready condition may already tell of the next fetch (still stuck); the revisions
+    // tell of the rollback.
+    let status = sync_where(&ns, "v2 rejected and v1 re-applied, without Git", |s| {
+        s.last_applied_revision.as_deref() == Some(v1.as_str())
+    })
+    .await;
+    assert_eq!(status.rejected_revisions[0].revision, v2);
+    assert_eq!(setting(&ns).await.as_deref(), Some("setting 1"));
+    healthy_on(&ns, "web:1").await;
+    relay.abort();
+}

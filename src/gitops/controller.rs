@@ -48,7 +48,9 @@ pub async fn run(
         fetch_timeout: options.fetch_timeout,
         in_flight: Default::default(),
         schedule: Default::default(),
+        aborts: Default::default(),
     });
+    let aborts = context.aborts.clone();
     info!(
         namespace = namespace.unwrap_or("(all)"),
         kustomize = ?context.kustomize.as_ref().map(|k| k.program.display().to_string()),
@@ -62,7 +64,10 @@ pub async fn run(
     .watches(
         scoped_api::<Rollout>(&client, namespace),
         watcher::Config::default(),
-        |rollout| {
+        move |rollout| {
+            if rollout.status.as_ref().is_some_and(|s| s.abort) {
+                aborts.notify_waiters();
+            }
             rollout
                 .annotations()
                 .get(OWNER_ANNOTATION)

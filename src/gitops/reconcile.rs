@@ -13,7 +13,7 @@ use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action as Requeue;
 use kube::runtime::events::Recorder;
 use kube::{Client, Resource, ResourceExt};
-use tokio::sync::Semaphore;
+use tokio::sync::{Notify, Semaphore};
 use tracing::{info, instrument, warn};
 
 use super::credentials::{self, Credentials};
@@ -54,6 +54,9 @@ pub struct Context {
     /// When each GitSync is due again: a watch event that is only our own status write must
     /// not start another fetch and apply, and failures back off.
     pub schedule: Mutex<HashMap<String, Schedule>>,
+    /// Told of every aborted Rollout the controller sees, so that a reconcile waiting for a
+    /// fetch can roll back first.
+    pub aborts: Arc<Notify>,
 }
 
 fn timed_out(timeout: Duration) -> String {
@@ -189,9 +192,30 @@ pub async fn reconcile(sync: Arc<GitSync>, ctx: Arc<Context>) -> Result<Requeue,
 
     // The Rollouts are looked at every time (their changes wake this GitSync): an abort is
     // acted on at once, never after the interval.
-    let rollouts = managed_rollouts(&ctx.client, &original.inventory).await;
-    let fetched = if due {
-        Some(fetch(&ctx, &current, &key).await)
+    let mut rollouts = managed_rollouts(&ctx.client, &original.inventory).await;
+    // Rolling back never waits for Git: when a Rollout of the applied revision has aborted,
+    // a due fetch (which may queue for a slot and then take up to --fetch-timeout) waits
+    // until the cluster is back on the last good revision, and runs right after. An abort
+    // during a fetch abandons the fetch the same way.
+    let on_failure = current.spec.rollback.on_failure;
+    let mut fetch_deferred = due && must_roll_back(&original, &rollouts, on_failure);
+    let fetched = if due && !fetch_deferred {
+        let fetch = fetch(&ctx, &current, &key);
+        tokio::pin!(fetch);
+        loop {
+            let news = ctx.aborts.notified();
+            tokio::select! {
+                result = &mut fetch => break Some(result),
+                () = news => {
+                    rollouts = managed_rollouts(&ctx.client, &original.inventory).await;
+                    if must_roll_back(&original, &rollouts, on_failure) {
+                        info!("a managed Rollout aborted during the fetch: rolling back first");
+                        fetch_deferred = true;
+                        break None;
+                    }
+                }
+            }
+        }
     } else {
         None
     };
@@ -314,8 +338,8 @@ pub async fn reconcile(sync: Arc<GitSync>, ctx: Arc<Context>) -> Result<Requeue,
         &step.attempt,
         Some(Attempt::Applied { basis: Basis::RolledBack(rejected), .. }) if rejected.revert.is_none()
     ) && write_back_enabled;
-    if revert_pending && written.is_none() {
-        // Rolled back without a fresh fetch: fetch now and write the revert.
+    if (revert_pending && written.is_none()) || fetch_deferred {
+        // Rolled back without a fresh fetch: fetch now (and write the revert).
         step.next = Duration::ZERO;
     }
     match &written {
@@ -338,7 +362,8 @@ pub async fn reconcile(sync: Arc<GitSync>, ctx: Arc<Context>) -> Result<Requeue,
         },
     ));
     step.written = written;
-    if asked {
+    // A sync request waits with the deferred fetch: it is handled by the fetch right after.
+    if asked && !fetch_deferred {
         step.handled_request = Some(requested);
     }
     let removed_pin = pin_request.is_some();
@@ -364,6 +389,20 @@ pub async fn reconcile(sync: Arc<GitSync>, ctx: Arc<Context>) -> Result<Requeue,
         .await?;
     }
     result
+}
+
+/// Whether what is known already rejects the applied revision (a Rollout of it aborted):
+/// then the cluster goes back to the last good revision before anything waits for Git.
+fn must_roll_back(status: &GitSyncStatus, rollouts: &[ManagedRollout], on_failure: bool) -> bool {
+    status
+        .last_fetched_revision
+        .as_ref()
+        .or(status.last_applied_revision.as_ref())
+        .is_some_and(|known| {
+            rollback::decide(known, status, rollouts, on_failure, Utc::now())
+                .rejected
+                .is_some()
+        })
 }
 
 /// What one reconcile did, to record and to schedule from.
@@ -588,6 +627,8 @@ async fn fetch(ctx: &Context, sync: &GitSync, key: &str) -> Result<String, Attem
     };
     let limits = Arc::new(source::Limits::new(ctx.fetch_timeout));
     let limited = limits.clone();
+    // A fetch given up on (an abort came first) stops at gix's next check.
+    let _interrupt_if_dropped = InterruptOnDrop(limits.clone());
     let read = tokio::task::spawn_blocking(move || {
         let _in_flight = in_flight;
         source::fetch(&dir, &url, &git_ref, &credentials, &limited)
@@ -603,6 +644,16 @@ async fn fetch(ctx: &Context, sync: &GitSync, key: &str) -> Result<String, Attem
             limits.interrupt.store(true, Ordering::Relaxed);
             Err(Attempt::FetchFailed(timed_out(ctx.fetch_timeout)))
         }
+    }
+}
+
+/// Interrupts a fetch whose caller stopped waiting for it; after the fetch ended it changes
+/// nothing.
+struct InterruptOnDrop(Arc<source::Limits>);
+
+impl Drop for InterruptOnDrop {
+    fn drop(&mut self) {
+        self.0.interrupt.store(true, Ordering::Relaxed);
     }
 }
 
