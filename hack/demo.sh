@@ -222,7 +222,18 @@ reverted() {
   [ -n "$(kubectl get gitsync shop -n "$NS" -o jsonpath='{.status.rejectedRevisions[0].revert}')" ]
 }
 wait_until "the revert to be pushed" reverted
-kubectl weir -n "$NS" status web --timeout "${LIMIT}s" || fail "web did not return to Healthy"
+# Caught by its analysis at the first step (10%), on the success-rate metric.
+cause=$(kubectl get gitsync shop -n "$NS" -o jsonpath='{.status.rejectedRevisions[0].reason}/{.status.rejectedRevisions[0].metric}')
+[ "$cause" = AnalysisFailed/success-rate ] || fail "v3 was rejected for '$cause', not AnalysisFailed/success-rate"
+failed_steps=$(kubectl get analysisruns -n "$NS" -o jsonpath='{range .items[?(@.status.phase=="Failed")]}{.metadata.labels.weir\.dev/step}{"\n"}{end}' | sort -u | tr '\n' ' ')
+[ "$failed_steps" = "1 " ] || fail "v3's failed analysis ran at step(s) '$failed_steps', not only at step index 1 (its first, at 10%)"
+# What a pipeline that pushed v3 sees: its release failed (exit 1), though the app is
+# Healthy again on v2.
+status=0
+kubectl weir -n "$NS" status web --revision "$V3" --timeout "${LIMIT}s" || status=$?
+[ "$status" -eq 1 ] || fail "kubectl weir status --revision v3 exited $status, not 1 (rejected)"
+healthy() { [ "$(kubectl get rollout web -n "$NS" -o jsonpath='{.status.phase}')" = Healthy ]; }
+wait_until "web to be Healthy on v2 again" healthy
 image=$(kubectl get rollout web -n "$NS" -o jsonpath='{.spec.template.spec.containers[0].image}')
 [ "$image" = shop/web:2 ] || fail "the Rollout runs $image, not shop/web:2"
 greeting=$(kubectl get configmap web-settings -n "$NS" -o jsonpath='{.data.greeting}')

@@ -105,11 +105,20 @@ pub enum Command {
     /// The revisions the Rollout went through, with outcomes and analysis.
     History { name: String },
     /// Wait until Healthy (exit 0), Degraded or aborted (exit 1), or the timeout (exit 2).
+    ///
+    /// For a Rollout a GitSync manages, the release waited for is a Git revision (the
+    /// newest the GitSync fetched, or --revision): it must be the one running, Healthy; a
+    /// rejected revision or weir's revert of one exits 1 although the Rollout is Healthy on
+    /// the last good version again.
     Status {
         name: String,
         /// How long to wait (5m, 90s).
         #[arg(long, default_value = "5m", value_parser = parse_duration)]
         timeout: Duration,
+        /// The Git revision (full SHA or 7+ characters) whose release to wait for, say the
+        /// commit a pipeline just pushed.
+        #[arg(long)]
+        revision: Option<String>,
     },
     /// Check Rollout, AnalysisTemplate and GitSync manifests offline (also Argo's).
     Lint {
@@ -237,8 +246,12 @@ async fn execute(cli: Cli) -> Result<ExitCode, Failure> {
             print!("{text}");
             Ok(ExitCode::SUCCESS)
         }
-        Command::Status { name, timeout } => match Cluster::connect(&kube).await {
-            Ok(cluster) => status(&cluster, &name, timeout).await,
+        Command::Status {
+            name,
+            timeout,
+            revision,
+        } => match Cluster::connect(&kube).await {
+            Ok(cluster) => status(&cluster, &name, timeout, revision.as_deref()).await,
             Err(Failure(message)) => {
                 eprintln!("error: {message}");
                 Ok(ExitCode::from(COULD_NOT_TELL))
@@ -373,15 +386,37 @@ const POLL: Duration = Duration::from_secs(1);
 /// given wrongly. Not 1 or 2, which a pipeline reads as Degraded or timed out.
 pub const COULD_NOT_TELL: u8 = 3;
 
-async fn status(cluster: &Cluster, name: &str, timeout: Duration) -> Result<ExitCode, Failure> {
+async fn status(
+    cluster: &Cluster,
+    name: &str,
+    timeout: Duration,
+    revision: Option<&str>,
+) -> Result<ExitCode, Failure> {
     let deadline = tokio::time::Instant::now() + timeout;
     let api: Api<Rollout> = cluster.api();
     let mut last = String::new();
     loop {
         // Every request ends by the deadline, even against an API server that hangs.
-        let line = match tokio::time::timeout_at(deadline, api.get(name)).await {
+        let looked = tokio::time::timeout_at(deadline, async {
+            let rollout = api.get(name).await?;
+            // Without read access to GitSyncs, the Rollout alone is judged.
+            let sync = cluster.managing_sync(&rollout).await.ok().flatten();
+            Ok::<_, kube::Error>(match sync {
+                Some(sync) => Some(wait::standing_in_git(&rollout, &sync, revision)),
+                None if revision.is_some() => None,
+                None => Some(wait::standing(&rollout)),
+            })
+        });
+        let line = match looked.await {
             Err(_) => None,
-            Ok(Ok(rollout)) => match wait::standing(&rollout) {
+            Ok(Ok(None)) => {
+                eprintln!(
+                    "error: {name} is not applied by a GitSync (or its GitSync cannot be read), \
+                     so it has no Git revision to wait for; leave out --revision"
+                );
+                return Ok(ExitCode::from(COULD_NOT_TELL));
+            }
+            Ok(Ok(Some(standing))) => match standing {
                 Standing::Healthy(line) => {
                     println!("{name}: {line}");
                     return Ok(ExitCode::SUCCESS);
