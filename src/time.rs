@@ -25,12 +25,38 @@ pub fn to_k8s(time: DateTime<Utc>) -> Time {
     Time(Timestamp::from_second(clamped).unwrap_or(Timestamp::UNIX_EPOCH))
 }
 
+/// The start of a wait, recorded at the first whole second at or after `time`. The API
+/// server keeps whole seconds, and the controller times the wait from what it recorded (so a
+/// restart changes nothing); rounding up means that wait is never shorter than asked.
+pub fn start_of_wait(time: DateTime<Utc>) -> (Time, DateTime<Utc>) {
+    let rounded = if time.timestamp_subsec_nanos() > 0 {
+        time + chrono::Duration::seconds(1)
+    } else {
+        time
+    };
+    let recorded = to_k8s(rounded);
+    let read_back = from_k8s(&recorded);
+    (recorded, read_back)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
 
     proptest! {
+        #[test]
+        fn a_recorded_wait_starts_no_earlier_and_within_a_second(
+            seconds in -62_000_000_000i64..250_000_000_000i64,
+            nanos in 0u32..1_000_000_000,
+        ) {
+            let time = DateTime::from_timestamp(seconds, nanos).expect("in range");
+            let (recorded, read_back) = start_of_wait(time);
+            prop_assert_eq!(from_k8s(&recorded), read_back);
+            prop_assert!(read_back >= time);
+            prop_assert!(read_back - time < chrono::Duration::seconds(1));
+        }
+
         #[test]
         fn whole_seconds_round_trip(seconds in -62_000_000_000i64..250_000_000_000i64) {
             let time = DateTime::from_timestamp(seconds, 0).expect("in range");

@@ -24,7 +24,7 @@ use crate::api::analysis::AnalysisPhase;
 use crate::api::rollout::{
     AbortCause, CanaryStep, PauseCondition, PauseReason, RolloutPhase, RolloutSpec, RolloutStatus,
 };
-use crate::time::{from_k8s, to_k8s};
+use crate::time::{from_k8s, start_of_wait, to_k8s};
 use crate::{conditions, duration, validate};
 
 /// A ReplicaSet the Rollout owns, as the API server shows it.
@@ -419,6 +419,21 @@ impl<'a> Planner<'a> {
         );
     }
 
+    /// Pins the stable Service to `stable` during a canary. When it selects another version
+    /// that has pods to serve (a promotion whose status was lost in a crash) and the stable
+    /// has none available yet, it stays there until the stable's pods are back.
+    fn return_stable_service(&mut self, stable: &str) {
+        let elsewhere = self
+            .input
+            .observed
+            .stable_service_hash
+            .as_deref()
+            .is_some_and(|h| h != stable && self.available(h) > 0);
+        if self.available(stable) > 0 || !elsewhere {
+            self.point_stable(stable);
+        }
+    }
+
     /// Pins the canary Service (when there is one) to `hash`, unless it already is.
     fn point_canary(&mut self, hash: &str) {
         let (_, service) = self.services();
@@ -719,15 +734,15 @@ impl<'a> Planner<'a> {
             // The replica ratio is the traffic ratio: the canary gets its pods first, and the
             // stable gives up only as many pods as the canary has available.
             let target = canary_pods(self.steps, index, self.replicas, weight, false);
-            // A stable Service must never select zero pods: one stays until it moves.
+            // A stable Service must never select zero pods: one stays until it moves (at
+            // promotion), also when it selects another version for now (a promotion lost
+            // in a crash), since it comes back to the stable below.
             let (stable_service, _) = self.services();
-            let selected =
-                stable_service.is_some() && observed.stable_service_hash.as_deref() == Some(stable);
-            let keep = i32::from(selected && self.replicas > 0);
+            let keep = i32::from(stable_service.is_some() && self.replicas > 0);
             let stable_target = (self.replicas - self.available(hash).min(target)).max(keep);
             self.scale(hash, target);
             self.scale(stable, stable_target);
-            self.point_stable(stable);
+            self.return_stable_service(stable);
             self.point_canary(hash);
             let ready = self.settled_at(hash, target) && self.settled_at(stable, stable_target);
             if ready {
@@ -739,7 +754,7 @@ impl<'a> Planner<'a> {
         let target = canary_pods(self.steps, index, self.replicas, weight.max(route), true);
         self.scale(stable, self.replicas);
         self.scale(hash, target);
-        self.point_stable(stable);
+        self.return_stable_service(stable);
         if route > weight {
             self.set_weight(weight);
             return false;
@@ -777,9 +792,12 @@ impl<'a> Planner<'a> {
             .cloned();
         if !self.status.controller_pause {
             self.status.controller_pause = true;
+            // Timed from the start as recorded, as every later reconcile (or a restarted
+            // controller) reads it: the step ends at the deadline the status shows.
+            let (start_time, started) = start_of_wait(now);
             self.status.pause_conditions.push(PauseCondition {
                 reason: PauseReason::CanaryPauseStep,
-                start_time: to_k8s(now),
+                start_time,
             });
             let how = match self.pause_duration(index) {
                 Some(d) => format!("for {}", duration::format(d)),
@@ -795,7 +813,9 @@ impl<'a> Planner<'a> {
                 format!("paused at step {}/{} {how}", index + 1, self.steps.len()),
             );
             if let Some(d) = self.pause_duration(index) {
-                self.wake_at(now + chrono::Duration::from_std(d).unwrap_or(chrono::TimeDelta::MAX));
+                self.wake_at(
+                    started + chrono::Duration::from_std(d).unwrap_or(chrono::TimeDelta::MAX),
+                );
             }
             return Progress::Wait;
         }
@@ -1105,8 +1125,14 @@ impl<'a> Planner<'a> {
             return;
         }
         let now = self.input.now;
-        let since = self.status.waiting_since.as_ref().map_or(now, from_k8s);
-        self.status.waiting_since = Some(to_k8s(since));
+        let (since, recorded) = match &self.status.waiting_since {
+            Some(since) => (from_k8s(since), since.clone()),
+            None => {
+                let (recorded, since) = start_of_wait(now);
+                (since, recorded)
+            }
+        };
+        self.status.waiting_since = Some(recorded);
         let deadline =
             since + chrono::Duration::seconds(i64::from(self.input.spec.progress_deadline_seconds));
         if now < deadline {
