@@ -12,7 +12,7 @@ help:
 	@echo "make crds          regenerate crds/ and hack/crds/ from the Rust types"
 	@echo "make cluster-up    start the local control plane (hack/local-cluster.sh up)"
 	@echo "make cluster-down  stop it"
-	@echo "make bench         run the benchmarks in benches/"
+	@echo "make bench         criterion benchmarks, then the scale and latency harness on the local cluster (writes BENCHMARKS.md)"
 
 test: toolchain fmt-check clippy unit crds-check integration
 
@@ -50,4 +50,4 @@ cluster-down:
 	hack/local-cluster.sh down
 
 bench:
-	cargo bench
+	hack/bench.sh

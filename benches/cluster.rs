@@ -1,0 +1,1091 @@
+//! The scale and latency harness: weir's controller (the release build) against the local
+//! control plane, measured the way an operator would see it, and written to BENCHMARKS.md.
+//!
+//! Run with `make bench` (which brings the cluster up first), or with the cluster up:
+//! `cargo bench --bench cluster`. `WEIR_BENCH_SIZES` (default `100 1000 5000`) picks the
+//! Rollout counts, `WEIR_BENCH_SAMPLES` (default 50) the aborts and pauses timed,
+//! `WEIR_BENCH_OUT` (default `BENCHMARKS.md`) where the report goes.
+//!
+//! Every figure is taken from outside the controller: memory from /proc, API requests from
+//! the API server's own `apiserver_request_total`, times from watches on the API server and
+//! from Prometheus' query log. Nothing here asserts a time; BENCHMARKS.md says which targets
+//! are met.
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use gateway_api::apis::standard::httproutes::HttpRoute;
+use k8s_openapi::api::apps::v1::ReplicaSet;
+use k8s_openapi::api::core::v1::Namespace;
+use kube::Client;
+use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::runtime::reflector::{self, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use serde_json::{Value, json};
+use support::git::{GitDaemon, GitRepo};
+use support::{ControllerProcess, TestNamespace, client, eventually};
+use weir::api::Rollout;
+use weir::api::rollout::{PauseReason, RolloutPhase};
+
+/// Liveness bound for waits on the cluster; generous, never a performance limit.
+const SETTLE: Duration = Duration::from_secs(5);
+
+fn main() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("cannot start a tokio runtime: {error}");
+            std::process::exit(1);
+        }
+    };
+    // `cargo bench` passes `--bench`; anything else (a filter) is not ours to interpret.
+    runtime.block_on(run());
+}
+
+async fn run() {
+    let sizes: Vec<usize> = std::env::var("WEIR_BENCH_SIZES")
+        .unwrap_or_else(|_| "100 1000 5000".into())
+        .split_whitespace()
+        .map(|n| {
+            n.parse()
+                .unwrap_or_else(|e| panic!("WEIR_BENCH_SIZES: {n:?} is not a count: {e}"))
+        })
+        .collect();
+    let samples: usize = std::env::var("WEIR_BENCH_SAMPLES")
+        .ok()
+        .map(|n| {
+            n.parse()
+                .unwrap_or_else(|e| panic!("WEIR_BENCH_SAMPLES: {n:?} is not a count: {e}"))
+        })
+        .unwrap_or(50);
+    let out = std::env::var("WEIR_BENCH_OUT").unwrap_or_else(|_| "BENCHMARKS.md".into());
+    let client = client().await;
+    let started = Utc::now();
+    let mut report = Report::default();
+
+    println!("== step writes and step latency ({samples} pauses)");
+    steps(&client, samples, &mut report).await;
+    println!("== abort latency ({samples} aborts)");
+    aborts(&client, samples, &mut report).await;
+    println!("== Git to canary");
+    git_to_canary(&client, &mut report).await;
+    for size in sizes {
+        println!("== {size} Rollouts");
+        scale(&client, size, &mut report).await;
+    }
+    report.section("Pure parts (criterion)", criterion_table());
+    let text = report.render(started, Utc::now());
+    let path = support::repo_root().join(&out);
+    std::fs::write(&path, &text).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
+    println!("{text}");
+    println!("written to {}", path.display());
+}
+
+// --- what the report holds ----------------------------------------------------------------------
+
+#[derive(Default)]
+struct Report {
+    /// (figure, value, target, met) in the order measured.
+    targets: Vec<(String, String, String, Option<bool>)>,
+    /// Sections of plain findings, each a heading and its Markdown body.
+    sections: Vec<(String, String)>,
+}
+
+impl Report {
+    fn target(&mut self, figure: &str, value: String, target: &str, met: Option<bool>) {
+        println!("{figure}: {value} (target {target})");
+        self.targets
+            .push((figure.into(), value, target.into(), met));
+    }
+
+    fn section(&mut self, heading: &str, body: String) {
+        println!("{body}");
+        self.sections.push((heading.into(), body));
+    }
+
+    fn render(&self, started: DateTime<Utc>, finished: DateTime<Utc>) -> String {
+        let mut text = String::new();
+        let _ = writeln!(
+            text,
+            "# Benchmarks\n\nWritten by `make bench` (the harness is `benches/cluster.rs`, run as \
+             `cargo bench --bench cluster` against the local control plane of \
+             `hack/local-cluster.sh`). Regenerate it with `make bench`; every figure below comes \
+             from that run.\n"
+        );
+        let _ = writeln!(
+            text,
+            "- Run: {} to {} (UTC)\n- Machine: {}\n- Controller: `target/release/weir`, one \
+             replica, leader election off, `RUST_LOG=info`\n- Control plane: etcd, \
+             kube-apiserver and kube-controller-manager {} on the same machine, Prometheus \
+             scraping every second, weir's kubelet stand-in\n",
+            started.format("%Y-%m-%d %H:%M"),
+            finished.format("%Y-%m-%d %H:%M"),
+            machine(),
+            kubernetes_version(),
+        );
+        let _ = writeln!(text, "## Targets\n");
+        let _ = writeln!(
+            text,
+            "| figure | measured | target | met |\n| --- | --- | --- | --- |"
+        );
+        for (figure, value, target, met) in &self.targets {
+            let met = match met {
+                Some(true) => "yes",
+                Some(false) => "**no**",
+                None => "n/a",
+            };
+            let _ = writeln!(text, "| {figure} | {value} | {target} | {met} |");
+        }
+        let _ = writeln!(text);
+        for (heading, body) in &self.sections {
+            let _ = writeln!(text, "## {heading}\n\n{body}\n");
+        }
+        text
+    }
+}
+
+fn machine() -> String {
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(0);
+    let memory_kib = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find_map(|l| l.strip_prefix("MemTotal:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        })
+        .unwrap_or(0);
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find_map(|l| l.strip_prefix("model name"))
+                .map(|v| v.trim_start_matches([' ', '\t', ':']).trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    format!(
+        "{cores} cores ({cpu}), {:.1} GiB memory",
+        memory_kib as f64 / 1024.0 / 1024.0
+    )
+}
+
+fn kubernetes_version() -> String {
+    std::process::Command::new("kubectl")
+        .args(["version", "-o", "json"])
+        .output()
+        .ok()
+        .and_then(|o| serde_json::from_slice::<Value>(&o.stdout).ok())
+        .and_then(|v| v["serverVersion"]["gitVersion"].as_str().map(str::to_owned))
+        .unwrap_or_else(|| "(version unknown)".into())
+}
+
+/// The criterion figures `make bench` produced just before (benches/core.rs and
+/// benches/validate.rs), read from criterion's own estimates.
+fn criterion_table() -> String {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| support::repo_root().join("target"));
+    let mut rows = Vec::new();
+    let mut pending = vec![target.join("criterion")];
+    while let Some(dir) = pending.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if !path.is_dir() {
+                continue;
+            }
+            if path.file_name().is_some_and(|n| n == "new") {
+                let read = |file: &str| -> Option<Value> {
+                    serde_json::from_str(&std::fs::read_to_string(path.join(file)).ok()?).ok()
+                };
+                let (Some(benchmark), Some(estimates)) =
+                    (read("benchmark.json"), read("estimates.json"))
+                else {
+                    continue;
+                };
+                let id = benchmark["full_id"].as_str().unwrap_or("?").to_owned();
+                let median = estimates["median"]["point_estimate"]
+                    .as_f64()
+                    .unwrap_or(f64::NAN);
+                rows.push((id, median));
+            } else {
+                pending.push(path);
+            }
+        }
+    }
+    rows.sort_by(|a, b| a.0.cmp(&b.0));
+    if rows.is_empty() {
+        return "No criterion results found: run `cargo bench --bench core --bench validate` \
+                first (`make bench` does)."
+            .into();
+    }
+    let mut text = String::from(
+        "Medians from `cargo bench --bench core --bench validate`, run by `make bench` just \
+         before the harness.\n\n| benchmark | median |\n| --- | --- |\n",
+    );
+    for (id, nanos) in rows {
+        let shown = if nanos >= 1e6 {
+            format!("{:.2} ms", nanos / 1e6)
+        } else if nanos >= 1e3 {
+            format!("{:.2} µs", nanos / 1e3)
+        } else {
+            format!("{nanos:.0} ns")
+        };
+        let _ = writeln!(text, "| {id} | {shown} |");
+    }
+    text
+}
+
+// --- measuring --------------------------------------------------------------------------------
+
+/// The controller's memory from /proc: (resident now, peak resident), in MiB.
+fn memory(pid: u32) -> (f64, f64) {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+            .map(|kib| kib / 1024.0)
+            .unwrap_or(f64::NAN)
+    };
+    (field("VmRSS:"), field("VmHWM:"))
+}
+
+/// `apiserver_request_total` summed by (verb, resource/subresource), as the API server counts.
+type Requests = BTreeMap<(String, String), f64>;
+
+async fn api_requests(client: &Client) -> Requests {
+    let request = http::Request::get("/metrics")
+        .body(Vec::new())
+        .unwrap_or_else(|e| panic!("building GET /metrics: {e}"));
+    let text = client
+        .request_text(request)
+        .await
+        .unwrap_or_else(|e| panic!("GET /metrics from the API server: {e}"));
+    let scrape = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned())))
+        .unwrap_or_else(|e| panic!("the API server's /metrics does not parse: {e}"));
+    let mut requests = Requests::new();
+    for sample in scrape
+        .samples
+        .iter()
+        .filter(|s| s.metric == "apiserver_request_total")
+    {
+        let prometheus_parse::Value::Counter(count) = sample.value else {
+            continue;
+        };
+        let resource = match (
+            sample.labels.get("resource").unwrap_or_default(),
+            sample.labels.get("subresource").unwrap_or_default(),
+        ) {
+            ("", _) => continue, // /metrics, /healthz and other non-resource paths
+            (resource, "") => resource.to_owned(),
+            (resource, sub) => format!("{resource}/{sub}"),
+        };
+        let verb = sample.labels.get("verb").unwrap_or_default().to_owned();
+        *requests.entry((verb, resource)).or_default() += count;
+    }
+    requests
+}
+
+const WRITE_VERBS: [&str; 6] = [
+    "POST",
+    "PUT",
+    "PATCH",
+    "DELETE",
+    "DELETECOLLECTION",
+    "APPLY",
+];
+
+/// What changed between two snapshots, writes only, by (verb, resource).
+fn writes_between(before: &Requests, after: &Requests) -> BTreeMap<(String, String), f64> {
+    after
+        .iter()
+        .filter(|((verb, _), _)| WRITE_VERBS.contains(&verb.as_str()))
+        .map(|(key, count)| (key.clone(), count - before.get(key).copied().unwrap_or(0.0)))
+        .filter(|(_, delta)| *delta > 0.0)
+        .collect()
+}
+
+fn reads_between(before: &Requests, after: &Requests) -> BTreeMap<(String, String), f64> {
+    after
+        .iter()
+        .filter(|((verb, _), _)| !WRITE_VERBS.contains(&verb.as_str()))
+        .map(|(key, count)| (key.clone(), count - before.get(key).copied().unwrap_or(0.0)))
+        .filter(|(_, delta)| *delta > 0.0)
+        .collect()
+}
+
+fn request_table(requests: &BTreeMap<(String, String), f64>, per: f64) -> String {
+    let mut text =
+        String::from("| verb | resource | requests | per step |\n| --- | --- | --- | --- |\n");
+    for ((verb, resource), count) in requests {
+        let _ = writeln!(
+            text,
+            "| {verb} | {resource} | {count} | {:.2} |",
+            count / per
+        );
+    }
+    text
+}
+
+/// Distinct Rollouts the controller has reconciled since it started (its per-Rollout phase
+/// gauge appears after a Rollout's first reconcile).
+async fn reconciled(port: u16) -> usize {
+    let Some((200, text)) = support::http_get(port, "/metrics").await else {
+        return 0;
+    };
+    let Ok(scrape) = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))) else {
+        return 0;
+    };
+    scrape
+        .samples
+        .iter()
+        .filter(|s| s.metric == "weir_rollout_phase")
+        .filter_map(|s| s.labels.get("rollout"))
+        .collect::<BTreeSet<_>>()
+        .len()
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    // Nearest rank: the smallest value with at least p of the samples at or below it.
+    let rank = ((p * sorted.len() as f64).ceil() as usize).clamp(1, sorted.len());
+    sorted[rank - 1]
+}
+
+fn summary(mut samples: Vec<f64>) -> (f64, f64, f64, usize) {
+    samples.sort_by(f64::total_cmp);
+    let max = samples.last().copied().unwrap_or(f64::NAN);
+    (
+        percentile(&samples, 0.5),
+        percentile(&samples, 0.99),
+        max,
+        samples.len(),
+    )
+}
+
+fn millis(at: SystemTime) -> f64 {
+    at.duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64() * 1000.0)
+        .unwrap_or(0.0)
+}
+
+/// Every canary weight the route `web` carries, with the moment a watch saw it.
+#[derive(Clone, Default)]
+struct RouteLog(Arc<Mutex<Vec<(SystemTime, i32)>>>);
+
+impl RouteLog {
+    fn start(api: Api<HttpRoute>) -> (RouteLog, tokio::task::JoinHandle<()>) {
+        let log = RouteLog::default();
+        let sink = log.clone();
+        let task = tokio::spawn(async move {
+            let mut stream = watcher(api, watcher::Config::default().fields("metadata.name=web"))
+                .default_backoff()
+                .applied_objects()
+                .boxed();
+            while let Some(Ok(route)) = stream.next().await {
+                let seen = SystemTime::now();
+                let weight = weir::traffic::gateway_api::splits(&route, "web-stable", "web-canary")
+                    .ok()
+                    .and_then(|s| weir::traffic::gateway_api::canary_weight(&route, &s));
+                let Some(weight) = weight else { continue };
+                let mut log = sink.0.lock().unwrap_or_else(|e| e.into_inner());
+                if log.last().map(|(_, w)| *w) != Some(weight) {
+                    log.push((seen, weight));
+                }
+            }
+        });
+        (log, task)
+    }
+
+    fn entries(&self) -> Vec<(SystemTime, i32)> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+/// Deletes a scenario's namespace and waits until it is gone, so that the API server is
+/// quiet for the next scenario (its request counters then count only what that one does).
+async fn finish(ns: TestNamespace) {
+    delete_namespace(&ns.client, &ns.name).await;
+    // Already deleted: the namespace's own Drop would only warn that it cannot delete it.
+    std::mem::forget(ns);
+}
+
+fn step_rollout(image: &str, steps: Value) -> Value {
+    support::app::rollout(image, steps, json!({"replicas": 1}))
+}
+
+async fn apply(api: &Api<Rollout>, object: &Value) {
+    api.patch(
+        "web",
+        &PatchParams::apply("weir-bench").force(),
+        &Patch::Apply(object),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("applying Rollout web: {e}"));
+}
+
+fn controller(ns: &TestNamespace, port: u16, extra: &[&str]) -> ControllerProcess {
+    let address = format!("127.0.0.1:{port}");
+    let prometheus = support::prometheus_url();
+    let mut args = vec![
+        "--metrics-addr",
+        address.as_str(),
+        "--prometheus-url",
+        prometheus.as_str(),
+    ];
+    args.extend_from_slice(extra);
+    ControllerProcess::start_with(&ns.name, &args)
+}
+
+// --- API writes per step, and step latency ------------------------------------------------------
+
+/// A canary of ten weights, each held by a one-second pause, run until `samples` pauses have
+/// ended. Writes are counted over whole canaries (from the template change to Healthy), and
+/// separately over the steady middle of each (from weight 20 to weight 80: six setWeight and
+/// six pause steps), where nothing but steps happens.
+async fn steps(client: &Client, samples: usize, report: &mut Report) {
+    let ns = TestNamespace::new(client, "bench-steps").await;
+    support::app::app(&ns).await;
+    let port = support::free_port();
+    let _controller = controller(&ns, port, &[]);
+    let mut steps = Vec::new();
+    for weight in (10..=90).step_by(10) {
+        steps.push(json!({"setWeight": weight}));
+        steps.push(json!({"pause": {"duration": "1s"}}));
+    }
+    let steps = Value::Array(steps);
+    let step_count = steps.as_array().map_or(0, Vec::len) as f64;
+    let rollouts = ns.api::<Rollout>();
+    apply(&rollouts, &step_rollout("web:1", steps.clone())).await;
+    support::app::healthy_on(&ns, "web:1").await;
+
+    let (routes, route_task) = RouteLog::start(ns.api::<HttpRoute>());
+    let pauses: Arc<Mutex<Vec<DateTime<Utc>>>> = Arc::default();
+    let pause_task = {
+        let pauses = pauses.clone();
+        let api = rollouts.clone();
+        tokio::spawn(async move {
+            let mut stream = watcher(api, watcher::Config::default())
+                .default_backoff()
+                .applied_objects()
+                .boxed();
+            while let Some(Ok(rollout)) = stream.next().await {
+                let started = rollout
+                    .status
+                    .iter()
+                    .flat_map(|s| &s.pause_conditions)
+                    .find_map(|c| {
+                        (c.reason == PauseReason::CanaryPauseStep)
+                            .then(|| weir::time::from_k8s(&c.start_time))
+                    });
+                if let Some(started) = started {
+                    let mut pauses = pauses.lock().unwrap_or_else(|e| e.into_inner());
+                    if pauses.last() != Some(&started) {
+                        pauses.push(started);
+                    }
+                }
+            }
+        })
+    };
+
+    let canaries = samples.div_ceil(9).max(1);
+    let mut whole = BTreeMap::new();
+    let mut middle = BTreeMap::new();
+    let mut middle_steps = 0.0;
+    for canary in 0..canaries {
+        let image = format!("web:{}", canary + 2);
+        tokio::time::sleep(SETTLE).await;
+        let before = api_requests(client).await;
+        apply(&rollouts, &step_rollout(&image, steps.clone())).await;
+        let at_20 = wait_weight(&routes, 20).await;
+        let mid_before = api_requests(client).await;
+        wait_weight(&routes, 80).await;
+        let mid_after = api_requests(client).await;
+        support::app::healthy_on(&ns, &image).await;
+        tokio::time::sleep(SETTLE).await;
+        let after = api_requests(client).await;
+        let _ = at_20;
+        for (key, n) in writes_between(&before, &after) {
+            *whole.entry(key).or_insert(0.0) += n;
+        }
+        for (key, n) in writes_between(&mid_before, &mid_after) {
+            *middle.entry(key).or_insert(0.0) += n;
+        }
+        middle_steps += 12.0;
+    }
+    route_task.abort();
+    pause_task.abort();
+    drop(_controller);
+    finish(ns).await;
+
+    // Step latency: each pause's deadline (its recorded start plus one second, as the
+    // controller judges it) to the first weight the route shows after it.
+    let weights = routes.entries();
+    let pauses = pauses.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    let mut latencies = Vec::new();
+    for start in &pauses {
+        let deadline = millis(SystemTime::from(*start)) + 1000.0;
+        if let Some((seen, _)) = weights.iter().find(|(seen, _)| millis(*seen) >= deadline) {
+            latencies.push(millis(*seen) - deadline);
+        }
+    }
+    let (p50, p99, max, n) = summary(latencies);
+    report.target(
+        "step latency p99 (pause deadline to next route weight)",
+        format!("{p99:.0} ms (p50 {p50:.0} ms, max {max:.0} ms, n = {n})"),
+        "≤ 100 ms",
+        Some(p99 <= 100.0),
+    );
+
+    let total_writes: f64 = middle.values().sum();
+    let per_step = total_writes / middle_steps;
+    report.target(
+        "API writes per canary step (steady middle of a canary)",
+        format!("{per_step:.2}"),
+        "≤ 3",
+        Some(per_step <= 3.0),
+    );
+    let whole_writes: f64 = whole.values().sum();
+    let per_canary_step = whole_writes / (step_count * canaries as f64);
+    report.section(
+        "API requests per canary step",
+        format!(
+            "A Rollout with 1 replica, an HTTPRoute and 18 steps (setWeight 10, 20, ... 90, \
+             each followed by `pause: {{duration: 1s}}`), run through {canaries} canaries. \
+             Counted from the API server's `apiserver_request_total` (writes: POST, PUT, \
+             PATCH, DELETE), which counts every client: the kube-controller-manager's and the \
+             kubelet stand-in's requests for the canary's Pod show up in whole canaries, not \
+             in the steady middle.\n\n\
+             **Steady middle** (from weight 20 to weight 80 on the route: 6 setWeight and 6 \
+             pause steps per canary, {middle_steps} steps in all): {per_step:.2} writes per step.\n\n{}\n\
+             **Whole canaries** (template change to Healthy, promotion and scale-down \
+             included): {whole_writes} writes, {per_canary_step:.2} per step.\n\n{}",
+            request_table(&middle, middle_steps),
+            request_table(&whole, step_count * canaries as f64),
+        ),
+    );
+    report.section(
+        "Step latency",
+        format!(
+            "From each pause's deadline (the `startTime` the controller recorded in \
+             `status.pauseConditions` plus the pause's 1 s) to the moment a watch on the \
+             HTTPRoute sees the next weight. {n} pauses over {canaries} canaries of the Rollout \
+             above: p50 {p50:.0} ms, p99 {p99:.0} ms, max {max:.0} ms."
+        ),
+    );
+}
+
+async fn wait_weight(routes: &RouteLog, weight: i32) -> SystemTime {
+    let since = routes.entries().len();
+    eventually(
+        &format!("route weight {weight}"),
+        Duration::from_secs(300),
+        || async {
+            routes
+                .entries()
+                .into_iter()
+                .skip(since.saturating_sub(1))
+                .find(|(_, w)| *w == weight)
+                .map(|(t, _)| t)
+        },
+    )
+    .await
+}
+
+// --- abort latency ------------------------------------------------------------------------------
+
+/// Each canary's first analysis fails at its first measurement; the abort is timed from the
+/// moment Prometheus ran that query (its query log) to the moment a watch sees weight 0.
+async fn aborts(client: &Client, samples: usize, report: &mut Report) {
+    let query_log = support::repo_root().join(".local-cluster/prometheus/query.log");
+    // The harness needs the query log that hack/local-cluster.sh configures; a Prometheus
+    // started before that line existed picks it up on a reload.
+    let reload = reqwest::Client::new()
+        .post(format!("{}/-/reload", support::prometheus_url()))
+        .send()
+        .await;
+    if let Err(error) = reload {
+        panic!("reloading Prometheus for its query log: {error}");
+    }
+    let ns = TestNamespace::new(client, "bench-aborts").await;
+    support::app::app(&ns).await;
+    support::app::apply(
+        &ns,
+        json!({"apiVersion": "weir.dev/v1alpha1", "kind": "AnalysisTemplate",
+            "metadata": {"name": "always-fails"},
+            "spec": {"args": [{"name": "hash"}], "metrics": [{
+                "name": "errors", "count": 1, "successCondition": "result[0] < 0",
+                "provider": {"prometheus": {"query":
+                    "label_replace(vector(1), \"bench\", \"{{args.hash}}\", \"\", \"\")"}}}]}}),
+    )
+    .await;
+    let port = support::free_port();
+    let _controller = controller(&ns, port, &[]);
+    let steps = json!([{"setWeight": 10},
+        {"analysis": {"templates": [{"templateName": "always-fails"}],
+            "args": [{"name": "hash", "valueFrom": {"podTemplateHashValue": "Latest"}}]}}]);
+    let rollouts = ns.api::<Rollout>();
+    apply(&rollouts, &step_rollout("web:1", steps.clone())).await;
+    support::app::healthy_on(&ns, "web:1").await;
+    let (routes, route_task) = RouteLog::start(ns.api::<HttpRoute>());
+    let mut latencies = Vec::new();
+    for attempt in 0..samples {
+        let image = format!("web:{}", attempt + 2);
+        let object = step_rollout(&image, steps.clone());
+        let template = serde_json::from_value(object["spec"]["template"].clone())
+            .unwrap_or_else(|e| panic!("the bench's pod template: {e}"));
+        let hash = weir::rollout::template_hash::of(&template);
+        let since = routes.entries().len();
+        apply(&rollouts, &object).await;
+        // The canary reaches 10%, then the failing analysis sends it back to 0.
+        let aborted = eventually(
+            &format!("the canary of {image} to abort"),
+            Duration::from_secs(120),
+            || async {
+                let entries = routes.entries();
+                let new = entries.get(since..)?;
+                let raised = new.iter().position(|(_, w)| *w > 0)?;
+                new[raised..].iter().find(|(_, w)| *w == 0).map(|(t, _)| *t)
+            },
+        )
+        .await;
+        let measured = eventually(
+            &format!("Prometheus' query log to show the query for {hash}"),
+            Duration::from_secs(30),
+            || async { query_time(&query_log, &hash) },
+        )
+        .await;
+        latencies.push(millis(aborted) - measured);
+    }
+    route_task.abort();
+    drop(_controller);
+    finish(ns).await;
+    let (p50, p99, max, n) = summary(latencies);
+    report.target(
+        "abort latency p99 (failing measurement to route weight 0)",
+        format!("{p99:.0} ms (p50 {p50:.0} ms, max {max:.0} ms, n = {n})"),
+        "≤ 500 ms",
+        Some(p99 <= 500.0),
+    );
+    report.section(
+        "Abort latency",
+        format!(
+            "{n} canaries of a 1-replica Rollout with an HTTPRoute, each with steps \
+             `setWeight: 10` then an analysis whose only metric fails at its first measurement \
+             (a Prometheus query that returns 1 against `result[0] < 0`). Timed from the moment \
+             Prometheus ran the failing query (the `ts` of its entry in Prometheus' query log, \
+             which carries the canary's pod-template hash) to the moment a watch on the \
+             HTTPRoute sees the canary's weight back at 0. The chain in between: the analysis \
+             controller records the Failed measurement, the Rollout controller (woken by that \
+             AnalysisRun change) aborts and sets the weight.\n\n\
+             p50 {p50:.0} ms, p99 {p99:.0} ms, max {max:.0} ms."
+        ),
+    );
+}
+
+/// When Prometheus ran the query carrying `marker`, in milliseconds since the epoch.
+fn query_time(log: &std::path::Path, marker: &str) -> Option<f64> {
+    let text = std::fs::read_to_string(log).ok()?;
+    text.lines().rev().find_map(|line| {
+        let entry: Value = serde_json::from_str(line).ok()?;
+        let query = entry["params"]["query"].as_str()?;
+        if !query.contains(marker) {
+            return None;
+        }
+        let at = DateTime::parse_from_rfc3339(entry["ts"].as_str()?).ok()?;
+        Some(at.timestamp_micros() as f64 / 1000.0)
+    })
+}
+
+// --- Git to canary ----------------------------------------------------------------------------
+
+/// From the start of `git push` to a watch seeing the new canary's ReplicaSet: with the push
+/// webhook, and with polling alone.
+async fn git_to_canary(client: &Client, report: &mut Report) {
+    let webhook = git_to_canary_via(client, true, 10).await;
+    let polling = git_to_canary_via(client, false, 6).await;
+    let (p50, p99, max, n) = summary(webhook);
+    report.target(
+        "Git to canary with the webhook (max)",
+        format!("{max:.0} ms (p50 {p50:.0} ms, n = {n})"),
+        "≤ 2 s",
+        Some(max <= 2000.0),
+    );
+    let (poll_p50, _, poll_max, poll_n) = summary(polling);
+    report.section(
+        "Git to canary",
+        format!(
+            "A GitSync following `main` of a repository served by `git daemon` on loopback, \
+             holding the Services, the HTTPRoute and a 1-replica Rollout; each sample commits \
+             a new image, and is timed from the start of `git push` to the moment a watch sees \
+             the new canary's ReplicaSet.\n\n\
+             - With the push webhook (signed `POST /hooks/git` sent right after the push; \
+             GitSync interval 1h, so only the webhook brings revisions in): p50 {p50:.0} ms, \
+             p99 {p99:.0} ms, max {max:.0} ms over {n} pushes.\n\
+             - With polling only (GitSync `interval: 5s`, no webhook): p50 {poll_p50:.0} ms, \
+             max {poll_max:.0} ms over {poll_n} pushes; this is the interval's wait plus the \
+             sync, so it scales with `interval`."
+        ),
+    );
+}
+
+async fn git_to_canary_via(client: &Client, webhook: bool, samples: usize) -> Vec<f64> {
+    let ns = TestNamespace::new(
+        client,
+        if webhook {
+            "bench-git-hook"
+        } else {
+            "bench-git-poll"
+        },
+    )
+    .await;
+    // The team's remote, served by git daemon and taking pushes, and a clone to push from.
+    let origin = GitRepo::new(&format!("{}-origin", ns.name));
+    origin.accept_pushes();
+    let daemon = GitDaemon::serve(&origin).await;
+    let url = daemon.url(&origin);
+    let work = GitRepo::new(&format!("{}-work", ns.name));
+    work.git(&["remote", "add", "origin", &url]);
+    let manifests = |image: &str| {
+        let mut documents = support::app::routing();
+        documents.push(step_rollout(
+            image,
+            json!([{"setWeight": 10}, {"pause": {}}]),
+        ));
+        support::app::yaml_stream(&documents)
+    };
+    work.commit("web 1", &[("deploy/app.yaml", &manifests("web:1"))]);
+    push(&work);
+
+    let port = support::free_port();
+    support::app::apply(
+        &ns,
+        json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "webhook"},
+            "stringData": {"token": "bench-secret"}}),
+    )
+    .await;
+    let secret = format!("{}/webhook", ns.name);
+    let _controller = if webhook {
+        controller(&ns, port, &["--webhook-secret", &secret])
+    } else {
+        controller(&ns, port, &[])
+    };
+    let interval = if webhook { "1h" } else { "5s" };
+    support::app::git_sync(&ns, &url, json!({"interval": interval})).await;
+    support::app::healthy_on(&ns, "web:1").await;
+
+    let seen: Arc<Mutex<Vec<(SystemTime, String)>>> = Arc::default();
+    let watch = {
+        let seen = seen.clone();
+        let api = ns.api::<ReplicaSet>();
+        tokio::spawn(async move {
+            let mut stream = watcher(api, watcher::Config::default())
+                .default_backoff()
+                .applied_objects()
+                .boxed();
+            while let Some(Ok(set)) = stream.next().await {
+                let at = SystemTime::now();
+                let image = set
+                    .spec
+                    .as_ref()
+                    .and_then(|s| s.template.as_ref())
+                    .and_then(|t| t.spec.as_ref())
+                    .and_then(|s| s.containers.first())
+                    .and_then(|c| c.image.clone())
+                    .unwrap_or_default();
+                seen.lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push((at, image));
+            }
+        })
+    };
+    let mut latencies = Vec::new();
+    for sample in 0..samples {
+        let image = format!("web:{}", sample + 2);
+        work.commit(
+            &format!("web {}", sample + 2),
+            &[("deploy/app.yaml", &manifests(&image))],
+        );
+        let head = work.head();
+        let pushed = SystemTime::now();
+        push(&work);
+        if webhook {
+            let body = json!({"ref": "refs/heads/main", "after": head,
+                "repository": {"clone_url": url}})
+            .to_string();
+            let signature = weir::gitops::webhook::signature(b"bench-secret", body.as_bytes());
+            let answer = support::http_request(
+                port,
+                "POST",
+                "/hooks/git",
+                &[
+                    ("Content-Type", "application/json"),
+                    ("X-GitHub-Event", "push"),
+                    ("X-Hub-Signature-256", &signature),
+                ],
+                &body,
+            )
+            .await;
+            if !matches!(answer, Some((202, _))) {
+                panic!("the webhook refused the push: {answer:?}");
+            }
+        }
+        let created = eventually(
+            &format!("the canary ReplicaSet of {image}"),
+            Duration::from_secs(120),
+            || async {
+                seen.lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .iter()
+                    .find(|(_, i)| *i == image)
+                    .map(|(t, _)| *t)
+            },
+        )
+        .await;
+        latencies.push(millis(created) - millis(pushed));
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    watch.abort();
+    drop(_controller);
+    finish(ns).await;
+    latencies
+}
+
+fn push(work: &GitRepo) {
+    work.git(&["push", "-q", "origin", "HEAD:main"]);
+}
+
+// --- scale: memory, resync writes, recovery ---------------------------------------------------
+
+fn scale_rollout(name: &str, image: &str) -> Value {
+    json!({"apiVersion": "weir.dev/v1alpha1", "kind": "Rollout", "metadata": {"name": name},
+        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": name}},
+            "template": {"metadata": {"labels": {"app": name}},
+                "spec": {"containers": [{"name": "app", "image": image}]}},
+            "strategy": {"canary": {"steps": [{"setWeight": 50}, {"pause": {}}]}}}})
+}
+
+/// N Rollouts (1 replica each, split by replica count): created and brought to Healthy; the
+/// controller restarted on them (its memory idle, the writes of a resync of unchanged
+/// Rollouts); all moved to a new template and held mid-canary (its memory while they
+/// progress); restarted once more (recovery of N in-flight rollouts).
+async fn scale(client: &Client, size: usize, report: &mut Report) {
+    let ns = TestNamespace::new(client, &format!("bench-scale-{size}")).await;
+    let api = ns.api::<Rollout>();
+    let (store, writer) = reflector::store();
+    let cache = tokio::spawn(
+        reflector::reflector(writer, watcher(api.clone(), watcher::Config::default()))
+            .default_backoff()
+            .touched_objects()
+            .for_each(|_| async {}),
+    );
+    let port = support::free_port();
+    let first = controller(&ns, port, &[]);
+    let names: Vec<String> = (0..size).map(|i| format!("r-{i:05}")).collect();
+    let created = Instant::now();
+    futures::stream::iter(names.iter())
+        .map(|name| {
+            let api = api.clone();
+            async move {
+                let object: Rollout = serde_json::from_value(scale_rollout(name, "bench:1"))
+                    .unwrap_or_else(|e| panic!("the bench's Rollout: {e}"));
+                api.create(&PostParams::default(), &object)
+                    .await
+                    .unwrap_or_else(|e| panic!("creating Rollout {name}: {e}"));
+            }
+        })
+        .buffer_unordered(16)
+        .collect::<()>()
+        .await;
+    let limit = Duration::from_secs(300 + size as u64 / 2);
+    wait_count(&store, "Healthy", limit, size, |r| {
+        phase_of(r) == Some(RolloutPhase::Healthy)
+    })
+    .await;
+    let to_healthy = created.elapsed();
+    let (_, first_peak) = memory(first.pid());
+    first.kill();
+
+    // Restart on N unchanged, Healthy Rollouts: time to reconcile them all, the writes that
+    // costs, and the memory of a controller holding them.
+    tokio::time::sleep(SETTLE).await;
+    let before = api_requests(client).await;
+    let restarted = Instant::now();
+    let second = controller(&ns, port, &[]);
+    wait_reconciled(port, size, limit).await;
+    let idle_resync = restarted.elapsed();
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let after = api_requests(client).await;
+    let resync_writes = writes_between(&before, &after);
+    let resync_reads = reads_between(&before, &after);
+    let (idle_rss, idle_peak) = memory(second.pid());
+
+    // All N move to a new template and stop at their indefinite pause.
+    let progressing = Instant::now();
+    futures::stream::iter(names.iter())
+        .map(|name| {
+            let api = api.clone();
+            async move {
+                let patch = json!({"spec": {"template": {"spec": {"containers": [
+                    {"name": "app", "image": "bench:2"}]}}}});
+                api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+                    .await
+                    .unwrap_or_else(|e| panic!("updating Rollout {name}: {e}"));
+            }
+        })
+        .buffer_unordered(16)
+        .collect::<()>()
+        .await;
+    wait_count(&store, "paused mid-canary", limit, size, |r| {
+        phase_of(r) == Some(RolloutPhase::Paused)
+            && r.status.as_ref().and_then(|s| s.current_step_index) == Some(1)
+    })
+    .await;
+    let to_paused = progressing.elapsed();
+    // The stable versions' pods go and the statuses count them: let that settle, so the
+    // restart below finds nothing left to do but what a restart costs.
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let (busy_rss, busy_peak) = memory(second.pid());
+    second.kill();
+
+    // Recovery: a fresh controller on N in-flight rollouts.
+    tokio::time::sleep(SETTLE).await;
+    let before = api_requests(client).await;
+    let restarted = Instant::now();
+    let third = controller(&ns, port, &[]);
+    wait_reconciled(port, size, limit).await;
+    let recovery = restarted.elapsed();
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let after = api_requests(client).await;
+    let recovery_writes = writes_between(&before, &after);
+    let (_, recovery_peak) = memory(third.pid());
+
+    let resync_total: f64 = resync_writes.values().sum();
+    if size == 1000 {
+        report.target(
+            "controller peak RSS, 1,000 Rollouts progressing",
+            format!("{busy_peak:.1} MiB"),
+            "≤ 64 MiB",
+            Some(busy_peak <= 64.0),
+        );
+        report.target(
+            "recovery: restart to all 1,000 in-flight Rollouts reconciled",
+            format!("{:.1} s", recovery.as_secs_f64()),
+            "≤ 30 s",
+            Some(recovery.as_secs_f64() <= 30.0),
+        );
+    }
+    {
+        report.target(
+            &format!("API writes of a resync of {size} unchanged Rollouts"),
+            format!("{resync_total}"),
+            "0",
+            Some(resync_total == 0.0),
+        );
+    }
+    let mut body = format!(
+        "{size} Rollouts of 1 replica each (no router: the replica ratio is the traffic), \
+         steps `setWeight: 50` and an indefinite `pause`, in one namespace watched by one \
+         controller.\n\n\
+         | measured | value |\n| --- | --- |\n\
+         | created to all Healthy (first controller) | {:.1} s |\n\
+         | first controller's peak RSS (creation burst) | {first_peak:.1} MiB |\n\
+         | restart on {size} Healthy Rollouts: all reconciled after | {:.1} s |\n\
+         | idle: RSS / peak RSS after that resync and 10 s at rest | {idle_rss:.1} / {idle_peak:.1} MiB |\n\
+         | all {size} moved to a new template until all paused mid-canary | {:.1} s |\n\
+         | progressing: RSS / peak RSS when all {size} are mid-canary | {busy_rss:.1} / {busy_peak:.1} MiB |\n\
+         | recovery: restart to all {size} in-flight Rollouts reconciled | {:.1} s |\n\
+         | recovery: that controller's peak RSS | {recovery_peak:.1} MiB |\n\n",
+        to_healthy.as_secs_f64(),
+        idle_resync.as_secs_f64(),
+        to_paused.as_secs_f64(),
+        recovery.as_secs_f64(),
+    );
+    let _ = write!(
+        body,
+        "Writes during the resync of unchanged Rollouts (restart to 10 s after all were \
+         reconciled; every client counted): {resync_total}.\n\n{}\n\
+         Reads during it (the controller's lists and watches, one per kind it watches, plus \
+         what it reads to plan each Rollout):\n\n{}\n\
+         Writes during the recovery of in-flight Rollouts: {}.\n\n{}",
+        request_table(&resync_writes, 1.0),
+        request_table(&resync_reads, 1.0),
+        recovery_writes.values().sum::<f64>(),
+        request_table(&recovery_writes, 1.0),
+    );
+    report.section(&format!("{size} Rollouts"), body);
+
+    // The namespace goes while a controller still runs, so the Rollouts' route-cleanup
+    // finalizer is honoured and the next size starts on a quiet API server.
+    cache.abort();
+    finish(ns).await;
+    drop(third);
+}
+
+fn phase_of(rollout: &Rollout) -> Option<RolloutPhase> {
+    rollout.status.as_ref().and_then(|s| s.phase)
+}
+
+async fn wait_count(
+    store: &Store<Rollout>,
+    what: &str,
+    limit: Duration,
+    size: usize,
+    check: impl Fn(&Rollout) -> bool,
+) {
+    let mut last = 0;
+    eventually(&format!("{size} Rollouts {what}"), limit, || {
+        let count = store.state().iter().filter(|r| check(r)).count();
+        if count / 500 != last / 500 {
+            println!("  {count}/{size} {what}");
+        }
+        last = count;
+        async move { (count == size).then_some(()) }
+    })
+    .await;
+}
+
+async fn wait_reconciled(port: u16, size: usize, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    while reconciled(port).await < size {
+        if Instant::now() > deadline {
+            panic!(
+                "gave up after {limit:?} waiting for the controller to reconcile {size} Rollouts"
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn delete_namespace(client: &Client, name: &str) {
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let _ = namespaces.delete(name, &DeleteParams::background()).await;
+    eventually(
+        &format!("namespace {name} to be deleted"),
+        Duration::from_secs(1800),
+        || async {
+            match namespaces.get_opt(name).await {
+                Ok(None) => Some(()),
+                _ => None,
+            }
+        },
+    )
+    .await;
+}
