@@ -4,7 +4,10 @@
 #
 #   docker build -t weir:dev .
 #
-# Build: a release binary of `weir` (and the kubectl plugin, to copy out if wanted).
+# Build: a release binary of `weir` (and the kubectl plugin, to copy out if wanted). Not a
+# static (musl) binary: weir runs git, ssh and kubectl at run time, so the image carries a
+# Debian userland anyway, and building against the same Debian release as the run stage
+# keeps glibc in step with it without a second C toolchain for aws-lc-rs.
 FROM rust:1-bookworm AS build
 WORKDIR /src
 COPY . .
