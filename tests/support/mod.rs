@@ -177,7 +177,23 @@ impl Drop for TestNamespace {
                 .build()
                 .ok()?;
             runtime.block_on(async {
-                let namespaces: Api<Namespace> = Api::all(client().await);
+                let client = client().await;
+                // The test's controller is gone by now (dropped first), so nothing would
+                // honour the Rollouts' route-cleanup finalizer: without this the namespace
+                // stays Terminating and the namespace controller retries it for ever.
+                let rollouts: Api<weir::api::Rollout> = Api::namespaced(client.clone(), &name);
+                for rollout in rollouts.list(&Default::default()).await.ok()?.items {
+                    let _ = rollouts
+                        .patch(
+                            &kube::ResourceExt::name_any(&rollout),
+                            &kube::api::PatchParams::default(),
+                            &kube::api::Patch::Merge(
+                                serde_json::json!({"metadata": {"finalizers": null}}),
+                            ),
+                        )
+                        .await;
+                }
+                let namespaces: Api<Namespace> = Api::all(client);
                 namespaces
                     .delete(&name, &DeleteParams::background())
                     .await
