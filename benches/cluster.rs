@@ -532,7 +532,7 @@ async fn steps(client: &Client, samples: usize, report: &mut Report) {
     }
     route_task.abort();
     pause_task.abort();
-    drop(_controller);
+    // While the controller runs: it honours the Rollouts' route-cleanup finalizer.
     finish(ns).await;
 
     // Step latency: each pause's deadline (its recorded start plus one second, as the
@@ -675,7 +675,7 @@ async fn aborts(client: &Client, samples: usize, report: &mut Report) {
         latencies.push(millis(aborted) - measured);
     }
     route_task.abort();
-    drop(_controller);
+    // While the controller runs: it honours the Rollouts' route-cleanup finalizer.
     finish(ns).await;
     let (p50, p99, max, n) = summary(latencies);
     report.target(
@@ -863,7 +863,7 @@ async fn git_to_canary_via(client: &Client, webhook: bool, samples: usize) -> Ve
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
     watch.abort();
-    drop(_controller);
+    // While the controller runs: it honours the Rollouts' route-cleanup finalizer.
     finish(ns).await;
     latencies
 }
