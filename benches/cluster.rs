@@ -73,20 +73,44 @@ async fn run() {
     let started = Utc::now();
     let mut report = Report::default();
 
+    // The report is rewritten after every scenario, so a run stopped part-way (5,000
+    // Rollouts take the better part of an hour on 2 cores) still leaves what it measured,
+    // and says what it did not get to.
+    let path = support::repo_root().join(&out);
+    let write = |report: &Report, pending: &str| {
+        let text = report.render(started, Utc::now(), pending);
+        std::fs::write(&path, &text).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
+        text
+    };
+    report.section("Pure parts (criterion)", criterion_table());
+    let all_sizes = sizes
+        .iter()
+        .map(|n| format!("{n} Rollouts"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    write(
+        &report,
+        &format!("step writes, aborts, Git to canary, {all_sizes}"),
+    );
     println!("== step writes and step latency ({samples} pauses)");
     steps(&client, samples, &mut report).await;
+    write(&report, &format!("aborts, Git to canary, {all_sizes}"));
     println!("== abort latency ({samples} aborts)");
     aborts(&client, samples, &mut report).await;
+    write(&report, &format!("Git to canary, {all_sizes}"));
     println!("== Git to canary");
     git_to_canary(&client, &mut report).await;
-    for size in sizes {
+    for (done, size) in sizes.iter().enumerate() {
+        let left = sizes[done..]
+            .iter()
+            .map(|n| format!("{n} Rollouts"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        write(&report, &left);
         println!("== {size} Rollouts");
-        scale(&client, size, &mut report).await;
+        scale(&client, *size, &mut report).await;
     }
-    report.section("Pure parts (criterion)", criterion_table());
-    let text = report.render(started, Utc::now());
-    let path = support::repo_root().join(&out);
-    std::fs::write(&path, &text).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
+    let text = write(&report, "");
     println!("{text}");
     println!("written to {}", path.display());
 }
@@ -113,7 +137,7 @@ impl Report {
         self.sections.push((heading.into(), body));
     }
 
-    fn render(&self, started: DateTime<Utc>, finished: DateTime<Utc>) -> String {
+    fn render(&self, started: DateTime<Utc>, finished: DateTime<Utc>, pending: &str) -> String {
         let mut text = String::new();
         let _ = writeln!(
             text,
@@ -133,6 +157,13 @@ impl Report {
             machine(),
             kubernetes_version(),
         );
+        if !pending.is_empty() {
+            let _ = writeln!(
+                text,
+                "**This run stopped (or is still running) before it measured: {pending}.** \
+                 Those figures are missing below; `make bench` measures them.\n"
+            );
+        }
         let _ = writeln!(text, "## Targets\n");
         let _ = writeln!(
             text,
@@ -977,7 +1008,8 @@ async fn scale(client: &Client, size: usize, report: &mut Report) {
     let recovery_writes = writes_between(&before, &after);
     let (_, recovery_peak) = memory(third.pid());
 
-    let resync_total: f64 = resync_writes.values().sum();
+    // Counts are whole; summed as integers (an empty f64 sum is -0, printed "-0").
+    let resync_total = resync_writes.values().map(|n| *n as u64).sum::<u64>();
     if size == 1000 {
         report.target(
             "controller peak RSS, 1,000 Rollouts progressing",
@@ -997,7 +1029,7 @@ async fn scale(client: &Client, size: usize, report: &mut Report) {
             &format!("API writes of a resync of {size} unchanged Rollouts"),
             format!("{resync_total}"),
             "0",
-            Some(resync_total == 0.0),
+            Some(resync_total == 0),
         );
     }
     let mut body = format!(
@@ -1027,7 +1059,7 @@ async fn scale(client: &Client, size: usize, report: &mut Report) {
          Writes during the recovery of in-flight Rollouts: {}.\n\n{}",
         request_table(&resync_writes, 1.0),
         request_table(&resync_reads, 1.0),
-        recovery_writes.values().sum::<f64>(),
+        recovery_writes.values().map(|n| *n as u64).sum::<u64>(),
         request_table(&recovery_writes, 1.0),
     );
     report.section(&format!("{size} Rollouts"), body);
