@@ -28,57 +28,51 @@ pub async fn observe(
     let namespace = rollout.namespace().unwrap_or_default();
     let name = rollout.name_any();
     let owned = ListParams::default().labels(&format!("{ROLLOUT_LABEL}={name}"));
-
     let replica_sets: Api<ReplicaSet> = Api::namespaced(client.clone(), &namespace);
-    let listed = replica_sets.list(&owned).await.map_err(Error::api(
-        "listing",
-        "ReplicaSets of Rollout",
-        &name,
-    ))?;
-    let replica_sets = listed
+    let services: Api<Service> = Api::namespaced(client.clone(), &namespace);
+    let runs: Api<AnalysisRun> = Api::namespaced(client.clone(), &namespace);
+    let canary = rollout.spec.strategy.canary.as_ref();
+
+    // The reads are independent: all at once, so a reconcile (a pause's end, an abort)
+    // waits for the slowest of them rather than for their sum.
+    let (replica_sets, stable_service_hash, canary_service_hash, route_weight, runs) = tokio::try_join!(
+        async {
+            replica_sets.list(&owned).await.map_err(Error::api(
+                "listing",
+                "ReplicaSets of Rollout",
+                &name,
+            ))
+        },
+        service_hash(
+            &services,
+            &namespace,
+            "stableService",
+            canary.and_then(|c| c.stable_service.as_ref()),
+        ),
+        service_hash(
+            &services,
+            &namespace,
+            "canaryService",
+            canary.and_then(|c| c.canary_service.as_ref()),
+        ),
+        async {
+            match router {
+                Some(router) => router.weight().await.map_err(Error::from),
+                None => Ok(None),
+            }
+        },
+        async {
+            runs.list(&owned)
+                .await
+                .map_err(Error::api("listing", "AnalysisRuns of Rollout", &name))
+        },
+    )?;
+    let replica_sets = replica_sets
         .items
         .iter()
         .filter_map(|rs| workload::view(rollout, rs))
         .collect();
-
-    let mut service_hashes = [None, None];
-    if let Some(canary) = &rollout.spec.strategy.canary {
-        let services: Api<Service> = Api::namespaced(client.clone(), &namespace);
-        for (slot, field, service) in [
-            (0, "stableService", &canary.stable_service),
-            (1, "canaryService", &canary.canary_service),
-        ] {
-            let Some(service) = service else { continue };
-            let found = services
-                .get_opt(service)
-                .await
-                .map_err(Error::api("reading", "Service", service))?;
-            let Some(found) = found else {
-                return Err(Error::MissingService {
-                    namespace: namespace.clone(),
-                    name: service.clone(),
-                    field,
-                });
-            };
-            service_hashes[slot] = found
-                .spec
-                .and_then(|s| s.selector)
-                .and_then(|s| s.get(template_hash::LABEL).cloned());
-        }
-    }
-    let [stable_service_hash, canary_service_hash] = service_hashes;
-
-    let route_weight = match router {
-        Some(router) => router.weight().await?,
-        None => None,
-    };
-
-    let runs: Api<AnalysisRun> = Api::namespaced(client.clone(), &namespace);
-    let listed =
-        runs.list(&owned)
-            .await
-            .map_err(Error::api("listing", "AnalysisRuns of Rollout", &name))?;
-    let analysis_runs = listed.items.iter().filter_map(run_view).collect();
+    let analysis_runs = runs.items.iter().filter_map(run_view).collect();
 
     Ok(Observed {
         replica_sets,
@@ -88,6 +82,34 @@ pub async fn observe(
         analysis_runs,
         template_problems: Vec::new(),
     })
+}
+
+/// The pod-template hash a Service named in `field` selects (None without the field or the
+/// label); a Service that does not exist is an error naming the field.
+async fn service_hash(
+    services: &Api<Service>,
+    namespace: &str,
+    field: &'static str,
+    service: Option<&String>,
+) -> Result<Option<String>, Error> {
+    let Some(service) = service else {
+        return Ok(None);
+    };
+    let found = services
+        .get_opt(service)
+        .await
+        .map_err(Error::api("reading", "Service", service))?;
+    let Some(found) = found else {
+        return Err(Error::MissingService {
+            namespace: namespace.to_owned(),
+            name: service.clone(),
+            field,
+        });
+    };
+    Ok(found
+        .spec
+        .and_then(|s| s.selector)
+        .and_then(|s| s.get(template_hash::LABEL).cloned()))
 }
 
 fn run_view(run: &AnalysisRun) -> Option<AnalysisRunView> {
