@@ -34,6 +34,9 @@ use support::{ControllerProcess, TestNamespace, client, eventually};
 use weir::api::Rollout;
 use weir::api::rollout::{PauseReason, RolloutPhase};
 
+/// The heading of the hand-written part of BENCHMARKS.md, which a new run keeps.
+const NOTES: &str = "## Notes on the misses";
+
 /// Liveness bound for waits on the cluster; generous, never a performance limit.
 const SETTLE: Duration = Duration::from_secs(5);
 
@@ -77,8 +80,14 @@ async fn run() {
     // Rollouts take the better part of an hour on 2 cores) still leaves what it measured,
     // and says what it did not get to.
     let path = support::repo_root().join(&out);
+    // Notes written by hand under NOTES (what a miss needs, with its evidence) are kept.
+    let notes = std::fs::read_to_string(&path)
+        .ok()
+        .and_then(|old| old.find(NOTES).map(|at| old[at..].to_owned()))
+        .unwrap_or_default();
     let write = |report: &Report, pending: &str| {
-        let text = report.render(started, Utc::now(), pending);
+        let mut text = report.render(started, Utc::now(), pending);
+        text.push_str(&notes);
         std::fs::write(&path, &text).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
         text
     };
