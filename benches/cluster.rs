@@ -350,23 +350,26 @@ const WRITE_VERBS: [&str; 6] = [
     "APPLY",
 ];
 
-/// What changed between two snapshots, writes only, by (verb, resource).
-fn writes_between(before: &Requests, after: &Requests) -> BTreeMap<(String, String), f64> {
+/// What changed between two snapshots, by (verb, resource): the writes, or the reads.
+fn requests_between(
+    before: &Requests,
+    after: &Requests,
+    writes: bool,
+) -> BTreeMap<(String, String), f64> {
     after
         .iter()
-        .filter(|((verb, _), _)| WRITE_VERBS.contains(&verb.as_str()))
+        .filter(|((verb, _), _)| WRITE_VERBS.contains(&verb.as_str()) == writes)
         .map(|(key, count)| (key.clone(), count - before.get(key).copied().unwrap_or(0.0)))
         .filter(|(_, delta)| *delta > 0.0)
         .collect()
 }
 
+fn writes_between(before: &Requests, after: &Requests) -> BTreeMap<(String, String), f64> {
+    requests_between(before, after, true)
+}
+
 fn reads_between(before: &Requests, after: &Requests) -> BTreeMap<(String, String), f64> {
-    after
-        .iter()
-        .filter(|((verb, _), _)| !WRITE_VERBS.contains(&verb.as_str()))
-        .map(|(key, count)| (key.clone(), count - before.get(key).copied().unwrap_or(0.0)))
-        .filter(|(_, delta)| *delta > 0.0)
-        .collect()
+    requests_between(before, after, false)
 }
 
 fn request_table(requests: &BTreeMap<(String, String), f64>, per: f64) -> String {
@@ -1033,14 +1036,12 @@ async fn scale(client: &Client, size: usize, report: &mut Report) {
             Some(recovery.as_secs_f64() <= 30.0),
         );
     }
-    {
-        report.target(
-            &format!("API writes of a resync of {size} unchanged Rollouts"),
-            format!("{resync_total}"),
-            "0",
-            Some(resync_total == 0),
-        );
-    }
+    report.target(
+        &format!("API writes of a resync of {size} unchanged Rollouts"),
+        format!("{resync_total}"),
+        "0",
+        Some(resync_total == 0),
+    );
     let mut body = format!(
         "{size} Rollouts of 1 replica each (no router: the replica ratio is the traffic), \
          steps `setWeight: 50` and an indefinite `pause`, in one namespace watched by one \
