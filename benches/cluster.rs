@@ -4,7 +4,8 @@
 //! Run with `make bench` (which brings the cluster up first), or with the cluster up:
 //! `cargo bench --bench cluster`. `WEIR_BENCH_SIZES` (default `100 1000 5000`) picks the
 //! Rollout counts, `WEIR_BENCH_SAMPLES` (default 50) the aborts and pauses timed,
-//! `WEIR_BENCH_OUT` (default `BENCHMARKS.md`) where the report goes.
+//! `WEIR_BENCH_OUT` (default `BENCHMARKS.md`) where the report goes, `WEIR_BENCH_ONLY` (any of
+//! `steps aborts git scale`) which parts run.
 //!
 //! Every figure is taken from outside the controller: memory from /proc, API requests from
 //! the API server's own `apiserver_request_total`, times from watches on the API server and
@@ -72,6 +73,13 @@ async fn run() {
         })
         .unwrap_or(50);
     let out = std::env::var("WEIR_BENCH_OUT").unwrap_or_else(|_| "BENCHMARKS.md".into());
+    // WEIR_BENCH_ONLY=scale (say) runs one part, to profile it; the others are reported
+    // as not measured.
+    let only = std::env::var("WEIR_BENCH_ONLY").ok();
+    let runs = |part: &str| {
+        only.as_deref()
+            .is_none_or(|o| o.split_whitespace().any(|p| p == part))
+    };
     let client = client().await;
     let started = Utc::now();
     let mut report = Report::default();
@@ -101,15 +109,21 @@ async fn run() {
         &report,
         &format!("step writes, aborts, Git to canary, {all_sizes}"),
     );
-    println!("== step writes and step latency ({samples} pauses)");
-    steps(&client, samples, &mut report).await;
+    if runs("steps") {
+        println!("== step writes and step latency ({samples} pauses)");
+        steps(&client, samples, &mut report).await;
+    }
     write(&report, &format!("aborts, Git to canary, {all_sizes}"));
-    println!("== abort latency ({samples} aborts)");
-    aborts(&client, samples, &mut report).await;
+    if runs("aborts") {
+        println!("== abort latency ({samples} aborts)");
+        aborts(&client, samples, &mut report).await;
+    }
     write(&report, &format!("Git to canary, {all_sizes}"));
-    println!("== Git to canary");
-    git_to_canary(&client, &mut report).await;
-    for (done, size) in sizes.iter().enumerate() {
+    if runs("git") {
+        println!("== Git to canary");
+        git_to_canary(&client, &mut report).await;
+    }
+    for (done, size) in sizes.iter().enumerate().filter(|_| runs("scale")) {
         let left = sizes[done..]
             .iter()
             .map(|n| format!("{n} Rollouts"))

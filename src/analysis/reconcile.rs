@@ -30,6 +30,8 @@ use crate::validate;
 pub const FIELD_MANAGER: &str = "weir-analysis";
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 const RESYNC: Duration = Duration::from_secs(300);
+/// What a reconcile may take beyond its slowest query (each bounded by its own timeout).
+const STALL_LIMIT: Duration = Duration::from_secs(20);
 
 pub struct Context {
     pub client: Client,
@@ -55,6 +57,10 @@ pub enum Error {
     Conflict,
     #[error("this replica lost the leader lease; the leader carries on")]
     NotLeader,
+    #[error(
+        "measuring did not finish within {0:?}: a request to the API server got no answer; trying again"
+    )]
+    Stalled(Duration),
 }
 
 impl Error {
@@ -77,6 +83,7 @@ impl Error {
             Error::Api { .. } => "ApiError",
             Error::Conflict => "Conflict",
             Error::NotLeader => "NotLeader",
+            Error::Stalled(_) => "Stalled",
         }
     }
 }
@@ -102,6 +109,23 @@ enum Unready {
 
 #[instrument(skip(run, ctx), fields(run = %run.name_any(), namespace = run.namespace().unwrap_or_default()))]
 pub async fn reconcile(run: Arc<AnalysisRun>, ctx: Arc<Context>) -> Result<Requeue, Error> {
+    let slowest_query = run
+        .spec
+        .template
+        .metrics
+        .iter()
+        .map(|m| query_timeout(m.provider.prometheus.as_ref()))
+        .max()
+        .unwrap_or_default();
+    crate::runtime::within(
+        STALL_LIMIT + slowest_query,
+        reconcile_run(run, ctx),
+        Error::Stalled,
+    )
+    .await
+}
+
+async fn reconcile_run(run: Arc<AnalysisRun>, ctx: Arc<Context>) -> Result<Requeue, Error> {
     if !ctx.leadership.is_leading() {
         return Ok(Requeue::await_change());
     }
@@ -331,10 +355,7 @@ async fn prepare(
             headers.push(("Authorization".into(), header));
         }
     }
-    let timeout = prometheus
-        .timeout
-        .and_then(|t| u64::try_from(t).ok())
-        .map_or(DEFAULT_TIMEOUT, Duration::from_secs);
+    let timeout = query_timeout(Some(prometheus));
     Ok(Prepared {
         metric: metric.clone(),
         recorded_query: filled.recorded,
@@ -346,6 +367,14 @@ async fn prepare(
         },
         secrets: secret_values,
     })
+}
+
+/// How long weir waits for one query's answer.
+fn query_timeout(prometheus: Option<&crate::api::analysis::PrometheusMetric>) -> Duration {
+    prometheus
+        .and_then(|p| p.timeout)
+        .and_then(|t| u64::try_from(t).ok())
+        .map_or(DEFAULT_TIMEOUT, Duration::from_secs)
 }
 
 /// A Secret key's value, or why it cannot be had (missing, unreadable, not text).
@@ -470,6 +499,11 @@ pub fn error_policy(run: Arc<AnalysisRun>, error: &Error, _ctx: Arc<Context>) ->
     match error {
         Error::Conflict => Requeue::requeue(Duration::from_millis(100)),
         Error::NotLeader => Requeue::await_change(),
+        Error::Stalled(_) => {
+            warn!(run = %run.name_any(), category = error.category(), %error, "reconcile failed");
+            // It has waited long enough already.
+            Requeue::requeue(Duration::ZERO)
+        }
         Error::Api { .. } => {
             warn!(run = %run.name_any(), category = error.category(), %error, "reconcile failed");
             Requeue::requeue(Duration::from_secs(5))

@@ -36,6 +36,10 @@ pub enum Error {
     NotLeader,
     #[error("managing the finalizer weir.dev/route-cleanup: {0}")]
     Finalizer(String),
+    #[error(
+        "the reconcile did not finish within {0:?}: a request to the API server or the router got no answer; trying again"
+    )]
+    Stalled(std::time::Duration),
 }
 
 impl Error {
@@ -64,6 +68,7 @@ impl Error {
             Error::Conflict => "Conflict",
             Error::NotLeader => "NotLeader",
             Error::Finalizer(_) => "FinalizerError",
+            Error::Stalled(_) => "Stalled",
         }
     }
 }

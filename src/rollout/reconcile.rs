@@ -42,6 +42,8 @@ pub struct Context {
 const MAX_ROUNDS: usize = 8;
 /// Look again this long after the last event even when nothing is pending.
 const RESYNC: Duration = Duration::from_secs(300);
+/// Longer than any healthy reconcile takes, even with thousands of Rollouts queued at once.
+const STALL_LIMIT: Duration = Duration::from_secs(60);
 pub const CONDITION_RECONCILE_ERROR: &str = "ReconcileError";
 
 #[instrument(skip(rollout, ctx), fields(rollout = %rollout.name_any(), namespace = rollout.namespace().unwrap_or_default()))]
@@ -53,17 +55,25 @@ pub async fn reconcile(rollout: Arc<Rollout>, ctx: Arc<Context>) -> Result<Reque
     let started = std::time::Instant::now();
     let api: Api<Rollout> =
         Api::namespaced(ctx.client.clone(), &rollout.namespace().unwrap_or_default());
-    let result = finalizer(&api, FINALIZER, rollout, |event| async {
+    let work = finalizer(&api, FINALIZER, rollout, |event| async {
         match event {
             FinalizerEvent::Apply(rollout) => reconcile_rollout(&rollout, &ctx).await,
             FinalizerEvent::Cleanup(rollout) => clean_up(&rollout, &ctx).await,
         }
-    })
-    .await
-    .map_err(|error| match error {
-        finalizer::Error::ApplyFailed(error) | finalizer::Error::CleanupFailed(error) => error,
-        other => Error::Finalizer(other.to_string()),
     });
+    let result = crate::runtime::within(
+        STALL_LIMIT,
+        async {
+            work.await.map_err(|error| match error {
+                finalizer::Error::ApplyFailed(error) | finalizer::Error::CleanupFailed(error) => {
+                    error
+                }
+                other => Error::Finalizer(other.to_string()),
+            })
+        },
+        Error::Stalled,
+    )
+    .await;
     let category = result.as_ref().err().map(Error::category);
     ctx.metrics.observe_reconcile(started.elapsed(), category);
     result
@@ -235,7 +245,12 @@ pub fn error_policy(rollout: Arc<Rollout>, error: &Error, _ctx: Arc<Context>) ->
         Error::NotLeader => Requeue::await_change(),
         _ => {
             warn!(rollout = %rollout.name_any(), category = error.category(), %error, "reconcile failed");
-            Requeue::requeue(Duration::from_secs(5))
+            // A stalled reconcile has waited long enough already.
+            Requeue::requeue(if matches!(error, Error::Stalled(_)) {
+                Duration::ZERO
+            } else {
+                Duration::from_secs(5)
+            })
         }
     }
 }

@@ -5,7 +5,24 @@ pub mod http;
 pub mod leader;
 pub mod metrics;
 
+use std::future::Future;
+use std::time::Duration;
+
 use kube::{Api, Client};
+
+/// Gives up on a reconcile that has not finished within `limit`, with the error `stalled`
+/// makes. kube's client sets no read timeout (watches stay open for minutes), so a request
+/// that never gets an answer would otherwise hold its object until some other event: every
+/// step is idempotent, so giving up costs a retry, and a stuck object costs a missed abort.
+pub async fn within<T, E>(
+    limit: Duration,
+    reconcile: impl Future<Output = Result<T, E>>,
+    stalled: impl FnOnce(Duration) -> E,
+) -> Result<T, E> {
+    tokio::time::timeout(limit, reconcile)
+        .await
+        .unwrap_or_else(|_| Err(stalled(limit)))
+}
 
 /// Logs what a controller's stream reports as failed; each controller's error_policy has
 /// already decided when to try again.
@@ -96,5 +113,26 @@ mod tests {
             assert!(note.len() <= MAX_EVENT_NOTE, "{}", note.len());
             assert!(note.ends_with("...") && long.starts_with(note.trim_end_matches("...")));
         }
+    }
+
+    #[tokio::test]
+    async fn a_reconcile_that_never_answers_is_given_up_with_the_limit_named() {
+        let limit = Duration::from_millis(20);
+        let hung = within(
+            limit,
+            std::future::pending::<Result<u8, String>>(),
+            |after| format!("stalled after {after:?}"),
+        );
+        assert_eq!(hung.await, Err("stalled after 20ms".to_owned()));
+        let answered = within(limit, async { Ok::<u8, String>(7) }, |_| "stalled".into());
+        assert_eq!(answered.await, Ok(7));
+        let failed = within(limit, async { Err::<u8, _>("refused".to_owned()) }, |_| {
+            "stalled".into()
+        });
+        assert_eq!(
+            failed.await,
+            Err("refused".to_owned()),
+            "its own error, untouched"
+        );
     }
 }

@@ -168,6 +168,17 @@ impl TestNamespace {
 impl Drop for TestNamespace {
     fn drop(&mut self) {
         let name = self.name.clone();
+        if std::thread::panicking() {
+            // A failed test shows what its controllers were doing (CI keeps only this output).
+            let log = ControllerProcess::log(&name);
+            let lines: Vec<&str> = log.lines().collect();
+            let tail = &lines[lines.len().saturating_sub(60)..];
+            eprintln!(
+                "--- the last {} lines the controllers in {name} logged ---\n{}",
+                tail.len(),
+                tail.join("\n")
+            );
+        }
         // Drop cannot await; a thread with its own runtime sends the delete before we go on.
         // It needs a client of its own: the test's client has its worker on the test's
         // runtime, which is blocked right here until the thread is done.
@@ -290,11 +301,21 @@ impl ControllerProcess {
             .append(true)
             .open(controller_log_path(namespace))
             .unwrap_or_else(|e| panic!("opening the controller log: {e}"));
-        let child = std::process::Command::new(env!("CARGO_BIN_EXE_weir"))
+        // WEIR_TEST_CONTROLLER_WRAPPER runs the controller under a profiler, such as
+        // `heaptrack -o /tmp/weir-heap`: the words come first, then weir and its arguments.
+        let wrapper = std::env::var("WEIR_TEST_CONTROLLER_WRAPPER").unwrap_or_default();
+        let mut command: Vec<&str> = wrapper.split_whitespace().collect();
+        command.push(env!("CARGO_BIN_EXE_weir"));
+        let child = std::process::Command::new(command[0])
+            .args(&command[1..])
             .args(["controller", "--namespace", namespace])
             .args(extra)
             .env("KUBECONFIG", kubeconfig)
-            .env("RUST_LOG", "info")
+            // WEIR_TEST_LOG lets whoever chases a failure turn up the controllers' logging.
+            .env(
+                "RUST_LOG",
+                std::env::var("WEIR_TEST_LOG").unwrap_or_else(|_| "info".to_owned()),
+            )
             .envs(env.iter().copied())
             .stdout(log.try_clone().unwrap_or_else(|e| panic!("log: {e}")))
             .stderr(log)
