@@ -17,7 +17,8 @@ pub enum WriteError {
     Api(kube::Error),
 }
 
-/// Writes `status` over `original` on `current`; nothing at all when they are equal.
+/// Writes `status` over `original` on `current`; nothing at all when they are equal. Returns
+/// the object as written (None when nothing was), for a caller that writes again.
 pub async fn write<K, S>(
     api: &Api<K>,
     current: &K,
@@ -25,13 +26,13 @@ pub async fn write<K, S>(
     original: &S,
     status: &S,
     field_manager: &str,
-) -> Result<(), WriteError>
+) -> Result<Option<K>, WriteError>
 where
     K: Resource + Clone + DeserializeOwned + std::fmt::Debug,
     S: Serialize + PartialEq,
 {
     if status == original {
-        return Ok(());
+        return Ok(None);
     }
     let serialize = |s: &S| serde_json::to_value(s).unwrap_or(Value::Null);
     let mut operations = vec![PatchOperation::Test(TestOperation {
@@ -62,7 +63,7 @@ where
         )
         .await
     {
-        Ok(_) => Ok(()),
+        Ok(written) => Ok(Some(written)),
         // A failed `test` is a 409 from some servers and a 422 from the API server, which
         // names the test only in newer versions; an older one says no more than "Invalid".
         Err(kube::Error::Api(status)) if status.code == 409 => Err(WriteError::Conflict),

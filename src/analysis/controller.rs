@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use futures::StreamExt;
 use kube::Client;
-use kube::runtime::{Controller, watcher};
+use kube::runtime::{Controller, controller, watcher};
 use tracing::info;
 
 use super::reconcile::{Context, error_policy, reconcile};
@@ -21,6 +21,7 @@ pub async fn run(
     leadership: Leadership,
     metrics: Arc<Metrics>,
     prometheus_url: Option<String>,
+    concurrency: u16,
 ) -> anyhow::Result<()> {
     let http = reqwest::Client::builder()
         .build()
@@ -41,6 +42,7 @@ pub async fn run(
         scoped_api::<AnalysisRun>(&client, namespace),
         watcher::Config::default(),
     )
+    .with_config(controller::Config::default().concurrency(concurrency))
     .reconcile_all_on(became_leader(&leadership))
     .shutdown_on_signal()
     .run(reconcile, error_policy, context)

@@ -470,6 +470,7 @@ async fn write_status(
     let has_status = current.status.is_some();
     status_patch::write(api, current, has_status, original, status, FIELD_MANAGER)
         .await
+        .map(|_| ())
         .map_err(|error| match error {
             WriteError::Conflict => Error::Conflict,
             WriteError::Api(source) => Error::Api {

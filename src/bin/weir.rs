@@ -62,6 +62,10 @@ struct ControllerArgs {
     /// Where GitSyncs keep their clones (kept across restarts when on a volume).
     #[arg(long, env = "WEIR_GIT_CACHE_DIR", default_value_os_t = std::env::temp_dir().join("weir-git"))]
     git_cache_dir: PathBuf,
+    /// Rollouts (and AnalysisRuns) reconciled at once; the rest wait their turn. Each
+    /// reconcile holds a few connections to the API server, so this bounds those too.
+    #[arg(long, default_value_t = 16, env = "WEIR_MAX_CONCURRENT_RECONCILES", value_parser = clap::value_parser!(u16).range(1..))]
+    max_concurrent_reconciles: u16,
     /// GitSyncs fetching at once; the rest wait their turn.
     #[arg(long, default_value_t = 4)]
     max_concurrent_fetches: usize,
@@ -123,6 +127,7 @@ async fn controller(
     election: Election,
     metrics_addr: std::net::SocketAddr,
     prometheus_url: Option<String>,
+    concurrency: u16,
     git: GitOptions,
 ) -> anyhow::Result<()> {
     let metrics = std::sync::Arc::new(weir::runtime::metrics::Metrics::default());
@@ -162,6 +167,7 @@ async fn controller(
             leadership.clone(),
             metrics.clone(),
             ready,
+            concurrency,
         ),
         weir::analysis::controller::run(
             client,
@@ -169,6 +175,7 @@ async fn controller(
             leadership,
             metrics,
             prometheus_url,
+            concurrency,
         ),
         weir::gitops::controller::run(
             client_for_git,
@@ -195,6 +202,7 @@ async fn main() -> ExitCode {
                 log_format,
                 prometheus_url,
                 git_cache_dir,
+                max_concurrent_reconciles,
                 max_concurrent_fetches,
                 fetch_timeout,
                 webhook_secret,
@@ -216,7 +224,15 @@ async fn main() -> ExitCode {
                 },
                 webhook_secret,
             };
-            controller(namespace, election, metrics_addr, prometheus_url, git).await
+            controller(
+                namespace,
+                election,
+                metrics_addr,
+                prometheus_url,
+                max_concurrent_reconciles,
+                git,
+            )
+            .await
         }
         Command::Crds { dir, reference } => {
             weir::crd_files::emit(weir::api::crds(), dir.as_deref()).and_then(|()| {

@@ -1012,6 +1012,7 @@ async fn write(
         apply::FIELD_MANAGER,
     )
     .await
+    .map(|_| ())
     .map_err(|error| match error {
         WriteError::Conflict => Error::Conflict,
         WriteError::Api(source) => Error::Api {

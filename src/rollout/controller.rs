@@ -10,7 +10,7 @@ use futures::StreamExt;
 use gateway_api::apis::standard::httproutes::HttpRoute;
 use k8s_openapi::api::apps::v1::ReplicaSet;
 use kube::runtime::reflector::{ObjectRef, Store};
-use kube::runtime::{Controller, watcher};
+use kube::runtime::{Controller, controller, watcher};
 use kube::{Api, Client, ResourceExt};
 use tracing::{info, warn};
 
@@ -30,12 +30,14 @@ pub async fn run(
     leadership: Leadership,
     metrics: Arc<Metrics>,
     ready: Arc<AtomicBool>,
+    concurrency: u16,
 ) {
     let owned = watcher::Config::default().labels(ROLLOUT_LABEL);
     let controller = Controller::new(
         scoped_api::<Rollout>(&client, namespace),
         watcher::Config::default(),
-    );
+    )
+    .with_config(controller::Config::default().concurrency(concurrency));
     let rollouts = controller.store();
     let by_template = controller.store();
     let by_cluster_template = controller.store();

@@ -20,14 +20,30 @@ use crate::api::analysis::{AnalysisPhase, AnalysisRun};
 use crate::traffic::{AnyRouter, Router};
 use crate::validate::Violation;
 
+/// Where the two label-selected lists are served from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Read {
+    /// The API server's watch cache (`resourceVersion=0`): a filter in memory, but possibly
+    /// a few milliseconds behind. Good enough to see that there is nothing to do.
+    Cached,
+    /// A quorum read from etcd, which decodes every ReplicaSet in the namespace to filter
+    /// them: what anything that writes is decided from.
+    Fresh,
+}
+
 pub async fn observe(
     client: &Client,
     rollout: &Rollout,
     router: Option<&AnyRouter>,
+    read: Read,
 ) -> Result<Observed, Error> {
     let namespace = rollout.namespace().unwrap_or_default();
     let name = rollout.name_any();
     let owned = ListParams::default().labels(&format!("{ROLLOUT_LABEL}={name}"));
+    let owned = match read {
+        Read::Cached => owned.match_any(),
+        Read::Fresh => owned,
+    };
     let replica_sets: Api<ReplicaSet> = Api::namespaced(client.clone(), &namespace);
     let services: Api<Service> = Api::namespaced(client.clone(), &namespace);
     let runs: Api<AnalysisRun> = Api::namespaced(client.clone(), &namespace);

@@ -12,7 +12,7 @@ use tracing::{info, instrument, warn};
 
 use super::act::{FIELD_MANAGER, act};
 use super::error::Error;
-use super::observe::{observe, template_problems};
+use super::observe::{Read, observe, template_problems};
 use super::plan::{Input, Transition, plan};
 use super::template_hash;
 use crate::api::Rollout;
@@ -116,13 +116,20 @@ async fn reconcile_rollout(rollout: &Rollout, ctx: &Context) -> Result<Requeue, 
     let router = AnyRouter::for_rollout(&ctx.client, &current, &namespace);
     let original = current.status.clone().unwrap_or_default();
     let mut status = original.clone();
+    // The Rollout as last written by this reconcile (its status, its resourceVersion).
+    let mut written = current.clone();
     let mut transitions: Vec<Transition> = Vec::new();
     let mut requeue_after = None;
 
     let outcome: Result<(), Error> = async {
         let template_problems = template_problems(&ctx.client, &current).await?;
-        for _ in 0..MAX_ROUNDS {
-            let mut observed = observe(&ctx.client, &current, router.as_ref()).await?;
+        // The first look comes from the API server's watch cache, which is cheap, and is
+        // kept only if it finds nothing to do (the common case: a resync, a restart, an
+        // event that changes nothing). Anything that writes is planned from fresh reads.
+        let mut read = Read::Cached;
+        let mut rounds = 0;
+        while rounds < MAX_ROUNDS {
+            let mut observed = observe(&ctx.client, &current, router.as_ref(), read).await?;
             observed.template_problems.clone_from(&template_problems);
             let next = plan(&Input {
                 spec: &current.spec,
@@ -136,6 +143,24 @@ async fn reconcile_rollout(rollout: &Rollout, ctx: &Context) -> Result<Requeue, 
                 observed: &observed,
                 now: chrono::Utc::now(),
             });
+            let changes =
+                !next.actions.is_empty() || !next.transitions.is_empty() || next.status != status;
+            if read == Read::Cached && changes {
+                read = Read::Fresh;
+                continue;
+            }
+            read = Read::Fresh;
+            rounds += 1;
+            // A crash must cost no more than the round being acted on: the steps that earlier
+            // rounds took are written before this round acts, so a new controller plans this
+            // round again from there (the same actions, now no-ops) and never goes back a
+            // step. The first round needs no write: the API server holds what it planned from.
+            if !next.actions.is_empty() && rounds > 1 {
+                let before = written.status.clone().unwrap_or_default();
+                if let Some(rollout) = write_status(&api, &written, &before, &status).await? {
+                    written = rollout;
+                }
+            }
             status = next.status;
             transitions.extend(next.transitions);
             requeue_after = next.requeue_after;
@@ -189,7 +214,8 @@ async fn reconcile_rollout(rollout: &Rollout, ctx: &Context) -> Result<Requeue, 
             status.message = Some(format!("{}: {message}", error.category()));
         }
     }
-    write_status(&api, &current, &original, &status).await?;
+    let before = written.status.clone().unwrap_or_default();
+    write_status(&api, &written, &before, &status).await?;
     ctx.metrics.observe_rollout(&namespace, &name, &status);
 
     let reference = current.object_ref(&());
@@ -224,7 +250,7 @@ async fn write_status(
     current: &Rollout,
     original: &RolloutStatus,
     status: &RolloutStatus,
-) -> Result<(), Error> {
+) -> Result<Option<Rollout>, Error> {
     let has_status = current.status.is_some();
     status_patch::write(api, current, has_status, original, status, FIELD_MANAGER)
         .await
