@@ -7,7 +7,6 @@
 #   WEIR_BENCH_SAMPLES=50              aborts and pauses timed
 #   WEIR_BENCH_ONLY="scale"            only these parts (steps aborts git scale), to profile one
 #   WEIR_BENCH_OUT=BENCHMARKS.md       where the report goes
-#   WEIR_TEST_CONTROLLER_WRAPPER="heaptrack -o /tmp/weir-heap"   run each controller under a profiler
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"

@@ -50,8 +50,10 @@ pub async fn observe(
     let canary = rollout.spec.strategy.canary.as_ref();
 
     // The reads are independent: all at once, so a reconcile (a pause's end, an abort)
-    // waits for the slowest of them rather than for their sum.
-    let (replica_sets, stable_service_hash, canary_service_hash, route_weight, runs) = tokio::try_join!(
+    // waits for the slowest of them rather than for their sum. Their errors are taken in a
+    // fixed order, not as they arrive: with both Services missing, the condition names the
+    // stable one every time instead of flipping (and being written again) on each retry.
+    let (replica_sets, stable_service_hash, canary_service_hash, route_weight, runs) = tokio::join!(
         async {
             replica_sets.list(&owned).await.map_err(Error::api(
                 "listing",
@@ -82,7 +84,14 @@ pub async fn observe(
                 .await
                 .map_err(Error::api("listing", "AnalysisRuns of Rollout", &name))
         },
-    )?;
+    );
+    let (replica_sets, stable_service_hash, canary_service_hash, route_weight, runs) = (
+        replica_sets?,
+        stable_service_hash?,
+        canary_service_hash?,
+        route_weight?,
+        runs?,
+    );
     let replica_sets = replica_sets
         .items
         .iter()

@@ -301,13 +301,7 @@ impl ControllerProcess {
             .append(true)
             .open(controller_log_path(namespace))
             .unwrap_or_else(|e| panic!("opening the controller log: {e}"));
-        // WEIR_TEST_CONTROLLER_WRAPPER runs the controller under a profiler, such as
-        // `heaptrack -o /tmp/weir-heap`: the words come first, then weir and its arguments.
-        let wrapper = std::env::var("WEIR_TEST_CONTROLLER_WRAPPER").unwrap_or_default();
-        let mut command: Vec<&str> = wrapper.split_whitespace().collect();
-        command.push(env!("CARGO_BIN_EXE_weir"));
-        let child = std::process::Command::new(command[0])
-            .args(&command[1..])
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_weir"))
             .args(["controller", "--namespace", namespace])
             .args(extra)
             .env("KUBECONFIG", kubeconfig)
