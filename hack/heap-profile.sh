@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# A heap profile of the release controller under load, as BENCHMARKS.md reports it:
+# N Rollouts (default 500) created and brought to Healthy, all moved to a new template and
+# held mid-canary, then the controller stopped with SIGINT so heaptrack can write its data.
+# Needs the local cluster up (hack/local-cluster.sh up) and `cargo build --release`.
+#
+#   hack/heap-profile.sh [N]     -> target/heap-profile/weir.zst and peaks.txt
+set -euo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+N=${1:-500}
+OUT=$ROOT/target/heap-profile
+NS=weir-heap-profile
+command -v heaptrack >/dev/null || { sudo=""; [ "$(id -u)" = 0 ] || sudo=sudo; $sudo apt-get install -y heaptrack; }
+eval "$(hack/local-cluster.sh env)"
+mkdir -p "$OUT"
+rm -f "$OUT"/weir.*
+
+count() { # Rollouts whose status.phase is $1
+  kubectl -n "$NS" get rollouts.weir.dev -o jsonpath='{range .items[*]}{.status.phase}{"\n"}{end}' | grep -cx "$1" || true
+}
+wait_for() { # phase
+  for _ in $(seq 1 240); do
+    local n; n=$(count "$1"); echo "  $n/$N $1"
+    [ "$n" = "$N" ] && return 0
+    sleep 5
+  done
+  echo "gave up waiting for $N Rollouts $1" >&2; return 1
+}
+
+kubectl create namespace "$NS"
+for i in $(seq 1 "$N"); do
+  name=$(printf 'r-%05d' "$i")
+  printf -- '---\napiVersion: weir.dev/v1alpha1\nkind: Rollout\nmetadata: {name: %s}\nspec:\n  replicas: 1\n  selector: {matchLabels: {app: %s}}\n  template:\n    metadata: {labels: {app: %s}}\n    spec: {containers: [{name: app, image: "bench:1"}]}\n  strategy: {canary: {steps: [{setWeight: 50}, {pause: {}}]}}\n' "$name" "$name" "$name"
+done | kubectl -n "$NS" apply -f - >/dev/null
+heaptrack -o "$OUT/weir" target/release/weir controller --namespace "$NS" --metrics-addr 127.0.0.1:0 >"$OUT/controller.log" 2>&1 &
+wait_for Healthy
+kubectl -n "$NS" get rollouts.weir.dev -o name | xargs -P 8 -I{} kubectl -n "$NS" patch {} --type merge \
+  -p '{"spec":{"template":{"spec":{"containers":[{"name":"app","image":"bench:2"}]}}}}' >/dev/null
+wait_for Paused
+pid=$(pgrep -f "^target/release/weir controller --namespace $NS" | head -1)
+grep VmHWM "/proc/$pid/status"
+kill -INT "$pid"
+wait
+heaptrack_print -f "$OUT"/weir.*zst --print-peaks 1 --print-allocators 0 --print-temporary 0 \
+  --print-leaks 0 --peak-limit 10 >"$OUT/peaks.txt" 2>/dev/null || true
+grep -E "^(peak heap memory consumption|peak RSS)" "$OUT/peaks.txt" || true
+# The namespace goes with its finalizers lifted: no controller runs to honour them now.
+kubectl -n "$NS" get rollouts.weir.dev -o name | xargs -P 8 -I{} kubectl -n "$NS" patch {} --type merge \
+  -p '{"metadata":{"finalizers":null}}' >/dev/null
+kubectl delete namespace "$NS" --wait=false
+echo "written: $OUT/peaks.txt (and heaptrack --analyze $OUT/weir.*zst)"
