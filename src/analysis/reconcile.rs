@@ -500,14 +500,14 @@ pub fn error_policy(run: Arc<AnalysisRun>, error: &Error, _ctx: Arc<Context>) ->
     match error {
         Error::Conflict => Requeue::requeue(Duration::from_millis(100)),
         Error::NotLeader => Requeue::await_change(),
-        Error::Stalled(_) => {
+        Error::Api { .. } | Error::Stalled(_) => {
             warn!(run = %run.name_any(), category = error.category(), %error, "reconcile failed");
-            // It has waited long enough already.
-            Requeue::requeue(Duration::ZERO)
-        }
-        Error::Api { .. } => {
-            warn!(run = %run.name_any(), category = error.category(), %error, "reconcile failed");
-            Requeue::requeue(Duration::from_secs(5))
+            // A stalled reconcile has waited long enough already.
+            Requeue::requeue(if matches!(error, Error::Stalled(_)) {
+                Duration::ZERO
+            } else {
+                Duration::from_secs(5)
+            })
         }
     }
 }

@@ -155,11 +155,11 @@ async fn reconcile_rollout(rollout: &Rollout, ctx: &Context) -> Result<Requeue, 
             // rounds took are written before this round acts, so a new controller plans this
             // round again from there (the same actions, now no-ops) and never goes back a
             // step. The first round needs no write: the API server holds what it planned from.
-            if !next.actions.is_empty() && rounds > 1 {
-                let before = written.status.clone().unwrap_or_default();
-                if let Some(rollout) = write_status(&api, &written, &before, &status).await? {
-                    written = rollout;
-                }
+            if !next.actions.is_empty()
+                && rounds > 1
+                && let Some(rollout) = write_status(&api, &written, &status).await?
+            {
+                written = rollout;
             }
             status = next.status;
             transitions.extend(next.transitions);
@@ -214,8 +214,7 @@ async fn reconcile_rollout(rollout: &Rollout, ctx: &Context) -> Result<Requeue, 
             status.message = Some(format!("{}: {message}", error.category()));
         }
     }
-    let before = written.status.clone().unwrap_or_default();
-    write_status(&api, &written, &before, &status).await?;
+    write_status(&api, &written, &status).await?;
     ctx.metrics.observe_rollout(&namespace, &name, &status);
 
     let reference = current.object_ref(&());
@@ -245,14 +244,16 @@ async fn reconcile_rollout(rollout: &Rollout, ctx: &Context) -> Result<Requeue, 
     Ok(Requeue::requeue(requeue_after.unwrap_or(RESYNC)))
 }
 
+/// Writes `status` over the status `current` holds (the Rollout as read, or as this
+/// reconcile last wrote it).
 async fn write_status(
     api: &Api<Rollout>,
     current: &Rollout,
-    original: &RolloutStatus,
     status: &RolloutStatus,
 ) -> Result<Option<Rollout>, Error> {
     let has_status = current.status.is_some();
-    status_patch::write(api, current, has_status, original, status, FIELD_MANAGER)
+    let original = current.status.clone().unwrap_or_default();
+    status_patch::write(api, current, has_status, &original, status, FIELD_MANAGER)
         .await
         .map_err(|error| match error {
             WriteError::Conflict => Error::Conflict,
