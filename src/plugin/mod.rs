@@ -117,7 +117,7 @@ pub enum Command {
         timeout: Duration,
         /// The Git revision (full SHA or 7+ characters) whose release to wait for, say the
         /// commit a pipeline just pushed.
-        #[arg(long)]
+        #[arg(long, value_parser = parse_revision)]
         revision: Option<String>,
     },
     /// Check Rollout, AnalysisTemplate and GitSync manifests offline (also Argo's).
@@ -139,6 +139,20 @@ pub enum Format {
 
 fn parse_duration(text: &str) -> Result<Duration, String> {
     crate::duration::parse(text).map_err(|e| e.to_string())
+}
+
+/// A revision `status` can match: a prefix shorter than seven characters would match nothing
+/// (or the wrong commit), and the wait would run to its timeout for a typo.
+fn parse_revision(text: &str) -> Result<String, String> {
+    let hex = text.chars().all(|c| c.is_ascii_hexdigit());
+    if hex && (7..=64).contains(&text.len()) {
+        Ok(text.to_ascii_lowercase())
+    } else {
+        Err(format!(
+            "{text:?} is not a Git revision: give the commit's SHA, whole or its first 7 or \
+             more hex characters (git rev-parse HEAD)"
+        ))
+    }
 }
 
 /// What went wrong, in one line for the operator.

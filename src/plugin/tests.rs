@@ -148,3 +148,23 @@ fn history_from_git() {
         now()
     ));
 }
+
+#[test]
+fn status_refuses_a_revision_that_could_not_name_a_commit() {
+    use clap::Parser;
+    let parsed = |revision: &str| {
+        Cli::try_parse_from(["kubectl-weir", "status", "web", "--revision", revision])
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    };
+    assert_eq!(parsed("5407b17"), Ok(()));
+    assert_eq!(parsed(STABLE_SHA), Ok(()));
+    assert_eq!(parsed(&STABLE_SHA.to_uppercase()), Ok(()));
+    for bad in ["5407b1", "main", "5407b17x", "", &"a".repeat(65)] {
+        let error = parsed(bad).expect_err(bad);
+        assert!(
+            error.contains("is not a Git revision") && error.contains("first 7"),
+            "{bad:?}: {error}"
+        );
+    }
+}
