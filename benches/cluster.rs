@@ -971,7 +971,8 @@ async fn scale(client: &Client, size: usize, report: &mut Report) {
         .buffer_unordered(16)
         .collect::<()>()
         .await;
-    let limit = Duration::from_secs(300 + size as u64 / 2);
+    // Generous: a limit is there to name what never finished, not to time it.
+    let limit = Duration::from_secs(300 + size as u64);
     wait_count(&store, "Healthy", limit, size, |r| {
         phase_of(r) == Some(RolloutPhase::Healthy)
     })
