@@ -28,12 +28,22 @@ fn params() -> PatchParams {
     }
 }
 
+/// Which of the kinds `observe` lists an action wrote, with the resourceVersion it wrote at
+/// (None when the API server does not return one, as for a delete).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Wrote {
+    ReplicaSet(Option<String>),
+    AnalysisRun(Option<String>),
+    /// A Service or the route: read by name, not listed.
+    Elsewhere,
+}
+
 pub async fn act(
     client: &Client,
     rollout: &Rollout,
     router: Option<&AnyRouter>,
     action: &Action,
-) -> Result<(), Error> {
+) -> Result<Wrote, Error> {
     let namespace = rollout.namespace().unwrap_or_default();
     let name = rollout.name_any();
     let replica_sets: Api<ReplicaSet> = Api::namespaced(client.clone(), &namespace);
@@ -41,7 +51,7 @@ pub async fn act(
         Action::CreateReplicaSet { hash, replicas } => {
             let rs = workload::replica_set(rollout, hash, *replicas);
             let rs_name = workload::replica_set_name(&name, hash);
-            replica_sets
+            let written = replica_sets
                 .patch(
                     &rs_name,
                     &PatchParams::apply(FIELD_MANAGER).force(),
@@ -49,23 +59,26 @@ pub async fn act(
                 )
                 .await
                 .map_err(Error::api("creating", "ReplicaSet", &rs_name))?;
+            Ok(Wrote::ReplicaSet(written.resource_version()))
         }
         Action::ScaleReplicaSet { hash, replicas } => {
             let rs_name = workload::replica_set_name(&name, hash);
             let patch = json!({"metadata": {"annotations": {SCALE_DOWN_ANNOTATION: null}}, "spec": {"replicas": replicas}});
-            replica_sets
+            let written = replica_sets
                 .patch(&rs_name, &params(), &Patch::Merge(&patch))
                 .await
                 .map_err(Error::api("scaling", "ReplicaSet", &rs_name))?;
+            Ok(Wrote::ReplicaSet(written.resource_version()))
         }
         Action::MarkScaleDown { hash, at } => {
             let rs_name = workload::replica_set_name(&name, hash);
             let at = at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
             let patch = json!({"metadata": {"annotations": {SCALE_DOWN_ANNOTATION: at}}});
-            replica_sets
+            let written = replica_sets
                 .patch(&rs_name, &params(), &Patch::Merge(&patch))
                 .await
                 .map_err(Error::api("marking", "ReplicaSet", &rs_name))?;
+            Ok(Wrote::ReplicaSet(written.resource_version()))
         }
         Action::DeleteReplicaSet { hash } => {
             let rs_name = workload::replica_set_name(&name, hash);
@@ -73,16 +86,16 @@ pub async fn act(
                 .delete(&rs_name, &DeleteParams::background())
                 .await
             {
-                Ok(_) => {}
-                Err(kube::Error::Api(status)) if status.code == 404 => {}
-                Err(source) => {
-                    return Err(Error::Api {
-                        action: "deleting",
-                        kind: "ReplicaSet",
-                        name: rs_name,
-                        source,
-                    });
-                }
+                // The deletion's own version is not returned (the object's, if any, is from
+                // before it), so the next list comes from etcd.
+                Ok(_) => Ok(Wrote::ReplicaSet(None)),
+                Err(kube::Error::Api(status)) if status.code == 404 => Ok(Wrote::ReplicaSet(None)),
+                Err(source) => Err(Error::Api {
+                    action: "deleting",
+                    kind: "ReplicaSet",
+                    name: rs_name,
+                    source,
+                }),
             }
         }
         Action::PointService { service, hash } => {
@@ -92,11 +105,13 @@ pub async fn act(
                 .patch(service, &params(), &Patch::Merge(&patch))
                 .await
                 .map_err(Error::api("pointing", "Service", service))?;
+            Ok(Wrote::Elsewhere)
         }
         Action::SetWeight { canary_weight } => {
             if let Some(router) = router {
                 router.set_weight(*canary_weight).await?;
             }
+            Ok(Wrote::Elsewhere)
         }
         Action::StartAnalysis {
             hash,
@@ -110,24 +125,25 @@ pub async fn act(
                 attempt: *attempt,
                 step: *step,
             };
-            start_analysis(client, rollout, &target).await?;
+            start_analysis(client, rollout, &target).await
         }
         Action::StopAnalysis { name: run_name } => {
             let runs: Api<AnalysisRun> = Api::namespaced(client.clone(), &namespace);
             let patch = json!({"spec": {"terminate": true}});
-            runs.patch(run_name, &params(), &Patch::Merge(&patch))
+            let written = runs
+                .patch(run_name, &params(), &Patch::Merge(&patch))
                 .await
                 .map_err(Error::api("stopping", "AnalysisRun", run_name))?;
+            Ok(Wrote::AnalysisRun(written.resource_version()))
         }
     }
-    Ok(())
 }
 
 async fn start_analysis(
     client: &Client,
     rollout: &Rollout,
     target: &run::Target<'_>,
-) -> Result<(), Error> {
+) -> Result<Wrote, Error> {
     let namespace = rollout.namespace().unwrap_or_default();
     // The planner starts analysis only for steps that have it; a spec that changed since is
     // caught on the next plan.
@@ -135,7 +151,7 @@ async fn start_analysis(
         .into_iter()
         .find(|r| r.step == target.step)
     else {
-        return Ok(());
+        return Ok(Wrote::Elsewhere);
     };
     let mut templates = Vec::new();
     for (index, reference) in requested.templates.iter().enumerate() {
@@ -160,14 +176,15 @@ async fn start_analysis(
     })?;
     let run_name = run.name_any();
     let runs: Api<AnalysisRun> = Api::namespaced(client.clone(), &namespace);
-    runs.patch(
-        &run_name,
-        &PatchParams::apply(FIELD_MANAGER).force(),
-        &Patch::Apply(&run),
-    )
-    .await
-    .map_err(Error::api("creating", "AnalysisRun", &run_name))?;
-    Ok(())
+    let written = runs
+        .patch(
+            &run_name,
+            &PatchParams::apply(FIELD_MANAGER).force(),
+            &Patch::Apply(&run),
+        )
+        .await
+        .map_err(Error::api("creating", "AnalysisRun", &run_name))?;
+    Ok(Wrote::AnalysisRun(written.resource_version()))
 }
 
 /// A template a Rollout refers to, namespaced or cluster-wide; None when it does not exist.

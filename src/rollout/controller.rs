@@ -14,6 +14,7 @@ use kube::runtime::{Controller, controller, watcher};
 use kube::{Api, Client, ResourceExt};
 use tracing::{info, warn};
 
+use super::observe::WrittenVersions;
 use super::reconcile::{Context, error_policy, reconcile};
 use super::workload::ROLLOUT_LABEL;
 use crate::api::Rollout;
@@ -46,13 +47,18 @@ pub async fn run(
         client: client.clone(),
         leadership: leadership.clone(),
         metrics: metrics.clone(),
+        written: WrittenVersions::default(),
     });
     let mut changes = leadership.changes();
     metrics.set_leader(leadership.is_leading());
+    let leader_context = context.clone();
     tokio::spawn(async move {
         while changes.changed().await.is_ok() {
             let leading = *changes.borrow_and_update();
             metrics.set_leader(leading);
+            if leading {
+                leader_context.written.forget_all();
+            }
         }
     });
     let store = controller.store();

@@ -12,7 +12,7 @@ use tracing::{info, instrument, warn};
 
 use super::act::{FIELD_MANAGER, act};
 use super::error::Error;
-use super::observe::{Read, observe, template_problems};
+use super::observe::{Read, WrittenVersions, observe, template_problems};
 use super::plan::{Input, Transition, plan};
 use super::template_hash;
 use crate::api::Rollout;
@@ -35,6 +35,8 @@ pub struct Context {
     /// Only the leader writes; checked before every write.
     pub leadership: Leadership,
     pub metrics: Arc<Metrics>,
+    /// What makes a fresh read cheap: see [`Read::Fresh`].
+    pub written: WrittenVersions,
 }
 
 /// Rounds of observe -> plan -> act in one reconcile: enough to walk several instant steps,
@@ -85,6 +87,7 @@ async fn clean_up(rollout: &Rollout, ctx: &Context) -> Result<Requeue, Error> {
     if !ctx.leadership.is_leading() {
         return Err(Error::NotLeader);
     }
+    ctx.written.forget(rollout);
     let namespace = rollout.namespace().unwrap_or_default();
     if let Some(router) = AnyRouter::for_rollout(&ctx.client, rollout, &namespace) {
         match router.remove_managed().await {
@@ -107,6 +110,7 @@ async fn reconcile_rollout(rollout: &Rollout, ctx: &Context) -> Result<Requeue, 
         .await
         .map_err(Error::api("reading", "Rollout", &name))?
     else {
+        ctx.written.forget(rollout);
         return Ok(Requeue::await_change());
     };
     if current.metadata.deletion_timestamp.is_some() {
@@ -120,6 +124,7 @@ async fn reconcile_rollout(rollout: &Rollout, ctx: &Context) -> Result<Requeue, 
     let mut written = current.clone();
     let mut transitions: Vec<Transition> = Vec::new();
     let mut requeue_after = None;
+    let mut versions = ctx.written.of(&current);
 
     let outcome: Result<(), Error> = async {
         let template_problems = template_problems(&ctx.client, &current).await?;
@@ -129,7 +134,8 @@ async fn reconcile_rollout(rollout: &Rollout, ctx: &Context) -> Result<Requeue, 
         let mut read = Read::Cached;
         let mut rounds = 0;
         while rounds < MAX_ROUNDS {
-            let mut observed = observe(&ctx.client, &current, router.as_ref(), read).await?;
+            let mut observed =
+                observe(&ctx.client, &current, router.as_ref(), read, &versions).await?;
             observed.template_problems.clone_from(&template_problems);
             let next = plan(&Input {
                 spec: &current.spec,
@@ -172,7 +178,7 @@ async fn reconcile_rollout(rollout: &Rollout, ctx: &Context) -> Result<Requeue, 
                     return Err(Error::NotLeader);
                 }
                 info!(?action, "acting");
-                act(&ctx.client, &current, router.as_ref(), action).await?;
+                versions.note(act(&ctx.client, &current, router.as_ref(), action).await?);
             }
         }
         // Still busy: come straight back rather than wait for an event.
@@ -180,6 +186,7 @@ async fn reconcile_rollout(rollout: &Rollout, ctx: &Context) -> Result<Requeue, 
         Ok(())
     }
     .await;
+    ctx.written.record(&current, versions);
 
     if !ctx.leadership.is_leading() {
         // Lost the lease mid-reconcile: the new leader plans from what the API server shows.
