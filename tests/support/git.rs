@@ -131,9 +131,15 @@ impl GitDaemon {
     pub async fn serve(repo: &GitRepo) -> GitDaemon {
         let port = free_port();
         let base = repo.dir.parent().unwrap_or(&repo.dir).to_owned();
-        let child = Command::new("git")
+        // git-daemon itself, not `git daemon`: the `git` wrapper runs it as a child and does
+        // not pass on SIGKILL, so killing the wrapper left a daemon behind after every test.
+        let exec_path = Command::new("git")
+            .arg("--exec-path")
+            .output()
+            .unwrap_or_else(|e| panic!("git --exec-path: {e}"));
+        let exec_path = String::from_utf8_lossy(&exec_path.stdout).trim().to_owned();
+        let child = Command::new(Path::new(&exec_path).join("git-daemon"))
             .args([
-                "daemon",
                 "--reuseaddr",
                 // Pushes too (weir's write-back), into repositories that accept them.
                 "--enable=receive-pack",
