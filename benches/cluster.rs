@@ -979,6 +979,11 @@ async fn scale(client: &Client, size: usize, report: &mut Report) {
     .await;
     let to_healthy = created.elapsed();
     let (_, first_peak) = memory(first.pid());
+    // Each figure is printed as it is taken: a run stopped in a long size still leaves them.
+    println!(
+        "  all Healthy after {:.1} s; first controller's peak RSS {first_peak:.1} MiB",
+        to_healthy.as_secs_f64()
+    );
     first.kill();
 
     // Restart on N unchanged, Healthy Rollouts: time to reconcile them all, the writes that
@@ -994,6 +999,12 @@ async fn scale(client: &Client, size: usize, report: &mut Report) {
     let resync_writes = writes_between(&before, &after);
     let resync_reads = reads_between(&before, &after);
     let (idle_rss, idle_peak) = memory(second.pid());
+    println!(
+        "  restart: all reconciled after {:.1} s; idle RSS {idle_rss:.1} MiB, peak \
+         {idle_peak:.1} MiB; resync writes {}",
+        idle_resync.as_secs_f64(),
+        resync_writes.values().map(|n| *n as u64).sum::<u64>()
+    );
 
     // All N move to a new template and stop at their indefinite pause.
     let progressing = Instant::now();
@@ -1021,6 +1032,10 @@ async fn scale(client: &Client, size: usize, report: &mut Report) {
     // restart below finds nothing left to do but what a restart costs.
     tokio::time::sleep(Duration::from_secs(10)).await;
     let (busy_rss, busy_peak) = memory(second.pid());
+    println!(
+        "  all mid-canary after {:.1} s; RSS {busy_rss:.1} MiB, peak {busy_peak:.1} MiB",
+        to_paused.as_secs_f64()
+    );
     second.kill();
 
     // Recovery: a fresh controller on N in-flight rollouts.
