@@ -999,11 +999,12 @@ async fn scale(client: &Client, size: usize, report: &mut Report) {
     let resync_writes = writes_between(&before, &after);
     let resync_reads = reads_between(&before, &after);
     let (idle_rss, idle_peak) = memory(second.pid());
+    // Counts are whole; summed as integers (an empty f64 sum is -0, printed "-0").
+    let resync_total = resync_writes.values().map(|n| *n as u64).sum::<u64>();
     println!(
         "  restart: all reconciled after {:.1} s; idle RSS {idle_rss:.1} MiB, peak \
-         {idle_peak:.1} MiB; resync writes {}",
+         {idle_peak:.1} MiB; resync writes {resync_total}",
         idle_resync.as_secs_f64(),
-        resync_writes.values().map(|n| *n as u64).sum::<u64>()
     );
 
     // All N move to a new template and stop at their indefinite pause.
@@ -1050,8 +1051,6 @@ async fn scale(client: &Client, size: usize, report: &mut Report) {
     let recovery_writes = writes_between(&before, &after);
     let (_, recovery_peak) = memory(third.pid());
 
-    // Counts are whole; summed as integers (an empty f64 sum is -0, printed "-0").
-    let resync_total = resync_writes.values().map(|n| *n as u64).sum::<u64>();
     if size == 1000 {
         report.target(
             "controller peak RSS, 1,000 Rollouts progressing",
