@@ -717,15 +717,13 @@ pub fn git_sync(spec: &GitSyncSpec) -> Vec<Violation> {
     if refs.iter().filter(|r| **r).count() != 1 {
         report.invalid("spec.ref", "takes exactly one of branch, tag or commit");
     }
-    if let Some(commit) = &git_ref.commit {
-        let hex = commit.bytes().all(|b| b.is_ascii_hexdigit());
-        // weir reads SHA-1 repositories (gix is built with sha1 only).
-        if !(hex && commit.len() == 40) {
-            report.invalid(
-                "spec.ref.commit",
-                format!("{commit:?} is not a full commit SHA (40 hex digits)"),
-            );
-        }
+    if let Some(commit) = &git_ref.commit
+        && !crate::gitops::is_full_sha(commit)
+    {
+        report.invalid(
+            "spec.ref.commit",
+            format!("{commit:?} is not a full commit SHA (40 hex digits)"),
+        );
     }
     for (field, name) in [("branch", &git_ref.branch), ("tag", &git_ref.tag)] {
         if name.as_deref().is_some_and(|n| {

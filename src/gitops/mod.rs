@@ -13,3 +13,12 @@ pub mod source;
 pub mod status;
 pub mod webhook;
 pub mod writeback;
+
+/// Hex digits in a commit SHA of the repositories weir reads: SHA-1 (gix is built with sha1
+/// only).
+pub const SHA_LEN: usize = 40;
+
+/// Whether `text` is a whole commit SHA, as `git rev-parse` prints it (either case).
+pub fn is_full_sha(text: &str) -> bool {
+    text.len() == SHA_LEN && text.bytes().all(|b| b.is_ascii_hexdigit())
+}

@@ -277,7 +277,7 @@ pub fn pin(
     now: DateTime<Utc>,
 ) -> Result<PinnedRevision, String> {
     let revision = requested.trim().to_ascii_lowercase();
-    if revision.len() != 40 || !revision.bytes().all(|b| b.is_ascii_hexdigit()) {
+    if !super::is_full_sha(&revision) {
         return Err(format!(
             "{ROLLBACK_TO_ANNOTATION}: {requested:?} is not a full commit SHA (40 hex digits); `git rev-parse` gives one"
         ));

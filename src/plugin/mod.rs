@@ -144,8 +144,8 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
 /// A revision `status` can match: a prefix shorter than seven characters would match nothing
 /// (or the wrong commit), and the wait would run to its timeout for a typo.
 fn parse_revision(text: &str) -> Result<String, String> {
-    let hex = text.chars().all(|c| c.is_ascii_hexdigit());
-    if hex && (7..=64).contains(&text.len()) {
+    let hex = text.bytes().all(|b| b.is_ascii_hexdigit());
+    if hex && (7..=crate::gitops::SHA_LEN).contains(&text.len()) {
         Ok(text.to_ascii_lowercase())
     } else {
         Err(format!(

@@ -39,7 +39,7 @@ pub fn revision_to_pin(status: &GitSyncStatus, to: Option<&str>) -> Result<Strin
             known.dedup();
             match known.as_slice() {
                 [one] => (*one).to_owned(),
-                [] if wanted.len() == 40 && wanted.bytes().all(|b| b.is_ascii_hexdigit()) => {
+                [] if crate::gitops::is_full_sha(&wanted) => {
                     wanted
                 }
                 [] => {
