@@ -5,14 +5,14 @@ use std::sync::Arc;
 
 use futures::StreamExt;
 use kube::Client;
-use kube::runtime::{Controller, controller, watcher};
+use kube::runtime::{Controller, WatchStreamExt, controller, watcher};
 use tracing::info;
 
 use super::reconcile::{Context, error_policy, reconcile};
 use crate::api::analysis::AnalysisRun;
 use crate::runtime::leader::{Leadership, became_leader};
 use crate::runtime::metrics::Metrics;
-use crate::runtime::scoped_api;
+use crate::runtime::{cache, scoped_api};
 
 /// Runs until SIGTERM or SIGINT. `prometheus_url` serves metrics that name no address.
 pub async fn run(
@@ -38,16 +38,18 @@ pub async fn run(
         namespace = namespace.unwrap_or("(all)"),
         "analysis controller starting"
     );
-    Controller::new(
+    let (runs, run_events) = cache::trimmed(
         scoped_api::<AnalysisRun>(&client, namespace),
         watcher::Config::default(),
-    )
-    .with_config(controller::Config::default().concurrency(concurrency))
-    .reconcile_all_on(became_leader(&leadership))
-    .shutdown_on_signal()
-    .run(reconcile, error_policy, context)
-    .for_each(crate::runtime::log_failure)
-    .await;
+        cache::keep_all,
+    );
+    Controller::for_stream(run_events.applied_objects(), runs.store)
+        .with_config(controller::Config::default().concurrency(concurrency))
+        .reconcile_all_on(became_leader(&leadership))
+        .shutdown_on_signal()
+        .run(reconcile, error_policy, context)
+        .for_each(crate::runtime::log_failure)
+        .await;
     info!("analysis controller stopped");
     Ok(())
 }

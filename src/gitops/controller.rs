@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use kube::runtime::reflector::ObjectRef;
-use kube::runtime::{Controller, watcher};
+use kube::runtime::{Controller, WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 use tokio::sync::Semaphore;
 use tracing::info;
@@ -17,7 +17,7 @@ use super::reconcile::{Context, error_policy, reconcile};
 use crate::api::gitsync::GitSync;
 use crate::api::rollout::Rollout;
 use crate::runtime::leader::{Leadership, became_leader};
-use crate::runtime::scoped_api;
+use crate::runtime::{cache, scoped_api};
 
 /// How the controller fetches.
 #[derive(Clone, Debug)]
@@ -56,29 +56,31 @@ pub async fn run(
         kustomize = ?context.kustomize.as_ref().map(|k| k.program.display().to_string()),
         "gitsync controller starting"
     );
-    Controller::new(
+    let (gitsyncs, gitsync_events) = cache::trimmed(
         scoped_api::<GitSync>(&client, namespace),
         watcher::Config::default(),
-    )
-    // A Rollout's abort (or its becoming Healthy) is news for the GitSync that applied it.
-    .watches(
-        scoped_api::<Rollout>(&client, namespace),
-        watcher::Config::default(),
-        move |rollout| {
-            if rollout.status.as_ref().is_some_and(|s| s.abort) {
-                aborts.notify_waiters();
-            }
-            rollout
-                .annotations()
-                .get(OWNER_ANNOTATION)
-                .and_then(|owner| owner.split_once('/'))
-                .map(|(namespace, name)| ObjectRef::<GitSync>::new(name).within(namespace))
-        },
-    )
-    .reconcile_all_on(became_leader(&leadership))
-    .shutdown_on_signal()
-    .run(reconcile, error_policy, context)
-    .for_each(crate::runtime::log_failure)
-    .await;
+        cache::keep_all,
+    );
+    Controller::for_stream(gitsync_events.applied_objects(), gitsyncs.store)
+        // A Rollout's abort (or its becoming Healthy) is news for the GitSync that applied it.
+        .watches(
+            scoped_api::<Rollout>(&client, namespace),
+            watcher::Config::default(),
+            move |rollout| {
+                if rollout.status.as_ref().is_some_and(|s| s.abort) {
+                    aborts.notify_waiters();
+                }
+                rollout
+                    .annotations()
+                    .get(OWNER_ANNOTATION)
+                    .and_then(|owner| owner.split_once('/'))
+                    .map(|(namespace, name)| ObjectRef::<GitSync>::new(name).within(namespace))
+            },
+        )
+        .reconcile_all_on(became_leader(&leadership))
+        .shutdown_on_signal()
+        .run(reconcile, error_policy, context)
+        .for_each(crate::runtime::log_failure)
+        .await;
     info!("gitsync controller stopped");
 }

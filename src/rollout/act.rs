@@ -8,6 +8,7 @@ use kube::{Client, ResourceExt};
 use serde_json::json;
 
 use super::error::Error;
+use super::observe::Version;
 use super::plan::Action;
 use super::template_hash;
 use super::workload::{self, SCALE_DOWN_ANNOTATION};
@@ -28,14 +29,21 @@ fn params() -> PatchParams {
     }
 }
 
-/// Which of the kinds `observe` lists an action wrote, with the resourceVersion it wrote at
-/// (None when the API server does not return one, as for a delete).
+/// Which of the kinds `observe` lists an action wrote, with the object and the
+/// resourceVersion it wrote (None when the API server does not return one, as for a delete).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Wrote {
-    ReplicaSet(Option<String>),
-    AnalysisRun(Option<String>),
+    ReplicaSet(Option<Version>),
+    AnalysisRun(Option<Version>),
     /// A Service or the route: read by name, not listed.
     Elsewhere,
+}
+
+fn version_of(written: &impl ResourceExt) -> Option<Version> {
+    Some(Version {
+        name: written.name_any(),
+        resource_version: written.resource_version()?,
+    })
 }
 
 pub async fn act(
@@ -59,7 +67,7 @@ pub async fn act(
                 )
                 .await
                 .map_err(Error::api("creating", "ReplicaSet", &rs_name))?;
-            Ok(Wrote::ReplicaSet(written.resource_version()))
+            Ok(Wrote::ReplicaSet(version_of(&written)))
         }
         Action::ScaleReplicaSet { hash, replicas } => {
             let rs_name = workload::replica_set_name(&name, hash);
@@ -68,7 +76,7 @@ pub async fn act(
                 .patch(&rs_name, &params(), &Patch::Merge(&patch))
                 .await
                 .map_err(Error::api("scaling", "ReplicaSet", &rs_name))?;
-            Ok(Wrote::ReplicaSet(written.resource_version()))
+            Ok(Wrote::ReplicaSet(version_of(&written)))
         }
         Action::MarkScaleDown { hash, at } => {
             let rs_name = workload::replica_set_name(&name, hash);
@@ -78,7 +86,7 @@ pub async fn act(
                 .patch(&rs_name, &params(), &Patch::Merge(&patch))
                 .await
                 .map_err(Error::api("marking", "ReplicaSet", &rs_name))?;
-            Ok(Wrote::ReplicaSet(written.resource_version()))
+            Ok(Wrote::ReplicaSet(version_of(&written)))
         }
         Action::DeleteReplicaSet { hash } => {
             let rs_name = workload::replica_set_name(&name, hash);
@@ -134,7 +142,7 @@ pub async fn act(
                 .patch(run_name, &params(), &Patch::Merge(&patch))
                 .await
                 .map_err(Error::api("stopping", "AnalysisRun", run_name))?;
-            Ok(Wrote::AnalysisRun(written.resource_version()))
+            Ok(Wrote::AnalysisRun(version_of(&written)))
         }
     }
 }
@@ -184,7 +192,7 @@ async fn start_analysis(
         )
         .await
         .map_err(Error::api("creating", "AnalysisRun", &run_name))?;
-    Ok(Wrote::AnalysisRun(written.resource_version()))
+    Ok(Wrote::AnalysisRun(version_of(&written)))
 }
 
 /// A template a Rollout refers to, namespaced or cluster-wide; None when it does not exist.

@@ -10,18 +10,18 @@ use futures::StreamExt;
 use gateway_api::apis::standard::httproutes::HttpRoute;
 use k8s_openapi::api::apps::v1::ReplicaSet;
 use kube::runtime::reflector::{ObjectRef, Store};
-use kube::runtime::{Controller, controller, watcher};
+use kube::runtime::{Controller, WatchStreamExt, controller, watcher};
 use kube::{Api, Client, ResourceExt};
 use tracing::{info, warn};
 
-use super::observe::WrittenVersions;
+use super::observe::{OwnedCaches, WrittenVersions, trim_replica_set, trim_run};
 use super::reconcile::{Context, error_policy, reconcile};
 use super::workload::ROLLOUT_LABEL;
 use crate::api::Rollout;
 use crate::api::analysis::{AnalysisRun, AnalysisTemplate, ClusterAnalysisTemplate};
 use crate::runtime::leader::{Leadership, became_leader};
 use crate::runtime::metrics::Metrics;
-use crate::runtime::scoped_api;
+use crate::runtime::{cache, scoped_api};
 
 /// Runs until SIGTERM or SIGINT, then finishes the reconciles in flight and returns. Every
 /// replica watches; only the one `leadership` says leads writes.
@@ -34,11 +34,23 @@ pub async fn run(
     concurrency: u16,
 ) {
     let owned = watcher::Config::default().labels(ROLLOUT_LABEL);
-    let controller = Controller::new(
+    let (rollout_cache, rollout_events) = cache::trimmed(
         scoped_api::<Rollout>(&client, namespace),
         watcher::Config::default(),
-    )
-    .with_config(controller::Config::default().concurrency(concurrency));
+        cache::keep_all,
+    );
+    let (replica_sets, replica_set_events) = cache::trimmed(
+        scoped_api::<ReplicaSet>(&client, namespace),
+        owned.clone(),
+        trim_replica_set,
+    );
+    let (runs, run_events) = cache::trimmed(
+        scoped_api::<AnalysisRun>(&client, namespace),
+        owned,
+        trim_run,
+    );
+    let controller = Controller::for_stream(rollout_events.applied_objects(), rollout_cache.store)
+        .with_config(controller::Config::default().concurrency(concurrency));
     let rollouts = controller.store();
     let by_template = controller.store();
     let by_cluster_template = controller.store();
@@ -48,6 +60,7 @@ pub async fn run(
         leadership: leadership.clone(),
         metrics: metrics.clone(),
         written: WrittenVersions::default(),
+        owned: OwnedCaches { replica_sets, runs },
     });
     let mut changes = leadership.changes();
     metrics.set_leader(leadership.is_leading());
@@ -84,8 +97,9 @@ pub async fn run(
         "rollout controller starting"
     );
     controller
-        .owns(scoped_api::<ReplicaSet>(&client, namespace), owned.clone())
-        .owns(scoped_api::<AnalysisRun>(&client, namespace), owned)
+        // A deleted ReplicaSet or run is news for its Rollout too: touched, not only applied.
+        .owns_stream(replica_set_events.touched_objects())
+        .owns_stream(run_events.touched_objects())
         // Someone else changing a route's weights is drift to repair; map it to its Rollouts.
         .watches(
             scoped_api::<HttpRoute>(&client, namespace),

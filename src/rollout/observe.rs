@@ -2,18 +2,19 @@
 //! AnalysisRuns (by label), its two Services, and the canary weight on its router.
 
 use std::collections::HashMap;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::core::v1::Service;
-use kube::api::{Api, ListParams, ObjectList, VersionMatch};
-use kube::{Client, ResourceExt};
+use kube::api::{Api, ListParams};
+use kube::{Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 
 use super::error::Error;
 use super::plan::{AnalysisRunView, Observed};
 use super::template_hash;
-use super::workload::{self, ROLLOUT_LABEL};
+use super::workload::{self, ROLLOUT_LABEL, SCALE_DOWN_ANNOTATION};
 use std::collections::BTreeMap;
 
 use super::act::fetch_template;
@@ -21,31 +22,76 @@ use crate::analysis::run::{self, ATTEMPT_LABEL, HASH_LABEL, STEP_LABEL};
 use crate::api::Rollout;
 use crate::api::analysis::AnalysisTemplateSpec;
 use crate::api::analysis::{AnalysisPhase, AnalysisRun};
+use crate::runtime::cache::Cache;
 use crate::traffic::{AnyRouter, Router};
 use crate::validate::Violation;
 
-/// Where the two label-selected lists are served from.
+/// Where the Rollout's ReplicaSets and AnalysisRuns are read from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Read {
-    /// The API server's watch cache (`resourceVersion=0`): a filter in memory, but possibly
-    /// a few milliseconds behind. Good enough to see that there is nothing to do.
+    /// The controller's own caches ([`OwnedCaches`]), as they stand: possibly a few
+    /// milliseconds behind the API server. Good enough to see that there is nothing to do.
     Cached,
-    /// What anything that writes is decided from: a list that holds every write this
-    /// process made to the Rollout's ReplicaSets and AnalysisRuns. With the version of the
-    /// latest of those writes ([`Written`]) the watch cache answers it, once it has caught up
-    /// to that version. Without one (a new process, a new leader, a delete whose version is
-    /// not returned) it is a quorum read from etcd, which decodes every ReplicaSet in the
-    /// namespace to filter them: at 5,000 Rollouts in one namespace, half a second each.
+    /// What anything that writes is decided from: a view that holds every write this
+    /// process made to the Rollout's ReplicaSets and AnalysisRuns. With the latest of those
+    /// writes ([`Written`]) that is the cache, once it holds that write. Without one (a new
+    /// process, a new leader, a delete whose version is not returned) it is a quorum list
+    /// from etcd, which decodes every ReplicaSet in the namespace to filter them: at 5,000
+    /// Rollouts in one namespace, half a second each.
     Fresh,
 }
 
-/// The resourceVersions of this process's latest write to one Rollout's ReplicaSets and to
-/// its AnalysisRuns. Versions of the listed kind only: the watch cache of ReplicaSets moves on
-/// with ReplicaSet events, and would wait in vain for the version of a write to another kind.
+/// The controller's caches of every ReplicaSet and AnalysisRun a Rollout owns (labelled
+/// `weir.dev/rollout`), trimmed to what [`observe`] reads.
+#[derive(Clone)]
+pub struct OwnedCaches {
+    pub replica_sets: Cache<ReplicaSet>,
+    pub runs: Cache<AnalysisRun>,
+}
+
+/// How long a fresh read waits for a cache to take this process's own write before it asks
+/// the API server instead. Watch events take milliseconds; this is for a watch that broke.
+const CATCH_UP_LIMIT: Duration = Duration::from_secs(3);
+
+/// Drops from a cached ReplicaSet what [`workload::view`] never reads: the pod template,
+/// which is also kept whole in an annotation.
+pub fn trim_replica_set(replica_set: &mut ReplicaSet) {
+    if let Some(spec) = replica_set.spec.as_mut() {
+        spec.template = None;
+        spec.selector = Default::default();
+    }
+    if let Some(annotations) = replica_set.metadata.annotations.as_mut() {
+        annotations.retain(|key, _| key == SCALE_DOWN_ANNOTATION);
+    }
+}
+
+/// Drops from a cached AnalysisRun what [`run_view`] never reads: the metrics' definitions
+/// and every measurement but the last of each metric.
+pub fn trim_run(run: &mut AnalysisRun) {
+    run.spec.template = Default::default();
+    if let Some(status) = run.status.as_mut() {
+        for metric in &mut status.metric_results {
+            let keep_from = metric.measurements.len().saturating_sub(1);
+            metric.measurements.drain(..keep_from);
+        }
+    }
+}
+
+/// A write of this process to one of the listed kinds: the object, and the resourceVersion
+/// the API server gave it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Version {
+    pub name: String,
+    pub resource_version: String,
+}
+
+/// This process's latest write to one Rollout's ReplicaSets and to its AnalysisRuns. Versions
+/// of the read kind only: the cache of ReplicaSets moves on with ReplicaSet events, and would
+/// wait in vain for the version of a write to another kind.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Written {
-    pub replica_sets: Option<String>,
-    pub runs: Option<String>,
+    pub replica_sets: Option<Version>,
+    pub runs: Option<Version>,
 }
 
 impl Written {
@@ -99,38 +145,56 @@ impl WrittenVersions {
     }
 }
 
-/// Lists what `selector` selects as `read` says; a bounded list the watch cache cannot
-/// serve in time (it gives up after 3 s behind) is asked of etcd instead.
-async fn list_owned<K>(
+/// The objects of the Rollout `name` as `read` says: from `cache` when it can answer, else
+/// from the API server (the watch cache for a cached read, etcd for a fresh one).
+async fn read_owned<K>(
     api: &Api<K>,
-    selector: &ListParams,
+    cache: &Cache<K>,
+    name: &str,
     read: Read,
-    written: Option<&str>,
-) -> kube::Result<ObjectList<K>>
+    written: Option<&Version>,
+) -> kube::Result<Vec<Arc<K>>>
 where
-    K: Clone + DeserializeOwned + std::fmt::Debug,
+    K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug + 'static,
 {
-    match (read, written) {
-        (Read::Cached, _) => api.list(&selector.clone().match_any()).await,
-        (Read::Fresh, None) => api.list(selector).await,
+    let namespace = api.namespace().unwrap_or_default();
+    let from_cache = || {
+        cache.store.state_filter(|object| {
+            object.meta().namespace.as_deref() == Some(namespace)
+                && object.labels().get(ROLLOUT_LABEL).map(String::as_str) == Some(name)
+        })
+    };
+    let selector = ListParams::default().labels(&format!("{ROLLOUT_LABEL}={name}"));
+    let listed = match (read, written) {
+        (Read::Cached, _) if cache.is_synced() => return Ok(from_cache()),
+        (Read::Cached, _) => api.list(&selector.match_any()).await?,
+        (Read::Fresh, None) => api.list(&selector).await?,
         (Read::Fresh, Some(version)) => {
-            let bounded = selector
-                .clone()
-                .at(version)
-                .matching(VersionMatch::NotOlderThan);
-            match api.list(&bounded).await {
-                Ok(list) => Ok(list),
-                Err(error) => {
-                    tracing::debug!(%error, version, "bounded list refused; reading from etcd");
-                    api.list(selector).await
-                }
+            if cache
+                .caught_up(
+                    namespace,
+                    &version.name,
+                    &version.resource_version,
+                    CATCH_UP_LIMIT,
+                )
+                .await
+            {
+                return Ok(from_cache());
             }
+            tracing::debug!(
+                object = version.name,
+                version = version.resource_version,
+                "the cache has not taken this write; reading from etcd"
+            );
+            api.list(&selector).await?
         }
-    }
+    };
+    Ok(listed.items.into_iter().map(Arc::new).collect())
 }
 
 pub async fn observe(
     client: &Client,
+    caches: &OwnedCaches,
     rollout: &Rollout,
     router: Option<&AnyRouter>,
     read: Read,
@@ -138,7 +202,6 @@ pub async fn observe(
 ) -> Result<Observed, Error> {
     let namespace = rollout.namespace().unwrap_or_default();
     let name = rollout.name_any();
-    let owned = ListParams::default().labels(&format!("{ROLLOUT_LABEL}={name}"));
     let replica_sets: Api<ReplicaSet> = Api::namespaced(client.clone(), &namespace);
     let services: Api<Service> = Api::namespaced(client.clone(), &namespace);
     let runs: Api<AnalysisRun> = Api::namespaced(client.clone(), &namespace);
@@ -150,9 +213,15 @@ pub async fn observe(
     // stable one every time instead of flipping (and being written again) on each retry.
     let (replica_sets, stable_service_hash, canary_service_hash, route_weight, runs) = tokio::join!(
         async {
-            list_owned(&replica_sets, &owned, read, written.replica_sets.as_deref())
-                .await
-                .map_err(Error::api("listing", "ReplicaSets of Rollout", &name))
+            read_owned(
+                &replica_sets,
+                &caches.replica_sets,
+                &name,
+                read,
+                written.replica_sets.as_ref(),
+            )
+            .await
+            .map_err(Error::api("listing", "ReplicaSets of Rollout", &name))
         },
         service_hash(
             &services,
@@ -173,7 +242,7 @@ pub async fn observe(
             }
         },
         async {
-            list_owned(&runs, &owned, read, written.runs.as_deref())
+            read_owned(&runs, &caches.runs, &name, read, written.runs.as_ref())
                 .await
                 .map_err(Error::api("listing", "AnalysisRuns of Rollout", &name))
         },
@@ -186,11 +255,14 @@ pub async fn observe(
         runs?,
     );
     let replica_sets = replica_sets
-        .items
         .iter()
         .filter_map(|rs| workload::view(rollout, rs))
         .collect();
-    let analysis_runs = runs.items.iter().filter_map(run_view).collect();
+    let analysis_runs = runs
+        .iter()
+        .map(AsRef::as_ref)
+        .filter_map(run_view)
+        .collect();
 
     Ok(Observed {
         replica_sets,
@@ -296,6 +368,13 @@ mod tests {
     use super::super::act::Wrote;
     use super::*;
 
+    fn version(name: &str, resource_version: &str) -> Version {
+        Version {
+            name: name.into(),
+            resource_version: resource_version.into(),
+        }
+    }
+
     fn rollout(namespace: &str, name: &str) -> Rollout {
         serde_json::from_value(serde_json::json!({
             "apiVersion": "weir.dev/v1alpha1", "kind": "Rollout",
@@ -311,21 +390,21 @@ mod tests {
     #[test]
     fn each_kind_keeps_the_version_of_its_own_latest_write() {
         let mut written = Written::default();
-        written.note(Wrote::ReplicaSet(Some("10".into())));
-        written.note(Wrote::AnalysisRun(Some("12".into())));
+        written.note(Wrote::ReplicaSet(Some(version("web-1", "10"))));
+        written.note(Wrote::AnalysisRun(Some(version("web-1-run", "12"))));
         written.note(Wrote::Elsewhere);
-        written.note(Wrote::ReplicaSet(Some("15".into())));
+        written.note(Wrote::ReplicaSet(Some(version("web-2", "15"))));
         assert_eq!(
             written,
             Written {
-                replica_sets: Some("15".into()),
-                runs: Some("12".into())
+                replica_sets: Some(version("web-2", "15")),
+                runs: Some(version("web-1-run", "12"))
             }
         );
         // A delete returns no version of its own: the next ReplicaSet list goes to etcd.
         written.note(Wrote::ReplicaSet(None));
         assert_eq!(written.replica_sets, None);
-        assert_eq!(written.runs, Some("12".into()));
+        assert_eq!(written.runs, Some(version("web-1-run", "12")));
     }
 
     #[test]
@@ -335,7 +414,7 @@ mod tests {
         let other_namespace = rollout("blog", "web");
         let api = rollout("shop", "api");
         let web_written = Written {
-            replica_sets: Some("7".into()),
+            replica_sets: Some(version("web-1", "7")),
             runs: None,
         };
         versions.record(&web, web_written.clone());
@@ -351,5 +430,69 @@ mod tests {
         assert_eq!(versions.of(&api), Written::default());
         // Nothing is kept for a Rollout with nothing to remember.
         assert!(versions.0.lock().map(|m| m.is_empty()).unwrap_or(false));
+    }
+
+    #[test]
+    fn trimming_a_cached_replica_set_changes_nothing_the_planner_sees() {
+        let mut web = rollout("shop", "web");
+        web.metadata.uid = Some("uid-1".into());
+        let replica_set: ReplicaSet = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "web-abc", "namespace": "shop", "generation": 3,
+                "creationTimestamp": "2026-01-01T00:00:00Z",
+                "labels": {ROLLOUT_LABEL: "web", template_hash::LABEL: "abc"},
+                "annotations": {SCALE_DOWN_ANNOTATION: "2026-01-01T00:00:30Z",
+                    "weir.dev/template": "{\"spec\": {}}"},
+                "ownerReferences": [{"apiVersion": "weir.dev/v1alpha1", "kind": "Rollout",
+                    "name": "web", "uid": "uid-1", "controller": true}]},
+            "spec": {"replicas": 3, "selector": {"matchLabels": {"app": "web"}},
+                "template": {"metadata": {"labels": {"app": "web"}},
+                    "spec": {"containers": [{"name": "web", "image": "web:2"}]}}},
+            "status": {"replicas": 3, "availableReplicas": 2, "observedGeneration": 3}
+        }))
+        .expect("a ReplicaSet");
+        let mut trimmed = replica_set.clone();
+        trim_replica_set(&mut trimmed);
+        let seen = workload::view(&web, &replica_set);
+        assert!(seen.is_some());
+        assert_eq!(workload::view(&web, &trimmed), seen);
+        let spec = trimmed.spec.as_ref().expect("spec");
+        assert!(spec.template.is_none());
+        assert_eq!(
+            trimmed.annotations().keys().collect::<Vec<_>>(),
+            [SCALE_DOWN_ANNOTATION]
+        );
+    }
+
+    #[test]
+    fn trimming_a_cached_run_keeps_each_metrics_last_value() {
+        let run: AnalysisRun = serde_json::from_value(serde_json::json!({
+            "apiVersion": "weir.dev/v1alpha1", "kind": "AnalysisRun",
+            "metadata": {"name": "web-abc-1-2", "namespace": "shop",
+                "labels": {ROLLOUT_LABEL: "web", HASH_LABEL: "abc", ATTEMPT_LABEL: "1",
+                    STEP_LABEL: "2"}},
+            "spec": {"metrics": [{"name": "errors", "provider": {"prometheus":
+                {"query": "sum(rate(errors[1m]))"}}, "successCondition": "result < 1"}],
+                "terminate": true},
+            "status": {"phase": "Failed", "message": "errors: 4",
+                "metricResults": [
+                    {"name": "errors", "phase": "Failed", "count": 3, "measurements": [
+                        {"phase": "Successful", "value": "0.1", "startedAt": "2026-01-01T00:00:00Z"},
+                        {"phase": "Successful", "value": "0.2", "startedAt": "2026-01-01T00:00:10Z"},
+                        {"phase": "Failed", "value": "4", "startedAt": "2026-01-01T00:00:20Z"}]},
+                    {"name": "latency", "phase": "Successful", "count": 0}]}
+        }))
+        .expect("an AnalysisRun");
+        let mut trimmed = run.clone();
+        trim_run(&mut trimmed);
+        let seen = run_view(&run);
+        assert_eq!(
+            seen.as_ref().and_then(|v| v.decided_by.clone()),
+            Some(("errors".to_owned(), Some("4".to_owned())))
+        );
+        assert_eq!(run_view(&trimmed), seen);
+        assert!(trimmed.spec.template.metrics.is_empty());
+        let results = &trimmed.status.as_ref().expect("status").metric_results;
+        assert_eq!(results[0].measurements.len(), 1);
+        assert!(results[1].measurements.is_empty());
     }
 }

@@ -12,7 +12,7 @@ use tracing::{info, instrument, warn};
 
 use super::act::{FIELD_MANAGER, act};
 use super::error::Error;
-use super::observe::{Read, WrittenVersions, observe, template_problems};
+use super::observe::{OwnedCaches, Read, WrittenVersions, observe, template_problems};
 use super::plan::{Input, Transition, plan};
 use super::template_hash;
 use crate::api::Rollout;
@@ -37,6 +37,8 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// What makes a fresh read cheap: see [`Read::Fresh`].
     pub written: WrittenVersions,
+    /// What a Rollout's ReplicaSets and AnalysisRuns are read from.
+    pub owned: OwnedCaches,
 }
 
 /// Rounds of observe -> plan -> act in one reconcile: enough to walk several instant steps,
@@ -128,14 +130,21 @@ async fn reconcile_rollout(rollout: &Rollout, ctx: &Context) -> Result<Requeue, 
 
     let outcome: Result<(), Error> = async {
         let template_problems = template_problems(&ctx.client, &current).await?;
-        // The first look comes from the API server's watch cache, which is cheap, and is
+        // The first look comes from the controller's caches, which is cheap, and is
         // kept only if it finds nothing to do (the common case: a resync, a restart, an
         // event that changes nothing). Anything that writes is planned from fresh reads.
         let mut read = Read::Cached;
         let mut rounds = 0;
         while rounds < MAX_ROUNDS {
-            let mut observed =
-                observe(&ctx.client, &current, router.as_ref(), read, &versions).await?;
+            let mut observed = observe(
+                &ctx.client,
+                &ctx.owned,
+                &current,
+                router.as_ref(),
+                read,
+                &versions,
+            )
+            .await?;
             observed.template_problems.clone_from(&template_problems);
             let next = plan(&Input {
                 spec: &current.spec,

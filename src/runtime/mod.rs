@@ -1,6 +1,7 @@
 //! What the controller process needs around the reconcilers: leader election, and the HTTP
 //! server for health, readiness and metrics.
 
+pub mod cache;
 pub mod http;
 pub mod leader;
 pub mod metrics;

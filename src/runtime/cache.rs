@@ -1,0 +1,220 @@
+//! The controllers' caches: watches whose objects are trimmed to what the reconcilers read
+//! before they are stored, so memory grows with what matters, not with managedFields, pod
+//! templates or the history of every measurement.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use futures::{Stream, StreamExt};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Api, Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+use tokio::sync::Notify;
+
+/// A store filled by a watch, with what readers need to wait on it.
+#[derive(Clone)]
+pub struct Cache<K: Resource<DynamicType = ()> + 'static> {
+    pub store: Store<K>,
+    /// Set once the first complete list is in: from then on the store is whole (if behind).
+    synced: Arc<AtomicBool>,
+    /// Woken on every event the store has taken.
+    changed: Arc<Notify>,
+}
+
+impl<K> Cache<K>
+where
+    K: Resource<DynamicType = ()> + Clone + 'static,
+{
+    pub fn is_synced(&self) -> bool {
+        self.synced.load(Ordering::Acquire)
+    }
+
+    /// Waits at most `limit` for the store to hold `name` at `resource_version` or later,
+    /// false when it did not. A store that holds one object of a watch at some version has
+    /// taken every event of that watch before it: versions arrive in order.
+    pub async fn caught_up(
+        &self,
+        namespace: &str,
+        name: &str,
+        resource_version: &str,
+        limit: Duration,
+    ) -> bool {
+        // resourceVersions are etcd revisions in every API server there is; a server that
+        // says otherwise is answered by the API instead.
+        let Ok(wanted) = resource_version.parse::<u64>() else {
+            return false;
+        };
+        let key = ObjectRef::new(name).within(namespace);
+        let holds = || {
+            self.is_synced()
+                && self.store.get(&key).is_some_and(|object| {
+                    object
+                        .resource_version()
+                        .and_then(|v| v.parse::<u64>().ok())
+                        .is_some_and(|held| held >= wanted)
+                })
+        };
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let notified = self.changed.notified();
+            tokio::pin!(notified);
+            // Registered before looking, so an event between the look and the wait wakes it.
+            notified.as_mut().enable();
+            if holds() {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return holds();
+            }
+        }
+    }
+}
+
+/// A watch of `api` that trims each object with `trim`, then keeps it in the returned cache.
+/// The stream must be polled (a controller's trigger) for the cache to fill.
+pub fn trimmed<K>(
+    api: Api<K>,
+    config: watcher::Config,
+    trim: fn(&mut K),
+) -> (
+    Cache<K>,
+    impl Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
+)
+where
+    K: Resource<DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+{
+    let (store, writer) = reflector::store();
+    let cache = Cache {
+        store,
+        synced: Arc::default(),
+        changed: Arc::default(),
+    };
+    let (synced, changed) = (cache.synced.clone(), cache.changed.clone());
+    // A field manager's entry repeats every field it owns: on a Rollout applied from Git that
+    // is the whole spec again, as a JSON tree. Writes go by name or by apply, never by
+    // resending what was read, so nothing is lost by dropping it.
+    let events = watcher(api, config)
+        .modify(move |object: &mut K| {
+            object.meta_mut().managed_fields = None;
+            trim(object);
+        })
+        .reflect(writer)
+        .inspect(move |event| {
+            if let Ok(event) = event {
+                if matches!(event, watcher::Event::InitDone) {
+                    synced.store(true, Ordering::Release);
+                }
+                changed.notify_waiters();
+            }
+        });
+    (cache, events)
+}
+
+/// For kinds read whole, apart from managedFields.
+pub fn keep_all<K>(_: &mut K) {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::core::v1::ConfigMap;
+    use kube::runtime::reflector::store::Writer;
+
+    fn config_map(name: &str, resource_version: &str) -> ConfigMap {
+        let mut object = ConfigMap::default();
+        object.metadata.name = Some(name.into());
+        object.metadata.namespace = Some("shop".into());
+        object.metadata.resource_version = Some(resource_version.into());
+        object
+    }
+
+    fn cache() -> (Cache<ConfigMap>, Writer<ConfigMap>) {
+        let writer = Writer::default();
+        let cache = Cache {
+            store: writer.as_reader(),
+            synced: Arc::default(),
+            changed: Arc::default(),
+        };
+        (cache, writer)
+    }
+
+    fn take(
+        cache: &Cache<ConfigMap>,
+        writer: &mut Writer<ConfigMap>,
+        event: watcher::Event<ConfigMap>,
+    ) {
+        writer.apply_watcher_event(&event);
+        if matches!(event, watcher::Event::InitDone) {
+            cache.synced.store(true, Ordering::Release);
+        }
+        cache.changed.notify_waiters();
+    }
+
+    const SHORT: Duration = Duration::from_millis(50);
+
+    #[tokio::test]
+    async fn a_cache_is_caught_up_once_it_holds_the_write_or_a_later_version() {
+        let (cache, mut writer) = cache();
+        take(&cache, &mut writer, watcher::Event::Init);
+        take(
+            &cache,
+            &mut writer,
+            watcher::Event::InitApply(config_map("web-1", "5")),
+        );
+        // Not whole before the first list is in, whatever it holds.
+        assert!(!cache.caught_up("shop", "web-1", "5", SHORT).await);
+        take(&cache, &mut writer, watcher::Event::InitDone);
+        assert!(cache.caught_up("shop", "web-1", "5", SHORT).await);
+        assert!(cache.caught_up("shop", "web-1", "4", SHORT).await);
+        assert!(!cache.caught_up("shop", "web-1", "6", SHORT).await);
+        // Another namespace's object of that name is not it.
+        assert!(!cache.caught_up("blog", "web-1", "5", SHORT).await);
+        // Versions compare as numbers, not as text: "10" is after "9".
+        take(
+            &cache,
+            &mut writer,
+            watcher::Event::Apply(config_map("web-1", "10")),
+        );
+        assert!(cache.caught_up("shop", "web-1", "9", SHORT).await);
+        // A version that is not a number is never taken as reached.
+        assert!(!cache.caught_up("shop", "web-1", "ten", SHORT).await);
+    }
+
+    #[tokio::test]
+    async fn a_waiting_read_wakes_when_the_write_arrives() {
+        let (cache, mut writer) = cache();
+        take(&cache, &mut writer, watcher::Event::Init);
+        take(&cache, &mut writer, watcher::Event::InitDone);
+        let waiting = {
+            let cache = cache.clone();
+            tokio::spawn(async move {
+                cache
+                    .caught_up("shop", "web-1", "7", Duration::from_secs(30))
+                    .await
+            })
+        };
+        // Let the reader look, find nothing and wait.
+        tokio::task::yield_now().await;
+        take(
+            &cache,
+            &mut writer,
+            watcher::Event::Apply(config_map("web-1", "6")),
+        );
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished(), "version 6 is not the write at 7");
+        take(
+            &cache,
+            &mut writer,
+            watcher::Event::Apply(config_map("web-1", "7")),
+        );
+        let reached = tokio::time::timeout(Duration::from_secs(5), waiting).await;
+        assert!(matches!(reached, Ok(Ok(true))), "{reached:?}");
+    }
+}
