@@ -27,7 +27,7 @@ pub async fn run(
         .build()
         .map_err(|e| anyhow::anyhow!("building the HTTP client for Prometheus: {e}"))?;
     let context = Arc::new(Context {
-        recorder: crate::runtime::recorder(&client),
+        events: crate::runtime::Events::new(&client),
         client: client.clone(),
         leadership: leadership.clone(),
         metrics,

@@ -6,11 +6,11 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::runtime::Events;
 use chrono::Utc;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
 use kube::runtime::controller::Action as Requeue;
-use kube::runtime::events::Recorder;
 use kube::{Client, Resource, ResourceExt};
 use tracing::{info, instrument, warn};
 
@@ -35,7 +35,7 @@ const STALL_LIMIT: Duration = Duration::from_secs(20);
 
 pub struct Context {
     pub client: Client,
-    pub recorder: Recorder,
+    pub events: Events,
     pub leadership: Leadership,
     pub metrics: Arc<Metrics>,
     /// One connection pool for every query.
@@ -163,7 +163,7 @@ async fn reconcile_run(run: Arc<AnalysisRun>, ctx: Arc<Context>) -> Result<Reque
     write_status(&api, &current, &original, &status).await?;
     let finished = status.completed_at.is_some() && original.completed_at.is_none();
     if finished {
-        announce(&ctx.recorder, &current, &status).await;
+        announce(&ctx.events, &current, &status).await;
     }
     Ok(match next {
         // Exactly when the next measurement is due, not on a resync (and never later than
@@ -483,10 +483,10 @@ async fn write_status(
 }
 
 /// An Event on the run when its verdict is in.
-async fn announce(recorder: &Recorder, run: &AnalysisRun, status: &AnalysisRunStatus) {
+async fn announce(events: &Events, run: &AnalysisRun, status: &AnalysisRunStatus) {
     let phase = status.phase.unwrap_or(AnalysisPhase::Error);
     crate::runtime::publish(
-        recorder,
+        events,
         &run.object_ref(&()),
         phase != AnalysisPhase::Successful,
         format!("AnalysisRun{phase:?}"),

@@ -38,7 +38,7 @@ pub async fn run(
     options: Options,
 ) {
     let context = Arc::new(Context {
-        recorder: crate::runtime::recorder(&client),
+        events: crate::runtime::Events::new(&client),
         client: client.clone(),
         scope: namespace.map(str::to_owned),
         leadership: leadership.clone(),

@@ -8,10 +8,10 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::runtime::Events;
 use chrono::Utc;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action as Requeue;
-use kube::runtime::events::Recorder;
 use kube::{Client, Resource, ResourceExt};
 use tokio::sync::{Notify, Semaphore};
 use tracing::{info, instrument, warn};
@@ -39,7 +39,7 @@ pub struct Context {
     pub client: Client,
     /// The namespace the controller watches (None: all of them).
     pub scope: Option<String>,
-    pub recorder: Recorder,
+    pub events: Events,
     pub leadership: Leadership,
     /// Where the persistent clones live.
     pub cache_dir: PathBuf,
@@ -274,7 +274,7 @@ pub async fn reconcile(sync: Arc<GitSync>, ctx: Arc<Context>) -> Result<Requeue,
         )
         .await?;
         crate::runtime::publish(
-            &ctx.recorder,
+            &ctx.events,
             &current.object_ref(&()),
             true,
             "Rejected".into(),
@@ -371,7 +371,7 @@ pub async fn reconcile(sync: Arc<GitSync>, ctx: Arc<Context>) -> Result<Requeue,
     if result.is_ok() && removed_pin {
         if let Some(message) = &pin_refused {
             crate::runtime::publish(
-                &ctx.recorder,
+                &ctx.events,
                 &current.object_ref(&()),
                 true,
                 "InvalidRollbackRequest".into(),
@@ -533,7 +533,7 @@ async fn finish(
         if ready(&original) != ready(&status)
             || original.last_applied_revision != status.last_applied_revision
         {
-            announce(&ctx.recorder, current, attempt).await;
+            announce(&ctx.events, current, attempt).await;
         }
         info!(outcome = attempt.reason(), message = %attempt.message(), next = ?step.next, "synced");
     }
@@ -551,7 +551,7 @@ async fn finish(
         })
     }) {
         crate::runtime::publish(
-            &ctx.recorder,
+            &ctx.events,
             &current.object_ref(&()),
             condition.status != "True",
             condition.reason.clone(),
@@ -1023,9 +1023,9 @@ async fn write(
     })
 }
 
-async fn announce(recorder: &Recorder, sync: &GitSync, attempt: &Attempt) {
+async fn announce(events: &Events, sync: &GitSync, attempt: &Attempt) {
     crate::runtime::publish(
-        recorder,
+        events,
         &sync.object_ref(&()),
         !matches!(attempt, Attempt::Applied { .. }),
         attempt.reason().into(),

@@ -55,7 +55,7 @@ pub async fn run(
     let by_template = controller.store();
     let by_cluster_template = controller.store();
     let context = Arc::new(Context {
-        recorder: crate::runtime::recorder(&client),
+        events: crate::runtime::Events::new(&client),
         client: client.clone(),
         leadership: leadership.clone(),
         metrics: metrics.clone(),

@@ -4,9 +4,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::runtime::Events;
 use kube::api::Api;
 use kube::runtime::controller::Action as Requeue;
-use kube::runtime::events::Recorder;
 use kube::{Client, Resource, ResourceExt};
 use tracing::{info, instrument, warn};
 
@@ -31,7 +31,7 @@ pub const FINALIZER: &str = "weir.dev/route-cleanup";
 /// Shared by every reconcile.
 pub struct Context {
     pub client: Client,
-    pub recorder: Recorder,
+    pub events: Events,
     /// Only the leader writes; checked before every write.
     pub leadership: Leadership,
     pub metrics: Arc<Metrics>,
@@ -236,7 +236,7 @@ async fn reconcile_rollout(rollout: &Rollout, ctx: &Context) -> Result<Requeue, 
     let reference = current.object_ref(&());
     for transition in &transitions {
         crate::runtime::publish(
-            &ctx.recorder,
+            &ctx.events,
             &reference,
             transition.warning,
             transition.reason.as_str().into(),
@@ -247,7 +247,7 @@ async fn reconcile_rollout(rollout: &Rollout, ctx: &Context) -> Result<Requeue, 
     }
     if let (true, Err(error)) = (new_error, &outcome) {
         crate::runtime::publish(
-            &ctx.recorder,
+            &ctx.events,
             &reference,
             true,
             error.category().into(),
