@@ -71,6 +71,7 @@ pub async fn run(
             metrics.set_leader(leading);
             if leading {
                 leader_context.written.forget_all();
+                leader_context.owned.new_leadership();
             }
         }
     });

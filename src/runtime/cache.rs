@@ -3,7 +3,7 @@
 //! templates or the history of every measurement.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures::{Stream, StreamExt};
@@ -21,6 +21,12 @@ pub struct Cache<K: Resource<DynamicType = ()> + 'static> {
     synced: Arc<AtomicBool>,
     /// Woken on every event the store has taken.
     changed: Arc<Notify>,
+    /// The highest resourceVersion among the objects the store has taken: it has taken every
+    /// change of its watch before that one.
+    seen: Arc<AtomicU64>,
+    /// A version the API server was at when this process's current leadership began (0:
+    /// not taken yet); see [`Cache::has_seen`].
+    floor: Arc<AtomicU64>,
 }
 
 impl<K> Cache<K>
@@ -29,6 +35,42 @@ where
 {
     pub fn is_synced(&self) -> bool {
         self.synced.load(Ordering::Acquire)
+    }
+
+    /// Notes that the store has taken `event`.
+    fn took(&self, event: &watcher::Event<K>) {
+        match event {
+            watcher::Event::InitDone => self.synced.store(true, Ordering::Release),
+            watcher::Event::Apply(object)
+            | watcher::Event::Delete(object)
+            | watcher::Event::InitApply(object) => {
+                if let Some(version) = object.resource_version().and_then(|v| v.parse().ok()) {
+                    self.seen.fetch_max(version, Ordering::AcqRel);
+                }
+            }
+            watcher::Event::Init => {}
+        }
+        self.changed.notify_waiters();
+    }
+
+    /// Whether the store has taken every change of its watch up to `version`. False when it
+    /// cannot tell: with no change since, the objects it holds are all older than that.
+    pub fn has_seen(&self, version: u64) -> bool {
+        self.is_synced() && self.seen.load(Ordering::Acquire) >= version
+    }
+
+    /// The version the current leadership's first reads must see, if taken.
+    pub fn floor(&self) -> Option<u64> {
+        Some(self.floor.load(Ordering::Acquire)).filter(|floor| *floor > 0)
+    }
+
+    pub fn set_floor(&self, version: u64) {
+        self.floor.fetch_max(version, Ordering::AcqRel);
+    }
+
+    /// A new leadership: another leader may have written since the floor was taken.
+    pub fn forget_floor(&self) {
+        self.floor.store(0, Ordering::Release);
     }
 
     /// Waits at most `limit` for the store to hold `name` at `resource_version` or later,
@@ -96,8 +138,10 @@ where
         store,
         synced: Arc::default(),
         changed: Arc::default(),
+        seen: Arc::default(),
+        floor: Arc::default(),
     };
-    let (synced, changed) = (cache.synced.clone(), cache.changed.clone());
+    let taker = cache.clone();
     // A field manager's entry repeats every field it owns: on a Rollout applied from Git that
     // is the whole spec again, as a JSON tree. Writes go by name or by apply, never by
     // resending what was read, so nothing is lost by dropping it.
@@ -109,10 +153,7 @@ where
         .reflect(writer)
         .inspect(move |event| {
             if let Ok(event) = event {
-                if matches!(event, watcher::Event::InitDone) {
-                    synced.store(true, Ordering::Release);
-                }
-                changed.notify_waiters();
+                taker.took(event);
             }
         });
     (cache, events)
@@ -141,6 +182,8 @@ mod tests {
             store: writer.as_reader(),
             synced: Arc::default(),
             changed: Arc::default(),
+            seen: Arc::default(),
+            floor: Arc::default(),
         };
         (cache, writer)
     }
@@ -151,10 +194,7 @@ mod tests {
         event: watcher::Event<ConfigMap>,
     ) {
         writer.apply_watcher_event(&event);
-        if matches!(event, watcher::Event::InitDone) {
-            cache.synced.store(true, Ordering::Release);
-        }
-        cache.changed.notify_waiters();
+        cache.took(&event);
     }
 
     const SHORT: Duration = Duration::from_millis(50);
@@ -216,5 +256,49 @@ mod tests {
         );
         let reached = tokio::time::timeout(Duration::from_secs(5), waiting).await;
         assert!(matches!(reached, Ok(Ok(true))), "{reached:?}");
+    }
+
+    #[tokio::test]
+    async fn a_cache_has_seen_a_version_once_it_took_a_change_at_or_after_it() {
+        let (cache, mut writer) = cache();
+        take(&cache, &mut writer, watcher::Event::Init);
+        take(
+            &cache,
+            &mut writer,
+            watcher::Event::InitApply(config_map("web-1", "5")),
+        );
+        assert!(!cache.has_seen(5), "not before the first list is whole");
+        take(&cache, &mut writer, watcher::Event::InitDone);
+        assert!(cache.has_seen(5));
+        // Objects older than the version say nothing of what came between.
+        assert!(!cache.has_seen(9));
+        take(
+            &cache,
+            &mut writer,
+            watcher::Event::Delete(config_map("web-1", "12")),
+        );
+        assert!(cache.has_seen(9));
+        // The highest version stays, whatever order the objects come in (a new list).
+        take(
+            &cache,
+            &mut writer,
+            watcher::Event::InitApply(config_map("web-2", "7")),
+        );
+        assert!(cache.has_seen(12));
+    }
+
+    #[test]
+    fn a_floor_is_kept_until_a_new_leadership_forgets_it() {
+        let (cache, _writer) = cache();
+        assert_eq!(cache.floor(), None);
+        cache.set_floor(20);
+        cache.set_floor(15);
+        assert_eq!(
+            cache.floor(),
+            Some(20),
+            "two readers racing keep the later floor"
+        );
+        cache.forget_floor();
+        assert_eq!(cache.floor(), None);
     }
 }
