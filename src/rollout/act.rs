@@ -8,7 +8,7 @@ use kube::{Client, ResourceExt};
 use serde_json::json;
 
 use super::error::Error;
-use super::observe::Version;
+use super::observe::{LastWrite, Version};
 use super::plan::Action;
 use super::template_hash;
 use super::workload::{self, SCALE_DOWN_ANNOTATION};
@@ -29,21 +29,23 @@ fn params() -> PatchParams {
     }
 }
 
-/// Which of the kinds `observe` lists an action wrote, with the object and the
-/// resourceVersion it wrote (None when the API server does not return one, as for a delete).
+/// Which of the kinds `observe` reads an action wrote, and what a fresh read must hold after.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Wrote {
-    ReplicaSet(Option<Version>),
-    AnalysisRun(Option<Version>),
+    ReplicaSet(LastWrite),
+    AnalysisRun(LastWrite),
     /// A Service or the route: read by name, not listed.
     Elsewhere,
 }
 
-fn version_of(written: &impl ResourceExt) -> Option<Version> {
-    Some(Version {
-        name: written.name_any(),
-        resource_version: written.resource_version()?,
-    })
+fn version_of(written: &impl ResourceExt) -> LastWrite {
+    match written.resource_version() {
+        Some(resource_version) => LastWrite::At(Version {
+            name: written.name_any(),
+            resource_version,
+        }),
+        None => LastWrite::Unknown,
+    }
 }
 
 pub async fn act(
@@ -95,9 +97,11 @@ pub async fn act(
                 .await
             {
                 // The deletion's own version is not returned (the object's, if any, is from
-                // before it), so the next list comes from etcd.
-                Ok(_) => Ok(Wrote::ReplicaSet(None)),
-                Err(kube::Error::Api(status)) if status.code == 404 => Ok(Wrote::ReplicaSet(None)),
+                // before it), so the next fresh list comes from etcd.
+                Ok(_) => Ok(Wrote::ReplicaSet(LastWrite::Unknown)),
+                Err(kube::Error::Api(status)) if status.code == 404 => {
+                    Ok(Wrote::ReplicaSet(LastWrite::Unknown))
+                }
                 Err(source) => Err(Error::Api {
                     action: "deleting",
                     kind: "ReplicaSet",

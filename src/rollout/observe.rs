@@ -1,5 +1,6 @@
-//! Reads what the planner needs from the API server: the Rollout's own ReplicaSets and
-//! AnalysisRuns (by label), its two Services, and the canary weight on its router.
+//! Reads what the planner needs: the Rollout's own ReplicaSets and AnalysisRuns (by label,
+//! from the controller's caches or, when those cannot be trusted, from etcd), its two
+//! Services, and the canary weight on its router (from the API server).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -29,16 +30,18 @@ use crate::validate::Violation;
 /// Where the Rollout's ReplicaSets and AnalysisRuns are read from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Read {
-    /// The controller's own caches ([`OwnedCaches`]), as they stand: possibly a few
-    /// milliseconds behind the API server. Good enough to see that there is nothing to do.
+    /// The controller's own caches ([`OwnedCaches`]), as they stand: behind the API server
+    /// by the watch's delay (milliseconds; longer while a watch is broken). Good enough to
+    /// see that there is nothing to do.
     Cached,
     /// What anything that writes is decided from: a view that holds every write this
-    /// process made to the Rollout's ReplicaSets and AnalysisRuns. With the latest of those
-    /// writes ([`Written`]) that is the cache, once it holds that write. Without one (a new
-    /// process, a new leader, a delete whose version is not returned) it is the cache once
-    /// it has taken a change newer than the API server's version when the leadership began.
-    /// Else it is a quorum list from etcd, which decodes every ReplicaSet in the namespace
-    /// to filter them: at 5,000 Rollouts in one namespace, half a second each.
+    /// leadership made to the Rollout's ReplicaSets and AnalysisRuns, and every write made
+    /// before it began. After a write with a version ([`LastWrite::At`]) that is the cache
+    /// once it has taken that version; with no write yet, the cache once it has taken a
+    /// change past the leadership's floor. After a delete, whose version the API server does
+    /// not return, or when the cache does not catch up within 3 s, it is a quorum list from
+    /// etcd, which decodes every ReplicaSet in the namespace to filter them: at 5,000
+    /// Rollouts in one namespace, half a second each.
     Fresh,
 }
 
@@ -63,8 +66,9 @@ impl OwnedCaches {
 /// the API server instead. Watch events take milliseconds; this is for a watch that broke.
 const CATCH_UP_LIMIT: Duration = Duration::from_secs(3);
 
-/// Drops from a cached ReplicaSet what [`workload::view`] never reads: the pod template,
-/// which is also kept whole in an annotation.
+/// Drops from a cached ReplicaSet what [`workload::view`] never reads: the pod template and
+/// selector, and every annotation but the scale-down mark (the template's copy among them;
+/// `kubectl weir undo` reads that from the API server).
 pub fn trim_replica_set(replica_set: &mut ReplicaSet) {
     if let Some(spec) = replica_set.spec.as_mut() {
         spec.template = None;
@@ -95,22 +99,35 @@ pub struct Version {
     pub resource_version: String,
 }
 
+/// What a fresh read of one kind must hold, after this leadership's writes to it.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum LastWrite {
+    /// Nothing written: the leadership's floor covers what others wrote before it.
+    #[default]
+    Nothing,
+    /// The latest write: the cache must hold this object at this version or later (or
+    /// have taken a later change). It covers every earlier write of the kind as well.
+    At(Version),
+    /// A write whose version the API server did not return (a delete): only a quorum
+    /// list is sure to show it, until a later write of the kind has a version.
+    Unknown,
+}
+
 /// This process's latest write to one Rollout's ReplicaSets and to its AnalysisRuns. Versions
 /// of the read kind only: the cache of ReplicaSets moves on with ReplicaSet events, and would
 /// wait in vain for the version of a write to another kind.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Written {
-    pub replica_sets: Option<Version>,
-    pub runs: Option<Version>,
+    pub replica_sets: LastWrite,
+    pub runs: LastWrite,
 }
 
 impl Written {
-    /// After `wrote`: a write of unknown version leaves its kind to etcd again.
     pub fn note(&mut self, wrote: super::act::Wrote) {
         use super::act::Wrote;
         match wrote {
-            Wrote::ReplicaSet(version) => self.replica_sets = version,
-            Wrote::AnalysisRun(version) => self.runs = version,
+            Wrote::ReplicaSet(last) => self.replica_sets = last,
+            Wrote::AnalysisRun(last) => self.runs = last,
             Wrote::Elsewhere => {}
         }
     }
@@ -183,7 +200,7 @@ async fn read_owned<K>(
     cache: &Cache<K>,
     name: &str,
     read: Read,
-    written: Option<&Version>,
+    written: &LastWrite,
 ) -> kube::Result<Vec<Arc<K>>>
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug + 'static,
@@ -199,7 +216,7 @@ where
     let listed = match (read, written) {
         (Read::Cached, _) if cache.is_synced() => return Ok(from_cache()),
         (Read::Cached, _) => api.list(&selector.match_any()).await?,
-        (Read::Fresh, None) => {
+        (Read::Fresh, LastWrite::Nothing) => {
             // Nothing this leadership wrote is known: the cache serves once it has taken
             // every change up to the moment the leadership began, which covers whatever an
             // earlier leader or process wrote.
@@ -208,14 +225,9 @@ where
             }
             api.list(&selector).await?
         }
-        (Read::Fresh, Some(version)) => {
+        (Read::Fresh, LastWrite::At(version)) => {
             if cache
-                .caught_up(
-                    namespace,
-                    &version.name,
-                    &version.resource_version,
-                    CATCH_UP_LIMIT,
-                )
+                .caught_up(&version.resource_version, CATCH_UP_LIMIT)
                 .await
             {
                 return Ok(from_cache());
@@ -227,6 +239,7 @@ where
             );
             api.list(&selector).await?
         }
+        (Read::Fresh, LastWrite::Unknown) => api.list(&selector).await?,
     };
     Ok(listed.items.into_iter().map(Arc::new).collect())
 }
@@ -257,7 +270,7 @@ pub async fn observe(
                 &caches.replica_sets,
                 &name,
                 read,
-                written.replica_sets.as_ref(),
+                &written.replica_sets,
             )
             .await
             .map_err(Error::api("listing", "ReplicaSets of Rollout", &name))
@@ -281,7 +294,7 @@ pub async fn observe(
             }
         },
         async {
-            read_owned(&runs, &caches.runs, &name, read, written.runs.as_ref())
+            read_owned(&runs, &caches.runs, &name, read, &written.runs)
                 .await
                 .map_err(Error::api("listing", "AnalysisRuns of Rollout", &name))
         },
@@ -407,11 +420,11 @@ mod tests {
     use super::super::act::Wrote;
     use super::*;
 
-    fn version(name: &str, resource_version: &str) -> Version {
-        Version {
+    fn at(name: &str, resource_version: &str) -> LastWrite {
+        LastWrite::At(Version {
             name: name.into(),
             resource_version: resource_version.into(),
-        }
+        })
     }
 
     fn rollout(namespace: &str, name: &str) -> Rollout {
@@ -429,21 +442,24 @@ mod tests {
     #[test]
     fn each_kind_keeps_the_version_of_its_own_latest_write() {
         let mut written = Written::default();
-        written.note(Wrote::ReplicaSet(Some(version("web-1", "10"))));
-        written.note(Wrote::AnalysisRun(Some(version("web-1-run", "12"))));
+        written.note(Wrote::ReplicaSet(at("web-1", "10")));
+        written.note(Wrote::AnalysisRun(at("web-1-run", "12")));
         written.note(Wrote::Elsewhere);
-        written.note(Wrote::ReplicaSet(Some(version("web-2", "15"))));
+        written.note(Wrote::ReplicaSet(at("web-2", "15")));
         assert_eq!(
             written,
             Written {
-                replica_sets: Some(version("web-2", "15")),
-                runs: Some(version("web-1-run", "12"))
+                replica_sets: at("web-2", "15"),
+                runs: at("web-1-run", "12")
             }
         );
         // A delete returns no version of its own: the next ReplicaSet list goes to etcd.
-        written.note(Wrote::ReplicaSet(None));
-        assert_eq!(written.replica_sets, None);
-        assert_eq!(written.runs, Some(version("web-1-run", "12")));
+        written.note(Wrote::ReplicaSet(LastWrite::Unknown));
+        assert_eq!(written.replica_sets, LastWrite::Unknown);
+        assert_eq!(written.runs, at("web-1-run", "12"));
+        // A later write with a version covers the delete: it came after it.
+        written.note(Wrote::ReplicaSet(at("web-2", "18")));
+        assert_eq!(written.replica_sets, at("web-2", "18"));
     }
 
     #[test]
@@ -453,8 +469,8 @@ mod tests {
         let other_namespace = rollout("blog", "web");
         let api = rollout("shop", "api");
         let web_written = Written {
-            replica_sets: Some(version("web-1", "7")),
-            runs: None,
+            replica_sets: at("web-1", "7"),
+            runs: LastWrite::Nothing,
         };
         versions.record(&web, web_written.clone());
         versions.record(&api, Written::default());

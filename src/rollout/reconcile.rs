@@ -188,6 +188,9 @@ async fn reconcile_rollout(rollout: &Rollout, ctx: &Context) -> Result<Requeue, 
                 }
                 info!(?action, "acting");
                 versions.note(act(&ctx.client, &current, router.as_ref(), action).await?);
+                // Kept at once: a reconcile cut off by the stall limit or a shutdown must
+                // not leave the next fresh read trusting a cache without this write.
+                ctx.written.record(&current, versions.clone());
             }
         }
         // Still busy: come straight back rather than wait for an event.
@@ -195,7 +198,6 @@ async fn reconcile_rollout(rollout: &Rollout, ctx: &Context) -> Result<Requeue, 
         Ok(())
     }
     .await;
-    ctx.written.record(&current, versions);
 
     if !ctx.leadership.is_leading() {
         // Lost the lease mid-reconcile: the new leader plans from what the API server shows.

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use futures::{Stream, StreamExt};
-use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
@@ -21,9 +21,12 @@ pub struct Cache<K: Resource<DynamicType = ()> + 'static> {
     synced: Arc<AtomicBool>,
     /// Woken on every event the store has taken.
     changed: Arc<Notify>,
-    /// The highest resourceVersion among the objects the store has taken: it has taken every
-    /// change of its watch before that one.
+    /// The highest resourceVersion among the objects the store holds or has let go: it has
+    /// taken every change of its watch before that one.
     seen: Arc<AtomicU64>,
+    /// The same, for the list being taken: the store swaps it in whole at its end
+    /// (`InitDone`), and keeps what it had until then.
+    listing: Arc<AtomicU64>,
     /// A version the API server was at when this process's current leadership began (0:
     /// not taken yet); see [`Cache::has_seen`].
     floor: Arc<AtomicU64>,
@@ -39,18 +42,31 @@ where
 
     /// Notes that the store has taken `event`.
     fn took(&self, event: &watcher::Event<K>) {
+        let version = |object: &K| object.resource_version().and_then(|v| v.parse().ok());
         match event {
-            watcher::Event::InitDone => self.synced.store(true, Ordering::Release),
-            watcher::Event::Apply(object)
-            | watcher::Event::Delete(object)
-            | watcher::Event::InitApply(object) => {
-                if let Some(version) = object.resource_version().and_then(|v| v.parse().ok()) {
-                    self.seen.fetch_max(version, Ordering::AcqRel);
+            watcher::Event::Init => self.listing.store(0, Ordering::Release),
+            // Buffered by the store until the list ends: nothing a reader can see yet.
+            watcher::Event::InitApply(object) => {
+                if let Some(version) = version(object) {
+                    self.listing.fetch_max(version, Ordering::AcqRel);
                 }
             }
-            watcher::Event::Init => {}
+            watcher::Event::InitDone => {
+                // A new list replaces what the store held, and may be older than the events
+                // before it (the watch cache of another API server): it alone says what the
+                // store has taken.
+                self.seen
+                    .store(self.listing.load(Ordering::Acquire), Ordering::Release);
+                self.synced.store(true, Ordering::Release);
+                self.changed.notify_waiters();
+            }
+            watcher::Event::Apply(object) | watcher::Event::Delete(object) => {
+                if let Some(version) = version(object) {
+                    self.seen.fetch_max(version, Ordering::AcqRel);
+                }
+                self.changed.notify_waiters();
+            }
         }
-        self.changed.notify_waiters();
     }
 
     /// Whether the store has taken every change of its watch up to `version`. False when it
@@ -73,31 +89,15 @@ where
         self.floor.store(0, Ordering::Release);
     }
 
-    /// Waits at most `limit` for the store to hold `name` at `resource_version` or later,
-    /// false when it did not. A store that holds one object of a watch at some version has
-    /// taken every event of that watch before it: versions arrive in order.
-    pub async fn caught_up(
-        &self,
-        namespace: &str,
-        name: &str,
-        resource_version: &str,
-        limit: Duration,
-    ) -> bool {
+    /// Waits at most `limit` for the store to have taken every change of its watch up to
+    /// `resource_version` (a write of this process, say), false when it did not.
+    pub async fn caught_up(&self, resource_version: &str, limit: Duration) -> bool {
         // resourceVersions are etcd revisions in every API server there is; a server that
         // says otherwise is answered by the API instead.
         let Ok(wanted) = resource_version.parse::<u64>() else {
             return false;
         };
-        let key = ObjectRef::new(name).within(namespace);
-        let holds = || {
-            self.is_synced()
-                && self.store.get(&key).is_some_and(|object| {
-                    object
-                        .resource_version()
-                        .and_then(|v| v.parse::<u64>().ok())
-                        .is_some_and(|held| held >= wanted)
-                })
-        };
+        let holds = || self.has_seen(wanted);
         let deadline = tokio::time::Instant::now() + limit;
         loop {
             let notified = self.changed.notified();
@@ -139,6 +139,7 @@ where
         synced: Arc::default(),
         changed: Arc::default(),
         seen: Arc::default(),
+        listing: Arc::default(),
         floor: Arc::default(),
     };
     let taker = cache.clone();
@@ -183,6 +184,7 @@ mod tests {
             synced: Arc::default(),
             changed: Arc::default(),
             seen: Arc::default(),
+            listing: Arc::default(),
             floor: Arc::default(),
         };
         (cache, writer)
@@ -200,7 +202,7 @@ mod tests {
     const SHORT: Duration = Duration::from_millis(50);
 
     #[tokio::test]
-    async fn a_cache_is_caught_up_once_it_holds_the_write_or_a_later_version() {
+    async fn a_cache_is_caught_up_once_it_took_the_write_or_a_later_change() {
         let (cache, mut writer) = cache();
         take(&cache, &mut writer, watcher::Event::Init);
         take(
@@ -209,22 +211,28 @@ mod tests {
             watcher::Event::InitApply(config_map("web-1", "5")),
         );
         // Not whole before the first list is in, whatever it holds.
-        assert!(!cache.caught_up("shop", "web-1", "5", SHORT).await);
+        assert!(!cache.caught_up("5", SHORT).await);
         take(&cache, &mut writer, watcher::Event::InitDone);
-        assert!(cache.caught_up("shop", "web-1", "5", SHORT).await);
-        assert!(cache.caught_up("shop", "web-1", "4", SHORT).await);
-        assert!(!cache.caught_up("shop", "web-1", "6", SHORT).await);
-        // Another namespace's object of that name is not it.
-        assert!(!cache.caught_up("blog", "web-1", "5", SHORT).await);
+        assert!(cache.caught_up("5", SHORT).await);
+        assert!(cache.caught_up("4", SHORT).await);
+        assert!(!cache.caught_up("6", SHORT).await);
         // Versions compare as numbers, not as text: "10" is after "9".
         take(
             &cache,
             &mut writer,
             watcher::Event::Apply(config_map("web-1", "10")),
         );
-        assert!(cache.caught_up("shop", "web-1", "9", SHORT).await);
+        assert!(cache.caught_up("9", SHORT).await);
         // A version that is not a number is never taken as reached.
-        assert!(!cache.caught_up("shop", "web-1", "ten", SHORT).await);
+        assert!(!cache.caught_up("ten", SHORT).await);
+        // Gone since (deleted, or relabelled out of the watch): a later change covers it.
+        take(
+            &cache,
+            &mut writer,
+            watcher::Event::Delete(config_map("web-1", "11")),
+        );
+        assert!(cache.caught_up("10", SHORT).await);
+        assert!(!cache.caught_up("12", SHORT).await);
     }
 
     #[tokio::test]
@@ -234,11 +242,7 @@ mod tests {
         take(&cache, &mut writer, watcher::Event::InitDone);
         let waiting = {
             let cache = cache.clone();
-            tokio::spawn(async move {
-                cache
-                    .caught_up("shop", "web-1", "7", Duration::from_secs(30))
-                    .await
-            })
+            tokio::spawn(async move { cache.caught_up("7", Duration::from_secs(30)).await })
         };
         // Let the reader look, find nothing and wait.
         tokio::task::yield_now().await;
@@ -278,13 +282,20 @@ mod tests {
             watcher::Event::Delete(config_map("web-1", "12")),
         );
         assert!(cache.has_seen(9));
-        // The highest version stays, whatever order the objects come in (a new list).
+        // A new list counts only once the store holds it, and then alone: it replaces all.
+        take(&cache, &mut writer, watcher::Event::Init);
         take(
             &cache,
             &mut writer,
             watcher::Event::InitApply(config_map("web-2", "7")),
         );
-        assert!(cache.has_seen(12));
+        assert!(cache.has_seen(12), "the store still holds what it had");
+        take(&cache, &mut writer, watcher::Event::InitDone);
+        assert!(cache.has_seen(7));
+        assert!(
+            !cache.has_seen(12),
+            "a list older than the events before it"
+        );
     }
 
     #[test]
