@@ -978,6 +978,7 @@ async fn scale(client: &Client, size: usize, report: &mut Report) {
     })
     .await;
     let to_healthy = created.elapsed();
+    quiet(&store, limit).await;
     let (_, first_peak) = memory(first.pid());
     // Each figure is printed as it is taken: a run stopped in a long size still leaves them.
     println!(
@@ -1029,9 +1030,10 @@ async fn scale(client: &Client, size: usize, report: &mut Report) {
     })
     .await;
     let to_paused = progressing.elapsed();
-    // The stable versions' pods go and the statuses count them: let that settle, so the
+    // The stable versions' pods go (kube-controller-manager deletes them at its own client
+    // rate: about 50 s for 1,000) and the statuses count them: let that settle, so the
     // restart below finds nothing left to do but what a restart costs.
-    tokio::time::sleep(Duration::from_secs(10)).await;
+    quiet(&store, limit).await;
     let (busy_rss, busy_peak) = memory(second.pid());
     println!(
         "  all mid-canary after {:.1} s; RSS {busy_rss:.1} MiB, peak {busy_peak:.1} MiB",
@@ -1131,6 +1133,30 @@ async fn wait_count(
         async move { (count == size).then_some(()) }
     })
     .await;
+}
+
+/// Waits until no Rollout has changed for 10 s: every status has caught up with its pods.
+async fn quiet(store: &Store<Rollout>, limit: Duration) {
+    const QUIET: Duration = Duration::from_secs(10);
+    let versions = || {
+        store
+            .state()
+            .iter()
+            .filter_map(|r| r.metadata.resource_version.clone())
+            .collect::<BTreeSet<_>>()
+    };
+    let deadline = Instant::now() + limit;
+    let (mut last, mut since) = (versions(), Instant::now());
+    while since.elapsed() < QUIET {
+        if Instant::now() > deadline {
+            panic!("gave up after {limit:?} waiting for the Rollouts to stop changing");
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let now = versions();
+        if now != last {
+            (last, since) = (now, Instant::now());
+        }
+    }
 }
 
 async fn wait_reconciled(port: u16, size: usize, limit: Duration) {
