@@ -36,7 +36,7 @@ use weir::api::Rollout;
 use weir::api::rollout::{PauseReason, RolloutPhase};
 
 /// The heading of the hand-written part of BENCHMARKS.md, which a new run keeps.
-const NOTES: &str = "## Notes on the misses";
+const NOTES: &str = "## Notes";
 
 /// Liveness bound for waits on the cluster; generous, never a performance limit.
 const SETTLE: Duration = Duration::from_secs(5);
@@ -931,9 +931,14 @@ fn push(work: &GitRepo) {
 
 // --- scale: memory, resync writes, recovery ---------------------------------------------------
 
+/// One Rollout of the scale part. Its progress deadline is an hour, not the default ten
+/// minutes: kube-controller-manager creates and deletes pods at its client's rate (about
+/// 20 a second here), so with 5,000 canaries at once some wait more than ten minutes for
+/// their pod, and a Rollout aborted for that would never reach the pause the part waits for.
 fn scale_rollout(name: &str, image: &str) -> Value {
     json!({"apiVersion": "weir.dev/v1alpha1", "kind": "Rollout", "metadata": {"name": name},
         "spec": {"replicas": 1, "selector": {"matchLabels": {"app": name}},
+            "progressDeadlineSeconds": 3600,
             "template": {"metadata": {"labels": {"app": name}},
                 "spec": {"containers": [{"name": "app", "image": image}]}},
             "strategy": {"canary": {"steps": [{"setWeight": 50}, {"pause": {}}]}}}})
