@@ -387,6 +387,15 @@ impl<'a> Planner<'a> {
     }
 
     fn scale(&mut self, hash: &str, replicas: i32) {
+        // The plan's last word on a ReplicaSet wins: an abort raised mid-plan supersedes the
+        // scale the step chose before it, which would otherwise reach the cluster first.
+        self.actions.retain(|a| {
+            !matches!(
+                a,
+                Action::CreateReplicaSet { hash: h, .. } | Action::ScaleReplicaSet { hash: h, .. }
+                    if h == hash
+            )
+        });
         let action = match self.replica_set(hash) {
             // Only the current template can be built: a missing ReplicaSet of another version
             // (someone deleted the stable) is reported, never rebuilt from the wrong template.
