@@ -64,15 +64,9 @@ pub async fn run(
     });
     let mut changes = leadership.changes();
     metrics.set_leader(leadership.is_leading());
-    let leader_context = context.clone();
     tokio::spawn(async move {
         while changes.changed().await.is_ok() {
-            let leading = *changes.borrow_and_update();
-            metrics.set_leader(leading);
-            if leading {
-                leader_context.written.forget_all();
-                leader_context.owned.new_leadership();
-            }
+            metrics.set_leader(*changes.borrow_and_update());
         }
     });
     let store = controller.store();

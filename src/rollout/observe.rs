@@ -35,10 +35,10 @@ pub enum Read {
     /// see that there is nothing to do.
     Cached,
     /// What anything that writes is decided from: a view that holds every write this
-    /// leadership made to the Rollout's ReplicaSets and AnalysisRuns, and every write made
-    /// before it began. After a write with a version ([`LastWrite::At`]) that is the cache
-    /// once it has taken that version; with no write yet, the cache once it has taken a
-    /// change past the leadership's floor. After a delete, whose version the API server does
+    /// leadership term made to the Rollout's ReplicaSets and AnalysisRuns, and every write
+    /// made before it began. After a write with a version ([`LastWrite::At`]) that is the
+    /// cache once it has taken that version; with no write yet, the cache once it has taken
+    /// a change past the term's floor. After a delete, whose version the API server does
     /// not return, or when the cache does not catch up within 3 s, it is a quorum list from
     /// etcd, which decodes every ReplicaSet in the namespace to filter them: at 5,000
     /// Rollouts in one namespace, half a second each.
@@ -51,15 +51,6 @@ pub enum Read {
 pub struct OwnedCaches {
     pub replica_sets: Cache<ReplicaSet>,
     pub runs: Cache<AnalysisRun>,
-}
-
-impl OwnedCaches {
-    /// Another leader may have written: fresh reads wait for the caches to take what the API
-    /// server holds now.
-    pub fn new_leadership(&self) {
-        self.replica_sets.forget_floor();
-        self.runs.forget_floor();
-    }
 }
 
 /// How long a fresh read waits for a cache to take this process's own write before it asks
@@ -133,53 +124,72 @@ impl Written {
     }
 }
 
-/// [`Written`] for every Rollout this process wrote for since it last became leader.
+/// [`Written`] for every Rollout this process wrote for in its current leadership term.
+/// Another leader may have written between two terms, so what an earlier term wrote no longer
+/// says what the caches must hold: the versions of a term are dropped when a later one writes,
+/// and never read by another (see [`crate::runtime::leader::Leadership::term`]).
 #[derive(Debug, Default)]
-pub struct WrittenVersions(Mutex<HashMap<(String, String), Written>>);
+pub struct WrittenVersions(Mutex<TermVersions>);
+
+#[derive(Debug, Default)]
+struct TermVersions {
+    term: u64,
+    versions: HashMap<(String, String), Written>,
+}
 
 impl WrittenVersions {
     fn key(rollout: &Rollout) -> (String, String) {
         (rollout.namespace().unwrap_or_default(), rollout.name_any())
     }
 
-    pub fn of(&self, rollout: &Rollout) -> Written {
-        let versions = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        versions
+    fn lock(&self) -> std::sync::MutexGuard<'_, TermVersions> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub fn of(&self, rollout: &Rollout, term: u64) -> Written {
+        let held = self.lock();
+        if held.term != term {
+            return Written::default();
+        }
+        held.versions
             .get(&Self::key(rollout))
             .cloned()
             .unwrap_or_default()
     }
 
-    pub fn record(&self, rollout: &Rollout, written: Written) {
-        let mut versions = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+    /// Keeps what leadership `term` wrote for `rollout`. A reconcile of an earlier term that
+    /// has not stopped yet changes nothing: its writes came before the new term's floor.
+    pub fn record(&self, rollout: &Rollout, term: u64, written: Written) {
+        let mut held = self.lock();
+        if term < held.term {
+            return;
+        }
+        if term > held.term {
+            *held = TermVersions {
+                term,
+                versions: HashMap::new(),
+            };
+        }
         if written == Written::default() {
-            versions.remove(&Self::key(rollout));
+            held.versions.remove(&Self::key(rollout));
         } else {
-            versions.insert(Self::key(rollout), written);
+            held.versions.insert(Self::key(rollout), written);
         }
     }
 
+    /// The Rollout is gone: nothing of it is kept, in any term.
     pub fn forget(&self, rollout: &Rollout) {
-        self.record(rollout, Written::default());
-    }
-
-    /// Another leader may have written since: what this one wrote no longer says what the
-    /// caches must hold (see [`OwnedCaches::new_leadership`]).
-    pub fn forget_all(&self) {
-        self.0
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clear();
+        self.lock().versions.remove(&Self::key(rollout));
     }
 }
 
-/// The version the API server is at, taken once per leadership: a list of one object from
+/// The version the API server is at, taken once per leadership term: a list of one object from
 /// etcd, which costs no decoding of the rest.
-async fn floor<K>(api: &Api<K>, cache: &Cache<K>) -> kube::Result<u64>
+async fn floor<K>(api: &Api<K>, cache: &Cache<K>, term: u64) -> kube::Result<u64>
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug + 'static,
 {
-    if let Some(floor) = cache.floor() {
+    if let Some(floor) = cache.floor(term) {
         return Ok(floor);
     }
     let list = api.list(&ListParams::default().limit(1)).await?;
@@ -189,7 +199,7 @@ where
         .resource_version
         .and_then(|v| v.parse().ok())
         .unwrap_or(u64::MAX);
-    cache.set_floor(floor);
+    cache.set_floor(term, floor);
     Ok(floor)
 }
 
@@ -201,6 +211,7 @@ async fn read_owned<K>(
     name: &str,
     read: Read,
     written: &LastWrite,
+    term: u64,
 ) -> kube::Result<Vec<Arc<K>>>
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug + 'static,
@@ -220,7 +231,7 @@ where
             // Nothing this leadership wrote is known: the cache serves once it has taken
             // every change up to the moment the leadership began, which covers whatever an
             // earlier leader or process wrote.
-            if cache.has_seen(floor(api, cache).await?) {
+            if cache.has_seen(floor(api, cache, term).await?) {
                 return Ok(from_cache());
             }
             api.list(&selector).await?
@@ -251,6 +262,7 @@ pub async fn observe(
     router: Option<&AnyRouter>,
     read: Read,
     written: &Written,
+    term: u64,
 ) -> Result<Observed, Error> {
     let namespace = rollout.namespace().unwrap_or_default();
     let name = rollout.name_any();
@@ -271,6 +283,7 @@ pub async fn observe(
                 &name,
                 read,
                 &written.replica_sets,
+                term,
             )
             .await
             .map_err(Error::api("listing", "ReplicaSets of Rollout", &name))
@@ -294,7 +307,7 @@ pub async fn observe(
             }
         },
         async {
-            read_owned(&runs, &caches.runs, &name, read, &written.runs)
+            read_owned(&runs, &caches.runs, &name, read, &written.runs, term)
                 .await
                 .map_err(Error::api("listing", "AnalysisRuns of Rollout", &name))
         },
@@ -472,19 +485,36 @@ mod tests {
             replica_sets: at("web-1", "7"),
             runs: LastWrite::Nothing,
         };
-        versions.record(&web, web_written.clone());
-        versions.record(&api, Written::default());
-        assert_eq!(versions.of(&web), web_written);
-        assert_eq!(versions.of(&other_namespace), Written::default());
-        assert_eq!(versions.of(&api), Written::default());
-        versions.record(&api, web_written.clone());
+        versions.record(&web, 1, web_written.clone());
+        versions.record(&api, 1, Written::default());
+        assert_eq!(versions.of(&web, 1), web_written);
+        assert_eq!(versions.of(&other_namespace, 1), Written::default());
+        assert_eq!(versions.of(&api, 1), Written::default());
+        assert_eq!(
+            versions.of(&web, 2),
+            Written::default(),
+            "not in another term"
+        );
+        versions.record(&api, 1, web_written.clone());
         versions.forget(&web);
-        assert_eq!(versions.of(&web), Written::default());
-        assert_eq!(versions.of(&api), web_written);
-        versions.forget_all();
-        assert_eq!(versions.of(&api), Written::default());
+        assert_eq!(versions.of(&web, 1), Written::default());
+        assert_eq!(versions.of(&api, 1), web_written);
+        versions.record(&web, 2, web_written.clone());
+        assert_eq!(versions.of(&web, 2), web_written);
+        assert_eq!(
+            versions.of(&api, 2),
+            Written::default(),
+            "term 1 is dropped"
+        );
+        versions.record(&api, 1, web_written.clone());
+        assert_eq!(
+            versions.of(&api, 2),
+            Written::default(),
+            "a late reconcile of term 1 adds nothing"
+        );
+        versions.record(&web, 2, Written::default());
         // Nothing is kept for a Rollout with nothing to remember.
-        assert!(versions.0.lock().map(|m| m.is_empty()).unwrap_or(false));
+        assert!(versions.lock().versions.is_empty());
     }
 
     #[test]

@@ -126,7 +126,10 @@ async fn reconcile_rollout(rollout: &Rollout, ctx: &Context) -> Result<Requeue, 
     let mut written = current.clone();
     let mut transitions: Vec<Transition> = Vec::new();
     let mut requeue_after = None;
-    let mut versions = ctx.written.of(&current);
+    // Everything below belongs to one leadership term: what it reads is checked against what
+    // this term wrote, and it stops acting once another term has begun.
+    let term = ctx.leadership.term();
+    let mut versions = ctx.written.of(&current, term);
 
     let outcome: Result<(), Error> = async {
         let template_problems = template_problems(&ctx.client, &current).await?;
@@ -143,6 +146,7 @@ async fn reconcile_rollout(rollout: &Rollout, ctx: &Context) -> Result<Requeue, 
                 router.as_ref(),
                 read,
                 &versions,
+                term,
             )
             .await?;
             observed.template_problems.clone_from(&template_problems);
@@ -183,14 +187,14 @@ async fn reconcile_rollout(rollout: &Rollout, ctx: &Context) -> Result<Requeue, 
                 return Ok(());
             }
             for action in &next.actions {
-                if !ctx.leadership.is_leading() {
+                if !ctx.leadership.is_leading_in(term) {
                     return Err(Error::NotLeader);
                 }
                 info!(?action, "acting");
                 versions.note(act(&ctx.client, &current, router.as_ref(), action).await?);
                 // Kept at once: a reconcile cut off by the stall limit or a shutdown must
                 // not leave the next fresh read trusting a cache without this write.
-                ctx.written.record(&current, versions.clone());
+                ctx.written.record(&current, term, versions.clone());
             }
         }
         // Still busy: come straight back rather than wait for an event.
@@ -199,7 +203,7 @@ async fn reconcile_rollout(rollout: &Rollout, ctx: &Context) -> Result<Requeue, 
     }
     .await;
 
-    if !ctx.leadership.is_leading() {
+    if !ctx.leadership.is_leading_in(term) {
         // Lost the lease mid-reconcile: the new leader plans from what the API server shows.
         return Err(Error::NotLeader);
     }

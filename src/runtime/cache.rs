@@ -2,8 +2,8 @@
 //! before they are stored, so memory grows with what matters, not with managedFields, pod
 //! templates or the history of every measurement.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use futures::{Stream, StreamExt};
@@ -27,9 +27,16 @@ pub struct Cache<K: Resource<DynamicType = ()> + 'static> {
     /// The same, for the list being taken: the store swaps it in whole at its end
     /// (`InitDone`), and keeps what it had until then.
     listing: Arc<AtomicU64>,
-    /// A version the API server was at when this process's current leadership began (0:
-    /// not taken yet); see [`Cache::has_seen`].
-    floor: Arc<AtomicU64>,
+    /// A version the API server was at when a leadership term of this process began; see
+    /// [`Cache::has_seen`].
+    floor: Arc<Mutex<Floor>>,
+}
+
+/// The floor taken in one leadership term (see [`crate::runtime::leader::Leadership::term`]).
+#[derive(Clone, Copy, Debug, Default)]
+struct Floor {
+    term: u64,
+    version: u64,
 }
 
 impl<K> Cache<K>
@@ -75,18 +82,20 @@ where
         self.is_synced() && self.seen.load(Ordering::Acquire) >= version
     }
 
-    /// The version the current leadership's first reads must see, if taken.
-    pub fn floor(&self) -> Option<u64> {
-        Some(self.floor.load(Ordering::Acquire)).filter(|floor| *floor > 0)
+    /// The version the first reads of leadership `term` must see, if taken in that term: one
+    /// taken in an earlier term says nothing of what another leader wrote since.
+    pub fn floor(&self, term: u64) -> Option<u64> {
+        let floor = *self.floor.lock().unwrap_or_else(PoisonError::into_inner);
+        (floor.term == term && floor.version > 0).then_some(floor.version)
     }
 
-    pub fn set_floor(&self, version: u64) {
-        self.floor.fetch_max(version, Ordering::AcqRel);
-    }
-
-    /// A new leadership: another leader may have written since the floor was taken.
-    pub fn forget_floor(&self) {
-        self.floor.store(0, Ordering::Release);
+    pub fn set_floor(&self, term: u64, version: u64) {
+        let mut floor = self.floor.lock().unwrap_or_else(PoisonError::into_inner);
+        if floor.term != term {
+            *floor = Floor { term, version };
+        } else {
+            floor.version = floor.version.max(version);
+        }
     }
 
     /// Waits at most `limit` for the store to have taken every change of its watch up to
@@ -299,17 +308,23 @@ mod tests {
     }
 
     #[test]
-    fn a_floor_is_kept_until_a_new_leadership_forgets_it() {
+    fn a_floor_holds_for_the_term_it_was_taken_in() {
         let (cache, _writer) = cache();
-        assert_eq!(cache.floor(), None);
-        cache.set_floor(20);
-        cache.set_floor(15);
+        assert_eq!(cache.floor(1), None);
+        cache.set_floor(1, 20);
+        cache.set_floor(1, 15);
         assert_eq!(
-            cache.floor(),
+            cache.floor(1),
             Some(20),
             "two readers racing keep the later floor"
         );
-        cache.forget_floor();
-        assert_eq!(cache.floor(), None);
+        assert_eq!(cache.floor(2), None, "a later term takes its own");
+        cache.set_floor(2, 18);
+        assert_eq!(
+            cache.floor(2),
+            Some(18),
+            "not the earlier term's higher one"
+        );
+        assert_eq!(cache.floor(1), None);
     }
 }

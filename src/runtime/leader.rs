@@ -75,6 +75,9 @@ fn micro(time: DateTime<Utc>) -> MicroTime {
 #[derive(Clone)]
 pub struct Leadership {
     leading: Arc<AtomicBool>,
+    /// Counts the times this replica became leader; raised before `leading` turns true, so
+    /// whoever sees it leading sees the new term.
+    term: Arc<AtomicU64>,
     /// Milliseconds after `epoch` when our last successful renewal stops being safe to rely
     /// on; checked on every call, so a hung renewal cannot keep an old leader writing.
     valid_until: Arc<AtomicU64>,
@@ -88,6 +91,7 @@ impl Leadership {
         let (_, changes) = watch::channel(true);
         Leadership {
             leading: Arc::new(AtomicBool::new(true)),
+            term: Arc::new(AtomicU64::new(1)),
             valid_until: Arc::new(AtomicU64::new(u64::MAX)),
             epoch: tokio::time::Instant::now(),
             changes,
@@ -97,6 +101,31 @@ impl Leadership {
     pub fn is_leading(&self) -> bool {
         let now = self.epoch.elapsed().as_millis() as u64;
         self.leading.load(Ordering::SeqCst) && now < self.valid_until.load(Ordering::SeqCst)
+    }
+
+    /// The current leadership term. What a term learnt about the API server (a floor, its
+    /// own writes) says nothing of what another leader wrote before the next one.
+    pub fn term(&self) -> u64 {
+        self.term.load(Ordering::SeqCst)
+    }
+
+    /// Leading, and still in `term`: a reconcile that began in an earlier term stops, since
+    /// it planned from what that term knew.
+    pub fn is_leading_in(&self, term: u64) -> bool {
+        self.is_leading() && self.term() == term
+    }
+
+    /// Records whether this replica leads now, opening a new term when it starts to; true
+    /// when that changed. Only the election loop calls it, so a load and a store do not race.
+    fn set_leading(&self, now_leading: bool) -> bool {
+        if self.leading.load(Ordering::SeqCst) == now_leading {
+            return false;
+        }
+        if now_leading {
+            self.term.fetch_add(1, Ordering::SeqCst);
+        }
+        self.leading.store(now_leading, Ordering::SeqCst);
+        true
     }
 
     /// Fires with every change of leadership.
@@ -146,6 +175,7 @@ impl Elector {
         let (sender, changes) = watch::channel(false);
         let leadership = Leadership {
             leading: Arc::new(AtomicBool::new(false)),
+            term: Arc::new(AtomicU64::new(0)),
             valid_until: Arc::new(AtomicU64::new(0)),
             epoch: tokio::time::Instant::now(),
             changes,
@@ -161,34 +191,32 @@ impl Elector {
         // A renewal sent at t keeps others out until t + duration by their clocks; we stop
         // trusting it a retry period earlier, and give up on a request after half of one.
         let trusted_for = self.duration.saturating_sub(retry);
-        let Leadership {
-            leading,
-            valid_until,
-            epoch,
-            ..
-        } = leadership;
+        let epoch = leadership.epoch;
         loop {
             let sent = epoch.elapsed();
             let now_leading = match tokio::time::timeout(retry / 2, self.try_lead()).await {
                 Ok(Ok(true)) => {
-                    valid_until.store((sent + trusted_for).as_millis() as u64, Ordering::SeqCst);
+                    leadership
+                        .valid_until
+                        .store((sent + trusted_for).as_millis() as u64, Ordering::SeqCst);
                     true
                 }
                 Ok(Ok(false)) => false,
                 Ok(Err(error)) => {
                     warn!(%error, lease = %self.name, "could not read or renew the leader Lease");
-                    leading.load(Ordering::SeqCst)
+                    leadership.leading.load(Ordering::SeqCst)
                 }
                 Err(_) => {
                     warn!(lease = %self.name, "renewing the leader Lease timed out");
-                    leading.load(Ordering::SeqCst)
+                    leadership.leading.load(Ordering::SeqCst)
                 }
             };
             // Leading only while the last successful renewal is still trusted.
-            let trusted = (epoch.elapsed().as_millis() as u64) < valid_until.load(Ordering::SeqCst);
+            let trusted = (epoch.elapsed().as_millis() as u64)
+                < leadership.valid_until.load(Ordering::SeqCst);
             let now_leading = now_leading && trusted;
-            if leading.swap(now_leading, Ordering::SeqCst) != now_leading {
-                info!(identity = %self.identity, leading = now_leading, "leadership changed");
+            if leadership.set_leading(now_leading) {
+                info!(identity = %self.identity, leading = now_leading, term = leadership.term(), "leadership changed");
                 let _ = changes.send(now_leading);
             }
             tokio::time::sleep(retry).await;
@@ -275,6 +303,7 @@ mod tests {
         let (_, changes) = watch::channel(true);
         let leadership = Leadership {
             leading: Arc::new(AtomicBool::new(true)),
+            term: Arc::new(AtomicU64::new(1)),
             valid_until: Arc::new(AtomicU64::new(0)),
             epoch: tokio::time::Instant::now(),
             changes,
@@ -287,6 +316,31 @@ mod tests {
         assert!(leadership.is_leading());
         leadership.leading.store(false, Ordering::SeqCst);
         assert!(!leadership.is_leading(), "another holder seen");
+    }
+
+    #[test]
+    fn each_time_leadership_is_gained_a_new_term_begins() {
+        let (_, changes) = watch::channel(false);
+        let leadership = Leadership {
+            leading: Arc::new(AtomicBool::new(false)),
+            term: Arc::new(AtomicU64::new(0)),
+            valid_until: Arc::new(AtomicU64::new(u64::MAX)),
+            epoch: tokio::time::Instant::now(),
+            changes,
+        };
+        assert!(leadership.set_leading(true));
+        assert!(leadership.is_leading_in(1));
+        assert!(!leadership.set_leading(true), "a renewal is no change");
+        assert!(leadership.is_leading_in(1), "and keeps the term");
+        assert!(leadership.set_leading(false));
+        assert!(!leadership.is_leading_in(1));
+        assert!(leadership.set_leading(true));
+        assert_eq!(leadership.term(), 2);
+        assert!(
+            !leadership.is_leading_in(1),
+            "a reconcile of the earlier term stops"
+        );
+        assert!(leadership.is_leading_in(2));
     }
 
     #[test]
