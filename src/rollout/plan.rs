@@ -386,16 +386,21 @@ impl<'a> Planner<'a> {
         )
     }
 
-    fn scale(&mut self, hash: &str, replicas: i32) {
-        // The plan's last word on a ReplicaSet wins: an abort raised mid-plan supersedes the
-        // scale the step chose before it, which would otherwise reach the cluster first.
-        self.actions.retain(|a| {
-            !matches!(
-                a,
-                Action::CreateReplicaSet { hash: h, .. } | Action::ScaleReplicaSet { hash: h, .. }
-                    if h == hash
-            )
+    /// Drops what this plan said about the ReplicaSet of `hash` so far. The plan's last word
+    /// on a ReplicaSet wins: an abort raised mid-plan supersedes the scale the step chose
+    /// before it, which would otherwise reach the cluster first.
+    fn supersede(&mut self, hash: &str) {
+        self.actions.retain(|a| match a {
+            Action::CreateReplicaSet { hash: h, .. }
+            | Action::ScaleReplicaSet { hash: h, .. }
+            | Action::MarkScaleDown { hash: h, .. }
+            | Action::DeleteReplicaSet { hash: h } => h != hash,
+            _ => true,
         });
+    }
+
+    fn scale(&mut self, hash: &str, replicas: i32) {
+        self.supersede(hash);
         let action = match self.replica_set(hash) {
             // Only the current template can be built: a missing ReplicaSet of another version
             // (someone deleted the stable) is reported, never rebuilt from the wrong template.
@@ -1066,8 +1071,12 @@ impl<'a> Planner<'a> {
             let at = aborted_at + chrono::Duration::seconds(i64::from(delay.max(0)));
             if self.input.now >= at {
                 self.scale(hash, 0);
-            } else if self.replica_set(hash).is_some_and(|rs| rs.replicas > 0) {
-                self.wake_at(at);
+            } else {
+                // Held as it is until then: not scaled up for a step the abort ended.
+                self.supersede(hash);
+                if self.replica_set(hash).is_some_and(|rs| rs.replicas > 0) {
+                    self.wake_at(at);
+                }
             }
         } else {
             // Its pods are its traffic: they go as fast as the stable's come back, never faster.
@@ -1229,6 +1238,7 @@ impl<'a> Planner<'a> {
                     None => {
                         let at =
                             self.input.now + chrono::Duration::seconds(i64::from(delay.max(0)));
+                        self.supersede(&rs.hash);
                         self.actions.push(Action::MarkScaleDown {
                             hash: rs.hash.clone(),
                             at,
@@ -1236,6 +1246,7 @@ impl<'a> Planner<'a> {
                         self.wake_at(at);
                     }
                     Some(at) if at <= self.input.now => {
+                        self.supersede(&rs.hash);
                         self.actions.push(Action::ScaleReplicaSet {
                             hash: rs.hash.clone(),
                             replicas: 0,
@@ -1248,6 +1259,7 @@ impl<'a> Planner<'a> {
         retired.sort_by(|a, b| b.created.cmp(&a.created).then_with(|| a.hash.cmp(&b.hash)));
         let keep = self.input.spec.revision_history_limit.max(0) as usize;
         for rs in retired.into_iter().skip(keep) {
+            self.supersede(&rs.hash);
             self.actions.push(Action::DeleteReplicaSet {
                 hash: rs.hash.clone(),
             });

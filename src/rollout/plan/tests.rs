@@ -496,6 +496,30 @@ fn a_deadline_abort_does_not_first_scale_the_stable_down() {
     );
 }
 
+/// With a router the aborted canary keeps its pods until abortScaleDownDelaySeconds; the
+/// scale-up its step chose earlier in the same plan is not carried out either.
+#[test]
+fn a_deadline_abort_does_not_first_scale_the_canary_up() {
+    let mut s = spec(json!([{"setWeight": 50}, {"pause": {}}]), true, 4);
+    s.progress_deadline_seconds = 60;
+    let mut world = World::with_canary(s);
+    world.instant_pods = false;
+    world.reconcile();
+    assert_eq!(world.rs(CANARY).map(|rs| rs.replicas), Some(2));
+    world.spec.replicas = Some(8);
+    world.tick(60);
+    let plan = world.plan();
+    assert!(plan.status.abort, "{:?}", plan.status.message);
+    assert!(
+        !plan.actions.iter().any(|a| matches!(
+            a,
+            Action::ScaleReplicaSet { hash, .. } if hash == CANARY
+        )),
+        "the canary is held as it is: {:?}",
+        plan.actions
+    );
+}
+
 #[test]
 fn abort_sends_all_traffic_to_stable_at_once_then_retry_starts_over() {
     let mut world = World::with_canary(spec(json!([{"setWeight": 40}, {"pause": {}}]), true, 5));
