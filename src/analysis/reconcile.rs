@@ -126,7 +126,8 @@ pub async fn reconcile(run: Arc<AnalysisRun>, ctx: Arc<Context>) -> Result<Reque
 }
 
 async fn reconcile_run(run: Arc<AnalysisRun>, ctx: Arc<Context>) -> Result<Requeue, Error> {
-    if !ctx.leadership.is_leading() {
+    let term = ctx.leadership.current_term();
+    if !term.holds() {
         return Ok(Requeue::await_change());
     }
     let namespace = run.namespace().unwrap_or_default();
@@ -157,7 +158,7 @@ async fn reconcile_run(run: Arc<AnalysisRun>, ctx: Arc<Context>) -> Result<Reque
 
     let next = measure_due(&ctx, &current, &mut status, now).await;
 
-    if !ctx.leadership.is_leading() {
+    if !term.holds() {
         return Err(Error::NotLeader);
     }
     write_status(&api, &current, &original, &status).await?;

@@ -18,7 +18,7 @@ use super::ownership::{RolloutRoutes, keep_live_weights};
 use super::render::Manifest;
 use crate::api::Rollout;
 use crate::api::gitsync::InventoryEntry;
-use crate::runtime::leader::Leadership;
+use crate::runtime::leader::Term;
 use crate::runtime::scoped_api;
 
 /// weir's field manager for what comes from Git. The rollout engine writes as `weir-rollout`,
@@ -94,8 +94,9 @@ fn api_for(
 /// One GitSync's attempt to make the cluster equal to one revision.
 pub struct Target<'a> {
     pub client: &'a Client,
-    /// Checked before every write: a replica that lost the lease stops at once.
-    pub leadership: &'a Leadership,
+    /// Checked before every write: a replica that lost the lease, or a reconcile that began
+    /// in an earlier term, stops at once.
+    pub term: &'a Term,
     /// The namespace the controller watches (None: all), where Rollouts are looked for.
     pub scope: Option<&'a str>,
     /// The GitSync, `namespace/name`.
@@ -318,7 +319,7 @@ impl Run<'_, '_> {
     }
 
     fn still_leading(&self) -> Result<(), String> {
-        if self.target.leadership.is_leading() {
+        if self.target.term.holds() {
             Ok(())
         } else {
             Err("this replica lost the leader lease; the leader carries on".into())

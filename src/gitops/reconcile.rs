@@ -30,7 +30,7 @@ use crate::api::gitsync::{
     GitSync, GitSyncSpec, GitSyncStatus, InventoryEntry, PinnedRevision, RejectedRevision,
 };
 use crate::api::rollout::Rollout;
-use crate::runtime::leader::Leadership;
+use crate::runtime::leader::{Leadership, Term};
 use crate::status_patch::{self, WriteError};
 use crate::{duration, validate};
 use k8s_openapi::api::core::v1::Secret;
@@ -146,7 +146,10 @@ fn jitter(interval: Duration, key: &str) -> Duration {
 
 #[instrument(skip(sync, ctx), fields(gitsync = %sync.name_any(), namespace = sync.namespace().unwrap_or_default()))]
 pub async fn reconcile(sync: Arc<GitSync>, ctx: Arc<Context>) -> Result<Requeue, Error> {
-    if !ctx.leadership.is_leading() {
+    // Every write below checks this term: a reconcile that spans a change of leader must not
+    // apply, record or push what it decided from the earlier term's view.
+    let term = ctx.leadership.current_term();
+    if !term.holds() {
         return Ok(Requeue::await_change());
     }
     let namespace = sync.namespace().unwrap_or_default();
@@ -234,6 +237,7 @@ pub async fn reconcile(sync: Arc<GitSync>, ctx: Arc<Context>) -> Result<Requeue,
         };
         return finish(
             &ctx,
+            &term,
             &api,
             &current,
             Step::new(attempt, &previous, interval, &key),
@@ -264,7 +268,7 @@ pub async fn reconcile(sync: Arc<GitSync>, ctx: Arc<Context>) -> Result<Requeue,
         let subject = subject(&ctx, &current, &rejected.revision).await;
         let last_good = decision.last_good.clone();
         write_recorded(
-            &ctx,
+            &term,
             &api,
             current.clone(),
             &|status: &mut GitSyncStatus| {
@@ -302,7 +306,7 @@ pub async fn reconcile(sync: Arc<GitSync>, ctx: Arc<Context>) -> Result<Requeue,
         fetch_state,
     ) {
         RollbackStep::Apply { revision, basis } => {
-            Some(apply_revision(&ctx, &current, &key, &revision, basis).await)
+            Some(apply_revision(&ctx, &term, &current, &key, &revision, basis).await)
         }
         RollbackStep::RecordFetchFailure => fetched.and_then(Result::err),
         RollbackStep::Hold(rejected) => Some(Attempt::Held(rejected)),
@@ -320,7 +324,7 @@ pub async fn reconcile(sync: Arc<GitSync>, ctx: Arc<Context>) -> Result<Requeue,
                 ..
             }),
         ) if write_back_enabled && rejected.revert.is_none() && fetch_state == Fetch::Fetched => {
-            Some(write_back(&ctx, &current, &key, &head, good, rejected).await)
+            Some(write_back(&ctx, &term, &current, &key, &head, good, rejected).await)
         }
         // A revert pushed by a controller that died before recording it: the branch's new
         // tip says so, and it is recorded now rather than pushed again.
@@ -367,7 +371,7 @@ pub async fn reconcile(sync: Arc<GitSync>, ctx: Arc<Context>) -> Result<Requeue,
         step.handled_request = Some(requested);
     }
     let removed_pin = pin_request.is_some();
-    let result = finish(&ctx, &api, &current, step).await;
+    let result = finish(&ctx, &term, &api, &current, step).await;
     if result.is_ok() && removed_pin {
         if let Some(message) = &pin_refused {
             crate::runtime::publish(
@@ -458,6 +462,7 @@ impl Step {
 /// Records a reconcile's outcome in one status write, schedules the next, and tells.
 async fn finish(
     ctx: &Context,
+    term: &Term,
     api: &Api<GitSync>,
     current: &GitSync,
     step: Step,
@@ -500,7 +505,7 @@ async fn finish(
         // A condition removed and set again within this one record did not change.
         crate::conditions::keep_transition_times(&before, &mut status.conditions);
     };
-    if let Err(error) = write_recorded(ctx, api, current.clone(), &record).await {
+    if let Err(error) = write_recorded(term, api, current.clone(), &record).await {
         // What was applied is not recorded yet: come back soon, not after the interval.
         ctx.schedule
             .lock()
@@ -567,14 +572,14 @@ async fn finish(
 /// annotation, a spec edit), the attempt is recorded again onto what is there now, rather
 /// than lost: the inventory of what was just applied must reach the status.
 async fn write_recorded(
-    ctx: &Context,
+    term: &Term,
     api: &Api<GitSync>,
     mut current: GitSync,
     record: &impl Fn(&mut GitSyncStatus),
 ) -> Result<(), Error> {
     let name = current.name_any();
     for _ in 0..3 {
-        if !ctx.leadership.is_leading() {
+        if !term.holds() {
             return Err(Error::NotLeader);
         }
         let original = current.status.clone().unwrap_or_default();
@@ -681,6 +686,7 @@ async fn subject(ctx: &Context, sync: &GitSync, revision: &str) -> String {
 /// head now, a good or pinned one earlier), so rolling back needs no remote.
 async fn apply_revision(
     ctx: &Context,
+    term: &Term,
     sync: &GitSync,
     key: &str,
     revision: &str,
@@ -735,7 +741,7 @@ async fn apply_revision(
         .unwrap_or_default();
     let target = apply::Target {
         client: &ctx.client,
-        leadership: &ctx.leadership,
+        term,
         scope: ctx.scope.as_deref(),
         owner: key,
         namespace: &namespace,
@@ -821,6 +827,7 @@ async fn pin(
 /// `writeBack.branch`, which weir owns and replaces).
 async fn write_back(
     ctx: &Context,
+    term: &Term,
     sync: &GitSync,
     key: &str,
     head: &str,
@@ -888,6 +895,11 @@ async fn write_back(
         Ok(Err(error)) => return failed(error.to_string()),
         Err(_) => return failed("building the revert was interrupted".into()),
     };
+    // Git is written by the leader only, as the cluster is: this failure is never recorded,
+    // since the status write after it checks the term too.
+    if !term.holds() {
+        return failed("this replica lost the leader lease; the leader carries on".into());
+    }
     match writeback::push(
         &dir,
         &sync.spec.url,

@@ -35,13 +35,13 @@ pub enum Read {
     /// see that there is nothing to do.
     Cached,
     /// What anything that writes is decided from: a view that holds every write this
-    /// leadership term made to the Rollout's ReplicaSets and AnalysisRuns, and every write
-    /// made before it began. After a write with a version ([`LastWrite::At`]) that is the
-    /// cache once it has taken that version; with no write yet, the cache once it has taken
-    /// a change past the term's floor. After a delete, whose version the API server does
-    /// not return, or when the cache does not catch up within 3 s, it is a quorum list from
-    /// etcd, which decodes every ReplicaSet in the namespace to filter them: at 5,000
-    /// Rollouts in one namespace, half a second each.
+    /// process made to the Rollout's ReplicaSets and AnalysisRuns, and every write anyone made
+    /// before the current leadership term began. That is the cache once it has taken this
+    /// process's last write of the kind ([`LastWrite::At`]) and a change past the term's floor.
+    /// After a delete, whose version the API server does not return, or when the cache does
+    /// not catch up within 3 s, it is a quorum list from etcd, which decodes every ReplicaSet
+    /// in the namespace to filter them: at 5,000 Rollouts in one namespace, half a second
+    /// each.
     Fresh,
 }
 
@@ -90,10 +90,10 @@ pub struct Version {
     pub resource_version: String,
 }
 
-/// What a fresh read of one kind must hold, after this leadership's writes to it.
+/// What a fresh read of one kind must hold, after this process's writes to it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub enum LastWrite {
-    /// Nothing written: the leadership's floor covers what others wrote before it.
+    /// Nothing written: the term's floor covers what others wrote before it.
     #[default]
     Nothing,
     /// The latest write: the cache must hold this object at this version or later (or
@@ -124,62 +124,41 @@ impl Written {
     }
 }
 
-/// [`Written`] for every Rollout this process wrote for in its current leadership term.
-/// Another leader may have written between two terms, so what an earlier term wrote no longer
-/// says what the caches must hold: the versions of a term are dropped when a later one writes,
-/// and never read by another (see [`crate::runtime::leader::Leadership::term`]).
+/// [`Written`] for every Rollout this process wrote for. Kept across leadership terms: a
+/// write of an earlier term, even one that landed after the current term began, is still a
+/// version the caches must have taken, and a fresh read asks for the current term's floor as
+/// well, which covers what another leader wrote in between.
 #[derive(Debug, Default)]
-pub struct WrittenVersions(Mutex<TermVersions>);
-
-#[derive(Debug, Default)]
-struct TermVersions {
-    term: u64,
-    versions: HashMap<(String, String), Written>,
-}
+pub struct WrittenVersions(Mutex<HashMap<(String, String), Written>>);
 
 impl WrittenVersions {
     fn key(rollout: &Rollout) -> (String, String) {
         (rollout.namespace().unwrap_or_default(), rollout.name_any())
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, TermVersions> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), Written>> {
         self.0.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    pub fn of(&self, rollout: &Rollout, term: u64) -> Written {
-        let held = self.lock();
-        if held.term != term {
-            return Written::default();
-        }
-        held.versions
+    pub fn of(&self, rollout: &Rollout) -> Written {
+        self.lock()
             .get(&Self::key(rollout))
             .cloned()
             .unwrap_or_default()
     }
 
-    /// Keeps what leadership `term` wrote for `rollout`. A reconcile of an earlier term that
-    /// has not stopped yet changes nothing: its writes came before the new term's floor.
-    pub fn record(&self, rollout: &Rollout, term: u64, written: Written) {
-        let mut held = self.lock();
-        if term < held.term {
-            return;
-        }
-        if term > held.term {
-            *held = TermVersions {
-                term,
-                versions: HashMap::new(),
-            };
-        }
+    pub fn record(&self, rollout: &Rollout, written: Written) {
+        let mut versions = self.lock();
         if written == Written::default() {
-            held.versions.remove(&Self::key(rollout));
+            versions.remove(&Self::key(rollout));
         } else {
-            held.versions.insert(Self::key(rollout), written);
+            versions.insert(Self::key(rollout), written);
         }
     }
 
-    /// The Rollout is gone: nothing of it is kept, in any term.
+    /// The Rollout is gone: nothing of it is kept.
     pub fn forget(&self, rollout: &Rollout) {
-        self.lock().versions.remove(&Self::key(rollout));
+        self.lock().remove(&Self::key(rollout));
     }
 }
 
@@ -227,26 +206,28 @@ where
     let listed = match (read, written) {
         (Read::Cached, _) if cache.is_synced() => return Ok(from_cache()),
         (Read::Cached, _) => api.list(&selector.match_any()).await?,
-        (Read::Fresh, LastWrite::Nothing) => {
-            // Nothing this leadership wrote is known: the cache serves once it has taken
-            // every change up to the moment the leadership began, which covers whatever an
-            // earlier leader or process wrote.
-            if cache.has_seen(floor(api, cache, term).await?) {
-                return Ok(from_cache());
-            }
-            api.list(&selector).await?
-        }
-        (Read::Fresh, LastWrite::At(version)) => {
-            if cache
-                .caught_up(&version.resource_version, CATCH_UP_LIMIT)
-                .await
-            {
+        (Read::Fresh, LastWrite::Nothing | LastWrite::At(_)) => {
+            // The cache serves once it has taken this process's own last write of the kind
+            // (on its way, so worth a wait) and every change up to the moment the current
+            // leadership term began (not waited for: in a quiet namespace no event may come
+            // past it), which covers whatever an earlier leader or process wrote.
+            let floor = floor(api, cache, term).await?;
+            let fresh = match written {
+                LastWrite::At(version) => match version.resource_version.parse::<u64>() {
+                    Ok(own) => cache.caught_up(own, CATCH_UP_LIMIT).await && cache.has_seen(floor),
+                    // resourceVersions are etcd revisions in every API server there is; a
+                    // server that says otherwise is answered by the API instead.
+                    Err(_) => false,
+                },
+                _ => cache.has_seen(floor),
+            };
+            if fresh {
                 return Ok(from_cache());
             }
             tracing::debug!(
-                object = version.name,
-                version = version.resource_version,
-                "the cache has not taken this write; reading from etcd"
+                ?written,
+                floor,
+                "the cache may lack a write; reading from etcd"
             );
             api.list(&selector).await?
         }
@@ -476,7 +457,7 @@ mod tests {
     }
 
     #[test]
-    fn versions_are_kept_per_rollout_and_forgotten_with_it_or_a_new_term() {
+    fn versions_are_kept_per_rollout_and_forgotten_with_it() {
         let versions = WrittenVersions::default();
         let web = rollout("shop", "web");
         let other_namespace = rollout("blog", "web");
@@ -485,36 +466,18 @@ mod tests {
             replica_sets: at("web-1", "7"),
             runs: LastWrite::Nothing,
         };
-        versions.record(&web, 1, web_written.clone());
-        versions.record(&api, 1, Written::default());
-        assert_eq!(versions.of(&web, 1), web_written);
-        assert_eq!(versions.of(&other_namespace, 1), Written::default());
-        assert_eq!(versions.of(&api, 1), Written::default());
-        assert_eq!(
-            versions.of(&web, 2),
-            Written::default(),
-            "not in another term"
-        );
-        versions.record(&api, 1, web_written.clone());
+        versions.record(&web, web_written.clone());
+        versions.record(&api, Written::default());
+        assert_eq!(versions.of(&web), web_written);
+        assert_eq!(versions.of(&other_namespace), Written::default());
+        assert_eq!(versions.of(&api), Written::default());
+        versions.record(&api, web_written.clone());
         versions.forget(&web);
-        assert_eq!(versions.of(&web, 1), Written::default());
-        assert_eq!(versions.of(&api, 1), web_written);
-        versions.record(&web, 2, web_written.clone());
-        assert_eq!(versions.of(&web, 2), web_written);
-        assert_eq!(
-            versions.of(&api, 2),
-            Written::default(),
-            "term 1 is dropped"
-        );
-        versions.record(&api, 1, web_written.clone());
-        assert_eq!(
-            versions.of(&api, 2),
-            Written::default(),
-            "a late reconcile of term 1 adds nothing"
-        );
-        versions.record(&web, 2, Written::default());
+        assert_eq!(versions.of(&web), Written::default());
+        assert_eq!(versions.of(&api), web_written);
+        versions.record(&api, Written::default());
         // Nothing is kept for a Rollout with nothing to remember.
-        assert!(versions.lock().versions.is_empty());
+        assert!(versions.lock().is_empty());
     }
 
     #[test]

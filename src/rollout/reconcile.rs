@@ -18,7 +18,7 @@ use super::template_hash;
 use crate::api::Rollout;
 use crate::api::rollout::RolloutStatus;
 use crate::conditions;
-use crate::runtime::leader::Leadership;
+use crate::runtime::leader::{Leadership, Term};
 use crate::runtime::metrics::Metrics;
 use crate::status_patch::{self, WriteError};
 use crate::time::to_k8s;
@@ -52,7 +52,10 @@ pub const CONDITION_RECONCILE_ERROR: &str = "ReconcileError";
 
 #[instrument(skip(rollout, ctx), fields(rollout = %rollout.name_any(), namespace = rollout.namespace().unwrap_or_default()))]
 pub async fn reconcile(rollout: Arc<Rollout>, ctx: Arc<Context>) -> Result<Requeue, Error> {
-    if !ctx.leadership.is_leading() {
+    // Taken before anything is read: a read slow enough to span another leader's term must
+    // not be planned from as if it belonged to the next one.
+    let term = ctx.leadership.current_term();
+    if !term.holds() {
         // Gaining leadership reconciles every Rollout again (see controller::run).
         return Ok(Requeue::await_change());
     }
@@ -61,8 +64,8 @@ pub async fn reconcile(rollout: Arc<Rollout>, ctx: Arc<Context>) -> Result<Reque
         Api::namespaced(ctx.client.clone(), &rollout.namespace().unwrap_or_default());
     let work = finalizer(&api, FINALIZER, rollout, |event| async {
         match event {
-            FinalizerEvent::Apply(rollout) => reconcile_rollout(&rollout, &ctx).await,
-            FinalizerEvent::Cleanup(rollout) => clean_up(&rollout, &ctx).await,
+            FinalizerEvent::Apply(rollout) => reconcile_rollout(&rollout, &ctx, &term).await,
+            FinalizerEvent::Cleanup(rollout) => clean_up(&rollout, &ctx, &term).await,
         }
     });
     let result = crate::runtime::within(
@@ -85,8 +88,8 @@ pub async fn reconcile(rollout: Arc<Rollout>, ctx: Arc<Context>) -> Result<Reque
 
 /// A deleted Rollout's pods go with it (garbage collection), so traffic must leave them first:
 /// the router goes back to all-stable before the finalizer lets the Rollout go.
-async fn clean_up(rollout: &Rollout, ctx: &Context) -> Result<Requeue, Error> {
-    if !ctx.leadership.is_leading() {
+async fn clean_up(rollout: &Rollout, ctx: &Context, term: &Term) -> Result<Requeue, Error> {
+    if !term.holds() {
         return Err(Error::NotLeader);
     }
     ctx.written.forget(rollout);
@@ -101,7 +104,13 @@ async fn clean_up(rollout: &Rollout, ctx: &Context) -> Result<Requeue, Error> {
     Ok(Requeue::await_change())
 }
 
-async fn reconcile_rollout(rollout: &Rollout, ctx: &Context) -> Result<Requeue, Error> {
+/// Everything in here belongs to leadership `term`: its fresh reads need the term's floor,
+/// and it stops acting once another term has begun.
+async fn reconcile_rollout(
+    rollout: &Rollout,
+    ctx: &Context,
+    term: &Term,
+) -> Result<Requeue, Error> {
     let namespace = rollout.namespace().unwrap_or_default();
     let name = rollout.name_any();
     let api: Api<Rollout> = Api::namespaced(ctx.client.clone(), &namespace);
@@ -126,10 +135,7 @@ async fn reconcile_rollout(rollout: &Rollout, ctx: &Context) -> Result<Requeue, 
     let mut written = current.clone();
     let mut transitions: Vec<Transition> = Vec::new();
     let mut requeue_after = None;
-    // Everything below belongs to one leadership term: what it reads is checked against what
-    // this term wrote, and it stops acting once another term has begun.
-    let term = ctx.leadership.term();
-    let mut versions = ctx.written.of(&current, term);
+    let mut versions = ctx.written.of(&current);
 
     let outcome: Result<(), Error> = async {
         let template_problems = template_problems(&ctx.client, &current).await?;
@@ -146,7 +152,7 @@ async fn reconcile_rollout(rollout: &Rollout, ctx: &Context) -> Result<Requeue, 
                 router.as_ref(),
                 read,
                 &versions,
-                term,
+                term.number(),
             )
             .await?;
             observed.template_problems.clone_from(&template_problems);
@@ -187,14 +193,14 @@ async fn reconcile_rollout(rollout: &Rollout, ctx: &Context) -> Result<Requeue, 
                 return Ok(());
             }
             for action in &next.actions {
-                if !ctx.leadership.is_leading_in(term) {
+                if !term.holds() {
                     return Err(Error::NotLeader);
                 }
                 info!(?action, "acting");
                 versions.note(act(&ctx.client, &current, router.as_ref(), action).await?);
                 // Kept at once: a reconcile cut off by the stall limit or a shutdown must
                 // not leave the next fresh read trusting a cache without this write.
-                ctx.written.record(&current, term, versions.clone());
+                ctx.written.record(&current, versions.clone());
             }
         }
         // Still busy: come straight back rather than wait for an event.
@@ -203,7 +209,7 @@ async fn reconcile_rollout(rollout: &Rollout, ctx: &Context) -> Result<Requeue, 
     }
     .await;
 
-    if !ctx.leadership.is_leading_in(term) {
+    if !term.holds() {
         // Lost the lease mid-reconcile: the new leader plans from what the API server shows.
         return Err(Error::NotLeader);
     }

@@ -91,21 +91,17 @@ where
 
     pub fn set_floor(&self, term: u64, version: u64) {
         let mut floor = self.floor.lock().unwrap_or_else(PoisonError::into_inner);
-        if floor.term != term {
-            *floor = Floor { term, version };
-        } else {
-            floor.version = floor.version.max(version);
+        match term.cmp(&floor.term) {
+            // A reader of an ended term: its floor is of no use to the current one.
+            std::cmp::Ordering::Less => {}
+            std::cmp::Ordering::Equal => floor.version = floor.version.max(version),
+            std::cmp::Ordering::Greater => *floor = Floor { term, version },
         }
     }
 
     /// Waits at most `limit` for the store to have taken every change of its watch up to
-    /// `resource_version` (a write of this process, say), false when it did not.
-    pub async fn caught_up(&self, resource_version: &str, limit: Duration) -> bool {
-        // resourceVersions are etcd revisions in every API server there is; a server that
-        // says otherwise is answered by the API instead.
-        let Ok(wanted) = resource_version.parse::<u64>() else {
-            return false;
-        };
+    /// version `wanted` (a write of this process, say), false when it did not.
+    pub async fn caught_up(&self, wanted: u64, limit: Duration) -> bool {
         let holds = || self.has_seen(wanted);
         let deadline = tokio::time::Instant::now() + limit;
         loop {
@@ -220,28 +216,26 @@ mod tests {
             watcher::Event::InitApply(config_map("web-1", "5")),
         );
         // Not whole before the first list is in, whatever it holds.
-        assert!(!cache.caught_up("5", SHORT).await);
+        assert!(!cache.caught_up(5, SHORT).await);
         take(&cache, &mut writer, watcher::Event::InitDone);
-        assert!(cache.caught_up("5", SHORT).await);
-        assert!(cache.caught_up("4", SHORT).await);
-        assert!(!cache.caught_up("6", SHORT).await);
+        assert!(cache.caught_up(5, SHORT).await);
+        assert!(cache.caught_up(4, SHORT).await);
+        assert!(!cache.caught_up(6, SHORT).await);
         // Versions compare as numbers, not as text: "10" is after "9".
         take(
             &cache,
             &mut writer,
             watcher::Event::Apply(config_map("web-1", "10")),
         );
-        assert!(cache.caught_up("9", SHORT).await);
-        // A version that is not a number is never taken as reached.
-        assert!(!cache.caught_up("ten", SHORT).await);
+        assert!(cache.caught_up(9, SHORT).await);
         // Gone since (deleted, or relabelled out of the watch): a later change covers it.
         take(
             &cache,
             &mut writer,
             watcher::Event::Delete(config_map("web-1", "11")),
         );
-        assert!(cache.caught_up("10", SHORT).await);
-        assert!(!cache.caught_up("12", SHORT).await);
+        assert!(cache.caught_up(10, SHORT).await);
+        assert!(!cache.caught_up(12, SHORT).await);
     }
 
     #[tokio::test]
@@ -251,7 +245,7 @@ mod tests {
         take(&cache, &mut writer, watcher::Event::InitDone);
         let waiting = {
             let cache = cache.clone();
-            tokio::spawn(async move { cache.caught_up("7", Duration::from_secs(30)).await })
+            tokio::spawn(async move { cache.caught_up(7, Duration::from_secs(30)).await })
         };
         // Let the reader look, find nothing and wait.
         tokio::task::yield_now().await;
@@ -326,5 +320,11 @@ mod tests {
             "not the earlier term's higher one"
         );
         assert_eq!(cache.floor(1), None);
+        cache.set_floor(1, 25);
+        assert_eq!(
+            cache.floor(2),
+            Some(18),
+            "a reader of the ended term does not replace it"
+        );
     }
 }

@@ -115,13 +115,25 @@ impl Leadership {
         self.is_leading() && self.term() == term
     }
 
-    /// Records whether this replica leads now, opening a new term when it starts to; true
-    /// when that changed. Only the election loop calls it, so a load and a store do not race.
-    fn set_leading(&self, now_leading: bool) -> bool {
-        if self.leading.load(Ordering::SeqCst) == now_leading {
+    /// The current term, for a reconcile to hold from its start: taken before anything is
+    /// read, so that a read slow enough to span another leader's term is not acted on.
+    pub fn current_term(&self) -> Term {
+        Term {
+            leadership: self.clone(),
+            number: self.term(),
+        }
+    }
+
+    /// Records whether this replica leads now, opening a new term when it starts to, or when
+    /// it renewed only after its trust in the lease had run out (`after_lapse`); true when a
+    /// term began or ended. Only the election loop calls it, so a load and a store do not race.
+    fn set_leading(&self, now_leading: bool, after_lapse: bool) -> bool {
+        let was_leading = self.leading.load(Ordering::SeqCst);
+        let new_term = now_leading && (!was_leading || after_lapse);
+        if !new_term && was_leading == now_leading {
             return false;
         }
-        if now_leading {
+        if new_term {
             self.term.fetch_add(1, Ordering::SeqCst);
         }
         self.leading.store(now_leading, Ordering::SeqCst);
@@ -131,6 +143,24 @@ impl Leadership {
     /// Fires with every change of leadership.
     pub fn changes(&self) -> watch::Receiver<bool> {
         self.changes.clone()
+    }
+}
+
+/// One leadership term as a reconcile holds it: every write checks [`Term::holds`].
+#[derive(Clone)]
+pub struct Term {
+    leadership: Leadership,
+    number: u64,
+}
+
+impl Term {
+    /// Still leading, in this term.
+    pub fn holds(&self) -> bool {
+        self.leadership.is_leading_in(self.number)
+    }
+
+    pub fn number(&self) -> u64 {
+        self.number
     }
 }
 
@@ -194,11 +224,14 @@ impl Elector {
         let epoch = leadership.epoch;
         loop {
             let sent = epoch.elapsed();
+            // Whether the lease came back after our trust in it had run out: someone else may
+            // have held it in between, unseen by this loop.
+            let mut after_lapse = false;
             let now_leading = match tokio::time::timeout(retry / 2, self.try_lead()).await {
                 Ok(Ok(true)) => {
-                    leadership
-                        .valid_until
-                        .store((sent + trusted_for).as_millis() as u64, Ordering::SeqCst);
+                    let until = (sent + trusted_for).as_millis() as u64;
+                    let before = leadership.valid_until.swap(until, Ordering::SeqCst);
+                    after_lapse = sent.as_millis() as u64 >= before;
                     true
                 }
                 Ok(Ok(false)) => false,
@@ -215,7 +248,7 @@ impl Elector {
             let trusted = (epoch.elapsed().as_millis() as u64)
                 < leadership.valid_until.load(Ordering::SeqCst);
             let now_leading = now_leading && trusted;
-            if leadership.set_leading(now_leading) {
+            if leadership.set_leading(now_leading, after_lapse) {
                 info!(identity = %self.identity, leading = now_leading, term = leadership.term(), "leadership changed");
                 let _ = changes.send(now_leading);
             }
@@ -328,19 +361,28 @@ mod tests {
             epoch: tokio::time::Instant::now(),
             changes,
         };
-        assert!(leadership.set_leading(true));
+        assert!(leadership.set_leading(true, true));
         assert!(leadership.is_leading_in(1));
-        assert!(!leadership.set_leading(true), "a renewal is no change");
+        assert!(
+            !leadership.set_leading(true, false),
+            "a renewal is no change"
+        );
         assert!(leadership.is_leading_in(1), "and keeps the term");
-        assert!(leadership.set_leading(false));
+        assert!(leadership.set_leading(false, false));
         assert!(!leadership.is_leading_in(1));
-        assert!(leadership.set_leading(true));
+        assert!(!leadership.set_leading(false, false));
+        assert!(leadership.set_leading(true, false));
         assert_eq!(leadership.term(), 2);
         assert!(
             !leadership.is_leading_in(1),
             "a reconcile of the earlier term stops"
         );
         assert!(leadership.is_leading_in(2));
+        assert!(
+            leadership.set_leading(true, true),
+            "renewed only after trust ran out: another may have led meanwhile"
+        );
+        assert!(leadership.is_leading_in(3));
     }
 
     #[test]
