@@ -134,7 +134,9 @@ async fn reconcile_rollout(
     // The Rollout as last written by this reconcile (its status, its resourceVersion).
     let mut written = current.clone();
     let mut transitions: Vec<Transition> = Vec::new();
-    let mut requeue_after = None;
+    // When to look again, as an instant: the plan's delay counts from the moment it was
+    // planned, and the status write and Events after it must not push a pause's end later.
+    let mut wake: Option<tokio::time::Instant> = None;
     let mut versions = ctx.written.of(&current);
 
     let outcome: Result<(), Error> = async {
@@ -168,6 +170,7 @@ async fn reconcile_rollout(
                 observed: &observed,
                 now: chrono::Utc::now(),
             });
+            let planned_at = tokio::time::Instant::now();
             let changes =
                 !next.actions.is_empty() || !next.transitions.is_empty() || next.status != status;
             if read == Read::Cached && changes {
@@ -188,7 +191,7 @@ async fn reconcile_rollout(
             }
             status = next.status;
             transitions.extend(next.transitions);
-            requeue_after = next.requeue_after;
+            wake = next.requeue_after.map(|after| planned_at + after);
             if next.actions.is_empty() {
                 return Ok(());
             }
@@ -204,7 +207,7 @@ async fn reconcile_rollout(
             }
         }
         // Still busy: come straight back rather than wait for an event.
-        requeue_after = Some(Duration::ZERO);
+        wake = Some(tokio::time::Instant::now());
         Ok(())
     }
     .await;
@@ -269,7 +272,9 @@ async fn reconcile_rollout(
         .await;
     }
     outcome?;
-    Ok(Requeue::requeue(requeue_after.unwrap_or(RESYNC)))
+    Ok(Requeue::requeue(wake.map_or(RESYNC, |at| {
+        at.saturating_duration_since(tokio::time::Instant::now())
+    })))
 }
 
 /// Writes `status` over the status `current` holds (the Rollout as read, or as this
