@@ -89,10 +89,19 @@ impl Leadership {
     /// Always leading: a single replica without election.
     pub fn always() -> Leadership {
         let (_, changes) = watch::channel(true);
+        Leadership::with(true, 1, u64::MAX, changes)
+    }
+
+    fn with(
+        leading: bool,
+        term: u64,
+        valid_until: u64,
+        changes: watch::Receiver<bool>,
+    ) -> Leadership {
         Leadership {
-            leading: Arc::new(AtomicBool::new(true)),
-            term: Arc::new(AtomicU64::new(1)),
-            valid_until: Arc::new(AtomicU64::new(u64::MAX)),
+            leading: Arc::new(AtomicBool::new(leading)),
+            term: Arc::new(AtomicU64::new(term)),
+            valid_until: Arc::new(AtomicU64::new(valid_until)),
             epoch: tokio::time::Instant::now(),
             changes,
         }
@@ -203,13 +212,7 @@ impl Elector {
     /// Starts the election loop in the background and returns the shared leadership flag.
     pub fn start(self) -> Leadership {
         let (sender, changes) = watch::channel(false);
-        let leadership = Leadership {
-            leading: Arc::new(AtomicBool::new(false)),
-            term: Arc::new(AtomicU64::new(0)),
-            valid_until: Arc::new(AtomicU64::new(0)),
-            epoch: tokio::time::Instant::now(),
-            changes,
-        };
+        let leadership = Leadership::with(false, 0, 0, changes);
         let shared = leadership.clone();
         tokio::spawn(async move { self.run(shared, sender).await });
         leadership
@@ -334,13 +337,7 @@ mod tests {
     #[test]
     fn leadership_lapses_once_the_last_renewal_is_no_longer_trusted() {
         let (_, changes) = watch::channel(true);
-        let leadership = Leadership {
-            leading: Arc::new(AtomicBool::new(true)),
-            term: Arc::new(AtomicU64::new(1)),
-            valid_until: Arc::new(AtomicU64::new(0)),
-            epoch: tokio::time::Instant::now(),
-            changes,
-        };
+        let leadership = Leadership::with(true, 1, 0, changes);
         assert!(
             !leadership.is_leading(),
             "a renewal that is no longer trusted does not count"
@@ -354,13 +351,7 @@ mod tests {
     #[test]
     fn each_time_leadership_is_gained_a_new_term_begins() {
         let (_, changes) = watch::channel(false);
-        let leadership = Leadership {
-            leading: Arc::new(AtomicBool::new(false)),
-            term: Arc::new(AtomicU64::new(0)),
-            valid_until: Arc::new(AtomicU64::new(u64::MAX)),
-            epoch: tokio::time::Instant::now(),
-            changes,
-        };
+        let leadership = Leadership::with(false, 0, u64::MAX, changes);
         assert!(leadership.set_leading(true, true));
         assert!(leadership.is_leading_in(1));
         assert!(
