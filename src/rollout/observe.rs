@@ -213,12 +213,12 @@ where
             // past it), which covers whatever an earlier leader or process wrote.
             let floor = floor(api, cache, term).await?;
             let fresh = match written {
-                LastWrite::At(version) => match version.resource_version.parse::<u64>() {
-                    Ok(own) => cache.caught_up(own, CATCH_UP_LIMIT).await && cache.has_seen(floor),
-                    // resourceVersions are etcd revisions in every API server there is; a
-                    // server that says otherwise is answered by the API instead.
-                    Err(_) => false,
-                },
+                LastWrite::At(version) => {
+                    cache
+                        .caught_up(&version.resource_version, CATCH_UP_LIMIT)
+                        .await
+                        && cache.has_seen(floor)
+                }
                 _ => cache.has_seen(floor),
             };
             if fresh {

@@ -100,8 +100,13 @@ where
     }
 
     /// Waits at most `limit` for the store to have taken every change of its watch up to
-    /// version `wanted` (a write of this process, say), false when it did not.
-    pub async fn caught_up(&self, wanted: u64, limit: Duration) -> bool {
+    /// `resource_version` (a write of this process, say), false when it did not.
+    pub async fn caught_up(&self, resource_version: &str, limit: Duration) -> bool {
+        // resourceVersions are etcd revisions in every API server there is; a server that
+        // says otherwise is answered by the API instead.
+        let Ok(wanted) = resource_version.parse::<u64>() else {
+            return false;
+        };
         let holds = || self.has_seen(wanted);
         let deadline = tokio::time::Instant::now() + limit;
         loop {
@@ -216,26 +221,28 @@ mod tests {
             watcher::Event::InitApply(config_map("web-1", "5")),
         );
         // Not whole before the first list is in, whatever it holds.
-        assert!(!cache.caught_up(5, SHORT).await);
+        assert!(!cache.caught_up("5", SHORT).await);
         take(&cache, &mut writer, watcher::Event::InitDone);
-        assert!(cache.caught_up(5, SHORT).await);
-        assert!(cache.caught_up(4, SHORT).await);
-        assert!(!cache.caught_up(6, SHORT).await);
+        assert!(cache.caught_up("5", SHORT).await);
+        assert!(cache.caught_up("4", SHORT).await);
+        assert!(!cache.caught_up("6", SHORT).await);
         // Versions compare as numbers, not as text: "10" is after "9".
         take(
             &cache,
             &mut writer,
             watcher::Event::Apply(config_map("web-1", "10")),
         );
-        assert!(cache.caught_up(9, SHORT).await);
+        assert!(cache.caught_up("9", SHORT).await);
+        // A version that is not a number is never taken as reached.
+        assert!(!cache.caught_up("ten", SHORT).await);
         // Gone since (deleted, or relabelled out of the watch): a later change covers it.
         take(
             &cache,
             &mut writer,
             watcher::Event::Delete(config_map("web-1", "11")),
         );
-        assert!(cache.caught_up(10, SHORT).await);
-        assert!(!cache.caught_up(12, SHORT).await);
+        assert!(cache.caught_up("10", SHORT).await);
+        assert!(!cache.caught_up("12", SHORT).await);
     }
 
     #[tokio::test]
@@ -245,7 +252,7 @@ mod tests {
         take(&cache, &mut writer, watcher::Event::InitDone);
         let waiting = {
             let cache = cache.clone();
-            tokio::spawn(async move { cache.caught_up(7, Duration::from_secs(30)).await })
+            tokio::spawn(async move { cache.caught_up("7", Duration::from_secs(30)).await })
         };
         // Let the reader look, find nothing and wait.
         tokio::task::yield_now().await;
