@@ -898,7 +898,7 @@ async fn write_back(
     // Git is written by the leader only, as the cluster is: this failure is never recorded,
     // since the status write after it checks the term too.
     if !term.holds() {
-        return failed("this replica lost the leader lease; the leader carries on".into());
+        return failed(Error::NotLeader.to_string());
     }
     match writeback::push(
         &dir,
