@@ -131,6 +131,30 @@ pub enum Action {
     },
 }
 
+/// What an action changes. A plan says one thing about each: the glue carries its actions out
+/// in order, so a second word about one object would make it flap in the cluster.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Object<'a> {
+    ReplicaSet(&'a str),
+    Service(&'a str),
+    Route,
+}
+
+impl Action {
+    /// The object this action changes; None for analysis, which is not traffic or pods.
+    pub fn object(&self) -> Option<Object<'_>> {
+        match self {
+            Action::CreateReplicaSet { hash, .. }
+            | Action::ScaleReplicaSet { hash, .. }
+            | Action::MarkScaleDown { hash, .. }
+            | Action::DeleteReplicaSet { hash } => Some(Object::ReplicaSet(hash)),
+            Action::PointService { service, .. } => Some(Object::Service(service)),
+            Action::SetWeight { .. } => Some(Object::Route),
+            Action::StartAnalysis { .. } | Action::StopAnalysis { .. } => None,
+        }
+    }
+}
+
 /// Why something happened, a bounded set reused as Event reasons.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Reason {
@@ -386,27 +410,31 @@ impl<'a> Planner<'a> {
         )
     }
 
-    /// Drops what this plan said about the ReplicaSet of `hash` so far. The plan's last word
-    /// on a ReplicaSet wins: an abort raised mid-plan supersedes the scale the step chose
-    /// before it, which would otherwise reach the cluster first.
-    fn supersede(&mut self, hash: &str) {
-        self.actions.retain(|a| match a {
-            Action::CreateReplicaSet { hash: h, .. }
-            | Action::ScaleReplicaSet { hash: h, .. }
-            | Action::MarkScaleDown { hash: h, .. }
-            | Action::DeleteReplicaSet { hash: h } => h != hash,
-            _ => true,
-        });
+    /// Adds `action` as the plan's last word on its object. The last word wins: an abort
+    /// raised mid-plan supersedes the scale or weight the step chose before it, which would
+    /// otherwise reach the cluster first. A word already said keeps its place in the order.
+    fn say(&mut self, action: Action) {
+        if self.actions.contains(&action) {
+            return;
+        }
+        if let Some(object) = action.object() {
+            self.unsay(object);
+        }
+        self.actions.push(action);
+    }
+
+    /// Drops what this plan said about `object` so far: it stays as observed.
+    fn unsay(&mut self, object: Object) {
+        self.actions.retain(|a| a.object() != Some(object));
     }
 
     fn scale(&mut self, hash: &str, replicas: i32) {
-        self.supersede(hash);
         let action = match self.replica_set(hash) {
             // Only the current template can be built: a missing ReplicaSet of another version
             // (someone deleted the stable) is reported, never rebuilt from the wrong template.
             None if hash != self.input.template_hash => {
                 self.missing = Some(hash.to_owned());
-                return;
+                return self.unsay(Object::ReplicaSet(hash));
             }
             None => Action::CreateReplicaSet {
                 hash: hash.into(),
@@ -418,9 +446,9 @@ impl<'a> Planner<'a> {
                     replicas,
                 }
             }
-            Some(_) => return,
+            Some(_) => return self.unsay(Object::ReplicaSet(hash)),
         };
-        self.actions.push(action);
+        self.say(action);
     }
 
     /// Pins the stable Service (when there is one) to `hash`, unless it already is.
@@ -459,10 +487,13 @@ impl<'a> Planner<'a> {
     }
 
     fn point(&mut self, service: Option<&str>, observed: Option<&str>, hash: &str) {
-        if let Some(service) = service
-            && observed != Some(hash)
-        {
-            self.actions.push(Action::PointService {
+        let Some(service) = service else {
+            return;
+        };
+        if observed == Some(hash) {
+            self.unsay(Object::Service(service));
+        } else {
+            self.say(Action::PointService {
                 service: service.into(),
                 hash: hash.into(),
             });
@@ -470,7 +501,7 @@ impl<'a> Planner<'a> {
     }
 
     fn set_weight(&mut self, canary_weight: i32) {
-        self.actions.push(Action::SetWeight { canary_weight });
+        self.say(Action::SetWeight { canary_weight });
     }
 
     fn wake_at(&mut self, at: DateTime<Utc>) {
@@ -1073,7 +1104,7 @@ impl<'a> Planner<'a> {
                 self.scale(hash, 0);
             } else {
                 // Held as it is until then: not scaled up for a step the abort ended.
-                self.supersede(hash);
+                self.unsay(Object::ReplicaSet(hash));
                 if self.replica_set(hash).is_some_and(|rs| rs.replicas > 0) {
                     self.wake_at(at);
                 }
@@ -1238,16 +1269,14 @@ impl<'a> Planner<'a> {
                     None => {
                         let at =
                             self.input.now + chrono::Duration::seconds(i64::from(delay.max(0)));
-                        self.supersede(&rs.hash);
-                        self.actions.push(Action::MarkScaleDown {
+                        self.say(Action::MarkScaleDown {
                             hash: rs.hash.clone(),
                             at,
                         });
                         self.wake_at(at);
                     }
                     Some(at) if at <= self.input.now => {
-                        self.supersede(&rs.hash);
-                        self.actions.push(Action::ScaleReplicaSet {
+                        self.say(Action::ScaleReplicaSet {
                             hash: rs.hash.clone(),
                             replicas: 0,
                         });
@@ -1259,8 +1288,7 @@ impl<'a> Planner<'a> {
         retired.sort_by(|a, b| b.created.cmp(&a.created).then_with(|| a.hash.cmp(&b.hash)));
         let keep = self.input.spec.revision_history_limit.max(0) as usize;
         for rs in retired.into_iter().skip(keep) {
-            self.supersede(&rs.hash);
-            self.actions.push(Action::DeleteReplicaSet {
+            self.say(Action::DeleteReplicaSet {
                 hash: rs.hash.clone(),
             });
         }

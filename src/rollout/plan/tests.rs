@@ -43,23 +43,13 @@ struct World {
     revision: Option<String>,
 }
 
-/// A plan says one thing about each ReplicaSet, Service and the route: the glue carries its
-/// actions out in order, so two words about one object would make it flap in the cluster.
+/// A plan says one thing about each object (see [`Object`]).
 fn assert_one_word_per_object(actions: &[Action]) {
     let mut objects = std::collections::HashSet::new();
-    for action in actions {
-        let object = match action {
-            Action::CreateReplicaSet { hash, .. }
-            | Action::ScaleReplicaSet { hash, .. }
-            | Action::MarkScaleDown { hash, .. }
-            | Action::DeleteReplicaSet { hash } => format!("ReplicaSet {hash}"),
-            Action::PointService { service, .. } => format!("Service {service}"),
-            Action::SetWeight { .. } => "route".to_owned(),
-            Action::StartAnalysis { .. } | Action::StopAnalysis { .. } => continue,
-        };
+    for object in actions.iter().filter_map(Action::object) {
         assert!(
-            objects.insert(object.clone()),
-            "one plan acts twice on {object}: {actions:?}"
+            objects.insert(object),
+            "one plan acts twice on {object:?}: {actions:?}"
         );
     }
 }
