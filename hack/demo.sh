@@ -175,7 +175,44 @@ weir-sim traffic --namespace "$NS" --rps 200 --listen "127.0.0.1:$SIM_PORT" >"$D
 echo $! >"$DEMO/traffic.pid"
 printf '[{"targets": ["127.0.0.1:%s"], "labels": {"job": "weir-demo-traffic"}}]' "$SIM_PORT" \
   >"$STATE/prometheus/targets/$NS.json"
+say "the team's identity: weir applies what Git holds as the team's ServiceAccount, never as itself"
+# Lockdown, as the chart sets it up (--default-service-account weir-gitsync): the GitSync
+# acts as this ServiceAccount, bound to the built-in admin role in the team's namespace only
+# (weir's kinds join admin through the chart's aggregated roles), plus HTTPRoutes, which no
+# built-in role covers. A manifest that names another namespace is refused whole.
+kubectl apply -n "$NS" -f - >/dev/null <<EOF
+apiVersion: v1
+kind: ServiceAccount
+metadata: {name: weir-gitsync}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {name: weir-gitsync-admin}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: admin}
+subjects: [{kind: ServiceAccount, name: weir-gitsync, namespace: $NS}]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata: {name: httproutes}
+rules:
+  - apiGroups: [gateway.networking.k8s.io]
+    resources: [httproutes]
+    verbs: [get, list, watch, create, update, patch, delete]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {name: weir-gitsync-httproutes}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: httproutes}
+subjects: [{kind: ServiceAccount, name: weir-gitsync, namespace: $NS}]
+EOF
+kubectl auth can-i create rollouts.weir.dev -n "$NS" --as "system:serviceaccount:$NS:weir-gitsync" >/dev/null \
+  || fail "the team's ServiceAccount may not create Rollouts (are weir's tenant roles installed?)"
+if kubectl auth can-i create configmaps -n kube-system --as "system:serviceaccount:$NS:weir-gitsync" >/dev/null; then
+  fail "the team's ServiceAccount reaches kube-system"
+fi
+echo "weir-gitsync may write in $NS, and nowhere else"
 weir controller --namespace "$NS" --prometheus-url "$PROM" --metrics-addr 127.0.0.1:0 \
+  --default-service-account weir-gitsync \
   >"$DEMO/controller.log" 2>&1 &
 echo $! >"$DEMO/controller.pid"
 kubectl apply -n "$NS" -f - >/dev/null <<EOF

@@ -281,7 +281,7 @@ start_controller_manager() {
   start kube-controller-manager "$K8S_BIN/kube-controller-manager" \
     --kubeconfig "$STATE/kubeconfig" --leader-elect=false \
     --kube-api-qps 200 --kube-api-burst 400 \
-    --controllers deployment,replicaset,garbagecollector,namespace,serviceaccount,serviceaccount-token,endpoint \
+    --controllers deployment,replicaset,garbagecollector,namespace,serviceaccount,serviceaccount-token,endpoint,clusterrole-aggregation \
     --service-account-private-key-file "$STATE/sa.key" --root-ca-file "$STATE/certs/apiserver.crt" \
     --bind-address 127.0.0.1 --secure-port 0 --port 0
   wait_for kube-controller-manager 60 controllers_ready
@@ -305,9 +305,12 @@ start_stand_in() {
 }
 
 install_crds() {
-  say "installing weir's CRDs and the Gateway API HTTPRoute CRD"
+  say "installing weir's CRDs, the Gateway API HTTPRoute CRD and weir's tenant roles"
+  # The tenant roles put weir's kinds into the built-in admin, edit and view roles, as the
+  # chart does (clusterrole-aggregation above fills those in).
   kc apply --server-side --force-conflicts --field-manager weir-local-cluster \
-    -f "$ROOT/crds/" -f "$ROOT/hack/crds/" >"$LOGS/crds.log" 2>&1 \
+    -f "$ROOT/crds/" -f "$ROOT/hack/crds/" -f "$ROOT/charts/weir/files/tenant-roles.yaml" \
+    >"$LOGS/crds.log" 2>&1 \
     || die "applying the CRDs failed; see $LOGS/crds.log"
   local crd
   for crd in rollouts.weir.dev analysistemplates.weir.dev clusteranalysistemplates.weir.dev \

@@ -759,6 +759,14 @@ pub fn git_sync(spec: &GitSyncSpec) -> Vec<Violation> {
             NameRule::Dns1123Subdomain,
         );
     }
+    if let Some(account) = &spec.service_account_name {
+        check_name(
+            &mut report,
+            "spec.serviceAccountName",
+            account,
+            NameRule::Dns1123Subdomain,
+        );
+    }
     let write_back = &spec.rollback.write_back;
     if write_back.enabled {
         for (field, value) in [

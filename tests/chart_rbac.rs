@@ -1,7 +1,11 @@
 //! The chart's RBAC, on a real API server that enforces it: the controller, authenticated as
-//! the chart's ServiceAccount with exactly the rules in `charts/weir/files/*-rules.yaml`,
-//! runs weir's whole GitOps flow; and with any one rule removed, it fails visibly (the
-//! API server's "forbidden" in what it reports).
+//! the chart's ServiceAccount (with its own token) with exactly the rules in
+//! `charts/weir/files/*-rules.yaml`, runs weir's whole GitOps flow; and with any one rule
+//! removed, it fails visibly (the API server's "forbidden" in what it reports).
+//!
+//! Both tenancy modes of the chart: lockdown (its default), where GitSyncs act as the
+//! tenant's `weir-gitsync` ServiceAccount and the controller needs only its own rules and
+//! `impersonate`; and lockdown off, where it applies Git as itself with `gitops-rules.yaml`.
 
 mod support;
 
@@ -28,10 +32,23 @@ fn rules(file: &str) -> Vec<PolicyRule> {
     serde_yaml_ng::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
 }
 
-/// Every rule of the chart's (Cluster)Role, in order.
-fn chart_rules() -> Vec<PolicyRule> {
+/// How GitSyncs act (`values.tenancy.defaultServiceAccount`).
+#[derive(Clone, Copy, PartialEq)]
+enum Tenancy {
+    /// The chart's default: GitSyncs act as the tenant's `weir-gitsync`.
+    Lockdown,
+    /// Empty: GitSyncs act as the controller.
+    Off,
+}
+
+/// Every rule of the chart's (Cluster)Role in `tenancy`, in order: `gitops-rules.yaml` only
+/// with lockdown off.
+fn chart_rules(tenancy: Tenancy) -> Vec<PolicyRule> {
     let mut all = rules("controller-rules.yaml");
-    all.extend(rules("gitops-rules.yaml"));
+    all.extend(rules("impersonate-rules.yaml"));
+    if tenancy == Tenancy::Off {
+        all.extend(rules("gitops-rules.yaml"));
+    }
     all
 }
 
@@ -54,7 +71,7 @@ enum Scope {
 }
 
 /// The chart's ServiceAccount in `ns`, bound to `rules` as `scope` says and to the leader
-/// Lease's Role; returns a kubeconfig that acts as it.
+/// Lease's Role; returns a kubeconfig that authenticates as it.
 async fn service_account(ns: &TestNamespace, rules: Vec<PolicyRule>, scope: Scope) -> PathBuf {
     let params = PostParams::default();
     let meta = |name: &str, namespace: Option<&str>| ObjectMeta {
@@ -171,10 +188,7 @@ async fn service_account(ns: &TestNamespace, rules: Vec<PolicyRule>, scope: Scop
         )
         .await
         .expect("RoleBinding");
-    support::kubeconfig_as(
-        &format!("system:serviceaccount:{}:weir", ns.name),
-        &format!("{}-weir.kubeconfig", ns.name),
-    )
+    support::kubeconfig_for_service_account(&ns.client, &ns.name, "weir").await
 }
 
 async fn drop_cluster_role(ns: &TestNamespace) {
@@ -217,11 +231,12 @@ fn app(version: u32) -> String {
 }
 
 /// A namespace with the Secret the analysis reads, a repository at version 1, the chart's
-/// ServiceAccount bound to `rules`, and a controller acting as it.
+/// ServiceAccount bound to `rules`, and a controller acting as it in `tenancy`.
 async fn setup(
     test: &str,
     rules: Vec<PolicyRule>,
     scope: Scope,
+    tenancy: Tenancy,
 ) -> (TestNamespace, GitRepo, ControllerProcess) {
     let ns = TestNamespace::new(&client().await, test).await;
     let secret = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "analysis"},
@@ -231,19 +246,20 @@ async fn setup(
     repo.commit("web 1", &[("deploy/app.yaml", &app(1))]);
     let kubeconfig = service_account(&ns, rules, scope).await;
     let prometheus = support::prometheus_url();
-    let controller = ControllerProcess::start_with_env(
+    let args = [
+        "--metrics-addr",
+        "127.0.0.1:0",
+        "--prometheus-url",
+        &prometheus,
+        "--leader-elect",
+        "--lease-namespace",
         &ns.name,
-        &[
-            "--metrics-addr",
-            "127.0.0.1:0",
-            "--prometheus-url",
-            &prometheus,
-            "--leader-elect",
-            "--lease-namespace",
-            &ns.name,
-        ],
-        &[("KUBECONFIG", kubeconfig.as_path())],
-    );
+    ];
+    let env = [("KUBECONFIG", kubeconfig.as_path())];
+    let controller = match tenancy {
+        Tenancy::Lockdown => ControllerProcess::start_with_env(&ns.name, &args, &env),
+        Tenancy::Off => ControllerProcess::start_unlocked(&ns.name, &args, &env),
+    };
     support::app::git_sync(&ns, &repo.file_url(), json!({})).await;
     (ns, repo, controller)
 }
@@ -280,16 +296,21 @@ async fn forbidden_said(ns: &TestNamespace) -> Option<String> {
 
 #[tokio::test]
 async fn the_controller_runs_the_whole_flow_with_exactly_the_charts_rules() {
-    whole_flow("rbac", Scope::Cluster).await;
+    whole_flow("rbac", Scope::Cluster, Tenancy::Lockdown).await;
 }
 
 #[tokio::test]
 async fn in_namespace_scope_the_same_rules_in_a_role_are_enough() {
-    whole_flow("rbac-ns", Scope::Namespace).await;
+    whole_flow("rbac-ns", Scope::Namespace, Tenancy::Lockdown).await;
 }
 
-async fn whole_flow(test: &str, scope: Scope) {
-    let (ns, repo, _controller) = setup(test, chart_rules(), scope).await;
+#[tokio::test]
+async fn with_lockdown_off_the_gitops_rules_let_the_controller_apply_git_itself() {
+    whole_flow("rbac-open", Scope::Cluster, Tenancy::Off).await;
+}
+
+async fn whole_flow(test: &str, scope: Scope, tenancy: Tenancy) {
+    let (ns, repo, _controller) = setup(test, chart_rules(tenancy), scope, tenancy).await;
     wait_for(&ns, "v1 Healthy", |r| {
         phase(r) == Some(RolloutPhase::Healthy)
     })
@@ -326,15 +347,21 @@ async fn whole_flow(test: &str, scope: Scope) {
     drop_cluster_role(&ns).await;
 }
 
+/// Under lockdown every rule of the controller's own and `impersonate` are needed; with
+/// lockdown off, each of `gitops-rules.yaml` too (the others were shown needed already).
 #[tokio::test]
 async fn without_any_one_rule_the_controller_fails_visibly() {
-    let all = chart_rules();
-    let runs = (0..all.len()).map(|left_out| {
-        let mut rules = all.clone();
+    let locked = chart_rules(Tenancy::Lockdown);
+    let open = chart_rules(Tenancy::Off);
+    let cases = (0..locked.len())
+        .map(|left_out| (Tenancy::Lockdown, left_out))
+        .chain((locked.len()..open.len()).map(|left_out| (Tenancy::Off, left_out)));
+    let runs = cases.map(|(tenancy, left_out)| {
+        let mut rules = chart_rules(tenancy);
         let missing = rules.remove(left_out);
         async move {
             let (ns, repo, _controller) =
-                setup(&format!("rbac-{left_out}"), rules, Scope::Cluster).await;
+                setup(&format!("rbac-{left_out}"), rules, Scope::Cluster, tenancy).await;
             // Drive the flow as far as it goes: the step that needs the rule says so.
             let what = format!("a visible failure without {}", describe(&missing));
             let said = eventually(&what, LIMIT, || async { forbidden_said(&ns).await });

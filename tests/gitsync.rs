@@ -140,7 +140,9 @@ async fn a_malformed_manifest_applies_nothing_of_its_revision() {
     let ns = TestNamespace::new(&client().await, "gitsync-bad").await;
     let repo = GitRepo::new(&ns.name);
     let good = repo.commit("good", &[("deploy/a.yaml", &config_map("a", "1"))]);
-    let _controller = ControllerProcess::start(&ns.name);
+    // A platform team's GitSync: its last revision brings a Namespace of its own.
+    let _controller =
+        ControllerProcess::start_unlocked(&ns.name, &["--allow-cross-namespace"], &[]);
     git_sync(&ns, &repo.file_url(), json!({})).await;
     ready_with(&ns, "Applied", Some(&good)).await;
 
@@ -870,7 +872,9 @@ async fn a_revision_brings_its_namespace_and_crd_and_suspend_holds_everything() 
         repo.commit(subject, &borrowed)
     };
     let first = commit("namespace, CRD and objects", files("1"));
-    let _controller = ControllerProcess::start(&ns.name);
+    // A platform team's GitSync: cluster-scoped kinds and another namespace.
+    let _controller =
+        ControllerProcess::start_unlocked(&ns.name, &["--allow-cross-namespace"], &[]);
     git_sync(&ns, &repo.file_url(), json!({})).await;
     let synced = ready_with(&ns, "Applied", Some(&first)).await;
     assert_eq!(synced.status.unwrap_or_default().inventory.len(), 4);

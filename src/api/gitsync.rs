@@ -45,6 +45,12 @@ pub struct GitSyncSpec {
     /// `password` (or a token as password) for HTTPS.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_ref: Option<LocalObjectReference>,
+    /// The ServiceAccount, in this GitSync's namespace, whose permissions every dry run,
+    /// apply and prune has: weir impersonates it, so the API server's RBAC decides what the
+    /// repository may touch. Default: the controller's `--default-service-account` (the
+    /// chart's `weir-gitsync`), or the controller itself when that is not set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_account_name: Option<String>,
     /// Delete objects that left Git.
     #[serde(default = "default_true")]
     pub prune: bool,
@@ -113,7 +119,9 @@ impl Default for RollbackPolicy {
 pub struct WriteBack {
     #[serde(default)]
     pub enabled: bool,
-    /// Push the revert here (for a pull request) instead of to the tracked branch.
+    /// Push the revert here (for a pull request) instead of to the tracked branch. weir
+    /// replaces this branch with each revert, so it must start with the controller's
+    /// `--write-back-branch-prefix` (default `weir/`) and be a branch no GitSync follows.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub branch: Option<String>,
     /// Author of revert commits; required when enabled.

@@ -76,6 +76,50 @@ struct ControllerArgs {
     /// (POST /hooks/git on --metrics-addr); without it every webhook call is refused.
     #[arg(long, env = "WEIR_WEBHOOK_SECRET")]
     webhook_secret: Option<weir::gitops::webhook::SecretLocation>,
+    /// Lockdown: a GitSync without spec.serviceAccountName acts as this ServiceAccount of
+    /// its own namespace (weir impersonates it), so RBAC decides what its repository may
+    /// touch. Unset: such a GitSync acts as the controller itself (single-team clusters).
+    #[arg(long, env = "WEIR_DEFAULT_SERVICE_ACCOUNT", value_parser = parse_service_account)]
+    default_service_account: Option<String>,
+    /// Let GitSyncs apply into other namespaces and apply cluster-scoped kinds (a platform
+    /// team's cluster-wide GitSync). Impersonation still applies.
+    #[arg(long, env = "WEIR_ALLOW_CROSS_NAMESPACE")]
+    allow_cross_namespace: bool,
+    /// Let GitSyncs follow file:// repositories, which read the controller's own disk
+    /// (demos and tests).
+    #[arg(long, env = "WEIR_ALLOW_FILE_URLS")]
+    allow_file_urls: bool,
+    /// Every spec.rollback.writeBack.branch must start with this: weir force-pushes that
+    /// branch, so it must be one weir owns.
+    #[arg(long, default_value = weir::gitops::tenancy::DEFAULT_WRITE_BACK_PREFIX, env = "WEIR_WRITE_BACK_BRANCH_PREFIX", value_parser = parse_branch_prefix)]
+    write_back_branch_prefix: String,
+}
+
+fn parse_service_account(text: &str) -> Result<String, String> {
+    let ok = !text.is_empty()
+        && text.len() <= 253
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+        && !text.starts_with(['-', '.'])
+        && !text.ends_with(['-', '.']);
+    if ok {
+        Ok(text.to_owned())
+    } else {
+        Err(format!(
+            "{text:?} is not a ServiceAccount name (lower-case letters, digits, '-' and '.')"
+        ))
+    }
+}
+
+fn parse_branch_prefix(text: &str) -> Result<String, String> {
+    if text.is_empty() || text.contains("..") || text.contains(char::is_whitespace) {
+        Err(format!(
+            "{text:?} must be a non-empty branch name prefix such as weir/"
+        ))
+    } else {
+        Ok(text.to_owned())
+    }
 }
 
 fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
@@ -132,7 +176,10 @@ async fn controller(
 ) -> anyhow::Result<()> {
     let metrics = std::sync::Arc::new(weir::runtime::metrics::Metrics::default());
     let ready = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let client = kube::Client::try_default().await.map_err(|error| {
+    let config = kube::Config::infer().await.map_err(|error| {
+        anyhow::anyhow!("reading the cluster's address and credentials (in-cluster config or KUBECONFIG): {error}")
+    })?;
+    let client = kube::Client::try_from(config.clone()).map_err(|error| {
         anyhow::anyhow!("connecting to the cluster (in-cluster config or KUBECONFIG): {error}")
     })?;
     let webhook =
@@ -179,6 +226,7 @@ async fn controller(
         ),
         weir::gitops::controller::run(
             client_for_git,
+            config,
             namespace.as_deref(),
             leadership_for_git,
             git.fetching,
@@ -235,6 +283,10 @@ async fn run(cli: Cli) -> ExitCode {
                 max_concurrent_fetches,
                 fetch_timeout,
                 webhook_secret,
+                default_service_account,
+                allow_cross_namespace,
+                allow_file_urls,
+                write_back_branch_prefix,
             } = *args;
             init_logging(log_format);
             let election = Election {
@@ -250,6 +302,12 @@ async fn run(cli: Cli) -> ExitCode {
                     cache_dir: git_cache_dir,
                     max_fetches: max_concurrent_fetches,
                     fetch_timeout,
+                    policy: weir::gitops::tenancy::Policy {
+                        default_service_account,
+                        allow_cross_namespace,
+                        allow_file_urls,
+                        write_back_prefix: write_back_branch_prefix,
+                    },
                 },
                 webhook_secret,
             };

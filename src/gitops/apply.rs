@@ -16,6 +16,7 @@ use super::inventory::{
 };
 use super::ownership::{RolloutRoutes, keep_live_weights};
 use super::render::Manifest;
+use super::tenancy::{self, Identity, Placement, Policy};
 use crate::api::Rollout;
 use crate::api::gitsync::InventoryEntry;
 use crate::runtime::leader::Term;
@@ -34,6 +35,9 @@ pub struct Outcome {
     pub pruned: usize,
     /// Why the attempt stopped, naming the object.
     pub failure: Option<String>,
+    /// It stopped because the GitSync may not do it: weir's own confinement, or the API
+    /// server's RBAC for the identity it acts as.
+    pub forbidden: bool,
 }
 
 fn gvk(api_version: &str, kind: &str) -> GroupVersionKind {
@@ -93,7 +97,14 @@ fn api_for(
 
 /// One GitSync's attempt to make the cluster equal to one revision.
 pub struct Target<'a> {
+    /// Acts as the GitSync's identity: every dry run, apply, read and prune.
     pub client: &'a Client,
+    /// Who `client` is, for refusals.
+    pub identity: &'a Identity,
+    /// The controller's own client: reads the Rollouts whose route weights Git must keep,
+    /// which may be in namespaces the GitSync's identity cannot read. Never writes.
+    pub reader: &'a Client,
+    pub policy: &'a Policy,
     /// Checked before every write: a replica that lost the lease, or a reconcile that began
     /// in an earlier term, stops at once.
     pub term: &'a Term,
@@ -123,6 +134,7 @@ pub async fn sync(
         kinds: Kinds::default(),
         touched: Vec::new(),
         applied: 0,
+        forbidden: false,
     };
     let mut outcome = Outcome {
         inventory: old.to_vec(),
@@ -132,6 +144,7 @@ pub async fn sync(
         Ok(objects) => objects,
         Err(message) => {
             outcome.failure = Some(message);
+            outcome.forbidden = run.forbidden;
             return outcome;
         }
     };
@@ -139,6 +152,7 @@ pub async fn sync(
     outcome.applied = run.applied;
     if let Err(message) = result {
         outcome.failure = Some(message);
+        outcome.forbidden = run.forbidden;
         outcome.inventory = after_attempt(old, &run.touched, &[]);
         return outcome;
     }
@@ -151,6 +165,7 @@ pub async fn sync(
     let result = run.prune(to_prune(old, &new), &mut pruned).await;
     outcome.pruned = pruned.len();
     outcome.failure = result.err();
+    outcome.forbidden = run.forbidden;
     outcome.inventory = after_attempt(old, &run.touched, &pruned);
     outcome
 }
@@ -167,11 +182,14 @@ struct Run<'t, 'a> {
     /// Every object an apply may have reached, for the inventory.
     touched: Vec<InventoryEntry>,
     applied: usize,
+    /// A refusal stopped the attempt (see `Outcome::forbidden`).
+    forbidden: bool,
 }
 
 impl Run<'_, '_> {
     /// Stamps each manifest, learning its kind's scope (from the cluster, or from a CRD in
-    /// the revision).
+    /// the revision). Any object outside the GitSync's namespace refuses the whole
+    /// revision here, before anything of it is checked or applied, naming every such object.
     async fn stamp(&mut self, manifests: &[Manifest]) -> Result<Vec<Object>, String> {
         let client = self.target.client;
         let new_namespaces: BTreeSet<&str> = manifests
@@ -181,6 +199,7 @@ impl Run<'_, '_> {
             .collect();
         let mut existing_namespaces = BTreeMap::new();
         let mut objects = Vec::new();
+        let mut refusals = Vec::new();
         for manifest in manifests {
             let found = self
                 .kinds
@@ -215,6 +234,23 @@ impl Run<'_, '_> {
                     crd.object["spec"]["scope"] == "Namespaced"
                 }
             };
+            let placement = match namespaced {
+                true => Placement::Namespaced(manifest.namespace()),
+                false => Placement::ClusterScoped,
+            };
+            let what = format!(
+                "{} {} ({}, document {})",
+                manifest.kind(),
+                manifest.name(),
+                manifest.file,
+                manifest.index
+            );
+            if let Some(refusal) =
+                tenancy::confine(self.target.policy, self.target.namespace, &what, placement)
+            {
+                refusals.push(refusal);
+                continue;
+            }
             let value = stamp(
                 manifest,
                 self.target.owner,
@@ -237,11 +273,38 @@ impl Run<'_, '_> {
             }
             objects.push(Object { value, checkable });
         }
+        if !refusals.is_empty() {
+            self.forbidden = true;
+            return Err(format!(
+                "{} refused, so nothing of this revision was applied: {}",
+                match refusals.len() {
+                    1 => "1 object".to_owned(),
+                    n => format!("{n} objects"),
+                },
+                refusals.join("; ")
+            ));
+        }
         Ok(objects)
     }
 
+    /// The API server's words for a failed request, and whether it was a refusal of the
+    /// GitSync's identity (then said so, naming who weir acted as).
+    fn refused(&mut self, error: &kube::Error) -> String {
+        match error {
+            kube::Error::Api(status) if status.code == 403 => {
+                self.forbidden = true;
+                format!(
+                    "{} (weir acted as {})",
+                    status.message,
+                    self.target.identity.describe()
+                )
+            }
+            other => api_message(other),
+        }
+    }
+
     async fn apply(&mut self, objects: &[Object]) -> Result<(), String> {
-        let routes = rollout_routes(self.target.client, self.target.scope, objects).await?;
+        let routes = rollout_routes(self.target.reader, self.target.scope, objects).await?;
         for object in objects.iter().filter(|o| o.checkable) {
             self.dry_run(&object.value).await?;
         }
@@ -306,16 +369,14 @@ impl Run<'_, '_> {
         let entry = inventory::entry(object);
         let api = self.api(&entry).await?;
         let params = PatchParams::apply(FIELD_MANAGER).force().dry_run();
-        api.patch(&entry.name, &params, &Patch::Apply(object))
-            .await
-            .map(drop)
-            .map_err(|error| {
-                format!(
-                    "{} was refused by the API server (dry run): {}",
-                    describe_entry(&entry),
-                    api_message(&error)
-                )
-            })
+        match api.patch(&entry.name, &params, &Patch::Apply(object)).await {
+            Ok(_) => Ok(()),
+            Err(error) => Err(format!(
+                "{} was refused by the API server (dry run): {}",
+                describe_entry(&entry),
+                self.refused(&error)
+            )),
+        }
     }
 
     fn still_leading(&self) -> Result<(), String> {
@@ -349,7 +410,7 @@ impl Run<'_, '_> {
                 Err(format!(
                     "applying {}: {}",
                     describe_entry(&entry),
-                    api_message(&error)
+                    self.refused(&error)
                 ))
             }
         }
@@ -385,13 +446,16 @@ impl Run<'_, '_> {
                 &caps,
                 entry.namespace.as_deref(),
             );
-            let live = api.get_opt(&entry.name).await.map_err(|error| {
-                format!(
-                    "reading {} to prune it: {}",
-                    describe_entry(&entry),
-                    api_message(&error)
-                )
-            })?;
+            let live = match api.get_opt(&entry.name).await {
+                Ok(live) => live,
+                Err(error) => {
+                    return Err(format!(
+                        "reading {} to prune it: {}",
+                        describe_entry(&entry),
+                        self.refused(&error)
+                    ));
+                }
+            };
             let owner = live.as_ref().and_then(|l| {
                 l.metadata
                     .annotations
@@ -409,7 +473,7 @@ impl Run<'_, '_> {
                     return Err(format!(
                         "pruning {}: {}",
                         describe_entry(&entry),
-                        api_message(&error)
+                        self.refused(&error)
                     ));
                 }
             }

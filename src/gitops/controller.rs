@@ -16,6 +16,7 @@ use super::inventory::OWNER_ANNOTATION;
 use super::reconcile::{Context, error_policy, reconcile};
 use crate::api::gitsync::GitSync;
 use crate::api::rollout::Rollout;
+use crate::runtime::impersonation::Impersonation;
 use crate::runtime::leader::{Leadership, became_leader};
 use crate::runtime::{cache, scoped_api};
 
@@ -28,17 +29,29 @@ pub struct Options {
     pub max_fetches: usize,
     /// How long one fetch may take.
     pub fetch_timeout: Duration,
+    /// Who GitSyncs act as and where they may reach.
+    pub policy: super::tenancy::Policy,
 }
 
-/// Runs until SIGTERM or SIGINT.
+/// Runs until SIGTERM or SIGINT. `config` made `client`; GitSyncs act through clients made
+/// from it that impersonate their ServiceAccounts.
 pub async fn run(
     client: Client,
+    config: kube::Config,
     namespace: Option<&str>,
     leadership: Leadership,
     options: Options,
 ) {
+    let (gitsyncs, gitsync_events) = cache::trimmed(
+        scoped_api::<GitSync>(&client, namespace),
+        watcher::Config::default(),
+        cache::keep_all,
+    );
     let context = Arc::new(Context {
         events: crate::runtime::Events::new(&client),
+        impersonation: Impersonation::new(config, client.clone()),
+        policy: options.policy,
+        gitsyncs: gitsyncs.store.clone(),
         client: client.clone(),
         scope: namespace.map(str::to_owned),
         leadership: leadership.clone(),
@@ -54,12 +67,8 @@ pub async fn run(
     info!(
         namespace = namespace.unwrap_or("(all)"),
         kustomize = ?context.kustomize.as_ref().map(|k| k.program.display().to_string()),
+        policy = ?context.policy,
         "gitsync controller starting"
-    );
-    let (gitsyncs, gitsync_events) = cache::trimmed(
-        scoped_api::<GitSync>(&client, namespace),
-        watcher::Config::default(),
-        cache::keep_all,
     );
     Controller::for_stream(gitsync_events.applied_objects(), gitsyncs.store)
         // A Rollout's abort (or its becoming Healthy) is news for the GitSync that applied it.

@@ -52,6 +52,21 @@ pub fn required(url: &str) -> bool {
     scheme(url) == "ssh"
 }
 
+/// Whether a request for credentials for `asked` (the URL a transport is at, after any
+/// redirect) may have those of `configured` (the GitSync's `spec.url`): only for the same
+/// scheme, host and port. A redirect to another host never carries the Secret there.
+pub fn same_origin(configured: &str, asked: &str) -> bool {
+    let origin = |url: &str| {
+        let parsed = gix::url::parse(gix::bstr::BStr::new(url)).ok()?;
+        let host = parsed.host()?.trim_end_matches('.').to_ascii_lowercase();
+        Some((parsed.scheme.clone(), host, parsed.port_or_default()))
+    };
+    match (origin(configured), origin(asked)) {
+        (Some(a), Some(b)) => a == b,
+        _ => false,
+    }
+}
+
 /// The credentials for `url` from the data of Secret `secret` (`namespace/name`, for
 /// messages), or what is missing from it.
 pub fn from_secret(
@@ -110,6 +125,30 @@ pub fn from_secret(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn credentials_go_only_to_the_configured_origin() {
+        let url = "https://git.example/team/app.git";
+        for same in [
+            "https://git.example/team/app.git",
+            "https://git.example/other/repo.git",
+            "https://GIT.example./team/app.git",
+            "https://git.example:443/team/app.git",
+        ] {
+            assert!(same_origin(url, same), "{same}");
+        }
+        for other in [
+            "https://evil.example/team/app.git",
+            "https://git.example.evil.example/team/app.git",
+            "https://git.example:8443/team/app.git",
+            "http://git.example/team/app.git",
+            "https://evil.example/?git.example",
+            "not a url",
+            "",
+        ] {
+            assert!(!same_origin(url, other), "{other}");
+        }
+    }
 
     fn data(pairs: &[(&str, &str)]) -> BTreeMap<String, ByteString> {
         pairs

@@ -37,7 +37,9 @@ pub fn stamp(
 ) -> Value {
     let mut object = manifest.object.clone();
     let metadata = &mut object["metadata"];
-    if let (Some(namespace), None) = (default_namespace, metadata.get("namespace")) {
+    // An empty namespace means "not given" to the API server too.
+    let unset = metadata["namespace"].as_str().is_none_or(str::is_empty);
+    if let (Some(namespace), true) = (default_namespace, unset) {
         metadata["namespace"] = json!(namespace);
     }
     if !metadata["annotations"].is_object() {

@@ -11,6 +11,7 @@ pub mod render;
 pub mod rollback;
 pub mod source;
 pub mod status;
+pub mod tenancy;
 pub mod webhook;
 pub mod writeback;
 

@@ -23,20 +23,29 @@ use super::rollback::{
 };
 use super::source;
 use super::status::{self, Attempt, Basis};
+use super::tenancy::{self, Identity, Policy};
 use super::webhook::SYNC_REQUEST_ANNOTATION;
 use super::writeback::{self, PushError};
 use super::{apply, kustomize};
 use crate::api::gitsync::{
-    GitSync, GitSyncSpec, GitSyncStatus, InventoryEntry, PinnedRevision, RejectedRevision,
+    GitSync, GitSyncStatus, InventoryEntry, PinnedRevision, RejectedRevision,
 };
 use crate::api::rollout::Rollout;
+use crate::runtime::impersonation::Impersonation;
 use crate::runtime::leader::{Leadership, Term};
 use crate::status_patch::{self, WriteError};
 use crate::{duration, validate};
 use k8s_openapi::api::core::v1::Secret;
 
 pub struct Context {
+    /// The controller's own identity: reads, status writes, Events. Never what Git says.
     pub client: Client,
+    /// Clients acting as each GitSync's ServiceAccount.
+    pub impersonation: Impersonation,
+    /// The tenancy flags.
+    pub policy: Policy,
+    /// Every GitSync the controller watches, for the branches they follow.
+    pub gitsyncs: kube::runtime::reflector::Store<GitSync>,
     /// The namespace the controller watches (None: all of them).
     pub scope: Option<String>,
     pub events: Events,
@@ -609,10 +618,12 @@ async fn fetch(ctx: &Context, sync: &GitSync, key: &str) -> Result<String, Attem
     if let Some(first) = validate::git_sync(&sync.spec).first() {
         return Err(Attempt::InvalidSpec(format!("InvalidSpec: {first}")));
     }
-    let namespace = sync.namespace().unwrap_or_default();
+    if let Some(refusal) = refuse_spec(ctx, sync) {
+        return Err(Attempt::InvalidSpec(format!("InvalidSpec: {refusal}")));
+    }
     let dir = clone_dir(ctx, sync);
     let (url, git_ref) = (sync.spec.url.clone(), sync.spec.git_ref.clone());
-    let credentials = read_credentials(&ctx.client, &namespace, &sync.spec)
+    let credentials = read_credentials(ctx, sync)
         .await
         .map_err(Attempt::FetchFailed)?;
     let Ok(_permit) = ctx.fetches.acquire().await else {
@@ -662,11 +673,51 @@ impl Drop for InterruptOnDrop {
     }
 }
 
+/// What the controller's tenancy flags refuse in a spec that validation accepts: a
+/// `file://` URL, a write-back branch weir does not own.
+fn refuse_spec(ctx: &Context, sync: &GitSync) -> Option<String> {
+    if let Some(refusal) = tenancy::refuse_url(&ctx.policy, &sync.spec.url) {
+        return Some(refusal);
+    }
+    let write_back = &sync.spec.rollback.write_back;
+    let branch = write_back
+        .branch
+        .as_deref()
+        .filter(|_| write_back.enabled)?;
+    let all = ctx.gitsyncs.state();
+    let tracked = all
+        .iter()
+        .map(|s| s.spec.git_ref.branch.as_deref())
+        .chain([sync.spec.git_ref.branch.as_deref()])
+        .flatten();
+    tenancy::refuse_write_back_branch(&ctx.policy, branch, tracked)
+}
+
+/// Who the GitSync acts as, and a client that does.
+fn acting_as(ctx: &Context, sync: &GitSync) -> Result<(Identity, Client), String> {
+    let identity = tenancy::identity(
+        &ctx.policy,
+        &sync.namespace().unwrap_or_default(),
+        sync.spec.service_account_name.as_deref(),
+    );
+    let client = ctx
+        .impersonation
+        .client(identity.user().as_deref())
+        .map_err(|error| {
+            format!(
+                "making a client that acts as {}: {error}",
+                identity.describe()
+            )
+        })?;
+    Ok((identity, client))
+}
+
+/// The GitSync's own clone: keyed by its UID, so no other GitSync (one deleted and made
+/// again under the same name included) ever reads it.
 fn clone_dir(ctx: &Context, sync: &GitSync) -> PathBuf {
     source::clone_dir(
         &ctx.cache_dir,
-        &sync.namespace().unwrap_or_default(),
-        &sync.name_any(),
+        sync.metadata.uid.as_deref().unwrap_or_default(),
         &sync.spec.url,
     )
 }
@@ -739,8 +790,23 @@ async fn apply_revision(
         .as_ref()
         .map(|s| s.inventory.clone())
         .unwrap_or_default();
+    let (identity, client) = match acting_as(ctx, sync) {
+        Ok(acting) => acting,
+        Err(message) => {
+            return Attempt::ApplyFailed {
+                revision,
+                subject,
+                inventory: old,
+                message,
+                forbidden: false,
+            };
+        }
+    };
     let target = apply::Target {
-        client: &ctx.client,
+        client: &client,
+        identity: &identity,
+        reader: &ctx.client,
+        policy: &ctx.policy,
         term,
         scope: ctx.scope.as_deref(),
         owner: key,
@@ -755,6 +821,7 @@ async fn apply_revision(
             subject,
             inventory: outcome.inventory,
             message,
+            forbidden: outcome.forbidden,
         },
         None => Attempt::Applied {
             revision,
@@ -835,7 +902,6 @@ async fn write_back(
     rejected: &RejectedRevision,
 ) -> status::WriteBack {
     let policy = &sync.spec.rollback.write_back;
-    let namespace = sync.namespace().unwrap_or_default();
     let failed = |message: String| status::WriteBack::Failed {
         rejected: rejected.revision.clone(),
         message,
@@ -853,7 +919,7 @@ async fn write_back(
         name: policy.author_name.clone().unwrap_or_default(),
         email: policy.author_email.clone().unwrap_or_default(),
     };
-    let credentials = match read_credentials(&ctx.client, &namespace, &sync.spec).await {
+    let credentials = match read_credentials(ctx, sync).await {
         Ok(credentials) => credentials,
         Err(message) => return failed(message),
     };
@@ -989,21 +1055,29 @@ async fn remove_annotation(
 }
 
 /// The credentials the GitSync's Secret holds for its URL; read for every fetch, so a
-/// rotated Secret is used from the next interval on.
-async fn read_credentials(
-    client: &Client,
-    namespace: &str,
-    spec: &GitSyncSpec,
-) -> Result<Credentials, String> {
+/// rotated Secret is used from the next interval on. Read as the GitSync's identity: naming
+/// a Secret its ServiceAccount may not read gets nothing (a GitSync pointed at a server that
+/// asks for a password must not collect one its author could not read).
+async fn read_credentials(ctx: &Context, sync: &GitSync) -> Result<Credentials, String> {
+    let spec = &sync.spec;
     let Some(reference) = &spec.secret_ref else {
         return Ok(Credentials::Anonymous);
     };
+    let namespace = sync.namespace().unwrap_or_default();
+    let (identity, client) = acting_as(ctx, sync)?;
     let described = format!("{namespace}/{}", reference.name);
-    let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    let api: Api<Secret> = Api::namespaced(client, &namespace);
     let secret = api
         .get_opt(&reference.name)
         .await
-        .map_err(|e| format!("reading Secret {described} (spec.secretRef): {e}"))?
+        .map_err(|e| match e {
+            kube::Error::Api(status) if status.code == 403 => format!(
+                "reading Secret {described} (spec.secretRef): {} (weir acted as {})",
+                status.message,
+                identity.describe()
+            ),
+            e => format!("reading Secret {described} (spec.secretRef): {e}"),
+        })?
         .ok_or_else(|| format!("Secret {described} (spec.secretRef) does not exist"))?;
     credentials::from_secret(&spec.url, &described, &secret.data.unwrap_or_default())
 }

@@ -80,13 +80,18 @@ fn refspec(git_ref: &GitRef) -> (String, String) {
     }
 }
 
-/// The clone's directory for one GitSync and URL: a new URL starts a new clone.
-pub fn clone_dir(base: &Path, namespace: &str, name: &str, url: &str) -> PathBuf {
+/// The clone's directory for one GitSync (by UID) and URL: a new URL starts a new clone, and
+/// no two GitSyncs share one.
+pub fn clone_dir(base: &Path, uid: &str, url: &str) -> PathBuf {
     use std::hash::{Hash, Hasher};
     let mut hasher = fnv::FnvHasher::default();
     url.hash(&mut hasher);
-    base.join(namespace)
-        .join(format!("{name}-{:016x}", hasher.finish()))
+    // A UID is the API server's (a UUID); anything else is kept out of the path.
+    let uid: String = uid
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || *c == '-')
+        .collect();
+    base.join(format!("{uid}-{:016x}", hasher.finish()))
 }
 
 /// Fetches `git_ref` from `url` into the bare clone at `dir` (made on first use) and
@@ -183,9 +188,18 @@ fn fetch_into(
         .with_refspecs(Some(spec.as_str()), gix::remote::Direction::Fetch)
         .map_err(|e| fail("the ref to fetch", e))?;
     // Only the Secret's credentials: never a credential helper or a password prompt of the
-    // machine weir runs on.
+    // machine weir runs on; and only to spec.url's own host, however the server redirects.
+    let configured = url.to_owned();
     let credentials = move |action| match action {
         gix::credentials::helper::Action::Get(context) => {
+            let asked = context
+                .url
+                .as_ref()
+                .map(|u| u.to_string())
+                .unwrap_or_default();
+            if !credentials::same_origin(&configured, &asked) {
+                return Ok(None);
+            }
             Ok(basic
                 .clone()
                 .map(|identity| gix::credentials::protocol::Outcome {

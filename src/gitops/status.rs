@@ -48,6 +48,10 @@ pub enum Attempt {
         subject: String,
         inventory: Vec<InventoryEntry>,
         message: String,
+        /// The GitSync may not do what the revision asks (weir's confinement, or RBAC for
+        /// the identity it acts as): reason `Forbidden`. Retried like any failed apply,
+        /// since a RoleBinding may come.
+        forbidden: bool,
     },
     Applied {
         revision: String,
@@ -68,6 +72,9 @@ impl Attempt {
             Attempt::InvalidSpec(_) => "InvalidSpec",
             Attempt::FetchFailed(_) => "FetchFailed",
             Attempt::RenderFailed { .. } => "RenderFailed",
+            Attempt::ApplyFailed {
+                forbidden: true, ..
+            } => "Forbidden",
             Attempt::ApplyFailed { .. } => "ApplyFailed",
             Attempt::Applied { basis, .. } => match basis {
                 Basis::Head => "Applied",

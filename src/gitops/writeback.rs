@@ -142,6 +142,17 @@ pub enum PushError {
     Failed(String),
 }
 
+/// `scheme://host[:port]` of `url`, as git names it to a credential helper (`protocol`,
+/// `host`): the authority without any user name.
+fn origin(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    let authority = rest.split('/').next().unwrap_or_default();
+    let host = authority
+        .rsplit_once('@')
+        .map_or(authority, |(_, host)| host);
+    format!("{scheme}://{host}")
+}
+
 /// Pushes `commit` from the clone to `branch` of `url`. `force`: replace the branch (a
 /// branch weir owns, for a pull request); otherwise only a fast-forward is accepted, so a
 /// branch that moved since the fetch refuses the push.
@@ -196,11 +207,14 @@ pub async fn push(
         Credentials::Basic { username, password } => {
             // Git's own way to ask for them (a credential helper), answered from this
             // process's environment: a wrong password fails as "Authentication failed".
+            // Only for spec.url's own host: git asks again, with the new host, after a
+            // redirect, and the helper then answers nothing.
             config.push((
                 "credential.helper".into(),
-                r#"!f() { test "$1" = get && printf 'username=%s\npassword=%s\n' "$WEIR_GIT_USERNAME" "$WEIR_GIT_PASSWORD"; }; f"#.into(),
+                r#"!f() { test "$1" = get || return 0; p=; h=; while IFS='=' read -r k v; do case "$k" in protocol) p=$v;; host) h=$v;; esac; done; test "$p://$h" = "$WEIR_GIT_ORIGIN" && printf 'username=%s\npassword=%s\n' "$WEIR_GIT_USERNAME" "$WEIR_GIT_PASSWORD"; }; f"#.into(),
             ));
             command
+                .env("WEIR_GIT_ORIGIN", origin(url))
                 .env("WEIR_GIT_USERNAME", username)
                 .env("WEIR_GIT_PASSWORD", password);
             secrets.push(password.clone());
@@ -311,6 +325,16 @@ fn diagnose(branch: &str, commit: &str, stdout: &str, stderr: &str) -> PushError
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn the_credential_helper_answers_only_the_urls_own_origin() {
+        assert_eq!(origin("https://git.example/a/b.git"), "https://git.example");
+        assert_eq!(
+            origin("https://bot@git.example:8443/a"),
+            "https://git.example:8443"
+        );
+        assert_eq!(origin("http://127.0.0.1:9/x"), "http://127.0.0.1:9");
+    }
     use super::*;
     use crate::time::to_k8s;
     use chrono::TimeZone;

@@ -3,6 +3,7 @@
 
 pub mod cache;
 pub mod http;
+pub mod impersonation;
 pub mod leader;
 pub mod metrics;
 

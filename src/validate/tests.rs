@@ -482,6 +482,7 @@ fn git_sync_rules() {
         "path": "../outside",
         "interval": "0s",
         "secretRef": {"name": "Creds"},
+        "serviceAccountName": "Deployer",
         "rollback": {"onFailure": false, "writeBack": {"enabled": true, "branch": "a b"}}
     }));
     let violations = git_sync(&spec);
@@ -496,6 +497,7 @@ fn git_sync_rules() {
             (Invalid, "spec.rollback.writeBack.branch"),
             (Invalid, "spec.rollback.writeBack.enabled"),
             (Invalid, "spec.secretRef.name"),
+            (Invalid, "spec.serviceAccountName"),
             (Invalid, "spec.url"),
         ],
     );

@@ -100,6 +100,55 @@ pub async fn git_sync(ns: &TestNamespace, url: &str, extra: Value) {
         .unwrap_or_else(|e| panic!("applying the GitSync: {e}"));
 }
 
+/// Applies the GitSync `name` with exactly `spec`.
+pub async fn apply_git_sync(ns: &TestNamespace, name: &str, spec: Value) {
+    let object = json!({"apiVersion": "weir.dev/v1alpha1", "kind": "GitSync",
+        "metadata": {"name": name}, "spec": spec});
+    ns.api::<weir::api::GitSync>()
+        .patch(
+            name,
+            &PatchParams::apply("weir-test").force(),
+            &Patch::Apply(&object),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("applying GitSync {name}: {e}"));
+}
+
+/// Binds ServiceAccount `account_namespace/account` to `role` (a `kind`: Role or
+/// ClusterRole) in `ns`, as RoleBinding `name`; returns the binding's name.
+pub async fn bind(
+    ns: &TestNamespace,
+    name: &str,
+    kind: &str,
+    role: &str,
+    account_namespace: &str,
+    account: &str,
+) -> String {
+    use k8s_openapi::api::rbac::v1::{RoleBinding, RoleRef, Subject};
+    let binding = RoleBinding {
+        metadata: kube::api::ObjectMeta {
+            name: Some(name.to_owned()),
+            ..Default::default()
+        },
+        role_ref: RoleRef {
+            api_group: Some("rbac.authorization.k8s.io".into()),
+            kind: kind.into(),
+            name: role.into(),
+        },
+        subjects: Some(vec![Subject {
+            kind: "ServiceAccount".into(),
+            name: account.into(),
+            namespace: Some(account_namespace.into()),
+            api_group: None,
+        }]),
+    };
+    ns.api::<RoleBinding>()
+        .create(&Default::default(), &binding)
+        .await
+        .unwrap_or_else(|e| panic!("creating RoleBinding {name}: {e}"));
+    name.to_owned()
+}
+
 /// The two Services and the HTTPRoute splitting between them, as a team keeps them in Git
 /// (no weights: those are the rollout engine's).
 pub fn routing() -> Vec<Value> {

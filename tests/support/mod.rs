@@ -48,6 +48,42 @@ pub fn kubeconfig_as(user: &str, file_name: &str) -> PathBuf {
     written
 }
 
+/// A kubeconfig that authenticates as ServiceAccount `account` of `ns` with its own token
+/// (not by impersonation, which does not nest: a controller acting as it can then
+/// impersonate GitSyncs' ServiceAccounts only as far as its own RBAC allows).
+pub async fn kubeconfig_for_service_account(client: &Client, ns: &str, account: &str) -> PathBuf {
+    use k8s_openapi::api::core::v1::Secret;
+    let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), ns);
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), ns);
+    // Before Kubernetes 1.24 the token controller makes a token Secret for each account.
+    let token = eventually(
+        &format!("a token for ServiceAccount {ns}/{account}"),
+        Duration::from_secs(30),
+        || async {
+            let found = accounts.get_opt(account).await.ok()??;
+            let name = found.secrets?.first()?.name.clone()?;
+            let secret = secrets.get_opt(&name).await.ok()??;
+            let token = secret.data?.get("token")?.0.clone();
+            String::from_utf8(token).ok()
+        },
+    )
+    .await;
+    let path = kubeconfig_path();
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+    let mut config: serde_yaml_ng::Value =
+        serde_yaml_ng::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut user = serde_yaml_ng::Mapping::new();
+    user.insert("token".into(), token.into());
+    for entry in config["users"].as_sequence_mut().into_iter().flatten() {
+        entry["user"] = serde_yaml_ng::Value::Mapping(user.clone());
+    }
+    let written = std::env::temp_dir().join(format!("{ns}-{account}.kubeconfig"));
+    let yaml = serde_yaml_ng::to_string(&config).unwrap_or_else(|e| panic!("kubeconfig: {e}"));
+    std::fs::write(&written, yaml).unwrap_or_else(|e| panic!("writing {}: {e}", written.display()));
+    written
+}
+
 const HOW_TO_START: &str =
     "start the local control plane with `hack/local-cluster.sh up` (or run `make test`)";
 
@@ -150,9 +186,84 @@ impl TestNamespace {
             },
         )
         .await;
-        TestNamespace {
+        let ns = TestNamespace {
             name,
             client: client.clone(),
+        };
+        ns.tenant(TENANT_SERVICE_ACCOUNT).await;
+        ns
+    }
+
+    /// The ServiceAccount `account`, bound to the built-in `admin` role in this namespace only
+    /// (weir's kinds join it through the chart's aggregated roles) and to HTTPRoutes, which
+    /// no built-in role covers: what a platform team gives each tenant. Every test namespace
+    /// has `weir-gitsync`, so GitSyncs run under lockdown as the chart sets it up.
+    pub async fn tenant(&self, account: &str) {
+        use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
+        let params = PostParams::default();
+        let meta = |name: &str| ObjectMeta {
+            name: Some(name.to_owned()),
+            ..ObjectMeta::default()
+        };
+        let subjects = Some(vec![Subject {
+            kind: "ServiceAccount".into(),
+            name: account.into(),
+            namespace: Some(self.name.clone()),
+            api_group: None,
+        }]);
+        self.api::<ServiceAccount>()
+            .create(
+                &params,
+                &ServiceAccount {
+                    metadata: meta(account),
+                    ..ServiceAccount::default()
+                },
+            )
+            .await
+            .unwrap_or_else(|e| panic!("creating ServiceAccount {account}: {e}"));
+        let routes = format!("{account}-httproutes");
+        self.api::<Role>()
+            .create(
+                &params,
+                &Role {
+                    metadata: meta(&routes),
+                    rules: Some(vec![PolicyRule {
+                        api_groups: Some(vec!["gateway.networking.k8s.io".into()]),
+                        resources: Some(vec!["httproutes".into()]),
+                        verbs: [
+                            "get", "list", "watch", "create", "update", "patch", "delete",
+                        ]
+                        .map(String::from)
+                        .to_vec(),
+                        ..PolicyRule::default()
+                    }]),
+                },
+            )
+            .await
+            .unwrap_or_else(|e| panic!("creating Role {routes}: {e}"));
+        for (binding, kind, role) in [
+            (
+                format!("{account}-admin"),
+                "ClusterRole",
+                "admin".to_owned(),
+            ),
+            (routes.clone(), "Role", routes.clone()),
+        ] {
+            self.api::<RoleBinding>()
+                .create(
+                    &params,
+                    &RoleBinding {
+                        metadata: meta(&binding),
+                        role_ref: RoleRef {
+                            api_group: Some("rbac.authorization.k8s.io".into()),
+                            kind: kind.into(),
+                            name: role,
+                        },
+                        subjects: subjects.clone(),
+                    },
+                )
+                .await
+                .unwrap_or_else(|e| panic!("creating RoleBinding {binding}: {e}"));
         }
     }
 
@@ -267,8 +378,14 @@ impl Drop for ScrapeTarget {
     }
 }
 
+/// The ServiceAccount every test namespace has for its GitSyncs (`TestNamespace::tenant`),
+/// and that test controllers act as by default: lockdown, as the chart sets it.
+pub const TENANT_SERVICE_ACCOUNT: &str = "weir-gitsync";
+
 /// A `weir controller` process watching one namespace, killed when dropped. A real process,
-/// so tests can SIGKILL it mid-rollout and start another.
+/// so tests can SIGKILL it mid-rollout and start another. Under lockdown
+/// (`--default-service-account weir-gitsync`) unless started `unlocked`; tests serve
+/// repositories from their own disk, so `file://` is allowed.
 pub struct ControllerProcess {
     child: std::process::Child,
 }
@@ -289,6 +406,29 @@ impl ControllerProcess {
 
     /// With environment variables of its own (SSL_CERT_FILE, say).
     pub fn start_with_env(
+        namespace: &str,
+        extra: &[&str],
+        env: &[(&str, &Path)],
+    ) -> ControllerProcess {
+        let mut args = vec!["--default-service-account", TENANT_SERVICE_ACCOUNT];
+        args.extend_from_slice(extra);
+        ControllerProcess::start_unlocked(namespace, &args, env)
+    }
+
+    /// Lockdown off: GitSyncs that name no ServiceAccount act as the controller itself (a
+    /// single-team cluster, or a platform team's GitSync with `--allow-cross-namespace`).
+    pub fn start_unlocked(
+        namespace: &str,
+        extra: &[&str],
+        env: &[(&str, &Path)],
+    ) -> ControllerProcess {
+        let mut args = vec!["--allow-file-urls"];
+        args.extend_from_slice(extra);
+        ControllerProcess::start_exactly(namespace, &args, env)
+    }
+
+    /// With no flag but `--namespace` and `extra`.
+    pub fn start_exactly(
         namespace: &str,
         extra: &[&str],
         env: &[(&str, &Path)],
