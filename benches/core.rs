@@ -104,10 +104,17 @@ fn render_and_diff(c: &mut Criterion) {
                 .into_bytes(),
         })
         .collect();
-    let manifests = render(&files, "deploy").expect("renders");
+    let manifests =
+        render(&files, "deploy", &weir::gitops::render::Limits::default()).expect("renders");
     assert_eq!(manifests.len(), 1000);
     c.bench_function("render a 1,000-object revision", |b| {
-        b.iter(|| render(black_box(&files), "deploy"))
+        b.iter(|| {
+            render(
+                black_box(&files),
+                "deploy",
+                &weir::gitops::render::Limits::default(),
+            )
+        })
     });
     let old: Vec<_> = manifests
         .iter()

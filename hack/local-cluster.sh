@@ -8,6 +8,11 @@
 #   hack/local-cluster.sh status   say which parts run; exit 1 unless all of them do
 #   hack/local-cluster.sh down     stop every process it started and drop the cluster's data
 #   hack/local-cluster.sh build    only install packages and build the Kubernetes binaries
+#   hack/local-cluster.sh restart PART         stop one part (SIGTERM, SIGKILL after 3 s) and
+#                                              start it again; returns once it is ready
+#   hack/local-cluster.sh pause PART SECONDS   freeze one part (SIGSTOP) for SECONDS, then
+#                                              let it go on (SIGCONT): a stalled etcd, say
+#   PART is one of: etcd kube-apiserver kube-controller-manager prometheus kubelet-stand-in
 #
 # State lives in .local-cluster/ (git-ignored). The built Kubernetes binaries are cached in
 # ${WEIR_CACHE_DIR:-~/.cache/weir}/k8s-1.20.2 so that a second machine-local run does not rebuild.
@@ -395,11 +400,65 @@ cmd_down() {
   fi
 }
 
+known_part() {
+  local part
+  for part in "${PARTS[@]}"; do [ "$part" = "$1" ] && return 0; done
+  die "no part named '$1'; the parts are: ${PARTS[*]}"
+}
+
+# SIGTERM, and SIGKILL after 3 s: a restart is a crash as often as an upgrade, and the API
+# server's graceful shutdown would otherwise hold every fault test for its request timeout.
+stop_part() {
+  local p
+  p=$(pid_of "$1")
+  [ -n "$p" ] && pid_running "$p" || return 0
+  kill "$p" 2>/dev/null || true
+  for _ in $(seq 30); do pid_running "$p" || break; sleep 0.1; done
+  if pid_running "$p"; then kill -9 "$p" 2>/dev/null || true; fi
+  rm -f "$STATE/$1.pid"
+}
+
+# Fault injection for the tests (tests/faults.rs): the part stops as it would on an upgrade
+# and comes back on the same port with the same data.
+cmd_restart() {
+  local part=${1:-}
+  known_part "$part"
+  [ -f "$STATE/cluster.env" ] || die "no local cluster here; run: hack/local-cluster.sh up"
+  load_ports
+  say "restarting $part"
+  stop_part "$part"
+  # The log of the run before the restart is kept beside the new one.
+  [ -f "$LOGS/$part.log" ] && mv "$LOGS/$part.log" "$LOGS/$part.log.before-restart"
+  case "$part" in
+    etcd) start_etcd ;;
+    kube-apiserver) start_apiserver ;;
+    kube-controller-manager) start_controller_manager ;;
+    prometheus) start_prometheus ;;
+    kubelet-stand-in) start_stand_in ;;
+  esac
+}
+
+cmd_pause() {
+  local part=${1:-} seconds=${2:-}
+  known_part "$part"
+  [[ "$seconds" =~ ^[0-9]+$ ]] || die "pause takes a whole number of seconds, not '$seconds'"
+  local p
+  p=$(pid_of "$part")
+  [ -n "$p" ] && pid_running "$p" || die "$part is not running"
+  say "freezing $part for ${seconds}s"
+  kill -STOP "$p"
+  # Thawed whatever happens to this script: a frozen part would outlive it.
+  trap 'kill -CONT "$p" 2>/dev/null || true' EXIT
+  sleep "$seconds"
+}
+
 case "${1:-}" in
   up) cmd_up ;;
   down) cmd_down ;;
   env) cmd_env ;;
   status) cmd_status ;;
   build) cmd_build ;;
-  *) echo "usage: $0 up|down|env|status|build" >&2; exit 2 ;;
+  restart) cmd_restart "${2:-}" ;;
+  pause) cmd_pause "${2:-}" "${3:-}" ;;
+  *) echo "usage: $0 up|down|env|status|build|restart PART|pause PART SECONDS" >&2; exit 2 ;;
 esac

@@ -51,7 +51,13 @@ fn a_branch_is_fetched_incrementally_and_read_without_a_work_tree() {
     .expect("fetch");
     assert_eq!(fetched.revision, first);
     assert_eq!(fetched.subject, "first");
-    let files = files_at(&dir, &first, "apps/web").expect("files");
+    let files = files_at(
+        &dir,
+        &first,
+        "apps/web",
+        &weir::gitops::render::Limits::default(),
+    )
+    .expect("files");
     let paths: Vec<_> = files.iter().map(|f| f.path.as_str()).collect();
     assert_eq!(paths, vec!["apps/web/a.yaml"]);
     assert_eq!(files[0].bytes, CONFIG_MAP.as_bytes());
@@ -69,14 +75,24 @@ fn a_branch_is_fetched_incrementally_and_read_without_a_work_tree() {
     )
     .expect("fetch again");
     assert_eq!(fetched.revision, second);
-    let paths: Vec<_> = files_at(&dir, &second, ".")
+    let paths: Vec<_> = files_at(&dir, &second, ".", &weir::gitops::render::Limits::default())
         .expect("files")
         .into_iter()
         .map(|f| f.path)
         .collect();
     assert_eq!(paths, vec!["README.md", "apps/web/b.yaml"]);
     // The old revision is still readable: rollback reads it from the same clone.
-    assert_eq!(files_at(&dir, &first, "apps").expect("old files").len(), 1);
+    assert_eq!(
+        files_at(
+            &dir,
+            &first,
+            "apps",
+            &weir::gitops::render::Limits::default()
+        )
+        .expect("old files")
+        .len(),
+        1
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -186,7 +202,8 @@ async fn a_revert_restores_only_its_path_and_a_moved_branch_refuses_it() {
     let revert = revert_commit(&dir, &bad, &good, "apps/web", &rejected(&bad), &author())
         .expect("revert")
         .expect("something to revert");
-    let files = files_at(&dir, &revert, "").expect("files");
+    let files =
+        files_at(&dir, &revert, "", &weir::gitops::render::Limits::default()).expect("files");
     let mut seen: Vec<(&str, &[u8])> = files
         .iter()
         .map(|f| (f.path.as_str(), f.bytes.as_slice()))

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use futures::StreamExt;
 use kube::Client;
-use kube::runtime::{Controller, WatchStreamExt, controller, watcher};
+use kube::runtime::{Controller, WatchStreamExt, controller};
 use tracing::info;
 
 use super::reconcile::{Context, error_policy, reconcile};
@@ -23,6 +23,7 @@ pub async fn run(
     prometheus_url: Option<String>,
     concurrency: u16,
 ) -> anyhow::Result<()> {
+    let health = metrics.watches.clone();
     let http = reqwest::Client::builder()
         .build()
         .map_err(|e| anyhow::anyhow!("building the HTTP client for Prometheus: {e}"))?;
@@ -40,11 +41,13 @@ pub async fn run(
     );
     let (runs, run_events) = cache::trimmed(
         scoped_api::<AnalysisRun>(&client, namespace),
-        watcher::Config::default(),
+        crate::runtime::watch::config(),
         cache::keep_all,
+        health.watch("analysis/AnalysisRun"),
     );
     Controller::for_stream(run_events.applied_objects(), runs.store)
         .with_config(controller::Config::default().concurrency(concurrency))
+        .trigger_backoff(crate::runtime::watch::EachWatchBacksOff)
         .reconcile_all_on(became_leader(&leadership))
         .shutdown_on_signal()
         .run(reconcile, error_policy, context)

@@ -93,6 +93,18 @@ struct ControllerArgs {
     /// branch, so it must be one weir owns.
     #[arg(long, default_value = weir::gitops::tenancy::DEFAULT_WRITE_BACK_PREFIX, env = "WEIR_WRITE_BACK_BRANCH_PREFIX", value_parser = parse_branch_prefix)]
     write_back_branch_prefix: String,
+    /// The largest file a revision may hold, in bytes (checked before it is read).
+    #[arg(long, default_value_t = weir::gitops::render::Limits::default().file_bytes, env = "WEIR_MAX_FILE_BYTES")]
+    max_file_bytes: u64,
+    /// The most bytes of files read for one revision, and of a kustomize build's output.
+    #[arg(long, default_value_t = weir::gitops::render::Limits::default().revision_bytes, env = "WEIR_MAX_REVISION_BYTES")]
+    max_revision_bytes: u64,
+    /// The most one YAML document may expand to (aliases included), in bytes of JSON.
+    #[arg(long, default_value_t = weir::gitops::render::Limits::default().document_bytes, env = "WEIR_MAX_DOCUMENT_BYTES")]
+    max_document_bytes: u64,
+    /// The most objects one revision may hold.
+    #[arg(long, default_value_t = weir::gitops::render::Limits::default().objects, env = "WEIR_MAX_OBJECTS")]
+    max_objects: usize,
 }
 
 fn parse_service_account(text: &str) -> Result<String, String> {
@@ -176,9 +188,15 @@ async fn controller(
 ) -> anyhow::Result<()> {
     let metrics = std::sync::Arc::new(weir::runtime::metrics::Metrics::default());
     let ready = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let config = kube::Config::infer().await.map_err(|error| {
+    let mut config = kube::Config::infer().await.map_err(|error| {
         anyhow::anyhow!("reading the cluster's address and credentials (in-cluster config or KUBECONFIG): {error}")
     })?;
+    // kube retries 429/503/504 itself and honours Retry-After: a restarting API server
+    // answers "server is starting" with Retry-After 10, so every watch and request of the
+    // controller sat out 10 s after the server was back. weir's watches back off on their
+    // own (runtime::watch, at most a few seconds), and a failed reconcile is requeued by its
+    // controller's error policy.
+    config.default_retry = false;
     let client = kube::Client::try_from(config.clone()).map_err(|error| {
         anyhow::anyhow!("connecting to the cluster (in-cluster config or KUBECONFIG): {error}")
     })?;
@@ -207,6 +225,7 @@ async fn controller(
         weir::runtime::leader::Leadership::always()
     };
     let (client_for_git, leadership_for_git) = (client.clone(), leadership.clone());
+    let watches = metrics.watches.clone();
     let (_, analysis, _) = tokio::join!(
         weir::rollout::controller::run(
             client.clone(),
@@ -229,6 +248,7 @@ async fn controller(
             config,
             namespace.as_deref(),
             leadership_for_git,
+            watches,
             git.fetching,
         ),
     );
@@ -287,6 +307,10 @@ async fn run(cli: Cli) -> ExitCode {
                 allow_cross_namespace,
                 allow_file_urls,
                 write_back_branch_prefix,
+                max_file_bytes,
+                max_revision_bytes,
+                max_document_bytes,
+                max_objects,
             } = *args;
             init_logging(log_format);
             let election = Election {
@@ -307,6 +331,12 @@ async fn run(cli: Cli) -> ExitCode {
                         allow_cross_namespace,
                         allow_file_urls,
                         write_back_prefix: write_back_branch_prefix,
+                    },
+                    limits: weir::gitops::render::Limits {
+                        file_bytes: max_file_bytes,
+                        revision_bytes: max_revision_bytes,
+                        document_bytes: max_document_bytes,
+                        objects: max_objects,
                     },
                 },
                 webhook_secret,

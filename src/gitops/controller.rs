@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use kube::runtime::reflector::ObjectRef;
-use kube::runtime::{Controller, WatchStreamExt, watcher};
+use kube::runtime::{Controller, WatchStreamExt};
 use kube::{Client, ResourceExt};
 use tokio::sync::Semaphore;
 use tracing::info;
@@ -18,6 +18,7 @@ use crate::api::gitsync::GitSync;
 use crate::api::rollout::Rollout;
 use crate::runtime::impersonation::Impersonation;
 use crate::runtime::leader::{Leadership, became_leader};
+use crate::runtime::watch::{self, Health};
 use crate::runtime::{cache, scoped_api};
 
 /// How the controller fetches.
@@ -31,6 +32,8 @@ pub struct Options {
     pub fetch_timeout: Duration,
     /// Who GitSyncs act as and where they may reach.
     pub policy: super::tenancy::Policy,
+    /// How much a revision may hold.
+    pub limits: super::render::Limits,
 }
 
 /// Runs until SIGTERM or SIGINT. `config` made `client`; GitSyncs act through clients made
@@ -40,17 +43,25 @@ pub async fn run(
     config: kube::Config,
     namespace: Option<&str>,
     leadership: Leadership,
+    health: Health,
     options: Options,
 ) {
     let (gitsyncs, gitsync_events) = cache::trimmed(
         scoped_api::<GitSync>(&client, namespace),
-        watcher::Config::default(),
+        watch::config(),
         cache::keep_all,
+        health.watch("gitops/GitSync"),
+    );
+    let rollouts = watch::watched(
+        scoped_api::<Rollout>(&client, namespace),
+        watch::config(),
+        health.watch("gitops/Rollout"),
     );
     let context = Arc::new(Context {
         events: crate::runtime::Events::new(&client),
         impersonation: Impersonation::new(config, client.clone()),
         policy: options.policy,
+        limits: options.limits,
         gitsyncs: gitsyncs.store.clone(),
         client: client.clone(),
         scope: namespace.map(str::to_owned),
@@ -71,21 +82,18 @@ pub async fn run(
         "gitsync controller starting"
     );
     Controller::for_stream(gitsync_events.applied_objects(), gitsyncs.store)
+        .trigger_backoff(watch::EachWatchBacksOff)
         // A Rollout's abort (or its becoming Healthy) is news for the GitSync that applied it.
-        .watches(
-            scoped_api::<Rollout>(&client, namespace),
-            watcher::Config::default(),
-            move |rollout| {
-                if rollout.status.as_ref().is_some_and(|s| s.abort) {
-                    aborts.notify_waiters();
-                }
-                rollout
-                    .annotations()
-                    .get(OWNER_ANNOTATION)
-                    .and_then(|owner| owner.split_once('/'))
-                    .map(|(namespace, name)| ObjectRef::<GitSync>::new(name).within(namespace))
-            },
-        )
+        .watches_stream(rollouts.touched_objects(), move |rollout: Rollout| {
+            if rollout.status.as_ref().is_some_and(|s| s.abort) {
+                aborts.notify_waiters();
+            }
+            rollout
+                .annotations()
+                .get(OWNER_ANNOTATION)
+                .and_then(|owner| owner.split_once('/'))
+                .map(|(namespace, name)| ObjectRef::<GitSync>::new(name).within(namespace))
+        })
         .reconcile_all_on(became_leader(&leadership))
         .shutdown_on_signal()
         .run(reconcile, error_policy, context)

@@ -71,6 +71,7 @@ pub async fn build(
     files: Vec<SourceFile>,
     path: &str,
     kustomization: &str,
+    limits: &render::Limits,
 ) -> Result<Vec<Manifest>, String> {
     let Some(builder) = builder else {
         return Err(format!(
@@ -114,7 +115,8 @@ pub async fn build(
         );
         return Err(format!("{kustomization}: {program} failed: {why}"));
     }
-    render::stream(&format!("{kustomization} (built)"), output.stdout).map_err(|e| e.to_string())
+    render::stream(&format!("{kustomization} (built)"), output.stdout, limits)
+        .map_err(|e| e.to_string())
 }
 
 /// The build's own words for a status condition: repository paths instead of the work
@@ -198,9 +200,15 @@ mod tests {
 
     #[tokio::test]
     async fn without_a_builder_the_error_says_what_to_install() {
-        let error = build(None, vec![], "deploy", "deploy/kustomization.yaml")
-            .await
-            .expect_err("no builder");
+        let error = build(
+            None,
+            vec![],
+            "deploy",
+            "deploy/kustomization.yaml",
+            &render::Limits::default(),
+        )
+        .await
+        .expect_err("no builder");
         assert!(
             error.starts_with("deploy/kustomization.yaml: ")
                 && error.contains("kustomize or kubectl"),

@@ -52,6 +52,8 @@ pub struct Context {
     pub leadership: Leadership,
     /// Where the persistent clones live.
     pub cache_dir: PathBuf,
+    /// How much a revision may hold.
+    pub limits: render::Limits,
     /// What builds kustomizations here, found once at start.
     pub kustomize: Option<kustomize::Builder>,
     /// Fetches at once; the others wait their turn without blocking a worker.
@@ -749,29 +751,51 @@ async fn apply_revision(
         sync.spec.path.clone(),
         revision.to_owned(),
     );
+    let limits = ctx.limits;
     let read = tokio::task::spawn_blocking(move || {
         let subject = source::subject(&dir, &target)?;
-        let mut files = source::files_at(&dir, &target, &path)?;
-        let layout = render::layout(&files, &path);
-        if let Layout::Kustomization(_) = layout {
-            // Bases and components may be anywhere in the repository.
-            files = source::files_at(&dir, &target, "")?;
-        }
-        Ok::<_, source::SourceError>((subject, files, layout))
+        let files = (|| {
+            let files = source::files_at(&dir, &target, &path, &limits)?;
+            let layout = render::layout(&files, &path);
+            match layout {
+                // Bases and components may be anywhere in the repository.
+                Layout::Kustomization(_) => {
+                    Ok((source::files_at(&dir, &target, "", &limits)?, layout))
+                }
+                Layout::Manifests => Ok((files, layout)),
+            }
+        })();
+        Ok::<_, source::SourceError>((subject, files))
     })
     .await;
     let revision = revision.to_owned();
     let (subject, files, layout) = match read {
-        Ok(Ok(read)) => read,
-        Ok(Err(error)) => return Attempt::FetchFailed(error.to_string()),
+        Ok(Ok((subject, Ok((files, layout))))) => (subject, files, layout),
+        Ok(Ok((subject, Err(source::FilesError::TooLarge(message))))) => {
+            return Attempt::RenderFailed {
+                revision,
+                subject,
+                message,
+            };
+        }
+        Ok(Ok((_, Err(source::FilesError::Read(error))))) | Ok(Err(error)) => {
+            return Attempt::FetchFailed(error.to_string());
+        }
         Err(_) => return Attempt::FetchFailed("reading the clone was interrupted".into()),
     };
     let rendered = match layout {
         Layout::Kustomization(file) => {
-            kustomize::build(ctx.kustomize.clone(), files, &sync.spec.path, &file).await
+            kustomize::build(
+                ctx.kustomize.clone(),
+                files,
+                &sync.spec.path,
+                &file,
+                &ctx.limits,
+            )
+            .await
         }
         Layout::Manifests => {
-            render::render(&files, &sync.spec.path).map_err(|error| error.to_string())
+            render::render(&files, &sync.spec.path, &ctx.limits).map_err(|error| error.to_string())
         }
     };
     let manifests = match rendered {
@@ -931,12 +955,16 @@ async fn write_back(
         ));
     };
     let dir = clone_dir(ctx, sync);
-    let (built_in, path) = (dir.clone(), sync.spec.path.clone());
+    let (built_in, path, limits) = (dir.clone(), sync.spec.path.clone(), ctx.limits);
     let (head_owned, good_owned, rejected_owned) =
         (head.to_owned(), good.to_owned(), rejected.clone());
     let built = tokio::task::spawn_blocking(move || {
         // A kustomization may read the whole repository: its revert restores all of it.
-        let files = source::files_at(&built_in, &good_owned, &path)?;
+        let files =
+            source::files_at(&built_in, &good_owned, &path, &limits).map_err(|e| match e {
+                source::FilesError::Read(error) => error,
+                source::FilesError::TooLarge(message) => source::SourceError(message),
+            })?;
         let whole_tree = matches!(render::layout(&files, &path), Layout::Kustomization(_));
         writeback::revert_commit(
             &built_in,

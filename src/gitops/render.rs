@@ -6,11 +6,43 @@
 //! fails the whole revision with a message naming the file and the document's index, so that
 //! nothing of a broken revision is applied.
 
+use std::cell::Cell;
 use std::collections::BTreeMap;
 use std::fmt;
 
-use serde::Deserialize;
+use serde::de::DeserializeSeed;
 use serde_json::Value;
+
+mod bounded;
+
+/// How much a revision may hold: a repository is anyone's who can push to it, so nothing it
+/// says may cost the controller unbounded memory. Each is a controller flag.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Bytes of one file (`--max-file-bytes`); checked before the file is read.
+    pub file_bytes: u64,
+    /// Bytes of all the files read for a revision, and of a kustomize build's output
+    /// (`--max-revision-bytes`).
+    pub revision_bytes: u64,
+    /// What one document may expand to (aliases included), in bytes of JSON
+    /// (`--max-document-bytes`).
+    pub document_bytes: u64,
+    /// Objects in one revision (`--max-objects`).
+    pub objects: usize,
+}
+
+impl Default for Limits {
+    /// Far above any real application (the API server stores no object over 1.5 MiB), and
+    /// far below what would threaten the controller's memory.
+    fn default() -> Self {
+        Limits {
+            file_bytes: 4 << 20,
+            revision_bytes: 32 << 20,
+            document_bytes: 4 << 20,
+            objects: 5_000,
+        }
+    }
+}
 
 /// A file of the revision's tree, path relative to the repository root.
 #[derive(Clone, Debug, PartialEq)]
@@ -120,8 +152,13 @@ fn is_manifest(path: &str) -> bool {
             .any(|extension| name.ends_with(extension))
 }
 
-/// Every object in the YAML and JSON files under `path`, in file order then document order.
-pub fn render(files: &[SourceFile], path: &str) -> Result<Vec<Manifest>, RenderError> {
+/// Every object in the YAML and JSON files under `path`, in file order then document order,
+/// within `limits`.
+pub fn render(
+    files: &[SourceFile],
+    path: &str,
+    limits: &Limits,
+) -> Result<Vec<Manifest>, RenderError> {
     if under(files, path).next().is_none() {
         return Err(RenderError {
             file: normalize(path),
@@ -133,38 +170,98 @@ pub fn render(files: &[SourceFile], path: &str) -> Result<Vec<Manifest>, RenderE
         .filter(|f| is_manifest(&f.path))
         .collect();
     selected.sort_by(|a, b| a.path.cmp(&b.path));
+    let revision = Cell::new(limits.revision_bytes);
     let mut manifests = Vec::new();
     for file in selected {
-        manifests.extend(documents(file)?);
+        manifests.extend(documents(file, limits, &revision)?);
+        check_count(&manifests, limits)?;
     }
     check_unique(&manifests)?;
     Ok(manifests)
 }
 
 /// Every object of one rendered stream (a kustomize build's output), named `origin` in
-/// errors.
-pub fn stream(origin: &str, bytes: Vec<u8>) -> Result<Vec<Manifest>, RenderError> {
-    let manifests = documents(&SourceFile {
+/// errors, within `limits` (the stream counts as the revision's files).
+pub fn stream(origin: &str, bytes: Vec<u8>, limits: &Limits) -> Result<Vec<Manifest>, RenderError> {
+    let file = SourceFile {
         path: origin.to_owned(),
         bytes,
-    })?;
+    };
+    let output = Limits {
+        file_bytes: limits.revision_bytes,
+        ..*limits
+    };
+    let manifests = documents(&file, &output, &Cell::new(limits.revision_bytes))?;
+    check_count(&manifests, limits)?;
     check_unique(&manifests)?;
     Ok(manifests)
 }
 
-/// The documents of one file, parsed and checked.
-pub fn documents(file: &SourceFile) -> Result<Vec<Manifest>, RenderError> {
+fn check_count(manifests: &[Manifest], limits: &Limits) -> Result<(), RenderError> {
+    match manifests.get(limits.objects) {
+        Some(over) => Err(RenderError {
+            file: over.file.clone(),
+            index: Some(over.index),
+            message: format!(
+                "the revision holds more than {} objects (--max-objects); nothing was applied",
+                limits.objects
+            ),
+        }),
+        None => Ok(()),
+    }
+}
+
+/// The documents of one file, parsed and checked: the file within `limits.file_bytes`, each
+/// document's expanded size within `limits.document_bytes`, and all of them within what is
+/// `left` of the revision's budget.
+pub fn documents(
+    file: &SourceFile,
+    limits: &Limits,
+    left: &Cell<u64>,
+) -> Result<Vec<Manifest>, RenderError> {
     let fail = |index: Option<usize>, message: String| RenderError {
         file: file.path.clone(),
         index,
         message,
     };
+    let size = file.bytes.len() as u64;
+    if size > limits.file_bytes {
+        return Err(fail(
+            None,
+            format!(
+                "is {size} bytes, over the limit of {} (--max-file-bytes); nothing was applied",
+                limits.file_bytes
+            ),
+        ));
+    }
     let text =
         std::str::from_utf8(&file.bytes).map_err(|_| fail(None, "is not UTF-8 text".into()))?;
     let mut manifests = Vec::new();
     for (index, document) in serde_yaml_ng::Deserializer::from_str(text).enumerate() {
-        let value = Value::deserialize(document)
-            .map_err(|e| fail(Some(index), format!("is not valid YAML: {e}")))?;
+        // The smaller of the document's own budget and what the revision has left.
+        let budget = Cell::new(limits.document_bytes.min(left.get()));
+        let value = bounded::Budget::new(&budget)
+            .deserialize(document)
+            .map_err(|e| {
+                let message = e.to_string();
+                if message.contains(bounded::OVER_BUDGET) {
+                    let (limit, flag) = if limits.document_bytes <= left.get() {
+                        (limits.document_bytes, "--max-document-bytes")
+                    } else {
+                        (limits.revision_bytes, "--max-revision-bytes")
+                    };
+                    fail(
+                        Some(index),
+                        format!(
+                            "expands (YAML aliases included) beyond {limit} bytes ({flag}); nothing was applied"
+                        ),
+                    )
+                } else {
+                    fail(Some(index), format!("is not valid YAML: {message}"))
+                }
+            })?;
+        let spent = limits.document_bytes.min(left.get()) - budget.get();
+        left.set(left.get().saturating_sub(spent));
         match value {
             // An empty document (a leading `---`, comments only) holds nothing.
             Value::Null => continue,

@@ -31,6 +31,21 @@ impl Limits {
     }
 }
 
+/// Why a revision's files were not read.
+#[derive(Debug)]
+pub enum FilesError {
+    /// The clone could not be read.
+    Read(SourceError),
+    /// A file, or all of them, over a limit: the revision can never be applied as it is.
+    TooLarge(String),
+}
+
+impl From<SourceError> for FilesError {
+    fn from(error: SourceError) -> Self {
+        FilesError::Read(error)
+    }
+}
+
 /// Where the tracked ref pointed after a fetch.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Fetched {
@@ -425,7 +440,16 @@ pub fn trailer(dir: &Path, revision: &str, key: &str) -> Option<String> {
 }
 
 /// Every file under `path` at `revision`, read from the clone's object database.
-pub fn files_at(dir: &Path, revision: &str, path: &str) -> Result<Vec<SourceFile>, SourceError> {
+///
+/// Every file's size is looked up before anything is read: a file over `limits.file_bytes`,
+/// or files over `limits.revision_bytes` together, are `Err(Ok(refusal))`, naming the file
+/// and the limit, with nothing read.
+pub fn files_at(
+    dir: &Path,
+    revision: &str,
+    path: &str,
+    limits: &super::render::Limits,
+) -> Result<Vec<SourceFile>, FilesError> {
     let repo = gix::open(dir).map_err(|e| fail("opening the local clone", e))?;
     let id = gix::ObjectId::from_hex(revision.as_bytes())
         .map_err(|_| SourceError(format!("{revision:?} is not a commit SHA")))?;
@@ -439,14 +463,36 @@ pub fn files_at(dir: &Path, revision: &str, path: &str) -> Result<Vec<SourceFile
         .breadthfirst(&mut recorder)
         .map_err(|e| fail(&format!("listing the files of {revision}"), e))?;
     let prefix = normalize(path);
-    let mut files = Vec::new();
+    let mut wanted = Vec::new();
+    let mut total = 0u64;
     for entry in recorder.records {
         let file_path = entry.filepath.to_string();
         if !entry.mode.is_blob() || !inside(&prefix, &file_path) {
             continue;
         }
+        let size = repo
+            .find_header(entry.oid)
+            .map_err(|e| fail(&format!("reading {file_path}"), e))?
+            .size();
+        if size > limits.file_bytes {
+            return Err(FilesError::TooLarge(format!(
+                "{file_path}: is {size} bytes, over the limit of {} (--max-file-bytes); nothing was applied",
+                limits.file_bytes
+            )));
+        }
+        total += size;
+        if total > limits.revision_bytes {
+            return Err(FilesError::TooLarge(format!(
+                "{file_path}: the files read for this revision pass {} bytes (--max-revision-bytes); nothing was applied",
+                limits.revision_bytes
+            )));
+        }
+        wanted.push((file_path, entry.oid));
+    }
+    let mut files = Vec::new();
+    for (file_path, oid) in wanted {
         let blob = repo
-            .find_object(entry.oid)
+            .find_object(oid)
             .map_err(|e| fail(&format!("reading {file_path}"), e))?;
         files.push(SourceFile {
             path: file_path,

@@ -10,7 +10,7 @@ use futures::StreamExt;
 use gateway_api::apis::standard::httproutes::HttpRoute;
 use k8s_openapi::api::apps::v1::ReplicaSet;
 use kube::runtime::reflector::{ObjectRef, Store};
-use kube::runtime::{Controller, WatchStreamExt, controller, watcher};
+use kube::runtime::{Controller, WatchStreamExt, controller};
 use kube::{Api, Client, ResourceExt};
 use tracing::{info, warn};
 
@@ -21,7 +21,7 @@ use crate::api::Rollout;
 use crate::api::analysis::{AnalysisRun, AnalysisTemplate, ClusterAnalysisTemplate};
 use crate::runtime::leader::{Leadership, became_leader};
 use crate::runtime::metrics::Metrics;
-use crate::runtime::{cache, scoped_api};
+use crate::runtime::{cache, scoped_api, watch};
 
 /// Runs until SIGTERM or SIGINT, then finishes the reconciles in flight and returns. Every
 /// replica watches; only the one `leadership` says leads writes.
@@ -33,24 +33,44 @@ pub async fn run(
     ready: Arc<AtomicBool>,
     concurrency: u16,
 ) {
-    let owned = watcher::Config::default().labels(ROLLOUT_LABEL);
+    let owned = watch::config().labels(ROLLOUT_LABEL);
+    let health = &metrics.watches;
     let (rollout_cache, rollout_events) = cache::trimmed(
         scoped_api::<Rollout>(&client, namespace),
-        watcher::Config::default(),
+        watch::config(),
         cache::keep_all,
+        health.watch("rollout/Rollout"),
     );
     let (replica_sets, replica_set_events) = cache::trimmed(
         scoped_api::<ReplicaSet>(&client, namespace),
         owned.clone(),
         trim_replica_set,
+        health.watch("rollout/ReplicaSet"),
     );
     let (runs, run_events) = cache::trimmed(
         scoped_api::<AnalysisRun>(&client, namespace),
         owned,
         trim_run,
+        health.watch("rollout/AnalysisRun"),
+    );
+    let routes = watch::watched(
+        scoped_api::<HttpRoute>(&client, namespace),
+        watch::config(),
+        health.watch("rollout/HTTPRoute"),
+    );
+    let templates = watch::watched(
+        scoped_api::<AnalysisTemplate>(&client, namespace),
+        watch::config(),
+        health.watch("rollout/AnalysisTemplate"),
+    );
+    let cluster_templates = watch::watched(
+        Api::<ClusterAnalysisTemplate>::all(client.clone()),
+        watch::config(),
+        health.watch("rollout/ClusterAnalysisTemplate"),
     );
     let controller = Controller::for_stream(rollout_events.applied_objects(), rollout_cache.store)
-        .with_config(controller::Config::default().concurrency(concurrency));
+        .with_config(controller::Config::default().concurrency(concurrency))
+        .trigger_backoff(watch::EachWatchBacksOff);
     let rollouts = controller.store();
     let by_template = controller.store();
     let by_cluster_template = controller.store();
@@ -96,48 +116,41 @@ pub async fn run(
         .owns_stream(replica_set_events.touched_objects())
         .owns_stream(run_events.touched_objects())
         // Someone else changing a route's weights is drift to repair; map it to its Rollouts.
-        .watches(
-            scoped_api::<HttpRoute>(&client, namespace),
-            watcher::Config::default(),
-            move |route| {
-                let (route_ns, route_name) =
-                    (route.namespace().unwrap_or_default(), route.name_any());
-                rollouts
-                    .state()
-                    .into_iter()
-                    .filter(|rollout| {
-                        let gateway = rollout
-                            .spec
-                            .strategy
-                            .canary
-                            .as_ref()
-                            .and_then(|c| c.traffic_routing.as_ref())
-                            .and_then(|t| t.gateway_api.as_ref());
-                        let rollout_ns = rollout.namespace().unwrap_or_default();
-                        gateway.is_some_and(|g| {
-                            g.http_route == route_name
-                                && g.namespace.as_deref().unwrap_or(&rollout_ns) == route_ns
-                        })
+        .watches_stream(routes.touched_objects(), move |route: HttpRoute| {
+            let (route_ns, route_name) = (route.namespace().unwrap_or_default(), route.name_any());
+            rollouts
+                .state()
+                .into_iter()
+                .filter(|rollout| {
+                    let gateway = rollout
+                        .spec
+                        .strategy
+                        .canary
+                        .as_ref()
+                        .and_then(|c| c.traffic_routing.as_ref())
+                        .and_then(|t| t.gateway_api.as_ref());
+                    let rollout_ns = rollout.namespace().unwrap_or_default();
+                    gateway.is_some_and(|g| {
+                        g.http_route == route_name
+                            && g.namespace.as_deref().unwrap_or(&rollout_ns) == route_ns
                     })
-                    .map(|rollout| ObjectRef::from_obj(rollout.as_ref()))
-                    .collect::<Vec<_>>()
-            },
-        )
+                })
+                .map(|rollout| ObjectRef::from_obj(rollout.as_ref()))
+                .collect::<Vec<_>>()
+        })
         // A template fixed (or broken) changes what its Rollouts may do: reconcile them.
-        .watches(
-            scoped_api::<AnalysisTemplate>(&client, namespace),
-            watcher::Config::default(),
-            move |template| {
+        .watches_stream(
+            templates.touched_objects(),
+            move |template: AnalysisTemplate| {
                 let namespace = template.namespace().unwrap_or_default();
                 referring(&by_template, &template.name_any(), false)
                     .filter(|r| r.namespace.as_deref() == Some(namespace.as_str()))
                     .collect::<Vec<_>>()
             },
         )
-        .watches(
-            Api::<ClusterAnalysisTemplate>::all(client.clone()),
-            watcher::Config::default(),
-            move |template| {
+        .watches_stream(
+            cluster_templates.touched_objects(),
+            move |template: ClusterAnalysisTemplate| {
                 referring(&by_cluster_template, &template.name_any(), true).collect::<Vec<_>>()
             },
         )

@@ -130,6 +130,7 @@ pub fn trimmed<K>(
     api: Api<K>,
     config: watcher::Config,
     trim: fn(&mut K),
+    watch: super::watch::Watch,
 ) -> (
     Cache<K>,
     impl Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
@@ -156,7 +157,7 @@ where
     // A field manager's entry repeats every field it owns: on a Rollout applied from Git that
     // is the whole spec again, as a JSON tree. Writes go by name or by apply, never by
     // resending what was read, so nothing is lost by dropping it.
-    let events = watcher(api, config)
+    let events = super::watch::watched(api, config, watch)
         .modify(move |object: &mut K| {
             object.meta_mut().managed_fields = None;
             trim(object);

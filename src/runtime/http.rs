@@ -1,6 +1,6 @@
 //! The controller's HTTP server: `/healthz` (the process answers), `/readyz` (its caches have
-//! synced), `/metrics` (Prometheus text format), and whatever routes the caller adds (the
-//! push webhook).
+//! synced, and no watch has been failing for longer than `watch::BEHIND_LIMIT`), `/metrics`
+//! (Prometheus text format), and whatever routes the caller adds (the push webhook).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -48,10 +48,28 @@ pub async fn serve(
 }
 
 async fn readyz(State(shared): State<Shared>) -> impl IntoResponse {
-    if shared.ready.load(Ordering::SeqCst) {
-        (StatusCode::OK, "ready")
+    if !shared.ready.load(Ordering::SeqCst) {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "caches not synced yet".to_owned(),
+        );
+    }
+    let limit = super::watch::BEHIND_LIMIT;
+    let stale = shared
+        .metrics
+        .watches
+        .stale(std::time::Instant::now(), limit);
+    if stale.is_empty() {
+        (StatusCode::OK, "ready".to_owned())
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "caches not synced yet")
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
+                "watches failing for more than {}s: {} (see weir_watch_behind_seconds)",
+                limit.as_secs(),
+                stale.join(", ")
+            ),
+        )
     }
 }
 

@@ -1,8 +1,8 @@
 //! The controller's Prometheus metrics. Labels are bounded: a Rollout's namespace and name
 //! (one series per Rollout, as Argo Rollouts has), phases and error categories from fixed sets.
 
-use std::sync::atomic::AtomicI64;
-use std::time::Duration;
+use std::sync::atomic::{AtomicI64, AtomicU64};
+use std::time::{Duration, Instant};
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -13,6 +13,7 @@ use prometheus_client::registry::Registry;
 
 use crate::api::analysis::AnalysisPhase;
 use crate::api::rollout::{RolloutPhase, RolloutStatus};
+use crate::runtime::watch::Health;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RolloutLabels {
@@ -25,6 +26,11 @@ pub struct PhaseLabels {
     pub namespace: String,
     pub rollout: String,
     pub phase: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WatchLabels {
+    pub watch: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -58,6 +64,10 @@ pub struct Metrics {
     leader: Gauge<i64, AtomicI64>,
     measurements: Family<MeasurementLabels, Counter>,
     query_duration: Histogram,
+    watch_behind: Family<WatchLabels, Gauge<f64, AtomicU64>>,
+    /// Every watch's health: `/readyz` fails on a watch behind for too long, and
+    /// `weir_watch_behind_seconds` says which.
+    pub watches: Health,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -116,8 +126,16 @@ impl Default for Metrics {
             "Time per metric query, answered or not",
             query_duration.clone(),
         );
+        let watch_behind = Family::<WatchLabels, Gauge<f64, AtomicU64>>::default();
+        registry.register(
+            "watch_behind_seconds",
+            "How long each watch has been failing without taking an event (0: in sync)",
+            watch_behind.clone(),
+        );
         Metrics {
             registry,
+            watch_behind,
+            watches: Health::default(),
             measurements,
             query_duration,
             phase,
@@ -179,6 +197,11 @@ impl Metrics {
     }
 
     pub fn encode(&self) -> Result<String, std::fmt::Error> {
+        for (watch, behind) in self.watches.behind(Instant::now()) {
+            self.watch_behind
+                .get_or_create(&WatchLabels { watch })
+                .set(behind.as_secs_f64());
+        }
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &self.registry)?;
         Ok(text)
@@ -201,6 +224,7 @@ mod tests {
         metrics.observe_rollout("shop", "web", &status);
         metrics.observe_reconcile(Duration::from_millis(12), Some("MissingService"));
         metrics.set_leader(true);
+        let _ = metrics.watches.watch("rollout/Rollout");
         let text = metrics.encode().expect("encodes");
         for line in [
             r#"weir_rollout_phase{namespace="shop",rollout="web",phase="Paused"} 1"#,
@@ -210,6 +234,7 @@ mod tests {
             r#"weir_reconcile_errors_total{category="MissingService"} 1"#,
             "weir_reconcile_duration_seconds_count 1",
             "weir_leader 1",
+            r#"weir_watch_behind_seconds{watch="rollout/Rollout"} 0.0"#,
         ] {
             assert!(text.lines().any(|l| l == line), "missing {line} in\n{text}");
         }

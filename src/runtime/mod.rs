@@ -6,6 +6,7 @@ pub mod http;
 pub mod impersonation;
 pub mod leader;
 pub mod metrics;
+pub mod watch;
 
 use std::future::Future;
 use std::time::Duration;

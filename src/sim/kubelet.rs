@@ -6,7 +6,7 @@
 
 use std::sync::Arc;
 
-use futures::TryStreamExt;
+use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Pod, PodCondition};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, Patch, PatchParams};
@@ -92,7 +92,9 @@ pub fn status_patch(pod: &Pod, now: &Time) -> Option<Value> {
     }))
 }
 
-/// Watches every Pod in the cluster and reports each one's status until the watch ends.
+/// Watches every Pod in the cluster and reports each one's status, for as long as it runs.
+/// Like a real kubelet it outlives the API server: a failed watch is retried with backoff,
+/// never the end of the stand-in (the fault tests restart the API server under it).
 pub async fn run(client: Client) -> anyhow::Result<()> {
     let pods: Api<Pod> = Api::all(client.clone());
     let client = Arc::new(client);
@@ -100,15 +102,17 @@ pub async fn run(client: Client) -> anyhow::Result<()> {
     watcher(pods, watcher::Config::default())
         .default_backoff()
         .applied_objects()
-        .map_err(anyhow::Error::from)
-        .try_for_each_concurrent(CONCURRENCY, |pod| {
-            let client = client.clone();
-            async move {
-                report(&client, &pod).await;
-                Ok(())
-            }
+        .filter_map(|event| async move {
+            event
+                .inspect_err(|error| tracing::warn!(%error, "watching pods (retried)"))
+                .ok()
         })
-        .await
+        .for_each_concurrent(CONCURRENCY, |pod| {
+            let client = client.clone();
+            async move { report(&client, &pod).await }
+        })
+        .await;
+    Ok(())
 }
 
 async fn report(client: &Client, pod: &Pod) {

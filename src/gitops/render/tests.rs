@@ -39,7 +39,7 @@ fn files_under_the_path_in_order_with_every_document() {
             "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: e}\n",
         ),
     ];
-    let rendered = render(&files, "./apps/web/").expect("renders");
+    let rendered = render(&files, "./apps/web/", &Limits::default()).expect("renders");
     assert_eq!(
         names(&rendered),
         vec!["Service/web", "ConfigMap/b1", "ConfigMap/b2", "Secret/c"]
@@ -50,7 +50,7 @@ fn files_under_the_path_in_order_with_every_document() {
         "the comment-only document counts, so indexes match what an editor shows"
     );
     assert_eq!(
-        render(&files, ".").map(|m| m.len()),
+        render(&files, ".", &Limits::default()).map(|m| m.len()),
         Ok(6),
         "everything but the README and the hidden file"
     );
@@ -66,7 +66,11 @@ fn the_root_path_takes_every_file() {
         ),
     ];
     for path in ["", ".", "./", "/"] {
-        assert_eq!(render(&files, path).map(|m| m.len()), Ok(2), "{path:?}");
+        assert_eq!(
+            render(&files, path, &Limits::default()).map(|m| m.len()),
+            Ok(2),
+            "{path:?}"
+        );
     }
 }
 
@@ -77,7 +81,7 @@ fn lists_are_expanded() {
         "apiVersion: v1\nkind: List\nitems:\n- {apiVersion: v1, kind: ConfigMap, metadata: {name: x}}\n- {apiVersion: v1, kind: ConfigMap, metadata: {name: y}}\n",
     )];
     assert_eq!(
-        names(&render(&files, ".").expect("renders")),
+        names(&render(&files, ".", &Limits::default()).expect("renders")),
         vec!["ConfigMap/x", "ConfigMap/y"]
     );
 }
@@ -102,7 +106,7 @@ fn a_bad_document_names_file_and_index() {
             file("ok.yaml", SERVICE),
             file("bad.yaml", &format!("{SERVICE}---\n{text}")),
         ];
-        let error = render(&files, ".").expect_err(text);
+        let error = render(&files, ".", &Limits::default()).expect_err(text);
         assert_eq!(
             (error.file.as_str(), error.index),
             ("bad.yaml", Some(1)),
@@ -119,7 +123,7 @@ fn a_bad_document_names_file_and_index() {
         bytes: vec![0xff, 0xfe],
     }];
     assert_eq!(
-        render(&binary, ".").map_err(|e| e.message),
+        render(&binary, ".", &Limits::default()).map_err(|e| e.message),
         Err("is not UTF-8 text".into())
     );
 }
@@ -127,7 +131,7 @@ fn a_bad_document_names_file_and_index() {
 #[test]
 fn the_same_object_twice_is_refused_naming_both() {
     let files = vec![file("a.yaml", SERVICE), file("b.yaml", SERVICE)];
-    let error = render(&files, ".").expect_err("duplicate");
+    let error = render(&files, ".", &Limits::default()).expect_err("duplicate");
     assert_eq!(
         error.to_string(),
         "b.yaml (document 0): Service web is also defined in a.yaml (document 0)"
@@ -135,7 +139,7 @@ fn the_same_object_twice_is_refused_naming_both() {
     let other_namespace = format!("{SERVICE}  namespace: other\n");
     let files = vec![file("a.yaml", SERVICE), file("b.yaml", &other_namespace)];
     assert!(
-        render(&files, ".").is_ok(),
+        render(&files, ".", &Limits::default()).is_ok(),
         "a different namespace is a different object"
     );
 }
@@ -146,7 +150,7 @@ fn a_missing_path_and_kustomizations_are_told_apart() {
         file("apps/web/kustomization.yaml", "resources: [a.yaml]\n"),
         file("apps/web/a.yaml", SERVICE),
     ];
-    let error = render(&files, "apps/api").expect_err("missing");
+    let error = render(&files, "apps/api", &Limits::default()).expect_err("missing");
     assert_eq!(
         error.to_string(),
         "apps/api: no such directory in this revision: check spec.path"
@@ -175,7 +179,101 @@ fn a_custom_kind_ending_in_list_is_an_object() {
         "deploy/allow.yaml",
         "apiVersion: policy.example/v1\nkind: AllowList\nmetadata:\n  name: ips\nitems:\n- 10.0.0.1\n",
     )];
-    let manifests = render(&files, "deploy").expect("renders");
+    let manifests = render(&files, "deploy", &Limits::default()).expect("renders");
     assert_eq!(names(&manifests), vec!["AllowList/ips"]);
     assert_eq!(manifests[0].object["items"][0], "10.0.0.1");
+}
+
+fn config_map(name: &str) -> String {
+    format!("apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: {name}}}\n")
+}
+
+#[test]
+fn a_quadratic_alias_bomb_is_refused_naming_the_file_and_the_limit() {
+    // The finding: one anchor of 3,000 items aliased 3,000 times, about 15 KB of YAML that
+    // expanded to 291 MB. Refused within the budget, whatever it would expand to.
+    let items = vec!["x"; 3_000].join(", ");
+    let aliases = vec!["*a"; 3_000].join(", ");
+    let bomb = format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: bomb}}\ndata: {{}}\nx-anchor: &a [{items}]\nx-uses: [{aliases}]\n"
+    );
+    assert!(bomb.len() < 30_000);
+    let files = vec![
+        file("deploy/a.yaml", &config_map("a")),
+        file("deploy/bomb.yaml", &bomb),
+    ];
+    let error = render(&files, ".", &Limits::default()).expect_err("refused");
+    assert_eq!(error.file, "deploy/bomb.yaml");
+    assert_eq!(error.index, Some(0));
+    assert!(error.message.contains("--max-document-bytes"), "{error}");
+    assert!(error.message.contains("nothing was applied"), "{error}");
+}
+
+#[test]
+fn files_objects_and_the_whole_revision_have_limits() {
+    let limits = Limits {
+        file_bytes: 200,
+        revision_bytes: 1_000,
+        document_bytes: 500,
+        objects: 3,
+    };
+    let big = format!(
+        "{}data: {{v: \"{}\"}}\n",
+        config_map("big"),
+        "x".repeat(300)
+    );
+    let error = render(&[file("d/big.yaml", &big)], ".", &limits).expect_err("file");
+    assert_eq!(error.file, "d/big.yaml");
+    assert!(error.message.contains("--max-file-bytes"), "{error}");
+
+    let many: Vec<SourceFile> = (0..4)
+        .map(|i| file(&format!("d/{i}.yaml"), &config_map(&format!("c{i}"))))
+        .collect();
+    let error = render(&many, ".", &limits).expect_err("objects");
+    assert!(
+        error
+            .message
+            .contains("more than 3 objects (--max-objects)"),
+        "{error}"
+    );
+    assert!(render(&many[..3], ".", &limits).is_ok(), "three fit");
+
+    // Each file and document fits; all of them together do not.
+    let medium = format!("{}data: {{v: \"{}\"}}\n", config_map("m"), "x".repeat(100));
+    let spread: Vec<SourceFile> = (0..3)
+        .map(|i| {
+            file(
+                &format!("d/{i}.yaml"),
+                &medium.replace("name: m", &format!("name: m{i}")),
+            )
+        })
+        .collect();
+    let tight = Limits {
+        revision_bytes: 300,
+        objects: 10,
+        ..limits
+    };
+    let error = render(&spread, ".", &tight).expect_err("revision");
+    assert!(error.message.contains("--max-revision-bytes"), "{error}");
+    let roomy = Limits {
+        revision_bytes: 10_000,
+        ..tight
+    };
+    assert!(render(&spread, ".", &roomy).is_ok());
+}
+
+#[test]
+fn a_kustomize_build_output_counts_as_the_revision() {
+    let limits = Limits {
+        revision_bytes: 100,
+        ..Limits::default()
+    };
+    let output = format!("{}---\n{}", config_map("a"), config_map("b")).repeat(3);
+    let error = stream(
+        "deploy/kustomization.yaml (built)",
+        output.into_bytes(),
+        &limits,
+    )
+    .expect_err("over");
+    assert!(error.file.contains("(built)"), "{error}");
 }

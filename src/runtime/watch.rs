@@ -1,0 +1,267 @@
+//! How every watch of the controller lists, retries and reports its health.
+//!
+//! Each watch backs off on its own. kube's `Controller` would otherwise put one backoff
+//! around all of its triggers together: an error of any watch (a missing CRD, an API server
+//! outage) paused every other one, the Rollouts' included, and the backoff only reset after
+//! two quiet minutes, so right after an outage a template change waited tens of seconds for
+//! a watch that was not even broken. Here a watch's backoff grows from a quarter second to
+//! at most `MAX_BACKOFF` and resets with the first event it takes again.
+//!
+//! After `410 Expired` kube's watcher lists again; `config()` makes that list a consistent
+//! read from etcd, never the API server's watch cache, which right after a restart may
+//! answer with a version the new watch cache no longer serves (KEP 1904).
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::{Stream, StreamExt};
+use kube::Api;
+use kube::runtime::WatchStreamExt;
+use kube::runtime::utils::{Backoff, ResetTimerBackoff};
+use kube::runtime::watcher::{self, ExponentialBackoff, ListSemantic, watcher};
+use serde::de::DeserializeOwned;
+
+/// The longest backoff of a failing watch before its jitter (which adds up to as much
+/// again): short, because a watch waiting out its backoff when the API server comes back is
+/// a controller that does not react; a watch is one cheap request per try.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(2);
+
+/// How long a watch may be behind (failing, not yet listed again) before `/readyz` fails.
+pub const BEHIND_LIMIT: Duration = Duration::from_secs(30);
+
+/// A failing watch retries well within this (`MAX_BACKOFF` with jitter, and the request):
+/// one quiet this long since its last error has reconnected, even if no object changed
+/// since (kube's watcher says nothing when a watch starts again).
+pub const QUIET: Duration = Duration::from_secs(12);
+
+/// A watch's list and watch parameters: lists after an error are consistent reads.
+pub fn config() -> watcher::Config {
+    watcher::Config::default().list_semantic(ListSemantic::MostRecent)
+}
+
+/// The backoff of one watch: 250 ms, doubling, at most `MAX_BACKOFF`, each wait plus up to
+/// as much again of jitter; reset by the stream on the first event after an error.
+pub fn backoff() -> impl Backoff + 'static {
+    let exponential: ExponentialBackoff = backon::ExponentialBuilder::new()
+        .with_min_delay(Duration::from_millis(250))
+        .with_max_delay(MAX_BACKOFF)
+        .with_factor(2.0)
+        .with_jitter()
+        .without_max_times()
+        .into();
+    // Also forgotten after a quiet minute, for watches that take no event for a long time.
+    ResetTimerBackoff::new(exponential, Duration::from_secs(60))
+}
+
+/// A watch of `api` that backs off on its own and records its health as `watch`.
+pub fn watched<K>(
+    api: Api<K>,
+    config: watcher::Config,
+    watch: Watch,
+) -> impl Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static
+where
+    K: kube::Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + 'static,
+{
+    watcher(api, config)
+        .backoff(backoff())
+        .inspect(move |result| watch.saw(result))
+}
+
+/// For kube's `Controller::trigger_backoff`: its triggers are watches that each back off
+/// already (`backoff`), so the controller adds no wait of its own around all of them.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct EachWatchBacksOff;
+
+impl Iterator for EachWatchBacksOff {
+    type Item = Duration;
+    fn next(&mut self) -> Option<Duration> {
+        Some(Duration::ZERO)
+    }
+}
+
+impl Backoff for EachWatchBacksOff {
+    fn reset(&mut self) {}
+}
+
+/// Whether a watch hears the API server: since when it has been failing, if it is.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Heard {
+    /// The first error since the watch last took an event; None while it takes them.
+    pub behind_since: Option<Instant>,
+    /// The latest error.
+    pub last_error: Option<Instant>,
+    /// Errors since `behind_since`.
+    pub errors: u64,
+}
+
+impl Heard {
+    /// An event taken: the watch is listing or watching again.
+    pub fn took(&mut self) {
+        *self = Heard::default();
+    }
+
+    /// An error: the watch is behind from now, or still. An error after a quiet spell
+    /// starts a new run of errors.
+    pub fn failed(&mut self, now: Instant) {
+        if self.behind(now).is_zero() {
+            *self = Heard::default();
+        }
+        self.behind_since.get_or_insert(now);
+        self.last_error = Some(now);
+        self.errors += 1;
+    }
+
+    /// How long the watch has been behind at `now`: from its first error, as long as errors
+    /// keep coming; zero once it took an event or has been quiet for `QUIET`.
+    pub fn behind(&self, now: Instant) -> Duration {
+        match (self.behind_since, self.last_error) {
+            (Some(since), Some(last)) if now.saturating_duration_since(last) < QUIET => {
+                now.saturating_duration_since(since)
+            }
+            _ => Duration::ZERO,
+        }
+    }
+}
+
+/// Every watch's health, by name, shared with `/readyz` and `/metrics`.
+#[derive(Clone, Default)]
+pub struct Health {
+    watches: Arc<Mutex<BTreeMap<String, Heard>>>,
+}
+
+impl Health {
+    /// The record of the watch `name`, made known (healthy) at once so the metric lists it.
+    pub fn watch(&self, name: &str) -> Watch {
+        self.lock().entry(name.to_owned()).or_default();
+        Watch {
+            health: self.clone(),
+            name: name.to_owned(),
+        }
+    }
+
+    /// Each watch and how long it has been behind at `now` (zero when it is not).
+    pub fn behind(&self, now: Instant) -> Vec<(String, Duration)> {
+        self.lock()
+            .iter()
+            .map(|(name, heard)| (name.clone(), heard.behind(now)))
+            .collect()
+    }
+
+    /// The watches behind for longer than `limit` at `now`: what makes `/readyz` fail.
+    pub fn stale(&self, now: Instant, limit: Duration) -> Vec<String> {
+        self.behind(now)
+            .into_iter()
+            .filter(|(_, behind)| *behind > limit)
+            .map(|(name, _)| name)
+            .collect()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<String, Heard>> {
+        self.watches.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// One watch's handle on its record.
+#[derive(Clone)]
+pub struct Watch {
+    health: Health,
+    name: String,
+}
+
+impl Watch {
+    /// Records what the watch's stream yielded.
+    pub fn saw<T, E: std::fmt::Display>(&self, result: &Result<T, E>) {
+        let mut watches = self.health.lock();
+        let heard = watches.entry(self.name.clone()).or_default();
+        match result {
+            Ok(_) => heard.took(),
+            Err(error) => {
+                let now = Instant::now();
+                if heard.behind(now).is_zero() {
+                    tracing::warn!(watch = %self.name, %error, "watch failed; retrying with backoff");
+                }
+                heard.failed(now);
+            }
+        }
+    }
+
+    #[cfg(test)]
+    fn failed_at(&self, now: Instant) {
+        let mut watches = self.health.lock();
+        watches.entry(self.name.clone()).or_default().failed(now);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_watch_is_behind_from_its_first_error_until_it_takes_an_event() {
+        let start = Instant::now();
+        let mut heard = Heard::default();
+        assert_eq!(heard.behind(start), Duration::ZERO);
+        // Errors every 5 s for 40 s: behind all along, counted from the first.
+        for second in (0..=40).step_by(5) {
+            heard.failed(start + Duration::from_secs(second));
+        }
+        assert_eq!(
+            heard.behind(start + Duration::from_secs(41)),
+            Duration::from_secs(41)
+        );
+        assert_eq!(heard.errors, 9);
+        // An event: in again.
+        let mut listed = heard.clone();
+        listed.took();
+        assert_eq!(listed, Heard::default());
+        // Or quiet for QUIET: the watch started again without an object changing.
+        assert_eq!(
+            heard.behind(start + Duration::from_secs(40) + QUIET),
+            Duration::ZERO
+        );
+        // A later error starts a new run.
+        heard.failed(start + Duration::from_secs(100));
+        assert_eq!(
+            heard.behind(start + Duration::from_secs(101)),
+            Duration::from_secs(1)
+        );
+        assert_eq!(heard.errors, 1);
+    }
+
+    #[test]
+    fn only_watches_behind_past_the_limit_are_stale() {
+        let health = Health::default();
+        let rollouts = health.watch("rollouts");
+        let _routes = health.watch("httproutes");
+        let start = Instant::now();
+        rollouts.failed_at(start);
+        assert!(health.stale(start, BEHIND_LIMIT).is_empty());
+        // Failing again every few seconds, past the limit.
+        let late = start + BEHIND_LIMIT + Duration::from_secs(1);
+        let mut at = start;
+        while at < late {
+            at += Duration::from_secs(4);
+            rollouts.failed_at(at);
+        }
+        assert_eq!(health.stale(at, BEHIND_LIMIT), vec!["rollouts".to_owned()]);
+        rollouts.saw(&Ok::<(), &str>(()));
+        assert!(health.stale(at, BEHIND_LIMIT).is_empty());
+        assert_eq!(health.behind(start).len(), 2, "every watch is listed");
+    }
+
+    #[test]
+    fn a_failing_watch_waits_at_most_the_maximum_and_never_zero() {
+        let mut backoff = backoff();
+        let waits: Vec<Duration> = (0..12).map_while(|_| backoff.next()).collect();
+        assert_eq!(waits.len(), 12, "a watch never gives up");
+        assert!(
+            waits
+                .iter()
+                .all(|w| *w > Duration::ZERO && *w <= MAX_BACKOFF * 2)
+        );
+        backoff.reset();
+        let first = backoff.next().unwrap_or_default();
+        assert!(first <= Duration::from_millis(500), "reset: {first:?}");
+    }
+}
