@@ -57,10 +57,10 @@ pub fn lint(file: &str, text: &str) -> Report {
         let place = format!("{file}: document {number} ({kind} {name})");
         let violations: Result<Vec<Violation>, String> = match kind {
             "Rollout" => parse::<RolloutSpec>(&value["spec"]).map(|s| validate::rollout(&s)),
-            "AnalysisTemplate" | "ClusterAnalysisTemplate" => {
-                parse::<AnalysisTemplateSpec>(&value["spec"])
-                    .map(|s| validate::analysis_template(&s))
-            }
+            "AnalysisTemplate" => parse::<AnalysisTemplateSpec>(&value["spec"])
+                .map(|s| validate::analysis_template(&s)),
+            "ClusterAnalysisTemplate" => parse::<AnalysisTemplateSpec>(&value["spec"])
+                .map(|s| validate::cluster_analysis_template(&s)),
             "GitSync" if api_version == WEIR => {
                 parse::<GitSyncSpec>(&value["spec"]).map(|s| validate::git_sync(&s))
             }
