@@ -148,6 +148,27 @@ mod tests {
     }
 
     #[test]
+    fn a_cluster_template_is_linted_with_the_cluster_rules() {
+        let template = |kind: &str| {
+            format!(
+                "apiVersion: weir.dev/v1alpha1\nkind: {kind}\nmetadata: {{name: shared}}\n\
+                spec:\n  metrics:\n  - name: m\n    successCondition: 'true'\n    provider:\n      prometheus:\n\
+                \x20       query: up\n        headers: [{{key: Authorization, value: Bearer xyz}}]\n"
+            )
+        };
+        assert_eq!(lint("t.yaml", &template("AnalysisTemplate")).errors, 0);
+        let report = lint("t.yaml", &template("ClusterAnalysisTemplate"));
+        assert_eq!(report.errors, 1, "{:?}", report.lines);
+        assert!(
+            report.lines[0].starts_with(
+                "t.yaml: document 1 (ClusterAnalysisTemplate shared): error: spec.metrics[0].provider.prometheus.headers[0].value:"
+            ),
+            "{:?}",
+            report.lines
+        );
+    }
+
+    #[test]
     fn unknown_kinds_are_said_not_skipped() {
         let report = lint(
             "x.yaml",
