@@ -453,6 +453,82 @@ pub fn analysis_template(spec: &AnalysisTemplateSpec) -> Vec<Violation> {
     report.finish()
 }
 
+/// A ClusterAnalysisTemplate is written by the cluster's operators and copied into
+/// AnalysisRuns in every tenant's namespace, where whoever may read runs there reads it. So
+/// on top of a template's rules, nothing a header could carry as a credential may be written
+/// in it literally: a header value is built from `{{args.NAME}}` only, those arguments have
+/// no literal default here, and an address carries no `user:password@`. Credentials come
+/// from `authentication` (a Secret in the run's namespace, read only when measuring).
+pub fn cluster_analysis_template(spec: &AnalysisTemplateSpec) -> Vec<Violation> {
+    let mut report = Report {
+        violations: analysis_template(spec),
+    };
+    const USE_AUTHENTICATION: &str = "send credentials with authentication.bearerToken or authentication.basicAuth (from a Secret in the run's namespace)";
+    for (index, metric) in spec.metrics.iter().enumerate() {
+        let Some(prometheus) = &metric.provider.prometheus else {
+            continue;
+        };
+        let at = format!("spec.metrics[{index}].provider.prometheus");
+        // Parsed as the query's sender parses it (reqwest's URL parser).
+        if let Some(address) = &prometheus.address
+            && reqwest::Url::parse(address)
+                .is_ok_and(|url| !url.username().is_empty() || url.password().is_some())
+        {
+            report.invalid(
+                format!("{at}.address"),
+                format!("carries user:password@, which every AnalysisRun made from this ClusterAnalysisTemplate would show: {USE_AUTHENTICATION}"),
+            );
+        }
+        for (h, header) in prometheus.headers.iter().enumerate() {
+            let literal = placeholders_removed(&header.value);
+            if !literal.trim().is_empty() {
+                report.invalid(
+                    format!("{at}.headers[{h}].value"),
+                    format!("header {:?} has a literal value, which every AnalysisRun made from this ClusterAnalysisTemplate would show in the clear: {USE_AUTHENTICATION}, or build the value from {{{{args.NAME}}}} only", header.key),
+                );
+            }
+        }
+    }
+    // An argument's default is copied into every run too: none for one a header sends.
+    for (a, arg) in spec.args.iter().enumerate() {
+        if arg.value.is_none() {
+            continue;
+        }
+        let sent_in = spec.metrics.iter().find_map(|metric| {
+            let prometheus = metric.provider.prometheus.as_ref()?;
+            prometheus
+                .headers
+                .iter()
+                .find(|h| placeholders(&h.value).contains(&arg.name.as_str()))
+                .map(|h| (metric.name.as_str(), h.key.as_str()))
+        });
+        if let Some((metric, header)) = sent_in {
+            report.invalid(
+                format!("spec.args[{a}].value"),
+                format!("argument {:?} is sent in header {header:?} of metric {metric:?}, and its default would be copied into every AnalysisRun in the clear: take it from a Secret (valueFrom.secretKeyRef, read in the run's namespace) or leave it for the Rollout to give", arg.name),
+            );
+        }
+    }
+    report.finish()
+}
+
+/// `text` without its `{{args.NAME}}` placeholders (an unterminated `{{` stays text).
+fn placeholders_removed(text: &str) -> String {
+    let mut kept = String::new();
+    let mut rest = text;
+    while let Some(start) = rest.find("{{") {
+        let after = &rest[start + 2..];
+        let Some(end) = after.find("}}") else { break };
+        kept.push_str(&rest[..start]);
+        if after[..end].trim().strip_prefix("args.").is_none() {
+            kept.push_str(&rest[start..start + 2 + end + 2]);
+        }
+        rest = &after[end + 2..];
+    }
+    kept.push_str(rest);
+    kept
+}
+
 fn check_metric(report: &mut Report, at: &str, metric: &Metric, declared_args: &BTreeSet<&str>) {
     report.unsupported(at, &metric.unsupported);
     if metric.name.is_empty() {

@@ -624,3 +624,169 @@ async fn secret_values_never_leak_through_query_errors() {
         );
     }
 }
+
+/// A TCP listener that counts the connections made to it, and answers none.
+struct Listener {
+    url: String,
+    connections: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Listener {
+    async fn start() -> Listener {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("binding a listener");
+        let url = format!("http://{}", listener.local_addr().expect("its address"));
+        let connections = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counted = connections.clone();
+        let task = tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                drop(stream);
+            }
+        });
+        Listener {
+            url,
+            connections,
+            task,
+        }
+    }
+
+    fn connections(&self) -> usize {
+        self.connections.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+#[tokio::test]
+async fn an_address_the_operator_does_not_allow_is_never_queried() {
+    let ns = TestNamespace::new(&client().await, "analysis-allowed").await;
+    let elsewhere = Listener::start().await;
+    let prometheus = prometheus_url();
+    let _controller = ControllerProcess::start_with(
+        &ns.name,
+        &[
+            "--metrics-addr",
+            "127.0.0.1:0",
+            "--prometheus-url",
+            &prometheus,
+            "--allowed-metric-hosts",
+            &prometheus,
+        ],
+    );
+    apply(
+        &ns,
+        json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "tenant"},
+        "stringData": {"label": "s3cr3t"}}),
+    )
+    .await;
+    // Same host as the allowed Prometheus, another port: not what the operator allowed.
+    success_rate_template(
+        &ns,
+        "weir_test_success_rate{test=\"{{args.tenant}}\"}",
+        json!({"successCondition": "result[0] >= 0.95",
+               "provider": {"prometheus": {"query": "weir_test_success_rate{test=\"{{args.tenant}}\"}",
+                                           "address": elsewhere.url}}}),
+        json!([{"name": "tenant", "valueFrom": {"secretKeyRef": {"name": "tenant", "key": "label"}}}]),
+    )
+    .await;
+    let steps = json!([{"setWeight": 20}, analysis_step("success-rate", json!([]))]);
+    start_canary(&ns, &steps, &json!({})).await;
+    let run = run_where(&ns, "the refused run", |r| {
+        run_phase(r) == Some(AnalysisPhase::Error)
+    })
+    .await;
+    let status = run.status.clone().unwrap_or_default();
+    let message = status.message.unwrap_or_default();
+    let name = run.metadata.name.clone().unwrap_or_default();
+    for part in [
+        format!("AnalysisRun {}/{name}", ns.name),
+        "metric \"success-rate\"".to_owned(),
+        "spec.metrics[0].provider.prometheus.address".to_owned(),
+        "--allowed-metric-hosts".to_owned(),
+    ] {
+        assert!(message.contains(&part), "{part:?} is not in {message}");
+    }
+    assert!(
+        status
+            .metric_results
+            .iter()
+            .all(|m| m.measurements.is_empty()),
+        "nothing was measured: {:?}",
+        status.metric_results
+    );
+    wait_for(&ns, "the rollout to abort", |r| {
+        r.status.as_ref().is_some_and(|s| s.abort) && weight(r) == Some(0)
+    })
+    .await;
+    assert_eq!(elsewhere.connections(), 0, "the address was never dialled");
+}
+
+#[tokio::test]
+async fn a_secret_argument_is_read_from_the_runs_own_namespace_only() {
+    let client = client().await;
+    let ns = TestNamespace::new(&client, "analysis-secret-home").await;
+    let other = TestNamespace::new(&client, "analysis-secret-other").await;
+    let _controller = controller(&ns);
+    let secret = json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "tenant"},
+        "stringData": {"one": "1"}});
+    // Only the other namespace has it at first.
+    apply(&other, secret.clone()).await;
+    let run = |name: &str| {
+        json!({"apiVersion": "weir.dev/v1alpha1", "kind": "AnalysisRun",
+            "metadata": {"name": name},
+            "spec": {"args": [{"name": "one", "valueFrom": {"secretKeyRef": {"name": "tenant", "key": "one"}}}],
+                "metrics": [{"name": "constant", "successCondition": "result[0] == 1",
+                    "provider": {"prometheus": {"query": "vector({{args.one}})"}}}]}})
+    };
+    let runs = ns.api::<AnalysisRun>();
+    let create = |name: &'static str| {
+        let runs = runs.clone();
+        let object = run(name);
+        async move {
+            runs.patch(
+                name,
+                &kube::api::PatchParams::apply("weir-test").force(),
+                &kube::api::Patch::Apply(&object),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("creating run {name}: {e}"));
+        }
+    };
+    let first_measurement = |name: &'static str| {
+        let runs = runs.clone();
+        async move {
+            eventually(&format!("a measurement of {name}"), LIMIT, || async {
+                let run = runs.get(name).await.ok()?;
+                run.status?
+                    .metric_results
+                    .first()?
+                    .measurements
+                    .first()
+                    .cloned()
+            })
+            .await
+        }
+    };
+    create("before").await;
+    let measured = first_measurement("before").await;
+    assert_eq!(measured.phase, AnalysisPhase::Error);
+    let why = measured.message.unwrap_or_default();
+    assert!(why.contains("Secret \"tenant\" not found"), "{why}");
+
+    apply(&ns, secret).await;
+    create("after").await;
+    let measured = first_measurement("after").await;
+    assert_eq!(
+        (measured.phase, measured.value.as_deref()),
+        (AnalysisPhase::Successful, Some("[1]")),
+        "{:?}",
+        measured.message
+    );
+}

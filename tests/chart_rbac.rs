@@ -347,13 +347,32 @@ async fn whole_flow(test: &str, scope: Scope, tenancy: Tenancy) {
     drop_cluster_role(&ns).await;
 }
 
+/// Whether `rule` is the one only a route in another namespace needs (reading that
+/// namespace's ReferenceGrants): the whole flow keeps its route at home, so removing the rule
+/// there would show nothing. `a_route_elsewhere_needs_exactly_the_reference_grant_rule`
+/// exercises it instead.
+fn only_for_routes_elsewhere(rule: &PolicyRule) -> bool {
+    rule.resources
+        .as_deref()
+        .is_some_and(|resources| resources == ["referencegrants"])
+}
+
 /// Under lockdown every rule of the controller's own and `impersonate` are needed; with
 /// lockdown off, each of `gitops-rules.yaml` too (the others were shown needed already).
 #[tokio::test]
 async fn without_any_one_rule_the_controller_fails_visibly() {
     let locked = chart_rules(Tenancy::Lockdown);
     let open = chart_rules(Tenancy::Off);
+    assert_eq!(
+        locked
+            .iter()
+            .filter(|r| only_for_routes_elsewhere(r))
+            .count(),
+        1,
+        "the ReferenceGrant rule is left out below, and tested on its own"
+    );
     let cases = (0..locked.len())
+        .filter(|&index| !only_for_routes_elsewhere(&locked[index]))
         .map(|left_out| (Tenancy::Lockdown, left_out))
         .chain((locked.len()..open.len()).map(|left_out| (Tenancy::Off, left_out)));
     let runs = cases.map(|(tenancy, left_out)| {
@@ -402,4 +421,92 @@ async fn without_any_one_rule_the_controller_fails_visibly() {
     for (rule, line) in join_all(runs).await {
         assert!(line.contains("forbidden"), "without {rule}: {line}");
     }
+}
+
+/// A Rollout whose route is in another namespace, allowed by a ReferenceGrant there, run by
+/// the chart's ServiceAccount: it moves the route with the chart's rules, and without the rule
+/// for ReferenceGrants it says "forbidden".
+#[tokio::test]
+async fn a_route_elsewhere_needs_exactly_the_reference_grant_rule() {
+    let all = chart_rules(Tenancy::Lockdown);
+    let without: Vec<PolicyRule> = all
+        .iter()
+        .filter(|r| !only_for_routes_elsewhere(r))
+        .cloned()
+        .collect();
+    let (with_rule, without_rule) = futures::join!(
+        route_elsewhere("rbac-grant", all),
+        route_elsewhere("rbac-nogrant", without)
+    );
+    assert_eq!(with_rule, None, "the chart's rules are enough");
+    let said = without_rule.unwrap_or_default();
+    assert!(said.contains("forbidden"), "{said}");
+}
+
+/// Runs the Rollout of `test` with its route in a second namespace as the chart's
+/// ServiceAccount bound to `rules`: None once the canary's weight is on the route, or what
+/// weir said of a refusal.
+async fn route_elsewhere(test: &str, rules: Vec<PolicyRule>) -> Option<String> {
+    let client = client().await;
+    let ns = TestNamespace::new(&client, test).await;
+    let edge = TestNamespace::new(&client, &format!("{test}-edge")).await;
+    let kubeconfig = service_account(&ns, rules, Scope::Cluster).await;
+    let _controller = ControllerProcess::start_with_env(
+        &ns.name,
+        &["--metrics-addr", "127.0.0.1:0"],
+        &[("KUBECONFIG", kubeconfig.as_path())],
+    );
+    let [stable, canary, route] = <[serde_json::Value; 3]>::try_from(support::app::routing())
+        .unwrap_or_else(|_| panic!("routing() is two Services and a route"));
+    support::app::apply(&ns, stable).await;
+    support::app::apply(&ns, canary).await;
+    support::app::apply(&edge, route).await;
+    let grants: Api<kube::api::DynamicObject> = Api::namespaced_with(
+        client.clone(),
+        &edge.name,
+        &weir::traffic::reference_grant::api_resource(),
+    );
+    let grant = json!({"apiVersion": "gateway.networking.k8s.io/v1beta1", "kind": "ReferenceGrant",
+        "metadata": {"name": "rollouts"},
+        "spec": {"from": [{"group": "weir.dev", "kind": "Rollout", "namespace": ns.name}],
+                 "to": [{"group": "gateway.networking.k8s.io", "kind": "HTTPRoute"}]}});
+    grants
+        .patch(
+            "rollouts",
+            &PatchParams::apply("weir-test").force(),
+            &Patch::Apply(&grant),
+        )
+        .await
+        .expect("the ReferenceGrant");
+    let steps = json!([{"setWeight": 20}, {"pause": {}}]);
+    let elsewhere = json!({"strategy": {"canary": {
+        "stableService": "web-stable", "canaryService": "web-canary",
+        "trafficRouting": {"gatewayAPI": {"httpRoute": "web", "namespace": edge.name}},
+        "steps": steps}}});
+    support::app::set_image(&ns, "web:1", &steps, &elsewhere).await;
+    let routes: Api<gateway_api::apis::standard::httproutes::HttpRoute> =
+        Api::namespaced(client.clone(), &edge.name);
+    let outcome = eventually("the route moved, or a refusal said", LIMIT, || async {
+        if let Some(said) = forbidden_said(&ns).await {
+            return Some(Some(said));
+        }
+        if let Ok(Some(r)) = ns.api::<weir::api::Rollout>().get_opt("web").await
+            && phase(&r) == Some(RolloutPhase::Healthy)
+        {
+            support::app::set_image(&ns, "web:2", &steps, &elsewhere).await;
+        }
+        let route = routes.get("web").await.ok()?;
+        let splits = weir::traffic::gateway_api::splits(&route, "web-stable", "web-canary").ok()?;
+        (weir::traffic::gateway_api::canary_weight(&route, &splits) == Some(20)
+            && route
+                .spec
+                .rules
+                .iter()
+                .flatten()
+                .all(|r| r.backend_refs.iter().flatten().all(|b| b.weight.is_some())))
+        .then_some(None)
+    })
+    .await;
+    drop_cluster_role(&ns).await;
+    outcome
 }

@@ -571,3 +571,132 @@ async fn deleting_a_rollout_mid_canary_returns_the_route_to_stable_first() {
         "no traffic left on the canary"
     );
 }
+
+/// The route's canary weight and resourceVersion, read back from `namespace`.
+async fn route_state(ns: &TestNamespace, namespace: &str) -> (Option<i32>, Option<String>) {
+    let routes: kube::Api<HttpRoute> = kube::Api::namespaced(ns.client.clone(), namespace);
+    let route = routes.get("web").await.expect("the route");
+    let splits =
+        weir::traffic::gateway_api::splits(&route, "web-stable", "web-canary").expect("splits");
+    let weighted = route
+        .spec
+        .rules
+        .iter()
+        .flatten()
+        .all(|r| r.backend_refs.iter().flatten().all(|b| b.weight.is_some()));
+    (
+        weighted
+            .then(|| weir::traffic::gateway_api::canary_weight(&route, &splits))
+            .flatten(),
+        route.metadata.resource_version,
+    )
+}
+
+#[tokio::test]
+async fn a_route_in_another_namespace_needs_a_reference_grant_there() {
+    let client = client().await;
+    let ns = TestNamespace::new(&client, "grant").await;
+    let edge = TestNamespace::new(&client, "grant-edge").await;
+    let _controller = ControllerProcess::start(&ns.name);
+    for service in ["web-stable", "web-canary"] {
+        apply(
+            &ns,
+            json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": service},
+            "spec": {"selector": {"app": "web"}, "ports": [{"port": 80, "protocol": "TCP"}]}}),
+        )
+        .await;
+    }
+    // The platform team's route, in its own namespace, sending to the team's Services.
+    apply(
+        &edge,
+        json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+        "metadata": {"name": "web"},
+        "spec": {"parentRefs": [{"name": "gateway"}], "rules": [{"backendRefs": [
+            {"name": "web-stable", "namespace": ns.name, "port": 80},
+            {"name": "web-canary", "namespace": ns.name, "port": 80}]}]}}),
+    )
+    .await;
+    let untouched = route_state(&ns, &edge.name).await;
+    let steps = json!([{"setWeight": 20}, {"pause": {}}]);
+    let elsewhere = json!({"strategy": {"canary": {
+        "stableService": "web-stable", "canaryService": "web-canary",
+        "trafficRouting": {"gatewayAPI": {"httpRoute": "web", "namespace": edge.name}},
+        "steps": steps}}});
+    set_image(&ns, "web:1", &steps, &elsewhere).await;
+    let refused = wait_for(&ns, "the InvalidSpec condition", |r| {
+        r.status.as_ref().is_some_and(|s| {
+            s.conditions
+                .iter()
+                .any(|c| c.type_ == "InvalidSpec" && c.status == "True")
+        })
+    })
+    .await;
+    let message = refused.status.and_then(|s| s.message).unwrap_or_default();
+    for part in [
+        "spec.strategy.canary.trafficRouting.gatewayAPI.namespace".to_owned(),
+        format!("HTTPRoute {}/web", edge.name),
+        format!(
+            "create a ReferenceGrant in {} that allows Rollouts from {}",
+            edge.name, ns.name
+        ),
+    ] {
+        assert!(message.contains(&part), "{part:?} is not in {message}");
+    }
+    // Past a few reconciles (a refused Rollout looks again every 10 s): nothing written.
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    assert_eq!(
+        route_state(&ns, &edge.name).await,
+        untouched,
+        "the route is not written"
+    );
+
+    let grants: kube::Api<kube::api::DynamicObject> = kube::Api::namespaced_with(
+        client.clone(),
+        &edge.name,
+        &weir::traffic::reference_grant::api_resource(),
+    );
+    let grant = json!({"apiVersion": "gateway.networking.k8s.io/v1beta1", "kind": "ReferenceGrant",
+        "metadata": {"name": "rollouts"},
+        "spec": {"from": [{"group": "weir.dev", "kind": "Rollout", "namespace": ns.name}],
+                 "to": [{"group": "gateway.networking.k8s.io", "kind": "HTTPRoute", "name": "web"}]}});
+    grants
+        .patch(
+            "rollouts",
+            &PatchParams::apply("weir-test").force(),
+            &Patch::Apply(&grant),
+        )
+        .await
+        .expect("the ReferenceGrant");
+    healthy_on(&ns, "web:1").await;
+    set_image(&ns, "web:2", &steps, &elsewhere).await;
+    wait_for(&ns, "Paused at 20", |r| {
+        phase(r) == Some(RolloutPhase::Paused)
+    })
+    .await;
+    let (weight, _) = route_state(&ns, &edge.name).await;
+    assert_eq!(weight, Some(20), "the granted route carries the canary");
+
+    // The grant withdrawn, not even the finalizer's cleanup writes to the route.
+    grants
+        .delete("rollouts", &kube::api::DeleteParams::default())
+        .await
+        .expect("deleting the grant");
+    let before = route_state(&ns, &edge.name).await;
+    ns.api::<Rollout>()
+        .delete("web", &kube::api::DeleteParams::default())
+        .await
+        .expect("delete");
+    eventually("the Rollout to be gone", LIMIT, || async {
+        ns.api::<Rollout>()
+            .get_opt("web")
+            .await
+            .ok()
+            .filter(|r| r.is_none())
+    })
+    .await;
+    assert_eq!(
+        route_state(&ns, &edge.name).await,
+        before,
+        "the finalizer's cleanup left the ungranted route alone"
+    );
+}

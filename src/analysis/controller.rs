@@ -8,19 +8,22 @@ use kube::Client;
 use kube::runtime::{Controller, WatchStreamExt, controller};
 use tracing::info;
 
+use super::hosts::AllowedHosts;
 use super::reconcile::{Context, error_policy, reconcile};
 use crate::api::analysis::AnalysisRun;
 use crate::runtime::leader::{Leadership, became_leader};
 use crate::runtime::metrics::Metrics;
 use crate::runtime::{cache, scoped_api};
 
-/// Runs until SIGTERM or SIGINT. `prometheus_url` serves metrics that name no address.
+/// Runs until SIGTERM or SIGINT. `prometheus_url` serves metrics that name no address;
+/// `allowed` says which addresses may be queried at all.
 pub async fn run(
     client: Client,
     namespace: Option<&str>,
     leadership: Leadership,
     metrics: Arc<Metrics>,
     prometheus_url: Option<String>,
+    allowed: AllowedHosts,
     concurrency: u16,
 ) -> anyhow::Result<()> {
     let health = metrics.watches.clone();
@@ -34,6 +37,7 @@ pub async fn run(
         metrics,
         http,
         default_address: prometheus_url,
+        allowed,
     });
     info!(
         namespace = namespace.unwrap_or("(all)"),

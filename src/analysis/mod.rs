@@ -4,6 +4,7 @@
 pub mod args;
 pub mod assess;
 pub mod controller;
+pub mod hosts;
 pub mod prometheus;
 pub mod reconcile;
 pub mod run;

@@ -16,6 +16,7 @@ use tracing::{info, instrument, warn};
 
 use super::args::{ArgValue, substitute};
 use super::assess::{self, Schedule};
+use super::hosts::AllowedHosts;
 use super::prometheus::{self, Query};
 use super::verdict;
 use crate::api::analysis::{
@@ -42,6 +43,8 @@ pub struct Context {
     pub http: reqwest::Client,
     /// `--prometheus-url`: for metrics that name no address.
     pub default_address: Option<String>,
+    /// `--allowed-metric-hosts`: the addresses that may be queried.
+    pub allowed: AllowedHosts,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -192,6 +195,16 @@ async fn measure_due(
     // The rules the templates were checked against, again: a run can be written by hand.
     if let Some(first) = validate::analysis_template(spec).first() {
         assess::fail_run(status, format!("invalid analysis: {first}"), now);
+        return None;
+    }
+    // Before anything is read or sent: a run that names an address the operator does not
+    // allow never queries it, and no Secret is read for it.
+    let name = format!("{}/{}", run.namespace().unwrap_or_default(), run.name_any());
+    if let Some(why) = ctx
+        .allowed
+        .refused(&name, &spec.metrics, ctx.default_address.as_deref())
+    {
+        assess::fail_run(status, why, now);
         return None;
     }
     let literal: BTreeMap<String, ArgValue> = spec

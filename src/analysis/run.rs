@@ -67,7 +67,12 @@ pub fn check(
         let at = format!("{}.templates[{index}]", requested.field);
         let kind = kind(reference);
         let name = &reference.template_name;
-        for problem in validate::analysis_template(template) {
+        let problems = if reference.cluster_scope {
+            validate::cluster_analysis_template(template)
+        } else {
+            validate::analysis_template(template)
+        };
+        for problem in problems {
             violations.push(Violation {
                 kind: problem.kind,
                 field: at.clone(),
@@ -354,6 +359,39 @@ mod tests {
         assert!(
             check(&requested, &[None, None]).is_empty(),
             "missing templates are reported when a run starts"
+        );
+    }
+
+    #[test]
+    fn a_cluster_template_is_held_to_the_cluster_rules() {
+        let (refs, args) = requested_of(json!([]));
+        let requested = Requested {
+            field: "spec.strategy.canary.analysis".into(),
+            step: None,
+            templates: &refs,
+            args: &args,
+        };
+        let mut with_token = template(&["m"], json!([]));
+        with_token.metrics[0]
+            .provider
+            .prometheus
+            .as_mut()
+            .expect("prometheus")
+            .headers =
+            serde_json::from_value(json!([{"key": "Authorization", "value": "Bearer xyz"}]))
+                .expect("headers");
+        let other = template(&["n"], json!([]));
+        // Namespaced (refs[0]): the tenant's own header, in the tenant's own runs.
+        assert!(check(&requested, &[Some(&with_token), Some(&other)]).is_empty());
+        // Cluster-wide (refs[1]): it would be copied into every tenant's runs.
+        let problems = check(&requested, &[Some(&other), Some(&with_token)]);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(
+            problems[0].message.starts_with(
+                "ClusterAnalysisTemplate shared: spec.metrics[0].provider.prometheus.headers[0].value"
+            ),
+            "{}",
+            problems[0].message
         );
     }
 

@@ -187,7 +187,9 @@ pub struct PrometheusMetric {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
     pub timeout: Option<i64>,
-    /// Extra HTTP headers sent with the query.
+    /// Extra HTTP headers sent with the query. In a ClusterAnalysisTemplate a value is built
+    /// from `{{args.NAME}}` only (its literal text would be copied into every AnalysisRun);
+    /// credentials go in `authentication`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub headers: Vec<Header>,
     /// Credentials from a Secret in the run's namespace.

@@ -34,8 +34,10 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:9102")]
         listen: std::net::SocketAddr,
     },
-    /// Print the Gateway API HTTPRoute CRD for a cluster without Gateway API (or write it with --dir).
-    HttprouteCrd {
+    /// Print the Gateway API CRDs weir uses (HTTPRoute, ReferenceGrant) for a cluster without
+    /// Gateway API (or write them with --dir, one file each).
+    #[command(alias = "httproute-crd")]
+    GatewayApiCrds {
         #[arg(long)]
         dir: Option<std::path::PathBuf>,
     },
@@ -67,10 +69,9 @@ async fn main() -> ExitCode {
                 "connecting to the cluster (KUBECONFIG): {error}"
             )),
         },
-        Command::HttprouteCrd { dir } => weir::crd_files::emit(
-            weir::sim::httproute_crd::crd().map(|crd| vec![crd]),
-            dir.as_deref(),
-        ),
+        Command::GatewayApiCrds { dir } => {
+            weir::crd_files::emit(weir::sim::gateway_api_crds::crds(), dir.as_deref())
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -59,6 +59,11 @@ struct ControllerArgs {
     /// Prometheus for analysis metrics that set no `address` (http://prometheus:9090).
     #[arg(long, env = "WEIR_PROMETHEUS_URL", value_parser = parse_http_url)]
     prometheus_url: Option<String>,
+    /// The Prometheus addresses analysis may query, comma-separated: URL prefixes
+    /// (https://prometheus.monitoring:9090) or bare hosts (prometheus.monitoring, any port).
+    /// Default: any address. A run naming another address fails before anything is sent.
+    #[arg(long, env = "WEIR_ALLOWED_METRIC_HOSTS", value_parser = parse_allowed_hosts)]
+    allowed_metric_hosts: Option<weir::analysis::hosts::AllowedHosts>,
     /// Where GitSyncs keep their clones (kept across restarts when on a volume).
     #[arg(long, env = "WEIR_GIT_CACHE_DIR", default_value_os_t = std::env::temp_dir().join("weir-git"))]
     git_cache_dir: PathBuf,
@@ -138,12 +143,21 @@ fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
     weir::duration::parse(text).map_err(|e| e.to_string())
 }
 
+fn parse_allowed_hosts(text: &str) -> Result<weir::analysis::hosts::AllowedHosts, String> {
+    weir::analysis::hosts::AllowedHosts::parse(text)
+}
+
 fn parse_http_url(text: &str) -> Result<String, String> {
     if text.starts_with("http://") || text.starts_with("https://") {
         Ok(text.to_owned())
     } else {
         Err(format!("{text:?} must start with http:// or https://"))
     }
+}
+
+struct AnalysisOptions {
+    prometheus_url: Option<String>,
+    allowed: weir::analysis::hosts::AllowedHosts,
 }
 
 struct GitOptions {
@@ -182,7 +196,7 @@ async fn controller(
     namespace: Option<String>,
     election: Election,
     metrics_addr: std::net::SocketAddr,
-    prometheus_url: Option<String>,
+    analysis: AnalysisOptions,
     concurrency: u16,
     git: GitOptions,
 ) -> anyhow::Result<()> {
@@ -226,7 +240,7 @@ async fn controller(
     };
     let (client_for_git, leadership_for_git) = (client.clone(), leadership.clone());
     let watches = metrics.watches.clone();
-    let (_, analysis, _) = tokio::join!(
+    let (_, analysis_result, _) = tokio::join!(
         weir::rollout::controller::run(
             client.clone(),
             namespace.as_deref(),
@@ -240,7 +254,8 @@ async fn controller(
             namespace.as_deref(),
             leadership,
             metrics,
-            prometheus_url,
+            analysis.prometheus_url,
+            analysis.allowed,
             concurrency,
         ),
         weir::gitops::controller::run(
@@ -252,7 +267,7 @@ async fn controller(
             git.fetching,
         ),
     );
-    analysis
+    analysis_result
 }
 
 /// glibc gives every thread that allocates its own arena, up to eight per core. The tokio
@@ -298,6 +313,7 @@ async fn run(cli: Cli) -> ExitCode {
                 metrics_addr,
                 log_format,
                 prometheus_url,
+                allowed_metric_hosts,
                 git_cache_dir,
                 max_concurrent_reconciles,
                 max_concurrent_fetches,
@@ -313,6 +329,14 @@ async fn run(cli: Cli) -> ExitCode {
                 max_objects,
             } = *args;
             init_logging(log_format);
+            let allowed = allowed_metric_hosts.unwrap_or_default();
+            // A default every metric without an address would be refused: say so at start.
+            if let Some(url) = &prometheus_url
+                && let Err(why) = allowed.check(url)
+            {
+                eprintln!("weir: --prometheus-url {url}: {why}; add it to --allowed-metric-hosts");
+                return ExitCode::FAILURE;
+            }
             let election = Election {
                 enabled: leader_elect,
                 name: lease_name,
@@ -345,7 +369,10 @@ async fn run(cli: Cli) -> ExitCode {
                 namespace,
                 election,
                 metrics_addr,
-                prometheus_url,
+                AnalysisOptions {
+                    prometheus_url,
+                    allowed,
+                },
                 max_concurrent_reconciles,
                 git,
             )

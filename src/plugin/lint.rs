@@ -57,10 +57,10 @@ pub fn lint(file: &str, text: &str) -> Report {
         let place = format!("{file}: document {number} ({kind} {name})");
         let violations: Result<Vec<Violation>, String> = match kind {
             "Rollout" => parse::<RolloutSpec>(&value["spec"]).map(|s| validate::rollout(&s)),
-            "AnalysisTemplate" | "ClusterAnalysisTemplate" => {
-                parse::<AnalysisTemplateSpec>(&value["spec"])
-                    .map(|s| validate::analysis_template(&s))
-            }
+            "AnalysisTemplate" => parse::<AnalysisTemplateSpec>(&value["spec"])
+                .map(|s| validate::analysis_template(&s)),
+            "ClusterAnalysisTemplate" => parse::<AnalysisTemplateSpec>(&value["spec"])
+                .map(|s| validate::cluster_analysis_template(&s)),
             "GitSync" if api_version == WEIR => {
                 parse::<GitSyncSpec>(&value["spec"]).map(|s| validate::git_sync(&s))
             }
@@ -141,6 +141,27 @@ mod tests {
         assert!(
             report.lines[0].starts_with(
                 "app.yaml: document 2 (Rollout web): error: spec.strategy.canary.steps[0].setWeight:"
+            ),
+            "{:?}",
+            report.lines
+        );
+    }
+
+    #[test]
+    fn a_cluster_template_is_linted_with_the_cluster_rules() {
+        let template = |kind: &str| {
+            format!(
+                "apiVersion: weir.dev/v1alpha1\nkind: {kind}\nmetadata: {{name: shared}}\n\
+                spec:\n  metrics:\n  - name: m\n    successCondition: 'true'\n    provider:\n      prometheus:\n\
+                \x20       query: up\n        headers: [{{key: Authorization, value: Bearer xyz}}]\n"
+            )
+        };
+        assert_eq!(lint("t.yaml", &template("AnalysisTemplate")).errors, 0);
+        let report = lint("t.yaml", &template("ClusterAnalysisTemplate"));
+        assert_eq!(report.errors, 1, "{:?}", report.lines);
+        assert!(
+            report.lines[0].starts_with(
+                "t.yaml: document 1 (ClusterAnalysisTemplate shared): error: spec.metrics[0].provider.prometheus.headers[0].value:"
             ),
             "{:?}",
             report.lines

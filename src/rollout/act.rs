@@ -180,6 +180,16 @@ async fn start_analysis(
             })?;
         templates.push((reference.template_name.clone(), spec));
     }
+    // Checked again as read now: a template changed since the plan's check must not reach a
+    // run (a ClusterAnalysisTemplate's literal credentials would be copied into it).
+    let specs: Vec<Option<&AnalysisTemplateSpec>> =
+        templates.iter().map(|(_, t)| Some(t)).collect();
+    if let Some(first) = run::check(&requested, &specs).first() {
+        return Err(Error::InvalidAnalysis {
+            field: first.field.clone(),
+            reason: first.message.clone(),
+        });
+    }
     let run = run::build(rollout, &templates, requested.args, target).map_err(|reason| {
         Error::InvalidAnalysis {
             field: requested.field.clone(),

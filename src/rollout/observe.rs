@@ -316,7 +316,7 @@ pub async fn observe(
         canary_service_hash,
         route_weight,
         analysis_runs,
-        template_problems: Vec::new(),
+        reference_problems: Vec::new(),
     })
 }
 

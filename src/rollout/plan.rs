@@ -70,9 +70,10 @@ pub struct Observed {
     /// weir has set one.
     pub route_weight: Option<i32>,
     pub analysis_runs: Vec<AnalysisRunView>,
-    /// What is wrong with the analysis templates the Rollout refers to (invalid CEL, an
-    /// argument nobody gives): reported as InvalidSpec before any canary starts.
-    pub template_problems: Vec<validate::Violation>,
+    /// What is wrong with what the Rollout refers to: its analysis templates (invalid CEL,
+    /// an argument nobody gives), a route in another namespace without a ReferenceGrant.
+    /// Reported as InvalidSpec, and nothing is changed, until fixed.
+    pub reference_problems: Vec<validate::Violation>,
 }
 
 pub struct Input<'a> {
@@ -332,7 +333,7 @@ impl<'a> Planner<'a> {
         self.count_replicas();
 
         let mut violations = validate::rollout(input.spec);
-        violations.extend(input.observed.template_problems.iter().cloned());
+        violations.extend(input.observed.reference_problems.iter().cloned());
         if let Some(first) = violations.first() {
             let more = match violations.len() {
                 1 => String::new(),

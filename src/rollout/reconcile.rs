@@ -22,7 +22,8 @@ use crate::runtime::leader::{Leadership, Term};
 use crate::runtime::metrics::Metrics;
 use crate::status_patch::{self, WriteError};
 use crate::time::to_k8s;
-use crate::traffic::{AnyRouter, Router, RouterError};
+use crate::traffic::{AnyRouter, ROUTE_NAMESPACE_FIELD, Router, RouterError};
+use crate::validate::{Violation, ViolationKind};
 use kube::runtime::finalizer::{self, Event as FinalizerEvent, finalizer};
 
 /// Held on every Rollout so its route can be reset before its pods are deleted.
@@ -48,6 +49,8 @@ const MAX_ROUNDS: usize = 8;
 const RESYNC: Duration = Duration::from_secs(300);
 /// Longer than any healthy reconcile takes, even with thousands of Rollouts queued at once.
 const STALL_LIMIT: Duration = Duration::from_secs(60);
+/// How soon a Rollout refused for want of a ReferenceGrant looks for one again.
+const GRANT_RECHECK: Duration = Duration::from_secs(10);
 pub const CONDITION_RECONCILE_ERROR: &str = "ReconcileError";
 
 #[instrument(skip(rollout, ctx), fields(rollout = %rollout.name_any(), namespace = rollout.namespace().unwrap_or_default()))]
@@ -94,7 +97,13 @@ async fn clean_up(rollout: &Rollout, ctx: &Context, term: &Term) -> Result<Reque
     }
     ctx.written.forget(rollout);
     let namespace = rollout.namespace().unwrap_or_default();
-    if let Some(router) = AnyRouter::for_rollout(&ctx.client, rollout, &namespace) {
+    let router = match AnyRouter::for_rollout(&ctx.client, rollout, &namespace).await {
+        Ok(router) => router,
+        // A route the Rollout may not touch is not touched on the way out either.
+        Err(RouterError::NotGranted { .. }) => None,
+        Err(error) => return Err(error.into()),
+    };
+    if let Some(router) = router {
         match router.remove_managed().await {
             // Nothing to undo on a route that is gone or never split to these Services.
             Ok(()) | Err(RouterError::NotFound { .. } | RouterError::Misconfigured(_)) => {}
@@ -128,7 +137,6 @@ async fn reconcile_rollout(
         return Ok(Requeue::await_change());
     }
     let hash = template_hash::of(&current.spec.template);
-    let router = AnyRouter::for_rollout(&ctx.client, &current, &namespace);
     let original = current.status.clone().unwrap_or_default();
     let mut status = original.clone();
     // The Rollout as last written by this reconcile (its status, its resourceVersion).
@@ -138,9 +146,23 @@ async fn reconcile_rollout(
     // planned, and the status write and Events after it must not push a pause's end later.
     let mut wake: Option<tokio::time::Instant> = None;
     let mut versions = ctx.written.of(&current);
+    let mut refused_route = false;
 
     let outcome: Result<(), Error> = async {
-        let template_problems = template_problems(&ctx.client, &current).await?;
+        let mut problems = template_problems(&ctx.client, &current).await?;
+        let router = match AnyRouter::for_rollout(&ctx.client, &current, &namespace).await {
+            Ok(router) => router,
+            Err(refused @ RouterError::NotGranted { .. }) => {
+                problems.push(Violation {
+                    kind: ViolationKind::Invalid,
+                    field: ROUTE_NAMESPACE_FIELD.into(),
+                    message: refused.to_string(),
+                });
+                refused_route = true;
+                None
+            }
+            Err(error) => return Err(error.into()),
+        };
         // The first look comes from the controller's caches, which is cheap, and is
         // kept only if it finds nothing to do (the common case: a resync, a restart, an
         // event that changes nothing). Anything that writes is planned from fresh reads.
@@ -157,7 +179,7 @@ async fn reconcile_rollout(
                 term.number(),
             )
             .await?;
-            observed.template_problems.clone_from(&template_problems);
+            observed.reference_problems.clone_from(&problems);
             let next = plan(&Input {
                 spec: &current.spec,
                 generation: current.metadata.generation,
@@ -215,6 +237,12 @@ async fn reconcile_rollout(
     if !term.holds() {
         // Lost the lease mid-reconcile: the new leader plans from what the API server shows.
         return Err(Error::NotLeader);
+    }
+    if refused_route {
+        // No ReferenceGrant is watched: look again soon, so a grant created now takes
+        // effect without waiting for a resync.
+        let soon = tokio::time::Instant::now() + GRANT_RECHECK;
+        wake = Some(wake.map_or(soon, |at| at.min(soon)));
     }
     let now = to_k8s(chrono::Utc::now());
     let mut new_error = false;

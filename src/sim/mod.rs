@@ -2,6 +2,6 @@
 //! install and no data plane here. Each behaves like the real thing as far as weir can tell, is named for what
 //! it stands in for, and runs only through the `weir-sim` binary, never in production.
 
-pub mod httproute_crd;
+pub mod gateway_api_crds;
 pub mod kubelet;
 pub mod traffic;

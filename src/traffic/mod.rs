@@ -3,6 +3,7 @@
 //! NGINX) implement `Router` and join `AnyRouter` without touching the planner.
 
 pub mod gateway_api;
+pub mod reference_grant;
 
 use kube::Client;
 
@@ -23,6 +24,16 @@ pub enum RouterError {
     /// The route exists but cannot carry a canary split as configured.
     #[error("{0}")]
     Misconfigured(String),
+    /// The route is in another namespace, and no ReferenceGrant there lets the Rollout's
+    /// namespace refer to it: weir does not touch it.
+    #[error(
+        "HTTPRoute {route_namespace}/{route} is in another namespace and no ReferenceGrant there allows Rollouts from namespace {rollout_namespace}: create a ReferenceGrant in {route_namespace} that allows Rollouts from {rollout_namespace} (from: group weir.dev, kind Rollout, namespace {rollout_namespace}; to: group gateway.networking.k8s.io, kind HTTPRoute, name {route}), or use a route in {rollout_namespace}"
+    )]
+    NotGranted {
+        route_namespace: String,
+        route: String,
+        rollout_namespace: String,
+    },
     /// The weight read back is not the weight written.
     #[error("{kind} {name}: wrote canary weight {wanted} but read back {found:?}")]
     NotVerified {
@@ -57,18 +68,60 @@ pub enum AnyRouter {
     GatewayApi(gateway_api::HttpRouteRouter),
 }
 
+/// The field that names a route's namespace, for messages.
+pub const ROUTE_NAMESPACE_FIELD: &str = "spec.strategy.canary.trafficRouting.gatewayAPI.namespace";
+
 impl AnyRouter {
-    /// The router a Rollout asks for; None when it splits traffic by replica count.
-    pub fn for_rollout(client: &Client, rollout: &Rollout, namespace: &str) -> Option<AnyRouter> {
-        let canary: &CanaryStrategy = rollout.spec.strategy.canary.as_ref()?;
-        let routing = canary.traffic_routing.as_ref()?;
-        let gateway = routing.gateway_api.as_ref()?;
-        Some(AnyRouter::GatewayApi(gateway_api::HttpRouteRouter::new(
-            client.clone(),
-            gateway.namespace.as_deref().unwrap_or(namespace),
-            &gateway.http_route,
-            canary.stable_service.as_deref()?,
-            canary.canary_service.as_deref()?,
+    /// The router a Rollout in `namespace` asks for; None when it splits traffic by replica
+    /// count. A route in another namespace is used only when a ReferenceGrant there allows
+    /// it (`NotGranted` otherwise): the only way to a router, so nothing writes to a route
+    /// the Rollout may not touch. The grants are read only for such a route.
+    pub async fn for_rollout(
+        client: &Client,
+        rollout: &Rollout,
+        namespace: &str,
+    ) -> Result<Option<AnyRouter>, RouterError> {
+        let Some(canary): Option<&CanaryStrategy> = rollout.spec.strategy.canary.as_ref() else {
+            return Ok(None);
+        };
+        let Some(gateway) = canary
+            .traffic_routing
+            .as_ref()
+            .and_then(|routing| routing.gateway_api.as_ref())
+        else {
+            return Ok(None);
+        };
+        let (Some(stable), Some(canary_service)) = (
+            canary.stable_service.as_deref(),
+            canary.canary_service.as_deref(),
+        ) else {
+            return Ok(None);
+        };
+        let route_namespace = gateway.namespace.as_deref().unwrap_or(namespace);
+        if route_namespace != namespace {
+            let found = reference_grant::list(client, route_namespace)
+                .await
+                .map_err(|source| RouterError::Api {
+                    kind: "ReferenceGrants of HTTPRoute",
+                    name: format!("{route_namespace}/{}", gateway.http_route),
+                    source: Box::new(source),
+                })?;
+            if !reference_grant::grants(&found, namespace, &gateway.http_route) {
+                return Err(RouterError::NotGranted {
+                    route_namespace: route_namespace.to_owned(),
+                    route: gateway.http_route.clone(),
+                    rollout_namespace: namespace.to_owned(),
+                });
+            }
+        }
+        Ok(Some(AnyRouter::GatewayApi(
+            gateway_api::HttpRouteRouter::new(
+                client.clone(),
+                route_namespace,
+                &gateway.http_route,
+                stable,
+                canary_service,
+            ),
         )))
     }
 }

@@ -699,3 +699,88 @@ fn an_interval_under_a_second_is_refused() {
         ],
     );
 }
+
+fn cluster_template(headers: serde_json::Value, args: serde_json::Value) -> AnalysisTemplateSpec {
+    template_from(
+        json!({"args": args, "metrics": [{"name": "errors", "successCondition": "true",
+        "provider": {"prometheus": {"query": "up", "headers": headers}}}]}),
+    )
+}
+
+#[test]
+fn a_cluster_template_carries_no_literal_credentials() {
+    use ViolationKind::Invalid;
+    let literal = cluster_template(
+        json!([{"key": "Authorization", "value": "Bearer xyz"},
+               {"key": "X-Token", "value": "{{args.token}}"},
+               {"key": "X-Scope-OrgID", "value": "{{ args.namespace }}"},
+               {"key": "X-Mixed", "value": "Bearer {{args.token}}"},
+               {"key": "X-Not-An-Arg", "value": "{{secret}}"}]),
+        json!([{"name": "token", "value": "xyz"}, {"name": "namespace"}]),
+    );
+    let violations = cluster_analysis_template(&literal);
+    assert_only(
+        violations.clone(),
+        &[
+            (Invalid, "spec.args[0].value"),
+            (
+                Invalid,
+                "spec.metrics[0].provider.prometheus.headers[0].value",
+            ),
+            (
+                Invalid,
+                "spec.metrics[0].provider.prometheus.headers[3].value",
+            ),
+            (
+                Invalid,
+                "spec.metrics[0].provider.prometheus.headers[4].value",
+            ),
+        ],
+    );
+    assert!(
+        violations[1].message.contains("authentication.bearerToken"),
+        "{}",
+        violations[1].message
+    );
+    assert!(
+        violations[0].message.contains("secretKeyRef"),
+        "{}",
+        violations[0].message
+    );
+    // The same template in a namespace is its tenant's own business.
+    assert_eq!(analysis_template(&literal), vec![]);
+
+    // Arguments the Rollout gives, or a Secret in the run's namespace, are not literals here.
+    let from_elsewhere = cluster_template(
+        json!([{"key": "X-Token", "value": "{{args.token}}"},
+               {"key": "X-Scope-OrgID", "value": "{{args.namespace}}"}]),
+        json!([{"name": "token", "valueFrom": {"secretKeyRef": {"name": "prometheus", "key": "token"}}},
+               {"name": "namespace"}]),
+    );
+    assert_eq!(cluster_analysis_template(&from_elsewhere), vec![]);
+}
+
+#[test]
+fn a_cluster_templates_address_carries_no_user_and_password() {
+    let with = |address: &str| {
+        template_from(json!({"metrics": [{"name": "m", "successCondition": "true",
+            "provider": {"prometheus": {"query": "up", "address": address}}}]}))
+    };
+    for address in [
+        "https://weir:hunter2@prometheus.monitoring",
+        "https://weir@prometheus.monitoring",
+    ] {
+        assert_only(
+            cluster_analysis_template(&with(address)),
+            &[(
+                ViolationKind::Invalid,
+                "spec.metrics[0].provider.prometheus.address",
+            )],
+        );
+    }
+    assert_eq!(
+        cluster_analysis_template(&with("https://prometheus.monitoring/a@b")),
+        vec![],
+        "an @ in the path is not a credential"
+    );
+}
