@@ -16,6 +16,9 @@ use support::{ControllerProcess, TestNamespace, client, eventually};
 use weir::api::Rollout;
 use weir::api::gitsync::GitSync;
 
+/// Metrics on any free port: tests run in parallel.
+const ANY_PORT: [&str; 2] = ["--metrics-addr", "127.0.0.1:0"];
+
 fn config_map(name: &str, namespace: Option<&str>, value: &str) -> serde_json::Value {
     let mut metadata = json!({"name": name});
     if let Some(namespace) = namespace {
@@ -75,7 +78,17 @@ async fn a_tenants_repository_reaches_nothing_outside_its_namespace() {
     let b = TestNamespace::new(&client, "tenant-b").await;
     let repo = GitRepo::new(&a.name);
     let good = repo.commit("web 1", &[("deploy/app.yaml", &yaml_stream(&app(1)))]);
-    let _controller = ControllerProcess::start(&a.name);
+    // Analysis may query the cluster's Prometheus only.
+    let prometheus = support::prometheus_url();
+    let _controller = ControllerProcess::start_with(
+        &a.name,
+        &[
+            ANY_PORT[0],
+            ANY_PORT[1],
+            "--allowed-metric-hosts",
+            &prometheus,
+        ],
+    );
     git_sync(&a, "app", json!({"url": repo.file_url()})).await;
     ready(&a, "app", "Applied", Some(&good)).await;
     healthy_on(&a, "web:1").await;
@@ -111,6 +124,15 @@ async fn a_tenants_repository_reaches_nothing_outside_its_namespace() {
             "Rollout web (deploy/z.yaml, document 0): metadata.namespace is \"kube-system\""
                 .to_owned(),
         ),
+        (
+            "an AnalysisTemplate querying an address not allowed",
+            json!({"apiVersion": "weir.dev/v1alpha1", "kind": "AnalysisTemplate",
+                "metadata": {"name": "steal"},
+                "spec": {"metrics": [{"name": "up", "successCondition": "result[0] == 1",
+                    "provider": {"prometheus": {"address": "https://metrics.evil.example",
+                        "query": "up"}}}]}}),
+            "AnalysisTemplate steal (deploy/z.yaml, document 0): spec.metrics[0].provider.prometheus.address".to_owned(),
+        ),
     ];
     for (what, object, said) in hostile {
         let mut documents = app(1);
@@ -138,6 +160,15 @@ async fn a_tenants_repository_reaches_nothing_outside_its_namespace() {
     assert_eq!(value(&client, &b.name, "planted").await, None);
     let bindings: Api<ClusterRoleBinding> = Api::all(client.clone());
     assert!(bindings.get_opt(&crb).await.ok().flatten().is_none());
+    assert!(
+        a.api::<weir::api::analysis::AnalysisTemplate>()
+            .get_opt("steal")
+            .await
+            .ok()
+            .flatten()
+            .is_none(),
+        "the template with a disallowed address never reached A"
+    );
     let system: Api<Rollout> = Api::namespaced(client.clone(), "kube-system");
     assert!(
         system
@@ -178,7 +209,12 @@ async fn under_lockdown_a_service_account_without_rights_applies_nothing_and_say
     // The chart's default ServiceAccount, never created in this namespace.
     let _controller = ControllerProcess::start_unlocked(
         &ns.name,
-        &["--default-service-account", "nobody-made-me"],
+        &[
+            ANY_PORT[0],
+            ANY_PORT[1],
+            "--default-service-account",
+            "nobody-made-me",
+        ],
         &[],
     );
     git_sync(&ns, "app", json!({"url": repo.file_url()})).await;
@@ -220,7 +256,10 @@ async fn prune_under_impersonation_deletes_only_what_the_service_account_may_del
             ]),
         )],
     );
-    let _controller = ControllerProcess::start_with(&a.name, &["--allow-cross-namespace"]);
+    let _controller = ControllerProcess::start_with(
+        &a.name,
+        &[ANY_PORT[0], ANY_PORT[1], "--allow-cross-namespace"],
+    );
     git_sync(
         &a,
         "app",
@@ -387,7 +426,10 @@ async fn file_urls_need_the_flag_and_two_gitsyncs_never_share_a_clone() {
     assert_eq!(value(&ns.client, &ns.name, "settings").await, None);
     drop(refusing);
 
-    let _allowing = ControllerProcess::start_with(&ns.name, &["--git-cache-dir", &cache_dir]);
+    let _allowing = ControllerProcess::start_with(
+        &ns.name,
+        &[ANY_PORT[0], ANY_PORT[1], "--git-cache-dir", &cache_dir],
+    );
     git_sync(
         &ns,
         "second",

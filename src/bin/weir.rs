@@ -355,6 +355,7 @@ async fn run(cli: Cli) -> ExitCode {
                         allow_cross_namespace,
                         allow_file_urls,
                         write_back_prefix: write_back_branch_prefix,
+                        metric_hosts: allowed.clone(),
                     },
                     limits: weir::gitops::render::Limits {
                         file_bytes: max_file_bytes,

@@ -247,6 +247,13 @@ impl Run<'_, '_> {
             );
             if let Some(refusal) =
                 tenancy::confine(self.target.policy, self.target.namespace, &what, placement)
+                    .or_else(|| {
+                        tenancy::refuse_metric_addresses(
+                            self.target.policy,
+                            &what,
+                            &manifest.object,
+                        )
+                    })
             {
                 refusals.push(refusal);
                 continue;

@@ -7,6 +7,8 @@
 //! and weir itself refuses, before anything of a revision is applied, what leaves the
 //! GitSync's namespace.
 
+use crate::analysis::hosts::AllowedHosts;
+
 /// The controller's tenancy flags.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Policy {
@@ -22,6 +24,9 @@ pub struct Policy {
     /// `--write-back-branch-prefix`: every `writeBack.branch`, which weir force-pushes,
     /// starts with this.
     pub write_back_prefix: String,
+    /// `--allowed-metric-hosts`: an analysis template from Git naming another Prometheus
+    /// address refuses its revision before it reaches the cluster.
+    pub metric_hosts: AllowedHosts,
 }
 
 /// The prefix of branches weir owns, unless the controller is told otherwise.
@@ -37,6 +42,7 @@ impl Default for Policy {
             allow_cross_namespace: false,
             allow_file_urls: false,
             write_back_prefix: DEFAULT_WRITE_BACK_PREFIX.to_owned(),
+            metric_hosts: AllowedHosts::any(),
         }
     }
 }
@@ -123,6 +129,30 @@ pub fn confine(policy: &Policy, home: &str, what: &str, placement: Placement) ->
         )),
         Placement::ClusterScoped => Some(format!("{what}: the kind is cluster-scoped ({HOW})")),
     }
+}
+
+/// Why an analysis template from Git may not be applied: a metric naming a Prometheus
+/// address the controller's `--allowed-metric-hosts` refuses. `what` names the object.
+pub fn refuse_metric_addresses(
+    policy: &Policy,
+    what: &str,
+    object: &serde_json::Value,
+) -> Option<String> {
+    let group = object["apiVersion"].as_str().unwrap_or_default();
+    let kind = object["kind"].as_str().unwrap_or_default();
+    if !group.starts_with("weir.dev/")
+        || !matches!(kind, "AnalysisTemplate" | "ClusterAnalysisTemplate")
+    {
+        return None;
+    }
+    let metrics = object["spec"]["metrics"].as_array()?;
+    metrics.iter().enumerate().find_map(|(index, metric)| {
+        let address = metric["provider"]["prometheus"]["address"].as_str()?;
+        let why = policy.metric_hosts.check(address).err()?;
+        Some(format!(
+            "{what}: spec.metrics[{index}].provider.prometheus.address: {why}"
+        ))
+    })
 }
 
 /// Why the controller refuses to fetch `url`, or None.
@@ -260,6 +290,48 @@ mod tests {
             let refused = confine(&Policy::default(), &home, "x", placement);
             prop_assert_eq!(refused.is_none(), lands_home);
         }
+    }
+
+    #[test]
+    fn analysis_templates_from_git_query_only_allowed_addresses() {
+        let policy = Policy {
+            metric_hosts: AllowedHosts::parse("https://prometheus.monitoring:9090")
+                .unwrap_or_default(),
+            ..Policy::default()
+        };
+        let template = |address: &str| {
+            serde_json::json!({"apiVersion": "weir.dev/v1alpha1", "kind": "AnalysisTemplate",
+                "metadata": {"name": "t"}, "spec": {"metrics": [
+                    {"name": "ok", "provider": {"prometheus": {"query": "up"}}},
+                    {"name": "out", "provider": {"prometheus": {"address": address, "query": "up"}}}]}})
+        };
+        let refused = refuse_metric_addresses(
+            &policy,
+            "AnalysisTemplate t",
+            &template("https://evil.example"),
+        )
+        .unwrap_or_default();
+        assert!(
+            refused.starts_with("AnalysisTemplate t: spec.metrics[1].provider.prometheus.address:"),
+            "{refused}"
+        );
+        assert!(refused.contains("--allowed-metric-hosts"), "{refused}");
+        assert_eq!(
+            refuse_metric_addresses(
+                &policy,
+                "t",
+                &template("https://prometheus.monitoring:9090")
+            ),
+            None
+        );
+        let other_kind = serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap",
+            "spec": {"metrics": [{"provider": {"prometheus": {"address": "https://evil.example"}}}]}});
+        assert_eq!(refuse_metric_addresses(&policy, "c", &other_kind), None);
+        assert_eq!(
+            refuse_metric_addresses(&Policy::default(), "t", &template("https://evil.example")),
+            None,
+            "without the flag any address is allowed"
+        );
     }
 
     #[test]
