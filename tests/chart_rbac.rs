@@ -461,23 +461,7 @@ async fn route_elsewhere(test: &str, rules: Vec<PolicyRule>) -> Option<String> {
     support::app::apply(&ns, stable).await;
     support::app::apply(&ns, canary).await;
     support::app::apply(&edge, route).await;
-    let grants: Api<kube::api::DynamicObject> = Api::namespaced_with(
-        client.clone(),
-        &edge.name,
-        &weir::traffic::reference_grant::api_resource(),
-    );
-    let grant = json!({"apiVersion": "gateway.networking.k8s.io/v1beta1", "kind": "ReferenceGrant",
-        "metadata": {"name": "rollouts"},
-        "spec": {"from": [{"group": "weir.dev", "kind": "Rollout", "namespace": ns.name}],
-                 "to": [{"group": "gateway.networking.k8s.io", "kind": "HTTPRoute"}]}});
-    grants
-        .patch(
-            "rollouts",
-            &PatchParams::apply("weir-test").force(),
-            &Patch::Apply(&grant),
-        )
-        .await
-        .expect("the ReferenceGrant");
+    support::app::grant_routes(&client, &edge.name, &ns.name, None).await;
     let steps = json!([{"setWeight": 20}, {"pause": {}}]);
     let elsewhere = json!({"strategy": {"canary": {
         "stableService": "web-stable", "canaryService": "web-canary",
@@ -496,15 +480,7 @@ async fn route_elsewhere(test: &str, rules: Vec<PolicyRule>) -> Option<String> {
             support::app::set_image(&ns, "web:2", &steps, &elsewhere).await;
         }
         let route = routes.get("web").await.ok()?;
-        let splits = weir::traffic::gateway_api::splits(&route, "web-stable", "web-canary").ok()?;
-        (weir::traffic::gateway_api::canary_weight(&route, &splits) == Some(20)
-            && route
-                .spec
-                .rules
-                .iter()
-                .flatten()
-                .all(|r| r.backend_refs.iter().flatten().all(|b| b.weight.is_some())))
-        .then_some(None)
+        (support::app::weighted_canary(&route) == Some(20)).then_some(None)
     })
     .await;
     drop_cluster_role(&ns).await;

@@ -550,18 +550,7 @@ async fn deleting_a_rollout_mid_canary_returns_the_route_to_stable_first() {
         paused.metadata.finalizers.unwrap_or_default(),
         vec!["weir.dev/route-cleanup".to_string()]
     );
-    ns.api::<Rollout>()
-        .delete("web", &kube::api::DeleteParams::default())
-        .await
-        .expect("delete");
-    eventually("the Rollout to be gone", LIMIT, || async {
-        ns.api::<Rollout>()
-            .get_opt("web")
-            .await
-            .ok()
-            .filter(|r| r.is_none())
-    })
-    .await;
+    support::app::delete_rollout(&ns).await;
     let route = ns.api::<HttpRoute>().get("web").await.expect("route");
     let splits =
         weir::traffic::gateway_api::splits(&route, "web-stable", "web-canary").expect("splits");
@@ -576,18 +565,8 @@ async fn deleting_a_rollout_mid_canary_returns_the_route_to_stable_first() {
 async fn route_state(ns: &TestNamespace, namespace: &str) -> (Option<i32>, Option<String>) {
     let routes: kube::Api<HttpRoute> = kube::Api::namespaced(ns.client.clone(), namespace);
     let route = routes.get("web").await.expect("the route");
-    let splits =
-        weir::traffic::gateway_api::splits(&route, "web-stable", "web-canary").expect("splits");
-    let weighted = route
-        .spec
-        .rules
-        .iter()
-        .flatten()
-        .all(|r| r.backend_refs.iter().flatten().all(|b| b.weight.is_some()));
     (
-        weighted
-            .then(|| weir::traffic::gateway_api::canary_weight(&route, &splits))
-            .flatten(),
+        support::app::weighted_canary(&route),
         route.metadata.resource_version,
     )
 }
@@ -650,23 +629,7 @@ async fn a_route_in_another_namespace_needs_a_reference_grant_there() {
         "the route is not written"
     );
 
-    let grants: kube::Api<kube::api::DynamicObject> = kube::Api::namespaced_with(
-        client.clone(),
-        &edge.name,
-        &weir::traffic::reference_grant::api_resource(),
-    );
-    let grant = json!({"apiVersion": "gateway.networking.k8s.io/v1beta1", "kind": "ReferenceGrant",
-        "metadata": {"name": "rollouts"},
-        "spec": {"from": [{"group": "weir.dev", "kind": "Rollout", "namespace": ns.name}],
-                 "to": [{"group": "gateway.networking.k8s.io", "kind": "HTTPRoute", "name": "web"}]}});
-    grants
-        .patch(
-            "rollouts",
-            &PatchParams::apply("weir-test").force(),
-            &Patch::Apply(&grant),
-        )
-        .await
-        .expect("the ReferenceGrant");
+    let grants = support::app::grant_routes(&client, &edge.name, &ns.name, Some("web")).await;
     healthy_on(&ns, "web:1").await;
     set_image(&ns, "web:2", &steps, &elsewhere).await;
     wait_for(&ns, "Paused at 20", |r| {
@@ -682,18 +645,7 @@ async fn a_route_in_another_namespace_needs_a_reference_grant_there() {
         .await
         .expect("deleting the grant");
     let before = route_state(&ns, &edge.name).await;
-    ns.api::<Rollout>()
-        .delete("web", &kube::api::DeleteParams::default())
-        .await
-        .expect("delete");
-    eventually("the Rollout to be gone", LIMIT, || async {
-        ns.api::<Rollout>()
-            .get_opt("web")
-            .await
-            .ok()
-            .filter(|r| r.is_none())
-    })
-    .await;
+    support::app::delete_rollout(&ns).await;
     assert_eq!(
         route_state(&ns, &edge.name).await,
         before,

@@ -100,6 +100,64 @@ pub async fn git_sync(ns: &TestNamespace, url: &str, extra: Value) {
         .unwrap_or_else(|e| panic!("applying the GitSync: {e}"));
 }
 
+/// A ReferenceGrant `rollouts` in `route_namespace` that lets Rollouts of `from` set the
+/// weights of its HTTPRoute `route` (any HTTPRoute when None); returns the grants' Api.
+pub async fn grant_routes(
+    client: &kube::Client,
+    route_namespace: &str,
+    from: &str,
+    route: Option<&str>,
+) -> Api<kube::api::DynamicObject> {
+    let grants: Api<kube::api::DynamicObject> = Api::namespaced_with(
+        client.clone(),
+        route_namespace,
+        &weir::traffic::reference_grant::api_resource(),
+    );
+    let mut to = json!({"group": "gateway.networking.k8s.io", "kind": "HTTPRoute"});
+    if let Some(route) = route {
+        to["name"] = json!(route);
+    }
+    let grant = json!({"apiVersion": "gateway.networking.k8s.io/v1beta1", "kind": "ReferenceGrant",
+        "metadata": {"name": "rollouts"},
+        "spec": {"from": [{"group": "weir.dev", "kind": "Rollout", "namespace": from}], "to": [to]}});
+    grants
+        .patch(
+            "rollouts",
+            &PatchParams::apply("weir-test").force(),
+            &Patch::Apply(&grant),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("the ReferenceGrant in {route_namespace}: {e}"));
+    grants
+}
+
+/// Deletes the Rollout `web` and waits until it is gone (its finalizer run).
+pub async fn delete_rollout(ns: &TestNamespace) {
+    let api = ns.api::<Rollout>();
+    api.delete("web", &kube::api::DeleteParams::default())
+        .await
+        .unwrap_or_else(|e| panic!("deleting the Rollout: {e}"));
+    eventually("the Rollout to be gone", LIMIT, || async {
+        api.get_opt("web").await.ok().filter(|r| r.is_none())
+    })
+    .await;
+}
+
+/// The route's canary weight between `web-stable` and `web-canary`, or None while its
+/// splitting backends have no weights of their own (Gateway API's default of 1: an even
+/// split) or it splits no such pair.
+pub fn weighted_canary(route: &HttpRoute) -> Option<i32> {
+    let splits = weir::traffic::gateway_api::splits(route, "web-stable", "web-canary").ok()?;
+    let weight = weir::traffic::gateway_api::canary_weight(route, &splits)?;
+    let weighted = route
+        .spec
+        .rules
+        .iter()
+        .flatten()
+        .all(|r| r.backend_refs.iter().flatten().all(|b| b.weight.is_some()));
+    weighted.then_some(weight)
+}
+
 /// Applies the GitSync `name` with exactly `spec`.
 pub async fn apply_git_sync(ns: &TestNamespace, name: &str, spec: Value) {
     let object = json!({"apiVersion": "weir.dev/v1alpha1", "kind": "GitSync",
@@ -254,17 +312,10 @@ impl WeightLog {
                 else {
                     continue;
                 };
-                let Some(weight) = weir::traffic::gateway_api::canary_weight(&route, &splits)
-                else {
+                if weir::traffic::gateway_api::canary_weight(&route, &splits).is_none() {
                     continue;
-                };
-                let weighted = route
-                    .spec
-                    .rules
-                    .iter()
-                    .flatten()
-                    .all(|r| r.backend_refs.iter().flatten().all(|b| b.weight.is_some()));
-                let state = weighted.then_some(weight);
+                }
+                let state = weighted_canary(&route);
                 let mut seen = sink.lock().unwrap_or_else(|e| e.into_inner());
                 if seen.last() != Some(&state) {
                     seen.push(state);
