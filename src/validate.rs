@@ -821,9 +821,14 @@ pub fn git_sync(spec: &GitSyncSpec) -> Vec<Violation> {
         );
     }
     match duration::parse(&spec.interval) {
-        Ok(interval) if interval.is_zero() => {
-            report.invalid("spec.interval", "must be longer than 0s")
-        }
+        // Below a second a GitSync would fetch and apply in a loop for everyone's workers.
+        Ok(interval) if interval < std::time::Duration::from_secs(1) => report.invalid(
+            "spec.interval",
+            format!(
+                "{:?} is shorter than the minimum of 1s; use a push webhook for changes to arrive at once",
+                spec.interval
+            ),
+        ),
         Ok(_) => {}
         Err(error) => report.invalid("spec.interval", error.to_string()),
     }

@@ -59,6 +59,8 @@ pub struct GitSyncSpec {
     pub suspend: bool,
     #[serde(default)]
     pub rollback: RollbackPolicy,
+    #[serde(default)]
+    pub kustomize: KustomizeOptions,
     #[serde(flatten)]
     #[schemars(skip)]
     pub unsupported: Unsupported,
@@ -91,6 +93,17 @@ pub struct GitRef {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 pub struct LocalObjectReference {
     pub name: String,
+}
+
+/// How a kustomization at `path` is built.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct KustomizeOptions {
+    /// Let the kustomization name remote resources, bases, components and generator files
+    /// (URLs, Git references), fetched by kustomize within the fetch timeout. Off: such a
+    /// revision is refused before kustomize runs, naming each reference.
+    #[serde(default)]
+    pub allow_remote: bool,
 }
 
 /// What happens when a Rollout managed by this GitSync fails its canary.

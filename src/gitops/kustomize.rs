@@ -5,7 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::render::{self, Manifest, SourceFile, normalize};
+use super::render::{self, KUSTOMIZATIONS, Manifest, SourceFile, normalize};
 
 /// A build that takes longer than this is stopped (a remote base that never answers).
 const TIMEOUT: Duration = Duration::from_secs(60);
@@ -64,20 +64,128 @@ fn materialize(root: &Path, files: &[SourceFile]) -> Result<(), String> {
     Ok(())
 }
 
+/// The fields of a kustomization that name other files or directories to load.
+const REFERENCE_FIELDS: [&str; 10] = [
+    "resources",
+    "bases",
+    "components",
+    "crds",
+    "patchesStrategicMerge",
+    "configurations",
+    "generators",
+    "transformers",
+    "validators",
+    "helmCharts",
+];
+
+/// Whether a kustomization's reference leaves the repository: a URL, a Git reference
+/// (`github.com/org/repo//path?ref=v1`, `git@host:repo`), or a host-like first segment.
+fn is_remote(reference: &str) -> bool {
+    let first = reference.split('/').next().unwrap_or_default();
+    reference.contains("://")
+        || reference.contains("?ref=")
+        || reference.starts_with("git@")
+        || reference.starts_with("git::")
+        || (first.contains('.') && !first.starts_with('.') && reference.contains('/'))
+}
+
+/// Every reference in the revision's kustomizations that would make kustomize fetch from
+/// outside the repository, as `file: field: reference`; and every kustomization that cannot
+/// be read within `budget`.
+pub fn remote_references(files: &[SourceFile], budget: u64) -> Vec<String> {
+    let mut found = Vec::new();
+    for file in files {
+        let name = file.path.rsplit('/').next().unwrap_or(&file.path);
+        if !KUSTOMIZATIONS.contains(&name) {
+            continue;
+        }
+        let text = String::from_utf8_lossy(&file.bytes);
+        let documents = match render::parse_bounded(&text, budget) {
+            Ok(documents) => documents,
+            Err(error) => {
+                found.push(format!("{}: cannot be read: {error}", file.path));
+                continue;
+            }
+        };
+        for document in &documents {
+            let mut check = |field: String, value: &serde_json::Value| {
+                if let Some(reference) = value.as_str()
+                    && is_remote(reference)
+                {
+                    found.push(format!("{}: {field}: {reference}", file.path));
+                }
+            };
+            for field in REFERENCE_FIELDS {
+                for (index, entry) in document[field].as_array().into_iter().flatten().enumerate() {
+                    check(format!("{field}[{index}]"), entry);
+                    // helmCharts and some generators name their source in a field.
+                    for key in ["repo", "path"] {
+                        check(format!("{field}[{index}].{key}"), &entry[key]);
+                    }
+                }
+            }
+            for generator in ["configMapGenerator", "secretGenerator"] {
+                for (index, entry) in document[generator]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .enumerate()
+                {
+                    for key in ["files", "envs"] {
+                        for (at, value) in entry[key].as_array().into_iter().flatten().enumerate() {
+                            // `files` entries may be `key=path`.
+                            let path = value.as_str().map(|v| v.rsplit('=').next().unwrap_or(v));
+                            check(
+                                format!("{generator}[{index}].{key}[{at}]"),
+                                &path.map_or(serde_json::Value::Null, |p| p.into()),
+                            );
+                        }
+                    }
+                    check(format!("{generator}[{index}].env"), &entry["env"]);
+                }
+            }
+            for field in ["patches", "replacements"] {
+                for (index, entry) in document[field].as_array().into_iter().flatten().enumerate() {
+                    check(format!("{field}[{index}].path"), &entry["path"]);
+                }
+            }
+        }
+    }
+    found
+}
+
 /// Builds the kustomization in directory `path` of a revision whose whole tree is `files`.
 /// Errors are for a status condition: they name the kustomization and say what to do.
+///
+/// kustomize runs in a box: nothing of weir's environment (a HOME of its own, only PATH
+/// kept, so an `envs` entry naming a variable finds nothing), no exec or KRM plugins (never
+/// enabled), and, unless `allow_remote`, no reference that leaves the repository.
 pub async fn build(
     builder: Option<Builder>,
     files: Vec<SourceFile>,
     path: &str,
     kustomization: &str,
     limits: &render::Limits,
+    allow_remote: bool,
 ) -> Result<Vec<Manifest>, String> {
     let Some(builder) = builder else {
         return Err(format!(
             "{kustomization}: building a kustomization needs kustomize or kubectl where weir runs, and neither is on PATH"
         ));
     };
+    if !allow_remote {
+        let remote = remote_references(&files, limits.document_bytes);
+        if !remote.is_empty() {
+            return Err(format!(
+                "{kustomization}: the kustomization refers outside the repository, so nothing was built or applied ({}); set spec.kustomize.allowRemote: true to let kustomize fetch them",
+                remote.join("; ")
+            ));
+        }
+    }
+    let home = tempfile::Builder::new()
+        .prefix("weir-kustomize-home-")
+        .tempdir()
+        .map_err(|e| format!("creating a home for {kustomization}: {e}"))?;
     let work = tempfile::Builder::new()
         .prefix("weir-kustomize-")
         .tempdir()
@@ -91,6 +199,10 @@ pub async fn build(
         .args(&builder.args)
         .arg(&directory)
         .current_dir(work.path())
+        .env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("HOME", home.path())
+        .env("LC_ALL", "C")
         .kill_on_drop(true)
         .output();
     let program = builder
@@ -198,6 +310,68 @@ mod tests {
         }
     }
 
+    #[test]
+    fn references_that_leave_the_repository_are_found_and_local_ones_are_not() {
+        let kustomization = "resources:\n- ../base\n- deployment.yaml\n- https://example.com/all.yaml\n- github.com/org/repo//deploy?ref=v1\n\
+            components:\n- ../components/x\n- git@github.com:org/repo.git\n\
+            configMapGenerator:\n- name: c\n  files: [conf=settings.conf, https://example.com/secret.txt]\n  envs: [local.env]\n\
+            helmCharts:\n- name: x\n  repo: https://charts.example.com\n";
+        let files = vec![
+            file("deploy/kustomization.yaml", kustomization),
+            file("base/kustomization.yaml", "resources: [deployment.yaml]\n"),
+            file(
+                "deploy/deployment.yaml",
+                "not a kustomization: https://ignored.example",
+            ),
+        ];
+        let found = remote_references(&files, 1 << 20);
+        assert_eq!(
+            found,
+            vec![
+                "deploy/kustomization.yaml: resources[2]: https://example.com/all.yaml",
+                "deploy/kustomization.yaml: resources[3]: github.com/org/repo//deploy?ref=v1",
+                "deploy/kustomization.yaml: components[1]: git@github.com:org/repo.git",
+                "deploy/kustomization.yaml: helmCharts[0].repo: https://charts.example.com",
+                "deploy/kustomization.yaml: configMapGenerator[0].files[1]: https://example.com/secret.txt",
+            ]
+        );
+        let bomb = format!(
+            "a: &a [{}]\nb: [{}]\n",
+            vec!["x"; 300].join(","),
+            vec!["*a"; 300].join(",")
+        );
+        let unreadable = remote_references(&[file("kustomization.yaml", &bomb)], 10_000);
+        assert!(unreadable[0].contains("cannot be read"), "{unreadable:?}");
+    }
+
+    #[tokio::test]
+    async fn a_remote_reference_refuses_the_build_before_kustomize_runs() {
+        let files = vec![file(
+            "deploy/kustomization.yaml",
+            "resources:\n- https://example.com/all.yaml\n",
+        )];
+        // A builder that would fail loudly if it ran.
+        let builder = Builder {
+            program: "/bin/false".into(),
+            args: vec![],
+        };
+        let error = build(
+            Some(builder),
+            files,
+            "deploy",
+            "deploy/kustomization.yaml",
+            &render::Limits::default(),
+            false,
+        )
+        .await
+        .expect_err("refused");
+        assert!(
+            error.contains("resources[0]: https://example.com/all.yaml")
+                && error.contains("spec.kustomize.allowRemote"),
+            "{error}"
+        );
+    }
+
     #[tokio::test]
     async fn without_a_builder_the_error_says_what_to_install() {
         let error = build(
@@ -206,6 +380,7 @@ mod tests {
             "deploy",
             "deploy/kustomization.yaml",
             &render::Limits::default(),
+            false,
         )
         .await
         .expect_err("no builder");

@@ -791,6 +791,7 @@ async fn apply_revision(
                 &sync.spec.path,
                 &file,
                 &ctx.limits,
+                sync.spec.kustomize.allow_remote,
             )
             .await
         }

@@ -104,7 +104,8 @@ pub enum Layout {
     Kustomization(String),
 }
 
-const KUSTOMIZATIONS: [&str; 3] = ["kustomization.yaml", "kustomization.yml", "Kustomization"];
+pub(crate) const KUSTOMIZATIONS: [&str; 3] =
+    ["kustomization.yaml", "kustomization.yml", "Kustomization"];
 
 /// `apps/web`, `./apps/web/`, `.` and `` all name a directory the same way.
 pub fn normalize(path: &str) -> String {
@@ -209,6 +210,19 @@ fn check_count(manifests: &[Manifest], limits: &Limits) -> Result<(), RenderErro
         }),
         None => Ok(()),
     }
+}
+
+/// The YAML documents of `text`, each built within `budget` bytes of expanded JSON (aliases
+/// included): for files weir reads itself, such as kustomizations.
+pub fn parse_bounded(text: &str, budget: u64) -> Result<Vec<Value>, String> {
+    serde_yaml_ng::Deserializer::from_str(text)
+        .map(|document| {
+            let left = Cell::new(budget);
+            bounded::Budget::new(&left)
+                .deserialize(document)
+                .map_err(|e| e.to_string())
+        })
+        .collect()
 }
 
 /// The documents of one file, parsed and checked: the file within `limits.file_bytes`, each

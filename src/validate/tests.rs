@@ -475,6 +475,29 @@ fn git_sync_defaults() {
 }
 
 #[test]
+fn a_git_sync_interval_is_at_least_a_second() {
+    for (interval, ok) in [
+        ("1ns", false),
+        ("500ms", false),
+        ("999ms", false),
+        ("1s", true),
+        ("1m", true),
+    ] {
+        let spec = git_sync_from(
+            json!({"url": "https://git.example/a.git", "ref": {"branch": "main"}, "interval": interval}),
+        );
+        let violations = git_sync(&spec);
+        assert_eq!(violations.is_empty(), ok, "{interval}: {violations:?}");
+        if !ok {
+            assert!(
+                violations[0].message.contains("minimum of 1s"),
+                "{interval}: {violations:?}"
+            );
+        }
+    }
+}
+
+#[test]
 fn git_sync_rules() {
     let spec = git_sync_from(json!({
         "url": "git@github.com:team/repo.git",

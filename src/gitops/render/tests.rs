@@ -213,8 +213,8 @@ fn a_quadratic_alias_bomb_is_refused_naming_the_file_and_the_limit() {
 fn files_objects_and_the_whole_revision_have_limits() {
     let limits = Limits {
         file_bytes: 200,
-        revision_bytes: 1_000,
-        document_bytes: 500,
+        revision_bytes: 100_000,
+        document_bytes: 5_000,
         objects: 3,
     };
     let big = format!(
@@ -249,14 +249,14 @@ fn files_objects_and_the_whole_revision_have_limits() {
         })
         .collect();
     let tight = Limits {
-        revision_bytes: 300,
+        revision_bytes: 1_500,
         objects: 10,
         ..limits
     };
     let error = render(&spread, ".", &tight).expect_err("revision");
     assert!(error.message.contains("--max-revision-bytes"), "{error}");
     let roomy = Limits {
-        revision_bytes: 10_000,
+        revision_bytes: 100_000,
         ..tight
     };
     assert!(render(&spread, ".", &roomy).is_ok());

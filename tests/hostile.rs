@@ -1,0 +1,171 @@
+//! Hostile revisions: what a repository's author controls must cost the controller bounded
+//! memory and time, be refused with a reason that names the file and the limit, apply
+//! nothing, and leave the next good revision to apply as usual.
+
+mod support;
+
+use std::path::Path;
+
+use k8s_openapi::api::core::v1::ConfigMap;
+use serde_json::json;
+use support::app::LIMIT;
+use support::git::GitRepo;
+use support::{ControllerProcess, TestNamespace, client, eventually};
+use weir::api::gitsync::GitSync;
+
+fn config_map(name: &str, value: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\ndata:\n  value: \"{value}\"\n"
+    )
+}
+
+/// The GitSync's Ready reason and message once it has attempted `revision`.
+async fn attempted(ns: &TestNamespace, revision: &str) -> (String, String) {
+    let api = ns.api::<GitSync>();
+    eventually(&format!("GitSync to attempt {revision}"), LIMIT, || async {
+        let sync = api.get("app").await.ok()?;
+        let status = sync.status?;
+        let ready = status.conditions.iter().find(|c| c.type_ == "Ready")?;
+        (status.last_attempted_revision.as_deref() == Some(revision))
+            .then(|| (ready.reason.clone(), ready.message.clone()))
+    })
+    .await
+}
+
+async fn value(ns: &TestNamespace, name: &str) -> Option<String> {
+    let found = ns.api::<ConfigMap>().get_opt(name).await.ok()??;
+    found.data?.get("value").cloned()
+}
+
+/// Kilobytes of a process's memory: `VmRSS` now, `VmHWM` its peak.
+fn memory_kib(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|line| line.strip_prefix(field))
+        .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn hostile_revisions_are_refused_in_bounded_memory_and_a_good_one_applies_after() {
+    let ns = TestNamespace::new(&client().await, "hostile").await;
+    let repo = GitRepo::new(&ns.name);
+    let good = repo.commit("good", &[("deploy/a.yaml", &config_map("a", "1"))]);
+    // A variable of weir's own: a kustomization's `envs` must never see it.
+    let controller = ControllerProcess::start_with_env(
+        &ns.name,
+        &["--metrics-addr", "127.0.0.1:0"],
+        &[("WEIR_TEST_LEAK", Path::new("leaked-from-weir"))],
+    );
+    support::app::apply_git_sync(
+        &ns,
+        "app",
+        json!({"url": repo.file_url(), "ref": {"branch": "main"}, "path": "deploy", "interval": "1s"}),
+    )
+    .await;
+    assert_eq!(attempted(&ns, &good).await.0, "Applied");
+    let idle = memory_kib(controller.pid(), "VmRSS:");
+
+    // One anchor of 3,000 items aliased 3,000 times: 15 KB that expanded to 291 MB.
+    let items = vec!["x"; 3_000].join(", ");
+    let aliases = vec!["*a"; 3_000].join(", ");
+    let bomb = format!(
+        "{}x-anchor: &a [{items}]\nx-uses: [{aliases}]\n",
+        config_map("bomb", "1")
+    );
+    let revision = repo.commit(
+        "alias bomb",
+        &[
+            ("deploy/a.yaml", &config_map("a", "2")),
+            ("deploy/bomb.yaml", &bomb),
+        ],
+    );
+    let (reason, message) = attempted(&ns, &revision).await;
+    assert_eq!(reason, "RenderFailed", "{message}");
+    assert!(
+        message.contains("deploy/bomb.yaml (document 0)")
+            && message.contains("--max-document-bytes"),
+        "{message}"
+    );
+
+    // A 50 MB file: refused by its size, before it is read.
+    let big = "#".repeat(50 << 20);
+    let revision = repo.commit(
+        "50 MB",
+        &[("deploy/bomb.yaml", ""), ("deploy/big.yaml", &big)],
+    );
+    let (reason, message) = attempted(&ns, &revision).await;
+    assert_eq!(reason, "RenderFailed", "{message}");
+    assert!(
+        message.contains("deploy/big.yaml") && message.contains("--max-file-bytes"),
+        "{message}"
+    );
+
+    // A kustomization with a remote base: refused before kustomize runs, naming it.
+    let revision = repo.commit(
+        "remote base",
+        &[
+            ("deploy/big.yaml", ""),
+            (
+                "deploy/kustomization.yaml",
+                "resources:\n- a.yaml\n- https://example.com/remote.yaml\n",
+            ),
+        ],
+    );
+    let (reason, message) = attempted(&ns, &revision).await;
+    assert_eq!(reason, "RenderFailed", "{message}");
+    assert!(
+        message.contains("resources[1]: https://example.com/remote.yaml")
+            && message.contains("spec.kustomize.allowRemote"),
+        "{message}"
+    );
+    assert_eq!(
+        value(&ns, "a").await.as_deref(),
+        Some("1"),
+        "nothing applied"
+    );
+
+    // An `envs` generator naming a variable: built, but with nothing of weir's environment.
+    let revision = repo.commit(
+        "envs generator",
+        &[
+            (
+                "deploy/kustomization.yaml",
+                "resources:\n- a.yaml\nconfigMapGenerator:\n- name: leak\n  envs: [leak.env]\ngeneratorOptions:\n  disableNameSuffixHash: true\n",
+            ),
+            ("deploy/leak.env", "WEIR_TEST_LEAK\n"),
+        ],
+    );
+    let (reason, message) = attempted(&ns, &revision).await;
+    let leaked = ns
+        .api::<ConfigMap>()
+        .get_opt("leak")
+        .await
+        .ok()
+        .flatten()
+        .and_then(|c| c.data)
+        .unwrap_or_default();
+    assert!(
+        !leaked.values().any(|v| v.contains("leaked-from-weir")),
+        "weir's environment reached the ConfigMap ({reason}: {message}): {leaked:?}"
+    );
+
+    // The next good revision applies as usual, by the same controller.
+    let revision = repo.commit(
+        "good again",
+        &[
+            ("deploy/kustomization.yaml", ""),
+            ("deploy/leak.env", ""),
+            ("deploy/a.yaml", &config_map("a", "3")),
+        ],
+    );
+    assert_eq!(attempted(&ns, &revision).await.0, "Applied");
+    assert_eq!(value(&ns, "a").await.as_deref(), Some("3"));
+    let peak = memory_kib(controller.pid(), "VmHWM:");
+    assert!(
+        peak.saturating_sub(idle) < 64 * 1024,
+        "peak RSS {peak} KiB, {} KiB above the idle {idle} KiB (limit 64 MiB)",
+        peak.saturating_sub(idle)
+    );
+}
