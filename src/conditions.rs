@@ -3,7 +3,30 @@
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
-/// Sets condition `kind`; returns whether its status changed (or it is new).
+/// The longest condition message weir writes, in characters: far below the API server's
+/// 32,768-byte limit on a condition's message, so a long text from outside (a remote's
+/// answer, a build's errors) never makes a status write fail.
+pub const MESSAGE_CHARS: usize = 4_096;
+
+/// `text` cut to at most `max` characters, with an ellipsis where it was cut. Every string
+/// weir copies into a status from outside (commit subjects, remote messages, measurement
+/// values) goes through this, so a status write never fails on their size.
+pub fn bounded_text(text: &str, max: usize) -> String {
+    match text.char_indices().nth(max) {
+        Some((end, _)) => {
+            let keep = text[..end]
+                .char_indices()
+                .nth(max.saturating_sub(1))
+                .map_or(end, |(at, _)| at);
+            format!("{}…", &text[..keep])
+        }
+        None => text.to_owned(),
+    }
+}
+
+/// Sets condition `kind`; returns whether its status changed (or it is new). The message
+/// is cut to `MESSAGE_CHARS`.
+
 pub fn set(
     conditions: &mut Vec<Condition>,
     kind: &str,
@@ -14,6 +37,7 @@ pub fn set(
     generation: Option<i64>,
 ) -> bool {
     let status = if status { "True" } else { "False" };
+    let message = &bounded_text(message, MESSAGE_CHARS);
     match conditions.iter_mut().find(|c| c.type_ == kind) {
         Some(condition) => {
             let changed = condition.status != status;
@@ -67,6 +91,18 @@ pub fn keep_transition_times(before: &[Condition], after: &mut [Condition]) {
 
 #[cfg(test)]
 mod tests {
+    use super::bounded_text;
+
+    #[test]
+    fn long_text_is_cut_to_its_bound_with_an_ellipsis() {
+        assert_eq!(bounded_text("short", 10), "short");
+        assert_eq!(bounded_text("exactly10!", 10), "exactly10!");
+        assert_eq!(bounded_text("eleven char", 10), "eleven ch…");
+        let cut = bounded_text(&"é".repeat(2_000_000), 256);
+        assert_eq!(cut.chars().count(), 256);
+        assert!(cut.ends_with('…'));
+    }
+
     use super::*;
 
     #[test]

@@ -228,7 +228,13 @@ pub fn reject(status: &mut GitSyncStatus, rejected: &RejectedRevision, subject: 
     {
         return;
     }
-    status.rejected_revisions.push(rejected.clone());
+    // What came from outside (a measurement's value) is cut, so the rejection always fits.
+    let mut kept = rejected.clone();
+    kept.value = kept
+        .value
+        .as_deref()
+        .map(|v| crate::conditions::bounded_text(v, SUBJECT_CHARS));
+    status.rejected_revisions.push(kept);
     let excess = status.rejected_revisions.len().saturating_sub(REJECTED);
     status.rejected_revisions.drain(..excess);
     push_history(
@@ -376,7 +382,13 @@ pub fn forget_refused_write_back(status: &mut GitSyncStatus) {
         .retain(|c| c.type_ != REVERT_PUSHED || c.status == "True");
 }
 
-fn push_history(status: &mut GitSyncStatus, record: RevisionRecord) {
+/// The longest commit subject or measurement value kept in a status, in characters: a
+/// commit subject is the committer's to choose (one of 1.6 MB made every status write fail,
+/// the rejection before a rollback included).
+pub const SUBJECT_CHARS: usize = 256;
+
+fn push_history(status: &mut GitSyncStatus, mut record: RevisionRecord) {
+    record.subject = crate::conditions::bounded_text(&record.subject, SUBJECT_CHARS);
     let last = status.history.last();
     if last.is_none_or(|l| l.revision != record.revision || l.outcome != record.outcome) {
         status.history.push(record);
@@ -418,6 +430,50 @@ mod tests {
             .iter()
             .find(|c| c.type_ == kind)
             .map(|c| (c.status.as_str(), c.reason.as_str()))
+    }
+
+    #[test]
+    fn a_huge_commit_subject_or_value_never_makes_the_status_too_big() {
+        let huge = "x".repeat(1_600_000);
+        let mut status = GitSyncStatus::default();
+        let now = chrono::Utc
+            .with_ymd_and_hms(2026, 12, 4, 6, 0, 0)
+            .single()
+            .unwrap_or_default();
+        record(
+            &mut status,
+            &Attempt::RenderFailed {
+                revision: "a".repeat(40),
+                subject: huge.clone(),
+                message: huge.clone(),
+            },
+            Some(1),
+            now,
+        );
+        let rejected = RejectedRevision {
+            revision: "b".repeat(40),
+            reason: "AnalysisFailed".into(),
+            rollout: Some("web".into()),
+            metric: Some("m".into()),
+            value: Some(huge.clone()),
+            rejected_at: to_k8s(now),
+            revert: None,
+        };
+        reject(&mut status, &rejected, &huge);
+        let written = serde_json::to_string(&status).unwrap_or_default();
+        assert!(written.len() < 16_000, "{} bytes", written.len());
+        assert!(
+            status
+                .history
+                .iter()
+                .all(|h| h.subject.chars().count() <= SUBJECT_CHARS)
+        );
+        assert!(
+            status
+                .conditions
+                .iter()
+                .all(|c| c.message.chars().count() <= crate::conditions::MESSAGE_CHARS)
+        );
     }
 
     #[test]
