@@ -26,7 +26,6 @@ pub fn bounded_text(text: &str, max: usize) -> String {
 
 /// Sets condition `kind`; returns whether its status changed (or it is new). The message
 /// is cut to `MESSAGE_CHARS`.
-
 pub fn set(
     conditions: &mut Vec<Condition>,
     kind: &str,
