@@ -448,7 +448,8 @@ cmd_pause() {
   say "freezing $part for ${seconds}s"
   kill -STOP "$p"
   # Thawed whatever happens to this script: a frozen part would outlive it.
-  trap 'kill -CONT "$p" 2>/dev/null || true' EXIT
+  # shellcheck disable=SC2064 # the pid is fixed now: the trap runs after this function
+  trap "kill -CONT $p 2>/dev/null || true" EXIT
   sleep "$seconds"
 }
 

@@ -306,7 +306,10 @@ impl WeightLog {
                 .default_backoff()
                 .applied_objects()
                 .boxed();
-            while let Some(Ok(route)) = stream.next().await {
+            // A failed watch (the API server restarted) is retried with backoff, not the
+            // end of the log.
+            while let Some(event) = stream.next().await {
+                let Ok(route) = event else { continue };
                 let Ok(splits) =
                     weir::traffic::gateway_api::splits(&route, "web-stable", "web-canary")
                 else {
