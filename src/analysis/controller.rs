@@ -27,7 +27,10 @@ pub async fn run(
     concurrency: u16,
 ) -> anyhow::Result<()> {
     let health = metrics.watches.clone();
+    // No redirects: an allowed address that redirects would take the query, and its
+    // credentials, to a host --allowed-metric-hosts never checked.
     let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
         .build()
         .map_err(|e| anyhow::anyhow!("building the HTTP client for Prometheus: {e}"))?;
     let context = Arc::new(Context {

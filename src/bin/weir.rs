@@ -104,7 +104,8 @@ struct ControllerArgs {
     /// The most bytes of files read for one revision, and of a kustomize build's output.
     #[arg(long, default_value_t = weir::gitops::render::Limits::default().revision_bytes, env = "WEIR_MAX_REVISION_BYTES")]
     max_revision_bytes: u64,
-    /// The most one YAML document may expand to (aliases included), in bytes of JSON.
+    /// The most one YAML document may take in memory once built, aliases expanded (an
+    /// estimate: about five to ten times its YAML for typical manifests).
     #[arg(long, default_value_t = weir::gitops::render::Limits::default().document_bytes, env = "WEIR_MAX_DOCUMENT_BYTES")]
     max_document_bytes: u64,
     /// The most objects one revision may hold.

@@ -271,7 +271,9 @@ impl Run<'_, '_> {
                 let exists = match existing_namespaces.get(namespace) {
                     Some(exists) => *exists,
                     None => {
-                        let exists = namespace_exists(client, namespace).await;
+                        // Read as the controller: the GitSync's identity may not read
+                        // Namespaces, and a 403 must not read as "does not exist".
+                        let exists = namespace_exists(self.target.reader, namespace).await;
                         existing_namespaces.insert(namespace.to_owned(), exists);
                         exists
                     }

@@ -10,6 +10,9 @@ use super::render::{self, KUSTOMIZATIONS, Manifest, SourceFile, normalize};
 /// A build that takes longer than this is stopped (a remote base that never answers).
 const TIMEOUT: Duration = Duration::from_secs(60);
 
+/// What is kept of a build's error output: enough for its message in a condition.
+const STDERR_BYTES: u64 = 64 * 1024;
+
 /// The program that builds kustomizations here, and the arguments before the directory.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Builder {
@@ -65,7 +68,7 @@ fn materialize(root: &Path, files: &[SourceFile]) -> Result<(), String> {
 }
 
 /// The fields of a kustomization that name other files or directories to load.
-const REFERENCE_FIELDS: [&str; 10] = [
+const REFERENCE_FIELDS: [&str; 11] = [
     "resources",
     "bases",
     "components",
@@ -76,16 +79,17 @@ const REFERENCE_FIELDS: [&str; 10] = [
     "transformers",
     "validators",
     "helmCharts",
+    "patchesJson6902",
 ];
 
 /// Whether a kustomization's reference leaves the repository: a URL, a Git reference
-/// (`github.com/org/repo//path?ref=v1`, `git@host:repo`), or a host-like first segment.
+/// (`github.com/org/repo//path?ref=v1`, `git@host:repo`, `gh:org/repo`), a host-like first
+/// segment, or an absolute path (the controller's own disk).
 fn is_remote(reference: &str) -> bool {
     let first = reference.split('/').next().unwrap_or_default();
-    reference.contains("://")
+    reference.contains(':')
         || reference.contains("?ref=")
-        || reference.starts_with("git@")
-        || reference.starts_with("git::")
+        || reference.starts_with('/')
         || (first.contains('.') && !first.starts_with('.') && reference.contains('/'))
 }
 
@@ -144,6 +148,7 @@ pub fn remote_references(files: &[SourceFile], budget: u64) -> Vec<String> {
                     check(format!("{generator}[{index}].env"), &entry["env"]);
                 }
             }
+            check("openapi.path".into(), &document["openapi"]["path"]);
             for field in ["patches", "replacements"] {
                 for (index, entry) in document[field].as_array().into_iter().flatten().enumerate() {
                     check(format!("{field}[{index}].path"), &entry["path"]);
@@ -195,7 +200,12 @@ pub async fn build(
         .await
         .map_err(|_| format!("writing the work tree for {kustomization} was interrupted"))??;
     let directory = work.path().join(normalize(path));
-    let run = tokio::process::Command::new(&builder.program)
+    let program = builder
+        .program
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let spawned = tokio::process::Command::new(&builder.program)
         .args(&builder.args)
         .arg(&directory)
         .current_dir(work.path())
@@ -203,14 +213,37 @@ pub async fn build(
         .env("PATH", std::env::var_os("PATH").unwrap_or_default())
         .env("HOME", home.path())
         .env("LC_ALL", "C")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
         .kill_on_drop(true)
-        .output();
-    let program = builder
-        .program
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let output = match tokio::time::timeout(TIMEOUT, run).await {
+        .spawn();
+    let mut child = match spawned {
+        Ok(child) => child,
+        Err(error) => return Err(format!("{kustomization}: running {program}: {error}")),
+    };
+    // The output is read up to the revision's limit and no further: a small kustomization
+    // can multiply into a huge build, and the child is killed (on drop) past the limit.
+    let limit = limits.revision_bytes;
+    let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
+        return Err(format!(
+            "{kustomization}: running {program}: no output pipes"
+        ));
+    };
+    let run = async {
+        use tokio::io::AsyncReadExt;
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        let (mut stdout, mut stderr) = (stdout.take(limit + 1), stderr.take(STDERR_BYTES));
+        let (read_out, read_err) =
+            tokio::join!(stdout.read_to_end(&mut out), stderr.read_to_end(&mut err));
+        read_out.and(read_err)?;
+        if out.len() as u64 > limit {
+            return Ok((None, out, err));
+        }
+        let status = child.wait().await?;
+        Ok::<_, std::io::Error>((Some(status), out, err))
+    };
+    let (status, stdout, stderr) = match tokio::time::timeout(TIMEOUT, run).await {
         Err(_) => {
             return Err(format!(
                 "{kustomization}: {program} took longer than {}s and was stopped",
@@ -218,7 +251,17 @@ pub async fn build(
             ));
         }
         Ok(Err(error)) => return Err(format!("{kustomization}: running {program}: {error}")),
-        Ok(Ok(output)) => output,
+        Ok(Ok(read)) => read,
+    };
+    let Some(status) = status else {
+        return Err(format!(
+            "{kustomization}: {program}'s output passed {limit} bytes (--max-revision-bytes) and it was stopped; nothing was applied"
+        ));
+    };
+    let output = std::process::Output {
+        status,
+        stdout,
+        stderr,
     };
     if !output.status.success() {
         let why = tidy(

@@ -686,9 +686,12 @@ fn refuse_spec(ctx: &Context, sync: &GitSync) -> Option<String> {
         .branch
         .as_deref()
         .filter(|_| write_back.enabled)?;
+    // Only GitSyncs of the same repository: a branch of that name elsewhere is another
+    // repository's, and one tenant's GitSync must not be able to stop another's.
     let all = ctx.gitsyncs.state();
     let tracked = all
         .iter()
+        .filter(|s| s.spec.url.trim() == sync.spec.url.trim())
         .map(|s| s.spec.git_ref.branch.as_deref())
         .chain([sync.spec.git_ref.branch.as_deref()])
         .flatten();

@@ -24,8 +24,9 @@ pub struct Limits {
     /// Bytes of all the files read for a revision, and of a kustomize build's output
     /// (`--max-revision-bytes`).
     pub revision_bytes: u64,
-    /// What one document may expand to (aliases included), in bytes of JSON
-    /// (`--max-document-bytes`).
+    /// What one document may take in memory once built, aliases expanded (an estimate:
+    /// about five to ten times its YAML for typical manifests) (`--max-document-bytes`).
+    /// The revision's documents together get `revision_bytes` of the same estimate.
     pub document_bytes: u64,
     /// Objects in one revision (`--max-objects`).
     pub objects: usize,
@@ -38,7 +39,7 @@ impl Default for Limits {
         Limits {
             file_bytes: 4 << 20,
             revision_bytes: 32 << 20,
-            document_bytes: 4 << 20,
+            document_bytes: 16 << 20,
             objects: 5_000,
         }
     }
@@ -212,12 +213,12 @@ fn check_count(manifests: &[Manifest], limits: &Limits) -> Result<(), RenderErro
     }
 }
 
-/// The YAML documents of `text`, each built within `budget` bytes of expanded JSON (aliases
-/// included): for files weir reads itself, such as kustomizations.
+/// The YAML documents of `text`, all of them together built within `budget` bytes of
+/// memory (aliases expanded): for files weir reads itself, such as kustomizations.
 pub fn parse_bounded(text: &str, budget: u64) -> Result<Vec<Value>, String> {
+    let left = Cell::new(budget);
     serde_yaml_ng::Deserializer::from_str(text)
         .map(|document| {
-            let left = Cell::new(budget);
             bounded::Budget::new(&left)
                 .deserialize(document)
                 .map_err(|e| e.to_string())

@@ -442,7 +442,7 @@ pub fn trailer(dir: &Path, revision: &str, key: &str) -> Option<String> {
 /// Every file under `path` at `revision`, read from the clone's object database.
 ///
 /// Every file's size is looked up before anything is read: a file over `limits.file_bytes`,
-/// or files over `limits.revision_bytes` together, are `Err(Ok(refusal))`, naming the file
+/// or files over `limits.revision_bytes` together, are `FilesError::TooLarge`, naming the file
 /// and the limit, with nothing read.
 pub fn files_at(
     dir: &Path,

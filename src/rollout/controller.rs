@@ -56,7 +56,8 @@ pub async fn run(
     let routes = watch::watched(
         scoped_api::<HttpRoute>(&client, namespace),
         watch::config(),
-        health.watch("rollout/HTTPRoute"),
+        // Optional: a cluster without Gateway API runs Rollouts without a router.
+        health.optional_watch("rollout/HTTPRoute"),
     );
     let templates = watch::watched(
         scoped_api::<AnalysisTemplate>(&client, namespace),

@@ -128,6 +128,9 @@ impl Heard {
 #[derive(Clone, Default)]
 pub struct Health {
     watches: Arc<Mutex<BTreeMap<String, Heard>>>,
+    /// Watches of kinds weir can do without (an HTTPRoute CRD a cluster may not have):
+    /// reported, never a reason for `/readyz` to fail.
+    optional: Arc<Mutex<std::collections::BTreeSet<String>>>,
 }
 
 impl Health {
@@ -140,6 +143,15 @@ impl Health {
         }
     }
 
+    /// The record of a watch of a kind the cluster may lack: in the metric, not in readiness.
+    pub fn optional_watch(&self, name: &str) -> Watch {
+        self.optional
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(name.to_owned());
+        self.watch(name)
+    }
+
     /// Each watch and how long it has been behind at `now` (zero when it is not).
     pub fn behind(&self, now: Instant) -> Vec<(String, Duration)> {
         self.lock()
@@ -148,11 +160,17 @@ impl Health {
             .collect()
     }
 
-    /// The watches behind for longer than `limit` at `now`: what makes `/readyz` fail.
+    /// The required watches behind for longer than `limit` at `now`: what makes `/readyz`
+    /// fail.
     pub fn stale(&self, now: Instant, limit: Duration) -> Vec<String> {
+        let optional = self
+            .optional
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         self.behind(now)
             .into_iter()
-            .filter(|(_, behind)| *behind > limit)
+            .filter(|(name, behind)| *behind > limit && !optional.contains(name))
             .map(|(name, _)| name)
             .collect()
     }
@@ -233,7 +251,7 @@ mod tests {
     fn only_watches_behind_past_the_limit_are_stale() {
         let health = Health::default();
         let rollouts = health.watch("rollouts");
-        let _routes = health.watch("httproutes");
+        let routes = health.optional_watch("httproutes");
         let start = Instant::now();
         rollouts.failed_at(start);
         assert!(health.stale(start, BEHIND_LIMIT).is_empty());
@@ -245,6 +263,20 @@ mod tests {
             rollouts.failed_at(at);
         }
         assert_eq!(health.stale(at, BEHIND_LIMIT), vec!["rollouts".to_owned()]);
+        // A cluster without the HTTPRoute CRD: its watch fails for ever, readiness holds.
+        let mut at_route = start;
+        routes.failed_at(start);
+        while at_route < late {
+            at_route += Duration::from_secs(4);
+            routes.failed_at(at_route);
+        }
+        assert_eq!(health.stale(at, BEHIND_LIMIT), vec!["rollouts".to_owned()]);
+        assert!(
+            health
+                .behind(at_route)
+                .iter()
+                .any(|(n, b)| n == "httproutes" && *b > BEHIND_LIMIT)
+        );
         rollouts.saw(&Ok::<(), &str>(()));
         assert!(health.stale(at, BEHIND_LIMIT).is_empty());
         assert_eq!(health.behind(start).len(), 2, "every watch is listed");
