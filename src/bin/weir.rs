@@ -105,7 +105,7 @@ struct ControllerArgs {
     #[arg(long, default_value_t = weir::gitops::render::Limits::default().revision_bytes, env = "WEIR_MAX_REVISION_BYTES")]
     max_revision_bytes: u64,
     /// The most one YAML document may take in memory once built, aliases expanded (an
-    /// estimate: about five to ten times its YAML for typical manifests).
+    /// estimate: its text plus about a hundred bytes per field).
     #[arg(long, default_value_t = weir::gitops::render::Limits::default().document_bytes, env = "WEIR_MAX_DOCUMENT_BYTES")]
     max_document_bytes: u64,
     /// The most objects one revision may hold.

@@ -24,8 +24,8 @@ pub struct Limits {
     /// Bytes of all the files read for a revision, and of a kustomize build's output
     /// (`--max-revision-bytes`).
     pub revision_bytes: u64,
-    /// What one document may take in memory once built, aliases expanded (an estimate:
-    /// about five to ten times its YAML for typical manifests) (`--max-document-bytes`).
+    /// What one document may take in memory once built, aliases expanded (an estimate: its
+    /// text plus about a hundred bytes per field) (`--max-document-bytes`).
     /// The revision's documents together get `revision_bytes` of the same estimate.
     pub document_bytes: u64,
     /// Objects in one revision (`--max-objects`).
@@ -39,7 +39,7 @@ impl Default for Limits {
         Limits {
             file_bytes: 4 << 20,
             revision_bytes: 32 << 20,
-            document_bytes: 16 << 20,
+            document_bytes: 4 << 20,
             objects: 5_000,
         }
     }
