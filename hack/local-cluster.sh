@@ -10,6 +10,8 @@
 #   hack/local-cluster.sh build    only install packages and build the Kubernetes binaries
 #   hack/local-cluster.sh restart PART         stop one part (SIGTERM, SIGKILL after 3 s) and
 #                                              start it again; returns once it is ready
+#   hack/local-cluster.sh outage PART SECONDS  stop one part, keep it down for SECONDS, then
+#                                              start it again; returns once it is ready
 #   hack/local-cluster.sh pause PART SECONDS   freeze one part (SIGSTOP) for SECONDS, then
 #                                              let it go on (SIGCONT): a stalled etcd, say
 #   PART is one of: etcd kube-apiserver kube-controller-manager prometheus kubelet-stand-in
@@ -421,12 +423,16 @@ stop_part() {
 # Fault injection for the tests (tests/faults.rs): the part stops as it would on an upgrade
 # and comes back on the same port with the same data.
 cmd_restart() {
-  local part=${1:-}
+  local part=${1:-} down=${2:-0}
   known_part "$part"
   [ -f "$STATE/cluster.env" ] || die "no local cluster here; run: hack/local-cluster.sh up"
   load_ports
   say "restarting $part"
   stop_part "$part"
+  if [ "$down" -gt 0 ]; then
+    say "$part stays down for ${down}s"
+    sleep "$down"
+  fi
   # The log of the run before the restart is kept beside the new one.
   [ -f "$LOGS/$part.log" ] && mv "$LOGS/$part.log" "$LOGS/$part.log.before-restart"
   case "$part" in
@@ -460,6 +466,9 @@ case "${1:-}" in
   status) cmd_status ;;
   build) cmd_build ;;
   restart) cmd_restart "${2:-}" ;;
+  outage)
+    [[ "${3:-}" =~ ^[0-9]+$ ]] || die "outage takes a whole number of seconds, not '${3:-}'"
+    cmd_restart "${2:-}" "$3" ;;
   pause) cmd_pause "${2:-}" "${3:-}" ;;
-  *) echo "usage: $0 up|down|env|status|build|restart PART|pause PART SECONDS" >&2; exit 2 ;;
+  *) echo "usage: $0 up|down|env|status|build|restart PART|outage PART SECONDS|pause PART SECONDS" >&2; exit 2 ;;
 esac

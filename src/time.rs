@@ -39,6 +39,33 @@ pub fn start_of_wait(time: DateTime<Utc>) -> (Time, DateTime<Utc>) {
     (recorded, read_back)
 }
 
+/// A span in which the controller could not hear the API server (a required watch failing
+/// until it listed again). Timers that wait on the cluster (a progress deadline, a timed
+/// pause) do not count it, the way Argo Rollouts does not count paused time: pods cannot
+/// become ready, and weir cannot see them do so, while the control plane is away.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Outage {
+    pub start: DateTime<Utc>,
+    /// None while it lasts.
+    pub end: Option<DateTime<Utc>>,
+}
+
+impl Outage {
+    /// How much of the outage falls after `since`, up to `now` for one that lasts, in whole
+    /// seconds rounded up: what a timer started at `since` must not count. Rounded up
+    /// because recorded times are whole seconds, and a wait is never cut short.
+    pub fn lost_after(&self, since: DateTime<Utc>, now: DateTime<Utc>) -> chrono::Duration {
+        let end = self.end.unwrap_or(now).min(now.max(self.start));
+        let from = self.start.max(since);
+        if end <= from {
+            return chrono::Duration::zero();
+        }
+        let lost = end - from;
+        let whole = lost.num_seconds() + i64::from(lost.subsec_nanos() > 0);
+        chrono::Duration::seconds(whole)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -55,6 +82,31 @@ mod tests {
             prop_assert_eq!(from_k8s(&recorded), read_back);
             prop_assert!(read_back >= time);
             prop_assert!(read_back - time < chrono::Duration::seconds(1));
+        }
+
+        #[test]
+        fn an_outage_loses_only_its_part_after_the_start_of_a_wait(
+            start in 0i64..1_000, length in 0i64..1_000, since in 0i64..2_000,
+            now in 0i64..3_000, nanos in 0u32..1_000_000_000, lasts in any::<bool>(),
+        ) {
+            let at = |s: i64| DateTime::from_timestamp(s, 0).expect("in range");
+            let outage = Outage {
+                start: at(start) + chrono::Duration::nanoseconds(i64::from(nanos)),
+                end: (!lasts).then(|| at(start + length)),
+            };
+            let lost = outage.lost_after(at(since), at(now));
+            let end = if lasts { at(now) } else { at(start + length) }.min(at(now));
+            let from = outage.start.max(at(since));
+            // Never negative, never more than the outage or than the time since the wait
+            // began, and never less than the part that overlaps, in whole seconds.
+            prop_assert!(lost >= chrono::Duration::zero());
+            prop_assert_eq!(lost.subsec_nanos(), 0);
+            if end > from {
+                prop_assert!(lost >= end - from);
+                prop_assert!(lost - (end - from) < chrono::Duration::seconds(1));
+            } else {
+                prop_assert_eq!(lost, chrono::Duration::zero());
+            }
         }
 
         #[test]

@@ -182,3 +182,93 @@ async fn a_release_ends_the_same_after_an_api_server_restart_or_an_etcd_stall_mi
     }
     cluster(&["restart", "kube-controller-manager"]);
 }
+
+/// The Rollout `web` at `image` whose canary pods never become ready (the kubelet
+/// stand-in honours `sim.weir.dev/ready: "false"`), with a 30 s progress deadline.
+fn never_ready(image: &str) -> serde_json::Value {
+    let mut rollout = support::app::rollout(
+        image,
+        json!([{"setWeight": 20}, {"pause": {}}]),
+        json!({"progressDeadlineSeconds": 30}),
+    );
+    rollout["spec"]["template"]["metadata"]["annotations"] =
+        json!({weir::sim::kubelet::READY_ANNOTATION: "false"});
+    rollout
+}
+
+#[tokio::test]
+async fn an_api_server_outage_does_not_count_towards_the_progress_deadline() {
+    let _alone = ONE_AT_A_TIME.lock().await;
+    let ns = TestNamespace::new(&client().await, "fault-deadline").await;
+    app(&ns).await;
+    set_image(
+        &ns,
+        "web:1",
+        &json!([{"setWeight": 20}, {"pause": {}}]),
+        &json!({}),
+    )
+    .await;
+    let _controller = ControllerProcess::start(&ns.name);
+    healthy_on(&ns, "web:1").await;
+    support::app::apply(&ns, never_ready("web:2")).await;
+    let waiting = |r: &Rollout| {
+        r.status
+            .as_ref()
+            .and_then(|s| s.waiting_since.as_ref())
+            .map(weir::time::from_k8s)
+    };
+    let before = wait_for(&ns, "the canary waiting for its pods", |r| {
+        r.status
+            .as_ref()
+            .is_some_and(|s| s.canary_rs != s.stable_rs)
+            && waiting(r).is_some()
+    })
+    .await;
+    let since = waiting(&before).unwrap_or_default();
+    // Down for longer than the whole deadline: counted, the canary would abort at once.
+    let down = Instant::now();
+    cluster(&["outage", "kube-apiserver", "40"]);
+    let unheard = down.elapsed();
+    let ns = TestNamespace {
+        name: ns.name.clone(),
+        client: client().await,
+    };
+    let moved = wait_for(&ns, "the outage taken off the deadline", |r| {
+        r.status
+            .as_ref()
+            .is_some_and(|s| s.outages_excluded_until.is_some())
+    })
+    .await;
+    let status = moved.status.clone().unwrap_or_default();
+    assert!(!status.abort, "no abort for the outage: {status:?}");
+    let shift = waiting(&moved).unwrap_or_default() - since;
+    assert!(
+        shift >= chrono::Duration::seconds(40)
+            && shift
+                <= chrono::Duration::from_std(unheard).unwrap_or_default()
+                    + chrono::Duration::seconds(15),
+        "waitingSince moved by {shift} for an outage of {unheard:?}: {status:?}"
+    );
+    // The deadline still holds for heard time.
+    let aborted = wait_for(&ns, "the abort at the moved deadline", |r| {
+        r.status.as_ref().is_some_and(|s| s.abort)
+    })
+    .await;
+    let status = aborted.status.unwrap_or_default();
+    let aborted_at = status
+        .aborted_at
+        .as_ref()
+        .map(weir::time::from_k8s)
+        .unwrap_or_default();
+    assert!(
+        aborted_at >= since + shift + chrono::Duration::seconds(30),
+        "aborted at {aborted_at}, before 30 heard seconds from {since} + {shift}: {status:?}"
+    );
+    assert_eq!(
+        status.abort_cause.as_ref().map(|c| c.reason.as_str()),
+        Some("ProgressDeadlineExceeded"),
+        "{status:?}"
+    );
+    std::mem::forget(ns);
+    cluster(&["restart", "kube-controller-manager"]);
+}

@@ -296,6 +296,11 @@ pub struct RolloutStatus {
     /// carry a weight; `progressDeadlineSeconds` counts from here.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub waiting_since: Option<Time>,
+    /// The end of the latest API server outage whose length moved `waitingSince` and a
+    /// timed pause's start later: time the controller could not hear the API server does not
+    /// count towards a progress deadline or a pause (an outage is taken off once).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outages_excluded_until: Option<Time>,
     /// Numbers each canary attempt (a new template, or a retry after an abort); it only goes
     /// up, so analysis runs of an earlier attempt never count for a later one.
     #[serde(default, skip_serializing_if = "is_zero")]

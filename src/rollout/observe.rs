@@ -23,7 +23,7 @@ use crate::analysis::run::{self, ATTEMPT_LABEL, HASH_LABEL, STEP_LABEL};
 use crate::api::Rollout;
 use crate::api::analysis::AnalysisTemplateSpec;
 use crate::api::analysis::{AnalysisPhase, AnalysisRun};
-use crate::runtime::cache::Cache;
+use crate::runtime::cache::{Cache, Epoch};
 use crate::traffic::{AnyRouter, Router};
 use crate::validate::Violation;
 
@@ -164,11 +164,11 @@ impl WrittenVersions {
 
 /// The version the API server is at, taken once per leadership term: a list of one object from
 /// etcd, which costs no decoding of the rest.
-async fn floor<K>(api: &Api<K>, cache: &Cache<K>, term: u64) -> kube::Result<u64>
+async fn floor<K>(api: &Api<K>, cache: &Cache<K>, epoch: Epoch) -> kube::Result<u64>
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug + 'static,
 {
-    if let Some(floor) = cache.floor(term) {
+    if let Some(floor) = cache.floor(epoch) {
         return Ok(floor);
     }
     let list = api.list(&ListParams::default().limit(1)).await?;
@@ -178,7 +178,7 @@ where
         .resource_version
         .and_then(|v| v.parse().ok())
         .unwrap_or(u64::MAX);
-    cache.set_floor(term, floor);
+    cache.set_floor(epoch, floor);
     Ok(floor)
 }
 
@@ -190,7 +190,7 @@ async fn read_owned<K>(
     name: &str,
     read: Read,
     written: &LastWrite,
-    term: u64,
+    epoch: Epoch,
 ) -> kube::Result<Vec<Arc<K>>>
 where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug + 'static,
@@ -211,7 +211,7 @@ where
             // (on its way, so worth a wait) and every change up to the moment the current
             // leadership term began (not waited for: in a quiet namespace no event may come
             // past it), which covers whatever an earlier leader or process wrote.
-            let floor = floor(api, cache, term).await?;
+            let floor = floor(api, cache, epoch).await?;
             let fresh = match written {
                 LastWrite::At(version) => {
                     cache
@@ -243,7 +243,7 @@ pub async fn observe(
     router: Option<&AnyRouter>,
     read: Read,
     written: &Written,
-    term: u64,
+    epoch: Epoch,
 ) -> Result<Observed, Error> {
     let namespace = rollout.namespace().unwrap_or_default();
     let name = rollout.name_any();
@@ -264,7 +264,7 @@ pub async fn observe(
                 &name,
                 read,
                 &written.replica_sets,
-                term,
+                epoch,
             )
             .await
             .map_err(Error::api("listing", "ReplicaSets of Rollout", &name))
@@ -288,7 +288,7 @@ pub async fn observe(
             }
         },
         async {
-            read_owned(&runs, &caches.runs, &name, read, &written.runs, term)
+            read_owned(&runs, &caches.runs, &name, read, &written.runs, epoch)
                 .await
                 .map_err(Error::api("listing", "AnalysisRuns of Rollout", &name))
         },
@@ -317,6 +317,7 @@ pub async fn observe(
         route_weight,
         analysis_runs,
         reference_problems: Vec::new(),
+        outages: Vec::new(),
     })
 }
 

@@ -24,7 +24,7 @@ use crate::api::analysis::AnalysisPhase;
 use crate::api::rollout::{
     AbortCause, CanaryStep, PauseCondition, PauseReason, RolloutPhase, RolloutSpec, RolloutStatus,
 };
-use crate::time::{from_k8s, start_of_wait, to_k8s};
+use crate::time::{Outage, from_k8s, start_of_wait, to_k8s};
 use crate::{conditions, duration, validate};
 
 /// A ReplicaSet the Rollout owns, as the API server shows it.
@@ -74,6 +74,10 @@ pub struct Observed {
     /// an argument nobody gives), a route in another namespace without a ReferenceGrant.
     /// Reported as InvalidSpec, and nothing is changed, until fixed.
     pub reference_problems: Vec<validate::Violation>,
+    /// When the controller could not hear the API server, oldest first: the ended ones it
+    /// remembers and one that lasts, if any. Their time does not count towards a progress
+    /// deadline or a timed pause.
+    pub outages: Vec<Outage>,
 }
 
 pub struct Input<'a> {
@@ -173,6 +177,7 @@ pub enum Reason {
     Retried,
     RolloutCompleted,
     RolledBack,
+    OutageExcluded,
 }
 
 impl Reason {
@@ -192,6 +197,7 @@ impl Reason {
             Reason::Retried => "Retried",
             Reason::RolloutCompleted => "RolloutCompleted",
             Reason::RolledBack => "RolledBack",
+            Reason::OutageExcluded => "OutageExcluded",
         }
     }
 
@@ -331,6 +337,7 @@ impl<'a> Planner<'a> {
         self.status.observed_generation = input.generation;
         self.status.selector = Some(selector_string(&input.spec.selector));
         self.count_replicas();
+        self.exclude_outages();
 
         let mut violations = validate::rollout(input.spec);
         violations.extend(input.observed.reference_problems.iter().cloned());
@@ -878,8 +885,10 @@ impl<'a> Planner<'a> {
         };
         match self.pause_duration(index) {
             Some(d) => {
-                let deadline = from_k8s(&held.start_time)
-                    + chrono::Duration::from_std(d).unwrap_or(chrono::TimeDelta::MAX);
+                let start = from_k8s(&held.start_time);
+                let deadline = start
+                    + chrono::Duration::from_std(d).unwrap_or(chrono::TimeDelta::MAX)
+                    + self.lasting_outage_after(start);
                 if now >= deadline {
                     Progress::Advance
                 } else {
@@ -1167,6 +1176,71 @@ impl<'a> Planner<'a> {
         self.settle_on_stable(hash);
     }
 
+    /// Takes each ended outage the status has not yet taken off out of the waits under way:
+    /// `waitingSince` and a timed pause's start move later by the part of the outage after
+    /// them. Recorded in `outagesExcludedUntil`, so an outage moves them once, also across
+    /// controller restarts; an outage that lasts is not recorded (it is still growing), and
+    /// [`Self::lasting_outage_after`] holds the timers while it does.
+    fn exclude_outages(&mut self) {
+        let now = self.input.now;
+        let mut excluded = self.status.outages_excluded_until.as_ref().map(from_k8s);
+        let mut moved = chrono::Duration::zero();
+        for outage in &self.input.observed.outages {
+            let Some(end) = outage.end else { continue };
+            if excluded.is_some_and(|until| end <= until) {
+                continue;
+            }
+            let mut shift = chrono::Duration::zero();
+            if let Some(since) = self.status.waiting_since.as_ref().map(from_k8s) {
+                let lost = outage.lost_after(since, now);
+                if !lost.is_zero() {
+                    self.status.waiting_since = Some(to_k8s(since + lost));
+                    shift = shift.max(lost);
+                }
+            }
+            for held in &mut self.status.pause_conditions {
+                if held.reason != PauseReason::CanaryPauseStep {
+                    continue;
+                }
+                let start = from_k8s(&held.start_time);
+                let lost = outage.lost_after(start, now);
+                if !lost.is_zero() {
+                    held.start_time = to_k8s(start + lost);
+                    shift = shift.max(lost);
+                }
+            }
+            // Recorded only when something moved: an outage that touched no wait moves
+            // nothing later either, since a wait that begins later begins after it.
+            if !shift.is_zero() {
+                excluded = Some(excluded.map_or(end, |until| until.max(end)));
+                moved += shift;
+            }
+        }
+        if moved.is_zero() {
+            return;
+        }
+        self.status.outages_excluded_until = excluded.map(to_k8s);
+        self.transition(
+            Reason::OutageExcluded,
+            format!(
+                "the API server could not be heard for {}: the progress deadline and any timed pause end that much later",
+                duration::format(moved.to_std().unwrap_or_default())
+            ),
+        );
+    }
+
+    /// The part after `since` of an outage that lasts: a timer does not run while the
+    /// controller cannot hear the API server.
+    fn lasting_outage_after(&self, since: DateTime<Utc>) -> chrono::Duration {
+        self.input
+            .observed
+            .outages
+            .iter()
+            .filter(|o| o.end.is_none())
+            .map(|o| o.lost_after(since, self.input.now))
+            .fold(chrono::Duration::zero(), |a, b| a + b)
+    }
+
     /// Starts, continues or clears the progress-deadline clock. `can_abort`: the rollout
     /// aborts when the deadline passes; otherwise it is only reported as Degraded.
     fn track_deadline(&mut self, waiting: bool, can_abort: bool) {
@@ -1183,8 +1257,9 @@ impl<'a> Planner<'a> {
             }
         };
         self.status.waiting_since = Some(recorded);
-        let deadline =
-            since + chrono::Duration::seconds(i64::from(self.input.spec.progress_deadline_seconds));
+        let deadline = since
+            + chrono::Duration::seconds(i64::from(self.input.spec.progress_deadline_seconds))
+            + self.lasting_outage_after(since);
         if now < deadline {
             self.wake_at(deadline);
             return;

@@ -18,6 +18,7 @@ use super::template_hash;
 use crate::api::Rollout;
 use crate::api::rollout::RolloutStatus;
 use crate::conditions;
+use crate::runtime::cache::Epoch;
 use crate::runtime::leader::{Leadership, Term};
 use crate::runtime::metrics::Metrics;
 use crate::status_patch::{self, WriteError};
@@ -169,6 +170,13 @@ async fn reconcile_rollout(
         let mut read = Read::Cached;
         let mut rounds = 0;
         while rounds < MAX_ROUNDS {
+            let health = &ctx.metrics.watches;
+            // Counted before the read: an outage that ends during it makes the next read
+            // take a new floor.
+            let epoch = Epoch {
+                term: term.number(),
+                outages: health.outages_ended(),
+            };
             let mut observed = observe(
                 &ctx.client,
                 &ctx.owned,
@@ -176,10 +184,12 @@ async fn reconcile_rollout(
                 router.as_ref(),
                 read,
                 &versions,
-                term.number(),
+                epoch,
             )
             .await?;
             observed.reference_problems.clone_from(&problems);
+            let now = chrono::Utc::now();
+            observed.outages = health.outages(std::time::Instant::now(), now);
             let next = plan(&Input {
                 spec: &current.spec,
                 generation: current.metadata.generation,
@@ -190,7 +200,7 @@ async fn reconcile_rollout(
                     .get(crate::gitops::inventory::REVISION_ANNOTATION)
                     .map(String::as_str),
                 observed: &observed,
-                now: chrono::Utc::now(),
+                now,
             });
             let planned_at = tokio::time::Instant::now();
             let changes =

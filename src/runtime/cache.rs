@@ -27,15 +27,25 @@ pub struct Cache<K: Resource<DynamicType = ()> + 'static> {
     /// The same, for the list being taken: the store swaps it in whole at its end
     /// (`InitDone`), and keeps what it had until then.
     listing: Arc<AtomicU64>,
-    /// A version the API server was at when a leadership term of this process began; see
+    /// A version the API server was at when the current [`Epoch`] began; see
     /// [`Cache::has_seen`].
     floor: Arc<Mutex<Floor>>,
 }
 
-/// The floor taken in one leadership term (see [`crate::runtime::leader::Leadership::term`]).
+/// Since when a cache may lack writes of others: a leadership term of this process (see
+/// [`crate::runtime::leader::Leadership::term`]), and within it the outages it heard the
+/// API server again after (see [`crate::runtime::watch::Health::outages_ended`]), since what
+/// changed while a watch was broken reaches its cache only with the next list.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Epoch {
+    pub term: u64,
+    pub outages: u64,
+}
+
+/// The floor taken in one epoch.
 #[derive(Clone, Copy, Debug, Default)]
 struct Floor {
-    term: u64,
+    epoch: Epoch,
     version: u64,
 }
 
@@ -82,20 +92,21 @@ where
         self.is_synced() && self.seen.load(Ordering::Acquire) >= version
     }
 
-    /// The version the first reads of leadership `term` must see, if taken in that term: one
-    /// taken in an earlier term says nothing of what another leader wrote since.
-    pub fn floor(&self, term: u64) -> Option<u64> {
+    /// The version the first reads of `epoch` must see, if taken in that epoch: one taken
+    /// in an earlier epoch says nothing of what another leader wrote since, or of what
+    /// changed while the watch could not hear the API server.
+    pub fn floor(&self, epoch: Epoch) -> Option<u64> {
         let floor = *self.floor.lock().unwrap_or_else(PoisonError::into_inner);
-        (floor.term == term && floor.version > 0).then_some(floor.version)
+        (floor.epoch == epoch && floor.version > 0).then_some(floor.version)
     }
 
-    pub fn set_floor(&self, term: u64, version: u64) {
+    pub fn set_floor(&self, epoch: Epoch, version: u64) {
         let mut floor = self.floor.lock().unwrap_or_else(PoisonError::into_inner);
-        match term.cmp(&floor.term) {
-            // A reader of an ended term: its floor is of no use to the current one.
+        match epoch.cmp(&floor.epoch) {
+            // A reader of an ended epoch: its floor is of no use to the current one.
             std::cmp::Ordering::Less => {}
             std::cmp::Ordering::Equal => floor.version = floor.version.max(version),
-            std::cmp::Ordering::Greater => *floor = Floor { term, version },
+            std::cmp::Ordering::Greater => *floor = Floor { epoch, version },
         }
     }
 
@@ -309,30 +320,51 @@ mod tests {
         );
     }
 
+    fn term(term: u64) -> Epoch {
+        Epoch { term, outages: 0 }
+    }
+
     #[test]
-    fn a_floor_holds_for_the_term_it_was_taken_in() {
+    fn a_floor_holds_for_the_epoch_it_was_taken_in() {
         let (cache, _writer) = cache();
-        assert_eq!(cache.floor(1), None);
-        cache.set_floor(1, 20);
-        cache.set_floor(1, 15);
+        assert_eq!(cache.floor(term(1)), None);
+        cache.set_floor(term(1), 20);
+        cache.set_floor(term(1), 15);
         assert_eq!(
-            cache.floor(1),
+            cache.floor(term(1)),
             Some(20),
             "two readers racing keep the later floor"
         );
-        assert_eq!(cache.floor(2), None, "a later term takes its own");
-        cache.set_floor(2, 18);
+        assert_eq!(cache.floor(term(2)), None, "a later term takes its own");
+        cache.set_floor(term(2), 18);
         assert_eq!(
-            cache.floor(2),
+            cache.floor(term(2)),
             Some(18),
             "not the earlier term's higher one"
         );
-        assert_eq!(cache.floor(1), None);
-        cache.set_floor(1, 25);
+        assert_eq!(cache.floor(term(1)), None);
+        cache.set_floor(term(1), 25);
         assert_eq!(
-            cache.floor(2),
+            cache.floor(term(2)),
             Some(18),
             "a reader of the ended term does not replace it"
+        );
+        let after_outage = Epoch {
+            term: 2,
+            outages: 1,
+        };
+        assert_eq!(
+            cache.floor(after_outage),
+            None,
+            "an outage ended: a new floor"
+        );
+        cache.set_floor(after_outage, 30);
+        assert_eq!(cache.floor(after_outage), Some(30));
+        cache.set_floor(term(2), 40);
+        assert_eq!(
+            cache.floor(after_outage),
+            Some(30),
+            "read before the outage ended"
         );
     }
 }

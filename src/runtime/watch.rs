@@ -11,9 +11,11 @@
 //! read from etcd, never the API server's watch cache, which right after a restart may
 //! answer with a version the new watch cache no longer serves (KEP 1904).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
 
 use futures::{Stream, StreamExt};
 use kube::Api;
@@ -21,6 +23,8 @@ use kube::runtime::WatchStreamExt;
 use kube::runtime::utils::{Backoff, ResetTimerBackoff};
 use kube::runtime::watcher::{self, ExponentialBackoff, ListSemantic, watcher};
 use serde::de::DeserializeOwned;
+
+use crate::time::Outage;
 
 /// The longest backoff of a failing watch before its jitter (which adds up to as much
 /// again): short, because a watch waiting out its backoff when the API server comes back is
@@ -54,6 +58,28 @@ pub fn backoff() -> impl Backoff + 'static {
     ResetTimerBackoff::new(exponential, Duration::from_secs(60))
 }
 
+/// Outages remembered: enough for any wait under way (a pause or a progress deadline spans
+/// minutes, not dozens of outages), bounded whatever happens.
+pub const OUTAGES_KEPT: usize = 32;
+
+/// Whether a watch's error means the API server could not be heard (down, unreachable,
+/// overloaded, a version its cache no longer serves), rather than a refusal that holds until
+/// someone changes something (forbidden, a kind the cluster lacks): only the first kind is an
+/// outage, or a missing permission would stop every deadline for good.
+pub fn unheard(error: &watcher::Error) -> bool {
+    let code = match error {
+        watcher::Error::InitialListFailed(e)
+        | watcher::Error::WatchStartFailed(e)
+        | watcher::Error::WatchFailed(e) => match e {
+            kube::Error::Api(status) => Some(status.code),
+            _ => None,
+        },
+        watcher::Error::WatchError(status) => Some(status.code),
+        watcher::Error::NoResourceVersion => Some(0),
+    };
+    !matches!(code, Some(0 | 400..=404 | 422))
+}
+
 /// A watch of `api` that backs off on its own and records its health as `watch`.
 pub fn watched<K>(
     api: Api<K>,
@@ -65,7 +91,10 @@ where
 {
     watcher(api, config)
         .backoff(backoff())
-        .inspect(move |result| watch.saw(result))
+        .inspect(move |result| match result {
+            Ok(_) => watch.saw(&Ok::<(), &str>(())),
+            Err(error) => watch.saw_error(error, unheard(error)),
+        })
 }
 
 /// For kube's `Controller::trigger_backoff`: its triggers are watches that each back off
@@ -93,6 +122,8 @@ pub struct Heard {
     pub last_error: Option<Instant>,
     /// Errors since `behind_since`.
     pub errors: u64,
+    /// The latest error meant the API server could not be heard ([`unheard`]).
+    pub unheard: bool,
 }
 
 impl Heard {
@@ -103,13 +134,14 @@ impl Heard {
 
     /// An error: the watch is behind from now, or still. An error after a quiet spell
     /// starts a new run of errors.
-    pub fn failed(&mut self, now: Instant) {
+    pub fn failed(&mut self, now: Instant, unheard: bool) {
         if self.behind(now).is_zero() {
             *self = Heard::default();
         }
         self.behind_since.get_or_insert(now);
         self.last_error = Some(now);
         self.errors += 1;
+        self.unheard = unheard;
     }
 
     /// How long the watch has been behind at `now`: from its first error, as long as errors
@@ -131,6 +163,41 @@ pub struct Health {
     /// Watches of kinds weir can do without (an HTTPRoute CRD a cluster may not have):
     /// reported, never a reason for `/readyz` to fail.
     optional: Arc<Mutex<std::collections::BTreeSet<String>>>,
+    outages: Arc<Mutex<OutageLog>>,
+}
+
+/// When the required watches could not hear the API server: the outage under way, if any,
+/// and the last `OUTAGES_KEPT` that ended.
+#[derive(Debug, Default)]
+struct OutageLog {
+    open: Option<DateTime<Utc>>,
+    /// The latest error of the open outage: where it ends if its watches come back without
+    /// an event (see `QUIET`).
+    last_error: Option<DateTime<Utc>>,
+    ended: VecDeque<Outage>,
+    /// Outages ended so far: a read after one ended cannot trust a cache filled before it.
+    count: u64,
+}
+
+impl OutageLog {
+    fn failed(&mut self, now: DateTime<Utc>) {
+        self.open.get_or_insert(now);
+        self.last_error = Some(now);
+    }
+
+    fn heard(&mut self, end: DateTime<Utc>) {
+        if let Some(start) = self.open.take() {
+            if self.ended.len() == OUTAGES_KEPT {
+                self.ended.pop_front();
+            }
+            self.ended.push_back(Outage {
+                start,
+                end: Some(end.max(start)),
+            });
+            self.count += 1;
+        }
+        self.last_error = None;
+    }
 }
 
 impl Health {
@@ -150,6 +217,49 @@ impl Health {
             .unwrap_or_else(|e| e.into_inner())
             .insert(name.to_owned());
         self.watch(name)
+    }
+
+    /// The outages of the required watches, oldest first, the one under way (if any) last
+    /// with no end. `at` and `wall` are the same moment on the two clocks.
+    pub fn outages(&self, at: Instant, wall: DateTime<Utc>) -> Vec<Outage> {
+        let behind = self.unheard_behind(at);
+        let mut log = self.outage_log();
+        if !behind && log.open.is_some() {
+            // Its watches came back without an event: over since the last error.
+            let end = log.last_error.unwrap_or(wall);
+            log.heard(end);
+        }
+        let mut outages: Vec<Outage> = log.ended.iter().copied().collect();
+        outages.extend(log.open.map(|start| Outage { start, end: None }));
+        outages
+    }
+
+    /// How many outages have ended: it changes when one does.
+    pub fn outages_ended(&self) -> u64 {
+        self.outage_log().count
+    }
+
+    fn outage_log(&self) -> std::sync::MutexGuard<'_, OutageLog> {
+        self.outages.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Whether a required watch is behind because it cannot hear the API server.
+    fn unheard_behind(&self, now: Instant) -> bool {
+        let optional = self
+            .optional
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        self.lock().iter().any(|(name, heard)| {
+            heard.unheard && !heard.behind(now).is_zero() && !optional.contains(name)
+        })
+    }
+
+    fn is_optional(&self, name: &str) -> bool {
+        self.optional
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(name)
     }
 
     /// Each watch and how long it has been behind at `now` (zero when it is not).
@@ -188,26 +298,49 @@ pub struct Watch {
 }
 
 impl Watch {
-    /// Records what the watch's stream yielded.
+    /// Records what the watch's stream yielded; an error counts as an outage.
     pub fn saw<T, E: std::fmt::Display>(&self, result: &Result<T, E>) {
-        let mut watches = self.health.lock();
-        let heard = watches.entry(self.name.clone()).or_default();
         match result {
-            Ok(_) => heard.took(),
-            Err(error) => {
-                let now = Instant::now();
-                if heard.behind(now).is_zero() {
-                    tracing::warn!(watch = %self.name, %error, "watch failed; retrying with backoff");
-                }
-                heard.failed(now);
+            Ok(_) => self.took(Utc::now()),
+            Err(error) => self.saw_error(error, true),
+        }
+    }
+
+    /// Records an error; `unheard`: it means the API server could not be heard.
+    pub fn saw_error(&self, error: &impl std::fmt::Display, unheard: bool) {
+        let now = Instant::now();
+        {
+            let mut watches = self.health.lock();
+            let heard = watches.entry(self.name.clone()).or_default();
+            if heard.behind(now).is_zero() {
+                tracing::warn!(watch = %self.name, %error, "watch failed; retrying with backoff");
             }
+            heard.failed(now, unheard);
+        }
+        if unheard && !self.health.is_optional(&self.name) {
+            self.health.outage_log().failed(Utc::now());
+        }
+    }
+
+    fn took(&self, wall: DateTime<Utc>) {
+        self.health
+            .lock()
+            .entry(self.name.clone())
+            .or_default()
+            .took();
+        // The outage ends when the last required watch behind hears again.
+        if self.health.outage_log().open.is_some() && !self.health.unheard_behind(Instant::now()) {
+            self.health.outage_log().heard(wall);
         }
     }
 
     #[cfg(test)]
     fn failed_at(&self, now: Instant) {
         let mut watches = self.health.lock();
-        watches.entry(self.name.clone()).or_default().failed(now);
+        watches
+            .entry(self.name.clone())
+            .or_default()
+            .failed(now, true);
     }
 }
 
@@ -222,7 +355,7 @@ mod tests {
         assert_eq!(heard.behind(start), Duration::ZERO);
         // Errors every 5 s for 40 s: behind all along, counted from the first.
         for second in (0..=40).step_by(5) {
-            heard.failed(start + Duration::from_secs(second));
+            heard.failed(start + Duration::from_secs(second), true);
         }
         assert_eq!(
             heard.behind(start + Duration::from_secs(41)),
@@ -239,7 +372,7 @@ mod tests {
             Duration::ZERO
         );
         // A later error starts a new run.
-        heard.failed(start + Duration::from_secs(100));
+        heard.failed(start + Duration::from_secs(100), true);
         assert_eq!(
             heard.behind(start + Duration::from_secs(101)),
             Duration::from_secs(1)
@@ -280,6 +413,96 @@ mod tests {
         rollouts.saw(&Ok::<(), &str>(()));
         assert!(health.stale(at, BEHIND_LIMIT).is_empty());
         assert_eq!(health.behind(start).len(), 2, "every watch is listed");
+    }
+
+    fn status(code: u16) -> watcher::Error {
+        watcher::Error::WatchError(Box::new(kube::core::Status {
+            code,
+            ..Default::default()
+        }))
+    }
+
+    #[test]
+    fn only_errors_of_an_absent_api_server_are_outages() {
+        for code in [410, 429, 500, 503, 504] {
+            assert!(unheard(&status(code)), "{code}");
+        }
+        for code in [400, 401, 403, 404, 422] {
+            assert!(!unheard(&status(code)), "{code}");
+        }
+        assert!(!unheard(&watcher::Error::NoResourceVersion));
+    }
+
+    #[test]
+    fn an_outage_lasts_until_every_required_watch_hears_again() {
+        let health = Health::default();
+        let rollouts = health.watch("rollouts");
+        let sets = health.watch("replicasets");
+        let routes = health.optional_watch("httproutes");
+        let templates = health.watch("templates");
+        let wall = Utc::now();
+        // A kind the cluster lacks, a watch refused: not outages, however long they last.
+        routes.saw_error(&"connection refused", true);
+        templates.saw_error(&"forbidden", false);
+        assert_eq!(health.outages(Instant::now(), wall), vec![]);
+        rollouts.saw_error(&"connection refused", true);
+        sets.saw_error(&"connection refused", true);
+        let lasting = health.outages(Instant::now(), Utc::now());
+        assert_eq!(lasting.len(), 1);
+        assert_eq!(lasting[0].end, None);
+        let start = lasting[0].start;
+        rollouts.saw(&Ok::<(), &str>(()));
+        assert_eq!(
+            health.outages(Instant::now(), Utc::now())[0].end,
+            None,
+            "one watch still cannot hear"
+        );
+        assert_eq!(health.outages_ended(), 0);
+        sets.saw(&Ok::<(), &str>(()));
+        let ended = health.outages(Instant::now(), Utc::now());
+        assert_eq!(ended.len(), 1);
+        assert_eq!(ended[0].start, start);
+        assert!(ended[0].end.is_some_and(|end| end >= start));
+        assert_eq!(health.outages_ended(), 1);
+        assert!(
+            !health.stale(Instant::now(), Duration::ZERO).is_empty(),
+            "the refused watch is still behind, and still no outage"
+        );
+    }
+
+    #[test]
+    fn an_outage_whose_watches_came_back_quietly_ends_at_its_last_error() {
+        let mut log = OutageLog::default();
+        let t = Utc::now();
+        log.failed(t);
+        log.failed(t + chrono::Duration::seconds(5));
+        let health = Health::default();
+        *health.outage_log() = log;
+        // No watch is behind (none is even known): over, at the last error.
+        let outages = health.outages(Instant::now(), t + chrono::Duration::seconds(60));
+        assert_eq!(
+            outages,
+            vec![Outage {
+                start: t,
+                end: Some(t + chrono::Duration::seconds(5))
+            }]
+        );
+    }
+
+    #[test]
+    fn outages_are_remembered_within_a_bound() {
+        let mut log = OutageLog::default();
+        let t = Utc::now();
+        for i in 0..100 {
+            log.failed(t + chrono::Duration::seconds(i * 10));
+            log.heard(t + chrono::Duration::seconds(i * 10 + 5));
+        }
+        assert_eq!(log.ended.len(), OUTAGES_KEPT);
+        assert_eq!(log.count, 100);
+        assert_eq!(
+            log.ended.back().and_then(|o| o.end),
+            Some(t + chrono::Duration::seconds(995))
+        );
     }
 
     #[test]

@@ -461,6 +461,177 @@ fn a_canary_that_never_becomes_ready_aborts_at_the_progress_deadline() {
     assert_eq!(world.observed.route_weight, Some(0));
 }
 
+impl World {
+    /// The controller stops hearing the API server now.
+    fn outage_begins(&mut self) {
+        self.observed.outages.push(Outage {
+            start: self.now,
+            end: None,
+        });
+    }
+
+    /// ... and hears it again now.
+    fn outage_ends(&mut self) {
+        let now = self.now;
+        if let Some(outage) = self.observed.outages.iter_mut().find(|o| o.end.is_none()) {
+            outage.end = Some(now);
+        }
+    }
+}
+
+#[test]
+fn an_outage_does_not_count_towards_the_progress_deadline() {
+    let mut s = spec(json!([{"setWeight": 20}, {"pause": {}}]), true, 4);
+    s.progress_deadline_seconds = 60;
+    let mut world = World::with_canary(s);
+    world.crashing.push(CANARY.into());
+    world.reconcile();
+    let waiting = world.status.waiting_since.clone();
+    assert_eq!(waiting, Some(to_k8s(t0())));
+    world.tick(20);
+    world.outage_begins();
+    // 70 s after the wait began, 50 s of them unheard: the deadline holds while it lasts.
+    world.tick(50);
+    let plans = world.reconcile();
+    assert!(!world.status.abort, "{:?}", world.status.message);
+    assert_eq!(World::reasons(&plans), vec![]);
+    assert_eq!(
+        world.status.waiting_since, waiting,
+        "a lasting outage moves nothing yet"
+    );
+    // Heard again: the 50 s are taken off, once, and said.
+    world.outage_ends();
+    let plans = world.reconcile();
+    assert_eq!(World::reasons(&plans), vec![Reason::OutageExcluded]);
+    assert_eq!(
+        world.status.waiting_since,
+        Some(to_k8s(t0() + chrono::Duration::seconds(50)))
+    );
+    assert_eq!(
+        world.status.outages_excluded_until,
+        Some(to_k8s(t0() + chrono::Duration::seconds(70)))
+    );
+    let settled = world.status.clone();
+    world.tick(39);
+    let plans = world.reconcile();
+    assert_eq!(World::reasons(&plans), vec![]);
+    assert_eq!(world.status, settled, "an outage is taken off once");
+    world.tick(1);
+    let plans = world.reconcile();
+    assert_eq!(
+        World::reasons(&plans),
+        vec![Reason::ProgressDeadlineExceeded],
+        "60 s of heard waiting end it"
+    );
+    assert!(world.status.abort);
+}
+
+#[test]
+fn an_outage_does_not_count_towards_a_timed_pause() {
+    let steps = json!([{"setWeight": 20}, {"pause": {"duration": "60s"}}, {"setWeight": 60}, {"pause": {}}]);
+    let mut world = World::with_canary(spec(steps, true, 5));
+    world.reconcile();
+    assert_eq!(world.status.current_step_index, Some(1));
+    world.tick(10);
+    world.outage_begins();
+    world.tick(30);
+    world.outage_ends();
+    let plans = world.reconcile();
+    assert_eq!(World::reasons(&plans), vec![Reason::OutageExcluded]);
+    let start = world
+        .status
+        .pause_conditions
+        .iter()
+        .find(|c| c.reason == PauseReason::CanaryPauseStep)
+        .map(|c| from_k8s(&c.start_time));
+    assert_eq!(start, Some(t0() + chrono::Duration::seconds(30)));
+    assert_eq!(
+        plans.last().and_then(|p| p.requeue_after),
+        Some(Duration::from_secs(50)),
+        "wake at the moved end"
+    );
+    world.tick(49);
+    world.reconcile();
+    assert_eq!(
+        world.status.current_step_index,
+        Some(1),
+        "60 heard seconds not yet"
+    );
+    world.tick(1);
+    world.reconcile();
+    assert_eq!(world.status.current_step_index, Some(3));
+}
+
+#[test]
+fn an_outage_before_a_wait_or_with_nothing_waiting_changes_nothing() {
+    let steps = json!([{"setWeight": 20}, {"pause": {}}]);
+    let mut world = World::with_canary(spec(steps, true, 5));
+    world.outage_begins();
+    world.tick(30);
+    world.outage_ends();
+    world.tick(5);
+    // The canary starts after the outage: its waits owe nothing to it.
+    let plans = world.reconcile();
+    assert!(!World::reasons(&plans).contains(&Reason::OutageExcluded));
+    assert_eq!(world.status.outages_excluded_until, None);
+    let held = world.status.clone();
+    world.tick(1000);
+    let plan = world.plan();
+    assert_eq!(
+        plan.status, held,
+        "an untimed pause is not moved: nothing to write"
+    );
+    assert_eq!(plan.transitions, vec![]);
+}
+
+proptest! {
+    /// However an outage falls, a canary that never becomes ready aborts once 60 heard
+    /// seconds have passed: not before, and no later than the next reconcile after.
+    #[test]
+    fn the_deadline_counts_only_heard_time(
+        outage_at in 0i64..120, length in 0i64..200, every in 1i64..15, restart in any::<bool>(),
+    ) {
+        let mut s = spec(json!([{"setWeight": 20}, {"pause": {}}]), true, 4);
+        s.progress_deadline_seconds = 60;
+        let mut world = World::with_canary(s);
+        world.crashing.push(CANARY.into());
+        world.reconcile();
+        let mut aborted_at = None;
+        let mut elapsed = 0;
+        let mut ended_seen = false;
+        while elapsed < 500 && aborted_at.is_none() {
+            world.tick(every);
+            elapsed += every;
+            if elapsed >= outage_at && world.observed.outages.is_empty() {
+                world.observed.outages.push(Outage {
+                    start: t0() + chrono::Duration::seconds(outage_at),
+                    end: None,
+                });
+            }
+            if elapsed >= outage_at + length {
+                for outage in &mut world.observed.outages {
+                    outage.end.get_or_insert(t0() + chrono::Duration::seconds(outage_at + length));
+                }
+            }
+            if restart && ended_seen {
+                // A restarted controller has forgotten the outage; the status remembers.
+                world.observed.outages.clear();
+            }
+            world.reconcile();
+            ended_seen = world.observed.outages.iter().any(|o| o.end.is_some());
+            if world.status.abort {
+                aborted_at = Some(elapsed);
+            }
+        }
+        // The part of the outage inside the deadline's window counts; what came after the
+        // abort would have could not have.
+        let lost = if outage_at >= 60 { 0 } else { length };
+        let aborted_at = aborted_at.unwrap_or(i64::MAX);
+        prop_assert!(aborted_at >= 60 + lost, "aborted at {aborted_at}, lost {lost}");
+        prop_assert!(aborted_at < 60 + lost + every + 1, "aborted at {aborted_at}, lost {lost}");
+    }
+}
+
 /// Seen in a bench run: the canary's pods became available in the reconcile that found the
 /// deadline passed, and the plan scaled the stable down for the step before aborting.
 #[test]
