@@ -272,3 +272,294 @@ async fn an_api_server_outage_does_not_count_towards_the_progress_deadline() {
     std::mem::forget(ns);
     cluster(&["restart", "kube-controller-manager"]);
 }
+
+/// A release of `web:2` gated by an analysis step of five measurements two seconds apart,
+/// with the API server restarted while that analysis runs; returns how it ended and how
+/// many AnalysisRuns the release made.
+async fn release_restarted_mid_analysis() -> (Ending, usize) {
+    use support::{MetricsServer, ScrapeTarget, prometheus_url};
+    use weir::api::analysis::{AnalysisPhase, AnalysisRun};
+    let ns = TestNamespace::new(&client().await, "fault-analysis").await;
+    app(&ns).await;
+    let series = format!("weir_test_success_rate{{test=\"{}\"}}", ns.name);
+    let _server = MetricsServer::start(&format!("{series} 0.99\n")).await;
+    let _target = ScrapeTarget::add(&ns.name, &_server.address, &[]);
+    let prometheus = prometheus_http_query::Client::try_from(prometheus_url().as_str())
+        .unwrap_or_else(|e| panic!("the Prometheus address: {e}"));
+    eventually(
+        "Prometheus to scrape the rate",
+        support::app::LIMIT,
+        || async {
+            let response = prometheus.query(series.as_str()).get().await.ok()?;
+            response.data().as_vector()?.first().map(|_| ())
+        },
+    )
+    .await;
+    support::app::apply(
+        &ns,
+        json!({"apiVersion": "weir.dev/v1alpha1", "kind": "AnalysisTemplate",
+            "metadata": {"name": "success-rate"},
+            "spec": {"metrics": [{"name": "success-rate", "interval": "2s", "count": 5,
+                "successCondition": "result[0] >= 0.95",
+                "provider": {"prometheus": {"query": series}}}]}}),
+    )
+    .await;
+    let steps = json!([{"setWeight": 20},
+        {"analysis": {"templates": [{"templateName": "success-rate"}]}},
+        {"setWeight": 60}, {"pause": {"duration": "2s"}}]);
+    set_image(&ns, "web:1", &steps, &json!({})).await;
+    let _controller = ControllerProcess::start_with(
+        &ns.name,
+        &[
+            "--metrics-addr",
+            "127.0.0.1:0",
+            "--prometheus-url",
+            &prometheus_url(),
+        ],
+    );
+    healthy_on(&ns, "web:1").await;
+    let log = WeightLog::start(&ns);
+    set_image(&ns, "web:2", &steps, &json!({})).await;
+    let runs = ns.api::<AnalysisRun>();
+    eventually(
+        "the analysis running with a measurement taken",
+        support::app::LIMIT,
+        || async {
+            let list = runs.list(&Default::default()).await.ok()?;
+            list.items
+                .iter()
+                .any(|run| {
+                    run.status.as_ref().is_some_and(|s| {
+                        s.phase == Some(AnalysisPhase::Running)
+                            && s.metric_results.iter().any(|m| !m.measurements.is_empty())
+                    })
+                })
+                .then_some(())
+        },
+    )
+    .await;
+    cluster(&["restart", "kube-apiserver"]);
+    let ns = TestNamespace {
+        name: ns.name.clone(),
+        client: client().await,
+    };
+    let done = healthy_on(&ns, "web:2").await;
+    let runs = ns
+        .api::<AnalysisRun>()
+        .list(&Default::default())
+        .await
+        .map(|l| l.items.len())
+        .unwrap_or_default();
+    let ending = Ending {
+        weights: log.weights(),
+        stable: done.status.as_ref().and_then(|s| s.stable_rs.clone()),
+        aborted: done.status.as_ref().is_some_and(|s| s.abort),
+        abort_events: 0,
+    };
+    std::mem::forget(ns);
+    (ending, runs)
+}
+
+#[tokio::test]
+async fn an_analysis_ends_the_same_after_an_api_server_restart_mid_measurement() {
+    let _alone = ONE_AT_A_TIME.lock().await;
+    let (ending, runs) = release_restarted_mid_analysis().await;
+    assert_eq!(ending.stable, Some(hash_of("web:2")), "{ending:?}");
+    assert!(!ending.aborted, "no false abort: {ending:?}");
+    assert_eq!(runs, 1, "the analysis step ran once, not again: {ending:?}");
+    assert!(
+        subsequence(&ending.weights, &[0, 20, 60, 100, 0]) && ending.weights.contains(&60),
+        "every step once, in order: {ending:?}"
+    );
+    cluster(&["restart", "kube-controller-manager"]);
+}
+
+/// Where a rollback's fault strikes.
+#[derive(Clone, Copy, Debug)]
+enum RollbackFault {
+    /// The API server restarts as soon as the GitSync has rejected the revision: the
+    /// re-apply of the good revision and the prune are under way.
+    ApiServerMidRollback,
+    /// The API server restarts while weir's revert is being pushed.
+    ApiServerMidWriteBack,
+    /// The Git host dies while weir's revert is being pushed (the push's server side is
+    /// killed too, so nothing lands) and comes back on the same port five seconds later.
+    GitHostMidPush,
+}
+
+/// A GitSync'd release of v2 aborted by an operator and rolled back to v1 with write-back,
+/// with `fault` injected on the way; returns once Git and the cluster agree, after checking
+/// that they agree exactly as without a fault: one rejected revision, one revert on the
+/// branch, v1's manifests applied and v2's Secret pruned.
+async fn rollback_with(test: &str, fault: RollbackFault) {
+    use support::git::{GitDaemon, GitRepo};
+    use support::gitops::{
+        commit_with, git_sync_every, revert_on_branch, secret, setting, sync_where,
+    };
+    let ns = TestNamespace::new(&client().await, test).await;
+    let repo = GitRepo::new(&ns.name);
+    repo.accept_pushes();
+    // Each push names its server-side process, then takes a few seconds: the fault strikes
+    // while it is in flight.
+    let pushing = repo.dir.join(".git/push-in-flight");
+    repo.hook(
+        "pre-receive",
+        &format!("#!/bin/sh\necho $PPID >> {}\nsleep 4\n", pushing.display()),
+    );
+    let mut daemon = GitDaemon::serve(&repo).await;
+    let url = daemon.url(&repo);
+    let held = json!([{"setWeight": 20}, {"pause": {}}]);
+    let v1 = commit_with(&repo, &ns, 1, held.clone(), &[]);
+    let _controller = ControllerProcess::start(&ns.name);
+    git_sync_every(&ns, &url, true, "1s").await;
+    healthy_on(&ns, "web:1").await;
+    sync_where(&ns, "v1 good", |s| {
+        s.last_good_revision.as_deref() == Some(v1.as_str())
+    })
+    .await;
+    let v2 = commit_with(&repo, &ns, 2, held, &[secret()]);
+    wait_for(&ns, "v2's canary paused", |r| {
+        support::gitops::revisions(r).1.as_deref() == Some(v2.as_str())
+            && support::app::phase(r) == Some(weir::api::rollout::RolloutPhase::Paused)
+    })
+    .await;
+    support::app::status_patch(&ns, json!({"status": {"abort": true}})).await;
+    let push_started = || async {
+        eventually(
+            "weir's revert push to start",
+            support::app::LIMIT,
+            || async {
+                let attempts = std::fs::read_to_string(&pushing).ok()?;
+                attempts.lines().next().map(str::to_owned)
+            },
+        )
+        .await
+    };
+    match fault {
+        RollbackFault::ApiServerMidRollback => {
+            sync_where(&ns, "v2 rejected", |s| !s.rejected_revisions.is_empty()).await;
+            cluster(&["restart", "kube-apiserver"]);
+        }
+        RollbackFault::ApiServerMidWriteBack => {
+            push_started().await;
+            cluster(&["restart", "kube-apiserver"]);
+        }
+        RollbackFault::GitHostMidPush => {
+            let receiving = push_started().await;
+            let port = daemon.port;
+            drop(daemon);
+            let _ = Command::new("kill").args(["-9", receiving.trim()]).status();
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            daemon = GitDaemon::serve_on(&repo, port).await;
+        }
+    }
+    let ns = TestNamespace {
+        name: ns.name.clone(),
+        client: client().await,
+    };
+    let status = sync_where(&ns, "the rollback finished and written back", |s| {
+        s.rejected_revisions
+            .first()
+            .and_then(|r| r.revert.as_ref())
+            .is_some_and(|revert| s.last_applied_revision.as_ref() == Some(revert))
+    })
+    .await;
+    assert_eq!(
+        status
+            .rejected_revisions
+            .iter()
+            .map(|r| r.revision.as_str())
+            .collect::<Vec<_>>(),
+        vec![v2.as_str()],
+        "{fault:?}: one rejected revision"
+    );
+    revert_on_branch(&repo, &v2, &v1);
+    let subjects = repo.git(&["log", "--format=%s", "main"]);
+    assert_eq!(
+        subjects.lines().filter(|s| s.starts_with("Revert")).count(),
+        1,
+        "{fault:?}: one revert: {subjects}"
+    );
+    healthy_on(&ns, "web:1").await;
+    assert_eq!(
+        setting(&ns).await.as_deref(),
+        Some("setting 1"),
+        "{fault:?}"
+    );
+    eventually("v2's Secret pruned", support::app::LIMIT, || async {
+        match ns
+            .api::<k8s_openapi::api::core::v1::Secret>()
+            .get_opt("extra")
+            .await
+        {
+            Ok(None) => Some(()),
+            _ => None,
+        }
+    })
+    .await;
+    if let RollbackFault::GitHostMidPush = fault {
+        let attempts = std::fs::read_to_string(&pushing).unwrap_or_default();
+        assert!(
+            attempts.lines().count() >= 2,
+            "the first push was cut off and a later one landed: {attempts:?}"
+        );
+    }
+    drop(daemon);
+    std::mem::forget(ns);
+}
+
+/// The Git host dies while the GitSync fetches every second: the GitSync says so and the
+/// cluster keeps what it runs (nothing pruned, no canary); the host back, the commit made
+/// meanwhile is released.
+async fn git_host_lost_mid_fetch() {
+    use support::git::{GitDaemon, GitRepo};
+    use support::gitops::{commit_with, git_sync_every, revisions, sync_where};
+    let ns = TestNamespace::new(&client().await, "fault-git-fetch").await;
+    let repo = GitRepo::new(&ns.name);
+    let daemon = GitDaemon::serve(&repo).await;
+    let (url, port) = (daemon.url(&repo), daemon.port);
+    let held = json!([{"setWeight": 20}, {"pause": {}}]);
+    let v1 = commit_with(&repo, &ns, 1, held.clone(), &[]);
+    let _controller = ControllerProcess::start(&ns.name);
+    git_sync_every(&ns, &url, false, "1s").await;
+    healthy_on(&ns, "web:1").await;
+    sync_where(&ns, "v1 good", |s| {
+        s.last_good_revision.as_deref() == Some(v1.as_str())
+    })
+    .await;
+    drop(daemon);
+    let v2 = commit_with(&repo, &ns, 2, held, &[]);
+    let status = sync_where(&ns, "the fetch failure reported", |s| {
+        s.conditions
+            .iter()
+            .any(|c| c.type_ == "Ready" && c.status == "False" && c.reason == "FetchFailed")
+    })
+    .await;
+    assert_eq!(status.last_applied_revision.as_deref(), Some(v1.as_str()));
+    let rollout = healthy_on(&ns, "web:1").await;
+    assert_eq!(revisions(&rollout), (Some(v1.clone()), Some(v1.clone())));
+    assert!(
+        ns.api::<k8s_openapi::api::core::v1::ConfigMap>()
+            .get_opt("settings")
+            .await
+            .ok()
+            .flatten()
+            .is_some(),
+        "nothing pruned while the host is away"
+    );
+    let _back = GitDaemon::serve_on(&repo, port).await;
+    wait_for(&ns, "v2's canary once the host is back", |r| {
+        revisions(r).1.as_deref() == Some(v2.as_str())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_rollback_ends_the_same_after_an_api_server_restart_or_a_git_host_lost() {
+    let _alone = ONE_AT_A_TIME.lock().await;
+    rollback_with("fault-rollback", RollbackFault::ApiServerMidRollback).await;
+    rollback_with("fault-writeback", RollbackFault::ApiServerMidWriteBack).await;
+    rollback_with("fault-git-push", RollbackFault::GitHostMidPush).await;
+    git_host_lost_mid_fetch().await;
+    cluster(&["restart", "kube-controller-manager"]);
+}

@@ -12,6 +12,10 @@ use kube::api::{Patch, PatchParams};
 use serde_json::{Value, json};
 use support::app::{LIMIT, WeightLog, healthy_on, phase, status_patch, wait_for};
 use support::git::{GitDaemon, GitRepo};
+use support::gitops::{
+    commit_with, condition, git_sync_every, ready_reason, revert_on_branch, revisions, secret,
+    setting, sync_where,
+};
 use support::{
     ControllerProcess, MetricsServer, ScrapeTarget, TestNamespace, client, eventually,
     prometheus_url,
@@ -52,29 +56,6 @@ async fn metrics(ns: &TestNamespace) -> (MetricsServer, ScrapeTarget) {
     (server, target)
 }
 
-/// The application as its team keeps it in Git: Services, HTTPRoute, the analysis template,
-/// the Rollout (whose analysis names the version it ships), a ConfigMap, and `extra` objects.
-fn app(ns: &TestNamespace, image: &str, setting: &str, steps: Value, extra: &[Value]) -> String {
-    let query = format!(
-        "weir_test_success_rate{{test=\"{}\",version=\"{{{{args.version}}}}\"}}",
-        ns.name
-    );
-    let mut documents = support::app::routing();
-    documents.extend([
-        json!({"apiVersion": "weir.dev/v1alpha1", "kind": "AnalysisTemplate",
-            "metadata": {"name": "success-rate"},
-            "spec": {"args": [{"name": "version"}], "metrics": [{"name": "success-rate",
-                "interval": "1s", "count": 1,
-                "successCondition": "result[0] >= 0.95",
-                "provider": {"prometheus": {"query": query}}}]}}),
-        json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "settings"},
-            "data": {"value": setting}}),
-        support::app::rollout(image, steps, json!({})),
-    ]);
-    documents.extend(extra.iter().cloned());
-    support::app::yaml_stream(&documents)
-}
-
 /// Steps whose analysis measures the version being shipped.
 fn analysed(version: &str) -> Value {
     // The pause leaves time to see the canary's objects (v3's Secret) before it fails.
@@ -94,41 +75,8 @@ fn commit(repo: &GitRepo, ns: &TestNamespace, version: u32, extra: &[Value]) -> 
     )
 }
 
-fn commit_with(
-    repo: &GitRepo,
-    ns: &TestNamespace,
-    version: u32,
-    steps: Value,
-    extra: &[Value],
-) -> String {
-    let image = format!("web:{version}");
-    let manifest = app(ns, &image, &format!("setting {version}"), steps, extra);
-    repo.commit(&format!("web {version}"), &[("deploy/app.yaml", &manifest)])
-}
-
-fn secret() -> Value {
-    json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "extra"},
-        "stringData": {"token": "v3 only"}})
-}
-
 async fn git_sync(ns: &TestNamespace, url: &str, write_back: bool) {
     git_sync_every(ns, url, write_back, "1s").await;
-}
-
-async fn git_sync_every(ns: &TestNamespace, url: &str, write_back: bool, interval: &str) {
-    let object = json!({"apiVersion": "weir.dev/v1alpha1", "kind": "GitSync",
-        "metadata": {"name": "app"},
-        "spec": {"url": url, "ref": {"branch": "main"}, "path": "deploy", "interval": interval,
-            "rollback": {"writeBack": {"enabled": write_back, "authorName": "weir",
-                "authorEmail": "weir@example.com"}}}});
-    ns.api::<GitSync>()
-        .patch(
-            "app",
-            &PatchParams::apply("weir-test").force(),
-            &Patch::Apply(&object),
-        )
-        .await
-        .unwrap_or_else(|e| panic!("applying the GitSync: {e}"));
 }
 
 /// Asks for a sync now (as the push webhook does) and waits until it was handled.
@@ -148,48 +96,6 @@ async fn sync_now(ns: &TestNamespace) -> GitSyncStatus {
         s.last_handled_sync_request.as_deref() == Some(request.as_str())
     })
     .await
-}
-
-async fn sync_status(ns: &TestNamespace) -> GitSyncStatus {
-    ns.api::<GitSync>()
-        .get("app")
-        .await
-        .ok()
-        .and_then(|s| s.status)
-        .unwrap_or_default()
-}
-
-async fn sync_where(
-    ns: &TestNamespace,
-    what: &str,
-    check: impl Fn(&GitSyncStatus) -> bool,
-) -> GitSyncStatus {
-    eventually(what, LIMIT, || async {
-        Some(sync_status(ns).await).filter(|s| check(s))
-    })
-    .await
-}
-
-fn condition<'s>(status: &'s GitSyncStatus, kind: &str) -> Option<(&'s str, &'s str, &'s str)> {
-    status
-        .conditions
-        .iter()
-        .find(|c| c.type_ == kind)
-        .map(|c| (c.status.as_str(), c.reason.as_str(), c.message.as_str()))
-}
-
-fn ready_reason(status: &GitSyncStatus) -> &str {
-    condition(status, "Ready").map_or("", |(_, reason, _)| reason)
-}
-
-async fn setting(ns: &TestNamespace) -> Option<String> {
-    let found = ns.api::<ConfigMap>().get_opt("settings").await.ok()??;
-    found.data?.get("value").cloned()
-}
-
-fn revisions(rollout: &Rollout) -> (Option<String>, Option<String>) {
-    let status = rollout.status.clone().unwrap_or_default();
-    (status.stable_revision, status.canary_revision)
 }
 
 /// The moment a watch first shows an object of kind K matching `check`: timestamps taken
@@ -235,27 +141,6 @@ impl Drop for FirstSeen {
     fn drop(&mut self) {
         self.task.abort();
     }
-}
-
-/// The revert commit weir pushed: its message and whether `deploy/` there equals `good`'s.
-fn revert_on_branch(repo: &GitRepo, rejected: &str, good: &str) -> String {
-    let head = repo.git(&["rev-parse", "main"]);
-    let message = repo.git(&["log", "-1", "--format=%B", "main"]);
-    assert!(
-        message.contains(&format!("Weir-Rejected-Revision: {rejected}")),
-        "the branch's tip is weir's revert: {message}"
-    );
-    assert_eq!(
-        repo.git(&["rev-parse", "main^"]),
-        rejected,
-        "the revert sits on the rejected commit"
-    );
-    assert_eq!(
-        repo.git(&["rev-parse", "main:deploy"]),
-        repo.git(&["rev-parse", &format!("{good}:deploy")]),
-        "the branch's tree at path is the last good revision's"
-    );
-    head
 }
 
 #[tokio::test]

@@ -129,7 +129,11 @@ pub struct GitDaemon {
 
 impl GitDaemon {
     pub async fn serve(repo: &GitRepo) -> GitDaemon {
-        let port = free_port();
+        GitDaemon::serve_on(repo, free_port()).await
+    }
+
+    /// Serves on `port`: a Git host coming back where it was.
+    pub async fn serve_on(repo: &GitRepo, port: u16) -> GitDaemon {
         let base = repo.dir.parent().unwrap_or(&repo.dir).to_owned();
         // git-daemon itself, not `git daemon`: the `git` wrapper runs it as a child and does
         // not pass on SIGKILL, so killing the wrapper left a daemon behind after every test.
