@@ -13,7 +13,10 @@ use weir::gitops::source::{Limits, fetch, files_at};
 const ANONYMOUS: Credentials = Credentials::Anonymous;
 
 fn limits() -> Limits {
-    Limits::new(std::time::Duration::from_secs(30))
+    Limits::new(
+        std::time::Duration::from_secs(30),
+        weir::gitops::source::DEFAULT_MAX_FETCH_BYTES,
+    )
 }
 
 fn clone_dir(test: &str) -> PathBuf {
@@ -151,6 +154,75 @@ fn an_unreachable_repository_is_an_error_naming_the_step() {
             .starts_with("connecting to the repository"),
         "{error}"
     );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Text that does not compress (a pack stores it at about its size): xorshift digits.
+fn incompressible(bytes: usize) -> String {
+    let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+    (0..bytes)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            char::from(b'!' + (state % 90) as u8)
+        })
+        .collect()
+}
+
+#[test]
+fn a_pack_over_the_fetch_limit_is_refused_and_leaves_the_clone_as_it_was() {
+    let repo = GitRepo::new("pack-limit");
+    let small = repo.commit("small", &[("deploy/a.yaml", CONFIG_MAP)]);
+    let dir = clone_dir("pack-limit");
+    let limit = 256 * 1024;
+    let limited = Limits::new(std::time::Duration::from_secs(30), limit);
+    let fetched = fetch(
+        &dir,
+        &repo.file_url(),
+        &branch("main"),
+        &ANONYMOUS,
+        &limited,
+    )
+    .expect("a small pack passes");
+    assert_eq!(fetched.revision, small);
+    let packs = || {
+        std::fs::read_dir(dir.join("objects/pack"))
+            .map(|entries| entries.count())
+            .unwrap_or(0)
+    };
+    let packs_before = packs();
+
+    repo.commit(
+        "large",
+        &[("deploy/blob.txt", &incompressible(1024 * 1024))],
+    );
+    let limited = Limits::new(std::time::Duration::from_secs(30), limit);
+    let error = fetch(
+        &dir,
+        &repo.file_url(),
+        &branch("main"),
+        &ANONYMOUS,
+        &limited,
+    )
+    .expect_err("a 1 MiB pack passes a limit of 256 KiB");
+    let message = error.to_string();
+    assert!(
+        message.contains(&format!("the pack passed {limit} bytes"))
+            && message.contains("--max-fetch-bytes")
+            && message.contains(&repo.file_url()),
+        "names the repository, the limit and the flag: {message}"
+    );
+    assert_eq!(packs(), packs_before, "no part of the pack is kept");
+    let again = fetch(
+        &dir,
+        &repo.file_url(),
+        &branch("main"),
+        &ANONYMOUS,
+        &limits(),
+    )
+    .expect("under the default limit the same pack passes");
+    assert_eq!(again.subject, "large");
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -398,6 +398,136 @@ async fn a_signed_push_webhook_syncs_at_once_and_nothing_else_does() {
     assert_eq!(code, 200);
 }
 
+/// `weir_webhook_requests_total{outcome}` as the controller's /metrics says.
+async fn webhook_count(metrics_port: u16, outcome: &str) -> u64 {
+    let (_, text) = support::http_get(metrics_port, "/metrics")
+        .await
+        .expect("the metrics answer");
+    let prefix = format!("weir_webhook_requests_total{{outcome=\"{outcome}\"}} ");
+    text.lines()
+        .find_map(|line| line.strip_prefix(&prefix))
+        .map_or(0, |n| n.trim().parse().expect("a count"))
+}
+
+#[tokio::test]
+async fn a_webhook_on_its_own_port_refuses_bad_signatures_and_acts_on_a_delivery_once() {
+    let ns = TestNamespace::new(&client().await, "gitsync-hook-once").await;
+    let repo = GitRepo::new(&ns.name);
+    let first = repo.commit("first", &[("deploy/a.yaml", &config_map("a", "1"))]);
+    let daemon = GitDaemon::serve(&repo).await;
+    support::app::apply(
+        &ns,
+        json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "webhook"},
+            "stringData": {"token": "s3cret"}}),
+    )
+    .await;
+    let (metrics_port, hook_port) = (support::free_port(), support::free_port());
+    let (metrics_addr, hook_addr) = (
+        format!("127.0.0.1:{metrics_port}"),
+        format!("127.0.0.1:{hook_port}"),
+    );
+    let secret = format!("{}/webhook", ns.name);
+    let _controller = ControllerProcess::start_with(
+        &ns.name,
+        &[
+            "--metrics-addr",
+            &metrics_addr,
+            "--webhook-addr",
+            &hook_addr,
+            "--webhook-secret",
+            &secret,
+        ],
+    );
+    support::listening("the webhook", hook_port).await;
+    git_sync(&ns, &daemon.url(&repo), json!({"interval": "1h"})).await;
+    ready_with(&ns, "Applied", Some(&first)).await;
+
+    let second = repo.commit("second", &[("deploy/a.yaml", &config_map("a", "2"))]);
+    let body = json!({"ref": "refs/heads/main", "after": second,
+        "repository": {"clone_url": daemon.url(&repo)}})
+    .to_string();
+    let post = |port: u16, headers: Vec<(&'static str, String)>, body: String| async move {
+        let headers: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
+        support::http_request(port, "POST", "/hooks/git", &headers, &body).await
+    };
+    let signed = |delivery: &str| {
+        vec![
+            ("X-GitHub-Event", "push".to_owned()),
+            ("X-GitHub-Delivery", delivery.to_owned()),
+            ("X-Hub-Signature-256", signature("s3cret", &body)),
+        ]
+    };
+    let (code, _) = post(metrics_port, signed("d-0"), body.clone())
+        .await
+        .expect("the metrics port answers");
+    assert_eq!(
+        code, 404,
+        "with --webhook-addr the metrics port serves no webhook"
+    );
+
+    for n in 0..1_000 {
+        let forged = vec![
+            ("X-GitHub-Delivery", format!("forged-{n}")),
+            (
+                "X-Hub-Signature-256",
+                signature(&format!("guess-{n}"), &body),
+            ),
+        ];
+        let (code, answer) = post(hook_port, forged, body.clone())
+            .await
+            .expect("the webhook answers");
+        assert_eq!(code, 401, "{answer}");
+    }
+    assert_eq!(webhook_count(metrics_port, "bad_signature").await, 1_000);
+    let untouched = ns.api::<GitSync>().get("app").await.expect("GitSync");
+    assert!(
+        !untouched
+            .metadata
+            .annotations
+            .unwrap_or_default()
+            .contains_key(weir::gitops::webhook::SYNC_REQUEST_ANNOTATION),
+        "a refused call changes nothing"
+    );
+
+    // The Secret's watch may not have listed it in the first moments: 503 until it has.
+    let (code, answer) = eventually("the webhook to know its token", LIMIT, || async {
+        post(hook_port, signed("d-1"), body.clone())
+            .await
+            .filter(|(code, _)| *code != 503)
+    })
+    .await;
+    assert_eq!(code, 202, "{answer}");
+    let synced = ready_with(&ns, "Applied", Some(&second)).await;
+    let requested = synced
+        .metadata
+        .annotations
+        .unwrap_or_default()
+        .get(weir::gitops::webhook::SYNC_REQUEST_ANNOTATION)
+        .cloned()
+        .expect("the sync request");
+
+    // The same delivery again, and the same signed body under a new id: acted on no more.
+    for delivery in ["d-1", "d-2"] {
+        let (code, answer) = post(hook_port, signed(delivery), body.clone())
+            .await
+            .expect("the webhook answers");
+        assert_eq!(code, 200, "{answer}");
+        assert!(answer.contains("already handled"), "{answer}");
+    }
+    assert_eq!(webhook_count(metrics_port, "replay").await, 2);
+    assert_eq!(webhook_count(metrics_port, "sync_requested").await, 1);
+    let after = ns.api::<GitSync>().get("app").await.expect("GitSync");
+    assert_eq!(
+        after
+            .metadata
+            .annotations
+            .unwrap_or_default()
+            .get(weir::gitops::webhook::SYNC_REQUEST_ANNOTATION),
+        Some(&requested),
+        "a replay asks for no sync"
+    );
+}
+
 /// The application of the Rollout tests, as a user keeps it in Git: two Services, an
 /// HTTPRoute between them (no weights: those are the rollout engine's), and the Rollout.
 fn app_in_git(image: &str) -> String {

@@ -78,9 +78,25 @@ struct ControllerArgs {
     #[arg(long, default_value = "1m", value_parser = parse_duration)]
     fetch_timeout: std::time::Duration,
     /// The Secret (NAMESPACE/NAME, key `token`) whose value signs push webhooks
-    /// (POST /hooks/git on --metrics-addr); without it every webhook call is refused.
+    /// (POST /hooks/git); without it every webhook call is refused. weir watches this one
+    /// Secret (list and watch by name) and verifies calls against what it last saw.
     #[arg(long, env = "WEIR_WEBHOOK_SECRET")]
     webhook_secret: Option<weir::gitops::webhook::SecretLocation>,
+    /// Serve the push webhook (POST /hooks/git) here, apart from /metrics, so that the port
+    /// exposed to Git hosts serves nothing else. Unset: on --metrics-addr (as before).
+    #[arg(long, env = "WEIR_WEBHOOK_ADDR")]
+    webhook_addr: Option<std::net::SocketAddr>,
+    /// Fetches from one Git host (scheme, host and port) per minute, across all GitSyncs; a
+    /// GitSync over it waits for its turn (requeued, not holding a worker).
+    #[arg(long, default_value_t = weir::gitops::fetch_rate::DEFAULT_PER_MINUTE, env = "WEIR_GIT_FETCHES_PER_HOST_PER_MINUTE", value_parser = clap::value_parser!(u32).range(1..))]
+    git_fetches_per_host_per_minute: u32,
+    /// How many fetches from one Git host may come at once before that rate applies.
+    #[arg(long, default_value_t = weir::gitops::fetch_rate::DEFAULT_BURST, env = "WEIR_GIT_FETCH_BURST", value_parser = clap::value_parser!(u32).range(1..))]
+    git_fetch_burst: u32,
+    /// The most bytes of pack one fetch may receive; a fetch past it fails, naming the
+    /// repository and this limit, keeps nothing and applies nothing.
+    #[arg(long, default_value_t = weir::gitops::source::DEFAULT_MAX_FETCH_BYTES, env = "WEIR_MAX_FETCH_BYTES")]
+    max_fetch_bytes: u64,
     /// Lockdown: a GitSync without spec.serviceAccountName acts as this ServiceAccount of
     /// its own namespace (weir impersonates it), so RBAC decides what its repository may
     /// touch. Unset: such a GitSync acts as the controller itself (single-team clusters).
@@ -164,6 +180,7 @@ struct AnalysisOptions {
 struct GitOptions {
     fetching: weir::gitops::controller::Options,
     webhook_secret: Option<weir::gitops::webhook::SecretLocation>,
+    webhook_addr: Option<std::net::SocketAddr>,
 }
 
 struct Election {
@@ -215,9 +232,26 @@ async fn controller(
     let client = kube::Client::try_from(config.clone()).map_err(|error| {
         anyhow::anyhow!("connecting to the cluster (in-cluster config or KUBECONFIG): {error}")
     })?;
-    let webhook =
-        weir::gitops::webhook::routes(client.clone(), namespace.clone(), git.webhook_secret);
-    weir::runtime::http::serve(metrics_addr, metrics.clone(), ready.clone(), webhook)
+    let webhook = weir::gitops::webhook::routes(
+        client.clone(),
+        namespace.clone(),
+        git.webhook_secret,
+        metrics.clone(),
+    );
+    let beside_metrics = match git.webhook_addr {
+        Some(address) => {
+            weir::runtime::http::serve_routes(address, webhook, "the push webhook")
+                .await
+                .map_err(|error| {
+                    anyhow::anyhow!(
+                        "serving the push webhook on {address} (--webhook-addr): {error}"
+                    )
+                })?;
+            axum::Router::new()
+        }
+        None => webhook,
+    };
+    weir::runtime::http::serve(metrics_addr, metrics.clone(), ready.clone(), beside_metrics)
         .await
         .map_err(|error| {
             anyhow::anyhow!("serving metrics on {metrics_addr} (--metrics-addr): {error}")
@@ -320,6 +354,10 @@ async fn run(cli: Cli) -> ExitCode {
                 max_concurrent_fetches,
                 fetch_timeout,
                 webhook_secret,
+                webhook_addr,
+                git_fetches_per_host_per_minute,
+                git_fetch_burst,
+                max_fetch_bytes,
                 default_service_account,
                 allow_cross_namespace,
                 allow_file_urls,
@@ -351,6 +389,13 @@ async fn run(cli: Cli) -> ExitCode {
                     cache_dir: git_cache_dir,
                     max_fetches: max_concurrent_fetches,
                     fetch_timeout,
+                    max_fetch_bytes,
+                    fetches_per_host_per_minute: std::num::NonZeroU32::new(
+                        git_fetches_per_host_per_minute,
+                    )
+                    .unwrap_or(std::num::NonZeroU32::MIN),
+                    fetch_burst: std::num::NonZeroU32::new(git_fetch_burst)
+                        .unwrap_or(std::num::NonZeroU32::MIN),
                     policy: weir::gitops::tenancy::Policy {
                         default_service_account,
                         allow_cross_namespace,
@@ -366,6 +411,7 @@ async fn run(cli: Cli) -> ExitCode {
                     },
                 },
                 webhook_secret,
+                webhook_addr,
             };
             controller(
                 namespace,

@@ -30,6 +30,12 @@ pub struct Options {
     pub max_fetches: usize,
     /// How long one fetch may take.
     pub fetch_timeout: Duration,
+    /// The most bytes of pack one fetch may receive.
+    pub max_fetch_bytes: u64,
+    /// Fetches from one Git host (scheme, host, port) per minute, across all GitSyncs...
+    pub fetches_per_host_per_minute: std::num::NonZeroU32,
+    /// ... and how many of them may come at once.
+    pub fetch_burst: std::num::NonZeroU32,
     /// Who GitSyncs act as and where they may reach.
     pub policy: super::tenancy::Policy,
     /// How much a revision may hold.
@@ -70,6 +76,11 @@ pub async fn run(
         kustomize: super::kustomize::find(),
         fetches: Arc::new(Semaphore::new(options.max_fetches.max(1))),
         fetch_timeout: options.fetch_timeout,
+        max_fetch_bytes: options.max_fetch_bytes,
+        fetch_rate: Arc::new(super::fetch_rate::FetchRate::new(
+            options.fetches_per_host_per_minute,
+            options.fetch_burst,
+        )),
         in_flight: Default::default(),
         schedule: Default::default(),
         aborts: Default::default(),

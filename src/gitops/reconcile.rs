@@ -17,6 +17,7 @@ use tokio::sync::{Notify, Semaphore};
 use tracing::{info, instrument, warn};
 
 use super::credentials::{self, Credentials};
+use super::fetch_rate::{self, FetchRate};
 use super::render::{self, Layout};
 use super::rollback::{
     self, Fetch, ManagedRollout, ROLLBACK_TO_ANNOTATION, Step as RollbackStep, Target,
@@ -60,6 +61,10 @@ pub struct Context {
     pub fetches: Arc<Semaphore>,
     /// How long a fetch may take before it is abandoned and its slot freed.
     pub fetch_timeout: Duration,
+    /// The most bytes of pack one fetch may receive.
+    pub max_fetch_bytes: u64,
+    /// Fetches per Git host: a GitSync over its host's rate waits, requeued, not fetching.
+    pub fetch_rate: Arc<FetchRate>,
     /// The GitSyncs (`namespace/name`) with a fetch still running.
     pub in_flight: Arc<Mutex<HashSet<String>>>,
     /// When each GitSync is due again: a watch event that is only our own status write must
@@ -142,6 +147,19 @@ pub fn delay_after(interval: Duration, failures: u32) -> Duration {
     base.saturating_mul(1u32 << (failures - 1).min(20)).min(cap)
 }
 
+/// A fraction from 0 to 1, different for each GitSync and each call: where a GitSync waiting
+/// for its host's rate falls among the others waiting.
+fn spread(key: &str) -> f64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = fnv::FnvHasher::default();
+    key.hash(&mut hasher);
+    Utc::now()
+        .timestamp_nanos_opt()
+        .unwrap_or_default()
+        .hash(&mut hasher);
+    (hasher.finish() % 10_000) as f64 / 10_000.0
+}
+
 /// Up to a tenth of the interval, different for each GitSync and each attempt.
 fn jitter(interval: Duration, key: &str) -> Duration {
     use std::hash::{Hash, Hasher};
@@ -213,7 +231,22 @@ pub async fn reconcile(sync: Arc<GitSync>, ctx: Arc<Context>) -> Result<Requeue,
     // during a fetch abandons the fetch the same way.
     let on_failure = current.spec.rollback.on_failure;
     let mut fetch_deferred = due && must_roll_back(&original, &rollouts, on_failure);
-    let fetched = if due && !fetch_deferred {
+    // Over its host's rate the fetch waits: requeued for its turn, nothing recorded (the
+    // status says what the last fetch found, not that this one waits).
+    let rate_limited = if due && !fetch_deferred {
+        fetch_rate::origin(&current.spec.url).and_then(|origin| {
+            ctx.fetch_rate
+                .take(&origin, &key, spread(&key))
+                .err()
+                .inspect(|wait| {
+                    info!(%origin, wait = ?wait, "fetch waits for its host's rate (--git-fetches-per-host-per-minute)")
+                })
+        })
+    } else {
+        None
+    };
+    let wait = wait.or(rate_limited);
+    let fetched = if due && !fetch_deferred && rate_limited.is_none() {
         let fetch = fetch(&ctx, &current, &key);
         tokio::pin!(fetch);
         loop {
@@ -377,8 +410,13 @@ pub async fn reconcile(sync: Arc<GitSync>, ctx: Arc<Context>) -> Result<Requeue,
         },
     ));
     step.written = written;
-    // A sync request waits with the deferred fetch: it is handled by the fetch right after.
-    if asked && !fetch_deferred {
+    if let Some(turn) = rate_limited {
+        // Whatever else this reconcile did, the fetch comes at its turn.
+        step.next = step.next.min(turn);
+    }
+    // A sync request waits with the deferred or rate-limited fetch: it is handled by the
+    // fetch that comes after.
+    if asked && !fetch_deferred && rate_limited.is_none() {
         step.handled_request = Some(requested);
     }
     let removed_pin = pin_request.is_some();
@@ -643,7 +681,7 @@ async fn fetch(ctx: &Context, sync: &GitSync, key: &str) -> Result<String, Attem
             timed_out(ctx.fetch_timeout)
         )));
     };
-    let limits = Arc::new(source::Limits::new(ctx.fetch_timeout));
+    let limits = Arc::new(source::Limits::new(ctx.fetch_timeout, ctx.max_fetch_bytes));
     let limited = limits.clone();
     // A fetch given up on (an abort came first) stops at gix's next check.
     let _interrupt_if_dropped = InterruptOnDrop(limits.clone());

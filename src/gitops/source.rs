@@ -7,27 +7,138 @@
 
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use super::credentials::{self, Credentials};
 use super::render::{SourceFile, inside, normalize};
 use crate::api::gitsync::GitRef;
 
-/// What stops a fetch that takes too long.
+/// The default of `--max-fetch-bytes`: far above what a repository of manifests sends (a
+/// first clone of years of history is a few MiB), far below the chart's clone volume.
+pub const DEFAULT_MAX_FETCH_BYTES: u64 = 512 * 1024 * 1024;
+
+/// What stops a fetch that takes too long or receives too much.
 #[derive(Debug)]
 pub struct Limits {
-    /// Set from outside to stop a fetch between steps.
-    pub interrupt: AtomicBool,
+    /// Set from outside to stop a fetch between steps; also set by the fetch itself when
+    /// the pack passes `max_fetch_bytes`.
+    pub interrupt: Arc<AtomicBool>,
     /// How long a git daemon may stay silent before a read or write fails.
     pub socket_timeout: std::time::Duration,
+    /// The most bytes of pack one fetch may receive (`--max-fetch-bytes`).
+    pub max_fetch_bytes: u64,
 }
 
 impl Limits {
-    pub fn new(socket_timeout: std::time::Duration) -> Limits {
+    pub fn new(socket_timeout: std::time::Duration, max_fetch_bytes: u64) -> Limits {
         Limits {
-            interrupt: AtomicBool::new(false),
+            interrupt: Arc::new(AtomicBool::new(false)),
             socket_timeout,
+            max_fetch_bytes,
         }
+    }
+}
+
+/// gix's progress, used as a meter: counts the pack bytes a fetch reads (gix reports them
+/// on the child progress `ReadPackBytes` as they arrive) and interrupts the fetch once they
+/// pass the limit. gix checks the interrupt before every read of the pack, and removes the
+/// partly written pack itself, so the clone keeps only what it had.
+#[derive(Clone)]
+struct PackBudget {
+    /// Whether this progress is the one pack bytes are counted on.
+    counts: bool,
+    received: Arc<AtomicU64>,
+    limit: u64,
+    exceeded: Arc<AtomicBool>,
+    interrupt: Arc<AtomicBool>,
+}
+
+impl PackBudget {
+    fn new(limit: u64, interrupt: Arc<AtomicBool>) -> PackBudget {
+        PackBudget {
+            counts: false,
+            received: Arc::default(),
+            limit,
+            exceeded: Arc::default(),
+            interrupt,
+        }
+    }
+
+    fn child(&self, id: gix::progress::Id) -> PackBudget {
+        let pack_bytes: gix::progress::Id =
+            gix::odb::pack::bundle::write::ProgressId::ReadPackBytes.into();
+        PackBudget {
+            counts: id == pack_bytes,
+            ..self.clone()
+        }
+    }
+
+    fn exceeded(&self) -> bool {
+        self.exceeded.load(Ordering::Relaxed)
+    }
+}
+
+impl gix::progress::Count for PackBudget {
+    fn set(&self, _step: gix::progress::Step) {}
+
+    fn step(&self) -> gix::progress::Step {
+        0
+    }
+
+    fn inc_by(&self, step: gix::progress::Step) {
+        if !self.counts {
+            return;
+        }
+        let total = self.received.fetch_add(step as u64, Ordering::Relaxed) + step as u64;
+        if total > self.limit {
+            self.exceeded.store(true, Ordering::Relaxed);
+            self.interrupt.store(true, Ordering::Relaxed);
+        }
+    }
+
+    fn counter(&self) -> gix::progress::StepShared {
+        Arc::default()
+    }
+}
+
+impl gix::progress::Progress for PackBudget {
+    fn init(&mut self, _max: Option<gix::progress::Step>, _unit: Option<gix::progress::Unit>) {}
+
+    fn set_name(&mut self, _name: String) {}
+
+    fn name(&self) -> Option<String> {
+        None
+    }
+
+    fn id(&self) -> gix::progress::Id {
+        gix::progress::UNKNOWN
+    }
+
+    fn message(&self, _level: gix::progress::MessageLevel, _message: String) {}
+}
+
+impl gix::progress::NestedProgress for PackBudget {
+    type SubProgress = PackBudget;
+
+    fn add_child(&mut self, _name: impl Into<String>) -> PackBudget {
+        self.child(gix::progress::UNKNOWN)
+    }
+
+    fn add_child_with_id(&mut self, _name: impl Into<String>, id: gix::progress::Id) -> PackBudget {
+        self.child(id)
+    }
+}
+
+/// `url` without any user name or password in it, to name the repository in a message.
+pub fn without_credentials(url: &str) -> String {
+    match gix::url::parse(gix::bstr::BStr::new(url.trim())) {
+        Ok(mut parsed) => {
+            parsed.set_user(None);
+            parsed.set_password(None);
+            parsed.to_bstring().to_string()
+        }
+        Err(_) => "spec.url".to_owned(),
     }
 }
 
@@ -229,13 +340,13 @@ fn fetch_into(
         let connection = remote
             .to_connection_with_transport(transport)
             .with_credentials(credentials);
-        return receive(repo, connection, git_ref, &tracking, &limits.interrupt);
+        return receive(repo, connection, git_ref, &tracking, url, limits);
     }
     let connection = remote
         .connect(gix::remote::Direction::Fetch)
         .map_err(|e| fail("connecting to the repository", e))?
         .with_credentials(credentials);
-    receive(repo, connection, git_ref, &tracking, &limits.interrupt)
+    receive(repo, connection, git_ref, &tracking, url, limits)
 }
 
 /// A git daemon's socket never times out a read on its own, so a server that accepts and
@@ -288,7 +399,8 @@ fn receive<T>(
     connection: gix::remote::Connection<'_, '_, '_, T>,
     git_ref: &GitRef,
     tracking: &str,
-    interrupt: &AtomicBool,
+    url: &str,
+    limits: &Limits,
 ) -> Result<Fetched, SourceError>
 where
     T: gix::protocol::transport::client::blocking_io::Transport,
@@ -307,9 +419,17 @@ where
             describe(git_ref)
         )));
     }
-    prepared
-        .receive(gix::progress::Discard, interrupt)
-        .map_err(|e| fail("fetching", e))?;
+    let budget = PackBudget::new(limits.max_fetch_bytes, limits.interrupt.clone());
+    let received = prepared.receive(budget.clone(), &limits.interrupt);
+    if budget.exceeded() {
+        // Nothing of the pack is kept (gix removes it) and no ref moved: nothing to apply.
+        return Err(SourceError(format!(
+            "fetching {}: the pack passed {} bytes, the limit of --max-fetch-bytes; nothing was fetched or applied (make the repository smaller, or raise the limit)",
+            without_credentials(url),
+            limits.max_fetch_bytes
+        )));
+    }
+    received.map_err(|e| fail("fetching", e))?;
     let id = match &git_ref.commit {
         Some(commit) if tracking.is_empty() => gix::ObjectId::from_hex(commit.as_bytes())
             .map_err(|_| SourceError(format!("{commit:?} is not a full commit SHA")))?,

@@ -1,6 +1,7 @@
 //! The controller's HTTP server: `/healthz` (the process answers), `/readyz` (its caches have
 //! synced, and no watch has been failing for longer than `watch::BEHIND_LIMIT`), `/metrics`
-//! (Prometheus text format), and whatever routes the caller adds (the push webhook).
+//! (Prometheus text format), and whatever routes the caller adds (the push webhook, unless
+//! it has an address of its own: `serve_routes`).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -38,13 +39,31 @@ pub async fn serve(
         .route("/metrics", get(metrics_text))
         .with_state(Shared { metrics, ready })
         .merge(more);
-    info!(%bound, "serving /healthz, /readyz, /metrics and the push webhook");
+    info!(%bound, "serving /healthz, /readyz, /metrics and what else is merged in");
+    spawn(listener, app);
+    Ok(bound)
+}
+
+/// Binds `address` and serves `routes` alone there until the process ends (the push
+/// webhook on an address apart from `/metrics`). Returns the bound address.
+pub async fn serve_routes(
+    address: SocketAddr,
+    routes: Router,
+    what: &str,
+) -> std::io::Result<SocketAddr> {
+    let listener = TcpListener::bind(address).await?;
+    let bound = listener.local_addr()?;
+    info!(%bound, "serving {what}");
+    spawn(listener, routes);
+    Ok(bound)
+}
+
+fn spawn(listener: TcpListener, app: Router) {
     tokio::spawn(async move {
         if let Err(error) = axum::serve(listener, app).await {
             tracing::error!(%error, "the HTTP server stopped");
         }
     });
-    Ok(bound)
 }
 
 async fn readyz(State(shared): State<Shared>) -> impl IntoResponse {

@@ -34,6 +34,11 @@ pub struct WatchLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabels {
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ErrorLabels {
     pub category: String,
 }
@@ -65,6 +70,7 @@ pub struct Metrics {
     measurements: Family<MeasurementLabels, Counter>,
     query_duration: Histogram,
     watch_behind: Family<WatchLabels, Gauge<f64, AtomicU64>>,
+    webhook_requests: Family<OutcomeLabels, Counter>,
     /// Every watch's health: `/readyz` fails on a watch behind for too long, and
     /// `weir_watch_behind_seconds` says which.
     pub watches: Health,
@@ -132,9 +138,16 @@ impl Default for Metrics {
             "How long each watch has been failing without taking an event (0: in sync)",
             watch_behind.clone(),
         );
+        let webhook_requests = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "webhook_requests",
+            "Push webhook calls, by how each ended (bad_signature, replay, sync_requested, ...)",
+            webhook_requests.clone(),
+        );
         Metrics {
             registry,
             watch_behind,
+            webhook_requests,
             watches: Health::default(),
             measurements,
             query_duration,
@@ -192,6 +205,15 @@ impl Metrics {
             .inc();
     }
 
+    /// One push webhook call, by its outcome (a label from a fixed set).
+    pub fn observe_webhook(&self, outcome: &'static str) {
+        self.webhook_requests
+            .get_or_create(&OutcomeLabels {
+                outcome: outcome.into(),
+            })
+            .inc();
+    }
+
     pub fn set_leader(&self, leading: bool) {
         self.leader.set(i64::from(leading));
     }
@@ -224,6 +246,8 @@ mod tests {
         metrics.observe_rollout("shop", "web", &status);
         metrics.observe_reconcile(Duration::from_millis(12), Some("MissingService"));
         metrics.set_leader(true);
+        metrics.observe_webhook("bad_signature");
+        metrics.observe_webhook("bad_signature");
         let _ = metrics.watches.watch("rollout/Rollout");
         let text = metrics.encode().expect("encodes");
         for line in [
@@ -234,6 +258,7 @@ mod tests {
             r#"weir_reconcile_errors_total{category="MissingService"} 1"#,
             "weir_reconcile_duration_seconds_count 1",
             "weir_leader 1",
+            r#"weir_webhook_requests_total{outcome="bad_signature"} 2"#,
             r#"weir_watch_behind_seconds{watch="rollout/Rollout"} 0.0"#,
         ] {
             assert!(text.lines().any(|l| l == line), "missing {line} in\n{text}");
