@@ -5,7 +5,7 @@
 //! `cargo bench --bench cluster`. `WEIR_BENCH_SIZES` (default `100 1000 5000`) picks the
 //! Rollout counts, `WEIR_BENCH_SAMPLES` (default 50) the aborts and pauses timed,
 //! `WEIR_BENCH_OUT` (default `BENCHMARKS.md`) where the report goes, `WEIR_BENCH_ONLY` (any of
-//! `steps aborts git scale`) which parts run.
+//! `steps aborts git restarts scale`) which parts run.
 //!
 //! Every figure is taken from outside the controller: memory from /proc, API requests from
 //! the API server's own `apiserver_request_total`, times from watches on the API server and
@@ -118,10 +118,15 @@ async fn run() {
         println!("== abort latency ({samples} aborts)");
         aborts(&client, samples, &mut report).await;
     }
-    write(&report, &format!("Git to canary, {all_sizes}"));
+    write(&report, &format!("Git to canary, restarts, {all_sizes}"));
     if runs("git") {
         println!("== Git to canary");
         git_to_canary(&client, &mut report).await;
+    }
+    write(&report, &format!("restarts, {all_sizes}"));
+    if runs("restarts") {
+        println!("== API server restart to first step");
+        restart_to_step(&mut report).await;
     }
     for (done, size) in sizes.iter().enumerate().filter(|_| runs("scale")) {
         let left = sizes[done..]
@@ -664,6 +669,87 @@ async fn wait_weight(routes: &RouteLog, weight: i32) -> SystemTime {
         },
     )
     .await
+}
+
+// --- API server restart to first step ----------------------------------------------------------
+
+/// The restart scenario of the fault suite, timed: the API server is restarted
+/// (`hack/local-cluster.sh restart kube-apiserver`, which returns once it is ready), the
+/// Rollout's template changes at once, and the time to the canary's first step taken (the
+/// step index past `setWeight`, recorded in the status) is measured from that readiness.
+/// `WEIR_BENCH_RESTARTS` (default 10) restarts.
+async fn restart_to_step(report: &mut Report) {
+    let restarts: usize = std::env::var("WEIR_BENCH_RESTARTS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(10);
+    let ns = TestNamespace::new(&client().await, "bench-restart").await;
+    support::app::app(&ns).await;
+    let port = support::free_port();
+    let _controller = controller(&ns, port, &[]);
+    let steps = json!([{"setWeight": 20}, {"pause": {}}]);
+    apply(&ns.api::<Rollout>(), &step_rollout("web:0", steps.clone())).await;
+    eventually("web:0 Healthy", Duration::from_secs(120), || async {
+        let rollout = ns.api::<Rollout>().get("web").await.ok()?;
+        (phase_of(&rollout) == Some(RolloutPhase::Healthy)).then_some(())
+    })
+    .await;
+    let mut samples = Vec::new();
+    for run in 1..=restarts {
+        let status = std::process::Command::new(support::repo_root().join("hack/local-cluster.sh"))
+            .args(["restart", "kube-apiserver"])
+            .status()
+            .unwrap_or_else(|e| panic!("restarting the API server: {e}"));
+        assert!(
+            status.success(),
+            "hack/local-cluster.sh restart kube-apiserver: {status}"
+        );
+        let ready = Instant::now();
+        // The old client's connections died with the API server.
+        let api: Api<Rollout> = Api::namespaced(client().await, &ns.name);
+        let image = format!("web:{run}");
+        let rollout = step_rollout(&image, steps.clone());
+        apply(&api, &rollout).await;
+        let hash = weir::rollout::template_hash::of(
+            &serde_json::from_value(rollout["spec"]["template"].clone())
+                .unwrap_or_else(|e| panic!("the template: {e}")),
+        );
+        let took = eventually(
+            &format!("run {run}: the first step of {image}"),
+            Duration::from_secs(120),
+            || async {
+                let status = api.get("web").await.ok()?.status?;
+                (status.canary_rs.as_deref() == Some(hash.as_str())
+                    && status.current_step_index.unwrap_or(0) >= 1)
+                    .then(|| ready.elapsed())
+            },
+        )
+        .await;
+        println!(
+            "run {run}: first step {} ms after the API server was ready",
+            took.as_millis()
+        );
+        samples.push(took.as_secs_f64() * 1000.0);
+    }
+    let (p50, _p99, max, n) = summary(samples);
+    report.target(
+        "API server ready to the first step of a template changed then (restart scenario)",
+        format!("p50 {p50:.0} ms, max {max:.0} ms ({n} restarts)"),
+        "max 10 s",
+        Some(max <= 10_000.0),
+    );
+    // Every other part needs kube-controller-manager at once; it recovers from restarts in a
+    // row only after its own backoff.
+    let _ = std::process::Command::new(support::repo_root().join("hack/local-cluster.sh"))
+        .args(["restart", "kube-controller-manager"])
+        .status();
+    let fresh = TestNamespace {
+        name: ns.name.clone(),
+        client: client().await,
+    };
+    // One deletion, by the fresh client: the first one's connections died in the restarts.
+    std::mem::forget(ns);
+    finish(fresh).await;
 }
 
 // --- abort latency ------------------------------------------------------------------------------

@@ -199,18 +199,49 @@ pub fn stream(origin: &str, bytes: Vec<u8>, limits: &Limits) -> Result<Vec<Manif
     Ok(manifests)
 }
 
+/// The most a revision's inventory (`status.inventory`, one entry per object) may take:
+/// the GitSync's whole status, history and rejections included, must stay under the 1.5 MiB
+/// the API server stores, or no status write (a rejection among them) could land.
+pub const INVENTORY_BYTES: usize = 512 << 10;
+
+/// What one object's inventory entry takes in the status: its four fields and their JSON.
+pub fn inventory_entry_bytes(manifest: &Manifest) -> usize {
+    const JSON: usize = 60;
+    manifest.api_version().len()
+        + manifest.kind().len()
+        + manifest.namespace().map_or(0, str::len)
+        + manifest.name().len()
+        + JSON
+}
+
 fn check_count(manifests: &[Manifest], limits: &Limits) -> Result<(), RenderError> {
-    match manifests.get(limits.objects) {
-        Some(over) => Err(RenderError {
+    if let Some(over) = manifests.get(limits.objects) {
+        return Err(RenderError {
             file: over.file.clone(),
             index: Some(over.index),
             message: format!(
                 "the revision holds more than {} objects (--max-objects); nothing was applied",
                 limits.objects
             ),
-        }),
-        None => Ok(()),
+        });
     }
+    let mut total = 0;
+    for manifest in manifests {
+        total += inventory_entry_bytes(manifest);
+        if total > INVENTORY_BYTES {
+            return Err(RenderError {
+                file: manifest.file.clone(),
+                index: Some(manifest.index),
+                message: format!(
+                    "the revision's objects need more than {} KiB in status.inventory (their \
+                     kinds, names and namespaces), more than a GitSync's status can hold; \
+                     split the path across GitSyncs; nothing was applied",
+                    INVENTORY_BYTES >> 10
+                ),
+            });
+        }
+    }
+    Ok(())
 }
 
 /// The YAML documents of `text`, all of them together built within `budget` bytes of

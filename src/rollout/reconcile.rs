@@ -107,7 +107,12 @@ async fn clean_up(rollout: &Rollout, ctx: &Context, term: &Term) -> Result<Reque
     if let Some(router) = router {
         match router.remove_managed().await {
             // Nothing to undo on a route that is gone or never split to these Services.
-            Ok(()) | Err(RouterError::NotFound { .. } | RouterError::Misconfigured(_)) => {}
+            Ok(())
+            | Err(
+                RouterError::NotFound { .. }
+                | RouterError::KindMissing { .. }
+                | RouterError::Misconfigured(_),
+            ) => {}
             Err(error) => return Err(error.into()),
         }
     }

@@ -13,6 +13,13 @@ use super::{Router, RouterError};
 
 pub const FIELD_MANAGER: &str = "weir-rollout";
 const KIND: &str = "HTTPRoute";
+const GROUP: &str = "gateway.networking.k8s.io";
+
+/// Whether a 404 is about an object (the API server names it) rather than about its kind:
+/// for a kind the cluster does not have, the answer names nothing.
+fn names_an_object(status: &kube::core::Status) -> bool {
+    status.details.as_ref().is_some_and(|d| !d.name.is_empty())
+}
 
 pub struct HttpRouteRouter {
     api: Api<HttpRoute>,
@@ -105,13 +112,22 @@ impl HttpRouteRouter {
     }
 
     async fn get(&self) -> Result<HttpRoute, RouterError> {
-        match self.api.get_opt(&self.name).await {
-            Ok(Some(route)) => Ok(route),
-            Ok(None) => Err(RouterError::NotFound {
-                kind: KIND,
-                namespace: self.namespace.clone(),
-                name: self.name.clone(),
-            }),
+        match self.api.get(&self.name).await {
+            Ok(route) => Ok(route),
+            Err(kube::Error::Api(status)) if status.code == 404 => {
+                Err(if names_an_object(&status) {
+                    RouterError::NotFound {
+                        kind: KIND,
+                        namespace: self.namespace.clone(),
+                        name: self.name.clone(),
+                    }
+                } else {
+                    RouterError::KindMissing {
+                        kind: KIND,
+                        group: GROUP,
+                    }
+                })
+            }
             Err(source) => Err(RouterError::Api {
                 kind: KIND,
                 name: self.name.clone(),
@@ -161,6 +177,35 @@ impl Router for HttpRouteRouter {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_missing_route_is_told_apart_from_a_missing_kind() {
+        use kube::core::Status;
+        // The API server's answers: an object it lacks is named, a kind it lacks is not.
+        let status = |body: serde_json::Value| -> Status {
+            serde_json::from_value(body).unwrap_or_else(|e| panic!("a Status: {e}"))
+        };
+        let missing_route = status(serde_json::json!({"kind": "Status", "apiVersion": "v1",
+            "status": "Failure", "reason": "NotFound", "code": 404,
+            "message": "httproutes.gateway.networking.k8s.io \"web\" not found",
+            "details": {"name": "web", "group": GROUP, "kind": "httproutes"}}));
+        let missing_kind = status(serde_json::json!({"kind": "Status", "apiVersion": "v1",
+            "status": "Failure", "reason": "NotFound", "code": 404,
+            "message": "the server could not find the requested resource",
+            "details": {}}));
+        assert!(names_an_object(&missing_route));
+        assert!(!names_an_object(&missing_kind));
+        assert!(!names_an_object(&Status::default()));
+        let message = RouterError::KindMissing {
+            kind: KIND,
+            group: GROUP,
+        }
+        .to_string();
+        assert!(
+            message.contains("no HTTPRoute kind") && message.contains("trafficRouting"),
+            "{message}"
+        );
+    }
+
     use super::*;
     use serde_json::json;
 

@@ -21,6 +21,14 @@ pub enum RouterError {
         namespace: String,
         name: String,
     },
+    /// The cluster has no such kind: its CRDs are not installed.
+    #[error(
+        "the cluster has no {kind} kind (the CRDs of {group} are not installed): install them, or remove spec.strategy.canary.trafficRouting"
+    )]
+    KindMissing {
+        kind: &'static str,
+        group: &'static str,
+    },
     /// The route exists but cannot carry a canary split as configured.
     #[error("{0}")]
     Misconfigured(String),

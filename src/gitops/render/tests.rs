@@ -277,3 +277,44 @@ fn a_kustomize_build_output_counts_as_the_revision() {
     .expect_err("over");
     assert!(error.file.contains("(built)"), "{error}");
 }
+
+#[test]
+fn a_revision_whose_inventory_would_not_fit_the_status_is_refused() {
+    // 2,500 objects with names of 250 characters: within --max-objects, but their inventory
+    // alone would take over 800 KiB of the GitSync's status.
+    let long = |i: usize| format!("{i:0>250}");
+    let text: String = (0..2_500)
+        .map(|i| format!("---\n{}", config_map(&long(i))))
+        .collect();
+    let error = render(&[file("d/many.yaml", &text)], ".", &Limits::default())
+        .expect_err("too large an inventory");
+    assert_eq!(error.file, "d/many.yaml");
+    assert!(error.message.contains("status.inventory"), "{error}");
+    assert!(error.message.contains("512 KiB"), "{error}");
+    // The same count with ordinary names fits.
+    let text: String = (0..2_500)
+        .map(|i| format!("---\n{}", config_map(&format!("settings-{i}"))))
+        .collect();
+    assert_eq!(
+        render(&[file("d/many.yaml", &text)], ".", &Limits::default())
+            .map(|m| m.len())
+            .ok(),
+        Some(2_500)
+    );
+}
+
+proptest::proptest! {
+    /// Whatever a revision holds, what render accepts fits the inventory's bound.
+    #[test]
+    fn an_accepted_inventory_fits(names in proptest::collection::vec(1usize..253, 0..3_000)) {
+        let text: String = names
+            .iter()
+            .enumerate()
+            .map(|(i, len)| format!("---\n{}", config_map(&format!("{i:0>len$}"))))
+            .collect();
+        if let Ok(manifests) = render(&[file("d/m.yaml", &text)], ".", &Limits::default()) {
+            let total: usize = manifests.iter().map(inventory_entry_bytes).sum();
+            proptest::prop_assert!(total <= INVENTORY_BYTES);
+        }
+    }
+}
