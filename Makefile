@@ -4,7 +4,7 @@ SHELL := bash
 .SHELLFLAGS := -euo pipefail -c
 .DEFAULT_GOAL := help
 
-.PHONY: help test demo toolchain fmt-check clippy unit crds crds-check integration cluster-up cluster-down bench
+.PHONY: help test demo toolchain fmt-check clippy unit crds crds-check integration cluster-up cluster-down bench fuzz
 
 help:
 	@echo "make demo          weir's whole job on the local cluster: a good release, a bad one rolled back in Git"
@@ -13,6 +13,7 @@ help:
 	@echo "make cluster-up    start the local control plane (hack/local-cluster.sh up)"
 	@echo "make cluster-down  stop it"
 	@echo "make bench         criterion benchmarks, then the scale and latency harness on the local cluster (writes BENCHMARKS.md)"
+	@echo "make fuzz          the hostile-input suite (src/hostile.rs) with many more cases, in the release build"
 
 test: toolchain fmt-check clippy unit crds-check integration
 
@@ -51,3 +52,7 @@ cluster-down:
 
 bench:
 	hack/bench.sh
+
+# WEIR_FUZZ_CASES cases per property (make test runs 48).
+fuzz:
+	WEIR_FUZZ_CASES=$${WEIR_FUZZ_CASES:-5000} cargo test --release --lib hostile

@@ -15,3 +15,6 @@ pub mod status_patch;
 pub mod time;
 pub mod traffic;
 pub mod validate;
+
+#[cfg(test)]
+mod hostile;

@@ -244,6 +244,25 @@ fn check_count(manifests: &[Manifest], limits: &Limits) -> Result<(), RenderErro
     Ok(())
 }
 
+/// Each YAML document of `text`, or why it could not be built, all of them together within
+/// `budget` bytes of memory (aliases expanded); nothing after the first failure, since the
+/// rest of a file cannot be read reliably after it.
+pub fn each_document_bounded(text: &str, budget: u64) -> Vec<Result<Value, String>> {
+    let left = Cell::new(budget);
+    let mut documents = Vec::new();
+    for document in serde_yaml_ng::Deserializer::from_str(text) {
+        let built = bounded::Budget::new(&left)
+            .deserialize(document)
+            .map_err(|e| e.to_string());
+        let failed = built.is_err();
+        documents.push(built);
+        if failed {
+            break;
+        }
+    }
+    documents
+}
+
 /// The YAML documents of `text`, all of them together built within `budget` bytes of
 /// memory (aliases expanded): for files weir reads itself, such as kustomizations.
 pub fn parse_bounded(text: &str, budget: u64) -> Result<Vec<Value>, String> {

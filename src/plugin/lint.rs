@@ -4,7 +4,6 @@
 //! An Argo Rollouts manifest (`argoproj.io/v1alpha1`) is checked as weir would read it after
 //! its `apiVersion` is changed, and the answer says whether that is all it takes.
 
-use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
@@ -33,10 +32,16 @@ fn parse<T: DeserializeOwned>(spec: &Value) -> Result<T, String> {
 
 pub fn lint(file: &str, text: &str) -> Report {
     let mut report = Report::default();
-    for (index, document) in serde_yaml_ng::Deserializer::from_str(text).enumerate() {
+    // Built within the controller's own memory bound: a hostile file (aliases that expand
+    // to gigabytes) fails here as it would in a GitSync, not on the linting machine.
+    let budget = crate::gitops::render::Limits::default().revision_bytes;
+    for (index, document) in crate::gitops::render::each_document_bounded(text, budget)
+        .into_iter()
+        .enumerate()
+    {
         // Counted from 1, as people count documents in a file.
         let number = index + 1;
-        let value = match Value::deserialize(document) {
+        let value = match document {
             Ok(Value::Null) => continue,
             Ok(value) => value,
             Err(error) => {
