@@ -88,6 +88,43 @@ fn unsupported_hint(at: &str, name: &str) -> String {
     }
 }
 
+/// Hex digits in a commit SHA of the repositories weir reads: SHA-1 (gix is built with sha1
+/// only).
+pub const SHA_LEN: usize = 40;
+
+/// Whether `text` is a whole commit SHA, as `git rev-parse` prints it (either case).
+pub fn is_full_sha(text: &str) -> bool {
+    text.len() == SHA_LEN && text.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// The violations of one of weir's objects (`weir.dev/*`, by its `kind`), as the controllers
+/// would find them; None for any other object. Err: its spec is not one weir reads.
+pub fn object(object: &serde_json::Value) -> Option<Result<Vec<Violation>, String>> {
+    if !object["apiVersion"]
+        .as_str()
+        .is_some_and(|v| v.starts_with("weir.dev/"))
+    {
+        return None;
+    }
+    object_as(object["kind"].as_str().unwrap_or_default(), &object["spec"])
+}
+
+/// The violations of a `spec` of weir's kind `kind`; None for a kind weir does not check.
+pub fn object_as(kind: &str, spec: &serde_json::Value) -> Option<Result<Vec<Violation>, String>> {
+    fn parse<T: serde::de::DeserializeOwned>(spec: &serde_json::Value) -> Result<T, String> {
+        serde_json::from_value(spec.clone()).map_err(|e| format!("spec does not parse: {e}"))
+    }
+    Some(match kind {
+        "Rollout" => parse::<RolloutSpec>(spec).map(|s| rollout(&s)),
+        "AnalysisTemplate" => parse::<AnalysisTemplateSpec>(spec).map(|s| analysis_template(&s)),
+        "ClusterAnalysisTemplate" => {
+            parse::<AnalysisTemplateSpec>(spec).map(|s| cluster_analysis_template(&s))
+        }
+        "GitSync" => parse::<GitSyncSpec>(spec).map(|s| git_sync(&s)),
+        _ => return None,
+    })
+}
+
 pub fn rollout(spec: &RolloutSpec) -> Vec<Violation> {
     let mut report = Report::default();
     report.unsupported("spec", &spec.unsupported);
@@ -794,7 +831,7 @@ pub fn git_sync(spec: &GitSyncSpec) -> Vec<Violation> {
         report.invalid("spec.ref", "takes exactly one of branch, tag or commit");
     }
     if let Some(commit) = &git_ref.commit
-        && !crate::gitops::is_full_sha(commit)
+        && !is_full_sha(commit)
     {
         report.invalid(
             "spec.ref.commit",

@@ -16,11 +16,5 @@ pub mod tenancy;
 pub mod webhook;
 pub mod writeback;
 
-/// Hex digits in a commit SHA of the repositories weir reads: SHA-1 (gix is built with sha1
-/// only).
-pub const SHA_LEN: usize = 40;
-
-/// Whether `text` is a whole commit SHA, as `git rev-parse` prints it (either case).
-pub fn is_full_sha(text: &str) -> bool {
-    text.len() == SHA_LEN && text.bytes().all(|b| b.is_ascii_hexdigit())
-}
+// Below gitops, since validation (which gitops uses) checks commits too.
+pub use crate::validate::{SHA_LEN, is_full_sha};

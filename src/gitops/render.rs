@@ -177,6 +177,7 @@ pub fn render(
     for file in selected {
         manifests.extend(documents(file, limits, &revision)?);
         check_count(&manifests, limits)?;
+        check_weir_objects(&manifests)?;
     }
     check_unique(&manifests)?;
     Ok(manifests)
@@ -195,8 +196,39 @@ pub fn stream(origin: &str, bytes: Vec<u8>, limits: &Limits) -> Result<Vec<Manif
     };
     let manifests = documents(&file, &output, &Cell::new(limits.revision_bytes))?;
     check_count(&manifests, limits)?;
+    check_weir_objects(&manifests)?;
     check_unique(&manifests)?;
     Ok(manifests)
+}
+
+/// weir's own objects in the revision, checked as their controllers would check them: one
+/// they would refuse (a condition too costly to judge, a step they cannot take) refuses the
+/// revision before anything of it is applied, naming the object and the field.
+fn check_weir_objects(manifests: &[Manifest]) -> Result<(), RenderError> {
+    for manifest in manifests {
+        let violations = match crate::validate::object(&manifest.object) {
+            None => continue,
+            Some(Err(message)) => vec![message],
+            Some(Ok(violations)) => violations.iter().map(ToString::to_string).collect(),
+        };
+        let Some(first) = violations.first() else {
+            continue;
+        };
+        let more = match violations.len() {
+            1 => String::new(),
+            n => format!(" (and {} more)", n - 1),
+        };
+        return Err(RenderError {
+            file: manifest.file.clone(),
+            index: Some(manifest.index),
+            message: format!(
+                "{} {}: {first}{more}; nothing was applied",
+                manifest.kind(),
+                manifest.name()
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// The most a revision's inventory (`status.inventory`, one entry per object) may take:

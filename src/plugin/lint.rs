@@ -4,12 +4,8 @@
 //! An Argo Rollouts manifest (`argoproj.io/v1alpha1`) is checked as weir would read it after
 //! its `apiVersion` is changed, and the answer says whether that is all it takes.
 
-use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use crate::api::analysis::AnalysisTemplateSpec;
-use crate::api::gitsync::GitSyncSpec;
-use crate::api::rollout::RolloutSpec;
 use crate::validate::{self, Violation, ViolationKind};
 
 const WEIR: &str = "weir.dev/v1alpha1";
@@ -24,10 +20,6 @@ pub struct Report {
     pub errors: usize,
     /// weir's documents checked.
     pub checked: usize,
-}
-
-fn parse<T: DeserializeOwned>(spec: &Value) -> Result<T, String> {
-    serde_json::from_value(spec.clone()).map_err(|e| format!("spec does not parse: {e}"))
 }
 
 pub fn lint(file: &str, text: &str) -> Report {
@@ -60,17 +52,15 @@ pub fn lint(file: &str, text: &str) -> Report {
             continue;
         }
         let place = format!("{file}: document {number} ({kind} {name})");
-        let violations: Result<Vec<Violation>, String> = match kind {
-            "Rollout" => parse::<RolloutSpec>(&value["spec"]).map(|s| validate::rollout(&s)),
-            "AnalysisTemplate" => parse::<AnalysisTemplateSpec>(&value["spec"])
-                .map(|s| validate::analysis_template(&s)),
-            "ClusterAnalysisTemplate" => parse::<AnalysisTemplateSpec>(&value["spec"])
-                .map(|s| validate::cluster_analysis_template(&s)),
-            "GitSync" if api_version == WEIR => {
-                parse::<GitSyncSpec>(&value["spec"]).map(|s| validate::git_sync(&s))
-            }
+        let checked = match kind {
+            // Argo has no GitSync: that kind is weir's alone.
+            "GitSync" if api_version != WEIR => None,
+            _ => validate::object_as(kind, &value["spec"]),
+        };
+        let violations: Result<Vec<Violation>, String> = match (checked, kind) {
+            (Some(violations), _) => violations,
             // Kinds weir makes itself, or has no counterpart for: said, never skipped quietly.
-            "AnalysisRun" => {
+            (None, "AnalysisRun") => {
                 report.lines.push(format!(
                     "{place}: skipped: AnalysisRuns are made by the controller, not kept in Git"
                 ));
