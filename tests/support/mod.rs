@@ -462,6 +462,11 @@ impl ControllerProcess {
         self.child.id()
     }
 
+    /// Whether the process is still the one started (it has not exited).
+    pub fn running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
     /// SIGKILL: no shutdown, no last status write.
     pub fn kill(mut self) {
         let _ = self.child.kill();

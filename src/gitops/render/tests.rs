@@ -339,18 +339,29 @@ fn a_revision_with_an_object_weir_would_refuse_is_refused_whole() {
         Some(2)
     );
     let error = render(&files(150), "deploy", &Limits::default()).expect_err("refused");
-    assert_eq!((error.file.as_str(), error.index), ("deploy/web.yaml", Some(0)));
+    assert_eq!(
+        (error.file.as_str(), error.index),
+        ("deploy/web.yaml", Some(0))
+    );
     assert!(
-        error.message.starts_with("Rollout web: spec.strategy.canary.steps[0].setWeight"),
+        error
+            .message
+            .starts_with("Rollout web: spec.strategy.canary.steps[0].setWeight"),
         "{error}"
     );
     assert!(error.message.contains("nothing was applied"), "{error}");
 
     let template = "apiVersion: weir.dev/v1alpha1\nkind: AnalysisTemplate\nmetadata: {name: rate}\nspec:\n  metrics:\n  - name: rate\n    successCondition: \"result[0] >=\"\n    provider: {prometheus: {query: up}}\n";
-    let error = render(&[file("deploy/t.yaml", template)], "deploy", &Limits::default())
-        .expect_err("refused");
+    let error = render(
+        &[file("deploy/t.yaml", template)],
+        "deploy",
+        &Limits::default(),
+    )
+    .expect_err("refused");
     assert!(
-        error.message.starts_with("AnalysisTemplate rate: spec.metrics[0].successCondition"),
+        error
+            .message
+            .starts_with("AnalysisTemplate rate: spec.metrics[0].successCondition"),
         "{error}"
     );
 }
