@@ -114,6 +114,23 @@ fn judge_worst_accepted(c: &mut Criterion) {
             .collect(),
     );
     let shapes = [
+        // One pass whose body is padded up to the limit: the worst shape validation accepts.
+        (
+            "all at the limit",
+            fill("result.all(x, x >= 0.0 && {})", "true", " && "),
+        ),
+        (
+            "exists at the limit",
+            fill("!result.exists(x, x < 0.0 || {})", "false", " || "),
+        ),
+        (
+            "arithmetic at the limit",
+            fill("result.all(x, {} >= 0.0)", "x", " * "),
+        ),
+        (
+            "conversions at the limit",
+            fill("result.all(x, {} >= 0)", "int(x)", " + "),
+        ),
         ("all chained", fill("{}", "result.all(x, x >= 0.0)", " && ")),
         (
             "all with a long body",

@@ -558,3 +558,6 @@ pub fn error_policy(run: Arc<AnalysisRun>, error: &Error, _ctx: Arc<Context>) ->
         }
     }
 }
+
+#[cfg(test)]
+mod tests;
