@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use criterion::{Criterion, criterion_group, criterion_main};
 use serde_json::json;
 use std::hint::black_box;
-use weir::analysis::verdict::{QueryValue, judge};
+use weir::analysis::verdict::{MAX_SAMPLES, QueryValue, check_condition, estimated_cost, judge};
 use weir::api::analysis::Metric;
 use weir::api::rollout::{RolloutSpec, RolloutStatus};
 use weir::gitops::inventory::{entry, stamp, to_prune};
@@ -88,6 +88,113 @@ fn judge_measurements(c: &mut Criterion) {
     });
 }
 
+/// The most of `unit` joined by `joiner` inside `wrap` (where `{}` stands) that validation
+/// still accepts: a condition as expensive as this shape can be. None if not even one is.
+fn fill(wrap: &str, unit: &str, joiner: &str) -> Option<String> {
+    let mut accepted = None;
+    let mut units = vec![unit.to_owned()];
+    loop {
+        let next = wrap.replace("{}", &units.join(joiner));
+        if check_condition(&next).is_err() {
+            return accepted;
+        }
+        accepted = Some(next);
+        units.push(unit.to_owned());
+    }
+}
+
+/// Shapes of condition at the edge of what validation accepts, each judged over the largest
+/// result weir judges (10,000 samples, every one passing so nothing short-circuits). The
+/// slowest of them is the worst accepted shape; a metric can carry two conditions, so the
+/// judge's bound is twice the slowest.
+fn judge_worst_accepted(c: &mut Criterion) {
+    let samples = QueryValue::Vector(
+        (0..MAX_SAMPLES)
+            .map(|i| f64::from(u32::try_from(i).unwrap_or(0)) / 20_000.0)
+            .collect(),
+    );
+    let shapes = [
+        // One pass whose body is padded up to the limit: the worst shape validation accepts.
+        (
+            "all at the limit",
+            fill("result.all(x, x >= 0.0 && {})", "true", " && "),
+        ),
+        (
+            "exists at the limit",
+            fill("!result.exists(x, x < 0.0 || {})", "false", " || "),
+        ),
+        (
+            "arithmetic at the limit",
+            fill("result.all(x, {} >= 0.0)", "x", " * "),
+        ),
+        (
+            "conversions at the limit",
+            fill("result.all(x, {} >= 0)", "int(x)", " + "),
+        ),
+        ("all chained", fill("{}", "result.all(x, x >= 0.0)", " && ")),
+        (
+            "all with a long body",
+            fill("result.all(x, {})", "x >= 0.0", " && "),
+        ),
+        (
+            "exists over strings",
+            fill("{}", "!result.exists(x, string(x).contains('zz'))", " && "),
+        ),
+        (
+            "map to lists",
+            fill("{}", "size(result.map(x, [x, x, x, x])) > 0", " && "),
+        ),
+        ("lists compared", fill("{}", "result == result", " && ")),
+        (
+            "filter then all",
+            fill("{}", "result.filter(x, x >= 0.0).all(x, x >= 0.0)", " && "),
+        ),
+        (
+            "concatenated",
+            fill("{}", "(result + result).all(x, x >= 0.0)", " && "),
+        ),
+        (
+            "nested over a literal",
+            fill("result.all(x, [{}].all(y, x < y))", "1.0", ", "),
+        ),
+        (
+            "strings joined",
+            fill(
+                "{}",
+                "size(result.map(x, string(x) + string(x))) > 0",
+                " && ",
+            ),
+        ),
+    ];
+    let mut group = c.benchmark_group("judge worst accepted");
+    group
+        .sample_size(20)
+        .measurement_time(std::time::Duration::from_secs(3));
+    for (name, condition) in shapes {
+        let Some(condition) = condition else {
+            eprintln!("{name}: refused by validation even once");
+            continue;
+        };
+        let cost = estimated_cost(&condition).unwrap_or_default();
+        eprintln!(
+            "{name}: estimated {cost} steps, {} characters",
+            condition.len()
+        );
+        let metric: Metric = serde_json::from_value(json!({"name": "m",
+            "provider": {"prometheus": {"query": "q"}}, "successCondition": condition}))
+        .expect("metric");
+        assert_eq!(
+            judge(&metric, &samples).phase,
+            weir::api::analysis::AnalysisPhase::Successful,
+            "{name}: {condition}"
+        );
+        group.bench_function(format!("{name}, 10,000 samples"), |b| {
+            b.iter(|| judge(black_box(&metric), black_box(&samples)))
+        });
+    }
+    group.finish();
+}
+
 fn render_and_diff(c: &mut Criterion) {
     // 1,000 ConfigMaps in 10 files of 100 documents each.
     let files: Vec<SourceFile> = (0..10)
@@ -139,5 +246,11 @@ fn render_and_diff(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, plan_one_step, judge_measurements, render_and_diff);
+criterion_group!(
+    benches,
+    plan_one_step,
+    judge_measurements,
+    judge_worst_accepted,
+    render_and_diff
+);
 criterion_main!(benches);

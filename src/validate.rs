@@ -14,6 +14,9 @@ use crate::api::rollout::{
 };
 use crate::duration;
 
+/// Longest a metric's Prometheus query may be waited for (`provider.prometheus.timeout`).
+pub const MAX_QUERY_TIMEOUT_SECONDS: i64 = 300;
+
 /// What is wrong with a field, in a small fixed set so it can label Events and metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum ViolationKind {
@@ -677,8 +680,17 @@ fn check_metric(report: &mut Report, at: &str, metric: &Metric, declared_args: &
                     format!("{address:?} must start with http:// or https://"),
                 );
             }
-            if prometheus.timeout.is_some_and(|t| t < 1) {
-                report.invalid(format!("{at}.timeout"), "must be at least 1 second");
+            match prometheus.timeout {
+                Some(t) if t < 1 => {
+                    report.invalid(format!("{at}.timeout"), "must be at least 1 second")
+                }
+                Some(t) if t > MAX_QUERY_TIMEOUT_SECONDS => report.invalid(
+                    format!("{at}.timeout"),
+                    format!(
+                        "is {t} seconds; at most {MAX_QUERY_TIMEOUT_SECONDS} are accepted: a query that slow holds a reconcile and a place among the queries to its Prometheus (make the query cheaper, e.g. a recording rule)"
+                    ),
+                ),
+                _ => {}
             }
             for (index, header) in prometheus.headers.iter().enumerate() {
                 let valid = !header.key.is_empty()

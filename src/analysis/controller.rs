@@ -16,7 +16,9 @@ use crate::runtime::metrics::Metrics;
 use crate::runtime::{cache, scoped_api};
 
 /// Runs until SIGTERM or SIGINT. `prometheus_url` serves metrics that name no address;
-/// `allowed` says which addresses may be queried at all.
+/// `allowed` says which addresses may be queried at all; `queries_per_address` how many queries
+/// may be in flight to one of them at once.
+#[allow(clippy::too_many_arguments)]
 pub async fn run(
     client: Client,
     namespace: Option<&str>,
@@ -24,6 +26,7 @@ pub async fn run(
     metrics: Arc<Metrics>,
     prometheus_url: Option<String>,
     allowed: AllowedHosts,
+    queries_per_address: usize,
     concurrency: u16,
 ) -> anyhow::Result<()> {
     let health = metrics.watches.clone();
@@ -41,6 +44,7 @@ pub async fn run(
         http,
         default_address: prometheus_url,
         allowed,
+        gates: super::prometheus::Gates::new(queries_per_address),
     });
     info!(
         namespace = namespace.unwrap_or("(all)"),

@@ -33,6 +33,10 @@ const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 const RESYNC: Duration = Duration::from_secs(300);
 /// What a reconcile may take beyond its slowest query (each bounded by its own timeout).
 const STALL_LIMIT: Duration = Duration::from_secs(20);
+/// How long one verdict may take. Validation holds every condition to an estimate of 10 ms
+/// over the largest result; this is the backstop should an estimate be wrong, so that a slow
+/// judge costs a measurement, never the reconcile or the async workers.
+const JUDGE_LIMIT: Duration = Duration::from_secs(2);
 
 pub struct Context {
     pub client: Client,
@@ -45,6 +49,8 @@ pub struct Context {
     pub default_address: Option<String>,
     /// `--allowed-metric-hosts`: the addresses that may be queried.
     pub allowed: AllowedHosts,
+    /// `--max-queries-per-address`: queries in flight to one Prometheus at once.
+    pub gates: prometheus::Gates,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -447,15 +453,16 @@ async fn authorization(
 /// One measurement: query, judge, and the record of both.
 async fn measure(ctx: &Context, prepared: &Prepared) -> Measurement {
     let started = Utc::now();
-    let answer = prometheus::query(&ctx.http, &prepared.query).await;
-    let finished = Utc::now();
+    let answer = prometheus::query(&ctx.http, &ctx.gates, &prepared.query).await;
     let (phase, value, message) = match answer {
         Ok(value) => {
-            let verdict = verdict::judge(&prepared.metric, &value);
-            (verdict.phase, Some(value.to_string()), verdict.message)
+            let shown = value.to_string();
+            let verdict = judge_off_the_workers(&prepared.metric, value, JUDGE_LIMIT).await;
+            (verdict.phase, Some(shown), verdict.message)
         }
         Err(why) => (AnalysisPhase::Error, None, why),
     };
+    let finished = Utc::now();
     // Whatever the answer echoed (an error quoting the request), no Secret value leaves.
     let message = prepared.secrets.iter().fold(message, |text, secret| {
         text.replace(secret.as_str(), "<secret>")
@@ -470,6 +477,32 @@ async fn measure(ctx: &Context, prepared: &Prepared) -> Measurement {
         message: Some(message),
         started_at: to_k8s(started),
         finished_at: Some(to_k8s(finished)),
+    }
+}
+
+/// Judges on tokio's blocking pool, within `limit`: CEL runs as long as its input makes it,
+/// and the async workers must stay free for every other reconcile. A judge past its limit
+/// finishes on its own thread (validation bounds how long) and its verdict is dropped.
+async fn judge_off_the_workers(
+    metric: &Metric,
+    value: verdict::QueryValue,
+    limit: Duration,
+) -> verdict::Verdict {
+    let metric = metric.clone();
+    let judging = tokio::task::spawn_blocking(move || verdict::judge(&metric, &value));
+    match tokio::time::timeout(limit, judging).await {
+        Ok(Ok(verdict)) => verdict,
+        Ok(Err(failed)) => verdict::Verdict {
+            phase: AnalysisPhase::Error,
+            message: format!("judging the result failed: {failed}"),
+        },
+        Err(_) => verdict::Verdict {
+            phase: AnalysisPhase::Error,
+            message: format!(
+                "judging the result took longer than {}s; simplify successCondition and failureCondition (one pass over result)",
+                limit.as_secs()
+            ),
+        },
     }
 }
 
@@ -525,3 +558,6 @@ pub fn error_policy(run: Arc<AnalysisRun>, error: &Error, _ctx: Arc<Context>) ->
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -64,6 +64,10 @@ struct ControllerArgs {
     /// Default: any address. A run naming another address fails before anything is sent.
     #[arg(long, env = "WEIR_ALLOWED_METRIC_HOSTS", value_parser = parse_allowed_hosts)]
     allowed_metric_hosts: Option<weir::analysis::hosts::AllowedHosts>,
+    /// Analysis queries in flight to one Prometheus at once; the rest wait their turn, within
+    /// their own timeout.
+    #[arg(long, default_value_t = weir::analysis::prometheus::DEFAULT_QUERIES_PER_ADDRESS, env = "WEIR_MAX_QUERIES_PER_ADDRESS", value_parser = clap::value_parser!(u16).range(1..))]
+    max_queries_per_address: u16,
     /// Where GitSyncs keep their clones (kept across restarts when on a volume).
     #[arg(long, env = "WEIR_GIT_CACHE_DIR", default_value_os_t = std::env::temp_dir().join("weir-git"))]
     git_cache_dir: PathBuf,
@@ -175,6 +179,7 @@ fn parse_http_url(text: &str) -> Result<String, String> {
 struct AnalysisOptions {
     prometheus_url: Option<String>,
     allowed: weir::analysis::hosts::AllowedHosts,
+    queries_per_address: usize,
 }
 
 struct GitOptions {
@@ -291,6 +296,7 @@ async fn controller(
             metrics,
             analysis.prometheus_url,
             analysis.allowed,
+            analysis.queries_per_address,
             concurrency,
         ),
         weir::gitops::controller::run(
@@ -349,6 +355,7 @@ async fn run(cli: Cli) -> ExitCode {
                 log_format,
                 prometheus_url,
                 allowed_metric_hosts,
+                max_queries_per_address,
                 git_cache_dir,
                 max_concurrent_reconciles,
                 max_concurrent_fetches,
@@ -420,6 +427,7 @@ async fn run(cli: Cli) -> ExitCode {
                 AnalysisOptions {
                     prometheus_url,
                     allowed,
+                    queries_per_address: usize::from(max_queries_per_address),
                 },
                 max_concurrent_reconciles,
                 git,

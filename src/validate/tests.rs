@@ -654,6 +654,71 @@ proptest! {
 }
 
 #[test]
+fn a_condition_too_expensive_to_judge_is_refused_statically() {
+    // 11 levels of `result.all(...)`: took 4 s on the release build, each level four times
+    // the one before; refused here without running.
+    let mut condition = "v10 < 1.0".to_owned();
+    for level in (0..11).rev() {
+        condition = format!("result.all(v{level}, {condition})");
+    }
+    let spec = template_from(json!({"metrics": [
+        {"name": "deep", "successCondition": condition, "provider": prometheus("up")},
+        {"name": "square", "failureCondition": "result.exists(a, result.exists(b, a > b))", "provider": prometheus("up")}
+    ]}));
+    let started = std::time::Instant::now();
+    let violations = analysis_template(&spec);
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_only(
+        violations.clone(),
+        &[
+            (Invalid, "spec.metrics[0].successCondition"),
+            (Invalid, "spec.metrics[1].failureCondition"),
+        ],
+    );
+    assert_eq!(
+        violations[0].to_string(),
+        "spec.metrics[0].successCondition: nests 11 comprehensions (all, exists, exists_one, map, filter) inside each other; at most 2 are accepted: compare each sample once, e.g. result.all(x, x < 0.05), and join tests on one sample with && inside one comprehension"
+    );
+    assert!(
+        violations[1].message.starts_with(
+            "nests 2 comprehensions over result: estimated about 9.0e8 steps for 10,000 samples, above the limit of 150,000"
+        ),
+        "{}",
+        violations[1]
+    );
+}
+
+#[test]
+fn a_query_timeout_has_a_maximum() {
+    let spec = |timeout: i64| {
+        template_from(json!({"metrics": [{"name": "m", "successCondition": "true",
+            "provider": {"prometheus": {"query": "up", "timeout": timeout}}}]}))
+    };
+    assert_only(analysis_template(&spec(1)), &[]);
+    assert_only(analysis_template(&spec(300)), &[]);
+    let violations = analysis_template(&spec(301));
+    assert_only(
+        violations.clone(),
+        &[(Invalid, "spec.metrics[0].provider.prometheus.timeout")],
+    );
+    assert!(
+        violations[0]
+            .message
+            .starts_with("is 301 seconds; at most 300 are accepted"),
+        "{}",
+        violations[0]
+    );
+    assert_only(
+        analysis_template(&spec(i64::MAX)),
+        &[(Invalid, "spec.metrics[0].provider.prometheus.timeout")],
+    );
+}
+
+#[test]
 fn conditions_must_be_cel_that_can_evaluate() {
     let spec = template_from(json!({"metrics": [
         {"name": "a", "successCondition": "result[0] >= 0.95", "failureCondition": "result[0] < 0.5", "provider": prometheus("up")},

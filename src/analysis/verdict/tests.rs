@@ -1,3 +1,5 @@
+use std::time::{Duration, Instant};
+
 use proptest::prelude::*;
 use serde_json::json;
 
@@ -170,6 +172,299 @@ fn invalid_cel_is_rejected_with_argo_hints() {
     assert!(check_condition(&"result[0] > 1.0 && ".repeat(100)).is_err());
     let error = check_condition("result[0] >=").expect_err("syntax");
     assert!(error.starts_with("not valid CEL"), "{error}");
+}
+
+/// `result.all(a, result.all(b, ...))`, `levels` deep: the shape that took 4 s at 11 levels.
+fn nested_all(levels: usize) -> String {
+    let names: Vec<String> = (0..levels).map(|i| format!("v{i}")).collect();
+    let mut text = format!("{} < 1.0", names[levels - 1]);
+    for name in names.iter().rev() {
+        text = format!("result.all({name}, {text})");
+    }
+    text
+}
+
+fn samples(n: usize) -> QueryValue {
+    QueryValue::Vector((0..n).map(|i| (i % 1000) as f64 / 2000.0).collect())
+}
+
+#[test]
+fn deeply_nested_comprehensions_are_refused_without_running() {
+    let condition = nested_all(11);
+    assert!(condition.len() < MAX_CONDITION, "fits the length limit");
+    let started = Instant::now();
+    let error = check_condition(&condition).expect_err("11 nested comprehensions");
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "refused statically, took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        error,
+        "nests 11 comprehensions (all, exists, exists_one, map, filter) inside each other; at most 2 are accepted: compare each sample once, e.g. result.all(x, x < 0.05), and join tests on one sample with && inside one comprehension"
+    );
+}
+
+#[test]
+fn two_passes_nested_over_result_are_refused_by_cost() {
+    let error =
+        check_condition("result.all(a, result.all(b, a <= b || b <= a))").expect_err("10^8 steps");
+    assert!(
+        error.starts_with("nests 2 comprehensions over result: estimated about 1.2e9 steps for 10,000 samples, above the limit of 150,000; compare each sample once"),
+        "{error}"
+    );
+    // One pass inside a pass, without nesting: `in` walks the list once per sample.
+    let error = check_condition("result.all(x, x in result)").expect_err("in over result");
+    assert!(
+        error.starts_with(
+            "estimated about 1.0e8 steps for 10,000 samples, above the limit of 150,000"
+        ),
+        "{error}"
+    );
+    // Over short literals, nesting is cheap; inside a pass over result, even a short inner
+    // loop multiplies the pass (each iteration costs about 60 ns a step).
+    assert_eq!(
+        check_condition("[0.5, 0.9].all(t, [1.0, 2.0].exists(u, t < u)) && result[0] < 0.5"),
+        Ok(())
+    );
+    let error = check_condition("result.all(x, [0.5, 0.9].exists(t, x < t))")
+        .expect_err("a loop per sample");
+    assert!(error.starts_with("estimated 280,003 steps"), "{error}");
+    // Two full passes are over the budget at 10,000 samples; one pass testing both is not.
+    let error = check_condition("result.all(x, x < 0.05) && result.exists(x, x > 0.01)")
+        .expect_err("two passes");
+    assert!(error.starts_with("estimated 170,007 steps"), "{error}");
+    assert_eq!(
+        check_condition("result.all(x, x < 0.05 && x > 0.01)"),
+        Ok(())
+    );
+}
+
+#[test]
+fn the_estimate_follows_lengths_through_the_expression() {
+    let cost = |source: &str| estimated_cost(source).expect("parses");
+    // One step per node, plus what a call is given.
+    assert_eq!(cost("result[0] >= 0.95"), 5);
+    assert_eq!(cost("true"), 1);
+    // A comprehension pays its body (the condition and the step, 7 nodes) per sample, and its
+    // range and result once.
+    assert_eq!(cost("result.all(x, x < 0.05)"), 80_003);
+    assert_eq!(cost("[1, 2, 3].all(x, x < 0.05)"), 30);
+    // Comparing lists touches every element of both.
+    assert_eq!(cost("result == result"), 20_003);
+    // Lengths add up through `+`, and map and filter keep their range's length.
+    assert!(cost("(result + result).all(x, x < 1.0)") > 2 * cost("result.all(x, x < 1.0)") - 10);
+    // map appends in place: its pass costs its transform per sample.
+    assert_eq!(
+        cost("result.map(x, x * 2.0).all(y, y < 1.0)"),
+        cost("result.all(x, x < 1.0)") + 60_002
+    );
+    assert!(cost("result.filter(x, x > 0.5).all(y, y < 1.0)") > 2 * cost("result.all(x, x < 1.0)"));
+    // A list built per sample is paid for where it is iterated.
+    let nested = cost("result.map(x, result).all(l, l.all(y, y < 1.0))");
+    assert!(nested > 100_000_000, "{nested}");
+    // A name bound by a macro shadows `result`.
+    assert!(cost("[1.0].all(result, result < 2.0)") < 100);
+    // Text is paid for by its length.
+    assert!(cost("'aaaaaaaaaaaaaaaaaaaa'.contains('b')") > cost("'a'.contains('b')") + 18);
+}
+
+#[test]
+fn unknown_names_are_found_without_running() {
+    for (condition, name) in [
+        ("isNaN(result[0])", "isNaN"),
+        ("result[0] > 0.5 || foo", "foo"),
+        ("result[0] < 0.5 && bar(result[0])", "bar"),
+        // Never reached for a vector of samples, and still refused.
+        ("size(result) > 100000 && isInf(result[0])", "isInf"),
+        ("result.exists(x, x.foo())", "foo"),
+        ("result.all(x, y < 1.0)", "y"),
+        // A bound name is unbound outside its macro.
+        ("result.all(x, x < 1.0) && x > 0.0", "x"),
+        ("max(result) > 1.0", "max"),
+        ("result.sum() > 1.0", "sum"),
+    ] {
+        let error = check_condition(condition).expect_err(condition);
+        assert!(
+            error.starts_with(&format!("{name:?} is not defined")),
+            "{condition}: {error}"
+        );
+    }
+    let error = check_condition("len(result) > 1").expect_err("len");
+    assert!(error.contains("`size(result)`"), "{error}");
+    for accepted in [
+        "size(result) > 1 && result.size() > 1",
+        "string(result[0]).startsWith('0.') && string(result[0]).endsWith('5')",
+        "'abc'.contains('b') && int(result[0]) == 0 && double(1) == 1.0",
+        "type(result[0]) == type(1.0) && dyn(result[0]) < 1.0 && bool('true')",
+        "result.exists_one(x, x > 0.5)",
+        "result.filter(x, x > 0.5).size() == 0",
+        "has({'a': 1}.a) && uint(1) == 1u && bytes('a') == b'a'",
+    ] {
+        assert_eq!(check_condition(accepted), Ok(()), "{accepted}");
+    }
+}
+
+/// The names the static check knows are the ones this build of `cel` declares: each is
+/// found (a wrong argument is an overload error, never an undeclared name), and the names
+/// of the CEL specification left out are undeclared here (they need cel's chrono or regex
+/// features, which weir leaves off). Enabling one fails this test until the lists follow.
+#[test]
+fn the_known_functions_are_what_cel_declares() {
+    let undeclared = |source: &str| {
+        let program = Program::compile(source).expect(source);
+        matches!(
+            evaluate(&program, &QueryValue::Scalar(0.0)),
+            Err(cel::ExecutionError::UndeclaredReference(_))
+        )
+    };
+    for name in cost::GLOBAL_FUNCTIONS {
+        assert!(!undeclared(&format!("{name}(null, null)")), "{name}");
+    }
+    for name in cost::MEMBER_FUNCTIONS {
+        assert!(!undeclared(&format!("null.{name}(null, null)")), "{name}");
+    }
+    for name in [
+        "matches",
+        "duration",
+        "timestamp",
+        "getFullYear",
+        "getHours",
+        "max",
+        "min",
+        "isNaN",
+    ] {
+        assert!(undeclared(&format!("{name}(null)")), "{name}");
+        assert!(undeclared(&format!("null.{name}()")), "{name}");
+    }
+}
+
+#[test]
+fn a_result_above_the_sample_cap_is_an_error() {
+    let metric = metric(json!({"successCondition": "result.all(x, x < 1.0)"}));
+    assert_eq!(
+        phase(&metric, &samples(MAX_SAMPLES)),
+        AnalysisPhase::Successful
+    );
+    let verdict = judge(&metric, &samples(MAX_SAMPLES + 1));
+    assert_eq!(verdict.phase, AnalysisPhase::Error);
+    assert!(
+        verdict
+            .message
+            .starts_with("result too large: 10001 samples, at most 10000 are judged"),
+        "{}",
+        verdict.message
+    );
+    let range = metric_range();
+    assert_eq!(
+        phase(&range, &samples(MAX_SAMPLES + 1)),
+        AnalysisPhase::Error
+    );
+}
+
+fn metric_range() -> Metric {
+    metric(json!({"thresholdRange": {"max": 1.0}}))
+}
+
+#[test]
+fn a_condition_validation_never_saw_is_checked_when_judged() {
+    let metric = metric(json!({"successCondition": nested_all(3)}));
+    let verdict = judge(&metric, &samples(MAX_SAMPLES));
+    assert_eq!(verdict.phase, AnalysisPhase::Error);
+    assert!(
+        verdict
+            .message
+            .starts_with("successCondition: nests 3 comprehensions"),
+        "{}",
+        verdict.message
+    );
+}
+
+#[test]
+fn large_numbers_are_written_for_people() {
+    assert_eq!(steps(80_003), "80,003");
+    assert_eq!(steps(999), "999");
+    assert_eq!(steps(1_000_000), "10^6");
+    assert_eq!(steps(120_000_000), "about 1.2e8");
+    assert_eq!(steps(u64::MAX), "about 1.8e19");
+    assert_eq!(thousands(10_000), "10,000");
+    assert_eq!(thousands(0), "0");
+}
+
+/// Conditions a tenant might write, hostile ones included: macros nested and chained, long
+/// `&&` chains, literals, and text that is not CEL.
+fn conditions() -> impl Strategy<Value = String> {
+    let leaf = prop_oneof![
+        Just("result[0] < 0.5".to_owned()),
+        Just("size(result) > 0".to_owned()),
+        Just("true".to_owned()),
+        Just("result == result".to_owned()),
+        Just("string(result[0]).contains('1')".to_owned()),
+    ];
+    let expression = leaf.prop_recursive(6, 64, 4, |inner| {
+        let name = prop::sample::select(vec!["x", "y", "z", "result"]);
+        let range = prop::sample::select(vec!["result", "[1.0, 2.0, 3.0]", "(result + result)"]);
+        let macro_name = prop::sample::select(vec!["all", "exists", "exists_one", "filter", "map"]);
+        prop_oneof![
+            (range, macro_name, name, inner.clone()).prop_map(|(r, m, n, body)| match m {
+                "filter" | "map" => format!("size({r}.{m}({n}, {body})) >= 0"),
+                _ => format!("{r}.{m}({n}, {body})"),
+            }),
+            (inner.clone(), inner.clone()).prop_map(|(a, b)| format!("{a} && {b}")),
+            (inner.clone(), inner.clone()).prop_map(|(a, b)| format!("({a} || {b})")),
+            inner.prop_map(|a| format!("!({a})")),
+        ]
+    });
+    prop_oneof![
+        4 => expression,
+        1 => "[a-z0-9_.()\\[\\], <>=!&|'+*-]{0,200}",
+        1 => (1usize..40).prop_map(nested_all),
+        1 => (1usize..200).prop_map(|n| vec!["result.all(x, x >= 0.0)"; n].join(" && ")),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    /// Checking is static and fast whatever the text; whatever it accepts is estimated within
+    /// the limit, and judges the largest result weir judges to an end. Wall time is bounded
+    /// loosely here (a debug build on a shared machine): the bench measures it.
+    #[test]
+    fn accepted_conditions_judge_the_largest_result_in_bounded_time(condition in conditions()) {
+        // cel's generated parser takes far more stack per bracket in a debug build than in
+        // release; a thread with room for it keeps this about time and cost.
+        let checked = std::thread::Builder::new()
+            .stack_size(64 << 20)
+            .spawn(move || check_and_judge(&condition))
+            .expect("a thread")
+            .join()
+            .map_err(|_| TestCaseError::fail("check or judge panicked"))?;
+        checked.map_err(TestCaseError::fail)?;
+    }
+}
+
+/// Checks a condition and, if it is accepted, judges the largest result with it: the check
+/// within 500 ms, the estimate within the limit, the judging to an end within 2 s.
+fn check_and_judge(condition: &str) -> Result<(), String> {
+    let started = Instant::now();
+    let checked = check_condition(condition);
+    if started.elapsed() > Duration::from_millis(500) {
+        return Err(format!("checking took {:?}", started.elapsed()));
+    }
+    if checked.is_err() {
+        return Ok(());
+    }
+    let cost = estimated_cost(condition).unwrap_or(u64::MAX);
+    if cost > MAX_COST {
+        return Err(format!("accepted at an estimate of {cost}"));
+    }
+    let metric = metric(json!({ "successCondition": condition }));
+    let started = Instant::now();
+    let verdict = judge(&metric, &samples(MAX_SAMPLES));
+    if started.elapsed() > Duration::from_secs(2) {
+        return Err(format!("judging took {:?}: {verdict:?}", started.elapsed()));
+    }
+    Ok(())
 }
 
 proptest! {

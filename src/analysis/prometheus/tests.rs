@@ -1,0 +1,252 @@
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::time::{Duration, Instant};
+
+use super::*;
+
+/// A Prometheus on a real socket that answers one request with `head` (status line and
+/// headers) and then whatever `body` writes. Returns its address.
+fn serve_once(answer: &'static str, body: impl FnOnce(&mut TcpStream) + Send + 'static) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("a local port");
+    let address = format!("http://{}", listener.local_addr().expect("an address"));
+    std::thread::spawn(move || {
+        let Ok((mut stream, _)) = listener.accept() else {
+            return;
+        };
+        // The whole request, head and form body: a socket closed with unread bytes resets.
+        let mut request = Vec::new();
+        let mut byte = [0u8; 1];
+        while !request.ends_with(b"\r\n\r\n") && stream.read(&mut byte).is_ok_and(|n| n == 1) {
+            request.push(byte[0]);
+        }
+        let head = String::from_utf8_lossy(&request).to_ascii_lowercase();
+        let length = head
+            .lines()
+            .find_map(|l| l.strip_prefix("content-length:"))
+            .and_then(|n| n.trim().parse::<usize>().ok())
+            .unwrap_or(0);
+        let mut form = vec![0u8; length];
+        if stream.read_exact(&mut form).is_err() {
+            return;
+        }
+        if stream.write_all(answer.as_bytes()).is_ok() {
+            body(&mut stream);
+        }
+    });
+    address
+}
+
+fn request(address: &str) -> Query {
+    Query {
+        address: address.to_owned(),
+        query: "up".into(),
+        timeout: Duration::from_secs(20),
+        headers: Vec::new(),
+    }
+}
+
+fn http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .no_proxy()
+        .build()
+        .expect("a client")
+}
+
+#[tokio::test]
+async fn an_answer_announced_too_large_is_not_read() {
+    let address = serve_once(
+        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 1073741824\r\n\r\n",
+        |stream| {
+            let _ = stream.write_all(b"{\"status\":\"success\"");
+        },
+    );
+    let error = query(&http(), &Gates::new(8), &request(&address))
+        .await
+        .expect_err("1 GiB announced");
+    assert_eq!(
+        error,
+        format!(
+            "querying Prometheus at {address}: the answer is too large: 1073741824 bytes, at most 8388608 are read; aggregate in the query (sum, max, topk) so that it returns fewer series"
+        )
+    );
+}
+
+#[tokio::test]
+async fn an_answer_streamed_past_the_cap_is_cut_off() {
+    // Chunked, with no length announced: 1 GiB would follow if weir kept reading.
+    let address = serve_once(
+        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n",
+        |stream| {
+            let chunk = vec![b' '; 64 * 1024];
+            let mut framed = format!("{:x}\r\n", chunk.len()).into_bytes();
+            framed.extend_from_slice(&chunk);
+            framed.extend_from_slice(b"\r\n");
+            for _ in 0..(1024 * 1024 * 1024 / chunk.len()) {
+                if stream.write_all(&framed).is_err() {
+                    return;
+                }
+            }
+        },
+    );
+    let started = Instant::now();
+    let error = query(&http(), &Gates::new(8), &request(&address))
+        .await
+        .expect_err("streamed past the cap");
+    assert!(
+        error.ends_with("the answer is too large: more than 8388608 bytes, at most 8388608 are read; aggregate in the query (sum, max, topk) so that it returns fewer series"),
+        "{error}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn an_answer_within_the_cap_is_judged_from_its_values() {
+    let address = serve_once(
+        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nConnection: close\r\n\r\n",
+        |stream| {
+            let _ = stream.write_all(
+                br#"{"status":"success","data":{"resultType":"vector","result":[{"metric":{"pod":"a"},"value":[1712345678.1,"0.5"]},{"metric":{},"value":[1712345678.1,"NaN"]}],"stats":{"timings":{}}}}"#,
+            );
+        },
+    );
+    let value = query(&http(), &Gates::new(8), &request(&address))
+        .await
+        .expect("a vector");
+    let QueryValue::Vector(samples) = value else {
+        panic!("a vector, got {value:?}");
+    };
+    assert_eq!(samples.len(), 2);
+    assert_eq!(samples[0], 0.5);
+    assert!(samples[1].is_nan());
+}
+
+#[tokio::test]
+async fn a_server_that_is_not_prometheus_is_named_by_its_status() {
+    let address = serve_once(
+        "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/html\r\nContent-Length: 5\r\n\r\n",
+        |stream| {
+            let _ = stream.write_all(b"down!");
+        },
+    );
+    let error = query(&http(), &Gates::new(8), &request(&address))
+        .await
+        .expect_err("503");
+    assert_eq!(
+        error,
+        format!("querying Prometheus at {address}: HTTP 503 Service Unavailable")
+    );
+}
+
+#[test]
+fn answers_are_read_for_their_values() {
+    let parse = |text: &str| parse_answer(text.as_bytes());
+    assert_eq!(
+        parse(r#"{"status":"success","data":{"resultType":"scalar","result":[1.5,"+Inf"]}}"#),
+        Ok(QueryValue::Scalar(f64::INFINITY))
+    );
+    assert_eq!(
+        parse(
+            r#"{"status":"success","warnings":["w"],"data":{"resultType":"vector","result":[]}}"#
+        ),
+        Ok(QueryValue::Vector(Vec::new()))
+    );
+    let error = parse(r#"{"status":"success","data":{"resultType":"matrix","result":[{"metric":{},"values":[[1,"1"]]}]}}"#)
+        .expect_err("matrix");
+    assert!(
+        error.starts_with("the query returned a range vector"),
+        "{error}"
+    );
+    let error = parse(r#"{"status":"success","data":{"resultType":"vector","result":[{"metric":{},"value":[1,"x"]}]}}"#)
+        .expect_err("not a number");
+    assert_eq!(error, "the sample value \"x\" is not a number");
+    let error = parse(&format!(
+        r#"{{"status":"error","errorType":"bad_data","error":"{}"}}"#,
+        "é".repeat(1000)
+    ))
+    .expect_err("refused");
+    assert!(
+        error.starts_with("Prometheus refused the query: bad_data: éé")
+            && error.ends_with("... (2000 bytes)")
+            && error.len() < 600,
+        "{error}"
+    );
+    let error = parse("<html>").expect_err("not JSON");
+    assert!(
+        error.starts_with("the answer is not Prometheus' JSON"),
+        "{error}"
+    );
+}
+
+#[test]
+fn a_vector_above_the_sample_cap_is_refused() {
+    let vector = |n: usize| {
+        let series = vec![r#"{"metric":{},"value":[1,"0.1"]}"#; n].join(",");
+        format!(r#"{{"status":"success","data":{{"resultType":"vector","result":[{series}]}}}}"#)
+    };
+    assert!(matches!(
+        parse_answer(vector(verdict::MAX_SAMPLES).as_bytes()),
+        Ok(QueryValue::Vector(v)) if v.len() == verdict::MAX_SAMPLES
+    ));
+    assert_eq!(
+        parse_answer(vector(verdict::MAX_SAMPLES + 1).as_bytes()),
+        Err(verdict::too_many_samples(verdict::MAX_SAMPLES + 1))
+    );
+    assert!(
+        verdict::too_many_samples(10_001)
+            .starts_with("result too large: 10001 samples, at most 10000 are judged")
+    );
+}
+
+#[tokio::test]
+async fn queries_to_one_address_wait_their_turn() {
+    let gates = Gates::new(2);
+    let first = gates.enter("http://prometheus:9090").await;
+    // Another path on the same server is the same server.
+    let second = gates.enter("http://prometheus:9090/prometheus").await;
+    assert_eq!(gates.in_flight("http://prometheus:9090/"), 2);
+    let third = tokio::time::timeout(
+        Duration::from_millis(100),
+        gates.enter("http://prometheus:9090"),
+    )
+    .await;
+    assert!(third.is_err(), "a third query waits");
+    // Another server is not held up.
+    let other = tokio::time::timeout(
+        Duration::from_millis(100),
+        gates.enter("http://thanos:9090"),
+    )
+    .await;
+    assert!(other.is_ok_and(|p| p.is_some()));
+    drop(first);
+    let third = tokio::time::timeout(
+        Duration::from_millis(100),
+        gates.enter("http://prometheus:9090"),
+    )
+    .await;
+    assert!(third.is_ok_and(|p| p.is_some()), "a place freed is taken");
+    drop(second);
+    // Servers nobody queries are forgotten.
+    let _ = gates.enter("http://third:9090").await;
+    assert_eq!(
+        gates.lock().len(),
+        1,
+        "only the server still queried is kept"
+    );
+}
+
+#[tokio::test]
+async fn a_query_that_waits_too_long_for_its_turn_times_out() {
+    let gates = Gates::new(1);
+    let _held = gates.enter("http://127.0.0.1:9").await;
+    let mut waiting = request("http://127.0.0.1:9");
+    waiting.timeout = Duration::from_millis(200);
+    let error = query(&http(), &gates, &waiting).await.expect_err("no turn");
+    assert_eq!(
+        error,
+        "Prometheus at http://127.0.0.1:9 did not answer within 200ms (queries to one address wait their turn, 1 at a time: --max-queries-per-address)"
+    );
+}
