@@ -257,7 +257,9 @@ async fn tenant_b_releases_while_tenant_a_and_forged_webhooks_hammer_the_control
         "apiVersion: weir.dev/v1alpha1\nkind: AnalysisTemplate\nmetadata: {{name: deep}}\nspec:\n  metrics:\n  - name: deep\n    successCondition: \"{}\"\n    provider: {{prometheus: {{query: up}}}}\n",
         nested_condition(20)
     );
-    let revisions: [(&str, Vec<(&str, &str)>, &str); 5] = [
+    // Each revision: its subject, the files it writes (empty: deleted), what its refusal names.
+    type Revision<'a> = (&'a str, Vec<(&'a str, &'a str)>, &'a str);
+    let revisions: [Revision; 5] = [
         (
             "alias bomb",
             vec![("deploy/bomb.yaml", bomb.as_str())],

@@ -107,6 +107,26 @@ static ENV: LazyLock<Arc<Env>> = LazyLock::new(|| Arc::new(Env::stdlib()));
 /// [`MAX_SAMPLES`] samples above [`MAX_COST`]. Where the text is Argo's expr syntax, the
 /// message says how CEL writes it.
 pub fn check_condition(source: &str) -> Result<(), String> {
+    check_text(source)?;
+    on_cel_stack(|| {
+        let program = compile(source)?;
+        check_program(&program, source)
+    })
+}
+
+/// cel's parser, its tree's drop and its evaluator recurse once per nesting level, and take
+/// well over 100 KiB of stack per bracket in a debug build: a dozen brackets overflowed a
+/// tokio worker's 2 MiB and aborted the whole controller. They run on a stack of their own,
+/// ample for the deepest text `check_text` lets through (virtual memory, touched only as
+/// far as it is used).
+const CEL_STACK: usize = 32 << 20;
+
+fn on_cel_stack<T>(work: impl FnOnce() -> T) -> T {
+    stacker::grow(CEL_STACK, work)
+}
+
+/// What is refused before cel parses anything: too long, or nested too deep.
+fn check_text(source: &str) -> Result<(), String> {
     if source.len() > MAX_CONDITION {
         return Err(format!(
             "is {} characters long; at most {MAX_CONDITION} are accepted",
@@ -130,15 +150,17 @@ pub fn check_condition(source: &str) -> Result<(), String> {
             "nests {depth} brackets deep; at most 32 are accepted"
         ));
     }
-    let program = compile(source)?;
-    check_program(&program, source)
+    Ok(())
 }
 
 /// The estimated steps of a condition over [`MAX_SAMPLES`] samples (what [`check_condition`]
 /// holds against [`MAX_COST`]), or None when it does not parse.
 pub fn estimated_cost(source: &str) -> Option<u64> {
-    let program = Program::compile(source).ok()?;
-    Some(cost::analyse(program.expression()).cost)
+    check_text(source).ok()?;
+    on_cel_stack(|| {
+        let program = Program::compile(source).ok()?;
+        Some(cost::analyse(program.expression()).cost)
+    })
 }
 
 /// The static checks on a parsed condition.
@@ -349,6 +371,12 @@ pub fn too_many_samples(samples: usize) -> String {
 /// static checks run again first: a run written by hand may carry a condition validation
 /// never saw.
 fn holds(field: &str, condition: &str, value: &QueryValue) -> Result<bool, Verdict> {
+    let error = |why: String| Verdict::new(AnalysisPhase::Error, why);
+    check_text(condition).map_err(|e| error(format!("{field}: {e}")))?;
+    on_cel_stack(|| holds_checked(field, condition, value))
+}
+
+fn holds_checked(field: &str, condition: &str, value: &QueryValue) -> Result<bool, Verdict> {
     let error = |why: String| Verdict::new(AnalysisPhase::Error, why);
     let program = compile(condition).map_err(|e| error(format!("{field}: {e}")))?;
     check_program(&program, condition).map_err(|e| error(format!("{field}: {e}")))?;

@@ -499,3 +499,44 @@ proptest! {
         prop_assert_eq!(judge(&range, &value).phase, judge(&cel, &value).phase);
     }
 }
+
+/// Found by the hostile suite's review: a dozen nested calls overflowed a 2 MiB stack (a
+/// tokio worker's) in cel's parser and aborted the process. Every nesting the text checks let
+/// through is checked and judged on a thread with half that stack.
+#[test]
+fn the_deepest_accepted_nesting_never_overflows_a_small_stack() {
+    for (open, close) in [
+        ("dyn(", ")"),
+        ("(", ")"),
+        ("result.all(x, ", ")"),
+        ("[", "]"),
+        ("-(", ")"),
+    ] {
+        let text = format!("{}1{}", open.repeat(32), close.repeat(32));
+        let deeper = format!("{}1{}", open.repeat(33), close.repeat(33));
+        let judged = text.clone();
+        let outcome = std::thread::Builder::new()
+            .stack_size(1 << 20)
+            .spawn(move || {
+                let checked = super::check_condition(&text);
+                let metric: crate::api::analysis::Metric = serde_json::from_value(
+                    serde_json::json!({"name": "m", "successCondition": judged,
+                        "provider": {"prometheus": {"query": "up"}}}),
+                )
+                .unwrap_or_else(|e| panic!("metric: {e}"));
+                let verdict = super::judge(&metric, &QueryValue::Vector(vec![0.5; 4]));
+                (
+                    checked.is_ok(),
+                    verdict.phase,
+                    super::check_condition(&deeper),
+                )
+            })
+            .unwrap_or_else(|e| panic!("a thread: {e}"))
+            .join()
+            .unwrap_or_else(|_| panic!("{open}: the check panicked"));
+        assert!(
+            outcome.2.as_ref().is_err_and(|e| e.contains("at most 32")),
+            "{open}: {outcome:?}"
+        );
+    }
+}
