@@ -360,7 +360,10 @@ async fn release_restarted_mid_analysis() -> (Ending, usize) {
     (ending, runs)
 }
 
-#[tokio::test]
+// Two workers: the test's metrics server must answer Prometheus' scrapes while the test
+// waits for the restart (a blocking call), or the series goes stale and the measurement
+// is rightly Inconclusive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_analysis_ends_the_same_after_an_api_server_restart_mid_measurement() {
     let _alone = ONE_AT_A_TIME.lock().await;
     let (ending, runs) = release_restarted_mid_analysis().await;

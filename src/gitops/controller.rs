@@ -86,6 +86,10 @@ pub async fn run(
         aborts: Default::default(),
     });
     let aborts = context.aborts.clone();
+    tokio::spawn(sweep_clones(
+        context.gitsyncs.clone(),
+        context.cache_dir.clone(),
+    ));
     info!(
         namespace = namespace.unwrap_or("(all)"),
         kustomize = ?context.kustomize.as_ref().map(|k| k.program.display().to_string()),
@@ -111,4 +115,42 @@ pub async fn run(
         .for_each(crate::runtime::log_failure)
         .await;
     info!("gitsync controller stopped");
+}
+
+/// How often clones no GitSync will read again are removed.
+const SWEEP: Duration = Duration::from_secs(120);
+
+/// Removes, every `SWEEP`, the clones of GitSyncs deleted since the last look and those of
+/// URLs a GitSync no longer follows (`source::stale_clones`): without it, every GitSync ever
+/// made and every URL it ever had would keep its clone on the volume. The directories are
+/// listed before the GitSyncs are, so a clone being made belongs to a GitSync already seen.
+async fn sweep_clones(gitsyncs: kube::runtime::reflector::Store<GitSync>, base: PathBuf) {
+    let mut seen = std::collections::BTreeSet::new();
+    loop {
+        tokio::time::sleep(SWEEP).await;
+        let entries: Vec<String> = match std::fs::read_dir(&base) {
+            Ok(dir) => dir
+                .filter_map(Result::ok)
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect(),
+            Err(_) => continue,
+        };
+        let live: Vec<(String, String)> = gitsyncs
+            .state()
+            .iter()
+            .filter_map(|s| Some((s.metadata.uid.clone()?, s.spec.url.clone())))
+            .collect();
+        let now: std::collections::BTreeSet<String> =
+            live.iter().map(|(uid, _)| uid.clone()).collect();
+        let gone: Vec<String> = seen.difference(&now).cloned().collect();
+        for stale in super::source::stale_clones(&entries, &live, &gone) {
+            let dir = base.join(&stale);
+            match tokio::task::spawn_blocking(move || std::fs::remove_dir_all(dir)).await {
+                Ok(Ok(())) => info!(clone = %stale, "removed a clone no GitSync reads any more"),
+                Ok(Err(error)) => tracing::warn!(clone = %stale, %error, "removing a stale clone"),
+                Err(_) => {}
+            }
+        }
+        seen = now;
+    }
 }

@@ -415,6 +415,65 @@ mod tests {
         );
     }
 
+    /// Exec and KRM function plugins stay off: a kustomization naming an executable as its
+    /// generator never runs it. The executable lies outside the repository, ready to run
+    /// and to leave a mark; with plugins enabled kustomize would run it.
+    #[tokio::test]
+    async fn exec_and_krm_plugins_never_run() {
+        let builder = find().unwrap_or_else(|| {
+            panic!(
+                "this test needs kustomize or kubectl on PATH, as weir does to build kustomizations"
+            )
+        });
+        let outside = tempfile::tempdir().unwrap_or_else(|e| panic!("a temporary directory: {e}"));
+        let mark = outside.path().join("ran");
+        let plugin = outside.path().join("plugin.sh");
+        std::fs::write(
+            &plugin,
+            format!(
+                "#!/bin/sh\ntouch {}\ncat <<EOF\napiVersion: v1\nkind: ConfigMap\nmetadata: {{name: from-plugin}}\nEOF\n",
+                mark.display()
+            ),
+        )
+        .unwrap_or_else(|e| panic!("writing the plugin: {e}"));
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&plugin, std::fs::Permissions::from_mode(0o755))
+                .unwrap_or_else(|e| panic!("chmod: {e}"));
+        }
+        let generator = format!(
+            "apiVersion: example.com/v1\nkind: Generator\nmetadata:\n  name: gen\n  annotations:\n    config.kubernetes.io/function: |\n      exec:\n        path: {}\n",
+            plugin.display()
+        );
+        let files = vec![
+            file(
+                "deploy/kustomization.yaml",
+                "resources:\n- a.yaml\ngenerators:\n- gen.yaml\n",
+            ),
+            file(
+                "deploy/a.yaml",
+                "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: a}\n",
+            ),
+            file("deploy/gen.yaml", &generator),
+        ];
+        let built = build(
+            Some(builder),
+            files,
+            "deploy",
+            "deploy/kustomization.yaml",
+            &render::Limits::default(),
+            false,
+        )
+        .await;
+        assert!(!mark.exists(), "kustomize ran the exec plugin: {built:?}");
+        if let Ok(manifests) = &built {
+            assert!(
+                manifests.iter().all(|m| m.name() != "from-plugin"),
+                "{manifests:?}"
+            );
+        }
+    }
+
     #[tokio::test]
     async fn without_a_builder_the_error_says_what_to_install() {
         let error = build(

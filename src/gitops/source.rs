@@ -220,6 +220,34 @@ pub fn clone_dir(base: &Path, uid: &str, url: &str) -> PathBuf {
     base.join(format!("{uid}-{:016x}", hasher.finish()))
 }
 
+/// The clones under the cache directory (`entries`: its directory names) that no GitSync
+/// will read again: those of GitSyncs `gone` (seen by this controller, deleted since), and
+/// those of `live` GitSyncs (UID, URL) at a URL they no longer follow. Only UIDs this
+/// controller knows are judged: controllers of other namespaces may share the directory.
+pub fn stale_clones(entries: &[String], live: &[(String, String)], gone: &[String]) -> Vec<String> {
+    let name = |uid: &str, url: &str| {
+        clone_dir(Path::new(""), uid, url)
+            .to_string_lossy()
+            .into_owned()
+    };
+    let of = |entry: &str, uid: &str| {
+        let uid = name(uid, "");
+        // `{uid}-{16 hex digits}`: the UID's part of a name is everything but the hash.
+        let prefix = uid.len().saturating_sub(16);
+        entry.len() == uid.len() && entry.as_bytes()[..prefix] == uid.as_bytes()[..prefix]
+    };
+    entries
+        .iter()
+        .filter(|entry| {
+            gone.iter().any(|uid| of(entry, uid))
+                || live
+                    .iter()
+                    .any(|(uid, url)| of(entry, uid) && **entry != name(uid, url))
+        })
+        .cloned()
+        .collect()
+}
+
 /// Fetches `git_ref` from `url` into the bare clone at `dir` (made on first use) and
 /// returns the commit it points to, within `limits`.
 pub fn fetch(
@@ -624,6 +652,38 @@ pub fn files_at(
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn stale_clones_are_those_of_gone_gitsyncs_and_of_urls_left_behind() {
+        let uid = |n: u8| format!("0000000{n}-aaaa-bbbb-cccc-dddddddddddd");
+        let name = |uid: &str, url: &str| {
+            super::clone_dir(std::path::Path::new(""), uid, url)
+                .to_string_lossy()
+                .into_owned()
+        };
+        let entries = vec![
+            name(&uid(1), "https://a.example/one.git"),
+            name(&uid(1), "https://a.example/old.git"),
+            name(&uid(2), "https://a.example/two.git"),
+            name(&uid(3), "https://a.example/three.git"),
+            "another-controllers-dir".to_owned(),
+            "ünïcode".to_owned(),
+        ];
+        let live = vec![
+            (uid(1), "https://a.example/one.git".to_owned()),
+            (uid(3), "https://a.example/three.git".to_owned()),
+        ];
+        let mut stale = super::stale_clones(&entries, &live, &[uid(2)]);
+        stale.sort();
+        let mut wanted = vec![
+            name(&uid(1), "https://a.example/old.git"),
+            name(&uid(2), "https://a.example/two.git"),
+        ];
+        wanted.sort();
+        assert_eq!(stale, wanted);
+        // A UID this controller never saw: not its to judge.
+        assert!(super::stale_clones(&entries, &[], &[]).is_empty());
+    }
     use super::*;
 
     #[test]

@@ -9,7 +9,11 @@ use kube::{Client, Config};
 
 /// One client per impersonated user, made on first use from the controller's own
 /// configuration (so they share its credentials, CA and timeouts) and kept: a client holds a
-/// connection pool, and a new one per reconcile would pay a TLS handshake each time.
+/// connection pool, and a new one per reconcile would pay a TLS handshake each time. At most
+/// `USERS_KEPT` are kept: tenants name the ServiceAccounts, so their number is theirs to
+/// choose, and past the bound the clients are dropped and made again as they are used.
+pub const USERS_KEPT: usize = 512;
+
 pub struct Impersonation {
     base: Config,
     own: Client,
@@ -45,10 +49,41 @@ impl Impersonation {
                 format!("the controller's credentials already impersonate {already:?}; weir must authenticate as itself to act as a GitSync's ServiceAccount").into(),
             ));
         }
+        if clients.len() >= USERS_KEPT {
+            clients.clear();
+        }
         config.auth_info.impersonate = Some(user.to_owned());
         config.auth_info.impersonate_groups = None;
         let client = Client::try_from(config)?;
         clients.insert(user.to_owned(), client.clone());
         Ok(client)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn the_clients_kept_are_bounded() {
+        let mut config = Config::new(
+            "https://127.0.0.1:1"
+                .parse()
+                .unwrap_or_else(|e| panic!("{e}")),
+        );
+        config.auth_info = Default::default();
+        let own = Client::try_from(config.clone()).unwrap_or_else(|e| panic!("a client: {e}"));
+        let impersonation = Impersonation::new(config, own);
+        for n in 0..(USERS_KEPT * 2 + 7) {
+            impersonation
+                .client(Some(&format!("system:serviceaccount:t{n}:sa")))
+                .unwrap_or_else(|e| panic!("a client: {e}"));
+            let kept = impersonation
+                .clients
+                .lock()
+                .map(|c| c.len())
+                .unwrap_or_default();
+            assert!(kept <= USERS_KEPT, "{kept} clients kept");
+        }
     }
 }
