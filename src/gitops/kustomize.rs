@@ -167,7 +167,7 @@ pub fn remote_references(files: &[SourceFile], budget: u64) -> Vec<String> {
 /// enabled), and, unless `allow_remote`, no reference that leaves the repository.
 pub async fn build(
     builder: Option<Builder>,
-    files: Vec<SourceFile>,
+    mut files: Vec<SourceFile>,
     path: &str,
     kustomization: &str,
     limits: &render::Limits,
@@ -179,7 +179,15 @@ pub async fn build(
         ));
     };
     if !allow_remote {
-        let remote = remote_references(&files, limits.document_bytes);
+        // Parsing is CPU work: off the async workers, as the build's output below.
+        let budget = limits.document_bytes;
+        let (scanned, remote) = tokio::task::spawn_blocking(move || {
+            let remote = remote_references(&files, budget);
+            (files, remote)
+        })
+        .await
+        .map_err(|_| format!("{kustomization}: reading it was interrupted"))?;
+        files = scanned;
         if !remote.is_empty() {
             return Err(format!(
                 "{kustomization}: the kustomization refers outside the repository, so nothing was built or applied ({}); set spec.kustomize.allowRemote: true to let kustomize fetch them",
@@ -270,8 +278,12 @@ pub async fn build(
         );
         return Err(format!("{kustomization}: {program} failed: {why}"));
     }
-    render::stream(&format!("{kustomization} (built)"), output.stdout, limits)
-        .map_err(|e| e.to_string())
+    let (what, limits) = (format!("{kustomization} (built)"), *limits);
+    tokio::task::spawn_blocking(move || {
+        render::stream(&what, output.stdout, &limits).map_err(|e| e.to_string())
+    })
+    .await
+    .map_err(|_| format!("{kustomization}: reading what {program} built was interrupted"))?
 }
 
 /// The build's own words for a status condition: repository paths instead of the work

@@ -836,8 +836,15 @@ async fn apply_revision(
             )
             .await
         }
+        // Parsing up to --max-revision-bytes of YAML is CPU work: off the async workers,
+        // which every Rollout's reconcile shares.
         Layout::Manifests => {
-            render::render(&files, &sync.spec.path, &ctx.limits).map_err(|error| error.to_string())
+            let (path, limits) = (sync.spec.path.clone(), ctx.limits);
+            tokio::task::spawn_blocking(move || {
+                render::render(&files, &path, &limits).map_err(|error| error.to_string())
+            })
+            .await
+            .unwrap_or_else(|_| Err("rendering the revision was interrupted".into()))
         }
     };
     let manifests = match rendered {
