@@ -175,10 +175,15 @@ pub fn render(
     let revision = Cell::new(limits.revision_bytes);
     let mut manifests = Vec::new();
     for file in selected {
+        let before = manifests.len();
         manifests.extend(documents(file, limits, &revision)?);
-        check_count(&manifests, limits)?;
-        check_weir_objects(&manifests)?;
+        // Each file's objects once, as they come: a count over the limit stops the reading.
+        check_weir_objects(&manifests[before..])?;
+        if manifests.len() > limits.objects {
+            break;
+        }
     }
+    check_count(&manifests, limits)?;
     check_unique(&manifests)?;
     Ok(manifests)
 }

@@ -87,7 +87,11 @@ pub async fn run(
     metrics.set_leader(leadership.is_leading());
     tokio::spawn(async move {
         while changes.changed().await.is_ok() {
-            metrics.set_leader(*changes.borrow_and_update());
+            let leading = *changes.borrow_and_update();
+            if leading {
+                metrics.watches.forget_ended_outages();
+            }
+            metrics.set_leader(leading);
         }
     });
     let store = controller.store();

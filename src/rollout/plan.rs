@@ -230,6 +230,10 @@ pub struct Plan {
     pub transitions: Vec<Transition>,
 }
 
+/// The longest a lasting outage holds the timers: past it, they run again (an outage that
+/// ends is still taken off whole).
+pub const OUTAGE_HOLD: Duration = Duration::from_secs(15 * 60);
+
 pub const CONDITION_PROGRESSING: &str = "Progressing";
 pub const CONDITION_AVAILABLE: &str = "Available";
 pub const CONDITION_INVALID_SPEC: &str = "InvalidSpec";
@@ -1185,11 +1189,21 @@ impl<'a> Planner<'a> {
         let now = self.input.now;
         let mut excluded = self.status.outages_excluded_until.as_ref().map(from_k8s);
         let mut moved = chrono::Duration::zero();
+        let timed_pause = self.pause_duration_now().is_some();
         for outage in &self.input.observed.outages {
             let Some(end) = outage.end else { continue };
+            // Whole seconds, as the status records them: an end of 61.4 s recorded as 61 s
+            // would otherwise be taken off again at every reconcile.
+            let (_, end) = start_of_wait(end);
             if excluded.is_some_and(|until| end <= until) {
                 continue;
             }
+            // Only the part after what an earlier outage (or another replica's record of the
+            // same one) already took off.
+            let outage = Outage {
+                start: excluded.map_or(outage.start, |until| outage.start.max(until)),
+                end: Some(end),
+            };
             let mut shift = chrono::Duration::zero();
             if let Some(since) = self.status.waiting_since.as_ref().map(from_k8s) {
                 let lost = outage.lost_after(since, now);
@@ -1199,7 +1213,8 @@ impl<'a> Planner<'a> {
                 }
             }
             for held in &mut self.status.pause_conditions {
-                if held.reason != PauseReason::CanaryPauseStep {
+                // A pause until promoted has no end to move.
+                if held.reason != PauseReason::CanaryPauseStep || !timed_pause {
                     continue;
                 }
                 let start = from_k8s(&held.start_time);
@@ -1229,8 +1244,9 @@ impl<'a> Planner<'a> {
         );
     }
 
-    /// The part after `since` of an outage that lasts: a timer does not run while the
-    /// controller cannot hear the API server.
+    /// The part after `since` of an outage that lasts, at most `OUTAGE_HOLD`: a timer does
+    /// not run while the controller cannot hear the API server, but a watch failing for good
+    /// (not an absent API server) must not stop every timer for ever.
     fn lasting_outage_after(&self, since: DateTime<Utc>) -> chrono::Duration {
         self.input
             .observed
@@ -1239,6 +1255,14 @@ impl<'a> Planner<'a> {
             .filter(|o| o.end.is_none())
             .map(|o| o.lost_after(since, self.input.now))
             .fold(chrono::Duration::zero(), |a, b| a + b)
+            .min(chrono::Duration::from_std(OUTAGE_HOLD).unwrap_or_default())
+    }
+
+    /// The duration of the pause step the rollout is at, if it is at a timed one.
+    fn pause_duration_now(&self) -> Option<Duration> {
+        let index = self.index();
+        self.steps.get(index)?;
+        self.pause_duration(index)
     }
 
     /// Starts, continues or clears the progress-deadline clock. `can_abort`: the rollout

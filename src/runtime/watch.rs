@@ -67,17 +67,22 @@ pub const OUTAGES_KEPT: usize = 32;
 /// someone changes something (forbidden, a kind the cluster lacks): only the first kind is an
 /// outage, or a missing permission would stop every deadline for good.
 pub fn unheard(error: &watcher::Error) -> bool {
-    let code = match error {
+    // An answer of the API server's own: an outage only when it says it cannot serve. A
+    // `410 Expired` is routine (the watch lists again at once), and an object weir cannot
+    // decode is no outage either, however long it stays.
+    let answered = |code: u16| code == 429 || code >= 500;
+    match error {
         watcher::Error::InitialListFailed(e)
         | watcher::Error::WatchStartFailed(e)
         | watcher::Error::WatchFailed(e) => match e {
-            kube::Error::Api(status) => Some(status.code),
-            _ => None,
+            kube::Error::Api(status) => answered(status.code),
+            kube::Error::SerdeError(_) => false,
+            // No answer at all: refused, reset, timed out.
+            _ => true,
         },
-        watcher::Error::WatchError(status) => Some(status.code),
-        watcher::Error::NoResourceVersion => Some(0),
-    };
-    !matches!(code, Some(0 | 400..=404 | 422))
+        watcher::Error::WatchError(status) => answered(status.code),
+        watcher::Error::NoResourceVersion => false,
+    }
 }
 
 /// A watch of `api` that backs off on its own and records its health as `watch`.
@@ -166,6 +171,10 @@ pub struct Health {
     outages: Arc<Mutex<OutageLog>>,
 }
 
+fn quiet_since(last: DateTime<Utc>, now: DateTime<Utc>) -> bool {
+    (now - last).to_std().is_ok_and(|quiet| quiet >= QUIET)
+}
+
 /// When the required watches could not hear the API server: the outage under way, if any,
 /// and the last `OUTAGES_KEPT` that ended.
 #[derive(Debug, Default)]
@@ -181,8 +190,25 @@ struct OutageLog {
 
 impl OutageLog {
     fn failed(&mut self, now: DateTime<Utc>) {
+        // An open outage quiet for `QUIET` was over at its last error (its watches came back
+        // without an event): a new error starts a new one, the healthy time between is none.
+        if let Some(last) = self.last_error
+            && quiet_since(last, now)
+        {
+            self.heard(last);
+        }
         self.open.get_or_insert(now);
         self.last_error = Some(now);
+    }
+
+    /// Heard again at `now`: the outage ends now, or at its last error if it has been quiet
+    /// since for `QUIET` (its watches came back earlier, without an event to say so).
+    fn heard_at(&mut self, now: DateTime<Utc>) {
+        let end = match self.last_error {
+            Some(last) if quiet_since(last, now) => last,
+            _ => now,
+        };
+        self.heard(end);
     }
 
     fn heard(&mut self, end: DateTime<Utc>) {
@@ -232,6 +258,12 @@ impl Health {
         let mut outages: Vec<Outage> = log.ended.iter().copied().collect();
         outages.extend(log.open.map(|start| Outage { start, end: None }));
         outages
+    }
+
+    /// Forgets the outages that have ended: a replica that becomes leader must not take off
+    /// the waits another leader timed the outages it alone saw as a standby.
+    pub fn forget_ended_outages(&self) {
+        self.outage_log().ended.clear();
     }
 
     /// How many outages have ended: it changes when one does.
@@ -330,7 +362,7 @@ impl Watch {
             .took();
         // The outage ends when the last required watch behind hears again.
         if self.health.outage_log().open.is_some() && !self.health.unheard_behind(Instant::now()) {
-            self.health.outage_log().heard(wall);
+            self.health.outage_log().heard_at(wall);
         }
     }
 
@@ -424,10 +456,10 @@ mod tests {
 
     #[test]
     fn only_errors_of_an_absent_api_server_are_outages() {
-        for code in [410, 429, 500, 503, 504] {
+        for code in [429, 500, 503, 504] {
             assert!(unheard(&status(code)), "{code}");
         }
-        for code in [400, 401, 403, 404, 422] {
+        for code in [400, 401, 403, 404, 410, 422] {
             assert!(!unheard(&status(code)), "{code}");
         }
         assert!(!unheard(&watcher::Error::NoResourceVersion));
@@ -486,6 +518,37 @@ mod tests {
                 start: t,
                 end: Some(t + chrono::Duration::seconds(5))
             }]
+        );
+    }
+
+    #[test]
+    fn quiet_time_between_errors_is_no_outage() {
+        let mut log = OutageLog::default();
+        let t = Utc::now();
+        log.failed(t);
+        log.failed(t + chrono::Duration::seconds(2));
+        // Quiet for a minute (the watches came back without an event), then a new error.
+        log.failed(t + chrono::Duration::seconds(62));
+        assert_eq!(
+            log.ended.iter().copied().collect::<Vec<_>>(),
+            vec![Outage {
+                start: t,
+                end: Some(t + chrono::Duration::seconds(2))
+            }]
+        );
+        assert_eq!(log.open, Some(t + chrono::Duration::seconds(62)));
+        // Heard a minute after that error: it ended at the error, not now.
+        log.heard_at(t + chrono::Duration::seconds(122));
+        assert_eq!(
+            log.ended.back().and_then(|o| o.end),
+            Some(t + chrono::Duration::seconds(62))
+        );
+        // Heard within QUIET of the last error: it ends when heard.
+        log.failed(t + chrono::Duration::seconds(200));
+        log.heard_at(t + chrono::Duration::seconds(203));
+        assert_eq!(
+            log.ended.back().and_then(|o| o.end),
+            Some(t + chrono::Duration::seconds(203))
         );
     }
 

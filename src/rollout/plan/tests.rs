@@ -526,6 +526,40 @@ fn an_outage_does_not_count_towards_the_progress_deadline() {
     assert!(world.status.abort);
 }
 
+/// Found in review: an outage ending at 61.4 s, recorded as 61 s, was taken off again at
+/// every reconcile, each time moving the wait later.
+#[test]
+fn an_outage_ending_within_a_second_is_taken_off_once() {
+    let mut s = spec(json!([{"setWeight": 20}, {"pause": {}}]), true, 4);
+    s.progress_deadline_seconds = 600;
+    let mut world = World::with_canary(s);
+    world.crashing.push(CANARY.into());
+    world.reconcile();
+    world.tick(300);
+    world.observed.outages.push(Outage {
+        start: world.now + chrono::Duration::milliseconds(300),
+        end: Some(world.now + chrono::Duration::milliseconds(10_400)),
+    });
+    world.tick(20);
+    let plans = world.reconcile();
+    assert_eq!(World::reasons(&plans), vec![Reason::OutageExcluded]);
+    let moved = world.status.clone();
+    assert_eq!(
+        moved.waiting_since,
+        Some(to_k8s(t0() + chrono::Duration::seconds(11))),
+        "10.1 s rounded up to 11"
+    );
+    for _ in 0..5 {
+        world.tick(1);
+        let plans = world.reconcile();
+        assert_eq!(World::reasons(&plans), vec![]);
+        assert_eq!(
+            world.status.waiting_since, moved.waiting_since,
+            "taken off once"
+        );
+    }
+}
+
 #[test]
 fn an_outage_does_not_count_towards_a_timed_pause() {
     let steps = json!([{"setWeight": 20}, {"pause": {"duration": "60s"}}, {"setWeight": 60}, {"pause": {}}]);
