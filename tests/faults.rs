@@ -343,6 +343,9 @@ async fn release_restarted_mid_analysis() -> (Ending, usize) {
         name: ns.name.clone(),
         client: client().await,
     };
+    // The first log's watch may not outlive the restart (its client's connections died
+    // with the API server): a second one, on the fresh client, sees the steps after it.
+    let after = WeightLog::start(&ns);
     let done = healthy_on(&ns, "web:2").await;
     let runs = ns
         .api::<AnalysisRun>()
@@ -350,8 +353,14 @@ async fn release_restarted_mid_analysis() -> (Ending, usize) {
         .await
         .map(|l| l.items.len())
         .unwrap_or_default();
+    let mut weights = log.weights();
+    for weight in after.weights() {
+        if weights.last() != Some(&weight) {
+            weights.push(weight);
+        }
+    }
     let ending = Ending {
-        weights: log.weights(),
+        weights,
         stable: done.status.as_ref().and_then(|s| s.stable_rs.clone()),
         aborted: done.status.as_ref().is_some_and(|s| s.abort),
         abort_events: 0,
