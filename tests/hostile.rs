@@ -37,6 +37,17 @@ async fn value(ns: &TestNamespace, name: &str) -> Option<String> {
     found.data?.get("value").cloned()
 }
 
+/// The data of the ConfigMap an `envs` generator made, if any.
+async fn leak_config_map(ns: &TestNamespace) -> std::collections::BTreeMap<String, String> {
+    ns.api::<ConfigMap>()
+        .get_opt("leak")
+        .await
+        .ok()
+        .flatten()
+        .and_then(|c| c.data)
+        .unwrap_or_default()
+}
+
 /// Kilobytes of a process's memory: `VmRSS` now, `VmHWM` its peak.
 fn memory_kib(pid: u32, field: &str) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
@@ -141,14 +152,7 @@ async fn hostile_revisions_are_refused_in_bounded_memory_and_a_good_one_applies_
         ],
     );
     let (reason, message) = attempted(&ns, &revision).await;
-    let leaked = ns
-        .api::<ConfigMap>()
-        .get_opt("leak")
-        .await
-        .ok()
-        .flatten()
-        .and_then(|c| c.data)
-        .unwrap_or_default();
+    let leaked = leak_config_map(&ns).await;
     assert!(
         !leaked.values().any(|v| v.contains("leaked-from-weir")),
         "weir's environment reached the ConfigMap ({reason}: {message}): {leaked:?}"
@@ -315,14 +319,7 @@ async fn tenant_b_releases_while_tenant_a_and_forged_webhooks_hammer_the_control
         assert_eq!(reason, "RenderFailed", "{subject}: {message}");
         assert!(message.contains(named), "{subject}: {message}");
     }
-    let leaked = ns
-        .api::<ConfigMap>()
-        .get_opt("leak")
-        .await
-        .ok()
-        .flatten()
-        .and_then(|c| c.data)
-        .unwrap_or_default();
+    let leaked = leak_config_map(&ns).await;
     assert!(
         !leaked.values().any(|v| v.contains("leaked-from-weir")),
         "weir's environment reached the ConfigMap: {leaked:?}"

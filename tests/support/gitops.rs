@@ -3,7 +3,6 @@
 //! and what the tests read back.
 
 use k8s_openapi::api::core::v1::ConfigMap;
-use kube::api::{Patch, PatchParams};
 use serde_json::{Value, json};
 use weir::api::Rollout;
 use weir::api::gitsync::{GitSync, GitSyncStatus};
@@ -59,19 +58,14 @@ pub fn secret() -> Value {
 }
 
 pub async fn git_sync_every(ns: &TestNamespace, url: &str, write_back: bool, interval: &str) {
-    let object = json!({"apiVersion": "weir.dev/v1alpha1", "kind": "GitSync",
-        "metadata": {"name": "app"},
-        "spec": {"url": url, "ref": {"branch": "main"}, "path": "deploy", "interval": interval,
+    super::app::apply_git_sync(
+        ns,
+        "app",
+        json!({"url": url, "ref": {"branch": "main"}, "path": "deploy", "interval": interval,
             "rollback": {"writeBack": {"enabled": write_back, "authorName": "weir",
-                "authorEmail": "weir@example.com"}}}});
-    ns.api::<GitSync>()
-        .patch(
-            "app",
-            &PatchParams::apply("weir-test").force(),
-            &Patch::Apply(&object),
-        )
-        .await
-        .unwrap_or_else(|e| panic!("applying the GitSync: {e}"));
+                "authorEmail": "weir@example.com"}}}),
+    )
+    .await;
 }
 
 pub async fn sync_status(ns: &TestNamespace) -> GitSyncStatus {
