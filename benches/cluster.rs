@@ -5,7 +5,7 @@
 //! `cargo bench --bench cluster`. `WEIR_BENCH_SIZES` (default `100 1000 5000`) picks the
 //! Rollout counts, `WEIR_BENCH_SAMPLES` (default 50) the aborts and pauses timed,
 //! `WEIR_BENCH_OUT` (default `BENCHMARKS.md`) where the report goes, `WEIR_BENCH_ONLY` (any of
-//! `steps aborts git barrage restarts scale`) which parts run.
+//! `steps aborts git unchanged barrage restarts scale`) which parts run.
 //!
 //! Every figure is taken from outside the controller: memory from /proc, API requests from
 //! the API server's own `apiserver_request_total`, times from watches on the API server and
@@ -122,6 +122,14 @@ async fn run() {
     if runs("git") {
         println!("== Git to canary");
         git_to_canary(&client, &mut report).await;
+    }
+    write(
+        &report,
+        &format!("unchanged repository, barrage, restarts, {all_sizes}"),
+    );
+    if runs("unchanged") {
+        println!("== requests per interval for an unchanged repository");
+        unchanged_repository(&client, &mut report).await;
     }
     write(&report, &format!("barrage, restarts, {all_sizes}"));
     if runs("barrage") {
@@ -359,7 +367,14 @@ async fn api_requests(client: &Client) -> Requests {
             (resource, "") => resource.to_owned(),
             (resource, sub) => format!("{resource}/{sub}"),
         };
-        let verb = sample.labels.get("verb").unwrap_or_default().to_owned();
+        // A dry run writes nothing: counted apart from the writes.
+        let verb = match sample.labels.get("dry_run").unwrap_or_default() {
+            "" => sample.labels.get("verb").unwrap_or_default().to_owned(),
+            _ => format!(
+                "{} (dry run)",
+                sample.labels.get("verb").unwrap_or_default()
+            ),
+        };
         *requests.entry((verb, resource)).or_default() += count;
     }
     requests
@@ -1217,6 +1232,119 @@ async fn git_to_canary_via(client: &Client, webhook: bool, samples: usize) -> Ve
     // While the controller runs: it honours the Rollouts' route-cleanup finalizer.
     finish(ns).await;
     latencies
+}
+
+// --- requests per interval for an unchanged repository --------------------------------------
+
+/// `weir_gitsync_objects_total{outcome}` from the controller's /metrics.
+async fn gitsync_objects(port: u16, outcome: &str) -> u64 {
+    let Some((_, text)) = support::http_get(port, "/metrics").await else {
+        return 0;
+    };
+    let prefix = format!("weir_gitsync_objects_total{{outcome=\"{outcome}\"}} ");
+    text.lines()
+        .find_map(|line| line.strip_prefix(&prefix))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// A GitSync (interval 2s) over a repository of 100 objects as people write them (70
+/// ConfigMaps, 20 Services without `protocol`, 10 Secrets in `stringData`), left unchanged:
+/// the API server's requests over twenty intervals, per interval.
+async fn unchanged_repository(client: &Client, report: &mut Report) {
+    const OBJECTS: usize = 100;
+    const INTERVALS: u64 = 20;
+    let ns = TestNamespace::new(client, "bench-unchanged").await;
+    let mut documents = Vec::new();
+    for i in 0..70 {
+        documents.push(json!({"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": format!("settings-{i}")}, "data": {"value": format!("{i}")}}));
+    }
+    for i in 0..20 {
+        documents.push(json!({"apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": format!("svc-{i}")},
+            "spec": {"selector": {"app": format!("app-{i}")}, "ports": [{"port": 80, "targetPort": 8080}]}}));
+    }
+    for i in 0..10 {
+        documents.push(json!({"apiVersion": "v1", "kind": "Secret",
+            "metadata": {"name": format!("secret-{i}")}, "stringData": {"token": format!("t{i}")}}));
+    }
+    let repo = GitRepo::new(&ns.name);
+    repo.commit(
+        "100 objects",
+        &[("deploy/app.yaml", &support::app::yaml_stream(&documents))],
+    );
+    let port = support::free_port();
+    let _controller = controller(&ns, port, &[]);
+    support::app::apply_git_sync(
+        &ns,
+        "app",
+        json!({"url": repo.file_url(), "ref": {"branch": "main"}, "path": "deploy", "interval": "2s"}),
+    )
+    .await;
+    eventually(
+        "the first apply of 100 objects",
+        Duration::from_secs(120),
+        || async { (gitsync_objects(port, "applied").await >= OBJECTS as u64).then_some(()) },
+    )
+    .await;
+    // From the first interval that found nothing to apply.
+    let start = eventually(
+        "an interval with nothing to apply",
+        Duration::from_secs(60),
+        || async {
+            let unchanged = gitsync_objects(port, "unchanged").await;
+            (unchanged > 0 && unchanged % OBJECTS as u64 == 0).then_some(unchanged)
+        },
+    )
+    .await;
+    let applied_before = gitsync_objects(port, "applied").await;
+    let before = api_requests(client).await;
+    let end = start + INTERVALS * OBJECTS as u64;
+    eventually(
+        &format!("{INTERVALS} more intervals"),
+        Duration::from_secs(INTERVALS * 10),
+        || async { (gitsync_objects(port, "unchanged").await >= end).then_some(()) },
+    )
+    .await;
+    let after = api_requests(client).await;
+    let applied_after = gitsync_objects(port, "applied").await;
+    let kinds = ["configmaps", "services", "secrets"];
+    let of_repository =
+        |requests: BTreeMap<(String, String), f64>| -> BTreeMap<(String, String), f64> {
+            requests
+                .into_iter()
+                .filter(|((_, resource), _)| kinds.contains(&resource.as_str()))
+                .collect()
+        };
+    let writes = of_repository(writes_between(&before, &after));
+    let reads = of_repository(reads_between(&before, &after));
+    let intervals = INTERVALS as f64;
+    let per_interval = writes.values().sum::<f64>() / intervals;
+    report.target(
+        "Writes per interval, unchanged 100-object repository",
+        format!("{per_interval:.2}"),
+        "0",
+        Some(per_interval == 0.0),
+    );
+    report.section(
+        "Unchanged repository",
+        format!(
+            "A GitSync with `interval: 2s` over a repository of {OBJECTS} objects as people write              them (70 ConfigMaps, 20 Services without `protocol`, 10 Secrets in `stringData`),              left unchanged. Requests to those three resources, counted by the API server over              {INTERVALS} intervals (the controller counted {} applies sent and {} skipped in              them). A dry run is counted apart: it writes nothing.
+
+             Writes:
+
+{}
+Reads and dry runs:
+
+{}",
+            applied_after - applied_before,
+            INTERVALS * OBJECTS as u64,
+            request_table(&writes, intervals).replace("per step", "per interval"),
+            request_table(&reads, intervals).replace("per step", "per interval"),
+        ),
+    );
+    finish(ns).await;
 }
 
 fn push(work: &GitRepo) {

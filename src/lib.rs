@@ -11,6 +11,7 @@ pub mod plugin;
 pub mod rollout;
 pub mod runtime;
 pub mod sim;
+pub mod ssa_defaults;
 pub mod status_patch;
 pub mod time;
 pub mod traffic;

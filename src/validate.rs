@@ -897,6 +897,31 @@ pub fn git_sync(spec: &GitSyncSpec) -> Vec<Violation> {
             NameRule::Dns1123Subdomain,
         );
     }
+    // A bound keeps the dependency walk and the status message small; real stacks have a
+    // handful of layers.
+    const MOST_DEPENDENCIES: usize = 32;
+    if spec.depends_on.len() > MOST_DEPENDENCIES {
+        report.invalid(
+            "spec.dependsOn",
+            format!(
+                "names {} GitSyncs; at most {MOST_DEPENDENCIES} are allowed",
+                spec.depends_on.len()
+            ),
+        );
+    }
+    let mut named = std::collections::BTreeSet::new();
+    for (i, dependency) in spec.depends_on.iter().enumerate() {
+        let field = format!("spec.dependsOn[{i}].name");
+        check_name(
+            &mut report,
+            &field,
+            &dependency.name,
+            NameRule::Dns1123Subdomain,
+        );
+        if !named.insert(dependency.name.as_str()) {
+            report.invalid(field, format!("{:?} is named twice", dependency.name));
+        }
+    }
     let write_back = &spec.rollback.write_back;
     if write_back.enabled {
         for (field, value) in [

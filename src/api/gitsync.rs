@@ -61,6 +61,11 @@ pub struct GitSyncSpec {
     pub rollback: RollbackPolicy,
     #[serde(default)]
     pub kustomize: KustomizeOptions,
+    /// GitSyncs in this namespace that must be Ready, at a revision proven good, before
+    /// this one applies a new revision (Flux's `dependsOn`): infrastructure before the apps
+    /// that need it. A cycle is InvalidSpec.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub depends_on: Vec<DependencyReference>,
     #[serde(flatten)]
     #[schemars(skip)]
     pub unsupported: Unsupported,
@@ -88,6 +93,15 @@ pub struct GitRef {
     /// A full commit SHA.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub commit: Option<String>,
+}
+
+/// Another GitSync, by name. `namespace` is accepted for Flux's shape, and must be this
+/// GitSync's own.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+pub struct DependencyReference {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]

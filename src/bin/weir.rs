@@ -279,7 +279,6 @@ async fn controller(
         weir::runtime::leader::Leadership::always()
     };
     let (client_for_git, leadership_for_git) = (client.clone(), leadership.clone());
-    let watches = metrics.watches.clone();
     let (_, analysis_result, _) = tokio::join!(
         weir::rollout::controller::run(
             client.clone(),
@@ -293,7 +292,7 @@ async fn controller(
             client,
             namespace.as_deref(),
             leadership,
-            metrics,
+            metrics.clone(),
             analysis.prometheus_url,
             analysis.allowed,
             analysis.queries_per_address,
@@ -304,7 +303,7 @@ async fn controller(
             config,
             namespace.as_deref(),
             leadership_for_git,
-            watches,
+            metrics,
             git.fetching,
         ),
     );

@@ -11,6 +11,7 @@ use kube::discovery::{ApiCapabilities, ApiResource, Scope};
 use kube::{Client, ResourceExt, discovery};
 use serde_json::Value;
 
+use super::drift;
 use super::inventory::{
     self, OWNER_ANNOTATION, after_attempt, apply_order, group_of, stamp, to_prune,
 };
@@ -21,6 +22,7 @@ use crate::api::Rollout;
 use crate::api::gitsync::InventoryEntry;
 use crate::runtime::leader::Term;
 use crate::runtime::scoped_api;
+use crate::ssa_defaults;
 
 /// weir's field manager for what comes from Git. The rollout engine writes as `weir-rollout`,
 /// so neither takes the other's fields.
@@ -32,6 +34,8 @@ pub struct Outcome {
     /// The inventory to record: never missing an object that may still exist.
     pub inventory: Vec<InventoryEntry>,
     pub applied: usize,
+    /// Objects whose apply would have changed nothing, so none was sent.
+    pub unchanged: usize,
     pub pruned: usize,
     /// Why the attempt stopped, naming the object.
     pub failure: Option<String>,
@@ -134,6 +138,8 @@ pub async fn sync(
         kinds: Kinds::default(),
         touched: Vec::new(),
         applied: 0,
+        unchanged: 0,
+        dry_runs: BTreeMap::new(),
         forbidden: false,
     };
     let mut outcome = Outcome {
@@ -150,6 +156,7 @@ pub async fn sync(
     };
     let result = run.apply(&objects).await;
     outcome.applied = run.applied;
+    outcome.unchanged = run.unchanged;
     if let Err(message) = result {
         outcome.failure = Some(message);
         outcome.forbidden = run.forbidden;
@@ -170,6 +177,83 @@ pub async fn sync(
     outcome
 }
 
+/// What applying a revision would do, found by dry runs; nothing is written.
+#[derive(Debug, Default)]
+pub struct Preview {
+    /// Each object of the revision, in apply order, with what would become of it.
+    pub objects: Vec<(InventoryEntry, drift::Change)>,
+    /// What the new revision's objects would look like when created, by object.
+    pub created: BTreeMap<InventoryEntry, String>,
+    /// What would be pruned (with `spec.prune`).
+    pub pruned: Vec<InventoryEntry>,
+}
+
+/// What `sync` would do with `manifests`, from server-side dry runs as the GitSync's
+/// identity compared with the live objects. An object whose Namespace or kind the revision
+/// itself brings cannot be dry-run before those exist: it is shown as it is in Git.
+pub async fn preview(
+    target: &Target<'_>,
+    mut manifests: Vec<Manifest>,
+    old: &[InventoryEntry],
+) -> Result<Preview, String> {
+    apply_order(&mut manifests);
+    let mut run = Run {
+        target,
+        kinds: Kinds::default(),
+        touched: Vec::new(),
+        applied: 0,
+        unchanged: 0,
+        dry_runs: BTreeMap::new(),
+        forbidden: false,
+    };
+    let objects = run.stamp(&manifests).await?;
+    let routes = rollout_routes(target.reader, target.scope, &objects).await?;
+    let mut preview = Preview::default();
+    for object in &objects {
+        let entry = inventory::entry(&object.value);
+        let title = describe_entry(&entry);
+        if !object.checkable {
+            preview
+                .created
+                .insert(entry.clone(), drift::created(&object.value));
+            preview.objects.push((entry, drift::Change::Create));
+            continue;
+        }
+        run.dry_run(&object.value).await?;
+        let api = run.api(&entry).await?;
+        let live = api
+            .get_opt(&entry.name)
+            .await
+            .map_err(|error| format!("reading {title}: {}", run.refused(&error)))?;
+        let live = live
+            .map(|live| serde_json::to_value(&live).map_err(|e| format!("{title}: {e}")))
+            .transpose()?;
+        let mut after = run.dry_runs.get(&entry).cloned().unwrap_or_default();
+        if let (Some(live), Some(services)) = (
+            &live,
+            entry
+                .namespace
+                .as_deref()
+                .filter(|_| entry.kind == "HTTPRoute")
+                .and_then(|namespace| routes.services(namespace, &entry.name)),
+        ) {
+            keep_live_weights(&mut after, live, services);
+        }
+        let change = drift::change(&title, live.as_ref(), &after);
+        if change == drift::Change::Create {
+            preview
+                .created
+                .insert(entry.clone(), drift::created(&after));
+        }
+        preview.objects.push((entry, change));
+    }
+    if target.prune {
+        let new: Vec<InventoryEntry> = objects.iter().map(|o| inventory::entry(&o.value)).collect();
+        preview.pruned = to_prune(old, &new);
+    }
+    Ok(preview)
+}
+
 /// A stamped object, and whether its kind and namespace exist yet.
 struct Object {
     value: Value,
@@ -182,6 +266,10 @@ struct Run<'t, 'a> {
     /// Every object an apply may have reached, for the inventory.
     touched: Vec<InventoryEntry>,
     applied: usize,
+    unchanged: usize,
+    /// What each object would become, from its dry run: an apply that would change nothing
+    /// is not sent.
+    dry_runs: BTreeMap<InventoryEntry, Value>,
     /// A refusal stopped the attempt (see `Outcome::forbidden`).
     forbidden: bool,
 }
@@ -258,12 +346,13 @@ impl Run<'_, '_> {
                 refusals.push(refusal);
                 continue;
             }
-            let value = stamp(
+            let mut value = stamp(
                 manifest,
                 self.target.owner,
                 self.target.revision,
                 namespaced.then_some(self.target.namespace),
             );
+            ssa_defaults::fill(&mut value);
             let mut checkable = found.is_some();
             if let Some(namespace) = value["metadata"]["namespace"].as_str()
                 && new_namespaces.contains(namespace)
@@ -379,7 +468,12 @@ impl Run<'_, '_> {
         let api = self.api(&entry).await?;
         let params = PatchParams::apply(FIELD_MANAGER).force().dry_run();
         match api.patch(&entry.name, &params, &Patch::Apply(object)).await {
-            Ok(_) => Ok(()),
+            Ok(after) => {
+                if let Ok(after) = serde_json::to_value(&after) {
+                    self.dry_runs.insert(entry, after);
+                }
+                Ok(())
+            }
             Err(error) => Err(format!(
                 "{} was refused by the API server (dry run): {}",
                 describe_entry(&entry),
@@ -404,6 +498,14 @@ impl Run<'_, '_> {
             ("HTTPRoute", Some(namespace)) => routes.services(namespace, &entry.name),
             _ => None,
         };
+        if self
+            .unchanged_since_dry_run(&api, &entry, rollout_services)
+            .await
+        {
+            self.unchanged += 1;
+            self.touched.push(entry);
+            return Ok(());
+        }
         match apply_keeping_weights(&api, &entry.name, object, rollout_services).await {
             Ok(()) => {
                 self.applied += 1;
@@ -422,6 +524,34 @@ impl Run<'_, '_> {
                     self.refused(&error)
                 ))
             }
+        }
+    }
+
+    /// Whether the live object already is what its dry run said the apply would make it.
+    /// Any doubt (no dry run kept, the object unreadable) sends the apply.
+    async fn unchanged_since_dry_run(
+        &self,
+        api: &Api<DynamicObject>,
+        entry: &InventoryEntry,
+        rollout_services: Option<&BTreeSet<String>>,
+    ) -> bool {
+        let Some(after) = self.dry_runs.get(entry) else {
+            return false;
+        };
+        let Ok(Some(live)) = api.get_opt(&entry.name).await else {
+            return false;
+        };
+        let Ok(live) = serde_json::to_value(&live) else {
+            return false;
+        };
+        match rollout_services {
+            // The weights a Rollout owns are the live ones whatever Git says (`ownership`).
+            Some(services) => {
+                let mut after = after.clone();
+                keep_live_weights(&mut after, &live, services);
+                !drift::drifted(&live, &after)
+            }
+            None => !drift::drifted(&live, after),
         }
     }
 

@@ -18,7 +18,8 @@ use crate::api::gitsync::GitSync;
 use crate::api::rollout::Rollout;
 use crate::runtime::impersonation::Impersonation;
 use crate::runtime::leader::{Leadership, became_leader};
-use crate::runtime::watch::{self, Health};
+use crate::runtime::metrics::Metrics;
+use crate::runtime::watch;
 use crate::runtime::{cache, scoped_api};
 
 /// How the controller fetches.
@@ -49,9 +50,10 @@ pub async fn run(
     config: kube::Config,
     namespace: Option<&str>,
     leadership: Leadership,
-    health: Health,
+    metrics: Arc<Metrics>,
     options: Options,
 ) {
+    let health = metrics.watches.clone();
     let (gitsyncs, gitsync_events) = cache::trimmed(
         scoped_api::<GitSync>(&client, namespace),
         watch::config(),
@@ -65,6 +67,7 @@ pub async fn run(
     );
     let context = Arc::new(Context {
         events: crate::runtime::Events::new(&client),
+        metrics,
         impersonation: Impersonation::new(config, client.clone()),
         policy: options.policy,
         limits: options.limits,
@@ -96,7 +99,19 @@ pub async fn run(
         policy = ?context.policy,
         "gitsync controller starting"
     );
-    Controller::for_stream(gitsync_events.applied_objects(), gitsyncs.store)
+    // A GitSync's change may be what those that depend on it wait for. The reflector has
+    // stored the change before it passes here, so they see it.
+    let (dependents, waiting) = futures::channel::mpsc::unbounded();
+    let store = gitsyncs.store.clone();
+    let changes = gitsync_events.applied_objects().inspect(move |changed| {
+        if let Ok(changed) = changed {
+            for dependent in super::dependencies::waiting_on(&store.state(), changed) {
+                // Closed only when the controller stops.
+                let _ = dependents.unbounded_send(ObjectRef::from_obj(dependent));
+            }
+        }
+    });
+    Controller::for_stream(changes, gitsyncs.store)
         .trigger_backoff(watch::EachWatchBacksOff)
         // A Rollout's abort (or its becoming Healthy) is news for the GitSync that applied it.
         .watches_stream(rollouts.touched_objects(), move |rollout: Rollout| {
@@ -109,6 +124,7 @@ pub async fn run(
                 .and_then(|owner| owner.split_once('/'))
                 .map(|(namespace, name)| ObjectRef::<GitSync>::new(name).within(namespace))
         })
+        .reconcile_on(waiting)
         .reconcile_all_on(became_leader(&leadership))
         .shutdown_on_signal()
         .run(reconcile, error_policy, context)

@@ -3,12 +3,15 @@
 pub mod apply;
 pub mod controller;
 pub mod credentials;
+pub mod dependencies;
+pub mod drift;
 pub mod fetch_rate;
 pub mod inventory;
 pub mod kustomize;
 pub mod ownership;
 pub mod reconcile;
 pub mod render;
+pub mod revision;
 pub mod rollback;
 pub mod source;
 pub mod status;

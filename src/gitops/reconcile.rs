@@ -17,8 +17,10 @@ use tokio::sync::{Notify, Semaphore};
 use tracing::{info, instrument, warn};
 
 use super::credentials::{self, Credentials};
+use super::dependencies;
 use super::fetch_rate::{self, FetchRate};
 use super::render::{self, Layout};
+use super::revision;
 use super::rollback::{
     self, Fetch, ManagedRollout, ROLLBACK_TO_ANNOTATION, Step as RollbackStep, Target,
 };
@@ -50,6 +52,8 @@ pub struct Context {
     /// The namespace the controller watches (None: all of them).
     pub scope: Option<String>,
     pub events: Events,
+    /// Counts what applies sent and skipped.
+    pub metrics: Arc<crate::runtime::metrics::Metrics>,
     pub leadership: Leadership,
     /// Where the persistent clones live.
     pub cache_dir: PathBuf,
@@ -134,6 +138,8 @@ pub struct Schedule {
     generation: Option<i64>,
     /// Retryable failures in a row.
     failures: u32,
+    /// A new revision waits for the GitSyncs it depends on: due as soon as they are ready.
+    waiting: bool,
 }
 
 /// How long to wait after an attempt: the interval after a success (or a failure only a
@@ -216,10 +222,14 @@ pub async fn reconcile(sync: Arc<GitSync>, ctx: Arc<Context>) -> Result<Requeue,
     let requested = current.annotations().get(SYNC_REQUEST_ANNOTATION).cloned();
     let asked = requested.is_some() && requested != original.last_handled_sync_request;
     let pin_request = current.annotations().get(ROLLBACK_TO_ANNOTATION).cloned();
+    // A revision that waited for its dependencies goes as soon as they are ready (their
+    // changes wake this GitSync), not at the next interval.
+    let dependencies_came = previous.as_ref().is_some_and(|s| s.waiting)
+        && waiting_for_dependencies(&ctx, &current).is_empty();
     let wait = previous
         .as_ref()
         .and_then(|s| s.due.checked_duration_since(std::time::Instant::now()))
-        .filter(|_| !asked && pin_request.is_none());
+        .filter(|_| !asked && pin_request.is_none() && !dependencies_came);
     let due = wait.is_none();
 
     // The Rollouts are looked at every time (their changes wake this GitSync): an abort is
@@ -350,7 +360,22 @@ pub async fn reconcile(sync: Arc<GitSync>, ctx: Arc<Context>) -> Result<Requeue,
         fetch_state,
     ) {
         RollbackStep::Apply { revision, basis } => {
-            Some(apply_revision(&ctx, &term, &current, &key, &revision, basis).await)
+            // Only a new revision from the ref waits; a rollback, a pin and drift repair of
+            // what is applied never do.
+            let new = basis == Basis::Head
+                && original.last_applied_revision.as_deref() != Some(revision.as_str());
+            let waiting_for = match new {
+                true => waiting_for_dependencies(&ctx, &current),
+                false => Vec::new(),
+            };
+            if waiting_for.is_empty() {
+                Some(apply_revision(&ctx, &term, &current, &key, &revision, basis).await)
+            } else {
+                Some(Attempt::Waiting {
+                    revision,
+                    waiting_for,
+                })
+            }
         }
         RollbackStep::RecordFetchFailure => fetched.and_then(Result::err),
         RollbackStep::Hold(rejected) => Some(Attempt::Held(rejected)),
@@ -474,7 +499,9 @@ struct Step {
 impl Step {
     fn new(attempt: Attempt, previous: &Option<Schedule>, interval: Duration, key: &str) -> Step {
         let failures = match attempt {
-            Attempt::FetchFailed(_) | Attempt::ApplyFailed { .. } => {
+            // Waiting backs off like a failure, from a few seconds to the interval; the
+            // dependencies' own changes cut it short.
+            Attempt::FetchFailed(_) | Attempt::ApplyFailed { .. } | Attempt::Waiting { .. } => {
                 previous.as_ref().map_or(0, |s| s.failures) + 1
             }
             _ => 0,
@@ -572,6 +599,7 @@ async fn finish(
                     due: std::time::Instant::now() + step.next,
                     generation,
                     failures: step.failures,
+                    waiting: matches!(step.attempt, Some(Attempt::Waiting { .. })),
                 },
             );
     }
@@ -713,11 +741,51 @@ impl Drop for InterruptOnDrop {
     }
 }
 
+/// The GitSyncs of `sync`'s namespace, as the controller's cache has them.
+fn neighbours(ctx: &Context, sync: &GitSync) -> Vec<Arc<GitSync>> {
+    let namespace = sync.namespace();
+    ctx.gitsyncs
+        .state()
+        .into_iter()
+        .filter(|s| s.namespace() == namespace)
+        .collect()
+}
+
+/// Why each GitSync of `spec.dependsOn` is not ready yet (empty: none is waited for).
+fn waiting_for_dependencies(ctx: &Context, sync: &GitSync) -> Vec<String> {
+    if sync.spec.depends_on.is_empty() {
+        return Vec::new();
+    }
+    let all = neighbours(ctx, sync);
+    let nodes: Vec<dependencies::Node> = all.iter().map(|s| dependencies::Node::of(s)).collect();
+    dependencies::waiting_for(&dependencies::Node::of(sync), &nodes)
+}
+
 /// What the controller's tenancy flags refuse in a spec that validation accepts: a
-/// `file://` URL, a write-back branch weir does not own.
+/// `file://` URL, a write-back branch weir does not own; and a dependency in another
+/// namespace or on a cycle.
 fn refuse_spec(ctx: &Context, sync: &GitSync) -> Option<String> {
     if let Some(refusal) = tenancy::refuse_url(&ctx.policy, &sync.spec.url) {
         return Some(refusal);
+    }
+    let namespace = sync.namespace().unwrap_or_default();
+    if let Some(refusal) = dependencies::refuse_other_namespaces(&sync.spec, &namespace) {
+        return Some(refusal);
+    }
+    if !sync.spec.depends_on.is_empty() {
+        let all = neighbours(ctx, sync);
+        // This GitSync as it is now, whatever the cache holds of it.
+        let nodes: Vec<dependencies::Node> = all
+            .iter()
+            .filter(|s| s.metadata.name != sync.metadata.name)
+            .map(|s| dependencies::Node::of(s))
+            .chain([dependencies::Node::of(sync)])
+            .collect();
+        if let Some(cycle) = dependencies::cycle(&sync.name_any(), &nodes) {
+            return Some(format!(
+                "spec.dependsOn: {cycle} is a cycle, so none of them could ever apply; remove one of these dependencies"
+            ));
+        }
     }
     let write_back = &sync.spec.rollback.write_back;
     let branch = write_back
@@ -787,69 +855,19 @@ async fn apply_revision(
     basis: Basis,
 ) -> Attempt {
     let namespace = sync.namespace().unwrap_or_default();
-    let (dir, path, target) = (
-        clone_dir(ctx, sync),
-        sync.spec.path.clone(),
-        revision.to_owned(),
-    );
-    let limits = ctx.limits;
-    let read = tokio::task::spawn_blocking(move || {
-        let subject = source::subject(&dir, &target)?;
-        let files = (|| {
-            let files = source::files_at(&dir, &target, &path, &limits)?;
-            let layout = render::layout(&files, &path);
-            match layout {
-                // Bases and components may be anywhere in the repository.
-                Layout::Kustomization(_) => {
-                    Ok((source::files_at(&dir, &target, "", &limits)?, layout))
-                }
-                Layout::Manifests => Ok((files, layout)),
-            }
-        })();
-        Ok::<_, source::SourceError>((subject, files))
-    })
-    .await;
+    let rendering = revision::Rendering {
+        clone: clone_dir(ctx, sync),
+        path: sync.spec.path.clone(),
+        limits: ctx.limits,
+        kustomize: ctx.kustomize.clone(),
+        allow_remote: sync.spec.kustomize.allow_remote,
+    };
+    let rendered = revision::render(rendering, revision).await;
     let revision = revision.to_owned();
-    let (subject, files, layout) = match read {
-        Ok(Ok((subject, Ok((files, layout))))) => (subject, files, layout),
-        Ok(Ok((subject, Err(source::FilesError::TooLarge(message))))) => {
-            return Attempt::RenderFailed {
-                revision,
-                subject,
-                message,
-            };
-        }
-        Ok(Ok((_, Err(source::FilesError::Read(error))))) | Ok(Err(error)) => {
-            return Attempt::FetchFailed(error.to_string());
-        }
-        Err(_) => return Attempt::FetchFailed("reading the clone was interrupted".into()),
-    };
-    let rendered = match layout {
-        Layout::Kustomization(file) => {
-            kustomize::build(
-                ctx.kustomize.clone(),
-                files,
-                &sync.spec.path,
-                &file,
-                &ctx.limits,
-                sync.spec.kustomize.allow_remote,
-            )
-            .await
-        }
-        // Parsing up to --max-revision-bytes of YAML is CPU work: off the async workers,
-        // which every Rollout's reconcile shares.
-        Layout::Manifests => {
-            let (path, limits) = (sync.spec.path.clone(), ctx.limits);
-            tokio::task::spawn_blocking(move || {
-                render::render(&files, &path, &limits).map_err(|error| error.to_string())
-            })
-            .await
-            .unwrap_or_else(|_| Err("rendering the revision was interrupted".into()))
-        }
-    };
-    let manifests = match rendered {
-        Ok(manifests) => manifests,
-        Err(message) => {
+    let (subject, manifests) = match rendered {
+        Ok(rendered) => (rendered.subject, rendered.manifests),
+        Err(revision::Failure::Read(message)) => return Attempt::FetchFailed(message),
+        Err(revision::Failure::Render { subject, message }) => {
             return Attempt::RenderFailed {
                 revision,
                 subject,
@@ -888,6 +906,8 @@ async fn apply_revision(
         prune: sync.spec.prune,
     };
     let outcome = apply::sync(&target, manifests, &old).await;
+    ctx.metrics
+        .observe_gitsync_objects(outcome.applied, outcome.unchanged, outcome.pruned);
     match outcome.failure {
         Some(message) => Attempt::ApplyFailed {
             revision,

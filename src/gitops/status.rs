@@ -11,6 +11,8 @@ use crate::time::to_k8s;
 
 pub const READY: &str = "Ready";
 pub const STALLED: &str = "Stalled";
+/// Ready's reason while a new revision waits for the GitSyncs of `spec.dependsOn`.
+pub const DEPENDENCY_NOT_READY: &str = "DependencyNotReady";
 /// True while weir is still working towards Git: after a failure that a retry may mend
 /// (an unreachable remote, a refused apply). Absent once applied, or once stalled.
 pub const RECONCILING: &str = "Reconciling";
@@ -63,6 +65,11 @@ pub enum Attempt {
     /// The ref points at a rejected revision and no revision was ever good: nothing to
     /// roll back to, so nothing is applied.
     Held(RejectedRevision),
+    /// A new revision waits for the GitSyncs of `spec.dependsOn`: why each is not ready.
+    Waiting {
+        revision: String,
+        waiting_for: Vec<String>,
+    },
 }
 
 impl Attempt {
@@ -82,6 +89,7 @@ impl Attempt {
                 Basis::Pinned { .. } => "Pinned",
             },
             Attempt::Held(_) => "Rejected",
+            Attempt::Waiting { .. } => DEPENDENCY_NOT_READY,
         }
     }
 
@@ -120,6 +128,14 @@ impl Attempt {
                     short(head)
                 ),
             },
+            Attempt::Waiting {
+                revision,
+                waiting_for,
+            } => format!(
+                "revision {} waits for its dependencies (spec.dependsOn): {}",
+                short(revision),
+                waiting_for.join("; ")
+            ),
             Attempt::Held(rejected) => format!(
                 "revision {} was rejected ({}) and no earlier revision was ever good: nothing was rolled back, its Rollouts stay on their stable versions; a newer commit resumes syncing",
                 short(&rejected.revision),
@@ -196,7 +212,10 @@ pub fn record(
         | Attempt::Applied {
             revision, subject, ..
         } => (revision, subject),
-        Attempt::InvalidSpec(_) | Attempt::FetchFailed(_) | Attempt::Held(_) => return,
+        Attempt::InvalidSpec(_)
+        | Attempt::FetchFailed(_)
+        | Attempt::Held(_)
+        | Attempt::Waiting { .. } => return,
     };
     status.last_attempted_revision = Some(revision.clone());
     match attempt {

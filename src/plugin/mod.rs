@@ -1,9 +1,10 @@
 //! `kubectl weir`: the operator's plugin. The commands and their flags (kubectl's habits:
 //! `--kubeconfig`, `--context`, `-n`, `-A`), and the thin I/O around the pure parts:
 //! `show` (list, get), `control` (promote, abort, retry, pause, resume), `wait` (status),
-//! `history`, `undo` and `lint`.
+//! `history`, `undo`, `lint` and `diff`.
 
 pub mod control;
+pub mod diff;
 pub mod history;
 pub mod lint;
 pub mod show;
@@ -120,6 +121,23 @@ pub enum Command {
         #[arg(long, value_parser = parse_revision)]
         revision: Option<String>,
     },
+    /// What a GitSync's revision would create, change and prune (exit 1 if anything).
+    ///
+    /// A server-side dry run as the GitSync's identity, against the live objects; nothing
+    /// is written. Exit 0 when nothing would change, 1 when something would (for CI), 2
+    /// when it cannot tell.
+    Diff {
+        /// The GitSync.
+        name: String,
+        /// The revision to compare (full SHA, or 7+ characters of the ref's head or of a
+        /// revision the GitSync tried); default: where the ref points now.
+        #[arg(long, value_parser = parse_revision)]
+        revision: Option<String>,
+        /// The ServiceAccount a GitSync without spec.serviceAccountName acts as: the
+        /// controller's --default-service-account (the chart's default).
+        #[arg(long, default_value = "weir-gitsync")]
+        default_service_account: String,
+    },
     /// Check Rollout, AnalysisTemplate and GitSync manifests offline (also Argo's).
     Lint {
         #[arg(required = true)]
@@ -188,6 +206,19 @@ async fn execute(cli: Cli) -> Result<ExitCode, Failure> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Lint { files } => Ok(lint_files(&files)),
+        Command::Diff {
+            name,
+            revision,
+            default_service_account,
+        } => {
+            match gitsync_diff(&kube, &name, revision.as_deref(), &default_service_account).await {
+                Ok(code) => Ok(code),
+                Err(Failure(message)) => {
+                    eprintln!("error: {message}");
+                    Ok(ExitCode::from(2))
+                }
+            }
+        }
         Command::List { all_namespaces } => {
             let cluster = Cluster::connect(&kube).await?;
             let api: Api<Rollout> = if all_namespaces {
@@ -303,6 +334,120 @@ fn lint_files(files: &[PathBuf]) -> ExitCode {
     } else {
         ExitCode::from(1)
     }
+}
+
+/// Fetches the GitSync's repository into a temporary clone, renders the revision as the
+/// controller would, and previews its apply as the GitSync's identity.
+async fn gitsync_diff(
+    kube: &KubeArgs,
+    name: &str,
+    revision: Option<&str>,
+    default_service_account: &str,
+) -> Result<ExitCode, Failure> {
+    use crate::gitops::{apply, credentials, render, revision as rendered, source, tenancy};
+    let cluster = Cluster::connect(kube).await?;
+    let namespace = cluster.namespace.clone();
+    let sync: GitSync = cluster
+        .api()
+        .get(name)
+        .await
+        .map_err(|e| cluster.explain(e, &cluster.here("get", "gitsyncs", Some(name))))?;
+    if let Some(first) = crate::validate::git_sync(&sync.spec).first() {
+        return Err(format!("GitSync {namespace}/{name} is invalid: {first}").into());
+    }
+    let spec = &sync.spec;
+    let credentials = match &spec.secret_ref {
+        None => credentials::Credentials::Anonymous,
+        Some(reference) => {
+            let secret: k8s_openapi::api::core::v1::Secret =
+                cluster.api().get(&reference.name).await.map_err(|e| {
+                    cluster.explain(e, &cluster.here("get", "secrets", Some(&reference.name)))
+                })?;
+            credentials::from_secret(
+                &spec.url,
+                &format!("{namespace}/{}", reference.name),
+                &secret.data.unwrap_or_default(),
+            )?
+        }
+    };
+    let clone = tempfile::tempdir().map_err(|e| format!("making a temporary clone: {e}"))?;
+    let (dir, url, git_ref) = (
+        clone.path().to_owned(),
+        spec.url.clone(),
+        spec.git_ref.clone(),
+    );
+    let limits = source::Limits::new(Duration::from_secs(60), 512 << 20);
+    let fetched = tokio::task::spawn_blocking(move || {
+        source::fetch(&dir, &url, &git_ref, &credentials, &limits)
+    })
+    .await
+    .map_err(|_| "the fetch was interrupted".to_owned())?
+    .map_err(|e| format!("fetching {}: {e}", source::without_credentials(&spec.url)))?;
+    let status = sync.status.clone().unwrap_or_default();
+    let target_revision = match revision {
+        None => fetched.revision.clone(),
+        Some(prefix) => std::iter::once(fetched.revision.clone())
+            .chain(status.history.iter().map(|h| h.revision.clone()))
+            .chain(status.last_applied_revision.clone())
+            .find(|known| known.starts_with(prefix))
+            .ok_or_else(|| {
+                format!(
+                    "revision {prefix} is neither the ref's head ({}) nor a revision GitSync {namespace}/{name} tried",
+                    crate::gitops::status::short(&fetched.revision)
+                )
+            })?,
+    };
+    let rendering = rendered::Rendering {
+        clone: clone.path().to_owned(),
+        path: spec.path.clone(),
+        limits: render::Limits::default(),
+        kustomize: crate::gitops::kustomize::find(),
+        allow_remote: spec.kustomize.allow_remote,
+    };
+    let manifests = match rendered::render(rendering, &target_revision).await {
+        Ok(rendered) => rendered.manifests,
+        Err(rendered::Failure::Read(message)) => return Err(message.into()),
+        Err(rendered::Failure::Render { message, .. }) => {
+            return Err(format!(
+                "revision {} does not render, so the controller would apply none of it: {message}",
+                crate::gitops::status::short(&target_revision)
+            )
+            .into());
+        }
+    };
+    let policy = tenancy::Policy {
+        default_service_account: Some(default_service_account.to_owned()),
+        ..tenancy::Policy::default()
+    };
+    let identity = tenancy::identity(&policy, &namespace, spec.service_account_name.as_deref());
+    let client = crate::runtime::impersonation::Impersonation::new(
+        cluster.config.clone(),
+        cluster.client.clone(),
+    )
+    .client(identity.user().as_deref())
+    .map_err(|e| format!("acting as {}: {e}", identity.describe()))?;
+    let term = crate::runtime::leader::Leadership::always().current_term();
+    let owner = format!("{namespace}/{name}");
+    let target = apply::Target {
+        client: &client,
+        identity: &identity,
+        reader: &cluster.client,
+        policy: &policy,
+        term: &term,
+        scope: Some(&namespace),
+        owner: &owner,
+        namespace: &namespace,
+        revision: &target_revision,
+        prune: spec.prune,
+    };
+    let preview = apply::preview(&target, manifests, &status.inventory).await?;
+    let (text, changed) = diff::report(&target_revision, &preview);
+    print!("{text}");
+    Ok(if changed {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 async fn control(kube: &KubeArgs, name: &str, control: Control) -> Result<ExitCode, Failure> {
@@ -594,6 +739,8 @@ fn transient(error: &kube::Error) -> bool {
 /// A connection, and the namespace commands act in.
 struct Cluster {
     client: Client,
+    /// What `client` was made from: `diff` makes a client that impersonates from it.
+    config: Config,
     namespace: String,
 }
 
@@ -617,9 +764,13 @@ impl Cluster {
             .namespace
             .clone()
             .unwrap_or_else(|| config.default_namespace.clone());
-        let client =
-            Client::try_from(config).map_err(|e| format!("connecting to the cluster: {e}"))?;
-        Ok(Cluster { client, namespace })
+        let client = Client::try_from(config.clone())
+            .map_err(|e| format!("connecting to the cluster: {e}"))?;
+        Ok(Cluster {
+            client,
+            config,
+            namespace,
+        })
     }
 
     fn api<K>(&self) -> Api<K>

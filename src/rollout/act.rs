@@ -18,6 +18,7 @@ use crate::api::analysis::{
     AnalysisRun, AnalysisTemplate, AnalysisTemplateSpec, ClusterAnalysisTemplate,
 };
 use crate::api::rollout::AnalysisTemplateRef;
+use crate::ssa_defaults;
 use crate::traffic::{AnyRouter, Router};
 
 pub const FIELD_MANAGER: &str = "weir-rollout";
@@ -59,8 +60,14 @@ pub async fn act(
     let replica_sets: Api<ReplicaSet> = Api::namespaced(client.clone(), &namespace);
     match action {
         Action::CreateReplicaSet { hash, replicas } => {
-            let rs = workload::replica_set(rollout, hash, *replicas);
             let rs_name = workload::replica_set_name(&name, hash);
+            // As JSON, with the defaults an apply needs: the template is written as the user
+            // wrote it, which an API server before 1.21 refuses to apply without them.
+            let mut rs = serde_json::to_value(workload::replica_set(rollout, hash, *replicas))
+                .map_err(|error| {
+                    Error::api("creating", "ReplicaSet", &rs_name)(kube::Error::SerdeError(error))
+                })?;
+            ssa_defaults::fill(&mut rs);
             let written = replica_sets
                 .patch(
                     &rs_name,

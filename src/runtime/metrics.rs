@@ -71,6 +71,7 @@ pub struct Metrics {
     query_duration: Histogram,
     watch_behind: Family<WatchLabels, Gauge<f64, AtomicU64>>,
     webhook_requests: Family<OutcomeLabels, Counter>,
+    gitsync_objects: Family<OutcomeLabels, Counter>,
     /// Every watch's health: `/readyz` fails on a watch behind for too long, and
     /// `weir_watch_behind_seconds` says which.
     pub watches: Health,
@@ -144,8 +145,15 @@ impl Default for Metrics {
             "Push webhook calls, by how each ended (bad_signature, replay, sync_requested, ...)",
             webhook_requests.clone(),
         );
+        let gitsync_objects = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "gitsync_objects",
+            "Objects from Git by what became of each: applied (an apply sent), unchanged (its dry run showed the apply would change nothing, so none was sent), pruned",
+            gitsync_objects.clone(),
+        );
         Metrics {
             registry,
+            gitsync_objects,
             watch_behind,
             webhook_requests,
             watches: Health::default(),
@@ -212,6 +220,23 @@ impl Metrics {
                 outcome: outcome.into(),
             })
             .inc();
+    }
+
+    /// Objects of one GitSync attempt: applies sent, applies found needless, prunes.
+    pub fn observe_gitsync_objects(&self, applied: usize, unchanged: usize, pruned: usize) {
+        for (outcome, count) in [
+            ("applied", applied),
+            ("unchanged", unchanged),
+            ("pruned", pruned),
+        ] {
+            if count > 0 {
+                self.gitsync_objects
+                    .get_or_create(&OutcomeLabels {
+                        outcome: outcome.to_owned(),
+                    })
+                    .inc_by(count as u64);
+            }
+        }
     }
 
     pub fn set_leader(&self, leading: bool) {

@@ -1,0 +1,86 @@
+//! One revision of a GitSync's path, read from its clone and rendered into objects: what the
+//! controller applies and what `kubectl weir diff` compares are made the same way.
+
+use std::path::PathBuf;
+
+use super::kustomize;
+use super::render::{self, Layout, Manifest};
+use super::source;
+
+/// A revision rendered: its commit subject and its objects.
+#[derive(Debug)]
+pub struct Rendered {
+    pub subject: String,
+    pub manifests: Vec<Manifest>,
+}
+
+/// Why a revision could not be rendered.
+#[derive(Debug, PartialEq)]
+pub enum Failure {
+    /// The clone could not be read (the revision is not in it, or it is damaged).
+    Read(String),
+    /// The revision itself is bad: too large, malformed, refused. Nothing of it applies.
+    Render { subject: String, message: String },
+}
+
+/// How a GitSync renders: its `spec.path`, the controller's limits and kustomize.
+pub struct Rendering {
+    pub clone: PathBuf,
+    pub path: String,
+    pub limits: render::Limits,
+    pub kustomize: Option<kustomize::Builder>,
+    pub allow_remote: bool,
+}
+
+/// Reads `revision` of `path` from the clone and renders it, the reading and parsing off the
+/// async workers (up to `--max-revision-bytes` of YAML is CPU work every reconcile shares).
+pub async fn render(rendering: Rendering, revision: &str) -> Result<Rendered, Failure> {
+    let Rendering {
+        clone,
+        path,
+        limits,
+        kustomize,
+        allow_remote,
+    } = rendering;
+    let (dir, target, wanted) = (clone, revision.to_owned(), path.clone());
+    let read = tokio::task::spawn_blocking(move || {
+        let subject = source::subject(&dir, &target)?;
+        let files = (|| {
+            let files = source::files_at(&dir, &target, &wanted, &limits)?;
+            let layout = render::layout(&files, &wanted);
+            match layout {
+                // Bases and components may be anywhere in the repository.
+                Layout::Kustomization(_) => {
+                    Ok((source::files_at(&dir, &target, "", &limits)?, layout))
+                }
+                Layout::Manifests => Ok((files, layout)),
+            }
+        })();
+        Ok::<_, source::SourceError>((subject, files))
+    })
+    .await;
+    let (subject, files, layout) = match read {
+        Ok(Ok((subject, Ok((files, layout))))) => (subject, files, layout),
+        Ok(Ok((subject, Err(source::FilesError::TooLarge(message))))) => {
+            return Err(Failure::Render { subject, message });
+        }
+        Ok(Ok((_, Err(source::FilesError::Read(error))))) | Ok(Err(error)) => {
+            return Err(Failure::Read(error.to_string()));
+        }
+        Err(_) => return Err(Failure::Read("reading the clone was interrupted".into())),
+    };
+    let rendered = match layout {
+        Layout::Kustomization(file) => {
+            kustomize::build(kustomize, files, &path, &file, &limits, allow_remote).await
+        }
+        Layout::Manifests => tokio::task::spawn_blocking(move || {
+            render::render(&files, &path, &limits).map_err(|error| error.to_string())
+        })
+        .await
+        .unwrap_or_else(|_| Err("rendering the revision was interrupted".into())),
+    };
+    match rendered {
+        Ok(manifests) => Ok(Rendered { subject, manifests }),
+        Err(message) => Err(Failure::Render { subject, message }),
+    }
+}
