@@ -4,6 +4,7 @@ pub mod apply;
 pub mod controller;
 pub mod credentials;
 pub mod fetch_rate;
+pub mod health;
 pub mod inventory;
 pub mod kustomize;
 pub mod ownership;
