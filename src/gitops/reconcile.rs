@@ -1050,7 +1050,15 @@ async fn applied_workloads(
             Ok(None) => {}
             Err(kube::Error::Api(status)) if status.code == 403 => seen.push(health::unreadable(
                 describe(entry),
-                &format!("{} (weir acted as {})", status.message, identity.describe()),
+                &format!(
+                    "{} (weir acted as {}, which needs get on {} to judge its health)",
+                    status.message,
+                    identity.describe(),
+                    match resource.group.as_str() {
+                        "" => resource.plural.clone(),
+                        group => format!("{}.{group}", resource.plural),
+                    }
+                ),
             )),
             Err(error) => {
                 warn!(object = %describe(entry), %error, "reading a workload's health failed");
