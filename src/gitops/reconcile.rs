@@ -992,8 +992,9 @@ async fn managed_rollouts(client: &Client, inventory: &[InventoryEntry]) -> Vec<
 }
 
 /// The workloads of the GitSync `key` among `inventory`, as they are now: only objects whose
-/// kind has a health rule, read one GET each as the GitSync's identity (it applied them; the
-/// controller's own client reads nothing a tenant wrote but Rollouts). One gone is skipped,
+/// kind has a health rule, read one GET each as the GitSync's identity, like everything else
+/// it does to what it applied (so it learns nothing its ServiceAccount may not read, and the
+/// controller needs no right to read tenants' workloads). One gone is skipped,
 /// like a Rollout; one that cannot be read is reported as such, which keeps its revision
 /// from being good and rejects nothing.
 async fn applied_workloads(
