@@ -881,6 +881,19 @@ pub fn git_sync(spec: &GitSyncSpec) -> Vec<Violation> {
         Ok(_) => {}
         Err(error) => report.invalid("spec.interval", error.to_string()),
     }
+    match duration::parse(&spec.health_timeout) {
+        // Workloads are looked at every few seconds: a shorter wait would reject a revision
+        // before its objects were seen at all.
+        Ok(timeout) if timeout < std::time::Duration::from_secs(10) => report.invalid(
+            "spec.healthTimeout",
+            format!(
+                "{:?} is shorter than the minimum of 10s; give workloads the time they need to become ready (default 5m)",
+                spec.health_timeout
+            ),
+        ),
+        Ok(_) => {}
+        Err(error) => report.invalid("spec.healthTimeout", error.to_string()),
+    }
     if let Some(secret) = &spec.secret_ref {
         check_name(
             &mut report,

@@ -231,6 +231,8 @@ fn rejected(revision: &str) -> weir::api::gitsync::RejectedRevision {
         revision: revision.into(),
         reason: "AnalysisFailed".into(),
         rollout: Some("shop/web".into()),
+        object: None,
+        message: None,
         metric: Some("error-rate".into()),
         value: Some("0.31".into()),
         rejected_at: weir::time::to_k8s(

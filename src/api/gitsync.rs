@@ -57,6 +57,15 @@ pub struct GitSyncSpec {
     /// Stop fetching and applying until set back to false.
     #[serde(default)]
     pub suspend: bool,
+    /// How long the workloads a revision brings (Deployments, StatefulSets, DaemonSets,
+    /// Jobs, PersistentVolumeClaims, and objects of custom kinds with a `Ready` condition)
+    /// have to become healthy, counted from when the revision was applied (`5m`, `90s`).
+    /// One still not healthy then rejects the revision (reason `HealthTimeout`), as a
+    /// failed condition does at once (`HealthCheckFailed`); with `rollback.onFailure` the
+    /// last good revision is re-applied. Rollouts are judged by their own analysis and
+    /// progress deadline instead.
+    #[serde(default = "default_health_timeout")]
+    pub health_timeout: String,
     #[serde(default)]
     pub rollback: RollbackPolicy,
     #[serde(default)]
@@ -77,6 +86,10 @@ fn default_path() -> String {
 
 fn default_interval() -> String {
     "1m".into()
+}
+
+fn default_health_timeout() -> String {
+    "5m".into()
 }
 
 fn default_true() -> bool {
@@ -172,7 +185,8 @@ pub struct GitSyncStatus {
     /// The newest revision weir tried to apply, successfully or not.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_attempted_revision: Option<String>,
-    /// The newest revision at which every managed Rollout was Healthy; rollbacks return here.
+    /// The newest revision at which every managed Rollout and every workload it applied
+    /// was healthy; rollbacks return here.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_good_revision: Option<String>,
     /// Set by `weir.dev/rollback-to`: this revision is held until the ref moves.
@@ -202,11 +216,20 @@ pub struct GitSyncStatus {
 pub struct RejectedRevision {
     /// The rejected commit SHA.
     pub revision: String,
-    /// Why: `AnalysisFailed`, `AnalysisError`, `ProgressDeadlineExceeded` or `Aborted`.
+    /// Why: a Rollout's `AnalysisFailed`, `AnalysisError`, `ProgressDeadlineExceeded` or
+    /// `Aborted`; or `HealthCheckFailed` (a workload's condition says it failed) or
+    /// `HealthTimeout` (a workload was not healthy within `spec.healthTimeout`).
     pub reason: String,
     /// The Rollout whose failure rejected it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollout: Option<String>,
+    /// The workload whose health rejected it: `Kind namespace/name`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub object: Option<String>,
+    /// What that workload's status said: its failed condition, or what it still waited
+    /// for when the timeout passed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
     /// The metric that decided, when analysis did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metric: Option<String>,

@@ -152,35 +152,18 @@ fn not_ready(node: &Node<'_>) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::gitsync::{DependencyReference, GitRef};
     use chrono::{TimeZone, Utc};
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
     use proptest::prelude::*;
 
     fn spec(depends_on: &[&str]) -> GitSyncSpec {
-        GitSyncSpec {
-            url: "https://git.example/repo".into(),
-            git_ref: GitRef {
-                branch: Some("main".into()),
-                ..GitRef::default()
-            },
-            path: ".".into(),
-            interval: "1m".into(),
-            secret_ref: None,
-            service_account_name: None,
-            prune: true,
-            suspend: false,
-            rollback: Default::default(),
-            kustomize: Default::default(),
-            depends_on: depends_on
-                .iter()
-                .map(|name| DependencyReference {
-                    name: (*name).to_owned(),
-                    namespace: None,
-                })
-                .collect(),
-            unsupported: Default::default(),
-        }
+        let depends_on: Vec<serde_json::Value> = depends_on
+            .iter()
+            .map(|name| serde_json::json!({"name": name}))
+            .collect();
+        serde_json::from_value(serde_json::json!({"url": "https://git.example/repo",
+            "ref": {"branch": "main"}, "dependsOn": depends_on}))
+        .unwrap_or_else(|e| panic!("a GitSync spec: {e}"))
     }
 
     fn status(ready: &str, applied: Option<&str>, good: Option<&str>) -> GitSyncStatus {

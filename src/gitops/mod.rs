@@ -6,6 +6,7 @@ pub mod credentials;
 pub mod dependencies;
 pub mod drift;
 pub mod fetch_rate;
+pub mod health;
 pub mod inventory;
 pub mod kustomize;
 pub mod ownership;

@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use crate::runtime::Events;
 use chrono::Utc;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::{Api, DynamicObject, Patch, PatchParams};
+use kube::core::GroupVersionKind;
+use kube::discovery::ApiResource;
 use kube::runtime::controller::Action as Requeue;
 use kube::{Client, Resource, ResourceExt};
 use tokio::sync::{Notify, Semaphore};
@@ -19,13 +21,15 @@ use tracing::{info, instrument, warn};
 use super::credentials::{self, Credentials};
 use super::dependencies;
 use super::fetch_rate::{self, FetchRate};
+use super::health::{self, Workload};
 use super::render::{self, Layout};
 use super::revision;
 use super::rollback::{
-    self, Fetch, ManagedRollout, ROLLBACK_TO_ANNOTATION, Step as RollbackStep, Target,
+    self, Basis, Fetch, ManagedRollout, Policy as Judging, ROLLBACK_TO_ANNOTATION,
+    Step as RollbackStep, Target,
 };
 use super::source;
-use super::status::{self, Attempt, Basis};
+use super::status::{self, Attempt};
 use super::tenancy::{self, Identity, Policy};
 use super::webhook::SYNC_REQUEST_ANNOTATION;
 use super::writeback::{self, PushError};
@@ -126,6 +130,11 @@ pub enum Error {
 }
 
 const DEFAULT_INTERVAL: Duration = Duration::from_secs(60);
+/// `spec.healthTimeout` when it does not parse (validation reports it).
+const DEFAULT_HEALTH_TIMEOUT: Duration = Duration::from_secs(300);
+/// How often the applied revision's workloads are looked at while they are not healthy
+/// yet: nothing watches them, so a failure or a timeout is noticed within this.
+const HEALTH_POLL: Duration = Duration::from_secs(5);
 /// The first retry after a failure comes after at most this long...
 const FIRST_RETRY: Duration = Duration::from_secs(5);
 /// ... and retries slow down to at most this, or to the interval when that is longer.
@@ -233,14 +242,26 @@ pub async fn reconcile(sync: Arc<GitSync>, ctx: Arc<Context>) -> Result<Requeue,
     let due = wait.is_none();
 
     // The Rollouts are looked at every time (their changes wake this GitSync): an abort is
-    // acted on at once, never after the interval.
+    // acted on at once, never after the interval. The applied revision's workloads are read
+    // while it awaits its verdict, and polled meanwhile.
     let mut rollouts = managed_rollouts(&ctx.client, &original.inventory).await;
-    // Rolling back never waits for Git: when a Rollout of the applied revision has aborted,
-    // a due fetch (which may queue for a slot and then take up to --fetch-timeout) waits
-    // until the cluster is back on the last good revision, and runs right after. An abort
-    // during a fetch abandons the fetch the same way.
-    let on_failure = current.spec.rollback.on_failure;
-    let mut fetch_deferred = due && must_roll_back(&original, &rollouts, on_failure);
+    let workloads = match rollback::judging(&original) {
+        Some(_) => applied_workloads(&ctx, &current, &key, &original.inventory).await,
+        None => Vec::new(),
+    };
+    let judging = Judging {
+        on_failure: current.spec.rollback.on_failure,
+        health_timeout: chrono::Duration::from_std(
+            duration::parse(&current.spec.health_timeout).unwrap_or(DEFAULT_HEALTH_TIMEOUT),
+        )
+        .unwrap_or(chrono::Duration::MAX),
+    };
+    // Rolling back never waits for Git: when the applied revision is rejected (a Rollout of
+    // it aborted, a workload of it failed), a due fetch (which may queue for a slot and then
+    // take up to --fetch-timeout) waits until the cluster is back on the last good
+    // revision, and runs right after. An abort during a fetch abandons the fetch the same
+    // way.
+    let mut fetch_deferred = due && must_roll_back(&original, &rollouts, &workloads, &judging);
     // Over its host's rate the fetch waits: requeued for its turn, nothing recorded (the
     // status says what the last fetch found, not that this one waits).
     let rate_limited = if due && !fetch_deferred {
@@ -265,7 +286,7 @@ pub async fn reconcile(sync: Arc<GitSync>, ctx: Arc<Context>) -> Result<Requeue,
                 result = &mut fetch => break Some(result),
                 () = news => {
                     rollouts = managed_rollouts(&ctx.client, &original.inventory).await;
-                    if must_roll_back(&original, &rollouts, on_failure) {
+                    if must_roll_back(&original, &rollouts, &workloads, &judging) {
                         info!("a managed Rollout aborted during the fetch: rolling back first");
                         fetch_deferred = true;
                         break None;
@@ -308,13 +329,7 @@ pub async fn reconcile(sync: Arc<GitSync>, ctx: Arc<Context>) -> Result<Requeue,
             Err(message) => pin_refused = Some(message),
         }
     }
-    let decision = rollback::decide(
-        &head,
-        &view,
-        &rollouts,
-        current.spec.rollback.on_failure,
-        now,
-    );
+    let decision = rollback::decide(&head, &view, &rollouts, &workloads, &judging, now);
 
     // A rejection is recorded before anything is rolled back: after a restart in between,
     // the revision is still known to be out.
@@ -403,10 +418,27 @@ pub async fn reconcile(sync: Arc<GitSync>, ctx: Arc<Context>) -> Result<Requeue,
         _ => None,
     };
 
+    // What the applied revision waits for after this reconcile: a revision applied just now
+    // is read again (its objects have changed); otherwise the decision's words stand.
+    let (waiting, poll) = match &attempt {
+        Some(Attempt::Applied {
+            revision,
+            inventory,
+            ..
+        }) if decision.last_good.as_deref() != Some(revision.as_str()) => {
+            let workloads = applied_workloads(&ctx, &current, &key, inventory).await;
+            // Polled even with nothing to wait for: the next look makes it good.
+            (health::waiting(revision, &workloads), true)
+        }
+        Some(Attempt::Applied { .. }) => (None, false),
+        _ => (decision.waiting.clone(), decision.waiting.is_some()),
+    };
     let mut step = match attempt {
         Some(attempt) => Step::new(attempt, &previous, interval, &key),
         None => Step::quiet(&previous, wait.unwrap_or(interval)),
     };
+    step.waiting = waiting;
+    step.poll = poll;
     let revert_pending = matches!(
         &step.attempt,
         Some(Attempt::Applied { basis: Basis::RolledBack(rejected), .. }) if rejected.revert.is_none()
@@ -469,15 +501,21 @@ pub async fn reconcile(sync: Arc<GitSync>, ctx: Arc<Context>) -> Result<Requeue,
     result
 }
 
-/// Whether what is known already rejects the applied revision (a Rollout of it aborted):
-/// then the cluster goes back to the last good revision before anything waits for Git.
-fn must_roll_back(status: &GitSyncStatus, rollouts: &[ManagedRollout], on_failure: bool) -> bool {
+/// Whether what is known already rejects the applied revision (a Rollout of it aborted, a
+/// workload of it failed or timed out): then the cluster goes back to the last good
+/// revision before anything waits for Git.
+fn must_roll_back(
+    status: &GitSyncStatus,
+    rollouts: &[ManagedRollout],
+    workloads: &[Workload],
+    judging: &Judging,
+) -> bool {
     status
         .last_fetched_revision
         .as_ref()
         .or(status.last_applied_revision.as_ref())
         .is_some_and(|known| {
-            rollback::decide(known, status, rollouts, on_failure, Utc::now())
+            rollback::decide(known, status, rollouts, workloads, judging, Utc::now())
                 .rejected
                 .is_some()
         })
@@ -494,6 +532,11 @@ struct Step {
     decided: Option<(Option<String>, Option<PinnedRevision>)>,
     written: Option<status::WriteBack>,
     handled_request: Option<Option<String>>,
+    /// What the applied revision's workloads still wait for.
+    waiting: Option<String>,
+    /// Look again within `HEALTH_POLL`, whatever the schedule: the applied revision awaits
+    /// its verdict on workloads nothing watches.
+    poll: bool,
 }
 
 impl Step {
@@ -518,6 +561,8 @@ impl Step {
             decided: None,
             written: None,
             handled_request: None,
+            waiting: None,
+            poll: false,
         }
     }
 
@@ -531,6 +576,8 @@ impl Step {
             decided: None,
             written: None,
             handled_request: None,
+            waiting: None,
+            poll: false,
         }
     }
 }
@@ -578,6 +625,7 @@ async fn finish(
             // The request acted on; one that arrived meanwhile stays unhandled.
             status.last_handled_sync_request.clone_from(requested);
         }
+        status::waiting_for(status, step.waiting.as_deref(), generation, now);
         // A condition removed and set again within this one record did not change.
         crate::conditions::keep_transition_times(&before, &mut status.conditions);
     };
@@ -642,7 +690,10 @@ async fn finish(
         )
         .await;
     }
-    Ok(Requeue::requeue(step.next))
+    Ok(Requeue::requeue(match step.poll {
+        true => step.next.min(HEALTH_POLL),
+        false => step.next,
+    }))
 }
 
 /// Writes what `record` makes of the status. When the GitSync changed meanwhile (a webhook's
@@ -958,6 +1009,115 @@ async fn managed_rollouts(client: &Client, inventory: &[InventoryEntry]) -> Vec<
         }
     }
     seen
+}
+
+/// The workloads of the GitSync `key` among `inventory`, as they are now: only objects whose
+/// kind has a health rule, read one GET each as the GitSync's identity, like everything else
+/// it does to what it applied (so it learns nothing its ServiceAccount may not read, and the
+/// controller needs no right to read tenants' workloads). One gone is skipped,
+/// like a Rollout; one that cannot be read is reported as such, which keeps its revision
+/// from being good and rejects nothing.
+async fn applied_workloads(
+    ctx: &Context,
+    sync: &GitSync,
+    key: &str,
+    inventory: &[InventoryEntry],
+) -> Vec<Workload> {
+    let entries: Vec<&InventoryEntry> = inventory
+        .iter()
+        .filter(|e| health::rule(&e.api_version, &e.kind).is_some())
+        .collect();
+    if entries.is_empty() {
+        return Vec::new();
+    }
+    let describe = |e: &InventoryEntry| health::describe(&e.kind, e.namespace.as_deref(), &e.name);
+    let (identity, client) = match acting_as(ctx, sync) {
+        Ok(acting) => acting,
+        Err(message) => {
+            return entries
+                .into_iter()
+                .map(|e| health::unreadable(describe(e), &message))
+                .collect();
+        }
+    };
+    let mut resources: HashMap<(String, String), Option<ApiResource>> = HashMap::new();
+    let mut seen = Vec::new();
+    for entry in entries {
+        let kind = (entry.api_version.clone(), entry.kind.clone());
+        let resource = match resources.get(&kind) {
+            Some(resource) => resource.clone(),
+            None => match resource_of(&client, entry).await {
+                Ok(resource) => {
+                    resources.insert(kind, resource.clone());
+                    resource
+                }
+                Err(error) => {
+                    seen.push(health::unreadable(describe(entry), &error.to_string()));
+                    continue;
+                }
+            },
+        };
+        // The kind is gone (its CRD deleted): so are its objects.
+        let Some(resource) = resource else { continue };
+        let api: Api<DynamicObject> = match &entry.namespace {
+            Some(namespace) => Api::namespaced_with(client.clone(), namespace, &resource),
+            None => Api::all_with(client.clone(), &resource),
+        };
+        match api.get_opt(&entry.name).await {
+            Ok(Some(live)) => {
+                let value = serde_json::to_value(&live).unwrap_or_default();
+                seen.extend(health::observe(&value, key));
+            }
+            Ok(None) => {}
+            Err(kube::Error::Api(status)) if status.code == 403 => seen.push(health::unreadable(
+                describe(entry),
+                &format!(
+                    "{} (weir acted as {}, which needs get on {} to judge its health)",
+                    status.message,
+                    identity.describe(),
+                    match resource.group.as_str() {
+                        "" => resource.plural.clone(),
+                        group => format!("{}.{group}", resource.plural),
+                    }
+                ),
+            )),
+            Err(error) => {
+                warn!(object = %describe(entry), %error, "reading a workload's health failed");
+                seen.push(health::unreadable(describe(entry), &error.to_string()));
+            }
+        }
+    }
+    seen
+}
+
+/// Where a kind with a health rule is served: the built-in workloads without a discovery
+/// round trip; a custom kind through discovery (None: no longer served).
+async fn resource_of(
+    client: &Client,
+    entry: &InventoryEntry,
+) -> Result<Option<ApiResource>, kube::Error> {
+    let (group, version) = entry
+        .api_version
+        .rsplit_once('/')
+        .unwrap_or(("", &entry.api_version));
+    let gvk = GroupVersionKind::gvk(group, version, &entry.kind);
+    let plural = match health::rule(&entry.api_version, &entry.kind) {
+        Some(health::Rule::Deployment) => Some("deployments"),
+        Some(health::Rule::StatefulSet) => Some("statefulsets"),
+        Some(health::Rule::DaemonSet) => Some("daemonsets"),
+        Some(health::Rule::Job) => Some("jobs"),
+        Some(health::Rule::PersistentVolumeClaim) => Some("persistentvolumeclaims"),
+        Some(health::Rule::Conditions) | None => None,
+    };
+    if let Some(plural) = plural {
+        return Ok(Some(ApiResource::from_gvk_with_plural(&gvk, plural)));
+    }
+    match kube::discovery::pinned_kind(client, &gvk).await {
+        Ok((resource, _)) => Ok(Some(resource)),
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(None),
+        Err(kube::Error::Discovery(_)) => Ok(None),
+        Err(error) => Err(error),
+    }
 }
 
 /// Checks a `weir.dev/rollback-to` request; the revision must be a commit the clone has.

@@ -1,11 +1,13 @@
-//! Which revision a GitSync should hold the cluster at, given what its Rollouts show: the
-//! decision behind automatic rollback. Pure: the caller observes the Rollouts and applies
-//! what comes out.
+//! Which revision a GitSync should hold the cluster at, given what its Rollouts and
+//! workloads show: the decision behind automatic rollback. Pure: the caller observes the
+//! Rollouts and workloads and applies what comes out.
 //!
 //! The unit of delivery is a revision. When a Rollout whose spec came from the revision in
-//! the cluster aborts (failed analysis, a progress deadline, a human), that revision is
-//! rejected and the whole cluster goes back to the last revision at which every managed
-//! Rollout was Healthy. A rejected revision is never applied again: while the tracked ref
+//! the cluster aborts (failed analysis, a progress deadline, a human), or a workload the
+//! revision applied fails or is still not healthy `spec.healthTimeout` after the revision
+//! was applied, that revision is rejected and the whole cluster goes back to the last
+//! revision at which every managed Rollout and workload was healthy. A rejected revision is
+//! never applied again: while the tracked ref
 //! still points at it, the last good revision is held; when the ref moves on, the new
 //! revision is applied as usual. A revision pinned by hand (`weir.dev/rollback-to`) is held
 //! the same way until the ref moves.
@@ -20,8 +22,8 @@ use crate::api::gitsync::{GitSyncStatus, PinnedRevision, RejectedRevision};
 use crate::api::rollout::{AbortCause, Rollout, RolloutPhase};
 use crate::time::{from_k8s, to_k8s};
 
+use super::health::{self, Health, Workload};
 use super::inventory::REVISION_ANNOTATION;
-use super::status::Basis;
 
 /// What the GitSync sees of one Rollout it manages.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -41,7 +43,26 @@ pub struct ManagedRollout {
 }
 
 /// The history outcomes that put a revision in the cluster.
-const APPLIED_OUTCOMES: [&str; 3] = ["Applied", "RolledBack", "Pinned"];
+pub const APPLIED_OUTCOMES: [&str; 3] = ["Applied", "RolledBack", "Pinned"];
+
+/// Where in `status.history` the applied revision was last put in the cluster: the durable
+/// start of its wait for health (a restarted controller reads it back from the status).
+pub fn applied_record(status: &GitSyncStatus) -> Option<usize> {
+    let applied = status.last_applied_revision.as_deref()?;
+    status
+        .history
+        .iter()
+        .rposition(|h| h.revision == applied && APPLIED_OUTCOMES.contains(&h.outcome.as_str()))
+}
+
+/// How a GitSync judges what it applies.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Policy {
+    /// `spec.rollback.onFailure`: reject a failed revision and go back to the good one.
+    pub on_failure: bool,
+    /// `spec.healthTimeout`.
+    pub health_timeout: chrono::Duration,
+}
 
 /// What a GitSync needs to know of one of its Rollouts.
 pub fn observe(rollout: &Rollout) -> ManagedRollout {
@@ -96,17 +117,34 @@ pub struct Decision {
     pub rejected: Option<RejectedRevision>,
     /// The last good revision after this decision.
     pub last_good: Option<String>,
+    /// What the applied revision's workloads still wait for before it can be good, in
+    /// words; None when nothing of them is pending (or the revision is judged already).
+    pub waiting: Option<String>,
+}
+
+/// Whether the applied revision still waits for a verdict: applied, neither rejected nor
+/// good yet. Only then are its workloads worth reading.
+pub fn judging(status: &GitSyncStatus) -> Option<&str> {
+    status.last_applied_revision.as_deref().filter(|applied| {
+        status.last_good_revision.as_deref() != Some(*applied)
+            && !status
+                .rejected_revisions
+                .iter()
+                .any(|r| r.revision == *applied)
+    })
 }
 
 /// Decides for a GitSync whose ref points at `fetched`, with `status` as recorded and its
-/// Rollouts as seen now. `on_failure` is `spec.rollback.onFailure`.
+/// Rollouts and the applied revision's workloads as seen now.
 pub fn decide(
     fetched: &str,
     status: &GitSyncStatus,
     rollouts: &[ManagedRollout],
-    on_failure: bool,
+    workloads: &[Workload],
+    policy: &Policy,
     now: DateTime<Utc>,
 ) -> Decision {
+    let on_failure = policy.on_failure;
     let mut rejected_set: BTreeSet<&str> = status
         .rejected_revisions
         .iter()
@@ -126,14 +164,7 @@ pub fn decide(
     // only configuration, is not the later one's. A revision already rejected, or the good
     // one itself, is not rejected (again).
     let attempted = status.last_attempted_revision.as_deref();
-    let applied_at = applied.and_then(|applied| {
-        status
-            .history
-            .iter()
-            .rev()
-            .find(|h| h.revision == applied && APPLIED_OUTCOMES.contains(&h.outcome.as_str()))
-            .map(|h| from_k8s(&h.time))
-    });
+    let applied_at = applied_record(status).map(|at| from_k8s(&status.history[at].time));
     let mut rejected = None;
     if on_failure
         && let Some((revision, rollout, abort)) = rollouts.iter().find_map(|r| {
@@ -153,6 +184,8 @@ pub fn decide(
             revision: revision.to_owned(),
             reason: abort.reason.clone(),
             rollout: Some(rollout.name.clone()),
+            object: None,
+            message: None,
             metric: abort.metric.clone(),
             value: abort.value.clone(),
             rejected_at: to_k8s(now),
@@ -161,12 +194,44 @@ pub fn decide(
         rejected_set.insert(revision);
     }
 
-    // Good: every managed Rollout Healthy at the revision in the cluster (with none, an
-    // applied revision is good as it stands).
+    // A workload the applied revision brought failed, or is still not healthy past the
+    // timeout: that revision failed too. Only objects stamped with the revision speak for
+    // it (one left from an earlier revision is not its), and the good one is never
+    // rejected. The wait is timed from the history record of the apply, so a restarted
+    // controller times it the same way.
+    let judged = applied.filter(|a| !rejected_set.contains(a) && last_good.as_deref() != Some(*a));
+    if let (true, None, Some(applied)) = (on_failure, &rejected, judged)
+        && let Some((reason, workload, message)) =
+            unhealthy(applied, workloads, applied_at, policy.health_timeout, now)
+    {
+        rejected = Some(RejectedRevision {
+            revision: applied.to_owned(),
+            reason: reason.into(),
+            rollout: None,
+            object: Some(workload.name.clone()),
+            message: Some(message),
+            metric: None,
+            value: None,
+            rejected_at: to_k8s(now),
+            revert: None,
+        });
+        rejected_set.insert(applied);
+    }
+    let waiting = judged
+        .filter(|a| !rejected_set.contains(a))
+        .and_then(|applied| health::waiting(applied, workloads));
+
+    // Good: every managed Rollout Healthy at the revision in the cluster, and every
+    // workload stamped with it healthy, none unread (with neither, an applied revision is
+    // good as it stands).
     if let Some(applied) = applied
         && !rejected_set.contains(applied)
         && rollouts.iter().all(|r| {
             r.healthy && r.aborted.is_none() && r.applied_revision.as_deref() == Some(applied)
+        })
+        && workloads.iter().all(|w| match w.revision.as_deref() {
+            None => false,
+            Some(revision) => revision != applied || w.health == Health::Healthy,
         })
     {
         last_good = Some(applied.to_owned());
@@ -190,7 +255,68 @@ pub fn decide(
         target,
         rejected,
         last_good,
+        waiting,
     }
+}
+
+/// Why the applied revision's workloads reject it, if they do: the first one at that
+/// revision whose condition failed (`HealthCheckFailed`), else, once `timeout` has passed
+/// since it was applied, the first one at it not healthy (`HealthTimeout`). An unreadable
+/// one never rejects.
+fn unhealthy<'w>(
+    applied: &str,
+    workloads: &'w [Workload],
+    applied_at: Option<DateTime<Utc>>,
+    timeout: chrono::Duration,
+    now: DateTime<Utc>,
+) -> Option<(&'static str, &'w Workload, String)> {
+    let mut at_revision = workloads
+        .iter()
+        .filter(|w| w.revision.as_deref() == Some(applied));
+    if let Some((workload, message)) = at_revision.clone().find_map(|w| match &w.health {
+        Health::Failed { message, .. } => Some((w, message.clone())),
+        _ => None,
+    }) {
+        return Some(("HealthCheckFailed", workload, message));
+    }
+    let since = applied_at?;
+    if now < since.checked_add_signed(timeout)? {
+        return None;
+    }
+    let workload = at_revision.find(|w| w.health != Health::Healthy)?;
+    let what = match &workload.health {
+        Health::Progressing(words) => words.as_str(),
+        _ => "",
+    };
+    Some((
+        "HealthTimeout",
+        workload,
+        format!(
+            "not healthy {} after the revision was applied (spec.healthTimeout): {what}",
+            words(timeout)
+        ),
+    ))
+}
+
+/// A timeout in words: `5m`, `90s`.
+fn words(timeout: chrono::Duration) -> String {
+    let seconds = timeout.num_seconds();
+    match seconds {
+        s if s >= 3600 && s % 3600 == 0 => format!("{}h", s / 3600),
+        s if s >= 60 && s % 60 == 0 => format!("{}m", s / 60),
+        s => format!("{s}s"),
+    }
+}
+
+/// Why the applied revision is the one applied.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Basis {
+    /// The ref points at it.
+    Head,
+    /// The ref points at a rejected revision, and this is the last good one.
+    RolledBack(RejectedRevision),
+    /// Pinned by hand while the ref stays at `head`.
+    Pinned { head: String },
 }
 
 /// How this reconcile stands with the remote.
@@ -304,11 +430,17 @@ pub fn cause(rejected: &RejectedRevision) -> String {
     let mut words = rejected.reason.clone();
     if let Some(rollout) = &rejected.rollout {
         words = format!("Rollout {rollout}: {words}");
+    } else if let Some(object) = &rejected.object {
+        words = format!("{object}: {words}");
     }
-    match (&rejected.metric, &rejected.value) {
+    words = match (&rejected.metric, &rejected.value) {
         (Some(metric), Some(value)) => format!("{words}, metric {metric} = {value}"),
         (Some(metric), None) => format!("{words}, metric {metric}"),
         _ => words,
+    };
+    match &rejected.message {
+        Some(message) => format!("{words}, {message}"),
+        None => words,
     }
 }
 
@@ -333,6 +465,8 @@ mod tests {
                     revision: (*r).to_owned(),
                     reason: "AnalysisFailed".into(),
                     rollout: None,
+                    object: None,
+                    message: None,
                     metric: None,
                     value: None,
                     rejected_at: to_k8s(at()),
@@ -341,6 +475,45 @@ mod tests {
                 .collect(),
             ..GitSyncStatus::default()
         }
+    }
+
+    fn policy(on_failure: bool) -> Policy {
+        Policy {
+            on_failure,
+            health_timeout: chrono::Duration::minutes(5),
+        }
+    }
+
+    fn workload(revision: &str, health: Health) -> Workload {
+        Workload {
+            name: "Deployment shop/api".into(),
+            revision: Some(revision.into()),
+            health,
+        }
+    }
+
+    fn waits(words: &str) -> Health {
+        Health::Progressing(words.into())
+    }
+
+    fn failed() -> Health {
+        Health::Failed {
+            reason: "ProgressDeadlineExceeded".into(),
+            message: "Progressing is False (ProgressDeadlineExceeded): ReplicaSet \"api-7c\" has timed out progressing.".into(),
+        }
+    }
+
+    /// v2 applied at `at()`, v1 good.
+    fn v2_applied() -> GitSyncStatus {
+        let mut before = status(Some("v2"), Some("v1"), &[]);
+        before.last_attempted_revision = Some("v2".into());
+        before.history.push(crate::api::gitsync::RevisionRecord {
+            revision: "v2".into(),
+            subject: "api 2".into(),
+            time: to_k8s(at()),
+            outcome: "Applied".into(),
+        });
+        before
     }
 
     fn rollout(revision: &str, healthy: bool, aborted: bool) -> ManagedRollout {
@@ -364,7 +537,8 @@ mod tests {
             "v2",
             &status(Some("v2"), Some("v1"), &[]),
             &[rollout("v2", true, false)],
-            true,
+            &[],
+            &policy(true),
             at(),
         );
         assert_eq!(decision.target, Target::Fetched("v2".into()));
@@ -378,7 +552,8 @@ mod tests {
             "v2",
             &status(Some("v2"), Some("v1"), &[]),
             &[rollout("v2", false, false)],
-            true,
+            &[],
+            &policy(true),
             at(),
         );
         assert_eq!(decision.last_good.as_deref(), Some("v1"));
@@ -391,7 +566,8 @@ mod tests {
             "v3",
             &status(Some("v3"), Some("v2"), &[]),
             &[rollout("v3", false, true), rollout("v3", true, false)],
-            true,
+            &[],
+            &policy(true),
             at(),
         );
         assert_eq!(decision.target, Target::RollBack("v2".into()));
@@ -415,7 +591,8 @@ mod tests {
             "v3",
             &status(Some("v2"), Some("v2"), &["v3"]),
             &[rollout("v2", true, false)],
-            true,
+            &[],
+            &policy(true),
             at(),
         );
         assert_eq!(decision.target, Target::RollBack("v2".into()));
@@ -425,7 +602,8 @@ mod tests {
             "v4",
             &status(Some("v2"), Some("v2"), &["v3"]),
             &[rollout("v2", true, false)],
-            true,
+            &[],
+            &policy(true),
             at(),
         );
         assert_eq!(decision.target, Target::Fetched("v4".into()));
@@ -438,7 +616,8 @@ mod tests {
             "v2",
             &status(Some("v2"), Some("v2"), &[]),
             &[rollout("v2", false, true)],
-            true,
+            &[],
+            &policy(true),
             at(),
         );
         assert_eq!(decision.rejected, None);
@@ -447,7 +626,8 @@ mod tests {
             "v3",
             &status(Some("v3"), Some("v2"), &[]),
             &[rollout("v3", false, true)],
-            false,
+            &[],
+            &policy(false),
             at(),
         );
         assert_eq!(decision.rejected, None, "rollback.onFailure: false");
@@ -461,7 +641,8 @@ mod tests {
             "v3",
             &status(Some("v3"), Some("v2"), &[]),
             &[rollout("v2", false, true)],
-            true,
+            &[],
+            &policy(true),
             at(),
         );
         assert_eq!(decision.rejected, None);
@@ -487,11 +668,11 @@ mod tests {
     #[test]
     fn an_abort_left_from_an_older_canary_does_not_reject_a_later_revision() {
         let (before, rollout) = config_only(10, 0, "v3");
-        let decision = decide("v3", &before, &[rollout], true, at());
+        let decision = decide("v3", &before, &[rollout], &[], &policy(true), at());
         assert_eq!(decision.rejected, None, "the abort came before v3");
         // The same, aborted after v3 was applied: v3 carries the failing canary on.
         let (before, rollout) = config_only(10, 20, "v3");
-        let decision = decide("v3", &before, &[rollout], true, at());
+        let decision = decide("v3", &before, &[rollout], &[], &policy(true), at());
         assert_eq!(decision.rejected.map(|r| r.revision).as_deref(), Some("v3"));
     }
 
@@ -500,12 +681,19 @@ mod tests {
         // v3's apply failed half way: the Rollout has v3, the status still says v2.
         let mut before = status(Some("v2"), Some("v2"), &[]);
         before.last_attempted_revision = Some("v3".into());
-        let decision = decide("v3", &before, &[rollout("v3", false, true)], true, at());
+        let decision = decide(
+            "v3",
+            &before,
+            &[rollout("v3", false, true)],
+            &[],
+            &policy(true),
+            at(),
+        );
         assert_eq!(decision.rejected.map(|r| r.revision).as_deref(), Some("v3"));
         assert_eq!(decision.target, Target::RollBack("v2".into()));
         let rejected = status(None, None, &["v3"]).rejected_revisions;
         before.rejected_revisions.clone_from(&rejected);
-        let decision = decide("v3", &before, &[], true, at());
+        let decision = decide("v3", &before, &[], &[], &policy(true), at());
         assert!(
             matches!(
                 step(&decision, "v3", &before, &rejected, Fetch::NotDue),
@@ -521,7 +709,8 @@ mod tests {
             "v1",
             &status(Some("v1"), None, &[]),
             &[rollout("v1", false, true)],
-            true,
+            &[],
+            &policy(true),
             at(),
         );
         assert!(decision.rejected.is_some());
@@ -531,7 +720,14 @@ mod tests {
 
     #[test]
     fn without_rollouts_every_applied_revision_is_good() {
-        let decision = decide("v2", &status(Some("v2"), Some("v1"), &[]), &[], true, at());
+        let decision = decide(
+            "v2",
+            &status(Some("v2"), Some("v1"), &[]),
+            &[],
+            &[],
+            &policy(true),
+            at(),
+        );
         assert_eq!(decision.last_good.as_deref(), Some("v2"));
     }
 
@@ -543,9 +739,23 @@ mod tests {
             ref_revision: "v3".into(),
             since: to_k8s(at()),
         });
-        let decision = decide("v3", &pinned, &[rollout("v3", true, false)], true, at());
+        let decision = decide(
+            "v3",
+            &pinned,
+            &[rollout("v3", true, false)],
+            &[],
+            &policy(true),
+            at(),
+        );
         assert_eq!(decision.target, Target::Pinned("v1".into()));
-        let decision = decide("v4", &pinned, &[rollout("v3", true, false)], true, at());
+        let decision = decide(
+            "v4",
+            &pinned,
+            &[rollout("v3", true, false)],
+            &[],
+            &policy(true),
+            at(),
+        );
         assert_eq!(
             decision.target,
             Target::Fetched("v4".into()),
@@ -553,7 +763,14 @@ mod tests {
         );
         // The pinned revision itself failing: rejected, and the pin no longer holds.
         pinned.last_applied_revision = Some("v1".into());
-        let decision = decide("v3", &pinned, &[rollout("v1", false, true)], true, at());
+        let decision = decide(
+            "v3",
+            &pinned,
+            &[rollout("v1", false, true)],
+            &[],
+            &policy(true),
+            at(),
+        );
         assert_eq!(decision.rejected.map(|r| r.revision).as_deref(), Some("v1"));
         assert_eq!(decision.target, Target::Fetched("v3".into()));
     }
@@ -585,6 +802,8 @@ mod tests {
             revision: "v3".into(),
             reason: "AnalysisFailed".into(),
             rollout: Some("shop/web".into()),
+            object: None,
+            message: None,
             metric: Some("error-rate".into()),
             value: Some("0.31".into()),
             rejected_at: to_k8s(at()),
@@ -639,7 +858,219 @@ mod tests {
             target,
             rejected: rejected.map(|r| status(None, None, &[r]).rejected_revisions.remove(0)),
             last_good: None,
+            waiting: None,
         }
+    }
+
+    #[test]
+    fn a_revision_is_good_only_once_every_workload_at_it_is_healthy() {
+        let before = v2_applied();
+        let progressing = [
+            workload("v2", Health::Healthy),
+            Workload {
+                name: "Deployment shop/web".into(),
+                ..workload("v2", waits("1 of 3 replicas available"))
+            },
+        ];
+        let decision = decide("v2", &before, &[], &progressing, &policy(true), at());
+        assert_eq!(decision.last_good.as_deref(), Some("v1"));
+        assert_eq!(decision.rejected, None);
+        assert_eq!(
+            decision.waiting.as_deref(),
+            Some("Deployment shop/web: 1 of 3 replicas available")
+        );
+        let healthy = [
+            workload("v2", Health::Healthy),
+            // Left by v1 with pruning off: not v2's to judge.
+            workload("v1", waits("0 of 1 replicas available")),
+        ];
+        let decision = decide("v2", &before, &[], &healthy, &policy(true), at());
+        assert_eq!(decision.last_good.as_deref(), Some("v2"));
+        assert_eq!(decision.waiting, None);
+        // Workloads healthy, a Rollout still in its canary: not good yet, and nothing said
+        // of the workloads.
+        let decision = decide(
+            "v2",
+            &before,
+            &[rollout("v2", false, false)],
+            &healthy,
+            &policy(true),
+            at(),
+        );
+        assert_eq!(decision.last_good.as_deref(), Some("v1"));
+        assert_eq!(decision.waiting, None);
+    }
+
+    #[test]
+    fn an_unreadable_workload_keeps_a_revision_from_being_good_and_rejects_nothing() {
+        let unread = [health::unreadable(
+            "Job shop/migrate".into(),
+            "connection reset",
+        )];
+        let late = at() + chrono::Duration::hours(1);
+        let decision = decide("v2", &v2_applied(), &[], &unread, &policy(true), late);
+        assert_eq!(decision.last_good.as_deref(), Some("v1"));
+        assert_eq!(decision.rejected, None, "what was not seen does not reject");
+        assert_eq!(
+            decision.waiting.as_deref(),
+            Some("Job shop/migrate: could not be read: connection reset")
+        );
+    }
+
+    #[test]
+    fn a_failed_workload_rejects_its_revision_and_rolls_back() {
+        let decision = decide(
+            "v2",
+            &v2_applied(),
+            &[rollout("v2", true, false)],
+            &[workload("v2", failed())],
+            &policy(true),
+            at(),
+        );
+        let rejected = decision.rejected.expect("v2 rejected");
+        assert_eq!(
+            (
+                rejected.revision.as_str(),
+                rejected.reason.as_str(),
+                rejected.object.as_deref(),
+                rejected.rollout.as_deref()
+            ),
+            ("v2", "HealthCheckFailed", Some("Deployment shop/api"), None)
+        );
+        assert_eq!(
+            cause(&rejected),
+            "Deployment shop/api: HealthCheckFailed, Progressing is False (ProgressDeadlineExceeded): ReplicaSet \"api-7c\" has timed out progressing."
+        );
+        assert_eq!(decision.target, Target::RollBack("v1".into()));
+        assert_eq!(decision.last_good.as_deref(), Some("v1"));
+        assert_eq!(decision.waiting, None);
+        // The same failure of an object still at v1 is not v2's.
+        let decision = decide(
+            "v2",
+            &v2_applied(),
+            &[],
+            &[workload("v1", failed())],
+            &policy(true),
+            at(),
+        );
+        assert_eq!(decision.rejected, None);
+        // With rollback.onFailure off: never rejected, never good.
+        let decision = decide(
+            "v2",
+            &v2_applied(),
+            &[],
+            &[workload("v2", failed())],
+            &policy(false),
+            at(),
+        );
+        assert_eq!(decision.rejected, None);
+        assert_eq!(decision.target, Target::Fetched("v2".into()));
+        assert_eq!(decision.last_good.as_deref(), Some("v1"));
+    }
+
+    #[test]
+    fn a_workload_not_healthy_within_the_timeout_rejects_its_revision() {
+        let pending = [workload("v2", waits("1 of 3 replicas available"))];
+        let just_before = at() + chrono::Duration::seconds(299);
+        let decision = decide(
+            "v2",
+            &v2_applied(),
+            &[],
+            &pending,
+            &policy(true),
+            just_before,
+        );
+        assert_eq!(decision.rejected, None);
+        let on_time = at() + chrono::Duration::minutes(5);
+        let decision = decide("v2", &v2_applied(), &[], &pending, &policy(true), on_time);
+        let rejected = decision.rejected.expect("timed out");
+        assert_eq!(rejected.reason, "HealthTimeout");
+        assert_eq!(
+            cause(&rejected),
+            "Deployment shop/api: HealthTimeout, not healthy 5m after the revision was applied (spec.healthTimeout): 1 of 3 replicas available"
+        );
+        assert_eq!(decision.target, Target::RollBack("v1".into()));
+        // Timed from the latest record of v2 being put in the cluster.
+        let mut reapplied = v2_applied();
+        reapplied.history.push(crate::api::gitsync::RevisionRecord {
+            revision: "v2".into(),
+            subject: "api 2".into(),
+            time: to_k8s(at() + chrono::Duration::minutes(3)),
+            outcome: "RolledBack".into(),
+        });
+        let decision = decide("v2", &reapplied, &[], &pending, &policy(true), on_time);
+        assert_eq!(decision.rejected, None);
+        // Without a record of when it was applied, no timeout: only a failure rejects.
+        let mut unknown = v2_applied();
+        unknown.history.clear();
+        let decision = decide(
+            "v2",
+            &unknown,
+            &[],
+            &pending,
+            &policy(true),
+            at() + chrono::Duration::days(1),
+        );
+        assert_eq!(decision.rejected, None);
+        assert!(decision.waiting.is_some());
+    }
+
+    #[test]
+    fn the_good_revision_and_a_rejected_one_are_not_judged_again() {
+        let mut good = v2_applied();
+        good.last_good_revision = Some("v2".into());
+        let late = at() + chrono::Duration::hours(1);
+        let decision = decide(
+            "v2",
+            &good,
+            &[],
+            &[workload("v2", failed())],
+            &policy(true),
+            late,
+        );
+        assert_eq!(decision.rejected, None, "a good revision stays good");
+        assert_eq!(decision.waiting, None);
+        assert_eq!(judging(&good), None);
+        let mut rejected = v2_applied();
+        rejected.rejected_revisions = status(None, None, &["v2"]).rejected_revisions;
+        assert_eq!(judging(&rejected), None);
+        assert_eq!(judging(&v2_applied()), Some("v2"));
+        let decision = decide(
+            "v2",
+            &rejected,
+            &[],
+            &[workload("v2", failed())],
+            &policy(true),
+            late,
+        );
+        assert_eq!(decision.rejected, None, "rejected once");
+        assert_eq!(decision.target, Target::RollBack("v1".into()));
+    }
+
+    #[test]
+    fn a_rollout_abort_and_a_failed_workload_reject_once_the_rollouts_way() {
+        let decision = decide(
+            "v2",
+            &v2_applied(),
+            &[rollout("v2", false, true)],
+            &[workload("v2", failed())],
+            &policy(true),
+            at(),
+        );
+        let rejected = decision.rejected.expect("rejected");
+        assert_eq!(
+            (rejected.reason.as_str(), rejected.rollout.as_deref()),
+            ("AnalysisFailed", Some("shop/web"))
+        );
+    }
+
+    #[test]
+    fn timeouts_in_words() {
+        let words = |s| words(chrono::Duration::seconds(s));
+        assert_eq!(
+            [words(300), words(90), words(3600), words(5400)],
+            ["5m", "90s", "1h", "90m"]
+        );
     }
 
     fn at_rev(revision: &str) -> GitSyncStatus {
@@ -753,6 +1184,25 @@ mod tests {
             )
     }
 
+    fn workloads() -> impl Strategy<Value = Vec<Workload>> {
+        let health = prop_oneof![
+            Just(Health::Healthy),
+            Just(Health::Progressing("waiting".into())),
+            Just(Health::Failed {
+                reason: "JobFailed".into(),
+                message: "Failed is True".into()
+            }),
+        ];
+        prop::collection::vec(
+            (prop::option::of(revision()), health).prop_map(|(revision, health)| Workload {
+                name: "Job ns/j".into(),
+                revision,
+                health,
+            }),
+            0..4,
+        )
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(1000))]
 
@@ -770,7 +1220,10 @@ mod tests {
             pinned in prop::option::of((revision(), revision())),
             attempted in prop::option::of(revision()),
             applied_recorded in any::<bool>(),
+            workloads in workloads(),
+            elapsed in 0i64..600,
         ) {
+            let now = at() + chrono::Duration::seconds(elapsed);
             let rejected: Vec<&str> = rejected.iter().map(String::as_str).collect();
             let mut before = status(applied.as_deref(), good.as_deref(), &rejected);
             before.last_attempted_revision.clone_from(&attempted);
@@ -787,7 +1240,7 @@ mod tests {
                 ref_revision,
                 since: to_k8s(at()),
             });
-            let decision = decide(&fetched, &before, &rollouts, on_failure, at());
+            let decision = decide(&fetched, &before, &rollouts, &workloads, &policy(on_failure), now);
             let mut all_rejected: BTreeSet<String> = rejected.iter().map(|r| (*r).to_owned()).collect();
             if let Some(new) = &decision.rejected {
                 prop_assert!(on_failure);
@@ -796,6 +1249,21 @@ mod tests {
                     Some(&new.revision) == applied.as_ref() || Some(&new.revision) == attempted.as_ref(),
                     "only a revision weir put in the cluster is rejected"
                 );
+                // A workload rejects only the revision it carries, by a failure at once, by
+                // a wait only past the timeout, counted from a recorded apply.
+                let at_revision = |w: &&Workload| w.revision.as_ref() == Some(&new.revision);
+                match new.reason.as_str() {
+                    "HealthCheckFailed" => {
+                        let failed = workloads.iter().filter(at_revision)
+                            .any(|w| matches!(w.health, Health::Failed { .. }));
+                        prop_assert!(failed);
+                    }
+                    "HealthTimeout" => {
+                        prop_assert!(applied_recorded && elapsed >= 300);
+                        prop_assert!(workloads.iter().filter(at_revision).any(|w| w.health != Health::Healthy));
+                    }
+                    _ => prop_assert!(new.rollout.is_some()),
+                }
             }
             match &decision.target {
                 Target::Fetched(r) => {
@@ -818,8 +1286,13 @@ mod tests {
             }
             if let Some(last_good) = &decision.last_good {
                 prop_assert!(!all_rejected.contains(last_good), "a rejected revision is good");
+                // Newly good: every workload at it healthy, and none unread.
+                if decision.last_good != before.last_good_revision {
+                    prop_assert!(workloads.iter().all(|w| w.revision.is_some()
+                        && (w.revision.as_ref() != Some(last_good) || w.health == Health::Healthy)));
+                }
             }
-            prop_assert_eq!(decide(&fetched, &before, &rollouts, on_failure, at()), decision);
+            prop_assert_eq!(decide(&fetched, &before, &rollouts, &workloads, &policy(on_failure), now), decision);
         }
     }
 }

@@ -4,7 +4,7 @@
 
 use chrono::{DateTime, Utc};
 
-use super::rollback::{ROLLBACK_TO_ANNOTATION, cause};
+use super::rollback::{Basis, ROLLBACK_TO_ANNOTATION, applied_record, cause};
 use crate::api::gitsync::{GitSyncStatus, InventoryEntry, RejectedRevision, RevisionRecord};
 use crate::conditions;
 use crate::time::to_k8s;
@@ -23,17 +23,6 @@ pub const HISTORY: usize = 10;
 /// Rejected revisions kept in `status.rejectedRevisions`: the oldest are forgotten, and
 /// would be applied again only if the ref ever pointed back at one.
 pub const REJECTED: usize = 50;
-
-/// Why the applied revision is the one applied.
-#[derive(Clone, Debug, PartialEq)]
-pub enum Basis {
-    /// The ref points at it.
-    Head,
-    /// The ref points at a rejected revision, and this is the last good one.
-    RolledBack(RejectedRevision),
-    /// Pinned by hand while the ref stays at `head`.
-    Pinned { head: String },
-}
 
 /// How one attempt ended.
 #[derive(Clone, Debug, PartialEq)]
@@ -249,10 +238,12 @@ pub fn reject(status: &mut GitSyncStatus, rejected: &RejectedRevision, subject: 
     }
     // What came from outside (a measurement's value) is cut, so the rejection always fits.
     let mut kept = rejected.clone();
-    kept.value = kept
-        .value
-        .as_deref()
-        .map(|v| crate::conditions::bounded_text(v, SUBJECT_CHARS));
+    let bounded = |text: &Option<String>| {
+        text.as_deref()
+            .map(|v| crate::conditions::bounded_text(v, SUBJECT_CHARS))
+    };
+    kept.value = bounded(&kept.value);
+    kept.message = bounded(&kept.message);
     status.rejected_revisions.push(kept);
     let excess = status.rejected_revisions.len().saturating_sub(REJECTED);
     status.rejected_revisions.drain(..excess);
@@ -411,10 +402,82 @@ fn push_history(status: &mut GitSyncStatus, mut record: RevisionRecord) {
     let last = status.history.last();
     if last.is_none_or(|l| l.revision != record.revision || l.outcome != record.outcome) {
         status.history.push(record);
-        let excess = status.history.len().saturating_sub(HISTORY);
-        status.history.drain(..excess);
+        while status.history.len() > HISTORY {
+            // The oldest goes, unless it is when the applied revision was applied: the wait
+            // for its workloads' health is timed from that record.
+            let oldest = match applied_record(status) {
+                Some(0) => 1,
+                _ => 0,
+            };
+            status.history.remove(oldest);
+        }
     }
 }
+
+/// What the applied revision's workloads still wait for, shown after Ready's message; the
+/// words are weir's and a workload's, bounded, on one line.
+pub const WAITING: &str = "; waiting for ";
+
+/// Says in Ready (when it is True: applied) what the applied revision's workloads still
+/// wait for, and sets Reconciling (reason `Progressing`) while they do, so tools that read
+/// conditions the kstatus way see the GitSync in progress. Nothing changes while the words
+/// do not, so waiting costs a write only when what it waits for moves.
+pub fn waiting_for(
+    status: &mut GitSyncStatus,
+    waiting: Option<&str>,
+    generation: Option<i64>,
+    now: DateTime<Utc>,
+) {
+    let Some(ready) = status
+        .conditions
+        .iter()
+        .find(|c| c.type_ == READY && c.status == "True")
+        .cloned()
+    else {
+        return;
+    };
+    let base = ready
+        .message
+        .split_once(WAITING)
+        .map_or(ready.message.as_str(), |(base, _)| base);
+    let message = match waiting {
+        Some(waiting) => format!("{base}{WAITING}{waiting}"),
+        None => base.to_owned(),
+    };
+    let time = to_k8s(now);
+    conditions::set(
+        &mut status.conditions,
+        READY,
+        true,
+        &ready.reason,
+        &message,
+        &time,
+        generation,
+    );
+    let progressing = |s: &GitSyncStatus| {
+        s.conditions
+            .iter()
+            .any(|c| c.type_ == RECONCILING && c.reason == PROGRESSING)
+    };
+    match waiting {
+        Some(waiting) => {
+            conditions::set(
+                &mut status.conditions,
+                RECONCILING,
+                true,
+                PROGRESSING,
+                &format!("waiting for {waiting}"),
+                &time,
+                generation,
+            );
+        }
+        None if progressing(status) => conditions::remove(&mut status.conditions, RECONCILING),
+        None => {}
+    }
+}
+
+/// Reconciling's reason while the applied revision's workloads are not healthy yet.
+pub const PROGRESSING: &str = "Progressing";
 
 #[cfg(test)]
 mod tests {
@@ -473,6 +536,8 @@ mod tests {
             revision: "b".repeat(40),
             reason: "AnalysisFailed".into(),
             rollout: Some("web".into()),
+            object: None,
+            message: None,
             metric: Some("m".into()),
             value: Some(huge.clone()),
             rejected_at: to_k8s(now),
@@ -564,6 +629,8 @@ mod tests {
             revision: revision.into(),
             reason: "AnalysisFailed".into(),
             rollout: Some("shop/web".into()),
+            object: None,
+            message: None,
             metric: Some("error-rate".into()),
             value: Some("0.31".into()),
             rejected_at: to_k8s(at(5)),
@@ -622,6 +689,116 @@ mod tests {
             message.contains("Rollout shop/web: AnalysisFailed, metric error-rate = 0.31"),
             "{message}"
         );
+    }
+
+    #[test]
+    fn history_keeps_when_the_applied_revision_was_applied() {
+        let mut status = GitSyncStatus::default();
+        record(&mut status, &applied("good"), Some(1), at(0));
+        // Newer heads that never apply: the applied revision's record is the oldest.
+        for n in 0..(HISTORY + 5) {
+            let broken = Attempt::RenderFailed {
+                revision: format!("r{n}"),
+                subject: String::new(),
+                message: "bad".into(),
+            };
+            record(&mut status, &broken, Some(1), at(1 + n as i64));
+        }
+        assert_eq!(status.history.len(), HISTORY);
+        assert_eq!(
+            (
+                status.history[0].revision.as_str(),
+                status.history[0].time.clone()
+            ),
+            ("good", to_k8s(at(0))),
+            "the health of the applied revision is timed from this record"
+        );
+        assert_eq!(status.history[1].revision, "r6", "the oldest others went");
+        assert_eq!(
+            status.history[HISTORY - 1].revision,
+            format!("r{}", HISTORY + 4)
+        );
+    }
+
+    #[test]
+    fn ready_says_what_the_applied_revision_waits_for_and_only_changes_with_it() {
+        let mut status = GitSyncStatus::default();
+        record(&mut status, &applied("aaa"), Some(1), at(0));
+        let applied_at = status.conditions[0].last_transition_time.clone();
+        waiting_for(
+            &mut status,
+            Some("Deployment ns/web: 1 of 3 replicas available"),
+            Some(1),
+            at(5),
+        );
+        let (ready, reason, message) = status
+            .conditions
+            .iter()
+            .find(|c| c.type_ == READY)
+            .map(|c| (c.status.as_str(), c.reason.as_str(), c.message.as_str()))
+            .expect("Ready");
+        assert_eq!(
+            (ready, reason, message),
+            (
+                "True",
+                "Applied",
+                "applied revision aaa (1 objects); waiting for Deployment ns/web: 1 of 3 replicas available"
+            )
+        );
+        assert_eq!(condition(&status, RECONCILING), Some(("True", PROGRESSING)));
+        let once = status.clone();
+        waiting_for(
+            &mut status,
+            Some("Deployment ns/web: 1 of 3 replicas available"),
+            Some(1),
+            at(10),
+        );
+        assert_eq!(status, once, "the same wait writes nothing");
+        waiting_for(
+            &mut status,
+            Some("Deployment ns/web: 2 of 3 replicas available"),
+            Some(1),
+            at(15),
+        );
+        let message = |s: &GitSyncStatus| {
+            s.conditions
+                .iter()
+                .find(|c| c.type_ == READY)
+                .map(|c| c.message.clone())
+                .unwrap_or_default()
+        };
+        assert!(
+            message(&status).ends_with("waiting for Deployment ns/web: 2 of 3 replicas available")
+        );
+        // Re-applied while waiting: the attempt's words, then the wait once.
+        record(&mut status, &applied("aaa"), Some(1), at(20));
+        waiting_for(
+            &mut status,
+            Some("Deployment ns/web: 2 of 3 replicas available"),
+            Some(1),
+            at(20),
+        );
+        assert_eq!(message(&status).matches(WAITING).count(), 1);
+        waiting_for(&mut status, None, Some(1), at(25));
+        assert_eq!(message(&status), "applied revision aaa (1 objects)");
+        assert_eq!(condition(&status, RECONCILING), None);
+        assert_eq!(
+            status.conditions[0].last_transition_time, applied_at,
+            "Ready stayed True throughout"
+        );
+        // A failure is shown as it is, and its Reconciling kept.
+        let failed = Attempt::FetchFailed("unreachable".into());
+        record(&mut status, &failed, Some(1), at(30));
+        let before = status.clone();
+        waiting_for(
+            &mut status,
+            Some("Job ns/migrate: not complete"),
+            Some(1),
+            at(31),
+        );
+        assert_eq!(status, before);
+        waiting_for(&mut status, None, Some(1), at(32));
+        assert_eq!(condition(&status, RECONCILING), Some(("True", "Retrying")));
     }
 
     #[test]

@@ -344,6 +344,8 @@ mod tests {
             revision: "3".repeat(40),
             reason: "AnalysisFailed".into(),
             rollout: Some("shop/web".into()),
+            object: None,
+            message: None,
             metric: Some("error-rate".into()),
             value: Some("0.31".into()),
             rejected_at: to_k8s(

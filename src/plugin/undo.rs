@@ -218,6 +218,8 @@ mod tests {
                 revision: sha('b'),
                 reason: "AnalysisFailed".into(),
                 rollout: None,
+                object: None,
+                message: None,
                 metric: None,
                 value: None,
                 rejected_at: to_k8s(chrono::DateTime::from_timestamp(0, 0).expect("time")),

@@ -469,6 +469,7 @@ fn git_sync_defaults() {
         ),
         (".", "1m", true, false)
     );
+    assert_eq!(spec.health_timeout, "5m");
     assert!(spec.rollback.on_failure);
     assert!(!spec.rollback.write_back.enabled);
     assert_eq!(git_sync(&spec), vec![]);
@@ -493,6 +494,34 @@ fn a_git_sync_interval_is_at_least_a_second() {
                 violations[0].message.contains("minimum of 1s"),
                 "{interval}: {violations:?}"
             );
+        }
+    }
+}
+
+#[test]
+fn a_git_sync_health_timeout_is_a_duration_of_at_least_ten_seconds() {
+    for (timeout, says) in [
+        ("10s", None),
+        ("5m", None),
+        ("1h30m", None),
+        ("600", None),
+        ("9s", Some("shorter than the minimum of 10s")),
+        ("0", Some("shorter than the minimum of 10s")),
+        ("five minutes", Some("is not a duration")),
+        ("-1m", Some("is not a duration")),
+    ] {
+        let spec = git_sync_from(json!({"url": "https://git.example/a.git",
+            "ref": {"branch": "main"}, "healthTimeout": timeout}));
+        let violations = git_sync(&spec);
+        match says {
+            None => assert_eq!(violations, vec![], "{timeout}"),
+            Some(says) => {
+                assert_only(violations.clone(), &[(Invalid, "spec.healthTimeout")]);
+                assert!(
+                    violations[0].message.contains(says),
+                    "{timeout}: {violations:?}"
+                );
+            }
         }
     }
 }
