@@ -288,7 +288,7 @@ start_controller_manager() {
   start kube-controller-manager "$K8S_BIN/kube-controller-manager" \
     --kubeconfig "$STATE/kubeconfig" --leader-elect=false \
     --kube-api-qps 200 --kube-api-burst 400 \
-    --controllers deployment,replicaset,garbagecollector,namespace,serviceaccount,serviceaccount-token,endpoint,clusterrole-aggregation \
+    --controllers deployment,replicaset,statefulset,daemonset,job,cronjob,garbagecollector,namespace,serviceaccount,serviceaccount-token,endpoint,clusterrole-aggregation \
     --service-account-private-key-file "$STATE/sa.key" --root-ca-file "$STATE/certs/apiserver.crt" \
     --bind-address 127.0.0.1 --secure-port 0 --port 0
   wait_for kube-controller-manager 60 controllers_ready
