@@ -10,6 +10,7 @@ pub mod ownership;
 pub mod reconcile;
 pub mod render;
 pub mod rollback;
+pub mod sops;
 pub mod source;
 pub mod status;
 pub mod tenancy;
