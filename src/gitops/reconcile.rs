@@ -22,6 +22,7 @@ use super::render::{self, Layout};
 use super::rollback::{
     self, Fetch, ManagedRollout, ROLLBACK_TO_ANNOTATION, Step as RollbackStep, Target,
 };
+use super::sops::Identities;
 use super::source;
 use super::status::{self, Attempt, Basis};
 use super::tenancy::{self, Identity, Policy};
@@ -824,6 +825,25 @@ async fn apply_revision(
         }
         Err(_) => return Attempt::FetchFailed("reading the clone was interrupted".into()),
     };
+    let old = sync
+        .status
+        .as_ref()
+        .map(|s| s.inventory.clone())
+        .unwrap_or_default();
+    // Read at every render, so a rotated key is used at once; a Secret that cannot be read
+    // is retried with backoff (it may come), with nothing applied.
+    let identities = match read_decryption(ctx, sync).await {
+        Ok(identities) => identities,
+        Err((message, forbidden)) => {
+            return Attempt::ApplyFailed {
+                revision,
+                subject,
+                inventory: old,
+                message: format!("{message}; nothing was applied"),
+                forbidden,
+            };
+        }
+    };
     let rendered = match layout {
         Layout::Kustomization(file) => {
             kustomize::build(
@@ -833,15 +853,17 @@ async fn apply_revision(
                 &file,
                 &ctx.limits,
                 sync.spec.kustomize.allow_remote,
+                identities,
             )
             .await
         }
-        // Parsing up to --max-revision-bytes of YAML is CPU work: off the async workers,
-        // which every Rollout's reconcile shares.
+        // Parsing (and decrypting) up to --max-revision-bytes of YAML is CPU work: off the
+        // async workers, which every Rollout's reconcile shares.
         Layout::Manifests => {
             let (path, limits) = (sync.spec.path.clone(), ctx.limits);
             tokio::task::spawn_blocking(move || {
-                render::render(&files, &path, &limits).map_err(|error| error.to_string())
+                render::render_decrypted(&files, &path, &limits, identities.as_deref())
+                    .map_err(|error| error.to_string())
             })
             .await
             .unwrap_or_else(|_| Err("rendering the revision was interrupted".into()))
@@ -858,11 +880,6 @@ async fn apply_revision(
         }
     };
     let objects = manifests.len();
-    let old = sync
-        .status
-        .as_ref()
-        .map(|s| s.inventory.clone())
-        .unwrap_or_default();
     let (identity, client) = match acting_as(ctx, sync) {
         Ok(acting) => acting,
         Err(message) => {
@@ -1157,6 +1174,63 @@ async fn read_credentials(ctx: &Context, sync: &GitSync) -> Result<Credentials, 
         })?
         .ok_or_else(|| format!("Secret {described} (spec.secretRef) does not exist"))?;
     credentials::from_secret(&spec.url, &described, &secret.data.unwrap_or_default())
+}
+
+/// The age identities of `spec.decryption`'s Secret, read as the GitSync's identity (as its
+/// Git credentials are: a GitSync must not decrypt with a key its author could not read);
+/// None without `spec.decryption`. An error says which Secret and field, and whether RBAC
+/// refused the read; it never holds the Secret's data.
+async fn read_decryption(
+    ctx: &Context,
+    sync: &GitSync,
+) -> Result<Option<Arc<Identities>>, (String, bool)> {
+    let Some(decryption) = &sync.spec.decryption else {
+        return Ok(None);
+    };
+    // Validation refuses a spec without one before any fetch; this is for a spec changed
+    // since.
+    let Some(reference) = &decryption.secret_ref else {
+        return Err((
+            "spec.decryption.secretRef: name the Secret whose .agekey entries hold the age identities".into(),
+            false,
+        ));
+    };
+    let namespace = sync.namespace().unwrap_or_default();
+    let described = format!(
+        "Secret {namespace}/{} (spec.decryption.secretRef)",
+        reference.name
+    );
+    let (identity, client) = acting_as(ctx, sync).map_err(|m| (m, false))?;
+    let api: Api<Secret> = Api::namespaced(client, &namespace);
+    let secret = match api.get_opt(&reference.name).await {
+        Ok(Some(secret)) => secret,
+        Ok(None) => {
+            return Err((
+                format!(
+                    "{described} does not exist: create it with the age identity under a key ending in .agekey"
+                ),
+                false,
+            ));
+        }
+        Err(kube::Error::Api(status)) if status.code == 403 => {
+            return Err((
+                format!(
+                    "reading {described}: {} (weir acted as {})",
+                    status.message,
+                    identity.describe()
+                ),
+                true,
+            ));
+        }
+        Err(error) => return Err((format!("reading {described}: {error}"), false)),
+    };
+    let data = secret.data.unwrap_or_default();
+    Identities::from_secret(
+        &described,
+        data.iter().map(|(k, v)| (k.as_str(), v.0.as_slice())),
+    )
+    .map(|identities| Some(Arc::new(identities)))
+    .map_err(|message| (message, false))
 }
 
 async fn write(
