@@ -497,16 +497,30 @@ fn check_object(object: &Value) -> Result<(), String> {
     {
         return Err("metadata.namespace must be a string".into());
     }
-    // Every SOPS file is decrypted before this, or fails: metadata still here means values
-    // nobody decrypted (a SOPS file's `mac` taken out, say), never to be applied as they are.
-    if object.get(sops::METADATA_KEY).is_some_and(Value::is_object)
-        && object.to_string().contains("ENC[AES256_GCM")
-    {
-        return Err(
-            "carries SOPS metadata and encrypted values, but is not a SOPS file weir can read (sops.mac or sops.lastmodified is missing); encrypt it again with sops".into(),
-        );
+    // Every SOPS file is decrypted before this, or fails: a value still encrypted means a
+    // file whose metadata is missing or broken, never to be applied as it is.
+    if let Some(at) = encrypted_value(object, &mut Vec::new()) {
+        return Err(format!(
+            "{at} is a SOPS-encrypted value, but the object is not in a SOPS file weir can read (its sops metadata is missing or broken); encrypt the file again with sops"
+        ));
     }
     Ok(())
+}
+
+/// The path of the first value that is wholly a SOPS `ENC[...]` value.
+fn encrypted_value<'v>(value: &'v Value, path: &mut Vec<&'v str>) -> Option<String> {
+    match value {
+        Value::String(text) => (text.starts_with("ENC[AES256_GCM,data:") && text.ends_with(']'))
+            .then(|| path.join(".")),
+        Value::Array(items) => items.iter().find_map(|item| encrypted_value(item, path)),
+        Value::Object(map) => map.iter().find_map(|(key, item)| {
+            path.push(key);
+            let found = encrypted_value(item, path);
+            path.pop();
+            found
+        }),
+        _ => None,
+    }
 }
 
 /// Two documents for the same object would fight each other on every apply.

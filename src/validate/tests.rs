@@ -61,9 +61,19 @@ fn the_examples_are_valid() {
         let template: AnalysisTemplate = serde_yaml_ng::from_str(text).expect(file);
         assert_eq!(analysis_template(&template.spec), vec![], "{file}");
     }
-    let sync: GitSync =
-        serde_yaml_ng::from_str(include_str!("../../examples/gitsync.yaml")).expect("gitsync");
-    assert_eq!(git_sync(&sync.spec), vec![]);
+    for (file, text) in [
+        (
+            "examples/gitsync.yaml",
+            include_str!("../../examples/gitsync.yaml"),
+        ),
+        (
+            "examples/gitsync-sops.yaml",
+            include_str!("../../examples/gitsync-sops.yaml"),
+        ),
+    ] {
+        let sync: GitSync = serde_yaml_ng::from_str(text).expect(file);
+        assert_eq!(git_sync(&sync.spec), vec![], "{file}");
+    }
 }
 
 #[test]

@@ -464,7 +464,32 @@ mod decryption {
             Some(&keys(&identity)),
         )
         .expect_err("refused");
-        assert!(error.message.contains("carries SOPS metadata"), "{error}");
+        assert!(
+            error
+                .message
+                .starts_with("stringData.password is a SOPS-encrypted value"),
+            "{error}"
+        );
+        // Its metadata renamed: not SOPS's any more, and still never applied.
+        let renamed = text.replacen("\nsops:", "\nsopx:", 1);
+        let error = render(
+            &[file("deploy/s.yaml", &renamed)],
+            "deploy",
+            &Limits::default(),
+        )
+        .expect_err("refused");
+        assert!(error.message.contains("SOPS-encrypted value"), "{error}");
+        // A SOPS file kept inside a value (for an application to decrypt) is not one.
+        let embedded = serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "c"}, "data": {"app.enc.yaml": text}});
+        assert!(
+            render(
+                &[file("deploy/c.json", &embedded.to_string())],
+                "deploy",
+                &Limits::default()
+            )
+            .is_ok()
+        );
     }
 
     #[test]
