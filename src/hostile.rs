@@ -31,6 +31,23 @@ fn config() -> ProptestConfig {
 /// by `make bench`, never asserted here.)
 const HANG: Duration = Duration::from_secs(20);
 
+/// One SOPS-encrypted Secret and the key that opens it, made once for every case.
+static SOPS_FILE: std::sync::LazyLock<(String, crate::gitops::sops::Identities)> =
+    std::sync::LazyLock::new(|| {
+        use crate::gitops::sops::encrypt::{self, Options};
+        let identity = age::x25519::Identity::generate();
+        let secret = serde_yaml_ng::from_str(
+            "apiVersion: v1\nkind: Secret\nmetadata:\n  name: db\nstringData:\n  password: hunter2\n",
+        )
+        .unwrap_or_default();
+        let text = encrypt::encrypt(&[secret], &[identity.to_public()], &Options::kubernetes());
+        let key = age::secrecy::ExposeSecret::expose_secret(&identity.to_string()).to_owned();
+        let identities =
+            crate::gitops::sops::Identities::from_secret("hostile", [("k.agekey", key.as_bytes())])
+                .unwrap_or_else(|e| panic!("{e}"));
+        (text, identities)
+    });
+
 /// Small limits, so that the bounds are reached by what a case can generate.
 fn small_limits() -> Limits {
     Limits {
@@ -219,6 +236,31 @@ proptest! {
             ),
         }
         prop_assert!(started.elapsed() < HANG);
+    }
+
+    /// A SOPS file with any of its bytes changed, decrypted with the right key: an answer,
+    /// and what is accepted is what was encrypted (the MAC covers every value), or the
+    /// change fell where nothing reads it.
+    #[test]
+    fn decryption_answers_any_edit_of_a_sops_file(
+        edits in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..6),
+    ) {
+        let (text, identities) = &*SOPS_FILE;
+        let mut bytes = text.clone().into_bytes();
+        for (at, byte) in &edits {
+            let at = at.index(bytes.len());
+            bytes[at] = *byte;
+        }
+        let files = vec![SourceFile { path: "deploy/s.yaml".into(), bytes }];
+        let started = Instant::now();
+        let rendered = render::render_decrypted(&files, "deploy", &small_limits(), Some(identities));
+        prop_assert!(started.elapsed() < HANG);
+        if let Ok(manifests) = rendered {
+            for manifest in manifests.iter().filter(|m| m.kind() == "Secret") {
+                let password = &manifest.object["stringData"]["password"];
+                prop_assert!(password == "hunter2" || password.is_null(), "{manifest:?}");
+            }
+        }
     }
 
     /// `kubectl weir lint` reads hostile files within the same bound.

@@ -86,6 +86,7 @@ fn unsupported_hint(at: &str, name: &str) -> String {
         "plugins" if router => "for Gateway API write trafficRouting.gatewayAPI {httpRoute, namespace} instead of the argoproj-labs/gatewayAPI plugin".into(),
         _ if router => format!("the {name} router is not built yet; weir routes traffic with gatewayAPI, or by replica ratio when trafficRouting is omitted"),
         "blueGreen" => "weir implements the canary strategy only".into(),
+        "serviceAccountName" if at == "spec.decryption" => "weir decrypts with the age identities of secretRef only (no KMS, so no workload identity); remove it".into(),
         "experiment" | "setHeaderRoute" | "setMirrorRoute" => format!("{name} steps are not built yet; remove the step"),
         _ => "remove it, or check its spelling against `kubectl explain`".into(),
     }
@@ -933,6 +934,30 @@ pub fn git_sync(spec: &GitSyncSpec) -> Vec<Violation> {
         );
         if !named.insert(dependency.name.as_str()) {
             report.invalid(field, format!("{:?} is named twice", dependency.name));
+        }
+    }
+    if let Some(decryption) = &spec.decryption {
+        report.unsupported("spec.decryption", &decryption.unsupported);
+        if decryption.provider != "sops" {
+            report.invalid(
+                "spec.decryption.provider",
+                format!(
+                    "{:?} is not a decryption provider weir has: the only one is sops",
+                    decryption.provider
+                ),
+            );
+        }
+        match &decryption.secret_ref {
+            Some(secret) => check_name(
+                &mut report,
+                "spec.decryption.secretRef.name",
+                &secret.name,
+                NameRule::Dns1123Subdomain,
+            ),
+            None => report.required(
+                "spec.decryption.secretRef",
+                "name the Secret, in this namespace, whose .agekey entries hold the age identities",
+            ),
         }
     }
     let write_back = &spec.rollback.write_back;

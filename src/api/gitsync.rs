@@ -75,6 +75,33 @@ pub struct GitSyncSpec {
     /// that need it. A cycle is InvalidSpec.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub depends_on: Vec<DependencyReference>,
+    /// Decrypt SOPS-encrypted YAML and JSON files (Flux's `spec.decryption`), in memory,
+    /// with the age identities of a Secret in this namespace, read at every sync as the
+    /// GitSync's ServiceAccount. A file that cannot be decrypted, or whose MAC does not
+    /// match, fails the revision by name and nothing of it is applied; without this field
+    /// an encrypted file fails the same way.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub decryption: Option<Decryption>,
+    #[serde(flatten)]
+    #[schemars(skip)]
+    pub unsupported: Unsupported,
+}
+
+/// How SOPS-encrypted files under `path` are decrypted, in Flux's shape: YAML and JSON
+/// files whose values SOPS encrypted for age recipients, decrypted in memory with the age
+/// identities of a Secret in this GitSync's namespace (its data keys ending in `.agekey`,
+/// read at each sync as the GitSync's identity). A file that cannot be decrypted, or whose
+/// MAC does not match, fails the revision; nothing of it is applied.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(transform = keep_unknown_fields)]
+pub struct Decryption {
+    /// `sops`, the only provider.
+    pub provider: String,
+    /// The Secret holding the age identities (`AGE-SECRET-KEY-1...`, several a key, `#`
+    /// comments allowed) under data keys ending in `.agekey`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_ref: Option<LocalObjectReference>,
     #[serde(flatten)]
     #[schemars(skip)]
     pub unsupported: Unsupported,

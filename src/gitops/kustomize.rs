@@ -2,10 +2,13 @@
 //! may sit anywhere in the repository), then `kustomize build` or, where only kubectl is
 //! installed, `kubectl kustomize`, whose output is rendered like any YAML stream.
 
+use std::cell::Cell;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::render::{self, KUSTOMIZATIONS, Manifest, SourceFile, normalize};
+use super::sops::{self, Identities};
 
 /// A build that takes longer than this is stopped (a remote base that never answers).
 const TIMEOUT: Duration = Duration::from_secs(60);
@@ -159,12 +162,69 @@ pub fn remote_references(files: &[SourceFile], budget: u64) -> Vec<String> {
     found
 }
 
+/// Decrypts, in memory, every SOPS file of the tree (YAML or JSON, by its name) that
+/// `identities` open, so that kustomize builds from their cleartext: a file's MAC is then
+/// checked on the file SOPS wrote, before any transformer (a namespace, a name prefix)
+/// changes what it covers, and a secretGenerator reads the cleartext too. Bases may be
+/// anywhere in the repository, so the whole tree is looked at; a file for recipients these
+/// identities do not hold is left as it is, and fails the build's output only if it is in
+/// it. Any other failure (a changed file, a bad MAC) fails the revision by the file's name.
+pub fn decrypt_tree(
+    files: &mut [SourceFile],
+    identities: &Identities,
+    limits: &render::Limits,
+) -> Result<(), String> {
+    let left = Cell::new(limits.revision_bytes);
+    for file in files.iter_mut() {
+        let name = file.path.rsplit('/').next().unwrap_or(&file.path);
+        if !(name.ends_with(".yaml") || name.ends_with(".yml") || name.ends_with(".json")) {
+            continue;
+        }
+        let Ok(text) = std::str::from_utf8(&file.bytes) else {
+            continue;
+        };
+        if !sops::looks_encrypted(text) {
+            continue;
+        }
+        let parsed = match sops::parse(text, &left) {
+            Ok(parsed) => parsed,
+            Err(message) if message.contains(sops::OVER_BUDGET) => {
+                return Err(format!(
+                    "{}: the repository's SOPS files expand beyond {} bytes (--max-revision-bytes); nothing was built or applied",
+                    file.path, limits.revision_bytes
+                ));
+            }
+            // Not YAML: kustomize says so if the build reads it.
+            Err(_) => continue,
+        };
+        match sops::decrypt(parsed, Some(identities)) {
+            Ok(Some(documents)) => file.bytes = sops::to_text(&documents).into_bytes(),
+            Ok(None) => {}
+            Err(error) if error.no_identity => {}
+            Err(error) => {
+                let at = error
+                    .document
+                    .map_or(String::new(), |i| format!(" (document {i})"));
+                return Err(format!(
+                    "{}{at}: {}; nothing was built or applied",
+                    file.path, error.message
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Builds the kustomization in directory `path` of a revision whose whole tree is `files`.
 /// Errors are for a status condition: they name the kustomization and say what to do.
 ///
 /// kustomize runs in a box: nothing of weir's environment (a HOME of its own, only PATH
 /// kept, so an `envs` entry naming a variable finds nothing), no exec or KRM plugins (never
 /// enabled), and, unless `allow_remote`, no reference that leaves the repository.
+///
+/// With `identities` (spec.decryption), SOPS files are decrypted before the build
+/// (`decrypt_tree`): their cleartext is written only to the build's temporary work tree,
+/// which is removed on every path out, and objects still encrypted in the output fail.
 pub async fn build(
     builder: Option<Builder>,
     mut files: Vec<SourceFile>,
@@ -172,6 +232,7 @@ pub async fn build(
     kustomization: &str,
     limits: &render::Limits,
     allow_remote: bool,
+    identities: Option<Arc<Identities>>,
 ) -> Result<Vec<Manifest>, String> {
     let Some(builder) = builder else {
         return Err(format!(
@@ -204,9 +265,16 @@ pub async fn build(
         .tempdir()
         .map_err(|e| format!("creating a work tree for {kustomization}: {e}"))?;
     let root = work.path().to_owned();
-    tokio::task::spawn_blocking(move || materialize(&root, &files))
-        .await
-        .map_err(|_| format!("writing the work tree for {kustomization} was interrupted"))??;
+    let (keys, tree_limits) = (identities.clone(), *limits);
+    // Decrypting and writing are CPU and disk work: off the async workers.
+    tokio::task::spawn_blocking(move || {
+        if let Some(keys) = &keys {
+            decrypt_tree(&mut files, keys, &tree_limits)?;
+        }
+        materialize(&root, &files)
+    })
+    .await
+    .map_err(|_| format!("writing the work tree for {kustomization} was interrupted"))??;
     let directory = work.path().join(normalize(path));
     let program = builder
         .program
@@ -280,7 +348,8 @@ pub async fn build(
     }
     let (what, limits) = (format!("{kustomization} (built)"), *limits);
     tokio::task::spawn_blocking(move || {
-        render::stream(&what, output.stdout, &limits).map_err(|e| e.to_string())
+        render::stream(&what, output.stdout, &limits, identities.as_deref())
+            .map_err(|e| e.to_string())
     })
     .await
     .map_err(|_| format!("{kustomization}: reading what {program} built was interrupted"))?
@@ -417,6 +486,7 @@ mod tests {
             "deploy/kustomization.yaml",
             &render::Limits::default(),
             false,
+            None,
         )
         .await
         .expect_err("refused");
@@ -475,6 +545,7 @@ mod tests {
             "deploy/kustomization.yaml",
             &render::Limits::default(),
             false,
+            None,
         )
         .await;
         assert!(!mark.exists(), "kustomize ran the exec plugin: {built:?}");
@@ -495,6 +566,7 @@ mod tests {
             "deploy/kustomization.yaml",
             &render::Limits::default(),
             false,
+            None,
         )
         .await
         .expect_err("no builder");
@@ -503,5 +575,180 @@ mod tests {
                 && error.contains("kustomize or kubectl"),
             "{error}"
         );
+    }
+
+    mod decryption {
+        use super::*;
+        use crate::gitops::sops::encrypt::{self, Options};
+        use age::x25519;
+
+        fn keys(identity: &x25519::Identity) -> Identities {
+            let text = age::secrecy::ExposeSecret::expose_secret(&identity.to_string()).to_owned();
+            Identities::from_secret(
+                "Secret apps/sops-age (spec.decryption.secretRef)",
+                [("identity.agekey", text.as_bytes())],
+            )
+            .unwrap_or_else(|e| panic!("{e}"))
+        }
+
+        fn encrypted(identity: &x25519::Identity, text: &str) -> String {
+            let document: serde_yaml_ng::Value = serde_yaml_ng::from_str(text).unwrap_or_default();
+            encrypt::encrypt(&[document], &[identity.to_public()], &Options::kubernetes())
+        }
+
+        fn secret(name: &str, password: &str) -> String {
+            format!(
+                "apiVersion: v1\nkind: Secret\nmetadata:\n  name: {name}\nstringData:\n  password: {password}\n"
+            )
+        }
+
+        #[test]
+        fn the_tree_is_decrypted_where_its_keys_open_it_and_fails_by_file_otherwise() {
+            let (identity, other) = (x25519::Identity::generate(), x25519::Identity::generate());
+            let mut files = vec![
+                file(
+                    "base/secret.yaml",
+                    &encrypted(&identity, &secret("db", "hunter2")),
+                ),
+                file(
+                    "other/secret.yaml",
+                    &encrypted(&other, &secret("x", "theirs")),
+                ),
+                file("base/plain.yaml", &secret("plain", "clear")),
+            ];
+            let before = files.clone();
+            decrypt_tree(&mut files, &keys(&identity), &render::Limits::default())
+                .unwrap_or_else(|e| panic!("{e}"));
+            let text = |f: &SourceFile| String::from_utf8_lossy(&f.bytes).into_owned();
+            assert!(text(&files[0]).contains("hunter2") && !text(&files[0]).contains("sops"));
+            assert_eq!(
+                files[1..],
+                before[1..],
+                "another team's file and plain files stay"
+            );
+
+            let tampered = text(&before[0]).replacen("name: db", "name: evil", 1);
+            let mut files = vec![file("base/secret.yaml", &tampered)];
+            let error = decrypt_tree(&mut files, &keys(&identity), &render::Limits::default())
+                .expect_err("refused");
+            assert!(
+                error.starts_with("base/secret.yaml (document 0): its MAC does not match")
+                    && error.ends_with("nothing was built or applied"),
+                "{error}"
+            );
+        }
+
+        /// Transformers change what a SOPS MAC covers (a namespace, a name prefix): files are
+        /// decrypted before the build, so their MAC is checked on what SOPS wrote. A
+        /// secretGenerator's file is decrypted too, and nothing of the cleartext stays on disk.
+        #[tokio::test]
+        async fn a_kustomization_builds_from_cleartext_that_never_stays_on_disk() {
+            let builder = find().unwrap_or_else(|| {
+                panic!("this test needs kustomize or kubectl on PATH, as weir does to build kustomizations")
+            });
+            let (identity, other) = (x25519::Identity::generate(), x25519::Identity::generate());
+            // Unique, so that any file holding it afterwards is this test's leftover.
+            let marker = format!("cleartext-{}", std::process::id());
+            let config = format!("password_unencrypted: no\nwhat: {marker}-config\n");
+            let config = encrypt::encrypt(
+                &[serde_yaml_ng::from_str(&config).unwrap_or_default()],
+                &[identity.to_public()],
+                &Options::default(),
+            );
+            let files = vec![
+                file(
+                    "deploy/kustomization.yaml",
+                    "namespace: prod\nnamePrefix: prod-\nresources:\n- ../base\nsecretGenerator:\n- name: config\n  files: [config.yaml]\n",
+                ),
+                file("deploy/config.yaml", &config),
+                file("base/kustomization.yaml", "resources: [secret.yaml]\n"),
+                file(
+                    "base/secret.yaml",
+                    &encrypted(&identity, &secret("db", &marker)),
+                ),
+            ];
+            let built = build(
+                Some(builder.clone()),
+                files.clone(),
+                "deploy",
+                "deploy/kustomization.yaml",
+                &render::Limits::default(),
+                false,
+                Some(Arc::new(keys(&identity))),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+            let db = built
+                .iter()
+                .find(|m| m.name() == "prod-db")
+                .unwrap_or_else(|| panic!("{built:?}"));
+            assert_eq!(db.namespace(), Some("prod"));
+            assert_eq!(
+                db.object["stringData"]["password"],
+                serde_json::json!(marker)
+            );
+            let generated = built
+                .iter()
+                .find(|m| m.name().starts_with("prod-config"))
+                .unwrap_or_else(|| panic!("{built:?}"));
+            let data = generated.object["data"]["config.yaml"]
+                .as_str()
+                .unwrap_or_default();
+            // kustomize wraps its base64.
+            let data: String = data.split_whitespace().collect();
+            let data =
+                String::from_utf8(STANDARD.decode(data).unwrap_or_default()).unwrap_or_default();
+            assert!(
+                data.contains(&format!("{marker}-config")) && !data.contains("sops"),
+                "{data}"
+            );
+            // No work tree of a build holds the cleartext once it is over.
+            let leftovers: Vec<PathBuf> = std::fs::read_dir(std::env::temp_dir())
+                .into_iter()
+                .flatten()
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| {
+                    p.file_name()
+                        .is_some_and(|n| n.to_string_lossy().starts_with("weir-kustomize-"))
+                })
+                .filter(|p| holds(p, &marker))
+                .collect();
+            assert!(leftovers.is_empty(), "{leftovers:?}");
+
+            // The base encrypted for someone else: the build's output still holds it, and fails.
+            let mut theirs = files.clone();
+            theirs[3] = file(
+                "base/secret.yaml",
+                &encrypted(&other, &secret("db", &marker)),
+            );
+            let error = build(
+                Some(builder),
+                theirs,
+                "deploy",
+                "deploy/kustomization.yaml",
+                &render::Limits::default(),
+                false,
+                Some(Arc::new(keys(&identity))),
+            )
+            .await
+            .expect_err("refused");
+            assert!(error.contains("is encrypted for age recipients"), "{error}");
+            assert!(!error.contains(&marker), "{error}");
+        }
+
+        fn holds(path: &Path, marker: &str) -> bool {
+            if path.is_dir() {
+                return std::fs::read_dir(path)
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                    .any(|e| holds(&e.path(), marker));
+            }
+            std::fs::read(path).is_ok_and(|b| String::from_utf8_lossy(&b).contains(marker))
+        }
+
+        use base64::Engine;
+        use base64::engine::general_purpose::STANDARD;
     }
 }

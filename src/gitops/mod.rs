@@ -14,6 +14,7 @@ pub mod reconcile;
 pub mod render;
 pub mod revision;
 pub mod rollback;
+pub mod sops;
 pub mod source;
 pub mod status;
 pub mod tenancy;

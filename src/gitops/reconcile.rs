@@ -28,6 +28,7 @@ use super::rollback::{
     self, Basis, Fetch, ManagedRollout, Policy as Judging, ROLLBACK_TO_ANNOTATION,
     Step as RollbackStep, Target,
 };
+use super::sops::Identities;
 use super::source;
 use super::status::{self, Attempt};
 use super::tenancy::{self, Identity, Policy};
@@ -906,12 +907,32 @@ async fn apply_revision(
     basis: Basis,
 ) -> Attempt {
     let namespace = sync.namespace().unwrap_or_default();
+    let old = sync
+        .status
+        .as_ref()
+        .map(|s| s.inventory.clone())
+        .unwrap_or_default();
+    // Read at every render, so a rotated key is used at once; a Secret that cannot be read
+    // is retried with backoff (it may come), with nothing applied.
+    let identities = match read_decryption(ctx, sync).await {
+        Ok(identities) => identities,
+        Err((message, forbidden)) => {
+            return Attempt::ApplyFailed {
+                revision: revision.to_owned(),
+                subject: subject(ctx, sync, revision).await,
+                inventory: old,
+                message: format!("{message}; nothing was applied"),
+                forbidden,
+            };
+        }
+    };
     let rendering = revision::Rendering {
         clone: clone_dir(ctx, sync),
         path: sync.spec.path.clone(),
         limits: ctx.limits,
         kustomize: ctx.kustomize.clone(),
         allow_remote: sync.spec.kustomize.allow_remote,
+        identities,
     };
     let rendered = revision::render(rendering, revision).await;
     let revision = revision.to_owned();
@@ -927,11 +948,6 @@ async fn apply_revision(
         }
     };
     let objects = manifests.len();
-    let old = sync
-        .status
-        .as_ref()
-        .map(|s| s.inventory.clone())
-        .unwrap_or_default();
     let (identity, client) = match acting_as(ctx, sync) {
         Ok(acting) => acting,
         Err(message) => {
@@ -1337,6 +1353,63 @@ async fn read_credentials(ctx: &Context, sync: &GitSync) -> Result<Credentials, 
         })?
         .ok_or_else(|| format!("Secret {described} (spec.secretRef) does not exist"))?;
     credentials::from_secret(&spec.url, &described, &secret.data.unwrap_or_default())
+}
+
+/// The age identities of `spec.decryption`'s Secret, read as the GitSync's identity (as its
+/// Git credentials are: a GitSync must not decrypt with a key its author could not read);
+/// None without `spec.decryption`. An error says which Secret and field, and whether RBAC
+/// refused the read; it never holds the Secret's data.
+async fn read_decryption(
+    ctx: &Context,
+    sync: &GitSync,
+) -> Result<Option<Arc<Identities>>, (String, bool)> {
+    let Some(decryption) = &sync.spec.decryption else {
+        return Ok(None);
+    };
+    // Validation refuses a spec without one before any fetch; this is for a spec changed
+    // since.
+    let Some(reference) = &decryption.secret_ref else {
+        return Err((
+            "spec.decryption.secretRef: name the Secret whose .agekey entries hold the age identities".into(),
+            false,
+        ));
+    };
+    let namespace = sync.namespace().unwrap_or_default();
+    let described = format!(
+        "Secret {namespace}/{} (spec.decryption.secretRef)",
+        reference.name
+    );
+    let (identity, client) = acting_as(ctx, sync).map_err(|m| (m, false))?;
+    let api: Api<Secret> = Api::namespaced(client, &namespace);
+    let secret = match api.get_opt(&reference.name).await {
+        Ok(Some(secret)) => secret,
+        Ok(None) => {
+            return Err((
+                format!(
+                    "{described} does not exist: create it with the age identity under a key ending in .agekey"
+                ),
+                false,
+            ));
+        }
+        Err(kube::Error::Api(status)) if status.code == 403 => {
+            return Err((
+                format!(
+                    "reading {described}: {} (weir acted as {})",
+                    status.message,
+                    identity.describe()
+                ),
+                true,
+            ));
+        }
+        Err(error) => return Err((format!("reading {described}: {error}"), false)),
+    };
+    let data = secret.data.unwrap_or_default();
+    Identities::from_secret(
+        &described,
+        data.iter().map(|(k, v)| (k.as_str(), v.0.as_slice())),
+    )
+    .map(|identities| Some(Arc::new(identities)))
+    .map_err(|message| (message, false))
 }
 
 async fn write(

@@ -13,6 +13,8 @@ use std::fmt;
 use serde::de::DeserializeSeed;
 use serde_json::Value;
 
+use super::sops::{self, Identities};
+
 mod bounded;
 
 /// How much a revision may hold: a repository is anyone's who can push to it, so nothing it
@@ -155,11 +157,22 @@ fn is_manifest(path: &str) -> bool {
 }
 
 /// Every object in the YAML and JSON files under `path`, in file order then document order,
-/// within `limits`.
+/// within `limits`; a SOPS-encrypted file fails the revision (see `render_decrypted`).
 pub fn render(
     files: &[SourceFile],
     path: &str,
     limits: &Limits,
+) -> Result<Vec<Manifest>, RenderError> {
+    render_decrypted(files, path, limits, None)
+}
+
+/// `render`, with SOPS-encrypted files decrypted in memory by `identities` (the GitSync's
+/// `spec.decryption`; None: it has none, and an encrypted file fails the revision by name).
+pub fn render_decrypted(
+    files: &[SourceFile],
+    path: &str,
+    limits: &Limits,
+    identities: Option<&Identities>,
 ) -> Result<Vec<Manifest>, RenderError> {
     if under(files, path).next().is_none() {
         return Err(RenderError {
@@ -176,7 +189,7 @@ pub fn render(
     let mut manifests = Vec::new();
     for file in selected {
         let before = manifests.len();
-        manifests.extend(documents(file, limits, &revision)?);
+        manifests.extend(documents(file, limits, &revision, identities)?);
         // Each file's objects once, as they come: a count over the limit stops the reading.
         check_weir_objects(&manifests[before..])?;
         if manifests.len() > limits.objects {
@@ -189,8 +202,14 @@ pub fn render(
 }
 
 /// Every object of one rendered stream (a kustomize build's output), named `origin` in
-/// errors, within `limits` (the stream counts as the revision's files).
-pub fn stream(origin: &str, bytes: Vec<u8>, limits: &Limits) -> Result<Vec<Manifest>, RenderError> {
+/// errors, within `limits` (the stream counts as the revision's files); objects still
+/// SOPS-encrypted in it are decrypted by `identities`, or fail.
+pub fn stream(
+    origin: &str,
+    bytes: Vec<u8>,
+    limits: &Limits,
+    identities: Option<&Identities>,
+) -> Result<Vec<Manifest>, RenderError> {
     let file = SourceFile {
         path: origin.to_owned(),
         bytes,
@@ -199,7 +218,12 @@ pub fn stream(origin: &str, bytes: Vec<u8>, limits: &Limits) -> Result<Vec<Manif
         file_bytes: limits.revision_bytes,
         ..*limits
     };
-    let manifests = documents(&file, &output, &Cell::new(limits.revision_bytes))?;
+    let manifests = documents(
+        &file,
+        &output,
+        &Cell::new(limits.revision_bytes),
+        identities,
+    )?;
     check_count(&manifests, limits)?;
     check_weir_objects(&manifests)?;
     check_unique(&manifests)?;
@@ -315,11 +339,13 @@ pub fn parse_bounded(text: &str, budget: u64) -> Result<Vec<Value>, String> {
 
 /// The documents of one file, parsed and checked: the file within `limits.file_bytes`, each
 /// document's expanded size within `limits.document_bytes`, and all of them within what is
-/// `left` of the revision's budget.
+/// `left` of the revision's budget. A SOPS-encrypted file is decrypted in memory by
+/// `identities` first (the whole file within the revision's budget), or fails.
 pub fn documents(
     file: &SourceFile,
     limits: &Limits,
     left: &Cell<u64>,
+    identities: Option<&Identities>,
 ) -> Result<Vec<Manifest>, RenderError> {
     let fail = |index: Option<usize>, message: String| RenderError {
         file: file.path.clone(),
@@ -338,7 +364,42 @@ pub fn documents(
     }
     let text =
         std::str::from_utf8(&file.bytes).map_err(|_| fail(None, "is not UTF-8 text".into()))?;
+    let over = |left: u64| {
+        let (limit, flag) = if limits.document_bytes <= left {
+            (limits.document_bytes, "--max-document-bytes")
+        } else {
+            (limits.revision_bytes, "--max-revision-bytes")
+        };
+        format!(
+            "expands (YAML aliases included) beyond {limit} bytes ({flag}); nothing was applied"
+        )
+    };
     let mut manifests = Vec::new();
+    if sops::looks_encrypted(text) {
+        // All its documents at once (the MAC spans them), within what the revision has left.
+        let budget = Cell::new(left.get());
+        let parsed = sops::parse(text, &budget).map_err(|message| {
+            if message.contains(sops::OVER_BUDGET) {
+                fail(None, over(0))
+            } else {
+                fail(None, format!("is not valid YAML: {message}"))
+            }
+        })?;
+        let spent = left.get() - budget.get();
+        let decrypted = sops::decrypt(parsed, identities).map_err(|error| {
+            fail(
+                error.document,
+                format!("{}; nothing was applied", error.message),
+            )
+        })?;
+        if let Some(decrypted) = decrypted {
+            left.set(left.get().saturating_sub(spent));
+            for (index, document) in decrypted.into_iter().enumerate() {
+                push(&mut manifests, file, index, document.into_json())?;
+            }
+            return Ok(manifests);
+        }
+    }
     for (index, document) in serde_yaml_ng::Deserializer::from_str(text).enumerate() {
         // The smaller of the document's own budget and what the revision has left.
         let budget = Cell::new(limits.document_bytes.min(left.get()));
@@ -347,59 +408,64 @@ pub fn documents(
             .map_err(|e| {
                 let message = e.to_string();
                 if message.contains(bounded::OVER_BUDGET) {
-                    let (limit, flag) = if limits.document_bytes <= left.get() {
-                        (limits.document_bytes, "--max-document-bytes")
-                    } else {
-                        (limits.revision_bytes, "--max-revision-bytes")
-                    };
-                    fail(
-                        Some(index),
-                        format!(
-                            "expands (YAML aliases included) beyond {limit} bytes ({flag}); nothing was applied"
-                        ),
-                    )
+                    fail(Some(index), over(left.get()))
                 } else {
                     fail(Some(index), format!("is not valid YAML: {message}"))
                 }
             })?;
         let spent = limits.document_bytes.min(left.get()) - budget.get();
         left.set(left.get().saturating_sub(spent));
-        match value {
-            // An empty document (a leading `---`, comments only) holds nothing.
-            Value::Null => continue,
-            Value::Object(_) => {}
-            other => {
-                return Err(fail(
-                    Some(index),
-                    format!("is a {}, not a Kubernetes object", json_type(&other)),
-                ));
-            }
-        }
-        // `List` and typed lists (`ConfigMapList`) have no name; a custom object whose kind
-        // merely ends in "List" (`AllowList`) does, and is an object.
-        if value["kind"].as_str().is_some_and(|k| k.ends_with("List"))
-            && value["items"].is_array()
-            && value["metadata"]["name"].is_null()
-        {
-            for (item, object) in value["items"].as_array().into_iter().flatten().enumerate() {
-                check_object(object)
-                    .map_err(|why| fail(Some(index), format!("items[{item}]: {why}")))?;
-                manifests.push(Manifest {
-                    file: file.path.clone(),
-                    index,
-                    object: object.clone(),
-                });
-            }
-            continue;
-        }
-        check_object(&value).map_err(|why| fail(Some(index), why))?;
-        manifests.push(Manifest {
-            file: file.path.clone(),
-            index,
-            object: value,
-        });
+        push(&mut manifests, file, index, value)?;
     }
     Ok(manifests)
+}
+
+/// One document's objects, checked, onto `manifests`.
+fn push(
+    manifests: &mut Vec<Manifest>,
+    file: &SourceFile,
+    index: usize,
+    value: Value,
+) -> Result<(), RenderError> {
+    let fail = |message: String| RenderError {
+        file: file.path.clone(),
+        index: Some(index),
+        message,
+    };
+    match value {
+        // An empty document (a leading `---`, comments only) holds nothing.
+        Value::Null => return Ok(()),
+        Value::Object(_) => {}
+        other => {
+            return Err(fail(format!(
+                "is a {}, not a Kubernetes object",
+                json_type(&other)
+            )));
+        }
+    }
+    // `List` and typed lists (`ConfigMapList`) have no name; a custom object whose kind
+    // merely ends in "List" (`AllowList`) does, and is an object.
+    if value["kind"].as_str().is_some_and(|k| k.ends_with("List"))
+        && value["items"].is_array()
+        && value["metadata"]["name"].is_null()
+    {
+        for (item, object) in value["items"].as_array().into_iter().flatten().enumerate() {
+            check_object(object).map_err(|why| fail(format!("items[{item}]: {why}")))?;
+            manifests.push(Manifest {
+                file: file.path.clone(),
+                index,
+                object: object.clone(),
+            });
+        }
+        return Ok(());
+    }
+    check_object(&value).map_err(fail)?;
+    manifests.push(Manifest {
+        file: file.path.clone(),
+        index,
+        object: value,
+    });
+    Ok(())
 }
 
 fn json_type(value: &Value) -> &'static str {
@@ -431,7 +497,30 @@ fn check_object(object: &Value) -> Result<(), String> {
     {
         return Err("metadata.namespace must be a string".into());
     }
+    // Every SOPS file is decrypted before this, or fails: a value still encrypted means a
+    // file whose metadata is missing or broken, never to be applied as it is.
+    if let Some(at) = encrypted_value(object, &mut Vec::new()) {
+        return Err(format!(
+            "{at} is a SOPS-encrypted value, but the object is not in a SOPS file weir can read (its sops metadata is missing or broken); encrypt the file again with sops"
+        ));
+    }
     Ok(())
+}
+
+/// The path of the first value that is wholly a SOPS `ENC[...]` value.
+fn encrypted_value<'v>(value: &'v Value, path: &mut Vec<&'v str>) -> Option<String> {
+    match value {
+        Value::String(text) => (text.starts_with("ENC[AES256_GCM,data:") && text.ends_with(']'))
+            .then(|| path.join(".")),
+        Value::Array(items) => items.iter().find_map(|item| encrypted_value(item, path)),
+        Value::Object(map) => map.iter().find_map(|(key, item)| {
+            path.push(key);
+            let found = encrypted_value(item, path);
+            path.pop();
+            found
+        }),
+        _ => None,
+    }
 }
 
 /// Two documents for the same object would fight each other on every apply.

@@ -2,9 +2,11 @@
 //! controller applies and what `kubectl weir diff` compares are made the same way.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use super::kustomize;
 use super::render::{self, Layout, Manifest};
+use super::sops::Identities;
 use super::source;
 
 /// A revision rendered: its commit subject and its objects.
@@ -30,10 +32,14 @@ pub struct Rendering {
     pub limits: render::Limits,
     pub kustomize: Option<kustomize::Builder>,
     pub allow_remote: bool,
+    /// The age identities of `spec.decryption`, when it is set: SOPS files are decrypted in
+    /// memory before they become objects (or before kustomize reads them).
+    pub identities: Option<Arc<Identities>>,
 }
 
-/// Reads `revision` of `path` from the clone and renders it, the reading and parsing off the
-/// async workers (up to `--max-revision-bytes` of YAML is CPU work every reconcile shares).
+/// Reads `revision` of `path` from the clone and renders it, the reading, decrypting and
+/// parsing off the async workers (up to `--max-revision-bytes` of YAML is CPU work every
+/// reconcile shares).
 pub async fn render(rendering: Rendering, revision: &str) -> Result<Rendered, Failure> {
     let Rendering {
         clone,
@@ -41,6 +47,7 @@ pub async fn render(rendering: Rendering, revision: &str) -> Result<Rendered, Fa
         limits,
         kustomize,
         allow_remote,
+        identities,
     } = rendering;
     let (dir, target, wanted) = (clone, revision.to_owned(), path.clone());
     let read = tokio::task::spawn_blocking(move || {
@@ -71,10 +78,20 @@ pub async fn render(rendering: Rendering, revision: &str) -> Result<Rendered, Fa
     };
     let rendered = match layout {
         Layout::Kustomization(file) => {
-            kustomize::build(kustomize, files, &path, &file, &limits, allow_remote).await
+            kustomize::build(
+                kustomize,
+                files,
+                &path,
+                &file,
+                &limits,
+                allow_remote,
+                identities,
+            )
+            .await
         }
         Layout::Manifests => tokio::task::spawn_blocking(move || {
-            render::render(&files, &path, &limits).map_err(|error| error.to_string())
+            render::render_decrypted(&files, &path, &limits, identities.as_deref())
+                .map_err(|error| error.to_string())
         })
         .await
         .unwrap_or_else(|_| Err("rendering the revision was interrupted".into())),

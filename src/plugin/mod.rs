@@ -397,12 +397,33 @@ async fn gitsync_diff(
                 )
             })?,
     };
+    // The decryption keys, read with the operator's own rights, like the credentials.
+    let identities = match spec.decryption.as_ref().and_then(|d| d.secret_ref.as_ref()) {
+        None => None,
+        Some(reference) => {
+            let secret: k8s_openapi::api::core::v1::Secret =
+                cluster.api().get(&reference.name).await.map_err(|e| {
+                    cluster.explain(e, &cluster.here("get", "secrets", Some(&reference.name)))
+                })?;
+            let described = format!(
+                "Secret {namespace}/{} (spec.decryption.secretRef)",
+                reference.name
+            );
+            let data = secret.data.unwrap_or_default();
+            let identities = crate::gitops::sops::Identities::from_secret(
+                &described,
+                data.iter().map(|(k, v)| (k.as_str(), v.0.as_slice())),
+            )?;
+            Some(std::sync::Arc::new(identities))
+        }
+    };
     let rendering = rendered::Rendering {
         clone: clone.path().to_owned(),
         path: spec.path.clone(),
         limits: render::Limits::default(),
         kustomize: crate::gitops::kustomize::find(),
         allow_remote: spec.kustomize.allow_remote,
+        identities,
     };
     let manifests = match rendered::render(rendering, &target_revision).await {
         Ok(rendered) => rendered.manifests,

@@ -61,9 +61,19 @@ fn the_examples_are_valid() {
         let template: AnalysisTemplate = serde_yaml_ng::from_str(text).expect(file);
         assert_eq!(analysis_template(&template.spec), vec![], "{file}");
     }
-    let sync: GitSync =
-        serde_yaml_ng::from_str(include_str!("../../examples/gitsync.yaml")).expect("gitsync");
-    assert_eq!(git_sync(&sync.spec), vec![]);
+    for (file, text) in [
+        (
+            "examples/gitsync.yaml",
+            include_str!("../../examples/gitsync.yaml"),
+        ),
+        (
+            "examples/gitsync-sops.yaml",
+            include_str!("../../examples/gitsync-sops.yaml"),
+        ),
+    ] {
+        let sync: GitSync = serde_yaml_ng::from_str(text).expect(file);
+        assert_eq!(git_sync(&sync.spec), vec![], "{file}");
+    }
 }
 
 #[test]
@@ -605,6 +615,50 @@ fn git_sync_rules() {
             (Required, "spec.rollback.writeBack.branch"),
             (Invalid, "spec.ref.commit"),
         ],
+    );
+}
+
+#[test]
+fn decryption_takes_sops_and_a_secret_as_flux_writes_it() {
+    let with = |decryption: serde_json::Value| {
+        git_sync(&git_sync_from(
+            json!({"url": "https://h/r.git", "ref": {"branch": "main"},
+            "decryption": decryption}),
+        ))
+    };
+    assert_eq!(
+        with(json!({"provider": "sops", "secretRef": {"name": "sops-age"}})),
+        vec![]
+    );
+    let violations = with(json!({"provider": "vault", "secretRef": {"name": "Sops_Age"}}));
+    assert_only(
+        violations.clone(),
+        &[
+            (Invalid, "spec.decryption.provider"),
+            (Invalid, "spec.decryption.secretRef.name"),
+        ],
+    );
+    assert!(
+        violations[0].message.contains("only one is sops"),
+        "{violations:?}"
+    );
+    assert_only(
+        with(json!({"provider": "sops"})),
+        &[(Required, "spec.decryption.secretRef")],
+    );
+    // Flux's workload identity for KMS is named, not dropped.
+    let violations = with(json!({"provider": "sops", "secretRef": {"name": "k"},
+        "serviceAccountName": "kms"}));
+    assert_only(
+        violations.clone(),
+        &[(
+            ViolationKind::Unsupported,
+            "spec.decryption.serviceAccountName",
+        )],
+    );
+    assert!(
+        violations[0].message.contains("age identities"),
+        "{violations:?}"
     );
 }
 

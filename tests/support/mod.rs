@@ -552,6 +552,7 @@ pub async fn http_request(
 pub mod app;
 pub mod git;
 pub mod gitops;
+pub mod sops_encrypt;
 
 /// A Prometheus exposition endpoint whose body the test sets at will; served until dropped.
 pub struct MetricsServer {

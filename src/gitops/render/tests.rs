@@ -273,6 +273,7 @@ fn a_kustomize_build_output_counts_as_the_revision() {
         "deploy/kustomization.yaml (built)",
         output.into_bytes(),
         &limits,
+        None,
     )
     .expect_err("over");
     assert!(error.file.contains("(built)"), "{error}");
@@ -364,4 +365,150 @@ fn a_revision_with_an_object_weir_would_refuse_is_refused_whole() {
             .starts_with("AnalysisTemplate rate: spec.metrics[0].successCondition"),
         "{error}"
     );
+}
+
+mod decryption {
+    use super::*;
+    use crate::gitops::sops::encrypt::{self, Options};
+    use age::x25519;
+
+    const SECRET: &str =
+        "apiVersion: v1\nkind: Secret\nmetadata:\n  name: db\nstringData:\n  password: hunter2\n";
+
+    fn keys(identity: &x25519::Identity) -> Identities {
+        let text = age::secrecy::ExposeSecret::expose_secret(&identity.to_string()).to_owned();
+        Identities::from_secret(
+            "Secret apps/sops-age (spec.decryption.secretRef)",
+            [("identity.agekey", text.as_bytes())],
+        )
+        .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn encrypted(identity: &x25519::Identity, documents: &[&str]) -> String {
+        let documents: Vec<serde_yaml_ng::Value> = documents
+            .iter()
+            .map(|d| serde_yaml_ng::from_str(d).unwrap_or_default())
+            .collect();
+        encrypt::encrypt(&documents, &[identity.to_public()], &Options::kubernetes())
+    }
+
+    #[test]
+    fn encrypted_files_render_decrypted_among_plain_ones() {
+        let identity = x25519::Identity::generate();
+        let files = vec![
+            file("deploy/a.yaml", SERVICE),
+            file("deploy/secret.enc.yaml", &encrypted(&identity, &[SECRET])),
+        ];
+        let manifests =
+            render_decrypted(&files, "deploy", &Limits::default(), Some(&keys(&identity)))
+                .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(names(&manifests), vec!["Service/web", "Secret/db"]);
+        assert_eq!(manifests[1].object["stringData"]["password"], "hunter2");
+        assert!(
+            manifests[1].object.get("sops").is_none(),
+            "{:?}",
+            manifests[1]
+        );
+        // The same revision without spec.decryption fails by the file's name.
+        let error = render(&files, "deploy", &Limits::default()).expect_err("refused");
+        assert_eq!(
+            (error.file.as_str(), error.index),
+            ("deploy/secret.enc.yaml", Some(0))
+        );
+        assert!(
+            error.message.contains("spec.decryption is not set"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn a_file_for_another_key_fails_the_revision_by_name_and_shows_no_value() {
+        let (identity, other) = (x25519::Identity::generate(), x25519::Identity::generate());
+        let files = vec![
+            file("deploy/a.yaml", SERVICE),
+            file("deploy/secret.yaml", &encrypted(&other, &[SECRET])),
+        ];
+        let error = render_decrypted(&files, "deploy", &Limits::default(), Some(&keys(&identity)))
+            .expect_err("refused");
+        let shown = error.to_string();
+        assert!(
+            shown.starts_with("deploy/secret.yaml (document 0): is encrypted for age recipients"),
+            "{shown}"
+        );
+        assert!(shown.ends_with("nothing was applied"), "{shown}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+    }
+
+    #[test]
+    fn a_tampered_file_fails_and_one_without_its_mac_is_never_applied() {
+        let identity = x25519::Identity::generate();
+        let text = encrypted(&identity, &[SECRET]);
+        let tampered = text.replacen("name: db", "name: other", 1);
+        let error = render_decrypted(
+            &[file("deploy/s.yaml", &tampered)],
+            "deploy",
+            &Limits::default(),
+            Some(&keys(&identity)),
+        )
+        .expect_err("refused");
+        assert!(error.message.contains("MAC does not match"), "{error}");
+        let without_mac: String = text
+            .lines()
+            .filter(|l| !l.trim_start().starts_with("mac:"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let error = render_decrypted(
+            &[file("deploy/s.yaml", &without_mac)],
+            "deploy",
+            &Limits::default(),
+            Some(&keys(&identity)),
+        )
+        .expect_err("refused");
+        assert!(
+            error
+                .message
+                .starts_with("stringData.password is a SOPS-encrypted value"),
+            "{error}"
+        );
+        // Its metadata renamed: not SOPS's any more, and still never applied.
+        let renamed = text.replacen("\nsops:", "\nsopx:", 1);
+        let error = render(
+            &[file("deploy/s.yaml", &renamed)],
+            "deploy",
+            &Limits::default(),
+        )
+        .expect_err("refused");
+        assert!(error.message.contains("SOPS-encrypted value"), "{error}");
+        // A SOPS file kept inside a value (for an application to decrypt) is not one.
+        let embedded = serde_json::json!({"apiVersion": "v1", "kind": "ConfigMap",
+            "metadata": {"name": "c"}, "data": {"app.enc.yaml": text}});
+        assert!(
+            render(
+                &[file("deploy/c.json", &embedded.to_string())],
+                "deploy",
+                &Limits::default()
+            )
+            .is_ok()
+        );
+    }
+
+    #[test]
+    fn an_encrypted_stream_decrypts_objects_still_encrypted_in_it() {
+        let identity = x25519::Identity::generate();
+        let stream_text = format!("{SERVICE}---\n{}", encrypted(&identity, &[SECRET]));
+        let manifests = stream(
+            "deploy/kustomization.yaml (built)",
+            stream_text.clone().into_bytes(),
+            &Limits::default(),
+            Some(&keys(&identity)),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(manifests[1].object["stringData"]["password"], "hunter2");
+        let error = stream("built", stream_text.into_bytes(), &Limits::default(), None)
+            .expect_err("no decryption");
+        assert!(
+            error.message.contains("spec.decryption is not set"),
+            "{error}"
+        );
+    }
 }
