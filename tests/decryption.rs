@@ -194,13 +194,17 @@ async fn an_encrypted_secret_is_applied_decrypted_and_its_cleartext_shows_nowher
             &encrypted_secret(&second_password, &ours.to_public()),
         )],
     );
-    support::app::apply_git_sync(
-        &ns,
-        "app",
-        json!({"url": repo.file_url(), "ref": {"branch": "main"}, "path": "deploy",
-            "interval": "1s"}),
-    )
-    .await;
+    // Removed the way `kubectl apply` removes a field: a merge patch setting it to null.
+    // (A server-side apply that leaves it out is refused by 1.20 API servers, which keep
+    // the emptied map and then miss its required `provider`.)
+    ns.api::<weir::api::GitSync>()
+        .patch(
+            "app",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(json!({"spec": {"decryption": null}})),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("removing spec.decryption: {e}"));
     let refused = status_where(&ns, "the third revision refused without decryption", |s| {
         s.last_attempted_revision.as_deref() == Some(third.as_str())
     })
