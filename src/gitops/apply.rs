@@ -249,7 +249,35 @@ pub async fn preview(
     }
     if target.prune {
         let new: Vec<InventoryEntry> = objects.iter().map(|o| inventory::entry(&o.value)).collect();
-        preview.pruned = to_prune(old, &new);
+        for entry in to_prune(old, &new) {
+            // As prune does: gone already, or another GitSync's now, it only leaves the
+            // inventory.
+            let found = run
+                .kinds
+                .get(target.client, &entry.api_version, &entry.kind)
+                .await
+                .map_err(|error| format!("looking up {}: {error}", describe_entry(&entry)))?;
+            let Some((resource, caps)) = found else {
+                continue; // its kind is gone, and its objects with it
+            };
+            let api = api_for(target.client, &resource, &caps, entry.namespace.as_deref());
+            let live = api.get_opt(&entry.name).await.map_err(|error| {
+                format!(
+                    "reading {}: {}",
+                    describe_entry(&entry),
+                    run.refused(&error)
+                )
+            })?;
+            let owner = live.as_ref().and_then(|l| {
+                l.metadata
+                    .annotations
+                    .as_ref()
+                    .and_then(|a| a.get(OWNER_ANNOTATION).cloned())
+            });
+            if live.is_some() && owner.as_deref().is_none_or(|o| o == target.owner) {
+                preview.pruned.push(entry);
+            }
+        }
     }
     Ok(preview)
 }

@@ -53,33 +53,31 @@ pub fn cycle(name: &str, nodes: &[Node<'_>]) -> Option<String> {
             (n.name, targets)
         })
         .collect();
-    // Depth-first from `name`, keeping the path: a path that comes back to `name` is the
-    // cycle. Every GitSync is visited at most once, so this is linear in the edges.
+    // Depth-first from `name` with an explicit stack (a chain of thousands of GitSyncs must
+    // not overflow the thread's stack), keeping the path: a path that comes back to `name`
+    // is the cycle. Every GitSync is entered at most once, so this is linear in the edges.
     let mut seen = BTreeSet::new();
-    let mut path = vec![name];
-    fn walk<'n>(
-        at: &'n str,
-        start: &str,
-        edges: &BTreeMap<&'n str, Vec<&'n str>>,
-        seen: &mut BTreeSet<&'n str>,
-        path: &mut Vec<&'n str>,
-    ) -> bool {
-        for &next in edges.get(at).into_iter().flatten() {
-            if next == start {
-                path.push(next);
-                return true;
-            }
-            if seen.insert(next) {
-                path.push(next);
-                if walk(next, start, edges, seen, path) {
-                    return true;
-                }
-                path.pop();
-            }
+    // Each frame: a GitSync on the path, and how many of its edges were followed.
+    let mut stack: Vec<(&str, usize)> = vec![(name, 0)];
+    while let Some((at, next)) = stack.last().copied() {
+        let targets = edges.get(at).map(Vec::as_slice).unwrap_or_default();
+        let Some(&target) = targets.get(next) else {
+            stack.pop();
+            continue;
+        };
+        if let Some(frame) = stack.last_mut() {
+            frame.1 += 1;
         }
-        false
+        if target == name {
+            let mut path: Vec<&str> = stack.iter().map(|(n, _)| *n).collect();
+            path.push(name);
+            return Some(path.join(" -> "));
+        }
+        if seen.insert(target) {
+            stack.push((target, 0));
+        }
     }
-    walk(name, name, &edges, &mut seen, &mut path).then(|| path.join(" -> "))
+    None
 }
 
 /// Why each dependency of `sync` is not ready yet; empty when every one is. Ready means:
@@ -273,6 +271,35 @@ mod tests {
         assert_eq!(cycle("e", &nodes), None);
         assert_eq!(cycle("h", &nodes), None);
         assert_eq!(cycle("missing", &nodes), None);
+    }
+
+    #[test]
+    fn a_long_chain_is_walked_without_recursion() {
+        let names: Vec<String> = (0..100_000).map(|i| format!("g{i}")).collect();
+        let specs: Vec<GitSyncSpec> = (0..names.len())
+            .map(|i| match names.get(i + 1) {
+                Some(next) => spec(&[next.as_str()]),
+                None => spec(&[]),
+            })
+            .collect();
+        let mut nodes: Vec<Node> = names
+            .iter()
+            .zip(&specs)
+            .map(|(name, spec)| Node {
+                name,
+                spec,
+                status: None,
+                generation: None,
+            })
+            .collect();
+        assert_eq!(cycle("g0", &nodes), None);
+        // Closing the chain makes it one long cycle.
+        let closing = spec(&["g0"]);
+        if let Some(last) = nodes.last_mut() {
+            last.spec = &closing;
+        }
+        let found = cycle("g0", &nodes).unwrap_or_default();
+        assert!(found.starts_with("g0 -> g1 -> ") && found.ends_with("g99999 -> g0"));
     }
 
     #[test]

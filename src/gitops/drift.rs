@@ -11,15 +11,24 @@ use similar::TextDiff;
 
 use super::inventory::REVISION_ANNOTATION;
 
-/// What changes on every write without changing the object: which version it is at, its
-/// generation (which moves only with a change already seen elsewhere) and when each field
-/// manager last wrote.
+/// The object without what others change between the dry run and the read of the live
+/// object, which an apply would not change anyway: its status and the writes of
+/// controllers (`Update` entries of managedFields, and any entry for a subresource), which
+/// version it is at, its generation (which moves only with a change already seen
+/// elsewhere) and when each field manager last applied. What remains is the object's own
+/// fields and who applied them.
 fn without_write_marks(object: &Value) -> Value {
     let mut object = object.clone();
+    if let Value::Object(fields) = &mut object {
+        fields.remove("status");
+    }
     if let Some(Value::Object(metadata)) = object.get_mut("metadata") {
         metadata.remove("resourceVersion");
         metadata.remove("generation");
         if let Some(Value::Array(managers)) = metadata.get_mut("managedFields") {
+            managers.retain(|m| {
+                m["operation"] == "Apply" && m.get("subresource").is_none_or(Value::is_null)
+            });
             for manager in managers.iter_mut().filter_map(Value::as_object_mut) {
                 manager.remove("time");
             }
@@ -201,6 +210,26 @@ mod tests {
             change("Deployment shop/web", Some(&live()), &after),
             Change::Unchanged
         );
+    }
+
+    #[test]
+    fn what_controllers_write_meanwhile_is_no_drift() {
+        let mut after = live();
+        after["status"] = json!({"availableReplicas": 1, "conditions": []});
+        after["metadata"]["managedFields"] = json!([
+            live()["metadata"]["managedFields"][0].clone(),
+            {"manager": "kube-controller-manager", "operation": "Update", "time": "2026-12-04T10:00:00Z",
+                "fieldsV1": {"f:status": {"f:availableReplicas": {}}}},
+            {"manager": "some-operator", "operation": "Apply", "subresource": "status",
+                "fieldsV1": {"f:status": {}}}
+        ]);
+        assert!(!drifted(&live(), &after));
+        // Someone else applying a field of the object is a change of owner.
+        after["metadata"]["managedFields"] = json!([
+            live()["metadata"]["managedFields"][0].clone(),
+            {"manager": "someone", "operation": "Apply", "fieldsV1": {"f:spec": {"f:replicas": {}}}}
+        ]);
+        assert!(drifted(&live(), &after));
     }
 
     #[test]

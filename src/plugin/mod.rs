@@ -137,6 +137,10 @@ pub enum Command {
         /// controller's --default-service-account (the chart's default).
         #[arg(long, default_value = "weir-gitsync")]
         default_service_account: String,
+        /// As the controller's --allow-cross-namespace: objects may name other namespaces
+        /// or be cluster-scoped.
+        #[arg(long)]
+        allow_cross_namespace: bool,
     },
     /// Check Rollout, AnalysisTemplate and GitSync manifests offline (also Argo's).
     Lint {
@@ -210,8 +214,10 @@ async fn execute(cli: Cli) -> Result<ExitCode, Failure> {
             name,
             revision,
             default_service_account,
+            allow_cross_namespace,
         } => {
-            match gitsync_diff(&kube, &name, revision.as_deref(), &default_service_account).await {
+            let policy = tenancy_policy(default_service_account, allow_cross_namespace);
+            match gitsync_diff(&kube, &name, revision.as_deref(), policy).await {
                 Ok(code) => Ok(code),
                 Err(Failure(message)) => {
                     eprintln!("error: {message}");
@@ -338,11 +344,23 @@ fn lint_files(files: &[PathBuf]) -> ExitCode {
 
 /// Fetches the GitSync's repository into a temporary clone, renders the revision as the
 /// controller would, and previews its apply as the GitSync's identity.
+/// The controller's tenancy flags, as `diff` is told them.
+fn tenancy_policy(
+    default_service_account: String,
+    allow_cross_namespace: bool,
+) -> crate::gitops::tenancy::Policy {
+    crate::gitops::tenancy::Policy {
+        default_service_account: Some(default_service_account),
+        allow_cross_namespace,
+        ..crate::gitops::tenancy::Policy::default()
+    }
+}
+
 async fn gitsync_diff(
     kube: &KubeArgs,
     name: &str,
     revision: Option<&str>,
-    default_service_account: &str,
+    policy: crate::gitops::tenancy::Policy,
 ) -> Result<ExitCode, Failure> {
     use crate::gitops::{apply, credentials, render, revision as rendered, source, tenancy};
     let cluster = Cluster::connect(kube).await?;
@@ -435,10 +453,6 @@ async fn gitsync_diff(
             )
             .into());
         }
-    };
-    let policy = tenancy::Policy {
-        default_service_account: Some(default_service_account.to_owned()),
-        ..tenancy::Policy::default()
     };
     let identity = tenancy::identity(&policy, &namespace, spec.service_account_name.as_deref());
     let client = crate::runtime::impersonation::Impersonation::new(
