@@ -554,7 +554,9 @@ async fn a_new_revision_starts_a_canary_and_sync_and_rollout_never_undo_each_oth
     let ns = TestNamespace::new(&client().await, "gitsync-canary").await;
     let repo = GitRepo::new(&ns.name);
     let r1 = repo.commit("web 1", &[("deploy/app.yaml", &app_in_git("web:1"))]);
-    let _controller = ControllerProcess::start(&ns.name);
+    let port = support::free_port();
+    let metrics = format!("127.0.0.1:{port}");
+    let _controller = ControllerProcess::start_with(&ns.name, &["--metrics-addr", &metrics]);
     git_sync(&ns, &repo.file_url(), json!({})).await;
     let first = healthy_on(&ns, "web:1").await;
     let revisions = |r: &weir::api::Rollout| {
@@ -602,8 +604,17 @@ async fn a_new_revision_starts_a_canary_and_sync_and_rollout_never_undo_each_oth
         (route_hostnames(&ns).await == ["shop.example"]).then_some(())
     })
     .await;
-    // Three more sync intervals with the canary held at 20%.
+    // Three more sync intervals with the canary held at 20%: the route's live weights are
+    // what its apply would send, so nothing is applied.
+    // (The repair's own apply is counted when its sync ends: one interval later.)
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let applied = support::gitops::gitsync_objects(port, "applied").await;
     tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    assert_eq!(
+        support::gitops::gitsync_objects(port, "applied").await,
+        applied,
+        "an unchanged revision mid-canary sends no apply, the route's included"
+    );
     assert_eq!(
         weights.states(),
         vec![Some(0), Some(20)],

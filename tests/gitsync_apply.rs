@@ -9,7 +9,7 @@ use kube::api::ListParams;
 use serde_json::{Value, json};
 use support::app::{LIMIT, apply_git_sync, yaml_stream};
 use support::git::GitRepo;
-use support::gitops::{condition, ready_reason};
+use support::gitops::{condition, gitsync_objects, ready_reason};
 use support::{ControllerProcess, TestNamespace, client, eventually, free_port};
 use weir::api::gitsync::{GitSync, GitSyncStatus};
 
@@ -52,17 +52,6 @@ async fn ready(ns: &TestNamespace, name: &str, reason: &str) -> GitSyncStatus {
         || async { Some(status_of(ns, name).await).filter(|s| ready_reason(s) == reason) },
     )
     .await
-}
-
-/// `weir_gitsync_objects_total{outcome}` as the controller's /metrics says.
-async fn objects(metrics_port: u16, outcome: &str) -> u64 {
-    let Some((_, text)) = support::http_get(metrics_port, "/metrics").await else {
-        return 0;
-    };
-    let prefix = format!("weir_gitsync_objects_total{{outcome=\"{outcome}\"}} ");
-    text.lines()
-        .find_map(|line| line.strip_prefix(&prefix))
-        .map_or(0, |n| n.trim().parse().expect("a count"))
 }
 
 #[tokio::test]
@@ -115,18 +104,20 @@ async fn manifests_as_people_write_them_sync_and_an_unchanged_repository_is_only
 
     // Every interval (1s) compares; nothing drifted, so nothing is sent.
     let applied = eventually("the first apply counted", LIMIT, || async {
-        Some(objects(port, "applied").await).filter(|n| *n >= 5)
+        Some(gitsync_objects(port, "applied").await).filter(|n| *n >= 5)
     })
     .await;
-    let unchanged_then = objects(port, "unchanged").await;
+    let unchanged_then = gitsync_objects(port, "unchanged").await;
     eventually(
         "three intervals that found nothing to apply",
         LIMIT,
-        || async { (objects(port, "unchanged").await >= unchanged_then + 15).then_some(()) },
+        || async {
+            (gitsync_objects(port, "unchanged").await >= unchanged_then + 15).then_some(())
+        },
     )
     .await;
     assert_eq!(
-        objects(port, "applied").await,
+        gitsync_objects(port, "applied").await,
         applied,
         "an unchanged repository must send no apply"
     );
@@ -147,7 +138,7 @@ async fn manifests_as_people_write_them_sync_and_an_unchanged_repository_is_only
         (mode.as_deref() == Some("fast")).then_some(())
     })
     .await;
-    assert!(objects(port, "applied").await > applied);
+    assert!(gitsync_objects(port, "applied").await > applied);
 }
 
 fn config_map(name: &str) -> String {

@@ -219,7 +219,7 @@ pub async fn preview(
             preview.objects.push((entry, drift::Change::Create));
             continue;
         }
-        run.dry_run(&object.value).await?;
+        run.dry_run(&object.value, &routes).await?;
         let api = run.api(&entry).await?;
         let live = api
             .get_opt(&entry.name)
@@ -432,7 +432,7 @@ impl Run<'_, '_> {
     async fn apply(&mut self, objects: &[Object]) -> Result<(), String> {
         let routes = rollout_routes(self.target.reader, self.target.scope, objects).await?;
         for object in objects.iter().filter(|o| o.checkable) {
-            self.dry_run(&object.value).await?;
+            self.dry_run(&object.value, &routes).await?;
         }
         let foundation = objects
             .iter()
@@ -444,7 +444,7 @@ impl Run<'_, '_> {
                 self.apply_one(&object.value, &routes).await?;
             }
             for object in rest.iter().filter(|o| !o.checkable) {
-                self.dry_run(&object.value).await?;
+                self.dry_run(&object.value, &routes).await?;
             }
             for object in rest {
                 self.apply_one(&object.value, &routes).await?;
@@ -491,11 +491,25 @@ impl Run<'_, '_> {
         ))
     }
 
-    async fn dry_run(&mut self, object: &Value) -> Result<(), String> {
+    async fn dry_run(&mut self, object: &Value, routes: &RolloutRoutes) -> Result<(), String> {
         let entry = inventory::entry(object);
         let api = self.api(&entry).await?;
         let params = PatchParams::apply(FIELD_MANAGER).force().dry_run();
-        match api.patch(&entry.name, &params, &Patch::Apply(object)).await {
+        // A route a Rollout splits is dry-run with its live weights, as it is applied: with
+        // Git's, the dry run would take the weights from the rollout engine, and read as
+        // drift at every interval of a canary.
+        let mut object = std::borrow::Cow::Borrowed(object);
+        if let (Some(namespace), "HTTPRoute") = (&entry.namespace, entry.kind.as_str())
+            && let Some(services) = routes.services(namespace, &entry.name)
+            && let Ok(Some(live)) = api.get_opt(&entry.name).await
+            && let Ok(live) = serde_json::to_value(&live)
+        {
+            keep_live_weights(object.to_mut(), &live, services);
+        }
+        match api
+            .patch(&entry.name, &params, &Patch::Apply(&*object))
+            .await
+        {
             Ok(after) => {
                 if let Ok(after) = serde_json::to_value(&after) {
                     self.dry_runs.insert(entry, after);
