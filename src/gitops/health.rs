@@ -6,8 +6,13 @@
 //! their own; an object of a custom kind is judged by its standard conditions (`Stalled`,
 //! `Reconciling`, `Ready`); anything else is healthy once applied. Every rule first asks
 //! whether the object's controller has seen the generation it has: a status behind its
-//! spec describes an older spec, so it is never Healthy and never Failed.
+//! spec describes an older spec, so it is never Healthy and never Failed. A custom object
+//! with no status at all is current, as kstatus has it, except weir's own GitSync, which
+//! waits until weir has recorded a status for its generation. A failure carries the time
+//! its condition turned, so that one from before a revision was applied is not blamed on it
+//! (`Health::since_applied`).
 
+use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 use super::inventory::{OWNER_ANNOTATION, REVISION_ANNOTATION, group_of};
@@ -23,7 +28,30 @@ pub enum Health {
     Failed {
         reason: String,
         message: String,
+        /// When that condition turned (its `lastTransitionTime`); None when it did not say,
+        /// or the failure is not a condition's.
+        since: Option<DateTime<Utc>>,
     },
+}
+
+impl Health {
+    /// The verdict for a revision applied at `applied`. Every apply stamps every object
+    /// with its revision, so a failure that set in before the apply (for a reason not in
+    /// Git, say) is not that revision's doing, and must not reject one that may fix
+    /// something else: it only waits, for the object to recover or for `healthTimeout`.
+    /// A failure that gives no time, or a revision whose apply time is unknown, stands.
+    pub fn since_applied(self, applied: Option<DateTime<Utc>>) -> Health {
+        match self {
+            Health::Failed {
+                message,
+                since: Some(since),
+                ..
+            } if applied.is_some_and(|applied| since < applied) => Health::Progressing(clean(
+                &format!("failed before this revision was applied: {message}"),
+            )),
+            other => other,
+        }
+    }
 }
 
 /// How an object of some kind is judged.
@@ -36,6 +64,8 @@ pub enum Rule {
     PersistentVolumeClaim,
     /// A custom kind: its standard conditions, the way kstatus reads them.
     Conditions,
+    /// weir's own GitSync: its standard conditions, once weir has seen its generation.
+    GitSync,
 }
 
 /// What a GitSync sees of one object it applied that has a health rule.
@@ -80,7 +110,7 @@ pub fn rule(api_version: &str, kind: &str) -> Option<Rule> {
         ("batch", "Job") => Some(Rule::Job),
         ("", "PersistentVolumeClaim") => Some(Rule::PersistentVolumeClaim),
         // A GitSync applying GitSyncs waits for theirs.
-        ("weir.dev", "GitSync") => Some(Rule::Conditions),
+        ("weir.dev", "GitSync") => Some(Rule::GitSync),
         // Rollouts are judged by their own phase (`rollback::ManagedRollout`); templates
         // have no status.
         ("weir.dev", _) => None,
@@ -156,6 +186,7 @@ struct Condition<'v> {
     reason: &'v str,
     message: &'v str,
     observed_generation: Option<i64>,
+    since: Option<DateTime<Utc>>,
 }
 
 impl Condition<'_> {
@@ -182,6 +213,10 @@ fn condition<'v>(object: &'v Value, kind: &str) -> Option<Condition<'v>> {
         reason: found["reason"].as_str().unwrap_or_default(),
         message: found["message"].as_str().unwrap_or_default(),
         observed_generation: int(&found["observedGeneration"]),
+        since: found["lastTransitionTime"]
+            .as_str()
+            .and_then(|time| DateTime::parse_from_rfc3339(time).ok())
+            .map(|time| time.with_timezone(&Utc)),
     })
 }
 
@@ -205,6 +240,11 @@ pub fn assess(rule: Rule, object: &Value) -> Health {
         Rule::Job => job(object),
         Rule::PersistentVolumeClaim => claim(object),
         Rule::Conditions => conditions(object, generation),
+        // A GitSync without a status weir wrote for its generation has not been synced yet;
+        // kstatus would call it current (it has no conditions yet).
+        Rule::GitSync => {
+            seen(generation, observed).unwrap_or_else(|| conditions(object, generation))
+        }
     }
 }
 
@@ -243,6 +283,7 @@ fn deployment(object: &Value, generation: Option<i64>, observed: Option<i64>) ->
         return Health::Failed {
             reason: progressing.reason.to_owned(),
             message: progressing.words("Progressing"),
+            since: progressing.since,
         };
     }
     let wanted = int(&object["spec"]["replicas"]).unwrap_or(1);
@@ -356,6 +397,7 @@ fn job(object: &Value) -> Health {
                 reason => reason.to_owned(),
             },
             message: failed.words("Failed"),
+            since: failed.since,
         };
     }
     if is_true("Complete").is_some() {
@@ -376,7 +418,12 @@ fn job(object: &Value) -> Health {
 
 fn claim(object: &Value) -> Health {
     match object["status"]["phase"].as_str() {
-        Some("Bound") => Health::Healthy,
+        // Pending counts as healthy. Argo CD (Progressing) and kstatus (InProgress) wait for
+        // it, but for weir a wait that outlasts healthTimeout rejects the revision, and a
+        // claim on a WaitForFirstConsumer StorageClass stays Pending until a pod uses it,
+        // which may never come from this revision (weir does not read StorageClasses to
+        // tell). A claim a workload needs is waited for through that workload's own health.
+        Some("Bound" | "Pending") => Health::Healthy,
         // Its volume is gone: nothing will bind it again.
         Some("Lost") => Health::Failed {
             reason: "ClaimLost".into(),
@@ -384,6 +431,7 @@ fn claim(object: &Value) -> Health {
                 "phase is Lost: its PersistentVolume {} no longer exists",
                 object["spec"]["volumeName"].as_str().unwrap_or("(none)")
             )),
+            since: None,
         },
         Some(phase) => Health::Progressing(clean(&format!("not bound yet (phase {phase})"))),
         None => Health::Progressing("not bound yet".into()),
@@ -407,6 +455,7 @@ fn conditions(object: &Value, generation: Option<i64>) -> Health {
                 reason => reason.to_owned(),
             },
             message: stalled.words("Stalled"),
+            since: stalled.since,
         };
     }
     if let Some(reconciling) = find("Reconciling").filter(|c| c.status == "True") {
@@ -485,7 +534,7 @@ mod tests {
                 Some(Rule::PersistentVolumeClaim),
             ),
             ("cert-manager.io/v1", "Certificate", Some(Rule::Conditions)),
-            ("weir.dev/v1alpha1", "GitSync", Some(Rule::Conditions)),
+            ("weir.dev/v1alpha1", "GitSync", Some(Rule::GitSync)),
             ("weir.dev/v1alpha1", "Rollout", None),
             ("weir.dev/v1alpha1", "AnalysisTemplate", None),
             ("gateway.networking.k8s.io/v1", "HTTPRoute", None),
@@ -567,7 +616,8 @@ mod tests {
             judged(&failed),
             Health::Failed {
                 reason: "ProgressDeadlineExceeded".into(),
-                message: "Progressing is False (ProgressDeadlineExceeded): ReplicaSet \"web-5d9\" has timed out progressing.".into()
+                message: "Progressing is False (ProgressDeadlineExceeded): ReplicaSet \"web-5d9\" has timed out progressing.".into(),
+                since: None
             }
         );
         let going = deployment(json!({"observedGeneration": 2, "replicas": 3,
@@ -755,7 +805,8 @@ mod tests {
             judged(&failed),
             Health::Failed {
                 reason: "DeadlineExceeded".into(),
-                message: "Failed is True (DeadlineExceeded): Job was active longer than specified deadline".into()
+                message: "Failed is True (DeadlineExceeded): Job was active longer than specified deadline".into(),
+                since: None
             }
         );
         let no_reason = job(
@@ -785,7 +836,7 @@ mod tests {
     }
 
     #[test]
-    fn a_claim_is_healthy_when_bound_and_failed_when_lost() {
+    fn a_claim_is_healthy_when_bound_or_pending_and_failed_when_lost() {
         let claim = |phase: Value| {
             let mut claim = object(
                 "v1",
@@ -799,16 +850,16 @@ mod tests {
             claim
         };
         assert_eq!(judged(&claim(json!("Bound"))), Health::Healthy);
-        assert_eq!(
-            judged(&claim(json!("Pending"))),
-            progressing("not bound yet (phase Pending)")
-        );
+        // A claim on a WaitForFirstConsumer class stays Pending until a pod uses it: waiting
+        // for it would time every revision out.
+        assert_eq!(judged(&claim(json!("Pending"))), Health::Healthy);
         assert_eq!(judged(&claim(Value::Null)), progressing("not bound yet"));
         assert_eq!(
             judged(&claim(json!("Lost"))),
             Health::Failed {
                 reason: "ClaimLost".into(),
-                message: "phase is Lost: its PersistentVolume pv-7 no longer exists".into()
+                message: "phase is Lost: its PersistentVolume pv-7 no longer exists".into(),
+                since: None
             }
         );
     }
@@ -847,7 +898,8 @@ mod tests {
             judged(&custom(stalled, Some(2))),
             Health::Failed {
                 reason: "InvalidIssuer".into(),
-                message: "Stalled is True (InvalidIssuer): issuer \"le\" not found".into()
+                message: "Stalled is True (InvalidIssuer): issuer \"le\" not found".into(),
+                since: None
             }
         );
         let reconciling = json!([{"type": "Ready", "status": "True"},
@@ -862,6 +914,89 @@ mod tests {
             "no conditions"
         );
         assert_eq!(judged(&custom(Value::Null, None)), Health::Healthy);
+    }
+
+    #[test]
+    fn a_gitsync_is_healthy_only_once_weir_recorded_a_status_for_its_generation() {
+        let sync = |status: Value| object("weir.dev/v1alpha1", "GitSync", json!({}), status);
+        let ready = json!([{"type": "Ready", "status": "True", "reason": "Applied"}]);
+        assert_eq!(
+            judged(&sync(Value::Null)),
+            progressing("its controller has not seen generation 2 yet"),
+            "created, never synced"
+        );
+        assert_eq!(
+            judged(&sync(json!({"conditions": ready.clone()}))),
+            progressing("its controller has not seen generation 2 yet")
+        );
+        assert_eq!(
+            judged(&sync(
+                json!({"observedGeneration": 1, "conditions": ready.clone()})
+            )),
+            progressing("its controller has not seen generation 2 yet (it saw 1)")
+        );
+        assert_eq!(
+            judged(&sync(json!({"observedGeneration": 2, "conditions": ready}))),
+            Health::Healthy
+        );
+        // Any other custom kind with no status yet is current, as kstatus has it: nothing
+        // says it has a controller that will write one.
+        assert_eq!(judged(&custom(Value::Null, None)), Health::Healthy);
+        let mut bare = custom(Value::Null, None);
+        bare.as_object_mut().map(|o| o.remove("status"));
+        assert_eq!(judged(&bare), Health::Healthy);
+    }
+
+    #[test]
+    fn a_failure_keeps_when_its_condition_turned_and_one_from_before_the_apply_only_waits() {
+        let applied = DateTime::parse_from_rfc3339("2027-01-01T00:00:10Z")
+            .map(|t| t.with_timezone(&Utc))
+            .ok();
+        let failed_at = |time: &str| {
+            deployment(
+                json!({"observedGeneration": 2, "replicas": 3, "updatedReplicas": 3,
+                "availableReplicas": 1, "conditions": [
+                {"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded",
+                 "message": "timed out", "lastTransitionTime": time}]}),
+            )
+        };
+        let before = judged(&failed_at("2027-01-01T00:00:09Z"));
+        assert!(
+            matches!(&before, Health::Failed { since: Some(_), .. }),
+            "{before:?}"
+        );
+        assert_eq!(
+            before.clone().since_applied(applied),
+            progressing(
+                "failed before this revision was applied: Progressing is False (ProgressDeadlineExceeded): timed out"
+            )
+        );
+        assert_eq!(
+            before.clone().since_applied(None),
+            before,
+            "apply time unknown"
+        );
+        for at_or_after in ["2027-01-01T00:00:10Z", "2027-01-01T00:05:00Z"] {
+            let failed = judged(&failed_at(at_or_after));
+            assert_eq!(
+                failed.clone().since_applied(applied),
+                failed,
+                "{at_or_after}"
+            );
+        }
+        // No time given: the failure stands.
+        let untimed = judged(&failed_at("yesterday"));
+        assert!(matches!(untimed, Health::Failed { since: None, .. }));
+        assert_eq!(untimed.clone().since_applied(applied), untimed);
+        let stalled = custom(
+            json!([{"type": "Stalled", "status": "True", "reason": "InvalidIssuer",
+                "lastTransitionTime": "2027-01-01T00:00:00Z"}]),
+            Some(2),
+        );
+        assert!(matches!(
+            judged(&stalled).since_applied(applied),
+            Health::Progressing(_)
+        ));
     }
 
     #[test]
@@ -1061,6 +1196,28 @@ mod tests {
             let lost = live["status"]["phase"] == "Lost" && rule == Rule::PersistentVolumeClaim;
             prop_assert!(!matches!(health, Health::Failed { .. }) || lost, "{:?}", health);
             prop_assert_eq!(assess(rule, &live), health);
+        }
+
+        /// A condition that turned before the revision was applied never fails it (only a
+        /// lost volume, which says no time, does), whatever the object says.
+        #[test]
+        fn a_failure_from_before_the_apply_is_never_the_revisions(
+            (api_version, kind) in kind(),
+            (spec, mut status) in any_status(),
+            early in prop::collection::vec(0i64..3600, 4),
+        ) {
+            let applied = DateTime::from_timestamp(1_800_003_600, 0);
+            if let Some(conditions) = status["conditions"].as_array_mut() {
+                for (condition, early) in conditions.iter_mut().zip(early) {
+                    let time = DateTime::from_timestamp(1_800_003_599 - early, 0);
+                    condition["lastTransitionTime"] = json!(time.map(|t| t.to_rfc3339()));
+                }
+            }
+            let live = object(api_version, kind, spec, status);
+            let rule = rule(api_version, kind).expect("a rule");
+            let health = assess(rule, &live).since_applied(applied);
+            let lost = live["status"]["phase"] == "Lost" && rule == Rule::PersistentVolumeClaim;
+            prop_assert!(!matches!(health, Health::Failed { .. }) || lost, "{:?}", health);
         }
     }
 }

@@ -376,11 +376,7 @@ pub async fn reconcile(sync: Arc<GitSync>, ctx: Arc<Context>) -> Result<Requeue,
         fetch_state,
     ) {
         RollbackStep::Apply { revision, basis } => {
-            // Only a new revision from the ref waits; a rollback, a pin and drift repair of
-            // what is applied never do.
-            let new = basis == Basis::Head
-                && original.last_applied_revision.as_deref() != Some(revision.as_str());
-            let waiting_for = match new {
+            let waiting_for = match waits_for_dependencies(&basis, &revision, &original) {
                 true => waiting_for_dependencies(&ctx, &current),
                 false => Vec::new(),
             };
@@ -428,11 +424,17 @@ pub async fn reconcile(sync: Arc<GitSync>, ctx: Arc<Context>) -> Result<Requeue,
             ..
         }) if decision.last_good.as_deref() != Some(revision.as_str()) => {
             let workloads = applied_workloads(&ctx, &current, &key, inventory).await;
-            // Polled even with nothing to wait for: the next look makes it good.
-            (health::waiting(revision, &workloads), true)
+            // Polled even with nothing to wait for: the next look makes it good. A revision
+            // applied again past its timeout (drift repair with rollback.onFailure off) is
+            // not: its wait has run out.
+            let again = original.last_applied_revision.as_deref() == Some(revision.as_str());
+            let expired = again && rollback::timed_out(&original, judging.health_timeout, now);
+            (health::waiting(revision, &workloads), !expired)
         }
         Some(Attempt::Applied { .. }) => (None, false),
-        _ => (decision.waiting.clone(), decision.waiting.is_some()),
+        // Past healthTimeout nothing more comes of a look (with rollback.onFailure off,
+        // nothing rejects): the normal schedule.
+        _ => (decision.waiting.clone(), decision.poll),
     };
     let mut step = match attempt {
         Some(attempt) => Step::new(attempt, &previous, interval, &key),
@@ -500,6 +502,16 @@ pub async fn reconcile(sync: Arc<GitSync>, ctx: Arc<Context>) -> Result<Requeue,
         .await?;
     }
     result
+}
+
+/// Whether applying `revision` waits for the GitSyncs this one depends on: only a revision
+/// new from the ref does. A rollback, a pin and drift repair of what is applied never wait,
+/// nor does a retry of a revision already tried (its apply may have stopped half way, and
+/// waiting would leave the cluster half at it).
+fn waits_for_dependencies(basis: &Basis, revision: &str, status: &GitSyncStatus) -> bool {
+    *basis == Basis::Head
+        && status.last_applied_revision.as_deref() != Some(revision)
+        && status.last_attempted_revision.as_deref() != Some(revision)
 }
 
 /// Whether what is known already rejects the applied revision (a Rollout of it aborted, a
@@ -1123,7 +1135,7 @@ async fn resource_of(
         Some(health::Rule::DaemonSet) => Some("daemonsets"),
         Some(health::Rule::Job) => Some("jobs"),
         Some(health::Rule::PersistentVolumeClaim) => Some("persistentvolumeclaims"),
-        Some(health::Rule::Conditions) | None => None,
+        Some(health::Rule::Conditions | health::Rule::GitSync) | None => None,
     };
     if let Some(plural) = plural {
         return Ok(Some(ApiResource::from_gvk_with_plural(&gvk, plural)));
@@ -1465,6 +1477,34 @@ pub fn error_policy(sync: Arc<GitSync>, error: &Error, _ctx: Arc<Context>) -> Re
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_revision_new_from_the_ref_and_never_tried_waits_for_dependencies() {
+        let status = |applied: Option<&str>, attempted: Option<&str>| GitSyncStatus {
+            last_applied_revision: applied.map(str::to_owned),
+            last_attempted_revision: attempted.map(str::to_owned),
+            ..GitSyncStatus::default()
+        };
+        assert!(waits_for_dependencies(
+            &Basis::Head,
+            "v2",
+            &status(Some("v1"), Some("v1"))
+        ));
+        assert!(
+            !waits_for_dependencies(&Basis::Head, "v2", &status(Some("v1"), Some("v2"))),
+            "a retry of an apply that stopped half way finishes it"
+        );
+        assert!(
+            !waits_for_dependencies(&Basis::Head, "v2", &status(Some("v2"), Some("v2"))),
+            "drift repair"
+        );
+        let pinned = Basis::Pinned { head: "v3".into() };
+        assert!(!waits_for_dependencies(
+            &pinned,
+            "v2",
+            &status(Some("v1"), Some("v1"))
+        ));
+    }
 
     #[test]
     fn failures_back_off_from_a_few_seconds_to_minutes() {

@@ -120,6 +120,10 @@ pub struct Decision {
     /// What the applied revision's workloads still wait for before it can be good, in
     /// words; None when nothing of them is pending (or the revision is judged already).
     pub waiting: Option<String>,
+    /// Look at the workloads again soon: something is pending and `healthTimeout` has not
+    /// passed yet. Past it (with `rollback.onFailure` off, nothing rejects the revision)
+    /// the normal schedule is enough.
+    pub poll: bool,
 }
 
 /// Whether the applied revision still waits for a verdict: applied, neither rejected nor
@@ -132,6 +136,15 @@ pub fn judging(status: &GitSyncStatus) -> Option<&str> {
                 .iter()
                 .any(|r| r.revision == *applied)
     })
+}
+
+/// Whether `spec.healthTimeout` has passed since the applied revision was put in the
+/// cluster (per its history record; never when there is none).
+pub fn timed_out(status: &GitSyncStatus, timeout: chrono::Duration, now: DateTime<Utc>) -> bool {
+    applied_record(status)
+        .and_then(|at| status.history.get(at))
+        .and_then(|record| from_k8s(&record.time).checked_add_signed(timeout))
+        .is_some_and(|deadline| now >= deadline)
 }
 
 /// Decides for a GitSync whose ref points at `fetched`, with `status` as recorded and its
@@ -198,7 +211,16 @@ pub fn decide(
     // timeout: that revision failed too. Only objects stamped with the revision speak for
     // it (one left from an earlier revision is not its), and the good one is never
     // rejected. The wait is timed from the history record of the apply, so a restarted
-    // controller times it the same way.
+    // controller times it the same way. A failure that set in before the apply is not the
+    // revision's: it only waits (`Health::since_applied`).
+    let workloads: Vec<Workload> = workloads
+        .iter()
+        .map(|w| Workload {
+            health: w.health.clone().since_applied(applied_at),
+            ..w.clone()
+        })
+        .collect();
+    let workloads = workloads.as_slice();
     let judged = applied.filter(|a| !rejected_set.contains(a) && last_good.as_deref() != Some(*a));
     if let (true, None, Some(applied)) = (on_failure, &rejected, judged)
         && let Some((reason, workload, message)) =
@@ -220,6 +242,7 @@ pub fn decide(
     let waiting = judged
         .filter(|a| !rejected_set.contains(a))
         .and_then(|applied| health::waiting(applied, workloads));
+    let poll = waiting.is_some() && !timed_out(status, policy.health_timeout, now);
 
     // Good: every managed Rollout Healthy at the revision in the cluster, and every
     // workload stamped with it healthy, none unread (with neither, an applied revision is
@@ -256,6 +279,7 @@ pub fn decide(
         rejected,
         last_good,
         waiting,
+        poll,
     }
 }
 
@@ -500,6 +524,21 @@ mod tests {
         Health::Failed {
             reason: "ProgressDeadlineExceeded".into(),
             message: "Progressing is False (ProgressDeadlineExceeded): ReplicaSet \"api-7c\" has timed out progressing.".into(),
+            since: None,
+        }
+    }
+
+    /// `failed()`, its condition turned `seconds` after v2 was applied (before, if negative).
+    fn failed_at(seconds: i64) -> Health {
+        match failed() {
+            Health::Failed {
+                reason, message, ..
+            } => Health::Failed {
+                reason,
+                message,
+                since: Some(at() + chrono::Duration::seconds(seconds)),
+            },
+            other => other,
         }
     }
 
@@ -859,6 +898,7 @@ mod tests {
             rejected: rejected.map(|r| status(None, None, &[r]).rejected_revisions.remove(0)),
             last_good: None,
             waiting: None,
+            poll: false,
         }
     }
 
@@ -966,6 +1006,78 @@ mod tests {
         assert_eq!(decision.rejected, None);
         assert_eq!(decision.target, Target::Fetched("v2".into()));
         assert_eq!(decision.last_good.as_deref(), Some("v1"));
+    }
+
+    #[test]
+    fn a_failure_from_before_the_apply_waits_for_the_timeout_or_a_recovery() {
+        // A deadline passed a minute before v2 was applied, for a reason not in Git.
+        let old = [workload("v2", failed_at(-60))];
+        let soon = at() + chrono::Duration::seconds(30);
+        let decision = decide("v2", &v2_applied(), &[], &old, &policy(true), soon);
+        assert_eq!(decision.rejected, None, "not v2's failure");
+        assert_eq!(decision.last_good.as_deref(), Some("v1"));
+        assert_eq!(
+            decision.waiting.as_deref(),
+            Some(
+                "Deployment shop/api: failed before this revision was applied: Progressing is False (ProgressDeadlineExceeded): ReplicaSet \"api-7c\" has timed out progressing."
+            )
+        );
+        // Still failing at the timeout: rejected for that.
+        let late = at() + chrono::Duration::minutes(5);
+        let decision = decide("v2", &v2_applied(), &[], &old, &policy(true), late);
+        assert_eq!(
+            decision.rejected.map(|r| r.reason).as_deref(),
+            Some("HealthTimeout")
+        );
+        // Recovered (v2 may be the fix): good.
+        let recovered = [workload("v2", Health::Healthy)];
+        let decision = decide("v2", &v2_applied(), &[], &recovered, &policy(true), soon);
+        assert_eq!(decision.last_good.as_deref(), Some("v2"));
+        // A failure at or after the apply is v2's at once.
+        for seconds in [0, 1] {
+            let new = [workload("v2", failed_at(seconds))];
+            let decision = decide("v2", &v2_applied(), &[], &new, &policy(true), soon);
+            assert_eq!(
+                decision.rejected.map(|r| r.reason).as_deref(),
+                Some("HealthCheckFailed"),
+                "{seconds}"
+            );
+        }
+    }
+
+    #[test]
+    fn with_rollback_off_the_workloads_are_polled_only_until_the_timeout() {
+        let pending = [workload("v2", waits("1 of 3 replicas available"))];
+        let decide_at = |seconds: i64| {
+            decide(
+                "v2",
+                &v2_applied(),
+                &[],
+                &pending,
+                &policy(false),
+                at() + chrono::Duration::seconds(seconds),
+            )
+        };
+        let early = decide_at(299);
+        assert!(early.poll && early.waiting.is_some());
+        let late = decide_at(300);
+        assert_eq!(late.rejected, None);
+        assert!(late.waiting.is_some(), "still said in the status");
+        assert!(!late.poll, "the normal schedule from now on");
+        assert!(!timed_out(
+            &v2_applied(),
+            policy(false).health_timeout,
+            at() + chrono::Duration::seconds(299)
+        ));
+        assert!(timed_out(
+            &v2_applied(),
+            policy(false).health_timeout,
+            at() + chrono::Duration::seconds(300)
+        ));
+        // Nothing pending: nothing to poll for.
+        let healthy = [workload("v2", Health::Healthy)];
+        let decision = decide("v2", &v2_applied(), &[], &healthy, &policy(false), at());
+        assert!(!decision.poll);
     }
 
     #[test]
@@ -1188,9 +1300,10 @@ mod tests {
         let health = prop_oneof![
             Just(Health::Healthy),
             Just(Health::Progressing("waiting".into())),
-            Just(Health::Failed {
+            prop::option::of(-60i64..60).prop_map(|offset| Health::Failed {
                 reason: "JobFailed".into(),
-                message: "Failed is True".into()
+                message: "Failed is True".into(),
+                since: offset.map(|s| at() + chrono::Duration::seconds(s)),
             }),
         ];
         prop::collection::vec(
@@ -1254,8 +1367,13 @@ mod tests {
                 let at_revision = |w: &&Workload| w.revision.as_ref() == Some(&new.revision);
                 match new.reason.as_str() {
                     "HealthCheckFailed" => {
-                        let failed = workloads.iter().filter(at_revision)
-                            .any(|w| matches!(w.health, Health::Failed { .. }));
+                        // A failure only from before the revision was applied never
+                        // rejects it.
+                        let failed = workloads.iter().filter(at_revision).any(|w| matches!(
+                            w.health,
+                            Health::Failed { since, .. }
+                                if since.is_none_or(|since| !applied_recorded || since >= at())
+                        ));
                         prop_assert!(failed);
                     }
                     "HealthTimeout" => {
