@@ -253,7 +253,7 @@ proptest! {
         }
         let files = vec![SourceFile { path: "deploy/s.yaml".into(), bytes }];
         let started = Instant::now();
-        let rendered = render::render_decrypted(&files, "deploy", &small_limits(), Some(identities));
+        let rendered = render::render_decrypted(&files, "deploy", &small_limits(), Some(identities), &mut crate::gitops::sops::Session::default());
         prop_assert!(started.elapsed() < HANG);
         if let Ok(manifests) = rendered {
             for manifest in manifests.iter().filter(|m| m.kind() == "Secret") {

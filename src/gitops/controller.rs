@@ -140,9 +140,26 @@ const SWEEP: Duration = Duration::from_secs(120);
 /// URLs a GitSync no longer follows (`source::stale_clones`): without it, every GitSync ever
 /// made and every URL it ever had would keep its clone on the volume. The directories are
 /// listed before the GitSyncs are, so a clone being made belongs to a GitSync already seen.
+/// At start and then with each sweep, the work trees of kustomize builds a crashed
+/// controller left in the temporary directory are removed too: they may hold cleartext.
 async fn sweep_clones(gitsyncs: kube::runtime::reflector::Store<GitSync>, base: PathBuf) {
     let mut seen = std::collections::BTreeSet::new();
     loop {
+        let removed = tokio::task::spawn_blocking(|| {
+            super::kustomize::sweep_build_dirs(&std::env::temp_dir())
+        })
+        .await
+        .unwrap_or_default();
+        for (dir, outcome) in removed {
+            match outcome {
+                Ok(()) => {
+                    info!(dir = %dir.display(), "removed a kustomize build's leftover work tree")
+                }
+                Err(error) => {
+                    tracing::warn!(dir = %dir.display(), %error, "removing a kustomize build's leftover work tree")
+                }
+            }
+        }
         tokio::time::sleep(SWEEP).await;
         let entries: Vec<String> = match std::fs::read_dir(&base) {
             Ok(dir) => dir

@@ -8,13 +8,56 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::render::{self, KUSTOMIZATIONS, Manifest, SourceFile, normalize};
-use super::sops::{self, Identities};
+use super::sops::{self, Identities, Session};
 
 /// A build that takes longer than this is stopped (a remote base that never answers).
 const TIMEOUT: Duration = Duration::from_secs(60);
 
 /// What is kept of a build's error output: enough for its message in a condition.
 const STDERR_BYTES: u64 = 64 * 1024;
+
+/// How the temporary directories of a build (its work tree, its HOME) begin: the work tree
+/// may hold decrypted files, so a crash's leftovers are found by it and removed.
+pub const TEMP_PREFIX: &str = "weir-kustomize-";
+
+/// A build's temporary directory this old outlived its build (`TIMEOUT`) by far: it was
+/// left by a controller that crashed or was killed mid-build.
+pub const STALE_AFTER: Duration = Duration::from_secs(10 * 60);
+
+/// Whether the entry `name` of the temporary directory, last changed `age` ago, is a build's
+/// leftover to remove.
+pub fn is_stale_build_dir(name: &str, age: Duration) -> bool {
+    name.starts_with(TEMP_PREFIX) && age >= STALE_AFTER
+}
+
+/// Removes the leftovers of builds from `dir` (the system's temporary directory), returning
+/// what was removed or could not be.
+pub fn sweep_build_dirs(dir: &Path) -> Vec<(PathBuf, std::io::Result<()>)> {
+    let now = std::time::SystemTime::now();
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(Result::ok)
+        .filter(|entry| {
+            let age = entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|modified| now.duration_since(modified).ok());
+            // Only directories: a file of that name is nobody's work tree.
+            entry.file_type().is_ok_and(|t| t.is_dir())
+                && age.is_some_and(|age| {
+                    is_stale_build_dir(&entry.file_name().to_string_lossy(), age)
+                })
+        })
+        .map(|entry| {
+            let path = entry.path();
+            let removed = std::fs::remove_dir_all(&path);
+            (path, removed)
+        })
+        .collect()
+}
 
 /// The program that builds kustomizations here, and the arguments before the directory.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -173,11 +216,11 @@ pub fn decrypt_tree(
     files: &mut [SourceFile],
     identities: &Identities,
     limits: &render::Limits,
+    session: &mut Session,
 ) -> Result<(), String> {
     let left = Cell::new(limits.revision_bytes);
     for file in files.iter_mut() {
-        let name = file.path.rsplit('/').next().unwrap_or(&file.path);
-        if !(name.ends_with(".yaml") || name.ends_with(".yml") || name.ends_with(".json")) {
+        if !is_yaml_or_json(&file.path) {
             continue;
         }
         let Ok(text) = std::str::from_utf8(&file.bytes) else {
@@ -197,7 +240,7 @@ pub fn decrypt_tree(
             // Not YAML: kustomize says so if the build reads it.
             Err(_) => continue,
         };
-        match sops::decrypt(parsed, Some(identities)) {
+        match sops::decrypt(parsed, Some(identities), session) {
             Ok(Some(documents)) => file.bytes = sops::to_text(&documents).into_bytes(),
             Ok(None) => {}
             Err(error) if error.no_identity => {}
@@ -215,6 +258,43 @@ pub fn decrypt_tree(
     Ok(())
 }
 
+/// SOPS files in a format weir does not decrypt: dotenv (`sops_mac=ENC[...]` lines), INI (a
+/// `[sops]` section) and binary (JSON of `data` and `sops`, under any other name than a YAML
+/// or JSON file's). A secretGenerator's `envs` or `files` would put their ciphertext in a
+/// Secret as if it were the value, so any in the tree fails the build, by its name.
+pub fn unsupported_sops(files: &[SourceFile], budget: u64) -> Result<(), String> {
+    for file in files {
+        let text = String::from_utf8_lossy(&file.bytes);
+        let format = if text.contains("sops_mac=ENC[") || text.contains("sops_version=") {
+            Some("dotenv")
+        } else if text.lines().any(|l| l.trim() == "[sops]") && text.contains("ENC[AES256_GCM") {
+            Some("INI")
+        } else if !is_yaml_or_json(&file.path)
+            && sops::looks_encrypted(&text)
+            && sops::parse(&text, &Cell::new(budget))
+                .is_ok_and(|documents| documents.iter().any(sops::Node::is_encrypted))
+        {
+            Some("binary")
+        } else {
+            None
+        };
+        if let Some(format) = format {
+            return Err(format!(
+                "{}: is a SOPS file in its {format} format, which weir does not decrypt (it decrypts \
+                 SOPS YAML and JSON files): encrypt the values as YAML or JSON instead (a Secret \
+                 manifest, or a .yaml/.json file for the secretGenerator); nothing was built or applied",
+                file.path
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn is_yaml_or_json(path: &str) -> bool {
+    let name = path.rsplit('/').next().unwrap_or(path);
+    name.ends_with(".yaml") || name.ends_with(".yml") || name.ends_with(".json")
+}
+
 /// Builds the kustomization in directory `path` of a revision whose whole tree is `files`.
 /// Errors are for a status condition: they name the kustomization and say what to do.
 ///
@@ -225,7 +305,35 @@ pub fn decrypt_tree(
 /// With `identities` (spec.decryption), SOPS files are decrypted before the build
 /// (`decrypt_tree`): their cleartext is written only to the build's temporary work tree,
 /// which is removed on every path out, and objects still encrypted in the output fail.
+/// `session` keeps what was decrypted; the error is scrubbed of it (kustomize may quote a
+/// value it could not take).
+#[allow(clippy::too_many_arguments)]
 pub async fn build(
+    builder: Option<Builder>,
+    files: Vec<SourceFile>,
+    path: &str,
+    kustomization: &str,
+    limits: &render::Limits,
+    allow_remote: bool,
+    identities: Option<Arc<Identities>>,
+    session: &mut Session,
+) -> Result<Vec<Manifest>, String> {
+    build_scrubbed(
+        builder,
+        files,
+        path,
+        kustomization,
+        limits,
+        allow_remote,
+        identities,
+        session,
+    )
+    .await
+    .map_err(|message| session.redactor.scrub(&message))
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn build_scrubbed(
     builder: Option<Builder>,
     mut files: Vec<SourceFile>,
     path: &str,
@@ -233,6 +341,7 @@ pub async fn build(
     limits: &render::Limits,
     allow_remote: bool,
     identities: Option<Arc<Identities>>,
+    session: &mut Session,
 ) -> Result<Vec<Manifest>, String> {
     let Some(builder) = builder else {
         return Err(format!(
@@ -266,15 +375,23 @@ pub async fn build(
         .map_err(|e| format!("creating a work tree for {kustomization}: {e}"))?;
     let root = work.path().to_owned();
     let (keys, tree_limits) = (identities.clone(), *limits);
+    // The session goes with the work and comes back with it.
+    let mut taken = std::mem::take(session);
     // Decrypting and writing are CPU and disk work: off the async workers.
-    tokio::task::spawn_blocking(move || {
-        if let Some(keys) = &keys {
-            decrypt_tree(&mut files, keys, &tree_limits)?;
-        }
-        materialize(&root, &files)
+    let written = tokio::task::spawn_blocking(move || {
+        let written = (|| {
+            if let Some(keys) = &keys {
+                decrypt_tree(&mut files, keys, &tree_limits, &mut taken)?;
+            }
+            unsupported_sops(&files, tree_limits.document_bytes)?;
+            materialize(&root, &files)
+        })();
+        (written, taken)
     })
     .await
-    .map_err(|_| format!("writing the work tree for {kustomization} was interrupted"))??;
+    .map_err(|_| format!("writing the work tree for {kustomization} was interrupted"))?;
+    *session = written.1;
+    written.0?;
     let directory = work.path().join(normalize(path));
     let program = builder
         .program
@@ -340,19 +457,32 @@ pub async fn build(
         stderr,
     };
     if !output.status.success() {
+        // Scrubbed before `tidy` shortens it, which could cut a value in two.
         let why = tidy(
-            &String::from_utf8_lossy(&output.stderr),
+            &session
+                .redactor
+                .scrub(&String::from_utf8_lossy(&output.stderr)),
             &work.path().display().to_string(),
         );
         return Err(format!("{kustomization}: {program} failed: {why}"));
     }
     let (what, limits) = (format!("{kustomization} (built)"), *limits);
-    tokio::task::spawn_blocking(move || {
-        render::stream(&what, output.stdout, &limits, identities.as_deref())
-            .map_err(|e| e.to_string())
+    let mut taken = std::mem::take(session);
+    let (built, taken) = tokio::task::spawn_blocking(move || {
+        let built = render::stream(
+            &what,
+            output.stdout,
+            &limits,
+            identities.as_deref(),
+            &mut taken,
+        )
+        .map_err(|e| e.to_string());
+        (built, taken)
     })
     .await
-    .map_err(|_| format!("{kustomization}: reading what {program} built was interrupted"))?
+    .map_err(|_| format!("{kustomization}: reading what {program} built was interrupted"))?;
+    *session = taken;
+    built
 }
 
 /// The build's own words for a status condition: repository paths instead of the work
@@ -487,6 +617,7 @@ mod tests {
             &render::Limits::default(),
             false,
             None,
+            &mut Session::default(),
         )
         .await
         .expect_err("refused");
@@ -546,6 +677,7 @@ mod tests {
             &render::Limits::default(),
             false,
             None,
+            &mut Session::default(),
         )
         .await;
         assert!(!mark.exists(), "kustomize ran the exec plugin: {built:?}");
@@ -567,6 +699,7 @@ mod tests {
             &render::Limits::default(),
             false,
             None,
+            &mut Session::default(),
         )
         .await
         .expect_err("no builder");
@@ -575,6 +708,112 @@ mod tests {
                 && error.contains("kustomize or kubectl"),
             "{error}"
         );
+    }
+
+    #[test]
+    fn sops_files_in_formats_weir_cannot_decrypt_are_refused_by_name() {
+        let dotenv = "DB_PASSWORD=ENC[AES256_GCM,data:abc=,iv:x,tag:y,type:str]\nsops_age__list_0__map_recipient=age1x\nsops_lastmodified=2026-01-02T03:04:05Z\nsops_mac=ENC[AES256_GCM,data:m,iv:x,tag:y,type:str]\nsops_version=3.9.0\n";
+        let ini = "[db]\npassword = ENC[AES256_GCM,data:abc=,iv:x,tag:y,type:str]\n\n[sops]\nmac = ENC[AES256_GCM,data:m,iv:x,tag:y,type:str]\nversion = 3.9.0\n";
+        let binary = r#"{"data": "ENC[AES256_GCM,data:abc=,iv:x,tag:y,type:str]", "sops": {"mac": "ENC[AES256_GCM,data:m,iv:x,tag:y,type:str]", "lastmodified": "2026-01-02T03:04:05Z", "version": "3.9.0"}}"#;
+        for (path, text, format) in [
+            ("deploy/app.env", dotenv, "dotenv"),
+            ("deploy/app.ini", ini, "INI"),
+            ("deploy/tls.key", binary, "binary"),
+        ] {
+            let files = [
+                file("deploy/kustomization.yaml", "resources: []\n"),
+                file(path, text),
+            ];
+            let error = unsupported_sops(&files, 1 << 20).expect_err(path);
+            assert!(
+                error.starts_with(&format!("{path}: is a SOPS file in its {format} format"))
+                    && error.contains("which weir does not decrypt"),
+                "{error}"
+            );
+        }
+        // Plain files, and SOPS YAML or JSON (decrypted, or left to the output check).
+        let plain = [
+            file("deploy/app.env", "DB_HOST=db\n"),
+            file("deploy/s.yaml", binary),
+            file(
+                "deploy/notes.txt",
+                "we use sops; its mac guards ENC[AES256_GCM values",
+            ),
+        ];
+        assert_eq!(unsupported_sops(&plain, 1 << 20), Ok(()));
+    }
+
+    #[tokio::test]
+    async fn an_encrypted_env_file_fails_the_build_before_kustomize_runs() {
+        let files = vec![
+            file(
+                "deploy/kustomization.yaml",
+                "secretGenerator:\n- name: app\n  envs: [app.env]\n",
+            ),
+            file(
+                "deploy/app.env",
+                "TOKEN=ENC[AES256_GCM,data:abc=,iv:x,tag:y,type:str]\nsops_mac=ENC[AES256_GCM,data:m,iv:x,tag:y,type:str]\nsops_version=3.9.0\n",
+            ),
+        ];
+        // A builder that would fail with its own words if it ran.
+        let builder = Builder {
+            program: "/bin/false".into(),
+            args: vec![],
+        };
+        let error = build(
+            Some(builder),
+            files,
+            "deploy",
+            "deploy/kustomization.yaml",
+            &render::Limits::default(),
+            false,
+            None,
+            &mut Session::default(),
+        )
+        .await
+        .expect_err("refused");
+        assert!(
+            error.starts_with("deploy/app.env: is a SOPS file in its dotenv format"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn only_old_build_directories_are_swept() {
+        let old = STALE_AFTER + Duration::from_secs(1);
+        assert!(is_stale_build_dir("weir-kustomize-abc123", old));
+        assert!(is_stale_build_dir("weir-kustomize-home-abc123", old));
+        assert!(!is_stale_build_dir(
+            "weir-kustomize-abc123",
+            Duration::from_secs(30)
+        ));
+        assert!(!is_stale_build_dir("other-abc123", old));
+
+        let tmp = tempfile::tempdir().expect("temp dir");
+        let (stale, fresh, other) = (
+            tmp.path().join("weir-kustomize-stale"),
+            tmp.path().join("weir-kustomize-fresh"),
+            tmp.path().join("unrelated"),
+        );
+        for dir in [&stale, &fresh, &other] {
+            std::fs::create_dir(dir).expect("mkdir");
+            std::fs::write(dir.join("secret.yaml"), "x").expect("write");
+        }
+        let long_ago = std::time::SystemTime::now() - old;
+        for dir in [&stale, &other] {
+            std::fs::File::open(dir)
+                .and_then(|d| d.set_modified(long_ago))
+                .expect("set mtime");
+        }
+        let removed: Vec<PathBuf> = sweep_build_dirs(tmp.path())
+            .into_iter()
+            .map(|(path, outcome)| {
+                assert!(outcome.is_ok(), "{outcome:?}");
+                path
+            })
+            .collect();
+        assert_eq!(removed, vec![stale.clone()]);
+        assert!(!stale.exists() && fresh.exists() && other.exists());
     }
 
     mod decryption {
@@ -617,8 +856,13 @@ mod tests {
                 file("base/plain.yaml", &secret("plain", "clear")),
             ];
             let before = files.clone();
-            decrypt_tree(&mut files, &keys(&identity), &render::Limits::default())
-                .unwrap_or_else(|e| panic!("{e}"));
+            decrypt_tree(
+                &mut files,
+                &keys(&identity),
+                &render::Limits::default(),
+                &mut Session::default(),
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
             let text = |f: &SourceFile| String::from_utf8_lossy(&f.bytes).into_owned();
             assert!(text(&files[0]).contains("hunter2") && !text(&files[0]).contains("sops"));
             assert_eq!(
@@ -629,8 +873,13 @@ mod tests {
 
             let tampered = text(&before[0]).replacen("name: db", "name: evil", 1);
             let mut files = vec![file("base/secret.yaml", &tampered)];
-            let error = decrypt_tree(&mut files, &keys(&identity), &render::Limits::default())
-                .expect_err("refused");
+            let error = decrypt_tree(
+                &mut files,
+                &keys(&identity),
+                &render::Limits::default(),
+                &mut Session::default(),
+            )
+            .expect_err("refused");
             assert!(
                 error.starts_with("base/secret.yaml (document 0): its MAC does not match")
                     && error.ends_with("nothing was built or applied"),
@@ -675,6 +924,7 @@ mod tests {
                 &render::Limits::default(),
                 false,
                 Some(Arc::new(keys(&identity))),
+                &mut Session::default(),
             )
             .await
             .unwrap_or_else(|e| panic!("{e}"));
@@ -730,11 +980,55 @@ mod tests {
                 &render::Limits::default(),
                 false,
                 Some(Arc::new(keys(&identity))),
+                &mut Session::default(),
             )
             .await
             .expect_err("refused");
             assert!(error.contains("is encrypted for age recipients"), "{error}");
             assert!(!error.contains(&marker), "{error}");
+        }
+
+        /// kustomize's error quotes what it could not take: a name SOPS encrypted, here.
+        #[tokio::test]
+        async fn a_build_error_quoting_a_decrypted_value_is_scrubbed() {
+            let builder = find().unwrap_or_else(|| {
+                panic!("this test needs kustomize or kubectl on PATH, as weir does to build kustomizations")
+            });
+            let identity = x25519::Identity::generate();
+            let options = Options {
+                encrypted_regex: Some("^(metadata|stringData)$".into()),
+                ..Options::default()
+            };
+            let sealed = encrypt::encrypt(
+                &[serde_yaml_ng::from_str(&secret("db-hunter2", "hunter2")).unwrap_or_default()],
+                &[identity.to_public()],
+                &options,
+            );
+            let files = vec![
+                file(
+                    "deploy/kustomization.yaml",
+                    "resources:\n- secret.yaml\n- plain.yaml\n",
+                ),
+                file("deploy/secret.yaml", &sealed),
+                file("deploy/plain.yaml", &secret("db-hunter2", "other")),
+            ];
+            let mut session = Session::default();
+            let error = build(
+                Some(builder),
+                files,
+                "deploy",
+                "deploy/kustomization.yaml",
+                &render::Limits::default(),
+                false,
+                Some(Arc::new(keys(&identity))),
+                &mut session,
+            )
+            .await
+            .expect_err("a duplicate");
+            assert!(
+                error.contains("<decrypted>") && !error.contains("hunter2"),
+                "{error}"
+            );
         }
 
         fn holds(path: &Path, marker: &str) -> bool {

@@ -948,8 +948,8 @@ async fn apply_revision(
     };
     let rendered = revision::render(rendering, revision).await;
     let revision = revision.to_owned();
-    let (subject, manifests) = match rendered {
-        Ok(rendered) => (rendered.subject, rendered.manifests),
+    let (subject, manifests, redactor) = match rendered {
+        Ok(rendered) => (rendered.subject, rendered.manifests, rendered.redactor),
         Err(revision::Failure::Read(message)) => return Attempt::FetchFailed(message),
         Err(revision::Failure::Render { subject, message }) => {
             return Attempt::RenderFailed {
@@ -988,11 +988,13 @@ async fn apply_revision(
     ctx.metrics
         .observe_gitsync_objects(outcome.applied, outcome.unchanged, outcome.pruned);
     match outcome.failure {
+        // The API server's words may quote a decrypted value (a pattern, an enum, a
+        // webhook): scrubbed before the message is stored, announced or logged.
         Some(message) => Attempt::ApplyFailed {
             revision,
             subject,
             inventory: outcome.inventory,
-            message,
+            message: redactor.scrub(&message),
             forbidden: outcome.forbidden,
         },
         None => Attempt::Applied {

@@ -13,7 +13,7 @@ use std::fmt;
 use serde::de::DeserializeSeed;
 use serde_json::Value;
 
-use super::sops::{self, Identities};
+use super::sops::{self, Identities, Session};
 
 mod bounded;
 
@@ -163,16 +163,34 @@ pub fn render(
     path: &str,
     limits: &Limits,
 ) -> Result<Vec<Manifest>, RenderError> {
-    render_decrypted(files, path, limits, None)
+    render_decrypted(files, path, limits, None, &mut Session::default())
 }
 
 /// `render`, with SOPS-encrypted files decrypted in memory by `identities` (the GitSync's
 /// `spec.decryption`; None: it has none, and an encrypted file fails the revision by name).
+/// `session` keeps what was decrypted, and the error is scrubbed of it.
 pub fn render_decrypted(
     files: &[SourceFile],
     path: &str,
     limits: &Limits,
     identities: Option<&Identities>,
+    session: &mut Session,
+) -> Result<Vec<Manifest>, RenderError> {
+    render_files(files, path, limits, identities, session).map_err(|e| scrubbed(e, session))
+}
+
+/// The error with every value `session` decrypted replaced (`sops::Redactor`).
+fn scrubbed(mut error: RenderError, session: &Session) -> RenderError {
+    error.message = session.redactor.scrub(&error.message);
+    error
+}
+
+fn render_files(
+    files: &[SourceFile],
+    path: &str,
+    limits: &Limits,
+    identities: Option<&Identities>,
+    session: &mut Session,
 ) -> Result<Vec<Manifest>, RenderError> {
     if under(files, path).next().is_none() {
         return Err(RenderError {
@@ -189,7 +207,7 @@ pub fn render_decrypted(
     let mut manifests = Vec::new();
     for file in selected {
         let before = manifests.len();
-        manifests.extend(documents(file, limits, &revision, identities)?);
+        manifests.extend(documents(file, limits, &revision, identities, session)?);
         // Each file's objects once, as they come: a count over the limit stops the reading.
         check_weir_objects(&manifests[before..])?;
         if manifests.len() > limits.objects {
@@ -203,12 +221,24 @@ pub fn render_decrypted(
 
 /// Every object of one rendered stream (a kustomize build's output), named `origin` in
 /// errors, within `limits` (the stream counts as the revision's files); objects still
-/// SOPS-encrypted in it are decrypted by `identities`, or fail.
+/// SOPS-encrypted in it are decrypted by `identities`, or fail; the error is scrubbed of
+/// what `session` decrypted.
 pub fn stream(
     origin: &str,
     bytes: Vec<u8>,
     limits: &Limits,
     identities: Option<&Identities>,
+    session: &mut Session,
+) -> Result<Vec<Manifest>, RenderError> {
+    stream_objects(origin, bytes, limits, identities, session).map_err(|e| scrubbed(e, session))
+}
+
+fn stream_objects(
+    origin: &str,
+    bytes: Vec<u8>,
+    limits: &Limits,
+    identities: Option<&Identities>,
+    session: &mut Session,
 ) -> Result<Vec<Manifest>, RenderError> {
     let file = SourceFile {
         path: origin.to_owned(),
@@ -223,6 +253,7 @@ pub fn stream(
         &output,
         &Cell::new(limits.revision_bytes),
         identities,
+        session,
     )?;
     check_count(&manifests, limits)?;
     check_weir_objects(&manifests)?;
@@ -340,12 +371,14 @@ pub fn parse_bounded(text: &str, budget: u64) -> Result<Vec<Value>, String> {
 /// The documents of one file, parsed and checked: the file within `limits.file_bytes`, each
 /// document's expanded size within `limits.document_bytes`, and all of them within what is
 /// `left` of the revision's budget. A SOPS-encrypted file is decrypted in memory by
-/// `identities` first (the whole file within the revision's budget), or fails.
+/// `identities` first (the whole file within the revision's budget), or fails; `session`
+/// counts its unwraps and keeps its values. Errors are not scrubbed here.
 pub fn documents(
     file: &SourceFile,
     limits: &Limits,
     left: &Cell<u64>,
     identities: Option<&Identities>,
+    session: &mut Session,
 ) -> Result<Vec<Manifest>, RenderError> {
     let fail = |index: Option<usize>, message: String| RenderError {
         file: file.path.clone(),
@@ -386,7 +419,7 @@ pub fn documents(
             }
         })?;
         let spent = left.get() - budget.get();
-        let decrypted = sops::decrypt(parsed, identities).map_err(|error| {
+        let decrypted = sops::decrypt(parsed, identities, session).map_err(|error| {
             fail(
                 error.document,
                 format!("{}; nothing was applied", error.message),

@@ -6,17 +6,20 @@ use std::sync::Arc;
 
 use super::kustomize;
 use super::render::{self, Layout, Manifest};
-use super::sops::Identities;
+use super::sops::{Identities, Redactor, Session};
 use super::source;
 
-/// A revision rendered: its commit subject and its objects.
+/// A revision rendered: its commit subject, its objects, and the values decrypted for them,
+/// to scrub from the messages of applying them.
 #[derive(Debug)]
 pub struct Rendered {
     pub subject: String,
     pub manifests: Vec<Manifest>,
+    pub redactor: Redactor,
 }
 
-/// Why a revision could not be rendered.
+/// Why a revision could not be rendered. A render failure's message is already scrubbed of
+/// what was decrypted.
 #[derive(Debug, PartialEq)]
 pub enum Failure {
     /// The clone could not be read (the revision is not in it, or it is damaged).
@@ -76,6 +79,7 @@ pub async fn render(rendering: Rendering, revision: &str) -> Result<Rendered, Fa
         }
         Err(_) => return Err(Failure::Read("reading the clone was interrupted".into())),
     };
+    let mut session = Session::default();
     let rendered = match layout {
         Layout::Kustomization(file) => {
             kustomize::build(
@@ -86,18 +90,39 @@ pub async fn render(rendering: Rendering, revision: &str) -> Result<Rendered, Fa
                 &limits,
                 allow_remote,
                 identities,
+                &mut session,
             )
             .await
         }
-        Layout::Manifests => tokio::task::spawn_blocking(move || {
-            render::render_decrypted(&files, &path, &limits, identities.as_deref())
-                .map_err(|error| error.to_string())
-        })
-        .await
-        .unwrap_or_else(|_| Err("rendering the revision was interrupted".into())),
+        Layout::Manifests => {
+            let mut taken = std::mem::take(&mut session);
+            let done = tokio::task::spawn_blocking(move || {
+                let rendered = render::render_decrypted(
+                    &files,
+                    &path,
+                    &limits,
+                    identities.as_deref(),
+                    &mut taken,
+                )
+                .map_err(|error| error.to_string());
+                (rendered, taken)
+            })
+            .await;
+            match done {
+                Ok((rendered, taken)) => {
+                    session = taken;
+                    rendered
+                }
+                Err(_) => Err("rendering the revision was interrupted".into()),
+            }
+        }
     };
     match rendered {
-        Ok(manifests) => Ok(Rendered { subject, manifests }),
+        Ok(manifests) => Ok(Rendered {
+            subject,
+            manifests,
+            redactor: session.redactor,
+        }),
         Err(message) => Err(Failure::Render { subject, message }),
     }
 }

@@ -20,7 +20,7 @@
 //! value never reaches a log or a `Debug` from here.
 
 use std::cell::Cell;
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::fmt;
 use std::io::Read;
 use std::str::FromStr;
@@ -38,6 +38,9 @@ use serde::ser::{Serialize, SerializeMap, SerializeSeq, Serializer};
 use serde_json::Value;
 use sha2::{Digest, Sha512};
 
+mod redact;
+pub use redact::Redactor;
+
 /// The suffix of a Secret's data keys that hold age identities (Flux's convention).
 pub const AGE_KEY_SUFFIX: &str = ".agekey";
 /// The key under which SOPS keeps its metadata.
@@ -47,6 +50,9 @@ pub const MAX_IDENTITIES: usize = 64;
 /// age entries of one file whose recipient is ours that are tried: a hostile file could
 /// list ours a thousand times, each with a header full of stanzas to try.
 const MAX_TRIED: usize = 8;
+/// age unwraps one revision may take in all: `MAX_TRIED` bounds one file's metadata, but a
+/// file may hold any number of documents encrypted apart, each with its own.
+pub const MAX_UNWRAPS: usize = 64;
 /// An armored data key for one recipient is about 400 bytes; this bounds the stanzas in its
 /// header (each at least ~100 bytes, each one X25519 agreement to try).
 const MAX_WRAPPED_KEY: usize = 4 << 10;
@@ -149,6 +155,26 @@ impl Identities {
     /// The public recipients of the identities, for messages.
     pub fn recipients(&self) -> impl Iterator<Item = &str> {
         self.keys.iter().map(|(_, r)| r.as_str())
+    }
+}
+
+/// What decrypting one revision's files shares: the age unwraps spent (`MAX_UNWRAPS`), the
+/// data keys already unwrapped (the same stanza in many documents is opened once), and the
+/// values decrypted, to scrub from the revision's messages.
+#[derive(Default)]
+pub struct Session {
+    unwraps: usize,
+    /// By (recipient, armored key): what unwrapping it gave.
+    keys: HashMap<(String, String), Result<[u8; DATA_KEY_BYTES], String>>,
+    pub redactor: Redactor,
+}
+
+impl fmt::Debug for Session {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Session")
+            .field("unwraps", &self.unwraps)
+            .field("redactor", &self.redactor)
+            .finish_non_exhaustive()
     }
 }
 
@@ -295,9 +321,11 @@ pub fn parse(text: &str, budget: &Cell<u64>) -> Result<Vec<Node>, String> {
 /// The file's documents, those SOPS encrypted decrypted (their `sops` key removed), the
 /// others as they are; None when no document is encrypted. `identities` None: the GitSync
 /// has no `spec.decryption`, and an encrypted document is an error saying so.
+/// `session` is the revision's: its unwraps are counted and its values kept for scrubbing.
 pub fn decrypt(
     documents: Vec<Node>,
     identities: Option<&Identities>,
+    session: &mut Session,
 ) -> Result<Option<Vec<Node>>, Error> {
     let encrypted: Vec<usize> = (0..documents.len())
         .filter(|&i| documents[i].is_encrypted())
@@ -339,7 +367,7 @@ pub fn decrypt(
             continue;
         };
         let metadata = Metadata::read(metadata).map_err(|m| error(Some(head), m))?;
-        let key = data_key(&metadata, identities).map_err(|mut e| {
+        let key = data_key(&metadata, identities, session).map_err(|mut e| {
             e.document = Some(head);
             e
         })?;
@@ -347,6 +375,7 @@ pub fn decrypt(
             metadata: &metadata,
             key: &key,
             hash: Sha512::new(),
+            redactor: &mut session.redactor,
         };
         if metadata.mac_only_encrypted {
             tree.hash.update(MAC_ONLY_ENCRYPTED_INIT);
@@ -536,7 +565,11 @@ impl Metadata {
 }
 
 /// The file's data key, unwrapped by the identity its age entry names.
-fn data_key(metadata: &Metadata, identities: &Identities) -> Result<[u8; DATA_KEY_BYTES], Error> {
+fn data_key(
+    metadata: &Metadata,
+    identities: &Identities,
+    session: &mut Session,
+) -> Result<[u8; DATA_KEY_BYTES], Error> {
     let mut tried = 0;
     let mut failed = None;
     for (recipient, wrapped) in &metadata.age {
@@ -547,7 +580,27 @@ fn data_key(metadata: &Metadata, identities: &Identities) -> Result<[u8; DATA_KE
             break;
         }
         tried += 1;
-        match unwrap(wrapped, identity) {
+        let stanza = (recipient.clone(), wrapped.clone());
+        let outcome = match session.keys.get(&stanza) {
+            Some(known) => known.clone(),
+            None => {
+                if session.unwraps == MAX_UNWRAPS {
+                    return Err(error(
+                        None,
+                        format!(
+                            "decrypting it would take more than {MAX_UNWRAPS} age unwraps in this revision \
+                             (each document encrypted apart has its own data key); encrypt the documents \
+                             of a file together, with one sops command"
+                        ),
+                    ));
+                }
+                session.unwraps += 1;
+                let outcome = unwrap(wrapped, identity);
+                session.keys.insert(stanza, outcome.clone());
+                outcome
+            }
+        };
+        match outcome {
             Ok(key) => return Ok(key),
             Err(why) => failed = Some(why),
         }
@@ -604,6 +657,8 @@ struct Tree<'m> {
     metadata: &'m Metadata,
     key: &'m [u8; DATA_KEY_BYTES],
     hash: Sha512,
+    /// Keeps each value decrypted, for scrubbing messages.
+    redactor: &'m mut Redactor,
 }
 
 impl Tree<'_> {
@@ -646,8 +701,12 @@ impl Tree<'_> {
                         ));
                     };
                     let aad = format!("{}:", path.join(":"));
-                    decrypt_value(text, self.key, aad.as_bytes())
-                        .map_err(|why| format!("{}: cannot be decrypted: {why}", path.join(".")))?
+                    let plain = decrypt_value(text, self.key, aad.as_bytes())
+                        .map_err(|why| format!("{}: cannot be decrypted: {why}", path.join(".")))?;
+                    if let Some(text) = plain.text() {
+                        self.redactor.add(text);
+                    }
+                    plain
                 } else {
                     Plain::Node(leaf)
                 };
@@ -676,6 +735,15 @@ impl Plain {
         match self {
             Plain::Node(Node::Str(s)) => Some(s),
             _ => None,
+        }
+    }
+
+    /// Its text, when it is text: what a message could quote.
+    fn text(&self) -> Option<&str> {
+        match self {
+            Plain::Node(Node::Str(s)) | Plain::Time(s) => Some(s),
+            Plain::Bytes(b) => std::str::from_utf8(b).ok(),
+            Plain::Node(_) => None,
         }
     }
 

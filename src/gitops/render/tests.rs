@@ -274,6 +274,7 @@ fn a_kustomize_build_output_counts_as_the_revision() {
         output.into_bytes(),
         &limits,
         None,
+        &mut Session::default(),
     )
     .expect_err("over");
     assert!(error.file.contains("(built)"), "{error}");
@@ -399,9 +400,14 @@ mod decryption {
             file("deploy/a.yaml", SERVICE),
             file("deploy/secret.enc.yaml", &encrypted(&identity, &[SECRET])),
         ];
-        let manifests =
-            render_decrypted(&files, "deploy", &Limits::default(), Some(&keys(&identity)))
-                .unwrap_or_else(|e| panic!("{e}"));
+        let manifests = render_decrypted(
+            &files,
+            "deploy",
+            &Limits::default(),
+            Some(&keys(&identity)),
+            &mut Session::default(),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(names(&manifests), vec!["Service/web", "Secret/db"]);
         assert_eq!(manifests[1].object["stringData"]["password"], "hunter2");
         assert!(
@@ -421,6 +427,42 @@ mod decryption {
         );
     }
 
+    /// A failure that quotes a decrypted value (here a name SOPS encrypted, quoted by the
+    /// duplicate check) shows `<decrypted>` in its place.
+    #[test]
+    fn a_failure_quoting_a_decrypted_value_is_scrubbed() {
+        let identity = x25519::Identity::generate();
+        let secret = "apiVersion: v1\nkind: Secret\nmetadata:\n  name: db-hunter2\nstringData:\n  password: hunter2\n";
+        let options = Options {
+            encrypted_regex: Some("^(metadata|stringData)$".into()),
+            ..Options::default()
+        };
+        let sealed = encrypt::encrypt(
+            &[serde_yaml_ng::from_str(secret).unwrap_or_default()],
+            &[identity.to_public()],
+            &options,
+        );
+        let files = vec![
+            file("deploy/a.enc.yaml", &sealed),
+            file("deploy/b.yaml", secret),
+        ];
+        let mut session = Session::default();
+        let error = render_decrypted(
+            &files,
+            "deploy",
+            &Limits::default(),
+            Some(&keys(&identity)),
+            &mut session,
+        )
+        .expect_err("a duplicate");
+        assert_eq!(
+            error.to_string(),
+            "deploy/b.yaml (document 0): Secret <decrypted> is also defined in deploy/a.enc.yaml (document 0)"
+        );
+        // What was decrypted stays with the caller, for the messages of applying.
+        assert_eq!(session.redactor.scrub("x hunter2 y"), "x <decrypted> y");
+    }
+
     #[test]
     fn a_file_for_another_key_fails_the_revision_by_name_and_shows_no_value() {
         let (identity, other) = (x25519::Identity::generate(), x25519::Identity::generate());
@@ -428,8 +470,14 @@ mod decryption {
             file("deploy/a.yaml", SERVICE),
             file("deploy/secret.yaml", &encrypted(&other, &[SECRET])),
         ];
-        let error = render_decrypted(&files, "deploy", &Limits::default(), Some(&keys(&identity)))
-            .expect_err("refused");
+        let error = render_decrypted(
+            &files,
+            "deploy",
+            &Limits::default(),
+            Some(&keys(&identity)),
+            &mut Session::default(),
+        )
+        .expect_err("refused");
         let shown = error.to_string();
         assert!(
             shown.starts_with("deploy/secret.yaml (document 0): is encrypted for age recipients"),
@@ -449,6 +497,7 @@ mod decryption {
             "deploy",
             &Limits::default(),
             Some(&keys(&identity)),
+            &mut Session::default(),
         )
         .expect_err("refused");
         assert!(error.message.contains("MAC does not match"), "{error}");
@@ -462,6 +511,7 @@ mod decryption {
             "deploy",
             &Limits::default(),
             Some(&keys(&identity)),
+            &mut Session::default(),
         )
         .expect_err("refused");
         assert!(
@@ -501,11 +551,18 @@ mod decryption {
             stream_text.clone().into_bytes(),
             &Limits::default(),
             Some(&keys(&identity)),
+            &mut Session::default(),
         )
         .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(manifests[1].object["stringData"]["password"], "hunter2");
-        let error = stream("built", stream_text.into_bytes(), &Limits::default(), None)
-            .expect_err("no decryption");
+        let error = stream(
+            "built",
+            stream_text.into_bytes(),
+            &Limits::default(),
+            None,
+            &mut Session::default(),
+        )
+        .expect_err("no decryption");
         assert!(
             error.message.contains("spec.decryption is not set"),
             "{error}"

@@ -30,7 +30,7 @@ const SECRET: &str = "apiVersion: v1\nkind: Secret\nmetadata:\n  name: db\n  lab
 fn run(text: &str, identities: Option<&Identities>) -> Result<Option<Vec<Node>>, Error> {
     let budget = Cell::new(8 << 20);
     let documents = parse(text, &budget).unwrap_or_else(|e| panic!("{e}"));
-    decrypt(documents, identities)
+    decrypt(documents, identities, &mut Session::default())
 }
 
 fn decrypted_json(text: &str, identities: &Identities) -> Vec<Value> {
@@ -229,7 +229,8 @@ fn a_mac_of_other_contents_fails() {
     let documents = parse(&text, &Cell::new(1 << 20)).unwrap_or_default();
     let metadata = Metadata::read(documents[0].get(METADATA_KEY).unwrap_or(&Node::Null))
         .unwrap_or_else(|e| panic!("{e}"));
-    let key = data_key(&metadata, &identities).unwrap_or_else(|e| panic!("{e}"));
+    let key =
+        data_key(&metadata, &identities, &mut Session::default()).unwrap_or_else(|e| panic!("{e}"));
     let forged_mac = encrypt::seal(
         &key,
         "str",
@@ -388,7 +389,8 @@ fn each_value_type_is_restored() {
     let documents = parse(&text, &Cell::new(1 << 20)).unwrap_or_default();
     let metadata = Metadata::read(documents[0].get(METADATA_KEY).unwrap_or(&Node::Null))
         .unwrap_or_else(|e| panic!("{e}"));
-    let key = data_key(&metadata, &identities).unwrap_or_else(|e| panic!("{e}"));
+    let key =
+        data_key(&metadata, &identities, &mut Session::default()).unwrap_or_else(|e| panic!("{e}"));
     let open = |kind: &str, plain: &str| {
         decrypt_value(
             &encrypt::seal(&key, kind, plain.as_bytes(), "v:"),
@@ -485,6 +487,61 @@ fn rules_sops_refuses_or_weir_cannot_follow_are_named() {
     assert!(error.message.contains("more than one"), "{error}");
     let error = failure(&format!("{base}  encrypted_regex: '(('\n"), &identities);
     assert!(error.message.contains("encrypted_regex"), "{error}");
+}
+
+#[test]
+fn the_values_decrypted_are_kept_to_scrub_and_clear_ones_are_not() {
+    let (identity, identities) = identity();
+    let text = encrypt::encrypt(
+        &[yaml(SECRET)],
+        &[identity.to_public()],
+        &Options::kubernetes(),
+    );
+    let budget = Cell::new(8 << 20);
+    let documents = parse(&text, &budget).unwrap_or_else(|e| panic!("{e}"));
+    let mut session = Session::default();
+    decrypt(documents, Some(&identities), &mut session).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        session
+            .redactor
+            .scrub("Secret web: password hunter2, user \"admin\", port 5432"),
+        "Secret web: password <decrypted>, user \"<decrypted>\", port 5432",
+        "strings SOPS decrypted, not the clear `Secret` and `web`, nor numbers"
+    );
+    assert!(!format!("{session:?}").contains("hunter2"));
+}
+
+#[test]
+fn age_unwraps_are_bounded_per_revision_and_each_stanza_is_unwrapped_once() {
+    let (identity, identities) = identity();
+    let one = |name: &str| {
+        encrypt::encrypt(
+            &[yaml(&format!(
+                "apiVersion: v1\nkind: Secret\nmetadata: {{name: {name}}}\nstringData: {{token: abcdef}}\n"
+            ))],
+            &[identity.to_public()],
+            &Options::kubernetes(),
+        )
+    };
+    let budget = Cell::new(64 << 20);
+    // The same file read again and again in one revision: one unwrap, cached.
+    let same = one("same");
+    let mut session = Session::default();
+    for _ in 0..(MAX_UNWRAPS * 2) {
+        let documents = parse(&same, &budget).unwrap_or_else(|e| panic!("{e}"));
+        decrypt(documents, Some(&identities), &mut session).unwrap_or_else(|e| panic!("{e}"));
+    }
+    assert_eq!(session.unwraps, 1);
+    // Documents encrypted apart, each with its own data key: one more than the limit fails.
+    let apart: Vec<String> = (0..=MAX_UNWRAPS).map(|i| one(&format!("s{i}"))).collect();
+    let documents = parse(&apart.join("---\n"), &budget).unwrap_or_else(|e| panic!("{e}"));
+    let error =
+        decrypt(documents, Some(&identities), &mut Session::default()).expect_err("over the limit");
+    assert_eq!(error.document, Some(MAX_UNWRAPS));
+    assert!(
+        error.message.contains("more than 64 age unwraps") && !error.no_identity,
+        "{error}"
+    );
 }
 
 #[test]
