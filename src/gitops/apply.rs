@@ -3,6 +3,7 @@
 //! what left Git pruned. The inventory that comes back is right even when an attempt stops
 //! half-way.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 
 use kube::api::{Api, DeleteParams, DynamicObject, Patch, PatchParams};
@@ -133,15 +134,7 @@ pub async fn sync(
     old: &[InventoryEntry],
 ) -> Outcome {
     apply_order(&mut manifests);
-    let mut run = Run {
-        target,
-        kinds: Kinds::default(),
-        touched: Vec::new(),
-        applied: 0,
-        unchanged: 0,
-        dry_runs: BTreeMap::new(),
-        forbidden: false,
-    };
+    let mut run = Run::new(target);
     let mut outcome = Outcome {
         inventory: old.to_vec(),
         ..Outcome::default()
@@ -197,15 +190,7 @@ pub async fn preview(
     old: &[InventoryEntry],
 ) -> Result<Preview, String> {
     apply_order(&mut manifests);
-    let mut run = Run {
-        target,
-        kinds: Kinds::default(),
-        touched: Vec::new(),
-        applied: 0,
-        unchanged: 0,
-        dry_runs: BTreeMap::new(),
-        forbidden: false,
-    };
+    let mut run = Run::new(target);
     let objects = run.stamp(&manifests).await?;
     let routes = rollout_routes(target.reader, target.scope, &objects).await?;
     let mut preview = Preview::default();
@@ -228,17 +213,13 @@ pub async fn preview(
         let live = live
             .map(|live| serde_json::to_value(&live).map_err(|e| format!("{title}: {e}")))
             .transpose()?;
-        let mut after = run.dry_runs.get(&entry).cloned().unwrap_or_default();
-        if let (Some(live), Some(services)) = (
-            &live,
-            entry
-                .namespace
-                .as_deref()
-                .filter(|_| entry.kind == "HTTPRoute")
-                .and_then(|namespace| routes.services(namespace, &entry.name)),
-        ) {
-            keep_live_weights(&mut after, live, services);
-        }
+        let after = run.dry_runs.get(&entry).cloned().unwrap_or_default();
+        let after = match &live {
+            Some(live) => {
+                as_applied(Cow::Owned(after), live, route_services(&routes, &entry)).into_owned()
+            }
+            None => after,
+        };
         let change = drift::change(&title, live.as_ref(), &after);
         if change == drift::Change::Create {
             preview
@@ -250,31 +231,8 @@ pub async fn preview(
     if target.prune {
         let new: Vec<InventoryEntry> = objects.iter().map(|o| inventory::entry(&o.value)).collect();
         for entry in to_prune(old, &new) {
-            // As prune does: gone already, or another GitSync's now, it only leaves the
-            // inventory.
-            let found = run
-                .kinds
-                .get(target.client, &entry.api_version, &entry.kind)
-                .await
-                .map_err(|error| format!("looking up {}: {error}", describe_entry(&entry)))?;
-            let Some((resource, caps)) = found else {
-                continue; // its kind is gone, and its objects with it
-            };
-            let api = api_for(target.client, &resource, &caps, entry.namespace.as_deref());
-            let live = api.get_opt(&entry.name).await.map_err(|error| {
-                format!(
-                    "reading {}: {}",
-                    describe_entry(&entry),
-                    run.refused(&error)
-                )
-            })?;
-            let owner = live.as_ref().and_then(|l| {
-                l.metadata
-                    .annotations
-                    .as_ref()
-                    .and_then(|a| a.get(OWNER_ANNOTATION).cloned())
-            });
-            if live.is_some() && owner.as_deref().is_none_or(|o| o == target.owner) {
+            // What prune would delete; the rest only leaves the inventory.
+            if run.ours_to_delete(&entry).await?.is_some() {
                 preview.pruned.push(entry);
             }
         }
@@ -302,7 +260,19 @@ struct Run<'t, 'a> {
     forbidden: bool,
 }
 
-impl Run<'_, '_> {
+impl<'t, 'a> Run<'t, 'a> {
+    fn new(target: &'t Target<'a>) -> Self {
+        Run {
+            target,
+            kinds: Kinds::default(),
+            touched: Vec::new(),
+            applied: 0,
+            unchanged: 0,
+            dry_runs: BTreeMap::new(),
+            forbidden: false,
+        }
+    }
+
     /// Stamps each manifest, learning its kind's scope (from the cluster, or from a CRD in
     /// the revision). Any object outside the GitSync's namespace refuses the whole
     /// revision here, before anything of it is checked or applied, naming every such object.
@@ -498,9 +468,8 @@ impl Run<'_, '_> {
         // A route a Rollout splits is dry-run with its live weights, as it is applied: with
         // Git's, the dry run would take the weights from the rollout engine, and read as
         // drift at every interval of a canary.
-        let mut object = std::borrow::Cow::Borrowed(object);
-        if let (Some(namespace), "HTTPRoute") = (&entry.namespace, entry.kind.as_str())
-            && let Some(services) = routes.services(namespace, &entry.name)
+        let mut object = Cow::Borrowed(object);
+        if let Some(services) = route_services(routes, &entry)
             && let Ok(Some(live)) = api.get_opt(&entry.name).await
             && let Ok(live) = serde_json::to_value(&live)
         {
@@ -536,10 +505,7 @@ impl Run<'_, '_> {
         self.still_leading()?;
         let entry = inventory::entry(object);
         let api = self.api(&entry).await?;
-        let rollout_services = match (&entry.kind[..], &entry.namespace) {
-            ("HTTPRoute", Some(namespace)) => routes.services(namespace, &entry.name),
-            _ => None,
-        };
+        let rollout_services = route_services(routes, &entry);
         if self
             .unchanged_since_dry_run(&api, &entry, rollout_services)
             .await
@@ -586,15 +552,54 @@ impl Run<'_, '_> {
         let Ok(live) = serde_json::to_value(&live) else {
             return false;
         };
-        match rollout_services {
-            // The weights a Rollout owns are the live ones whatever Git says (`ownership`).
-            Some(services) => {
-                let mut after = after.clone();
-                keep_live_weights(&mut after, &live, services);
-                !drift::drifted(&live, &after)
-            }
-            None => !drift::drifted(&live, after),
-        }
+        !drift::drifted(
+            &live,
+            &as_applied(Cow::Borrowed(after), &live, rollout_services),
+        )
+    }
+
+    /// The API to delete `entry` with, when it is this GitSync's to delete: None when its
+    /// kind or the object itself is gone, or another GitSync now applies it (then it only
+    /// leaves the inventory).
+    async fn ours_to_delete(
+        &mut self,
+        entry: &InventoryEntry,
+    ) -> Result<Option<Api<DynamicObject>>, String> {
+        let found = self
+            .kinds
+            .get(self.target.client, &entry.api_version, &entry.kind)
+            .await
+            .map_err(|error| {
+                format!(
+                    "looking up {} {} to prune it: {error}",
+                    entry.api_version, entry.kind
+                )
+            })?;
+        // The kind itself is gone (its CRD pruned first): so are its objects.
+        let Some((resource, caps)) = found else {
+            return Ok(None);
+        };
+        let api = api_for(
+            self.target.client,
+            &resource,
+            &caps,
+            entry.namespace.as_deref(),
+        );
+        let live = api.get_opt(&entry.name).await.map_err(|error| {
+            format!(
+                "reading {} to prune it: {}",
+                describe_entry(entry),
+                self.refused(&error)
+            )
+        })?;
+        let owner = live.as_ref().and_then(|l| {
+            l.metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(OWNER_ANNOTATION).cloned())
+        });
+        let ours = live.is_some() && owner.as_deref().is_none_or(|o| o == self.target.owner);
+        Ok(ours.then_some(api))
     }
 
     /// Deletes what left Git, in order, recording each one gone. An object another GitSync
@@ -606,47 +611,10 @@ impl Run<'_, '_> {
     ) -> Result<(), String> {
         for entry in gone {
             self.still_leading()?;
-            let found = self
-                .kinds
-                .get(self.target.client, &entry.api_version, &entry.kind)
-                .await
-                .map_err(|error| {
-                    format!(
-                        "looking up {} {} to prune it: {error}",
-                        entry.api_version, entry.kind
-                    )
-                })?;
-            // The kind itself is gone (its CRD pruned first): so are its objects.
-            let Some((resource, caps)) = found else {
+            let Some(api) = self.ours_to_delete(&entry).await? else {
                 pruned.push(entry);
                 continue;
             };
-            let api = api_for(
-                self.target.client,
-                &resource,
-                &caps,
-                entry.namespace.as_deref(),
-            );
-            let live = match api.get_opt(&entry.name).await {
-                Ok(live) => live,
-                Err(error) => {
-                    return Err(format!(
-                        "reading {} to prune it: {}",
-                        describe_entry(&entry),
-                        self.refused(&error)
-                    ));
-                }
-            };
-            let owner = live.as_ref().and_then(|l| {
-                l.metadata
-                    .annotations
-                    .as_ref()
-                    .and_then(|a| a.get(OWNER_ANNOTATION).cloned())
-            });
-            if live.is_none() || owner.as_deref().is_some_and(|o| o != self.target.owner) {
-                pruned.push(entry);
-                continue;
-            }
             match api.delete(&entry.name, &DeleteParams::background()).await {
                 Ok(_) => pruned.push(entry),
                 Err(kube::Error::Api(status)) if status.code == 404 => pruned.push(entry),
@@ -661,6 +629,30 @@ impl Run<'_, '_> {
         }
         Ok(())
     }
+}
+
+/// The Services whose weights a Rollout sets in `entry`, when it is such a route.
+fn route_services<'r>(
+    routes: &'r RolloutRoutes,
+    entry: &InventoryEntry,
+) -> Option<&'r BTreeSet<String>> {
+    match (entry.kind.as_str(), &entry.namespace) {
+        ("HTTPRoute", Some(namespace)) => routes.services(namespace, &entry.name),
+        _ => None,
+    }
+}
+
+/// What an apply whose dry run returned `after` makes of `live`: the weights a Rollout owns
+/// are the live ones whatever Git says (`ownership`).
+fn as_applied<'v>(
+    mut after: Cow<'v, Value>,
+    live: &Value,
+    services: Option<&BTreeSet<String>>,
+) -> Cow<'v, Value> {
+    if let Some(services) = services {
+        keep_live_weights(after.to_mut(), live, services);
+    }
+    after
 }
 
 fn is_foundation(object: &Value) -> bool {

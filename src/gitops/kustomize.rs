@@ -598,18 +598,14 @@ mod tests {
         assert!(unreadable[0].contains("cannot be read"), "{unreadable:?}");
     }
 
-    #[tokio::test]
-    async fn a_remote_reference_refuses_the_build_before_kustomize_runs() {
-        let files = vec![file(
-            "deploy/kustomization.yaml",
-            "resources:\n- https://example.com/all.yaml\n",
-        )];
-        // A builder that would fail loudly if it ran.
+    /// What `build` of `deploy/kustomization.yaml` says, with a builder that would fail
+    /// with its own words if it ran: the refusal must come before kustomize does.
+    async fn refused_before_kustomize_runs(files: Vec<SourceFile>) -> String {
         let builder = Builder {
             program: "/bin/false".into(),
             args: vec![],
         };
-        let error = build(
+        build(
             Some(builder),
             files,
             "deploy",
@@ -620,7 +616,16 @@ mod tests {
             &mut Session::default(),
         )
         .await
-        .expect_err("refused");
+        .expect_err("refused")
+    }
+
+    #[tokio::test]
+    async fn a_remote_reference_refuses_the_build_before_kustomize_runs() {
+        let files = vec![file(
+            "deploy/kustomization.yaml",
+            "resources:\n- https://example.com/all.yaml\n",
+        )];
+        let error = refused_before_kustomize_runs(files).await;
         assert!(
             error.contains("resources[0]: https://example.com/all.yaml")
                 && error.contains("spec.kustomize.allowRemote"),
@@ -755,23 +760,7 @@ mod tests {
                 "TOKEN=ENC[AES256_GCM,data:abc=,iv:x,tag:y,type:str]\nsops_mac=ENC[AES256_GCM,data:m,iv:x,tag:y,type:str]\nsops_version=3.9.0\n",
             ),
         ];
-        // A builder that would fail with its own words if it ran.
-        let builder = Builder {
-            program: "/bin/false".into(),
-            args: vec![],
-        };
-        let error = build(
-            Some(builder),
-            files,
-            "deploy",
-            "deploy/kustomization.yaml",
-            &render::Limits::default(),
-            false,
-            None,
-            &mut Session::default(),
-        )
-        .await
-        .expect_err("refused");
+        let error = refused_before_kustomize_runs(files).await;
         assert!(
             error.starts_with("deploy/app.env: is a SOPS file in its dotenv format"),
             "{error}"
