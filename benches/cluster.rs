@@ -1236,18 +1236,6 @@ async fn git_to_canary_via(client: &Client, webhook: bool, samples: usize) -> Ve
 
 // --- requests per interval for an unchanged repository --------------------------------------
 
-/// `weir_gitsync_objects_total{outcome}` from the controller's /metrics.
-async fn gitsync_objects(port: u16, outcome: &str) -> u64 {
-    let Some((_, text)) = support::http_get(port, "/metrics").await else {
-        return 0;
-    };
-    let prefix = format!("weir_gitsync_objects_total{{outcome=\"{outcome}\"}} ");
-    text.lines()
-        .find_map(|line| line.strip_prefix(&prefix))
-        .and_then(|n| n.trim().parse().ok())
-        .unwrap_or(0)
-}
-
 /// A GitSync (interval 2s) over a repository of 100 objects as people write them (70
 /// ConfigMaps, 20 Services without `protocol`, 10 Secrets in `stringData`), left unchanged:
 /// the API server's requests over twenty intervals, per interval.
@@ -1285,7 +1273,10 @@ async fn unchanged_repository(client: &Client, report: &mut Report) {
     eventually(
         "the first apply of 100 objects",
         Duration::from_secs(120),
-        || async { (gitsync_objects(port, "applied").await >= OBJECTS as u64).then_some(()) },
+        || async {
+            (support::gitops::gitsync_objects(port, "applied").await >= OBJECTS as u64)
+                .then_some(())
+        },
     )
     .await;
     // From the first interval that found nothing to apply.
@@ -1293,23 +1284,25 @@ async fn unchanged_repository(client: &Client, report: &mut Report) {
         "an interval with nothing to apply",
         Duration::from_secs(60),
         || async {
-            let unchanged = gitsync_objects(port, "unchanged").await;
+            let unchanged = support::gitops::gitsync_objects(port, "unchanged").await;
             (unchanged > 0 && unchanged % OBJECTS as u64 == 0).then_some(unchanged)
         },
     )
     .await;
-    let applied_before = gitsync_objects(port, "applied").await;
+    let applied_before = support::gitops::gitsync_objects(port, "applied").await;
     let before = api_requests(client).await;
     let end = start + INTERVALS * OBJECTS as u64;
     eventually(
         &format!("{INTERVALS} more intervals"),
         Duration::from_secs(INTERVALS * 10),
-        || async { (gitsync_objects(port, "unchanged").await >= end).then_some(()) },
+        || async {
+            (support::gitops::gitsync_objects(port, "unchanged").await >= end).then_some(())
+        },
     )
     .await;
     let after = api_requests(client).await;
-    let applied_after = gitsync_objects(port, "applied").await;
-    let skipped = gitsync_objects(port, "unchanged").await - start;
+    let applied_after = support::gitops::gitsync_objects(port, "applied").await;
+    let skipped = support::gitops::gitsync_objects(port, "unchanged").await - start;
     let kinds = ["configmaps", "services", "secrets"];
     let of_repository =
         |requests: BTreeMap<(String, String), f64>| -> BTreeMap<(String, String), f64> {

@@ -400,13 +400,9 @@ async fn a_signed_push_webhook_syncs_at_once_and_nothing_else_does() {
 
 /// `weir_webhook_requests_total{outcome}` as the controller's /metrics says.
 async fn webhook_count(metrics_port: u16, outcome: &str) -> u64 {
-    let (_, text) = support::http_get(metrics_port, "/metrics")
+    support::outcome_count(metrics_port, "weir_webhook_requests_total", outcome)
         .await
-        .expect("the metrics answer");
-    let prefix = format!("weir_webhook_requests_total{{outcome=\"{outcome}\"}} ");
-    text.lines()
-        .find_map(|line| line.strip_prefix(&prefix))
-        .map_or(0, |n| n.trim().parse().expect("a count"))
+        .expect("the metrics answer")
 }
 
 #[tokio::test]

@@ -134,11 +134,7 @@ pub fn revert_on_branch(repo: &GitRepo, rejected: &str, good: &str) -> String {
 /// `weir_gitsync_objects_total{outcome}` as the controller's /metrics on `port` says (0
 /// before the first count).
 pub async fn gitsync_objects(port: u16, outcome: &str) -> u64 {
-    let Some((_, text)) = super::http_get(port, "/metrics").await else {
-        return 0;
-    };
-    let prefix = format!("weir_gitsync_objects_total{{outcome=\"{outcome}\"}} ");
-    text.lines()
-        .find_map(|line| line.strip_prefix(&prefix))
-        .map_or(0, |n| n.trim().parse().expect("a count"))
+    super::outcome_count(port, "weir_gitsync_objects_total", outcome)
+        .await
+        .unwrap_or(0)
 }

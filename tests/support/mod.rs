@@ -512,6 +512,18 @@ pub fn free_port() -> u16 {
 }
 
 /// GET http://127.0.0.1:{port}{path}: (status code, body), or None when nothing answers.
+/// A counter `metric{outcome="..."}` as a controller's /metrics on `port` says: 0 before
+/// its first count, None when nothing answers.
+pub async fn outcome_count(port: u16, metric: &str, outcome: &str) -> Option<u64> {
+    let (_, text) = http_get(port, "/metrics").await?;
+    let prefix = format!("{metric}{{outcome=\"{outcome}\"}} ");
+    Some(
+        text.lines()
+            .find_map(|line| line.strip_prefix(&prefix))
+            .map_or(0, |n| n.trim().parse().expect("a count")),
+    )
+}
+
 pub async fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
     http_request(port, "GET", path, &[], "").await
 }
