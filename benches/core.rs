@@ -6,12 +6,12 @@ use chrono::{DateTime, Utc};
 use criterion::{Criterion, criterion_group, criterion_main};
 use serde_json::json;
 use std::hint::black_box;
-use weir::analysis::verdict::{MAX_SAMPLES, QueryValue, check_condition, estimated_cost, judge};
 use weir::api::analysis::Metric;
 use weir::api::rollout::{RolloutSpec, RolloutStatus};
 use weir::gitops::inventory::{entry, stamp, to_prune};
 use weir::gitops::render::{SourceFile, render};
 use weir::rollout::plan::{Input, Observed, ReplicaSetView, plan};
+use weir::verdict::{MAX_SAMPLES, QueryValue, check_condition, estimated_cost, judge};
 
 fn now() -> DateTime<Utc> {
     DateTime::from_timestamp(1_800_000_000, 0).expect("a time")

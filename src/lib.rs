@@ -16,6 +16,7 @@ pub mod status_patch;
 pub mod time;
 pub mod traffic;
 pub mod validate;
+pub mod verdict;
 
 #[cfg(test)]
 mod hostile;

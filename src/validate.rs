@@ -10,8 +10,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use crate::api::analysis::{AnalysisTemplateSpec, Argument, Metric};
 use crate::api::gitsync::GitSyncSpec;
 use crate::api::rollout::{
-    AnalysisTemplateRef, CanaryStep, RolloutSpec, SetCanaryScale, TrafficRouting, Unsupported,
+    AnalysisTemplateRef, CanaryStep, RolloutSpec, SetCanaryScale, TrafficRouting,
 };
+use crate::api::schema::Unsupported;
 use crate::duration;
 
 /// Longest a metric's Prometheus query may be waited for (`provider.prometheus.timeout`).
@@ -648,7 +649,7 @@ fn check_metric(report: &mut Report, at: &str, metric: &Metric, declared_args: &
                 "is empty; write an expression such as result[0] >= 0.95",
             ),
             Some(c) => {
-                if let Err(error) = crate::analysis::verdict::check_condition(c) {
+                if let Err(error) = crate::verdict::check_condition(c) {
                     report.invalid(format!("{at}.{field}"), error);
                 }
             }

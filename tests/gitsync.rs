@@ -10,8 +10,8 @@ use serde_json::json;
 use support::app::LIMIT;
 use support::git::{GitDaemon, GitRepo};
 use support::{ControllerProcess, TestNamespace, client, eventually};
+use weir::api::contract::{GIT_REVISION_ANNOTATION, GITSYNC_ANNOTATION, SYNC_REQUEST_ANNOTATION};
 use weir::api::gitsync::GitSync;
-use weir::gitops::inventory::{OWNER_ANNOTATION, REVISION_ANNOTATION};
 
 fn config_map(name: &str, value: &str) -> String {
     format!(
@@ -93,9 +93,9 @@ async fn a_branch_is_applied_pruned_and_kept_from_drifting() {
     assert_eq!(status.history[0].subject, "two config maps");
     let a = ns.api::<ConfigMap>().get("a").await.expect("a applied");
     let annotations = a.metadata.annotations.unwrap_or_default();
-    assert_eq!(annotations.get(REVISION_ANNOTATION), Some(&first));
+    assert_eq!(annotations.get(GIT_REVISION_ANNOTATION), Some(&first));
     assert_eq!(
-        annotations.get(OWNER_ANNOTATION),
+        annotations.get(GITSYNC_ANNOTATION),
         Some(&format!("{}/app", ns.name))
     );
     assert_eq!(value_of(&ns, "c").await, None);
@@ -346,7 +346,7 @@ async fn a_signed_push_webhook_syncs_at_once_and_nothing_else_does() {
             .metadata
             .annotations
             .unwrap_or_default()
-            .contains_key(weir::gitops::webhook::SYNC_REQUEST_ANNOTATION),
+            .contains_key(SYNC_REQUEST_ANNOTATION),
         "a refused call changes nothing"
     );
     assert_eq!(value_of(&ns, "a").await.as_deref(), Some("1"));
@@ -380,7 +380,7 @@ async fn a_signed_push_webhook_syncs_at_once_and_nothing_else_does() {
         .metadata
         .annotations
         .unwrap_or_default()
-        .get(weir::gitops::webhook::SYNC_REQUEST_ANNOTATION)
+        .get(SYNC_REQUEST_ANNOTATION)
         .cloned();
     assert_eq!(Some(handled), requested);
 
@@ -481,7 +481,7 @@ async fn a_webhook_on_its_own_port_refuses_bad_signatures_and_acts_on_a_delivery
             .metadata
             .annotations
             .unwrap_or_default()
-            .contains_key(weir::gitops::webhook::SYNC_REQUEST_ANNOTATION),
+            .contains_key(SYNC_REQUEST_ANNOTATION),
         "a refused call changes nothing"
     );
 
@@ -498,7 +498,7 @@ async fn a_webhook_on_its_own_port_refuses_bad_signatures_and_acts_on_a_delivery
         .metadata
         .annotations
         .unwrap_or_default()
-        .get(weir::gitops::webhook::SYNC_REQUEST_ANNOTATION)
+        .get(SYNC_REQUEST_ANNOTATION)
         .cloned()
         .expect("the sync request");
 
@@ -518,7 +518,7 @@ async fn a_webhook_on_its_own_port_refuses_bad_signatures_and_acts_on_a_delivery
             .metadata
             .annotations
             .unwrap_or_default()
-            .get(weir::gitops::webhook::SYNC_REQUEST_ANNOTATION),
+            .get(SYNC_REQUEST_ANNOTATION),
         Some(&requested),
         "a replay asks for no sync"
     );

@@ -8,4 +8,3 @@ pub mod hosts;
 pub mod prometheus;
 pub mod reconcile;
 pub mod run;
-pub mod verdict;

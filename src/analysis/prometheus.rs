@@ -10,7 +10,7 @@ use reqwest::header::{HeaderName, HeaderValue};
 use serde::Deserialize;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use super::verdict::{self, QueryValue};
+use crate::verdict::{self, QueryValue};
 
 /// Most bytes read of one answer. 10,000 samples with a dozen labels each take about 3 MiB;
 /// an endpoint that sends more (hostile, or a query without aggregation) is cut off here

@@ -2,6 +2,7 @@
 //! Secrets, addresses), take the measurements that are due, judge and record them, write the
 //! status once, and come back exactly when the next measurement is due.
 
+use crate::api::contract::ANALYSIS_MANAGER;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,7 +19,6 @@ use super::args::{ArgValue, substitute};
 use super::assess::{self, Schedule};
 use super::hosts::AllowedHosts;
 use super::prometheus::{self, Query};
-use super::verdict;
 use crate::api::analysis::{
     AnalysisPhase, AnalysisRun, AnalysisRunStatus, Measurement, Metric, SecretKeyRef,
 };
@@ -27,8 +27,8 @@ use crate::runtime::metrics::Metrics;
 use crate::status_patch::{self, WriteError};
 use crate::time::to_k8s;
 use crate::validate;
+use crate::verdict;
 
-pub const FIELD_MANAGER: &str = "weir-analysis";
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 const RESYNC: Duration = Duration::from_secs(300);
 /// What a reconcile may take beyond its slowest query (each bounded by its own timeout).
@@ -515,7 +515,7 @@ async fn write_status(
     status: &AnalysisRunStatus,
 ) -> Result<(), Error> {
     let has_status = current.status.is_some();
-    status_patch::write(api, current, has_status, original, status, FIELD_MANAGER)
+    status_patch::write(api, current, has_status, original, status, ANALYSIS_MANAGER)
         .await
         .map(|_| ())
         .map_err(|error| match error {

@@ -1,6 +1,9 @@
 //! The analyses a Rollout asks for, checking them against their templates, and building an
 //! AnalysisRun for one canary. Pure: the caller fetches the templates.
 
+use crate::api::contract::{
+    ATTEMPT_LABEL, CANARY_HASH_LABEL, GIT_REVISION_ANNOTATION, ROLLOUT_LABEL, STEP_LABEL,
+};
 use std::collections::BTreeMap;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -10,8 +13,6 @@ use super::args::{self, Known};
 use crate::api::Rollout;
 use crate::api::analysis::{AnalysisRun, AnalysisRunSpec, AnalysisTemplateSpec, Argument};
 use crate::api::rollout::{AnalysisTemplateRef, RolloutSpec};
-use crate::gitops::inventory::REVISION_ANNOTATION;
-use crate::rollout::workload::{ROLLOUT_LABEL, owner_reference};
 use crate::validate::{self, Violation, ViolationKind};
 
 /// One analysis a Rollout asks for: a step's, or the background one (`step` None).
@@ -104,10 +105,6 @@ pub fn check(
     violations
 }
 
-pub const HASH_LABEL: &str = "weir.dev/canary-hash";
-pub const ATTEMPT_LABEL: &str = "weir.dev/attempt";
-/// The step index a run gates, or `background`.
-pub const STEP_LABEL: &str = "weir.dev/step";
 pub const BACKGROUND: &str = "background";
 
 /// Identifies a run: `<rollout>-<hash>-<attempt>-<step index | bg>`.
@@ -197,7 +194,7 @@ pub fn build(
     let step_value = step.map_or_else(|| BACKGROUND.to_owned(), |s| s.to_string());
     let labels = BTreeMap::from([
         (ROLLOUT_LABEL.to_owned(), rollout_name.clone()),
-        (HASH_LABEL.to_owned(), hash.to_owned()),
+        (CANARY_HASH_LABEL.to_owned(), hash.to_owned()),
         (ATTEMPT_LABEL.to_owned(), attempt.to_string()),
         (STEP_LABEL.to_owned(), step_value),
     ]);
@@ -209,11 +206,11 @@ pub fn build(
             // The Git revision the measured version came from, for `kubectl weir history`.
             annotations: rollout
                 .annotations()
-                .get(REVISION_ANNOTATION)
+                .get(GIT_REVISION_ANNOTATION)
                 .map(|revision| {
-                    BTreeMap::from([(REVISION_ANNOTATION.to_owned(), revision.clone())])
+                    BTreeMap::from([(GIT_REVISION_ANNOTATION.to_owned(), revision.clone())])
                 }),
-            owner_references: owner_reference(rollout).map(|o| vec![o]),
+            owner_references: kube::Resource::controller_owner_ref(rollout, &()).map(|o| vec![o]),
             ..ObjectMeta::default()
         },
         spec: AnalysisRunSpec {

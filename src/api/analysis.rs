@@ -8,7 +8,7 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::rollout::Unsupported;
+use super::schema::Unsupported;
 use super::schema::keep_unknown_fields;
 
 /// Reusable metric definitions, referenced by a Rollout's analysis steps.

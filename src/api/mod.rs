@@ -2,6 +2,7 @@
 //! defaults only: rules a schema cannot express live in `crate::validate`.
 
 pub mod analysis;
+pub mod contract;
 pub mod gitsync;
 pub mod rollout;
 pub mod schema;
@@ -13,7 +14,7 @@ pub use analysis::{AnalysisRun, AnalysisTemplate, ClusterAnalysisTemplate};
 pub use gitsync::GitSync;
 pub use rollout::Rollout;
 
-pub const GROUP: &str = "weir.dev";
+pub use contract::GROUP;
 
 /// Every CRD weir defines, in the order they should be installed, made installable on every
 /// API server weir supports (1.20 and newer).

@@ -4,21 +4,15 @@
 //! mostly means changing `apiVersion`. Fields of Argo's that weir does not support yet are
 //! kept (not pruned) in the `unsupported` maps, and validation names them.
 
-use std::collections::BTreeMap;
-
 use k8s_openapi::api::core::v1::PodTemplateSpec;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector, Time};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
 use super::analysis::Argument;
-use super::schema::keep_unknown_fields;
-
-/// Fields this version of weir does not understand, kept so validation can name them.
-pub type Unsupported = BTreeMap<String, Value>;
+use super::schema::{Unsupported, keep_unknown_fields};
 
 /// A Rollout replaces a Deployment: it owns a pod template and moves each new version of it
 /// from 0% to 100% of the traffic through `strategy.canary.steps`.

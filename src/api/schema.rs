@@ -1,6 +1,8 @@
 //! Schema adjustments that make the generated CRDs structural and installable on every
 //! supported API server (1.20 included), applied through `#[schemars(transform = ...)]`.
 
+use std::collections::BTreeMap;
+
 use schemars::Schema;
 use serde_json::Value;
 
@@ -42,6 +44,9 @@ pub fn make_installable(value: &mut Value) {
         _ => {}
     }
 }
+
+/// Fields this version of weir does not understand, kept so validation can name them.
+pub type Unsupported = BTreeMap<String, Value>;
 
 #[cfg(test)]
 mod tests {

@@ -3,6 +3,7 @@
 //! what left Git pruned. The inventory that comes back is right even when an attempt stops
 //! half-way.
 
+use crate::api::contract::{GITSYNC_ANNOTATION, SYNC_MANAGER};
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -13,9 +14,7 @@ use kube::{Client, ResourceExt, discovery};
 use serde_json::Value;
 
 use super::drift;
-use super::inventory::{
-    self, OWNER_ANNOTATION, after_attempt, apply_order, group_of, stamp, to_prune,
-};
+use super::inventory::{self, after_attempt, apply_order, group_of, stamp, to_prune};
 use super::ownership::{RolloutRoutes, keep_live_weights};
 use super::render::Manifest;
 use super::tenancy::{self, Identity, Placement, Policy};
@@ -24,10 +23,6 @@ use crate::api::gitsync::InventoryEntry;
 use crate::runtime::leader::Term;
 use crate::runtime::scoped_api;
 use crate::ssa_defaults;
-
-/// weir's field manager for what comes from Git. The rollout engine writes as `weir-rollout`,
-/// so neither takes the other's fields.
-pub const FIELD_MANAGER: &str = "weir-sync";
 
 /// What an attempt did, whether it finished or not.
 #[derive(Debug, Default)]
@@ -464,7 +459,7 @@ impl<'t, 'a> Run<'t, 'a> {
     async fn dry_run(&mut self, object: &Value, routes: &RolloutRoutes) -> Result<(), String> {
         let entry = inventory::entry(object);
         let api = self.api(&entry).await?;
-        let params = PatchParams::apply(FIELD_MANAGER).force().dry_run();
+        let params = PatchParams::apply(SYNC_MANAGER).force().dry_run();
         // A route a Rollout splits is dry-run with its live weights, as it is applied: with
         // Git's, the dry run would take the weights from the rollout engine, and read as
         // drift at every interval of a canary.
@@ -596,7 +591,7 @@ impl<'t, 'a> Run<'t, 'a> {
             l.metadata
                 .annotations
                 .as_ref()
-                .and_then(|a| a.get(OWNER_ANNOTATION).cloned())
+                .and_then(|a| a.get(GITSYNC_ANNOTATION).cloned())
         });
         let ours = live.is_some() && owner.as_deref().is_none_or(|o| o == self.target.owner);
         Ok(ours.then_some(api))
@@ -711,7 +706,7 @@ async fn apply_keeping_weights(
     object: &Value,
     rollout_services: Option<&BTreeSet<String>>,
 ) -> Result<(), kube::Error> {
-    let params = PatchParams::apply(FIELD_MANAGER).force();
+    let params = PatchParams::apply(SYNC_MANAGER).force();
     let Some(services) = rollout_services else {
         return api
             .patch(name, &params, &Patch::Apply(object))

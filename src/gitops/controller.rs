@@ -1,6 +1,7 @@
 //! Runs the GitSync controller: watches GitSyncs and syncs each every `interval`, and
 //! watches the Rollouts they apply, to roll back as soon as one fails.
 
+use crate::api::contract::GITSYNC_ANNOTATION;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -12,7 +13,6 @@ use kube::{Client, ResourceExt};
 use tokio::sync::Semaphore;
 use tracing::info;
 
-use super::inventory::OWNER_ANNOTATION;
 use super::reconcile::{Context, error_policy, reconcile};
 use crate::api::gitsync::GitSync;
 use crate::api::rollout::Rollout;
@@ -120,7 +120,7 @@ pub async fn run(
             }
             rollout
                 .annotations()
-                .get(OWNER_ANNOTATION)
+                .get(GITSYNC_ANNOTATION)
                 .and_then(|owner| owner.split_once('/'))
                 .map(|(namespace, name)| ObjectRef::<GitSync>::new(name).within(namespace))
         })

@@ -6,10 +6,9 @@
 //! only. The dry run, not the manifest, is compared: it carries the API server's defaults,
 //! admission and field ownership, which a manifest does not.
 
+use crate::api::contract::GIT_REVISION_ANNOTATION;
 use serde_json::{Map, Value, json};
 use similar::TextDiff;
-
-use super::inventory::REVISION_ANNOTATION;
 
 /// The object without what others change between the dry run and the read of the live
 /// object, which an apply would not change anyway: its status and the writes of
@@ -80,7 +79,7 @@ fn readable(object: &Value) -> Value {
                 metadata.remove(key);
             }
             if let Some(Value::Object(annotations)) = metadata.get_mut("annotations") {
-                annotations.remove(REVISION_ANNOTATION);
+                annotations.remove(GIT_REVISION_ANNOTATION);
                 annotations.remove("kubectl.kubernetes.io/last-applied-configuration");
                 if annotations.is_empty() {
                     metadata.remove("annotations");
@@ -192,7 +191,7 @@ mod tests {
             "metadata": {
                 "name": "web", "namespace": "shop", "uid": "u-1", "resourceVersion": "41", "generation": 3,
                 "creationTimestamp": "2026-12-01T00:00:00Z",
-                "annotations": {REVISION_ANNOTATION: "aaaa", "weir.dev/gitsync": "shop/app"},
+                "annotations": {GIT_REVISION_ANNOTATION: "aaaa", "weir.dev/gitsync": "shop/app"},
                 "managedFields": [{"manager": "weir-sync", "operation": "Apply", "time": "2026-12-01T00:00:00Z", "fieldsV1": {"f:spec": {}}}]
             },
             "spec": {"replicas": 2, "template": {"spec": {"containers": [{"name": "web", "image": "web:1"}]}}},
@@ -239,7 +238,7 @@ mod tests {
         let mut owner = live();
         owner["metadata"]["managedFields"][0]["fieldsV1"] = json!({"f:spec": {"f:replicas": {}}});
         let mut stamp = live();
-        stamp["metadata"]["annotations"][REVISION_ANNOTATION] = json!("bbbb");
+        stamp["metadata"]["annotations"][GIT_REVISION_ANNOTATION] = json!("bbbb");
         for after in [&image, &owner, &stamp] {
             assert!(drifted(&live(), after));
         }

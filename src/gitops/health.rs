@@ -12,10 +12,11 @@
 //! its condition turned, so that one from before a revision was applied is not blamed on it
 //! (`Health::since_applied`).
 
+use crate::api::contract::{GIT_REVISION_ANNOTATION, GITSYNC_ANNOTATION};
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
-use super::inventory::{OWNER_ANNOTATION, REVISION_ANNOTATION, group_of};
+use super::inventory::group_of;
 use crate::conditions::bounded_text;
 
 /// What one object's live state says.
@@ -136,7 +137,7 @@ pub fn describe(kind: &str, namespace: Option<&str>, name: &str) -> String {
 pub fn observe(object: &Value, owner: &str) -> Option<Workload> {
     let metadata = &object["metadata"];
     let annotations = &metadata["annotations"];
-    if annotations[OWNER_ANNOTATION].as_str() != Some(owner) {
+    if annotations[GITSYNC_ANNOTATION].as_str() != Some(owner) {
         return None;
     }
     let rule = rule(
@@ -149,7 +150,9 @@ pub fn observe(object: &Value, owner: &str) -> Option<Workload> {
             metadata["namespace"].as_str(),
             metadata["name"].as_str().unwrap_or_default(),
         ),
-        revision: annotations[REVISION_ANNOTATION].as_str().map(str::to_owned),
+        revision: annotations[GIT_REVISION_ANNOTATION]
+            .as_str()
+            .map(str::to_owned),
         health: assess(rule, object),
     })
 }
@@ -499,7 +502,7 @@ mod tests {
     fn object(api_version: &str, kind: &str, spec: Value, status: Value) -> Value {
         json!({"apiVersion": api_version, "kind": kind,
             "metadata": {"name": "web", "namespace": "shop", "generation": 2,
-                "annotations": {OWNER_ANNOTATION: "shop/app", REVISION_ANNOTATION: "v2"}},
+                "annotations": {GITSYNC_ANNOTATION: "shop/app", GIT_REVISION_ANNOTATION: "v2"}},
             "spec": spec, "status": status})
     }
 

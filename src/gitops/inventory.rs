@@ -1,17 +1,13 @@
 //! What a GitSync owns: stamping rendered objects with their GitSync and revision, the order
 //! they are applied in, and which objects to prune. Pure.
 
+use crate::api::contract::{GIT_REVISION_ANNOTATION, GITSYNC_ANNOTATION};
 use std::collections::BTreeSet;
 
 use serde_json::{Value, json};
 
 use super::render::Manifest;
 use crate::api::gitsync::InventoryEntry;
-
-/// The Git revision an object was last applied from.
-pub const REVISION_ANNOTATION: &str = "weir.dev/git-revision";
-/// The GitSync (`namespace/name`) that applies an object.
-pub const OWNER_ANNOTATION: &str = "weir.dev/gitsync";
 
 /// Namespaces first (everything else may live in one), then CRDs (custom objects need
 /// them), then the rest; within a rank, Git's order.
@@ -45,8 +41,8 @@ pub fn stamp(
     if !metadata["annotations"].is_object() {
         metadata["annotations"] = json!({});
     }
-    metadata["annotations"][OWNER_ANNOTATION] = json!(owner);
-    metadata["annotations"][REVISION_ANNOTATION] = json!(revision);
+    metadata["annotations"][GITSYNC_ANNOTATION] = json!(owner);
+    metadata["annotations"][GIT_REVISION_ANNOTATION] = json!(revision);
     object
 }
 
@@ -154,11 +150,11 @@ mod tests {
         assert_eq!(stamped["metadata"]["namespace"], "apps");
         assert_eq!(stamped["metadata"]["annotations"]["team"], "shop");
         assert_eq!(
-            stamped["metadata"]["annotations"][OWNER_ANNOTATION],
+            stamped["metadata"]["annotations"][GITSYNC_ANNOTATION],
             "apps/web"
         );
         assert_eq!(
-            stamped["metadata"]["annotations"][REVISION_ANNOTATION],
+            stamped["metadata"]["annotations"][GIT_REVISION_ANNOTATION],
             "abc123"
         );
         let mut elsewhere = manifest("ConfigMap", "y");

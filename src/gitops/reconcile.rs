@@ -2,6 +2,7 @@
 //! record, and come back after `interval` (with a little jitter, so many GitSyncs do not fetch
 //! in step), sooner with backoff after a failed fetch.
 
+use crate::api::contract::{ROLLBACK_TO_ANNOTATION, SYNC_MANAGER, SYNC_REQUEST_ANNOTATION};
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
@@ -25,14 +26,12 @@ use super::health::{self, Workload};
 use super::render::{self, Layout};
 use super::revision;
 use super::rollback::{
-    self, Basis, Fetch, ManagedRollout, Policy as Judging, ROLLBACK_TO_ANNOTATION,
-    Step as RollbackStep, Target,
+    self, Basis, Fetch, ManagedRollout, Policy as Judging, Step as RollbackStep, Target,
 };
 use super::sops::Identities;
 use super::source;
 use super::status::{self, Attempt};
 use super::tenancy::{self, Identity, Policy};
-use super::webhook::SYNC_REQUEST_ANNOTATION;
 use super::writeback::{self, PushError};
 use super::{apply, kustomize};
 use crate::api::gitsync::{
@@ -1433,24 +1432,17 @@ async fn write(
     status: &GitSyncStatus,
 ) -> Result<(), Error> {
     let has_status = current.status.is_some();
-    status_patch::write(
-        api,
-        current,
-        has_status,
-        original,
-        status,
-        apply::FIELD_MANAGER,
-    )
-    .await
-    .map(|_| ())
-    .map_err(|error| match error {
-        WriteError::Conflict => Error::Conflict,
-        WriteError::Api(source) => Error::Api {
-            action: "writing the status of",
-            name: current.name_any(),
-            source,
-        },
-    })
+    status_patch::write(api, current, has_status, original, status, SYNC_MANAGER)
+        .await
+        .map(|_| ())
+        .map_err(|error| match error {
+            WriteError::Conflict => Error::Conflict,
+            WriteError::Api(source) => Error::Api {
+                action: "writing the status of",
+                name: current.name_any(),
+                source,
+            },
+        })
 }
 
 async fn announce(events: &Events, sync: &GitSync, attempt: &Attempt) {

@@ -12,6 +12,7 @@
 //! revision is applied as usual. A revision pinned by hand (`weir.dev/rollback-to`) is held
 //! the same way until the ref moves.
 
+use crate::api::contract::{GIT_REVISION_ANNOTATION, ROLLBACK_TO_ANNOTATION};
 use std::collections::BTreeSet;
 
 use chrono::{DateTime, Utc};
@@ -23,7 +24,6 @@ use crate::api::rollout::{AbortCause, Rollout, RolloutPhase};
 use crate::time::{from_k8s, to_k8s};
 
 use super::health::{self, Health, Workload};
-use super::inventory::REVISION_ANNOTATION;
 
 /// What the GitSync sees of one Rollout it manages.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -74,7 +74,7 @@ pub fn observe(rollout: &Rollout) -> ManagedRollout {
             rollout.namespace().unwrap_or_default(),
             rollout.name_any()
         ),
-        applied_revision: rollout.annotations().get(REVISION_ANNOTATION).cloned(),
+        applied_revision: rollout.annotations().get(GIT_REVISION_ANNOTATION).cloned(),
         canary_revision: status.and_then(|s| s.canary_revision.clone()),
         aborted_at: status.and_then(|s| s.aborted_at.as_ref()).map(from_k8s),
         // Healthy for an older generation says nothing about the spec applied now.
@@ -413,10 +413,6 @@ pub fn step(
         },
     }
 }
-
-/// The annotation that asks to hold a revision until the ref moves (`kubectl weir undo
-/// --to-revision`); weir takes it into `status.pinned` and removes it.
-pub const ROLLBACK_TO_ANNOTATION: &str = "weir.dev/rollback-to";
 
 /// Checks a `weir.dev/rollback-to` request against what the GitSync knows; the caller
 /// checks that the commit exists.
@@ -862,7 +858,7 @@ mod tests {
         let mut rollout: Rollout = serde_json::from_value(serde_json::json!({
             "apiVersion": "weir.dev/v1alpha1", "kind": "Rollout",
             "metadata": {"name": "web", "namespace": "shop", "generation": 3,
-                         "annotations": {REVISION_ANNOTATION: "v3"}},
+                         "annotations": {GIT_REVISION_ANNOTATION: "v3"}},
             "spec": {"selector": {"matchLabels": {"app": "web"}},
                      "template": {"metadata": {"labels": {"app": "web"}},
                                   "spec": {"containers": [{"name": "web", "image": "web:3"}]}},

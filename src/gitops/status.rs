@@ -2,9 +2,10 @@
 //! Ready / Stalled conditions. Pure: the clock is an input, and an attempt that
 //! changes nothing leaves the status equal, so nothing is written.
 
+use crate::api::contract::ROLLBACK_TO_ANNOTATION;
 use chrono::{DateTime, Utc};
 
-use super::rollback::{Basis, ROLLBACK_TO_ANNOTATION, applied_record, cause};
+use super::rollback::{Basis, applied_record, cause};
 use crate::api::gitsync::{GitSyncStatus, InventoryEntry, RejectedRevision, RevisionRecord};
 use crate::conditions;
 use crate::time::to_k8s;

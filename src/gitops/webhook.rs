@@ -17,6 +17,7 @@
 //! on once: its delivery id, and its signature (the id is not signed, so a replay could
 //! carry a new one), are remembered for `DELIVERY_MEMORY` (`Deliveries`).
 
+use crate::api::contract::{SYNC_REQUEST_ANNOTATION, WEBHOOK_MANAGER};
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -39,8 +40,6 @@ use crate::api::gitsync::GitSync;
 use crate::runtime::metrics::Metrics;
 use crate::runtime::{scoped_api, watch};
 
-/// Set by the webhook (or by hand) to ask for a sync now; any new value does.
-pub const SYNC_REQUEST_ANNOTATION: &str = "weir.dev/sync-requested-at";
 /// The path the webhook is served on.
 pub const PATH: &str = "/hooks/git";
 /// The key of the webhook Secret that holds the shared secret.
@@ -52,8 +51,6 @@ const DELIVERY_HEADERS: [&str; 3] = [
     "x-gitea-delivery",
     "x-forgejo-delivery",
 ];
-/// Field manager of the annotation patch.
-const FIELD_MANAGER: &str = "weir-webhook";
 /// The largest body read. weir needs only the repository's address from a push; GitHub's
 /// push payloads list at most 20 commits (a few KiB each, with their file lists), so a push
 /// is tens of KiB and 1 MiB leaves room for pushes of very large commits. A larger body is
@@ -629,7 +626,7 @@ async fn request_syncs(hook: &Webhook, pushed: &[String]) -> Result<Vec<String>,
         api.patch(
             &sync.name_any(),
             &PatchParams {
-                field_manager: Some(FIELD_MANAGER.into()),
+                field_manager: Some(WEBHOOK_MANAGER.into()),
                 ..PatchParams::default()
             },
             &Patch::Merge(&patch),

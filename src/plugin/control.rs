@@ -2,12 +2,12 @@
 //! next, and when a command makes no sense. Pure; the patches are the ones documented on
 //! `RolloutStatus` (status fields) and `spec.paused`.
 
+use crate::api::contract::GITSYNC_ANNOTATION;
 use kube::ResourceExt;
 use serde_json::{Value, json};
 
 use super::show::step_text;
 use crate::api::rollout::Rollout;
-use crate::gitops::inventory::OWNER_ANNOTATION;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Control {
@@ -64,7 +64,7 @@ pub fn change(control: Control, rollout: &Rollout) -> Result<Change, String> {
     // A canary is in flight while its template is not the stable one.
     let in_flight = status.canary_rs.is_some() && canary != stable;
     let no_canary = || format!("{name} has no canary in progress ({phase}, on {stable})");
-    let managed = rollout.annotations().get(OWNER_ANNOTATION).cloned();
+    let managed = rollout.annotations().get(GITSYNC_ANNOTATION).cloned();
     match control {
         Control::Promote { full } => {
             if status.abort {

@@ -4,6 +4,7 @@
 //! rejected and why), with what the Rollout made of each revision and the analysis that
 //! judged it. Without one, the ReplicaSets the Rollout has kept, newest first.
 
+use crate::api::contract::{CANARY_HASH_LABEL, GIT_REVISION_ANNOTATION, POD_TEMPLATE_HASH_LABEL};
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
@@ -14,9 +15,7 @@ use super::show::{age, short, table};
 use crate::api::analysis::{AnalysisPhase, AnalysisRun};
 use crate::api::gitsync::GitSyncStatus;
 use crate::api::rollout::Rollout;
-use crate::gitops::inventory::REVISION_ANNOTATION;
 use crate::gitops::rollback::cause;
-use crate::rollout::template_hash::LABEL as HASH_LABEL;
 use crate::time::from_k8s;
 
 /// Analysis of one revision in a few words: runs by outcome, and what failed.
@@ -62,7 +61,7 @@ pub fn from_git(
             let revision = &record.revision;
             let mine: Vec<&AnalysisRun> = runs
                 .iter()
-                .filter(|r| r.annotations().get(REVISION_ANNOTATION) == Some(revision))
+                .filter(|r| r.annotations().get(GIT_REVISION_ANNOTATION) == Some(revision))
                 .collect();
             let outcome = match record.outcome.as_str() {
                 "Rejected" => {
@@ -128,7 +127,11 @@ pub fn from_replica_sets(
     let rows: Vec<Vec<String>> = sorted
         .iter()
         .map(|rs| {
-            let hash = rs.labels().get(HASH_LABEL).cloned().unwrap_or_default();
+            let hash = rs
+                .labels()
+                .get(POD_TEMPLATE_HASH_LABEL)
+                .cloned()
+                .unwrap_or_default();
             let role = if Some(&hash) == status.stable_rs.as_ref() {
                 "stable"
             } else if Some(&hash) == status.canary_rs.as_ref() {
@@ -150,7 +153,7 @@ pub fn from_replica_sets(
                 .unwrap_or_default();
             let mine: Vec<&AnalysisRun> = runs
                 .iter()
-                .filter(|r| r.labels().get(crate::analysis::run::HASH_LABEL) == Some(&hash))
+                .filter(|r| r.labels().get(CANARY_HASH_LABEL) == Some(&hash))
                 .collect();
             vec![
                 hash,

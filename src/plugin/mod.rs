@@ -11,6 +11,7 @@ pub mod show;
 pub mod undo;
 pub mod wait;
 
+use crate::api::contract::{GITSYNC_ANNOTATION, ROLLBACK_TO_ANNOTATION, ROLLOUT_LABEL};
 use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
@@ -29,9 +30,6 @@ use self::wait::Standing;
 use crate::api::analysis::AnalysisRun;
 use crate::api::gitsync::GitSync;
 use crate::api::rollout::Rollout;
-use crate::gitops::inventory::OWNER_ANNOTATION;
-use crate::gitops::rollback::ROLLBACK_TO_ANNOTATION;
-use crate::rollout::workload::ROLLOUT_LABEL;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -859,7 +857,7 @@ impl Cluster {
     async fn managing_sync(&self, rollout: &Rollout) -> Result<Option<GitSync>, Failure> {
         let Some((namespace, name)) = rollout
             .annotations()
-            .get(OWNER_ANNOTATION)
+            .get(GITSYNC_ANNOTATION)
             .and_then(|owner| owner.split_once('/'))
         else {
             return Ok(None);

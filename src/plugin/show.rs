@@ -1,6 +1,7 @@
 //! What `kubectl weir list` and `get` print. Pure: the objects and the clock go in, text
 //! comes out, so the output is snapshot-tested for fixed objects.
 
+use crate::api::contract::{POD_TEMPLATE_HASH_LABEL, STEP_LABEL};
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
@@ -11,7 +12,6 @@ use kube::ResourceExt;
 
 use crate::api::analysis::{AnalysisPhase, AnalysisRun};
 use crate::api::rollout::{CanaryStep, Rollout, RolloutPhase};
-use crate::rollout::template_hash::LABEL as HASH_LABEL;
 use crate::time::from_k8s;
 
 /// Everything `get` shows about one Rollout.
@@ -231,7 +231,7 @@ fn run_rows(runs: &[AnalysisRun]) -> Vec<Vec<String>> {
         let status = run.status.clone().unwrap_or_default();
         let run_phase = status.phase.map_or("Pending".into(), |p| format!("{p:?}"));
         // The label counts from 0; people (and the step list) count from 1.
-        let step = match run.labels().get(crate::analysis::run::STEP_LABEL) {
+        let step = match run.labels().get(STEP_LABEL) {
             Some(index) => index
                 .parse::<usize>()
                 .map_or_else(|_| index.clone(), |i| (i + 1).to_string()),
@@ -381,7 +381,11 @@ pub fn get(observed: &Observed, now: DateTime<Utc>) -> String {
         let rows: Vec<Vec<String>> = replica_sets
             .iter()
             .map(|rs| {
-                let hash = rs.labels().get(HASH_LABEL).cloned().unwrap_or_default();
+                let hash = rs
+                    .labels()
+                    .get(POD_TEMPLATE_HASH_LABEL)
+                    .cloned()
+                    .unwrap_or_default();
                 let role = match (
                     Some(&hash) == status.stable_rs.as_ref(),
                     Some(&hash) == status.canary_rs.as_ref(),

@@ -4,6 +4,7 @@
 //! `weir.dev/rollback-to`), so Git stays the source of truth; a Rollout applied by hand gets
 //! an earlier ReplicaSet's template back, as Argo Rollouts' undo does.
 
+use crate::api::contract::{CANARY_HASH_LABEL, POD_TEMPLATE_ANNOTATION, POD_TEMPLATE_HASH_LABEL};
 use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::core::v1::PodTemplateSpec;
 use kube::ResourceExt;
@@ -12,8 +13,6 @@ use super::show::short;
 use crate::api::analysis::AnalysisRun;
 use crate::api::gitsync::GitSyncStatus;
 use crate::api::rollout::Rollout;
-use crate::rollout::template_hash::LABEL as HASH_LABEL;
-use crate::rollout::workload::TEMPLATE_ANNOTATION;
 
 /// The revision to pin: `to` (a full SHA, or a prefix of a revision the GitSync knows), or
 /// else the newest revision in its history before the one applied now.
@@ -111,7 +110,7 @@ pub fn template_to_restore(
     let stable = rollout.status.as_ref().and_then(|s| s.stable_rs.clone());
     let failed = |hash: Option<&String>| {
         runs.iter().any(|run| {
-            run.labels().get(crate::analysis::run::HASH_LABEL) == hash
+            run.labels().get(CANARY_HASH_LABEL) == hash
                 && run.status.as_ref().and_then(|s| s.phase).is_some_and(|p| {
                     matches!(
                         p,
@@ -123,13 +122,13 @@ pub fn template_to_restore(
     };
     let mut candidates: Vec<&ReplicaSet> = replica_sets
         .iter()
-        .filter(|rs| rs.labels().get(HASH_LABEL) != Some(&current))
+        .filter(|rs| rs.labels().get(POD_TEMPLATE_HASH_LABEL) != Some(&current))
         .collect();
     // The stable first, then newest first (creation times have one-second steps: the name
     // breaks ties, so the choice never depends on the order the API server lists them in).
     candidates.sort_by_key(|rs| {
         (
-            rs.labels().get(HASH_LABEL) != stable.as_ref(),
+            rs.labels().get(POD_TEMPLATE_HASH_LABEL) != stable.as_ref(),
             std::cmp::Reverse(rs.metadata.creation_timestamp.clone()),
             rs.name_any(),
         )
@@ -137,7 +136,7 @@ pub fn template_to_restore(
     let chosen = match to {
         Some(hash) => candidates
             .into_iter()
-            .find(|rs| rs.labels().get(HASH_LABEL).map(String::as_str) == Some(hash))
+            .find(|rs| rs.labels().get(POD_TEMPLATE_HASH_LABEL).map(String::as_str) == Some(hash))
             .ok_or_else(|| {
                 format!(
                     "{} has no earlier ReplicaSet with hash {hash}; `kubectl weir history {}` lists them",
@@ -147,7 +146,7 @@ pub fn template_to_restore(
             })?,
         None => candidates
             .into_iter()
-            .find(|rs| !failed(rs.labels().get(HASH_LABEL)))
+            .find(|rs| !failed(rs.labels().get(POD_TEMPLATE_HASH_LABEL)))
             .ok_or_else(|| {
             format!(
                 "{} has no earlier ReplicaSet to go back to (but ones whose analysis failed); name one with --to-revision",
@@ -155,12 +154,16 @@ pub fn template_to_restore(
             )
         })?,
     };
-    let hash = chosen.labels().get(HASH_LABEL).cloned().unwrap_or_default();
+    let hash = chosen
+        .labels()
+        .get(POD_TEMPLATE_HASH_LABEL)
+        .cloned()
+        .unwrap_or_default();
     // The template as the Rollout had it; a ReplicaSet's own has the API server's defaults
     // filled in, which would hash as a new version.
     if let Some(template) = chosen
         .annotations()
-        .get(TEMPLATE_ANNOTATION)
+        .get(POD_TEMPLATE_ANNOTATION)
         .and_then(|json| serde_json::from_str::<PodTemplateSpec>(json).ok())
     {
         return Ok(Restore {
@@ -176,7 +179,7 @@ pub fn template_to_restore(
         .ok_or_else(|| format!("ReplicaSet {} has no template", chosen.name_any()))?;
     // The hash label is the controller's, not part of the Rollout's template.
     if let Some(labels) = template.metadata.as_mut().and_then(|m| m.labels.as_mut()) {
-        labels.remove(HASH_LABEL);
+        labels.remove(POD_TEMPLATE_HASH_LABEL);
     }
     Ok(Restore {
         hash,

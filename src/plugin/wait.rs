@@ -1,10 +1,10 @@
 //! `kubectl weir status`: where a rollout stands, for a CI pipeline waiting on it. Pure.
 
+use crate::api::contract::GIT_REVISION_ANNOTATION;
 use kube::ResourceExt;
 
 use crate::api::gitsync::GitSync;
 use crate::api::rollout::{Rollout, RolloutPhase};
-use crate::gitops::inventory::REVISION_ANNOTATION;
 use crate::gitops::rollback::cause;
 use crate::gitops::status::short;
 
@@ -100,7 +100,7 @@ pub fn standing_in_git(rollout: &Rollout, sync: &GitSync, wanted: Option<&str>) 
             cause(rejected)
         ));
     }
-    let applied = rollout.annotations().get(REVISION_ANNOTATION);
+    let applied = rollout.annotations().get(GIT_REVISION_ANNOTATION);
     if !applied.is_some_and(|a| names(a, target)) {
         if let Some(pinned) = status
             .pinned
@@ -143,7 +143,7 @@ mod tests {
     fn managed(revision: &str, status: serde_json::Value) -> Rollout {
         let mut rollout = rollout(2, status);
         rollout.metadata.annotations = Some(
-            [(REVISION_ANNOTATION.to_owned(), revision.to_owned())]
+            [(GIT_REVISION_ANNOTATION.to_owned(), revision.to_owned())]
                 .into_iter()
                 .collect(),
         );

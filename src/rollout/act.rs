@@ -1,6 +1,7 @@
 //! Carries out the planner's actions against the API server, each as one idempotent request
 //! with field manager `weir-rollout`.
 
+use crate::api::contract::{POD_TEMPLATE_HASH_LABEL, ROLLOUT_MANAGER, SCALE_DOWN_ANNOTATION};
 use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::core::v1::Service;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
@@ -8,35 +9,20 @@ use kube::{Client, ResourceExt};
 use serde_json::json;
 
 use super::error::Error;
-use super::observe::{LastWrite, Version};
+use super::observe::{LastWrite, Version, Wrote, fetch_template};
 use super::plan::Action;
-use super::template_hash;
-use super::workload::{self, SCALE_DOWN_ANNOTATION};
+use super::workload;
 use crate::analysis::run;
 use crate::api::Rollout;
-use crate::api::analysis::{
-    AnalysisRun, AnalysisTemplate, AnalysisTemplateSpec, ClusterAnalysisTemplate,
-};
-use crate::api::rollout::AnalysisTemplateRef;
+use crate::api::analysis::{AnalysisRun, AnalysisTemplateSpec};
 use crate::ssa_defaults;
 use crate::traffic::{AnyRouter, Router};
 
-pub const FIELD_MANAGER: &str = "weir-rollout";
-
 fn params() -> PatchParams {
     PatchParams {
-        field_manager: Some(FIELD_MANAGER.into()),
+        field_manager: Some(ROLLOUT_MANAGER.into()),
         ..PatchParams::default()
     }
-}
-
-/// Which of the kinds `observe` reads an action wrote, and what a fresh read must hold after.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Wrote {
-    ReplicaSet(LastWrite),
-    AnalysisRun(LastWrite),
-    /// A Service or the route: read by name, not listed.
-    Elsewhere,
 }
 
 fn version_of(written: &impl ResourceExt) -> LastWrite {
@@ -71,7 +57,7 @@ pub async fn act(
             let written = replica_sets
                 .patch(
                     &rs_name,
-                    &PatchParams::apply(FIELD_MANAGER).force(),
+                    &PatchParams::apply(ROLLOUT_MANAGER).force(),
                     &Patch::Apply(&rs),
                 )
                 .await
@@ -119,7 +105,7 @@ pub async fn act(
         }
         Action::PointService { service, hash } => {
             let services: Api<Service> = Api::namespaced(client.clone(), &namespace);
-            let patch = json!({"spec": {"selector": {template_hash::LABEL: hash}}});
+            let patch = json!({"spec": {"selector": {POD_TEMPLATE_HASH_LABEL: hash}}});
             services
                 .patch(service, &params(), &Patch::Merge(&patch))
                 .await
@@ -208,35 +194,10 @@ async fn start_analysis(
     let written = runs
         .patch(
             &run_name,
-            &PatchParams::apply(FIELD_MANAGER).force(),
+            &PatchParams::apply(ROLLOUT_MANAGER).force(),
             &Patch::Apply(&run),
         )
         .await
         .map_err(Error::api("creating", "AnalysisRun", &run_name))?;
     Ok(Wrote::AnalysisRun(version_of(&written)))
-}
-
-/// A template a Rollout refers to, namespaced or cluster-wide; None when it does not exist.
-pub async fn fetch_template(
-    client: &Client,
-    namespace: &str,
-    reference: &AnalysisTemplateRef,
-) -> Result<Option<AnalysisTemplateSpec>, Error> {
-    let name = &reference.template_name;
-    if reference.cluster_scope {
-        let api: Api<ClusterAnalysisTemplate> = Api::all(client.clone());
-        let found = api.get_opt(name).await.map_err(Error::api(
-            "reading",
-            "ClusterAnalysisTemplate",
-            name,
-        ))?;
-        Ok(found.map(|t| t.spec.template))
-    } else {
-        let api: Api<AnalysisTemplate> = Api::namespaced(client.clone(), namespace);
-        let found =
-            api.get_opt(name)
-                .await
-                .map_err(Error::api("reading", "AnalysisTemplate", name))?;
-        Ok(found.map(|t| t.spec))
-    }
 }

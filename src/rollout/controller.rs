@@ -2,6 +2,7 @@
 //! AnalysisRuns carrying `weir.dev/rollout`), plus the HTTPRoutes and analysis templates
 //! Rollouts name, and reconciles.
 
+use crate::api::contract::ROLLOUT_LABEL;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -16,7 +17,6 @@ use tracing::{info, warn};
 
 use super::observe::{OwnedCaches, WrittenVersions, trim_replica_set, trim_run};
 use super::reconcile::{Context, error_policy, reconcile};
-use super::workload::ROLLOUT_LABEL;
 use crate::api::Rollout;
 use crate::api::analysis::{AnalysisRun, AnalysisTemplate, ClusterAnalysisTemplate};
 use crate::runtime::leader::{Leadership, became_leader};

@@ -2,6 +2,10 @@
 //! from the controller's caches or, when those cannot be trusted, from etcd), its two
 //! Services, and the canary weight on its router (from the API server).
 
+use crate::api::contract::{
+    ATTEMPT_LABEL, CANARY_HASH_LABEL, POD_TEMPLATE_HASH_LABEL, ROLLOUT_LABEL,
+    SCALE_DOWN_ANNOTATION, STEP_LABEL,
+};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -14,15 +18,14 @@ use serde::de::DeserializeOwned;
 
 use super::error::Error;
 use super::plan::{AnalysisRunView, Observed};
-use super::template_hash;
-use super::workload::{self, ROLLOUT_LABEL, SCALE_DOWN_ANNOTATION};
+use super::workload;
 use std::collections::BTreeMap;
 
-use super::act::fetch_template;
-use crate::analysis::run::{self, ATTEMPT_LABEL, HASH_LABEL, STEP_LABEL};
+use crate::analysis::run;
 use crate::api::Rollout;
-use crate::api::analysis::AnalysisTemplateSpec;
 use crate::api::analysis::{AnalysisPhase, AnalysisRun};
+use crate::api::analysis::{AnalysisTemplate, AnalysisTemplateSpec, ClusterAnalysisTemplate};
+use crate::api::rollout::AnalysisTemplateRef;
 use crate::runtime::cache::{Cache, Epoch};
 use crate::traffic::{AnyRouter, Router};
 use crate::validate::Violation;
@@ -82,6 +85,15 @@ pub fn trim_run(run: &mut AnalysisRun) {
     }
 }
 
+/// Which of the kinds `observe` reads an action wrote, and what a fresh read must hold after.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Wrote {
+    ReplicaSet(LastWrite),
+    AnalysisRun(LastWrite),
+    /// A Service or the route: read by name, not listed.
+    Elsewhere,
+}
+
 /// A write of this process to one of the listed kinds: the object, and the resourceVersion
 /// the API server gave it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -114,8 +126,7 @@ pub struct Written {
 }
 
 impl Written {
-    pub fn note(&mut self, wrote: super::act::Wrote) {
-        use super::act::Wrote;
+    pub fn note(&mut self, wrote: Wrote) {
         match wrote {
             Wrote::ReplicaSet(last) => self.replica_sets = last,
             Wrote::AnalysisRun(last) => self.runs = last,
@@ -346,7 +357,7 @@ async fn service_hash(
     Ok(found
         .spec
         .and_then(|s| s.selector)
-        .and_then(|s| s.get(template_hash::LABEL).cloned()))
+        .and_then(|s| s.get(POD_TEMPLATE_HASH_LABEL).cloned()))
 }
 
 fn run_view(run: &AnalysisRun) -> Option<AnalysisRunView> {
@@ -371,7 +382,7 @@ fn run_view(run: &AnalysisRun) -> Option<AnalysisRunView> {
     });
     Some(AnalysisRunView {
         name: run.name_any(),
-        hash: labels.get(HASH_LABEL)?.clone(),
+        hash: labels.get(CANARY_HASH_LABEL)?.clone(),
         attempt: labels.get(ATTEMPT_LABEL)?.parse().ok()?,
         step,
         phase,
@@ -410,9 +421,33 @@ pub async fn template_problems(
     Ok(problems)
 }
 
+/// A template a Rollout refers to, namespaced or cluster-wide; None when it does not exist.
+pub async fn fetch_template(
+    client: &Client,
+    namespace: &str,
+    reference: &AnalysisTemplateRef,
+) -> Result<Option<AnalysisTemplateSpec>, Error> {
+    let name = &reference.template_name;
+    if reference.cluster_scope {
+        let api: Api<ClusterAnalysisTemplate> = Api::all(client.clone());
+        let found = api.get_opt(name).await.map_err(Error::api(
+            "reading",
+            "ClusterAnalysisTemplate",
+            name,
+        ))?;
+        Ok(found.map(|t| t.spec.template))
+    } else {
+        let api: Api<AnalysisTemplate> = Api::namespaced(client.clone(), namespace);
+        let found =
+            api.get_opt(name)
+                .await
+                .map_err(Error::api("reading", "AnalysisTemplate", name))?;
+        Ok(found.map(|t| t.spec))
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::super::act::Wrote;
     use super::*;
 
     fn at(name: &str, resource_version: &str) -> LastWrite {
@@ -488,7 +523,7 @@ mod tests {
         let replica_set: ReplicaSet = serde_json::from_value(serde_json::json!({
             "metadata": {"name": "web-abc", "namespace": "shop", "generation": 3,
                 "creationTimestamp": "2026-01-01T00:00:00Z",
-                "labels": {ROLLOUT_LABEL: "web", template_hash::LABEL: "abc"},
+                "labels": {ROLLOUT_LABEL: "web", POD_TEMPLATE_HASH_LABEL: "abc"},
                 "annotations": {SCALE_DOWN_ANNOTATION: "2026-01-01T00:00:30Z",
                     "weir.dev/template": "{\"spec\": {}}"},
                 "ownerReferences": [{"apiVersion": "weir.dev/v1alpha1", "kind": "Rollout",
@@ -517,7 +552,7 @@ mod tests {
         let run: AnalysisRun = serde_json::from_value(serde_json::json!({
             "apiVersion": "weir.dev/v1alpha1", "kind": "AnalysisRun",
             "metadata": {"name": "web-abc-1-2", "namespace": "shop",
-                "labels": {ROLLOUT_LABEL: "web", HASH_LABEL: "abc", ATTEMPT_LABEL: "1",
+                "labels": {ROLLOUT_LABEL: "web", CANARY_HASH_LABEL: "abc", ATTEMPT_LABEL: "1",
                     STEP_LABEL: "2"}},
             "spec": {"metrics": [{"name": "errors", "provider": {"prometheus":
                 {"query": "sum(rate(errors[1m]))"}}, "successCondition": "result < 1"}],

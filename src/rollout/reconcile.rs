@@ -1,6 +1,7 @@
 //! The glue: observe -> plan -> act, repeated until a plan has nothing to do, then one status
 //! write (none when nothing changed) and an Event per transition.
 
+use crate::api::contract::{GIT_REVISION_ANNOTATION, ROLLOUT_MANAGER, ROUTE_CLEANUP_FINALIZER};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,7 +11,7 @@ use kube::runtime::controller::Action as Requeue;
 use kube::{Client, Resource, ResourceExt};
 use tracing::{info, instrument, warn};
 
-use super::act::{FIELD_MANAGER, act};
+use super::act::act;
 use super::error::Error;
 use super::observe::{OwnedCaches, Read, WrittenVersions, observe, template_problems};
 use super::plan::{Input, Transition, plan};
@@ -26,9 +27,6 @@ use crate::time::to_k8s;
 use crate::traffic::{AnyRouter, ROUTE_NAMESPACE_FIELD, Router, RouterError};
 use crate::validate::{Violation, ViolationKind};
 use kube::runtime::finalizer::{self, Event as FinalizerEvent, finalizer};
-
-/// Held on every Rollout so its route can be reset before its pods are deleted.
-pub const FINALIZER: &str = "weir.dev/route-cleanup";
 
 /// Shared by every reconcile.
 pub struct Context {
@@ -66,7 +64,7 @@ pub async fn reconcile(rollout: Arc<Rollout>, ctx: Arc<Context>) -> Result<Reque
     let started = std::time::Instant::now();
     let api: Api<Rollout> =
         Api::namespaced(ctx.client.clone(), &rollout.namespace().unwrap_or_default());
-    let work = finalizer(&api, FINALIZER, rollout, |event| async {
+    let work = finalizer(&api, ROUTE_CLEANUP_FINALIZER, rollout, |event| async {
         match event {
             FinalizerEvent::Apply(rollout) => reconcile_rollout(&rollout, &ctx, &term).await,
             FinalizerEvent::Cleanup(rollout) => clean_up(&rollout, &ctx, &term).await,
@@ -202,7 +200,7 @@ async fn reconcile_rollout(
                 template_hash: &hash,
                 revision: current
                     .annotations()
-                    .get(crate::gitops::inventory::REVISION_ANNOTATION)
+                    .get(GIT_REVISION_ANNOTATION)
                     .map(String::as_str),
                 observed: &observed,
                 now,
@@ -329,7 +327,7 @@ async fn write_status(
 ) -> Result<Option<Rollout>, Error> {
     let has_status = current.status.is_some();
     let original = current.status.clone().unwrap_or_default();
-    status_patch::write(api, current, has_status, &original, status, FIELD_MANAGER)
+    status_patch::write(api, current, has_status, &original, status, ROLLOUT_MANAGER)
         .await
         .map_err(|error| match error {
             WriteError::Conflict => Error::Conflict,

@@ -6,8 +6,6 @@ use std::hash::Hasher;
 
 use k8s_openapi::api::core::v1::PodTemplateSpec;
 
-pub const LABEL: &str = "rollouts-pod-template-hash";
-
 /// Characters without vowels (no accidental words) that are valid in names and label values,
 /// as Kubernetes uses for its own hashes.
 const ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";

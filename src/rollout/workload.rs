@@ -1,6 +1,9 @@
 //! The Rollout's ReplicaSets: how weir names, labels and builds them, and how it reads them
 //! back into the planner's view. Pure.
 
+use crate::api::contract::{
+    POD_TEMPLATE_ANNOTATION, POD_TEMPLATE_HASH_LABEL, ROLLOUT_LABEL, SCALE_DOWN_ANNOTATION,
+};
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{ReplicaSet, ReplicaSetSpec};
@@ -8,17 +11,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, 
 use kube::{Resource, ResourceExt};
 
 use super::plan::ReplicaSetView;
-use super::template_hash;
 use crate::api::Rollout;
 use crate::time::from_k8s;
 
-/// On everything weir creates for a Rollout, so it can list and watch only what it owns.
-pub const ROLLOUT_LABEL: &str = "weir.dev/rollout";
-/// When a ReplicaSet no traffic reaches scales down (RFC 3339).
-pub const SCALE_DOWN_ANNOTATION: &str = "weir.dev/scale-down-at";
-/// The Rollout's pod template as it was written (JSON), before the API server filled in
-/// defaults: what `kubectl weir undo` puts back, so the template hashes as it did.
-pub const TEMPLATE_ANNOTATION: &str = "weir.dev/pod-template";
 /// The largest template kept in that annotation.
 const TEMPLATE_ANNOTATION_LIMIT: usize = 64 * 1024;
 
@@ -40,12 +35,12 @@ pub fn replica_set(rollout: &Rollout, hash: &str, replicas: i32) -> ReplicaSet {
     metadata
         .labels
         .get_or_insert_with(BTreeMap::new)
-        .insert(template_hash::LABEL.into(), hash.into());
+        .insert(POD_TEMPLATE_HASH_LABEL.into(), hash.into());
     let mut selector: LabelSelector = rollout.spec.selector.clone();
     selector
         .match_labels
         .get_or_insert_with(BTreeMap::new)
-        .insert(template_hash::LABEL.into(), hash.into());
+        .insert(POD_TEMPLATE_HASH_LABEL.into(), hash.into());
     let mut labels = rollout
         .spec
         .template
@@ -53,7 +48,7 @@ pub fn replica_set(rollout: &Rollout, hash: &str, replicas: i32) -> ReplicaSet {
         .as_ref()
         .and_then(|m| m.labels.clone())
         .unwrap_or_default();
-    labels.insert(template_hash::LABEL.into(), hash.into());
+    labels.insert(POD_TEMPLATE_HASH_LABEL.into(), hash.into());
     labels.insert(ROLLOUT_LABEL.into(), name.clone());
     ReplicaSet {
         metadata: ObjectMeta {
@@ -66,7 +61,7 @@ pub fn replica_set(rollout: &Rollout, hash: &str, replicas: i32) -> ReplicaSet {
             annotations: serde_json::to_string(&rollout.spec.template)
                 .ok()
                 .filter(|json| json.len() <= TEMPLATE_ANNOTATION_LIMIT)
-                .map(|json| BTreeMap::from([(TEMPLATE_ANNOTATION.to_owned(), json)])),
+                .map(|json| BTreeMap::from([(POD_TEMPLATE_ANNOTATION.to_owned(), json)])),
             owner_references: owner_reference(rollout).map(|o| vec![o]),
             ..ObjectMeta::default()
         },
@@ -91,7 +86,7 @@ pub fn view(rollout: &Rollout, replica_set: &ReplicaSet) -> Option<ReplicaSetVie
     if !owned {
         return None;
     }
-    let hash = replica_set.labels().get(template_hash::LABEL)?.clone();
+    let hash = replica_set.labels().get(POD_TEMPLATE_HASH_LABEL)?.clone();
     let status = replica_set.status.as_ref();
     // Counts from a status older than the spec describe the previous scale: not yet available.
     let current = status.and_then(|s| s.observed_generation) == replica_set.metadata.generation;
@@ -125,6 +120,7 @@ pub fn view(rollout: &Rollout, replica_set: &ReplicaSet) -> Option<ReplicaSetVie
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::rollout::template_hash;
     use serde_json::json;
 
     fn rollout() -> Rollout {
@@ -151,7 +147,7 @@ mod tests {
         let labels = rs.metadata.labels.clone().unwrap_or_default();
         assert_eq!(labels.get(ROLLOUT_LABEL).map(String::as_str), Some("web"));
         assert_eq!(
-            labels.get(template_hash::LABEL).map(String::as_str),
+            labels.get(POD_TEMPLATE_HASH_LABEL).map(String::as_str),
             Some("abc")
         );
         let owner = rs.metadata.owner_references.clone().unwrap_or_default();
@@ -163,7 +159,7 @@ mod tests {
         assert_eq!((spec.replicas, spec.min_ready_seconds), (Some(3), Some(5)));
         let selected = spec.selector.match_labels.unwrap_or_default();
         assert_eq!(
-            selected.get(template_hash::LABEL).map(String::as_str),
+            selected.get(POD_TEMPLATE_HASH_LABEL).map(String::as_str),
             Some("abc")
         );
         let pod_labels = spec
@@ -172,7 +168,7 @@ mod tests {
             .and_then(|m| m.labels)
             .unwrap_or_default();
         assert_eq!(
-            pod_labels.get(template_hash::LABEL).map(String::as_str),
+            pod_labels.get(POD_TEMPLATE_HASH_LABEL).map(String::as_str),
             Some("abc")
         );
         assert_eq!(pod_labels.get("app").map(String::as_str), Some("web"));
@@ -180,7 +176,7 @@ mod tests {
             rs.metadata
                 .annotations
                 .as_ref()
-                .and_then(|a| a.get(TEMPLATE_ANNOTATION))
+                .and_then(|a| a.get(POD_TEMPLATE_ANNOTATION))
                 .expect("the template kept"),
         )
         .expect("a template");

@@ -3,15 +3,15 @@
 //! a JSON patch that first tests each backend's name (so a concurrent edit that reorders the
 //! rules fails instead of setting the wrong backend), as field manager `weir-rollout`.
 
+use crate::api::contract::ROLLOUT_MANAGER;
 use gateway_api::apis::standard::httproutes::HttpRoute;
 use json_patch::{AddOperation, Patch as JsonPatch, PatchOperation, TestOperation};
 use kube::Client;
 use kube::api::{Api, Patch, PatchParams};
 use serde_json::Value;
 
-use super::{Router, RouterError};
+use super::router::{Router, RouterError};
 
-pub const FIELD_MANAGER: &str = "weir-rollout";
 const KIND: &str = "HTTPRoute";
 const GROUP: &str = "gateway.networking.k8s.io";
 
@@ -149,7 +149,7 @@ impl Router for HttpRouteRouter {
         let found = splits(&route, &self.stable, &self.canary)?;
         let patch = weight_patch(&found, &self.stable, &self.canary, weight);
         let params = PatchParams {
-            field_manager: Some(FIELD_MANAGER.into()),
+            field_manager: Some(ROLLOUT_MANAGER.into()),
             ..PatchParams::default()
         };
         let patched = self

@@ -4,72 +4,14 @@
 
 pub mod gateway_api;
 pub mod reference_grant;
+mod router;
+
+pub use router::{Router, RouterError};
 
 use kube::Client;
 
 use crate::api::Rollout;
 use crate::api::rollout::CanaryStrategy;
-
-#[derive(Debug, thiserror::Error)]
-pub enum RouterError {
-    /// The route object does not exist.
-    #[error(
-        "{kind} {namespace}/{name} not found: create it, or fix spec.strategy.canary.trafficRouting"
-    )]
-    NotFound {
-        kind: &'static str,
-        namespace: String,
-        name: String,
-    },
-    /// The cluster has no such kind: its CRDs are not installed.
-    #[error(
-        "the cluster has no {kind} kind (the CRDs of {group} are not installed): install them, or remove spec.strategy.canary.trafficRouting"
-    )]
-    KindMissing {
-        kind: &'static str,
-        group: &'static str,
-    },
-    /// The route exists but cannot carry a canary split as configured.
-    #[error("{0}")]
-    Misconfigured(String),
-    /// The route is in another namespace, and no ReferenceGrant there lets the Rollout's
-    /// namespace refer to it: weir does not touch it.
-    #[error(
-        "HTTPRoute {route_namespace}/{route} is in another namespace and no ReferenceGrant there allows Rollouts from namespace {rollout_namespace}: create a ReferenceGrant in {route_namespace} that allows Rollouts from {rollout_namespace} (from: group weir.dev, kind Rollout, namespace {rollout_namespace}; to: group gateway.networking.k8s.io, kind HTTPRoute, name {route}), or use a route in {rollout_namespace}"
-    )]
-    NotGranted {
-        route_namespace: String,
-        route: String,
-        rollout_namespace: String,
-    },
-    /// The weight read back is not the weight written.
-    #[error("{kind} {name}: wrote canary weight {wanted} but read back {found:?}")]
-    NotVerified {
-        kind: &'static str,
-        name: String,
-        wanted: i32,
-        found: Option<i32>,
-    },
-    #[error("{kind} {name}: {source}")]
-    Api {
-        kind: &'static str,
-        name: String,
-        source: Box<kube::Error>,
-    },
-}
-
-/// A traffic router: sets the canary's weight (0..=100, the stable gets the rest), reads it
-/// back, and undoes what weir changed.
-pub trait Router: Sync {
-    /// The canary weight the router carries now; None before weir set any.
-    fn weight(&self) -> impl Future<Output = Result<Option<i32>, RouterError>> + Send;
-    /// Sets the canary weight and returns it as read back from the API server.
-    fn set_weight(&self, canary: i32) -> impl Future<Output = Result<i32, RouterError>> + Send;
-    /// Returns all traffic to the stable backend, as before weir (for a deleted Rollout).
-    fn remove_managed(&self) -> impl Future<Output = Result<(), RouterError>> + Send {
-        async { self.set_weight(0).await.map(|_| ()) }
-    }
-}
 
 /// Every router weir has, chosen by the Rollout's `trafficRouting`.
 pub enum AnyRouter {

@@ -2,11 +2,11 @@
 //! namespace only when that namespace says so, with the semantics Gateway API gives its own
 //! cross-namespace references. Everything in a Rollout may come from a hostile tenant.
 
+use crate::api::contract::GROUP as ROLLOUT_GROUP;
 use gateway_api::apis::standard::referencegrants::ReferenceGrantSpec;
 use kube::Client;
 use kube::api::{Api, ApiResource, DynamicObject, ListParams};
 
-pub const ROLLOUT_GROUP: &str = "weir.dev";
 pub const ROLLOUT_KIND: &str = "Rollout";
 pub const ROUTE_GROUP: &str = "gateway.networking.k8s.io";
 pub const ROUTE_KIND: &str = "HTTPRoute";

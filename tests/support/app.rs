@@ -352,6 +352,6 @@ pub async fn service_hash(ns: &TestNamespace, service: &str) -> Option<String> {
     found
         .spec?
         .selector?
-        .get(weir::rollout::template_hash::LABEL)
+        .get(weir::api::contract::POD_TEMPLATE_HASH_LABEL)
         .cloned()
 }

@@ -16,7 +16,9 @@ use cel::common::ast::operators;
 use cel::common::ast::{EntryExpr, Expr, LiteralValue};
 use cel::parser::Expression;
 
-use super::MAX_SAMPLES;
+/// Most samples a measurement judges; a larger answer is an Error measurement. Far above any
+/// real gate (one sample per pod or per route), and the size every cost estimate assumes.
+pub const MAX_SAMPLES: usize = 10_000;
 
 /// Functions the standard library declares, called as `f(x)`; the operators are the parser's
 /// names for `a + b`, `a[i]`, `c ? a : b` and the rest. Kept in step with the `cel` crate by

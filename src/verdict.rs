@@ -84,9 +84,6 @@ const SHOWN: usize = 10;
 /// hostile one cannot exhaust a worker's stack.
 const MAX_CONDITION: usize = 1024;
 
-/// Most samples a measurement judges; a larger answer is an Error measurement. Far above any
-/// real gate (one sample per pod or per route), and the size every cost estimate assumes.
-pub const MAX_SAMPLES: usize = 10_000;
 /// Expressions inside each other. Evaluation recurses once per level on a thread of a few MiB
 /// of stack; real gates use a dozen, and chains of `&&` and `||` are balanced by the parser.
 const MAX_LEVELS: usize = 48;
@@ -431,5 +428,6 @@ fn judge_range(range: &ThresholdRange, value: &QueryValue) -> Verdict {
 }
 
 mod cost;
+pub use cost::MAX_SAMPLES;
 #[cfg(test)]
 mod tests;

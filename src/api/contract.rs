@@ -1,0 +1,45 @@
+//! The cluster contract: every label, annotation, finalizer and field manager weir writes on
+//! objects and reads back. Other tools, dashboards and people's scripts read these names, so
+//! they live in one leaf module that imports nothing of weir's.
+
+/// weir's API group.
+pub const GROUP: &str = "weir.dev";
+
+/// On everything weir creates for a Rollout, so it can list and watch only what it owns.
+pub const ROLLOUT_LABEL: &str = "weir.dev/rollout";
+/// The hash of a ReplicaSet's pod template (Argo Rollouts' name, so its tools read it).
+pub const POD_TEMPLATE_HASH_LABEL: &str = "rollouts-pod-template-hash";
+/// On an AnalysisRun: the canary's pod template hash it judges.
+pub const CANARY_HASH_LABEL: &str = "weir.dev/canary-hash";
+/// On an AnalysisRun: which retry of the canary it belongs to.
+pub const ATTEMPT_LABEL: &str = "weir.dev/attempt";
+/// On an AnalysisRun: the step index it gates, or `background`.
+pub const STEP_LABEL: &str = "weir.dev/step";
+
+/// The Git revision an object was last applied from.
+pub const GIT_REVISION_ANNOTATION: &str = "weir.dev/git-revision";
+/// The GitSync (`namespace/name`) that applies an object.
+pub const GITSYNC_ANNOTATION: &str = "weir.dev/gitsync";
+/// Asks a GitSync to hold a revision until the ref moves (`kubectl weir undo
+/// --to-revision`); weir takes it into `status.pinned` and removes it.
+pub const ROLLBACK_TO_ANNOTATION: &str = "weir.dev/rollback-to";
+/// Set by the webhook (or by hand) to ask a GitSync to sync now; any new value does.
+pub const SYNC_REQUEST_ANNOTATION: &str = "weir.dev/sync-requested-at";
+/// When a ReplicaSet no traffic reaches scales down (RFC 3339).
+pub const SCALE_DOWN_ANNOTATION: &str = "weir.dev/scale-down-at";
+/// The Rollout's pod template as it was written (JSON), before the API server filled in
+/// defaults: what `kubectl weir undo` puts back, so the template hashes as it did.
+pub const POD_TEMPLATE_ANNOTATION: &str = "weir.dev/pod-template";
+
+/// Held on every Rollout so its route can be reset before its pods are deleted.
+pub const ROUTE_CLEANUP_FINALIZER: &str = "weir.dev/route-cleanup";
+
+/// Field manager of what comes from Git. The rollout engine writes as `weir-rollout`, so
+/// neither takes the other's fields.
+pub const SYNC_MANAGER: &str = "weir-sync";
+/// Field manager of the Rollout controller: ReplicaSets, Services, route weights, status.
+pub const ROLLOUT_MANAGER: &str = "weir-rollout";
+/// Field manager of the AnalysisRun controller.
+pub const ANALYSIS_MANAGER: &str = "weir-analysis";
+/// Field manager of the webhook's sync-request annotation.
+pub const WEBHOOK_MANAGER: &str = "weir-webhook";
