@@ -1,6 +1,8 @@
 //! GitOps: keeping the cluster equal to a path of a Git repository.
 
+mod act;
 pub mod apply;
+mod context;
 pub mod controller;
 pub mod credentials;
 pub mod dependencies;
@@ -9,8 +11,11 @@ pub mod fetch_rate;
 pub mod health;
 pub mod inventory;
 pub mod kustomize;
+mod observe;
 pub mod ownership;
+pub mod plan;
 pub mod reconcile;
+mod record;
 pub mod render;
 pub mod revision;
 pub mod rollback;

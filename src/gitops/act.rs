@@ -1,0 +1,609 @@
+//! Carries out the GitSync plan's actions, each returning its outcome for the next plan:
+//! fetch (bounded, off the async workers, given up when a managed Rollout aborts), check a
+//! pin against the clone, record a rejection, render and apply a revision as the GitSync's
+//! identity, read what was applied, write a revert back to Git.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use chrono::Utc;
+use kube::api::Api;
+use kube::{Resource, ResourceExt};
+use tracing::info;
+
+use super::apply;
+use super::context::{Context, InFlight, acting_as, clone_dir, neighbours, timed_out};
+use super::credentials::{self, Credentials};
+use super::dependencies;
+use super::fetch_rate;
+use super::health::Workload;
+use super::observe;
+use super::plan::{self, Action, Done, Fetched, Settings};
+use super::record::{Error, write_recorded};
+use super::render::{self, Layout};
+use super::revision;
+use super::rollback::{Basis, ManagedRollout};
+use super::sops::Identities;
+use super::source;
+use super::status::{self, Attempt};
+use super::tenancy;
+use super::writeback::{self, PushError};
+use crate::api::contract::ROLLBACK_TO_ANNOTATION;
+use crate::api::gitsync::{GitSync, GitSyncStatus, PinnedRevision, RejectedRevision};
+use crate::runtime::leader::Term;
+use crate::validate;
+use k8s_openapi::api::core::v1::Secret;
+
+/// What one action needs of the reconcile it belongs to.
+pub(super) struct Reconcile<'a> {
+    pub ctx: &'a Context,
+    pub term: &'a Term,
+    pub api: &'a Api<GitSync>,
+    pub current: &'a GitSync,
+    /// `namespace/name`.
+    pub key: &'a str,
+    pub settings: &'a Settings,
+    /// A fraction in [0, 1) for this GitSync and attempt: where it waits among others.
+    pub spread: f64,
+}
+
+/// Carries out `action` and notes its outcome in `done`. The Rollouts are read again when
+/// one aborts during a fetch.
+pub(super) async fn act(
+    at: &Reconcile<'_>,
+    action: Action,
+    rollouts: &mut Vec<ManagedRollout>,
+    workloads: &[Workload],
+    done: &mut Done,
+) -> Result<(), Error> {
+    let (ctx, sync) = (at.ctx, at.current);
+    match action {
+        Action::Fetch => done.fetch = Some(fetch_unless_aborted(at, rollouts, workloads).await),
+        Action::VerifyPin(pinned) => done.pin = Some(verify_pin(ctx, sync, pinned).await),
+        Action::RecordRejection {
+            rejected,
+            last_good,
+        } => {
+            record_rejection(at, &rejected, last_good).await?;
+            done.rejection_recorded = true;
+        }
+        Action::Apply { revision, basis } => {
+            done.applied = Some(apply_revision(ctx, at.term, sync, at.key, &revision, basis).await)
+        }
+        Action::ReadWorkloads { inventory } => {
+            done.applied_workloads =
+                Some(observe::applied_workloads(ctx, sync, at.key, &inventory).await)
+        }
+        Action::WriteBack {
+            head,
+            good,
+            rejected,
+        } => {
+            done.written = Some(Some(
+                write_back(ctx, at.term, sync, at.key, &head, &good, &rejected).await,
+            ))
+        }
+        Action::RecognizeRevert { head, pending } => {
+            done.written = Some(recognize_revert(ctx, sync, &head, &pending).await)
+        }
+    }
+    Ok(())
+}
+
+/// Fetches when the host's rate allows; an abort of a managed Rollout that rejects the
+/// applied revision gives the fetch up, so the rollback goes first.
+async fn fetch_unless_aborted(
+    at: &Reconcile<'_>,
+    rollouts: &mut Vec<ManagedRollout>,
+    workloads: &[Workload],
+) -> Fetched {
+    let (ctx, sync, key) = (at.ctx, at.current, at.key);
+    // Over its host's rate the fetch waits: requeued for its turn, nothing recorded (the
+    // status says what the last fetch found, not that this one waits).
+    if let Some(origin) = fetch_rate::origin(&sync.spec.url)
+        && let Err(wait) = ctx.fetch_rate.take(&origin, key, at.spread)
+    {
+        info!(%origin, wait = ?wait, "fetch waits for its host's rate (--git-fetches-per-host-per-minute)");
+        return Fetched::RateLimited(wait);
+    }
+    let status = sync.status.clone().unwrap_or_default();
+    let fetch = fetch(ctx, sync, key);
+    tokio::pin!(fetch);
+    loop {
+        let news = ctx.aborts.notified();
+        tokio::select! {
+            result = &mut fetch => return match result {
+                Ok(head) => Fetched::Head(head),
+                Err(failure) => Fetched::Failed(Box::new(failure)),
+            },
+            () = news => {
+                *rollouts = observe::managed_rollouts(&ctx.client, &status.inventory).await;
+                if plan::must_roll_back(&status, rollouts, workloads, &at.settings.judging, Utc::now()) {
+                    info!("a managed Rollout aborted during the fetch: rolling back first");
+                    return Fetched::Deferred;
+                }
+            }
+        }
+    }
+}
+
+/// Records a rejection before anything is rolled back (after a restart in between, the
+/// revision is still known to be out), then tells.
+async fn record_rejection(
+    at: &Reconcile<'_>,
+    rejected: &RejectedRevision,
+    last_good: Option<String>,
+) -> Result<(), Error> {
+    let subject = subject(at.ctx, at.current, &rejected.revision).await;
+    write_recorded(
+        at.term,
+        at.api,
+        at.current.clone(),
+        &|status: &mut GitSyncStatus| {
+            status::reject(status, rejected, &subject);
+            status.last_good_revision.clone_from(&last_good);
+        },
+    )
+    .await?;
+    crate::runtime::publish(
+        &at.ctx.events,
+        &at.current.object_ref(&()),
+        true,
+        "Rejected".into(),
+        Some(&format!(
+            "revision {} rejected: {}",
+            status::short(&rejected.revision),
+            super::rollback::cause(rejected)
+        )),
+        "Rollback",
+    )
+    .await;
+    Ok(())
+}
+
+/// Fetches the tracked ref (bounded, off the async workers) and returns the commit it points
+/// to; a failure comes back as the attempt to record. Never a credential in what it says.
+async fn fetch(ctx: &Context, sync: &GitSync, key: &str) -> Result<String, Attempt> {
+    if let Some(first) = validate::git_sync(&sync.spec).first() {
+        return Err(Attempt::InvalidSpec(format!("InvalidSpec: {first}")));
+    }
+    if let Some(refusal) = refuse_spec(ctx, sync) {
+        return Err(Attempt::InvalidSpec(format!("InvalidSpec: {refusal}")));
+    }
+    let dir = clone_dir(ctx, sync);
+    let (url, git_ref) = (sync.spec.url.clone(), sync.spec.git_ref.clone());
+    let credentials = read_credentials(ctx, sync)
+        .await
+        .map_err(Attempt::FetchFailed)?;
+    let Ok(_permit) = ctx.fetches.acquire().await else {
+        return Err(Attempt::FetchFailed(
+            "the controller is shutting down".into(),
+        ));
+    };
+    // One fetch per GitSync at a time: a fetch abandoned at the timeout may still be stuck
+    // in a read, and a second one must not share its clone.
+    // kube-runtime never reconciles one object twice at once, so a claim is only refused
+    // while a fetch abandoned at the timeout is still stuck.
+    let Some(in_flight) = InFlight::claim(&ctx.in_flight, key) else {
+        return Err(Attempt::FetchFailed(format!(
+            "{}, and that fetch has not ended yet",
+            timed_out(ctx.fetch_timeout)
+        )));
+    };
+    let limits = Arc::new(source::Limits::new(ctx.fetch_timeout, ctx.max_fetch_bytes));
+    let limited = limits.clone();
+    // A fetch given up on (an abort came first) stops at gix's next check.
+    let _interrupt_if_dropped = InterruptOnDrop(limits.clone());
+    let read = tokio::task::spawn_blocking(move || {
+        let _in_flight = in_flight;
+        source::fetch(&dir, &url, &git_ref, &credentials, &limited)
+    });
+    match tokio::time::timeout(ctx.fetch_timeout, read).await {
+        Ok(Ok(Ok(fetched))) => Ok(fetched.revision),
+        Ok(Ok(Err(error))) => Err(Attempt::FetchFailed(error.to_string())),
+        Ok(Err(_)) => Err(Attempt::FetchFailed("the fetch was interrupted".into())),
+        Err(_) => {
+            // gix checks this between steps; a git daemon's socket times out on its own,
+            // and ssh's keepalives end a dead connection. Until the thread ends, InFlight
+            // keeps it the only fetch of this GitSync.
+            limits.interrupt.store(true, Ordering::Relaxed);
+            Err(Attempt::FetchFailed(timed_out(ctx.fetch_timeout)))
+        }
+    }
+}
+
+/// Interrupts a fetch whose caller stopped waiting for it; after the fetch ended it changes
+/// nothing.
+struct InterruptOnDrop(Arc<source::Limits>);
+
+impl Drop for InterruptOnDrop {
+    fn drop(&mut self) {
+        self.0.interrupt.store(true, Ordering::Relaxed);
+    }
+}
+
+/// What the controller's tenancy flags refuse in a spec that validation accepts: a
+/// `file://` URL, a write-back branch weir does not own; and a dependency in another
+/// namespace or on a cycle.
+fn refuse_spec(ctx: &Context, sync: &GitSync) -> Option<String> {
+    if let Some(refusal) = tenancy::refuse_url(&ctx.policy, &sync.spec.url) {
+        return Some(refusal);
+    }
+    let namespace = sync.namespace().unwrap_or_default();
+    if let Some(refusal) = dependencies::refuse_other_namespaces(&sync.spec, &namespace) {
+        return Some(refusal);
+    }
+    if !sync.spec.depends_on.is_empty() {
+        let all = neighbours(ctx, sync);
+        // This GitSync as it is now, whatever the cache holds of it.
+        let nodes: Vec<dependencies::Node> = all
+            .iter()
+            .filter(|s| s.metadata.name != sync.metadata.name)
+            .map(|s| dependencies::Node::of(s))
+            .chain([dependencies::Node::of(sync)])
+            .collect();
+        if let Some(cycle) = dependencies::cycle(&sync.name_any(), &nodes) {
+            return Some(format!(
+                "spec.dependsOn: {cycle} is a cycle, so none of them could ever apply; remove one of these dependencies"
+            ));
+        }
+    }
+    let write_back = &sync.spec.rollback.write_back;
+    let branch = write_back
+        .branch
+        .as_deref()
+        .filter(|_| write_back.enabled)?;
+    // Only GitSyncs of the same repository: a branch of that name elsewhere is another
+    // repository's, and one tenant's GitSync must not be able to stop another's.
+    let all = ctx.gitsyncs.state();
+    let tracked = all
+        .iter()
+        .filter(|s| s.spec.url.trim() == sync.spec.url.trim())
+        .map(|s| s.spec.git_ref.branch.as_deref())
+        .chain([sync.spec.git_ref.branch.as_deref()])
+        .flatten();
+    tenancy::refuse_write_back_branch(&ctx.policy, branch, tracked)
+}
+
+/// A revision's subject line, from the clone; empty when it cannot be read (it only labels
+/// history entries).
+async fn subject(ctx: &Context, sync: &GitSync, revision: &str) -> String {
+    let (dir, revision) = (clone_dir(ctx, sync), revision.to_owned());
+    tokio::task::spawn_blocking(move || source::subject(&dir, &revision))
+        .await
+        .ok()
+        .and_then(Result::ok)
+        .unwrap_or_default()
+}
+
+/// Renders one revision from the clone and applies it; the revision was fetched before (the
+/// head now, a good or pinned one earlier), so rolling back needs no remote.
+async fn apply_revision(
+    ctx: &Context,
+    term: &Term,
+    sync: &GitSync,
+    key: &str,
+    revision: &str,
+    basis: Basis,
+) -> Attempt {
+    let namespace = sync.namespace().unwrap_or_default();
+    let old = sync
+        .status
+        .as_ref()
+        .map(|s| s.inventory.clone())
+        .unwrap_or_default();
+    // Read at every render, so a rotated key is used at once; a Secret that cannot be read
+    // is retried with backoff (it may come), with nothing applied.
+    let identities = match read_decryption(ctx, sync).await {
+        Ok(identities) => identities,
+        Err((message, forbidden)) => {
+            return Attempt::ApplyFailed {
+                revision: revision.to_owned(),
+                subject: subject(ctx, sync, revision).await,
+                inventory: old,
+                message: format!("{message}; nothing was applied"),
+                forbidden,
+            };
+        }
+    };
+    let rendering = revision::Rendering {
+        clone: clone_dir(ctx, sync),
+        path: sync.spec.path.clone(),
+        limits: ctx.limits,
+        kustomize: ctx.kustomize.clone(),
+        allow_remote: sync.spec.kustomize.allow_remote,
+        identities,
+    };
+    let rendered = revision::render(rendering, revision).await;
+    let revision = revision.to_owned();
+    let (subject, manifests, redactor) = match rendered {
+        Ok(rendered) => (rendered.subject, rendered.manifests, rendered.redactor),
+        Err(revision::Failure::Read(message)) => return Attempt::FetchFailed(message),
+        Err(revision::Failure::Render { subject, message }) => {
+            return Attempt::RenderFailed {
+                revision,
+                subject,
+                message,
+            };
+        }
+    };
+    let objects = manifests.len();
+    let (identity, client) = match acting_as(ctx, sync) {
+        Ok(acting) => acting,
+        Err(message) => {
+            return Attempt::ApplyFailed {
+                revision,
+                subject,
+                inventory: old,
+                message,
+                forbidden: false,
+            };
+        }
+    };
+    let target = apply::Target {
+        client: &client,
+        identity: &identity,
+        reader: &ctx.client,
+        policy: &ctx.policy,
+        term,
+        scope: ctx.scope.as_deref(),
+        owner: key,
+        namespace: &namespace,
+        revision: &revision,
+        prune: sync.spec.prune,
+    };
+    let outcome = apply::sync(&target, manifests, &old).await;
+    ctx.metrics
+        .observe_gitsync_objects(outcome.applied, outcome.unchanged, outcome.pruned);
+    match outcome.failure {
+        // The API server's words may quote a decrypted value (a pattern, an enum, a
+        // webhook): scrubbed before the message is stored, announced or logged.
+        Some(message) => Attempt::ApplyFailed {
+            revision,
+            subject,
+            inventory: outcome.inventory,
+            message: redactor.scrub(&message),
+            forbidden: outcome.forbidden,
+        },
+        None => Attempt::Applied {
+            revision,
+            subject,
+            inventory: outcome.inventory,
+            objects,
+            basis,
+        },
+    }
+}
+
+/// Checks that the clone holds a pinned commit (`weir.dev/rollback-to`; the plan checked it
+/// against what the GitSync knows).
+async fn verify_pin(
+    ctx: &Context,
+    sync: &GitSync,
+    pinned: PinnedRevision,
+) -> Result<PinnedRevision, String> {
+    let (dir, revision) = (clone_dir(ctx, sync), pinned.revision.clone());
+    let known = tokio::task::spawn_blocking(move || source::subject(&dir, &revision))
+        .await
+        .map_err(|_| "reading the clone was interrupted".to_owned())?;
+    match known {
+        Ok(_) => Ok(pinned),
+        Err(_) => Err(format!(
+            "{ROLLBACK_TO_ANNOTATION}: revision {} is not in the repository's history as fetched",
+            pinned.revision
+        )),
+    }
+}
+
+/// Builds the revert of the rejected head and pushes it (to the tracked branch, or to
+/// `writeBack.branch`, which weir owns and replaces).
+async fn write_back(
+    ctx: &Context,
+    term: &Term,
+    sync: &GitSync,
+    key: &str,
+    head: &str,
+    good: &str,
+    rejected: &RejectedRevision,
+) -> status::WriteBack {
+    let policy = &sync.spec.rollback.write_back;
+    let failed = |message: String| status::WriteBack::Failed {
+        rejected: rejected.revision.clone(),
+        message,
+    };
+    let (Some(branch), force) = (match &policy.branch {
+        Some(branch) => (Some(branch.clone()), true),
+        None => (sync.spec.git_ref.branch.clone(), false),
+    }) else {
+        return failed(
+            "spec.ref names no branch to push the revert to: set spec.rollback.writeBack.branch"
+                .into(),
+        );
+    };
+    let author = writeback::Author {
+        name: policy.author_name.clone().unwrap_or_default(),
+        email: policy.author_email.clone().unwrap_or_default(),
+    };
+    let credentials = match read_credentials(ctx, sync).await {
+        Ok(credentials) => credentials,
+        Err(message) => return failed(message),
+    };
+    // The clone is this GitSync's alone while the revert is built and pushed.
+    let Some(_in_flight) = InFlight::claim(&ctx.in_flight, key) else {
+        return failed(format!(
+            "{}, and that fetch has not ended yet",
+            timed_out(ctx.fetch_timeout)
+        ));
+    };
+    let dir = clone_dir(ctx, sync);
+    let (built_in, path, limits) = (dir.clone(), sync.spec.path.clone(), ctx.limits);
+    let (head_owned, good_owned, rejected_owned) =
+        (head.to_owned(), good.to_owned(), rejected.clone());
+    let built = tokio::task::spawn_blocking(move || {
+        // A kustomization may read the whole repository: its revert restores all of it.
+        let files =
+            source::files_at(&built_in, &good_owned, &path, &limits).map_err(|e| match e {
+                source::FilesError::Read(error) => error,
+                source::FilesError::TooLarge(message) => source::SourceError(message),
+            })?;
+        let whole_tree = matches!(render::layout(&files, &path), Layout::Kustomization(_));
+        writeback::revert_commit(
+            &built_in,
+            &head_owned,
+            &good_owned,
+            if whole_tree { "" } else { &path },
+            &rejected_owned,
+            &author,
+        )
+    })
+    .await;
+    let commit = match built {
+        Ok(Ok(Some(commit))) => commit,
+        // The rejected revision left what weir reads as the good one had it: Git already
+        // agrees with the cluster.
+        Ok(Ok(None)) => {
+            return status::WriteBack::Unneeded {
+                rejected: rejected.revision.clone(),
+                good: good.to_owned(),
+            };
+        }
+        Ok(Err(error)) => return failed(error.to_string()),
+        Err(_) => return failed("building the revert was interrupted".into()),
+    };
+    // Git is written by the leader only, as the cluster is: this failure is never recorded,
+    // since the status write after it checks the term too.
+    if !term.holds() {
+        return failed(Error::NotLeader.to_string());
+    }
+    match writeback::push(
+        &dir,
+        &sync.spec.url,
+        &credentials,
+        &commit,
+        &branch,
+        force,
+        ctx.fetch_timeout,
+    )
+    .await
+    {
+        Ok(()) => status::WriteBack::Pushed {
+            rejected: rejected.revision.clone(),
+            commit,
+            branch,
+        },
+        Err(PushError::Refused(message)) => status::WriteBack::Refused {
+            rejected: rejected.revision.clone(),
+            message,
+        },
+        Err(PushError::Failed(message)) => failed(message),
+    }
+}
+
+/// The fetched head, when it is weir's revert of a rejected revision not yet recorded as
+/// reverted (its pusher died before writing the status).
+async fn recognize_revert(
+    ctx: &Context,
+    sync: &GitSync,
+    head: &str,
+    pending: &[String],
+) -> Option<status::WriteBack> {
+    let (dir, revision) = (clone_dir(ctx, sync), head.to_owned());
+    let reverts = tokio::task::spawn_blocking(move || {
+        source::trailer(&dir, &revision, writeback::REJECTED_TRAILER)
+    })
+    .await
+    .ok()??;
+    pending
+        .iter()
+        .find(|r| **r == reverts)
+        .map(|rejected| status::WriteBack::Pushed {
+            rejected: rejected.clone(),
+            commit: head.to_owned(),
+            branch: sync.spec.git_ref.branch.clone().unwrap_or_default(),
+        })
+}
+
+/// The credentials the GitSync's Secret holds for its URL; read for every fetch, so a
+/// rotated Secret is used from the next interval on. Read as the GitSync's identity: naming
+/// a Secret its ServiceAccount may not read gets nothing (a GitSync pointed at a server that
+/// asks for a password must not collect one its author could not read).
+async fn read_credentials(ctx: &Context, sync: &GitSync) -> Result<Credentials, String> {
+    let spec = &sync.spec;
+    let Some(reference) = &spec.secret_ref else {
+        return Ok(Credentials::Anonymous);
+    };
+    let namespace = sync.namespace().unwrap_or_default();
+    let (identity, client) = acting_as(ctx, sync)?;
+    let described = format!("{namespace}/{}", reference.name);
+    let api: Api<Secret> = Api::namespaced(client, &namespace);
+    let secret = api
+        .get_opt(&reference.name)
+        .await
+        .map_err(|e| match e {
+            kube::Error::Api(status) if status.code == 403 => format!(
+                "reading Secret {described} (spec.secretRef): {} (weir acted as {})",
+                status.message,
+                identity.describe()
+            ),
+            e => format!("reading Secret {described} (spec.secretRef): {e}"),
+        })?
+        .ok_or_else(|| format!("Secret {described} (spec.secretRef) does not exist"))?;
+    credentials::from_secret(&spec.url, &described, &secret.data.unwrap_or_default())
+}
+
+/// The age identities of `spec.decryption`'s Secret, read as the GitSync's identity (as its
+/// Git credentials are: a GitSync must not decrypt with a key its author could not read);
+/// None without `spec.decryption`. An error says which Secret and field, and whether RBAC
+/// refused the read; it never holds the Secret's data.
+async fn read_decryption(
+    ctx: &Context,
+    sync: &GitSync,
+) -> Result<Option<Arc<Identities>>, (String, bool)> {
+    let Some(decryption) = &sync.spec.decryption else {
+        return Ok(None);
+    };
+    // Validation refuses a spec without one before any fetch; this is for a spec changed
+    // since.
+    let Some(reference) = &decryption.secret_ref else {
+        return Err((
+            "spec.decryption.secretRef: name the Secret whose .agekey entries hold the age identities".into(),
+            false,
+        ));
+    };
+    let namespace = sync.namespace().unwrap_or_default();
+    let described = format!(
+        "Secret {namespace}/{} (spec.decryption.secretRef)",
+        reference.name
+    );
+    let (identity, client) = acting_as(ctx, sync).map_err(|m| (m, false))?;
+    let api: Api<Secret> = Api::namespaced(client, &namespace);
+    let secret = match api.get_opt(&reference.name).await {
+        Ok(Some(secret)) => secret,
+        Ok(None) => {
+            return Err((
+                format!(
+                    "{described} does not exist: create it with the age identity under a key ending in .agekey"
+                ),
+                false,
+            ));
+        }
+        Err(kube::Error::Api(status)) if status.code == 403 => {
+            return Err((
+                format!(
+                    "reading {described}: {} (weir acted as {})",
+                    status.message,
+                    identity.describe()
+                ),
+                true,
+            ));
+        }
+        Err(error) => return Err((format!("reading {described}: {error}"), false)),
+    };
+    let data = secret.data.unwrap_or_default();
+    Identities::from_secret(
+        &described,
+        data.iter().map(|(k, v)| (k.as_str(), v.0.as_slice())),
+    )
+    .map(|identities| Some(Arc::new(identities)))
+    .map_err(|message| (message, false))
+}

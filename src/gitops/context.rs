@@ -1,0 +1,177 @@
+//! What the GitSync controller's glue shares: its context (clients, flags, caches, the
+//! schedule of every GitSync), and who a GitSync acts as and where its clone is.
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use kube::{Client, ResourceExt};
+use tokio::sync::{Notify, Semaphore};
+
+use super::fetch_rate::FetchRate;
+use super::tenancy::{self, Identity, Policy};
+use super::{kustomize, plan, render, source};
+use crate::api::gitsync::GitSync;
+use crate::runtime::Events;
+use crate::runtime::impersonation::Impersonation;
+use crate::runtime::leader::Leadership;
+
+pub struct Context {
+    /// The controller's own identity: reads, status writes, Events. Never what Git says.
+    pub client: Client,
+    /// Clients acting as each GitSync's ServiceAccount.
+    pub impersonation: Impersonation,
+    /// The tenancy flags.
+    pub policy: Policy,
+    /// Every GitSync the controller watches, for the branches they follow.
+    pub gitsyncs: kube::runtime::reflector::Store<GitSync>,
+    /// The namespace the controller watches (None: all of them).
+    pub scope: Option<String>,
+    pub events: Events,
+    /// Counts what applies sent and skipped.
+    pub metrics: Arc<crate::runtime::metrics::Metrics>,
+    pub leadership: Leadership,
+    /// Where the persistent clones live.
+    pub cache_dir: PathBuf,
+    /// How much a revision may hold.
+    pub limits: render::Limits,
+    /// What builds kustomizations here, found once at start.
+    pub kustomize: Option<kustomize::Builder>,
+    /// Fetches at once; the others wait their turn without blocking a worker.
+    pub fetches: Arc<Semaphore>,
+    /// How long a fetch may take before it is abandoned and its slot freed.
+    pub fetch_timeout: Duration,
+    /// The most bytes of pack one fetch may receive.
+    pub max_fetch_bytes: u64,
+    /// Fetches per Git host: a GitSync over its host's rate waits, requeued, not fetching.
+    pub fetch_rate: Arc<FetchRate>,
+    /// The GitSyncs (`namespace/name`) with a fetch still running.
+    pub in_flight: Arc<Mutex<HashSet<String>>>,
+    /// When each GitSync is due again: a watch event that is only our own status write must
+    /// not start another fetch and apply, and failures back off.
+    pub schedule: Mutex<HashMap<String, Schedule>>,
+    /// Told of every aborted Rollout the controller sees, so that a reconcile waiting for a
+    /// fetch can roll back first.
+    pub aborts: Arc<Notify>,
+}
+
+/// When a GitSync is next due, for the generation it was synced at (in memory only: a
+/// restarted controller syncs every GitSync at once).
+#[derive(Clone, Debug)]
+pub struct Schedule {
+    pub(super) due: std::time::Instant,
+    pub(super) generation: Option<i64>,
+    /// Retryable failures in a row.
+    pub(super) failures: u32,
+    /// A new revision waits for the GitSyncs it depends on: due as soon as they are ready.
+    pub(super) waiting: bool,
+}
+
+impl Context {
+    /// What the controller remembers of the GitSync `key` at `generation`.
+    pub(super) fn previous(&self, key: &str, generation: Option<i64>) -> Option<plan::Previous> {
+        let schedule = self.schedule.lock().unwrap_or_else(|e| e.into_inner());
+        let known = schedule.get(key).filter(|s| s.generation == generation)?;
+        Some(plan::Previous {
+            wait: known.due.checked_duration_since(std::time::Instant::now()),
+            failures: known.failures,
+            waiting: known.waiting,
+        })
+    }
+
+    /// Due again as `next` says.
+    pub(super) fn schedule(&self, key: &str, generation: Option<i64>, next: &plan::Schedule) {
+        self.schedule
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(
+                key.to_owned(),
+                Schedule {
+                    due: std::time::Instant::now() + next.next,
+                    generation,
+                    failures: next.failures,
+                    waiting: next.waiting,
+                },
+            );
+    }
+
+    /// Forgets the schedule: the GitSync is due at once (deleted, or its status not written).
+    pub(super) fn forget(&self, key: &str) {
+        self.schedule
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(key);
+    }
+}
+
+pub(super) fn timed_out(timeout: Duration) -> String {
+    format!(
+        "the repository did not answer within {}s (--fetch-timeout)",
+        timeout.as_secs_f64()
+    )
+}
+
+/// A GitSync's claim on fetching, released when the fetch's thread ends, however late.
+pub(super) struct InFlight {
+    set: Arc<Mutex<HashSet<String>>>,
+    key: String,
+}
+
+impl InFlight {
+    pub(super) fn claim(set: &Arc<Mutex<HashSet<String>>>, key: &str) -> Option<InFlight> {
+        let mut running = set.lock().unwrap_or_else(|e| e.into_inner());
+        running.insert(key.to_owned()).then(|| InFlight {
+            set: set.clone(),
+            key: key.to_owned(),
+        })
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.set
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.key);
+    }
+}
+
+/// The GitSyncs of `sync`'s namespace, as the controller's cache has them.
+pub(super) fn neighbours(ctx: &Context, sync: &GitSync) -> Vec<Arc<GitSync>> {
+    let namespace = sync.namespace();
+    ctx.gitsyncs
+        .state()
+        .into_iter()
+        .filter(|s| s.namespace() == namespace)
+        .collect()
+}
+
+/// Who the GitSync acts as, and a client that does.
+pub(super) fn acting_as(ctx: &Context, sync: &GitSync) -> Result<(Identity, Client), String> {
+    let identity = tenancy::identity(
+        &ctx.policy,
+        &sync.namespace().unwrap_or_default(),
+        sync.spec.service_account_name.as_deref(),
+    );
+    let client = ctx
+        .impersonation
+        .client(identity.user().as_deref())
+        .map_err(|error| {
+            format!(
+                "making a client that acts as {}: {error}",
+                identity.describe()
+            )
+        })?;
+    Ok((identity, client))
+}
+
+/// The GitSync's own clone: keyed by its UID, so no other GitSync (one deleted and made
+/// again under the same name included) ever reads it.
+pub(super) fn clone_dir(ctx: &Context, sync: &GitSync) -> PathBuf {
+    source::clone_dir(
+        &ctx.cache_dir,
+        sync.metadata.uid.as_deref().unwrap_or_default(),
+        &sync.spec.url,
+    )
+}

@@ -1,0 +1,573 @@
+use chrono::TimeZone;
+use proptest::prelude::*;
+
+use super::*;
+use crate::api::gitsync::{InventoryEntry, RevisionRecord};
+use crate::api::rollout::AbortCause;
+use crate::gitops::health::Health;
+use crate::time::to_k8s;
+
+fn at() -> DateTime<Utc> {
+    Utc.timestamp_opt(1_800_000_000, 0).single().expect("time")
+}
+
+/// A full commit SHA (pins take only those).
+fn sha(n: u8) -> String {
+    format!("{n:040x}")
+}
+
+fn settings(on_failure: bool, write_back: bool) -> Settings {
+    Settings {
+        generation: Some(1),
+        interval: Duration::from_secs(60),
+        judging: Policy {
+            on_failure,
+            health_timeout: chrono::Duration::minutes(5),
+        },
+        write_back,
+    }
+}
+
+fn rejection(revision: &str, reverted: bool) -> RejectedRevision {
+    RejectedRevision {
+        revision: revision.to_owned(),
+        reason: "AnalysisFailed".into(),
+        rollout: Some("shop/web".into()),
+        object: None,
+        message: None,
+        metric: None,
+        value: None,
+        rejected_at: to_k8s(at()),
+        revert: reverted.then(|| "f".repeat(40)),
+    }
+}
+
+fn applied_history(revision: &str) -> RevisionRecord {
+    RevisionRecord {
+        revision: revision.to_owned(),
+        subject: String::new(),
+        time: to_k8s(at()),
+        outcome: "Applied".into(),
+    }
+}
+
+fn aborted_rollout(revision: &str) -> ManagedRollout {
+    ManagedRollout {
+        name: "shop/web".into(),
+        applied_revision: Some(revision.to_owned()),
+        canary_revision: Some(revision.to_owned()),
+        healthy: false,
+        aborted: Some(AbortCause {
+            reason: "AnalysisFailed".into(),
+            metric: None,
+            value: None,
+        }),
+        aborted_at: Some(at() + chrono::Duration::seconds(30)),
+    }
+}
+
+/// How the world answers the actions of one reconcile.
+#[derive(Clone, Debug)]
+struct World {
+    /// 0: the ref points at `head`; 1: the fetch fails; 2: over the host's rate; 3: a
+    /// managed Rollout aborts while the fetch runs.
+    fetch: u8,
+    head: u8,
+    pin_in_clone: bool,
+    apply_ok: bool,
+    /// 0: pushed, 1: refused, 2: failed, 3: unneeded.
+    write: u8,
+    revert_on_head: bool,
+    workloads_healthy: bool,
+}
+
+fn world() -> impl Strategy<Value = World> {
+    (
+        0u8..4,
+        0u8..5,
+        any::<bool>(),
+        any::<bool>(),
+        0u8..4,
+        any::<bool>(),
+        any::<bool>(),
+    )
+        .prop_map(
+            |(fetch, head, pin_in_clone, apply_ok, write, revert_on_head, workloads_healthy)| {
+                World {
+                    fetch,
+                    head,
+                    pin_in_clone,
+                    apply_ok,
+                    write,
+                    revert_on_head,
+                    workloads_healthy,
+                }
+            },
+        )
+}
+
+/// What one reconcile sees before it acts.
+#[derive(Clone, Debug)]
+struct Scene {
+    status: GitSyncStatus,
+    settings: Settings,
+    previous: Option<Previous>,
+    sync_request: Option<String>,
+    pin_request: Option<String>,
+    dependencies: Vec<String>,
+    rollouts: Vec<ManagedRollout>,
+}
+
+/// One reconcile run against `world`: every action in order, and how it ended. Checks on
+/// the way that planning is deterministic and that no action is asked for twice.
+fn run(scene: &Scene, world: &World) -> Result<(Vec<Action>, Finish), TestCaseError> {
+    let mut done = Done::default();
+    let mut rollouts = scene.rollouts.clone();
+    let mut actions: Vec<Action> = Vec::new();
+    for _ in 0..10 {
+        let input = Input {
+            settings: scene.settings,
+            status: &scene.status,
+            previous: scene.previous,
+            sync_request: scene.sync_request.as_deref(),
+            pin_request: scene.pin_request.as_deref(),
+            dependencies: &scene.dependencies,
+            rollouts: &rollouts,
+            workloads: &[],
+            now: at() + chrono::Duration::seconds(60),
+            jitter: 0.5,
+            done: &done,
+        };
+        let now = input.now;
+        let planned = plan(&input);
+        prop_assert_eq!(&plan(&input), &planned, "planning is deterministic");
+        let action = match planned {
+            Plan::Finish(finish) => return Ok((actions, *finish)),
+            Plan::Act(action) => *action,
+        };
+        prop_assert!(
+            !actions
+                .iter()
+                .any(|a| std::mem::discriminant(a) == std::mem::discriminant(&action)),
+            "{:?} asked for twice: {:?}",
+            action,
+            actions
+        );
+        actions.push(action.clone());
+        match action {
+            Action::Fetch => {
+                done.fetch = Some(match world.fetch {
+                    0 => Fetched::Head(sha(world.head)),
+                    1 => Fetched::Failed(Box::new(Attempt::FetchFailed("no answer".into()))),
+                    2 => Fetched::RateLimited(Duration::from_secs(7)),
+                    _ => {
+                        // The glue gives the fetch up only when the abort it heard of
+                        // rejects the applied revision.
+                        if let Some(applied) = &scene.status.last_applied_revision {
+                            rollouts.push(aborted_rollout(applied));
+                        }
+                        if must_roll_back(
+                            &scene.status,
+                            &rollouts,
+                            &[],
+                            &scene.settings.judging,
+                            now,
+                        ) {
+                            Fetched::Deferred
+                        } else {
+                            Fetched::Head(sha(world.head))
+                        }
+                    }
+                })
+            }
+            Action::VerifyPin(pinned) => {
+                done.pin = Some(match world.pin_in_clone {
+                    true => Ok(pinned),
+                    false => Err("not in the clone".into()),
+                })
+            }
+            Action::RecordRejection { .. } => done.rejection_recorded = true,
+            Action::Apply { revision, basis } => {
+                let inventory = vec![InventoryEntry {
+                    api_version: "apps/v1".into(),
+                    kind: "Deployment".into(),
+                    namespace: Some("shop".into()),
+                    name: "web".into(),
+                }];
+                done.applied = Some(match world.apply_ok {
+                    true => Attempt::Applied {
+                        revision,
+                        subject: "a change".into(),
+                        inventory,
+                        objects: 1,
+                        basis,
+                    },
+                    false => Attempt::ApplyFailed {
+                        revision,
+                        subject: "a change".into(),
+                        inventory,
+                        message: "refused".into(),
+                        forbidden: false,
+                    },
+                })
+            }
+            Action::ReadWorkloads { .. } => {
+                done.applied_workloads = Some(vec![Workload {
+                    name: "Deployment shop/web".into(),
+                    revision: None,
+                    health: match world.workloads_healthy {
+                        true => Health::Healthy,
+                        false => Health::Progressing("1 of 2 replicas available".into()),
+                    },
+                }])
+            }
+            Action::WriteBack { rejected, good, .. } => {
+                let rejected = rejected.revision;
+                done.written = Some(Some(match world.write {
+                    0 => WriteBack::Pushed {
+                        rejected,
+                        commit: "e".repeat(40),
+                        branch: "main".into(),
+                    },
+                    1 => WriteBack::Refused {
+                        rejected,
+                        message: "the branch moved".into(),
+                    },
+                    2 => WriteBack::Failed {
+                        rejected,
+                        message: "no answer".into(),
+                    },
+                    _ => WriteBack::Unneeded { rejected, good },
+                }))
+            }
+            Action::RecognizeRevert { head, pending } => {
+                done.written = Some(world.revert_on_head.then(|| WriteBack::Pushed {
+                    rejected: pending[0].clone(),
+                    commit: head,
+                    branch: "main".into(),
+                }))
+            }
+        }
+    }
+    Err(TestCaseError::fail(format!(
+        "the plan did not finish: {actions:?}"
+    )))
+}
+
+fn revision() -> impl Strategy<Value = Option<String>> {
+    prop::option::of((0u8..5).prop_map(sha))
+}
+
+fn managed() -> impl Strategy<Value = ManagedRollout> {
+    (revision(), revision(), any::<bool>(), any::<bool>()).prop_map(
+        |(applied, canary, healthy, aborted)| ManagedRollout {
+            name: "shop/web".into(),
+            applied_revision: applied,
+            canary_revision: canary,
+            healthy,
+            aborted: aborted.then(|| AbortCause {
+                reason: "AnalysisFailed".into(),
+                metric: None,
+                value: None,
+            }),
+            aborted_at: aborted.then(|| at() + chrono::Duration::seconds(30)),
+        },
+    )
+}
+
+fn previous() -> impl Strategy<Value = Option<Previous>> {
+    prop::option::of(
+        (prop::option::of(1u64..120), 0u32..4, any::<bool>()).prop_map(
+            |(wait, failures, waiting)| Previous {
+                wait: wait.map(Duration::from_secs),
+                failures,
+                waiting,
+            },
+        ),
+    )
+}
+
+prop_compose! {
+    fn scene()(
+        applied in revision(),
+        attempted in revision(),
+        fetched in revision(),
+        good in revision(),
+        rejected in prop::collection::btree_set((0u8..5).prop_map(sha), 0..3),
+        reverted in any::<bool>(),
+        recorded in any::<bool>(),
+        on_failure in any::<bool>(),
+        write_back in any::<bool>(),
+        previous in previous(),
+        sync_request in prop::option::of(Just("2026-12-04T00:00:00Z".to_owned())),
+        handled in any::<bool>(),
+        pin_request in prop::option::of(prop_oneof![(0u8..5).prop_map(sha), Just("main".to_owned())]),
+        waits_for_dependencies in any::<bool>(),
+        rollouts in prop::collection::vec(managed(), 0..3),
+    ) -> Scene {
+        let mut status = GitSyncStatus {
+            last_applied_revision: applied.clone(),
+            last_attempted_revision: attempted,
+            last_fetched_revision: fetched,
+            last_good_revision: good,
+            rejected_revisions: rejected.iter().map(|r| rejection(r, reverted)).collect(),
+            last_handled_sync_request: sync_request.clone().filter(|_| handled),
+            ..GitSyncStatus::default()
+        };
+        if let (true, Some(applied)) = (recorded, &applied) {
+            status.history.push(applied_history(applied));
+        }
+        Scene {
+            status,
+            settings: settings(on_failure, write_back),
+            previous,
+            sync_request,
+            pin_request,
+            dependencies: match waits_for_dependencies {
+                true => vec!["GitSync shop/db is not Ready".into()],
+                false => Vec::new(),
+            },
+            rollouts,
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(1000))]
+
+    /// Whatever the status, the Rollouts, the requests and the world's answers: no revision
+    /// rejected before or during the reconcile is applied; a rejection is recorded before
+    /// anything is applied; Git is written back only after the rollback it reverts was
+    /// applied, from a fresh fetch; a new revision from the ref waits for its dependencies;
+    /// and the reconcile ends.
+    #[test]
+    fn a_rejected_revision_is_never_applied(scene in scene(), world in world()) {
+        let (actions, finish) = run(&scene, &world)?;
+        let mut rejected: Vec<String> = scene
+            .status
+            .rejected_revisions
+            .iter()
+            .map(|r| r.revision.clone())
+            .collect();
+        rejected.extend(actions.iter().filter_map(|a| match a {
+            Action::RecordRejection { rejected, .. } => Some(rejected.revision.clone()),
+            _ => None,
+        }));
+        let position = |wanted: fn(&Action) -> bool| actions.iter().position(wanted);
+        for action in &actions {
+            if let Action::Apply { revision, basis } = action {
+                prop_assert!(!rejected.contains(revision), "applied rejected {revision}: {actions:?}");
+                if *basis == Basis::Head
+                    && scene.status.last_applied_revision.as_ref() != Some(revision)
+                    && scene.status.last_attempted_revision.as_ref() != Some(revision)
+                {
+                    prop_assert!(scene.dependencies.is_empty(), "a new revision did not wait for its dependencies");
+                }
+            }
+        }
+        if let (Some(rejection), Some(apply)) = (
+            position(|a| matches!(a, Action::RecordRejection { .. })),
+            position(|a| matches!(a, Action::Apply { .. })),
+        ) {
+            prop_assert!(rejection < apply, "applied before the rejection was recorded");
+        }
+        if let Some(write_back) = position(|a| matches!(a, Action::WriteBack { .. })) {
+            prop_assert!(scene.settings.write_back);
+            prop_assert!(world.fetch != 1 && world.fetch != 2);
+            prop_assert!(matches!(position(|a| matches!(a, Action::Fetch)), Some(f) if f < write_back));
+            prop_assert!(world.apply_ok);
+            let rolled_back = matches!(
+                actions.iter().find(|a| matches!(a, Action::Apply { .. })),
+                Some(Action::Apply { basis: Basis::RolledBack(_), .. })
+            );
+            prop_assert!(rolled_back, "a write-back without a rollback: {:?}", actions);
+        }
+        // What the reconcile records never calls a rejected revision good.
+        if let Some(Record { decided: Some((Some(good), _)), .. }) = &finish.record {
+            prop_assert!(!rejected.contains(good));
+        }
+    }
+
+    /// The applied revision's own canary aborted, and an earlier revision was good: this
+    /// reconcile rejects it (unless that is recorded already) and goes back to the good one
+    /// before any fetch, whatever the schedule, the requests and the dependencies say.
+    #[test]
+    fn a_rollback_is_never_skipped(
+        scene in scene(),
+        world in world(),
+        already_rejected in any::<bool>(),
+        fetched_is_applied in any::<bool>(),
+        attempted_is_applied in any::<bool>(),
+    ) {
+        let (applied, good) = (sha(1), sha(0));
+        let mut scene = scene;
+        scene.settings.judging.on_failure = true;
+        scene.pin_request = None;
+        scene.status.pinned = None;
+        scene.status.last_applied_revision = Some(applied.clone());
+        scene.status.last_good_revision = Some(good.clone());
+        scene.status.last_fetched_revision = fetched_is_applied.then(|| applied.clone());
+        scene.status.last_attempted_revision = attempted_is_applied.then(|| applied.clone());
+        scene.status.rejected_revisions.retain(|r| r.revision != good && r.revision != applied);
+        if already_rejected {
+            scene.status.rejected_revisions.push(rejection(&applied, false));
+        }
+        scene.rollouts.retain(|r| r.aborted.is_none());
+        scene.rollouts.push(aborted_rollout(&applied));
+
+        let (actions, finish) = run(&scene, &world)?;
+        let apply = actions.iter().position(|a| matches!(
+            a,
+            Action::Apply { revision, basis: Basis::RolledBack(rejected) }
+                if *revision == good && rejected.revision == applied
+        ));
+        prop_assert!(apply.is_some(), "no rollback: {actions:?}");
+        prop_assert!(!actions.iter().any(|a| matches!(a, Action::Fetch)), "fetched first: {actions:?}");
+        let recorded = actions.iter().position(|a| matches!(
+            a,
+            Action::RecordRejection { rejected, .. } if rejected.revision == applied
+        ));
+        match already_rejected {
+            true => prop_assert!(recorded.is_none(), "rejected twice"),
+            false => prop_assert!(matches!(recorded, Some(r) if Some(r) < apply)),
+        }
+        if world.apply_ok && scene.settings.write_back {
+            prop_assert_eq!(finish.requeue, Duration::ZERO, "the revert waits for a fetch that comes at once");
+        }
+    }
+}
+
+#[test]
+fn only_a_revision_new_from_the_ref_and_never_tried_waits_for_dependencies() {
+    let status = |applied: Option<&str>, attempted: Option<&str>| GitSyncStatus {
+        last_applied_revision: applied.map(str::to_owned),
+        last_attempted_revision: attempted.map(str::to_owned),
+        ..GitSyncStatus::default()
+    };
+    assert!(waits_for_dependencies(
+        &Basis::Head,
+        "v2",
+        &status(Some("v1"), Some("v1"))
+    ));
+    assert!(
+        !waits_for_dependencies(&Basis::Head, "v2", &status(Some("v1"), Some("v2"))),
+        "a retry of an apply that stopped half way finishes it"
+    );
+    assert!(
+        !waits_for_dependencies(&Basis::Head, "v2", &status(Some("v2"), Some("v2"))),
+        "drift repair"
+    );
+    let pinned = Basis::Pinned { head: "v3".into() };
+    assert!(!waits_for_dependencies(
+        &pinned,
+        "v2",
+        &status(Some("v1"), Some("v1"))
+    ));
+}
+
+#[test]
+fn failures_back_off_from_a_few_seconds_to_minutes() {
+    let minute = Duration::from_secs(60);
+    let waits: Vec<u64> = (0..10).map(|n| delay_after(minute, n).as_secs()).collect();
+    assert_eq!(waits, vec![60, 5, 10, 20, 40, 80, 160, 300, 300, 300]);
+    let second = Duration::from_secs(1);
+    let waits: Vec<u64> = (0..4).map(|n| delay_after(second, n).as_secs()).collect();
+    assert_eq!(waits, vec![1, 1, 2, 4], "never sooner than the interval");
+    let hour = Duration::from_secs(3600);
+    assert_eq!(
+        delay_after(hour, 30),
+        hour,
+        "a long interval is the cap, and many failures do not overflow"
+    );
+}
+
+/// A quiet look between syncs writes nothing new and keeps the schedule.
+#[test]
+fn between_syncs_nothing_is_attempted() {
+    let applied = sha(1);
+    let status = GitSyncStatus {
+        last_applied_revision: Some(applied.clone()),
+        last_attempted_revision: Some(applied.clone()),
+        last_fetched_revision: Some(applied.clone()),
+        last_good_revision: Some(applied.clone()),
+        ..GitSyncStatus::default()
+    };
+    let done = Done::default();
+    let input = Input {
+        settings: settings(true, false),
+        status: &status,
+        previous: Some(Previous {
+            wait: Some(Duration::from_secs(40)),
+            failures: 0,
+            waiting: false,
+        }),
+        sync_request: None,
+        pin_request: None,
+        dependencies: &[],
+        rollouts: &[],
+        workloads: &[],
+        now: at(),
+        jitter: 0.0,
+        done: &done,
+    };
+    let Plan::Finish(finish) = plan(&input) else {
+        panic!("acted between syncs");
+    };
+    assert_eq!(finish.schedule, None);
+    assert_eq!(finish.requeue, Duration::from_secs(40));
+    assert!(finish.events.is_empty());
+    let mut recorded = status.clone();
+    if let Some(record) = &finish.record {
+        record.apply(&mut recorded, Some(1), at());
+    }
+    assert_eq!(recorded, status);
+}
+
+/// A sync request skips the wait, and is handled by the fetch it brings.
+#[test]
+fn a_sync_request_fetches_now() {
+    let status = GitSyncStatus::default();
+    let mut done = Done::default();
+    let input = |done: &Done| -> Plan {
+        plan(&Input {
+            settings: settings(true, false),
+            status: &status,
+            previous: Some(Previous {
+                wait: Some(Duration::from_secs(40)),
+                failures: 0,
+                waiting: false,
+            }),
+            sync_request: Some("now"),
+            pin_request: None,
+            dependencies: &[],
+            rollouts: &[],
+            workloads: &[],
+            now: at(),
+            jitter: 0.0,
+            done,
+        })
+    };
+    assert_eq!(input(&done), Plan::Act(Box::new(Action::Fetch)));
+    done.fetch = Some(Fetched::Head(sha(2)));
+    assert_eq!(
+        input(&done),
+        Plan::Act(Box::new(Action::Apply {
+            revision: sha(2),
+            basis: Basis::Head
+        }))
+    );
+    done.applied = Some(Attempt::Applied {
+        revision: sha(2),
+        subject: String::new(),
+        inventory: Vec::new(),
+        objects: 0,
+        basis: Basis::Head,
+    });
+    done.applied_workloads = Some(Vec::new());
+    let Plan::Finish(finish) = input(&done) else {
+        panic!("did not finish");
+    };
+    let record = finish.record.expect("a record");
+    assert_eq!(record.handled_request, Some(Some("now".into())));
+    assert_eq!(record.fetched, Some(sha(2)));
+}
