@@ -3,6 +3,7 @@
 
 pub mod analysis;
 pub mod api;
+pub mod cli;
 pub mod conditions;
 pub mod crd_files;
 pub mod duration;

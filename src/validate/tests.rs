@@ -1,6 +1,9 @@
+use super::names::{NameRule, check_name};
+use super::violation::Report;
 use super::*;
 use crate::api::analysis::AnalysisTemplate;
 use crate::api::{GitSync, Rollout};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use proptest::prelude::*;
 use serde_json::json;
 

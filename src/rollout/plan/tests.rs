@@ -1,4 +1,11 @@
+use super::status::selector_string;
 use super::*;
+use crate::api::analysis::AnalysisPhase;
+use crate::api::rollout::{AbortCause, CanaryStep, PauseReason, RolloutSpec, RolloutStatus};
+use crate::duration;
+use crate::time::{Outage, from_k8s, to_k8s};
+use chrono::{DateTime, Utc};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use proptest::prelude::*;
 use serde_json::{Value, json};
 

@@ -1,0 +1,74 @@
+//! What a canary step asks for: its weight, its pods, its description.
+
+use crate::api::rollout::CanaryStep;
+
+/// The weight a step index asks for: the last `setWeight` at or before it; 100 once all
+/// steps are done (promotion).
+pub fn step_weight(steps: &[CanaryStep], index: usize) -> i32 {
+    if index >= steps.len() {
+        return 100;
+    }
+    steps[..=index]
+        .iter()
+        .rev()
+        .find_map(|s| s.set_weight)
+        .unwrap_or(0)
+}
+
+/// Pods the canary needs for `weight` at step `index`: `setCanaryScale` (the last at or before
+/// the index) overrides, else `ceil(replicas * weight / 100)`.
+pub fn canary_pods(
+    steps: &[CanaryStep],
+    index: usize,
+    replicas: i32,
+    weight: i32,
+    router: bool,
+) -> i32 {
+    let by_weight =
+        |w: i32| ((i64::from(replicas.max(0)) * i64::from(w.clamp(0, 100)) + 99) / 100) as i32;
+    if !router || index >= steps.len() {
+        return by_weight(weight);
+    }
+    let scale = steps[..=index]
+        .iter()
+        .rev()
+        .find_map(|s| s.set_canary_scale.as_ref());
+    match scale {
+        Some(s) if s.match_traffic_weight != Some(true) => match (s.replicas, s.weight) {
+            (Some(r), _) => r.max(0),
+            (None, Some(w)) => by_weight(w),
+            (None, None) => by_weight(weight),
+        },
+        _ => by_weight(weight),
+    }
+}
+
+pub(super) fn describe_step(step: &CanaryStep) -> String {
+    if let Some(weight) = step.set_weight {
+        format!("setWeight {weight}")
+    } else if let Some(pause) = &step.pause {
+        match &pause.duration {
+            Some(d) => format!(
+                "pause {}",
+                match d {
+                    k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(s) =>
+                        format!("{s}s"),
+                    k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::String(s) =>
+                        s.clone(),
+                }
+            ),
+            None => "pause until promoted".into(),
+        }
+    } else if let Some(analysis) = &step.analysis {
+        let names: Vec<&str> = analysis
+            .templates
+            .iter()
+            .map(|t| t.template_name.as_str())
+            .collect();
+        format!("analysis {}", names.join(", "))
+    } else if step.set_canary_scale.is_some() {
+        "setCanaryScale".into()
+    } else {
+        "unknown step".into()
+    }
+}

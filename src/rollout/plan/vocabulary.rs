@@ -1,0 +1,222 @@
+//! The planner's words: what it sees (`Observed`, `Input`), what it says (`Action`, `Plan`),
+//! and why (`Reason`, `Transition`).
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+use crate::api::analysis::AnalysisPhase;
+use crate::api::rollout::{RolloutSpec, RolloutStatus};
+use crate::time::Outage;
+use crate::validate;
+
+/// A ReplicaSet the Rollout owns, as the API server shows it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ReplicaSetView {
+    pub hash: String,
+    /// `spec.replicas`.
+    pub replicas: i32,
+    /// `status.availableReplicas`: ready for at least `minReadySeconds`.
+    pub available: i32,
+    /// When weir decided to scale it down (annotation `weir.dev/scale-down-at`).
+    pub scale_down_at: Option<DateTime<Utc>>,
+    pub created: DateTime<Utc>,
+}
+
+/// An AnalysisRun the Rollout owns.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AnalysisRunView {
+    pub name: String,
+    /// The canary hash it measured.
+    pub hash: String,
+    /// The rollout attempt it belongs to (`status.attempt` when it started).
+    pub attempt: i32,
+    /// The analysis step it gates; None for the background analysis.
+    pub step: Option<usize>,
+    pub phase: AnalysisPhase,
+    /// The run's own explanation (deciding metric and value).
+    pub message: Option<String>,
+    /// The metric that gave the run its phase, and that metric's last value.
+    pub decided_by: Option<(String, Option<String>)>,
+    /// `spec.terminate` is set: it was told to stop and needs no second telling.
+    pub terminated: bool,
+}
+
+/// Everything the planner needs to know about the world, read from the API server.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Observed {
+    pub replica_sets: Vec<ReplicaSetView>,
+    /// The hash the stable Service selects now (None: no hash in its selector yet).
+    pub stable_service_hash: Option<String>,
+    pub canary_service_hash: Option<String>,
+    /// The canary's weight as read back from the router; None without a router or before
+    /// weir has set one.
+    pub route_weight: Option<i32>,
+    pub analysis_runs: Vec<AnalysisRunView>,
+    /// What is wrong with what the Rollout refers to: its analysis templates (invalid CEL,
+    /// an argument nobody gives), a route in another namespace without a ReferenceGrant.
+    /// Reported as InvalidSpec, and nothing is changed, until fixed.
+    pub reference_problems: Vec<validate::Violation>,
+    /// When the controller could not hear the API server, oldest first: the ended ones it
+    /// remembers and one that lasts, if any. Their time does not count towards a progress
+    /// deadline or a timed pause.
+    pub outages: Vec<Outage>,
+}
+
+pub struct Input<'a> {
+    pub spec: &'a RolloutSpec,
+    pub generation: Option<i64>,
+    pub status: &'a RolloutStatus,
+    /// The hash of `spec.template` (`template_hash::of`).
+    pub template_hash: &'a str,
+    /// The Git revision the spec was applied from (`weir.dev/git-revision`), when a GitSync
+    /// applied it.
+    pub revision: Option<&'a str>,
+    pub observed: &'a Observed,
+    pub now: DateTime<Utc>,
+}
+
+/// Something to change in the world. Each is idempotent: carrying it out twice is harmless.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Create `<rollout>-<hash>` from the current template with this many replicas.
+    CreateReplicaSet {
+        hash: String,
+        replicas: i32,
+    },
+    /// Set the replica count, and drop any scale-down mark.
+    ScaleReplicaSet {
+        hash: String,
+        replicas: i32,
+    },
+    /// Record when a ReplicaSet no traffic reaches should scale down.
+    MarkScaleDown {
+        hash: String,
+        at: DateTime<Utc>,
+    },
+    DeleteReplicaSet {
+        hash: String,
+    },
+    /// Pin a Service's selector to a hash.
+    PointService {
+        service: String,
+        hash: String,
+    },
+    /// Set the canary's share of traffic on the router (the stable gets the rest).
+    SetWeight {
+        canary_weight: i32,
+    },
+    /// Start analysis for the canary: an analysis step, or the background analysis (None).
+    StartAnalysis {
+        hash: String,
+        /// The stable hash, for the `stable-hash` argument.
+        stable: String,
+        attempt: i32,
+        step: Option<usize>,
+    },
+    StopAnalysis {
+        name: String,
+    },
+}
+
+/// What an action changes. A plan says one thing about each: the glue carries its actions out
+/// in order, so a second word about one object would make it flap in the cluster.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Object<'a> {
+    ReplicaSet(&'a str),
+    Service(&'a str),
+    Route,
+}
+
+impl Action {
+    /// The object this action changes; None for analysis, which is not traffic or pods.
+    pub fn object(&self) -> Option<Object<'_>> {
+        match self {
+            Action::CreateReplicaSet { hash, .. }
+            | Action::ScaleReplicaSet { hash, .. }
+            | Action::MarkScaleDown { hash, .. }
+            | Action::DeleteReplicaSet { hash } => Some(Object::ReplicaSet(hash)),
+            Action::PointService { service, .. } => Some(Object::Service(service)),
+            Action::SetWeight { .. } => Some(Object::Route),
+            Action::StartAnalysis { .. } | Action::StopAnalysis { .. } => None,
+        }
+    }
+}
+
+/// Why something happened, a bounded set reused as Event reasons.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Reason {
+    InvalidSpec,
+    RolloutStarted,
+    TemplateChanged,
+    StepCompleted,
+    Paused,
+    Promoted,
+    PromotedFull,
+    Aborted,
+    AnalysisFailed,
+    AnalysisError,
+    ProgressDeadlineExceeded,
+    Retried,
+    RolloutCompleted,
+    RolledBack,
+    OutageExcluded,
+}
+
+impl Reason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::InvalidSpec => "InvalidSpec",
+            Reason::RolloutStarted => "RolloutStarted",
+            Reason::TemplateChanged => "TemplateChanged",
+            Reason::StepCompleted => "StepCompleted",
+            Reason::Paused => "Paused",
+            Reason::Promoted => "Promoted",
+            Reason::PromotedFull => "PromotedFull",
+            Reason::Aborted => "Aborted",
+            Reason::AnalysisFailed => "AnalysisFailed",
+            Reason::AnalysisError => "AnalysisError",
+            Reason::ProgressDeadlineExceeded => "ProgressDeadlineExceeded",
+            Reason::Retried => "Retried",
+            Reason::RolloutCompleted => "RolloutCompleted",
+            Reason::RolledBack => "RolledBack",
+            Reason::OutageExcluded => "OutageExcluded",
+        }
+    }
+
+    pub(super) fn is_warning(self) -> bool {
+        matches!(
+            self,
+            Reason::InvalidSpec
+                | Reason::Aborted
+                | Reason::AnalysisFailed
+                | Reason::AnalysisError
+                | Reason::ProgressDeadlineExceeded
+        )
+    }
+}
+
+/// A transition worth telling people about (a Kubernetes Event).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Transition {
+    pub reason: Reason,
+    pub message: String,
+    pub warning: bool,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Plan {
+    pub status: RolloutStatus,
+    pub actions: Vec<Action>,
+    /// Look again after this long even if nothing changes (a pause or a delay ends then).
+    pub requeue_after: Option<Duration>,
+    pub transitions: Vec<Transition>,
+}
+
+/// The longest a lasting outage holds the timers: past it, they run again (an outage that
+/// ends is still taken off whole).
+pub const OUTAGE_HOLD: Duration = Duration::from_secs(15 * 60);
+
+pub const CONDITION_PROGRESSING: &str = "Progressing";
+pub const CONDITION_AVAILABLE: &str = "Available";
+pub const CONDITION_INVALID_SPEC: &str = "InvalidSpec";

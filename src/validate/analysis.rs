@@ -1,0 +1,422 @@
+//! The rules of AnalysisTemplates and ClusterAnalysisTemplates, and their arguments.
+
+use std::collections::BTreeSet;
+
+use super::names::{NameRule, check_name};
+use super::violation::{Report, Violation};
+use crate::api::analysis::{AnalysisTemplateSpec, Argument, Metric};
+use crate::duration;
+
+/// Longest a metric's Prometheus query may be waited for (`provider.prometheus.timeout`).
+pub const MAX_QUERY_TIMEOUT_SECONDS: i64 = 300;
+
+pub(super) fn check_args(report: &mut Report, at: &str, args: &[Argument]) {
+    let mut seen = BTreeSet::new();
+    for (index, arg) in args.iter().enumerate() {
+        let field = format!("{at}[{index}]");
+        if arg.name.is_empty() {
+            report.required(format!("{field}.name"), "an argument needs a name");
+        } else if !seen.insert(arg.name.as_str()) {
+            report.invalid(
+                format!("{field}.name"),
+                format!("argument {:?} is given twice", arg.name),
+            );
+        }
+        let Some(from) = &arg.value_from else {
+            continue;
+        };
+        if arg.value.is_some() {
+            report.invalid(&field, "takes value or valueFrom, not both");
+        }
+        let sources = [
+            from.secret_key_ref.is_some(),
+            from.field_ref.is_some(),
+            from.pod_template_hash_value.is_some(),
+        ];
+        if sources.iter().filter(|s| **s).count() != 1 {
+            report.invalid(
+                format!("{field}.valueFrom"),
+                "takes exactly one of secretKeyRef, fieldRef or podTemplateHashValue",
+            );
+        }
+        if let Some(secret) = &from.secret_key_ref {
+            check_name(
+                report,
+                &format!("{field}.valueFrom.secretKeyRef.name"),
+                &secret.name,
+                NameRule::Dns1123Subdomain,
+            );
+            if secret.key.is_empty() {
+                report.required(
+                    format!("{field}.valueFrom.secretKeyRef.key"),
+                    "name the key of the Secret to read",
+                );
+            }
+        }
+        if from
+            .field_ref
+            .as_ref()
+            .is_some_and(|f| f.field_path.is_empty())
+        {
+            report.required(
+                format!("{field}.valueFrom.fieldRef.fieldPath"),
+                "name a field, such as metadata.name",
+            );
+        }
+    }
+}
+
+pub fn analysis_template(spec: &AnalysisTemplateSpec) -> Vec<Violation> {
+    let mut report = Report::default();
+    report.unsupported("spec", &spec.unsupported);
+    check_args(&mut report, "spec.args", &spec.args);
+    let declared: BTreeSet<&str> = spec.args.iter().map(|a| a.name.as_str()).collect();
+    if spec.metrics.is_empty() {
+        report.required("spec.metrics", "a template needs at least one metric");
+    }
+    let mut names = BTreeSet::new();
+    for (index, metric) in spec.metrics.iter().enumerate() {
+        let at = format!("spec.metrics[{index}]");
+        if !names.insert(metric.name.as_str()) {
+            report.invalid(
+                format!("{at}.name"),
+                format!("metric {:?} is defined twice", metric.name),
+            );
+        }
+        check_metric(&mut report, &at, metric, &declared);
+    }
+    for (index, retention) in spec.measurement_retention.iter().enumerate() {
+        if retention.limit < 1 {
+            report.invalid(
+                format!("spec.measurementRetention[{index}].limit"),
+                "must be at least 1",
+            );
+        }
+        if retention.metric_name != "*" && !names.contains(retention.metric_name.as_str()) {
+            report.invalid(
+                format!("spec.measurementRetention[{index}].metricName"),
+                format!(
+                    "{:?} is not a metric of this template (use \"*\" for all)",
+                    retention.metric_name
+                ),
+            );
+        }
+    }
+    for (index, dry_run) in spec.dry_run.iter().enumerate() {
+        if dry_run.metric_name != "*" && !names.contains(dry_run.metric_name.as_str()) {
+            report.invalid(
+                format!("spec.dryRun[{index}].metricName"),
+                format!(
+                    "{:?} is not a metric of this template (use \"*\" for all)",
+                    dry_run.metric_name
+                ),
+            );
+        }
+    }
+    report.finish()
+}
+
+/// A ClusterAnalysisTemplate is written by the cluster's operators and copied into
+/// AnalysisRuns in every tenant's namespace, where whoever may read runs there reads it. So
+/// on top of a template's rules, nothing a header could carry as a credential may be written
+/// in it literally: a header value is built from `{{args.NAME}}` only, those arguments have
+/// no literal default here, and an address carries no `user:password@`. Credentials come
+/// from `authentication` (a Secret in the run's namespace, read only when measuring).
+pub fn cluster_analysis_template(spec: &AnalysisTemplateSpec) -> Vec<Violation> {
+    let mut report = Report {
+        violations: analysis_template(spec),
+    };
+    const USE_AUTHENTICATION: &str = "send credentials with authentication.bearerToken or authentication.basicAuth (from a Secret in the run's namespace)";
+    for (index, metric) in spec.metrics.iter().enumerate() {
+        let Some(prometheus) = &metric.provider.prometheus else {
+            continue;
+        };
+        let at = format!("spec.metrics[{index}].provider.prometheus");
+        // Parsed as the query's sender parses it (reqwest's URL parser).
+        if let Some(address) = &prometheus.address
+            && reqwest::Url::parse(address)
+                .is_ok_and(|url| !url.username().is_empty() || url.password().is_some())
+        {
+            report.invalid(
+                format!("{at}.address"),
+                format!("carries user:password@, which every AnalysisRun made from this ClusterAnalysisTemplate would show: {USE_AUTHENTICATION}"),
+            );
+        }
+        for (h, header) in prometheus.headers.iter().enumerate() {
+            let literal = placeholders_removed(&header.value);
+            if !literal.trim().is_empty() {
+                report.invalid(
+                    format!("{at}.headers[{h}].value"),
+                    format!("header {:?} has a literal value, which every AnalysisRun made from this ClusterAnalysisTemplate would show in the clear: {USE_AUTHENTICATION}, or build the value from {{{{args.NAME}}}} only", header.key),
+                );
+            }
+        }
+    }
+    // An argument's default is copied into every run too: none for one a header sends.
+    for (a, arg) in spec.args.iter().enumerate() {
+        if arg.value.is_none() {
+            continue;
+        }
+        let sent_in = spec.metrics.iter().find_map(|metric| {
+            let prometheus = metric.provider.prometheus.as_ref()?;
+            prometheus
+                .headers
+                .iter()
+                .find(|h| placeholders(&h.value).contains(&arg.name.as_str()))
+                .map(|h| (metric.name.as_str(), h.key.as_str()))
+        });
+        if let Some((metric, header)) = sent_in {
+            report.invalid(
+                format!("spec.args[{a}].value"),
+                format!("argument {:?} is sent in header {header:?} of metric {metric:?}, and its default would be copied into every AnalysisRun in the clear: take it from a Secret (valueFrom.secretKeyRef, read in the run's namespace) or leave it for the Rollout to give", arg.name),
+            );
+        }
+    }
+    report.finish()
+}
+
+/// `text` without its `{{args.NAME}}` placeholders (an unterminated `{{` stays text).
+fn placeholders_removed(text: &str) -> String {
+    let mut kept = String::new();
+    let mut rest = text;
+    while let Some(start) = rest.find("{{") {
+        let after = &rest[start + 2..];
+        let Some(end) = after.find("}}") else { break };
+        kept.push_str(&rest[..start]);
+        if after[..end].trim().strip_prefix("args.").is_none() {
+            kept.push_str(&rest[start..start + 2 + end + 2]);
+        }
+        rest = &after[end + 2..];
+    }
+    kept.push_str(rest);
+    kept
+}
+
+fn check_metric(report: &mut Report, at: &str, metric: &Metric, declared_args: &BTreeSet<&str>) {
+    report.unsupported(at, &metric.unsupported);
+    if metric.name.is_empty() {
+        report.required(format!("{at}.name"), "a metric needs a name");
+    }
+    for (field, value) in [
+        ("interval", &metric.interval),
+        ("initialDelay", &metric.initial_delay),
+    ] {
+        if let Some(text) = value.as_deref().filter(|t| !is_placeholder(t))
+            && let Err(error) = duration::parse(text)
+        {
+            report.invalid(format!("{at}.{field}"), error.to_string());
+        }
+    }
+    if let Some(Ok(interval)) = metric
+        .interval
+        .as_deref()
+        .filter(|t| !is_placeholder(t))
+        .map(duration::parse)
+        && interval < std::time::Duration::from_secs(1)
+    {
+        report.invalid(
+            format!("{at}.interval"),
+            "must be at least 1s: Prometheus cannot answer anything new faster",
+        );
+    }
+    let count = check_count(report, &format!("{at}.count"), metric.count.as_ref());
+    if count.is_some_and(|c| c > 1) && metric.interval.is_none() {
+        report.required(
+            format!("{at}.interval"),
+            "a metric measured more than once needs an interval between measurements",
+        );
+    }
+    check_count(
+        report,
+        &format!("{at}.failureLimit"),
+        metric.failure_limit.as_ref(),
+    );
+    check_count(
+        report,
+        &format!("{at}.inconclusiveLimit"),
+        metric.inconclusive_limit.as_ref(),
+    );
+    check_count(
+        report,
+        &format!("{at}.consecutiveErrorLimit"),
+        metric.consecutive_error_limit.as_ref(),
+    );
+    let conditions = metric.success_condition.is_some() || metric.failure_condition.is_some();
+    match &metric.threshold_range {
+        Some(_) if conditions => report.invalid(
+            format!("{at}.thresholdRange"),
+            "use thresholdRange or successCondition/failureCondition, not both",
+        ),
+        Some(range) => match (range.min, range.max) {
+            (None, None) => report.required(format!("{at}.thresholdRange"), "set min, max, or both"),
+            (Some(min), Some(max)) if min > max => {
+                report.invalid(format!("{at}.thresholdRange"), format!("min ({min}) is greater than max ({max})"))
+            }
+            _ => {}
+        },
+        None if !conditions => report.required(
+            format!("{at}.successCondition"),
+            "a metric needs successCondition, failureCondition or thresholdRange, or it could never fail",
+        ),
+        None => {}
+    }
+    for (field, condition) in [
+        ("successCondition", &metric.success_condition),
+        ("failureCondition", &metric.failure_condition),
+    ] {
+        match condition.as_deref() {
+            Some(c) if c.trim().is_empty() => report.invalid(
+                format!("{at}.{field}"),
+                "is empty; write an expression such as result[0] >= 0.95",
+            ),
+            Some(c) => {
+                if let Err(error) = crate::verdict::check_condition(c) {
+                    report.invalid(format!("{at}.{field}"), error);
+                }
+            }
+            None => {}
+        }
+    }
+    report.unsupported(&format!("{at}.provider"), &metric.provider.unsupported);
+    match &metric.provider.prometheus {
+        Some(prometheus) => {
+            let at = format!("{at}.provider.prometheus");
+            report.unsupported(&at, &prometheus.unsupported);
+            if prometheus.query.trim().is_empty() {
+                report.required(format!("{at}.query"), "write the PromQL query to run");
+            }
+            for name in placeholders(&prometheus.query) {
+                if !declared_args.contains(name) {
+                    report.invalid(
+                        format!("{at}.query"),
+                        format!(
+                            "uses {{{{args.{name}}}}} but spec.args declares no argument {name:?}"
+                        ),
+                    );
+                }
+            }
+            if let Some(address) = &prometheus.address
+                && !(address.starts_with("http://") || address.starts_with("https://"))
+            {
+                report.invalid(
+                    format!("{at}.address"),
+                    format!("{address:?} must start with http:// or https://"),
+                );
+            }
+            match prometheus.timeout {
+                Some(t) if t < 1 => {
+                    report.invalid(format!("{at}.timeout"), "must be at least 1 second")
+                }
+                Some(t) if t > MAX_QUERY_TIMEOUT_SECONDS => report.invalid(
+                    format!("{at}.timeout"),
+                    format!(
+                        "is {t} seconds; at most {MAX_QUERY_TIMEOUT_SECONDS} are accepted: a query that slow holds a reconcile and a place among the queries to its Prometheus (make the query cheaper, e.g. a recording rule)"
+                    ),
+                ),
+                _ => {}
+            }
+            for (index, header) in prometheus.headers.iter().enumerate() {
+                let valid = !header.key.is_empty()
+                    && header
+                        .key
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+                if !valid {
+                    report.invalid(
+                        format!("{at}.headers[{index}].key"),
+                        format!("{:?} is not an HTTP header name", header.key),
+                    );
+                }
+            }
+            if let Some(auth) = &prometheus.authentication {
+                let auth_at = format!("{at}.authentication");
+                report.unsupported(&auth_at, &auth.unsupported);
+                match (&auth.bearer_token, &auth.basic_auth) {
+                    (Some(_), Some(_)) => {
+                        report.invalid(&auth_at, "takes bearerToken or basicAuth, not both")
+                    }
+                    (None, None) if auth.unsupported.is_empty() => report.required(
+                        &auth_at,
+                        "set bearerToken or basicAuth, or remove authentication",
+                    ),
+                    _ => {}
+                }
+                if let Some(token) = &auth.bearer_token {
+                    check_name(
+                        report,
+                        &format!("{auth_at}.bearerToken.name"),
+                        &token.name,
+                        NameRule::Dns1123Subdomain,
+                    );
+                    if token.key.is_empty() {
+                        report.required(
+                            format!("{auth_at}.bearerToken.key"),
+                            "name the key that holds the token",
+                        );
+                    }
+                }
+                if let Some(basic) = &auth.basic_auth {
+                    check_name(
+                        report,
+                        &format!("{auth_at}.basicAuth.secretName"),
+                        &basic.secret_name,
+                        NameRule::Dns1123Subdomain,
+                    );
+                }
+            }
+        }
+        None if metric.provider.unsupported.is_empty() => {
+            report.required(
+                format!("{at}.provider.prometheus"),
+                "a metric needs a provider; weir has prometheus",
+            );
+        }
+        None => {}
+    }
+}
+
+/// Checks a count-like field (integer, or an `{{args.X}}` placeholder) and returns its value.
+fn check_count(
+    report: &mut Report,
+    field: &str,
+    value: Option<&k8s_openapi::apimachinery::pkg::util::intstr::IntOrString>,
+) -> Option<i64> {
+    use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+    let parsed = match value? {
+        IntOrString::Int(n) => i64::from(*n),
+        IntOrString::String(text) if is_placeholder(text) => return None,
+        IntOrString::String(text) => match text.parse::<i64>() {
+            Ok(n) => n,
+            Err(_) => {
+                report.invalid(
+                    field,
+                    format!("{text:?} is not a whole number or an {{{{args.NAME}}}} placeholder"),
+                );
+                return None;
+            }
+        },
+    };
+    if parsed < 0 {
+        report.invalid(field, "must be 0 or more");
+    }
+    Some(parsed)
+}
+
+fn is_placeholder(text: &str) -> bool {
+    text.contains("{{")
+}
+
+/// The argument names a text refers to as `{{args.NAME}}` (spaces inside braces allowed).
+pub fn placeholders(text: &str) -> Vec<&str> {
+    let mut names = Vec::new();
+    let mut rest = text;
+    while let Some(start) = rest.find("{{") {
+        let after = &rest[start + 2..];
+        let Some(end) = after.find("}}") else { break };
+        if let Some(name) = after[..end].trim().strip_prefix("args.") {
+            names.push(name.trim());
+        }
+        rest = &after[end + 2..];
+    }
+    names
+}

@@ -1,0 +1,272 @@
+//! The rules of a Rollout.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
+
+use super::analysis::check_args;
+use super::names::{NameRule, check_name};
+use super::violation::{Report, Violation};
+use crate::api::rollout::{
+    AnalysisTemplateRef, CanaryStep, RolloutSpec, SetCanaryScale, TrafficRouting,
+};
+use crate::duration;
+
+pub fn rollout(spec: &RolloutSpec) -> Vec<Violation> {
+    let mut report = Report::default();
+    report.unsupported("spec", &spec.unsupported);
+    if spec.replicas.is_some_and(|r| r < 0) {
+        report.invalid("spec.replicas", "must be 0 or more");
+    }
+    check_selector(
+        &mut report,
+        &spec.selector,
+        spec.template
+            .metadata
+            .as_ref()
+            .and_then(|m| m.labels.as_ref()),
+    );
+    if spec.progress_deadline_seconds <= spec.min_ready_seconds {
+        report.invalid(
+            "spec.progressDeadlineSeconds",
+            format!(
+                "must be greater than spec.minReadySeconds ({}), or no pod could ever count as progress",
+                spec.min_ready_seconds
+            ),
+        );
+    }
+    report.unsupported("spec.strategy", &spec.strategy.unsupported);
+    let Some(canary) = &spec.strategy.canary else {
+        report.required(
+            "spec.strategy.canary",
+            "a Rollout needs a canary strategy (it may have no steps)",
+        );
+        return report.finish();
+    };
+    let at = "spec.strategy.canary";
+    report.unsupported(at, &canary.unsupported);
+    for (field, service) in [
+        ("stableService", &canary.stable_service),
+        ("canaryService", &canary.canary_service),
+    ] {
+        if let Some(name) = service {
+            check_name(
+                &mut report,
+                &format!("{at}.{field}"),
+                name,
+                NameRule::Dns1035Label,
+            );
+        }
+    }
+    if let (Some(stable), Some(canary_service)) = (&canary.stable_service, &canary.canary_service)
+        && stable == canary_service
+    {
+        report.invalid(
+            format!("{at}.canaryService"),
+            "must differ from stableService: weir points each at a different version",
+        );
+    }
+    if let Some(routing) = &canary.traffic_routing {
+        check_traffic_routing(&mut report, routing);
+        for (field, service) in [
+            ("stableService", &canary.stable_service),
+            ("canaryService", &canary.canary_service),
+        ] {
+            if service.is_none() {
+                report.required(format!("{at}.{field}"), "trafficRouting sends each share of traffic to a Service: name both stableService and canaryService");
+            }
+        }
+    }
+    for (index, step) in canary.steps.iter().enumerate() {
+        check_step(&mut report, &format!("{at}.steps[{index}]"), step);
+        if step.set_canary_scale.is_some() && canary.traffic_routing.is_none() {
+            report.invalid(
+                format!("{at}.steps[{index}].setCanaryScale"),
+                "needs trafficRouting: without a router the replica ratio is the traffic ratio, so the canary's scale follows its weight",
+            );
+        }
+    }
+    if let Some(background) = &canary.analysis {
+        let at = format!("{at}.analysis");
+        check_template_refs(&mut report, &at, &background.templates);
+        check_args(&mut report, &format!("{at}.args"), &background.args);
+        if let Some(start) = background.starting_step
+            && (start < 0 || start as usize > canary.steps.len())
+        {
+            report.invalid(
+                format!("{at}.startingStep"),
+                format!(
+                    "must be between 0 and the number of steps ({})",
+                    canary.steps.len()
+                ),
+            );
+        }
+    }
+    report.finish()
+}
+
+fn check_selector(
+    report: &mut Report,
+    selector: &LabelSelector,
+    labels: Option<&BTreeMap<String, String>>,
+) {
+    let empty = BTreeMap::new();
+    let labels = labels.unwrap_or(&empty);
+    let match_labels = selector.match_labels.as_ref().filter(|m| !m.is_empty());
+    let expressions = selector
+        .match_expressions
+        .as_ref()
+        .filter(|e| !e.is_empty());
+    if match_labels.is_none() && expressions.is_none() {
+        report.required(
+            "spec.selector",
+            "an empty selector would select every pod in the namespace; set matchLabels",
+        );
+        return;
+    }
+    for (key, value) in match_labels.into_iter().flatten() {
+        if labels.get(key) != Some(value) {
+            report.invalid(
+                "spec.template.metadata.labels",
+                format!("must include {key}: {value}, which spec.selector.matchLabels requires"),
+            );
+        }
+    }
+    for (index, expression) in expressions.into_iter().flatten().enumerate() {
+        let field = format!("spec.selector.matchExpressions[{index}]");
+        let values = expression.values.as_deref().unwrap_or_default();
+        let present = labels.get(&expression.key);
+        let matches = match expression.operator.as_str() {
+            "In" => present.is_some_and(|v| values.contains(v)),
+            "NotIn" => present.is_none_or(|v| !values.contains(v)),
+            "Exists" => present.is_some(),
+            "DoesNotExist" => present.is_none(),
+            other => {
+                report.invalid(
+                    format!("{field}.operator"),
+                    format!("{other:?} is not one of In, NotIn, Exists, DoesNotExist"),
+                );
+                continue;
+            }
+        };
+        if !matches {
+            report.invalid(
+                "spec.template.metadata.labels",
+                format!("do not satisfy {field} (key {:?})", expression.key),
+            );
+        }
+    }
+}
+
+fn check_traffic_routing(report: &mut Report, routing: &TrafficRouting) {
+    let at = "spec.strategy.canary.trafficRouting";
+    report.unsupported(at, &routing.unsupported);
+    match &routing.gateway_api {
+        Some(gateway) => {
+            check_name(
+                report,
+                &format!("{at}.gatewayAPI.httpRoute"),
+                &gateway.http_route,
+                NameRule::Dns1123Subdomain,
+            );
+            if let Some(namespace) = &gateway.namespace {
+                check_name(
+                    report,
+                    &format!("{at}.gatewayAPI.namespace"),
+                    namespace,
+                    NameRule::Dns1123Label,
+                );
+            }
+        }
+        None if routing.unsupported.is_empty() => {
+            report.required(
+                format!("{at}.gatewayAPI"),
+                "name a router, or omit trafficRouting to split traffic by replica count",
+            );
+        }
+        None => {}
+    }
+}
+
+fn check_step(report: &mut Report, at: &str, step: &CanaryStep) {
+    report.unsupported(at, &step.unsupported);
+    let actions = [
+        step.set_weight.is_some(),
+        step.pause.is_some(),
+        step.analysis.is_some(),
+        step.set_canary_scale.is_some(),
+    ];
+    match actions.iter().filter(|set| **set).count() {
+        0 if step.unsupported.is_empty() => {
+            report.required(at, "a step needs exactly one of setWeight, pause, analysis or setCanaryScale");
+        }
+        0 | 1 => {}
+        _ => report.invalid(at, "a step takes exactly one of setWeight, pause, analysis or setCanaryScale; split it into several steps"),
+    }
+    if let Some(weight) = step.set_weight
+        && !(0..=100).contains(&weight)
+    {
+        report.invalid(
+            format!("{at}.setWeight"),
+            format!("{weight} is not a percentage from 0 to 100"),
+        );
+    }
+    if let Some(duration) = step.pause.as_ref().and_then(|p| p.duration.as_ref())
+        && let Err(error) = duration::parse_int_or_string(duration)
+    {
+        report.invalid(format!("{at}.pause.duration"), error.to_string());
+    }
+    if let Some(analysis) = &step.analysis {
+        check_template_refs(report, &format!("{at}.analysis"), &analysis.templates);
+        check_args(report, &format!("{at}.analysis.args"), &analysis.args);
+    }
+    if let Some(scale) = &step.set_canary_scale {
+        check_canary_scale(report, &format!("{at}.setCanaryScale"), scale);
+    }
+}
+
+fn check_canary_scale(report: &mut Report, at: &str, scale: &SetCanaryScale) {
+    let set = [
+        scale.replicas.is_some(),
+        scale.weight.is_some(),
+        scale.match_traffic_weight.is_some(),
+    ];
+    if set.iter().filter(|s| **s).count() != 1 {
+        report.invalid(
+            at,
+            "takes exactly one of replicas, weight or matchTrafficWeight",
+        );
+    }
+    if scale.replicas.is_some_and(|r| r < 0) {
+        report.invalid(format!("{at}.replicas"), "must be 0 or more");
+    }
+    if let Some(weight) = scale.weight.filter(|w| !(0..=100).contains(w)) {
+        report.invalid(
+            format!("{at}.weight"),
+            format!("{weight} is not a percentage from 0 to 100"),
+        );
+    }
+    if scale.match_traffic_weight == Some(false) {
+        report.invalid(
+            format!("{at}.matchTrafficWeight"),
+            "can only be true; to scale by a fixed amount use replicas or weight",
+        );
+    }
+}
+
+fn check_template_refs(report: &mut Report, at: &str, templates: &[AnalysisTemplateRef]) {
+    if templates.is_empty() {
+        report.required(
+            format!("{at}.templates"),
+            "name at least one AnalysisTemplate",
+        );
+    }
+    for (index, template) in templates.iter().enumerate() {
+        check_name(
+            report,
+            &format!("{at}.templates[{index}].templateName"),
+            &template.template_name,
+            NameRule::Dns1123Subdomain,
+        );
+    }
+}

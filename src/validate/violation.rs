@@ -1,0 +1,85 @@
+//! What every rule reports: a `Violation`, collected in a `Report`.
+
+use std::fmt;
+
+use crate::api::schema::Unsupported;
+
+/// What is wrong with a field, in a small fixed set so it can label Events and metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ViolationKind {
+    /// The field must be set.
+    Required,
+    /// The value is not acceptable.
+    Invalid,
+    /// weir does not support this field yet; it is reported rather than ignored.
+    Unsupported,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Violation {
+    pub kind: ViolationKind,
+    /// The field's path from the object's root: `spec.strategy.canary.steps[2].setWeight`.
+    pub field: String,
+    pub message: String,
+}
+
+impl fmt::Display for Violation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.field, self.message)
+    }
+}
+
+/// Collects violations under a path, so each rule states only its own field name.
+#[derive(Default)]
+pub(super) struct Report {
+    pub(super) violations: Vec<Violation>,
+}
+
+impl Report {
+    pub(super) fn add(
+        &mut self,
+        kind: ViolationKind,
+        field: impl Into<String>,
+        message: impl Into<String>,
+    ) {
+        self.violations.push(Violation {
+            kind,
+            field: field.into(),
+            message: message.into(),
+        });
+    }
+    pub(super) fn required(&mut self, field: impl Into<String>, message: impl Into<String>) {
+        self.add(ViolationKind::Required, field, message);
+    }
+    pub(super) fn invalid(&mut self, field: impl Into<String>, message: impl Into<String>) {
+        self.add(ViolationKind::Invalid, field, message);
+    }
+    pub(super) fn unsupported(&mut self, at: &str, fields: &Unsupported) {
+        for name in fields.keys() {
+            let hint = unsupported_hint(at, name);
+            self.add(
+                ViolationKind::Unsupported,
+                format!("{at}.{name}"),
+                format!("weir does not support this field yet; {hint}"),
+            );
+        }
+    }
+    pub(super) fn finish(mut self) -> Vec<Violation> {
+        self.violations.sort();
+        self.violations.dedup();
+        self.violations
+    }
+}
+
+/// What to do instead, for fields users bring from Argo Rollouts.
+fn unsupported_hint(at: &str, name: &str) -> String {
+    let router = at.ends_with("trafficRouting");
+    match name {
+        "plugins" if router => "for Gateway API write trafficRouting.gatewayAPI {httpRoute, namespace} instead of the argoproj-labs/gatewayAPI plugin".into(),
+        _ if router => format!("the {name} router is not built yet; weir routes traffic with gatewayAPI, or by replica ratio when trafficRouting is omitted"),
+        "blueGreen" => "weir implements the canary strategy only".into(),
+        "serviceAccountName" if at == "spec.decryption" => "weir decrypts with the age identities of secretRef only (no KMS, so no workload identity); remove it".into(),
+        "experiment" | "setHeaderRoute" | "setMirrorRoute" => format!("{name} steps are not built yet; remove the step"),
+        _ => "remove it, or check its spelling against `kubectl explain`".into(),
+    }
+}
