@@ -39,9 +39,9 @@ use crate::api::gitsync::{
     GitSync, GitSyncStatus, InventoryEntry, PinnedRevision, RejectedRevision,
 };
 use crate::api::rollout::Rollout;
+use crate::runtime::error::{Backoff, Controller};
 use crate::runtime::impersonation::Impersonation;
 use crate::runtime::leader::{Leadership, Term};
-use crate::status_patch::{self, WriteError};
 use crate::{duration, validate};
 use k8s_openapi::api::core::v1::Secret;
 
@@ -116,19 +116,14 @@ impl Drop for InFlight {
     }
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error("{action} GitSync {name}: {source}")]
-    Api {
-        action: &'static str,
-        name: String,
-        source: kube::Error,
-    },
-    #[error("the GitSync changed while it was synced; syncing again")]
-    Conflict,
-    #[error("this replica lost the leader lease; the leader carries on")]
-    NotLeader,
-}
+pub use crate::runtime::error::Error;
+
+/// What the shared error core says of GitSyncs.
+const GITSYNCS: Controller = Controller {
+    kind: "GitSync",
+    field_manager: apply::FIELD_MANAGER,
+    conflict: "the GitSync changed while it was synced; syncing again",
+};
 
 const DEFAULT_INTERVAL: Duration = Duration::from_secs(60);
 /// `spec.healthTimeout` when it does not parse (validation reports it).
@@ -201,11 +196,10 @@ pub async fn reconcile(sync: Arc<GitSync>, ctx: Arc<Context>) -> Result<Requeue,
     let name = sync.name_any();
     let key = format!("{namespace}/{name}");
     let api: Api<GitSync> = Api::namespaced(ctx.client.clone(), &namespace);
-    let Some(current) = api.get_opt(&name).await.map_err(|source| Error::Api {
-        action: "reading",
-        name: name.clone(),
-        source,
-    })?
+    let Some(current) = api
+        .get_opt(&name)
+        .await
+        .map_err(Error::api("reading", "GitSync", &name))?
     else {
         // Deleted: forget its schedule.
         ctx.schedule
@@ -726,22 +720,20 @@ async fn write_recorded(
         let original = current.status.clone().unwrap_or_default();
         let mut status = original.clone();
         record(&mut status);
-        match write(api, &current, &original, &status).await {
-            Err(Error::Conflict) => {
+        let written =
+            GITSYNCS.write_status(api, &current, current.status.is_some(), &original, &status);
+        match written.await.map(drop) {
+            Err(Error::Conflict(_)) => {
                 current = api
                     .get_opt(&name)
                     .await
-                    .map_err(|source| Error::Api {
-                        action: "reading",
-                        name: name.clone(),
-                        source,
-                    })?
-                    .ok_or(Error::Conflict)?;
+                    .map_err(Error::api("reading", "GitSync", &name))?
+                    .ok_or_else(|| GITSYNCS.conflict())?;
             }
             result => return result,
         }
     }
-    Err(Error::Conflict)
+    Err(GITSYNCS.conflict())
 }
 
 /// Fetches the tracked ref (bounded, off the async workers) and returns the commit it points
@@ -1333,11 +1325,11 @@ async fn remove_annotation(
         Ok(_) => Ok(()),
         // Changed or gone meanwhile: the next reconcile handles what is there.
         Err(kube::Error::Api(status)) if status.code == 422 || status.code == 404 => Ok(()),
-        Err(source) => Err(Error::Api {
-            action: "removing the handled annotation of",
-            name: sync.name_any(),
-            source,
-        }),
+        Err(source) => Err(Error::api(
+            "removing the handled annotation of",
+            "GitSync",
+            &sync.name_any(),
+        )(source)),
     }
 }
 
@@ -1426,33 +1418,6 @@ async fn read_decryption(
     .map_err(|message| (message, false))
 }
 
-async fn write(
-    api: &Api<GitSync>,
-    current: &GitSync,
-    original: &GitSyncStatus,
-    status: &GitSyncStatus,
-) -> Result<(), Error> {
-    let has_status = current.status.is_some();
-    status_patch::write(
-        api,
-        current,
-        has_status,
-        original,
-        status,
-        apply::FIELD_MANAGER,
-    )
-    .await
-    .map(|_| ())
-    .map_err(|error| match error {
-        WriteError::Conflict => Error::Conflict,
-        WriteError::Api(source) => Error::Api {
-            action: "writing the status of",
-            name: current.name_any(),
-            source,
-        },
-    })
-}
-
 async fn announce(events: &Events, sync: &GitSync, attempt: &Attempt) {
     crate::runtime::publish(
         events,
@@ -1465,15 +1430,15 @@ async fn announce(events: &Events, sync: &GitSync, attempt: &Attempt) {
     .await;
 }
 
+/// Only the GitSync's own reads and status writes fail a reconcile (a failed fetch or apply
+/// is recorded, and scheduled by `Step`): a refusal of those waits for a fix of the
+/// controller's own RBAC.
 pub fn error_policy(sync: Arc<GitSync>, error: &Error, _ctx: Arc<Context>) -> Requeue {
-    match error {
-        Error::Conflict => Requeue::requeue(Duration::from_millis(100)),
-        Error::NotLeader => Requeue::await_change(),
-        Error::Api { .. } => {
-            warn!(gitsync = %sync.name_any(), %error, "reconcile failed");
-            Requeue::requeue(Duration::from_secs(5))
-        }
-    }
+    let backoff = Backoff {
+        transient: FIRST_RETRY,
+        lasting: MAX_BACKOFF,
+    };
+    crate::runtime::error::error_policy("GitSync", &sync.name_any(), error, backoff)
 }
 
 #[cfg(test)]

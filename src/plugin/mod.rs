@@ -622,7 +622,7 @@ async fn status(
                 Standing::Going(line) => Some(line),
             },
             // A blip of the API server is not the rollout's verdict: try again.
-            Ok(Err(error)) if transient(&error) => Some(format!(
+            Ok(Err(error)) if crate::runtime::error::transient(&error) => Some(format!(
                 "cannot tell for now ({}); trying again",
                 explain(error, &cluster.here("get", "rollouts", Some(name)))
             )),
@@ -764,11 +764,6 @@ fn explain(error: kube::Error, request: &Request) -> String {
         ),
         (other, _) => format!("cannot reach the cluster: {other}"),
     }
-}
-
-/// A failure that may pass: anything but not found, forbidden or invalid.
-fn transient(error: &kube::Error) -> bool {
-    !matches!(error, kube::Error::Api(status) if matches!(status.code, 400..=404 | 422))
 }
 
 /// A connection, and the namespace commands act in.
