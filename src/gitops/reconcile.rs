@@ -20,6 +20,7 @@ use tracing::{info, instrument, warn};
 
 use super::credentials::{self, Credentials};
 use super::dependencies;
+use super::error::SyncError;
 use super::fetch_rate::{self, FetchRate};
 use super::health::{self, Workload};
 use super::render::{self, Layout};
@@ -156,6 +157,16 @@ pub fn delay_after(interval: Duration, failures: u32) -> Duration {
     let base = interval.min(FIRST_RETRY);
     let cap = interval.max(MAX_BACKOFF);
     base.saturating_mul(1u32 << (failures - 1).min(20)).min(cap)
+}
+
+/// How long to wait after failures in a row that wait for a fix (forbidden, not found,
+/// invalid: `Attempt::waits_for_a_fix`): never sooner than the interval, doubling to the cap.
+/// Nothing wakes the GitSync when a Secret or RoleBinding comes, so it still looks again.
+pub fn delay_until_fixed(interval: Duration, failures: u32) -> Duration {
+    let cap = interval.max(MAX_BACKOFF);
+    interval
+        .saturating_mul(1u32 << failures.saturating_sub(1).min(20))
+        .min(cap)
 }
 
 /// A fraction from 0 to 1, different for each GitSync and each call: where a GitSync waiting
@@ -558,6 +569,7 @@ impl Step {
         };
         let next = match failures {
             0 => interval + jitter(interval, key),
+            n if attempt.waits_for_a_fix() => delay_until_fixed(interval, n),
             n => delay_after(interval, n),
         };
         Step {
@@ -751,19 +763,19 @@ async fn fetch(ctx: &Context, sync: &GitSync, key: &str) -> Result<String, Attem
         .await
         .map_err(Attempt::FetchFailed)?;
     let Ok(_permit) = ctx.fetches.acquire().await else {
-        return Err(Attempt::FetchFailed(
-            "the controller is shutting down".into(),
-        ));
+        return Err(Attempt::FetchFailed(SyncError::transient(
+            "the controller is shutting down",
+        )));
     };
     // One fetch per GitSync at a time: a fetch abandoned at the timeout may still be stuck
     // in a read, and a second one must not share its clone.
     // kube-runtime never reconciles one object twice at once, so a claim is only refused
     // while a fetch abandoned at the timeout is still stuck.
     let Some(in_flight) = InFlight::claim(&ctx.in_flight, key) else {
-        return Err(Attempt::FetchFailed(format!(
+        return Err(Attempt::FetchFailed(SyncError::transient(format!(
             "{}, and that fetch has not ended yet",
             timed_out(ctx.fetch_timeout)
-        )));
+        ))));
     };
     let limits = Arc::new(source::Limits::new(ctx.fetch_timeout, ctx.max_fetch_bytes));
     let limited = limits.clone();
@@ -775,14 +787,18 @@ async fn fetch(ctx: &Context, sync: &GitSync, key: &str) -> Result<String, Attem
     });
     match tokio::time::timeout(ctx.fetch_timeout, read).await {
         Ok(Ok(Ok(fetched))) => Ok(fetched.revision),
-        Ok(Ok(Err(error))) => Err(Attempt::FetchFailed(error.to_string())),
-        Ok(Err(_)) => Err(Attempt::FetchFailed("the fetch was interrupted".into())),
+        Ok(Ok(Err(error))) => Err(Attempt::FetchFailed(error)),
+        Ok(Err(_)) => Err(Attempt::FetchFailed(SyncError::transient(
+            "the fetch was interrupted",
+        ))),
         Err(_) => {
             // gix checks this between steps; a git daemon's socket times out on its own,
             // and ssh's keepalives end a dead connection. Until the thread ends, InFlight
             // keeps it the only fetch of this GitSync.
             limits.interrupt.store(true, Ordering::Relaxed);
-            Err(Attempt::FetchFailed(timed_out(ctx.fetch_timeout)))
+            Err(Attempt::FetchFailed(SyncError::transient(timed_out(
+                ctx.fetch_timeout,
+            ))))
         }
     }
 }
@@ -861,7 +877,7 @@ fn refuse_spec(ctx: &Context, sync: &GitSync) -> Option<String> {
 }
 
 /// Who the GitSync acts as, and a client that does.
-fn acting_as(ctx: &Context, sync: &GitSync) -> Result<(Identity, Client), String> {
+fn acting_as(ctx: &Context, sync: &GitSync) -> Result<(Identity, Client), SyncError> {
     let identity = tenancy::identity(
         &ctx.policy,
         &sync.namespace().unwrap_or_default(),
@@ -871,10 +887,10 @@ fn acting_as(ctx: &Context, sync: &GitSync) -> Result<(Identity, Client), String
         .impersonation
         .client(identity.user().as_deref())
         .map_err(|error| {
-            format!(
+            SyncError::invalid(format!(
                 "making a client that acts as {}: {error}",
                 identity.describe()
-            )
+            ))
         })?;
     Ok((identity, client))
 }
@@ -920,13 +936,12 @@ async fn apply_revision(
     // is retried with backoff (it may come), with nothing applied.
     let identities = match read_decryption(ctx, sync).await {
         Ok(identities) => identities,
-        Err((message, forbidden)) => {
+        Err(error) => {
             return Attempt::ApplyFailed {
                 revision: revision.to_owned(),
                 subject: subject(ctx, sync, revision).await,
                 inventory: old,
-                message: format!("{message}; nothing was applied"),
-                forbidden,
+                error: error.map(|message| format!("{message}; nothing was applied")),
             };
         }
     };
@@ -942,7 +957,9 @@ async fn apply_revision(
     let revision = revision.to_owned();
     let (subject, manifests, redactor) = match rendered {
         Ok(rendered) => (rendered.subject, rendered.manifests, rendered.redactor),
-        Err(revision::Failure::Read(message)) => return Attempt::FetchFailed(message),
+        Err(revision::Failure::Read(message)) => {
+            return Attempt::FetchFailed(SyncError::transient(message));
+        }
         Err(revision::Failure::Render { subject, message }) => {
             return Attempt::RenderFailed {
                 revision,
@@ -954,13 +971,12 @@ async fn apply_revision(
     let objects = manifests.len();
     let (identity, client) = match acting_as(ctx, sync) {
         Ok(acting) => acting,
-        Err(message) => {
+        Err(error) => {
             return Attempt::ApplyFailed {
                 revision,
                 subject,
                 inventory: old,
-                message,
-                forbidden: false,
+                error,
             };
         }
     };
@@ -982,12 +998,11 @@ async fn apply_revision(
     match outcome.failure {
         // The API server's words may quote a decrypted value (a pattern, an enum, a
         // webhook): scrubbed before the message is stored, announced or logged.
-        Some(message) => Attempt::ApplyFailed {
+        Some(error) => Attempt::ApplyFailed {
             revision,
             subject,
             inventory: outcome.inventory,
-            message: redactor.scrub(&message),
-            forbidden: outcome.forbidden,
+            error: error.map(|message| redactor.scrub(&message)),
         },
         None => Attempt::Applied {
             revision,
@@ -1055,10 +1070,10 @@ async fn applied_workloads(
     let describe = |e: &InventoryEntry| health::describe(&e.kind, e.namespace.as_deref(), &e.name);
     let (identity, client) = match acting_as(ctx, sync) {
         Ok(acting) => acting,
-        Err(message) => {
+        Err(error) => {
             return entries
                 .into_iter()
-                .map(|e| health::unreadable(describe(e), &message))
+                .map(|e| health::unreadable(describe(e), &error.message))
                 .collect();
         }
     };
@@ -1196,7 +1211,7 @@ async fn write_back(
     };
     let credentials = match read_credentials(ctx, sync).await {
         Ok(credentials) => credentials,
-        Err(message) => return failed(message),
+        Err(error) => return failed(error.message),
     };
     // The clone is this GitSync's alone while the revert is built and pushed.
     let Some(_in_flight) = InFlight::claim(&ctx.in_flight, key) else {
@@ -1214,7 +1229,7 @@ async fn write_back(
         let files =
             source::files_at(&built_in, &good_owned, &path, &limits).map_err(|e| match e {
                 source::FilesError::Read(error) => error,
-                source::FilesError::TooLarge(message) => source::SourceError(message),
+                source::FilesError::TooLarge(message) => SyncError::invalid(message),
             })?;
         let whole_tree = matches!(render::layout(&files, &path), Layout::Kustomization(_));
         writeback::revert_commit(
@@ -1337,7 +1352,7 @@ async fn remove_annotation(
 /// rotated Secret is used from the next interval on. Read as the GitSync's identity: naming
 /// a Secret its ServiceAccount may not read gets nothing (a GitSync pointed at a server that
 /// asks for a password must not collect one its author could not read).
-async fn read_credentials(ctx: &Context, sync: &GitSync) -> Result<Credentials, String> {
+async fn read_credentials(ctx: &Context, sync: &GitSync) -> Result<Credentials, SyncError> {
     let spec = &sync.spec;
     let Some(reference) = &spec.secret_ref else {
         return Ok(Credentials::Anonymous);
@@ -1350,15 +1365,23 @@ async fn read_credentials(ctx: &Context, sync: &GitSync) -> Result<Credentials, 
         .get_opt(&reference.name)
         .await
         .map_err(|e| match e {
-            kube::Error::Api(status) if status.code == 403 => format!(
+            kube::Error::Api(status) if status.code == 403 => SyncError::forbidden(format!(
                 "reading Secret {described} (spec.secretRef): {} (weir acted as {})",
                 status.message,
                 identity.describe()
+            )),
+            e => SyncError::api(
+                format!("reading Secret {described} (spec.secretRef): {e}"),
+                &e,
             ),
-            e => format!("reading Secret {described} (spec.secretRef): {e}"),
         })?
-        .ok_or_else(|| format!("Secret {described} (spec.secretRef) does not exist"))?;
+        .ok_or_else(|| {
+            SyncError::invalid(format!(
+                "Secret {described} (spec.secretRef) does not exist"
+            ))
+        })?;
     credentials::from_secret(&spec.url, &described, &secret.data.unwrap_or_default())
+        .map_err(SyncError::invalid)
 }
 
 /// The age identities of `spec.decryption`'s Secret, read as the GitSync's identity (as its
@@ -1368,16 +1391,15 @@ async fn read_credentials(ctx: &Context, sync: &GitSync) -> Result<Credentials, 
 async fn read_decryption(
     ctx: &Context,
     sync: &GitSync,
-) -> Result<Option<Arc<Identities>>, (String, bool)> {
+) -> Result<Option<Arc<Identities>>, SyncError> {
     let Some(decryption) = &sync.spec.decryption else {
         return Ok(None);
     };
     // Validation refuses a spec without one before any fetch; this is for a spec changed
     // since.
     let Some(reference) = &decryption.secret_ref else {
-        return Err((
-            "spec.decryption.secretRef: name the Secret whose .agekey entries hold the age identities".into(),
-            false,
+        return Err(SyncError::invalid(
+            "spec.decryption.secretRef: name the Secret whose .agekey entries hold the age identities",
         ));
     };
     let namespace = sync.namespace().unwrap_or_default();
@@ -1385,29 +1407,28 @@ async fn read_decryption(
         "Secret {namespace}/{} (spec.decryption.secretRef)",
         reference.name
     );
-    let (identity, client) = acting_as(ctx, sync).map_err(|m| (m, false))?;
+    let (identity, client) = acting_as(ctx, sync)?;
     let api: Api<Secret> = Api::namespaced(client, &namespace);
     let secret = match api.get_opt(&reference.name).await {
         Ok(Some(secret)) => secret,
         Ok(None) => {
-            return Err((
-                format!(
-                    "{described} does not exist: create it with the age identity under a key ending in .agekey"
-                ),
-                false,
-            ));
+            return Err(SyncError::invalid(format!(
+                "{described} does not exist: create it with the age identity under a key ending in .agekey"
+            )));
         }
         Err(kube::Error::Api(status)) if status.code == 403 => {
-            return Err((
-                format!(
-                    "reading {described}: {} (weir acted as {})",
-                    status.message,
-                    identity.describe()
-                ),
-                true,
+            return Err(SyncError::forbidden(format!(
+                "reading {described}: {} (weir acted as {})",
+                status.message,
+                identity.describe()
+            )));
+        }
+        Err(error) => {
+            return Err(SyncError::api(
+                format!("reading {described}: {error}"),
+                &error,
             ));
         }
-        Err(error) => return Err((format!("reading {described}: {error}"), false)),
     };
     let data = secret.data.unwrap_or_default();
     Identities::from_secret(
@@ -1415,7 +1436,7 @@ async fn read_decryption(
         data.iter().map(|(k, v)| (k.as_str(), v.0.as_slice())),
     )
     .map(|identities| Some(Arc::new(identities)))
-    .map_err(|message| (message, false))
+    .map_err(SyncError::invalid)
 }
 
 async fn announce(events: &Events, sync: &GitSync, attempt: &Attempt) {
@@ -1487,5 +1508,25 @@ mod tests {
             hour,
             "a long interval is the cap, and many failures do not overflow"
         );
+    }
+
+    #[test]
+    fn a_failure_that_waits_for_a_fix_is_not_retried_like_an_outage() {
+        let minute = Duration::from_secs(60);
+        let waits: Vec<u64> = (1..7)
+            .map(|n| delay_until_fixed(minute, n).as_secs())
+            .collect();
+        assert_eq!(waits, vec![60, 120, 240, 300, 300, 300]);
+        for n in 1..40 {
+            assert!(
+                delay_until_fixed(minute, n) >= delay_after(minute, n),
+                "{n}"
+            );
+        }
+        let hour = Duration::from_secs(3600);
+        assert_eq!(delay_until_fixed(hour, 1), hour, "straight to the cap");
+        assert_eq!(delay_until_fixed(hour, 40), hour);
+        let second = Duration::from_secs(1);
+        assert_eq!(delay_until_fixed(second, 3), Duration::from_secs(4));
     }
 }

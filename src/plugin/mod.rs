@@ -475,7 +475,9 @@ async fn gitsync_diff(
         revision: &target_revision,
         prune: spec.prune,
     };
-    let preview = apply::preview(&target, manifests, &status.inventory).await?;
+    let preview = apply::preview(&target, manifests, &status.inventory)
+        .await
+        .map_err(|error| error.message)?;
     let (text, changed) = diff::report(&target_revision, &preview);
     print!("{text}");
     Ok(if changed {
