@@ -740,4 +740,14 @@ mod tests {
         );
         assert_eq!(ssh_diagnosis("\n  \n"), None);
     }
+
+    #[test]
+    fn a_refused_key_or_host_key_waits_for_a_new_secret_and_a_dead_host_does_not() {
+        assert!(ssh_refused("Host key verification failed."));
+        assert!(ssh_refused("git@example: Permission denied (publickey)."));
+        assert!(!ssh_refused(
+            "connect to host 127.0.0.1 port 9: Connection refused"
+        ));
+        assert!(!ssh_refused("Connection timed out during banner exchange"));
+    }
 }
