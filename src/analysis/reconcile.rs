@@ -13,7 +13,7 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
 use kube::runtime::controller::Action as Requeue;
 use kube::{Client, Resource, ResourceExt};
-use tracing::{info, instrument, warn};
+use tracing::{info, instrument};
 
 use super::args::{ArgValue, substitute};
 use super::assess::{self, Schedule};
@@ -22,9 +22,9 @@ use super::prometheus::{self, Query};
 use crate::api::analysis::{
     AnalysisPhase, AnalysisRun, AnalysisRunStatus, Measurement, Metric, SecretKeyRef,
 };
+use crate::runtime::error::{Backoff, Controller};
 use crate::runtime::leader::Leadership;
 use crate::runtime::metrics::Metrics;
-use crate::status_patch::{self, WriteError};
 use crate::time::to_k8s;
 use crate::validate;
 use crate::verdict;
@@ -53,47 +53,20 @@ pub struct Context {
     pub gates: prometheus::Gates,
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error("{action} {kind} {name}: {source}")]
-    Api {
-        action: &'static str,
-        kind: &'static str,
-        name: String,
-        source: kube::Error,
-    },
-    #[error("the AnalysisRun changed while it was measured; measuring again")]
-    Conflict,
-    #[error("this replica lost the leader lease; the leader carries on")]
-    NotLeader,
-    #[error(
-        "measuring did not finish within {0:?}: a request to the API server got no answer; trying again"
-    )]
-    Stalled(Duration),
-}
+pub use crate::runtime::error::Error;
 
-impl Error {
-    fn api(
-        action: &'static str,
-        kind: &'static str,
-        name: &str,
-    ) -> impl FnOnce(kube::Error) -> Error {
-        let name = name.to_owned();
-        move |source| Error::Api {
-            action,
-            kind,
-            name,
-            source,
-        }
-    }
+/// What the shared error core says of AnalysisRuns.
+const RUNS: Controller = Controller {
+    kind: "AnalysisRun",
+    field_manager: ANALYSIS_MANAGER,
+    conflict: "the AnalysisRun changed while it was measured; measuring again",
+};
 
-    pub fn category(&self) -> &'static str {
-        match self {
-            Error::Api { .. } => "ApiError",
-            Error::Conflict => "Conflict",
-            Error::NotLeader => "NotLeader",
-            Error::Stalled(_) => "Stalled",
-        }
+fn stalled(limit: Duration) -> Error {
+    Error::Stalled {
+        work: "measuring",
+        waited_on: "the API server",
+        limit,
     }
 }
 
@@ -129,7 +102,7 @@ pub async fn reconcile(run: Arc<AnalysisRun>, ctx: Arc<Context>) -> Result<Reque
     crate::runtime::within(
         STALL_LIMIT + slowest_query,
         reconcile_run(run, ctx),
-        Error::Stalled,
+        stalled,
     )
     .await
 }
@@ -514,19 +487,9 @@ async fn write_status(
     original: &AnalysisRunStatus,
     status: &AnalysisRunStatus,
 ) -> Result<(), Error> {
-    let has_status = current.status.is_some();
-    status_patch::write(api, current, has_status, original, status, ANALYSIS_MANAGER)
+    RUNS.write_status(api, current, current.status.is_some(), original, status)
         .await
-        .map(|_| ())
-        .map_err(|error| match error {
-            WriteError::Conflict => Error::Conflict,
-            WriteError::Api(source) => Error::Api {
-                action: "writing the status of",
-                kind: "AnalysisRun",
-                name: current.name_any(),
-                source,
-            },
-        })
+        .map(drop)
 }
 
 /// An Event on the run when its verdict is in.
@@ -543,20 +506,14 @@ async fn announce(events: &Events, run: &AnalysisRun, status: &AnalysisRunStatus
     .await;
 }
 
+/// A refusal that waits for a fix (RBAC, an invalid run) is looked at again after a minute.
+const BACKOFF: Backoff = Backoff {
+    transient: Duration::from_secs(5),
+    lasting: Duration::from_secs(60),
+};
+
 pub fn error_policy(run: Arc<AnalysisRun>, error: &Error, _ctx: Arc<Context>) -> Requeue {
-    match error {
-        Error::Conflict => Requeue::requeue(Duration::from_millis(100)),
-        Error::NotLeader => Requeue::await_change(),
-        Error::Api { .. } | Error::Stalled(_) => {
-            warn!(run = %run.name_any(), category = error.category(), %error, "reconcile failed");
-            // A stalled reconcile has waited long enough already.
-            Requeue::requeue(if matches!(error, Error::Stalled(_)) {
-                Duration::ZERO
-            } else {
-                Duration::from_secs(5)
-            })
-        }
-    }
+    crate::runtime::error::error_policy("AnalysisRun", &run.name_any(), error, BACKOFF)
 }
 
 #[cfg(test)]

@@ -15,6 +15,7 @@ use super::apply;
 use super::context::{Context, InFlight, acting_as, clone_dir, neighbours, timed_out};
 use super::credentials::{self, Credentials};
 use super::dependencies;
+use super::error::SyncError;
 use super::fetch_rate;
 use super::health::Workload;
 use super::observe;
@@ -176,19 +177,19 @@ async fn fetch(ctx: &Context, sync: &GitSync, key: &str) -> Result<String, Attem
         .await
         .map_err(Attempt::FetchFailed)?;
     let Ok(_permit) = ctx.fetches.acquire().await else {
-        return Err(Attempt::FetchFailed(
-            "the controller is shutting down".into(),
-        ));
+        return Err(Attempt::FetchFailed(SyncError::transient(
+            "the controller is shutting down",
+        )));
     };
     // One fetch per GitSync at a time: a fetch abandoned at the timeout may still be stuck
     // in a read, and a second one must not share its clone.
     // kube-runtime never reconciles one object twice at once, so a claim is only refused
     // while a fetch abandoned at the timeout is still stuck.
     let Some(in_flight) = InFlight::claim(&ctx.in_flight, key) else {
-        return Err(Attempt::FetchFailed(format!(
+        return Err(Attempt::FetchFailed(SyncError::transient(format!(
             "{}, and that fetch has not ended yet",
             timed_out(ctx.fetch_timeout)
-        )));
+        ))));
     };
     let limits = Arc::new(source::Limits::new(ctx.fetch_timeout, ctx.max_fetch_bytes));
     let limited = limits.clone();
@@ -200,14 +201,18 @@ async fn fetch(ctx: &Context, sync: &GitSync, key: &str) -> Result<String, Attem
     });
     match tokio::time::timeout(ctx.fetch_timeout, read).await {
         Ok(Ok(Ok(fetched))) => Ok(fetched.revision),
-        Ok(Ok(Err(error))) => Err(Attempt::FetchFailed(error.to_string())),
-        Ok(Err(_)) => Err(Attempt::FetchFailed("the fetch was interrupted".into())),
+        Ok(Ok(Err(error))) => Err(Attempt::FetchFailed(error)),
+        Ok(Err(_)) => Err(Attempt::FetchFailed(SyncError::transient(
+            "the fetch was interrupted",
+        ))),
         Err(_) => {
             // gix checks this between steps; a git daemon's socket times out on its own,
             // and ssh's keepalives end a dead connection. Until the thread ends, InFlight
             // keeps it the only fetch of this GitSync.
             limits.interrupt.store(true, Ordering::Relaxed);
-            Err(Attempt::FetchFailed(timed_out(ctx.fetch_timeout)))
+            Err(Attempt::FetchFailed(SyncError::transient(timed_out(
+                ctx.fetch_timeout,
+            ))))
         }
     }
 }
@@ -296,13 +301,12 @@ async fn apply_revision(
     // is retried with backoff (it may come), with nothing applied.
     let identities = match read_decryption(ctx, sync).await {
         Ok(identities) => identities,
-        Err((message, forbidden)) => {
+        Err(error) => {
             return Attempt::ApplyFailed {
                 revision: revision.to_owned(),
                 subject: subject(ctx, sync, revision).await,
                 inventory: old,
-                message: format!("{message}; nothing was applied"),
-                forbidden,
+                error: error.map(|message| format!("{message}; nothing was applied")),
             };
         }
     };
@@ -318,7 +322,9 @@ async fn apply_revision(
     let revision = revision.to_owned();
     let (subject, manifests, redactor) = match rendered {
         Ok(rendered) => (rendered.subject, rendered.manifests, rendered.redactor),
-        Err(revision::Failure::Read(message)) => return Attempt::FetchFailed(message),
+        Err(revision::Failure::Read(message)) => {
+            return Attempt::FetchFailed(SyncError::transient(message));
+        }
         Err(revision::Failure::Render { subject, message }) => {
             return Attempt::RenderFailed {
                 revision,
@@ -330,13 +336,12 @@ async fn apply_revision(
     let objects = manifests.len();
     let (identity, client) = match acting_as(ctx, sync) {
         Ok(acting) => acting,
-        Err(message) => {
+        Err(error) => {
             return Attempt::ApplyFailed {
                 revision,
                 subject,
                 inventory: old,
-                message,
-                forbidden: false,
+                error,
             };
         }
     };
@@ -358,12 +363,11 @@ async fn apply_revision(
     match outcome.failure {
         // The API server's words may quote a decrypted value (a pattern, an enum, a
         // webhook): scrubbed before the message is stored, announced or logged.
-        Some(message) => Attempt::ApplyFailed {
+        Some(error) => Attempt::ApplyFailed {
             revision,
             subject,
             inventory: outcome.inventory,
-            message: redactor.scrub(&message),
-            forbidden: outcome.forbidden,
+            error: error.map(|message| redactor.scrub(&message)),
         },
         None => Attempt::Applied {
             revision,
@@ -426,7 +430,7 @@ async fn write_back(
     };
     let credentials = match read_credentials(ctx, sync).await {
         Ok(credentials) => credentials,
-        Err(message) => return failed(message),
+        Err(error) => return failed(error.message),
     };
     // The clone is this GitSync's alone while the revert is built and pushed.
     let Some(_in_flight) = InFlight::claim(&ctx.in_flight, key) else {
@@ -444,7 +448,7 @@ async fn write_back(
         let files =
             source::files_at(&built_in, &good_owned, &path, &limits).map_err(|e| match e {
                 source::FilesError::Read(error) => error,
-                source::FilesError::TooLarge(message) => source::SourceError(message),
+                source::FilesError::TooLarge(message) => SyncError::invalid(message),
             })?;
         let whole_tree = matches!(render::layout(&files, &path), Layout::Kustomization(_));
         writeback::revert_commit(
@@ -527,7 +531,7 @@ async fn recognize_revert(
 /// rotated Secret is used from the next interval on. Read as the GitSync's identity: naming
 /// a Secret its ServiceAccount may not read gets nothing (a GitSync pointed at a server that
 /// asks for a password must not collect one its author could not read).
-async fn read_credentials(ctx: &Context, sync: &GitSync) -> Result<Credentials, String> {
+async fn read_credentials(ctx: &Context, sync: &GitSync) -> Result<Credentials, SyncError> {
     let spec = &sync.spec;
     let Some(reference) = &spec.secret_ref else {
         return Ok(Credentials::Anonymous);
@@ -540,15 +544,23 @@ async fn read_credentials(ctx: &Context, sync: &GitSync) -> Result<Credentials, 
         .get_opt(&reference.name)
         .await
         .map_err(|e| match e {
-            kube::Error::Api(status) if status.code == 403 => format!(
+            kube::Error::Api(status) if status.code == 403 => SyncError::forbidden(format!(
                 "reading Secret {described} (spec.secretRef): {} (weir acted as {})",
                 status.message,
                 identity.describe()
+            )),
+            e => SyncError::api(
+                format!("reading Secret {described} (spec.secretRef): {e}"),
+                &e,
             ),
-            e => format!("reading Secret {described} (spec.secretRef): {e}"),
         })?
-        .ok_or_else(|| format!("Secret {described} (spec.secretRef) does not exist"))?;
+        .ok_or_else(|| {
+            SyncError::invalid(format!(
+                "Secret {described} (spec.secretRef) does not exist"
+            ))
+        })?;
     credentials::from_secret(&spec.url, &described, &secret.data.unwrap_or_default())
+        .map_err(SyncError::invalid)
 }
 
 /// The age identities of `spec.decryption`'s Secret, read as the GitSync's identity (as its
@@ -558,16 +570,15 @@ async fn read_credentials(ctx: &Context, sync: &GitSync) -> Result<Credentials, 
 async fn read_decryption(
     ctx: &Context,
     sync: &GitSync,
-) -> Result<Option<Arc<Identities>>, (String, bool)> {
+) -> Result<Option<Arc<Identities>>, SyncError> {
     let Some(decryption) = &sync.spec.decryption else {
         return Ok(None);
     };
     // Validation refuses a spec without one before any fetch; this is for a spec changed
     // since.
     let Some(reference) = &decryption.secret_ref else {
-        return Err((
-            "spec.decryption.secretRef: name the Secret whose .agekey entries hold the age identities".into(),
-            false,
+        return Err(SyncError::invalid(
+            "spec.decryption.secretRef: name the Secret whose .agekey entries hold the age identities",
         ));
     };
     let namespace = sync.namespace().unwrap_or_default();
@@ -575,29 +586,28 @@ async fn read_decryption(
         "Secret {namespace}/{} (spec.decryption.secretRef)",
         reference.name
     );
-    let (identity, client) = acting_as(ctx, sync).map_err(|m| (m, false))?;
+    let (identity, client) = acting_as(ctx, sync)?;
     let api: Api<Secret> = Api::namespaced(client, &namespace);
     let secret = match api.get_opt(&reference.name).await {
         Ok(Some(secret)) => secret,
         Ok(None) => {
-            return Err((
-                format!(
-                    "{described} does not exist: create it with the age identity under a key ending in .agekey"
-                ),
-                false,
-            ));
+            return Err(SyncError::invalid(format!(
+                "{described} does not exist: create it with the age identity under a key ending in .agekey"
+            )));
         }
         Err(kube::Error::Api(status)) if status.code == 403 => {
-            return Err((
-                format!(
-                    "reading {described}: {} (weir acted as {})",
-                    status.message,
-                    identity.describe()
-                ),
-                true,
+            return Err(SyncError::forbidden(format!(
+                "reading {described}: {} (weir acted as {})",
+                status.message,
+                identity.describe()
+            )));
+        }
+        Err(error) => {
+            return Err(SyncError::api(
+                format!("reading {described}: {error}"),
+                &error,
             ));
         }
-        Err(error) => return Err((format!("reading {described}: {error}"), false)),
     };
     let data = secret.data.unwrap_or_default();
     Identities::from_secret(
@@ -605,5 +615,5 @@ async fn read_decryption(
         data.iter().map(|(k, v)| (k.as_str(), v.0.as_slice())),
     )
     .map(|identities| Some(Arc::new(identities)))
-    .map_err(|message| (message, false))
+    .map_err(SyncError::invalid)
 }

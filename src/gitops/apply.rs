@@ -14,6 +14,7 @@ use kube::{Client, ResourceExt, discovery};
 use serde_json::Value;
 
 use super::drift;
+use super::error::SyncError;
 use super::inventory::{self, after_attempt, apply_order, group_of, stamp, to_prune};
 use super::ownership::{RolloutRoutes, keep_live_weights};
 use super::render::Manifest;
@@ -33,11 +34,9 @@ pub struct Outcome {
     /// Objects whose apply would have changed nothing, so none was sent.
     pub unchanged: usize,
     pub pruned: usize,
-    /// Why the attempt stopped, naming the object.
-    pub failure: Option<String>,
-    /// It stopped because the GitSync may not do it: weir's own confinement, or the API
-    /// server's RBAC for the identity it acts as.
-    pub forbidden: bool,
+    /// Why the attempt stopped, naming the object; forbidden when the GitSync may not do
+    /// it (weir's own confinement, or the API server's RBAC for the identity it acts as).
+    pub failure: Option<SyncError>,
 }
 
 fn gvk(api_version: &str, kind: &str) -> GroupVersionKind {
@@ -136,18 +135,16 @@ pub async fn sync(
     };
     let objects = match run.stamp(&manifests).await {
         Ok(objects) => objects,
-        Err(message) => {
-            outcome.failure = Some(message);
-            outcome.forbidden = run.forbidden;
+        Err(error) => {
+            outcome.failure = Some(error);
             return outcome;
         }
     };
     let result = run.apply(&objects).await;
     outcome.applied = run.applied;
     outcome.unchanged = run.unchanged;
-    if let Err(message) = result {
-        outcome.failure = Some(message);
-        outcome.forbidden = run.forbidden;
+    if let Err(error) = result {
+        outcome.failure = Some(error);
         outcome.inventory = after_attempt(old, &run.touched, &[]);
         return outcome;
     }
@@ -160,7 +157,6 @@ pub async fn sync(
     let result = run.prune(to_prune(old, &new), &mut pruned).await;
     outcome.pruned = pruned.len();
     outcome.failure = result.err();
-    outcome.forbidden = run.forbidden;
     outcome.inventory = after_attempt(old, &run.touched, &pruned);
     outcome
 }
@@ -183,7 +179,7 @@ pub async fn preview(
     target: &Target<'_>,
     mut manifests: Vec<Manifest>,
     old: &[InventoryEntry],
-) -> Result<Preview, String> {
+) -> Result<Preview, SyncError> {
     apply_order(&mut manifests);
     let mut run = Run::new(target);
     let objects = run.stamp(&manifests).await?;
@@ -204,9 +200,11 @@ pub async fn preview(
         let live = api
             .get_opt(&entry.name)
             .await
-            .map_err(|error| format!("reading {title}: {}", run.refused(&error)))?;
+            .map_err(|error| run.refused(format!("reading {title}"), &error))?;
         let live = live
-            .map(|live| serde_json::to_value(&live).map_err(|e| format!("{title}: {e}")))
+            .map(|live| {
+                serde_json::to_value(&live).map_err(|e| SyncError::invalid(format!("{title}: {e}")))
+            })
             .transpose()?;
         let after = run.dry_runs.get(&entry).cloned().unwrap_or_default();
         let after = match &live {
@@ -251,8 +249,6 @@ struct Run<'t, 'a> {
     /// What each object would become, from its dry run: an apply that would change nothing
     /// is not sent.
     dry_runs: BTreeMap<InventoryEntry, Value>,
-    /// A refusal stopped the attempt (see `Outcome::forbidden`).
-    forbidden: bool,
 }
 
 impl<'t, 'a> Run<'t, 'a> {
@@ -264,14 +260,13 @@ impl<'t, 'a> Run<'t, 'a> {
             applied: 0,
             unchanged: 0,
             dry_runs: BTreeMap::new(),
-            forbidden: false,
         }
     }
 
     /// Stamps each manifest, learning its kind's scope (from the cluster, or from a CRD in
     /// the revision). Any object outside the GitSync's namespace refuses the whole
     /// revision here, before anything of it is checked or applied, naming every such object.
-    async fn stamp(&mut self, manifests: &[Manifest]) -> Result<Vec<Object>, String> {
+    async fn stamp(&mut self, manifests: &[Manifest]) -> Result<Vec<Object>, SyncError> {
         let client = self.target.client;
         let new_namespaces: BTreeSet<&str> = manifests
             .iter()
@@ -287,11 +282,12 @@ impl<'t, 'a> Run<'t, 'a> {
                 .get(client, manifest.api_version(), manifest.kind())
                 .await
                 .map_err(|error| {
-                    format!(
+                    let what = format!(
                         "looking up {} {}: {error}",
                         manifest.api_version(),
                         manifest.kind()
-                    )
+                    );
+                    SyncError::api(what, &error)
                 })?;
             let namespaced = match &found {
                 Some((_, caps)) => caps.scope == Scope::Namespaced,
@@ -304,13 +300,13 @@ impl<'t, 'a> Run<'t, 'a> {
                             && m.object["spec"]["names"]["kind"].as_str() == Some(manifest.kind())
                     });
                     let Some(crd) = crd else {
-                        return Err(format!(
+                        return Err(SyncError::invalid(format!(
                             "{} (document {}): the cluster has no kind {} in {}: install its CRD first, or add it to the repository",
                             manifest.file,
                             manifest.index,
                             manifest.kind(),
                             manifest.api_version()
-                        ));
+                        )));
                     };
                     crd.object["spec"]["scope"] == "Namespaced"
                 }
@@ -365,36 +361,32 @@ impl<'t, 'a> Run<'t, 'a> {
             objects.push(Object { value, checkable });
         }
         if !refusals.is_empty() {
-            self.forbidden = true;
-            return Err(format!(
+            return Err(SyncError::forbidden(format!(
                 "{} refused, so nothing of this revision was applied: {}",
                 match refusals.len() {
                     1 => "1 object".to_owned(),
                     n => format!("{n} objects"),
                 },
                 refusals.join("; ")
-            ));
+            )));
         }
         Ok(objects)
     }
 
-    /// The API server's words for a failed request, and whether it was a refusal of the
-    /// GitSync's identity (then said so, naming who weir acted as).
-    fn refused(&mut self, error: &kube::Error) -> String {
+    /// `what` failed with `error`, in the API server's words; a refusal of the GitSync's
+    /// identity says who weir acted as.
+    fn refused(&self, what: String, error: &kube::Error) -> SyncError {
         match error {
-            kube::Error::Api(status) if status.code == 403 => {
-                self.forbidden = true;
-                format!(
-                    "{} (weir acted as {})",
-                    status.message,
-                    self.target.identity.describe()
-                )
-            }
-            other => api_message(other),
+            kube::Error::Api(status) if status.code == 403 => SyncError::forbidden(format!(
+                "{what}: {} (weir acted as {})",
+                status.message,
+                self.target.identity.describe()
+            )),
+            other => SyncError::api(format!("{what}: {}", api_message(other)), other),
         }
     }
 
-    async fn apply(&mut self, objects: &[Object]) -> Result<(), String> {
+    async fn apply(&mut self, objects: &[Object]) -> Result<(), SyncError> {
         let routes = rollout_routes(self.target.reader, self.target.scope, objects).await?;
         for object in objects.iter().filter(|o| o.checkable) {
             self.dry_run(&object.value, &routes).await?;
@@ -423,7 +415,7 @@ impl<'t, 'a> Run<'t, 'a> {
     }
 
     /// The kind's API, waiting briefly for a kind whose CRD was applied a moment ago.
-    async fn api(&mut self, entry: &InventoryEntry) -> Result<Api<DynamicObject>, String> {
+    async fn api(&mut self, entry: &InventoryEntry) -> Result<Api<DynamicObject>, SyncError> {
         let client = self.target.client;
         let found = match self
             .kinds
@@ -436,17 +428,16 @@ impl<'t, 'a> Run<'t, 'a> {
                 wait_for_kind(client, &mut self.kinds, entry).await
             }
             Err(error) => {
-                return Err(format!(
-                    "looking up {} {}: {error}",
-                    entry.api_version, entry.kind
-                ));
+                let what = format!("looking up {} {}: {error}", entry.api_version, entry.kind);
+                return Err(SyncError::api(what, &error));
             }
         };
+        // The CRD was applied: its kind may be served in a moment.
         let (resource, caps) = found.ok_or_else(|| {
-            format!(
+            SyncError::transient(format!(
                 "{}: its kind is not served yet after applying its CRD",
                 describe_entry(entry)
-            )
+            ))
         })?;
         Ok(api_for(
             client,
@@ -456,7 +447,7 @@ impl<'t, 'a> Run<'t, 'a> {
         ))
     }
 
-    async fn dry_run(&mut self, object: &Value, routes: &RolloutRoutes) -> Result<(), String> {
+    async fn dry_run(&mut self, object: &Value, routes: &RolloutRoutes) -> Result<(), SyncError> {
         let entry = inventory::entry(object);
         let api = self.api(&entry).await?;
         let params = PatchParams::apply(SYNC_MANAGER).force().dry_run();
@@ -480,23 +471,26 @@ impl<'t, 'a> Run<'t, 'a> {
                 }
                 Ok(())
             }
-            Err(error) => Err(format!(
-                "{} was refused by the API server (dry run): {}",
-                describe_entry(&entry),
-                self.refused(&error)
+            Err(error) => Err(self.refused(
+                format!(
+                    "{} was refused by the API server (dry run)",
+                    describe_entry(&entry)
+                ),
+                &error,
             )),
         }
     }
 
-    fn still_leading(&self) -> Result<(), String> {
+    fn still_leading(&self) -> Result<(), SyncError> {
         if self.target.term.holds() {
             Ok(())
         } else {
-            Err("this replica lost the leader lease; the leader carries on".into())
+            let lost = crate::runtime::error::Error::NotLeader;
+            Err(SyncError::transient(lost.to_string()))
         }
     }
 
-    async fn apply_one(&mut self, object: &Value, routes: &RolloutRoutes) -> Result<(), String> {
+    async fn apply_one(&mut self, object: &Value, routes: &RolloutRoutes) -> Result<(), SyncError> {
         self.still_leading()?;
         let entry = inventory::entry(object);
         let api = self.api(&entry).await?;
@@ -521,11 +515,7 @@ impl<'t, 'a> Run<'t, 'a> {
                 if !matches!(error, kube::Error::Api(_)) {
                     self.touched.push(entry.clone());
                 }
-                Err(format!(
-                    "applying {}: {}",
-                    describe_entry(&entry),
-                    self.refused(&error)
-                ))
+                Err(self.refused(format!("applying {}", describe_entry(&entry)), &error))
             }
         }
     }
@@ -559,16 +549,17 @@ impl<'t, 'a> Run<'t, 'a> {
     async fn ours_to_delete(
         &mut self,
         entry: &InventoryEntry,
-    ) -> Result<Option<Api<DynamicObject>>, String> {
+    ) -> Result<Option<Api<DynamicObject>>, SyncError> {
         let found = self
             .kinds
             .get(self.target.client, &entry.api_version, &entry.kind)
             .await
             .map_err(|error| {
-                format!(
+                let what = format!(
                     "looking up {} {} to prune it: {error}",
                     entry.api_version, entry.kind
-                )
+                );
+                SyncError::api(what, &error)
             })?;
         // The kind itself is gone (its CRD pruned first): so are its objects.
         let Some((resource, caps)) = found else {
@@ -581,10 +572,9 @@ impl<'t, 'a> Run<'t, 'a> {
             entry.namespace.as_deref(),
         );
         let live = api.get_opt(&entry.name).await.map_err(|error| {
-            format!(
-                "reading {} to prune it: {}",
-                describe_entry(entry),
-                self.refused(&error)
+            self.refused(
+                format!("reading {} to prune it", describe_entry(entry)),
+                &error,
             )
         })?;
         let owner = live.as_ref().and_then(|l| {
@@ -603,7 +593,7 @@ impl<'t, 'a> Run<'t, 'a> {
         &mut self,
         gone: Vec<InventoryEntry>,
         pruned: &mut Vec<InventoryEntry>,
-    ) -> Result<(), String> {
+    ) -> Result<(), SyncError> {
         for entry in gone {
             self.still_leading()?;
             let Some(api) = self.ours_to_delete(&entry).await? else {
@@ -614,11 +604,7 @@ impl<'t, 'a> Run<'t, 'a> {
                 Ok(_) => pruned.push(entry),
                 Err(kube::Error::Api(status)) if status.code == 404 => pruned.push(entry),
                 Err(error) => {
-                    return Err(format!(
-                        "pruning {}: {}",
-                        describe_entry(&entry),
-                        self.refused(&error)
-                    ));
+                    return Err(self.refused(format!("pruning {}", describe_entry(&entry)), &error));
                 }
             }
         }
@@ -664,7 +650,7 @@ async fn rollout_routes(
     client: &Client,
     scope: Option<&str>,
     objects: &[Object],
-) -> Result<RolloutRoutes, String> {
+) -> Result<RolloutRoutes, SyncError> {
     let mut routes = RolloutRoutes::default();
     let mut any_route = false;
     for object in objects {
@@ -683,10 +669,11 @@ async fn rollout_routes(
         .list(&Default::default())
         .await
         .map_err(|error| {
-            format!(
+            let what = format!(
                 "listing Rollouts, whose route weights Git must not move: {}",
                 api_message(&error)
-            )
+            );
+            SyncError::api(what, &error)
         })?;
     for rollout in live {
         let namespace = rollout.namespace().unwrap_or_default();

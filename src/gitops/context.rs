@@ -9,6 +9,7 @@ use std::time::Duration;
 use kube::{Client, ResourceExt};
 use tokio::sync::{Notify, Semaphore};
 
+use super::error::SyncError;
 use super::fetch_rate::FetchRate;
 use super::tenancy::{self, Identity, Policy};
 use super::{kustomize, plan, render, source};
@@ -148,7 +149,7 @@ pub(super) fn neighbours(ctx: &Context, sync: &GitSync) -> Vec<Arc<GitSync>> {
 }
 
 /// Who the GitSync acts as, and a client that does.
-pub(super) fn acting_as(ctx: &Context, sync: &GitSync) -> Result<(Identity, Client), String> {
+pub(super) fn acting_as(ctx: &Context, sync: &GitSync) -> Result<(Identity, Client), SyncError> {
     let identity = tenancy::identity(
         &ctx.policy,
         &sync.namespace().unwrap_or_default(),
@@ -158,10 +159,10 @@ pub(super) fn acting_as(ctx: &Context, sync: &GitSync) -> Result<(Identity, Clie
         .impersonation
         .client(identity.user().as_deref())
         .map_err(|error| {
-            format!(
+            SyncError::invalid(format!(
                 "making a client that acts as {}: {error}",
                 identity.describe()
-            )
+            ))
         })?;
     Ok((identity, client))
 }

@@ -7,6 +7,7 @@ pub mod controller;
 pub mod credentials;
 pub mod dependencies;
 pub mod drift;
+pub mod error;
 pub mod fetch_rate;
 pub mod health;
 pub mod inventory;

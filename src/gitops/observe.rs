@@ -111,10 +111,10 @@ pub(super) async fn applied_workloads(
     let describe = |e: &InventoryEntry| health::describe(&e.kind, e.namespace.as_deref(), &e.name);
     let (identity, client) = match acting_as(ctx, sync) {
         Ok(acting) => acting,
-        Err(message) => {
+        Err(error) => {
             return entries
                 .into_iter()
-                .map(|e| health::unreadable(describe(e), &message))
+                .map(|e| health::unreadable(describe(e), &error.message))
                 .collect();
         }
     };

@@ -234,6 +234,16 @@ pub fn delay_after(interval: Duration, failures: u32) -> Duration {
     base.saturating_mul(1u32 << (failures - 1).min(20)).min(cap)
 }
 
+/// How long to wait after failures in a row that wait for a fix (forbidden, not found,
+/// invalid: `Attempt::waits_for_a_fix`): never sooner than the interval, doubling to the cap.
+/// Nothing wakes the GitSync when a Secret or RoleBinding comes, so it still looks again.
+pub fn delay_until_fixed(interval: Duration, failures: u32) -> Duration {
+    let cap = interval.max(MAX_BACKOFF);
+    interval
+        .saturating_mul(1u32 << failures.saturating_sub(1).min(20))
+        .min(cap)
+}
+
 /// Whether what is known already rejects the applied revision (a Rollout of it aborted, a
 /// workload of it failed or timed out), or rejected it before the cluster went back (a
 /// controller that stopped between recording a rejection and rolling back): then the
@@ -573,6 +583,7 @@ fn after(
     };
     let next = match failures {
         0 => interval + interval.mul_f64(jitter.clamp(0.0, 1.0) / 10.0),
+        n if attempt.waits_for_a_fix() => delay_until_fixed(interval, n),
         n => delay_after(interval, n),
     };
     (failures, next)

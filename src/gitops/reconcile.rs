@@ -4,13 +4,12 @@
 //! `plan`; what each action does is in `act`.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use chrono::Utc;
 use kube::api::{Api, Patch, PatchParams};
 use kube::runtime::controller::Action as Requeue;
 use kube::{Resource, ResourceExt};
-use tracing::{info, instrument, warn};
+use tracing::{info, instrument};
 
 pub use super::context::{Context, Schedule};
 pub use super::record::Error;
@@ -22,6 +21,7 @@ use super::record::write_recorded;
 use super::rollback;
 use crate::api::contract::{ROLLBACK_TO_ANNOTATION, SYNC_REQUEST_ANNOTATION};
 use crate::api::gitsync::GitSync;
+use crate::runtime::error::Backoff;
 use crate::runtime::leader::Term;
 
 #[instrument(skip(sync, ctx), fields(gitsync = %sync.name_any(), namespace = sync.namespace().unwrap_or_default()))]
@@ -35,11 +35,10 @@ pub async fn reconcile(sync: Arc<GitSync>, ctx: Arc<Context>) -> Result<Requeue,
     let (namespace, name) = (sync.namespace().unwrap_or_default(), sync.name_any());
     let key = format!("{namespace}/{name}");
     let api: Api<GitSync> = Api::namespaced(ctx.client.clone(), &namespace);
-    let read = api.get_opt(&name).await.map_err(|source| Error::Api {
-        action: "reading",
-        name: name.clone(),
-        source,
-    })?;
+    let read = api
+        .get_opt(&name)
+        .await
+        .map_err(Error::api("reading", "GitSync", &name))?;
     let Some(current) = read else {
         ctx.forget(&key);
         return Ok(Requeue::await_change());
@@ -184,21 +183,21 @@ async fn remove_annotation(
         Ok(_) => Ok(()),
         // Changed or gone meanwhile: the next reconcile handles what is there.
         Err(kube::Error::Api(status)) if status.code == 422 || status.code == 404 => Ok(()),
-        Err(source) => Err(Error::Api {
-            action: "removing the handled annotation of",
-            name: sync.name_any(),
-            source,
-        }),
+        Err(source) => Err(Error::api(
+            "removing the handled annotation of",
+            "GitSync",
+            &sync.name_any(),
+        )(source)),
     }
 }
 
+/// Only the GitSync's own reads and status writes fail a reconcile (a failed fetch or apply
+/// is recorded, and scheduled by the plan): a refusal of those waits for a fix of the
+/// controller's own RBAC.
 pub fn error_policy(sync: Arc<GitSync>, error: &Error, _ctx: Arc<Context>) -> Requeue {
-    match error {
-        Error::Conflict => Requeue::requeue(Duration::from_millis(100)),
-        Error::NotLeader => Requeue::await_change(),
-        Error::Api { .. } => {
-            warn!(gitsync = %sync.name_any(), %error, "reconcile failed");
-            Requeue::requeue(Duration::from_secs(5))
-        }
-    }
+    let backoff = Backoff {
+        transient: plan::FIRST_RETRY,
+        lasting: plan::MAX_BACKOFF,
+    };
+    crate::runtime::error::error_policy("GitSync", &sync.name_any(), error, backoff)
 }

@@ -6,22 +6,17 @@ use kube::api::Api;
 
 use crate::api::contract::SYNC_MANAGER;
 use crate::api::gitsync::{GitSync, GitSyncStatus};
+use crate::runtime::error::Controller;
 use crate::runtime::leader::Term;
-use crate::status_patch::{self, WriteError};
 
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error("{action} GitSync {name}: {source}")]
-    Api {
-        action: &'static str,
-        name: String,
-        source: kube::Error,
-    },
-    #[error("the GitSync changed while it was synced; syncing again")]
-    Conflict,
-    #[error("this replica lost the leader lease; the leader carries on")]
-    NotLeader,
-}
+pub use crate::runtime::error::Error;
+
+/// What the shared error core says of GitSyncs.
+const GITSYNCS: Controller = Controller {
+    kind: "GitSync",
+    field_manager: SYNC_MANAGER,
+    conflict: "the GitSync changed while it was synced; syncing again",
+};
 
 /// Writes what `record` makes of the status. When the GitSync changed meanwhile (a webhook's
 /// annotation, a spec edit), the attempt is recorded again onto what is there now, rather
@@ -40,40 +35,18 @@ pub async fn write_recorded(
         let original = current.status.clone().unwrap_or_default();
         let mut status = original.clone();
         record(&mut status);
-        match write(api, &current, &original, &status).await {
-            Err(Error::Conflict) => {
+        let written =
+            GITSYNCS.write_status(api, &current, current.status.is_some(), &original, &status);
+        match written.await.map(drop) {
+            Err(Error::Conflict(_)) => {
                 current = api
                     .get_opt(&name)
                     .await
-                    .map_err(|source| Error::Api {
-                        action: "reading",
-                        name: name.clone(),
-                        source,
-                    })?
-                    .ok_or(Error::Conflict)?;
+                    .map_err(Error::api("reading", "GitSync", &name))?
+                    .ok_or_else(|| GITSYNCS.conflict())?;
             }
             result => return result,
         }
     }
-    Err(Error::Conflict)
-}
-
-async fn write(
-    api: &Api<GitSync>,
-    current: &GitSync,
-    original: &GitSyncStatus,
-    status: &GitSyncStatus,
-) -> Result<(), Error> {
-    let has_status = current.status.is_some();
-    status_patch::write(api, current, has_status, original, status, SYNC_MANAGER)
-        .await
-        .map(|_| ())
-        .map_err(|error| match error {
-            WriteError::Conflict => Error::Conflict,
-            WriteError::Api(source) => Error::Api {
-                action: "writing the status of",
-                name: current.name_any(),
-                source,
-            },
-        })
+    Err(GITSYNCS.conflict())
 }

@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use super::error::SyncError;
 use super::kustomize;
 use super::render::{self, Layout, Manifest};
 use super::sops::{Identities, Redactor, Session};
@@ -66,7 +67,7 @@ pub async fn render(rendering: Rendering, revision: &str) -> Result<Rendered, Fa
                 Layout::Manifests => Ok((files, layout)),
             }
         })();
-        Ok::<_, source::SourceError>((subject, files))
+        Ok::<_, SyncError>((subject, files))
     })
     .await;
     let (subject, files, layout) = match read {

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use super::credentials::{self, Credentials};
+use super::error::SyncError;
 use super::render::{SourceFile, inside, normalize};
 use crate::api::gitsync::GitRef;
 
@@ -146,13 +147,13 @@ pub fn without_credentials(url: &str) -> String {
 #[derive(Debug)]
 pub enum FilesError {
     /// The clone could not be read.
-    Read(SourceError),
+    Read(SyncError),
     /// A file, or all of them, over a limit: the revision can never be applied as it is.
     TooLarge(String),
 }
 
-impl From<SourceError> for FilesError {
-    fn from(error: SourceError) -> Self {
+impl From<SyncError> for FilesError {
+    fn from(error: SyncError) -> Self {
         FilesError::Read(error)
     }
 }
@@ -166,14 +167,9 @@ pub struct Fetched {
     pub subject: String,
 }
 
-/// Why a fetch or a read failed, in words for a status condition (never a credential).
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct SourceError(pub String);
-
 /// `what` failed, with every cause gix gives (the top error alone is often only
-/// "Transport handshake failed").
-pub fn fail(what: &str, error: impl std::error::Error) -> SourceError {
+/// "Transport handshake failed"); transient, as a network's or a disk's failure may be.
+pub fn fail(what: &str, error: impl std::error::Error) -> SyncError {
     let mut message = format!("{what}: {error}");
     let mut cause = error.source();
     while let Some(inner) = cause {
@@ -184,7 +180,7 @@ pub fn fail(what: &str, error: impl std::error::Error) -> SourceError {
         }
         cause = inner.source();
     }
-    SourceError(message)
+    SyncError::transient(message)
 }
 
 /// The refspec that fetches what `git_ref` names into a local tracking ref, and that ref.
@@ -256,7 +252,7 @@ pub fn fetch(
     git_ref: &GitRef,
     credentials: &Credentials,
     limits: &Limits,
-) -> Result<Fetched, SourceError> {
+) -> Result<Fetched, SyncError> {
     let mut repo = if dir.join("HEAD").exists() {
         remove_stale_locks(dir);
         gix::open(dir).map_err(|e| fail("opening the local clone", e))?
@@ -271,16 +267,20 @@ pub fn fetch(
         } => {
             // Kept until the fetch ends; the key files go with it.
             let ssh = use_ssh(&mut repo, identity, known_hosts)?;
-            fetch_into(&repo, url, git_ref, credentials, limits).map_err(|SourceError(message)| {
+            fetch_into(&repo, url, git_ref, credentials, limits).map_err(|error| {
                 let said = std::fs::read_to_string(ssh.path().join(SSH_STDERR)).unwrap_or_default();
                 match ssh_diagnosis(&said) {
-                    Some(reason) => SourceError(format!("{message} (ssh: {reason})")),
-                    None => SourceError(message),
+                    // A key or host key the server refuses waits for a new Secret.
+                    Some(reason) if ssh_refused(&reason) => {
+                        SyncError::invalid(format!("{error} (ssh: {reason})"))
+                    }
+                    Some(reason) => error.map(|message| format!("{message} (ssh: {reason})")),
+                    None => error,
                 }
             })
         }
-        _ if credentials::required(url) => Err(SourceError(
-            "ssh:// needs spec.secretRef naming a Secret with identity and known_hosts: weir never accepts a host key it was not given".into(),
+        _ if credentials::required(url) => Err(SyncError::invalid(
+            "ssh:// needs spec.secretRef naming a Secret with identity and known_hosts: weir never accepts a host key it was not given",
         )),
         _ => fetch_into(&repo, url, git_ref, credentials, limits),
     }
@@ -310,6 +310,12 @@ fn remove_stale_locks(dir: &Path) {
 /// Where ssh's own words go, beside the key files.
 pub const SSH_STDERR: &str = "stderr";
 
+/// Whether ssh's reason is a refusal of the Secret's key or host keys, not an outage.
+pub fn ssh_refused(reason: &str) -> bool {
+    let reason = reason.to_lowercase();
+    reason.contains("permission denied") || reason.contains("host key verification failed")
+}
+
 /// The line of ssh's output that says why it failed: OpenSSH ends with it ("Host key
 /// verification failed.", "Permission denied (publickey).", "connect to host ...").
 pub fn ssh_diagnosis(stderr: &str) -> Option<String> {
@@ -326,7 +332,7 @@ fn fetch_into(
     git_ref: &GitRef,
     credentials: &Credentials,
     limits: &Limits,
-) -> Result<Fetched, SourceError> {
+) -> Result<Fetched, SyncError> {
     let basic = match credentials {
         Credentials::Basic { username, password } => Some(gix::sec::identity::Account {
             username: username.clone(),
@@ -338,9 +344,9 @@ fn fetch_into(
     let (spec, tracking) = refspec(git_ref);
     let remote = repo
         .remote_at(url)
-        .map_err(|e| fail("the repository URL", e))?
+        .map_err(|e| fail("the repository URL", e).into_invalid())?
         .with_refspecs(Some(spec.as_str()), gix::remote::Direction::Fetch)
-        .map_err(|e| fail("the ref to fetch", e))?;
+        .map_err(|e| fail("the ref to fetch", e).into_invalid())?;
     // Only the Secret's credentials: never a credential helper or a password prompt of the
     // machine weir runs on; and only to spec.url's own host, however the server redirects.
     let configured = url.to_owned();
@@ -385,21 +391,21 @@ fn git_daemon(
     timeout: std::time::Duration,
 ) -> Result<
     gix::protocol::transport::client::git::blocking_io::Connection<TcpStream, TcpStream>,
-    SourceError,
+    SyncError,
 > {
     use std::net::ToSocketAddrs;
-    let parsed =
-        gix::url::parse(gix::bstr::BStr::new(url)).map_err(|e| fail("the repository URL", e))?;
+    let parsed = gix::url::parse(gix::bstr::BStr::new(url))
+        .map_err(|e| fail("the repository URL", e).into_invalid())?;
     let host = parsed
         .host()
-        .ok_or_else(|| SourceError(format!("{url} names no host")))?
+        .ok_or_else(|| SyncError::invalid(format!("{url} names no host")))?
         .to_owned();
     let port = parsed.port;
     let address = (host.as_str(), port.unwrap_or(9418))
         .to_socket_addrs()
         .map_err(|e| fail("resolving the git server", e))?
         .next()
-        .ok_or_else(|| SourceError(format!("{host} has no address")))?;
+        .ok_or_else(|| SyncError::transient(format!("{host} has no address")))?;
     let stream = TcpStream::connect_timeout(&address, timeout)
         .map_err(|e| fail("connecting to the repository", e))?;
     stream
@@ -429,7 +435,7 @@ fn receive<T>(
     tracking: &str,
     url: &str,
     limits: &Limits,
-) -> Result<Fetched, SourceError>
+) -> Result<Fetched, SyncError>
 where
     T: gix::protocol::transport::client::blocking_io::Transport,
 {
@@ -442,7 +448,7 @@ where
         .iter()
         .any(|m| m.local.as_ref().is_some_and(|local| *local == tracking));
     if !tracking.is_empty() && !found {
-        return Err(SourceError(format!(
+        return Err(SyncError::invalid(format!(
             "the repository has no {}",
             describe(git_ref)
         )));
@@ -451,7 +457,7 @@ where
     let received = prepared.receive(budget.clone(), &limits.interrupt);
     if budget.exceeded() {
         // Nothing of the pack is kept (gix removes it) and no ref moved: nothing to apply.
-        return Err(SourceError(format!(
+        return Err(SyncError::invalid(format!(
             "fetching {}: the pack passed {} bytes, the limit of --max-fetch-bytes; nothing was fetched or applied (make the repository smaller, or raise the limit)",
             without_credentials(url),
             limits.max_fetch_bytes
@@ -460,7 +466,7 @@ where
     received.map_err(|e| fail("fetching", e))?;
     let id = match &git_ref.commit {
         Some(commit) if tracking.is_empty() => gix::ObjectId::from_hex(commit.as_bytes())
-            .map_err(|_| SourceError(format!("{commit:?} is not a full commit SHA")))?,
+            .map_err(|_| SyncError::invalid(format!("{commit:?} is not a full commit SHA")))?,
         _ => repo
             .find_reference(tracking)
             .map_err(|e| fail(&format!("reading {}", describe(git_ref)), e))?
@@ -469,7 +475,7 @@ where
             .detach(),
     };
     let commit = repo.find_commit(id).map_err(|_| {
-        SourceError(format!(
+        SyncError::invalid(format!(
             "the repository has no {} on any branch",
             describe(git_ref)
         ))
@@ -490,7 +496,7 @@ fn use_ssh(
     repo: &mut gix::Repository,
     identity: &[u8],
     known_hosts: &[u8],
-) -> Result<tempfile::TempDir, SourceError> {
+) -> Result<tempfile::TempDir, SyncError> {
     let (keys, command) = ssh_command(identity, known_hosts)?;
     let mut config = repo.config_snapshot_mut();
     config
@@ -508,14 +514,14 @@ fn use_ssh(
 pub fn ssh_command(
     identity: &[u8],
     known_hosts: &[u8],
-) -> Result<(tempfile::TempDir, String), SourceError> {
+) -> Result<(tempfile::TempDir, String), SyncError> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let keys = tempfile::Builder::new()
         .prefix("weir-ssh-")
         .tempdir()
         .map_err(|e| fail("preparing the SSH key", e))?;
-    let write = |name: &str, bytes: &[u8]| -> Result<PathBuf, SourceError> {
+    let write = |name: &str, bytes: &[u8]| -> Result<PathBuf, SyncError> {
         let path = keys.path().join(name);
         let mut file = std::fs::OpenOptions::new()
             .write(true)
@@ -559,10 +565,10 @@ fn describe(git_ref: &GitRef) -> String {
 }
 
 /// The subject line of a commit the clone has.
-pub fn subject(dir: &Path, revision: &str) -> Result<String, SourceError> {
+pub fn subject(dir: &Path, revision: &str) -> Result<String, SyncError> {
     let repo = gix::open(dir).map_err(|e| fail("opening the local clone", e))?;
     let id = gix::ObjectId::from_hex(revision.as_bytes())
-        .map_err(|_| SourceError(format!("{revision:?} is not a commit SHA")))?;
+        .map_err(|_| SyncError::invalid(format!("{revision:?} is not a commit SHA")))?;
     let commit = repo
         .find_commit(id)
         .map_err(|e| fail(&format!("reading commit {revision}"), e))?;
@@ -600,7 +606,7 @@ pub fn files_at(
 ) -> Result<Vec<SourceFile>, FilesError> {
     let repo = gix::open(dir).map_err(|e| fail("opening the local clone", e))?;
     let id = gix::ObjectId::from_hex(revision.as_bytes())
-        .map_err(|_| SourceError(format!("{revision:?} is not a commit SHA")))?;
+        .map_err(|_| SyncError::invalid(format!("{revision:?} is not a commit SHA")))?;
     let tree = repo
         .find_commit(id)
         .map_err(|e| fail(&format!("reading commit {revision}"), e))?
@@ -733,5 +739,15 @@ mod tests {
             Some("connect to host 127.0.0.1 port 9: Connection refused")
         );
         assert_eq!(ssh_diagnosis("\n  \n"), None);
+    }
+
+    #[test]
+    fn a_refused_key_or_host_key_waits_for_a_new_secret_and_a_dead_host_does_not() {
+        assert!(ssh_refused("Host key verification failed."));
+        assert!(ssh_refused("git@example: Permission denied (publickey)."));
+        assert!(!ssh_refused(
+            "connect to host 127.0.0.1 port 9: Connection refused"
+        ));
+        assert!(!ssh_refused("Connection timed out during banner exchange"));
     }
 }

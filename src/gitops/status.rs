@@ -5,6 +5,7 @@
 use crate::api::contract::ROLLBACK_TO_ANNOTATION;
 use chrono::{DateTime, Utc};
 
+use super::error::SyncError;
 use super::rollback::{Basis, applied_record, cause};
 use crate::api::gitsync::{GitSyncStatus, InventoryEntry, RejectedRevision, RevisionRecord};
 use crate::conditions;
@@ -29,7 +30,7 @@ pub const REJECTED: usize = 50;
 #[derive(Clone, Debug, PartialEq)]
 pub enum Attempt {
     InvalidSpec(String),
-    FetchFailed(String),
+    FetchFailed(SyncError),
     RenderFailed {
         revision: String,
         subject: String,
@@ -39,11 +40,9 @@ pub enum Attempt {
         revision: String,
         subject: String,
         inventory: Vec<InventoryEntry>,
-        message: String,
-        /// The GitSync may not do what the revision asks (weir's confinement, or RBAC for
-        /// the identity it acts as): reason `Forbidden`. Retried like any failed apply,
-        /// since a RoleBinding may come.
-        forbidden: bool,
+        /// Forbidden (weir's confinement, or RBAC for the identity it acts as): reason
+        /// `Forbidden`. Retried, since a RoleBinding may come, but not as soon as an outage.
+        error: SyncError,
     },
     Applied {
         revision: String,
@@ -69,9 +68,7 @@ impl Attempt {
             Attempt::InvalidSpec(_) => "InvalidSpec",
             Attempt::FetchFailed(_) => "FetchFailed",
             Attempt::RenderFailed { .. } => "RenderFailed",
-            Attempt::ApplyFailed {
-                forbidden: true, ..
-            } => "Forbidden",
+            Attempt::ApplyFailed { error, .. } if error.is_forbidden() => "Forbidden",
             Attempt::ApplyFailed { .. } => "ApplyFailed",
             Attempt::Applied { basis, .. } => match basis {
                 Basis::Head => "Applied",
@@ -83,9 +80,21 @@ impl Attempt {
         }
     }
 
+    /// A failure that waits for someone to fix something (forbidden, missing, invalid),
+    /// not one that may pass by itself (an outage, a timeout).
+    pub fn waits_for_a_fix(&self) -> bool {
+        match self {
+            Attempt::FetchFailed(error) | Attempt::ApplyFailed { error, .. } => {
+                !error.is_transient()
+            }
+            _ => false,
+        }
+    }
+
     pub fn message(&self) -> String {
         match self {
-            Attempt::InvalidSpec(message) | Attempt::FetchFailed(message) => message.clone(),
+            Attempt::InvalidSpec(message) => message.clone(),
+            Attempt::FetchFailed(error) => error.to_string(),
             Attempt::RenderFailed {
                 revision, message, ..
             } => {
@@ -95,9 +104,9 @@ impl Attempt {
                 )
             }
             Attempt::ApplyFailed {
-                revision, message, ..
+                revision, error, ..
             } => {
-                format!("revision {}: {message}", short(revision))
+                format!("revision {}: {error}", short(revision))
             }
             Attempt::Applied {
                 revision,
@@ -486,6 +495,31 @@ mod tests {
 
     use super::*;
 
+    #[test]
+    fn only_failures_that_wait_for_a_fix_say_so() {
+        let failed = |error: SyncError| Attempt::ApplyFailed {
+            revision: "1".repeat(40),
+            subject: String::new(),
+            inventory: Vec::new(),
+            error,
+        };
+        assert!(failed(SyncError::forbidden("refused")).waits_for_a_fix());
+        assert!(failed(SyncError::invalid("not found")).waits_for_a_fix());
+        assert!(!failed(SyncError::transient("unreachable")).waits_for_a_fix());
+        assert!(Attempt::FetchFailed(SyncError::invalid("no branch")).waits_for_a_fix());
+        assert!(!Attempt::FetchFailed(SyncError::transient("reset")).waits_for_a_fix());
+        assert!(!Attempt::InvalidSpec("spec.url".into()).waits_for_a_fix());
+        assert_eq!(
+            failed(SyncError::forbidden("refused")).reason(),
+            "Forbidden"
+        );
+        assert_eq!(failed(SyncError::invalid("bad")).reason(), "ApplyFailed");
+        assert_eq!(
+            Attempt::FetchFailed(SyncError::invalid("no branch")).reason(),
+            "FetchFailed"
+        );
+    }
+
     fn at(seconds: i64) -> DateTime<Utc> {
         Utc.timestamp_opt(1_800_000_000 + seconds, 0)
             .single()
@@ -597,7 +631,9 @@ mod tests {
             None,
             "stalled: a retry cannot mend it"
         );
-        let unreachable = Attempt::FetchFailed("connecting to the repository: refused".into());
+        let unreachable = Attempt::FetchFailed(SyncError::transient(
+            "connecting to the repository: refused",
+        ));
         record(&mut status, &unreachable, Some(1), at(20));
         assert_eq!(condition(&status, READY), Some(("False", "FetchFailed")));
         assert_eq!(
@@ -788,7 +824,7 @@ mod tests {
             "Ready stayed True throughout"
         );
         // A failure is shown as it is, and its Reconciling kept.
-        let failed = Attempt::FetchFailed("unreachable".into());
+        let failed = Attempt::FetchFailed(SyncError::transient("unreachable"));
         record(&mut status, &failed, Some(1), at(30));
         let before = status.clone();
         waiting_for(

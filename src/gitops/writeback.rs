@@ -10,8 +10,9 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use super::credentials::Credentials;
+use super::error::SyncError;
 use super::render::normalize;
-use super::source::{SSH_STDERR, SourceError, fail, ssh_command, ssh_diagnosis};
+use super::source::{SSH_STDERR, fail, ssh_command, ssh_diagnosis};
 use super::status::short;
 use crate::api::gitsync::RejectedRevision;
 
@@ -62,11 +63,11 @@ pub fn revert_commit(
     path: &str,
     rejected: &RejectedRevision,
     author: &Author,
-) -> Result<Option<String>, SourceError> {
+) -> Result<Option<String>, SyncError> {
     let repo = gix::open(dir).map_err(|e| fail("opening the local clone", e))?;
     let commit = |revision: &str| {
         let id = gix::ObjectId::from_hex(revision.as_bytes())
-            .map_err(|_| SourceError(format!("{revision:?} is not a commit SHA")))?;
+            .map_err(|_| SyncError::invalid(format!("{revision:?} is not a commit SHA")))?;
         repo.find_commit(id)
             .map_err(|e| fail(&format!("reading commit {revision}"), e))
     };
@@ -225,7 +226,7 @@ pub async fn push(
             known_hosts,
         } => {
             let (keys, ssh) = ssh_command(identity, known_hosts)
-                .map_err(|SourceError(message)| PushError::Failed(message))?;
+                .map_err(|error| PushError::Failed(error.message))?;
             command
                 .env("GIT_SSH_COMMAND", ssh)
                 .env("GIT_SSH_VARIANT", "ssh");

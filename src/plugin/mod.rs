@@ -331,7 +331,9 @@ async fn gitsync_diff(
         revision: &target_revision,
         prune: spec.prune,
     };
-    let preview = apply::preview(&target, manifests, &status.inventory).await?;
+    let preview = apply::preview(&target, manifests, &status.inventory)
+        .await
+        .map_err(|error| error.message)?;
     let (text, changed) = diff::report(&target_revision, &preview);
     print!("{text}");
     Ok(if changed {
@@ -478,7 +480,7 @@ async fn status(
                 Standing::Going(line) => Some(line),
             },
             // A blip of the API server is not the rollout's verdict: try again.
-            Ok(Err(error)) if transient(&error) => Some(format!(
+            Ok(Err(error)) if crate::runtime::error::transient(&error) => Some(format!(
                 "cannot tell for now ({}); trying again",
                 explain(error, &cluster.here("get", "rollouts", Some(name)))
             )),
@@ -620,11 +622,6 @@ fn explain(error: kube::Error, request: &Request) -> String {
         ),
         (other, _) => format!("cannot reach the cluster: {other}"),
     }
-}
-
-/// A failure that may pass: anything but not found, forbidden or invalid.
-fn transient(error: &kube::Error) -> bool {
-    !matches!(error, kube::Error::Api(status) if matches!(status.code, 400..=404 | 422))
 }
 
 /// A connection, and the namespace commands act in.

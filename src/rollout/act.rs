@@ -95,12 +95,7 @@ pub async fn act(
                 Err(kube::Error::Api(status)) if status.code == 404 => {
                     Ok(Wrote::ReplicaSet(LastWrite::Unknown))
                 }
-                Err(source) => Err(Error::Api {
-                    action: "deleting",
-                    kind: "ReplicaSet",
-                    name: rs_name,
-                    source,
-                }),
+                Err(source) => Err(Error::api("deleting", "ReplicaSet", &rs_name)(source)),
             }
         }
         Action::PointService { service, hash } => {

@@ -1,6 +1,8 @@
-//! What can stop a reconcile, in a small fixed set of categories that double as Event reasons
-//! and metric labels. Every message names the object and the field to fix.
+//! What can stop a Rollout's reconcile: its own refusals (each message names the object and
+//! the field to fix) and the shared ones (`runtime::error`), in one bounded set of categories
+//! that double as Event reasons and metric labels.
 
+use crate::runtime::error::{self, Classified};
 use crate::traffic::RouterError;
 
 #[derive(Debug, thiserror::Error)]
@@ -23,23 +25,22 @@ pub enum Error {
     InvalidAnalysis { field: String, reason: String },
     #[error(transparent)]
     Router(#[from] RouterError),
-    #[error("{action} {kind} {name}: {source}")]
-    Api {
-        action: &'static str,
-        kind: &'static str,
-        name: String,
-        source: kube::Error,
-    },
-    #[error("the Rollout changed while it was reconciled; reconciling again")]
-    Conflict,
-    #[error("this replica lost the leader lease; the leader carries on")]
-    NotLeader,
     #[error("managing the finalizer weir.dev/route-cleanup: {0}")]
     Finalizer(String),
-    #[error(
-        "the reconcile did not finish within {0:?}: a request to the API server or the router got no answer; trying again"
-    )]
-    Stalled(std::time::Duration),
+    /// An API error, a conflict, a lost lease, a stall.
+    #[error(transparent)]
+    Core(#[from] error::Error),
+}
+
+/// A Rollout's conflict and stall, in its words.
+pub const CONFLICT: &str = "the Rollout changed while it was reconciled; reconciling again";
+
+pub fn stalled(limit: std::time::Duration) -> Error {
+    Error::Core(error::Error::Stalled {
+        work: "the reconcile",
+        waited_on: "the API server or the router",
+        limit,
+    })
 }
 
 impl Error {
@@ -48,27 +49,73 @@ impl Error {
         kind: &'static str,
         name: &str,
     ) -> impl FnOnce(kube::Error) -> Error {
-        let name = name.to_owned();
-        move |source| Error::Api {
-            action,
-            kind,
-            name,
-            source,
-        }
+        let api = error::Error::api(action, kind, name);
+        move |source| Error::Core(api(source))
     }
+}
 
-    /// The bounded category: an Event reason and a metric label.
-    pub fn category(&self) -> &'static str {
+impl Classified for Error {
+    fn category(&self) -> &'static str {
         match self {
             Error::MissingService { .. } => "MissingService",
             Error::MissingTemplate { .. } => "MissingTemplate",
             Error::InvalidAnalysis { .. } => "InvalidAnalysis",
             Error::Router(_) => "RouterError",
-            Error::Api { .. } => "ApiError",
-            Error::Conflict => "Conflict",
-            Error::NotLeader => "NotLeader",
             Error::Finalizer(_) => "FinalizerError",
-            Error::Stalled(_) => "Stalled",
+            Error::Core(core) => core.category(),
         }
+    }
+
+    /// A missing Service, template or route is retried soon, as before: nothing watches
+    /// Services, and the same apply often creates them a moment after the Rollout.
+    fn transient(&self) -> bool {
+        match self {
+            Error::Router(RouterError::Api { source, .. }) => error::transient(source),
+            Error::Core(core) => core.transient(),
+            _ => true,
+        }
+    }
+
+    fn core(&self) -> Option<&error::Error> {
+        match self {
+            Error::Core(core) => Some(core),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn categories_stay_one_bounded_set() {
+        let missing = Error::MissingService {
+            namespace: "ns".into(),
+            name: "web-stable".into(),
+            field: "stableService",
+        };
+        assert_eq!(missing.category(), "MissingService");
+        assert!(missing.transient(), "retried soon, as before");
+        assert_eq!(Error::Finalizer("x".into()).category(), "FinalizerError");
+        let refused = Error::api("reading", "Rollout", "web")(kube::Error::Api(
+            kube::core::Status::failure("forbidden", "Forbidden")
+                .with_code(403)
+                .boxed(),
+        ));
+        assert_eq!(refused.category(), "ApiError");
+        assert!(!refused.transient());
+        assert_eq!(
+            stalled(std::time::Duration::from_secs(60)).category(),
+            "Stalled"
+        );
+        assert_eq!(
+            stalled(std::time::Duration::from_secs(60)).to_string(),
+            "the reconcile did not finish within 60s: a request to the API server or the router got no answer; trying again"
+        );
+        assert_eq!(
+            Error::from(error::Error::Conflict(CONFLICT)).to_string(),
+            CONFLICT
+        );
     }
 }

@@ -9,10 +9,10 @@ use crate::runtime::Events;
 use kube::api::Api;
 use kube::runtime::controller::Action as Requeue;
 use kube::{Client, Resource, ResourceExt};
-use tracing::{info, instrument, warn};
+use tracing::{info, instrument};
 
 use super::act::act;
-use super::error::Error;
+use super::error::{self, CONFLICT, Error};
 use super::observe::{OwnedCaches, Read, WrittenVersions, observe, template_problems};
 use super::plan::{Input, Transition, plan};
 use super::template_hash;
@@ -20,9 +20,9 @@ use crate::api::Rollout;
 use crate::api::rollout::RolloutStatus;
 use crate::conditions;
 use crate::runtime::cache::Epoch;
+use crate::runtime::error::{Backoff, Classified, Controller, Error as Core};
 use crate::runtime::leader::{Leadership, Term};
 use crate::runtime::metrics::Metrics;
-use crate::status_patch::{self, WriteError};
 use crate::time::to_k8s;
 use crate::traffic::{AnyRouter, ROUTE_NAMESPACE_FIELD, Router, RouterError};
 use crate::validate::{Violation, ViolationKind};
@@ -80,10 +80,10 @@ pub async fn reconcile(rollout: Arc<Rollout>, ctx: Arc<Context>) -> Result<Reque
                 other => Error::Finalizer(other.to_string()),
             })
         },
-        Error::Stalled,
+        error::stalled,
     )
     .await;
-    let category = result.as_ref().err().map(Error::category);
+    let category = result.as_ref().err().map(Classified::category);
     ctx.metrics.observe_reconcile(started.elapsed(), category);
     result
 }
@@ -92,7 +92,7 @@ pub async fn reconcile(rollout: Arc<Rollout>, ctx: Arc<Context>) -> Result<Reque
 /// the router goes back to all-stable before the finalizer lets the Rollout go.
 async fn clean_up(rollout: &Rollout, ctx: &Context, term: &Term) -> Result<Requeue, Error> {
     if !term.holds() {
-        return Err(Error::NotLeader);
+        return Err(Core::NotLeader.into());
     }
     ctx.written.forget(rollout);
     let namespace = rollout.namespace().unwrap_or_default();
@@ -232,7 +232,7 @@ async fn reconcile_rollout(
             }
             for action in &next.actions {
                 if !term.holds() {
-                    return Err(Error::NotLeader);
+                    return Err(Core::NotLeader.into());
                 }
                 info!(?action, "acting");
                 versions.note(act(&ctx.client, &current, router.as_ref(), action).await?);
@@ -249,7 +249,7 @@ async fn reconcile_rollout(
 
     if !term.holds() {
         // Lost the lease mid-reconcile: the new leader plans from what the API server shows.
-        return Err(Error::NotLeader);
+        return Err(Core::NotLeader.into());
     }
     if refused_route {
         // No ReferenceGrant is watched: look again soon, so a grant created now takes
@@ -271,7 +271,7 @@ async fn reconcile_rollout(
                 status.message = None;
             }
         }
-        Err(Error::Conflict | Error::NotLeader) => {}
+        Err(Error::Core(Core::Conflict(_) | Core::NotLeader)) => {}
         Err(error) => {
             let message = error.to_string();
             new_error = conditions::set(
@@ -318,6 +318,13 @@ async fn reconcile_rollout(
     })))
 }
 
+/// What the shared error core says of Rollouts.
+const ROLLOUTS: Controller = Controller {
+    kind: "Rollout",
+    field_manager: ROLLOUT_MANAGER,
+    conflict: CONFLICT,
+};
+
 /// Writes `status` over the status `current` holds (the Rollout as read, or as this
 /// reconcile last wrote it).
 async fn write_status(
@@ -325,33 +332,19 @@ async fn write_status(
     current: &Rollout,
     status: &RolloutStatus,
 ) -> Result<Option<Rollout>, Error> {
-    let has_status = current.status.is_some();
     let original = current.status.clone().unwrap_or_default();
-    status_patch::write(api, current, has_status, &original, status, ROLLOUT_MANAGER)
-        .await
-        .map_err(|error| match error {
-            WriteError::Conflict => Error::Conflict,
-            WriteError::Api(source) => Error::Api {
-                action: "writing the status of",
-                kind: "Rollout",
-                name: current.name_any(),
-                source,
-            },
-        })
+    Ok(ROLLOUTS
+        .write_status(api, current, current.status.is_some(), &original, status)
+        .await?)
 }
 
+/// A refusal that waits for a fix (RBAC, an invalid object) is looked at again after a
+/// minute; a Rollout's own changes wake it sooner.
+const BACKOFF: Backoff = Backoff {
+    transient: Duration::from_secs(5),
+    lasting: Duration::from_secs(60),
+};
+
 pub fn error_policy(rollout: Arc<Rollout>, error: &Error, _ctx: Arc<Context>) -> Requeue {
-    match error {
-        Error::Conflict => Requeue::requeue(Duration::from_millis(100)),
-        Error::NotLeader => Requeue::await_change(),
-        _ => {
-            warn!(rollout = %rollout.name_any(), category = error.category(), %error, "reconcile failed");
-            // A stalled reconcile has waited long enough already.
-            Requeue::requeue(if matches!(error, Error::Stalled(_)) {
-                Duration::ZERO
-            } else {
-                Duration::from_secs(5)
-            })
-        }
-    }
+    crate::runtime::error::error_policy("Rollout", &rollout.name_any(), error, BACKOFF)
 }

@@ -2,6 +2,7 @@
 //! server for health, readiness and metrics.
 
 pub mod cache;
+pub mod error;
 pub mod http;
 pub mod impersonation;
 pub mod leader;

@@ -4,6 +4,7 @@ use proptest::prelude::*;
 use super::*;
 use crate::api::gitsync::{InventoryEntry, RevisionRecord};
 use crate::api::rollout::AbortCause;
+use crate::gitops::error::SyncError;
 use crate::gitops::health::Health;
 use crate::time::to_k8s;
 
@@ -158,7 +159,9 @@ fn run(scene: &Scene, world: &World) -> Result<(Vec<Action>, Finish), TestCaseEr
             Action::Fetch => {
                 done.fetch = Some(match world.fetch {
                     0 => Fetched::Head(sha(world.head)),
-                    1 => Fetched::Failed(Box::new(Attempt::FetchFailed("no answer".into()))),
+                    1 => Fetched::Failed(Box::new(Attempt::FetchFailed(SyncError::transient(
+                        "no answer",
+                    )))),
                     2 => Fetched::RateLimited(Duration::from_secs(7)),
                     _ => {
                         // The glue gives the fetch up only when the abort it heard of
@@ -206,8 +209,7 @@ fn run(scene: &Scene, world: &World) -> Result<(Vec<Action>, Finish), TestCaseEr
                         revision,
                         subject: "a change".into(),
                         inventory,
-                        message: "refused".into(),
-                        forbidden: false,
+                        error: SyncError::forbidden("refused"),
                     },
                 })
             }
@@ -570,4 +572,43 @@ fn a_sync_request_fetches_now() {
     let record = finish.record.expect("a record");
     assert_eq!(record.handled_request, Some(Some("now".into())));
     assert_eq!(record.fetched, Some(sha(2)));
+}
+
+#[test]
+fn a_failure_that_waits_for_a_fix_is_not_retried_like_an_outage() {
+    let minute = Duration::from_secs(60);
+    let waits: Vec<u64> = (1..7)
+        .map(|n| delay_until_fixed(minute, n).as_secs())
+        .collect();
+    assert_eq!(waits, vec![60, 120, 240, 300, 300, 300]);
+    for n in 1..40 {
+        assert!(
+            delay_until_fixed(minute, n) >= delay_after(minute, n),
+            "{n}"
+        );
+    }
+    let hour = Duration::from_secs(3600);
+    assert_eq!(delay_until_fixed(hour, 1), hour, "straight to the cap");
+    assert_eq!(delay_until_fixed(hour, 40), hour);
+    let second = Duration::from_secs(1);
+    assert_eq!(delay_until_fixed(second, 3), Duration::from_secs(4));
+    let failed = |error: SyncError| Attempt::FetchFailed(error);
+    let previous = Some(Previous {
+        wait: None,
+        failures: 1,
+        waiting: false,
+    });
+    assert_eq!(
+        after(
+            &failed(SyncError::transient("timeout")),
+            previous,
+            minute,
+            0.0
+        ),
+        (2, Duration::from_secs(10))
+    );
+    assert_eq!(
+        after(&failed(SyncError::forbidden("RBAC")), previous, minute, 0.0),
+        (2, Duration::from_secs(120))
+    );
 }
