@@ -41,8 +41,8 @@ enum Command {
 
 /// glibc gives every thread that allocates its own arena, up to eight per core. The tokio
 /// workers and the blocking pool (Git fetches, kustomize) each take one, and freed memory in
-/// one arena is not reused by another: with 1,000 Rollouts that was 69 MiB of RSS for 22 MiB
-/// of live heap. Two arenas keep it near the live heap (BENCHMARKS.md). An operator who sets
+/// one arena is not reused by another, so RSS grew far past the live heap; two arenas keep
+/// it near (BENCHMARKS.md, "Figures behind limits"). An operator who sets
 /// `MALLOC_ARENA_MAX` themselves keeps their own value.
 fn limit_malloc_arenas() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]

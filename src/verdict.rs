@@ -90,10 +90,9 @@ const MAX_LEVELS: usize = 48;
 /// Comprehensions inside each other's bodies: two are enough to compare each sample with a
 /// few thresholds.
 const MAX_NESTED_COMPREHENSIONS: usize = 2;
-/// Most estimated steps one condition may take over [`MAX_SAMPLES`] samples. cel-rust takes
-/// 45 to 65 ns a step, so a condition at this estimate judges 10,000 samples in about 10 ms
-/// (`cargo bench --bench core -- "worst accepted"`); it admits a pass or two over `result`
-/// with a few tests per sample (`result.all(x, x >= 0.9 && x <= 1.1)` is 120,003).
+/// Most estimated steps one condition may take over [`MAX_SAMPLES`] samples: a pass or two
+/// over `result` with a few tests per sample (`result.all(x, x >= 0.9 && x <= 1.1)` is
+/// 120,003), judged in milliseconds (BENCHMARKS.md, "Figures behind limits").
 pub const MAX_COST: u64 = 150_000;
 
 static ENV: LazyLock<Arc<Env>> = LazyLock::new(|| Arc::new(Env::stdlib()));

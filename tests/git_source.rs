@@ -8,12 +8,12 @@ use std::path::PathBuf;
 use support::git::{GitDaemon, GitRepo};
 use weir::api::gitsync::GitRef;
 use weir::gitops::credentials::Credentials;
-use weir::gitops::source::{Limits, fetch, files_at};
+use weir::gitops::source::{FetchLimits, fetch, files_at};
 
 const ANONYMOUS: Credentials = Credentials::Anonymous;
 
-fn limits() -> Limits {
-    Limits::new(
+fn limits() -> FetchLimits {
+    FetchLimits::new(
         std::time::Duration::from_secs(30),
         weir::gitops::source::DEFAULT_MAX_FETCH_BYTES,
     )
@@ -176,7 +176,7 @@ fn a_pack_over_the_fetch_limit_is_refused_and_leaves_the_clone_as_it_was() {
     let small = repo.commit("small", &[("deploy/a.yaml", CONFIG_MAP)]);
     let dir = clone_dir("pack-limit");
     let limit = 256 * 1024;
-    let limited = Limits::new(std::time::Duration::from_secs(30), limit);
+    let limited = FetchLimits::new(std::time::Duration::from_secs(30), limit);
     let fetched = fetch(
         &dir,
         &repo.file_url(),
@@ -197,7 +197,7 @@ fn a_pack_over_the_fetch_limit_is_refused_and_leaves_the_clone_as_it_was() {
         "large",
         &[("deploy/blob.txt", &incompressible(1024 * 1024))],
     );
-    let limited = Limits::new(std::time::Duration::from_secs(30), limit);
+    let limited = FetchLimits::new(std::time::Duration::from_secs(30), limit);
     let error = fetch(
         &dir,
         &repo.file_url(),

@@ -2,11 +2,11 @@
 //! Secrets, addresses), take the measurements that are due, judge and record them, write the
 //! status once, and come back exactly when the next measurement is due.
 
-use crate::api::contract::ANALYSIS_MANAGER;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::api::contract::ANALYSIS_MANAGER;
 use crate::runtime::Events;
 use chrono::Utc;
 use k8s_openapi::api::core::v1::Secret;

@@ -1,9 +1,6 @@
 //! The analyses a Rollout asks for, checking them against their templates, and building an
 //! AnalysisRun for one canary. Pure: the caller fetches the templates.
 
-use crate::api::contract::{
-    ATTEMPT_LABEL, CANARY_HASH_LABEL, GIT_REVISION_ANNOTATION, ROLLOUT_LABEL, STEP_LABEL,
-};
 use std::collections::BTreeMap;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -12,6 +9,9 @@ use kube::ResourceExt;
 use super::args::{self, Known};
 use crate::api::Rollout;
 use crate::api::analysis::{AnalysisRun, AnalysisRunSpec, AnalysisTemplateSpec, Argument};
+use crate::api::contract::{
+    ATTEMPT_LABEL, CANARY_HASH_LABEL, GIT_REVISION_ANNOTATION, ROLLOUT_LABEL, STEP_LABEL,
+};
 use crate::api::rollout::{AnalysisTemplateRef, RolloutSpec};
 use crate::validate::{self, Violation, ViolationKind};
 
@@ -116,7 +116,7 @@ pub fn name(rollout: &str, hash: &str, attempt: i32, step: Option<usize>) -> Str
 }
 
 /// The canary a run is built for.
-pub struct Target<'a> {
+pub struct Canary<'a> {
     pub hash: &'a str,
     pub stable: &'a str,
     pub attempt: i32,
@@ -131,9 +131,9 @@ pub fn build(
     rollout: &Rollout,
     templates: &[(String, AnalysisTemplateSpec)],
     args: &[Argument],
-    target: &Target<'_>,
+    target: &Canary<'_>,
 ) -> Result<AnalysisRun, String> {
-    let Target {
+    let Canary {
         hash,
         stable,
         attempt,
@@ -263,7 +263,7 @@ mod tests {
         let args: Vec<Argument> =
             serde_json::from_value(json!([{"name": "service", "value": "web-canary"}]))
                 .expect("args");
-        let target = Target {
+        let target = Canary {
             hash: "abc",
             stable: "s1",
             attempt: 1,
@@ -307,7 +307,7 @@ mod tests {
             ("a".to_string(), template(&["m"], json!([]))),
             ("b".to_string(), template(&["m"], json!([]))),
         ];
-        let target = Target {
+        let target = Canary {
             hash: "abc",
             stable: "s1",
             attempt: 0,
@@ -441,7 +441,7 @@ mod tests {
             {"name": "who", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}}
         ]))
         .expect("args");
-        let target = Target {
+        let target = Canary {
             hash: "c1",
             stable: "s1",
             attempt: 0,

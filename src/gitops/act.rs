@@ -19,7 +19,7 @@ use super::error::SyncError;
 use super::fetch_rate;
 use super::health::Workload;
 use super::observe;
-use super::plan::{self, Action, Done, Fetched, Settings};
+use super::plan::{self, Action, Done, FetchOutcome, Settings};
 use super::record::{Error, write_recorded};
 use super::render::{self, Layout};
 use super::revision;
@@ -97,7 +97,7 @@ async fn fetch_unless_aborted(
     at: &Reconcile<'_>,
     rollouts: &mut Vec<ManagedRollout>,
     workloads: &[Workload],
-) -> Fetched {
+) -> FetchOutcome {
     let (ctx, sync, key) = (at.ctx, at.current, at.key);
     // Over its host's rate the fetch waits: requeued for its turn, nothing recorded (the
     // status says what the last fetch found, not that this one waits).
@@ -105,7 +105,7 @@ async fn fetch_unless_aborted(
         && let Err(wait) = ctx.fetch_rate.take(&origin, key, at.spread)
     {
         info!(%origin, wait = ?wait, "fetch waits for its host's rate (--git-fetches-per-host-per-minute)");
-        return Fetched::RateLimited(wait);
+        return FetchOutcome::RateLimited(wait);
     }
     let status = sync.status.clone().unwrap_or_default();
     let fetch = fetch(ctx, sync, key);
@@ -114,14 +114,14 @@ async fn fetch_unless_aborted(
         let news = ctx.aborts.notified();
         tokio::select! {
             result = &mut fetch => return match result {
-                Ok(head) => Fetched::Head(head),
-                Err(failure) => Fetched::Failed(Box::new(failure)),
+                Ok(head) => FetchOutcome::Head(head),
+                Err(failure) => FetchOutcome::Failed(Box::new(failure)),
             },
             () = news => {
                 *rollouts = observe::managed_rollouts(&ctx.client, &status.inventory).await;
                 if plan::must_roll_back(&status, rollouts, workloads, &at.settings.judging, Utc::now()) {
                     info!("a managed Rollout aborted during the fetch: rolling back first");
-                    return Fetched::Deferred;
+                    return FetchOutcome::Deferred;
                 }
             }
         }
@@ -191,7 +191,10 @@ async fn fetch(ctx: &Context, sync: &GitSync, key: &str) -> Result<String, Attem
             timed_out(ctx.fetch_timeout)
         ))));
     };
-    let limits = Arc::new(source::Limits::new(ctx.fetch_timeout, ctx.max_fetch_bytes));
+    let limits = Arc::new(source::FetchLimits::new(
+        ctx.fetch_timeout,
+        ctx.max_fetch_bytes,
+    ));
     let limited = limits.clone();
     // A fetch given up on (an abort came first) stops at gix's next check.
     let _interrupt_if_dropped = InterruptOnDrop(limits.clone());
@@ -219,7 +222,7 @@ async fn fetch(ctx: &Context, sync: &GitSync, key: &str) -> Result<String, Attem
 
 /// Interrupts a fetch whose caller stopped waiting for it; after the fetch ended it changes
 /// nothing.
-struct InterruptOnDrop(Arc<source::Limits>);
+struct InterruptOnDrop(Arc<source::FetchLimits>);
 
 impl Drop for InterruptOnDrop {
     fn drop(&mut self) {
@@ -345,7 +348,7 @@ async fn apply_revision(
             };
         }
     };
-    let target = apply::Target {
+    let target = apply::Applier {
         client: &client,
         identity: &identity,
         reader: &ctx.client,
@@ -409,9 +412,9 @@ async fn write_back(
     head: &str,
     good: &str,
     rejected: &RejectedRevision,
-) -> status::WriteBack {
+) -> status::Revert {
     let policy = &sync.spec.rollback.write_back;
-    let failed = |message: String| status::WriteBack::Failed {
+    let failed = |message: String| status::Revert::Failed {
         rejected: rejected.revision.clone(),
         message,
     };
@@ -466,7 +469,7 @@ async fn write_back(
         // The rejected revision left what weir reads as the good one had it: Git already
         // agrees with the cluster.
         Ok(Ok(None)) => {
-            return status::WriteBack::Unneeded {
+            return status::Revert::Unneeded {
                 rejected: rejected.revision.clone(),
                 good: good.to_owned(),
             };
@@ -490,12 +493,12 @@ async fn write_back(
     )
     .await
     {
-        Ok(()) => status::WriteBack::Pushed {
+        Ok(()) => status::Revert::Pushed {
             rejected: rejected.revision.clone(),
             commit,
             branch,
         },
-        Err(PushError::Refused(message)) => status::WriteBack::Refused {
+        Err(PushError::Refused(message)) => status::Revert::Refused {
             rejected: rejected.revision.clone(),
             message,
         },
@@ -510,7 +513,7 @@ async fn recognize_revert(
     sync: &GitSync,
     head: &str,
     pending: &[String],
-) -> Option<status::WriteBack> {
+) -> Option<status::Revert> {
     let (dir, revision) = (clone_dir(ctx, sync), head.to_owned());
     let reverts = tokio::task::spawn_blocking(move || {
         source::trailer(&dir, &revision, writeback::REJECTED_TRAILER)
@@ -520,7 +523,7 @@ async fn recognize_revert(
     pending
         .iter()
         .find(|r| **r == reverts)
-        .map(|rejected| status::WriteBack::Pushed {
+        .map(|rejected| status::Revert::Pushed {
             rejected: rejected.clone(),
             commit: head.to_owned(),
             branch: sync.spec.git_ref.branch.clone().unwrap_or_default(),

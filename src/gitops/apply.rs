@@ -3,7 +3,6 @@
 //! what left Git pruned. The inventory that comes back is right even when an attempt stops
 //! half-way.
 
-use crate::api::contract::{GITSYNC_ANNOTATION, SYNC_MANAGER};
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -20,6 +19,7 @@ use super::ownership::{RolloutRoutes, keep_live_weights};
 use super::render::Manifest;
 use super::tenancy::{self, Identity, Placement, Policy};
 use crate::api::Rollout;
+use crate::api::contract::{GITSYNC_ANNOTATION, SYNC_MANAGER};
 use crate::api::gitsync::InventoryEntry;
 use crate::runtime::leader::Term;
 use crate::runtime::scoped_api;
@@ -95,7 +95,7 @@ fn api_for(
 }
 
 /// One GitSync's attempt to make the cluster equal to one revision.
-pub struct Target<'a> {
+pub struct Applier<'a> {
     /// Acts as the GitSync's identity: every dry run, apply, read and prune.
     pub client: &'a Client,
     /// Who `client` is, for refusals.
@@ -123,7 +123,7 @@ pub struct Target<'a> {
 /// objects checked, and only then the rest applied. A bad object therefore leaves at most the
 /// revision's Namespaces and CRDs behind, and never half of the rest.
 pub async fn sync(
-    target: &Target<'_>,
+    target: &Applier<'_>,
     mut manifests: Vec<Manifest>,
     old: &[InventoryEntry],
 ) -> Outcome {
@@ -176,7 +176,7 @@ pub struct Preview {
 /// identity compared with the live objects. An object whose Namespace or kind the revision
 /// itself brings cannot be dry-run before those exist: it is shown as it is in Git.
 pub async fn preview(
-    target: &Target<'_>,
+    target: &Applier<'_>,
     mut manifests: Vec<Manifest>,
     old: &[InventoryEntry],
 ) -> Result<Preview, SyncError> {
@@ -240,7 +240,7 @@ struct Object {
 }
 
 struct Run<'t, 'a> {
-    target: &'t Target<'a>,
+    target: &'t Applier<'a>,
     kinds: Kinds,
     /// Every object an apply may have reached, for the inventory.
     touched: Vec<InventoryEntry>,
@@ -252,7 +252,7 @@ struct Run<'t, 'a> {
 }
 
 impl<'t, 'a> Run<'t, 'a> {
-    fn new(target: &'t Target<'a>) -> Self {
+    fn new(target: &'t Applier<'a>) -> Self {
         Run {
             target,
             kinds: Kinds::default(),

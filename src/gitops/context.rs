@@ -51,7 +51,7 @@ pub struct Context {
     pub in_flight: Arc<Mutex<HashSet<String>>>,
     /// When each GitSync is due again: a watch event that is only our own status write must
     /// not start another fetch and apply, and failures back off.
-    pub schedule: Mutex<HashMap<String, Schedule>>,
+    pub schedule: Mutex<HashMap<String, Due>>,
     /// Told of every aborted Rollout the controller sees, so that a reconcile waiting for a
     /// fetch can roll back first.
     pub aborts: Arc<Notify>,
@@ -60,7 +60,7 @@ pub struct Context {
 /// When a GitSync is next due, for the generation it was synced at (in memory only: a
 /// restarted controller syncs every GitSync at once).
 #[derive(Clone, Debug)]
-pub struct Schedule {
+pub struct Due {
     pub(super) due: std::time::Instant,
     pub(super) generation: Option<i64>,
     /// Retryable failures in a row.
@@ -88,7 +88,7 @@ impl Context {
             .unwrap_or_else(|e| e.into_inner())
             .insert(
                 key.to_owned(),
-                Schedule {
+                Due {
                     due: std::time::Instant::now() + next.next,
                     generation,
                     failures: next.failures,

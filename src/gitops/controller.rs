@@ -1,7 +1,6 @@
 //! Runs the GitSync controller: watches GitSyncs and syncs each every `interval`, and
 //! watches the Rollouts they apply, to roll back as soon as one fails.
 
-use crate::api::contract::GITSYNC_ANNOTATION;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,6 +13,7 @@ use tokio::sync::Semaphore;
 use tracing::info;
 
 use super::reconcile::{Context, error_policy, reconcile};
+use crate::api::contract::GITSYNC_ANNOTATION;
 use crate::api::gitsync::GitSync;
 use crate::api::rollout::Rollout;
 use crate::runtime::impersonation::Impersonation;

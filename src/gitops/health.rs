@@ -12,11 +12,11 @@
 //! its condition turned, so that one from before a revision was applied is not blamed on it
 //! (`Health::since_applied`).
 
-use crate::api::contract::{GIT_REVISION_ANNOTATION, GITSYNC_ANNOTATION};
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 use super::inventory::group_of;
+use crate::api::contract::{GIT_REVISION_ANNOTATION, GITSYNC_ANNOTATION};
 use crate::conditions::bounded_text;
 
 /// What one object's live state says.

@@ -1,12 +1,12 @@
 //! What a GitSync owns: stamping rendered objects with their GitSync and revision, the order
 //! they are applied in, and which objects to prune. Pure.
 
-use crate::api::contract::{GIT_REVISION_ANNOTATION, GITSYNC_ANNOTATION};
 use std::collections::BTreeSet;
 
 use serde_json::{Value, json};
 
 use super::render::Manifest;
+use crate::api::contract::{GIT_REVISION_ANNOTATION, GITSYNC_ANNOTATION};
 use crate::api::gitsync::InventoryEntry;
 
 /// Namespaces first (everything else may live in one), then CRDs (custom objects need

@@ -15,7 +15,7 @@ use super::context::{Context, acting_as, neighbours};
 use super::dependencies;
 use super::health::{self, Workload};
 use super::plan::Settings;
-use super::rollback::{self, ManagedRollout, Policy};
+use super::rollback::{self, Judging, ManagedRollout};
 use crate::api::gitsync::{GitSync, InventoryEntry};
 use crate::api::rollout::Rollout;
 use crate::duration;
@@ -31,7 +31,7 @@ pub(super) fn settings(sync: &GitSync) -> Settings {
     Settings {
         generation: sync.metadata.generation,
         interval: duration::parse(&spec.interval).unwrap_or(DEFAULT_INTERVAL),
-        judging: Policy {
+        judging: Judging {
             on_failure: spec.rollback.on_failure,
             health_timeout: chrono::Duration::from_std(
                 duration::parse(&spec.health_timeout).unwrap_or(DEFAULT_HEALTH_TIMEOUT),

@@ -15,8 +15,8 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 
 use super::health::{self, Workload};
-use super::rollback::{self, Basis, Fetch, ManagedRollout, Policy, Step, Target};
-use super::status::{self, Attempt, WriteBack};
+use super::rollback::{self, Basis, Desired, Fetch, Judging, ManagedRollout, Step};
+use super::status::{self, Attempt, Revert};
 use crate::api::gitsync::{GitSyncStatus, PinnedRevision, RejectedRevision};
 
 /// How often the applied revision's workloads are looked at while they are not healthy
@@ -34,7 +34,7 @@ pub struct Settings {
     /// `spec.interval`.
     pub interval: Duration,
     /// `spec.rollback.onFailure` and `spec.healthTimeout`.
-    pub judging: Policy,
+    pub judging: Judging,
     /// `spec.rollback.writeBack.enabled`.
     pub write_back: bool,
 }
@@ -78,7 +78,7 @@ pub struct Input<'a> {
 
 /// How the fetch of this reconcile went.
 #[derive(Clone, Debug, PartialEq)]
-pub enum Fetched {
+pub enum FetchOutcome {
     /// The ref points at this commit.
     Head(String),
     /// Nothing fetched; the attempt to record.
@@ -92,7 +92,7 @@ pub enum Fetched {
 /// The outcomes of the actions one reconcile has carried out.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Done {
-    pub fetch: Option<Fetched>,
+    pub fetch: Option<FetchOutcome>,
     /// The pin request, checked against the clone.
     pub pin: Option<Result<PinnedRevision, String>>,
     /// The rejection recorded (status first, then the Event).
@@ -101,7 +101,7 @@ pub struct Done {
     /// The workloads of the revision applied just now, read again.
     pub applied_workloads: Option<Vec<Workload>>,
     /// A write-back pushed, or a revert recognized on the fetched head (None: none).
-    pub written: Option<Option<WriteBack>>,
+    pub written: Option<Option<Revert>>,
 }
 
 /// One thing for the glue to do, whose outcome it feeds back in `Done`.
@@ -160,7 +160,7 @@ pub struct Record {
     pub decided: Option<(Option<String>, Option<PinnedRevision>)>,
     /// The ref's revision, when this reconcile fetched it.
     pub fetched: Option<String>,
-    pub written: Option<WriteBack>,
+    pub written: Option<Revert>,
     /// The sync request acted on.
     pub handled_request: Option<Option<String>>,
     /// What the applied revision's workloads still wait for.
@@ -252,7 +252,7 @@ pub fn must_roll_back(
     status: &GitSyncStatus,
     rollouts: &[ManagedRollout],
     workloads: &[Workload],
-    judging: &Policy,
+    judging: &Judging,
     now: DateTime<Utc>,
 ) -> bool {
     let Some(known) = status
@@ -269,7 +269,7 @@ pub fn must_roll_back(
             && status.last_attempted_revision.as_ref() != Some(good)
     };
     decision.rejected.is_some()
-        || matches!(&decision.target, Target::RollBack(good) if unfinished(good))
+        || matches!(&decision.desired, Desired::RollBack(good) if unfinished(good))
 }
 
 /// Whether applying `revision` waits for the GitSyncs this one depends on: only a revision
@@ -318,7 +318,7 @@ fn decide(input: &Input) -> Result<Finish, Box<Action>> {
     // (which may queue for a slot and then take up to --fetch-timeout) waits until the
     // cluster is back on the last good revision, and runs right after.
     let deferred = match &done.fetch {
-        Some(Fetched::Deferred) => true,
+        Some(FetchOutcome::Deferred) => true,
         Some(_) => false,
         None => {
             due && must_roll_back(
@@ -334,18 +334,18 @@ fn decide(input: &Input) -> Result<Finish, Box<Action>> {
         return Err(Box::new(Action::Fetch));
     }
     let rate_limited = match &done.fetch {
-        Some(Fetched::RateLimited(turn)) => Some(*turn),
+        Some(FetchOutcome::RateLimited(turn)) => Some(*turn),
         _ => None,
     };
     let wait = wait.or(rate_limited);
     let (fetched_head, fetch_failure) = match &done.fetch {
-        Some(Fetched::Head(head)) => (Some(head.clone()), None),
-        Some(Fetched::Failed(attempt)) => (None, Some((**attempt).clone())),
+        Some(FetchOutcome::Head(head)) => (Some(head.clone()), None),
+        Some(FetchOutcome::Failed(attempt)) => (None, Some((**attempt).clone())),
         _ => (None, None),
     };
     let fetch_state = match &done.fetch {
-        Some(Fetched::Head(_)) => Fetch::Fetched,
-        Some(Fetched::Failed(_)) => Fetch::Failed,
+        Some(FetchOutcome::Head(_)) => Fetch::Fetched,
+        Some(FetchOutcome::Failed(_)) => Fetch::Failed,
         _ => Fetch::NotDue,
     };
     // Where the ref points, as far as is known: fetched now, or at the last fetch.
@@ -433,9 +433,9 @@ fn decide(input: &Input) -> Result<Finish, Box<Action>> {
     // Git is written after the cluster is safe, and only with a fresh view of the ref: a
     // newer commit there wins over a pending revert.
     let write_back = settings.write_back && fetch_state == Fetch::Fetched;
-    let written = match (&decision.target, &attempt) {
+    let written = match (&decision.desired, &attempt) {
         (
-            Target::RollBack(good),
+            Desired::RollBack(good),
             Some(Attempt::Applied {
                 basis: Basis::RolledBack(rejected),
                 ..
@@ -511,7 +511,7 @@ fn decide(input: &Input) -> Result<Finish, Box<Action>> {
     }
     match &written {
         // The revert is on the branch: fetch it soon, so the GitSync follows Git again.
-        Some(WriteBack::Pushed { .. } | WriteBack::Unneeded { .. }) => next = next.min(FIRST_RETRY),
+        Some(Revert::Pushed { .. } | Revert::Unneeded { .. }) => next = next.min(FIRST_RETRY),
         Some(_) => {
             failures = previous.map_or(0, |p| p.failures) + 1;
             next = delay_after(interval, failures);
@@ -528,8 +528,8 @@ fn decide(input: &Input) -> Result<Finish, Box<Action>> {
         attempt,
         decided: Some((
             decision.last_good,
-            match &decision.target {
-                Target::Pinned(_) => view.pinned.clone(),
+            match &decision.desired {
+                Desired::Pinned(_) => view.pinned.clone(),
                 _ => None,
             },
         )),
@@ -637,7 +637,7 @@ fn finish(
             warning: condition.status != "True",
             reason: condition.reason,
             message: condition.message,
-            action: "WriteBack",
+            action: "Revert",
         });
     }
     Finish {

@@ -11,7 +11,7 @@ use kube::runtime::controller::Action as Requeue;
 use kube::{Resource, ResourceExt};
 use tracing::{info, instrument};
 
-pub use super::context::{Context, Schedule};
+pub use super::context::{Context, Due};
 pub use super::record::Error;
 
 use super::act::{self, Reconcile};

@@ -12,13 +12,13 @@
 //! revision is applied as usual. A revision pinned by hand (`weir.dev/rollback-to`) is held
 //! the same way until the ref moves.
 
-use crate::api::contract::{GIT_REVISION_ANNOTATION, ROLLBACK_TO_ANNOTATION};
 use std::collections::BTreeSet;
 
 use chrono::{DateTime, Utc};
 
 use kube::ResourceExt;
 
+use crate::api::contract::{GIT_REVISION_ANNOTATION, ROLLBACK_TO_ANNOTATION};
 use crate::api::gitsync::{GitSyncStatus, PinnedRevision, RejectedRevision};
 use crate::api::rollout::{AbortCause, Rollout, RolloutPhase};
 use crate::time::{from_k8s, to_k8s};
@@ -57,7 +57,7 @@ pub fn applied_record(status: &GitSyncStatus) -> Option<usize> {
 
 /// How a GitSync judges what it applies.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Policy {
+pub struct Judging {
     /// `spec.rollback.onFailure`: reject a failed revision and go back to the good one.
     pub on_failure: bool,
     /// `spec.healthTimeout`.
@@ -97,7 +97,7 @@ pub fn observe(rollout: &Rollout) -> ManagedRollout {
 
 /// What to hold the cluster at.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Target {
+pub enum Desired {
     /// The revision the ref points at.
     Fetched(String),
     /// A revision pinned by hand while the ref stays where it was.
@@ -112,7 +112,7 @@ pub enum Target {
 /// The decision, and what it changes in the GitSync's status.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Decision {
-    pub target: Target,
+    pub desired: Desired,
     /// A revision rejected by this decision, to add to `status.rejectedRevisions`.
     pub rejected: Option<RejectedRevision>,
     /// The last good revision after this decision.
@@ -154,7 +154,7 @@ pub fn decide(
     status: &GitSyncStatus,
     rollouts: &[ManagedRollout],
     workloads: &[Workload],
-    policy: &Policy,
+    policy: &Judging,
     now: DateTime<Utc>,
 ) -> Decision {
     let on_failure = policy.on_failure;
@@ -264,18 +264,18 @@ pub fn decide(
         .pinned
         .as_ref()
         .filter(|pin| pin.ref_revision == fetched && !rejected_set.contains(pin.revision.as_str()));
-    let target = if let Some(pin) = pin {
-        Target::Pinned(pin.revision.clone())
+    let desired = if let Some(pin) = pin {
+        Desired::Pinned(pin.revision.clone())
     } else if !rejected_set.contains(fetched) {
-        Target::Fetched(fetched.to_owned())
+        Desired::Fetched(fetched.to_owned())
     } else {
         match &last_good {
-            Some(good) => Target::RollBack(good.clone()),
-            None => Target::Hold,
+            Some(good) => Desired::RollBack(good.clone()),
+            None => Desired::Hold,
         }
     };
     Decision {
-        target,
+        desired,
         rejected,
         last_good,
         waiting,
@@ -378,19 +378,19 @@ pub fn step(
     let applied = status.last_applied_revision.as_deref();
     let attempted = status.last_attempted_revision.as_deref();
     let rejection_of_head = || rejected.iter().find(|r| r.revision == head).cloned();
-    let (target, basis) = match &decision.target {
-        Target::Fetched(revision) => (revision, Basis::Head),
-        Target::Pinned(revision) => (
+    let (target, basis) = match &decision.desired {
+        Desired::Fetched(revision) => (revision, Basis::Head),
+        Desired::Pinned(revision) => (
             revision,
             Basis::Pinned {
                 head: head.to_owned(),
             },
         ),
-        Target::RollBack(good) => match rejection_of_head() {
+        Desired::RollBack(good) => match rejection_of_head() {
             Some(rejection) => (good, Basis::RolledBack(rejection)),
             None => (good, Basis::Head),
         },
-        Target::Hold => {
+        Desired::Hold => {
             return match (fetch, rejection_of_head()) {
                 (Fetch::Failed, _) => Step::RecordFetchFailure,
                 (Fetch::NotDue, Some(_)) if decision.rejected.is_none() => Step::Nothing,
@@ -403,7 +403,7 @@ pub fn step(
     let target_str = Some(target.as_str());
     let in_place = applied == target_str && attempted.is_none_or(|a| Some(a) == target_str);
     // A rollback that was tried and failed waits for its backoff like any other apply.
-    let urgent = matches!(decision.target, Target::RollBack(_)) && attempted != target_str;
+    let urgent = matches!(decision.desired, Desired::RollBack(_)) && attempted != target_str;
     match fetch {
         Fetch::NotDue if in_place || !urgent => Step::Nothing,
         Fetch::Failed if in_place => Step::RecordFetchFailure,
@@ -497,8 +497,8 @@ mod tests {
         }
     }
 
-    fn policy(on_failure: bool) -> Policy {
-        Policy {
+    fn policy(on_failure: bool) -> Judging {
+        Judging {
             on_failure,
             health_timeout: chrono::Duration::minutes(5),
         }
@@ -576,7 +576,7 @@ mod tests {
             &policy(true),
             at(),
         );
-        assert_eq!(decision.target, Target::Fetched("v2".into()));
+        assert_eq!(decision.desired, Desired::Fetched("v2".into()));
         assert_eq!(decision.last_good.as_deref(), Some("v2"));
         assert_eq!(decision.rejected, None);
     }
@@ -592,7 +592,7 @@ mod tests {
             at(),
         );
         assert_eq!(decision.last_good.as_deref(), Some("v1"));
-        assert_eq!(decision.target, Target::Fetched("v2".into()));
+        assert_eq!(decision.desired, Desired::Fetched("v2".into()));
     }
 
     #[test]
@@ -605,7 +605,7 @@ mod tests {
             &policy(true),
             at(),
         );
-        assert_eq!(decision.target, Target::RollBack("v2".into()));
+        assert_eq!(decision.desired, Desired::RollBack("v2".into()));
         let rejected = decision.rejected.expect("v3 rejected");
         assert_eq!(
             (
@@ -630,7 +630,7 @@ mod tests {
             &policy(true),
             at(),
         );
-        assert_eq!(decision.target, Target::RollBack("v2".into()));
+        assert_eq!(decision.desired, Desired::RollBack("v2".into()));
         assert_eq!(decision.rejected, None, "rejected once");
         // A newer commit: applied as usual, its canary starting from v2.
         let decision = decide(
@@ -641,7 +641,7 @@ mod tests {
             &policy(true),
             at(),
         );
-        assert_eq!(decision.target, Target::Fetched("v4".into()));
+        assert_eq!(decision.desired, Desired::Fetched("v4".into()));
     }
 
     #[test]
@@ -656,7 +656,7 @@ mod tests {
             at(),
         );
         assert_eq!(decision.rejected, None);
-        assert_eq!(decision.target, Target::Fetched("v2".into()));
+        assert_eq!(decision.desired, Desired::Fetched("v2".into()));
         let decision = decide(
             "v3",
             &status(Some("v3"), Some("v2"), &[]),
@@ -666,7 +666,7 @@ mod tests {
             at(),
         );
         assert_eq!(decision.rejected, None, "rollback.onFailure: false");
-        assert_eq!(decision.target, Target::Fetched("v3".into()));
+        assert_eq!(decision.desired, Desired::Fetched("v3".into()));
     }
 
     #[test]
@@ -725,7 +725,7 @@ mod tests {
             at(),
         );
         assert_eq!(decision.rejected.map(|r| r.revision).as_deref(), Some("v3"));
-        assert_eq!(decision.target, Target::RollBack("v2".into()));
+        assert_eq!(decision.desired, Desired::RollBack("v2".into()));
         let rejected = status(None, None, &["v3"]).rejected_revisions;
         before.rejected_revisions.clone_from(&rejected);
         let decision = decide("v3", &before, &[], &[], &policy(true), at());
@@ -749,7 +749,7 @@ mod tests {
             at(),
         );
         assert!(decision.rejected.is_some());
-        assert_eq!(decision.target, Target::Hold);
+        assert_eq!(decision.desired, Desired::Hold);
         assert_eq!(decision.last_good, None);
     }
 
@@ -782,7 +782,7 @@ mod tests {
             &policy(true),
             at(),
         );
-        assert_eq!(decision.target, Target::Pinned("v1".into()));
+        assert_eq!(decision.desired, Desired::Pinned("v1".into()));
         let decision = decide(
             "v4",
             &pinned,
@@ -792,8 +792,8 @@ mod tests {
             at(),
         );
         assert_eq!(
-            decision.target,
-            Target::Fetched("v4".into()),
+            decision.desired,
+            Desired::Fetched("v4".into()),
             "the ref moved: the pin is over"
         );
         // The pinned revision itself failing: rejected, and the pin no longer holds.
@@ -807,7 +807,7 @@ mod tests {
             at(),
         );
         assert_eq!(decision.rejected.map(|r| r.revision).as_deref(), Some("v1"));
-        assert_eq!(decision.target, Target::Fetched("v3".into()));
+        assert_eq!(decision.desired, Desired::Fetched("v3".into()));
     }
 
     #[test]
@@ -888,9 +888,9 @@ mod tests {
         );
     }
 
-    fn decided(target: Target, rejected: Option<&str>) -> Decision {
+    fn decided(desired: Desired, rejected: Option<&str>) -> Decision {
         Decision {
-            target,
+            desired,
             rejected: rejected.map(|r| status(None, None, &[r]).rejected_revisions.remove(0)),
             last_good: None,
             waiting: None,
@@ -977,7 +977,7 @@ mod tests {
             cause(&rejected),
             "Deployment shop/api: HealthCheckFailed, Progressing is False (ProgressDeadlineExceeded): ReplicaSet \"api-7c\" has timed out progressing."
         );
-        assert_eq!(decision.target, Target::RollBack("v1".into()));
+        assert_eq!(decision.desired, Desired::RollBack("v1".into()));
         assert_eq!(decision.last_good.as_deref(), Some("v1"));
         assert_eq!(decision.waiting, None);
         // The same failure of an object still at v1 is not v2's.
@@ -1000,7 +1000,7 @@ mod tests {
             at(),
         );
         assert_eq!(decision.rejected, None);
-        assert_eq!(decision.target, Target::Fetched("v2".into()));
+        assert_eq!(decision.desired, Desired::Fetched("v2".into()));
         assert_eq!(decision.last_good.as_deref(), Some("v1"));
     }
 
@@ -1097,7 +1097,7 @@ mod tests {
             cause(&rejected),
             "Deployment shop/api: HealthTimeout, not healthy 5m after the revision was applied (spec.healthTimeout): 1 of 3 replicas available"
         );
-        assert_eq!(decision.target, Target::RollBack("v1".into()));
+        assert_eq!(decision.desired, Desired::RollBack("v1".into()));
         // Timed from the latest record of v2 being put in the cluster.
         let mut reapplied = v2_applied();
         reapplied.history.push(crate::api::gitsync::RevisionRecord {
@@ -1152,7 +1152,7 @@ mod tests {
             late,
         );
         assert_eq!(decision.rejected, None, "rejected once");
-        assert_eq!(decision.target, Target::RollBack("v1".into()));
+        assert_eq!(decision.desired, Desired::RollBack("v1".into()));
     }
 
     #[test]
@@ -1190,7 +1190,7 @@ mod tests {
     #[test]
     fn between_syncs_only_a_rollback_is_applied() {
         let rejected = status(None, None, &["v3"]).rejected_revisions;
-        let rollback = decided(Target::RollBack("v2".into()), Some("v3"));
+        let rollback = decided(Desired::RollBack("v2".into()), Some("v3"));
         match step(&rollback, "v3", &at_rev("v3"), &rejected, Fetch::NotDue) {
             Step::Apply {
                 revision,
@@ -1214,7 +1214,7 @@ mod tests {
             "a sync re-applies it, repairing drift"
         );
         // A new head, or one whose apply failed, waits for its time and backoff.
-        let fetched = decided(Target::Fetched("v4".into()), None);
+        let fetched = decided(Desired::Fetched("v4".into()), None);
         assert_eq!(
             step(&fetched, "v4", &at_rev("v2"), &rejected, Fetch::NotDue),
             Step::Nothing
@@ -1243,12 +1243,12 @@ mod tests {
     #[test]
     fn with_nothing_to_go_back_to_the_rejection_is_recorded_once_per_sync() {
         let rejected = status(None, None, &["v1"]).rejected_revisions;
-        let just_now = decided(Target::Hold, Some("v1"));
+        let just_now = decided(Desired::Hold, Some("v1"));
         assert!(matches!(
             step(&just_now, "v1", &at_rev("v1"), &rejected, Fetch::NotDue),
             Step::Hold(_)
         ));
-        let since = decided(Target::Hold, None);
+        let since = decided(Desired::Hold, None);
         assert_eq!(
             step(&since, "v1", &at_rev("v1"), &rejected, Fetch::NotDue),
             Step::Nothing,
@@ -1379,22 +1379,22 @@ mod tests {
                     _ => prop_assert!(new.rollout.is_some()),
                 }
             }
-            match &decision.target {
-                Target::Fetched(r) => {
+            match &decision.desired {
+                Desired::Fetched(r) => {
                     prop_assert_eq!(r, &fetched);
                     prop_assert!(!all_rejected.contains(r));
                 }
-                Target::Pinned(r) => {
+                Desired::Pinned(r) => {
                     let pin = before.pinned.as_ref().expect("a pin");
                     prop_assert_eq!(&pin.ref_revision, &fetched, "a pin holds only until the ref moves");
                     prop_assert!(!all_rejected.contains(r));
                 }
-                Target::RollBack(r) => {
+                Desired::RollBack(r) => {
                     prop_assert!(all_rejected.contains(&fetched));
                     prop_assert!(!all_rejected.contains(r));
                     prop_assert_eq!(Some(r), decision.last_good.as_ref());
                 }
-                Target::Hold => {
+                Desired::Hold => {
                     prop_assert!(all_rejected.contains(&fetched) && decision.last_good.is_none());
                 }
             }

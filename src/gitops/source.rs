@@ -21,7 +21,7 @@ pub const DEFAULT_MAX_FETCH_BYTES: u64 = 512 * 1024 * 1024;
 
 /// What stops a fetch that takes too long or receives too much.
 #[derive(Debug)]
-pub struct Limits {
+pub struct FetchLimits {
     /// Set from outside to stop a fetch between steps; also set by the fetch itself when
     /// the pack passes `max_fetch_bytes`.
     pub interrupt: Arc<AtomicBool>,
@@ -31,9 +31,9 @@ pub struct Limits {
     pub max_fetch_bytes: u64,
 }
 
-impl Limits {
-    pub fn new(socket_timeout: std::time::Duration, max_fetch_bytes: u64) -> Limits {
-        Limits {
+impl FetchLimits {
+    pub fn new(socket_timeout: std::time::Duration, max_fetch_bytes: u64) -> FetchLimits {
+        FetchLimits {
             interrupt: Arc::new(AtomicBool::new(false)),
             socket_timeout,
             max_fetch_bytes,
@@ -251,7 +251,7 @@ pub fn fetch(
     url: &str,
     git_ref: &GitRef,
     credentials: &Credentials,
-    limits: &Limits,
+    limits: &FetchLimits,
 ) -> Result<Fetched, SyncError> {
     let mut repo = if dir.join("HEAD").exists() {
         remove_stale_locks(dir);
@@ -331,7 +331,7 @@ fn fetch_into(
     url: &str,
     git_ref: &GitRef,
     credentials: &Credentials,
-    limits: &Limits,
+    limits: &FetchLimits,
 ) -> Result<Fetched, SyncError> {
     let basic = match credentials {
         Credentials::Basic { username, password } => Some(gix::sec::identity::Account {
@@ -434,7 +434,7 @@ fn receive<T>(
     git_ref: &GitRef,
     tracking: &str,
     url: &str,
-    limits: &Limits,
+    limits: &FetchLimits,
 ) -> Result<Fetched, SyncError>
 where
     T: gix::protocol::transport::client::blocking_io::Transport,

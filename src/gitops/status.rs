@@ -2,11 +2,11 @@
 //! Ready / Stalled conditions. Pure: the clock is an input, and an attempt that
 //! changes nothing leaves the status equal, so nothing is written.
 
-use crate::api::contract::ROLLBACK_TO_ANNOTATION;
 use chrono::{DateTime, Utc};
 
 use super::error::SyncError;
 use super::rollback::{Basis, applied_record, cause};
+use crate::api::contract::ROLLBACK_TO_ANNOTATION;
 use crate::api::gitsync::{GitSyncStatus, InventoryEntry, RejectedRevision, RevisionRecord};
 use crate::conditions;
 use crate::time::to_k8s;
@@ -270,7 +270,7 @@ pub fn reject(status: &mut GitSyncStatus, rejected: &RejectedRevision, subject: 
 
 /// How pushing the revert of a rejected revision went.
 #[derive(Clone, Debug, PartialEq)]
-pub enum WriteBack {
+pub enum Revert {
     Pushed {
         rejected: String,
         commit: String,
@@ -297,13 +297,13 @@ pub enum WriteBack {
 /// once.
 pub fn wrote_back(
     status: &mut GitSyncStatus,
-    outcome: &WriteBack,
+    outcome: &Revert,
     generation: Option<i64>,
     now: DateTime<Utc>,
 ) {
     let time = to_k8s(now);
     let (ok, reason, message) = match outcome {
-        WriteBack::Pushed {
+        Revert::Pushed {
             rejected,
             commit,
             branch,
@@ -319,7 +319,7 @@ pub fn wrote_back(
                 ),
             )
         }
-        WriteBack::Unneeded { rejected, good } => {
+        Revert::Unneeded { rejected, good } => {
             undone_by(status, rejected, good);
             (
                 true,
@@ -331,7 +331,7 @@ pub fn wrote_back(
                 ),
             )
         }
-        WriteBack::Refused { rejected, message } => (
+        Revert::Refused { rejected, message } => (
             false,
             "PushRefused",
             format!(
@@ -339,7 +339,7 @@ pub fn wrote_back(
                 short(rejected)
             ),
         ),
-        WriteBack::Failed { rejected, message } => (
+        Revert::Failed { rejected, message } => (
             false,
             "PushFailed",
             format!(
@@ -697,7 +697,7 @@ mod tests {
         let (ready, reason) = condition(&status, READY).expect("Ready");
         assert_eq!((ready, reason), ("True", "RolledBack"));
 
-        let refused = WriteBack::Refused {
+        let refused = Revert::Refused {
             rejected: "v3".into(),
             message: "branch main refused".into(),
         };
@@ -707,7 +707,7 @@ mod tests {
             Some(("False", "PushRefused"))
         );
         assert_eq!(condition(&status, RECONCILING), Some(("True", "Retrying")));
-        let pushed = WriteBack::Pushed {
+        let pushed = Revert::Pushed {
             rejected: "v3".into(),
             commit: "r3".into(),
             branch: "main".into(),

@@ -17,7 +17,6 @@
 //! on once: its delivery id, and its signature (the id is not signed, so a replay could
 //! carry a new one), are remembered for `DELIVERY_MEMORY` (`Deliveries`).
 
-use crate::api::contract::{SYNC_REQUEST_ANNOTATION, WEBHOOK_MANAGER};
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -36,6 +35,7 @@ use serde_json::{Value, json};
 use tokio::sync::Semaphore;
 use tracing::{info, warn};
 
+use crate::api::contract::{SYNC_REQUEST_ANNOTATION, WEBHOOK_MANAGER};
 use crate::api::gitsync::GitSync;
 use crate::runtime::metrics::Metrics;
 use crate::runtime::{scoped_api, watch};

@@ -2,11 +2,11 @@
 //! next, and when a command makes no sense. Pure; the patches are the ones documented on
 //! `RolloutStatus` (status fields) and `spec.paused`.
 
-use crate::api::contract::GITSYNC_ANNOTATION;
 use kube::ResourceExt;
 use serde_json::{Value, json};
 
 use super::show::step_text;
+use crate::api::contract::GITSYNC_ANNOTATION;
 use crate::api::rollout::Rollout;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -4,7 +4,6 @@
 //! rejected and why), with what the Rollout made of each revision and the analysis that
 //! judged it. Without one, the ReplicaSets the Rollout has kept, newest first.
 
-use crate::api::contract::{CANARY_HASH_LABEL, GIT_REVISION_ANNOTATION, POD_TEMPLATE_HASH_LABEL};
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
@@ -13,6 +12,7 @@ use kube::ResourceExt;
 
 use super::show::{age, short, table};
 use crate::api::analysis::{AnalysisPhase, AnalysisRun};
+use crate::api::contract::{CANARY_HASH_LABEL, GIT_REVISION_ANNOTATION, POD_TEMPLATE_HASH_LABEL};
 use crate::api::gitsync::GitSyncStatus;
 use crate::api::rollout::Rollout;
 use crate::gitops::rollback::cause;

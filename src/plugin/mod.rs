@@ -11,7 +11,6 @@ pub mod show;
 pub mod undo;
 pub mod wait;
 
-use crate::api::contract::{GITSYNC_ANNOTATION, ROLLBACK_TO_ANNOTATION, ROLLOUT_LABEL};
 use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
@@ -28,6 +27,7 @@ use self::control::{Control, Part};
 use self::show::Observed;
 use self::wait::Standing;
 use crate::api::analysis::AnalysisRun;
+use crate::api::contract::{GITSYNC_ANNOTATION, ROLLBACK_TO_ANNOTATION, ROLLOUT_LABEL};
 use crate::api::gitsync::GitSync;
 use crate::api::rollout::Rollout;
 
@@ -250,7 +250,7 @@ async fn gitsync_diff(
         spec.url.clone(),
         spec.git_ref.clone(),
     );
-    let limits = source::Limits::new(Duration::from_secs(60), 512 << 20);
+    let limits = source::FetchLimits::new(Duration::from_secs(60), 512 << 20);
     let fetched = tokio::task::spawn_blocking(move || {
         source::fetch(&dir, &url, &git_ref, &credentials, &limits)
     })
@@ -319,7 +319,7 @@ async fn gitsync_diff(
     .map_err(|e| format!("acting as {}: {e}", identity.describe()))?;
     let term = crate::runtime::leader::Leadership::always().current_term();
     let owner = format!("{namespace}/{name}");
-    let target = apply::Target {
+    let target = apply::Applier {
         client: &client,
         identity: &identity,
         reader: &cluster.client,

@@ -1,7 +1,6 @@
 //! What `kubectl weir list` and `get` print. Pure: the objects and the clock go in, text
 //! comes out, so the output is snapshot-tested for fixed objects.
 
-use crate::api::contract::{POD_TEMPLATE_HASH_LABEL, STEP_LABEL};
 use std::collections::BTreeMap;
 use std::fmt::Write;
 
@@ -11,6 +10,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::ResourceExt;
 
 use crate::api::analysis::{AnalysisPhase, AnalysisRun};
+use crate::api::contract::{POD_TEMPLATE_HASH_LABEL, STEP_LABEL};
 use crate::api::rollout::{CanaryStep, Rollout, RolloutPhase};
 use crate::time::from_k8s;
 

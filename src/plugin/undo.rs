@@ -4,13 +4,13 @@
 //! `weir.dev/rollback-to`), so Git stays the source of truth; a Rollout applied by hand gets
 //! an earlier ReplicaSet's template back, as Argo Rollouts' undo does.
 
-use crate::api::contract::{CANARY_HASH_LABEL, POD_TEMPLATE_ANNOTATION, POD_TEMPLATE_HASH_LABEL};
 use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::core::v1::PodTemplateSpec;
 use kube::ResourceExt;
 
 use super::show::short;
 use crate::api::analysis::AnalysisRun;
+use crate::api::contract::{CANARY_HASH_LABEL, POD_TEMPLATE_ANNOTATION, POD_TEMPLATE_HASH_LABEL};
 use crate::api::gitsync::GitSyncStatus;
 use crate::api::rollout::Rollout;
 

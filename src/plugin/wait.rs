@@ -1,8 +1,8 @@
 //! `kubectl weir status`: where a rollout stands, for a CI pipeline waiting on it. Pure.
 
-use crate::api::contract::GIT_REVISION_ANNOTATION;
 use kube::ResourceExt;
 
+use crate::api::contract::GIT_REVISION_ANNOTATION;
 use crate::api::gitsync::GitSync;
 use crate::api::rollout::{Rollout, RolloutPhase};
 use crate::gitops::rollback::cause;

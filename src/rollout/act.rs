@@ -1,7 +1,6 @@
 //! Carries out the planner's actions against the API server, each as one idempotent request
 //! with field manager `weir-rollout`.
 
-use crate::api::contract::{POD_TEMPLATE_HASH_LABEL, ROLLOUT_MANAGER, SCALE_DOWN_ANNOTATION};
 use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::core::v1::Service;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
@@ -15,6 +14,7 @@ use super::workload;
 use crate::analysis::run;
 use crate::api::Rollout;
 use crate::api::analysis::{AnalysisRun, AnalysisTemplateSpec};
+use crate::api::contract::{POD_TEMPLATE_HASH_LABEL, ROLLOUT_MANAGER, SCALE_DOWN_ANNOTATION};
 use crate::ssa_defaults;
 use crate::traffic::{AnyRouter, Router};
 
@@ -119,7 +119,7 @@ pub async fn act(
             attempt,
             step,
         } => {
-            let target = run::Target {
+            let target = run::Canary {
                 hash,
                 stable,
                 attempt: *attempt,
@@ -142,7 +142,7 @@ pub async fn act(
 async fn start_analysis(
     client: &Client,
     rollout: &Rollout,
-    target: &run::Target<'_>,
+    target: &run::Canary<'_>,
 ) -> Result<Wrote, Error> {
     let namespace = rollout.namespace().unwrap_or_default();
     // The planner starts analysis only for steps that have it; a spec that changed since is

@@ -2,7 +2,6 @@
 //! AnalysisRuns carrying `weir.dev/rollout`), plus the HTTPRoutes and analysis templates
 //! Rollouts name, and reconciles.
 
-use crate::api::contract::ROLLOUT_LABEL;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -19,6 +18,7 @@ use super::observe::{OwnedCaches, WrittenVersions, trim_replica_set, trim_run};
 use super::reconcile::{Context, error_policy, reconcile};
 use crate::api::Rollout;
 use crate::api::analysis::{AnalysisRun, AnalysisTemplate, ClusterAnalysisTemplate};
+use crate::api::contract::ROLLOUT_LABEL;
 use crate::runtime::leader::{Leadership, became_leader};
 use crate::runtime::metrics::Metrics;
 use crate::runtime::{cache, scoped_api, watch};

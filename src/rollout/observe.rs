@@ -2,10 +2,6 @@
 //! from the controller's caches or, when those cannot be trusted, from etcd), its two
 //! Services, and the canary weight on its router (from the API server).
 
-use crate::api::contract::{
-    ATTEMPT_LABEL, CANARY_HASH_LABEL, POD_TEMPLATE_HASH_LABEL, ROLLOUT_LABEL,
-    SCALE_DOWN_ANNOTATION, STEP_LABEL,
-};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -25,6 +21,10 @@ use crate::analysis::run;
 use crate::api::Rollout;
 use crate::api::analysis::{AnalysisPhase, AnalysisRun};
 use crate::api::analysis::{AnalysisTemplate, AnalysisTemplateSpec, ClusterAnalysisTemplate};
+use crate::api::contract::{
+    ATTEMPT_LABEL, CANARY_HASH_LABEL, POD_TEMPLATE_HASH_LABEL, ROLLOUT_LABEL,
+    SCALE_DOWN_ANNOTATION, STEP_LABEL,
+};
 use crate::api::rollout::AnalysisTemplateRef;
 use crate::runtime::cache::{Cache, Epoch};
 use crate::traffic::{AnyRouter, Router};

@@ -1,10 +1,10 @@
 //! The glue: observe -> plan -> act, repeated until a plan has nothing to do, then one status
 //! write (none when nothing changed) and an Event per transition.
 
-use crate::api::contract::{GIT_REVISION_ANNOTATION, ROLLOUT_MANAGER, ROUTE_CLEANUP_FINALIZER};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::api::contract::{GIT_REVISION_ANNOTATION, ROLLOUT_MANAGER, ROUTE_CLEANUP_FINALIZER};
 use crate::runtime::Events;
 use kube::api::Api;
 use kube::runtime::controller::Action as Requeue;

@@ -1,9 +1,6 @@
 //! The Rollout's ReplicaSets: how weir names, labels and builds them, and how it reads them
 //! back into the planner's view. Pure.
 
-use crate::api::contract::{
-    POD_TEMPLATE_ANNOTATION, POD_TEMPLATE_HASH_LABEL, ROLLOUT_LABEL, SCALE_DOWN_ANNOTATION,
-};
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{ReplicaSet, ReplicaSetSpec};
@@ -12,6 +9,9 @@ use kube::{Resource, ResourceExt};
 
 use super::plan::ReplicaSetView;
 use crate::api::Rollout;
+use crate::api::contract::{
+    POD_TEMPLATE_ANNOTATION, POD_TEMPLATE_HASH_LABEL, ROLLOUT_LABEL, SCALE_DOWN_ANNOTATION,
+};
 use crate::time::from_k8s;
 
 /// The largest template kept in that annotation.

@@ -52,8 +52,8 @@ where
 ///
 /// kube's `Recorder` keeps every Event it published for six minutes, to count repeats of
 /// one into a series. weir's Events hardly ever repeat by its key (the reference carries
-/// the object's resourceVersion, new with every status write), so that cache mostly grew:
-/// 4.4 MiB of a 500-Rollout heap profile. Each Event is published by a Recorder made for
+/// the object's resourceVersion, new with every status write), so that cache mostly grew
+/// (BENCHMARKS.md, "Figures behind limits"). Each Event is published by a Recorder made for
 /// it instead.
 #[derive(Clone)]
 pub struct Events {

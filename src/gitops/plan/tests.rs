@@ -21,7 +21,7 @@ fn settings(on_failure: bool, write_back: bool) -> Settings {
     Settings {
         generation: Some(1),
         interval: Duration::from_secs(60),
-        judging: Policy {
+        judging: Judging {
             on_failure,
             health_timeout: chrono::Duration::minutes(5),
         },
@@ -158,11 +158,11 @@ fn run(scene: &Scene, world: &World) -> Result<(Vec<Action>, Finish), TestCaseEr
         match action {
             Action::Fetch => {
                 done.fetch = Some(match world.fetch {
-                    0 => Fetched::Head(sha(world.head)),
-                    1 => Fetched::Failed(Box::new(Attempt::FetchFailed(SyncError::transient(
-                        "no answer",
-                    )))),
-                    2 => Fetched::RateLimited(Duration::from_secs(7)),
+                    0 => FetchOutcome::Head(sha(world.head)),
+                    1 => FetchOutcome::Failed(Box::new(Attempt::FetchFailed(
+                        SyncError::transient("no answer"),
+                    ))),
+                    2 => FetchOutcome::RateLimited(Duration::from_secs(7)),
                     _ => {
                         // The glue gives the fetch up only when the abort it heard of
                         // rejects the applied revision.
@@ -176,9 +176,9 @@ fn run(scene: &Scene, world: &World) -> Result<(Vec<Action>, Finish), TestCaseEr
                             &scene.settings.judging,
                             now,
                         ) {
-                            Fetched::Deferred
+                            FetchOutcome::Deferred
                         } else {
-                            Fetched::Head(sha(world.head))
+                            FetchOutcome::Head(sha(world.head))
                         }
                     }
                 })
@@ -226,24 +226,24 @@ fn run(scene: &Scene, world: &World) -> Result<(Vec<Action>, Finish), TestCaseEr
             Action::WriteBack { rejected, good, .. } => {
                 let rejected = rejected.revision;
                 done.written = Some(Some(match world.write {
-                    0 => WriteBack::Pushed {
+                    0 => Revert::Pushed {
                         rejected,
                         commit: "e".repeat(40),
                         branch: "main".into(),
                     },
-                    1 => WriteBack::Refused {
+                    1 => Revert::Refused {
                         rejected,
                         message: "the branch moved".into(),
                     },
-                    2 => WriteBack::Failed {
+                    2 => Revert::Failed {
                         rejected,
                         message: "no answer".into(),
                     },
-                    _ => WriteBack::Unneeded { rejected, good },
+                    _ => Revert::Unneeded { rejected, good },
                 }))
             }
             Action::RecognizeRevert { head, pending } => {
-                done.written = Some(world.revert_on_head.then(|| WriteBack::Pushed {
+                done.written = Some(world.revert_on_head.then(|| Revert::Pushed {
                     rejected: pending[0].clone(),
                     commit: head,
                     branch: "main".into(),
@@ -550,7 +550,7 @@ fn a_sync_request_fetches_now() {
         })
     };
     assert_eq!(input(&done), Plan::Act(Box::new(Action::Fetch)));
-    done.fetch = Some(Fetched::Head(sha(2)));
+    done.fetch = Some(FetchOutcome::Head(sha(2)));
     assert_eq!(
         input(&done),
         Plan::Act(Box::new(Action::Apply {

@@ -2,11 +2,11 @@
 //!
 //! YAML aliases repeat a node wherever they appear: serde_yaml_ng refuses exponential
 //! expansion, but one anchor of 3,000 items aliased 3,000 times is a 15 KB file that expands
-//! to nine million values (291 MB). The budget here counts what the value takes in memory
-//! while it is being built (each node's `Value`, its text, its slot in a list or map),
-//! aliases expanded, and stops at the first node over it, so memory stays within the budget
-//! whatever the file says. (A first version counted bytes of JSON text; a list of short
-//! scalars takes twenty times that in memory, and the 15 KB document still cost 67 MB.)
+//! to nine million values. The budget here counts what the value takes in memory while it
+//! is being built (each node's `Value`, its text, its slot in a list or map), aliases
+//! expanded, and stops at the first node over it, so memory stays within the budget whatever
+//! the file says. Counting bytes of JSON text instead undercounts short scalars many times
+//! over (BENCHMARKS.md, "Figures behind limits").
 
 use std::cell::Cell;
 use std::fmt;
