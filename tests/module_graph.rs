@@ -17,14 +17,12 @@ type Module = Vec<String>;
 
 struct Source {
     module: Module,
-    /// Whether this file is a `mod.rs`/`lib.rs` (so `super` is one level further up).
-    is_dir_root: bool,
     /// The child modules the file declares.
     children: BTreeSet<String>,
     file: syn::File,
 }
 
-fn module_of(src: &Path, file: &Path) -> (Module, bool) {
+fn module_of(src: &Path, file: &Path) -> Module {
     let relative = file.strip_prefix(src).expect("under src/");
     let mut parts: Vec<String> = relative
         .iter()
@@ -32,11 +30,10 @@ fn module_of(src: &Path, file: &Path) -> (Module, bool) {
         .collect();
     let last = parts.pop().expect("a file name");
     let stem = last.trim_end_matches(".rs").to_owned();
-    let is_dir_root = matches!(stem.as_str(), "mod" | "lib");
-    if !is_dir_root {
+    if !matches!(stem.as_str(), "mod" | "lib") {
         parts.push(stem);
     }
-    (parts, is_dir_root)
+    parts
 }
 
 fn sources(dir: &Path, src: &Path, out: &mut Vec<PathBuf>) {
@@ -130,19 +127,14 @@ fn resolve(from: &Source, path: &[String], modules: &BTreeSet<Module>) -> Option
     let (mut base, rest): (Module, &[String]) = match path.first().map(String::as_str) {
         Some("crate") => (Vec::new(), &path[1..]),
         Some("super") => {
-            let mut base = from.module.clone();
-            if !from.is_dir_root {
-                base.pop();
-            }
-            let mut rest = &path[1..];
-            base.pop();
+            // A file's module path already names its directory for `mod.rs`, so `super` is
+            // always one segment up, and each further `super` one more.
+            let mut parent = from.module.clone();
+            let mut rest = path;
             while rest.first().map(String::as_str) == Some("super") {
-                base.pop();
+                parent.pop();
                 rest = &rest[1..];
             }
-            // `super::x`: x is in the parent's module.
-            let mut parent = from.module.clone();
-            parent.pop();
             (parent, rest)
         }
         Some("self") => (from.module.clone(), &path[1..]),
@@ -220,6 +212,20 @@ fn finds_each_kind_of_cycle() {
         "{found:?}"
     );
 
+    let grandparent = [
+        file("lib.rs", "pub mod a; pub mod b;"),
+        file("a/mod.rs", "pub mod inner;"),
+        file("a/inner.rs", "pub fn f() { super::super::b::g() }"),
+        file("b.rs", "pub fn g() { crate::a::inner::f() }"),
+    ];
+    let found = find_cycles(&grandparent);
+    assert!(
+        found
+            .iter()
+            .any(|c| c.starts_with("a and b import each other")),
+        "super::super reaches the crate root: {found:?}"
+    );
+
     let parent_child = [
         file("lib.rs", "pub mod p;"),
         file(
@@ -242,7 +248,7 @@ fn finds_each_kind_of_cycle() {
 fn find_cycles(files: &[(PathBuf, String)]) -> BTreeSet<String> {
     let mut parsed = Vec::new();
     for (path, text) in files {
-        let (module, is_dir_root) = module_of(Path::new(""), path);
+        let module = module_of(Path::new(""), path);
         if module.last().is_some_and(|m| m == "tests") {
             continue;
         }
@@ -260,7 +266,6 @@ fn find_cycles(files: &[(PathBuf, String)]) -> BTreeSet<String> {
             .collect();
         parsed.push(Source {
             module,
-            is_dir_root,
             children,
             file,
         });

@@ -1,9 +1,9 @@
 //! The GitSync controller's decisions, pure: from what one reconcile has observed and what
 //! its actions so far returned, the next action, or how the reconcile ends (what to record,
-//! which Events to publish, when to look again). The glue loops observe -> plan -> act until
-//! the plan finishes, feeding each action's outcome back in (`Done`); the plan is computed
-//! again from scratch every time, so it is level-based on the status: a restart at any
-//! moment decides again from what the API server shows.
+//! which Events to publish, when to look again). The glue observes once, then loops
+//! plan -> act until the plan finishes, feeding each action's outcome back in (`Done`); the
+//! plan is computed again from scratch every time, so it is level-based on the status: a
+//! restart at any moment decides again from what the API server shows.
 //!
 //! The order it keeps: a rollback never waits for Git (a due fetch is deferred while the
 //! applied revision is rejected); a rejection is recorded before anything is rolled back;
@@ -244,10 +244,9 @@ pub fn delay_until_fixed(interval: Duration, failures: u32) -> Duration {
         .min(cap)
 }
 
-/// Whether what is known already rejects the applied revision (a Rollout of it aborted, a
-/// workload of it failed or timed out), or rejected it before the cluster went back (a
-/// controller that stopped between recording a rejection and rolling back): then the
-/// cluster goes back to the last good revision before anything waits for Git.
+/// Whether what is known now rejects the applied revision (a Rollout of it aborted, a
+/// workload of it failed or timed out): then the cluster goes back to the last good revision
+/// before anything waits for Git, and a fetch under way is given up.
 pub fn must_roll_back(
     status: &GitSyncStatus,
     rollouts: &[ManagedRollout],
@@ -255,21 +254,43 @@ pub fn must_roll_back(
     judging: &Judging,
     now: DateTime<Utc>,
 ) -> bool {
-    let Some(known) = status
-        .last_fetched_revision
-        .as_ref()
-        .or(status.last_applied_revision.as_ref())
-    else {
+    known_head(status).is_some_and(|known| {
+        rollback::decide(known, status, rollouts, workloads, judging, now)
+            .rejected
+            .is_some()
+    })
+}
+
+/// Whether a rejection is recorded but the cluster never went back (a controller that
+/// stopped between the two): the rollback goes first then too, but only once before a
+/// fetch, since a rollback that fails (its revision not in a new replica's empty clone)
+/// may need that fetch.
+fn rollback_unfinished(
+    status: &GitSyncStatus,
+    rollouts: &[ManagedRollout],
+    workloads: &[Workload],
+    judging: &Judging,
+    now: DateTime<Utc>,
+) -> bool {
+    let Some(known) = known_head(status) else {
         return false;
     };
-    let decision = rollback::decide(known, status, rollouts, workloads, judging, now);
-    // A rollback tried and failed waits for its backoff, like any apply: the fetch goes on.
     let unfinished = |good: &String| {
         status.last_applied_revision.as_ref() != Some(good)
             && status.last_attempted_revision.as_ref() != Some(good)
     };
-    decision.rejected.is_some()
-        || matches!(&decision.desired, Desired::RollBack(good) if unfinished(good))
+    matches!(
+        rollback::decide(known, status, rollouts, workloads, judging, now).desired,
+        Desired::RollBack(good) if unfinished(&good)
+    )
+}
+
+/// Where the ref pointed at the last fetch (or the applied revision, before any).
+fn known_head(status: &GitSyncStatus) -> Option<&String> {
+    status
+        .last_fetched_revision
+        .as_ref()
+        .or(status.last_applied_revision.as_ref())
 }
 
 /// Whether applying `revision` waits for the GitSyncs this one depends on: only a revision
@@ -321,13 +342,11 @@ fn decide(input: &Input) -> Result<Finish, Box<Action>> {
         Some(FetchOutcome::Deferred) => true,
         Some(_) => false,
         None => {
-            due && must_roll_back(
-                status,
-                input.rollouts,
-                input.workloads,
-                &settings.judging,
-                now,
-            )
+            let (rollouts, workloads) = (input.rollouts, input.workloads);
+            let first_try = previous.is_none_or(|p| p.failures == 0);
+            due && (must_roll_back(status, rollouts, workloads, &settings.judging, now)
+                || first_try
+                    && rollback_unfinished(status, rollouts, workloads, &settings.judging, now))
         }
     };
     if due && !deferred && done.fetch.is_none() {
@@ -637,7 +656,7 @@ fn finish(
             warning: condition.status != "True",
             reason: condition.reason,
             message: condition.message,
-            action: "Revert",
+            action: "WriteBack",
         });
     }
     Finish {

@@ -117,11 +117,24 @@ struct Scene {
     pin_request: Option<String>,
     dependencies: Vec<String>,
     rollouts: Vec<ManagedRollout>,
+    /// The applied revision's workloads as read.
+    workloads: Vec<Workload>,
 }
 
 /// One reconcile run against `world`: every action in order, and how it ended. Checks on
 /// the way that planning is deterministic and that no action is asked for twice.
 fn run(scene: &Scene, world: &World) -> Result<(Vec<Action>, Finish), TestCaseError> {
+    run_at(scene, world, at() + chrono::Duration::seconds(60), false)
+}
+
+/// `run` at `now`; with `clone_empty`, the clone holds no revision until this reconcile
+/// fetches (a new replica's, say), so an apply or a pin before that fails.
+fn run_at(
+    scene: &Scene,
+    world: &World,
+    now: DateTime<Utc>,
+    clone_empty: bool,
+) -> Result<(Vec<Action>, Finish), TestCaseError> {
     let mut done = Done::default();
     let mut rollouts = scene.rollouts.clone();
     let mut actions: Vec<Action> = Vec::new();
@@ -134,12 +147,11 @@ fn run(scene: &Scene, world: &World) -> Result<(Vec<Action>, Finish), TestCaseEr
             pin_request: scene.pin_request.as_deref(),
             dependencies: &scene.dependencies,
             rollouts: &rollouts,
-            workloads: &[],
-            now: at() + chrono::Duration::seconds(60),
+            workloads: &scene.workloads,
+            now,
             jitter: 0.5,
             done: &done,
         };
-        let now = input.now;
         let planned = plan(&input);
         prop_assert_eq!(&plan(&input), &planned, "planning is deterministic");
         let action = match planned {
@@ -172,7 +184,7 @@ fn run(scene: &Scene, world: &World) -> Result<(Vec<Action>, Finish), TestCaseEr
                         if must_roll_back(
                             &scene.status,
                             &rollouts,
-                            &[],
+                            &scene.workloads,
                             &scene.settings.judging,
                             now,
                         ) {
@@ -184,7 +196,8 @@ fn run(scene: &Scene, world: &World) -> Result<(Vec<Action>, Finish), TestCaseEr
                 })
             }
             Action::VerifyPin(pinned) => {
-                done.pin = Some(match world.pin_in_clone {
+                let fetched = matches!(done.fetch, Some(FetchOutcome::Head(_)));
+                done.pin = Some(match world.pin_in_clone && (fetched || !clone_empty) {
                     true => Ok(pinned),
                     false => Err("not in the clone".into()),
                 })
@@ -197,7 +210,11 @@ fn run(scene: &Scene, world: &World) -> Result<(Vec<Action>, Finish), TestCaseEr
                     namespace: Some("shop".into()),
                     name: "web".into(),
                 }];
+                let fetched = matches!(done.fetch, Some(FetchOutcome::Head(_)));
                 done.applied = Some(match world.apply_ok {
+                    _ if clone_empty && !fetched => Attempt::FetchFailed(SyncError::transient(
+                        format!("revision {revision} is not in the clone"),
+                    )),
                     true => Attempt::Applied {
                         revision,
                         subject: "a change".into(),
@@ -277,6 +294,26 @@ fn managed() -> impl Strategy<Value = ManagedRollout> {
     )
 }
 
+fn workloads() -> impl Strategy<Value = Vec<Workload>> {
+    let health = prop_oneof![
+        Just(Health::Healthy),
+        Just(Health::Progressing("1 of 2 replicas available".into())),
+        prop::option::of(-60i64..60).prop_map(|offset| Health::Failed {
+            reason: "ProgressDeadlineExceeded".into(),
+            message: "Progressing is False".into(),
+            since: offset.map(|s| at() + chrono::Duration::seconds(s)),
+        }),
+    ];
+    prop::collection::vec(
+        (revision(), health).prop_map(|(revision, health)| Workload {
+            name: "Deployment shop/api".into(),
+            revision,
+            health,
+        }),
+        0..3,
+    )
+}
+
 fn previous() -> impl Strategy<Value = Option<Previous>> {
     prop::option::of(
         (prop::option::of(1u64..120), 0u32..4, any::<bool>()).prop_map(
@@ -306,6 +343,7 @@ prop_compose! {
         pin_request in prop::option::of(prop_oneof![(0u8..5).prop_map(sha), Just("main".to_owned())]),
         waits_for_dependencies in any::<bool>(),
         rollouts in prop::collection::vec(managed(), 0..3),
+        workloads in workloads(),
     ) -> Scene {
         let mut status = GitSyncStatus {
             last_applied_revision: applied.clone(),
@@ -330,6 +368,7 @@ prop_compose! {
                 false => Vec::new(),
             },
             rollouts,
+            workloads,
         }
     }
 }
@@ -392,7 +431,10 @@ proptest! {
 
     /// The applied revision's own canary aborted, and an earlier revision was good: this
     /// reconcile rejects it (unless that is recorded already) and goes back to the good one
-    /// before any fetch, whatever the schedule, the requests and the dependencies say.
+    /// before any fetch, whatever the schedule, the requests and the dependencies say. The
+    /// one exception: a rejection recorded earlier whose rollback then failed fetches first
+    /// (the good revision may be missing from the clone), and still rolls back unless the
+    /// ref moved on to a newer revision.
     #[test]
     fn a_rollback_is_never_skipped(
         scene in scene(),
@@ -416,6 +458,7 @@ proptest! {
         }
         scene.rollouts.retain(|r| r.aborted.is_none());
         scene.rollouts.push(aborted_rollout(&applied));
+        scene.workloads.clear();
 
         let (actions, finish) = run(&scene, &world)?;
         let apply = actions.iter().position(|a| matches!(
@@ -423,6 +466,15 @@ proptest! {
             Action::Apply { revision, basis: Basis::RolledBack(rejected) }
                 if *revision == good && rejected.revision == applied
         ));
+        let retried = already_rejected && scene.previous.is_some_and(|p| p.failures > 0);
+        if retried && actions.first() == Some(&Action::Fetch) {
+            let moved_on = matches!(world.fetch, 0 | 3) && sha(world.head) != applied;
+            match moved_on {
+                true => prop_assert!(apply.is_none()),
+                false => prop_assert!(apply.is_some(), "no rollback: {actions:?}"),
+            }
+            return Ok(());
+        }
         prop_assert!(apply.is_some(), "no rollback: {actions:?}");
         prop_assert!(!actions.iter().any(|a| matches!(a, Action::Fetch)), "fetched first: {actions:?}");
         let recorded = actions.iter().position(|a| matches!(
@@ -435,6 +487,71 @@ proptest! {
         }
         if world.apply_ok && scene.settings.write_back {
             prop_assert_eq!(finish.requeue, Duration::ZERO, "the revert waits for a fetch that comes at once");
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(1000))]
+
+    /// Reconciles in a row, each seeing what the last recorded (or not: a crash between act
+    /// and status write, which also loses the in-memory schedule), time moving on, on a
+    /// replica whose clone may start empty: no revision rejected so far is ever applied,
+    /// and the controller never spins (coming back at once more than twice in a row
+    /// without fetching).
+    #[test]
+    fn reconciles_in_a_row_never_apply_a_rejected_revision_nor_spin(
+        scene in scene(),
+        worlds in prop::collection::vec((world(), any::<bool>()), 6),
+        clone_empty in any::<bool>(),
+    ) {
+        let mut status = scene.status.clone();
+        let mut previous = scene.previous;
+        let mut rejected: Vec<String> =
+            status.rejected_revisions.iter().map(|r| r.revision.clone()).collect();
+        let mut fetched_ever = false;
+        let mut spins = 0;
+        let mut now = at();
+        for (world, crash) in &worlds {
+            let this = Scene { status: status.clone(), previous, ..scene.clone() };
+            let (actions, finish) = run_at(&this, world, now, clone_empty && !fetched_ever)?;
+            for action in &actions {
+                match action {
+                    Action::RecordRejection { rejected: rejection, last_good } => {
+                        // Written at once, before anything is rolled back.
+                        status::reject(&mut status, rejection, "");
+                        status.last_good_revision.clone_from(last_good);
+                        rejected.push(rejection.revision.clone());
+                    }
+                    Action::Apply { revision, .. } => prop_assert!(
+                        !rejected.contains(revision),
+                        "applied rejected {revision}: {actions:?}"
+                    ),
+                    _ => {}
+                }
+            }
+            let fetched = actions.iter().any(|a| matches!(a, Action::Fetch))
+                && world.fetch == 0;
+            fetched_ever |= fetched;
+            if *crash {
+                previous = None;
+            } else {
+                if let Some(record) = &finish.record {
+                    record.apply(&mut status, Some(1), now);
+                }
+                previous = match finish.schedule {
+                    Some(next) => Some(Previous { wait: None, failures: next.failures, waiting: next.waiting }),
+                    None => previous.map(|p| Previous { wait: None, ..p }),
+                };
+            }
+            // A crash starts a new process: its first look is at once whatever came before.
+            spins = match (finish.requeue.is_zero(), fetched, crash) {
+                (true, false, false) => spins + 1,
+                _ => 0,
+            };
+            prop_assert!(spins <= 2, "comes back at once without fetching: {actions:?}");
+            now += chrono::Duration::from_std(finish.requeue.max(Duration::from_secs(1)))
+                .unwrap_or(chrono::Duration::MAX);
         }
     }
 }
