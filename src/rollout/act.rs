@@ -18,6 +18,15 @@ use crate::api::contract::{POD_TEMPLATE_HASH_LABEL, ROLLOUT_MANAGER, SCALE_DOWN_
 use crate::ssa_defaults;
 use crate::traffic::{AnyRouter, Router};
 
+/// Which of the canary's Service fields names `service`, for messages.
+fn service_field(rollout: &Rollout, service: &str) -> &'static str {
+    let canary = rollout.spec.strategy.canary.as_ref();
+    match canary.and_then(|c| c.stable_service.as_deref()) {
+        Some(stable) if stable == service => "stableService",
+        _ => "canaryService",
+    }
+}
+
 fn params() -> PatchParams {
     PatchParams {
         field_manager: Some(ROLLOUT_MANAGER.into()),
@@ -101,11 +110,20 @@ pub async fn act(
         Action::PointService { service, hash } => {
             let services: Api<Service> = Api::namespaced(client.clone(), &namespace);
             let patch = json!({"spec": {"selector": {POD_TEMPLATE_HASH_LABEL: hash}}});
-            services
+            match services
                 .patch(service, &params(), &Patch::Merge(&patch))
                 .await
-                .map_err(Error::api("pointing", "Service", service))?;
-            Ok(Wrote::Elsewhere)
+            {
+                Ok(_) => Ok(Wrote::Elsewhere),
+                // Deleted since it was read: told as observe tells it, and looked for again
+                // soon (nothing watches Services).
+                Err(kube::Error::Api(status)) if status.code == 404 => Err(Error::MissingService {
+                    namespace: namespace.clone(),
+                    name: service.clone(),
+                    field: service_field(rollout, service),
+                }),
+                Err(source) => Err(Error::api("pointing", "Service", service)(source)),
+            }
         }
         Action::SetWeight { canary_weight } => {
             if let Some(router) = router {
