@@ -2,6 +2,8 @@
 //! stable one, its `canary-weight` followed by the simulated data plane (`weir-sim traffic`),
 //! analysis in Prometheus judging the canary's real share, and every weight watched.
 
+#[path = "support/routers.rs"]
+mod routers;
 mod support;
 
 use std::sync::{Arc, Mutex};
@@ -10,53 +12,13 @@ use futures::StreamExt;
 use k8s_openapi::api::networking::v1::Ingress;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::{WatchStreamExt, watcher};
+use routers::{controller, delete_holding, healthy, share, simulator, templates};
 use serde_json::{Value, json};
 use support::app::{LIMIT, apply, delete_rollout, phase, wait_for};
-use support::{
-    ControllerProcess, ScrapeTarget, TestNamespace, client, eventually, free_port, kubeconfig_path,
-    listening, prometheus_url,
-};
+use support::{ControllerProcess, TestNamespace, client, eventually};
 use weir::api::rollout::RolloutPhase;
 
 const CANARY_INGRESS: &str = "web-web-canary";
-
-struct Simulator(std::process::Child);
-
-impl Drop for Simulator {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// The simulated data plane for the namespace, scraped by the shared Prometheus.
-async fn simulator(ns: &TestNamespace) -> (Simulator, ScrapeTarget) {
-    let port = free_port();
-    let simulator = Simulator(
-        std::process::Command::new(env!("CARGO_BIN_EXE_weir-sim"))
-            .args(["traffic", "--namespace", &ns.name, "--rps", "200"])
-            .args(["--listen", &format!("127.0.0.1:{port}")])
-            .env("KUBECONFIG", kubeconfig_path())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("weir-sim traffic"),
-    );
-    listening("the traffic simulator", port).await;
-    let target = ScrapeTarget::add(&ns.name, &format!("127.0.0.1:{port}"), &[]);
-    (simulator, target)
-}
-
-fn controller(ns: &TestNamespace) -> ControllerProcess {
-    ControllerProcess::start_with(
-        &ns.name,
-        &[
-            "--metrics-addr",
-            "127.0.0.1:0",
-            "--prometheus-url",
-            &prometheus_url(),
-        ],
-    )
-}
 
 /// The Services and the stable Ingress, as a team writes them: the Ingress sends to the
 /// stable Service only.
@@ -87,67 +49,28 @@ async fn routing(ns: &TestNamespace) {
         .unwrap_or_else(|e| panic!("applying the stable Ingress: {e}"));
 }
 
-/// The canary's share of all requests over the last 5 seconds must be within `low..=high`,
-/// and the canary must answer 95% of its requests.
-async fn templates(ns: &TestNamespace) {
-    let filter = format!("namespace=\"{}\"", ns.name);
-    let share = format!(
-        "sum(rate(http_requests_total{{{filter},service=\"web-canary\"}}[5s])) / sum(rate(http_requests_total{{{filter}}}[5s]))"
-    );
-    let success = format!(
-        "sum(rate(http_requests_total{{{filter},service=\"web-canary\",code=\"200\"}}[5s])) / sum(rate(http_requests_total{{{filter},service=\"web-canary\"}}[5s]))"
-    );
-    for (name, low, high) in [("share-20", 0.17, 0.23), ("share-50", 0.46, 0.54)] {
-        apply(
-            ns,
-            json!({"apiVersion": "weir.dev/v1alpha1", "kind": "AnalysisTemplate",
-                "metadata": {"name": name},
-                "spec": {"metrics": [
-                    {"name": "canary-share", "initialDelay": "7s", "count": 1,
-                     "successCondition": format!("result[0] >= {low} && result[0] <= {high}"),
-                     "provider": {"prometheus": {"query": share}}},
-                    {"name": "success-rate", "initialDelay": "7s", "count": 1,
-                     "successCondition": "result[0] >= 0.95",
-                     "provider": {"prometheus": {"query": success}}}
-                ]}}),
-        )
-        .await;
-    }
-}
-
 /// The Rollout as Argo documents an NGINX canary (only `apiVersion` differs), its canary
 /// failing `error_rate` of requests.
 fn rollout(image: &str, error_rate: &str) -> Value {
     json!({"apiVersion": "weir.dev/v1alpha1", "kind": "Rollout", "metadata": {"name": "web"},
-        "spec": {
-            "replicas": 4,
-            "selector": {"matchLabels": {"app": "web"}},
-            "template": {
-                "metadata": {"labels": {"app": "web"},
-                    "annotations": {"sim.weir.dev/error-rate": error_rate}},
-                "spec": {"containers": [{"name": "web", "image": image}]}},
-            "strategy": {"canary": {
-                "stableService": "web-stable", "canaryService": "web-canary",
-                "trafficRouting": {"nginx": {
-                    "stableIngress": "web",
-                    "additionalIngressAnnotations": {"canary-by-header": "X-Canary"}}},
-                "steps": [
-                    {"setWeight": 20},
-                    {"analysis": {"templates": [{"templateName": "share-20"}]}},
-                    {"setWeight": 50},
-                    {"analysis": {"templates": [{"templateName": "share-50"}]}}
-                ]}}}})
-}
-
-/// Waits until the Rollout is Healthy with `manifest`'s pod template as its stable.
-async fn healthy(ns: &TestNamespace, manifest: &Value) -> weir::api::Rollout {
-    let template = serde_json::from_value(manifest["spec"]["template"].clone()).expect("template");
-    let hash = weir::rollout::template_hash::of(&template);
-    wait_for(ns, &format!("Healthy on {hash}"), |r| {
-        phase(r) == Some(RolloutPhase::Healthy)
-            && r.status.as_ref().and_then(|s| s.stable_rs.as_deref()) == Some(hash.as_str())
-    })
-    .await
+    "spec": {
+        "replicas": 4,
+        "selector": {"matchLabels": {"app": "web"}},
+        "template": {
+            "metadata": {"labels": {"app": "web"},
+                "annotations": {"sim.weir.dev/error-rate": error_rate}},
+            "spec": {"containers": [{"name": "web", "image": image}]}},
+        "strategy": {"canary": {
+            "stableService": "web-stable", "canaryService": "web-canary",
+            "trafficRouting": {"nginx": {
+                "stableIngress": "web",
+                "additionalIngressAnnotations": {"canary-by-header": "X-Canary"}}},
+            "steps": [
+                {"setWeight": 20},
+                {"analysis": {"templates": [{"templateName": "share-20"}]}},
+                {"setWeight": 50},
+                {"analysis": {"templates": [{"templateName": "share-50"}]}}
+            ]}}}})
 }
 
 /// Every canary weight the Ingresses carried, in order, as a watch sees them: the canary
@@ -216,23 +139,6 @@ fn canary_weight(ingress: &Ingress) -> i32 {
         .unwrap_or(-1)
 }
 
-/// The canary's share of the simulated requests over the last 5 seconds, once Prometheus
-/// has it and `check` accepts it.
-async fn share(ns: &TestNamespace, check: impl Fn(f64) -> bool) -> f64 {
-    let prometheus =
-        prometheus_http_query::Client::try_from(prometheus_url().as_str()).expect("url");
-    let filter = format!("namespace=\"{}\"", ns.name);
-    let query = format!(
-        "(sum(rate(http_requests_total{{{filter},service=\"web-canary\"}}[5s])) or vector(0)) / sum(rate(http_requests_total{{{filter}}}[5s]))"
-    );
-    eventually(&format!("Prometheus: {query}"), LIMIT, || async {
-        let response = prometheus.query(query.as_str()).get().await.ok()?;
-        let value = response.data().as_vector()?.first()?.sample().value();
-        check(value).then_some(value)
-    })
-    .await
-}
-
 #[tokio::test]
 async fn an_nginx_canary_with_analysis_walks_its_weights_to_healthy() {
     let ns = TestNamespace::new(&client().await, "nginx").await;
@@ -296,11 +202,7 @@ async fn an_nginx_canary_with_analysis_walks_its_weights_to_healthy() {
             Some("web-canary".to_owned())
         )]
     );
-    let owner = at_20
-        .metadata
-        .owner_references
-        .clone()
-        .unwrap_or_default();
+    let owner = at_20.metadata.owner_references.clone().unwrap_or_default();
     assert_eq!(
         owner
             .iter()
@@ -429,23 +331,10 @@ async fn deleting_an_nginx_rollout_mid_canary_removes_its_canary_ingress_first()
             .filter(|i| canary_weight(i) == 30)
     })
     .await;
-    // Orphaning: garbage collection takes nothing the Rollout owns, so only weir's own
-    // cleanup can remove the canary Ingress.
-    let rollouts = ns.api::<weir::api::Rollout>();
-    rollouts
-        .delete("web", &kube::api::DeleteParams::orphan())
-        .await
-        .expect("deleting the Rollout");
-    eventually("the Rollout to be gone", LIMIT, || async {
-        rollouts.get_opt("web").await.ok().filter(|r| r.is_none())
-    })
+    delete_holding(
+        &ns,
+        "weir to remove its canary Ingress while the Rollout is still there",
+        || async { matches!(ingresses.get_opt(CANARY_INGRESS).await, Ok(None)) },
+    )
     .await;
-    assert!(
-        ingresses
-            .get_opt(CANARY_INGRESS)
-            .await
-            .expect("get")
-            .is_none(),
-        "the finalizer removed the canary Ingress before the Rollout went"
-    );
 }
