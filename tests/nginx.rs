@@ -338,3 +338,69 @@ async fn deleting_an_nginx_rollout_mid_canary_removes_its_canary_ingress_first()
     )
     .await;
 }
+
+#[tokio::test]
+async fn several_stable_ingresses_get_a_canary_ingress_each() {
+    let ns = TestNamespace::new(&client().await, "nginx-several").await;
+    let _controller = ControllerProcess::start(&ns.name);
+    routing(&ns).await;
+    let internal: Ingress = serde_json::from_value(json!({
+        "apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
+        "metadata": {"name": "web-internal"},
+        "spec": {"rules": [{"host": "web.internal", "http": {"paths": [
+            {"path": "/api", "pathType": "Prefix",
+             "backend": {"service": {"name": "web-stable", "port": {"number": 80}}}}]}}]}
+    }))
+    .expect("an Ingress");
+    ns.api::<Ingress>()
+        .create(&Default::default(), &internal)
+        .await
+        .expect("the second stable Ingress");
+    let mut manifest = rollout("web:1", "0");
+    manifest["spec"]["strategy"]["canary"]["trafficRouting"] =
+        json!({"nginx": {"stableIngresses": ["web", "web-internal"]}});
+    manifest["spec"]["strategy"]["canary"]["steps"] = json!([{"setWeight": 30}, {"pause": {}}]);
+    apply(&ns, manifest.clone()).await;
+    healthy(&ns, &manifest).await;
+    manifest["spec"]["template"]["spec"]["containers"][0]["image"] = json!("web:2");
+    apply(&ns, manifest).await;
+    let ingresses = ns.api::<Ingress>();
+    let canaries = ["web-web-canary", "web-web-internal-canary"];
+    eventually(
+        "a canary Ingress at 30 beside each stable one",
+        LIMIT,
+        || async {
+            for name in canaries {
+                let canary = ingresses.get_opt(name).await.ok()??;
+                (canary_weight(&canary) == 30).then_some(())?;
+            }
+            Some(())
+        },
+    )
+    .await;
+    let internal_canary = ingresses
+        .get("web-web-internal-canary")
+        .await
+        .expect("the second canary Ingress");
+    let hosts: Vec<Option<String>> = internal_canary
+        .spec
+        .and_then(|s| s.rules)
+        .unwrap_or_default()
+        .into_iter()
+        .map(|r| r.host)
+        .collect();
+    assert_eq!(hosts, [Some("web.internal".to_owned())]);
+
+    support::app::status_patch(&ns, json!({"status": {"abort": true}})).await;
+    wait_for(&ns, "the abort to return traffic to stable", |r| {
+        phase(r) == Some(RolloutPhase::Degraded)
+            && r.status.as_ref().and_then(|s| s.canary_weight) == Some(0)
+    })
+    .await;
+    for name in canaries {
+        assert!(
+            ingresses.get_opt(name).await.expect("get").is_none(),
+            "{name} is deleted by the abort"
+        );
+    }
+}
