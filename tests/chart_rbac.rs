@@ -357,6 +357,15 @@ fn only_for_routes_elsewhere(rule: &PolicyRule) -> bool {
         .is_some_and(|resources| resources == ["referencegrants"])
 }
 
+/// Whether `rule` is the one only a Rollout on another router needs (NGINX's Ingresses, SMI's
+/// TrafficSplits): the whole flow routes with Gateway API, so removing it there would show
+/// nothing. `each_router_needs_exactly_its_rule` exercises them instead.
+fn only_for_other_routers(rule: &PolicyRule) -> bool {
+    rule.resources
+        .as_deref()
+        .is_some_and(|resources| resources == ["ingresses"] || resources == ["trafficsplits"])
+}
+
 /// Under lockdown every rule of the controller's own and `impersonate` are needed; with
 /// lockdown off, each of `gitops-rules.yaml` too (the others were shown needed already).
 #[tokio::test]
@@ -371,8 +380,15 @@ async fn without_any_one_rule_the_controller_fails_visibly() {
         1,
         "the ReferenceGrant rule is left out below, and tested on its own"
     );
+    assert_eq!(
+        locked.iter().filter(|r| only_for_other_routers(r)).count(),
+        2,
+        "the NGINX and SMI rules are left out below, and tested on their own"
+    );
     let cases = (0..locked.len())
-        .filter(|&index| !only_for_routes_elsewhere(&locked[index]))
+        .filter(|&index| {
+            !only_for_routes_elsewhere(&locked[index]) && !only_for_other_routers(&locked[index])
+        })
         .map(|left_out| (Tenancy::Lockdown, left_out))
         .chain((locked.len()..open.len()).map(|left_out| (Tenancy::Off, left_out)));
     let runs = cases.map(|(tenancy, left_out)| {
@@ -481,6 +497,119 @@ async fn route_elsewhere(test: &str, rules: Vec<PolicyRule>) -> Option<String> {
         }
         let route = routes.get("web").await.ok()?;
         (support::app::weighted_canary(&route) == Some(20)).then_some(None)
+    })
+    .await;
+    drop_cluster_role(&ns).await;
+    outcome
+}
+
+/// An NGINX and an SMI Rollout run by the chart's ServiceAccount: each moves its router to
+/// the first step's weight with the chart's rules, and says "forbidden" without its router's
+/// rule.
+#[tokio::test]
+async fn each_router_needs_exactly_its_rule() {
+    let all = chart_rules(Tenancy::Lockdown);
+    let without = |resource: &str| -> Vec<PolicyRule> {
+        all.iter()
+            .filter(|r| r.resources.as_deref() != Some(&[resource.to_owned()][..]))
+            .cloned()
+            .collect()
+    };
+    assert_eq!(without("ingresses").len() + 1, all.len());
+    assert_eq!(without("trafficsplits").len() + 1, all.len());
+    let (nginx, smi, nginx_without, smi_without) = futures::join!(
+        other_router("rbac-nginx", all.clone(), Router::Nginx),
+        other_router("rbac-smi", all.clone(), Router::Smi),
+        other_router("rbac-noingress", without("ingresses"), Router::Nginx),
+        other_router("rbac-nosplit", without("trafficsplits"), Router::Smi),
+    );
+    assert_eq!(nginx, None, "the chart's rules are enough for NGINX");
+    assert_eq!(smi, None, "the chart's rules are enough for SMI");
+    for said in [nginx_without, smi_without] {
+        let said = said.unwrap_or_default();
+        assert!(said.contains("forbidden"), "{said}");
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Router {
+    Nginx,
+    Smi,
+}
+
+/// Runs a canary of the Rollout `web` on `router` as the chart's ServiceAccount bound to
+/// `rules`: None once the router carries the first step's weight, or what weir said of a
+/// refusal.
+async fn other_router(test: &str, rules: Vec<PolicyRule>, router: Router) -> Option<String> {
+    use k8s_openapi::api::networking::v1::Ingress;
+    let client = client().await;
+    let ns = TestNamespace::new(&client, test).await;
+    let kubeconfig = service_account(&ns, rules, Scope::Cluster).await;
+    let _controller = ControllerProcess::start_with_env(
+        &ns.name,
+        &["--metrics-addr", "127.0.0.1:0"],
+        &[("KUBECONFIG", kubeconfig.as_path())],
+    );
+    for service in ["web-stable", "web-canary"] {
+        support::app::apply(
+            &ns,
+            json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": service},
+                "spec": {"selector": {"app": "web"}, "ports": [{"port": 80, "protocol": "TCP"}]}}),
+        )
+        .await;
+    }
+    let routing = match router {
+        Router::Nginx => {
+            let ingress: Ingress = serde_json::from_value(json!({
+                "apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
+                "metadata": {"name": "web"},
+                "spec": {"rules": [{"http": {"paths": [{"path": "/", "pathType": "Prefix",
+                    "backend": {"service": {"name": "web-stable", "port": {"number": 80}}}}]}}]}
+            }))
+            .expect("an Ingress");
+            ns.api::<Ingress>()
+                .create(&PostParams::default(), &ingress)
+                .await
+                .expect("the stable Ingress");
+            json!({"nginx": {"stableIngress": "web"}})
+        }
+        Router::Smi => json!({"smi": {}}),
+    };
+    let steps = json!([{"setWeight": 20}, {"pause": {}}]);
+    let extra = json!({"strategy": {"canary": {
+        "stableService": "web-stable", "canaryService": "web-canary",
+        "trafficRouting": routing, "steps": steps}}});
+    support::app::set_image(&ns, "web:1", &steps, &extra).await;
+    let splits: Api<kube::api::DynamicObject> = Api::namespaced_with(
+        client.clone(),
+        &ns.name,
+        &weir::traffic::smi::api_resource("v1alpha3"),
+    );
+    let outcome = eventually("the canary's weight, or a refusal said", LIMIT, || async {
+        if let Some(said) = forbidden_said(&ns).await {
+            return Some(Some(said));
+        }
+        if let Ok(Some(r)) = ns.api::<weir::api::Rollout>().get_opt("web").await
+            && phase(&r) == Some(RolloutPhase::Healthy)
+        {
+            support::app::set_image(&ns, "web:2", &steps, &extra).await;
+        }
+        let weight = match router {
+            Router::Nginx => {
+                let canary = ns.api::<Ingress>().get_opt("web-web-canary").await.ok()??;
+                canary
+                    .metadata
+                    .annotations?
+                    .get("nginx.ingress.kubernetes.io/canary-weight")?
+                    .parse::<i32>()
+                    .ok()?
+            }
+            Router::Smi => {
+                let split = splits.get_opt("web").await.ok()??;
+                weir::traffic::smi::canary_share(&split.data["spec"], "web-stable", "web-canary")?
+            }
+        };
+        (weight == 20).then_some(None)
     })
     .await;
     drop_cluster_role(&ns).await;

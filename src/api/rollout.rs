@@ -4,6 +4,8 @@
 //! mostly means changing `apiVersion`. Fields of Argo's that weir does not support yet are
 //! kept (not pruned) in the `unsupported` maps, and validation names them.
 
+use std::collections::BTreeMap;
+
 use k8s_openapi::api::core::v1::PodTemplateSpec;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector, Time};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -124,7 +126,7 @@ fn default_scale_down_delay_seconds() -> i32 {
     30
 }
 
-/// Where weights are set. One router at a time; more kinds of router come later.
+/// Where weights are set: one router at a time.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 #[schemars(transform = keep_unknown_fields)]
@@ -136,6 +138,57 @@ pub struct TrafficRouting {
         skip_serializing_if = "Option::is_none"
     )]
     pub gateway_api: Option<GatewayApiRouting>,
+    /// A canary Ingress beside the stable one, weighted by NGINX Ingress annotations.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nginx: Option<NginxRouting>,
+    /// An SMI TrafficSplit on a root Service.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub smi: Option<SmiRouting>,
+    #[serde(flatten)]
+    #[schemars(skip)]
+    pub unsupported: Unsupported,
+}
+
+/// NGINX Ingress (Argo Rollouts' `trafficRouting.nginx`): weir creates and owns a canary
+/// Ingress beside each stable Ingress, a copy of its rules sent to the canaryService, weighted
+/// by the `canary-weight` annotation.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(transform = keep_unknown_fields)]
+pub struct NginxRouting {
+    /// The Ingress whose rules send to the stableService.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stable_ingress: Option<String>,
+    /// Several stable Ingresses: one canary Ingress each.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stable_ingresses: Vec<String>,
+    /// The prefix of the NGINX annotations; defaults to `nginx.ingress.kubernetes.io`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub annotation_prefix: Option<String>,
+    /// More annotations for the canary Ingress, each key under `annotationPrefix`
+    /// (`canary-by-header: X-Canary`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub additional_ingress_annotations: BTreeMap<String, String>,
+    /// More annotations for the canary Ingress, with their full keys, as written.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub canary_ingress_annotations: BTreeMap<String, String>,
+    #[serde(flatten)]
+    #[schemars(skip)]
+    pub unsupported: Unsupported,
+}
+
+/// SMI (Argo Rollouts' `trafficRouting.smi`): weir creates and owns a TrafficSplit on the
+/// root Service, with the stableService and canaryService as its weighted backends.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(transform = keep_unknown_fields)]
+pub struct SmiRouting {
+    /// The Service clients call; defaults to the stableService.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root_service: Option<String>,
+    /// The TrafficSplit's name; defaults to the Rollout's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traffic_split_name: Option<String>,
     #[serde(flatten)]
     #[schemars(skip)]
     pub unsupported: Unsupported,

@@ -41,6 +41,12 @@ enum Command {
         #[arg(long)]
         dir: Option<std::path::PathBuf>,
     },
+    /// Print the SMI TrafficSplit CRD for a cluster without a mesh that installs it (or write
+    /// it with --dir).
+    SmiCrds {
+        #[arg(long)]
+        dir: Option<std::path::PathBuf>,
+    },
 }
 
 #[tokio::main]
@@ -71,6 +77,9 @@ async fn main() -> ExitCode {
         },
         Command::GatewayApiCrds { dir } => {
             weir::crd_files::emit(weir::sim::gateway_api_crds::crds(), dir.as_deref())
+        }
+        Command::SmiCrds { dir } => {
+            weir::crd_files::emit(weir::sim::smi_crds::crds(), dir.as_deref())
         }
     };
     match result {

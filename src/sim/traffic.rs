@@ -1,5 +1,6 @@
 //! A simulated data plane, because the local cluster has none: requests at a steady rate on
-//! every HTTPRoute, split by the weights the route carries now, answered by each backend as
+//! every HTTPRoute, stable Ingress (with its NGINX canary Ingress's `canary-weight`) and SMI
+//! TrafficSplit, split by the weights each carries now, answered by each backend as
 //! its version's pod template says (`sim.weir.dev/error-rate`, `sim.weir.dev/latency-ms`),
 //! and counted in Prometheus metrics as a mesh or gateway would export them:
 //! `http_requests_total{namespace, route, service, version, code}` and
@@ -16,13 +17,16 @@ use std::time::Duration;
 use gateway_api::apis::standard::httproutes::HttpRoute;
 use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::core::v1::{PodTemplateSpec, Service};
-use kube::api::ListParams;
+use k8s_openapi::api::networking::v1::{Ingress, IngressBackend};
+use kube::api::{DynamicObject, ListParams};
 use kube::{Api, Client, ResourceExt};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
+
+use crate::traffic::smi;
 
 pub const ERROR_RATE_ANNOTATION: &str = "sim.weir.dev/error-rate";
 pub const LATENCY_ANNOTATION: &str = "sim.weir.dev/latency-ms";
@@ -250,14 +254,180 @@ struct Topology {
     routes: Vec<(String, String, Vec<Vec<Backend>>)>,
 }
 
-async fn read_topology(client: &Client, namespace: Option<&str>) -> kube::Result<Topology> {
-    let routes: Api<HttpRoute> = match namespace {
+/// A route before its backends' versions are known: one (Service, weight) list per rule.
+type Weighted = Vec<Vec<(String, u32)>>;
+
+/// The annotation of `ingress` whose key ends in `/name` (under whatever prefix the NGINX
+/// controller was started with).
+fn nginx_annotation<'a>(ingress: &'a Ingress, name: &str) -> Option<&'a str> {
+    ingress
+        .metadata
+        .annotations
+        .as_ref()?
+        .iter()
+        .find(|(key, _)| key.rsplit_once('/').is_some_and(|(_, n)| n == name))
+        .map(|(_, value)| value.as_str())
+}
+
+/// Whether ingress-nginx takes `ingress` as a canary Ingress.
+pub fn is_canary_ingress(ingress: &Ingress) -> bool {
+    nginx_annotation(ingress, "canary") == Some("true")
+}
+
+/// How ingress-nginx splits the paths of a (non-canary) Ingress: each path (and the default
+/// backend) to its Service, except that a canary Ingress with the same host and path takes
+/// its `canary-weight` percent of the requests to its own Service.
+pub fn ingress_splits(stable: &Ingress, canaries: &[Ingress]) -> Weighted {
+    let weight_of = |canary: &Ingress| {
+        nginx_annotation(canary, "canary-weight")
+            .and_then(|w| w.trim().parse::<u32>().ok())
+            .unwrap_or(0)
+            .min(100)
+    };
+    let service = |backend: &IngressBackend| backend.service.as_ref().map(|s| s.name.clone());
+    let split = |own: String, canary: Option<(String, u32)>| match canary {
+        Some((other, weight)) if weight > 0 => vec![(own, 100 - weight), (other, weight)],
+        _ => vec![(own, 1)],
+    };
+    let mut splits = Vec::new();
+    let spec = stable.spec.clone().unwrap_or_default();
+    if let Some(own) = spec.default_backend.as_ref().and_then(service) {
+        let canary = canaries.iter().find_map(|c| {
+            let backend = c.spec.as_ref()?.default_backend.as_ref()?;
+            Some((service(backend)?, weight_of(c)))
+        });
+        splits.push(split(own, canary));
+    }
+    for rule in spec.rules.iter().flatten() {
+        for path in rule.http.iter().flat_map(|h| &h.paths) {
+            let Some(own) = service(&path.backend) else {
+                continue;
+            };
+            let canary = canaries.iter().find_map(|c| {
+                let found = c.spec.as_ref()?.rules.iter().flatten().find_map(|r| {
+                    if r.host != rule.host {
+                        return None;
+                    }
+                    r.http
+                        .iter()
+                        .flat_map(|h| &h.paths)
+                        .find(|p| p.path == path.path)
+                        .and_then(|p| service(&p.backend))
+                })?;
+                Some((found, weight_of(c)))
+            });
+            splits.push(split(own, canary));
+        }
+    }
+    splits
+}
+
+/// How a TrafficSplit spec (any version) splits its root Service: its backends by weight
+/// (a v1alpha1 Quantity like `500m` counted in thousandths).
+pub fn traffic_split_backends(spec: &serde_json::Value) -> Weighted {
+    let backends = spec["backends"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|b| {
+            let service = b["service"].as_str()?.to_owned();
+            let weight = smi::backend_weight(&b["weight"])?;
+            Some((service, (weight.max(0.0) * 1000.0).round() as u32))
+        })
+        .collect::<Vec<_>>();
+    if backends.is_empty() {
+        Vec::new()
+    } else {
+        vec![backends]
+    }
+}
+
+/// Every route in `namespace` (or all): HTTPRoutes, stable Ingresses with their canary
+/// Ingresses, TrafficSplits (when the cluster has the kind).
+async fn weighted_routes(
+    client: &Client,
+    namespace: Option<&str>,
+) -> kube::Result<Vec<(String, String, Weighted)>> {
+    let params = ListParams::default();
+    let mut found = Vec::new();
+    let routes: Api<HttpRoute> = scoped(client, namespace);
+    for route in routes.list(&params).await?.items {
+        let rules = route
+            .spec
+            .rules
+            .iter()
+            .flatten()
+            .map(|rule| {
+                rule.backend_refs
+                    .iter()
+                    .flatten()
+                    .map(|b| (b.name.clone(), b.weight.unwrap_or(1).max(0) as u32))
+                    .collect()
+            })
+            .collect();
+        found.push((
+            route.namespace().unwrap_or_default(),
+            route.name_any(),
+            rules,
+        ));
+    }
+    let ingresses: Api<Ingress> = scoped(client, namespace);
+    let (canaries, stables): (Vec<Ingress>, Vec<Ingress>) = ingresses
+        .list(&params)
+        .await?
+        .items
+        .into_iter()
+        .partition(is_canary_ingress);
+    for stable in &stables {
+        let ns = stable.namespace();
+        let beside: Vec<Ingress> = canaries
+            .iter()
+            .filter(|c| c.namespace() == ns)
+            .cloned()
+            .collect();
+        found.push((
+            ns.unwrap_or_default(),
+            stable.name_any(),
+            ingress_splits(stable, &beside),
+        ));
+    }
+    let groups = client.list_api_groups().await?;
+    if let Some(version) = groups
+        .groups
+        .iter()
+        .find(|g| g.name == smi::GROUP)
+        .and_then(smi::choose_version)
+    {
+        let resource = smi::api_resource(version);
+        let splits: Api<DynamicObject> = match namespace {
+            Some(ns) => Api::namespaced_with(client.clone(), ns, &resource),
+            None => Api::all_with(client.clone(), &resource),
+        };
+        for split in splits.list(&params).await?.items {
+            found.push((
+                split.namespace().unwrap_or_default(),
+                split.name_any(),
+                traffic_split_backends(&split.data["spec"]),
+            ));
+        }
+    }
+    Ok(found)
+}
+
+fn scoped<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>,
+    <K as kube::Resource>::DynamicType: Default,
+{
+    match namespace {
         Some(ns) => Api::namespaced(client.clone(), ns),
         None => Api::all(client.clone()),
-    };
+    }
+}
+
+async fn read_topology(client: &Client, namespace: Option<&str>) -> kube::Result<Topology> {
     let mut topology = Topology::default();
-    for route in routes.list(&ListParams::default()).await?.items {
-        let ns = route.namespace().unwrap_or_default();
+    for (ns, route, rules) in weighted_routes(client, namespace).await? {
         let services: Api<Service> = Api::namespaced(client.clone(), &ns);
         let replica_sets: Api<ReplicaSet> = Api::namespaced(client.clone(), &ns);
         let live: Vec<ReplicaSet> = replica_sets
@@ -273,12 +443,12 @@ async fn read_topology(client: &Client, namespace: Option<&str>) -> kube::Result
                     > 0
             })
             .collect();
-        let mut rules = Vec::new();
-        for rule in route.spec.rules.iter().flatten() {
+        let mut resolved = Vec::new();
+        for rule in rules {
             let mut backends = Vec::new();
-            for backend in rule.backend_refs.iter().flatten() {
+            for (service, weight) in rule {
                 let selector = services
-                    .get_opt(&backend.name)
+                    .get_opt(&service)
                     .await?
                     .and_then(|s| s.spec)
                     .and_then(|s| s.selector)
@@ -301,14 +471,14 @@ async fn read_topology(client: &Client, namespace: Option<&str>) -> kube::Result
                     .and_then(|rs| rs.spec.as_ref()?.template.as_ref())
                     .map(version_of);
                 backends.push(Backend {
-                    service: backend.name.clone(),
-                    weight: backend.weight.unwrap_or(1).max(0) as u32,
+                    service,
+                    weight,
                     version,
                 });
             }
-            rules.push(backends);
+            resolved.push(backends);
         }
-        topology.routes.push((ns, route.name_any(), rules));
+        topology.routes.push((ns, route, resolved));
     }
     Ok(topology)
 }
@@ -430,6 +600,77 @@ mod tests {
                 latency_ms: 120.0
             }
         );
+    }
+
+    fn ingress(value: serde_json::Value) -> Ingress {
+        serde_json::from_value(value).expect("an Ingress")
+    }
+
+    fn path(path: &str, service: &str) -> serde_json::Value {
+        serde_json::json!({"path": path, "pathType": "Prefix",
+            "backend": {"service": {"name": service, "port": {"number": 80}}}})
+    }
+
+    #[test]
+    fn a_canary_ingress_takes_its_weight_of_the_same_host_and_path() {
+        use serde_json::json;
+        let stable = ingress(json!({"metadata": {"name": "web"}, "spec": {"rules": [
+            {"host": "shop.example", "http": {"paths": [path("/", "web-stable"), path("/admin", "admin")]}}
+        ]}}));
+        let canary = |weight: &str, host: &str| {
+            ingress(
+                json!({"metadata": {"name": "web-web-canary", "annotations": {
+                    "custom.example/canary": "true", "custom.example/canary-weight": weight}},
+                "spec": {"rules": [{"host": host, "http": {"paths": [path("/", "web-canary")]}}]}}),
+            )
+        };
+        assert!(is_canary_ingress(&canary("5", "shop.example")));
+        assert!(!is_canary_ingress(&stable));
+        let owned = |pairs: &[(&str, u32)]| -> Vec<(String, u32)> {
+            pairs.iter().map(|(s, w)| ((*s).to_owned(), *w)).collect()
+        };
+        assert_eq!(
+            ingress_splits(&stable, &[canary("30", "shop.example")]),
+            vec![
+                owned(&[("web-stable", 70), ("web-canary", 30)]),
+                owned(&[("admin", 1)])
+            ]
+        );
+        assert_eq!(
+            ingress_splits(&stable, &[canary("30", "other.example")]),
+            vec![owned(&[("web-stable", 1)]), owned(&[("admin", 1)])],
+            "another host's canary takes nothing"
+        );
+        assert_eq!(
+            ingress_splits(&stable, &[canary("0", "shop.example")]),
+            vec![owned(&[("web-stable", 1)]), owned(&[("admin", 1)])]
+        );
+        assert_eq!(
+            ingress_splits(&stable, &[]),
+            vec![owned(&[("web-stable", 1)]), owned(&[("admin", 1)])]
+        );
+    }
+
+    #[test]
+    fn traffic_split_backends_are_read_in_every_version() {
+        use serde_json::json;
+        assert_eq!(
+            traffic_split_backends(&json!({"service": "web", "backends": [
+                {"service": "web-stable", "weight": 80}, {"service": "web-canary", "weight": 20}]})),
+            vec![vec![
+                ("web-stable".to_owned(), 80_000),
+                ("web-canary".to_owned(), 20_000)
+            ]]
+        );
+        assert_eq!(
+            traffic_split_backends(&json!({"service": "web", "backends": [
+                {"service": "web-stable", "weight": "750m"}, {"service": "web-canary", "weight": "250m"}]})),
+            vec![vec![
+                ("web-stable".to_owned(), 750),
+                ("web-canary".to_owned(), 250)
+            ]]
+        );
+        assert!(traffic_split_backends(&json!({"service": "web"})).is_empty());
     }
 
     proptest! {

@@ -1,10 +1,12 @@
 //! Traffic routers: where the canary's share of traffic is set and read back. The planner
-//! knows only weights; each router turns them into its own objects. More kinds (SMI, Istio,
-//! NGINX) implement `Router` and join `AnyRouter` without touching the planner.
+//! knows only weights; each router turns them into its own objects. More kinds implement
+//! `Router` and join `AnyRouter` without touching the planner.
 
 pub mod gateway_api;
+pub mod nginx;
 pub mod reference_grant;
 mod router;
+pub mod smi;
 
 pub use router::{Router, RouterError};
 
@@ -16,6 +18,8 @@ use crate::api::rollout::CanaryStrategy;
 /// Every router weir has, chosen by the Rollout's `trafficRouting`.
 pub enum AnyRouter {
     GatewayApi(gateway_api::HttpRouteRouter),
+    Nginx(nginx::NginxRouter),
+    Smi(smi::SmiRouter),
 }
 
 /// The field that names a route's namespace, for messages.
@@ -34,6 +38,12 @@ impl AnyRouter {
         let Some(canary): Option<&CanaryStrategy> = rollout.spec.strategy.canary.as_ref() else {
             return Ok(None);
         };
+        if let Some(router) = nginx::for_rollout(client, rollout, namespace) {
+            return Ok(Some(AnyRouter::Nginx(router)));
+        }
+        if let Some(router) = smi::for_rollout(client, rollout, namespace) {
+            return Ok(Some(AnyRouter::Smi(router)));
+        }
         let Some(gateway) = canary
             .traffic_routing
             .as_ref()
@@ -80,12 +90,24 @@ impl Router for AnyRouter {
     async fn weight(&self) -> Result<Option<i32>, RouterError> {
         match self {
             AnyRouter::GatewayApi(router) => router.weight().await,
+            AnyRouter::Nginx(router) => router.weight().await,
+            AnyRouter::Smi(router) => router.weight().await,
         }
     }
 
     async fn set_weight(&self, canary: i32) -> Result<i32, RouterError> {
         match self {
             AnyRouter::GatewayApi(router) => router.set_weight(canary).await,
+            AnyRouter::Nginx(router) => router.set_weight(canary).await,
+            AnyRouter::Smi(router) => router.set_weight(canary).await,
+        }
+    }
+
+    async fn remove_managed(&self) -> Result<(), RouterError> {
+        match self {
+            AnyRouter::GatewayApi(router) => router.remove_managed().await,
+            AnyRouter::Nginx(router) => router.remove_managed().await,
+            AnyRouter::Smi(router) => router.remove_managed().await,
         }
     }
 }

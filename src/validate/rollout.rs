@@ -8,7 +8,8 @@ use super::analysis::check_args;
 use super::names::{NameRule, check_name};
 use super::violation::{Report, Violation};
 use crate::api::rollout::{
-    AnalysisTemplateRef, CanaryStep, RolloutSpec, SetCanaryScale, TrafficRouting,
+    AnalysisTemplateRef, CanaryStep, NginxRouting, RolloutSpec, SetCanaryScale, SmiRouting,
+    TrafficRouting,
 };
 use crate::duration;
 
@@ -68,6 +69,14 @@ pub fn rollout(spec: &RolloutSpec) -> Vec<Violation> {
     }
     if let Some(routing) = &canary.traffic_routing {
         check_traffic_routing(&mut report, routing);
+        if let Some(root) = routing.smi.as_ref().and_then(|s| s.root_service.as_ref())
+            && canary.canary_service.as_ref() == Some(root)
+        {
+            report.invalid(
+                format!("{at}.trafficRouting.smi.rootService"),
+                "must differ from canaryService: the root Service is what clients call, and the TrafficSplit divides it between stableService and canaryService",
+            );
+        }
         for (field, service) in [
             ("stableService", &canary.stable_service),
             ("canaryService", &canary.canary_service),
@@ -161,30 +170,139 @@ fn check_selector(
 fn check_traffic_routing(report: &mut Report, routing: &TrafficRouting) {
     let at = "spec.strategy.canary.trafficRouting";
     report.unsupported(at, &routing.unsupported);
-    match &routing.gateway_api {
-        Some(gateway) => {
+    let routers: Vec<&str> = [
+        ("gatewayAPI", routing.gateway_api.is_some()),
+        ("nginx", routing.nginx.is_some()),
+        ("smi", routing.smi.is_some()),
+    ]
+    .into_iter()
+    .filter_map(|(name, set)| set.then_some(name))
+    .collect();
+    if routers.len() > 1 {
+        report.invalid(
+            at,
+            format!(
+                "names {} routers; weir sets one router per Rollout: keep one of them",
+                routers.join(" and ")
+            ),
+        );
+    }
+    if let Some(gateway) = &routing.gateway_api {
+        check_name(
+            report,
+            &format!("{at}.gatewayAPI.httpRoute"),
+            &gateway.http_route,
+            NameRule::Dns1123Subdomain,
+        );
+        if let Some(namespace) = &gateway.namespace {
             check_name(
                 report,
-                &format!("{at}.gatewayAPI.httpRoute"),
-                &gateway.http_route,
-                NameRule::Dns1123Subdomain,
-            );
-            if let Some(namespace) = &gateway.namespace {
-                check_name(
-                    report,
-                    &format!("{at}.gatewayAPI.namespace"),
-                    namespace,
-                    NameRule::Dns1123Label,
-                );
-            }
-        }
-        None if routing.unsupported.is_empty() => {
-            report.required(
-                format!("{at}.gatewayAPI"),
-                "name a router, or omit trafficRouting to split traffic by replica count",
+                &format!("{at}.gatewayAPI.namespace"),
+                namespace,
+                NameRule::Dns1123Label,
             );
         }
-        None => {}
+    }
+    if let Some(nginx) = &routing.nginx {
+        check_nginx(report, &format!("{at}.nginx"), nginx);
+    }
+    if let Some(smi) = &routing.smi {
+        check_smi(report, &format!("{at}.smi"), smi);
+    }
+    if routers.is_empty() && routing.unsupported.is_empty() {
+        report.required(
+            format!("{at}.gatewayAPI"),
+            "name a router (gatewayAPI, nginx or smi), or omit trafficRouting to split traffic by replica count",
+        );
+    }
+}
+
+fn check_nginx(report: &mut Report, at: &str, nginx: &NginxRouting) {
+    report.unsupported(at, &nginx.unsupported);
+    match (&nginx.stable_ingress, nginx.stable_ingresses.is_empty()) {
+        (None, true) => report.required(
+            format!("{at}.stableIngress"),
+            "name the Ingress that sends to the stableService (or several in stableIngresses)",
+        ),
+        (Some(_), false) => report.invalid(
+            format!("{at}.stableIngresses"),
+            "takes the place of stableIngress: set one of them, not both",
+        ),
+        _ => {}
+    }
+    if let Some(name) = &nginx.stable_ingress {
+        check_name(
+            report,
+            &format!("{at}.stableIngress"),
+            name,
+            NameRule::Dns1123Subdomain,
+        );
+    }
+    for (index, name) in nginx.stable_ingresses.iter().enumerate() {
+        check_name(
+            report,
+            &format!("{at}.stableIngresses[{index}]"),
+            name,
+            NameRule::Dns1123Subdomain,
+        );
+        if nginx.stable_ingresses[..index].contains(name) {
+            report.invalid(
+                format!("{at}.stableIngresses[{index}]"),
+                format!("{name:?} is listed twice; list each Ingress once"),
+            );
+        }
+    }
+    if let Some(prefix) = &nginx.annotation_prefix {
+        check_name(
+            report,
+            &format!("{at}.annotationPrefix"),
+            prefix,
+            NameRule::Dns1123Subdomain,
+        );
+    }
+    for key in nginx.additional_ingress_annotations.keys() {
+        if key.is_empty() || key.contains('/') {
+            report.invalid(
+                format!("{at}.additionalIngressAnnotations"),
+                format!(
+                    "key {key:?} must be a bare name (canary-by-header): weir puts it under annotationPrefix; full keys go in canaryIngressAnnotations"
+                ),
+            );
+        } else if matches!(key.as_str(), "canary" | "canary-weight") {
+            report.invalid(
+                format!("{at}.additionalIngressAnnotations"),
+                format!("key {key:?} is set by weir from the steps; remove it"),
+            );
+        }
+    }
+    for key in nginx.canary_ingress_annotations.keys() {
+        let name = key.rsplit('/').next().unwrap_or(key);
+        if key.is_empty() || name.is_empty() {
+            report.invalid(
+                format!("{at}.canaryIngressAnnotations"),
+                format!("key {key:?} is not an annotation key; write prefix/name or name"),
+            );
+        }
+    }
+}
+
+fn check_smi(report: &mut Report, at: &str, smi: &SmiRouting) {
+    report.unsupported(at, &smi.unsupported);
+    if let Some(root) = &smi.root_service {
+        check_name(
+            report,
+            &format!("{at}.rootService"),
+            root,
+            NameRule::Dns1035Label,
+        );
+    }
+    if let Some(name) = &smi.traffic_split_name {
+        check_name(
+            report,
+            &format!("{at}.trafficSplitName"),
+            name,
+            NameRule::Dns1123Subdomain,
+        );
     }
 }
 

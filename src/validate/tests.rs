@@ -47,8 +47,18 @@ fn the_examples_are_valid() {
             "examples/argo-rollouts/canary.yaml",
             include_str!("../../examples/argo-rollouts/canary.yaml"),
         ),
+        (
+            "examples/nginx/rollout.yaml",
+            include_str!("../../examples/nginx/rollout.yaml"),
+        ),
+        (
+            "examples/smi/rollout.yaml",
+            include_str!("../../examples/smi/rollout.yaml"),
+        ),
     ] {
-        let object: Rollout = serde_yaml_ng::from_str(text).expect(file);
+        // The first document: the router examples keep their Services beside the Rollout.
+        let first = text.split("\n---\n").next().unwrap_or(text);
+        let object: Rollout = serde_yaml_ng::from_str(first).expect(file);
         assert_eq!(rollout(&object.spec), vec![], "{file}");
     }
     for (file, text) in [
@@ -956,5 +966,122 @@ fn a_cluster_templates_address_carries_no_user_and_password() {
         cluster_analysis_template(&with("https://prometheus.monitoring/a@b")),
         vec![],
         "an @ in the path is not a credential"
+    );
+}
+
+#[test]
+fn nginx_routing_takes_argos_fields_and_reports_what_it_does_not_know() {
+    let spec = rollout_with_canary(json!({
+        "stableService": "web-stable", "canaryService": "web-canary",
+        "trafficRouting": {"nginx": {
+            "stableIngress": "web",
+            "annotationPrefix": "custom.nginx.example",
+            "additionalIngressAnnotations": {"canary-by-header": "X-Canary"},
+            "canaryIngressAnnotations": {"example.com/team": "shop"}
+        }}
+    }));
+    assert_only(rollout(&spec), &[]);
+    let several = rollout_with_canary(json!({
+        "stableService": "web-stable", "canaryService": "web-canary",
+        "trafficRouting": {"nginx": {"stableIngresses": ["web", "web-internal"]}}
+    }));
+    assert_only(rollout(&several), &[]);
+    let wrong = rollout_with_canary(json!({
+        "stableService": "web-stable", "canaryService": "web-canary",
+        "trafficRouting": {"nginx": {
+            "stableIngress": "Web",
+            "stableIngresses": ["a", "a"],
+            "additionalIngressAnnotations": {"nginx.ingress.kubernetes.io/canary-by-header": "X", "canary-weight": "5"},
+            "stickySession": true
+        }}
+    }));
+    assert_only(
+        rollout(&wrong),
+        &[
+            (
+                Invalid,
+                "spec.strategy.canary.trafficRouting.nginx.additionalIngressAnnotations",
+            ),
+            (
+                Invalid,
+                "spec.strategy.canary.trafficRouting.nginx.additionalIngressAnnotations",
+            ),
+            (
+                Invalid,
+                "spec.strategy.canary.trafficRouting.nginx.stableIngress",
+            ),
+            (
+                Invalid,
+                "spec.strategy.canary.trafficRouting.nginx.stableIngresses",
+            ),
+            (
+                Invalid,
+                "spec.strategy.canary.trafficRouting.nginx.stableIngresses[1]",
+            ),
+            (
+                Unsup,
+                "spec.strategy.canary.trafficRouting.nginx.stickySession",
+            ),
+        ],
+    );
+    let none = rollout_with_canary(json!({
+        "stableService": "web-stable", "canaryService": "web-canary",
+        "trafficRouting": {"nginx": {}}
+    }));
+    assert_only(
+        rollout(&none),
+        &[(
+            Required,
+            "spec.strategy.canary.trafficRouting.nginx.stableIngress",
+        )],
+    );
+}
+
+#[test]
+fn smi_routing_takes_argos_fields_and_its_defaults() {
+    let bare = rollout_with_canary(json!({
+        "stableService": "web-stable", "canaryService": "web-canary",
+        "trafficRouting": {"smi": {}}
+    }));
+    assert_only(rollout(&bare), &[]);
+    let named = rollout_with_canary(json!({
+        "stableService": "web-stable", "canaryService": "web-canary",
+        "trafficRouting": {"smi": {"rootService": "web", "trafficSplitName": "web-split"}}
+    }));
+    assert_only(rollout(&named), &[]);
+    let wrong = rollout_with_canary(json!({
+        "stableService": "web-stable", "canaryService": "web-canary",
+        "trafficRouting": {"smi": {"rootService": "web-canary", "trafficSplitName": "Web Split", "backends": []}}
+    }));
+    assert_only(
+        rollout(&wrong),
+        &[
+            (
+                Invalid,
+                "spec.strategy.canary.trafficRouting.smi.rootService",
+            ),
+            (
+                Invalid,
+                "spec.strategy.canary.trafficRouting.smi.trafficSplitName",
+            ),
+            (Unsup, "spec.strategy.canary.trafficRouting.smi.backends"),
+        ],
+    );
+}
+
+#[test]
+fn one_router_per_rollout() {
+    let spec = rollout_with_canary(json!({
+        "stableService": "web-stable", "canaryService": "web-canary",
+        "trafficRouting": {"smi": {}, "nginx": {"stableIngress": "web"}}
+    }));
+    let violations = rollout(&spec);
+    assert_only(
+        violations.clone(),
+        &[(Invalid, "spec.strategy.canary.trafficRouting")],
+    );
+    assert!(
+        violations[0].message.contains("nginx and smi"),
+        "{violations:?}"
     );
 }
