@@ -41,6 +41,12 @@ enum Command {
         #[arg(long)]
         dir: Option<std::path::PathBuf>,
     },
+    /// Print the Istio VirtualService and DestinationRule CRDs, for a cluster without Istio
+    /// (or write them with --dir, one file each).
+    IstioCrds {
+        #[arg(long)]
+        dir: Option<std::path::PathBuf>,
+    },
 }
 
 #[tokio::main]
@@ -71,6 +77,9 @@ async fn main() -> ExitCode {
         },
         Command::GatewayApiCrds { dir } => {
             weir::crd_files::emit(weir::sim::gateway_api_crds::crds(), dir.as_deref())
+        }
+        Command::IstioCrds { dir } => {
+            weir::crd_files::emit(weir::sim::istio_crds::crds(), dir.as_deref())
         }
     };
     match result {

@@ -1,8 +1,9 @@
 //! Traffic routers: where the canary's share of traffic is set and read back. The planner
-//! knows only weights; each router turns them into its own objects. More kinds (SMI, Istio,
-//! NGINX) implement `Router` and join `AnyRouter` without touching the planner.
+//! knows only weights; each router turns them into its own objects. More kinds (SMI, NGINX)
+//! implement `Router` and join `AnyRouter` without touching the planner.
 
 pub mod gateway_api;
+pub mod istio;
 pub mod reference_grant;
 mod router;
 
@@ -11,11 +12,24 @@ pub use router::{Router, RouterError};
 use kube::Client;
 
 use crate::api::Rollout;
-use crate::api::rollout::CanaryStrategy;
+use crate::api::rollout::{CanaryStrategy, RolloutStatus};
 
 /// Every router weir has, chosen by the Rollout's `trafficRouting`.
 pub enum AnyRouter {
-    GatewayApi(gateway_api::HttpRouteRouter),
+    GatewayApi(Box<gateway_api::HttpRouteRouter>),
+    Istio(Box<istio::IstioRouter>),
+}
+
+/// The versions an Istio DestinationRule's subsets select for a status: the stable hash
+/// (the template's own before there is any) and the canary's.
+fn versions(status: Option<&RolloutStatus>, template_hash: &str) -> istio::Versions {
+    let stable = status
+        .and_then(|s| s.stable_rs.clone())
+        .unwrap_or_else(|| template_hash.to_owned());
+    let canary = status
+        .and_then(|s| s.canary_rs.clone())
+        .unwrap_or_else(|| template_hash.to_owned());
+    istio::Versions { stable, canary }
 }
 
 /// The field that names a route's namespace, for messages.
@@ -25,15 +39,34 @@ impl AnyRouter {
     /// The router a Rollout in `namespace` asks for; None when it splits traffic by replica
     /// count. A route in another namespace is used only when a ReferenceGrant there allows
     /// it (`NotGranted` otherwise): the only way to a router, so nothing writes to a route
-    /// the Rollout may not touch. The grants are read only for such a route.
+    /// the Rollout may not touch. The grants are read only for such a route. `template_hash`
+    /// is the Rollout's template's (the version subset-level Istio selects before any other).
     pub async fn for_rollout(
         client: &Client,
         rollout: &Rollout,
         namespace: &str,
+        template_hash: &str,
     ) -> Result<Option<AnyRouter>, RouterError> {
         let Some(canary): Option<&CanaryStrategy> = rollout.spec.strategy.canary.as_ref() else {
             return Ok(None);
         };
+        if let Some(routing) = canary
+            .traffic_routing
+            .as_ref()
+            .and_then(|routing| routing.istio.as_ref())
+        {
+            return Ok(istio::IstioRouter::new(
+                client.clone(),
+                namespace,
+                routing,
+                (
+                    canary.stable_service.as_deref(),
+                    canary.canary_service.as_deref(),
+                ),
+                versions(rollout.status.as_ref(), template_hash),
+            )
+            .map(|router| AnyRouter::Istio(Box::new(router))));
+        }
         let Some(gateway) = canary
             .traffic_routing
             .as_ref()
@@ -64,7 +97,7 @@ impl AnyRouter {
                 });
             }
         }
-        Ok(Some(AnyRouter::GatewayApi(
+        Ok(Some(AnyRouter::GatewayApi(Box::new(
             gateway_api::HttpRouteRouter::new(
                 client.clone(),
                 route_namespace,
@@ -72,7 +105,17 @@ impl AnyRouter {
                 stable,
                 canary_service,
             ),
-        )))
+        ))))
+    }
+}
+
+impl AnyRouter {
+    /// Follows the status a plan holds now, before its actions are carried out: subset-level
+    /// Istio labels its subsets with the stable and canary hashes that status names.
+    pub fn follow(&self, status: &RolloutStatus, template_hash: &str) {
+        if let AnyRouter::Istio(router) = self {
+            router.follow(versions(Some(status), template_hash));
+        }
     }
 }
 
@@ -80,12 +123,21 @@ impl Router for AnyRouter {
     async fn weight(&self) -> Result<Option<i32>, RouterError> {
         match self {
             AnyRouter::GatewayApi(router) => router.weight().await,
+            AnyRouter::Istio(router) => router.weight().await,
         }
     }
 
     async fn set_weight(&self, canary: i32) -> Result<i32, RouterError> {
         match self {
             AnyRouter::GatewayApi(router) => router.set_weight(canary).await,
+            AnyRouter::Istio(router) => router.set_weight(canary).await,
+        }
+    }
+
+    async fn remove_managed(&self) -> Result<(), RouterError> {
+        match self {
+            AnyRouter::GatewayApi(router) => router.remove_managed().await,
+            AnyRouter::Istio(router) => router.remove_managed().await,
         }
     }
 }

@@ -294,7 +294,7 @@ fn a_rollout_without_a_canary_strategy_is_refused() {
 fn argo_fields_weir_lacks_are_named_never_dropped() {
     let spec = rollout_with_canary(json!({
         "maxSurge": "25%",
-        "trafficRouting": {"istio": {"virtualService": {"name": "vs"}}},
+        "trafficRouting": {"nginx": {"stableIngress": "web"}},
         "stableService": "web-stable",
         "canaryService": "web-canary",
         "steps": [
@@ -310,7 +310,7 @@ fn argo_fields_weir_lacks_are_named_never_dropped() {
             (Unsup, "spec.strategy.canary.maxSurge"),
             (Unsup, "spec.strategy.canary.steps[1].experiment"),
             (Unsup, "spec.strategy.canary.steps[2].setHeaderRoute"),
-            (Unsup, "spec.strategy.canary.trafficRouting.istio"),
+            (Unsup, "spec.strategy.canary.trafficRouting.nginx"),
         ],
     );
     let experiment = &violations[1];
@@ -320,10 +320,10 @@ fn argo_fields_weir_lacks_are_named_never_dropped() {
             .contains("experiment steps are not built yet"),
         "{experiment}"
     );
-    let istio = &violations[3];
+    let nginx = &violations[3];
     assert!(
-        istio.message.contains("the istio router is not built yet"),
-        "{istio}"
+        nginx.message.contains("the nginx router is not built yet"),
+        "{nginx}"
     );
     // Kept in the object, so a round trip through the API server loses nothing.
     let round_trip = serde_json::to_value(&spec).expect("serializes");
@@ -956,5 +956,82 @@ fn a_cluster_templates_address_carries_no_user_and_password() {
         cluster_analysis_template(&with("https://prometheus.monitoring/a@b")),
         vec![],
         "an @ in the path is not a credential"
+    );
+}
+
+#[test]
+fn istio_host_level_needs_both_services_and_subset_level_does_not() {
+    let host_level = rollout_with_canary(json!({
+        "trafficRouting": {"istio": {"virtualService": {"name": "web", "routes": ["primary"]}}}
+    }));
+    assert_only(
+        rollout(&host_level),
+        &[
+            (Required, "spec.strategy.canary.canaryService"),
+            (Required, "spec.strategy.canary.stableService"),
+        ],
+    );
+    let subset_level = rollout_with_canary(json!({
+        "trafficRouting": {"istio": {
+            "virtualService": {"name": "web"},
+            "destinationRule": {"name": "web", "canarySubsetName": "canary", "stableSubsetName": "stable"}
+        }}
+    }));
+    assert_only(rollout(&subset_level), &[]);
+}
+
+#[test]
+fn istio_routing_is_checked_field_by_field() {
+    let spec = rollout_with_canary(json!({
+        "stableService": "web-stable", "canaryService": "web-canary",
+        "trafficRouting": {"istio": {
+            "virtualService": {"name": "Web", "tlsRoutes": [{}], "tcpRoutes": [{"port": 70000}], "retries": 3},
+            "virtualServices": [{"name": "api", "routes": ["a", "a"]}],
+            "destinationRule": {"name": "web", "canarySubsetName": "v", "stableSubsetName": "v"}
+        }}
+    }));
+    assert_only(
+        rollout(&spec),
+        &[
+            (
+                Required,
+                "spec.strategy.canary.trafficRouting.istio.virtualService.tlsRoutes[0]",
+            ),
+            (
+                Invalid,
+                "spec.strategy.canary.trafficRouting.istio.destinationRule.canarySubsetName",
+            ),
+            (
+                Invalid,
+                "spec.strategy.canary.trafficRouting.istio.virtualService.name",
+            ),
+            (
+                Invalid,
+                "spec.strategy.canary.trafficRouting.istio.virtualService.tcpRoutes[0].port",
+            ),
+            (
+                Invalid,
+                "spec.strategy.canary.trafficRouting.istio.virtualServices",
+            ),
+            (
+                Invalid,
+                "spec.strategy.canary.trafficRouting.istio.virtualServices[0].routes[1]",
+            ),
+            (
+                Unsup,
+                "spec.strategy.canary.trafficRouting.istio.virtualService.retries",
+            ),
+        ],
+    );
+    let none = rollout_with_canary(json!({
+        "stableService": "s", "canaryService": "c",
+        "trafficRouting": {"istio": {}}
+    }));
+    assert_only(
+        rollout(&none),
+        &[(
+            Required,
+            "spec.strategy.canary.trafficRouting.istio.virtualService",
+        )],
     );
 }
