@@ -481,6 +481,13 @@ impl IstioRouter {
         }
     }
 
+    /// Subset-level: the canary hash the canary subset selects whenever weir sets a weight
+    /// (it labels the subsets first), standing in for a canary Service's selector.
+    pub fn canary_subset_hash(&self) -> Option<String> {
+        self.routing.destination_rule.as_ref()?;
+        self.versions().map(|v| v.canary)
+    }
+
     fn versions(&self) -> Option<Versions> {
         self.versions.lock().ok().map(|v| v.clone())
     }

@@ -119,6 +119,18 @@ impl AnyRouter {
     }
 }
 
+impl AnyRouter {
+    /// Where the router itself selects the canary's pods (subset-level Istio: the canary
+    /// subset, labelled before any weight reaches it), the hash it selects; None where a
+    /// canary Service does.
+    pub fn canary_selector_hash(&self) -> Option<String> {
+        match self {
+            AnyRouter::GatewayApi(_) => None,
+            AnyRouter::Istio(router) => router.canary_subset_hash(),
+        }
+    }
+}
+
 impl Router for AnyRouter {
     async fn weight(&self) -> Result<Option<i32>, RouterError> {
         match self {
