@@ -51,6 +51,40 @@ fn the_examples_are_valid() {
         let object: Rollout = serde_yaml_ng::from_str(text).expect(file);
         assert_eq!(rollout(&object.spec), vec![], "{file}");
     }
+    // Multi-document examples: the Rollout among the objects it routes through.
+    for (file, text) in [
+        (
+            "examples/istio/host-level.yaml",
+            include_str!("../../examples/istio/host-level.yaml"),
+        ),
+        (
+            "examples/istio/subset-level.yaml",
+            include_str!("../../examples/istio/subset-level.yaml"),
+        ),
+    ] {
+        let mut rollouts = 0;
+        for document in serde_yaml_ng::Deserializer::from_str(text) {
+            let value =
+                <serde_json::Value as serde::Deserialize>::deserialize(document).expect(file);
+            if value["kind"] == "Rollout" {
+                let object: Rollout = serde_json::from_value(value).expect(file);
+                assert!(
+                    object
+                        .spec
+                        .strategy
+                        .canary
+                        .as_ref()
+                        .and_then(|c| c.traffic_routing.as_ref())
+                        .and_then(|t| t.istio.as_ref())
+                        .is_some(),
+                    "{file}"
+                );
+                assert_eq!(rollout(&object.spec), vec![], "{file}");
+                rollouts += 1;
+            }
+        }
+        assert_eq!(rollouts, 1, "{file}");
+    }
     for (file, text) in [
         (
             "examples/analysistemplate.yaml",
