@@ -340,3 +340,97 @@ async fn subset_level_labels_the_destination_rule_and_removes_the_labels_when_do
         serde_json::to_value(destination_rules(&ns).get("web").await.expect("get")).expect("json");
     assert_eq!(rule["spec"]["subsets"][1]["labels"], json!({"app": "web"}));
 }
+
+/// The subset-level application as a team keeps it in Git: the weights as Argo's docs
+/// write them (all to stable) and subsets without hash labels (those are weir's).
+fn subset_app_in_git(image: &str, hosts: &str) -> String {
+    let steps = json!([{"setWeight": 30}, {"pause": {}}]);
+    let documents = [
+        json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web"},
+            "spec": {"selector": {"app": "web"}, "ports": [{"port": 80, "protocol": "TCP"}]}}),
+        json!({"apiVersion": "networking.istio.io/v1beta1", "kind": "DestinationRule",
+            "metadata": {"name": "web"},
+            "spec": {"host": "web", "subsets": [{"name": "canary", "labels": {"app": "web"}}, {"name": "stable", "labels": {"app": "web"}}]}}),
+        json!({"apiVersion": "networking.istio.io/v1beta1", "kind": "VirtualService",
+            "metadata": {"name": "web"},
+            "spec": {"hosts": [hosts], "http": [{"name": "primary", "route": [
+                {"destination": {"host": "web", "subset": "stable"}, "weight": 100},
+                {"destination": {"host": "web", "subset": "canary"}, "weight": 0}]}]}}),
+        rollout(image, &steps, false),
+    ];
+    support::app::yaml_stream(&documents)
+}
+
+async fn virtual_service_hosts(ns: &TestNamespace) -> Value {
+    let live = virtual_services(ns).get("web").await.ok();
+    serde_json::to_value(live).unwrap_or_default()["spec"]["hosts"].clone()
+}
+
+#[tokio::test]
+async fn a_git_sync_never_resets_the_virtual_service_weights_or_subset_labels_mid_canary() {
+    use support::git::GitRepo;
+    let ns = TestNamespace::new(&client().await, "istio-gitsync").await;
+    let repo = GitRepo::new(&ns.name);
+    repo.commit(
+        "web 1",
+        &[("deploy/app.yaml", &subset_app_in_git("web:1", "web"))],
+    );
+    // Lockdown off: the GitSync acts as the controller, which may write Istio's kinds (a
+    // tenant's role would need them granted).
+    let _controller =
+        ControllerProcess::start_unlocked(&ns.name, &["--metrics-addr", "127.0.0.1:0"], &[]);
+    support::app::git_sync(&ns, &repo.file_url(), json!({})).await;
+    let first = healthy_on(&ns, "web:1").await;
+    let v1 = first.status.and_then(|s| s.stable_rs).expect("stable hash");
+    let weights = VirtualServiceWeights::start(&ns, false);
+
+    repo.commit(
+        "web 2",
+        &[("deploy/app.yaml", &subset_app_in_git("web:2", "web"))],
+    );
+    let paused = wait_for(&ns, "the canary paused at 30%", |r| {
+        phase(r) == Some(RolloutPhase::Paused)
+            && r.status.as_ref().and_then(|s| s.canary_weight) == Some(30)
+    })
+    .await;
+    let v2 = paused
+        .status
+        .and_then(|s| s.canary_rs)
+        .expect("canary hash");
+
+    // The sync goes on applying the VirtualService each second (a hand edit is repaired)...
+    apply_istio(
+        &ns,
+        virtual_services(&ns),
+        json!({
+        "apiVersion": "networking.istio.io/v1beta1", "kind": "VirtualService",
+        "metadata": {"name": "web"}, "spec": {"hosts": ["edited.example"]}}),
+    )
+    .await;
+    // (applied as "weir-test", which now owns hosts; the sync takes it back)
+    eventually("the hand edit to be repaired", LIMIT, || async {
+        (virtual_service_hosts(&ns).await == json!(["web"])).then_some(())
+    })
+    .await;
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    // ...and neither the weights nor the subset labels the rollout set move.
+    assert_eq!(
+        weights.weights(),
+        vec![0, 30],
+        "Git never moved the weights"
+    );
+    assert_eq!(
+        subset_hashes(&ns).await,
+        (Some(v1.clone()), Some(v2.clone()))
+    );
+
+    status_patch(&ns, json!({"status": {"pauseConditions": null}})).await;
+    healthy_on(&ns, "web:2").await;
+    eventually("the weights to return to stable", LIMIT, || async {
+        (weights.weights() == vec![0, 30, 100, 0]).then_some(())
+    })
+    .await;
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    assert_eq!(weights.weights(), vec![0, 30, 100, 0]);
+    assert_eq!(subset_hashes(&ns).await, (Some(v2.clone()), Some(v2)));
+}
