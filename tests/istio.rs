@@ -434,3 +434,78 @@ async fn a_git_sync_never_resets_the_virtual_service_weights_or_subset_labels_mi
     assert_eq!(weights.weights(), vec![0, 30, 100, 0]);
     assert_eq!(subset_hashes(&ns).await, (Some(v2.clone()), Some(v2)));
 }
+
+struct Simulator(std::process::Child);
+
+impl Drop for Simulator {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test]
+async fn analysis_sees_the_canary_share_the_virtual_service_carries_and_the_canary_promotes() {
+    use support::{ScrapeTarget, free_port, kubeconfig_path, listening, prometheus_url};
+    let ns = TestNamespace::new(&client().await, "istio-analysis").await;
+    let port = free_port();
+    let _simulator = Simulator(
+        std::process::Command::new(env!("CARGO_BIN_EXE_weir-sim"))
+            .args(["traffic", "--namespace", &ns.name, "--rps", "200"])
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .env("KUBECONFIG", kubeconfig_path())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("weir-sim traffic"),
+    );
+    listening("the traffic simulator", port).await;
+    let _target = ScrapeTarget::add(&ns.name, &format!("127.0.0.1:{port}"), &[]);
+    let _controller = ControllerProcess::start_with(
+        &ns.name,
+        &[
+            "--metrics-addr",
+            "127.0.0.1:0",
+            "--prometheus-url",
+            &prometheus_url(),
+        ],
+    );
+    host_level_app(&ns).await;
+    // The canary's share of the VirtualService's requests, as the data plane sent them: only
+    // right when the simulated requests follow the weights weir set.
+    let filter = format!("namespace=\"{}\",route=\"vs/web\"", ns.name);
+    let share = format!(
+        "sum(rate(http_requests_total{{{filter},service=\"web-canary\",version=\"2\"}}[5s])) / sum(rate(http_requests_total{{{filter}}}[5s]))"
+    );
+    apply(
+        &ns,
+        json!({"apiVersion": "weir.dev/v1alpha1", "kind": "AnalysisTemplate",
+        "metadata": {"name": "canary-share"},
+        "spec": {"metrics": [{"name": "share", "initialDelay": "8s", "interval": "1s", "count": 2,
+            "successCondition": "result[0] >= 0.17 && result[0] <= 0.23",
+            "provider": {"prometheus": {"query": share}}}]}}),
+    )
+    .await;
+    let steps = json!([
+        {"setWeight": 20},
+        {"analysis": {"templates": [{"templateName": "canary-share"}]}},
+        {"setWeight": 60},
+        {"pause": {"duration": "2s"}}
+    ]);
+    apply(&ns, rollout("web:1", &steps, true)).await;
+    healthy_on(&ns, "web:1").await;
+    let weights = VirtualServiceWeights::start(&ns, true);
+    apply(&ns, rollout("web:2", &steps, true)).await;
+    healthy_on(&ns, "web:2").await;
+    eventually("the watch to see the weight back at 0", LIMIT, || async {
+        (weights.weights() == vec![0, 20, 60, 100, 0]).then_some(())
+    })
+    .await;
+    let runs: Api<weir::api::analysis::AnalysisRun> = ns.api();
+    let list = runs.list(&Default::default()).await.expect("runs");
+    let phases: Vec<_> = list
+        .items
+        .iter()
+        .map(|r| serde_json::to_value(&r.status).unwrap_or_default()["phase"].clone())
+        .collect();
+    assert_eq!(phases, [json!("Successful")], "the one analysis step's run");
+}
