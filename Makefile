@@ -37,6 +37,7 @@ crds:
 	cargo run --quiet --bin weir -- crds --dir crds --reference docs/crd-reference.md
 	cargo run --quiet --bin weir-sim -- gateway-api-crds --dir hack/crds
 	cargo run --quiet --bin weir-sim -- smi-crds --dir hack/crds
+	cargo run --quiet --bin weir-sim -- istio-crds --dir hack/crds
 	rm -f charts/weir/crds/*.yaml && cp crds/*.yaml charts/weir/crds/
 
 crds-check:

@@ -8,6 +8,7 @@ trap 'rm -rf "$fresh"' EXIT
 cargo run --quiet --bin weir -- crds --dir "$fresh/crds" --reference "$fresh/crd-reference.md"
 cargo run --quiet --bin weir-sim -- gateway-api-crds --dir "$fresh/hack-crds"
 cargo run --quiet --bin weir-sim -- smi-crds --dir "$fresh/hack-crds"
+cargo run --quiet --bin weir-sim -- istio-crds --dir "$fresh/hack-crds"
 status=0
 diff -ru crds "$fresh/crds" || status=1
 diff -ru hack/crds "$fresh/hack-crds" || status=1

@@ -312,7 +312,7 @@ start_stand_in() {
 }
 
 install_crds() {
-  say "installing weir's CRDs, the Gateway API and SMI TrafficSplit CRDs and weir's tenant roles"
+  say "installing weir's CRDs, the Gateway API, SMI TrafficSplit and Istio CRDs and weir's tenant roles"
   # The tenant roles put weir's kinds into the built-in admin, edit and view roles, as the
   # chart does (clusterrole-aggregation above fills those in).
   kc apply --server-side --force-conflicts --field-manager weir-local-cluster \
@@ -322,7 +322,7 @@ install_crds() {
   local crd
   for crd in rollouts.weir.dev analysistemplates.weir.dev clusteranalysistemplates.weir.dev \
     analysisruns.weir.dev gitsyncs.weir.dev httproutes.gateway.networking.k8s.io \
-    trafficsplits.split.smi-spec.io; do
+    trafficsplits.split.smi-spec.io virtualservices.networking.istio.io destinationrules.networking.istio.io; do
     wait_for kube-apiserver 30 crd_established "$crd" \
       || die "CRD $crd did not become Established; see: kubectl describe crd $crd"
     # A non-structural schema installs but loses pruning and defaulting: refuse it here.

@@ -358,12 +358,15 @@ fn only_for_routes_elsewhere(rule: &PolicyRule) -> bool {
 }
 
 /// Whether `rule` is the one only a Rollout on another router needs (NGINX's Ingresses, SMI's
-/// TrafficSplits): the whole flow routes with Gateway API, so removing it there would show
-/// nothing. `each_router_needs_exactly_its_rule` exercises them instead.
+/// TrafficSplits, Istio's VirtualServices and DestinationRules): the whole flow routes with
+/// Gateway API, so removing it there would show nothing. `each_router_needs_exactly_its_rule`
+/// exercises NGINX's and SMI's instead; Istio's is not exercised yet.
 fn only_for_other_routers(rule: &PolicyRule) -> bool {
-    rule.resources
-        .as_deref()
-        .is_some_and(|resources| resources == ["ingresses"] || resources == ["trafficsplits"])
+    rule.resources.as_deref().is_some_and(|resources| {
+        resources == ["ingresses"]
+            || resources == ["trafficsplits"]
+            || resources == ["virtualservices", "destinationrules"]
+    })
 }
 
 /// Under lockdown every rule of the controller's own and `impersonate` are needed; with

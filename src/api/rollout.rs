@@ -144,6 +144,9 @@ pub struct TrafficRouting {
     /// An SMI TrafficSplit on a root Service.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub smi: Option<SmiRouting>,
+    /// Weights on the HTTP, TLS or TCP routes of Istio VirtualServices.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub istio: Option<IstioRouting>,
     #[serde(flatten)]
     #[schemars(skip)]
     pub unsupported: Unsupported,
@@ -177,6 +180,27 @@ pub struct NginxRouting {
     pub unsupported: Unsupported,
 }
 
+/// Istio, in Argo Rollouts' shape: host-level (the routes' destinations are the stable and
+/// canary Services) or subset-level (one host; `destinationRule` names the subsets, whose
+/// `rollouts-pod-template-hash` labels weir sets).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(transform = keep_unknown_fields)]
+pub struct IstioRouting {
+    /// One VirtualService.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub virtual_service: Option<IstioVirtualService>,
+    /// Several VirtualServices, each set and verified.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub virtual_services: Vec<IstioVirtualService>,
+    /// Subset-level routing: the DestinationRule whose subsets weir labels.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub destination_rule: Option<IstioDestinationRule>,
+    #[serde(flatten)]
+    #[schemars(skip)]
+    pub unsupported: Unsupported,
+}
+
 /// SMI (Argo Rollouts' `trafficRouting.smi`): weir creates and owns a TrafficSplit on the
 /// root Service, with the stableService and canaryService as its weighted backends.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
@@ -189,6 +213,78 @@ pub struct SmiRouting {
     /// The TrafficSplit's name; defaults to the Rollout's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub traffic_split_name: Option<String>,
+    #[serde(flatten)]
+    #[schemars(skip)]
+    pub unsupported: Unsupported,
+}
+
+impl IstioRouting {
+    /// Every VirtualService named, `virtualService` first.
+    pub fn all_virtual_services(&self) -> impl Iterator<Item = &IstioVirtualService> {
+        self.virtual_service.iter().chain(&self.virtual_services)
+    }
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(transform = keep_unknown_fields)]
+pub struct IstioVirtualService {
+    /// The VirtualService, in the Rollout's namespace.
+    pub name: String,
+    /// Names of the HTTP routes to set; none: the VirtualService's only HTTP route (when it
+    /// has no TLS or TCP routes named).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub routes: Vec<String>,
+    /// TLS routes, picked by port and SNI hosts.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tls_routes: Vec<IstioTlsRoute>,
+    /// TCP routes, picked by port.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub tcp_routes: Vec<IstioTcpRoute>,
+    #[serde(flatten)]
+    #[schemars(skip)]
+    pub unsupported: Unsupported,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(transform = keep_unknown_fields)]
+pub struct IstioTlsRoute {
+    /// The port a TLS route's `match` names.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 65535))]
+    pub port: Option<i64>,
+    /// The SNI hosts a TLS route's `match` names.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sni_hosts: Vec<String>,
+    #[serde(flatten)]
+    #[schemars(skip)]
+    pub unsupported: Unsupported,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(transform = keep_unknown_fields)]
+pub struct IstioTcpRoute {
+    /// The port a TCP route's `match` names.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 65535))]
+    pub port: Option<i64>,
+    #[serde(flatten)]
+    #[schemars(skip)]
+    pub unsupported: Unsupported,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(transform = keep_unknown_fields)]
+pub struct IstioDestinationRule {
+    /// The DestinationRule, in the Rollout's namespace.
+    pub name: String,
+    /// The subset that selects the canary's pods.
+    pub canary_subset_name: String,
+    /// The subset that selects the stable pods.
+    pub stable_subset_name: String,
     #[serde(flatten)]
     #[schemars(skip)]
     pub unsupported: Unsupported,

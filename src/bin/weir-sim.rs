@@ -47,6 +47,12 @@ enum Command {
         #[arg(long)]
         dir: Option<std::path::PathBuf>,
     },
+    /// Print the Istio VirtualService and DestinationRule CRDs, for a cluster without Istio
+    /// (or write them with --dir, one file each).
+    IstioCrds {
+        #[arg(long)]
+        dir: Option<std::path::PathBuf>,
+    },
 }
 
 #[tokio::main]
@@ -80,6 +86,9 @@ async fn main() -> ExitCode {
         }
         Command::SmiCrds { dir } => {
             weir::crd_files::emit(weir::sim::smi_crds::crds(), dir.as_deref())
+        }
+        Command::IstioCrds { dir } => {
+            weir::crd_files::emit(weir::sim::istio_crds::crds(), dir.as_deref())
         }
     };
     match result {

@@ -15,7 +15,7 @@ use serde_json::Value;
 use super::drift;
 use super::error::SyncError;
 use super::inventory::{self, after_attempt, apply_order, group_of, stamp, to_prune};
-use super::ownership::{RolloutRoutes, keep_live_weights};
+use super::ownership::{ROUTE_KINDS, RolloutRoutes, keep_live_weights};
 use super::render::Manifest;
 use super::tenancy::{self, Identity, Placement, Policy};
 use crate::api::Rollout;
@@ -618,7 +618,7 @@ fn route_services<'r>(
     entry: &InventoryEntry,
 ) -> Option<&'r BTreeSet<String>> {
     match (entry.kind.as_str(), &entry.namespace) {
-        ("HTTPRoute", Some(namespace)) => routes.services(namespace, &entry.name),
+        (kind, Some(namespace)) => routes.owned(kind, namespace, &entry.name),
         _ => None,
     }
 }
@@ -658,7 +658,7 @@ async fn rollout_routes(
         let namespace = entry.namespace.as_deref().unwrap_or_default();
         match (&entry.kind[..], group_of(&entry.api_version)) {
             ("Rollout", "weir.dev") => routes.add(&object.value, namespace),
-            ("HTTPRoute", _) => any_route = true,
+            (kind, _) if ROUTE_KINDS.contains(&kind) => any_route = true,
             _ => {}
         }
     }

@@ -7,6 +7,12 @@
 //! applies Git's route with those two weights replaced by the live ones, guarded by the live
 //! resourceVersion, so that it never moves traffic and never races a weight change.
 //!
+//! Istio is the same: a VirtualService's `http`, `tls` and `tcp` routes and their `route`
+//! destinations, and a DestinationRule's `subsets`, are lists without keys, so Git's copy
+//! is applied with the live weights of the destinations a Rollout sets (named `host:<Service>`
+//! host-level, `subset:<name>` subset-level) and the live `rollouts-pod-template-hash` label
+//! of the subsets it labels.
+//!
 //! Service selectors need nothing of the kind: a selector is a map, weir-rollout owns only
 //! its `rollouts-pod-template-hash` key, and Git never names that key.
 
@@ -14,18 +20,24 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde_json::Value;
 
-/// An HTTPRoute by namespace and name.
-pub type RouteKey = (String, String);
+/// A route object by kind, namespace and name.
+pub type RouteKey = (String, String, String);
 
-/// For each route some Rollout sets weights on, the Services whose weights it sets.
+/// For each route object some Rollout sets weights (or subset labels) on, what in it the
+/// Rollout owns: Services for an HTTPRoute, `host:`/`subset:` destinations for a
+/// VirtualService, `subset:` names for a DestinationRule.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RolloutRoutes(BTreeMap<RouteKey, BTreeSet<String>>);
+
+/// The kinds whose fields a Rollout may own.
+pub const ROUTE_KINDS: [&str; 3] = ["HTTPRoute", "VirtualService", "DestinationRule"];
 
 impl RolloutRoutes {
     /// Notes the route and Services of a Rollout (a live one or one from Git, as JSON), whose
     /// namespace is `namespace`. Rollouts without a Gateway API route add nothing.
     pub fn add(&mut self, rollout: &Value, namespace: &str) {
         let canary = &rollout["spec"]["strategy"]["canary"];
+        self.add_istio(canary, namespace);
         let routing = &canary["trafficRouting"]["gatewayAPI"];
         let Some(route) = routing["httpRoute"].as_str() else {
             return;
@@ -33,7 +45,11 @@ impl RolloutRoutes {
         let route_namespace = routing["namespace"].as_str().unwrap_or(namespace);
         let services = self
             .0
-            .entry((route_namespace.to_owned(), route.to_owned()))
+            .entry((
+                "HTTPRoute".to_owned(),
+                route_namespace.to_owned(),
+                route.to_owned(),
+            ))
             .or_default();
         for field in ["stableService", "canaryService"] {
             if let Some(service) = canary[field].as_str() {
@@ -42,11 +58,54 @@ impl RolloutRoutes {
         }
     }
 
-    /// The Services whose weights a Rollout sets on this route, if any Rollout does.
+    /// Istio's VirtualServices and DestinationRule, in the Rollout's namespace.
+    fn add_istio(&mut self, canary: &Value, namespace: &str) {
+        let istio = &canary["trafficRouting"]["istio"];
+        if !istio.is_object() {
+            return;
+        }
+        let rule = &istio["destinationRule"];
+        let destinations: Vec<String> = if rule.is_object() {
+            ["stableSubsetName", "canarySubsetName"]
+                .iter()
+                .filter_map(|field| rule[field].as_str())
+                .map(|subset| format!("subset:{subset}"))
+                .collect()
+        } else {
+            ["stableService", "canaryService"]
+                .iter()
+                .filter_map(|field| canary[field].as_str())
+                .map(|service| format!("host:{service}"))
+                .collect()
+        };
+        let services = std::iter::once(&istio["virtualService"])
+            .chain(istio["virtualServices"].as_array().into_iter().flatten());
+        for service in services {
+            if let Some(name) = service["name"].as_str() {
+                self.0
+                    .entry(("VirtualService".into(), namespace.into(), name.into()))
+                    .or_default()
+                    .extend(destinations.iter().cloned());
+            }
+        }
+        if let Some(name) = rule["name"].as_str() {
+            self.0
+                .entry(("DestinationRule".into(), namespace.into(), name.into()))
+                .or_default()
+                .extend(destinations.iter().cloned());
+        }
+    }
+
+    /// The Services whose weights a Rollout sets on this HTTPRoute, if any Rollout does.
     pub fn services(&self, namespace: &str, route: &str) -> Option<&BTreeSet<String>> {
+        self.owned("HTTPRoute", namespace, route)
+    }
+
+    /// What a Rollout owns inside the object of `kind`, if any Rollout does.
+    pub fn owned(&self, kind: &str, namespace: &str, name: &str) -> Option<&BTreeSet<String>> {
         self.0
-            .get(&(namespace.to_owned(), route.to_owned()))
-            .filter(|services| !services.is_empty())
+            .get(&(kind.to_owned(), namespace.to_owned(), name.to_owned()))
+            .filter(|owned| !owned.is_empty())
     }
 }
 
@@ -59,6 +118,11 @@ fn is_service(backend: &Value) -> bool {
 /// same rule, the backend of the same name. A backend the live route does not have yet keeps
 /// Git's weight (the route is being created, or Git added a rule). Everything else is Git's.
 pub fn keep_live_weights(git: &mut Value, live: &Value, services: &BTreeSet<String>) {
+    match git["kind"].as_str() {
+        Some("VirtualService") => return keep_live_destination_weights(git, live, services),
+        Some("DestinationRule") => return keep_live_subset_labels(git, live, services),
+        _ => {}
+    }
     let Some(rules) = git["spec"]["rules"].as_array_mut() else {
         return;
     };
@@ -90,6 +154,103 @@ pub fn keep_live_weights(git: &mut Value, live: &Value, services: &BTreeSet<Stri
                 }
                 _ => {
                     fields.remove("weight");
+                }
+            }
+        }
+    }
+}
+
+fn owned_destination(destination: &Value, owned: &BTreeSet<String>) -> bool {
+    let host = destination["host"].as_str().map(|h| format!("host:{h}"));
+    let short = destination["host"]
+        .as_str()
+        .and_then(|h| h.split('.').next())
+        .map(|h| format!("host:{h}"));
+    let subset = destination["subset"]
+        .as_str()
+        .map(|s| format!("subset:{s}"));
+    [host, short, subset]
+        .into_iter()
+        .flatten()
+        .any(|key| owned.contains(&key))
+}
+
+fn set_or_remove(fields: &mut serde_json::Map<String, Value>, key: &str, live: Option<&Value>) {
+    match live {
+        Some(value) if !value.is_null() => {
+            fields.insert(key.into(), value.clone());
+        }
+        _ => {
+            fields.remove(key);
+        }
+    }
+}
+
+/// A VirtualService from Git with the live weight of every destination a Rollout owns: the
+/// same route (by protocol and index), the destination with the same host and subset.
+fn keep_live_destination_weights(git: &mut Value, live: &Value, owned: &BTreeSet<String>) {
+    for protocol in ["http", "tls", "tcp"] {
+        let Some(routes) = git["spec"][protocol].as_array_mut() else {
+            continue;
+        };
+        for (r, route) in routes.iter_mut().enumerate() {
+            let live_destinations = live["spec"][protocol][r]["route"].as_array();
+            let Some(destinations) = route["route"].as_array_mut() else {
+                continue;
+            };
+            for destination in destinations.iter_mut() {
+                if !owned_destination(&destination["destination"], owned) {
+                    continue;
+                }
+                let Some(live_destination) = live_destinations.into_iter().flatten().find(|d| {
+                    d["destination"]["host"] == destination["destination"]["host"]
+                        && d["destination"]["subset"] == destination["destination"]["subset"]
+                }) else {
+                    continue;
+                };
+                if let Some(fields) = destination.as_object_mut() {
+                    set_or_remove(fields, "weight", live_destination.get("weight"));
+                }
+            }
+        }
+    }
+}
+
+/// A DestinationRule from Git with the live hash label of every subset a Rollout labels.
+fn keep_live_subset_labels(git: &mut Value, live: &Value, owned: &BTreeSet<String>) {
+    let label = crate::api::contract::POD_TEMPLATE_HASH_LABEL;
+    let Some(subsets) = git["spec"]["subsets"].as_array_mut() else {
+        return;
+    };
+    for subset in subsets.iter_mut() {
+        let Some(name) = subset["name"].as_str().map(str::to_owned) else {
+            continue;
+        };
+        if !owned.contains(&format!("subset:{name}")) {
+            continue;
+        }
+        let live_label = live["spec"]["subsets"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|s| s["name"].as_str() == Some(name.as_str()))
+            .map(|s| s["labels"][label].clone())
+            .filter(|value| !value.is_null());
+        let Some(fields) = subset.as_object_mut() else {
+            continue;
+        };
+        match live_label {
+            Some(value) => {
+                let labels = fields
+                    .entry("labels")
+                    .or_insert_with(|| Value::Object(serde_json::Map::new()));
+                if let Some(labels) = labels.as_object_mut() {
+                    labels.insert(label.into(), value);
+                }
+            }
+            None => {
+                if let Some(labels) = fields.get_mut("labels").and_then(Value::as_object_mut) {
+                    labels.remove(label);
                 }
             }
         }
@@ -227,5 +388,91 @@ mod tests {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod istio_tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn owned(items: &[&str]) -> BTreeSet<String> {
+        items.iter().map(|n| (*n).to_owned()).collect()
+    }
+
+    #[test]
+    fn istio_rollouts_own_destinations_and_subset_labels() {
+        let mut routes = RolloutRoutes::default();
+        routes.add(
+            &json!({"spec": {"strategy": {"canary": {"stableService": "s", "canaryService": "c",
+                "trafficRouting": {"istio": {"virtualServices": [{"name": "a"}, {"name": "b"}]}}}}}}),
+            "shop",
+        );
+        routes.add(
+            &json!({"spec": {"strategy": {"canary": {"trafficRouting": {"istio": {
+                "virtualService": {"name": "cart"},
+                "destinationRule": {"name": "cart", "stableSubsetName": "v1", "canarySubsetName": "v2"}}}}}}}),
+            "shop",
+        );
+        assert_eq!(
+            routes.owned("VirtualService", "shop", "b"),
+            Some(&owned(&["host:c", "host:s"]))
+        );
+        assert_eq!(
+            routes.owned("DestinationRule", "shop", "cart"),
+            Some(&owned(&["subset:v1", "subset:v2"]))
+        );
+        assert_eq!(routes.owned("VirtualService", "other", "a"), None);
+        assert_eq!(routes.services("shop", "a"), None, "not an HTTPRoute");
+    }
+
+    #[test]
+    fn git_virtual_services_keep_the_live_weights_of_owned_destinations() {
+        let mut git = json!({"kind": "VirtualService", "spec": {"http": [{"name": "primary", "route": [
+            {"destination": {"host": "web-stable"}, "weight": 100},
+            {"destination": {"host": "web-canary.shop.svc.cluster.local"}, "weight": 0},
+            {"destination": {"host": "other"}, "weight": 5}]}]}});
+        let live = json!({"kind": "VirtualService", "spec": {"http": [{"name": "primary", "route": [
+            {"destination": {"host": "web-stable"}, "weight": 60},
+            {"destination": {"host": "web-canary.shop.svc.cluster.local"}, "weight": 40},
+            {"destination": {"host": "other"}, "weight": 9}]}]}});
+        keep_live_weights(
+            &mut git,
+            &live,
+            &owned(&["host:web-stable", "host:web-canary"]),
+        );
+        let weights: Vec<_> = (0..3)
+            .map(|d| git["spec"]["http"][0]["route"][d]["weight"].clone())
+            .collect();
+        assert_eq!(
+            weights,
+            [json!(60), json!(40), json!(5)],
+            "Git keeps what no Rollout owns"
+        );
+    }
+
+    #[test]
+    fn git_destination_rules_keep_the_live_hash_labels() {
+        let mut git = json!({"kind": "DestinationRule", "spec": {"host": "web", "subsets": [
+            {"name": "stable", "labels": {"app": "web"}}, {"name": "canary"}, {"name": "debug", "labels": {"app": "web"}}]}});
+        let live = json!({"kind": "DestinationRule", "spec": {"host": "web", "subsets": [
+            {"name": "canary", "labels": {"rollouts-pod-template-hash": "bbb"}},
+            {"name": "stable", "labels": {"app": "old", "rollouts-pod-template-hash": "aaa"}},
+            {"name": "debug", "labels": {"rollouts-pod-template-hash": "zzz"}}]}});
+        keep_live_weights(&mut git, &live, &owned(&["subset:stable", "subset:canary"]));
+        assert_eq!(
+            git["spec"]["subsets"][0]["labels"],
+            json!({"app": "web", "rollouts-pod-template-hash": "aaa"})
+        );
+        assert_eq!(
+            git["spec"]["subsets"][1]["labels"],
+            json!({"rollouts-pod-template-hash": "bbb"})
+        );
+        assert_eq!(
+            git["spec"]["subsets"][2]["labels"],
+            json!({"app": "web"}),
+            "not owned: Git's"
+        );
     }
 }

@@ -311,6 +311,12 @@ pub async fn observe(
         route_weight?,
         runs?,
     );
+    // Without a canary Service (subset-level Istio), the router's canary subset is what
+    // selects the canary's pods.
+    let canary_service_hash = match canary.and_then(|c| c.canary_service.as_ref()) {
+        Some(_) => canary_service_hash,
+        None => router.and_then(AnyRouter::canary_selector_hash),
+    };
     let replica_sets = replica_sets
         .iter()
         .filter_map(|rs| workload::view(rollout, rs))

@@ -96,7 +96,8 @@ async fn clean_up(rollout: &Rollout, ctx: &Context, term: &Term) -> Result<Reque
     }
     ctx.written.forget(rollout);
     let namespace = rollout.namespace().unwrap_or_default();
-    let router = match AnyRouter::for_rollout(&ctx.client, rollout, &namespace).await {
+    let hash = template_hash::of(&rollout.spec.template);
+    let router = match AnyRouter::for_rollout(&ctx.client, rollout, &namespace, &hash).await {
         Ok(router) => router,
         // A route the Rollout may not touch is not touched on the way out either.
         Err(RouterError::NotGranted { .. }) => None,
@@ -154,7 +155,7 @@ async fn reconcile_rollout(
 
     let outcome: Result<(), Error> = async {
         let mut problems = template_problems(&ctx.client, &current).await?;
-        let router = match AnyRouter::for_rollout(&ctx.client, &current, &namespace).await {
+        let router = match AnyRouter::for_rollout(&ctx.client, &current, &namespace, &hash).await {
             Ok(router) => router,
             Err(refused @ RouterError::NotGranted { .. }) => {
                 problems.push(Violation {
@@ -225,6 +226,9 @@ async fn reconcile_rollout(
                 written = rollout;
             }
             status = next.status;
+            if let Some(router) = &router {
+                router.follow(&status, &hash);
+            }
             transitions.extend(next.transitions);
             wake = next.requeue_after.map(|after| planned_at + after);
             if next.actions.is_empty() {

@@ -1,6 +1,8 @@
 //! A simulated data plane, because the local cluster has none: requests at a steady rate on
-//! every HTTPRoute, stable Ingress (with its NGINX canary Ingress's `canary-weight`) and SMI
-//! TrafficSplit, split by the weights each carries now, answered by each backend as
+//! every HTTPRoute, Istio VirtualService HTTP route (a destination is its host's Service,
+//! narrowed by its DestinationRule subset's labels when it names a subset), stable Ingress
+//! (with its NGINX canary Ingress's `canary-weight`) and SMI TrafficSplit, split by the
+//! weights each carries now, answered by each backend as
 //! its version's pod template says (`sim.weir.dev/error-rate`, `sim.weir.dev/latency-ms`),
 //! and counted in Prometheus metrics as a mesh or gateway would export them:
 //! `http_requests_total{namespace, route, service, version, code}` and
@@ -247,6 +249,165 @@ impl Metrics {
     }
 }
 
+/// A VirtualService's HTTP routes as (host, subset, weight) destinations, one list per route.
+/// A lone destination without a weight takes all of its route (Istio's rule); otherwise an
+/// absent weight is 0.
+pub fn virtual_service_routes(
+    object: &serde_json::Value,
+) -> Vec<Vec<(String, Option<String>, u32)>> {
+    let mut routes = Vec::new();
+    for route in object["spec"]["http"].as_array().into_iter().flatten() {
+        let destinations = route["route"]
+            .as_array()
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        let lone = destinations.len() == 1;
+        routes.push(
+            destinations
+                .iter()
+                .filter_map(|d| {
+                    let host = d["destination"]["host"].as_str()?;
+                    // The short name is the Service (`web`, `web.shop.svc.cluster.local`).
+                    let service = host.split('.').next().unwrap_or(host).to_owned();
+                    let subset = d["destination"]["subset"].as_str().map(str::to_owned);
+                    let weight = match d["weight"].as_u64() {
+                        Some(weight) => u32::try_from(weight).unwrap_or(0),
+                        None if lone => 100,
+                        None => 0,
+                    };
+                    Some((service, subset, weight))
+                })
+                .collect(),
+        );
+    }
+    routes
+}
+
+/// The labels a destination's pods carry: its Service's selector and, for a subset, the
+/// subset's labels too (Istio narrows the Service's endpoints by them).
+pub fn destination_selector(
+    service_selector: &BTreeMap<String, String>,
+    subset: Option<&str>,
+    rule: Option<&serde_json::Value>,
+) -> Option<BTreeMap<String, String>> {
+    let mut selector = service_selector.clone();
+    if let Some(subset) = subset {
+        // A subset the DestinationRule does not define has no endpoints.
+        let found = rule?["spec"]["subsets"]
+            .as_array()?
+            .iter()
+            .find(|s| s["name"].as_str() == Some(subset))?;
+        for (key, value) in found["labels"].as_object().into_iter().flatten() {
+            selector.insert(key.clone(), value.as_str()?.to_owned());
+        }
+    }
+    Some(selector)
+}
+
+/// The newest ready ReplicaSet whose pods `selector` selects: the version that answers.
+fn answering(live: &[ReplicaSet], selector: &BTreeMap<String, String>) -> Option<Version> {
+    live.iter()
+        .filter(|rs| {
+            let labels = rs
+                .spec
+                .as_ref()
+                .and_then(|s| s.template.as_ref())
+                .and_then(|t| t.metadata.as_ref())
+                .and_then(|m| m.labels.clone())
+                .unwrap_or_default();
+            !selector.is_empty() && selector.iter().all(|(k, v)| labels.get(k) == Some(v))
+        })
+        .max_by_key(|rs| rs.metadata.creation_timestamp.clone())
+        .and_then(|rs| rs.spec.as_ref()?.template.as_ref())
+        .map(version_of)
+}
+
+async fn ready_replica_sets(client: &Client, ns: &str) -> kube::Result<Vec<ReplicaSet>> {
+    let replica_sets: Api<ReplicaSet> = Api::namespaced(client.clone(), ns);
+    Ok(replica_sets
+        .list(&ListParams::default())
+        .await?
+        .items
+        .into_iter()
+        .filter(|rs| {
+            rs.status
+                .as_ref()
+                .and_then(|s| s.ready_replicas)
+                .unwrap_or(0)
+                > 0
+        })
+        .collect())
+}
+
+/// The VirtualServices' HTTP routes, added to the topology as `vs/<name>` routes. A cluster
+/// without Istio's CRDs has none.
+async fn read_virtual_services(
+    client: &Client,
+    namespace: Option<&str>,
+    topology: &mut Topology,
+) -> kube::Result<()> {
+    use crate::traffic::istio::{destination_rule_resource, virtual_service_resource};
+    use kube::api::DynamicObject;
+    let resource = virtual_service_resource();
+    let services: Api<DynamicObject> = match namespace {
+        Some(ns) => Api::namespaced_with(client.clone(), ns, &resource),
+        None => Api::all_with(client.clone(), &resource),
+    };
+    let listed = match services.list(&ListParams::default()).await {
+        Ok(listed) => listed,
+        Err(kube::Error::Api(status)) if status.code == 404 => return Ok(()),
+        Err(error) => return Err(error),
+    };
+    for object in listed.items {
+        let ns = object.namespace().unwrap_or_default();
+        let name = object.name_any();
+        let value = serde_json::to_value(&object).unwrap_or_default();
+        let live = ready_replica_sets(client, &ns).await?;
+        let core: Api<Service> = Api::namespaced(client.clone(), &ns);
+        let rules: Api<DynamicObject> =
+            Api::namespaced_with(client.clone(), &ns, &destination_rule_resource());
+        // The DestinationRules of the namespace, by host's short name.
+        let destination_rules: Vec<serde_json::Value> = rules
+            .list(&ListParams::default())
+            .await
+            .map(|l| l.items)
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|r| serde_json::to_value(r).ok())
+            .collect();
+        let mut routes = Vec::new();
+        for route in virtual_service_routes(&value) {
+            let mut backends = Vec::new();
+            for (service, subset, weight) in route {
+                let selector = core
+                    .get_opt(&service)
+                    .await?
+                    .and_then(|s| s.spec)
+                    .and_then(|s| s.selector)
+                    .unwrap_or_default();
+                let rule = destination_rules.iter().find(|r| {
+                    r["spec"]["host"]
+                        .as_str()
+                        .is_some_and(|h| h.split('.').next() == Some(service.as_str()))
+                });
+                let version = destination_selector(&selector, subset.as_deref(), rule)
+                    .and_then(|selector| answering(&live, &selector));
+                backends.push(Backend {
+                    service: match &subset {
+                        Some(subset) => format!("{service}/{subset}"),
+                        None => service,
+                    },
+                    weight,
+                    version,
+                });
+            }
+            routes.push(backends);
+        }
+        topology.routes.push((ns, format!("vs/{name}"), routes));
+    }
+    Ok(())
+}
+
 /// The routes to send traffic to, as read from the API server.
 #[derive(Clone, Debug, Default)]
 struct Topology {
@@ -480,6 +641,7 @@ async fn read_topology(client: &Client, namespace: Option<&str>) -> kube::Result
         }
         topology.routes.push((ns, route, resolved));
     }
+    read_virtual_services(client, namespace, &mut topology).await?;
     Ok(topology)
 }
 
@@ -534,6 +696,69 @@ pub async fn run(
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod istio_tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn virtual_service_routes_read_hosts_subsets_and_weights() {
+        let object = json!({"spec": {"http": [
+            {"route": [{"destination": {"host": "web-stable.shop.svc.cluster.local"}, "weight": 80},
+                       {"destination": {"host": "web-canary"}, "weight": 20}]},
+            {"route": [{"destination": {"host": "web", "subset": "canary"}}]},
+            {"route": [{"destination": {"host": "a"}}, {"destination": {"host": "b"}, "weight": 100}]}
+        ]}});
+        assert_eq!(
+            virtual_service_routes(&object),
+            vec![
+                vec![
+                    ("web-stable".into(), None, 80),
+                    ("web-canary".into(), None, 20)
+                ],
+                vec![("web".into(), Some("canary".into()), 100)],
+                vec![("a".into(), None, 0), ("b".into(), None, 100)],
+            ]
+        );
+    }
+
+    #[test]
+    fn a_subset_narrows_the_services_selector_by_its_labels() {
+        let service: BTreeMap<String, String> = [("app".to_owned(), "web".to_owned())].into();
+        let rule = json!({"spec": {"host": "web", "subsets": [
+            {"name": "canary", "labels": {"rollouts-pod-template-hash": "bbb"}}, {"name": "plain"}]}});
+        let canary = destination_selector(&service, Some("canary"), Some(&rule));
+        assert_eq!(
+            canary,
+            Some(
+                [
+                    ("app".to_owned(), "web".to_owned()),
+                    ("rollouts-pod-template-hash".to_owned(), "bbb".to_owned())
+                ]
+                .into()
+            )
+        );
+        assert_eq!(
+            destination_selector(&service, Some("plain"), Some(&rule)),
+            Some(service.clone())
+        );
+        assert_eq!(
+            destination_selector(&service, None, None),
+            Some(service.clone())
+        );
+        assert_eq!(
+            destination_selector(&service, Some("missing"), Some(&rule)),
+            None,
+            "no endpoints"
+        );
+        assert_eq!(
+            destination_selector(&service, Some("canary"), None),
+            None,
+            "no rule: no subset"
+        );
     }
 }
 

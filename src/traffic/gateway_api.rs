@@ -17,7 +17,7 @@ const GROUP: &str = "gateway.networking.k8s.io";
 
 /// Whether a 404 is about an object (the API server names it) rather than about its kind:
 /// for a kind the cluster does not have, the answer names nothing.
-fn names_an_object(status: &kube::core::Status) -> bool {
+pub(super) fn names_an_object(status: &kube::core::Status) -> bool {
     status.details.as_ref().is_some_and(|d| !d.name.is_empty())
 }
 

@@ -8,8 +8,8 @@ use super::analysis::check_args;
 use super::names::{NameRule, check_name};
 use super::violation::{Report, Violation};
 use crate::api::rollout::{
-    AnalysisTemplateRef, CanaryStep, NginxRouting, RolloutSpec, SetCanaryScale, SmiRouting,
-    TrafficRouting,
+    AnalysisTemplateRef, CanaryStep, IstioRouting, NginxRouting, RolloutSpec, SetCanaryScale,
+    SmiRouting, TrafficRouting,
 };
 use crate::duration;
 
@@ -77,12 +77,18 @@ pub fn rollout(spec: &RolloutSpec) -> Vec<Violation> {
                 "must differ from canaryService: the root Service is what clients call, and the TrafficSplit divides it between stableService and canaryService",
             );
         }
+        // Subset-level Istio splits inside one Service by DestinationRule subsets; every
+        // other router sends each share to a Service of its own.
+        let subset_level = routing
+            .istio
+            .as_ref()
+            .is_some_and(|istio| istio.destination_rule.is_some());
         for (field, service) in [
             ("stableService", &canary.stable_service),
             ("canaryService", &canary.canary_service),
         ] {
-            if service.is_none() {
-                report.required(format!("{at}.{field}"), "trafficRouting sends each share of traffic to a Service: name both stableService and canaryService");
+            if service.is_none() && !subset_level {
+                report.required(format!("{at}.{field}"), "trafficRouting sends each share of traffic to a Service: name both stableService and canaryService (or, for Istio, route by subsets with trafficRouting.istio.destinationRule)");
             }
         }
     }
@@ -172,6 +178,7 @@ fn check_traffic_routing(report: &mut Report, routing: &TrafficRouting) {
     report.unsupported(at, &routing.unsupported);
     let routers: Vec<&str> = [
         ("gatewayAPI", routing.gateway_api.is_some()),
+        ("istio", routing.istio.is_some()),
         ("nginx", routing.nginx.is_some()),
         ("smi", routing.smi.is_some()),
     ]
@@ -203,6 +210,9 @@ fn check_traffic_routing(report: &mut Report, routing: &TrafficRouting) {
             );
         }
     }
+    if let Some(istio) = &routing.istio {
+        check_istio(report, &format!("{at}.istio"), istio);
+    }
     if let Some(nginx) = &routing.nginx {
         check_nginx(report, &format!("{at}.nginx"), nginx);
     }
@@ -212,7 +222,7 @@ fn check_traffic_routing(report: &mut Report, routing: &TrafficRouting) {
     if routers.is_empty() && routing.unsupported.is_empty() {
         report.required(
             format!("{at}.gatewayAPI"),
-            "name a router (gatewayAPI, nginx or smi), or omit trafficRouting to split traffic by replica count",
+            "name a router (gatewayAPI, istio, nginx or smi), or omit trafficRouting to split traffic by replica count",
         );
     }
 }
@@ -303,6 +313,110 @@ fn check_smi(report: &mut Report, at: &str, smi: &SmiRouting) {
             name,
             NameRule::Dns1123Subdomain,
         );
+    }
+}
+
+fn check_istio(report: &mut Report, at: &str, istio: &IstioRouting) {
+    report.unsupported(at, &istio.unsupported);
+    match (&istio.virtual_service, istio.virtual_services.is_empty()) {
+        (None, true) => report.required(
+            format!("{at}.virtualService"),
+            "name the VirtualService whose routes carry the weights (or several in virtualServices)",
+        ),
+        (Some(_), false) => report.invalid(
+            format!("{at}.virtualServices"),
+            "set either virtualService or virtualServices, not both",
+        ),
+        _ => {}
+    }
+    let mut seen = std::collections::BTreeSet::new();
+    let single = istio
+        .virtual_service
+        .iter()
+        .map(|v| (format!("{at}.virtualService"), v));
+    let several = istio
+        .virtual_services
+        .iter()
+        .enumerate()
+        .map(|(index, v)| (format!("{at}.virtualServices[{index}]"), v));
+    for (field, service) in single.chain(several) {
+        report.unsupported(&field, &service.unsupported);
+        check_name(
+            report,
+            &format!("{field}.name"),
+            &service.name,
+            NameRule::Dns1123Subdomain,
+        );
+        if !seen.insert(service.name.as_str()) {
+            report.invalid(
+                format!("{field}.name"),
+                format!("VirtualService {} is named twice", service.name),
+            );
+        }
+        let mut routes = std::collections::BTreeSet::new();
+        for (index, route) in service.routes.iter().enumerate() {
+            if route.is_empty() {
+                report.invalid(
+                    format!("{field}.routes[{index}]"),
+                    "a route name cannot be empty",
+                );
+            } else if !routes.insert(route.as_str()) {
+                report.invalid(
+                    format!("{field}.routes[{index}]"),
+                    format!("route {route} is named twice"),
+                );
+            }
+        }
+        for (index, tls) in service.tls_routes.iter().enumerate() {
+            let at = format!("{field}.tlsRoutes[{index}]");
+            report.unsupported(&at, &tls.unsupported);
+            if tls.port.is_none() && tls.sni_hosts.is_empty() {
+                report.required(at.clone(), "pick the TLS route by port, sniHosts or both");
+            }
+            check_port(report, &format!("{at}.port"), tls.port);
+        }
+        for (index, tcp) in service.tcp_routes.iter().enumerate() {
+            let at = format!("{field}.tcpRoutes[{index}]");
+            report.unsupported(&at, &tcp.unsupported);
+            if tcp.port.is_none() {
+                report.required(format!("{at}.port"), "pick the TCP route by its port");
+            }
+            check_port(report, &format!("{at}.port"), tcp.port);
+        }
+    }
+    if let Some(rule) = &istio.destination_rule {
+        let at = format!("{at}.destinationRule");
+        report.unsupported(&at, &rule.unsupported);
+        check_name(
+            report,
+            &format!("{at}.name"),
+            &rule.name,
+            NameRule::Dns1123Subdomain,
+        );
+        for (field, subset) in [
+            ("stableSubsetName", &rule.stable_subset_name),
+            ("canarySubsetName", &rule.canary_subset_name),
+        ] {
+            if subset.is_empty() {
+                report.required(
+                    format!("{at}.{field}"),
+                    "name the subset of the DestinationRule",
+                );
+            }
+        }
+        if !rule.stable_subset_name.is_empty() && rule.stable_subset_name == rule.canary_subset_name
+        {
+            report.invalid(
+                format!("{at}.canarySubsetName"),
+                "must differ from stableSubsetName: weir points each subset at a different version",
+            );
+        }
+    }
+}
+
+fn check_port(report: &mut Report, at: &str, port: Option<i64>) {
+    if let Some(port) = port.filter(|p| !(1..=65535).contains(p)) {
+        report.invalid(at, format!("{port} is not a port from 1 to 65535"));
     }
 }
 

@@ -61,6 +61,40 @@ fn the_examples_are_valid() {
         let object: Rollout = serde_yaml_ng::from_str(first).expect(file);
         assert_eq!(rollout(&object.spec), vec![], "{file}");
     }
+    // Multi-document examples: the Rollout among the objects it routes through.
+    for (file, text) in [
+        (
+            "examples/istio/host-level.yaml",
+            include_str!("../../examples/istio/host-level.yaml"),
+        ),
+        (
+            "examples/istio/subset-level.yaml",
+            include_str!("../../examples/istio/subset-level.yaml"),
+        ),
+    ] {
+        let mut rollouts = 0;
+        for document in serde_yaml_ng::Deserializer::from_str(text) {
+            let value =
+                <serde_json::Value as serde::Deserialize>::deserialize(document).expect(file);
+            if value["kind"] == "Rollout" {
+                let object: Rollout = serde_json::from_value(value).expect(file);
+                assert!(
+                    object
+                        .spec
+                        .strategy
+                        .canary
+                        .as_ref()
+                        .and_then(|c| c.traffic_routing.as_ref())
+                        .and_then(|t| t.istio.as_ref())
+                        .is_some(),
+                    "{file}"
+                );
+                assert_eq!(rollout(&object.spec), vec![], "{file}");
+                rollouts += 1;
+            }
+        }
+        assert_eq!(rollouts, 1, "{file}");
+    }
     for (file, text) in [
         (
             "examples/analysistemplate.yaml",
@@ -304,7 +338,7 @@ fn a_rollout_without_a_canary_strategy_is_refused() {
 fn argo_fields_weir_lacks_are_named_never_dropped() {
     let spec = rollout_with_canary(json!({
         "maxSurge": "25%",
-        "trafficRouting": {"istio": {"virtualService": {"name": "vs"}}},
+        "trafficRouting": {"alb": {"ingress": "web", "servicePort": 80}},
         "stableService": "web-stable",
         "canaryService": "web-canary",
         "steps": [
@@ -320,7 +354,7 @@ fn argo_fields_weir_lacks_are_named_never_dropped() {
             (Unsup, "spec.strategy.canary.maxSurge"),
             (Unsup, "spec.strategy.canary.steps[1].experiment"),
             (Unsup, "spec.strategy.canary.steps[2].setHeaderRoute"),
-            (Unsup, "spec.strategy.canary.trafficRouting.istio"),
+            (Unsup, "spec.strategy.canary.trafficRouting.alb"),
         ],
     );
     let experiment = &violations[1];
@@ -330,10 +364,10 @@ fn argo_fields_weir_lacks_are_named_never_dropped() {
             .contains("experiment steps are not built yet"),
         "{experiment}"
     );
-    let istio = &violations[3];
+    let alb = &violations[3];
     assert!(
-        istio.message.contains("the istio router is not built yet"),
-        "{istio}"
+        alb.message.contains("the alb router is not built yet"),
+        "{alb}"
     );
     // Kept in the object, so a round trip through the API server loses nothing.
     let round_trip = serde_json::to_value(&spec).expect("serializes");
@@ -1083,5 +1117,82 @@ fn one_router_per_rollout() {
     assert!(
         violations[0].message.contains("nginx and smi"),
         "{violations:?}"
+    );
+}
+
+#[test]
+fn istio_host_level_needs_both_services_and_subset_level_does_not() {
+    let host_level = rollout_with_canary(json!({
+        "trafficRouting": {"istio": {"virtualService": {"name": "web", "routes": ["primary"]}}}
+    }));
+    assert_only(
+        rollout(&host_level),
+        &[
+            (Required, "spec.strategy.canary.canaryService"),
+            (Required, "spec.strategy.canary.stableService"),
+        ],
+    );
+    let subset_level = rollout_with_canary(json!({
+        "trafficRouting": {"istio": {
+            "virtualService": {"name": "web"},
+            "destinationRule": {"name": "web", "canarySubsetName": "canary", "stableSubsetName": "stable"}
+        }}
+    }));
+    assert_only(rollout(&subset_level), &[]);
+}
+
+#[test]
+fn istio_routing_is_checked_field_by_field() {
+    let spec = rollout_with_canary(json!({
+        "stableService": "web-stable", "canaryService": "web-canary",
+        "trafficRouting": {"istio": {
+            "virtualService": {"name": "Web", "tlsRoutes": [{}], "tcpRoutes": [{"port": 70000}], "retries": 3},
+            "virtualServices": [{"name": "api", "routes": ["a", "a"]}],
+            "destinationRule": {"name": "web", "canarySubsetName": "v", "stableSubsetName": "v"}
+        }}
+    }));
+    assert_only(
+        rollout(&spec),
+        &[
+            (
+                Required,
+                "spec.strategy.canary.trafficRouting.istio.virtualService.tlsRoutes[0]",
+            ),
+            (
+                Invalid,
+                "spec.strategy.canary.trafficRouting.istio.destinationRule.canarySubsetName",
+            ),
+            (
+                Invalid,
+                "spec.strategy.canary.trafficRouting.istio.virtualService.name",
+            ),
+            (
+                Invalid,
+                "spec.strategy.canary.trafficRouting.istio.virtualService.tcpRoutes[0].port",
+            ),
+            (
+                Invalid,
+                "spec.strategy.canary.trafficRouting.istio.virtualServices",
+            ),
+            (
+                Invalid,
+                "spec.strategy.canary.trafficRouting.istio.virtualServices[0].routes[1]",
+            ),
+            (
+                Unsup,
+                "spec.strategy.canary.trafficRouting.istio.virtualService.retries",
+            ),
+        ],
+    );
+    let none = rollout_with_canary(json!({
+        "stableService": "s", "canaryService": "c",
+        "trafficRouting": {"istio": {}}
+    }));
+    assert_only(
+        rollout(&none),
+        &[(
+            Required,
+            "spec.strategy.canary.trafficRouting.istio.virtualService",
+        )],
     );
 }

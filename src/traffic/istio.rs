@@ -1,0 +1,934 @@
+//! Istio: the canary weight lives on the destinations of VirtualService routes (HTTP routes by
+//! name, or the only one; TLS routes by port and SNI hosts; TCP routes by port), in Argo
+//! Rollouts' two shapes:
+//!
+//! - host-level: a route's destinations are `host: <stableService>` and `host: <canaryService>`;
+//! - subset-level: one host, destinations `subset: <stableSubsetName>` and
+//!   `subset: <canarySubsetName>`, and weir sets the `rollouts-pod-template-hash` label of
+//!   those two DestinationRule subsets to the stable and canary hashes (removed again by
+//!   `remove_managed`).
+//!
+//! Every write is a JSON patch that first tests what it changes (a destination's host or
+//! subset, a subset's name), so a concurrent edit that reorders routes fails instead of
+//! setting the wrong destination; field manager `weir-rollout`. The weight is verified on
+//! what the API server stored.
+
+use std::sync::Mutex;
+
+use json_patch::{
+    AddOperation, Patch as JsonPatch, PatchOperation, RemoveOperation, TestOperation,
+};
+use kube::Client;
+use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
+use serde_json::Value;
+
+use super::gateway_api::names_an_object;
+use super::router::{Router, RouterError};
+use crate::api::contract::{POD_TEMPLATE_HASH_LABEL, ROLLOUT_MANAGER};
+use crate::api::rollout::{IstioDestinationRule, IstioRouting, IstioVirtualService};
+
+pub const GROUP: &str = "networking.istio.io";
+/// The version Argo Rollouts documents and every Istio release since 1.5 serves.
+pub const VERSION: &str = "v1beta1";
+const VIRTUAL_SERVICE: &str = "VirtualService";
+const DESTINATION_RULE: &str = "DestinationRule";
+
+pub fn virtual_service_resource() -> ApiResource {
+    ApiResource::from_gvk(&GroupVersionKind::gvk(GROUP, VERSION, VIRTUAL_SERVICE))
+}
+
+pub fn destination_rule_resource() -> ApiResource {
+    ApiResource::from_gvk(&GroupVersionKind::gvk(GROUP, VERSION, DESTINATION_RULE))
+}
+
+/// How a destination is told to be the stable or the canary one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Pick {
+    /// Host-level: the destinations' hosts are the two Services (short names, or their
+    /// `<name>.<namespace>[.svc[.cluster.local]]` forms).
+    Host {
+        stable: String,
+        canary: String,
+        namespace: String,
+    },
+    /// Subset-level: the destinations' subsets.
+    Subset { stable: String, canary: String },
+}
+
+impl Pick {
+    /// The field of a destination this pick reads, and the field of the Rollout it comes from.
+    fn field(&self) -> &'static str {
+        match self {
+            Pick::Host { .. } => "host",
+            Pick::Subset { .. } => "subset",
+        }
+    }
+
+    fn is(&self, destination: &Value, stable: bool) -> bool {
+        match self {
+            Pick::Host {
+                stable: s,
+                canary: c,
+                namespace,
+            } => destination["host"]
+                .as_str()
+                .is_some_and(|host| host_is(host, if stable { s } else { c }, namespace)),
+            Pick::Subset {
+                stable: s,
+                canary: c,
+            } => destination["subset"].as_str() == Some(if stable { s } else { c }),
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Pick::Host { stable, canary, .. } => format!(
+                "destinations with host {stable} (stableService) and host {canary} (canaryService)"
+            ),
+            Pick::Subset { stable, canary } => format!(
+                "destinations with subset {stable} (stableSubsetName) and subset {canary} (canarySubsetName)"
+            ),
+        }
+    }
+}
+
+/// Whether an Istio host names `service` in `namespace`.
+pub fn host_is(host: &str, service: &str, namespace: &str) -> bool {
+    host == service
+        || host
+            .strip_prefix(service)
+            .and_then(|rest| rest.strip_prefix('.'))
+            .and_then(|rest| rest.strip_prefix(namespace))
+            .is_some_and(|rest| matches!(rest, "" | ".svc" | ".svc.cluster.local"))
+}
+
+/// The kind of route a split is on: its key under `spec`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Protocol {
+    Http,
+    Tls,
+    Tcp,
+}
+
+impl Protocol {
+    fn key(self) -> &'static str {
+        match self {
+            Protocol::Http => "http",
+            Protocol::Tls => "tls",
+            Protocol::Tcp => "tcp",
+        }
+    }
+}
+
+/// Where a route sends to both versions: the route and the two destinations' indices.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Split {
+    pub protocol: Protocol,
+    pub route: usize,
+    pub stable: usize,
+    pub canary: usize,
+}
+
+fn routes_of(object: &Value, protocol: Protocol) -> &[Value] {
+    object["spec"][protocol.key()]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default()
+}
+
+fn split_of(route: &Value, protocol: Protocol, index: usize, pick: &Pick) -> Option<Split> {
+    let destinations = route["route"].as_array()?;
+    let position = |stable: bool| {
+        destinations
+            .iter()
+            .position(|d| pick.is(&d["destination"], stable))
+    };
+    Some(Split {
+        protocol,
+        route: index,
+        stable: position(true)?,
+        canary: position(false)?,
+    })
+}
+
+fn port_matches(entry: &Value, port: Option<i64>) -> bool {
+    port.is_none_or(|port| entry["port"].as_i64() == Some(port))
+}
+
+/// The routes of one VirtualService (`object`, as stored) that `spec` names, each with its
+/// stable and canary destinations. A named route that is missing, or one without both
+/// destinations, is an error that says which and what to fix.
+pub fn splits(
+    object: &Value,
+    spec: &IstioVirtualService,
+    pick: &Pick,
+) -> Result<Vec<Split>, RouterError> {
+    let name = &spec.name;
+    let mut chosen: Vec<(Protocol, usize, String)> = Vec::new();
+    let http = routes_of(object, Protocol::Http);
+    if spec.routes.is_empty() {
+        if spec.tls_routes.is_empty() && spec.tcp_routes.is_empty() {
+            if http.len() != 1 {
+                return Err(RouterError::Misconfigured(format!(
+                    "VirtualService {name} has {} HTTP routes and spec.strategy.canary.trafficRouting.istio names none: name the routes to set in virtualService.routes (each route needs a name)",
+                    http.len()
+                )));
+            }
+            chosen.push((Protocol::Http, 0, "its only HTTP route".into()));
+        }
+    } else {
+        for wanted in &spec.routes {
+            let Some(index) = http
+                .iter()
+                .position(|r| r["name"].as_str() == Some(wanted.as_str()))
+            else {
+                return Err(RouterError::Misconfigured(format!(
+                    "VirtualService {name} has no HTTP route named {wanted}: add it, or fix virtualService.routes"
+                )));
+            };
+            chosen.push((Protocol::Http, index, format!("HTTP route {wanted}")));
+        }
+    }
+    let tls = routes_of(object, Protocol::Tls);
+    for wanted in &spec.tls_routes {
+        let found: Vec<usize> = tls
+            .iter()
+            .enumerate()
+            .filter(|(_, route)| {
+                route["match"].as_array().into_iter().flatten().any(|m| {
+                    port_matches(m, wanted.port)
+                        && wanted.sni_hosts.iter().all(|host| {
+                            m["sniHosts"]
+                                .as_array()
+                                .into_iter()
+                                .flatten()
+                                .any(|h| h.as_str() == Some(host.as_str()))
+                        })
+                })
+            })
+            .map(|(index, _)| index)
+            .collect();
+        let described = format!(
+            "TLS route (port {}, sniHosts {:?})",
+            wanted.port.map_or("any".into(), |p| p.to_string()),
+            wanted.sni_hosts
+        );
+        if found.is_empty() {
+            return Err(RouterError::Misconfigured(format!(
+                "VirtualService {name} has no {described}: add a tls route whose match has them, or fix virtualService.tlsRoutes"
+            )));
+        }
+        chosen.extend(
+            found
+                .into_iter()
+                .map(|index| (Protocol::Tls, index, described.clone())),
+        );
+    }
+    let tcp = routes_of(object, Protocol::Tcp);
+    for wanted in &spec.tcp_routes {
+        let found: Vec<usize> = tcp
+            .iter()
+            .enumerate()
+            .filter(|(_, route)| {
+                route["match"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|m| port_matches(m, wanted.port))
+            })
+            .map(|(index, _)| index)
+            .collect();
+        let described = format!(
+            "TCP route (port {})",
+            wanted.port.map_or("any".into(), |p| p.to_string())
+        );
+        if found.is_empty() {
+            return Err(RouterError::Misconfigured(format!(
+                "VirtualService {name} has no {described}: add a tcp route whose match has the port, or fix virtualService.tcpRoutes"
+            )));
+        }
+        chosen.extend(
+            found
+                .into_iter()
+                .map(|index| (Protocol::Tcp, index, described.clone())),
+        );
+    }
+    let mut found = Vec::new();
+    for (protocol, index, described) in chosen {
+        let route = &routes_of(object, protocol)[index];
+        let Some(split) = split_of(route, protocol, index, pick) else {
+            return Err(RouterError::Misconfigured(format!(
+                "VirtualService {name}: {described} needs {}; add both to its route",
+                pick.describe()
+            )));
+        };
+        if !found.contains(&split) {
+            found.push(split);
+        }
+    }
+    Ok(found)
+}
+
+/// The canary's share in percent: the highest over the splits (so a route left behind is
+/// never hidden), or None while no split has a weight (weir has not set any yet). Istio's
+/// weight is a percentage; an absent one is 0.
+pub fn canary_weight(object: &Value, splits: &[Split]) -> Option<i32> {
+    let mut highest: Option<i32> = None;
+    for split in splits {
+        let destinations = &routes_of(object, split.protocol).get(split.route)?["route"];
+        let weight = |index: usize| destinations[index]["weight"].as_i64();
+        let (stable, canary) = (weight(split.stable), weight(split.canary));
+        if stable.is_none() && canary.is_none() {
+            return None;
+        }
+        let (stable, canary) = (stable.unwrap_or(0), canary.unwrap_or(0));
+        let share = if stable + canary <= 0 {
+            0
+        } else {
+            (100 * canary + (stable + canary) / 2) / (stable + canary)
+        };
+        let share = i32::try_from(share.clamp(0, 100)).unwrap_or(0);
+        highest = Some(highest.map_or(share, |h| h.max(share)));
+    }
+    highest
+}
+
+fn pointer(path: String) -> json_patch::jsonptr::PointerBuf {
+    path.parse().unwrap_or_default()
+}
+
+/// The JSON patch that sets canary `weight` and stable `100 - weight` on every split, each
+/// after a test of the destination's host or subset.
+pub fn weight_patch(object: &Value, splits: &[Split], pick: &Pick, weight: i32) -> JsonPatch {
+    let field = pick.field();
+    let mut operations = Vec::new();
+    for split in splits {
+        let route = format!("/spec/{}/{}/route", split.protocol.key(), split.route);
+        for (index, value) in [(split.stable, 100 - weight), (split.canary, weight)] {
+            let at = format!("{route}/{index}");
+            let current = object
+                .pointer(&format!("{at}/destination/{field}"))
+                .cloned()
+                .unwrap_or(Value::Null);
+            operations.push(PatchOperation::Test(TestOperation {
+                path: pointer(format!("{at}/destination/{field}")),
+                value: current,
+            }));
+            operations.push(PatchOperation::Add(AddOperation {
+                path: pointer(format!("{at}/weight")),
+                value: Value::from(value),
+            }));
+        }
+    }
+    JsonPatch(operations)
+}
+
+/// The stable and canary pod-template hashes the subsets select.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Versions {
+    pub stable: String,
+    pub canary: String,
+}
+
+fn subset_index(rule: &Value, subset: &str, field: &str) -> Result<usize, RouterError> {
+    rule["spec"]["subsets"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .position(|s| s["name"].as_str() == Some(subset))
+        .ok_or_else(|| {
+            let name = rule["metadata"]["name"].as_str().unwrap_or_default();
+            RouterError::Misconfigured(format!(
+                "DestinationRule {name} has no subset named {subset} (destinationRule.{field}): add it, or fix the name"
+            ))
+        })
+}
+
+/// The patch that sets the hash label of the stable and canary subsets of a DestinationRule
+/// (`rule`, as stored), or None when both already carry it.
+pub fn label_patch(
+    rule: &Value,
+    spec: &IstioDestinationRule,
+    versions: &Versions,
+) -> Result<Option<JsonPatch>, RouterError> {
+    let mut operations = Vec::new();
+    for (subset, field, hash) in [
+        (
+            &spec.stable_subset_name,
+            "stableSubsetName",
+            &versions.stable,
+        ),
+        (
+            &spec.canary_subset_name,
+            "canarySubsetName",
+            &versions.canary,
+        ),
+    ] {
+        let index = subset_index(rule, subset, field)?;
+        let at = format!("/spec/subsets/{index}");
+        let labels = &rule["spec"]["subsets"][index]["labels"];
+        if labels[POD_TEMPLATE_HASH_LABEL].as_str() == Some(hash.as_str()) {
+            continue;
+        }
+        operations.push(PatchOperation::Test(TestOperation {
+            path: pointer(format!("{at}/name")),
+            value: Value::from(subset.as_str()),
+        }));
+        if labels.is_object() {
+            operations.push(PatchOperation::Add(AddOperation {
+                path: pointer(format!("{at}/labels/{POD_TEMPLATE_HASH_LABEL}")),
+                value: Value::from(hash.as_str()),
+            }));
+        } else {
+            operations.push(PatchOperation::Add(AddOperation {
+                path: pointer(format!("{at}/labels")),
+                value: serde_json::json!({ POD_TEMPLATE_HASH_LABEL: hash }),
+            }));
+        }
+    }
+    Ok((!operations.is_empty()).then_some(JsonPatch(operations)))
+}
+
+/// The patch that removes the hash label from the two subsets, or None when neither has it.
+/// A subset that is gone has nothing to remove.
+pub fn unlabel_patch(rule: &Value, spec: &IstioDestinationRule) -> Option<JsonPatch> {
+    let mut operations = Vec::new();
+    for (subset, field) in [
+        (&spec.stable_subset_name, "stableSubsetName"),
+        (&spec.canary_subset_name, "canarySubsetName"),
+    ] {
+        let Ok(index) = subset_index(rule, subset, field) else {
+            continue;
+        };
+        let at = format!("/spec/subsets/{index}");
+        if rule["spec"]["subsets"][index]["labels"]
+            .get(POD_TEMPLATE_HASH_LABEL)
+            .is_none()
+        {
+            continue;
+        }
+        operations.push(PatchOperation::Test(TestOperation {
+            path: pointer(format!("{at}/name")),
+            value: Value::from(subset.as_str()),
+        }));
+        operations.push(PatchOperation::Remove(RemoveOperation {
+            path: pointer(format!("{at}/labels/{POD_TEMPLATE_HASH_LABEL}")),
+        }));
+    }
+    (!operations.is_empty()).then_some(JsonPatch(operations))
+}
+
+/// Whether both subsets select the versions given.
+pub fn labels_current(rule: &Value, spec: &IstioDestinationRule, versions: &Versions) -> bool {
+    matches!(label_patch(rule, spec, versions), Ok(None))
+}
+
+pub struct IstioRouter {
+    virtual_services: Api<DynamicObject>,
+    destination_rules: Api<DynamicObject>,
+    namespace: String,
+    routing: IstioRouting,
+    pick: Pick,
+    versions: Mutex<Versions>,
+}
+
+impl IstioRouter {
+    /// The router of `routing` in `namespace`; `services` are the stable and canary
+    /// Services (host-level), `versions` the hashes the subsets should select (subset-level).
+    /// None when host-level routing lacks a Service (validation reports it).
+    pub fn new(
+        client: Client,
+        namespace: &str,
+        routing: &IstioRouting,
+        services: (Option<&str>, Option<&str>),
+        versions: Versions,
+    ) -> Option<Self> {
+        let pick = match (&routing.destination_rule, services) {
+            (Some(rule), _) => Pick::Subset {
+                stable: rule.stable_subset_name.clone(),
+                canary: rule.canary_subset_name.clone(),
+            },
+            (None, (Some(stable), Some(canary))) => Pick::Host {
+                stable: stable.into(),
+                canary: canary.into(),
+                namespace: namespace.into(),
+            },
+            (None, _) => return None,
+        };
+        Some(IstioRouter {
+            virtual_services: Api::namespaced_with(
+                client.clone(),
+                namespace,
+                &virtual_service_resource(),
+            ),
+            destination_rules: Api::namespaced_with(
+                client,
+                namespace,
+                &destination_rule_resource(),
+            ),
+            namespace: namespace.into(),
+            routing: routing.clone(),
+            pick,
+            versions: Mutex::new(versions),
+        })
+    }
+
+    /// Follows the versions the plan now holds (a promotion moves the stable hash), so the
+    /// subsets are labelled for the status being written, not the one read.
+    pub fn follow(&self, versions: Versions) {
+        if let Ok(mut current) = self.versions.lock() {
+            *current = versions;
+        }
+    }
+
+    /// Subset-level: the canary hash the canary subset selects whenever weir sets a weight
+    /// (it labels the subsets first), standing in for a canary Service's selector.
+    pub fn canary_subset_hash(&self) -> Option<String> {
+        self.routing.destination_rule.as_ref()?;
+        self.versions().map(|v| v.canary)
+    }
+
+    fn versions(&self) -> Option<Versions> {
+        self.versions.lock().ok().map(|v| v.clone())
+    }
+
+    fn api_error(kind: &'static str, name: &str) -> impl FnOnce(kube::Error) -> RouterError {
+        let name = name.to_owned();
+        move |source| RouterError::Api {
+            kind,
+            name,
+            source: Box::new(source),
+        }
+    }
+
+    async fn get(
+        &self,
+        api: &Api<DynamicObject>,
+        kind: &'static str,
+        name: &str,
+    ) -> Result<Value, RouterError> {
+        match api.get(name).await {
+            Ok(object) => serde_json::to_value(&object)
+                .map_err(|e| Self::api_error(kind, name)(kube::Error::SerdeError(e))),
+            Err(kube::Error::Api(status)) if status.code == 404 => {
+                Err(if names_an_object(&status) {
+                    RouterError::NotFound {
+                        kind,
+                        namespace: self.namespace.clone(),
+                        name: name.to_owned(),
+                    }
+                } else {
+                    RouterError::KindMissing { kind, group: GROUP }
+                })
+            }
+            Err(source) => Err(Self::api_error(kind, name)(source)),
+        }
+    }
+
+    async fn patch(
+        &self,
+        api: &Api<DynamicObject>,
+        kind: &'static str,
+        name: &str,
+        patch: JsonPatch,
+    ) -> Result<Value, RouterError> {
+        let params = PatchParams {
+            field_manager: Some(ROLLOUT_MANAGER.into()),
+            ..PatchParams::default()
+        };
+        let patched = api
+            .patch(name, &params, &Patch::<()>::Json(patch))
+            .await
+            .map_err(Self::api_error(kind, name))?;
+        serde_json::to_value(&patched)
+            .map_err(|e| Self::api_error(kind, name)(kube::Error::SerdeError(e)))
+    }
+
+    async fn label_subsets(&self) -> Result<(), RouterError> {
+        let (Some(rule), Some(versions)) = (&self.routing.destination_rule, self.versions()) else {
+            return Ok(());
+        };
+        let live = self
+            .get(&self.destination_rules, DESTINATION_RULE, &rule.name)
+            .await?;
+        if let Some(patch) = label_patch(&live, rule, &versions)? {
+            let patched = self
+                .patch(&self.destination_rules, DESTINATION_RULE, &rule.name, patch)
+                .await?;
+            if !labels_current(&patched, rule, &versions) {
+                return Err(RouterError::Misconfigured(format!(
+                    "DestinationRule {}: the subsets {} and {} do not carry label {POD_TEMPLATE_HASH_LABEL} {} and {} after weir set it",
+                    rule.name,
+                    rule.stable_subset_name,
+                    rule.canary_subset_name,
+                    versions.stable,
+                    versions.canary
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Router for IstioRouter {
+    async fn weight(&self) -> Result<Option<i32>, RouterError> {
+        // Subsets that select other versions than the plan's carry none of its weight: None
+        // makes the planner set the weight again, which relabels them first.
+        if let (Some(rule), Some(versions)) = (&self.routing.destination_rule, self.versions()) {
+            let live = self
+                .get(&self.destination_rules, DESTINATION_RULE, &rule.name)
+                .await?;
+            if !labels_current(&live, rule, &versions) {
+                return Ok(None);
+            }
+        }
+        let mut highest: Option<i32> = None;
+        for service in self.routing.all_virtual_services() {
+            let live = self
+                .get(&self.virtual_services, VIRTUAL_SERVICE, &service.name)
+                .await?;
+            let found = splits(&live, service, &self.pick)?;
+            let Some(weight) = canary_weight(&live, &found) else {
+                return Ok(None);
+            };
+            highest = Some(highest.map_or(weight, |h| h.max(weight)));
+        }
+        Ok(highest)
+    }
+
+    async fn set_weight(&self, weight: i32) -> Result<i32, RouterError> {
+        self.label_subsets().await?;
+        for service in self.routing.all_virtual_services() {
+            let live = self
+                .get(&self.virtual_services, VIRTUAL_SERVICE, &service.name)
+                .await?;
+            let found = splits(&live, service, &self.pick)?;
+            if canary_weight(&live, &found) == Some(weight)
+                && found.iter().all(|s| {
+                    routes_of(&live, s.protocol)[s.route]["route"][s.stable]["weight"].as_i64()
+                        == Some(i64::from(100 - weight))
+                })
+            {
+                continue;
+            }
+            let patch = weight_patch(&live, &found, &self.pick, weight);
+            let patched = self
+                .patch(
+                    &self.virtual_services,
+                    VIRTUAL_SERVICE,
+                    &service.name,
+                    patch,
+                )
+                .await?;
+            // Verified on what the API server stored, not assumed from what was sent.
+            let found = canary_weight(&patched, &splits(&patched, service, &self.pick)?);
+            if found != Some(weight) {
+                return Err(RouterError::NotVerified {
+                    kind: VIRTUAL_SERVICE,
+                    name: service.name.clone(),
+                    wanted: weight,
+                    found,
+                });
+            }
+        }
+        Ok(weight)
+    }
+
+    async fn remove_managed(&self) -> Result<(), RouterError> {
+        self.set_weight(0).await?;
+        let Some(rule) = &self.routing.destination_rule else {
+            return Ok(());
+        };
+        let live = self
+            .get(&self.destination_rules, DESTINATION_RULE, &rule.name)
+            .await?;
+        if let Some(patch) = unlabel_patch(&live, rule) {
+            self.patch(&self.destination_rules, DESTINATION_RULE, &rule.name, patch)
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn host_pick() -> Pick {
+        Pick::Host {
+            stable: "web-stable".into(),
+            canary: "web-canary".into(),
+            namespace: "shop".into(),
+        }
+    }
+
+    fn subset_pick() -> Pick {
+        Pick::Subset {
+            stable: "stable".into(),
+            canary: "canary".into(),
+        }
+    }
+
+    fn service(value: Value) -> IstioVirtualService {
+        serde_json::from_value(value).unwrap_or_else(|e| panic!("a virtualService: {e}"))
+    }
+
+    fn rule() -> IstioDestinationRule {
+        serde_json::from_value(
+            json!({"name": "web", "canarySubsetName": "canary", "stableSubsetName": "stable"}),
+        )
+        .unwrap_or_else(|e| panic!("a destinationRule: {e}"))
+    }
+
+    fn vs(spec: Value) -> Value {
+        json!({"apiVersion": "networking.istio.io/v1beta1", "kind": "VirtualService",
+            "metadata": {"name": "web"}, "spec": spec})
+    }
+
+    #[test]
+    fn hosts_are_short_names_or_the_services_full_names() {
+        for host in [
+            "web-stable",
+            "web-stable.shop",
+            "web-stable.shop.svc",
+            "web-stable.shop.svc.cluster.local",
+        ] {
+            assert!(host_is(host, "web-stable", "shop"), "{host}");
+        }
+        for host in [
+            "web-stable-2",
+            "web-stable.other",
+            "web-stable.shop.svc.cluster",
+            "web",
+        ] {
+            assert!(!host_is(host, "web-stable", "shop"), "{host}");
+        }
+    }
+
+    #[test]
+    fn the_only_http_route_is_used_when_none_is_named() {
+        let object = vs(json!({"hosts": ["web"], "http": [{"route": [
+            {"destination": {"host": "web-stable"}, "weight": 100},
+            {"destination": {"host": "web-canary.shop.svc.cluster.local"}, "weight": 0}
+        ]}]}));
+        let found = splits(&object, &service(json!({"name": "web"})), &host_pick())
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            found,
+            vec![Split {
+                protocol: Protocol::Http,
+                route: 0,
+                stable: 0,
+                canary: 1
+            }]
+        );
+        assert_eq!(canary_weight(&object, &found), Some(0));
+    }
+
+    #[test]
+    fn several_unnamed_http_routes_or_a_missing_name_are_refused_by_name() {
+        let object = vs(json!({"http": [
+            {"name": "primary", "route": [{"destination": {"host": "web-stable"}}, {"destination": {"host": "web-canary"}}]},
+            {"name": "other", "route": [{"destination": {"host": "other"}}]}
+        ]}));
+        let message = splits(&object, &service(json!({"name": "web"})), &host_pick())
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(message.contains("has 2 HTTP routes"), "{message}");
+        let message = splits(
+            &object,
+            &service(json!({"name": "web", "routes": ["secondary"]})),
+            &host_pick(),
+        )
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+        assert!(
+            message.contains("no HTTP route named secondary"),
+            "{message}"
+        );
+        let message = splits(
+            &object,
+            &service(json!({"name": "web", "routes": ["other"]})),
+            &host_pick(),
+        )
+        .err()
+        .map(|e| e.to_string())
+        .unwrap_or_default();
+        assert!(
+            message.contains(
+                "HTTP route other needs destinations with host web-stable (stableService)"
+            ),
+            "{message}"
+        );
+        let found = splits(
+            &object,
+            &service(json!({"name": "web", "routes": ["primary"]})),
+            &host_pick(),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(found.len(), 1);
+        assert_eq!(
+            canary_weight(&object, &found),
+            None,
+            "no weight set yet reads as none"
+        );
+    }
+
+    #[test]
+    fn tls_and_tcp_routes_are_picked_by_port_and_sni_hosts() {
+        let object = vs(json!({
+            "tls": [
+                {"match": [{"port": 443, "sniHosts": ["a.example.com"]}], "route": [
+                    {"destination": {"host": "web-stable"}, "weight": 90}, {"destination": {"host": "web-canary"}, "weight": 10}]},
+                {"match": [{"port": 443, "sniHosts": ["b.example.com"]}], "route": [
+                    {"destination": {"host": "web-canary"}, "weight": 70}, {"destination": {"host": "web-stable"}, "weight": 30}]}
+            ],
+            "tcp": [
+                {"match": [{"port": 5432}], "route": [
+                    {"destination": {"host": "web-stable"}, "weight": 100}, {"destination": {"host": "web-canary"}}]}
+            ]
+        }));
+        let spec = service(json!({"name": "web",
+            "tlsRoutes": [{"port": 443, "sniHosts": ["b.example.com"]}],
+            "tcpRoutes": [{"port": 5432}]}));
+        let found = splits(&object, &spec, &host_pick()).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            found,
+            vec![
+                Split {
+                    protocol: Protocol::Tls,
+                    route: 1,
+                    stable: 1,
+                    canary: 0
+                },
+                Split {
+                    protocol: Protocol::Tcp,
+                    route: 0,
+                    stable: 0,
+                    canary: 1
+                },
+            ]
+        );
+        assert_eq!(
+            canary_weight(&object, &found),
+            Some(70),
+            "the highest share"
+        );
+        let wrong_port = service(json!({"name": "web", "tcpRoutes": [{"port": 3306}]}));
+        let message = splits(&object, &wrong_port, &host_pick())
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(message.contains("no TCP route (port 3306)"), "{message}");
+    }
+
+    #[test]
+    fn the_patch_tests_each_destination_then_sets_both_weights() {
+        let object = vs(json!({"http": [
+            {"name": "other", "route": [{"destination": {"host": "x"}}]},
+            {"name": "primary", "route": [
+                {"destination": {"host": "web", "subset": "stable"}, "weight": 100},
+                {"destination": {"host": "web", "subset": "canary"}}]}
+        ]}));
+        let spec = service(json!({"name": "web", "routes": ["primary"]}));
+        let found = splits(&object, &spec, &subset_pick()).unwrap_or_else(|e| panic!("{e}"));
+        let patch = weight_patch(&object, &found, &subset_pick(), 20);
+        assert_eq!(
+            serde_json::to_value(&patch).unwrap_or_default(),
+            json!([
+                {"op": "test", "path": "/spec/http/1/route/0/destination/subset", "value": "stable"},
+                {"op": "add", "path": "/spec/http/1/route/0/weight", "value": 80},
+                {"op": "test", "path": "/spec/http/1/route/1/destination/subset", "value": "canary"},
+                {"op": "add", "path": "/spec/http/1/route/1/weight", "value": 20}
+            ])
+        );
+        let mut patched = object.clone();
+        json_patch::patch(&mut patched, &patch).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(canary_weight(&patched, &found), Some(20));
+        // A concurrent edit that swapped the destinations makes the patch fail, not misroute.
+        let mut swapped = object.clone();
+        if let Some(list) = swapped
+            .pointer_mut("/spec/http/1/route")
+            .and_then(Value::as_array_mut)
+        {
+            list.swap(0, 1);
+        }
+        assert!(json_patch::patch(&mut swapped, &patch).is_err());
+    }
+
+    #[test]
+    fn subsets_get_the_hash_label_added_and_removed() {
+        let live = json!({"metadata": {"name": "web"}, "spec": {"host": "web", "subsets": [
+            {"name": "canary", "labels": {"app": "web"}},
+            {"name": "stable"}
+        ]}});
+        let versions = Versions {
+            stable: "aaa".into(),
+            canary: "bbb".into(),
+        };
+        assert!(!labels_current(&live, &rule(), &versions));
+        let patch = label_patch(&live, &rule(), &versions)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .unwrap_or_else(|| panic!("a patch"));
+        assert_eq!(
+            serde_json::to_value(&patch).unwrap_or_default(),
+            json!([
+                {"op": "test", "path": "/spec/subsets/1/name", "value": "stable"},
+                {"op": "add", "path": "/spec/subsets/1/labels", "value": {"rollouts-pod-template-hash": "aaa"}},
+                {"op": "test", "path": "/spec/subsets/0/name", "value": "canary"},
+                {"op": "add", "path": "/spec/subsets/0/labels/rollouts-pod-template-hash", "value": "bbb"}
+            ])
+        );
+        let mut labelled = live.clone();
+        json_patch::patch(&mut labelled, &patch).unwrap_or_else(|e| panic!("{e}"));
+        assert!(labels_current(&labelled, &rule(), &versions));
+        assert_eq!(
+            labelled["spec"]["subsets"][0]["labels"]["app"], "web",
+            "kept"
+        );
+        assert!(matches!(
+            label_patch(&labelled, &rule(), &versions),
+            Ok(None)
+        ));
+        // A promotion moves the stable subset only.
+        let promoted = Versions {
+            stable: "bbb".into(),
+            canary: "bbb".into(),
+        };
+        let patch = label_patch(&labelled, &rule(), &promoted)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .unwrap_or_else(|| panic!("a patch"));
+        assert_eq!(patch.0.len(), 2, "{patch:?}");
+        let unlabel = unlabel_patch(&labelled, &rule()).unwrap_or_else(|| panic!("a patch"));
+        let mut removed = labelled.clone();
+        json_patch::patch(&mut removed, &unlabel).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            removed["spec"]["subsets"][0]["labels"],
+            json!({"app": "web"})
+        );
+        assert_eq!(removed["spec"]["subsets"][1]["labels"], json!({}));
+        assert!(unlabel_patch(&removed, &rule()).is_none());
+    }
+
+    #[test]
+    fn a_missing_subset_is_named() {
+        let live = json!({"metadata": {"name": "web"}, "spec": {"subsets": [{"name": "v1"}]}});
+        let versions = Versions {
+            stable: "a".into(),
+            canary: "b".into(),
+        };
+        let message = label_patch(&live, &rule(), &versions)
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            message.contains(
+                "DestinationRule web has no subset named stable (destinationRule.stableSubsetName)"
+            ),
+            "{message}"
+        );
+    }
+}
