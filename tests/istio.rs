@@ -435,31 +435,11 @@ async fn a_git_sync_never_resets_the_virtual_service_weights_or_subset_labels_mi
     assert_eq!(subset_hashes(&ns).await, (Some(v2.clone()), Some(v2)));
 }
 
-struct Simulator(std::process::Child);
-
-impl Drop for Simulator {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[tokio::test]
 async fn analysis_sees_the_canary_share_the_virtual_service_carries_and_the_canary_promotes() {
-    use support::{ScrapeTarget, free_port, kubeconfig_path, listening, prometheus_url};
+    use support::prometheus_url;
     let ns = TestNamespace::new(&client().await, "istio-analysis").await;
-    let port = free_port();
-    let _simulator = Simulator(
-        std::process::Command::new(env!("CARGO_BIN_EXE_weir-sim"))
-            .args(["traffic", "--namespace", &ns.name, "--rps", "200"])
-            .args(["--listen", &format!("127.0.0.1:{port}")])
-            .env("KUBECONFIG", kubeconfig_path())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("weir-sim traffic"),
-    );
-    listening("the traffic simulator", port).await;
-    let _target = ScrapeTarget::add(&ns.name, &format!("127.0.0.1:{port}"), &[]);
+    let (_simulator, _target) = support::simulator(&ns).await;
     let _controller = ControllerProcess::start_with(
         &ns.name,
         &[

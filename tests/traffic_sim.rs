@@ -6,10 +6,7 @@ mod support;
 
 use serde_json::{Value, json};
 use support::app::{LIMIT, apply, phase, wait_for};
-use support::{
-    ControllerProcess, ScrapeTarget, TestNamespace, client, eventually, free_port, kubeconfig_path,
-    listening, prometheus_url,
-};
+use support::{ControllerProcess, TestNamespace, client, eventually, prometheus_url};
 use weir::api::rollout::RolloutPhase;
 
 /// The Rollout at `image`, its pods failing `error_rate` of requests.
@@ -33,30 +30,10 @@ async fn measured(query: &str, check: impl Fn(f64) -> bool) -> f64 {
     .await
 }
 
-struct Simulator(std::process::Child);
-
-impl Drop for Simulator {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[tokio::test]
 async fn simulated_requests_follow_the_weights_and_each_versions_behaviour() {
     let ns = TestNamespace::new(&client().await, "traffic").await;
-    let port = free_port();
-    let _simulator = Simulator(
-        std::process::Command::new(env!("CARGO_BIN_EXE_weir-sim"))
-            .args(["traffic", "--namespace", &ns.name, "--rps", "200"])
-            .args(["--listen", &format!("127.0.0.1:{port}")])
-            .env("KUBECONFIG", kubeconfig_path())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("weir-sim traffic"),
-    );
-    listening("the traffic simulator", port).await;
-    let _target = ScrapeTarget::add(&ns.name, &format!("127.0.0.1:{port}"), &[]);
+    let (_simulator, _target) = support::simulator(&ns).await;
     let _controller = ControllerProcess::start(&ns.name);
     for object in support::app::routing() {
         apply(&ns, object).await;

@@ -704,3 +704,30 @@ impl Drop for PrometheusProcess {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// The simulated data plane (`weir-sim traffic`) for a namespace, killed on drop.
+pub struct Simulator(std::process::Child);
+
+impl Drop for Simulator {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The simulated data plane for the namespace, scraped by the shared Prometheus.
+pub async fn simulator(ns: &TestNamespace) -> (Simulator, ScrapeTarget) {
+    let port = free_port();
+    let simulator = Simulator(
+        std::process::Command::new(env!("CARGO_BIN_EXE_weir-sim"))
+            .args(["traffic", "--namespace", &ns.name, "--rps", "200"])
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .env("KUBECONFIG", kubeconfig_path())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("weir-sim traffic"),
+    );
+    listening("the traffic simulator", port).await;
+    let target = ScrapeTarget::add(&ns.name, &format!("127.0.0.1:{port}"), &[]);
+    (simulator, target)
+}

@@ -6,36 +6,9 @@ use serde_json::{Value, json};
 use weir::api::rollout::RolloutPhase;
 
 use crate::support::app::{LIMIT, apply, phase, wait_for};
-use crate::support::{
-    ControllerProcess, ScrapeTarget, TestNamespace, eventually, free_port, kubeconfig_path,
-    listening, prometheus_url,
-};
+use crate::support::{ControllerProcess, TestNamespace, eventually, prometheus_url};
 
-pub struct Simulator(std::process::Child);
-
-impl Drop for Simulator {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// The simulated data plane for the namespace, scraped by the shared Prometheus.
-pub async fn simulator(ns: &TestNamespace) -> (Simulator, ScrapeTarget) {
-    let port = free_port();
-    let simulator = Simulator(
-        std::process::Command::new(env!("CARGO_BIN_EXE_weir-sim"))
-            .args(["traffic", "--namespace", &ns.name, "--rps", "200"])
-            .args(["--listen", &format!("127.0.0.1:{port}")])
-            .env("KUBECONFIG", kubeconfig_path())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("weir-sim traffic"),
-    );
-    listening("the traffic simulator", port).await;
-    let target = ScrapeTarget::add(&ns.name, &format!("127.0.0.1:{port}"), &[]);
-    (simulator, target)
-}
+pub use crate::support::simulator;
 
 pub fn controller(ns: &TestNamespace) -> ControllerProcess {
     ControllerProcess::start_with(
