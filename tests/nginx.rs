@@ -404,3 +404,110 @@ async fn several_stable_ingresses_get_a_canary_ingress_each() {
         );
     }
 }
+
+/// The NGINX application as a team keeps it in Git: both Services, the stable Ingress (with
+/// `paths`) and the Rollout, whose canary Ingress is weir's and never in Git.
+fn nginx_app_in_git(image: &str, paths: &[&str]) -> String {
+    let paths: Vec<Value> = paths
+        .iter()
+        .map(|path| {
+            json!({"path": path, "pathType": "Prefix",
+            "backend": {"service": {"name": "web-stable", "port": {"number": 80}}}})
+        })
+        .collect();
+    let mut documents: Vec<Value> = ["web-stable", "web-canary"]
+        .iter()
+        .map(|service| {
+            json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": service},
+            "spec": {"selector": {"app": "web"}, "ports": [{"port": 80}]}})
+        })
+        .collect();
+    documents.push(
+        json!({"apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
+        "metadata": {"name": "web"},
+        "spec": {"ingressClassName": "nginx",
+            "rules": [{"host": "shop.example", "http": {"paths": paths}}]}}),
+    );
+    documents.push(paused_rollout(image));
+    support::app::yaml_stream(&documents)
+}
+
+/// The Rollout with one step of 30% that waits to be promoted.
+fn paused_rollout(image: &str) -> Value {
+    let mut manifest = rollout(image, "0");
+    manifest["spec"]["strategy"]["canary"]["steps"] = json!([{"setWeight": 30}, {"pause": {}}]);
+    manifest
+}
+
+fn stable_paths(ingress: &Ingress) -> Vec<String> {
+    ingress
+        .spec
+        .iter()
+        .flat_map(|s| s.rules.iter().flatten())
+        .flat_map(|r| r.http.iter().flat_map(|h| &h.paths))
+        .filter_map(|p| p.path.clone())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_git_sync_never_resets_or_prunes_the_canary_ingress_mid_canary() {
+    use support::git::GitRepo;
+    let ns = TestNamespace::new(&client().await, "nginx-gitsync").await;
+    let repo = GitRepo::new(&ns.name);
+    repo.commit(
+        "web 1",
+        &[("deploy/app.yaml", &nginx_app_in_git("web:1", &["/"]))],
+    );
+    // Lockdown off: the GitSync acts as the controller, which may write Ingresses.
+    let _controller =
+        ControllerProcess::start_unlocked(&ns.name, &["--metrics-addr", "127.0.0.1:0"], &[]);
+    support::app::git_sync(&ns, &repo.file_url(), json!({})).await;
+    healthy(&ns, &paused_rollout("web:1")).await;
+    let log = CanaryLog::start(&ns);
+
+    repo.commit(
+        "web 2",
+        &[("deploy/app.yaml", &nginx_app_in_git("web:2", &["/"]))],
+    );
+    wait_for(&ns, "the canary paused at 30%", |r| {
+        phase(r) == Some(RolloutPhase::Paused)
+            && r.status.as_ref().and_then(|s| s.canary_weight) == Some(30)
+    })
+    .await;
+    // The team changes the stable Ingress in Git mid-canary: the sync applies it (and goes on
+    // applying every second)...
+    repo.commit(
+        "an /api path",
+        &[(
+            "deploy/app.yaml",
+            &nginx_app_in_git("web:2", &["/", "/api"]),
+        )],
+    );
+    let ingresses = ns.api::<Ingress>();
+    eventually("the sync to apply the new path", LIMIT, || async {
+        let stable = ingresses.get("web").await.ok()?;
+        (stable_paths(&stable) == ["/", "/api"]).then_some(())
+    })
+    .await;
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    // ...and weir's canary Ingress, which is in no commit, is neither pruned nor reset.
+    let canary = ingresses
+        .get_opt(CANARY_INGRESS)
+        .await
+        .expect("get")
+        .expect("the canary Ingress survives the syncs");
+    assert_eq!(canary_weight(&canary), 30);
+    assert_eq!(log.weights(), vec![0, 30], "Git never moved the weight");
+
+    support::app::status_patch(&ns, json!({"status": {"pauseConditions": null}})).await;
+    healthy(&ns, &paused_rollout("web:2")).await;
+    eventually(
+        "the canary Ingress to go after promotion",
+        LIMIT,
+        || async { matches!(ingresses.get_opt(CANARY_INGRESS).await, Ok(None)).then_some(()) },
+    )
+    .await;
+    assert_eq!(log.weights(), vec![0, 30, 100, 0]);
+    let stable = ingresses.get("web").await.expect("the stable Ingress");
+    assert_eq!(stable_paths(&stable), ["/", "/api"], "Git's paths stay");
+}

@@ -266,3 +266,87 @@ async fn a_traffic_split_weir_did_not_make_is_left_alone_and_named() {
     let left = api.get("web").await.expect("still there");
     assert_eq!(canary_weight(&left), 10, "weir wrote nothing to it");
 }
+
+/// The SMI application as a team keeps it in Git: the root Service (labelled `tier`), both
+/// Services weir points and the Rollout; the TrafficSplit is weir's and in no commit.
+fn smi_app_in_git(image: &str, tier: &str) -> String {
+    let mut documents: Vec<Value> = ["web", "web-stable", "web-canary"]
+        .iter()
+        .map(|service| {
+            json!({"apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": service, "labels": {"tier": tier}},
+            "spec": {"selector": {"app": "web"}, "ports": [{"port": 80}]}})
+        })
+        .collect();
+    documents.push(paused_rollout(image));
+    support::app::yaml_stream(&documents)
+}
+
+/// The Rollout on the root Service `web`, with one step of 30% that waits to be promoted.
+fn paused_rollout(image: &str) -> Value {
+    let mut manifest = rollout(image, "0", json!({"rootService": "web"}));
+    manifest["spec"]["strategy"]["canary"]["steps"] = json!([{"setWeight": 30}, {"pause": {}}]);
+    manifest
+}
+
+#[tokio::test]
+async fn a_git_sync_never_resets_or_prunes_the_traffic_split_mid_canary() {
+    use support::git::GitRepo;
+    let ns = TestNamespace::new(&client().await, "smi-gitsync").await;
+    let repo = GitRepo::new(&ns.name);
+    repo.commit(
+        "web 1",
+        &[("deploy/app.yaml", &smi_app_in_git("web:1", "a"))],
+    );
+    // Lockdown off: the GitSync acts as the controller.
+    let _controller = support::ControllerProcess::start_unlocked(
+        &ns.name,
+        &["--metrics-addr", "127.0.0.1:0"],
+        &[],
+    );
+    support::app::git_sync(&ns, &repo.file_url(), json!({})).await;
+    healthy(&ns, &paused_rollout("web:1")).await;
+    let api = splits(&ns).await;
+    eventually("weir's TrafficSplit web", LIMIT, || async {
+        api.get_opt("web").await.ok().flatten()
+    })
+    .await;
+    let log = SplitLog::start(api.clone(), "web");
+
+    repo.commit(
+        "web 2",
+        &[("deploy/app.yaml", &smi_app_in_git("web:2", "a"))],
+    );
+    wait_for(&ns, "the canary paused at 30%", |r| {
+        phase(r) == Some(RolloutPhase::Paused)
+            && r.status.as_ref().and_then(|s| s.canary_weight) == Some(30)
+    })
+    .await;
+    // A new commit mid-canary changes the root Service: the sync applies it...
+    repo.commit(
+        "tier b",
+        &[("deploy/app.yaml", &smi_app_in_git("web:2", "b"))],
+    );
+    let services = ns.api::<k8s_openapi::api::core::v1::Service>();
+    eventually("the sync to apply tier b", LIMIT, || async {
+        let root = services.get("web").await.ok()?;
+        (root.metadata.labels?.get("tier")? == "b").then_some(())
+    })
+    .await;
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    // ...and the TrafficSplit, in no commit, is neither pruned nor reset.
+    let split = api
+        .get_opt("web")
+        .await
+        .expect("get")
+        .expect("the TrafficSplit survives the syncs");
+    assert_eq!(canary_weight(&split), 30);
+    assert_eq!(log.weights(), vec![0, 30], "Git never moved the weight");
+
+    support::app::status_patch(&ns, json!({"status": {"pauseConditions": null}})).await;
+    healthy(&ns, &paused_rollout("web:2")).await;
+    eventually("the split to return to stable", LIMIT, || async {
+        (log.weights() == vec![0, 30, 100, 0]).then_some(())
+    })
+    .await;
+}
