@@ -360,7 +360,7 @@ fn only_for_routes_elsewhere(rule: &PolicyRule) -> bool {
 /// Whether `rule` is the one only a Rollout on another router needs (NGINX's Ingresses, SMI's
 /// TrafficSplits, Istio's VirtualServices and DestinationRules): the whole flow routes with
 /// Gateway API, so removing it there would show nothing. `each_router_needs_exactly_its_rule`
-/// exercises NGINX's and SMI's instead; Istio's is not exercised yet.
+/// exercises each of them instead.
 fn only_for_other_routers(rule: &PolicyRule) -> bool {
     rule.resources.as_deref().is_some_and(|resources| {
         resources == ["ingresses"]
@@ -386,7 +386,7 @@ async fn without_any_one_rule_the_controller_fails_visibly() {
     assert_eq!(
         locked.iter().filter(|r| only_for_other_routers(r)).count(),
         3,
-        "the NGINX, SMI and Istio rules are left out below (NGINX's and SMI's are tested on their own)"
+        "the NGINX, SMI and Istio rules are left out below (each is tested on its own)"
     );
     let cases = (0..locked.len())
         .filter(|&index| {
@@ -506,7 +506,7 @@ async fn route_elsewhere(test: &str, rules: Vec<PolicyRule>) -> Option<String> {
     outcome
 }
 
-/// An NGINX and an SMI Rollout run by the chart's ServiceAccount: each moves its router to
+/// An NGINX, an SMI and an Istio Rollout run by the chart's ServiceAccount: each moves its router to
 /// the first step's weight with the chart's rules, and says "forbidden" without its router's
 /// rule.
 #[tokio::test]
@@ -518,17 +518,29 @@ async fn each_router_needs_exactly_its_rule() {
             .cloned()
             .collect()
     };
+    let without_istio: Vec<PolicyRule> = all
+        .iter()
+        .filter(|r| {
+            r.resources.as_deref()
+                != Some(&["virtualservices".to_owned(), "destinationrules".to_owned()][..])
+        })
+        .cloned()
+        .collect();
     assert_eq!(without("ingresses").len() + 1, all.len());
     assert_eq!(without("trafficsplits").len() + 1, all.len());
-    let (nginx, smi, nginx_without, smi_without) = futures::join!(
+    assert_eq!(without_istio.len() + 1, all.len());
+    let (nginx, smi, istio, nginx_without, smi_without, istio_without) = futures::join!(
         other_router("rbac-nginx", all.clone(), Router::Nginx),
         other_router("rbac-smi", all.clone(), Router::Smi),
+        other_router("rbac-istio", all.clone(), Router::Istio),
         other_router("rbac-noingress", without("ingresses"), Router::Nginx),
         other_router("rbac-nosplit", without("trafficsplits"), Router::Smi),
+        other_router("rbac-noistio", without_istio, Router::Istio),
     );
     assert_eq!(nginx, None, "the chart's rules are enough for NGINX");
     assert_eq!(smi, None, "the chart's rules are enough for SMI");
-    for said in [nginx_without, smi_without] {
+    assert_eq!(istio, None, "the chart's rules are enough for Istio");
+    for said in [nginx_without, smi_without, istio_without] {
         let said = said.unwrap_or_default();
         assert!(said.contains("forbidden"), "{said}");
     }
@@ -538,6 +550,8 @@ async fn each_router_needs_exactly_its_rule() {
 enum Router {
     Nginx,
     Smi,
+    /// Host-level: a VirtualService between the two Services.
+    Istio,
 }
 
 /// Runs a canary of the Rollout `web` on `router` as the chart's ServiceAccount bound to
@@ -561,6 +575,11 @@ async fn other_router(test: &str, rules: Vec<PolicyRule>, router: Router) -> Opt
         )
         .await;
     }
+    let virtual_services: Api<kube::api::DynamicObject> = Api::namespaced_with(
+        client.clone(),
+        &ns.name,
+        &weir::traffic::istio::virtual_service_resource(),
+    );
     let routing = match router {
         Router::Nginx => {
             let ingress: Ingress = serde_json::from_value(json!({
@@ -577,6 +596,21 @@ async fn other_router(test: &str, rules: Vec<PolicyRule>, router: Router) -> Opt
             json!({"nginx": {"stableIngress": "web"}})
         }
         Router::Smi => json!({"smi": {}}),
+        Router::Istio => {
+            let service = json!({"apiVersion": "networking.istio.io/v1beta1", "kind": "VirtualService",
+                "metadata": {"name": "web"},
+                "spec": {"hosts": ["web"], "http": [{"route": [
+                    {"destination": {"host": "web-stable"}, "weight": 100},
+                    {"destination": {"host": "web-canary"}, "weight": 0}]}]}});
+            virtual_services
+                .create(
+                    &PostParams::default(),
+                    &serde_json::from_value(service).expect("a VirtualService"),
+                )
+                .await
+                .expect("the VirtualService");
+            json!({"istio": {"virtualService": {"name": "web"}}})
+        }
     };
     let steps = json!([{"setWeight": 20}, {"pause": {}}]);
     let extra = json!({"strategy": {"canary": {
@@ -610,6 +644,11 @@ async fn other_router(test: &str, rules: Vec<PolicyRule>, router: Router) -> Opt
             Router::Smi => {
                 let split = splits.get_opt("web").await.ok()??;
                 weir::traffic::smi::canary_share(&split.data["spec"], "web-stable", "web-canary")?
+            }
+            Router::Istio => {
+                let service = virtual_services.get("web").await.ok()?;
+                i32::try_from(service.data["spec"]["http"][0]["route"][1]["weight"].as_i64()?)
+                    .ok()?
             }
         };
         (weight == 20).then_some(None)
