@@ -126,7 +126,7 @@ fn default_scale_down_delay_seconds() -> i32 {
     30
 }
 
-/// Where weights are set: one router at a time.
+/// Where weights are set: one router, or several (each set and verified in turn).
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 #[schemars(transform = keep_unknown_fields)]

@@ -16,7 +16,7 @@ use crate::api::Rollout;
 use crate::api::analysis::{AnalysisRun, AnalysisTemplateSpec};
 use crate::api::contract::{POD_TEMPLATE_HASH_LABEL, ROLLOUT_MANAGER, SCALE_DOWN_ANNOTATION};
 use crate::ssa_defaults;
-use crate::traffic::{AnyRouter, Router};
+use crate::traffic::{Router, Routers};
 
 /// Which of the canary's Service fields names `service`, for messages.
 fn service_field(rollout: &Rollout, service: &str) -> &'static str {
@@ -47,7 +47,7 @@ fn version_of(written: &impl ResourceExt) -> LastWrite {
 pub async fn act(
     client: &Client,
     rollout: &Rollout,
-    router: Option<&AnyRouter>,
+    router: Option<&Routers>,
     action: &Action,
 ) -> Result<Wrote, Error> {
     let namespace = rollout.namespace().unwrap_or_default();

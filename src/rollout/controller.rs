@@ -1,5 +1,6 @@
 //! Runs the Rollout controller: watches Rollouts and only what they own (ReplicaSets and
-//! AnalysisRuns carrying `weir.dev/rollout`), plus the HTTPRoutes and analysis templates
+//! AnalysisRuns carrying `weir.dev/rollout`), plus the routers' objects (HTTPRoutes,
+//! VirtualServices, DestinationRules, Ingresses, TrafficSplits) and analysis templates
 //! Rollouts name, and reconciles.
 
 use std::sync::Arc;
@@ -9,6 +10,8 @@ use std::time::Duration;
 use futures::StreamExt;
 use gateway_api::apis::standard::httproutes::HttpRoute;
 use k8s_openapi::api::apps::v1::ReplicaSet;
+use k8s_openapi::api::networking::v1::Ingress;
+use kube::api::{ApiResource, DynamicObject};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{Controller, WatchStreamExt, controller};
 use kube::{Api, Client, ResourceExt};
@@ -22,6 +25,7 @@ use crate::api::contract::ROLLOUT_LABEL;
 use crate::runtime::leader::{Leadership, became_leader};
 use crate::runtime::metrics::Metrics;
 use crate::runtime::{cache, scoped_api, watch};
+use crate::traffic::{self, RouteKind, istio, smi};
 
 /// Runs until SIGTERM or SIGINT, then finishes the reconciles in flight and returns. Every
 /// replica watches; only the one `leadership` says leads writes.
@@ -58,6 +62,41 @@ pub async fn run(
         watch::config(),
         // Optional: a cluster without Gateway API runs Rollouts without a router.
         health.optional_watch("rollout/HTTPRoute"),
+    );
+    // The other routers' objects, each optional: a cluster without Istio, SMI or an Ingress
+    // controller runs Rollouts on the routers it has.
+    let ingresses = watch::watched(
+        scoped_api::<Ingress>(&client, namespace),
+        watch::config(),
+        health.optional_watch("rollout/Ingress"),
+    );
+    let virtual_services = watch::watched(
+        dynamic_api(&client, namespace, &istio::virtual_service_resource()),
+        watch::config(),
+        health.optional_watch("rollout/VirtualService"),
+    );
+    let destination_rules = watch::watched(
+        dynamic_api(&client, namespace, &istio::destination_rule_resource()),
+        watch::config(),
+        health.optional_watch("rollout/DestinationRule"),
+    );
+    // TrafficSplits at the version the cluster serves now (the newest weir writes without).
+    let split_version = match client.list_api_groups().await {
+        Ok(groups) => groups
+            .groups
+            .iter()
+            .find(|g| g.name == smi::GROUP)
+            .and_then(smi::choose_version),
+        Err(error) => {
+            warn!(%error, "could not list the API groups: TrafficSplits are watched at the newest version");
+            None
+        }
+    }
+    .unwrap_or(smi::VERSIONS[0]);
+    let traffic_splits = watch::watched(
+        dynamic_api(&client, namespace, &smi::api_resource(split_version)),
+        watch::config(),
+        health.optional_watch("rollout/TrafficSplit"),
     );
     let templates = watch::watched(
         scoped_api::<AnalysisTemplate>(&client, namespace),
@@ -120,29 +159,43 @@ pub async fn run(
         // A deleted ReplicaSet or run is news for its Rollout too: touched, not only applied.
         .owns_stream(replica_set_events.touched_objects())
         .owns_stream(run_events.touched_objects())
-        // Someone else changing a route's weights is drift to repair; map it to its Rollouts.
-        .watches_stream(routes.touched_objects(), move |route: HttpRoute| {
-            let (route_ns, route_name) = (route.namespace().unwrap_or_default(), route.name_any());
-            rollouts
-                .state()
-                .into_iter()
-                .filter(|rollout| {
-                    let gateway = rollout
-                        .spec
-                        .strategy
-                        .canary
-                        .as_ref()
-                        .and_then(|c| c.traffic_routing.as_ref())
-                        .and_then(|t| t.gateway_api.as_ref());
-                    let rollout_ns = rollout.namespace().unwrap_or_default();
-                    gateway.is_some_and(|g| {
-                        g.http_route == route_name
-                            && g.namespace.as_deref().unwrap_or(&rollout_ns) == route_ns
-                    })
-                })
-                .map(|rollout| ObjectRef::from_obj(rollout.as_ref()))
-                .collect::<Vec<_>>()
+        // Someone else changing a route's weights (or deleting weir's canary Ingress or
+        // TrafficSplit) is drift to repair; map it to the Rollouts that route through it.
+        .watches_stream(routes.touched_objects(), {
+            let rollouts = rollouts.clone();
+            move |route: HttpRoute| routing_through(&rollouts, RouteKind::HttpRoute, &route)
         })
+        .watches_stream(ingresses.touched_objects(), {
+            let rollouts = rollouts.clone();
+            move |ingress: Ingress| routing_through(&rollouts, RouteKind::Ingress, &ingress)
+        })
+        .watches_stream_with(
+            virtual_services.touched_objects(),
+            {
+                let rollouts = rollouts.clone();
+                move |object: DynamicObject| {
+                    routing_through(&rollouts, RouteKind::VirtualService, &object)
+                }
+            },
+            istio::virtual_service_resource(),
+        )
+        .watches_stream_with(
+            destination_rules.touched_objects(),
+            {
+                let rollouts = rollouts.clone();
+                move |object: DynamicObject| {
+                    routing_through(&rollouts, RouteKind::DestinationRule, &object)
+                }
+            },
+            istio::destination_rule_resource(),
+        )
+        .watches_stream_with(
+            traffic_splits.touched_objects(),
+            move |object: DynamicObject| {
+                routing_through(&rollouts, RouteKind::TrafficSplit, &object)
+            },
+            smi::api_resource(split_version),
+        )
         // A template fixed (or broken) changes what its Rollouts may do: reconcile them.
         .watches_stream(
             templates.touched_objects(),
@@ -165,6 +218,32 @@ pub async fn run(
         .for_each(crate::runtime::log_failure)
         .await;
     info!("rollout controller stopped");
+}
+
+/// The Rollouts that route through `object`, a `kind` some router reads or writes.
+fn routing_through<K: ResourceExt>(
+    rollouts: &Store<Rollout>,
+    kind: RouteKind,
+    object: &K,
+) -> Vec<ObjectRef<Rollout>> {
+    let (namespace, name) = (object.namespace().unwrap_or_default(), object.name_any());
+    rollouts
+        .state()
+        .into_iter()
+        .filter(|rollout| traffic::refers_to(rollout, kind, &namespace, &name))
+        .map(|rollout| ObjectRef::from_obj(rollout.as_ref()))
+        .collect()
+}
+
+fn dynamic_api(
+    client: &Client,
+    namespace: Option<&str>,
+    resource: &ApiResource,
+) -> Api<DynamicObject> {
+    match namespace {
+        Some(namespace) => Api::namespaced_with(client.clone(), namespace, resource),
+        None => Api::all_with(client.clone(), resource),
+    }
 }
 
 /// The Rollouts whose analyses name this template.

@@ -27,7 +27,7 @@ use crate::api::contract::{
 };
 use crate::api::rollout::AnalysisTemplateRef;
 use crate::runtime::cache::{Cache, Epoch};
-use crate::traffic::{AnyRouter, Router};
+use crate::traffic::{Reading, Routers};
 use crate::validate::Violation;
 
 /// Where the Rollout's ReplicaSets and AnalysisRuns are read from.
@@ -251,7 +251,7 @@ pub async fn observe(
     client: &Client,
     caches: &OwnedCaches,
     rollout: &Rollout,
-    router: Option<&AnyRouter>,
+    router: Option<&Routers>,
     read: Read,
     written: &Written,
     epoch: Epoch,
@@ -294,8 +294,8 @@ pub async fn observe(
         ),
         async {
             match router {
-                Some(router) => router.weight().await.map_err(Error::from),
-                None => Ok(None),
+                Some(router) => router.reading().await.map_err(Error::from),
+                None => Ok(Reading::default()),
             }
         },
         async {
@@ -315,7 +315,7 @@ pub async fn observe(
     // selects the canary's pods.
     let canary_service_hash = match canary.and_then(|c| c.canary_service.as_ref()) {
         Some(_) => canary_service_hash,
-        None => router.and_then(AnyRouter::canary_selector_hash),
+        None => router.and_then(Routers::canary_selector_hash),
     };
     let replica_sets = replica_sets
         .iter()
@@ -331,7 +331,8 @@ pub async fn observe(
         replica_sets,
         stable_service_hash,
         canary_service_hash,
-        route_weight,
+        route_weight: route_weight.highest,
+        routers_differ: route_weight.differ,
         analysis_runs,
         reference_problems: Vec::new(),
         outages: Vec::new(),

@@ -24,7 +24,7 @@ use crate::runtime::error::{Backoff, Classified, Controller, Error as Core};
 use crate::runtime::leader::{Leadership, Term};
 use crate::runtime::metrics::Metrics;
 use crate::time::to_k8s;
-use crate::traffic::{AnyRouter, ROUTE_NAMESPACE_FIELD, Router, RouterError};
+use crate::traffic::{ROUTE_NAMESPACE_FIELD, Router, RouterError, Routers};
 use crate::validate::{Violation, ViolationKind};
 use kube::runtime::finalizer::{self, Event as FinalizerEvent, finalizer};
 
@@ -97,7 +97,7 @@ async fn clean_up(rollout: &Rollout, ctx: &Context, term: &Term) -> Result<Reque
     ctx.written.forget(rollout);
     let namespace = rollout.namespace().unwrap_or_default();
     let hash = template_hash::of(&rollout.spec.template);
-    let router = match AnyRouter::for_rollout(&ctx.client, rollout, &namespace, &hash).await {
+    let router = match Routers::for_rollout(&ctx.client, rollout, &namespace, &hash).await {
         Ok(router) => router,
         // A route the Rollout may not touch is not touched on the way out either.
         Err(RouterError::NotGranted { .. }) => None,
@@ -155,7 +155,7 @@ async fn reconcile_rollout(
 
     let outcome: Result<(), Error> = async {
         let mut problems = template_problems(&ctx.client, &current).await?;
-        let router = match AnyRouter::for_rollout(&ctx.client, &current, &namespace, &hash).await {
+        let router = match Routers::for_rollout(&ctx.client, &current, &namespace, &hash).await {
             Ok(router) => router,
             Err(refused @ RouterError::NotGranted { .. }) => {
                 problems.push(Violation {

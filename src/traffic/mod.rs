@@ -7,9 +7,11 @@ pub mod istio;
 pub mod nginx;
 pub mod reference_grant;
 mod router;
+mod several;
 pub mod smi;
 
 pub use router::{Router, RouterError};
+pub use several::{Reading, Routers};
 
 use kube::Client;
 
@@ -40,26 +42,27 @@ fn versions(status: Option<&RolloutStatus>, template_hash: &str) -> istio::Versi
 pub const ROUTE_NAMESPACE_FIELD: &str = "spec.strategy.canary.trafficRouting.gatewayAPI.namespace";
 
 impl AnyRouter {
-    /// The router a Rollout in `namespace` asks for; None when it splits traffic by replica
-    /// count. A route in another namespace is used only when a ReferenceGrant there allows
-    /// it (`NotGranted` otherwise): the only way to a router, so nothing writes to a route
-    /// the Rollout may not touch. The grants are read only for such a route. `template_hash`
-    /// is the Rollout's template's (the version subset-level Istio selects before any other).
-    pub async fn for_rollout(
+    /// Every router a Rollout in `namespace` asks for, in a fixed order (Istio, NGINX, SMI,
+    /// Gateway API); none when it splits traffic by replica count. A route in another
+    /// namespace is used only when a ReferenceGrant there allows it (`NotGranted` otherwise):
+    /// the only way to a router, so nothing writes to a route the Rollout may not touch. The
+    /// grants are read only for such a route. `template_hash` is the Rollout's template's
+    /// (the version subset-level Istio selects before any other).
+    pub async fn all_for_rollout(
         client: &Client,
         rollout: &Rollout,
         namespace: &str,
         template_hash: &str,
-    ) -> Result<Option<AnyRouter>, RouterError> {
+    ) -> Result<Vec<(String, AnyRouter)>, RouterError> {
         let Some(canary): Option<&CanaryStrategy> = rollout.spec.strategy.canary.as_ref() else {
-            return Ok(None);
+            return Ok(Vec::new());
         };
+        let mut routers = Vec::new();
         if let Some(routing) = canary
             .traffic_routing
             .as_ref()
             .and_then(|routing| routing.istio.as_ref())
-        {
-            return Ok(istio::IstioRouter::new(
+            && let Some(router) = istio::IstioRouter::new(
                 client.clone(),
                 namespace,
                 routing,
@@ -69,54 +72,79 @@ impl AnyRouter {
                 ),
                 versions(rollout.status.as_ref(), template_hash),
             )
-            .map(|router| AnyRouter::Istio(Box::new(router))));
+        {
+            let names: Vec<&str> = routing
+                .all_virtual_services()
+                .map(|v| v.name.as_str())
+                .collect();
+            let label = format!("Istio VirtualService {}", names.join(", "));
+            routers.push((label, AnyRouter::Istio(Box::new(router))));
         }
         if let Some(router) = nginx::for_rollout(client, rollout, namespace) {
-            return Ok(Some(AnyRouter::Nginx(Box::new(router))));
+            let label = format!("NGINX Ingress {}", router.canary_names().join(", "));
+            routers.push((label, AnyRouter::Nginx(Box::new(router))));
         }
         if let Some(router) = smi::for_rollout(client, rollout, namespace) {
-            return Ok(Some(AnyRouter::Smi(Box::new(router))));
+            let label = format!("SMI TrafficSplit {}", router.name());
+            routers.push((label, AnyRouter::Smi(Box::new(router))));
         }
-        let Some(gateway) = canary
-            .traffic_routing
-            .as_ref()
-            .and_then(|routing| routing.gateway_api.as_ref())
-        else {
-            return Ok(None);
-        };
-        let (Some(stable), Some(canary_service)) = (
-            canary.stable_service.as_deref(),
-            canary.canary_service.as_deref(),
-        ) else {
-            return Ok(None);
-        };
-        let route_namespace = gateway.namespace.as_deref().unwrap_or(namespace);
-        if route_namespace != namespace {
-            let found = reference_grant::list(client, route_namespace)
-                .await
-                .map_err(|source| RouterError::Api {
-                    kind: "ReferenceGrants of HTTPRoute",
-                    name: format!("{route_namespace}/{}", gateway.http_route),
-                    source: Box::new(source),
-                })?;
-            if !reference_grant::grants(&found, namespace, &gateway.http_route) {
-                return Err(RouterError::NotGranted {
-                    route_namespace: route_namespace.to_owned(),
-                    route: gateway.http_route.clone(),
-                    rollout_namespace: namespace.to_owned(),
-                });
-            }
+        if let Some((label, router)) = gateway_api_router(client, canary, namespace).await? {
+            routers.push((label, AnyRouter::GatewayApi(Box::new(router))));
         }
-        Ok(Some(AnyRouter::GatewayApi(Box::new(
-            gateway_api::HttpRouteRouter::new(
-                client.clone(),
-                route_namespace,
-                &gateway.http_route,
-                stable,
-                canary_service,
-            ),
-        ))))
+        Ok(routers)
     }
+}
+
+/// The HTTPRoute router `trafficRouting.gatewayAPI` asks for, once both Services are named,
+/// with its label.
+async fn gateway_api_router(
+    client: &Client,
+    canary: &CanaryStrategy,
+    namespace: &str,
+) -> Result<Option<(String, gateway_api::HttpRouteRouter)>, RouterError> {
+    let Some(gateway) = canary
+        .traffic_routing
+        .as_ref()
+        .and_then(|routing| routing.gateway_api.as_ref())
+    else {
+        return Ok(None);
+    };
+    let (Some(stable), Some(canary_service)) = (
+        canary.stable_service.as_deref(),
+        canary.canary_service.as_deref(),
+    ) else {
+        return Ok(None);
+    };
+    let route_namespace = gateway.namespace.as_deref().unwrap_or(namespace);
+    if route_namespace != namespace {
+        let found = reference_grant::list(client, route_namespace)
+            .await
+            .map_err(|source| RouterError::Api {
+                kind: "ReferenceGrants of HTTPRoute",
+                name: format!("{route_namespace}/{}", gateway.http_route),
+                source: Box::new(source),
+            })?;
+        if !reference_grant::grants(&found, namespace, &gateway.http_route) {
+            return Err(RouterError::NotGranted {
+                route_namespace: route_namespace.to_owned(),
+                route: gateway.http_route.clone(),
+                rollout_namespace: namespace.to_owned(),
+            });
+        }
+    }
+    Ok(Some((
+        format!(
+            "Gateway API HTTPRoute {route_namespace}/{}",
+            gateway.http_route
+        ),
+        gateway_api::HttpRouteRouter::new(
+            client.clone(),
+            route_namespace,
+            &gateway.http_route,
+            stable,
+            canary_service,
+        ),
+    )))
 }
 
 impl AnyRouter {
@@ -167,5 +195,122 @@ impl Router for AnyRouter {
             AnyRouter::Nginx(router) => router.remove_managed().await,
             AnyRouter::Smi(router) => router.remove_managed().await,
         }
+    }
+}
+
+/// The kinds of object a router reads or writes, each watched so a change to one (an edit
+/// by hand, a canary Ingress deleted) reaches the Rollouts that name it at once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RouteKind {
+    HttpRoute,
+    VirtualService,
+    DestinationRule,
+    Ingress,
+    TrafficSplit,
+}
+
+/// Whether `rollout` routes through the object `kind` `namespace/name`: a route it names,
+/// a stable Ingress or the canary Ingress weir makes beside it, its TrafficSplit.
+pub fn refers_to(rollout: &Rollout, kind: RouteKind, namespace: &str, name: &str) -> bool {
+    let Some(canary) = rollout.spec.strategy.canary.as_ref() else {
+        return false;
+    };
+    let Some(routing) = canary.traffic_routing.as_ref() else {
+        return false;
+    };
+    let rollout_namespace = rollout.metadata.namespace.as_deref().unwrap_or_default();
+    let rollout_name = rollout.metadata.name.as_deref().unwrap_or_default();
+    if kind == RouteKind::HttpRoute {
+        return routing.gateway_api.as_ref().is_some_and(|g| {
+            g.http_route == name && g.namespace.as_deref().unwrap_or(rollout_namespace) == namespace
+        });
+    }
+    if namespace != rollout_namespace {
+        return false;
+    }
+    match kind {
+        RouteKind::HttpRoute => false,
+        RouteKind::VirtualService => routing
+            .istio
+            .as_ref()
+            .is_some_and(|i| i.all_virtual_services().any(|v| v.name == name)),
+        RouteKind::DestinationRule => routing
+            .istio
+            .as_ref()
+            .and_then(|i| i.destination_rule.as_ref())
+            .is_some_and(|d| d.name == name),
+        RouteKind::Ingress => routing.nginx.as_ref().is_some_and(|nginx| {
+            nginx::stable_ingresses(nginx)
+                .iter()
+                .any(|stable| stable == name || nginx::canary_name(rollout_name, stable) == name)
+        }),
+        RouteKind::TrafficSplit => routing
+            .smi
+            .as_ref()
+            .is_some_and(|smi| smi.traffic_split_name.as_deref().unwrap_or(rollout_name) == name),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn rollout(routing: serde_json::Value) -> Rollout {
+        serde_json::from_value(json!({
+            "apiVersion": "weir.dev/v1alpha1", "kind": "Rollout",
+            "metadata": {"name": "web", "namespace": "shop"},
+            "spec": {"selector": {"matchLabels": {"app": "web"}},
+                "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [{"name": "web", "image": "web:1"}]}},
+                "strategy": {"canary": {"stableService": "s", "canaryService": "c", "trafficRouting": routing}}}
+        }))
+        .expect("a Rollout")
+    }
+
+    #[test]
+    fn each_router_object_maps_back_to_its_rollout_and_nothing_else_does() {
+        use RouteKind::*;
+        let all = rollout(json!({
+            "gatewayAPI": {"httpRoute": "edge", "namespace": "gateways"},
+            "istio": {"virtualServices": [{"name": "vs-a"}, {"name": "vs-b"}],
+                "destinationRule": {"name": "dr", "canarySubsetName": "c", "stableSubsetName": "s"}},
+            "nginx": {"stableIngress": "web-in"},
+            "smi": {}
+        }));
+        let yes = [
+            (HttpRoute, "gateways", "edge"),
+            (VirtualService, "shop", "vs-a"),
+            (VirtualService, "shop", "vs-b"),
+            (DestinationRule, "shop", "dr"),
+            (Ingress, "shop", "web-in"),
+            (Ingress, "shop", "web-web-in-canary"),
+            (TrafficSplit, "shop", "web"),
+        ];
+        for (kind, namespace, name) in yes {
+            assert!(
+                refers_to(&all, kind, namespace, name),
+                "{kind:?} {namespace}/{name}"
+            );
+        }
+        let no = [
+            (HttpRoute, "shop", "edge"),
+            (VirtualService, "other", "vs-a"),
+            (VirtualService, "shop", "dr"),
+            (DestinationRule, "shop", "vs-a"),
+            (Ingress, "shop", "web"),
+            (Ingress, "other", "web-in"),
+            (TrafficSplit, "shop", "web-split"),
+        ];
+        for (kind, namespace, name) in no {
+            assert!(
+                !refers_to(&all, kind, namespace, name),
+                "{kind:?} {namespace}/{name}"
+            );
+        }
+        let named = rollout(json!({"smi": {"trafficSplitName": "web-split"}}));
+        assert!(refers_to(&named, TrafficSplit, "shop", "web-split"));
+        assert!(!refers_to(&named, TrafficSplit, "shop", "web"));
+        let none = rollout(json!(null));
+        assert!(!refers_to(&none, Ingress, "shop", "web-in"));
     }
 }

@@ -238,6 +238,14 @@ impl NginxRouter {
         }
     }
 
+    /// The canary Ingresses weir makes, one per stable Ingress.
+    pub fn canary_names(&self) -> Vec<String> {
+        self.stable_ingresses
+            .iter()
+            .map(|stable| canary_name(&self.config.rollout, stable))
+            .collect()
+    }
+
     fn api_error(&self, name: &str) -> impl FnOnce(kube::Error) -> RouterError {
         let name = format!("{}/{name}", self.namespace);
         move |source| RouterError::Api {

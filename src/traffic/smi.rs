@@ -125,6 +125,11 @@ pub struct SmiRouter {
 }
 
 impl SmiRouter {
+    /// The TrafficSplit's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         client: Client,

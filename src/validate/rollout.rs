@@ -78,11 +78,15 @@ pub fn rollout(spec: &RolloutSpec) -> Vec<Violation> {
             );
         }
         // Subset-level Istio splits inside one Service by DestinationRule subsets; every
-        // other router sends each share to a Service of its own.
+        // other router sends each share to a Service of its own (with several routers, each
+        // of the others needs both).
         let subset_level = routing
             .istio
             .as_ref()
-            .is_some_and(|istio| istio.destination_rule.is_some());
+            .is_some_and(|istio| istio.destination_rule.is_some())
+            && routing.gateway_api.is_none()
+            && routing.nginx.is_none()
+            && routing.smi.is_none();
         for (field, service) in [
             ("stableService", &canary.stable_service),
             ("canaryService", &canary.canary_service),
@@ -176,6 +180,7 @@ fn check_selector(
 fn check_traffic_routing(report: &mut Report, routing: &TrafficRouting) {
     let at = "spec.strategy.canary.trafficRouting";
     report.unsupported(at, &routing.unsupported);
+    // Several routers are allowed (Argo's "multiple providers"): each is set and verified.
     let routers: Vec<&str> = [
         ("gatewayAPI", routing.gateway_api.is_some()),
         ("istio", routing.istio.is_some()),
@@ -185,15 +190,6 @@ fn check_traffic_routing(report: &mut Report, routing: &TrafficRouting) {
     .into_iter()
     .filter_map(|(name, set)| set.then_some(name))
     .collect();
-    if routers.len() > 1 {
-        report.invalid(
-            at,
-            format!(
-                "names {} routers; weir sets one router per Rollout: keep one of them",
-                routers.join(" and ")
-            ),
-        );
-    }
     if let Some(gateway) = &routing.gateway_api {
         check_name(
             report,

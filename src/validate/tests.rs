@@ -1104,19 +1104,26 @@ fn smi_routing_takes_argos_fields_and_its_defaults() {
 }
 
 #[test]
-fn one_router_per_rollout() {
+fn several_routers_are_allowed_and_each_but_subset_level_istio_needs_both_services() {
+    // Argo's "multiple providers": NGINX for the traffic that comes in, SMI inside the mesh.
     let spec = rollout_with_canary(json!({
         "stableService": "web-stable", "canaryService": "web-canary",
         "trafficRouting": {"smi": {}, "nginx": {"stableIngress": "web"}}
     }));
-    let violations = rollout(&spec);
+    assert_only(rollout(&spec), &[]);
+    // Subset-level Istio needs no Services; beside NGINX, NGINX still does.
+    let spec = rollout_with_canary(json!({
+        "trafficRouting": {
+            "istio": {"virtualService": {"name": "web"},
+                "destinationRule": {"name": "web", "canarySubsetName": "canary", "stableSubsetName": "stable"}},
+            "nginx": {"stableIngress": "web"}}
+    }));
     assert_only(
-        violations.clone(),
-        &[(Invalid, "spec.strategy.canary.trafficRouting")],
-    );
-    assert!(
-        violations[0].message.contains("nginx and smi"),
-        "{violations:?}"
+        rollout(&spec),
+        &[
+            (Required, "spec.strategy.canary.canaryService"),
+            (Required, "spec.strategy.canary.stableService"),
+        ],
     );
 }
 

@@ -115,24 +115,33 @@ where
         (held && removed().await).then_some(())
     })
     .await;
-    let left: Vec<String> = rollouts
-        .get("web")
-        .await
-        .expect("the held Rollout")
-        .metadata
-        .finalizers
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|f| f != HOLD)
-        .collect();
-    rollouts
-        .patch(
-            "web",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"metadata": {"finalizers": left}})),
-        )
-        .await
-        .expect("letting the Rollout go");
+    // Read and written again on a conflict: weir may be taking its own finalizer off at the
+    // same moment.
+    eventually("letting the Rollout go", LIMIT, || async {
+        let Some(held) = rollouts.get_opt("web").await.ok()? else {
+            return Some(());
+        };
+        let left: Vec<String> = held
+            .metadata
+            .finalizers
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|f| f != HOLD)
+            .collect();
+        let patch = json!({"metadata": {"finalizers": left,
+            "resourceVersion": held.metadata.resource_version}});
+        match rollouts
+            .patch("web", &PatchParams::default(), &Patch::Merge(patch))
+            .await
+        {
+            Ok(_) => Some(()),
+            Err(kube::Error::Api(status)) if status.code == 404 => Some(()),
+            Err(kube::Error::Api(status)) if status.code == 409 => None,
+            Err(error) => panic!("letting the Rollout go: {error}"),
+        }
+    })
+    .await;
     eventually("the Rollout to be gone", LIMIT, || async {
         rollouts.get_opt("web").await.ok().filter(|r| r.is_none())
     })

@@ -151,6 +151,7 @@ impl World {
                 Action::SetWeight { canary_weight } => {
                     assert!((0..=100).contains(canary_weight));
                     self.observed.route_weight = Some(*canary_weight);
+                    self.observed.routers_differ = false;
                     self.weights_seen.push(*canary_weight);
                 }
                 Action::StartAnalysis {
@@ -425,6 +426,29 @@ fn weight_rises_only_once_the_canary_pods_are_available() {
     world.reconcile();
     assert_eq!(world.weights_seen, vec![0, 50, 100, 0]);
     assert_eq!(world.phase(), Some(RolloutPhase::Healthy));
+}
+
+#[test]
+fn routers_that_read_apart_are_set_again_to_the_steps_weight() {
+    let mut world = World::with_canary(spec(json!([{"setWeight": 30}, {"pause": {}}]), true, 4));
+    world.reconcile();
+    assert_eq!(world.phase(), Some(RolloutPhase::Paused));
+    assert_eq!(world.weights_seen, vec![0, 30]);
+    // A second router was left behind (its set failed after the first's): the highest
+    // still reads 30, but they differ.
+    world.observed.routers_differ = true;
+    let plan = world.plan();
+    assert!(
+        plan.actions
+            .contains(&Action::SetWeight { canary_weight: 30 }),
+        "{:?}",
+        plan.actions
+    );
+    world.reconcile();
+    assert!(!world.observed.routers_differ);
+    assert_eq!(world.phase(), Some(RolloutPhase::Paused));
+    // Agreeing routers are left alone.
+    assert!(world.plan().actions.is_empty());
 }
 
 #[test]

@@ -50,7 +50,9 @@ impl<'a> Planner<'a> {
             }
             return false;
         }
-        if route < weight {
+        // Several routers read apart (one set half way) are set again, the lagging up to the
+        // step's weight.
+        if route < weight || observed.routers_differ {
             if serves(weight) {
                 self.set_weight(weight);
             }

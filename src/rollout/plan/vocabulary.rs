@@ -52,6 +52,9 @@ pub struct Observed {
     /// The canary's weight as read back from the router; None without a router or before
     /// weir has set one.
     pub route_weight: Option<i32>,
+    /// With several routers: they carry different weights (`route_weight` is the highest),
+    /// so the step's weight is set again.
+    pub routers_differ: bool,
     pub analysis_runs: Vec<AnalysisRunView>,
     /// What is wrong with what the Rollout refers to: its analysis templates (invalid CEL,
     /// an argument nobody gives), a route in another namespace without a ReferenceGrant.

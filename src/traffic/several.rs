@@ -1,0 +1,160 @@
+//! Several routers in one Rollout (Argo Rollouts allows it: NGINX for the traffic that comes
+//! in, SMI or Istio inside the mesh). Each is set and verified in turn; read together, the
+//! highest weight any carries is the one the canary's pods must serve, and routers that
+//! disagree (a set that failed half way, an edit by hand) must be set again.
+
+use super::AnyRouter;
+use super::router::{Router, RouterError};
+use crate::api::Rollout;
+use crate::api::rollout::RolloutStatus;
+use kube::Client;
+
+/// What several routers carry, read as one.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Reading {
+    /// The highest canary weight any router carries; None while none carries one.
+    pub highest: Option<i32>,
+    /// Whether the routers carry different weights (one without any counts as 0).
+    pub differ: bool,
+}
+
+/// Reads weights taken from each router as one `Reading`.
+pub fn reading(weights: &[Option<i32>]) -> Reading {
+    let highest = weights.iter().flatten().copied().max();
+    let lowest = weights.iter().map(|w| w.unwrap_or(0)).min();
+    Reading {
+        highest,
+        differ: lowest.is_some_and(|low| low != highest.unwrap_or(0)),
+    }
+}
+
+/// Every router a Rollout names, each with a label that says what it is for people.
+pub struct Routers {
+    each: Vec<(String, AnyRouter)>,
+}
+
+impl Routers {
+    /// The Rollout's routers; None when it names none (traffic follows the replica counts).
+    /// See `AnyRouter::all_for_rollout` for what is refused.
+    pub async fn for_rollout(
+        client: &Client,
+        rollout: &Rollout,
+        namespace: &str,
+        template_hash: &str,
+    ) -> Result<Option<Routers>, RouterError> {
+        let each = AnyRouter::all_for_rollout(client, rollout, namespace, template_hash).await?;
+        Ok((!each.is_empty()).then_some(Routers { each }))
+    }
+
+    /// Each router's label, in the order they are set.
+    pub fn labels(&self) -> impl Iterator<Item = &str> {
+        self.each.iter().map(|(label, _)| label.as_str())
+    }
+
+    /// Each router's weight, in the order of `labels`.
+    pub async fn weights(&self) -> Result<Vec<Option<i32>>, RouterError> {
+        let mut weights = Vec::with_capacity(self.each.len());
+        for (_, router) in &self.each {
+            weights.push(router.weight().await?);
+        }
+        Ok(weights)
+    }
+
+    /// All routers' weights read as one.
+    pub async fn reading(&self) -> Result<Reading, RouterError> {
+        Ok(reading(&self.weights().await?))
+    }
+
+    /// See `AnyRouter::follow`.
+    pub fn follow(&self, status: &RolloutStatus, template_hash: &str) {
+        for (_, router) in &self.each {
+            router.follow(status, template_hash);
+        }
+    }
+
+    /// See `AnyRouter::canary_selector_hash`: the first router that selects the canary's pods.
+    pub fn canary_selector_hash(&self) -> Option<String> {
+        self.each
+            .iter()
+            .find_map(|(_, router)| router.canary_selector_hash())
+    }
+}
+
+impl Router for Routers {
+    async fn weight(&self) -> Result<Option<i32>, RouterError> {
+        Ok(self.reading().await?.highest)
+    }
+
+    /// Sets each router in turn, each verified by its own read-back; the first that fails
+    /// stops the rest (the next reconcile reads them apart and sets them again).
+    async fn set_weight(&self, canary: i32) -> Result<i32, RouterError> {
+        for (_, router) in &self.each {
+            router.set_weight(canary).await?;
+        }
+        Ok(canary)
+    }
+
+    /// Undoes every router, even when one fails; the first failure is returned.
+    async fn remove_managed(&self) -> Result<(), RouterError> {
+        let mut first = None;
+        for (_, router) in &self.each {
+            if let Err(error) = router.remove_managed().await {
+                first.get_or_insert(error);
+            }
+        }
+        first.map_or(Ok(()), Err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn one_router_reads_as_itself() {
+        assert_eq!(reading(&[None]), Reading::default());
+        assert_eq!(
+            reading(&[Some(30)]),
+            Reading {
+                highest: Some(30),
+                differ: false
+            }
+        );
+    }
+
+    #[test]
+    fn a_router_without_a_weight_yet_differs_from_one_with_a_share() {
+        assert_eq!(
+            reading(&[Some(20), None]),
+            Reading {
+                highest: Some(20),
+                differ: true
+            }
+        );
+        // At 0, "none yet" and 0 send the same: nothing to set again.
+        assert_eq!(
+            reading(&[Some(0), None]),
+            Reading {
+                highest: Some(0),
+                differ: false
+            }
+        );
+    }
+
+    proptest! {
+        /// The highest is never below any router's weight (the canary's pods serve it), and
+        /// routers read apart only when some carries another share than the highest.
+        #[test]
+        fn the_reading_covers_every_router(weights in prop::collection::vec(prop::option::of(0..=100i32), 1..5)) {
+            let read = reading(&weights);
+            for weight in weights.iter().flatten() {
+                prop_assert!(read.highest.is_some_and(|h| h >= *weight));
+            }
+            let shares: Vec<i32> = weights.iter().map(|w| w.unwrap_or(0)).collect();
+            let all_same = shares.iter().all(|s| *s == shares[0]);
+            prop_assert_eq!(read.differ, !all_same);
+            prop_assert_eq!(read.highest.is_none(), weights.iter().all(Option::is_none));
+        }
+    }
+}

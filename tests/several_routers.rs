@@ -1,0 +1,160 @@
+//! Several routers in one Rollout, as Argo Rollouts' "multiple providers" runs them: NGINX for
+//! the traffic that comes in and SMI inside the mesh. Each carries every step's weight; one
+//! changed by hand (a canary Ingress deleted, a TrafficSplit edited) is seen by weir's
+//! watches and set again at once, though the step is a pause that waits for nothing else.
+
+mod support;
+
+use k8s_openapi::api::networking::v1::Ingress;
+use kube::Api;
+use kube::api::{DynamicObject, Patch, PatchParams};
+use serde_json::{Value, json};
+use support::app::{LIMIT, apply, phase, status_patch, wait_for};
+use support::{ControllerProcess, TestNamespace, client, eventually};
+use weir::api::rollout::RolloutPhase;
+use weir::traffic::smi;
+
+const CANARY_INGRESS: &str = "web-web-canary";
+
+fn rollout(image: &str) -> Value {
+    json!({"apiVersion": "weir.dev/v1alpha1", "kind": "Rollout", "metadata": {"name": "web"},
+    "spec": {
+        "replicas": 4,
+        "selector": {"matchLabels": {"app": "web"}},
+        "template": {"metadata": {"labels": {"app": "web"}},
+            "spec": {"containers": [{"name": "web", "image": image}]}},
+        "strategy": {"canary": {
+            "stableService": "web-stable", "canaryService": "web-canary",
+            "trafficRouting": {
+                "nginx": {"stableIngress": "web"},
+                "smi": {"rootService": "web"}},
+            "steps": [{"setWeight": 20}, {"pause": {}}, {"setWeight": 50}, {"pause": {}}]}}}})
+}
+
+async fn routing(ns: &TestNamespace) {
+    // Created as `kubectl create` would (an API server before 1.21 refuses to server-side
+    // apply a port without its protocol; creating defaults it).
+    for service in ["web", "web-stable", "web-canary"] {
+        let service: k8s_openapi::api::core::v1::Service = serde_json::from_value(
+            json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": service},
+                "spec": {"selector": {"app": "web"}, "ports": [{"port": 80}]}}),
+        )
+        .expect("a Service");
+        ns.api::<k8s_openapi::api::core::v1::Service>()
+            .create(&Default::default(), &service)
+            .await
+            .expect("the Service");
+    }
+    let ingress: Ingress = serde_json::from_value(json!({
+        "apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
+        "metadata": {"name": "web"},
+        "spec": {"ingressClassName": "nginx", "rules": [{"host": "shop.example", "http": {"paths": [
+            {"path": "/", "pathType": "Prefix",
+             "backend": {"service": {"name": "web-stable", "port": {"number": 80}}}}]}}]}
+    }))
+    .expect("an Ingress");
+    ns.api::<Ingress>()
+        .create(&Default::default(), &ingress)
+        .await
+        .expect("the stable Ingress");
+}
+
+async fn splits(ns: &TestNamespace) -> Api<DynamicObject> {
+    let groups = ns.client.list_api_groups().await.expect("API groups");
+    let version = groups
+        .groups
+        .iter()
+        .find(|g| g.name == smi::GROUP)
+        .and_then(smi::choose_version)
+        .expect("the local cluster serves TrafficSplit (hack/crds)");
+    Api::namespaced_with(ns.client.clone(), &ns.name, &smi::api_resource(version))
+}
+
+/// The weights both routers carry now: the canary Ingress's (0 while there is none) and
+/// the TrafficSplit's (None while there is none).
+async fn weights(ns: &TestNamespace, splits: &Api<DynamicObject>) -> (i32, Option<i32>) {
+    let ingress = ns
+        .api::<Ingress>()
+        .get_opt(CANARY_INGRESS)
+        .await
+        .expect("get the canary Ingress")
+        .and_then(|i| {
+            i.metadata
+                .annotations?
+                .get("nginx.ingress.kubernetes.io/canary-weight")?
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0);
+    let split = splits
+        .get_opt("web")
+        .await
+        .expect("get the TrafficSplit")
+        .and_then(|s| smi::canary_share(&s.data["spec"], "web-stable", "web-canary"));
+    (ingress, split)
+}
+
+async fn both_at(ns: &TestNamespace, splits: &Api<DynamicObject>, weight: i32) {
+    eventually(&format!("both routers at {weight}"), LIMIT, || async {
+        (weights(ns, splits).await == (weight, Some(weight))).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn nginx_and_smi_carry_every_step_and_a_hand_change_to_either_is_set_again() {
+    let ns = TestNamespace::new(&client().await, "several-routers").await;
+    let _controller = ControllerProcess::start(&ns.name);
+    routing(&ns).await;
+    apply(&ns, rollout("web:1")).await;
+    wait_for(&ns, "Healthy on web:1", |r| {
+        phase(r) == Some(RolloutPhase::Healthy)
+    })
+    .await;
+    let splits = splits(&ns).await;
+
+    apply(&ns, rollout("web:2")).await;
+    both_at(&ns, &splits, 20).await;
+    wait_for(&ns, "paused at 20%", |r| {
+        phase(r) == Some(RolloutPhase::Paused)
+    })
+    .await;
+
+    // Someone deletes the canary Ingress: the pause waits for nothing, so only the watch on
+    // Ingresses brings weir back, which finds the routers apart and sets both again.
+    ns.api::<Ingress>()
+        .delete(CANARY_INGRESS, &Default::default())
+        .await
+        .expect("deleting the canary Ingress");
+    both_at(&ns, &splits, 20).await;
+    // Someone sends the mesh's share back to stable by hand: the same, for the TrafficSplit.
+    let split = splits.get("web").await.expect("the TrafficSplit");
+    let mut spec = split.data["spec"].clone();
+    for backend in spec["backends"].as_array_mut().expect("backends") {
+        let stable = backend["service"] == "web-stable";
+        backend["weight"] = json!(if stable { 100 } else { 0 });
+    }
+    splits
+        .patch(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"spec": spec})),
+        )
+        .await
+        .expect("editing the TrafficSplit");
+    both_at(&ns, &splits, 20).await;
+
+    status_patch(&ns, json!({"status": {"pauseConditions": null}})).await;
+    both_at(&ns, &splits, 50).await;
+    status_patch(&ns, json!({"status": {"abort": true}})).await;
+    wait_for(&ns, "the abort to return all traffic to stable", |r| {
+        phase(r) == Some(RolloutPhase::Degraded)
+            && r.status.as_ref().and_then(|s| s.canary_weight) == Some(0)
+    })
+    .await;
+    assert_eq!(
+        weights(&ns, &splits).await,
+        (0, Some(0)),
+        "no canary Ingress and the split all on stable"
+    );
+}
