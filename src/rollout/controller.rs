@@ -19,6 +19,7 @@ use super::reconcile::{Context, error_policy, reconcile};
 use crate::api::Rollout;
 use crate::api::analysis::{AnalysisRun, AnalysisTemplate, ClusterAnalysisTemplate};
 use crate::api::contract::ROLLOUT_LABEL;
+use crate::api::rollout::GatewayRouteKind;
 use crate::runtime::leader::{Leadership, became_leader};
 use crate::runtime::metrics::Metrics;
 use crate::runtime::{cache, scoped_api, watch};
@@ -133,11 +134,10 @@ pub async fn run(
                         .canary
                         .as_ref()
                         .and_then(|c| c.traffic_routing.as_ref())
-                        .and_then(|t| t.gateway_api.as_ref());
+                        .and_then(|t| t.gateway());
                     let rollout_ns = rollout.namespace().unwrap_or_default();
                     gateway.is_some_and(|g| {
-                        g.http_route == route_name
-                            && g.namespace.as_deref().unwrap_or(&rollout_ns) == route_ns
+                        g.names(GatewayRouteKind::Http, &route_ns, &route_name, &rollout_ns)
                     })
                 })
                 .map(|rollout| ObjectRef::from_obj(rollout.as_ref()))

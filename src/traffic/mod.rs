@@ -18,7 +18,7 @@ use crate::api::rollout::{CanaryStrategy, RolloutStatus};
 
 /// Every router weir has, chosen by the Rollout's `trafficRouting`.
 pub enum AnyRouter {
-    GatewayApi(Box<gateway_api::HttpRouteRouter>),
+    GatewayApi(Box<gateway_api::GatewayApiRouter>),
     Istio(Box<istio::IstioRouter>),
     Nginx(Box<nginx::NginxRouter>),
     Smi(Box<smi::SmiRouter>),
@@ -36,14 +36,11 @@ fn versions(status: Option<&RolloutStatus>, template_hash: &str) -> istio::Versi
     istio::Versions { stable, canary }
 }
 
-/// The field that names a route's namespace, for messages.
-pub const ROUTE_NAMESPACE_FIELD: &str = "spec.strategy.canary.trafficRouting.gatewayAPI.namespace";
-
 impl AnyRouter {
     /// The router a Rollout in `namespace` asks for; None when it splits traffic by replica
     /// count. A route in another namespace is used only when a ReferenceGrant there allows
-    /// it (`NotGranted` otherwise): the only way to a router, so nothing writes to a route
-    /// the Rollout may not touch. The grants are read only for such a route. `template_hash`
+    /// it (`NotGranted` otherwise, for Gateway API routes): the only way to a router, so
+    /// nothing writes to a route the Rollout may not touch. `template_hash`
     /// is the Rollout's template's (the version subset-level Istio selects before any other).
     pub async fn for_rollout(
         client: &Client,
@@ -77,45 +74,9 @@ impl AnyRouter {
         if let Some(router) = smi::for_rollout(client, rollout, namespace) {
             return Ok(Some(AnyRouter::Smi(Box::new(router))));
         }
-        let Some(gateway) = canary
-            .traffic_routing
-            .as_ref()
-            .and_then(|routing| routing.gateway_api.as_ref())
-        else {
-            return Ok(None);
-        };
-        let (Some(stable), Some(canary_service)) = (
-            canary.stable_service.as_deref(),
-            canary.canary_service.as_deref(),
-        ) else {
-            return Ok(None);
-        };
-        let route_namespace = gateway.namespace.as_deref().unwrap_or(namespace);
-        if route_namespace != namespace {
-            let found = reference_grant::list(client, route_namespace)
-                .await
-                .map_err(|source| RouterError::Api {
-                    kind: "ReferenceGrants of HTTPRoute",
-                    name: format!("{route_namespace}/{}", gateway.http_route),
-                    source: Box::new(source),
-                })?;
-            if !reference_grant::grants(&found, namespace, &gateway.http_route) {
-                return Err(RouterError::NotGranted {
-                    route_namespace: route_namespace.to_owned(),
-                    route: gateway.http_route.clone(),
-                    rollout_namespace: namespace.to_owned(),
-                });
-            }
-        }
-        Ok(Some(AnyRouter::GatewayApi(Box::new(
-            gateway_api::HttpRouteRouter::new(
-                client.clone(),
-                route_namespace,
-                &gateway.http_route,
-                stable,
-                canary_service,
-            ),
-        ))))
+        Ok(gateway_api::for_rollout(client, rollout, namespace)
+            .await?
+            .map(|router| AnyRouter::GatewayApi(Box::new(router))))
     }
 }
 
