@@ -131,7 +131,8 @@ fn default_scale_down_delay_seconds() -> i32 {
 #[serde(rename_all = "camelCase")]
 #[schemars(transform = keep_unknown_fields)]
 pub struct TrafficRouting {
-    /// Weights on the backendRefs of a Gateway API HTTPRoute.
+    /// Weights on the backendRefs of Gateway API HTTPRoutes and GRPCRoutes (the same shape as
+    /// the argoproj-labs/gatewayAPI plugin's configuration).
     #[serde(
         default,
         rename = "gatewayAPI",
