@@ -358,14 +358,16 @@ fn only_for_routes_elsewhere(rule: &PolicyRule) -> bool {
 }
 
 /// Whether `rule` is the one only a Rollout on another router needs (NGINX's Ingresses, SMI's
-/// TrafficSplits, Istio's VirtualServices and DestinationRules): the whole flow routes with
-/// Gateway API, so removing it there would show nothing. `each_router_needs_exactly_its_rule`
-/// exercises NGINX's and SMI's instead; Istio's is not exercised yet.
+/// TrafficSplits, Istio's VirtualServices and DestinationRules, Gateway API's GRPCRoutes):
+/// the whole flow routes with one HTTPRoute, so removing it there would show nothing.
+/// `each_router_needs_exactly_its_rule` exercises NGINX's and SMI's instead; Istio's and
+/// GRPCRoutes' are not exercised yet.
 fn only_for_other_routers(rule: &PolicyRule) -> bool {
     rule.resources.as_deref().is_some_and(|resources| {
         resources == ["ingresses"]
             || resources == ["trafficsplits"]
             || resources == ["virtualservices", "destinationrules"]
+            || resources == ["grpcroutes"]
     })
 }
 
@@ -385,8 +387,8 @@ async fn without_any_one_rule_the_controller_fails_visibly() {
     );
     assert_eq!(
         locked.iter().filter(|r| only_for_other_routers(r)).count(),
-        3,
-        "the NGINX, SMI and Istio rules are left out below (NGINX's and SMI's are tested on their own)"
+        4,
+        "the NGINX, SMI, Istio and GRPCRoute rules are left out below (NGINX's and SMI's are tested on their own)"
     );
     let cases = (0..locked.len())
         .filter(|&index| {

@@ -68,7 +68,10 @@ mod tests {
             .map(|v| v.name.as_str())
             .collect();
         assert_eq!(versions, [reference_grant::api_resource().version.as_str()]);
-        let kinds: Vec<_> = crds.iter().map(|crd| crd.spec.names.kind.as_str()).collect();
+        let kinds: Vec<_> = crds
+            .iter()
+            .map(|crd| crd.spec.names.kind.as_str())
+            .collect();
         assert_eq!(kinds, ["HTTPRoute", "GRPCRoute", "ReferenceGrant"]);
         for crd in &crds {
             let annotations = crd.metadata.annotations.clone().unwrap_or_default();
