@@ -74,10 +74,10 @@ impl RouteLog {
             while let Some(event) = stream.next().await {
                 let Ok(route) = event else { continue };
                 if let Some(problem) = check(&route) {
-                    wrong_sink
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .push(problem);
+                    let mut wrong = wrong_sink.lock().unwrap_or_else(|e| e.into_inner());
+                    if !wrong.contains(&problem) {
+                        wrong.push(problem);
+                    }
                 }
                 let Some(weight) = weighted(&route, pair.0, pair.1) else {
                     continue;

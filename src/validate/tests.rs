@@ -55,6 +55,10 @@ fn the_examples_are_valid() {
             "examples/smi/rollout.yaml",
             include_str!("../../examples/smi/rollout.yaml"),
         ),
+        (
+            "examples/gateway-api/rollout.yaml",
+            include_str!("../../examples/gateway-api/rollout.yaml"),
+        ),
     ] {
         // The first document: the router examples keep their Services beside the Rollout.
         let first = text.split("\n---\n").next().unwrap_or(text);
