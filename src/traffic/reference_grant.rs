@@ -184,9 +184,24 @@ mod tests {
             json!([rollouts_from("shop")]),
             json!([{"group": "gateway.networking.k8s.io", "kind": "GRPCRoute", "name": "web"}]),
         );
-        assert!(!grants(&[http.clone()], "shop", "GRPCRoute", "web"));
-        assert!(grants(&[grpc.clone()], "shop", "GRPCRoute", "web"));
-        assert!(!grants(&[grpc.clone()], "shop", "HTTPRoute", "web"));
+        assert!(!grants(
+            std::slice::from_ref(&http),
+            "shop",
+            "GRPCRoute",
+            "web"
+        ));
+        assert!(grants(
+            std::slice::from_ref(&grpc),
+            "shop",
+            "GRPCRoute",
+            "web"
+        ));
+        assert!(!grants(
+            std::slice::from_ref(&grpc),
+            "shop",
+            "HTTPRoute",
+            "web"
+        ));
         assert!(!grants(&[grpc], "shop", "GRPCRoute", "api"));
         assert!(grants(&[http], "shop", "HTTPRoute", "api"));
     }
