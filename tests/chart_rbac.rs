@@ -358,14 +358,15 @@ fn only_for_routes_elsewhere(rule: &PolicyRule) -> bool {
 }
 
 /// Whether `rule` is the one only a Rollout on another router needs (NGINX's Ingresses, SMI's
-/// TrafficSplits, Istio's VirtualServices and DestinationRules): the whole flow routes with
-/// Gateway API, so removing it there would show nothing. `each_router_needs_exactly_its_rule`
-/// exercises each of them instead.
+/// TrafficSplits, Istio's VirtualServices and DestinationRules, Gateway API's GRPCRoutes):
+/// the whole flow routes with one HTTPRoute, so removing it there would show nothing.
+/// `each_router_needs_exactly_its_rule` exercises each of them instead.
 fn only_for_other_routers(rule: &PolicyRule) -> bool {
     rule.resources.as_deref().is_some_and(|resources| {
         resources == ["ingresses"]
             || resources == ["trafficsplits"]
             || resources == ["virtualservices", "destinationrules"]
+            || resources == ["grpcroutes"]
     })
 }
 
@@ -385,8 +386,8 @@ async fn without_any_one_rule_the_controller_fails_visibly() {
     );
     assert_eq!(
         locked.iter().filter(|r| only_for_other_routers(r)).count(),
-        3,
-        "the NGINX, SMI and Istio rules are left out below (each is tested on its own)"
+        4,
+        "the NGINX, SMI, Istio and GRPCRoute rules are left out below (each is tested on its own)"
     );
     let cases = (0..locked.len())
         .filter(|&index| {
@@ -529,18 +530,24 @@ async fn each_router_needs_exactly_its_rule() {
     assert_eq!(without("ingresses").len() + 1, all.len());
     assert_eq!(without("trafficsplits").len() + 1, all.len());
     assert_eq!(without_istio.len() + 1, all.len());
-    let (nginx, smi, istio, nginx_without, smi_without, istio_without) = futures::join!(
+    assert_eq!(without("grpcroutes").len() + 1, all.len());
+    let (nginx, smi, istio, grpc) = futures::join!(
         other_router("rbac-nginx", all.clone(), Router::Nginx),
         other_router("rbac-smi", all.clone(), Router::Smi),
         other_router("rbac-istio", all.clone(), Router::Istio),
-        other_router("rbac-noingress", without("ingresses"), Router::Nginx),
-        other_router("rbac-nosplit", without("trafficsplits"), Router::Smi),
-        other_router("rbac-noistio", without_istio, Router::Istio),
+        other_router("rbac-grpc", all.clone(), Router::Grpc),
     );
     assert_eq!(nginx, None, "the chart's rules are enough for NGINX");
     assert_eq!(smi, None, "the chart's rules are enough for SMI");
     assert_eq!(istio, None, "the chart's rules are enough for Istio");
-    for said in [nginx_without, smi_without, istio_without] {
+    assert_eq!(grpc, None, "the chart's rules are enough for a GRPCRoute");
+    let refused = futures::join!(
+        other_router("rbac-noingress", without("ingresses"), Router::Nginx),
+        other_router("rbac-nosplit", without("trafficsplits"), Router::Smi),
+        other_router("rbac-noistio", without_istio, Router::Istio),
+        other_router("rbac-nogrpc", without("grpcroutes"), Router::Grpc),
+    );
+    for said in [refused.0, refused.1, refused.2, refused.3] {
         let said = said.unwrap_or_default();
         assert!(said.contains("forbidden"), "{said}");
     }
@@ -552,12 +559,15 @@ enum Router {
     Smi,
     /// Host-level: a VirtualService between the two Services.
     Istio,
+    /// Gateway API: a GRPCRoute between the two Services.
+    Grpc,
 }
 
 /// Runs a canary of the Rollout `web` on `router` as the chart's ServiceAccount bound to
 /// `rules`: None once the router carries the first step's weight, or what weir said of a
 /// refusal.
 async fn other_router(test: &str, rules: Vec<PolicyRule>, router: Router) -> Option<String> {
+    use gateway_api::apis::standard::grpcroutes::GrpcRoute;
     use k8s_openapi::api::networking::v1::Ingress;
     let client = client().await;
     let ns = TestNamespace::new(&client, test).await;
@@ -611,6 +621,20 @@ async fn other_router(test: &str, rules: Vec<PolicyRule>, router: Router) -> Opt
                 .expect("the VirtualService");
             json!({"istio": {"virtualService": {"name": "web"}}})
         }
+        Router::Grpc => {
+            let route = json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "GRPCRoute",
+                "metadata": {"name": "web"},
+                "spec": {"rules": [{"backendRefs": [
+                    {"name": "web-stable", "port": 80}, {"name": "web-canary", "port": 80}]}]}});
+            ns.api::<GrpcRoute>()
+                .create(
+                    &PostParams::default(),
+                    &serde_json::from_value(route).expect("a GRPCRoute"),
+                )
+                .await
+                .expect("the GRPCRoute");
+            json!({"gatewayAPI": {"grpcRoute": "web"}})
+        }
     };
     let steps = json!([{"setWeight": 20}, {"pause": {}}]);
     let extra = json!({"strategy": {"canary": {
@@ -644,6 +668,11 @@ async fn other_router(test: &str, rules: Vec<PolicyRule>, router: Router) -> Opt
             Router::Smi => {
                 let split = splits.get_opt("web").await.ok()??;
                 weir::traffic::smi::canary_share(&split.data["spec"], "web-stable", "web-canary")?
+            }
+            Router::Grpc => {
+                let route = ns.api::<GrpcRoute>().get("web").await.ok()?;
+                let backends = route.spec.rules?.first()?.backend_refs.clone()?;
+                backends.iter().find(|b| b.name == "web-canary")?.weight?
             }
             Router::Istio => {
                 let service = virtual_services.get("web").await.ok()?;

@@ -131,7 +131,8 @@ fn default_scale_down_delay_seconds() -> i32 {
 #[serde(rename_all = "camelCase")]
 #[schemars(transform = keep_unknown_fields)]
 pub struct TrafficRouting {
-    /// Weights on the backendRefs of a Gateway API HTTPRoute.
+    /// Weights on the backendRefs of Gateway API HTTPRoutes and GRPCRoutes (the same shape as
+    /// the argoproj-labs/gatewayAPI plugin's configuration).
     #[serde(
         default,
         rename = "gatewayAPI",
@@ -147,6 +148,37 @@ pub struct TrafficRouting {
     /// Weights on the HTTP, TLS or TCP routes of Istio VirtualServices.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub istio: Option<IstioRouting>,
+    /// Argo Rollouts' traffic router plugins: weir builds in `argoproj-labs/gatewayAPI`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plugins: Option<RouterPlugins>,
+    #[serde(flatten)]
+    #[schemars(skip)]
+    pub unsupported: Unsupported,
+}
+
+impl TrafficRouting {
+    /// The Gateway API routing, written as weir's `gatewayAPI` or as the
+    /// `argoproj-labs/gatewayAPI` plugin's configuration.
+    pub fn gateway(&self) -> Option<&GatewayApiRouting> {
+        self.gateway_api.as_ref().or(self
+            .plugins
+            .as_ref()
+            .and_then(|plugins| plugins.gateway_api.as_ref()))
+    }
+}
+
+/// `trafficRouting.plugins`, keyed by plugin name: the ones weir implements itself. Any other
+/// plugin is kept and reported.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[schemars(transform = keep_unknown_fields)]
+pub struct RouterPlugins {
+    /// Gateway API, configured as the argoproj-labs plugin is.
+    #[serde(
+        default,
+        rename = "argoproj-labs/gatewayAPI",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub gateway_api: Option<GatewayApiRouting>,
     #[serde(flatten)]
     #[schemars(skip)]
     pub unsupported: Unsupported,
@@ -290,14 +322,128 @@ pub struct IstioDestinationRule {
     pub unsupported: Unsupported,
 }
 
-#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+/// Gateway API routes whose stable and canary backendRefs carry the weights, in the shape
+/// of the argoproj-labs/gatewayAPI plugin's configuration: every route named is set.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(transform = keep_unknown_fields)]
 pub struct GatewayApiRouting {
-    /// The HTTPRoute whose stable and canary backendRefs carry the weights.
-    pub http_route: String,
-    /// The HTTPRoute's namespace; defaults to the Rollout's.
+    /// One HTTPRoute (it takes header routes, as the plugin's does).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http_route: Option<String>,
+    /// Several HTTPRoutes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub http_routes: Vec<GatewayApiRoute>,
+    /// One GRPCRoute (it takes header routes, as the plugin's does).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grpc_route: Option<String>,
+    /// Several GRPCRoutes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub grpc_routes: Vec<GatewayApiRoute>,
+    /// The routes' namespace; defaults to the Rollout's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace: Option<String>,
+    #[serde(flatten)]
+    #[schemars(skip)]
+    pub unsupported: Unsupported,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(transform = keep_unknown_fields)]
+pub struct GatewayApiRoute {
+    /// The route's name.
+    pub name: String,
+    /// Whether `setHeaderRoute` steps add their header routes to this route.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub use_header_routes: bool,
+    #[serde(flatten)]
+    #[schemars(skip)]
+    pub unsupported: Unsupported,
+}
+
+/// The kinds of Gateway API route weir sets weights on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum GatewayRouteKind {
+    Http,
+    Grpc,
+}
+
+impl GatewayRouteKind {
+    pub fn kind(self) -> &'static str {
+        match self {
+            GatewayRouteKind::Http => "HTTPRoute",
+            GatewayRouteKind::Grpc => "GRPCRoute",
+        }
+    }
+}
+
+/// One route a Rollout sets, with what its configuration says of it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NamedGatewayRoute<'a> {
+    pub kind: GatewayRouteKind,
+    pub name: &'a str,
+    pub use_header_routes: bool,
+    /// Where it was named: `httpRoute`, `httpRoutes[1]`, ...
+    pub field: String,
+}
+
+impl GatewayApiRouting {
+    /// Every route named, HTTPRoutes first, the single field before its list. A single
+    /// `httpRoute`/`grpcRoute` takes header routes, as the plugin has it.
+    pub fn routes(&self) -> Vec<NamedGatewayRoute<'_>> {
+        let mut routes = Vec::new();
+        for (kind, single, single_field, list, list_field) in [
+            (
+                GatewayRouteKind::Http,
+                &self.http_route,
+                "httpRoute",
+                &self.http_routes,
+                "httpRoutes",
+            ),
+            (
+                GatewayRouteKind::Grpc,
+                &self.grpc_route,
+                "grpcRoute",
+                &self.grpc_routes,
+                "grpcRoutes",
+            ),
+        ] {
+            if let Some(name) = single {
+                routes.push(NamedGatewayRoute {
+                    kind,
+                    name,
+                    use_header_routes: true,
+                    field: single_field.to_owned(),
+                });
+            }
+            for (index, route) in list.iter().enumerate() {
+                routes.push(NamedGatewayRoute {
+                    kind,
+                    name: &route.name,
+                    use_header_routes: route.use_header_routes,
+                    field: format!("{list_field}[{index}]"),
+                });
+            }
+        }
+        routes
+    }
+
+    /// Whether this routing names the route `kind` `name` in `namespace`, for a Rollout in
+    /// `rollout_namespace`.
+    pub fn names(
+        &self,
+        kind: GatewayRouteKind,
+        namespace: &str,
+        name: &str,
+        rollout_namespace: &str,
+    ) -> bool {
+        self.namespace.as_deref().unwrap_or(rollout_namespace) == namespace
+            && self
+                .routes()
+                .iter()
+                .any(|route| route.kind == kind && route.name == name)
+    }
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]

@@ -34,7 +34,7 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1:9102")]
         listen: std::net::SocketAddr,
     },
-    /// Print the Gateway API CRDs weir uses (HTTPRoute, ReferenceGrant) for a cluster without
+    /// Print the Gateway API CRDs weir uses (HTTPRoute, GRPCRoute, ReferenceGrant) for a cluster without
     /// Gateway API (or write them with --dir, one file each).
     #[command(alias = "httproute-crd")]
     GatewayApiCrds {

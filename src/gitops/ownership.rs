@@ -1,6 +1,6 @@
 //! Where Git and the rollout engine meet inside one object. Pure.
 //!
-//! An HTTPRoute that a Rollout splits traffic on usually comes from Git, but its stable and
+//! An HTTPRoute (or GRPCRoute, the same shape) that a Rollout splits traffic on usually comes from Git, but its stable and
 //! canary `weight`s belong to the rollout engine (field manager `weir-rollout`). Gateway
 //! API's `rules` and `backendRefs` are atomic lists, so server-side apply cannot share them
 //! field by field: whoever applies the list sets every weight in it. weir-sync therefore
@@ -18,7 +18,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use serde::Deserialize;
 use serde_json::Value;
+
+use crate::api::rollout::GatewayApiRouting;
 
 /// A route object by kind, namespace and name.
 pub type RouteKey = (String, String, String);
@@ -30,7 +33,15 @@ pub type RouteKey = (String, String, String);
 pub struct RolloutRoutes(BTreeMap<RouteKey, BTreeSet<String>>);
 
 /// The kinds whose fields a Rollout may own.
-pub const ROUTE_KINDS: [&str; 3] = ["HTTPRoute", "VirtualService", "DestinationRule"];
+pub const ROUTE_KINDS: [&str; 4] = [
+    "HTTPRoute",
+    "GRPCRoute",
+    "VirtualService",
+    "DestinationRule",
+];
+
+/// The key of Gateway API's configuration under `trafficRouting.plugins`.
+const GATEWAY_PLUGIN: &str = "argoproj-labs/gatewayAPI";
 
 impl RolloutRoutes {
     /// Notes the route and Services of a Rollout (a live one or one from Git, as JSON), whose
@@ -38,22 +49,26 @@ impl RolloutRoutes {
     pub fn add(&mut self, rollout: &Value, namespace: &str) {
         let canary = &rollout["spec"]["strategy"]["canary"];
         self.add_istio(canary, namespace);
-        let routing = &canary["trafficRouting"]["gatewayAPI"];
-        let Some(route) = routing["httpRoute"].as_str() else {
-            return;
-        };
-        let route_namespace = routing["namespace"].as_str().unwrap_or(namespace);
-        let services = self
-            .0
-            .entry((
-                "HTTPRoute".to_owned(),
-                route_namespace.to_owned(),
-                route.to_owned(),
-            ))
-            .or_default();
-        for field in ["stableService", "canaryService"] {
-            if let Some(service) = canary[field].as_str() {
-                services.insert(service.to_owned());
+        let routing = &canary["trafficRouting"];
+        let services: Vec<String> = ["stableService", "canaryService"]
+            .iter()
+            .filter_map(|field| canary[field].as_str().map(str::to_owned))
+            .collect();
+        // weir's own field, or the argoproj-labs plugin's configuration: the same shape.
+        for written in [&routing["gatewayAPI"], &routing["plugins"][GATEWAY_PLUGIN]] {
+            let Ok(gateway) = GatewayApiRouting::deserialize(written) else {
+                continue;
+            };
+            let route_namespace = gateway.namespace.as_deref().unwrap_or(namespace);
+            for route in gateway.routes() {
+                self.0
+                    .entry((
+                        route.kind.kind().to_owned(),
+                        route_namespace.to_owned(),
+                        route.name.to_owned(),
+                    ))
+                    .or_default()
+                    .extend(services.iter().cloned());
             }
         }
     }
@@ -298,6 +313,38 @@ mod tests {
         );
         assert_eq!(routes.services("shop", "edge"), None);
         assert_eq!(routes.services("other", "web"), None);
+    }
+
+    #[test]
+    fn the_gateway_plugin_form_claims_every_route_it_names() {
+        let mut routes = RolloutRoutes::default();
+        let plugin = json!({"spec": {"strategy": {"canary": {
+            "stableService": "web-stable", "canaryService": "web-canary",
+            "trafficRouting": {"plugins": {"argoproj-labs/gatewayAPI": {
+                "httpRoutes": [{"name": "web"}, {"name": "mesh", "useHeaderRoutes": true}],
+                "grpcRoute": "rpc", "namespace": "edge"}}}}}}});
+        routes.add(&plugin, "shop");
+        let both = Some(services(&["web-canary", "web-stable"]));
+        for (kind, name) in [
+            ("HTTPRoute", "web"),
+            ("HTTPRoute", "mesh"),
+            ("GRPCRoute", "rpc"),
+        ] {
+            assert_eq!(
+                routes.owned(kind, "edge", name),
+                both.as_ref(),
+                "{kind} {name}"
+            );
+        }
+        assert_eq!(routes.owned("HTTPRoute", "edge", "rpc"), None);
+        assert_eq!(routes.owned("GRPCRoute", "shop", "rpc"), None);
+        // A GRPCRoute from Git keeps its live weights as an HTTPRoute does.
+        let mut git = json!({"kind": "GRPCRoute", "spec": {"rules": [{"backendRefs": [
+            {"name": "web-stable", "weight": 100}, {"name": "web-canary", "weight": 0}]}]}});
+        let live = json!({"kind": "GRPCRoute", "spec": {"rules": [{"backendRefs": [
+            {"name": "web-stable", "weight": 60}, {"name": "web-canary", "weight": 40}]}]}});
+        keep_live_weights(&mut git, &live, &services(&["web-canary", "web-stable"]));
+        assert_eq!(git, live);
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! Runs the Rollout controller: watches Rollouts and only what they own (ReplicaSets and
 //! AnalysisRuns carrying `weir.dev/rollout`), plus the routers' objects (HTTPRoutes,
-//! VirtualServices, DestinationRules, Ingresses, TrafficSplits) and analysis templates
+//! GRPCRoutes, VirtualServices, DestinationRules, Ingresses, TrafficSplits) and analysis templates
 //! Rollouts name, and reconciles.
 
 use std::sync::Arc;
@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use futures::StreamExt;
+use gateway_api::apis::standard::grpcroutes::GrpcRoute;
 use gateway_api::apis::standard::httproutes::HttpRoute;
 use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::networking::v1::Ingress;
@@ -62,6 +63,11 @@ pub async fn run(
         watch::config(),
         // Optional: a cluster without Gateway API runs Rollouts without a router.
         health.optional_watch("rollout/HTTPRoute"),
+    );
+    let grpc_routes = watch::watched(
+        scoped_api::<GrpcRoute>(&client, namespace),
+        watch::config(),
+        health.optional_watch("rollout/GRPCRoute"),
     );
     // The other routers' objects, each optional: a cluster without Istio, SMI or an Ingress
     // controller runs Rollouts on the routers it has.
@@ -164,6 +170,10 @@ pub async fn run(
         .watches_stream(routes.touched_objects(), {
             let rollouts = rollouts.clone();
             move |route: HttpRoute| routing_through(&rollouts, RouteKind::HttpRoute, &route)
+        })
+        .watches_stream(grpc_routes.touched_objects(), {
+            let rollouts = rollouts.clone();
+            move |route: GrpcRoute| routing_through(&rollouts, RouteKind::GrpcRoute, &route)
         })
         .watches_stream(ingresses.touched_objects(), {
             let rollouts = rollouts.clone();

@@ -24,7 +24,7 @@ use crate::runtime::error::{Backoff, Classified, Controller, Error as Core};
 use crate::runtime::leader::{Leadership, Term};
 use crate::runtime::metrics::Metrics;
 use crate::time::to_k8s;
-use crate::traffic::{ROUTE_NAMESPACE_FIELD, Router, RouterError, Routers};
+use crate::traffic::{Router, RouterError, Routers};
 use crate::validate::{Violation, ViolationKind};
 use kube::runtime::finalizer::{self, Event as FinalizerEvent, finalizer};
 
@@ -157,10 +157,10 @@ async fn reconcile_rollout(
         let mut problems = template_problems(&ctx.client, &current).await?;
         let router = match Routers::for_rollout(&ctx.client, &current, &namespace, &hash).await {
             Ok(router) => router,
-            Err(refused @ RouterError::NotGranted { .. }) => {
+            Err(ref refused @ RouterError::NotGranted { ref field, .. }) => {
                 problems.push(Violation {
                     kind: ViolationKind::Invalid,
-                    field: ROUTE_NAMESPACE_FIELD.into(),
+                    field: field.clone(),
                     message: refused.to_string(),
                 });
                 refused_route = true;

@@ -1,4 +1,4 @@
-//! The Gateway API CRDs weir uses (HTTPRoute, ReferenceGrant), generated from the
+//! The Gateway API CRDs weir uses (HTTPRoute, GRPCRoute, ReferenceGrant), generated from the
 //! `gateway-api` crate's types, for clusters without the upstream Gateway API install (the
 //! local control plane). A real cluster installs Gateway API from its own release instead.
 
@@ -16,8 +16,12 @@ use crate::traffic::reference_grant;
 const API_APPROVED: &str = "api-approved.kubernetes.io";
 
 pub fn crds() -> Result<Vec<CustomResourceDefinition>, serde_json::Error> {
-    use gateway_api::apis::standard::{httproutes::HttpRoute, referencegrants::ReferenceGrant};
+    use gateway_api::apis::standard::{
+        grpcroutes::GrpcRoute, httproutes::HttpRoute, referencegrants::ReferenceGrant,
+    };
     let route = serde_json::to_value(HttpRoute::crd())?;
+    // GRPCRoute as v1, the version weir sets: Gateway API serves it since v1.1.
+    let grpc_route = serde_json::to_value(GrpcRoute::crd())?;
     let mut grant = serde_json::to_value(ReferenceGrant::crd())?;
     // Served as v1beta1, the version weir reads: every Gateway API release since v0.6 serves
     // it (the crate's type is v1, which only v1.5 and later add; the schema is the same).
@@ -27,7 +31,10 @@ pub fn crds() -> Result<Vec<CustomResourceDefinition>, serde_json::Error> {
     {
         *version = Value::from(reference_grant::api_resource().version);
     }
-    [route, grant].into_iter().map(installable).collect()
+    [route, grpc_route, grant]
+        .into_iter()
+        .map(installable)
+        .collect()
 }
 
 fn installable(mut value: Value) -> Result<CustomResourceDefinition, serde_json::Error> {
@@ -61,6 +68,11 @@ mod tests {
             .map(|v| v.name.as_str())
             .collect();
         assert_eq!(versions, [reference_grant::api_resource().version.as_str()]);
+        let kinds: Vec<_> = crds
+            .iter()
+            .map(|crd| crd.spec.names.kind.as_str())
+            .collect();
+        assert_eq!(kinds, ["HTTPRoute", "GRPCRoute", "ReferenceGrant"]);
         for crd in &crds {
             let annotations = crd.metadata.annotations.clone().unwrap_or_default();
             assert!(

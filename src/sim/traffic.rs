@@ -1,5 +1,5 @@
 //! A simulated data plane, because the local cluster has none: requests at a steady rate on
-//! every HTTPRoute, Istio VirtualService HTTP route (a destination is its host's Service,
+//! every HTTPRoute and GRPCRoute (attached to a Gateway or, GAMMA, to a Service), Istio VirtualService HTTP route (a destination is its host's Service,
 //! narrowed by its DestinationRule subset's labels when it names a subset), stable Ingress
 //! (with its NGINX canary Ingress's `canary-weight`) and SMI TrafficSplit, split by the
 //! weights each carries now, answered by each backend as
@@ -16,6 +16,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use gateway_api::apis::standard::grpcroutes::GrpcRoute;
 use gateway_api::apis::standard::httproutes::HttpRoute;
 use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::core::v1::{PodTemplateSpec, Service};
@@ -28,6 +29,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+use crate::traffic::gateway_api::WeightedRoute;
 use crate::traffic::smi;
 
 pub const ERROR_RATE_ANNOTATION: &str = "sim.weir.dev/error-rate";
@@ -503,7 +505,22 @@ pub fn traffic_split_backends(spec: &serde_json::Value) -> Weighted {
     }
 }
 
-/// Every route in `namespace` (or all): HTTPRoutes, stable Ingresses with their canary
+/// How a Gateway API route (HTTPRoute or GRPCRoute) splits: each rule's backendRefs by
+/// weight (1 when unset). Whatever the route is attached to, a Gateway or a Service (GAMMA),
+/// its requests split the same way.
+pub fn gateway_route_splits<R: WeightedRoute>(route: &R) -> Weighted {
+    route
+        .rules()
+        .iter()
+        .map(|rule| {
+            rule.iter()
+                .map(|b| (b.name.to_owned(), b.weight.unwrap_or(1).max(0) as u32))
+                .collect()
+        })
+        .collect()
+}
+
+/// Every route in `namespace` (or all): HTTPRoutes and GRPCRoutes, stable Ingresses with their canary
 /// Ingresses, TrafficSplits (when the cluster has the kind).
 async fn weighted_routes(
     client: &Client,
@@ -513,24 +530,27 @@ async fn weighted_routes(
     let mut found = Vec::new();
     let routes: Api<HttpRoute> = scoped(client, namespace);
     for route in routes.list(&params).await?.items {
-        let rules = route
-            .spec
-            .rules
-            .iter()
-            .flatten()
-            .map(|rule| {
-                rule.backend_refs
-                    .iter()
-                    .flatten()
-                    .map(|b| (b.name.clone(), b.weight.unwrap_or(1).max(0) as u32))
-                    .collect()
-            })
-            .collect();
         found.push((
             route.namespace().unwrap_or_default(),
             route.name_any(),
-            rules,
+            gateway_route_splits(&route),
         ));
+    }
+    // GRPCRoutes split the same way (when the cluster has the kind), named apart from an
+    // HTTPRoute of the same name.
+    let grpc_routes: Api<GrpcRoute> = scoped(client, namespace);
+    match grpc_routes.list(&params).await {
+        Ok(listed) => {
+            for route in listed.items {
+                found.push((
+                    route.namespace().unwrap_or_default(),
+                    format!("grpcroute/{}", route.name_any()),
+                    gateway_route_splits(&route),
+                ));
+            }
+        }
+        Err(kube::Error::Api(status)) if status.code == 404 => {}
+        Err(error) => return Err(error),
     }
     let ingresses: Api<Ingress> = scoped(client, namespace);
     let (canaries, stables): (Vec<Ingress>, Vec<Ingress>) = ingresses
@@ -834,6 +854,31 @@ mod tests {
     fn path(path: &str, service: &str) -> serde_json::Value {
         serde_json::json!({"path": path, "pathType": "Prefix",
             "backend": {"service": {"name": service, "port": {"number": 80}}}})
+    }
+
+    #[test]
+    fn gamma_http_routes_and_grpc_routes_split_by_their_backend_weights() {
+        let rules = serde_json::json!([
+            {"backendRefs": [{"name": "web-stable", "port": 80, "weight": 70},
+                             {"name": "web-canary", "port": 80, "weight": 30}]},
+            {"backendRefs": [{"name": "other", "port": 80}]}
+        ]);
+        // Attached to a Service (GAMMA), not a Gateway.
+        let mesh = serde_json::json!([{"group": "", "kind": "Service", "name": "web"}]);
+        let http: HttpRoute = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "web"},
+            "spec": {"parentRefs": mesh, "rules": rules}}))
+        .expect("an HTTPRoute");
+        let grpc: GrpcRoute = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "rpc"},
+            "spec": {"parentRefs": mesh, "rules": rules}}))
+        .expect("a GRPCRoute");
+        let expected = vec![
+            vec![("web-stable".to_owned(), 70), ("web-canary".to_owned(), 30)],
+            vec![("other".to_owned(), 1)],
+        ];
+        assert_eq!(gateway_route_splits(&http), expected);
+        assert_eq!(gateway_route_splits(&grpc), expected);
     }
 
     #[test]

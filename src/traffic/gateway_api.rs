@@ -1,18 +1,27 @@
-//! Gateway API: the canary weight lives on the `backendRefs` of an HTTPRoute that sends to
-//! both the stable and the canary Service. weir changes only those two `weight` fields, with
-//! a JSON patch that first tests each backend's name (so a concurrent edit that reorders the
-//! rules fails instead of setting the wrong backend), as field manager `weir-rollout`.
+//! Gateway API: the canary weight lives on the `backendRefs` of HTTPRoutes and GRPCRoutes that
+//! send to both the stable and the canary Service. weir changes only those two `weight`
+//! fields of each route, with a JSON patch that first tests each backend's name (so a
+//! concurrent edit that reorders the rules fails instead of setting the wrong backend), as
+//! field manager `weir-rollout`: other backends, their filters and other rules stay as they
+//! are, so several Rollouts may share a route. Which Gateway or Service (GAMMA) a route is
+//! attached to does not matter here.
 
+use std::fmt::Debug;
+
+use crate::api::Rollout;
 use crate::api::contract::ROLLOUT_MANAGER;
+use crate::api::rollout::{GatewayApiRouting, GatewayRouteKind, TrafficRouting};
+use gateway_api::apis::standard::grpcroutes::GrpcRoute;
 use gateway_api::apis::standard::httproutes::HttpRoute;
 use json_patch::{AddOperation, Patch as JsonPatch, PatchOperation, TestOperation};
 use kube::Client;
 use kube::api::{Api, Patch, PatchParams};
+use serde::de::DeserializeOwned;
 use serde_json::Value;
 
+use super::reference_grant;
 use super::router::{Router, RouterError};
 
-const KIND: &str = "HTTPRoute";
 const GROUP: &str = "gateway.networking.k8s.io";
 
 /// Whether a 404 is about an object (the API server names it) rather than about its kind:
@@ -21,61 +30,150 @@ pub(super) fn names_an_object(status: &kube::core::Status) -> bool {
     status.details.as_ref().is_some_and(|d| !d.name.is_empty())
 }
 
-pub struct HttpRouteRouter {
-    api: Api<HttpRoute>,
-    namespace: String,
-    name: String,
-    stable: String,
-    canary: String,
+/// One backendRef as the weights see it.
+pub struct Backend<'a> {
+    pub name: &'a str,
+    pub kind: Option<&'a str>,
+    pub group: Option<&'a str>,
+    pub weight: Option<i32>,
+}
+
+/// A route kind whose rules carry weighted backendRefs: HTTPRoute and GRPCRoute alike.
+pub trait WeightedRoute:
+    kube::Resource<DynamicType = (), Scope = kube::core::NamespaceResourceScope>
+    + Clone
+    + Debug
+    + DeserializeOwned
+    + Send
+    + Sync
+    + 'static
+{
+    const KIND: &'static str;
+    /// Each rule's backendRefs, in order.
+    fn rules(&self) -> Vec<Vec<Backend<'_>>>;
+}
+
+impl WeightedRoute for HttpRoute {
+    const KIND: &'static str = "HTTPRoute";
+    fn rules(&self) -> Vec<Vec<Backend<'_>>> {
+        let rules = self.spec.rules.as_deref().unwrap_or_default();
+        rules
+            .iter()
+            .map(|rule| {
+                let backends = rule.backend_refs.as_deref().unwrap_or_default();
+                backends
+                    .iter()
+                    .map(|b| Backend {
+                        name: &b.name,
+                        kind: b.kind.as_deref(),
+                        group: b.group.as_deref(),
+                        weight: b.weight,
+                    })
+                    .collect()
+            })
+            .collect()
+    }
+}
+
+impl WeightedRoute for GrpcRoute {
+    const KIND: &'static str = "GRPCRoute";
+    fn rules(&self) -> Vec<Vec<Backend<'_>>> {
+        let rules = self.spec.rules.as_deref().unwrap_or_default();
+        rules
+            .iter()
+            .map(|rule| {
+                let backends = rule.backend_refs.as_deref().unwrap_or_default();
+                backends
+                    .iter()
+                    .map(|b| Backend {
+                        name: &b.name,
+                        kind: b.kind.as_deref(),
+                        group: b.group.as_deref(),
+                        weight: b.weight,
+                    })
+                    .collect()
+            })
+            .collect()
+    }
 }
 
 /// Where a rule sends to both Services: (rule index, stable backend index, canary backend index).
 pub type Split = (usize, usize, usize);
 
 /// The rules that split between the two Services. A route with none cannot carry a canary.
-pub fn splits(route: &HttpRoute, stable: &str, canary: &str) -> Result<Vec<Split>, RouterError> {
-    let is_service = |kind: &Option<String>, group: &Option<String>| {
-        kind.as_deref().unwrap_or("Service") == "Service"
-            && group.as_deref().unwrap_or("").is_empty()
-    };
+pub fn splits<R: WeightedRoute>(
+    route: &R,
+    stable: &str,
+    canary: &str,
+) -> Result<Vec<Split>, RouterError> {
+    let is_service =
+        |b: &Backend| b.kind.unwrap_or("Service") == "Service" && b.group.unwrap_or("").is_empty();
     let mut found = Vec::new();
-    for (r, rule) in route.spec.rules.iter().flatten().enumerate() {
-        let backends = rule.backend_refs.as_deref().unwrap_or_default();
+    for (r, backends) in route.rules().iter().enumerate() {
         let position = |service: &str| {
             backends
                 .iter()
-                .position(|b| b.name == service && is_service(&b.kind, &b.group))
+                .position(|b| b.name == service && is_service(b))
         };
         if let (Some(s), Some(c)) = (position(stable), position(canary)) {
             found.push((r, s, c));
         }
     }
     if found.is_empty() {
-        let name = route.metadata.name.clone().unwrap_or_default();
+        let name = route.meta().name.clone().unwrap_or_default();
         return Err(RouterError::Misconfigured(format!(
-            "HTTPRoute {name} has no rule with backendRefs to both Service {stable} (stableService) and Service {canary} (canaryService); add both to the rule that should split traffic"
+            "{} {name} has no rule with backendRefs to both Service {stable} (stableService) and Service {canary} (canaryService); add both to the rule that should split traffic",
+            R::KIND
         )));
     }
     Ok(found)
 }
 
 /// The canary's share in percent on the route: the highest over its splitting rules (so a
-/// rule left behind is never hidden), or None when weir has not set the weights yet.
-pub fn canary_weight(route: &HttpRoute, splits: &[Split]) -> Option<i32> {
-    let rules = route.spec.rules.as_deref().unwrap_or_default();
+/// rule left behind is never hidden), or None when the splits do not fit the route.
+pub fn canary_weight<R: WeightedRoute>(route: &R, splits: &[Split]) -> Option<i32> {
+    let rules = route.rules();
     let mut highest: Option<i32> = None;
     for &(r, s, c) in splits {
-        let backends = rules.get(r)?.backend_refs.as_deref()?;
+        let backends = rules.get(r)?;
         // Gateway API's default weight is 1.
         let (stable, canary) = (
             backends.get(s)?.weight.unwrap_or(1),
             backends.get(c)?.weight.unwrap_or(1),
         );
-        let share = if stable + canary == 0 {
-            0
-        } else {
-            (100 * canary + (stable + canary) / 2) / (stable + canary)
-        };
+        let share = share(stable, canary);
+        highest = Some(highest.map_or(share, |h| h.max(share)));
+    }
+    highest
+}
+
+/// The canary's share in percent of a stable and a canary weight, rounded half up.
+fn share(stable: i32, canary: i32) -> i32 {
+    let (stable, canary) = (i64::from(stable.max(0)), i64::from(canary.max(0)));
+    if stable + canary == 0 {
+        0
+    } else {
+        // Bounded by 100: the weights are at most i32::MAX each, summed in i64.
+        ((100 * canary + (stable + canary) / 2) / (stable + canary)) as i32
+    }
+}
+
+/// Whether every split already carries exactly `weight` to the canary and the rest to the
+/// stable: then there is nothing to write.
+pub fn already_set<R: WeightedRoute>(route: &R, splits: &[Split], weight: i32) -> bool {
+    let rules = route.rules();
+    splits.iter().all(|&(r, s, c)| {
+        let weight_of = |i: usize| rules.get(r).and_then(|b| b.get(i)).and_then(|b| b.weight);
+        weight_of(s) == Some(100 - weight) && weight_of(c) == Some(weight)
+    })
+}
+
+/// The highest share over several routes' reads: a route without a share (None) makes the
+/// whole read None, so the planner sets every route again rather than trusting the others.
+pub fn highest_share(shares: impl IntoIterator<Item = Option<i32>>) -> Option<i32> {
+    let mut highest: Option<i32> = None;
+    for share in shares {
+        let share = share?;
         highest = Some(highest.map_or(share, |h| h.max(share)));
     }
     highest
@@ -100,78 +198,217 @@ pub fn weight_patch(splits: &[Split], stable: &str, canary: &str, weight: i32) -
     JsonPatch(operations)
 }
 
-impl HttpRouteRouter {
-    pub fn new(client: Client, namespace: &str, name: &str, stable: &str, canary: &str) -> Self {
-        HttpRouteRouter {
-            api: Api::namespaced(client, namespace),
+/// Where a Rollout's Gateway API routing is written, for messages: weir's `gatewayAPI` or
+/// the plugin's configuration.
+pub fn config_field(routing: &TrafficRouting) -> &'static str {
+    if routing.gateway_api.is_some() {
+        "spec.strategy.canary.trafficRouting.gatewayAPI"
+    } else {
+        "spec.strategy.canary.trafficRouting.plugins.argoproj-labs/gatewayAPI"
+    }
+}
+
+/// The routes a Rollout in `namespace` sets, when it routes by Gateway API with both
+/// Services named; every route in another namespace must be granted by a ReferenceGrant
+/// there (`NotGranted` names the first that is not). The grants are read only then.
+pub async fn for_rollout(
+    client: &Client,
+    rollout: &Rollout,
+    namespace: &str,
+) -> Result<Option<GatewayApiRouter>, RouterError> {
+    let Some(canary) = rollout.spec.strategy.canary.as_ref() else {
+        return Ok(None);
+    };
+    let Some(routing) = canary.traffic_routing.as_ref() else {
+        return Ok(None);
+    };
+    let Some(gateway) = routing.gateway() else {
+        return Ok(None);
+    };
+    let (Some(stable), Some(canary_service)) = (
+        canary.stable_service.as_deref(),
+        canary.canary_service.as_deref(),
+    ) else {
+        return Ok(None);
+    };
+    let router = GatewayApiRouter::new(client.clone(), namespace, gateway, stable, canary_service);
+    let route_namespace = router.namespace.as_str();
+    if route_namespace != namespace {
+        let found = reference_grant::list(client, route_namespace)
+            .await
+            .map_err(|source| RouterError::Api {
+                kind: "ReferenceGrants",
+                name: route_namespace.to_owned(),
+                source: Box::new(source),
+            })?;
+        if let Some((kind, route)) = router
+            .routes
+            .iter()
+            .find(|(kind, route)| !reference_grant::grants(&found, namespace, kind.kind(), route))
+        {
+            return Err(RouterError::NotGranted {
+                kind: kind.kind(),
+                route_namespace: route_namespace.to_owned(),
+                route: route.clone(),
+                rollout_namespace: namespace.to_owned(),
+                field: format!("{}.namespace", config_field(routing)),
+            });
+        }
+    }
+    Ok(Some(router))
+}
+
+/// Every HTTPRoute and GRPCRoute of one Rollout, in one namespace, each set and verified.
+pub struct GatewayApiRouter {
+    http: Api<HttpRoute>,
+    grpc: Api<GrpcRoute>,
+    namespace: String,
+    routes: Vec<(GatewayRouteKind, String)>,
+    stable: String,
+    canary: String,
+}
+
+impl GatewayApiRouter {
+    pub fn new(
+        client: Client,
+        rollout_namespace: &str,
+        routing: &GatewayApiRouting,
+        stable: &str,
+        canary: &str,
+    ) -> Self {
+        let namespace = routing.namespace.as_deref().unwrap_or(rollout_namespace);
+        let mut routes: Vec<(GatewayRouteKind, String)> = Vec::new();
+        for route in routing.routes() {
+            // A route named twice is set once.
+            if !routes
+                .iter()
+                .any(|(k, n)| *k == route.kind && n == route.name)
+            {
+                routes.push((route.kind, route.name.to_owned()));
+            }
+        }
+        GatewayApiRouter {
+            http: Api::namespaced(client.clone(), namespace),
+            grpc: Api::namespaced(client, namespace),
             namespace: namespace.into(),
-            name: name.into(),
+            routes,
             stable: stable.into(),
             canary: canary.into(),
         }
     }
 
-    async fn get(&self) -> Result<HttpRoute, RouterError> {
-        match self.api.get(&self.name).await {
+    /// The routes, as people name them: `HTTPRoute ns/a, GRPCRoute ns/b`.
+    pub fn label(&self) -> String {
+        self.routes
+            .iter()
+            .map(|(kind, name)| format!("{} {}/{name}", kind.kind(), self.namespace))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    async fn get<R: WeightedRoute>(&self, api: &Api<R>, name: &str) -> Result<R, RouterError> {
+        match api.get(name).await {
             Ok(route) => Ok(route),
             Err(kube::Error::Api(status)) if status.code == 404 => {
                 Err(if names_an_object(&status) {
                     RouterError::NotFound {
-                        kind: KIND,
+                        kind: R::KIND,
                         namespace: self.namespace.clone(),
-                        name: self.name.clone(),
+                        name: name.to_owned(),
                     }
                 } else {
                     RouterError::KindMissing {
-                        kind: KIND,
+                        kind: R::KIND,
                         group: GROUP,
                     }
                 })
             }
             Err(source) => Err(RouterError::Api {
-                kind: KIND,
-                name: self.name.clone(),
+                kind: R::KIND,
+                name: name.to_owned(),
                 source: Box::new(source),
             }),
         }
     }
-}
 
-impl Router for HttpRouteRouter {
-    async fn weight(&self) -> Result<Option<i32>, RouterError> {
-        let route = self.get().await?;
+    async fn weight_of<R: WeightedRoute>(
+        &self,
+        api: &Api<R>,
+        name: &str,
+    ) -> Result<Option<i32>, RouterError> {
+        let route = self.get(api, name).await?;
         let found = splits(&route, &self.stable, &self.canary)?;
         Ok(canary_weight(&route, &found))
     }
 
-    async fn set_weight(&self, weight: i32) -> Result<i32, RouterError> {
-        let route = self.get().await?;
+    async fn set_weight_of<R: WeightedRoute>(
+        &self,
+        api: &Api<R>,
+        name: &str,
+        weight: i32,
+    ) -> Result<(), RouterError> {
+        let route = self.get(api, name).await?;
         let found = splits(&route, &self.stable, &self.canary)?;
+        // A route already there is not written: a no-op writes nothing.
+        if already_set(&route, &found, weight) {
+            return Ok(());
+        }
         let patch = weight_patch(&found, &self.stable, &self.canary, weight);
         let params = PatchParams {
             field_manager: Some(ROLLOUT_MANAGER.into()),
             ..PatchParams::default()
         };
-        let patched = self
-            .api
-            .patch(&self.name, &params, &Patch::<()>::Json(patch))
+        let patched = api
+            .patch(name, &params, &Patch::<()>::Json(patch))
             .await
             .map_err(|source| RouterError::Api {
-                kind: KIND,
-                name: self.name.clone(),
+                kind: R::KIND,
+                name: name.to_owned(),
                 source: Box::new(source),
             })?;
         // Verified on what the API server stored, not assumed from what was sent.
         let found = canary_weight(&patched, &splits(&patched, &self.stable, &self.canary)?);
         if found != Some(weight) {
             return Err(RouterError::NotVerified {
-                kind: KIND,
-                name: self.name.clone(),
+                kind: R::KIND,
+                name: name.to_owned(),
                 wanted: weight,
                 found,
             });
         }
-        Ok(weight)
+        Ok(())
+    }
+}
+
+impl Router for GatewayApiRouter {
+    async fn weight(&self) -> Result<Option<i32>, RouterError> {
+        let mut shares = Vec::with_capacity(self.routes.len());
+        for (kind, name) in &self.routes {
+            shares.push(match kind {
+                GatewayRouteKind::Http => self.weight_of(&self.http, name).await?,
+                GatewayRouteKind::Grpc => self.weight_of(&self.grpc, name).await?,
+            });
+        }
+        Ok(highest_share(shares))
+    }
+
+    /// Every route is set even when one fails (an abort must reach all it can); the first
+    /// failure is returned, so the planner tries again.
+    async fn set_weight(&self, weight: i32) -> Result<i32, RouterError> {
+        let mut first_error = None;
+        for (kind, name) in &self.routes {
+            let result = match kind {
+                GatewayRouteKind::Http => self.set_weight_of(&self.http, name, weight).await,
+                GatewayRouteKind::Grpc => self.set_weight_of(&self.grpc, name, weight).await,
+            };
+            if let Err(error) = result {
+                first_error.get_or_insert(error);
+            }
+        }
+        match first_error {
+            Some(error) => Err(error),
+            None => Ok(weight),
+        }
     }
 }
 
@@ -196,7 +433,7 @@ mod tests {
         assert!(!names_an_object(&missing_kind));
         assert!(!names_an_object(&Status::default()));
         let message = RouterError::KindMissing {
-            kind: KIND,
+            kind: "HTTPRoute",
             group: GROUP,
         }
         .to_string();
@@ -287,5 +524,160 @@ mod tests {
         json_patch::patch(&mut document, &patch).expect("applies");
         let patched: HttpRoute = serde_json::from_value(document).expect("still a route");
         assert_eq!(canary_weight(&patched, &[(1, 0, 1)]), Some(20));
+    }
+
+    fn grpc_route(rules: Value) -> GrpcRoute {
+        serde_json::from_value(json!({
+            "apiVersion": "gateway.networking.k8s.io/v1", "kind": "GRPCRoute",
+            "metadata": {"name": "rpc"},
+            "spec": {"parentRefs": [{"name": "mesh", "kind": "Service", "group": ""}], "rules": rules}
+        }))
+        .expect("GRPC route")
+    }
+
+    #[test]
+    fn a_grpc_route_splits_as_an_http_route_does() {
+        let rules = json!([
+            {"matches": [{"method": {"service": "shop.Cart"}}],
+             "backendRefs": [{"name": "other", "port": 9000}]},
+            {"backendRefs": [
+                {"name": "web-canary", "port": 9000, "weight": 30},
+                {"name": "web-stable", "port": 9000, "weight": 70,
+                 "filters": [{"type": "RequestHeaderModifier", "requestHeaderModifier": {"add": [{"name": "x", "value": "y"}]}}]}
+            ]}
+        ]);
+        let mut http_rules = rules.clone();
+        http_rules[0]["matches"] = json!([{"path": {"type": "PathPrefix", "value": "/cart"}}]);
+        let grpc = grpc_route(rules);
+        let http = route(http_rules);
+        let found = splits(&grpc, "web-stable", "web-canary").expect("splits");
+        assert_eq!(found, vec![(1, 1, 0)]);
+        assert_eq!(
+            found,
+            splits(&http, "web-stable", "web-canary").expect("splits")
+        );
+        assert_eq!(canary_weight(&grpc, &found), Some(30));
+        let missing = splits(&grpc, "web-stable", "nope").expect_err("no split");
+        assert!(
+            missing.to_string().starts_with("GRPCRoute rpc "),
+            "{missing}"
+        );
+        // The same patch sets it, and leaves the filter and the other rule as they were.
+        let mut document = serde_json::to_value(&grpc).expect("route json");
+        let before = document.clone();
+        json_patch::patch(
+            &mut document,
+            &weight_patch(&found, "web-stable", "web-canary", 5),
+        )
+        .expect("applies");
+        let patched: GrpcRoute = serde_json::from_value(document.clone()).expect("still a route");
+        assert_eq!(canary_weight(&patched, &found), Some(5));
+        assert!(already_set(&patched, &found, 5));
+        assert!(!already_set(&patched, &found, 6));
+        assert_eq!(document["spec"]["rules"][0], before["spec"]["rules"][0]);
+        assert_eq!(
+            document["spec"]["rules"][1]["backendRefs"][1]["filters"],
+            before["spec"]["rules"][1]["backendRefs"][1]["filters"]
+        );
+    }
+
+    #[test]
+    fn unset_weights_are_not_already_set() {
+        let route = route(json!([{"backendRefs": [{"name": "s"}, {"name": "c"}]}]));
+        assert!(!already_set(&route, &[(0, 0, 1)], 50));
+        assert!(!already_set(&route, &[(0, 0, 1)], 0));
+    }
+
+    #[test]
+    fn several_routes_read_as_their_highest_share() {
+        assert_eq!(highest_share([]), None);
+        assert_eq!(highest_share([Some(0), Some(20), Some(5)]), Some(20));
+        assert_eq!(highest_share([Some(0), None, Some(5)]), None);
+    }
+
+    proptest::proptest! {
+        /// Whatever weights a route carries, its share is a percentage, and the highest over
+        /// several routes is at least each one's: a route left behind is never hidden.
+        #[test]
+        fn shares_are_percentages_and_none_is_hidden(
+            weights in proptest::collection::vec((0..=1_000_000i32, 0..=1_000_000i32), 1..6)
+        ) {
+            let shares: Vec<Option<i32>> = weights
+                .iter()
+                .map(|&(stable, canary)| {
+                    let route = route(json!([{"backendRefs": [
+                        {"name": "s", "weight": stable}, {"name": "c", "weight": canary}]}]));
+                    canary_weight(&route, &[(0, 0, 1)])
+                })
+                .collect();
+            let highest = highest_share(shares.clone());
+            proptest::prop_assert!(highest.is_some());
+            for share in shares.into_iter().flatten() {
+                proptest::prop_assert!((0..=100).contains(&share));
+                proptest::prop_assert!(highest >= Some(share));
+            }
+            proptest::prop_assert!(shares_hold_100_and_0());
+        }
+    }
+
+    fn shares_hold_100_and_0() -> bool {
+        share(0, 5) == 100
+            && share(5, 0) == 0
+            && share(i32::MAX, i32::MAX) == 50
+            && share(-3, -3) == 0
+    }
+
+    #[test]
+    fn every_route_named_is_set_once() {
+        use crate::api::rollout::GatewayApiRouting;
+        let routing: GatewayApiRouting = serde_json::from_value(json!({
+            "httpRoute": "web", "httpRoutes": [{"name": "web"}, {"name": "api"}],
+            "grpcRoutes": [{"name": "web", "useHeaderRoutes": true}]
+        }))
+        .expect("routing");
+        let named: Vec<_> = routing
+            .routes()
+            .iter()
+            .map(|r| {
+                (
+                    r.kind,
+                    r.name.to_owned(),
+                    r.use_header_routes,
+                    r.field.clone(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            named,
+            [
+                (
+                    GatewayRouteKind::Http,
+                    "web".into(),
+                    true,
+                    "httpRoute".into()
+                ),
+                (
+                    GatewayRouteKind::Http,
+                    "web".into(),
+                    false,
+                    "httpRoutes[0]".into()
+                ),
+                (
+                    GatewayRouteKind::Http,
+                    "api".into(),
+                    false,
+                    "httpRoutes[1]".into()
+                ),
+                (
+                    GatewayRouteKind::Grpc,
+                    "web".into(),
+                    true,
+                    "grpcRoutes[0]".into()
+                ),
+            ]
+        );
+        assert!(routing.names(GatewayRouteKind::Grpc, "shop", "web", "shop"));
+        assert!(!routing.names(GatewayRouteKind::Grpc, "shop", "api", "shop"));
+        assert!(!routing.names(GatewayRouteKind::Http, "edge", "api", "shop"));
     }
 }

@@ -1,6 +1,7 @@
-//! Gateway API's ReferenceGrant: a Rollout may set the weights of an HTTPRoute in another
-//! namespace only when that namespace says so, with the semantics Gateway API gives its own
-//! cross-namespace references. Everything in a Rollout may come from a hostile tenant.
+//! Gateway API's ReferenceGrant: a Rollout may set the weights of a route (HTTPRoute or
+//! GRPCRoute) in another namespace only when that namespace says so, with the semantics
+//! Gateway API gives its own cross-namespace references. Everything in a Rollout may come
+//! from a hostile tenant.
 
 use crate::api::contract::GROUP as ROLLOUT_GROUP;
 use gateway_api::apis::standard::referencegrants::ReferenceGrantSpec;
@@ -9,20 +10,25 @@ use kube::api::{Api, ApiResource, DynamicObject, ListParams};
 
 pub const ROLLOUT_KIND: &str = "Rollout";
 pub const ROUTE_GROUP: &str = "gateway.networking.k8s.io";
-pub const ROUTE_KIND: &str = "HTTPRoute";
 
 /// Whether any of `grants` (the ReferenceGrants of the route's namespace) lets Rollouts of
-/// `from_namespace` refer to the HTTPRoute `route`: one grant must name both sides, `from`
-/// {weir.dev, Rollout, the namespace} and `to` {gateway.networking.k8s.io, HTTPRoute} with no
-/// name (every route) or this route's. Entries of a list are OR-ed, as Gateway API says.
-pub fn grants(grants: &[ReferenceGrantSpec], from_namespace: &str, route: &str) -> bool {
+/// `from_namespace` refer to the route `kind` `route`: one grant must name both sides, `from`
+/// {weir.dev, Rollout, the namespace} and `to` {gateway.networking.k8s.io, the route's kind}
+/// with no name (every route of the kind) or this route's. Entries of a list are OR-ed, as
+/// Gateway API says.
+pub fn grants(
+    grants: &[ReferenceGrantSpec],
+    from_namespace: &str,
+    kind: &str,
+    route: &str,
+) -> bool {
     grants.iter().any(|grant| {
         let from = grant.from.iter().any(|f| {
             f.group == ROLLOUT_GROUP && f.kind == ROLLOUT_KIND && f.namespace == from_namespace
         });
         let to = grant.to.iter().any(|t| {
             t.group == ROUTE_GROUP
-                && t.kind == ROUTE_KIND
+                && t.kind == kind
                 && t.name.as_deref().is_none_or(|name| name == route)
         });
         from && to
@@ -84,27 +90,27 @@ mod tests {
 
     #[test]
     fn no_grant_grants_nothing() {
-        assert!(!grants(&[], "shop", "web"));
+        assert!(!grants(&[], "shop", "HTTPRoute", "web"));
     }
 
     #[test]
     fn a_grant_for_every_route_or_for_this_one_allows_it() {
         let every = grant(json!([rollouts_from("shop")]), json!([routes(None)]));
         let this = grant(json!([rollouts_from("shop")]), json!([routes(Some("web"))]));
-        assert!(grants(&[every], "shop", "web"));
-        assert!(grants(&[this], "shop", "web"));
+        assert!(grants(&[every], "shop", "HTTPRoute", "web"));
+        assert!(grants(&[this], "shop", "HTTPRoute", "web"));
     }
 
     #[test]
     fn a_grant_for_another_route_does_not() {
         let other = grant(json!([rollouts_from("shop")]), json!([routes(Some("api"))]));
-        assert!(!grants(&[other], "shop", "web"));
+        assert!(!grants(&[other], "shop", "HTTPRoute", "web"));
     }
 
     #[test]
     fn a_grant_for_another_namespace_does_not() {
         let other = grant(json!([rollouts_from("blog")]), json!([routes(None)]));
-        assert!(!grants(&[other], "shop", "web"));
+        assert!(!grants(&[other], "shop", "HTTPRoute", "web"));
     }
 
     #[test]
@@ -118,7 +124,7 @@ mod tests {
         ];
         for from in wrong_from {
             let spec = grant(json!([from.clone()]), json!([routes(None)]));
-            assert!(!grants(&[spec], "shop", "web"), "from {from}");
+            assert!(!grants(&[spec], "shop", "HTTPRoute", "web"), "from {from}");
         }
         let wrong_to = [
             json!({"group": "", "kind": "Service"}),
@@ -128,7 +134,7 @@ mod tests {
         ];
         for to in wrong_to {
             let spec = grant(json!([rollouts_from("shop")]), json!([to.clone()]));
-            assert!(!grants(&[spec], "shop", "web"), "to {to}");
+            assert!(!grants(&[spec], "shop", "HTTPRoute", "web"), "to {to}");
         }
     }
 
@@ -163,12 +169,41 @@ mod tests {
             for (to, to_ok) in &tos {
                 let spec = grant(json!([from]), json!([to]));
                 assert_eq!(
-                    grants(&[spec], "shop", "web"),
+                    grants(&[spec], "shop", "HTTPRoute", "web"),
                     *from_ok && *to_ok,
                     "from {from} to {to}"
                 );
             }
         }
+    }
+
+    #[test]
+    fn the_grant_must_name_the_routes_own_kind() {
+        let http = grant(json!([rollouts_from("shop")]), json!([routes(None)]));
+        let grpc = grant(
+            json!([rollouts_from("shop")]),
+            json!([{"group": "gateway.networking.k8s.io", "kind": "GRPCRoute", "name": "web"}]),
+        );
+        assert!(!grants(
+            std::slice::from_ref(&http),
+            "shop",
+            "GRPCRoute",
+            "web"
+        ));
+        assert!(grants(
+            std::slice::from_ref(&grpc),
+            "shop",
+            "GRPCRoute",
+            "web"
+        ));
+        assert!(!grants(
+            std::slice::from_ref(&grpc),
+            "shop",
+            "HTTPRoute",
+            "web"
+        ));
+        assert!(!grants(&[grpc], "shop", "GRPCRoute", "api"));
+        assert!(grants(&[http], "shop", "HTTPRoute", "api"));
     }
 
     #[test]
@@ -180,13 +215,23 @@ mod tests {
             json!([{"group": "", "kind": "Service"}]),
         );
         let blog = grant(json!([rollouts_from("blog")]), json!([routes(None)]));
-        assert!(!grants(&[services.clone(), blog.clone()], "shop", "web"));
+        assert!(!grants(
+            &[services.clone(), blog.clone()],
+            "shop",
+            "HTTPRoute",
+            "web"
+        ));
         // Within one grant, entries are alternatives.
         let either = grant(
             json!([rollouts_from("blog"), rollouts_from("shop")]),
             json!([{"group": "", "kind": "Service"}, routes(Some("web"))]),
         );
-        assert!(grants(&[services, blog, either], "shop", "web"));
+        assert!(grants(
+            &[services, blog, either],
+            "shop",
+            "HTTPRoute",
+            "web"
+        ));
     }
 
     #[test]
@@ -197,6 +242,6 @@ mod tests {
         let object: DynamicObject = serde_json::from_value(written).expect("an object");
         let spec: ReferenceGrantSpec =
             serde_json::from_value(object.data["spec"].clone()).expect("a spec");
-        assert!(grants(&[spec], "shop", "web"));
+        assert!(grants(&[spec], "shop", "HTTPRoute", "web"));
     }
 }

@@ -26,9 +26,13 @@ pub enum RouterError {
     /// The route is in another namespace, and no ReferenceGrant there lets the Rollout's
     /// namespace refer to it: weir does not touch it.
     #[error(
-        "HTTPRoute {route_namespace}/{route} is in another namespace and no ReferenceGrant there allows Rollouts from namespace {rollout_namespace}: create a ReferenceGrant in {route_namespace} that allows Rollouts from {rollout_namespace} (from: group weir.dev, kind Rollout, namespace {rollout_namespace}; to: group gateway.networking.k8s.io, kind HTTPRoute, name {route}), or use a route in {rollout_namespace}"
+        "{kind} {route_namespace}/{route} is in another namespace and no ReferenceGrant there allows Rollouts from namespace {rollout_namespace}: create a ReferenceGrant in {route_namespace} that allows Rollouts from {rollout_namespace} (from: group weir.dev, kind Rollout, namespace {rollout_namespace}; to: group gateway.networking.k8s.io, kind {kind}, name {route}), or use a route in {rollout_namespace}"
     )]
     NotGranted {
+        /// The route's kind: HTTPRoute or GRPCRoute.
+        kind: &'static str,
+        /// The Rollout's field that names the route's namespace.
+        field: String,
         route_namespace: String,
         route: String,
         rollout_namespace: String,

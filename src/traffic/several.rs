@@ -3,7 +3,7 @@
 //! highest weight any carries is the one the canary's pods must serve, and routers that
 //! disagree (a set that failed half way, an edit by hand) must be set again.
 
-use super::AnyRouter;
+use super::any::AnyRouter;
 use super::router::{Router, RouterError};
 use crate::api::Rollout;
 use crate::api::rollout::RolloutStatus;

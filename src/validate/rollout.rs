@@ -8,8 +8,8 @@ use super::analysis::check_args;
 use super::names::{NameRule, check_name};
 use super::violation::{Report, Violation};
 use crate::api::rollout::{
-    AnalysisTemplateRef, CanaryStep, IstioRouting, NginxRouting, RolloutSpec, SetCanaryScale,
-    SmiRouting, TrafficRouting,
+    AnalysisTemplateRef, CanaryStep, GatewayApiRouting, IstioRouting, NginxRouting, RolloutSpec,
+    SetCanaryScale, SmiRouting, TrafficRouting,
 };
 use crate::duration;
 
@@ -180,9 +180,14 @@ fn check_selector(
 fn check_traffic_routing(report: &mut Report, routing: &TrafficRouting) {
     let at = "spec.strategy.canary.trafficRouting";
     report.unsupported(at, &routing.unsupported);
+    let plugin_gateway = routing
+        .plugins
+        .as_ref()
+        .and_then(|plugins| plugins.gateway_api.as_ref());
     // Several routers are allowed (Argo's "multiple providers"): each is set and verified.
     let routers: Vec<&str> = [
         ("gatewayAPI", routing.gateway_api.is_some()),
+        ("plugins.argoproj-labs/gatewayAPI", plugin_gateway.is_some()),
         ("istio", routing.istio.is_some()),
         ("nginx", routing.nginx.is_some()),
         ("smi", routing.smi.is_some()),
@@ -190,21 +195,24 @@ fn check_traffic_routing(report: &mut Report, routing: &TrafficRouting) {
     .into_iter()
     .filter_map(|(name, set)| set.then_some(name))
     .collect();
-    if let Some(gateway) = &routing.gateway_api {
-        check_name(
-            report,
-            &format!("{at}.gatewayAPI.httpRoute"),
-            &gateway.http_route,
-            NameRule::Dns1123Subdomain,
+    if routing.gateway_api.is_some() && plugin_gateway.is_some() {
+        report.invalid(
+            at,
+            "names Gateway API twice, as gatewayAPI and as plugins.argoproj-labs/gatewayAPI: keep one of them (either takes several routes)",
         );
-        if let Some(namespace) = &gateway.namespace {
-            check_name(
-                report,
-                &format!("{at}.gatewayAPI.namespace"),
-                namespace,
-                NameRule::Dns1123Label,
-            );
-        }
+    }
+    if let Some(gateway) = &routing.gateway_api {
+        check_gateway(report, &format!("{at}.gatewayAPI"), gateway);
+    }
+    if let Some(plugins) = &routing.plugins {
+        report.unsupported(&format!("{at}.plugins"), &plugins.unsupported);
+    }
+    if let Some(gateway) = plugin_gateway {
+        check_gateway(
+            report,
+            &format!("{at}.plugins.argoproj-labs/gatewayAPI"),
+            gateway,
+        );
     }
     if let Some(istio) = &routing.istio {
         check_istio(report, &format!("{at}.istio"), istio);
@@ -215,10 +223,62 @@ fn check_traffic_routing(report: &mut Report, routing: &TrafficRouting) {
     if let Some(smi) = &routing.smi {
         check_smi(report, &format!("{at}.smi"), smi);
     }
-    if routers.is_empty() && routing.unsupported.is_empty() {
+    let unknown_plugins = routing
+        .plugins
+        .as_ref()
+        .is_some_and(|plugins| !plugins.unsupported.is_empty());
+    if routers.is_empty() && routing.unsupported.is_empty() && !unknown_plugins {
         report.required(
             format!("{at}.gatewayAPI"),
             "name a router (gatewayAPI, istio, nginx or smi), or omit trafficRouting to split traffic by replica count",
+        );
+    }
+}
+
+/// Gateway API routes, as weir's `gatewayAPI` or the argoproj-labs plugin's configuration.
+fn check_gateway(report: &mut Report, at: &str, gateway: &GatewayApiRouting) {
+    report.unsupported(at, &gateway.unsupported);
+    for (index, route) in gateway.http_routes.iter().enumerate() {
+        report.unsupported(&format!("{at}.httpRoutes[{index}]"), &route.unsupported);
+    }
+    for (index, route) in gateway.grpc_routes.iter().enumerate() {
+        report.unsupported(&format!("{at}.grpcRoutes[{index}]"), &route.unsupported);
+    }
+    let routes = gateway.routes();
+    if routes.is_empty() {
+        report.required(
+            format!("{at}.httpRoute"),
+            "name the route whose stable and canary backendRefs carry the weights: httpRoute, httpRoutes, grpcRoute or grpcRoutes",
+        );
+    }
+    for (index, route) in routes.iter().enumerate() {
+        let field = format!("{at}.{}", route.field);
+        let field = if route.field.ends_with(']') {
+            format!("{field}.name")
+        } else {
+            field
+        };
+        check_name(report, &field, route.name, NameRule::Dns1123Subdomain);
+        if routes[..index]
+            .iter()
+            .any(|r| r.kind == route.kind && r.name == route.name)
+        {
+            report.invalid(
+                field,
+                format!(
+                    "{} {} is named twice; name each route once",
+                    route.kind.kind(),
+                    route.name
+                ),
+            );
+        }
+    }
+    if let Some(namespace) = &gateway.namespace {
+        check_name(
+            report,
+            &format!("{at}.namespace"),
+            namespace,
+            NameRule::Dns1123Label,
         );
     }
 }

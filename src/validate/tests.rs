@@ -55,6 +55,10 @@ fn the_examples_are_valid() {
             "examples/smi/rollout.yaml",
             include_str!("../../examples/smi/rollout.yaml"),
         ),
+        (
+            "examples/gateway-api/rollout.yaml",
+            include_str!("../../examples/gateway-api/rollout.yaml"),
+        ),
     ] {
         // The first document: the router examples keep their Services beside the Rollout.
         let first = text.split("\n---\n").next().unwrap_or(text);
@@ -378,20 +382,113 @@ fn argo_fields_weir_lacks_are_named_never_dropped() {
 }
 
 #[test]
-fn the_argo_gateway_plugin_form_points_to_the_native_field() {
+fn the_argo_gateway_plugin_form_is_accepted_as_argo_documents_it() {
+    for routing in [
+        json!({"httpRoute": "web"}),
+        json!({"httpRoute": "web", "namespace": "edge"}),
+        json!({"httpRoutes": [{"name": "a"}, {"name": "b", "useHeaderRoutes": true}]}),
+        json!({"grpcRoute": "rpc"}),
+        json!({"grpcRoutes": [{"name": "rpc", "useHeaderRoutes": true}], "httpRoute": "web"}),
+    ] {
+        let spec = rollout_with_canary(json!({
+            "stableService": "s", "canaryService": "c",
+            "trafficRouting": {"plugins": {"argoproj-labs/gatewayAPI": routing.clone()}}
+        }));
+        assert_only(rollout(&spec), &[]);
+        // weir's own gatewayAPI field takes the same shape.
+        let native = rollout_with_canary(json!({
+            "stableService": "s", "canaryService": "c",
+            "trafficRouting": {"gatewayAPI": routing}
+        }));
+        assert_only(rollout(&native), &[]);
+    }
+}
+
+#[test]
+fn other_plugins_and_fields_of_the_gateway_plugin_are_named_unsupported() {
+    let at = "spec.strategy.canary.trafficRouting.plugins";
     let spec = rollout_with_canary(json!({
         "stableService": "s", "canaryService": "c",
-        "trafficRouting": {"plugins": {"argoproj-labs/gatewayAPI": {"httpRoute": "web"}}}
+        "trafficRouting": {"plugins": {
+            "argoproj-labs/gatewayAPI": {
+                "httpRoutes": [{"name": "web", "extra": 1}],
+                "tcpRoute": "tcp", "httpRouteSelector": {"matchLabels": {"a": "b"}},
+                "inProgressLabelKey": "k"
+            },
+            "argoproj-labs/contour": {"httpProxies": ["web"]}
+        }}
     }));
     let violations = rollout(&spec);
+    let gateway = format!("{at}.argoproj-labs/gatewayAPI");
     assert_only(
         violations.clone(),
-        &[(Unsup, "spec.strategy.canary.trafficRouting.plugins")],
+        &[
+            (Unsup, &format!("{at}.argoproj-labs/contour")),
+            (Unsup, &format!("{gateway}.httpRouteSelector")),
+            (Unsup, &format!("{gateway}.httpRoutes[0].extra")),
+            (Unsup, &format!("{gateway}.inProgressLabelKey")),
+            (Unsup, &format!("{gateway}.tcpRoute")),
+        ],
     );
+    let messages: Vec<String> = violations.iter().map(|v| v.to_string()).collect();
     assert!(
-        violations[0].message.contains("trafficRouting.gatewayAPI"),
-        "{}",
-        violations[0]
+        messages[0].contains("argoproj-labs/gatewayAPI plugin only"),
+        "{messages:?}"
+    );
+    assert!(messages[1].contains("httpRoutes"), "{messages:?}");
+    assert!(
+        messages[4].contains("HTTPRoutes and GRPCRoutes"),
+        "{messages:?}"
+    );
+    // Kept in the object, so a round trip through the API server loses nothing.
+    let round_trip = serde_json::to_value(&spec).expect("serializes");
+    assert_eq!(
+        round_trip["strategy"]["canary"]["trafficRouting"]["plugins"]["argoproj-labs/contour"],
+        json!({"httpProxies": ["web"]})
+    );
+    assert_eq!(
+        round_trip["strategy"]["canary"]["trafficRouting"]["plugins"]["argoproj-labs/gatewayAPI"]["tcpRoute"],
+        json!("tcp")
+    );
+}
+
+#[test]
+fn gateway_routes_must_be_named_once_and_validly() {
+    let at = "spec.strategy.canary.trafficRouting.plugins.argoproj-labs/gatewayAPI";
+    let spec = rollout_with_canary(json!({
+        "stableService": "s", "canaryService": "c",
+        "trafficRouting": {"plugins": {"argoproj-labs/gatewayAPI": {
+            "httpRoute": "web",
+            "httpRoutes": [{"name": "web"}, {"name": "Bad_Name"}],
+            "grpcRoutes": [{"name": "web"}]
+        }}}
+    }));
+    assert_only(
+        rollout(&spec),
+        &[
+            (Invalid, &format!("{at}.httpRoutes[0].name")),
+            (Invalid, &format!("{at}.httpRoutes[1].name")),
+        ],
+    );
+    let none = rollout_with_canary(json!({
+        "stableService": "s", "canaryService": "c",
+        "trafficRouting": {"gatewayAPI": {"namespace": "edge"}}
+    }));
+    assert_only(
+        rollout(&none),
+        &[(
+            Required,
+            "spec.strategy.canary.trafficRouting.gatewayAPI.httpRoute",
+        )],
+    );
+    let both = rollout_with_canary(json!({
+        "stableService": "s", "canaryService": "c",
+        "trafficRouting": {"gatewayAPI": {"httpRoute": "a"},
+            "plugins": {"argoproj-labs/gatewayAPI": {"httpRoute": "b"}}}
+    }));
+    assert_only(
+        rollout(&both),
+        &[(Invalid, "spec.strategy.canary.trafficRouting")],
     );
 }
 

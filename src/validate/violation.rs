@@ -74,8 +74,12 @@ impl Report {
 /// What to do instead, for fields users bring from Argo Rollouts.
 fn unsupported_hint(at: &str, name: &str) -> String {
     let router = at.ends_with("trafficRouting");
+    let gateway = at.ends_with("gatewayAPI");
     match name {
-        "plugins" if router => "for Gateway API write trafficRouting.gatewayAPI {httpRoute, namespace} instead of the argoproj-labs/gatewayAPI plugin".into(),
+        _ if at.ends_with("trafficRouting.plugins") => format!("weir builds in the argoproj-labs/gatewayAPI plugin only, not {name}; route with it, gatewayAPI, istio, nginx or smi"),
+        "tcpRoute" | "tcpRoutes" | "tlsRoute" | "tlsRoutes" if gateway => "weir sets the weights of HTTPRoutes and GRPCRoutes only; remove it".into(),
+        "httpRouteSelector" | "grpcRouteSelector" | "tcpRouteSelector" | "tlsRouteSelector" if gateway => "name the routes in httpRoutes or grpcRoutes instead of selecting them by label".into(),
+        "disableInProgressLabel" | "inProgressLabelKey" | "inProgressLabelValue" if gateway => "weir labels no route: weir-sync keeps a route's live weights when it applies it from Git; remove it".into(),
         _ if router => format!("the {name} router is not built yet; weir routes traffic with gatewayAPI, istio, nginx or smi, or by replica ratio when trafficRouting is omitted"),
         "blueGreen" => "weir implements the canary strategy only".into(),
         "serviceAccountName" if at == "spec.decryption" => "weir decrypts with the age identities of secretRef only (no KMS, so no workload identity); remove it".into(),

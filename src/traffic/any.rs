@@ -1,0 +1,134 @@
+//! `AnyRouter`: every router weir has, and which of them a Rollout asks for.
+
+use kube::Client;
+
+use super::router::{Router, RouterError};
+use super::{gateway_api, istio, nginx, smi};
+use crate::api::Rollout;
+use crate::api::rollout::{CanaryStrategy, RolloutStatus};
+
+/// Every router weir has, chosen by the Rollout's `trafficRouting`.
+pub enum AnyRouter {
+    GatewayApi(Box<gateway_api::GatewayApiRouter>),
+    Istio(Box<istio::IstioRouter>),
+    Nginx(Box<nginx::NginxRouter>),
+    Smi(Box<smi::SmiRouter>),
+}
+
+/// The versions an Istio DestinationRule's subsets select for a status: the stable hash
+/// (the template's own before there is any) and the canary's.
+fn versions(status: Option<&RolloutStatus>, template_hash: &str) -> istio::Versions {
+    let stable = status
+        .and_then(|s| s.stable_rs.clone())
+        .unwrap_or_else(|| template_hash.to_owned());
+    let canary = status
+        .and_then(|s| s.canary_rs.clone())
+        .unwrap_or_else(|| template_hash.to_owned());
+    istio::Versions { stable, canary }
+}
+
+impl AnyRouter {
+    /// Every router a Rollout in `namespace` asks for, in a fixed order (Istio, NGINX, SMI,
+    /// Gateway API); none when it splits traffic by replica count. A route in another
+    /// namespace is used only when a ReferenceGrant there allows it (`NotGranted` otherwise):
+    /// the only way to a router, so nothing writes to a route the Rollout may not touch. The
+    /// grants are read only for such a route. `template_hash` is the Rollout's template's
+    /// (the version subset-level Istio selects before any other).
+    pub async fn all_for_rollout(
+        client: &Client,
+        rollout: &Rollout,
+        namespace: &str,
+        template_hash: &str,
+    ) -> Result<Vec<(String, AnyRouter)>, RouterError> {
+        let Some(canary): Option<&CanaryStrategy> = rollout.spec.strategy.canary.as_ref() else {
+            return Ok(Vec::new());
+        };
+        let mut routers = Vec::new();
+        if let Some(routing) = canary
+            .traffic_routing
+            .as_ref()
+            .and_then(|routing| routing.istio.as_ref())
+            && let Some(router) = istio::IstioRouter::new(
+                client.clone(),
+                namespace,
+                routing,
+                (
+                    canary.stable_service.as_deref(),
+                    canary.canary_service.as_deref(),
+                ),
+                versions(rollout.status.as_ref(), template_hash),
+            )
+        {
+            let names: Vec<&str> = routing
+                .all_virtual_services()
+                .map(|v| v.name.as_str())
+                .collect();
+            let label = format!("Istio VirtualService {}", names.join(", "));
+            routers.push((label, AnyRouter::Istio(Box::new(router))));
+        }
+        if let Some(router) = nginx::for_rollout(client, rollout, namespace) {
+            let label = format!("NGINX Ingress {}", router.canary_names().join(", "));
+            routers.push((label, AnyRouter::Nginx(Box::new(router))));
+        }
+        if let Some(router) = smi::for_rollout(client, rollout, namespace) {
+            let label = format!("SMI TrafficSplit {}", router.name());
+            routers.push((label, AnyRouter::Smi(Box::new(router))));
+        }
+        if let Some(router) = gateway_api::for_rollout(client, rollout, namespace).await? {
+            let label = format!("Gateway API {}", router.label());
+            routers.push((label, AnyRouter::GatewayApi(Box::new(router))));
+        }
+        Ok(routers)
+    }
+}
+
+impl AnyRouter {
+    /// Follows the status a plan holds now, before its actions are carried out: subset-level
+    /// Istio labels its subsets with the stable and canary hashes that status names.
+    pub fn follow(&self, status: &RolloutStatus, template_hash: &str) {
+        if let AnyRouter::Istio(router) = self {
+            router.follow(versions(Some(status), template_hash));
+        }
+    }
+}
+
+impl AnyRouter {
+    /// Where the router itself selects the canary's pods (subset-level Istio: the canary
+    /// subset, labelled before any weight reaches it), the hash it selects; None where a
+    /// canary Service does.
+    pub fn canary_selector_hash(&self) -> Option<String> {
+        match self {
+            AnyRouter::GatewayApi(_) | AnyRouter::Nginx(_) | AnyRouter::Smi(_) => None,
+            AnyRouter::Istio(router) => router.canary_subset_hash(),
+        }
+    }
+}
+
+impl Router for AnyRouter {
+    async fn weight(&self) -> Result<Option<i32>, RouterError> {
+        match self {
+            AnyRouter::GatewayApi(router) => router.weight().await,
+            AnyRouter::Istio(router) => router.weight().await,
+            AnyRouter::Nginx(router) => router.weight().await,
+            AnyRouter::Smi(router) => router.weight().await,
+        }
+    }
+
+    async fn set_weight(&self, canary: i32) -> Result<i32, RouterError> {
+        match self {
+            AnyRouter::GatewayApi(router) => router.set_weight(canary).await,
+            AnyRouter::Istio(router) => router.set_weight(canary).await,
+            AnyRouter::Nginx(router) => router.set_weight(canary).await,
+            AnyRouter::Smi(router) => router.set_weight(canary).await,
+        }
+    }
+
+    async fn remove_managed(&self) -> Result<(), RouterError> {
+        match self {
+            AnyRouter::GatewayApi(router) => router.remove_managed().await,
+            AnyRouter::Istio(router) => router.remove_managed().await,
+            AnyRouter::Nginx(router) => router.remove_managed().await,
+            AnyRouter::Smi(router) => router.remove_managed().await,
+        }
+    }
+}
