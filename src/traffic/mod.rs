@@ -2,6 +2,7 @@
 //! knows only weights; each router turns them into its own objects. More kinds implement
 //! `Router` and join `AnyRouter` without touching the planner.
 
+pub mod alb;
 pub mod gateway_api;
 pub mod istio;
 pub mod nginx;
@@ -18,6 +19,7 @@ use crate::api::rollout::{CanaryStrategy, RolloutStatus};
 
 /// Every router weir has, chosen by the Rollout's `trafficRouting`.
 pub enum AnyRouter {
+    Alb(Box<alb::AlbRouter>),
     GatewayApi(Box<gateway_api::HttpRouteRouter>),
     Istio(Box<istio::IstioRouter>),
     Nginx(Box<nginx::NginxRouter>),
@@ -77,6 +79,9 @@ impl AnyRouter {
         if let Some(router) = smi::for_rollout(client, rollout, namespace) {
             return Ok(Some(AnyRouter::Smi(Box::new(router))));
         }
+        if let Some(router) = alb::for_rollout(client, rollout, namespace) {
+            return Ok(Some(AnyRouter::Alb(Box::new(router))));
+        }
         let Some(gateway) = canary
             .traffic_routing
             .as_ref()
@@ -135,7 +140,10 @@ impl AnyRouter {
     /// canary Service does.
     pub fn canary_selector_hash(&self) -> Option<String> {
         match self {
-            AnyRouter::GatewayApi(_) | AnyRouter::Nginx(_) | AnyRouter::Smi(_) => None,
+            AnyRouter::Alb(_)
+            | AnyRouter::GatewayApi(_)
+            | AnyRouter::Nginx(_)
+            | AnyRouter::Smi(_) => None,
             AnyRouter::Istio(router) => router.canary_subset_hash(),
         }
     }
@@ -144,6 +152,7 @@ impl AnyRouter {
 impl Router for AnyRouter {
     async fn weight(&self) -> Result<Option<i32>, RouterError> {
         match self {
+            AnyRouter::Alb(router) => router.weight().await,
             AnyRouter::GatewayApi(router) => router.weight().await,
             AnyRouter::Istio(router) => router.weight().await,
             AnyRouter::Nginx(router) => router.weight().await,
@@ -153,6 +162,7 @@ impl Router for AnyRouter {
 
     async fn set_weight(&self, canary: i32) -> Result<i32, RouterError> {
         match self {
+            AnyRouter::Alb(router) => router.set_weight(canary).await,
             AnyRouter::GatewayApi(router) => router.set_weight(canary).await,
             AnyRouter::Istio(router) => router.set_weight(canary).await,
             AnyRouter::Nginx(router) => router.set_weight(canary).await,
@@ -162,6 +172,7 @@ impl Router for AnyRouter {
 
     async fn remove_managed(&self) -> Result<(), RouterError> {
         match self {
+            AnyRouter::Alb(router) => router.remove_managed().await,
             AnyRouter::GatewayApi(router) => router.remove_managed().await,
             AnyRouter::Istio(router) => router.remove_managed().await,
             AnyRouter::Nginx(router) => router.remove_managed().await,

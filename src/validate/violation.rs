@@ -76,7 +76,7 @@ fn unsupported_hint(at: &str, name: &str) -> String {
     let router = at.ends_with("trafficRouting");
     match name {
         "plugins" if router => "for Gateway API write trafficRouting.gatewayAPI {httpRoute, namespace} instead of the argoproj-labs/gatewayAPI plugin".into(),
-        _ if router => format!("the {name} router is not built yet; weir routes traffic with gatewayAPI, istio, nginx or smi, or by replica ratio when trafficRouting is omitted"),
+        _ if router => format!("the {name} router is not built yet; weir routes traffic with alb, gatewayAPI, istio, nginx or smi, or by replica ratio when trafficRouting is omitted"),
         "blueGreen" => "weir implements the canary strategy only".into(),
         "serviceAccountName" if at == "spec.decryption" => "weir decrypts with the age identities of secretRef only (no KMS, so no workload identity); remove it".into(),
         "experiment" | "setHeaderRoute" | "setMirrorRoute" => format!("{name} steps are not built yet; remove the step"),
