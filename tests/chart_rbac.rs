@@ -357,10 +357,10 @@ fn only_for_routes_elsewhere(rule: &PolicyRule) -> bool {
         .is_some_and(|resources| resources == ["referencegrants"])
 }
 
-/// Whether `rule` is the one only a Rollout on another router needs (NGINX's Ingresses, SMI's
-/// TrafficSplits, Istio's VirtualServices and DestinationRules): the whole flow routes with
-/// Gateway API, so removing it there would show nothing. `each_router_needs_exactly_its_rule`
-/// exercises each of them instead.
+/// Whether `rule` is the one only a Rollout on another router needs (NGINX's and ALB's
+/// Ingresses, SMI's TrafficSplits, Istio's VirtualServices and DestinationRules): the whole
+/// flow routes with Gateway API, so removing it there would show nothing.
+/// `each_router_needs_exactly_its_rule` exercises each of them instead.
 fn only_for_other_routers(rule: &PolicyRule) -> bool {
     rule.resources.as_deref().is_some_and(|resources| {
         resources == ["ingresses"]
@@ -506,9 +506,9 @@ async fn route_elsewhere(test: &str, rules: Vec<PolicyRule>) -> Option<String> {
     outcome
 }
 
-/// An NGINX, an SMI and an Istio Rollout run by the chart's ServiceAccount: each moves its router to
-/// the first step's weight with the chart's rules, and says "forbidden" without its router's
-/// rule.
+/// An NGINX, an SMI, an Istio and an ALB Rollout run by the chart's ServiceAccount: each
+/// moves its router to the first step's weight with the chart's rules, and says "forbidden"
+/// without its router's rule.
 #[tokio::test]
 async fn each_router_needs_exactly_its_rule() {
     let all = chart_rules(Tenancy::Lockdown);
@@ -529,18 +529,21 @@ async fn each_router_needs_exactly_its_rule() {
     assert_eq!(without("ingresses").len() + 1, all.len());
     assert_eq!(without("trafficsplits").len() + 1, all.len());
     assert_eq!(without_istio.len() + 1, all.len());
-    let (nginx, smi, istio, nginx_without, smi_without, istio_without) = futures::join!(
+    let (nginx, smi, istio, alb, nginx_without, smi_without, istio_without, alb_without) = futures::join!(
         other_router("rbac-nginx", all.clone(), Router::Nginx),
         other_router("rbac-smi", all.clone(), Router::Smi),
         other_router("rbac-istio", all.clone(), Router::Istio),
+        other_router("rbac-alb", all.clone(), Router::Alb),
         other_router("rbac-noingress", without("ingresses"), Router::Nginx),
         other_router("rbac-nosplit", without("trafficsplits"), Router::Smi),
         other_router("rbac-noistio", without_istio, Router::Istio),
+        other_router("rbac-noalb", without("ingresses"), Router::Alb),
     );
     assert_eq!(nginx, None, "the chart's rules are enough for NGINX");
     assert_eq!(smi, None, "the chart's rules are enough for SMI");
     assert_eq!(istio, None, "the chart's rules are enough for Istio");
-    for said in [nginx_without, smi_without, istio_without] {
+    assert_eq!(alb, None, "the chart's rules are enough for ALB");
+    for said in [nginx_without, smi_without, istio_without, alb_without] {
         let said = said.unwrap_or_default();
         assert!(said.contains("forbidden"), "{said}");
     }
@@ -552,6 +555,7 @@ enum Router {
     Smi,
     /// Host-level: a VirtualService between the two Services.
     Istio,
+    Alb,
 }
 
 /// Runs a canary of the Rollout `web` on `router` as the chart's ServiceAccount bound to
@@ -611,6 +615,20 @@ async fn other_router(test: &str, rules: Vec<PolicyRule>, router: Router) -> Opt
                 .expect("the VirtualService");
             json!({"istio": {"virtualService": {"name": "web"}}})
         }
+        Router::Alb => {
+            let ingress: Ingress = serde_json::from_value(json!({
+                "apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
+                "metadata": {"name": "web"},
+                "spec": {"rules": [{"http": {"paths": [{"path": "/", "pathType": "Prefix",
+                    "backend": {"service": {"name": "web-stable", "port": {"name": "use-annotation"}}}}]}}]}
+            }))
+            .expect("an Ingress");
+            ns.api::<Ingress>()
+                .create(&PostParams::default(), &ingress)
+                .await
+                .expect("the ALB Ingress");
+            json!({"alb": {"ingress": "web", "servicePort": 80}})
+        }
     };
     let steps = json!([{"setWeight": 20}, {"pause": {}}]);
     let extra = json!({"strategy": {"canary": {
@@ -649,6 +667,13 @@ async fn other_router(test: &str, rules: Vec<PolicyRule>, router: Router) -> Opt
                 let service = virtual_services.get("web").await.ok()?;
                 i32::try_from(service.data["spec"]["http"][0]["route"][1]["weight"].as_i64()?)
                     .ok()?
+            }
+            Router::Alb => {
+                let ingress = ns.api::<Ingress>().get_opt("web").await.ok()??;
+                let annotations = ingress.metadata.annotations?;
+                let text = annotations.get("alb.ingress.kubernetes.io/actions.web-stable")?;
+                let action = weir::traffic::alb::parse_action(text).ok()??;
+                weir::traffic::alb::canary_share(&action, "web-canary")
             }
         };
         (weight == 20).then_some(None)
