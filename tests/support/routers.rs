@@ -115,24 +115,26 @@ where
         (held && removed().await).then_some(())
     })
     .await;
-    let left: Vec<String> = rollouts
-        .get("web")
-        .await
-        .expect("the held Rollout")
-        .metadata
-        .finalizers
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|f| f != HOLD)
-        .collect();
-    rollouts
-        .patch(
-            "web",
-            &PatchParams::default(),
-            &Patch::Merge(json!({"metadata": {"finalizers": left}})),
-        )
-        .await
-        .expect("letting the Rollout go");
+    // Guarded by the resourceVersion read: weir may remove its own finalizer in between, and
+    // a list written from an older read would add it back (refused on a deleting object).
+    eventually("letting the Rollout go", LIMIT, || async {
+        let held = rollouts.get("web").await.ok()?;
+        let left: Vec<String> = held
+            .metadata
+            .finalizers
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|f| f != HOLD)
+            .collect();
+        let patch = json!({"metadata": {
+            "resourceVersion": held.metadata.resource_version, "finalizers": left}});
+        rollouts
+            .patch("web", &PatchParams::default(), &Patch::Merge(patch))
+            .await
+            .ok()
+            .map(drop)
+    })
+    .await;
     eventually("the Rollout to be gone", LIMIT, || async {
         rollouts.get_opt("web").await.ok().filter(|r| r.is_none())
     })
