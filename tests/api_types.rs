@@ -109,6 +109,7 @@ async fn valid_objects_are_accepted_and_read_back_with_the_same_defaults() {
         "examples/argo-rollouts/canary.yaml",
         "examples/nginx/rollout.yaml",
         "examples/smi/rollout.yaml",
+        "examples/alb/rollout.yaml",
     ] {
         let sent: Rollout = example(path);
         let stored = apply(&ns.api::<Rollout>(), &sent).await;

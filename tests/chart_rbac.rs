@@ -357,9 +357,10 @@ fn only_for_routes_elsewhere(rule: &PolicyRule) -> bool {
         .is_some_and(|resources| resources == ["referencegrants"])
 }
 
-/// Whether `rule` is the one only a Rollout on another router needs (NGINX's Ingresses, SMI's
-/// TrafficSplits, Istio's VirtualServices and DestinationRules, Gateway API's GRPCRoutes):
-/// the whole flow routes with one HTTPRoute, so removing it there would show nothing.
+/// Whether `rule` is the one only a Rollout on another router needs (NGINX's and ALB's
+/// Ingresses, SMI's TrafficSplits, Istio's VirtualServices and DestinationRules, Gateway
+/// API's GRPCRoutes): the whole flow routes with one HTTPRoute, so removing it there would
+/// show nothing.
 /// `each_router_needs_exactly_its_rule` exercises each of them instead.
 fn only_for_other_routers(rule: &PolicyRule) -> bool {
     rule.resources.as_deref().is_some_and(|resources| {
@@ -507,9 +508,9 @@ async fn route_elsewhere(test: &str, rules: Vec<PolicyRule>) -> Option<String> {
     outcome
 }
 
-/// An NGINX, an SMI and an Istio Rollout run by the chart's ServiceAccount: each moves its router to
-/// the first step's weight with the chart's rules, and says "forbidden" without its router's
-/// rule.
+/// An NGINX, an SMI, an Istio and an ALB Rollout run by the chart's ServiceAccount: each
+/// moves its router to the first step's weight with the chart's rules, and says "forbidden"
+/// without its router's rule.
 #[tokio::test]
 async fn each_router_needs_exactly_its_rule() {
     let all = chart_rules(Tenancy::Lockdown);
@@ -531,23 +532,26 @@ async fn each_router_needs_exactly_its_rule() {
     assert_eq!(without("trafficsplits").len() + 1, all.len());
     assert_eq!(without_istio.len() + 1, all.len());
     assert_eq!(without("grpcroutes").len() + 1, all.len());
-    let (nginx, smi, istio, grpc) = futures::join!(
+    let (nginx, smi, istio, grpc, alb) = futures::join!(
         other_router("rbac-nginx", all.clone(), Router::Nginx),
         other_router("rbac-smi", all.clone(), Router::Smi),
         other_router("rbac-istio", all.clone(), Router::Istio),
         other_router("rbac-grpc", all.clone(), Router::Grpc),
+        other_router("rbac-alb", all.clone(), Router::Alb),
     );
     assert_eq!(nginx, None, "the chart's rules are enough for NGINX");
     assert_eq!(smi, None, "the chart's rules are enough for SMI");
     assert_eq!(istio, None, "the chart's rules are enough for Istio");
     assert_eq!(grpc, None, "the chart's rules are enough for a GRPCRoute");
+    assert_eq!(alb, None, "the chart's rules are enough for ALB");
     let refused = futures::join!(
         other_router("rbac-noingress", without("ingresses"), Router::Nginx),
         other_router("rbac-nosplit", without("trafficsplits"), Router::Smi),
         other_router("rbac-noistio", without_istio, Router::Istio),
         other_router("rbac-nogrpc", without("grpcroutes"), Router::Grpc),
+        other_router("rbac-noalb", without("ingresses"), Router::Alb),
     );
-    for said in [refused.0, refused.1, refused.2, refused.3] {
+    for said in [refused.0, refused.1, refused.2, refused.3, refused.4] {
         let said = said.unwrap_or_default();
         assert!(said.contains("forbidden"), "{said}");
     }
@@ -561,6 +565,8 @@ enum Router {
     Istio,
     /// Gateway API: a GRPCRoute between the two Services.
     Grpc,
+    /// AWS ALB: the action annotation on an Ingress.
+    Alb,
 }
 
 /// Runs a canary of the Rollout `web` on `router` as the chart's ServiceAccount bound to
@@ -635,6 +641,20 @@ async fn other_router(test: &str, rules: Vec<PolicyRule>, router: Router) -> Opt
                 .expect("the GRPCRoute");
             json!({"gatewayAPI": {"grpcRoute": "web"}})
         }
+        Router::Alb => {
+            let ingress: Ingress = serde_json::from_value(json!({
+                "apiVersion": "networking.k8s.io/v1", "kind": "Ingress",
+                "metadata": {"name": "web"},
+                "spec": {"rules": [{"http": {"paths": [{"path": "/", "pathType": "Prefix",
+                    "backend": {"service": {"name": "web-stable", "port": {"name": "use-annotation"}}}}]}}]}
+            }))
+            .expect("an Ingress");
+            ns.api::<Ingress>()
+                .create(&PostParams::default(), &ingress)
+                .await
+                .expect("the ALB Ingress");
+            json!({"alb": {"ingress": "web", "servicePort": 80}})
+        }
     };
     let steps = json!([{"setWeight": 20}, {"pause": {}}]);
     let extra = json!({"strategy": {"canary": {
@@ -678,6 +698,13 @@ async fn other_router(test: &str, rules: Vec<PolicyRule>, router: Router) -> Opt
                 let service = virtual_services.get("web").await.ok()?;
                 i32::try_from(service.data["spec"]["http"][0]["route"][1]["weight"].as_i64()?)
                     .ok()?
+            }
+            Router::Alb => {
+                let ingress = ns.api::<Ingress>().get_opt("web").await.ok()??;
+                let annotations = ingress.metadata.annotations?;
+                let text = annotations.get("alb.ingress.kubernetes.io/actions.web-stable")?;
+                let action = weir::traffic::alb::parse_action(text).ok()??;
+                weir::traffic::alb::canary_share(&action, "web-canary")
             }
         };
         (weight == 20).then_some(None)

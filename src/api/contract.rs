@@ -43,3 +43,13 @@ pub const ROLLOUT_MANAGER: &str = "weir-rollout";
 pub const ANALYSIS_MANAGER: &str = "weir-analysis";
 /// Field manager of the webhook's sync-request annotation.
 pub const WEBHOOK_MANAGER: &str = "weir-webhook";
+
+/// The AWS Load Balancer Controller's default annotation prefix (its `--annotations-prefix`).
+pub const ALB_DEFAULT_PREFIX: &str = "alb.ingress.kubernetes.io";
+
+/// The Ingress annotation holding the ALB forward action that weir sets for a Rollout:
+/// `<prefix>/actions.<service>`, where `service` is the rootService (else the stableService)
+/// that the Ingress's path names with port `use-annotation`.
+pub fn alb_action_annotation(prefix: Option<&str>, service: &str) -> String {
+    format!("{}/actions.{service}", prefix.unwrap_or(ALB_DEFAULT_PREFIX))
+}

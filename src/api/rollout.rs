@@ -148,6 +148,9 @@ pub struct TrafficRouting {
     /// Weights on the HTTP, TLS or TCP routes of Istio VirtualServices.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub istio: Option<IstioRouting>,
+    /// The AWS Load Balancer Controller's forward action annotated on an Ingress.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alb: Option<AlbRouting>,
     /// Argo Rollouts' traffic router plugins: weir builds in `argoproj-labs/gatewayAPI`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub plugins: Option<RouterPlugins>,
@@ -207,6 +210,54 @@ pub struct NginxRouting {
     /// More annotations for the canary Ingress, with their full keys, as written.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub canary_ingress_annotations: BTreeMap<String, String>,
+    #[serde(flatten)]
+    #[schemars(skip)]
+    pub unsupported: Unsupported,
+}
+
+/// AWS ALB (Argo Rollouts' `trafficRouting.alb`): weir sets one annotation on each Ingress,
+/// `<annotationPrefix>/actions.<rootService>`, a forward action that the AWS Load Balancer
+/// Controller splits between the stableService and canaryService target groups. The
+/// Ingress's path to the rootService names the port `use-annotation`; the rest of the
+/// Ingress is the team's.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(transform = keep_unknown_fields)]
+pub struct AlbRouting {
+    /// The Ingress, in the Rollout's namespace, whose action weir sets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ingress: Option<String>,
+    /// Several Ingresses, each set and verified; instead of `ingress`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ingresses: Vec<String>,
+    /// The port of the stable and canary Services the target groups send to.
+    #[schemars(range(min = 1, max = 65535))]
+    pub service_port: i32,
+    /// The Service the Ingress's path names (with port `use-annotation`), and so the action's
+    /// name; defaults to the stableService.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root_service: Option<String>,
+    /// The prefix of the AWS Load Balancer Controller's annotations (its
+    /// `--annotations-prefix`); defaults to `alb.ingress.kubernetes.io`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub annotation_prefix: Option<String>,
+    /// Target group stickiness across the stable and canary target groups.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stickiness_config: Option<AlbStickinessConfig>,
+    #[serde(flatten)]
+    #[schemars(skip)]
+    pub unsupported: Unsupported,
+}
+
+/// Duration-based stickiness of the action's target groups (the ALB API's
+/// `TargetGroupStickinessConfig`).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(transform = keep_unknown_fields)]
+pub struct AlbStickinessConfig {
+    pub enabled: bool,
+    /// Seconds a client stays with its target group: 1 to 604800 (7 days) when enabled.
+    pub duration_seconds: i64,
     #[serde(flatten)]
     #[schemars(skip)]
     pub unsupported: Unsupported,

@@ -645,7 +645,7 @@ fn is_foundation(object: &Value) -> bool {
 
 /// The routes whose weights Rollouts set: those of the revision's own Rollouts and of every
 /// Rollout the controller watches (a Rollout may name a route in another namespace). Looked
-/// up only when the revision has an HTTPRoute.
+/// up only when the revision has an object of a `ROUTE_KINDS` kind.
 async fn rollout_routes(
     client: &Client,
     scope: Option<&str>,

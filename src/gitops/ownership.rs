@@ -13,6 +13,11 @@
 //! host-level, `subset:<name>` subset-level) and the live `rollouts-pod-template-hash` label
 //! of the subsets it labels.
 //!
+//! An ALB Ingress's action annotation (`<prefix>/actions.<rootService>`) is a key of a map,
+//! which server-side apply shares key by key: Git takes it only when its copy of the Ingress
+//! writes the key too (a team may commit it all to the stable), so that key is applied with
+//! its live value.
+//!
 //! Service selectors need nothing of the kind: a selector is a map, weir-rollout owns only
 //! its `rollouts-pod-template-hash` key, and Git never names that key.
 
@@ -21,6 +26,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::Deserialize;
 use serde_json::Value;
 
+use crate::api::contract::alb_action_annotation;
 use crate::api::rollout::GatewayApiRouting;
 
 /// A route object by kind, namespace and name.
@@ -28,16 +34,17 @@ pub type RouteKey = (String, String, String);
 
 /// For each route object some Rollout sets weights (or subset labels) on, what in it the
 /// Rollout owns: Services for an HTTPRoute, `host:`/`subset:` destinations for a
-/// VirtualService, `subset:` names for a DestinationRule.
+/// VirtualService, `subset:` names for a DestinationRule, `annotation:` keys for an Ingress.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RolloutRoutes(BTreeMap<RouteKey, BTreeSet<String>>);
 
 /// The kinds whose fields a Rollout may own.
-pub const ROUTE_KINDS: [&str; 4] = [
+pub const ROUTE_KINDS: [&str; 5] = [
     "HTTPRoute",
     "GRPCRoute",
     "VirtualService",
     "DestinationRule",
+    "Ingress",
 ];
 
 /// The key of Gateway API's configuration under `trafficRouting.plugins`.
@@ -49,6 +56,7 @@ impl RolloutRoutes {
     pub fn add(&mut self, rollout: &Value, namespace: &str) {
         let canary = &rollout["spec"]["strategy"]["canary"];
         self.add_istio(canary, namespace);
+        self.add_alb(canary, namespace);
         let routing = &canary["trafficRouting"];
         let services: Vec<String> = ["stableService", "canaryService"]
             .iter()
@@ -70,6 +78,27 @@ impl RolloutRoutes {
                     .or_default()
                     .extend(services.iter().cloned());
             }
+        }
+    }
+
+    /// The action annotation on each ALB Ingress, in the Rollout's namespace.
+    fn add_alb(&mut self, canary: &Value, namespace: &str) {
+        let alb = &canary["trafficRouting"]["alb"];
+        let Some(service) = alb["rootService"]
+            .as_str()
+            .or_else(|| canary["stableService"].as_str())
+        else {
+            return;
+        };
+        let key = alb_action_annotation(alb["annotationPrefix"].as_str(), service);
+        let ingresses = std::iter::once(&alb["ingress"])
+            .chain(alb["ingresses"].as_array().into_iter().flatten())
+            .filter_map(Value::as_str);
+        for name in ingresses {
+            self.0
+                .entry(("Ingress".into(), namespace.into(), name.into()))
+                .or_default()
+                .insert(format!("annotation:{key}"));
         }
     }
 
@@ -136,6 +165,7 @@ pub fn keep_live_weights(git: &mut Value, live: &Value, services: &BTreeSet<Stri
     match git["kind"].as_str() {
         Some("VirtualService") => return keep_live_destination_weights(git, live, services),
         Some("DestinationRule") => return keep_live_subset_labels(git, live, services),
+        Some("Ingress") => return keep_live_annotations(git, live, services),
         _ => {}
     }
     let Some(rules) = git["spec"]["rules"].as_array_mut() else {
@@ -227,6 +257,24 @@ fn keep_live_destination_weights(git: &mut Value, live: &Value, owned: &BTreeSet
                     set_or_remove(fields, "weight", live_destination.get("weight"));
                 }
             }
+        }
+    }
+}
+
+/// An Ingress from Git with the live value of each annotation a Rollout owns, where Git
+/// writes that annotation and the live Ingress has it. An annotation Git does not write is
+/// not Git's, and stays out of its apply.
+fn keep_live_annotations(git: &mut Value, live: &Value, owned: &BTreeSet<String>) {
+    let Some(annotations) = git["metadata"]["annotations"].as_object_mut() else {
+        return;
+    };
+    for key in owned.iter().filter_map(|o| o.strip_prefix("annotation:")) {
+        if let (Some(value), Some(live_value)) = (
+            annotations.get_mut(key),
+            live["metadata"]["annotations"].get(key),
+        ) && !live_value.is_null()
+        {
+            *value = live_value.clone();
         }
     }
 }
@@ -521,5 +569,98 @@ mod istio_tests {
             json!({"app": "web"}),
             "not owned: Git's"
         );
+    }
+}
+
+#[cfg(test)]
+mod alb_tests {
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    use super::*;
+
+    const KEY: &str = "alb.ingress.kubernetes.io/actions.web-stable";
+
+    fn alb_rollout(alb: Value) -> Value {
+        json!({"spec": {"strategy": {"canary": {"stableService": "web-stable", "canaryService": "web-canary",
+            "trafficRouting": {"alb": alb}}}}})
+    }
+
+    #[test]
+    fn alb_rollouts_own_the_action_annotation_of_each_ingress() {
+        let mut routes = RolloutRoutes::default();
+        routes.add(
+            &alb_rollout(json!({"ingress": "web", "servicePort": 80})),
+            "shop",
+        );
+        routes.add(
+            &alb_rollout(json!({"ingresses": ["a", "b"], "servicePort": 80,
+                "rootService": "root", "annotationPrefix": "custom.alb.example"})),
+            "shop",
+        );
+        let owned = |keys: &[&str]| -> BTreeSet<String> {
+            keys.iter().map(|k| format!("annotation:{k}")).collect()
+        };
+        assert_eq!(routes.owned("Ingress", "shop", "web"), Some(&owned(&[KEY])));
+        assert_eq!(
+            routes.owned("Ingress", "shop", "b"),
+            Some(&owned(&["custom.alb.example/actions.root"]))
+        );
+        assert_eq!(routes.owned("Ingress", "other", "web"), None);
+        let mut none = RolloutRoutes::default();
+        none.add(&json!({"spec": {"strategy": {"canary": {"trafficRouting": {"alb": {"ingress": "web"}}}}}}), "shop");
+        assert_eq!(none, RolloutRoutes::default(), "no Service, no action");
+    }
+
+    #[test]
+    fn git_keeps_the_live_action_only_where_it_writes_the_annotation() {
+        let owned: BTreeSet<String> = [format!("annotation:{KEY}")].into();
+        let live = json!({"kind": "Ingress", "metadata": {"annotations": {
+            KEY: "live action", "team": "old"}}});
+        let mut git = json!({"kind": "Ingress", "metadata": {"annotations": {
+            KEY: "all to stable", "team": "new"}}, "spec": {"rules": []}});
+        keep_live_weights(&mut git, &live, &owned);
+        assert_eq!(
+            git,
+            json!({"kind": "Ingress", "metadata": {"annotations": {
+                KEY: "live action", "team": "new"}}, "spec": {"rules": []}})
+        );
+        let mut silent = json!({"kind": "Ingress", "metadata": {"annotations": {"team": "new"}}});
+        let before = silent.clone();
+        keep_live_weights(&mut silent, &live, &owned);
+        assert_eq!(
+            silent, before,
+            "an annotation Git does not write stays out of its apply"
+        );
+        let mut created =
+            json!({"kind": "Ingress", "metadata": {"annotations": {KEY: "all to stable"}}});
+        let before = created.clone();
+        keep_live_weights(&mut created, &json!({}), &owned);
+        assert_eq!(created, before, "an Ingress being created is Git's");
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(1000))]
+
+        /// Whatever Git and the live Ingress hold, the applied Ingress has the live action
+        /// wherever both have it, Git's everywhere else, and no key Git did not write.
+        #[test]
+        fn git_never_moves_the_action(
+            git in prop::collection::btree_map(prop::sample::select(vec![KEY, "other/actions.x", "team"]), "[a-z]{0,4}", 0..3),
+            live in prop::collection::btree_map(prop::sample::select(vec![KEY, "other/actions.x", "team"]), "[a-z]{0,4}", 0..3),
+        ) {
+            let owned: BTreeSet<String> = [format!("annotation:{KEY}")].into();
+            let mut applied = json!({"kind": "Ingress", "metadata": {"annotations": git}});
+            keep_live_weights(&mut applied, &json!({"metadata": {"annotations": live}}), &owned);
+            let applied = applied["metadata"]["annotations"].as_object().cloned().unwrap_or_default();
+            prop_assert_eq!(applied.len(), git.len());
+            for (key, value) in &git {
+                let expected = match live.get(key) {
+                    Some(live_value) if *key == KEY => live_value,
+                    _ => value,
+                };
+                prop_assert_eq!(applied.get(*key), Some(&json!(expected)));
+            }
+        }
     }
 }

@@ -1,7 +1,8 @@
 //! A simulated data plane, because the local cluster has none: requests at a steady rate on
 //! every HTTPRoute and GRPCRoute (attached to a Gateway or, GAMMA, to a Service), Istio VirtualService HTTP route (a destination is its host's Service,
 //! narrowed by its DestinationRule subset's labels when it names a subset), stable Ingress
-//! (with its NGINX canary Ingress's `canary-weight`) and SMI TrafficSplit, split by the
+//! (with its NGINX canary Ingress's `canary-weight`; a path to port `use-annotation` by its
+//! ALB forward action) and SMI TrafficSplit, split by the
 //! weights each carries now, answered by each backend as
 //! its version's pod template says (`sim.weir.dev/error-rate`, `sim.weir.dev/latency-ms`),
 //! and counted in Prometheus metrics as a mesh or gateway would export them:
@@ -30,7 +31,7 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 use crate::traffic::gateway_api::WeightedRoute;
-use crate::traffic::smi;
+use crate::traffic::{alb, smi};
 
 pub const ERROR_RATE_ANNOTATION: &str = "sim.weir.dev/error-rate";
 pub const LATENCY_ANNOTATION: &str = "sim.weir.dev/latency-ms";
@@ -420,8 +421,8 @@ struct Topology {
 /// A route before its backends' versions are known: one (Service, weight) list per rule.
 type Weighted = Vec<Vec<(String, u32)>>;
 
-/// The annotation of `ingress` whose key ends in `/name` (under whatever prefix the NGINX
-/// controller was started with).
+/// The annotation of `ingress` whose key ends in `/name` (under whatever prefix the NGINX or
+/// AWS Load Balancer controller was started with).
 fn nginx_annotation<'a>(ingress: &'a Ingress, name: &str) -> Option<&'a str> {
     ingress
         .metadata
@@ -454,7 +455,13 @@ pub fn ingress_splits(stable: &Ingress, canaries: &[Ingress]) -> Weighted {
     };
     let mut splits = Vec::new();
     let spec = stable.spec.clone().unwrap_or_default();
-    if let Some(own) = spec.default_backend.as_ref().and_then(service) {
+    if let Some(split) = spec
+        .default_backend
+        .as_ref()
+        .and_then(|b| alb_split(stable, b))
+    {
+        splits.extend(split);
+    } else if let Some(own) = spec.default_backend.as_ref().and_then(service) {
         let canary = canaries.iter().find_map(|c| {
             let backend = c.spec.as_ref()?.default_backend.as_ref()?;
             Some((service(backend)?, weight_of(c)))
@@ -463,6 +470,10 @@ pub fn ingress_splits(stable: &Ingress, canaries: &[Ingress]) -> Weighted {
     }
     for rule in spec.rules.iter().flatten() {
         for path in rule.http.iter().flat_map(|h| &h.paths) {
+            if let Some(split) = alb_split(stable, &path.backend) {
+                splits.extend(split);
+                continue;
+            }
             let Some(own) = service(&path.backend) else {
                 continue;
             };
@@ -483,6 +494,28 @@ pub fn ingress_splits(stable: &Ingress, canaries: &[Ingress]) -> Weighted {
         }
     }
     splits
+}
+
+/// How the AWS Load Balancer Controller splits a backend whose port is `use-annotation`: by
+/// the target groups of the forward action annotated for its Service (under any prefix);
+/// nothing is sent without a readable one. None for any other backend.
+pub fn alb_split(
+    ingress: &Ingress,
+    backend: &IngressBackend,
+) -> Option<Option<Vec<(String, u32)>>> {
+    let target = backend.service.as_ref()?;
+    if target.port.as_ref()?.name.as_deref() != Some(alb::USE_ANNOTATION) {
+        return None;
+    }
+    let action = nginx_annotation(ingress, &format!("actions.{}", target.name))
+        .and_then(|text| alb::parse_action(text).ok().flatten());
+    Some(action.map(|action| {
+        action
+            .target_groups
+            .into_iter()
+            .filter_map(|g| Some((g.service_name?, g.weight.unwrap_or(0).clamp(0, 999) as u32)))
+            .collect()
+    }))
 }
 
 /// How a TrafficSplit spec (any version) splits its root Service: its backends by weight
@@ -919,6 +952,56 @@ mod tests {
             ingress_splits(&stable, &[]),
             vec![owned(&[("web-stable", 1)]), owned(&[("admin", 1)])]
         );
+    }
+
+    #[test]
+    fn a_use_annotation_path_follows_its_alb_action() {
+        use serde_json::json;
+        let with = |annotations: serde_json::Value| {
+            ingress(
+                json!({"metadata": {"name": "web", "annotations": annotations}, "spec": {"rules": [
+                {"http": {"paths": [
+                    {"path": "/", "pathType": "Prefix", "backend": {"service": {"name": "web-stable", "port": {"name": "use-annotation"}}}},
+                    path("/admin", "admin")]}}]}}),
+            )
+        };
+        let owned = |pairs: &[(&str, u32)]| -> Vec<(String, u32)> {
+            pairs.iter().map(|(s, w)| ((*s).to_owned(), *w)).collect()
+        };
+        let action = r#"{"type":"forward","forwardConfig":{"targetGroups":[
+            {"serviceName":"web-canary","servicePort":"80","weight":30},
+            {"serviceName":"web-stable","servicePort":"80","weight":70}]}}"#;
+        assert_eq!(
+            ingress_splits(
+                &with(json!({"alb.ingress.kubernetes.io/actions.web-stable": action})),
+                &[]
+            ),
+            vec![
+                owned(&[("web-canary", 30), ("web-stable", 70)]),
+                owned(&[("admin", 1)])
+            ]
+        );
+        assert_eq!(
+            ingress_splits(
+                &with(json!({"custom.example/actions.web-stable": action})),
+                &[]
+            ),
+            vec![
+                owned(&[("web-canary", 30), ("web-stable", 70)]),
+                owned(&[("admin", 1)])
+            ],
+            "under any prefix"
+        );
+        for nothing in [
+            json!({}),
+            json!({"alb.ingress.kubernetes.io/actions.web-stable": "{"}),
+        ] {
+            assert_eq!(
+                ingress_splits(&with(nothing), &[]),
+                vec![owned(&[("admin", 1)])],
+                "without a readable action the ALB sends that path nowhere"
+            );
+        }
     }
 
     #[test]

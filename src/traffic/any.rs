@@ -3,12 +3,13 @@
 use kube::Client;
 
 use super::router::{Router, RouterError};
-use super::{gateway_api, istio, nginx, smi};
+use super::{alb, gateway_api, istio, nginx, smi};
 use crate::api::Rollout;
 use crate::api::rollout::{CanaryStrategy, RolloutStatus};
 
 /// Every router weir has, chosen by the Rollout's `trafficRouting`.
 pub enum AnyRouter {
+    Alb(Box<alb::AlbRouter>),
     GatewayApi(Box<gateway_api::GatewayApiRouter>),
     Istio(Box<istio::IstioRouter>),
     Nginx(Box<nginx::NginxRouter>),
@@ -29,7 +30,7 @@ fn versions(status: Option<&RolloutStatus>, template_hash: &str) -> istio::Versi
 
 impl AnyRouter {
     /// Every router a Rollout in `namespace` asks for, in a fixed order (Istio, NGINX, SMI,
-    /// Gateway API); none when it splits traffic by replica count. A route in another
+    /// ALB, Gateway API); none when it splits traffic by replica count. A route in another
     /// namespace is used only when a ReferenceGrant there allows it (`NotGranted` otherwise):
     /// the only way to a router, so nothing writes to a route the Rollout may not touch. The
     /// grants are read only for such a route. `template_hash` is the Rollout's template's
@@ -74,6 +75,10 @@ impl AnyRouter {
             let label = format!("SMI TrafficSplit {}", router.name());
             routers.push((label, AnyRouter::Smi(Box::new(router))));
         }
+        if let Some(router) = alb::for_rollout(client, rollout, namespace) {
+            let label = format!("AWS ALB Ingress {}", router.ingress_names().join(", "));
+            routers.push((label, AnyRouter::Alb(Box::new(router))));
+        }
         if let Some(router) = gateway_api::for_rollout(client, rollout, namespace).await? {
             let label = format!("Gateway API {}", router.label());
             routers.push((label, AnyRouter::GatewayApi(Box::new(router))));
@@ -98,7 +103,10 @@ impl AnyRouter {
     /// canary Service does.
     pub fn canary_selector_hash(&self) -> Option<String> {
         match self {
-            AnyRouter::GatewayApi(_) | AnyRouter::Nginx(_) | AnyRouter::Smi(_) => None,
+            AnyRouter::Alb(_)
+            | AnyRouter::GatewayApi(_)
+            | AnyRouter::Nginx(_)
+            | AnyRouter::Smi(_) => None,
             AnyRouter::Istio(router) => router.canary_subset_hash(),
         }
     }
@@ -107,6 +115,7 @@ impl AnyRouter {
 impl Router for AnyRouter {
     async fn weight(&self) -> Result<Option<i32>, RouterError> {
         match self {
+            AnyRouter::Alb(router) => router.weight().await,
             AnyRouter::GatewayApi(router) => router.weight().await,
             AnyRouter::Istio(router) => router.weight().await,
             AnyRouter::Nginx(router) => router.weight().await,
@@ -116,6 +125,7 @@ impl Router for AnyRouter {
 
     async fn set_weight(&self, canary: i32) -> Result<i32, RouterError> {
         match self {
+            AnyRouter::Alb(router) => router.set_weight(canary).await,
             AnyRouter::GatewayApi(router) => router.set_weight(canary).await,
             AnyRouter::Istio(router) => router.set_weight(canary).await,
             AnyRouter::Nginx(router) => router.set_weight(canary).await,
@@ -125,6 +135,7 @@ impl Router for AnyRouter {
 
     async fn remove_managed(&self) -> Result<(), RouterError> {
         match self {
+            AnyRouter::Alb(router) => router.remove_managed().await,
             AnyRouter::GatewayApi(router) => router.remove_managed().await,
             AnyRouter::Istio(router) => router.remove_managed().await,
             AnyRouter::Nginx(router) => router.remove_managed().await,

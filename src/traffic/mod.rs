@@ -2,6 +2,7 @@
 //! knows only weights; each router turns them into its own objects. More kinds implement
 //! `Router` and join `AnyRouter` without touching the planner.
 
+pub mod alb;
 mod any;
 pub mod gateway_api;
 pub mod istio;
@@ -65,11 +66,16 @@ pub fn refers_to(rollout: &Rollout, kind: RouteKind, namespace: &str, name: &str
             .as_ref()
             .and_then(|i| i.destination_rule.as_ref())
             .is_some_and(|d| d.name == name),
-        RouteKind::Ingress => routing.nginx.as_ref().is_some_and(|nginx| {
-            nginx::stable_ingresses(nginx)
-                .iter()
-                .any(|stable| stable == name || nginx::canary_name(rollout_name, stable) == name)
-        }),
+        RouteKind::Ingress => {
+            routing.nginx.as_ref().is_some_and(|nginx| {
+                nginx::stable_ingresses(nginx).iter().any(|stable| {
+                    stable == name || nginx::canary_name(rollout_name, stable) == name
+                })
+            }) || routing
+                .alb
+                .as_ref()
+                .is_some_and(|alb| alb::ingresses(alb).iter().any(|ingress| ingress == name))
+        }
         RouteKind::TrafficSplit => routing
             .smi
             .as_ref()
@@ -101,6 +107,7 @@ mod tests {
             "istio": {"virtualServices": [{"name": "vs-a"}, {"name": "vs-b"}],
                 "destinationRule": {"name": "dr", "canarySubsetName": "c", "stableSubsetName": "s"}},
             "nginx": {"stableIngress": "web-in"},
+            "alb": {"ingress": "web-alb", "servicePort": 80},
             "smi": {}
         }));
         let yes = [
@@ -110,6 +117,7 @@ mod tests {
             (DestinationRule, "shop", "dr"),
             (Ingress, "shop", "web-in"),
             (Ingress, "shop", "web-web-in-canary"),
+            (Ingress, "shop", "web-alb"),
             (TrafficSplit, "shop", "web"),
         ];
         for (kind, namespace, name) in yes {
@@ -125,6 +133,7 @@ mod tests {
             (DestinationRule, "shop", "vs-a"),
             (Ingress, "shop", "web"),
             (Ingress, "other", "web-in"),
+            (Ingress, "other", "web-alb"),
             (TrafficSplit, "shop", "web-split"),
         ];
         for (kind, namespace, name) in no {

@@ -7,9 +7,10 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use super::analysis::check_args;
 use super::names::{NameRule, check_name};
 use super::violation::{Report, Violation};
+use crate::api::contract::alb_action_annotation;
 use crate::api::rollout::{
-    AnalysisTemplateRef, CanaryStep, GatewayApiRouting, IstioRouting, NginxRouting, RolloutSpec,
-    SetCanaryScale, SmiRouting, TrafficRouting,
+    AlbRouting, AnalysisTemplateRef, CanaryStep, GatewayApiRouting, IstioRouting, NginxRouting,
+    RolloutSpec, SetCanaryScale, SmiRouting, TrafficRouting,
 };
 use crate::duration;
 
@@ -77,6 +78,22 @@ pub fn rollout(spec: &RolloutSpec) -> Vec<Violation> {
                 "must differ from canaryService: the root Service is what clients call, and the TrafficSplit divides it between stableService and canaryService",
             );
         }
+        // The ALB action is annotated as `<prefix>/actions.<service>`, whose name part may
+        // have 63 characters.
+        if let Some(alb) = &routing.alb {
+            let (field, service) = match &alb.root_service {
+                Some(root) => ("trafficRouting.alb.rootService", Some(root)),
+                None => ("stableService", canary.stable_service.as_ref()),
+            };
+            if let Some(service) = service
+                && alb_action_annotation(Some(""), service).len() > 64
+            {
+                report.invalid(
+                    format!("{at}.{field}"),
+                    "may have at most 55 characters with trafficRouting.alb: the Ingress annotation actions.<name> that weir sets may have at most 63",
+                );
+            }
+        }
         // Subset-level Istio splits inside one Service by DestinationRule subsets; every
         // other router sends each share to a Service of its own (with several routers, each
         // of the others needs both).
@@ -84,9 +101,10 @@ pub fn rollout(spec: &RolloutSpec) -> Vec<Violation> {
             .istio
             .as_ref()
             .is_some_and(|istio| istio.destination_rule.is_some())
-            && routing.gateway_api.is_none()
+            && routing.gateway().is_none()
             && routing.nginx.is_none()
-            && routing.smi.is_none();
+            && routing.smi.is_none()
+            && routing.alb.is_none();
         for (field, service) in [
             ("stableService", &canary.stable_service),
             ("canaryService", &canary.canary_service),
@@ -186,6 +204,7 @@ fn check_traffic_routing(report: &mut Report, routing: &TrafficRouting) {
         .and_then(|plugins| plugins.gateway_api.as_ref());
     // Several routers are allowed (Argo's "multiple providers"): each is set and verified.
     let routers: Vec<&str> = [
+        ("alb", routing.alb.is_some()),
         ("gatewayAPI", routing.gateway_api.is_some()),
         ("plugins.argoproj-labs/gatewayAPI", plugin_gateway.is_some()),
         ("istio", routing.istio.is_some()),
@@ -223,6 +242,9 @@ fn check_traffic_routing(report: &mut Report, routing: &TrafficRouting) {
     if let Some(smi) = &routing.smi {
         check_smi(report, &format!("{at}.smi"), smi);
     }
+    if let Some(alb) = &routing.alb {
+        check_alb(report, &format!("{at}.alb"), alb);
+    }
     let unknown_plugins = routing
         .plugins
         .as_ref()
@@ -230,7 +252,7 @@ fn check_traffic_routing(report: &mut Report, routing: &TrafficRouting) {
     if routers.is_empty() && routing.unsupported.is_empty() && !unknown_plugins {
         report.required(
             format!("{at}.gatewayAPI"),
-            "name a router (gatewayAPI, istio, nginx or smi), or omit trafficRouting to split traffic by replica count",
+            "name a router (alb, gatewayAPI, istio, nginx or smi), or omit trafficRouting to split traffic by replica count",
         );
     }
 }
@@ -347,6 +369,74 @@ fn check_nginx(report: &mut Report, at: &str, nginx: &NginxRouting) {
             report.invalid(
                 format!("{at}.canaryIngressAnnotations"),
                 format!("key {key:?} is not an annotation key; write prefix/name or name"),
+            );
+        }
+    }
+}
+
+fn check_alb(report: &mut Report, at: &str, alb: &AlbRouting) {
+    report.unsupported(at, &alb.unsupported);
+    match (&alb.ingress, alb.ingresses.is_empty()) {
+        (None, true) => report.required(
+            format!("{at}.ingress"),
+            "name the Ingress whose path sends to the rootService (else the stableService) with port use-annotation (or several in ingresses)",
+        ),
+        (Some(_), false) => report.invalid(
+            format!("{at}.ingresses"),
+            "takes the place of ingress: set one of them, not both",
+        ),
+        _ => {}
+    }
+    if let Some(name) = &alb.ingress {
+        check_name(
+            report,
+            &format!("{at}.ingress"),
+            name,
+            NameRule::Dns1123Subdomain,
+        );
+    }
+    for (index, name) in alb.ingresses.iter().enumerate() {
+        check_name(
+            report,
+            &format!("{at}.ingresses[{index}]"),
+            name,
+            NameRule::Dns1123Subdomain,
+        );
+        if alb.ingresses[..index].contains(name) {
+            report.invalid(
+                format!("{at}.ingresses[{index}]"),
+                format!("{name:?} is listed twice; list each Ingress once"),
+            );
+        }
+    }
+    if !(1..=65535).contains(&alb.service_port) {
+        report.invalid(
+            format!("{at}.servicePort"),
+            "must be the port (1 to 65535) the stable and canary Services listen on",
+        );
+    }
+    if let Some(root) = &alb.root_service {
+        check_name(
+            report,
+            &format!("{at}.rootService"),
+            root,
+            NameRule::Dns1035Label,
+        );
+    }
+    if let Some(prefix) = &alb.annotation_prefix {
+        check_name(
+            report,
+            &format!("{at}.annotationPrefix"),
+            prefix,
+            NameRule::Dns1123Subdomain,
+        );
+    }
+    if let Some(sticky) = &alb.stickiness_config {
+        report.unsupported(&format!("{at}.stickinessConfig"), &sticky.unsupported);
+        if sticky.enabled && !(1..=604_800).contains(&sticky.duration_seconds) {
+            report.invalid(
+                format!("{at}.stickinessConfig.durationSeconds"),
+                "must be between 1 and 604800 seconds (7 days), the range AWS allows",
             );
         }
     }

@@ -59,6 +59,10 @@ fn the_examples_are_valid() {
             "examples/gateway-api/rollout.yaml",
             include_str!("../../examples/gateway-api/rollout.yaml"),
         ),
+        (
+            "examples/alb/rollout.yaml",
+            include_str!("../../examples/alb/rollout.yaml"),
+        ),
     ] {
         // The first document: the router examples keep their Services beside the Rollout.
         let first = text.split("\n---\n").next().unwrap_or(text);
@@ -342,7 +346,7 @@ fn a_rollout_without_a_canary_strategy_is_refused() {
 fn argo_fields_weir_lacks_are_named_never_dropped() {
     let spec = rollout_with_canary(json!({
         "maxSurge": "25%",
-        "trafficRouting": {"alb": {"ingress": "web", "servicePort": 80}},
+        "trafficRouting": {"traefik": {"weightedTraefikServiceName": "web"}},
         "stableService": "web-stable",
         "canaryService": "web-canary",
         "steps": [
@@ -358,7 +362,7 @@ fn argo_fields_weir_lacks_are_named_never_dropped() {
             (Unsup, "spec.strategy.canary.maxSurge"),
             (Unsup, "spec.strategy.canary.steps[1].experiment"),
             (Unsup, "spec.strategy.canary.steps[2].setHeaderRoute"),
-            (Unsup, "spec.strategy.canary.trafficRouting.alb"),
+            (Unsup, "spec.strategy.canary.trafficRouting.traefik"),
         ],
     );
     let experiment = &violations[1];
@@ -368,10 +372,12 @@ fn argo_fields_weir_lacks_are_named_never_dropped() {
             .contains("experiment steps are not built yet"),
         "{experiment}"
     );
-    let alb = &violations[3];
+    let traefik = &violations[3];
     assert!(
-        alb.message.contains("the alb router is not built yet"),
-        "{alb}"
+        traefik
+            .message
+            .contains("the traefik router is not built yet"),
+        "{traefik}"
     );
     // Kept in the object, so a round trip through the API server loses nothing.
     let round_trip = serde_json::to_value(&spec).expect("serializes");
@@ -1299,4 +1305,98 @@ fn istio_routing_is_checked_field_by_field() {
             "spec.strategy.canary.trafficRouting.istio.virtualService",
         )],
     );
+}
+
+#[test]
+fn alb_routing_takes_argos_fields_and_reports_what_it_does_not_know() {
+    let at = "spec.strategy.canary.trafficRouting.alb";
+    let bare = rollout_with_canary(json!({
+        "stableService": "web-stable", "canaryService": "web-canary",
+        "trafficRouting": {"alb": {"ingress": "web", "servicePort": 80}}
+    }));
+    assert_only(rollout(&bare), &[]);
+    let full = rollout_with_canary(json!({
+        "stableService": "web-stable", "canaryService": "web-canary",
+        "trafficRouting": {"alb": {
+            "ingresses": ["web", "web-internal"], "servicePort": 443, "rootService": "web-root",
+            "annotationPrefix": "custom.alb.ingress.kubernetes.io",
+            "stickinessConfig": {"enabled": true, "durationSeconds": 3600}
+        }}
+    }));
+    assert_only(rollout(&full), &[]);
+    let wrong = rollout_with_canary(json!({
+        "stableService": "web-stable", "canaryService": "web-canary",
+        "trafficRouting": {"alb": {
+            "ingress": "Web", "ingresses": ["a", "a"], "servicePort": 0,
+            "rootService": "Root", "annotationPrefix": "not a prefix",
+            "stickinessConfig": {"enabled": true, "durationSeconds": 604801, "cookie": "x"},
+            "targetGroupARN": "arn"
+        }}
+    }));
+    let fields =
+        |names: &[&str]| -> Vec<String> { names.iter().map(|n| format!("{at}.{n}")).collect() };
+    let expected = fields(&[
+        "annotationPrefix",
+        "ingress",
+        "ingresses",
+        "ingresses[1]",
+        "rootService",
+        "servicePort",
+        "stickinessConfig.durationSeconds",
+        "stickinessConfig.cookie",
+        "targetGroupARN",
+    ]);
+    let kinds = [
+        Invalid, Invalid, Invalid, Invalid, Invalid, Invalid, Invalid, Unsup, Unsup,
+    ];
+    let expected: Vec<(ViolationKind, &str)> = kinds
+        .iter()
+        .copied()
+        .zip(expected.iter().map(String::as_str))
+        .collect();
+    assert_only(rollout(&wrong), &expected);
+    // Stickiness that is off needs no duration in range.
+    let off = rollout_with_canary(json!({
+        "stableService": "web-stable", "canaryService": "web-canary",
+        "trafficRouting": {"alb": {"ingress": "web", "servicePort": 80,
+            "stickinessConfig": {"enabled": false, "durationSeconds": 0}}}
+    }));
+    assert_only(rollout(&off), &[]);
+    let none = rollout_with_canary(json!({
+        "stableService": "web-stable", "canaryService": "web-canary",
+        "trafficRouting": {"alb": {"servicePort": 80}}
+    }));
+    assert_only(
+        rollout(&none),
+        &[(Required, "spec.strategy.canary.trafficRouting.alb.ingress")],
+    );
+}
+
+#[test]
+fn the_alb_action_name_fits_an_annotation() {
+    let long = "s".repeat(56);
+    let by_stable = rollout_with_canary(json!({
+        "stableService": long, "canaryService": "web-canary",
+        "trafficRouting": {"alb": {"ingress": "web", "servicePort": 80}}
+    }));
+    assert_only(
+        rollout(&by_stable),
+        &[(Invalid, "spec.strategy.canary.stableService")],
+    );
+    let by_root = rollout_with_canary(json!({
+        "stableService": "web-stable", "canaryService": "web-canary",
+        "trafficRouting": {"alb": {"ingress": "web", "servicePort": 80, "rootService": long}}
+    }));
+    assert_only(
+        rollout(&by_root),
+        &[(
+            Invalid,
+            "spec.strategy.canary.trafficRouting.alb.rootService",
+        )],
+    );
+    let fits = rollout_with_canary(json!({
+        "stableService": "s".repeat(55), "canaryService": "web-canary",
+        "trafficRouting": {"alb": {"ingress": "web", "servicePort": 80}}
+    }));
+    assert_only(rollout(&fits), &[]);
 }

@@ -76,11 +76,11 @@ fn unsupported_hint(at: &str, name: &str) -> String {
     let router = at.ends_with("trafficRouting");
     let gateway = at.ends_with("gatewayAPI");
     match name {
-        _ if at.ends_with("trafficRouting.plugins") => format!("weir builds in the argoproj-labs/gatewayAPI plugin only, not {name}; route with it, gatewayAPI, istio, nginx or smi"),
+        _ if at.ends_with("trafficRouting.plugins") => format!("weir builds in the argoproj-labs/gatewayAPI plugin only, not {name}; route with it, alb, gatewayAPI, istio, nginx or smi"),
         "tcpRoute" | "tcpRoutes" | "tlsRoute" | "tlsRoutes" if gateway => "weir sets the weights of HTTPRoutes and GRPCRoutes only; remove it".into(),
         "httpRouteSelector" | "grpcRouteSelector" | "tcpRouteSelector" | "tlsRouteSelector" if gateway => "name the routes in httpRoutes or grpcRoutes instead of selecting them by label".into(),
         "disableInProgressLabel" | "inProgressLabelKey" | "inProgressLabelValue" if gateway => "weir labels no route: weir-sync keeps a route's live weights when it applies it from Git; remove it".into(),
-        _ if router => format!("the {name} router is not built yet; weir routes traffic with gatewayAPI, istio, nginx or smi, or by replica ratio when trafficRouting is omitted"),
+        _ if router => format!("the {name} router is not built yet; weir routes traffic with alb, gatewayAPI, istio, nginx or smi, or by replica ratio when trafficRouting is omitted"),
         "blueGreen" => "weir implements the canary strategy only".into(),
         "serviceAccountName" if at == "spec.decryption" => "weir decrypts with the age identities of secretRef only (no KMS, so no workload identity); remove it".into(),
         "experiment" | "setHeaderRoute" | "setMirrorRoute" => format!("{name} steps are not built yet; remove the step"),
