@@ -27,7 +27,7 @@ use crate::api::contract::{
 };
 use crate::api::rollout::AnalysisTemplateRef;
 use crate::runtime::cache::{Cache, Epoch};
-use crate::traffic::{AnyRouter, Router};
+use crate::traffic::{AnyRouter, Router, ShownRoutes};
 use crate::validate::Violation;
 
 /// Where the Rollout's ReplicaSets and AnalysisRuns are read from.
@@ -294,8 +294,11 @@ pub async fn observe(
         ),
         async {
             match router {
-                Some(router) => router.weight().await.map_err(Error::from),
-                None => Ok(None),
+                Some(router) => {
+                    let (weight, routes) = tokio::join!(router.weight(), router.managed_routes());
+                    Ok::<_, Error>((weight?, routes?))
+                }
+                None => Ok((None, ShownRoutes::new())),
             }
         },
         async {
@@ -311,6 +314,7 @@ pub async fn observe(
         route_weight?,
         runs?,
     );
+    let (route_weight, managed_routes) = route_weight;
     // Without a canary Service (subset-level Istio), the router's canary subset is what
     // selects the canary's pods.
     let canary_service_hash = match canary.and_then(|c| c.canary_service.as_ref()) {
@@ -332,6 +336,7 @@ pub async fn observe(
         stable_service_hash,
         canary_service_hash,
         route_weight,
+        managed_routes,
         analysis_runs,
         reference_problems: Vec::new(),
         outages: Vec::new(),

@@ -9,7 +9,7 @@ pub mod reference_grant;
 mod router;
 pub mod smi;
 
-pub use router::{Router, RouterError};
+pub use router::{MANAGED_ROUTES_FIELD, ManagedRoute, Router, RouterError, ShownRoutes};
 
 use kube::Client;
 
@@ -34,6 +34,17 @@ fn versions(status: Option<&RolloutStatus>, template_hash: &str) -> istio::Versi
         .and_then(|s| s.canary_rs.clone())
         .unwrap_or_else(|| template_hash.to_owned());
     istio::Versions { stable, canary }
+}
+
+fn routing_of(canary: &CanaryStrategy) -> Option<&crate::api::rollout::TrafficRouting> {
+    canary.traffic_routing.as_ref()
+}
+
+/// The names of `trafficRouting.managedRoutes`, highest precedence first.
+fn managed_names(routing: Option<&crate::api::rollout::TrafficRouting>) -> Vec<String> {
+    routing
+        .map(|r| r.managed_routes.iter().map(|m| m.name.clone()).collect())
+        .unwrap_or_default()
 }
 
 /// The field that names a route's namespace, for messages.
@@ -69,7 +80,9 @@ impl AnyRouter {
                 ),
                 versions(rollout.status.as_ref(), template_hash),
             )
-            .map(|router| AnyRouter::Istio(Box::new(router))));
+            .map(|router| {
+                AnyRouter::Istio(Box::new(router.managing(managed_names(routing_of(canary)))))
+            }));
         }
         if let Some(router) = nginx::for_rollout(client, rollout, namespace) {
             return Ok(Some(AnyRouter::Nginx(Box::new(router))));
@@ -157,6 +170,33 @@ impl Router for AnyRouter {
             AnyRouter::Istio(router) => router.set_weight(canary).await,
             AnyRouter::Nginx(router) => router.set_weight(canary).await,
             AnyRouter::Smi(router) => router.set_weight(canary).await,
+        }
+    }
+
+    async fn managed_routes(&self) -> Result<ShownRoutes, RouterError> {
+        match self {
+            AnyRouter::GatewayApi(router) => router.managed_routes().await,
+            AnyRouter::Istio(router) => router.managed_routes().await,
+            AnyRouter::Nginx(router) => router.managed_routes().await,
+            AnyRouter::Smi(router) => router.managed_routes().await,
+        }
+    }
+
+    async fn set_managed_route(&self, name: &str, route: &ManagedRoute) -> Result<(), RouterError> {
+        match self {
+            AnyRouter::GatewayApi(router) => router.set_managed_route(name, route).await,
+            AnyRouter::Istio(router) => router.set_managed_route(name, route).await,
+            AnyRouter::Nginx(router) => router.set_managed_route(name, route).await,
+            AnyRouter::Smi(router) => router.set_managed_route(name, route).await,
+        }
+    }
+
+    async fn remove_managed_route(&self, name: &str) -> Result<(), RouterError> {
+        match self {
+            AnyRouter::GatewayApi(router) => router.remove_managed_route(name).await,
+            AnyRouter::Istio(router) => router.remove_managed_route(name).await,
+            AnyRouter::Nginx(router) => router.remove_managed_route(name).await,
+            AnyRouter::Smi(router) => router.remove_managed_route(name).await,
         }
     }
 
