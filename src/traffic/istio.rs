@@ -1242,4 +1242,123 @@ mod tests {
             "{message}"
         );
     }
+
+    fn header_route() -> ManagedRoute {
+        ManagedRoute::Header(vec![HeaderRoutingMatch {
+            header_name: "x-canary".into(),
+            header_value: StringMatch {
+                exact: Some("yes".into()),
+                ..StringMatch::default()
+            },
+        }])
+    }
+
+    fn mirror_route() -> ManagedRoute {
+        ManagedRoute::Mirror {
+            percentage: 35,
+            matches: vec![
+                serde_json::from_value(json!({"method": {"exact": "GET"}, "path": {"prefix": "/"},
+                    "headers": {"x-b": {"regex": "b.*"}}}))
+                .unwrap_or_else(|e| panic!("{e}")),
+            ],
+        }
+    }
+
+    #[test]
+    fn managed_routes_go_above_the_weighted_route_in_precedence_order_and_read_back() {
+        let object = vs(
+            json!({"hosts": ["web"], "http": [{"name": "primary", "route": [
+            {"destination": {"host": "web-stable"}, "weight": 90},
+            {"destination": {"host": "web-canary"}, "weight": 10}]}]}),
+        );
+        let spec = service(json!({"name": "web"}));
+        let managed = vec!["header".to_owned(), "mirror".to_owned()];
+        let found =
+            splits_beside(&object, &spec, &host_pick(), &managed).unwrap_or_else(|e| panic!("{e}"));
+        let (stable, canary) =
+            managed_destinations(&object, &found).unwrap_or_else(|| panic!("destinations"));
+        assert_eq!(canary, json!({"host": "web-canary"}));
+        // The mirror first: it still goes below the header route, which precedes it.
+        let mut live = object.clone();
+        let mirror = managed_route_value("mirror", &mirror_route(), &stable, &canary);
+        assert_eq!(
+            mirror,
+            json!({"name": "mirror",
+                "match": [{"method": {"exact": "GET"}, "uri": {"prefix": "/"}, "headers": {"x-b": {"regex": "b.*"}}}],
+                "route": [{"destination": {"host": "web-stable"}, "weight": 100}],
+                "mirror": {"host": "web-canary"}, "mirrorPercentage": {"value": 35}})
+        );
+        let patch = put_route_patch(&live, "mirror", mirror, &managed);
+        json_patch::patch(&mut live, &patch).unwrap_or_else(|e| panic!("{e}"));
+        let header = managed_route_value("header", &header_route(), &stable, &canary);
+        let patch = put_route_patch(&live, "header", header, &managed);
+        json_patch::patch(&mut live, &patch).unwrap_or_else(|e| panic!("{e}"));
+        let names: Vec<&str> = routes_of(&live, Protocol::Http)
+            .iter()
+            .filter_map(|r| r["name"].as_str())
+            .collect();
+        assert_eq!(names, ["header", "mirror", "primary"]);
+        let http = routes_of(&live, Protocol::Http);
+        assert_eq!(
+            http[0]["route"],
+            json!([{"destination": {"host": "web-canary"}, "weight": 100}])
+        );
+        assert_eq!(
+            shown_route(&http[0], &stable, &canary),
+            Some(header_route())
+        );
+        assert_eq!(
+            shown_route(&http[1], &stable, &canary),
+            Some(mirror_route())
+        );
+        // The weighted route is still found without a name: managed routes are not counted.
+        let again =
+            splits_beside(&live, &spec, &host_pick(), &managed).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(again[0].route, 2);
+        assert_eq!(canary_weight(&live, &again), Some(10));
+        // Replaced in place; an edited route reads as not weir's.
+        let mut edited = live.clone();
+        edited["spec"]["http"][0]["timeout"] = json!("1s");
+        assert_eq!(
+            shown_route(&routes_of(&edited, Protocol::Http)[0], &stable, &canary),
+            None
+        );
+        let header = managed_route_value("header", &header_route(), &stable, &canary);
+        let patch = put_route_patch(&edited, "header", header, &managed);
+        json_patch::patch(&mut edited, &patch).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(edited, live);
+        // Removed by name, and only once.
+        let patch = remove_route_patch(&live, "header").unwrap_or_else(|| panic!("a patch"));
+        json_patch::patch(&mut live, &patch).unwrap_or_else(|e| panic!("{e}"));
+        let patch = remove_route_patch(&live, "mirror").unwrap_or_else(|| panic!("a patch"));
+        json_patch::patch(&mut live, &patch).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(live, object);
+        assert!(remove_route_patch(&live, "mirror").is_none());
+    }
+
+    #[test]
+    fn subset_level_managed_routes_send_to_the_canary_subset() {
+        let object = vs(json!({"http": [{"route": [
+            {"destination": {"host": "web", "subset": "stable", "port": {"number": 80}}, "weight": 100},
+            {"destination": {"host": "web", "subset": "canary", "port": {"number": 80}}}]}]}));
+        let found = splits_beside(
+            &object,
+            &service(json!({"name": "web"})),
+            &subset_pick(),
+            &["header".to_owned()],
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let (stable, canary) =
+            managed_destinations(&object, &found).unwrap_or_else(|| panic!("destinations"));
+        let value = managed_route_value("header", &header_route(), &stable, &canary);
+        assert_eq!(
+            value["route"][0]["destination"],
+            json!({"host": "web", "subset": "canary", "port": {"number": 80}})
+        );
+        // A concurrent change to the route the insert shifts fails the patch.
+        let patch = put_route_patch(&object, "header", value, &["header".to_owned()]);
+        let mut changed = object.clone();
+        changed["spec"]["http"][0]["route"][0]["weight"] = json!(50);
+        assert!(json_patch::patch(&mut changed, &patch).is_err());
+    }
 }
