@@ -396,7 +396,6 @@ pub struct ManagedRouteName {
 #[serde(rename_all = "camelCase")]
 pub struct SetHeaderRoute {
     /// One of `trafficRouting.managedRoutes`.
-    #[serde(default)]
     pub name: String,
     /// Any one of these (OR) sends a request to the canary. Absent: the route is removed.
     #[serde(default, rename = "match", skip_serializing_if = "Vec::is_empty")]
