@@ -555,8 +555,11 @@ struct Topology {
     routes: Vec<(String, String, Vec<Vec<Backend>>)>,
     /// VirtualService HTTP routes' shares and mirrors, by (namespace, route, rule index);
     /// a rule not here gets the whole rate and mirrors nothing.
-    flows: BTreeMap<(String, String, usize), (f64, Option<Backend>, f64)>,
+    flows: BTreeMap<(String, String, usize), RuleFlow>,
 }
+
+/// A rule's share of the rate, and the backend it mirrors to with the percent mirrored.
+type RuleFlow = (f64, Option<Backend>, f64);
 
 /// A route before its backends' versions are known: one (Service, weight) list per rule.
 type Weighted = Vec<Vec<(String, u32)>>;

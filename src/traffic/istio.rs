@@ -901,7 +901,7 @@ impl Router for IstioRouter {
         }
         for (service, live, stable, canary) in services {
             let value = managed_route_value(name, route, &stable, &canary);
-            let present = routes_of(&live, Protocol::Http).iter().any(|r| *r == value);
+            let present = routes_of(&live, Protocol::Http).contains(&value);
             if present {
                 continue;
             }

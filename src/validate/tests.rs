@@ -71,6 +71,10 @@ fn the_examples_are_valid() {
             "examples/istio/subset-level.yaml",
             include_str!("../../examples/istio/subset-level.yaml"),
         ),
+        (
+            "examples/istio/header-route.yaml",
+            include_str!("../../examples/istio/header-route.yaml"),
+        ),
     ] {
         let mut rollouts = 0;
         for document in serde_yaml_ng::Deserializer::from_str(text) {
