@@ -25,8 +25,11 @@ pub(super) fn check_managed_routes(report: &mut Report, routing: &TrafficRouting
     if routing.managed_routes.is_empty() {
         return;
     }
-    if routing.istio.is_none() && routing.gateway_api.is_none() {
-        let router = if routing.nginx.is_some() {
+    // Gateway API HTTPRoutes do not carry them yet (issue 22).
+    if routing.istio.is_none() {
+        let router = if routing.gateway_api.is_some() {
+            "gatewayAPI".to_owned()
+        } else if routing.nginx.is_some() {
             "nginx".to_owned()
         } else if routing.smi.is_some() {
             "smi".to_owned()
@@ -40,7 +43,7 @@ pub(super) fn check_managed_routes(report: &mut Report, routing: &TrafficRouting
         };
         report.invalid(
             AT,
-            format!("the {router} router cannot carry header or mirror routes (istio and gatewayAPI can): remove managedRoutes and the setHeaderRoute and setMirrorRoute steps, or route with istio or gatewayAPI"),
+            format!("the {router} router cannot carry header or mirror routes (istio can): remove managedRoutes and the setHeaderRoute and setMirrorRoute steps, or route with istio"),
         );
     }
     if routing.managed_routes.len() > MAX_MANAGED_ROUTES {
@@ -85,7 +88,7 @@ pub(super) fn check_route_step(
     let listed = |name: &str| managed.iter().any(|m| m.name == name);
     let unlisted = |name: &str| {
         format!(
-            "names route {name:?}, which spec.strategy.canary.trafficRouting.managedRoutes does not list: add {{name: {name}}} there (managed routes need trafficRouting with istio or gatewayAPI)"
+            "names route {name:?}, which spec.strategy.canary.trafficRouting.managedRoutes does not list: add {{name: {name}}} there (managed routes need trafficRouting with istio)"
         )
     };
     if let Some(header) = &step.set_header_route {

@@ -1344,3 +1344,13 @@ fn a_managed_route_may_not_be_the_weighted_route() {
         )],
     );
 }
+
+#[test]
+fn gateway_api_routes_refuse_managed_routes_for_now() {
+    let spec = rollout_with_canary(json!({"stableService": "s", "canaryService": "c",
+        "trafficRouting": {"gatewayAPI": {"httpRoute": "web"}, "managedRoutes": [{"name": "header"}]}}));
+    assert_only(
+        rollout(&spec),
+        &[(Invalid, "spec.strategy.canary.trafficRouting.managedRoutes")],
+    );
+}

@@ -20,7 +20,7 @@ fn spec(steps: Value, router: bool, replicas: i32) -> RolloutSpec {
     let mut canary =
         json!({"stableService": "web-stable", "canaryService": "web-canary", "steps": steps});
     if router {
-        canary["trafficRouting"] = json!({"gatewayAPI": {"httpRoute": "web"},
+        canary["trafficRouting"] = json!({"istio": {"virtualService": {"name": "web"}},
             "managedRoutes": [{"name": "header"}, {"name": "mirror"}]});
     }
     serde_json::from_value(json!({
