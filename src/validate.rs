@@ -6,6 +6,7 @@ mod analysis;
 mod gitsync;
 mod names;
 mod rollout;
+mod routes;
 mod violation;
 
 use crate::api::analysis::AnalysisTemplateSpec;

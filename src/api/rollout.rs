@@ -151,6 +151,10 @@ pub struct TrafficRouting {
     /// The AWS Load Balancer Controller's forward action annotated on an Ingress.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub alb: Option<AlbRouting>,
+    /// The routes besides the weighted one that weir may add (`setHeaderRoute`,
+    /// `setMirrorRoute`), highest precedence first; all are removed when the canary ends.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub managed_routes: Vec<ManagedRouteName>,
     /// Argo Rollouts' traffic router plugins: weir builds in `argoproj-labs/gatewayAPI`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub plugins: Option<RouterPlugins>,
@@ -527,6 +531,12 @@ pub struct CanaryStep {
     /// Scale the canary independently of its traffic weight.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub set_canary_scale: Option<SetCanaryScale>,
+    /// Send requests with matching headers to the canary; without `match`, remove the route.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub set_header_route: Option<SetHeaderRoute>,
+    /// Copy a share of matching requests to the canary; without `match`, remove the route.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub set_mirror_route: Option<SetMirrorRoute>,
     #[serde(flatten)]
     #[schemars(skip)]
     pub unsupported: Unsupported,
@@ -569,6 +579,72 @@ pub struct SetCanaryScale {
     pub weight: Option<i32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub match_traffic_weight: Option<bool>,
+}
+
+/// A route weir may add and remove (`trafficRouting.managedRoutes[]`).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ManagedRouteName {
+    pub name: String,
+}
+
+/// A header route: requests matching any of `match` go to the canary alone.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SetHeaderRoute {
+    /// One of `trafficRouting.managedRoutes`.
+    pub name: String,
+    /// Any one of these (OR) sends a request to the canary. Absent: the route is removed.
+    #[serde(default, rename = "match", skip_serializing_if = "Vec::is_empty")]
+    pub matches: Vec<HeaderRoutingMatch>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HeaderRoutingMatch {
+    pub header_name: String,
+    pub header_value: StringMatch,
+}
+
+/// Exactly one of `exact`, `prefix` or `regex` (RE2 syntax).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StringMatch {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exact: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub regex: Option<String>,
+}
+
+/// A mirror route: matching requests are served as before, and `percentage` of them copied
+/// to the canary, whose answers are dropped.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SetMirrorRoute {
+    /// One of `trafficRouting.managedRoutes`.
+    pub name: String,
+    /// Any one of these blocks (OR; all conditions of a block, AND) is mirrored. Absent: the
+    /// route is removed.
+    #[serde(default, rename = "match", skip_serializing_if = "Vec::is_empty")]
+    pub matches: Vec<RouteMatch>,
+    /// The share of matching requests copied to the canary; 100 when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 100))]
+    pub percentage: Option<i32>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RouteMatch {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<StringMatch>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<StringMatch>,
+    /// Header name to its match.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub headers: BTreeMap<String, StringMatch>,
 }
 
 /// What the controller last saw and did. Written only by the controller, except for the

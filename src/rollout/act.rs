@@ -131,6 +131,18 @@ pub async fn act(
             }
             Ok(Wrote::Elsewhere)
         }
+        Action::SetManagedRoute { name, route } => {
+            if let Some(router) = router {
+                router.set_managed_route(name, route).await?;
+            }
+            Ok(Wrote::Elsewhere)
+        }
+        Action::RemoveManagedRoute { name } => {
+            if let Some(router) = router {
+                router.remove_managed_route(name).await?;
+            }
+            Ok(Wrote::Elsewhere)
+        }
         Action::StartAnalysis {
             hash,
             stable,

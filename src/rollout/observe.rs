@@ -27,7 +27,7 @@ use crate::api::contract::{
 };
 use crate::api::rollout::AnalysisTemplateRef;
 use crate::runtime::cache::{Cache, Epoch};
-use crate::traffic::{Reading, Routers};
+use crate::traffic::{Reading, Router, Routers, ShownRoutes};
 use crate::validate::Violation;
 
 /// Where the Rollout's ReplicaSets and AnalysisRuns are read from.
@@ -294,8 +294,11 @@ pub async fn observe(
         ),
         async {
             match router {
-                Some(router) => router.reading().await.map_err(Error::from),
-                None => Ok(Reading::default()),
+                Some(router) => {
+                    let (reading, routes) = tokio::join!(router.reading(), router.managed_routes());
+                    Ok::<_, Error>((reading?, routes?))
+                }
+                None => Ok((Reading::default(), ShownRoutes::new())),
             }
         },
         async {
@@ -311,6 +314,7 @@ pub async fn observe(
         route_weight?,
         runs?,
     );
+    let (route_weight, managed_routes) = route_weight;
     // Without a canary Service (subset-level Istio), the router's canary subset is what
     // selects the canary's pods.
     let canary_service_hash = match canary.and_then(|c| c.canary_service.as_ref()) {
@@ -333,6 +337,7 @@ pub async fn observe(
         canary_service_hash,
         route_weight: route_weight.highest,
         routers_differ: route_weight.differ,
+        managed_routes,
         analysis_runs,
         reference_problems: Vec::new(),
         outages: Vec::new(),

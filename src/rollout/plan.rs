@@ -16,7 +16,7 @@
 //!   `abortScaleDownDelaySeconds` (without a router its pods *are* its traffic: 0 at once).
 //!
 //! One `Planner` (`planner`), which each child adds to by concern: `canary` (the course
-//! through the steps), `traffic`, `scaling`, `pauses`, `deadline`, `analysis`, `promotion`
+//! through the steps), `traffic`, `routes` (managed routes), `scaling`, `pauses`, `deadline`, `analysis`, `promotion`
 //! (and abort), `status`. `vocabulary` and `steps` are the leaves they share.
 
 mod analysis;
@@ -25,6 +25,7 @@ mod deadline;
 mod pauses;
 mod planner;
 mod promotion;
+mod routes;
 mod scaling;
 mod status;
 mod steps;
@@ -39,7 +40,7 @@ use crate::validate;
 use planner::Planner;
 use status::selector_string;
 
-pub use steps::{canary_pods, step_weight};
+pub use steps::{canary_pods, managed_routes_at, step_weight};
 pub use vocabulary::{
     Action, AnalysisRunView, CONDITION_AVAILABLE, CONDITION_INVALID_SPEC, CONDITION_PROGRESSING,
     Input, OUTAGE_HOLD, Object, Observed, Plan, Reason, ReplicaSetView, Transition,
@@ -124,6 +125,7 @@ impl Planner<'_> {
         } else {
             self.progress_canary(&stable, &hash);
         }
+        self.manage_routes(&hash);
         self.stop_unwanted_analysis();
         self.retire_old_replica_sets();
         self.set_phase();

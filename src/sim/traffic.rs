@@ -6,7 +6,7 @@
 //! weights each carries now, answered by each backend as
 //! its version's pod template says (`sim.weir.dev/error-rate`, `sim.weir.dev/latency-ms`),
 //! and counted in Prometheus metrics as a mesh or gateway would export them:
-//! `http_requests_total{namespace, route, service, version, code}` and
+//! `http_requests_total{namespace, route, service, version, code, mirrored}` and
 //! `http_request_duration_seconds`.
 //!
 //! The arithmetic is exact rather than random: each tick hands out its share of requests by
@@ -168,6 +168,8 @@ struct RequestLabels {
     service: String,
     version: String,
     code: String,
+    /// "true" for a mirrored copy of a request (its answer goes nowhere).
+    mirrored: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -217,7 +219,14 @@ impl Metrics {
         text
     }
 
-    fn count(&self, namespace: &str, route: &str, backend: &Backend, answered: &Answered) {
+    fn count(
+        &self,
+        namespace: &str,
+        route: &str,
+        backend: &Backend,
+        answered: &Answered,
+        mirrored: bool,
+    ) {
         let version = backend
             .version
             .as_ref()
@@ -228,6 +237,7 @@ impl Metrics {
             service: backend.service.clone(),
             version: version.clone(),
             code: code.to_owned(),
+            mirrored: mirrored.to_string(),
         };
         for (code, n) in [
             ("200", answered.ok),
@@ -284,6 +294,93 @@ pub fn virtual_service_routes(
         );
     }
     routes
+}
+
+/// The header a share of the simulated requests carries, for header routes to match: one
+/// request in ten (`TEST_HEADER_SHARE`) carries `x-weir-sim: canary`. Every request is a
+/// `GET /`.
+pub const TEST_HEADER: (&str, &str) = ("x-weir-sim", "canary");
+pub const TEST_HEADER_SHARE: f64 = 0.1;
+
+/// What one VirtualService HTTP route receives: its share of the requests, and where it
+/// mirrors (Service, subset, percent of its share).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Flow {
+    pub share: f64,
+    pub mirror: Option<(String, Option<String>, f64)>,
+}
+
+/// Whether an Istio string match (`exact`, `prefix`, `regex`) accepts `value`.
+fn string_matches(condition: &serde_json::Value, value: &str) -> bool {
+    if let Some(exact) = condition["exact"].as_str() {
+        return value == exact;
+    }
+    if let Some(prefix) = condition["prefix"].as_str() {
+        return value.starts_with(prefix);
+    }
+    if let Some(pattern) = condition["regex"].as_str() {
+        // Envoy matches the whole value (RE2); a bounded compile, as lint checks.
+        return regex::RegexBuilder::new(&format!("^(?:{pattern})$"))
+            .size_limit(1 << 20)
+            .build()
+            .is_ok_and(|re| re.is_match(value));
+    }
+    false
+}
+
+/// Whether one entry of an HTTP route's `match` accepts a `GET /` carrying `header` (or no
+/// header). Conditions the simulation cannot judge (ports, authority, query parameters) do
+/// not match.
+fn request_matches(entry: &serde_json::Value, header: Option<(&str, &str)>) -> bool {
+    let Some(conditions) = entry.as_object() else {
+        return false;
+    };
+    conditions
+        .iter()
+        .all(|(key, condition)| match key.as_str() {
+            "name" => true,
+            "method" => string_matches(condition, "GET"),
+            "uri" => string_matches(condition, "/"),
+            "headers" => condition.as_object().is_some_and(|headers| {
+                headers.iter().all(|(name, value)| {
+                    header.is_some_and(|(h, v)| {
+                        h.eq_ignore_ascii_case(name) && string_matches(value, v)
+                    })
+                })
+            }),
+            _ => false,
+        })
+}
+
+/// The share of a VirtualService's requests each HTTP route receives, in order: a route with
+/// a `match` takes the requests it matches (any entry) from the routes after it, as Istio's
+/// first match wins; a route without one receives what is left and, as before there were
+/// matches, takes nothing from the next. Two kinds of request: with [`TEST_HEADER`] and
+/// without.
+pub fn virtual_service_flows(object: &serde_json::Value) -> Vec<Flow> {
+    let mut left = [
+        (Some(TEST_HEADER), TEST_HEADER_SHARE),
+        (None, 1.0 - TEST_HEADER_SHARE),
+    ];
+    let mut flows = Vec::new();
+    for route in object["spec"]["http"].as_array().into_iter().flatten() {
+        let share = match route["match"].as_array().filter(|m| !m.is_empty()) {
+            Some(entries) => left
+                .iter_mut()
+                .filter(|(header, _)| entries.iter().any(|e| request_matches(e, *header)))
+                .map(|(_, share)| std::mem::take(share))
+                .sum(),
+            None => left.iter().map(|(_, share)| share).sum(),
+        };
+        let mirror = route["mirror"]["host"].as_str().map(|host| {
+            let service = host.split('.').next().unwrap_or(host).to_owned();
+            let subset = route["mirror"]["subset"].as_str().map(str::to_owned);
+            let percent = route["mirrorPercentage"]["value"].as_f64().unwrap_or(100.0);
+            (service, subset, percent.clamp(0.0, 100.0))
+        });
+        flows.push(Flow { share, mirror });
+    }
+    flows
 }
 
 /// The labels a destination's pods carry: its Service's selector and, for a subset, the
@@ -378,6 +475,49 @@ async fn read_virtual_services(
             .iter()
             .filter_map(|r| serde_json::to_value(r).ok())
             .collect();
+        let resolve = |service: String, subset: Option<String>, weight: u32| {
+            let core = core.clone();
+            let rule = destination_rules
+                .iter()
+                .find(|r| {
+                    r["spec"]["host"]
+                        .as_str()
+                        .is_some_and(|h| h.split('.').next() == Some(service.as_str()))
+                })
+                .cloned();
+            let live = &live;
+            async move {
+                let selector = core
+                    .get_opt(&service)
+                    .await?
+                    .and_then(|s| s.spec)
+                    .and_then(|s| s.selector)
+                    .unwrap_or_default();
+                let version = destination_selector(&selector, subset.as_deref(), rule.as_ref())
+                    .and_then(|selector| answering(live, &selector));
+                Ok::<_, kube::Error>(Backend {
+                    service: match &subset {
+                        Some(subset) => format!("{service}/{subset}"),
+                        None => service,
+                    },
+                    weight,
+                    version,
+                })
+            }
+        };
+        for (index, flow) in virtual_service_flows(&value).into_iter().enumerate() {
+            let mirror = match flow.mirror {
+                Some((service, subset, percent)) => {
+                    Some((resolve(service, subset, 1).await?, percent))
+                }
+                None => None,
+            };
+            let (to, percent) = mirror.map_or((None, 0.0), |(b, p)| (Some(b), p));
+            topology.flows.insert(
+                (ns.clone(), format!("vs/{name}"), index),
+                (flow.share, to, percent),
+            );
+        }
         let mut routes = Vec::new();
         for route in virtual_service_routes(&value) {
             let mut backends = Vec::new();
@@ -416,7 +556,13 @@ async fn read_virtual_services(
 struct Topology {
     /// (namespace, route) -> one backend list per rule.
     routes: Vec<(String, String, Vec<Vec<Backend>>)>,
+    /// VirtualService HTTP routes' shares and mirrors, by (namespace, route, rule index);
+    /// a rule not here gets the whole rate and mirrors nothing.
+    flows: BTreeMap<(String, String, usize), RuleFlow>,
 }
+
+/// A rule's share of the rate, and the backend it mirrors to with the percent mirrored.
+type RuleFlow = (f64, Option<Backend>, f64);
 
 /// A route before its backends' versions are known: one (Service, weight) list per rule.
 type Weighted = Vec<Vec<(String, u32)>>;
@@ -743,9 +889,20 @@ pub async fn run(
             // Each rule gets the route's rate: the simulation has no paths to tell them apart.
             for (index, backends) in rules.iter().enumerate() {
                 let key = format!("{namespace}/{route}/{index}");
-                let answered = splitter.tick(&key, backends, rps * tick.as_secs_f64());
+                let flow = now.flows.get(&(namespace.clone(), route.clone(), index));
+                let requests = rps * tick.as_secs_f64() * flow.map_or(1.0, |f| f.0);
+                let answered = splitter.tick(&key, backends, requests);
                 for (backend, answered) in backends.iter().zip(&answered) {
-                    metrics.count(namespace, route, backend, answered);
+                    metrics.count(namespace, route, backend, answered, false);
+                }
+                // Mirrored copies: answered by the mirror, counted apart, never returned.
+                if let Some((share, Some(mirror), percent)) = flow {
+                    let copies = rps * tick.as_secs_f64() * share * percent / 100.0;
+                    let mirror = std::slice::from_ref(mirror);
+                    let answered = splitter.tick(&format!("{key}/mirror"), mirror, copies);
+                    for (backend, answered) in mirror.iter().zip(&answered) {
+                        metrics.count(namespace, route, backend, answered, true);
+                    }
                 }
             }
         }
@@ -1056,5 +1213,49 @@ mod tests {
                 prop_assert!((*n as f64 - expected).abs() <= 1.0 + 1e-6, "{n} vs {expected}");
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod managed_route_tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn header_routes_take_the_requests_with_the_test_header_and_mirrors_copy_a_share() {
+        let object = json!({"spec": {"http": [
+            {"name": "header", "match": [{"headers": {"X-Weir-Sim": {"exact": "canary"}}}],
+             "route": [{"destination": {"host": "web-canary"}, "weight": 100}]},
+            {"name": "mirror", "match": [{"method": {"exact": "GET"}, "uri": {"prefix": "/"}}],
+             "route": [{"destination": {"host": "web-stable"}, "weight": 100}],
+             "mirror": {"host": "web-canary.shop.svc.cluster.local"}, "mirrorPercentage": {"value": 35}},
+            {"name": "primary", "route": [{"destination": {"host": "web-stable"}, "weight": 100}]}
+        ]}});
+        let flows = virtual_service_flows(&object);
+        assert_eq!(flows.len(), 3);
+        assert!((flows[0].share - TEST_HEADER_SHARE).abs() < 1e-9);
+        assert!((flows[1].share - (1.0 - TEST_HEADER_SHARE)).abs() < 1e-9);
+        assert_eq!(flows[1].mirror, Some(("web-canary".into(), None, 35.0)));
+        assert!(
+            flows[2].share.abs() < 1e-9,
+            "nothing is left for the weighted route"
+        );
+        // Without managed routes every route gets the whole rate, as before.
+        let plain = json!({"spec": {"http": [{"route": []}, {"route": []}]}});
+        assert!(
+            virtual_service_flows(&plain)
+                .iter()
+                .all(|f| (f.share - 1.0).abs() < 1e-9)
+        );
+        // A regex matches the whole value; a condition the simulation cannot judge never does.
+        assert!(request_matches(
+            &json!({"headers": {"x-weir-sim": {"regex": "can.*"}}}),
+            Some(TEST_HEADER)
+        ));
+        assert!(!request_matches(
+            &json!({"headers": {"x-weir-sim": {"regex": "an"}}}),
+            Some(TEST_HEADER)
+        ));
+        assert!(!request_matches(&json!({"port": 80}), None));
     }
 }

@@ -2,10 +2,14 @@
 
 use kube::Client;
 
-use super::router::{Router, RouterError};
+use super::router::{ManagedRoute, Router, RouterError, ShownRoutes};
 use super::{alb, gateway_api, istio, nginx, smi};
 use crate::api::Rollout;
-use crate::api::rollout::{CanaryStrategy, RolloutStatus};
+use crate::api::rollout::{CanaryStrategy, RolloutStatus, TrafficRouting};
+
+fn routing_of(canary: &CanaryStrategy) -> Option<&TrafficRouting> {
+    canary.traffic_routing.as_ref()
+}
 
 /// Every router weir has, chosen by the Rollout's `trafficRouting`.
 pub enum AnyRouter {
@@ -65,7 +69,10 @@ impl AnyRouter {
                 .map(|v| v.name.as_str())
                 .collect();
             let label = format!("Istio VirtualService {}", names.join(", "));
-            routers.push((label, AnyRouter::Istio(Box::new(router))));
+            let managed = routing_of(canary)
+                .map(|r| r.managed_routes.iter().map(|m| m.name.clone()).collect())
+                .unwrap_or_default();
+            routers.push((label, AnyRouter::Istio(Box::new(router.managing(managed)))));
         }
         if let Some(router) = nginx::for_rollout(client, rollout, namespace) {
             let label = format!("NGINX Ingress {}", router.canary_names().join(", "));
@@ -140,6 +147,36 @@ impl Router for AnyRouter {
             AnyRouter::Istio(router) => router.remove_managed().await,
             AnyRouter::Nginx(router) => router.remove_managed().await,
             AnyRouter::Smi(router) => router.remove_managed().await,
+        }
+    }
+
+    async fn managed_routes(&self) -> Result<ShownRoutes, RouterError> {
+        match self {
+            AnyRouter::Alb(router) => router.managed_routes().await,
+            AnyRouter::GatewayApi(router) => router.managed_routes().await,
+            AnyRouter::Istio(router) => router.managed_routes().await,
+            AnyRouter::Nginx(router) => router.managed_routes().await,
+            AnyRouter::Smi(router) => router.managed_routes().await,
+        }
+    }
+
+    async fn set_managed_route(&self, name: &str, route: &ManagedRoute) -> Result<(), RouterError> {
+        match self {
+            AnyRouter::Alb(router) => router.set_managed_route(name, route).await,
+            AnyRouter::GatewayApi(router) => router.set_managed_route(name, route).await,
+            AnyRouter::Istio(router) => router.set_managed_route(name, route).await,
+            AnyRouter::Nginx(router) => router.set_managed_route(name, route).await,
+            AnyRouter::Smi(router) => router.set_managed_route(name, route).await,
+        }
+    }
+
+    async fn remove_managed_route(&self, name: &str) -> Result<(), RouterError> {
+        match self {
+            AnyRouter::Alb(router) => router.remove_managed_route(name).await,
+            AnyRouter::GatewayApi(router) => router.remove_managed_route(name).await,
+            AnyRouter::Istio(router) => router.remove_managed_route(name).await,
+            AnyRouter::Nginx(router) => router.remove_managed_route(name).await,
+            AnyRouter::Smi(router) => router.remove_managed_route(name).await,
         }
     }
 }

@@ -16,16 +16,20 @@
 use std::sync::Mutex;
 
 use json_patch::{
-    AddOperation, Patch as JsonPatch, PatchOperation, RemoveOperation, TestOperation,
+    AddOperation, Patch as JsonPatch, PatchOperation, RemoveOperation, ReplaceOperation,
+    TestOperation,
 };
 use kube::Client;
 use kube::api::{Api, ApiResource, DynamicObject, GroupVersionKind, Patch, PatchParams};
 use serde_json::Value;
 
 use super::gateway_api::names_an_object;
-use super::router::{Router, RouterError};
+use super::router::{ManagedRoute, Router, RouterError, ShownRoutes};
 use crate::api::contract::{POD_TEMPLATE_HASH_LABEL, ROLLOUT_MANAGER};
-use crate::api::rollout::{IstioDestinationRule, IstioRouting, IstioVirtualService};
+use crate::api::rollout::{
+    HeaderRoutingMatch, IstioDestinationRule, IstioRouting, IstioVirtualService, RouteMatch,
+    StringMatch,
+};
 
 pub const GROUP: &str = "networking.istio.io";
 /// The version Argo Rollouts documents and every Istio release since 1.5 serves.
@@ -163,18 +167,32 @@ pub fn splits(
     spec: &IstioVirtualService,
     pick: &Pick,
 ) -> Result<Vec<Split>, RouterError> {
+    splits_beside(object, spec, pick, &[])
+}
+
+/// [`splits`] on a VirtualService that may carry the managed routes `managed` too: they are
+/// not counted when it has one HTTP route and `routes` names none.
+pub fn splits_beside(
+    object: &Value,
+    spec: &IstioVirtualService,
+    pick: &Pick,
+    managed: &[String],
+) -> Result<Vec<Split>, RouterError> {
     let name = &spec.name;
     let mut chosen: Vec<(Protocol, usize, String)> = Vec::new();
     let http = routes_of(object, Protocol::Http);
     if spec.routes.is_empty() {
         if spec.tls_routes.is_empty() && spec.tcp_routes.is_empty() {
-            if http.len() != 1 {
+            let own: Vec<usize> = (0..http.len())
+                .filter(|&i| !is_managed(&http[i], managed))
+                .collect();
+            let [only] = own.as_slice() else {
                 return Err(RouterError::Misconfigured(format!(
                     "VirtualService {name} has {} HTTP routes and spec.strategy.canary.trafficRouting.istio names none: name the routes to set in virtualService.routes (each route needs a name)",
-                    http.len()
+                    own.len()
                 )));
-            }
-            chosen.push((Protocol::Http, 0, "its only HTTP route".into()));
+            };
+            chosen.push((Protocol::Http, *only, "its only HTTP route".into()));
         }
     } else {
         for wanted in &spec.routes {
@@ -323,6 +341,187 @@ pub fn weight_patch(object: &Value, splits: &[Split], pick: &Pick, weight: i32) 
     JsonPatch(operations)
 }
 
+fn is_managed(route: &Value, managed: &[String]) -> bool {
+    route["name"]
+        .as_str()
+        .is_some_and(|name| managed.iter().any(|m| m == name))
+}
+
+/// The destinations of the weighted HTTP route (the first HTTP split), stable then canary,
+/// as written there (host, subset, port): the ones a managed route sends to.
+pub fn managed_destinations(object: &Value, splits: &[Split]) -> Option<(Value, Value)> {
+    let split = splits.iter().find(|s| s.protocol == Protocol::Http)?;
+    let destinations = &routes_of(object, Protocol::Http).get(split.route)?["route"];
+    Some((
+        destinations[split.stable]["destination"].clone(),
+        destinations[split.canary]["destination"].clone(),
+    ))
+}
+
+fn string_match(value: &StringMatch) -> Value {
+    serde_json::to_value(value).unwrap_or(Value::Null)
+}
+
+/// The HTTP route weir writes for managed route `name`: a header route's matches (one Istio
+/// match per header, any of them) sent to the canary alone; a mirror route's matches served
+/// by the stable, `percentage` of them mirrored to the canary.
+pub fn managed_route_value(
+    name: &str,
+    route: &ManagedRoute,
+    stable: &Value,
+    canary: &Value,
+) -> Value {
+    match route {
+        ManagedRoute::Header(matches) => {
+            let matches: Vec<Value> = matches
+                .iter()
+                .map(|m| {
+                    let mut headers = serde_json::Map::new();
+                    headers.insert(m.header_name.clone(), string_match(&m.header_value));
+                    serde_json::json!({ "headers": headers })
+                })
+                .collect();
+            serde_json::json!({
+                "name": name,
+                "match": matches,
+                "route": [{"destination": canary, "weight": 100}],
+            })
+        }
+        ManagedRoute::Mirror {
+            percentage,
+            matches,
+        } => {
+            let matches: Vec<Value> = matches
+                .iter()
+                .map(|m| {
+                    let mut entry = serde_json::Map::new();
+                    if let Some(method) = &m.method {
+                        entry.insert("method".into(), string_match(method));
+                    }
+                    if let Some(path) = &m.path {
+                        entry.insert("uri".into(), string_match(path));
+                    }
+                    if !m.headers.is_empty() {
+                        let headers: serde_json::Map<String, Value> = m
+                            .headers
+                            .iter()
+                            .map(|(k, v)| (k.clone(), string_match(v)))
+                            .collect();
+                        entry.insert("headers".into(), Value::Object(headers));
+                    }
+                    Value::Object(entry)
+                })
+                .collect();
+            serde_json::json!({
+                "name": name,
+                "match": matches,
+                "route": [{"destination": stable, "weight": 100}],
+                "mirror": canary,
+                "mirrorPercentage": {"value": percentage},
+            })
+        }
+    }
+}
+
+/// What a managed route on the VirtualService is, read back: Some only when it is exactly
+/// what [`managed_route_value`] writes for it (so an edited route is written again).
+pub fn shown_route(live: &Value, stable: &Value, canary: &Value) -> Option<ManagedRoute> {
+    let name = live["name"].as_str()?;
+    let entries = live["match"].as_array()?;
+    let read = |v: &Value| serde_json::from_value::<StringMatch>(v.clone()).ok();
+    let route = if live.get("mirror").is_some() {
+        let mut matches = Vec::new();
+        for entry in entries {
+            let headers = entry["headers"].as_object().into_iter().flatten();
+            matches.push(RouteMatch {
+                method: entry.get("method").and_then(read),
+                path: entry.get("uri").and_then(read),
+                headers: headers
+                    .map(|(k, v)| Some((k.clone(), read(v)?)))
+                    .collect::<Option<_>>()?,
+            });
+        }
+        let percentage = live["mirrorPercentage"]["value"].as_f64()?;
+        ManagedRoute::Mirror {
+            percentage: percentage.round().clamp(0.0, 100.0) as i32,
+            matches,
+        }
+    } else {
+        let mut matches = Vec::new();
+        for entry in entries {
+            let headers = entry["headers"].as_object()?;
+            let [(header, value)] = headers.iter().collect::<Vec<_>>()[..] else {
+                return None;
+            };
+            matches.push(HeaderRoutingMatch {
+                header_name: header.clone(),
+                header_value: read(value)?,
+            });
+        }
+        ManagedRoute::Header(matches)
+    };
+    (managed_route_value(name, &route, stable, canary) == *live).then_some(route)
+}
+
+/// The patch that puts managed route `value` (named `name`) on the VirtualService: in place
+/// of the route of that name, or else after the managed routes `order` puts before it, at
+/// the top. Each step tests the route it changes or shifts, so a concurrent reorder fails.
+pub fn put_route_patch(object: &Value, name: &str, value: Value, order: &[String]) -> JsonPatch {
+    let http = routes_of(object, Protocol::Http);
+    if let Some(index) = http.iter().position(|r| r["name"].as_str() == Some(name)) {
+        return JsonPatch(vec![
+            PatchOperation::Test(TestOperation {
+                path: pointer(format!("/spec/http/{index}/name")),
+                value: Value::from(name),
+            }),
+            PatchOperation::Replace(ReplaceOperation {
+                path: pointer(format!("/spec/http/{index}")),
+                value,
+            }),
+        ]);
+    }
+    let before = order
+        .iter()
+        .position(|o| o == name)
+        .map_or(order, |at| &order[..at]);
+    let index = http.iter().take_while(|r| is_managed(r, before)).count();
+    let mut operations = Vec::new();
+    if object["spec"]["http"].is_array() {
+        if let Some(shifted) = http.get(index) {
+            operations.push(PatchOperation::Test(TestOperation {
+                path: pointer(format!("/spec/http/{index}")),
+                value: shifted.clone(),
+            }));
+        }
+        operations.push(PatchOperation::Add(AddOperation {
+            path: pointer(format!("/spec/http/{index}")),
+            value,
+        }));
+    } else {
+        operations.push(PatchOperation::Add(AddOperation {
+            path: pointer("/spec/http".into()),
+            value: Value::Array(vec![value]),
+        }));
+    }
+    JsonPatch(operations)
+}
+
+/// The patch that removes managed route `name`, or None when the VirtualService has none.
+pub fn remove_route_patch(object: &Value, name: &str) -> Option<JsonPatch> {
+    let index = routes_of(object, Protocol::Http)
+        .iter()
+        .position(|r| r["name"].as_str() == Some(name))?;
+    Some(JsonPatch(vec![
+        PatchOperation::Test(TestOperation {
+            path: pointer(format!("/spec/http/{index}/name")),
+            value: Value::from(name),
+        }),
+        PatchOperation::Remove(RemoveOperation {
+            path: pointer(format!("/spec/http/{index}")),
+        }),
+    ]))
+}
+
 /// The stable and canary pod-template hashes the subsets select.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Versions {
@@ -430,6 +629,8 @@ pub struct IstioRouter {
     routing: IstioRouting,
     pick: Pick,
     versions: Mutex<Versions>,
+    /// `trafficRouting.managedRoutes`, highest precedence first.
+    managed: Vec<String>,
 }
 
 impl IstioRouter {
@@ -470,7 +671,31 @@ impl IstioRouter {
             routing: routing.clone(),
             pick,
             versions: Mutex::new(versions),
+            managed: Vec::new(),
         })
+    }
+
+    /// The router with the managed routes `managed` (their names, highest precedence first).
+    pub fn managing(mut self, managed: Vec<String>) -> Self {
+        self.managed = managed;
+        self
+    }
+
+    /// Every VirtualService with an HTTP route weir sets weights on, as stored, with the
+    /// destinations a managed route sends to (stable, canary). Managed routes are HTTP
+    /// routes: TLS and TCP routes carry none.
+    async fn http_services(&self) -> Result<Vec<(String, Value, Value, Value)>, RouterError> {
+        let mut found = Vec::new();
+        for service in self.routing.all_virtual_services() {
+            let live = self
+                .get(&self.virtual_services, VIRTUAL_SERVICE, &service.name)
+                .await?;
+            let splits = splits_beside(&live, service, &self.pick, &self.managed)?;
+            if let Some((stable, canary)) = managed_destinations(&live, &splits) {
+                found.push((service.name.clone(), live, stable, canary));
+            }
+        }
+        Ok(found)
     }
 
     /// Follows the versions the plan now holds (a promotion moves the stable hash), so the
@@ -587,7 +812,7 @@ impl Router for IstioRouter {
             let live = self
                 .get(&self.virtual_services, VIRTUAL_SERVICE, &service.name)
                 .await?;
-            let found = splits(&live, service, &self.pick)?;
+            let found = splits_beside(&live, service, &self.pick, &self.managed)?;
             let Some(weight) = canary_weight(&live, &found) else {
                 return Ok(None);
             };
@@ -602,7 +827,7 @@ impl Router for IstioRouter {
             let live = self
                 .get(&self.virtual_services, VIRTUAL_SERVICE, &service.name)
                 .await?;
-            let found = splits(&live, service, &self.pick)?;
+            let found = splits_beside(&live, service, &self.pick, &self.managed)?;
             if canary_weight(&live, &found) == Some(weight)
                 && found.iter().all(|s| {
                     routes_of(&live, s.protocol)[s.route]["route"][s.stable]["weight"].as_i64()
@@ -621,7 +846,10 @@ impl Router for IstioRouter {
                 )
                 .await?;
             // Verified on what the API server stored, not assumed from what was sent.
-            let found = canary_weight(&patched, &splits(&patched, service, &self.pick)?);
+            let found = canary_weight(
+                &patched,
+                &splits_beside(&patched, service, &self.pick, &self.managed)?,
+            );
             if found != Some(weight) {
                 return Err(RouterError::NotVerified {
                     kind: VIRTUAL_SERVICE,
@@ -634,7 +862,90 @@ impl Router for IstioRouter {
         Ok(weight)
     }
 
+    async fn managed_routes(&self) -> Result<ShownRoutes, RouterError> {
+        let mut shown = ShownRoutes::new();
+        if self.managed.is_empty() {
+            return Ok(shown);
+        }
+        let services = self.http_services().await?;
+        for name in &self.managed {
+            let each: Vec<Option<Option<ManagedRoute>>> = services
+                .iter()
+                .map(|(_, live, stable, canary)| {
+                    routes_of(live, Protocol::Http)
+                        .iter()
+                        .find(|r| r["name"].as_str() == Some(name.as_str()))
+                        .map(|route| shown_route(route, stable, canary))
+                })
+                .collect();
+            if each.iter().all(Option::is_none) {
+                continue;
+            }
+            // The same route on every VirtualService, or it is not yet as weir writes it.
+            let same = each.windows(2).all(|pair| pair[0] == pair[1]);
+            let route = match each.into_iter().next() {
+                Some(Some(route)) if same => route,
+                _ => None,
+            };
+            shown.insert(name.clone(), route);
+        }
+        Ok(shown)
+    }
+
+    async fn set_managed_route(&self, name: &str, route: &ManagedRoute) -> Result<(), RouterError> {
+        let services = self.http_services().await?;
+        if services.is_empty() {
+            return Err(RouterError::Misconfigured(format!(
+                "managed route {name}: no VirtualService of spec.strategy.canary.trafficRouting.istio has an HTTP route weir sets weights on; header and mirror routes are HTTP routes"
+            )));
+        }
+        for (service, live, stable, canary) in services {
+            let value = managed_route_value(name, route, &stable, &canary);
+            let present = routes_of(&live, Protocol::Http).contains(&value);
+            if present {
+                continue;
+            }
+            let patch = put_route_patch(&live, name, value, &self.managed);
+            let patched = self
+                .patch(&self.virtual_services, VIRTUAL_SERVICE, &service, patch)
+                .await?;
+            // Verified on what the API server stored.
+            let stored = routes_of(&patched, Protocol::Http)
+                .iter()
+                .find(|r| r["name"].as_str() == Some(name))
+                .and_then(|r| shown_route(r, &stable, &canary));
+            if stored.as_ref() != Some(route) {
+                return Err(RouterError::Misconfigured(format!(
+                    "VirtualService {service}: managed route {name} does not read back as weir wrote it (stored {stored:?}); check for a webhook or controller that rewrites the VirtualService"
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    async fn remove_managed_route(&self, name: &str) -> Result<(), RouterError> {
+        for service in self.routing.all_virtual_services() {
+            let live = self
+                .get(&self.virtual_services, VIRTUAL_SERVICE, &service.name)
+                .await?;
+            if let Some(patch) = remove_route_patch(&live, name) {
+                self.patch(
+                    &self.virtual_services,
+                    VIRTUAL_SERVICE,
+                    &service.name,
+                    patch,
+                )
+                .await?;
+            }
+        }
+        Ok(())
+    }
+
     async fn remove_managed(&self) -> Result<(), RouterError> {
+        // The managed routes first: they send to the canary whatever the weight.
+        for name in &self.managed {
+            self.remove_managed_route(name).await?;
+        }
         self.set_weight(0).await?;
         let Some(rule) = &self.routing.destination_rule else {
             return Ok(());
@@ -930,5 +1241,124 @@ mod tests {
             ),
             "{message}"
         );
+    }
+
+    fn header_route() -> ManagedRoute {
+        ManagedRoute::Header(vec![HeaderRoutingMatch {
+            header_name: "x-canary".into(),
+            header_value: StringMatch {
+                exact: Some("yes".into()),
+                ..StringMatch::default()
+            },
+        }])
+    }
+
+    fn mirror_route() -> ManagedRoute {
+        ManagedRoute::Mirror {
+            percentage: 35,
+            matches: vec![
+                serde_json::from_value(json!({"method": {"exact": "GET"}, "path": {"prefix": "/"},
+                    "headers": {"x-b": {"regex": "b.*"}}}))
+                .unwrap_or_else(|e| panic!("{e}")),
+            ],
+        }
+    }
+
+    #[test]
+    fn managed_routes_go_above_the_weighted_route_in_precedence_order_and_read_back() {
+        let object = vs(
+            json!({"hosts": ["web"], "http": [{"name": "primary", "route": [
+            {"destination": {"host": "web-stable"}, "weight": 90},
+            {"destination": {"host": "web-canary"}, "weight": 10}]}]}),
+        );
+        let spec = service(json!({"name": "web"}));
+        let managed = vec!["header".to_owned(), "mirror".to_owned()];
+        let found =
+            splits_beside(&object, &spec, &host_pick(), &managed).unwrap_or_else(|e| panic!("{e}"));
+        let (stable, canary) =
+            managed_destinations(&object, &found).unwrap_or_else(|| panic!("destinations"));
+        assert_eq!(canary, json!({"host": "web-canary"}));
+        // The mirror first: it still goes below the header route, which precedes it.
+        let mut live = object.clone();
+        let mirror = managed_route_value("mirror", &mirror_route(), &stable, &canary);
+        assert_eq!(
+            mirror,
+            json!({"name": "mirror",
+                "match": [{"method": {"exact": "GET"}, "uri": {"prefix": "/"}, "headers": {"x-b": {"regex": "b.*"}}}],
+                "route": [{"destination": {"host": "web-stable"}, "weight": 100}],
+                "mirror": {"host": "web-canary"}, "mirrorPercentage": {"value": 35}})
+        );
+        let patch = put_route_patch(&live, "mirror", mirror, &managed);
+        json_patch::patch(&mut live, &patch).unwrap_or_else(|e| panic!("{e}"));
+        let header = managed_route_value("header", &header_route(), &stable, &canary);
+        let patch = put_route_patch(&live, "header", header, &managed);
+        json_patch::patch(&mut live, &patch).unwrap_or_else(|e| panic!("{e}"));
+        let names: Vec<&str> = routes_of(&live, Protocol::Http)
+            .iter()
+            .filter_map(|r| r["name"].as_str())
+            .collect();
+        assert_eq!(names, ["header", "mirror", "primary"]);
+        let http = routes_of(&live, Protocol::Http);
+        assert_eq!(
+            http[0]["route"],
+            json!([{"destination": {"host": "web-canary"}, "weight": 100}])
+        );
+        assert_eq!(
+            shown_route(&http[0], &stable, &canary),
+            Some(header_route())
+        );
+        assert_eq!(
+            shown_route(&http[1], &stable, &canary),
+            Some(mirror_route())
+        );
+        // The weighted route is still found without a name: managed routes are not counted.
+        let again =
+            splits_beside(&live, &spec, &host_pick(), &managed).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(again[0].route, 2);
+        assert_eq!(canary_weight(&live, &again), Some(10));
+        // Replaced in place; an edited route reads as not weir's.
+        let mut edited = live.clone();
+        edited["spec"]["http"][0]["timeout"] = json!("1s");
+        assert_eq!(
+            shown_route(&routes_of(&edited, Protocol::Http)[0], &stable, &canary),
+            None
+        );
+        let header = managed_route_value("header", &header_route(), &stable, &canary);
+        let patch = put_route_patch(&edited, "header", header, &managed);
+        json_patch::patch(&mut edited, &patch).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(edited, live);
+        // Removed by name, and only once.
+        let patch = remove_route_patch(&live, "header").unwrap_or_else(|| panic!("a patch"));
+        json_patch::patch(&mut live, &patch).unwrap_or_else(|e| panic!("{e}"));
+        let patch = remove_route_patch(&live, "mirror").unwrap_or_else(|| panic!("a patch"));
+        json_patch::patch(&mut live, &patch).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(live, object);
+        assert!(remove_route_patch(&live, "mirror").is_none());
+    }
+
+    #[test]
+    fn subset_level_managed_routes_send_to_the_canary_subset() {
+        let object = vs(json!({"http": [{"route": [
+            {"destination": {"host": "web", "subset": "stable", "port": {"number": 80}}, "weight": 100},
+            {"destination": {"host": "web", "subset": "canary", "port": {"number": 80}}}]}]}));
+        let found = splits_beside(
+            &object,
+            &service(json!({"name": "web"})),
+            &subset_pick(),
+            &["header".to_owned()],
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let (stable, canary) =
+            managed_destinations(&object, &found).unwrap_or_else(|| panic!("destinations"));
+        let value = managed_route_value("header", &header_route(), &stable, &canary);
+        assert_eq!(
+            value["route"][0]["destination"],
+            json!({"host": "web", "subset": "canary", "port": {"number": 80}})
+        );
+        // A concurrent change to the route the insert shifts fails the patch.
+        let patch = put_route_patch(&object, "header", value, &["header".to_owned()]);
+        let mut changed = object.clone();
+        changed["spec"]["http"][0]["route"][0]["weight"] = json!(50);
+        assert!(json_patch::patch(&mut changed, &patch).is_err());
     }
 }

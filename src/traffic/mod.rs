@@ -13,7 +13,7 @@ mod several;
 pub mod smi;
 
 pub use any::AnyRouter;
-pub use router::{Router, RouterError};
+pub use router::{MANAGED_ROUTES_FIELD, ManagedRoute, Router, RouterError, ShownRoutes};
 pub use several::{Reading, Routers};
 
 use crate::api::Rollout;

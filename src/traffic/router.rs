@@ -1,6 +1,31 @@
 //! What every router is: the `Router` trait and its errors, below the routers and
 //! `AnyRouter`, which chooses among them.
 
+use std::collections::BTreeMap;
+
+use crate::api::rollout::{HeaderRoutingMatch, RouteMatch};
+
+/// A route weir adds beside the weighted one (`trafficRouting.managedRoutes`), in the
+/// router-neutral terms of the steps that ask for it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ManagedRoute {
+    /// Requests matching any of these go to the canary alone (`setHeaderRoute`).
+    Header(Vec<HeaderRoutingMatch>),
+    /// Requests matching any block are served by the stable, and `percentage` of them
+    /// copied to the canary (`setMirrorRoute`).
+    Mirror {
+        percentage: i32,
+        matches: Vec<RouteMatch>,
+    },
+}
+
+/// The managed routes a router shows, by name: `None` for one that is there but not as weir
+/// would write it (edited, or not the same on every object the router sets).
+pub type ShownRoutes = BTreeMap<String, Option<ManagedRoute>>;
+
+/// The field that lists managed routes, for messages.
+pub const MANAGED_ROUTES_FIELD: &str = "spec.strategy.canary.trafficRouting.managedRoutes";
+
 #[derive(Debug, thiserror::Error)]
 pub enum RouterError {
     /// The route object does not exist.
@@ -45,6 +70,11 @@ pub enum RouterError {
         wanted: i32,
         found: Option<i32>,
     },
+    /// The router cannot carry the routes `setHeaderRoute` and `setMirrorRoute` add.
+    #[error(
+        "managed route {route}: this router cannot carry header or mirror routes (istio can): remove spec.strategy.canary.trafficRouting.managedRoutes and the setHeaderRoute/setMirrorRoute steps"
+    )]
+    ManagedRoutesUnsupported { route: String },
     #[error("{kind} {name}: {source}")]
     Api {
         kind: &'static str,
@@ -60,8 +90,31 @@ pub trait Router: Sync {
     fn weight(&self) -> impl Future<Output = Result<Option<i32>, RouterError>> + Send;
     /// Sets the canary weight and returns it as read back from the API server.
     fn set_weight(&self, canary: i32) -> impl Future<Output = Result<i32, RouterError>> + Send;
-    /// Returns all traffic to the stable backend, as before weir (for a deleted Rollout).
+    /// Returns all traffic to the stable backend, as before weir (for a deleted Rollout),
+    /// managed routes removed.
     fn remove_managed(&self) -> impl Future<Output = Result<(), RouterError>> + Send {
         async { self.set_weight(0).await.map(|_| ()) }
+    }
+    /// The managed routes the router carries now. A router without them carries none.
+    fn managed_routes(&self) -> impl Future<Output = Result<ShownRoutes, RouterError>> + Send {
+        async { Ok(ShownRoutes::new()) }
+    }
+    /// Adds managed route `name`, or replaces it with `route`, in its place of precedence.
+    fn set_managed_route(
+        &self,
+        name: &str,
+        route: &ManagedRoute,
+    ) -> impl Future<Output = Result<(), RouterError>> + Send {
+        let _ = route;
+        let name = name.to_owned();
+        async move { Err(RouterError::ManagedRoutesUnsupported { route: name }) }
+    }
+    /// Removes managed route `name`; one that is not there is removed already.
+    fn remove_managed_route(
+        &self,
+        name: &str,
+    ) -> impl Future<Output = Result<(), RouterError>> + Send {
+        let _ = name;
+        async { Ok(()) }
     }
 }

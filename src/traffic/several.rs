@@ -4,7 +4,7 @@
 //! disagree (a set that failed half way, an edit by hand) must be set again.
 
 use super::any::AnyRouter;
-use super::router::{Router, RouterError};
+use super::router::{ManagedRoute, Router, RouterError, ShownRoutes};
 use crate::api::Rollout;
 use crate::api::rollout::RolloutStatus;
 use kube::Client;
@@ -92,6 +92,40 @@ impl Router for Routers {
             router.set_weight(canary).await?;
         }
         Ok(canary)
+    }
+
+    /// Every router's managed routes as one: a route two routers show differently reads as
+    /// not as weir writes it (None), so it is written again.
+    async fn managed_routes(&self) -> Result<ShownRoutes, RouterError> {
+        let mut shown = ShownRoutes::new();
+        for (_, router) in &self.each {
+            for (name, route) in router.managed_routes().await? {
+                match shown.get(&name) {
+                    Some(seen) if *seen != route => {
+                        shown.insert(name, None);
+                    }
+                    Some(_) => {}
+                    None => {
+                        shown.insert(name, route);
+                    }
+                }
+            }
+        }
+        Ok(shown)
+    }
+
+    async fn set_managed_route(&self, name: &str, route: &ManagedRoute) -> Result<(), RouterError> {
+        for (_, router) in &self.each {
+            router.set_managed_route(name, route).await?;
+        }
+        Ok(())
+    }
+
+    async fn remove_managed_route(&self, name: &str) -> Result<(), RouterError> {
+        for (_, router) in &self.each {
+            router.remove_managed_route(name).await?;
+        }
+        Ok(())
     }
 
     /// Undoes every router, even when one fails; the first failure is returned.

@@ -6,6 +6,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
 use super::analysis::check_args;
 use super::names::{NameRule, check_name};
+use super::routes;
 use super::violation::{Report, Violation};
 use crate::api::contract::alb_action_annotation;
 use crate::api::rollout::{
@@ -114,8 +115,14 @@ pub fn rollout(spec: &RolloutSpec) -> Vec<Violation> {
             }
         }
     }
+    let managed = canary
+        .traffic_routing
+        .as_ref()
+        .map(|r| r.managed_routes.as_slice())
+        .unwrap_or_default();
     for (index, step) in canary.steps.iter().enumerate() {
         check_step(&mut report, &format!("{at}.steps[{index}]"), step);
+        routes::check_route_step(&mut report, &format!("{at}.steps[{index}]"), step, managed);
         if step.set_canary_scale.is_some() && canary.traffic_routing.is_none() {
             report.invalid(
                 format!("{at}.steps[{index}].setCanaryScale"),
@@ -236,6 +243,7 @@ fn check_traffic_routing(report: &mut Report, routing: &TrafficRouting) {
     if let Some(istio) = &routing.istio {
         check_istio(report, &format!("{at}.istio"), istio);
     }
+    routes::check_managed_routes(report, routing);
     if let Some(nginx) = &routing.nginx {
         check_nginx(report, &format!("{at}.nginx"), nginx);
     }
@@ -573,13 +581,15 @@ fn check_step(report: &mut Report, at: &str, step: &CanaryStep) {
         step.pause.is_some(),
         step.analysis.is_some(),
         step.set_canary_scale.is_some(),
+        step.set_header_route.is_some(),
+        step.set_mirror_route.is_some(),
     ];
     match actions.iter().filter(|set| **set).count() {
         0 if step.unsupported.is_empty() => {
-            report.required(at, "a step needs exactly one of setWeight, pause, analysis or setCanaryScale");
+            report.required(at, "a step needs exactly one of setWeight, pause, analysis, setCanaryScale, setHeaderRoute or setMirrorRoute");
         }
         0 | 1 => {}
-        _ => report.invalid(at, "a step takes exactly one of setWeight, pause, analysis or setCanaryScale; split it into several steps"),
+        _ => report.invalid(at, "a step takes exactly one of setWeight, pause, analysis, setCanaryScale, setHeaderRoute or setMirrorRoute; split it into several steps"),
     }
     if let Some(weight) = step.set_weight
         && !(0..=100).contains(&weight)

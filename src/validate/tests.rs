@@ -79,6 +79,10 @@ fn the_examples_are_valid() {
             "examples/istio/subset-level.yaml",
             include_str!("../../examples/istio/subset-level.yaml"),
         ),
+        (
+            "examples/istio/header-route.yaml",
+            include_str!("../../examples/istio/header-route.yaml"),
+        ),
     ] {
         let mut rollouts = 0;
         for document in serde_yaml_ng::Deserializer::from_str(text) {
@@ -351,8 +355,7 @@ fn argo_fields_weir_lacks_are_named_never_dropped() {
         "canaryService": "web-canary",
         "steps": [
             {"setWeight": 10},
-            {"experiment": {"templates": []}},
-            {"setHeaderRoute": {"name": "header"}}
+            {"experiment": {"templates": []}}
         ]
     }));
     let violations = rollout(&spec);
@@ -361,7 +364,6 @@ fn argo_fields_weir_lacks_are_named_never_dropped() {
         &[
             (Unsup, "spec.strategy.canary.maxSurge"),
             (Unsup, "spec.strategy.canary.steps[1].experiment"),
-            (Unsup, "spec.strategy.canary.steps[2].setHeaderRoute"),
             (Unsup, "spec.strategy.canary.trafficRouting.traefik"),
         ],
     );
@@ -372,7 +374,7 @@ fn argo_fields_weir_lacks_are_named_never_dropped() {
             .contains("experiment steps are not built yet"),
         "{experiment}"
     );
-    let traefik = &violations[3];
+    let traefik = &violations[2];
     assert!(
         traefik
             .message
@@ -1399,4 +1401,178 @@ fn the_alb_action_name_fits_an_annotation() {
         "trafficRouting": {"alb": {"ingress": "web", "servicePort": 80}}
     }));
     assert_only(rollout(&fits), &[]);
+}
+
+fn routed(extra_routing: serde_json::Value, steps: serde_json::Value) -> RolloutSpec {
+    let mut routing = json!({"istio": {"virtualService": {"name": "web", "routes": ["primary"]}},
+        "managedRoutes": [{"name": "header"}, {"name": "mirror"}]});
+    for (key, value) in extra_routing.as_object().into_iter().flatten() {
+        routing[key] = value.clone();
+    }
+    rollout_with_canary(json!({"stableService": "s", "canaryService": "c",
+        "trafficRouting": routing, "steps": steps}))
+}
+
+#[test]
+fn header_and_mirror_steps_in_argos_shape_are_valid() {
+    assert_only(
+        rollout(&routed(
+            json!({}),
+            json!([
+                {"setCanaryScale": {"replicas": 1}},
+                {"setHeaderRoute": {"name": "header", "match": [
+                    {"headerName": "X-Canary", "headerValue": {"exact": "yes"}},
+                    {"headerName": "User-Agent", "headerValue": {"regex": "Mozilla(.*)"}}]}},
+                {"setMirrorRoute": {"name": "mirror", "percentage": 35,
+                    "match": [{"method": {"exact": "GET"}, "path": {"prefix": "/"}}]}},
+                {"pause": {}},
+                {"setHeaderRoute": {"name": "header"}},
+                {"setMirrorRoute": {"name": "mirror"}}
+            ]),
+        )),
+        &[],
+    );
+}
+
+#[test]
+fn a_route_step_must_name_a_managed_route() {
+    assert_only(
+        rollout(&routed(
+            json!({}),
+            json!([{"setHeaderRoute": {"name": "other", "match": [
+                {"headerName": "x", "headerValue": {"exact": "y"}}]}}]),
+        )),
+        &[(Invalid, "spec.strategy.canary.steps[0].setHeaderRoute.name")],
+    );
+    let without_router = rollout_with_canary(json!({"steps": [{"setMirrorRoute": {"name": "m"}}]}));
+    assert_only(
+        rollout(&without_router),
+        &[(Invalid, "spec.strategy.canary.steps[0].setMirrorRoute.name")],
+    );
+}
+
+#[test]
+fn routers_without_managed_routes_refuse_them_by_field() {
+    let spec = rollout_with_canary(json!({"stableService": "s", "canaryService": "c",
+        "trafficRouting": {"nginx": {"stableIngress": "web"}, "managedRoutes": [{"name": "header"}]}}));
+    let violations = rollout(&spec);
+    assert_only(
+        violations.clone(),
+        &[(Invalid, "spec.strategy.canary.trafficRouting.managedRoutes")],
+    );
+    assert!(
+        violations[0]
+            .message
+            .contains("the nginx router cannot carry")
+    );
+}
+
+#[test]
+fn what_a_hostile_spec_makes_weir_write_is_bounded() {
+    let many: Vec<serde_json::Value> = (0..9).map(|i| json!({"name": format!("r{i}")})).collect();
+    let violations = rollout(&routed(json!({"managedRoutes": many}), json!([])));
+    assert_only(
+        violations.clone(),
+        &[(Invalid, "spec.strategy.canary.trafficRouting.managedRoutes")],
+    );
+    assert!(
+        violations[0].message.contains("at most 8"),
+        "{violations:?}"
+    );
+
+    let matches: Vec<serde_json::Value> = (0..17)
+        .map(|_| json!({"headerName": "x", "headerValue": {"exact": "y"}}))
+        .collect();
+    let long_regex = "a".repeat(257);
+    let violations = rollout(&routed(
+        json!({}),
+        json!([
+            {"setHeaderRoute": {"name": "header", "match": matches}},
+            {"setHeaderRoute": {"name": "header", "match": [
+                {"headerName": "x", "headerValue": {"regex": long_regex}},
+                {"headerName": "bad name", "headerValue": {"exact": "y", "prefix": "y"}},
+                {"headerName": "x", "headerValue": {"regex": "(unclosed"}}]}},
+            {"setMirrorRoute": {"name": "mirror", "percentage": 101, "match": [{}]}}
+        ]),
+    ));
+    assert_only(
+        violations.clone(),
+        &[
+            (
+                Required,
+                "spec.strategy.canary.steps[2].setMirrorRoute.match[0]",
+            ),
+            (
+                Invalid,
+                "spec.strategy.canary.steps[0].setHeaderRoute.match",
+            ),
+            (
+                Invalid,
+                "spec.strategy.canary.steps[1].setHeaderRoute.match[0].headerValue.regex",
+            ),
+            (
+                Invalid,
+                "spec.strategy.canary.steps[1].setHeaderRoute.match[1].headerName",
+            ),
+            (
+                Invalid,
+                "spec.strategy.canary.steps[1].setHeaderRoute.match[1].headerValue",
+            ),
+            (
+                Invalid,
+                "spec.strategy.canary.steps[1].setHeaderRoute.match[2].headerValue.regex",
+            ),
+            (
+                Invalid,
+                "spec.strategy.canary.steps[2].setMirrorRoute.percentage",
+            ),
+        ],
+    );
+    let text = format!("{violations:?}");
+    assert!(
+        text.contains("at most 16") && text.contains("at most 256"),
+        "{text}"
+    );
+}
+
+#[test]
+fn a_managed_route_may_not_be_the_weighted_route() {
+    assert_only(
+        rollout(&routed(
+            json!({"managedRoutes": [{"name": "primary"}]}),
+            json!([]),
+        )),
+        &[(
+            Invalid,
+            "spec.strategy.canary.trafficRouting.managedRoutes[0].name",
+        )],
+    );
+}
+
+#[test]
+fn gateway_api_routes_refuse_managed_routes_for_now() {
+    let spec = rollout_with_canary(json!({"stableService": "s", "canaryService": "c",
+        "trafficRouting": {"gatewayAPI": {"httpRoute": "web"}, "managedRoutes": [{"name": "header"}]}}));
+    assert_only(
+        rollout(&spec),
+        &[(Invalid, "spec.strategy.canary.trafficRouting.managedRoutes")],
+    );
+}
+
+#[test]
+fn beside_istio_every_other_router_must_carry_managed_routes_too() {
+    let spec = rollout_with_canary(json!({"stableService": "s", "canaryService": "c",
+        "trafficRouting": {"istio": {"virtualService": {"name": "web"}},
+            "nginx": {"stableIngress": "web"}, "managedRoutes": [{"name": "header"}]}}));
+    let violations = rollout(&spec);
+    assert_only(
+        violations.clone(),
+        &[(Invalid, "spec.strategy.canary.trafficRouting.managedRoutes")],
+    );
+    assert!(
+        violations[0]
+            .message
+            .contains("the nginx router cannot carry"),
+        "{violations:?}"
+    );
 }

@@ -83,7 +83,7 @@ fn unsupported_hint(at: &str, name: &str) -> String {
         _ if router => format!("the {name} router is not built yet; weir routes traffic with alb, gatewayAPI, istio, nginx or smi, or by replica ratio when trafficRouting is omitted"),
         "blueGreen" => "weir implements the canary strategy only".into(),
         "serviceAccountName" if at == "spec.decryption" => "weir decrypts with the age identities of secretRef only (no KMS, so no workload identity); remove it".into(),
-        "experiment" | "setHeaderRoute" | "setMirrorRoute" => format!("{name} steps are not built yet; remove the step"),
+        "experiment" => format!("{name} steps are not built yet; remove the step"),
         _ => "remove it, or check its spelling against `kubectl explain`".into(),
     }
 }

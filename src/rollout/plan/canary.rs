@@ -172,7 +172,9 @@ impl<'a> Planner<'a> {
             return Progress::Wait;
         }
         let step = &self.steps[index];
-        if step.set_weight.is_some() || step.set_canary_scale.is_some() {
+        let routes = step.set_header_route.is_some() || step.set_mirror_route.is_some();
+        if step.set_weight.is_some() || step.set_canary_scale.is_some() || routes {
+            let ready = ready && (!routes || self.routes_in_place(hash, index));
             self.track_deadline(!ready, true);
             if ready {
                 return Progress::Advance;
@@ -216,8 +218,15 @@ impl<'a> Planner<'a> {
         let step = describe_step(&self.steps[index]);
         let weight = step_weight(self.steps, index);
         let pods = canary_pods(self.steps, index, self.replicas, weight, self.router);
+        let route_step = self.steps[index].set_header_route.is_some()
+            || self.steps[index].set_mirror_route.is_some();
+        let hint = if route_step && !self.canary_serves(hash) {
+            "; a managed route waits for the canary Service to select an available canary pod (setCanaryScale gives the canary pods at weight 0)"
+        } else {
+            ""
+        };
         format!(
-            "step {}/{} ({step}) for {hash}: {} of {pods} canary pods available, canary weight {}",
+            "step {}/{} ({step}) for {hash}: {} of {pods} canary pods available, canary weight {}{hint}",
             index + 1,
             self.steps.len(),
             self.available(hash),

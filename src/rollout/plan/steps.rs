@@ -1,6 +1,7 @@
 //! What a canary step asks for: its weight, its pods, its description.
 
-use crate::api::rollout::CanaryStep;
+use crate::api::rollout::{CanaryStep, ManagedRouteName};
+use crate::traffic::ManagedRoute;
 
 /// The weight a step index asks for: the last `setWeight` at or before it; 100 once all
 /// steps are done (promotion).
@@ -43,6 +44,50 @@ pub fn canary_pods(
     }
 }
 
+/// The managed routes step `index` asks for, highest precedence first (`managed`'s order):
+/// for each name, the last `setHeaderRoute` or `setMirrorRoute` naming it at or before the
+/// index, unless that one has no `match` (which removes it). None once all steps are done.
+/// A name `managed` does not list is never a route (validation refuses the step).
+pub fn managed_routes_at(
+    steps: &[CanaryStep],
+    managed: &[ManagedRouteName],
+    index: usize,
+) -> Vec<(String, ManagedRoute)> {
+    if index >= steps.len() {
+        return Vec::new();
+    }
+    let mut routes: Vec<(String, ManagedRoute)> = Vec::new();
+    for entry in managed {
+        if routes.iter().any(|(name, _)| *name == entry.name) {
+            continue;
+        }
+        let last = steps[..=index].iter().rev().find_map(|step| {
+            if let Some(header) = step
+                .set_header_route
+                .as_ref()
+                .filter(|h| h.name == entry.name)
+            {
+                return Some(
+                    (!header.matches.is_empty())
+                        .then(|| ManagedRoute::Header(header.matches.clone())),
+                );
+            }
+            let mirror = step
+                .set_mirror_route
+                .as_ref()
+                .filter(|m| m.name == entry.name)?;
+            Some((!mirror.matches.is_empty()).then(|| ManagedRoute::Mirror {
+                percentage: mirror.percentage.unwrap_or(100).clamp(0, 100),
+                matches: mirror.matches.clone(),
+            }))
+        });
+        if let Some(Some(route)) = last {
+            routes.push((entry.name.clone(), route));
+        }
+    }
+    routes
+}
+
 pub(super) fn describe_step(step: &CanaryStep) -> String {
     if let Some(weight) = step.set_weight {
         format!("setWeight {weight}")
@@ -68,6 +113,10 @@ pub(super) fn describe_step(step: &CanaryStep) -> String {
         format!("analysis {}", names.join(", "))
     } else if step.set_canary_scale.is_some() {
         "setCanaryScale".into()
+    } else if let Some(header) = &step.set_header_route {
+        format!("setHeaderRoute {}", header.name)
+    } else if let Some(mirror) = &step.set_mirror_route {
+        format!("setMirrorRoute {}", mirror.name)
     } else {
         "unknown step".into()
     }

@@ -20,7 +20,8 @@ fn spec(steps: Value, router: bool, replicas: i32) -> RolloutSpec {
     let mut canary =
         json!({"stableService": "web-stable", "canaryService": "web-canary", "steps": steps});
     if router {
-        canary["trafficRouting"] = json!({"gatewayAPI": {"httpRoute": "web"}});
+        canary["trafficRouting"] = json!({"istio": {"virtualService": {"name": "web"}},
+            "managedRoutes": [{"name": "header"}, {"name": "mirror"}]});
     }
     serde_json::from_value(json!({
         "replicas": replicas,
@@ -153,6 +154,17 @@ impl World {
                     self.observed.route_weight = Some(*canary_weight);
                     self.observed.routers_differ = false;
                     self.weights_seen.push(*canary_weight);
+                }
+                Action::SetManagedRoute { name, route } => {
+                    self.observed
+                        .managed_routes
+                        .insert(name.clone(), Some(route.clone()));
+                }
+                Action::RemoveManagedRoute { name } => {
+                    assert!(
+                        self.observed.managed_routes.remove(name).is_some(),
+                        "removed {name}, which is not there"
+                    );
                 }
                 Action::StartAnalysis {
                     hash,
@@ -1371,6 +1383,33 @@ fn step_strategy() -> impl Strategy<Value = Value> {
         1 => Just(json!({"analysis": {"templates": [{"templateName": "t"}]}})),
         1 => (0..6i32).prop_map(|r| json!({"setCanaryScale": {"replicas": r}})),
         1 => Just(json!({"setCanaryScale": {"matchTrafficWeight": true}})),
+        2 => route_step_strategy(),
+    ]
+}
+
+/// A managed route waits for a canary pod to send to: each route step gets one before it
+/// (as Argo Rollouts' documentation advises), so a good canary can complete.
+fn with_pods_for_routes(steps: Vec<Value>) -> Vec<Value> {
+    let mut out = Vec::new();
+    for step in steps {
+        if step.get("setHeaderRoute").is_some() || step.get("setMirrorRoute").is_some() {
+            out.push(json!({"setCanaryScale": {"replicas": 1}}));
+        }
+        out.push(step);
+    }
+    out
+}
+
+/// A header or mirror step on one of the two managed routes, adding it or (no match)
+/// removing it.
+fn route_step_strategy() -> impl Strategy<Value = Value> {
+    prop_oneof![
+        Just(json!({"setHeaderRoute": {"name": "header", "match": [{"headerName": "x-canary", "headerValue": {"exact": "yes"}}]}})),
+        Just(json!({"setHeaderRoute": {"name": "header"}})),
+        Just(json!({"setHeaderRoute": {"name": "mirror", "match": [{"headerName": "x-b", "headerValue": {"prefix": "b"}}]}})),
+        (0..=100i32).prop_map(|p| json!({"setMirrorRoute": {"name": "mirror", "percentage": p, "match": [{"method": {"exact": "GET"}}]}})),
+        Just(json!({"setMirrorRoute": {"name": "mirror", "match": [{"path": {"prefix": "/"}}]}})),
+        Just(json!({"setMirrorRoute": {"name": "mirror"}})),
     ]
 }
 
@@ -1388,6 +1427,8 @@ enum Event {
     Pause(bool),
     /// The controller dies after acting and before writing status.
     Crash,
+    /// The controller dies after carrying out this many of a plan's actions.
+    CrashPartway(usize),
 }
 
 fn event_strategy() -> impl Strategy<Value = Event> {
@@ -1426,8 +1467,13 @@ fn world_with_steps(final_pause: bool) -> impl Strategy<Value = World> {
     )
         .prop_map(move |(mut steps, router, replicas, instant)| {
             if !router {
-                steps.retain(|step| step.get("setCanaryScale").is_none());
+                steps.retain(|step| {
+                    ["setCanaryScale", "setHeaderRoute", "setMirrorRoute"]
+                        .iter()
+                        .all(|key| step.get(key).is_none())
+                });
             }
+            let mut steps = with_pods_for_routes(steps);
             if final_pause {
                 steps.push(json!({"pause": {}}));
             }
@@ -1476,7 +1522,50 @@ impl World {
                 let plan = self.plan();
                 self.apply(&plan.actions);
             }
+            Event::CrashPartway(done) => {
+                let plan = self.plan();
+                self.apply(&plan.actions[..(*done).min(plan.actions.len())]);
+            }
         }
+    }
+
+    /// The managed routes the status allows: the current step's, while a canary is under way.
+    fn allowed_routes(&self) -> Vec<(String, crate::traffic::ManagedRoute)> {
+        if self.status.abort || self.status.canary_rs == self.status.stable_rs {
+            return Vec::new();
+        }
+        let canary = self.spec.strategy.canary.as_ref().expect("canary");
+        let managed = canary
+            .traffic_routing
+            .as_ref()
+            .map(|r| r.managed_routes.as_slice())
+            .unwrap_or_default();
+        let index = self.status.current_step_index.unwrap_or(0).max(0) as usize;
+        managed_routes_at(&canary.steps, managed, index)
+    }
+
+    fn check_routes_allowed(&self) -> Result<(), TestCaseError> {
+        let allowed = self.allowed_routes();
+        for (name, shown) in &self.observed.managed_routes {
+            let route = allowed.iter().find(|(n, _)| n == name).map(|(_, r)| r);
+            prop_assert!(
+                route.is_some() && shown.as_ref() == route,
+                "managed route {} is {:?}, but step {:?} allows {:?}",
+                name,
+                shown,
+                self.status.current_step_index,
+                allowed
+            );
+            // What a managed route sends to the canary finds pods there.
+            let hash = self.status.canary_rs.clone().unwrap_or_default();
+            prop_assert!(
+                self.observed.canary_service_hash.as_deref() == Some(hash.as_str()),
+                "managed route {} while the canary Service selects {:?}",
+                name,
+                self.observed.canary_service_hash
+            );
+        }
+        Ok(())
     }
 
     /// Checks every crossed step was really completed (or promoted past).
@@ -1720,4 +1809,223 @@ fn revisions_follow_the_template_canary_then_stable_and_back() {
     world.reconcile();
     assert_eq!(world.phase(), Some(RolloutPhase::Healthy));
     assert_eq!(world.status.stable_revision.as_deref(), Some("r4"));
+}
+
+#[test]
+fn managed_routes_at_folds_the_steps_in_precedence_order() {
+    let spec = spec(
+        json!([
+            {"setHeaderRoute": {"name": "header", "match": [{"headerName": "x-canary", "headerValue": {"exact": "yes"}}]}},
+            {"setMirrorRoute": {"name": "mirror", "match": [{"method": {"exact": "GET"}}]}},
+            {"setHeaderRoute": {"name": "header"}},
+            {"setHeaderRoute": {"name": "unlisted", "match": [{"headerName": "x", "headerValue": {"exact": "y"}}]}},
+            {"pause": {}}
+        ]),
+        true,
+        2,
+    );
+    let canary = spec.strategy.canary.as_ref().expect("canary");
+    let managed = &canary
+        .traffic_routing
+        .as_ref()
+        .expect("routing")
+        .managed_routes;
+    let names = |index| -> Vec<String> {
+        managed_routes_at(&canary.steps, managed, index)
+            .into_iter()
+            .map(|(name, _)| name)
+            .collect()
+    };
+    assert_eq!(names(0), ["header"]);
+    assert_eq!(
+        names(1),
+        ["header", "mirror"],
+        "managedRoutes' order, not the steps'"
+    );
+    assert_eq!(
+        names(2),
+        ["mirror"],
+        "a step without match removes its route"
+    );
+    assert_eq!(
+        names(4),
+        ["mirror"],
+        "a name managedRoutes does not list is no route"
+    );
+    assert!(names(5).is_empty(), "none once the steps are done");
+    let mirror = managed_routes_at(&canary.steps, managed, 1);
+    assert!(
+        matches!(
+            &mirror[1].1,
+            crate::traffic::ManagedRoute::Mirror {
+                percentage: 100,
+                ..
+            }
+        ),
+        "percentage defaults to 100: {mirror:?}"
+    );
+}
+
+#[test]
+fn a_header_route_waits_for_a_canary_pod_and_goes_at_promotion() {
+    let mut world = World::with_canary(spec(
+        json!([
+            {"setHeaderRoute": {"name": "header", "match": [{"headerName": "x-canary", "headerValue": {"exact": "yes"}}]}},
+            {"pause": {}},
+            {"setCanaryScale": {"replicas": 1}},
+            {"setHeaderRoute": {"name": "header", "match": [{"headerName": "x-canary", "headerValue": {"exact": "yes"}}]}},
+            {"pause": {}}
+        ]),
+        true,
+        2,
+    ));
+    world.reconcile();
+    assert!(
+        world.observed.managed_routes.is_empty(),
+        "no canary pod at weight 0: nothing to send to"
+    );
+    assert_eq!(world.status.current_step_index, Some(0));
+    assert!(
+        world
+            .status
+            .message
+            .as_deref()
+            .is_some_and(|m| m.contains("setCanaryScale gives the canary pods")),
+        "{:?}",
+        world.status.message
+    );
+    // Moved past by hand (promote full is not a step): the scale step gives it a pod.
+    world.status.current_step_index = Some(2);
+    world.reconcile();
+    assert_eq!(world.status.current_step_index, Some(4));
+    assert_eq!(world.phase(), Some(RolloutPhase::Paused));
+    assert_eq!(
+        world.observed.managed_routes.keys().collect::<Vec<_>>(),
+        ["header"]
+    );
+    assert_eq!(world.observed.route_weight, Some(0));
+    world.promote();
+    let plans = world.reconcile();
+    assert_eq!(world.phase(), Some(RolloutPhase::Healthy));
+    assert!(world.observed.managed_routes.is_empty());
+    // Removed in the plan that starts the promotion, with the weight's first move.
+    let first = plans
+        .iter()
+        .find(|p| !p.actions.is_empty())
+        .expect("a plan that acts");
+    assert!(
+        first.actions.contains(&Action::RemoveManagedRoute {
+            name: "header".into()
+        }),
+        "{:?}",
+        first.actions
+    );
+}
+
+#[test]
+fn an_abort_removes_the_managed_routes_with_the_weight() {
+    let mut world = World::with_canary(spec(
+        json!([
+            {"setWeight": 10},
+            {"setMirrorRoute": {"name": "mirror", "percentage": 35, "match": [{"method": {"exact": "GET"}}]}},
+            {"pause": {}}
+        ]),
+        true,
+        2,
+    ));
+    world.reconcile();
+    assert_eq!(
+        world.observed.managed_routes.get("mirror"),
+        Some(&Some(crate::traffic::ManagedRoute::Mirror {
+            percentage: 35,
+            matches: vec![
+                serde_json::from_value(json!({"method": {"exact": "GET"}})).expect("a match")
+            ],
+        }))
+    );
+    world.status.abort = true;
+    let plans = world.reconcile();
+    assert!(world.observed.managed_routes.is_empty());
+    assert_eq!(world.observed.route_weight, Some(0));
+    assert!(plans[0].actions.contains(&Action::RemoveManagedRoute {
+        name: "mirror".into()
+    }));
+    assert!(
+        plans[0]
+            .actions
+            .contains(&Action::SetWeight { canary_weight: 0 })
+    );
+}
+
+/// A world with a router (the only kind with managed routes), ending in `pause {}`.
+fn routed_world() -> impl Strategy<Value = World> {
+    (
+        prop::collection::vec(step_strategy(), 0..8),
+        1..6i32,
+        any::<bool>(),
+    )
+        .prop_map(|(steps, replicas, instant)| {
+            let mut steps = with_pods_for_routes(steps);
+            steps.push(json!({"pause": {}}));
+            let mut world = World::with_canary(spec(Value::Array(steps), true, replicas));
+            world.instant_pods = instant;
+            world
+        })
+}
+
+fn crashing_event_strategy() -> impl Strategy<Value = Event> {
+    prop_oneof![
+        4 => event_strategy(),
+        1 => (0..6usize).prop_map(Event::CrashPartway),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 1000, ..ProptestConfig::default() })]
+
+    /// For any steps and events, crashes part-way through a plan included: the router shows
+    /// only the managed routes the status' step allows (none once promoted, aborted or rolled
+    /// back), each only while the canary Service selects the canary; and once the canary is
+    /// promoted or aborted, none is left.
+    #[test]
+    fn managed_routes_follow_the_step_and_none_outlives_the_canary(
+        mut world in routed_world(),
+        events in prop::collection::vec(crashing_event_strategy(), 0..40),
+        end_by_abort in any::<bool>(),
+    ) {
+        let mut generation = 1;
+        for event in &events {
+            world.happen(event, &mut generation);
+            if matches!(event, Event::Crash | Event::CrashPartway(_)) {
+                continue;
+            }
+            world.reconcile();
+            world.check_routes_allowed()?;
+        }
+        world.spec.paused = false;
+        world.pods_become_available();
+        world.instant_pods = true;
+        if end_by_abort && world.status.canary_rs != world.status.stable_rs {
+            world.status.abort = true;
+            world.reconcile();
+            prop_assert_eq!(world.phase(), Some(RolloutPhase::Degraded));
+        } else {
+            world.status.promote_full = true;
+            world.status.abort = false;
+            for _ in 0..20 {
+                world.reconcile();
+                world.check_routes_allowed()?;
+                if world.phase() == Some(RolloutPhase::Healthy) {
+                    break;
+                }
+                world.promote();
+                for run in world.observed.analysis_runs.iter_mut().filter(|r| r.phase == AnalysisPhase::Running) {
+                    run.phase = AnalysisPhase::Successful;
+                }
+                world.tick(60);
+            }
+            prop_assert_eq!(world.phase(), Some(RolloutPhase::Healthy));
+        }
+        prop_assert!(world.observed.managed_routes.is_empty(), "left behind: {:?}", world.observed.managed_routes);
+    }
 }

@@ -8,6 +8,7 @@ use chrono::{DateTime, Utc};
 use crate::api::analysis::AnalysisPhase;
 use crate::api::rollout::{RolloutSpec, RolloutStatus};
 use crate::time::Outage;
+use crate::traffic::{ManagedRoute, ShownRoutes};
 use crate::validate;
 
 /// A ReplicaSet the Rollout owns, as the API server shows it.
@@ -55,6 +56,8 @@ pub struct Observed {
     /// With several routers: they carry different weights (`route_weight` is the highest),
     /// so the step's weight is set again.
     pub routers_differ: bool,
+    /// The managed routes (`trafficRouting.managedRoutes`) the router carries now.
+    pub managed_routes: ShownRoutes,
     pub analysis_runs: Vec<AnalysisRunView>,
     /// What is wrong with what the Rollout refers to: its analysis templates (invalid CEL,
     /// an argument nobody gives), a route in another namespace without a ReferenceGrant.
@@ -109,6 +112,14 @@ pub enum Action {
     SetWeight {
         canary_weight: i32,
     },
+    /// Add a managed route, or replace it with this one, in its place of precedence.
+    SetManagedRoute {
+        name: String,
+        route: ManagedRoute,
+    },
+    RemoveManagedRoute {
+        name: String,
+    },
     /// Start analysis for the canary: an analysis step, or the background analysis (None).
     StartAnalysis {
         hash: String,
@@ -129,6 +140,8 @@ pub enum Object<'a> {
     ReplicaSet(&'a str),
     Service(&'a str),
     Route,
+    /// One managed route, by name.
+    ManagedRoute(&'a str),
 }
 
 impl Action {
@@ -141,6 +154,9 @@ impl Action {
             | Action::DeleteReplicaSet { hash } => Some(Object::ReplicaSet(hash)),
             Action::PointService { service, .. } => Some(Object::Service(service)),
             Action::SetWeight { .. } => Some(Object::Route),
+            Action::SetManagedRoute { name, .. } | Action::RemoveManagedRoute { name } => {
+                Some(Object::ManagedRoute(name))
+            }
             Action::StartAnalysis { .. } | Action::StopAnalysis { .. } => None,
         }
     }

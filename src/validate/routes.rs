@@ -1,0 +1,216 @@
+//! The rules of managed routes: `trafficRouting.managedRoutes` and the `setHeaderRoute` and
+//! `setMirrorRoute` steps. What a spec can make weir write is bounded: the number of routes,
+//! of matches and of headers, the length of values and regular expressions.
+
+use std::collections::BTreeSet;
+
+use super::names::{NameRule, check_name};
+use super::violation::Report;
+use crate::api::rollout::{CanaryStep, ManagedRouteName, StringMatch, TrafficRouting};
+
+/// At most this many managed routes per Rollout.
+pub const MAX_MANAGED_ROUTES: usize = 8;
+/// At most this many entries in one step's `match` (and headers in one mirror match block).
+pub const MAX_MATCHES: usize = 16;
+/// The longest header name, and the longest exact or prefix value.
+pub const MAX_VALUE_LENGTH: usize = 1024;
+/// The longest regular expression.
+pub const MAX_REGEX_LENGTH: usize = 256;
+/// The most memory one compiled regular expression may take (regex's own size limit).
+const REGEX_SIZE_LIMIT: usize = 1 << 20;
+
+const AT: &str = "spec.strategy.canary.trafficRouting.managedRoutes";
+
+pub(super) fn check_managed_routes(report: &mut Report, routing: &TrafficRouting) {
+    if routing.managed_routes.is_empty() {
+        return;
+    }
+    // Only Istio carries them so far; with several routers, each must (Gateway API's
+    // HTTPRoutes do not yet).
+    let cannot: Vec<String> = [
+        ("gatewayAPI", routing.gateway().is_some()),
+        ("nginx", routing.nginx.is_some()),
+        ("smi", routing.smi.is_some()),
+        ("alb", routing.alb.is_some()),
+    ]
+    .into_iter()
+    .filter(|(_, named)| *named)
+    .map(|(name, _)| name.to_owned())
+    .collect();
+    let cannot = if cannot.is_empty() && routing.istio.is_none() {
+        routing
+            .unsupported
+            .keys()
+            .find(|k| k.as_str() != "managedRoutes")
+            .cloned()
+            .into_iter()
+            .collect()
+    } else {
+        cannot
+    };
+    if !cannot.is_empty() || routing.istio.is_none() {
+        let router = if cannot.is_empty() {
+            "chosen".to_owned()
+        } else {
+            cannot.join(" and ")
+        };
+        report.invalid(
+            AT,
+            format!("the {router} router cannot carry header or mirror routes (istio can): remove managedRoutes and the setHeaderRoute and setMirrorRoute steps, or route with istio alone"),
+        );
+    }
+    if routing.managed_routes.len() > MAX_MANAGED_ROUTES {
+        report.invalid(
+            AT,
+            format!(
+                "lists {} routes; weir manages at most {MAX_MANAGED_ROUTES}",
+                routing.managed_routes.len()
+            ),
+        );
+    }
+    let weighted: BTreeSet<&str> = routing
+        .istio
+        .iter()
+        .flat_map(|istio| istio.all_virtual_services())
+        .flat_map(|service| service.routes.iter().map(String::as_str))
+        .collect();
+    let mut seen = BTreeSet::new();
+    for (index, route) in routing.managed_routes.iter().enumerate() {
+        let field = format!("{AT}[{index}].name");
+        check_name(report, &field, &route.name, NameRule::Dns1123Label);
+        if !seen.insert(route.name.as_str()) {
+            report.invalid(&field, format!("route {} is listed twice", route.name));
+        }
+        if weighted.contains(route.name.as_str()) {
+            report.invalid(
+                &field,
+                format!("{} is a route of virtualService.routes, which carries the weights; weir removes every managed route when a canary ends, so give the managed route another name", route.name),
+            );
+        }
+    }
+}
+
+/// The rules of a `setHeaderRoute` or `setMirrorRoute` step at `at`, whose routes must be
+/// among `managed`.
+pub(super) fn check_route_step(
+    report: &mut Report,
+    at: &str,
+    step: &CanaryStep,
+    managed: &[ManagedRouteName],
+) {
+    let listed = |name: &str| managed.iter().any(|m| m.name == name);
+    let unlisted = |name: &str| {
+        format!(
+            "names route {name:?}, which spec.strategy.canary.trafficRouting.managedRoutes does not list: add {{name: {name}}} there (managed routes need trafficRouting with istio)"
+        )
+    };
+    if let Some(header) = &step.set_header_route {
+        let at = format!("{at}.setHeaderRoute");
+        if !listed(&header.name) {
+            report.invalid(format!("{at}.name"), unlisted(&header.name));
+        }
+        check_count(report, &format!("{at}.match"), header.matches.len());
+        for (index, entry) in header.matches.iter().enumerate() {
+            let at = format!("{at}.match[{index}]");
+            check_header_name(report, &format!("{at}.headerName"), &entry.header_name);
+            check_string_match(report, &format!("{at}.headerValue"), &entry.header_value);
+        }
+    }
+    if let Some(mirror) = &step.set_mirror_route {
+        let at = format!("{at}.setMirrorRoute");
+        if !listed(&mirror.name) {
+            report.invalid(format!("{at}.name"), unlisted(&mirror.name));
+        }
+        if let Some(percentage) = mirror.percentage.filter(|p| !(0..=100).contains(p)) {
+            report.invalid(
+                format!("{at}.percentage"),
+                format!("{percentage} is not a percentage from 0 to 100"),
+            );
+        }
+        check_count(report, &format!("{at}.match"), mirror.matches.len());
+        for (index, block) in mirror.matches.iter().enumerate() {
+            let at = format!("{at}.match[{index}]");
+            if block.method.is_none() && block.path.is_none() && block.headers.is_empty() {
+                report.required(
+                    &at,
+                    "a match block needs method, path or headers (it would mirror every request); to remove the route, leave out match",
+                );
+            }
+            if let Some(method) = &block.method {
+                check_string_match(report, &format!("{at}.method"), method);
+            }
+            if let Some(path) = &block.path {
+                check_string_match(report, &format!("{at}.path"), path);
+            }
+            check_count(report, &format!("{at}.headers"), block.headers.len());
+            for (name, value) in &block.headers {
+                check_header_name(report, &format!("{at}.headers"), name);
+                check_string_match(report, &format!("{at}.headers.{name}"), value);
+            }
+        }
+    }
+}
+
+fn check_count(report: &mut Report, at: &str, count: usize) {
+    if count > MAX_MATCHES {
+        report.invalid(
+            at,
+            format!("has {count} entries; weir writes at most {MAX_MATCHES}"),
+        );
+    }
+}
+
+/// An HTTP header name is a token (RFC 9110): letters, digits and ``!#$%&'*+-.^_`|~``.
+fn check_header_name(report: &mut Report, at: &str, name: &str) {
+    let token = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c);
+    if name.is_empty() || name.len() > MAX_VALUE_LENGTH || !name.chars().all(token) {
+        report.invalid(
+            at,
+            format!(
+                "{:?} is not an HTTP header name (1 to {MAX_VALUE_LENGTH} letters, digits or !#$%&'*+-.^_`|~)",
+                truncated(name)
+            ),
+        );
+    }
+}
+
+fn check_string_match(report: &mut Report, at: &str, value: &StringMatch) {
+    let set = [&value.exact, &value.prefix, &value.regex];
+    if set.iter().filter(|v| v.is_some()).count() != 1 {
+        report.invalid(at, "takes exactly one of exact, prefix or regex");
+    }
+    for (field, text) in [("exact", &value.exact), ("prefix", &value.prefix)] {
+        if let Some(text) = text.as_ref().filter(|t| t.len() > MAX_VALUE_LENGTH) {
+            report.invalid(
+                format!("{at}.{field}"),
+                format!(
+                    "is {} bytes long; weir writes at most {MAX_VALUE_LENGTH}",
+                    text.len()
+                ),
+            );
+        }
+    }
+    if let Some(regex) = &value.regex {
+        if regex.len() > MAX_REGEX_LENGTH {
+            report.invalid(
+                format!("{at}.regex"),
+                format!(
+                    "is {} bytes long; weir writes regular expressions of at most {MAX_REGEX_LENGTH}",
+                    regex.len()
+                ),
+            );
+        } else if let Err(error) = regex::RegexBuilder::new(regex)
+            .size_limit(REGEX_SIZE_LIMIT)
+            .build()
+        {
+            report.invalid(
+                format!("{at}.regex"),
+                format!("is not a regular expression (RE2 syntax): {error}"),
+            );
+        }
+    }
+}
+
+fn truncated(text: &str) -> String {
+    text.chars().take(64).collect()
+}

@@ -1,0 +1,157 @@
+//! Managed routes on the local control plane (Istio, host-level): a header route sends only
+//! the requests with the simulator's test header to the canary while its weight is 0, a
+//! mirror route copies its share of requests there, and both are gone after an abort, after
+//! a promotion, and across a controller killed mid-step.
+
+mod support;
+
+use kube::api::{Api, DynamicObject, Patch, PatchParams};
+use serde_json::{Value, json};
+use support::app::{LIMIT, apply, healthy_on, phase, status_patch, step, wait_for};
+use support::{ControllerProcess, TestNamespace, client, eventually, prometheus_url, simulator};
+use weir::api::rollout::RolloutPhase;
+use weir::traffic::istio;
+
+fn virtual_services(ns: &TestNamespace) -> Api<DynamicObject> {
+    Api::namespaced_with(
+        ns.client.clone(),
+        &ns.name,
+        &istio::virtual_service_resource(),
+    )
+}
+
+/// Two Services and a VirtualService with one unnamed HTTP route between them.
+async fn app(ns: &TestNamespace) {
+    for service in ["web-stable", "web-canary"] {
+        apply(
+            ns,
+            json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": service},
+            "spec": {"selector": {"app": "web"}, "ports": [{"port": 80, "protocol": "TCP"}]}}),
+        )
+        .await;
+    }
+    let vs = json!({"apiVersion": "networking.istio.io/v1beta1", "kind": "VirtualService",
+        "metadata": {"name": "web"},
+        "spec": {"hosts": ["web"], "http": [{"route": [
+            {"destination": {"host": "web-stable"}, "weight": 100},
+            {"destination": {"host": "web-canary"}, "weight": 0}]}]}});
+    virtual_services(ns)
+        .patch(
+            "web",
+            &PatchParams::apply("weir-test").force(),
+            &Patch::Apply(&vs),
+        )
+        .await
+        .expect("the VirtualService");
+}
+
+/// Written as Argo Rollouts documents the feature; defaults left out.
+fn rollout(image: &str) -> Value {
+    json!({"apiVersion": "weir.dev/v1alpha1", "kind": "Rollout", "metadata": {"name": "web"},
+    "spec": {
+        "replicas": 2,
+        "selector": {"matchLabels": {"app": "web"}},
+        "template": {"metadata": {"labels": {"app": "web"}},
+            "spec": {"containers": [{"name": "web", "image": image}]}},
+        "strategy": {"canary": {
+            "stableService": "web-stable",
+            "canaryService": "web-canary",
+            "trafficRouting": {
+                "managedRoutes": [{"name": "canary-header"}, {"name": "canary-mirror"}],
+                "istio": {"virtualService": {"name": "web"}}},
+            "steps": [
+                {"setCanaryScale": {"replicas": 1}},
+                {"setHeaderRoute": {"name": "canary-header", "match": [
+                    {"headerName": "x-weir-sim", "headerValue": {"exact": "canary"}}]}},
+                {"setMirrorRoute": {"name": "canary-mirror", "percentage": 50,
+                    "match": [{"method": {"exact": "GET"}}]}},
+                {"pause": {}}
+            ]}}}})
+}
+
+/// The names of the VirtualService's HTTP routes, in order.
+async fn route_names(ns: &TestNamespace) -> Vec<String> {
+    let live =
+        serde_json::to_value(virtual_services(ns).get("web").await.expect("get")).expect("json");
+    live["spec"]["http"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|r| r["name"].as_str().unwrap_or("(unnamed)").to_owned())
+        .collect()
+}
+
+async fn routes_become(ns: &TestNamespace, wanted: &[&str]) {
+    eventually(&format!("HTTP routes {wanted:?}"), LIMIT, || async {
+        (route_names(ns).await == wanted).then_some(())
+    })
+    .await;
+}
+
+/// A rate over the last 5 seconds of the simulator's requests in the namespace, divided by
+/// all requests served (mirrored copies are not served), once `check` accepts it.
+async fn rate_share(ns: &TestNamespace, selector: &str, check: impl Fn(f64) -> bool) -> f64 {
+    let prometheus =
+        prometheus_http_query::Client::try_from(prometheus_url().as_str()).expect("url");
+    let filter = format!("namespace=\"{}\"", ns.name);
+    let query = format!(
+        "(sum(rate(http_requests_total{{{filter},{selector}}}[5s])) or vector(0)) / sum(rate(http_requests_total{{{filter},mirrored=\"false\"}}[5s]))"
+    );
+    eventually(&format!("Prometheus: {query}"), LIMIT, || async {
+        let response = prometheus.query(query.as_str()).get().await.ok()?;
+        let value = response.data().as_vector()?.first()?.sample().value();
+        check(value).then_some(value)
+    })
+    .await
+}
+
+const CANARY_SERVED: &str = "service=\"web-canary\",mirrored=\"false\"";
+const CANARY_MIRRORED: &str = "service=\"web-canary\",mirrored=\"true\"";
+
+#[tokio::test]
+async fn header_and_mirror_routes_reach_the_canary_and_never_outlive_it() {
+    let ns = TestNamespace::new(&client().await, "managed-routes").await;
+    let controller = ControllerProcess::start(&ns.name);
+    let (_simulator, _target) = simulator(&ns).await;
+    app(&ns).await;
+    apply(&ns, rollout("web:1")).await;
+    healthy_on(&ns, "web:1").await;
+
+    apply(&ns, rollout("web:2")).await;
+    let paused = wait_for(&ns, "Paused at the final pause", |r| {
+        phase(r) == Some(RolloutPhase::Paused) && step(r) == Some(3)
+    })
+    .await;
+    assert_eq!(paused.status.and_then(|s| s.canary_weight), Some(0));
+    routes_become(&ns, &["canary-header", "canary-mirror", "(unnamed)"]).await;
+    // Weight 0: only the tenth of requests with the test header reach the canary, and half of
+    // the GETs that are left are copied to it.
+    rate_share(&ns, CANARY_SERVED, |s| (0.08..=0.12).contains(&s)).await;
+    rate_share(&ns, CANARY_MIRRORED, |s| (0.40..=0.50).contains(&s)).await;
+
+    // Killed mid-canary and restarted: the routes stay as they are, once each.
+    controller.kill();
+    let controller = ControllerProcess::start(&ns.name);
+    status_patch(&ns, json!({"status": {"abort": true}})).await;
+    wait_for(&ns, "Degraded", |r| {
+        phase(r) == Some(RolloutPhase::Degraded)
+    })
+    .await;
+    routes_become(&ns, &["(unnamed)"]).await;
+    rate_share(&ns, CANARY_SERVED, |s| s < 0.01).await;
+    rate_share(&ns, CANARY_MIRRORED, |s| s < 0.01).await;
+
+    // Retried: the routes come back with the steps; killed at the pause, the controller that
+    // follows promotes and removes them.
+    status_patch(&ns, json!({"status": {"abort": false}})).await;
+    wait_for(&ns, "Paused again", |r| {
+        phase(r) == Some(RolloutPhase::Paused) && step(r) == Some(3)
+    })
+    .await;
+    routes_become(&ns, &["canary-header", "canary-mirror", "(unnamed)"]).await;
+    controller.kill();
+    let _controller = ControllerProcess::start(&ns.name);
+    status_patch(&ns, json!({"status": {"pauseConditions": null}})).await;
+    healthy_on(&ns, "web:2").await;
+    routes_become(&ns, &["(unnamed)"]).await;
+}
