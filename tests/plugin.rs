@@ -140,6 +140,13 @@ async fn operators_promote_abort_and_retry_and_ci_waits_on_exit_codes() {
         view.contains("[####................] stable 80%  canary 20%"),
         "{view}"
     );
+    // The router's own weight, read from the HTTPRoute, beside what the status says.
+    let route = format!("Gateway API HTTPRoute {}/web", ns.name);
+    assert!(
+        view.lines()
+            .any(|l| l.contains(&route) && l.split_whitespace().any(|w| w == "20%")),
+        "{view}"
+    );
     let waiting = weir(&ns, &["status", "web", "--timeout", "2s"]);
     assert_eq!(code(&waiting), Some(2), "{}", stdout(&waiting));
     assert!(

@@ -30,6 +30,7 @@ use crate::api::analysis::AnalysisRun;
 use crate::api::contract::{GITSYNC_ANNOTATION, ROLLBACK_TO_ANNOTATION, ROLLOUT_LABEL};
 use crate::api::gitsync::GitSync;
 use crate::api::rollout::Rollout;
+use crate::traffic::{RouterView, Routers};
 
 pub use self::cli::{Cli, Command, Format, KubeArgs};
 
@@ -731,6 +732,20 @@ impl Cluster {
         })
     }
 
+    /// What each of the Rollout's routers carries now, read as the controller reads it; a
+    /// router that cannot be made (a route not granted) is a note.
+    async fn routers(&self, rollout: &Rollout, notes: &mut Vec<String>) -> Vec<RouterView> {
+        let hash = crate::rollout::template_hash::of(&rollout.spec.template);
+        match Routers::for_rollout(&self.client, rollout, &self.namespace, &hash).await {
+            Ok(Some(routers)) => routers.views().await,
+            Ok(None) => Vec::new(),
+            Err(error) => {
+                notes.push(format!("Routers not shown: {error}"));
+                Vec::new()
+            }
+        }
+    }
+
     async fn observe(&self, name: &str) -> Result<Observed, Failure> {
         let rollout = self.rollout(name).await?;
         let mut notes = Vec::new();
@@ -760,11 +775,13 @@ impl Cluster {
                 .collect()
         })
         .unwrap_or_default();
+        let routers = self.routers(&rollout, &mut notes).await;
         Ok(Observed {
             rollout,
             replica_sets,
             runs,
             subjects,
+            routers,
             notes,
         })
     }

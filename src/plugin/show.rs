@@ -13,6 +13,7 @@ use crate::api::analysis::{AnalysisPhase, AnalysisRun};
 use crate::api::contract::{POD_TEMPLATE_HASH_LABEL, STEP_LABEL};
 use crate::api::rollout::{CanaryStep, Rollout, RolloutPhase};
 use crate::time::from_k8s;
+use crate::traffic::RouterView;
 
 /// Everything `get` shows about one Rollout.
 #[derive(Clone, Debug)]
@@ -22,6 +23,8 @@ pub struct Observed {
     pub runs: Vec<AnalysisRun>,
     /// Commit subjects by revision, from the managing GitSync's history.
     pub subjects: BTreeMap<String, String>,
+    /// What each router carries now, read from the routers themselves.
+    pub routers: Vec<RouterView>,
     /// What could not be read (no permission), said at the end of the view.
     pub notes: Vec<String>,
 }
@@ -288,6 +291,26 @@ fn condition_rows(conditions: &[Condition]) -> Vec<Vec<String>> {
         .collect()
 }
 
+/// Each router's live weight and managed routes; what could not be read says why.
+fn router_rows(routers: &[RouterView]) -> Vec<Vec<String>> {
+    routers
+        .iter()
+        .map(|router| {
+            let weight = match &router.weight {
+                Ok(Some(weight)) => format!("{weight}%"),
+                Ok(None) => "not set".to_owned(),
+                Err(error) => format!("unreadable: {error}"),
+            };
+            let routes = match &router.managed_routes {
+                Ok(routes) if routes.is_empty() => "-".to_owned(),
+                Ok(routes) => routes.join(", "),
+                Err(error) => format!("unreadable: {error}"),
+            };
+            vec![router.label.clone(), weight, routes]
+        })
+        .collect()
+}
+
 fn indent(text: &str) -> String {
     text.lines().map(|l| format!("  {l}\n")).collect()
 }
@@ -352,6 +375,13 @@ pub fn get(observed: &Observed, now: DateTime<Utc>) -> String {
             100 - canary_weight.clamp(0, 100)
         ),
     );
+    if !observed.routers.is_empty() {
+        let _ = writeln!(out, "Routers:");
+        out.push_str(&indent(&table(
+            &["ROUTER", "CANARY", "MANAGED ROUTES"],
+            &router_rows(&observed.routers),
+        )));
+    }
     let current = status.current_step_index.unwrap_or(0).max(0) as usize;
     let steps = steps(rollout);
     if steps.is_empty() {

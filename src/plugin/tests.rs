@@ -10,6 +10,7 @@ use super::{Cli, history};
 use crate::api::analysis::AnalysisRun;
 use crate::api::gitsync::GitSyncStatus;
 use crate::api::rollout::Rollout;
+use crate::traffic::RouterView;
 
 const STABLE_SHA: &str = "5407b173496e0f6b1e7e6f1b7c4a1c2d3e4f5a6b";
 const CANARY_SHA: &str = "766c0e3c5397aa0b1c2d3e4f5a6b7c8d9e0f1a2b";
@@ -91,6 +92,18 @@ fn observed() -> Observed {
             (CANARY_SHA.to_owned(), "web 3: new checkout".to_owned()),
         ]
         .into(),
+        routers: vec![
+            RouterView {
+                label: "Istio VirtualService web".into(),
+                weight: Ok(Some(30)),
+                managed_routes: Ok(vec!["header (header)".into(), "mirror (mirror 35%)".into()]),
+            },
+            RouterView {
+                label: "NGINX Ingress web-web-canary".into(),
+                weight: Err("Ingress shop/web: forbidden".into()),
+                managed_routes: Ok(Vec::new()),
+            },
+        ],
         notes: Vec::new(),
     }
 }

@@ -14,7 +14,7 @@ pub mod smi;
 
 pub use any::AnyRouter;
 pub use router::{MANAGED_ROUTES_FIELD, ManagedRoute, Router, RouterError, ShownRoutes};
-pub use several::{Reading, Routers};
+pub use several::{Reading, RouterView, Routers};
 
 use crate::api::Rollout;
 use crate::api::rollout::GatewayRouteKind;

@@ -28,6 +28,26 @@ pub fn reading(weights: &[Option<i32>]) -> Reading {
     }
 }
 
+/// What one router carries now, as `kubectl weir get` shows it: what could not be read is
+/// said in words (a router that fails to read never hides the others).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RouterView {
+    pub label: String,
+    pub weight: Result<Option<i32>, String>,
+    /// Each managed route it carries: `name (header)`, `name (mirror 35%)`, or `name (not as
+    /// weir wrote it)`.
+    pub managed_routes: Result<Vec<String>, String>,
+}
+
+/// A managed route for people.
+pub fn describe_route(name: &str, route: Option<&ManagedRoute>) -> String {
+    match route {
+        Some(ManagedRoute::Header(_)) => format!("{name} (header)"),
+        Some(ManagedRoute::Mirror { percentage, .. }) => format!("{name} (mirror {percentage}%)"),
+        None => format!("{name} (not as weir wrote it)"),
+    }
+}
+
 /// Every router a Rollout names, each with a label that says what it is for people.
 pub struct Routers {
     each: Vec<(String, AnyRouter)>,
@@ -58,6 +78,27 @@ impl Routers {
             weights.push(router.weight().await?);
         }
         Ok(weights)
+    }
+
+    /// What each router carries now, for people.
+    pub async fn views(&self) -> Vec<RouterView> {
+        let mut views = Vec::with_capacity(self.each.len());
+        for (label, router) in &self.each {
+            let (weight, routes) = tokio::join!(router.weight(), router.managed_routes());
+            views.push(RouterView {
+                label: label.clone(),
+                weight: weight.map_err(|e| e.to_string()),
+                managed_routes: routes
+                    .map(|shown| {
+                        shown
+                            .iter()
+                            .map(|(name, route)| describe_route(name, route.as_ref()))
+                            .collect()
+                    })
+                    .map_err(|e| e.to_string()),
+            });
+        }
+        views
     }
 
     /// All routers' weights read as one.
