@@ -364,12 +364,14 @@ fn string_match(value: &StringMatch) -> Value {
 
 /// The HTTP route weir writes for managed route `name`: a header route's matches (one Istio
 /// match per header, any of them) sent to the canary alone; a mirror route's matches served
-/// by the stable, `percentage` of them mirrored to the canary.
+/// as the weighted route serves them (stable `100 - weight`, canary `weight`, as Argo
+/// Rollouts does; set again with every weight), `percentage` of them mirrored to the canary.
 pub fn managed_route_value(
     name: &str,
     route: &ManagedRoute,
     stable: &Value,
     canary: &Value,
+    weight: i32,
 ) -> Value {
     match route {
         ManagedRoute::Header(matches) => {
@@ -415,7 +417,9 @@ pub fn managed_route_value(
             serde_json::json!({
                 "name": name,
                 "match": matches,
-                "route": [{"destination": stable, "weight": 100}],
+                "route": [
+                    {"destination": stable, "weight": 100 - weight},
+                    {"destination": canary, "weight": weight}],
                 "mirror": canary,
                 "mirrorPercentage": {"value": percentage},
             })
@@ -460,7 +464,30 @@ pub fn shown_route(live: &Value, stable: &Value, canary: &Value) -> Option<Manag
         }
         ManagedRoute::Header(matches)
     };
-    (managed_route_value(name, &route, stable, canary) == *live).then_some(route)
+    // A mirror route carries the weight it was last set to; a header route none.
+    let weight = live["route"][1]["weight"]
+        .as_i64()
+        .and_then(|w| i32::try_from(w).ok())
+        .unwrap_or(0);
+    (managed_route_value(name, &route, stable, canary, weight) == *live).then_some(route)
+}
+
+/// The mirror routes weir made among the managed routes `managed` (stable destination first,
+/// canary second, as [`managed_route_value`] writes them): set with every weight, like the
+/// weighted routes.
+pub fn mirror_splits(object: &Value, managed: &[String]) -> Vec<Split> {
+    routes_of(object, Protocol::Http)
+        .iter()
+        .enumerate()
+        .filter(|(_, route)| is_managed(route, managed) && route.get("mirror").is_some())
+        .filter(|(_, route)| route["route"].as_array().is_some_and(|r| r.len() == 2))
+        .map(|(index, _)| Split {
+            protocol: Protocol::Http,
+            route: index,
+            stable: 0,
+            canary: 1,
+        })
+        .collect()
 }
 
 /// The patch that puts managed route `value` (named `name`) on the VirtualService: in place
@@ -684,7 +711,9 @@ impl IstioRouter {
     /// Every VirtualService with an HTTP route weir sets weights on, as stored, with the
     /// destinations a managed route sends to (stable, canary). Managed routes are HTTP
     /// routes: TLS and TCP routes carry none.
-    async fn http_services(&self) -> Result<Vec<(String, Value, Value, Value)>, RouterError> {
+    /// Each VirtualService with a weighted HTTP route: its name, the object, the stable and
+    /// canary destinations a managed route sends to, and the canary weight it carries now.
+    async fn http_services(&self) -> Result<Vec<(String, Value, Value, Value, i32)>, RouterError> {
         let mut found = Vec::new();
         for service in self.routing.all_virtual_services() {
             let live = self
@@ -692,9 +721,21 @@ impl IstioRouter {
                 .await?;
             let splits = splits_beside(&live, service, &self.pick, &self.managed)?;
             if let Some((stable, canary)) = managed_destinations(&live, &splits) {
-                found.push((service.name.clone(), live, stable, canary));
+                let weight = canary_weight(&live, &splits).unwrap_or(0);
+                found.push((service.name.clone(), live, stable, canary, weight));
             }
         }
+        Ok(found)
+    }
+
+    /// The splits weir sets on one VirtualService: the weighted routes and its mirror routes.
+    fn weighted(
+        &self,
+        live: &Value,
+        service: &IstioVirtualService,
+    ) -> Result<Vec<Split>, RouterError> {
+        let mut found = splits_beside(live, service, &self.pick, &self.managed)?;
+        found.extend(mirror_splits(live, &self.managed));
         Ok(found)
     }
 
@@ -812,7 +853,7 @@ impl Router for IstioRouter {
             let live = self
                 .get(&self.virtual_services, VIRTUAL_SERVICE, &service.name)
                 .await?;
-            let found = splits_beside(&live, service, &self.pick, &self.managed)?;
+            let found = self.weighted(&live, service)?;
             let Some(weight) = canary_weight(&live, &found) else {
                 return Ok(None);
             };
@@ -827,7 +868,7 @@ impl Router for IstioRouter {
             let live = self
                 .get(&self.virtual_services, VIRTUAL_SERVICE, &service.name)
                 .await?;
-            let found = splits_beside(&live, service, &self.pick, &self.managed)?;
+            let found = self.weighted(&live, service)?;
             if canary_weight(&live, &found) == Some(weight)
                 && found.iter().all(|s| {
                     routes_of(&live, s.protocol)[s.route]["route"][s.stable]["weight"].as_i64()
@@ -846,10 +887,7 @@ impl Router for IstioRouter {
                 )
                 .await?;
             // Verified on what the API server stored, not assumed from what was sent.
-            let found = canary_weight(
-                &patched,
-                &splits_beside(&patched, service, &self.pick, &self.managed)?,
-            );
+            let found = canary_weight(&patched, &self.weighted(&patched, service)?);
             if found != Some(weight) {
                 return Err(RouterError::NotVerified {
                     kind: VIRTUAL_SERVICE,
@@ -871,7 +909,7 @@ impl Router for IstioRouter {
         for name in &self.managed {
             let each: Vec<Option<Option<ManagedRoute>>> = services
                 .iter()
-                .map(|(_, live, stable, canary)| {
+                .map(|(_, live, stable, canary, _)| {
                     routes_of(live, Protocol::Http)
                         .iter()
                         .find(|r| r["name"].as_str() == Some(name.as_str()))
@@ -899,8 +937,8 @@ impl Router for IstioRouter {
                 "managed route {name}: no VirtualService of spec.strategy.canary.trafficRouting.istio has an HTTP route weir sets weights on; header and mirror routes are HTTP routes"
             )));
         }
-        for (service, live, stable, canary) in services {
-            let value = managed_route_value(name, route, &stable, &canary);
+        for (service, live, stable, canary, weight) in services {
+            let value = managed_route_value(name, route, &stable, &canary, weight);
             let present = routes_of(&live, Protocol::Http).contains(&value);
             if present {
                 continue;
@@ -1265,6 +1303,45 @@ mod tests {
     }
 
     #[test]
+    fn a_mirror_route_follows_every_weight_and_still_reads_as_weirs() {
+        let mut live = vs(
+            json!({"hosts": ["web"], "http": [{"name": "primary", "route": [
+            {"destination": {"host": "web-stable"}, "weight": 90},
+            {"destination": {"host": "web-canary"}, "weight": 10}]}]}),
+        );
+        let spec = service(json!({"name": "web"}));
+        let managed = vec!["mirror".to_owned()];
+        let main =
+            splits_beside(&live, &spec, &host_pick(), &managed).unwrap_or_else(|e| panic!("{e}"));
+        let (stable, canary) =
+            managed_destinations(&live, &main).unwrap_or_else(|| panic!("destinations"));
+        let mirror = managed_route_value("mirror", &mirror_route(), &stable, &canary, 10);
+        let patch = put_route_patch(&live, "mirror", mirror, &managed);
+        json_patch::patch(&mut live, &patch).unwrap_or_else(|e| panic!("{e}"));
+        for weight in [40, 0, 100] {
+            let mut all = splits_beside(&live, &spec, &host_pick(), &managed)
+                .unwrap_or_else(|e| panic!("{e}"));
+            all.extend(mirror_splits(&live, &managed));
+            assert_eq!(all.len(), 2, "the weighted route and the mirror route");
+            let patch = weight_patch(&live, &all, &host_pick(), weight);
+            json_patch::patch(&mut live, &patch).unwrap_or_else(|e| panic!("{e}"));
+            let http = routes_of(&live, Protocol::Http);
+            assert_eq!(http[0]["name"], "mirror");
+            assert_eq!(http[0]["route"], http[1]["route"], "at {weight}");
+            assert_eq!(
+                shown_route(&http[0], &stable, &canary),
+                Some(mirror_route()),
+                "at {weight}"
+            );
+            assert_eq!(canary_weight(&live, &all), Some(weight));
+        }
+        // A mirror route that sends elsewhere is not weir's.
+        let mut edited = routes_of(&live, Protocol::Http)[0].clone();
+        edited["route"][0]["destination"]["host"] = json!("other");
+        assert_eq!(shown_route(&edited, &stable, &canary), None);
+    }
+
+    #[test]
     fn managed_routes_go_above_the_weighted_route_in_precedence_order_and_read_back() {
         let object = vs(
             json!({"hosts": ["web"], "http": [{"name": "primary", "route": [
@@ -1280,17 +1357,19 @@ mod tests {
         assert_eq!(canary, json!({"host": "web-canary"}));
         // The mirror first: it still goes below the header route, which precedes it.
         let mut live = object.clone();
-        let mirror = managed_route_value("mirror", &mirror_route(), &stable, &canary);
+        // Served as the weighted route serves them (at its 10%), as Argo Rollouts does.
+        let mirror = managed_route_value("mirror", &mirror_route(), &stable, &canary, 10);
         assert_eq!(
             mirror,
             json!({"name": "mirror",
                 "match": [{"method": {"exact": "GET"}, "uri": {"prefix": "/"}, "headers": {"x-b": {"regex": "b.*"}}}],
-                "route": [{"destination": {"host": "web-stable"}, "weight": 100}],
+                "route": [{"destination": {"host": "web-stable"}, "weight": 90},
+                    {"destination": {"host": "web-canary"}, "weight": 10}],
                 "mirror": {"host": "web-canary"}, "mirrorPercentage": {"value": 35}})
         );
         let patch = put_route_patch(&live, "mirror", mirror, &managed);
         json_patch::patch(&mut live, &patch).unwrap_or_else(|e| panic!("{e}"));
-        let header = managed_route_value("header", &header_route(), &stable, &canary);
+        let header = managed_route_value("header", &header_route(), &stable, &canary, 0);
         let patch = put_route_patch(&live, "header", header, &managed);
         json_patch::patch(&mut live, &patch).unwrap_or_else(|e| panic!("{e}"));
         let names: Vec<&str> = routes_of(&live, Protocol::Http)
@@ -1323,7 +1402,7 @@ mod tests {
             shown_route(&routes_of(&edited, Protocol::Http)[0], &stable, &canary),
             None
         );
-        let header = managed_route_value("header", &header_route(), &stable, &canary);
+        let header = managed_route_value("header", &header_route(), &stable, &canary, 0);
         let patch = put_route_patch(&edited, "header", header, &managed);
         json_patch::patch(&mut edited, &patch).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(edited, live);
@@ -1350,7 +1429,7 @@ mod tests {
         .unwrap_or_else(|e| panic!("{e}"));
         let (stable, canary) =
             managed_destinations(&object, &found).unwrap_or_else(|| panic!("destinations"));
-        let value = managed_route_value("header", &header_route(), &stable, &canary);
+        let value = managed_route_value("header", &header_route(), &stable, &canary, 0);
         assert_eq!(
             value["route"][0]["destination"],
             json!({"host": "web", "subset": "canary", "port": {"number": 80}})

@@ -11,8 +11,8 @@ use crate::api::rollout::{HeaderRoutingMatch, RouteMatch};
 pub enum ManagedRoute {
     /// Requests matching any of these go to the canary alone (`setHeaderRoute`).
     Header(Vec<HeaderRoutingMatch>),
-    /// Requests matching any block are served by the stable, and `percentage` of them
-    /// copied to the canary (`setMirrorRoute`).
+    /// Requests matching any block are served as the weighted route serves them (by the
+    /// current weights), and `percentage` of them copied to the canary (`setMirrorRoute`).
     Mirror {
         percentage: i32,
         matches: Vec<RouteMatch>,
