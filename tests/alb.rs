@@ -297,7 +297,7 @@ async fn a_failing_alb_canary_aborts_and_the_action_returns_all_traffic_to_stabl
 }
 
 #[tokio::test]
-async fn deleting_an_alb_rollout_mid_canary_returns_the_action_to_stable_first() {
+async fn a_garbled_action_is_written_over_and_deleting_mid_canary_returns_it_to_stable_first() {
     let ns = TestNamespace::new(&client().await, "alb-delete").await;
     let _controller = ControllerProcess::start(&ns.name);
     routing(&ns).await;
@@ -307,6 +307,22 @@ async fn deleting_an_alb_rollout_mid_canary_returns_the_action_to_stable_first()
     apply(&ns, rollout("web:2", "0", steps)).await;
     let ingresses = ns.api::<Ingress>();
     eventually("the action at 30", LIMIT, || async {
+        let ingress = ingresses.get("web").await.ok()?;
+        (canary_weight(&ingress) == Some(30)).then_some(())
+    })
+    .await;
+    // Someone writes garbage into weir's action: it reads as no action of weir's, so weir
+    // (woken by its watch on Ingresses) writes the step's action over it rather than stop.
+    ingresses
+        .patch(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"annotations": {
+                "alb.ingress.kubernetes.io/actions.web-stable": "{not json"}}})),
+        )
+        .await
+        .expect("garbling the action");
+    eventually("the action repaired at 30", LIMIT, || async {
         let ingress = ingresses.get("web").await.ok()?;
         (canary_weight(&ingress) == Some(30)).then_some(())
     })

@@ -447,12 +447,15 @@ impl AlbRouter {
 
 impl Router for AlbRouter {
     /// The highest weight over the Ingresses (so one left behind is never hidden); None while
-    /// any has no action of weir's yet.
+    /// any has no action of weir's yet. An action that does not read (edited by hand into
+    /// something else) counts as none: the annotation is weir's, so the planner sets it
+    /// again and `set_action` writes over it, and an abort is never held up by it.
     async fn weight(&self) -> Result<Option<i32>, RouterError> {
         let mut highest = Some(0);
         for name in self.names()? {
             let ingress = self.ingress(name).await?;
-            highest = match (highest, weight_of(&ingress, &self.config)?) {
+            let weight = weight_of(&ingress, &self.config).unwrap_or(None);
+            highest = match (highest, weight) {
                 (Some(h), Some(w)) => Some(h.max(w)),
                 _ => None,
             };
