@@ -2,6 +2,9 @@
 //! server and ReplicaSet controller, the kubelet stand-in, and a `weir controller` per test.
 //! The VirtualService and DestinationRule are written as a team on Istio writes them.
 
+#[path = "support/routers.rs"]
+#[allow(dead_code, unused_imports)]
+mod routers;
 mod support;
 
 use std::sync::{Arc, Mutex};
@@ -488,4 +491,54 @@ async fn analysis_sees_the_canary_share_the_virtual_service_carries_and_the_cana
         .map(|r| serde_json::to_value(&r.status).unwrap_or_default()["phase"].clone())
         .collect();
     assert_eq!(phases, [json!("Successful")], "the one analysis step's run");
+}
+
+/// The names of the VirtualService's HTTP routes, in order.
+async fn http_route_names(ns: &TestNamespace) -> Vec<String> {
+    let live =
+        serde_json::to_value(virtual_services(ns).get("web").await.expect("get")).expect("json");
+    live["spec"]["http"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|r| r["name"].as_str().unwrap_or("(unnamed)").to_owned())
+        .collect()
+}
+
+#[tokio::test]
+async fn deleting_a_rollout_with_a_header_route_removes_it_before_the_rollout_goes() {
+    let ns = TestNamespace::new(&client().await, "istio-delete-route").await;
+    let _controller = ControllerProcess::start(&ns.name);
+    host_level_app(&ns).await;
+    let steps = json!([
+        {"setWeight": 20},
+        {"setHeaderRoute": {"name": "canary-header", "match": [
+            {"headerName": "x-canary", "headerValue": {"exact": "yes"}}]}},
+        {"pause": {}}]);
+    let manifest = |image: &str| {
+        let mut manifest = rollout(image, &steps, true);
+        manifest["spec"]["strategy"]["canary"]["trafficRouting"]["managedRoutes"] =
+            json!([{"name": "canary-header"}]);
+        manifest
+    };
+    apply(&ns, manifest("web:1")).await;
+    healthy_on(&ns, "web:1").await;
+    apply(&ns, manifest("web:2")).await;
+    eventually("the header route above the weighted one", LIMIT, || async {
+        (http_route_names(&ns).await == ["canary-header", "primary"]).then_some(())
+    })
+    .await;
+    routers::delete_holding(
+        &ns,
+        "weir to remove its header route and return the weights while the Rollout is held",
+        || async {
+            let live = serde_json::to_value(virtual_services(&ns).get("web").await.ok())
+                .unwrap_or_default();
+            let route = &live["spec"]["http"][0];
+            route["name"] == "primary"
+                && live["spec"]["http"].as_array().map(Vec::len) == Some(1)
+                && route["route"][1]["weight"].as_i64() == Some(0)
+        },
+    )
+    .await;
 }
