@@ -83,6 +83,10 @@ fn the_examples_are_valid() {
             "examples/istio/header-route.yaml",
             include_str!("../../examples/istio/header-route.yaml"),
         ),
+        (
+            "examples/gateway-api/header-route.yaml",
+            include_str!("../../examples/gateway-api/header-route.yaml"),
+        ),
     ] {
         let mut rollouts = 0;
         for document in serde_yaml_ng::Deserializer::from_str(text) {
@@ -97,8 +101,7 @@ fn the_examples_are_valid() {
                         .canary
                         .as_ref()
                         .and_then(|c| c.traffic_routing.as_ref())
-                        .and_then(|t| t.istio.as_ref())
-                        .is_some(),
+                        .is_some_and(|t| t.istio.is_some() || t.gateway().is_some()),
                     "{file}"
                 );
                 assert_eq!(rollout(&object.spec), vec![], "{file}");
