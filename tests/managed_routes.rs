@@ -243,3 +243,64 @@ async fn a_header_route_on_an_http_route_reaches_the_canary_and_never_outlives_i
     healthy_on(&ns, "web:2").await;
     rules_become(&ns, &["(unnamed)"]).await;
 }
+
+/// The app as a team keeps it in Git, with a header route step: the HTTPRoute's rules there
+/// never hold weir's header rule.
+fn app_in_git(image: &str) -> String {
+    let steps = json!([
+        {"setCanaryScale": {"replicas": 1}},
+        {"setHeaderRoute": {"name": "canary-header", "match": [
+            {"headerName": "x-weir-sim", "headerValue": {"exact": "canary"}}]}},
+        {"pause": {}}
+    ]);
+    let mut rollout = support::app::rollout(image, steps, json!({}));
+    rollout["spec"]["strategy"]["canary"]["trafficRouting"]["managedRoutes"] =
+        json!([{"name": "canary-header"}]);
+    let mut documents = support::app::routing();
+    documents.push(rollout);
+    support::app::yaml_stream(&documents)
+}
+
+#[tokio::test]
+async fn a_gitsync_of_the_http_route_keeps_the_header_rule_and_sends_nothing() {
+    let ns = TestNamespace::new(&client().await, "gitsync-header-route").await;
+    let repo = support::git::GitRepo::new(&ns.name);
+    repo.commit("web 1", &[("deploy/app.yaml", &app_in_git("web:1"))]);
+    let port = support::free_port();
+    let metrics = format!("127.0.0.1:{port}");
+    let _controller = ControllerProcess::start_with(&ns.name, &["--metrics-addr", &metrics]);
+    let sync = json!({"apiVersion": "weir.dev/v1alpha1", "kind": "GitSync",
+        "metadata": {"name": "app"},
+        "spec": {"url": repo.file_url(), "ref": {"branch": "main"}, "path": "deploy", "interval": "1s"}});
+    ns.api::<weir::api::gitsync::GitSync>()
+        .patch(
+            "app",
+            &PatchParams::apply("weir-test").force(),
+            &Patch::Apply(&sync),
+        )
+        .await
+        .expect("the GitSync");
+    healthy_on(&ns, "web:1").await;
+
+    repo.commit("web 2", &[("deploy/app.yaml", &app_in_git("web:2"))]);
+    wait_for(&ns, "Paused at the final pause", |r| {
+        phase(r) == Some(RolloutPhase::Paused) && step(r) == Some(2)
+    })
+    .await;
+    rules_become(&ns, &["canary-header", "(unnamed)"]).await;
+    // Syncing every second, Git's route plus weir's rule is the live route: nothing is
+    // applied, and the rule is never wiped (to be added again by the next reconcile).
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let applied = support::gitops::gitsync_objects(port, "applied").await;
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    assert_eq!(
+        support::gitops::gitsync_objects(port, "applied").await,
+        applied,
+        "an unchanged revision mid-canary sends no apply"
+    );
+    assert_eq!(rule_names(&ns).await, ["canary-header", "(unnamed)"]);
+
+    status_patch(&ns, json!({"status": {"pauseConditions": null}})).await;
+    healthy_on(&ns, "web:2").await;
+    rules_become(&ns, &["(unnamed)"]).await;
+}
