@@ -1,10 +1,12 @@
 //! Managed routes on the local control plane (Istio, host-level): a header route sends only
 //! the requests with the simulator's test header to the canary while its weight is 0, a
 //! mirror route copies its share of requests there, and both are gone after an abort, after
-//! a promotion, and across a controller killed mid-step.
+//! a promotion, and across a controller killed mid-step. On a Gateway API HTTPRoute (the
+//! argoproj-labs/gatewayAPI plugin's shape, `useHeaderRoutes`), the header route likewise.
 
 mod support;
 
+use gateway_api::apis::standard::httproutes::HttpRoute;
 use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use serde_json::{Value, json};
 use support::app::{LIMIT, apply, healthy_on, phase, status_patch, step, wait_for};
@@ -154,4 +156,151 @@ async fn header_and_mirror_routes_reach_the_canary_and_never_outlive_it() {
     status_patch(&ns, json!({"status": {"pauseConditions": null}})).await;
     healthy_on(&ns, "web:2").await;
     routes_become(&ns, &["(unnamed)"]).await;
+}
+
+/// As the argoproj-labs/gatewayAPI plugin documents it: the route taking header routes is
+/// marked `useHeaderRoutes`; defaults left out.
+fn gateway_rollout(image: &str) -> Value {
+    json!({"apiVersion": "weir.dev/v1alpha1", "kind": "Rollout", "metadata": {"name": "web"},
+    "spec": {
+        "replicas": 2,
+        "selector": {"matchLabels": {"app": "web"}},
+        "template": {"metadata": {"labels": {"app": "web"}},
+            "spec": {"containers": [{"name": "web", "image": image}]}},
+        "strategy": {"canary": {
+            "stableService": "web-stable",
+            "canaryService": "web-canary",
+            "trafficRouting": {
+                "managedRoutes": [{"name": "canary-header"}],
+                "plugins": {"argoproj-labs/gatewayAPI": {
+                    "httpRoutes": [{"name": "web", "useHeaderRoutes": true}]}}},
+            "steps": [
+                {"setCanaryScale": {"replicas": 1}},
+                {"setHeaderRoute": {"name": "canary-header", "match": [
+                    {"headerName": "x-weir-sim", "headerValue": {"exact": "canary"}}]}},
+                {"pause": {}}
+            ]}}}})
+}
+
+/// The names of the HTTPRoute's rules, in order.
+async fn rule_names(ns: &TestNamespace) -> Vec<String> {
+    let live = ns.api::<HttpRoute>().get("web").await.expect("get");
+    live.spec
+        .rules
+        .iter()
+        .flatten()
+        .map(|r| r.name.clone().unwrap_or_else(|| "(unnamed)".into()))
+        .collect()
+}
+
+async fn rules_become(ns: &TestNamespace, wanted: &[&str]) {
+    eventually(&format!("HTTPRoute rules {wanted:?}"), LIMIT, || async {
+        (rule_names(ns).await == wanted).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_header_route_on_an_http_route_reaches_the_canary_and_never_outlives_it() {
+    let ns = TestNamespace::new(&client().await, "gateway-header-route").await;
+    let controller = ControllerProcess::start(&ns.name);
+    let (_simulator, _target) = simulator(&ns).await;
+    support::app::app(&ns).await;
+    apply(&ns, gateway_rollout("web:1")).await;
+    healthy_on(&ns, "web:1").await;
+
+    apply(&ns, gateway_rollout("web:2")).await;
+    let paused = wait_for(&ns, "Paused at the final pause", |r| {
+        phase(r) == Some(RolloutPhase::Paused) && step(r) == Some(2)
+    })
+    .await;
+    assert_eq!(paused.status.and_then(|s| s.canary_weight), Some(0));
+    rules_become(&ns, &["canary-header", "(unnamed)"]).await;
+    // Weight 0: only the tenth of requests with the test header reach the canary.
+    rate_share(&ns, CANARY_SERVED, |s| (0.08..=0.12).contains(&s)).await;
+
+    // Killed mid-canary and restarted, then aborted: the rule goes, and the canary's share.
+    controller.kill();
+    let controller = ControllerProcess::start(&ns.name);
+    status_patch(&ns, json!({"status": {"abort": true}})).await;
+    wait_for(&ns, "Degraded", |r| {
+        phase(r) == Some(RolloutPhase::Degraded)
+    })
+    .await;
+    rules_become(&ns, &["(unnamed)"]).await;
+    rate_share(&ns, CANARY_SERVED, |s| s < 0.01).await;
+
+    // Retried: the rule comes back; promoted, it is gone.
+    status_patch(&ns, json!({"status": {"abort": false}})).await;
+    wait_for(&ns, "Paused again", |r| {
+        phase(r) == Some(RolloutPhase::Paused) && step(r) == Some(2)
+    })
+    .await;
+    rules_become(&ns, &["canary-header", "(unnamed)"]).await;
+    controller.kill();
+    let _controller = ControllerProcess::start(&ns.name);
+    status_patch(&ns, json!({"status": {"pauseConditions": null}})).await;
+    healthy_on(&ns, "web:2").await;
+    rules_become(&ns, &["(unnamed)"]).await;
+}
+
+/// The app as a team keeps it in Git, with a header route step: the HTTPRoute's rules there
+/// never hold weir's header rule.
+fn app_in_git(image: &str) -> String {
+    let steps = json!([
+        {"setCanaryScale": {"replicas": 1}},
+        {"setHeaderRoute": {"name": "canary-header", "match": [
+            {"headerName": "x-weir-sim", "headerValue": {"exact": "canary"}}]}},
+        {"pause": {}}
+    ]);
+    let mut rollout = support::app::rollout(image, steps, json!({}));
+    rollout["spec"]["strategy"]["canary"]["trafficRouting"]["managedRoutes"] =
+        json!([{"name": "canary-header"}]);
+    let mut documents = support::app::routing();
+    documents.push(rollout);
+    support::app::yaml_stream(&documents)
+}
+
+#[tokio::test]
+async fn a_gitsync_of_the_http_route_keeps_the_header_rule_and_sends_nothing() {
+    let ns = TestNamespace::new(&client().await, "gitsync-header-route").await;
+    let repo = support::git::GitRepo::new(&ns.name);
+    repo.commit("web 1", &[("deploy/app.yaml", &app_in_git("web:1"))]);
+    let port = support::free_port();
+    let metrics = format!("127.0.0.1:{port}");
+    let _controller = ControllerProcess::start_with(&ns.name, &["--metrics-addr", &metrics]);
+    let sync = json!({"apiVersion": "weir.dev/v1alpha1", "kind": "GitSync",
+        "metadata": {"name": "app"},
+        "spec": {"url": repo.file_url(), "ref": {"branch": "main"}, "path": "deploy", "interval": "1s"}});
+    ns.api::<weir::api::gitsync::GitSync>()
+        .patch(
+            "app",
+            &PatchParams::apply("weir-test").force(),
+            &Patch::Apply(&sync),
+        )
+        .await
+        .expect("the GitSync");
+    healthy_on(&ns, "web:1").await;
+
+    repo.commit("web 2", &[("deploy/app.yaml", &app_in_git("web:2"))]);
+    wait_for(&ns, "Paused at the final pause", |r| {
+        phase(r) == Some(RolloutPhase::Paused) && step(r) == Some(2)
+    })
+    .await;
+    rules_become(&ns, &["canary-header", "(unnamed)"]).await;
+    // Syncing every second, Git's route plus weir's rule is the live route: nothing is
+    // applied, and the rule is never wiped (to be added again by the next reconcile).
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let applied = support::gitops::gitsync_objects(port, "applied").await;
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    assert_eq!(
+        support::gitops::gitsync_objects(port, "applied").await,
+        applied,
+        "an unchanged revision mid-canary sends no apply"
+    );
+    assert_eq!(rule_names(&ns).await, ["canary-header", "(unnamed)"]);
+
+    status_patch(&ns, json!({"status": {"pauseConditions": null}})).await;
+    healthy_on(&ns, "web:2").await;
+    rules_become(&ns, &["(unnamed)"]).await;
 }

@@ -171,8 +171,26 @@ pub fn keep_live_weights(git: &mut Value, live: &Value, services: &BTreeSet<Stri
     let Some(rules) = git["spec"]["rules"].as_array_mut() else {
         return;
     };
+    // weir's header-route rules are not in Git: set aside, so Git's rules meet their live
+    // selves by index, then kept where they are (`rules` is atomic: applying Git's list
+    // would remove them, and the canary's header route with them).
+    let git_names: BTreeSet<String> = rules
+        .iter()
+        .filter_map(|r| r["name"].as_str().map(str::to_owned))
+        .collect();
+    let live_rules = live["spec"]["rules"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    type Indexed<'a> = Vec<(usize, &'a Value)>;
+    let (managed, unmanaged): (Indexed, Indexed) = live_rules
+        .iter()
+        .enumerate()
+        .partition(|(_, rule)| is_header_route_rule(rule, &git_names, services));
     for (r, rule) in rules.iter_mut().enumerate() {
-        let live_backends = live["spec"]["rules"][r]["backendRefs"].as_array();
+        let live_backends = unmanaged
+            .get(r)
+            .and_then(|(_, l)| l["backendRefs"].as_array());
         let Some(backends) = rule["backendRefs"].as_array_mut() else {
             continue;
         };
@@ -203,6 +221,27 @@ pub fn keep_live_weights(git: &mut Value, live: &Value, services: &BTreeSet<Stri
             }
         }
     }
+    for (at, rule) in managed {
+        rules.insert(at.min(rules.len()), rule.clone());
+    }
+}
+
+/// Whether a live HTTPRoute rule is one weir added for a header route (`setHeaderRoute`):
+/// named, a name Git's rules do not have, and sending to one Service a Rollout owns alone,
+/// spelt as weir writes it (`group: ""`, `kind: Service`, `weight: 1`).
+fn is_header_route_rule(
+    rule: &Value,
+    git_names: &BTreeSet<String>,
+    services: &BTreeSet<String>,
+) -> bool {
+    let named = rule["name"]
+        .as_str()
+        .is_some_and(|n| !git_names.contains(n));
+    let backends = rule["backendRefs"].as_array().map(Vec::as_slice);
+    named
+        && matches!(backends, Some([only]) if only["group"] == "" && only["kind"] == "Service"
+            && only["weight"] == 1
+            && only["name"].as_str().is_some_and(|n| services.contains(n)))
 }
 
 fn owned_destination(destination: &Value, owned: &BTreeSet<String>) -> bool {
@@ -420,6 +459,33 @@ mod tests {
                 {"backendRefs": [{"name": "web-stable", "port": 80}]}]}}),
             "matched by rule and name; other backends and fields are Git's"
         );
+    }
+
+    #[test]
+    fn weirs_header_route_rules_survive_gits_rules_and_do_not_shift_the_weights() {
+        let header = json!({"name": "canary-header",
+            "matches": [{"path": {"type": "PathPrefix", "value": "/"},
+                         "headers": [{"name": "x-canary", "type": "Exact", "value": "yes"}]}],
+            "backendRefs": [{"group": "", "kind": "Service", "name": "web-canary", "port": 80, "weight": 1}]});
+        let team = json!({"name": "team", "backendRefs": [{"name": "web-canary", "port": 80}]});
+        let mut git = json!({"spec": {"rules": [
+            team,
+            {"backendRefs": [{"name": "web-stable", "port": 80}, {"name": "web-canary", "port": 80}]}]}});
+        let live = json!({"spec": {"rules": [
+            team,
+            header,
+            {"backendRefs": [{"name": "web-stable", "port": 80, "weight": 100},
+                             {"name": "web-canary", "port": 80, "weight": 0}]}]}});
+        keep_live_weights(&mut git, &live, &services(&["web-stable", "web-canary"]));
+        assert_eq!(
+            git, live,
+            "the header rule kept in place, the weights the live ones"
+        );
+        // A rule Git names is Git's, even spelt as weir writes its own.
+        let live = json!({"spec": {"rules": [header, live["spec"]["rules"][2]]}});
+        let mut git = live.clone();
+        keep_live_weights(&mut git, &live, &services(&["web-stable", "web-canary"]));
+        assert_eq!(git, live, "not added a second time");
     }
 
     #[test]

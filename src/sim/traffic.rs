@@ -383,6 +383,90 @@ pub fn virtual_service_flows(object: &serde_json::Value) -> Vec<Flow> {
     flows
 }
 
+/// Whether one HTTPRoute match accepts a `GET` carrying [`TEST_HEADER`]: its header
+/// conditions (Exact, or RegularExpression on the whole value) all accept it; paths count
+/// apart (see [`http_route_shares`]), query parameters never match.
+fn gateway_match_takes_test_header(entry: &serde_json::Value) -> bool {
+    let headers = entry["headers"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    let method = entry["method"].as_str().is_none_or(|m| m == "GET");
+    let (name, value) = TEST_HEADER;
+    method
+        && entry.get("queryParams").is_none()
+        && headers.iter().all(|h| {
+            let condition = match h["type"].as_str().unwrap_or("Exact") {
+                "Exact" => serde_json::json!({"exact": h["value"]}),
+                _ => serde_json::json!({"regex": h["value"]}),
+            };
+            h["name"]
+                .as_str()
+                .is_some_and(|n| n.eq_ignore_ascii_case(name))
+                && string_matches(&condition, value)
+        })
+}
+
+/// The share of its path's requests each rule of an HTTPRoute receives, for routes with
+/// header matches (None for one without: every rule gets the whole rate, as before). A rule
+/// whose matches all carry headers takes the [`TEST_HEADER`] requests if it accepts them,
+/// from the rules without headers on the same paths (Gateway API ranks more headers first).
+pub fn http_route_shares(rules: &[serde_json::Value]) -> Option<Vec<f64>> {
+    let paths = |rule: &serde_json::Value| -> Vec<serde_json::Value> {
+        let matches = rule["matches"]
+            .as_array()
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        let mut paths: Vec<serde_json::Value> = matches
+            .iter()
+            .map(|m| match m.get("path") {
+                Some(path) => path.clone(),
+                None => serde_json::json!({"type": "PathPrefix", "value": "/"}),
+            })
+            .collect();
+        if paths.is_empty() {
+            paths.push(serde_json::json!({"type": "PathPrefix", "value": "/"}));
+        }
+        paths
+    };
+    let header_rule = |rule: &serde_json::Value| {
+        rule["matches"].as_array().is_some_and(|m| {
+            !m.is_empty()
+                && m.iter()
+                    .all(|e| e["headers"].as_array().is_some_and(|h| !h.is_empty()))
+        })
+    };
+    if !rules.iter().any(header_rule) {
+        return None;
+    }
+    let taking = |rule: &serde_json::Value| {
+        let matches = rule["matches"]
+            .as_array()
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        matches.iter().any(gateway_match_takes_test_header)
+    };
+    Some(
+        rules
+            .iter()
+            .map(|rule| {
+                if header_rule(rule) {
+                    if taking(rule) { TEST_HEADER_SHARE } else { 0.0 }
+                } else {
+                    let shadowed = rules
+                        .iter()
+                        .any(|r| header_rule(r) && taking(r) && paths(r) == paths(rule));
+                    if shadowed {
+                        1.0 - TEST_HEADER_SHARE
+                    } else {
+                        1.0
+                    }
+                }
+            })
+            .collect(),
+    )
+}
+
 /// The labels a destination's pods carry: its Service's selector and, for a subset, the
 /// subset's labels too (Istio narrows the Service's endpoints by them).
 pub fn destination_selector(
@@ -556,7 +640,8 @@ async fn read_virtual_services(
 struct Topology {
     /// (namespace, route) -> one backend list per rule.
     routes: Vec<(String, String, Vec<Vec<Backend>>)>,
-    /// VirtualService HTTP routes' shares and mirrors, by (namespace, route, rule index);
+    /// VirtualService HTTP routes' and header-matching HTTPRoutes' rules' shares and mirrors,
+    /// by (namespace, route, rule index);
     /// a rule not here gets the whole rate and mirrors nothing.
     flows: BTreeMap<(String, String, usize), RuleFlow>,
 }
@@ -704,11 +789,31 @@ pub fn gateway_route_splits<R: WeightedRoute>(route: &R) -> Weighted {
 async fn weighted_routes(
     client: &Client,
     namespace: Option<&str>,
+    http_flows: &mut BTreeMap<(String, String, usize), RuleFlow>,
 ) -> kube::Result<Vec<(String, String, Weighted)>> {
     let params = ListParams::default();
     let mut found = Vec::new();
     let routes: Api<HttpRoute> = scoped(client, namespace);
     for route in routes.list(&params).await?.items {
+        let rules: Vec<serde_json::Value> = route
+            .spec
+            .rules
+            .iter()
+            .flatten()
+            .map(|r| serde_json::to_value(r).unwrap_or_default())
+            .collect();
+        if let Some(shares) = http_route_shares(&rules) {
+            for (index, share) in shares.into_iter().enumerate() {
+                http_flows.insert(
+                    (
+                        route.namespace().unwrap_or_default(),
+                        route.name_any(),
+                        index,
+                    ),
+                    (share, None, 0.0),
+                );
+            }
+        }
         found.push((
             route.namespace().unwrap_or_default(),
             route.name_any(),
@@ -787,7 +892,8 @@ where
 
 async fn read_topology(client: &Client, namespace: Option<&str>) -> kube::Result<Topology> {
     let mut topology = Topology::default();
-    for (ns, route, rules) in weighted_routes(client, namespace).await? {
+    let weighted = weighted_routes(client, namespace, &mut topology.flows).await?;
+    for (ns, route, rules) in weighted {
         let services: Api<Service> = Api::namespaced(client.clone(), &ns);
         let replica_sets: Api<ReplicaSet> = Api::namespaced(client.clone(), &ns);
         let live: Vec<ReplicaSet> = replica_sets
@@ -1257,5 +1363,29 @@ mod managed_route_tests {
             Some(TEST_HEADER)
         ));
         assert!(!request_matches(&json!({"port": 80}), None));
+    }
+
+    #[test]
+    fn http_route_header_rules_take_the_test_header_requests_from_their_paths_rules() {
+        let rules = json!([
+            {"name": "header", "matches": [{"path": {"type": "PathPrefix", "value": "/"},
+                "headers": [{"name": "X-Weir-Sim", "type": "Exact", "value": "canary"}]}],
+             "backendRefs": [{"name": "web-canary"}]},
+            {"name": "other", "matches": [{"path": {"type": "PathPrefix", "value": "/"},
+                "headers": [{"name": "x-weir-sim", "type": "RegularExpression", "value": "^nope.*"}]}],
+             "backendRefs": [{"name": "other-canary"}]},
+            {"backendRefs": [{"name": "web-stable"}, {"name": "web-canary"}]},
+            {"matches": [{"path": {"type": "PathPrefix", "value": "/api"}}],
+             "backendRefs": [{"name": "api"}]}
+        ]);
+        let rules = rules.as_array().cloned().unwrap_or_default();
+        let shares = http_route_shares(&rules).expect("header rules");
+        let want = [TEST_HEADER_SHARE, 0.0, 1.0 - TEST_HEADER_SHARE, 1.0];
+        assert!(
+            shares.iter().zip(want).all(|(s, w)| (s - w).abs() < 1e-9),
+            "{shares:?}"
+        );
+        // Without header rules, every rule gets the whole rate, as before.
+        assert_eq!(http_route_shares(&rules[2..]), None);
     }
 }

@@ -10,17 +10,19 @@ use std::fmt::Debug;
 
 use crate::api::Rollout;
 use crate::api::contract::ROLLOUT_MANAGER;
-use crate::api::rollout::{GatewayApiRouting, GatewayRouteKind, TrafficRouting};
+use crate::api::rollout::{
+    GatewayApiRouting, GatewayRouteKind, HeaderRoutingMatch, StringMatch, TrafficRouting,
+};
 use gateway_api::apis::standard::grpcroutes::GrpcRoute;
 use gateway_api::apis::standard::httproutes::HttpRoute;
 use json_patch::{AddOperation, Patch as JsonPatch, PatchOperation, TestOperation};
 use kube::Client;
 use kube::api::{Api, Patch, PatchParams};
 use serde::de::DeserializeOwned;
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use super::reference_grant;
-use super::router::{Router, RouterError};
+use super::router::{ManagedRoute, Router, RouterError, ShownRoutes};
 
 const GROUP: &str = "gateway.networking.k8s.io";
 
@@ -198,6 +200,229 @@ pub fn weight_patch(splits: &[Split], stable: &str, canary: &str, weight: i32) -
     JsonPatch(operations)
 }
 
+// Managed routes (`setHeaderRoute`) on HTTPRoutes, as the argoproj-labs plugin writes them:
+// for each rule that splits between the Services, a rule named after the managed route
+// (`NAME`, then `NAME-1`, `NAME-2`, ...) that sends to the canary Service alone, whose
+// matches are the split rule's with the header matches added to each (so it is always more
+// specific than the split rule: Gateway API ranks matches by specificity, not by order).
+// Every field the CRD would default is written out, so a rule reads back the same on CRDs
+// with and without defaults. A rule is weir's when its name is and it sends to this
+// Rollout's canary Service alone: a team's rule, or another Rollout's, is never touched.
+
+/// An HTTPRoute's rules as JSON, as stored.
+fn rules_of(route: &HttpRoute) -> Vec<Value> {
+    let rules = route.spec.rules.as_deref().unwrap_or_default();
+    rules
+        .iter()
+        .map(|r| serde_json::to_value(r).unwrap_or(Value::Null))
+        .collect()
+}
+
+/// The name of managed route `name`'s rule for the `index`th split.
+fn managed_rule_name(name: &str, index: usize) -> String {
+    if index == 0 {
+        name.to_owned()
+    } else {
+        format!("{name}-{index}")
+    }
+}
+
+/// Whether `rule` is a rule of managed route `name` that weir writes for Service `canary`.
+fn is_managed_rule(rule: &Value, name: &str, canary: &str) -> bool {
+    let Some(rule_name) = rule["name"].as_str() else {
+        return false;
+    };
+    let ours = rule_name == name
+        || rule_name
+            .strip_prefix(name)
+            .and_then(|rest| rest.strip_prefix('-'))
+            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+    let backends = rule["backendRefs"].as_array().map(Vec::as_slice);
+    ours && matches!(backends, Some([only]) if only["name"].as_str() == Some(canary))
+}
+
+/// A `prefix` header match, as Gateway API has none: the prefix escaped, anchored, then `.*`.
+pub fn prefix_regex(prefix: &str) -> String {
+    format!("^{}.*", regex::escape(prefix))
+}
+
+/// The prefix [`prefix_regex`] made `value` from, if it did.
+fn prefix_of(value: &str) -> Option<String> {
+    let inner = value.strip_prefix('^')?.strip_suffix(".*")?;
+    let mut prefix = String::new();
+    let mut chars = inner.chars();
+    while let Some(c) = chars.next() {
+        prefix.push(if c == '\\' { chars.next()? } else { c });
+    }
+    (regex::escape(&prefix) == inner).then_some(prefix)
+}
+
+/// One Gateway API header match for a step's header match; None for an empty one.
+fn header_match(m: &HeaderRoutingMatch) -> Option<Value> {
+    let v = &m.header_value;
+    let (kind, value) = match (&v.exact, &v.prefix, &v.regex) {
+        (Some(exact), _, _) => ("Exact", exact.clone()),
+        (None, Some(prefix), _) => ("RegularExpression", prefix_regex(prefix)),
+        (None, None, Some(regex)) => ("RegularExpression", regex.clone()),
+        (None, None, None) => return None,
+    };
+    Some(json!({"name": m.header_name, "type": kind, "value": value}))
+}
+
+/// A step's header match from one weir wrote: `^...*` regexes of an escaped prefix read as
+/// that prefix (lint keeps such regexes off Gateway API, so this is never ambiguous).
+fn read_header_match(value: &Value) -> Option<HeaderRoutingMatch> {
+    let text = value["value"].as_str()?.to_owned();
+    let header_value = match value["type"].as_str()? {
+        "Exact" => StringMatch {
+            exact: Some(text),
+            ..StringMatch::default()
+        },
+        "RegularExpression" => match prefix_of(&text) {
+            Some(prefix) => StringMatch {
+                prefix: Some(prefix),
+                ..StringMatch::default()
+            },
+            None => StringMatch {
+                regex: Some(text),
+                ..StringMatch::default()
+            },
+        },
+        _ => return None,
+    };
+    Some(HeaderRoutingMatch {
+        header_name: value["name"].as_str()?.to_owned(),
+        header_value,
+    })
+}
+
+/// The rules weir writes for header route `name` on an HTTPRoute whose rules are `rules`
+/// (JSON, as stored) and splits `splits`; None when a header match is empty.
+pub fn header_rules(
+    name: &str,
+    headers: &[HeaderRoutingMatch],
+    rules: &[Value],
+    splits: &[Split],
+) -> Option<Vec<Value>> {
+    let added: Vec<Value> = headers.iter().map(header_match).collect::<Option<_>>()?;
+    let mut written = Vec::new();
+    for (index, &(r, _, c)) in splits.iter().enumerate() {
+        let rule = rules.get(r)?;
+        let canary = &rule["backendRefs"][c];
+        let mut backend =
+            json!({"group": "", "kind": "Service", "name": canary["name"], "weight": 1});
+        if let Some(port) = canary.get("port") {
+            backend["port"] = port.clone();
+        }
+        let sources: Vec<Value> = match rule["matches"].as_array() {
+            Some(matches) if !matches.is_empty() => matches.clone(),
+            _ => vec![json!({})],
+        };
+        let matches: Vec<Value> = sources
+            .into_iter()
+            .map(|mut m| {
+                let mut all = m["headers"].as_array().cloned().unwrap_or_default();
+                all.extend(added.iter().cloned());
+                m["headers"] = Value::Array(all);
+                if m.get("path").is_none() {
+                    m["path"] = json!({"type": "PathPrefix", "value": "/"});
+                }
+                m
+            })
+            .collect();
+        let mut written_rule = json!({
+            "name": managed_rule_name(name, index),
+            "matches": matches,
+            "backendRefs": [backend],
+        });
+        if let Some(filters) = rule.get("filters") {
+            written_rule["filters"] = filters.clone();
+        }
+        written.push(written_rule);
+    }
+    Some(written)
+}
+
+/// The managed routes `names` shows on an HTTPRoute: a route with no rule is absent; one
+/// whose rules are not exactly what [`header_rules`] writes for it is None (rewritten).
+pub fn shown_header_routes(
+    names: &[String],
+    rules: &[Value],
+    splits: &[Split],
+    canary: &str,
+) -> ShownRoutes {
+    let mut shown = ShownRoutes::new();
+    for name in names {
+        let live: Vec<&Value> = rules
+            .iter()
+            .filter(|r| is_managed_rule(r, name, canary))
+            .collect();
+        let Some(first) = live.first() else {
+            continue;
+        };
+        // The header matches weir added: those after the split rule's own on the first match.
+        let read = || -> Option<ManagedRoute> {
+            let &(r, _, _) = splits.first()?;
+            let own = rules.get(r)?["matches"][0]["headers"]
+                .as_array()
+                .map_or(0, Vec::len);
+            let headers = first["matches"][0]["headers"].as_array()?;
+            let matches: Vec<HeaderRoutingMatch> = headers
+                .get(own..)?
+                .iter()
+                .map(read_header_match)
+                .collect::<Option<_>>()?;
+            let written = header_rules(name, &matches, rules, splits)?;
+            let same =
+                written.len() == live.len() && written.iter().zip(&live).all(|(w, l)| w == *l);
+            same.then_some(ManagedRoute::Header(matches))
+        };
+        shown.insert(name.clone(), read());
+    }
+    shown
+}
+
+/// `rules` with managed route `name`'s rules for Service `canary` replaced by `written`
+/// (None: removed), put before the first split rule; None when nothing changes.
+pub fn put_managed_rules(
+    rules: &[Value],
+    name: &str,
+    canary: &str,
+    written: Option<Vec<Value>>,
+    first_split: usize,
+) -> Option<Vec<Value>> {
+    let mut kept = Vec::with_capacity(rules.len());
+    let mut insert_at = None;
+    for (index, rule) in rules.iter().enumerate() {
+        if index == first_split {
+            insert_at = Some(kept.len());
+        }
+        if !is_managed_rule(rule, name, canary) {
+            kept.push(rule.clone());
+        }
+    }
+    let at = insert_at.unwrap_or(0).min(kept.len());
+    if let Some(written) = written {
+        kept.splice(at..at, written);
+    }
+    (kept != rules).then_some(kept)
+}
+
+/// The patch that swaps the HTTPRoute's rules `old` for `new`, testing `old` first: a
+/// concurrent edit of any rule fails the patch rather than being overwritten.
+pub fn rules_patch(old: &[Value], new: Vec<Value>) -> JsonPatch {
+    JsonPatch(vec![
+        PatchOperation::Test(TestOperation {
+            path: "/spec/rules".parse().unwrap_or_default(),
+            value: Value::Array(old.to_vec()),
+        }),
+        PatchOperation::Replace(json_patch::ReplaceOperation {
+            path: "/spec/rules".parse().unwrap_or_default(),
+            value: Value::Array(new),
+        }),
+    ])
+}
+
 /// Where a Rollout's Gateway API routing is written, for messages: weir's `gatewayAPI` or
 /// the plugin's configuration.
 pub fn config_field(routing: &TrafficRouting) -> &'static str {
@@ -231,7 +456,13 @@ pub async fn for_rollout(
     ) else {
         return Ok(None);
     };
-    let router = GatewayApiRouter::new(client.clone(), namespace, gateway, stable, canary_service);
+    let managed = routing
+        .managed_routes
+        .iter()
+        .map(|m| m.name.clone())
+        .collect();
+    let router = GatewayApiRouter::new(client.clone(), namespace, gateway, stable, canary_service)
+        .managing(managed);
     let route_namespace = router.namespace.as_str();
     if route_namespace != namespace {
         let found = reference_grant::list(client, route_namespace)
@@ -266,9 +497,19 @@ pub struct GatewayApiRouter {
     routes: Vec<(GatewayRouteKind, String)>,
     stable: String,
     canary: String,
+    /// The HTTPRoutes that take header routes (`useHeaderRoutes`, or the single `httpRoute`).
+    header_routes: Vec<String>,
+    /// `trafficRouting.managedRoutes`, highest precedence first.
+    managed: Vec<String>,
 }
 
 impl GatewayApiRouter {
+    /// The router with the managed routes `managed` (their names).
+    pub fn managing(mut self, managed: Vec<String>) -> Self {
+        self.managed = managed;
+        self
+    }
+
     pub fn new(
         client: Client,
         rollout_namespace: &str,
@@ -278,7 +519,14 @@ impl GatewayApiRouter {
     ) -> Self {
         let namespace = routing.namespace.as_deref().unwrap_or(rollout_namespace);
         let mut routes: Vec<(GatewayRouteKind, String)> = Vec::new();
+        let mut header_routes: Vec<String> = Vec::new();
         for route in routing.routes() {
+            if route.kind == GatewayRouteKind::Http
+                && route.use_header_routes
+                && !header_routes.iter().any(|n| n == route.name)
+            {
+                header_routes.push(route.name.to_owned());
+            }
             // A route named twice is set once.
             if !routes
                 .iter()
@@ -294,7 +542,66 @@ impl GatewayApiRouter {
             routes,
             stable: stable.into(),
             canary: canary.into(),
+            header_routes,
+            managed: Vec::new(),
         }
+    }
+
+    /// An HTTPRoute that takes header routes: its rules as stored, and its splits.
+    async fn header_route(&self, name: &str) -> Result<(Vec<Value>, Vec<Split>), RouterError> {
+        let route = self.get(&self.http, name).await?;
+        let found = splits(&route, &self.stable, &self.canary)?;
+        Ok((rules_of(&route), found))
+    }
+
+    /// Puts `written` (None: nothing) as managed route `name`'s rules on HTTPRoute `route`.
+    async fn put_rules(
+        &self,
+        route: &str,
+        name: &str,
+        header: Option<&[HeaderRoutingMatch]>,
+    ) -> Result<(), RouterError> {
+        let (rules, found) = self.header_route(route).await?;
+        let written = match header {
+            Some(matches) => Some(header_rules(name, matches, &rules, &found).ok_or_else(|| {
+                RouterError::Misconfigured(format!(
+                    "managed route {name}: a setHeaderRoute match has no exact, prefix or regex value; give each headerValue one"
+                ))
+            })?),
+            None => None,
+        };
+        let first_split = found.first().map_or(0, |s| s.0);
+        let Some(new) = put_managed_rules(&rules, name, &self.canary, written, first_split) else {
+            return Ok(());
+        };
+        let params = PatchParams {
+            field_manager: Some(ROLLOUT_MANAGER.into()),
+            ..PatchParams::default()
+        };
+        let patched = self
+            .http
+            .patch(route, &params, &Patch::<()>::Json(rules_patch(&rules, new)))
+            .await
+            .map_err(|source| RouterError::Api {
+                kind: HttpRoute::KIND,
+                name: route.to_owned(),
+                source: Box::new(source),
+            })?;
+        // Verified on what the API server stored, not assumed from what was sent.
+        let (rules, found) = (
+            rules_of(&patched),
+            splits(&patched, &self.stable, &self.canary)?,
+        );
+        let shown = shown_header_routes(&[name.to_owned()], &rules, &found, &self.canary);
+        let wanted = header.map(|m| ManagedRoute::Header(m.to_vec()));
+        if shown.get(name).cloned().flatten() != wanted {
+            return Err(RouterError::Misconfigured(format!(
+                "HTTPRoute {}/{route}: managed route {name} does not read back as weir wrote it (stored {:?}); check for a webhook or controller that rewrites the HTTPRoute",
+                self.namespace,
+                shown.get(name)
+            )));
+        }
+        Ok(())
     }
 
     /// The routes, as people name them: `HTTPRoute ns/a, GRPCRoute ns/b`.
@@ -409,6 +716,69 @@ impl Router for GatewayApiRouter {
             Some(error) => Err(error),
             None => Ok(weight),
         }
+    }
+
+    async fn managed_routes(&self) -> Result<ShownRoutes, RouterError> {
+        let mut each_route = Vec::new();
+        if !self.managed.is_empty() {
+            for route in &self.header_routes {
+                let (rules, found) = self.header_route(route).await?;
+                each_route.push(shown_header_routes(
+                    &self.managed,
+                    &rules,
+                    &found,
+                    &self.canary,
+                ));
+            }
+        }
+        let mut shown = ShownRoutes::new();
+        for name in &self.managed {
+            let each: Vec<Option<&Option<ManagedRoute>>> =
+                each_route.iter().map(|s| s.get(name)).collect();
+            if each.iter().all(Option::is_none) {
+                continue;
+            }
+            // The same route on every HTTPRoute, or it is not yet as weir writes it.
+            let same = each.windows(2).all(|pair| pair[0] == pair[1]);
+            let route = match each.first() {
+                Some(Some(route)) if same => (*route).clone(),
+                _ => None,
+            };
+            shown.insert(name.clone(), route);
+        }
+        Ok(shown)
+    }
+
+    async fn set_managed_route(&self, name: &str, route: &ManagedRoute) -> Result<(), RouterError> {
+        let ManagedRoute::Header(matches) = route else {
+            return Err(RouterError::Misconfigured(format!(
+                "managed route {name}: setMirrorRoute is not supported on Gateway API HTTPRoutes (as in the argoproj-labs/gatewayAPI plugin): remove the setMirrorRoute steps, or route with istio"
+            )));
+        };
+        if self.header_routes.is_empty() {
+            return Err(RouterError::Misconfigured(format!(
+                "managed route {name}: no HTTPRoute of spec.strategy.canary.trafficRouting takes header routes: set useHeaderRoutes: true on one of httpRoutes, or name it in httpRoute"
+            )));
+        }
+        for route in &self.header_routes {
+            self.put_rules(route, name, Some(matches)).await?;
+        }
+        Ok(())
+    }
+
+    async fn remove_managed_route(&self, name: &str) -> Result<(), RouterError> {
+        for route in &self.header_routes {
+            self.put_rules(route, name, None).await?;
+        }
+        Ok(())
+    }
+
+    async fn remove_managed(&self) -> Result<(), RouterError> {
+        // The managed routes first: they send to the canary whatever the weight.
+        for name in &self.managed {
+            self.remove_managed_route(name).await?;
+        }
+        self.set_weight(0).await.map(|_| ())
     }
 }
 
@@ -679,5 +1049,236 @@ mod tests {
         assert!(routing.names(GatewayRouteKind::Grpc, "shop", "web", "shop"));
         assert!(!routing.names(GatewayRouteKind::Grpc, "shop", "api", "shop"));
         assert!(!routing.names(GatewayRouteKind::Http, "edge", "api", "shop"));
+    }
+    fn header(name: &str, value: StringMatch) -> HeaderRoutingMatch {
+        HeaderRoutingMatch {
+            header_name: name.to_owned(),
+            header_value: value,
+        }
+    }
+
+    fn exact(value: &str) -> StringMatch {
+        StringMatch {
+            exact: Some(value.to_owned()),
+            ..StringMatch::default()
+        }
+    }
+
+    /// A shared route: the team's rule first, then this Rollout's split on /api, another
+    /// Rollout's header rule, and a second split.
+    fn shared_rules() -> Vec<Value> {
+        let rules = json!([
+            {"name": "team", "matches": [{"path": {"type": "Exact", "value": "/health"}}],
+             "backendRefs": [{"name": "health", "port": 80}]},
+            {"matches": [{"path": {"type": "PathPrefix", "value": "/api"},
+                          "headers": [{"name": "x-tenant", "type": "Exact", "value": "a"}]}],
+             "filters": [{"type": "RequestHeaderModifier", "requestHeaderModifier": {"add": [{"name": "x-via", "value": "gw"}]}}],
+             "backendRefs": [{"name": "web-stable", "port": 80, "weight": 100}, {"name": "web-canary", "port": 8080, "weight": 0}]},
+            {"name": "canary-header", "matches": [{"headers": [{"name": "x-other", "type": "Exact", "value": "1"}]}],
+             "backendRefs": [{"name": "other-canary", "port": 80}]},
+            {"backendRefs": [{"name": "web-stable", "port": 80}, {"name": "web-canary", "port": 8080}]}
+        ]);
+        rules.as_array().cloned().unwrap_or_default()
+    }
+
+    fn shared_splits() -> Vec<Split> {
+        splits(
+            &route(Value::Array(shared_rules())),
+            "web-stable",
+            "web-canary",
+        )
+        .expect("splits")
+    }
+
+    #[test]
+    fn a_header_route_is_a_rule_per_split_to_the_canary_with_the_split_matches_and_headers() {
+        let rules = shared_rules();
+        let found = shared_splits();
+        assert_eq!(found, vec![(1, 0, 1), (3, 0, 1)]);
+        let matches = vec![
+            header("x-weir-sim", exact("canary")),
+            header(
+                "x-user",
+                StringMatch {
+                    prefix: Some("a.b".into()),
+                    ..StringMatch::default()
+                },
+            ),
+        ];
+        let written = header_rules("canary-header", &matches, &rules, &found).expect("rules");
+        let added = json!([{"name": "x-weir-sim", "type": "Exact", "value": "canary"},
+                           {"name": "x-user", "type": "RegularExpression", "value": "^a\\.b.*"}]);
+        let backend = json!([{"group": "", "kind": "Service", "name": "web-canary", "port": 8080, "weight": 1}]);
+        assert_eq!(
+            Value::Array(written.clone()),
+            json!([
+                {"name": "canary-header",
+                 "matches": [{"path": {"type": "PathPrefix", "value": "/api"},
+                              "headers": [{"name": "x-tenant", "type": "Exact", "value": "a"},
+                                          added[0], added[1]]}],
+                 "filters": rules[1]["filters"],
+                 "backendRefs": backend},
+                {"name": "canary-header-1",
+                 "matches": [{"path": {"type": "PathPrefix", "value": "/"}, "headers": added}],
+                 "backendRefs": backend}
+            ])
+        );
+        // Put before the first split; the other Rollout's rule of the same name stays.
+        let put = put_managed_rules(&rules, "canary-header", "web-canary", Some(written), 1)
+            .expect("changed");
+        let names: Vec<Option<&str>> = put.iter().map(|r| r["name"].as_str()).collect();
+        assert_eq!(
+            names,
+            vec![
+                Some("team"),
+                Some("canary-header"),
+                Some("canary-header-1"),
+                None,
+                Some("canary-header"),
+                None
+            ]
+        );
+        // It reads back as written, through the split rule's own headers.
+        let found = splits(
+            &route(Value::Array(put.clone())),
+            "web-stable",
+            "web-canary",
+        )
+        .expect("splits");
+        let shown = shown_header_routes(&["canary-header".into()], &put, &found, "web-canary");
+        assert_eq!(
+            shown.get("canary-header"),
+            Some(&Some(ManagedRoute::Header(matches.clone())))
+        );
+        // Writing it again changes nothing.
+        let again = header_rules("canary-header", &matches, &put, &found).expect("rules");
+        assert_eq!(
+            put_managed_rules(&put, "canary-header", "web-canary", Some(again), found[0].0),
+            None
+        );
+        // Removed, the route is as before, the team's and the other Rollout's rules untouched.
+        let removed = put_managed_rules(&put, "canary-header", "web-canary", None, found[0].0);
+        assert_eq!(removed, Some(rules.clone()));
+        assert_eq!(
+            put_managed_rules(&rules, "canary-header", "web-canary", None, 1),
+            None
+        );
+        assert_eq!(
+            shown_header_routes(
+                &["canary-header".into()],
+                &rules,
+                &shared_splits(),
+                "web-canary"
+            ),
+            ShownRoutes::new()
+        );
+    }
+
+    #[test]
+    fn an_edited_header_rule_reads_as_none_and_is_rewritten() {
+        let rules = shared_rules();
+        let found = shared_splits();
+        let matches = vec![header("x-weir-sim", exact("canary"))];
+        let written = header_rules("h", &matches, &rules, &found).expect("rules");
+        let mut put = put_managed_rules(&rules, "h", "web-canary", Some(written), 1).expect("put");
+        put[1]["backendRefs"][0]["weight"] = json!(7);
+        let found = splits(
+            &route(Value::Array(put.clone())),
+            "web-stable",
+            "web-canary",
+        )
+        .expect("splits");
+        let shown = shown_header_routes(&["h".into()], &put, &found, "web-canary");
+        assert_eq!(shown.get("h"), Some(&None));
+        let written = header_rules("h", &matches, &put, &found).expect("rules");
+        let fixed =
+            put_managed_rules(&put, "h", "web-canary", Some(written), found[0].0).expect("fixed");
+        assert_eq!(
+            shown_header_routes(&["h".into()], &fixed, &found, "web-canary").get("h"),
+            Some(&Some(ManagedRoute::Header(matches)))
+        );
+        // A team rule that happens to share the name is not weir's: never read nor removed.
+        let mut team = rules.clone();
+        team[0]["name"] = json!("h");
+        assert_eq!(
+            shown_header_routes(&["h".into()], &team, &shared_splits(), "web-canary"),
+            ShownRoutes::new()
+        );
+        assert_eq!(put_managed_rules(&team, "h", "web-canary", None, 1), None);
+    }
+
+    #[test]
+    fn the_rules_patch_tests_the_old_rules_before_replacing_them() {
+        let rules = shared_rules();
+        let patch = rules_patch(&rules, vec![]);
+        let text = serde_json::to_value(&patch).expect("json");
+        assert_eq!(text[0]["op"], "test");
+        assert_eq!(text[0]["path"], "/spec/rules");
+        assert_eq!(text[0]["value"], Value::Array(rules.clone()));
+        assert_eq!(text[1]["op"], "replace");
+        let mut edited = json!({"spec": {"rules": rules}});
+        edited["spec"]["rules"][0]["name"] = json!("renamed");
+        assert!(
+            json_patch::patch(&mut edited, &patch).is_err(),
+            "a concurrent edit fails the patch"
+        );
+    }
+
+    #[test]
+    fn prefixes_round_trip_through_their_anchored_regex() {
+        for prefix in ["", "a", "a.b*c", "^$\\[]", "ünï"] {
+            assert_eq!(prefix_of(&prefix_regex(prefix)).as_deref(), Some(prefix));
+            let re = regex::Regex::new(&prefix_regex(prefix)).expect("regex");
+            assert!(re.is_match(&format!("{prefix}tail")));
+        }
+        assert_eq!(
+            prefix_of("^a.b.*"),
+            None,
+            "an unescaped dot is a regex, not a prefix"
+        );
+        assert_eq!(prefix_of("a.*"), None);
+    }
+
+    fn string_match() -> impl proptest::strategy::Strategy<Value = StringMatch> {
+        use proptest::prelude::*;
+        prop_oneof![
+            ".{0,8}".prop_map(|v| StringMatch {
+                exact: Some(v),
+                ..StringMatch::default()
+            }),
+            ".{0,8}".prop_map(|v| StringMatch {
+                prefix: Some(v),
+                ..StringMatch::default()
+            }),
+            "[a-z]{1,4}[0-9]?\\+".prop_map(|v| StringMatch {
+                regex: Some(v),
+                ..StringMatch::default()
+            }),
+        ]
+    }
+
+    proptest::proptest! {
+        /// Any header route, written on a shared route, reads back as itself, is a no-op to
+        /// write again, and removing it restores the route exactly.
+        #[test]
+        fn header_routes_round_trip_and_remove_cleanly(
+            values in proptest::collection::vec(("[a-z][a-z-]{0,6}", string_match()), 1..4),
+            name in "[a-z]{1,6}",
+        ) {
+            let matches: Vec<HeaderRoutingMatch> = values
+                .into_iter()
+                .map(|(h, v)| header(&h, v))
+                .collect();
+            let rules = shared_rules();
+            let found = shared_splits();
+            let written = header_rules(&name, &matches, &rules, &found).expect("rules");
+            let put = put_managed_rules(&rules, &name, "web-canary", Some(written), found[0].0).expect("put");
+            let now = splits(&route(Value::Array(put.clone())), "web-stable", "web-canary").expect("splits");
+            let shown = shown_header_routes(std::slice::from_ref(&name), &put, &now, "web-canary");
+            proptest::prop_assert_eq!(shown.get(&name), Some(&Some(ManagedRoute::Header(matches.clone()))));
+            let again = header_rules(&name, &matches, &put, &now).expect("rules");
+            proptest::prop_assert_eq!(put_managed_rules(&put, &name, "web-canary", Some(again), now[0].0), None);
+            proptest::prop_assert_eq!(put_managed_rules(&put, &name, "web-canary", None, now[0].0), Some(rules));
+        }
     }
 }

@@ -72,7 +72,7 @@ pub enum RouterError {
     },
     /// The router cannot carry the routes `setHeaderRoute` and `setMirrorRoute` add.
     #[error(
-        "managed route {route}: this router cannot carry header or mirror routes (istio can): remove spec.strategy.canary.trafficRouting.managedRoutes and the setHeaderRoute/setMirrorRoute steps"
+        "managed route {route}: this router cannot carry header or mirror routes (istio and gatewayAPI HTTPRoutes can): remove spec.strategy.canary.trafficRouting.managedRoutes and the setHeaderRoute/setMirrorRoute steps"
     )]
     ManagedRoutesUnsupported { route: String },
     #[error("{kind} {name}: {source}")]

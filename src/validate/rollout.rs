@@ -122,7 +122,12 @@ pub fn rollout(spec: &RolloutSpec) -> Vec<Violation> {
         .unwrap_or_default();
     for (index, step) in canary.steps.iter().enumerate() {
         check_step(&mut report, &format!("{at}.steps[{index}]"), step);
-        routes::check_route_step(&mut report, &format!("{at}.steps[{index}]"), step, managed);
+        let gateway = canary
+            .traffic_routing
+            .as_ref()
+            .is_some_and(|r| r.gateway().is_some());
+        let at_step = format!("{at}.steps[{index}]");
+        routes::check_route_step(&mut report, &at_step, step, managed, gateway);
         if step.set_canary_scale.is_some() && canary.traffic_routing.is_none() {
             report.invalid(
                 format!("{at}.steps[{index}].setCanaryScale"),

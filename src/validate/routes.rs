@@ -6,7 +6,9 @@ use std::collections::BTreeSet;
 
 use super::names::{NameRule, check_name};
 use super::violation::Report;
-use crate::api::rollout::{CanaryStep, ManagedRouteName, StringMatch, TrafficRouting};
+use crate::api::rollout::{
+    CanaryStep, GatewayRouteKind, ManagedRouteName, StringMatch, TrafficRouting,
+};
 
 /// At most this many managed routes per Rollout.
 pub const MAX_MANAGED_ROUTES: usize = 8;
@@ -25,10 +27,9 @@ pub(super) fn check_managed_routes(report: &mut Report, routing: &TrafficRouting
     if routing.managed_routes.is_empty() {
         return;
     }
-    // Only Istio carries them so far; with several routers, each must (Gateway API's
-    // HTTPRoutes do not yet).
+    // Istio and Gateway API's HTTPRoutes carry them; with several routers, each must.
+    let carries = routing.istio.is_some() || routing.gateway().is_some();
     let cannot: Vec<String> = [
-        ("gatewayAPI", routing.gateway().is_some()),
         ("nginx", routing.nginx.is_some()),
         ("smi", routing.smi.is_some()),
         ("alb", routing.alb.is_some()),
@@ -37,7 +38,7 @@ pub(super) fn check_managed_routes(report: &mut Report, routing: &TrafficRouting
     .filter(|(_, named)| *named)
     .map(|(name, _)| name.to_owned())
     .collect();
-    let cannot = if cannot.is_empty() && routing.istio.is_none() {
+    let cannot = if cannot.is_empty() && !carries {
         routing
             .unsupported
             .keys()
@@ -48,7 +49,7 @@ pub(super) fn check_managed_routes(report: &mut Report, routing: &TrafficRouting
     } else {
         cannot
     };
-    if !cannot.is_empty() || routing.istio.is_none() {
+    if !cannot.is_empty() || !carries {
         let router = if cannot.is_empty() {
             "chosen".to_owned()
         } else {
@@ -56,8 +57,20 @@ pub(super) fn check_managed_routes(report: &mut Report, routing: &TrafficRouting
         };
         report.invalid(
             AT,
-            format!("the {router} router cannot carry header or mirror routes (istio can): remove managedRoutes and the setHeaderRoute and setMirrorRoute steps, or route with istio alone"),
+            format!("the {router} router cannot carry header or mirror routes (istio and gatewayAPI can): remove managedRoutes and the setHeaderRoute and setMirrorRoute steps, or route with istio or gatewayAPI alone"),
         );
+    }
+    if let Some(gateway) = routing.gateway() {
+        let takes_headers = gateway
+            .routes()
+            .iter()
+            .any(|r| r.kind == GatewayRouteKind::Http && r.use_header_routes);
+        if !takes_headers {
+            report.invalid(
+                gateway_field(routing),
+                "no HTTPRoute takes the header routes of managedRoutes (GRPCRoutes cannot): set useHeaderRoutes: true on an entry of httpRoutes, or name the route in httpRoute",
+            );
+        }
     }
     if routing.managed_routes.len() > MAX_MANAGED_ROUTES {
         report.invalid(
@@ -97,11 +110,12 @@ pub(super) fn check_route_step(
     at: &str,
     step: &CanaryStep,
     managed: &[ManagedRouteName],
+    gateway: bool,
 ) {
     let listed = |name: &str| managed.iter().any(|m| m.name == name);
     let unlisted = |name: &str| {
         format!(
-            "names route {name:?}, which spec.strategy.canary.trafficRouting.managedRoutes does not list: add {{name: {name}}} there (managed routes need trafficRouting with istio)"
+            "names route {name:?}, which spec.strategy.canary.trafficRouting.managedRoutes does not list: add {{name: {name}}} there (managed routes need trafficRouting with istio or gatewayAPI)"
         )
     };
     if let Some(header) = &step.set_header_route {
@@ -114,7 +128,20 @@ pub(super) fn check_route_step(
             let at = format!("{at}.match[{index}]");
             check_header_name(report, &format!("{at}.headerName"), &entry.header_name);
             check_string_match(report, &format!("{at}.headerValue"), &entry.header_value);
+            let regex = entry.header_value.regex.as_deref();
+            if let Some(prefix) = regex.filter(|_| gateway).and_then(anchored_prefix) {
+                report.invalid(
+                    format!("{at}.headerValue.regex"),
+                    format!("is a prefix match, which weir writes on HTTPRoutes as this very regex; write prefix: {prefix:?} instead, so the route reads back as the step wrote it"),
+                );
+            }
         }
+    }
+    if let Some(mirror) = step.set_mirror_route.as_ref().filter(|_| gateway) {
+        report.invalid(
+            format!("{at}.setMirrorRoute"),
+            format!("route {}: Gateway API HTTPRoutes carry no mirror routes in weir (nor in the argoproj-labs/gatewayAPI plugin): remove the setMirrorRoute steps, or route with istio", mirror.name),
+        );
     }
     if let Some(mirror) = &step.set_mirror_route {
         let at = format!("{at}.setMirrorRoute");
@@ -208,6 +235,27 @@ fn check_string_match(report: &mut Report, at: &str, value: &StringMatch) {
                 format!("is not a regular expression (RE2 syntax): {error}"),
             );
         }
+    }
+}
+
+/// The prefix a regex of the form `^PREFIX.*` (PREFIX escaped) matches: how weir writes a
+/// `prefix` header match on an HTTPRoute, which has no prefix match.
+fn anchored_prefix(regex: &str) -> Option<String> {
+    let inner = regex.strip_prefix('^')?.strip_suffix(".*")?;
+    let mut prefix = String::new();
+    let mut chars = inner.chars();
+    while let Some(c) = chars.next() {
+        prefix.push(if c == '\\' { chars.next()? } else { c });
+    }
+    (regex::escape(&prefix) == inner).then_some(prefix)
+}
+
+/// Where a Rollout's Gateway API routing is written.
+fn gateway_field(routing: &TrafficRouting) -> &'static str {
+    if routing.gateway_api.is_some() {
+        "spec.strategy.canary.trafficRouting.gatewayAPI"
+    } else {
+        "spec.strategy.canary.trafficRouting.plugins.argoproj-labs/gatewayAPI"
     }
 }
 

@@ -83,6 +83,10 @@ fn the_examples_are_valid() {
             "examples/istio/header-route.yaml",
             include_str!("../../examples/istio/header-route.yaml"),
         ),
+        (
+            "examples/gateway-api/header-route.yaml",
+            include_str!("../../examples/gateway-api/header-route.yaml"),
+        ),
     ] {
         let mut rollouts = 0;
         for document in serde_yaml_ng::Deserializer::from_str(text) {
@@ -97,8 +101,7 @@ fn the_examples_are_valid() {
                         .canary
                         .as_ref()
                         .and_then(|c| c.traffic_routing.as_ref())
-                        .and_then(|t| t.istio.as_ref())
-                        .is_some(),
+                        .is_some_and(|t| t.istio.is_some() || t.gateway().is_some()),
                     "{file}"
                 );
                 assert_eq!(rollout(&object.spec), vec![], "{file}");
@@ -1550,12 +1553,59 @@ fn a_managed_route_may_not_be_the_weighted_route() {
 }
 
 #[test]
-fn gateway_api_routes_refuse_managed_routes_for_now() {
-    let spec = rollout_with_canary(json!({"stableService": "s", "canaryService": "c",
-        "trafficRouting": {"gatewayAPI": {"httpRoute": "web"}, "managedRoutes": [{"name": "header"}]}}));
+fn gateway_api_http_routes_take_header_routes_but_no_mirror_routes() {
+    let gateway = |routing: serde_json::Value, steps: serde_json::Value| {
+        rollout(&rollout_with_canary(
+            json!({"stableService": "s", "canaryService": "c",
+            "trafficRouting": routing, "steps": steps}),
+        ))
+    };
+    let header = json!([{"setHeaderRoute": {"name": "header", "match": [
+        {"headerName": "X-Canary", "headerValue": {"prefix": "yes"}}]}}]);
+    // Argo's shapes: weir's gatewayAPI, and the plugin's with useHeaderRoutes.
     assert_only(
-        rollout(&spec),
-        &[(Invalid, "spec.strategy.canary.trafficRouting.managedRoutes")],
+        gateway(
+            json!({"gatewayAPI": {"httpRoute": "web"}, "managedRoutes": [{"name": "header"}]}),
+            header.clone(),
+        ),
+        &[],
+    );
+    assert_only(
+        gateway(
+            json!({"plugins": {"argoproj-labs/gatewayAPI": {"httpRoutes": [
+                {"name": "a"}, {"name": "b", "useHeaderRoutes": true}]}},
+                "managedRoutes": [{"name": "header"}]}),
+            header,
+        ),
+        &[],
+    );
+    // No HTTPRoute takes them.
+    assert_only(
+        gateway(
+            json!({"gatewayAPI": {"httpRoutes": [{"name": "a"}], "grpcRoute": "g"},
+                "managedRoutes": [{"name": "header"}]}),
+            json!([]),
+        ),
+        &[(Invalid, "spec.strategy.canary.trafficRouting.gatewayAPI")],
+    );
+    // Mirror routes, and a regex that reads back as a prefix, are refused by field.
+    assert_only(
+        gateway(
+            json!({"gatewayAPI": {"httpRoute": "web"}, "managedRoutes": [{"name": "header"}]}),
+            json!([
+                {"setMirrorRoute": {"name": "header", "match": [{"method": {"exact": "GET"}}]}},
+                {"setHeaderRoute": {"name": "header", "match": [
+                    {"headerName": "X-Canary", "headerValue": {"regex": "^ye\\.s.*"}},
+                    {"headerName": "X-Other", "headerValue": {"regex": "^ye.s.*"}}]}}
+            ]),
+        ),
+        &[
+            (Invalid, "spec.strategy.canary.steps[0].setMirrorRoute"),
+            (
+                Invalid,
+                "spec.strategy.canary.steps[1].setHeaderRoute.match[0].headerValue.regex",
+            ),
+        ],
     );
 }
 
