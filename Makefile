@@ -8,6 +8,7 @@ SHELL := bash
 
 help:
 	@echo "make demo          weir's whole job on the local cluster: a good release, a bad one rolled back in Git"
+	@echo "                   ROUTER=istio, nginx, smi or alb: the same on that router (default gateway-api)"
 	@echo "make test          every check: fmt, clippy, unit tests, CRD drift, integration tests and the demo on the local cluster"
 	@echo "make crds          regenerate crds/ and hack/crds/ from the Rust types"
 	@echo "make cluster-up    start the local control plane (hack/local-cluster.sh up)"
@@ -17,8 +18,10 @@ help:
 
 test: toolchain fmt-check clippy unit crds-check integration
 
+# ROUTER: gateway-api (the default), istio, nginx, smi or alb.
+ROUTER ?= gateway-api
 demo:
-	hack/demo.sh
+	ROUTER=$(ROUTER) hack/demo.sh
 
 toolchain:
 	@cargo fmt --version >/dev/null 2>&1 || rustup component add rustfmt

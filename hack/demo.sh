@@ -6,6 +6,9 @@
 # It exits 0 only if all of that really happened. The cluster stays up afterwards.
 #
 #   hack/demo.sh          run it (make demo)
+#   ROUTER=istio hack/demo.sh
+#                         the same story on another router (make demo ROUTER=istio): one of
+#                         gateway-api (the default), istio, nginx, smi, alb
 #   hack/demo.sh stop     stop what the demo started (the cluster stays; see the end)
 set -euo pipefail
 
@@ -14,6 +17,11 @@ STATE=${WEIR_CLUSTER_DIR:-$ROOT/.local-cluster}
 DEMO=$STATE/demo
 BIN=$ROOT/target/debug
 LIMIT=${WEIR_DEMO_LIMIT:-180}
+ROUTER=${ROUTER:-gateway-api}
+case "$ROUTER" in
+  gateway-api | istio | nginx | smi | alb) ;;
+  *) echo "ROUTER=$ROUTER: not a router weir has; use gateway-api, istio, nginx, smi or alb" >&2; exit 2 ;;
+esac
 
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 fail() { printf '\nDEMO FAILED: %s\n' "$*" >&2; [ -f "$DEMO/controller.log" ] && tail -20 "$DEMO/controller.log" >&2; exit 1; }
@@ -88,8 +96,80 @@ cd "$DEMO/work"
 git config user.name "Dana Developer"
 git config user.email dana@example.com
 
-# The app: Services, HTTPRoute, analysis on success rate and p99 latency, a ConfigMap, and
-# the Rollout (its pod template says how the simulated version behaves).
+# What splits the traffic, as Argo Rollouts documents each router: the objects the team keeps
+# in Git beside its Services, and the Rollout's trafficRouting.
+routing_objects() {
+  case "$ROUTER" in
+    gateway-api) cat <<EOF
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: web}
+spec:
+  parentRefs: [{name: gateway}]
+  rules: [{backendRefs: [{name: web-stable, port: 80}, {name: web-canary, port: 80}]}]
+EOF
+    ;;
+    istio) cat <<EOF
+apiVersion: networking.istio.io/v1beta1
+kind: VirtualService
+metadata: {name: web}
+spec:
+  hosts: [web]
+  http:
+    - name: primary
+      route:
+        - {destination: {host: web-stable}, weight: 100}
+        - {destination: {host: web-canary}, weight: 0}
+EOF
+    ;;
+    nginx) cat <<EOF
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata: {name: web}
+spec:
+  ingressClassName: nginx
+  rules:
+    - host: shop.example
+      http:
+        paths: [{path: /, pathType: Prefix, backend: {service: {name: web-stable, port: {number: 80}}}}]
+EOF
+    ;;
+    smi) cat <<EOF
+apiVersion: v1
+kind: Service
+metadata: {name: web}
+spec: {selector: {app: web}, ports: [{port: 80, protocol: TCP}]}
+EOF
+    ;;
+    alb) cat <<EOF
+apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: web
+  annotations: {alb.ingress.kubernetes.io/scheme: internet-facing}
+spec:
+  ingressClassName: alb
+  rules:
+    - host: shop.example
+      http:
+        paths: [{path: /, pathType: Prefix, backend: {service: {name: web-stable, port: {name: use-annotation}}}}]
+EOF
+    ;;
+  esac
+}
+
+traffic_routing() {
+  case "$ROUTER" in
+    gateway-api) echo "{gatewayAPI: {httpRoute: web}}" ;;
+    istio) echo "{istio: {virtualService: {name: web, routes: [primary]}}}" ;;
+    nginx) echo "{nginx: {stableIngress: web}}" ;;
+    smi) echo "{smi: {rootService: web}}" ;;
+    alb) echo "{alb: {ingress: web, servicePort: 80}}" ;;
+  esac
+}
+
+# The app: Services, the router's objects, analysis on success rate and p99 latency, a
+# ConfigMap, and the Rollout (its pod template says how the simulated version behaves).
 write_app() { # version error-rate latency-ms greeting
   mkdir -p deploy
   cat >deploy/app.yaml <<EOF
@@ -103,12 +183,7 @@ kind: Service
 metadata: {name: web-canary}
 spec: {selector: {app: web}, ports: [{port: 80, protocol: TCP}]}
 ---
-apiVersion: gateway.networking.k8s.io/v1
-kind: HTTPRoute
-metadata: {name: web}
-spec:
-  parentRefs: [{name: gateway}]
-  rules: [{backendRefs: [{name: web-stable, port: 80}, {name: web-canary, port: 80}]}]
+$(routing_objects)
 ---
 apiVersion: weir.dev/v1alpha1
 kind: AnalysisTemplate
@@ -154,7 +229,7 @@ spec:
     canary:
       stableService: web-stable
       canaryService: web-canary
-      trafficRouting: {gatewayAPI: {httpRoute: web}}
+      trafficRouting: $(traffic_routing)
       scaleDownDelaySeconds: 5
       steps:
         - setWeight: 10
@@ -178,8 +253,9 @@ printf '[{"targets": ["127.0.0.1:%s"], "labels": {"job": "weir-demo-traffic"}}]'
 say "the team's identity: weir applies what Git holds as the team's ServiceAccount, never as itself"
 # Lockdown, as the chart sets it up (--default-service-account weir-gitsync): the GitSync
 # acts as this ServiceAccount, bound to the built-in admin role in the team's namespace only
-# (weir's kinds join admin through the chart's aggregated roles), plus HTTPRoutes, which no
-# built-in role covers. A manifest that names another namespace is refused whole.
+# (weir's kinds join admin through the chart's aggregated roles), plus the routers' kinds no
+# built-in role covers (HTTPRoutes, VirtualServices, TrafficSplits). A manifest that names
+# another namespace is refused whole.
 kubectl apply -n "$NS" -f - >/dev/null <<EOF
 apiVersion: v1
 kind: ServiceAccount
@@ -197,6 +273,12 @@ metadata: {name: httproutes}
 rules:
   - apiGroups: [gateway.networking.k8s.io]
     resources: [httproutes]
+    verbs: [get, list, watch, create, update, patch, delete]
+  - apiGroups: [networking.istio.io]
+    resources: [virtualservices, destinationrules]
+    verbs: [get, list, watch, create, update, patch, delete]
+  - apiGroups: [split.smi-spec.io]
+    resources: [trafficsplits]
     verbs: [get, list, watch, create, update, patch, delete]
 ---
 apiVersion: rbac.authorization.k8s.io/v1
@@ -287,7 +369,7 @@ echo
 git -C "$DEMO/shop.git" log -1 --format=%B main | sed 's/^/  /'
 kubectl weir -n "$NS" history web
 
-say "done: v2 went 10% -> 30% -> 60% -> 100%; v3 was caught, rejected and reverted in Git"
+say "done ($ROUTER): v2 went 10% -> 30% -> 60% -> 100%; v3 was caught, rejected and reverted in Git"
 cat <<EOF
 Everything still runs. Look around:
   eval "\$(hack/local-cluster.sh env)"; export PATH=$BIN:\$PATH
