@@ -16,7 +16,9 @@ impl<'a> Planner<'a> {
         let steps = self.steps.len();
         let ready = if stable_moved && stable_service.is_some() {
             self.scale(hash, self.replicas);
-            if self.router && self.route() != 0 {
+            // None is not 0: a router that reads no weight (a garbled ALB action, a
+            // VirtualService without weights) may still carry the canary's share.
+            if self.router && self.input.observed.route_weight != Some(0) {
                 self.set_weight(0);
                 false
             } else {
@@ -81,7 +83,8 @@ impl<'a> Planner<'a> {
         self.scale(stable, self.replicas);
         self.point_stable(stable);
         if self.router {
-            if self.route() != 0 {
+            // As at promotion: only a read 0 is all on the stable.
+            if self.input.observed.route_weight != Some(0) {
                 self.set_weight(0);
             }
             let aborted_at = self

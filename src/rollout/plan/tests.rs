@@ -441,6 +441,23 @@ fn weight_rises_only_once_the_canary_pods_are_available() {
 }
 
 #[test]
+fn an_abort_sets_weight_0_on_a_router_that_reads_no_weight() {
+    let mut world = World::with_canary(spec(json!([{"setWeight": 30}, {"pause": {}}]), true, 4));
+    world.reconcile();
+    assert_eq!(world.phase(), Some(RolloutPhase::Paused));
+    world.status.abort = true;
+    // A router that cannot read its weight (a garbled ALB action) may still carry 30%.
+    world.observed.route_weight = None;
+    let plan = world.plan();
+    assert!(
+        plan.actions
+            .contains(&Action::SetWeight { canary_weight: 0 }),
+        "{:?}",
+        plan.actions
+    );
+}
+
+#[test]
 fn routers_that_read_apart_are_set_again_to_the_steps_weight() {
     let mut world = World::with_canary(spec(json!([{"setWeight": 30}, {"pause": {}}]), true, 4));
     world.reconcile();
