@@ -24,7 +24,7 @@ use crate::runtime::error::{Backoff, Classified, Controller, Error as Core};
 use crate::runtime::leader::{Leadership, Term};
 use crate::runtime::metrics::Metrics;
 use crate::time::to_k8s;
-use crate::traffic::{Router, RouterError, Routers};
+use crate::traffic::{self, Router, RouterError, Routers};
 use crate::validate::{Violation, ViolationKind};
 use kube::runtime::finalizer::{self, Event as FinalizerEvent, finalizer};
 
@@ -106,12 +106,8 @@ async fn clean_up(rollout: &Rollout, ctx: &Context, term: &Term) -> Result<Reque
     if let Some(router) = router {
         match router.remove_managed().await {
             // Nothing to undo on a route that is gone or never split to these Services.
-            Ok(())
-            | Err(
-                RouterError::NotFound { .. }
-                | RouterError::KindMissing { .. }
-                | RouterError::Misconfigured(_),
-            ) => {}
+            Ok(()) => {}
+            Err(error) if traffic::nothing_to_undo(&error) => {}
             Err(error) => return Err(error.into()),
         }
     }

@@ -774,11 +774,19 @@ impl Router for GatewayApiRouter {
     }
 
     async fn remove_managed(&self) -> Result<(), RouterError> {
-        // The managed routes first: they send to the canary whatever the weight.
+        // The managed routes first: they send to the canary whatever the weight. The weight
+        // goes to 0 even when one of them cannot be removed; the first failure is returned.
+        let mut first = None;
         for name in &self.managed {
-            self.remove_managed_route(name).await?;
+            if let Err(error) = self.remove_managed_route(name).await {
+                first.get_or_insert(error);
+            }
         }
-        self.set_weight(0).await.map(|_| ())
+        let zero = self.set_weight(0).await.map(|_| ());
+        match first {
+            Some(error) => Err(error),
+            None => zero,
+        }
     }
 }
 

@@ -980,11 +980,18 @@ impl Router for IstioRouter {
     }
 
     async fn remove_managed(&self) -> Result<(), RouterError> {
-        // The managed routes first: they send to the canary whatever the weight.
+        // The managed routes first: they send to the canary whatever the weight. The weight
+        // goes to 0 even when one of them cannot be removed; that failure is returned after.
+        let mut first = None;
         for name in &self.managed {
-            self.remove_managed_route(name).await?;
+            if let Err(error) = self.remove_managed_route(name).await {
+                first.get_or_insert(error);
+            }
         }
         self.set_weight(0).await?;
+        if let Some(error) = first {
+            return Err(error);
+        }
         let Some(rule) = &self.routing.destination_rule else {
             return Ok(());
         };

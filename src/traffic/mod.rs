@@ -14,7 +14,7 @@ pub mod smi;
 
 pub use any::AnyRouter;
 pub use router::{MANAGED_ROUTES_FIELD, ManagedRoute, Router, RouterError, ShownRoutes};
-pub use several::{Reading, RouterView, Routers};
+pub use several::{Reading, RouterView, Routers, nothing_to_undo};
 
 use crate::api::Rollout;
 use crate::api::rollout::GatewayRouteKind;

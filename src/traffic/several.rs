@@ -48,6 +48,17 @@ pub fn describe_route(name: &str, route: Option<&ManagedRoute>) -> String {
     }
 }
 
+/// Whether a failure to undo a router means there is nothing of weir's there to undo: the
+/// route is gone, its kind is missing, or it never split to these Services.
+pub fn nothing_to_undo(error: &RouterError) -> bool {
+    matches!(
+        error,
+        RouterError::NotFound { .. }
+            | RouterError::KindMissing { .. }
+            | RouterError::Misconfigured(_)
+    )
+}
+
 /// Every router a Rollout names, each with a label that says what it is for people.
 pub struct Routers {
     each: Vec<(String, AnyRouter)>,
@@ -169,12 +180,18 @@ impl Router for Routers {
         Ok(())
     }
 
-    /// Undoes every router, even when one fails; the first failure is returned.
+    /// Undoes every router, even when one fails. A failure that may pass (a conflict, an
+    /// outage) is returned before one that says there is nothing to undo, so a deleted Rollout is not let go while a router still carries weight.
     async fn remove_managed(&self) -> Result<(), RouterError> {
-        let mut first = None;
+        let mut first: Option<RouterError> = None;
         for (_, router) in &self.each {
             if let Err(error) = router.remove_managed().await {
-                first.get_or_insert(error);
+                let replace = first
+                    .as_ref()
+                    .is_none_or(|seen| nothing_to_undo(seen) && !nothing_to_undo(&error));
+                if replace {
+                    first = Some(error);
+                }
             }
         }
         first.map_or(Ok(()), Err)
@@ -185,6 +202,23 @@ impl Router for Routers {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn only_a_route_gone_a_kind_missing_or_no_split_is_nothing_to_undo() {
+        assert!(nothing_to_undo(&RouterError::KindMissing {
+            kind: "VirtualService",
+            group: "networking.istio.io"
+        }));
+        assert!(nothing_to_undo(&RouterError::Misconfigured(
+            "no split".into()
+        )));
+        assert!(!nothing_to_undo(&RouterError::NotVerified {
+            kind: "Ingress",
+            name: "shop/web".into(),
+            wanted: 0,
+            found: Some(30)
+        }));
+    }
 
     #[test]
     fn one_router_reads_as_itself() {
