@@ -7,13 +7,9 @@
 mod routers;
 mod support;
 
-use std::sync::{Arc, Mutex};
-
-use futures::StreamExt;
 use k8s_openapi::api::networking::v1::Ingress;
 use kube::api::{Patch, PatchParams};
-use kube::runtime::{WatchStreamExt, watcher};
-use routers::{controller, delete_holding, healthy, share, simulator, templates};
+use routers::{ObjectWeights, controller, delete_holding, healthy, share, simulator, templates};
 use serde_json::{Value, json};
 use support::app::{LIMIT, apply, delete_rollout, phase, status_patch, wait_for};
 use support::{ControllerProcess, TestNamespace, client, eventually};
@@ -111,44 +107,8 @@ fn stable_weight(ingress: &Ingress) -> Option<i32> {
 }
 
 /// Every canary weight the Ingress's action carried, in order, as a watch sees it.
-struct ActionLog {
-    seen: Arc<Mutex<Vec<i32>>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl ActionLog {
-    fn start(ns: &TestNamespace) -> ActionLog {
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let api = ns.api::<Ingress>();
-        let sink = seen.clone();
-        let task = tokio::spawn(async move {
-            let mut stream = watcher(api, watcher::Config::default())
-                .default_backoff()
-                .applied_objects()
-                .boxed();
-            while let Some(event) = stream.next().await {
-                let Ok(ingress) = event else { continue };
-                let Some(weight) = canary_weight(&ingress) else {
-                    continue;
-                };
-                let mut seen = sink.lock().unwrap_or_else(|e| e.into_inner());
-                if seen.last() != Some(&weight) {
-                    seen.push(weight);
-                }
-            }
-        });
-        ActionLog { seen, task }
-    }
-
-    fn weights(&self) -> Vec<i32> {
-        self.seen.lock().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-}
-
-impl Drop for ActionLog {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
+fn action_log(ns: &TestNamespace) -> ObjectWeights {
+    ObjectWeights::start(ns.api::<Ingress>(), "web", Vec::new(), canary_weight, None)
 }
 
 async fn the_ingress(ns: &TestNamespace) -> Ingress {
@@ -171,7 +131,7 @@ async fn an_alb_canary_with_analysis_walks_its_weights_to_healthy() {
     })
     .await;
     assert_eq!(stable_weight(&at_rest), Some(100));
-    let log = ActionLog::start(&ns);
+    let log = action_log(&ns);
 
     apply(&ns, rollout("web:2", "0", analysed_steps())).await;
     let at_20 = eventually("the action at 20", LIMIT, || async {
@@ -261,7 +221,7 @@ async fn a_failing_alb_canary_aborts_and_the_action_returns_all_traffic_to_stabl
         (canary_weight(&ingress) == Some(0)).then_some(())
     })
     .await;
-    let log = ActionLog::start(&ns);
+    let log = action_log(&ns);
 
     apply(&ns, rollout("web:2", "0.5", analysed_steps())).await;
     // The canary's share reaches the data plane before analysis judges it.
@@ -377,7 +337,7 @@ async fn a_git_sync_never_resets_the_alb_action_mid_canary() {
         ControllerProcess::start_unlocked(&ns.name, &["--metrics-addr", "127.0.0.1:0"], &[]);
     support::app::git_sync(&ns, &repo.file_url(), json!({})).await;
     healthy(&ns, &rollout("web:1", "0", json!([]))).await;
-    let log = ActionLog::start(&ns);
+    let log = action_log(&ns);
 
     repo.commit(
         "web 2",

@@ -6,13 +6,9 @@
 mod routers;
 mod support;
 
-use std::sync::{Arc, Mutex};
-
-use futures::StreamExt;
 use k8s_openapi::api::networking::v1::Ingress;
 use kube::api::{Patch, PatchParams};
-use kube::runtime::{WatchStreamExt, watcher};
-use routers::{controller, delete_holding, healthy, share, simulator, templates};
+use routers::{ObjectWeights, controller, delete_holding, healthy, share, simulator, templates};
 use serde_json::{Value, json};
 use support::app::{LIMIT, apply, delete_rollout, phase, wait_for};
 use support::{ControllerProcess, TestNamespace, client, eventually};
@@ -75,52 +71,14 @@ fn rollout(image: &str, error_rate: &str) -> Value {
 
 /// Every canary weight the Ingresses carried, in order, as a watch sees them: the canary
 /// Ingress's `canary-weight`, 0 while there is none.
-struct CanaryLog {
-    seen: Arc<Mutex<Vec<i32>>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl CanaryLog {
-    fn start(ns: &TestNamespace) -> CanaryLog {
-        let seen = Arc::new(Mutex::new(vec![0]));
-        let api = ns.api::<Ingress>();
-        let sink = seen.clone();
-        let task = tokio::spawn(async move {
-            let mut stream = watcher(api, watcher::Config::default())
-                .default_backoff()
-                .boxed();
-            while let Some(event) = stream.next().await {
-                let weight = match event {
-                    Ok(watcher::Event::Apply(i) | watcher::Event::InitApply(i))
-                        if i.metadata.name.as_deref() == Some(CANARY_INGRESS) =>
-                    {
-                        canary_weight(&i)
-                    }
-                    Ok(watcher::Event::Delete(i))
-                        if i.metadata.name.as_deref() == Some(CANARY_INGRESS) =>
-                    {
-                        0
-                    }
-                    _ => continue,
-                };
-                let mut seen = sink.lock().unwrap_or_else(|e| e.into_inner());
-                if seen.last() != Some(&weight) {
-                    seen.push(weight);
-                }
-            }
-        });
-        CanaryLog { seen, task }
-    }
-
-    fn weights(&self) -> Vec<i32> {
-        self.seen.lock().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-}
-
-impl Drop for CanaryLog {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
+fn canary_log(ns: &TestNamespace) -> ObjectWeights {
+    ObjectWeights::start(
+        ns.api::<Ingress>(),
+        CANARY_INGRESS,
+        vec![0],
+        |ingress| Some(canary_weight(ingress)),
+        Some(0),
+    )
 }
 
 fn annotation<'a>(ingress: &'a Ingress, key: &str) -> Option<&'a str> {
@@ -157,7 +115,7 @@ async fn an_nginx_canary_with_analysis_walks_its_weights_to_healthy() {
             .is_none(),
         "no canary Ingress while nothing is being rolled out"
     );
-    let log = CanaryLog::start(&ns);
+    let log = canary_log(&ns);
 
     apply(&ns, rollout("web:2", "0")).await;
     let at_20 = eventually("the canary Ingress at 20", LIMIT, || async {
@@ -269,7 +227,7 @@ async fn a_failing_nginx_canary_aborts_to_stable_and_leaves_nothing_behind() {
     templates(&ns).await;
     apply(&ns, rollout("web:1", "0")).await;
     healthy(&ns, &rollout("web:1", "0")).await;
-    let log = CanaryLog::start(&ns);
+    let log = canary_log(&ns);
 
     apply(&ns, rollout("web:2", "0.5")).await;
     // The canary's share reaches the data plane before analysis judges it.
@@ -463,7 +421,7 @@ async fn a_git_sync_never_resets_or_prunes_the_canary_ingress_mid_canary() {
         ControllerProcess::start_unlocked(&ns.name, &["--metrics-addr", "127.0.0.1:0"], &[]);
     support::app::git_sync(&ns, &repo.file_url(), json!({})).await;
     healthy(&ns, &paused_rollout("web:1")).await;
-    let log = CanaryLog::start(&ns);
+    let log = canary_log(&ns);
 
     repo.commit(
         "web 2",

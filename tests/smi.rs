@@ -6,13 +6,9 @@
 mod routers;
 mod support;
 
-use std::sync::{Arc, Mutex};
-
-use futures::StreamExt;
 use kube::Api;
 use kube::api::DynamicObject;
-use kube::runtime::{WatchStreamExt, watcher};
-use routers::{controller, delete_holding, healthy, share, simulator, templates};
+use routers::{ObjectWeights, controller, delete_holding, healthy, share, simulator, templates};
 use serde_json::{Value, json};
 use support::app::{LIMIT, apply, phase, wait_for};
 use support::{TestNamespace, client, eventually};
@@ -70,52 +66,14 @@ fn canary_weight(split: &DynamicObject) -> i32 {
 }
 
 /// Every canary weight the TrafficSplit `name` carried, in order: 0 while there is none.
-struct SplitLog {
-    seen: Arc<Mutex<Vec<i32>>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl SplitLog {
-    fn start(api: Api<DynamicObject>, name: &str) -> SplitLog {
-        let seen = Arc::new(Mutex::new(vec![0]));
-        let sink = seen.clone();
-        let name = name.to_owned();
-        let task = tokio::spawn(async move {
-            let mut stream = watcher(api, watcher::Config::default())
-                .default_backoff()
-                .boxed();
-            while let Some(event) = stream.next().await {
-                let weight = match event {
-                    Ok(watcher::Event::Apply(s) | watcher::Event::InitApply(s))
-                        if s.metadata.name.as_deref() == Some(name.as_str()) =>
-                    {
-                        canary_weight(&s)
-                    }
-                    Ok(watcher::Event::Delete(s))
-                        if s.metadata.name.as_deref() == Some(name.as_str()) =>
-                    {
-                        0
-                    }
-                    _ => continue,
-                };
-                let mut seen = sink.lock().unwrap_or_else(|e| e.into_inner());
-                if seen.last() != Some(&weight) {
-                    seen.push(weight);
-                }
-            }
-        });
-        SplitLog { seen, task }
-    }
-
-    fn weights(&self) -> Vec<i32> {
-        self.seen.lock().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-}
-
-impl Drop for SplitLog {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
+fn split_log(api: Api<DynamicObject>, name: &str) -> ObjectWeights {
+    ObjectWeights::start(
+        api,
+        name,
+        vec![0],
+        |split| Some(canary_weight(split)),
+        Some(0),
+    )
 }
 
 #[tokio::test]
@@ -156,7 +114,7 @@ async fn an_smi_canary_with_analysis_walks_its_weights_to_healthy() {
         .filter_map(|m| m.manager.clone())
         .collect();
     assert_eq!(managers, ["weir-rollout"]);
-    let log = SplitLog::start(api.clone(), "web");
+    let log = split_log(api.clone(), "web");
 
     apply(&ns, rollout("web:2", "0", routing.clone())).await;
     // The data plane follows the split before analysis judges it.
@@ -207,7 +165,7 @@ async fn a_failing_smi_canary_aborts_to_stable_and_its_split_goes_with_the_rollo
     })
     .await;
     assert_eq!(split.data["spec"]["service"], json!("web-stable"));
-    let log = SplitLog::start(api.clone(), "web-split");
+    let log = split_log(api.clone(), "web-split");
 
     apply(&ns, rollout("web:2", "0.5", routing.clone())).await;
     share(&ns, |v| (0.17..=0.23).contains(&v)).await;
@@ -311,7 +269,7 @@ async fn a_git_sync_never_resets_or_prunes_the_traffic_split_mid_canary() {
         api.get_opt("web").await.ok().flatten()
     })
     .await;
-    let log = SplitLog::start(api.clone(), "web");
+    let log = split_log(api.clone(), "web");
 
     repo.commit(
         "web 2",
