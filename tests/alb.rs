@@ -108,7 +108,13 @@ fn stable_weight(ingress: &Ingress) -> Option<i32> {
 
 /// Every canary weight the Ingress's action carried, in order, as a watch sees it.
 fn action_log(ns: &TestNamespace) -> ObjectWeights {
-    ObjectWeights::start(ns.api::<Ingress>(), "web", Vec::new(), canary_weight, None)
+    ObjectWeights::start(
+        ns.api::<Ingress>(),
+        Some("web"),
+        Vec::new(),
+        canary_weight,
+        None,
+    )
 }
 
 async fn the_ingress(ns: &TestNamespace) -> Ingress {
@@ -176,11 +182,11 @@ async fn an_alb_canary_with_analysis_walks_its_weights_to_healthy() {
 
     healthy(&ns, &rollout("web:2", "0", analysed_steps())).await;
     eventually("the watch to see the action back at 0", LIMIT, || async {
-        (log.weights().last() == Some(&0) && log.weights().len() > 1).then_some(())
+        (log.states().last() == Some(&0) && log.states().len() > 1).then_some(())
     })
     .await;
     assert_eq!(
-        log.weights(),
+        log.states(),
         vec![0, 20, 50, 100, 0],
         "every weight the action carried, in order"
     );
@@ -243,7 +249,7 @@ async fn a_failing_alb_canary_aborts_and_the_action_returns_all_traffic_to_stabl
         (Some(0), Some(100)),
         "the abort sends everything to the stable"
     );
-    assert_eq!(log.weights(), vec![0, 20, 0]);
+    assert_eq!(log.states(), vec![0, 20, 0]);
     // All traffic back on the stable version.
     share(&ns, |v| v == 0.0).await;
 
@@ -372,14 +378,14 @@ async fn a_git_sync_never_resets_the_alb_action_mid_canary() {
     .await;
     tokio::time::sleep(std::time::Duration::from_secs(3)).await;
     // ...and the action the rollout set never moves.
-    assert_eq!(log.weights(), vec![0, 30], "Git never moved the action");
+    assert_eq!(log.states(), vec![0, 30], "Git never moved the action");
 
     status_patch(&ns, json!({"status": {"pauseConditions": null}})).await;
     healthy(&ns, &rollout("web:2", "0", json!([]))).await;
     eventually("the action to return to the stable", LIMIT, || async {
-        (log.weights() == vec![0, 30, 100, 0]).then_some(())
+        (log.states() == vec![0, 30, 100, 0]).then_some(())
     })
     .await;
     tokio::time::sleep(std::time::Duration::from_secs(2)).await;
-    assert_eq!(log.weights(), vec![0, 30, 100, 0]);
+    assert_eq!(log.states(), vec![0, 30, 100, 0]);
 }

@@ -7,11 +7,8 @@
 mod routers;
 mod support;
 
-use std::sync::{Arc, Mutex};
-
-use futures::StreamExt;
 use kube::api::{Api, DynamicObject, Patch, PatchParams};
-use kube::runtime::{WatchStreamExt, watcher};
+use routers::ObjectWeights;
 use serde_json::{Value, json};
 use support::app::{LIMIT, apply, delete_rollout, healthy_on, phase, status_patch, step, wait_for};
 use support::{ControllerProcess, TestNamespace, client, eventually};
@@ -135,56 +132,24 @@ fn pick(host_level: bool, namespace: &str) -> Pick {
     }
 }
 
-/// Every canary weight the VirtualService carries, in order, as a watch sees it.
-struct VirtualServiceWeights {
-    seen: Arc<Mutex<Vec<i32>>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl VirtualServiceWeights {
-    fn start(ns: &TestNamespace, host_level: bool) -> VirtualServiceWeights {
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let sink = seen.clone();
-        let api = virtual_services(ns);
-        let pick = pick(host_level, &ns.name);
-        let task = tokio::spawn(async move {
-            let spec: IstioVirtualService = IstioVirtualService {
-                name: "web".into(),
-                ..IstioVirtualService::default()
-            };
-            let mut stream = watcher(api, watcher::Config::default())
-                .default_backoff()
-                .applied_objects()
-                .boxed();
-            while let Some(event) = stream.next().await {
-                let Ok(object) = event else { continue };
-                let Ok(value) = serde_json::to_value(&object) else {
-                    continue;
-                };
-                let Ok(splits) = istio::splits(&value, &spec, &pick) else {
-                    continue;
-                };
-                let Some(weight) = istio::canary_weight(&value, &splits) else {
-                    continue;
-                };
-                let mut seen = sink.lock().unwrap_or_else(|e| e.into_inner());
-                if seen.last() != Some(&weight) {
-                    seen.push(weight);
-                }
-            }
-        });
-        VirtualServiceWeights { seen, task }
-    }
-
-    fn weights(&self) -> Vec<i32> {
-        self.seen.lock().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-}
-
-impl Drop for VirtualServiceWeights {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
+/// Every canary weight the VirtualService `web` carries, in order, as a watch sees it.
+fn virtual_service_weights(ns: &TestNamespace, host_level: bool) -> ObjectWeights {
+    let pick = pick(host_level, &ns.name);
+    let spec = IstioVirtualService {
+        name: "web".into(),
+        ..IstioVirtualService::default()
+    };
+    ObjectWeights::start(
+        virtual_services(ns),
+        Some("web"),
+        Vec::new(),
+        move |object: &DynamicObject| {
+            let value = serde_json::to_value(object).ok()?;
+            let splits = istio::splits(&value, &spec, &pick).ok()?;
+            istio::canary_weight(&value, &splits)
+        },
+        None,
+    )
 }
 
 /// Each subset's hash label, stable first.
@@ -216,7 +181,7 @@ async fn a_host_level_canary_walks_its_steps_on_the_virtual_service_and_promotes
     host_level_app(&ns).await;
     apply(&ns, rollout("web:1", &steps(), true)).await;
     healthy_on(&ns, "web:1").await;
-    let weights = VirtualServiceWeights::start(&ns, true);
+    let weights = virtual_service_weights(&ns, true);
 
     apply(&ns, rollout("web:2", &steps(), true)).await;
     let paused = wait_for(&ns, "Paused at the final pause", |r| {
@@ -230,11 +195,11 @@ async fn a_host_level_canary_walks_its_steps_on_the_virtual_service_and_promotes
     status_patch(&ns, json!({"status": {"pauseConditions": null}})).await;
     healthy_on(&ns, "web:2").await;
     eventually("the watch to see the last weight", LIMIT, || async {
-        (weights.weights().last() == Some(&0) && weights.weights().len() > 1).then_some(())
+        (weights.states().last() == Some(&0) && weights.states().len() > 1).then_some(())
     })
     .await;
     assert_eq!(
-        weights.weights(),
+        weights.states(),
         vec![0, 20, 60, 100, 0],
         "every weight the VirtualService carried, in order"
     );
@@ -253,14 +218,14 @@ async fn an_abort_returns_all_istio_traffic_to_stable() {
     let steps = json!([{"setWeight": 40}, {"pause": {}}]);
     apply(&ns, rollout("web:1", &steps, true)).await;
     healthy_on(&ns, "web:1").await;
-    let weights = VirtualServiceWeights::start(&ns, true);
+    let weights = virtual_service_weights(&ns, true);
     apply(&ns, rollout("web:2", &steps, true)).await;
     wait_for(&ns, "Paused at 40", |r| {
         phase(r) == Some(RolloutPhase::Paused)
     })
     .await;
     eventually("the VirtualService to carry 40", LIMIT, || async {
-        (weights.weights().last() == Some(&40)).then_some(())
+        (weights.states().last() == Some(&40)).then_some(())
     })
     .await;
 
@@ -281,7 +246,7 @@ async fn an_abort_returns_all_istio_traffic_to_stable() {
         (route[0]["weight"].as_i64(), route[1]["weight"].as_i64()),
         (Some(100), Some(0))
     );
-    assert_eq!(weights.weights(), vec![0, 40, 0]);
+    assert_eq!(weights.states(), vec![0, 40, 0]);
 }
 
 #[tokio::test]
@@ -297,7 +262,7 @@ async fn subset_level_labels_the_destination_rule_and_removes_the_labels_when_do
         (subset_hashes(&ns).await == (Some(v1.clone()), Some(v1.clone()))).then_some(())
     })
     .await;
-    let weights = VirtualServiceWeights::start(&ns, false);
+    let weights = virtual_service_weights(&ns, false);
 
     apply(&ns, rollout("web:2", &steps, false)).await;
     let paused = wait_for(&ns, "Paused at 30", |r| {
@@ -326,7 +291,7 @@ async fn subset_level_labels_the_destination_rule_and_removes_the_labels_when_do
     })
     .await;
     eventually("the watch to see the weight back at 0", LIMIT, || async {
-        (weights.weights() == vec![0, 30, 100, 0]).then_some(())
+        (weights.states() == vec![0, 30, 100, 0]).then_some(())
     })
     .await;
     // The team's own labels stay.
@@ -385,7 +350,7 @@ async fn a_git_sync_never_resets_the_virtual_service_weights_or_subset_labels_mi
     support::app::git_sync(&ns, &repo.file_url(), json!({})).await;
     let first = healthy_on(&ns, "web:1").await;
     let v1 = first.status.and_then(|s| s.stable_rs).expect("stable hash");
-    let weights = VirtualServiceWeights::start(&ns, false);
+    let weights = virtual_service_weights(&ns, false);
 
     repo.commit(
         "web 2",
@@ -417,11 +382,7 @@ async fn a_git_sync_never_resets_the_virtual_service_weights_or_subset_labels_mi
     .await;
     tokio::time::sleep(std::time::Duration::from_secs(3)).await;
     // ...and neither the weights nor the subset labels the rollout set move.
-    assert_eq!(
-        weights.weights(),
-        vec![0, 30],
-        "Git never moved the weights"
-    );
+    assert_eq!(weights.states(), vec![0, 30], "Git never moved the weights");
     assert_eq!(
         subset_hashes(&ns).await,
         (Some(v1.clone()), Some(v2.clone()))
@@ -430,11 +391,11 @@ async fn a_git_sync_never_resets_the_virtual_service_weights_or_subset_labels_mi
     status_patch(&ns, json!({"status": {"pauseConditions": null}})).await;
     healthy_on(&ns, "web:2").await;
     eventually("the weights to return to stable", LIMIT, || async {
-        (weights.weights() == vec![0, 30, 100, 0]).then_some(())
+        (weights.states() == vec![0, 30, 100, 0]).then_some(())
     })
     .await;
     tokio::time::sleep(std::time::Duration::from_secs(2)).await;
-    assert_eq!(weights.weights(), vec![0, 30, 100, 0]);
+    assert_eq!(weights.states(), vec![0, 30, 100, 0]);
     assert_eq!(subset_hashes(&ns).await, (Some(v2.clone()), Some(v2)));
 }
 
@@ -476,11 +437,11 @@ async fn analysis_sees_the_canary_share_the_virtual_service_carries_and_the_cana
     ]);
     apply(&ns, rollout("web:1", &steps, true)).await;
     healthy_on(&ns, "web:1").await;
-    let weights = VirtualServiceWeights::start(&ns, true);
+    let weights = virtual_service_weights(&ns, true);
     apply(&ns, rollout("web:2", &steps, true)).await;
     healthy_on(&ns, "web:2").await;
     eventually("the watch to see the weight back at 0", LIMIT, || async {
-        (weights.weights() == vec![0, 20, 60, 100, 0]).then_some(())
+        (weights.states() == vec![0, 20, 60, 100, 0]).then_some(())
     })
     .await;
     let runs: Api<weir::api::analysis::AnalysisRun> = ns.api();

@@ -74,7 +74,7 @@ fn rollout(image: &str, error_rate: &str) -> Value {
 fn canary_log(ns: &TestNamespace) -> ObjectWeights {
     ObjectWeights::start(
         ns.api::<Ingress>(),
-        CANARY_INGRESS,
+        Some(CANARY_INGRESS),
         vec![0],
         |ingress| Some(canary_weight(ingress)),
         Some(0),
@@ -184,7 +184,7 @@ async fn an_nginx_canary_with_analysis_walks_its_weights_to_healthy() {
 
     healthy(&ns, &rollout("web:2", "0")).await;
     assert_eq!(
-        log.weights(),
+        log.states(),
         vec![0, 20, 50, 100, 0],
         "every weight the canary Ingress carried, in order"
     );
@@ -252,7 +252,7 @@ async fn a_failing_nginx_canary_aborts_to_stable_and_leaves_nothing_behind() {
             .is_none(),
         "an abort deletes the canary Ingress"
     );
-    assert_eq!(log.weights(), vec![0, 20, 0]);
+    assert_eq!(log.states(), vec![0, 20, 0]);
     // All traffic back on the stable version.
     share(&ns, |v| v == 0.0).await;
 
@@ -455,7 +455,7 @@ async fn a_git_sync_never_resets_or_prunes_the_canary_ingress_mid_canary() {
         .expect("get")
         .expect("the canary Ingress survives the syncs");
     assert_eq!(canary_weight(&canary), 30);
-    assert_eq!(log.weights(), vec![0, 30], "Git never moved the weight");
+    assert_eq!(log.states(), vec![0, 30], "Git never moved the weight");
 
     support::app::status_patch(&ns, json!({"status": {"pauseConditions": null}})).await;
     healthy(&ns, &paused_rollout("web:2")).await;
@@ -465,7 +465,7 @@ async fn a_git_sync_never_resets_or_prunes_the_canary_ingress_mid_canary() {
         || async { matches!(ingresses.get_opt(CANARY_INGRESS).await, Ok(None)).then_some(()) },
     )
     .await;
-    assert_eq!(log.weights(), vec![0, 30, 100, 0]);
+    assert_eq!(log.states(), vec![0, 30, 100, 0]);
     let stable = ingresses.get("web").await.expect("the stable Ingress");
     assert_eq!(stable_paths(&stable), ["/", "/api"], "Git's paths stay");
 }

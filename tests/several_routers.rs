@@ -9,7 +9,7 @@ use k8s_openapi::api::networking::v1::Ingress;
 use kube::Api;
 use kube::api::{DynamicObject, Patch, PatchParams};
 use serde_json::{Value, json};
-use support::app::{LIMIT, apply, phase, status_patch, wait_for};
+use support::app::{LIMIT, apply, phase, status_patch, traffic_splits, wait_for};
 use support::{ControllerProcess, TestNamespace, client, eventually};
 use weir::api::rollout::RolloutPhase;
 use weir::traffic::smi;
@@ -59,17 +59,6 @@ async fn routing(ns: &TestNamespace) {
         .expect("the stable Ingress");
 }
 
-async fn splits(ns: &TestNamespace) -> Api<DynamicObject> {
-    let groups = ns.client.list_api_groups().await.expect("API groups");
-    let version = groups
-        .groups
-        .iter()
-        .find(|g| g.name == smi::GROUP)
-        .and_then(smi::choose_version)
-        .expect("the local cluster serves TrafficSplit (hack/crds)");
-    Api::namespaced_with(ns.client.clone(), &ns.name, &smi::api_resource(version))
-}
-
 /// The weights both routers carry now: the canary Ingress's (0 while there is none) and
 /// the TrafficSplit's (None while there is none).
 async fn weights(ns: &TestNamespace, splits: &Api<DynamicObject>) -> (i32, Option<i32>) {
@@ -111,7 +100,7 @@ async fn nginx_and_smi_carry_every_step_and_a_hand_change_to_either_is_set_again
         phase(r) == Some(RolloutPhase::Healthy)
     })
     .await;
-    let splits = splits(&ns).await;
+    let splits = traffic_splits(&ns).await;
 
     apply(&ns, rollout("web:2")).await;
     both_at(&ns, &splits, 20).await;

@@ -10,7 +10,7 @@ use kube::Api;
 use kube::api::DynamicObject;
 use routers::{ObjectWeights, controller, delete_holding, healthy, share, simulator, templates};
 use serde_json::{Value, json};
-use support::app::{LIMIT, apply, phase, wait_for};
+use support::app::{LIMIT, apply, phase, traffic_splits, wait_for};
 use support::{TestNamespace, client, eventually};
 use weir::api::rollout::RolloutPhase;
 use weir::traffic::smi;
@@ -50,17 +50,6 @@ fn rollout(image: &str, error_rate: &str, smi: Value) -> Value {
 }
 
 /// TrafficSplits at the version the cluster serves.
-async fn splits(ns: &TestNamespace) -> Api<DynamicObject> {
-    let groups = ns.client.list_api_groups().await.expect("API groups");
-    let version = groups
-        .groups
-        .iter()
-        .find(|g| g.name == smi::GROUP)
-        .and_then(smi::choose_version)
-        .expect("the local cluster serves TrafficSplit (hack/crds)");
-    Api::namespaced_with(ns.client.clone(), &ns.name, &smi::api_resource(version))
-}
-
 fn canary_weight(split: &DynamicObject) -> i32 {
     smi::canary_share(&split.data["spec"], "web-stable", "web-canary").unwrap_or(-1)
 }
@@ -69,7 +58,7 @@ fn canary_weight(split: &DynamicObject) -> i32 {
 fn split_log(api: Api<DynamicObject>, name: &str) -> ObjectWeights {
     ObjectWeights::start(
         api,
-        name,
+        Some(name),
         vec![0],
         |split| Some(canary_weight(split)),
         Some(0),
@@ -87,7 +76,7 @@ async fn an_smi_canary_with_analysis_walks_its_weights_to_healthy() {
     let routing = json!({"rootService": "web"});
     apply(&ns, rollout("web:1", "0", routing.clone())).await;
     healthy(&ns, &rollout("web:1", "0", routing.clone())).await;
-    let api = splits(&ns).await;
+    let api = traffic_splits(&ns).await;
     let split = eventually("weir's TrafficSplit web", LIMIT, || async {
         api.get_opt("web").await.ok().flatten()
     })
@@ -121,7 +110,7 @@ async fn an_smi_canary_with_analysis_walks_its_weights_to_healthy() {
     share(&ns, |v| (0.17..=0.23).contains(&v)).await;
     healthy(&ns, &rollout("web:2", "0", routing.clone())).await;
     assert_eq!(
-        log.weights(),
+        log.states(),
         vec![0, 20, 50, 100, 0],
         "every weight the TrafficSplit carried, in order"
     );
@@ -159,7 +148,7 @@ async fn a_failing_smi_canary_aborts_to_stable_and_its_split_goes_with_the_rollo
     let routing = json!({"trafficSplitName": "web-split"});
     apply(&ns, rollout("web:1", "0", routing.clone())).await;
     healthy(&ns, &rollout("web:1", "0", routing.clone())).await;
-    let api = splits(&ns).await;
+    let api = traffic_splits(&ns).await;
     let split = eventually("weir's TrafficSplit web-split", LIMIT, || async {
         api.get_opt("web-split").await.ok().flatten()
     })
@@ -180,7 +169,7 @@ async fn a_failing_smi_canary_aborts_to_stable_and_its_split_goes_with_the_rollo
         (cause.reason.as_str(), cause.metric.as_deref()),
         ("AnalysisFailed", Some("success-rate"))
     );
-    assert_eq!(log.weights(), vec![0, 20, 0]);
+    assert_eq!(log.states(), vec![0, 20, 0]);
     share(&ns, |v| v == 0.0).await;
 
     delete_holding(
@@ -196,7 +185,7 @@ async fn a_traffic_split_weir_did_not_make_is_left_alone_and_named() {
     let ns = TestNamespace::new(&client().await, "smi-foreign").await;
     let _controller = support::ControllerProcess::start(&ns.name);
     services(&ns).await;
-    let api = splits(&ns).await;
+    let api = traffic_splits(&ns).await;
     let version = api
         .resource_url()
         .split('/')
@@ -264,7 +253,7 @@ async fn a_git_sync_never_resets_or_prunes_the_traffic_split_mid_canary() {
     );
     support::app::git_sync(&ns, &repo.file_url(), json!({})).await;
     healthy(&ns, &paused_rollout("web:1")).await;
-    let api = splits(&ns).await;
+    let api = traffic_splits(&ns).await;
     eventually("weir's TrafficSplit web", LIMIT, || async {
         api.get_opt("web").await.ok().flatten()
     })
@@ -299,12 +288,12 @@ async fn a_git_sync_never_resets_or_prunes_the_traffic_split_mid_canary() {
         .expect("get")
         .expect("the TrafficSplit survives the syncs");
     assert_eq!(canary_weight(&split), 30);
-    assert_eq!(log.weights(), vec![0, 30], "Git never moved the weight");
+    assert_eq!(log.states(), vec![0, 30], "Git never moved the weight");
 
     support::app::status_patch(&ns, json!({"status": {"pauseConditions": null}})).await;
     healthy(&ns, &paused_rollout("web:2")).await;
     eventually("the split to return to stable", LIMIT, || async {
-        (log.weights() == vec![0, 30, 100, 0]).then_some(())
+        (log.states() == vec![0, 30, 100, 0]).then_some(())
     })
     .await;
 }

@@ -1,11 +1,7 @@
 //! A small application for Rollout tests: two Services, an HTTPRoute between them, a Rollout
 //! over them, and waits on the Rollout's status.
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
-
-use futures::StreamExt;
-use kube::runtime::{WatchStreamExt, watcher};
 
 use gateway_api::apis::standard::httproutes::HttpRoute;
 use k8s_openapi::api::core::v1::{Secret, Service};
@@ -16,6 +12,7 @@ use weir::api::Rollout;
 use weir::api::analysis::{AnalysisTemplate, ClusterAnalysisTemplate};
 use weir::api::rollout::RolloutPhase;
 
+use super::watch::ObjectLog;
 use super::{TestNamespace, eventually};
 
 pub const LIMIT: Duration = Duration::from_secs(60);
@@ -288,44 +285,25 @@ pub async fn set_image(ns: &TestNamespace, image: &str, steps: &Value, extra: &V
     apply(ns, rollout(image, steps.clone(), extra.clone())).await;
 }
 
-/// Every canary weight the HTTPRoute carries, in order, as a watch sees it.
-pub struct WeightLog {
-    /// Each state in order: the canary weight, or None while a splitting backend has no
-    /// weight of its own (Gateway API's default of 1 applies: an even split).
-    seen: Arc<Mutex<Vec<Option<i32>>>>,
-    task: tokio::task::JoinHandle<()>,
-}
+/// Every canary weight the HTTPRoutes carry, in order, as a watch sees it: each state is the
+/// canary weight, or None while a splitting backend has no weight of its own (Gateway API's
+/// default of 1 applies: an even split). Routes that do not split are not logged.
+pub struct WeightLog(ObjectLog<Option<i32>>);
 
 impl WeightLog {
     pub fn start(ns: &TestNamespace) -> WeightLog {
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let api = ns.api::<HttpRoute>();
-        let sink = seen.clone();
-        let task = tokio::spawn(async move {
-            let mut stream = watcher(api, watcher::Config::default())
-                .default_backoff()
-                .applied_objects()
-                .boxed();
-            // A failed watch (the API server restarted) is retried with backoff, not the
-            // end of the log.
-            while let Some(event) = stream.next().await {
-                let Ok(route) = event else { continue };
-                let Ok(splits) =
-                    weir::traffic::gateway_api::splits(&route, "web-stable", "web-canary")
-                else {
-                    continue;
-                };
-                if weir::traffic::gateway_api::canary_weight(&route, &splits).is_none() {
-                    continue;
-                }
-                let state = weighted_canary(&route);
-                let mut seen = sink.lock().unwrap_or_else(|e| e.into_inner());
-                if seen.last() != Some(&state) {
-                    seen.push(state);
-                }
-            }
-        });
-        WeightLog { seen, task }
+        WeightLog(ObjectLog::start(
+            ns.api::<HttpRoute>(),
+            None,
+            Vec::new(),
+            |route: &HttpRoute| {
+                let splits =
+                    weir::traffic::gateway_api::splits(route, "web-stable", "web-canary").ok()?;
+                weir::traffic::gateway_api::canary_weight(route, &splits)?;
+                Some(weighted_canary(route))
+            },
+            None,
+        ))
     }
 
     /// The weights the route carried, in order (states without weights left out).
@@ -337,13 +315,7 @@ impl WeightLog {
 
     /// Every state the route went through, None where its backends had no weights.
     pub fn states(&self) -> Vec<Option<i32>> {
-        self.seen.lock().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-}
-
-impl Drop for WeightLog {
-    fn drop(&mut self) {
-        self.task.abort();
+        self.0.states()
     }
 }
 
@@ -354,4 +326,17 @@ pub async fn service_hash(ns: &TestNamespace, service: &str) -> Option<String> {
         .selector?
         .get(weir::api::contract::POD_TEMPLATE_HASH_LABEL)
         .cloned()
+}
+
+/// The TrafficSplits of the test namespace, at the SMI version the local cluster serves.
+pub async fn traffic_splits(ns: &TestNamespace) -> Api<kube::api::DynamicObject> {
+    use weir::traffic::smi;
+    let groups = ns.client.list_api_groups().await.expect("API groups");
+    let version = groups
+        .groups
+        .iter()
+        .find(|g| g.name == smi::GROUP)
+        .and_then(smi::choose_version)
+        .expect("the local cluster serves TrafficSplit (hack/crds)");
+    Api::namespaced_with(ns.client.clone(), &ns.name, &smi::api_resource(version))
 }

@@ -565,6 +565,7 @@ pub mod app;
 pub mod git;
 pub mod gitops;
 pub mod sops_encrypt;
+pub mod watch;
 
 /// A Prometheus exposition endpoint whose body the test sets at will; served until dropped.
 pub struct MetricsServer {

@@ -148,63 +148,8 @@ where
     .await;
 }
 
-/// Every canary weight one object carried, in order, as a watch sees it: `weight` reads it
-/// (None: no weight to log), and a deletion logs `deleted` when given. Each router's test
-/// logs its own object (a canary Ingress, a TrafficSplit, an Ingress's ALB action); the
-/// Gateway API test watches its routes its own way, hence the allow.
+/// Every canary weight one object carried, in order (see `watch::ObjectLog`). Each router's
+/// test logs its own object (a canary Ingress, a TrafficSplit, an Ingress's ALB action, a
+/// VirtualService); the Gateway API test uses `app::WeightLog`, hence the allow.
 #[allow(dead_code)]
-pub struct ObjectWeights {
-    seen: std::sync::Arc<std::sync::Mutex<Vec<i32>>>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-#[allow(dead_code)]
-impl ObjectWeights {
-    pub fn start<K>(
-        api: kube::Api<K>,
-        name: &str,
-        first: Vec<i32>,
-        weight: fn(&K) -> Option<i32>,
-        deleted: Option<i32>,
-    ) -> ObjectWeights
-    where
-        K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug + Send + 'static,
-    {
-        use futures::StreamExt;
-        use kube::runtime::{WatchStreamExt, watcher};
-        let seen = std::sync::Arc::new(std::sync::Mutex::new(first));
-        let sink = seen.clone();
-        let name = name.to_owned();
-        let task = tokio::spawn(async move {
-            let mut stream = watcher(api, watcher::Config::default())
-                .default_backoff()
-                .boxed();
-            while let Some(event) = stream.next().await {
-                let named = |object: &K| object.meta().name.as_deref() == Some(name.as_str());
-                let logged = match event {
-                    Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o)) if named(&o) => {
-                        weight(&o)
-                    }
-                    Ok(watcher::Event::Delete(o)) if named(&o) => deleted,
-                    _ => continue,
-                };
-                let Some(logged) = logged else { continue };
-                let mut seen = sink.lock().unwrap_or_else(|e| e.into_inner());
-                if seen.last() != Some(&logged) {
-                    seen.push(logged);
-                }
-            }
-        });
-        ObjectWeights { seen, task }
-    }
-
-    pub fn weights(&self) -> Vec<i32> {
-        self.seen.lock().unwrap_or_else(|e| e.into_inner()).clone()
-    }
-}
-
-impl Drop for ObjectWeights {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
+pub type ObjectWeights = crate::support::watch::ObjectLog<i32>;
