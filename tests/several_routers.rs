@@ -3,6 +3,9 @@
 //! changed by hand (a canary Ingress deleted, a TrafficSplit edited) is seen by weir's
 //! watches and set again at once, though the step is a pause that waits for nothing else.
 
+#[path = "support/routers.rs"]
+#[allow(dead_code, unused_imports)]
+mod routers;
 mod support;
 
 use k8s_openapi::api::networking::v1::Ingress;
@@ -146,4 +149,105 @@ async fn nginx_and_smi_carry_every_step_and_a_hand_change_to_either_is_set_again
         (0, Some(0)),
         "no canary Ingress and the split all on stable"
     );
+}
+
+#[tokio::test]
+async fn an_abort_reaches_every_router_that_takes_it_when_one_cannot_be_read() {
+    let ns = TestNamespace::new(&client().await, "several-routers-abort").await;
+    let _controller = ControllerProcess::start(&ns.name);
+    routing(&ns).await;
+    apply(&ns, rollout("web:1")).await;
+    wait_for(&ns, "Healthy on web:1", |r| {
+        phase(r) == Some(RolloutPhase::Healthy)
+    })
+    .await;
+    let splits = traffic_splits(&ns).await;
+    apply(&ns, rollout("web:2")).await;
+    both_at(&ns, &splits, 20).await;
+
+    // The TrafficSplit no longer reads as weir's (its owner taken away by hand): weir cannot
+    // read or set it, so it plans nothing. An abort asked for now must still take the
+    // canary's share off the NGINX canary Ingress.
+    splits
+        .patch(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"ownerReferences": null}})),
+        )
+        .await
+        .expect("taking the TrafficSplit's owner away");
+    status_patch(&ns, json!({"status": {"abort": true}})).await;
+    eventually("the canary Ingress back to 0", LIMIT, || async {
+        (weights(&ns, &splits).await.0 == 0).then_some(())
+    })
+    .await;
+    assert_eq!(
+        weights(&ns, &splits).await.1,
+        Some(20),
+        "the TrafficSplit weir cannot call its own is left as it was"
+    );
+}
+
+#[tokio::test]
+async fn a_route_no_longer_granted_leaves_the_other_routers_to_be_undone_on_deletion() {
+    let client = client().await;
+    let ns = TestNamespace::new(&client, "several-routers-grant").await;
+    let edge = TestNamespace::new(&client, "several-routers-edge").await;
+    let _controller = ControllerProcess::start(&ns.name);
+    routing(&ns).await;
+    // The platform team's route, in its own namespace, to the team's Services.
+    apply(
+        &edge,
+        json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+        "metadata": {"name": "web"},
+        "spec": {"parentRefs": [{"name": "gateway"}], "rules": [{"backendRefs": [
+            {"name": "web-stable", "namespace": ns.name, "port": 80},
+            {"name": "web-canary", "namespace": ns.name, "port": 80}]}]}}),
+    )
+    .await;
+    let grants = support::app::grant_routes(&client, &edge.name, &ns.name, Some("web")).await;
+    let with_gateway = |image: &str| {
+        let mut rollout = rollout(image);
+        rollout["spec"]["strategy"]["canary"]["trafficRouting"] = json!({
+            "nginx": {"stableIngress": "web"},
+            "gatewayAPI": {"httpRoute": "web", "namespace": edge.name}});
+        rollout
+    };
+    apply(&ns, with_gateway("web:1")).await;
+    wait_for(&ns, "Healthy on web:1", |r| {
+        phase(r) == Some(RolloutPhase::Healthy)
+    })
+    .await;
+    apply(&ns, with_gateway("web:2")).await;
+    wait_for(&ns, "paused at 20%", |r| {
+        phase(r) == Some(RolloutPhase::Paused)
+    })
+    .await;
+    let canary_weight = || async {
+        let splits = traffic_splits(&ns).await;
+        weights(&ns, &splits).await.0
+    };
+    assert_eq!(
+        canary_weight().await,
+        20,
+        "the canary Ingress carries the step"
+    );
+
+    // The grant withdrawn: the edge route is not weir's to touch any more, but the canary
+    // Ingress still is, and must be gone before the Rollout (and its pods) go.
+    grants
+        .delete("rollouts", &Default::default())
+        .await
+        .expect("deleting the grant");
+    routers::delete_holding(
+        &ns,
+        "the canary Ingress removed while the Rollout is held",
+        || async {
+            ns.api::<Ingress>()
+                .get_opt(CANARY_INGRESS)
+                .await
+                .is_ok_and(|found| found.is_none())
+        },
+    )
+    .await;
 }

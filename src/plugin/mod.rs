@@ -733,12 +733,19 @@ impl Cluster {
     }
 
     /// What each of the Rollout's routers carries now, read as the controller reads it; a
-    /// router that cannot be made (a route not granted) is a note.
+    /// router that cannot be made (a route not granted) is a note, the others shown.
     async fn routers(&self, rollout: &Rollout, notes: &mut Vec<String>) -> Vec<RouterView> {
         let hash = crate::rollout::template_hash::of(&rollout.spec.template);
         match Routers::for_rollout(&self.client, rollout, &self.namespace, &hash).await {
-            Ok(Some(routers)) => routers.views().await,
-            Ok(None) => Vec::new(),
+            Ok((routers, refused)) => {
+                if let Some(refused) = refused {
+                    notes.push(format!("Router not shown: {refused}"));
+                }
+                match routers {
+                    Some(routers) => routers.views().await,
+                    None => Vec::new(),
+                }
+            }
             Err(error) => {
                 notes.push(format!("Routers not shown: {error}"));
                 Vec::new()

@@ -9,7 +9,7 @@ use crate::runtime::Events;
 use kube::api::Api;
 use kube::runtime::controller::Action as Requeue;
 use kube::{Client, Resource, ResourceExt};
-use tracing::{info, instrument};
+use tracing::{info, instrument, warn};
 
 use super::act::act;
 use super::error::{self, CONFLICT, Error};
@@ -97,12 +97,9 @@ async fn clean_up(rollout: &Rollout, ctx: &Context, term: &Term) -> Result<Reque
     ctx.written.forget(rollout);
     let namespace = rollout.namespace().unwrap_or_default();
     let hash = template_hash::of(&rollout.spec.template);
-    let router = match Routers::for_rollout(&ctx.client, rollout, &namespace, &hash).await {
-        Ok(router) => router,
-        // A route the Rollout may not touch is not touched on the way out either.
-        Err(RouterError::NotGranted { .. }) => None,
-        Err(error) => return Err(error.into()),
-    };
+    // A route the Rollout may not touch (refused) is not touched on the way out either; its
+    // other routers are.
+    let (router, _refused) = Routers::for_rollout(&ctx.client, rollout, &namespace, &hash).await?;
     if let Some(router) = router {
         match router.remove_managed().await {
             // Nothing to undo on a route that is gone or never split to these Services.
@@ -112,6 +109,19 @@ async fn clean_up(rollout: &Rollout, ctx: &Context, term: &Term) -> Result<Reque
         }
     }
     Ok(Requeue::await_change())
+}
+
+/// When the world cannot be read (one router of several fails its read, say), nothing is
+/// planned; but an abort already decided (`status.abort`: `kubectl weir abort`, or a failed
+/// analysis an earlier plan saw) still sends weight 0 to every router that takes it. Weight 0
+/// is always safe: the stable keeps its full scale throughout a canary.
+async fn abort_where_possible(name: &str, status: &RolloutStatus, router: Option<&Routers>) {
+    let Some(router) = router.filter(|_| status.abort) else {
+        return;
+    };
+    if let Err(error) = router.set_weight(0).await {
+        warn!(rollout = name, %error, "aborted, but a router did not take weight 0");
+    }
 }
 
 /// Everything in here belongs to leadership `term`: its fresh reads need the term's floor,
@@ -151,19 +161,18 @@ async fn reconcile_rollout(
 
     let outcome: Result<(), Error> = async {
         let mut problems = template_problems(&ctx.client, &current).await?;
-        let router = match Routers::for_rollout(&ctx.client, &current, &namespace, &hash).await {
-            Ok(router) => router,
-            Err(ref refused @ RouterError::NotGranted { ref field, .. }) => {
-                problems.push(Violation {
-                    kind: ViolationKind::Invalid,
-                    field: field.clone(),
-                    message: refused.to_string(),
-                });
-                refused_route = true;
-                None
-            }
-            Err(error) => return Err(error.into()),
-        };
+        let (router, refused) =
+            Routers::for_rollout(&ctx.client, &current, &namespace, &hash).await?;
+        // A refused route is the spec's problem: nothing is planned while it lasts (the
+        // routers keep their weights), but what was already decided still reaches the others.
+        if let Some(refused @ RouterError::NotGranted { field, .. }) = &refused {
+            problems.push(Violation {
+                kind: ViolationKind::Invalid,
+                field: field.clone(),
+                message: refused.to_string(),
+            });
+            refused_route = true;
+        }
         // The first look comes from the controller's caches, which is cheap, and is
         // kept only if it finds nothing to do (the common case: a resync, a restart, an
         // event that changes nothing). Anything that writes is planned from fresh reads.
@@ -177,7 +186,7 @@ async fn reconcile_rollout(
                 term: term.number(),
                 outages: health.outages_ended(),
             };
-            let mut observed = observe(
+            let observed = observe(
                 &ctx.client,
                 &ctx.owned,
                 &current,
@@ -186,7 +195,14 @@ async fn reconcile_rollout(
                 &versions,
                 epoch,
             )
-            .await?;
+            .await;
+            let mut observed = match observed {
+                Ok(observed) => observed,
+                Err(error) => {
+                    abort_where_possible(&name, &status, router.as_ref()).await;
+                    return Err(error);
+                }
+            };
             observed.reference_problems.clone_from(&problems);
             let now = chrono::Utc::now();
             observed.outages = health.outages(std::time::Instant::now(), now);

@@ -11,6 +11,14 @@ fn routing_of(canary: &CanaryStrategy) -> Option<&TrafficRouting> {
     canary.traffic_routing.as_ref()
 }
 
+/// The routers a Rollout asks for that it may use, each with a label for people, and the
+/// one refused (a route in another namespace that no ReferenceGrant lets it touch).
+#[derive(Default)]
+pub struct Chosen {
+    pub routers: Vec<(String, AnyRouter)>,
+    pub refused: Option<RouterError>,
+}
+
 /// Every router weir has, chosen by the Rollout's `trafficRouting`.
 pub enum AnyRouter {
     Alb(Box<alb::AlbRouter>),
@@ -35,8 +43,9 @@ fn versions(status: Option<&RolloutStatus>, template_hash: &str) -> istio::Versi
 impl AnyRouter {
     /// Every router a Rollout in `namespace` asks for, in a fixed order (Istio, NGINX, SMI,
     /// ALB, Gateway API); none when it splits traffic by replica count. A route in another
-    /// namespace is used only when a ReferenceGrant there allows it (`NotGranted` otherwise):
-    /// the only way to a router, so nothing writes to a route the Rollout may not touch. The
+    /// namespace is used only when a ReferenceGrant there allows it (else it is `refused`, and
+    /// the others are still chosen): the only way to a router, so nothing writes to a route
+    /// the Rollout may not touch. The
     /// grants are read only for such a route. `template_hash` is the Rollout's template's
     /// (the version subset-level Istio selects before any other).
     pub async fn all_for_rollout(
@@ -44,9 +53,9 @@ impl AnyRouter {
         rollout: &Rollout,
         namespace: &str,
         template_hash: &str,
-    ) -> Result<Vec<(String, AnyRouter)>, RouterError> {
+    ) -> Result<Chosen, RouterError> {
         let Some(canary): Option<&CanaryStrategy> = rollout.spec.strategy.canary.as_ref() else {
-            return Ok(Vec::new());
+            return Ok(Chosen::default());
         };
         let mut routers = Vec::new();
         if let Some(routing) = canary
@@ -86,11 +95,18 @@ impl AnyRouter {
             let label = format!("AWS ALB Ingress {}", router.ingress_names().join(", "));
             routers.push((label, AnyRouter::Alb(Box::new(router))));
         }
-        if let Some(router) = gateway_api::for_rollout(client, rollout, namespace).await? {
-            let label = format!("Gateway API {}", router.label());
-            routers.push((label, AnyRouter::GatewayApi(Box::new(router))));
+        let mut refused = None;
+        match gateway_api::for_rollout(client, rollout, namespace).await {
+            Ok(Some(router)) => {
+                let label = format!("Gateway API {}", router.label());
+                routers.push((label, AnyRouter::GatewayApi(Box::new(router))));
+            }
+            Ok(None) => {}
+            // Refused alone: the other routers are still the Rollout's to undo.
+            Err(error @ RouterError::NotGranted { .. }) => refused = Some(error),
+            Err(error) => return Err(error),
         }
-        Ok(routers)
+        Ok(Chosen { routers, refused })
     }
 }
 

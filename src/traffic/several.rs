@@ -3,7 +3,7 @@
 //! highest weight any carries is the one the canary's pods must serve, and routers that
 //! disagree (a set that failed half way, an edit by hand) must be set again.
 
-use super::any::AnyRouter;
+use super::any::{AnyRouter, Chosen};
 use super::router::{ManagedRoute, Router, RouterError, ShownRoutes};
 use crate::api::Rollout;
 use crate::api::rollout::RolloutStatus;
@@ -48,6 +48,33 @@ pub fn describe_route(name: &str, route: Option<&ManagedRoute>) -> String {
     }
 }
 
+/// Several routers' managed routes read as one: a route every router shows the same reads
+/// as it is; one that two show differently, or that some router lacks, reads as not as weir
+/// writes it (None), so it is written again to all.
+pub fn merge_shown(each: Vec<ShownRoutes>) -> ShownRoutes {
+    let count = each.len();
+    let mut seen: std::collections::BTreeMap<String, (Option<ManagedRoute>, usize)> =
+        Default::default();
+    for shown in each {
+        for (name, route) in shown {
+            match seen.get_mut(&name) {
+                Some((first, times)) => {
+                    *times += 1;
+                    if *first != route {
+                        *first = None;
+                    }
+                }
+                None => {
+                    seen.insert(name, (route, 1));
+                }
+            }
+        }
+    }
+    seen.into_iter()
+        .map(|(name, (route, times))| (name, if times == count { route } else { None }))
+        .collect()
+}
+
 /// Whether a failure to undo a router means there is nothing of weir's there to undo: the
 /// route is gone, its kind is missing, or it never split to these Services.
 pub fn nothing_to_undo(error: &RouterError) -> bool {
@@ -65,16 +92,18 @@ pub struct Routers {
 }
 
 impl Routers {
-    /// The Rollout's routers; None when it names none (traffic follows the replica counts).
-    /// See `AnyRouter::all_for_rollout` for what is refused.
+    /// The Rollout's routers that it may use (None when there are none: traffic follows the
+    /// replica counts), and the one refused, if any. See `AnyRouter::all_for_rollout`.
     pub async fn for_rollout(
         client: &Client,
         rollout: &Rollout,
         namespace: &str,
         template_hash: &str,
-    ) -> Result<Option<Routers>, RouterError> {
-        let each = AnyRouter::all_for_rollout(client, rollout, namespace, template_hash).await?;
-        Ok((!each.is_empty()).then_some(Routers { each }))
+    ) -> Result<(Option<Routers>, Option<RouterError>), RouterError> {
+        let Chosen { routers, refused } =
+            AnyRouter::all_for_rollout(client, rollout, namespace, template_hash).await?;
+        let routers = (!routers.is_empty()).then_some(Routers { each: routers });
+        Ok((routers, refused))
     }
 
     /// Each router's label, in the order they are set.
@@ -137,33 +166,30 @@ impl Router for Routers {
         Ok(self.reading().await?.highest)
     }
 
-    /// Sets each router in turn, each verified by its own read-back; the first that fails
-    /// stops the rest (the next reconcile reads them apart and sets them again).
+    /// Sets each router in turn, each verified by its own read-back. Going up, the first that
+    /// fails stops the rest (the next reconcile reads them apart and sets them again). Weight
+    /// 0 (an abort, the end of a canary) is tried on every router, whichever fail: traffic
+    /// leaves the canary wherever it can, and the first failure is returned after.
     async fn set_weight(&self, canary: i32) -> Result<i32, RouterError> {
+        let mut first = None;
         for (_, router) in &self.each {
-            router.set_weight(canary).await?;
-        }
-        Ok(canary)
-    }
-
-    /// Every router's managed routes as one: a route two routers show differently reads as
-    /// not as weir writes it (None), so it is written again.
-    async fn managed_routes(&self) -> Result<ShownRoutes, RouterError> {
-        let mut shown = ShownRoutes::new();
-        for (_, router) in &self.each {
-            for (name, route) in router.managed_routes().await? {
-                match shown.get(&name) {
-                    Some(seen) if *seen != route => {
-                        shown.insert(name, None);
-                    }
-                    Some(_) => {}
-                    None => {
-                        shown.insert(name, route);
-                    }
+            if let Err(error) = router.set_weight(canary).await {
+                if canary != 0 {
+                    return Err(error);
                 }
+                first.get_or_insert(error);
             }
         }
-        Ok(shown)
+        first.map_or(Ok(canary), Err)
+    }
+
+    /// Every router's managed routes as one (see `merge_shown`).
+    async fn managed_routes(&self) -> Result<ShownRoutes, RouterError> {
+        let mut each = Vec::with_capacity(self.each.len());
+        for (_, router) in &self.each {
+            each.push(router.managed_routes().await?);
+        }
+        Ok(merge_shown(each))
     }
 
     async fn set_managed_route(&self, name: &str, route: &ManagedRoute) -> Result<(), RouterError> {
@@ -251,7 +277,62 @@ mod tests {
         );
     }
 
+    fn mirror(percentage: i32) -> Option<ManagedRoute> {
+        Some(ManagedRoute::Mirror {
+            percentage,
+            matches: Vec::new(),
+        })
+    }
+
+    #[test]
+    fn a_managed_route_reads_as_written_only_when_every_router_carries_it_alike() {
+        let both = |route: Option<ManagedRoute>| ShownRoutes::from([("m".to_owned(), route)]);
+        assert_eq!(
+            merge_shown(vec![both(mirror(10)), both(mirror(10))]),
+            both(mirror(10))
+        );
+        assert_eq!(
+            merge_shown(vec![both(mirror(10)), both(mirror(20))]),
+            both(None)
+        );
+        // Missing on one router: written again, to all.
+        assert_eq!(
+            merge_shown(vec![both(mirror(10)), ShownRoutes::new()]),
+            both(None)
+        );
+        assert_eq!(
+            merge_shown(vec![ShownRoutes::new(), both(mirror(10))]),
+            both(None)
+        );
+        assert_eq!(merge_shown(vec![both(mirror(10))]), both(mirror(10)));
+        assert_eq!(merge_shown(Vec::new()), ShownRoutes::new());
+    }
+
     proptest! {
+        /// A route reads as written exactly when every router shows it so; every route any
+        /// router shows is in the reading (so it is removed when not wanted).
+        #[test]
+        fn merged_routes_are_as_written_only_where_all_agree(
+            each in prop::collection::vec(
+                prop::collection::btree_map("[ab]", prop::option::of(0..3i32), 0..3), 1..4)
+        ) {
+            let shown: Vec<ShownRoutes> = each.iter().map(|routes| {
+                routes.iter().map(|(name, p)| (name.clone(), p.and_then(mirror))).collect()
+            }).collect();
+            let merged = merge_shown(shown.clone());
+            for routes in &shown {
+                for name in routes.keys() {
+                    prop_assert!(merged.contains_key(name));
+                }
+            }
+            for (name, route) in &merged {
+                let expected = shown[0].get(name).cloned().flatten().filter(|first| {
+                    shown.iter().all(|routes| routes.get(name) == Some(&Some(first.clone())))
+                });
+                prop_assert_eq!(route, &expected);
+            }
+        }
+
         /// The highest is never below any router's weight (the canary's pods serve it), and
         /// routers read apart only when some carries another share than the highest.
         #[test]
