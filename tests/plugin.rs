@@ -466,7 +466,7 @@ fn lint_checks_weir_and_argo_manifests_offline() {
     let bad = dir.join("bad.yaml");
     std::fs::write(
         &bad,
-        "apiVersion: argoproj.io/v1alpha1\nkind: Rollout\nmetadata: {name: web}\nspec:\n  selector: {matchLabels: {app: web}}\n  template:\n    metadata: {labels: {app: web}}\n    spec: {containers: [{name: web, image: web:1}]}\n  strategy:\n    blueGreen: {activeService: web}\n",
+        "apiVersion: argoproj.io/v1alpha1\nkind: Rollout\nmetadata: {name: web}\nspec:\n  selector: {matchLabels: {app: web}}\n  template:\n    metadata: {labels: {app: web}}\n    spec: {containers: [{name: web, image: web:1}]}\n  strategy:\n    blueGreen: {activeService: web, maxUnavailable: 1}\n",
     )
     .expect("write");
     let output = Command::new(PLUGIN)
@@ -478,7 +478,7 @@ fn lint_checks_weir_and_argo_manifests_offline() {
     let text = stdout(&output);
     assert!(
         text.contains(&format!(
-            "{}: document 1 (Rollout web): unsupported: spec.strategy.blueGreen",
+            "{}: document 1 (Rollout web): unsupported: spec.strategy.blueGreen.maxUnavailable",
             bad.display()
         )),
         "{text}"

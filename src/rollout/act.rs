@@ -147,13 +147,13 @@ pub async fn act(
             hash,
             stable,
             attempt,
-            step,
+            kind,
         } => {
             let target = run::Canary {
                 hash,
                 stable,
                 attempt: *attempt,
-                step: *step,
+                kind: *kind,
             };
             start_analysis(client, rollout, &target).await
         }
@@ -179,7 +179,7 @@ async fn start_analysis(
     // caught on the next plan.
     let Some(requested) = run::requested(&rollout.spec)
         .into_iter()
-        .find(|r| r.step == target.step)
+        .find(|r| r.kind == target.kind)
     else {
         return Ok(Wrote::Elsewhere);
     };

@@ -22,7 +22,7 @@ use crate::api::Rollout;
 use crate::api::analysis::{AnalysisPhase, AnalysisRun};
 use crate::api::analysis::{AnalysisTemplate, AnalysisTemplateSpec, ClusterAnalysisTemplate};
 use crate::api::contract::{
-    ATTEMPT_LABEL, CANARY_HASH_LABEL, POD_TEMPLATE_HASH_LABEL, ROLLOUT_LABEL,
+    ATTEMPT_LABEL, AnalysisKind, CANARY_HASH_LABEL, POD_TEMPLATE_HASH_LABEL, ROLLOUT_LABEL,
     SCALE_DOWN_ANNOTATION, STEP_LABEL,
 };
 use crate::api::rollout::AnalysisTemplateRef;
@@ -374,10 +374,7 @@ async fn service_hash(
 
 fn run_view(run: &AnalysisRun) -> Option<AnalysisRunView> {
     let labels = run.labels();
-    let step = match labels.get(STEP_LABEL)?.as_str() {
-        "background" => None,
-        index => Some(index.parse().ok()?),
-    };
+    let kind = AnalysisKind::from_label(labels.get(STEP_LABEL)?)?;
     let status = run.status.as_ref();
     let phase = status
         .and_then(|s| s.phase)
@@ -396,7 +393,7 @@ fn run_view(run: &AnalysisRun) -> Option<AnalysisRunView> {
         name: run.name_any(),
         hash: labels.get(CANARY_HASH_LABEL)?.clone(),
         attempt: labels.get(ATTEMPT_LABEL)?.parse().ok()?,
-        step,
+        kind,
         phase,
         message: status.and_then(|s| s.message.clone()),
         decided_by,

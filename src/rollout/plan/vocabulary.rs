@@ -6,6 +6,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 
 use crate::api::analysis::AnalysisPhase;
+use crate::api::contract::AnalysisKind;
 use crate::api::rollout::{RolloutSpec, RolloutStatus};
 use crate::time::Outage;
 use crate::traffic::{ManagedRoute, ShownRoutes};
@@ -32,8 +33,8 @@ pub struct AnalysisRunView {
     pub hash: String,
     /// The rollout attempt it belongs to (`status.attempt` when it started).
     pub attempt: i32,
-    /// The analysis step it gates; None for the background analysis.
-    pub step: Option<usize>,
+    /// Which of the Rollout's analyses it is.
+    pub kind: AnalysisKind,
     pub phase: AnalysisPhase,
     /// The run's own explanation (deciding metric and value).
     pub message: Option<String>,
@@ -120,13 +121,13 @@ pub enum Action {
     RemoveManagedRoute {
         name: String,
     },
-    /// Start analysis for the canary: an analysis step, or the background analysis (None).
+    /// Start one of the Rollout's analyses of the new version `hash`.
     StartAnalysis {
         hash: String,
         /// The stable hash, for the `stable-hash` argument.
         stable: String,
         attempt: i32,
-        step: Option<usize>,
+        kind: AnalysisKind,
     },
     StopAnalysis {
         name: String,
