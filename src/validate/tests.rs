@@ -48,6 +48,10 @@ fn the_examples_are_valid() {
             include_str!("../../examples/argo-rollouts/canary.yaml"),
         ),
         (
+            "examples/blue-green.yaml",
+            include_str!("../../examples/blue-green.yaml"),
+        ),
+        (
             "examples/nginx/rollout.yaml",
             include_str!("../../examples/nginx/rollout.yaml"),
         ),
