@@ -95,6 +95,45 @@ pub struct RolloutStrategy {
     pub unsupported: Unsupported,
 }
 
+/// A Service the strategy names, with the field that names it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NamedService<'a> {
+    /// From the spec's root: `spec.strategy.blueGreen.activeService`.
+    pub field: &'static str,
+    pub name: Option<&'a str>,
+}
+
+impl RolloutStrategy {
+    /// The Service that carries users to the stable version and the one that reaches the new
+    /// version: canary's stableService and canaryService, or blue-green's activeService and
+    /// previewService (which play the same parts).
+    pub fn services(&self) -> [NamedService<'_>; 2] {
+        if let Some(blue_green) = &self.blue_green {
+            return [
+                NamedService {
+                    field: "spec.strategy.blueGreen.activeService",
+                    name: blue_green.active_service.as_deref(),
+                },
+                NamedService {
+                    field: "spec.strategy.blueGreen.previewService",
+                    name: blue_green.preview_service.as_deref(),
+                },
+            ];
+        }
+        let canary = self.canary.as_ref();
+        [
+            NamedService {
+                field: "spec.strategy.canary.stableService",
+                name: canary.and_then(|c| c.stable_service.as_deref()),
+            },
+            NamedService {
+                field: "spec.strategy.canary.canaryService",
+                name: canary.and_then(|c| c.canary_service.as_deref()),
+            },
+        ]
+    }
+}
+
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 #[schemars(transform = keep_unknown_fields)]
@@ -769,7 +808,8 @@ pub struct RolloutStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
     /// Index into `spec.strategy.canary.steps` of the step being carried out; equal to the
-    /// number of steps once all are done.
+    /// number of steps once all are done. Blue-green: the stage before the switch (0
+    /// pre-promotion analysis, 1 the pause, 2 promoted).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub current_step_index: Option<i32>,
     /// The percentage of traffic the canary carries, as verified on the router.

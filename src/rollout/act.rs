@@ -18,12 +18,13 @@ use crate::api::contract::{POD_TEMPLATE_HASH_LABEL, ROLLOUT_MANAGER, SCALE_DOWN_
 use crate::ssa_defaults;
 use crate::traffic::{Router, Routers};
 
-/// Which of the canary's Service fields names `service`, for messages.
+/// The field that names `service`, for messages.
 fn service_field(rollout: &Rollout, service: &str) -> &'static str {
-    let canary = rollout.spec.strategy.canary.as_ref();
-    match canary.and_then(|c| c.stable_service.as_deref()) {
-        Some(stable) if stable == service => "stableService",
-        _ => "canaryService",
+    let [stable, canary] = rollout.spec.strategy.services();
+    if stable.name == Some(service) {
+        stable.field
+    } else {
+        canary.field
     }
 }
 

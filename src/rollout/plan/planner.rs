@@ -52,18 +52,8 @@ impl<'a> Planner<'a> {
     /// new version: canary's stableService and canaryService, or blue-green's activeService
     /// and previewService (see `Observed`).
     pub(super) fn services(&self) -> (Option<&'a str>, Option<&'a str>) {
-        let strategy = &self.input.spec.strategy;
-        if let Some(blue_green) = strategy.blue_green.as_ref() {
-            return (
-                blue_green.active_service.as_deref(),
-                blue_green.preview_service.as_deref(),
-            );
-        }
-        let canary = strategy.canary.as_ref();
-        (
-            canary.and_then(|c| c.stable_service.as_deref()),
-            canary.and_then(|c| c.canary_service.as_deref()),
-        )
+        let [stable, canary] = self.input.spec.strategy.services();
+        (stable.name, canary.name)
     }
 
     /// `scaleDownDelaySeconds` and `abortScaleDownDelaySeconds` of the strategy in use.

@@ -45,11 +45,17 @@ pub struct AnalysisRunView {
 }
 
 /// Everything the planner needs to know about the world, read from the API server.
+///
+/// With the blue-green strategy the active Service plays the stable Service's part and the
+/// preview Service the canary Service's: `stable_service_hash` is what the active Service
+/// selects, `canary_service_hash` what the preview Service selects.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Observed {
     pub replica_sets: Vec<ReplicaSetView>,
-    /// The hash the stable Service selects now (None: no hash in its selector yet).
+    /// The hash the stable (blue-green: active) Service selects now (None: no hash in its
+    /// selector yet).
     pub stable_service_hash: Option<String>,
+    /// The hash the canary (blue-green: preview) Service selects now.
     pub canary_service_hash: Option<String>,
     /// The canary's weight as read back from the router; None without a router or before
     /// weir has set one.
