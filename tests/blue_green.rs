@@ -1,0 +1,147 @@
+//! Blue-green on the local control plane: real API server, real ReplicaSet controller, the
+//! kubelet stand-in, and a `weir controller` process per test.
+
+mod support;
+
+use k8s_openapi::api::apps::v1::ReplicaSet;
+use serde_json::{Value, json};
+use support::app::{apply, healthy_on, phase, service_hash, status_patch, wait_for};
+use support::{ControllerProcess, TestNamespace, client, eventually};
+use weir::api::rollout::{PauseReason, RolloutPhase};
+
+/// The active and preview Services, selecting the app until weir pins them to a version.
+async fn services(ns: &TestNamespace) {
+    for service in ["web-active", "web-preview"] {
+        apply(
+            ns,
+            json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": service},
+            "spec": {"selector": {"app": "web"}, "ports": [{"port": 80, "protocol": "TCP"}]}}),
+        )
+        .await;
+    }
+}
+
+fn rollout(image: &str, blue_green: Value) -> Value {
+    let mut strategy = json!({"activeService": "web-active", "previewService": "web-preview",
+        "scaleDownDelaySeconds": 2, "abortScaleDownDelaySeconds": 2});
+    if let (Some(strategy), Some(extra)) = (strategy.as_object_mut(), blue_green.as_object()) {
+        strategy.extend(extra.clone());
+    }
+    json!({"apiVersion": "weir.dev/v1alpha1", "kind": "Rollout", "metadata": {"name": "web"},
+    "spec": {
+        "replicas": 3,
+        "selector": {"matchLabels": {"app": "web"}},
+        "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [{"name": "web", "image": image}]}},
+        "strategy": {"blueGreen": strategy}
+    }})
+}
+
+async fn replicas_of(ns: &TestNamespace, hash: &str) -> Option<i32> {
+    let name = format!("web-{hash}");
+    let rs = ns.api::<ReplicaSet>().get_opt(&name).await.ok()??;
+    rs.spec.and_then(|s| s.replicas)
+}
+
+fn hashes(rollout: &weir::api::Rollout) -> (String, String) {
+    let status = rollout.status.clone().unwrap_or_default();
+    (
+        status.stable_rs.unwrap_or_default(),
+        status.canary_rs.unwrap_or_default(),
+    )
+}
+
+#[tokio::test]
+async fn a_release_is_previewed_paused_promoted_and_switched_in_one_move() {
+    let ns = TestNamespace::new(&client().await, "blue-green").await;
+    let _controller = ControllerProcess::start(&ns.name);
+    services(&ns).await;
+    let manual = json!({"autoPromotionEnabled": false, "previewReplicaCount": 1});
+    apply(&ns, rollout("web:1", manual.clone())).await;
+    let first = healthy_on(&ns, "web:1").await;
+    let (v1, _) = hashes(&first);
+    assert_eq!(
+        service_hash(&ns, "web-active").await.as_deref(),
+        Some(v1.as_str())
+    );
+
+    apply(&ns, rollout("web:2", manual)).await;
+    let paused = wait_for(&ns, "Paused before the switch", |r| {
+        phase(r) == Some(RolloutPhase::Paused)
+            && r.status.as_ref().is_some_and(|s| {
+                s.pause_conditions
+                    .iter()
+                    .any(|c| c.reason == PauseReason::BlueGreenPause)
+            })
+    })
+    .await;
+    let (stable, v2) = hashes(&paused);
+    assert_eq!(stable, v1);
+    assert_ne!(v2, v1);
+    assert_eq!(replicas_of(&ns, &v2).await, Some(1), "previewReplicaCount");
+    assert_eq!(replicas_of(&ns, &v1).await, Some(3));
+    assert_eq!(
+        service_hash(&ns, "web-preview").await.as_deref(),
+        Some(v2.as_str())
+    );
+    assert_eq!(
+        service_hash(&ns, "web-active").await.as_deref(),
+        Some(v1.as_str()),
+        "users stay on the active version until promoted"
+    );
+
+    status_patch(&ns, json!({"status": {"pauseConditions": null}})).await;
+    healthy_on(&ns, "web:2").await;
+    assert_eq!(
+        service_hash(&ns, "web-active").await.as_deref(),
+        Some(v2.as_str())
+    );
+    assert_eq!(replicas_of(&ns, &v2).await, Some(3));
+    eventually(
+        "the previous version scaled down after its delay",
+        support::app::LIMIT,
+        || async { (replicas_of(&ns, &v1).await == Some(0)).then_some(()) },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn an_abort_before_the_switch_never_moves_the_active_service() {
+    let ns = TestNamespace::new(&client().await, "blue-green-abort").await;
+    let _controller = ControllerProcess::start(&ns.name);
+    services(&ns).await;
+    let manual = json!({"autoPromotionEnabled": false});
+    apply(&ns, rollout("web:1", manual.clone())).await;
+    let (v1, _) = hashes(&healthy_on(&ns, "web:1").await);
+    apply(&ns, rollout("web:2", manual)).await;
+    let paused = wait_for(&ns, "Paused before the switch", |r| {
+        phase(r) == Some(RolloutPhase::Paused)
+    })
+    .await;
+    let (_, v2) = hashes(&paused);
+    assert_eq!(
+        replicas_of(&ns, &v2).await,
+        Some(3),
+        "full preview by default"
+    );
+
+    status_patch(&ns, json!({"status": {"abort": true}})).await;
+    wait_for(&ns, "Degraded", |r| {
+        phase(r) == Some(RolloutPhase::Degraded)
+    })
+    .await;
+    assert_eq!(
+        service_hash(&ns, "web-active").await.as_deref(),
+        Some(v1.as_str())
+    );
+    eventually(
+        "the preview scaled down after the abort delay",
+        support::app::LIMIT,
+        || async { (replicas_of(&ns, &v2).await == Some(0)).then_some(()) },
+    )
+    .await;
+    assert_eq!(
+        service_hash(&ns, "web-active").await.as_deref(),
+        Some(v1.as_str())
+    );
+    assert_eq!(replicas_of(&ns, &v1).await, Some(3));
+}
