@@ -145,3 +145,66 @@ async fn an_abort_before_the_switch_never_moves_the_active_service() {
     );
     assert_eq!(replicas_of(&ns, &v1).await, Some(3));
 }
+
+/// An AnalysisTemplate whose one Prometheus measurement is the constant `value`, judged
+/// against 0.95.
+async fn constant_template(ns: &TestNamespace, name: &str, value: f64) {
+    apply(
+        ns,
+        json!({"apiVersion": "weir.dev/v1alpha1", "kind": "AnalysisTemplate",
+            "metadata": {"name": name}, "spec": {"metrics": [{
+                "name": "success-rate", "count": 1,
+                "successCondition": "result[0] >= 0.95",
+                "provider": {"prometheus": {"query": format!("vector({value})")}}}]}}),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_failed_post_promotion_analysis_switches_the_active_service_back() {
+    let ns = TestNamespace::new(&client().await, "blue-green-post").await;
+    let _controller = ControllerProcess::start(&ns.name);
+    services(&ns).await;
+    constant_template(&ns, "good", 1.0).await;
+    constant_template(&ns, "bad", 0.42).await;
+    let gated = json!({
+        "prePromotionAnalysis": {"templates": [{"templateName": "good"}]},
+        "postPromotionAnalysis": {"templates": [{"templateName": "bad"}]}
+    });
+    apply(&ns, rollout("web:1", gated.clone())).await;
+    let (v1, _) = hashes(&healthy_on(&ns, "web:1").await);
+
+    apply(&ns, rollout("web:2", gated)).await;
+    let aborted = wait_for(&ns, "Degraded by the post-promotion analysis", |r| {
+        phase(r) == Some(RolloutPhase::Degraded)
+    })
+    .await;
+    let status = aborted.status.clone().unwrap_or_default();
+    assert_eq!(
+        status.abort_cause.map(|c| c.reason).as_deref(),
+        Some("AnalysisFailed"),
+        "{:?}",
+        status.message
+    );
+    assert_eq!(status.stable_rs.as_deref(), Some(v1.as_str()));
+    assert_eq!(
+        service_hash(&ns, "web-active").await.as_deref(),
+        Some(v1.as_str()),
+        "switched back to the previous version"
+    );
+    assert_eq!(replicas_of(&ns, &v1).await, Some(3), "still scaled up");
+    let runs = ns
+        .api::<weir::api::analysis::AnalysisRun>()
+        .list(&Default::default())
+        .await
+        .expect("runs");
+    let kinds: Vec<String> = runs
+        .items
+        .iter()
+        .filter_map(|r| r.metadata.labels.as_ref()?.get("weir.dev/step").cloned())
+        .collect();
+    assert!(
+        kinds.contains(&"pre-promotion".to_owned()) && kinds.contains(&"post-promotion".to_owned()),
+        "{kinds:?}"
+    );
+}
