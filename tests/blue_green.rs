@@ -208,3 +208,83 @@ async fn a_failed_post_promotion_analysis_switches_the_active_service_back() {
         "{kinds:?}"
     );
 }
+
+/// What a kill test watches: the phase, the stage, and where each Service points.
+async fn standing(
+    ns: &TestNamespace,
+) -> Option<(String, Option<i32>, Option<String>, Option<String>)> {
+    let rollout = ns.api::<weir::api::Rollout>().get("web").await.ok()?;
+    let status = rollout.status.unwrap_or_default();
+    Some((
+        format!("{:?}/{:?}", status.phase, status.canary_rs),
+        status.current_step_index,
+        service_hash(ns, "web-active").await,
+        service_hash(ns, "web-preview").await,
+    ))
+}
+
+#[tokio::test]
+async fn a_controller_killed_at_every_phase_finishes_the_release_the_same_way() {
+    let ns = TestNamespace::new(&client().await, "blue-green-crash").await;
+    services(&ns).await;
+    constant_template(&ns, "good", 1.0).await;
+    let gated = json!({
+        "autoPromotionSeconds": 1,
+        "prePromotionAnalysis": {"templates": [{"templateName": "good"}]},
+        "postPromotionAnalysis": {"templates": [{"templateName": "good"}]}
+    });
+    let mut controller = ControllerProcess::start(&ns.name);
+    apply(&ns, rollout("web:1", gated.clone())).await;
+    let (v1, _) = hashes(&healthy_on(&ns, "web:1").await);
+    apply(&ns, rollout("web:2", gated)).await;
+    let v2 = weir::rollout::template_hash::of(
+        &serde_json::from_value(json!({"metadata": {"labels": {"app": "web"}},
+            "spec": {"containers": [{"name": "web", "image": "web:2"}]}}))
+        .expect("template"),
+    );
+    let mut actives = vec![v1.clone()];
+    let mut kills = 0;
+    loop {
+        let before = standing(&ns).await;
+        let done = eventually(
+            "the next change, or Healthy on web:2",
+            support::app::LIMIT,
+            || async {
+                let now = standing(&ns).await?;
+                if now.2.as_ref().is_some_and(|a| actives.last() != Some(a)) {
+                    return Some(false);
+                }
+                let rollout = ns.api::<weir::api::Rollout>().get("web").await.ok()?;
+                let healthy =
+                    phase(&rollout) == Some(RolloutPhase::Healthy) && hashes(&rollout).0 == v2;
+                if healthy {
+                    return Some(true);
+                }
+                (Some(&now) != before.as_ref()).then_some(false)
+            },
+        )
+        .await;
+        if let Some(active) = service_hash(&ns, "web-active").await
+            && actives.last() != Some(&active)
+        {
+            actives.push(active);
+        }
+        if done {
+            break;
+        }
+        // SIGKILL right after a change: no shutdown, possibly no status write.
+        controller.kill();
+        kills += 1;
+        controller = ControllerProcess::start(&ns.name);
+    }
+    drop(controller);
+    assert!(
+        kills >= 3,
+        "the controller was killed at each phase ({kills} kills)"
+    );
+    assert_eq!(
+        actives,
+        vec![v1, v2],
+        "the active Service switched once, forward"
+    );
+}
