@@ -166,6 +166,23 @@ fn auto_promotion_seconds_pause_before_the_switch_then_promote() {
 }
 
 #[test]
+fn an_outage_does_not_count_towards_auto_promotion_seconds() {
+    let mut world = World::with_canary(bg_spec(json!({"autoPromotionSeconds": 20}), 2));
+    world.reconcile();
+    world.tick(5);
+    world.outage_begins();
+    world.tick(10);
+    world.outage_ends();
+    world.tick(10);
+    let plans = world.reconcile();
+    assert!(World::reasons(&plans).contains(&Reason::OutageExcluded));
+    assert_eq!(world.active(), Some(STABLE), "25 s in, 10 of them unheard");
+    world.tick(5);
+    world.reconcile();
+    assert_eq!(world.active(), Some(CANARY));
+}
+
+#[test]
 fn auto_promotion_seconds_are_ignored_without_auto_promotion_as_in_argo() {
     let spec = bg_spec(
         json!({"autoPromotionEnabled": false, "autoPromotionSeconds": 5}),
