@@ -288,3 +288,60 @@ async fn a_controller_killed_at_every_phase_finishes_the_release_the_same_way() 
         "the active Service switched once, forward"
     );
 }
+
+/// The app as its team keeps it in Git: both Services, a failing analysis template, and the
+/// blue-green Rollout of `image` (with `blue_green` merged into its strategy).
+fn app_in_git(image: &str, blue_green: Value) -> String {
+    let mut documents: Vec<Value> = ["web-active", "web-preview"]
+        .iter()
+        .map(|service| {
+            json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": service},
+            "spec": {"selector": {"app": "web"}, "ports": [{"port": 80, "protocol": "TCP"}]}})
+        })
+        .collect();
+    documents.push(
+        json!({"apiVersion": "weir.dev/v1alpha1", "kind": "AnalysisTemplate",
+        "metadata": {"name": "bad"}, "spec": {"metrics": [{
+            "name": "success-rate", "count": 1, "successCondition": "result[0] >= 0.95",
+            "provider": {"prometheus": {"query": "vector(0.42)"}}}]}}),
+    );
+    documents.push(rollout(image, blue_green));
+    support::app::yaml_stream(&documents)
+}
+
+#[tokio::test]
+async fn under_a_gitsync_a_failed_post_promotion_analysis_rejects_the_revision() {
+    use support::git::GitRepo;
+    use support::gitops::{git_sync_every, ready_reason, sync_where};
+    let ns = TestNamespace::new(&client().await, "blue-green-gitsync").await;
+    let repo = GitRepo::new(&ns.name);
+    let v1 = repo.commit(
+        "web 1",
+        &[("deploy/app.yaml", &app_in_git("web:1", json!({})))],
+    );
+    let _controller = ControllerProcess::start(&ns.name);
+    git_sync_every(&ns, &repo.file_url(), false, "1s").await;
+    let (active_v1, _) = hashes(&healthy_on(&ns, "web:1").await);
+    sync_where(&ns, "v1 good", |s| {
+        s.last_good_revision.as_deref() == Some(v1.as_str())
+    })
+    .await;
+
+    let post = json!({"postPromotionAnalysis": {"templates": [{"templateName": "bad"}]}});
+    let v2 = repo.commit("web 2", &[("deploy/app.yaml", &app_in_git("web:2", post))]);
+    let status = sync_where(&ns, "v2 rejected, v1 re-applied", |s| {
+        ready_reason(s) == "RolledBack"
+    })
+    .await;
+    assert_eq!(status.last_applied_revision.as_deref(), Some(v1.as_str()));
+    let rejected = &status.rejected_revisions[0];
+    assert_eq!(
+        (rejected.revision.as_str(), rejected.reason.as_str()),
+        (v2.as_str(), "AnalysisFailed")
+    );
+    healthy_on(&ns, "web:1").await;
+    assert_eq!(
+        service_hash(&ns, "web-active").await.as_deref(),
+        Some(active_v1.as_str())
+    );
+}
