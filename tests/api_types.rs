@@ -107,6 +107,7 @@ async fn valid_objects_are_accepted_and_read_back_with_the_same_defaults() {
     for path in [
         "examples/rollout.yaml",
         "examples/argo-rollouts/canary.yaml",
+        "examples/blue-green.yaml",
         "examples/nginx/rollout.yaml",
         "examples/smi/rollout.yaml",
         "examples/alb/rollout.yaml",

@@ -423,6 +423,7 @@ fn lint_checks_weir_and_argo_manifests_offline() {
     let root = support::repo_root();
     let examples = [
         "examples/rollout.yaml",
+        "examples/blue-green.yaml",
         "examples/analysistemplate.yaml",
         "examples/gitsync.yaml",
     ];
@@ -433,40 +434,46 @@ fn lint_checks_weir_and_argo_manifests_offline() {
         .expect("lint");
     assert_eq!(code(&output), Some(0), "{}", stdout(&output));
     assert!(
-        stdout(&output).ends_with("3 weir documents checked, 0 problems\n"),
+        stdout(&output).ends_with("4 weir documents checked, 0 problems\n"),
         "{}",
         stdout(&output)
     );
 
     let dir = std::env::temp_dir().join(format!("weir-lint-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("dir");
-    // Argo's own canary example, as Argo users have it.
-    let argo_file = dir.join("canary.yaml");
-    let argo_text = std::fs::read_to_string(root.join("examples/argo-rollouts/canary.yaml"))
-        .expect("the example")
-        .replace(
-            "apiVersion: weir.dev/v1alpha1",
-            "apiVersion: argoproj.io/v1alpha1",
+    // The canary and blue-green examples written in Argo's shape, as Argo users have them.
+    for example in [
+        "examples/argo-rollouts/canary.yaml",
+        "examples/blue-green.yaml",
+    ] {
+        let argo_file = dir.join("argo.yaml");
+        let argo_text = std::fs::read_to_string(root.join(example))
+            .expect("the example")
+            .replace(
+                "apiVersion: weir.dev/v1alpha1",
+                "apiVersion: argoproj.io/v1alpha1",
+            );
+        assert!(argo_text.contains("argoproj.io"), "{example}");
+        std::fs::write(&argo_file, argo_text).expect("write");
+        let argo = Command::new(PLUGIN)
+            .arg("lint")
+            .arg(&argo_file)
+            .output()
+            .expect("lint");
+        assert_eq!(code(&argo), Some(0), "{example}: {}", stdout(&argo));
+        assert!(
+            stdout(&argo).contains(
+                "weir can run this Argo Rollouts manifest once apiVersion is weir.dev/v1alpha1"
+            ),
+            "{example}: {}",
+            stdout(&argo)
         );
-    std::fs::write(&argo_file, argo_text).expect("write");
-    let argo = Command::new(PLUGIN)
-        .arg("lint")
-        .arg(&argo_file)
-        .output()
-        .expect("lint");
-    assert_eq!(code(&argo), Some(0), "{}", stdout(&argo));
-    assert!(
-        stdout(&argo).contains(
-            "weir can run this Argo Rollouts manifest once apiVersion is weir.dev/v1alpha1"
-        ),
-        "{}",
-        stdout(&argo)
-    );
+    }
 
     let bad = dir.join("bad.yaml");
     std::fs::write(
         &bad,
-        "apiVersion: argoproj.io/v1alpha1\nkind: Rollout\nmetadata: {name: web}\nspec:\n  selector: {matchLabels: {app: web}}\n  template:\n    metadata: {labels: {app: web}}\n    spec: {containers: [{name: web, image: web:1}]}\n  strategy:\n    blueGreen: {activeService: web}\n",
+        "apiVersion: argoproj.io/v1alpha1\nkind: Rollout\nmetadata: {name: web}\nspec:\n  selector: {matchLabels: {app: web}}\n  template:\n    metadata: {labels: {app: web}}\n    spec: {containers: [{name: web, image: web:1}]}\n  strategy:\n    blueGreen: {activeService: web, maxUnavailable: 1}\n",
     )
     .expect("write");
     let output = Command::new(PLUGIN)
@@ -478,7 +485,7 @@ fn lint_checks_weir_and_argo_manifests_offline() {
     let text = stdout(&output);
     assert!(
         text.contains(&format!(
-            "{}: document 1 (Rollout web): unsupported: spec.strategy.blueGreen",
+            "{}: document 1 (Rollout web): unsupported: spec.strategy.blueGreen.maxUnavailable",
             bad.display()
         )),
         "{text}"

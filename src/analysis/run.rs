@@ -10,36 +10,64 @@ use super::args::{self, Known};
 use crate::api::Rollout;
 use crate::api::analysis::{AnalysisRun, AnalysisRunSpec, AnalysisTemplateSpec, Argument};
 use crate::api::contract::{
-    ATTEMPT_LABEL, CANARY_HASH_LABEL, GIT_REVISION_ANNOTATION, ROLLOUT_LABEL, STEP_LABEL,
+    ATTEMPT_LABEL, AnalysisKind, CANARY_HASH_LABEL, GIT_REVISION_ANNOTATION, ROLLOUT_LABEL,
+    STEP_LABEL,
 };
 use crate::api::rollout::{AnalysisTemplateRef, RolloutSpec};
 use crate::validate::{self, Violation, ViolationKind};
 
-/// One analysis a Rollout asks for: a step's, or the background one (`step` None).
+/// One analysis a Rollout asks for: a canary step's, the canary's background one, or a
+/// blue-green pre- or post-promotion analysis.
 pub struct Requested<'a> {
     /// Where it is written: `spec.strategy.canary.steps[2].analysis`.
     pub field: String,
-    pub step: Option<usize>,
+    pub kind: AnalysisKind,
     pub templates: &'a [AnalysisTemplateRef],
     pub args: &'a [Argument],
 }
 
-/// Every analysis of a Rollout: the steps' in order, then the background analysis.
+/// Every analysis of a Rollout: the canary steps' in order, then the background analysis;
+/// or blue-green's pre- and post-promotion analyses.
 pub fn requested(spec: &RolloutSpec) -> Vec<Requested<'_>> {
+    if let Some(blue_green) = spec.strategy.blue_green.as_ref() {
+        let at = "spec.strategy.blueGreen";
+        return [
+            (
+                "prePromotionAnalysis",
+                AnalysisKind::PrePromotion,
+                &blue_green.pre_promotion_analysis,
+            ),
+            (
+                "postPromotionAnalysis",
+                AnalysisKind::PostPromotion,
+                &blue_green.post_promotion_analysis,
+            ),
+        ]
+        .into_iter()
+        .filter_map(|(field, kind, analysis)| {
+            analysis.as_ref().map(|a| Requested {
+                field: format!("{at}.{field}"),
+                kind,
+                templates: &a.templates,
+                args: &a.args,
+            })
+        })
+        .collect();
+    }
     let Some(canary) = spec.strategy.canary.as_ref() else {
         return Vec::new();
     };
     let steps = canary.steps.iter().enumerate().filter_map(|(index, step)| {
         step.analysis.as_ref().map(|a| Requested {
             field: format!("spec.strategy.canary.steps[{index}].analysis"),
-            step: Some(index),
+            kind: AnalysisKind::Step(index),
             templates: &a.templates,
             args: &a.args,
         })
     });
     let background = canary.analysis.as_ref().map(|a| Requested {
         field: "spec.strategy.canary.analysis".into(),
-        step: None,
+        kind: AnalysisKind::Background,
         templates: &a.templates,
         args: &a.args,
     });
@@ -105,14 +133,9 @@ pub fn check(
     violations
 }
 
-pub const BACKGROUND: &str = "background";
-
-/// Identifies a run: `<rollout>-<hash>-<attempt>-<step index | bg>`.
-pub fn name(rollout: &str, hash: &str, attempt: i32, step: Option<usize>) -> String {
-    match step {
-        Some(step) => format!("{rollout}-{hash}-{attempt}-{step}"),
-        None => format!("{rollout}-{hash}-{attempt}-bg"),
-    }
+/// Identifies a run: `<rollout>-<hash>-<attempt>-<step index | bg | pre | post>`.
+pub fn name(rollout: &str, hash: &str, attempt: i32, kind: AnalysisKind) -> String {
+    format!("{rollout}-{hash}-{attempt}-{}", kind.name_suffix())
 }
 
 /// The canary a run is built for.
@@ -120,7 +143,7 @@ pub struct Canary<'a> {
     pub hash: &'a str,
     pub stable: &'a str,
     pub attempt: i32,
-    pub step: Option<usize>,
+    pub kind: AnalysisKind,
 }
 
 /// Merges the templates (metrics, dry-run and retention lists in order, arguments by name),
@@ -137,7 +160,7 @@ pub fn build(
         hash,
         stable,
         attempt,
-        step,
+        kind,
     } = *target;
     let mut spec = AnalysisTemplateSpec::default();
     let mut metric_from: BTreeMap<String, String> = BTreeMap::new();
@@ -191,16 +214,15 @@ pub fn build(
             "argument {missing:?} has no value: give it one in the analysis args"
         ));
     }
-    let step_value = step.map_or_else(|| BACKGROUND.to_owned(), |s| s.to_string());
     let labels = BTreeMap::from([
         (ROLLOUT_LABEL.to_owned(), rollout_name.clone()),
         (CANARY_HASH_LABEL.to_owned(), hash.to_owned()),
         (ATTEMPT_LABEL.to_owned(), attempt.to_string()),
-        (STEP_LABEL.to_owned(), step_value),
+        (STEP_LABEL.to_owned(), kind.label()),
     ]);
     Ok(AnalysisRun {
         metadata: ObjectMeta {
-            name: Some(name(&rollout_name, hash, attempt, step)),
+            name: Some(name(&rollout_name, hash, attempt, kind)),
             namespace: rollout.namespace(),
             labels: Some(labels),
             // The Git revision the measured version came from, for `kubectl weir history`.
@@ -267,7 +289,7 @@ mod tests {
             hash: "abc",
             stable: "s1",
             attempt: 1,
-            step: Some(2),
+            kind: AnalysisKind::Step(2),
         };
         let run = build(&rollout(), &templates, &args, &target).expect("builds");
         assert_eq!(run.metadata.name.as_deref(), Some("web-abc-1-2"));
@@ -311,7 +333,7 @@ mod tests {
             hash: "abc",
             stable: "s1",
             attempt: 0,
-            step: None,
+            kind: AnalysisKind::Background,
         };
         let error = build(&rollout(), &templates, &[], &target).expect_err("duplicate");
         assert!(
@@ -333,7 +355,7 @@ mod tests {
         let (refs, args) = requested_of(json!([]));
         let requested = Requested {
             field: "spec.strategy.canary.steps[1].analysis".into(),
-            step: Some(1),
+            kind: AnalysisKind::Step(1),
             templates: &refs,
             args: &args,
         };
@@ -364,7 +386,7 @@ mod tests {
         let (refs, args) = requested_of(json!([]));
         let requested = Requested {
             field: "spec.strategy.canary.analysis".into(),
-            step: None,
+            kind: AnalysisKind::Background,
             templates: &refs,
             args: &args,
         };
@@ -402,7 +424,7 @@ mod tests {
         let (refs, none) = requested_of(json!([]));
         let requested = Requested {
             field: "spec.strategy.canary.analysis".into(),
-            step: None,
+            kind: AnalysisKind::Background,
             templates: &refs,
             args: &none,
         };
@@ -445,7 +467,7 @@ mod tests {
             hash: "c1",
             stable: "s1",
             attempt: 0,
-            step: Some(0),
+            kind: AnalysisKind::Step(0),
         };
         let run = build(&rollout(), &templates, &args, &target).expect("builds");
         let values: Vec<_> = run

@@ -13,8 +13,54 @@ pub const POD_TEMPLATE_HASH_LABEL: &str = "rollouts-pod-template-hash";
 pub const CANARY_HASH_LABEL: &str = "weir.dev/canary-hash";
 /// On an AnalysisRun: which retry of the canary it belongs to.
 pub const ATTEMPT_LABEL: &str = "weir.dev/attempt";
-/// On an AnalysisRun: the step index it gates, or `background`.
+/// On an AnalysisRun: which analysis it is (`AnalysisKind::label`): the step index it
+/// gates, `background`, `pre-promotion` or `post-promotion`.
 pub const STEP_LABEL: &str = "weir.dev/step";
+
+/// Which of a Rollout's analyses an AnalysisRun is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum AnalysisKind {
+    /// A canary step's analysis, by step index.
+    Step(usize),
+    /// The canary's background analysis (`canary.analysis`).
+    Background,
+    /// Blue-green: of the preview, before the active Service switches.
+    PrePromotion,
+    /// Blue-green: of live traffic, after the switch.
+    PostPromotion,
+}
+
+impl AnalysisKind {
+    /// The value of `STEP_LABEL`.
+    pub fn label(self) -> String {
+        match self {
+            AnalysisKind::Step(index) => index.to_string(),
+            AnalysisKind::Background => "background".into(),
+            AnalysisKind::PrePromotion => "pre-promotion".into(),
+            AnalysisKind::PostPromotion => "post-promotion".into(),
+        }
+    }
+
+    /// Reads `STEP_LABEL` back; None for a value weir never writes.
+    pub fn from_label(label: &str) -> Option<Self> {
+        match label {
+            "background" => Some(AnalysisKind::Background),
+            "pre-promotion" => Some(AnalysisKind::PrePromotion),
+            "post-promotion" => Some(AnalysisKind::PostPromotion),
+            index => index.parse().ok().map(AnalysisKind::Step),
+        }
+    }
+
+    /// The last part of the run's name.
+    pub fn name_suffix(self) -> String {
+        match self {
+            AnalysisKind::Step(index) => index.to_string(),
+            AnalysisKind::Background => "bg".into(),
+            AnalysisKind::PrePromotion => "pre".into(),
+            AnalysisKind::PostPromotion => "post".into(),
+        }
+    }
+}
 
 /// The Git revision an object was last applied from.
 pub const GIT_REVISION_ANNOTATION: &str = "weir.dev/git-revision";

@@ -82,12 +82,56 @@ fn default_revision_history_limit() -> i32 {
 #[serde(rename_all = "camelCase")]
 #[schemars(transform = keep_unknown_fields)]
 pub struct RolloutStrategy {
-    /// The canary strategy: the only strategy weir implements (Argo's `blueGreen` is not).
+    /// The canary strategy: traffic moves to a new version step by step. Exactly one of
+    /// `canary` and `blueGreen`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub canary: Option<CanaryStrategy>,
+    /// The blue-green strategy: a new version runs beside the active one, reached only
+    /// through the preview Service, until one switch of the active Service moves everyone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blue_green: Option<BlueGreenStrategy>,
     #[serde(flatten)]
     #[schemars(skip)]
     pub unsupported: Unsupported,
+}
+
+/// A Service the strategy names, with the field that names it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct NamedService<'a> {
+    /// From the spec's root: `spec.strategy.blueGreen.activeService`.
+    pub field: &'static str,
+    pub name: Option<&'a str>,
+}
+
+impl RolloutStrategy {
+    /// The Service that carries users to the stable version and the one that reaches the new
+    /// version: canary's stableService and canaryService, or blue-green's activeService and
+    /// previewService (which play the same parts).
+    pub fn services(&self) -> [NamedService<'_>; 2] {
+        if let Some(blue_green) = &self.blue_green {
+            return [
+                NamedService {
+                    field: "spec.strategy.blueGreen.activeService",
+                    name: blue_green.active_service.as_deref(),
+                },
+                NamedService {
+                    field: "spec.strategy.blueGreen.previewService",
+                    name: blue_green.preview_service.as_deref(),
+                },
+            ];
+        }
+        let canary = self.canary.as_ref();
+        [
+            NamedService {
+                field: "spec.strategy.canary.stableService",
+                name: canary.and_then(|c| c.stable_service.as_deref()),
+            },
+            NamedService {
+                field: "spec.strategy.canary.canaryService",
+                name: canary.and_then(|c| c.canary_service.as_deref()),
+            },
+        ]
+    }
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
@@ -125,6 +169,101 @@ pub struct CanaryStrategy {
 fn default_scale_down_delay_seconds() -> i32 {
     30
 }
+
+/// Argo Rollouts' `strategy.blueGreen`, with its field names and meanings.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(transform = keep_unknown_fields)]
+pub struct BlueGreenStrategy {
+    /// The Service users reach (required): weir pins its selector to the active version,
+    /// and moves it to the new one at promotion.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub active_service: Option<String>,
+    /// The Service that reaches the new version before promotion (for tests and
+    /// pre-promotion analysis).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preview_service: Option<String>,
+    /// Promote as soon as the new version is ready and pre-promotion analysis passed. False:
+    /// pause before the switch until promoted.
+    #[serde(default = "default_true")]
+    pub auto_promotion_enabled: bool,
+    /// Pause this many seconds before the switch, then promote. Ignored when
+    /// `autoPromotionEnabled` is false (as in Argo Rollouts).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub auto_promotion_seconds: Option<i32>,
+    /// Pods of the new version before promotion; the full `replicas` when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub preview_replica_count: Option<i32>,
+    /// Analysis of the preview before the active Service switches; a failure aborts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pre_promotion_analysis: Option<StepAnalysis>,
+    /// Analysis of live traffic after the switch; a failure switches the active Service back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub post_promotion_analysis: Option<StepAnalysis>,
+    /// Seconds the previous version keeps its pods after the active Service left it.
+    #[serde(default = "default_scale_down_delay_seconds")]
+    #[schemars(range(min = 0))]
+    pub scale_down_delay_seconds: i32,
+    /// How many previous versions may wait out their scale-down delay scaled up; older ones
+    /// scale down at once. No limit when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub scale_down_delay_revision_limit: Option<i32>,
+    /// Seconds an aborted preview keeps its pods.
+    #[serde(default = "default_scale_down_delay_seconds")]
+    #[schemars(range(min = 0))]
+    pub abort_scale_down_delay_seconds: i32,
+    /// Labels and annotations added to the active version's pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub active_metadata: Option<PodMetadata>,
+    /// Labels and annotations added to the preview version's pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preview_metadata: Option<PodMetadata>,
+    /// Keep new pods off the nodes of the previous version's pods (accepted).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub anti_affinity: Option<AntiAffinity>,
+    #[serde(flatten)]
+    #[schemars(skip)]
+    pub unsupported: Unsupported,
+}
+
+fn default_true() -> bool {
+    true
+}
+
+/// Labels and annotations for a version's pods (`activeMetadata`, `previewMetadata`).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PodMetadata {
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+}
+
+/// Exactly one of the two: scheduling away from the previous version's nodes as a
+/// preference (with a weight) or as a requirement.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct AntiAffinity {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preferred_during_scheduling_ignored_during_execution: Option<PreferredAntiAffinity>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub required_during_scheduling_ignored_during_execution: Option<RequiredAntiAffinity>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PreferredAntiAffinity {
+    #[schemars(range(min = 1, max = 100))]
+    pub weight: i32,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RequiredAntiAffinity {}
 
 /// Where weights are set: one router, or several (each set and verified in turn).
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
@@ -669,7 +808,8 @@ pub struct RolloutStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
     /// Index into `spec.strategy.canary.steps` of the step being carried out; equal to the
-    /// number of steps once all are done.
+    /// number of steps once all are done. Blue-green: the stage before the switch (0
+    /// pre-promotion analysis, 1 the pause, 2 promoted).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub current_step_index: Option<i32>,
     /// The percentage of traffic the canary carries, as verified on the router.
@@ -783,4 +923,7 @@ pub enum PauseReason {
     InconclusiveAnalysisRun,
     /// `kubectl weir pause` or `spec.paused`.
     PausedByUser,
+    /// Blue-green: held before the switch (`autoPromotionEnabled: false`, or for
+    /// `autoPromotionSeconds`); Argo's name.
+    BlueGreenPause,
 }

@@ -89,6 +89,20 @@ pub fn change(control: Control, rollout: &Rollout) -> Result<Change, String> {
                     "{name} is paused by spec.paused: `kubectl weir resume {name}` lets it go on"
                 ));
             }
+            if rollout.spec.strategy.blue_green.is_some() {
+                if status.pause_conditions.is_empty() {
+                    return Err(format!(
+                        "{name} is not paused before its switch; --full skips its analysis and pauses"
+                    ));
+                }
+                return Ok(Change {
+                    part: Part::Status,
+                    patch: json!({"status": {"pauseConditions": null}}),
+                    next: format!(
+                        "{name}: promoted; {canary} takes the active Service once all its pods are available"
+                    ),
+                });
+            }
             if status.pause_conditions.is_empty() {
                 let at = steps.get(index).map_or("its last step".into(), |s| {
                     format!("step {} ({})", index + 1, step_text(s))
@@ -222,6 +236,30 @@ mod tests {
         assert_eq!(
             promoted.next,
             "web: promoted past step 2; it goes on to step 3 (setWeight 60%)"
+        );
+    }
+
+    #[test]
+    fn a_blue_green_promote_says_what_comes_next() {
+        let mut held = paused();
+        held.spec.strategy = serde_json::from_value(
+            json!({"blueGreen": {"activeService": "web-active", "previewService": "web-preview"}}),
+        )
+        .expect("strategy");
+        let promoted = change(Control::Promote { full: false }, &held).expect("promote");
+        assert_eq!(promoted.patch, json!({"status": {"pauseConditions": null}}));
+        assert_eq!(
+            promoted.next,
+            "web: promoted; bbb takes the active Service once all its pods are available"
+        );
+        held.status
+            .as_mut()
+            .expect("status")
+            .pause_conditions
+            .clear();
+        assert_eq!(
+            change(Control::Promote { full: false }, &held).expect_err("refused"),
+            "web is not paused before its switch; --full skips its analysis and pauses"
         );
     }
 

@@ -96,8 +96,11 @@ fn steps(rollout: &Rollout) -> &[CanaryStep] {
 }
 
 /// `i/n`: the step being carried out (counted from 1, as the controller's messages do), of
-/// how many.
+/// how many; blue-green has no steps.
 pub fn step_of(rollout: &Rollout) -> String {
+    if rollout.spec.strategy.blue_green.is_some() {
+        return "blue-green".into();
+    }
     let total = steps(rollout).len();
     let index = rollout
         .status
@@ -470,6 +473,28 @@ pub fn get(observed: &Observed, now: DateTime<Utc>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_blue_green_rollout_shows_its_strategy_for_a_step() {
+        let rollout = |strategy: serde_json::Value, index: i32| -> Rollout {
+            serde_json::from_value(serde_json::json!({
+                "apiVersion": "weir.dev/v1alpha1", "kind": "Rollout", "metadata": {"name": "web"},
+                "spec": {"selector": {}, "template": {}, "strategy": strategy},
+                "status": {"currentStepIndex": index}
+            }))
+            .expect("rollout")
+        };
+        let blue_green = rollout(
+            serde_json::json!({"blueGreen": {"activeService": "web"}}),
+            2,
+        );
+        assert_eq!(step_of(&blue_green), "blue-green");
+        let canary = rollout(
+            serde_json::json!({"canary": {"steps": [{"setWeight": 10}, {"pause": {}}]}}),
+            1,
+        );
+        assert_eq!(step_of(&canary), "2/2");
+    }
 
     #[test]
     fn the_bar_has_twenty_cells_for_any_weight() {

@@ -18,12 +18,13 @@ use crate::api::contract::{POD_TEMPLATE_HASH_LABEL, ROLLOUT_MANAGER, SCALE_DOWN_
 use crate::ssa_defaults;
 use crate::traffic::{Router, Routers};
 
-/// Which of the canary's Service fields names `service`, for messages.
+/// The field that names `service`, for messages.
 fn service_field(rollout: &Rollout, service: &str) -> &'static str {
-    let canary = rollout.spec.strategy.canary.as_ref();
-    match canary.and_then(|c| c.stable_service.as_deref()) {
-        Some(stable) if stable == service => "stableService",
-        _ => "canaryService",
+    let [stable, canary] = rollout.spec.strategy.services();
+    if stable.name == Some(service) {
+        stable.field
+    } else {
+        canary.field
     }
 }
 
@@ -147,13 +148,13 @@ pub async fn act(
             hash,
             stable,
             attempt,
-            step,
+            kind,
         } => {
             let target = run::Canary {
                 hash,
                 stable,
                 attempt: *attempt,
-                step: *step,
+                kind: *kind,
             };
             start_analysis(client, rollout, &target).await
         }
@@ -179,7 +180,7 @@ async fn start_analysis(
     // caught on the next plan.
     let Some(requested) = run::requested(&rollout.spec)
         .into_iter()
-        .find(|r| r.step == target.step)
+        .find(|r| r.kind == target.kind)
     else {
         return Ok(Wrote::Elsewhere);
     };

@@ -7,9 +7,7 @@ use crate::traffic::RouterError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error(
-        "Service {namespace}/{name} (spec.strategy.canary.{field}) not found: create it, or fix the field"
-    )]
+    #[error("Service {namespace}/{name} ({field}) not found: create it, or fix the field")]
     MissingService {
         namespace: String,
         name: String,
@@ -93,7 +91,7 @@ mod tests {
         let missing = Error::MissingService {
             namespace: "ns".into(),
             name: "web-stable".into(),
-            field: "stableService",
+            field: "spec.strategy.canary.stableService",
         };
         assert_eq!(missing.category(), "MissingService");
         assert!(missing.transient(), "retried soon, as before");

@@ -22,10 +22,10 @@ use crate::api::Rollout;
 use crate::api::analysis::{AnalysisPhase, AnalysisRun};
 use crate::api::analysis::{AnalysisTemplate, AnalysisTemplateSpec, ClusterAnalysisTemplate};
 use crate::api::contract::{
-    ATTEMPT_LABEL, CANARY_HASH_LABEL, POD_TEMPLATE_HASH_LABEL, ROLLOUT_LABEL,
+    ATTEMPT_LABEL, AnalysisKind, CANARY_HASH_LABEL, POD_TEMPLATE_HASH_LABEL, ROLLOUT_LABEL,
     SCALE_DOWN_ANNOTATION, STEP_LABEL,
 };
-use crate::api::rollout::AnalysisTemplateRef;
+use crate::api::rollout::{AnalysisTemplateRef, NamedService};
 use crate::runtime::cache::{Cache, Epoch};
 use crate::traffic::{Reading, Router, Routers, ShownRoutes};
 use crate::validate::Violation;
@@ -262,6 +262,8 @@ pub async fn observe(
     let services: Api<Service> = Api::namespaced(client.clone(), &namespace);
     let runs: Api<AnalysisRun> = Api::namespaced(client.clone(), &namespace);
     let canary = rollout.spec.strategy.canary.as_ref();
+    // Blue-green's active and preview Services play the stable and canary Services' parts.
+    let [stable_service, canary_service] = rollout.spec.strategy.services();
 
     // The reads are independent: all at once, so a reconcile (a pause's end, an abort)
     // waits for the slowest of them rather than for their sum. Their errors are taken in a
@@ -280,18 +282,8 @@ pub async fn observe(
             .await
             .map_err(Error::api("listing", "ReplicaSets of Rollout", &name))
         },
-        service_hash(
-            &services,
-            &namespace,
-            "stableService",
-            canary.and_then(|c| c.stable_service.as_ref()),
-        ),
-        service_hash(
-            &services,
-            &namespace,
-            "canaryService",
-            canary.and_then(|c| c.canary_service.as_ref()),
-        ),
+        service_hash(&services, &namespace, stable_service),
+        service_hash(&services, &namespace, canary_service),
         async {
             match router {
                 Some(router) => {
@@ -317,9 +309,9 @@ pub async fn observe(
     let (route_weight, managed_routes) = route_weight;
     // Without a canary Service (subset-level Istio), the router's canary subset is what
     // selects the canary's pods.
-    let canary_service_hash = match canary.and_then(|c| c.canary_service.as_ref()) {
-        Some(_) => canary_service_hash,
-        None => router.and_then(Routers::canary_selector_hash),
+    let canary_service_hash = match (canary_service.name, canary) {
+        (None, Some(_)) => router.and_then(Routers::canary_selector_hash),
+        _ => canary_service_hash,
     };
     let replica_sets = replica_sets
         .iter()
@@ -349,10 +341,13 @@ pub async fn observe(
 async fn service_hash(
     services: &Api<Service>,
     namespace: &str,
-    field: &'static str,
-    service: Option<&String>,
+    service: NamedService<'_>,
 ) -> Result<Option<String>, Error> {
-    let Some(service) = service else {
+    let NamedService {
+        field,
+        name: Some(service),
+    } = service
+    else {
         return Ok(None);
     };
     let found = services
@@ -362,7 +357,7 @@ async fn service_hash(
     let Some(found) = found else {
         return Err(Error::MissingService {
             namespace: namespace.to_owned(),
-            name: service.clone(),
+            name: service.to_owned(),
             field,
         });
     };
@@ -374,10 +369,7 @@ async fn service_hash(
 
 fn run_view(run: &AnalysisRun) -> Option<AnalysisRunView> {
     let labels = run.labels();
-    let step = match labels.get(STEP_LABEL)?.as_str() {
-        "background" => None,
-        index => Some(index.parse().ok()?),
-    };
+    let kind = AnalysisKind::from_label(labels.get(STEP_LABEL)?)?;
     let status = run.status.as_ref();
     let phase = status
         .and_then(|s| s.phase)
@@ -396,7 +388,7 @@ fn run_view(run: &AnalysisRun) -> Option<AnalysisRunView> {
         name: run.name_any(),
         hash: labels.get(CANARY_HASH_LABEL)?.clone(),
         attempt: labels.get(ATTEMPT_LABEL)?.parse().ok()?,
-        step,
+        kind,
         phase,
         message: status.and_then(|s| s.message.clone()),
         decided_by,

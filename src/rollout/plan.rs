@@ -15,11 +15,16 @@
 //! - Abort: weight 0 in the same plan; the canary keeps its pods for
 //!   `abortScaleDownDelaySeconds` (without a router its pods *are* its traffic: 0 at once).
 //!
+//! Blue-green (`blue_green`) keeps its own rules, in that module: the active Service switches
+//! only to a fully available new version, after its gates; the previous version keeps its
+//! full scale until the release is complete, so a failure switches straight back.
+//!
 //! One `Planner` (`planner`), which each child adds to by concern: `canary` (the course
-//! through the steps), `traffic`, `routes` (managed routes), `scaling`, `pauses`, `deadline`, `analysis`, `promotion`
+//! through the steps), `blue_green` (the course through preview, switch and analysis), `traffic`, `routes` (managed routes), `scaling`, `pauses`, `deadline`, `analysis`, `promotion`
 //! (and abort), `status`. `vocabulary` and `steps` are the leaves they share.
 
 mod analysis;
+mod blue_green;
 mod canary;
 mod deadline;
 mod pauses;
@@ -120,10 +125,11 @@ impl Planner<'_> {
         if self.router {
             self.status.canary_weight = Some(input.observed.route_weight.unwrap_or(0));
         }
-        if hash == stable {
-            self.settle_on_stable(&stable);
-        } else {
-            self.progress_canary(&stable, &hash);
+        // The one choice by strategy: each course shares the helpers of the other modules.
+        match (hash == stable, input.spec.strategy.blue_green.as_ref()) {
+            (true, _) => self.settle_on_stable(&stable),
+            (false, Some(blue_green)) => self.progress_blue_green(blue_green, &stable, &hash),
+            (false, None) => self.progress_canary(&stable, &hash),
         }
         self.manage_routes(&hash);
         self.stop_unwanted_analysis();

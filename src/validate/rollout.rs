@@ -10,8 +10,8 @@ use super::routes;
 use super::violation::{Report, Violation};
 use crate::api::contract::alb_action_annotation;
 use crate::api::rollout::{
-    AlbRouting, AnalysisTemplateRef, CanaryStep, GatewayApiRouting, IstioRouting, NginxRouting,
-    RolloutSpec, SetCanaryScale, SmiRouting, TrafficRouting,
+    AlbRouting, AnalysisTemplateRef, BlueGreenStrategy, CanaryStep, GatewayApiRouting,
+    IstioRouting, NginxRouting, RolloutSpec, SetCanaryScale, SmiRouting, TrafficRouting,
 };
 use crate::duration;
 
@@ -39,12 +39,26 @@ pub fn rollout(spec: &RolloutSpec) -> Vec<Violation> {
         );
     }
     report.unsupported("spec.strategy", &spec.strategy.unsupported);
-    let Some(canary) = &spec.strategy.canary else {
-        report.required(
-            "spec.strategy.canary",
-            "a Rollout needs a canary strategy (it may have no steps)",
-        );
-        return report.finish();
+    let canary = match (&spec.strategy.canary, &spec.strategy.blue_green) {
+        (Some(_), Some(_)) => {
+            report.invalid(
+                "spec.strategy.blueGreen",
+                "a Rollout has exactly one strategy: remove canary or blueGreen",
+            );
+            return report.finish();
+        }
+        (None, Some(blue_green)) => {
+            check_blue_green(&mut report, blue_green);
+            return report.finish();
+        }
+        (None, None) => {
+            report.required(
+                "spec.strategy.canary",
+                "a Rollout needs a strategy: canary (it may have no steps) or blueGreen",
+            );
+            return report.finish();
+        }
+        (Some(canary), None) => canary,
     };
     let at = "spec.strategy.canary";
     report.unsupported(at, &canary.unsupported);
@@ -152,6 +166,88 @@ pub fn rollout(spec: &RolloutSpec) -> Vec<Violation> {
         }
     }
     report.finish()
+}
+
+/// `strategy.blueGreen`: the active Service is required, the preview differs from it, and
+/// each analysis names its templates and gives well-formed arguments.
+fn check_blue_green(report: &mut Report, blue_green: &BlueGreenStrategy) {
+    let at = "spec.strategy.blueGreen";
+    report.unsupported(at, &blue_green.unsupported);
+    match &blue_green.active_service {
+        None => report.required(
+            format!("{at}.activeService"),
+            "name the Service users reach: weir points it at the active version and switches it at promotion",
+        ),
+        Some(name) => check_name(
+            report,
+            &format!("{at}.activeService"),
+            name,
+            NameRule::Dns1035Label,
+        ),
+    }
+    if let Some(preview) = &blue_green.preview_service {
+        check_name(
+            report,
+            &format!("{at}.previewService"),
+            preview,
+            NameRule::Dns1035Label,
+        );
+        if blue_green.active_service.as_ref() == Some(preview) {
+            report.invalid(
+                format!("{at}.previewService"),
+                "must differ from activeService: the preview reaches the new version before users do",
+            );
+        }
+    }
+    for (field, analysis) in [
+        ("prePromotionAnalysis", &blue_green.pre_promotion_analysis),
+        ("postPromotionAnalysis", &blue_green.post_promotion_analysis),
+    ] {
+        if let Some(analysis) = analysis {
+            let at = format!("{at}.{field}");
+            check_template_refs(report, &at, &analysis.templates);
+            check_args(report, &format!("{at}.args"), &analysis.args);
+        }
+    }
+    if let Some(anti) = &blue_green.anti_affinity {
+        let at = format!("{at}.antiAffinity");
+        let preferred = &anti.preferred_during_scheduling_ignored_during_execution;
+        let required = &anti.required_during_scheduling_ignored_during_execution;
+        if preferred.is_some() == required.is_some() {
+            report.invalid(
+                at.clone(),
+                "set exactly one of preferredDuringSchedulingIgnoredDuringExecution and requiredDuringSchedulingIgnoredDuringExecution",
+            );
+        }
+        if let Some(preferred) = preferred
+            && !(1..=100).contains(&preferred.weight)
+        {
+            report.invalid(
+                format!("{at}.preferredDuringSchedulingIgnoredDuringExecution.weight"),
+                "must be between 1 and 100",
+            );
+        }
+    }
+    for (field, value) in [
+        ("autoPromotionSeconds", blue_green.auto_promotion_seconds),
+        ("previewReplicaCount", blue_green.preview_replica_count),
+        (
+            "scaleDownDelayRevisionLimit",
+            blue_green.scale_down_delay_revision_limit,
+        ),
+        (
+            "scaleDownDelaySeconds",
+            Some(blue_green.scale_down_delay_seconds),
+        ),
+        (
+            "abortScaleDownDelaySeconds",
+            Some(blue_green.abort_scale_down_delay_seconds),
+        ),
+    ] {
+        if value.is_some_and(|v| v < 0) {
+            report.invalid(format!("{at}.{field}"), "must be 0 or more");
+        }
+    }
 }
 
 fn check_selector(

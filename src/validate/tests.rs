@@ -48,6 +48,10 @@ fn the_examples_are_valid() {
             include_str!("../../examples/argo-rollouts/canary.yaml"),
         ),
         (
+            "examples/blue-green.yaml",
+            include_str!("../../examples/blue-green.yaml"),
+        ),
+        (
             "examples/nginx/rollout.yaml",
             include_str!("../../examples/nginx/rollout.yaml"),
         ),
@@ -334,17 +338,110 @@ fn the_progress_deadline_must_exceed_min_ready() {
 }
 
 #[test]
-fn a_rollout_without_a_canary_strategy_is_refused() {
+fn a_rollout_without_a_strategy_is_refused() {
     let spec = rollout_from(json!({
         "selector": {"matchLabels": {"app": "web"}},
         "template": {"metadata": {"labels": {"app": "web"}}},
-        "strategy": {"blueGreen": {"activeService": "web"}}
+        "strategy": {}
+    }));
+    assert_only(rollout(&spec), &[(Required, "spec.strategy.canary")]);
+}
+
+/// The smallest valid Rollout spec, with `blueGreen` merged in.
+fn rollout_with_blue_green(blue_green: serde_json::Value) -> RolloutSpec {
+    rollout_from(json!({
+        "selector": {"matchLabels": {"app": "web"}},
+        "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [{"name": "web", "image": "web:1"}]}},
+        "strategy": {"blueGreen": blue_green}
+    }))
+}
+
+#[test]
+fn blue_green_is_accepted_with_argo_defaults() {
+    let spec = rollout_with_blue_green(json!({"activeService": "web"}));
+    assert_only(rollout(&spec), &[]);
+    let blue_green = spec.strategy.blue_green.expect("blueGreen");
+    assert!(blue_green.auto_promotion_enabled);
+    assert_eq!(blue_green.scale_down_delay_seconds, 30);
+    assert_eq!(blue_green.abort_scale_down_delay_seconds, 30);
+    assert_eq!(blue_green.preview_replica_count, None);
+}
+
+#[test]
+fn blue_green_takes_every_argo_field() {
+    let spec = rollout_with_blue_green(json!({
+        "activeService": "web",
+        "previewService": "web-preview",
+        "autoPromotionEnabled": false,
+        "autoPromotionSeconds": 20,
+        "previewReplicaCount": 1,
+        "prePromotionAnalysis": {"templates": [{"templateName": "smoke"}], "args": [{"name": "svc", "value": "web-preview"}]},
+        "postPromotionAnalysis": {"templates": [{"templateName": "errors", "clusterScope": true}]},
+        "scaleDownDelaySeconds": 60,
+        "scaleDownDelayRevisionLimit": 1,
+        "abortScaleDownDelaySeconds": 10,
+        "activeMetadata": {"labels": {"role": "active"}},
+        "previewMetadata": {"labels": {"role": "preview"}, "annotations": {"note": "preview"}},
+        "antiAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": {"weight": 50}}
+    }));
+    assert_only(rollout(&spec), &[]);
+}
+
+#[test]
+fn blue_green_needs_an_active_service_apart_from_the_preview() {
+    let spec = rollout_with_blue_green(json!({"previewService": "web"}));
+    assert_only(
+        rollout(&spec),
+        &[(Required, "spec.strategy.blueGreen.activeService")],
+    );
+    let spec = rollout_with_blue_green(json!({"activeService": "web", "previewService": "web"}));
+    assert_only(
+        rollout(&spec),
+        &[(Invalid, "spec.strategy.blueGreen.previewService")],
+    );
+    let spec = rollout_with_blue_green(json!({"activeService": "Web_1"}));
+    assert_only(
+        rollout(&spec),
+        &[(Invalid, "spec.strategy.blueGreen.activeService")],
+    );
+}
+
+#[test]
+fn a_rollout_has_exactly_one_strategy() {
+    let spec = rollout_from(json!({
+        "selector": {"matchLabels": {"app": "web"}},
+        "template": {"metadata": {"labels": {"app": "web"}}},
+        "strategy": {"canary": {}, "blueGreen": {"activeService": "web"}}
+    }));
+    assert_only(rollout(&spec), &[(Invalid, "spec.strategy.blueGreen")]);
+}
+
+#[test]
+fn blue_green_analysis_anti_affinity_and_counts_are_checked() {
+    let spec = rollout_with_blue_green(json!({
+        "activeService": "web",
+        "prePromotionAnalysis": {"templates": []},
+        "postPromotionAnalysis": {"templates": [{"templateName": ""}]},
+        "antiAffinity": {},
+        "previewReplicaCount": -1,
+        "scaleDownDelaySeconds": -1,
+        "maxUnavailable": 1
     }));
     assert_only(
         rollout(&spec),
         &[
-            (Required, "spec.strategy.canary"),
-            (Unsup, "spec.strategy.blueGreen"),
+            (
+                Required,
+                "spec.strategy.blueGreen.postPromotionAnalysis.templates[0].templateName",
+            ),
+            (
+                Required,
+                "spec.strategy.blueGreen.prePromotionAnalysis.templates",
+            ),
+            (Invalid, "spec.strategy.blueGreen.antiAffinity"),
+            (Invalid, "spec.strategy.blueGreen.previewReplicaCount"),
+            (Invalid, "spec.strategy.blueGreen.scaleDownDelaySeconds"),
+            (Unsup, "spec.strategy.blueGreen.maxUnavailable"),
         ],
     );
 }

@@ -1,6 +1,7 @@
 //! Analysis: started for a step or in the background, judged, stopped when unwanted.
 
 use crate::api::analysis::AnalysisPhase;
+use crate::api::contract::AnalysisKind;
 use crate::api::rollout::{PauseCondition, PauseReason};
 use crate::time::to_k8s;
 
@@ -8,25 +9,25 @@ use super::planner::{Planner, Progress};
 use super::vocabulary::{Action, AnalysisRunView, Reason};
 
 impl<'a> Planner<'a> {
-    pub(super) fn run_for(&self, hash: &str, step: Option<usize>) -> Option<&'a AnalysisRunView> {
+    pub(super) fn run_for(&self, hash: &str, kind: AnalysisKind) -> Option<&'a AnalysisRunView> {
         let attempt = self.status.attempt;
         self.input
             .observed
             .analysis_runs
             .iter()
-            .find(|r| r.hash == hash && r.attempt == attempt && r.step == step)
+            .find(|r| r.hash == hash && r.attempt == attempt && r.kind == kind)
     }
 
     pub(super) fn analysis_step(&mut self, stable: &str, hash: &str, index: usize) -> Progress {
         let what = format!("step {}/{}", index + 1, self.steps.len());
-        match self.run_for(hash, Some(index)) {
+        match self.run_for(hash, AnalysisKind::Step(index)) {
             None => {
                 let attempt = self.status.attempt;
                 self.actions.push(Action::StartAnalysis {
                     hash: hash.into(),
                     stable: stable.into(),
                     attempt,
-                    step: Some(index),
+                    kind: AnalysisKind::Step(index),
                 });
                 self.status.message = Some(format!("{what}: starting analysis of {hash}"));
                 Progress::Wait
@@ -56,14 +57,14 @@ impl<'a> Planner<'a> {
         if self.index() < background.starting_step.unwrap_or(0).max(0) as usize {
             return false;
         }
-        match self.run_for(hash, None) {
+        match self.run_for(hash, AnalysisKind::Background) {
             None => {
                 let attempt = self.status.attempt;
                 self.actions.push(Action::StartAnalysis {
                     hash: hash.into(),
                     stable: stable.into(),
                     attempt,
-                    step: None,
+                    kind: AnalysisKind::Background,
                 });
             }
             Some(run) if matches!(run.phase, AnalysisPhase::Failed | AnalysisPhase::Error) => {
@@ -189,13 +190,16 @@ impl<'a> Planner<'a> {
             .and_then(|c| c.analysis.as_ref())
             .map(|b| b.starting_step.unwrap_or(0).max(0) as usize);
         let wanted_background = in_canary && background_start.is_some_and(|start| index >= start);
+        let switched = self.input.observed.stable_service_hash.as_deref() == Some(hash.as_str());
         let attempt = self.status.attempt;
         for run in &self.input.observed.analysis_runs {
             let wanted = run.hash == hash
                 && run.attempt == attempt
-                && match run.step {
-                    Some(step) => wanted_step && step == index,
-                    None => wanted_background,
+                && match run.kind {
+                    AnalysisKind::Step(step) => wanted_step && step == index,
+                    AnalysisKind::Background => wanted_background,
+                    AnalysisKind::PrePromotion => in_canary && !switched,
+                    AnalysisKind::PostPromotion => in_canary && switched,
                 };
             if !wanted
                 && !run.terminated

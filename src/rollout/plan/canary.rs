@@ -1,7 +1,6 @@
 //! The canary's course: started, carried through its steps, settled on the stable.
 
-use crate::api::rollout::{AbortCause, PauseReason};
-use crate::time::to_k8s;
+use crate::api::rollout::PauseReason;
 
 use super::planner::{Planner, Progress};
 use super::steps::{canary_pods, describe_step, step_weight};
@@ -71,59 +70,7 @@ impl<'a> Planner<'a> {
     }
 
     pub(super) fn progress_canary(&mut self, stable: &str, hash: &str) {
-        if self.status.canary_rs.as_deref() != Some(hash) {
-            let previous = self.status.canary_rs.clone().filter(|c| c != stable);
-            let (reason, message) = match previous {
-                Some(previous) => (
-                    Reason::TemplateChanged,
-                    format!(
-                        "the template changed during the canary of {previous}: the steps restart from 0 for {hash} against stable {stable}"
-                    ),
-                ),
-                None => (
-                    Reason::RolloutStarted,
-                    format!("canary {hash} starts against stable {stable}"),
-                ),
-            };
-            self.transition(reason, message);
-            self.status.canary_rs = Some(hash.to_owned());
-            self.status.canary_revision = self.input.revision.map(str::to_owned);
-            self.restart_steps();
-            self.status.abort = false;
-            self.status.aborted_at = None;
-            self.status.abort_cause = None;
-            self.status.promote_full = false;
-            // A new attempt number, never reused: runs left by an earlier canary of the same
-            // template (a revert, a re-rollout) must not decide this one.
-            self.status.attempt += 1;
-        }
-        if self.status.abort && self.status.aborted_at.is_none() {
-            self.status.aborted_at = Some(to_k8s(self.input.now));
-            self.status.abort_cause = Some(AbortCause {
-                reason: Reason::Aborted.as_str().to_owned(),
-                ..AbortCause::default()
-            });
-            self.status.message = Some(format!(
-                "Aborted: an operator aborted the canary of {hash}; traffic is back on {stable}"
-            ));
-            self.transition(
-                Reason::Aborted,
-                format!("an operator aborted the canary of {hash}"),
-            );
-        }
-        if !self.status.abort && self.status.aborted_at.is_some() {
-            self.status.aborted_at = None;
-            self.status.abort_cause = None;
-            self.status.attempt += 1;
-            self.restart_steps();
-            self.transition(
-                Reason::Retried,
-                format!(
-                    "retrying the canary of {hash} from step 0 (attempt {})",
-                    self.status.attempt + 1
-                ),
-            );
-        }
+        self.track_attempt(stable, hash);
         if self.status.abort {
             self.hold_aborted(stable, hash);
             return;

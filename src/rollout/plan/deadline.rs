@@ -83,7 +83,11 @@ impl<'a> Planner<'a> {
             }
             for held in &mut self.status.pause_conditions {
                 // A pause until promoted has no end to move.
-                if held.reason != PauseReason::CanaryPauseStep || !timed_pause {
+                let pause = matches!(
+                    held.reason,
+                    PauseReason::CanaryPauseStep | PauseReason::BlueGreenPause
+                );
+                if !pause || !timed_pause {
                     continue;
                 }
                 let start = from_k8s(&held.start_time);

@@ -81,8 +81,14 @@ impl<'a> Planner<'a> {
         duration::parse_int_or_string(value).ok()
     }
 
-    /// The duration of the pause step the rollout is at, if it is at a timed one.
+    /// The duration of the timed pause the rollout is at, if any: a canary's pause step, or
+    /// blue-green's `autoPromotionSeconds`.
     pub(super) fn pause_duration_now(&self) -> Option<Duration> {
+        if let Some(blue_green) = &self.input.spec.strategy.blue_green {
+            let seconds = blue_green.auto_promotion_seconds.unwrap_or(0);
+            return (blue_green.auto_promotion_enabled && seconds > 0)
+                .then(|| Duration::from_secs(seconds.unsigned_abs().into()));
+        }
         let index = self.index();
         self.steps.get(index)?;
         self.pause_duration(index)

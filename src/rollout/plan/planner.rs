@@ -48,12 +48,26 @@ impl<'a> Planner<'a> {
         self.input.observed.route_weight.unwrap_or(0)
     }
 
+    /// The Service that carries users to the stable version and the one that reaches the
+    /// new version: canary's stableService and canaryService, or blue-green's activeService
+    /// and previewService (see `Observed`).
     pub(super) fn services(&self) -> (Option<&'a str>, Option<&'a str>) {
-        let canary = self.input.spec.strategy.canary.as_ref();
-        (
-            canary.and_then(|c| c.stable_service.as_deref()),
-            canary.and_then(|c| c.canary_service.as_deref()),
-        )
+        let [stable, canary] = self.input.spec.strategy.services();
+        (stable.name, canary.name)
+    }
+
+    /// `scaleDownDelaySeconds` and `abortScaleDownDelaySeconds` of the strategy in use.
+    pub(super) fn scale_down_delays(&self) -> (i32, i32) {
+        let strategy = &self.input.spec.strategy;
+        if let Some(blue_green) = strategy.blue_green.as_ref() {
+            return (
+                blue_green.scale_down_delay_seconds,
+                blue_green.abort_scale_down_delay_seconds,
+            );
+        }
+        strategy.canary.as_ref().map_or((30, 30), |c| {
+            (c.scale_down_delay_seconds, c.abort_scale_down_delay_seconds)
+        })
     }
 
     pub(super) fn index(&self) -> usize {

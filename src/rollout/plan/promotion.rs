@@ -55,6 +55,65 @@ impl<'a> Planner<'a> {
         self.settle_on_stable(hash);
     }
 
+    /// Numbers the attempt at `hash`: a new version (or a retry after an abort) starts a new
+    /// one, with its steps, pauses and analysis from the start; an operator's abort is
+    /// recorded with its time.
+    pub(super) fn track_attempt(&mut self, stable: &str, hash: &str) {
+        if self.status.canary_rs.as_deref() != Some(hash) {
+            let previous = self.status.canary_rs.clone().filter(|c| c != stable);
+            let (reason, message) = match previous {
+                Some(previous) => (
+                    Reason::TemplateChanged,
+                    format!(
+                        "the template changed during the canary of {previous}: the steps restart from 0 for {hash} against stable {stable}"
+                    ),
+                ),
+                None => (
+                    Reason::RolloutStarted,
+                    format!("canary {hash} starts against stable {stable}"),
+                ),
+            };
+            self.transition(reason, message);
+            self.status.canary_rs = Some(hash.to_owned());
+            self.status.canary_revision = self.input.revision.map(str::to_owned);
+            self.restart_steps();
+            self.status.abort = false;
+            self.status.aborted_at = None;
+            self.status.abort_cause = None;
+            self.status.promote_full = false;
+            // A new attempt number, never reused: runs left by an earlier canary of the same
+            // template (a revert, a re-rollout) must not decide this one.
+            self.status.attempt += 1;
+        }
+        if self.status.abort && self.status.aborted_at.is_none() {
+            self.status.aborted_at = Some(to_k8s(self.input.now));
+            self.status.abort_cause = Some(AbortCause {
+                reason: Reason::Aborted.as_str().to_owned(),
+                ..AbortCause::default()
+            });
+            self.status.message = Some(format!(
+                "Aborted: an operator aborted the canary of {hash}; traffic is back on {stable}"
+            ));
+            self.transition(
+                Reason::Aborted,
+                format!("an operator aborted the canary of {hash}"),
+            );
+        }
+        if !self.status.abort && self.status.aborted_at.is_some() {
+            self.status.aborted_at = None;
+            self.status.abort_cause = None;
+            self.status.attempt += 1;
+            self.restart_steps();
+            self.transition(
+                Reason::Retried,
+                format!(
+                    "retrying the canary of {hash} from step 0 (attempt {})",
+                    self.status.attempt + 1
+                ),
+            );
+        }
+    }
+
     pub(super) fn abort(
         &mut self,
         reason: Reason,
@@ -82,9 +141,12 @@ impl<'a> Planner<'a> {
         self.status.waiting_since = None;
         self.scale(stable, self.replicas);
         self.point_stable(stable);
-        if self.router {
+        // Blue-green's preview, like a routed canary, carries no user traffic once the
+        // active (stable) Service is back: it keeps its pods for the abort delay.
+        let delayed = self.router || self.input.spec.strategy.blue_green.is_some();
+        if delayed {
             // As at promotion: only a read 0 is all on the stable.
-            if self.input.observed.route_weight != Some(0) {
+            if self.router && self.input.observed.route_weight != Some(0) {
                 self.set_weight(0);
             }
             let aborted_at = self
@@ -92,13 +154,7 @@ impl<'a> Planner<'a> {
                 .aborted_at
                 .as_ref()
                 .map_or(self.input.now, from_k8s);
-            let delay = self
-                .input
-                .spec
-                .strategy
-                .canary
-                .as_ref()
-                .map_or(30, |c| c.abort_scale_down_delay_seconds);
+            let (_, delay) = self.scale_down_delays();
             let at = aborted_at + chrono::Duration::seconds(i64::from(delay.max(0)));
             if self.input.now >= at {
                 self.scale(hash, 0);

@@ -33,15 +33,21 @@ impl<'a> Planner<'a> {
         let stable = self.status.stable_rs.clone().unwrap_or_default();
         let canary = self.status.canary_rs.clone().unwrap_or_default();
         let observed = self.input.observed;
-        let delay = self
+        let (delay, _) = self.scale_down_delays();
+        // Blue-green's scaleDownDelayRevisionLimit: only this many old versions wait out
+        // their delay scaled up; older ones scale down at once.
+        let mut waiting_allowed = self
             .input
             .spec
             .strategy
-            .canary
+            .blue_green
             .as_ref()
-            .map_or(30, |c| c.scale_down_delay_seconds);
+            .and_then(|b| b.scale_down_delay_revision_limit)
+            .map(|limit| limit.max(0) as usize);
+        let mut by_age: Vec<&ReplicaSetView> = observed.replica_sets.iter().collect();
+        by_age.sort_by(|a, b| b.created.cmp(&a.created).then_with(|| a.hash.cmp(&b.hash)));
         let mut retired: Vec<&ReplicaSetView> = Vec::new();
-        for rs in &observed.replica_sets {
+        for rs in by_age {
             if rs.hash == stable || rs.hash == canary {
                 continue;
             }
@@ -51,7 +57,13 @@ impl<'a> Planner<'a> {
                 retired.push(rs);
             } else if referenced {
                 continue;
+            } else if waiting_allowed == Some(0) {
+                self.say(Action::ScaleReplicaSet {
+                    hash: rs.hash.clone(),
+                    replicas: 0,
+                });
             } else {
+                waiting_allowed = waiting_allowed.map(|n| n - 1);
                 match rs.scale_down_at {
                     None => {
                         let at =

@@ -1,6 +1,7 @@
 use super::status::selector_string;
 use super::*;
 use crate::api::analysis::AnalysisPhase;
+use crate::api::contract::AnalysisKind;
 use crate::api::rollout::{AbortCause, CanaryStep, PauseReason, RolloutSpec, RolloutStatus};
 use crate::duration;
 use crate::time::{Outage, from_k8s, to_k8s};
@@ -145,8 +146,13 @@ impl World {
                     self.observed.replica_sets.retain(|rs| &rs.hash != hash)
                 }
                 Action::PointService { service, hash } => match service.as_str() {
-                    "web-stable" => self.observed.stable_service_hash = Some(hash.clone()),
-                    "web-canary" => self.observed.canary_service_hash = Some(hash.clone()),
+                    // Blue-green's active and preview Services play the same parts.
+                    "web-stable" | "web-active" => {
+                        self.observed.stable_service_hash = Some(hash.clone())
+                    }
+                    "web-canary" | "web-preview" => {
+                        self.observed.canary_service_hash = Some(hash.clone())
+                    }
                     other => panic!("pointed unknown service {other}"),
                 },
                 Action::SetWeight { canary_weight } => {
@@ -169,21 +175,21 @@ impl World {
                 Action::StartAnalysis {
                     hash,
                     attempt,
-                    step,
+                    kind,
                     ..
                 } => {
                     let exists = self
                         .observed
                         .analysis_runs
                         .iter()
-                        .any(|r| &r.hash == hash && r.attempt == *attempt && r.step == *step);
+                        .any(|r| &r.hash == hash && r.attempt == *attempt && r.kind == *kind);
                     assert!(!exists, "started the same analysis twice");
                     self.next_run += 1;
                     self.observed.analysis_runs.push(AnalysisRunView {
                         name: format!("run-{}", self.next_run),
                         hash: hash.clone(),
                         attempt: *attempt,
-                        step: *step,
+                        kind: *kind,
                         phase: AnalysisPhase::Running,
                         message: None,
                         decided_by: None,
@@ -252,14 +258,14 @@ impl World {
             .retain(|c| c.reason == PauseReason::PausedByUser);
     }
 
-    fn run_phase(&mut self, step: Option<usize>, phase: AnalysisPhase, message: &str) {
+    fn run_phase(&mut self, kind: AnalysisKind, phase: AnalysisPhase, message: &str) {
         let attempt = self.status.attempt;
         let hash = self.hash.clone();
         let run = self
             .observed
             .analysis_runs
             .iter_mut()
-            .find(|r| r.hash == hash && r.attempt == attempt && r.step == step)
+            .find(|r| r.hash == hash && r.attempt == attempt && r.kind == kind)
             .expect("the run exists");
         run.phase = phase;
         run.message = Some(message.into());
@@ -1073,7 +1079,11 @@ fn analysis_steps_gate_on_their_run() {
         (Some(1), 1),
         "waits, starts nothing twice"
     );
-    world.run_phase(Some(1), AnalysisPhase::Successful, "success-rate 0.99");
+    world.run_phase(
+        AnalysisKind::Step(1),
+        AnalysisPhase::Successful,
+        "success-rate 0.99",
+    );
     world.reconcile();
     assert_eq!(
         (world.status.current_step_index, world.observed.route_weight),
@@ -1090,7 +1100,7 @@ fn failed_analysis_aborts_naming_the_measurement() {
     ] {
         let mut world = World::with_canary(spec(steps.clone(), true, 4));
         world.reconcile();
-        world.run_phase(Some(1), phase, "success-rate = 0.42");
+        world.run_phase(AnalysisKind::Step(1), phase, "success-rate = 0.42");
         let plans = world.reconcile();
         assert_eq!(World::reasons(&plans), vec![reason]);
         assert!(world.status.abort);
@@ -1114,7 +1124,11 @@ fn a_canary_that_returns_gets_fresh_analysis_not_its_old_runs() {
     let steps = json!([{"setWeight": 20}, {"analysis": {"templates": [{"templateName": "t"}]}}, {"setWeight": 50}, {"pause": {}}]);
     let mut world = World::with_canary(spec(steps, true, 4));
     world.reconcile();
-    world.run_phase(Some(1), AnalysisPhase::Failed, "an old verdict");
+    world.run_phase(
+        AnalysisKind::Step(1),
+        AnalysisPhase::Failed,
+        "an old verdict",
+    );
     world.hash = "canary2".into();
     world.reconcile();
     world.hash = CANARY.into();
@@ -1132,7 +1146,15 @@ fn a_canary_that_returns_gets_fresh_analysis_not_its_old_runs() {
     let fresh = plans
         .iter()
         .flat_map(|p| &p.actions)
-        .filter(|a| matches!(a, Action::StartAnalysis { step: Some(1), .. }))
+        .filter(|a| {
+            matches!(
+                a,
+                Action::StartAnalysis {
+                    kind: AnalysisKind::Step(1),
+                    ..
+                }
+            )
+        })
         .count();
     assert_eq!(fresh, 1, "a new run for this attempt");
 }
@@ -1201,7 +1223,11 @@ fn inconclusive_analysis_pauses_until_promoted() {
     let steps = json!([{"setWeight": 20}, {"analysis": {"templates": [{"templateName": "t"}]}}, {"setWeight": 50}, {"pause": {}}]);
     let mut world = World::with_canary(spec(steps, true, 4));
     world.reconcile();
-    world.run_phase(Some(1), AnalysisPhase::Inconclusive, "no data");
+    world.run_phase(
+        AnalysisKind::Step(1),
+        AnalysisPhase::Inconclusive,
+        "no data",
+    );
     world.reconcile();
     assert_eq!(world.phase(), Some(RolloutPhase::Paused));
     assert_eq!(
@@ -1222,7 +1248,11 @@ fn inconclusive_background_analysis_pauses_once_until_promoted() {
     let mut world = World::with_canary(s);
     world.instant_pods = false;
     world.reconcile();
-    world.run_phase(None, AnalysisPhase::Inconclusive, "query returned no data");
+    world.run_phase(
+        AnalysisKind::Background,
+        AnalysisPhase::Inconclusive,
+        "query returned no data",
+    );
     world.pods_become_available();
     world.instant_pods = true;
     world.reconcile();
@@ -1265,7 +1295,11 @@ fn inconclusive_background_analysis_during_a_pause_step_waits_for_a_human() {
         Some(1),
         "at the pause step"
     );
-    world.run_phase(None, AnalysisPhase::Inconclusive, "query returned no data");
+    world.run_phase(
+        AnalysisKind::Background,
+        AnalysisPhase::Inconclusive,
+        "query returned no data",
+    );
     for _ in 0..3 {
         world.reconcile();
     }
@@ -1305,10 +1339,14 @@ fn failing_background_analysis_aborts() {
         .observed
         .analysis_runs
         .iter()
-        .filter(|r| r.step.is_none())
+        .filter(|r| r.kind == AnalysisKind::Background)
         .collect();
     assert_eq!(background.len(), 1, "started at step 1");
-    world.run_phase(None, AnalysisPhase::Failed, "error-rate = 0.3");
+    world.run_phase(
+        AnalysisKind::Background,
+        AnalysisPhase::Failed,
+        "error-rate = 0.3",
+    );
     world.reconcile();
     assert!(world.status.abort);
     assert_eq!(world.observed.route_weight, Some(0));
@@ -1646,7 +1684,7 @@ impl World {
             }
             if step.analysis.is_some() {
                 let run = self.observed.analysis_runs.iter().find(|r| {
-                    r.step == Some(j)
+                    r.kind == AnalysisKind::Step(j)
                         && Some(&r.hash) == plan.status.canary_rs.as_ref()
                         && r.attempt == plan.status.attempt
                 });
@@ -2046,3 +2084,5 @@ proptest! {
         prop_assert!(world.observed.managed_routes.is_empty(), "left behind: {:?}", world.observed.managed_routes);
     }
 }
+
+mod blue_green;

@@ -6,6 +6,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 
 use crate::api::analysis::AnalysisPhase;
+use crate::api::contract::AnalysisKind;
 use crate::api::rollout::{RolloutSpec, RolloutStatus};
 use crate::time::Outage;
 use crate::traffic::{ManagedRoute, ShownRoutes};
@@ -32,8 +33,8 @@ pub struct AnalysisRunView {
     pub hash: String,
     /// The rollout attempt it belongs to (`status.attempt` when it started).
     pub attempt: i32,
-    /// The analysis step it gates; None for the background analysis.
-    pub step: Option<usize>,
+    /// Which of the Rollout's analyses it is.
+    pub kind: AnalysisKind,
     pub phase: AnalysisPhase,
     /// The run's own explanation (deciding metric and value).
     pub message: Option<String>,
@@ -44,11 +45,17 @@ pub struct AnalysisRunView {
 }
 
 /// Everything the planner needs to know about the world, read from the API server.
+///
+/// With the blue-green strategy the active Service plays the stable Service's part and the
+/// preview Service the canary Service's: `stable_service_hash` is what the active Service
+/// selects, `canary_service_hash` what the preview Service selects.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Observed {
     pub replica_sets: Vec<ReplicaSetView>,
-    /// The hash the stable Service selects now (None: no hash in its selector yet).
+    /// The hash the stable (blue-green: active) Service selects now (None: no hash in its
+    /// selector yet).
     pub stable_service_hash: Option<String>,
+    /// The hash the canary (blue-green: preview) Service selects now.
     pub canary_service_hash: Option<String>,
     /// The canary's weight as read back from the router; None without a router or before
     /// weir has set one.
@@ -120,13 +127,13 @@ pub enum Action {
     RemoveManagedRoute {
         name: String,
     },
-    /// Start analysis for the canary: an analysis step, or the background analysis (None).
+    /// Start one of the Rollout's analyses of the new version `hash`.
     StartAnalysis {
         hash: String,
         /// The stable hash, for the `stable-hash` argument.
         stable: String,
         attempt: i32,
-        step: Option<usize>,
+        kind: AnalysisKind,
     },
     StopAnalysis {
         name: String,

@@ -1,0 +1,347 @@
+//! Blue-green on the local control plane: real API server, real ReplicaSet controller, the
+//! kubelet stand-in, and a `weir controller` process per test.
+
+mod support;
+
+use k8s_openapi::api::apps::v1::ReplicaSet;
+use serde_json::{Value, json};
+use support::app::{apply, healthy_on, phase, service_hash, status_patch, wait_for};
+use support::{ControllerProcess, TestNamespace, client, eventually};
+use weir::api::rollout::{PauseReason, RolloutPhase};
+
+/// The active and preview Services, selecting the app until weir pins them to a version.
+async fn services(ns: &TestNamespace) {
+    for service in ["web-active", "web-preview"] {
+        apply(
+            ns,
+            json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": service},
+            "spec": {"selector": {"app": "web"}, "ports": [{"port": 80, "protocol": "TCP"}]}}),
+        )
+        .await;
+    }
+}
+
+fn rollout(image: &str, blue_green: Value) -> Value {
+    let mut strategy = json!({"activeService": "web-active", "previewService": "web-preview",
+        "scaleDownDelaySeconds": 2, "abortScaleDownDelaySeconds": 2});
+    if let (Some(strategy), Some(extra)) = (strategy.as_object_mut(), blue_green.as_object()) {
+        strategy.extend(extra.clone());
+    }
+    json!({"apiVersion": "weir.dev/v1alpha1", "kind": "Rollout", "metadata": {"name": "web"},
+    "spec": {
+        "replicas": 3,
+        "selector": {"matchLabels": {"app": "web"}},
+        "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [{"name": "web", "image": image}]}},
+        "strategy": {"blueGreen": strategy}
+    }})
+}
+
+async fn replicas_of(ns: &TestNamespace, hash: &str) -> Option<i32> {
+    let name = format!("web-{hash}");
+    let rs = ns.api::<ReplicaSet>().get_opt(&name).await.ok()??;
+    rs.spec.and_then(|s| s.replicas)
+}
+
+fn hashes(rollout: &weir::api::Rollout) -> (String, String) {
+    let status = rollout.status.clone().unwrap_or_default();
+    (
+        status.stable_rs.unwrap_or_default(),
+        status.canary_rs.unwrap_or_default(),
+    )
+}
+
+#[tokio::test]
+async fn a_release_is_previewed_paused_promoted_and_switched_in_one_move() {
+    let ns = TestNamespace::new(&client().await, "blue-green").await;
+    let _controller = ControllerProcess::start(&ns.name);
+    services(&ns).await;
+    let manual = json!({"autoPromotionEnabled": false, "previewReplicaCount": 1});
+    apply(&ns, rollout("web:1", manual.clone())).await;
+    let first = healthy_on(&ns, "web:1").await;
+    let (v1, _) = hashes(&first);
+    assert_eq!(
+        service_hash(&ns, "web-active").await.as_deref(),
+        Some(v1.as_str())
+    );
+
+    apply(&ns, rollout("web:2", manual)).await;
+    let paused = wait_for(&ns, "Paused before the switch", |r| {
+        phase(r) == Some(RolloutPhase::Paused)
+            && r.status.as_ref().is_some_and(|s| {
+                s.pause_conditions
+                    .iter()
+                    .any(|c| c.reason == PauseReason::BlueGreenPause)
+            })
+    })
+    .await;
+    let (stable, v2) = hashes(&paused);
+    assert_eq!(stable, v1);
+    assert_ne!(v2, v1);
+    assert_eq!(replicas_of(&ns, &v2).await, Some(1), "previewReplicaCount");
+    assert_eq!(replicas_of(&ns, &v1).await, Some(3));
+    assert_eq!(
+        service_hash(&ns, "web-preview").await.as_deref(),
+        Some(v2.as_str())
+    );
+    assert_eq!(
+        service_hash(&ns, "web-active").await.as_deref(),
+        Some(v1.as_str()),
+        "users stay on the active version until promoted"
+    );
+
+    status_patch(&ns, json!({"status": {"pauseConditions": null}})).await;
+    healthy_on(&ns, "web:2").await;
+    assert_eq!(
+        service_hash(&ns, "web-active").await.as_deref(),
+        Some(v2.as_str())
+    );
+    assert_eq!(replicas_of(&ns, &v2).await, Some(3));
+    eventually(
+        "the previous version scaled down after its delay",
+        support::app::LIMIT,
+        || async { (replicas_of(&ns, &v1).await == Some(0)).then_some(()) },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn an_abort_before_the_switch_never_moves_the_active_service() {
+    let ns = TestNamespace::new(&client().await, "blue-green-abort").await;
+    let _controller = ControllerProcess::start(&ns.name);
+    services(&ns).await;
+    let manual = json!({"autoPromotionEnabled": false});
+    apply(&ns, rollout("web:1", manual.clone())).await;
+    let (v1, _) = hashes(&healthy_on(&ns, "web:1").await);
+    apply(&ns, rollout("web:2", manual)).await;
+    let paused = wait_for(&ns, "Paused before the switch", |r| {
+        phase(r) == Some(RolloutPhase::Paused)
+    })
+    .await;
+    let (_, v2) = hashes(&paused);
+    assert_eq!(
+        replicas_of(&ns, &v2).await,
+        Some(3),
+        "full preview by default"
+    );
+
+    status_patch(&ns, json!({"status": {"abort": true}})).await;
+    wait_for(&ns, "Degraded", |r| {
+        phase(r) == Some(RolloutPhase::Degraded)
+    })
+    .await;
+    assert_eq!(
+        service_hash(&ns, "web-active").await.as_deref(),
+        Some(v1.as_str())
+    );
+    eventually(
+        "the preview scaled down after the abort delay",
+        support::app::LIMIT,
+        || async { (replicas_of(&ns, &v2).await == Some(0)).then_some(()) },
+    )
+    .await;
+    assert_eq!(
+        service_hash(&ns, "web-active").await.as_deref(),
+        Some(v1.as_str())
+    );
+    assert_eq!(replicas_of(&ns, &v1).await, Some(3));
+}
+
+/// An AnalysisTemplate whose one Prometheus measurement is the constant `value`, judged
+/// against 0.95.
+async fn constant_template(ns: &TestNamespace, name: &str, value: f64) {
+    apply(
+        ns,
+        json!({"apiVersion": "weir.dev/v1alpha1", "kind": "AnalysisTemplate",
+            "metadata": {"name": name}, "spec": {"metrics": [{
+                "name": "success-rate", "count": 1,
+                "successCondition": "result[0] >= 0.95",
+                "provider": {"prometheus": {"query": format!("vector({value})")}}}]}}),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_failed_post_promotion_analysis_switches_the_active_service_back() {
+    let ns = TestNamespace::new(&client().await, "blue-green-post").await;
+    let _controller = ControllerProcess::start(&ns.name);
+    services(&ns).await;
+    constant_template(&ns, "good", 1.0).await;
+    constant_template(&ns, "bad", 0.42).await;
+    let gated = json!({
+        "prePromotionAnalysis": {"templates": [{"templateName": "good"}]},
+        "postPromotionAnalysis": {"templates": [{"templateName": "bad"}]}
+    });
+    apply(&ns, rollout("web:1", gated.clone())).await;
+    let (v1, _) = hashes(&healthy_on(&ns, "web:1").await);
+
+    apply(&ns, rollout("web:2", gated)).await;
+    let aborted = wait_for(&ns, "Degraded by the post-promotion analysis", |r| {
+        phase(r) == Some(RolloutPhase::Degraded)
+    })
+    .await;
+    let status = aborted.status.clone().unwrap_or_default();
+    assert_eq!(
+        status.abort_cause.map(|c| c.reason).as_deref(),
+        Some("AnalysisFailed"),
+        "{:?}",
+        status.message
+    );
+    assert_eq!(status.stable_rs.as_deref(), Some(v1.as_str()));
+    assert_eq!(
+        service_hash(&ns, "web-active").await.as_deref(),
+        Some(v1.as_str()),
+        "switched back to the previous version"
+    );
+    assert_eq!(replicas_of(&ns, &v1).await, Some(3), "still scaled up");
+    let runs = ns
+        .api::<weir::api::analysis::AnalysisRun>()
+        .list(&Default::default())
+        .await
+        .expect("runs");
+    let kinds: Vec<String> = runs
+        .items
+        .iter()
+        .filter_map(|r| r.metadata.labels.as_ref()?.get("weir.dev/step").cloned())
+        .collect();
+    assert!(
+        kinds.contains(&"pre-promotion".to_owned()) && kinds.contains(&"post-promotion".to_owned()),
+        "{kinds:?}"
+    );
+}
+
+/// What a kill test watches: the phase, the stage, and where each Service points.
+async fn standing(
+    ns: &TestNamespace,
+) -> Option<(String, Option<i32>, Option<String>, Option<String>)> {
+    let rollout = ns.api::<weir::api::Rollout>().get("web").await.ok()?;
+    let status = rollout.status.unwrap_or_default();
+    Some((
+        format!("{:?}/{:?}", status.phase, status.canary_rs),
+        status.current_step_index,
+        service_hash(ns, "web-active").await,
+        service_hash(ns, "web-preview").await,
+    ))
+}
+
+#[tokio::test]
+async fn a_controller_killed_at_every_phase_finishes_the_release_the_same_way() {
+    let ns = TestNamespace::new(&client().await, "blue-green-crash").await;
+    services(&ns).await;
+    constant_template(&ns, "good", 1.0).await;
+    let gated = json!({
+        "autoPromotionSeconds": 1,
+        "prePromotionAnalysis": {"templates": [{"templateName": "good"}]},
+        "postPromotionAnalysis": {"templates": [{"templateName": "good"}]}
+    });
+    let mut controller = ControllerProcess::start(&ns.name);
+    apply(&ns, rollout("web:1", gated.clone())).await;
+    let (v1, _) = hashes(&healthy_on(&ns, "web:1").await);
+    apply(&ns, rollout("web:2", gated)).await;
+    let v2 = weir::rollout::template_hash::of(
+        &serde_json::from_value(json!({"metadata": {"labels": {"app": "web"}},
+            "spec": {"containers": [{"name": "web", "image": "web:2"}]}}))
+        .expect("template"),
+    );
+    let mut actives = vec![v1.clone()];
+    let mut kills = 0;
+    loop {
+        let before = standing(&ns).await;
+        let done = eventually(
+            "the next change, or Healthy on web:2",
+            support::app::LIMIT,
+            || async {
+                let now = standing(&ns).await?;
+                if now.2.as_ref().is_some_and(|a| actives.last() != Some(a)) {
+                    return Some(false);
+                }
+                let rollout = ns.api::<weir::api::Rollout>().get("web").await.ok()?;
+                let healthy =
+                    phase(&rollout) == Some(RolloutPhase::Healthy) && hashes(&rollout).0 == v2;
+                if healthy {
+                    return Some(true);
+                }
+                (Some(&now) != before.as_ref()).then_some(false)
+            },
+        )
+        .await;
+        if let Some(active) = service_hash(&ns, "web-active").await
+            && actives.last() != Some(&active)
+        {
+            actives.push(active);
+        }
+        if done {
+            break;
+        }
+        // SIGKILL right after a change: no shutdown, possibly no status write.
+        controller.kill();
+        kills += 1;
+        controller = ControllerProcess::start(&ns.name);
+    }
+    drop(controller);
+    assert!(
+        kills >= 3,
+        "the controller was killed at each phase ({kills} kills)"
+    );
+    assert_eq!(
+        actives,
+        vec![v1, v2],
+        "the active Service switched once, forward"
+    );
+}
+
+/// The app as its team keeps it in Git: both Services, a failing analysis template, and the
+/// blue-green Rollout of `image` (with `blue_green` merged into its strategy).
+fn app_in_git(image: &str, blue_green: Value) -> String {
+    let mut documents: Vec<Value> = ["web-active", "web-preview"]
+        .iter()
+        .map(|service| {
+            json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": service},
+            "spec": {"selector": {"app": "web"}, "ports": [{"port": 80, "protocol": "TCP"}]}})
+        })
+        .collect();
+    documents.push(
+        json!({"apiVersion": "weir.dev/v1alpha1", "kind": "AnalysisTemplate",
+        "metadata": {"name": "bad"}, "spec": {"metrics": [{
+            "name": "success-rate", "count": 1, "successCondition": "result[0] >= 0.95",
+            "provider": {"prometheus": {"query": "vector(0.42)"}}}]}}),
+    );
+    documents.push(rollout(image, blue_green));
+    support::app::yaml_stream(&documents)
+}
+
+#[tokio::test]
+async fn under_a_gitsync_a_failed_post_promotion_analysis_rejects_the_revision() {
+    use support::git::GitRepo;
+    use support::gitops::{git_sync_every, ready_reason, sync_where};
+    let ns = TestNamespace::new(&client().await, "blue-green-gitsync").await;
+    let repo = GitRepo::new(&ns.name);
+    let v1 = repo.commit(
+        "web 1",
+        &[("deploy/app.yaml", &app_in_git("web:1", json!({})))],
+    );
+    let _controller = ControllerProcess::start(&ns.name);
+    git_sync_every(&ns, &repo.file_url(), false, "1s").await;
+    let (active_v1, _) = hashes(&healthy_on(&ns, "web:1").await);
+    sync_where(&ns, "v1 good", |s| {
+        s.last_good_revision.as_deref() == Some(v1.as_str())
+    })
+    .await;
+
+    let post = json!({"postPromotionAnalysis": {"templates": [{"templateName": "bad"}]}});
+    let v2 = repo.commit("web 2", &[("deploy/app.yaml", &app_in_git("web:2", post))]);
+    let status = sync_where(&ns, "v2 rejected, v1 re-applied", |s| {
+        ready_reason(s) == "RolledBack"
+    })
+    .await;
+    assert_eq!(status.last_applied_revision.as_deref(), Some(v1.as_str()));
+    let rejected = &status.rejected_revisions[0];
+    assert_eq!(
+        (rejected.revision.as_str(), rejected.reason.as_str()),
+        (v2.as_str(), "AnalysisFailed")
+    );
+    healthy_on(&ns, "web:1").await;
+    assert_eq!(
+        service_hash(&ns, "web-active").await.as_deref(),
+        Some(active_v1.as_str())
+    );
+}
