@@ -1,23 +1,34 @@
 //! Blue-green on the local control plane: real API server, real ReplicaSet controller, the
 //! kubelet stand-in, and a `weir controller` process per test.
 
+#[path = "support/routers.rs"]
+#[allow(dead_code, unused_imports)]
+mod routers;
 mod support;
 
 use k8s_openapi::api::apps::v1::ReplicaSet;
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::networking::v1::Ingress;
 use serde_json::{Value, json};
 use support::app::{apply, healthy_on, phase, service_hash, status_patch, wait_for};
+use support::watch::ObjectLog;
 use support::{ControllerProcess, TestNamespace, client, eventually};
 use weir::api::rollout::{PauseReason, RolloutPhase};
 
 /// The active and preview Services, selecting the app until weir pins them to a version.
 async fn services(ns: &TestNamespace) {
+    // Created as `kubectl create` would: an API server before 1.21 refuses to server-side
+    // apply a port without its protocol, and people leave the default out.
     for service in ["web-active", "web-preview"] {
-        apply(
-            ns,
+        let service: Service = serde_json::from_value(
             json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": service},
-            "spec": {"selector": {"app": "web"}, "ports": [{"port": 80, "protocol": "TCP"}]}}),
+            "spec": {"selector": {"app": "web"}, "ports": [{"port": 80}]}}),
         )
-        .await;
+        .expect("a Service");
+        ns.api::<Service>()
+            .create(&Default::default(), &service)
+            .await
+            .expect("the Service");
     }
 }
 
@@ -344,4 +355,121 @@ async fn under_a_gitsync_a_failed_post_promotion_analysis_rejects_the_revision()
         service_hash(&ns, "web-active").await.as_deref(),
         Some(active_v1.as_str())
     );
+}
+
+/// The users' Ingress to the active Service and the testers' to the preview Service: the
+/// simulated data plane sends requests through both, so each analysis measures what its
+/// Service serves.
+async fn ingresses(ns: &TestNamespace) {
+    for (name, host, service) in [
+        ("web", "shop.example", "web-active"),
+        ("web-preview", "preview.shop.example", "web-preview"),
+    ] {
+        let ingress: Ingress = serde_json::from_value(json!({
+            "apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "metadata": {"name": name},
+            "spec": {"rules": [{"host": host, "http": {"paths": [{"path": "/", "pathType": "Prefix",
+                "backend": {"service": {"name": service, "port": {"number": 80}}}}]}}]}
+        }))
+        .expect("an Ingress");
+        ns.api::<Ingress>()
+            .create(&Default::default(), &ingress)
+            .await
+            .expect("the Ingress");
+    }
+}
+
+/// `service` must answer 95% of what it is sent, over the 5 s after a 7 s settling delay.
+async fn success_template(ns: &TestNamespace, name: &str, service: &str) {
+    let filter = format!("namespace=\"{}\",service=\"{service}\"", ns.name);
+    let query = format!(
+        "sum(rate(http_requests_total{{{filter},code=\"200\"}}[5s])) / sum(rate(http_requests_total{{{filter}}}[5s]))"
+    );
+    apply(
+        ns,
+        json!({"apiVersion": "weir.dev/v1alpha1", "kind": "AnalysisTemplate",
+        "metadata": {"name": name},
+        "spec": {"metrics": [{"name": "success-rate", "initialDelay": "7s", "count": 1,
+            "successCondition": "result[0] >= 0.95",
+            "provider": {"prometheus": {"query": query}}}]}}),
+    )
+    .await;
+}
+
+/// A release of `version`, failing half its requests when `failing`, gated as `gates` says.
+fn measured(version: &str, failing: bool, gates: Value) -> Value {
+    let mut manifest = rollout(&format!("web:{version}"), gates);
+    if failing {
+        manifest["spec"]["template"]["metadata"]["annotations"] =
+            json!({"sim.weir.dev/error-rate": "0.5"});
+    }
+    manifest
+}
+
+#[tokio::test]
+async fn pre_promotion_analysis_measures_the_preview_and_post_promotion_the_live_traffic() {
+    let ns = TestNamespace::new(&client().await, "blue-green-traffic").await;
+    let (_simulator, _target) = routers::simulator(&ns).await;
+    let _controller = routers::controller(&ns);
+    services(&ns).await;
+    ingresses(&ns).await;
+    success_template(&ns, "preview-ok", "web-preview").await;
+    success_template(&ns, "live-ok", "web-active").await;
+    let both = json!({
+        "prePromotionAnalysis": {"templates": [{"templateName": "preview-ok"}]},
+        "postPromotionAnalysis": {"templates": [{"templateName": "live-ok"}]}});
+    let first = measured("1", false, both.clone());
+    apply(&ns, first.clone()).await;
+    let (v1, _) = hashes(&routers::healthy(&ns, &first).await);
+    let active = ObjectLog::start(
+        ns.api::<Service>(),
+        Some("web-active"),
+        Vec::new(),
+        |service: &Service| {
+            service
+                .spec
+                .as_ref()?
+                .selector
+                .as_ref()?
+                .get(weir::api::contract::POD_TEMPLATE_HASH_LABEL)
+                .cloned()
+        },
+        None,
+    );
+
+    // A version that fails half its requests: the testers' traffic through the preview shows
+    // it, so users never see it.
+    apply(&ns, measured("2", true, both.clone())).await;
+    wait_for(&ns, "Degraded by the pre-promotion analysis", |r| {
+        phase(r) == Some(RolloutPhase::Degraded)
+    })
+    .await;
+    assert_eq!(
+        active.states(),
+        vec![v1.clone()],
+        "the active Service never moved"
+    );
+
+    // A good version passes both: the preview's traffic, then the users'.
+    let good = measured("3", false, both);
+    apply(&ns, good.clone()).await;
+    let (v3, _) = hashes(&routers::healthy(&ns, &good).await);
+    assert_eq!(active.states(), vec![v1.clone(), v3.clone()], "one switch");
+
+    // Without a check of the preview, a failing version reaches users; the analysis of the
+    // live traffic catches it and the active Service switches back.
+    let unchecked = json!({"postPromotionAnalysis": {"templates": [{"templateName": "live-ok"}]}});
+    apply(&ns, measured("4", true, unchecked)).await;
+    let aborted = wait_for(&ns, "Degraded by the post-promotion analysis", |r| {
+        phase(r) == Some(RolloutPhase::Degraded)
+    })
+    .await;
+    let (_, v4) = hashes(&aborted);
+    eventually(
+        "the active Service back on the good version",
+        support::app::LIMIT,
+        || async {
+            (active.states() == vec![v1.clone(), v3.clone(), v4.clone(), v3.clone()]).then_some(())
+        },
+    )
+    .await;
 }
