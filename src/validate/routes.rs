@@ -18,6 +18,7 @@ pub const MAX_MANAGED_ROUTES: usize = 8;
 pub const MAX_ROUTES: usize = 16;
 /// Gateway API's bound on the headers of one HTTPRoute match (`maxItems` in its CRD): weir
 /// adds a step's header matches to the split rule's own, so their sum must stay within it.
+/// (`traffic::gateway_api::MAX_HEADERS` checks that sum against the live route.)
 pub const MAX_GATEWAY_HEADERS: usize = 16;
 /// At most this many entries in one step's `match` (and headers in one mirror match block).
 pub const MAX_MATCHES: usize = 16;
