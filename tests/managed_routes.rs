@@ -304,3 +304,47 @@ async fn a_gitsync_of_the_http_route_keeps_the_header_rule_and_sends_nothing() {
     healthy_on(&ns, "web:2").await;
     rules_become(&ns, &["(unnamed)"]).await;
 }
+
+#[tokio::test]
+async fn a_header_route_past_the_http_routes_16_rules_is_refused_naming_the_route() {
+    let ns = TestNamespace::new(&client().await, "gateway-header-route-full").await;
+    let _controller = ControllerProcess::start(&ns.name);
+    support::app::app(&ns).await;
+    // The team's route already at Gateway API's 16 rules: 15 of its own, then the split.
+    let mut rules: Vec<Value> = (0..15)
+        .map(|i| {
+            json!({"matches": [{"path": {"type": "Exact", "value": format!("/team-{i}")}}],
+            "backendRefs": [{"name": "web-stable", "port": 80}]})
+        })
+        .collect();
+    rules.push(json!({"backendRefs": [
+        {"name": "web-stable", "port": 80}, {"name": "web-canary", "port": 80}]}));
+    apply(
+        &ns,
+        json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+        "metadata": {"name": "web"},
+        "spec": {"parentRefs": [{"name": "gateway"}], "rules": rules}}),
+    )
+    .await;
+    apply(&ns, gateway_rollout("web:1")).await;
+    healthy_on(&ns, "web:1").await;
+
+    apply(&ns, gateway_rollout("web:2")).await;
+    let refused = wait_for(&ns, "the header route refused, naming the HTTPRoute", |r| {
+        r.status
+            .as_ref()
+            .and_then(|s| s.message.as_deref())
+            .is_some_and(|m| m.contains("HTTPRoute") && m.contains("at most 16"))
+    })
+    .await;
+    let message = refused.status.and_then(|s| s.message).unwrap_or_default();
+    assert!(
+        message.contains(&format!("{}/web", ns.name)) && message.contains("canary-header"),
+        "{message}"
+    );
+    assert_eq!(
+        rule_names(&ns).await.len(),
+        16,
+        "nothing written past the bound"
+    );
+}

@@ -251,3 +251,40 @@ async fn a_route_no_longer_granted_leaves_the_other_routers_to_be_undone_on_dele
     )
     .await;
 }
+
+#[tokio::test]
+async fn an_abort_reaches_the_other_router_when_the_first_one_fails() {
+    let ns = TestNamespace::new(&client().await, "several-routers-first-fails").await;
+    let _controller = ControllerProcess::start(&ns.name);
+    routing(&ns).await;
+    apply(&ns, rollout("web:1")).await;
+    wait_for(&ns, "Healthy on web:1", |r| {
+        phase(r) == Some(RolloutPhase::Healthy)
+    })
+    .await;
+    let splits = traffic_splits(&ns).await;
+    apply(&ns, rollout("web:2")).await;
+    both_at(&ns, &splits, 20).await;
+
+    // The canary Ingress no longer reads as weir's (its owner taken away by hand): the NGINX
+    // router, the first the Rollout names, refuses to touch it, even to remove it. An abort
+    // must still take the TrafficSplit's canary share to 0.
+    ns.api::<Ingress>()
+        .patch(
+            CANARY_INGRESS,
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"ownerReferences": null}})),
+        )
+        .await
+        .expect("taking the canary Ingress's owner away");
+    status_patch(&ns, json!({"status": {"abort": true}})).await;
+    eventually("the TrafficSplit back to 0", LIMIT, || async {
+        (weights(&ns, &splits).await.1 == Some(0)).then_some(())
+    })
+    .await;
+    assert_eq!(
+        weights(&ns, &splits).await.0,
+        20,
+        "the canary Ingress weir cannot call its own is left as it was"
+    );
+}

@@ -408,6 +408,40 @@ pub fn put_managed_rules(
     (kept != rules).then_some(kept)
 }
 
+/// Gateway API's bound on an HTTPRoute's rules (`maxItems` in its CRD).
+pub const MAX_RULES: usize = 16;
+/// Gateway API's bound on the headers of one HTTPRoute match (`maxItems` in its CRD).
+pub const MAX_HEADERS: usize = 16;
+
+/// Why writing `written` as managed route `name`'s rules, making the HTTPRoute's rules
+/// `new`, would break Gateway API's bounds; None when within them. Checked before writing,
+/// so the refusal names the cause rather than the API server's schema error.
+pub fn beyond_gateway_limits(name: &str, written: &[Value], new: &[Value]) -> Option<String> {
+    if new.len() > MAX_RULES {
+        return Some(format!(
+            "managed route {name} would bring the HTTPRoute to {} rules ({} of them the route's); Gateway API allows at most {MAX_RULES}: remove rules from the HTTPRoute, or managed routes from the Rollout",
+            new.len(),
+            written.len()
+        ));
+    }
+    let most = written
+        .iter()
+        .flat_map(|rule| rule["matches"].as_array().into_iter().flatten())
+        .map(|m| m["headers"].as_array().map_or(0, Vec::len))
+        .max()?;
+    (most > MAX_HEADERS).then(|| format!(
+        "managed route {name} would write a match of {most} headers (the split rule's own and the setHeaderRoute step's); Gateway API allows at most {MAX_HEADERS}: match on fewer headers in the step or the split rule"
+    ))
+}
+
+/// Whether the API server dropped rule names weir sent (`sent`) when it stored them
+/// (`stored`): Gateway API CRDs before rule names (v1.2, experimental channel) prune the
+/// field, and without it weir cannot tell its rules from the team's.
+pub fn rule_names_pruned(sent: &[Value], stored: &[Value]) -> bool {
+    let named = |rules: &[Value]| rules.iter().filter(|r| r["name"].is_string()).count();
+    named(stored) < named(sent)
+}
+
 /// The patch that swaps the HTTPRoute's rules `old` for `new`, testing `old` first: a
 /// concurrent edit of any rule fails the patch rather than being overwritten.
 pub fn rules_patch(old: &[Value], new: Vec<Value>) -> JsonPatch {
@@ -571,27 +605,60 @@ impl GatewayApiRouter {
             None => None,
         };
         let first_split = found.first().map_or(0, |s| s.0);
-        let Some(new) = put_managed_rules(&rules, name, &self.canary, written, first_split) else {
+        let Some(new) = put_managed_rules(&rules, name, &self.canary, written.clone(), first_split)
+        else {
             return Ok(());
         };
+        if let Some(why) = written
+            .as_deref()
+            .and_then(|written| beyond_gateway_limits(name, written, &new))
+        {
+            return Err(RouterError::Misconfigured(format!(
+                "HTTPRoute {}/{route}: {why}",
+                self.namespace
+            )));
+        }
         let params = PatchParams {
             field_manager: Some(ROLLOUT_MANAGER.into()),
             ..PatchParams::default()
         };
+        let api_error = |source| RouterError::Api {
+            kind: HttpRoute::KIND,
+            name: route.to_owned(),
+            source: Box::new(source),
+        };
         let patched = self
             .http
-            .patch(route, &params, &Patch::<()>::Json(rules_patch(&rules, new)))
+            .patch(
+                route,
+                &params,
+                &Patch::<()>::Json(rules_patch(&rules, new.clone())),
+            )
             .await
-            .map_err(|source| RouterError::Api {
-                kind: HttpRoute::KIND,
-                name: route.to_owned(),
-                source: Box::new(source),
-            })?;
+            .map_err(api_error)?;
+        let stored = rules_of(&patched);
+        if rule_names_pruned(&new, &stored) {
+            // Unnamed, the rules just written would never be found again, and each
+            // reconcile would add more: put the rules back as they were, then say why.
+            let undone = self
+                .http
+                .patch(
+                    route,
+                    &params,
+                    &Patch::<()>::Json(rules_patch(&stored, rules)),
+                )
+                .await
+                .map_or_else(
+                    |e| format!(" (weir could not take its rules off again: {e}; remove the rules without a name that send to Service {} alone)", self.canary),
+                    |_| String::new(),
+                );
+            return Err(RouterError::Misconfigured(format!(
+                "HTTPRoute {}/{route}: the API server dropped the rule names weir writes (spec.rules[].name) for managed route {name}, so weir cannot find its rules again{undone}; install Gateway API CRDs that keep HTTPRoute rule names (v1.2 or later, experimental channel), or remove the setHeaderRoute steps",
+                self.namespace
+            )));
+        }
         // Verified on what the API server stored, not assumed from what was sent.
-        let (rules, found) = (
-            rules_of(&patched),
-            splits(&patched, &self.stable, &self.canary)?,
-        );
+        let (rules, found) = (stored, splits(&patched, &self.stable, &self.canary)?);
         let shown = shown_header_routes(&[name.to_owned()], &rules, &found, &self.canary);
         let wanted = header.map(|m| ManagedRoute::Header(m.to_vec()));
         if shown.get(name).cloned().flatten() != wanted {
@@ -1287,6 +1354,68 @@ mod tests {
             let again = header_rules(&name, &matches, &put, &now).expect("rules");
             proptest::prop_assert_eq!(put_managed_rules(&put, &name, "web-canary", Some(again), now[0].0), None);
             proptest::prop_assert_eq!(put_managed_rules(&put, &name, "web-canary", None, now[0].0), Some(rules));
+        }
+    }
+
+    /// `count` rules of the team's, each on its own path, after the shared route's.
+    fn with_team_rules(count: usize) -> Vec<Value> {
+        let mut rules = shared_rules();
+        rules.extend((0..count).map(|i| {
+            json!({"name": format!("team-{i}"),
+                   "matches": [{"path": {"type": "Exact", "value": format!("/t{i}")}}],
+                   "backendRefs": [{"name": "other", "port": 80}]})
+        }));
+        rules
+    }
+
+    proptest::proptest! {
+        /// A header route is refused exactly when it would take the HTTPRoute past Gateway
+        /// API's 16 rules, or a match past its 16 headers (the split rule's own count).
+        #[test]
+        fn a_header_route_past_gateway_apis_bounds_is_refused_before_writing(
+            team in 0..20usize,
+            headers in 1..24usize,
+        ) {
+            let rules = with_team_rules(team);
+            let found = shared_splits();
+            let matches: Vec<HeaderRoutingMatch> =
+                (0..headers).map(|i| header(&format!("x-{i}"), exact("1"))).collect();
+            let written = header_rules("h", &matches, &rules, &found).expect("rules");
+            let new = put_managed_rules(&rules, "h", "web-canary", Some(written.clone()), found[0].0)
+                .expect("put");
+            // The first split rule carries one header of its own (x-tenant).
+            let beyond = new.len() > MAX_RULES || 1 + headers > MAX_HEADERS;
+            let why = beyond_gateway_limits("h", &written, &new);
+            proptest::prop_assert_eq!(why.is_some(), beyond, "{:?}", why);
+            if let Some(why) = why {
+                proptest::prop_assert!(why.contains("managed route h") && why.contains("at most 16"), "{}", why);
+            }
+        }
+
+        /// Pruned names are noticed whichever rules lose them; names kept never are, nor
+        /// is a managed route removed (fewer names sent than were stored before).
+        #[test]
+        fn rule_names_dropped_by_the_api_server_are_noticed(
+            dropped in proptest::collection::vec(proptest::bool::ANY, 7),
+        ) {
+            let rules = with_team_rules(1);
+            let found = shared_splits();
+            let written = header_rules("h", &[header("x", exact("1"))], &rules, &found).expect("rules");
+            let sent = put_managed_rules(&rules, "h", "web-canary", Some(written), found[0].0).expect("put");
+            let stored: Vec<Value> = sent
+                .iter()
+                .zip(&dropped)
+                .map(|(rule, &drop)| {
+                    let mut rule = rule.clone();
+                    if let Some(fields) = rule.as_object_mut().filter(|_| drop) {
+                        fields.remove("name");
+                    }
+                    rule
+                })
+                .collect();
+            let lost = sent.iter().zip(&dropped).any(|(r, &d)| d && r["name"].is_string());
+            proptest::prop_assert_eq!(rule_names_pruned(&sent, &stored), lost);
+            proptest::prop_assert!(!rule_names_pruned(&rules, &rules));
         }
     }
 }

@@ -161,6 +161,21 @@ impl Routers {
     }
 }
 
+/// Sets `canary` on each router in turn (see `Routers::set_weight`): going up, the first
+/// failure stops the rest; weight 0 is tried on every router and the first failure returned.
+async fn set_in_turn<R: Router>(routers: &[&R], canary: i32) -> Result<i32, RouterError> {
+    let mut first = None;
+    for router in routers {
+        if let Err(error) = router.set_weight(canary).await {
+            if canary != 0 {
+                return Err(error);
+            }
+            first.get_or_insert(error);
+        }
+    }
+    first.map_or(Ok(canary), Err)
+}
+
 impl Router for Routers {
     async fn weight(&self) -> Result<Option<i32>, RouterError> {
         Ok(self.reading().await?.highest)
@@ -171,16 +186,8 @@ impl Router for Routers {
     /// 0 (an abort, the end of a canary) is tried on every router, whichever fail: traffic
     /// leaves the canary wherever it can, and the first failure is returned after.
     async fn set_weight(&self, canary: i32) -> Result<i32, RouterError> {
-        let mut first = None;
-        for (_, router) in &self.each {
-            if let Err(error) = router.set_weight(canary).await {
-                if canary != 0 {
-                    return Err(error);
-                }
-                first.get_or_insert(error);
-            }
-        }
-        first.map_or(Ok(canary), Err)
+        let routers: Vec<&AnyRouter> = self.each.iter().map(|(_, router)| router).collect();
+        set_in_turn(&routers, canary).await
     }
 
     /// Every router's managed routes as one (see `merge_shown`).
@@ -308,7 +315,55 @@ mod tests {
         assert_eq!(merge_shown(Vec::new()), ShownRoutes::new());
     }
 
+    /// A stand-in router: fails every set when `fails`, and records the weights it was set.
+    struct StandIn {
+        fails: bool,
+        set: std::sync::Mutex<Vec<i32>>,
+    }
+
+    impl Router for StandIn {
+        async fn weight(&self) -> Result<Option<i32>, RouterError> {
+            Ok(None)
+        }
+        async fn set_weight(&self, canary: i32) -> Result<i32, RouterError> {
+            if let Ok(mut set) = self.set.lock() {
+                set.push(canary);
+            }
+            if self.fails {
+                Err(RouterError::Misconfigured("stand-in".into()))
+            } else {
+                Ok(canary)
+            }
+        }
+    }
+
     proptest! {
+        /// Weight 0 reaches every router whichever fail, and fails when any does; any other
+        /// weight reaches the routers up to and including the first that fails, and no further.
+        #[test]
+        fn weight_0_reaches_every_router_whatever_subset_fails(
+            fails in prop::collection::vec(any::<bool>(), 1..6),
+            canary in 0..=100i32,
+        ) {
+            let routers: Vec<StandIn> = fails
+                .iter()
+                .map(|&fails| StandIn { fails, set: std::sync::Mutex::new(Vec::new()) })
+                .collect();
+            let each: Vec<&StandIn> = routers.iter().collect();
+            let result = futures::executor::block_on(set_in_turn(&each, canary));
+            prop_assert_eq!(result.is_ok(), !fails.contains(&true));
+            let reached = if canary == 0 {
+                routers.len()
+            } else {
+                fails.iter().position(|&f| f).map_or(routers.len(), |first| first + 1)
+            };
+            for (index, router) in routers.iter().enumerate() {
+                let set = router.set.lock().map(|s| s.clone()).unwrap_or_default();
+                let wanted = if index < reached { vec![canary] } else { Vec::new() };
+                prop_assert_eq!(set, wanted, "router {} of {:?}", index, fails);
+            }
+        }
+
         /// A route reads as written exactly when every router shows it so; every route any
         /// router shows is in the reading (so it is removed when not wanted).
         #[test]

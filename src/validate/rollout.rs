@@ -1,6 +1,6 @@
 //! The rules of a Rollout.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
@@ -382,7 +382,20 @@ fn check_gateway(report: &mut Report, at: &str, gateway: &GatewayApiRouting) {
             "name the route whose stable and canary backendRefs carry the weights: httpRoute, httpRoutes, grpcRoute or grpcRoutes",
         );
     }
-    for (index, route) in routes.iter().enumerate() {
+    routes::check_route_count(
+        report,
+        &format!("{at}.httpRoutes"),
+        "HTTPRoutes",
+        gateway.http_routes.len(),
+    );
+    routes::check_route_count(
+        report,
+        &format!("{at}.grpcRoutes"),
+        "GRPCRoutes",
+        gateway.grpc_routes.len(),
+    );
+    let mut seen = BTreeSet::new();
+    for route in &routes {
         let field = format!("{at}.{}", route.field);
         let field = if route.field.ends_with(']') {
             format!("{field}.name")
@@ -390,10 +403,7 @@ fn check_gateway(report: &mut Report, at: &str, gateway: &GatewayApiRouting) {
             field
         };
         check_name(report, &field, route.name, NameRule::Dns1123Subdomain);
-        if routes[..index]
-            .iter()
-            .any(|r| r.kind == route.kind && r.name == route.name)
-        {
+        if !seen.insert((route.kind.kind(), route.name)) {
             report.invalid(
                 field,
                 format!(
@@ -435,6 +445,13 @@ fn check_nginx(report: &mut Report, at: &str, nginx: &NginxRouting) {
             NameRule::Dns1123Subdomain,
         );
     }
+    routes::check_route_count(
+        report,
+        &format!("{at}.stableIngresses"),
+        "Ingresses",
+        nginx.stable_ingresses.len(),
+    );
+    let mut seen = BTreeSet::new();
     for (index, name) in nginx.stable_ingresses.iter().enumerate() {
         check_name(
             report,
@@ -442,7 +459,7 @@ fn check_nginx(report: &mut Report, at: &str, nginx: &NginxRouting) {
             name,
             NameRule::Dns1123Subdomain,
         );
-        if nginx.stable_ingresses[..index].contains(name) {
+        if !seen.insert(name) {
             report.invalid(
                 format!("{at}.stableIngresses[{index}]"),
                 format!("{name:?} is listed twice; list each Ingress once"),
@@ -504,6 +521,13 @@ fn check_alb(report: &mut Report, at: &str, alb: &AlbRouting) {
             NameRule::Dns1123Subdomain,
         );
     }
+    routes::check_route_count(
+        report,
+        &format!("{at}.ingresses"),
+        "Ingresses",
+        alb.ingresses.len(),
+    );
+    let mut seen = BTreeSet::new();
     for (index, name) in alb.ingresses.iter().enumerate() {
         check_name(
             report,
@@ -511,7 +535,7 @@ fn check_alb(report: &mut Report, at: &str, alb: &AlbRouting) {
             name,
             NameRule::Dns1123Subdomain,
         );
-        if alb.ingresses[..index].contains(name) {
+        if !seen.insert(name) {
             report.invalid(
                 format!("{at}.ingresses[{index}]"),
                 format!("{name:?} is listed twice; list each Ingress once"),
@@ -584,7 +608,13 @@ fn check_istio(report: &mut Report, at: &str, istio: &IstioRouting) {
         ),
         _ => {}
     }
-    let mut seen = std::collections::BTreeSet::new();
+    routes::check_route_count(
+        report,
+        &format!("{at}.virtualServices"),
+        "VirtualServices",
+        istio.virtual_services.len(),
+    );
+    let mut seen = BTreeSet::new();
     let single = istio
         .virtual_service
         .iter()
@@ -608,7 +638,14 @@ fn check_istio(report: &mut Report, at: &str, istio: &IstioRouting) {
                 format!("VirtualService {} is named twice", service.name),
             );
         }
-        let mut routes = std::collections::BTreeSet::new();
+        for (list, what, count) in [
+            ("routes", "routes", service.routes.len()),
+            ("tlsRoutes", "TLS routes", service.tls_routes.len()),
+            ("tcpRoutes", "TCP routes", service.tcp_routes.len()),
+        ] {
+            routes::check_route_count(report, &format!("{field}.{list}"), what, count);
+        }
+        let mut routes = BTreeSet::new();
         for (index, route) in service.routes.iter().enumerate() {
             if route.is_empty() {
                 report.invalid(

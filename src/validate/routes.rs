@@ -12,6 +12,14 @@ use crate::api::rollout::{
 
 /// At most this many managed routes per Rollout.
 pub const MAX_MANAGED_ROUTES: usize = 8;
+/// At most this many objects or routes in each list a router names: `httpRoutes`,
+/// `grpcRoutes`, `stableIngresses`, `ingresses`, `virtualServices` and each VirtualService's
+/// `routes`, `tlsRoutes` and `tcpRoutes`. Each is read (and maybe written) every reconcile.
+pub const MAX_ROUTES: usize = 16;
+/// Gateway API's bound on the headers of one HTTPRoute match (`maxItems` in its CRD): weir
+/// adds a step's header matches to the split rule's own, so their sum must stay within it.
+/// (`traffic::gateway_api::MAX_HEADERS` checks that sum against the live route.)
+pub const MAX_GATEWAY_HEADERS: usize = 16;
 /// At most this many entries in one step's `match` (and headers in one mirror match block).
 pub const MAX_MATCHES: usize = 16;
 /// The longest header name, and the longest exact or prefix value.
@@ -123,7 +131,14 @@ pub(super) fn check_route_step(
         if !listed(&header.name) {
             report.invalid(format!("{at}.name"), unlisted(&header.name));
         }
-        check_count(report, &format!("{at}.match"), header.matches.len());
+        if gateway && header.matches.len() > MAX_GATEWAY_HEADERS {
+            report.invalid(
+                format!("{at}.match"),
+                format!("has {} header matches; Gateway API takes at most {MAX_GATEWAY_HEADERS} headers in an HTTPRoute match, counting the split rule's own: match on fewer headers", header.matches.len()),
+            );
+        } else {
+            check_count(report, &format!("{at}.match"), header.matches.len());
+        }
         for (index, entry) in header.matches.iter().enumerate() {
             let at = format!("{at}.match[{index}]");
             check_header_name(report, &format!("{at}.headerName"), &entry.header_name);
@@ -175,6 +190,16 @@ pub(super) fn check_route_step(
                 check_string_match(report, &format!("{at}.headers.{name}"), value);
             }
         }
+    }
+}
+
+/// Refuses a list `at` of `count` `what`s (`HTTPRoutes`) longer than [`MAX_ROUTES`].
+pub(super) fn check_route_count(report: &mut Report, at: &str, what: &str, count: usize) {
+    if count > MAX_ROUTES {
+        report.invalid(
+            at,
+            format!("lists {count} {what}; weir routes at most {MAX_ROUTES} per list: split the Rollout's traffic over fewer of them"),
+        );
     }
 }
 

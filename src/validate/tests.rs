@@ -1723,3 +1723,118 @@ fn beside_istio_every_other_router_must_carry_managed_routes_too() {
         "{violations:?}"
     );
 }
+
+/// Each list of routes or objects a router names, as (field under trafficRouting, the
+/// routing with `names` in that list).
+fn route_lists(names: &[String]) -> Vec<(&'static str, serde_json::Value)> {
+    let named: Vec<serde_json::Value> = names.iter().map(|n| json!({"name": n})).collect();
+    let services: Vec<serde_json::Value> = names
+        .iter()
+        .map(|n| json!({"name": n, "routes": ["primary"]}))
+        .collect();
+    vec![
+        (
+            "gatewayAPI.httpRoutes",
+            json!({"gatewayAPI": {"httpRoutes": named}}),
+        ),
+        (
+            "gatewayAPI.grpcRoutes",
+            json!({"gatewayAPI": {"grpcRoutes": named}}),
+        ),
+        (
+            "nginx.stableIngresses",
+            json!({"nginx": {"stableIngresses": names}}),
+        ),
+        (
+            "alb.ingresses",
+            json!({"alb": {"ingresses": names, "servicePort": 80}}),
+        ),
+        (
+            "istio.virtualServices",
+            json!({"istio": {"virtualServices": services}}),
+        ),
+    ]
+}
+
+fn routing_violations(routing: serde_json::Value) -> Vec<Violation> {
+    rollout(&rollout_with_canary(json!({
+        "stableService": "s", "canaryService": "c", "trafficRouting": routing
+    })))
+}
+
+#[test]
+fn each_list_of_routes_is_bounded_and_the_refusal_names_field_and_limit() {
+    let at = "spec.strategy.canary.trafficRouting";
+    for count in [0, 1, routes::MAX_ROUTES, routes::MAX_ROUTES + 1, 1000] {
+        let names: Vec<String> = (0..count).map(|i| format!("r{i}")).collect();
+        for (list, routing) in route_lists(&names) {
+            let field = format!("{at}.{list}");
+            let violations = routing_violations(routing);
+            let refused: Vec<&Violation> = violations.iter().filter(|v| v.field == field).collect();
+            if count > routes::MAX_ROUTES {
+                assert_eq!(refused.len(), 1, "{list} x{count}: {violations:#?}");
+                assert!(
+                    refused[0]
+                        .message
+                        .contains(&format!("at most {}", routes::MAX_ROUTES))
+                        && refused[0].message.contains(&count.to_string()),
+                    "{refused:?}"
+                );
+            } else {
+                assert_eq!(refused, Vec::<&Violation>::new(), "{list} x{count}");
+            }
+        }
+    }
+    let many: Vec<String> = (0..=routes::MAX_ROUTES).map(|i| format!("r{i}")).collect();
+    let violations = routing_violations(json!({"istio": {"virtualService": {
+        "name": "vs", "routes": many,
+        "tcpRoutes": many.iter().map(|_| json!({"port": 80})).collect::<Vec<_>>(),
+    }}}));
+    assert_only(
+        violations,
+        &[
+            (Invalid, &format!("{at}.istio.virtualService.routes")),
+            (Invalid, &format!("{at}.istio.virtualService.tcpRoutes")),
+        ],
+    );
+}
+
+proptest! {
+    /// Whatever the names, each list refuses exactly the entries an earlier one repeats.
+    #[test]
+    fn exactly_the_repeated_entries_of_a_list_are_refused(
+        picks in prop::collection::vec(0..4usize, 0..=16),
+    ) {
+        let names: Vec<String> = picks.iter().map(|p| format!("r{p}")).collect();
+        for (list, routing) in route_lists(&names) {
+            let violations = routing_violations(routing);
+            let twice = violations.iter().filter(|v| v.message.contains("twice")).count();
+            let repeats = names.len() - names.iter().collect::<std::collections::BTreeSet<_>>().len();
+            prop_assert_eq!(twice, repeats, "{} {:?}: {:#?}", list, names, violations);
+        }
+    }
+}
+
+#[test]
+fn a_header_route_beyond_gateway_apis_header_limit_is_refused_naming_it() {
+    let matches: Vec<serde_json::Value> = (0..=routes::MAX_GATEWAY_HEADERS)
+        .map(|i| json!({"headerName": format!("x-{i}"), "headerValue": {"exact": "y"}}))
+        .collect();
+    let violations = rollout(&rollout_with_canary(json!({
+        "stableService": "s", "canaryService": "c",
+        "trafficRouting": {"gatewayAPI": {"httpRoute": "web"}, "managedRoutes": [{"name": "h"}]},
+        "steps": [{"setHeaderRoute": {"name": "h", "match": matches}}]
+    })));
+    assert_only(
+        violations.clone(),
+        &[(
+            Invalid,
+            "spec.strategy.canary.steps[0].setHeaderRoute.match",
+        )],
+    );
+    assert!(
+        violations[0].message.contains("Gateway API")
+            && violations[0].message.contains("at most 16"),
+        "{violations:?}"
+    );
+}
