@@ -99,3 +99,9 @@ pub const ALB_DEFAULT_PREFIX: &str = "alb.ingress.kubernetes.io";
 pub fn alb_action_annotation(prefix: Option<&str>, service: &str) -> String {
     format!("{}/actions.{service}", prefix.unwrap_or(ALB_DEFAULT_PREFIX))
 }
+
+/// Gateway API's bound on an HTTPRoute's rules (`maxItems` in its CRD).
+pub const GATEWAY_API_MAX_RULES: usize = 16;
+/// Gateway API's bound on the headers of one HTTPRoute match (`maxItems` in its CRD): lint
+/// checks a step's own matches against it, the router the sum with the split rule's.
+pub const GATEWAY_API_MAX_HEADERS: usize = 16;

@@ -6,6 +6,10 @@
 //! are, so several Rollouts may share a route. Which Gateway or Service (GAMMA) a route is
 //! attached to does not matter here.
 
+/// Gateway API's bounds (`maxItems` in its CRD) on an HTTPRoute's rules and a match's headers.
+use crate::api::contract::{
+    GATEWAY_API_MAX_HEADERS as MAX_HEADERS, GATEWAY_API_MAX_RULES as MAX_RULES,
+};
 use std::fmt::Debug;
 
 use crate::api::Rollout;
@@ -408,11 +412,6 @@ pub fn put_managed_rules(
     (kept != rules).then_some(kept)
 }
 
-/// Gateway API's bound on an HTTPRoute's rules (`maxItems` in its CRD).
-pub const MAX_RULES: usize = 16;
-/// Gateway API's bound on the headers of one HTTPRoute match (`maxItems` in its CRD).
-pub const MAX_HEADERS: usize = 16;
-
 /// Why writing `written` as managed route `name`'s rules, making the HTTPRoute's rules
 /// `new`, would break Gateway API's bounds; None when within them. Checked before writing,
 /// so the refusal names the cause rather than the API server's schema error.
@@ -435,7 +434,7 @@ pub fn beyond_gateway_limits(name: &str, written: &[Value], new: &[Value]) -> Op
 }
 
 /// Whether the API server dropped rule names weir sent (`sent`) when it stored them
-/// (`stored`): Gateway API CRDs before rule names (v1.2, experimental channel) prune the
+/// (`stored`): Gateway API CRDs without rule names (GEP-995; before v1.2, or a standard channel before it graduated) prune the
 /// field, and without it weir cannot tell its rules from the team's.
 pub fn rule_names_pruned(sent: &[Value], stored: &[Value]) -> bool {
     let named = |rules: &[Value]| rules.iter().filter(|r| r["name"].is_string()).count();
@@ -653,7 +652,7 @@ impl GatewayApiRouter {
                     |_| String::new(),
                 );
             return Err(RouterError::Misconfigured(format!(
-                "HTTPRoute {}/{route}: the API server dropped the rule names weir writes (spec.rules[].name) for managed route {name}, so weir cannot find its rules again{undone}; install Gateway API CRDs that keep HTTPRoute rule names (v1.2 or later, experimental channel), or remove the setHeaderRoute steps",
+                "HTTPRoute {}/{route}: the API server dropped the rule names weir writes (spec.rules[].name) for managed route {name}, so weir cannot find its rules again{undone}; install Gateway API CRDs whose HTTPRoute has spec.rules[].name (named route rules, GEP-995: the experimental channel from v1.2, the standard channel in later releases), or remove the setHeaderRoute steps",
                 self.namespace
             )));
         }

@@ -16,10 +16,9 @@ pub const MAX_MANAGED_ROUTES: usize = 8;
 /// `grpcRoutes`, `stableIngresses`, `ingresses`, `virtualServices` and each VirtualService's
 /// `routes`, `tlsRoutes` and `tcpRoutes`. Each is read (and maybe written) every reconcile.
 pub const MAX_ROUTES: usize = 16;
-/// Gateway API's bound on the headers of one HTTPRoute match (`maxItems` in its CRD): weir
-/// adds a step's header matches to the split rule's own, so their sum must stay within it.
-/// (`traffic::gateway_api::MAX_HEADERS` checks that sum against the live route.)
-pub const MAX_GATEWAY_HEADERS: usize = 16;
+/// weir adds a step's header matches to the split rule's own, so a step alone must stay
+/// within Gateway API's bound (the router checks the sum against the live route).
+pub use crate::api::contract::GATEWAY_API_MAX_HEADERS as MAX_GATEWAY_HEADERS;
 /// At most this many entries in one step's `match` (and headers in one mirror match block).
 pub const MAX_MATCHES: usize = 16;
 /// The longest header name, and the longest exact or prefix value.
