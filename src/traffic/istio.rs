@@ -472,6 +472,20 @@ pub fn shown_route(live: &Value, stable: &Value, canary: &Value) -> Option<Manag
     (managed_route_value(name, &route, stable, canary, weight) == *live).then_some(route)
 }
 
+/// Whether an HTTP route of a VirtualService is spelt exactly as [`managed_route_value`]
+/// writes a managed route (named; a header route to one destination, or a mirror route to
+/// two), with the destinations it names. Says nothing of whose route it is: callers also
+/// check the name.
+pub fn is_written_managed_route(route: &Value) -> bool {
+    let destinations = route["route"].as_array().map(Vec::as_slice);
+    let (stable, canary) = match destinations {
+        Some([only]) if route.get("mirror").is_none() => (&Value::Null, &only["destination"]),
+        Some([stable, canary]) => (&stable["destination"], &canary["destination"]),
+        _ => return false,
+    };
+    shown_route(route, stable, canary).is_some()
+}
+
 /// The mirror routes weir made among the managed routes `managed` (stable destination first,
 /// canary second, as [`managed_route_value`] writes them): set with every weight, like the
 /// weighted routes.
