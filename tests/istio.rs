@@ -145,7 +145,9 @@ fn virtual_service_weights(ns: &TestNamespace, host_level: bool) -> ObjectWeight
         Vec::new(),
         move |object: &DynamicObject| {
             let value = serde_json::to_value(object).ok()?;
-            let splits = istio::splits(&value, &spec, &pick).ok()?;
+            // weir's header route (only in the tests that set one) is not the weighted route.
+            let managed = ["canary-header".to_owned()];
+            let splits = istio::splits_beside(&value, &spec, &pick, &managed).ok()?;
             istio::canary_weight(&value, &splits)
         },
         None,
@@ -310,9 +312,17 @@ async fn subset_level_labels_the_destination_rule_and_removes_the_labels_when_do
 }
 
 /// The subset-level application as a team keeps it in Git: the weights as Argo's docs
-/// write them (all to stable) and subsets without hash labels (those are weir's).
+/// write them (all to stable) and subsets without hash labels (those are weir's); the
+/// canary's pause has a header route (weir's, not in Git).
 fn subset_app_in_git(image: &str, hosts: &str) -> String {
-    let steps = json!([{"setWeight": 30}, {"pause": {}}]);
+    let steps = json!([
+        {"setWeight": 30},
+        {"setHeaderRoute": {"name": "canary-header", "match": [
+            {"headerName": "x-canary", "headerValue": {"exact": "yes"}}]}},
+        {"pause": {}}]);
+    let mut rollout = rollout(image, &steps, false);
+    rollout["spec"]["strategy"]["canary"]["trafficRouting"]["managedRoutes"] =
+        json!([{"name": "canary-header"}]);
     let documents = [
         json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web"},
             "spec": {"selector": {"app": "web"}, "ports": [{"port": 80, "protocol": "TCP"}]}}),
@@ -324,7 +334,7 @@ fn subset_app_in_git(image: &str, hosts: &str) -> String {
             "spec": {"hosts": [hosts], "http": [{"name": "primary", "route": [
                 {"destination": {"host": "web", "subset": "stable"}, "weight": 100},
                 {"destination": {"host": "web", "subset": "canary"}, "weight": 0}]}]}}),
-        rollout(image, &steps, false),
+        rollout,
     ];
     support::app::yaml_stream(&documents)
 }
@@ -366,6 +376,11 @@ async fn a_git_sync_never_resets_the_virtual_service_weights_or_subset_labels_mi
         .and_then(|s| s.canary_rs)
         .expect("canary hash");
 
+    eventually("the header route above the weighted one", LIMIT, || async {
+        (http_route_names(&ns).await == ["canary-header", "primary"]).then_some(())
+    })
+    .await;
+
     // The sync goes on applying the VirtualService each second (a hand edit is repaired)...
     apply_istio(
         &ns,
@@ -381,8 +396,15 @@ async fn a_git_sync_never_resets_the_virtual_service_weights_or_subset_labels_mi
     })
     .await;
     tokio::time::sleep(std::time::Duration::from_secs(3)).await;
-    // ...and neither the weights nor the subset labels the rollout set move.
+    // ...and neither the weights, the header route nor the subset labels the rollout set
+    // move (Git's route list, applied whole, would drop the header route; matched by index,
+    // Git's weights would land on it).
     assert_eq!(weights.states(), vec![0, 30], "Git never moved the weights");
+    assert_eq!(
+        http_route_names(&ns).await,
+        ["canary-header", "primary"],
+        "the header route survives the sync"
+    );
     assert_eq!(
         subset_hashes(&ns).await,
         (Some(v1.clone()), Some(v2.clone()))
@@ -396,6 +418,11 @@ async fn a_git_sync_never_resets_the_virtual_service_weights_or_subset_labels_mi
     .await;
     tokio::time::sleep(std::time::Duration::from_secs(2)).await;
     assert_eq!(weights.states(), vec![0, 30, 100, 0]);
+    assert_eq!(
+        http_route_names(&ns).await,
+        ["primary"],
+        "removed once promoted"
+    );
     assert_eq!(subset_hashes(&ns).await, (Some(v2.clone()), Some(v2)));
 }
 

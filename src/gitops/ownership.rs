@@ -28,6 +28,7 @@ use serde_json::Value;
 
 use crate::api::contract::alb_action_annotation;
 use crate::api::rollout::GatewayApiRouting;
+use crate::traffic::istio::is_written_managed_route;
 
 /// A route object by kind, namespace and name.
 pub type RouteKey = (String, String, String);
@@ -272,13 +273,33 @@ fn set_or_remove(fields: &mut serde_json::Map<String, Value>, key: &str, live: O
 
 /// A VirtualService from Git with the live weight of every destination a Rollout owns: the
 /// same route (by protocol and index), the destination with the same host and subset.
+/// weir's managed HTTP routes (`setHeaderRoute`, `setMirrorRoute`) are not in Git: set
+/// aside, so Git's routes meet their live selves by index, then kept where they are (`http`
+/// is atomic: applying Git's list would remove them mid-canary).
 fn keep_live_destination_weights(git: &mut Value, live: &Value, owned: &BTreeSet<String>) {
     for protocol in ["http", "tls", "tcp"] {
-        let Some(routes) = git["spec"][protocol].as_array_mut() else {
+        // `pointer_mut`, not indexing: indexing would add `protocol: null` to Git's object.
+        let Some(routes) = git
+            .pointer_mut(&format!("/spec/{protocol}"))
+            .and_then(Value::as_array_mut)
+        else {
             continue;
         };
+        let git_names: BTreeSet<String> = routes
+            .iter()
+            .filter_map(|r| r["name"].as_str().map(str::to_owned))
+            .collect();
+        let live_routes = live["spec"][protocol]
+            .as_array()
+            .map(Vec::as_slice)
+            .unwrap_or_default();
+        type Indexed<'a> = Vec<(usize, &'a Value)>;
+        let (managed, unmanaged): (Indexed, Indexed) =
+            live_routes.iter().enumerate().partition(|(_, route)| {
+                protocol == "http" && is_managed_route(route, &git_names, owned)
+            });
         for (r, route) in routes.iter_mut().enumerate() {
-            let live_destinations = live["spec"][protocol][r]["route"].as_array();
+            let live_destinations = unmanaged.get(r).and_then(|(_, l)| l["route"].as_array());
             let Some(destinations) = route["route"].as_array_mut() else {
                 continue;
             };
@@ -297,7 +318,25 @@ fn keep_live_destination_weights(git: &mut Value, live: &Value, owned: &BTreeSet
                 }
             }
         }
+        for (at, route) in managed {
+            routes.insert(at.min(routes.len()), route.clone());
+        }
     }
+}
+
+/// Whether a live VirtualService HTTP route is one weir added for a managed route: named, a
+/// name Git's routes do not have, spelt as weir writes it, and sending only to destinations
+/// a Rollout owns.
+fn is_managed_route(route: &Value, git_names: &BTreeSet<String>, owned: &BTreeSet<String>) -> bool {
+    let named = route["name"]
+        .as_str()
+        .is_some_and(|n| !git_names.contains(n));
+    let destinations = route["route"].as_array().into_iter().flatten();
+    named
+        && is_written_managed_route(route)
+        && destinations
+            .into_iter()
+            .all(|d| owned_destination(&d["destination"], owned))
 }
 
 /// An Ingress from Git with the live value of each annotation a Rollout owns, where Git
@@ -554,6 +593,7 @@ mod tests {
 
 #[cfg(test)]
 mod istio_tests {
+    use proptest::prelude::*;
     use serde_json::json;
 
     use super::*;
@@ -611,6 +651,106 @@ mod istio_tests {
             [json!(60), json!(40), json!(5)],
             "Git keeps what no Rollout owns"
         );
+    }
+
+    fn istio_header_route(name: &str) -> Value {
+        json!({"name": name, "match": [{"headers": {"x-canary": {"exact": "yes"}}}],
+            "route": [{"destination": {"host": "web-canary"}, "weight": 100}]})
+    }
+
+    fn istio_mirror_route(name: &str, weight: i64) -> Value {
+        json!({"name": name, "match": [{"method": {"exact": "POST"}}],
+            "route": [{"destination": {"host": "web-stable"}, "weight": 100 - weight},
+                      {"destination": {"host": "web-canary"}, "weight": weight}],
+            "mirror": {"host": "web-canary"}, "mirrorPercentage": {"value": 20}})
+    }
+
+    fn istio_weighted_route(name: &str, canary: i64) -> Value {
+        json!({"name": name, "route": [
+            {"destination": {"host": "web-stable"}, "weight": 100 - canary},
+            {"destination": {"host": "web-canary"}, "weight": canary}]})
+    }
+
+    #[test]
+    fn weirs_managed_virtual_service_routes_survive_git_and_do_not_shift_the_weights() {
+        let owned = owned(&["host:web-stable", "host:web-canary"]);
+        let team = json!({"name": "team", "route": [{"destination": {"host": "web-canary"}}]});
+        let mut git = json!({"kind": "VirtualService", "spec": {"http": [
+            team, istio_weighted_route("primary", 0)]}});
+        let live = json!({"kind": "VirtualService", "spec": {"http": [
+            istio_header_route("canary-header"), team, istio_mirror_route("canary-mirror", 30),
+            istio_weighted_route("primary", 30)]}});
+        keep_live_weights(&mut git, &live, &owned);
+        assert_eq!(
+            git, live,
+            "weir's routes kept in their places, the weights the live ones"
+        );
+        // A route Git names is Git's, even spelt as weir writes its own.
+        let mut git = json!({"kind": "VirtualService", "spec": {"http": [
+            istio_header_route("canary-header"), istio_weighted_route("primary", 0)]}});
+        let live = json!({"kind": "VirtualService", "spec": {"http": [
+            istio_header_route("canary-header"), istio_weighted_route("primary", 30)]}});
+        keep_live_weights(&mut git, &live, &owned);
+        assert_eq!(git, live, "not added a second time");
+        // A route not spelt as weir writes it, or to a destination no Rollout owns, is not
+        // weir's (the team's to keep in Git): Git's list leaves it out.
+        let mut edited = istio_header_route("canary-header");
+        edited["timeout"] = json!("5s");
+        let mut elsewhere = istio_header_route("other-header");
+        elsewhere["route"][0]["destination"]["host"] = json!("other");
+        for foreign in [edited, elsewhere] {
+            let mut git = json!({"kind": "VirtualService", "spec": {"http": [
+                istio_weighted_route("primary", 0)]}});
+            let live = json!({"kind": "VirtualService", "spec": {"http": [
+                foreign, istio_weighted_route("primary", 30)]}});
+            keep_live_weights(&mut git, &live, &owned);
+            let names: Vec<_> = git["spec"]["http"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|r| r["name"].clone())
+                .collect();
+            assert_eq!(
+                names,
+                [json!("primary")],
+                "not weir's: Git's list leaves it out"
+            );
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(500))]
+
+        /// Wherever weir's managed routes sit among the live routes, Git's routes take the
+        /// live weights of their own live selves, and weir's routes stay where they are.
+        #[test]
+        fn managed_routes_never_move_gits_weights(
+            canaries in proptest::collection::vec(0i64..=100, 1..4),
+            inserted in proptest::collection::vec((0usize..6, any::<bool>()), 0..3),
+        ) {
+            let owned = owned(&["host:web-stable", "host:web-canary"]);
+            let mut live_routes: Vec<Value> = canaries
+                .iter()
+                .enumerate()
+                .map(|(i, c)| istio_weighted_route(&format!("r{i}"), *c))
+                .collect();
+            for (n, (at, mirror)) in inserted.iter().enumerate() {
+                let route = if *mirror {
+                    istio_mirror_route(&format!("m{n}"), 7)
+                } else {
+                    istio_header_route(&format!("h{n}"))
+                };
+                live_routes.insert((*at).min(live_routes.len()), route);
+            }
+            let live = json!({"kind": "VirtualService", "spec": {"http": live_routes}});
+            let mut git = json!({"kind": "VirtualService", "spec": {"http": canaries
+                .iter()
+                .enumerate()
+                .map(|(i, _)| istio_weighted_route(&format!("r{i}"), 0))
+                .collect::<Vec<_>>()}});
+            keep_live_weights(&mut git, &live, &owned);
+            prop_assert_eq!(git, live);
+        }
     }
 
     #[test]

@@ -472,6 +472,20 @@ pub fn shown_route(live: &Value, stable: &Value, canary: &Value) -> Option<Manag
     (managed_route_value(name, &route, stable, canary, weight) == *live).then_some(route)
 }
 
+/// Whether an HTTP route of a VirtualService is spelt exactly as [`managed_route_value`]
+/// writes a managed route (named; a header route to one destination, or a mirror route to
+/// two), with the destinations it names. Says nothing of whose route it is: callers also
+/// check the name.
+pub fn is_written_managed_route(route: &Value) -> bool {
+    let destinations = route["route"].as_array().map(Vec::as_slice);
+    let (stable, canary) = match destinations {
+        Some([only]) if route.get("mirror").is_none() => (&Value::Null, &only["destination"]),
+        Some([stable, canary]) => (&stable["destination"], &canary["destination"]),
+        _ => return false,
+    };
+    shown_route(route, stable, canary).is_some()
+}
+
 /// The mirror routes weir made among the managed routes `managed` (stable destination first,
 /// canary second, as [`managed_route_value`] writes them): set with every weight, like the
 /// weighted routes.
@@ -533,11 +547,12 @@ pub fn put_route_patch(object: &Value, name: &str, value: Value, order: &[String
     JsonPatch(operations)
 }
 
-/// The patch that removes managed route `name`, or None when the VirtualService has none.
+/// The patch that removes managed route `name`, or None when the VirtualService has none
+/// spelt as weir writes it: a route of that name the team wrote is theirs, and stays.
 pub fn remove_route_patch(object: &Value, name: &str) -> Option<JsonPatch> {
     let index = routes_of(object, Protocol::Http)
         .iter()
-        .position(|r| r["name"].as_str() == Some(name))?;
+        .position(|r| r["name"].as_str() == Some(name) && is_written_managed_route(r))?;
     Some(JsonPatch(vec![
         PatchOperation::Test(TestOperation {
             path: pointer(format!("/spec/http/{index}/name")),
@@ -1413,6 +1428,8 @@ mod tests {
         let patch = put_route_patch(&edited, "header", header, &managed);
         json_patch::patch(&mut edited, &patch).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(edited, live);
+        // Not removed when spelt otherwise (the team's route of that name, in Git).
+        assert!(remove_route_patch(&edited_header(&live), "header").is_none());
         // Removed by name, and only once.
         let patch = remove_route_patch(&live, "header").unwrap_or_else(|| panic!("a patch"));
         json_patch::patch(&mut live, &patch).unwrap_or_else(|e| panic!("{e}"));
@@ -1420,6 +1437,13 @@ mod tests {
         json_patch::patch(&mut live, &patch).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(live, object);
         assert!(remove_route_patch(&live, "mirror").is_none());
+    }
+
+    /// `object` with its first HTTP route given a field weir never writes.
+    fn edited_header(object: &Value) -> Value {
+        let mut edited = object.clone();
+        edited["spec"]["http"][0]["timeout"] = json!("1s");
+        edited
     }
 
     #[test]
