@@ -547,12 +547,11 @@ pub fn put_route_patch(object: &Value, name: &str, value: Value, order: &[String
     JsonPatch(operations)
 }
 
-/// The patch that removes managed route `name`, or None when the VirtualService has none
-/// spelt as weir writes it: a route of that name the team wrote is theirs, and stays.
+/// The patch that removes managed route `name`, or None when the VirtualService has none.
 pub fn remove_route_patch(object: &Value, name: &str) -> Option<JsonPatch> {
     let index = routes_of(object, Protocol::Http)
         .iter()
-        .position(|r| r["name"].as_str() == Some(name) && is_written_managed_route(r))?;
+        .position(|r| r["name"].as_str() == Some(name))?;
     Some(JsonPatch(vec![
         PatchOperation::Test(TestOperation {
             path: pointer(format!("/spec/http/{index}/name")),
@@ -1428,8 +1427,6 @@ mod tests {
         let patch = put_route_patch(&edited, "header", header, &managed);
         json_patch::patch(&mut edited, &patch).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(edited, live);
-        // Not removed when spelt otherwise (the team's route of that name, in Git).
-        assert!(remove_route_patch(&edited_header(&live), "header").is_none());
         // Removed by name, and only once.
         let patch = remove_route_patch(&live, "header").unwrap_or_else(|| panic!("a patch"));
         json_patch::patch(&mut live, &patch).unwrap_or_else(|e| panic!("{e}"));
@@ -1437,13 +1434,6 @@ mod tests {
         json_patch::patch(&mut live, &patch).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(live, object);
         assert!(remove_route_patch(&live, "mirror").is_none());
-    }
-
-    /// `object` with its first HTTP route given a field weir never writes.
-    fn edited_header(object: &Value) -> Value {
-        let mut edited = object.clone();
-        edited["spec"]["http"][0]["timeout"] = json!("1s");
-        edited
     }
 
     #[test]
