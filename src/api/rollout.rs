@@ -857,6 +857,11 @@ pub struct RolloutStatus {
     /// count towards a progress deadline or a pause (an outage is taken off once).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outages_excluded_until: Option<Time>,
+    /// The managed routes (`setHeaderRoute`, `setMirrorRoute`) weir has written and not yet
+    /// seen gone: the routers read these names too, so a route whose name was dropped from
+    /// `managedRoutes` mid-canary is still found and removed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub managed_routes: Vec<String>,
     /// Numbers each canary attempt (a new template, or a retry after an abort); it only goes
     /// up, so analysis runs of an earlier attempt never count for a later one.
     #[serde(default, skip_serializing_if = "is_zero")]

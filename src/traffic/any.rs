@@ -2,14 +2,10 @@
 
 use kube::Client;
 
-use super::router::{ManagedRoute, Router, RouterError, ShownRoutes};
+use super::router::{ManagedRoute, Router, RouterError, ShownRoutes, names_to_read};
 use super::{alb, gateway_api, istio, nginx, smi};
 use crate::api::Rollout;
-use crate::api::rollout::{CanaryStrategy, RolloutStatus, TrafficRouting};
-
-fn routing_of(canary: &CanaryStrategy) -> Option<&TrafficRouting> {
-    canary.traffic_routing.as_ref()
-}
+use crate::api::rollout::{CanaryStrategy, RolloutStatus};
 
 /// The routers a Rollout asks for that it may use, each with a label for people, and the
 /// one refused (a route in another namespace that no ReferenceGrant lets it touch).
@@ -78,9 +74,7 @@ impl AnyRouter {
                 .map(|v| v.name.as_str())
                 .collect();
             let label = format!("Istio VirtualService {}", names.join(", "));
-            let managed = routing_of(canary)
-                .map(|r| r.managed_routes.iter().map(|m| m.name.clone()).collect())
-                .unwrap_or_default();
+            let managed = names_to_read(&rollout.spec, rollout.status.as_ref());
             routers.push((label, AnyRouter::Istio(Box::new(router.managing(managed)))));
         }
         if let Some(router) = nginx::for_rollout(client, rollout, namespace) {

@@ -489,11 +489,7 @@ pub async fn for_rollout(
     ) else {
         return Ok(None);
     };
-    let managed = routing
-        .managed_routes
-        .iter()
-        .map(|m| m.name.clone())
-        .collect();
+    let managed = super::router::names_to_read(&rollout.spec, rollout.status.as_ref());
     let router = GatewayApiRouter::new(client.clone(), namespace, gateway, stable, canary_service)
         .managing(managed);
     let route_namespace = router.namespace.as_str();

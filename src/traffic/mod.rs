@@ -13,7 +13,9 @@ mod several;
 pub mod smi;
 
 pub use any::AnyRouter;
-pub use router::{MANAGED_ROUTES_FIELD, ManagedRoute, Router, RouterError, ShownRoutes};
+pub use router::{
+    MANAGED_ROUTES_FIELD, ManagedRoute, Router, RouterError, ShownRoutes, names_to_read,
+};
 pub use several::{Reading, RouterView, Routers, nothing_to_undo};
 
 use crate::api::Rollout;

@@ -26,6 +26,34 @@ pub type ShownRoutes = BTreeMap<String, Option<ManagedRoute>>;
 /// The field that lists managed routes, for messages.
 pub const MANAGED_ROUTES_FIELD: &str = "spec.strategy.canary.trafficRouting.managedRoutes";
 
+/// The managed route names a Rollout's routers must read: those `managedRoutes` names, and
+/// those its status records as written (a name dropped from the spec mid-canary among them).
+pub fn names_to_read(
+    spec: &crate::api::rollout::RolloutSpec,
+    status: Option<&crate::api::rollout::RolloutStatus>,
+) -> Vec<String> {
+    let named = spec
+        .strategy
+        .canary
+        .as_ref()
+        .and_then(|c| c.traffic_routing.as_ref())
+        .map(|r| r.managed_routes.as_slice())
+        .unwrap_or_default()
+        .iter()
+        .map(|m| m.name.clone());
+    let mut names: Vec<String> = Vec::new();
+    for name in named.chain(
+        status
+            .into_iter()
+            .flat_map(|s| s.managed_routes.iter().cloned()),
+    ) {
+        if !names.contains(&name) {
+            names.push(name);
+        }
+    }
+    names
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum RouterError {
     /// The route object does not exist.

@@ -54,6 +54,8 @@ impl<'a> Planner<'a> {
     pub(super) fn manage_routes(&mut self, hash: &str) {
         let wanted = self.wanted_routes(hash);
         let shown = &self.input.observed.managed_routes;
+        // Recorded with the plan that writes them, and kept until the router shows them gone.
+        self.status.managed_routes = recorded(&wanted, shown);
         for name in shown.keys() {
             if !wanted.iter().any(|(w, _)| w == name) {
                 self.say(Action::RemoveManagedRoute { name: name.clone() });
@@ -67,4 +69,14 @@ impl<'a> Planner<'a> {
             }
         }
     }
+}
+
+/// The names to record: every route wanted now or still shown, sorted, each once.
+fn recorded(wanted: &[(String, ManagedRoute)], shown: &crate::traffic::ShownRoutes) -> Vec<String> {
+    let names: std::collections::BTreeSet<&String> = wanted
+        .iter()
+        .map(|(name, _)| name)
+        .chain(shown.keys())
+        .collect();
+    names.into_iter().cloned().collect()
 }

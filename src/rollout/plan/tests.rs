@@ -94,13 +94,20 @@ impl World {
     }
 
     fn plan(&self) -> Plan {
+        // The routers read only the managed routes of the names they are given, as the
+        // real ones do: the spec's and those the status records.
+        let names = crate::traffic::names_to_read(&self.spec, Some(&self.status));
+        let mut observed = self.observed.clone();
+        observed
+            .managed_routes
+            .retain(|name, _| names.contains(name));
         plan(&Input {
             spec: &self.spec,
             generation: Some(1),
             status: &self.status,
             template_hash: &self.hash,
             revision: self.revision.as_deref(),
-            observed: &self.observed,
+            observed: &observed,
             now: self.now,
         })
     }
@@ -2009,6 +2016,48 @@ fn an_abort_removes_the_managed_routes_with_the_weight() {
         plans[0]
             .actions
             .contains(&Action::SetWeight { canary_weight: 0 })
+    );
+}
+
+#[test]
+fn a_route_whose_name_leaves_the_spec_mid_canary_is_still_removed() {
+    let header = json!({"setHeaderRoute": {"name": "header", "match": [
+        {"headerName": "x-canary", "headerValue": {"exact": "yes"}}]}});
+    let mut world = World::with_canary(spec(
+        json!([{"setWeight": 10}, header, {"pause": {}}]),
+        true,
+        2,
+    ));
+    world.reconcile();
+    assert!(world.observed.managed_routes.contains_key("header"));
+    assert_eq!(world.status.managed_routes, vec!["header".to_owned()]);
+    // A new spec (a GitSync of the next commit, say) without the header route or its name.
+    let mut edited = spec(
+        json!([{"setWeight": 10}, {"pause": {}}, {"pause": {}}]),
+        true,
+        2,
+    );
+    if let Some(routing) = edited
+        .strategy
+        .canary
+        .as_mut()
+        .and_then(|c| c.traffic_routing.as_mut())
+    {
+        routing.managed_routes.clear();
+    }
+    world.spec.strategy = edited.strategy;
+    let plans = world.reconcile();
+    assert!(
+        plans[0].actions.contains(&Action::RemoveManagedRoute {
+            name: "header".into()
+        }),
+        "{:?}",
+        plans[0].actions
+    );
+    assert!(world.observed.managed_routes.is_empty());
+    assert!(
+        world.status.managed_routes.is_empty(),
+        "nothing left to record"
     );
 }
 
