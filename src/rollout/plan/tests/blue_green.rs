@@ -632,3 +632,23 @@ proptest! {
         prop_assert_eq!(world.replicas_of(STABLE), Some(0));
     }
 }
+
+#[test]
+fn with_anti_affinity_the_new_version_is_created_away_from_the_stable_one() {
+    let created_away_from = |extra: Value| {
+        let world = World::with_canary(bg_spec(extra, 3));
+        world.plan().actions.iter().find_map(|a| match a {
+            Action::CreateReplicaSet {
+                hash, away_from, ..
+            } if hash == CANARY => Some(away_from.clone()),
+            _ => None,
+        })
+    };
+    let anti = json!({"antiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {}}});
+    assert_eq!(created_away_from(anti), Some(Some(STABLE.to_owned())));
+    assert_eq!(
+        created_away_from(json!({})),
+        Some(None),
+        "without antiAffinity the template is left as written"
+    );
+}
