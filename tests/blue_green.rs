@@ -53,6 +53,14 @@ async fn replicas_of(ns: &TestNamespace, hash: &str) -> Option<i32> {
     rs.spec.and_then(|s| s.replicas)
 }
 
+/// The pod anti-affinity of a version's ReplicaSet's pod template, as JSON.
+async fn pod_anti_affinity(ns: &TestNamespace, hash: &str) -> Option<Value> {
+    let name = format!("web-{hash}");
+    let rs = ns.api::<ReplicaSet>().get_opt(&name).await.ok()??;
+    let anti = rs.spec?.template?.spec?.affinity?.pod_anti_affinity?;
+    serde_json::to_value(anti).ok()
+}
+
 fn hashes(rollout: &weir::api::Rollout) -> (String, String) {
     let status = rollout.status.clone().unwrap_or_default();
     (
@@ -66,7 +74,8 @@ async fn a_release_is_previewed_paused_promoted_and_switched_in_one_move() {
     let ns = TestNamespace::new(&client().await, "blue-green").await;
     let _controller = ControllerProcess::start(&ns.name);
     services(&ns).await;
-    let manual = json!({"autoPromotionEnabled": false, "previewReplicaCount": 1});
+    let manual = json!({"autoPromotionEnabled": false, "previewReplicaCount": 1,
+        "antiAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": {"weight": 60}}});
     apply(&ns, rollout("web:1", manual.clone())).await;
     let first = healthy_on(&ns, "web:1").await;
     let (v1, _) = hashes(&first);
@@ -90,6 +99,21 @@ async fn a_release_is_previewed_paused_promoted_and_switched_in_one_move() {
     assert_ne!(v2, v1);
     assert_eq!(replicas_of(&ns, &v2).await, Some(1), "previewReplicaCount");
     assert_eq!(replicas_of(&ns, &v1).await, Some(3));
+    assert_eq!(
+        pod_anti_affinity(&ns, &v2).await,
+        Some(
+            json!({"preferredDuringSchedulingIgnoredDuringExecution": [{"weight": 60,
+            "podAffinityTerm": {"labelSelector": {"matchExpressions": [
+                {"key": "rollouts-pod-template-hash", "operator": "In", "values": [v1]}]},
+            "topologyKey": "kubernetes.io/hostname"}}]})
+        ),
+        "antiAffinity keeps the new pods off the nodes of the version they replace"
+    );
+    assert_eq!(
+        pod_anti_affinity(&ns, &v1).await,
+        None,
+        "the first version had none to avoid"
+    );
     assert_eq!(
         service_hash(&ns, "web-preview").await.as_deref(),
         Some(v2.as_str())

@@ -221,7 +221,9 @@ pub struct BlueGreenStrategy {
     /// Labels and annotations added to the preview version's pods.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub preview_metadata: Option<PodMetadata>,
-    /// Keep new pods off the nodes of the previous version's pods (accepted).
+    /// Keep a new version's pods off the nodes of the pods of the version it replaces: a pod
+    /// anti-affinity term on `rollouts-pod-template-hash`, topology `kubernetes.io/hostname`,
+    /// added to the template's own affinity.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub anti_affinity: Option<AntiAffinity>,
     #[serde(flatten)]

@@ -82,7 +82,11 @@ pub fn from_git(
                     if status.canary_revision.as_ref() == Some(revision)
                         && status.canary_rs != status.stable_rs =>
                 {
-                    "applied, canary".into()
+                    if rollout.spec.strategy.blue_green.is_some() {
+                        "applied, new version (blue-green)".into()
+                    } else {
+                        "applied, canary".into()
+                    }
                 }
                 "Applied" => "applied".into(),
                 other => other.to_owned(),
@@ -135,7 +139,11 @@ pub fn from_replica_sets(
             let role = if Some(&hash) == status.stable_rs.as_ref() {
                 "stable"
             } else if Some(&hash) == status.canary_rs.as_ref() {
-                "canary"
+                if rollout.spec.strategy.blue_green.is_some() {
+                    "new (blue-green)"
+                } else {
+                    "canary"
+                }
             } else {
                 "previous"
             };

@@ -182,3 +182,36 @@ fn status_refuses_a_revision_that_could_not_name_a_commit() {
         );
     }
 }
+
+/// The same release, blue-green: no steps and no weight to tell.
+fn blue_green_rollout() -> Rollout {
+    let mut rollout = rollout();
+    rollout.spec.strategy = serde_json::from_value(json!({"blueGreen": {
+        "activeService": "web-active", "previewService": "web-preview"}}))
+    .expect("a strategy");
+    rollout
+}
+
+#[test]
+fn history_of_a_blue_green_release() {
+    let status: GitSyncStatus = serde_json::from_value(json!({
+        "lastAppliedRevision": CANARY_SHA,
+        "history": [
+            {"revision": STABLE_SHA, "subject": "web 2: faster search", "time": "2027-01-14T10:00:00Z", "outcome": "Applied"},
+            {"revision": CANARY_SHA, "subject": "web 3: new checkout", "time": "2027-01-15T07:58:00Z", "outcome": "Applied"}]
+    }))
+    .expect("a status");
+    let observed = observed();
+    let text = format!(
+        "{}\n{}",
+        history::from_git(&blue_green_rollout(), &status, &observed.runs, now()),
+        history::from_replica_sets(
+            &blue_green_rollout(),
+            &observed.replica_sets,
+            &observed.runs,
+            now()
+        )
+    );
+    assert!(!text.contains("canary"), "{text}");
+    insta::assert_snapshot!(text);
+}

@@ -48,8 +48,18 @@ pub fn standing(rollout: &Rollout) -> Standing {
         }
         _ if status.abort => Standing::Degraded(format!("aborted: {message}")),
         phase => Standing::Going(format!(
-            "{}: step {step}/{steps}, canary weight {weight}%{}",
+            "{}: {}{}",
             phase.map_or("Pending".into(), |p| format!("{p:?}")),
+            // Blue-green has no steps or weight: one switch, told by the controller's message.
+            if rollout.spec.strategy.blue_green.is_some() {
+                format!(
+                    "blue-green release of {} against {}",
+                    status.canary_rs.as_deref().unwrap_or("-"),
+                    status.stable_rs.as_deref().unwrap_or("-")
+                )
+            } else {
+                format!("step {step}/{steps}, canary weight {weight}%")
+            },
             if message.is_empty() {
                 String::new()
             } else {
@@ -251,6 +261,24 @@ mod tests {
                 "currentStepIndex": 1, "canaryWeight": 20})
             )),
             Standing::Going("Paused: step 2/2, canary weight 20%".into())
+        );
+    }
+
+    #[test]
+    fn a_blue_green_release_is_told_without_steps_or_weight() {
+        let mut rollout = rollout(
+            2,
+            json!({"phase": "Paused", "observedGeneration": 2, "stableRS": "v1", "canaryRS": "v2",
+                "currentStepIndex": 1, "message": "v2 is ready in preview"}),
+        );
+        rollout.spec.strategy =
+            serde_json::from_value(json!({"blueGreen": {"activeService": "web"}}))
+                .expect("strategy");
+        assert_eq!(
+            standing(&rollout),
+            Standing::Going(
+                "Paused: blue-green release of v2 against v1 (v2 is ready in preview)".into()
+            )
         );
     }
 }

@@ -55,14 +55,23 @@ pub async fn act(
     let name = rollout.name_any();
     let replica_sets: Api<ReplicaSet> = Api::namespaced(client.clone(), &namespace);
     match action {
-        Action::CreateReplicaSet { hash, replicas } => {
+        Action::CreateReplicaSet {
+            hash,
+            replicas,
+            away_from,
+        } => {
             let rs_name = workload::replica_set_name(&name, hash);
             // As JSON, with the defaults an apply needs: the template is written as the user
             // wrote it, which an API server before 1.21 refuses to apply without them.
-            let mut rs = serde_json::to_value(workload::replica_set(rollout, hash, *replicas))
-                .map_err(|error| {
-                    Error::api("creating", "ReplicaSet", &rs_name)(kube::Error::SerdeError(error))
-                })?;
+            let mut rs = serde_json::to_value(workload::replica_set(
+                rollout,
+                hash,
+                *replicas,
+                away_from.as_deref(),
+            ))
+            .map_err(|error| {
+                Error::api("creating", "ReplicaSet", &rs_name)(kube::Error::SerdeError(error))
+            })?;
             ssa_defaults::fill(&mut rs);
             let written = replica_sets
                 .patch(

@@ -4,7 +4,12 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{ReplicaSet, ReplicaSetSpec};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
+use k8s_openapi::api::core::v1::{
+    Affinity, PodAffinityTerm, PodAntiAffinity, PodSpec, WeightedPodAffinityTerm,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
+    LabelSelector, LabelSelectorRequirement, ObjectMeta, OwnerReference,
+};
 use kube::{Resource, ResourceExt};
 
 use super::plan::ReplicaSetView;
@@ -12,6 +17,7 @@ use crate::api::Rollout;
 use crate::api::contract::{
     POD_TEMPLATE_ANNOTATION, POD_TEMPLATE_HASH_LABEL, ROLLOUT_LABEL, SCALE_DOWN_ANNOTATION,
 };
+use crate::api::rollout::AntiAffinity;
 use crate::time::from_k8s;
 
 /// The largest template kept in that annotation.
@@ -26,11 +32,70 @@ pub fn owner_reference(rollout: &Rollout) -> Option<OwnerReference> {
     rollout.controller_owner_ref(&())
 }
 
+/// The node a pod runs on, as a topology: anti-affinity spreads versions across nodes.
+const HOSTNAME_TOPOLOGY: &str = "kubernetes.io/hostname";
+
+/// Adds to `spec` a pod anti-affinity term against the pods of version `away_from`, as a
+/// preference or a requirement as `anti` says; the template's own affinity is kept.
+pub fn avoid_nodes_of(spec: &mut PodSpec, anti: &AntiAffinity, away_from: &str) {
+    let term = PodAffinityTerm {
+        label_selector: Some(LabelSelector {
+            match_expressions: Some(vec![LabelSelectorRequirement {
+                key: POD_TEMPLATE_HASH_LABEL.into(),
+                operator: "In".into(),
+                values: Some(vec![away_from.into()]),
+            }]),
+            match_labels: None,
+        }),
+        topology_key: HOSTNAME_TOPOLOGY.into(),
+        ..PodAffinityTerm::default()
+    };
+    let pod_anti_affinity = spec
+        .affinity
+        .get_or_insert_with(Affinity::default)
+        .pod_anti_affinity
+        .get_or_insert_with(PodAntiAffinity::default);
+    if let Some(preferred) = &anti.preferred_during_scheduling_ignored_during_execution {
+        pod_anti_affinity
+            .preferred_during_scheduling_ignored_during_execution
+            .get_or_insert_with(Vec::new)
+            .push(WeightedPodAffinityTerm {
+                pod_affinity_term: term,
+                weight: preferred.weight,
+            });
+    } else if anti
+        .required_during_scheduling_ignored_during_execution
+        .is_some()
+    {
+        pod_anti_affinity
+            .required_during_scheduling_ignored_during_execution
+            .get_or_insert_with(Vec::new)
+            .push(term);
+    }
+}
+
 /// The ReplicaSet for the Rollout's current template, labelled with its hash so the pods, the
-/// ReplicaSet and the Services can tell versions apart.
-pub fn replica_set(rollout: &Rollout, hash: &str, replicas: i32) -> ReplicaSet {
+/// ReplicaSet and the Services can tell versions apart. `away_from`: the version whose nodes
+/// its pods avoid (blue-green's `antiAffinity`); the hash stays the template's own.
+pub fn replica_set(
+    rollout: &Rollout,
+    hash: &str,
+    replicas: i32,
+    away_from: Option<&str>,
+) -> ReplicaSet {
     let name = rollout.name_any();
     let mut template = rollout.spec.template.clone();
+    let anti_affinity = rollout
+        .spec
+        .strategy
+        .blue_green
+        .as_ref()
+        .and_then(|b| b.anti_affinity.as_ref());
+    if let (Some(anti), Some(away_from), Some(spec)) =
+        (anti_affinity, away_from, template.spec.as_mut())
+    {
+        avoid_nodes_of(spec, anti, away_from);
+    }
     let metadata = template.metadata.get_or_insert_with(ObjectMeta::default);
     metadata
         .labels
@@ -141,7 +206,7 @@ mod tests {
 
     #[test]
     fn the_replica_set_is_named_labelled_owned_and_selects_only_its_version() {
-        let rs = replica_set(&rollout(), "abc", 3);
+        let rs = replica_set(&rollout(), "abc", 3, None);
         assert_eq!(rs.metadata.name.as_deref(), Some("web-abc"));
         assert_eq!(rs.metadata.namespace.as_deref(), Some("shop"));
         let labels = rs.metadata.labels.clone().unwrap_or_default();
@@ -187,10 +252,105 @@ mod tests {
         );
     }
 
+    fn anti(value: serde_json::Value) -> AntiAffinity {
+        serde_json::from_value(value).expect("antiAffinity")
+    }
+
+    fn pod_spec(value: serde_json::Value) -> PodSpec {
+        serde_json::from_value(value).expect("pod spec")
+    }
+
+    /// The term weir adds against version `hash`, as JSON.
+    fn term(hash: &str) -> serde_json::Value {
+        json!({
+            "labelSelector": {"matchExpressions": [
+                {"key": "rollouts-pod-template-hash", "operator": "In", "values": [hash]}
+            ]},
+            "topologyKey": "kubernetes.io/hostname"
+        })
+    }
+
+    #[test]
+    fn anti_affinity_is_a_preference_with_its_weight_or_a_requirement() {
+        let mut spec = pod_spec(json!({"containers": []}));
+        let preferred = json!({"preferredDuringSchedulingIgnoredDuringExecution": {"weight": 40}});
+        avoid_nodes_of(&mut spec, &anti(preferred), "old");
+        assert_eq!(
+            serde_json::to_value(&spec.affinity).expect("json"),
+            json!({"podAntiAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [
+                {"weight": 40, "podAffinityTerm": term("old")}
+            ]}})
+        );
+
+        let mut spec = pod_spec(json!({"containers": []}));
+        let required = json!({"requiredDuringSchedulingIgnoredDuringExecution": {}});
+        avoid_nodes_of(&mut spec, &anti(required), "old");
+        assert_eq!(
+            serde_json::to_value(&spec.affinity).expect("json"),
+            json!({"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [term("old")]}})
+        );
+    }
+
+    #[test]
+    fn anti_affinity_is_added_to_the_templates_own_affinity() {
+        let own = json!({
+            "nodeAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [
+                {"weight": 1, "preference": {"matchExpressions": [{"key": "zone", "operator": "In", "values": ["a"]}]}}
+            ]},
+            "podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+                {"labelSelector": {"matchLabels": {"app": "db"}}, "topologyKey": "zone"}
+            ]}
+        });
+        let mut spec = pod_spec(json!({"containers": [], "affinity": own}));
+        let required = json!({"requiredDuringSchedulingIgnoredDuringExecution": {}});
+        avoid_nodes_of(&mut spec, &anti(required), "old");
+        let mut expected = own.clone();
+        expected["podAntiAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+            .as_array_mut()
+            .expect("terms")
+            .push(term("old"));
+        assert_eq!(
+            serde_json::to_value(&spec.affinity).expect("json"),
+            expected
+        );
+    }
+
+    #[test]
+    fn a_blue_green_replica_set_avoids_the_old_version_and_keeps_its_templates_hash() {
+        let mut rollout = rollout();
+        rollout.spec.strategy = serde_json::from_value(json!({"blueGreen": {
+            "activeService": "web",
+            "antiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {}}
+        }}))
+        .expect("strategy");
+        let affinity_of = |rs: &ReplicaSet| {
+            rs.spec
+                .as_ref()
+                .and_then(|s| s.template.as_ref())
+                .and_then(|t| t.spec.as_ref())
+                .and_then(|s| s.affinity.clone())
+        };
+        let rs = replica_set(&rollout, "new", 3, Some("old"));
+        assert_eq!(
+            serde_json::to_value(affinity_of(&rs)).expect("json"),
+            json!({"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [term("old")]}})
+        );
+        let kept: k8s_openapi::api::core::v1::PodTemplateSpec = serde_json::from_str(
+            rs.metadata
+                .annotations
+                .as_ref()
+                .and_then(|a| a.get(POD_TEMPLATE_ANNOTATION))
+                .expect("the template kept"),
+        )
+        .expect("a template");
+        assert_eq!(kept, rollout.spec.template, "the user's template, not ours");
+        assert_eq!(affinity_of(&replica_set(&rollout, "new", 3, None)), None);
+    }
+
     #[test]
     fn views_come_only_from_owned_replica_sets_and_ignore_stale_counts() {
         let rollout = rollout();
-        let mut rs = replica_set(&rollout, "abc", 3);
+        let mut rs = replica_set(&rollout, "abc", 3, None);
         rs.metadata.generation = Some(2);
         rs.metadata.annotations = Some(
             [(

@@ -40,7 +40,8 @@ impl<'a> Planner<'a> {
                 Reason::ProgressDeadlineExceeded,
                 None,
                 format!(
-                    "canary {hash} made no progress within progressDeadlineSeconds ({seconds}s)"
+                    "{} {hash} made no progress within progressDeadlineSeconds ({seconds}s)",
+                    self.words().release
                 ),
                 &hash,
             );

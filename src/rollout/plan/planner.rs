@@ -20,6 +20,18 @@ pub(super) struct Planner<'a> {
     pub(super) missing: Option<String>,
 }
 
+/// How messages and Events name a release, true to its strategy.
+pub(super) struct Words {
+    /// The release of a new version: "canary", or "blue-green release".
+    pub(super) release: &'static str,
+    /// The version it is measured against: "stable", or "active" (the active Service's).
+    pub(super) current: &'static str,
+    /// What a new template does to a release under way.
+    pub(super) restart: &'static str,
+    /// Where a retried release starts again.
+    pub(super) start: &'static str,
+}
+
 pub(super) enum Progress {
     Advance,
     Wait,
@@ -54,6 +66,24 @@ impl<'a> Planner<'a> {
     pub(super) fn services(&self) -> (Option<&'a str>, Option<&'a str>) {
         let [stable, canary] = self.input.spec.strategy.services();
         (stable.name, canary.name)
+    }
+
+    pub(super) fn words(&self) -> Words {
+        if self.input.spec.strategy.blue_green.is_some() {
+            Words {
+                release: "blue-green release",
+                current: "active",
+                restart: "the preview, analysis and switch start over",
+                start: "the preview",
+            }
+        } else {
+            Words {
+                release: "canary",
+                current: "stable",
+                restart: "the steps restart from 0",
+                start: "step 0",
+            }
+        }
     }
 
     /// `scaleDownDelaySeconds` and `abortScaleDownDelaySeconds` of the strategy in use.

@@ -59,18 +59,23 @@ impl<'a> Planner<'a> {
     /// one, with its steps, pauses and analysis from the start; an operator's abort is
     /// recorded with its time.
     pub(super) fn track_attempt(&mut self, stable: &str, hash: &str) {
+        let words = self.words();
         if self.status.canary_rs.as_deref() != Some(hash) {
             let previous = self.status.canary_rs.clone().filter(|c| c != stable);
             let (reason, message) = match previous {
                 Some(previous) => (
                     Reason::TemplateChanged,
                     format!(
-                        "the template changed during the canary of {previous}: the steps restart from 0 for {hash} against stable {stable}"
+                        "the template changed during the {} of {previous}: {} for {hash} against {} {stable}",
+                        words.release, words.restart, words.current
                     ),
                 ),
                 None => (
                     Reason::RolloutStarted,
-                    format!("canary {hash} starts against stable {stable}"),
+                    format!(
+                        "{} {hash} starts against {} {stable}",
+                        words.release, words.current
+                    ),
                 ),
             };
             self.transition(reason, message);
@@ -92,11 +97,12 @@ impl<'a> Planner<'a> {
                 ..AbortCause::default()
             });
             self.status.message = Some(format!(
-                "Aborted: an operator aborted the canary of {hash}; traffic is back on {stable}"
+                "Aborted: an operator aborted the {} of {hash}; traffic is back on {stable}",
+                words.release
             ));
             self.transition(
                 Reason::Aborted,
-                format!("an operator aborted the canary of {hash}"),
+                format!("an operator aborted the {} of {hash}", words.release),
             );
         }
         if !self.status.abort && self.status.aborted_at.is_some() {
@@ -107,7 +113,9 @@ impl<'a> Planner<'a> {
             self.transition(
                 Reason::Retried,
                 format!(
-                    "retrying the canary of {hash} from step 0 (attempt {})",
+                    "retrying the {} of {hash} from {} (attempt {})",
+                    words.release,
+                    words.start,
                     self.status.attempt + 1
                 ),
             );
@@ -130,7 +138,8 @@ impl<'a> Planner<'a> {
             value: value.flatten(),
         });
         self.status.message = Some(format!("{}: {message}", reason.as_str()));
-        self.transition(reason, format!("{message} (canary {hash})"));
+        let release = self.words().release;
+        self.transition(reason, format!("{message} ({release} {hash})"));
     }
 
     pub(super) fn hold_aborted(&mut self, stable: &str, hash: &str) {

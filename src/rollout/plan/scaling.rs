@@ -15,6 +15,7 @@ impl<'a> Planner<'a> {
             None => Action::CreateReplicaSet {
                 hash: hash.into(),
                 replicas,
+                away_from: self.away_from(hash),
             },
             Some(rs) if rs.replicas != replicas || rs.scale_down_at.is_some() => {
                 Action::ScaleReplicaSet {
@@ -25,6 +26,17 @@ impl<'a> Planner<'a> {
             Some(_) => return self.unsay(Object::ReplicaSet(hash)),
         };
         self.say(action);
+    }
+
+    /// Blue-green's `antiAffinity`: a new version's pods keep off the nodes of the stable
+    /// version they replace (none to avoid on the first release).
+    fn away_from(&self, hash: &str) -> Option<String> {
+        let blue_green = self.input.spec.strategy.blue_green.as_ref()?;
+        blue_green.anti_affinity.as_ref()?;
+        self.status
+            .stable_rs
+            .clone()
+            .filter(|stable| stable != hash)
     }
 
     /// ReplicaSets that are neither stable nor canary: scaled down once no Service sends them

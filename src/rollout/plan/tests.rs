@@ -127,7 +127,7 @@ impl World {
         assert_one_word_per_object(actions);
         for action in actions {
             match action {
-                Action::CreateReplicaSet { hash, replicas } => {
+                Action::CreateReplicaSet { hash, replicas, .. } => {
                     assert!(self.rs(hash).is_none(), "created {hash} twice");
                     let created = self.now;
                     self.observed.replica_sets.push(ReplicaSetView {

@@ -96,6 +96,9 @@ pub enum Action {
     CreateReplicaSet {
         hash: String,
         replicas: i32,
+        /// The version whose nodes the new pods avoid (blue-green's `antiAffinity`): the one
+        /// they replace.
+        away_from: Option<String>,
     },
     /// Set the replica count, and drop any scale-down mark.
     ScaleReplicaSet {

@@ -632,3 +632,62 @@ proptest! {
         prop_assert_eq!(world.replicas_of(STABLE), Some(0));
     }
 }
+
+#[test]
+fn with_anti_affinity_the_new_version_is_created_away_from_the_stable_one() {
+    let created_away_from = |extra: Value| {
+        let world = World::with_canary(bg_spec(extra, 3));
+        world.plan().actions.iter().find_map(|a| match a {
+            Action::CreateReplicaSet {
+                hash, away_from, ..
+            } if hash == CANARY => Some(away_from.clone()),
+            _ => None,
+        })
+    };
+    let anti = json!({"antiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {}}});
+    assert_eq!(created_away_from(anti), Some(Some(STABLE.to_owned())));
+    assert_eq!(
+        created_away_from(json!({})),
+        Some(None),
+        "without antiAffinity the template is left as written"
+    );
+}
+
+#[test]
+fn events_name_a_blue_green_release_never_a_canary() {
+    let messages = |plans: &[Plan]| -> Vec<String> {
+        plans
+            .iter()
+            .flat_map(|p| p.transitions.iter().map(|t| t.message.clone()))
+            .collect()
+    };
+    let mut world = World::with_canary(bg_spec(json!({"autoPromotionEnabled": false}), 2));
+    let mut said = messages(&world.reconcile());
+    world.status.abort = true;
+    said.extend(messages(&world.reconcile()));
+    world.status.abort = false;
+    said.extend(messages(&world.reconcile()));
+    let mut stuck = World::with_canary(bg_spec(json!({}), 2));
+    stuck.crashing.push(CANARY.into());
+    stuck.reconcile();
+    stuck.tick(601);
+    said.extend(messages(&stuck.reconcile()));
+    let expected = [
+        format!("blue-green release {CANARY} starts against active {STABLE}"),
+        format!("an operator aborted the blue-green release of {CANARY}"),
+        format!("retrying the blue-green release of {CANARY} from the preview"),
+        format!("blue-green release {CANARY} made no progress"),
+    ];
+    for expected in expected {
+        assert!(
+            said.iter().any(|m| m.starts_with(&expected)),
+            "{expected:?} in {said:#?}"
+        );
+    }
+    // The simulated hashes are named "canary1", "stable1": only the words around them count.
+    let words: Vec<String> = said.iter().map(|m| m.replace(CANARY, "<hash>")).collect();
+    assert!(
+        !words.into_iter().any(|m| m.contains("canary")),
+        "{said:#?}"
+    );
+}
