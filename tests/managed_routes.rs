@@ -348,3 +348,34 @@ async fn a_header_route_past_the_http_routes_16_rules_is_refused_naming_the_rout
         "nothing written past the bound"
     );
 }
+
+#[tokio::test]
+async fn a_route_whose_name_leaves_the_spec_mid_canary_is_removed_and_an_abort_still_works() {
+    let ns = TestNamespace::new(&client().await, "managed-routes-dropped").await;
+    let _controller = ControllerProcess::start(&ns.name);
+    app(&ns).await;
+    apply(&ns, rollout("web:1")).await;
+    healthy_on(&ns, "web:1").await;
+    apply(&ns, rollout("web:2")).await;
+    wait_for(&ns, "Paused at the final pause", |r| {
+        phase(r) == Some(RolloutPhase::Paused) && step(r) == Some(3)
+    })
+    .await;
+    routes_become(&ns, &["canary-header", "canary-mirror", "(unnamed)"]).await;
+
+    // The next commit drops the mirror route: its step and its name. The template is the
+    // same, so the canary stays where it is; the mirror route weir wrote must go.
+    let mut edited = rollout("web:2");
+    let canary = &mut edited["spec"]["strategy"]["canary"];
+    canary["trafficRouting"]["managedRoutes"] = json!([{"name": "canary-header"}]);
+    canary["steps"][2] = json!({"pause": {"duration": "1h"}});
+    apply(&ns, edited).await;
+    routes_become(&ns, &["canary-header", "(unnamed)"]).await;
+
+    status_patch(&ns, json!({"status": {"abort": true}})).await;
+    wait_for(&ns, "Degraded", |r| {
+        phase(r) == Some(RolloutPhase::Degraded)
+    })
+    .await;
+    routes_become(&ns, &["(unnamed)"]).await;
+}
