@@ -188,16 +188,15 @@ async fn an_abort_reaches_every_router_that_takes_it_when_one_cannot_be_read() {
     );
 }
 
-#[tokio::test]
-async fn a_route_no_longer_granted_leaves_the_other_routers_to_be_undone_on_deletion() {
-    let client = client().await;
-    let ns = TestNamespace::new(&client, "several-routers-grant").await;
-    let edge = TestNamespace::new(&client, "several-routers-edge").await;
-    let _controller = ControllerProcess::start(&ns.name);
-    routing(&ns).await;
-    // The platform team's route, in its own namespace, to the team's Services.
+/// NGINX in the Rollout's namespace and a Gateway API route in `edge`'s (the platform team's,
+/// granted by a ReferenceGrant, returned), a canary paused at 20% on both.
+async fn canary_beside_an_edge_route(
+    ns: &TestNamespace,
+    edge: &TestNamespace,
+) -> Api<DynamicObject> {
+    routing(ns).await;
     apply(
-        &edge,
+        edge,
         json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
         "metadata": {"name": "web"},
         "spec": {"parentRefs": [{"name": "gateway"}], "rules": [{"backendRefs": [
@@ -205,7 +204,7 @@ async fn a_route_no_longer_granted_leaves_the_other_routers_to_be_undone_on_dele
             {"name": "web-canary", "namespace": ns.name, "port": 80}]}]}}),
     )
     .await;
-    let grants = support::app::grant_routes(&client, &edge.name, &ns.name, Some("web")).await;
+    let grants = support::app::grant_routes(&ns.client, &edge.name, &ns.name, Some("web")).await;
     let with_gateway = |image: &str| {
         let mut rollout = rollout(image);
         rollout["spec"]["strategy"]["canary"]["trafficRouting"] = json!({
@@ -213,26 +212,36 @@ async fn a_route_no_longer_granted_leaves_the_other_routers_to_be_undone_on_dele
             "gatewayAPI": {"httpRoute": "web", "namespace": edge.name}});
         rollout
     };
-    apply(&ns, with_gateway("web:1")).await;
-    wait_for(&ns, "Healthy on web:1", |r| {
+    apply(ns, with_gateway("web:1")).await;
+    wait_for(ns, "Healthy on web:1", |r| {
         phase(r) == Some(RolloutPhase::Healthy)
     })
     .await;
-    apply(&ns, with_gateway("web:2")).await;
-    wait_for(&ns, "paused at 20%", |r| {
+    apply(ns, with_gateway("web:2")).await;
+    wait_for(ns, "paused at 20%", |r| {
         phase(r) == Some(RolloutPhase::Paused)
     })
     .await;
-    let canary_weight = || async {
-        let splits = traffic_splits(&ns).await;
-        weights(&ns, &splits).await.0
-    };
     assert_eq!(
-        canary_weight().await,
+        nginx_weight(ns).await,
         20,
         "the canary Ingress carries the step"
     );
+    grants
+}
 
+async fn nginx_weight(ns: &TestNamespace) -> i32 {
+    let splits = traffic_splits(ns).await;
+    weights(ns, &splits).await.0
+}
+
+#[tokio::test]
+async fn a_route_no_longer_granted_leaves_the_other_routers_to_be_undone_on_deletion() {
+    let client = client().await;
+    let ns = TestNamespace::new(&client, "several-routers-grant").await;
+    let edge = TestNamespace::new(&client, "several-routers-edge").await;
+    let _controller = ControllerProcess::start(&ns.name);
+    let grants = canary_beside_an_edge_route(&ns, &edge).await;
     // The grant withdrawn: the edge route is not weir's to touch any more, but the canary
     // Ingress still is, and must be gone before the Rollout (and its pods) go.
     grants
@@ -249,6 +258,38 @@ async fn a_route_no_longer_granted_leaves_the_other_routers_to_be_undone_on_dele
                 .is_ok_and(|found| found.is_none())
         },
     )
+    .await;
+}
+
+#[tokio::test]
+async fn an_abort_reaches_the_other_routers_while_a_route_is_not_granted() {
+    let client = client().await;
+    let ns = TestNamespace::new(&client, "several-routers-refused").await;
+    let edge = TestNamespace::new(&client, "several-routers-refused-edge").await;
+    let _controller = ControllerProcess::start(&ns.name);
+    let grants = canary_beside_an_edge_route(&ns, &edge).await;
+    grants
+        .delete("rollouts", &Default::default())
+        .await
+        .expect("deleting the grant");
+    wait_for(&ns, "the InvalidSpec condition", |r| {
+        r.status.as_ref().is_some_and(|s| {
+            s.conditions
+                .iter()
+                .any(|c| c.type_ == "InvalidSpec" && c.status == "True")
+        })
+    })
+    .await;
+    assert_eq!(
+        nginx_weight(&ns).await,
+        20,
+        "nothing is planned: held where it was"
+    );
+    // An abort asked for now still takes the canary's share off the router weir may touch.
+    status_patch(&ns, json!({"status": {"abort": true}})).await;
+    eventually("the canary Ingress back to 0", LIMIT, || async {
+        (nginx_weight(&ns).await == 0).then_some(())
+    })
     .await;
 }
 

@@ -111,6 +111,29 @@ async fn clean_up(rollout: &Rollout, ctx: &Context, term: &Term) -> Result<Reque
     Ok(Requeue::await_change())
 }
 
+/// `status` with the managed route names `next` records added, when the plan writes a route
+/// whose name `status` does not record yet; None otherwise. Recording a name early is
+/// harmless: the planner drops it again once the router shows no such route.
+fn recording_first(
+    status: &RolloutStatus,
+    next: &RolloutStatus,
+    actions: &[crate::rollout::plan::Action],
+) -> Option<RolloutStatus> {
+    let unrecorded = |name: &String| !status.managed_routes.contains(name);
+    let writes_unrecorded = actions.iter().any(|action| {
+        matches!(action, crate::rollout::plan::Action::SetManagedRoute { name, .. } if unrecorded(name))
+    });
+    if !writes_unrecorded {
+        return None;
+    }
+    let mut recording = status.clone();
+    for name in next.managed_routes.iter().filter(|n| unrecorded(n)) {
+        recording.managed_routes.push(name.clone());
+    }
+    recording.managed_routes.sort();
+    Some(recording)
+}
+
 /// When the world cannot be read (one router of several fails its read, say), nothing is
 /// planned; but an abort already decided (`status.abort`: `kubectl weir abort`, or a failed
 /// analysis an earlier plan saw) still sends weight 0 to every router that takes it. Weight 0
@@ -119,6 +142,12 @@ async fn abort_where_possible(name: &str, status: &RolloutStatus, router: Option
     let Some(router) = router.filter(|_| status.abort) else {
         return;
     };
+    // Header and mirror routes reach the canary whatever the weight: they go too.
+    for route in &status.managed_routes {
+        if let Err(error) = router.remove_managed_route(route).await {
+            warn!(rollout = name, route, %error, "aborted, but a managed route was not removed");
+        }
+    }
     if let Err(error) = router.set_weight(0).await {
         warn!(rollout = name, %error, "aborted, but a router did not take weight 0");
     }
@@ -172,6 +201,8 @@ async fn reconcile_rollout(
                 message: refused.to_string(),
             });
             refused_route = true;
+            // Nothing is planned while it lasts, but an abort asked for reaches the others.
+            abort_where_possible(&name, &status, router.as_ref()).await;
         }
         // The first look comes from the controller's caches, which is cheap, and is
         // kept only if it finds nothing to do (the common case: a resync, a restart, an
@@ -234,6 +265,14 @@ async fn reconcile_rollout(
             if !next.actions.is_empty()
                 && rounds > 1
                 && let Some(rollout) = write_status(&api, &written, &status).await?
+            {
+                written = rollout;
+            }
+            // A managed route's name is recorded before the route is written: if the status
+            // write after it were lost (a conflict with a GitSync that drops the name from
+            // the spec), nothing would ever read or remove the route again.
+            if let Some(recording) = recording_first(&status, &next.status, &next.actions)
+                && let Some(rollout) = write_status(&api, &written, &recording).await?
             {
                 written = rollout;
             }
@@ -363,4 +402,51 @@ const BACKOFF: Backoff = Backoff {
 
 pub fn error_policy(rollout: Arc<Rollout>, error: &Error, _ctx: Arc<Context>) -> Requeue {
     crate::runtime::error::error_policy("Rollout", &rollout.name_any(), error, BACKOFF)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::rollout::plan::Action;
+    use crate::traffic::ManagedRoute;
+
+    fn recorded(names: &[&str]) -> RolloutStatus {
+        RolloutStatus {
+            managed_routes: names.iter().map(|n| (*n).to_owned()).collect(),
+            ..RolloutStatus::default()
+        }
+    }
+
+    fn set(name: &str) -> Action {
+        Action::SetManagedRoute {
+            name: name.into(),
+            route: ManagedRoute::Header(Vec::new()),
+        }
+    }
+
+    #[test]
+    fn a_route_not_yet_recorded_is_recorded_before_it_is_written() {
+        let before = RolloutStatus {
+            current_step_index: Some(1),
+            ..recorded(&["a"])
+        };
+        let next = RolloutStatus {
+            current_step_index: Some(2),
+            ..recorded(&["a", "b"])
+        };
+        let recording = recording_first(&before, &next, &[set("b")]);
+        assert_eq!(
+            recording,
+            Some(RolloutStatus {
+                current_step_index: Some(1),
+                ..recorded(&["a", "b"])
+            }),
+            "only the names move ahead of the plan"
+        );
+        // Written again, or removed, or nothing about routes: no early write.
+        assert_eq!(recording_first(&before, &next, &[set("a")]), None);
+        let remove = Action::RemoveManagedRoute { name: "b".into() };
+        assert_eq!(recording_first(&before, &next, &[remove]), None);
+        assert_eq!(recording_first(&before, &next, &[]), None);
+    }
 }

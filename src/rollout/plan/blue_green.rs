@@ -50,7 +50,7 @@ impl<'a> Planner<'a> {
     /// Service stays on the stable version, which keeps its full scale throughout.
     fn before_switch(&mut self, blue_green: &BlueGreenStrategy, stable: &str, hash: &str) {
         self.scale(stable, self.replicas);
-        self.return_stable_service(stable);
+        self.return_active_service(stable);
         // A post-promotion verdict of this attempt means the switch happened and was lost
         // (a crash before the status recorded the abort): judged again, never switched again.
         if let Some(run) = self.run_for(hash, AnalysisKind::PostPromotion)
@@ -210,6 +210,22 @@ impl<'a> Planner<'a> {
             format!("promoted {hash} after autoPromotionSeconds ({seconds}s)"),
         );
         Progress::Advance
+    }
+
+    /// Pins the active Service to the stable version. When it selects another version with
+    /// pods (a new release began while the last one's post-promotion analysis ran, or a
+    /// switch whose status was lost), it moves back only once the stable is fully available:
+    /// the active Service never selects a version that cannot carry all the traffic.
+    fn return_active_service(&mut self, stable: &str) {
+        let elsewhere = self
+            .input
+            .observed
+            .stable_service_hash
+            .as_deref()
+            .is_some_and(|h| h != stable && self.available(h) > 0);
+        if !elsewhere || self.settled_at(stable, self.replicas) {
+            self.point_stable(stable);
+        }
     }
 
     /// Where the release stands before the switch, kept in `status.currentStepIndex`.

@@ -691,3 +691,35 @@ fn events_name_a_blue_green_release_never_a_canary() {
         "{said:#?}"
     );
 }
+
+#[test]
+fn a_new_release_during_post_promotion_analysis_switches_back_only_to_a_full_stable() {
+    let mut world = World::with_canary(bg_spec(
+        json!({"postPromotionAnalysis": analysis(), "autoPromotionEnabled": false}),
+        3,
+    ));
+    world.reconcile();
+    world.promote();
+    world.reconcile();
+    assert_eq!(
+        world.active(),
+        Some(CANARY),
+        "switched; analysing live traffic"
+    );
+    assert_eq!(world.status.stable_rs.as_deref(), Some(STABLE));
+    // The previous version loses two of its pods, and the next commit arrives.
+    world.instant_pods = false;
+    if let Some(rs) = world.rs_mut(STABLE) {
+        rs.available = 1;
+    }
+    world.hash = "next".into();
+    world.reconcile();
+    assert_eq!(
+        world.active(),
+        Some(CANARY),
+        "users stay on the version that carries them until the stable can"
+    );
+    world.pods_become_available();
+    world.reconcile();
+    assert_eq!(world.active(), Some(STABLE), "back once fully available");
+}
