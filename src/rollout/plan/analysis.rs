@@ -20,14 +20,25 @@ impl<'a> Planner<'a> {
 
     pub(super) fn analysis_step(&mut self, stable: &str, hash: &str, index: usize) -> Progress {
         let what = format!("step {}/{}", index + 1, self.steps.len());
-        match self.run_for(hash, AnalysisKind::Step(index)) {
+        self.analysis_of(AnalysisKind::Step(index), &what, stable, hash)
+    }
+
+    /// Starts the analysis of `kind` (a step's, or blue-green's before or after the switch),
+    /// or judges its run; `what` names it in messages.
+    pub(super) fn analysis_of(
+        &mut self,
+        kind: AnalysisKind,
+        what: &str,
+        stable: &str,
+        hash: &str,
+    ) -> Progress {
+        match self.run_for(hash, kind) {
             None => {
-                let attempt = self.status.attempt;
                 self.actions.push(Action::StartAnalysis {
                     hash: hash.into(),
                     stable: stable.into(),
-                    attempt,
-                    kind: AnalysisKind::Step(index),
+                    attempt: self.status.attempt,
+                    kind,
                 });
                 self.status.message = Some(format!("{what}: starting analysis of {hash}"));
                 Progress::Wait
@@ -37,7 +48,7 @@ impl<'a> Planner<'a> {
                     self.status.message =
                         Some(format!("{what}: waiting for analysis run {}", run.name));
                 }
-                self.judge(run, stable, hash, &what)
+                self.judge(run, stable, hash, what)
             }
         }
     }

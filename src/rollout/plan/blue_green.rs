@@ -15,7 +15,7 @@ use crate::api::rollout::{BlueGreenStrategy, PauseCondition, PauseReason};
 use crate::time::{from_k8s, start_of_wait};
 
 use super::planner::{Planner, Progress};
-use super::vocabulary::{Action, Reason};
+use super::vocabulary::Reason;
 
 /// The stages before the switch, as `status.currentStepIndex` records them: pre-promotion
 /// analysis, the pause, then promoted (full scale and the switch).
@@ -128,35 +128,6 @@ impl<'a> Planner<'a> {
             return Progress::Advance;
         }
         self.analysis_of(AnalysisKind::PrePromotion, "pre-promotion", stable, hash)
-    }
-
-    /// Starts the analysis of `kind`, or judges its run.
-    fn analysis_of(
-        &mut self,
-        kind: AnalysisKind,
-        what: &str,
-        stable: &str,
-        hash: &str,
-    ) -> Progress {
-        match self.run_for(hash, kind) {
-            None => {
-                self.actions.push(Action::StartAnalysis {
-                    hash: hash.into(),
-                    stable: stable.into(),
-                    attempt: self.status.attempt,
-                    kind,
-                });
-                self.status.message = Some(format!("{what}: starting analysis of {hash}"));
-                Progress::Wait
-            }
-            Some(run) => {
-                if matches!(run.phase, AnalysisPhase::Pending | AnalysisPhase::Running) {
-                    self.status.message =
-                        Some(format!("{what}: waiting for analysis run {}", run.name));
-                }
-                self.judge(run, stable, hash, what)
-            }
-        }
     }
 
     /// The pause before the switch: until promoted with `autoPromotionEnabled: false`, for
