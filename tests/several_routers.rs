@@ -93,20 +93,25 @@ async fn both_at(ns: &TestNamespace, splits: &Api<DynamicObject>, weight: i32) {
     .await;
 }
 
+/// NGINX and SMI set up, web:1 Healthy, then web:2 at its first step: 20% on both routers.
+async fn canary_at_20(ns: &TestNamespace) -> Api<DynamicObject> {
+    routing(ns).await;
+    apply(ns, rollout("web:1")).await;
+    wait_for(ns, "Healthy on web:1", |r| {
+        phase(r) == Some(RolloutPhase::Healthy)
+    })
+    .await;
+    let splits = traffic_splits(ns).await;
+    apply(ns, rollout("web:2")).await;
+    both_at(ns, &splits, 20).await;
+    splits
+}
+
 #[tokio::test]
 async fn nginx_and_smi_carry_every_step_and_a_hand_change_to_either_is_set_again() {
     let ns = TestNamespace::new(&client().await, "several-routers").await;
     let _controller = ControllerProcess::start(&ns.name);
-    routing(&ns).await;
-    apply(&ns, rollout("web:1")).await;
-    wait_for(&ns, "Healthy on web:1", |r| {
-        phase(r) == Some(RolloutPhase::Healthy)
-    })
-    .await;
-    let splits = traffic_splits(&ns).await;
-
-    apply(&ns, rollout("web:2")).await;
-    both_at(&ns, &splits, 20).await;
+    let splits = canary_at_20(&ns).await;
     wait_for(&ns, "paused at 20%", |r| {
         phase(r) == Some(RolloutPhase::Paused)
     })
@@ -155,15 +160,7 @@ async fn nginx_and_smi_carry_every_step_and_a_hand_change_to_either_is_set_again
 async fn an_abort_reaches_every_router_that_takes_it_when_one_cannot_be_read() {
     let ns = TestNamespace::new(&client().await, "several-routers-abort").await;
     let _controller = ControllerProcess::start(&ns.name);
-    routing(&ns).await;
-    apply(&ns, rollout("web:1")).await;
-    wait_for(&ns, "Healthy on web:1", |r| {
-        phase(r) == Some(RolloutPhase::Healthy)
-    })
-    .await;
-    let splits = traffic_splits(&ns).await;
-    apply(&ns, rollout("web:2")).await;
-    both_at(&ns, &splits, 20).await;
+    let splits = canary_at_20(&ns).await;
 
     // The TrafficSplit no longer reads as weir's (its owner taken away by hand): weir cannot
     // read or set it, so it plans nothing. An abort asked for now must still take the
@@ -294,15 +291,7 @@ async fn an_abort_reaches_the_other_routers_while_a_route_is_not_granted() {
 async fn an_abort_reaches_the_other_router_when_the_first_one_fails() {
     let ns = TestNamespace::new(&client().await, "several-routers-first-fails").await;
     let _controller = ControllerProcess::start(&ns.name);
-    routing(&ns).await;
-    apply(&ns, rollout("web:1")).await;
-    wait_for(&ns, "Healthy on web:1", |r| {
-        phase(r) == Some(RolloutPhase::Healthy)
-    })
-    .await;
-    let splits = traffic_splits(&ns).await;
-    apply(&ns, rollout("web:2")).await;
-    both_at(&ns, &splits, 20).await;
+    let splits = canary_at_20(&ns).await;
 
     // The canary Ingress no longer reads as weir's (its owner taken away by hand): the NGINX
     // router, the first the Rollout names, refuses to touch it, even to remove it. An abort
