@@ -377,7 +377,8 @@ async fn a_git_sync_never_resets_the_virtual_service_weights_or_subset_labels_mi
         .expect("canary hash");
 
     eventually("the header route above the weighted one", LIMIT, || async {
-        (http_route_names(&ns).await == ["canary-header", "primary"]).then_some(())
+        (support::app::virtual_service_route_names(&ns).await == ["canary-header", "primary"])
+            .then_some(())
     })
     .await;
 
@@ -401,7 +402,7 @@ async fn a_git_sync_never_resets_the_virtual_service_weights_or_subset_labels_mi
     // Git's weights would land on it).
     assert_eq!(weights.states(), vec![0, 30], "Git never moved the weights");
     assert_eq!(
-        http_route_names(&ns).await,
+        support::app::virtual_service_route_names(&ns).await,
         ["canary-header", "primary"],
         "the header route survives the sync"
     );
@@ -419,7 +420,7 @@ async fn a_git_sync_never_resets_the_virtual_service_weights_or_subset_labels_mi
     tokio::time::sleep(std::time::Duration::from_secs(2)).await;
     assert_eq!(weights.states(), vec![0, 30, 100, 0]);
     assert_eq!(
-        http_route_names(&ns).await,
+        support::app::virtual_service_route_names(&ns).await,
         ["primary"],
         "removed once promoted"
     );
@@ -481,18 +482,6 @@ async fn analysis_sees_the_canary_share_the_virtual_service_carries_and_the_cana
     assert_eq!(phases, [json!("Successful")], "the one analysis step's run");
 }
 
-/// The names of the VirtualService's HTTP routes, in order.
-async fn http_route_names(ns: &TestNamespace) -> Vec<String> {
-    let live =
-        serde_json::to_value(virtual_services(ns).get("web").await.expect("get")).expect("json");
-    live["spec"]["http"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|r| r["name"].as_str().unwrap_or("(unnamed)").to_owned())
-        .collect()
-}
-
 #[tokio::test]
 async fn deleting_a_rollout_with_a_header_route_removes_it_before_the_rollout_goes() {
     let ns = TestNamespace::new(&client().await, "istio-delete-route").await;
@@ -513,7 +502,8 @@ async fn deleting_a_rollout_with_a_header_route_removes_it_before_the_rollout_go
     healthy_on(&ns, "web:1").await;
     apply(&ns, manifest("web:2")).await;
     eventually("the header route above the weighted one", LIMIT, || async {
-        (http_route_names(&ns).await == ["canary-header", "primary"]).then_some(())
+        (support::app::virtual_service_route_names(&ns).await == ["canary-header", "primary"])
+            .then_some(())
     })
     .await;
     routers::delete_holding(

@@ -71,21 +71,9 @@ fn rollout(image: &str) -> Value {
             ]}}}})
 }
 
-/// The names of the VirtualService's HTTP routes, in order.
-async fn route_names(ns: &TestNamespace) -> Vec<String> {
-    let live =
-        serde_json::to_value(virtual_services(ns).get("web").await.expect("get")).expect("json");
-    live["spec"]["http"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .map(|r| r["name"].as_str().unwrap_or("(unnamed)").to_owned())
-        .collect()
-}
-
 async fn routes_become(ns: &TestNamespace, wanted: &[&str]) {
     eventually(&format!("HTTP routes {wanted:?}"), LIMIT, || async {
-        (route_names(ns).await == wanted).then_some(())
+        (support::app::virtual_service_route_names(ns).await == wanted).then_some(())
     })
     .await;
 }

@@ -340,3 +340,19 @@ pub async fn traffic_splits(ns: &TestNamespace) -> Api<kube::api::DynamicObject>
         .expect("the local cluster serves TrafficSplit (hack/crds)");
     Api::namespaced_with(ns.client.clone(), &ns.name, &smi::api_resource(version))
 }
+
+/// The names of the VirtualService `web`'s HTTP routes, in order ("(unnamed)" for one without).
+pub async fn virtual_service_route_names(ns: &TestNamespace) -> Vec<String> {
+    let api: Api<kube::api::DynamicObject> = Api::namespaced_with(
+        ns.client.clone(),
+        &ns.name,
+        &weir::traffic::istio::virtual_service_resource(),
+    );
+    let live = serde_json::to_value(api.get("web").await.expect("get")).expect("json");
+    live["spec"]["http"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|r| r["name"].as_str().unwrap_or("(unnamed)").to_owned())
+        .collect()
+}
