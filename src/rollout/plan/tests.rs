@@ -255,6 +255,27 @@ impl World {
         panic!("reconcile did not settle: {:#?}", plans.last());
     }
 
+    /// Promotes at every pause and passes every running analysis, a minute apart, until
+    /// Healthy or `rounds` reconciles have passed.
+    fn promote_until_healthy(&mut self, rounds: usize) {
+        for _ in 0..rounds {
+            self.reconcile();
+            if self.phase() == Some(RolloutPhase::Healthy) {
+                return;
+            }
+            self.promote();
+            for run in self
+                .observed
+                .analysis_runs
+                .iter_mut()
+                .filter(|r| r.phase == AnalysisPhase::Running)
+            {
+                run.phase = AnalysisPhase::Successful;
+            }
+            self.tick(60);
+        }
+    }
+
     fn tick(&mut self, seconds: i64) {
         self.now += chrono::Duration::seconds(seconds);
     }
@@ -1805,17 +1826,7 @@ proptest! {
     #[test]
     fn a_good_canary_always_completes(mut world in world_strategy()) {
         world.instant_pods = true;
-        for _ in 0..200 {
-            world.reconcile();
-            if world.phase() == Some(RolloutPhase::Healthy) {
-                break;
-            }
-            world.promote();
-            for run in world.observed.analysis_runs.iter_mut().filter(|r| r.phase == AnalysisPhase::Running) {
-                run.phase = AnalysisPhase::Successful;
-            }
-            world.tick(60);
-        }
+        world.promote_until_healthy(200);
         let replicas = world.spec.replicas.unwrap_or(1);
         prop_assert_eq!(world.phase(), Some(RolloutPhase::Healthy));
         prop_assert_eq!(world.status.stable_rs.as_deref(), Some(CANARY));

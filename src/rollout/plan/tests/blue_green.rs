@@ -611,17 +611,7 @@ proptest! {
     #[test]
     fn a_good_blue_green_release_always_completes(mut world in bg_world()) {
         world.instant_pods = true;
-        for _ in 0..50 {
-            world.reconcile();
-            if world.phase() == Some(RolloutPhase::Healthy) {
-                break;
-            }
-            world.promote();
-            for run in world.observed.analysis_runs.iter_mut().filter(|r| r.phase == AnalysisPhase::Running) {
-                run.phase = AnalysisPhase::Successful;
-            }
-            world.tick(60);
-        }
+        world.promote_until_healthy(50);
         let replicas = world.spec.replicas.unwrap_or(1);
         prop_assert_eq!(world.phase(), Some(RolloutPhase::Healthy));
         prop_assert_eq!(world.status.stable_rs.as_deref(), Some(CANARY));
