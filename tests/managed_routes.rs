@@ -2,7 +2,8 @@
 //! the requests with the simulator's test header to the canary while its weight is 0, a
 //! mirror route copies its share of requests there, and both are gone after an abort, after
 //! a promotion, and across a controller killed mid-step. On a Gateway API HTTPRoute (the
-//! argoproj-labs/gatewayAPI plugin's shape, `useHeaderRoutes`), the header route likewise.
+//! argoproj-labs/gatewayAPI plugin's shape, `useHeaderRoutes`), the header route and the
+//! mirror route (a rule with a `RequestMirror` filter, at the canary's weight) likewise.
 
 mod support;
 
@@ -149,6 +150,20 @@ async fn header_and_mirror_routes_reach_the_canary_and_never_outlive_it() {
 /// As the argoproj-labs/gatewayAPI plugin documents it: the route taking header routes is
 /// marked `useHeaderRoutes`; defaults left out.
 fn gateway_rollout(image: &str) -> Value {
+    gateway_rollout_with(
+        image,
+        "canary-header",
+        json!([
+            {"setCanaryScale": {"replicas": 1}},
+            {"setHeaderRoute": {"name": "canary-header", "match": [
+                {"headerName": "x-weir-sim", "headerValue": {"exact": "canary"}}]}},
+            {"pause": {}}
+        ]),
+    )
+}
+
+/// A Rollout on HTTPRoute `web` with one managed route and these steps.
+fn gateway_rollout_with(image: &str, managed: &str, steps: Value) -> Value {
     json!({"apiVersion": "weir.dev/v1alpha1", "kind": "Rollout", "metadata": {"name": "web"},
     "spec": {
         "replicas": 2,
@@ -159,15 +174,24 @@ fn gateway_rollout(image: &str) -> Value {
             "stableService": "web-stable",
             "canaryService": "web-canary",
             "trafficRouting": {
-                "managedRoutes": [{"name": "canary-header"}],
+                "managedRoutes": [{"name": managed}],
                 "plugins": {"argoproj-labs/gatewayAPI": {
                     "httpRoutes": [{"name": "web", "useHeaderRoutes": true}]}}},
-            "steps": [
-                {"setCanaryScale": {"replicas": 1}},
-                {"setHeaderRoute": {"name": "canary-header", "match": [
-                    {"headerName": "x-weir-sim", "headerValue": {"exact": "canary"}}]}},
-                {"pause": {}}
-            ]}}}})
+            "steps": steps}}}})
+}
+
+/// A mirror route as Argo Rollouts documents `setMirrorRoute`, after a weight of 20.
+fn gateway_mirror_rollout(image: &str) -> Value {
+    gateway_rollout_with(
+        image,
+        "canary-mirror",
+        json!([
+            {"setWeight": 20},
+            {"setMirrorRoute": {"name": "canary-mirror", "percentage": 50,
+                "match": [{"method": {"exact": "GET"}}]}},
+            {"pause": {}}
+        ]),
+    )
 }
 
 /// The names of the HTTPRoute's rules, in order.
@@ -232,25 +256,74 @@ async fn a_header_route_on_an_http_route_reaches_the_canary_and_never_outlives_i
     rules_become(&ns, &["(unnamed)"]).await;
 }
 
-/// The app as a team keeps it in Git, with a header route step: the HTTPRoute's rules there
-/// never hold weir's header rule.
+#[tokio::test]
+async fn a_mirror_route_on_an_http_route_copies_its_share_at_the_weight_and_never_outlives_it() {
+    let ns = TestNamespace::new(&client().await, "gateway-mirror-route").await;
+    let controller = ControllerProcess::start(&ns.name);
+    let (_simulator, _target) = simulator(&ns).await;
+    support::app::app(&ns).await;
+    apply(&ns, gateway_mirror_rollout("web:1")).await;
+    healthy_on(&ns, "web:1").await;
+
+    apply(&ns, gateway_mirror_rollout("web:2")).await;
+    let paused = wait_for(&ns, "Paused at the final pause", |r| {
+        phase(r) == Some(RolloutPhase::Paused) && step(r) == Some(2)
+    })
+    .await;
+    assert_eq!(paused.status.and_then(|s| s.canary_weight), Some(20));
+    rules_become(&ns, &["canary-mirror", "(unnamed)"]).await;
+    // The mirror rule takes every GET (a method match outranks the split rule) and serves it
+    // at the canary's weight; half of them are copied to the canary besides.
+    rate_share(&ns, CANARY_SERVED, |s| (0.17..=0.23).contains(&s)).await;
+    rate_share(&ns, CANARY_MIRRORED, |s| (0.45..=0.55).contains(&s)).await;
+
+    // Killed mid-canary and restarted, then aborted: the rule goes, and the canary's share.
+    controller.kill();
+    let controller = ControllerProcess::start(&ns.name);
+    status_patch(&ns, json!({"status": {"abort": true}})).await;
+    wait_for(&ns, "Degraded", |r| {
+        phase(r) == Some(RolloutPhase::Degraded)
+    })
+    .await;
+    rules_become(&ns, &["(unnamed)"]).await;
+    rate_share(&ns, CANARY_SERVED, |s| s < 0.01).await;
+    rate_share(&ns, CANARY_MIRRORED, |s| s < 0.01).await;
+
+    // Retried: the rule comes back; killed at the pause and promoted, it is gone.
+    status_patch(&ns, json!({"status": {"abort": false}})).await;
+    wait_for(&ns, "Paused again", |r| {
+        phase(r) == Some(RolloutPhase::Paused) && step(r) == Some(2)
+    })
+    .await;
+    rules_become(&ns, &["canary-mirror", "(unnamed)"]).await;
+    controller.kill();
+    let _controller = ControllerProcess::start(&ns.name);
+    status_patch(&ns, json!({"status": {"pauseConditions": null}})).await;
+    healthy_on(&ns, "web:2").await;
+    rules_become(&ns, &["(unnamed)"]).await;
+}
+
+/// The app as a team keeps it in Git, with header and mirror route steps: the HTTPRoute's
+/// rules there never hold weir's rules.
 fn app_in_git(image: &str) -> String {
     let steps = json!([
         {"setCanaryScale": {"replicas": 1}},
         {"setHeaderRoute": {"name": "canary-header", "match": [
             {"headerName": "x-weir-sim", "headerValue": {"exact": "canary"}}]}},
+        {"setMirrorRoute": {"name": "canary-mirror", "percentage": 50,
+            "match": [{"method": {"exact": "GET"}}]}},
         {"pause": {}}
     ]);
     let mut rollout = support::app::rollout(image, steps, json!({}));
     rollout["spec"]["strategy"]["canary"]["trafficRouting"]["managedRoutes"] =
-        json!([{"name": "canary-header"}]);
+        json!([{"name": "canary-header"}, {"name": "canary-mirror"}]);
     let mut documents = support::app::routing();
     documents.push(rollout);
     support::app::yaml_stream(&documents)
 }
 
 #[tokio::test]
-async fn a_gitsync_of_the_http_route_keeps_the_header_rule_and_sends_nothing() {
+async fn a_gitsync_of_the_http_route_keeps_the_header_and_mirror_rules_and_sends_nothing() {
     let ns = TestNamespace::new(&client().await, "gitsync-header-route").await;
     let repo = support::git::GitRepo::new(&ns.name);
     repo.commit("web 1", &[("deploy/app.yaml", &app_in_git("web:1"))]);
@@ -272,12 +345,12 @@ async fn a_gitsync_of_the_http_route_keeps_the_header_rule_and_sends_nothing() {
 
     repo.commit("web 2", &[("deploy/app.yaml", &app_in_git("web:2"))]);
     wait_for(&ns, "Paused at the final pause", |r| {
-        phase(r) == Some(RolloutPhase::Paused) && step(r) == Some(2)
+        phase(r) == Some(RolloutPhase::Paused) && step(r) == Some(3)
     })
     .await;
-    rules_become(&ns, &["canary-header", "(unnamed)"]).await;
-    // Syncing every second, Git's route plus weir's rule is the live route: nothing is
-    // applied, and the rule is never wiped (to be added again by the next reconcile).
+    rules_become(&ns, &["canary-header", "canary-mirror", "(unnamed)"]).await;
+    // Syncing every second, Git's route plus weir's rules is the live route: nothing is
+    // applied, and the rules are never wiped (to be added again by the next reconcile).
     tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
     let applied = support::gitops::gitsync_objects(port, "applied").await;
     tokio::time::sleep(std::time::Duration::from_secs(3)).await;
@@ -286,7 +359,10 @@ async fn a_gitsync_of_the_http_route_keeps_the_header_rule_and_sends_nothing() {
         applied,
         "an unchanged revision mid-canary sends no apply"
     );
-    assert_eq!(rule_names(&ns).await, ["canary-header", "(unnamed)"]);
+    assert_eq!(
+        rule_names(&ns).await,
+        ["canary-header", "canary-mirror", "(unnamed)"]
+    );
 
     status_patch(&ns, json!({"status": {"pauseConditions": null}})).await;
     healthy_on(&ns, "web:2").await;

@@ -105,3 +105,8 @@ pub const GATEWAY_API_MAX_RULES: usize = 16;
 /// Gateway API's bound on the headers of one HTTPRoute match (`maxItems` in its CRD): lint
 /// checks a step's own matches against it, the router the sum with the split rule's.
 pub const GATEWAY_API_MAX_HEADERS: usize = 16;
+/// Gateway API's bound on the matches of one HTTPRoute rule (`maxItems` in its CRD).
+pub const GATEWAY_API_MAX_MATCHES: usize = 64;
+/// Gateway API's bound on the matches of all an HTTPRoute's rules together (a CEL rule in its
+/// CRD: fewer than 128).
+pub const GATEWAY_API_MAX_TOTAL_MATCHES: usize = 127;

@@ -788,6 +788,20 @@ pub struct RouteMatch {
     pub headers: BTreeMap<String, StringMatch>,
 }
 
+impl RouteMatch {
+    /// The block as routers write it: a path prefix `/` matches every path, so it is left
+    /// out (Gateway API stores every match with that path, and could not tell the two apart).
+    pub fn canonical(&self) -> RouteMatch {
+        let every_path = self.path.as_ref().is_some_and(|p| {
+            p.prefix.as_deref() == Some("/") && p.exact.is_none() && p.regex.is_none()
+        });
+        RouteMatch {
+            path: if every_path { None } else { self.path.clone() },
+            ..self.clone()
+        }
+    }
+}
+
 /// What the controller last saw and did. Written only by the controller, except for the
 /// fields operators set, each with one patch of the status subresource (what
 /// `kubectl weir` sends; `kubectl patch rollout NAME --subresource status --type merge -p ...`):

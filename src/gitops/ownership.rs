@@ -172,9 +172,9 @@ pub fn keep_live_weights(git: &mut Value, live: &Value, services: &BTreeSet<Stri
     let Some(rules) = git["spec"]["rules"].as_array_mut() else {
         return;
     };
-    // weir's header-route rules are not in Git: set aside, so Git's rules meet their live
+    // weir's managed-route rules are not in Git: set aside, so Git's rules meet their live
     // selves by index, then kept where they are (`rules` is atomic: applying Git's list
-    // would remove them, and the canary's header route with them).
+    // would remove them, and the canary's header or mirror route with them).
     let git_names: BTreeSet<String> = rules
         .iter()
         .filter_map(|r| r["name"].as_str().map(str::to_owned))
@@ -187,7 +187,7 @@ pub fn keep_live_weights(git: &mut Value, live: &Value, services: &BTreeSet<Stri
     let (managed, unmanaged): (Indexed, Indexed) = live_rules
         .iter()
         .enumerate()
-        .partition(|(_, rule)| is_header_route_rule(rule, &git_names, services));
+        .partition(|(_, rule)| is_managed_route_rule(rule, &git_names, services));
     for (r, rule) in rules.iter_mut().enumerate() {
         let live_backends = unmanaged
             .get(r)
@@ -227,10 +227,12 @@ pub fn keep_live_weights(git: &mut Value, live: &Value, services: &BTreeSet<Stri
     }
 }
 
-/// Whether a live HTTPRoute rule is one weir added for a header route (`setHeaderRoute`):
-/// named, a name Git's rules do not have, and sending to one Service a Rollout owns alone,
-/// spelt as weir writes it (`group: ""`, `kind: Service`, `weight: 1`).
-fn is_header_route_rule(
+/// Whether a live HTTPRoute rule is one weir added for a managed route: named, a name Git's
+/// rules do not have, and spelt as weir writes it: a header route's (`setHeaderRoute`) sends
+/// to one Service a Rollout owns alone (`group: ""`, `kind: Service`, `weight: 1`); a
+/// mirror route's (`setMirrorRoute`) sends to two it owns and ends with a `RequestMirror`
+/// filter to one of them (`group: ""`, `kind: Service`).
+fn is_managed_route_rule(
     rule: &Value,
     git_names: &BTreeSet<String>,
     services: &BTreeSet<String>,
@@ -238,11 +240,33 @@ fn is_header_route_rule(
     let named = rule["name"]
         .as_str()
         .is_some_and(|n| !git_names.contains(n));
+    let owned = |backend: &Value| {
+        backend["name"]
+            .as_str()
+            .is_some_and(|n| services.contains(n))
+    };
     let backends = rule["backendRefs"].as_array().map(Vec::as_slice);
+    let mirror = rule["filters"]
+        .as_array()
+        .and_then(|filters| filters.last())
+        .filter(|f| f["type"] == "RequestMirror")
+        .map(|f| &f["requestMirror"]["backendRef"]);
     named
-        && matches!(backends, Some([only]) if only["group"] == "" && only["kind"] == "Service"
-            && only["weight"] == 1
-            && only["name"].as_str().is_some_and(|n| services.contains(n)))
+        && match backends {
+            Some([only]) => {
+                only["group"] == ""
+                    && only["kind"] == "Service"
+                    && only["weight"] == 1
+                    && owned(only)
+            }
+            Some([first, second]) => {
+                owned(first)
+                    && owned(second)
+                    && mirror
+                        .is_some_and(|to| to["group"] == "" && to["kind"] == "Service" && owned(to))
+            }
+            _ => false,
+        }
 }
 
 fn owned_destination(destination: &Value, owned: &BTreeSet<String>) -> bool {
@@ -525,6 +549,33 @@ mod tests {
         let mut git = live.clone();
         keep_live_weights(&mut git, &live, &services(&["web-stable", "web-canary"]));
         assert_eq!(git, live, "not added a second time");
+    }
+
+    #[test]
+    fn weirs_mirror_route_rules_survive_gits_rules_with_their_live_weights() {
+        let split = |stable: i32, canary: i32| {
+            json!([{"name": "web-stable", "port": 80, "weight": stable},
+                   {"name": "web-canary", "port": 80, "weight": canary}])
+        };
+        let mirror = json!({"name": "canary-mirror",
+            "matches": [{"path": {"type": "PathPrefix", "value": "/"}, "method": "GET"}],
+            "filters": [{"type": "RequestMirror", "requestMirror": {"percent": 35,
+                "backendRef": {"group": "", "kind": "Service", "name": "web-canary", "port": 80}}}],
+            "backendRefs": split(80, 20)});
+        let mut git = json!({"spec": {"rules": [{"backendRefs": split(100, 0)}]}});
+        let live = json!({"spec": {"rules": [mirror, {"backendRefs": split(80, 20)}]}});
+        keep_live_weights(&mut git, &live, &services(&["web-stable", "web-canary"]));
+        assert_eq!(
+            git, live,
+            "the mirror rule kept in place, the weights the live ones"
+        );
+        // A team's mirror to a Service no Rollout owns is Git's to remove.
+        let mut theirs = mirror.clone();
+        theirs["filters"][0]["requestMirror"]["backendRef"]["name"] = json!("shadow");
+        let live = json!({"spec": {"rules": [theirs, {"backendRefs": split(80, 20)}]}});
+        let mut git = json!({"spec": {"rules": [{"backendRefs": split(100, 0)}]}});
+        keep_live_weights(&mut git, &live, &services(&["web-stable", "web-canary"]));
+        assert_eq!(git["spec"]["rules"].as_array().map(Vec::len), Some(1));
     }
 
     #[test]

@@ -383,10 +383,11 @@ pub fn virtual_service_flows(object: &serde_json::Value) -> Vec<Flow> {
     flows
 }
 
-/// Whether one HTTPRoute match accepts a `GET` carrying [`TEST_HEADER`]: its header
-/// conditions (Exact, or RegularExpression on the whole value) all accept it; paths count
-/// apart (see [`http_route_shares`]), query parameters never match.
-fn gateway_match_takes_test_header(entry: &serde_json::Value) -> bool {
+/// Whether one HTTPRoute match accepts a `GET` with [`TEST_HEADER`] (`with_header`) or
+/// without any: its method (GET or none) and header conditions (Exact, or RegularExpression
+/// on the whole value) all accept it; paths count apart (see [`http_route_shares`]), query
+/// parameters never match.
+fn gateway_match_accepts(entry: &serde_json::Value, with_header: bool) -> bool {
     let headers = entry["headers"]
         .as_array()
         .map(Vec::as_slice)
@@ -400,71 +401,106 @@ fn gateway_match_takes_test_header(entry: &serde_json::Value) -> bool {
                 "Exact" => serde_json::json!({"exact": h["value"]}),
                 _ => serde_json::json!({"regex": h["value"]}),
             };
-            h["name"]
-                .as_str()
-                .is_some_and(|n| n.eq_ignore_ascii_case(name))
+            with_header
+                && h["name"]
+                    .as_str()
+                    .is_some_and(|n| n.eq_ignore_ascii_case(name))
                 && string_matches(&condition, value)
         })
 }
 
-/// The share of its path's requests each rule of an HTTPRoute receives, for routes with
-/// header matches (None for one without: every rule gets the whole rate, as before). A rule
-/// whose matches all carry headers takes the [`TEST_HEADER`] requests if it accepts them,
-/// from the rules without headers on the same paths (Gateway API ranks more headers first).
+/// The share of its path's requests each rule of an HTTPRoute receives, for routes with a
+/// rule that takes only some of its paths' requests, each of its matches naming headers or
+/// a method (None for one without: every rule gets the whole rate, as before). Among the
+/// rules on the same paths, each kind of request (with [`TEST_HEADER`] and without) goes to
+/// the rule whose accepting match ranks first as Gateway API ranks them: a method match,
+/// then more header matches, then the earlier rule.
 pub fn http_route_shares(rules: &[serde_json::Value]) -> Option<Vec<f64>> {
+    let matches_of = |rule: &serde_json::Value| -> Vec<serde_json::Value> {
+        match rule["matches"].as_array() {
+            Some(matches) if !matches.is_empty() => matches.clone(),
+            _ => vec![serde_json::json!({})],
+        }
+    };
     let paths = |rule: &serde_json::Value| -> Vec<serde_json::Value> {
-        let matches = rule["matches"]
-            .as_array()
-            .map(Vec::as_slice)
-            .unwrap_or_default();
-        let mut paths: Vec<serde_json::Value> = matches
+        matches_of(rule)
             .iter()
             .map(|m| match m.get("path") {
                 Some(path) => path.clone(),
                 None => serde_json::json!({"type": "PathPrefix", "value": "/"}),
             })
-            .collect();
-        if paths.is_empty() {
-            paths.push(serde_json::json!({"type": "PathPrefix", "value": "/"}));
-        }
-        paths
+            .collect()
     };
-    let header_rule = |rule: &serde_json::Value| {
-        rule["matches"].as_array().is_some_and(|m| {
-            !m.is_empty()
-                && m.iter()
-                    .all(|e| e["headers"].as_array().is_some_and(|h| !h.is_empty()))
+    let conditional = |rule: &serde_json::Value| {
+        matches_of(rule).iter().all(|e| {
+            e.get("method").is_some() || e["headers"].as_array().is_some_and(|h| !h.is_empty())
         })
     };
-    if !rules.iter().any(header_rule) {
+    if !rules.iter().any(conditional) {
         return None;
     }
-    let taking = |rule: &serde_json::Value| {
-        let matches = rule["matches"]
-            .as_array()
-            .map(Vec::as_slice)
-            .unwrap_or_default();
-        matches.iter().any(gateway_match_takes_test_header)
+    // How the rule's best match accepting a request ranks; None when none accepts it.
+    let rank = |rule: &serde_json::Value, with_header: bool| {
+        matches_of(rule)
+            .iter()
+            .filter(|m| gateway_match_accepts(m, with_header))
+            .map(|m| {
+                let headers = m["headers"].as_array().map_or(0, Vec::len);
+                (m.get("method").is_some(), headers)
+            })
+            .max()
     };
+    let kinds = [(true, TEST_HEADER_SHARE), (false, 1.0 - TEST_HEADER_SHARE)];
     Some(
         rules
             .iter()
-            .map(|rule| {
-                if header_rule(rule) {
-                    if taking(rule) { TEST_HEADER_SHARE } else { 0.0 }
-                } else {
-                    let shadowed = rules
-                        .iter()
-                        .any(|r| header_rule(r) && taking(r) && paths(r) == paths(rule));
-                    if shadowed {
-                        1.0 - TEST_HEADER_SHARE
-                    } else {
-                        1.0
-                    }
-                }
+            .enumerate()
+            .map(|(index, rule)| {
+                kinds
+                    .iter()
+                    .filter(|(with_header, _)| {
+                        let Some(mine) = rank(rule, *with_header) else {
+                            return false;
+                        };
+                        // Beaten by a rule on the same paths that ranks higher, or as high
+                        // and comes first.
+                        !rules.iter().enumerate().any(|(other, r)| {
+                            other != index
+                                && paths(r) == paths(rule)
+                                && rank(r, *with_header).is_some_and(|theirs| {
+                                    theirs > mine || (theirs == mine && other < index)
+                                })
+                        })
+                    })
+                    .map(|(_, share)| share)
+                    .sum()
             })
             .collect(),
     )
+}
+
+/// Where an HTTPRoute rule mirrors its requests: the Service of its `RequestMirror` filter
+/// and the percent mirrored (`percent`, or `fraction`; all when neither is set).
+pub fn http_route_mirror(rule: &serde_json::Value) -> Option<(String, f64)> {
+    let filters = rule["filters"].as_array()?;
+    let mirror = filters
+        .iter()
+        .find(|f| f["type"] == "RequestMirror")
+        .map(|f| &f["requestMirror"])?;
+    let service = mirror["backendRef"]["name"].as_str()?.to_owned();
+    let percent = if let Some(percent) = mirror["percent"].as_f64() {
+        percent
+    } else if let Some(numerator) = mirror["fraction"]["numerator"].as_f64() {
+        let denominator = mirror["fraction"]["denominator"].as_f64().unwrap_or(100.0);
+        if denominator > 0.0 {
+            100.0 * numerator / denominator
+        } else {
+            0.0
+        }
+    } else {
+        100.0
+    };
+    Some((service, percent.clamp(0.0, 100.0)))
 }
 
 /// The labels a destination's pods carry: its Service's selector and, for a subset, the
@@ -649,6 +685,9 @@ struct Topology {
 /// A rule's share of the rate, and the backend it mirrors to with the percent mirrored.
 type RuleFlow = (f64, Option<Backend>, f64);
 
+/// An HTTPRoute rule's share of the rate, and the Service it mirrors to with the percent.
+type HttpFlow = (f64, Option<(String, f64)>);
+
 /// A route before its backends' versions are known: one (Service, weight) list per rule.
 type Weighted = Vec<Vec<(String, u32)>>;
 
@@ -789,7 +828,7 @@ pub fn gateway_route_splits<R: WeightedRoute>(route: &R) -> Weighted {
 async fn weighted_routes(
     client: &Client,
     namespace: Option<&str>,
-    http_flows: &mut BTreeMap<(String, String, usize), RuleFlow>,
+    http_flows: &mut BTreeMap<(String, String, usize), HttpFlow>,
 ) -> kube::Result<Vec<(String, String, Weighted)>> {
     let params = ListParams::default();
     let mut found = Vec::new();
@@ -802,16 +841,17 @@ async fn weighted_routes(
             .flatten()
             .map(|r| serde_json::to_value(r).unwrap_or_default())
             .collect();
-        if let Some(shares) = http_route_shares(&rules) {
-            for (index, share) in shares.into_iter().enumerate() {
-                http_flows.insert(
-                    (
-                        route.namespace().unwrap_or_default(),
-                        route.name_any(),
-                        index,
-                    ),
-                    (share, None, 0.0),
+        let shares = http_route_shares(&rules);
+        for (index, rule) in rules.iter().enumerate() {
+            let share = shares.as_ref().and_then(|s| s.get(index).copied());
+            let mirror = http_route_mirror(rule);
+            if share.is_some() || mirror.is_some() {
+                let key = (
+                    route.namespace().unwrap_or_default(),
+                    route.name_any(),
+                    index,
                 );
+                http_flows.insert(key, (share.unwrap_or(1.0), mirror));
             }
         }
         found.push((
@@ -892,7 +932,8 @@ where
 
 async fn read_topology(client: &Client, namespace: Option<&str>) -> kube::Result<Topology> {
     let mut topology = Topology::default();
-    let weighted = weighted_routes(client, namespace, &mut topology.flows).await?;
+    let mut http_flows = BTreeMap::new();
+    let weighted = weighted_routes(client, namespace, &mut http_flows).await?;
     for (ns, route, rules) in weighted {
         let services: Api<Service> = Api::namespaced(client.clone(), &ns);
         let replica_sets: Api<ReplicaSet> = Api::namespaced(client.clone(), &ns);
@@ -910,32 +951,10 @@ async fn read_topology(client: &Client, namespace: Option<&str>) -> kube::Result
             })
             .collect();
         let mut resolved = Vec::new();
-        for rule in rules {
+        for (index, rule) in rules.into_iter().enumerate() {
             let mut backends = Vec::new();
             for (service, weight) in rule {
-                let selector = services
-                    .get_opt(&service)
-                    .await?
-                    .and_then(|s| s.spec)
-                    .and_then(|s| s.selector)
-                    .unwrap_or_default();
-                // The newest ready ReplicaSet whose pods the Service selects answers.
-                let version = live
-                    .iter()
-                    .filter(|rs| {
-                        let labels = rs
-                            .spec
-                            .as_ref()
-                            .and_then(|s| s.template.as_ref())
-                            .and_then(|t| t.metadata.as_ref())
-                            .and_then(|m| m.labels.clone())
-                            .unwrap_or_default();
-                        !selector.is_empty()
-                            && selector.iter().all(|(k, v)| labels.get(k) == Some(v))
-                    })
-                    .max_by_key(|rs| rs.metadata.creation_timestamp.clone())
-                    .and_then(|rs| rs.spec.as_ref()?.template.as_ref())
-                    .map(version_of);
+                let version = service_version(&services, &live, &service).await?;
                 backends.push(Backend {
                     service,
                     weight,
@@ -943,11 +962,57 @@ async fn read_topology(client: &Client, namespace: Option<&str>) -> kube::Result
                 });
             }
             resolved.push(backends);
+            let key = (ns.clone(), route.clone(), index);
+            if let Some((share, mirror)) = http_flows.remove(&key) {
+                let (to, percent) = match mirror {
+                    Some((service, percent)) => {
+                        let version = service_version(&services, &live, &service).await?;
+                        let to = Backend {
+                            service,
+                            weight: 1,
+                            version,
+                        };
+                        (Some(to), percent)
+                    }
+                    None => (None, 0.0),
+                };
+                topology.flows.insert(key, (share, to, percent));
+            }
         }
         topology.routes.push((ns, route, resolved));
     }
     read_virtual_services(client, namespace, &mut topology).await?;
     Ok(topology)
+}
+
+/// The version that answers for `service`: the newest ready ReplicaSet (of `live`) whose pods
+/// its selector selects.
+async fn service_version(
+    services: &Api<Service>,
+    live: &[ReplicaSet],
+    service: &str,
+) -> kube::Result<Option<Version>> {
+    let selector = services
+        .get_opt(service)
+        .await?
+        .and_then(|s| s.spec)
+        .and_then(|s| s.selector)
+        .unwrap_or_default();
+    Ok(live
+        .iter()
+        .filter(|rs| {
+            let labels = rs
+                .spec
+                .as_ref()
+                .and_then(|s| s.template.as_ref())
+                .and_then(|t| t.metadata.as_ref())
+                .and_then(|m| m.labels.clone())
+                .unwrap_or_default();
+            !selector.is_empty() && selector.iter().all(|(k, v)| labels.get(k) == Some(v))
+        })
+        .max_by_key(|rs| rs.metadata.creation_timestamp.clone())
+        .and_then(|rs| rs.spec.as_ref()?.template.as_ref())
+        .map(version_of))
 }
 
 /// Sends `rps` requests a second to every route (in `namespace`, or all), re-reading the
@@ -1387,5 +1452,51 @@ mod managed_route_tests {
         );
         // Without header rules, every rule gets the whole rate, as before.
         assert_eq!(http_route_shares(&rules[2..]), None);
+    }
+
+    #[test]
+    fn http_route_rules_rank_a_method_above_headers_and_mirror_their_share() {
+        let mirror = json!({"type": "RequestMirror", "requestMirror": {
+            "backendRef": {"name": "web-canary"}, "percent": 35}});
+        let header = json!({"name": "header", "matches": [{"path": {"type": "PathPrefix", "value": "/"},
+                "headers": [{"name": "x-weir-sim", "type": "Exact", "value": "canary"}]}],
+             "backendRefs": [{"name": "web-canary"}]});
+        let get = json!({"name": "mirror", "matches": [{"path": {"type": "PathPrefix", "value": "/"},
+                "method": "GET"}],
+             "filters": [mirror],
+             "backendRefs": [{"name": "web-stable"}, {"name": "web-canary"}]});
+        let post = json!({"name": "posts", "matches": [{"method": "POST"}],
+             "backendRefs": [{"name": "web-canary"}]});
+        let split = json!({"backendRefs": [{"name": "web-stable"}, {"name": "web-canary"}]});
+        let shares = |rules: serde_json::Value| {
+            http_route_shares(rules.as_array().map(Vec::as_slice).unwrap_or_default())
+                .expect("conditional rules")
+        };
+        // Gateway API ranks a method match above header matches: the GET rule takes all.
+        let all = shares(json!([header, get, post, split]));
+        assert_eq!(all, vec![0.0, 1.0, 0.0, 0.0]);
+        // Headers and the method on one match: the test-header requests; the split the rest.
+        let mut both = get.clone();
+        both["matches"][0]["headers"] = header["matches"][0]["headers"].clone();
+        let some = shares(json!([both, split]));
+        assert!(
+            (some[0] - TEST_HEADER_SHARE).abs() < 1e-9
+                && (some[1] - (1.0 - TEST_HEADER_SHARE)).abs() < 1e-9,
+            "{some:?}"
+        );
+        // Ranked alike, the earlier rule wins.
+        let first = shares(json!([get, get, split]));
+        assert_eq!(first, vec![1.0, 0.0, 0.0]);
+        assert_eq!(
+            http_route_mirror(&get),
+            Some(("web-canary".to_owned(), 35.0))
+        );
+        assert_eq!(http_route_mirror(&split), None);
+        let mut fraction = get.clone();
+        fraction["filters"][0]["requestMirror"] =
+            json!({"backendRef": {"name": "c"}, "fraction": {"numerator": 1, "denominator": 4}});
+        assert_eq!(http_route_mirror(&fraction), Some(("c".to_owned(), 25.0)));
+        fraction["filters"][0]["requestMirror"] = json!({"backendRef": {"name": "c"}});
+        assert_eq!(http_route_mirror(&fraction), Some(("c".to_owned(), 100.0)));
     }
 }

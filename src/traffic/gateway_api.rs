@@ -6,25 +6,24 @@
 //! are, so several Rollouts may share a route. Which Gateway or Service (GAMMA) a route is
 //! attached to does not matter here.
 
-/// Gateway API's bounds (`maxItems` in its CRD) on an HTTPRoute's rules and a match's headers.
-use crate::api::contract::{
-    GATEWAY_API_MAX_HEADERS as MAX_HEADERS, GATEWAY_API_MAX_RULES as MAX_RULES,
-};
 use std::fmt::Debug;
 
 use crate::api::Rollout;
 use crate::api::contract::ROLLOUT_MANAGER;
-use crate::api::rollout::{
-    GatewayApiRouting, GatewayRouteKind, HeaderRoutingMatch, StringMatch, TrafficRouting,
-};
+use crate::api::rollout::{GatewayApiRouting, GatewayRouteKind, TrafficRouting};
 use gateway_api::apis::standard::grpcroutes::GrpcRoute;
 use gateway_api::apis::standard::httproutes::HttpRoute;
 use json_patch::{AddOperation, Patch as JsonPatch, PatchOperation, TestOperation};
 use kube::Client;
 use kube::api::{Api, Patch, PatchParams};
 use serde::de::DeserializeOwned;
-use serde_json::{Value, json};
+use serde_json::Value;
 
+pub use super::http_route_rules::Split;
+use super::http_route_rules::{
+    beyond_gateway_limits, managed_rules, mirror_percent_pruned, primary_splits, put_managed_rules,
+    rule_names_pruned, rules_patch, shown_managed_routes,
+};
 use super::reference_grant;
 use super::router::{ManagedRoute, Router, RouterError, ShownRoutes};
 
@@ -102,9 +101,6 @@ impl WeightedRoute for GrpcRoute {
             .collect()
     }
 }
-
-/// Where a rule sends to both Services: (rule index, stable backend index, canary backend index).
-pub type Split = (usize, usize, usize);
 
 /// The rules that split between the two Services. A route with none cannot carry a canary.
 pub fn splits<R: WeightedRoute>(
@@ -204,15 +200,6 @@ pub fn weight_patch(splits: &[Split], stable: &str, canary: &str, weight: i32) -
     JsonPatch(operations)
 }
 
-// Managed routes (`setHeaderRoute`) on HTTPRoutes, as the argoproj-labs plugin writes them:
-// for each rule that splits between the Services, a rule named after the managed route
-// (`NAME`, then `NAME-1`, `NAME-2`, ...) that sends to the canary Service alone, whose
-// matches are the split rule's with the header matches added to each (so it is always more
-// specific than the split rule: Gateway API ranks matches by specificity, not by order).
-// Every field the CRD would default is written out, so a rule reads back the same on CRDs
-// with and without defaults. A rule is weir's when its name is and it sends to this
-// Rollout's canary Service alone: a team's rule, or another Rollout's, is never touched.
-
 /// An HTTPRoute's rules as JSON, as stored.
 fn rules_of(route: &HttpRoute) -> Vec<Value> {
     let rules = route.spec.rules.as_deref().unwrap_or_default();
@@ -220,240 +207,6 @@ fn rules_of(route: &HttpRoute) -> Vec<Value> {
         .iter()
         .map(|r| serde_json::to_value(r).unwrap_or(Value::Null))
         .collect()
-}
-
-/// The name of managed route `name`'s rule for the `index`th split.
-fn managed_rule_name(name: &str, index: usize) -> String {
-    if index == 0 {
-        name.to_owned()
-    } else {
-        format!("{name}-{index}")
-    }
-}
-
-/// Whether `rule` is a rule of managed route `name` that weir writes for Service `canary`.
-fn is_managed_rule(rule: &Value, name: &str, canary: &str) -> bool {
-    let Some(rule_name) = rule["name"].as_str() else {
-        return false;
-    };
-    let ours = rule_name == name
-        || rule_name
-            .strip_prefix(name)
-            .and_then(|rest| rest.strip_prefix('-'))
-            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
-    let backends = rule["backendRefs"].as_array().map(Vec::as_slice);
-    ours && matches!(backends, Some([only]) if only["name"].as_str() == Some(canary))
-}
-
-/// A `prefix` header match, as Gateway API has none: the prefix escaped, anchored, then `.*`.
-pub fn prefix_regex(prefix: &str) -> String {
-    format!("^{}.*", regex::escape(prefix))
-}
-
-/// The prefix [`prefix_regex`] made `value` from, if it did.
-fn prefix_of(value: &str) -> Option<String> {
-    let inner = value.strip_prefix('^')?.strip_suffix(".*")?;
-    let mut prefix = String::new();
-    let mut chars = inner.chars();
-    while let Some(c) = chars.next() {
-        prefix.push(if c == '\\' { chars.next()? } else { c });
-    }
-    (regex::escape(&prefix) == inner).then_some(prefix)
-}
-
-/// One Gateway API header match for a step's header match; None for an empty one.
-fn header_match(m: &HeaderRoutingMatch) -> Option<Value> {
-    let v = &m.header_value;
-    let (kind, value) = match (&v.exact, &v.prefix, &v.regex) {
-        (Some(exact), _, _) => ("Exact", exact.clone()),
-        (None, Some(prefix), _) => ("RegularExpression", prefix_regex(prefix)),
-        (None, None, Some(regex)) => ("RegularExpression", regex.clone()),
-        (None, None, None) => return None,
-    };
-    Some(json!({"name": m.header_name, "type": kind, "value": value}))
-}
-
-/// A step's header match from one weir wrote: `^...*` regexes of an escaped prefix read as
-/// that prefix (lint keeps such regexes off Gateway API, so this is never ambiguous).
-fn read_header_match(value: &Value) -> Option<HeaderRoutingMatch> {
-    let text = value["value"].as_str()?.to_owned();
-    let header_value = match value["type"].as_str()? {
-        "Exact" => StringMatch {
-            exact: Some(text),
-            ..StringMatch::default()
-        },
-        "RegularExpression" => match prefix_of(&text) {
-            Some(prefix) => StringMatch {
-                prefix: Some(prefix),
-                ..StringMatch::default()
-            },
-            None => StringMatch {
-                regex: Some(text),
-                ..StringMatch::default()
-            },
-        },
-        _ => return None,
-    };
-    Some(HeaderRoutingMatch {
-        header_name: value["name"].as_str()?.to_owned(),
-        header_value,
-    })
-}
-
-/// The rules weir writes for header route `name` on an HTTPRoute whose rules are `rules`
-/// (JSON, as stored) and splits `splits`; None when a header match is empty.
-pub fn header_rules(
-    name: &str,
-    headers: &[HeaderRoutingMatch],
-    rules: &[Value],
-    splits: &[Split],
-) -> Option<Vec<Value>> {
-    let added: Vec<Value> = headers.iter().map(header_match).collect::<Option<_>>()?;
-    let mut written = Vec::new();
-    for (index, &(r, _, c)) in splits.iter().enumerate() {
-        let rule = rules.get(r)?;
-        let canary = &rule["backendRefs"][c];
-        let mut backend =
-            json!({"group": "", "kind": "Service", "name": canary["name"], "weight": 1});
-        if let Some(port) = canary.get("port") {
-            backend["port"] = port.clone();
-        }
-        let sources: Vec<Value> = match rule["matches"].as_array() {
-            Some(matches) if !matches.is_empty() => matches.clone(),
-            _ => vec![json!({})],
-        };
-        let matches: Vec<Value> = sources
-            .into_iter()
-            .map(|mut m| {
-                let mut all = m["headers"].as_array().cloned().unwrap_or_default();
-                all.extend(added.iter().cloned());
-                m["headers"] = Value::Array(all);
-                if m.get("path").is_none() {
-                    m["path"] = json!({"type": "PathPrefix", "value": "/"});
-                }
-                m
-            })
-            .collect();
-        let mut written_rule = json!({
-            "name": managed_rule_name(name, index),
-            "matches": matches,
-            "backendRefs": [backend],
-        });
-        if let Some(filters) = rule.get("filters") {
-            written_rule["filters"] = filters.clone();
-        }
-        written.push(written_rule);
-    }
-    Some(written)
-}
-
-/// The managed routes `names` shows on an HTTPRoute: a route with no rule is absent; one
-/// whose rules are not exactly what [`header_rules`] writes for it is None (rewritten).
-pub fn shown_header_routes(
-    names: &[String],
-    rules: &[Value],
-    splits: &[Split],
-    canary: &str,
-) -> ShownRoutes {
-    let mut shown = ShownRoutes::new();
-    for name in names {
-        let live: Vec<&Value> = rules
-            .iter()
-            .filter(|r| is_managed_rule(r, name, canary))
-            .collect();
-        let Some(first) = live.first() else {
-            continue;
-        };
-        // The header matches weir added: those after the split rule's own on the first match.
-        let read = || -> Option<ManagedRoute> {
-            let &(r, _, _) = splits.first()?;
-            let own = rules.get(r)?["matches"][0]["headers"]
-                .as_array()
-                .map_or(0, Vec::len);
-            let headers = first["matches"][0]["headers"].as_array()?;
-            let matches: Vec<HeaderRoutingMatch> = headers
-                .get(own..)?
-                .iter()
-                .map(read_header_match)
-                .collect::<Option<_>>()?;
-            let written = header_rules(name, &matches, rules, splits)?;
-            let same =
-                written.len() == live.len() && written.iter().zip(&live).all(|(w, l)| w == *l);
-            same.then_some(ManagedRoute::Header(matches))
-        };
-        shown.insert(name.clone(), read());
-    }
-    shown
-}
-
-/// `rules` with managed route `name`'s rules for Service `canary` replaced by `written`
-/// (None: removed), put before the first split rule; None when nothing changes.
-pub fn put_managed_rules(
-    rules: &[Value],
-    name: &str,
-    canary: &str,
-    written: Option<Vec<Value>>,
-    first_split: usize,
-) -> Option<Vec<Value>> {
-    let mut kept = Vec::with_capacity(rules.len());
-    let mut insert_at = None;
-    for (index, rule) in rules.iter().enumerate() {
-        if index == first_split {
-            insert_at = Some(kept.len());
-        }
-        if !is_managed_rule(rule, name, canary) {
-            kept.push(rule.clone());
-        }
-    }
-    let at = insert_at.unwrap_or(0).min(kept.len());
-    if let Some(written) = written {
-        kept.splice(at..at, written);
-    }
-    (kept != rules).then_some(kept)
-}
-
-/// Why writing `written` as managed route `name`'s rules, making the HTTPRoute's rules
-/// `new`, would break Gateway API's bounds; None when within them. Checked before writing,
-/// so the refusal names the cause rather than the API server's schema error.
-pub fn beyond_gateway_limits(name: &str, written: &[Value], new: &[Value]) -> Option<String> {
-    if new.len() > MAX_RULES {
-        return Some(format!(
-            "managed route {name} would bring the HTTPRoute to {} rules ({} of them the route's); Gateway API allows at most {MAX_RULES}: remove rules from the HTTPRoute, or managed routes from the Rollout",
-            new.len(),
-            written.len()
-        ));
-    }
-    let most = written
-        .iter()
-        .flat_map(|rule| rule["matches"].as_array().into_iter().flatten())
-        .map(|m| m["headers"].as_array().map_or(0, Vec::len))
-        .max()?;
-    (most > MAX_HEADERS).then(|| format!(
-        "managed route {name} would write a match of {most} headers (the split rule's own and the setHeaderRoute step's); Gateway API allows at most {MAX_HEADERS}: match on fewer headers in the step or the split rule"
-    ))
-}
-
-/// Whether the API server dropped rule names weir sent (`sent`) when it stored them
-/// (`stored`): Gateway API CRDs without rule names (GEP-995; before v1.2, or a standard channel before it graduated) prune the
-/// field, and without it weir cannot tell its rules from the team's.
-pub fn rule_names_pruned(sent: &[Value], stored: &[Value]) -> bool {
-    let named = |rules: &[Value]| rules.iter().filter(|r| r["name"].is_string()).count();
-    named(stored) < named(sent)
-}
-
-/// The patch that swaps the HTTPRoute's rules `old` for `new`, testing `old` first: a
-/// concurrent edit of any rule fails the patch rather than being overwritten.
-pub fn rules_patch(old: &[Value], new: Vec<Value>) -> JsonPatch {
-    JsonPatch(vec![
-        PatchOperation::Test(TestOperation {
-            path: "/spec/rules".parse().unwrap_or_default(),
-            value: Value::Array(old.to_vec()),
-        }),
-        PatchOperation::Replace(json_patch::ReplaceOperation {
-            path: "/spec/rules".parse().unwrap_or_default(),
-            value: Value::Array(new),
-        }),
-    ])
 }
 
 /// Where a Rollout's Gateway API routing is written, for messages: weir's `gatewayAPI` or
@@ -576,31 +329,50 @@ impl GatewayApiRouter {
         }
     }
 
-    /// An HTTPRoute that takes header routes: its rules as stored, and its splits.
-    async fn header_route(&self, name: &str) -> Result<(Vec<Value>, Vec<Split>), RouterError> {
-        let route = self.get(&self.http, name).await?;
-        let found = splits(&route, &self.stable, &self.canary)?;
-        Ok((rules_of(&route), found))
+    /// The split rules (weir's own rules aside) of `rules`, stored as HTTPRoute `route`.
+    fn primary(&self, route: &HttpRoute, rules: &[Value]) -> Result<Vec<Split>, RouterError> {
+        let found = splits(route, &self.stable, &self.canary)?;
+        let primary = primary_splits(rules, &found, &self.managed, &self.stable, &self.canary);
+        if primary.is_empty() {
+            return Err(RouterError::Misconfigured(format!(
+                "HTTPRoute {}/{}: no rule splits between Service {} and Service {} besides weir's managed routes; add both to the rule that should split traffic",
+                self.namespace,
+                kube::ResourceExt::name_any(route),
+                self.stable,
+                self.canary
+            )));
+        }
+        Ok(primary)
     }
 
-    /// Puts `written` (None: nothing) as managed route `name`'s rules on HTTPRoute `route`.
+    /// An HTTPRoute that takes managed routes: its rules as stored, and its split rules.
+    async fn header_route(&self, name: &str) -> Result<(Vec<Value>, Vec<Split>), RouterError> {
+        let route = self.get(&self.http, name).await?;
+        let rules = rules_of(&route);
+        let primary = self.primary(&route, &rules)?;
+        Ok((rules, primary))
+    }
+
+    /// Puts managed route `name` (None: nothing) as its rules on HTTPRoute `route`.
     async fn put_rules(
         &self,
         route: &str,
         name: &str,
-        header: Option<&[HeaderRoutingMatch]>,
+        wanted: Option<&ManagedRoute>,
     ) -> Result<(), RouterError> {
         let (rules, found) = self.header_route(route).await?;
-        let written = match header {
-            Some(matches) => Some(header_rules(name, matches, &rules, &found).ok_or_else(|| {
+        let written = match wanted {
+            Some(wanted) => Some(managed_rules(name, wanted, &rules, &found).map_err(|why| {
                 RouterError::Misconfigured(format!(
-                    "managed route {name}: a setHeaderRoute match has no exact, prefix or regex value; give each headerValue one"
+                    "HTTPRoute {}/{route}: managed route {name}: {why}",
+                    self.namespace
                 ))
             })?),
             None => None,
         };
         let first_split = found.first().map_or(0, |s| s.0);
-        let Some(new) = put_managed_rules(&rules, name, &self.canary, written.clone(), first_split)
+        let services = (self.stable.as_str(), self.canary.as_str());
+        let Some(new) = put_managed_rules(&rules, name, services, written.clone(), first_split)
         else {
             return Ok(());
         };
@@ -632,9 +404,21 @@ impl GatewayApiRouter {
             .await
             .map_err(api_error)?;
         let stored = rules_of(&patched);
-        if rule_names_pruned(&new, &stored) {
+        let pruned = if rule_names_pruned(&new, &stored) {
+            Some(
+                "the rule names weir writes (spec.rules[].name), so weir cannot find its rules again",
+            )
+        } else if mirror_percent_pruned(&new, &stored) {
+            Some(
+                "the percent of the RequestMirror filter weir writes (spec.rules[].filters[].requestMirror.percent), so the route would mirror every request",
+            )
+        } else {
+            None
+        };
+        if let Some(what) = pruned {
             // Unnamed, the rules just written would never be found again, and each
-            // reconcile would add more: put the rules back as they were, then say why.
+            // reconcile would add more; mirroring all, they would copy more than asked:
+            // put the rules back as they were, then say why.
             let undone = self
                 .http
                 .patch(
@@ -644,19 +428,24 @@ impl GatewayApiRouter {
                 )
                 .await
                 .map_or_else(
-                    |e| format!(" (weir could not take its rules off again: {e}; remove the rules without a name that send to Service {} alone)", self.canary),
+                    |e| format!(" (weir could not take its rules off again: {e}; remove the rules named {name} that send to Service {})", self.canary),
                     |_| String::new(),
                 );
             return Err(RouterError::Misconfigured(format!(
-                "HTTPRoute {}/{route}: the API server dropped the rule names weir writes (spec.rules[].name) for managed route {name}, so weir cannot find its rules again{undone}; install Gateway API CRDs whose HTTPRoute has spec.rules[].name (named route rules, GEP-995: the experimental channel from v1.2, the standard channel in later releases), or remove the setHeaderRoute steps",
+                "HTTPRoute {}/{route}: the API server dropped {what} for managed route {name}{undone}; install Gateway API CRDs that have the field (named route rules, GEP-995, and percentage mirroring, GEP-3171: the experimental channel from v1.2, the standard channel in later releases), or remove the setHeaderRoute and setMirrorRoute steps",
                 self.namespace
             )));
         }
         // Verified on what the API server stored, not assumed from what was sent.
-        let (rules, found) = (stored, splits(&patched, &self.stable, &self.canary)?);
-        let shown = shown_header_routes(&[name.to_owned()], &rules, &found, &self.canary);
-        let wanted = header.map(|m| ManagedRoute::Header(m.to_vec()));
-        if shown.get(name).cloned().flatten() != wanted {
+        let primary = self.primary(&patched, &stored)?;
+        let shown = shown_managed_routes(
+            &[name.to_owned()],
+            &stored,
+            &primary,
+            &self.stable,
+            &self.canary,
+        );
+        if shown.get(name).cloned().flatten().as_ref() != wanted {
             return Err(RouterError::Misconfigured(format!(
                 "HTTPRoute {}/{route}: managed route {name} does not read back as weir wrote it (stored {:?}); check for a webhook or controller that rewrites the HTTPRoute",
                 self.namespace,
@@ -785,10 +574,11 @@ impl Router for GatewayApiRouter {
         if !self.managed.is_empty() {
             for route in &self.header_routes {
                 let (rules, found) = self.header_route(route).await?;
-                each_route.push(shown_header_routes(
+                each_route.push(shown_managed_routes(
                     &self.managed,
                     &rules,
                     &found,
+                    &self.stable,
                     &self.canary,
                 ));
             }
@@ -811,19 +601,18 @@ impl Router for GatewayApiRouter {
         Ok(shown)
     }
 
-    async fn set_managed_route(&self, name: &str, route: &ManagedRoute) -> Result<(), RouterError> {
-        let ManagedRoute::Header(matches) = route else {
-            return Err(RouterError::Misconfigured(format!(
-                "managed route {name}: setMirrorRoute is not supported on Gateway API HTTPRoutes (as in the argoproj-labs/gatewayAPI plugin): remove the setMirrorRoute steps, or route with istio"
-            )));
-        };
+    async fn set_managed_route(
+        &self,
+        name: &str,
+        wanted: &ManagedRoute,
+    ) -> Result<(), RouterError> {
         if self.header_routes.is_empty() {
             return Err(RouterError::Misconfigured(format!(
                 "managed route {name}: no HTTPRoute of spec.strategy.canary.trafficRouting takes header routes: set useHeaderRoutes: true on one of httpRoutes, or name it in httpRoute"
             )));
         }
         for route in &self.header_routes {
-            self.put_rules(route, name, Some(matches)).await?;
+            self.put_rules(route, name, Some(wanted)).await?;
         }
         Ok(())
     }
@@ -1119,298 +908,5 @@ mod tests {
         assert!(routing.names(GatewayRouteKind::Grpc, "shop", "web", "shop"));
         assert!(!routing.names(GatewayRouteKind::Grpc, "shop", "api", "shop"));
         assert!(!routing.names(GatewayRouteKind::Http, "edge", "api", "shop"));
-    }
-    fn header(name: &str, value: StringMatch) -> HeaderRoutingMatch {
-        HeaderRoutingMatch {
-            header_name: name.to_owned(),
-            header_value: value,
-        }
-    }
-
-    fn exact(value: &str) -> StringMatch {
-        StringMatch {
-            exact: Some(value.to_owned()),
-            ..StringMatch::default()
-        }
-    }
-
-    /// A shared route: the team's rule first, then this Rollout's split on /api, another
-    /// Rollout's header rule, and a second split.
-    fn shared_rules() -> Vec<Value> {
-        let rules = json!([
-            {"name": "team", "matches": [{"path": {"type": "Exact", "value": "/health"}}],
-             "backendRefs": [{"name": "health", "port": 80}]},
-            {"matches": [{"path": {"type": "PathPrefix", "value": "/api"},
-                          "headers": [{"name": "x-tenant", "type": "Exact", "value": "a"}]}],
-             "filters": [{"type": "RequestHeaderModifier", "requestHeaderModifier": {"add": [{"name": "x-via", "value": "gw"}]}}],
-             "backendRefs": [{"name": "web-stable", "port": 80, "weight": 100}, {"name": "web-canary", "port": 8080, "weight": 0}]},
-            {"name": "canary-header", "matches": [{"headers": [{"name": "x-other", "type": "Exact", "value": "1"}]}],
-             "backendRefs": [{"name": "other-canary", "port": 80}]},
-            {"backendRefs": [{"name": "web-stable", "port": 80}, {"name": "web-canary", "port": 8080}]}
-        ]);
-        rules.as_array().cloned().unwrap_or_default()
-    }
-
-    fn shared_splits() -> Vec<Split> {
-        splits(
-            &route(Value::Array(shared_rules())),
-            "web-stable",
-            "web-canary",
-        )
-        .expect("splits")
-    }
-
-    #[test]
-    fn a_header_route_is_a_rule_per_split_to_the_canary_with_the_split_matches_and_headers() {
-        let rules = shared_rules();
-        let found = shared_splits();
-        assert_eq!(found, vec![(1, 0, 1), (3, 0, 1)]);
-        let matches = vec![
-            header("x-weir-sim", exact("canary")),
-            header(
-                "x-user",
-                StringMatch {
-                    prefix: Some("a.b".into()),
-                    ..StringMatch::default()
-                },
-            ),
-        ];
-        let written = header_rules("canary-header", &matches, &rules, &found).expect("rules");
-        let added = json!([{"name": "x-weir-sim", "type": "Exact", "value": "canary"},
-                           {"name": "x-user", "type": "RegularExpression", "value": "^a\\.b.*"}]);
-        let backend = json!([{"group": "", "kind": "Service", "name": "web-canary", "port": 8080, "weight": 1}]);
-        assert_eq!(
-            Value::Array(written.clone()),
-            json!([
-                {"name": "canary-header",
-                 "matches": [{"path": {"type": "PathPrefix", "value": "/api"},
-                              "headers": [{"name": "x-tenant", "type": "Exact", "value": "a"},
-                                          added[0], added[1]]}],
-                 "filters": rules[1]["filters"],
-                 "backendRefs": backend},
-                {"name": "canary-header-1",
-                 "matches": [{"path": {"type": "PathPrefix", "value": "/"}, "headers": added}],
-                 "backendRefs": backend}
-            ])
-        );
-        // Put before the first split; the other Rollout's rule of the same name stays.
-        let put = put_managed_rules(&rules, "canary-header", "web-canary", Some(written), 1)
-            .expect("changed");
-        let names: Vec<Option<&str>> = put.iter().map(|r| r["name"].as_str()).collect();
-        assert_eq!(
-            names,
-            vec![
-                Some("team"),
-                Some("canary-header"),
-                Some("canary-header-1"),
-                None,
-                Some("canary-header"),
-                None
-            ]
-        );
-        // It reads back as written, through the split rule's own headers.
-        let found = splits(
-            &route(Value::Array(put.clone())),
-            "web-stable",
-            "web-canary",
-        )
-        .expect("splits");
-        let shown = shown_header_routes(&["canary-header".into()], &put, &found, "web-canary");
-        assert_eq!(
-            shown.get("canary-header"),
-            Some(&Some(ManagedRoute::Header(matches.clone())))
-        );
-        // Writing it again changes nothing.
-        let again = header_rules("canary-header", &matches, &put, &found).expect("rules");
-        assert_eq!(
-            put_managed_rules(&put, "canary-header", "web-canary", Some(again), found[0].0),
-            None
-        );
-        // Removed, the route is as before, the team's and the other Rollout's rules untouched.
-        let removed = put_managed_rules(&put, "canary-header", "web-canary", None, found[0].0);
-        assert_eq!(removed, Some(rules.clone()));
-        assert_eq!(
-            put_managed_rules(&rules, "canary-header", "web-canary", None, 1),
-            None
-        );
-        assert_eq!(
-            shown_header_routes(
-                &["canary-header".into()],
-                &rules,
-                &shared_splits(),
-                "web-canary"
-            ),
-            ShownRoutes::new()
-        );
-    }
-
-    #[test]
-    fn an_edited_header_rule_reads_as_none_and_is_rewritten() {
-        let rules = shared_rules();
-        let found = shared_splits();
-        let matches = vec![header("x-weir-sim", exact("canary"))];
-        let written = header_rules("h", &matches, &rules, &found).expect("rules");
-        let mut put = put_managed_rules(&rules, "h", "web-canary", Some(written), 1).expect("put");
-        put[1]["backendRefs"][0]["weight"] = json!(7);
-        let found = splits(
-            &route(Value::Array(put.clone())),
-            "web-stable",
-            "web-canary",
-        )
-        .expect("splits");
-        let shown = shown_header_routes(&["h".into()], &put, &found, "web-canary");
-        assert_eq!(shown.get("h"), Some(&None));
-        let written = header_rules("h", &matches, &put, &found).expect("rules");
-        let fixed =
-            put_managed_rules(&put, "h", "web-canary", Some(written), found[0].0).expect("fixed");
-        assert_eq!(
-            shown_header_routes(&["h".into()], &fixed, &found, "web-canary").get("h"),
-            Some(&Some(ManagedRoute::Header(matches)))
-        );
-        // A team rule that happens to share the name is not weir's: never read nor removed.
-        let mut team = rules.clone();
-        team[0]["name"] = json!("h");
-        assert_eq!(
-            shown_header_routes(&["h".into()], &team, &shared_splits(), "web-canary"),
-            ShownRoutes::new()
-        );
-        assert_eq!(put_managed_rules(&team, "h", "web-canary", None, 1), None);
-    }
-
-    #[test]
-    fn the_rules_patch_tests_the_old_rules_before_replacing_them() {
-        let rules = shared_rules();
-        let patch = rules_patch(&rules, vec![]);
-        let text = serde_json::to_value(&patch).expect("json");
-        assert_eq!(text[0]["op"], "test");
-        assert_eq!(text[0]["path"], "/spec/rules");
-        assert_eq!(text[0]["value"], Value::Array(rules.clone()));
-        assert_eq!(text[1]["op"], "replace");
-        let mut edited = json!({"spec": {"rules": rules}});
-        edited["spec"]["rules"][0]["name"] = json!("renamed");
-        assert!(
-            json_patch::patch(&mut edited, &patch).is_err(),
-            "a concurrent edit fails the patch"
-        );
-    }
-
-    #[test]
-    fn prefixes_round_trip_through_their_anchored_regex() {
-        for prefix in ["", "a", "a.b*c", "^$\\[]", "ünï"] {
-            assert_eq!(prefix_of(&prefix_regex(prefix)).as_deref(), Some(prefix));
-            let re = regex::Regex::new(&prefix_regex(prefix)).expect("regex");
-            assert!(re.is_match(&format!("{prefix}tail")));
-        }
-        assert_eq!(
-            prefix_of("^a.b.*"),
-            None,
-            "an unescaped dot is a regex, not a prefix"
-        );
-        assert_eq!(prefix_of("a.*"), None);
-    }
-
-    fn string_match() -> impl proptest::strategy::Strategy<Value = StringMatch> {
-        use proptest::prelude::*;
-        prop_oneof![
-            ".{0,8}".prop_map(|v| StringMatch {
-                exact: Some(v),
-                ..StringMatch::default()
-            }),
-            ".{0,8}".prop_map(|v| StringMatch {
-                prefix: Some(v),
-                ..StringMatch::default()
-            }),
-            "[a-z]{1,4}[0-9]?\\+".prop_map(|v| StringMatch {
-                regex: Some(v),
-                ..StringMatch::default()
-            }),
-        ]
-    }
-
-    proptest::proptest! {
-        /// Any header route, written on a shared route, reads back as itself, is a no-op to
-        /// write again, and removing it restores the route exactly.
-        #[test]
-        fn header_routes_round_trip_and_remove_cleanly(
-            values in proptest::collection::vec(("[a-z][a-z-]{0,6}", string_match()), 1..4),
-            name in "[a-z]{1,6}",
-        ) {
-            let matches: Vec<HeaderRoutingMatch> = values
-                .into_iter()
-                .map(|(h, v)| header(&h, v))
-                .collect();
-            let rules = shared_rules();
-            let found = shared_splits();
-            let written = header_rules(&name, &matches, &rules, &found).expect("rules");
-            let put = put_managed_rules(&rules, &name, "web-canary", Some(written), found[0].0).expect("put");
-            let now = splits(&route(Value::Array(put.clone())), "web-stable", "web-canary").expect("splits");
-            let shown = shown_header_routes(std::slice::from_ref(&name), &put, &now, "web-canary");
-            proptest::prop_assert_eq!(shown.get(&name), Some(&Some(ManagedRoute::Header(matches.clone()))));
-            let again = header_rules(&name, &matches, &put, &now).expect("rules");
-            proptest::prop_assert_eq!(put_managed_rules(&put, &name, "web-canary", Some(again), now[0].0), None);
-            proptest::prop_assert_eq!(put_managed_rules(&put, &name, "web-canary", None, now[0].0), Some(rules));
-        }
-    }
-
-    /// `count` rules of the team's, each on its own path, after the shared route's.
-    fn with_team_rules(count: usize) -> Vec<Value> {
-        let mut rules = shared_rules();
-        rules.extend((0..count).map(|i| {
-            json!({"name": format!("team-{i}"),
-                   "matches": [{"path": {"type": "Exact", "value": format!("/t{i}")}}],
-                   "backendRefs": [{"name": "other", "port": 80}]})
-        }));
-        rules
-    }
-
-    proptest::proptest! {
-        /// A header route is refused exactly when it would take the HTTPRoute past Gateway
-        /// API's 16 rules, or a match past its 16 headers (the split rule's own count).
-        #[test]
-        fn a_header_route_past_gateway_apis_bounds_is_refused_before_writing(
-            team in 0..20usize,
-            headers in 1..24usize,
-        ) {
-            let rules = with_team_rules(team);
-            let found = shared_splits();
-            let matches: Vec<HeaderRoutingMatch> =
-                (0..headers).map(|i| header(&format!("x-{i}"), exact("1"))).collect();
-            let written = header_rules("h", &matches, &rules, &found).expect("rules");
-            let new = put_managed_rules(&rules, "h", "web-canary", Some(written.clone()), found[0].0)
-                .expect("put");
-            // The first split rule carries one header of its own (x-tenant).
-            let beyond = new.len() > MAX_RULES || 1 + headers > MAX_HEADERS;
-            let why = beyond_gateway_limits("h", &written, &new);
-            proptest::prop_assert_eq!(why.is_some(), beyond, "{:?}", why);
-            if let Some(why) = why {
-                proptest::prop_assert!(why.contains("managed route h") && why.contains("at most 16"), "{}", why);
-            }
-        }
-
-        /// Pruned names are noticed whichever rules lose them; names kept never are, nor
-        /// is a managed route removed (fewer names sent than were stored before).
-        #[test]
-        fn rule_names_dropped_by_the_api_server_are_noticed(
-            dropped in proptest::collection::vec(proptest::bool::ANY, 7),
-        ) {
-            let rules = with_team_rules(1);
-            let found = shared_splits();
-            let written = header_rules("h", &[header("x", exact("1"))], &rules, &found).expect("rules");
-            let sent = put_managed_rules(&rules, "h", "web-canary", Some(written), found[0].0).expect("put");
-            let stored: Vec<Value> = sent
-                .iter()
-                .zip(&dropped)
-                .map(|(rule, &drop)| {
-                    let mut rule = rule.clone();
-                    if let Some(fields) = rule.as_object_mut().filter(|_| drop) {
-                        fields.remove("name");
-                    }
-                    rule
-                })
-                .collect();
-            let lost = sent.iter().zip(&dropped).any(|(r, &d)| d && r["name"].is_string());
-            proptest::prop_assert_eq!(rule_names_pruned(&sent, &stored), lost);
-            proptest::prop_assert!(!rule_names_pruned(&rules, &rules));
-        }
     }
 }

@@ -5,6 +5,7 @@
 pub mod alb;
 mod any;
 pub mod gateway_api;
+pub mod http_route_rules;
 pub mod istio;
 pub mod nginx;
 pub mod reference_grant;

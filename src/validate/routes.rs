@@ -7,7 +7,7 @@ use std::collections::BTreeSet;
 use super::names::{NameRule, check_name};
 use super::violation::Report;
 use crate::api::rollout::{
-    CanaryStep, GatewayRouteKind, ManagedRouteName, StringMatch, TrafficRouting,
+    CanaryStep, GatewayRouteKind, ManagedRouteName, RouteMatch, StringMatch, TrafficRouting,
 };
 
 /// At most this many managed routes per Rollout.
@@ -151,12 +151,6 @@ pub(super) fn check_route_step(
             }
         }
     }
-    if let Some(mirror) = step.set_mirror_route.as_ref().filter(|_| gateway) {
-        report.invalid(
-            format!("{at}.setMirrorRoute"),
-            format!("route {}: Gateway API HTTPRoutes carry no mirror routes in weir (nor in the argoproj-labs/gatewayAPI plugin): remove the setMirrorRoute steps, or route with istio", mirror.name),
-        );
-    }
     if let Some(mirror) = &step.set_mirror_route {
         let at = format!("{at}.setMirrorRoute");
         if !listed(&mirror.name) {
@@ -188,6 +182,49 @@ pub(super) fn check_route_step(
                 check_header_name(report, &format!("{at}.headers"), name);
                 check_string_match(report, &format!("{at}.headers.{name}"), value);
             }
+            if gateway {
+                check_gateway_mirror_block(report, &at, block);
+            }
+        }
+    }
+}
+
+/// Gateway API's HTTP methods (an HTTPRoute matches a method exactly, one of these).
+const GATEWAY_METHODS: [&str; 9] = [
+    "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
+];
+
+/// What an HTTPRoute match can carry of a `setMirrorRoute` match block at `at`, so that the
+/// rule weir writes is valid and reads back as the block.
+fn check_gateway_mirror_block(report: &mut Report, at: &str, block: &RouteMatch) {
+    if let Some(method) = &block.method {
+        let exact = method
+            .exact
+            .as_deref()
+            .filter(|_| method.prefix.is_none() && method.regex.is_none());
+        if !exact.is_some_and(|m| GATEWAY_METHODS.contains(&m)) {
+            report.invalid(
+                format!("{at}.method"),
+                format!("Gateway API matches a method exactly, one of {}: write method: {{exact: GET}} (or another of them)", GATEWAY_METHODS.join(", ")),
+            );
+        }
+    }
+    if let Some(path) = &block.path {
+        for (field, text) in [("exact", &path.exact), ("prefix", &path.prefix)] {
+            if text.as_deref().is_some_and(|t| !t.starts_with('/')) {
+                report.invalid(
+                    format!("{at}.path.{field}"),
+                    "a Gateway API path starts with /",
+                );
+            }
+        }
+    }
+    for (name, value) in &block.headers {
+        if let Some(prefix) = value.regex.as_deref().and_then(anchored_prefix) {
+            report.invalid(
+                format!("{at}.headers.{name}.regex"),
+                format!("is a prefix match, which weir writes on HTTPRoutes as this very regex; write prefix: {prefix:?} instead, so the route reads back as the step wrote it"),
+            );
         }
     }
 }

@@ -1,6 +1,6 @@
 //! What a canary step asks for: its weight, its pods, its description.
 
-use crate::api::rollout::{CanaryStep, ManagedRouteName};
+use crate::api::rollout::{CanaryStep, ManagedRouteName, RouteMatch};
 use crate::traffic::ManagedRoute;
 
 /// The weight a step index asks for: the last `setWeight` at or before it; 100 once all
@@ -78,7 +78,7 @@ pub fn managed_routes_at(
                 .filter(|m| m.name == entry.name)?;
             Some((!mirror.matches.is_empty()).then(|| ManagedRoute::Mirror {
                 percentage: mirror.percentage.unwrap_or(100).clamp(0, 100),
-                matches: mirror.matches.clone(),
+                matches: mirror.matches.iter().map(RouteMatch::canonical).collect(),
             }))
         });
         if let Some(Some(route)) = last {

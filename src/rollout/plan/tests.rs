@@ -1889,7 +1889,7 @@ fn managed_routes_at_folds_the_steps_in_precedence_order() {
     let spec = spec(
         json!([
             {"setHeaderRoute": {"name": "header", "match": [{"headerName": "x-canary", "headerValue": {"exact": "yes"}}]}},
-            {"setMirrorRoute": {"name": "mirror", "match": [{"method": {"exact": "GET"}}]}},
+            {"setMirrorRoute": {"name": "mirror", "match": [{"method": {"exact": "GET"}, "path": {"prefix": "/"}}]}},
             {"setHeaderRoute": {"name": "header"}},
             {"setHeaderRoute": {"name": "unlisted", "match": [{"headerName": "x", "headerValue": {"exact": "y"}}]}},
             {"pause": {}}
@@ -1936,6 +1936,14 @@ fn managed_routes_at_folds_the_steps_in_precedence_order() {
             }
         ),
         "percentage defaults to 100: {mirror:?}"
+    );
+    let crate::traffic::ManagedRoute::Mirror { matches, .. } = &mirror[1].1 else {
+        panic!("a mirror route: {mirror:?}");
+    };
+    assert_eq!(
+        (matches[0].path.as_ref(), matches[0].method.is_some()),
+        (None, true),
+        "a path prefix / matches every path: left out, as Gateway API would store it"
     );
 }
 
