@@ -1079,6 +1079,48 @@ mod tests {
     }
 
     #[test]
+    fn a_mirror_route_past_gateway_apis_matches_is_refused_before_writing() {
+        // A split rule of `own` matches (each on a header), and `blocks` blocks: a rule of
+        // own x blocks matches, at most 64, and at most 127 over the route.
+        let route = |own: usize| -> Vec<Value> {
+            let matches: Vec<Value> = (0..own)
+                .map(|i| json!({"headers": [{"name": format!("x-{i}"), "type": "Exact", "value": "1"}]}))
+                .collect();
+            vec![json!({"matches": matches, "backendRefs": [
+                {"name": "web-stable", "port": 80}, {"name": "web-canary", "port": 80}]})]
+        };
+        let blocks = |count: usize| -> Vec<RouteMatch> {
+            (0..count)
+                .map(|i| RouteMatch {
+                    headers: [(format!("y-{i}"), exact("1"))].into(),
+                    ..RouteMatch::default()
+                })
+                .collect()
+        };
+        for (own, count, refused) in [
+            (4, 16, false),
+            (5, 13, true),
+            (8, 8, false),
+            (60, 1, false),
+            (64, 1, true),
+        ] {
+            let rules = route(own);
+            let splits = split_rules(&rules, &[]);
+            let written = mirror_rules("m", 50, &blocks(count), &rules, &splits).expect("rules");
+            let new =
+                put_managed_rules(&rules, "m", SERVICES, Some(written.clone()), 0).expect("put");
+            let why = beyond_gateway_limits("m", &written, &new);
+            assert_eq!(why.is_some(), refused, "{own} x {count}: {why:?}");
+            if let Some(why) = why {
+                assert!(
+                    why.contains("managed route m") && why.contains("at most"),
+                    "{why}"
+                );
+            }
+        }
+    }
+
+    #[test]
     fn a_pruned_mirror_percent_is_noticed() {
         let rules = shared_rules();
         let block = RouteMatch {
