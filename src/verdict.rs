@@ -12,19 +12,90 @@ use cel::{Context, Env, Program, Value};
 
 use crate::api::analysis::{AnalysisPhase, Metric, NoDataAs, ThresholdRange};
 
-/// What a Prometheus instant query returned, in the shape `result` has in conditions.
+/// What a measurement returned, in the shape `result` has in conditions: a Prometheus
+/// instant query's number or vector, or the JSON a `web` metric's `jsonPath` selected.
 #[derive(Clone, Debug, PartialEq)]
 pub enum QueryValue {
     Scalar(f64),
     Vector(Vec<f64>),
+    /// At most [`MAX_JSON_VALUES`] values, nested at most [`MAX_JSON_DEPTH`] deep (the
+    /// provider refuses more), so that a condition's work stays within what its estimate
+    /// allows for `result`'s samples.
+    Json(serde_json::Value),
+}
+
+/// Most values (every number, string, bool, null, list and object counts one) in a JSON
+/// result: with at most two comprehensions nested, a condition then does at most 256² body
+/// evaluations however the JSON is shaped, less than one pass over [`MAX_SAMPLES`] samples
+/// with a few tests each.
+pub const MAX_JSON_VALUES: usize = 256;
+/// Deepest nesting of lists and objects in a JSON result.
+pub const MAX_JSON_DEPTH: usize = 16;
+/// Longest string in a JSON result.
+pub const MAX_JSON_TEXT: usize = 1024;
+
+/// Why a JSON result is beyond what conditions judge, if it is.
+pub fn json_beyond_bounds(value: &serde_json::Value) -> Option<String> {
+    fn walk(value: &serde_json::Value, depth: usize, count: &mut usize) -> Option<String> {
+        *count += 1;
+        if *count > MAX_JSON_VALUES {
+            return Some(format!(
+                "the selected JSON has more than {MAX_JSON_VALUES} values; select less with jsonPath"
+            ));
+        }
+        if depth > MAX_JSON_DEPTH {
+            return Some(format!(
+                "the selected JSON nests deeper than {MAX_JSON_DEPTH}; select less with jsonPath"
+            ));
+        }
+        match value {
+            serde_json::Value::String(text) if text.len() > MAX_JSON_TEXT => Some(format!(
+                "the selected JSON has a string of {} bytes; at most {MAX_JSON_TEXT} are judged",
+                text.len()
+            )),
+            serde_json::Value::Array(items) => items.iter().find_map(|v| walk(v, depth + 1, count)),
+            serde_json::Value::Object(fields) => {
+                fields.values().find_map(|v| walk(v, depth + 1, count))
+            }
+            _ => None,
+        }
+    }
+    walk(value, 0, &mut 0)
+}
+
+fn json_to_cel(value: &serde_json::Value) -> Value {
+    match value {
+        serde_json::Value::Null => Value::Null,
+        serde_json::Value::Bool(b) => Value::Bool(*b),
+        // Every number a double, as Prometheus' samples are: `result.rate >= 1` compares alike.
+        serde_json::Value::Number(n) => Value::Float(n.as_f64().unwrap_or(f64::NAN)),
+        serde_json::Value::String(text) => Value::String(Arc::new(text.clone())),
+        serde_json::Value::Array(items) => {
+            Value::List(Arc::new(items.iter().map(json_to_cel).collect()))
+        }
+        serde_json::Value::Object(fields) => {
+            let map: std::collections::HashMap<cel::objects::Key, Value> = fields
+                .iter()
+                .map(|(k, v)| {
+                    (
+                        cel::objects::Key::String(Arc::new(k.clone())),
+                        json_to_cel(v),
+                    )
+                })
+                .collect();
+            Value::Map(cel::objects::Map { map: Arc::new(map) })
+        }
+    }
 }
 
 impl QueryValue {
-    /// An empty vector, or NaN anywhere (Prometheus' answer to 0/0 when there is no traffic).
+    /// An empty vector, or NaN anywhere (Prometheus' answer to 0/0 when there is no traffic);
+    /// JSON null (a jsonPath that selected nothing).
     pub fn is_no_data(&self) -> bool {
         match self {
             QueryValue::Scalar(value) => value.is_nan(),
             QueryValue::Vector(values) => values.is_empty() || values.iter().any(|v| v.is_nan()),
+            QueryValue::Json(value) => value.is_null(),
         }
     }
 
@@ -34,21 +105,37 @@ impl QueryValue {
             QueryValue::Vector(values) => {
                 Value::List(Arc::new(values.iter().map(|v| Value::Float(*v)).collect()))
             }
+            QueryValue::Json(value) => json_to_cel(value),
         }
     }
 
-    fn samples(&self) -> &[f64] {
+    /// The numbers a thresholdRange judges: a JSON number, or a JSON list's numbers.
+    fn samples(&self) -> Vec<f64> {
         match self {
-            QueryValue::Scalar(value) => std::slice::from_ref(value),
-            QueryValue::Vector(values) => values,
+            QueryValue::Scalar(value) => vec![*value],
+            QueryValue::Vector(values) => values.clone(),
+            QueryValue::Json(serde_json::Value::Number(n)) => n.as_f64().into_iter().collect(),
+            QueryValue::Json(serde_json::Value::Array(items)) => {
+                items.iter().filter_map(serde_json::Value::as_f64).collect()
+            }
+            QueryValue::Json(_) => Vec::new(),
         }
     }
 }
 
 impl std::fmt::Display for QueryValue {
-    /// `0.97` for a scalar, `[0.97, 1]` for a vector: what `result` is in a condition.
+    /// `0.97` for a scalar, `[0.97, 1]` for a vector, JSON as it came: what `result` is in a
+    /// condition.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
+            QueryValue::Json(value) => {
+                // Bounded as a vector is: the record it appears in stays small.
+                let text = value.to_string();
+                match text.char_indices().nth(SHOWN_JSON) {
+                    Some((at, _)) => write!(f, "{}... ({} bytes)", &text[..at], text.len()),
+                    None => write!(f, "{text}"),
+                }
+            }
             QueryValue::Scalar(value) => write!(f, "{value}"),
             QueryValue::Vector(values) => {
                 // A wide vector would swell every record it appears in (run, Rollout, Event).
@@ -80,6 +167,8 @@ impl Verdict {
 pub const NO_DATA: &str = "query returned no data";
 /// Samples shown of a vector result; the rest are counted.
 const SHOWN: usize = 10;
+/// Characters shown of a JSON result.
+const SHOWN_JSON: usize = 200;
 /// Longest condition accepted: enough for any real gate, small enough that parsing a
 /// hostile one cannot exhaust a worker's stack.
 const MAX_CONDITION: usize = 1024;
@@ -397,9 +486,18 @@ fn holds_checked(field: &str, condition: &str, value: &QueryValue) -> Result<boo
 
 /// Flagger's range: every sample within `[min, max]`.
 fn judge_range(range: &ThresholdRange, value: &QueryValue) -> Verdict {
-    for sample in value.samples() {
+    let samples = value.samples();
+    if samples.is_empty() {
+        return Verdict::new(
+            AnalysisPhase::Error,
+            format!(
+                "thresholdRange judges numbers, and the result {value} has none; select a number with jsonPath, or use successCondition"
+            ),
+        );
+    }
+    for sample in samples {
         if let Some(min) = range.min
-            && *sample < min
+            && sample < min
         {
             return Verdict::new(
                 AnalysisPhase::Failed,
@@ -407,7 +505,7 @@ fn judge_range(range: &ThresholdRange, value: &QueryValue) -> Verdict {
             );
         }
         if let Some(max) = range.max
-            && *sample > max
+            && sample > max
         {
             return Verdict::new(
                 AnalysisPhase::Failed,

@@ -790,3 +790,74 @@ async fn a_secret_argument_is_read_from_the_runs_own_namespace_only() {
         measured.message
     );
 }
+
+/// A measurement endpoint as Argo's `web` provider reads it: JSON whose `data` says whether
+/// the new version is fine.
+fn measured(ok: bool, success_percent: f64) -> String {
+    json!({"data": {"ok": ok, "successPercent": success_percent}}).to_string()
+}
+
+#[tokio::test]
+async fn a_web_metric_gates_the_canary_passing_then_failing() {
+    let ns = TestNamespace::new(&client().await, "analysis-web").await;
+    let server = MetricsServer::start(&measured(true, 0.97)).await;
+    let _controller = controller(&ns);
+    // As Argo documents the web provider; defaults left out.
+    apply(
+        &ns,
+        template(
+            "web-check",
+            json!({"name": "web-check", "interval": "1s", "count": 3,
+                "successCondition": "result.ok && result.successPercent >= 0.90",
+                "provider": {"web": {
+                    "url": format!("http://{}/api/v1/measurement?service={{{{args.service}}}}", server.address),
+                    "headers": [{"key": "X-Service", "value": "{{args.service}}"}],
+                    "jsonPath": "{$.data}"}}}),
+            json!([{"name": "service"}]),
+        ),
+    )
+    .await;
+    let steps = json!([{"setWeight": 20},
+        analysis_step("web-check", json!([{"name": "service", "value": "checkout"}])),
+        {"setWeight": 60}]);
+    start_canary(&ns, &steps, &json!({})).await;
+    healthy_on(&ns, "web:2").await;
+    let run = run_where(&ns, "the passing run", |r| {
+        run_phase(r) == Some(AnalysisPhase::Successful)
+    })
+    .await;
+    let result = &run.status.clone().unwrap_or_default().metric_results[0];
+    assert_eq!((result.count, result.successful), (3, 3));
+    let measurement = &result.measurements[0];
+    assert_eq!(
+        measurement.query.as_deref(),
+        Some(
+            format!(
+                "http://{}/api/v1/measurement?service=checkout",
+                server.address
+            )
+            .as_str()
+        ),
+        "the URL as sent, argument filled"
+    );
+    assert_eq!(
+        measurement.value.as_deref(),
+        Some(r#"{"ok":true,"successPercent":0.97}"#)
+    );
+
+    // The next release meets a failing endpoint: aborted, the value and condition named.
+    server.set(&measured(true, 0.42));
+    set_image(&ns, "web:3", &steps, &json!({})).await;
+    let aborted = wait_for(&ns, "the rollout to abort", |r| {
+        r.status.as_ref().is_some_and(|s| s.abort) && weight(r) == Some(0)
+    })
+    .await;
+    assert_eq!(phase(&aborted), Some(RolloutPhase::Degraded));
+    let text = message(&aborted);
+    assert!(
+        text.contains("web-check")
+            && text.contains("0.42")
+            && text.contains("successPercent >= 0.90"),
+        "the status names metric, value and condition: {text}"
+    );
+}

@@ -9,6 +9,7 @@ use kube::runtime::{Controller, WatchStreamExt, controller};
 use tracing::info;
 
 use super::hosts::AllowedHosts;
+use super::provider::{Gates, Shared};
 use super::reconcile::{Context, error_policy, reconcile};
 use crate::api::analysis::AnalysisRun;
 use crate::runtime::leader::{Leadership, became_leader};
@@ -35,16 +36,26 @@ pub async fn run(
     let http = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
-        .map_err(|e| anyhow::anyhow!("building the HTTP client for Prometheus: {e}"))?;
+        .map_err(|e| anyhow::anyhow!("building the HTTP client for metrics: {e}"))?;
+    // For `web` metrics marked `insecure` only: their own pool, so no other request ever
+    // skips certificate checks.
+    let insecure_http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .danger_accept_invalid_certs(true)
+        .build()
+        .map_err(|e| anyhow::anyhow!("building the HTTP client for insecure web metrics: {e}"))?;
     let context = Arc::new(Context {
         events: crate::runtime::Events::new(&client),
         client: client.clone(),
         leadership: leadership.clone(),
         metrics,
-        http,
-        default_address: prometheus_url,
-        allowed,
-        gates: super::prometheus::Gates::new(queries_per_address),
+        shared: Shared {
+            http,
+            insecure_http,
+            gates: Arc::new(Gates::new(queries_per_address)),
+            default_address: prometheus_url,
+            allowed,
+        },
     });
     info!(
         namespace = namespace.unwrap_or("(all)"),

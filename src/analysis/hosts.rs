@@ -104,6 +104,14 @@ impl AllowedHosts {
     /// when it is measured.
     pub fn refused(&self, run: &str, metrics: &[Metric], default: Option<&str>) -> Option<String> {
         metrics.iter().enumerate().find_map(|(index, metric)| {
+            // A web URL built from arguments is checked once they are filled, before sending.
+            if let Some(web) = metric.provider.web.as_ref().filter(|w| !w.url.contains("{{")) {
+                let why = self.check(&web.url).err()?;
+                return Some(format!(
+                    "AnalysisRun {run}, metric {:?}: spec.metrics[{index}].provider.web.url: {why}; use a URL the operator allows, or ask them to add it to {FLAG}. Nothing was sent and no Secret was read",
+                    metric.name
+                ));
+            }
             let prometheus = metric.provider.prometheus.as_ref()?;
             let field = format!("spec.metrics[{index}].provider.prometheus.address");
             let (address, from) = match (&prometheus.address, default) {
@@ -346,6 +354,30 @@ mod tests {
         assert_eq!(hosts.refused("shop/run", &by_default, None), None);
         assert_eq!(
             AllowedHosts::any().refused("shop/run", &metrics, None),
+            None
+        );
+        // A web metric's literal URL is checked like an address; one built from arguments
+        // waits until they are filled.
+        let web = |url: &str| -> Metric {
+            serde_json::from_value(
+                serde_json::json!({"name": "web", "successCondition": "true",
+                "provider": {"web": {"url": url}}}),
+            )
+            .expect("a metric")
+        };
+        let message = hosts
+            .refused("shop/run", &[web("https://evil.com/m")], None)
+            .expect("refused");
+        assert!(
+            message.contains("spec.metrics[0].provider.web.url") && message.contains(FLAG),
+            "{message}"
+        );
+        assert_eq!(
+            hosts.refused("shop/run", &[web("http://prometheus.monitoring/m")], None),
+            None
+        );
+        assert_eq!(
+            hosts.refused("shop/run", &[web("{{args.url}}")], None),
             None
         );
     }

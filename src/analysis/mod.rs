@@ -6,5 +6,7 @@ pub mod assess;
 pub mod controller;
 pub mod hosts;
 pub mod prometheus;
+pub mod provider;
 pub mod reconcile;
 pub mod run;
+pub mod web;

@@ -2,24 +2,27 @@
 //! its answer read with a size bound, and in the shape conditions see (`result`). Queries to
 //! one address wait their turn (`Gates`).
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures::future::BoxFuture;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::Api;
 use reqwest::header::{HeaderName, HeaderValue};
 use serde::Deserialize;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use super::args::substitute;
+use super::provider::{
+    Env, Gates, Provider, Ready, Unready, causes, read_bounded, read_secret, shown, truncate,
+};
+use crate::api::analysis::{PrometheusAuthentication, PrometheusMetric, SecretKeyRef};
 use crate::verdict::{self, QueryValue};
 
 /// Most bytes read of one answer. 10,000 samples with a dozen labels each take about 3 MiB;
 /// an endpoint that sends more (hostile, or a query without aggregation) is cut off here
 /// rather than buffered.
 pub const MAX_ANSWER_BYTES: usize = 8 * 1024 * 1024;
-/// Longest part of Prometheus' own error text copied into a measurement's message.
-const MAX_ERROR_TEXT: usize = 512;
-/// `--max-queries-per-address` when not given.
-pub const DEFAULT_QUERIES_PER_ADDRESS: u16 = 8;
+/// Seconds a query is waited for when the metric says nothing, as in Argo.
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A query ready to send: address, text with arguments filled, limits and credentials.
 pub struct Query {
@@ -28,60 +31,6 @@ pub struct Query {
     pub timeout: Duration,
     /// Extra headers, credentials included (`Authorization`), already resolved.
     pub headers: Vec<(String, String)>,
-}
-
-/// How many queries may be in flight to one Prometheus at once (`--max-queries-per-address`):
-/// many runs measured together queue here instead of piling onto one server, and one slow
-/// server holds only its own queries.
-pub struct Gates {
-    per_address: usize,
-    by_origin: Mutex<HashMap<String, Arc<Semaphore>>>,
-}
-
-impl Gates {
-    pub fn new(per_address: usize) -> Gates {
-        Gates {
-            per_address: per_address.max(1),
-            by_origin: Mutex::new(HashMap::new()),
-        }
-    }
-
-    /// Waits for a place among the queries to `address`'s origin (scheme, host and port:
-    /// `http://p:9090` and `http://p:9090/prometheus` are one server). None only if the gate
-    /// were closed, which no code does; the query then goes ahead.
-    pub async fn enter(&self, address: &str) -> Option<OwnedSemaphorePermit> {
-        let gate = {
-            let mut gates = self.lock();
-            // Forget servers nobody is querying, so the map stays as small as the set of
-            // addresses in use.
-            gates.retain(|_, gate| Arc::strong_count(gate) > 1);
-            gates
-                .entry(origin(address))
-                .or_insert_with(|| Arc::new(Semaphore::new(self.per_address)))
-                .clone()
-        };
-        gate.acquire_owned().await.ok()
-    }
-
-    /// Queries in flight to `address`'s origin now.
-    pub fn in_flight(&self, address: &str) -> usize {
-        self.lock().get(&origin(address)).map_or(0, |gate| {
-            self.per_address.saturating_sub(gate.available_permits())
-        })
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Semaphore>>> {
-        // A poisoned lock only means a panic elsewhere while it was held; the map is whole.
-        self.by_origin
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-}
-
-fn origin(address: &str) -> String {
-    reqwest::Url::parse(address)
-        .map(|url| url.origin().ascii_serialization())
-        .unwrap_or_else(|_| address.to_owned())
 }
 
 /// Sends the query, within its timeout from the moment it waits for its turn at the address.
@@ -97,17 +46,13 @@ pub async fn query(
         send(http, request).await
     })
     .await;
-    // Whole seconds as a spec writes them; anything finer as Rust prints it (tests).
-    let limit = match request.timeout.subsec_nanos() {
-        0 => format!("{}s", request.timeout.as_secs()),
-        _ => format!("{:?}", request.timeout),
-    };
+    let limit = shown(request.timeout);
     let address = &request.address;
     match waited {
         Ok(answer) => answer,
         Err(_) => Err(format!(
             "Prometheus at {address} did not answer within {limit} (queries to one address wait their turn, {} at a time: --max-queries-per-address)",
-            gates.per_address
+            gates.per_address()
         )),
     }
 }
@@ -149,43 +94,14 @@ async fn send(http: &reqwest::Client, request: &Query) -> Result<QueryValue, Str
             format!("HTTP {status}")
         }));
     }
-    let body = read_bounded(response, MAX_ANSWER_BYTES).await.map_err(at)?;
+    let body = read_bounded(
+        response,
+        MAX_ANSWER_BYTES,
+        "aggregate in the query (sum, max, topk) so that it returns fewer series",
+    )
+    .await
+    .map_err(at)?;
     parse_answer(&body).map_err(at)
-}
-
-/// The body, or why not: more than `limit` bytes (announced or sent) are never buffered.
-pub async fn read_bounded(
-    mut response: reqwest::Response,
-    limit: usize,
-) -> Result<Vec<u8>, String> {
-    let too_large = |size: String| {
-        format!(
-            "the answer is too large: {size} bytes, at most {limit} are read; aggregate in the query (sum, max, topk) so that it returns fewer series"
-        )
-    };
-    if let Some(announced) = response.content_length()
-        && announced > limit as u64
-    {
-        return Err(too_large(announced.to_string()));
-    }
-    let mut body = Vec::new();
-    loop {
-        match response.chunk().await {
-            Ok(Some(chunk)) => {
-                if body.len() + chunk.len() > limit {
-                    return Err(too_large(format!("more than {limit}")));
-                }
-                body.extend_from_slice(&chunk);
-            }
-            Ok(None) => return Ok(body),
-            Err(e) => {
-                return Err(format!(
-                    "the answer broke off{}",
-                    causes(std::error::Error::source(&e))
-                ));
-            }
-        }
-    }
 }
 
 /// Prometheus' envelope, read for what conditions see: sample values only (labels are
@@ -263,18 +179,6 @@ fn parse_answer(body: &[u8]) -> Result<QueryValue, String> {
     }
 }
 
-/// At most [`MAX_ERROR_TEXT`] bytes of an outside text, cut on a character boundary.
-fn truncate(text: &str) -> String {
-    if text.len() <= MAX_ERROR_TEXT {
-        return text.to_owned();
-    }
-    let mut end = MAX_ERROR_TEXT;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    format!("{}... ({} bytes)", &text[..end], text.len())
-}
-
 /// What went wrong, in words that never quote the request: reqwest's own message names the
 /// URL, and a URL can carry a Secret-sourced argument.
 fn describe(address: &str, error: &prometheus_http_query::Error) -> String {
@@ -301,15 +205,80 @@ fn describe(address: &str, error: &prometheus_http_query::Error) -> String {
     format!("querying Prometheus at {address}: {what}")
 }
 
-/// `: cause: deeper cause`, from the transport layers below reqwest, which name no URL.
-fn causes(mut source: Option<&(dyn std::error::Error + 'static)>) -> String {
-    let mut text = String::new();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
+impl Provider for PrometheusMetric {
+    fn timeout(&self) -> Duration {
+        self.timeout
+            .and_then(|t| u64::try_from(t).ok())
+            .map_or(DEFAULT_TIMEOUT, Duration::from_secs)
     }
-    text
+
+    fn prepare<'a>(&'a self, env: &'a Env<'a>) -> BoxFuture<'a, Result<Ready, Unready>> {
+        Box::pin(async move {
+            let at = env.at;
+            let Some(address) = self
+                .address
+                .clone()
+                .or_else(|| env.shared.default_address.clone())
+            else {
+                return Err(Unready::Never(format!(
+                    "{at}: no Prometheus address: set provider.prometheus.address, or start weir with --prometheus-url"
+                )));
+            };
+            let filled = substitute(&self.query, env.args)
+                .map_err(|why| Unready::Never(format!("{at}.provider.prometheus.query: {why}")))?;
+            let mut headers = Vec::new();
+            for header in &self.headers {
+                let value = substitute(&header.value, env.args)
+                    .map_err(|why| Unready::Never(format!("{at}: header {}: {why}", header.key)))?;
+                headers.push((header.key.clone(), value.sent));
+            }
+            let mut secrets = env.secret_args();
+            if let Some(auth) = &self.authentication {
+                let credentials = authorization(env.secrets, auth).await.map_err(|why| {
+                    Unready::NotNow(format!("{at}.provider.prometheus.authentication: {why}"))
+                })?;
+                if let Some((header, secret_parts)) = credentials {
+                    secrets.extend(secret_parts);
+                    headers.push(("Authorization".into(), header));
+                }
+            }
+            let query = Query {
+                address,
+                query: filled.sent,
+                timeout: self.timeout(),
+                headers,
+            };
+            let (http, gates) = (env.shared.http.clone(), env.shared.gates.clone());
+            Ok(Ready {
+                recorded: filled.recorded,
+                secrets,
+                take: Box::pin(async move { self::query(&http, &gates, &query).await }),
+            })
+        })
+    }
+}
+
+/// The Authorization header and the secret parts it carries; None without credentials.
+async fn authorization(
+    secrets: &Api<Secret>,
+    auth: &PrometheusAuthentication,
+) -> Result<Option<(String, Vec<String>)>, String> {
+    use base64::Engine;
+    if let Some(token) = &auth.bearer_token {
+        let token = read_secret(secrets, token).await?;
+        return Ok(Some((format!("Bearer {token}"), vec![token])));
+    }
+    let Some(basic) = &auth.basic_auth else {
+        return Ok(None);
+    };
+    let key = |key: &str| SecretKeyRef {
+        name: basic.secret_name.clone(),
+        key: key.into(),
+    };
+    let user = read_secret(secrets, &key("username")).await?;
+    let password = read_secret(secrets, &key("password")).await?;
+    let encoded = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
+    Ok(Some((format!("Basic {encoded}"), vec![password, encoded])))
 }
 
 #[cfg(test)]

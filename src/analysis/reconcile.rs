@@ -15,13 +15,10 @@ use kube::runtime::controller::Action as Requeue;
 use kube::{Client, Resource, ResourceExt};
 use tracing::{info, instrument};
 
-use super::args::{ArgValue, substitute};
+use super::args::ArgValue;
 use super::assess::{self, Schedule};
-use super::hosts::AllowedHosts;
-use super::prometheus::{self, Query};
-use crate::api::analysis::{
-    AnalysisPhase, AnalysisRun, AnalysisRunStatus, Measurement, Metric, SecretKeyRef,
-};
+use super::provider::{self, Env, Ready, Shared, Unready, read_secret};
+use crate::api::analysis::{AnalysisPhase, AnalysisRun, AnalysisRunStatus, Measurement, Metric};
 use crate::runtime::error::{Backoff, Controller};
 use crate::runtime::leader::Leadership;
 use crate::runtime::metrics::Metrics;
@@ -29,7 +26,6 @@ use crate::time::to_k8s;
 use crate::validate;
 use crate::verdict;
 
-const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 const RESYNC: Duration = Duration::from_secs(300);
 /// What a reconcile may take beyond its slowest query (each bounded by its own timeout).
 const STALL_LIMIT: Duration = Duration::from_secs(20);
@@ -43,14 +39,8 @@ pub struct Context {
     pub events: Events,
     pub leadership: Leadership,
     pub metrics: Arc<Metrics>,
-    /// One connection pool for every query.
-    pub http: reqwest::Client,
-    /// `--prometheus-url`: for metrics that name no address.
-    pub default_address: Option<String>,
-    /// `--allowed-metric-hosts`: the addresses that may be queried.
-    pub allowed: AllowedHosts,
-    /// `--max-queries-per-address`: queries in flight to one Prometheus at once.
-    pub gates: prometheus::Gates,
+    /// What the providers share: HTTP clients, per-server gates, the operator's flags.
+    pub shared: Shared,
 }
 
 pub use crate::runtime::error::Error;
@@ -70,23 +60,10 @@ fn stalled(limit: Duration) -> Error {
     }
 }
 
-/// A metric ready to measure: its query (filled for sending and for the record), where, and
-/// the Secret values to keep out of every message.
+/// A metric ready to measure.
 struct Prepared {
     metric: Metric,
-    query: Query,
-    recorded_query: String,
-    secrets: Vec<String>,
-}
-
-/// Why a due metric is not measured this time.
-#[derive(Clone)]
-enum Unready {
-    /// It never can be (no address, an argument with no value): the run ends as Error.
-    Never(String),
-    /// Not now (a Secret missing or unreadable): an Error measurement, counted against
-    /// `consecutiveErrorLimit`, so a Secret restored in time costs nothing.
-    NotNow(String),
+    ready: Ready,
 }
 
 #[instrument(skip(run, ctx), fields(run = %run.name_any(), namespace = run.namespace().unwrap_or_default()))]
@@ -96,7 +73,7 @@ pub async fn reconcile(run: Arc<AnalysisRun>, ctx: Arc<Context>) -> Result<Reque
         .template
         .metrics
         .iter()
-        .map(|m| query_timeout(m.provider.prometheus.as_ref()))
+        .filter_map(|m| provider::of(&m.provider).map(|p| p.timeout()))
         .max()
         .unwrap_or_default();
     crate::runtime::within(
@@ -179,9 +156,10 @@ async fn measure_due(
     // Before anything is read or sent: a run that names an address the operator does not
     // allow never queries it, and no Secret is read for it.
     let name = format!("{}/{}", run.namespace().unwrap_or_default(), run.name_any());
-    if let Some(why) = ctx
-        .allowed
-        .refused(&name, &spec.metrics, ctx.default_address.as_deref())
+    if let Some(why) =
+        ctx.shared
+            .allowed
+            .refused(&name, &spec.metrics, ctx.shared.default_address.as_deref())
     {
         assess::fail_run(status, why, now);
         return None;
@@ -234,10 +212,11 @@ async fn measure_due(
                 }
             }
         }
+        let (indices, prepared): (Vec<usize>, Vec<Prepared>) = prepared.into_iter().unzip();
         let measurements =
-            futures::future::join_all(prepared.iter().map(|(_, p)| measure(ctx, p))).await;
-        for ((index, _), measurement) in prepared.iter().zip(measurements) {
-            assess::record(status, &schedules[*index], measurement);
+            futures::future::join_all(prepared.into_iter().map(|p| measure(ctx, p))).await;
+        for (index, measurement) in indices.into_iter().zip(measurements) {
+            assess::record(status, &schedules[index], measurement);
         }
     }
     let now = Utc::now();
@@ -291,7 +270,7 @@ async fn resolve_args(
     Ok(values)
 }
 
-/// Fills one metric's query and credentials.
+/// Prepares one metric through its provider.
 async fn prepare(
     ctx: &Context,
     secrets: &Api<Secret>,
@@ -313,120 +292,28 @@ async fn prepare(
         )));
     };
     let at = format!("spec.metrics[{index}] (metric {:?})", metric.name);
-    // Validation has required a provider; Prometheus is the only one.
-    let Some(prometheus) = &metric.provider.prometheus else {
-        return Err(Unready::Never(format!("{at}: no prometheus provider")));
+    // Validation has required a provider weir has.
+    let Some(provider) = provider::of(&metric.provider) else {
+        return Err(Unready::Never(format!("{at}: no provider weir has")));
     };
-    let Some(address) = prometheus
-        .address
-        .clone()
-        .or_else(|| ctx.default_address.clone())
-    else {
-        return Err(Unready::Never(format!(
-            "{at}: no Prometheus address: set provider.prometheus.address, or start weir with --prometheus-url"
-        )));
+    let env = Env {
+        metric,
+        at: &at,
+        args: values,
+        secrets,
+        shared: &ctx.shared,
     };
-    let filled = substitute(&prometheus.query, values)
-        .map_err(|why| Unready::Never(format!("{at}.provider.prometheus.query: {why}")))?;
-    let mut headers = Vec::new();
-    for header in &prometheus.headers {
-        let value = substitute(&header.value, values)
-            .map_err(|why| Unready::Never(format!("{at}: header {}: {why}", header.key)))?;
-        headers.push((header.key.clone(), value.sent));
-    }
-    let mut secret_values: Vec<String> = values
-        .values()
-        .filter(|v| v.secret && !v.value.is_empty())
-        .map(|v| v.value.clone())
-        .collect();
-    if let Some(auth) = &prometheus.authentication {
-        let credentials = authorization(secrets, auth).await.map_err(|why| {
-            Unready::NotNow(format!("{at}.provider.prometheus.authentication: {why}"))
-        })?;
-        if let Some((header, secret_parts)) = credentials {
-            secret_values.extend(secret_parts);
-            headers.push(("Authorization".into(), header));
-        }
-    }
-    let timeout = query_timeout(Some(prometheus));
+    let ready = provider.prepare(&env).await?;
     Ok(Prepared {
         metric: metric.clone(),
-        recorded_query: filled.recorded,
-        query: Query {
-            address,
-            query: filled.sent,
-            timeout,
-            headers,
-        },
-        secrets: secret_values,
+        ready,
     })
 }
 
-/// How long weir waits for one query's answer.
-fn query_timeout(prometheus: Option<&crate::api::analysis::PrometheusMetric>) -> Duration {
-    prometheus
-        .and_then(|p| p.timeout)
-        .and_then(|t| u64::try_from(t).ok())
-        .map_or(DEFAULT_TIMEOUT, Duration::from_secs)
-}
-
-/// A Secret key's value, or why it cannot be had (missing, unreadable, not text).
-async fn read_secret(secrets: &Api<Secret>, reference: &SecretKeyRef) -> Result<String, String> {
-    let secret = match secrets.get_opt(&reference.name).await {
-        Ok(Some(secret)) => secret,
-        Ok(None) => return Err(format!("Secret {:?} not found", reference.name)),
-        Err(error) => return Err(format!("reading Secret {:?}: {error}", reference.name)),
-    };
-    let bytes = secret
-        .data
-        .as_ref()
-        .and_then(|d| d.get(&reference.key))
-        .map(|b| b.0.clone())
-        .or_else(|| {
-            secret
-                .string_data
-                .as_ref()
-                .and_then(|d| d.get(&reference.key))
-                .map(|s| s.clone().into_bytes())
-        })
-        .ok_or_else(|| format!("Secret {:?} has no key {:?}", reference.name, reference.key))?;
-    String::from_utf8(bytes)
-        .map(|s| s.trim_end_matches('\n').to_owned())
-        .map_err(|_| {
-            format!(
-                "Secret {:?} key {:?} is not UTF-8 text",
-                reference.name, reference.key
-            )
-        })
-}
-
-/// The Authorization header and the secret parts it carries; None without credentials.
-async fn authorization(
-    secrets: &Api<Secret>,
-    auth: &crate::api::analysis::PrometheusAuthentication,
-) -> Result<Option<(String, Vec<String>)>, String> {
-    use base64::Engine;
-    if let Some(token) = &auth.bearer_token {
-        let token = read_secret(secrets, token).await?;
-        return Ok(Some((format!("Bearer {token}"), vec![token])));
-    }
-    let Some(basic) = &auth.basic_auth else {
-        return Ok(None);
-    };
-    let key = |key: &str| SecretKeyRef {
-        name: basic.secret_name.clone(),
-        key: key.into(),
-    };
-    let user = read_secret(secrets, &key("username")).await?;
-    let password = read_secret(secrets, &key("password")).await?;
-    let encoded = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
-    Ok(Some((format!("Basic {encoded}"), vec![password, encoded])))
-}
-
-/// One measurement: query, judge, and the record of both.
-async fn measure(ctx: &Context, prepared: &Prepared) -> Measurement {
+/// One measurement: take it, judge it, and the record of both.
+async fn measure(ctx: &Context, prepared: Prepared) -> Measurement {
     let started = Utc::now();
-    let answer = prometheus::query(&ctx.http, &ctx.gates, &prepared.query).await;
+    let answer = prepared.ready.take.await;
     let (phase, value, message) = match answer {
         Ok(value) => {
             let shown = value.to_string();
@@ -437,7 +324,7 @@ async fn measure(ctx: &Context, prepared: &Prepared) -> Measurement {
     };
     let finished = Utc::now();
     // Whatever the answer echoed (an error quoting the request), no Secret value leaves.
-    let message = prepared.secrets.iter().fold(message, |text, secret| {
+    let message = prepared.ready.secrets.iter().fold(message, |text, secret| {
         text.replace(secret.as_str(), "<secret>")
     });
     ctx.metrics
@@ -446,7 +333,7 @@ async fn measure(ctx: &Context, prepared: &Prepared) -> Measurement {
     Measurement {
         phase,
         value,
-        query: Some(prepared.recorded_query.clone()),
+        query: Some(prepared.ready.recorded),
         message: Some(message),
         started_at: to_k8s(started),
         finished_at: Some(to_k8s(finished)),

@@ -161,14 +161,16 @@ pub struct ThresholdRange {
     pub max: Option<f64>,
 }
 
-/// Where measurements come from: exactly one provider. Prometheus is the one weir has;
-/// Argo's other providers (web, datadog, job, ...) are reported as unsupported.
+/// Where measurements come from: exactly one provider. weir has Prometheus and web; Argo's
+/// other providers (job, datadog, ...) are reported as unsupported.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 #[schemars(transform = keep_unknown_fields)]
 pub struct MetricProvider {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prometheus: Option<PrometheusMetric>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub web: Option<WebMetric>,
     #[serde(flatten)]
     #[schemars(skip)]
     pub unsupported: Unsupported,
@@ -198,6 +200,62 @@ pub struct PrometheusMetric {
     #[serde(flatten)]
     #[schemars(skip)]
     pub unsupported: Unsupported,
+}
+
+/// Argo's `web` provider: an HTTP request whose JSON answer, or the part `jsonPath`
+/// selects, is `result`. `{{args.NAME}}` is substituted in the URL, the header values and
+/// the body.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(transform = keep_unknown_fields)]
+pub struct WebMetric {
+    /// An http:// or https:// URL; its host must be one the operator allows
+    /// (`--allowed-metric-hosts`).
+    pub url: String,
+    /// GET (the default), POST or PUT.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub headers: Vec<Header>,
+    /// The request body, as text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub body: Option<String>,
+    /// The request body as JSON (sent with `Content-Type: application/json`); not with `body`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "crate::api::schema::any_json")]
+    pub json_body: Option<serde_json::Value>,
+    /// Seconds to wait for the answer (default 10, as in Argo).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub timeout_seconds: Option<i64>,
+    /// The part of the answer that is `result`, in Kubernetes' JSONPath template form as Argo
+    /// writes it (`{$.data.ok}`); the whole answer when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub json_path: Option<String>,
+    /// Skip verifying the server's TLS certificate.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub insecure: bool,
+    #[serde(flatten)]
+    #[schemars(skip)]
+    pub unsupported: Unsupported,
+}
+
+/// Argo's `jsonPath` (Kubernetes' template form, `{$.data.ok}` or `{.data.ok}`) as the
+/// JSONPath query it holds (`$.data.ok`).
+pub fn json_path_query(written: &str) -> String {
+    let inner = written.trim();
+    let inner = inner
+        .strip_prefix('{')
+        .and_then(|rest| rest.strip_suffix('}'))
+        .unwrap_or(inner)
+        .trim();
+    if inner.starts_with('$') {
+        inner.to_owned()
+    } else if inner.starts_with('.') || inner.starts_with('[') {
+        format!("${inner}")
+    } else {
+        format!("$.{inner}")
+    }
 }
 
 /// At most one way to authenticate to Prometheus. Argo's `sigv4` and `oauth2` are reported as

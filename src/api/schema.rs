@@ -24,6 +24,11 @@ pub fn int_or_string(_: &mut schemars::SchemaGenerator) -> Schema {
     schemars::json_schema!({ "x-kubernetes-int-or-string": true })
 }
 
+/// Any JSON value, kept as written (a `web` metric's `jsonBody`).
+pub fn any_json(_: &mut schemars::SchemaGenerator) -> Schema {
+    schemars::json_schema!({ "x-kubernetes-preserve-unknown-fields": true })
+}
+
 /// Removes what a 1.20 API server refuses in a CRD schema, everywhere in the tree:
 /// `null` entries inside `enum` lists (schemars emits them for `Option<Enum>`; the field stays
 /// `nullable`), which the server reports with the misleading "per-version schemas may not all

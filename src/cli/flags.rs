@@ -90,7 +90,7 @@ pub struct Analysis {
     pub allowed_metric_hosts: Option<AllowedHosts>,
     /// Analysis queries in flight to one Prometheus at once; the rest wait their turn, within
     /// their own timeout.
-    #[arg(long, default_value_t = crate::analysis::prometheus::DEFAULT_QUERIES_PER_ADDRESS, env = "WEIR_MAX_QUERIES_PER_ADDRESS", value_parser = clap::value_parser!(u16).range(1..))]
+    #[arg(long, default_value_t = crate::analysis::provider::DEFAULT_QUERIES_PER_ADDRESS, env = "WEIR_MAX_QUERIES_PER_ADDRESS", value_parser = clap::value_parser!(u16).range(1..))]
     pub max_queries_per_address: u16,
 }
 

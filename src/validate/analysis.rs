@@ -128,21 +128,30 @@ pub fn cluster_analysis_template(spec: &AnalysisTemplateSpec) -> Vec<Violation> 
     };
     const USE_AUTHENTICATION: &str = "send credentials with authentication.bearerToken or authentication.basicAuth (from a Secret in the run's namespace)";
     for (index, metric) in spec.metrics.iter().enumerate() {
-        let Some(prometheus) = &metric.provider.prometheus else {
-            continue;
+        let (at, address, headers) = match (&metric.provider.prometheus, &metric.provider.web) {
+            (Some(prometheus), _) => (
+                format!("spec.metrics[{index}].provider.prometheus"),
+                prometheus.address.as_ref().map(|a| ("address", a)),
+                &prometheus.headers,
+            ),
+            (None, Some(web)) => (
+                format!("spec.metrics[{index}].provider.web"),
+                Some(("url", &web.url)),
+                &web.headers,
+            ),
+            (None, None) => continue,
         };
-        let at = format!("spec.metrics[{index}].provider.prometheus");
-        // Parsed as the query's sender parses it (reqwest's URL parser).
-        if let Some(address) = &prometheus.address
+        // Parsed as the request's sender parses it (reqwest's URL parser).
+        if let Some((field, address)) = address
             && reqwest::Url::parse(address)
                 .is_ok_and(|url| !url.username().is_empty() || url.password().is_some())
         {
             report.invalid(
-                format!("{at}.address"),
+                format!("{at}.{field}"),
                 format!("carries user:password@, which every AnalysisRun made from this ClusterAnalysisTemplate would show: {USE_AUTHENTICATION}"),
             );
         }
-        for (h, header) in prometheus.headers.iter().enumerate() {
+        for (h, header) in headers.iter().enumerate() {
             let literal = placeholders_removed(&header.value);
             if !literal.trim().is_empty() {
                 report.invalid(
@@ -158,9 +167,12 @@ pub fn cluster_analysis_template(spec: &AnalysisTemplateSpec) -> Vec<Violation> 
             continue;
         }
         let sent_in = spec.metrics.iter().find_map(|metric| {
-            let prometheus = metric.provider.prometheus.as_ref()?;
-            prometheus
-                .headers
+            let headers = match (&metric.provider.prometheus, &metric.provider.web) {
+                (Some(prometheus), _) => &prometheus.headers,
+                (None, Some(web)) => &web.headers,
+                (None, None) => return None,
+            };
+            headers
                 .iter()
                 .find(|h| placeholders(&h.value).contains(&arg.name.as_str()))
                 .map(|h| (metric.name.as_str(), h.key.as_str()))
@@ -316,12 +328,7 @@ fn check_metric(report: &mut Report, at: &str, metric: &Metric, declared_args: &
                 _ => {}
             }
             for (index, header) in prometheus.headers.iter().enumerate() {
-                let valid = !header.key.is_empty()
-                    && header
-                        .key
-                        .bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
-                if !valid {
+                if !is_header_name(&header.key) {
                     report.invalid(
                         format!("{at}.headers[{index}].key"),
                         format!("{:?} is not an HTTP header name", header.key),
@@ -365,14 +372,139 @@ fn check_metric(report: &mut Report, at: &str, metric: &Metric, declared_args: &
                 }
             }
         }
+        None if metric.provider.web.is_some() => {}
         None if metric.provider.unsupported.is_empty() => {
             report.required(
-                format!("{at}.provider.prometheus"),
-                "a metric needs a provider; weir has prometheus",
+                format!("{at}.provider"),
+                "a metric needs a provider; weir has prometheus and web",
             );
         }
         None => {}
     }
+    if let Some(web) = &metric.provider.web {
+        if metric.provider.prometheus.is_some() {
+            report.invalid(
+                format!("{at}.provider"),
+                "takes exactly one provider: prometheus or web",
+            );
+        }
+        check_web(report, &format!("{at}.provider.web"), web, declared_args);
+    }
+}
+
+/// Longest `jsonPath` accepted: a path, not a program.
+pub const MAX_JSON_PATH: usize = 512;
+/// The methods a `web` metric may send.
+const WEB_METHODS: [&str; 3] = ["GET", "POST", "PUT"];
+
+/// Argo's `web` provider: a URL to an http(s) endpoint (its host is checked against the
+/// operator's list when measured), GET, POST or PUT, a body or a JSON body, a timeout within
+/// the bound Prometheus queries have, a JSONPath that parses, and every `{{args.NAME}}`
+/// declared.
+fn check_web(
+    report: &mut Report,
+    at: &str,
+    web: &crate::api::analysis::WebMetric,
+    declared_args: &BTreeSet<&str>,
+) {
+    report.unsupported(at, &web.unsupported);
+    let mut texts: Vec<(String, &str)> = vec![(format!("{at}.url"), web.url.as_str())];
+    if web.url.trim().is_empty() {
+        report.required(format!("{at}.url"), "write the URL to measure");
+    } else if !["{{", "http://", "https://"]
+        .iter()
+        .any(|start| web.url.starts_with(start))
+    {
+        report.invalid(
+            format!("{at}.url"),
+            format!("{:?} must start with http:// or https://", web.url),
+        );
+    }
+    if let Some(method) = &web.method
+        && !WEB_METHODS.contains(&method.to_ascii_uppercase().as_str())
+    {
+        report.invalid(
+            format!("{at}.method"),
+            format!("{method:?} is not one of {}", WEB_METHODS.join(", ")),
+        );
+    }
+    for (index, header) in web.headers.iter().enumerate() {
+        if !is_header_name(&header.key) {
+            report.invalid(
+                format!("{at}.headers[{index}].key"),
+                format!("{:?} is not an HTTP header name", header.key),
+            );
+        }
+        texts.push((
+            format!("{at}.headers[{index}].value"),
+            header.value.as_str(),
+        ));
+    }
+    if web.body.is_some() && web.json_body.is_some() {
+        report.invalid(format!("{at}.body"), "takes body or jsonBody, not both");
+    }
+    if let Some(body) = &web.body {
+        texts.push((format!("{at}.body"), body.as_str()));
+    }
+    let json_strings: Vec<String> = web.json_body.iter().flat_map(json_strings).collect();
+    for text in &json_strings {
+        texts.push((format!("{at}.jsonBody"), text.as_str()));
+    }
+    for (field, text) in texts {
+        for name in placeholders(text) {
+            if !declared_args.contains(name) {
+                report.invalid(
+                    &field,
+                    format!("uses {{{{args.{name}}}}} but spec.args declares no argument {name:?}"),
+                );
+            }
+        }
+    }
+    match web.timeout_seconds {
+        Some(t) if t < 1 => report.invalid(format!("{at}.timeoutSeconds"), "must be at least 1 second"),
+        Some(t) if t > MAX_QUERY_TIMEOUT_SECONDS => report.invalid(
+            format!("{at}.timeoutSeconds"),
+            format!("is {t} seconds; at most {MAX_QUERY_TIMEOUT_SECONDS} are accepted: a measurement that slow holds a reconcile"),
+        ),
+        _ => {}
+    }
+    if let Some(path) = &web.json_path {
+        use jsonpath_rust::JsonPath;
+        if path.len() > MAX_JSON_PATH {
+            report.invalid(
+                format!("{at}.jsonPath"),
+                format!(
+                    "is {} characters long; at most {MAX_JSON_PATH} are accepted",
+                    path.len()
+                ),
+            );
+        } else if let Err(error) =
+            serde_json::Value::Null.query(&crate::api::analysis::json_path_query(path))
+        {
+            report.invalid(
+                format!("{at}.jsonPath"),
+                format!("{path:?} is not a JSONPath ({error}); write it as Argo does, e.g. {{$.data.ok}}"),
+            );
+        }
+    }
+}
+
+/// Every string in a JSON value (where `{{args.NAME}}` may be written).
+fn json_strings(value: &serde_json::Value) -> Vec<String> {
+    match value {
+        serde_json::Value::String(text) => vec![text.clone()],
+        serde_json::Value::Array(items) => items.iter().flat_map(json_strings).collect(),
+        serde_json::Value::Object(fields) => fields.values().flat_map(json_strings).collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// An HTTP header name is a token (RFC 9110).
+fn is_header_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
 /// Checks a count-like field (integer, or an `{{args.X}}` placeholder) and returns its value.

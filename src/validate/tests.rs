@@ -685,24 +685,63 @@ fn metrics_need_unique_names_a_provider_and_a_query() {
         "metrics": [
             {"name": "m", "successCondition": "true", "provider": {}},
             {"name": "m", "successCondition": "true", "provider": {"prometheus": {"query": " ", "address": "prometheus:9090", "timeout": 0}}},
-            {"name": "w", "successCondition": "true", "provider": {"web": {"url": "http://x"}}}
+            {"name": "j", "successCondition": "true", "provider": {"job": {"spec": {}}}}
         ]
     }));
     assert_only(
         analysis_template(&spec),
         &[
-            (Required, "spec.metrics[0].provider.prometheus"),
+            (Required, "spec.metrics[0].provider"),
             (Required, "spec.metrics[1].provider.prometheus.query"),
             (Invalid, "spec.dryRun[1].metricName"),
             (Invalid, "spec.metrics[1].name"),
             (Invalid, "spec.metrics[1].provider.prometheus.address"),
             (Invalid, "spec.metrics[1].provider.prometheus.timeout"),
-            (Unsup, "spec.metrics[2].provider.web"),
+            (Unsup, "spec.metrics[2].provider.job"),
         ],
     );
     assert_only(
         analysis_template(&template_from(json!({"metrics": []}))),
         &[(Required, "spec.metrics")],
+    );
+}
+
+#[test]
+fn web_metrics_take_argos_fields_and_are_checked_field_by_field() {
+    // As Argo documents the web provider: defaults left out.
+    let spec = template_from(json!({
+        "args": [{"name": "service"}, {"name": "token"}],
+        "metrics": [{"name": "ok", "successCondition": "result.ok && result.successPercent >= 0.90",
+            "provider": {"web": {
+                "url": "http://measure.example/api/v1/measurement?service={{ args.service }}",
+                "timeoutSeconds": 20,
+                "headers": [{"key": "Authorization", "value": "Bearer {{ args.token }}"}],
+                "jsonPath": "{$.data}"}}}]
+    }));
+    assert_only(analysis_template(&spec), &[]);
+    let spec = template_from(json!({
+        "metrics": [
+            {"name": "a", "successCondition": "result == true",
+             "provider": {"web": {"url": "ftp://x", "method": "DELETE", "body": "{{args.nope}}",
+                "jsonBody": {"a": 1}, "timeoutSeconds": 0, "jsonPath": "{$.data[}",
+                "headers": [{"key": "bad key", "value": "v"}], "authentication": {"oauth2": {}}}}},
+            {"name": "b", "successCondition": "true",
+             "provider": {"web": {"url": "http://x"}, "prometheus": {"query": "up"}}}
+        ]
+    }));
+    assert_only(
+        analysis_template(&spec),
+        &[
+            (Invalid, "spec.metrics[0].provider.web.body"),
+            (Invalid, "spec.metrics[0].provider.web.body"),
+            (Invalid, "spec.metrics[0].provider.web.headers[0].key"),
+            (Invalid, "spec.metrics[0].provider.web.jsonPath"),
+            (Invalid, "spec.metrics[0].provider.web.method"),
+            (Invalid, "spec.metrics[0].provider.web.timeoutSeconds"),
+            (Invalid, "spec.metrics[0].provider.web.url"),
+            (Invalid, "spec.metrics[1].provider"),
+            (Unsup, "spec.metrics[0].provider.web.authentication"),
+        ],
     );
 }
 

@@ -22,6 +22,67 @@ fn phase(metric: &Metric, value: &QueryValue) -> AnalysisPhase {
 }
 
 #[test]
+fn argo_web_conditions_over_the_selected_json() {
+    use AnalysisPhase::*;
+    let json = |value: serde_json::Value| QueryValue::Json(value);
+    let both = metric(json!({"successCondition": "result.ok && result.successPercent >= 0.90"}));
+    assert!(check_condition("result.ok && result.successPercent >= 0.90").is_ok());
+    assert_eq!(
+        phase(&both, &json(json!({"ok": true, "successPercent": 0.95}))),
+        Successful
+    );
+    assert_eq!(
+        phase(&both, &json(json!({"ok": true, "successPercent": 0.5}))),
+        Failed
+    );
+    assert_eq!(
+        phase(&both, &json(json!({"ok": false, "successPercent": 1}))),
+        Failed
+    );
+    let flag = metric(json!({"successCondition": "result == true"}));
+    assert_eq!(phase(&flag, &json(json!(true))), Successful);
+    assert_eq!(phase(&flag, &json(json!(false))), Failed);
+    let text = metric(json!({"successCondition": "result.status == 'healthy'"}));
+    assert_eq!(
+        phase(&text, &json(json!({"status": "healthy"}))),
+        Successful
+    );
+    let count = metric(json!({"successCondition": "size(result) >= 2 && result.all(x, x < 5)"}));
+    assert_eq!(phase(&count, &json(json!([1, 2, 3]))), Successful);
+    assert_eq!(phase(&count, &json(json!([1, 9]))), Failed);
+    // Nothing selected is no data, never judged.
+    assert_eq!(phase(&flag, &json(serde_json::Value::Null)), Inconclusive);
+    // A range judges JSON numbers, and says so of anything else.
+    let range = metric(json!({"thresholdRange": {"max": 0.05}}));
+    assert_eq!(phase(&range, &json(json!(0.01))), Successful);
+    assert_eq!(phase(&range, &json(json!([0.01, 0.2]))), Failed);
+    let verdict = judge(&range, &json(json!({"rate": 0.01})));
+    assert_eq!(verdict.phase, Error);
+    assert!(
+        verdict.message.contains("thresholdRange judges numbers"),
+        "{verdict:?}"
+    );
+    assert_eq!(
+        json(json!({"a": "x".repeat(300)})).to_string().len(),
+        200 + "... (311 bytes)".len()
+    );
+}
+
+#[test]
+fn json_results_past_their_bounds_are_named() {
+    assert_eq!(json_beyond_bounds(&json!({"a": [1, 2, {"b": "c"}]})), None);
+    let wide = json!((0..MAX_JSON_VALUES).collect::<Vec<usize>>());
+    assert!(json_beyond_bounds(&wide).is_some_and(|w| w.contains("values")));
+    let mut deep = json!(1);
+    for _ in 0..=MAX_JSON_DEPTH {
+        deep = json!([deep]);
+    }
+    assert!(json_beyond_bounds(&deep).is_some_and(|w| w.contains("nests")));
+    let long = json!("x".repeat(MAX_JSON_TEXT + 1));
+    assert!(json_beyond_bounds(&long).is_some_and(|w| w.contains("string")));
+}
+
+#[test]
 fn argo_conditions_over_vectors() {
     use AnalysisPhase::*;
     let success = metric(json!({"successCondition": "result[0] >= 0.95"}));

@@ -202,43 +202,6 @@ fn a_vector_above_the_sample_cap_is_refused() {
 }
 
 #[tokio::test]
-async fn queries_to_one_address_wait_their_turn() {
-    let gates = Gates::new(2);
-    let first = gates.enter("http://prometheus:9090").await;
-    // Another path on the same server is the same server.
-    let second = gates.enter("http://prometheus:9090/prometheus").await;
-    assert_eq!(gates.in_flight("http://prometheus:9090/"), 2);
-    let third = tokio::time::timeout(
-        Duration::from_millis(100),
-        gates.enter("http://prometheus:9090"),
-    )
-    .await;
-    assert!(third.is_err(), "a third query waits");
-    // Another server is not held up.
-    let other = tokio::time::timeout(
-        Duration::from_millis(100),
-        gates.enter("http://thanos:9090"),
-    )
-    .await;
-    assert!(other.is_ok_and(|p| p.is_some()));
-    drop(first);
-    let third = tokio::time::timeout(
-        Duration::from_millis(100),
-        gates.enter("http://prometheus:9090"),
-    )
-    .await;
-    assert!(third.is_ok_and(|p| p.is_some()), "a place freed is taken");
-    drop(second);
-    // Servers nobody queries are forgotten.
-    let _ = gates.enter("http://third:9090").await;
-    assert_eq!(
-        gates.lock().len(),
-        1,
-        "only the server still queried is kept"
-    );
-}
-
-#[tokio::test]
 async fn a_query_that_waits_too_long_for_its_turn_times_out() {
     let gates = Gates::new(1);
     let _held = gates.enter("http://127.0.0.1:9").await;
