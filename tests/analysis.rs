@@ -861,3 +861,76 @@ async fn a_web_metric_gates_the_canary_passing_then_failing() {
         "the status names metric, value and condition: {text}"
     );
 }
+
+/// A job metric as Argo documents the job provider: the check runs as a Job; the kubelet
+/// stand-in ends its Pod with the exit code the test annotates.
+fn job_check(exit_code: &str) -> Value {
+    json!({"name": "smoke", "provider": {"job": {"spec": {"backoffLimit": 0, "template": {
+        "metadata": {"annotations": {"sim.weir.dev/exit-code": exit_code}},
+        "spec": {"containers": [{"name": "smoke", "image": "curlimages/curl",
+                "command": ["curl", "-f", "http://{{args.service}}/health"]}],
+            "restartPolicy": "Never"}}}}}})
+}
+
+#[tokio::test]
+async fn a_job_metric_gates_the_canary_passing_then_failing() {
+    use k8s_openapi::api::batch::v1::Job;
+    let ns = TestNamespace::new(&client().await, "analysis-job").await;
+    let _controller = controller(&ns);
+    apply(
+        &ns,
+        template("smoke", job_check("0"), json!([{"name": "service"}])),
+    )
+    .await;
+    let steps = json!([{"setWeight": 20},
+        analysis_step("smoke", json!([{"name": "service", "value": "web-canary"}])),
+        {"setWeight": 60}]);
+    start_canary(&ns, &steps, &json!({})).await;
+    healthy_on(&ns, "web:2").await;
+    let run = run_where(&ns, "the passing run", |r| {
+        run_phase(r) == Some(AnalysisPhase::Successful)
+    })
+    .await;
+    let run_name = run.metadata.name.clone().unwrap_or_default();
+    let measurement = &run.status.clone().unwrap_or_default().metric_results[0].measurements[0];
+    assert_eq!(measurement.phase, AnalysisPhase::Successful);
+    let job_name = format!("{run_name}-smoke-1");
+    assert!(
+        measurement
+            .message
+            .as_deref()
+            .is_some_and(|m| m.contains(&job_name)),
+        "{measurement:?}"
+    );
+    // The Job was made from the spec, the argument filled, and is owned by its run.
+    let job = ns.api::<Job>().get(&job_name).await.expect("the Job");
+    let command = job
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.spec.as_ref())
+        .map(|p| p.containers[0].command.clone().unwrap_or_default())
+        .unwrap_or_default();
+    assert_eq!(command, ["curl", "-f", "http://web-canary/health"]);
+    assert_eq!(
+        job.metadata
+            .owner_references
+            .as_ref()
+            .map(|o| o[0].name.clone()),
+        Some(run_name)
+    );
+
+    // The next release's check fails: aborted, the Job named.
+    apply(
+        &ns,
+        template("smoke", job_check("1"), json!([{"name": "service"}])),
+    )
+    .await;
+    set_image(&ns, "web:3", &steps, &json!({})).await;
+    let aborted = wait_for(&ns, "the rollout to abort", |r| {
+        r.status.as_ref().is_some_and(|s| s.abort) && weight(r) == Some(0)
+    })
+    .await;
+    assert_eq!(phase(&aborted), Some(RolloutPhase::Degraded));
+    let text = message(&aborted);
+    assert!(text.contains("smoke") && text.contains("failed"), "{text}");
+}

@@ -146,6 +146,31 @@ pub fn substitute(text: &str, values: &BTreeMap<String, ArgValue>) -> Result<Sub
     Ok(Substituted { sent, recorded })
 }
 
+/// A JSON document (a `web` metric's `jsonBody`, a `job` metric's spec) with
+/// `{{args.NAME}}` filled in its strings, never in its structure, so an argument cannot
+/// change the document's shape.
+pub fn substitute_json(
+    value: &serde_json::Value,
+    args: &BTreeMap<String, ArgValue>,
+) -> Result<serde_json::Value, String> {
+    Ok(match value {
+        serde_json::Value::String(text) => serde_json::Value::String(substitute(text, args)?.sent),
+        serde_json::Value::Array(items) => serde_json::Value::Array(
+            items
+                .iter()
+                .map(|v| substitute_json(v, args))
+                .collect::<Result<_, _>>()?,
+        ),
+        serde_json::Value::Object(fields) => serde_json::Value::Object(
+            fields
+                .iter()
+                .map(|(k, v)| Ok((k.clone(), substitute_json(v, args)?)))
+                .collect::<Result<_, String>>()?,
+        ),
+        other => other.clone(),
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use futures::StreamExt;
+use k8s_openapi::api::batch::v1::Job;
 use kube::Client;
 use kube::runtime::{Controller, WatchStreamExt, controller};
 use tracing::info;
@@ -50,6 +51,7 @@ pub async fn run(
         leadership: leadership.clone(),
         metrics,
         shared: Shared {
+            client: client.clone(),
             http,
             insecure_http,
             gates: Arc::new(Gates::new(queries_per_address)),
@@ -67,9 +69,16 @@ pub async fn run(
         cache::keep_all,
         health.watch("analysis/AnalysisRun"),
     );
+    // The Jobs of `job` metrics: one finishing is news for its run at once.
+    let jobs = crate::runtime::watch::watched(
+        scoped_api::<Job>(&client, namespace),
+        crate::runtime::watch::config().labels(super::job::RUN_LABEL),
+        health.optional_watch("analysis/Job"),
+    );
     Controller::for_stream(run_events.applied_objects(), runs.store)
         .with_config(controller::Config::default().concurrency(concurrency))
         .trigger_backoff(crate::runtime::watch::EachWatchBacksOff)
+        .owns_stream(jobs.touched_objects())
         .reconcile_all_on(became_leader(&leadership))
         .shutdown_on_signal()
         .run(reconcile, error_policy, context)

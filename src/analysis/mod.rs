@@ -5,6 +5,7 @@ pub mod args;
 pub mod assess;
 pub mod controller;
 pub mod hosts;
+pub mod job;
 pub mod prometheus;
 pub mod provider;
 pub mod reconcile;

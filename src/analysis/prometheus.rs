@@ -12,7 +12,7 @@ use serde::Deserialize;
 
 use super::args::substitute;
 use super::provider::{
-    Env, Gates, Provider, Ready, Unready, causes, read_bounded, read_secret, shown, truncate,
+    Env, Gates, Provider, Ready, Taken, Unready, causes, read_bounded, read_secret, shown, truncate,
 };
 use crate::api::analysis::{PrometheusAuthentication, PrometheusMetric, SecretKeyRef};
 use crate::verdict::{self, QueryValue};
@@ -252,7 +252,9 @@ impl Provider for PrometheusMetric {
             Ok(Ready {
                 recorded: filled.recorded,
                 secrets,
-                take: Box::pin(async move { self::query(&http, &gates, &query).await }),
+                take: Box::pin(async move {
+                    self::query(&http, &gates, &query).await.map(Taken::Value)
+                }),
             })
         })
     }

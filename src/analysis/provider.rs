@@ -15,7 +15,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::args::ArgValue;
 use super::hosts::AllowedHosts;
-use crate::api::analysis::{Metric, MetricProvider, SecretKeyRef};
+use crate::api::analysis::{AnalysisPhase, AnalysisRun, Metric, MetricProvider, SecretKeyRef};
 use crate::verdict::QueryValue;
 
 /// Longest part of a server's own error text copied into a measurement's message.
@@ -26,6 +26,8 @@ pub const DEFAULT_QUERIES_PER_ADDRESS: u16 = 8;
 /// What every measurement shares: the HTTP clients, the per-server gates and the operator's
 /// flags.
 pub struct Shared {
+    /// The API server, for providers that make objects (`job`).
+    pub client: kube::Client,
     /// One connection pool for every request; no redirects (an allowed address that
     /// redirects would take the request, and its credentials, to a host never checked).
     pub http: reqwest::Client,
@@ -40,7 +42,10 @@ pub struct Shared {
 
 /// One metric of one run, as a provider prepares it.
 pub struct Env<'a> {
+    pub run: &'a AnalysisRun,
     pub metric: &'a Metric,
+    /// Which of the metric's measurements this is, from 1.
+    pub measurement: i32,
     /// `spec.metrics[i] (metric "name")`, for messages.
     pub at: &'a str,
     /// Every argument's value, Secret-valued ones marked.
@@ -69,7 +74,21 @@ pub struct Ready {
     /// Secret values (arguments, credentials) to keep out of every message.
     pub secrets: Vec<String>,
     /// Takes the measurement, within the provider's timeout.
-    pub take: BoxFuture<'static, Result<QueryValue, String>>,
+    pub take: BoxFuture<'static, Result<Taken, String>>,
+}
+
+/// What taking a measurement gave.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Taken {
+    /// A value, for the metric's conditions to judge.
+    Value(QueryValue),
+    /// A verdict the provider reached itself (a Job succeeded or failed).
+    Judged {
+        phase: AnalysisPhase,
+        message: String,
+    },
+    /// Under way (a Job still running): nothing to record yet; look again soon.
+    UnderWay,
 }
 
 /// Why a due metric is not measured this time.
@@ -97,7 +116,10 @@ pub fn of(provider: &MetricProvider) -> Option<&dyn Provider> {
     if let Some(prometheus) = &provider.prometheus {
         return Some(prometheus);
     }
-    provider.web.as_ref().map(|web| web as &dyn Provider)
+    if let Some(web) = &provider.web {
+        return Some(web);
+    }
+    provider.job.as_ref().map(|job| job as &dyn Provider)
 }
 
 /// A Secret key's value, or why it cannot be had (missing, unreadable, not text).

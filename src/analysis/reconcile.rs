@@ -17,7 +17,7 @@ use tracing::{info, instrument};
 
 use super::args::ArgValue;
 use super::assess::{self, Schedule};
-use super::provider::{self, Env, Ready, Shared, Unready, read_secret};
+use super::provider::{self, Env, Ready, Shared, Taken, Unready, read_secret};
 use crate::api::analysis::{AnalysisPhase, AnalysisRun, AnalysisRunStatus, Measurement, Metric};
 use crate::runtime::error::{Backoff, Controller};
 use crate::runtime::leader::Leadership;
@@ -27,6 +27,8 @@ use crate::validate;
 use crate::verdict;
 
 const RESYNC: Duration = Duration::from_secs(300);
+/// How soon a measurement under way (a Job running) is looked at again at the latest.
+const UNDER_WAY_CHECK: chrono::TimeDelta = chrono::TimeDelta::seconds(5);
 /// What a reconcile may take beyond its slowest query (each bounded by its own timeout).
 const STALL_LIMIT: Duration = Duration::from_secs(20);
 /// How long one verdict may take. Validation holds every condition to an estimate of 10 ms
@@ -190,6 +192,7 @@ async fn measure_due(
         return None;
     }
     let (due, _) = assess::due(&schedules, status, now);
+    let mut under_way = false;
     if !due.is_empty() {
         let secrets: Api<Secret> =
             Api::namespaced(ctx.client.clone(), &run.namespace().unwrap_or_default());
@@ -216,12 +219,21 @@ async fn measure_due(
         let measurements =
             futures::future::join_all(prepared.into_iter().map(|p| measure(ctx, p))).await;
         for (index, measurement) in indices.into_iter().zip(measurements) {
-            assess::record(status, &schedules[index], measurement);
+            match measurement {
+                Some(measurement) => assess::record(status, &schedules[index], measurement),
+                None => under_way = true,
+            }
         }
     }
     let now = Utc::now();
     assess::conclude(status, &schedules, false, now);
-    assess::due(&schedules, status, now).1
+    let later = assess::due(&schedules, status, now).1;
+    if under_way {
+        // Its Job's events wake the run too; this is the floor should one be missed.
+        let soon = now + UNDER_WAY_CHECK;
+        return Some(later.map_or(soon, |l| l.min(soon)));
+    }
+    later
 }
 
 /// An Error measurement for a metric that could not be queried.
@@ -296,8 +308,17 @@ async fn prepare(
     let Some(provider) = provider::of(&metric.provider) else {
         return Err(Unready::Never(format!("{at}: no provider weir has")));
     };
+    // The measurement about to be taken, counting those recorded.
+    let measurement = run
+        .status
+        .as_ref()
+        .and_then(|s| s.metric_results.iter().find(|r| r.name == metric.name))
+        .map_or(0, |r| r.count)
+        + 1;
     let env = Env {
+        run,
         metric,
+        measurement,
         at: &at,
         args: values,
         secrets,
@@ -310,16 +331,19 @@ async fn prepare(
     })
 }
 
-/// One measurement: take it, judge it, and the record of both.
-async fn measure(ctx: &Context, prepared: Prepared) -> Measurement {
+/// One measurement: take it, judge it, and the record of both; None while it is under way
+/// (a Job still running), when there is nothing to record yet.
+async fn measure(ctx: &Context, prepared: Prepared) -> Option<Measurement> {
     let started = Utc::now();
     let answer = prepared.ready.take.await;
     let (phase, value, message) = match answer {
-        Ok(value) => {
+        Ok(Taken::Value(value)) => {
             let shown = value.to_string();
             let verdict = judge_off_the_workers(&prepared.metric, value, JUDGE_LIMIT).await;
             (verdict.phase, Some(shown), verdict.message)
         }
+        Ok(Taken::Judged { phase, message }) => (phase, None, message),
+        Ok(Taken::UnderWay) => return None,
         Err(why) => (AnalysisPhase::Error, None, why),
     };
     let finished = Utc::now();
@@ -330,14 +354,14 @@ async fn measure(ctx: &Context, prepared: Prepared) -> Measurement {
     ctx.metrics
         .observe_measurement(phase, (finished - started).to_std().unwrap_or_default());
     info!(metric = %prepared.metric.name, ?phase, value = value.as_deref().unwrap_or("-"), %message, "measured");
-    Measurement {
+    Some(Measurement {
         phase,
         value,
         query: Some(prepared.ready.recorded),
         message: Some(message),
         started_at: to_k8s(started),
         finished_at: Some(to_k8s(finished)),
-    }
+    })
 }
 
 /// Judges on tokio's blocking pool, within `limit`: CEL runs as long as its input makes it,

@@ -12,8 +12,8 @@ use jsonpath_rust::JsonPath;
 use reqwest::header::{HeaderName, HeaderValue};
 use serde_json::Value;
 
-use super::args::{ArgValue, substitute};
-use super::provider::{Env, Provider, Ready, Unready, causes, read_bounded, shown};
+use super::args::{substitute, substitute_json};
+use super::provider::{Env, Provider, Ready, Taken, Unready, causes, read_bounded, shown};
 use crate::api::analysis::{WebMetric, json_path_query};
 use crate::verdict::{self, QueryValue};
 
@@ -65,30 +65,6 @@ pub fn select(answer: &Value, json_path: Option<&str>) -> Result<QueryValue, Str
         return Err(why);
     }
     Ok(QueryValue::Json(selected))
-}
-
-/// `jsonBody` with `{{args.NAME}}` filled in its strings (never in its structure, so an
-/// argument cannot change the document's shape).
-fn fill_json(
-    value: &Value,
-    args: &std::collections::BTreeMap<String, ArgValue>,
-) -> Result<Value, String> {
-    Ok(match value {
-        Value::String(text) => Value::String(substitute(text, args)?.sent),
-        Value::Array(items) => Value::Array(
-            items
-                .iter()
-                .map(|v| fill_json(v, args))
-                .collect::<Result<_, _>>()?,
-        ),
-        Value::Object(fields) => Value::Object(
-            fields
-                .iter()
-                .map(|(k, v)| Ok((k.clone(), fill_json(v, args)?)))
-                .collect::<Result<_, String>>()?,
-        ),
-        other => other.clone(),
-    })
 }
 
 impl Provider for WebMetric {
@@ -144,7 +120,8 @@ impl Provider for WebMetric {
                     false,
                 )),
                 (None, Some(json)) => {
-                    let filled = fill_json(json, env.args).map_err(|why| never("jsonBody", why))?;
+                    let filled =
+                        substitute_json(json, env.args).map_err(|why| never("jsonBody", why))?;
                     Some((filled.to_string(), true))
                 }
                 (None, None) => None,
@@ -173,14 +150,15 @@ impl Provider for WebMetric {
                         send(&http, &request).await
                     })
                     .await;
-                    waited.unwrap_or_else(|_| {
+                    let answer = waited.unwrap_or_else(|_| {
                         Err(format!(
                             "{} did not answer within {} (requests to one server wait their turn, {} at a time: --max-queries-per-address)",
                             request.shown_url,
                             shown(request.timeout),
                             gates.per_address()
                         ))
-                    })
+                    });
+                    answer.map(Taken::Value)
                 }),
             })
         })

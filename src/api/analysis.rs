@@ -161,8 +161,8 @@ pub struct ThresholdRange {
     pub max: Option<f64>,
 }
 
-/// Where measurements come from: exactly one provider. weir has Prometheus and web; Argo's
-/// other providers (job, datadog, ...) are reported as unsupported.
+/// Where measurements come from: exactly one provider. weir has Prometheus, web and job;
+/// Argo's other providers (datadog, newRelic, ...) are reported as unsupported.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 #[schemars(transform = keep_unknown_fields)]
@@ -171,6 +171,8 @@ pub struct MetricProvider {
     pub prometheus: Option<PrometheusMetric>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub web: Option<WebMetric>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job: Option<JobMetric>,
     #[serde(flatten)]
     #[schemars(skip)]
     pub unsupported: Unsupported,
@@ -238,6 +240,34 @@ pub struct WebMetric {
     #[serde(flatten)]
     #[schemars(skip)]
     pub unsupported: Unsupported,
+}
+
+/// Argo's `job` provider: a Kubernetes Job made from `spec` (`{{args.NAME}}` filled in its
+/// strings) in the run's namespace, owned by the run; the Job succeeding is a Successful
+/// measurement, failing a Failed one.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(transform = keep_unknown_fields)]
+pub struct JobMetric {
+    /// Labels and annotations for the Job.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<JobMetadata>,
+    /// A `batch/v1` JobSpec, as in a Job.
+    #[schemars(schema_with = "crate::api::schema::any_json")]
+    pub spec: serde_json::Value,
+    #[serde(flatten)]
+    #[schemars(skip)]
+    pub unsupported: Unsupported,
+}
+
+/// Labels and annotations for the Job a `job` metric makes.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct JobMetadata {
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub labels: std::collections::BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub annotations: std::collections::BTreeMap<String, String>,
 }
 
 /// Argo's `jsonPath` (Kubernetes' template form, `{$.data.ok}` or `{.data.ok}`) as the

@@ -2,7 +2,10 @@
 //! Pending forever. It marks every Pod Running and Ready, the way a kubelet reports a healthy
 //! container, unless the Pod is annotated `sim.weir.dev/ready: "false"`: then the Pod runs
 //! but never becomes Ready, like a crash-looping version. The ReplicaSet controller counts
-//! what it reports, so rollouts see ready and unready canaries as on a real node.
+//! what it reports, so rollouts see ready and unready canaries as on a real node. A Job's Pod
+//! runs to completion at once: Succeeded, or Failed when annotated `sim.weir.dev/exit-code`
+//! with anything but "0" (its container's exit code), so the Job controller judges it as it
+//! would a real one.
 
 use std::sync::Arc;
 
@@ -15,6 +18,7 @@ use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
 
 pub const READY_ANNOTATION: &str = "sim.weir.dev/ready";
+pub const EXIT_CODE_ANNOTATION: &str = "sim.weir.dev/exit-code";
 
 /// How many Pods to report on at once.
 const CONCURRENCY: usize = 16;
@@ -30,6 +34,13 @@ pub fn should_be_ready(pod: &Pod) -> bool {
 pub fn status_patch(pod: &Pod, now: &Time) -> Option<Value> {
     if pod.metadata.deletion_timestamp.is_some() {
         return None;
+    }
+    if pod
+        .owner_references()
+        .iter()
+        .any(|o| o.kind == "Job" && o.api_version == "batch/v1")
+    {
+        return completed(pod, now);
     }
     let ready = should_be_ready(pod);
     let status = pod.status.clone().unwrap_or_default();
@@ -86,6 +97,59 @@ pub fn status_patch(pod: &Pod, now: &Time) -> Option<Value> {
                 {"type": "Initialized", "status": "True", "lastTransitionTime": since("Initialized", "True")},
                 {"type": "ContainersReady", "status": ready_word, "lastTransitionTime": since("ContainersReady", ready_word)},
                 {"type": "Ready", "status": ready_word, "lastTransitionTime": since("Ready", ready_word)},
+            ],
+            "containerStatuses": container_statuses,
+        }
+    }))
+}
+
+/// The status of a Job's Pod that ran to completion: its exit code from the annotation (0
+/// when there is none); None once it reports that.
+fn completed(pod: &Pod, now: &Time) -> Option<Value> {
+    let status = pod.status.clone().unwrap_or_default();
+    if matches!(status.phase.as_deref(), Some("Succeeded" | "Failed")) {
+        return None;
+    }
+    let code: i32 = pod
+        .annotations()
+        .get(EXIT_CODE_ANNOTATION)
+        .and_then(|c| c.trim().parse().ok())
+        .unwrap_or(0);
+    let (phase, reason) = if code == 0 {
+        ("Succeeded", "Completed")
+    } else {
+        ("Failed", "Error")
+    };
+    let started = status.start_time.unwrap_or_else(|| now.clone());
+    let containers = pod
+        .spec
+        .as_ref()
+        .map(|s| s.containers.as_slice())
+        .unwrap_or_default();
+    let container_statuses: Vec<Value> = containers
+        .iter()
+        .map(|container| {
+            json!({
+                "name": container.name,
+                "image": container.image.clone().unwrap_or_default(),
+                "imageID": "",
+                "ready": false,
+                "started": false,
+                "restartCount": 0,
+                "state": {"terminated": {"exitCode": code, "reason": reason,
+                    "startedAt": started, "finishedAt": now}},
+            })
+        })
+        .collect();
+    Some(json!({
+        "status": {
+            "phase": phase,
+            "startTime": started,
+            "conditions": [
+                {"type": "PodScheduled", "status": "True", "lastTransitionTime": now},
+                {"type": "Initialized", "status": "True", "lastTransitionTime": now},
+                {"type": "ContainersReady", "status": "False", "reason": "PodCompleted", "lastTransitionTime": now},
+                {"type": "Ready", "status": "False", "reason": "PodCompleted", "lastTransitionTime": now},
             ],
             "containerStatuses": container_statuses,
         }
@@ -275,5 +339,44 @@ mod tests {
         let mut pod = pod(&[]);
         pod.metadata.deletion_timestamp = Some(time(50));
         assert_eq!(status_patch(&pod, &time(100)), None);
+    }
+
+    fn job_pod(annotations: &[(&str, &str)]) -> Pod {
+        let mut pod = pod(annotations);
+        pod.metadata.owner_references = Some(vec![
+            k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
+                api_version: "batch/v1".into(),
+                kind: "Job".into(),
+                name: "check-1".into(),
+                uid: "u".into(),
+                controller: Some(true),
+                ..Default::default()
+            },
+        ]);
+        pod
+    }
+
+    #[test]
+    fn a_jobs_pod_runs_to_completion_with_its_exit_code() {
+        let now = Time(k8s_openapi::jiff::Timestamp::now());
+        for (annotations, phase, code) in [
+            (vec![], "Succeeded", 0),
+            (vec![(EXIT_CODE_ANNOTATION, "0")], "Succeeded", 0),
+            (vec![(EXIT_CODE_ANNOTATION, "3")], "Failed", 3),
+        ] {
+            let mut pod = job_pod(&annotations);
+            let patch = status_patch(&pod, &now).expect("a patch");
+            assert_eq!(patch["status"]["phase"], phase);
+            assert_eq!(
+                patch["status"]["containerStatuses"][0]["state"]["terminated"]["exitCode"],
+                code
+            );
+            // Reported once: a finished Pod is left as it is.
+            pod.status = serde_json::from_value(patch["status"].clone()).expect("a status");
+            assert_eq!(status_patch(&pod, &now), None);
+        }
+        // A Pod no Job owns still runs.
+        let patch = status_patch(&pod(&[]), &now).expect("a patch");
+        assert_eq!(patch["status"]["phase"], "Running");
     }
 }

@@ -266,7 +266,7 @@ fn check_metric(report: &mut Report, at: &str, metric: &Metric, declared_args: &
             }
             _ => {}
         },
-        None if !conditions => report.required(
+        None if !conditions && metric.provider.job.is_none() => report.required(
             format!("{at}.successCondition"),
             "a metric needs successCondition, failureCondition or thresholdRange, or it could never fail",
         ),
@@ -372,23 +372,82 @@ fn check_metric(report: &mut Report, at: &str, metric: &Metric, declared_args: &
                 }
             }
         }
-        None if metric.provider.web.is_some() => {}
+        None if metric.provider.web.is_some() || metric.provider.job.is_some() => {}
         None if metric.provider.unsupported.is_empty() => {
             report.required(
                 format!("{at}.provider"),
-                "a metric needs a provider; weir has prometheus and web",
+                "a metric needs a provider; weir has prometheus, web and job",
             );
         }
         None => {}
     }
+    let providers = [
+        metric.provider.prometheus.is_some(),
+        metric.provider.web.is_some(),
+        metric.provider.job.is_some(),
+    ];
+    if providers.iter().filter(|p| **p).count() > 1 {
+        report.invalid(
+            format!("{at}.provider"),
+            "takes exactly one provider: prometheus, web or job",
+        );
+    }
     if let Some(web) = &metric.provider.web {
-        if metric.provider.prometheus.is_some() {
+        check_web(report, &format!("{at}.provider.web"), web, declared_args);
+    }
+    if let Some(job) = &metric.provider.job {
+        if metric.success_condition.is_some()
+            || metric.failure_condition.is_some()
+            || metric.threshold_range.is_some()
+        {
             report.invalid(
-                format!("{at}.provider"),
-                "takes exactly one provider: prometheus or web",
+                format!("{at}.successCondition"),
+                "a job metric is judged by its Job (completed: Successful, failed: Failed); remove successCondition, failureCondition and thresholdRange",
             );
         }
-        check_web(report, &format!("{at}.provider.web"), web, declared_args);
+        check_job(report, &format!("{at}.provider.job"), job, declared_args);
+    }
+}
+
+/// Argo's `job` provider: a `batch/v1` JobSpec whose Pods run to completion
+/// (`restartPolicy` Never or OnFailure, as the API server requires of a Job), every
+/// `{{args.NAME}}` in it declared.
+fn check_job(
+    report: &mut Report,
+    at: &str,
+    job: &crate::api::analysis::JobMetric,
+    declared_args: &BTreeSet<&str>,
+) {
+    report.unsupported(at, &job.unsupported);
+    for text in json_strings(&job.spec) {
+        for name in placeholders(&text) {
+            if !declared_args.contains(name) {
+                report.invalid(
+                    format!("{at}.spec"),
+                    format!("uses {{{{args.{name}}}}} but spec.args declares no argument {name:?}"),
+                );
+            }
+        }
+    }
+    let spec: k8s_openapi::api::batch::v1::JobSpec = match serde_json::from_value(job.spec.clone())
+    {
+        Ok(spec) => spec,
+        Err(error) => {
+            return report.invalid(format!("{at}.spec"), format!("is not a Job spec: {error}"));
+        }
+    };
+    let pod = spec.template.spec.unwrap_or_default();
+    if pod.containers.is_empty() {
+        report.required(
+            format!("{at}.spec.template.spec.containers"),
+            "a Job needs a container to run",
+        );
+    }
+    if !matches!(pod.restart_policy.as_deref(), Some("Never" | "OnFailure")) {
+        report.invalid(
+            format!("{at}.spec.template.spec.restartPolicy"),
+            "a Job's Pods must have restartPolicy Never or OnFailure (the API server refuses any other)",
+        );
     }
 }
 

@@ -685,7 +685,7 @@ fn metrics_need_unique_names_a_provider_and_a_query() {
         "metrics": [
             {"name": "m", "successCondition": "true", "provider": {}},
             {"name": "m", "successCondition": "true", "provider": {"prometheus": {"query": " ", "address": "prometheus:9090", "timeout": 0}}},
-            {"name": "j", "successCondition": "true", "provider": {"job": {"spec": {}}}}
+            {"name": "d", "successCondition": "true", "provider": {"datadog": {"query": "x"}}}
         ]
     }));
     assert_only(
@@ -697,7 +697,7 @@ fn metrics_need_unique_names_a_provider_and_a_query() {
             (Invalid, "spec.metrics[1].name"),
             (Invalid, "spec.metrics[1].provider.prometheus.address"),
             (Invalid, "spec.metrics[1].provider.prometheus.timeout"),
-            (Unsup, "spec.metrics[2].provider.job"),
+            (Unsup, "spec.metrics[2].provider.datadog"),
         ],
     );
     assert_only(
@@ -741,6 +741,47 @@ fn web_metrics_take_argos_fields_and_are_checked_field_by_field() {
             (Invalid, "spec.metrics[0].provider.web.url"),
             (Invalid, "spec.metrics[1].provider"),
             (Unsup, "spec.metrics[0].provider.web.authentication"),
+        ],
+    );
+}
+
+#[test]
+fn job_metrics_take_argos_fields_and_are_checked_field_by_field() {
+    // As Argo documents the job provider: defaults left out.
+    let spec = template_from(json!({
+        "args": [{"name": "service"}],
+        "metrics": [{"name": "smoke", "failureLimit": 1,
+            "provider": {"job": {"spec": {"backoffLimit": 1, "template": {"spec": {
+                "containers": [{"name": "smoke", "image": "curlimages/curl",
+                    "command": ["curl", "-f", "http://{{args.service}}/health"]}],
+                "restartPolicy": "Never"}}}}}}]
+    }));
+    assert_only(analysis_template(&spec), &[]);
+    let spec = template_from(json!({
+        "metrics": [
+            {"name": "a", "successCondition": "result == true",
+             "provider": {"job": {"spec": {"template": {"spec": {
+                "containers": [{"name": "c", "image": "i", "args": ["{{args.nope}}"]}]}}}}}},
+            {"name": "b", "provider": {"job": {"spec": {"backoffLimit": "many"}}}},
+            {"name": "c", "provider": {"job": {"spec": {"template": {"spec": {"containers": [],
+                "restartPolicy": "Never"}}}}, "web": {"url": "http://x"}}}
+        ]
+    }));
+    assert_only(
+        analysis_template(&spec),
+        &[
+            (
+                Required,
+                "spec.metrics[2].provider.job.spec.template.spec.containers",
+            ),
+            (Invalid, "spec.metrics[0].provider.job.spec"),
+            (
+                Invalid,
+                "spec.metrics[0].provider.job.spec.template.spec.restartPolicy",
+            ),
+            (Invalid, "spec.metrics[0].successCondition"),
+            (Invalid, "spec.metrics[1].provider.job.spec"),
+            (Invalid, "spec.metrics[2].provider"),
         ],
     );
 }

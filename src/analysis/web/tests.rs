@@ -6,8 +6,9 @@ use std::sync::Arc;
 use serde_json::json;
 
 use super::*;
+use crate::analysis::args::ArgValue;
 use crate::analysis::hosts::AllowedHosts;
-use crate::analysis::provider::{Gates, Shared};
+use crate::analysis::provider::{Gates, Shared, Taken};
 use crate::api::analysis::{AnalysisPhase, Header, Metric};
 
 /// An endpoint on a real socket that answers one request with `answer` (status line,
@@ -58,6 +59,7 @@ fn shared(allowed: AllowedHosts) -> Shared {
         .build()
         .expect("a client");
     Shared {
+        client: client(),
         http: http.clone(),
         insecure_http: http,
         gates: Arc::new(Gates::new(8)),
@@ -66,11 +68,14 @@ fn shared(allowed: AllowedHosts) -> Shared {
     }
 }
 
-/// Secrets are never read by the web provider; an Api that reaches nothing will do.
-fn secrets() -> kube::Api<k8s_openapi::api::core::v1::Secret> {
+/// The web provider never calls the API server; a client that reaches nothing will do.
+fn client() -> kube::Client {
     let config = kube::Config::new("http://127.0.0.1:1".parse().expect("a URL"));
-    let client = kube::Client::try_from(config).expect("a client");
-    kube::Api::namespaced(client, "shop")
+    kube::Client::try_from(config).expect("a client")
+}
+
+fn secrets() -> kube::Api<k8s_openapi::api::core::v1::Secret> {
+    kube::Api::namespaced(client(), "shop")
 }
 
 fn metric(web: serde_json::Value) -> Metric {
@@ -103,8 +108,11 @@ async fn prepare(metric: &Metric, shared: &Shared) -> Result<Ready, Unready> {
     let web = metric.provider.web.as_ref().expect("a web metric");
     let args = args();
     let secrets = secrets();
+    let run = crate::api::analysis::AnalysisRun::new("run", Default::default());
     let env = Env {
+        run: &run,
         metric,
+        measurement: 1,
         at: "spec.metrics[0] (metric \"web\")",
         args: &args,
         secrets: &secrets,
@@ -166,7 +174,9 @@ async fn a_web_metric_sends_its_request_with_arguments_and_judges_the_selected_j
         format!("{address}/measure?service=checkout")
     );
     assert!(ready.secrets.contains(&"s3cr3t-token".to_owned()));
-    let value = ready.take.await.expect("a value");
+    let Ok(Taken::Value(value)) = ready.take.await else {
+        panic!("a value");
+    };
     assert_eq!(value, QueryValue::Json(json!({"ok": true, "rate": 0.97})));
     let verdict = crate::verdict::judge(&metric, &value);
     assert_eq!(verdict.phase, AnalysisPhase::Successful, "{verdict:?}");
