@@ -808,17 +808,19 @@ async fn a_web_metric_gates_the_canary_passing_then_failing() {
         template(
             "web-check",
             json!({"name": "web-check", "interval": "1s", "count": 3,
-                "successCondition": "result.ok && result.successPercent >= 0.90",
+                "successCondition": "result.ok && result.successPercent >= {{args.min}}",
                 "provider": {"web": {
                     "url": format!("http://{}/api/v1/measurement?service={{{{args.service}}}}", server.address),
                     "headers": [{"key": "X-Service", "value": "{{args.service}}"}],
                     "jsonPath": "{$.data}"}}}),
-            json!([{"name": "service"}]),
+            json!([{"name": "service"}, {"name": "min"}]),
         ),
     )
     .await;
+    // The threshold is an argument too, filled in the condition as Argo fills it.
     let steps = json!([{"setWeight": 20},
-        analysis_step("web-check", json!([{"name": "service", "value": "checkout"}])),
+        analysis_step("web-check", json!([{"name": "service", "value": "checkout"},
+            {"name": "min", "value": "0.90"}])),
         {"setWeight": 60}]);
     start_canary(&ns, &steps, &json!({})).await;
     healthy_on(&ns, "web:2").await;

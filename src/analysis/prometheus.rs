@@ -224,6 +224,24 @@ impl Provider for PrometheusMetric {
                     "{at}: no Prometheus address: set provider.prometheus.address, or start weir with --prometheus-url"
                 )));
             };
+            // An address built from arguments is checked once they are filled (a literal one
+            // was checked before anything was read).
+            let address = if address.contains("{{") {
+                let filled = substitute(&address, env.args).map_err(|why| {
+                    Unready::Never(format!("{at}.provider.prometheus.address: {why}"))
+                })?;
+                if let Err(why) = env.shared.allowed.check(&filled.sent) {
+                    let why = env.secret_args().iter().fold(why, |text, secret| {
+                        text.replace(secret.as_str(), "<secret>")
+                    });
+                    return Err(Unready::Never(format!(
+                        "{at}.provider.prometheus.address: {why}; use an address the operator allows, or ask them to add it to --allowed-metric-hosts. Nothing was sent"
+                    )));
+                }
+                filled.sent
+            } else {
+                address
+            };
             let filled = substitute(&self.query, env.args)
                 .map_err(|why| Unready::Never(format!("{at}.provider.prometheus.query: {why}")))?;
             let mut headers = Vec::new();

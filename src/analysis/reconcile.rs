@@ -326,9 +326,43 @@ async fn prepare(
     };
     let ready = provider.prepare(&env).await?;
     Ok(Prepared {
-        metric: metric.clone(),
+        metric: with_conditions_filled(metric, &at, values)?,
         ready,
     })
+}
+
+/// The metric with `{{args.NAME}}` filled in its conditions, as Argo fills them, and each
+/// checked again as validation checks one (a value can make a condition invalid or costly).
+/// Secret-valued arguments are masked in any refusal.
+fn with_conditions_filled(
+    metric: &Metric,
+    at: &str,
+    values: &BTreeMap<String, ArgValue>,
+) -> Result<Metric, Unready> {
+    let mut filled = metric.clone();
+    for (field, condition) in [
+        ("successCondition", &mut filled.success_condition),
+        ("failureCondition", &mut filled.failure_condition),
+    ] {
+        let Some(text) = condition.as_mut().filter(|t| t.contains("{{")) else {
+            continue;
+        };
+        let substituted = super::args::substitute(text, values)
+            .map_err(|why| Unready::Never(format!("{at}.{field}: {why}")))?;
+        if let Err(why) = verdict::check_condition(&substituted.sent) {
+            // The checker's words may quote the text: no Secret value leaves in them.
+            let why = values
+                .values()
+                .filter(|v| v.secret && !v.value.is_empty())
+                .fold(why, |text, v| text.replace(v.value.as_str(), "<secret>"));
+            return Err(Unready::Never(format!(
+                "{at}.{field}, its arguments filled (`{}`): {why}",
+                substituted.recorded
+            )));
+        }
+        *text = substituted.sent;
+    }
+    Ok(filled)
 }
 
 /// One measurement: take it, judge it, and the record of both; None while it is under way

@@ -187,8 +187,9 @@ pub fn cluster_analysis_template(spec: &AnalysisTemplateSpec) -> Vec<Violation> 
     report.finish()
 }
 
-/// `text` without its `{{args.NAME}}` placeholders (an unterminated `{{` stays text).
-fn placeholders_removed(text: &str) -> String {
+/// `text` with each `{{args.NAME}}` placeholder written as `stand_in` (other `{{...}}` and
+/// an unterminated `{{` stay text).
+fn placeholders_as(text: &str, stand_in: &str) -> String {
     let mut kept = String::new();
     let mut rest = text;
     while let Some(start) = rest.find("{{") {
@@ -197,11 +198,18 @@ fn placeholders_removed(text: &str) -> String {
         kept.push_str(&rest[..start]);
         if after[..end].trim().strip_prefix("args.").is_none() {
             kept.push_str(&rest[start..start + 2 + end + 2]);
+        } else {
+            kept.push_str(stand_in);
         }
         rest = &after[end + 2..];
     }
     kept.push_str(rest);
     kept
+}
+
+/// `text` without its `{{args.NAME}}` placeholders.
+fn placeholders_removed(text: &str) -> String {
+    placeholders_as(text, "")
 }
 
 fn check_metric(report: &mut Report, at: &str, metric: &Metric, declared_args: &BTreeSet<&str>) {
@@ -282,7 +290,17 @@ fn check_metric(report: &mut Report, at: &str, metric: &Metric, declared_args: &
                 "is empty; write an expression such as result[0] >= 0.95",
             ),
             Some(c) => {
-                if let Err(error) = crate::verdict::check_condition(c) {
+                // `{{args.NAME}}` is filled before the condition is judged (and checked again
+                // then); here each stands for a number, so the rest is checked now.
+                for name in placeholders(c) {
+                    if !declared_args.contains(name) {
+                        report.invalid(
+                            format!("{at}.{field}"),
+                            format!("uses {{{{args.{name}}}}} but spec.args declares no argument {name:?}"),
+                        );
+                    }
+                }
+                if let Err(error) = crate::verdict::check_condition(&placeholders_as(c, "0")) {
                     report.invalid(format!("{at}.{field}"), error);
                 }
             }
@@ -307,8 +325,20 @@ fn check_metric(report: &mut Report, at: &str, metric: &Metric, declared_args: &
                     );
                 }
             }
+            if let Some(address) = &prometheus.address {
+                for name in placeholders(address) {
+                    if !declared_args.contains(name) {
+                        report.invalid(
+                            format!("{at}.address"),
+                            format!("uses {{{{args.{name}}}}} but spec.args declares no argument {name:?}"),
+                        );
+                    }
+                }
+            }
             if let Some(address) = &prometheus.address
-                && !(address.starts_with("http://") || address.starts_with("https://"))
+                && !["{{", "http://", "https://"]
+                    .iter()
+                    .any(|start| address.starts_with(start))
             {
                 report.invalid(
                     format!("{at}.address"),

@@ -787,6 +787,28 @@ fn job_metrics_take_argos_fields_and_are_checked_field_by_field() {
 }
 
 #[test]
+fn arguments_fill_conditions_and_addresses_as_argo_fills_them() {
+    let spec = template_from(json!({
+        "args": [{"name": "min"}, {"name": "prometheus"}],
+        "metrics": [{"name": "a", "successCondition": "result[0] >= {{ args.min }}",
+            "failureCondition": "result[0] < {{args.min}} / 2",
+            "provider": {"prometheus": {"address": "{{args.prometheus}}", "query": "up"}}}]
+    }));
+    assert_only(analysis_template(&spec), &[]);
+    let spec = template_from(json!({
+        "metrics": [{"name": "a", "successCondition": "result[0] >= {{args.min}}",
+            "provider": {"prometheus": {"address": "http://{{args.host}}:9090", "query": "up"}}}]
+    }));
+    assert_only(
+        analysis_template(&spec),
+        &[
+            (Invalid, "spec.metrics[0].provider.prometheus.address"),
+            (Invalid, "spec.metrics[0].successCondition"),
+        ],
+    );
+}
+
+#[test]
 fn placeholders_are_found_with_or_without_spaces() {
     assert_eq!(
         placeholders("a{{args.x}}b{{ args.y }}{{input.z}}{{args.w"),

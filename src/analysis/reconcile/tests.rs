@@ -39,3 +39,59 @@ async fn a_judge_past_its_limit_is_an_error_and_the_worker_is_free() {
     );
     assert!(started.elapsed() < Duration::from_secs(1));
 }
+
+fn values(pairs: &[(&str, &str, bool)]) -> BTreeMap<String, ArgValue> {
+    pairs
+        .iter()
+        .map(|(name, value, secret)| {
+            (
+                (*name).to_owned(),
+                ArgValue {
+                    value: (*value).to_owned(),
+                    secret: *secret,
+                },
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn conditions_are_judged_with_their_arguments_filled_and_checked_again() {
+    let at = "spec.metrics[0] (metric \"m\")";
+    let filled = with_conditions_filled(
+        &metric("result[0] >= {{args.min}}"),
+        at,
+        &values(&[("min", "0.95", false)]),
+    )
+    .expect("filled");
+    assert_eq!(
+        filled.success_condition.as_deref(),
+        Some("result[0] >= 0.95")
+    );
+    assert_eq!(
+        verdict::judge(&filled, &verdict::QueryValue::Vector(vec![0.97])).phase,
+        AnalysisPhase::Successful
+    );
+    // A value that makes the condition what validation would refuse is refused now, naming
+    // the field, with a Secret value masked.
+    let Err(Unready::Never(why)) = with_conditions_filled(
+        &metric("result[0] >= {{args.min}}"),
+        at,
+        &values(&[("min", "result.all(a, result.all(b, a < b))", true)]),
+    ) else {
+        panic!("refused");
+    };
+    assert!(
+        why.contains("successCondition") && why.contains("<secret>"),
+        "{why}"
+    );
+    assert!(!why.contains("result.all(a"), "{why}");
+    // Without placeholders the metric is as it was.
+    let plain = metric("result[0] >= 0.9");
+    assert_eq!(
+        with_conditions_filled(&plain, at, &values(&[]))
+            .map(|m| m == plain)
+            .ok(),
+        Some(true)
+    );
+}
