@@ -109,6 +109,39 @@ fn scaled(whole: &str, fraction: &str, nanos_per_unit: u128) -> Option<u128> {
     Some(nanos)
 }
 
+/// A point in time as Argo's range queries write it in expr: `now()`, or `now()` plus or
+/// minus `duration("5m")`. The offset from now, in signed seconds (negative: the past).
+pub fn parse_relative_time(input: &str) -> Result<i64, String> {
+    let refuse = || {
+        Err(format!(
+            "{input:?} is not a time weir reads: write now(), or now() - duration(\"5m\") (Argo's expr forms)"
+        ))
+    };
+    let text: String = input.chars().filter(|c| !c.is_whitespace()).collect();
+    let Some(rest) = text.strip_prefix("now()") else {
+        return refuse();
+    };
+    if rest.is_empty() {
+        return Ok(0);
+    }
+    let (sign, rest) = match rest.split_at_checked(1) {
+        Some(("-", rest)) => (-1, rest),
+        Some(("+", rest)) => (1, rest),
+        _ => return refuse(),
+    };
+    let Some(quoted) = rest
+        .strip_prefix("duration(")
+        .and_then(|r| r.strip_suffix(')'))
+        .and_then(|r| r.strip_prefix('"').or_else(|| r.strip_prefix('\'')))
+        .and_then(|r| r.strip_suffix('"').or_else(|| r.strip_suffix('\'')))
+    else {
+        return refuse();
+    };
+    let offset = parse(quoted).map_err(|e| format!("{input:?}: {e}"))?;
+    let seconds = i64::try_from(offset.as_secs()).map_err(|_| format!("{input:?} is too far"))?;
+    Ok(sign * seconds)
+}
+
 /// Parses a field that takes integer seconds or a duration string (`pause.duration`).
 pub fn parse_int_or_string(value: &IntOrString) -> Result<Duration, DurationError> {
     match value {
@@ -240,6 +273,26 @@ mod tests {
         #[test]
         fn never_panics(text in "\\PC{0,12}") {
             let _ = parse(&text);
+        }
+    }
+
+    #[test]
+    fn argos_range_query_times_read_as_offsets_from_now() {
+        assert_eq!(parse_relative_time("now()"), Ok(0));
+        assert_eq!(parse_relative_time(r#"now() - duration("5m")"#), Ok(-300));
+        assert_eq!(
+            parse_relative_time(r#" now()-duration('1h30m') "#),
+            Ok(-5400)
+        );
+        assert_eq!(parse_relative_time(r#"now() + duration("30s")"#), Ok(30));
+        for refused in [
+            "",
+            "yesterday",
+            "now() - 5m",
+            r#"now() * duration("5m")"#,
+            r#"now() - duration("5 parsecs")"#,
+        ] {
+            assert!(parse_relative_time(refused).is_err(), "{refused:?}");
         }
     }
 }

@@ -936,3 +936,39 @@ async fn a_job_metric_gates_the_canary_passing_then_failing() {
     let text = message(&aborted);
     assert!(text.contains("smoke") && text.contains("failed"), "{text}");
 }
+
+#[tokio::test]
+async fn a_range_query_judges_every_value_over_its_span() {
+    let ns = TestNamespace::new(&client().await, "analysis-range").await;
+    let (_server, _target) = success_rate(&ns, 0.99).await;
+    let _controller = controller(&ns);
+    // As Argo documents range queries; the lookback an argument.
+    apply(
+        &ns,
+        template(
+            "success-rate",
+            json!({"name": "success-rate", "successCondition": "size(result) >= 2 && result.all(x, x >= 0.95)",
+                "provider": {"prometheus": {"query": query(&ns),
+                    "rangeQuery": {"start": "now() - duration(\"{{args.lookback}}\")",
+                        "end": "now()", "step": "1s"}}}}),
+            json!([{"name": "lookback", "value": "3s"}]),
+        ),
+    )
+    .await;
+    // Two seconds of samples at least, so the span holds several.
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    let steps =
+        json!([{"setWeight": 20}, analysis_step("success-rate", json!([])), {"setWeight": 60}]);
+    start_canary(&ns, &steps, &json!({})).await;
+    healthy_on(&ns, "web:2").await;
+    let run = run_where(&ns, "the passing run", |r| {
+        run_phase(r) == Some(AnalysisPhase::Successful)
+    })
+    .await;
+    let measurement = &run.status.clone().unwrap_or_default().metric_results[0].measurements[0];
+    let value = measurement.value.clone().unwrap_or_default();
+    assert!(
+        value.starts_with("[0.99, 0.99") && value.ends_with(']'),
+        "every value of the span: {value}"
+    );
+}

@@ -14,7 +14,7 @@ use super::args::substitute;
 use super::provider::{
     Env, Gates, Provider, Ready, Taken, Unready, causes, read_bounded, read_secret, shown, truncate,
 };
-use crate::api::analysis::{PrometheusAuthentication, PrometheusMetric, SecretKeyRef};
+use crate::api::analysis::{PrometheusAuthentication, PrometheusMetric, RangeQuery, SecretKeyRef};
 use crate::verdict::{self, QueryValue};
 
 /// Most bytes read of one answer. 10,000 samples with a dozen labels each take about 3 MiB;
@@ -28,9 +28,49 @@ const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 pub struct Query {
     pub address: String,
     pub query: String,
+    /// For a range query: its span.
+    pub range: Option<Span>,
     pub timeout: Duration,
     /// Extra headers, credentials included (`Authorization`), already resolved.
     pub headers: Vec<(String, String)>,
+}
+
+/// A range query's span: Unix seconds, and the step in seconds.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Span {
+    pub start: i64,
+    pub end: i64,
+    pub step: f64,
+}
+
+/// The span of `range` at `now` (Unix seconds), its texts' arguments filled; the reason when
+/// a bound or the step cannot be read, or the span is empty.
+pub fn span(
+    range: &RangeQuery,
+    args: &std::collections::BTreeMap<String, super::args::ArgValue>,
+    now: i64,
+) -> Result<Span, String> {
+    let fill = |field: &str, text: &str| {
+        substitute(text, args)
+            .map(|filled| filled.sent)
+            .map_err(|why| format!("rangeQuery.{field}: {why}"))
+    };
+    let bound = |field: &str, text: &str| -> Result<i64, String> {
+        let offset = crate::duration::parse_relative_time(&fill(field, text)?)
+            .map_err(|why| format!("rangeQuery.{field}: {why}"))?;
+        Ok(now.saturating_add(offset))
+    };
+    let (start, end) = (bound("start", &range.start)?, bound("end", &range.end)?);
+    let step = crate::duration::parse(&fill("step", &range.step)?)
+        .map_err(|why| format!("rangeQuery.step: {why}"))?
+        .as_secs_f64();
+    if step <= 0.0 {
+        return Err("rangeQuery.step must be more than 0".into());
+    }
+    if start > end {
+        return Err("rangeQuery.start is after rangeQuery.end".into());
+    }
+    Ok(Span { start, end, step })
 }
 
 /// Sends the query, within its timeout from the moment it waits for its turn at the address.
@@ -60,24 +100,38 @@ pub async fn query(
 async fn send(http: &reqwest::Client, request: &Query) -> Result<QueryValue, String> {
     let client = prometheus_http_query::Client::from(http.clone(), &request.address)
         .map_err(|e| format!("Prometheus address {:?}: {e}", request.address))?;
-    let mut builder = client
-        .query(&request.query)
-        // Prometheus stops evaluating when weir stops waiting.
-        .timeout(i64::try_from(request.timeout.as_millis()).unwrap_or(i64::MAX));
+    let mut headers = Vec::with_capacity(request.headers.len());
     for (name, value) in &request.headers {
         let name = HeaderName::from_bytes(name.as_bytes())
             .map_err(|_| format!("header name {name:?} is not a valid HTTP header name"))?;
         let mut value = HeaderValue::from_str(value)
             .map_err(|_| format!("the value of header {name} is not a valid HTTP header value"))?;
         value.set_sensitive(name == reqwest::header::AUTHORIZATION);
-        builder = builder.header(name, value);
+        headers.push((name, value));
     }
+    // Prometheus stops evaluating when weir stops waiting.
+    let timeout = i64::try_from(request.timeout.as_millis()).unwrap_or(i64::MAX);
     // POST keeps the query (and any Secret in it) out of the URL, which HTTP errors quote.
     // The crate sends; the answer is read here, where its size can be bounded.
-    let response = builder
-        .post_raw()
-        .await
-        .map_err(|e| describe(&request.address, &e))?;
+    let sent = match &request.range {
+        None => {
+            let mut builder = client.query(&request.query).timeout(timeout);
+            for (name, value) in headers {
+                builder = builder.header(name, value);
+            }
+            builder.post_raw().await
+        }
+        Some(span) => {
+            let mut builder = client
+                .query_range(&request.query, span.start, span.end, span.step)
+                .timeout(timeout);
+            for (name, value) in headers {
+                builder = builder.header(name, value);
+            }
+            builder.post_raw().await
+        }
+    };
+    let response = sent.map_err(|e| describe(&request.address, &e))?;
     let at = |what: String| format!("querying Prometheus at {}: {what}", request.address);
     let status = response.status();
     let is_json = response
@@ -101,7 +155,7 @@ async fn send(http: &reqwest::Client, request: &Query) -> Result<QueryValue, Str
     )
     .await
     .map_err(at)?;
-    parse_answer(&body).map_err(at)
+    parse_answer(&body, request.range.is_some()).map_err(at)
 }
 
 /// Prometheus' envelope, read for what conditions see: sample values only (labels are
@@ -125,8 +179,13 @@ enum Answer {
 enum Data {
     Scalar(Sample),
     Vector(Vec<Series>),
-    Matrix(serde::de::IgnoredAny),
+    Matrix(Vec<RangeSeries>),
     String(serde::de::IgnoredAny),
+}
+
+#[derive(Deserialize)]
+struct RangeSeries {
+    values: Vec<Sample>,
 }
 
 #[derive(Deserialize)]
@@ -148,7 +207,7 @@ impl Sample {
 
 /// What an instant query's answer means for conditions: a scalar, a vector of at most
 /// [`verdict::MAX_SAMPLES`] samples, or why not.
-fn parse_answer(body: &[u8]) -> Result<QueryValue, String> {
+fn parse_answer(body: &[u8], range: bool) -> Result<QueryValue, String> {
     let answer: Answer = serde_json::from_slice(body)
         .map_err(|e| format!("the answer is not Prometheus' JSON ({e})"))?;
     match answer {
@@ -167,8 +226,20 @@ fn parse_answer(body: &[u8]) -> Result<QueryValue, String> {
                 .map(|s| s.value.value())
                 .collect::<Result<Vec<f64>, String>>()
                 .map(QueryValue::Vector),
+            // A range query's result is every value of every series, as Argo reads it.
+            Data::Matrix(series) if range => {
+                let count: usize = series.iter().map(|s| s.values.len()).sum();
+                if count > verdict::MAX_SAMPLES {
+                    return Err(verdict::too_many_samples(count));
+                }
+                series
+                    .iter()
+                    .flat_map(|s| s.values.iter().map(Sample::value))
+                    .collect::<Result<Vec<f64>, String>>()
+                    .map(QueryValue::Vector)
+            }
             Data::Matrix(_) => Err(
-                "the query returned a range vector; write an instant query (wrap the range in a function such as rate() or avg_over_time())"
+                "the query returned a range vector; write an instant query (wrap the range in a function such as rate() or avg_over_time()), or use rangeQuery"
                     .into(),
             ),
             Data::String(_) => Err(
@@ -260,9 +331,17 @@ impl Provider for PrometheusMetric {
                     headers.push(("Authorization".into(), header));
                 }
             }
+            let range = match &self.range_query {
+                Some(range) => Some(
+                    span(range, env.args, chrono::Utc::now().timestamp())
+                        .map_err(|why| Unready::Never(format!("{at}.provider.prometheus.{why}")))?,
+                ),
+                None => None,
+            };
             let query = Query {
                 address,
                 query: filled.sent,
+                range,
                 timeout: self.timeout(),
                 headers,
             };

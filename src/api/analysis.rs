@@ -199,6 +199,10 @@ pub struct PrometheusMetric {
     /// Credentials from a Secret in the run's namespace.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub authentication: Option<PrometheusAuthentication>,
+    /// Argo's range query: `result` is every value of every series the query returns over
+    /// `[start, end]` at `step`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub range_query: Option<RangeQuery>,
     #[serde(flatten)]
     #[schemars(skip)]
     pub unsupported: Unsupported,
@@ -286,6 +290,21 @@ pub fn json_path_query(written: &str) -> String {
     } else {
         format!("$.{inner}")
     }
+}
+
+/// The span of a range query, as Argo writes it: `start` and `end` in expr's time forms
+/// (`now()`, `now() - duration("5m")`), `step` a duration (`1m`). `{{args.NAME}}` is filled
+/// in each.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(transform = keep_unknown_fields)]
+pub struct RangeQuery {
+    pub start: String,
+    pub end: String,
+    pub step: String,
+    #[serde(flatten)]
+    #[schemars(skip)]
+    pub unsupported: Unsupported,
 }
 
 /// At most one way to authenticate to Prometheus. Argo's `sigv4` and `oauth2` are reported as

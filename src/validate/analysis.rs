@@ -325,6 +325,35 @@ fn check_metric(report: &mut Report, at: &str, metric: &Metric, declared_args: &
                     );
                 }
             }
+            if let Some(range) = &prometheus.range_query {
+                let range_at = format!("{at}.rangeQuery");
+                report.unsupported(&range_at, &range.unsupported);
+                for (field, text) in [
+                    ("start", &range.start),
+                    ("end", &range.end),
+                    ("step", &range.step),
+                ] {
+                    for name in placeholders(text) {
+                        if !declared_args.contains(name) {
+                            report.invalid(
+                                format!("{range_at}.{field}"),
+                                format!("uses {{{{args.{name}}}}} but spec.args declares no argument {name:?}"),
+                            );
+                        }
+                    }
+                    // An argument stands for a duration here; the filled text is read again
+                    // when the query is sent.
+                    let text = placeholders_as(text, "1m");
+                    let read = if field == "step" {
+                        duration::parse(&text).map(drop).map_err(|e| e.to_string())
+                    } else {
+                        duration::parse_relative_time(&text).map(drop)
+                    };
+                    if let Err(why) = read {
+                        report.invalid(format!("{range_at}.{field}"), why);
+                    }
+                }
+            }
             if let Some(address) = &prometheus.address {
                 for name in placeholders(address) {
                     if !declared_args.contains(name) {

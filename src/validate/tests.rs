@@ -809,6 +809,41 @@ fn arguments_fill_conditions_and_addresses_as_argo_fills_them() {
 }
 
 #[test]
+fn range_queries_take_argos_time_forms() {
+    let spec = template_from(json!({
+        "args": [{"name": "lookback", "value": "5m"}],
+        "metrics": [{"name": "latency", "successCondition": "result.all(x, x < 1000)",
+            "provider": {"prometheus": {"query": "http_latency_ms",
+                "rangeQuery": {"start": "now() - duration(\"{{args.lookback}}\")",
+                    "end": "now()", "step": "1m"}}}}]
+    }));
+    assert_only(analysis_template(&spec), &[]);
+    let spec = template_from(json!({
+        "metrics": [{"name": "latency", "successCondition": "true",
+            "provider": {"prometheus": {"query": "q",
+                "rangeQuery": {"start": "yesterday", "end": "now() - duration(\"{{args.x}}\")",
+                    "step": "often"}}}}]
+    }));
+    assert_only(
+        analysis_template(&spec),
+        &[
+            (
+                Invalid,
+                "spec.metrics[0].provider.prometheus.rangeQuery.end",
+            ),
+            (
+                Invalid,
+                "spec.metrics[0].provider.prometheus.rangeQuery.start",
+            ),
+            (
+                Invalid,
+                "spec.metrics[0].provider.prometheus.rangeQuery.step",
+            ),
+        ],
+    );
+}
+
+#[test]
 fn placeholders_are_found_with_or_without_spaces() {
     assert_eq!(
         placeholders("a{{args.x}}b{{ args.y }}{{input.z}}{{args.w"),

@@ -38,6 +38,7 @@ fn serve_once(answer: &'static str, body: impl FnOnce(&mut TcpStream) + Send + '
 
 fn request(address: &str) -> Query {
     Query {
+        range: None,
         address: address.to_owned(),
         query: "up".into(),
         timeout: Duration::from_secs(20),
@@ -143,7 +144,7 @@ async fn a_server_that_is_not_prometheus_is_named_by_its_status() {
 
 #[test]
 fn answers_are_read_for_their_values() {
-    let parse = |text: &str| parse_answer(text.as_bytes());
+    let parse = |text: &str| parse_answer(text.as_bytes(), false);
     assert_eq!(
         parse(r#"{"status":"success","data":{"resultType":"scalar","result":[1.5,"+Inf"]}}"#),
         Ok(QueryValue::Scalar(f64::INFINITY))
@@ -188,11 +189,11 @@ fn a_vector_above_the_sample_cap_is_refused() {
         format!(r#"{{"status":"success","data":{{"resultType":"vector","result":[{series}]}}}}"#)
     };
     assert!(matches!(
-        parse_answer(vector(verdict::MAX_SAMPLES).as_bytes()),
+        parse_answer(vector(verdict::MAX_SAMPLES).as_bytes(), false),
         Ok(QueryValue::Vector(v)) if v.len() == verdict::MAX_SAMPLES
     ));
     assert_eq!(
-        parse_answer(vector(verdict::MAX_SAMPLES + 1).as_bytes()),
+        parse_answer(vector(verdict::MAX_SAMPLES + 1).as_bytes(), false),
         Err(verdict::too_many_samples(verdict::MAX_SAMPLES + 1))
     );
     assert!(
@@ -212,4 +213,55 @@ async fn a_query_that_waits_too_long_for_its_turn_times_out() {
         error,
         "Prometheus at http://127.0.0.1:9 did not answer within 200ms (queries to one address wait their turn, 1 at a time: --max-queries-per-address)"
     );
+}
+
+#[test]
+fn a_range_querys_result_is_every_value_of_every_series() {
+    let matrix = r#"{"status":"success","data":{"resultType":"matrix","result":[
+        {"metric":{"a":"1"},"values":[[1,"10"],[61,"20"]]},
+        {"metric":{"a":"2"},"values":[[1,"30"]]}]}}"#;
+    assert_eq!(
+        parse_answer(matrix.as_bytes(), true),
+        Ok(QueryValue::Vector(vec![10.0, 20.0, 30.0]))
+    );
+    let points: Vec<String> = (0..=verdict::MAX_SAMPLES)
+        .map(|i| format!("[{i},\"1\"]"))
+        .collect();
+    let wide = format!(
+        r#"{{"status":"success","data":{{"resultType":"matrix","result":[{{"metric":{{}},"values":[{}]}}]}}}}"#,
+        points.join(",")
+    );
+    assert!(
+        parse_answer(wide.as_bytes(), true)
+            .is_err_and(|e| e.starts_with("result too large: 10001 samples"))
+    );
+}
+
+#[test]
+fn a_range_querys_span_is_read_from_argos_time_forms_with_arguments_filled() {
+    let range: RangeQuery = serde_json::from_value(serde_json::json!({
+        "start": "now() - duration(\"{{args.lookback}}\")", "end": "now()", "step": "1m"}))
+    .expect("a range");
+    let args = [(
+        "lookback".to_owned(),
+        crate::analysis::args::ArgValue {
+            value: "5m".into(),
+            secret: false,
+        },
+    )]
+    .into();
+    assert_eq!(
+        span(&range, &args, 1_000_000),
+        Ok(Span {
+            start: 999_700,
+            end: 1_000_000,
+            step: 60.0
+        })
+    );
+    let mut backwards = range.clone();
+    backwards.end = "now() - duration(\"1h\")".into();
+    assert!(span(&backwards, &args, 1_000_000).is_err_and(|e| e.contains("after")));
+    let mut no_step = range;
+    no_step.step = "0s".into();
+    assert!(span(&no_step, &args, 1_000_000).is_err());
 }
