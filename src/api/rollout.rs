@@ -215,10 +215,15 @@ pub struct BlueGreenStrategy {
     #[serde(default = "default_scale_down_delay_seconds")]
     #[schemars(range(min = 0))]
     pub abort_scale_down_delay_seconds: i32,
-    /// Labels and annotations added to the active version's pods.
+    /// Labels and annotations on the pods of the version the active Service selects, only
+    /// while it does (taken off, in place, when it no longer does). Ephemeral: they never
+    /// change the pod-template hash or restart a pod. When both Services select one version,
+    /// it carries these, not `previewMetadata`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub active_metadata: Option<PodMetadata>,
-    /// Labels and annotations added to the preview version's pods.
+    /// Labels and annotations on the pods of the new version while it is previewed (created
+    /// with them, taken off in place at the switch), and of any version only the preview
+    /// Service selects.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub preview_metadata: Option<PodMetadata>,
     /// Keep a new version's pods off the nodes of the pods of the version it replaces: a pod
@@ -236,7 +241,7 @@ fn default_true() -> bool {
 }
 
 /// Labels and annotations for a version's pods (`activeMetadata`, `previewMetadata`).
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PodMetadata {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]

@@ -15,9 +15,10 @@ use kube::{Resource, ResourceExt};
 use super::plan::ReplicaSetView;
 use crate::api::Rollout;
 use crate::api::contract::{
-    POD_TEMPLATE_ANNOTATION, POD_TEMPLATE_HASH_LABEL, ROLLOUT_LABEL, SCALE_DOWN_ANNOTATION,
+    EPHEMERAL_METADATA_ANNOTATION, POD_TEMPLATE_ANNOTATION, POD_TEMPLATE_HASH_LABEL, ROLLOUT_LABEL,
+    SCALE_DOWN_ANNOTATION,
 };
-use crate::api::rollout::AntiAffinity;
+use crate::api::rollout::{AntiAffinity, PodMetadata};
 use crate::time::from_k8s;
 
 /// The largest template kept in that annotation.
@@ -74,14 +75,132 @@ pub fn avoid_nodes_of(spec: &mut PodSpec, anti: &AntiAffinity, away_from: &str) 
     }
 }
 
+/// What weir records of the ephemeral metadata it put on a ReplicaSet's pods
+/// (`EPHEMERAL_METADATA_ANNOTATION`).
+#[derive(serde::Serialize, serde::Deserialize, Clone, Debug, Default, PartialEq)]
+struct EphemeralRecord {
+    #[serde(flatten)]
+    metadata: PodMetadata,
+    /// Being changed: some pods may still carry keys of the record's, or lack some.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pending: bool,
+}
+
+/// The record's annotation value; None (no annotation) when there is nothing to remember.
+fn ephemeral_record(metadata: &PodMetadata, pending: bool) -> Option<String> {
+    if *metadata == PodMetadata::default() && !pending {
+        return None;
+    }
+    let record = EphemeralRecord {
+        metadata: metadata.clone(),
+        pending,
+    };
+    // Serializing maps of strings cannot fail.
+    serde_json::to_string(&record).ok()
+}
+
+/// What weir recorded on a ReplicaSet: the metadata, and whether it may be half applied. A
+/// record that does not parse (edited by hand) counts as half applied: applied again.
+fn read_ephemeral_record(replica_set: &ReplicaSet) -> (PodMetadata, bool) {
+    match replica_set.annotations().get(EPHEMERAL_METADATA_ANNOTATION) {
+        None => (PodMetadata::default(), false),
+        Some(text) => match serde_json::from_str::<EphemeralRecord>(text) {
+            Ok(record) => (record.metadata, record.pending),
+            Err(_) => (PodMetadata::default(), true),
+        },
+    }
+}
+
+/// `wanted` with the keys of `applied` it lacks: every key weir may have put there.
+fn union(wanted: &PodMetadata, applied: &PodMetadata) -> PodMetadata {
+    let mut all = applied.clone();
+    all.labels.extend(wanted.labels.clone());
+    all.annotations.extend(wanted.annotations.clone());
+    all
+}
+
+/// A merge patch of one map: `wanted`'s keys set, `applied`'s others removed. The pod-template
+/// hash label is never touched (validation refuses it as a key; this holds regardless).
+fn map_patch(
+    wanted: &BTreeMap<String, String>,
+    applied: &BTreeMap<String, String>,
+) -> serde_json::Map<String, serde_json::Value> {
+    let removed = applied
+        .keys()
+        .filter(|key| !wanted.contains_key(*key))
+        .map(|key| (key.clone(), serde_json::Value::Null));
+    let set = wanted
+        .iter()
+        .map(|(key, value)| (key.clone(), serde_json::Value::String(value.clone())));
+    removed
+        .chain(set)
+        .filter(|(key, _)| key != POD_TEMPLATE_HASH_LABEL)
+        .collect()
+}
+
+fn metadata_patch(wanted: &PodMetadata, applied: &PodMetadata) -> serde_json::Value {
+    serde_json::json!({
+        "labels": map_patch(&wanted.labels, &applied.labels),
+        "annotations": map_patch(&wanted.annotations, &applied.annotations),
+    })
+}
+
+/// The first write of `SetEphemeralMetadata`: the ReplicaSet's pod template takes `wanted`
+/// (pods created from now on carry it) and the record says pending, holding every key weir
+/// may have put on the pods, so a crash before the pods are done leaves nothing behind.
+/// A merge patch: the selector and the hash label are untouched.
+pub fn ephemeral_template_patch(wanted: &PodMetadata, applied: &PodMetadata) -> serde_json::Value {
+    let record = ephemeral_record(&union(wanted, applied), true);
+    serde_json::json!({
+        "metadata": {"annotations": {EPHEMERAL_METADATA_ANNOTATION: record}},
+        "spec": {"template": {"metadata": metadata_patch(wanted, applied)}},
+    })
+}
+
+/// The merge patch of one live pod; None when it already carries `wanted` and none of the
+/// keys of `applied` that `wanted` lacks.
+pub fn ephemeral_pod_patch(
+    pod: &ObjectMeta,
+    wanted: &PodMetadata,
+    applied: &PodMetadata,
+) -> Option<serde_json::Value> {
+    let empty = BTreeMap::new();
+    let settled = |shown: Option<&BTreeMap<String, String>>,
+                   wanted: &BTreeMap<String, String>,
+                   applied: &BTreeMap<String, String>| {
+        let shown = shown.unwrap_or(&empty);
+        wanted.iter().all(|(k, v)| shown.get(k) == Some(v))
+            && applied
+                .keys()
+                .all(|k| wanted.contains_key(k) || !shown.contains_key(k))
+    };
+    let done = settled(pod.labels.as_ref(), &wanted.labels, &applied.labels)
+        && settled(
+            pod.annotations.as_ref(),
+            &wanted.annotations,
+            &applied.annotations,
+        );
+    (!done).then(|| serde_json::json!({"metadata": metadata_patch(wanted, applied)}))
+}
+
+/// The last write of `SetEphemeralMetadata`, once every pod carries `wanted`: the record.
+pub fn ephemeral_record_patch(wanted: &PodMetadata) -> serde_json::Value {
+    serde_json::json!({
+        "metadata": {"annotations": {EPHEMERAL_METADATA_ANNOTATION: ephemeral_record(wanted, false)}}
+    })
+}
+
 /// The ReplicaSet for the Rollout's current template, labelled with its hash so the pods, the
 /// ReplicaSet and the Services can tell versions apart. `away_from`: the version whose nodes
-/// its pods avoid (blue-green's `antiAffinity`); the hash stays the template's own.
+/// its pods avoid (blue-green's `antiAffinity`); `ephemeral`: the labels and annotations its
+/// pods start with (blue-green's `previewMetadata`), recorded; the hash stays the template's
+/// own either way.
 pub fn replica_set(
     rollout: &Rollout,
     hash: &str,
     replicas: i32,
     away_from: Option<&str>,
+    ephemeral: &PodMetadata,
 ) -> ReplicaSet {
     let name = rollout.name_any();
     let mut template = rollout.spec.template.clone();
@@ -97,10 +216,15 @@ pub fn replica_set(
         avoid_nodes_of(spec, anti, away_from);
     }
     let metadata = template.metadata.get_or_insert_with(ObjectMeta::default);
-    metadata
-        .labels
-        .get_or_insert_with(BTreeMap::new)
-        .insert(POD_TEMPLATE_HASH_LABEL.into(), hash.into());
+    if !ephemeral.annotations.is_empty() {
+        metadata
+            .annotations
+            .get_or_insert_with(BTreeMap::new)
+            .extend(ephemeral.annotations.clone());
+    }
+    let pod_labels = metadata.labels.get_or_insert_with(BTreeMap::new);
+    pod_labels.extend(ephemeral.labels.clone());
+    pod_labels.insert(POD_TEMPLATE_HASH_LABEL.into(), hash.into());
     let mut selector: LabelSelector = rollout.spec.selector.clone();
     selector
         .match_labels
@@ -123,10 +247,17 @@ pub fn replica_set(
             // Serializing a k8s-openapi type into memory cannot fail. A template too big to
             // keep beside the others (annotations share 256 KiB) is not kept: undo then
             // falls back to the ReplicaSet's own copy.
-            annotations: serde_json::to_string(&rollout.spec.template)
-                .ok()
-                .filter(|json| json.len() <= TEMPLATE_ANNOTATION_LIMIT)
-                .map(|json| BTreeMap::from([(POD_TEMPLATE_ANNOTATION.to_owned(), json)])),
+            annotations: {
+                let kept = serde_json::to_string(&rollout.spec.template)
+                    .ok()
+                    .filter(|json| json.len() <= TEMPLATE_ANNOTATION_LIMIT)
+                    .map(|json| (POD_TEMPLATE_ANNOTATION.to_owned(), json));
+                let record = ephemeral_record(ephemeral, false)
+                    .map(|json| (EPHEMERAL_METADATA_ANNOTATION.to_owned(), json));
+                let annotations: BTreeMap<String, String> =
+                    kept.into_iter().chain(record).collect();
+                (!annotations.is_empty()).then_some(annotations)
+            },
             owner_references: owner_reference(rollout).map(|o| vec![o]),
             ..ObjectMeta::default()
         },
@@ -160,6 +291,7 @@ pub fn view(rollout: &Rollout, replica_set: &ReplicaSet) -> Option<ReplicaSetVie
         .get(SCALE_DOWN_ANNOTATION)
         .and_then(|at| chrono::DateTime::parse_from_rfc3339(at).ok())
         .map(|at| at.with_timezone(&chrono::Utc));
+    let (ephemeral, ephemeral_pending) = read_ephemeral_record(replica_set);
     Some(ReplicaSetView {
         hash,
         replicas: replica_set
@@ -179,6 +311,8 @@ pub fn view(rollout: &Rollout, replica_set: &ReplicaSet) -> Option<ReplicaSetVie
             .as_ref()
             .map(from_k8s)
             .unwrap_or_default(),
+        ephemeral,
+        ephemeral_pending,
     })
 }
 
@@ -206,7 +340,7 @@ mod tests {
 
     #[test]
     fn the_replica_set_is_named_labelled_owned_and_selects_only_its_version() {
-        let rs = replica_set(&rollout(), "abc", 3, None);
+        let rs = replica_set(&rollout(), "abc", 3, None, &PodMetadata::default());
         assert_eq!(rs.metadata.name.as_deref(), Some("web-abc"));
         assert_eq!(rs.metadata.namespace.as_deref(), Some("shop"));
         let labels = rs.metadata.labels.clone().unwrap_or_default();
@@ -330,7 +464,7 @@ mod tests {
                 .and_then(|t| t.spec.as_ref())
                 .and_then(|s| s.affinity.clone())
         };
-        let rs = replica_set(&rollout, "new", 3, Some("old"));
+        let rs = replica_set(&rollout, "new", 3, Some("old"), &PodMetadata::default());
         assert_eq!(
             serde_json::to_value(affinity_of(&rs)).expect("json"),
             json!({"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [term("old")]}})
@@ -344,13 +478,22 @@ mod tests {
         )
         .expect("a template");
         assert_eq!(kept, rollout.spec.template, "the user's template, not ours");
-        assert_eq!(affinity_of(&replica_set(&rollout, "new", 3, None)), None);
+        assert_eq!(
+            affinity_of(&replica_set(
+                &rollout,
+                "new",
+                3,
+                None,
+                &PodMetadata::default()
+            )),
+            None
+        );
     }
 
     #[test]
     fn views_come_only_from_owned_replica_sets_and_ignore_stale_counts() {
         let rollout = rollout();
-        let mut rs = replica_set(&rollout, "abc", 3, None);
+        let mut rs = replica_set(&rollout, "abc", 3, None, &PodMetadata::default());
         rs.metadata.generation = Some(2);
         rs.metadata.annotations = Some(
             [(

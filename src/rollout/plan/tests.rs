@@ -127,7 +127,12 @@ impl World {
         assert_one_word_per_object(actions);
         for action in actions {
             match action {
-                Action::CreateReplicaSet { hash, replicas, .. } => {
+                Action::CreateReplicaSet {
+                    hash,
+                    replicas,
+                    metadata,
+                    ..
+                } => {
                     assert!(self.rs(hash).is_none(), "created {hash} twice");
                     let created = self.now;
                     self.observed.replica_sets.push(ReplicaSetView {
@@ -136,7 +141,16 @@ impl World {
                         available: 0,
                         scale_down_at: None,
                         created,
+                        ephemeral: metadata.clone(),
+                        ephemeral_pending: false,
                     });
+                }
+                Action::SetEphemeralMetadata { hash, metadata, .. } => {
+                    let rs = self
+                        .rs_mut(hash)
+                        .expect("labelled a ReplicaSet that exists");
+                    rs.ephemeral = metadata.clone();
+                    rs.ephemeral_pending = false;
                 }
                 Action::ScaleReplicaSet { hash, replicas } => {
                     let rs = self.rs_mut(hash).expect("scaled a ReplicaSet that exists");
