@@ -531,6 +531,7 @@ mod tests {
                 "creationTimestamp": "2026-01-01T00:00:00Z",
                 "labels": {ROLLOUT_LABEL: "web", POD_TEMPLATE_HASH_LABEL: "abc"},
                 "annotations": {SCALE_DOWN_ANNOTATION: "2026-01-01T00:00:30Z",
+                    EPHEMERAL_METADATA_ANNOTATION: "{\"labels\": {\"role\": \"active\"}}",
                     "weir.dev/template": "{\"spec\": {}}"},
                 "ownerReferences": [{"apiVersion": "weir.dev/v1alpha1", "kind": "Rollout",
                     "name": "web", "uid": "uid-1", "controller": true}]},
@@ -549,7 +550,12 @@ mod tests {
         assert!(spec.template.is_none());
         assert_eq!(
             trimmed.annotations().keys().collect::<Vec<_>>(),
-            [SCALE_DOWN_ANNOTATION]
+            [EPHEMERAL_METADATA_ANNOTATION, SCALE_DOWN_ANNOTATION]
+        );
+        let seen = seen.expect("owned");
+        assert_eq!(
+            seen.ephemeral.labels.get("role").map(String::as_str),
+            Some("active")
         );
     }
 

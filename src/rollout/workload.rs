@@ -490,6 +490,137 @@ mod tests {
         );
     }
 
+    fn pod_metadata(value: serde_json::Value) -> PodMetadata {
+        serde_json::from_value(value).expect("metadata")
+    }
+
+    #[test]
+    fn a_replica_set_created_with_ephemeral_metadata_carries_and_records_it() {
+        let preview = pod_metadata(json!({"labels": {"role": "preview"},
+            "annotations": {"example.com/note": "previewed"}}));
+        let rollout = rollout();
+        let mut rs = replica_set(&rollout, "abc", 3, None, &preview);
+        let template = rs.spec.as_ref().and_then(|s| s.template.clone());
+        let meta = template
+            .and_then(|t| t.metadata)
+            .expect("template metadata");
+        assert_eq!(
+            serde_json::to_value(&meta.labels).expect("json"),
+            json!({"app": "web", "role": "preview", "rollouts-pod-template-hash": "abc"})
+        );
+        assert_eq!(
+            serde_json::to_value(&meta.annotations).expect("json"),
+            json!({"example.com/note": "previewed"})
+        );
+        let kept: k8s_openapi::api::core::v1::PodTemplateSpec =
+            serde_json::from_str(&rs.annotations()[POD_TEMPLATE_ANNOTATION]).expect("a template");
+        assert_eq!(kept, rollout.spec.template, "the user's template, not ours");
+        rs.status = None;
+        let seen = view(&rollout, &rs).expect("owned");
+        assert_eq!((seen.ephemeral, seen.ephemeral_pending), (preview, false));
+
+        let plain = replica_set(&rollout, "abc", 3, None, &PodMetadata::default());
+        assert!(
+            !plain
+                .annotations()
+                .contains_key(EPHEMERAL_METADATA_ANNOTATION)
+        );
+        let seen = view(&rollout, &plain).expect("owned");
+        assert_eq!(
+            (seen.ephemeral, seen.ephemeral_pending),
+            (PodMetadata::default(), false)
+        );
+    }
+
+    #[test]
+    fn a_record_that_does_not_parse_is_applied_again() {
+        let rollout = rollout();
+        let mut rs = replica_set(&rollout, "abc", 3, None, &PodMetadata::default());
+        rs.metadata
+            .annotations
+            .get_or_insert_with(BTreeMap::new)
+            .insert(EPHEMERAL_METADATA_ANNOTATION.into(), "{not json".into());
+        let seen = view(&rollout, &rs).expect("owned");
+        assert_eq!(
+            (seen.ephemeral, seen.ephemeral_pending),
+            (PodMetadata::default(), true)
+        );
+    }
+
+    #[test]
+    fn ephemeral_patches_add_what_is_wanted_and_take_off_only_what_weir_put_there() {
+        let applied = pod_metadata(json!({"labels": {"role": "preview", "stage": "new"},
+            "annotations": {"note": "previewed"}}));
+        let wanted = pod_metadata(json!({"labels": {"role": "active"}}));
+        let template = ephemeral_template_patch(&wanted, &applied);
+        assert_eq!(
+            template["spec"]["template"]["metadata"],
+            json!({"labels": {"role": "active", "stage": null}, "annotations": {"note": null}})
+        );
+        assert_eq!(
+            template["spec"].as_object().map(|s| s.len()),
+            Some(1),
+            "no selector"
+        );
+        // Pending, with every key weir may have put on the pods: a crash part way loses none.
+        let record: serde_json::Value = serde_json::from_str(
+            template["metadata"]["annotations"][EPHEMERAL_METADATA_ANNOTATION]
+                .as_str()
+                .expect("a record"),
+        )
+        .expect("json");
+        assert_eq!(
+            record,
+            json!({"labels": {"role": "active", "stage": "new"},
+                "annotations": {"note": "previewed"}, "pending": true})
+        );
+        let mut rs = replica_set(&rollout(), "abc", 3, None, &PodMetadata::default());
+        rs.metadata.annotations = Some(BTreeMap::from([(
+            EPHEMERAL_METADATA_ANNOTATION.to_owned(),
+            record.to_string(),
+        )]));
+        let seen = view(&rollout(), &rs).expect("owned");
+        assert!(seen.ephemeral_pending);
+        assert_eq!(seen.ephemeral.labels.len(), 2);
+
+        // A pod with a label of its own keeps it; one already done is not written.
+        let pod: ObjectMeta = serde_json::from_value(json!({
+            "labels": {"app": "web", "rollouts-pod-template-hash": "abc", "role": "preview",
+                "stage": "new", "mine": "x"},
+            "annotations": {"note": "previewed", "theirs": "y"}
+        }))
+        .expect("pod metadata");
+        let patch = ephemeral_pod_patch(&pod, &wanted, &applied).expect("a patch");
+        assert_eq!(
+            patch,
+            json!({"metadata": {"labels": {"role": "active", "stage": null},
+                "annotations": {"note": null}}})
+        );
+        let done: ObjectMeta = serde_json::from_value(json!({
+            "labels": {"app": "web", "role": "active", "mine": "x"},
+            "annotations": {"theirs": "y"}
+        }))
+        .expect("pod metadata");
+        assert_eq!(ephemeral_pod_patch(&done, &wanted, &applied), None);
+
+        // The hash label is never touched, whatever the metadata says.
+        let hostile = pod_metadata(json!({"labels": {"rollouts-pod-template-hash": "other"}}));
+        let patch = ephemeral_template_patch(&PodMetadata::default(), &hostile);
+        assert_eq!(patch["spec"]["template"]["metadata"]["labels"], json!({}));
+        let patch = ephemeral_template_patch(&hostile, &PodMetadata::default());
+        assert_eq!(patch["spec"]["template"]["metadata"]["labels"], json!({}));
+        // The last write: the record of what is now on every pod, or none at all.
+        assert_eq!(
+            ephemeral_record_patch(&PodMetadata::default()),
+            json!({"metadata": {"annotations": {EPHEMERAL_METADATA_ANNOTATION: null}}})
+        );
+        assert_eq!(
+            ephemeral_record_patch(&wanted)["metadata"]["annotations"]
+                [EPHEMERAL_METADATA_ANNOTATION],
+            json!(r#"{"labels":{"role":"active"}}"#)
+        );
+    }
+
     #[test]
     fn views_come_only_from_owned_replica_sets_and_ignore_stale_counts() {
         let rollout = rollout();

@@ -50,6 +50,26 @@ struct World {
     next_run: usize,
     /// The Git revision the spec came from.
     revision: Option<String>,
+    /// The ephemeral metadata each version's pods carry, as the glue leaves them.
+    pods: std::collections::BTreeMap<String, crate::api::rollout::PodMetadata>,
+}
+
+/// What the glue leaves on pods that carried `shown`: `wanted` put on, the keys of `applied`
+/// that `wanted` lacks taken off, every other key kept.
+fn put_on(
+    shown: &crate::api::rollout::PodMetadata,
+    wanted: &crate::api::rollout::PodMetadata,
+    applied: &crate::api::rollout::PodMetadata,
+) -> crate::api::rollout::PodMetadata {
+    let mut pods = shown.clone();
+    pods.labels
+        .retain(|key, _| !applied.labels.contains_key(key) || wanted.labels.contains_key(key));
+    pods.annotations.retain(|key, _| {
+        !applied.annotations.contains_key(key) || wanted.annotations.contains_key(key)
+    });
+    pods.labels.extend(wanted.labels.clone());
+    pods.annotations.extend(wanted.annotations.clone());
+    pods
 }
 
 /// A plan says one thing about each object (see [`Object`]).
@@ -76,6 +96,7 @@ impl World {
             weights_seen: Vec::new(),
             next_run: 0,
             revision: None,
+            pods: Default::default(),
         }
     }
 
@@ -144,13 +165,20 @@ impl World {
                         ephemeral: metadata.clone(),
                         ephemeral_pending: false,
                     });
+                    self.pods.insert(hash.clone(), metadata.clone());
                 }
-                Action::SetEphemeralMetadata { hash, metadata, .. } => {
+                Action::SetEphemeralMetadata {
+                    hash,
+                    metadata,
+                    applied,
+                } => {
                     let rs = self
                         .rs_mut(hash)
                         .expect("labelled a ReplicaSet that exists");
                     rs.ephemeral = metadata.clone();
                     rs.ephemeral_pending = false;
+                    let pods = self.pods.entry(hash.clone()).or_default();
+                    *pods = put_on(pods, metadata, applied);
                 }
                 Action::ScaleReplicaSet { hash, replicas } => {
                     let rs = self.rs_mut(hash).expect("scaled a ReplicaSet that exists");
@@ -164,7 +192,8 @@ impl World {
                         .scale_down_at = Some(*at);
                 }
                 Action::DeleteReplicaSet { hash } => {
-                    self.observed.replica_sets.retain(|rs| &rs.hash != hash)
+                    self.observed.replica_sets.retain(|rs| &rs.hash != hash);
+                    self.pods.remove(hash);
                 }
                 Action::PointService { service, hash } => match service.as_str() {
                     // Blue-green's active and preview Services play the same parts.
