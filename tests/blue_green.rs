@@ -222,6 +222,16 @@ async fn ephemeral_metadata_moves_with_the_switch_on_the_same_pods() {
             .expect("read"),
     );
     assert!(v2_uid.is_some());
+    let phases = ObjectLog::start(
+        ns.api::<weir::api::Rollout>(),
+        Some("web"),
+        Vec::new(),
+        |r: &weir::api::Rollout| {
+            let status = r.status.as_ref()?;
+            Some((status.phase, status.stable_rs.clone()))
+        },
+        None,
+    );
 
     status_patch(&ns, json!({"status": {"pauseConditions": null}})).await;
     healthy_on(&ns, "web:2").await;
@@ -259,6 +269,17 @@ async fn ephemeral_metadata_moves_with_the_switch_on_the_same_pods() {
         ),
         json!({"app": "web", "role": "active", "rollouts-pod-template-hash": v2}),
         "pods created from now on carry the active metadata"
+    );
+    // Relabelling changed no pod: neither version was read as unavailable meanwhile, so the
+    // release went Healthy once and stayed so.
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    let states = phases.states();
+    let healthy = (Some(RolloutPhase::Healthy), Some(v2.clone()));
+    let first = states.iter().position(|s| *s == healthy);
+    assert_eq!(
+        first.map(|at| &states[at..]),
+        Some(&[healthy][..]),
+        "{states:?}"
     );
 }
 

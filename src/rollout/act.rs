@@ -111,7 +111,12 @@ pub async fn act(
             applied,
         } => {
             let rs_name = workload::replica_set_name(&name, hash);
-            set_ephemeral_metadata(client, &namespace, &rs_name, hash, metadata, applied).await
+            // On the heap: its reads and writes in turn would otherwise grow every
+            // reconcile's future (and a debug build's stack) by their size.
+            Box::pin(set_ephemeral_metadata(
+                client, &namespace, &rs_name, hash, metadata, applied,
+            ))
+            .await
         }
         Action::DeleteReplicaSet { hash } => {
             let rs_name = workload::replica_set_name(&name, hash);
@@ -191,7 +196,7 @@ pub async fn act(
 }
 
 /// Puts `wanted` on the pods of ReplicaSet `rs_name` (version `hash`) and takes off what of
-/// `applied` it lacks, in three writes: the template with a pending record of every key weir
+/// `applied` it lacks, after a read, in three writes: the template with a pending record of every key weir
 /// may have put there, each live pod it owns that differs, then the record of `wanted`. A
 /// failure part way leaves the record pending, so the next plan does it again. No pod is
 /// restarted: the ReplicaSet controller does not replace pods for a template change.
@@ -204,13 +209,24 @@ async fn set_ephemeral_metadata(
     applied: &PodMetadata,
 ) -> Result<Wrote, Error> {
     let replica_sets: Api<ReplicaSet> = Api::namespaced(client.clone(), namespace);
-    let template = workload::ephemeral_template_patch(wanted, applied);
+    // Read first: the template patch is guarded by this resourceVersion, so the generation it
+    // gives is known (a change in between is a conflict, planned again).
+    let current = replica_sets.get_opt(rs_name).await.map_err(Error::api(
+        "reading",
+        "ReplicaSet",
+        rs_name,
+    ))?;
+    // Deleted since it was read: it has no pods left to label.
+    let Some(current) = current else {
+        return Ok(Wrote::ReplicaSet(LastWrite::Unknown));
+    };
+    let (template, relabelled_generation) =
+        workload::ephemeral_template_patch(&current, wanted, applied);
     let replica_set = match replica_sets
         .patch(rs_name, &params(), &Patch::Merge(&template))
         .await
     {
         Ok(replica_set) => replica_set,
-        // Deleted since it was read: it has no pods left to label.
         Err(kube::Error::Api(status)) if status.code == 404 => {
             return Ok(Wrote::ReplicaSet(LastWrite::Unknown));
         }
@@ -248,7 +264,10 @@ async fn set_ephemeral_metadata(
         .patch(
             rs_name,
             &params(),
-            &Patch::Merge(&workload::ephemeral_record_patch(wanted)),
+            &Patch::Merge(&workload::ephemeral_record_patch(
+                wanted,
+                relabelled_generation,
+            )),
         )
         .await
         .map_err(Error::api("labelling", "ReplicaSet", rs_name))?;

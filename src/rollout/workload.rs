@@ -84,31 +84,67 @@ struct EphemeralRecord {
     /// Being changed: some pods may still carry keys of the record's, or lack some.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pending: bool,
+    /// The generation weir's last relabelling of the template gave the ReplicaSet: it differs
+    /// from the one before only in pod metadata, so that one's status counts still hold.
+    #[serde(
+        default,
+        rename = "relabelledGeneration",
+        skip_serializing_if = "Option::is_none"
+    )]
+    relabelled_generation: Option<i64>,
 }
 
 /// The record's annotation value; None (no annotation) when there is nothing to remember.
-fn ephemeral_record(metadata: &PodMetadata, pending: bool) -> Option<String> {
-    if *metadata == PodMetadata::default() && !pending {
+fn ephemeral_record(record: EphemeralRecord) -> Option<String> {
+    if record == EphemeralRecord::default() {
         return None;
     }
-    let record = EphemeralRecord {
-        metadata: metadata.clone(),
-        pending,
-    };
     // Serializing maps of strings cannot fail.
     serde_json::to_string(&record).ok()
 }
 
-/// What weir recorded on a ReplicaSet: the metadata, and whether it may be half applied. A
-/// record that does not parse (edited by hand) counts as half applied: applied again.
-fn read_ephemeral_record(replica_set: &ReplicaSet) -> (PodMetadata, bool) {
+/// What weir recorded on a ReplicaSet. A record that does not parse (edited by hand) counts
+/// as half applied: applied again.
+fn read_ephemeral_record(replica_set: &ReplicaSet) -> EphemeralRecord {
     match replica_set.annotations().get(EPHEMERAL_METADATA_ANNOTATION) {
-        None => (PodMetadata::default(), false),
-        Some(text) => match serde_json::from_str::<EphemeralRecord>(text) {
-            Ok(record) => (record.metadata, record.pending),
-            Err(_) => (PodMetadata::default(), true),
-        },
+        None => EphemeralRecord::default(),
+        Some(text) => serde_json::from_str(text).unwrap_or(EphemeralRecord {
+            pending: true,
+            ..EphemeralRecord::default()
+        }),
     }
+}
+
+/// Whether `shown` carries `wanted` and none of the keys of `applied` that `wanted` lacks
+/// (the hash label aside: weir never touches it).
+fn carries(
+    shown: Option<&BTreeMap<String, String>>,
+    wanted: &BTreeMap<String, String>,
+    applied: &BTreeMap<String, String>,
+) -> bool {
+    let empty = BTreeMap::new();
+    let shown = shown.unwrap_or(&empty);
+    let ours = |key: &&String| *key != POD_TEMPLATE_HASH_LABEL;
+    wanted
+        .iter()
+        .filter(|(k, _)| ours(k))
+        .all(|(k, v)| shown.get(k) == Some(v))
+        && applied
+            .keys()
+            .filter(ours)
+            .all(|k| wanted.contains_key(k) || !shown.contains_key(k))
+}
+
+fn carries_all(meta: Option<&ObjectMeta>, wanted: &PodMetadata, applied: &PodMetadata) -> bool {
+    carries(
+        meta.and_then(|m| m.labels.as_ref()),
+        &wanted.labels,
+        &applied.labels,
+    ) && carries(
+        meta.and_then(|m| m.annotations.as_ref()),
+        &wanted.annotations,
+        &applied.annotations,
+    )
 }
 
 /// `wanted` with the keys of `applied` it lacks: every key weir may have put there.
@@ -145,16 +181,42 @@ fn metadata_patch(wanted: &PodMetadata, applied: &PodMetadata) -> serde_json::Va
     })
 }
 
-/// The first write of `SetEphemeralMetadata`: the ReplicaSet's pod template takes `wanted`
-/// (pods created from now on carry it) and the record says pending, holding every key weir
-/// may have put on the pods, so a crash before the pods are done leaves nothing behind.
-/// A merge patch: the selector and the hash label are untouched.
-pub fn ephemeral_template_patch(wanted: &PodMetadata, applied: &PodMetadata) -> serde_json::Value {
-    let record = ephemeral_record(&union(wanted, applied), true);
-    serde_json::json!({
-        "metadata": {"annotations": {EPHEMERAL_METADATA_ANNOTATION: record}},
+/// The first write of `SetEphemeralMetadata` to `current` (as just read): its pod template
+/// takes `wanted` (pods created from now on carry it) and the record says pending, holding
+/// every key weir may have put on the pods, so a crash before the pods are done leaves
+/// nothing behind. A merge patch guarded by `current`'s resourceVersion, so the generation it
+/// gives is known: when the template changes, the next one, recorded as relabelled (the
+/// counts of the status before it still hold, and the planner does not see the version's
+/// pods as unavailable meanwhile). The selector and the hash label are untouched. Also gives
+/// the relabelled generation, for the last write.
+pub fn ephemeral_template_patch(
+    current: &ReplicaSet,
+    wanted: &PodMetadata,
+    applied: &PodMetadata,
+) -> (serde_json::Value, Option<i64>) {
+    let template = current
+        .spec
+        .as_ref()
+        .and_then(|s| s.template.as_ref())
+        .and_then(|t| t.metadata.as_ref());
+    let relabelled_generation = if carries_all(template, wanted, applied) {
+        read_ephemeral_record(current).relabelled_generation
+    } else {
+        current.metadata.generation.map(|g| g + 1)
+    };
+    let record = ephemeral_record(EphemeralRecord {
+        metadata: union(wanted, applied),
+        pending: true,
+        relabelled_generation,
+    });
+    let patch = serde_json::json!({
+        "metadata": {
+            "resourceVersion": current.metadata.resource_version,
+            "annotations": {EPHEMERAL_METADATA_ANNOTATION: record},
+        },
         "spec": {"template": {"metadata": metadata_patch(wanted, applied)}},
-    })
+    });
+    (patch, relabelled_generation)
 }
 
 /// The merge patch of one live pod; None when it already carries `wanted` and none of the
@@ -164,30 +226,22 @@ pub fn ephemeral_pod_patch(
     wanted: &PodMetadata,
     applied: &PodMetadata,
 ) -> Option<serde_json::Value> {
-    let empty = BTreeMap::new();
-    let settled = |shown: Option<&BTreeMap<String, String>>,
-                   wanted: &BTreeMap<String, String>,
-                   applied: &BTreeMap<String, String>| {
-        let shown = shown.unwrap_or(&empty);
-        wanted.iter().all(|(k, v)| shown.get(k) == Some(v))
-            && applied
-                .keys()
-                .all(|k| wanted.contains_key(k) || !shown.contains_key(k))
-    };
-    let done = settled(pod.labels.as_ref(), &wanted.labels, &applied.labels)
-        && settled(
-            pod.annotations.as_ref(),
-            &wanted.annotations,
-            &applied.annotations,
-        );
-    (!done).then(|| serde_json::json!({"metadata": metadata_patch(wanted, applied)}))
+    (!carries_all(Some(pod), wanted, applied))
+        .then(|| serde_json::json!({"metadata": metadata_patch(wanted, applied)}))
 }
 
-/// The last write of `SetEphemeralMetadata`, once every pod carries `wanted`: the record.
-pub fn ephemeral_record_patch(wanted: &PodMetadata) -> serde_json::Value {
-    serde_json::json!({
-        "metadata": {"annotations": {EPHEMERAL_METADATA_ANNOTATION: ephemeral_record(wanted, false)}}
-    })
+/// The last write of `SetEphemeralMetadata`, once every pod carries `wanted`: the record,
+/// with the generation the first write's relabelling gave.
+pub fn ephemeral_record_patch(
+    wanted: &PodMetadata,
+    relabelled_generation: Option<i64>,
+) -> serde_json::Value {
+    let record = ephemeral_record(EphemeralRecord {
+        metadata: wanted.clone(),
+        pending: false,
+        relabelled_generation,
+    });
+    serde_json::json!({"metadata": {"annotations": {EPHEMERAL_METADATA_ANNOTATION: record}}})
 }
 
 /// The ReplicaSet for the Rollout's current template, labelled with its hash so the pods, the
@@ -252,8 +306,11 @@ pub fn replica_set(
                     .ok()
                     .filter(|json| json.len() <= TEMPLATE_ANNOTATION_LIMIT)
                     .map(|json| (POD_TEMPLATE_ANNOTATION.to_owned(), json));
-                let record = ephemeral_record(ephemeral, false)
-                    .map(|json| (EPHEMERAL_METADATA_ANNOTATION.to_owned(), json));
+                let record = ephemeral_record(EphemeralRecord {
+                    metadata: ephemeral.clone(),
+                    ..EphemeralRecord::default()
+                })
+                .map(|json| (EPHEMERAL_METADATA_ANNOTATION.to_owned(), json));
                 let annotations: BTreeMap<String, String> =
                     kept.into_iter().chain(record).collect();
                 (!annotations.is_empty()).then_some(annotations)
@@ -285,13 +342,21 @@ pub fn view(rollout: &Rollout, replica_set: &ReplicaSet) -> Option<ReplicaSetVie
     let hash = replica_set.labels().get(POD_TEMPLATE_HASH_LABEL)?.clone();
     let status = replica_set.status.as_ref();
     // Counts from a status older than the spec describe the previous scale: not yet available.
-    let current = status.and_then(|s| s.observed_generation) == replica_set.metadata.generation;
+    let record = read_ephemeral_record(replica_set);
+    let generation = replica_set.metadata.generation;
+    let observed = status.and_then(|s| s.observed_generation);
+    // A generation weir made by relabelling the template alone changes no pod: the counts of
+    // the one before still hold (else every switch would read its versions as unavailable
+    // until the ReplicaSet controller catches up).
+    let relabelled_from = generation
+        .filter(|g| record.relabelled_generation == Some(*g))
+        .map(|g| g - 1);
+    let current = observed == generation || (observed.is_some() && observed == relabelled_from);
     let scale_down_at = replica_set
         .annotations()
         .get(SCALE_DOWN_ANNOTATION)
         .and_then(|at| chrono::DateTime::parse_from_rfc3339(at).ok())
         .map(|at| at.with_timezone(&chrono::Utc));
-    let (ephemeral, ephemeral_pending) = read_ephemeral_record(replica_set);
     Some(ReplicaSetView {
         hash,
         replicas: replica_set
@@ -311,8 +376,8 @@ pub fn view(rollout: &Rollout, replica_set: &ReplicaSet) -> Option<ReplicaSetVie
             .as_ref()
             .map(from_k8s)
             .unwrap_or_default(),
-        ephemeral,
-        ephemeral_pending,
+        ephemeral: record.metadata,
+        ephemeral_pending: record.pending,
     })
 }
 
@@ -552,7 +617,20 @@ mod tests {
         let applied = pod_metadata(json!({"labels": {"role": "preview", "stage": "new"},
             "annotations": {"note": "previewed"}}));
         let wanted = pod_metadata(json!({"labels": {"role": "active"}}));
-        let template = ephemeral_template_patch(&wanted, &applied);
+        let mut current = replica_set(&rollout(), "abc", 3, None, &applied);
+        current.metadata.generation = Some(4);
+        current.metadata.resource_version = Some("77".into());
+        let (template, relabelled) = ephemeral_template_patch(&current, &wanted, &applied);
+        assert_eq!(
+            relabelled,
+            Some(5),
+            "the template changes: the next generation"
+        );
+        assert_eq!(
+            template["metadata"]["resourceVersion"],
+            json!("77"),
+            "guarded, so the generation it gives is known"
+        );
         assert_eq!(
             template["spec"]["template"]["metadata"],
             json!({"labels": {"role": "active", "stage": null}, "annotations": {"note": null}})
@@ -572,7 +650,8 @@ mod tests {
         assert_eq!(
             record,
             json!({"labels": {"role": "active", "stage": "new"},
-                "annotations": {"note": "previewed"}, "pending": true})
+                "annotations": {"note": "previewed"}, "pending": true,
+                "relabelledGeneration": 5})
         );
         let mut rs = replica_set(&rollout(), "abc", 3, None, &PodMetadata::default());
         rs.metadata.annotations = Some(BTreeMap::from([(
@@ -605,20 +684,72 @@ mod tests {
 
         // The hash label is never touched, whatever the metadata says.
         let hostile = pod_metadata(json!({"labels": {"rollouts-pod-template-hash": "other"}}));
-        let patch = ephemeral_template_patch(&PodMetadata::default(), &hostile);
+        let plain = replica_set(&rollout(), "abc", 3, None, &PodMetadata::default());
+        let (patch, relabelled) =
+            ephemeral_template_patch(&plain, &PodMetadata::default(), &hostile);
         assert_eq!(patch["spec"]["template"]["metadata"]["labels"], json!({}));
-        let patch = ephemeral_template_patch(&hostile, &PodMetadata::default());
+        assert_eq!(relabelled, None, "nothing changes: no new generation");
+        let (patch, relabelled) =
+            ephemeral_template_patch(&plain, &hostile, &PodMetadata::default());
         assert_eq!(patch["spec"]["template"]["metadata"]["labels"], json!({}));
+        assert_eq!(relabelled, None);
         // The last write: the record of what is now on every pod, or none at all.
         assert_eq!(
-            ephemeral_record_patch(&PodMetadata::default()),
+            ephemeral_record_patch(&PodMetadata::default(), None),
             json!({"metadata": {"annotations": {EPHEMERAL_METADATA_ANNOTATION: null}}})
         );
         assert_eq!(
-            ephemeral_record_patch(&wanted)["metadata"]["annotations"]
+            ephemeral_record_patch(&wanted, Some(5))["metadata"]["annotations"]
                 [EPHEMERAL_METADATA_ANNOTATION],
-            json!(r#"{"labels":{"role":"active"}}"#)
+            json!(r#"{"labels":{"role":"active"},"relabelledGeneration":5}"#)
         );
+    }
+
+    #[test]
+    fn a_status_from_just_before_weirs_relabelling_still_counts() {
+        let rollout = rollout();
+        let active = pod_metadata(json!({"labels": {"role": "active"}}));
+        let mut rs = replica_set(&rollout, "abc", 3, None, &active);
+        rs.metadata.generation = Some(6);
+        rs.status = Some(
+            serde_json::from_value(
+                json!({"replicas": 3, "availableReplicas": 3, "observedGeneration": 5}),
+            )
+            .expect("status"),
+        );
+        let available = |rs: &ReplicaSet| view(&rollout, rs).map(|v| v.available);
+        assert_eq!(
+            available(&rs),
+            Some(0),
+            "generation 6 is not weir's relabelling"
+        );
+        // Relabelled to active (template already so: the record keeps the generation).
+        let (_, relabelled) = ephemeral_template_patch(&rs, &active, &PodMetadata::default());
+        assert_eq!(relabelled, None);
+        rs.metadata.generation = Some(5);
+        let (_, relabelled) = ephemeral_template_patch(&rs, &PodMetadata::default(), &active);
+        assert_eq!(relabelled, Some(6));
+        rs.metadata.generation = Some(6);
+        let record = ephemeral_record_patch(&PodMetadata::default(), relabelled);
+        rs.metadata.annotations = Some(BTreeMap::from([(
+            EPHEMERAL_METADATA_ANNOTATION.to_owned(),
+            record["metadata"]["annotations"][EPHEMERAL_METADATA_ANNOTATION]
+                .as_str()
+                .expect("a record kept for the generation")
+                .to_owned(),
+        )]));
+        assert_eq!(available(&rs), Some(3), "only pod metadata changed since 5");
+        rs.metadata.generation = Some(7);
+        assert_eq!(
+            available(&rs),
+            Some(0),
+            "a later change (a scale) is not counted"
+        );
+        rs.metadata.generation = Some(6);
+        if let Some(status) = rs.status.as_mut() {
+            status.observed_generation = Some(4);
+        }
+        assert_eq!(available(&rs), Some(0), "two generations behind");
     }
 
     #[test]
