@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{ReplicaSet, ReplicaSetSpec};
 use k8s_openapi::api::core::v1::{
-    Affinity, PodAffinityTerm, PodAntiAffinity, PodSpec, WeightedPodAffinityTerm,
+    Affinity, PodAffinityTerm, PodAntiAffinity, PodSpec, PodTemplateSpec, WeightedPodAffinityTerm,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
     LabelSelector, LabelSelectorRequirement, ObjectMeta, OwnerReference,
@@ -242,6 +242,27 @@ pub fn ephemeral_record_patch(
         relabelled_generation,
     });
     serde_json::json!({"metadata": {"annotations": {EPHEMERAL_METADATA_ANNOTATION: record}}})
+}
+
+/// The ReplicaSet's own pod template as the Rollout had it, as near as it can be told: without
+/// the hash label and the ephemeral metadata weir recorded putting there (for `kubectl weir
+/// undo` when the template's exact copy was too big to keep).
+pub fn template_of(replica_set: &ReplicaSet) -> Option<PodTemplateSpec> {
+    let mut template = replica_set.spec.as_ref()?.template.clone()?;
+    let ours = read_ephemeral_record(replica_set).metadata;
+    if let Some(metadata) = template.metadata.as_mut() {
+        if let Some(labels) = metadata.labels.as_mut() {
+            labels.remove(POD_TEMPLATE_HASH_LABEL);
+            labels.retain(|key, _| !ours.labels.contains_key(key));
+        }
+        if let Some(annotations) = metadata.annotations.as_mut() {
+            annotations.retain(|key, _| !ours.annotations.contains_key(key));
+            if annotations.is_empty() {
+                metadata.annotations = None;
+            }
+        }
+    }
+    Some(template)
 }
 
 /// The ReplicaSet for the Rollout's current template, labelled with its hash so the pods, the
@@ -595,6 +616,22 @@ mod tests {
             (seen.ephemeral, seen.ephemeral_pending),
             (PodMetadata::default(), false)
         );
+    }
+
+    #[test]
+    fn the_template_read_back_is_the_rollouts_without_what_weir_added() {
+        let mut rollout = rollout();
+        rollout.spec.template.metadata = Some(
+            serde_json::from_value(json!({"labels": {"app": "web"},
+                "annotations": {"team": "shop"}}))
+            .expect("metadata"),
+        );
+        let active = pod_metadata(json!({"labels": {"role": "active"},
+            "annotations": {"example.com/live": "yes"}}));
+        let rs = replica_set(&rollout, "abc", 3, None, &active);
+        assert_eq!(template_of(&rs), Some(rollout.spec.template.clone()));
+        let plain = replica_set(&rollout, "abc", 3, None, &PodMetadata::default());
+        assert_eq!(template_of(&plain), Some(rollout.spec.template));
     }
 
     #[test]
