@@ -235,11 +235,14 @@ async fn set_ephemeral_metadata(
     let uid = replica_set.uid();
     let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
     // Listed after the template changed, from etcd: a pod created since carries `wanted`.
+    // Metadata alone, read and written: all that is needed, and a whole Pod's decoding is
+    // deep enough to overflow a worker's stack in a debug build.
     let selector = ListParams::default().labels(&format!("{POD_TEMPLATE_HASH_LABEL}={hash}"));
-    let listed =
-        pods.list(&selector)
-            .await
-            .map_err(Error::api("listing", "Pods of ReplicaSet", rs_name))?;
+    let listed = pods.list_metadata(&selector).await.map_err(Error::api(
+        "listing",
+        "Pods of ReplicaSet",
+        rs_name,
+    ))?;
     // Another Rollout's pods may share the hash (the same template): only this one's.
     let owned = listed.items.into_iter().filter(|pod| {
         pod.owner_references()
@@ -252,7 +255,7 @@ async fn set_ephemeral_metadata(
         };
         let pod_name = pod.name_any();
         match pods
-            .patch(&pod_name, &params(), &Patch::Merge(&patch))
+            .patch_metadata(&pod_name, &params(), &Patch::Merge(&patch))
             .await
         {
             Ok(_) => {}
