@@ -7,10 +7,10 @@ mod routers;
 mod support;
 
 use k8s_openapi::api::apps::v1::ReplicaSet;
-use k8s_openapi::api::core::v1::{Pod, Service};
+use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::networking::v1::Ingress;
 use serde_json::{Value, json};
-use support::app::{apply, healthy_on, phase, service_hash, status_patch, wait_for};
+use support::app::{apply, healthy_on, phase, pods_carrying, service_hash, status_patch, wait_for};
 use support::watch::ObjectLog;
 use support::{ControllerProcess, TestNamespace, client, eventually};
 use weir::api::rollout::{PauseReason, RolloutPhase};
@@ -137,52 +137,6 @@ async fn a_release_is_previewed_paused_promoted_and_switched_in_one_move() {
         || async { (replicas_of(&ns, &v1).await == Some(0)).then_some(()) },
     )
     .await;
-}
-
-/// The pods of a version (by uid), each with its labels and annotations.
-type PodsSeen = std::collections::BTreeMap<String, (Value, Value)>;
-
-async fn pods_of(ns: &TestNamespace, hash: &str) -> PodsSeen {
-    let selector = format!("rollouts-pod-template-hash={hash}");
-    let listed = ns
-        .api::<Pod>()
-        .list(&kube::api::ListParams::default().labels(&selector))
-        .await
-        .expect("pods");
-    listed
-        .items
-        .into_iter()
-        .map(|pod| {
-            let meta = pod.metadata;
-            let seen = (json!(meta.labels), json!(meta.annotations));
-            (meta.uid.unwrap_or_default(), seen)
-        })
-        .collect()
-}
-
-/// Waits until `count` pods of `hash` all carry (`Some`) or all lack (`None`) each label and
-/// annotation listed; gives back what they carry.
-async fn pods_carrying(
-    ns: &TestNamespace,
-    hash: &str,
-    count: usize,
-    labels: &[(&str, Option<&str>)],
-    annotations: &[(&str, Option<&str>)],
-) -> PodsSeen {
-    let what = format!("{count} pods of {hash} with {labels:?} and {annotations:?}");
-    eventually(&what, support::app::LIMIT, || async {
-        let pods = pods_of(ns, hash).await;
-        let carry = |map: &Value, expected: &[(&str, Option<&str>)]| {
-            expected
-                .iter()
-                .all(|(key, value)| map.get(key).and_then(Value::as_str) == *value)
-        };
-        let all = pods
-            .values()
-            .all(|(l, a)| carry(l, labels) && carry(a, annotations));
-        (pods.len() == count && all).then_some(pods)
-    })
-    .await
 }
 
 #[tokio::test]

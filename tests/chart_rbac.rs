@@ -371,8 +371,8 @@ fn only_for_other_routers(rule: &PolicyRule) -> bool {
     })
 }
 
-/// Whether `rule` is the one only blue-green's ephemeral metadata needs (relabelling pods in
-/// place): the whole flow is a canary, so removing it there would show nothing.
+/// Whether `rule` is the one only ephemeral metadata needs (relabelling pods in place): the
+/// whole flow's canary has none, so removing it there would show nothing.
 /// `ephemeral_metadata_needs_exactly_the_pod_rule` exercises it instead.
 fn only_for_ephemeral_metadata(rule: &PolicyRule) -> bool {
     rule.resources

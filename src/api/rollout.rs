@@ -158,6 +158,15 @@ pub struct CanaryStrategy {
     /// Analysis that runs in the background from `startingStep` until the rollout ends.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub analysis: Option<BackgroundAnalysis>,
+    /// Labels and annotations on the pods of the stable version, only while it is stable
+    /// (put on in place when a canary is promoted, taken off the version it replaces).
+    /// Ephemeral: they never change the pod-template hash or restart a pod.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stable_metadata: Option<PodMetadata>,
+    /// Labels and annotations on the pods of the canary while it is under way (created with
+    /// them, taken off in place when it is promoted to stable).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary_metadata: Option<PodMetadata>,
     /// The steps a new version goes through, in order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub steps: Vec<CanaryStep>,

@@ -50,7 +50,15 @@ pub fn rollout(spec: &RolloutSpec) -> Vec<Violation> {
         }
         (None, Some(blue_green)) => {
             check_blue_green(&mut report, blue_green);
-            check_ephemeral_metadata(&mut report, spec, blue_green);
+            check_ephemeral_metadata(
+                &mut report,
+                spec,
+                "spec.strategy.blueGreen",
+                [
+                    ("activeMetadata", &blue_green.active_metadata),
+                    ("previewMetadata", &blue_green.preview_metadata),
+                ],
+            );
             return report.finish();
         }
         (None, None) => {
@@ -64,6 +72,15 @@ pub fn rollout(spec: &RolloutSpec) -> Vec<Violation> {
     };
     let at = "spec.strategy.canary";
     report.unsupported(at, &canary.unsupported);
+    check_ephemeral_metadata(
+        &mut report,
+        spec,
+        at,
+        [
+            ("stableMetadata", &canary.stable_metadata),
+            ("canaryMetadata", &canary.canary_metadata),
+        ],
+    );
     for (field, service) in [
         ("stableService", &canary.stable_service),
         ("canaryService", &canary.canary_service),
@@ -258,13 +275,16 @@ pub const MAX_EPHEMERAL_ENTRIES: usize = 64;
 /// 256 KiB of annotations, and weir records what it added on the ReplicaSet as well.
 pub const MAX_EPHEMERAL_ANNOTATION_BYTES: usize = 32 * 1024;
 
-/// `activeMetadata` and `previewMetadata`: valid keys and values, bounded, and only keys weir
-/// can take off again: never the pod-template hash, nor a key the template sets itself
-/// (taking it off would take the user's away, and a selector label with it).
+/// Ephemeral metadata (blue-green's `activeMetadata`/`previewMetadata`, canary's
+/// `stableMetadata`/`canaryMetadata`) of the strategy at `strategy`: valid keys and values,
+/// bounded, and only keys weir can take off again: never the pod-template hash, nor a key the
+/// template sets itself (taking it off would take the user's away, and a selector label with
+/// it).
 fn check_ephemeral_metadata(
     report: &mut Report,
     spec: &RolloutSpec,
-    blue_green: &BlueGreenStrategy,
+    strategy: &str,
+    fields: [(&str, &Option<PodMetadata>); 2],
 ) {
     let template = spec.template.metadata.as_ref();
     let empty = BTreeMap::new();
@@ -272,10 +292,7 @@ fn check_ephemeral_metadata(
     let own_annotations = template
         .and_then(|m| m.annotations.as_ref())
         .unwrap_or(&empty);
-    for (field, metadata) in [
-        ("activeMetadata", &blue_green.active_metadata),
-        ("previewMetadata", &blue_green.preview_metadata),
-    ] {
+    for (field, metadata) in fields {
         let Some(PodMetadata {
             labels,
             annotations,
@@ -283,7 +300,7 @@ fn check_ephemeral_metadata(
         else {
             continue;
         };
-        let at = format!("spec.strategy.blueGreen.{field}");
+        let at = format!("{strategy}.{field}");
         for (what, entries, own) in [
             ("labels", labels, own_labels),
             ("annotations", annotations, own_annotations),

@@ -485,6 +485,18 @@ fn ephemeral_metadata_keys_values_and_counts_are_checked() {
             (Invalid, &format!("{at}.previewMetadata.labels")),
         ],
     );
+    let canary = rollout_from(json!({
+        "selector": {"matchLabels": {"app": "web"}},
+        "template": {"metadata": {"labels": {"app": "web"}}},
+        "strategy": {"canary": {
+            "stableMetadata": {"labels": {"track": "stable"}},
+            "canaryMetadata": {"labels": {"app": "canary"}}
+        }}
+    }));
+    assert_only(
+        rollout(&canary),
+        &[(Invalid, "spec.strategy.canary.canaryMetadata.labels[app]")],
+    );
     let fine = rollout_with_blue_green(json!({
         "activeService": "web",
         "activeMetadata": {"labels": {"role": "active", "app.kubernetes.io/part": "a.b_c-d"}},

@@ -1,10 +1,11 @@
-//! Blue-green's ephemeral metadata (`activeMetadata`, `previewMetadata`): labels and
-//! annotations a version's pods carry only while it plays a part, put on and taken off in
-//! place, never part of the pod-template hash.
+//! Ephemeral metadata (blue-green's `activeMetadata`/`previewMetadata`, canary's
+//! `stableMetadata`/`canaryMetadata`): labels and annotations a version's pods carry only
+//! while it plays a part, put on and taken off in place, never part of the pod-template hash.
 //!
 //! Level-based: what each ReplicaSet should carry is decided from where the two Services
-//! stand once this plan is carried out, and compared with what weir recorded on it, so a
-//! settled Rollout plans nothing and a crash part way is finished by the next plan.
+//! stand once this plan is carried out (blue-green) or from the plan's status (canary), and
+//! compared with what weir recorded on it, so a settled Rollout plans nothing and a crash
+//! part way is finished by the next plan.
 
 use crate::api::rollout::PodMetadata;
 
@@ -75,23 +76,35 @@ impl Planner<'_> {
         pointed.or_else(|| observed.map(str::to_owned))
     }
 
-    /// What version `hash`'s pods should carry: `activeMetadata` while the active Service
-    /// selects it (also when the preview Service does too, as after a switch and on a first
-    /// release: Argo Rollouts gives a promoted version the active metadata);
+    /// What version `hash`'s pods should carry. Blue-green: `activeMetadata` while the active
+    /// Service selects it (also when the preview Service does too, as after a switch and on a
+    /// first release: Argo Rollouts gives a promoted version the active metadata);
     /// `previewMetadata` while only the preview Service selects it, and for the new version
-    /// of a release under way, so its pods start with it; nothing otherwise, and nothing
-    /// without blue-green.
+    /// of a release under way, so its pods start with it. Canary, by the status (a canary
+    /// may have no Services): `stableMetadata` for the stable version, `canaryMetadata` for
+    /// the new version under way. Nothing otherwise.
     fn wanted_metadata(
         &self,
         hash: &str,
         active: Option<&str>,
         preview: Option<&str>,
     ) -> PodMetadata {
-        let Some(blue_green) = self.input.spec.strategy.blue_green.as_ref() else {
-            return PodMetadata::default();
-        };
         let new_version =
             hash == self.input.template_hash && self.status.stable_rs.as_deref() != Some(hash);
+        let strategy = &self.input.spec.strategy;
+        let Some(blue_green) = strategy.blue_green.as_ref() else {
+            let Some(canary) = strategy.canary.as_ref() else {
+                return PodMetadata::default();
+            };
+            let metadata = if self.status.stable_rs.as_deref() == Some(hash) {
+                &canary.stable_metadata
+            } else if new_version {
+                &canary.canary_metadata
+            } else {
+                &None
+            };
+            return metadata.clone().unwrap_or_default();
+        };
         let metadata = if active == Some(hash) {
             &blue_green.active_metadata
         } else if preview == Some(hash) || new_version {

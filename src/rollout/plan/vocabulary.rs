@@ -103,8 +103,8 @@ pub enum Action {
         /// The version whose nodes the new pods avoid (blue-green's `antiAffinity`): the one
         /// they replace.
         away_from: Option<String>,
-        /// The ephemeral metadata its pods start with (blue-green's `previewMetadata` for a
-        /// new version), recorded as applied.
+        /// The ephemeral metadata its pods start with (a new version's `previewMetadata` or
+        /// `canaryMetadata`), recorded as applied.
         metadata: PodMetadata,
     },
     /// Put `metadata` on the pods of a ReplicaSet (its template, and its pods in place) and

@@ -852,15 +852,17 @@ fn ephemeral_metadata_follows_the_services_without_a_new_replica_set() {
 }
 
 #[test]
-fn without_blue_green_no_ephemeral_metadata_is_planned() {
+fn without_ephemeral_metadata_none_is_planned() {
     let mut world = World::with_canary(spec(json!([{"setWeight": 50}, {"pause": {}}]), true, 2));
-    let plans = world.reconcile();
-    for action in plans.iter().flat_map(|p| &p.actions) {
-        match action {
-            Action::SetEphemeralMetadata { .. } => panic!("{action:?}"),
-            Action::CreateReplicaSet { metadata, .. } => assert_eq!(metadata, &Default::default()),
-            _ => {}
+    world.promote_until_healthy(10);
+    let mut blue_green = World::with_canary(bg_spec(json!({}), 2));
+    blue_green.promote_until_healthy(10);
+    for world in [world, blue_green] {
+        assert_eq!(world.phase(), Some(RolloutPhase::Healthy));
+        for rs in &world.observed.replica_sets {
+            assert_eq!(rs.ephemeral, Default::default(), "{}", rs.hash);
         }
+        assert!(world.pods.values().all(|p| *p == Default::default()));
     }
 }
 
