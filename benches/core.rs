@@ -42,6 +42,8 @@ fn plan_one_step(c: &mut Criterion) {
         available: replicas,
         scale_down_at: None,
         created: now(),
+        ephemeral: Default::default(),
+        ephemeral_pending: false,
     };
     let observed = Observed {
         replica_sets: vec![view("stable1", 10), view("canary2", 1)],

@@ -10,7 +10,7 @@ use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::networking::v1::Ingress;
 use serde_json::{Value, json};
-use support::app::{apply, healthy_on, phase, service_hash, status_patch, wait_for};
+use support::app::{apply, healthy_on, phase, pods_carrying, service_hash, status_patch, wait_for};
 use support::watch::ObjectLog;
 use support::{ControllerProcess, TestNamespace, client, eventually};
 use weir::api::rollout::{PauseReason, RolloutPhase};
@@ -137,6 +137,104 @@ async fn a_release_is_previewed_paused_promoted_and_switched_in_one_move() {
         || async { (replicas_of(&ns, &v1).await == Some(0)).then_some(()) },
     )
     .await;
+}
+
+#[tokio::test]
+async fn ephemeral_metadata_moves_with_the_switch_on_the_same_pods() {
+    let ns = TestNamespace::new(&client().await, "blue-green-metadata").await;
+    let _controller = ControllerProcess::start(&ns.name);
+    services(&ns).await;
+    let settings = json!({"autoPromotionEnabled": false, "scaleDownDelaySeconds": 600,
+        "activeMetadata": {"labels": {"role": "active"}, "annotations": {"example.com/live": "yes"}},
+        "previewMetadata": {"labels": {"role": "preview", "stage": "new"}}});
+    apply(&ns, rollout("web:1", settings.clone())).await;
+    let (v1, _) = hashes(&healthy_on(&ns, "web:1").await);
+    let active = [("role", Some("active")), ("stage", None)];
+    let live = [("example.com/live", Some("yes"))];
+    pods_carrying(&ns, &v1, 3, &active, &live).await;
+
+    apply(&ns, rollout("web:2", settings)).await;
+    let paused = wait_for(&ns, "Paused before the switch", |r| {
+        phase(r) == Some(RolloutPhase::Paused)
+    })
+    .await;
+    let (_, v2) = hashes(&paused);
+    let previewed = pods_carrying(
+        &ns,
+        &v2,
+        3,
+        &[("role", Some("preview")), ("stage", Some("new"))],
+        &[("example.com/live", None)],
+    )
+    .await;
+    pods_carrying(&ns, &v1, 3, &active, &live).await;
+    let rs_uid = |rs: Option<ReplicaSet>| rs.and_then(|rs| rs.metadata.uid);
+    let v2_uid = rs_uid(
+        ns.api::<ReplicaSet>()
+            .get_opt(&format!("web-{v2}"))
+            .await
+            .expect("read"),
+    );
+    assert!(v2_uid.is_some());
+    let phases = ObjectLog::start(
+        ns.api::<weir::api::Rollout>(),
+        Some("web"),
+        Vec::new(),
+        |r: &weir::api::Rollout| {
+            let status = r.status.as_ref()?;
+            Some((status.phase, status.stable_rs.clone()))
+        },
+        None,
+    );
+
+    status_patch(&ns, json!({"status": {"pauseConditions": null}})).await;
+    healthy_on(&ns, "web:2").await;
+    let promoted = pods_carrying(&ns, &v2, 3, &active, &live).await;
+    pods_carrying(
+        &ns,
+        &v1,
+        3,
+        &[("role", None), ("stage", None), ("app", Some("web"))],
+        &[("example.com/live", None)],
+    )
+    .await;
+    assert_eq!(
+        promoted.keys().collect::<Vec<_>>(),
+        previewed.keys().collect::<Vec<_>>(),
+        "the same pods, relabelled in place"
+    );
+    let rs = ns
+        .api::<ReplicaSet>()
+        .get(&format!("web-{v2}"))
+        .await
+        .expect("the new version's ReplicaSet");
+    assert_eq!(rs.metadata.uid, v2_uid, "not recreated");
+    let spec = rs.spec.expect("spec");
+    assert_eq!(
+        json!(spec.selector.match_labels),
+        json!({"app": "web", "rollouts-pod-template-hash": v2}),
+        "the selector is untouched"
+    );
+    assert_eq!(
+        json!(
+            spec.template
+                .and_then(|t| t.metadata)
+                .and_then(|m| m.labels)
+        ),
+        json!({"app": "web", "role": "active", "rollouts-pod-template-hash": v2}),
+        "pods created from now on carry the active metadata"
+    );
+    // Relabelling changed no pod: neither version was read as unavailable meanwhile, so the
+    // release went Healthy once and stayed so.
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    let states = phases.states();
+    let healthy = (Some(RolloutPhase::Healthy), Some(v2.clone()));
+    let first = states.iter().position(|s| *s == healthy);
+    assert_eq!(
+        first.map(|at| &states[at..]),
+        Some(&[healthy][..]),
+        "{states:?}"
+    );
 }
 
 #[tokio::test]

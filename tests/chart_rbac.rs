@@ -371,6 +371,15 @@ fn only_for_other_routers(rule: &PolicyRule) -> bool {
     })
 }
 
+/// Whether `rule` is the one only ephemeral metadata needs (relabelling pods in place): the
+/// whole flow's canary has none, so removing it there would show nothing.
+/// `ephemeral_metadata_needs_exactly_the_pod_rule` exercises it instead.
+fn only_for_ephemeral_metadata(rule: &PolicyRule) -> bool {
+    rule.resources
+        .as_deref()
+        .is_some_and(|resources| resources == ["pods"])
+}
+
 /// Under lockdown every rule of the controller's own and `impersonate` are needed; with
 /// lockdown off, each of `gitops-rules.yaml` too (the others were shown needed already).
 #[tokio::test]
@@ -390,9 +399,19 @@ async fn without_any_one_rule_the_controller_fails_visibly() {
         4,
         "the NGINX, SMI, Istio and GRPCRoute rules are left out below (each is tested on its own)"
     );
+    assert_eq!(
+        locked
+            .iter()
+            .filter(|r| only_for_ephemeral_metadata(r))
+            .count(),
+        1,
+        "the pod rule is left out below, and tested on its own"
+    );
     let cases = (0..locked.len())
         .filter(|&index| {
-            !only_for_routes_elsewhere(&locked[index]) && !only_for_other_routers(&locked[index])
+            !only_for_routes_elsewhere(&locked[index])
+                && !only_for_other_routers(&locked[index])
+                && !only_for_ephemeral_metadata(&locked[index])
         })
         .map(|left_out| (Tenancy::Lockdown, left_out))
         .chain((locked.len()..open.len()).map(|left_out| (Tenancy::Off, left_out)));
@@ -503,6 +522,113 @@ async fn route_elsewhere(test: &str, rules: Vec<PolicyRule>) -> Option<String> {
         let route = routes.get("web").await.ok()?;
         (support::app::weighted_canary(&route) == Some(20)).then_some(None)
     })
+    .await;
+    drop_cluster_role(&ns).await;
+    outcome
+}
+
+/// A blue-green Rollout with `activeMetadata` run by the chart's ServiceAccount: at the
+/// switch its new version's pods are relabelled in place with the chart's rules, and weir
+/// says "forbidden" without the pod rule.
+#[tokio::test]
+async fn ephemeral_metadata_needs_exactly_the_pod_rule() {
+    let all = chart_rules(Tenancy::Lockdown);
+    let without: Vec<PolicyRule> = all
+        .iter()
+        .filter(|r| !only_for_ephemeral_metadata(r))
+        .cloned()
+        .collect();
+    assert_eq!(without.len() + 1, all.len());
+    let (with_rule, without_rule) = futures::join!(
+        relabelled("rbac-pods", all),
+        relabelled("rbac-nopods", without)
+    );
+    assert_eq!(with_rule, None, "the chart's rules are enough");
+    let said = without_rule.unwrap_or_default();
+    assert!(said.contains("forbidden"), "{said}");
+}
+
+/// Releases web:1 then web:2 of a blue-green Rollout with `activeMetadata` as the chart's
+/// ServiceAccount bound to `rules`: None once web:2's pods carry it (relabelled at the
+/// switch; pods created beforehand lacked it), or what weir said of a refusal.
+async fn relabelled(test: &str, rules: Vec<PolicyRule>) -> Option<String> {
+    use k8s_openapi::api::core::v1::{Pod, Service};
+    let client = client().await;
+    let ns = TestNamespace::new(&client, test).await;
+    let kubeconfig = service_account(&ns, rules, Scope::Cluster).await;
+    let _controller = ControllerProcess::start_with_env(
+        &ns.name,
+        &["--metrics-addr", "127.0.0.1:0"],
+        &[("KUBECONFIG", kubeconfig.as_path())],
+    );
+    for service in ["web-active", "web-preview"] {
+        let service: Service = serde_json::from_value(
+            json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": service},
+            "spec": {"selector": {"app": "web"}, "ports": [{"port": 80}]}}),
+        )
+        .expect("a Service");
+        ns.api::<Service>()
+            .create(&PostParams::default(), &service)
+            .await
+            .expect("the Service");
+    }
+    let rollout = |image: &str| {
+        json!({"apiVersion": "weir.dev/v1alpha1", "kind": "Rollout", "metadata": {"name": "web"},
+        "spec": {
+            "replicas": 2,
+            "selector": {"matchLabels": {"app": "web"}},
+            "template": {"metadata": {"labels": {"app": "web"}},
+                "spec": {"containers": [{"name": "web", "image": image}]}},
+            "strategy": {"blueGreen": {"activeService": "web-active",
+                "previewService": "web-preview", "activeMetadata": {"labels": {"role": "active"}}}}
+        }})
+    };
+    support::app::apply(&ns, rollout("web:1")).await;
+    let outcome = eventually(
+        "web:2's pods relabelled, or a refusal said",
+        LIMIT,
+        || async {
+            if let Some(said) = forbidden_said(&ns).await {
+                return Some(Some(said));
+            }
+            let r = ns.api::<weir::api::Rollout>().get_opt("web").await.ok()??;
+            let image = r
+                .spec
+                .template
+                .spec
+                .as_ref()?
+                .containers
+                .first()?
+                .image
+                .clone();
+            if phase(&r) == Some(RolloutPhase::Healthy) && image.as_deref() == Some("web:1") {
+                support::app::apply(&ns, rollout("web:2")).await;
+                return None;
+            }
+            // web:2's own pods, once it is the stable version (until then the stable is
+            // web:1, whose pods were created with the metadata).
+            let web2 = weir::rollout::template_hash::of(&r.spec.template);
+            let hash = r
+                .status?
+                .stable_rs
+                .filter(|h| *h == web2 && image.as_deref() == Some("web:2"))?;
+            let selector = format!("rollouts-pod-template-hash={hash}");
+            let pods = ns
+                .api::<Pod>()
+                .list(&kube::api::ListParams::default().labels(&selector))
+                .await
+                .ok()?;
+            let active = |pod: &Pod| {
+                pod.metadata
+                    .labels
+                    .as_ref()
+                    .and_then(|l| l.get("role"))
+                    .map(String::as_str)
+                    == Some("active")
+            };
+            (pods.items.len() == 2 && pods.items.iter().all(active)).then_some(None)
+        },
+    )
     .await;
     drop_cluster_role(&ns).await;
     outcome

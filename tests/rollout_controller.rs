@@ -11,8 +11,8 @@ use k8s_openapi::api::core::v1::Service;
 use kube::api::{ListParams, Patch, PatchParams};
 use serde_json::{Value, json};
 use support::app::{
-    LIMIT, WeightLog, app, apply, healthy_on, phase, rollout, service_hash, set_image,
-    status_patch, step, wait_for,
+    LIMIT, WeightLog, app, apply, healthy_on, phase, pods_carrying, rollout, service_hash,
+    set_image, status_patch, step, wait_for,
 };
 use support::{ControllerProcess, TestNamespace, client, eventually};
 use weir::api::Rollout;
@@ -650,5 +650,56 @@ async fn a_route_in_another_namespace_needs_a_reference_grant_there() {
         route_state(&ns, &edge.name).await,
         before,
         "the finalizer's cleanup left the ungranted route alone"
+    );
+}
+
+#[tokio::test]
+async fn canary_and_stable_metadata_follow_the_promotion_on_the_same_pods() {
+    let ns = TestNamespace::new(&client().await, "canary-metadata").await;
+    let _controller = ControllerProcess::start(&ns.name);
+    let rollout = |image: &str| {
+        json!({"apiVersion": "weir.dev/v1alpha1", "kind": "Rollout", "metadata": {"name": "web"},
+        "spec": {
+            "replicas": 2,
+            "selector": {"matchLabels": {"app": "web"}},
+            "template": {"metadata": {"labels": {"app": "web"}},
+                "spec": {"containers": [{"name": "web", "image": image}]}},
+            "strategy": {"canary": {
+                "scaleDownDelaySeconds": 600,
+                "stableMetadata": {"labels": {"track": "stable"}},
+                "canaryMetadata": {"labels": {"track": "canary"},
+                    "annotations": {"example.com/canary": "yes"}},
+                "steps": [{"setWeight": 50}, {"pause": {}}]}}
+        }})
+    };
+    apply(&ns, rollout("web:1")).await;
+    let first = healthy_on(&ns, "web:1").await;
+    let v1 = first.status.and_then(|s| s.stable_rs).expect("stable");
+    let stable = [("track", Some("stable"))];
+    let plain: [(&str, Option<&str>); 1] = [("example.com/canary", None)];
+    pods_carrying(&ns, &v1, 2, &stable, &plain).await;
+
+    apply(&ns, rollout("web:2")).await;
+    let paused = wait_for(&ns, "paused at 50%", |r| {
+        phase(r) == Some(RolloutPhase::Paused)
+    })
+    .await;
+    let v2 = paused.status.and_then(|s| s.canary_rs).expect("canary");
+    let canary = pods_carrying(
+        &ns,
+        &v2,
+        1,
+        &[("track", Some("canary"))],
+        &[("example.com/canary", Some("yes"))],
+    )
+    .await;
+    pods_carrying(&ns, &v1, 1, &stable, &plain).await;
+
+    status_patch(&ns, json!({"status": {"pauseConditions": null}})).await;
+    healthy_on(&ns, "web:2").await;
+    let promoted = pods_carrying(&ns, &v2, 2, &stable, &plain).await;
+    assert!(
+        canary.keys().all(|uid| promoted.contains_key(uid)),
+        "the canary's pod relabelled in place, not replaced"
     );
 }

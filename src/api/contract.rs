@@ -77,6 +77,11 @@ pub const SCALE_DOWN_ANNOTATION: &str = "weir.dev/scale-down-at";
 /// defaults: what `kubectl weir undo` puts back, so the template hashes as it did.
 pub const POD_TEMPLATE_ANNOTATION: &str = "weir.dev/pod-template";
 
+/// The ephemeral metadata (blue-green's `activeMetadata`/`previewMetadata`) weir put on a
+/// ReplicaSet's pods, as JSON `{labels, annotations}`, with `"pending": true` while it is
+/// being applied: what weir may take off again, and never a key it did not put there.
+pub const EPHEMERAL_METADATA_ANNOTATION: &str = "weir.dev/ephemeral-metadata";
+
 /// Held on every Rollout so its route can be reset before its pods are deleted.
 pub const ROUTE_CLEANUP_FINALIZER: &str = "weir.dev/route-cleanup";
 

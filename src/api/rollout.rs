@@ -158,6 +158,15 @@ pub struct CanaryStrategy {
     /// Analysis that runs in the background from `startingStep` until the rollout ends.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub analysis: Option<BackgroundAnalysis>,
+    /// Labels and annotations on the pods of the stable version, only while it is stable
+    /// (put on in place when a canary is promoted, taken off the version it replaces).
+    /// Ephemeral: they never change the pod-template hash or restart a pod.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stable_metadata: Option<PodMetadata>,
+    /// Labels and annotations on the pods of the canary while it is under way (created with
+    /// them, taken off in place when it is promoted to stable).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary_metadata: Option<PodMetadata>,
     /// The steps a new version goes through, in order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub steps: Vec<CanaryStep>,
@@ -215,10 +224,15 @@ pub struct BlueGreenStrategy {
     #[serde(default = "default_scale_down_delay_seconds")]
     #[schemars(range(min = 0))]
     pub abort_scale_down_delay_seconds: i32,
-    /// Labels and annotations added to the active version's pods.
+    /// Labels and annotations on the pods of the version the active Service selects, only
+    /// while it does (taken off, in place, when it no longer does). Ephemeral: they never
+    /// change the pod-template hash or restart a pod. When both Services select one version,
+    /// it carries these, not `previewMetadata`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub active_metadata: Option<PodMetadata>,
-    /// Labels and annotations added to the preview version's pods.
+    /// Labels and annotations on the pods of the new version while it is previewed (created
+    /// with them, taken off in place at the switch), and of any version only the preview
+    /// Service selects.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub preview_metadata: Option<PodMetadata>,
     /// Keep a new version's pods off the nodes of the pods of the version it replaces: a pod
@@ -236,7 +250,7 @@ fn default_true() -> bool {
 }
 
 /// Labels and annotations for a version's pods (`activeMetadata`, `previewMetadata`).
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PodMetadata {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]

@@ -172,15 +172,10 @@ pub fn template_to_restore(
             exact: true,
         });
     }
-    let mut template = chosen
-        .spec
-        .as_ref()
-        .and_then(|s| s.template.clone())
+    // The hash label and the ephemeral metadata are the controller's, not part of the
+    // Rollout's template.
+    let template = crate::rollout::workload::template_of(chosen)
         .ok_or_else(|| format!("ReplicaSet {} has no template", chosen.name_any()))?;
-    // The hash label is the controller's, not part of the Rollout's template.
-    if let Some(labels) = template.metadata.as_mut().and_then(|m| m.labels.as_mut()) {
-        labels.remove(POD_TEMPLATE_HASH_LABEL);
-    }
     Ok(Restore {
         hash,
         template,

@@ -2,8 +2,8 @@
 //! with field manager `weir-rollout`.
 
 use k8s_openapi::api::apps::v1::ReplicaSet;
-use k8s_openapi::api::core::v1::Service;
-use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use k8s_openapi::api::core::v1::{Pod, Service};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::{Client, ResourceExt};
 use serde_json::json;
 
@@ -15,6 +15,7 @@ use crate::analysis::run;
 use crate::api::Rollout;
 use crate::api::analysis::{AnalysisRun, AnalysisTemplateSpec};
 use crate::api::contract::{POD_TEMPLATE_HASH_LABEL, ROLLOUT_MANAGER, SCALE_DOWN_ANNOTATION};
+use crate::api::rollout::PodMetadata;
 use crate::ssa_defaults;
 use crate::traffic::{Router, Routers};
 
@@ -59,6 +60,7 @@ pub async fn act(
             hash,
             replicas,
             away_from,
+            metadata,
         } => {
             let rs_name = workload::replica_set_name(&name, hash);
             // As JSON, with the defaults an apply needs: the template is written as the user
@@ -68,6 +70,7 @@ pub async fn act(
                 hash,
                 *replicas,
                 away_from.as_deref(),
+                metadata,
             ))
             .map_err(|error| {
                 Error::api("creating", "ReplicaSet", &rs_name)(kube::Error::SerdeError(error))
@@ -101,6 +104,19 @@ pub async fn act(
                 .await
                 .map_err(Error::api("marking", "ReplicaSet", &rs_name))?;
             Ok(Wrote::ReplicaSet(version_of(&written)))
+        }
+        Action::SetEphemeralMetadata {
+            hash,
+            metadata,
+            applied,
+        } => {
+            let rs_name = workload::replica_set_name(&name, hash);
+            // On the heap: its reads and writes in turn would otherwise grow every
+            // reconcile's future (and a debug build's stack) by their size.
+            Box::pin(set_ephemeral_metadata(
+                client, &namespace, &rs_name, hash, metadata, applied,
+            ))
+            .await
         }
         Action::DeleteReplicaSet { hash } => {
             let rs_name = workload::replica_set_name(&name, hash);
@@ -177,6 +193,88 @@ pub async fn act(
             Ok(Wrote::AnalysisRun(version_of(&written)))
         }
     }
+}
+
+/// Puts `wanted` on the pods of ReplicaSet `rs_name` (version `hash`) and takes off what of
+/// `applied` it lacks, after a read, in three writes: the template with a pending record of every key weir
+/// may have put there, each live pod it owns that differs, then the record of `wanted`. A
+/// failure part way leaves the record pending, so the next plan does it again. No pod is
+/// restarted: the ReplicaSet controller does not replace pods for a template change.
+async fn set_ephemeral_metadata(
+    client: &Client,
+    namespace: &str,
+    rs_name: &str,
+    hash: &str,
+    wanted: &PodMetadata,
+    applied: &PodMetadata,
+) -> Result<Wrote, Error> {
+    let replica_sets: Api<ReplicaSet> = Api::namespaced(client.clone(), namespace);
+    // Read first: the template patch is guarded by this resourceVersion, so the generation it
+    // gives is known (a change in between is a conflict, planned again).
+    let current = replica_sets.get_opt(rs_name).await.map_err(Error::api(
+        "reading",
+        "ReplicaSet",
+        rs_name,
+    ))?;
+    // Deleted since it was read: it has no pods left to label.
+    let Some(current) = current else {
+        return Ok(Wrote::ReplicaSet(LastWrite::Unknown));
+    };
+    let (template, relabelled_generation) =
+        workload::ephemeral_template_patch(&current, wanted, applied);
+    let replica_set = match replica_sets
+        .patch(rs_name, &params(), &Patch::Merge(&template))
+        .await
+    {
+        Ok(replica_set) => replica_set,
+        Err(kube::Error::Api(status)) if status.code == 404 => {
+            return Ok(Wrote::ReplicaSet(LastWrite::Unknown));
+        }
+        Err(source) => return Err(Error::api("labelling", "ReplicaSet", rs_name)(source)),
+    };
+    let uid = replica_set.uid();
+    let pods: Api<Pod> = Api::namespaced(client.clone(), namespace);
+    // Listed after the template changed, from etcd: a pod created since carries `wanted`.
+    // Metadata alone, read and written: all that is needed, and a whole Pod's decoding is
+    // deep enough to overflow a worker's stack in a debug build.
+    let selector = ListParams::default().labels(&format!("{POD_TEMPLATE_HASH_LABEL}={hash}"));
+    let listed = pods.list_metadata(&selector).await.map_err(Error::api(
+        "listing",
+        "Pods of ReplicaSet",
+        rs_name,
+    ))?;
+    // Another Rollout's pods may share the hash (the same template): only this one's.
+    let owned = listed.items.into_iter().filter(|pod| {
+        pod.owner_references()
+            .iter()
+            .any(|o| Some(&o.uid) == uid.as_ref() && o.controller == Some(true))
+    });
+    for pod in owned {
+        let Some(patch) = workload::ephemeral_pod_patch(&pod.metadata, wanted, applied) else {
+            continue;
+        };
+        let pod_name = pod.name_any();
+        match pods
+            .patch_metadata(&pod_name, &params(), &Patch::Merge(&patch))
+            .await
+        {
+            Ok(_) => {}
+            Err(kube::Error::Api(status)) if status.code == 404 => {}
+            Err(source) => return Err(Error::api("labelling", "Pod", &pod_name)(source)),
+        }
+    }
+    let written = replica_sets
+        .patch(
+            rs_name,
+            &params(),
+            &Patch::Merge(&workload::ephemeral_record_patch(
+                wanted,
+                relabelled_generation,
+            )),
+        )
+        .await
+        .map_err(Error::api("labelling", "ReplicaSet", rs_name))?;
+    Ok(Wrote::ReplicaSet(version_of(&written)))
 }
 
 async fn start_analysis(

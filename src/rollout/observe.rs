@@ -22,8 +22,8 @@ use crate::api::Rollout;
 use crate::api::analysis::{AnalysisPhase, AnalysisRun};
 use crate::api::analysis::{AnalysisTemplate, AnalysisTemplateSpec, ClusterAnalysisTemplate};
 use crate::api::contract::{
-    ATTEMPT_LABEL, AnalysisKind, CANARY_HASH_LABEL, POD_TEMPLATE_HASH_LABEL, ROLLOUT_LABEL,
-    SCALE_DOWN_ANNOTATION, STEP_LABEL,
+    ATTEMPT_LABEL, AnalysisKind, CANARY_HASH_LABEL, EPHEMERAL_METADATA_ANNOTATION,
+    POD_TEMPLATE_HASH_LABEL, ROLLOUT_LABEL, SCALE_DOWN_ANNOTATION, STEP_LABEL,
 };
 use crate::api::rollout::{AnalysisTemplateRef, NamedService};
 use crate::runtime::cache::{Cache, Epoch};
@@ -61,7 +61,8 @@ pub struct OwnedCaches {
 const CATCH_UP_LIMIT: Duration = Duration::from_secs(3);
 
 /// Drops from a cached ReplicaSet what [`workload::view`] never reads: the pod template and
-/// selector, and every annotation but the scale-down mark (the template's copy among them;
+/// selector, and every annotation but the scale-down mark and the ephemeral metadata's
+/// record (the template's copy among them;
 /// `kubectl weir undo` reads that from the API server).
 pub fn trim_replica_set(replica_set: &mut ReplicaSet) {
     if let Some(spec) = replica_set.spec.as_mut() {
@@ -69,7 +70,8 @@ pub fn trim_replica_set(replica_set: &mut ReplicaSet) {
         spec.selector = Default::default();
     }
     if let Some(annotations) = replica_set.metadata.annotations.as_mut() {
-        annotations.retain(|key, _| key == SCALE_DOWN_ANNOTATION);
+        annotations
+            .retain(|key, _| key == SCALE_DOWN_ANNOTATION || key == EPHEMERAL_METADATA_ANNOTATION);
     }
 }
 
@@ -529,6 +531,7 @@ mod tests {
                 "creationTimestamp": "2026-01-01T00:00:00Z",
                 "labels": {ROLLOUT_LABEL: "web", POD_TEMPLATE_HASH_LABEL: "abc"},
                 "annotations": {SCALE_DOWN_ANNOTATION: "2026-01-01T00:00:30Z",
+                    EPHEMERAL_METADATA_ANNOTATION: "{\"labels\": {\"role\": \"active\"}}",
                     "weir.dev/template": "{\"spec\": {}}"},
                 "ownerReferences": [{"apiVersion": "weir.dev/v1alpha1", "kind": "Rollout",
                     "name": "web", "uid": "uid-1", "controller": true}]},
@@ -547,7 +550,12 @@ mod tests {
         assert!(spec.template.is_none());
         assert_eq!(
             trimmed.annotations().keys().collect::<Vec<_>>(),
-            [SCALE_DOWN_ANNOTATION]
+            [EPHEMERAL_METADATA_ANNOTATION, SCALE_DOWN_ANNOTATION]
+        );
+        let seen = seen.expect("owned");
+        assert_eq!(
+            seen.ephemeral.labels.get("role").map(String::as_str),
+            Some("active")
         );
     }
 

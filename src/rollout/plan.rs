@@ -20,13 +20,15 @@
 //! full scale until the release is complete, so a failure switches straight back.
 //!
 //! One `Planner` (`planner`), which each child adds to by concern: `canary` (the course
-//! through the steps), `blue_green` (the course through preview, switch and analysis), `traffic`, `routes` (managed routes), `scaling`, `pauses`, `deadline`, `analysis`, `promotion`
+//! through the steps), `blue_green` (the course through preview, switch and analysis), `traffic`, `routes` (managed routes), `scaling`, `ephemeral` (blue-green's
+//! `activeMetadata`/`previewMetadata`), `pauses`, `deadline`, `analysis`, `promotion`
 //! (and abort), `status`. `vocabulary` and `steps` are the leaves they share.
 
 mod analysis;
 mod blue_green;
 mod canary;
 mod deadline;
+mod ephemeral;
 mod pauses;
 mod planner;
 mod promotion;
@@ -134,6 +136,7 @@ impl Planner<'_> {
         self.manage_routes(&hash);
         self.stop_unwanted_analysis();
         self.retire_old_replica_sets();
+        self.place_ephemeral_metadata();
         self.set_phase();
     }
 }

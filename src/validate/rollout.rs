@@ -5,13 +5,14 @@ use std::collections::{BTreeMap, BTreeSet};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
 use super::analysis::check_args;
-use super::names::{NameRule, check_name};
+use super::names::{NameRule, check_name, label_value_ok, qualified_name_problem};
 use super::routes;
 use super::violation::{Report, Violation};
-use crate::api::contract::alb_action_annotation;
+use crate::api::contract::{POD_TEMPLATE_HASH_LABEL, alb_action_annotation};
 use crate::api::rollout::{
     AlbRouting, AnalysisTemplateRef, BlueGreenStrategy, CanaryStep, GatewayApiRouting,
-    IstioRouting, NginxRouting, RolloutSpec, SetCanaryScale, SmiRouting, TrafficRouting,
+    IstioRouting, NginxRouting, PodMetadata, RolloutSpec, SetCanaryScale, SmiRouting,
+    TrafficRouting,
 };
 use crate::duration;
 
@@ -49,6 +50,15 @@ pub fn rollout(spec: &RolloutSpec) -> Vec<Violation> {
         }
         (None, Some(blue_green)) => {
             check_blue_green(&mut report, blue_green);
+            check_ephemeral_metadata(
+                &mut report,
+                spec,
+                "spec.strategy.blueGreen",
+                [
+                    ("activeMetadata", &blue_green.active_metadata),
+                    ("previewMetadata", &blue_green.preview_metadata),
+                ],
+            );
             return report.finish();
         }
         (None, None) => {
@@ -62,6 +72,15 @@ pub fn rollout(spec: &RolloutSpec) -> Vec<Violation> {
     };
     let at = "spec.strategy.canary";
     report.unsupported(at, &canary.unsupported);
+    check_ephemeral_metadata(
+        &mut report,
+        spec,
+        at,
+        [
+            ("stableMetadata", &canary.stable_metadata),
+            ("canaryMetadata", &canary.canary_metadata),
+        ],
+    );
     for (field, service) in [
         ("stableService", &canary.stable_service),
         ("canaryService", &canary.canary_service),
@@ -246,6 +265,92 @@ fn check_blue_green(report: &mut Report, blue_green: &BlueGreenStrategy) {
     ] {
         if value.is_some_and(|v| v < 0) {
             report.invalid(format!("{at}.{field}"), "must be 0 or more");
+        }
+    }
+}
+
+/// The most labels, and the most annotations, one ephemeral metadata may put on pods.
+pub const MAX_EPHEMERAL_ENTRIES: usize = 64;
+/// The most bytes of annotation keys and values one ephemeral metadata may add: pods share
+/// 256 KiB of annotations, and weir records what it added on the ReplicaSet as well.
+pub const MAX_EPHEMERAL_ANNOTATION_BYTES: usize = 32 * 1024;
+
+/// Ephemeral metadata (blue-green's `activeMetadata`/`previewMetadata`, canary's
+/// `stableMetadata`/`canaryMetadata`) of the strategy at `strategy`: valid keys and values,
+/// bounded, and only keys weir can take off again: never the pod-template hash, nor a key the
+/// template sets itself (taking it off would take the user's away, and a selector label with
+/// it).
+fn check_ephemeral_metadata(
+    report: &mut Report,
+    spec: &RolloutSpec,
+    strategy: &str,
+    fields: [(&str, &Option<PodMetadata>); 2],
+) {
+    let template = spec.template.metadata.as_ref();
+    let empty = BTreeMap::new();
+    let own_labels = template.and_then(|m| m.labels.as_ref()).unwrap_or(&empty);
+    let own_annotations = template
+        .and_then(|m| m.annotations.as_ref())
+        .unwrap_or(&empty);
+    for (field, metadata) in fields {
+        let Some(PodMetadata {
+            labels,
+            annotations,
+        }) = metadata
+        else {
+            continue;
+        };
+        let at = format!("{strategy}.{field}");
+        for (what, entries, own) in [
+            ("labels", labels, own_labels),
+            ("annotations", annotations, own_annotations),
+        ] {
+            let at = format!("{at}.{what}");
+            if entries.len() > MAX_EPHEMERAL_ENTRIES {
+                report.invalid(
+                    at.clone(),
+                    format!(
+                        "has {} entries; at most {MAX_EPHEMERAL_ENTRIES} are allowed",
+                        entries.len()
+                    ),
+                );
+                continue;
+            }
+            for (key, value) in entries {
+                let field = format!("{at}[{key}]");
+                if let Some(problem) = qualified_name_problem(key) {
+                    report.invalid(field.clone(), format!("is not a valid key: {problem}"));
+                } else if key == POD_TEMPLATE_HASH_LABEL {
+                    report.invalid(
+                        field.clone(),
+                        "is weir's own: it tells versions apart and is never changed",
+                    );
+                } else if own.contains_key(key) {
+                    report.invalid(
+                        field.clone(),
+                        format!(
+                            "spec.template.metadata.{what} sets {key:?} already: ephemeral metadata only adds keys, which it takes off again"
+                        ),
+                    );
+                }
+                if what == "labels" && !label_value_ok(value) {
+                    report.invalid(
+                        field,
+                        format!(
+                            "{value:?} is not a valid label value (at most 63 letters, digits, '-', '_' or '.', starting and ending with a letter or digit)"
+                        ),
+                    );
+                }
+            }
+            let bytes: usize = entries.iter().map(|(k, v)| k.len() + v.len()).sum();
+            if what == "annotations" && bytes > MAX_EPHEMERAL_ANNOTATION_BYTES {
+                report.invalid(
+                    at,
+                    format!(
+                        "holds {bytes} bytes; at most {MAX_EPHEMERAL_ANNOTATION_BYTES} are allowed"
+                    ),
+                );
+            }
         }
     }
 }

@@ -447,6 +447,65 @@ fn blue_green_analysis_anti_affinity_and_counts_are_checked() {
 }
 
 #[test]
+fn ephemeral_metadata_keys_values_and_counts_are_checked() {
+    let many: serde_json::Map<String, serde_json::Value> =
+        (0..65).map(|i| (format!("k{i}"), json!("v"))).collect();
+    let spec = rollout_with_blue_green(json!({
+        "activeService": "web",
+        "activeMetadata": {
+            "labels": {"role": "active", "example.com/tier": "", "bad key": "x",
+                "-dash": "x", "Bad.Prefix/name": "x", "value": "not ok!",
+                "long": "x".repeat(64), "rollouts-pod-template-hash": "abc", "app": "web"},
+            "annotations": {"note": "any text at all: fine", "big": "x".repeat(33 * 1024)}
+        },
+        "previewMetadata": {"labels": many, "annotations": {"/empty-prefix": "x"}}
+    }));
+    let at = "spec.strategy.blueGreen";
+    assert_only(
+        rollout(&spec),
+        &[
+            (Invalid, &format!("{at}.activeMetadata.annotations")),
+            (Invalid, &format!("{at}.activeMetadata.labels[-dash]")),
+            (
+                Invalid,
+                &format!("{at}.activeMetadata.labels[Bad.Prefix/name]"),
+            ),
+            (Invalid, &format!("{at}.activeMetadata.labels[app]")),
+            (Invalid, &format!("{at}.activeMetadata.labels[bad key]")),
+            (Invalid, &format!("{at}.activeMetadata.labels[long]")),
+            (
+                Invalid,
+                &format!("{at}.activeMetadata.labels[rollouts-pod-template-hash]"),
+            ),
+            (Invalid, &format!("{at}.activeMetadata.labels[value]")),
+            (
+                Invalid,
+                &format!("{at}.previewMetadata.annotations[/empty-prefix]"),
+            ),
+            (Invalid, &format!("{at}.previewMetadata.labels")),
+        ],
+    );
+    let canary = rollout_from(json!({
+        "selector": {"matchLabels": {"app": "web"}},
+        "template": {"metadata": {"labels": {"app": "web"}}},
+        "strategy": {"canary": {
+            "stableMetadata": {"labels": {"track": "stable"}},
+            "canaryMetadata": {"labels": {"app": "canary"}}
+        }}
+    }));
+    assert_only(
+        rollout(&canary),
+        &[(Invalid, "spec.strategy.canary.canaryMetadata.labels[app]")],
+    );
+    let fine = rollout_with_blue_green(json!({
+        "activeService": "web",
+        "activeMetadata": {"labels": {"role": "active", "app.kubernetes.io/part": "a.b_c-d"}},
+        "previewMetadata": {"annotations": {"example.com/note": "previewed"}}
+    }));
+    assert_only(rollout(&fine), &[]);
+}
+
+#[test]
 fn argo_fields_weir_lacks_are_named_never_dropped() {
     let spec = rollout_with_canary(json!({
         "maxSurge": "25%",

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use gateway_api::apis::standard::httproutes::HttpRoute;
-use k8s_openapi::api::core::v1::{Secret, Service};
+use k8s_openapi::api::core::v1::{Pod, Secret, Service};
 use kube::Api;
 use kube::api::{Patch, PatchParams};
 use serde_json::{Value, json};
@@ -355,4 +355,50 @@ pub async fn virtual_service_route_names(ns: &TestNamespace) -> Vec<String> {
         .flatten()
         .map(|r| r["name"].as_str().unwrap_or("(unnamed)").to_owned())
         .collect()
+}
+
+/// The pods of a version (by uid), each with its labels and annotations.
+pub type PodsSeen = std::collections::BTreeMap<String, (Value, Value)>;
+
+pub async fn pods_of(ns: &TestNamespace, hash: &str) -> PodsSeen {
+    let selector = format!("rollouts-pod-template-hash={hash}");
+    let listed = ns
+        .api::<Pod>()
+        .list(&kube::api::ListParams::default().labels(&selector))
+        .await
+        .expect("pods");
+    listed
+        .items
+        .into_iter()
+        .map(|pod| {
+            let meta = pod.metadata;
+            let seen = (json!(meta.labels), json!(meta.annotations));
+            (meta.uid.unwrap_or_default(), seen)
+        })
+        .collect()
+}
+
+/// Waits until `count` pods of `hash` all carry (`Some`) or all lack (`None`) each label and
+/// annotation listed; gives back what they carry.
+pub async fn pods_carrying(
+    ns: &TestNamespace,
+    hash: &str,
+    count: usize,
+    labels: &[(&str, Option<&str>)],
+    annotations: &[(&str, Option<&str>)],
+) -> PodsSeen {
+    let what = format!("{count} pods of {hash} with {labels:?} and {annotations:?}");
+    eventually(&what, LIMIT, || async {
+        let pods = pods_of(ns, hash).await;
+        let carry = |map: &Value, expected: &[(&str, Option<&str>)]| {
+            expected
+                .iter()
+                .all(|(key, value)| map.get(key).and_then(Value::as_str) == *value)
+        };
+        let all = pods
+            .values()
+            .all(|(l, a)| carry(l, labels) && carry(a, annotations));
+        (pods.len() == count && all).then_some(pods)
+    })
+    .await
 }

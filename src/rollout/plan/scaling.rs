@@ -16,6 +16,8 @@ impl<'a> Planner<'a> {
                 hash: hash.into(),
                 replicas,
                 away_from: self.away_from(hash),
+                // Filled in once the plan knows where the Services stand (`ephemeral`).
+                metadata: Default::default(),
             },
             Some(rs) if rs.replicas != replicas || rs.scale_down_at.is_some() => {
                 Action::ScaleReplicaSet {

@@ -50,6 +50,26 @@ struct World {
     next_run: usize,
     /// The Git revision the spec came from.
     revision: Option<String>,
+    /// The ephemeral metadata each version's pods carry, as the glue leaves them.
+    pods: std::collections::BTreeMap<String, crate::api::rollout::PodMetadata>,
+}
+
+/// What the glue leaves on pods that carried `shown`: `wanted` put on, the keys of `applied`
+/// that `wanted` lacks taken off, every other key kept.
+fn put_on(
+    shown: &crate::api::rollout::PodMetadata,
+    wanted: &crate::api::rollout::PodMetadata,
+    applied: &crate::api::rollout::PodMetadata,
+) -> crate::api::rollout::PodMetadata {
+    let mut pods = shown.clone();
+    pods.labels
+        .retain(|key, _| !applied.labels.contains_key(key) || wanted.labels.contains_key(key));
+    pods.annotations.retain(|key, _| {
+        !applied.annotations.contains_key(key) || wanted.annotations.contains_key(key)
+    });
+    pods.labels.extend(wanted.labels.clone());
+    pods.annotations.extend(wanted.annotations.clone());
+    pods
 }
 
 /// A plan says one thing about each object (see [`Object`]).
@@ -76,6 +96,7 @@ impl World {
             weights_seen: Vec::new(),
             next_run: 0,
             revision: None,
+            pods: Default::default(),
         }
     }
 
@@ -127,7 +148,12 @@ impl World {
         assert_one_word_per_object(actions);
         for action in actions {
             match action {
-                Action::CreateReplicaSet { hash, replicas, .. } => {
+                Action::CreateReplicaSet {
+                    hash,
+                    replicas,
+                    metadata,
+                    ..
+                } => {
                     assert!(self.rs(hash).is_none(), "created {hash} twice");
                     let created = self.now;
                     self.observed.replica_sets.push(ReplicaSetView {
@@ -136,7 +162,23 @@ impl World {
                         available: 0,
                         scale_down_at: None,
                         created,
+                        ephemeral: metadata.clone(),
+                        ephemeral_pending: false,
                     });
+                    self.pods.insert(hash.clone(), metadata.clone());
+                }
+                Action::SetEphemeralMetadata {
+                    hash,
+                    metadata,
+                    applied,
+                } => {
+                    let rs = self
+                        .rs_mut(hash)
+                        .expect("labelled a ReplicaSet that exists");
+                    rs.ephemeral = metadata.clone();
+                    rs.ephemeral_pending = false;
+                    let pods = self.pods.entry(hash.clone()).or_default();
+                    *pods = put_on(pods, metadata, applied);
                 }
                 Action::ScaleReplicaSet { hash, replicas } => {
                     let rs = self.rs_mut(hash).expect("scaled a ReplicaSet that exists");
@@ -150,7 +192,8 @@ impl World {
                         .scale_down_at = Some(*at);
                 }
                 Action::DeleteReplicaSet { hash } => {
-                    self.observed.replica_sets.retain(|rs| &rs.hash != hash)
+                    self.observed.replica_sets.retain(|rs| &rs.hash != hash);
+                    self.pods.remove(hash);
                 }
                 Action::PointService { service, hash } => match service.as_str() {
                     // Blue-green's active and preview Services play the same parts.
@@ -2154,3 +2197,90 @@ proptest! {
 }
 
 mod blue_green;
+
+fn canary_with_metadata(steps: Value, router: bool, replicas: i32) -> RolloutSpec {
+    let mut spec = spec(steps, router, replicas);
+    if let Some(canary) = spec.strategy.canary.as_mut() {
+        canary.stable_metadata =
+            Some(serde_json::from_value(json!({"labels": {"track": "stable"}})).expect("stable"));
+        canary.canary_metadata = Some(
+            serde_json::from_value(
+                json!({"labels": {"track": "canary"}, "annotations": {"example.com/canary": "yes"}}),
+            )
+            .expect("canary"),
+        );
+    }
+    spec
+}
+
+#[test]
+fn canary_metadata_is_the_canarys_until_promoted_then_stable_metadata() {
+    let spec = canary_with_metadata(json!([{"setWeight": 50}, {"pause": {}}]), true, 2);
+    let canary = spec.strategy.canary.clone().expect("canary");
+    let (stable_md, canary_md) = (
+        canary.stable_metadata.unwrap_or_default(),
+        canary.canary_metadata.unwrap_or_default(),
+    );
+    let mut world = World::with_canary(spec);
+    assert_eq!(world.pods.get(STABLE), Some(&stable_md));
+    world.reconcile();
+    assert_eq!(world.phase(), Some(RolloutPhase::Paused));
+    assert_eq!(world.pods.get(CANARY), Some(&canary_md), "created with it");
+    assert_eq!(world.rs(CANARY).map(|rs| &rs.ephemeral), Some(&canary_md));
+    world.promote_until_healthy(10);
+    assert_eq!(world.phase(), Some(RolloutPhase::Healthy));
+    assert_eq!(
+        world.pods.get(CANARY),
+        Some(&stable_md),
+        "relabelled in place"
+    );
+    assert_eq!(world.pods.get(STABLE), Some(&Default::default()));
+    let settled = world.reconcile();
+    assert!(settled.iter().all(|p| p.actions.is_empty()), "{settled:?}");
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 1000, ..ProptestConfig::default() })]
+
+    /// For any canary and any order of events and crashes: once the world settles (a
+    /// reconcile writes nothing), the stable version's record and pods carry
+    /// `stableMetadata`, the new version under way `canaryMetadata`, every other version
+    /// nothing.
+    #[test]
+    fn canary_ephemeral_metadata_settles_on_what_each_version_is(
+        world in world_strategy(),
+        events in prop::collection::vec(event_strategy(), 0..40),
+    ) {
+        let mut world = world;
+        let with = canary_with_metadata(json!([]), false, 1).strategy.canary.expect("canary");
+        if let Some(canary) = world.spec.strategy.canary.as_mut() {
+            canary.stable_metadata = with.stable_metadata.clone();
+            canary.canary_metadata = with.canary_metadata.clone();
+        }
+        let mut generation = 1;
+        for event in &events {
+            world.happen(event, &mut generation);
+            if matches!(event, Event::Crash | Event::CrashPartway(_)) {
+                continue;
+            }
+            let settled = (0..10).any(|_| {
+                let plans = world.reconcile();
+                plans.len() == 1 && plans[0].actions.is_empty()
+            });
+            prop_assert!(settled, "the world never settled");
+            let stable = world.status.stable_rs.clone();
+            for rs in &world.observed.replica_sets {
+                let expected = if stable.as_deref() == Some(rs.hash.as_str()) {
+                    with.stable_metadata.clone().unwrap_or_default()
+                } else if rs.hash == world.hash {
+                    with.canary_metadata.clone().unwrap_or_default()
+                } else {
+                    Default::default()
+                };
+                prop_assert_eq!(&rs.ephemeral, &expected, "the record of {}", &rs.hash);
+                prop_assert!(!rs.ephemeral_pending);
+                prop_assert_eq!(world.pods.get(&rs.hash), Some(&expected), "the pods of {}", &rs.hash);
+            }
+        }
+    }
+}

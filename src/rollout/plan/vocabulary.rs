@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 
 use crate::api::analysis::AnalysisPhase;
 use crate::api::contract::AnalysisKind;
-use crate::api::rollout::{RolloutSpec, RolloutStatus};
+use crate::api::rollout::{PodMetadata, RolloutSpec, RolloutStatus};
 use crate::time::Outage;
 use crate::traffic::{ManagedRoute, ShownRoutes};
 use crate::validate;
@@ -23,6 +23,10 @@ pub struct ReplicaSetView {
     /// When weir decided to scale it down (annotation `weir.dev/scale-down-at`).
     pub scale_down_at: Option<DateTime<Utc>>,
     pub created: DateTime<Utc>,
+    /// The ephemeral metadata weir put on its pods (annotation `weir.dev/ephemeral-metadata`).
+    pub ephemeral: PodMetadata,
+    /// That metadata was being changed and may not have reached every pod yet.
+    pub ephemeral_pending: bool,
 }
 
 /// An AnalysisRun the Rollout owns.
@@ -99,6 +103,18 @@ pub enum Action {
         /// The version whose nodes the new pods avoid (blue-green's `antiAffinity`): the one
         /// they replace.
         away_from: Option<String>,
+        /// The ephemeral metadata its pods start with (a new version's `previewMetadata` or
+        /// `canaryMetadata`), recorded as applied.
+        metadata: PodMetadata,
+    },
+    /// Put `metadata` on the pods of a ReplicaSet (its template, and its pods in place) and
+    /// take off what of `applied` it lacks; record `metadata` as applied. Never touches the
+    /// pod-template hash or restarts a pod.
+    SetEphemeralMetadata {
+        hash: String,
+        metadata: PodMetadata,
+        /// What weir recorded as put there before: the keys it may take off.
+        applied: PodMetadata,
     },
     /// Set the replica count, and drop any scale-down mark.
     ScaleReplicaSet {
@@ -152,6 +168,9 @@ pub enum Object<'a> {
     Route,
     /// One managed route, by name.
     ManagedRoute(&'a str),
+    /// The ephemeral metadata of one ReplicaSet's pods, by hash: apart from the ReplicaSet's
+    /// scale, which the same plan may change too. A new ReplicaSet's comes with its creation.
+    PodMetadata(&'a str),
 }
 
 impl Action {
@@ -162,6 +181,7 @@ impl Action {
             | Action::ScaleReplicaSet { hash, .. }
             | Action::MarkScaleDown { hash, .. }
             | Action::DeleteReplicaSet { hash } => Some(Object::ReplicaSet(hash)),
+            Action::SetEphemeralMetadata { hash, .. } => Some(Object::PodMetadata(hash)),
             Action::PointService { service, .. } => Some(Object::Service(service)),
             Action::SetWeight { .. } => Some(Object::Route),
             Action::SetManagedRoute { name, .. } | Action::RemoveManagedRoute { name } => {

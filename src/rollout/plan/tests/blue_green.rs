@@ -713,3 +713,227 @@ fn a_new_release_during_post_promotion_analysis_switches_back_only_to_a_full_sta
     world.reconcile();
     assert_eq!(world.active(), Some(STABLE), "back once fully available");
 }
+
+fn role_metadata() -> Value {
+    json!({
+        "activeMetadata": {"labels": {"role": "active"}, "annotations": {"example.com/live": "yes"}},
+        "previewMetadata": {"labels": {"role": "preview", "stage": "new"}}
+    })
+}
+
+fn pod_metadata(value: Value) -> crate::api::rollout::PodMetadata {
+    serde_json::from_value(value).expect("metadata")
+}
+
+impl World {
+    /// What a version's pods should carry, from where the Services stand: active wins over
+    /// preview, the new version of a release under way is previewed, the rest carry nothing.
+    fn expected_metadata(&self, hash: &str) -> crate::api::rollout::PodMetadata {
+        let blue_green = self.blue_green();
+        let new_version = hash == self.hash && self.status.stable_rs.as_deref() != Some(hash);
+        let metadata = if self.active() == Some(hash) {
+            &blue_green.active_metadata
+        } else if self.preview() == Some(hash) || new_version {
+            &blue_green.preview_metadata
+        } else {
+            &None
+        };
+        metadata.clone().unwrap_or_default()
+    }
+
+    /// The controller dies while labelling: each `SetEphemeralMetadata` of the plan got as
+    /// far as its first write (the template, a pending record of every key weir may have put
+    /// on the pods); the pods were all done (`pods_done`) or none.
+    fn crash_while_labelling(&mut self, pods_done: bool) {
+        let plan = self.plan();
+        let (labelling, rest): (Vec<Action>, Vec<Action>) = plan
+            .actions
+            .into_iter()
+            .partition(|a| matches!(a, Action::SetEphemeralMetadata { .. }));
+        self.apply(&rest);
+        for action in labelling {
+            let Action::SetEphemeralMetadata {
+                hash,
+                metadata,
+                applied,
+            } = action
+            else {
+                continue;
+            };
+            let mut record = applied.clone();
+            record.labels.extend(metadata.labels.clone());
+            record.annotations.extend(metadata.annotations.clone());
+            if let Some(rs) = self.rs_mut(&hash) {
+                rs.ephemeral = record;
+                rs.ephemeral_pending = true;
+            }
+            if pods_done {
+                let pods = self.pods.entry(hash).or_default();
+                *pods = put_on(pods, &metadata, &applied);
+            }
+        }
+    }
+}
+
+#[test]
+fn ephemeral_metadata_follows_the_services_without_a_new_replica_set() {
+    let mut extra = role_metadata();
+    extra["autoPromotionEnabled"] = json!(false);
+    let active = pod_metadata(role_metadata()["activeMetadata"].clone());
+    let preview = pod_metadata(role_metadata()["previewMetadata"].clone());
+    let mut world = World::with_canary(bg_spec(extra, 3));
+    // The first version: both Services select it, and it is the active one.
+    assert_eq!(
+        world.rs(STABLE).map(|rs| rs.ephemeral.clone()),
+        Some(active.clone())
+    );
+    assert_eq!(world.pods.get(STABLE), Some(&active));
+
+    // The new version's pods start with the preview metadata.
+    let created = world.plan().actions.into_iter().find_map(|a| match a {
+        Action::CreateReplicaSet { hash, metadata, .. } if hash == CANARY => Some(metadata),
+        _ => None,
+    });
+    assert_eq!(created, Some(preview.clone()));
+    world.reconcile();
+    assert_eq!(
+        (world.active(), world.preview()),
+        (Some(STABLE), Some(CANARY))
+    );
+    assert_eq!(world.pods.get(CANARY), Some(&preview));
+    assert_eq!(world.pods.get(STABLE), Some(&active));
+
+    // The switch: in place, the active metadata on, the preview's taken off.
+    world.promote();
+    let plans = world.reconcile();
+    assert_eq!(world.active(), Some(CANARY));
+    let labelled: Vec<Action> = plans
+        .iter()
+        .flat_map(|p| p.actions.clone())
+        .filter(|a| matches!(a, Action::SetEphemeralMetadata { .. }))
+        .collect();
+    assert_eq!(
+        labelled,
+        vec![
+            Action::SetEphemeralMetadata {
+                hash: STABLE.into(),
+                metadata: Default::default(),
+                applied: active.clone(),
+            },
+            Action::SetEphemeralMetadata {
+                hash: CANARY.into(),
+                metadata: active.clone(),
+                applied: preview.clone(),
+            },
+        ],
+        "each version relabelled once, in the plan that switches"
+    );
+    assert_eq!(world.pods.get(CANARY), Some(&active));
+    assert_eq!(world.pods.get(STABLE), Some(&Default::default()));
+    let settled = world.reconcile();
+    assert_eq!(settled.len(), 1);
+    assert!(settled[0].actions.is_empty(), "{:?}", settled[0].actions);
+
+    // A record left half applied is applied again, with the keys it holds to take off.
+    if let Some(rs) = world.rs_mut(STABLE) {
+        rs.ephemeral_pending = true;
+        rs.ephemeral = preview.clone();
+    }
+    assert!(
+        world
+            .plan()
+            .actions
+            .contains(&Action::SetEphemeralMetadata {
+                hash: STABLE.into(),
+                metadata: Default::default(),
+                applied: preview.clone(),
+            })
+    );
+}
+
+#[test]
+fn without_ephemeral_metadata_none_is_planned() {
+    let mut world = World::with_canary(spec(json!([{"setWeight": 50}, {"pause": {}}]), true, 2));
+    world.promote_until_healthy(10);
+    let mut blue_green = World::with_canary(bg_spec(json!({}), 2));
+    blue_green.promote_until_healthy(10);
+    for world in [world, blue_green] {
+        assert_eq!(world.phase(), Some(RolloutPhase::Healthy));
+        for rs in &world.observed.replica_sets {
+            assert_eq!(rs.ephemeral, Default::default(), "{}", rs.hash);
+        }
+        assert!(world.pods.values().all(|p| *p == Default::default()));
+    }
+}
+
+#[derive(Clone, Debug)]
+enum LabelEvent {
+    Bg(BgEvent),
+    /// The controller dies part way through relabelling; the pods were done or not.
+    CrashWhileLabelling(bool),
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 1000, ..ProptestConfig::default() })]
+
+    /// For any blue-green settings and any order of events, pod losses and crashes (also
+    /// part way through relabelling): once the world settles (a reconcile writes nothing),
+    /// each version's pods and record carry exactly what its part says (the active version
+    /// `activeMetadata` and never `previewMetadata`, a version no Service selects and not
+    /// under release nothing).
+    #[test]
+    fn ephemeral_metadata_settles_on_what_each_version_is(
+        world in bg_world(),
+        events in prop::collection::vec(
+            prop_oneof![
+                8 => bg_event().prop_map(LabelEvent::Bg),
+                1 => any::<bool>().prop_map(LabelEvent::CrashWhileLabelling),
+            ],
+            0..40,
+        ),
+    ) {
+        let mut world = world;
+        let mut spec = world.spec.clone();
+        if let Some(blue_green) = spec.strategy.blue_green.as_mut() {
+            blue_green.active_metadata = Some(pod_metadata(role_metadata()["activeMetadata"].clone()));
+            blue_green.preview_metadata = Some(pod_metadata(role_metadata()["previewMetadata"].clone()));
+        }
+        world.spec = spec;
+        let mut generation = 1;
+        for event in &events {
+            match event {
+                LabelEvent::Bg(BgEvent::Common(event)) => world.happen(event, &mut generation),
+                LabelEvent::Bg(BgEvent::LosePods(index, left)) => {
+                    if let Some(rs) = world.observed.replica_sets.get_mut(*index) {
+                        rs.available = rs.available.min(*left);
+                    }
+                }
+                LabelEvent::CrashWhileLabelling(pods_done) => world.crash_while_labelling(*pods_done),
+            }
+            if matches!(event, LabelEvent::Bg(BgEvent::Common(Event::Crash | Event::CrashPartway(_))) | LabelEvent::CrashWhileLabelling(_)) {
+                continue;
+            }
+            // Settled: a reconcile that plans nothing (pods that became available after the
+            // last plan of one reconcile give the next something to do).
+            let settled = (0..10).any(|_| {
+                let plans = world.reconcile();
+                plans.len() == 1 && plans[0].actions.is_empty()
+            });
+            prop_assert!(settled, "the world never settled");
+            let active_metadata = world.blue_green().active_metadata.clone().unwrap_or_default();
+            let preview_metadata = world.blue_green().preview_metadata.clone().unwrap_or_default();
+            for rs in &world.observed.replica_sets {
+                let expected = world.expected_metadata(&rs.hash);
+                prop_assert_eq!(&rs.ephemeral, &expected, "the record of {}", &rs.hash);
+                prop_assert!(!rs.ephemeral_pending);
+                prop_assert_eq!(world.pods.get(&rs.hash), Some(&expected), "the pods of {}", &rs.hash);
+                if world.active() == Some(rs.hash.as_str()) {
+                    prop_assert_eq!(&rs.ephemeral, &active_metadata);
+                } else if world.preview() != Some(rs.hash.as_str()) && rs.hash != world.hash {
+                    prop_assert_eq!(&rs.ephemeral, &Default::default(), "{} is no Service's", &rs.hash);
+                    prop_assert_ne!(&rs.ephemeral, &preview_metadata);
+                }
+            }
+        }
+    }
+}
