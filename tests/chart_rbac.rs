@@ -407,11 +407,17 @@ async fn without_any_one_rule_the_controller_fails_visibly() {
         1,
         "the pod rule is left out below, and tested on its own"
     );
+    assert_eq!(
+        locked.iter().filter(|r| only_for_job_metrics(r)).count(),
+        1,
+        "the Job rule is left out below, and tested on its own"
+    );
     let cases = (0..locked.len())
         .filter(|&index| {
             !only_for_routes_elsewhere(&locked[index])
                 && !only_for_other_routers(&locked[index])
                 && !only_for_ephemeral_metadata(&locked[index])
+                && !only_for_job_metrics(&locked[index])
         })
         .map(|left_out| (Tenancy::Lockdown, left_out))
         .chain((locked.len()..open.len()).map(|left_out| (Tenancy::Off, left_out)));
@@ -834,6 +840,72 @@ async fn other_router(test: &str, rules: Vec<PolicyRule>, router: Router) -> Opt
             }
         };
         (weight == 20).then_some(None)
+    })
+    .await;
+    drop_cluster_role(&ns).await;
+    outcome
+}
+
+/// Whether `rule` is the one only `job` metrics need (their Jobs): the whole flow measures
+/// with Prometheus, and without the rule only the Job watch's refusal would show.
+/// `a_job_metric_needs_exactly_the_job_rule` exercises it instead.
+fn only_for_job_metrics(rule: &PolicyRule) -> bool {
+    rule.resources
+        .as_deref()
+        .is_some_and(|resources| resources == ["jobs"])
+}
+
+/// An AnalysisRun with a `job` metric measured by the chart's ServiceAccount: its Job is
+/// made, judged and the run ends Successful with the chart's rules; without the Job rule,
+/// weir says "forbidden".
+#[tokio::test]
+async fn a_job_metric_needs_exactly_the_job_rule() {
+    let all = chart_rules(Tenancy::Lockdown);
+    let without: Vec<PolicyRule> = all
+        .iter()
+        .filter(|r| !only_for_job_metrics(r))
+        .cloned()
+        .collect();
+    assert_eq!(without.len() + 1, all.len());
+    let (with_rule, without_rule) = futures::join!(
+        job_measured("rbac-jobs", all),
+        job_measured("rbac-nojobs", without)
+    );
+    assert_eq!(with_rule, None, "the chart's rules are enough");
+    let said = without_rule.unwrap_or_default();
+    assert!(said.contains("forbidden"), "{said}");
+}
+
+/// Measures one `job` metric as the chart's ServiceAccount bound to `rules`: None once the
+/// run is Successful, or what weir said of a refusal.
+async fn job_measured(test: &str, rules: Vec<PolicyRule>) -> Option<String> {
+    use weir::api::analysis::{AnalysisPhase, AnalysisRun};
+    let client = client().await;
+    let ns = TestNamespace::new(&client, test).await;
+    let kubeconfig = service_account(&ns, rules, Scope::Cluster).await;
+    let _controller = ControllerProcess::start_with_env(
+        &ns.name,
+        &["--metrics-addr", "127.0.0.1:0"],
+        &[("KUBECONFIG", kubeconfig.as_path())],
+    );
+    let run: AnalysisRun = serde_json::from_value(json!({
+        "apiVersion": "weir.dev/v1alpha1", "kind": "AnalysisRun", "metadata": {"name": "smoke"},
+        "spec": {"metrics": [{"name": "smoke", "provider": {"job": {"spec": {
+            "backoffLimit": 0, "template": {"spec": {
+                "containers": [{"name": "smoke", "image": "busybox", "command": ["true"]}],
+                "restartPolicy": "Never"}}}}}}]}}))
+    .expect("a run");
+    ns.api::<AnalysisRun>()
+        .create(&PostParams::default(), &run)
+        .await
+        .expect("the run");
+    let outcome = eventually("the run Successful, or a refusal said", LIMIT, || async {
+        if let Some(said) = forbidden_said(&ns).await {
+            return Some(Some(said));
+        }
+        let run = ns.api::<AnalysisRun>().get_opt("smoke").await.ok()??;
+        let phase = run.status.and_then(|s| s.phase);
+        (phase == Some(AnalysisPhase::Successful)).then_some(None)
     })
     .await;
     drop_cluster_role(&ns).await;
