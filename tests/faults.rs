@@ -121,6 +121,7 @@ async fn release(test: &str, fault: impl FnOnce()) -> Ending {
         client: client().await,
     };
     let done = healthy_on(&ns, "web:2").await;
+    log.caught_up(&ns).await;
     let events: Api<k8s_openapi::api::events::v1::Event> =
         Api::namespaced(ns.client.clone(), &ns.name);
     let abort_events = events

@@ -205,15 +205,18 @@ async fn a_job_that_fails_rejects_its_revision() {
     })
     .await;
 
-    // A migration that never finishes (the kubelet stand-in never ends a pod): the job
-    // controller fails it at its deadline.
+    // A migration whose one attempt fails (the kubelet stand-in ends its pod with the exit
+    // code annotated): the job controller fails it, no retry allowed.
     let job = "apiVersion: batch/v1
 kind: Job
 metadata:
   name: migrate
 spec:
-  activeDeadlineSeconds: 5
+  backoffLimit: 0
   template:
+    metadata:
+      annotations:
+        sim.weir.dev/exit-code: \"1\"
     spec:
       restartPolicy: Never
       containers:
@@ -241,7 +244,7 @@ spec:
     );
     let message = rejected.message.clone().unwrap_or_default();
     assert!(
-        message.contains("Failed is True (DeadlineExceeded)"),
+        message.contains("Failed is True (BackoffLimitExceeded)"),
         "{message}"
     );
     assert!(

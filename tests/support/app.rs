@@ -317,6 +317,28 @@ impl WeightLog {
     pub fn states(&self) -> Vec<Option<i32>> {
         self.0.states()
     }
+
+    /// Waits until the log has seen the splitting route as it is now: a watch cut off by a
+    /// fault (an API server restart) resumes after a backoff, and a history read before then
+    /// would lack its end.
+    pub async fn caught_up(&self, ns: &TestNamespace) {
+        eventually(
+            "the weight log to reach the route's weight now",
+            LIMIT,
+            || async {
+                let routes = ns.api::<HttpRoute>().list(&Default::default()).await.ok()?;
+                let now = routes.items.iter().find_map(|route| {
+                    let splits =
+                        weir::traffic::gateway_api::splits(route, "web-stable", "web-canary")
+                            .ok()?;
+                    weir::traffic::gateway_api::canary_weight(route, &splits)?;
+                    Some(weighted_canary(route))
+                })?;
+                (self.states().last() == Some(&now)).then_some(())
+            },
+        )
+        .await
+    }
 }
 
 pub async fn service_hash(ns: &TestNamespace, service: &str) -> Option<String> {
