@@ -50,3 +50,5 @@ pub fn object_as(kind: &str, spec: &serde_json::Value) -> Option<Result<Vec<Viol
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod unknown_field_tests;

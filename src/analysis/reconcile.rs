@@ -416,6 +416,7 @@ async fn authorization(
     let key = |key: &str| SecretKeyRef {
         name: basic.secret_name.clone(),
         key: key.into(),
+        unsupported: Default::default(),
     };
     let user = read_secret(secrets, &key("username")).await?;
     let password = read_secret(secrets, &key("password")).await?;

@@ -2,6 +2,8 @@
 //! `AnalysisRun` measures them for one rollout step (or in the background) and records every
 //! measurement. Shapes follow Argo Rollouts so that its templates work unchanged.
 
+use std::collections::BTreeMap;
+
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::CustomResource;
@@ -10,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use super::schema::Unsupported;
 use super::schema::keep_unknown_fields;
+use super::schema::keeps_unknown_fields;
 
 /// Reusable metric definitions, referenced by a Rollout's analysis steps.
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
@@ -81,19 +84,41 @@ pub struct TemplateStatus {
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(transform = keep_unknown_fields)]
 pub struct DryRun {
     /// A metric name, or `*` for every metric.
     pub metric_name: String,
+    #[serde(flatten)]
+    #[schemars(skip)]
+    pub unsupported: Unsupported,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(transform = keep_unknown_fields)]
 pub struct MeasurementRetention {
     /// A metric name, or `*` for every metric.
     pub metric_name: String,
     /// Measurements kept, newest last (at least 1).
     #[schemars(range(min = 1))]
     pub limit: i32,
+    #[serde(flatten)]
+    #[schemars(skip)]
+    pub unsupported: Unsupported,
+}
+
+/// Labels and annotations for an AnalysisRun (a Rollout analysis' `analysisRunMetadata`).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(transform = keep_unknown_fields)]
+pub struct AnalysisRunMetadata {
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+    #[serde(flatten)]
+    #[schemars(skip)]
+    pub unsupported: Unsupported,
 }
 
 /// One thing to measure, how often, and what counts as good.
@@ -153,12 +178,16 @@ pub enum NoDataAs {
     Error,
 }
 
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[schemars(transform = keep_unknown_fields)]
 pub struct ThresholdRange {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max: Option<f64>,
+    #[serde(flatten)]
+    #[schemars(skip)]
+    pub unsupported: Unsupported,
 }
 
 /// Where measurements come from: exactly one provider. Prometheus is the one weir has;
@@ -220,14 +249,22 @@ pub struct PrometheusAuthentication {
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(transform = keep_unknown_fields)]
 pub struct BasicAuth {
     pub secret_name: String,
+    #[serde(flatten)]
+    #[schemars(skip)]
+    pub unsupported: Unsupported,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[schemars(transform = keep_unknown_fields)]
 pub struct Header {
     pub key: String,
     pub value: String,
+    #[serde(flatten)]
+    #[schemars(skip)]
+    pub unsupported: Unsupported,
 }
 
 /// A named value for `{{args.NAME}}`: a literal `value`, or one taken from elsewhere. weir
@@ -235,17 +272,22 @@ pub struct Header {
 /// when a template declares them and the Rollout gives them no value.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(transform = keep_unknown_fields)]
 pub struct Argument {
     pub name: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub value: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub value_from: Option<ArgumentValueFrom>,
+    #[serde(flatten)]
+    #[schemars(skip)]
+    pub unsupported: Unsupported,
 }
 
 /// Exactly one source for an argument's value.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(transform = keep_unknown_fields)]
 pub struct ArgumentValueFrom {
     /// A key of a Secret in the template's namespace (in a template's `args`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -256,18 +298,29 @@ pub struct ArgumentValueFrom {
     /// The pod-template hash of the stable or the latest (canary) version.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod_template_hash_value: Option<PodTemplateHashValue>,
+    #[serde(flatten)]
+    #[schemars(skip)]
+    pub unsupported: Unsupported,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[schemars(transform = keep_unknown_fields)]
 pub struct SecretKeyRef {
     pub name: String,
     pub key: String,
+    #[serde(flatten)]
+    #[schemars(skip)]
+    pub unsupported: Unsupported,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(transform = keep_unknown_fields)]
 pub struct FieldRef {
     pub field_path: String,
+    #[serde(flatten)]
+    #[schemars(skip)]
+    pub unsupported: Unsupported,
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
@@ -395,6 +448,24 @@ pub struct Measurement {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<Time>,
 }
+
+keeps_unknown_fields!(
+    AnalysisTemplateSpec,
+    DryRun,
+    MeasurementRetention,
+    Metric,
+    ThresholdRange,
+    MetricProvider,
+    PrometheusMetric,
+    PrometheusAuthentication,
+    BasicAuth,
+    Header,
+    Argument,
+    ArgumentValueFrom,
+    SecretKeyRef,
+    FieldRef,
+    AnalysisRunMetadata,
+);
 
 #[cfg(test)]
 mod tests {

@@ -4,7 +4,9 @@ use std::collections::BTreeSet;
 
 use super::names::{NameRule, check_name};
 use super::violation::{Report, Violation};
-use crate::api::analysis::{AnalysisTemplateSpec, Argument, Metric};
+use crate::api::analysis::{
+    AnalysisRunMetadata, AnalysisTemplateSpec, Argument, DryRun, MeasurementRetention, Metric,
+};
 use crate::duration;
 
 /// Longest a metric's Prometheus query may be waited for (`provider.prometheus.timeout`).
@@ -14,6 +16,7 @@ pub(super) fn check_args(report: &mut Report, at: &str, args: &[Argument]) {
     let mut seen = BTreeSet::new();
     for (index, arg) in args.iter().enumerate() {
         let field = format!("{at}[{index}]");
+        report.unsupported(&field, arg);
         if arg.name.is_empty() {
             report.required(format!("{field}.name"), "an argument needs a name");
         } else if !seen.insert(arg.name.as_str()) {
@@ -25,6 +28,7 @@ pub(super) fn check_args(report: &mut Report, at: &str, args: &[Argument]) {
         let Some(from) = &arg.value_from else {
             continue;
         };
+        report.unsupported(&format!("{field}.valueFrom"), from);
         if arg.value.is_some() {
             report.invalid(&field, "takes value or valueFrom, not both");
         }
@@ -40,6 +44,7 @@ pub(super) fn check_args(report: &mut Report, at: &str, args: &[Argument]) {
             );
         }
         if let Some(secret) = &from.secret_key_ref {
+            report.unsupported(&format!("{field}.valueFrom.secretKeyRef"), secret);
             check_name(
                 report,
                 &format!("{field}.valueFrom.secretKeyRef.name"),
@@ -52,6 +57,9 @@ pub(super) fn check_args(report: &mut Report, at: &str, args: &[Argument]) {
                     "name the key of the Secret to read",
                 );
             }
+        }
+        if let Some(field_ref) = &from.field_ref {
+            report.unsupported(&format!("{field}.valueFrom.fieldRef"), field_ref);
         }
         if from
             .field_ref
@@ -66,9 +74,48 @@ pub(super) fn check_args(report: &mut Report, at: &str, args: &[Argument]) {
     }
 }
 
+/// The shape of a run's settings, wherever they are written (a template, or a Rollout's
+/// analysis): unknown fields of each `dryRun`, `measurementRetention` and
+/// `analysisRunMetadata` entry, and retention limits of at least 1. Whether a named metric
+/// exists is checked where the metrics are known.
+pub(super) fn check_run_settings(
+    report: &mut Report,
+    at: &str,
+    dry_run: &[DryRun],
+    retention: &[MeasurementRetention],
+    metadata: Option<&AnalysisRunMetadata>,
+) {
+    for (index, entry) in dry_run.iter().enumerate() {
+        let field = format!("{at}.dryRun[{index}]");
+        report.unsupported(&field, entry);
+        if entry.metric_name.is_empty() {
+            report.required(
+                format!("{field}.metricName"),
+                "name a metric, or \"*\" for all",
+            );
+        }
+    }
+    for (index, entry) in retention.iter().enumerate() {
+        let field = format!("{at}.measurementRetention[{index}]");
+        report.unsupported(&field, entry);
+        if entry.metric_name.is_empty() {
+            report.required(
+                format!("{field}.metricName"),
+                "name a metric, or \"*\" for all",
+            );
+        }
+        if entry.limit < 1 {
+            report.invalid(format!("{field}.limit"), "must be at least 1");
+        }
+    }
+    if let Some(metadata) = metadata {
+        report.unsupported(&format!("{at}.analysisRunMetadata"), metadata);
+    }
+}
+
 pub fn analysis_template(spec: &AnalysisTemplateSpec) -> Vec<Violation> {
     let mut report = Report::default();
-    report.unsupported("spec", &spec.unsupported);
+    report.unsupported("spec", spec);
     check_args(&mut report, "spec.args", &spec.args);
     let declared: BTreeSet<&str> = spec.args.iter().map(|a| a.name.as_str()).collect();
     if spec.metrics.is_empty() {
@@ -85,13 +132,14 @@ pub fn analysis_template(spec: &AnalysisTemplateSpec) -> Vec<Violation> {
         }
         check_metric(&mut report, &at, metric, &declared);
     }
+    check_run_settings(
+        &mut report,
+        "spec",
+        &spec.dry_run,
+        &spec.measurement_retention,
+        None,
+    );
     for (index, retention) in spec.measurement_retention.iter().enumerate() {
-        if retention.limit < 1 {
-            report.invalid(
-                format!("spec.measurementRetention[{index}].limit"),
-                "must be at least 1",
-            );
-        }
         if retention.metric_name != "*" && !names.contains(retention.metric_name.as_str()) {
             report.invalid(
                 format!("spec.measurementRetention[{index}].metricName"),
@@ -193,7 +241,7 @@ fn placeholders_removed(text: &str) -> String {
 }
 
 fn check_metric(report: &mut Report, at: &str, metric: &Metric, declared_args: &BTreeSet<&str>) {
-    report.unsupported(at, &metric.unsupported);
+    report.unsupported(at, metric);
     if metric.name.is_empty() {
         report.required(format!("{at}.name"), "a metric needs a name");
     }
@@ -242,6 +290,9 @@ fn check_metric(report: &mut Report, at: &str, metric: &Metric, declared_args: &
         metric.consecutive_error_limit.as_ref(),
     );
     let conditions = metric.success_condition.is_some() || metric.failure_condition.is_some();
+    if let Some(range) = &metric.threshold_range {
+        report.unsupported(&format!("{at}.thresholdRange"), range);
+    }
     match &metric.threshold_range {
         Some(_) if conditions => report.invalid(
             format!("{at}.thresholdRange"),
@@ -277,11 +328,11 @@ fn check_metric(report: &mut Report, at: &str, metric: &Metric, declared_args: &
             None => {}
         }
     }
-    report.unsupported(&format!("{at}.provider"), &metric.provider.unsupported);
+    report.unsupported(&format!("{at}.provider"), &metric.provider);
     match &metric.provider.prometheus {
         Some(prometheus) => {
             let at = format!("{at}.provider.prometheus");
-            report.unsupported(&at, &prometheus.unsupported);
+            report.unsupported(&at, prometheus);
             if prometheus.query.trim().is_empty() {
                 report.required(format!("{at}.query"), "write the PromQL query to run");
             }
@@ -316,6 +367,7 @@ fn check_metric(report: &mut Report, at: &str, metric: &Metric, declared_args: &
                 _ => {}
             }
             for (index, header) in prometheus.headers.iter().enumerate() {
+                report.unsupported(&format!("{at}.headers[{index}]"), header);
                 let valid = !header.key.is_empty()
                     && header
                         .key
@@ -330,7 +382,7 @@ fn check_metric(report: &mut Report, at: &str, metric: &Metric, declared_args: &
             }
             if let Some(auth) = &prometheus.authentication {
                 let auth_at = format!("{at}.authentication");
-                report.unsupported(&auth_at, &auth.unsupported);
+                report.unsupported(&auth_at, auth);
                 match (&auth.bearer_token, &auth.basic_auth) {
                     (Some(_), Some(_)) => {
                         report.invalid(&auth_at, "takes bearerToken or basicAuth, not both")
@@ -342,6 +394,7 @@ fn check_metric(report: &mut Report, at: &str, metric: &Metric, declared_args: &
                     _ => {}
                 }
                 if let Some(token) = &auth.bearer_token {
+                    report.unsupported(&format!("{auth_at}.bearerToken"), token);
                     check_name(
                         report,
                         &format!("{auth_at}.bearerToken.name"),
@@ -356,6 +409,7 @@ fn check_metric(report: &mut Report, at: &str, metric: &Metric, declared_args: &
                     }
                 }
                 if let Some(basic) = &auth.basic_auth {
+                    report.unsupported(&format!("{auth_at}.basicAuth"), basic);
                     check_name(
                         report,
                         &format!("{auth_at}.basicAuth.secretName"),
