@@ -148,15 +148,21 @@ pub struct Metric {
     /// Successful when the value lies within `[min, max]` (either bound optional), as in Flagger.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub threshold_range: Option<ThresholdRange>,
-    /// Failed measurements tolerated before the metric fails (default 0).
+    /// Failed measurements tolerated before the metric fails (default 0; -1: no limit, as
+    /// in Argo).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failure_limit: Option<IntOrString>,
-    /// Inconclusive measurements tolerated before the metric is Inconclusive (default 0).
+    /// Inconclusive measurements tolerated before the metric is Inconclusive (default 0; -1:
+    /// no limit).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub inconclusive_limit: Option<IntOrString>,
     /// Consecutive errored measurements tolerated before the metric is Error (default 4).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub consecutive_error_limit: Option<IntOrString>,
+    /// The metric is Successful, and stops measuring, once this many measurements in a row
+    /// succeeded (unset or 0: off), as in Argo.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consecutive_success_limit: Option<IntOrString>,
     /// What a measurement that found no data (an empty vector, NaN) counts as; by default
     /// Inconclusive, never Successful.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -275,7 +281,14 @@ pub struct Header {
 #[schemars(transform = keep_unknown_fields)]
 pub struct Argument {
     pub name: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// A literal value. A number written unquoted (`value: 5`) is taken as its text, as Argo
+    /// does.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "text_or_number"
+    )]
+    #[schemars(schema_with = "super::schema::int_or_string")]
     pub value: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub value_from: Option<ArgumentValueFrom>,
@@ -327,6 +340,26 @@ pub struct FieldRef {
 pub enum PodTemplateHashValue {
     Stable,
     Latest,
+}
+
+/// A string, or a number or boolean taken as the text it is written as.
+fn text_or_number<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<String>, D::Error> {
+    use serde::de::Error;
+    match Option::<serde_json::Value>::deserialize(deserializer)? {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(serde_json::Value::String(text)) => Ok(Some(text)),
+        Some(serde_json::Value::Number(n)) => Ok(Some(n.to_string())),
+        Some(serde_json::Value::Bool(b)) => Ok(Some(b.to_string())),
+        Some(other) => Err(D::Error::custom(format!(
+            "an argument value is a string or a number, not {other}"
+        ))),
+    }
+}
+
+fn is_zero(n: &i32) -> bool {
+    *n == 0
 }
 
 /// One evaluation of a set of metrics, owned by the Rollout that asked for it.
@@ -428,6 +461,9 @@ pub struct MetricResult {
     pub error: i32,
     #[serde(default)]
     pub consecutive_error: i32,
+    /// Successful measurements in a row, for `consecutiveSuccessLimit`.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub consecutive_success: i32,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub dry_run: bool,
 }
@@ -490,5 +526,24 @@ mod tests {
             "terminate belongs to the run, the unknown field to `unsupported`"
         );
         assert_eq!(serde_json::to_value(&spec).expect("serializes"), raw);
+    }
+
+    #[test]
+    fn an_argument_value_may_be_written_as_a_number() {
+        for (written, text) in [
+            (json!(5), "5"),
+            (json!(0.25), "0.25"),
+            (json!("5m"), "5m"),
+            (json!(true), "true"),
+        ] {
+            let arg: Argument =
+                serde_json::from_value(json!({"name": "n", "value": written})).expect("parses");
+            assert_eq!(arg.value.as_deref(), Some(text));
+        }
+        let yaml: Argument = serde_yaml_ng::from_str("name: n\nvalue: 10\n").expect("yaml");
+        assert_eq!(yaml.value.as_deref(), Some("10"));
+        let absent: Argument = serde_json::from_value(json!({"name": "n"})).expect("parses");
+        assert_eq!(absent.value, None);
+        assert!(serde_json::from_value::<Argument>(json!({"name": "n", "value": [1]})).is_err());
     }
 }

@@ -274,21 +274,19 @@ fn check_metric(report: &mut Report, at: &str, metric: &Metric, declared_args: &
             "a metric measured more than once needs an interval between measurements",
         );
     }
-    check_count(
-        report,
-        &format!("{at}.failureLimit"),
-        metric.failure_limit.as_ref(),
-    );
-    check_count(
-        report,
-        &format!("{at}.inconclusiveLimit"),
-        metric.inconclusive_limit.as_ref(),
-    );
-    check_count(
-        report,
-        &format!("{at}.consecutiveErrorLimit"),
-        metric.consecutive_error_limit.as_ref(),
-    );
+    // -1 turns a failure or inconclusive limit off, as in Argo.
+    for (field, value, min) in [
+        ("failureLimit", &metric.failure_limit, -1),
+        ("inconclusiveLimit", &metric.inconclusive_limit, -1),
+        ("consecutiveErrorLimit", &metric.consecutive_error_limit, 0),
+        (
+            "consecutiveSuccessLimit",
+            &metric.consecutive_success_limit,
+            0,
+        ),
+    ] {
+        check_count_from(report, &format!("{at}.{field}"), value.as_ref(), min);
+    }
     let conditions = metric.success_condition.is_some() || metric.failure_condition.is_some();
     if let Some(range) = &metric.threshold_range {
         report.unsupported(&format!("{at}.thresholdRange"), range);
@@ -435,6 +433,16 @@ fn check_count(
     field: &str,
     value: Option<&k8s_openapi::apimachinery::pkg::util::intstr::IntOrString>,
 ) -> Option<i64> {
+    check_count_from(report, field, value, 0)
+}
+
+/// A whole number of at least `min` (0, or -1 where -1 means "no limit"), or a placeholder.
+fn check_count_from(
+    report: &mut Report,
+    field: &str,
+    value: Option<&k8s_openapi::apimachinery::pkg::util::intstr::IntOrString>,
+    min: i64,
+) -> Option<i64> {
     use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
     let parsed = match value? {
         IntOrString::Int(n) => i64::from(*n),
@@ -450,8 +458,9 @@ fn check_count(
             }
         },
     };
-    if parsed < 0 {
-        report.invalid(field, "must be 0 or more");
+    if parsed < min {
+        let least = if min < 0 { "-1 (no limit)" } else { "0" };
+        report.invalid(field, format!("must be {least} or more"));
     }
     Some(parsed)
 }

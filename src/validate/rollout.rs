@@ -747,7 +747,8 @@ fn check_step(report: &mut Report, at: &str, step: &CanaryStep) {
         step.set_weight.is_some(),
         step.pause.is_some(),
         step.analysis.is_some(),
-        step.set_canary_scale.is_some(),
+        // setCanaryScale may come with a pause, as in Argo: the scale, then the pause.
+        step.set_canary_scale.is_some() && step.pause.is_none(),
         step.set_header_route.is_some(),
         step.set_mirror_route.is_some(),
     ];
@@ -756,7 +757,7 @@ fn check_step(report: &mut Report, at: &str, step: &CanaryStep) {
             report.required(at, "a step needs exactly one of setWeight, pause, analysis, setCanaryScale, setHeaderRoute or setMirrorRoute");
         }
         0 | 1 => {}
-        _ => report.invalid(at, "a step takes exactly one of setWeight, pause, analysis, setCanaryScale, setHeaderRoute or setMirrorRoute; split it into several steps"),
+        _ => report.invalid(at, "a step takes exactly one of setWeight, pause, analysis, setCanaryScale, setHeaderRoute or setMirrorRoute (setCanaryScale may come with a pause); split it into several steps"),
     }
     if let Some(weight) = step.set_weight
         && !(0..=100).contains(&weight)

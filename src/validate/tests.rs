@@ -166,6 +166,24 @@ fn a_step_needs_exactly_one_action() {
 }
 
 #[test]
+fn set_canary_scale_may_come_with_a_pause_as_in_argo() {
+    let spec = rollout_with_canary(json!({
+        "stableService": "s", "canaryService": "c", "trafficRouting": {"gatewayAPI": {"httpRoute": "r"}},
+        "steps": [
+        {"setCanaryScale": {"replicas": 2}, "pause": {"duration": "1m"}},
+        {"setCanaryScale": {"replicas": 2}, "setWeight": 10},
+        {"setCanaryScale": {"replicas": 2}, "pause": {}, "setWeight": 10}
+    ]}));
+    assert_only(
+        rollout(&spec),
+        &[
+            (Invalid, "spec.strategy.canary.steps[1]"),
+            (Invalid, "spec.strategy.canary.steps[2]"),
+        ],
+    );
+}
+
+#[test]
 fn weights_must_be_percentages_but_need_not_increase() {
     let spec = rollout_with_canary(
         json!({"steps": [{"setWeight": 50}, {"setWeight": 10}, {"setWeight": 101}, {"setWeight": -1}]}),
@@ -643,7 +661,7 @@ fn counts_limits_and_durations_are_checked_unless_they_are_placeholders() {
         "metrics": [
             {"name": "a", "count": 3, "successCondition": "true", "provider": prometheus("up")},
             {"name": "b", "count": "{{args.n}}", "interval": "{{args.n}}", "successCondition": "true", "provider": prometheus("up")},
-            {"name": "c", "count": "three", "failureLimit": -1, "inconclusiveLimit": "2", "consecutiveErrorLimit": "x",
+            {"name": "c", "count": "three", "failureLimit": -2, "inconclusiveLimit": "-1", "consecutiveErrorLimit": "x",
              "interval": "1 minute", "initialDelay": "5m", "successCondition": "true", "provider": prometheus("up")}
         ]
     }));
