@@ -564,6 +564,49 @@ async fn basic_auth_credentials_come_from_a_secret() {
 }
 
 #[tokio::test]
+async fn basic_auth_in_argos_shape_takes_its_password_from_a_secret_argument() {
+    use base64::Engine;
+    let ns = TestNamespace::new(&client().await, "analysis-argo-auth").await;
+    let server = MetricsServer::start(&exposition(0.99)).await;
+    let own =
+        PrometheusProcess::start_with(&ns.name, &server.address, Some(("weir", PASSWORD_HASH)))
+            .await;
+    let series = "weir_test_success_rate";
+    let credentials = base64::engine::general_purpose::STANDARD.encode("weir:weir-test-password");
+    scraped_as(
+        &own.url,
+        series,
+        0.99,
+        Some(&format!("Basic {credentials}")),
+    )
+    .await;
+    let _controller = controller(&ns);
+    apply(
+        &ns,
+        json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "prometheus"},
+        "stringData": {"password": "weir-test-password"}}),
+    )
+    .await;
+    success_rate_template(
+        &ns,
+        series,
+        json!({"successCondition": "result[0] >= 0.95",
+        "provider": {"prometheus": {"query": series, "address": own.url,
+            "authentication": {"basicAuth": {"username": "{{args.user}}", "password": "{{args.password}}"}}}}}),
+        json!([{"name": "user", "value": "weir"},
+               {"name": "password", "valueFrom": {"secretKeyRef": {"name": "prometheus", "key": "password"}}}]),
+    )
+    .await;
+    let steps = json!([{"setWeight": 20}, analysis_step("success-rate", json!([]))]);
+    start_canary(&ns, &steps, &json!({})).await;
+    healthy_on(&ns, "web:2").await;
+    let run = run_where(&ns, "the run", |r| run_phase(r).is_some()).await;
+    assert_eq!(run_phase(&run), Some(AnalysisPhase::Successful));
+    let stored = serde_json::to_string(&run).expect("serializes");
+    assert!(!stored.contains("weir-test-password") && !stored.contains(&credentials));
+}
+
+#[tokio::test]
 async fn secret_values_never_leak_through_query_errors() {
     let ns = TestNamespace::new(&client().await, "analysis-leak").await;
     let _controller = controller(&ns);

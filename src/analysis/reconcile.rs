@@ -340,7 +340,7 @@ async fn prepare(
         .map(|v| v.value.clone())
         .collect();
     if let Some(auth) = &prometheus.authentication {
-        let credentials = authorization(secrets, auth).await.map_err(|why| {
+        let credentials = authorization(secrets, auth, values).await.map_err(|why| {
             Unready::NotNow(format!("{at}.provider.prometheus.authentication: {why}"))
         })?;
         if let Some((header, secret_parts)) = credentials {
@@ -401,9 +401,11 @@ async fn read_secret(secrets: &Api<Secret>, reference: &SecretKeyRef) -> Result<
 }
 
 /// The Authorization header and the secret parts it carries; None without credentials.
+/// basicAuth's `{username, password}` have their `{{args.NAME}}` filled from `values`.
 async fn authorization(
     secrets: &Api<Secret>,
     auth: &crate::api::analysis::PrometheusAuthentication,
+    values: &BTreeMap<String, ArgValue>,
 ) -> Result<Option<(String, Vec<String>)>, String> {
     use base64::Engine;
     if let Some(token) = &auth.bearer_token {
@@ -413,15 +415,35 @@ async fn authorization(
     let Some(basic) = &auth.basic_auth else {
         return Ok(None);
     };
-    let key = |key: &str| SecretKeyRef {
-        name: basic.secret_name.clone(),
-        key: key.into(),
-        unsupported: Default::default(),
+    let (user, password) = match &basic.secret_name {
+        Some(name) => {
+            let key = |key: &str| SecretKeyRef {
+                name: name.clone(),
+                key: key.into(),
+                unsupported: Default::default(),
+            };
+            (
+                read_secret(secrets, &key("username")).await?,
+                read_secret(secrets, &key("password")).await?,
+            )
+        }
+        None => {
+            let fill = |field: &str, text: &Option<String>| {
+                substitute(text.as_deref().unwrap_or_default(), values)
+                    .map(|filled| filled.sent)
+                    .map_err(|why| format!("basicAuth.{field}: {why}"))
+            };
+            (
+                fill("username", &basic.username)?,
+                fill("password", &basic.password)?,
+            )
+        }
     };
-    let user = read_secret(secrets, &key("username")).await?;
-    let password = read_secret(secrets, &key("password")).await?;
     let encoded = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
-    Ok(Some((format!("Basic {encoded}"), vec![password, encoded])))
+    // An empty part is no secret, and masking "" would garble every message.
+    let header = format!("Basic {encoded}");
+    let parts = [password, encoded].into_iter().filter(|p| !p.is_empty());
+    Ok(Some((header, parts.collect())))
 }
 
 /// One measurement: query, judge, and the record of both.

@@ -244,8 +244,9 @@ pub struct PrometheusAuthentication {
     /// `Authorization: Bearer <the key's value>`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bearer_token: Option<SecretKeyRef>,
-    /// HTTP basic auth from a Secret with the keys `username` and `password` (the layout of
-    /// Kubernetes' `kubernetes.io/basic-auth` Secrets).
+    /// HTTP basic auth: `{secretName}` (a Secret with the keys `username` and `password`,
+    /// the layout of Kubernetes' `kubernetes.io/basic-auth` Secrets) or, as in Argo,
+    /// `{username, password}`, each literal or built from `{{args.NAME}}`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub basic_auth: Option<BasicAuth>,
     #[serde(flatten)]
@@ -257,7 +258,14 @@ pub struct PrometheusAuthentication {
 #[serde(rename_all = "camelCase")]
 #[schemars(transform = keep_unknown_fields)]
 pub struct BasicAuth {
-    pub secret_name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    /// Masked wherever a measurement is recorded; take it from a Secret-valued argument
+    /// (`{{args.NAME}}`) so it is not stored in the template and its runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
     #[serde(flatten)]
     #[schemars(skip)]
     pub unsupported: Unsupported,

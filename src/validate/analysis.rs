@@ -5,7 +5,8 @@ use std::collections::BTreeSet;
 use super::names::{NameRule, check_name};
 use super::violation::{Report, Violation};
 use crate::api::analysis::{
-    AnalysisRunMetadata, AnalysisTemplateSpec, Argument, DryRun, MeasurementRetention, Metric,
+    AnalysisRunMetadata, AnalysisTemplateSpec, Argument, BasicAuth, DryRun, MeasurementRetention,
+    Metric,
 };
 use crate::duration;
 
@@ -190,6 +191,18 @@ pub fn cluster_analysis_template(spec: &AnalysisTemplateSpec) -> Vec<Violation> 
                 format!("carries user:password@, which every AnalysisRun made from this ClusterAnalysisTemplate would show: {USE_AUTHENTICATION}"),
             );
         }
+        let basic = prometheus
+            .authentication
+            .as_ref()
+            .and_then(|a| a.basic_auth.as_ref());
+        if let Some(password) = basic.and_then(|b| b.password.as_ref())
+            && !placeholders_removed(password).trim().is_empty()
+        {
+            report.invalid(
+                format!("{at}.authentication.basicAuth.password"),
+                "is literal, and every AnalysisRun made from this ClusterAnalysisTemplate would show it in the clear: build it from {{args.NAME}} only (a Secret-valued argument), or use basicAuth.secretName",
+            );
+        }
         for (h, header) in prometheus.headers.iter().enumerate() {
             let literal = placeholders_removed(&header.value);
             if !literal.trim().is_empty() {
@@ -207,11 +220,19 @@ pub fn cluster_analysis_template(spec: &AnalysisTemplateSpec) -> Vec<Violation> 
         }
         let sent_in = spec.metrics.iter().find_map(|metric| {
             let prometheus = metric.provider.prometheus.as_ref()?;
+            let password = prometheus
+                .authentication
+                .as_ref()
+                .and_then(|a| a.basic_auth.as_ref())
+                .and_then(|b| b.password.as_deref())
+                .filter(|p| placeholders(p).contains(&arg.name.as_str()))
+                .map(|_| (metric.name.as_str(), "Authorization"));
             prometheus
                 .headers
                 .iter()
                 .find(|h| placeholders(&h.value).contains(&arg.name.as_str()))
                 .map(|h| (metric.name.as_str(), h.key.as_str()))
+                .or(password)
         });
         if let Some((metric, header)) = sent_in {
             report.invalid(
@@ -221,6 +242,52 @@ pub fn cluster_analysis_template(spec: &AnalysisTemplateSpec) -> Vec<Violation> 
         }
     }
     report.finish()
+}
+
+/// basicAuth in one of its two shapes: weir's `{secretName}` or Argo's `{username,
+/// password}` (placeholders naming declared arguments).
+fn check_basic_auth(
+    report: &mut Report,
+    at: &str,
+    basic: &BasicAuth,
+    declared_args: &BTreeSet<&str>,
+) {
+    let pair = basic.username.is_some() || basic.password.is_some();
+    match &basic.secret_name {
+        Some(_) if pair => report.invalid(
+            at,
+            "takes secretName (a Secret with the keys username and password), or username and password, not both",
+        ),
+        Some(name) => check_name(
+            report,
+            &format!("{at}.secretName"),
+            name,
+            NameRule::Dns1123Subdomain,
+        ),
+        None if !pair => report.required(
+            at,
+            "set secretName (a Secret with the keys username and password), or username and password",
+        ),
+        None => {
+            for (field, value) in [("username", &basic.username), ("password", &basic.password)] {
+                let Some(value) = value else {
+                    report.required(
+                        format!("{at}.{field}"),
+                        "username and password go together; take the password from a Secret-valued argument, {{args.NAME}}",
+                    );
+                    continue;
+                };
+                for name in placeholders(value) {
+                    if !declared_args.contains(name) {
+                        report.invalid(
+                            format!("{at}.{field}"),
+                            format!("uses {{{{args.{name}}}}} but spec.args declares no argument {name:?}"),
+                        );
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// `text` without its `{{args.NAME}}` placeholders (an unterminated `{{` stays text).
@@ -407,13 +474,9 @@ fn check_metric(report: &mut Report, at: &str, metric: &Metric, declared_args: &
                     }
                 }
                 if let Some(basic) = &auth.basic_auth {
-                    report.unsupported(&format!("{auth_at}.basicAuth"), basic);
-                    check_name(
-                        report,
-                        &format!("{auth_at}.basicAuth.secretName"),
-                        &basic.secret_name,
-                        NameRule::Dns1123Subdomain,
-                    );
+                    let at = format!("{auth_at}.basicAuth");
+                    report.unsupported(&at, basic);
+                    check_basic_auth(report, &at, basic, declared_args);
                 }
             }
         }

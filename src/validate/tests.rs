@@ -1903,3 +1903,55 @@ fn a_header_route_beyond_gateway_apis_header_limit_is_refused_naming_it() {
         "{violations:?}"
     );
 }
+
+#[test]
+fn basic_auth_takes_a_secret_name_or_argos_username_and_password() {
+    let with = |basic: serde_json::Value| {
+        template_from(json!({
+            "args": [{"name": "user", "value": "weir"}, {"name": "password",
+                "valueFrom": {"secretKeyRef": {"name": "prom", "key": "password"}}}],
+            "metrics": [{"name": "m", "successCondition": "true", "provider": {"prometheus": {
+                "query": "up", "authentication": {"basicAuth": basic}}}}]
+        }))
+    };
+    let at = "spec.metrics[0].provider.prometheus.authentication.basicAuth";
+    for fine in [
+        json!({"secretName": "prom"}),
+        json!({"username": "{{args.user}}", "password": "{{args.password}}"}),
+        json!({"username": "weir", "password": "literal"}),
+    ] {
+        assert_only(analysis_template(&with(fine)), &[]);
+    }
+    assert_only(
+        analysis_template(&with(
+            json!({"secretName": "prom", "username": "weir", "password": "x"}),
+        )),
+        &[(Invalid, at)],
+    );
+    assert_only(analysis_template(&with(json!({}))), &[(Required, at)]);
+    assert_only(
+        analysis_template(&with(json!({"username": "weir"}))),
+        &[(Required, &format!("{at}.password"))],
+    );
+    assert_only(
+        analysis_template(&with(
+            json!({"username": "{{args.who}}", "password": "{{args.password}}"}),
+        )),
+        &[(Invalid, &format!("{at}.username"))],
+    );
+    // In a ClusterAnalysisTemplate the password is never literal, nor a literal default.
+    let literal = with(json!({"username": "weir", "password": "literal"}));
+    assert_only(
+        cluster_analysis_template(&literal),
+        &[(Invalid, &format!("{at}.password"))],
+    );
+    let mut defaulted = with(json!({"username": "weir", "password": "{{args.password}}"}));
+    defaulted.args[1].value_from = None;
+    defaulted.args[1].value = Some("literal".into());
+    assert_only(
+        cluster_analysis_template(&defaulted),
+        &[(Invalid, "spec.args[1].value")],
+    );
+    let from_secret = with(json!({"username": "{{args.user}}", "password": "{{args.password}}"}));
+    assert_only(cluster_analysis_template(&from_secret), &[]);
+}
