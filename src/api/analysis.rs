@@ -33,6 +33,8 @@ use super::schema::keeps_unknown_fields;
 #[serde(rename_all = "camelCase")]
 #[schemars(transform = keep_unknown_fields)]
 pub struct AnalysisTemplateSpec {
+    /// Required (validation says so by name, rather than the parse failing on it).
+    #[serde(default)]
     pub metrics: Vec<Metric>,
     /// Arguments the queries use as `{{args.NAME}}`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]

@@ -240,3 +240,76 @@ fn did_you_mean_finds_near_misses_only() {
         assert_eq!(did_you_mean(typo, &known), meant, "{typo}");
     }
 }
+
+#[test]
+fn values_that_do_not_parse_are_each_named_and_the_rest_still_checked() {
+    let spec = json!({
+        "selector": {"matchLabels": {"app": "web"}},
+        "template": pod_template(),
+        "strategy": {"canary": {"steps": [
+            {"setWeight": "ten"},
+            {"setWeight": 120},
+            {"pause": {"duration": [1]}},
+            {"analysis": {"templates": [{"clusterScope": "yes"}]}},
+            {"pause": {"duraton": "1m"}}
+        ]}}
+    });
+    let violations = object_as("Rollout", &spec)
+        .expect("checked")
+        .expect("read without the values that do not parse");
+    let fields: Vec<(ViolationKind, &str)> = violations
+        .iter()
+        .map(|v| (v.kind, v.field.as_str()))
+        .collect();
+    assert_eq!(
+        fields,
+        vec![
+            (
+                ViolationKind::Invalid,
+                "spec.strategy.canary.steps[0].setWeight"
+            ),
+            (
+                ViolationKind::Invalid,
+                "spec.strategy.canary.steps[1].setWeight"
+            ),
+            (
+                ViolationKind::Invalid,
+                "spec.strategy.canary.steps[2].pause.duration"
+            ),
+            (
+                ViolationKind::Invalid,
+                "spec.strategy.canary.steps[3].analysis.templates[0]"
+            ),
+            (
+                ViolationKind::Invalid,
+                "spec.strategy.canary.steps[3].analysis.templates[0].clusterScope",
+            ),
+            (
+                ViolationKind::Unsupported,
+                "spec.strategy.canary.steps[4].pause.duraton"
+            ),
+        ],
+        "{violations:#?}"
+    );
+}
+
+#[test]
+fn a_list_entry_left_out_keeps_the_indices_of_the_entries_after_it() {
+    let spec = json!({
+        "metrics": [
+            {"name": "a", "provider": {"prometheus": {"query": "up"}}, "count": [1]},
+            {"provider": {"prometheus": {"query": "up"}}},
+            {"name": "c", "successCondition": "true", "provider": {"prometheus": {"query": "up"}}, "interval": 5}
+        ]
+    });
+    let violations = object_as("AnalysisTemplate", &spec)
+        .expect("checked")
+        .expect("read");
+    let fields: Vec<&str> = violations.iter().map(|v| v.field.as_str()).collect();
+    assert!(fields.contains(&"spec.metrics[0].count"), "{fields:?}");
+    assert!(
+        fields.contains(&"spec.metrics[1]"),
+        "missing name: {fields:?}"
+    );
+    assert!(fields.contains(&"spec.metrics[2].interval"), "{fields:?}");
+}
