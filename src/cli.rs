@@ -55,11 +55,18 @@ fn limit_malloc_arenas() {
     }
 }
 
+/// Each runtime worker's stack.
+const WORKER_STACK_BYTES: usize = 8 << 20;
+
 /// `weir`'s `main`: parses the command line and runs it on a multi-threaded runtime.
 pub fn main() -> ExitCode {
     limit_malloc_arenas();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        // A Rollout keeps unknown fields at every level (serde's flatten, which buffers each
+        // level), and is read on top of a reconcile's futures: past tokio's 2 MiB in a debug
+        // build. Reserved, not committed: only the pages used cost memory.
+        .thread_stack_size(WORKER_STACK_BYTES)
         .build()
     {
         Ok(runtime) => runtime,

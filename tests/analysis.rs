@@ -564,6 +564,107 @@ async fn basic_auth_credentials_come_from_a_secret() {
 }
 
 #[tokio::test]
+async fn basic_auth_in_argos_shape_takes_its_password_from_a_secret_argument() {
+    use base64::Engine;
+    let ns = TestNamespace::new(&client().await, "analysis-argo-auth").await;
+    let server = MetricsServer::start(&exposition(0.99)).await;
+    let own =
+        PrometheusProcess::start_with(&ns.name, &server.address, Some(("weir", PASSWORD_HASH)))
+            .await;
+    let series = "weir_test_success_rate";
+    let credentials = base64::engine::general_purpose::STANDARD.encode("weir:weir-test-password");
+    scraped_as(
+        &own.url,
+        series,
+        0.99,
+        Some(&format!("Basic {credentials}")),
+    )
+    .await;
+    let _controller = controller(&ns);
+    apply(
+        &ns,
+        json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "prometheus"},
+        "stringData": {"password": "weir-test-password"}}),
+    )
+    .await;
+    success_rate_template(
+        &ns,
+        series,
+        json!({"successCondition": "result[0] >= 0.95",
+        "provider": {"prometheus": {"query": series, "address": own.url,
+            "authentication": {"basicAuth": {"username": "{{args.user}}", "password": "{{args.password}}"}}}}}),
+        json!([{"name": "user", "value": "weir"},
+               {"name": "password", "valueFrom": {"secretKeyRef": {"name": "prometheus", "key": "password"}}}]),
+    )
+    .await;
+    let steps = json!([{"setWeight": 20}, analysis_step("success-rate", json!([]))]);
+    start_canary(&ns, &steps, &json!({})).await;
+    healthy_on(&ns, "web:2").await;
+    let run = run_where(&ns, "the run", |r| run_phase(r).is_some()).await;
+    assert_eq!(run_phase(&run), Some(AnalysisPhase::Successful));
+    let stored = serde_json::to_string(&run).expect("serializes");
+    assert!(!stored.contains("weir-test-password") && !stored.contains(&credentials));
+}
+
+#[tokio::test]
+async fn a_rollouts_dry_run_metric_that_fails_leaves_the_canary_going_and_retention_keeps_that_many()
+ {
+    let ns = TestNamespace::new(&client().await, "analysis-dry-run").await;
+    let (_server, _target) = success_rate(&ns, 0.99).await;
+    let _controller = controller(&ns);
+    let every = json!({"interval": "1s", "count": 3});
+    let mut passing = prometheus_metric("success-rate", &query(&ns), every.clone());
+    passing["successCondition"] = json!("result[0] >= 0.95");
+    let mut failing = prometheus_metric("strict", &query(&ns), every);
+    failing["successCondition"] = json!("result[0] >= 0.999");
+    apply(
+        &ns,
+        json!({"apiVersion": "weir.dev/v1alpha1", "kind": "AnalysisTemplate",
+            "metadata": {"name": "success-rate"}, "spec": {"metrics": [passing, failing]}}),
+    )
+    .await;
+    // Argo's fields on the Rollout's step: the strict metric only measured, two kept.
+    let steps = json!([{"setWeight": 20}, {"analysis": {
+        "templates": [{"templateName": "success-rate"}],
+        "dryRun": [{"metricName": "strict"}],
+        "measurementRetention": [{"metricName": "success-rate", "limit": 2}],
+        "analysisRunMetadata": {"labels": {"team": "checkout"}}
+    }}]);
+    start_canary(&ns, &steps, &json!({})).await;
+    healthy_on(&ns, "web:2").await;
+    let run = run_where(&ns, "the run", |r| run_phase(r).is_some()).await;
+    assert_eq!(run_phase(&run), Some(AnalysisPhase::Successful));
+    assert_eq!(
+        run.metadata
+            .labels
+            .clone()
+            .unwrap_or_default()
+            .get("team")
+            .map(String::as_str),
+        Some("checkout")
+    );
+    let status = run.status.clone().unwrap_or_default();
+    assert_eq!(
+        status.dry_run_summary.as_ref().map(|s| s.failed),
+        Some(1),
+        "{status:?}"
+    );
+    let of = |name: &str| {
+        status
+            .metric_results
+            .iter()
+            .find(|r| r.name == name)
+            .cloned()
+            .expect("the metric's result")
+    };
+    assert_eq!(of("strict").phase, AnalysisPhase::Failed);
+    assert!(of("strict").dry_run);
+    let kept = of("success-rate");
+    assert_eq!(kept.count, 3);
+    assert_eq!(kept.measurements.len(), 2, "measurementRetention keeps two");
+}
+
+#[tokio::test]
 async fn secret_values_never_leak_through_query_errors() {
     let ns = TestNamespace::new(&client().await, "analysis-leak").await;
     let _controller = controller(&ns);

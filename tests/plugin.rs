@@ -496,3 +496,85 @@ fn lint_checks_weir_and_argo_manifests_offline() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn lint_reports_every_finding_of_a_mixed_argo_file_with_its_path() {
+    let dir = std::env::temp_dir().join(format!("weir-lint-mixed-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let file = dir.join("mixed.yaml");
+    // A Rollout (one typo, one value that does not parse), the template it names (which
+    // uses a provider weir lacks), a template of templates and an AnalysisRun.
+    std::fs::write(
+        &file,
+        "apiVersion: argoproj.io/v1alpha1
+kind: Rollout
+metadata: {name: web}
+spec:
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec: {containers: [{name: web, image: web:1}]}
+  strategy:
+    canary:
+      steps:
+      - setWeight: twenty
+      - pause: {duraton: 10s}
+      - analysis: {templates: [{templateName: errors}]}
+---
+apiVersion: argoproj.io/v1alpha1
+kind: AnalysisTemplate
+metadata: {name: errors}
+spec:
+  metrics:
+  - name: errors
+    successCondition: result[0] < 0.01
+    provider:
+      datadog: {query: 'sum:errors{*}'}
+---
+apiVersion: argoproj.io/v1alpha1
+kind: AnalysisTemplate
+metadata: {name: composed}
+spec:
+  templates: [{templateName: errors}]
+---
+apiVersion: argoproj.io/v1alpha1
+kind: AnalysisRun
+metadata: {name: run}
+spec:
+  metrics:
+  - name: m
+    provider: {prometheus: {query: up}}
+",
+    )
+    .expect("write");
+    let output = Command::new(PLUGIN)
+        .arg("lint")
+        .arg(&file)
+        .output()
+        .expect("lint");
+    let text = stdout(&output);
+    assert_eq!(code(&output), Some(1), "{text}");
+    let shown = file.display();
+    for expected in [
+        format!(
+            "{shown}: document 1 (Rollout web): error: spec.strategy.canary.steps[0].setWeight: does not parse"
+        ),
+        format!(
+            "{shown}: document 1 (Rollout web): unsupported: spec.strategy.canary.steps[1].pause.duraton: weir does not support this field yet; did you mean duration?"
+        ),
+        format!(
+            "{shown}: document 1 (Rollout web): unsupported: spec.strategy.canary.steps[2].analysis.templates[0]: AnalysisTemplate errors: spec.metrics[0].provider.datadog"
+        ),
+        format!(
+            "{shown}: document 2 (AnalysisTemplate errors): unsupported: spec.metrics[0].provider.datadog"
+        ),
+        format!(
+            "{shown}: document 3 (AnalysisTemplate composed): unsupported: spec.templates: weir does not support this field yet; template composition"
+        ),
+        format!("{shown}: document 4 (AnalysisRun run): error: spec.metrics[0].successCondition"),
+    ] {
+        assert!(text.contains(&expected), "missing {expected:?} in:\n{text}");
+    }
+    assert!(!text.contains("missing field"), "{text}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -33,9 +33,13 @@ pub struct Schedule {
     pub count: Option<i32>,
     pub interval: Option<Duration>,
     pub initial_delay: Duration,
+    /// -1: no limit (as in Argo).
     pub failure_limit: i32,
+    /// -1: no limit.
     pub inconclusive_limit: i32,
     pub consecutive_error_limit: i32,
+    /// 0: off; otherwise that many successes in a row make the metric Successful.
+    pub consecutive_success_limit: i32,
     pub dry_run: bool,
     pub retention: usize,
 }
@@ -53,26 +57,32 @@ pub fn schedules(
         .map(|(index, metric)| {
             let at =
                 |field: &str| format!("spec.metrics[{index}].{field} (metric {:?})", metric.name);
-            let number =
-                |field: &str, value: Option<&IntOrString>, default: i32| -> Result<i32, String> {
-                    // Messages show the recorded text, in which Secret values are masked.
-                    let (text, shown) = match value {
-                        None => return Ok(default),
-                        Some(IntOrString::Int(n)) => (n.to_string(), n.to_string()),
-                        Some(IntOrString::String(text)) => {
-                            let filled = substitute(text, args)
-                                .map_err(|e| format!("{}: {e}", at(field)))?;
-                            (filled.sent, filled.recorded)
-                        }
-                    };
-                    match text.trim().parse::<i32>() {
-                        Ok(n) if n >= 0 => Ok(n),
-                        _ => Err(format!(
-                            "{}: {shown:?} is not a whole number of 0 or more",
-                            at(field)
-                        )),
+            let number_from = |field: &str,
+                               value: Option<&IntOrString>,
+                               default: i32,
+                               min: i32|
+             -> Result<i32, String> {
+                // Messages show the recorded text, in which Secret values are masked.
+                let (text, shown) = match value {
+                    None => return Ok(default),
+                    Some(IntOrString::Int(n)) => (n.to_string(), n.to_string()),
+                    Some(IntOrString::String(text)) => {
+                        let filled =
+                            substitute(text, args).map_err(|e| format!("{}: {e}", at(field)))?;
+                        (filled.sent, filled.recorded)
                     }
                 };
+                match text.trim().parse::<i32>() {
+                    Ok(n) if n >= min => Ok(n),
+                    _ => Err(format!(
+                        "{}: {shown:?} is not a whole number of {min} or more",
+                        at(field)
+                    )),
+                }
+            };
+            let number = |field: &str, value: Option<&IntOrString>, default: i32| {
+                number_from(field, value, default, 0)
+            };
             let span = |field: &str, value: Option<&String>| -> Result<Option<Duration>, String> {
                 let Some(text) = value else { return Ok(None) };
                 let filled = substitute(text, args).map_err(|e| format!("{}: {e}", at(field)))?;
@@ -113,10 +123,16 @@ pub fn schedules(
                 interval,
                 initial_delay: span("initialDelay", metric.initial_delay.as_ref())?
                     .unwrap_or_default(),
-                failure_limit: number("failureLimit", metric.failure_limit.as_ref(), 0)?,
-                inconclusive_limit: number(
+                failure_limit: number_from("failureLimit", metric.failure_limit.as_ref(), 0, -1)?,
+                inconclusive_limit: number_from(
                     "inconclusiveLimit",
                     metric.inconclusive_limit.as_ref(),
+                    0,
+                    -1,
+                )?,
+                consecutive_success_limit: number(
+                    "consecutiveSuccessLimit",
+                    metric.consecutive_success_limit.as_ref(),
                     0,
                 )?,
                 consecutive_error_limit: number(
@@ -207,6 +223,11 @@ pub fn record(status: &mut AnalysisRunStatus, schedule: &Schedule, measurement: 
     } else {
         result.consecutive_error = 0;
     }
+    if measurement.phase == AnalysisPhase::Successful {
+        result.consecutive_success += 1;
+    } else {
+        result.consecutive_success = 0;
+    }
     result.message = measurement.message.clone();
     result.measurements.push(measurement);
     let excess = result.measurements.len().saturating_sub(schedule.retention);
@@ -247,7 +268,7 @@ pub fn metric_phase(
             .and_then(|m| m.message.clone())
             .unwrap_or_default()
     };
-    if result.failed > schedule.failure_limit {
+    if schedule.failure_limit >= 0 && result.failed > schedule.failure_limit {
         return (
             AnalysisPhase::Failed,
             Some(format!(
@@ -258,7 +279,7 @@ pub fn metric_phase(
             )),
         );
     }
-    if result.inconclusive > schedule.inconclusive_limit {
+    if schedule.inconclusive_limit >= 0 && result.inconclusive > schedule.inconclusive_limit {
         return (
             AnalysisPhase::Inconclusive,
             Some(format!(
@@ -276,6 +297,19 @@ pub fn metric_phase(
                 "{} in a row (consecutiveErrorLimit {}): {last}",
                 plural(result.consecutive_error, "errored measurement"),
                 schedule.consecutive_error_limit
+            )),
+        );
+    }
+    if schedule.consecutive_success_limit > 0
+        && result.consecutive_success >= schedule.consecutive_success_limit
+    {
+        return (
+            AnalysisPhase::Successful,
+            Some(format!(
+                "{} in a row (consecutiveSuccessLimit {}): {}",
+                plural(result.consecutive_success, "successful measurement"),
+                schedule.consecutive_success_limit,
+                last_of(AnalysisPhase::Successful)
             )),
         );
     }
@@ -438,6 +472,7 @@ fn empty_result(schedule: &Schedule) -> MetricResult {
         inconclusive: 0,
         error: 0,
         consecutive_error: 0,
+        consecutive_success: 0,
         dry_run: schedule.dry_run,
     }
 }

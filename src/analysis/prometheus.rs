@@ -323,9 +323,14 @@ impl Provider for PrometheusMetric {
             }
             let mut secrets = env.secret_args();
             if let Some(auth) = &self.authentication {
-                let credentials = authorization(env.secrets, auth).await.map_err(|why| {
-                    Unready::NotNow(format!("{at}.provider.prometheus.authentication: {why}"))
-                })?;
+                let credentials =
+                    authorization(env.secrets, auth, env.args)
+                        .await
+                        .map_err(|why| {
+                            Unready::NotNow(format!(
+                                "{at}.provider.prometheus.authentication: {why}"
+                            ))
+                        })?;
                 if let Some((header, secret_parts)) = credentials {
                     secrets.extend(secret_parts);
                     headers.push(("Authorization".into(), header));
@@ -358,9 +363,11 @@ impl Provider for PrometheusMetric {
 }
 
 /// The Authorization header and the secret parts it carries; None without credentials.
+/// basicAuth's `{username, password}` have their `{{args.NAME}}` filled from `values`.
 async fn authorization(
     secrets: &Api<Secret>,
     auth: &PrometheusAuthentication,
+    values: &std::collections::BTreeMap<String, super::args::ArgValue>,
 ) -> Result<Option<(String, Vec<String>)>, String> {
     use base64::Engine;
     if let Some(token) = &auth.bearer_token {
@@ -370,14 +377,35 @@ async fn authorization(
     let Some(basic) = &auth.basic_auth else {
         return Ok(None);
     };
-    let key = |key: &str| SecretKeyRef {
-        name: basic.secret_name.clone(),
-        key: key.into(),
+    let (user, password) = match &basic.secret_name {
+        Some(name) => {
+            let key = |key: &str| SecretKeyRef {
+                name: name.clone(),
+                key: key.into(),
+                unsupported: Default::default(),
+            };
+            (
+                read_secret(secrets, &key("username")).await?,
+                read_secret(secrets, &key("password")).await?,
+            )
+        }
+        None => {
+            let fill = |field: &str, text: &Option<String>| {
+                substitute(text.as_deref().unwrap_or_default(), values)
+                    .map(|filled| filled.sent)
+                    .map_err(|why| format!("basicAuth.{field}: {why}"))
+            };
+            (
+                fill("username", &basic.username)?,
+                fill("password", &basic.password)?,
+            )
+        }
     };
-    let user = read_secret(secrets, &key("username")).await?;
-    let password = read_secret(secrets, &key("password")).await?;
     let encoded = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{password}"));
-    Ok(Some((format!("Basic {encoded}"), vec![password, encoded])))
+    // An empty part is no secret, and masking "" would garble every message.
+    let header = format!("Basic {encoded}");
+    let parts = [password, encoded].into_iter().filter(|p| !p.is_empty());
+    Ok(Some((header, parts.collect())))
 }
 
 #[cfg(test)]

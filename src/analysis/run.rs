@@ -8,12 +8,15 @@ use kube::ResourceExt;
 
 use super::args::{self, Known};
 use crate::api::Rollout;
-use crate::api::analysis::{AnalysisRun, AnalysisRunSpec, AnalysisTemplateSpec, Argument};
+use crate::api::analysis::{
+    AnalysisRun, AnalysisRunMetadata, AnalysisRunSpec, AnalysisTemplateSpec, Argument, DryRun,
+    MeasurementRetention,
+};
 use crate::api::contract::{
     ATTEMPT_LABEL, AnalysisKind, CANARY_HASH_LABEL, GIT_REVISION_ANNOTATION, ROLLOUT_LABEL,
     STEP_LABEL,
 };
-use crate::api::rollout::{AnalysisTemplateRef, RolloutSpec};
+use crate::api::rollout::{AnalysisTemplateRef, RolloutSpec, StepAnalysis};
 use crate::validate::{self, Violation, ViolationKind};
 
 /// One analysis a Rollout asks for: a canary step's, the canary's background one, or a
@@ -24,6 +27,26 @@ pub struct Requested<'a> {
     pub kind: AnalysisKind,
     pub templates: &'a [AnalysisTemplateRef],
     pub args: &'a [Argument],
+    /// Metrics measured but never deciding, on top of the templates' own list.
+    pub dry_run: &'a [DryRun],
+    /// Measurements kept per metric; ahead of the templates' own entries.
+    pub measurement_retention: &'a [MeasurementRetention],
+    /// Labels and annotations for the run.
+    pub metadata: Option<&'a AnalysisRunMetadata>,
+}
+
+impl<'a> Requested<'a> {
+    fn of(field: String, kind: AnalysisKind, analysis: &'a StepAnalysis) -> Self {
+        Requested {
+            field,
+            kind,
+            templates: &analysis.templates,
+            args: &analysis.args,
+            dry_run: &analysis.dry_run,
+            measurement_retention: &analysis.measurement_retention,
+            metadata: analysis.analysis_run_metadata.as_ref(),
+        }
+    }
 }
 
 /// Every analysis of a Rollout: the canary steps' in order, then the background analysis;
@@ -45,12 +68,9 @@ pub fn requested(spec: &RolloutSpec) -> Vec<Requested<'_>> {
         ]
         .into_iter()
         .filter_map(|(field, kind, analysis)| {
-            analysis.as_ref().map(|a| Requested {
-                field: format!("{at}.{field}"),
-                kind,
-                templates: &a.templates,
-                args: &a.args,
-            })
+            analysis
+                .as_ref()
+                .map(|a| Requested::of(format!("{at}.{field}"), kind, a))
         })
         .collect();
     }
@@ -58,11 +78,12 @@ pub fn requested(spec: &RolloutSpec) -> Vec<Requested<'_>> {
         return Vec::new();
     };
     let steps = canary.steps.iter().enumerate().filter_map(|(index, step)| {
-        step.analysis.as_ref().map(|a| Requested {
-            field: format!("spec.strategy.canary.steps[{index}].analysis"),
-            kind: AnalysisKind::Step(index),
-            templates: &a.templates,
-            args: &a.args,
+        step.analysis.as_ref().map(|a| {
+            Requested::of(
+                format!("spec.strategy.canary.steps[{index}].analysis"),
+                AnalysisKind::Step(index),
+                a,
+            )
         })
     });
     let background = canary.analysis.as_ref().map(|a| Requested {
@@ -70,6 +91,9 @@ pub fn requested(spec: &RolloutSpec) -> Vec<Requested<'_>> {
         kind: AnalysisKind::Background,
         templates: &a.templates,
         args: &a.args,
+        dry_run: &a.dry_run,
+        measurement_retention: &a.measurement_retention,
+        metadata: a.analysis_run_metadata.as_ref(),
     });
     steps.chain(background).collect()
 }
@@ -128,6 +152,28 @@ pub fn check(
             }
         }
     }
+    // The Rollout's own dry-run and retention entries name metrics of these templates.
+    if templates.iter().all(Option::is_some) {
+        let metrics: Vec<&str> = templates
+            .iter()
+            .flatten()
+            .flat_map(|t| t.metrics.iter().map(|m| m.name.as_str()))
+            .collect();
+        let named = |list: &str, index: usize, metric: &str| {
+            (metric != "*" && !metrics.contains(&metric)).then(|| Violation {
+                kind: ViolationKind::Invalid,
+                field: format!("{}.{list}[{index}].metricName", requested.field),
+                message: format!(
+                    "{metric:?} is not a metric of the templates named here (use \"*\" for all)"
+                ),
+            })
+        };
+        let dry_run = requested.dry_run.iter().enumerate();
+        violations.extend(dry_run.filter_map(|(i, d)| named("dryRun", i, &d.metric_name)));
+        let kept = requested.measurement_retention.iter().enumerate();
+        violations
+            .extend(kept.filter_map(|(i, r)| named("measurementRetention", i, &r.metric_name)));
+    }
     violations.sort();
     violations.dedup();
     violations
@@ -147,13 +193,14 @@ pub struct Canary<'a> {
 }
 
 /// Merges the templates (metrics, dry-run and retention lists in order, arguments by name),
-/// sets the caller's arguments over the templates' defaults and resolves the Rollout-side
-/// sources. Metric names that repeat across templates, and arguments left without a value,
+/// sets the Rollout's arguments over the templates' defaults and resolves the Rollout-side
+/// sources; adds the Rollout's dry-run entries, puts its retention entries first (so they
+/// win) and its run metadata on the run, under weir's own labels. Metric names that repeat across templates, and arguments left without a value,
 /// are errors naming them.
 pub fn build(
     rollout: &Rollout,
     templates: &[(String, AnalysisTemplateSpec)],
-    args: &[Argument],
+    requested: &Requested<'_>,
     target: &Canary<'_>,
 ) -> Result<AnalysisRun, String> {
     let Canary {
@@ -190,7 +237,14 @@ pub fn build(
         spec.measurement_retention
             .extend(template_spec.measurement_retention.iter().cloned());
     }
-    for arg in args {
+    spec.dry_run.extend(requested.dry_run.iter().cloned());
+    spec.measurement_retention = requested
+        .measurement_retention
+        .iter()
+        .chain(&spec.measurement_retention)
+        .cloned()
+        .collect();
+    for arg in requested.args {
         match spec.args.iter_mut().find(|a| a.name == arg.name) {
             Some(slot) => *slot = arg.clone(),
             None => spec.args.push(arg.clone()),
@@ -214,24 +268,26 @@ pub fn build(
             "argument {missing:?} has no value: give it one in the analysis args"
         ));
     }
-    let labels = BTreeMap::from([
+    let wanted = requested.metadata.cloned().unwrap_or_default();
+    // weir finds its runs by these labels: the Rollout's own cannot replace them.
+    let mut labels = wanted.labels;
+    labels.extend([
         (ROLLOUT_LABEL.to_owned(), rollout_name.clone()),
         (CANARY_HASH_LABEL.to_owned(), hash.to_owned()),
         (ATTEMPT_LABEL.to_owned(), attempt.to_string()),
         (STEP_LABEL.to_owned(), kind.label()),
     ]);
+    let mut annotations = wanted.annotations;
+    // The Git revision the measured version came from, for `kubectl weir history`.
+    if let Some(revision) = rollout.annotations().get(GIT_REVISION_ANNOTATION) {
+        annotations.insert(GIT_REVISION_ANNOTATION.to_owned(), revision.clone());
+    }
     Ok(AnalysisRun {
         metadata: ObjectMeta {
             name: Some(name(&rollout_name, hash, attempt, kind)),
             namespace: rollout.namespace(),
             labels: Some(labels),
-            // The Git revision the measured version came from, for `kubectl weir history`.
-            annotations: rollout
-                .annotations()
-                .get(GIT_REVISION_ANNOTATION)
-                .map(|revision| {
-                    BTreeMap::from([(GIT_REVISION_ANNOTATION.to_owned(), revision.clone())])
-                }),
+            annotations: (!annotations.is_empty()).then_some(annotations),
             owner_references: kube::Resource::controller_owner_ref(rollout, &()).map(|o| vec![o]),
             ..ObjectMeta::default()
         },
@@ -291,7 +347,7 @@ mod tests {
             attempt: 1,
             kind: AnalysisKind::Step(2),
         };
-        let run = build(&rollout(), &templates, &args, &target).expect("builds");
+        let run = build(&rollout(), &templates, &asking(&args), &target).expect("builds");
         assert_eq!(run.metadata.name.as_deref(), Some("web-abc-1-2"));
         let names: Vec<_> = run
             .spec
@@ -324,6 +380,91 @@ mod tests {
     }
 
     #[test]
+    fn a_rollouts_dry_run_retention_and_run_metadata_reach_the_run() {
+        let mut first = template(&["rate", "latency"], json!([]));
+        first.measurement_retention =
+            serde_json::from_value(json!([{"metricName": "rate", "limit": 3}])).expect("retention");
+        let templates = vec![("a".to_string(), first)];
+        let analysis: StepAnalysis = serde_json::from_value(json!({
+            "templates": [{"templateName": "a"}],
+            "dryRun": [{"metricName": "latency"}],
+            "measurementRetention": [{"metricName": "rate", "limit": 20}],
+            "analysisRunMetadata": {
+                "labels": {"team": "web", (ROLLOUT_LABEL): "someone-else"},
+                "annotations": {"note": "canary of the week"}
+            }
+        }))
+        .expect("step analysis");
+        let requested = Requested::of(
+            "spec.strategy.canary.steps[2].analysis".into(),
+            AnalysisKind::Step(2),
+            &analysis,
+        );
+        let target = Canary {
+            hash: "abc",
+            stable: "s1",
+            attempt: 1,
+            kind: AnalysisKind::Step(2),
+        };
+        let run = build(&rollout(), &templates, &requested, &target).expect("builds");
+        let labels = run.metadata.labels.clone().unwrap_or_default();
+        assert_eq!(labels.get("team").map(String::as_str), Some("web"));
+        assert_eq!(
+            labels.get(ROLLOUT_LABEL).map(String::as_str),
+            Some("web"),
+            "weir's own labels win"
+        );
+        let annotations = run.metadata.annotations.clone().unwrap_or_default();
+        assert_eq!(
+            annotations.get("note").map(String::as_str),
+            Some("canary of the week")
+        );
+        let schedules =
+            crate::analysis::assess::schedules(&run.spec, &Default::default()).expect("schedules");
+        let of = |name: &str| {
+            schedules
+                .iter()
+                .find(|s| s.name == name)
+                .cloned()
+                .expect("metric")
+        };
+        assert!(of("latency").dry_run, "the Rollout's dry run applies");
+        assert!(!of("rate").dry_run);
+        assert_eq!(of("rate").retention, 20, "the Rollout's retention wins");
+    }
+
+    #[test]
+    fn a_rollouts_dry_run_and_retention_must_name_metrics_of_its_templates() {
+        let analysis: StepAnalysis = serde_json::from_value(json!({
+            "templates": [{"templateName": "a"}],
+            "dryRun": [{"metricName": "*"}, {"metricName": "latncy"}],
+            "measurementRetention": [{"metricName": "rate", "limit": 2}, {"metricName": "nope", "limit": 2}]
+        }))
+        .expect("step analysis");
+        let requested = Requested::of(
+            "spec.strategy.canary.analysis".into(),
+            AnalysisKind::Background,
+            &analysis,
+        );
+        let found = template(&["rate", "latency"], json!([]));
+        let fields: Vec<String> = check(&requested, &[Some(&found)])
+            .into_iter()
+            .map(|v| v.field)
+            .collect();
+        assert_eq!(
+            fields,
+            vec![
+                "spec.strategy.canary.analysis.dryRun[1].metricName",
+                "spec.strategy.canary.analysis.measurementRetention[1].metricName",
+            ]
+        );
+        assert!(
+            check(&requested, &[None]).is_empty(),
+            "a missing template is reported elsewhere"
+        );
+    }
+
+    #[test]
     fn a_metric_in_two_templates_is_an_error_naming_both() {
         let templates = vec![
             ("a".to_string(), template(&["m"], json!([]))),
@@ -335,11 +476,24 @@ mod tests {
             attempt: 0,
             kind: AnalysisKind::Background,
         };
-        let error = build(&rollout(), &templates, &[], &target).expect_err("duplicate");
+        let error = build(&rollout(), &templates, &asking(&[]), &target).expect_err("duplicate");
         assert!(
             error.contains("template a") && error.contains("template b"),
             "{error}"
         );
+    }
+
+    /// A step analysis that gives `args` and nothing else.
+    fn asking(args: &[Argument]) -> Requested<'_> {
+        Requested {
+            field: "spec.strategy.canary.steps[2].analysis".into(),
+            kind: AnalysisKind::Step(2),
+            templates: &[],
+            args,
+            dry_run: &[],
+            measurement_retention: &[],
+            metadata: None,
+        }
     }
 
     fn requested_of(args: serde_json::Value) -> (Vec<AnalysisTemplateRef>, Vec<Argument>) {
@@ -358,6 +512,9 @@ mod tests {
             kind: AnalysisKind::Step(1),
             templates: &refs,
             args: &args,
+            dry_run: &[],
+            measurement_retention: &[],
+            metadata: None,
         };
         let mut broken = template(&["m"], json!([]));
         broken.metrics[0].success_condition = Some("all(result, # < 1)".into());
@@ -389,6 +546,9 @@ mod tests {
             kind: AnalysisKind::Background,
             templates: &refs,
             args: &args,
+            dry_run: &[],
+            measurement_retention: &[],
+            metadata: None,
         };
         let mut with_token = template(&["m"], json!([]));
         with_token.metrics[0]
@@ -427,6 +587,9 @@ mod tests {
             kind: AnalysisKind::Background,
             templates: &refs,
             args: &none,
+            dry_run: &[],
+            measurement_retention: &[],
+            metadata: None,
         };
         let problems = check(&requested, &[Some(&needs), Some(&gives_window)]);
         let messages: Vec<_> = problems
@@ -469,7 +632,7 @@ mod tests {
             attempt: 0,
             kind: AnalysisKind::Step(0),
         };
-        let run = build(&rollout(), &templates, &args, &target).expect("builds");
+        let run = build(&rollout(), &templates, &asking(&args), &target).expect("builds");
         let values: Vec<_> = run
             .spec
             .template
@@ -495,10 +658,11 @@ mod tests {
                 template(&["n"], json!([{"name": "window", "value": "5m"}])),
             ),
         ];
-        let run =
-            build(&rollout(), &filled_later, &[], &target).expect("the default of b fills a's");
+        let run = build(&rollout(), &filled_later, &asking(&[]), &target)
+            .expect("the default of b fills a's");
         assert_eq!(run.spec.template.args[0].value.as_deref(), Some("5m"));
-        let error = build(&rollout(), &templates, &[], &target).expect_err("stable and who unset");
+        let error =
+            build(&rollout(), &templates, &asking(&[]), &target).expect_err("stable and who unset");
         assert_eq!(
             error,
             "argument \"stable\" has no value: give it one in the analysis args"

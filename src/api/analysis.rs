@@ -2,6 +2,8 @@
 //! `AnalysisRun` measures them for one rollout step (or in the background) and records every
 //! measurement. Shapes follow Argo Rollouts so that its templates work unchanged.
 
+use std::collections::BTreeMap;
+
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::CustomResource;
@@ -10,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use super::schema::Unsupported;
 use super::schema::keep_unknown_fields;
+use super::schema::keeps_unknown_fields;
 
 /// Reusable metric definitions, referenced by a Rollout's analysis steps.
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
@@ -30,6 +33,8 @@ use super::schema::keep_unknown_fields;
 #[serde(rename_all = "camelCase")]
 #[schemars(transform = keep_unknown_fields)]
 pub struct AnalysisTemplateSpec {
+    /// Required (validation says so by name, rather than the parse failing on it).
+    #[serde(default)]
     pub metrics: Vec<Metric>,
     /// Arguments the queries use as `{{args.NAME}}`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -81,19 +86,41 @@ pub struct TemplateStatus {
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(transform = keep_unknown_fields)]
 pub struct DryRun {
     /// A metric name, or `*` for every metric.
     pub metric_name: String,
+    #[serde(flatten)]
+    #[schemars(skip)]
+    pub unsupported: Unsupported,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(transform = keep_unknown_fields)]
 pub struct MeasurementRetention {
     /// A metric name, or `*` for every metric.
     pub metric_name: String,
     /// Measurements kept, newest last (at least 1).
     #[schemars(range(min = 1))]
     pub limit: i32,
+    #[serde(flatten)]
+    #[schemars(skip)]
+    pub unsupported: Unsupported,
+}
+
+/// Labels and annotations for an AnalysisRun (a Rollout analysis' `analysisRunMetadata`).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(transform = keep_unknown_fields)]
+pub struct AnalysisRunMetadata {
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+    #[serde(flatten)]
+    #[schemars(skip)]
+    pub unsupported: Unsupported,
 }
 
 /// One thing to measure, how often, and what counts as good.
@@ -123,15 +150,21 @@ pub struct Metric {
     /// Successful when the value lies within `[min, max]` (either bound optional), as in Flagger.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub threshold_range: Option<ThresholdRange>,
-    /// Failed measurements tolerated before the metric fails (default 0).
+    /// Failed measurements tolerated before the metric fails (default 0; -1: no limit, as
+    /// in Argo).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failure_limit: Option<IntOrString>,
-    /// Inconclusive measurements tolerated before the metric is Inconclusive (default 0).
+    /// Inconclusive measurements tolerated before the metric is Inconclusive (default 0; -1:
+    /// no limit).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub inconclusive_limit: Option<IntOrString>,
     /// Consecutive errored measurements tolerated before the metric is Error (default 4).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub consecutive_error_limit: Option<IntOrString>,
+    /// The metric is Successful, and stops measuring, once this many measurements in a row
+    /// succeeded (unset or 0: off), as in Argo.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consecutive_success_limit: Option<IntOrString>,
     /// What a measurement that found no data (an empty vector, NaN) counts as; by default
     /// Inconclusive, never Successful.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -153,12 +186,16 @@ pub enum NoDataAs {
     Error,
 }
 
-#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, JsonSchema)]
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[schemars(transform = keep_unknown_fields)]
 pub struct ThresholdRange {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub min: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max: Option<f64>,
+    #[serde(flatten)]
+    #[schemars(skip)]
+    pub unsupported: Unsupported,
 }
 
 /// Where measurements come from: exactly one provider. weir has Prometheus, web and job;
@@ -316,8 +353,9 @@ pub struct PrometheusAuthentication {
     /// `Authorization: Bearer <the key's value>`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bearer_token: Option<SecretKeyRef>,
-    /// HTTP basic auth from a Secret with the keys `username` and `password` (the layout of
-    /// Kubernetes' `kubernetes.io/basic-auth` Secrets).
+    /// HTTP basic auth: `{secretName}` (a Secret with the keys `username` and `password`,
+    /// the layout of Kubernetes' `kubernetes.io/basic-auth` Secrets) or, as in Argo,
+    /// `{username, password}`, each literal or built from `{{args.NAME}}`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub basic_auth: Option<BasicAuth>,
     #[serde(flatten)]
@@ -327,14 +365,29 @@ pub struct PrometheusAuthentication {
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(transform = keep_unknown_fields)]
 pub struct BasicAuth {
-    pub secret_name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    /// Masked wherever a measurement is recorded; take it from a Secret-valued argument
+    /// (`{{args.NAME}}`) so it is not stored in the template and its runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
+    #[serde(flatten)]
+    #[schemars(skip)]
+    pub unsupported: Unsupported,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[schemars(transform = keep_unknown_fields)]
 pub struct Header {
     pub key: String,
     pub value: String,
+    #[serde(flatten)]
+    #[schemars(skip)]
+    pub unsupported: Unsupported,
 }
 
 /// A named value for `{{args.NAME}}`: a literal `value`, or one taken from elsewhere. weir
@@ -342,17 +395,29 @@ pub struct Header {
 /// when a template declares them and the Rollout gives them no value.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(transform = keep_unknown_fields)]
 pub struct Argument {
     pub name: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// A literal value. A number written unquoted (`value: 5`) is taken as its text, as Argo
+    /// does.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "text_or_number"
+    )]
+    #[schemars(schema_with = "super::schema::int_or_string")]
     pub value: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub value_from: Option<ArgumentValueFrom>,
+    #[serde(flatten)]
+    #[schemars(skip)]
+    pub unsupported: Unsupported,
 }
 
 /// Exactly one source for an argument's value.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(transform = keep_unknown_fields)]
 pub struct ArgumentValueFrom {
     /// A key of a Secret in the template's namespace (in a template's `args`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -363,24 +428,55 @@ pub struct ArgumentValueFrom {
     /// The pod-template hash of the stable or the latest (canary) version.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod_template_hash_value: Option<PodTemplateHashValue>,
+    #[serde(flatten)]
+    #[schemars(skip)]
+    pub unsupported: Unsupported,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[schemars(transform = keep_unknown_fields)]
 pub struct SecretKeyRef {
     pub name: String,
     pub key: String,
+    #[serde(flatten)]
+    #[schemars(skip)]
+    pub unsupported: Unsupported,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(transform = keep_unknown_fields)]
 pub struct FieldRef {
     pub field_path: String,
+    #[serde(flatten)]
+    #[schemars(skip)]
+    pub unsupported: Unsupported,
 }
 
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq, JsonSchema)]
 pub enum PodTemplateHashValue {
     Stable,
     Latest,
+}
+
+/// A string, or a number or boolean taken as the text it is written as.
+fn text_or_number<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<String>, D::Error> {
+    use serde::de::Error;
+    match Option::<serde_json::Value>::deserialize(deserializer)? {
+        None | Some(serde_json::Value::Null) => Ok(None),
+        Some(serde_json::Value::String(text)) => Ok(Some(text)),
+        Some(serde_json::Value::Number(n)) => Ok(Some(n.to_string())),
+        Some(serde_json::Value::Bool(b)) => Ok(Some(b.to_string())),
+        Some(other) => Err(D::Error::custom(format!(
+            "an argument value is a string or a number, not {other}"
+        ))),
+    }
+}
+
+fn is_zero(n: &i32) -> bool {
+    *n == 0
 }
 
 /// One evaluation of a set of metrics, owned by the Rollout that asked for it.
@@ -482,6 +578,9 @@ pub struct MetricResult {
     pub error: i32,
     #[serde(default)]
     pub consecutive_error: i32,
+    /// Successful measurements in a row, for `consecutiveSuccessLimit`.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub consecutive_success: i32,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub dry_run: bool,
 }
@@ -502,6 +601,27 @@ pub struct Measurement {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<Time>,
 }
+
+keeps_unknown_fields!(
+    AnalysisTemplateSpec,
+    DryRun,
+    MeasurementRetention,
+    Metric,
+    ThresholdRange,
+    MetricProvider,
+    PrometheusMetric,
+    RangeQuery,
+    WebMetric,
+    JobMetric,
+    PrometheusAuthentication,
+    BasicAuth,
+    Header,
+    Argument,
+    ArgumentValueFrom,
+    SecretKeyRef,
+    FieldRef,
+    AnalysisRunMetadata,
+);
 
 #[cfg(test)]
 mod tests {
@@ -526,5 +646,24 @@ mod tests {
             "terminate belongs to the run, the unknown field to `unsupported`"
         );
         assert_eq!(serde_json::to_value(&spec).expect("serializes"), raw);
+    }
+
+    #[test]
+    fn an_argument_value_may_be_written_as_a_number() {
+        for (written, text) in [
+            (json!(5), "5"),
+            (json!(0.25), "0.25"),
+            (json!("5m"), "5m"),
+            (json!(true), "true"),
+        ] {
+            let arg: Argument =
+                serde_json::from_value(json!({"name": "n", "value": written})).expect("parses");
+            assert_eq!(arg.value.as_deref(), Some(text));
+        }
+        let yaml: Argument = serde_yaml_ng::from_str("name: n\nvalue: 10\n").expect("yaml");
+        assert_eq!(yaml.value.as_deref(), Some("10"));
+        let absent: Argument = serde_json::from_value(json!({"name": "n"})).expect("parses");
+        assert_eq!(absent.value, None);
+        assert!(serde_json::from_value::<Argument>(json!({"name": "n", "value": [1]})).is_err());
     }
 }

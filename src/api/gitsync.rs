@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::schema::Unsupported;
 use super::schema::keep_unknown_fields;
+use super::schema::keeps_unknown_fields;
 
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[kube(
@@ -305,3 +306,5 @@ pub struct InventoryEntry {
     pub namespace: Option<String>,
     pub name: String,
 }
+
+keeps_unknown_fields!(GitSyncSpec, Decryption,);

@@ -13,7 +13,8 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::analysis::Argument;
+use super::analysis::{AnalysisRunMetadata, Argument, DryRun, MeasurementRetention};
+use super::schema::keeps_unknown_fields;
 use super::schema::{Unsupported, keep_unknown_fields};
 
 /// A Rollout replaces a Deployment: it owns a pod template and moves each new version of it
@@ -252,34 +253,51 @@ fn default_true() -> bool {
 /// Labels and annotations for a version's pods (`activeMetadata`, `previewMetadata`).
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(transform = keep_unknown_fields)]
 pub struct PodMetadata {
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub annotations: BTreeMap<String, String>,
+    #[serde(flatten)]
+    #[schemars(skip)]
+    pub unsupported: Unsupported,
 }
 
 /// Exactly one of the two: scheduling away from the previous version's nodes as a
 /// preference (with a weight) or as a requirement.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(transform = keep_unknown_fields)]
 pub struct AntiAffinity {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub preferred_during_scheduling_ignored_during_execution: Option<PreferredAntiAffinity>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub required_during_scheduling_ignored_during_execution: Option<RequiredAntiAffinity>,
+    #[serde(flatten)]
+    #[schemars(skip)]
+    pub unsupported: Unsupported,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(transform = keep_unknown_fields)]
 pub struct PreferredAntiAffinity {
     #[schemars(range(min = 1, max = 100))]
     pub weight: i32,
+    #[serde(flatten)]
+    #[schemars(skip)]
+    pub unsupported: Unsupported,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct RequiredAntiAffinity {}
+#[schemars(transform = keep_unknown_fields)]
+pub struct RequiredAntiAffinity {
+    #[serde(flatten)]
+    #[schemars(skip)]
+    pub unsupported: Unsupported,
+}
 
 /// Where weights are set: one router, or several (each set and verified in turn).
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
@@ -658,14 +676,28 @@ impl GatewayApiRouting {
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(transform = keep_unknown_fields)]
 pub struct BackgroundAnalysis {
     pub templates: Vec<AnalysisTemplateRef>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub args: Vec<Argument>,
+    /// Metrics (by name, `*` for all) of the run that are measured and recorded but never
+    /// decide it, added to the templates' own list, as in Argo Rollouts.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dry_run: Vec<DryRun>,
+    /// Measurements the run keeps per metric, over the templates' own list, as in Argo.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub measurement_retention: Vec<MeasurementRetention>,
+    /// Labels and annotations put on the AnalysisRun this analysis creates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub analysis_run_metadata: Option<AnalysisRunMetadata>,
     /// The step index at which the background analysis starts; 0 if unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0))]
     pub starting_step: Option<i32>,
+    #[serde(flatten)]
+    #[schemars(skip)]
+    pub unsupported: Unsupported,
 }
 
 /// One step of a canary: exactly one of its fields is set.
@@ -699,32 +731,55 @@ pub struct CanaryStep {
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(transform = keep_unknown_fields)]
 pub struct PauseStep {
     /// `30s`, `5m`, `1h` (or combined, `1m30s`) or integer seconds. Absent: wait for promote.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub duration: Option<IntOrString>,
+    #[serde(flatten)]
+    #[schemars(skip)]
+    pub unsupported: Unsupported,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(transform = keep_unknown_fields)]
 pub struct StepAnalysis {
     pub templates: Vec<AnalysisTemplateRef>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub args: Vec<Argument>,
+    /// Metrics (by name, `*` for all) of the run that are measured and recorded but never
+    /// decide it, added to the templates' own list, as in Argo Rollouts.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dry_run: Vec<DryRun>,
+    /// Measurements the run keeps per metric, over the templates' own list, as in Argo.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub measurement_retention: Vec<MeasurementRetention>,
+    /// Labels and annotations put on the AnalysisRun this analysis creates.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub analysis_run_metadata: Option<AnalysisRunMetadata>,
+    #[serde(flatten)]
+    #[schemars(skip)]
+    pub unsupported: Unsupported,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(transform = keep_unknown_fields)]
 pub struct AnalysisTemplateRef {
     pub template_name: String,
     /// Refers to a ClusterAnalysisTemplate instead of an AnalysisTemplate.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub cluster_scope: bool,
+    #[serde(flatten)]
+    #[schemars(skip)]
+    pub unsupported: Unsupported,
 }
 
 /// Exactly one of `replicas`, `weight` or `matchTrafficWeight`.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(transform = keep_unknown_fields)]
 pub struct SetCanaryScale {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0))]
@@ -734,36 +789,52 @@ pub struct SetCanaryScale {
     pub weight: Option<i32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub match_traffic_weight: Option<bool>,
+    #[serde(flatten)]
+    #[schemars(skip)]
+    pub unsupported: Unsupported,
 }
 
 /// A route weir may add and remove (`trafficRouting.managedRoutes[]`).
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(transform = keep_unknown_fields)]
 pub struct ManagedRouteName {
     pub name: String,
+    #[serde(flatten)]
+    #[schemars(skip)]
+    pub unsupported: Unsupported,
 }
 
 /// A header route: requests matching any of `match` go to the canary alone.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(transform = keep_unknown_fields)]
 pub struct SetHeaderRoute {
     /// One of `trafficRouting.managedRoutes`.
     pub name: String,
     /// Any one of these (OR) sends a request to the canary. Absent: the route is removed.
     #[serde(default, rename = "match", skip_serializing_if = "Vec::is_empty")]
     pub matches: Vec<HeaderRoutingMatch>,
+    #[serde(flatten)]
+    #[schemars(skip)]
+    pub unsupported: Unsupported,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(transform = keep_unknown_fields)]
 pub struct HeaderRoutingMatch {
     pub header_name: String,
     pub header_value: StringMatch,
+    #[serde(flatten)]
+    #[schemars(skip)]
+    pub unsupported: Unsupported,
 }
 
 /// Exactly one of `exact`, `prefix` or `regex` (RE2 syntax).
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(transform = keep_unknown_fields)]
 pub struct StringMatch {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exact: Option<String>,
@@ -771,12 +842,16 @@ pub struct StringMatch {
     pub prefix: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub regex: Option<String>,
+    #[serde(flatten)]
+    #[schemars(skip)]
+    pub unsupported: Unsupported,
 }
 
 /// A mirror route: matching requests are served as before, and `percentage` of them copied
 /// to the canary, whose answers are dropped.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(transform = keep_unknown_fields)]
 pub struct SetMirrorRoute {
     /// One of `trafficRouting.managedRoutes`.
     pub name: String,
@@ -788,10 +863,14 @@ pub struct SetMirrorRoute {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0, max = 100))]
     pub percentage: Option<i32>,
+    #[serde(flatten)]
+    #[schemars(skip)]
+    pub unsupported: Unsupported,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
+#[schemars(transform = keep_unknown_fields)]
 pub struct RouteMatch {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub method: Option<StringMatch>,
@@ -800,6 +879,9 @@ pub struct RouteMatch {
     /// Header name to its match.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub headers: BTreeMap<String, StringMatch>,
+    #[serde(flatten)]
+    #[schemars(skip)]
+    pub unsupported: Unsupported,
 }
 
 impl RouteMatch {
@@ -962,3 +1044,39 @@ pub enum PauseReason {
     /// `autoPromotionSeconds`); Argo's name.
     BlueGreenPause,
 }
+
+keeps_unknown_fields!(
+    RolloutSpec,
+    RolloutStrategy,
+    CanaryStrategy,
+    BlueGreenStrategy,
+    PodMetadata,
+    AntiAffinity,
+    PreferredAntiAffinity,
+    RequiredAntiAffinity,
+    TrafficRouting,
+    RouterPlugins,
+    NginxRouting,
+    AlbRouting,
+    AlbStickinessConfig,
+    IstioRouting,
+    SmiRouting,
+    IstioVirtualService,
+    IstioTlsRoute,
+    IstioTcpRoute,
+    IstioDestinationRule,
+    GatewayApiRouting,
+    GatewayApiRoute,
+    BackgroundAnalysis,
+    CanaryStep,
+    PauseStep,
+    StepAnalysis,
+    AnalysisTemplateRef,
+    SetCanaryScale,
+    ManagedRouteName,
+    SetHeaderRoute,
+    HeaderRoutingMatch,
+    StringMatch,
+    SetMirrorRoute,
+    RouteMatch,
+);

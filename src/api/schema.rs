@@ -53,6 +53,48 @@ pub fn make_installable(value: &mut Value) {
 /// Fields this version of weir does not understand, kept so validation can name them.
 pub type Unsupported = BTreeMap<String, Value>;
 
+/// An object that keeps its unknown fields (in an `unsupported` map) so validation can name
+/// each one, and can say which fields it does know, for a "did you mean" on a misspelling.
+pub trait KeepsUnknownFields {
+    fn unknown_fields(&self) -> &Unsupported;
+    /// The field names this object reads, as written in manifests (camelCase).
+    fn known_fields() -> Vec<String>;
+}
+
+impl<T: KeepsUnknownFields> KeepsUnknownFields for &T {
+    fn unknown_fields(&self) -> &Unsupported {
+        (*self).unknown_fields()
+    }
+    fn known_fields() -> Vec<String> {
+        T::known_fields()
+    }
+}
+
+/// The property names of `T`'s schema: the names serde reads, flattened fields included.
+pub fn schema_properties<T: schemars::JsonSchema>() -> Vec<String> {
+    let schema = schemars::SchemaGenerator::default().into_root_schema_for::<T>();
+    schema
+        .get("properties")
+        .and_then(Value::as_object)
+        .map(|properties| properties.keys().cloned().collect())
+        .unwrap_or_default()
+}
+
+/// Implements [`KeepsUnknownFields`] for structs with an `unsupported` map.
+macro_rules! keeps_unknown_fields {
+    ($($kind:ty),* $(,)?) => {
+        $(impl $crate::api::schema::KeepsUnknownFields for $kind {
+            fn unknown_fields(&self) -> &$crate::api::schema::Unsupported {
+                &self.unsupported
+            }
+            fn known_fields() -> Vec<String> {
+                $crate::api::schema::schema_properties::<$kind>()
+            }
+        })*
+    };
+}
+pub(crate) use keeps_unknown_fields;
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,6 +6,11 @@
 
 use serde_json::Value;
 
+use std::collections::BTreeMap;
+
+use crate::analysis::run;
+use crate::api::analysis::AnalysisTemplateSpec;
+use crate::api::rollout::RolloutSpec;
 use crate::validate::{self, Violation, ViolationKind};
 
 const WEIR: &str = "weir.dev/v1alpha1";
@@ -23,19 +28,91 @@ pub struct Report {
 }
 
 pub fn lint(file: &str, text: &str) -> Report {
-    let mut report = Report::default();
+    lint_all(&[(file.to_owned(), text.to_owned())])
+}
+
+/// Lints several files as one set: a Rollout's analyses are checked against the templates
+/// any of them define (templates kept elsewhere are not looked for).
+pub fn lint_all(files: &[(String, String)]) -> Report {
     // Built within the controller's own memory bound: a hostile file (aliases that expand
     // to gigabytes) fails here as it would in a GitSync, not on the linting machine.
     let budget = crate::gitops::render::Limits::default().revision_bytes;
-    for (index, document) in crate::gitops::render::each_document_bounded(text, budget)
-        .into_iter()
-        .enumerate()
-    {
+    let documents: Vec<(&str, Vec<Result<Value, String>>)> = files
+        .iter()
+        .map(|(file, text)| {
+            let documents = crate::gitops::render::each_document_bounded(text, budget)
+                .into_iter()
+                .map(|d| d.map_err(|e| e.to_string()))
+                .collect();
+            (file.as_str(), documents)
+        })
+        .collect();
+    let templates = templates_in(&documents);
+    let mut report = Report::default();
+    for (file, documents) in &documents {
+        lint_documents(&mut report, file, documents, &templates);
+    }
+    report
+}
+
+/// The templates the documents define, by kind and name.
+fn templates_in(
+    documents: &[(&str, Vec<Result<Value, String>>)],
+) -> BTreeMap<(bool, String), AnalysisTemplateSpec> {
+    let mut templates = BTreeMap::new();
+    for value in documents.iter().flat_map(|(_, d)| d.iter().flatten()) {
+        let api_version = value["apiVersion"].as_str().unwrap_or_default();
+        let cluster = match value["kind"].as_str() {
+            Some("AnalysisTemplate") => false,
+            Some("ClusterAnalysisTemplate") => true,
+            _ => continue,
+        };
+        if api_version != WEIR && api_version != ARGO {
+            continue;
+        }
+        let name = value["metadata"]["name"].as_str().unwrap_or_default();
+        if let Some(spec) = validate::read_leniently(&value["spec"]) {
+            templates.insert((cluster, name.to_owned()), spec);
+        }
+    }
+    templates
+}
+
+/// A Rollout's analyses checked against the templates at hand: each template's own rules
+/// (an unsupported provider, say) and the arguments it needs, under the Rollout's field.
+fn analysis_findings(
+    spec: &Value,
+    templates: &BTreeMap<(bool, String), AnalysisTemplateSpec>,
+) -> Vec<Violation> {
+    let Some(spec) = validate::read_leniently::<RolloutSpec>(spec) else {
+        return Vec::new();
+    };
+    let mut findings = Vec::new();
+    for requested in run::requested(&spec) {
+        let found: Vec<Option<&AnalysisTemplateSpec>> = requested
+            .templates
+            .iter()
+            .map(|r| templates.get(&(r.cluster_scope, r.template_name.clone())))
+            .collect();
+        if found.iter().any(Option::is_some) {
+            findings.extend(run::check(&requested, &found));
+        }
+    }
+    findings
+}
+
+fn lint_documents(
+    report: &mut Report,
+    file: &str,
+    documents: &[Result<Value, String>],
+    templates: &BTreeMap<(bool, String), AnalysisTemplateSpec>,
+) {
+    for (index, document) in documents.iter().enumerate() {
         // Counted from 1, as people count documents in a file.
         let number = index + 1;
         let value = match document {
             Ok(Value::Null) => continue,
-            Ok(value) => value,
+            Ok(value) => value.clone(),
             Err(error) => {
                 report.errors += 1;
                 report
@@ -57,15 +134,19 @@ pub fn lint(file: &str, text: &str) -> Report {
             "GitSync" if api_version != WEIR => None,
             _ => validate::object_as(kind, &value["spec"]),
         };
+        let checked = checked.map(|violations| {
+            violations.map(|mut violations| {
+                if kind == "Rollout" {
+                    violations.extend(analysis_findings(&value["spec"], templates));
+                    violations.sort();
+                    violations.dedup();
+                }
+                violations
+            })
+        });
         let violations: Result<Vec<Violation>, String> = match (checked, kind) {
             (Some(violations), _) => violations,
-            // Kinds weir makes itself, or has no counterpart for: said, never skipped quietly.
-            (None, "AnalysisRun") => {
-                report.lines.push(format!(
-                    "{place}: skipped: AnalysisRuns are made by the controller, not kept in Git"
-                ));
-                continue;
-            }
+            // Kinds weir has no counterpart for: said, never skipped quietly.
             _ => {
                 report.errors += 1;
                 report.lines.push(if api_version == ARGO {
@@ -117,7 +198,6 @@ pub fn lint(file: &str, text: &str) -> Report {
             }
         }
     }
-    report
 }
 
 #[cfg(test)]
@@ -190,8 +270,9 @@ mod tests {
         );
         assert_eq!(report.errors, 1);
         assert!(
-            report.lines[0].contains("spec does not parse"),
-            "{:?}",
+            report.lines[0].contains("spec.replicas: does not parse")
+                && report.lines[0].contains("spec: does not parse: missing field `selector`"),
+            "every value that does not parse is named, with its field: {:?}",
             report.lines
         );
     }

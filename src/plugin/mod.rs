@@ -170,23 +170,24 @@ async fn execute(cli: Cli) -> Result<ExitCode, Failure> {
 
 fn lint_files(files: &[PathBuf]) -> ExitCode {
     let (mut errors, mut checked) = (0, 0);
+    let mut texts = Vec::new();
     for file in files {
         let shown = file.display().to_string();
-        let text = match std::fs::read_to_string(file) {
-            Ok(text) => text,
+        match std::fs::read_to_string(file) {
+            Ok(text) => texts.push((shown, text)),
             Err(e) => {
                 println!("{shown}: cannot be read: {e}");
                 errors += 1;
-                continue;
             }
-        };
-        let report = lint::lint(&shown, &text);
-        for line in &report.lines {
-            println!("{line}");
         }
-        errors += report.errors;
-        checked += report.checked;
     }
+    // As one set: a Rollout's templates may be in another of the files.
+    let report = lint::lint_all(&texts);
+    for line in &report.lines {
+        println!("{line}");
+    }
+    errors += report.errors;
+    checked += report.checked;
     println!(
         "{checked} weir document{} checked, {errors} problem{}",
         if checked == 1 { "" } else { "s" },

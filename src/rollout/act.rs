@@ -316,7 +316,7 @@ async fn start_analysis(
             reason: first.message.clone(),
         });
     }
-    let run = run::build(rollout, &templates, requested.args, target).map_err(|reason| {
+    let run = run::build(rollout, &templates, &requested, target).map_err(|reason| {
         Error::InvalidAnalysis {
             field: requested.field.clone(),
             reason,

@@ -151,6 +151,7 @@ fn read_header_match(value: &Value) -> Option<HeaderRoutingMatch> {
     Some(HeaderRoutingMatch {
         header_name: value["name"].as_str()?.to_owned(),
         header_value,
+        unsupported: Default::default(),
     })
 }
 
@@ -307,6 +308,7 @@ fn mirror_match(own: &Value, block: &RouteMatch) -> Result<Value, String> {
             let entry = header_match(&HeaderRoutingMatch {
                 header_name: header_name.clone(),
                 header_value: header_value.clone(),
+                unsupported: Default::default(),
             })
             .ok_or_else(|| format!("header {header_name} of a setMirrorRoute match has no exact, prefix or regex value; give it one"))?;
             all.push(entry);
@@ -343,6 +345,7 @@ fn read_mirror_block(own: &Value, written: &Value) -> Option<RouteMatch> {
         method,
         path,
         headers,
+        unsupported: Default::default(),
     })
 }
 
@@ -592,6 +595,7 @@ mod tests {
         HeaderRoutingMatch {
             header_name: name.to_owned(),
             header_value: value,
+            unsupported: Default::default(),
         }
     }
 
@@ -1179,6 +1183,7 @@ mod tests {
                 method,
                 path,
                 headers,
+                unsupported: Default::default(),
             })
     }
 

@@ -443,6 +443,7 @@ pub fn shown_route(live: &Value, stable: &Value, canary: &Value) -> Option<Manag
                 headers: headers
                     .map(|(k, v)| Some((k.clone(), read(v)?)))
                     .collect::<Option<_>>()?,
+                unsupported: Default::default(),
             });
         }
         let percentage = live["mirrorPercentage"]["value"].as_f64()?;
@@ -460,6 +461,7 @@ pub fn shown_route(live: &Value, stable: &Value, canary: &Value) -> Option<Manag
             matches.push(HeaderRoutingMatch {
                 header_name: header.clone(),
                 header_value: read(value)?,
+                unsupported: Default::default(),
             });
         }
         ManagedRoute::Header(matches)
@@ -1309,6 +1311,7 @@ mod tests {
                 exact: Some("yes".into()),
                 ..StringMatch::default()
             },
+            unsupported: Default::default(),
         }])
     }
 

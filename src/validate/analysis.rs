@@ -4,7 +4,10 @@ use std::collections::BTreeSet;
 
 use super::names::{NameRule, check_name};
 use super::violation::{Report, Violation};
-use crate::api::analysis::{AnalysisTemplateSpec, Argument, Metric};
+use crate::api::analysis::{
+    AnalysisRunMetadata, AnalysisTemplateSpec, Argument, BasicAuth, DryRun, MeasurementRetention,
+    Metric,
+};
 use crate::duration;
 
 /// Longest a metric's Prometheus query may be waited for (`provider.prometheus.timeout`).
@@ -14,6 +17,7 @@ pub(super) fn check_args(report: &mut Report, at: &str, args: &[Argument]) {
     let mut seen = BTreeSet::new();
     for (index, arg) in args.iter().enumerate() {
         let field = format!("{at}[{index}]");
+        report.unsupported(&field, arg);
         if arg.name.is_empty() {
             report.required(format!("{field}.name"), "an argument needs a name");
         } else if !seen.insert(arg.name.as_str()) {
@@ -25,6 +29,7 @@ pub(super) fn check_args(report: &mut Report, at: &str, args: &[Argument]) {
         let Some(from) = &arg.value_from else {
             continue;
         };
+        report.unsupported(&format!("{field}.valueFrom"), from);
         if arg.value.is_some() {
             report.invalid(&field, "takes value or valueFrom, not both");
         }
@@ -40,6 +45,7 @@ pub(super) fn check_args(report: &mut Report, at: &str, args: &[Argument]) {
             );
         }
         if let Some(secret) = &from.secret_key_ref {
+            report.unsupported(&format!("{field}.valueFrom.secretKeyRef"), secret);
             check_name(
                 report,
                 &format!("{field}.valueFrom.secretKeyRef.name"),
@@ -52,6 +58,9 @@ pub(super) fn check_args(report: &mut Report, at: &str, args: &[Argument]) {
                     "name the key of the Secret to read",
                 );
             }
+        }
+        if let Some(field_ref) = &from.field_ref {
+            report.unsupported(&format!("{field}.valueFrom.fieldRef"), field_ref);
         }
         if from
             .field_ref
@@ -66,12 +75,52 @@ pub(super) fn check_args(report: &mut Report, at: &str, args: &[Argument]) {
     }
 }
 
+/// The shape of a run's settings, wherever they are written (a template, or a Rollout's
+/// analysis): unknown fields of each `dryRun`, `measurementRetention` and
+/// `analysisRunMetadata` entry, and retention limits of at least 1. Whether a named metric
+/// exists is checked where the metrics are known.
+pub(super) fn check_run_settings(
+    report: &mut Report,
+    at: &str,
+    dry_run: &[DryRun],
+    retention: &[MeasurementRetention],
+    metadata: Option<&AnalysisRunMetadata>,
+) {
+    for (index, entry) in dry_run.iter().enumerate() {
+        let field = format!("{at}.dryRun[{index}]");
+        report.unsupported(&field, entry);
+        if entry.metric_name.is_empty() {
+            report.required(
+                format!("{field}.metricName"),
+                "name a metric, or \"*\" for all",
+            );
+        }
+    }
+    for (index, entry) in retention.iter().enumerate() {
+        let field = format!("{at}.measurementRetention[{index}]");
+        report.unsupported(&field, entry);
+        if entry.metric_name.is_empty() {
+            report.required(
+                format!("{field}.metricName"),
+                "name a metric, or \"*\" for all",
+            );
+        }
+        if entry.limit < 1 {
+            report.invalid(format!("{field}.limit"), "must be at least 1");
+        }
+    }
+    if let Some(metadata) = metadata {
+        report.unsupported(&format!("{at}.analysisRunMetadata"), metadata);
+    }
+}
+
 pub fn analysis_template(spec: &AnalysisTemplateSpec) -> Vec<Violation> {
     let mut report = Report::default();
-    report.unsupported("spec", &spec.unsupported);
+    report.unsupported("spec", spec);
     check_args(&mut report, "spec.args", &spec.args);
     let declared: BTreeSet<&str> = spec.args.iter().map(|a| a.name.as_str()).collect();
-    if spec.metrics.is_empty() {
+    // A template of templates is named unsupported above; no second finding for it.
+    if spec.metrics.is_empty() && !spec.unsupported.contains_key("templates") {
         report.required("spec.metrics", "a template needs at least one metric");
     }
     let mut names = BTreeSet::new();
@@ -85,13 +134,14 @@ pub fn analysis_template(spec: &AnalysisTemplateSpec) -> Vec<Violation> {
         }
         check_metric(&mut report, &at, metric, &declared);
     }
+    check_run_settings(
+        &mut report,
+        "spec",
+        &spec.dry_run,
+        &spec.measurement_retention,
+        None,
+    );
     for (index, retention) in spec.measurement_retention.iter().enumerate() {
-        if retention.limit < 1 {
-            report.invalid(
-                format!("spec.measurementRetention[{index}].limit"),
-                "must be at least 1",
-            );
-        }
         if retention.metric_name != "*" && !names.contains(retention.metric_name.as_str()) {
             report.invalid(
                 format!("spec.measurementRetention[{index}].metricName"),
@@ -151,6 +201,20 @@ pub fn cluster_analysis_template(spec: &AnalysisTemplateSpec) -> Vec<Violation> 
                 format!("carries user:password@, which every AnalysisRun made from this ClusterAnalysisTemplate would show: {USE_AUTHENTICATION}"),
             );
         }
+        let basic = metric
+            .provider
+            .prometheus
+            .as_ref()
+            .and_then(|p| p.authentication.as_ref())
+            .and_then(|a| a.basic_auth.as_ref());
+        if let Some(password) = basic.and_then(|b| b.password.as_ref())
+            && !placeholders_removed(password).trim().is_empty()
+        {
+            report.invalid(
+                format!("{at}.authentication.basicAuth.password"),
+                "is literal, and every AnalysisRun made from this ClusterAnalysisTemplate would show it in the clear: build it from {{args.NAME}} only (a Secret-valued argument), or use basicAuth.secretName",
+            );
+        }
         for (h, header) in headers.iter().enumerate() {
             let literal = placeholders_removed(&header.value);
             if !literal.trim().is_empty() {
@@ -167,15 +231,26 @@ pub fn cluster_analysis_template(spec: &AnalysisTemplateSpec) -> Vec<Violation> 
             continue;
         }
         let sent_in = spec.metrics.iter().find_map(|metric| {
-            let headers = match (&metric.provider.prometheus, &metric.provider.web) {
-                (Some(prometheus), _) => &prometheus.headers,
-                (None, Some(web)) => &web.headers,
+            let (headers, basic) = match (&metric.provider.prometheus, &metric.provider.web) {
+                (Some(prometheus), _) => (
+                    &prometheus.headers,
+                    prometheus
+                        .authentication
+                        .as_ref()
+                        .and_then(|a| a.basic_auth.as_ref()),
+                ),
+                (None, Some(web)) => (&web.headers, None),
                 (None, None) => return None,
             };
+            let password = basic
+                .and_then(|b| b.password.as_deref())
+                .filter(|p| placeholders(p).contains(&arg.name.as_str()))
+                .map(|_| (metric.name.as_str(), "Authorization"));
             headers
                 .iter()
                 .find(|h| placeholders(&h.value).contains(&arg.name.as_str()))
                 .map(|h| (metric.name.as_str(), h.key.as_str()))
+                .or(password)
         });
         if let Some((metric, header)) = sent_in {
             report.invalid(
@@ -185,6 +260,52 @@ pub fn cluster_analysis_template(spec: &AnalysisTemplateSpec) -> Vec<Violation> 
         }
     }
     report.finish()
+}
+
+/// basicAuth in one of its two shapes: weir's `{secretName}` or Argo's `{username,
+/// password}` (placeholders naming declared arguments).
+fn check_basic_auth(
+    report: &mut Report,
+    at: &str,
+    basic: &BasicAuth,
+    declared_args: &BTreeSet<&str>,
+) {
+    let pair = basic.username.is_some() || basic.password.is_some();
+    match &basic.secret_name {
+        Some(_) if pair => report.invalid(
+            at,
+            "takes secretName (a Secret with the keys username and password), or username and password, not both",
+        ),
+        Some(name) => check_name(
+            report,
+            &format!("{at}.secretName"),
+            name,
+            NameRule::Dns1123Subdomain,
+        ),
+        None if !pair => report.required(
+            at,
+            "set secretName (a Secret with the keys username and password), or username and password",
+        ),
+        None => {
+            for (field, value) in [("username", &basic.username), ("password", &basic.password)] {
+                let Some(value) = value else {
+                    report.required(
+                        format!("{at}.{field}"),
+                        "username and password go together; take the password from a Secret-valued argument, {{args.NAME}}",
+                    );
+                    continue;
+                };
+                for name in placeholders(value) {
+                    if !declared_args.contains(name) {
+                        report.invalid(
+                            format!("{at}.{field}"),
+                            format!("uses {{{{args.{name}}}}} but spec.args declares no argument {name:?}"),
+                        );
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// `text` with each `{{args.NAME}}` placeholder written as `stand_in` (other `{{...}}` and
@@ -213,7 +334,7 @@ fn placeholders_removed(text: &str) -> String {
 }
 
 fn check_metric(report: &mut Report, at: &str, metric: &Metric, declared_args: &BTreeSet<&str>) {
-    report.unsupported(at, &metric.unsupported);
+    report.unsupported(at, metric);
     if metric.name.is_empty() {
         report.required(format!("{at}.name"), "a metric needs a name");
     }
@@ -246,22 +367,23 @@ fn check_metric(report: &mut Report, at: &str, metric: &Metric, declared_args: &
             "a metric measured more than once needs an interval between measurements",
         );
     }
-    check_count(
-        report,
-        &format!("{at}.failureLimit"),
-        metric.failure_limit.as_ref(),
-    );
-    check_count(
-        report,
-        &format!("{at}.inconclusiveLimit"),
-        metric.inconclusive_limit.as_ref(),
-    );
-    check_count(
-        report,
-        &format!("{at}.consecutiveErrorLimit"),
-        metric.consecutive_error_limit.as_ref(),
-    );
+    // -1 turns a failure or inconclusive limit off, as in Argo.
+    for (field, value, min) in [
+        ("failureLimit", &metric.failure_limit, -1),
+        ("inconclusiveLimit", &metric.inconclusive_limit, -1),
+        ("consecutiveErrorLimit", &metric.consecutive_error_limit, 0),
+        (
+            "consecutiveSuccessLimit",
+            &metric.consecutive_success_limit,
+            0,
+        ),
+    ] {
+        check_count_from(report, &format!("{at}.{field}"), value.as_ref(), min);
+    }
     let conditions = metric.success_condition.is_some() || metric.failure_condition.is_some();
+    if let Some(range) = &metric.threshold_range {
+        report.unsupported(&format!("{at}.thresholdRange"), range);
+    }
     match &metric.threshold_range {
         Some(_) if conditions => report.invalid(
             format!("{at}.thresholdRange"),
@@ -307,11 +429,11 @@ fn check_metric(report: &mut Report, at: &str, metric: &Metric, declared_args: &
             None => {}
         }
     }
-    report.unsupported(&format!("{at}.provider"), &metric.provider.unsupported);
+    report.unsupported(&format!("{at}.provider"), &metric.provider);
     match &metric.provider.prometheus {
         Some(prometheus) => {
             let at = format!("{at}.provider.prometheus");
-            report.unsupported(&at, &prometheus.unsupported);
+            report.unsupported(&at, prometheus);
             if prometheus.query.trim().is_empty() {
                 report.required(format!("{at}.query"), "write the PromQL query to run");
             }
@@ -327,7 +449,7 @@ fn check_metric(report: &mut Report, at: &str, metric: &Metric, declared_args: &
             }
             if let Some(range) = &prometheus.range_query {
                 let range_at = format!("{at}.rangeQuery");
-                report.unsupported(&range_at, &range.unsupported);
+                report.unsupported(&range_at, range);
                 for (field, text) in [
                     ("start", &range.start),
                     ("end", &range.end),
@@ -387,6 +509,7 @@ fn check_metric(report: &mut Report, at: &str, metric: &Metric, declared_args: &
                 _ => {}
             }
             for (index, header) in prometheus.headers.iter().enumerate() {
+                report.unsupported(&format!("{at}.headers[{index}]"), header);
                 if !is_header_name(&header.key) {
                     report.invalid(
                         format!("{at}.headers[{index}].key"),
@@ -396,7 +519,7 @@ fn check_metric(report: &mut Report, at: &str, metric: &Metric, declared_args: &
             }
             if let Some(auth) = &prometheus.authentication {
                 let auth_at = format!("{at}.authentication");
-                report.unsupported(&auth_at, &auth.unsupported);
+                report.unsupported(&auth_at, auth);
                 match (&auth.bearer_token, &auth.basic_auth) {
                     (Some(_), Some(_)) => {
                         report.invalid(&auth_at, "takes bearerToken or basicAuth, not both")
@@ -408,6 +531,7 @@ fn check_metric(report: &mut Report, at: &str, metric: &Metric, declared_args: &
                     _ => {}
                 }
                 if let Some(token) = &auth.bearer_token {
+                    report.unsupported(&format!("{auth_at}.bearerToken"), token);
                     check_name(
                         report,
                         &format!("{auth_at}.bearerToken.name"),
@@ -422,12 +546,9 @@ fn check_metric(report: &mut Report, at: &str, metric: &Metric, declared_args: &
                     }
                 }
                 if let Some(basic) = &auth.basic_auth {
-                    check_name(
-                        report,
-                        &format!("{auth_at}.basicAuth.secretName"),
-                        &basic.secret_name,
-                        NameRule::Dns1123Subdomain,
-                    );
+                    let at = format!("{auth_at}.basicAuth");
+                    report.unsupported(&at, basic);
+                    check_basic_auth(report, &at, basic, declared_args);
                 }
             }
         }
@@ -477,7 +598,7 @@ fn check_job(
     job: &crate::api::analysis::JobMetric,
     declared_args: &BTreeSet<&str>,
 ) {
-    report.unsupported(at, &job.unsupported);
+    report.unsupported(at, job);
     for text in json_strings(&job.spec) {
         for name in placeholders(&text) {
             if !declared_args.contains(name) {
@@ -525,7 +646,7 @@ fn check_web(
     web: &crate::api::analysis::WebMetric,
     declared_args: &BTreeSet<&str>,
 ) {
-    report.unsupported(at, &web.unsupported);
+    report.unsupported(at, web);
     let mut texts: Vec<(String, &str)> = vec![(format!("{at}.url"), web.url.as_str())];
     if web.url.trim().is_empty() {
         report.required(format!("{at}.url"), "write the URL to measure");
@@ -631,6 +752,16 @@ fn check_count(
     field: &str,
     value: Option<&k8s_openapi::apimachinery::pkg::util::intstr::IntOrString>,
 ) -> Option<i64> {
+    check_count_from(report, field, value, 0)
+}
+
+/// A whole number of at least `min` (0, or -1 where -1 means "no limit"), or a placeholder.
+fn check_count_from(
+    report: &mut Report,
+    field: &str,
+    value: Option<&k8s_openapi::apimachinery::pkg::util::intstr::IntOrString>,
+    min: i64,
+) -> Option<i64> {
     use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
     let parsed = match value? {
         IntOrString::Int(n) => i64::from(*n),
@@ -646,8 +777,9 @@ fn check_count(
             }
         },
     };
-    if parsed < 0 {
-        report.invalid(field, "must be 0 or more");
+    if parsed < min {
+        let least = if min < 0 { "-1 (no limit)" } else { "0" };
+        report.invalid(field, format!("must be {least} or more"));
     }
     Some(parsed)
 }

@@ -16,7 +16,7 @@ pub fn is_full_sha(text: &str) -> bool {
 
 pub fn git_sync(spec: &GitSyncSpec) -> Vec<Violation> {
     let mut report = Report::default();
-    report.unsupported("spec", &spec.unsupported);
+    report.unsupported("spec", spec);
     let url = spec.url.trim();
     let scheme_ok = ["https://", "http://", "ssh://", "git://", "file://"]
         .iter()
@@ -152,7 +152,7 @@ pub fn git_sync(spec: &GitSyncSpec) -> Vec<Violation> {
         }
     }
     if let Some(decryption) = &spec.decryption {
-        report.unsupported("spec.decryption", &decryption.unsupported);
+        report.unsupported("spec.decryption", decryption);
         if decryption.provider != "sops" {
             report.invalid(
                 "spec.decryption.provider",

@@ -4,21 +4,21 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
-use super::analysis::check_args;
+use super::analysis::{check_args, check_run_settings};
 use super::names::{NameRule, check_name, label_value_ok, qualified_name_problem};
 use super::routes;
 use super::violation::{Report, Violation};
 use crate::api::contract::{POD_TEMPLATE_HASH_LABEL, alb_action_annotation};
 use crate::api::rollout::{
     AlbRouting, AnalysisTemplateRef, BlueGreenStrategy, CanaryStep, GatewayApiRouting,
-    IstioRouting, NginxRouting, PodMetadata, RolloutSpec, SetCanaryScale, SmiRouting,
+    IstioRouting, NginxRouting, PodMetadata, RolloutSpec, SetCanaryScale, SmiRouting, StepAnalysis,
     TrafficRouting,
 };
 use crate::duration;
 
 pub fn rollout(spec: &RolloutSpec) -> Vec<Violation> {
     let mut report = Report::default();
-    report.unsupported("spec", &spec.unsupported);
+    report.unsupported("spec", spec);
     if spec.replicas.is_some_and(|r| r < 0) {
         report.invalid("spec.replicas", "must be 0 or more");
     }
@@ -39,7 +39,7 @@ pub fn rollout(spec: &RolloutSpec) -> Vec<Violation> {
             ),
         );
     }
-    report.unsupported("spec.strategy", &spec.strategy.unsupported);
+    report.unsupported("spec.strategy", &spec.strategy);
     let canary = match (&spec.strategy.canary, &spec.strategy.blue_green) {
         (Some(_), Some(_)) => {
             report.invalid(
@@ -71,7 +71,7 @@ pub fn rollout(spec: &RolloutSpec) -> Vec<Violation> {
         (Some(canary), None) => canary,
     };
     let at = "spec.strategy.canary";
-    report.unsupported(at, &canary.unsupported);
+    report.unsupported(at, canary);
     check_ephemeral_metadata(
         &mut report,
         spec,
@@ -170,8 +170,16 @@ pub fn rollout(spec: &RolloutSpec) -> Vec<Violation> {
     }
     if let Some(background) = &canary.analysis {
         let at = format!("{at}.analysis");
+        report.unsupported(&at, background);
         check_template_refs(&mut report, &at, &background.templates);
         check_args(&mut report, &format!("{at}.args"), &background.args);
+        check_run_settings(
+            &mut report,
+            &at,
+            &background.dry_run,
+            &background.measurement_retention,
+            background.analysis_run_metadata.as_ref(),
+        );
         if let Some(start) = background.starting_step
             && (start < 0 || start as usize > canary.steps.len())
         {
@@ -191,7 +199,7 @@ pub fn rollout(spec: &RolloutSpec) -> Vec<Violation> {
 /// each analysis names its templates and gives well-formed arguments.
 fn check_blue_green(report: &mut Report, blue_green: &BlueGreenStrategy) {
     let at = "spec.strategy.blueGreen";
-    report.unsupported(at, &blue_green.unsupported);
+    report.unsupported(at, blue_green);
     match &blue_green.active_service {
         None => report.required(
             format!("{at}.activeService"),
@@ -224,18 +232,38 @@ fn check_blue_green(report: &mut Report, blue_green: &BlueGreenStrategy) {
     ] {
         if let Some(analysis) = analysis {
             let at = format!("{at}.{field}");
-            check_template_refs(report, &at, &analysis.templates);
-            check_args(report, &format!("{at}.args"), &analysis.args);
+            check_step_analysis(report, &at, analysis);
+        }
+    }
+    for (field, metadata) in [
+        ("activeMetadata", &blue_green.active_metadata),
+        ("previewMetadata", &blue_green.preview_metadata),
+    ] {
+        if let Some(metadata) = metadata {
+            report.unsupported(&format!("{at}.{field}"), metadata);
         }
     }
     if let Some(anti) = &blue_green.anti_affinity {
         let at = format!("{at}.antiAffinity");
+        report.unsupported(&at, anti);
         let preferred = &anti.preferred_during_scheduling_ignored_during_execution;
         let required = &anti.required_during_scheduling_ignored_during_execution;
         if preferred.is_some() == required.is_some() {
             report.invalid(
                 at.clone(),
                 "set exactly one of preferredDuringSchedulingIgnoredDuringExecution and requiredDuringSchedulingIgnoredDuringExecution",
+            );
+        }
+        if let Some(preferred) = preferred {
+            report.unsupported(
+                &format!("{at}.preferredDuringSchedulingIgnoredDuringExecution"),
+                preferred,
+            );
+        }
+        if let Some(required) = required {
+            report.unsupported(
+                &format!("{at}.requiredDuringSchedulingIgnoredDuringExecution"),
+                required,
             );
         }
         if let Some(preferred) = preferred
@@ -296,6 +324,7 @@ fn check_ephemeral_metadata(
         let Some(PodMetadata {
             labels,
             annotations,
+            ..
         }) = metadata
         else {
             continue;
@@ -410,7 +439,7 @@ fn check_selector(
 
 fn check_traffic_routing(report: &mut Report, routing: &TrafficRouting) {
     let at = "spec.strategy.canary.trafficRouting";
-    report.unsupported(at, &routing.unsupported);
+    report.unsupported(at, routing);
     let plugin_gateway = routing
         .plugins
         .as_ref()
@@ -437,7 +466,7 @@ fn check_traffic_routing(report: &mut Report, routing: &TrafficRouting) {
         check_gateway(report, &format!("{at}.gatewayAPI"), gateway);
     }
     if let Some(plugins) = &routing.plugins {
-        report.unsupported(&format!("{at}.plugins"), &plugins.unsupported);
+        report.unsupported(&format!("{at}.plugins"), plugins);
     }
     if let Some(gateway) = plugin_gateway {
         check_gateway(
@@ -473,12 +502,12 @@ fn check_traffic_routing(report: &mut Report, routing: &TrafficRouting) {
 
 /// Gateway API routes, as weir's `gatewayAPI` or the argoproj-labs plugin's configuration.
 fn check_gateway(report: &mut Report, at: &str, gateway: &GatewayApiRouting) {
-    report.unsupported(at, &gateway.unsupported);
+    report.unsupported(at, gateway);
     for (index, route) in gateway.http_routes.iter().enumerate() {
-        report.unsupported(&format!("{at}.httpRoutes[{index}]"), &route.unsupported);
+        report.unsupported(&format!("{at}.httpRoutes[{index}]"), route);
     }
     for (index, route) in gateway.grpc_routes.iter().enumerate() {
-        report.unsupported(&format!("{at}.grpcRoutes[{index}]"), &route.unsupported);
+        report.unsupported(&format!("{at}.grpcRoutes[{index}]"), route);
     }
     let routes = gateway.routes();
     if routes.is_empty() {
@@ -530,7 +559,7 @@ fn check_gateway(report: &mut Report, at: &str, gateway: &GatewayApiRouting) {
 }
 
 fn check_nginx(report: &mut Report, at: &str, nginx: &NginxRouting) {
-    report.unsupported(at, &nginx.unsupported);
+    report.unsupported(at, nginx);
     match (&nginx.stable_ingress, nginx.stable_ingresses.is_empty()) {
         (None, true) => report.required(
             format!("{at}.stableIngress"),
@@ -606,7 +635,7 @@ fn check_nginx(report: &mut Report, at: &str, nginx: &NginxRouting) {
 }
 
 fn check_alb(report: &mut Report, at: &str, alb: &AlbRouting) {
-    report.unsupported(at, &alb.unsupported);
+    report.unsupported(at, alb);
     match (&alb.ingress, alb.ingresses.is_empty()) {
         (None, true) => report.required(
             format!("{at}.ingress"),
@@ -670,7 +699,7 @@ fn check_alb(report: &mut Report, at: &str, alb: &AlbRouting) {
         );
     }
     if let Some(sticky) = &alb.stickiness_config {
-        report.unsupported(&format!("{at}.stickinessConfig"), &sticky.unsupported);
+        report.unsupported(&format!("{at}.stickinessConfig"), sticky);
         if sticky.enabled && !(1..=604_800).contains(&sticky.duration_seconds) {
             report.invalid(
                 format!("{at}.stickinessConfig.durationSeconds"),
@@ -681,7 +710,7 @@ fn check_alb(report: &mut Report, at: &str, alb: &AlbRouting) {
 }
 
 fn check_smi(report: &mut Report, at: &str, smi: &SmiRouting) {
-    report.unsupported(at, &smi.unsupported);
+    report.unsupported(at, smi);
     if let Some(root) = &smi.root_service {
         check_name(
             report,
@@ -701,7 +730,7 @@ fn check_smi(report: &mut Report, at: &str, smi: &SmiRouting) {
 }
 
 fn check_istio(report: &mut Report, at: &str, istio: &IstioRouting) {
-    report.unsupported(at, &istio.unsupported);
+    report.unsupported(at, istio);
     match (&istio.virtual_service, istio.virtual_services.is_empty()) {
         (None, true) => report.required(
             format!("{at}.virtualService"),
@@ -730,7 +759,7 @@ fn check_istio(report: &mut Report, at: &str, istio: &IstioRouting) {
         .enumerate()
         .map(|(index, v)| (format!("{at}.virtualServices[{index}]"), v));
     for (field, service) in single.chain(several) {
-        report.unsupported(&field, &service.unsupported);
+        report.unsupported(&field, service);
         check_name(
             report,
             &format!("{field}.name"),
@@ -766,7 +795,7 @@ fn check_istio(report: &mut Report, at: &str, istio: &IstioRouting) {
         }
         for (index, tls) in service.tls_routes.iter().enumerate() {
             let at = format!("{field}.tlsRoutes[{index}]");
-            report.unsupported(&at, &tls.unsupported);
+            report.unsupported(&at, tls);
             if tls.port.is_none() && tls.sni_hosts.is_empty() {
                 report.required(at.clone(), "pick the TLS route by port, sniHosts or both");
             }
@@ -774,7 +803,7 @@ fn check_istio(report: &mut Report, at: &str, istio: &IstioRouting) {
         }
         for (index, tcp) in service.tcp_routes.iter().enumerate() {
             let at = format!("{field}.tcpRoutes[{index}]");
-            report.unsupported(&at, &tcp.unsupported);
+            report.unsupported(&at, tcp);
             if tcp.port.is_none() {
                 report.required(format!("{at}.port"), "pick the TCP route by its port");
             }
@@ -783,7 +812,7 @@ fn check_istio(report: &mut Report, at: &str, istio: &IstioRouting) {
     }
     if let Some(rule) = &istio.destination_rule {
         let at = format!("{at}.destinationRule");
-        report.unsupported(&at, &rule.unsupported);
+        report.unsupported(&at, rule);
         check_name(
             report,
             &format!("{at}.name"),
@@ -818,12 +847,13 @@ fn check_port(report: &mut Report, at: &str, port: Option<i64>) {
 }
 
 fn check_step(report: &mut Report, at: &str, step: &CanaryStep) {
-    report.unsupported(at, &step.unsupported);
+    report.unsupported(at, step);
     let actions = [
         step.set_weight.is_some(),
         step.pause.is_some(),
         step.analysis.is_some(),
-        step.set_canary_scale.is_some(),
+        // setCanaryScale may come with a pause, as in Argo: the scale, then the pause.
+        step.set_canary_scale.is_some() && step.pause.is_none(),
         step.set_header_route.is_some(),
         step.set_mirror_route.is_some(),
     ];
@@ -832,7 +862,7 @@ fn check_step(report: &mut Report, at: &str, step: &CanaryStep) {
             report.required(at, "a step needs exactly one of setWeight, pause, analysis, setCanaryScale, setHeaderRoute or setMirrorRoute");
         }
         0 | 1 => {}
-        _ => report.invalid(at, "a step takes exactly one of setWeight, pause, analysis, setCanaryScale, setHeaderRoute or setMirrorRoute; split it into several steps"),
+        _ => report.invalid(at, "a step takes exactly one of setWeight, pause, analysis, setCanaryScale, setHeaderRoute or setMirrorRoute (setCanaryScale may come with a pause); split it into several steps"),
     }
     if let Some(weight) = step.set_weight
         && !(0..=100).contains(&weight)
@@ -842,21 +872,38 @@ fn check_step(report: &mut Report, at: &str, step: &CanaryStep) {
             format!("{weight} is not a percentage from 0 to 100"),
         );
     }
+    if let Some(pause) = &step.pause {
+        report.unsupported(&format!("{at}.pause"), pause);
+    }
     if let Some(duration) = step.pause.as_ref().and_then(|p| p.duration.as_ref())
         && let Err(error) = duration::parse_int_or_string(duration)
     {
         report.invalid(format!("{at}.pause.duration"), error.to_string());
     }
     if let Some(analysis) = &step.analysis {
-        check_template_refs(report, &format!("{at}.analysis"), &analysis.templates);
-        check_args(report, &format!("{at}.analysis.args"), &analysis.args);
+        check_step_analysis(report, &format!("{at}.analysis"), analysis);
     }
     if let Some(scale) = &step.set_canary_scale {
         check_canary_scale(report, &format!("{at}.setCanaryScale"), scale);
     }
 }
 
+/// A step's (or blue-green's) analysis: its templates, arguments and run settings.
+fn check_step_analysis(report: &mut Report, at: &str, analysis: &StepAnalysis) {
+    report.unsupported(at, analysis);
+    check_template_refs(report, at, &analysis.templates);
+    check_args(report, &format!("{at}.args"), &analysis.args);
+    check_run_settings(
+        report,
+        at,
+        &analysis.dry_run,
+        &analysis.measurement_retention,
+        analysis.analysis_run_metadata.as_ref(),
+    );
+}
+
 fn check_canary_scale(report: &mut Report, at: &str, scale: &SetCanaryScale) {
+    report.unsupported(at, scale);
     let set = [
         scale.replicas.is_some(),
         scale.weight.is_some(),
@@ -893,6 +940,7 @@ fn check_template_refs(report: &mut Report, at: &str, templates: &[AnalysisTempl
         );
     }
     for (index, template) in templates.iter().enumerate() {
+        report.unsupported(&format!("{at}.templates[{index}]"), template);
         check_name(
             report,
             &format!("{at}.templates[{index}].templateName"),

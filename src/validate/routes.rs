@@ -96,6 +96,7 @@ pub(super) fn check_managed_routes(report: &mut Report, routing: &TrafficRouting
         .collect();
     let mut seen = BTreeSet::new();
     for (index, route) in routing.managed_routes.iter().enumerate() {
+        report.unsupported(&format!("{AT}[{index}]"), route);
         let field = format!("{AT}[{index}].name");
         check_name(report, &field, &route.name, NameRule::Dns1123Label);
         if !seen.insert(route.name.as_str()) {
@@ -127,6 +128,7 @@ pub(super) fn check_route_step(
     };
     if let Some(header) = &step.set_header_route {
         let at = format!("{at}.setHeaderRoute");
+        report.unsupported(&at, header);
         if !listed(&header.name) {
             report.invalid(format!("{at}.name"), unlisted(&header.name));
         }
@@ -140,6 +142,7 @@ pub(super) fn check_route_step(
         }
         for (index, entry) in header.matches.iter().enumerate() {
             let at = format!("{at}.match[{index}]");
+            report.unsupported(&at, entry);
             check_header_name(report, &format!("{at}.headerName"), &entry.header_name);
             check_string_match(report, &format!("{at}.headerValue"), &entry.header_value);
             let regex = entry.header_value.regex.as_deref();
@@ -153,6 +156,7 @@ pub(super) fn check_route_step(
     }
     if let Some(mirror) = &step.set_mirror_route {
         let at = format!("{at}.setMirrorRoute");
+        report.unsupported(&at, mirror);
         if !listed(&mirror.name) {
             report.invalid(format!("{at}.name"), unlisted(&mirror.name));
         }
@@ -165,6 +169,7 @@ pub(super) fn check_route_step(
         check_count(report, &format!("{at}.match"), mirror.matches.len());
         for (index, block) in mirror.matches.iter().enumerate() {
             let at = format!("{at}.match[{index}]");
+            report.unsupported(&at, block);
             if block.method.is_none() && block.path.is_none() && block.headers.is_empty() {
                 report.required(
                     &at,
@@ -263,6 +268,7 @@ fn check_header_name(report: &mut Report, at: &str, name: &str) {
 }
 
 fn check_string_match(report: &mut Report, at: &str, value: &StringMatch) {
+    report.unsupported(at, value);
     let set = [&value.exact, &value.prefix, &value.regex];
     if set.iter().filter(|v| v.is_some()).count() != 1 {
         report.invalid(at, "takes exactly one of exact, prefix or regex");

@@ -166,6 +166,24 @@ fn a_step_needs_exactly_one_action() {
 }
 
 #[test]
+fn set_canary_scale_may_come_with_a_pause_as_in_argo() {
+    let spec = rollout_with_canary(json!({
+        "stableService": "s", "canaryService": "c", "trafficRouting": {"gatewayAPI": {"httpRoute": "r"}},
+        "steps": [
+        {"setCanaryScale": {"replicas": 2}, "pause": {"duration": "1m"}},
+        {"setCanaryScale": {"replicas": 2}, "setWeight": 10},
+        {"setCanaryScale": {"replicas": 2}, "pause": {}, "setWeight": 10}
+    ]}));
+    assert_only(
+        rollout(&spec),
+        &[
+            (Invalid, "spec.strategy.canary.steps[1]"),
+            (Invalid, "spec.strategy.canary.steps[2]"),
+        ],
+    );
+}
+
+#[test]
 fn weights_must_be_percentages_but_need_not_increase() {
     let spec = rollout_with_canary(
         json!({"steps": [{"setWeight": 50}, {"setWeight": 10}, {"setWeight": 101}, {"setWeight": -1}]}),
@@ -702,7 +720,7 @@ fn counts_limits_and_durations_are_checked_unless_they_are_placeholders() {
         "metrics": [
             {"name": "a", "count": 3, "successCondition": "true", "provider": prometheus("up")},
             {"name": "b", "count": "{{args.n}}", "interval": "{{args.n}}", "successCondition": "true", "provider": prometheus("up")},
-            {"name": "c", "count": "three", "failureLimit": -1, "inconclusiveLimit": "2", "consecutiveErrorLimit": "x",
+            {"name": "c", "count": "three", "failureLimit": -2, "inconclusiveLimit": "-1", "consecutiveErrorLimit": "x",
              "interval": "1 minute", "initialDelay": "5m", "successCondition": "true", "provider": prometheus("up")}
         ]
     }));
@@ -2080,4 +2098,56 @@ fn a_header_route_beyond_gateway_apis_header_limit_is_refused_naming_it() {
             && violations[0].message.contains("at most 16"),
         "{violations:?}"
     );
+}
+
+#[test]
+fn basic_auth_takes_a_secret_name_or_argos_username_and_password() {
+    let with = |basic: serde_json::Value| {
+        template_from(json!({
+            "args": [{"name": "user", "value": "weir"}, {"name": "password",
+                "valueFrom": {"secretKeyRef": {"name": "prom", "key": "password"}}}],
+            "metrics": [{"name": "m", "successCondition": "true", "provider": {"prometheus": {
+                "query": "up", "authentication": {"basicAuth": basic}}}}]
+        }))
+    };
+    let at = "spec.metrics[0].provider.prometheus.authentication.basicAuth";
+    for fine in [
+        json!({"secretName": "prom"}),
+        json!({"username": "{{args.user}}", "password": "{{args.password}}"}),
+        json!({"username": "weir", "password": "literal"}),
+    ] {
+        assert_only(analysis_template(&with(fine)), &[]);
+    }
+    assert_only(
+        analysis_template(&with(
+            json!({"secretName": "prom", "username": "weir", "password": "x"}),
+        )),
+        &[(Invalid, at)],
+    );
+    assert_only(analysis_template(&with(json!({}))), &[(Required, at)]);
+    assert_only(
+        analysis_template(&with(json!({"username": "weir"}))),
+        &[(Required, &format!("{at}.password"))],
+    );
+    assert_only(
+        analysis_template(&with(
+            json!({"username": "{{args.who}}", "password": "{{args.password}}"}),
+        )),
+        &[(Invalid, &format!("{at}.username"))],
+    );
+    // In a ClusterAnalysisTemplate the password is never literal, nor a literal default.
+    let literal = with(json!({"username": "weir", "password": "literal"}));
+    assert_only(
+        cluster_analysis_template(&literal),
+        &[(Invalid, &format!("{at}.password"))],
+    );
+    let mut defaulted = with(json!({"username": "weir", "password": "{{args.password}}"}));
+    defaulted.args[1].value_from = None;
+    defaulted.args[1].value = Some("literal".into());
+    assert_only(
+        cluster_analysis_template(&defaulted),
+        &[(Invalid, "spec.args[1].value")],
+    );
+    let from_secret = with(json!({"username": "{{args.user}}", "password": "{{args.password}}"}));
+    assert_only(cluster_analysis_template(&from_secret), &[]);
 }

@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use crate::api::schema::Unsupported;
+use crate::api::schema::KeepsUnknownFields;
 
 /// What is wrong with a field, in a small fixed set so it can label Events and metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -54,9 +54,21 @@ impl Report {
     pub(super) fn invalid(&mut self, field: impl Into<String>, message: impl Into<String>) {
         self.add(ViolationKind::Invalid, field, message);
     }
-    pub(super) fn unsupported(&mut self, at: &str, fields: &Unsupported) {
+    /// Names every field of `object` weir does not read, with a "did you mean" for a near
+    /// miss of one it does.
+    pub(super) fn unsupported<T: KeepsUnknownFields>(&mut self, at: &str, object: T) {
+        let fields = object.unknown_fields();
+        if fields.is_empty() {
+            return;
+        }
+        let known = T::known_fields();
         for name in fields.keys() {
-            let hint = unsupported_hint(at, name);
+            // A field weir knows from Argo gets its own advice; any other may be a typo.
+            let hint =
+                unsupported_hint(at, name).unwrap_or_else(|| match did_you_mean(name, &known) {
+                    Some(near) => format!("did you mean {near}? Correct its spelling"),
+                    None => "remove it, or check its spelling against `kubectl explain`".into(),
+                });
             self.add(
                 ViolationKind::Unsupported,
                 format!("{at}.{name}"),
@@ -71,11 +83,35 @@ impl Report {
     }
 }
 
+/// The known field `name` is most likely a misspelling of: one or two edits away (a
+/// transposition counts as one), or differing only in case.
+pub fn did_you_mean<'k>(name: &str, known: &'k [String]) -> Option<&'k str> {
+    let lower = name.to_ascii_lowercase();
+    known
+        .iter()
+        .map(|k| {
+            let distance = if k.to_ascii_lowercase() == lower {
+                0
+            } else {
+                strsim::damerau_levenshtein(name, k)
+            };
+            (distance, k)
+        })
+        .filter(|(distance, k)| *distance <= max_edits(name.len().min(k.len())))
+        .min()
+        .map(|(_, k)| k.as_str())
+}
+
+/// Edits that still read as a misspelling: one for short names, two from six letters on.
+fn max_edits(len: usize) -> usize {
+    if len < 6 { 1 } else { 2 }
+}
+
 /// What to do instead, for fields users bring from Argo Rollouts.
-fn unsupported_hint(at: &str, name: &str) -> String {
+fn unsupported_hint(at: &str, name: &str) -> Option<String> {
     let router = at.ends_with("trafficRouting");
     let gateway = at.ends_with("gatewayAPI");
-    match name {
+    Some(match name {
         _ if at.ends_with("trafficRouting.plugins") => format!("weir builds in the argoproj-labs/gatewayAPI plugin only, not {name}; route with it, alb, gatewayAPI, istio, nginx or smi"),
         "tcpRoute" | "tcpRoutes" | "tlsRoute" | "tlsRoutes" if gateway => "weir sets the weights of HTTPRoutes and GRPCRoutes only; remove it".into(),
         "httpRouteSelector" | "grpcRouteSelector" | "tcpRouteSelector" | "tlsRouteSelector" if gateway => "name the routes in httpRoutes or grpcRoutes instead of selecting them by label".into(),
@@ -83,6 +119,7 @@ fn unsupported_hint(at: &str, name: &str) -> String {
         _ if router => format!("the {name} router is not built yet; weir routes traffic with alb, gatewayAPI, istio, nginx or smi, or by replica ratio when trafficRouting is omitted"),
         "serviceAccountName" if at == "spec.decryption" => "weir decrypts with the age identities of secretRef only (no KMS, so no workload identity); remove it".into(),
         "experiment" => format!("{name} steps are not built yet; remove the step"),
-        _ => "remove it, or check its spelling against `kubectl explain`".into(),
-    }
+        "templates" if at == "spec" => "template composition (a template made of other templates) is not built yet: list the metrics and args here, or name each template in the Rollout's analysis, which merges them".into(),
+        _ => return None,
+    })
 }

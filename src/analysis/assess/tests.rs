@@ -455,3 +455,114 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_limit_of_minus_one_is_no_limit() {
+    use AnalysisPhase::*;
+    let unlimited =
+        schedule(json!({"interval": "1s", "failureLimit": -1, "inconclusiveLimit": "-1"}));
+    assert_eq!(unlimited.failure_limit, -1);
+    let many = [Failed, Inconclusive, Failed, Inconclusive, Failed];
+    assert_eq!(phase_after(&unlimited, &many), Running);
+    let bounded = schedule(json!({"interval": "1s", "count": 3, "failureLimit": -1}));
+    assert_eq!(
+        phase_after(&bounded, &[Failed, Successful, Failed]),
+        Successful,
+        "at the count, a metric that succeeded passes"
+    );
+    assert_eq!(
+        phase_after(&bounded, &[Failed, Failed, Failed]),
+        Failed,
+        "but never without a success"
+    );
+    let refused = schedules(
+        &spec(json!([metric("m", json!({"failureLimit": -2}))]), json!({})),
+        &BTreeMap::new(),
+    );
+    assert!(refused.is_err(), "below -1 is no limit Argo knows");
+}
+
+#[test]
+fn consecutive_successes_end_a_metric_successfully() {
+    use AnalysisPhase::*;
+    let three =
+        schedule(json!({"interval": "1s", "failureLimit": -1, "consecutiveSuccessLimit": 3}));
+    assert_eq!(phase_after(&three, &[Successful, Successful]), Running);
+    assert_eq!(
+        phase_after(
+            &three,
+            &[Successful, Successful, Failed, Successful, Successful]
+        ),
+        Running,
+        "a failure restarts the streak"
+    );
+    let status = recorded(&three, &[Failed, Successful, Successful, Successful]);
+    let result = &status.metric_results[0];
+    assert_eq!(result.phase, Successful);
+    assert_eq!(result.consecutive_success, 3);
+    assert!(
+        result
+            .message
+            .as_deref()
+            .is_some_and(|m| m.contains("consecutiveSuccessLimit 3")),
+        "{result:?}"
+    );
+    let (due_now, later) = due(std::slice::from_ref(&three), &status, at(100));
+    assert!(due_now.is_empty() && later.is_none(), "it stops measuring");
+}
+
+/// The rules of `metric_phase` for an unbounded metric, written out plainly: what the
+/// limits make of a sequence of outcomes.
+fn expected_phase(
+    outcomes: &[AnalysisPhase],
+    failure_limit: i32,
+    inconclusive_limit: i32,
+    error_limit: i32,
+    success_limit: i32,
+) -> AnalysisPhase {
+    use AnalysisPhase::*;
+    let count = |phase| outcomes.iter().filter(|p| **p == phase).count() as i32;
+    let trailing = |phase| outcomes.iter().rev().take_while(|p| **p == phase).count() as i32;
+    if failure_limit >= 0 && count(Failed) > failure_limit {
+        Failed
+    } else if inconclusive_limit >= 0 && count(Inconclusive) > inconclusive_limit {
+        Inconclusive
+    } else if trailing(Error) > error_limit {
+        Error
+    } else if success_limit > 0 && trailing(Successful) >= success_limit {
+        Successful
+    } else {
+        Running
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(1000))]
+
+    /// For any limits, -1 and consecutiveSuccessLimit included, and any outcomes: the metric
+    /// ends at the first outcome that passes a limit (or completes a run of successes), in
+    /// that phase, and runs on until then.
+    #[test]
+    fn limits_of_minus_one_and_success_streaks_hold_for_every_sequence(
+        failure_limit in -1i32..3,
+        inconclusive_limit in -1i32..3,
+        error_limit in 0i32..3,
+        success_limit in 0i32..4,
+        outcomes in prop::collection::vec(any_phase(), 0..14),
+    ) {
+        let schedule = schedule(json!({"interval": "1s", "failureLimit": failure_limit,
+            "inconclusiveLimit": inconclusive_limit, "consecutiveErrorLimit": error_limit,
+            "consecutiveSuccessLimit": success_limit}));
+        let mut status = AnalysisRunStatus { started_at: Some(to_k8s(at(0))), ..AnalysisRunStatus::default() };
+        for (index, outcome) in outcomes.iter().enumerate() {
+            record(&mut status, &schedule, measurement(*outcome, index as i64));
+            let result = &status.metric_results[0];
+            let expected = expected_phase(&outcomes[..=index], failure_limit, inconclusive_limit, error_limit, success_limit);
+            prop_assert_eq!(result.phase, expected, "after {:?}", &outcomes[..=index]);
+            prop_assert!(result.consecutive_success <= result.successful);
+            if expected != AnalysisPhase::Running {
+                break;
+            }
+        }
+    }
+}

@@ -9,7 +9,7 @@ use super::*;
 use crate::analysis::args::ArgValue;
 use crate::analysis::hosts::AllowedHosts;
 use crate::analysis::provider::{Gates, Shared, Taken};
-use crate::api::analysis::{AnalysisPhase, Header, Metric};
+use crate::api::analysis::{AnalysisPhase, Metric};
 
 /// An endpoint on a real socket that answers one request with `answer` (status line,
 /// headers and body) and hands back the request it read, head and body.
@@ -204,7 +204,7 @@ async fn a_failing_answer_is_an_error_that_never_quotes_a_secret() {
     let metric = |address: &str| {
         metric(
             json!({"url": format!("{address}/m?token={{{{args.token}}}}"),
-            "headers": [Header { key: "X-Token".into(), value: "{{args.token}}".into() }]}),
+            "headers": [{"key": "X-Token", "value": "{{args.token}}"}]}),
         )
     };
     for (answer, expected) in [

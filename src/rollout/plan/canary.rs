@@ -120,8 +120,11 @@ impl<'a> Planner<'a> {
         }
         let step = &self.steps[index];
         let routes = step.set_header_route.is_some() || step.set_mirror_route.is_some();
-        if step.set_weight.is_some() || step.set_canary_scale.is_some() || routes {
-            let ready = ready && (!routes || self.routes_in_place(hash, index));
+        let acts = step.set_weight.is_some() || step.set_canary_scale.is_some() || routes;
+        let ready = ready && (!routes || self.routes_in_place(hash, index));
+        // setCanaryScale with pause (Argo allows it): the scale is reached first, then the
+        // step pauses.
+        if acts && !(ready && step.pause.is_some()) {
             self.track_deadline(!ready, true);
             if ready {
                 return Progress::Advance;

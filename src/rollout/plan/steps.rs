@@ -89,6 +89,15 @@ pub fn managed_routes_at(
 }
 
 pub(super) fn describe_step(step: &CanaryStep) -> String {
+    if step.set_canary_scale.is_some()
+        && let Some(pause) = &step.pause
+    {
+        let pause = CanaryStep {
+            pause: Some(pause.clone()),
+            ..CanaryStep::default()
+        };
+        return format!("setCanaryScale, then {}", describe_step(&pause));
+    }
     if let Some(weight) = step.set_weight {
         format!("setWeight {weight}")
     } else if let Some(pause) = &step.pause {

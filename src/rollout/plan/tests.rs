@@ -1445,6 +1445,36 @@ fn canary_scale_follows_set_canary_scale_until_matched_again() {
 }
 
 #[test]
+fn set_canary_scale_with_a_pause_scales_then_pauses() {
+    let steps = json!([{"setWeight": 10}, {"setCanaryScale": {"replicas": 3}, "pause": {"duration": 60}}, {"setWeight": 50}]);
+    let mut world = World::with_canary(spec(steps, true, 10));
+    for _ in 0..4 {
+        world.reconcile();
+    }
+    assert_eq!(world.status.current_step_index, Some(1));
+    assert_eq!(
+        world.rs(CANARY).map(|r| r.replicas),
+        Some(3),
+        "the step's scale is in place"
+    );
+    assert_eq!(
+        world.status.pause_conditions.first().map(|c| c.reason),
+        Some(PauseReason::CanaryPauseStep),
+        "and the step pauses"
+    );
+    world.tick(30);
+    world.reconcile();
+    assert_eq!(world.status.current_step_index, Some(1), "for its duration");
+    world.tick(31);
+    world.reconcile();
+    assert!(
+        world.status.current_step_index >= Some(2),
+        "then it goes on: {:?}",
+        world.status.current_step_index
+    );
+}
+
+#[test]
 fn old_replica_sets_beyond_the_history_limit_are_deleted() {
     let mut s = spec(json!([]), true, 2);
     s.revision_history_limit = 1;
