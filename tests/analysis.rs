@@ -510,23 +510,32 @@ async fn secret_sourced_arguments_are_used_but_never_recorded() {
 /// bcrypt (cost 4) of `weir-test-password`: Prometheus' web config stores only hashes.
 const PASSWORD_HASH: &str = "$2b$04$kWmLpoYVNVB5nBVhoayEqeE2a.uN4tQmGJiKCNoo02H6mAtm4rMNq";
 
-#[tokio::test]
-async fn basic_auth_credentials_come_from_a_secret() {
+/// A Prometheus of the test's own that takes only basic auth (`weir`, `weir-test-password`),
+/// scraping a success rate of 0.99 and seen to; the credentials as the header carries them.
+async fn prometheus_with_basic_auth(
+    ns: &TestNamespace,
+) -> (MetricsServer, PrometheusProcess, String) {
     use base64::Engine;
-    let ns = TestNamespace::new(&client().await, "analysis-auth").await;
     let server = MetricsServer::start(&exposition(0.99)).await;
     let own =
         PrometheusProcess::start_with(&ns.name, &server.address, Some(("weir", PASSWORD_HASH)))
             .await;
-    let series = "weir_test_success_rate";
     let credentials = base64::engine::general_purpose::STANDARD.encode("weir:weir-test-password");
     scraped_as(
         &own.url,
-        series,
+        "weir_test_success_rate",
         0.99,
         Some(&format!("Basic {credentials}")),
     )
     .await;
+    (server, own, credentials)
+}
+
+#[tokio::test]
+async fn basic_auth_credentials_come_from_a_secret() {
+    let ns = TestNamespace::new(&client().await, "analysis-auth").await;
+    let (_server, own, credentials) = prometheus_with_basic_auth(&ns).await;
+    let series = "weir_test_success_rate";
     let refused = Prometheus::try_from(own.url.as_str())
         .expect("url")
         .query(series)
@@ -565,21 +574,9 @@ async fn basic_auth_credentials_come_from_a_secret() {
 
 #[tokio::test]
 async fn basic_auth_in_argos_shape_takes_its_password_from_a_secret_argument() {
-    use base64::Engine;
     let ns = TestNamespace::new(&client().await, "analysis-argo-auth").await;
-    let server = MetricsServer::start(&exposition(0.99)).await;
-    let own =
-        PrometheusProcess::start_with(&ns.name, &server.address, Some(("weir", PASSWORD_HASH)))
-            .await;
+    let (_server, own, credentials) = prometheus_with_basic_auth(&ns).await;
     let series = "weir_test_success_rate";
-    let credentials = base64::engine::general_purpose::STANDARD.encode("weir:weir-test-password");
-    scraped_as(
-        &own.url,
-        series,
-        0.99,
-        Some(&format!("Basic {credentials}")),
-    )
-    .await;
     let _controller = controller(&ns);
     apply(
         &ns,

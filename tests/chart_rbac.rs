@@ -538,35 +538,56 @@ async fn route_elsewhere(test: &str, rules: Vec<PolicyRule>) -> Option<String> {
 /// says "forbidden" without the pod rule.
 #[tokio::test]
 async fn ephemeral_metadata_needs_exactly_the_pod_rule() {
+    needs_exactly(
+        only_for_ephemeral_metadata,
+        ["rbac-pods", "rbac-nopods"],
+        relabelled,
+    )
+    .await;
+}
+
+/// Runs `scenario` twice at once, as the chart's ServiceAccount: with the chart's rules, which
+/// must be enough (None), and without the one rule `only_for` picks, when weir must say
+/// "forbidden".
+async fn needs_exactly<F, Fut>(
+    only_for: fn(&PolicyRule) -> bool,
+    tests: [&'static str; 2],
+    scenario: F,
+) where
+    F: Fn(&'static str, Vec<PolicyRule>) -> Fut,
+    Fut: std::future::Future<Output = Option<String>>,
+{
     let all = chart_rules(Tenancy::Lockdown);
-    let without: Vec<PolicyRule> = all
-        .iter()
-        .filter(|r| !only_for_ephemeral_metadata(r))
-        .cloned()
-        .collect();
-    assert_eq!(without.len() + 1, all.len());
-    let (with_rule, without_rule) = futures::join!(
-        relabelled("rbac-pods", all),
-        relabelled("rbac-nopods", without)
-    );
+    let without: Vec<PolicyRule> = all.iter().filter(|r| !only_for(r)).cloned().collect();
+    assert_eq!(without.len() + 1, all.len(), "exactly one rule is left out");
+    let [with_test, without_test] = tests;
+    let (with_rule, without_rule) =
+        futures::join!(scenario(with_test, all), scenario(without_test, without));
     assert_eq!(with_rule, None, "the chart's rules are enough");
     let said = without_rule.unwrap_or_default();
     assert!(said.contains("forbidden"), "{said}");
 }
 
-/// Releases web:1 then web:2 of a blue-green Rollout with `activeMetadata` as the chart's
-/// ServiceAccount bound to `rules`: None once web:2's pods carry it (relabelled at the
-/// switch; pods created beforehand lacked it), or what weir said of a refusal.
-async fn relabelled(test: &str, rules: Vec<PolicyRule>) -> Option<String> {
-    use k8s_openapi::api::core::v1::{Pod, Service};
+/// A test namespace and weir's controller in it, run as the chart's ServiceAccount bound to
+/// `rules` cluster-wide.
+async fn controller_as(test: &str, rules: Vec<PolicyRule>) -> (TestNamespace, ControllerProcess) {
     let client = client().await;
     let ns = TestNamespace::new(&client, test).await;
     let kubeconfig = service_account(&ns, rules, Scope::Cluster).await;
-    let _controller = ControllerProcess::start_with_env(
+    let controller = ControllerProcess::start_with_env(
         &ns.name,
         &["--metrics-addr", "127.0.0.1:0"],
         &[("KUBECONFIG", kubeconfig.as_path())],
     );
+    (ns, controller)
+}
+
+/// Releases web:1 then web:2 of a blue-green Rollout with `activeMetadata` as the chart's
+/// ServiceAccount bound to `rules`: None once web:2's pods carry it (relabelled at the
+/// switch; pods created beforehand lacked it), or what weir said of a refusal.
+async fn relabelled(test: &'static str, rules: Vec<PolicyRule>) -> Option<String> {
+    use k8s_openapi::api::core::v1::{Pod, Service};
+    let (ns, _controller) = controller_as(test, rules).await;
     for service in ["web-active", "web-preview"] {
         let service: Service = serde_json::from_value(
             json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": service},
@@ -860,34 +881,19 @@ fn only_for_job_metrics(rule: &PolicyRule) -> bool {
 /// weir says "forbidden".
 #[tokio::test]
 async fn a_job_metric_needs_exactly_the_job_rule() {
-    let all = chart_rules(Tenancy::Lockdown);
-    let without: Vec<PolicyRule> = all
-        .iter()
-        .filter(|r| !only_for_job_metrics(r))
-        .cloned()
-        .collect();
-    assert_eq!(without.len() + 1, all.len());
-    let (with_rule, without_rule) = futures::join!(
-        job_measured("rbac-jobs", all),
-        job_measured("rbac-nojobs", without)
-    );
-    assert_eq!(with_rule, None, "the chart's rules are enough");
-    let said = without_rule.unwrap_or_default();
-    assert!(said.contains("forbidden"), "{said}");
+    needs_exactly(
+        only_for_job_metrics,
+        ["rbac-jobs", "rbac-nojobs"],
+        job_measured,
+    )
+    .await;
 }
 
 /// Measures one `job` metric as the chart's ServiceAccount bound to `rules`: None once the
 /// run is Successful, or what weir said of a refusal.
-async fn job_measured(test: &str, rules: Vec<PolicyRule>) -> Option<String> {
+async fn job_measured(test: &'static str, rules: Vec<PolicyRule>) -> Option<String> {
     use weir::api::analysis::{AnalysisPhase, AnalysisRun};
-    let client = client().await;
-    let ns = TestNamespace::new(&client, test).await;
-    let kubeconfig = service_account(&ns, rules, Scope::Cluster).await;
-    let _controller = ControllerProcess::start_with_env(
-        &ns.name,
-        &["--metrics-addr", "127.0.0.1:0"],
-        &[("KUBECONFIG", kubeconfig.as_path())],
-    );
+    let (ns, _controller) = controller_as(test, rules).await;
     let run: AnalysisRun = serde_json::from_value(json!({
         "apiVersion": "weir.dev/v1alpha1", "kind": "AnalysisRun", "metadata": {"name": "smoke"},
         "spec": {"metrics": [{"name": "smoke", "provider": {"job": {"spec": {

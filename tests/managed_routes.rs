@@ -214,68 +214,64 @@ async fn rules_become(ns: &TestNamespace, wanted: &[&str]) {
 
 #[tokio::test]
 async fn a_header_route_on_an_http_route_reaches_the_canary_and_never_outlives_it() {
-    let ns = TestNamespace::new(&client().await, "gateway-header-route").await;
-    let controller = ControllerProcess::start(&ns.name);
-    let (_simulator, _target) = simulator(&ns).await;
-    support::app::app(&ns).await;
-    apply(&ns, gateway_rollout("web:1")).await;
-    healthy_on(&ns, "web:1").await;
-
-    apply(&ns, gateway_rollout("web:2")).await;
-    let paused = wait_for(&ns, "Paused at the final pause", |r| {
-        phase(r) == Some(RolloutPhase::Paused) && step(r) == Some(2)
-    })
-    .await;
-    assert_eq!(paused.status.and_then(|s| s.canary_weight), Some(0));
-    rules_become(&ns, &["canary-header", "(unnamed)"]).await;
     // Weight 0: only the tenth of requests with the test header reach the canary.
-    rate_share(&ns, CANARY_SERVED, |s| (0.08..=0.12).contains(&s)).await;
-
-    // Killed mid-canary and restarted, then aborted: the rule goes, and the canary's share.
-    controller.kill();
-    let controller = ControllerProcess::start(&ns.name);
-    status_patch(&ns, json!({"status": {"abort": true}})).await;
-    wait_for(&ns, "Degraded", |r| {
-        phase(r) == Some(RolloutPhase::Degraded)
-    })
+    http_route_managed_route_lifecycle(
+        "gateway-header-route",
+        gateway_rollout,
+        "canary-header",
+        0,
+        |s| (0.08..=0.12).contains(&s),
+        None,
+    )
     .await;
-    rules_become(&ns, &["(unnamed)"]).await;
-    rate_share(&ns, CANARY_SERVED, |s| s < 0.01).await;
-
-    // Retried: the rule comes back; promoted, it is gone.
-    status_patch(&ns, json!({"status": {"abort": false}})).await;
-    wait_for(&ns, "Paused again", |r| {
-        phase(r) == Some(RolloutPhase::Paused) && step(r) == Some(2)
-    })
-    .await;
-    rules_become(&ns, &["canary-header", "(unnamed)"]).await;
-    controller.kill();
-    let _controller = ControllerProcess::start(&ns.name);
-    status_patch(&ns, json!({"status": {"pauseConditions": null}})).await;
-    healthy_on(&ns, "web:2").await;
-    rules_become(&ns, &["(unnamed)"]).await;
 }
 
 #[tokio::test]
 async fn a_mirror_route_on_an_http_route_copies_its_share_at_the_weight_and_never_outlives_it() {
-    let ns = TestNamespace::new(&client().await, "gateway-mirror-route").await;
+    // The mirror rule takes every GET (a method match outranks the split rule) and serves it
+    // at the canary's weight; half of them are copied to the canary besides.
+    http_route_managed_route_lifecycle(
+        "gateway-mirror-route",
+        gateway_mirror_rollout,
+        "canary-mirror",
+        20,
+        |s| (0.17..=0.23).contains(&s),
+        Some(|s| (0.45..=0.55).contains(&s)),
+    )
+    .await;
+}
+
+/// A release whose last step is a pause with managed route `route` on HTTPRoute `web`, at
+/// canary weight `weight`: the rule is there and the canary serves (and, for a mirror, is
+/// copied) what `served` (and `mirrored`) accept; killed mid-canary and aborted, the rule and
+/// the canary's share are gone; retried, the rule is back; killed at the pause and promoted,
+/// it is gone.
+async fn http_route_managed_route_lifecycle(
+    test: &str,
+    rollout: fn(&str) -> Value,
+    route: &str,
+    weight: i32,
+    served: fn(f64) -> bool,
+    mirrored: Option<fn(f64) -> bool>,
+) {
+    let ns = TestNamespace::new(&client().await, test).await;
     let controller = ControllerProcess::start(&ns.name);
     let (_simulator, _target) = simulator(&ns).await;
     support::app::app(&ns).await;
-    apply(&ns, gateway_mirror_rollout("web:1")).await;
+    apply(&ns, rollout("web:1")).await;
     healthy_on(&ns, "web:1").await;
 
-    apply(&ns, gateway_mirror_rollout("web:2")).await;
+    apply(&ns, rollout("web:2")).await;
     let paused = wait_for(&ns, "Paused at the final pause", |r| {
         phase(r) == Some(RolloutPhase::Paused) && step(r) == Some(2)
     })
     .await;
-    assert_eq!(paused.status.and_then(|s| s.canary_weight), Some(20));
-    rules_become(&ns, &["canary-mirror", "(unnamed)"]).await;
-    // The mirror rule takes every GET (a method match outranks the split rule) and serves it
-    // at the canary's weight; half of them are copied to the canary besides.
-    rate_share(&ns, CANARY_SERVED, |s| (0.17..=0.23).contains(&s)).await;
-    rate_share(&ns, CANARY_MIRRORED, |s| (0.45..=0.55).contains(&s)).await;
+    assert_eq!(paused.status.and_then(|s| s.canary_weight), Some(weight));
+    rules_become(&ns, &[route, "(unnamed)"]).await;
+    rate_share(&ns, CANARY_SERVED, served).await;
+    if let Some(mirrored) = mirrored {
+        rate_share(&ns, CANARY_MIRRORED, mirrored).await;
+    }
 
     // Killed mid-canary and restarted, then aborted: the rule goes, and the canary's share.
     controller.kill();
@@ -295,7 +291,7 @@ async fn a_mirror_route_on_an_http_route_copies_its_share_at_the_weight_and_neve
         phase(r) == Some(RolloutPhase::Paused) && step(r) == Some(2)
     })
     .await;
-    rules_become(&ns, &["canary-mirror", "(unnamed)"]).await;
+    rules_become(&ns, &[route, "(unnamed)"]).await;
     controller.kill();
     let _controller = ControllerProcess::start(&ns.name);
     status_patch(&ns, json!({"status": {"pauseConditions": null}})).await;
