@@ -5,8 +5,6 @@
 use std::time::Duration;
 
 use futures::future::BoxFuture;
-use k8s_openapi::api::core::v1::Secret;
-use kube::api::Api;
 use reqwest::header::{HeaderName, HeaderValue};
 use serde::Deserialize;
 
@@ -14,7 +12,9 @@ use super::args::substitute;
 use super::provider::{
     Env, Gates, Provider, Ready, Taken, Unready, causes, read_bounded, read_secret, shown, truncate,
 };
-use crate::api::analysis::{PrometheusAuthentication, PrometheusMetric, RangeQuery, SecretKeyRef};
+use crate::api::analysis::{
+    OAuth2, PrometheusAuthentication, PrometheusMetric, RangeQuery, SecretKeyRef,
+};
 use crate::verdict::{self, QueryValue};
 
 /// Most bytes read of one answer. 10,000 samples with a dozen labels each take about 3 MiB;
@@ -323,14 +323,9 @@ impl Provider for PrometheusMetric {
             }
             let mut secrets = env.secret_args();
             if let Some(auth) = &self.authentication {
-                let credentials =
-                    authorization(env.secrets, auth, env.args)
-                        .await
-                        .map_err(|why| {
-                            Unready::NotNow(format!(
-                                "{at}.provider.prometheus.authentication: {why}"
-                            ))
-                        })?;
+                let credentials = authorization(env, auth).await.map_err(|why| {
+                    Unready::NotNow(format!("{at}.provider.prometheus.authentication: {why}"))
+                })?;
                 if let Some((header, secret_parts)) = credentials {
                     secrets.extend(secret_parts);
                     headers.push(("Authorization".into(), header));
@@ -365,11 +360,14 @@ impl Provider for PrometheusMetric {
 /// The Authorization header and the secret parts it carries; None without credentials.
 /// basicAuth's `{username, password}` have their `{{args.NAME}}` filled from `values`.
 async fn authorization(
-    secrets: &Api<Secret>,
+    env: &Env<'_>,
     auth: &PrometheusAuthentication,
-    values: &std::collections::BTreeMap<String, super::args::ArgValue>,
 ) -> Result<Option<(String, Vec<String>)>, String> {
     use base64::Engine;
+    let (secrets, values) = (env.secrets, env.args);
+    if let Some(oauth2) = &auth.oauth2 {
+        return client_credentials(env, oauth2).await.map(Some);
+    }
     if let Some(token) = &auth.bearer_token {
         let token = read_secret(secrets, token).await?;
         return Ok(Some((format!("Bearer {token}"), vec![token])));
@@ -406,6 +404,95 @@ async fn authorization(
     let header = format!("Basic {encoded}");
     let parts = [password, encoded].into_iter().filter(|p| !p.is_empty());
     Ok(Some((header, parts.collect())))
+}
+
+/// Most bytes read of a token endpoint's answer.
+const MAX_TOKEN_ANSWER: usize = 64 * 1024;
+
+/// What the token endpoint is sent for `oauth2`, arguments filled: its URL, the form, and
+/// the secret values among them.
+pub type TokenRequest = (String, Vec<(&'static str, String)>, Vec<String>);
+
+/// The client-credentials request (RFC 6749 4.4) for `oauth2`, its arguments filled.
+pub fn token_request(
+    oauth2: &OAuth2,
+    values: &std::collections::BTreeMap<String, super::args::ArgValue>,
+) -> Result<TokenRequest, String> {
+    let fill = |field: &str, text: &str| {
+        substitute(text, values)
+            .map(|filled| filled.sent)
+            .map_err(|why| format!("oauth2.{field}: {why}"))
+    };
+    let url = fill("tokenUrl", &oauth2.token_url)?;
+    let secret = fill("clientSecret", &oauth2.client_secret)?;
+    let mut form = vec![
+        ("grant_type", "client_credentials".to_owned()),
+        ("client_id", fill("clientId", &oauth2.client_id)?),
+        ("client_secret", secret.clone()),
+    ];
+    let scopes: Vec<String> = oauth2
+        .scopes
+        .iter()
+        .map(|s| fill("scopes", s))
+        .collect::<Result<_, _>>()?;
+    if !scopes.is_empty() {
+        form.push(("scope", scopes.join(" ")));
+    }
+    let secrets = [secret].into_iter().filter(|s| !s.is_empty()).collect();
+    Ok((url, form, secrets))
+}
+
+/// A bearer token from the OAuth2 client-credentials flow, asked for at each measurement;
+/// the token endpoint is checked against `--allowed-metric-hosts` before the client secret
+/// goes to it. The header and the secret values it carries.
+async fn client_credentials(
+    env: &Env<'_>,
+    oauth2: &OAuth2,
+) -> Result<(String, Vec<String>), String> {
+    let (url, form, mut secrets) = token_request(oauth2, env.args)?;
+    let masked = |text: String| {
+        env.secret_args()
+            .iter()
+            .chain(&secrets)
+            .fold(text, |text, secret| {
+                text.replace(secret.as_str(), "<secret>")
+            })
+    };
+    if let Err(why) = env.shared.allowed.check(&url) {
+        return Err(masked(format!("oauth2.tokenUrl: {why}; nothing was sent")));
+    }
+    let at = |what: String| format!("oauth2: the token endpoint: {what}");
+    let sent = tokio::time::timeout(
+        DEFAULT_TIMEOUT,
+        env.shared.http.post(&url).form(&form).send(),
+    )
+    .await;
+    // reqwest's own message quotes the URL; only the causes below it are kept.
+    let response = match sent {
+        Ok(Ok(response)) => response,
+        Ok(Err(e)) => {
+            return Err(at(format!(
+                "the request failed{}",
+                causes(std::error::Error::source(&e))
+            )));
+        }
+        Err(_) => return Err(at(format!("no answer within {}", shown(DEFAULT_TIMEOUT)))),
+    };
+    let status = response.status();
+    if !status.is_success() {
+        return Err(at(format!("HTTP {status}")));
+    }
+    let body = read_bounded(response, MAX_TOKEN_ANSWER, "answer the token alone")
+        .await
+        .map_err(at)?;
+    #[derive(Deserialize)]
+    struct Token {
+        access_token: String,
+    }
+    let token: Token = serde_json::from_slice(&body)
+        .map_err(|_| at("the answer is not JSON with an access_token".to_owned()))?;
+    secrets.push(token.access_token.clone());
+    Ok((format!("Bearer {}", token.access_token), secrets))
 }
 
 #[cfg(test)]

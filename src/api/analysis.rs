@@ -358,6 +358,27 @@ pub struct PrometheusAuthentication {
     /// `{username, password}`, each literal or built from `{{args.NAME}}`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub basic_auth: Option<BasicAuth>,
+    /// Argo's OAuth2 client-credentials flow: a token from `tokenUrl`, sent as
+    /// `Authorization: Bearer`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oauth2: Option<OAuth2>,
+    #[serde(flatten)]
+    #[schemars(skip)]
+    pub unsupported: Unsupported,
+}
+
+/// An OAuth2 client (RFC 6749, client credentials). `{{args.NAME}}` is filled in each
+/// field; the secret belongs in a Secret-valued argument.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(transform = keep_unknown_fields)]
+pub struct OAuth2 {
+    /// The token endpoint; its host must be one `--allowed-metric-hosts` allows.
+    pub token_url: String,
+    pub client_id: String,
+    pub client_secret: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub scopes: Vec<String>,
     #[serde(flatten)]
     #[schemars(skip)]
     pub unsupported: Unsupported,
@@ -614,6 +635,7 @@ keeps_unknown_fields!(
     WebMetric,
     JobMetric,
     PrometheusAuthentication,
+    OAuth2,
     BasicAuth,
     Header,
     Argument,

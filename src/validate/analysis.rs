@@ -207,6 +207,20 @@ pub fn cluster_analysis_template(spec: &AnalysisTemplateSpec) -> Vec<Violation> 
             .as_ref()
             .and_then(|p| p.authentication.as_ref())
             .and_then(|a| a.basic_auth.as_ref());
+        let oauth2 = metric
+            .provider
+            .prometheus
+            .as_ref()
+            .and_then(|p| p.authentication.as_ref())
+            .and_then(|a| a.oauth2.as_ref());
+        if let Some(secret) = oauth2.map(|o| &o.client_secret)
+            && !placeholders_removed(secret).trim().is_empty()
+        {
+            report.invalid(
+                format!("{at}.authentication.oauth2.clientSecret"),
+                "is literal, and every AnalysisRun made from this ClusterAnalysisTemplate would show it in the clear: build it from {{args.NAME}} only (a Secret-valued argument)",
+            );
+        }
         if let Some(password) = basic.and_then(|b| b.password.as_ref())
             && !placeholders_removed(password).trim().is_empty()
         {
@@ -520,15 +534,54 @@ fn check_metric(report: &mut Report, at: &str, metric: &Metric, declared_args: &
             if let Some(auth) = &prometheus.authentication {
                 let auth_at = format!("{at}.authentication");
                 report.unsupported(&auth_at, auth);
-                match (&auth.bearer_token, &auth.basic_auth) {
-                    (Some(_), Some(_)) => {
-                        report.invalid(&auth_at, "takes bearerToken or basicAuth, not both")
-                    }
-                    (None, None) if auth.unsupported.is_empty() => report.required(
+                let ways = [
+                    auth.bearer_token.is_some(),
+                    auth.basic_auth.is_some(),
+                    auth.oauth2.is_some(),
+                ];
+                match ways.iter().filter(|w| **w).count() {
+                    0 if auth.unsupported.is_empty() => report.required(
                         &auth_at,
-                        "set bearerToken or basicAuth, or remove authentication",
+                        "set bearerToken, basicAuth or oauth2, or remove authentication",
                     ),
-                    _ => {}
+                    0 | 1 => {}
+                    _ => report.invalid(
+                        &auth_at,
+                        "takes one of bearerToken, basicAuth or oauth2, not several",
+                    ),
+                }
+                if let Some(oauth2) = &auth.oauth2 {
+                    let at = format!("{auth_at}.oauth2");
+                    report.unsupported(&at, oauth2);
+                    let url = &oauth2.token_url;
+                    if !["{{", "http://", "https://"]
+                        .iter()
+                        .any(|start| url.starts_with(start))
+                    {
+                        report.invalid(
+                            format!("{at}.tokenUrl"),
+                            format!("{url:?} must start with http:// or https://"),
+                        );
+                    }
+                    let scopes = oauth2.scopes.iter().map(|s| ("scopes", s.as_str()));
+                    let fields = [
+                        ("tokenUrl", url.as_str()),
+                        ("clientId", oauth2.client_id.as_str()),
+                        ("clientSecret", oauth2.client_secret.as_str()),
+                    ];
+                    for (field, text) in fields.into_iter().chain(scopes) {
+                        if text.trim().is_empty() && field != "scopes" {
+                            report.required(format!("{at}.{field}"), "an OAuth2 client needs it");
+                        }
+                        for name in placeholders(text) {
+                            if !declared_args.contains(name) {
+                                report.invalid(
+                                    format!("{at}.{field}"),
+                                    format!("uses {{{{args.{name}}}}} but spec.args declares no argument {name:?}"),
+                                );
+                            }
+                        }
+                    }
                 }
                 if let Some(token) = &auth.bearer_token {
                     report.unsupported(&format!("{auth_at}.bearerToken"), token);

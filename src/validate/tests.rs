@@ -921,6 +921,53 @@ fn range_queries_take_argos_time_forms() {
 }
 
 #[test]
+fn oauth2_takes_argos_fields_and_keeps_its_secret_out_of_cluster_templates() {
+    let oauth2 = |secret: &str| {
+        json!({"args": [{"name": "oauthSecret"}],
+            "metrics": [{"name": "m", "successCondition": "result[0] >= 0.95",
+                "provider": {"prometheus": {"address": "http://prometheus.example.com:9090", "query": "up",
+                    "authentication": {"oauth2": {"tokenUrl": "https://my-oauth2-provider/token",
+                        "clientId": "my-client-id", "clientSecret": secret,
+                        "scopes": ["my-oauth2-scope"]}}}}}]})
+    };
+    // As Argo documents it.
+    let spec = template_from(oauth2("{{ args.oauthSecret }}"));
+    assert_only(analysis_template(&spec), &[]);
+    assert_only(crate::validate::cluster_analysis_template(&spec), &[]);
+    let literal = template_from(oauth2("hunter2"));
+    assert_only(analysis_template(&literal), &[]);
+    assert_only(
+        crate::validate::cluster_analysis_template(&literal),
+        &[(
+            Invalid,
+            "spec.metrics[0].provider.prometheus.authentication.oauth2.clientSecret",
+        )],
+    );
+    let mut both = oauth2("{{args.nope}}");
+    both["metrics"][0]["provider"]["prometheus"]["authentication"]["bearerToken"] =
+        json!({"name": "t", "key": "k"});
+    both["metrics"][0]["provider"]["prometheus"]["authentication"]["oauth2"]["tokenUrl"] =
+        json!("ftp://idp");
+    assert_only(
+        analysis_template(&template_from(both)),
+        &[
+            (
+                Invalid,
+                "spec.metrics[0].provider.prometheus.authentication",
+            ),
+            (
+                Invalid,
+                "spec.metrics[0].provider.prometheus.authentication.oauth2.clientSecret",
+            ),
+            (
+                Invalid,
+                "spec.metrics[0].provider.prometheus.authentication.oauth2.tokenUrl",
+            ),
+        ],
+    );
+}
+
+#[test]
 fn placeholders_are_found_with_or_without_spaces() {
     assert_eq!(
         placeholders("a{{args.x}}b{{ args.y }}{{input.z}}{{args.w"),

@@ -265,3 +265,105 @@ fn a_range_querys_span_is_read_from_argos_time_forms_with_arguments_filled() {
     no_step.step = "0s".into();
     assert!(span(&no_step, &args, 1_000_000).is_err());
 }
+
+fn oauth2() -> crate::api::analysis::OAuth2 {
+    serde_json::from_value(serde_json::json!({
+        "tokenUrl": "{{args.idp}}/token", "clientId": "my-client-id",
+        "clientSecret": "{{ args.oauthSecret }}", "scopes": ["metrics:read", "other"]}))
+    .expect("an oauth2 client")
+}
+
+fn oauth2_args(idp: &str) -> std::collections::BTreeMap<String, crate::analysis::args::ArgValue> {
+    [("idp", idp, false), ("oauthSecret", "s3cr3t", true)]
+        .into_iter()
+        .map(|(name, value, secret)| {
+            (
+                name.to_owned(),
+                crate::analysis::args::ArgValue {
+                    value: value.to_owned(),
+                    secret,
+                },
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn the_client_credentials_request_is_argos_fields_filled() {
+    let (url, form, secrets) =
+        token_request(&oauth2(), &oauth2_args("https://idp.example")).expect("a request");
+    assert_eq!(url, "https://idp.example/token");
+    assert_eq!(
+        form,
+        vec![
+            ("grant_type", "client_credentials".to_owned()),
+            ("client_id", "my-client-id".to_owned()),
+            ("client_secret", "s3cr3t".to_owned()),
+            ("scope", "metrics:read other".to_owned()),
+        ]
+    );
+    assert_eq!(secrets, ["s3cr3t"]);
+}
+
+/// An Env for the provider's own steps, with `allowed` as the operator's list.
+fn oauth2_env_parts(
+    allowed: &str,
+) -> (
+    crate::analysis::provider::Shared,
+    kube::Api<k8s_openapi::api::core::v1::Secret>,
+) {
+    let config = kube::Config::new("http://127.0.0.1:1".parse().expect("a URL"));
+    let client = kube::Client::try_from(config).expect("a client");
+    let shared = crate::analysis::provider::Shared {
+        client: client.clone(),
+        http: http(),
+        insecure_http: http(),
+        gates: std::sync::Arc::new(crate::analysis::provider::Gates::new(8)),
+        default_address: None,
+        allowed: crate::analysis::hosts::AllowedHosts::parse(allowed).expect("a list"),
+    };
+    (shared, kube::Api::namespaced(client, "shop"))
+}
+
+#[tokio::test]
+async fn an_oauth2_token_is_asked_for_and_sent_as_bearer_never_shown() {
+    let address = serve_once(
+        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 42\r\n\r\n{\"access_token\":\"tok-123\",\"expires_in\":60}",
+        |_| {},
+    );
+    let metric: crate::api::analysis::Metric = serde_json::from_value(serde_json::json!({
+        "name": "m", "successCondition": "true", "provider": {"prometheus": {"query": "up"}}}))
+    .expect("a metric");
+    let args = oauth2_args(&address);
+    let run = crate::api::analysis::AnalysisRun::new("run", Default::default());
+    for (allowed, ok) in [("127.0.0.1", true), ("prometheus.monitoring", false)] {
+        let (shared, secrets) = oauth2_env_parts(allowed);
+        let env = crate::analysis::provider::Env {
+            run: &run,
+            metric: &metric,
+            measurement: 1,
+            at: "spec.metrics[0]",
+            args: &args,
+            secrets: &secrets,
+            shared: &shared,
+        };
+        match client_credentials(&env, &oauth2()).await {
+            Ok((header, secrets)) => {
+                assert!(ok, "sent to a host not allowed");
+                assert_eq!(header, "Bearer tok-123");
+                assert!(
+                    secrets.contains(&"tok-123".to_owned())
+                        && secrets.contains(&"s3cr3t".to_owned())
+                );
+            }
+            Err(why) => {
+                assert!(!ok, "{why}");
+                assert!(
+                    why.contains("oauth2.tokenUrl") && why.contains("nothing was sent"),
+                    "{why}"
+                );
+                assert!(!why.contains("s3cr3t"), "{why}");
+            }
+        }
+    }
+}
