@@ -10,7 +10,8 @@ use serde::Deserialize;
 
 use super::args::substitute;
 use super::provider::{
-    Env, Gates, Provider, Ready, Taken, Unready, causes, read_bounded, read_secret, shown, truncate,
+    Env, Gates, Provider, Ready, Taken, Unready, causes, masked, read_bounded, read_secret, shown,
+    truncate,
 };
 use crate::api::analysis::{
     OAuth2, PrometheusAuthentication, PrometheusMetric, RangeQuery, SecretKeyRef,
@@ -302,9 +303,7 @@ impl Provider for PrometheusMetric {
                     Unready::Never(format!("{at}.provider.prometheus.address: {why}"))
                 })?;
                 if let Err(why) = env.shared.allowed.check(&filled.sent) {
-                    let why = env.secret_args().iter().fold(why, |text, secret| {
-                        text.replace(secret.as_str(), "<secret>")
-                    });
+                    let why = masked(why, &env.secret_args());
                     return Err(Unready::Never(format!(
                         "{at}.provider.prometheus.address: {why}; use an address the operator allows, or ask them to add it to --allowed-metric-hosts. Nothing was sent"
                     )));
@@ -450,16 +449,9 @@ async fn client_credentials(
     oauth2: &OAuth2,
 ) -> Result<(String, Vec<String>), String> {
     let (url, form, mut secrets) = token_request(oauth2, env.args)?;
-    let masked = |text: String| {
-        env.secret_args()
-            .iter()
-            .chain(&secrets)
-            .fold(text, |text, secret| {
-                text.replace(secret.as_str(), "<secret>")
-            })
-    };
     if let Err(why) = env.shared.allowed.check(&url) {
-        return Err(masked(format!("oauth2.tokenUrl: {why}; nothing was sent")));
+        let why = format!("oauth2.tokenUrl: {why}; nothing was sent");
+        return Err(masked(why, env.secret_args().iter().chain(&secrets)));
     }
     let at = |what: String| format!("oauth2: the token endpoint: {what}");
     let sent = tokio::time::timeout(

@@ -58,12 +58,24 @@ pub struct Env<'a> {
 impl Env<'_> {
     /// The Secret values among the arguments: kept out of every message.
     pub fn secret_args(&self) -> Vec<String> {
-        self.args
-            .values()
-            .filter(|v| v.secret && !v.value.is_empty())
-            .map(|v| v.value.clone())
-            .collect()
+        secret_values(self.args)
     }
+}
+
+/// The Secret values among `args`.
+pub fn secret_values(args: &BTreeMap<String, ArgValue>) -> Vec<String> {
+    args.values()
+        .filter(|v| v.secret && !v.value.is_empty())
+        .map(|v| v.value.clone())
+        .collect()
+}
+
+/// `text` with every one of `secrets` written `<secret>`: what a message may show of a text
+/// that may quote them (a request echoed in an error, a checker quoting its input).
+pub fn masked<'s>(text: String, secrets: impl IntoIterator<Item = &'s String>) -> String {
+    secrets.into_iter().fold(text, |text, secret| {
+        text.replace(secret.as_str(), "<secret>")
+    })
 }
 
 /// A measurement ready to take.

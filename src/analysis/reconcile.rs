@@ -351,10 +351,7 @@ fn with_conditions_filled(
             .map_err(|why| Unready::Never(format!("{at}.{field}: {why}")))?;
         if let Err(why) = verdict::check_condition(&substituted.sent) {
             // The checker's words may quote the text: no Secret value leaves in them.
-            let why = values
-                .values()
-                .filter(|v| v.secret && !v.value.is_empty())
-                .fold(why, |text, v| text.replace(v.value.as_str(), "<secret>"));
+            let why = provider::masked(why, &provider::secret_values(values));
             return Err(Unready::Never(format!(
                 "{at}.{field}, its arguments filled (`{}`): {why}",
                 substituted.recorded
@@ -382,9 +379,7 @@ async fn measure(ctx: &Context, prepared: Prepared) -> Option<Measurement> {
     };
     let finished = Utc::now();
     // Whatever the answer echoed (an error quoting the request), no Secret value leaves.
-    let message = prepared.ready.secrets.iter().fold(message, |text, secret| {
-        text.replace(secret.as_str(), "<secret>")
-    });
+    let message = provider::masked(message, &prepared.ready.secrets);
     ctx.metrics
         .observe_measurement(phase, (finished - started).to_std().unwrap_or_default());
     info!(metric = %prepared.metric.name, ?phase, value = value.as_deref().unwrap_or("-"), %message, "measured");

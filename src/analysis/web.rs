@@ -13,7 +13,7 @@ use reqwest::header::{HeaderName, HeaderValue};
 use serde_json::Value;
 
 use super::args::{substitute, substitute_json};
-use super::provider::{Env, Provider, Ready, Taken, Unready, causes, read_bounded, shown};
+use super::provider::{Env, Provider, Ready, Taken, Unready, causes, masked, read_bounded, shown};
 use crate::api::analysis::{WebMetric, json_path_query};
 use crate::verdict::{self, QueryValue};
 
@@ -79,11 +79,6 @@ impl Provider for WebMetric {
             let at = format!("{}.provider.web", env.at);
             let never = |field: &str, why: String| Unready::Never(format!("{at}.{field}: {why}"));
             let secrets = env.secret_args();
-            let masked = |text: String| {
-                secrets.iter().fold(text, |text, secret| {
-                    text.replace(secret.as_str(), "<secret>")
-                })
-            };
             let filled = substitute(&self.url, env.args).map_err(|why| never("url", why))?;
             // Checked before anything is sent; the refusal quotes the URL as recorded.
             if let Err(why) = env.shared.allowed.check(&filled.sent) {
@@ -91,7 +86,7 @@ impl Provider for WebMetric {
                     "url",
                     format!(
                         "{}; use a URL the operator allows, or ask them to add it to --allowed-metric-hosts. Nothing was sent",
-                        masked(why)
+                        masked(why, &secrets)
                     ),
                 ));
             }
