@@ -14,7 +14,8 @@ use crate::api::gitsync::GitSyncSpec;
 use crate::api::rollout::RolloutSpec;
 
 pub use analysis::{
-    MAX_QUERY_TIMEOUT_SECONDS, analysis_template, cluster_analysis_template, placeholders,
+    MAX_QUERY_TIMEOUT_SECONDS, analysis_run, analysis_template, cluster_analysis_template,
+    placeholders,
 };
 pub use gitsync::{SHA_LEN, git_sync, is_full_sha};
 pub use rollout::rollout;
@@ -76,7 +77,7 @@ pub fn object_as(kind: &str, spec: &serde_json::Value) -> Option<Result<Vec<Viol
         "AnalysisTemplate" => check::<AnalysisTemplateSpec>(spec, analysis_template),
         "ClusterAnalysisTemplate" => check::<AnalysisTemplateSpec>(spec, cluster_analysis_template),
         // Checked as a template: a run's metrics and arguments follow the same rules.
-        "AnalysisRun" => check::<AnalysisRunSpec>(spec, |run| analysis_template(&run.template)),
+        "AnalysisRun" => check::<AnalysisRunSpec>(spec, analysis_run),
         "GitSync" => check::<GitSyncSpec>(spec, git_sync),
         _ => return None,
     })

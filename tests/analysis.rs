@@ -1070,3 +1070,72 @@ async fn a_range_query_judges_every_value_over_its_span() {
         "every value of the span: {value}"
     );
 }
+
+#[tokio::test]
+async fn a_template_composed_of_templates_measures_all_their_metrics() {
+    let ns = TestNamespace::new(&client().await, "analysis-composed").await;
+    let (_server, _target) = success_rate(&ns, 0.99).await;
+    let _controller = controller(&ns);
+    let by_argument = "weir_test_success_rate{test=\"{{args.test}}\"}";
+    success_rate_template(
+        &ns,
+        by_argument,
+        json!({"successCondition": "result[0] >= 0.95"}),
+        json!([{"name": "test"}]),
+    )
+    .await;
+    apply(
+        &ns,
+        template(
+            "strict",
+            prometheus_metric(
+                "strict",
+                by_argument,
+                json!({"successCondition": "result[0] >= 0.999"}),
+            ),
+            json!([{"name": "test"}]),
+        ),
+    )
+    .await;
+    // As Argo composes templates: one that only names others, the argument given once.
+    apply(
+        &ns,
+        json!({"apiVersion": "weir.dev/v1alpha1", "kind": "AnalysisTemplate",
+            "metadata": {"name": "checks"},
+            "spec": {"templates": [{"templateName": "success-rate"}, {"templateName": "strict"}]}}),
+    )
+    .await;
+    let steps = json!([{"setWeight": 20},
+        analysis_step("checks", json!([{"name": "test", "value": ns.name}])),
+        {"setWeight": 60}]);
+    start_canary(&ns, &steps, &json!({})).await;
+    let aborted = wait_for(&ns, "the rollout to abort", |r| {
+        r.status.as_ref().is_some_and(|s| s.abort) && weight(r) == Some(0)
+    })
+    .await;
+    let text = message(&aborted);
+    assert!(
+        text.contains("strict") && text.contains("result[0] >= 0.999"),
+        "the composed template's metric decided: {text}"
+    );
+    let run = run_where(&ns, "the failed run", |r| {
+        run_phase(r) == Some(AnalysisPhase::Failed)
+    })
+    .await;
+    let metrics: Vec<&str> = run
+        .spec
+        .template
+        .metrics
+        .iter()
+        .map(|m| m.name.as_str())
+        .collect();
+    assert_eq!(metrics, vec!["success-rate", "strict"]);
+    assert!(
+        run.spec.template.templates.is_empty(),
+        "a run composes nothing"
+    );
+    let results = run.status.clone().unwrap_or_default().metric_results;
+    let phase_of = |name: &str| results.iter().find(|m| m.name == name).map(|m| m.phase);
+    assert_eq!(phase_of("success-rate"), Some(AnalysisPhase::Successful));
+    assert_eq!(phase_of("strict"), Some(AnalysisPhase::Failed));
+}

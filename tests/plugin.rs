@@ -519,7 +519,7 @@ spec:
       steps:
       - setWeight: twenty
       - pause: {duraton: 10s}
-      - analysis: {templates: [{templateName: errors}]}
+      - analysis: {templates: [{templateName: composed}]}
 ---
 apiVersion: argoproj.io/v1alpha1
 kind: AnalysisTemplate
@@ -563,13 +563,13 @@ spec:
             "{shown}: document 1 (Rollout web): unsupported: spec.strategy.canary.steps[1].pause.duraton: weir does not support this field yet; did you mean duration?"
         ),
         format!(
-            "{shown}: document 1 (Rollout web): unsupported: spec.strategy.canary.steps[2].analysis.templates[0]: AnalysisTemplate errors: spec.metrics[0].provider.datadog"
+            "{shown}: document 1 (Rollout web): unsupported: spec.strategy.canary.steps[2].analysis.templates[0]: AnalysisTemplate errors (in AnalysisTemplate composed): spec.metrics[0].provider.datadog"
         ),
         format!(
             "{shown}: document 2 (AnalysisTemplate errors): unsupported: spec.metrics[0].provider.datadog"
         ),
         format!(
-            "{shown}: document 3 (AnalysisTemplate composed): unsupported: spec.templates: weir does not support this field yet; template composition"
+            "{shown}: document 3 (AnalysisTemplate composed): weir can run this Argo Rollouts manifest once apiVersion is weir.dev/v1alpha1"
         ),
         format!("{shown}: document 4 (AnalysisRun run): error: spec.metrics[0].successCondition"),
     ] {

@@ -106,21 +106,136 @@ fn kind(reference: &AnalysisTemplateRef) -> &'static str {
     }
 }
 
-/// Checks an analysis against its templates (None: not found, reported when the run is
-/// started): each template must be valid, and every argument a template declares without a
-/// default must be given by the Rollout or filled by weir. Findings name the Rollout field,
-/// the template and the template's own field.
-pub fn check(
-    requested: &Requested<'_>,
-    templates: &[Option<&AnalysisTemplateSpec>],
-) -> Vec<Violation> {
+/// How many templates one analysis may reach, composition included: each is read from the
+/// API server when a run is made, and a template may name others without end.
+pub const MAX_TEMPLATES: usize = 32;
+
+/// Templates read so far, by scope (cluster-wide or not) and name; None: it does not exist.
+pub type Fetched = BTreeMap<(bool, String), Option<AnalysisTemplateSpec>>;
+
+/// The key a reference is read and remembered by.
+pub fn key(reference: &AnalysisTemplateRef) -> (bool, String) {
+    (reference.cluster_scope, reference.template_name.clone())
+}
+
+/// A template an analysis reaches: one it names, or one composed into a template it reaches
+/// (Argo Rollouts' `spec.templates`).
+#[derive(Debug)]
+pub struct Reached<'a> {
+    pub reference: &'a AnalysisTemplateRef,
+    /// Which of the analysis' own `templates` it was reached from.
+    pub root: usize,
+    /// The templates that compose it, outermost first; empty when the analysis names it.
+    pub through: Vec<&'a AnalysisTemplateRef>,
+    /// None: it does not exist.
+    pub spec: Option<&'a AnalysisTemplateSpec>,
+}
+
+impl Reached<'_> {
+    /// `AnalysisTemplate error-rate`, or `AnalysisTemplate error-rate (in AnalysisTemplate
+    /// rates)` when composed.
+    pub fn label(&self) -> String {
+        let own = format!("{} {}", kind(self.reference), self.reference.template_name);
+        if self.through.is_empty() {
+            return own;
+        }
+        let through: Vec<String> = self
+            .through
+            .iter()
+            .rev()
+            .map(|r| format!("{} {}", kind(r), r.template_name))
+            .collect();
+        format!("{own} (in {})", through.join(" in "))
+    }
+}
+
+/// What an analysis reaches with the templates read so far.
+#[derive(Debug, Default)]
+pub struct Reach<'a> {
+    /// Each template once, in Argo Rollouts' order: a template before those it composes.
+    pub reached: Vec<Reached<'a>>,
+    /// Named by a template reached (or by the analysis) but not read yet.
+    pub unread: Vec<AnalysisTemplateRef>,
+    /// More than [`MAX_TEMPLATES`]: the walk stopped there.
+    pub beyond_limit: bool,
+}
+
+impl Reach<'_> {
+    /// Every template reached was read and exists.
+    pub fn complete(&self) -> bool {
+        !self.beyond_limit
+            && self.unread.is_empty()
+            && self.reached.iter().all(|r| r.spec.is_some())
+    }
+}
+
+/// Walks from an analysis' templates through the ones they compose, each once (a template
+/// reached twice, or a cycle, is taken once), at most [`MAX_TEMPLATES`]. The caller reads
+/// `unread` and walks again until nothing is left unread.
+pub fn reach<'a>(roots: &'a [AnalysisTemplateRef], fetched: &'a Fetched) -> Reach<'a> {
+    let mut reach = Reach::default();
+    let mut seen = std::collections::BTreeSet::new();
+    let mut stack: Vec<(&AnalysisTemplateRef, usize, Vec<&AnalysisTemplateRef>)> = roots
+        .iter()
+        .enumerate()
+        .rev()
+        .map(|(root, reference)| (reference, root, Vec::new()))
+        .collect();
+    while let Some((reference, root, through)) = stack.pop() {
+        if !seen.insert(key(reference)) {
+            continue;
+        }
+        if reach.reached.len() + reach.unread.len() == MAX_TEMPLATES {
+            reach.beyond_limit = true;
+            break;
+        }
+        let Some(spec) = fetched.get(&key(reference)) else {
+            reach.unread.push(reference.clone());
+            continue;
+        };
+        if let Some(spec) = spec {
+            let mut inner = through.clone();
+            inner.push(reference);
+            for composed in spec.templates.iter().rev() {
+                stack.push((composed, root, inner.clone()));
+            }
+        }
+        reach.reached.push(Reached {
+            reference,
+            root,
+            through,
+            spec: spec.as_ref(),
+        });
+    }
+    reach
+}
+
+/// Checks an analysis against the templates it reaches (those not found are reported when
+/// the run is started): each template must be valid, no metric may be defined twice, and
+/// every argument a template declares without a default must be given by the Rollout or
+/// filled by weir. Findings name the Rollout field, the template (and what composes it) and
+/// the template's own field.
+pub fn check(requested: &Requested<'_>, reach: &Reach<'_>) -> Vec<Violation> {
     let mut violations = Vec::new();
-    for (index, (reference, template)) in requested.templates.iter().zip(templates).enumerate() {
-        let Some(template) = template else { continue };
-        let at = format!("{}.templates[{index}]", requested.field);
-        let kind = kind(reference);
-        let name = &reference.template_name;
-        let problems = if reference.cluster_scope {
+    if reach.beyond_limit {
+        violations.push(Violation {
+            kind: ViolationKind::Invalid,
+            field: format!("{}.templates", requested.field),
+            message: format!(
+                "reaches more than {MAX_TEMPLATES} templates, counting those they compose: name fewer, or compose fewer"
+            ),
+        });
+    }
+    let found: Vec<(&Reached<'_>, &AnalysisTemplateSpec)> = reach
+        .reached
+        .iter()
+        .filter_map(|r| r.spec.map(|spec| (r, spec)))
+        .collect();
+    let mut defined_by: BTreeMap<&str, String> = BTreeMap::new();
+    for (reached, template) in &found {
+        let at = format!("{}.templates[{}]", requested.field, reached.root);
+        let label = reached.label();
+        let problems = if reached.reference.cluster_scope {
             validate::cluster_analysis_template(template)
         } else {
             validate::analysis_template(template)
@@ -129,50 +244,79 @@ pub fn check(
             violations.push(Violation {
                 kind: problem.kind,
                 field: at.clone(),
-                message: format!("{kind} {name}: {problem}"),
+                message: format!("{label}: {problem}"),
             });
+        }
+        for metric in &template.metrics {
+            if let Some(first) = defined_by.insert(&metric.name, label.clone()) {
+                violations.push(Violation {
+                    kind: ViolationKind::Invalid,
+                    field: at.clone(),
+                    message: format!(
+                        "metric {:?} is defined by both {first} and {label}: a run measures each metric once",
+                        metric.name
+                    ),
+                });
+            }
         }
         for arg in &template.args {
             let given = requested.args.iter().any(|a| a.name == arg.name);
-            let defaulted = arg.value.is_some() || arg.value_from.is_some();
-            let elsewhere = templates.iter().flatten().any(|t| {
-                t.args
-                    .iter()
-                    .any(|a| a.name == arg.name && (a.value.is_some() || a.value_from.is_some()))
-            });
-            if !(given || defaulted || elsewhere || args::is_filled_by_weir(&arg.name)) {
+            let defaulted =
+                |a: &Argument| a.name == arg.name && (a.value.is_some() || a.value_from.is_some());
+            let elsewhere = found.iter().any(|(_, t)| t.args.iter().any(defaulted));
+            if !(given || elsewhere || args::is_filled_by_weir(&arg.name)) {
                 violations.push(Violation {
                     kind: ViolationKind::Required,
                     field: format!("{}.args", requested.field),
                     message: format!(
-                        "{kind} {name} needs argument {:?}: give it a value here",
+                        "{label} needs argument {:?}: give it a value here",
                         arg.name
                     ),
                 });
             }
         }
     }
-    // The Rollout's own dry-run and retention entries name metrics of these templates.
-    if templates.iter().all(Option::is_some) {
-        let metrics: Vec<&str> = templates
+    // Dry-run and retention entries of the Rollout, and of a template that composes others,
+    // name metrics of everything reached: checked once all of it was read.
+    if reach.complete() {
+        let metrics: Vec<&str> = found
             .iter()
-            .flatten()
-            .flat_map(|t| t.metrics.iter().map(|m| m.name.as_str()))
+            .flat_map(|(_, t)| t.metrics.iter().map(|m| m.name.as_str()))
             .collect();
-        let named = |list: &str, index: usize, metric: &str| {
+        let named = |at: &str, list: &str, index: usize, metric: &str| {
             (metric != "*" && !metrics.contains(&metric)).then(|| Violation {
                 kind: ViolationKind::Invalid,
-                field: format!("{}.{list}[{index}].metricName", requested.field),
+                field: format!("{at}.{list}[{index}].metricName"),
                 message: format!(
                     "{metric:?} is not a metric of the templates named here (use \"*\" for all)"
                 ),
             })
         };
+        let field = requested.field.as_str();
         let dry_run = requested.dry_run.iter().enumerate();
-        violations.extend(dry_run.filter_map(|(i, d)| named("dryRun", i, &d.metric_name)));
+        violations.extend(dry_run.filter_map(|(i, d)| named(field, "dryRun", i, &d.metric_name)));
         let kept = requested.measurement_retention.iter().enumerate();
-        violations
-            .extend(kept.filter_map(|(i, r)| named("measurementRetention", i, &r.metric_name)));
+        violations.extend(
+            kept.filter_map(|(i, r)| named(field, "measurementRetention", i, &r.metric_name)),
+        );
+        for (reached, template) in found.iter().filter(|(_, t)| !t.templates.is_empty()) {
+            let at = format!("{}.templates[{}]", requested.field, reached.root);
+            let label = reached.label();
+            let in_template = |list: &str, index: usize, metric: &str| {
+                named("spec", list, index, metric).map(|v| Violation {
+                    field: at.clone(),
+                    message: format!("{label}: {}: {}", v.field, v.message),
+                    ..v
+                })
+            };
+            let dry_run = template.dry_run.iter().enumerate();
+            violations
+                .extend(dry_run.filter_map(|(i, d)| in_template("dryRun", i, &d.metric_name)));
+            let kept = template.measurement_retention.iter().enumerate();
+            violations.extend(
+                kept.filter_map(|(i, r)| in_template("measurementRetention", i, &r.metric_name)),
+            );
+        }
     }
     violations.sort();
     violations.dedup();
@@ -447,7 +591,7 @@ mod tests {
             &analysis,
         );
         let found = template(&["rate", "latency"], json!([]));
-        let fields: Vec<String> = check(&requested, &[Some(&found)])
+        let fields: Vec<String> = check_with(&requested, &[Some(&found)])
             .into_iter()
             .map(|v| v.field)
             .collect();
@@ -459,7 +603,7 @@ mod tests {
             ]
         );
         assert!(
-            check(&requested, &[None]).is_empty(),
+            check_with(&requested, &[None]).is_empty(),
             "a missing template is reported elsewhere"
         );
     }
@@ -481,6 +625,20 @@ mod tests {
             error.contains("template a") && error.contains("template b"),
             "{error}"
         );
+    }
+
+    /// Checks with the templates the analysis names read as `specs`, in its order.
+    fn check_with(
+        requested: &Requested<'_>,
+        specs: &[Option<&AnalysisTemplateSpec>],
+    ) -> Vec<Violation> {
+        let fetched: Fetched = requested
+            .templates
+            .iter()
+            .zip(specs)
+            .map(|(r, spec)| (key(r), spec.cloned()))
+            .collect();
+        check(requested, &reach(requested.templates, &fetched))
     }
 
     /// A step analysis that gives `args` and nothing else.
@@ -519,7 +677,7 @@ mod tests {
         let mut broken = template(&["m"], json!([]));
         broken.metrics[0].success_condition = Some("all(result, # < 1)".into());
         let shared = template(&["n"], json!([]));
-        let problems = check(&requested, &[Some(&broken), Some(&shared)]);
+        let problems = check_with(&requested, &[Some(&broken), Some(&shared)]);
         assert_eq!(problems.len(), 1, "{problems:?}");
         assert_eq!(
             problems[0].field,
@@ -533,7 +691,7 @@ mod tests {
             problems[0].message
         );
         assert!(
-            check(&requested, &[None, None]).is_empty(),
+            check_with(&requested, &[None, None]).is_empty(),
             "missing templates are reported when a run starts"
         );
     }
@@ -561,9 +719,9 @@ mod tests {
                 .expect("headers");
         let other = template(&["n"], json!([]));
         // Namespaced (refs[0]): the tenant's own header, in the tenant's own runs.
-        assert!(check(&requested, &[Some(&with_token), Some(&other)]).is_empty());
+        assert!(check_with(&requested, &[Some(&with_token), Some(&other)]).is_empty());
         // Cluster-wide (refs[1]): it would be copied into every tenant's runs.
-        let problems = check(&requested, &[Some(&other), Some(&with_token)]);
+        let problems = check_with(&requested, &[Some(&other), Some(&with_token)]);
         assert_eq!(problems.len(), 1, "{problems:?}");
         assert!(
             problems[0].message.starts_with(
@@ -591,7 +749,7 @@ mod tests {
             measurement_retention: &[],
             metadata: None,
         };
-        let problems = check(&requested, &[Some(&needs), Some(&gives_window)]);
+        let problems = check_with(&requested, &[Some(&needs), Some(&gives_window)]);
         let messages: Vec<_> = problems
             .iter()
             .map(|p| (p.field.as_str(), p.message.as_str()))
@@ -609,7 +767,7 @@ mod tests {
             args: &given,
             ..requested
         };
-        assert!(check(&requested, &[Some(&needs), Some(&gives_window)]).is_empty());
+        assert!(check_with(&requested, &[Some(&needs), Some(&gives_window)]).is_empty());
     }
 
     #[test]
@@ -667,5 +825,239 @@ mod tests {
             error,
             "argument \"stable\" has no value: give it one in the analysis args"
         );
+    }
+
+    fn reference(name: &str, cluster_scope: bool) -> AnalysisTemplateRef {
+        AnalysisTemplateRef {
+            template_name: name.into(),
+            cluster_scope,
+            ..AnalysisTemplateRef::default()
+        }
+    }
+
+    /// A template with `metrics` that composes `names` (namespaced).
+    fn composing(metrics: &[&str], names: &[&str]) -> AnalysisTemplateSpec {
+        let mut spec = template(metrics, json!([]));
+        spec.templates = names.iter().map(|n| reference(n, false)).collect();
+        spec
+    }
+
+    fn labels(reach: &Reach<'_>) -> Vec<String> {
+        reach.reached.iter().map(Reached::label).collect()
+    }
+
+    #[test]
+    fn composed_templates_are_reached_once_each_a_template_before_those_it_composes() {
+        let mut fetched = Fetched::new();
+        fetched.insert(
+            key(&reference("rates", false)),
+            Some(composing(&[], &["errors", "latency"])),
+        );
+        fetched.insert(
+            key(&reference("errors", false)),
+            Some(composing(&["e"], &["base"])),
+        );
+        fetched.insert(
+            key(&reference("latency", false)),
+            Some(composing(&["l"], &["base", "rates"])),
+        );
+        fetched.insert(key(&reference("base", false)), Some(composing(&["b"], &[])));
+        let roots = vec![reference("rates", false), reference("base", true)];
+        let reach = reach(&roots, &fetched);
+        assert_eq!(
+            labels(&reach),
+            vec![
+                "AnalysisTemplate rates",
+                "AnalysisTemplate errors (in AnalysisTemplate rates)",
+                "AnalysisTemplate base (in AnalysisTemplate errors in AnalysisTemplate rates)",
+                "AnalysisTemplate latency (in AnalysisTemplate rates)",
+            ],
+            "a diamond and a cycle each taken once"
+        );
+        assert_eq!(
+            reach.unread,
+            vec![reference("base", true)],
+            "a ClusterAnalysisTemplate is not the AnalysisTemplate of that name"
+        );
+        assert!(reach.reached.iter().all(|r| r.root == 0));
+        assert!(!reach.complete());
+    }
+
+    #[test]
+    fn a_composed_template_that_does_not_exist_is_reached_without_what_it_would_compose() {
+        let mut fetched = Fetched::new();
+        fetched.insert(
+            key(&reference("rates", false)),
+            Some(composing(&[], &["gone"])),
+        );
+        fetched.insert(key(&reference("gone", false)), None);
+        let roots = vec![reference("rates", false)];
+        let reach = reach(&roots, &fetched);
+        assert_eq!(reach.reached.len(), 2);
+        assert!(reach.reached[1].spec.is_none());
+        assert!(reach.unread.is_empty());
+        assert!(!reach.complete(), "a template missing is not complete");
+    }
+
+    #[test]
+    fn a_chain_longer_than_the_limit_stops_there_and_is_named() {
+        let mut fetched = Fetched::new();
+        for n in 0..100 {
+            let next = format!("t{}", n + 1);
+            fetched.insert(
+                (false, format!("t{n}")),
+                Some(composing(&[&format!("m{n}")], &[&next])),
+            );
+        }
+        let roots = vec![reference("t0", false)];
+        let reach = reach(&roots, &fetched);
+        assert_eq!(reach.reached.len(), MAX_TEMPLATES);
+        assert!(reach.beyond_limit);
+        let analysis: StepAnalysis =
+            serde_json::from_value(json!({"templates": [{"templateName": "t0"}]}))
+                .expect("analysis");
+        let requested = Requested::of(
+            "spec.strategy.canary.analysis".into(),
+            AnalysisKind::Background,
+            &analysis,
+        );
+        let problems = check(&requested, &reach);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert_eq!(problems[0].field, "spec.strategy.canary.analysis.templates");
+        assert!(
+            problems[0].message.contains("more than 32 templates"),
+            "{}",
+            problems[0].message
+        );
+    }
+
+    #[test]
+    fn a_composed_template_is_checked_and_named_through_what_composes_it() {
+        let mut broken = template(&["inner"], json!([{"name": "service"}]));
+        broken.metrics[0].success_condition = Some("all(result, # < 1)".into());
+        let mut rates = composing(&["rate"], &["broken", "again"]);
+        rates.dry_run =
+            serde_json::from_value(json!([{"metricName": "inner"}, {"metricName": "nope"}]))
+                .expect("dry run");
+        let mut fetched = Fetched::new();
+        fetched.insert(key(&reference("rates", false)), Some(rates));
+        fetched.insert(key(&reference("broken", false)), Some(broken));
+        fetched.insert(
+            key(&reference("again", false)),
+            Some(template(&["rate"], json!([]))),
+        );
+        let analysis: StepAnalysis = serde_json::from_value(
+            json!({"templates": [{"templateName": "other"}, {"templateName": "rates"}]}),
+        )
+        .expect("analysis");
+        fetched.insert(
+            key(&reference("other", false)),
+            Some(template(&["o"], json!([]))),
+        );
+        let requested = Requested::of(
+            "spec.strategy.canary.steps[1].analysis".into(),
+            AnalysisKind::Step(1),
+            &analysis,
+        );
+        let problems: Vec<(String, String)> =
+            check(&requested, &reach(requested.templates, &fetched))
+                .into_iter()
+                .map(|v| (v.field, v.message))
+                .collect();
+        let at = "spec.strategy.canary.steps[1].analysis.templates[1]";
+        assert_eq!(problems.len(), 4, "{problems:#?}");
+        assert!(problems.iter().any(|(f, m)| f == "spec.strategy.canary.steps[1].analysis.args"
+            && m == "AnalysisTemplate broken (in AnalysisTemplate rates) needs argument \"service\": give it a value here"));
+        assert!(problems.iter().any(|(f, m)| f == at
+            && m.starts_with("AnalysisTemplate broken (in AnalysisTemplate rates): spec.metrics[0].successCondition")));
+        assert!(problems.iter().any(|(f, m)| f == at
+            && m == "metric \"rate\" is defined by both AnalysisTemplate rates and AnalysisTemplate again (in AnalysisTemplate rates): a run measures each metric once"));
+        assert!(
+            problems.iter().any(|(f, m)| f == at
+                && m.starts_with(
+                    "AnalysisTemplate rates: spec.dryRun[1].metricName: \"nope\" is not a metric"
+                )),
+            "the composing template's dry run names the composed metrics: inner is one, nope is not"
+        );
+    }
+
+    /// Every template reachable from the roots through the map, by a plain breadth-first walk.
+    fn reachable(
+        roots: &[AnalysisTemplateRef],
+        fetched: &Fetched,
+    ) -> std::collections::BTreeSet<(bool, String)> {
+        let mut seen = std::collections::BTreeSet::new();
+        let mut queue: std::collections::VecDeque<(bool, String)> = roots.iter().map(key).collect();
+        while let Some(next) = queue.pop_front() {
+            if !seen.insert(next.clone()) {
+                continue;
+            }
+            if let Some(Some(spec)) = fetched.get(&next) {
+                queue.extend(spec.templates.iter().map(key));
+            }
+        }
+        seen
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(500))]
+
+        /// For any graph of templates (cycles, diamonds, missing ones, either scope), reading
+        /// what is unread until nothing is: ends within the limit's rounds; reaches each
+        /// template once; and reaches exactly what is reachable, or stops at the limit.
+        #[test]
+        fn reading_until_nothing_is_unread_reaches_everything_once_or_stops_at_the_limit(
+            edges in proptest::collection::vec(proptest::collection::vec((0usize..48, proptest::bool::ANY), 0..4), 48),
+            exists in proptest::collection::vec(proptest::bool::weighted(0.9), 48),
+            roots in proptest::collection::vec((0usize..48, proptest::bool::ANY), 1..4),
+        ) {
+            let at = |(n, cluster): (usize, bool)| reference(&format!("t{n}"), cluster);
+            let store: Fetched = (0..48)
+                .flat_map(|n| [(n, false), (n, true)])
+                .map(|(n, cluster)| {
+                    let spec = exists[n].then(|| {
+                        let mut spec = template(&[&format!("m{n}{cluster}")], json!([]));
+                        spec.templates = edges[n].iter().copied().map(at).collect();
+                        spec
+                    });
+                    (key(&at((n, cluster))), spec)
+                })
+                .collect();
+            let roots: Vec<AnalysisTemplateRef> = roots.into_iter().map(at).collect();
+            let mut fetched = Fetched::new();
+            let mut rounds = 0;
+            loop {
+                let unread = reach(&roots, &fetched).unread;
+                if unread.is_empty() {
+                    break;
+                }
+                rounds += 1;
+                proptest::prop_assert!(rounds <= MAX_TEMPLATES, "reading goes on");
+                for r in unread {
+                    let spec = store.get(&key(&r)).cloned().flatten();
+                    fetched.insert(key(&r), spec);
+                }
+            }
+            let reach = reach(&roots, &fetched);
+            let keys: Vec<(bool, String)> = reach.reached.iter().map(|r| key(r.reference)).collect();
+            let unique: std::collections::BTreeSet<_> = keys.iter().cloned().collect();
+            proptest::prop_assert_eq!(unique.len(), keys.len(), "each template once");
+            proptest::prop_assert!(keys.len() <= MAX_TEMPLATES);
+            let all = reachable(&roots, &store);
+            if reach.beyond_limit {
+                proptest::prop_assert!(all.len() > MAX_TEMPLATES);
+            } else {
+                proptest::prop_assert_eq!(unique, all);
+            }
+            for reached in &reach.reached {
+                match reached.through.last() {
+                    None => proptest::prop_assert_eq!(&roots[reached.root], reached.reference),
+                    Some(parent) => {
+                        let composes = store.get(&key(parent)).cloned().flatten().map(|s| s.templates.contains(reached.reference));
+                        proptest::prop_assert_eq!(composes, Some(true));
+                    }
+                }
+            }
+        }
     }
 }

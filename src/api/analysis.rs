@@ -39,6 +39,10 @@ pub struct AnalysisTemplateSpec {
     /// Arguments the queries use as `{{args.NAME}}`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub args: Vec<Argument>,
+    /// Other templates whose metrics, args, dry-run and retention entries this one takes in,
+    /// as Argo Rollouts composes templates (resolved when a run is made, never in a run).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub templates: Vec<AnalysisTemplateRef>,
     /// Metrics (by name, `*` for all) that are measured and recorded but never fail the run,
     /// as in Argo Rollouts.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -46,6 +50,20 @@ pub struct AnalysisTemplateSpec {
     /// How many recent measurements a run keeps per metric (default 10), as in Argo Rollouts.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub measurement_retention: Vec<MeasurementRetention>,
+    #[serde(flatten)]
+    #[schemars(skip)]
+    pub unsupported: Unsupported,
+}
+
+/// A template named by a Rollout's analysis or composed into another template.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(transform = keep_unknown_fields)]
+pub struct AnalysisTemplateRef {
+    pub template_name: String,
+    /// Refers to a ClusterAnalysisTemplate instead of an AnalysisTemplate.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cluster_scope: bool,
     #[serde(flatten)]
     #[schemars(skip)]
     pub unsupported: Unsupported,
@@ -625,6 +643,7 @@ pub struct Measurement {
 
 keeps_unknown_fields!(
     AnalysisTemplateSpec,
+    AnalysisTemplateRef,
     DryRun,
     MeasurementRetention,
     Metric,

@@ -13,6 +13,7 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+pub use super::analysis::AnalysisTemplateRef;
 use super::analysis::{AnalysisRunMetadata, Argument, DryRun, MeasurementRetention};
 use super::schema::keeps_unknown_fields;
 use super::schema::{Unsupported, keep_unknown_fields};
@@ -763,19 +764,6 @@ pub struct StepAnalysis {
     pub unsupported: Unsupported,
 }
 
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-#[schemars(transform = keep_unknown_fields)]
-pub struct AnalysisTemplateRef {
-    pub template_name: String,
-    /// Refers to a ClusterAnalysisTemplate instead of an AnalysisTemplate.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub cluster_scope: bool,
-    #[serde(flatten)]
-    #[schemars(skip)]
-    pub unsupported: Unsupported,
-}
-
 /// Exactly one of `replicas`, `weight` or `matchTrafficWeight`.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
@@ -1071,7 +1059,6 @@ keeps_unknown_fields!(
     CanaryStep,
     PauseStep,
     StepAnalysis,
-    AnalysisTemplateRef,
     SetCanaryScale,
     ManagedRouteName,
     SetHeaderRoute,

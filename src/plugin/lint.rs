@@ -9,7 +9,6 @@ use serde_json::Value;
 use std::collections::BTreeMap;
 
 use crate::analysis::run;
-use crate::api::analysis::AnalysisTemplateSpec;
 use crate::api::rollout::RolloutSpec;
 use crate::validate::{self, Violation, ViolationKind};
 
@@ -56,9 +55,7 @@ pub fn lint_all(files: &[(String, String)]) -> Report {
 }
 
 /// The templates the documents define, by kind and name.
-fn templates_in(
-    documents: &[(&str, Vec<Result<Value, String>>)],
-) -> BTreeMap<(bool, String), AnalysisTemplateSpec> {
+fn templates_in(documents: &[(&str, Vec<Result<Value, String>>)]) -> run::Fetched {
     let mut templates = BTreeMap::new();
     for value in documents.iter().flat_map(|(_, d)| d.iter().flatten()) {
         let api_version = value["apiVersion"].as_str().unwrap_or_default();
@@ -72,7 +69,7 @@ fn templates_in(
         }
         let name = value["metadata"]["name"].as_str().unwrap_or_default();
         if let Some(spec) = validate::read_leniently(&value["spec"]) {
-            templates.insert((cluster, name.to_owned()), spec);
+            templates.insert((cluster, name.to_owned()), Some(spec));
         }
     }
     templates
@@ -80,22 +77,17 @@ fn templates_in(
 
 /// A Rollout's analyses checked against the templates at hand: each template's own rules
 /// (an unsupported provider, say) and the arguments it needs, under the Rollout's field.
-fn analysis_findings(
-    spec: &Value,
-    templates: &BTreeMap<(bool, String), AnalysisTemplateSpec>,
-) -> Vec<Violation> {
+fn analysis_findings(spec: &Value, templates: &run::Fetched) -> Vec<Violation> {
     let Some(spec) = validate::read_leniently::<RolloutSpec>(spec) else {
         return Vec::new();
     };
     let mut findings = Vec::new();
     for requested in run::requested(&spec) {
-        let found: Vec<Option<&AnalysisTemplateSpec>> = requested
-            .templates
-            .iter()
-            .map(|r| templates.get(&(r.cluster_scope, r.template_name.clone())))
-            .collect();
-        if found.iter().any(Option::is_some) {
-            findings.extend(run::check(&requested, &found));
+        // Templates kept elsewhere are not looked for: what is not among the files stays
+        // unread, and only what was read is checked.
+        let reach = run::reach(requested.templates, templates);
+        if !reach.reached.is_empty() {
+            findings.extend(run::check(&requested, &reach));
         }
     }
     findings
@@ -105,7 +97,7 @@ fn lint_documents(
     report: &mut Report,
     file: &str,
     documents: &[Result<Value, String>],
-    templates: &BTreeMap<(bool, String), AnalysisTemplateSpec>,
+    templates: &run::Fetched,
 ) {
     for (index, document) in documents.iter().enumerate() {
         // Counted from 1, as people count documents in a file.
@@ -273,6 +265,41 @@ mod tests {
             report.lines[0].contains("spec.replicas: does not parse")
                 && report.lines[0].contains("spec: does not parse: missing field `selector`"),
             "every value that does not parse is named, with its field: {:?}",
+            report.lines
+        );
+    }
+
+    #[test]
+    fn a_rollout_is_checked_through_the_templates_its_templates_compose() {
+        let files = [
+            (
+                "rollout.yaml".to_owned(),
+                "apiVersion: argoproj.io/v1alpha1\nkind: Rollout\nmetadata: {name: web}\n\
+                spec:\n  selector: {matchLabels: {app: web}}\n  template:\n    metadata: {labels: {app: web}}\n\
+                \x20   spec: {containers: [{name: web, image: web:1}]}\n  strategy:\n    canary:\n      steps:\n\
+                \x20     - setWeight: 20\n      - analysis: {templates: [{templateName: checks}]}\n"
+                    .to_owned(),
+            ),
+            (
+                "templates.yaml".to_owned(),
+                "apiVersion: argoproj.io/v1alpha1\nkind: AnalysisTemplate\nmetadata: {name: checks}\n\
+                spec:\n  templates: [{templateName: web-check}, {templateName: kept-elsewhere}]\n---\n\
+                apiVersion: argoproj.io/v1alpha1\nkind: AnalysisTemplate\nmetadata: {name: web-check}\n\
+                spec:\n  metrics:\n  - name: errors\n    successCondition: 'result < 1'\n    provider:\n\
+                \x20     datadog: {query: 'sum:errors{*}'}\n"
+                    .to_owned(),
+            ),
+        ];
+        let report = lint_all(&files);
+        let rollout: Vec<&String> = report
+            .lines
+            .iter()
+            .filter(|l| l.starts_with("rollout.yaml: document 1 (Rollout web): unsupported: spec.strategy.canary.steps[1].analysis.templates[0]: AnalysisTemplate web-check (in AnalysisTemplate checks): spec.metrics[0].provider.datadog"))
+            .collect();
+        assert_eq!(rollout.len(), 1, "{:#?}", report.lines);
+        assert!(
+            report.lines.iter().all(|l| !l.contains("kept-elsewhere")),
+            "a template not among the files is not looked for: {:#?}",
             report.lines
         );
     }

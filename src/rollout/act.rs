@@ -8,7 +8,7 @@ use kube::{Client, ResourceExt};
 use serde_json::json;
 
 use super::error::Error;
-use super::observe::{LastWrite, Version, Wrote, fetch_template};
+use super::observe::{LastWrite, Version, Wrote, read_templates};
 use super::plan::Action;
 use super::workload;
 use crate::analysis::run;
@@ -291,31 +291,42 @@ async fn start_analysis(
     else {
         return Ok(Wrote::Elsewhere);
     };
-    let mut templates = Vec::new();
-    for (index, reference) in requested.templates.iter().enumerate() {
-        let spec = fetch_template(client, &namespace, reference)
-            .await?
-            .ok_or_else(|| Error::MissingTemplate {
-                kind: if reference.cluster_scope {
-                    "ClusterAnalysisTemplate"
+    let mut fetched = run::Fetched::new();
+    read_templates(client, &namespace, requested.templates, &mut fetched).await?;
+    let reach = run::reach(requested.templates, &fetched);
+    if let Some(missing) = reach.reached.iter().find(|r| r.spec.is_none()) {
+        return Err(Error::MissingTemplate {
+            kind: if missing.reference.cluster_scope {
+                "ClusterAnalysisTemplate"
+            } else {
+                "AnalysisTemplate"
+            },
+            name: missing.reference.template_name.clone(),
+            field: format!(
+                "{}.templates[{}]{}",
+                requested.field,
+                missing.root,
+                if missing.through.is_empty() {
+                    ".templateName".to_owned()
                 } else {
-                    "AnalysisTemplate"
-                },
-                name: reference.template_name.clone(),
-                field: format!("{}.templates[{index}].templateName", requested.field),
-            })?;
-        templates.push((reference.template_name.clone(), spec));
+                    format!(" ({})", missing.label())
+                }
+            ),
+        });
     }
     // Checked again as read now: a template changed since the plan's check must not reach a
     // run (a ClusterAnalysisTemplate's literal credentials would be copied into it).
-    let specs: Vec<Option<&AnalysisTemplateSpec>> =
-        templates.iter().map(|(_, t)| Some(t)).collect();
-    if let Some(first) = run::check(&requested, &specs).first() {
+    if let Some(first) = run::check(&requested, &reach).first() {
         return Err(Error::InvalidAnalysis {
             field: first.field.clone(),
             reason: first.message.clone(),
         });
     }
+    let templates: Vec<(String, AnalysisTemplateSpec)> = reach
+        .reached
+        .iter()
+        .filter_map(|r| r.spec.map(|spec| (r.label(), spec.clone())))
+        .collect();
     let run = run::build(rollout, &templates, &requested, target).map_err(|reason| {
         Error::InvalidAnalysis {
             field: requested.field.clone(),

@@ -15,7 +15,6 @@ use serde::de::DeserializeOwned;
 use super::error::Error;
 use super::plan::{AnalysisRunView, Observed};
 use super::workload;
-use std::collections::BTreeMap;
 
 use crate::analysis::run;
 use crate::api::Rollout;
@@ -398,33 +397,43 @@ fn run_view(run: &AnalysisRun) -> Option<AnalysisRunView> {
     })
 }
 
-/// Checks every analysis the Rollout asks for against its templates, read once each.
+/// Checks every analysis the Rollout asks for against its templates (and those they
+/// compose), read once each.
 pub async fn template_problems(
     client: &Client,
     rollout: &Rollout,
 ) -> Result<Vec<Violation>, Error> {
     let namespace = rollout.namespace().unwrap_or_default();
-    let mut fetched: BTreeMap<(bool, String), Option<AnalysisTemplateSpec>> = BTreeMap::new();
+    let mut fetched = run::Fetched::new();
     let mut problems = Vec::new();
     for requested in run::requested(&rollout.spec) {
-        for reference in requested.templates {
-            let key = (reference.cluster_scope, reference.template_name.clone());
-            if let std::collections::btree_map::Entry::Vacant(slot) = fetched.entry(key) {
-                slot.insert(fetch_template(client, &namespace, reference).await?);
-            }
-        }
-        let templates: Vec<Option<&AnalysisTemplateSpec>> = requested
-            .templates
-            .iter()
-            .map(|r| {
-                fetched
-                    .get(&(r.cluster_scope, r.template_name.clone()))
-                    .and_then(Option::as_ref)
-            })
-            .collect();
-        problems.extend(run::check(&requested, &templates));
+        read_templates(client, &namespace, requested.templates, &mut fetched).await?;
+        problems.extend(run::check(
+            &requested,
+            &run::reach(requested.templates, &fetched),
+        ));
     }
     Ok(problems)
+}
+
+/// Reads into `fetched` every template `roots` reach, composition included (at most
+/// [`run::MAX_TEMPLATES`] more).
+pub async fn read_templates(
+    client: &Client,
+    namespace: &str,
+    roots: &[AnalysisTemplateRef],
+    fetched: &mut run::Fetched,
+) -> Result<(), Error> {
+    loop {
+        let unread = run::reach(roots, fetched).unread;
+        if unread.is_empty() {
+            return Ok(());
+        }
+        for reference in unread {
+            let spec = fetch_template(client, namespace, &reference).await?;
+            fetched.insert(run::key(&reference), spec);
+        }
+    }
 }
 
 /// A template a Rollout refers to, namespaced or cluster-wide; None when it does not exist.

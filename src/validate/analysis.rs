@@ -5,8 +5,8 @@ use std::collections::BTreeSet;
 use super::names::{NameRule, check_name};
 use super::violation::{Report, Violation};
 use crate::api::analysis::{
-    AnalysisRunMetadata, AnalysisTemplateSpec, Argument, BasicAuth, DryRun, MeasurementRetention,
-    Metric,
+    AnalysisRunMetadata, AnalysisRunSpec, AnalysisTemplateRef, AnalysisTemplateSpec, Argument,
+    BasicAuth, DryRun, MeasurementRetention, Metric,
 };
 use crate::duration;
 
@@ -119,9 +119,12 @@ pub fn analysis_template(spec: &AnalysisTemplateSpec) -> Vec<Violation> {
     report.unsupported("spec", spec);
     check_args(&mut report, "spec.args", &spec.args);
     let declared: BTreeSet<&str> = spec.args.iter().map(|a| a.name.as_str()).collect();
-    // A template of templates is named unsupported above; no second finding for it.
-    if spec.metrics.is_empty() && !spec.unsupported.contains_key("templates") {
-        report.required("spec.metrics", "a template needs at least one metric");
+    check_template_names(&mut report, "spec.templates", &spec.templates);
+    if spec.metrics.is_empty() && spec.templates.is_empty() {
+        report.required(
+            "spec.metrics",
+            "a template needs at least one metric, or templates to compose",
+        );
     }
     let mut names = BTreeSet::new();
     for (index, metric) in spec.metrics.iter().enumerate() {
@@ -141,8 +144,14 @@ pub fn analysis_template(spec: &AnalysisTemplateSpec) -> Vec<Violation> {
         &spec.measurement_retention,
         None,
     );
+    // A template that composes others may name their metrics: checked once they are read
+    // (`analysis::run::check`).
+    let composes = !spec.templates.is_empty();
     for (index, retention) in spec.measurement_retention.iter().enumerate() {
-        if retention.metric_name != "*" && !names.contains(retention.metric_name.as_str()) {
+        if !composes
+            && retention.metric_name != "*"
+            && !names.contains(retention.metric_name.as_str())
+        {
             report.invalid(
                 format!("spec.measurementRetention[{index}].metricName"),
                 format!(
@@ -153,7 +162,8 @@ pub fn analysis_template(spec: &AnalysisTemplateSpec) -> Vec<Violation> {
         }
     }
     for (index, dry_run) in spec.dry_run.iter().enumerate() {
-        if dry_run.metric_name != "*" && !names.contains(dry_run.metric_name.as_str()) {
+        if !composes && dry_run.metric_name != "*" && !names.contains(dry_run.metric_name.as_str())
+        {
             report.invalid(
                 format!("spec.dryRun[{index}].metricName"),
                 format!(
@@ -164,6 +174,38 @@ pub fn analysis_template(spec: &AnalysisTemplateSpec) -> Vec<Violation> {
         }
     }
     report.finish()
+}
+
+/// A run's own spec: a template's rules, and nothing left to compose (weir resolves the
+/// templates when it makes a run).
+pub fn analysis_run(run: &AnalysisRunSpec) -> Vec<Violation> {
+    let mut report = Report {
+        violations: analysis_template(&run.template),
+    };
+    if !run.template.templates.is_empty() {
+        report.invalid(
+            "spec.templates",
+            "a run does not compose templates: list their metrics and args in the run, or name the templates in a Rollout's analysis",
+        );
+    }
+    report.finish()
+}
+
+/// References to templates: each a name a template can have, with no unknown fields.
+pub(super) fn check_template_names(
+    report: &mut Report,
+    at: &str,
+    templates: &[AnalysisTemplateRef],
+) {
+    for (index, template) in templates.iter().enumerate() {
+        report.unsupported(&format!("{at}[{index}]"), template);
+        check_name(
+            report,
+            &format!("{at}[{index}].templateName"),
+            &template.template_name,
+            NameRule::Dns1123Subdomain,
+        );
+    }
 }
 
 /// A ClusterAnalysisTemplate is written by the cluster's operators and copied into

@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 
-use super::analysis::{check_args, check_run_settings};
+use super::analysis::{check_args, check_run_settings, check_template_names};
 use super::names::{NameRule, check_name, label_value_ok, qualified_name_problem};
 use super::routes;
 use super::violation::{Report, Violation};
@@ -939,13 +939,5 @@ fn check_template_refs(report: &mut Report, at: &str, templates: &[AnalysisTempl
             "name at least one AnalysisTemplate",
         );
     }
-    for (index, template) in templates.iter().enumerate() {
-        report.unsupported(&format!("{at}.templates[{index}]"), template);
-        check_name(
-            report,
-            &format!("{at}.templates[{index}].templateName"),
-            &template.template_name,
-            NameRule::Dns1123Subdomain,
-        );
-    }
+    check_template_names(report, &format!("{at}.templates"), templates);
 }

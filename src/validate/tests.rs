@@ -784,6 +784,33 @@ fn metrics_need_unique_names_a_provider_and_a_query() {
 }
 
 #[test]
+fn a_template_may_compose_others_as_argo_writes_it_and_a_run_may_not() {
+    // Argo's shape: arguments, and templates in place of metrics.
+    let composing = template_from(json!({
+        "args": [{"name": "service"}],
+        "templates": [{"templateName": "error-rate"}, {"templateName": "latency", "clusterScope": true}],
+        "dryRun": [{"metricName": "latency-p99"}]
+    }));
+    assert_only(analysis_template(&composing), &[]);
+    assert_only(cluster_analysis_template(&composing), &[]);
+    assert_only(
+        analysis_template(&template_from(json!({
+            "templates": [{"templateName": "Error Rate"}, {"templateName": "x", "clusterScoped": true}]
+        }))),
+        &[
+            (Invalid, "spec.templates[0].templateName"),
+            (Unsup, "spec.templates[1].clusterScoped"),
+        ],
+    );
+    let run: crate::api::analysis::AnalysisRunSpec = serde_json::from_value(json!({
+        "metrics": [{"name": "m", "successCondition": "true", "provider": prometheus("up")}],
+        "templates": [{"templateName": "error-rate"}]
+    }))
+    .expect("run");
+    assert_only(analysis_run(&run), &[(Invalid, "spec.templates")]);
+}
+
+#[test]
 fn web_metrics_take_argos_fields_and_are_checked_field_by_field() {
     // As Argo documents the web provider: defaults left out.
     let spec = template_from(json!({

@@ -119,7 +119,6 @@ fn unsupported_hint(at: &str, name: &str) -> Option<String> {
         _ if router => format!("the {name} router is not built yet; weir routes traffic with alb, gatewayAPI, istio, nginx or smi, or by replica ratio when trafficRouting is omitted"),
         "serviceAccountName" if at == "spec.decryption" => "weir decrypts with the age identities of secretRef only (no KMS, so no workload identity); remove it".into(),
         "experiment" => format!("{name} steps are not built yet; remove the step"),
-        "templates" if at == "spec" => "template composition (a template made of other templates) is not built yet: list the metrics and args here, or name each template in the Rollout's analysis, which merges them".into(),
         _ => return None,
     })
 }
