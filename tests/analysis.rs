@@ -1139,3 +1139,45 @@ async fn a_template_composed_of_templates_measures_all_their_metrics() {
     assert_eq!(phase_of("success-rate"), Some(AnalysisPhase::Successful));
     assert_eq!(phase_of("strict"), Some(AnalysisPhase::Failed));
 }
+
+#[tokio::test]
+async fn a_run_that_ends_stops_its_jobs_still_running() {
+    use k8s_openapi::api::batch::v1::Job;
+    let ns = TestNamespace::new(&client().await, "analysis-job-stop").await;
+    let (_server, _target) = success_rate(&ns, 0.99).await;
+    let _controller = controller(&ns);
+    // A long smoke test beside a metric that fails at once: the run fails while the Job runs.
+    let long_check = json!({"name": "smoke", "provider": {"job": {"spec": {"template": {
+        "metadata": {"annotations": {"sim.weir.dev/runs-until-deleted": "true"}},
+        "spec": {"containers": [{"name": "smoke", "image": "busybox", "command": ["sleep", "3600"]}],
+            "restartPolicy": "Never"}}}}}});
+    apply(
+        &ns,
+        json!({"apiVersion": "weir.dev/v1alpha1", "kind": "AnalysisTemplate",
+            "metadata": {"name": "checks"},
+            "spec": {"metrics": [long_check, prometheus_metric("success-rate", &query(&ns),
+                json!({"successCondition": "result[0] >= 0.999"}))]}}),
+    )
+    .await;
+    let steps = json!([{"setWeight": 20}, analysis_step("checks", json!([])), {"setWeight": 60}]);
+    start_canary(&ns, &steps, &json!({})).await;
+    let run = run_where(&ns, "the failed run", |r| {
+        run_phase(r) == Some(AnalysisPhase::Failed)
+    })
+    .await;
+    let job_name = format!("{}-smoke-1", run.metadata.name.clone().unwrap_or_default());
+    eventually("the running Job to be deleted", LIMIT, || async {
+        let job = ns
+            .api::<Job>()
+            .get_opt(&job_name)
+            .await
+            .expect("read the Job");
+        job.is_none_or(|j| j.metadata.deletion_timestamp.is_some())
+            .then_some(())
+    })
+    .await;
+    wait_for(&ns, "the rollout to abort", |r| {
+        r.status.as_ref().is_some_and(|s| s.abort) && weight(r) == Some(0)
+    })
+    .await;
+}

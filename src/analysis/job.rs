@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 use k8s_openapi::api::batch::v1::{Job, JobSpec};
-use kube::api::{Api, DeleteParams, PostParams};
+use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use kube::{Resource, ResourceExt};
 
 use super::args::substitute_json;
@@ -44,6 +44,20 @@ pub fn job_name(run: &str, metric: &str, measurement: i32) -> String {
     let hash = fnv_hex(&full);
     let keep = MAX_NAME - hash.len() - 1;
     let start = clean[..clean.len().min(keep)].trim_end_matches('-');
+    format!("{start}-{hash}")
+}
+
+/// The run as a label value (63 characters at most, as Kubernetes allows): its name, or the
+/// name's start and a hash of the whole when the name is longer.
+pub fn run_label_value(run: &str) -> String {
+    const MAX_LABEL_VALUE: usize = 63;
+    if run.len() <= MAX_LABEL_VALUE {
+        return run.to_owned();
+    }
+    let hash = fnv_hex(run);
+    let keep = MAX_LABEL_VALUE - hash.len() - 1;
+    // Run names are DNS subdomains: ASCII, so any byte is a character boundary.
+    let start = run[..keep].trim_end_matches(['-', '.']);
     format!("{start}-{hash}")
 }
 
@@ -108,7 +122,7 @@ pub fn job_for(
         .as_ref()
         .map(|m| m.labels.clone())
         .unwrap_or_default();
-    labels.insert(RUN_LABEL.into(), run.name_any());
+    labels.insert(RUN_LABEL.into(), run_label_value(&run.name_any()));
     let annotations = metric
         .metadata
         .as_ref()
@@ -172,6 +186,40 @@ impl Provider for JobMetric {
             })
         })
     }
+}
+
+/// Deletes the run's Jobs still running, as Argo Rollouts terminates a run's measurements
+/// when the run ends: a concluded run takes no more measurements, so they would only use the
+/// cluster. Returns how many were deleted.
+pub async fn stop_unfinished(client: &kube::Client, run: &AnalysisRun) -> Result<usize, String> {
+    let namespace = run.namespace().unwrap_or_default();
+    let jobs: Api<Job> = Api::namespaced(client.clone(), &namespace);
+    let selector = format!("{RUN_LABEL}={}", run_label_value(&run.name_any()));
+    let listed = tokio::time::timeout(
+        API_TIMEOUT,
+        jobs.list(&ListParams::default().labels(&selector)),
+    )
+    .await
+    .map_err(|_| "the API server did not answer in time".to_owned())?
+    .map_err(|e| format!("listing the run's Jobs: {e}"))?;
+    let uid = run.meta().uid.as_deref();
+    let mut deleted = 0;
+    for job in listed.items {
+        let owned = job
+            .owner_references()
+            .iter()
+            .any(|o| Some(o.uid.as_str()) == uid);
+        if !owned || !matches!(verdict_of(&job), Taken::UnderWay) {
+            continue;
+        }
+        let name = job.name_any();
+        match jobs.delete(&name, &DeleteParams::background()).await {
+            Ok(_) => deleted += 1,
+            Err(kube::Error::Api(e)) if e.code == 404 => {}
+            Err(e) => return Err(format!("deleting Job {name}: {e}")),
+        }
+    }
+    Ok(deleted)
 }
 
 /// The measurements of a metric the run keeps (its `measurementRetention`, default 10).

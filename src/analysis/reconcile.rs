@@ -13,7 +13,7 @@ use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
 use kube::runtime::controller::Action as Requeue;
 use kube::{Client, Resource, ResourceExt};
-use tracing::{info, instrument};
+use tracing::{info, instrument, warn};
 
 use super::args::ArgValue;
 use super::assess::{self, Schedule};
@@ -126,6 +126,18 @@ async fn reconcile_run(run: Arc<AnalysisRun>, ctx: Arc<Context>) -> Result<Reque
     let finished = status.completed_at.is_some() && original.completed_at.is_none();
     if finished {
         announce(&ctx.events, &current, &status).await;
+        let measures_by_job = current
+            .spec
+            .template
+            .metrics
+            .iter()
+            .any(|m| m.provider.job.is_some());
+        if measures_by_job {
+            // Best effort: what is left goes with the run anyway (it owns its Jobs).
+            if let Err(why) = super::job::stop_unfinished(&ctx.client, &current).await {
+                warn!(run = %name, namespace = %namespace, %why, "could not stop the run's Jobs still running");
+            }
+        }
     }
     Ok(match next {
         // Exactly when the next measurement is due, not on a resync (and never later than

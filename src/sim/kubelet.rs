@@ -5,7 +5,8 @@
 //! what it reports, so rollouts see ready and unready canaries as on a real node. A Job's Pod
 //! runs to completion at once: Succeeded, or Failed when annotated `sim.weir.dev/exit-code`
 //! with anything but "0" (its container's exit code), so the Job controller judges it as it
-//! would a real one.
+//! would a real one; annotated `sim.weir.dev/runs-until-deleted: "true"`, it runs (Ready)
+//! until deleted, as a long check would.
 
 use std::sync::Arc;
 
@@ -19,6 +20,8 @@ use serde_json::{Value, json};
 
 pub const READY_ANNOTATION: &str = "sim.weir.dev/ready";
 pub const EXIT_CODE_ANNOTATION: &str = "sim.weir.dev/exit-code";
+/// A Job's Pod so annotated (`"true"`) runs until it is deleted, as a long check would.
+pub const RUNS_UNTIL_DELETED_ANNOTATION: &str = "sim.weir.dev/runs-until-deleted";
 
 /// How many Pods to report on at once.
 const CONCURRENCY: usize = 16;
@@ -35,10 +38,15 @@ pub fn status_patch(pod: &Pod, now: &Time) -> Option<Value> {
     if pod.metadata.deletion_timestamp.is_some() {
         return None;
     }
-    if pod
-        .owner_references()
-        .iter()
-        .any(|o| o.kind == "Job" && o.api_version == "batch/v1")
+    let runs_on = pod
+        .annotations()
+        .get(RUNS_UNTIL_DELETED_ANNOTATION)
+        .is_some_and(|v| v == "true");
+    if !runs_on
+        && pod
+            .owner_references()
+            .iter()
+            .any(|o| o.kind == "Job" && o.api_version == "batch/v1")
     {
         return completed(pod, now);
     }
@@ -377,6 +385,10 @@ mod tests {
         }
         // A Pod no Job owns still runs.
         let patch = status_patch(&pod(&[]), &now).expect("a patch");
+        assert_eq!(patch["status"]["phase"], "Running");
+        // As does a Job's Pod told to run until deleted.
+        let long = job_pod(&[(RUNS_UNTIL_DELETED_ANNOTATION, "true")]);
+        let patch = status_patch(&long, &now).expect("a patch");
         assert_eq!(patch["status"]["phase"], "Running");
     }
 }

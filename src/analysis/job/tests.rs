@@ -4,6 +4,38 @@ use serde_json::json;
 use super::*;
 
 #[test]
+fn the_run_label_is_the_runs_name_or_its_start_and_a_hash_within_63_characters() {
+    assert_eq!(run_label_value("web-abc-1-2"), "web-abc-1-2");
+    let exactly = "a".repeat(63);
+    assert_eq!(run_label_value(&exactly), exactly);
+    let long = format!(
+        "{}-7d9f8c6b5-1-bg",
+        "checkout-service-for-the-european-and-the-american-shops"
+    );
+    let other = format!(
+        "{}-7d9f8c6b5-2-bg",
+        "checkout-service-for-the-european-and-the-american-shops"
+    );
+    let (a, b) = (run_label_value(&long), run_label_value(&other));
+    assert!(a.len() <= 63 && b.len() <= 63, "{a} {b}");
+    assert_ne!(a, b, "two runs never share a label value");
+    assert!(
+        a != long && a.starts_with("checkout-service-for-the-european-and-the-american-sho-"),
+        "{a}"
+    );
+    // A label value begins and ends with a letter or digit.
+    let dotted = format!("{}.{}", "x".repeat(53), "y".repeat(20));
+    let value = run_label_value(&dotted);
+    assert!(!value.contains(".-"), "{value}");
+    assert!(
+        value
+            .chars()
+            .last()
+            .is_some_and(|c| c.is_ascii_alphanumeric())
+    );
+}
+
+#[test]
 fn job_names_are_the_run_metric_and_number_or_a_hash_when_that_cannot_be() {
     assert_eq!(job_name("web-abc-1-2", "smoke", 3), "web-abc-1-2-smoke-3");
     let long = job_name(&"r".repeat(60), "smoke-tests", 1);
