@@ -215,3 +215,32 @@ fn history_of_a_blue_green_release() {
     assert!(!text.contains("canary"), "{text}");
     insta::assert_snapshot!(text);
 }
+
+#[test]
+fn a_step_is_said_field_by_field_what_it_sets_then_what_it_waits_for() {
+    let step = |value: serde_json::Value| -> crate::api::rollout::CanaryStep {
+        serde_json::from_value(value).expect("a step")
+    };
+    let header =
+        json!({"name": "header", "match": [{"headerName": "x", "headerValue": {"exact": "y"}}]});
+    let cases = [
+        (json!({"setWeight": 20}), "setWeight 20%"),
+        (json!({"pause": {}}), "pause (until promoted)"),
+        (
+            json!({"setHeaderRoute": header.clone()}),
+            "setHeaderRoute header",
+        ),
+        (
+            json!({"setWeight": 20, "setHeaderRoute": header, "setMirrorRoute": {"name": "mirror"}}),
+            "setWeight 20%, setHeaderRoute header, setMirrorRoute mirror",
+        ),
+        (
+            json!({"setCanaryScale": {"replicas": 2}, "analysis": {"templates": [{"templateName": "t"}]}}),
+            "setCanaryScale 2 replicas, then analysis t",
+        ),
+        (json!({}), "(unsupported step)"),
+    ];
+    for (value, text) in cases {
+        assert_eq!(show::step_text(&step(value)), text);
+    }
+}

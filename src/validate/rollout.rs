@@ -848,21 +848,25 @@ fn check_port(report: &mut Report, at: &str, port: Option<i64>) {
 
 fn check_step(report: &mut Report, at: &str, step: &CanaryStep) {
     report.unsupported(at, step);
-    let actions = [
+    // As in Argo Rollouts: at most one of setWeight, pause and analysis; setCanaryScale,
+    // setHeaderRoute and setMirrorRoute may come with any of them (and with each other),
+    // and are in place before the step's pause or analysis begins.
+    let exclusive = [
         step.set_weight.is_some(),
         step.pause.is_some(),
         step.analysis.is_some(),
-        // setCanaryScale may come with a pause, as in Argo: the scale, then the pause.
-        step.set_canary_scale.is_some() && step.pause.is_none(),
+    ];
+    let beside = [
+        step.set_canary_scale.is_some(),
         step.set_header_route.is_some(),
         step.set_mirror_route.is_some(),
     ];
-    match actions.iter().filter(|set| **set).count() {
-        0 if step.unsupported.is_empty() => {
-            report.required(at, "a step needs exactly one of setWeight, pause, analysis, setCanaryScale, setHeaderRoute or setMirrorRoute");
-        }
-        0 | 1 => {}
-        _ => report.invalid(at, "a step takes exactly one of setWeight, pause, analysis, setCanaryScale, setHeaderRoute or setMirrorRoute (setCanaryScale may come with a pause); split it into several steps"),
+    let exclusive = exclusive.iter().filter(|set| **set).count();
+    if exclusive + beside.iter().filter(|set| **set).count() == 0 && step.unsupported.is_empty() {
+        report.required(at, "a step needs one of setWeight, pause, analysis, setCanaryScale, setHeaderRoute or setMirrorRoute");
+    }
+    if exclusive > 1 {
+        report.invalid(at, "a step takes at most one of setWeight, pause and analysis (setCanaryScale, setHeaderRoute and setMirrorRoute may come with it); split it into several steps");
     }
     if let Some(weight) = step.set_weight
         && !(0..=100).contains(&weight)

@@ -166,19 +166,27 @@ fn a_step_needs_exactly_one_action() {
 }
 
 #[test]
-fn set_canary_scale_may_come_with_a_pause_as_in_argo() {
+fn steps_combine_fields_as_in_argo() {
+    let header = json!({"name": "header", "match": [{"headerName": "x-canary", "headerValue": {"exact": "yes"}}]});
+    let mirror = json!({"name": "mirror", "match": [{"method": {"exact": "GET"}}]});
     let spec = rollout_with_canary(json!({
-        "stableService": "s", "canaryService": "c", "trafficRouting": {"gatewayAPI": {"httpRoute": "r"}},
+        "stableService": "s", "canaryService": "c",
+        "trafficRouting": {"gatewayAPI": {"httpRoute": "r"},
+            "managedRoutes": [{"name": "header"}, {"name": "mirror"}]},
         "steps": [
         {"setCanaryScale": {"replicas": 2}, "pause": {"duration": "1m"}},
         {"setCanaryScale": {"replicas": 2}, "setWeight": 10},
-        {"setCanaryScale": {"replicas": 2}, "pause": {}, "setWeight": 10}
+        {"setWeight": 20, "setHeaderRoute": header, "setMirrorRoute": mirror},
+        {"setCanaryScale": {"replicas": 2}, "analysis": {"templates": [{"templateName": "t"}]}},
+        {"setHeaderRoute": {"name": "header"}, "pause": {}},
+        {"setCanaryScale": {"replicas": 2}, "pause": {}, "setWeight": 10},
+        {"analysis": {"templates": [{"templateName": "t"}]}, "pause": {}}
     ]}));
     assert_only(
         rollout(&spec),
         &[
-            (Invalid, "spec.strategy.canary.steps[1]"),
-            (Invalid, "spec.strategy.canary.steps[2]"),
+            (Invalid, "spec.strategy.canary.steps[5]"),
+            (Invalid, "spec.strategy.canary.steps[6]"),
         ],
     );
 }

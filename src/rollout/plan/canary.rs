@@ -122,9 +122,11 @@ impl<'a> Planner<'a> {
         let routes = step.set_header_route.is_some() || step.set_mirror_route.is_some();
         let acts = step.set_weight.is_some() || step.set_canary_scale.is_some() || routes;
         let ready = ready && (!routes || self.routes_in_place(hash, index));
-        // setCanaryScale with pause (Argo allows it): the scale is reached first, then the
-        // step pauses.
-        if acts && !(ready && step.pause.is_some()) {
+        // setCanaryScale, setHeaderRoute and setMirrorRoute may come with a pause or an
+        // analysis (Argo allows it): they are in place first, then the step pauses or
+        // analyses.
+        let then = step.pause.is_some() || step.analysis.is_some();
+        if acts && !(ready && then) {
             self.track_deadline(!ready, true);
             if ready {
                 return Progress::Advance;

@@ -89,19 +89,22 @@ pub fn managed_routes_at(
 }
 
 pub(super) fn describe_step(step: &CanaryStep) -> String {
-    if step.set_canary_scale.is_some()
-        && let Some(pause) = &step.pause
-    {
-        let pause = CanaryStep {
-            pause: Some(pause.clone()),
-            ..CanaryStep::default()
-        };
-        return format!("setCanaryScale, then {}", describe_step(&pause));
-    }
+    // What a step sets, in the order it is carried out, then what it waits for.
+    let mut sets = Vec::new();
     if let Some(weight) = step.set_weight {
-        format!("setWeight {weight}")
-    } else if let Some(pause) = &step.pause {
-        match &pause.duration {
+        sets.push(format!("setWeight {weight}"));
+    }
+    if step.set_canary_scale.is_some() {
+        sets.push("setCanaryScale".into());
+    }
+    if let Some(header) = &step.set_header_route {
+        sets.push(format!("setHeaderRoute {}", header.name));
+    }
+    if let Some(mirror) = &step.set_mirror_route {
+        sets.push(format!("setMirrorRoute {}", mirror.name));
+    }
+    let waits = if let Some(pause) = &step.pause {
+        Some(match &pause.duration {
             Some(d) => format!(
                 "pause {}",
                 match d {
@@ -112,21 +115,21 @@ pub(super) fn describe_step(step: &CanaryStep) -> String {
                 }
             ),
             None => "pause until promoted".into(),
-        }
-    } else if let Some(analysis) = &step.analysis {
-        let names: Vec<&str> = analysis
-            .templates
-            .iter()
-            .map(|t| t.template_name.as_str())
-            .collect();
-        format!("analysis {}", names.join(", "))
-    } else if step.set_canary_scale.is_some() {
-        "setCanaryScale".into()
-    } else if let Some(header) = &step.set_header_route {
-        format!("setHeaderRoute {}", header.name)
-    } else if let Some(mirror) = &step.set_mirror_route {
-        format!("setMirrorRoute {}", mirror.name)
+        })
     } else {
-        "unknown step".into()
+        step.analysis.as_ref().map(|analysis| {
+            let names: Vec<&str> = analysis
+                .templates
+                .iter()
+                .map(|t| t.template_name.as_str())
+                .collect();
+            format!("analysis {}", names.join(", "))
+        })
+    };
+    match (sets.is_empty(), waits) {
+        (true, None) => "unknown step".into(),
+        (true, Some(waits)) => waits,
+        (false, None) => sets.join(", "),
+        (false, Some(waits)) => format!("{}, then {waits}", sets.join(", ")),
     }
 }

@@ -1540,7 +1540,38 @@ fn step_strategy() -> impl Strategy<Value = Value> {
         1 => (0..6i32).prop_map(|r| json!({"setCanaryScale": {"replicas": r}})),
         1 => Just(json!({"setCanaryScale": {"matchTrafficWeight": true}})),
         2 => route_step_strategy(),
+        1 => combined_step_strategy(),
     ]
+}
+
+/// Steps that carry several fields, as Argo allows: setCanaryScale, setHeaderRoute and
+/// setMirrorRoute beside one of setWeight, pause and analysis.
+fn combined_step_strategy() -> impl Strategy<Value = Value> {
+    (
+        prop_oneof![
+            (0..=100i32).prop_map(|w| json!({"setWeight": w})),
+            Just(json!({"pause": {}})),
+            (1..120i32).prop_map(|s| json!({"pause": {"duration": s}})),
+            Just(json!({"analysis": {"templates": [{"templateName": "t"}]}})),
+        ],
+        // At least one pod: a route beside it needs a canary pod to send to.
+        proptest::option::of((1..6i32).prop_map(|r| json!({"replicas": r}))),
+        proptest::option::of(route_step_strategy()),
+        proptest::option::of(route_step_strategy()),
+    )
+        .prop_map(|(base, scale, first, second)| {
+            let mut step = base;
+            let fields = step.as_object_mut().expect("an object");
+            if let Some(scale) = scale {
+                fields.insert("setCanaryScale".into(), scale);
+            }
+            for route in [first, second].into_iter().flatten() {
+                if let Some(route) = route.as_object() {
+                    fields.extend(route.clone());
+                }
+            }
+            step
+        })
 }
 
 /// A managed route waits for a canary pod to send to: each route step gets one before it
@@ -2074,6 +2105,66 @@ fn a_header_route_waits_for_a_canary_pod_and_goes_at_promotion() {
         "{:?}",
         first.actions
     );
+}
+
+#[test]
+fn one_step_may_set_the_weight_and_both_kinds_of_route_then_another_scales_and_analyses() {
+    let steps = json!([
+        {"setWeight": 30,
+         "setHeaderRoute": {"name": "header", "match": [{"headerName": "x-canary", "headerValue": {"exact": "yes"}}]},
+         "setMirrorRoute": {"name": "mirror", "percentage": 20, "match": [{"method": {"exact": "GET"}}]}},
+        {"setCanaryScale": {"replicas": 3}, "analysis": {"templates": [{"templateName": "t"}]}},
+        {"pause": {}}
+    ]);
+    let mut world = World::with_canary(spec(steps, true, 4));
+    world.reconcile();
+    assert_eq!(
+        world.observed.managed_routes.keys().collect::<Vec<_>>(),
+        ["header", "mirror"],
+        "both routes of the step, with its weight"
+    );
+    assert_eq!(world.observed.route_weight, Some(30));
+    assert_eq!(world.status.current_step_index, Some(1));
+    assert_eq!(
+        world.rs(CANARY).map(|r| r.replicas),
+        Some(3),
+        "the scale is in place before the analysis"
+    );
+    assert_eq!(
+        world.observed.analysis_runs.len(),
+        1,
+        "then the step's analysis runs"
+    );
+    world.tick(3600);
+    world.reconcile();
+    assert_eq!(world.status.current_step_index, Some(1), "gated on its run");
+    world.run_phase(AnalysisKind::Step(1), AnalysisPhase::Successful, "ok");
+    world.reconcile();
+    assert_eq!(world.status.current_step_index, Some(2));
+    assert_eq!(
+        steps::describe_step(&world.spec.strategy.canary.as_ref().expect("canary").steps[0]),
+        "setWeight 30, setHeaderRoute header, setMirrorRoute mirror"
+    );
+    assert_eq!(
+        steps::describe_step(&world.spec.strategy.canary.as_ref().expect("canary").steps[1]),
+        "setCanaryScale, then analysis t"
+    );
+}
+
+#[test]
+fn a_scale_with_an_analysis_starts_the_run_only_once_the_scale_is_available() {
+    let steps = json!([{"setCanaryScale": {"replicas": 2}, "analysis": {"templates": [{"templateName": "t"}]}}, {"pause": {}}]);
+    let mut world = World::with_canary(spec(steps, true, 4));
+    world.instant_pods = false;
+    world.reconcile();
+    assert_eq!(world.status.current_step_index, Some(0));
+    assert!(
+        world.observed.analysis_runs.is_empty(),
+        "no run while the canary's pods are not available"
+    );
+    world.pods_become_available();
+    world.reconcile();
+    assert_eq!(world.observed.analysis_runs.len(), 1);
 }
 
 #[test]
