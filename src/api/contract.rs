@@ -69,6 +69,9 @@ pub const GITSYNC_ANNOTATION: &str = "weir.dev/gitsync";
 /// Asks a GitSync to hold a revision until the ref moves (`kubectl weir undo
 /// --to-revision`); weir takes it into `status.pinned` and removes it.
 pub const ROLLBACK_TO_ANNOTATION: &str = "weir.dev/rollback-to";
+/// Approves a revision for a GitSync with `promotion.approval: Manual` (`kubectl weir
+/// promote gitsync/NAME`): it, and any revision good upstream before it, may be applied.
+pub const PROMOTE_REVISION_ANNOTATION: &str = "weir.dev/promote-revision";
 /// Set by the webhook (or by hand) to ask a GitSync to sync now; any new value does.
 pub const SYNC_REQUEST_ANNOTATION: &str = "weir.dev/sync-requested-at";
 /// When a ReplicaSet no traffic reaches scales down (RFC 3339).

@@ -83,9 +83,69 @@ pub struct GitSyncSpec {
     /// an encrypted file fails the same way.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub decryption: Option<Decryption>,
+    /// Apply only revisions another GitSync (an earlier environment) has proven good:
+    /// staging's canary gates production. Without it, the ref's head is applied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub promotion: Option<Promotion>,
     #[serde(flatten)]
     #[schemars(skip)]
     pub unsupported: Unsupported,
+}
+
+/// Where revisions come from when they are promoted, and what they wait for.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(transform = keep_unknown_fields)]
+pub struct Promotion {
+    /// The upstream GitSync: this one applies a revision only once the upstream recorded it
+    /// good (every Rollout and workload of it healthy), never one it rejected. It is read
+    /// as this GitSync's identity, so another namespace's needs a ServiceAccount that may
+    /// get GitSyncs there.
+    pub from: PromotionSource,
+    /// How long a revision must have stayed good upstream first (`30m`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub soak: Option<String>,
+    /// `Manual`: a revision also waits for a person (`kubectl weir promote gitsync/NAME`,
+    /// the annotation `weir.dev/promote-revision`). Default `Auto`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval: Option<String>,
+    #[serde(flatten)]
+    #[schemars(skip)]
+    pub unsupported: Unsupported,
+}
+
+/// The upstream GitSync, by name; `namespace` defaults to this GitSync's own.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(transform = keep_unknown_fields)]
+pub struct PromotionSource {
+    pub git_sync: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    #[serde(flatten)]
+    #[schemars(skip)]
+    pub unsupported: Unsupported,
+}
+
+/// A revision waiting to be promoted.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PromotionState {
+    /// The revision good upstream that this GitSync would apply next.
+    pub revision: String,
+    /// What it waits for, in words.
+    pub waiting_for: String,
+    /// When its soak ends, when it waits for that.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until: Option<Time>,
+}
+
+/// A revision that became good, and when: what a downstream GitSync's soak counts from.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GoodRevision {
+    pub revision: String,
+    pub since: Time,
 }
 
 /// How SOPS-encrypted files under `path` are decrypted, in Flux's shape: YAML and JSON
@@ -217,6 +277,14 @@ pub struct GitSyncStatus {
     /// was healthy; rollbacks return here.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_good_revision: Option<String>,
+    /// The revisions that became good, oldest first (the newest 20), with when: the soak of
+    /// a GitSync promoting from this one counts from there.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub good_revisions: Vec<GoodRevision>,
+    /// With `spec.promotion`: the upstream's next revision for this GitSync and what it
+    /// waits for (its soak, a person's approval); none when nothing waits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub promotion: Option<PromotionState>,
     /// Set by `weir.dev/rollback-to`: this revision is held until the ref moves.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pinned: Option<PinnedRevision>,
@@ -307,4 +375,4 @@ pub struct InventoryEntry {
     pub name: String,
 }
 
-keeps_unknown_fields!(GitSyncSpec, Decryption,);
+keeps_unknown_fields!(GitSyncSpec, Decryption, Promotion, PromotionSource,);

@@ -105,7 +105,10 @@ pub async fn run(
     let store = gitsyncs.store.clone();
     let changes = gitsync_events.applied_objects().inspect(move |changed| {
         if let Ok(changed) = changed {
-            for dependent in super::dependencies::waiting_on(&store.state(), changed) {
+            let all = store.state();
+            let dependents_of = super::dependencies::waiting_on(&all, changed);
+            let downstream = super::promotion::promoting_from(&all, changed);
+            for dependent in dependents_of.chain(downstream) {
                 // Closed only when the controller stops.
                 let _ = dependents.unbounded_send(ObjectRef::from_obj(dependent));
             }

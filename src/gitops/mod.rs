@@ -15,6 +15,7 @@ pub mod kustomize;
 mod observe;
 pub mod ownership;
 pub mod plan;
+pub mod promotion;
 pub mod reconcile;
 mod record;
 pub mod render;

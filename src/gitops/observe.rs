@@ -8,14 +8,16 @@ use std::time::Duration;
 use kube::api::{Api, DynamicObject};
 use kube::core::GroupVersionKind;
 use kube::discovery::ApiResource;
-use kube::{Client, Resource};
+use kube::{Client, Resource, ResourceExt};
 use tracing::warn;
 
 use super::context::{Context, acting_as, neighbours};
 use super::dependencies;
 use super::health::{self, Workload};
 use super::plan::Settings;
+use super::promotion;
 use super::rollback::{self, Judging, ManagedRollout};
+use crate::api::contract::PROMOTE_REVISION_ANNOTATION;
 use crate::api::gitsync::{GitSync, InventoryEntry};
 use crate::api::rollout::Rollout;
 use crate::duration;
@@ -38,7 +40,9 @@ pub(super) fn settings(sync: &GitSync) -> Settings {
             )
             .unwrap_or(chrono::Duration::MAX),
         },
-        write_back: spec.rollback.write_back.enabled,
+        // A promoted GitSync applies the upstream's revisions, not its branch's head: the
+        // first GitSync of the chain writes back (validation says so).
+        write_back: spec.rollback.write_back.enabled && spec.promotion.is_none(),
     }
 }
 
@@ -50,6 +54,56 @@ pub(super) fn waiting_for_dependencies(ctx: &Context, sync: &GitSync) -> Vec<Str
     let all = neighbours(ctx, sync);
     let nodes: Vec<dependencies::Node> = all.iter().map(|s| dependencies::Node::of(s)).collect();
     dependencies::waiting_for(&dependencies::Node::of(sync), &nodes)
+}
+
+/// With `spec.promotion`: what the upstream GitSync lets this one apply, read as this
+/// GitSync's identity (so a tenant learns of another namespace's GitSync only what its
+/// ServiceAccount may read).
+pub(super) async fn promotion(ctx: &Context, sync: &GitSync) -> Option<promotion::Promoted> {
+    let spec = sync.spec.promotion.as_ref()?;
+    let own_namespace = sync.namespace().unwrap_or_default();
+    let namespace = spec
+        .from
+        .namespace
+        .clone()
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| own_namespace.clone());
+    let upstream = format!("{namespace}/{}", spec.from.git_sync);
+    let name = format!("{own_namespace}/{}", sync.name_any());
+    let read = match acting_as(ctx, sync) {
+        _ if upstream == name => Err("it is this GitSync itself".to_owned()),
+        Err(error) => Err(error.message),
+        Ok((identity, client)) => Api::<GitSync>::namespaced(client, &namespace)
+            .get_opt(&spec.from.git_sync)
+            .await
+            .map_err(|e| format!("reading it as {}: {e}", identity.describe()))
+            .and_then(|found| found.ok_or_else(|| "it does not exist".to_owned())),
+    };
+    let upstream_status = read
+        .as_ref()
+        .ok()
+        .map(|u| u.status.clone().unwrap_or_default());
+    let soak = spec
+        .soak
+        .as_deref()
+        .and_then(|s| duration::parse(s).ok())
+        .and_then(|d| chrono::Duration::from_std(d).ok())
+        .unwrap_or_default();
+    let approved = sync
+        .annotations()
+        .get(PROMOTE_REVISION_ANNOTATION)
+        .map(String::as_str);
+    let gate = promotion::Gate {
+        upstream: &upstream,
+        upstream_status: upstream_status.as_ref(),
+        unreadable: read.as_ref().err().map(String::as_str),
+        soak,
+        manual: spec.approval.as_deref() == Some("Manual"),
+        approved,
+        name: &name,
+    };
+    let own = sync.status.clone().unwrap_or_default();
+    Some(promotion::choose(&gate, &own, chrono::Utc::now()))
 }
 
 /// What the GitSync's Rollouts show, read fresh: the ones in its inventory.

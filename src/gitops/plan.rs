@@ -15,9 +15,10 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 
 use super::health::{self, Workload};
+use super::promotion::{self, Promoted};
 use super::rollback::{self, Basis, Desired, Fetch, Judging, ManagedRollout, Step};
 use super::status::{self, Attempt, Revert};
-use crate::api::gitsync::{GitSyncStatus, PinnedRevision, RejectedRevision};
+use crate::api::gitsync::{GitSyncStatus, PinnedRevision, PromotionState, RejectedRevision};
 
 /// How often the applied revision's workloads are looked at while they are not healthy
 /// yet: nothing watches them, so a failure or a timeout is noticed within this.
@@ -64,6 +65,9 @@ pub struct Input<'a> {
     pub pin_request: Option<&'a str>,
     /// Why each GitSync of `spec.dependsOn` is not ready (empty: none is waited for).
     pub dependencies: &'a [String],
+    /// With `spec.promotion`: what the upstream lets this GitSync apply. It takes the place
+    /// of the ref's head (which is still fetched, so the clone holds the revision).
+    pub promotion: Option<&'a Promoted>,
     /// The managed Rollouts as read now.
     pub rollouts: &'a [ManagedRollout],
     /// The applied revision's workloads, read while it awaits its verdict.
@@ -165,6 +169,8 @@ pub struct Record {
     pub handled_request: Option<Option<String>>,
     /// What the applied revision's workloads still wait for.
     pub waiting: Option<String>,
+    /// With `spec.promotion`: the revision that waits upstream, and for what.
+    pub promotion: Option<Option<PromotionState>>,
 }
 
 impl Record {
@@ -182,8 +188,14 @@ impl Record {
             }
         }
         if let Some((last_good, pinned)) = &self.decided {
+            if let Some(good) = last_good {
+                promotion::note_good(status, good, now);
+            }
             status.last_good_revision.clone_from(last_good);
             status.pinned.clone_from(pinned);
+        }
+        if let Some(pending) = &self.promotion {
+            status.promotion.clone_from(pending);
         }
         if let Some(fetched) = &self.fetched {
             status.last_fetched_revision = Some(fetched.clone());
@@ -349,7 +361,12 @@ fn decide(input: &Input) -> Result<Finish, Box<Action>> {
                     && rollback_unfinished(status, rollouts, workloads, &settings.judging, now))
         }
     };
-    if due && !deferred && done.fetch.is_none() {
+    // A revision promoted from upstream that was never tried here is fetched first: the
+    // clone may not hold it yet.
+    let promoted_new = matches!(input.promotion, Some(Promoted::Revision(r))
+        if status.last_applied_revision.as_ref() != Some(r)
+            && status.last_attempted_revision.as_ref() != Some(r));
+    if (due || promoted_new) && !deferred && done.fetch.is_none() {
         return Err(Box::new(Action::Fetch));
     }
     let rate_limited = match &done.fetch {
@@ -368,17 +385,41 @@ fn decide(input: &Input) -> Result<Finish, Box<Action>> {
         _ => Fetch::NotDue,
     };
     // Where the ref points, as far as is known: fetched now, or at the last fetch.
-    let head = fetched_head
+    let ref_head = fetched_head
         .clone()
         .or_else(|| status.last_fetched_revision.clone())
         .or_else(|| status.last_applied_revision.clone());
+    // Promoted: the upstream's choice stands in for the ref's head; holding, what is applied.
+    let (head, pending) = match input.promotion {
+        None => (ref_head.clone(), None),
+        Some(Promoted::Revision(revision)) => (Some(revision.clone()), Some(None)),
+        Some(Promoted::Hold { pending }) => {
+            (status.last_applied_revision.clone(), Some(pending.clone()))
+        }
+    };
+    let soaked = |requeue: Duration| match &pending {
+        Some(Some(PromotionState {
+            until: Some(until), ..
+        })) => requeue.min(
+            (crate::time::from_k8s(until) - now)
+                .to_std()
+                .unwrap_or(Duration::ZERO),
+        ),
+        _ => requeue,
+    };
     let Some(head) = head else {
-        // Nothing fetched, ever: only the failure to record.
+        // Nothing fetched, ever (or nothing promoted yet): only the failure to record.
         let Some(failure) = fetch_failure else {
+            let record = Record {
+                fetched: fetched_head.clone(),
+                promotion: pending.clone(),
+                ..Record::default()
+            };
+            let changed = record.fetched.is_some() || record.promotion.is_some();
             return Ok(Finish {
-                record: None,
+                record: changed.then_some(record),
                 schedule: None,
-                requeue: wait.unwrap_or(interval),
+                requeue: soaked(wait.unwrap_or(interval)),
                 events: Vec::new(),
                 remove_pin: None,
             });
@@ -386,6 +427,7 @@ fn decide(input: &Input) -> Result<Finish, Box<Action>> {
         let (failures, next) = after(&failure, previous, interval, input.jitter);
         let record = Record {
             attempt: Some(failure),
+            promotion: pending,
             ..Record::default()
         };
         return Ok(finish(input, record, next, failures, false, None));
@@ -552,13 +594,14 @@ fn decide(input: &Input) -> Result<Finish, Box<Action>> {
                 _ => None,
             },
         )),
-        fetched: (fetch_state == Fetch::Fetched).then_some(head),
+        fetched: (fetch_state == Fetch::Fetched).then(|| ref_head.unwrap_or(head)),
         written,
         // A sync request waits with the deferred or rate-limited fetch: it is handled by
         // the fetch that comes after.
         handled_request: (asked && !deferred && rate_limited.is_none())
             .then(|| input.sync_request.map(str::to_owned)),
         waiting,
+        promotion: pending.clone(),
     };
     let mut finish = finish(
         input,
@@ -574,6 +617,7 @@ fn decide(input: &Input) -> Result<Finish, Box<Action>> {
     if poll {
         finish.requeue = finish.requeue.min(HEALTH_POLL);
     }
+    finish.requeue = soaked(finish.requeue);
     if let Some(message) = pin_refused {
         finish.events.push(Event {
             warning: true,

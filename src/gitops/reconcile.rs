@@ -50,6 +50,7 @@ pub async fn reconcile(sync: Arc<GitSync>, ctx: Arc<Context>) -> Result<Requeue,
     let status = current.status.clone().unwrap_or_default();
     let settings = observe::settings(&current);
     let dependencies = observe::waiting_for_dependencies(&ctx, &current);
+    let promoted = observe::promotion(&ctx, &current).await;
     // The Rollouts are looked at every time (their changes wake this GitSync): an abort is
     // acted on at once, never after the interval. The applied revision's workloads are read
     // while it awaits its verdict, and polled meanwhile.
@@ -80,6 +81,7 @@ pub async fn reconcile(sync: Arc<GitSync>, ctx: Arc<Context>) -> Result<Requeue,
             sync_request: annotation(SYNC_REQUEST_ANNOTATION),
             pin_request: annotation(ROLLBACK_TO_ANNOTATION),
             dependencies: &dependencies,
+            promotion: promoted.as_ref(),
             rollouts: &rollouts,
             workloads: &workloads,
             now,

@@ -53,12 +53,17 @@ pub enum Command {
         #[arg(short = 'o', long, value_enum)]
         output: Option<Format>,
     },
-    /// Go past the current pause (or, with --full, skip every remaining step).
+    /// Go past the current pause (or, with --full, skip every remaining step); for
+    /// `gitsync/NAME`, approve the revision its promotion waits for (or --revision).
     Promote {
         name: String,
         /// Skip all remaining steps and analysis.
         #[arg(long)]
         full: bool,
+        /// With gitsync/NAME: the revision to approve (full SHA, or a prefix of the one
+        /// waiting); default: the one waiting.
+        #[arg(long)]
+        revision: Option<String>,
     },
     /// Send all traffic back to the stable version now (a managing GitSync then rolls back).
     Abort { name: String },

@@ -189,6 +189,57 @@ pub fn change(control: Control, rollout: &Rollout) -> Result<Change, String> {
     }
 }
 
+/// `kubectl weir promote gitsync/NAME [--revision R]`: the revision to approve for a GitSync
+/// whose promotion asks for a person, and the patch that approves it. Without `revision`,
+/// the one its status says waits; a prefix must be of that one; a full SHA may be any
+/// revision good upstream (the controller checks).
+pub fn approve_promotion(
+    sync: &crate::api::gitsync::GitSync,
+    revision: Option<&str>,
+) -> Result<(String, Value), String> {
+    let name = format!(
+        "{}/{}",
+        sync.namespace().unwrap_or_default(),
+        sync.name_any()
+    );
+    let Some(promotion) = &sync.spec.promotion else {
+        return Err(format!(
+            "GitSync {name} has no spec.promotion: it applies its ref's head, with nothing to approve"
+        ));
+    };
+    if promotion.approval.as_deref() != Some("Manual") {
+        return Err(format!(
+            "GitSync {name} promotes without approval (spec.promotion.approval is not Manual): revisions good upstream go once they have soaked"
+        ));
+    }
+    let waiting = sync
+        .status
+        .as_ref()
+        .and_then(|s| s.promotion.as_ref())
+        .map(|p| p.revision.as_str())
+        .filter(|r| !r.is_empty());
+    let chosen = match (revision, waiting) {
+        (Some(r), _) if crate::validate::is_full_sha(r) => r.to_owned(),
+        (Some(r), Some(w)) if !r.is_empty() && w.starts_with(r) => w.to_owned(),
+        (Some(r), _) => {
+            return Err(format!(
+                "{r:?} is neither a full SHA nor the start of the revision GitSync {name} waits for ({})",
+                waiting.unwrap_or("none")
+            ));
+        }
+        (None, Some(w)) => w.to_owned(),
+        (None, None) => {
+            return Err(format!(
+                "GitSync {name} waits for no approval now; name a revision with --revision"
+            ));
+        }
+    };
+    let patch = json!({"metadata": {"annotations": {
+        crate::api::contract::PROMOTE_REVISION_ANNOTATION: chosen
+    }}});
+    Ok((chosen, patch))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -131,7 +131,20 @@ async fn execute(cli: Cli) -> Result<ExitCode, Failure> {
             }
             watch_rollout(&cluster, &name).await
         }
-        Command::Promote { name, full } => control(&kube, &name, Control::Promote { full }).await,
+        Command::Promote {
+            name,
+            full,
+            revision,
+        } => match name
+            .strip_prefix("gitsync/")
+            .or_else(|| name.strip_prefix("gitsyncs/"))
+        {
+            Some(sync) => promote_git_sync(&kube, sync, revision.as_deref()).await,
+            None if revision.is_some() => Err(Failure(
+                "--revision approves a GitSync's promotion: write gitsync/NAME".into(),
+            )),
+            None => control(&kube, &name, Control::Promote { full }).await,
+        },
         Command::Abort { name } => control(&kube, &name, Control::Abort).await,
         Command::Retry { name } => control(&kube, &name, Control::Retry).await,
         Command::Pause { name } => control(&kube, &name, Control::Pause).await,
@@ -364,6 +377,28 @@ async fn control(kube: &KubeArgs, name: &str, control: Control) -> Result<ExitCo
     };
     patched.map_err(|e| cluster.explain(e, &cluster.here("patch", resource, Some(name))))?;
     println!("{}", change.next);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Approves a revision for a GitSync whose promotion waits for a person.
+async fn promote_git_sync(
+    kube: &KubeArgs,
+    name: &str,
+    revision: Option<&str>,
+) -> Result<ExitCode, Failure> {
+    let cluster = Cluster::connect(kube).await?;
+    let api: Api<GitSync> = cluster.api();
+    let sync = api
+        .get(name)
+        .await
+        .map_err(|e| cluster.explain(e, &cluster.here("get", "gitsyncs", Some(name))))?;
+    let (approved, patch) = control::approve_promotion(&sync, revision)?;
+    api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .map_err(|e| cluster.explain(e, &cluster.here("patch", "gitsyncs", Some(name))))?;
+    println!(
+        "approved revision {approved} for GitSync {name}: it is applied once it is good upstream and has soaked"
+    );
     Ok(ExitCode::SUCCESS)
 }
 

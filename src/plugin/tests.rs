@@ -244,3 +244,56 @@ fn a_step_is_said_field_by_field_what_it_sets_then_what_it_waits_for() {
         assert_eq!(show::step_text(&step(value)), text);
     }
 }
+
+#[test]
+fn a_promotion_is_approved_for_the_revision_waiting_or_one_named() {
+    let sync = |approval: Option<&str>, waiting: Option<&str>| -> crate::api::GitSync {
+        let mut spec = json!({"url": "file:///r", "ref": {"branch": "main"}});
+        if let Some(approval) = approval {
+            spec["promotion"] = json!({"from": {"gitSync": "staging"}, "approval": approval});
+        }
+        let status = waiting.map_or(
+            json!({}),
+            |w| json!({"promotion": {"revision": w, "waitingFor": "approval"}}),
+        );
+        serde_json::from_value(json!({"apiVersion": "weir.dev/v1alpha1", "kind": "GitSync",
+            "metadata": {"name": "prod", "namespace": "shop"}, "spec": spec, "status": status}))
+        .expect("a GitSync")
+    };
+    let full = "a".repeat(40);
+    let waiting = format!("b{}", "0".repeat(39));
+    let approve =
+        |s: &crate::api::GitSync, r: Option<&str>| super::control::approve_promotion(s, r);
+    let manual = sync(Some("Manual"), Some(&waiting));
+    assert_eq!(approve(&manual, None).map(|(r, _)| r), Ok(waiting.clone()));
+    assert_eq!(
+        approve(&manual, Some("b000")).map(|(r, _)| r),
+        Ok(waiting.clone())
+    );
+    assert_eq!(
+        approve(&manual, Some(&full)).map(|(r, _)| r),
+        Ok(full.clone())
+    );
+    let (_, patch) = approve(&manual, None).expect("approved");
+    assert_eq!(
+        patch,
+        json!({"metadata": {"annotations": {"weir.dev/promote-revision": waiting}}})
+    );
+    for (refused, why) in [
+        (approve(&manual, Some("c1")), "neither a full SHA"),
+        (
+            approve(&sync(Some("Manual"), None), None),
+            "waits for no approval",
+        ),
+        (
+            approve(&sync(Some("Auto"), Some(&waiting)), None),
+            "without approval",
+        ),
+        (approve(&sync(None, None), None), "has no spec.promotion"),
+    ] {
+        assert!(
+            refused.as_ref().is_err_and(|e| e.contains(why)),
+            "{refused:?}"
+        );
+    }
+}

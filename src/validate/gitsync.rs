@@ -151,6 +151,9 @@ pub fn git_sync(spec: &GitSyncSpec) -> Vec<Violation> {
             report.invalid(field, format!("{:?} is named twice", dependency.name));
         }
     }
+    if let Some(promotion) = &spec.promotion {
+        check_promotion(&mut report, spec, promotion);
+    }
     if let Some(decryption) = &spec.decryption {
         report.unsupported("spec.decryption", decryption);
         if decryption.provider != "sops" {
@@ -216,4 +219,54 @@ pub fn git_sync(spec: &GitSyncSpec) -> Vec<Violation> {
         );
     }
     report.finish()
+}
+
+/// `spec.promotion`: an upstream named, a soak that parses, an approval weir knows, and no
+/// write-back (the first GitSync of a chain writes back: a promoted one applies the
+/// upstream's revisions, not its branch's head).
+fn check_promotion(
+    report: &mut Report,
+    spec: &GitSyncSpec,
+    promotion: &crate::api::gitsync::Promotion,
+) {
+    report.unsupported("spec.promotion", promotion);
+    report.unsupported("spec.promotion.from", &promotion.from);
+    check_name(
+        report,
+        "spec.promotion.from.gitSync",
+        &promotion.from.git_sync,
+        NameRule::Dns1123Subdomain,
+    );
+    if let Some(namespace) = promotion
+        .from
+        .namespace
+        .as_deref()
+        .filter(|n| !n.is_empty())
+    {
+        check_name(
+            report,
+            "spec.promotion.from.namespace",
+            namespace,
+            NameRule::Dns1123Label,
+        );
+    }
+    if let Some(soak) = &promotion.soak
+        && let Err(error) = duration::parse(soak)
+    {
+        report.invalid("spec.promotion.soak", error.to_string());
+    }
+    if let Some(approval) = promotion.approval.as_deref()
+        && !matches!(approval, "Auto" | "Manual")
+    {
+        report.invalid(
+            "spec.promotion.approval",
+            format!("{approval:?} is not Auto or Manual"),
+        );
+    }
+    if spec.rollback.write_back.enabled {
+        report.invalid(
+            "spec.rollback.writeBack.enabled",
+            "a GitSync that promotes from another applies the upstream's revisions, not its branch's head: let the first GitSync of the chain write back, and turn it off here",
+        );
+    }
 }

@@ -1034,6 +1034,26 @@ fn git_sync_defaults() {
 }
 
 #[test]
+fn a_promotion_names_its_upstream_and_soaks_and_approves_as_weir_knows() {
+    let ok = git_sync_from(json!({"url": "file:///repo", "ref": {"branch": "main"},
+        "promotion": {"from": {"gitSync": "shop", "namespace": "staging"}, "soak": "30m", "approval": "Manual"}}));
+    assert_only(git_sync(&ok), &[]);
+    let bad = git_sync_from(json!({"url": "file:///repo", "ref": {"branch": "main"},
+        "rollback": {"writeBack": {"enabled": true, "authorName": "weir", "authorEmail": "weir@example.com"}},
+        "promotion": {"from": {"gitSync": "Shop", "namspace": "staging"}, "soak": "half an hour", "approval": "manual"}}));
+    assert_only(
+        git_sync(&bad),
+        &[
+            (Invalid, "spec.promotion.approval"),
+            (Invalid, "spec.promotion.from.gitSync"),
+            (Invalid, "spec.promotion.soak"),
+            (Invalid, "spec.rollback.writeBack.enabled"),
+            (Unsup, "spec.promotion.from.namspace"),
+        ],
+    );
+}
+
+#[test]
 fn a_git_sync_interval_is_at_least_a_second() {
     for (interval, ok) in [
         ("1ns", false),

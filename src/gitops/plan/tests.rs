@@ -146,6 +146,7 @@ fn run_at(
             sync_request: scene.sync_request.as_deref(),
             pin_request: scene.pin_request.as_deref(),
             dependencies: &scene.dependencies,
+            promotion: None,
             rollouts: &rollouts,
             workloads: &scene.workloads,
             now,
@@ -609,6 +610,10 @@ fn between_syncs_nothing_is_attempted() {
         last_attempted_revision: Some(applied.clone()),
         last_fetched_revision: Some(applied.clone()),
         last_good_revision: Some(applied.clone()),
+        good_revisions: vec![crate::api::gitsync::GoodRevision {
+            revision: applied.clone(),
+            since: crate::time::to_k8s(at()),
+        }],
         ..GitSyncStatus::default()
     };
     let done = Done::default();
@@ -623,6 +628,7 @@ fn between_syncs_nothing_is_attempted() {
         sync_request: None,
         pin_request: None,
         dependencies: &[],
+        promotion: None,
         rollouts: &[],
         workloads: &[],
         now: at(),
@@ -659,6 +665,7 @@ fn a_sync_request_fetches_now() {
             sync_request: Some("now"),
             pin_request: None,
             dependencies: &[],
+            promotion: None,
             rollouts: &[],
             workloads: &[],
             now: at(),
@@ -728,4 +735,113 @@ fn a_failure_that_waits_for_a_fix_is_not_retried_like_an_outage() {
         after(&failed(SyncError::forbidden("RBAC")), previous, minute, 0.0),
         (2, Duration::from_secs(120))
     );
+}
+
+/// One reconcile with `promotion`, everything else quiet: the plan's first answer after the
+/// outcomes in `done`.
+fn promoted_plan(status: &GitSyncStatus, promotion: &Promoted, done: &Done) -> Plan {
+    plan(&Input {
+        settings: settings(true, false),
+        status,
+        previous: Some(Previous {
+            wait: Some(Duration::from_secs(40)),
+            failures: 0,
+            waiting: false,
+        }),
+        sync_request: None,
+        pin_request: None,
+        dependencies: &[],
+        promotion: Some(promotion),
+        rollouts: &[],
+        workloads: &[],
+        now: at(),
+        jitter: 0.0,
+        done,
+    })
+}
+
+#[test]
+fn a_revision_promoted_from_upstream_is_fetched_then_applied_in_place_of_the_head() {
+    let status = GitSyncStatus {
+        last_applied_revision: Some(sha(1)),
+        last_attempted_revision: Some(sha(1)),
+        last_fetched_revision: Some(sha(9)),
+        last_good_revision: Some(sha(1)),
+        ..GitSyncStatus::default()
+    };
+    let promoted = Promoted::Revision(sha(2));
+    let mut done = Done::default();
+    assert_eq!(
+        promoted_plan(&status, &promoted, &done),
+        Plan::Act(Box::new(Action::Fetch)),
+        "fetched first, though not due: the clone may lack it"
+    );
+    done.fetch = Some(FetchOutcome::Head(sha(9)));
+    assert_eq!(
+        promoted_plan(&status, &promoted, &done),
+        Plan::Act(Box::new(Action::Apply {
+            revision: sha(2),
+            basis: Basis::Head
+        })),
+        "the upstream's revision, not the ref's head"
+    );
+    done.applied = Some(Attempt::Applied {
+        revision: sha(2),
+        subject: String::new(),
+        inventory: Vec::new(),
+        objects: 0,
+        basis: Basis::Head,
+    });
+    done.applied_workloads = Some(Vec::new());
+    let Plan::Finish(finish) = promoted_plan(&status, &promoted, &done) else {
+        panic!("did not finish");
+    };
+    let record = finish.record.expect("a record");
+    assert_eq!(
+        record.fetched,
+        Some(sha(9)),
+        "the ref's head is what was fetched"
+    );
+    let mut recorded = status.clone();
+    record.apply(&mut recorded, Some(1), at());
+    assert_eq!(recorded.last_applied_revision, Some(sha(2)));
+    assert_eq!(recorded.promotion, None, "nothing waits");
+}
+
+#[test]
+fn while_a_promotion_soaks_what_is_applied_stays_and_the_wait_ends_with_the_soak() {
+    let pending = PromotionState {
+        revision: sha(2),
+        waiting_for: "soaking".into(),
+        until: Some(to_k8s(at() + chrono::Duration::seconds(25))),
+    };
+    let hold = Promoted::Hold {
+        pending: Some(pending.clone()),
+    };
+    // Nothing applied yet: nothing to apply, the wait recorded, looked at again at its end.
+    let fresh = GitSyncStatus::default();
+    let Plan::Finish(finish) = promoted_plan(&fresh, &hold, &Done::default()) else {
+        panic!("acted while holding");
+    };
+    assert_eq!(finish.requeue, Duration::from_secs(25));
+    let record = finish.record.expect("a record");
+    assert_eq!(record.promotion, Some(Some(pending.clone())));
+    // Something applied: it stays.
+    let status = GitSyncStatus {
+        last_applied_revision: Some(sha(1)),
+        last_attempted_revision: Some(sha(1)),
+        last_fetched_revision: Some(sha(9)),
+        last_good_revision: Some(sha(1)),
+        ..GitSyncStatus::default()
+    };
+    let Plan::Finish(finish) = promoted_plan(&status, &hold, &Done::default()) else {
+        panic!("acted while holding");
+    };
+    assert_eq!(finish.requeue, Duration::from_secs(25));
+    let mut recorded = status.clone();
+    if let Some(record) = &finish.record {
+        record.apply(&mut recorded, Some(1), at());
+    }
+    assert_eq!(recorded.last_applied_revision, Some(sha(1)));
+    assert_eq!(recorded.promotion, Some(pending));
 }
