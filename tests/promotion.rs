@@ -85,6 +85,23 @@ async fn status_where(
     .await
 }
 
+/// `kubectl weir ARGS -n NS`, which must succeed: what it printed.
+fn weir_plugin(ns: &TestNamespace, args: &[&str]) -> String {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_kubectl-weir"))
+        .args(args)
+        .args(["-n", &ns.name])
+        .env("KUBECONFIG", support::kubeconfig_path())
+        .output()
+        .expect("running kubectl-weir");
+    let said = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        output.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    said
+}
+
 async fn prod_value(ns: &TestNamespace) -> Option<String> {
     let found = ns
         .api::<ConfigMap>()
@@ -163,6 +180,17 @@ async fn production_applies_only_what_staging_proved_good_after_its_soak_and_app
         [v1.as_str(), v3.as_str()],
         "v2 never reached production"
     );
+    // The fleet view says so: v2 rejected in staging, never in production.
+    let fleet = weir_plugin(&ns, &["fleet"]);
+    let v2_row = fleet
+        .lines()
+        .find(|l| l.starts_with(&v2[..12]))
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        v2_row.contains("rejected (HealthCheckFailed)") && v2_row.trim_end().ends_with('-'),
+        "{fleet}"
+    );
 
     // With manual approval, v4 waits for a person once it has soaked.
     apply_git_sync(
@@ -182,17 +210,7 @@ async fn production_applies_only_what_staging_proved_good_after_its_soak_and_app
     assert_eq!(waiting.last_applied_revision.as_deref(), Some(v3.as_str()));
     assert_eq!(prod_value(&ns).await.as_deref(), Some("3"));
     // A person approves what waits, with the plugin.
-    let approved = std::process::Command::new(env!("CARGO_BIN_EXE_kubectl-weir"))
-        .args(["promote", "gitsync/prod", "-n", &ns.name])
-        .env("KUBECONFIG", support::kubeconfig_path())
-        .output()
-        .expect("running kubectl-weir");
-    let said = String::from_utf8_lossy(&approved.stdout);
-    assert!(
-        approved.status.success(),
-        "{said}{}",
-        String::from_utf8_lossy(&approved.stderr)
-    );
+    let said = weir_plugin(&ns, &["promote", "gitsync/prod"]);
     assert!(said.contains(&format!("approved revision {v4}")), "{said}");
     status_where(&ns, "prod", "v4 applied once approved", |s| {
         s.last_applied_revision.as_deref() == Some(v4.as_str()) && s.promotion.is_none()

@@ -83,6 +83,13 @@ pub enum Command {
     },
     /// The revisions the Rollout went through, with outcomes and analysis.
     History { name: String },
+    /// Where each recent Git revision stands in every GitSync (environment), upstream
+    /// first: applied, good, soaking, waiting for approval, rejected and why.
+    Fleet {
+        /// GitSyncs in every namespace.
+        #[arg(short = 'A', long)]
+        all_namespaces: bool,
+    },
     /// Wait until Healthy (exit 0), Degraded or aborted (exit 1), or the timeout (exit 2).
     ///
     /// For a Rollout a GitSync manages, the release waited for is a Git revision (the

@@ -5,6 +5,7 @@
 mod cli;
 pub mod control;
 pub mod diff;
+pub mod fleet;
 pub mod history;
 pub mod lint;
 pub mod show;
@@ -150,6 +151,21 @@ async fn execute(cli: Cli) -> Result<ExitCode, Failure> {
         Command::Pause { name } => control(&kube, &name, Control::Pause).await,
         Command::Resume { name } => control(&kube, &name, Control::Resume).await,
         Command::Undo { name, to_revision } => undo(&kube, &name, to_revision.as_deref()).await,
+        Command::Fleet { all_namespaces } => {
+            let cluster = Cluster::connect(&kube).await?;
+            let api: Api<GitSync> = if all_namespaces {
+                Api::all(cluster.client.clone())
+            } else {
+                cluster.api()
+            };
+            let syncs = api
+                .list(&ListParams::default())
+                .await
+                .map_err(|e| cluster.explain(e, &cluster.here("list", "gitsyncs", None)))?
+                .items;
+            print!("{}", fleet::fleet(&syncs, chrono::Utc::now()));
+            Ok(ExitCode::SUCCESS)
+        }
         Command::History { name } => {
             let cluster = Cluster::connect(&kube).await?;
             let rollout = cluster.rollout(&name).await?;
