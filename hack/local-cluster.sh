@@ -15,13 +15,32 @@
 #   hack/local-cluster.sh pause PART SECONDS   freeze one part (SIGSTOP) for SECONDS, then
 #                                              let it go on (SIGCONT): a stalled etcd, say
 #   PART is one of: etcd kube-apiserver kube-controller-manager prometheus kubelet-stand-in
+#   --name NAME    (with any command) another cluster beside the default one, state in
+#                  .local-cluster-NAME/: `up --name remote`, `env --name remote`
 #
 # State lives in .local-cluster/ (git-ignored). The built Kubernetes binaries are cached in
 # ${WEIR_CACHE_DIR:-~/.cache/weir}/k8s-1.20.2 so that a second machine-local run does not rebuild.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-STATE=${WEIR_CLUSTER_DIR:-$ROOT/.local-cluster}
+# `--name NAME` (anywhere among the arguments) is another cluster beside the default one:
+# its own etcd, API server, controller manager, Prometheus and kubelet stand-in, on ports of
+# its own, with state in .local-cluster-NAME/ (a remote cluster for a GitSync, say).
+NAME=
+args=()
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --name) NAME=${2:-}; shift 2 || { echo "--name takes a name" >&2; exit 2; } ;;
+    --name=*) NAME=${1#--name=}; shift ;;
+    *) args+=("$1"); shift ;;
+  esac
+done
+set -- "${args[@]+"${args[@]}"}"
+if [ -n "$NAME" ] && ! [[ "$NAME" =~ ^[a-z0-9]([a-z0-9-]*[a-z0-9])?$ ]]; then
+  echo "--name takes lower-case letters, digits and '-', not '$NAME'" >&2
+  exit 2
+fi
+STATE=${WEIR_CLUSTER_DIR:-$ROOT/.local-cluster${NAME:+-$NAME}}
 CACHE=${WEIR_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/weir}
 K8S_VERSION=1.20.2
 K8S_BIN=$CACHE/k8s-$K8S_VERSION
@@ -358,7 +377,7 @@ cmd_up() {
   start_prometheus
   install_crds
   start_stand_in
-  say "ready. Use it with: eval \"\$(hack/local-cluster.sh env)\""
+  say "ready. Use it with: eval \"\$(hack/local-cluster.sh env${NAME:+ --name $NAME})\""
 }
 
 cmd_env() {

@@ -83,10 +83,41 @@ pub struct GitSyncSpec {
     /// an encrypted file fails the same way.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub decryption: Option<Decryption>,
+    /// Apply to another cluster (Flux's `kubeConfig`): a kubeconfig in a Secret of this
+    /// namespace, read as this GitSync's identity. Objects are applied, pruned and judged
+    /// there, impersonating this GitSync's ServiceAccount (of the same name and namespace
+    /// there) with the kubeconfig's credentials. Only inline values are taken: no exec or
+    /// auth-provider plugins, no files, no proxy, TLS always verified.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kube_config: Option<KubeConfigReference>,
     /// Apply only revisions another GitSync (an earlier environment) has proven good:
     /// staging's canary gates production. Without it, the ref's head is applied.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub promotion: Option<Promotion>,
+    #[serde(flatten)]
+    #[schemars(skip)]
+    pub unsupported: Unsupported,
+}
+
+/// The Secret a remote cluster's kubeconfig is in.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(transform = keep_unknown_fields)]
+pub struct KubeConfigReference {
+    pub secret_ref: SecretKeyReference,
+    #[serde(flatten)]
+    #[schemars(skip)]
+    pub unsupported: Unsupported,
+}
+
+/// A Secret of this namespace and the key in it (default `value`, then `value.yaml`).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(transform = keep_unknown_fields)]
+pub struct SecretKeyReference {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
     #[serde(flatten)]
     #[schemars(skip)]
     pub unsupported: Unsupported,
@@ -375,4 +406,11 @@ pub struct InventoryEntry {
     pub name: String,
 }
 
-keeps_unknown_fields!(GitSyncSpec, Decryption, Promotion, PromotionSource,);
+keeps_unknown_fields!(
+    GitSyncSpec,
+    Decryption,
+    Promotion,
+    PromotionSource,
+    KubeConfigReference,
+    SecretKeyReference,
+);

@@ -12,7 +12,9 @@ use kube::{Resource, ResourceExt};
 use tracing::info;
 
 use super::apply;
-use super::context::{Context, InFlight, acting_as, clone_dir, neighbours, timed_out};
+use super::context::{
+    Context, InFlight, acting_as, acting_in_target, clone_dir, neighbours, timed_out,
+};
 use super::credentials::{self, Credentials};
 use super::dependencies;
 use super::error::SyncError;
@@ -118,7 +120,7 @@ async fn fetch_unless_aborted(
                 Err(failure) => FetchOutcome::Failed(Box::new(failure)),
             },
             () = news => {
-                *rollouts = observe::managed_rollouts(&ctx.client, &status.inventory).await;
+                *rollouts = observe::rollouts_of(ctx, sync).await;
                 if plan::must_roll_back(&status, rollouts, workloads, &at.settings.judging, Utc::now()) {
                     info!("a managed Rollout aborted during the fetch: rolling back first");
                     return FetchOutcome::Deferred;
@@ -337,7 +339,7 @@ async fn apply_revision(
         }
     };
     let objects = manifests.len();
-    let (identity, client) = match acting_as(ctx, sync) {
+    let (identity, client, reader) = match acting_in_target(ctx, sync).await {
         Ok(acting) => acting,
         Err(error) => {
             return Attempt::ApplyFailed {
@@ -351,7 +353,7 @@ async fn apply_revision(
     let target = apply::Applier {
         client: &client,
         identity: &identity,
-        reader: &ctx.client,
+        reader: &reader,
         policy: &ctx.policy,
         term,
         scope: ctx.scope.as_deref(),

@@ -22,7 +22,10 @@ pub struct Context {
     /// The controller's own identity: reads, status writes, Events. Never what Git says.
     pub client: Client,
     /// Clients acting as each GitSync's ServiceAccount.
-    pub impersonation: Impersonation,
+    pub impersonation: Arc<Impersonation>,
+    /// The clusters GitSyncs with `spec.kubeConfig` apply to, by GitSync UID and the
+    /// kubeconfig Secret's resourceVersion (a changed Secret makes a new one).
+    pub(super) remotes: Mutex<HashMap<String, (String, Target)>>,
     /// The tenancy flags.
     pub policy: Policy,
     /// Every GitSync the controller watches, for the branches they follow.
@@ -165,6 +168,117 @@ pub(super) fn acting_as(ctx: &Context, sync: &GitSync) -> Result<(Identity, Clie
             ))
         })?;
     Ok((identity, client))
+}
+
+/// Where a GitSync's objects live: this cluster, or the one its `spec.kubeConfig` names.
+#[derive(Clone)]
+pub(super) struct Target {
+    /// The controller's (or the kubeconfig's) own identity there: reads of what was applied.
+    pub reader: Client,
+    /// Clients acting as the GitSync's ServiceAccount there.
+    pub impersonation: Arc<Impersonation>,
+}
+
+/// Remote clusters kept at most: tenants make GitSyncs, so their number is theirs to choose.
+const REMOTES_KEPT: usize = 256;
+
+/// The cluster the GitSync applies to. For `spec.kubeConfig`, the Secret is read as the
+/// GitSync's identity here (a tenant cannot use a kubeconfig its ServiceAccount may not
+/// read) and the kubeconfig checked (`remote::checked`) before any client is made.
+pub(super) async fn target(ctx: &Context, sync: &GitSync) -> Result<Target, SyncError> {
+    let Some(reference) = &sync.spec.kube_config else {
+        return Ok(Target {
+            reader: ctx.client.clone(),
+            impersonation: ctx.impersonation.clone(),
+        });
+    };
+    let namespace = sync.namespace().unwrap_or_default();
+    let name = &reference.secret_ref.name;
+    let described = format!("Secret {namespace}/{name} (spec.kubeConfig.secretRef)");
+    let (identity, client) = acting_as(ctx, sync)?;
+    let secret = kube::Api::<k8s_openapi::api::core::v1::Secret>::namespaced(client, &namespace)
+        .get_opt(name)
+        .await
+        .map_err(|e| match e {
+            kube::Error::Api(status) if status.code == 403 => SyncError::forbidden(format!(
+                "reading {described}: {} (weir acted as {})",
+                status.message,
+                identity.describe()
+            )),
+            e => SyncError::api(format!("reading {described}: {e}"), &e),
+        })?
+        .ok_or_else(|| SyncError::invalid(format!("{described} does not exist")))?;
+    let uid = sync.metadata.uid.clone().unwrap_or_default();
+    let version = secret.metadata.resource_version.clone().unwrap_or_default();
+    {
+        let remotes = ctx.remotes.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((seen, target)) = remotes.get(&uid)
+            && *seen == version
+        {
+            return Ok(target.clone());
+        }
+    }
+    let data = secret.data.unwrap_or_default();
+    let keys: Vec<&str> = match reference.secret_ref.key.as_deref() {
+        Some(key) => vec![key],
+        None => super::remote::DEFAULT_KEYS.to_vec(),
+    };
+    let Some((key, bytes)) = keys.iter().find_map(|k| data.get(*k).map(|b| (*k, &b.0))) else {
+        return Err(SyncError::invalid(format!(
+            "{described} has no key {}: put the kubeconfig there",
+            keys.join(" or ")
+        )));
+    };
+    let kubeconfig = super::remote::checked(bytes, &format!("{described} key {key}"))
+        .map_err(SyncError::invalid)?;
+    let mut config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+        .await
+        .map_err(|e| {
+            SyncError::invalid(format!(
+                "{described} key {key}: not a usable kubeconfig: {e}"
+            ))
+        })?;
+    // An unreachable cluster is an outage to back off from, never a worker held.
+    config.connect_timeout = Some(Duration::from_secs(10));
+    config.read_timeout = Some(Duration::from_secs(60));
+    let reader = kube::Client::try_from(config.clone()).map_err(|e| {
+        SyncError::invalid(format!(
+            "{described} key {key}: no client could be made: {e}"
+        ))
+    })?;
+    let target = Target {
+        impersonation: Arc::new(Impersonation::new(config, reader.clone())),
+        reader,
+    };
+    let mut remotes = ctx.remotes.lock().unwrap_or_else(|e| e.into_inner());
+    if remotes.len() >= REMOTES_KEPT {
+        remotes.clear();
+    }
+    remotes.insert(uid, (version, target.clone()));
+    Ok(target)
+}
+
+/// Who the GitSync acts as where its objects live, a client that does, and a reader there.
+pub(super) async fn acting_in_target(
+    ctx: &Context,
+    sync: &GitSync,
+) -> Result<(Identity, Client, Client), SyncError> {
+    let target = target(ctx, sync).await?;
+    let identity = tenancy::identity(
+        &ctx.policy,
+        &sync.namespace().unwrap_or_default(),
+        sync.spec.service_account_name.as_deref(),
+    );
+    let client = target
+        .impersonation
+        .client(identity.user().as_deref())
+        .map_err(|error| {
+            SyncError::invalid(format!(
+                "making a client that acts as {}: {error}",
+                identity.describe()
+            ))
+        })?;
+    Ok((identity, client, target.reader))
 }
 
 /// The GitSync's own clone: keyed by its UID, so no other GitSync (one deleted and made

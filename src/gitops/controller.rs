@@ -68,7 +68,8 @@ pub async fn run(
     let context = Arc::new(Context {
         events: crate::runtime::Events::new(&client),
         metrics,
-        impersonation: Impersonation::new(config, client.clone()),
+        impersonation: Arc::new(Impersonation::new(config, client.clone())),
+        remotes: Default::default(),
         policy: options.policy,
         limits: options.limits,
         gitsyncs: gitsyncs.store.clone(),

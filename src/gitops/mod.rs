@@ -18,6 +18,7 @@ pub mod plan;
 pub mod promotion;
 pub mod reconcile;
 mod record;
+pub mod remote;
 pub mod render;
 pub mod revision;
 pub mod rollback;

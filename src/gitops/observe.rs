@@ -11,7 +11,7 @@ use kube::discovery::ApiResource;
 use kube::{Client, Resource, ResourceExt};
 use tracing::warn;
 
-use super::context::{Context, acting_as, neighbours};
+use super::context::{Context, acting_as, acting_in_target, neighbours, target};
 use super::dependencies;
 use super::health::{self, Workload};
 use super::plan::Settings;
@@ -106,6 +106,44 @@ pub(super) async fn promotion(ctx: &Context, sync: &GitSync) -> Option<promotion
     Some(promotion::choose(&gate, &own, chrono::Utc::now()))
 }
 
+/// What the GitSync's Rollouts show, read fresh where they live (this cluster or its
+/// `spec.kubeConfig`'s): the ones in its inventory. A cluster that cannot be reached leaves
+/// each unreadable: neither good nor failed, so nothing is rejected for an outage.
+pub(super) async fn rollouts_of(ctx: &Context, sync: &GitSync) -> Vec<ManagedRollout> {
+    let inventory = sync
+        .status
+        .as_ref()
+        .map(|s| s.inventory.as_slice())
+        .unwrap_or_default();
+    match target(ctx, sync).await {
+        Ok(target) => managed_rollouts(&target.reader, inventory).await,
+        Err(error) => {
+            warn!(gitsync = %sync.name_any(), error = %error.message, "the cluster of a GitSync's Rollouts cannot be reached");
+            managed_rollouts_unreadable(inventory)
+        }
+    }
+}
+
+/// Each Rollout of the inventory as one that cannot be read.
+fn managed_rollouts_unreadable(inventory: &[InventoryEntry]) -> Vec<ManagedRollout> {
+    inventory
+        .iter()
+        .filter(|e| e.kind == "Rollout")
+        .filter_map(|e| Some(unreadable(format!("{}/{}", e.namespace.as_ref()?, e.name))))
+        .collect()
+}
+
+fn unreadable(name: String) -> ManagedRollout {
+    ManagedRollout {
+        name,
+        applied_revision: None,
+        canary_revision: None,
+        healthy: false,
+        aborted: None,
+        aborted_at: None,
+    }
+}
+
 /// What the GitSync's Rollouts show, read fresh: the ones in its inventory.
 pub(super) async fn managed_rollouts(
     client: &Client,
@@ -129,14 +167,7 @@ pub(super) async fn managed_rollouts(
             // rejected on its account; syncing goes on.
             Err(error) => {
                 warn!(rollout = %name, %error, "reading a managed Rollout failed");
-                seen.push(ManagedRollout {
-                    name,
-                    applied_revision: None,
-                    canary_revision: None,
-                    healthy: false,
-                    aborted: None,
-                    aborted_at: None,
-                });
+                seen.push(unreadable(name));
             }
         }
     }
@@ -163,7 +194,7 @@ pub(super) async fn applied_workloads(
         return Vec::new();
     }
     let describe = |e: &InventoryEntry| health::describe(&e.kind, e.namespace.as_deref(), &e.name);
-    let (identity, client) = match acting_as(ctx, sync) {
+    let (identity, client, _) = match acting_in_target(ctx, sync).await {
         Ok(acting) => acting,
         Err(error) => {
             return entries

@@ -54,7 +54,7 @@ pub async fn reconcile(sync: Arc<GitSync>, ctx: Arc<Context>) -> Result<Requeue,
     // The Rollouts are looked at every time (their changes wake this GitSync): an abort is
     // acted on at once, never after the interval. The applied revision's workloads are read
     // while it awaits its verdict, and polled meanwhile.
-    let mut rollouts = observe::managed_rollouts(&ctx.client, &status.inventory).await;
+    let mut rollouts = observe::rollouts_of(&ctx, &current).await;
     let workloads = match rollback::judging(&status) {
         Some(_) => observe::applied_workloads(&ctx, &current, &key, &status.inventory).await,
         None => Vec::new(),

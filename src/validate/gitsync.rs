@@ -151,6 +151,22 @@ pub fn git_sync(spec: &GitSyncSpec) -> Vec<Violation> {
             report.invalid(field, format!("{:?} is named twice", dependency.name));
         }
     }
+    if let Some(kube_config) = &spec.kube_config {
+        report.unsupported("spec.kubeConfig", kube_config);
+        report.unsupported("spec.kubeConfig.secretRef", &kube_config.secret_ref);
+        check_name(
+            &mut report,
+            "spec.kubeConfig.secretRef.name",
+            &kube_config.secret_ref.name,
+            NameRule::Dns1123Subdomain,
+        );
+        if kube_config.secret_ref.key.as_deref() == Some("") {
+            report.invalid(
+                "spec.kubeConfig.secretRef.key",
+                "name the key, or leave it out for value (then value.yaml)",
+            );
+        }
+    }
     if let Some(promotion) = &spec.promotion {
         check_promotion(&mut report, spec, promotion);
     }
