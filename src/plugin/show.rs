@@ -173,54 +173,9 @@ pub fn list(rollouts: &[Rollout], all_namespaces: bool, now: DateTime<Utc>) -> S
     table(&header, &rows)
 }
 
-/// One canary step in words: what it sets, then what it waits for.
+/// One canary step in words: the planner's own description, so Events and the plugin agree.
 pub fn step_text(step: &CanaryStep) -> String {
-    let mut sets = Vec::new();
-    if let Some(weight) = step.set_weight {
-        sets.push(format!("setWeight {weight}%"));
-    }
-    if let Some(scale) = &step.set_canary_scale {
-        sets.push(match (scale.replicas, scale.weight) {
-            (Some(replicas), _) => format!("setCanaryScale {replicas} replicas"),
-            (None, Some(weight)) => format!("setCanaryScale {weight}%"),
-            _ => "setCanaryScale matchTrafficWeight".into(),
-        });
-    }
-    if let Some(header) = &step.set_header_route {
-        sets.push(format!("setHeaderRoute {}", header.name));
-    }
-    if let Some(mirror) = &step.set_mirror_route {
-        sets.push(format!("setMirrorRoute {}", mirror.name));
-    }
-    let waits = if let Some(pause) = &step.pause {
-        Some(match &pause.duration {
-            Some(duration) => format!("pause {}", int_or_string(duration)),
-            None => "pause (until promoted)".into(),
-        })
-    } else {
-        step.analysis.as_ref().map(|analysis| {
-            let names: Vec<&str> = analysis
-                .templates
-                .iter()
-                .map(|t| t.template_name.as_str())
-                .collect();
-            format!("analysis {}", names.join(", "))
-        })
-    };
-    match (sets.is_empty(), waits) {
-        (true, None) => "(unsupported step)".into(),
-        (true, Some(waits)) => waits,
-        (false, None) => sets.join(", "),
-        (false, Some(waits)) => format!("{}, then {waits}", sets.join(", ")),
-    }
-}
-
-fn int_or_string(value: &k8s_openapi::apimachinery::pkg::util::intstr::IntOrString) -> String {
-    use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-    match value {
-        IntOrString::Int(seconds) => format!("{seconds}s"),
-        IntOrString::String(text) => text.clone(),
-    }
+    crate::rollout::plan::describe_step(step)
 }
 
 /// Twenty cells: `#` for the canary's share, `.` for the stable's.

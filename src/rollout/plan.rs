@@ -47,7 +47,7 @@ use crate::validate;
 use planner::Planner;
 use status::selector_string;
 
-pub use steps::{canary_pods, managed_routes_at, step_weight};
+pub use steps::{canary_pods, describe_step, managed_routes_at, step_weight};
 pub use vocabulary::{
     Action, AnalysisRunView, CONDITION_AVAILABLE, CONDITION_INVALID_SPEC, CONDITION_PROGRESSING,
     Input, OUTAGE_HOLD, Object, Observed, Plan, Reason, ReplicaSetView, Transition,

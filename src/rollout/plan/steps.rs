@@ -1,5 +1,7 @@
 //! What a canary step asks for: its weight, its pods, its description.
 
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+
 use crate::api::rollout::{CanaryStep, ManagedRouteName, RouteMatch};
 use crate::traffic::ManagedRoute;
 
@@ -88,14 +90,19 @@ pub fn managed_routes_at(
     routes
 }
 
-pub(super) fn describe_step(step: &CanaryStep) -> String {
-    // What a step sets, in the order it is carried out, then what it waits for.
+/// One canary step in words, for Events, the status and `kubectl weir`: what it sets, in the
+/// order it is carried out, then what it waits for.
+pub fn describe_step(step: &CanaryStep) -> String {
     let mut sets = Vec::new();
     if let Some(weight) = step.set_weight {
-        sets.push(format!("setWeight {weight}"));
+        sets.push(format!("setWeight {weight}%"));
     }
-    if step.set_canary_scale.is_some() {
-        sets.push("setCanaryScale".into());
+    if let Some(scale) = &step.set_canary_scale {
+        sets.push(match (scale.replicas, scale.weight) {
+            (Some(replicas), _) => format!("setCanaryScale {replicas} replicas"),
+            (None, Some(weight)) => format!("setCanaryScale {weight}%"),
+            _ => "setCanaryScale matchTrafficWeight".into(),
+        });
     }
     if let Some(header) = &step.set_header_route {
         sets.push(format!("setHeaderRoute {}", header.name));
@@ -105,16 +112,9 @@ pub(super) fn describe_step(step: &CanaryStep) -> String {
     }
     let waits = if let Some(pause) = &step.pause {
         Some(match &pause.duration {
-            Some(d) => format!(
-                "pause {}",
-                match d {
-                    k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(s) =>
-                        format!("{s}s"),
-                    k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::String(s) =>
-                        s.clone(),
-                }
-            ),
-            None => "pause until promoted".into(),
+            Some(IntOrString::Int(seconds)) => format!("pause {seconds}s"),
+            Some(IntOrString::String(text)) => format!("pause {text}"),
+            None => "pause (until promoted)".into(),
         })
     } else {
         step.analysis.as_ref().map(|analysis| {
@@ -127,7 +127,7 @@ pub(super) fn describe_step(step: &CanaryStep) -> String {
         })
     };
     match (sets.is_empty(), waits) {
-        (true, None) => "unknown step".into(),
+        (true, None) => "(unsupported step)".into(),
         (true, Some(waits)) => waits,
         (false, None) => sets.join(", "),
         (false, Some(waits)) => format!("{}, then {waits}", sets.join(", ")),

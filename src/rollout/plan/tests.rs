@@ -2143,11 +2143,11 @@ fn one_step_may_set_the_weight_and_both_kinds_of_route_then_another_scales_and_a
     assert_eq!(world.status.current_step_index, Some(2));
     assert_eq!(
         steps::describe_step(&world.spec.strategy.canary.as_ref().expect("canary").steps[0]),
-        "setWeight 30, setHeaderRoute header, setMirrorRoute mirror"
+        "setWeight 30%, setHeaderRoute header, setMirrorRoute mirror"
     );
     assert_eq!(
         steps::describe_step(&world.spec.strategy.canary.as_ref().expect("canary").steps[1]),
-        "setCanaryScale, then analysis t"
+        "setCanaryScale 3 replicas, then analysis t"
     );
 }
 
