@@ -9,7 +9,7 @@ use base64::Engine;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, ServiceAccount};
 use k8s_openapi::api::rbac::v1::RoleBinding;
-use kube::api::{DeleteParams, PostParams};
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Api, Client, Config};
 use serde_json::json;
@@ -17,6 +17,8 @@ use support::app::{LIMIT, apply_git_sync};
 use support::git::{GitDaemon, GitRepo};
 use support::gitops::sync_where;
 use support::{ControllerProcess, TestNamespace, client, eventually, repo_root};
+use weir::api::Rollout;
+use weir::api::rollout::RolloutPhase;
 
 /// The second local cluster's state directory.
 fn remote_dir() -> std::path::PathBuf {
@@ -74,6 +76,57 @@ users:
     )
 }
 
+/// The namespace the test's own, in the remote cluster, with the tenant's ServiceAccount
+/// bound to `admin` there, as a platform team sets a tenant up (the chart does it here).
+async fn remote_tenant(remote: &Client, namespace: &str) {
+    remote_namespace(remote, namespace).await;
+    remote_service_account(remote, namespace).await;
+}
+
+async fn remote_namespace(remote: &Client, namespace: &str) {
+    let namespaces: Api<Namespace> = Api::all(remote.clone());
+    let object: Namespace =
+        serde_json::from_value(json!({"metadata": {"name": namespace}})).expect("a namespace");
+    namespaces
+        .create(&PostParams::default(), &object)
+        .await
+        .expect("the namespace in the remote cluster");
+}
+
+async fn remote_service_account(remote: &Client, namespace: &str) {
+    let accounts: Api<ServiceAccount> = Api::namespaced(remote.clone(), namespace);
+    let account: ServiceAccount =
+        serde_json::from_value(json!({"metadata": {"name": "weir-gitsync"}})).expect("an account");
+    accounts
+        .create(&PostParams::default(), &account)
+        .await
+        .expect("the remote ServiceAccount");
+    let bindings: Api<RoleBinding> = Api::namespaced(remote.clone(), namespace);
+    let binding: RoleBinding = serde_json::from_value(json!({
+        "metadata": {"name": "weir-gitsync-admin"},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "admin"},
+        "subjects": [{"kind": "ServiceAccount", "name": "weir-gitsync", "namespace": namespace}]
+    }))
+    .expect("a binding");
+    bindings
+        .create(&PostParams::default(), &binding)
+        .await
+        .expect("the remote RoleBinding");
+}
+
+/// The remote cluster's kubeconfig in the Secret `remote-kubeconfig` of `ns`.
+async fn kubeconfig_secret(ns: &TestNamespace, text: String) {
+    let secret: Secret = serde_json::from_value(json!({
+        "metadata": {"name": "remote-kubeconfig"},
+        "stringData": {"value": text}
+    }))
+    .expect("a Secret");
+    ns.api::<Secret>()
+        .create(&PostParams::default(), &secret)
+        .await
+        .expect("the kubeconfig Secret");
+}
+
 fn settings(value: &str) -> String {
     format!(
         "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: settings\ndata:\n  value: \"{value}\"\n"
@@ -102,22 +155,8 @@ spec:
 async fn a_git_sync_applies_judges_and_prunes_in_the_cluster_its_kubeconfig_names() {
     let ns = TestNamespace::new(&client().await, "remote-apply").await;
     let remote = remote_client().await;
-    let namespaces: Api<Namespace> = Api::all(remote.clone());
-    let namespace: Namespace =
-        serde_json::from_value(json!({"metadata": {"name": ns.name}})).expect("a namespace");
-    namespaces
-        .create(&PostParams::default(), &namespace)
-        .await
-        .expect("the namespace in the remote cluster");
-    let secret: Secret = serde_json::from_value(json!({
-        "metadata": {"name": "remote-kubeconfig"},
-        "stringData": {"value": inline_kubeconfig()}
-    }))
-    .expect("a Secret");
-    ns.api::<Secret>()
-        .create(&PostParams::default(), &secret)
-        .await
-        .expect("the kubeconfig Secret");
+    remote_namespace(&remote, &ns.name).await;
+    kubeconfig_secret(&ns, inline_kubeconfig()).await;
     let repo = GitRepo::new(&ns.name);
     let daemon = GitDaemon::serve(&repo).await;
     let v1 = repo.commit(
@@ -152,24 +191,7 @@ async fn a_git_sync_applies_judges_and_prunes_in_the_cluster_its_kubeconfig_name
             .is_none()
     );
     // The platform team gives the tenant its ServiceAccount there, as the chart does here.
-    let accounts: Api<ServiceAccount> = Api::namespaced(remote.clone(), &ns.name);
-    let account: ServiceAccount =
-        serde_json::from_value(json!({"metadata": {"name": "weir-gitsync"}})).expect("an account");
-    accounts
-        .create(&PostParams::default(), &account)
-        .await
-        .expect("the remote ServiceAccount");
-    let bindings: Api<RoleBinding> = Api::namespaced(remote.clone(), &ns.name);
-    let binding: RoleBinding = serde_json::from_value(json!({
-        "metadata": {"name": "weir-gitsync-admin"},
-        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "admin"},
-        "subjects": [{"kind": "ServiceAccount", "name": "weir-gitsync", "namespace": ns.name}]
-    }))
-    .expect("a binding");
-    bindings
-        .create(&PostParams::default(), &binding)
-        .await
-        .expect("the remote RoleBinding");
+    remote_service_account(&remote, &ns.name).await;
     // Good only once the remote Deployment is available (the remote kubelet stand-in).
     let status = sync_where(&ns, "v1 applied and good in the remote cluster", |s| {
         s.last_good_revision.as_deref() == Some(v1.as_str())
@@ -226,6 +248,7 @@ async fn a_git_sync_applies_judges_and_prunes_in_the_cluster_its_kubeconfig_name
     )
     .await;
 
+    let namespaces: Api<Namespace> = Api::all(remote.clone());
     let _ = namespaces.delete(&ns.name, &DeleteParams::default()).await;
 }
 
@@ -236,15 +259,7 @@ async fn a_kubeconfig_that_would_run_a_command_is_refused_and_nothing_is_applied
         "    token:",
         "    exec: {apiVersion: client.authentication.k8s.io/v1, command: /bin/touch, args: [/tmp/weir-was-made-to-run-this]}\n    token:",
     );
-    let secret: Secret = serde_json::from_value(json!({
-        "metadata": {"name": "remote-kubeconfig"},
-        "stringData": {"value": hostile}
-    }))
-    .expect("a Secret");
-    ns.api::<Secret>()
-        .create(&PostParams::default(), &secret)
-        .await
-        .expect("the kubeconfig Secret");
+    kubeconfig_secret(&ns, hostile).await;
     let repo = GitRepo::new(&ns.name);
     let daemon = GitDaemon::serve(&repo).await;
     repo.commit("settings", &[("deploy/settings.yaml", &settings("1"))]);
@@ -277,4 +292,124 @@ async fn a_kubeconfig_that_would_run_a_command_is_refused_and_nothing_is_applied
         !std::path::Path::new("/tmp/weir-was-made-to-run-this").exists(),
         "the command never ran"
     );
+}
+
+/// A Rollout as a team writes one, with no router: its canary is a share of its replicas.
+fn rollout(version: u32) -> String {
+    format!(
+        "apiVersion: weir.dev/v1alpha1
+kind: Rollout
+metadata:
+  name: web
+spec:
+  replicas: 2
+  selector:
+    matchLabels:
+      app: web
+  template:
+    metadata:
+      labels:
+        app: web
+    spec:
+      containers:
+        - name: web
+          image: registry.example/web:{version}
+  strategy:
+    canary:
+      steps:
+        - setWeight: 50
+        - pause: {{}}
+"
+    )
+}
+
+#[tokio::test]
+async fn a_rollout_in_the_remote_cluster_decides_what_is_good_and_its_abort_rolls_back_there() {
+    let ns = TestNamespace::new(&client().await, "remote-rollout").await;
+    let remote = remote_client().await;
+    remote_tenant(&remote, &ns.name).await;
+    kubeconfig_secret(&ns, inline_kubeconfig()).await;
+    let repo = GitRepo::new(&ns.name);
+    let daemon = GitDaemon::serve(&repo).await;
+    let v1 = repo.commit("web 1", &[("deploy/web.yaml", &rollout(1))]);
+    // Here: the GitSync. There: weir's rollout controller, as the chart installs it there.
+    let _controller = ControllerProcess::start(&ns.name);
+    let remote_kubeconfig = remote_dir().join("kubeconfig");
+    let _remote_controller =
+        ControllerProcess::start_with_env(&ns.name, &[], &[("KUBECONFIG", &remote_kubeconfig)]);
+    apply_git_sync(
+        &ns,
+        "app",
+        json!({"url": daemon.url(&repo), "ref": {"branch": "main"}, "path": "deploy", "interval": "1s",
+            "kubeConfig": {"secretRef": {"name": "remote-kubeconfig"}}}),
+    )
+    .await;
+    sync_where(&ns, "v1 good: the remote Rollout Healthy", |s| {
+        s.last_good_revision.as_deref() == Some(v1.as_str())
+    })
+    .await;
+    let rollouts: Api<Rollout> = Api::namespaced(remote.clone(), &ns.name);
+    let web = rollouts
+        .get("web")
+        .await
+        .expect("web in the remote cluster");
+    assert_eq!(
+        web.status.and_then(|s| s.phase),
+        Some(RolloutPhase::Healthy)
+    );
+    assert!(
+        ns.api::<Rollout>()
+            .get_opt("web")
+            .await
+            .expect("read")
+            .is_none(),
+        "no Rollout here"
+    );
+
+    // v2's canary is aborted there (kubectl weir abort against that cluster): v2 is
+    // rejected here, and the remote cluster goes back to v1.
+    let v2 = repo.commit("web 2", &[("deploy/web.yaml", &rollout(2))]);
+    eventually(
+        "v2's canary paused in the remote cluster",
+        LIMIT,
+        || async {
+            let web = rollouts.get("web").await.ok()?;
+            let status = web.status?;
+            (status.phase == Some(RolloutPhase::Paused)).then_some(())
+        },
+    )
+    .await;
+    rollouts
+        .patch_status(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(&json!({"status": {"abort": true}})),
+        )
+        .await
+        .expect("abort the remote canary");
+    let status = sync_where(&ns, "v2 rejected and the remote cluster back on v1", |s| {
+        s.rejected_revisions.iter().any(|r| r.revision == v2)
+            && s.history
+                .iter()
+                .any(|h| h.revision == v1 && h.outcome == "RolledBack")
+    })
+    .await;
+    let rejected = status
+        .rejected_revisions
+        .iter()
+        .find(|r| r.revision == v2)
+        .expect("v2 rejected");
+    assert_eq!(rejected.reason, "Aborted");
+    eventually(
+        "the remote Rollout's template back on v1",
+        LIMIT,
+        || async {
+            let web = rollouts.get("web").await.ok()?;
+            let image = web.spec.template.spec?.containers.first()?.image.clone()?;
+            (image == "registry.example/web:1").then_some(())
+        },
+    )
+    .await;
+    let namespaces: Api<Namespace> = Api::all(remote.clone());
+    let _ = namespaces.delete(&ns.name, &DeleteParams::default()).await;
 }
