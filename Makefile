@@ -4,11 +4,12 @@ SHELL := bash
 .SHELLFLAGS := -euo pipefail -c
 .DEFAULT_GOAL := help
 
-.PHONY: help test demo toolchain fmt-check clippy unit crds crds-check integration cluster-up cluster-down bench fuzz
+.PHONY: help test demo demo-fleet toolchain fmt-check clippy unit crds crds-check integration cluster-up cluster-down bench fuzz
 
 help:
 	@echo "make demo          weir's whole job on the local cluster: a good release, a bad one rolled back in Git"
 	@echo "                   ROUTER=istio, nginx, smi or alb: the same on that router (default gateway-api)"
+	@echo "make demo-fleet    two clusters: staging gates production; a bad revision caught in staging never reaches production"
 	@echo "make test          every check: fmt, clippy, unit tests, CRD drift, integration tests and the demo on the local cluster"
 	@echo "make crds          regenerate crds/ and hack/crds/ from the Rust types"
 	@echo "make cluster-up    start the local control plane (hack/local-cluster.sh up)"
@@ -22,6 +23,9 @@ test: toolchain fmt-check clippy unit crds-check integration
 ROUTER ?= gateway-api
 demo:
 	ROUTER=$(ROUTER) hack/demo.sh
+
+demo-fleet:
+	hack/demo-fleet.sh
 
 toolchain:
 	@cargo fmt --version >/dev/null 2>&1 || rustup component add rustfmt

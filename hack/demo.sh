@@ -23,15 +23,11 @@ case "$ROUTER" in
   *) echo "ROUTER=$ROUTER: not a router weir has; use gateway-api, istio, nginx, smi or alb" >&2; exit 2 ;;
 esac
 
-say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
-fail() { printf '\nDEMO FAILED: %s\n' "$*" >&2; [ -f "$DEMO/controller.log" ] && tail -20 "$DEMO/controller.log" >&2; exit 1; }
+# shellcheck source=hack/demo-lib.sh
+. "$ROOT/hack/demo-lib.sh"
 
 stop() {
-  for pidfile in "$DEMO"/*.pid; do
-    [ -f "$pidfile" ] || continue
-    kill "$(cat "$pidfile")" 2>/dev/null || true
-    rm -f "$pidfile"
-  done
+  stop_pids
   rm -f "$STATE"/prometheus/targets/weir-demo-*.json
 }
 
@@ -54,18 +50,6 @@ fi
 
 # A failed demo leaves no process behind (its logs stay in $DEMO); a good one runs on.
 trap 'code=$?; [ $code -eq 0 ] || stop' EXIT
-
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-
-# Waits until "$@" succeeds, for at most $LIMIT seconds.
-wait_until() {
-  local what=$1; shift
-  local deadline=$((SECONDS + LIMIT))
-  until "$@" >/dev/null 2>&1; do
-    [ $SECONDS -lt $deadline ] || fail "gave up after ${LIMIT}s waiting for $what"
-    sleep 1
-  done
-}
 
 say "building weir"
 cargo build --quiet --bins

@@ -29,3 +29,6 @@ cargo test --test '*'
 # when it is done.
 hack/demo.sh
 hack/demo.sh stop
+# The same across environments on the two clusters (make demo-fleet).
+hack/demo-fleet.sh
+hack/demo-fleet.sh stop

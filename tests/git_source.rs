@@ -273,7 +273,7 @@ async fn a_revert_restores_only_its_path_and_a_moved_branch_refuses_it() {
     let url = repo.file_url();
     fetch(&dir, &url, &branch("main"), &ANONYMOUS, &limits()).expect("fetch");
 
-    let revert = revert_commit(&dir, &bad, &good, "apps/web", &rejected(&bad), &author())
+    let revert = revert_commit(&dir, &bad, &good, &["apps/web"], &rejected(&bad), &author())
         .expect("revert")
         .expect("something to revert");
     let files =
@@ -292,7 +292,7 @@ async fn a_revert_restores_only_its_path_and_a_moved_branch_refuses_it() {
         "apps/web is the good revision's, the rest stays as the bad commit left it"
     );
     assert_eq!(
-        revert_commit(&dir, &bad, &good, "apps/web", &rejected(&bad), &author()).expect("again"),
+        revert_commit(&dir, &bad, &good, &["apps/web"], &rejected(&bad), &author()).expect("again"),
         Some(revert.clone()),
         "built again after a restart, the revert is the same commit"
     );
@@ -306,10 +306,42 @@ async fn a_revert_restores_only_its_path_and_a_moved_branch_refuses_it() {
         None
     );
     assert_eq!(
-        revert_commit(&dir, &good, &good, "apps/web", &rejected(&good), &author())
-            .expect("no-op revert"),
+        revert_commit(
+            &dir,
+            &good,
+            &good,
+            &["apps/web"],
+            &rejected(&good),
+            &author()
+        )
+        .expect("no-op revert"),
         None,
         "nothing to revert"
+    );
+    // With a GitSync promoting from this one at apps/other, its path is restored too.
+    let both = revert_commit(
+        &dir,
+        &bad,
+        &good,
+        &["apps/web", "apps/other"],
+        &rejected(&bad),
+        &author(),
+    )
+    .expect("revert")
+    .expect("something to revert");
+    let files = files_at(&dir, &both, "", &weir::gitops::render::Limits::default()).expect("files");
+    let mut seen: Vec<(&str, &[u8])> = files
+        .iter()
+        .map(|f| (f.path.as_str(), f.bytes.as_slice()))
+        .collect();
+    seen.sort();
+    assert_eq!(
+        seen,
+        vec![
+            ("apps/other/o.yaml", &b"other: 1\n"[..]),
+            ("apps/web/a.yaml", CONFIG_MAP.as_bytes()),
+        ],
+        "both paths are the good revision's"
     );
 
     // Someone pushed meanwhile: the revert is refused, never forced over their work.
@@ -362,7 +394,7 @@ async fn a_push_uses_the_secrets_credentials_and_never_shows_them() {
     let file_url = repo.file_url();
     let dir_arg = dir.display().to_string();
     repo.git(&["clone", "-q", "--bare", &file_url, &dir_arg]);
-    let revert = revert_commit(&dir, &bad, &good, "deploy", &rejected(&bad), &author())
+    let revert = revert_commit(&dir, &bad, &good, &["deploy"], &rejected(&bad), &author())
         .expect("revert")
         .expect("something to revert");
     let timeout = std::time::Duration::from_secs(30);

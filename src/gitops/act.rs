@@ -446,6 +446,14 @@ async fn write_back(
     };
     let dir = clone_dir(ctx, sync);
     let (built_in, path, limits) = (dir.clone(), sync.spec.path.clone(), ctx.limits);
+    // The GitSyncs promoting from this one (and from those, on down) apply revisions of
+    // this repository too: the revert restores their paths as well, or the revert, good
+    // here, would carry the rejected revision's changes to them.
+    let mut paths = vec![path.clone()];
+    paths.extend(super::promotion::downstream_paths(
+        &ctx.gitsyncs.state(),
+        sync,
+    ));
     let (head_owned, good_owned, rejected_owned) =
         (head.to_owned(), good.to_owned(), rejected.clone());
     let built = tokio::task::spawn_blocking(move || {
@@ -456,11 +464,16 @@ async fn write_back(
                 source::FilesError::TooLarge(message) => SyncError::invalid(message),
             })?;
         let whole_tree = matches!(render::layout(&files, &path), Layout::Kustomization(_));
+        let paths: Vec<&str> = if whole_tree {
+            vec![""]
+        } else {
+            paths.iter().map(String::as_str).collect()
+        };
         writeback::revert_commit(
             &built_in,
             &head_owned,
             &good_owned,
-            if whole_tree { "" } else { &path },
+            &paths,
             &rejected_owned,
             &author,
         )

@@ -90,6 +90,7 @@ pub async fn run(
         aborts: Default::default(),
     });
     let aborts = context.aborts.clone();
+    let known = context.gitsyncs.clone();
     tokio::spawn(sweep_clones(
         context.gitsyncs.clone(),
         context.cache_dir.clone(),
@@ -122,11 +123,14 @@ pub async fn run(
             if rollout.status.as_ref().is_some_and(|s| s.abort) {
                 aborts.notify_waiters();
             }
+            // Only a GitSync this controller has: a Rollout in a cluster a GitSync elsewhere
+            // applies to (spec.kubeConfig) names one that is not here.
             rollout
                 .annotations()
                 .get(GITSYNC_ANNOTATION)
                 .and_then(|owner| owner.split_once('/'))
                 .map(|(namespace, name)| ObjectRef::<GitSync>::new(name).within(namespace))
+                .filter(|owner| known.get(owner).is_some())
         })
         .reconcile_on(waiting)
         .reconcile_all_on(became_leader(&leadership))

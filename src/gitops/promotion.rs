@@ -163,5 +163,28 @@ pub fn promoting_from<'a>(
     })
 }
 
+/// The paths of the GitSyncs downstream of `sync` (promoting from it, or from one that
+/// does, and so on) that follow the same repository: a revert of a revision rejected here
+/// restores them too. Each GitSync once; the walk ends with the GitSyncs.
+pub fn downstream_paths(all: &[std::sync::Arc<GitSync>], sync: &GitSync) -> Vec<String> {
+    let mut paths = Vec::new();
+    let mut seen = std::collections::BTreeSet::new();
+    seen.insert((sync.metadata.namespace.clone(), sync.metadata.name.clone()));
+    let mut next = vec![sync];
+    while let Some(at) = next.pop() {
+        for down in promoting_from(all, at) {
+            let key = (down.metadata.namespace.clone(), down.metadata.name.clone());
+            if down.spec.url != sync.spec.url || !seen.insert(key) {
+                continue;
+            }
+            if !paths.contains(&down.spec.path) && down.spec.path != sync.spec.path {
+                paths.push(down.spec.path.clone());
+            }
+            next.push(down);
+        }
+    }
+    paths
+}
+
 #[cfg(test)]
 mod tests;

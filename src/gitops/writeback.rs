@@ -32,11 +32,17 @@ pub fn message(
     rejected_subject: &str,
     rejected: &RejectedRevision,
     good: &str,
-    path: &str,
+    paths: &[&str],
 ) -> String {
-    let place = match normalize(path).as_str() {
-        "" => "the repository".to_owned(),
-        path => format!("{path}/"),
+    let places: Vec<String> = paths.iter().map(|p| normalize(p)).collect();
+    let place = if places.is_empty() || places.iter().any(String::is_empty) {
+        "the repository".to_owned()
+    } else {
+        places
+            .iter()
+            .map(|p| format!("{p}/"))
+            .collect::<Vec<_>>()
+            .join(" and ")
     };
     let cause = super::rollback::cause(rejected);
     // A trailer is one line: a reason never spans more.
@@ -53,14 +59,14 @@ pub fn message(
     )
 }
 
-/// Builds the revert of `head` (rejected) back to `good` at `path` (`""`: the whole tree) in
-/// the clone, and returns its SHA; None when `path` at `head` already equals `good`
-/// (nothing to revert). The same inputs always give the same commit.
+/// Builds the revert of `head` (rejected) back to `good` at `paths` (one of them `""`: the
+/// whole tree) in the clone, and returns its SHA; None when `paths` at `head` already equal
+/// `good` (nothing to revert). The same inputs always give the same commit.
 pub fn revert_commit(
     dir: &Path,
     head: &str,
     good: &str,
-    path: &str,
+    paths: &[&str],
     rejected: &RejectedRevision,
     author: &Author,
 ) -> Result<Option<String>, SyncError> {
@@ -83,26 +89,28 @@ pub fn revert_commit(
     let good_tree = commit(good)?
         .tree()
         .map_err(|e| fail(&format!("reading the tree of {good}"), e))?;
-    let prefix = normalize(path);
-    let tree = if prefix.is_empty() {
+    let prefixes: Vec<String> = paths.iter().map(|p| normalize(p)).collect();
+    let tree = if prefixes.is_empty() || prefixes.iter().any(String::is_empty) {
         good_tree.id
     } else {
-        let at_good = good_tree
-            .lookup_entry_by_path(&prefix)
-            .map_err(|e| fail(&format!("reading {prefix} at {good}"), e))?;
         let mut editor = repo
             .edit_tree(head_tree)
             .map_err(|e| fail(&format!("reading the tree of {head}"), e))?;
-        match at_good {
-            Some(entry) => editor.upsert(
-                prefix.as_str(),
-                gix::object::tree::EntryKind::Tree,
-                entry.object_id(),
-            ),
-            // The path did not exist at the good revision: the revert removes it.
-            None => editor.remove(prefix.as_str()),
+        for prefix in &prefixes {
+            let at_good = good_tree
+                .lookup_entry_by_path(prefix)
+                .map_err(|e| fail(&format!("reading {prefix} at {good}"), e))?;
+            match at_good {
+                Some(entry) => editor.upsert(
+                    prefix.as_str(),
+                    gix::object::tree::EntryKind::Tree,
+                    entry.object_id(),
+                ),
+                // The path did not exist at the good revision: the revert removes it.
+                None => editor.remove(prefix.as_str()),
+            }
+            .map_err(|e| fail("building the revert", e))?;
         }
-        .map_err(|e| fail("building the revert", e))?;
         editor
             .write()
             .map_err(|e| fail("writing the revert", e))?
@@ -125,7 +133,7 @@ pub fn revert_commit(
         .new_commit_as(
             signature,
             signature,
-            message(&subject, rejected, good, path),
+            message(&subject, rejected, good, paths),
             tree,
             [head_commit.id],
         )
@@ -362,7 +370,7 @@ mod tests {
     #[test]
     fn the_message_says_what_happened_and_ends_with_the_trailers() {
         let good = "2".repeat(40);
-        let text = message("web v3", &rejected(), &good, "./apps/shop/");
+        let text = message("web v3", &rejected(), &good, &["./apps/shop/"]);
         let mut lines = text.lines();
         assert_eq!(lines.next(), Some("Revert \"web v3\""));
         assert!(
@@ -378,7 +386,7 @@ mod tests {
                 &*format!("Weir-Rejected-Revision: {}", "3".repeat(40)),
             ]
         );
-        let whole = message("a\nb", &rejected(), &good, ".");
+        let whole = message("a\nb", &rejected(), &good, &["."]);
         assert!(whole.starts_with("Revert \"a b\"\n\n"), "{whole}");
         assert!(whole.contains("restores the repository to it"), "{whole}");
     }

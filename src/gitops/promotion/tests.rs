@@ -282,3 +282,49 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_revert_covers_the_paths_of_every_gitsync_downstream_of_the_same_repository() {
+    let sync = |namespace: &str, name: &str, url: &str, path: &str, from: Option<(&str, &str)>| {
+        let mut spec = serde_json::json!({"url": url, "ref": {"branch": "main"}, "path": path});
+        if let Some((ns, up)) = from {
+            spec["promotion"] = serde_json::json!({"from": {"gitSync": up, "namespace": ns}});
+        }
+        std::sync::Arc::new(
+            serde_json::from_value::<GitSync>(serde_json::json!({
+                "apiVersion": "weir.dev/v1alpha1", "kind": "GitSync",
+                "metadata": {"name": name, "namespace": namespace}, "spec": spec}))
+            .expect("a GitSync"),
+        )
+    };
+    let all = vec![
+        sync(
+            "staging",
+            "shop",
+            "git://r",
+            "staging",
+            Some(("prod", "shop")),
+        ),
+        sync("qa", "shop", "git://r", "qa", Some(("staging", "shop"))),
+        sync(
+            "prod",
+            "shop",
+            "git://r",
+            "production",
+            Some(("qa", "shop")),
+        ),
+        sync(
+            "elsewhere",
+            "shop",
+            "git://other",
+            "x",
+            Some(("staging", "shop")),
+        ),
+    ];
+    assert_eq!(
+        downstream_paths(&all, &all[0]),
+        ["qa", "production"],
+        "down the chain, once each though it loops back, same repository only"
+    );
+    assert!(downstream_paths(&all, &all[3]).is_empty());
+}
