@@ -218,3 +218,57 @@ async fn production_applies_only_what_staging_proved_good_after_its_soak_and_app
     .await;
     assert_eq!(prod_value(&ns).await.as_deref(), Some("4"));
 }
+
+#[tokio::test]
+async fn a_controller_killed_mid_promotion_loses_nothing_and_promotes_nothing_twice() {
+    let ns = TestNamespace::new(&client().await, "promotion-kill").await;
+    let repo = GitRepo::new(&ns.name);
+    let daemon = GitDaemon::serve(&repo).await;
+    let url = daemon.url(&repo);
+    let v1 = release(&repo, 1, false);
+    let controller = ControllerProcess::start(&ns.name);
+    apply_git_sync(
+        &ns,
+        "staging",
+        json!({"url": url, "ref": {"branch": "main"}, "path": "staging", "interval": "1s"}),
+    )
+    .await;
+    apply_git_sync(
+        &ns,
+        "prod",
+        json!({"url": url, "ref": {"branch": "main"}, "path": "prod", "interval": "1s",
+            "promotion": {"from": {"gitSync": "staging"}, "soak": "4s"}}),
+    )
+    .await;
+    // Killed while production waits for v1's soak: what waits is in the status, and the
+    // next controller takes it from there.
+    let soaking = status_where(&ns, "prod", "v1 soaking for production", |s| {
+        s.promotion
+            .as_ref()
+            .is_some_and(|p| p.revision == v1 && p.until.is_some())
+    })
+    .await;
+    controller.kill();
+    assert_eq!(soaking.last_applied_revision, None);
+    let controller = ControllerProcess::start(&ns.name);
+    status_where(&ns, "prod", "v1 applied in production", |s| {
+        s.last_good_revision.as_deref() == Some(v1.as_str()) && s.promotion.is_none()
+    })
+    .await;
+    // Killed again right after, and again: v1 is applied once, never again.
+    controller.kill();
+    let _controller = ControllerProcess::start(&ns.name);
+    let v2 = release(&repo, 2, false);
+    let prod = status_where(&ns, "prod", "v2 applied in production", |s| {
+        s.last_good_revision.as_deref() == Some(v2.as_str())
+    })
+    .await;
+    let applied: Vec<&str> = prod
+        .history
+        .iter()
+        .filter(|h| h.outcome == "Applied")
+        .map(|h| h.revision.as_str())
+        .collect();
+    assert_eq!(applied, [v1.as_str(), v2.as_str()], "each promoted once");
+    assert_eq!(prod_value(&ns).await.as_deref(), Some("2"));
+}

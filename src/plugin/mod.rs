@@ -260,6 +260,13 @@ async fn gitsync_diff(
     if let Some(first) = crate::validate::git_sync(&sync.spec).first() {
         return Err(format!("GitSync {namespace}/{name} is invalid: {first}").into());
     }
+    // Previewed here, a remote GitSync's diff would compare with the wrong cluster.
+    if sync.spec.kube_config.is_some() {
+        return Err(format!(
+            "GitSync {namespace}/{name} applies to another cluster (spec.kubeConfig), which kubectl weir diff does not preview yet: run it with a kubeconfig for that cluster's weir, or compare there with kubectl diff"
+        )
+        .into());
+    }
     let spec = &sync.spec;
     let credentials = match &spec.secret_ref {
         None => credentials::Credentials::Anonymous,
