@@ -248,11 +248,57 @@ fn render_and_diff(c: &mut Criterion) {
     });
 }
 
+/// The statistical judge (issue 27) on one measurement over 10,000 samples a version:
+/// Kayenta's Mann-Whitney U (sorting both), and a sequential look from running totals.
+fn judge_baseline_against_canary(c: &mut Criterion) {
+    use weir::judge::{Direction, mann_whitney, sequential};
+    // Latencies with a spread, the canary 5% slower; deterministic, no RNG in a bench.
+    let baseline: Vec<f64> = (0..10_000)
+        .map(|i| 100.0 + f64::from((i * 7919) % 1000) / 10.0)
+        .collect();
+    let canary: Vec<f64> = baseline.iter().map(|x| x * 1.05).collect();
+    let settings = mann_whitney::Settings {
+        direction: Direction::Increase,
+        tolerance: 0.1,
+        alpha: 0.05,
+        min_samples: 50,
+    };
+    c.bench_function("judge: Mann-Whitney U, 10,000 samples a version", |b| {
+        b.iter(|| mann_whitney::judge(black_box(&baseline), black_box(&canary), &settings))
+    });
+    let mut base_moments = sequential::Moments::default();
+    let mut canary_moments = sequential::Moments::default();
+    c.bench_function(
+        "judge: sequential means, 10,000 samples a version added and looked at",
+        |b| {
+            b.iter(|| {
+                base_moments = sequential::Moments::default();
+                canary_moments = sequential::Moments::default();
+                for (x, y) in baseline.iter().zip(&canary) {
+                    base_moments.add(*x);
+                    canary_moments.add(*y);
+                }
+                sequential::means(
+                    &base_moments,
+                    &canary_moments,
+                    &sequential::Settings {
+                        direction: Direction::Increase,
+                        tolerance: 0.1,
+                        alpha: 0.05,
+                        enough: 10_000,
+                    },
+                )
+            })
+        },
+    );
+}
+
 criterion_group!(
     benches,
     plan_one_step,
     judge_measurements,
     judge_worst_accepted,
-    render_and_diff
+    render_and_diff,
+    judge_baseline_against_canary
 );
 criterion_main!(benches);

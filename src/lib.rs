@@ -8,6 +8,7 @@ pub mod conditions;
 pub mod crd_files;
 pub mod duration;
 pub mod gitops;
+pub mod judge;
 pub mod plugin;
 pub mod rollout;
 pub mod runtime;
