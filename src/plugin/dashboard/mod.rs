@@ -5,3 +5,5 @@
 pub mod chart;
 pub mod delivery;
 pub mod html;
+pub mod page;
+pub mod threshold;
