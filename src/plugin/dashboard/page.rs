@@ -44,6 +44,24 @@ pub fn rollouts(rows: &[RolloutRow]) -> String {
     out
 }
 
+/// A Rollout's steps as an ordered list (each described in words by the caller), the current
+/// one marked with `aria-current="step"` and in bold, so the mark reads without styles.
+pub fn steps(described: &[String], current: Option<usize>) -> String {
+    let mut out = String::from("<ol class=\"steps\">");
+    for (index, step) in described.iter().enumerate() {
+        if Some(index) == current {
+            out.push_str(&format!(
+                "<li aria-current=\"step\"><strong>{}</strong> (current)</li>",
+                escape(step)
+            ));
+        } else {
+            out.push_str(&format!("<li>{}</li>", escape(step)));
+        }
+    }
+    out.push_str("</ol>");
+    out
+}
+
 /// `text` percent-encoded for one segment of a URL path. Kubernetes names cannot hold these
 /// characters, but a page must not trust that what it is given was validated.
 fn path_segment(text: &str) -> String {
@@ -93,5 +111,18 @@ mod tests {
     #[test]
     fn no_rollouts_says_so() {
         assert_eq!(rollouts(&[]), "<p>No Rollouts.</p>");
+    }
+
+    #[test]
+    fn the_current_step_alone_is_marked() {
+        let described = vec!["setWeight 20".to_owned(), "pause".into(), "<b>".into()];
+        let html = steps(&described, Some(1));
+        assert_eq!(
+            html,
+            "<ol class=\"steps\"><li>setWeight 20</li><li aria-current=\"step\">\
+             <strong>pause</strong> (current)</li><li>&lt;b&gt;</li></ol>"
+        );
+        assert!(!steps(&described, None).contains("current"));
+        assert!(!steps(&described, Some(3)).contains("current"));
     }
 }
