@@ -4,6 +4,7 @@
 
 mod cli;
 pub mod control;
+pub mod dashboard;
 pub mod diff;
 pub mod fleet;
 pub mod history;
