@@ -13,7 +13,7 @@ use tracing::info;
 
 use super::apply;
 use super::context::{
-    Context, InFlight, acting_as, acting_in_target, clone_dir, neighbours, timed_out,
+    Context, InFlight, acting_in_target, clone_dir, neighbours, read_secret, timed_out,
 };
 use super::credentials::{self, Credentials};
 use super::dependencies;
@@ -35,7 +35,6 @@ use crate::api::contract::ROLLBACK_TO_ANNOTATION;
 use crate::api::gitsync::{GitSync, GitSyncStatus, PinnedRevision, RejectedRevision};
 use crate::runtime::leader::Term;
 use crate::validate;
-use k8s_openapi::api::core::v1::Secret;
 
 /// What one action needs of the reconcile it belongs to.
 pub(super) struct Reconcile<'a> {
@@ -555,28 +554,11 @@ async fn read_credentials(ctx: &Context, sync: &GitSync) -> Result<Credentials, 
         return Ok(Credentials::Anonymous);
     };
     let namespace = sync.namespace().unwrap_or_default();
-    let (identity, client) = acting_as(ctx, sync)?;
     let described = format!("{namespace}/{}", reference.name);
-    let api: Api<Secret> = Api::namespaced(client, &namespace);
-    let secret = api
-        .get_opt(&reference.name)
-        .await
-        .map_err(|e| match e {
-            kube::Error::Api(status) if status.code == 403 => SyncError::forbidden(format!(
-                "reading Secret {described} (spec.secretRef): {} (weir acted as {})",
-                status.message,
-                identity.describe()
-            )),
-            e => SyncError::api(
-                format!("reading Secret {described} (spec.secretRef): {e}"),
-                &e,
-            ),
-        })?
-        .ok_or_else(|| {
-            SyncError::invalid(format!(
-                "Secret {described} (spec.secretRef) does not exist"
-            ))
-        })?;
+    let field = format!("Secret {described} (spec.secretRef)");
+    let secret = read_secret(ctx, sync, &reference.name, &field)
+        .await?
+        .ok_or_else(|| SyncError::invalid(format!("{field} does not exist")))?;
     credentials::from_secret(&spec.url, &described, &secret.data.unwrap_or_default())
         .map_err(SyncError::invalid)
 }
@@ -604,28 +586,10 @@ async fn read_decryption(
         "Secret {namespace}/{} (spec.decryption.secretRef)",
         reference.name
     );
-    let (identity, client) = acting_as(ctx, sync)?;
-    let api: Api<Secret> = Api::namespaced(client, &namespace);
-    let secret = match api.get_opt(&reference.name).await {
-        Ok(Some(secret)) => secret,
-        Ok(None) => {
-            return Err(SyncError::invalid(format!(
-                "{described} does not exist: create it with the age identity under a key ending in .agekey"
-            )));
-        }
-        Err(kube::Error::Api(status)) if status.code == 403 => {
-            return Err(SyncError::forbidden(format!(
-                "reading {described}: {} (weir acted as {})",
-                status.message,
-                identity.describe()
-            )));
-        }
-        Err(error) => {
-            return Err(SyncError::api(
-                format!("reading {described}: {error}"),
-                &error,
-            ));
-        }
+    let Some(secret) = read_secret(ctx, sync, &reference.name, &described).await? else {
+        return Err(SyncError::invalid(format!(
+            "{described} does not exist: create it with the age identity under a key ending in .agekey"
+        )));
     };
     let data = secret.data.unwrap_or_default();
     Identities::from_secret(

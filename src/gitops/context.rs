@@ -6,7 +6,8 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use kube::{Client, ResourceExt};
+use k8s_openapi::api::core::v1::Secret;
+use kube::{Api, Client, ResourceExt};
 use tokio::sync::{Notify, Semaphore};
 
 use super::error::SyncError;
@@ -151,15 +152,24 @@ pub(super) fn neighbours(ctx: &Context, sync: &GitSync) -> Vec<Arc<GitSync>> {
         .collect()
 }
 
-/// Who the GitSync acts as, and a client that does.
+/// Who the GitSync acts as, and a client that does, in this cluster.
 pub(super) fn acting_as(ctx: &Context, sync: &GitSync) -> Result<(Identity, Client), SyncError> {
+    impersonating(ctx, &ctx.impersonation, sync)
+}
+
+/// Who the GitSync acts as, and a client from `impersonation` (this cluster's or its
+/// `spec.kubeConfig`'s) that does.
+fn impersonating(
+    ctx: &Context,
+    impersonation: &Impersonation,
+    sync: &GitSync,
+) -> Result<(Identity, Client), SyncError> {
     let identity = tenancy::identity(
         &ctx.policy,
         &sync.namespace().unwrap_or_default(),
         sync.spec.service_account_name.as_deref(),
     );
-    let client = ctx
-        .impersonation
+    let client = impersonation
         .client(identity.user().as_deref())
         .map_err(|error| {
             SyncError::invalid(format!(
@@ -168,6 +178,29 @@ pub(super) fn acting_as(ctx: &Context, sync: &GitSync) -> Result<(Identity, Clie
             ))
         })?;
     Ok((identity, client))
+}
+
+/// A Secret of the GitSync's namespace, read as the GitSync's identity: naming one its
+/// ServiceAccount may not read gets nothing. None when it does not exist. `described` names
+/// the Secret and the field that names it, for errors.
+pub(super) async fn read_secret(
+    ctx: &Context,
+    sync: &GitSync,
+    name: &str,
+    described: &str,
+) -> Result<Option<Secret>, SyncError> {
+    let (identity, client) = acting_as(ctx, sync)?;
+    Api::<Secret>::namespaced(client, &sync.namespace().unwrap_or_default())
+        .get_opt(name)
+        .await
+        .map_err(|e| match e {
+            kube::Error::Api(status) if status.code == 403 => SyncError::forbidden(format!(
+                "reading {described}: {} (weir acted as {})",
+                status.message,
+                identity.describe()
+            )),
+            e => SyncError::api(format!("reading {described}: {e}"), &e),
+        })
 }
 
 /// Where a GitSync's objects live: this cluster, or the one its `spec.kubeConfig` names.
@@ -195,18 +228,8 @@ pub(super) async fn target(ctx: &Context, sync: &GitSync) -> Result<Target, Sync
     let namespace = sync.namespace().unwrap_or_default();
     let name = &reference.secret_ref.name;
     let described = format!("Secret {namespace}/{name} (spec.kubeConfig.secretRef)");
-    let (identity, client) = acting_as(ctx, sync)?;
-    let secret = kube::Api::<k8s_openapi::api::core::v1::Secret>::namespaced(client, &namespace)
-        .get_opt(name)
-        .await
-        .map_err(|e| match e {
-            kube::Error::Api(status) if status.code == 403 => SyncError::forbidden(format!(
-                "reading {described}: {} (weir acted as {})",
-                status.message,
-                identity.describe()
-            )),
-            e => SyncError::api(format!("reading {described}: {e}"), &e),
-        })?
+    let secret = read_secret(ctx, sync, name, &described)
+        .await?
         .ok_or_else(|| SyncError::invalid(format!("{described} does not exist")))?;
     let uid = sync.metadata.uid.clone().unwrap_or_default();
     let version = secret.metadata.resource_version.clone().unwrap_or_default();
@@ -264,20 +287,7 @@ pub(super) async fn acting_in_target(
     sync: &GitSync,
 ) -> Result<(Identity, Client, Client), SyncError> {
     let target = target(ctx, sync).await?;
-    let identity = tenancy::identity(
-        &ctx.policy,
-        &sync.namespace().unwrap_or_default(),
-        sync.spec.service_account_name.as_deref(),
-    );
-    let client = target
-        .impersonation
-        .client(identity.user().as_deref())
-        .map_err(|error| {
-            SyncError::invalid(format!(
-                "making a client that acts as {}: {error}",
-                identity.describe()
-            ))
-        })?;
+    let (identity, client) = impersonating(ctx, &target.impersonation, sync)?;
     Ok((identity, client, target.reader))
 }
 
