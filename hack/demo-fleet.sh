@@ -52,49 +52,11 @@ kubectl create namespace "$NS" >/dev/null
 prod create namespace "$NS" >/dev/null
 
 say "each environment's tenant identity: weir acts as it, in each cluster"
-tenant() {
-  cat <<EOT
-apiVersion: v1
-kind: ServiceAccount
-metadata: {name: weir-gitsync}
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: RoleBinding
-metadata: {name: weir-gitsync-admin}
-roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: admin}
-subjects: [{kind: ServiceAccount, name: weir-gitsync, namespace: $NS}]
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: Role
-metadata: {name: httproutes}
-rules:
-  - apiGroups: [gateway.networking.k8s.io]
-    resources: [httproutes]
-    verbs: [get, list, watch, create, update, patch, delete]
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: RoleBinding
-metadata: {name: weir-gitsync-httproutes}
-roleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: httproutes}
-subjects: [{kind: ServiceAccount, name: weir-gitsync, namespace: $NS}]
-EOT
-}
-tenant | kubectl apply -n "$NS" -f - >/dev/null
-tenant | prod apply -n "$NS" -f - >/dev/null
+tenant_rbac "$NS" | kubectl apply -n "$NS" -f - >/dev/null
+tenant_rbac "$NS" | prod apply -n "$NS" -f - >/dev/null
 
 say "a Git repository on loopback: staging/ and production/ of one application"
-git init -q --bare -b main "$DEMO/shop.git"
-touch "$DEMO/shop.git/git-daemon-export-ok"
-GIT_PORT=$(free_port)
-git daemon --reuseaddr --listen=127.0.0.1 --port="$GIT_PORT" --enable=receive-pack \
-  --base-path="$DEMO" "$DEMO" >/dev/null 2>&1 &
-echo $! >"$DEMO/git-daemon.pid"
-URL=git://127.0.0.1:$GIT_PORT/shop.git
-wait_until "git daemon" git ls-remote "$URL"
-git clone -q "$URL" "$DEMO/work" 2>/dev/null
-cd "$DEMO/work"
-git config user.name "Dana Developer"
-git config user.email dana@example.com
+serve_repo
 
 # Staging: a canary behind an HTTPRoute, gated by its success rate. Production: the same
 # image with a plain replica canary (its gate is staging, and the soak).

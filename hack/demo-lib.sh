@@ -33,3 +33,61 @@ stop_pids() {
     rm -f "$pidfile"
   done
 }
+
+# A bare repository $DEMO/shop.git served by `git daemon` on loopback (pushes allowed), and
+# a clone of it in $DEMO/work where the demo commits as a developer; sets URL and enters the
+# clone.
+serve_repo() {
+  git init -q --bare -b main "$DEMO/shop.git"
+  touch "$DEMO/shop.git/git-daemon-export-ok"
+  local port
+  port=$(free_port)
+  git daemon --reuseaddr --listen=127.0.0.1 --port="$port" --enable=receive-pack \
+    --base-path="$DEMO" "$DEMO" >/dev/null 2>&1 &
+  echo $! >"$DEMO/git-daemon.pid"
+  URL=git://127.0.0.1:$port/shop.git
+  wait_until "git daemon" git ls-remote "$URL"
+  git clone -q "$URL" "$DEMO/work" 2>/dev/null
+  cd "$DEMO/work"
+  git config user.name "Dana Developer"
+  git config user.email dana@example.com
+}
+
+# The team's identity in namespace $1, as the chart sets lockdown up
+# (--default-service-account weir-gitsync): the ServiceAccount the GitSync acts as, bound
+# to the built-in admin role in that namespace only (weir's kinds join admin through the
+# chart's aggregated roles), plus the routers' kinds no built-in role covers (HTTPRoutes,
+# VirtualServices, DestinationRules, TrafficSplits). Printed, for `kubectl apply -f -`.
+tenant_rbac() {
+  cat <<EOT
+apiVersion: v1
+kind: ServiceAccount
+metadata: {name: weir-gitsync}
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {name: weir-gitsync-admin}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: admin}
+subjects: [{kind: ServiceAccount, name: weir-gitsync, namespace: $1}]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: Role
+metadata: {name: httproutes}
+rules:
+  - apiGroups: [gateway.networking.k8s.io]
+    resources: [httproutes]
+    verbs: [get, list, watch, create, update, patch, delete]
+  - apiGroups: [networking.istio.io]
+    resources: [virtualservices, destinationrules]
+    verbs: [get, list, watch, create, update, patch, delete]
+  - apiGroups: [split.smi-spec.io]
+    resources: [trafficsplits]
+    verbs: [get, list, watch, create, update, patch, delete]
+---
+apiVersion: rbac.authorization.k8s.io/v1
+kind: RoleBinding
+metadata: {name: weir-gitsync-httproutes}
+roleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: httproutes}
+subjects: [{kind: ServiceAccount, name: weir-gitsync, namespace: $1}]
+EOT
+}

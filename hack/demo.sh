@@ -67,18 +67,7 @@ kubectl create namespace "$NS" >/dev/null
 rm -rf "$DEMO" && mkdir -p "$DEMO"
 
 say "a Git repository on loopback: the team's application, version 1"
-git init -q --bare -b main "$DEMO/shop.git"
-touch "$DEMO/shop.git/git-daemon-export-ok"
-GIT_PORT=$(free_port)
-git daemon --reuseaddr --listen=127.0.0.1 --port="$GIT_PORT" --enable=receive-pack \
-  --base-path="$DEMO" "$DEMO" >/dev/null 2>&1 &
-echo $! >"$DEMO/git-daemon.pid"
-URL=git://127.0.0.1:$GIT_PORT/shop.git
-wait_until "git daemon" git ls-remote "$URL"
-git clone -q "$URL" "$DEMO/work" 2>/dev/null
-cd "$DEMO/work"
-git config user.name "Dana Developer"
-git config user.email dana@example.com
+serve_repo
 
 # What splits the traffic, as Argo Rollouts documents each router: the objects the team keeps
 # in Git beside its Services, and the Rollout's trafficRouting.
@@ -235,42 +224,9 @@ echo $! >"$DEMO/traffic.pid"
 printf '[{"targets": ["127.0.0.1:%s"], "labels": {"job": "weir-demo-traffic"}}]' "$SIM_PORT" \
   >"$STATE/prometheus/targets/$NS.json"
 say "the team's identity: weir applies what Git holds as the team's ServiceAccount, never as itself"
-# Lockdown, as the chart sets it up (--default-service-account weir-gitsync): the GitSync
-# acts as this ServiceAccount, bound to the built-in admin role in the team's namespace only
-# (weir's kinds join admin through the chart's aggregated roles), plus the routers' kinds no
-# built-in role covers (HTTPRoutes, VirtualServices, TrafficSplits). A manifest that names
-# another namespace is refused whole.
-kubectl apply -n "$NS" -f - >/dev/null <<EOF
-apiVersion: v1
-kind: ServiceAccount
-metadata: {name: weir-gitsync}
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: RoleBinding
-metadata: {name: weir-gitsync-admin}
-roleRef: {apiGroup: rbac.authorization.k8s.io, kind: ClusterRole, name: admin}
-subjects: [{kind: ServiceAccount, name: weir-gitsync, namespace: $NS}]
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: Role
-metadata: {name: httproutes}
-rules:
-  - apiGroups: [gateway.networking.k8s.io]
-    resources: [httproutes]
-    verbs: [get, list, watch, create, update, patch, delete]
-  - apiGroups: [networking.istio.io]
-    resources: [virtualservices, destinationrules]
-    verbs: [get, list, watch, create, update, patch, delete]
-  - apiGroups: [split.smi-spec.io]
-    resources: [trafficsplits]
-    verbs: [get, list, watch, create, update, patch, delete]
----
-apiVersion: rbac.authorization.k8s.io/v1
-kind: RoleBinding
-metadata: {name: weir-gitsync-httproutes}
-roleRef: {apiGroup: rbac.authorization.k8s.io, kind: Role, name: httproutes}
-subjects: [{kind: ServiceAccount, name: weir-gitsync, namespace: $NS}]
-EOF
+# Lockdown, as the chart sets it up: a manifest that names another namespace is refused
+# whole (hack/demo-lib.sh, tenant_rbac, says what the ServiceAccount may do).
+tenant_rbac "$NS" | kubectl apply -n "$NS" -f - >/dev/null
 kubectl auth can-i create rollouts.weir.dev -n "$NS" --as "system:serviceaccount:$NS:weir-gitsync" >/dev/null \
   || fail "the team's ServiceAccount may not create Rollouts (are weir's tenant roles installed?)"
 if kubectl auth can-i create configmaps -n kube-system --as "system:serviceaccount:$NS:weir-gitsync" >/dev/null; then
