@@ -64,6 +64,22 @@ fn release(repo: &GitRepo, version: u32, bad: bool) -> String {
     )
 }
 
+/// The GitSync `prod`, following `url`'s `prod/` and promoting from `staging` with
+/// `settings` (soak, approval).
+async fn promote_to_prod(ns: &TestNamespace, url: &str, settings: serde_json::Value) {
+    let mut promotion = json!({"from": {"gitSync": "staging"}});
+    if let (Some(promotion), Some(settings)) = (promotion.as_object_mut(), settings.as_object()) {
+        promotion.extend(settings.clone());
+    }
+    apply_git_sync(
+        ns,
+        "prod",
+        json!({"url": url, "ref": {"branch": "main"}, "path": "prod", "interval": "1s",
+            "promotion": promotion}),
+    )
+    .await;
+}
+
 async fn status(ns: &TestNamespace, name: &str) -> GitSyncStatus {
     ns.api::<GitSync>()
         .get(name)
@@ -125,13 +141,7 @@ async fn production_applies_only_what_staging_proved_good_after_its_soak_and_app
         json!({"url": url, "ref": {"branch": "main"}, "path": "staging", "interval": "1s"}),
     )
     .await;
-    apply_git_sync(
-        &ns,
-        "prod",
-        json!({"url": url, "ref": {"branch": "main"}, "path": "prod", "interval": "1s",
-            "promotion": {"from": {"gitSync": "staging"}, "soak": "5s"}}),
-    )
-    .await;
+    promote_to_prod(&ns, &url, json!({"soak": "5s"})).await;
 
     // v1: good in staging, then, once it has soaked there, applied in production.
     let staging = status_where(&ns, "staging", "v1 good in staging", |s| {
@@ -193,13 +203,7 @@ async fn production_applies_only_what_staging_proved_good_after_its_soak_and_app
     );
 
     // With manual approval, v4 waits for a person once it has soaked.
-    apply_git_sync(
-        &ns,
-        "prod",
-        json!({"url": url, "ref": {"branch": "main"}, "path": "prod", "interval": "1s",
-            "promotion": {"from": {"gitSync": "staging"}, "approval": "Manual"}}),
-    )
-    .await;
+    promote_to_prod(&ns, &url, json!({"approval": "Manual"})).await;
     let v4 = release(&repo, 4, false);
     let waiting = status_where(&ns, "prod", "v4 waiting for approval", |s| {
         s.promotion
@@ -233,13 +237,7 @@ async fn a_controller_killed_mid_promotion_loses_nothing_and_promotes_nothing_tw
         json!({"url": url, "ref": {"branch": "main"}, "path": "staging", "interval": "1s"}),
     )
     .await;
-    apply_git_sync(
-        &ns,
-        "prod",
-        json!({"url": url, "ref": {"branch": "main"}, "path": "prod", "interval": "1s",
-            "promotion": {"from": {"gitSync": "staging"}, "soak": "4s"}}),
-    )
-    .await;
+    promote_to_prod(&ns, &url, json!({"soak": "4s"})).await;
     // Killed while production waits for v1's soak: what waits is in the status, and the
     // next controller takes it from there.
     let soaking = status_where(&ns, "prod", "v1 soaking for production", |s| {

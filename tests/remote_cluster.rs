@@ -127,6 +127,18 @@ async fn kubeconfig_secret(ns: &TestNamespace, text: String) {
         .expect("the kubeconfig Secret");
 }
 
+/// The GitSync `app` following `url`'s `deploy/`, applying to the remote cluster with the
+/// kubeconfig in `remote-kubeconfig`.
+async fn remote_git_sync(ns: &TestNamespace, url: &str) {
+    apply_git_sync(
+        ns,
+        "app",
+        json!({"url": url, "ref": {"branch": "main"}, "path": "deploy", "interval": "1s",
+            "kubeConfig": {"secretRef": {"name": "remote-kubeconfig"}}}),
+    )
+    .await;
+}
+
 fn settings(value: &str) -> String {
     format!(
         "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: settings\ndata:\n  value: \"{value}\"\n"
@@ -167,13 +179,7 @@ async fn a_git_sync_applies_judges_and_prunes_in_the_cluster_its_kubeconfig_name
         ],
     );
     let _controller = ControllerProcess::start(&ns.name);
-    apply_git_sync(
-        &ns,
-        "app",
-        json!({"url": daemon.url(&repo), "ref": {"branch": "main"}, "path": "deploy", "interval": "1s",
-            "kubeConfig": {"secretRef": {"name": "remote-kubeconfig"}}}),
-    )
-    .await;
+    remote_git_sync(&ns, &daemon.url(&repo)).await;
     // Impersonation holds there too: the GitSync acts as its ServiceAccount in the remote
     // cluster, which has none yet, so the revision is Forbidden and nothing lands.
     sync_where(&ns, "Forbidden in the remote cluster", |s| {
@@ -264,13 +270,7 @@ async fn a_kubeconfig_that_would_run_a_command_is_refused_and_nothing_is_applied
     let daemon = GitDaemon::serve(&repo).await;
     repo.commit("settings", &[("deploy/settings.yaml", &settings("1"))]);
     let _controller = ControllerProcess::start(&ns.name);
-    apply_git_sync(
-        &ns,
-        "app",
-        json!({"url": daemon.url(&repo), "ref": {"branch": "main"}, "path": "deploy", "interval": "1s",
-            "kubeConfig": {"secretRef": {"name": "remote-kubeconfig"}}}),
-    )
-    .await;
+    remote_git_sync(&ns, &daemon.url(&repo)).await;
     let status = sync_where(&ns, "the revision refused", |s| {
         s.conditions.iter().any(|c| {
             c.type_ == "Ready" && c.status == "False" && c.message.contains("users[].user.exec")
@@ -337,13 +337,7 @@ async fn a_rollout_in_the_remote_cluster_decides_what_is_good_and_its_abort_roll
     let remote_kubeconfig = remote_dir().join("kubeconfig");
     let _remote_controller =
         ControllerProcess::start_with_env(&ns.name, &[], &[("KUBECONFIG", &remote_kubeconfig)]);
-    apply_git_sync(
-        &ns,
-        "app",
-        json!({"url": daemon.url(&repo), "ref": {"branch": "main"}, "path": "deploy", "interval": "1s",
-            "kubeConfig": {"secretRef": {"name": "remote-kubeconfig"}}}),
-    )
-    .await;
+    remote_git_sync(&ns, &daemon.url(&repo)).await;
     sync_where(&ns, "v1 good: the remote Rollout Healthy", |s| {
         s.last_good_revision.as_deref() == Some(v1.as_str())
     })
