@@ -276,18 +276,11 @@ async fn a_revert_restores_only_its_path_and_a_moved_branch_refuses_it() {
     let revert = revert_commit(&dir, &bad, &good, &["apps/web"], &rejected(&bad), &author())
         .expect("revert")
         .expect("something to revert");
-    let files =
-        files_at(&dir, &revert, "", &weir::gitops::render::Limits::default()).expect("files");
-    let mut seen: Vec<(&str, &[u8])> = files
-        .iter()
-        .map(|f| (f.path.as_str(), f.bytes.as_slice()))
-        .collect();
-    seen.sort();
     assert_eq!(
-        seen,
+        tree_of(&dir, &revert),
         vec![
-            ("apps/other/o.yaml", &b"other: 2\n"[..]),
-            ("apps/web/a.yaml", CONFIG_MAP.as_bytes()),
+            ("apps/other/o.yaml".to_owned(), b"other: 2\n".to_vec()),
+            ("apps/web/a.yaml".to_owned(), CONFIG_MAP.as_bytes().to_vec()),
         ],
         "apps/web is the good revision's, the rest stays as the bad commit left it"
     );
@@ -329,17 +322,11 @@ async fn a_revert_restores_only_its_path_and_a_moved_branch_refuses_it() {
     )
     .expect("revert")
     .expect("something to revert");
-    let files = files_at(&dir, &both, "", &weir::gitops::render::Limits::default()).expect("files");
-    let mut seen: Vec<(&str, &[u8])> = files
-        .iter()
-        .map(|f| (f.path.as_str(), f.bytes.as_slice()))
-        .collect();
-    seen.sort();
     assert_eq!(
-        seen,
+        tree_of(&dir, &both),
         vec![
-            ("apps/other/o.yaml", &b"other: 1\n"[..]),
-            ("apps/web/a.yaml", CONFIG_MAP.as_bytes()),
+            ("apps/other/o.yaml".to_owned(), b"other: 1\n".to_vec()),
+            ("apps/web/a.yaml".to_owned(), CONFIG_MAP.as_bytes().to_vec()),
         ],
         "both paths are the good revision's"
     );
@@ -413,4 +400,13 @@ async fn a_push_uses_the_secrets_credentials_and_never_shows_them() {
         .await
         .expect("push with the right credentials");
     assert_eq!(repo.head(), revert);
+}
+
+/// Every file of the repository at `revision`, by path, sorted.
+fn tree_of(dir: &std::path::Path, revision: &str) -> Vec<(String, Vec<u8>)> {
+    let files =
+        files_at(dir, revision, "", &weir::gitops::render::Limits::default()).expect("files");
+    let mut seen: Vec<(String, Vec<u8>)> = files.into_iter().map(|f| (f.path, f.bytes)).collect();
+    seen.sort();
+    seen
 }
