@@ -9,6 +9,9 @@
 #   ROUTER=istio hack/demo.sh
 #                         the same story on another router (make demo ROUTER=istio): one of
 #                         gateway-api (the default), istio, nginx, smi, alb
+#   DEMO_DASHBOARD=1 hack/demo.sh
+#                         also leave `kubectl weir dashboard` running (port 3100, or
+#                         DEMO_DASHBOARD_PORT; 0 for any free one)
 #   hack/demo.sh stop     stop what the demo started (the cluster stays; see the end)
 set -euo pipefail
 
@@ -309,10 +312,23 @@ echo
 git -C "$DEMO/shop.git" log -1 --format=%B main | sed 's/^/  /'
 kubectl weir -n "$NS" history web
 
+DASHBOARD="kubectl weir -n $NS dashboard"
+if [ "${DEMO_DASHBOARD:-}" = 1 ]; then
+  # Left running, like the rest: the release's pages, plots and timeline in a browser.
+  kubectl weir -n "$NS" dashboard --port "${DEMO_DASHBOARD_PORT:-3100}" >"$DEMO/dashboard.log" 2>&1 &
+  echo $! >"$DEMO/dashboard.pid"
+  wait_until "the dashboard to print its address" grep -q 'http://127.0.0.1:' "$DEMO/dashboard.log"
+  DASHBOARD_URL=$(grep -o 'http://127.0.0.1:[0-9]*/' "$DEMO/dashboard.log" | head -1)
+  curl -fsS "${DASHBOARD_URL}gitsyncs/$NS/shop" | grep -q 'class="rejected"' \
+    || fail "the dashboard's GitSync page does not show v3 rejected"
+  DASHBOARD="the dashboard runs at $DASHBOARD_URL (its log: $DEMO/dashboard.log)"
+fi
+
 say "done ($ROUTER): v2 went 10% -> 30% -> 60% -> 100%; v3 was caught, rejected and reverted in Git"
 cat <<EOF
 Everything still runs. Look around:
   eval "\$(hack/local-cluster.sh env)"; export PATH=$BIN:\$PATH
+  $DASHBOARD   (DEMO_DASHBOARD=1 leaves it running)
   kubectl weir -n $NS get web
   kubectl get gitsync shop -n $NS -o yaml
   git -C $DEMO/shop.git log --stat

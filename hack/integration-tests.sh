@@ -27,7 +27,8 @@ eval "$(hack/local-cluster.sh env)"
 cargo test --test '*'
 # The demo is the end-to-end check of weir's whole job (make demo); here its processes stop
 # when it is done.
-hack/demo.sh
+# With its dashboard, on any free port, checked to show the rejected revision.
+DEMO_DASHBOARD=1 DEMO_DASHBOARD_PORT=0 hack/demo.sh
 hack/demo.sh stop
 # The same across environments on the two clusters (make demo-fleet).
 hack/demo-fleet.sh

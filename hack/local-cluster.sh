@@ -82,6 +82,9 @@ install_runtime_packages() {
   # ... and over ssh://, from an sshd the tests start on a loopback port with keys of their own.
   [ -x /usr/sbin/sshd ] || want+=(openssh-server)
   command -v ssh >/dev/null || want+=(openssh-client)
+  # The dashboard's browser test (tests/dashboard.rs): Debian's Chromium and its ChromeDriver.
+  command -v chromium >/dev/null || want+=(chromium)
+  command -v chromedriver >/dev/null || want+=(chromium-driver)
   [ ${#want[@]} -eq 0 ] || apt_install "${want[@]}"
   # Recommends would pull in node exporters and other daemons nobody asked for.
   command -v prometheus >/dev/null || apt_install --no-install-recommends prometheus

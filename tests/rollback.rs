@@ -14,47 +14,12 @@ use support::app::{LIMIT, WeightLog, healthy_on, phase, status_patch, wait_for};
 use support::git::{GitDaemon, GitRepo};
 use support::gitops::{
     commit_with, condition, git_sync_every, ready_reason, revert_on_branch, revisions, secret,
-    setting, sync_where,
+    setting, sync_where, version_rates,
 };
-use support::{
-    ControllerProcess, MetricsServer, ScrapeTarget, TestNamespace, client, eventually,
-    prometheus_url,
-};
+use support::{ControllerProcess, TestNamespace, client, eventually, prometheus_url};
 use weir::api::Rollout;
 use weir::api::gitsync::{GitSync, GitSyncStatus, RejectedRevision};
 use weir::api::rollout::RolloutPhase;
-
-/// What each version's pods would report: web:3 is the bad one.
-fn success_rates(ns: &TestNamespace) -> String {
-    ["web:1", "web:2", "web:3", "web:4", "web:5"]
-        .iter()
-        .map(|version| {
-            let rate = if *version == "web:3" { 0.5 } else { 0.99 };
-            format!(
-                "weir_test_success_rate{{test=\"{}\",version=\"{version}\"}} {rate}\n",
-                ns.name
-            )
-        })
-        .collect()
-}
-
-/// Prometheus scraping the per-version rates, seen there for the bad version.
-async fn metrics(ns: &TestNamespace) -> (MetricsServer, ScrapeTarget) {
-    let server = MetricsServer::start(&success_rates(ns)).await;
-    let target = ScrapeTarget::add(&ns.name, &server.address, &[]);
-    let prometheus =
-        prometheus_http_query::Client::try_from(prometheus_url().as_str()).expect("prometheus url");
-    let query = format!(
-        "weir_test_success_rate{{test=\"{}\",version=\"web:3\"}}",
-        ns.name
-    );
-    eventually("Prometheus to scrape the rates", LIMIT, || async {
-        let response = prometheus.query(query.as_str()).get().await.ok()?;
-        response.data().as_vector()?.first().map(|_| ())
-    })
-    .await;
-    (server, target)
-}
 
 /// Steps whose analysis measures the version being shipped.
 fn analysed(version: &str) -> Value {
@@ -146,7 +111,7 @@ impl Drop for FirstSeen {
 #[tokio::test]
 async fn a_failed_canary_rolls_the_whole_app_back_and_git_agrees() {
     let ns = TestNamespace::new(&client().await, "rollback").await;
-    let (_metrics, _target) = metrics(&ns).await;
+    let (_metrics, _target) = version_rates(&ns).await;
     let repo = GitRepo::new(&ns.name);
     repo.accept_pushes();
     let daemon = GitDaemon::serve(&repo).await;

@@ -389,6 +389,10 @@ pub struct RevisionRecord {
     pub revision: String,
     /// The commit's subject line.
     pub subject: String,
+    /// When the revision was committed (the committer's time), for lead times from commit
+    /// to stable.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub committed_at: Option<Time>,
     /// When this outcome was first seen.
     pub time: Time,
     /// `Applied`, `RenderFailed` or `ApplyFailed`.

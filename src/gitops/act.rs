@@ -136,7 +136,7 @@ async fn record_rejection(
     rejected: &RejectedRevision,
     last_good: Option<String>,
 ) -> Result<(), Error> {
-    let subject = subject(at.ctx, at.current, &rejected.revision).await;
+    let subject = commit(at.ctx, at.current, &rejected.revision).await.subject;
     write_recorded(
         at.term,
         at.api,
@@ -274,11 +274,11 @@ fn refuse_spec(ctx: &Context, sync: &GitSync) -> Option<String> {
     tenancy::refuse_write_back_branch(&ctx.policy, branch, tracked)
 }
 
-/// A revision's subject line, from the clone; empty when it cannot be read (it only labels
-/// history entries).
-async fn subject(ctx: &Context, sync: &GitSync, revision: &str) -> String {
+/// A revision's subject line and commit time, from the clone; empty when they cannot be
+/// read (they only label history entries).
+async fn commit(ctx: &Context, sync: &GitSync, revision: &str) -> source::Commit {
     let (dir, revision) = (clone_dir(ctx, sync), revision.to_owned());
-    tokio::task::spawn_blocking(move || source::subject(&dir, &revision))
+    tokio::task::spawn_blocking(move || source::commit(&dir, &revision))
         .await
         .ok()
         .and_then(Result::ok)
@@ -306,9 +306,11 @@ async fn apply_revision(
     let identities = match read_decryption(ctx, sync).await {
         Ok(identities) => identities,
         Err(error) => {
+            let commit = commit(ctx, sync, revision).await;
             return Attempt::ApplyFailed {
                 revision: revision.to_owned(),
-                subject: subject(ctx, sync, revision).await,
+                subject: commit.subject,
+                committed: commit.committed,
                 inventory: old,
                 error: error.map(|message| format!("{message}; nothing was applied")),
             };
@@ -324,15 +326,16 @@ async fn apply_revision(
     };
     let rendered = revision::render(rendering, revision).await;
     let revision = revision.to_owned();
-    let (subject, manifests, redactor) = match rendered {
-        Ok(rendered) => (rendered.subject, rendered.manifests, rendered.redactor),
+    let (commit, manifests, redactor) = match rendered {
+        Ok(rendered) => (rendered.commit, rendered.manifests, rendered.redactor),
         Err(revision::Failure::Read(message)) => {
             return Attempt::FetchFailed(SyncError::transient(message));
         }
-        Err(revision::Failure::Render { subject, message }) => {
+        Err(revision::Failure::Render { commit, message }) => {
             return Attempt::RenderFailed {
                 revision,
-                subject,
+                subject: commit.subject,
+                committed: commit.committed,
                 message,
             };
         }
@@ -343,7 +346,8 @@ async fn apply_revision(
         Err(error) => {
             return Attempt::ApplyFailed {
                 revision,
-                subject,
+                subject: commit.subject,
+                committed: commit.committed,
                 inventory: old,
                 error,
             };
@@ -369,13 +373,15 @@ async fn apply_revision(
         // webhook): scrubbed before the message is stored, announced or logged.
         Some(error) => Attempt::ApplyFailed {
             revision,
-            subject,
+            subject: commit.subject,
+            committed: commit.committed,
             inventory: outcome.inventory,
             error: error.map(|message| redactor.scrub(&message)),
         },
         None => Attempt::Applied {
             revision,
-            subject,
+            subject: commit.subject,
+            committed: commit.committed,
             inventory: outcome.inventory,
             objects,
             basis,
@@ -391,7 +397,7 @@ async fn verify_pin(
     pinned: PinnedRevision,
 ) -> Result<PinnedRevision, String> {
     let (dir, revision) = (clone_dir(ctx, sync), pinned.revision.clone());
-    let known = tokio::task::spawn_blocking(move || source::subject(&dir, &revision))
+    let known = tokio::task::spawn_blocking(move || source::commit(&dir, &revision))
         .await
         .map_err(|_| "reading the clone was interrupted".to_owned())?;
     match known {

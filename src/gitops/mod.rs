@@ -5,6 +5,7 @@ pub mod apply;
 mod context;
 pub mod controller;
 pub mod credentials;
+pub mod delivery;
 pub mod dependencies;
 pub mod drift;
 pub mod error;

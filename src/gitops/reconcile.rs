@@ -15,14 +15,16 @@ pub use super::context::{Context, Due};
 pub use super::record::Error;
 
 use super::act::{self, Reconcile};
+use super::delivery;
 use super::observe;
 use super::plan::{self, Done, Finish, Input, Plan};
 use super::record::write_recorded;
 use super::rollback;
 use crate::api::contract::{ROLLBACK_TO_ANNOTATION, SYNC_REQUEST_ANNOTATION};
-use crate::api::gitsync::GitSync;
+use crate::api::gitsync::{GitSync, GitSyncStatus};
 use crate::runtime::error::Backoff;
 use crate::runtime::leader::Term;
+use crate::runtime::metrics::Delivery;
 
 #[instrument(skip(sync, ctx), fields(gitsync = %sync.name_any(), namespace = sync.namespace().unwrap_or_default()))]
 pub async fn reconcile(sync: Arc<GitSync>, ctx: Arc<Context>) -> Result<Requeue, Error> {
@@ -41,6 +43,7 @@ pub async fn reconcile(sync: Arc<GitSync>, ctx: Arc<Context>) -> Result<Requeue,
         .map_err(Error::api("reading", "GitSync", &name))?;
     let Some(current) = read else {
         ctx.forget(&key);
+        ctx.metrics.forget_gitsync(&namespace, &name);
         return Ok(Requeue::await_change());
     };
     if current.spec.suspend {
@@ -102,6 +105,22 @@ pub async fn reconcile(sync: Arc<GitSync>, ctx: Arc<Context>) -> Result<Requeue,
     finish_with(&ctx, &term, &api, &current, &key, *finish).await
 }
 
+/// The GitSync's delivery figures over the last week, as metrics.
+fn observe_delivery(ctx: &Context, sync: &GitSync, status: &GitSyncStatus) {
+    let window = delivery::last_days(7, Utc::now().timestamp());
+    let figures = delivery::figures(&delivery::outcomes(status), window);
+    ctx.metrics.observe_delivery(
+        &sync.namespace().unwrap_or_default(),
+        &sync.name_any(),
+        Delivery {
+            deployments: figures.deployments,
+            failures: figures.failures,
+            lead_time: delivery::median(&figures.lead_times),
+            time_to_restore: delivery::median(&figures.restore_times),
+        },
+    );
+}
+
 /// Records a reconcile's outcome in one status write, schedules the next, and tells.
 async fn finish_with(
     ctx: &Context,
@@ -123,9 +142,16 @@ async fn finish_with(
             ctx.forget(key);
             return Err(error);
         }
+        let mut recorded = current.status.clone().unwrap_or_default();
+        record.apply(&mut recorded, generation, now);
+        observe_delivery(ctx, current, &recorded);
         if let Some(attempt) = &record.attempt {
             info!(outcome = attempt.reason(), message = %attempt.message(), next = ?finish.requeue, "synced");
         }
+    } else {
+        // Nothing to write: the figures still age (the window moves) and a restarted
+        // controller has them from its first look.
+        observe_delivery(ctx, current, &current.status.clone().unwrap_or_default());
     }
     if let Some(schedule) = &finish.schedule {
         ctx.schedule(key, generation, schedule);

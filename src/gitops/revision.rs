@@ -10,11 +10,11 @@ use super::render::{self, Layout, Manifest};
 use super::sops::{Identities, Redactor, Session};
 use super::source;
 
-/// A revision rendered: its commit subject, its objects, and the values decrypted for them,
-/// to scrub from the messages of applying them.
+/// A revision rendered: its commit, its objects, and the values decrypted for them, to scrub
+/// from the messages of applying them.
 #[derive(Debug)]
 pub struct Rendered {
-    pub subject: String,
+    pub commit: source::Commit,
     pub manifests: Vec<Manifest>,
     pub redactor: Redactor,
 }
@@ -26,7 +26,10 @@ pub enum Failure {
     /// The clone could not be read (the revision is not in it, or it is damaged).
     Read(String),
     /// The revision itself is bad: too large, malformed, refused. Nothing of it applies.
-    Render { subject: String, message: String },
+    Render {
+        commit: source::Commit,
+        message: String,
+    },
 }
 
 /// How a GitSync renders: its `spec.path`, the controller's limits and kustomize.
@@ -55,7 +58,7 @@ pub async fn render(rendering: Rendering, revision: &str) -> Result<Rendered, Fa
     } = rendering;
     let (dir, target, wanted) = (clone, revision.to_owned(), path.clone());
     let read = tokio::task::spawn_blocking(move || {
-        let subject = source::subject(&dir, &target)?;
+        let commit = source::commit(&dir, &target)?;
         let files = (|| {
             let files = source::files_at(&dir, &target, &wanted, &limits)?;
             let layout = render::layout(&files, &wanted);
@@ -67,13 +70,13 @@ pub async fn render(rendering: Rendering, revision: &str) -> Result<Rendered, Fa
                 Layout::Manifests => Ok((files, layout)),
             }
         })();
-        Ok::<_, SyncError>((subject, files))
+        Ok::<_, SyncError>((commit, files))
     })
     .await;
-    let (subject, files, layout) = match read {
-        Ok(Ok((subject, Ok((files, layout))))) => (subject, files, layout),
-        Ok(Ok((subject, Err(source::FilesError::TooLarge(message))))) => {
-            return Err(Failure::Render { subject, message });
+    let (commit, files, layout) = match read {
+        Ok(Ok((commit, Ok((files, layout))))) => (commit, files, layout),
+        Ok(Ok((commit, Err(source::FilesError::TooLarge(message))))) => {
+            return Err(Failure::Render { commit, message });
         }
         Ok(Ok((_, Err(source::FilesError::Read(error))))) | Ok(Err(error)) => {
             return Err(Failure::Read(error.to_string()));
@@ -120,10 +123,10 @@ pub async fn render(rendering: Rendering, revision: &str) -> Result<Rendered, Fa
     };
     match rendered {
         Ok(manifests) => Ok(Rendered {
-            subject,
+            commit,
             manifests,
             redactor: session.redactor,
         }),
-        Err(message) => Err(Failure::Render { subject, message }),
+        Err(message) => Err(Failure::Render { commit, message }),
     }
 }

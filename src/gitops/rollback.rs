@@ -545,6 +545,7 @@ mod tests {
         before.history.push(crate::api::gitsync::RevisionRecord {
             revision: "v2".into(),
             subject: "api 2".into(),
+            committed_at: None,
             time: to_k8s(at()),
             outcome: "Applied".into(),
         });
@@ -691,6 +692,7 @@ mod tests {
         status.history.push(crate::api::gitsync::RevisionRecord {
             revision: "v3".into(),
             subject: "v3".into(),
+            committed_at: None,
             time: to_k8s(at() + chrono::Duration::seconds(applied)),
             outcome: "Applied".into(),
         });
@@ -1103,6 +1105,7 @@ mod tests {
         reapplied.history.push(crate::api::gitsync::RevisionRecord {
             revision: "v2".into(),
             subject: "api 2".into(),
+            committed_at: None,
             time: to_k8s(at() + chrono::Duration::minutes(3)),
             outcome: "RolledBack".into(),
         });
@@ -1340,6 +1343,7 @@ mod tests {
                 before.history.push(crate::api::gitsync::RevisionRecord {
                     revision: applied.clone(),
                     subject: String::new(),
+                    committed_at: None,
                     time: to_k8s(at()),
                     outcome: "Applied".into(),
                 });

@@ -555,7 +555,7 @@ pub fn ssh_command(
     Ok((keys, command))
 }
 
-fn describe(git_ref: &GitRef) -> String {
+pub fn describe(git_ref: &GitRef) -> String {
     match (&git_ref.branch, &git_ref.tag, &git_ref.commit) {
         (Some(branch), _, _) => format!("branch {branch:?}"),
         (None, Some(tag), _) => format!("tag {tag:?}"),
@@ -564,18 +564,35 @@ fn describe(git_ref: &GitRef) -> String {
     }
 }
 
-/// The subject line of a commit the clone has.
-pub fn subject(dir: &Path, revision: &str) -> Result<String, SyncError> {
+/// A commit the clone has: its subject line and when it was committed.
+pub fn commit(dir: &Path, revision: &str) -> Result<Commit, SyncError> {
     let repo = gix::open(dir).map_err(|e| fail("opening the local clone", e))?;
     let id = gix::ObjectId::from_hex(revision.as_bytes())
         .map_err(|_| SyncError::invalid(format!("{revision:?} is not a commit SHA")))?;
     let commit = repo
         .find_commit(id)
         .map_err(|e| fail(&format!("reading commit {revision}"), e))?;
-    Ok(commit
+    let subject = commit
         .message()
         .map(|m| m.summary().to_string())
-        .unwrap_or_default())
+        .unwrap_or_default();
+    // The committer's clock, as Git records it: only a label for lead times, so a time that
+    // cannot be read (or is out of range) is left out rather than failing the revision.
+    let committed = commit
+        .time()
+        .ok()
+        .and_then(|t| chrono::DateTime::from_timestamp(t.seconds, 0))
+        .map(crate::time::to_k8s);
+    Ok(Commit { subject, committed })
+}
+
+/// A commit as a GitSync's history tells it.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Commit {
+    /// Its subject line.
+    pub subject: String,
+    /// When it was committed, for lead times.
+    pub committed: Option<k8s_openapi::apimachinery::pkg::apis::meta::v1::Time>,
 }
 
 /// The value of a commit message's trailer (`Key: value` in its last paragraph).

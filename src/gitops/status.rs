@@ -3,6 +3,7 @@
 //! changes nothing leaves the status equal, so nothing is written.
 
 use chrono::{DateTime, Utc};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use super::error::SyncError;
 use super::rollback::{Basis, applied_record, cause};
@@ -34,11 +35,15 @@ pub enum Attempt {
     RenderFailed {
         revision: String,
         subject: String,
+        /// When it was committed, when the clone says.
+        committed: Option<Time>,
         message: String,
     },
     ApplyFailed {
         revision: String,
         subject: String,
+        /// When it was committed, when the clone says.
+        committed: Option<Time>,
         inventory: Vec<InventoryEntry>,
         /// Forbidden (weir's confinement, or RBAC for the identity it acts as): reason
         /// `Forbidden`. Retried, since a RoleBinding may come, but not as soon as an outage.
@@ -47,6 +52,8 @@ pub enum Attempt {
     Applied {
         revision: String,
         subject: String,
+        /// When it was committed, when the clone says.
+        committed: Option<Time>,
         inventory: Vec<InventoryEntry>,
         objects: usize,
         basis: Basis,
@@ -201,16 +208,25 @@ pub fn record(
         &time,
         generation,
     );
-    let (revision, subject) = match attempt {
+    let (revision, subject, committed) = match attempt {
         Attempt::RenderFailed {
-            revision, subject, ..
+            revision,
+            subject,
+            committed,
+            ..
         }
         | Attempt::ApplyFailed {
-            revision, subject, ..
+            revision,
+            subject,
+            committed,
+            ..
         }
         | Attempt::Applied {
-            revision, subject, ..
-        } => (revision, subject),
+            revision,
+            subject,
+            committed,
+            ..
+        } => (revision, subject, committed),
         Attempt::InvalidSpec(_)
         | Attempt::FetchFailed(_)
         | Attempt::Held(_)
@@ -230,6 +246,7 @@ pub fn record(
         RevisionRecord {
             revision: revision.clone(),
             subject: subject.clone(),
+            committed_at: committed.clone(),
             time,
             outcome: reason.to_owned(),
         },
@@ -262,6 +279,7 @@ pub fn reject(status: &mut GitSyncStatus, rejected: &RejectedRevision, subject: 
         RevisionRecord {
             revision: rejected.revision.clone(),
             subject: subject.to_owned(),
+            committed_at: None,
             time: rejected.rejected_at.clone(),
             outcome: "Rejected".into(),
         },
@@ -500,6 +518,7 @@ mod tests {
         let failed = |error: SyncError| Attempt::ApplyFailed {
             revision: "1".repeat(40),
             subject: String::new(),
+            committed: None,
             inventory: Vec::new(),
             error,
         };
@@ -530,6 +549,7 @@ mod tests {
         Attempt::Applied {
             revision: revision.into(),
             subject: format!("commit {revision}"),
+            committed: None,
             inventory: vec![InventoryEntry {
                 api_version: "v1".into(),
                 kind: "ConfigMap".into(),
@@ -562,6 +582,7 @@ mod tests {
             &Attempt::RenderFailed {
                 revision: "a".repeat(40),
                 subject: huge.clone(),
+                committed: None,
                 message: huge.clone(),
             },
             Some(1),
@@ -614,6 +635,7 @@ mod tests {
         let broken = Attempt::RenderFailed {
             revision: "bbb".into(),
             subject: "broken".into(),
+            committed: None,
             message: "apps/a.yaml (document 0): kind is missing".into(),
         };
         record(&mut status, &broken, Some(1), at(10));
@@ -689,6 +711,7 @@ mod tests {
         let rolled_back = Attempt::Applied {
             revision: "v2".into(),
             subject: "web 2".into(),
+            committed: None,
             inventory: vec![],
             objects: 6,
             basis: Basis::RolledBack(rejection("v3")),
@@ -737,6 +760,7 @@ mod tests {
             let broken = Attempt::RenderFailed {
                 revision: format!("r{n}"),
                 subject: String::new(),
+                committed: None,
                 message: "bad".into(),
             };
             record(&mut status, &broken, Some(1), at(1 + n as i64));

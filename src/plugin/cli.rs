@@ -90,6 +90,20 @@ pub enum Command {
         #[arg(short = 'A', long)]
         all_namespaces: bool,
     },
+    /// A web dashboard on this machine: Rollouts live, each with its steps, its weight and
+    /// its analysis plotted, and buttons (promote, abort, retry, pause, resume) that ask
+    /// first; GitSyncs with their revision timeline and delivery figures.
+    ///
+    /// It listens on 127.0.0.1 only and acts with your kubeconfig: it shows what you may
+    /// read and does what you may do.
+    Dashboard {
+        /// The port to listen on (0: any free one; the address is printed).
+        #[arg(long, default_value_t = 3100)]
+        port: u16,
+        /// Rollouts and GitSyncs in every namespace.
+        #[arg(short = 'A', long)]
+        all_namespaces: bool,
+    },
     /// Wait until Healthy (exit 0), Degraded or aborted (exit 1), or the timeout (exit 2).
     ///
     /// For a Rollout a GitSync manages, the release waited for is a Git revision (the

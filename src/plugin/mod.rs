@@ -1,8 +1,10 @@
 //! `kubectl weir`: the operator's plugin. The commands and their flags (`cli`), and the thin
 //! I/O around the pure parts: `show` (list, get), `control` (promote, abort, retry, pause,
-//! resume), `wait` (status), `history`, `undo`, `lint` and `diff`.
+//! resume), `wait` (status), `history`, `undo`, `lint`, `diff` and the `dashboard`; `cluster`
+//! is the connection they act through.
 
 mod cli;
+mod cluster;
 pub mod control;
 pub mod dashboard;
 pub mod diff;
@@ -13,7 +15,6 @@ pub mod show;
 pub mod undo;
 pub mod wait;
 
-use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -22,28 +23,17 @@ use std::time::Duration;
 use clap::CommandFactory;
 use k8s_openapi::api::apps::v1::ReplicaSet;
 use kube::api::{ListParams, Patch, PatchParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::{Api, Client, Config, ResourceExt};
+use kube::{Api, ResourceExt};
 
-use self::control::{Control, Part};
-use self::show::Observed;
+use self::cluster::{Cluster, Failure, Request, explain};
+use self::control::Control;
 use self::wait::Standing;
 use crate::api::analysis::AnalysisRun;
-use crate::api::contract::{GITSYNC_ANNOTATION, ROLLBACK_TO_ANNOTATION, ROLLOUT_LABEL};
+use crate::api::contract::ROLLBACK_TO_ANNOTATION;
 use crate::api::gitsync::GitSync;
 use crate::api::rollout::Rollout;
-use crate::traffic::{RouterView, Routers};
 
 pub use self::cli::{Cli, Command, Format, KubeArgs};
-
-/// What went wrong, in one line for the operator.
-struct Failure(String);
-
-impl<T: Into<String>> From<T> for Failure {
-    fn from(text: T) -> Failure {
-        Failure(text.into())
-    }
-}
 
 /// Runs a command; its exit code follows kubectl's (0 fine, 1 an error).
 pub async fn run(cli: Cli) -> ExitCode {
@@ -166,6 +156,17 @@ async fn execute(cli: Cli) -> Result<ExitCode, Failure> {
                 .items;
             print!("{}", fleet::fleet(&syncs, chrono::Utc::now()));
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Dashboard {
+            port,
+            all_namespaces,
+        } => {
+            let cluster = Cluster::connect(&kube).await?;
+            let options = dashboard::serve::Options {
+                port,
+                all_namespaces,
+            };
+            dashboard::serve::serve(cluster, options).await
         }
         Command::History { name } => {
             let cluster = Cluster::connect(&kube).await?;
@@ -384,23 +385,7 @@ async fn gitsync_diff(
 
 async fn control(kube: &KubeArgs, name: &str, control: Control) -> Result<ExitCode, Failure> {
     let cluster = Cluster::connect(kube).await?;
-    let rollout = cluster.rollout(name).await?;
-    let change = control::change(control, &rollout)?;
-    let api: Api<Rollout> = cluster.api();
-    let params = PatchParams::default();
-    let patched = match change.part {
-        Part::Status => {
-            api.patch_status(name, &params, &Patch::Merge(&change.patch))
-                .await
-        }
-        Part::Spec => api.patch(name, &params, &Patch::Merge(&change.patch)).await,
-    };
-    let resource = match change.part {
-        Part::Status => "rollouts/status",
-        Part::Spec => "rollouts",
-    };
-    patched.map_err(|e| cluster.explain(e, &cluster.here("patch", resource, Some(name))))?;
-    println!("{}", change.next);
+    println!("{}", cluster.control(name, control).await?);
     Ok(ExitCode::SUCCESS)
 }
 
@@ -626,232 +611,6 @@ fn summary(rollout: &Rollout) -> String {
             .map(|m| format!(" message={m:?}"))
             .unwrap_or_default()
     )
-}
-
-/// What the user may not read is left out, with a note, rather than failing the view.
-fn allowed<T>(
-    result: Result<T, Failure>,
-    what: &str,
-    notes: &mut Vec<String>,
-) -> Result<Option<T>, Failure> {
-    match result {
-        Ok(found) => Ok(Some(found)),
-        Err(Failure(message)) if message.starts_with("no permission") => {
-            notes.push(format!("{what} not shown: {message}"));
-            Ok(None)
-        }
-        Err(failure) => Err(failure),
-    }
-}
-
-/// What a request was, to explain its failure.
-struct Request<'a> {
-    verb: &'a str,
-    /// The plural resource, with a subresource (`rollouts/status`).
-    resource: &'a str,
-    name: Option<&'a str>,
-    /// None: all namespaces.
-    namespace: Option<&'a str>,
-}
-
-fn explain(error: kube::Error, request: &Request) -> String {
-    let place = match request.namespace {
-        Some(namespace) => format!("in namespace {namespace}"),
-        None => "in any namespace".to_owned(),
-    };
-    let Request { verb, resource, .. } = request;
-    let kind = resource
-        .split('/')
-        .next()
-        .unwrap_or(resource)
-        .trim_end_matches('s');
-    match (error, request.name) {
-        (kube::Error::Api(status), Some(name)) if status.code == 404 => {
-            format!("{kind} {name} not found {place}")
-        }
-        (kube::Error::Api(status), None) if status.code == 404 => format!(
-            "the server has no {resource}: are weir's CRDs installed (`weir crds | kubectl apply -f -`)?"
-        ),
-        (kube::Error::Api(status), _) if status.code == 403 => format!(
-            "no permission to {verb} {resource} {place} (ask for RBAC that allows it): {}",
-            status.message
-        ),
-        (kube::Error::Api(status), name) => format!(
-            "{verb} {resource}{} {place}: {}",
-            name.map(|n| format!(" {n}")).unwrap_or_default(),
-            status.message
-        ),
-        (other, _) => format!("cannot reach the cluster: {other}"),
-    }
-}
-
-/// A connection, and the namespace commands act in.
-struct Cluster {
-    client: Client,
-    /// What `client` was made from: `diff` makes a client that impersonates from it.
-    config: Config,
-    namespace: String,
-}
-
-impl Cluster {
-    async fn connect(args: &KubeArgs) -> Result<Cluster, Failure> {
-        let options = KubeConfigOptions {
-            context: args.context.clone(),
-            cluster: None,
-            user: None,
-        };
-        let config = match &args.kubeconfig {
-            Some(path) => {
-                let kubeconfig = Kubeconfig::read_from(path)
-                    .map_err(|e| format!("reading kubeconfig {}: {e}", path.display()))?;
-                Config::from_custom_kubeconfig(kubeconfig, &options).await
-            }
-            None => Config::from_kubeconfig(&options).await,
-        }
-        .map_err(|e| format!("reading the kubeconfig: {e}"))?;
-        let namespace = args
-            .namespace
-            .clone()
-            .unwrap_or_else(|| config.default_namespace.clone());
-        let client = Client::try_from(config.clone())
-            .map_err(|e| format!("connecting to the cluster: {e}"))?;
-        Ok(Cluster {
-            client,
-            config,
-            namespace,
-        })
-    }
-
-    fn api<K>(&self) -> Api<K>
-    where
-        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>,
-        <K as kube::Resource>::DynamicType: Default,
-    {
-        Api::namespaced(self.client.clone(), &self.namespace)
-    }
-
-    /// One line: not found, no permission (with verb and resource), or what the server said.
-    fn explain(&self, error: kube::Error, request: &Request) -> Failure {
-        Failure(explain(error, request))
-    }
-
-    /// A request in this cluster's namespace.
-    fn here<'a>(&'a self, verb: &'a str, resource: &'a str, name: Option<&'a str>) -> Request<'a> {
-        Request {
-            verb,
-            resource,
-            name,
-            namespace: Some(&self.namespace),
-        }
-    }
-
-    async fn rollout(&self, name: &str) -> Result<Rollout, Failure> {
-        self.api::<Rollout>()
-            .get(name)
-            .await
-            .map_err(|e| self.explain(e, &self.here("get", "rollouts", Some(name))))
-    }
-
-    async fn owned<K>(&self, rollout: &str, resource: &str) -> Result<Vec<K>, Failure>
-    where
-        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>
-            + Clone
-            + serde::de::DeserializeOwned
-            + std::fmt::Debug,
-        <K as kube::Resource>::DynamicType: Default,
-    {
-        let labels = ListParams::default().labels(&format!("{ROLLOUT_LABEL}={rollout}"));
-        Ok(self
-            .api::<K>()
-            .list(&labels)
-            .await
-            .map_err(|e| self.explain(e, &self.here("list", resource, None)))?
-            .items)
-    }
-
-    /// The GitSync that applies this Rollout, when one does and it still exists.
-    async fn managing_sync(&self, rollout: &Rollout) -> Result<Option<GitSync>, Failure> {
-        let Some((namespace, name)) = rollout
-            .annotations()
-            .get(GITSYNC_ANNOTATION)
-            .and_then(|owner| owner.split_once('/'))
-        else {
-            return Ok(None);
-        };
-        let api: Api<GitSync> = Api::namespaced(self.client.clone(), namespace);
-        api.get_opt(name).await.map_err(|e| {
-            self.explain(
-                e,
-                &Request {
-                    verb: "get",
-                    resource: "gitsyncs",
-                    name: Some(name),
-                    namespace: Some(namespace),
-                },
-            )
-        })
-    }
-
-    /// What each of the Rollout's routers carries now, read as the controller reads it; a
-    /// router that cannot be made (a route not granted) is a note, the others shown.
-    async fn routers(&self, rollout: &Rollout, notes: &mut Vec<String>) -> Vec<RouterView> {
-        let hash = crate::rollout::template_hash::of(&rollout.spec.template);
-        match Routers::for_rollout(&self.client, rollout, &self.namespace, &hash).await {
-            Ok((routers, refused)) => {
-                if let Some(refused) = refused {
-                    notes.push(format!("Router not shown: {refused}"));
-                }
-                match routers {
-                    Some(routers) => routers.views().await,
-                    None => Vec::new(),
-                }
-            }
-            Err(error) => {
-                notes.push(format!("Routers not shown: {error}"));
-                Vec::new()
-            }
-        }
-    }
-
-    async fn observe(&self, name: &str) -> Result<Observed, Failure> {
-        let rollout = self.rollout(name).await?;
-        let mut notes = Vec::new();
-        let replica_sets = allowed(
-            self.owned::<ReplicaSet>(name, "replicasets").await,
-            "ReplicaSets",
-            &mut notes,
-        )?
-        .unwrap_or_default();
-        let runs = allowed(
-            self.owned::<AnalysisRun>(name, "analysisruns").await,
-            "AnalysisRuns",
-            &mut notes,
-        )?
-        .unwrap_or_default();
-        let subjects: BTreeMap<String, String> = allowed(
-            self.managing_sync(&rollout).await,
-            "Commit subjects",
-            &mut notes,
-        )?
-        .flatten()
-        .and_then(|s| s.status)
-        .map(|s| {
-            s.history
-                .into_iter()
-                .map(|h| (h.revision, h.subject))
-                .collect()
-        })
-        .unwrap_or_default();
-        let routers = self.routers(&rollout, &mut notes).await;
-        Ok(Observed {
-            rollout,
-            replica_sets,
-            runs,
-            subjects,
-            routers,
-            notes,
-        })
-    }
 }
 
 #[cfg(test)]

@@ -78,7 +78,7 @@ pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     out
 }
 
-fn phase(rollout: &Rollout) -> String {
+pub fn phase(rollout: &Rollout) -> String {
     let status = rollout.status.as_ref();
     match status.and_then(|s| s.phase) {
         Some(phase) => format!("{phase:?}"),
@@ -112,7 +112,7 @@ pub fn step_of(rollout: &Rollout) -> String {
 }
 
 /// The stable and canary versions: the Git revision when known, else the pod-template hash.
-fn versions(rollout: &Rollout) -> (String, String) {
+pub fn versions(rollout: &Rollout) -> (String, String) {
     let status = rollout.status.clone().unwrap_or_default();
     let pick = |revision: Option<String>, hash: Option<String>| match (revision, hash) {
         (Some(revision), _) => short(&revision).to_owned(),
@@ -248,7 +248,7 @@ fn verdict(phase: AnalysisPhase) -> String {
     format!("{phase:?}")
 }
 
-fn condition_rows(conditions: &[Condition]) -> Vec<Vec<String>> {
+pub fn condition_rows(conditions: &[Condition]) -> Vec<Vec<String>> {
     conditions
         .iter()
         .map(|c| {

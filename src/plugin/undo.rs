@@ -193,6 +193,7 @@ mod tests {
         RevisionRecord {
             revision: revision.into(),
             subject: revision.into(),
+            committed_at: None,
             time: to_k8s(chrono::DateTime::from_timestamp(0, 0).expect("time")),
             outcome: outcome.into(),
         }

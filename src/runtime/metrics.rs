@@ -29,6 +29,24 @@ pub struct PhaseLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct GitSyncLabels {
+    pub namespace: String,
+    pub gitsync: String,
+}
+
+/// A GitSync's delivery figures over the last week, as `gitops::delivery` computes them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Delivery {
+    pub deployments: usize,
+    pub failures: usize,
+    /// Median commit-to-good time, in seconds; none when no revision with a known commit
+    /// time became good.
+    pub lead_time: Option<i64>,
+    /// Median rejection-to-good-again time, in seconds; none when nothing was restored.
+    pub time_to_restore: Option<i64>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct WatchLabels {
     pub watch: String,
 }
@@ -72,6 +90,10 @@ pub struct Metrics {
     watch_behind: Family<WatchLabels, Gauge<f64, AtomicU64>>,
     webhook_requests: Family<OutcomeLabels, Counter>,
     gitsync_objects: Family<OutcomeLabels, Counter>,
+    delivery_deployments: Family<GitSyncLabels, Gauge>,
+    delivery_failures: Family<GitSyncLabels, Gauge>,
+    delivery_lead_time: Family<GitSyncLabels, Gauge>,
+    delivery_time_to_restore: Family<GitSyncLabels, Gauge>,
     /// Every watch's health: `/readyz` fails on a watch behind for too long, and
     /// `weir_watch_behind_seconds` says which.
     pub watches: Health,
@@ -151,9 +173,37 @@ impl Default for Metrics {
             "Objects from Git by what became of each: applied (an apply sent), unchanged (its dry run showed the apply would change nothing, so none was sent), pruned",
             gitsync_objects.clone(),
         );
+        let delivery_deployments = Family::<GitSyncLabels, Gauge>::default();
+        registry.register(
+            "delivery_deployments",
+            "Revisions each GitSync applied from its ref over the last 7 days (deployment frequency)",
+            delivery_deployments.clone(),
+        );
+        let delivery_failures = Family::<GitSyncLabels, Gauge>::default();
+        registry.register(
+            "delivery_failures",
+            "Revisions each GitSync rejected over the last 7 days (over deployments: the change failure rate)",
+            delivery_failures.clone(),
+        );
+        let delivery_lead_time = Family::<GitSyncLabels, Gauge>::default();
+        registry.register(
+            "delivery_lead_time_seconds",
+            "Median time from commit to good of each GitSync's revisions that became good over the last 7 days",
+            delivery_lead_time.clone(),
+        );
+        let delivery_time_to_restore = Family::<GitSyncLabels, Gauge>::default();
+        registry.register(
+            "delivery_time_to_restore_seconds",
+            "Median time from a rejection to a good revision serving again, over each GitSync's rejections of the last 7 days",
+            delivery_time_to_restore.clone(),
+        );
         Metrics {
             registry,
             gitsync_objects,
+            delivery_deployments,
+            delivery_failures,
+            delivery_lead_time,
+            delivery_time_to_restore,
             watch_behind,
             webhook_requests,
             watches: Health::default(),
@@ -239,6 +289,50 @@ impl Metrics {
         }
     }
 
+    /// A GitSync's delivery figures; a median with nothing to take it over has no series.
+    pub fn observe_delivery(&self, namespace: &str, gitsync: &str, figures: Delivery) {
+        let labels = GitSyncLabels {
+            namespace: namespace.into(),
+            gitsync: gitsync.into(),
+        };
+        let count = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+        self.delivery_deployments
+            .get_or_create(&labels)
+            .set(count(figures.deployments));
+        self.delivery_failures
+            .get_or_create(&labels)
+            .set(count(figures.failures));
+        for (family, value) in [
+            (&self.delivery_lead_time, figures.lead_time),
+            (&self.delivery_time_to_restore, figures.time_to_restore),
+        ] {
+            match value {
+                Some(seconds) => {
+                    family.get_or_create(&labels).set(seconds);
+                }
+                None => {
+                    family.remove(&labels);
+                }
+            }
+        }
+    }
+
+    /// A deleted GitSync's series go with it.
+    pub fn forget_gitsync(&self, namespace: &str, gitsync: &str) {
+        let labels = GitSyncLabels {
+            namespace: namespace.into(),
+            gitsync: gitsync.into(),
+        };
+        for family in [
+            &self.delivery_deployments,
+            &self.delivery_failures,
+            &self.delivery_lead_time,
+            &self.delivery_time_to_restore,
+        ] {
+            family.remove(&labels);
+        }
+    }
+
     pub fn set_leader(&self, leading: bool) {
         self.leader.set(i64::from(leading));
     }
@@ -288,5 +382,47 @@ mod tests {
         ] {
             assert!(text.lines().any(|l| l == line), "missing {line} in\n{text}");
         }
+    }
+
+    #[test]
+    fn delivery_series_follow_the_figures_and_go_with_their_gitsync() {
+        let metrics = Metrics::default();
+        let figures = Delivery {
+            deployments: 3,
+            failures: 1,
+            lead_time: Some(200),
+            time_to_restore: None,
+        };
+        metrics.observe_delivery("shop", "app", figures);
+        let text = metrics.encode().expect("encodes");
+        for line in [
+            r#"weir_delivery_deployments{namespace="shop",gitsync="app"} 3"#,
+            r#"weir_delivery_failures{namespace="shop",gitsync="app"} 1"#,
+            r#"weir_delivery_lead_time_seconds{namespace="shop",gitsync="app"} 200"#,
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing {line} in\n{text}");
+        }
+        assert!(!text.contains("weir_delivery_time_to_restore_seconds{"));
+        metrics.observe_delivery(
+            "shop",
+            "app",
+            Delivery {
+                lead_time: None,
+                ..figures
+            },
+        );
+        assert!(
+            !metrics
+                .encode()
+                .expect("encodes")
+                .contains("weir_delivery_lead_time_seconds{")
+        );
+        metrics.forget_gitsync("shop", "app");
+        assert!(
+            !metrics
+                .encode()
+                .expect("encodes")
+                .contains("gitsync=\"app\"")
+        );
     }
 }

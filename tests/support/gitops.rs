@@ -9,7 +9,7 @@ use weir::api::gitsync::{GitSync, GitSyncStatus};
 
 use super::app::LIMIT;
 use super::git::GitRepo;
-use super::{TestNamespace, eventually};
+use super::{MetricsServer, ScrapeTarget, TestNamespace, eventually, prometheus_url};
 
 /// The application as its team keeps it in Git: Services, HTTPRoute, the analysis template,
 /// the Rollout (whose analysis names the version it ships), a ConfigMap, and `extra` objects.
@@ -137,4 +137,36 @@ pub async fn gitsync_objects(port: u16, outcome: &str) -> u64 {
     super::outcome_count(port, "weir_gitsync_objects_total", outcome)
         .await
         .unwrap_or(0)
+}
+
+/// What each version's pods would report: web:3 is the bad one.
+pub fn success_rates(ns: &TestNamespace) -> String {
+    ["web:1", "web:2", "web:3", "web:4", "web:5"]
+        .iter()
+        .map(|version| {
+            let rate = if *version == "web:3" { 0.5 } else { 0.99 };
+            format!(
+                "weir_test_success_rate{{test=\"{}\",version=\"{version}\"}} {rate}\n",
+                ns.name
+            )
+        })
+        .collect()
+}
+
+/// Prometheus scraping the per-version rates, seen there for the bad version.
+pub async fn version_rates(ns: &TestNamespace) -> (MetricsServer, ScrapeTarget) {
+    let server = MetricsServer::start(&success_rates(ns)).await;
+    let target = ScrapeTarget::add(&ns.name, &server.address, &[]);
+    let prometheus =
+        prometheus_http_query::Client::try_from(prometheus_url().as_str()).expect("prometheus url");
+    let query = format!(
+        "weir_test_success_rate{{test=\"{}\",version=\"web:3\"}}",
+        ns.name
+    );
+    eventually("Prometheus to scrape the rates", LIMIT, || async {
+        let response = prometheus.query(query.as_str()).get().await.ok()?;
+        response.data().as_vector()?.first().map(|_| ())
+    })
+    .await;
+    (server, target)
 }

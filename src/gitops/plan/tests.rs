@@ -47,6 +47,7 @@ fn applied_history(revision: &str) -> RevisionRecord {
     RevisionRecord {
         revision: revision.to_owned(),
         subject: String::new(),
+        committed_at: None,
         time: to_k8s(at()),
         outcome: "Applied".into(),
     }
@@ -219,6 +220,7 @@ fn run_at(
                     true => Attempt::Applied {
                         revision,
                         subject: "a change".into(),
+                        committed: None,
                         inventory,
                         objects: 1,
                         basis,
@@ -226,6 +228,7 @@ fn run_at(
                     false => Attempt::ApplyFailed {
                         revision,
                         subject: "a change".into(),
+                        committed: None,
                         inventory,
                         error: SyncError::forbidden("refused"),
                     },
@@ -685,6 +688,7 @@ fn a_sync_request_fetches_now() {
     done.applied = Some(Attempt::Applied {
         revision: sha(2),
         subject: String::new(),
+        committed: None,
         inventory: Vec::new(),
         objects: 0,
         basis: Basis::Head,
@@ -788,6 +792,7 @@ fn a_revision_promoted_from_upstream_is_fetched_then_applied_in_place_of_the_hea
     done.applied = Some(Attempt::Applied {
         revision: sha(2),
         subject: String::new(),
+        committed: None,
         inventory: Vec::new(),
         objects: 0,
         basis: Basis::Head,

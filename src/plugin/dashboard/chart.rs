@@ -18,6 +18,11 @@ pub struct Chart {
     pub threshold: Option<(f64, String)>,
     /// Vertical marks (a step taken, a pause), with their labels.
     pub marks: Vec<(i64, String)>,
+    /// The points (by index) that failed, drawn in red with class `failed`.
+    pub failing: Vec<usize>,
+    /// A value that holds until the next point (a weight), drawn as steps rather than
+    /// slopes between points (measurements).
+    pub stepped: bool,
 }
 
 /// The chart as an SVG element; every label escaped.
@@ -48,12 +53,29 @@ pub fn svg(chart: &Chart) -> String {
         y(v0),
         number(v0)
     ));
-    for (at, label) in &chart.marks {
-        let mx = x(*at);
+    if !chart.points.is_empty() || !chart.marks.is_empty() {
+        // When the chart starts and ends, in UTC.
+        let clock = |t: f64| {
+            chrono::DateTime::from_timestamp(t as i64, 0)
+                .map_or_else(String::new, |at| at.format("%H:%M:%S UTC").to_string())
+        };
         out.push_str(&format!(
-            r#"<line class="mark" x1="{mx:.1}" y1="{MARGIN}" x2="{mx:.1}" y2="{:.1}" stroke="grey" stroke-dasharray="2,3"/><text class="mark" x="{mx:.1}" y="{:.1}" font-size="10">{}</text>"#,
+            r#"<text class="axis" x="{MARGIN}" y="{:.1}" font-size="10">{}</text><text class="axis" x="{:.1}" y="{:.1}" font-size="10" text-anchor="end">{}</text>"#,
+            HEIGHT - MARGIN + 14.0,
+            clock(t0),
+            WIDTH - MARGIN,
+            HEIGHT - MARGIN + 14.0,
+            clock(t1)
+        ));
+    }
+    for (index, (at, label)) in chart.marks.iter().enumerate() {
+        let mx = x(*at);
+        // Marks close in time would write over each other: their labels step down in turn.
+        let label_y = MARGIN + 10.0 + (index % 5) as f64 * 11.0;
+        out.push_str(&format!(
+            r#"<line class="mark" x1="{mx:.1}" y1="{MARGIN}" x2="{mx:.1}" y2="{:.1}" stroke="grey" stroke-dasharray="2,3"/><text class="mark" x="{:.1}" y="{label_y:.1}" font-size="10">{}</text>"#,
             HEIGHT - MARGIN,
-            MARGIN - 4.0,
+            mx + 2.0,
             escape(label)
         ));
     }
@@ -68,18 +90,27 @@ pub fn svg(chart: &Chart) -> String {
         ));
     }
     if !chart.points.is_empty() {
-        let path: Vec<String> = chart
-            .points
-            .iter()
-            .map(|(t, v)| format!("{:.1},{:.1}", x(*t), y(*v)))
-            .collect();
+        let mut path: Vec<String> = Vec::new();
+        for (index, (t, v)) in chart.points.iter().enumerate() {
+            // A stepped series holds the previous value until this point's time.
+            if chart.stepped && index > 0 {
+                let held = chart.points[index - 1].1;
+                path.push(format!("{:.1},{:.1}", x(*t), y(held)));
+            }
+            path.push(format!("{:.1},{:.1}", x(*t), y(*v)));
+        }
         out.push_str(&format!(
             r#"<polyline class="series" fill="none" stroke="steelblue" points="{}"/>"#,
             path.join(" ")
         ));
-        for (t, v) in &chart.points {
+        for (index, (t, v)) in chart.points.iter().enumerate() {
+            let (class, fill) = if chart.failing.contains(&index) {
+                ("point failed", "crimson")
+            } else {
+                ("point", "steelblue")
+            };
             out.push_str(&format!(
-                r#"<circle class="point" cx="{:.1}" cy="{:.1}" r="3" fill="steelblue"><title>{}</title></circle>"#,
+                r#"<circle class="{class}" cx="{:.1}" cy="{:.1}" r="3" fill="{fill}"><title>{}</title></circle>"#,
                 x(*t),
                 y(*v),
                 number(*v)
@@ -126,6 +157,8 @@ mod tests {
             points: vec![(0, 0.0), (60, 20.0), (120, 50.0)],
             threshold: None,
             marks: vec![(60, "step 1".into()), (90, "paused".into())],
+            failing: vec![],
+            stepped: false,
         }
     }
 
@@ -133,6 +166,7 @@ mod tests {
     fn one_point_per_measurement_and_one_mark_per_step() {
         let drawn = svg(&weight_chart());
         assert_eq!(drawn.matches(r#"class="point""#).count(), 3);
+        assert!(!drawn.contains("failed"));
         assert_eq!(drawn.matches(r#"<line class="mark""#).count(), 2);
         assert!(drawn.contains(">paused</text>"));
         assert!(drawn.contains("canary weight of &lt;app&gt;"));
@@ -145,12 +179,30 @@ mod tests {
     }
 
     #[test]
+    fn a_stepped_series_holds_each_value_until_the_next_point() {
+        let drawn = svg(&Chart {
+            stepped: true,
+            ..weight_chart()
+        });
+        assert!(
+            drawn.contains(r#"points="40.0,200.0 320.0,200.0 320.0,136.0 600.0,136.0 600.0,40.0""#),
+            "{drawn}"
+        );
+        // Labels of marks step down so that close marks stay readable; the clock is shown.
+        assert!(drawn.contains(r#"y="50.0" font-size="10">step 1</text>"#));
+        assert!(drawn.contains(r#"y="61.0" font-size="10">paused</text>"#));
+        assert!(drawn.contains(">00:00:00 UTC</text>") && drawn.contains(">00:02:00 UTC</text>"));
+    }
+
+    #[test]
     fn a_failing_measurement_lies_below_its_threshold() {
         let drawn = svg(&Chart {
             title: "success-rate".into(),
             points: vec![(0, 0.99), (60, 0.5)],
             threshold: Some((0.95, "≥ 0.95".into())),
             marks: vec![],
+            failing: vec![1],
+            stepped: false,
         });
         let y_of = |needle: &str| -> f64 {
             let start = drawn.find(needle).map(|i| i + needle.len()).unwrap_or(0);
@@ -158,7 +210,7 @@ mod tests {
             drawn[start..end].parse().unwrap_or(f64::NAN)
         };
         let threshold = y_of(r#"class="threshold" x1="40" y1=""#);
-        let failing = y_of(r#"cx="600.0" cy=""#);
+        let failing = y_of(r#"class="point failed" cx="600.0" cy=""#);
         // SVG's y grows downward: below the line means a larger y.
         assert!(failing > threshold, "{drawn}");
     }
@@ -175,6 +227,8 @@ mod tests {
                 points: points.iter().map(|(t, v)| (i64::from(*t), *v)).collect(),
                 threshold: Some((0.5, label.clone())),
                 marks: vec![(0, label)],
+                failing: vec![0],
+                stepped: true,
             });
             let finite = points.iter().all(|(_, v)| v.is_finite());
             if finite {

@@ -64,7 +64,7 @@ pub fn steps(described: &[String], current: Option<usize>) -> String {
 
 /// `text` percent-encoded for one segment of a URL path. Kubernetes names cannot hold these
 /// characters, but a page must not trust that what it is given was validated.
-fn path_segment(text: &str) -> String {
+pub fn path_segment(text: &str) -> String {
     text.bytes()
         .map(|b| match b {
             b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'.' | b'_' => (b as char).to_string(),

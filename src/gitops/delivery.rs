@@ -3,6 +3,11 @@
 //! deployments failed, and how long it took to serve a good revision again after a rejection.
 //!
 //! Times are Unix seconds, so that the figures are exact integers and the tests need no clock.
+//! Pure, below both of its readers: the controller's metrics and the dashboard.
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+use crate::api::gitsync::GitSyncStatus;
 
 /// What happened to a revision, as the GitSync's history records it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -13,6 +18,20 @@ pub enum Fate {
     Stable,
     /// weir rejected the revision (analysis failed, a health check failed, ...).
     Rejected,
+    /// The last good revision applied again after a rejection (a rollback): good is served
+    /// again, but nothing new was delivered, so it has no lead time.
+    Restored,
+}
+
+impl Fate {
+    fn order(&self) -> u8 {
+        match self {
+            Fate::Applied => 0,
+            Fate::Rejected => 1,
+            Fate::Restored => 2,
+            Fate::Stable => 3,
+        }
+    }
 }
 
 /// One entry of a GitSync's history.
@@ -72,7 +91,9 @@ impl Figures {
 /// The figures of `history` (any order) over `window`.
 pub fn figures(history: &[Outcome], window: Window) -> Figures {
     let mut ordered: Vec<&Outcome> = history.iter().collect();
-    ordered.sort_by_key(|o| o.at);
+    // Times are whole seconds: what happened in one second is taken in the order it must
+    // have happened (a revision is applied, then rejected, then good is served again).
+    ordered.sort_by_key(|o| (o.at, o.fate.order()));
     let mut figures = Figures::default();
     for (index, outcome) in ordered.iter().enumerate() {
         if !window.holds(outcome.at) {
@@ -85,11 +106,12 @@ pub fn figures(history: &[Outcome], window: Window) -> Figures {
                     figures.lead_times.push(outcome.at - committed);
                 }
             }
+            Fate::Restored => {}
             Fate::Rejected => {
                 figures.failures += 1;
                 let restored = ordered[index + 1..]
                     .iter()
-                    .find(|later| later.fate == Fate::Stable);
+                    .find(|later| matches!(later.fate, Fate::Stable | Fate::Restored));
                 match restored {
                     Some(good) => figures.restore_times.push(good.at - outcome.at),
                     None => figures.unrestored += 1,
@@ -98,6 +120,63 @@ pub fn figures(history: &[Outcome], window: Window) -> Figures {
         }
     }
     figures
+}
+
+/// A GitSync's history as delivery outcomes: each apply, each revision that became good,
+/// each rejection.
+pub fn outcomes(status: &GitSyncStatus) -> Vec<Outcome> {
+    // Each revision's commit time, from any record of it that has one.
+    let committed = |revision: &str| {
+        status
+            .history
+            .iter()
+            .filter(|r| r.revision == revision)
+            .find_map(|r| r.committed_at.as_ref())
+            .map(|t| t.0.as_second())
+    };
+    let outcome = |revision: &str, fate: Fate, at: &Time| Outcome {
+        revision: revision.to_owned(),
+        fate,
+        at: at.0.as_second(),
+        committed: committed(revision),
+    };
+    let applied = status.history.iter().filter_map(|record| {
+        let fate = match record.outcome.as_str() {
+            "Applied" => Fate::Applied,
+            "RolledBack" => Fate::Restored,
+            _ => return None,
+        };
+        Some(outcome(&record.revision, fate, &record.time))
+    });
+    let good = status
+        .good_revisions
+        .iter()
+        .map(|good| outcome(&good.revision, Fate::Stable, &good.since));
+    let rejected = status
+        .rejected_revisions
+        .iter()
+        .map(|rejected| outcome(&rejected.revision, Fate::Rejected, &rejected.rejected_at));
+    applied.chain(good).chain(rejected).collect()
+}
+
+/// The median, halfway between the middle two of an even count; `None` for none.
+pub fn median(values: &[i64]) -> Option<i64> {
+    let mut sorted = values.to_vec();
+    sorted.sort_unstable();
+    let n = sorted.len();
+    match n {
+        0 => None,
+        n if n % 2 == 1 => Some(sorted[n / 2]),
+        n => Some((sorted[n / 2 - 1] + sorted[n / 2]) / 2),
+    }
+}
+
+/// The window of `days` days ending at `now` (Unix seconds), `now` included.
+pub fn last_days(days: i64, now: i64) -> Window {
+    Window {
+        from: now.saturating_sub(days.saturating_mul(86_400)),
+        to: now.saturating_add(1),
+    }
 }
 
 #[cfg(test)]
@@ -190,6 +269,55 @@ mod tests {
             to: 86_400,
         };
         assert_eq!(figures(&reversed, window), figures(&history(), window));
+    }
+
+    #[test]
+    fn a_rollback_restores_without_delivering() {
+        let rolled_back = vec![
+            outcome("a1", Fate::Applied, 1_000, Some(900)),
+            outcome("a1", Fate::Stable, 1_100, Some(900)),
+            outcome("b2", Fate::Applied, 2_000, Some(1_990)),
+            outcome("b2", Fate::Rejected, 2_100, Some(1_990)),
+            outcome("a1", Fate::Restored, 2_130, Some(900)),
+            outcome("c3", Fate::Applied, 3_000, Some(2_990)),
+            outcome("c3", Fate::Stable, 3_050, Some(2_990)),
+        ];
+        let got = figures(
+            &rolled_back,
+            Window {
+                from: 0,
+                to: 86_400,
+            },
+        );
+        assert_eq!(
+            got,
+            Figures {
+                deployments: 3,
+                lead_times: vec![200, 60],
+                failures: 1,
+                restore_times: vec![30],
+                unrestored: 0,
+            }
+        );
+    }
+
+    #[test]
+    fn within_one_second_a_rejection_comes_before_its_restore() {
+        // The rollback recorded in the same second as the rejection, listed first.
+        let same_second = vec![
+            outcome("a1", Fate::Restored, 2_100, None),
+            outcome("b2", Fate::Rejected, 2_100, None),
+            outcome("b2", Fate::Applied, 2_100, None),
+        ];
+        let got = figures(
+            &same_second,
+            Window {
+                from: 0,
+                to: 86_400,
+            },
+        );
+        assert_eq!((got.restore_times, got.unrestored), (vec![0], 0));
+        assert_eq!(got.deployments, 1);
     }
 
     #[test]
