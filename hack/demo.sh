@@ -312,7 +312,7 @@ echo
 git -C "$DEMO/shop.git" log -1 --format=%B main | sed 's/^/  /'
 kubectl weir -n "$NS" history web
 
-DASHBOARD="kubectl weir -n $NS dashboard"
+DASHBOARD="kubectl weir -n $NS dashboard   (DEMO_DASHBOARD=1 make demo leaves it running)"
 if [ "${DEMO_DASHBOARD:-}" = 1 ]; then
   # Left running, like the rest: the release's pages, plots and timeline in a browser.
   kubectl weir -n "$NS" dashboard --port "${DEMO_DASHBOARD_PORT:-3100}" >"$DEMO/dashboard.log" 2>&1 &
@@ -328,7 +328,7 @@ say "done ($ROUTER): v2 went 10% -> 30% -> 60% -> 100%; v3 was caught, rejected 
 cat <<EOF
 Everything still runs. Look around:
   eval "\$(hack/local-cluster.sh env)"; export PATH=$BIN:\$PATH
-  $DASHBOARD   (DEMO_DASHBOARD=1 leaves it running)
+  $DASHBOARD
   kubectl weir -n $NS get web
   kubectl get gitsync shop -n $NS -o yaml
   git -C $DEMO/shop.git log --stat
