@@ -9,6 +9,7 @@ pub mod crd_files;
 pub mod duration;
 pub mod gitops;
 pub mod judge;
+pub mod notify;
 pub mod plugin;
 pub mod rollout;
 pub mod runtime;

@@ -5,12 +5,14 @@
 mod analysis;
 mod gitsync;
 mod names;
+mod notification;
 mod rollout;
 mod routes;
 mod violation;
 
 use crate::api::analysis::{AnalysisRunSpec, AnalysisTemplateSpec};
 use crate::api::gitsync::GitSyncSpec;
+use crate::api::notification::{NotificationRuleSpec, NotifierSpec};
 use crate::api::rollout::RolloutSpec;
 
 pub use analysis::{
@@ -18,6 +20,7 @@ pub use analysis::{
     placeholders,
 };
 pub use gitsync::{SHA_LEN, git_sync, is_full_sha};
+pub use notification::{REASONS, notification_rule, notifier};
 pub use rollout::rollout;
 pub use violation::{Violation, ViolationKind};
 
@@ -79,6 +82,8 @@ pub fn object_as(kind: &str, spec: &serde_json::Value) -> Option<Result<Vec<Viol
         // Checked as a template: a run's metrics and arguments follow the same rules.
         "AnalysisRun" => check::<AnalysisRunSpec>(spec, analysis_run),
         "GitSync" => check::<GitSyncSpec>(spec, git_sync),
+        "Notifier" => check::<NotifierSpec>(spec, notifier),
+        "NotificationRule" => check::<NotificationRuleSpec>(spec, notification_rule),
         _ => return None,
     })
 }

@@ -261,7 +261,29 @@ async fn setup(
         Tenancy::Off => ControllerProcess::start_unlocked(&ns.name, &args, &env),
     };
     support::app::git_sync(&ns, &repo.file_url(), json!({})).await;
+    notifications(&ns).await;
     (ns, repo, controller)
+}
+
+/// A Notifier whose receiver is not there, and a rule sending it every Rollout event: the
+/// notification rules are used (watched, and the Notifier's status written to say the
+/// receiver cannot be reached) however the flow goes.
+async fn notifications(ns: &TestNamespace) {
+    let apply = PatchParams::apply("weir-test").force();
+    let notifier = json!({"apiVersion": "weir.dev/v1alpha1", "kind": "Notifier",
+        "metadata": {"name": "hook"},
+        "spec": {"type": "generic", "address": format!("http://127.0.0.1:{}/", support::free_port())}});
+    ns.api::<weir::api::notification::Notifier>()
+        .patch("hook", &apply, &Patch::Apply(&notifier))
+        .await
+        .unwrap_or_else(|e| panic!("a Notifier: {e}"));
+    let rule = json!({"apiVersion": "weir.dev/v1alpha1", "kind": "NotificationRule",
+        "metadata": {"name": "all"},
+        "spec": {"notifierRef": {"name": "hook"}, "eventSources": [{"kind": "Rollout"}]}});
+    ns.api::<weir::api::notification::NotificationRule>()
+        .patch("all", &apply, &Patch::Apply(&rule))
+        .await
+        .unwrap_or_else(|e| panic!("a NotificationRule: {e}"));
 }
 
 async fn setting(ns: &TestNamespace) -> Option<String> {

@@ -4,6 +4,7 @@
 pub mod analysis;
 pub mod contract;
 pub mod gitsync;
+pub mod notification;
 pub mod rollout;
 pub mod schema;
 
@@ -25,6 +26,8 @@ pub fn crds() -> Result<Vec<CustomResourceDefinition>, serde_json::Error> {
         ClusterAnalysisTemplate::crd(),
         AnalysisRun::crd(),
         GitSync::crd(),
+        notification::Notifier::crd(),
+        notification::NotificationRule::crd(),
     ]
     .into_iter()
     .map(|crd| {

@@ -1,5 +1,5 @@
-//! `weir controller`: logging, the HTTP server, leader election and the three controllers,
-//! started from the flags.
+//! `weir controller`: logging, the HTTP server, leader election and the four controllers
+//! (Rollouts, analysis, GitOps, notifications), started from the flags.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -16,6 +16,7 @@ struct AnalysisOptions {
 
 struct GitOptions {
     fetching: crate::gitops::controller::Options,
+    notifications: crate::notify::controller::Options,
     webhook_secret: Option<SecretLocation>,
     webhook_addr: Option<SocketAddr>,
 }
@@ -40,6 +41,7 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
         rendering,
         tenancy,
         webhook,
+        notifications,
     } = args;
     init_logging(log_format);
     let allowed = analysis.allowed_metric_hosts.unwrap_or_default();
@@ -58,6 +60,13 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
             .unwrap_or_else(|| "default".into()),
         duration: leader_election.lease_duration,
     };
+    let policy = crate::gitops::tenancy::Policy {
+        default_service_account: tenancy.default_service_account,
+        allow_cross_namespace: tenancy.allow_cross_namespace,
+        allow_file_urls: tenancy.allow_file_urls,
+        write_back_prefix: tenancy.write_back_branch_prefix,
+        metric_hosts: allowed.clone(),
+    };
     let git = GitOptions {
         fetching: crate::gitops::controller::Options {
             cache_dir: fetching.git_cache_dir,
@@ -70,13 +79,7 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
             .unwrap_or(std::num::NonZeroU32::MIN),
             fetch_burst: std::num::NonZeroU32::new(fetching.git_fetch_burst)
                 .unwrap_or(std::num::NonZeroU32::MIN),
-            policy: crate::gitops::tenancy::Policy {
-                default_service_account: tenancy.default_service_account,
-                allow_cross_namespace: tenancy.allow_cross_namespace,
-                allow_file_urls: tenancy.allow_file_urls,
-                write_back_prefix: tenancy.write_back_branch_prefix,
-                metric_hosts: allowed.clone(),
-            },
+            policy: policy.clone(),
             limits: crate::gitops::render::Limits {
                 file_bytes: rendering.max_file_bytes,
                 revision_bytes: rendering.max_revision_bytes,
@@ -86,6 +89,10 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
         },
         webhook_secret: webhook.webhook_secret,
         webhook_addr: webhook.webhook_addr,
+        notifications: crate::notify::controller::Options {
+            policy,
+            allowed: notifications.allowed_notification_hosts.unwrap_or_default(),
+        },
     };
     controller(
         namespace,
@@ -180,7 +187,10 @@ async fn controller(
         crate::runtime::leader::Leadership::always()
     };
     let (client_for_git, leadership_for_git) = (client.clone(), leadership.clone());
-    let (_, analysis_result, _) = tokio::join!(
+    let (client_for_notes, leadership_for_notes) = (client.clone(), leadership.clone());
+    let config_for_notes = config.clone();
+    let health_for_notes = metrics.watches.clone();
+    let (_, analysis_result, _, _) = tokio::join!(
         crate::rollout::controller::run(
             client.clone(),
             namespace.as_deref(),
@@ -206,6 +216,14 @@ async fn controller(
             leadership_for_git,
             metrics,
             git.fetching,
+        ),
+        crate::notify::controller::run(
+            client_for_notes,
+            config_for_notes,
+            namespace.as_deref(),
+            leadership_for_notes,
+            health_for_notes,
+            git.notifications,
         ),
     );
     analysis_result

@@ -31,6 +31,19 @@ pub struct ControllerArgs {
     pub tenancy: Tenancy,
     #[command(flatten)]
     pub webhook: Webhook,
+    #[command(flatten)]
+    pub notifications: Notifications,
+}
+
+// `notify`.
+#[derive(clap::Args)]
+#[command(next_help_heading = "Notifications")]
+pub struct Notifications {
+    /// The receivers Notifiers may send to, comma-separated: URL prefixes
+    /// (https://hooks.slack.com/) or bare hosts (any port). Default: any address. A message
+    /// for another address is not sent, and the Notifier's Ready says why.
+    #[arg(long, env = "WEIR_ALLOWED_NOTIFICATION_HOSTS", value_parser = parse_allowed_hosts)]
+    pub allowed_notification_hosts: Option<AllowedHosts>,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]

@@ -123,7 +123,7 @@ fn lint_documents(
         let place = format!("{file}: document {number} ({kind} {name})");
         let checked = match kind {
             // Argo has no GitSync: that kind is weir's alone.
-            "GitSync" if api_version != WEIR => None,
+            "GitSync" | "Notifier" | "NotificationRule" if api_version != WEIR => None,
             _ => validate::object_as(kind, &value["spec"]),
         };
         let checked = checked.map(|violations| {
@@ -145,7 +145,7 @@ fn lint_documents(
                     format!("{place}: unsupported: weir has no {kind}")
                 } else {
                     format!(
-                        "{place}: error: {api_version} has no kind {kind:?} (Rollout, AnalysisTemplate, ClusterAnalysisTemplate, GitSync)"
+                        "{place}: error: {api_version} has no kind {kind:?} (Rollout, AnalysisTemplate, ClusterAnalysisTemplate, GitSync, Notifier, NotificationRule)"
                     )
                 });
                 continue;
@@ -245,7 +245,7 @@ mod tests {
         assert_eq!(
             report.lines,
             vec![
-                "x.yaml: document 1 (Rolout web): error: weir.dev/v1alpha1 has no kind \"Rolout\" (Rollout, AnalysisTemplate, ClusterAnalysisTemplate, GitSync)".to_owned(),
+                "x.yaml: document 1 (Rolout web): error: weir.dev/v1alpha1 has no kind \"Rolout\" (Rollout, AnalysisTemplate, ClusterAnalysisTemplate, GitSync, Notifier, NotificationRule)".to_owned(),
                 "x.yaml: document 2 (Experiment e): unsupported: weir has no Experiment".to_owned(),
             ]
         );

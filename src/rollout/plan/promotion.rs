@@ -140,6 +140,12 @@ impl<'a> Planner<'a> {
         self.status.message = Some(format!("{}: {message}", reason.as_str()));
         let release = self.words().release;
         self.transition(reason, format!("{message} ({release} {hash})"));
+        // As Argo Rollouts does (AnalysisRunFailed, then RolloutAborted): the abort is an
+        // event of its own, so that whoever listens for aborts hears of every one.
+        self.transition(
+            Reason::Aborted,
+            format!("the {release} of {hash} was aborted: {}", reason.as_str()),
+        );
     }
 
     pub(super) fn hold_aborted(&mut self, stable: &str, hash: &str) {

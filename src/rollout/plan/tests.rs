@@ -581,7 +581,7 @@ fn a_canary_that_never_becomes_ready_aborts_at_the_progress_deadline() {
     let plans = world.reconcile();
     assert_eq!(
         World::reasons(&plans),
-        vec![Reason::ProgressDeadlineExceeded]
+        vec![Reason::ProgressDeadlineExceeded, Reason::Aborted]
     );
     assert!(world.status.abort);
     assert_eq!(world.phase(), Some(RolloutPhase::Degraded));
@@ -657,7 +657,7 @@ fn an_outage_does_not_count_towards_the_progress_deadline() {
     let plans = world.reconcile();
     assert_eq!(
         World::reasons(&plans),
-        vec![Reason::ProgressDeadlineExceeded],
+        vec![Reason::ProgressDeadlineExceeded, Reason::Aborted],
         "60 s of heard waiting end it"
     );
     assert!(world.status.abort);
@@ -1173,7 +1173,7 @@ fn failed_analysis_aborts_naming_the_measurement() {
         world.reconcile();
         world.run_phase(AnalysisKind::Step(1), phase, "success-rate = 0.42");
         let plans = world.reconcile();
-        assert_eq!(World::reasons(&plans), vec![reason]);
+        assert_eq!(World::reasons(&plans), vec![reason, Reason::Aborted]);
         assert!(world.status.abort);
         assert_eq!(world.observed.route_weight, Some(0));
         let message = world.status.message.clone().unwrap_or_default();

@@ -1,0 +1,529 @@
+//! The notification controller's glue. It watches weir's own Events (field selector
+//! `reportingComponent=weir`), the Notifiers and NotificationRules, and the Rollouts and
+//! GitSyncs the Events are about (for labels and Argo's subscription annotations). Each
+//! second, while this replica leads, it queues for every Notifier the events due to it
+//! (`ledger::due`); one sender task per Notifier delivers its queue in order, retrying with
+//! backoff, and marks each delivery in the Notifier's status, so a restart or a new leader
+//! sends none twice. Delivery never touches a reconcile: a dead receiver slows no rollout.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Event, Secret};
+use kube::api::{Patch, PatchParams};
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::watcher;
+use kube::{Api, Client, Resource, ResourceExt};
+use tokio::sync::Notify;
+
+use super::ledger;
+use super::message;
+use super::select::{self, Subject, Told};
+use crate::analysis::hosts::AllowedHosts;
+use crate::api::gitsync::GitSync;
+use crate::api::notification::{NotificationRule, Notifier, NotifierType};
+use crate::api::rollout::Rollout;
+use crate::gitops::tenancy::{self, Policy};
+use crate::runtime::impersonation::Impersonation;
+use crate::runtime::leader::Leadership;
+use crate::runtime::watch::{self, Health, Watch};
+
+/// How long one delivery may take before it counts as failed.
+const SEND_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The Notifier's condition: the last message delivered, or why not.
+const READY: &str = "Ready";
+
+pub struct Options {
+    /// Who reads a Notifier's Secret when it names no ServiceAccount.
+    pub policy: Policy,
+    /// The receivers messages may go to (`--allowed-notification-hosts`).
+    pub allowed: AllowedHosts,
+}
+
+struct Shared {
+    client: Client,
+    impersonation: Impersonation,
+    options: Options,
+    leadership: Leadership,
+    http: reqwest::Client,
+    notifiers: Store<Notifier>,
+}
+
+/// One Notifier's queue and what it has queued or delivered since this process started.
+struct Outbox {
+    queue: Mutex<VecDeque<Told>>,
+    known: Mutex<BTreeSet<String>>,
+    wake: Notify,
+    task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+pub async fn run(
+    client: Client,
+    config: kube::Config,
+    namespace: Option<&str>,
+    leadership: Leadership,
+    health: Health,
+    options: Options,
+) {
+    let watching = |name: &str| health.watch(name);
+    let events = follow::<Event>(
+        &client,
+        namespace,
+        watch::config().fields("reportingComponent=weir"),
+        watching("notify/Event"),
+    );
+    let notifiers = follow::<Notifier>(
+        &client,
+        namespace,
+        watch::config(),
+        watching("notify/Notifier"),
+    );
+    let rules = follow::<NotificationRule>(
+        &client,
+        namespace,
+        watch::config(),
+        watching("notify/NotificationRule"),
+    );
+    let rollouts = follow::<Rollout>(
+        &client,
+        namespace,
+        watch::config(),
+        watching("notify/Rollout"),
+    );
+    let syncs = follow::<GitSync>(
+        &client,
+        namespace,
+        watch::config(),
+        watching("notify/GitSync"),
+    );
+    let http = match reqwest::Client::builder()
+        .timeout(SEND_TIMEOUT)
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+    {
+        Ok(http) => http,
+        Err(error) => {
+            tracing::error!(%error, "notifications are off: no HTTP client");
+            return;
+        }
+    };
+    let shared = Arc::new(Shared {
+        impersonation: Impersonation::new(config, client.clone()),
+        client,
+        options,
+        leadership,
+        http,
+        notifiers: notifiers.clone(),
+    });
+    let mut outboxes: HashMap<(String, String), Arc<Outbox>> = HashMap::new();
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tick.tick().await;
+        if !shared.leadership.current_term().holds() {
+            continue;
+        }
+        let now = chrono::Utc::now().timestamp();
+        let told: Vec<Told> = events.state().iter().filter_map(|e| told(e)).collect();
+        let rules = rules.state();
+        let present: BTreeSet<(String, String)> = notifiers
+            .state()
+            .iter()
+            .map(|n| (n.namespace().unwrap_or_default(), n.name_any()))
+            .collect();
+        outboxes.retain(|key, outbox| {
+            let keep = present.contains(key);
+            if !keep
+                && let Ok(mut task) = outbox.task.lock()
+                && let Some(task) = task.take()
+            {
+                task.abort();
+            }
+            keep
+        });
+        for notifier in notifiers.state() {
+            let key = (
+                notifier.namespace().unwrap_or_default(),
+                notifier.name_any(),
+            );
+            let outbox = outboxes
+                .entry(key.clone())
+                .or_insert_with(|| start(&shared, &notifier, key.clone()))
+                .clone();
+            let since = notifier
+                .metadata
+                .creation_timestamp
+                .as_ref()
+                .map_or(0, |t| t.0.as_second());
+            let selected: Vec<&Told> = told
+                .iter()
+                .filter(|event| event.namespace == key.0)
+                .filter(|event| {
+                    let subject = subject_of(&rollouts, &syncs, event);
+                    let subject = Subject {
+                        labels: subject.as_ref().map(|s| &s.0),
+                        annotations: subject.as_ref().map(|s| &s.1),
+                    };
+                    let in_namespace = rules
+                        .iter()
+                        .filter(|r| r.namespace().as_deref() == Some(key.0.as_str()))
+                        .map(|r| &r.spec);
+                    select::notifiers(event, subject, in_namespace).contains(&key.1)
+                })
+                .collect();
+            let Ok(mut known) = outbox.known.lock() else {
+                continue;
+            };
+            let due: Vec<Told> = ledger::due(selected, &known, since, now)
+                .into_iter()
+                .cloned()
+                .collect();
+            if due.is_empty() {
+                continue;
+            }
+            if let Ok(mut queue) = outbox.queue.lock() {
+                for event in due {
+                    known.insert(event.uid.clone());
+                    if let Some(dropped) = ledger::enqueue(&mut queue, event) {
+                        tracing::warn!(notifier = %format!("{}/{}", key.0, key.1), event = %dropped.uid,
+                            "the notifier's queue is full: its oldest message was dropped");
+                    }
+                }
+            }
+            outbox.wake.notify_one();
+        }
+    }
+}
+
+/// A reflector of `K` in the controller's namespaces, kept filled for as long as it runs;
+/// a failing watch is logged and held against readiness, as every watch of weir's is.
+fn follow<K>(
+    client: &Client,
+    namespace: Option<&str>,
+    config: watcher::Config,
+    health: Watch,
+) -> Store<K>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
+    K::DynamicType: Default + Eq + std::hash::Hash + Clone,
+{
+    let api: Api<K> = match namespace {
+        Some(namespace) => Api::namespaced(client.clone(), namespace),
+        None => Api::all(client.clone()),
+    };
+    let (store, writer) = reflector::store();
+    let stream = reflector::reflector(writer, watch::watched(api, config, health));
+    tokio::spawn(async move {
+        let mut stream = std::pin::pin!(stream);
+        // Failures are logged and counted by the watch itself.
+        while stream.next().await.is_some() {}
+    });
+    store
+}
+
+/// One of weir's Events as the notifications read it.
+fn told(event: &Event) -> Option<Told> {
+    let regarding = &event.involved_object;
+    let kind = regarding.kind.clone()?;
+    if !matches!(kind.as_str(), "Rollout" | "GitSync") {
+        return None;
+    }
+    let at = event
+        .event_time
+        .as_ref()
+        .map(|t| t.0.as_second())
+        .or_else(|| event.last_timestamp.as_ref().map(|t| t.0.as_second()))
+        .or_else(|| {
+            event
+                .metadata
+                .creation_timestamp
+                .as_ref()
+                .map(|t| t.0.as_second())
+        })?;
+    Some(Told {
+        uid: event.metadata.uid.clone()?,
+        kind,
+        namespace: regarding.namespace.clone()?,
+        name: regarding.name.clone()?,
+        reason: event.reason.clone().unwrap_or_default(),
+        note: event.message.clone().unwrap_or_default(),
+        warning: event.type_.as_deref() == Some("Warning"),
+        at,
+    })
+}
+
+/// The labels and annotations of what the event is about, when it is still there.
+fn subject_of(
+    rollouts: &Store<Rollout>,
+    syncs: &Store<GitSync>,
+    event: &Told,
+) -> Option<(BTreeMap<String, String>, BTreeMap<String, String>)> {
+    let key = |name: &str| (name.to_owned(), event.namespace.clone());
+    let (name, namespace) = key(&event.name);
+    match event.kind.as_str() {
+        "Rollout" => rollouts
+            .get(&ObjectRef::new(&name).within(&namespace))
+            .map(|r| (r.labels().clone(), r.annotations().clone())),
+        "GitSync" => syncs
+            .get(&ObjectRef::new(&name).within(&namespace))
+            .map(|s| (s.labels().clone(), s.annotations().clone())),
+        _ => None,
+    }
+}
+
+/// The outbox of a Notifier and its sender task, seeded with what its status says was
+/// delivered.
+fn start(shared: &Arc<Shared>, notifier: &Notifier, key: (String, String)) -> Arc<Outbox> {
+    let delivered: BTreeSet<String> = notifier
+        .status
+        .as_ref()
+        .map(|s| s.delivered.iter().map(|d| d.event.clone()).collect())
+        .unwrap_or_default();
+    let marks: Vec<(String, i64)> = notifier
+        .status
+        .as_ref()
+        .map(|s| {
+            s.delivered
+                .iter()
+                .map(|d| (d.event.clone(), d.at.0.as_second()))
+                .collect()
+        })
+        .unwrap_or_default();
+    let outbox = Arc::new(Outbox {
+        queue: Mutex::new(VecDeque::new()),
+        known: Mutex::new(delivered),
+        wake: Notify::new(),
+        task: Mutex::new(None),
+    });
+    let (shared, sender) = (shared.clone(), outbox.clone());
+    // The task holds its outbox; it is aborted (and lets go) when the Notifier goes.
+    let task = tokio::spawn(async move { send_all(&shared, &sender, key, marks).await });
+    if let Ok(mut slot) = outbox.task.lock() {
+        *slot = Some(task);
+    }
+    outbox
+}
+
+/// Delivers a Notifier's queue in order, for as long as the Notifier exists.
+async fn send_all(
+    shared: &Shared,
+    outbox: &Outbox,
+    (namespace, name): (String, String),
+    mut marks: Vec<(String, i64)>,
+) {
+    let mut failures = 0u32;
+    loop {
+        let next = outbox.queue.lock().ok().and_then(|q| q.front().cloned());
+        let Some(event) = next else {
+            outbox.wake.notified().await;
+            continue;
+        };
+        let Some(notifier) = shared
+            .notifiers
+            .get(&ObjectRef::new(&name).within(&namespace))
+        else {
+            return;
+        };
+        let term = shared.leadership.current_term();
+        if notifier.spec.suspend || !term.holds() {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            continue;
+        }
+        let sent = send(shared, &notifier, &event).await;
+        if !term.holds() {
+            continue;
+        }
+        let now = chrono::Utc::now();
+        match sent {
+            Ok(()) => {
+                failures = 0;
+                if let Ok(mut queue) = outbox.queue.lock() {
+                    queue.pop_front();
+                }
+                ledger::remember(&mut marks, &event.uid, now.timestamp());
+                let said = format!(
+                    "delivered {} {} of {} {}/{}",
+                    event.reason, event.uid, event.kind, event.namespace, event.name
+                );
+                write_status(shared, &notifier, &marks, true, "Delivered", &said, now).await;
+            }
+            Err(why) => {
+                let wait = ledger::backoff(failures);
+                failures = failures.saturating_add(1);
+                let said = format!(
+                    "{why}; {} message(s) wait, the next try in {}s",
+                    outbox.queue.lock().map(|q| q.len()).unwrap_or(0),
+                    wait.as_secs()
+                );
+                tracing::warn!(notifier = %format!("{namespace}/{name}"), "{said}");
+                write_status(
+                    shared,
+                    &notifier,
+                    &marks,
+                    false,
+                    "DeliveryFailed",
+                    &said,
+                    now,
+                )
+                .await;
+                tokio::time::sleep(wait).await;
+            }
+        }
+    }
+}
+
+/// Sends one message; the error says why in words that hold no secret (the receiver's host,
+/// never its path, which for Slack and Teams is the credential).
+async fn send(shared: &Shared, notifier: &Notifier, event: &Told) -> Result<(), String> {
+    let namespace = notifier.namespace().unwrap_or_default();
+    let spec = &notifier.spec;
+    if let Some(first) = crate::validate::notifier(spec).first() {
+        return Err(format!(
+            "Notifier {namespace}/{} is invalid: {first}",
+            notifier.name_any()
+        ));
+    }
+    let (secret_address, key) = match &spec.secret_ref {
+        None => (None, None),
+        Some(reference) => {
+            let identity = tenancy::identity(
+                &shared.options.policy,
+                &namespace,
+                spec.service_account_name.as_deref(),
+            );
+            let client = shared
+                .impersonation
+                .client(identity.user().as_deref())
+                .map_err(|e| format!("acting as {}: {e}", identity.describe()))?;
+            let secret = Api::<Secret>::namespaced(client, &namespace)
+                .get(&reference.name)
+                .await
+                .map_err(|e| match e {
+                    kube::Error::Api(status) => format!(
+                        "reading Secret {namespace}/{} (spec.secretRef) as {}: {}",
+                        reference.name,
+                        identity.describe(),
+                        status.message
+                    ),
+                    other => format!("reading Secret {namespace}/{}: {other}", reference.name),
+                })?;
+            let data = secret.data.unwrap_or_default();
+            let text = |k: &str| {
+                data.get(k)
+                    .map(|v| String::from_utf8_lossy(&v.0).trim().to_owned())
+            };
+            (text("address"), data.get("token").map(|v| v.0.clone()))
+        }
+    };
+    let address = secret_address
+        .or_else(|| spec.address.clone())
+        .ok_or_else(|| "no address: set spec.address or the Secret's address key".to_owned())?;
+    let host = reqwest::Url::parse(&address)
+        .ok()
+        .filter(|u| matches!(u.scheme(), "http" | "https"))
+        .and_then(|u| u.host_str().map(|h| format!("{}://{h}", u.scheme())))
+        .ok_or_else(|| "the address is not an http(s) URL".to_owned())?;
+    shared
+        .options
+        .allowed
+        .check(&address)
+        .map_err(|why| format!("{host}: {why} (--allowed-notification-hosts)"))?;
+    let body = message::body(
+        spec.kind,
+        event,
+        spec.dashboard_url.as_deref(),
+        spec.channel.as_deref(),
+    );
+    let bytes = serde_json::to_vec(&body).map_err(|e| format!("encoding the message: {e}"))?;
+    let mut request = shared
+        .http
+        .post(&address)
+        .header("content-type", "application/json")
+        .header("x-weir-delivery", event.uid.as_str());
+    if let (NotifierType::Generic, Some(key)) = (spec.kind, &key) {
+        request = request.header("x-signature", message::signature(key, &bytes));
+    }
+    let response = request
+        .body(bytes)
+        .send()
+        .await
+        .map_err(|e| format!("sending to {host}: {}", without_url(&e)))?;
+    let status = response.status();
+    if status.is_success() {
+        Ok(())
+    } else {
+        Err(format!("{host} answered {status}"))
+    }
+}
+
+/// reqwest's error without the URL it carries (a Slack URL is a credential).
+fn without_url(error: &reqwest::Error) -> String {
+    if error.is_timeout() {
+        format!("no answer within {}s", SEND_TIMEOUT.as_secs())
+    } else if error.is_connect() {
+        "could not connect".to_owned()
+    } else {
+        let mut said = error.to_string();
+        if let Some(url) = error.url() {
+            said = said.replace(url.as_str(), "<address>");
+        }
+        said
+    }
+}
+
+/// The delivered marks and Ready, in one status patch; nothing is written when neither
+/// changed (a timestamp changes only on a real transition).
+async fn write_status(
+    shared: &Shared,
+    notifier: &Notifier,
+    marks: &[(String, i64)],
+    ready: bool,
+    reason: &str,
+    message: &str,
+    now: chrono::DateTime<chrono::Utc>,
+) {
+    let mut status = notifier.status.clone().unwrap_or_default();
+    let before = status.clone();
+    status.delivered = marks
+        .iter()
+        .map(|(uid, at)| crate::api::notification::Delivered {
+            event: uid.clone(),
+            at: crate::time::to_k8s(chrono::DateTime::from_timestamp(*at, 0).unwrap_or(now)),
+        })
+        .collect();
+    crate::conditions::set(
+        &mut status.conditions,
+        READY,
+        ready,
+        reason,
+        message,
+        &crate::time::to_k8s(now),
+        notifier.metadata.generation,
+    );
+    if status == before {
+        return;
+    }
+    let api: Api<Notifier> = Api::namespaced(
+        shared.client.clone(),
+        &notifier.namespace().unwrap_or_default(),
+    );
+    let patch = serde_json::json!({"status": status});
+    if let Err(error) = api
+        .patch_status(
+            &notifier.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await
+    {
+        tracing::warn!(%error, notifier = %notifier.name_any(), "could not record a delivery");
+    }
+}

@@ -1,0 +1,8 @@
+//! Notifications: weir's events, selected by NotificationRules (and Argo Rollouts'
+//! subscription annotations), told to Notifiers. `select`, `message` and `ledger` are pure;
+//! `controller` is the glue that watches, queues, sends and remembers.
+
+pub mod controller;
+pub mod ledger;
+pub mod message;
+pub mod select;
