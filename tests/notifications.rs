@@ -119,6 +119,64 @@ impl Drop for Receiver {
     }
 }
 
+/// A Git host's commit status API on loopback: records each status set (its path, the
+/// Authorization header and the body) and answers 201, as GitHub does.
+struct GitHost {
+    port: u16,
+    statuses: Arc<Mutex<Vec<(String, Option<String>, Value)>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl GitHost {
+    async fn start() -> GitHost {
+        let statuses: Arc<Mutex<Vec<(String, Option<String>, Value)>>> = Arc::default();
+        let sink = statuses.clone();
+        let app = axum::Router::new().fallback(
+            move |uri: axum::http::Uri, headers: HeaderMap, body: Bytes| {
+                let sink = sink.clone();
+                async move {
+                    let auth = headers
+                        .get("authorization")
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_owned);
+                    let body = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                    sink.lock().unwrap_or_else(|e| e.into_inner()).push((
+                        uri.path().to_owned(),
+                        auth,
+                        body,
+                    ));
+                    StatusCode::CREATED
+                }
+            },
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .unwrap_or_else(|e| panic!("binding the Git host: {e}"));
+        let port = listener.local_addr().map(|a| a.port()).unwrap_or(0);
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        GitHost {
+            port,
+            statuses,
+            task,
+        }
+    }
+
+    fn statuses(&self) -> Vec<(String, Option<String>, Value)> {
+        self.statuses
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+}
+
+impl Drop for GitHost {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
 async fn create<K>(ns: &TestNamespace, object: Value)
 where
     K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope>
@@ -210,10 +268,33 @@ async fn a_failed_canary_is_told_once_each_signed_across_a_restart_and_an_outage
         &["AnalysisFailed", "Aborted", "Rejected", "Pushed"],
     )
     .await;
+    // And the rejected revision's commit status, on a GitHub Enterprise-style host.
+    let git_host = GitHost::start().await;
+    create::<k8s_openapi::api::core::v1::Secret>(
+        &ns,
+        json!({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "git-host"},
+            "stringData": {"token": "t0k3n"}}),
+    )
+    .await;
+    create::<Notifier>(
+        &ns,
+        json!({"apiVersion": "weir.dev/v1alpha1", "kind": "Notifier", "metadata": {"name": "statuses"},
+            "spec": {"type": "github", "address": format!("http://127.0.0.1:{}/acme/shop", git_host.port),
+                "secretRef": {"name": "git-host"}}}),
+    )
+    .await;
+    create::<NotificationRule>(
+        &ns,
+        json!({"apiVersion": "weir.dev/v1alpha1", "kind": "NotificationRule",
+            "metadata": {"name": "statuses"},
+            "spec": {"notifierRef": {"name": "statuses"}, "eventSources": [{"kind": "GitSync"}],
+                "reasons": ["Rejected"]}}),
+    )
+    .await;
 
     // v3 is bad: its analysis fails, the canary is aborted, the revision rejected and
     // reverted in Git.
-    commit_with(&repo, &ns, 3, analysed("web:3"), &[]);
+    let v3 = commit_with(&repo, &ns, 3, analysed("web:3"), &[]);
     // One message accepted, and the next one tried (and refused) after it.
     eventually(
         "a message accepted and the next one waiting",
@@ -273,6 +354,17 @@ async fn a_failed_canary_is_told_once_each_signed_across_a_restart_and_an_outage
         refused.len() >= 2 && refused.is_subset(&delivered),
         "{refused:?} {delivered:?}"
     );
+    let statuses = eventually("the rejected revision's commit status", LIMIT, || async {
+        let statuses = git_host.statuses();
+        (!statuses.is_empty()).then_some(statuses)
+    })
+    .await;
+    let (path, auth, body) = &statuses[0];
+    assert_eq!(path, &format!("/api/v3/repos/acme/shop/statuses/{v3}"));
+    assert_eq!(auth.as_deref(), Some("Bearer t0k3n"));
+    assert_eq!(body["state"], "failure");
+    assert_eq!(body["context"], format!("weir/gitsync/{}/app", ns.name));
+    assert_eq!(statuses.len(), 1, "{statuses:?}");
     let notifier = ns
         .api::<Notifier>()
         .get("hook")

@@ -20,7 +20,7 @@ use super::schema::keeps_unknown_fields;
     group = "weir.dev",
     version = "v1alpha1",
     kind = "Notifier",
-    doc = "Where weir's notifications go: a signed webhook, Slack or Microsoft Teams.",
+    doc = "Where weir's notifications go: a signed webhook, Slack, Microsoft Teams, or commit statuses on GitHub or GitLab.",
     namespaced,
     status = "NotifierStatus",
     category = "weir",
@@ -33,11 +33,13 @@ use super::schema::keeps_unknown_fields;
 #[schemars(transform = keep_unknown_fields)]
 pub struct NotifierSpec {
     /// `generic` (JSON, signed with HMAC-SHA256 when the Secret has a `token`), `slack`
-    /// (any Slack-compatible incoming webhook) or `msteams`.
+    /// (any Slack-compatible incoming webhook), `msteams`, or a commit status on the revision
+    /// concerned: `github` or `gitlab` (the Secret's `token` authenticates).
     #[serde(rename = "type")]
     pub kind: NotifierType,
-    /// The receiver's URL. A Secret's `address` key, when `secretRef` has one, wins: Slack
-    /// and Teams URLs are credentials.
+    /// The receiver's URL; for `github` and `gitlab`, the repository's web address
+    /// (`https://github.com/org/repo`). A Secret's `address` key, when `secretRef` has one,
+    /// wins: Slack and Teams URLs are credentials.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub address: Option<String>,
     /// Slack: the channel to post in, when the webhook lets it be chosen.
@@ -69,6 +71,8 @@ pub enum NotifierType {
     Generic,
     Slack,
     Msteams,
+    Github,
+    Gitlab,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]

@@ -18,6 +18,7 @@ use kube::runtime::watcher;
 use kube::{Api, Client, Resource, ResourceExt};
 use tokio::sync::Notify;
 
+use super::commit_status;
 use super::ledger;
 use super::message;
 use super::select::{self, Subject, Told};
@@ -52,9 +53,16 @@ struct Shared {
     notifiers: Store<Notifier>,
 }
 
+/// An event waiting for a Notifier, with the revision it is about as it was when queued.
+#[derive(Clone)]
+struct Queued {
+    event: Told,
+    revision: Option<String>,
+}
+
 /// One Notifier's queue and what it has queued or delivered since this process started.
 struct Outbox {
-    queue: Mutex<VecDeque<Told>>,
+    queue: Mutex<VecDeque<Queued>>,
     known: Mutex<BTreeSet<String>>,
     wake: Notify,
     task: Mutex<Option<tokio::task::JoinHandle<()>>>,
@@ -186,8 +194,10 @@ pub async fn run(
             if let Ok(mut queue) = outbox.queue.lock() {
                 for event in due {
                     known.insert(event.uid.clone());
-                    if let Some(dropped) = ledger::enqueue(&mut queue, event) {
-                        tracing::warn!(notifier = %format!("{}/{}", key.0, key.1), event = %dropped.uid,
+                    let revisions = revisions_of(&rollouts, &syncs, &event);
+                    let revision = commit_status::revision(&event, &revisions);
+                    if let Some(dropped) = ledger::enqueue(&mut queue, Queued { event, revision }) {
+                        tracing::warn!(notifier = %format!("{}/{}", key.0, key.1), event = %dropped.event.uid,
                             "the notifier's queue is full: its oldest message was dropped");
                     }
                 }
@@ -279,6 +289,37 @@ fn subject_of(
     }
 }
 
+/// The full revisions the event's object names, most likely first: a Rollout's canary
+/// and stable revisions; a GitSync's attempted, applied, rejected, tried and good ones.
+fn revisions_of(rollouts: &Store<Rollout>, syncs: &Store<GitSync>, event: &Told) -> Vec<String> {
+    match event.kind.as_str() {
+        "Rollout" => rollouts
+            .get(&ObjectRef::new(&event.name).within(&event.namespace))
+            .and_then(|r| r.status.clone())
+            .map(|s| {
+                s.canary_revision
+                    .into_iter()
+                    .chain(s.stable_revision)
+                    .collect()
+            })
+            .unwrap_or_default(),
+        "GitSync" => syncs
+            .get(&ObjectRef::new(&event.name).within(&event.namespace))
+            .and_then(|s| s.status.clone())
+            .map(|s| {
+                s.last_attempted_revision
+                    .into_iter()
+                    .chain(s.last_applied_revision)
+                    .chain(s.rejected_revisions.into_iter().rev().map(|r| r.revision))
+                    .chain(s.history.into_iter().rev().map(|h| h.revision))
+                    .chain(s.last_good_revision)
+                    .collect()
+            })
+            .unwrap_or_default(),
+        _ => Vec::new(),
+    }
+}
+
 /// The outbox of a Notifier and its sender task, seeded with what its status says was
 /// delivered.
 fn start(shared: &Arc<Shared>, notifier: &Notifier, key: (String, String)) -> Arc<Outbox> {
@@ -322,7 +363,7 @@ async fn send_all(
     let mut failures = 0u32;
     loop {
         let next = outbox.queue.lock().ok().and_then(|q| q.front().cloned());
-        let Some(event) = next else {
+        let Some(Queued { event, revision }) = next else {
             outbox.wake.notified().await;
             continue;
         };
@@ -337,7 +378,7 @@ async fn send_all(
             tokio::time::sleep(Duration::from_secs(1)).await;
             continue;
         }
-        let sent = send(shared, &notifier, &event).await;
+        let sent = send(shared, &notifier, &event, revision.as_deref()).await;
         if !term.holds() {
             continue;
         }
@@ -382,7 +423,12 @@ async fn send_all(
 
 /// Sends one message; the error says why in words that hold no secret (the receiver's host,
 /// never its path, which for Slack and Teams is the credential).
-async fn send(shared: &Shared, notifier: &Notifier, event: &Told) -> Result<(), String> {
+async fn send(
+    shared: &Shared,
+    notifier: &Notifier,
+    event: &Told,
+    revision: Option<&str>,
+) -> Result<(), String> {
     let namespace = notifier.namespace().unwrap_or_default();
     let spec = &notifier.spec;
     if let Some(first) = crate::validate::notifier(spec).first() {
@@ -436,20 +482,56 @@ async fn send(shared: &Shared, notifier: &Notifier, event: &Told) -> Result<(), 
         .allowed
         .check(&address)
         .map_err(|why| format!("{host}: {why} (--allowed-notification-hosts)"))?;
-    let body = message::body(
-        spec.kind,
-        event,
-        spec.dashboard_url.as_deref(),
-        spec.channel.as_deref(),
-    );
+    let dashboard = spec.dashboard_url.as_deref();
+    let (url, body) = match spec.kind {
+        NotifierType::Github | NotifierType::Gitlab => {
+            let gitlab = spec.kind == NotifierType::Gitlab;
+            // Nothing a commit status tells, or no revision known: nothing to send.
+            let (Some(state), Some(sha)) = (commit_status::state(event), revision) else {
+                return Ok(());
+            };
+            let url = commit_status::statuses_url(gitlab, &address, sha).ok_or_else(|| {
+                format!(
+                    "{host}: spec.address is not a repository's address (https://host/owner/repo)"
+                )
+            })?;
+            let link = message::link(event, dashboard);
+            let body = commit_status::body(
+                gitlab,
+                state,
+                event,
+                &message::headline(event),
+                link.as_deref(),
+            );
+            (url, body)
+        }
+        kind => (
+            address.clone(),
+            message::body(kind, event, dashboard, spec.channel.as_deref()),
+        ),
+    };
     let bytes = serde_json::to_vec(&body).map_err(|e| format!("encoding the message: {e}"))?;
     let mut request = shared
         .http
-        .post(&address)
+        .post(&url)
         .header("content-type", "application/json")
         .header("x-weir-delivery", event.uid.as_str());
-    if let (NotifierType::Generic, Some(key)) = (spec.kind, &key) {
-        request = request.header("x-signature", message::signature(key, &bytes));
+    match (spec.kind, &key) {
+        (NotifierType::Generic, Some(key)) => {
+            request = request.header("x-signature", message::signature(key, &bytes));
+        }
+        (NotifierType::Github, Some(token)) => {
+            request = request
+                .header("accept", "application/vnd.github+json")
+                .bearer_auth(String::from_utf8_lossy(token).trim());
+        }
+        (NotifierType::Gitlab, Some(token)) => {
+            request = request.header(
+                "private-token",
+                String::from_utf8_lossy(token).trim().to_owned(),
+            );
+        }
+        _ => {}
     }
     let response = request
         .body(bytes)

@@ -50,8 +50,9 @@ pub fn link(event: &Told, dashboard: Option<&str>) -> Option<String> {
     Some(format!("{base}/{kind}/{}/{}", event.namespace, event.name))
 }
 
-/// The body for a receiver of `kind`. `uid` names the delivery, so that a receiver can drop
-/// a message it was sent twice (delivery is at least once).
+/// The body for a receiver of `kind` (a commit status' is `commit_status::body`). `uid`
+/// names the delivery, so that a receiver can drop a message it was sent twice (delivery
+/// is at least once).
 pub fn body(
     kind: NotifierType,
     event: &Told,
@@ -61,7 +62,7 @@ pub fn body(
     let headline = headline(event);
     let link = link(event, dashboard);
     match kind {
-        NotifierType::Generic => json!({
+        NotifierType::Generic | NotifierType::Github | NotifierType::Gitlab => json!({
             "id": event.uid,
             "involvedObject": {"kind": event.kind, "namespace": event.namespace, "name": event.name},
             "severity": if event.warning { "error" } else { "info" },

@@ -1,7 +1,7 @@
 //! The rules of a Notifier and a NotificationRule.
 
 use super::violation::{Report, Violation};
-use crate::api::notification::{NotificationRuleSpec, NotifierSpec};
+use crate::api::notification::{NotificationRuleSpec, NotifierSpec, NotifierType};
 
 /// The reasons weir's events carry, which a NotificationRule may select.
 pub const REASONS: [&str; 25] = [
@@ -39,11 +39,23 @@ fn http_url(text: &str) -> bool {
 pub fn notifier(spec: &NotifierSpec) -> Vec<Violation> {
     let mut report = Report::default();
     report.unsupported("spec", spec);
+    let repository = matches!(spec.kind, NotifierType::Github | NotifierType::Gitlab);
     match &spec.address {
         Some(address) if !http_url(address) => report.invalid(
             "spec.address",
             "must be an http:// or https:// URL with a host",
         ),
+        Some(address)
+            if repository
+                && reqwest::Url::parse(address).is_ok_and(|u| {
+                    u.path().split('/').filter(|s| !s.is_empty()).count() < 2
+                }) =>
+        {
+            report.invalid(
+                "spec.address",
+                "a commit status needs the repository's web address: https://host/owner/repo",
+            )
+        }
         None if spec.secret_ref.is_none() => report.required(
             "spec.address",
             "name the receiver's URL here, or in the `address` key of a Secret named by spec.secretRef",
