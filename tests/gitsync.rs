@@ -114,6 +114,21 @@ async fn a_branch_is_applied_pruned_and_kept_from_drifting() {
         (value_of(&ns, "a").await.as_deref() == Some("1")).then_some(())
     })
     .await;
+    // ... and says so, in an Event on the GitSync (which notifications can select).
+    let events: kube::Api<k8s_openapi::api::core::v1::Event> = ns.api();
+    let said = eventually("a DriftRepaired Event", LIMIT, || async {
+        let listed = events
+            .list(&kube::api::ListParams::default().fields("reason=DriftRepaired"))
+            .await
+            .ok()?;
+        listed.items.into_iter().find_map(|e| e.message)
+    })
+    .await;
+    assert!(
+        said.starts_with("1 object(s) of revision ")
+            && said.ends_with("had drifted in the cluster and were applied again"),
+        "{said}"
+    );
 
     // A commit that changes a and removes b: a follows, b is pruned.
     let second = repo.commit(

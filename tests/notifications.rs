@@ -119,17 +119,20 @@ impl Drop for Receiver {
     }
 }
 
+/// One commit status set: the request's path, its Authorization header, its body.
+type StatusSet = (String, Option<String>, Value);
+
 /// A Git host's commit status API on loopback: records each status set (its path, the
 /// Authorization header and the body) and answers 201, as GitHub does.
 struct GitHost {
     port: u16,
-    statuses: Arc<Mutex<Vec<(String, Option<String>, Value)>>>,
+    statuses: Arc<Mutex<Vec<StatusSet>>>,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl GitHost {
     async fn start() -> GitHost {
-        let statuses: Arc<Mutex<Vec<(String, Option<String>, Value)>>> = Arc::default();
+        let statuses: Arc<Mutex<Vec<StatusSet>>> = Arc::default();
         let sink = statuses.clone();
         let app = axum::Router::new().fallback(
             move |uri: axum::http::Uri, headers: HeaderMap, body: Bytes| {
@@ -163,7 +166,7 @@ impl GitHost {
         }
     }
 
-    fn statuses(&self) -> Vec<(String, Option<String>, Value)> {
+    fn statuses(&self) -> Vec<StatusSet> {
         self.statuses
             .lock()
             .unwrap_or_else(|e| e.into_inner())

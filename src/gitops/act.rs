@@ -384,6 +384,7 @@ async fn apply_revision(
             committed: commit.committed,
             inventory: outcome.inventory,
             objects,
+            changed: outcome.applied,
             basis,
         },
     }

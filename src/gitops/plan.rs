@@ -684,6 +684,27 @@ fn finish(
             action: "Sync",
         });
     }
+    // The revision applied already, applied again, and some of its objects needed it: they
+    // had drifted in the cluster.
+    if let Some(Attempt::Applied {
+        revision,
+        changed,
+        basis: Basis::Head,
+        ..
+    }) = &record.attempt
+        && *changed > 0
+        && original.last_applied_revision.as_deref() == Some(revision.as_str())
+    {
+        events.push(Event {
+            warning: false,
+            reason: "DriftRepaired".into(),
+            message: format!(
+                "{changed} object(s) of revision {} had drifted in the cluster and were applied again",
+                status::short(revision)
+            ),
+            action: "Sync",
+        });
+    }
     let revert = |s: &GitSyncStatus| {
         s.conditions
             .iter()

@@ -56,6 +56,9 @@ pub enum Attempt {
         committed: Option<Time>,
         inventory: Vec<InventoryEntry>,
         objects: usize,
+        /// Objects an apply was sent for: they differed from the revision (new, changed in
+        /// Git, or drifted in the cluster).
+        changed: usize,
         basis: Basis,
     },
     /// The ref points at a rejected revision and no revision was ever good: nothing to
@@ -557,6 +560,7 @@ mod tests {
                 name: "a".into(),
             }],
             objects: 1,
+            changed: 0,
             basis: Basis::Head,
         }
     }
@@ -714,6 +718,7 @@ mod tests {
             committed: None,
             inventory: vec![],
             objects: 6,
+            changed: 0,
             basis: Basis::RolledBack(rejection("v3")),
         };
         record(&mut status, &rolled_back, Some(1), at(10));

@@ -29,6 +29,7 @@ pub fn headline(event: &Told) -> String {
         (_, "PushRefused") => "could not push its revert: the remote refused it",
         (_, "PushFailed") => "could not push its revert",
         (_, "Applied") => "applied a revision",
+        (_, "DriftRepaired") => "put back objects that had drifted from Git",
         (_, "Pinned") => "applied a revision held by hand",
         (_, "ApplyFailed") => "could not apply a revision",
         (_, "RenderFailed") => "could not render a revision",

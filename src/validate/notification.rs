@@ -4,7 +4,7 @@ use super::violation::{Report, Violation};
 use crate::api::notification::{NotificationRuleSpec, NotifierSpec, NotifierType};
 
 /// The reasons weir's events carry, which a NotificationRule may select.
-pub const REASONS: [&str; 25] = [
+pub const REASONS: [&str; 26] = [
     "RolloutStarted",
     "TemplateChanged",
     "StepCompleted",
@@ -30,6 +30,7 @@ pub const REASONS: [&str; 25] = [
     "PushRefused",
     "PushFailed",
     "InvalidSpec",
+    "DriftRepaired",
 ];
 
 fn http_url(text: &str) -> bool {

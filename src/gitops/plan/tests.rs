@@ -223,6 +223,7 @@ fn run_at(
                         committed: None,
                         inventory,
                         objects: 1,
+                        changed: 0,
                         basis,
                     },
                     false => Attempt::ApplyFailed {
@@ -651,6 +652,70 @@ fn between_syncs_nothing_is_attempted() {
     assert_eq!(recorded, status);
 }
 
+/// Applying the applied revision again with objects to send is drift repaired, said in an
+/// Event; with nothing to send, nothing is said.
+#[test]
+fn drift_repaired_is_told() {
+    let applied = sha(1);
+    let status = GitSyncStatus {
+        last_applied_revision: Some(applied.clone()),
+        last_attempted_revision: Some(applied.clone()),
+        last_fetched_revision: Some(applied.clone()),
+        last_good_revision: Some(applied.clone()),
+        ..GitSyncStatus::default()
+    };
+    let told = |changed: usize| {
+        let done = Done {
+            fetch: Some(FetchOutcome::Head(applied.clone())),
+            applied: Some(Attempt::Applied {
+                revision: applied.clone(),
+                subject: String::new(),
+                committed: None,
+                inventory: Vec::new(),
+                objects: 3,
+                changed,
+                basis: Basis::Head,
+            }),
+            applied_workloads: Some(Vec::new()),
+            ..Done::default()
+        };
+        let input = Input {
+            settings: settings(true, false),
+            status: &status,
+            previous: None,
+            sync_request: None,
+            pin_request: None,
+            dependencies: &[],
+            promotion: None,
+            rollouts: &[],
+            workloads: &[],
+            now: at(),
+            jitter: 0.0,
+            done: &done,
+        };
+        match plan(&input) {
+            Plan::Finish(finish) => finish
+                .events
+                .iter()
+                .filter(|e| e.reason != "Applied")
+                .map(|e| (e.reason.clone(), e.message.clone()))
+                .collect::<Vec<_>>(),
+            Plan::Act(action) => panic!("acted again: {action:?}"),
+        }
+    };
+    assert_eq!(
+        told(2),
+        vec![(
+            "DriftRepaired".to_owned(),
+            format!(
+                "2 object(s) of revision {} had drifted in the cluster and were applied again",
+                status::short(&applied)
+            )
+        )]
+    );
+    assert!(told(0).is_empty());
+}
+
 /// A sync request skips the wait, and is handled by the fetch it brings.
 #[test]
 fn a_sync_request_fetches_now() {
@@ -691,6 +756,7 @@ fn a_sync_request_fetches_now() {
         committed: None,
         inventory: Vec::new(),
         objects: 0,
+        changed: 0,
         basis: Basis::Head,
     });
     done.applied_workloads = Some(Vec::new());
@@ -795,6 +861,7 @@ fn a_revision_promoted_from_upstream_is_fetched_then_applied_in_place_of_the_hea
         committed: None,
         inventory: Vec::new(),
         objects: 0,
+        changed: 0,
         basis: Basis::Head,
     });
     done.applied_workloads = Some(Vec::new());
