@@ -271,6 +271,16 @@ async fn a_failed_canary_is_told_once_each_signed_across_a_restart_and_an_outage
         &["AnalysisFailed", "Aborted", "Rejected", "Pushed"],
     )
     .await;
+    // The rule says it is valid and its Notifier there.
+    eventually("the rule Ready", LIMIT, || async {
+        let rule = ns.api::<NotificationRule>().get("releases").await.ok()?;
+        let conditions = rule.status?.conditions;
+        conditions
+            .iter()
+            .any(|c| c.type_ == "Ready" && c.status == "True")
+            .then_some(())
+    })
+    .await;
     // And the rejected revision's commit status, on a GitHub Enterprise-style host.
     let git_host = GitHost::start().await;
     create::<k8s_openapi::api::core::v1::Secret>(

@@ -103,9 +103,11 @@ pub struct Delivered {
     kind = "NotificationRule",
     doc = "Which of weir's events about which Rollouts and GitSyncs go to a Notifier.",
     namespaced,
+    status = "NotificationRuleStatus",
     category = "weir",
     derive = "PartialEq",
     printcolumn = r#"{"name":"Notifier","type":"string","jsonPath":".spec.notifierRef.name"}"#,
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
@@ -126,6 +128,14 @@ pub struct NotificationRuleSpec {
     #[serde(flatten)]
     #[schemars(skip)]
     pub unsupported: Unsupported,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct NotificationRuleStatus {
+    /// Ready: the rule is valid and its Notifier exists; False with what to fix otherwise.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]

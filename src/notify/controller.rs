@@ -136,6 +136,9 @@ pub async fn run(
         let now = chrono::Utc::now().timestamp();
         let told: Vec<Told> = events.state().iter().filter_map(|e| told(e)).collect();
         let rules = rules.state();
+        for rule in &rules {
+            rule_status(&shared, rule).await;
+        }
         let present: BTreeSet<(String, String)> = notifiers
             .state()
             .iter()
@@ -151,6 +154,29 @@ pub async fn run(
             }
             keep
         });
+        // Each recent event matched once against its namespace's rules: the Notifiers (by
+        // namespace and name) it is addressed to.
+        let mut addressed: HashMap<(String, String), Vec<&Told>> = HashMap::new();
+        for event in told
+            .iter()
+            .filter(|e| e.at >= now - ledger::HORIZON_SECONDS)
+        {
+            let subject = subject_of(&rollouts, &syncs, event);
+            let subject = Subject {
+                labels: subject.as_ref().map(|s| &s.0),
+                annotations: subject.as_ref().map(|s| &s.1),
+            };
+            let in_namespace = rules
+                .iter()
+                .filter(|r| r.namespace().as_deref() == Some(event.namespace.as_str()))
+                .map(|r| &r.spec);
+            for name in select::notifiers(event, subject, in_namespace) {
+                addressed
+                    .entry((event.namespace.clone(), name))
+                    .or_default()
+                    .push(event);
+            }
+        }
         for notifier in notifiers.state() {
             let key = (
                 notifier.namespace().unwrap_or_default(),
@@ -165,26 +191,11 @@ pub async fn run(
                 .creation_timestamp
                 .as_ref()
                 .map_or(0, |t| t.0.as_second());
-            let selected: Vec<&Told> = told
-                .iter()
-                .filter(|event| event.namespace == key.0)
-                .filter(|event| {
-                    let subject = subject_of(&rollouts, &syncs, event);
-                    let subject = Subject {
-                        labels: subject.as_ref().map(|s| &s.0),
-                        annotations: subject.as_ref().map(|s| &s.1),
-                    };
-                    let in_namespace = rules
-                        .iter()
-                        .filter(|r| r.namespace().as_deref() == Some(key.0.as_str()))
-                        .map(|r| &r.spec);
-                    select::notifiers(event, subject, in_namespace).contains(&key.1)
-                })
-                .collect();
+            let selected = addressed.get(&key).map_or(&[][..], Vec::as_slice);
             let Ok(mut known) = outbox.known.lock() else {
                 continue;
             };
-            let due: Vec<Told> = ledger::due(selected, &known, since, now)
+            let due: Vec<Told> = ledger::due(selected.iter().copied(), &known, since, now)
                 .into_iter()
                 .cloned()
                 .collect();
@@ -204,6 +215,61 @@ pub async fn run(
             }
             outbox.wake.notify_one();
         }
+    }
+}
+
+/// A rule's Ready: invalid (what to fix), its Notifier missing, or ready. Written only when
+/// it changes.
+async fn rule_status(shared: &Shared, rule: &NotificationRule) {
+    let namespace = rule.namespace().unwrap_or_default();
+    let notifier = &rule.spec.notifier_ref.name;
+    let violations = crate::validate::notification_rule(&rule.spec);
+    let (ready, reason, message) = if let Some(first) = violations.first() {
+        (false, "InvalidSpec", first.to_string())
+    } else if shared
+        .notifiers
+        .get(&ObjectRef::new(notifier).within(&namespace))
+        .is_none()
+    {
+        (
+            false,
+            "NotifierNotFound",
+            format!(
+                "no Notifier {namespace}/{notifier} (spec.notifierRef): create it, or name another"
+            ),
+        )
+    } else {
+        (
+            true,
+            "Ready",
+            format!("events go to Notifier {namespace}/{notifier}"),
+        )
+    };
+    let before = rule.status.clone().unwrap_or_default();
+    let mut status = before.clone();
+    crate::conditions::set(
+        &mut status.conditions,
+        READY,
+        ready,
+        reason,
+        &message,
+        &crate::time::to_k8s(chrono::Utc::now()),
+        rule.metadata.generation,
+    );
+    if status == before {
+        return;
+    }
+    let api: Api<NotificationRule> = Api::namespaced(shared.client.clone(), &namespace);
+    let patch = serde_json::json!({"status": status});
+    if let Err(error) = api
+        .patch_status(
+            &rule.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await
+    {
+        tracing::warn!(%error, rule = %rule.name_any(), "could not write a NotificationRule's status");
     }
 }
 
