@@ -312,18 +312,7 @@ fn told(event: &Event) -> Option<Told> {
     if !matches!(kind.as_str(), "Rollout" | "GitSync") {
         return None;
     }
-    let at = event
-        .event_time
-        .as_ref()
-        .map(|t| t.0.as_second())
-        .or_else(|| event.last_timestamp.as_ref().map(|t| t.0.as_second()))
-        .or_else(|| {
-            event
-                .metadata
-                .creation_timestamp
-                .as_ref()
-                .map(|t| t.0.as_second())
-        })?;
+    let at = crate::runtime::event_time(event)?;
     Some(Told {
         uid: event.metadata.uid.clone()?,
         kind,

@@ -106,6 +106,24 @@ pub async fn publish(
     }
 }
 
+/// When an Event (as core/v1 shows it) first happened, in Unix seconds: its eventTime
+/// (events.k8s.io), else its first or last timestamp, else when it was created.
+pub fn event_time(event: &k8s_openapi::api::core::v1::Event) -> Option<i64> {
+    event
+        .event_time
+        .as_ref()
+        .map(|t| t.0.as_second())
+        .or_else(|| event.first_timestamp.as_ref().map(|t| t.0.as_second()))
+        .or_else(|| event.last_timestamp.as_ref().map(|t| t.0.as_second()))
+        .or_else(|| {
+            event
+                .metadata
+                .creation_timestamp
+                .as_ref()
+                .map(|t| t.0.as_second())
+        })
+}
+
 /// `text` as an Event note: cut on a character boundary, with an ellipsis, to fit.
 fn event_note(text: &str) -> String {
     if text.len() <= MAX_EVENT_NOTE {

@@ -76,20 +76,7 @@ pub fn rollouts(rollouts: &[Rollout], notes: &[String]) -> String {
 /// An Event as the charts and tables need it: when it first happened (the step it marks),
 /// its reason and its words.
 pub fn noted(event: &Event) -> Noted {
-    let at = event
-        .event_time
-        .as_ref()
-        .map(|t| t.0.as_second())
-        .or_else(|| event.first_timestamp.as_ref().map(|t| t.0.as_second()))
-        .or_else(|| event.last_timestamp.as_ref().map(|t| t.0.as_second()))
-        .or_else(|| {
-            event
-                .metadata
-                .creation_timestamp
-                .as_ref()
-                .map(|t| t.0.as_second())
-        })
-        .unwrap_or(0);
+    let at = crate::runtime::event_time(event).unwrap_or(0);
     Noted {
         at,
         reason: event.reason.clone().unwrap_or_default(),
