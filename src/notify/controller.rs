@@ -76,7 +76,9 @@ pub async fn run(
     health: Health,
     options: Options,
 ) {
-    let watching = |name: &str| health.watch(name);
+    // In the metric and the log, not in readiness or the outage record: a notification
+    // watch that lags must never hold up, or hurry, a rollout's timers.
+    let watching = |name: &str| health.optional_watch(name);
     let events = follow::<Event>(
         &client,
         namespace,
@@ -274,7 +276,7 @@ async fn rule_status(shared: &Shared, rule: &NotificationRule) {
 }
 
 /// A reflector of `K` in the controller's namespaces, kept filled for as long as it runs;
-/// a failing watch is logged and held against readiness, as every watch of weir's is.
+/// a failing watch is logged and shown in `weir_watch_behind_seconds`.
 fn follow<K>(
     client: &Client,
     namespace: Option<&str>,
