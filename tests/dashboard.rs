@@ -130,11 +130,12 @@ async fn attribute(browser: &Browser, css: &str, name: &str) -> Option<f64> {
     element.attr(name).await.ok()??.parse().ok()
 }
 
-/// A good release paused for a person: 20%, wait, 40%, a pause long enough for the page to
-/// be watched live, 60%.
+/// A good release paused twice for a person: 20%, wait, 40%, wait, 60%. The second pause
+/// holds the release while the page is watched, so that the step the test then takes is
+/// seen live, however slowly the browser came back.
 fn paused_steps() -> serde_json::Value {
-    json!([{"setWeight": 20}, {"pause": {}}, {"setWeight": 40},
-        {"pause": {"duration": "15s"}}, {"setWeight": 60}])
+    json!([{"setWeight": 20}, {"pause": {}}, {"setWeight": 40}, {"pause": {}},
+        {"setWeight": 60}])
 }
 
 /// Steps whose analysis measures the version shipped (web:3's success rate is 0.5).
@@ -234,6 +235,26 @@ async fn the_dashboard_shows_a_release_live_and_its_buttons_steer_it() {
         (shown > before).then_some(shown)
     })
     .await;
+    wait_for(&ns, "the canary at its second pause", |r| {
+        phase(r) == Some(RolloutPhase::Paused)
+            && r.status.as_ref().and_then(|s| s.current_step_index) == Some(3)
+    })
+    .await;
+    let shown = eventually("the page at the second pause", LIMIT, || async {
+        let now = count(&browser, "#weight-chart circle.point").await;
+        text(&browser, "li[aria-current='step']")
+            .await
+            .contains("pause")
+            .then_some(now.max(shown))
+    })
+    .await;
+    // The next step, taken with `kubectl weir promote` while the page stays open.
+    let promoted = Command::new(env!("CARGO_BIN_EXE_kubectl-weir"))
+        .args(["promote", "web", "-n", &ns.name])
+        .env("KUBECONFIG", kubeconfig_path())
+        .output()
+        .unwrap_or_else(|e| panic!("kubectl weir promote: {e}"));
+    assert!(promoted.status.success(), "{promoted:?}");
     eventually("the live page to gain a point", LIMIT, || async {
         let updates = attribute(&browser, "body", "data-updates")
             .await
