@@ -171,10 +171,11 @@ pub fn median(values: &[i64]) -> Option<i64> {
     }
 }
 
-/// The window of `days` days ending at `now` (Unix seconds), `now` included.
-pub fn last_days(days: i64, now: i64) -> Window {
+/// The window of length `span` ending at `now` (Unix seconds), `now` included.
+pub fn ending_at(span: std::time::Duration, now: i64) -> Window {
+    let seconds = i64::try_from(span.as_secs()).unwrap_or(i64::MAX);
     Window {
-        from: now.saturating_sub(days.saturating_mul(86_400)),
+        from: now.saturating_sub(seconds),
         to: now.saturating_add(1),
     }
 }

@@ -107,7 +107,8 @@ pub async fn reconcile(sync: Arc<GitSync>, ctx: Arc<Context>) -> Result<Requeue,
 
 /// The GitSync's delivery figures over the last week, as metrics.
 fn observe_delivery(ctx: &Context, sync: &GitSync, status: &GitSyncStatus) {
-    let window = delivery::last_days(7, Utc::now().timestamp());
+    let week = std::time::Duration::from_secs(7 * 86_400);
+    let window = delivery::ending_at(week, Utc::now().timestamp());
     let figures = delivery::figures(&delivery::outcomes(status), window);
     ctx.metrics.observe_delivery(
         &sync.namespace().unwrap_or_default(),

@@ -6,7 +6,7 @@
 //! backoff, and marks each delivery in the Notifier's status, so a restart or a new leader
 //! sends none twice. Delivery never touches a reconcile: a dead receiver slows no rollout.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -163,10 +163,10 @@ pub async fn run(
             .iter()
             .filter(|e| e.at >= now - ledger::HORIZON_SECONDS)
         {
-            let subject = subject_of(&rollouts, &syncs, event);
+            let held = Held::of(&rollouts, &syncs, event);
             let subject = Subject {
-                labels: subject.as_ref().map(|s| &s.0),
-                annotations: subject.as_ref().map(|s| &s.1),
+                labels: held.as_ref().and_then(|h| h.meta().labels.as_ref()),
+                annotations: held.as_ref().and_then(|h| h.meta().annotations.as_ref()),
             };
             let in_namespace = rules
                 .iter()
@@ -261,17 +261,38 @@ async fn rule_status(shared: &Shared, rule: &NotificationRule) {
     if status == before {
         return;
     }
-    let api: Api<NotificationRule> = Api::namespaced(shared.client.clone(), &namespace);
+    patch_status(
+        shared,
+        rule,
+        &status,
+        "could not write a NotificationRule's status",
+    )
+    .await;
+}
+
+/// One merge patch of `object`'s status; a failure is logged (the next pass tries again).
+async fn patch_status<K>(shared: &Shared, object: &K, status: &impl serde::Serialize, failed: &str)
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+    K::DynamicType: Default,
+{
+    let api: Api<K> = Api::namespaced(
+        shared.client.clone(),
+        &object.namespace().unwrap_or_default(),
+    );
     let patch = serde_json::json!({"status": status});
     if let Err(error) = api
         .patch_status(
-            &rule.name_any(),
+            &object.name_any(),
             &PatchParams::default(),
             &Patch::Merge(&patch),
         )
         .await
     {
-        tracing::warn!(%error, rule = %rule.name_any(), "could not write a NotificationRule's status");
+        tracing::warn!(%error, object = %object.name_any(), "{failed}");
     }
 }
 
@@ -327,22 +348,31 @@ fn told(event: &Event) -> Option<Told> {
     })
 }
 
-/// The labels and annotations of what the event is about, when it is still there.
-fn subject_of(
-    rollouts: &Store<Rollout>,
-    syncs: &Store<GitSync>,
-    event: &Told,
-) -> Option<(BTreeMap<String, String>, BTreeMap<String, String>)> {
-    let key = |name: &str| (name.to_owned(), event.namespace.clone());
-    let (name, namespace) = key(&event.name);
-    match event.kind.as_str() {
-        "Rollout" => rollouts
-            .get(&ObjectRef::new(&name).within(&namespace))
-            .map(|r| (r.labels().clone(), r.annotations().clone())),
-        "GitSync" => syncs
-            .get(&ObjectRef::new(&name).within(&namespace))
-            .map(|s| (s.labels().clone(), s.annotations().clone())),
-        _ => None,
+/// What the event is about, as the caches hold it (shared, not copied: every recent event
+/// is matched at every pass).
+enum Held {
+    Rollout(Arc<Rollout>),
+    GitSync(Arc<GitSync>),
+}
+
+impl Held {
+    fn of(rollouts: &Store<Rollout>, syncs: &Store<GitSync>, event: &Told) -> Option<Held> {
+        match event.kind.as_str() {
+            "Rollout" => rollouts
+                .get(&ObjectRef::new(&event.name).within(&event.namespace))
+                .map(Held::Rollout),
+            "GitSync" => syncs
+                .get(&ObjectRef::new(&event.name).within(&event.namespace))
+                .map(Held::GitSync),
+            _ => None,
+        }
+    }
+
+    fn meta(&self) -> &kube::api::ObjectMeta {
+        match self {
+            Held::Rollout(rollout) => &rollout.metadata,
+            Held::GitSync(sync) => &sync.metadata,
+        }
     }
 }
 
@@ -380,11 +410,6 @@ fn revisions_of(rollouts: &Store<Rollout>, syncs: &Store<GitSync>, event: &Told)
 /// The outbox of a Notifier and its sender task, seeded with what its status says was
 /// delivered.
 fn start(shared: &Arc<Shared>, notifier: &Notifier, key: (String, String)) -> Arc<Outbox> {
-    let delivered: BTreeSet<String> = notifier
-        .status
-        .as_ref()
-        .map(|s| s.delivered.iter().map(|d| d.event.clone()).collect())
-        .unwrap_or_default();
     let marks: Vec<(String, i64)> = notifier
         .status
         .as_ref()
@@ -395,6 +420,7 @@ fn start(shared: &Arc<Shared>, notifier: &Notifier, key: (String, String)) -> Ar
                 .collect()
         })
         .unwrap_or_default();
+    let delivered: BTreeSet<String> = marks.iter().map(|(uid, _)| uid.clone()).collect();
     let outbox = Arc::new(Outbox {
         queue: Mutex::new(VecDeque::new()),
         known: Mutex::new(delivered),
@@ -650,19 +676,5 @@ async fn write_status(
     if status == before {
         return;
     }
-    let api: Api<Notifier> = Api::namespaced(
-        shared.client.clone(),
-        &notifier.namespace().unwrap_or_default(),
-    );
-    let patch = serde_json::json!({"status": status});
-    if let Err(error) = api
-        .patch_status(
-            &notifier.name_any(),
-            &PatchParams::default(),
-            &Patch::Merge(&patch),
-        )
-        .await
-    {
-        tracing::warn!(%error, notifier = %notifier.name_any(), "could not record a delivery");
-    }
+    patch_status(shared, notifier, &status, "could not record a delivery").await;
 }

@@ -35,11 +35,7 @@ pub enum Page {
 impl Page {
     /// The figures' window ending at `now` (Unix seconds).
     pub fn window(window: Duration, now: i64) -> Window {
-        let seconds = i64::try_from(window.as_secs()).unwrap_or(i64::MAX);
-        Window {
-            from: now.saturating_sub(seconds),
-            to: now.saturating_add(1),
-        }
+        crate::gitops::delivery::ending_at(window, now)
     }
 }
 
