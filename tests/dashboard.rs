@@ -111,17 +111,26 @@ async fn text(browser: &Browser, css: &str) -> String {
     }
 }
 
+/// Clicks the first element `css` matches. A live page swaps its `<main>` whenever the
+/// release changes, so an element found a moment ago may be gone when clicked: then the
+/// new one is found and clicked, as a person would click the button they now see.
 async fn click(browser: &Browser, css: &str) {
-    let element = browser
-        .wait()
-        .at_most(LIMIT)
-        .for_element(Locator::Css(css))
-        .await
-        .unwrap_or_else(|e| panic!("finding {css}: {e}"));
-    element
-        .click()
-        .await
-        .unwrap_or_else(|e| panic!("clicking {css}: {e}"));
+    let deadline = tokio::time::Instant::now() + LIMIT;
+    loop {
+        let element = browser
+            .wait()
+            .at_most(LIMIT)
+            .for_element(Locator::Css(css))
+            .await
+            .unwrap_or_else(|e| panic!("finding {css}: {e}"));
+        match element.click().await {
+            Ok(_) => return,
+            Err(e) if e.is_stale_element_reference() && tokio::time::Instant::now() < deadline => {
+                continue;
+            }
+            Err(e) => panic!("clicking {css}: {e}"),
+        }
+    }
 }
 
 /// A numeric attribute of the first element `css` matches.
@@ -209,8 +218,9 @@ async fn the_dashboard_shows_a_release_live_and_its_buttons_steer_it() {
     // Promote, confirmed: the canary goes on to 40%.
     click(&browser, "button[value='promote']").await;
     let asked = eventually("the confirmation page", LIMIT, || async {
+        // Empty while the browser is between the two pages.
         let heading = text(&browser, "h1").await;
-        (!heading.starts_with("Rollout")).then_some(heading)
+        (!heading.is_empty() && !heading.starts_with("Rollout")).then_some(heading)
     })
     .await;
     assert!(
@@ -220,8 +230,11 @@ async fn the_dashboard_shows_a_release_live_and_its_buttons_steer_it() {
     );
     screenshot(&browser, "confirm-promote").await;
     click(&browser, "#confirm").await;
-    let said = text(&browser, "#result").await;
-    assert!(!said.is_empty(), "the result page says what happened");
+    // The result page says what happened (a click does not wait for the page it posts to).
+    eventually("the result page", LIMIT, || async {
+        (!text(&browser, "#result").await.is_empty()).then_some(())
+    })
+    .await;
     wait_for(&ns, "the canary past its pause", |r| {
         r.status.as_ref().and_then(|s| s.canary_weight) == Some(40)
     })
@@ -248,21 +261,34 @@ async fn the_dashboard_shows_a_release_live_and_its_buttons_steer_it() {
             .then_some(now.max(shown))
     })
     .await;
-    // The next step, taken with `kubectl weir promote` while the page stays open.
+    // The next step, taken with `kubectl weir promote` while the page stays open. Events, and
+    // so the chart, are timed to the second: a step taken within the second of the last
+    // point would take that point's place instead of adding one, so the clock turns first.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
     let promoted = Command::new(env!("CARGO_BIN_EXE_kubectl-weir"))
         .args(["promote", "web", "-n", &ns.name])
         .env("KUBECONFIG", kubeconfig_path())
         .output()
         .unwrap_or_else(|e| panic!("kubectl weir promote: {e}"));
     assert!(promoted.status.success(), "{promoted:?}");
-    eventually("the live page to gain a point", LIMIT, || async {
+    let deadline = tokio::time::Instant::now() + LIMIT;
+    loop {
         let updates = attribute(&browser, "body", "data-updates")
             .await
             .unwrap_or(0.0);
         let now = count(&browser, "#weight-chart circle.point").await;
-        (updates >= 1.0 && now > shown).then_some(())
-    })
-    .await;
+        if updates >= 1.0 && now > shown {
+            break;
+        }
+        if tokio::time::Instant::now() > deadline {
+            screenshot(&browser, "live-point-missing").await;
+            panic!(
+                "the live page gained no point in {LIMIT:?}: {updates} updates, {now} points (was {shown}); the page: {}",
+                text(&browser, "main").await
+            );
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
     healthy_on(&ns, "web:2").await;
     screenshot(&browser, "rollout-promoted").await;
 
