@@ -110,7 +110,7 @@ impl QueryValue {
     }
 
     /// The numbers a thresholdRange judges: a JSON number, or a JSON list's numbers.
-    fn samples(&self) -> Vec<f64> {
+    pub fn samples(&self) -> Vec<f64> {
         match self {
             QueryValue::Scalar(value) => vec![*value],
             QueryValue::Vector(values) => values.clone(),

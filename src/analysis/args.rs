@@ -10,6 +10,8 @@ use crate::api::analysis::{Argument, PodTemplateHashValue};
 /// The arguments weir fills itself when a template declares them without a value.
 pub const CANARY_HASH: &str = "canary-hash";
 pub const STABLE_HASH: &str = "stable-hash";
+/// The version a judge compares the canary with: the stable one.
+pub const BASELINE_HASH: &str = "baseline-hash";
 pub const ROLLOUT_NAME: &str = "rollout-name";
 pub const NAMESPACE: &str = "namespace";
 
@@ -48,7 +50,7 @@ pub fn resolve(args: &mut [Argument], known: &Known<'_>) -> Result<(), String> {
         if arg.value.is_none() && arg.value_from.is_none() {
             arg.value = match arg.name.as_str() {
                 CANARY_HASH => Some(known.canary_hash.to_owned()),
-                STABLE_HASH => Some(known.stable_hash.to_owned()),
+                STABLE_HASH | BASELINE_HASH => Some(known.stable_hash.to_owned()),
                 ROLLOUT_NAME => Some(known.rollout_name.to_owned()),
                 NAMESPACE => Some(known.namespace.to_owned()),
                 _ => None,
@@ -68,7 +70,14 @@ pub fn missing(args: &[Argument]) -> Vec<&str> {
 
 /// Whether weir can fill an argument of this name by itself.
 pub fn is_filled_by_weir(name: &str) -> bool {
-    [CANARY_HASH, STABLE_HASH, ROLLOUT_NAME, NAMESPACE].contains(&name)
+    [
+        CANARY_HASH,
+        STABLE_HASH,
+        BASELINE_HASH,
+        ROLLOUT_NAME,
+        NAMESPACE,
+    ]
+    .contains(&name)
 }
 
 /// Reads `metadata.name`, `spec.replicas`, `metadata.labels['app']` and the like from an

@@ -6,6 +6,7 @@ pub mod assess;
 pub mod controller;
 pub mod hosts;
 pub mod job;
+pub mod judge;
 pub mod prometheus;
 pub mod provider;
 pub mod reconcile;

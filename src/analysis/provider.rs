@@ -99,6 +99,14 @@ pub enum Taken {
         phase: AnalysisPhase,
         message: String,
     },
+    /// A verdict with the figures it rests on (the judge: the canary against its
+    /// baseline), recorded as the measurement's value and metadata.
+    Weighed {
+        phase: AnalysisPhase,
+        message: String,
+        value: String,
+        metadata: BTreeMap<String, String>,
+    },
     /// Under way (a Job still running): nothing to record yet; look again soon.
     UnderWay,
 }
@@ -114,7 +122,7 @@ pub enum Unready {
     NotNow(String),
 }
 
-/// A metric provider: one file each (`prometheus`, `web`).
+/// A metric provider: one file each (`prometheus`, `web`, `job`, `judge`).
 pub trait Provider: Sync {
     /// The longest one measurement may take, waiting for its turn included.
     fn timeout(&self) -> Duration;
@@ -130,6 +138,9 @@ pub fn of(provider: &MetricProvider) -> Option<&dyn Provider> {
     }
     if let Some(web) = &provider.web {
         return Some(web);
+    }
+    if let Some(judge) = &provider.judge {
+        return Some(judge);
     }
     provider.job.as_ref().map(|job| job as &dyn Provider)
 }

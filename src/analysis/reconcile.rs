@@ -255,6 +255,7 @@ fn unmeasured(why: String, now: chrono::DateTime<Utc>) -> Measurement {
         value: None,
         query: None,
         message: Some(why),
+        metadata: BTreeMap::new(),
         started_at: to_k8s(now),
         finished_at: Some(to_k8s(now)),
     }
@@ -379,6 +380,7 @@ fn with_conditions_filled(
 async fn measure(ctx: &Context, prepared: Prepared) -> Option<Measurement> {
     let started = Utc::now();
     let answer = prepared.ready.take.await;
+    let mut metadata = BTreeMap::new();
     let (phase, value, message) = match answer {
         Ok(Taken::Value(value)) => {
             let shown = value.to_string();
@@ -386,6 +388,15 @@ async fn measure(ctx: &Context, prepared: Prepared) -> Option<Measurement> {
             (verdict.phase, Some(shown), verdict.message)
         }
         Ok(Taken::Judged { phase, message }) => (phase, None, message),
+        Ok(Taken::Weighed {
+            phase,
+            message,
+            value,
+            metadata: figures,
+        }) => {
+            metadata = figures;
+            (phase, Some(value), message)
+        }
         Ok(Taken::UnderWay) => return None,
         Err(why) => (AnalysisPhase::Error, None, why),
     };
@@ -400,6 +411,7 @@ async fn measure(ctx: &Context, prepared: Prepared) -> Option<Measurement> {
         value,
         query: Some(prepared.ready.recorded),
         message: Some(message),
+        metadata,
         started_at: to_k8s(started),
         finished_at: Some(to_k8s(finished)),
     })

@@ -228,9 +228,125 @@ pub struct MetricProvider {
     pub web: Option<WebMetric>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub job: Option<JobMetric>,
+    /// weir's statistical judge of the canary against a baseline (no Argo counterpart).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub judge: Option<JudgeMetric>,
     #[serde(flatten)]
     #[schemars(skip)]
     pub unsupported: Unsupported,
+}
+
+/// weir's judge: the canary compared with a baseline, statistically, instead of with a fixed
+/// number. Two Prometheus queries, usually one query with `{{args.baseline-hash}}` and
+/// `{{args.canary-hash}}` (weir fills both). Without totals, each query's values from the
+/// run's start (after `initialDelay`) to now, one every `step`, are the samples of its
+/// version (latency, say); with `baselineTotal` and `canaryTotal`, the queries count events
+/// (errors) and the totals their exposure (requests), each summed to one number. The
+/// measurement records the statistic, p-value, effect and sample counts in its `metadata`.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(transform = keep_unknown_fields)]
+pub struct JudgeMetric {
+    /// Prometheus' base URL; defaults to the controller's `--prometheus-url`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+    /// The baseline's query.
+    pub baseline: String,
+    /// The canary's query.
+    pub canary: String,
+    /// The baseline's exposure (requests): makes the queries counts of events.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baseline_total: Option<String>,
+    /// The canary's exposure (requests).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub canary_total: Option<String>,
+    /// `sequential` (default): an always-valid test, looked at every measurement, that fails
+    /// the canary as soon as the evidence is there; `mannWhitney`: Kayenta's rank test over
+    /// the samples of each measurement.
+    #[serde(default)]
+    pub method: JudgeMethod,
+    /// Which way is bad: `increase` (default; latency, errors) or `decrease`.
+    #[serde(default)]
+    pub direction: JudgeDirection,
+    /// The smallest relative change that matters (default 0.1: 10%).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tolerance: Option<f64>,
+    /// The false-alarm probability (default 0.05); a sequential test's holds however often
+    /// it is looked at.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alpha: Option<f64>,
+    /// Samples (events, with totals) the canary needs: fewer, and a sequential test is
+    /// Inconclusive unless it has failed; a Mann-Whitney test needs this many a side
+    /// (default 20).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 2))]
+    pub samples: Option<i64>,
+    /// The spacing of samples (default `10s`): at least Prometheus' scrape interval, or
+    /// one scrape is counted several times.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub step: Option<String>,
+    /// Seconds to wait for each answer (default 30).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub timeout: Option<i64>,
+    /// Extra HTTP headers sent with each query, as `provider.prometheus.headers`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub headers: Vec<Header>,
+    /// Credentials from a Secret in the run's namespace, as
+    /// `provider.prometheus.authentication`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub authentication: Option<PrometheusAuthentication>,
+    #[serde(flatten)]
+    #[schemars(skip)]
+    pub unsupported: Unsupported,
+}
+
+/// How the judge compares.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum JudgeMethod {
+    #[default]
+    Sequential,
+    MannWhitney,
+}
+
+/// Which way the canary going is bad.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum JudgeDirection {
+    #[default]
+    Increase,
+    Decrease,
+}
+
+impl JudgeMetric {
+    /// The Prometheus metric that sends `query` with this judge's address and credentials.
+    pub fn prometheus(&self, query: &str) -> PrometheusMetric {
+        PrometheusMetric {
+            address: self.address.clone(),
+            query: query.to_owned(),
+            timeout: self.timeout,
+            headers: self.headers.clone(),
+            authentication: self.authentication.clone(),
+            range_query: None,
+            unsupported: Unsupported::default(),
+        }
+    }
+
+    /// Each query with the field that holds it.
+    pub fn queries(&self) -> Vec<(&'static str, &str)> {
+        let mut queries = vec![
+            ("baseline", self.baseline.as_str()),
+            ("canary", self.canary.as_str()),
+        ];
+        if let Some(total) = &self.baseline_total {
+            queries.push(("baselineTotal", total));
+        }
+        if let Some(total) = &self.canary_total {
+            queries.push(("canaryTotal", total));
+        }
+        queries
+    }
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
@@ -430,8 +546,9 @@ pub struct Header {
 }
 
 /// A named value for `{{args.NAME}}`: a literal `value`, or one taken from elsewhere. weir
-/// itself fills the arguments `canary-hash`, `stable-hash`, `rollout-name` and `namespace`
-/// when a template declares them and the Rollout gives them no value.
+/// itself fills the arguments `canary-hash`, `stable-hash`, `baseline-hash` (the version a
+/// judge compares the canary with: the stable one), `rollout-name` and `namespace` when a
+/// template declares them and the Rollout gives them no value.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 #[schemars(transform = keep_unknown_fields)]
@@ -636,6 +753,10 @@ pub struct Measurement {
     pub query: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// What a provider records besides the value, as in Argo (a judge: `statistic`,
+    /// `pValue`, `effect`, `baselineSamples`, `canarySamples`, `method`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub metadata: BTreeMap<String, String>,
     pub started_at: Time,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<Time>,
@@ -653,6 +774,7 @@ keeps_unknown_fields!(
     RangeQuery,
     WebMetric,
     JobMetric,
+    JudgeMetric,
     PrometheusAuthentication,
     OAuth2,
     BasicAuth,

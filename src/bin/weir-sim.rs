@@ -33,6 +33,10 @@ enum Command {
         /// Where to serve /metrics.
         #[arg(long, default_value = "127.0.0.1:9102")]
         listen: std::net::SocketAddr,
+        /// Draw each request's error and latency at random from this seed (noise, as real
+        /// versions have), instead of exact arithmetic.
+        #[arg(long)]
+        seed: Option<u64>,
     },
     /// Print the Gateway API CRDs weir uses (HTTPRoute, GRPCRoute, ReferenceGrant) for a cluster without
     /// Gateway API (or write them with --dir, one file each).
@@ -75,8 +79,9 @@ async fn main() -> ExitCode {
             namespace,
             rps,
             listen,
+            seed,
         } => match kube::Client::try_default().await {
-            Ok(client) => weir::sim::traffic::run(client, namespace, rps, listen).await,
+            Ok(client) => weir::sim::traffic::run(client, namespace, rps, listen, seed).await,
             Err(error) => Err(anyhow::anyhow!(
                 "connecting to the cluster (KUBECONFIG): {error}"
             )),

@@ -152,6 +152,13 @@ fn lint_documents(
             }
         };
         report.checked += 1;
+        if matches!(kind, "AnalysisTemplate" | "ClusterAnalysisTemplate") {
+            report.lines.extend(
+                weir_extensions(&value["spec"])
+                    .into_iter()
+                    .map(|note| format!("{place}: note: {note}")),
+            );
+        }
         match violations {
             Err(message) => {
                 report.errors += 1;
@@ -192,6 +199,25 @@ fn lint_documents(
     }
 }
 
+/// What a template uses that is weir's own: said, not counted as a problem, so that
+/// nobody takes it to Argo Rollouts expecting it to run there.
+fn weir_extensions(spec: &Value) -> Vec<String> {
+    let metrics = spec["metrics"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    metrics
+        .iter()
+        .enumerate()
+        .filter(|(_, metric)| !metric["provider"]["judge"].is_null())
+        .map(|(index, _)| {
+            format!(
+                "spec.metrics[{index}].provider.judge is a weir extension (Argo Rollouts has no judge provider): this template runs on weir only"
+            )
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -211,6 +237,23 @@ mod tests {
             ),
             "{:?}",
             report.lines
+        );
+    }
+
+    #[test]
+    fn a_judge_metric_is_said_to_be_weirs_own_without_counting_as_a_problem() {
+        let text = "apiVersion: weir.dev/v1alpha1\nkind: AnalysisTemplate\nmetadata: {name: latency}\n\
+            spec:\n  args: [{name: baseline-hash}, {name: canary-hash}]\n  metrics:\n  - name: latency\n\
+            \x20   interval: 10s\n    provider:\n      judge:\n\
+            \x20       baseline: 'mean{hash=\"{{args.baseline-hash}}\"}'\n\
+            \x20       canary: 'mean{hash=\"{{args.canary-hash}}\"}'\n";
+        let report = lint("judge.yaml", text);
+        assert_eq!(report.errors, 0, "{:?}", report.lines);
+        assert_eq!(
+            report.lines,
+            [
+                "judge.yaml: document 1 (AnalysisTemplate latency): note: spec.metrics[0].provider.judge is a weir extension (Argo Rollouts has no judge provider): this template runs on weir only"
+            ]
         );
     }
 

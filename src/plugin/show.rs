@@ -9,7 +9,7 @@ use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::ResourceExt;
 
-use crate::api::analysis::{AnalysisPhase, AnalysisRun};
+use crate::api::analysis::{AnalysisPhase, AnalysisRun, Measurement};
 use crate::api::contract::{POD_TEMPLATE_HASH_LABEL, STEP_LABEL};
 use crate::api::rollout::{CanaryStep, Rollout, RolloutPhase};
 use crate::time::from_k8s;
@@ -234,14 +234,28 @@ fn run_rows(runs: &[AnalysisRun]) -> Vec<Vec<String>> {
                 step,
                 run_phase,
                 metric.name.clone(),
-                latest
-                    .and_then(|m| m.value.clone())
-                    .unwrap_or_else(|| "-".into()),
+                latest.map_or_else(|| "-".into(), latest_value),
                 latest.map_or("-".into(), |m| verdict(m.phase)),
             ]);
         }
     }
     rows
+}
+
+/// A measurement's value; a judge's as the effect with what it rests on:
+/// `1.212x p=0.0004 n=14/14` (canary against baseline, canary and baseline samples).
+fn latest_value(measurement: &Measurement) -> String {
+    let figure = |key: &str| measurement.metadata.get(key).map(String::as_str);
+    match (figure("effect"), figure("pValue")) {
+        (Some(effect), Some(p)) => format!(
+            "{effect}x p={} n={}/{}",
+            p.parse::<f64>()
+                .map_or_else(|_| p.to_owned(), |p| format!("{p:.4}")),
+            figure("canarySamples").unwrap_or("?"),
+            figure("baselineSamples").unwrap_or("?"),
+        ),
+        _ => measurement.value.clone().unwrap_or_else(|| "-".into()),
+    }
 }
 
 fn verdict(phase: AnalysisPhase) -> String {

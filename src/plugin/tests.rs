@@ -76,11 +76,18 @@ fn observed() -> Observed {
             "annotations": {"weir.dev/git-revision": CANARY_SHA}},
         "spec": {"metrics": [{"name": "success-rate",
             "successCondition": "result[0] >= 0.95",
-            "provider": {"prometheus": {"query": "rate(ok[1m])"}}}]},
+            "provider": {"prometheus": {"query": "rate(ok[1m])"}}},
+            {"name": "latency", "provider": {"judge": {"baseline": "b", "canary": "c"}}}]},
         "status": {"phase": "Running", "metricResults": [{"name": "success-rate", "phase": "Running",
             "count": 1, "successful": 1,
             "measurements": [{"phase": "Successful", "value": "[0.99]",
-                "startedAt": "2027-01-15T07:59:40Z", "finishedAt": "2027-01-15T07:59:40Z"}]}]}
+                "startedAt": "2027-01-15T07:59:40Z", "finishedAt": "2027-01-15T07:59:40Z"}]},
+            {"name": "latency", "phase": "Running", "count": 3,
+            "measurements": [{"phase": "Running", "value": "1.042",
+                "metadata": {"method": "sequential means", "effect": "1.042",
+                    "pValue": "0.312471", "statistic": "1.163200",
+                    "canarySamples": "3", "baselineSamples": "4"},
+                "startedAt": "2027-01-15T07:59:45Z", "finishedAt": "2027-01-15T07:59:45Z"}]}]}
     }))
     .expect("an AnalysisRun");
     Observed {

@@ -30,6 +30,10 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+
+use crate::api::contract::POD_TEMPLATE_HASH_LABEL;
 use crate::traffic::gateway_api::WeightedRoute;
 use crate::traffic::{alb, smi};
 
@@ -52,6 +56,9 @@ pub struct Backend {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Version {
     pub name: String,
+    /// The pod template's hash (`rollouts-pod-template-hash`), empty when it has none: the
+    /// series' `hash` label, so a baseline and a canary of one version are told apart.
+    pub hash: String,
     pub error_rate: f64,
     pub latency_ms: f64,
 }
@@ -70,6 +77,11 @@ pub struct Answered {
 #[derive(Debug, Default)]
 pub struct Splitter {
     carry: BTreeMap<(String, String), Carry>,
+    /// With a seed, each request's error and latency are drawn (the error at the version's
+    /// rate, the latency uniform from half to one and a half times its mean), so two
+    /// versions with the same annotations differ only by noise, as real ones do. Without
+    /// one, the arithmetic is exact.
+    draws: Option<StdRng>,
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -81,6 +93,14 @@ struct Carry {
 }
 
 impl Splitter {
+    /// A splitter that draws each request's answer from a generator seeded with `seed`.
+    pub fn seeded(seed: u64) -> Splitter {
+        Splitter {
+            carry: BTreeMap::new(),
+            draws: Some(StdRng::seed_from_u64(seed)),
+        }
+    }
+
     /// Hands out `requests` over `backends` by weight for the route `route`.
     pub fn tick(&mut self, route: &str, backends: &[Backend], requests: f64) -> Vec<Answered> {
         let total: u64 = backends.iter().map(|b| u64::from(b.weight)).sum();
@@ -105,19 +125,32 @@ impl Splitter {
                         ..Answered::default()
                     };
                 };
-                let due = count as f64 * version.error_rate.clamp(0.0, 1.0) + carry.errors;
-                let errors = due.floor();
-                carry.errors = due - errors;
-                let errors = errors as u64;
-                // Evenly spread from half to one and a half times the mean (golden-ratio
-                // steps), so the mean is the configured latency and p99 about 1.5 times it.
-                let latencies = (0..count)
-                    .map(|i| {
-                        let k = (carry.served + i) as f64;
-                        let spread = (k * 0.618_033_988_749_895).fract();
-                        version.latency_ms.max(0.0) * (0.5 + spread) / 1000.0
-                    })
-                    .collect();
+                let rate = version.error_rate.clamp(0.0, 1.0);
+                let mean = version.latency_ms.max(0.0) / 1000.0;
+                let (errors, latencies) = match &mut self.draws {
+                    Some(rng) => {
+                        let errors = (0..count).filter(|_| rng.gen_bool(rate)).count() as u64;
+                        let latencies = (0..count)
+                            .map(|_| mean * (0.5 + rng.r#gen::<f64>()))
+                            .collect();
+                        (errors, latencies)
+                    }
+                    None => {
+                        let due = count as f64 * rate + carry.errors;
+                        let errors = due.floor();
+                        carry.errors = due - errors;
+                        // Evenly spread from half to one and a half times the mean
+                        // (golden-ratio steps), so the mean is the configured latency and
+                        // p99 about 1.5 times it.
+                        let latencies = (0..count)
+                            .map(|i| {
+                                let k = (carry.served + i) as f64;
+                                mean * (0.5 + (k * 0.618_033_988_749_895).fract())
+                            })
+                            .collect();
+                        (errors as u64, latencies)
+                    }
+                };
                 carry.served += count;
                 Answered {
                     ok: count - errors,
@@ -150,12 +183,20 @@ pub fn version_of(template: &PodTemplateSpec) -> Version {
         .and_then(|s| s.containers.first())
         .and_then(|c| c.image.as_deref())
         .map(|image| image.rsplit(':').next().unwrap_or(image).to_owned());
+    let hash = template
+        .metadata
+        .as_ref()
+        .and_then(|m| m.labels.as_ref())
+        .and_then(|labels| labels.get(POD_TEMPLATE_HASH_LABEL))
+        .cloned()
+        .unwrap_or_default();
     Version {
         name: annotations
             .get(VERSION_ANNOTATION)
             .cloned()
             .or(image_tag)
             .unwrap_or_else(|| "unknown".into()),
+        hash,
         error_rate: number(ERROR_RATE_ANNOTATION, 0.0),
         latency_ms: number(LATENCY_ANNOTATION, DEFAULT_LATENCY_MS),
     }
@@ -167,6 +208,7 @@ struct RequestLabels {
     route: String,
     service: String,
     version: String,
+    hash: String,
     code: String,
     /// "true" for a mirrored copy of a request (its answer goes nowhere).
     mirrored: String,
@@ -178,6 +220,7 @@ struct LatencyLabels {
     route: String,
     service: String,
     version: String,
+    hash: String,
 }
 
 /// The simulator's series.
@@ -231,11 +274,17 @@ impl Metrics {
             .version
             .as_ref()
             .map_or_else(|| "none".to_owned(), |v| v.name.clone());
+        let hash = backend
+            .version
+            .as_ref()
+            .map(|v| v.hash.clone())
+            .unwrap_or_default();
         let labels = |code: &str| RequestLabels {
             namespace: namespace.to_owned(),
             route: route.to_owned(),
             service: backend.service.clone(),
             version: version.clone(),
+            hash: hash.clone(),
             code: code.to_owned(),
             mirrored: mirrored.to_string(),
         };
@@ -254,6 +303,7 @@ impl Metrics {
                 route: route.to_owned(),
                 service: backend.service.clone(),
                 version,
+                hash,
             });
             for seconds in &answered.latencies {
                 histogram.observe(*seconds);
@@ -1022,6 +1072,7 @@ pub async fn run(
     namespace: Option<String>,
     rps: f64,
     listen: std::net::SocketAddr,
+    seed: Option<u64>,
 ) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::default());
     let topology = Arc::new(Mutex::new(Topology::default()));
@@ -1051,7 +1102,7 @@ pub async fn run(
         }
     });
     let tick = Duration::from_millis(100);
-    let mut splitter = Splitter::default();
+    let mut splitter = seed.map_or_else(Splitter::default, Splitter::seeded);
     let mut interval = tokio::time::interval(tick);
     loop {
         interval.tick().await;
@@ -1154,6 +1205,7 @@ mod tests {
             weight,
             version: Some(Version {
                 name: service.into(),
+                hash: format!("{service}-hash"),
                 error_rate,
                 latency_ms: 100.0,
             }),
@@ -1194,7 +1246,8 @@ mod tests {
     #[test]
     fn versions_come_from_the_pod_template() {
         let template: PodTemplateSpec = serde_json::from_value(serde_json::json!({
-            "metadata": {"annotations": {ERROR_RATE_ANNOTATION: "0.2", LATENCY_ANNOTATION: "120"}},
+            "metadata": {"annotations": {ERROR_RATE_ANNOTATION: "0.2", LATENCY_ANNOTATION: "120"},
+                         "labels": {"app": "web", POD_TEMPLATE_HASH_LABEL: "5c8c654d5c"}},
             "spec": {"containers": [{"name": "web", "image": "registry/web:3.1"}]}
         }))
         .expect("template");
@@ -1202,10 +1255,36 @@ mod tests {
             version_of(&template),
             Version {
                 name: "3.1".into(),
+                hash: "5c8c654d5c".into(),
                 error_rate: 0.2,
                 latency_ms: 120.0
             }
         );
+    }
+
+    #[test]
+    fn seeded_draws_are_noisy_around_the_annotated_means_and_repeat_with_the_seed() {
+        let draw = |seed: u64| {
+            let mut splitter = Splitter::seeded(seed);
+            (0..200)
+                .map(|_| splitter.tick("r", &[backend("canary", 1, 0.1)], 50.0))
+                .map(|answered| answered[0].clone())
+                .collect::<Vec<Answered>>()
+        };
+        let ticks = draw(7);
+        assert_eq!(ticks, draw(7), "one seed, one run");
+        assert_ne!(ticks, draw(8), "another seed, another run");
+        let requests: u64 = ticks.iter().map(|a| a.ok + a.errors).sum();
+        let errors: u64 = ticks.iter().map(|a| a.errors).sum();
+        // 10,000 requests at 10%: the binomial's standard deviation is 30 errors.
+        assert_eq!(requests, 10_000, "the weights still split exactly");
+        assert!((errors as f64 - 1000.0).abs() < 150.0, "{errors} errors");
+        let latencies: Vec<f64> = ticks.iter().flat_map(|a| a.latencies.clone()).collect();
+        let mean = latencies.iter().sum::<f64>() / latencies.len() as f64;
+        assert!((mean - 0.1).abs() < 0.003, "mean latency {mean}");
+        // Noise, not a fixed pattern: ticks of equal size differ.
+        assert!(ticks.windows(2).any(|w| w[0].errors != w[1].errors));
+        assert!(latencies.iter().all(|l| (0.05..0.15).contains(l)));
     }
 
     fn ingress(value: serde_json::Value) -> Ingress {

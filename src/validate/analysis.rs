@@ -6,7 +6,7 @@ use super::names::{NameRule, check_name};
 use super::violation::{Report, Violation};
 use crate::api::analysis::{
     AnalysisRunMetadata, AnalysisRunSpec, AnalysisTemplateRef, AnalysisTemplateSpec, Argument,
-    BasicAuth, DryRun, MeasurementRetention, Metric,
+    BasicAuth, DryRun, JudgeDirection, JudgeMetric, MeasurementRetention, Metric, PrometheusMetric,
 };
 use crate::duration;
 
@@ -452,10 +452,15 @@ fn check_metric(report: &mut Report, at: &str, metric: &Metric, declared_args: &
             }
             _ => {}
         },
-        None if !conditions && metric.provider.job.is_none() => report.required(
+        None if !conditions
+            && metric.provider.job.is_none()
+            && metric.provider.judge.is_none() =>
+        {
+            report.required(
             format!("{at}.successCondition"),
             "a metric needs successCondition, failureCondition or thresholdRange, or it could never fail",
-        ),
+        )
+        }
         None => {}
     }
     for (field, condition) in [
@@ -487,171 +492,20 @@ fn check_metric(report: &mut Report, at: &str, metric: &Metric, declared_args: &
     }
     report.unsupported(&format!("{at}.provider"), &metric.provider);
     match &metric.provider.prometheus {
-        Some(prometheus) => {
-            let at = format!("{at}.provider.prometheus");
-            report.unsupported(&at, prometheus);
-            if prometheus.query.trim().is_empty() {
-                report.required(format!("{at}.query"), "write the PromQL query to run");
-            }
-            for name in placeholders(&prometheus.query) {
-                if !declared_args.contains(name) {
-                    report.invalid(
-                        format!("{at}.query"),
-                        format!(
-                            "uses {{{{args.{name}}}}} but spec.args declares no argument {name:?}"
-                        ),
-                    );
-                }
-            }
-            if let Some(range) = &prometheus.range_query {
-                let range_at = format!("{at}.rangeQuery");
-                report.unsupported(&range_at, range);
-                for (field, text) in [
-                    ("start", &range.start),
-                    ("end", &range.end),
-                    ("step", &range.step),
-                ] {
-                    for name in placeholders(text) {
-                        if !declared_args.contains(name) {
-                            report.invalid(
-                                format!("{range_at}.{field}"),
-                                format!("uses {{{{args.{name}}}}} but spec.args declares no argument {name:?}"),
-                            );
-                        }
-                    }
-                    // An argument stands for a duration here; the filled text is read again
-                    // when the query is sent.
-                    let text = placeholders_as(text, "1m");
-                    let read = if field == "step" {
-                        duration::parse(&text).map(drop).map_err(|e| e.to_string())
-                    } else {
-                        duration::parse_relative_time(&text).map(drop)
-                    };
-                    if let Err(why) = read {
-                        report.invalid(format!("{range_at}.{field}"), why);
-                    }
-                }
-            }
-            if let Some(address) = &prometheus.address {
-                for name in placeholders(address) {
-                    if !declared_args.contains(name) {
-                        report.invalid(
-                            format!("{at}.address"),
-                            format!("uses {{{{args.{name}}}}} but spec.args declares no argument {name:?}"),
-                        );
-                    }
-                }
-            }
-            if let Some(address) = &prometheus.address
-                && !["{{", "http://", "https://"]
-                    .iter()
-                    .any(|start| address.starts_with(start))
-            {
-                report.invalid(
-                    format!("{at}.address"),
-                    format!("{address:?} must start with http:// or https://"),
-                );
-            }
-            match prometheus.timeout {
-                Some(t) if t < 1 => {
-                    report.invalid(format!("{at}.timeout"), "must be at least 1 second")
-                }
-                Some(t) if t > MAX_QUERY_TIMEOUT_SECONDS => report.invalid(
-                    format!("{at}.timeout"),
-                    format!(
-                        "is {t} seconds; at most {MAX_QUERY_TIMEOUT_SECONDS} are accepted: a query that slow holds a reconcile and a place among the queries to its Prometheus (make the query cheaper, e.g. a recording rule)"
-                    ),
-                ),
-                _ => {}
-            }
-            for (index, header) in prometheus.headers.iter().enumerate() {
-                report.unsupported(&format!("{at}.headers[{index}]"), header);
-                if !is_header_name(&header.key) {
-                    report.invalid(
-                        format!("{at}.headers[{index}].key"),
-                        format!("{:?} is not an HTTP header name", header.key),
-                    );
-                }
-            }
-            if let Some(auth) = &prometheus.authentication {
-                let auth_at = format!("{at}.authentication");
-                report.unsupported(&auth_at, auth);
-                let ways = [
-                    auth.bearer_token.is_some(),
-                    auth.basic_auth.is_some(),
-                    auth.oauth2.is_some(),
-                ];
-                match ways.iter().filter(|w| **w).count() {
-                    0 if auth.unsupported.is_empty() => report.required(
-                        &auth_at,
-                        "set bearerToken, basicAuth or oauth2, or remove authentication",
-                    ),
-                    0 | 1 => {}
-                    _ => report.invalid(
-                        &auth_at,
-                        "takes one of bearerToken, basicAuth or oauth2, not several",
-                    ),
-                }
-                if let Some(oauth2) = &auth.oauth2 {
-                    let at = format!("{auth_at}.oauth2");
-                    report.unsupported(&at, oauth2);
-                    let url = &oauth2.token_url;
-                    if !["{{", "http://", "https://"]
-                        .iter()
-                        .any(|start| url.starts_with(start))
-                    {
-                        report.invalid(
-                            format!("{at}.tokenUrl"),
-                            format!("{url:?} must start with http:// or https://"),
-                        );
-                    }
-                    let scopes = oauth2.scopes.iter().map(|s| ("scopes", s.as_str()));
-                    let fields = [
-                        ("tokenUrl", url.as_str()),
-                        ("clientId", oauth2.client_id.as_str()),
-                        ("clientSecret", oauth2.client_secret.as_str()),
-                    ];
-                    for (field, text) in fields.into_iter().chain(scopes) {
-                        if text.trim().is_empty() && field != "scopes" {
-                            report.required(format!("{at}.{field}"), "an OAuth2 client needs it");
-                        }
-                        for name in placeholders(text) {
-                            if !declared_args.contains(name) {
-                                report.invalid(
-                                    format!("{at}.{field}"),
-                                    format!("uses {{{{args.{name}}}}} but spec.args declares no argument {name:?}"),
-                                );
-                            }
-                        }
-                    }
-                }
-                if let Some(token) = &auth.bearer_token {
-                    report.unsupported(&format!("{auth_at}.bearerToken"), token);
-                    check_name(
-                        report,
-                        &format!("{auth_at}.bearerToken.name"),
-                        &token.name,
-                        NameRule::Dns1123Subdomain,
-                    );
-                    if token.key.is_empty() {
-                        report.required(
-                            format!("{auth_at}.bearerToken.key"),
-                            "name the key that holds the token",
-                        );
-                    }
-                }
-                if let Some(basic) = &auth.basic_auth {
-                    let at = format!("{auth_at}.basicAuth");
-                    report.unsupported(&at, basic);
-                    check_basic_auth(report, &at, basic, declared_args);
-                }
-            }
-        }
-        None if metric.provider.web.is_some() || metric.provider.job.is_some() => {}
+        Some(prometheus) => check_prometheus(
+            report,
+            &format!("{at}.provider.prometheus"),
+            "query",
+            prometheus,
+            declared_args,
+        ),
+        None if metric.provider.web.is_some()
+            || metric.provider.job.is_some()
+            || metric.provider.judge.is_some() => {}
         None if metric.provider.unsupported.is_empty() => {
             report.required(
                 format!("{at}.provider"),
-                "a metric needs a provider; weir has prometheus, web and job",
+                "a metric needs a provider; weir has prometheus, web, job and judge",
             );
         }
         None => {}
@@ -660,11 +514,29 @@ fn check_metric(report: &mut Report, at: &str, metric: &Metric, declared_args: &
         metric.provider.prometheus.is_some(),
         metric.provider.web.is_some(),
         metric.provider.job.is_some(),
+        metric.provider.judge.is_some(),
     ];
     if providers.iter().filter(|p| **p).count() > 1 {
         report.invalid(
             format!("{at}.provider"),
-            "takes exactly one provider: prometheus, web or job",
+            "takes exactly one provider: prometheus, web, job or judge",
+        );
+    }
+    if let Some(judge) = &metric.provider.judge {
+        if metric.success_condition.is_some()
+            || metric.failure_condition.is_some()
+            || metric.threshold_range.is_some()
+        {
+            report.invalid(
+                format!("{at}.successCondition"),
+                "a judge metric reaches its own verdict (the canary against the baseline, within tolerance and alpha); remove successCondition, failureCondition and thresholdRange",
+            );
+        }
+        check_judge(
+            report,
+            &format!("{at}.provider.judge"),
+            judge,
+            declared_args,
         );
     }
     if let Some(web) = &metric.provider.web {
@@ -681,6 +553,245 @@ fn check_metric(report: &mut Report, at: &str, metric: &Metric, declared_args: &
             );
         }
         check_job(report, &format!("{at}.provider.job"), job, declared_args);
+    }
+}
+
+/// A Prometheus query's settings: its text (in `query_field`), range, address, timeout,
+/// headers and credentials. Shared by `provider.prometheus` and each query of
+/// `provider.judge`.
+fn check_prometheus(
+    report: &mut Report,
+    at: &str,
+    query_field: &str,
+    prometheus: &PrometheusMetric,
+    declared_args: &BTreeSet<&str>,
+) {
+    report.unsupported(at, prometheus);
+    if prometheus.query.trim().is_empty() {
+        report.required(
+            format!("{at}.{query_field}"),
+            "write the PromQL query to run",
+        );
+    }
+    for name in placeholders(&prometheus.query) {
+        if !declared_args.contains(name) {
+            report.invalid(
+                format!("{at}.{query_field}"),
+                format!("uses {{{{args.{name}}}}} but spec.args declares no argument {name:?}"),
+            );
+        }
+    }
+    if let Some(range) = &prometheus.range_query {
+        let range_at = format!("{at}.rangeQuery");
+        report.unsupported(&range_at, range);
+        for (field, text) in [
+            ("start", &range.start),
+            ("end", &range.end),
+            ("step", &range.step),
+        ] {
+            for name in placeholders(text) {
+                if !declared_args.contains(name) {
+                    report.invalid(
+                        format!("{range_at}.{field}"),
+                        format!(
+                            "uses {{{{args.{name}}}}} but spec.args declares no argument {name:?}"
+                        ),
+                    );
+                }
+            }
+            // An argument stands for a duration here; the filled text is read again
+            // when the query is sent.
+            let text = placeholders_as(text, "1m");
+            let read = if field == "step" {
+                duration::parse(&text).map(drop).map_err(|e| e.to_string())
+            } else {
+                duration::parse_relative_time(&text).map(drop)
+            };
+            if let Err(why) = read {
+                report.invalid(format!("{range_at}.{field}"), why);
+            }
+        }
+    }
+    if let Some(address) = &prometheus.address {
+        for name in placeholders(address) {
+            if !declared_args.contains(name) {
+                report.invalid(
+                    format!("{at}.address"),
+                    format!("uses {{{{args.{name}}}}} but spec.args declares no argument {name:?}"),
+                );
+            }
+        }
+    }
+    if let Some(address) = &prometheus.address
+        && !["{{", "http://", "https://"]
+            .iter()
+            .any(|start| address.starts_with(start))
+    {
+        report.invalid(
+            format!("{at}.address"),
+            format!("{address:?} must start with http:// or https://"),
+        );
+    }
+    match prometheus.timeout {
+        Some(t) if t < 1 => {
+            report.invalid(format!("{at}.timeout"), "must be at least 1 second")
+        }
+        Some(t) if t > MAX_QUERY_TIMEOUT_SECONDS => report.invalid(
+            format!("{at}.timeout"),
+            format!(
+                "is {t} seconds; at most {MAX_QUERY_TIMEOUT_SECONDS} are accepted: a query that slow holds a reconcile and a place among the queries to its Prometheus (make the query cheaper, e.g. a recording rule)"
+            ),
+        ),
+        _ => {}
+    }
+    for (index, header) in prometheus.headers.iter().enumerate() {
+        report.unsupported(&format!("{at}.headers[{index}]"), header);
+        if !is_header_name(&header.key) {
+            report.invalid(
+                format!("{at}.headers[{index}].key"),
+                format!("{:?} is not an HTTP header name", header.key),
+            );
+        }
+    }
+    if let Some(auth) = &prometheus.authentication {
+        let auth_at = format!("{at}.authentication");
+        report.unsupported(&auth_at, auth);
+        let ways = [
+            auth.bearer_token.is_some(),
+            auth.basic_auth.is_some(),
+            auth.oauth2.is_some(),
+        ];
+        match ways.iter().filter(|w| **w).count() {
+            0 if auth.unsupported.is_empty() => report.required(
+                &auth_at,
+                "set bearerToken, basicAuth or oauth2, or remove authentication",
+            ),
+            0 | 1 => {}
+            _ => report.invalid(
+                &auth_at,
+                "takes one of bearerToken, basicAuth or oauth2, not several",
+            ),
+        }
+        if let Some(oauth2) = &auth.oauth2 {
+            let at = format!("{auth_at}.oauth2");
+            report.unsupported(&at, oauth2);
+            let url = &oauth2.token_url;
+            if !["{{", "http://", "https://"]
+                .iter()
+                .any(|start| url.starts_with(start))
+            {
+                report.invalid(
+                    format!("{at}.tokenUrl"),
+                    format!("{url:?} must start with http:// or https://"),
+                );
+            }
+            let scopes = oauth2.scopes.iter().map(|s| ("scopes", s.as_str()));
+            let fields = [
+                ("tokenUrl", url.as_str()),
+                ("clientId", oauth2.client_id.as_str()),
+                ("clientSecret", oauth2.client_secret.as_str()),
+            ];
+            for (field, text) in fields.into_iter().chain(scopes) {
+                if text.trim().is_empty() && field != "scopes" {
+                    report.required(format!("{at}.{field}"), "an OAuth2 client needs it");
+                }
+                for name in placeholders(text) {
+                    if !declared_args.contains(name) {
+                        report.invalid(
+                            format!("{at}.{field}"),
+                            format!("uses {{{{args.{name}}}}} but spec.args declares no argument {name:?}"),
+                        );
+                    }
+                }
+            }
+        }
+        if let Some(token) = &auth.bearer_token {
+            report.unsupported(&format!("{auth_at}.bearerToken"), token);
+            check_name(
+                report,
+                &format!("{auth_at}.bearerToken.name"),
+                &token.name,
+                NameRule::Dns1123Subdomain,
+            );
+            if token.key.is_empty() {
+                report.required(
+                    format!("{auth_at}.bearerToken.key"),
+                    "name the key that holds the token",
+                );
+            }
+        }
+        if let Some(basic) = &auth.basic_auth {
+            let at = format!("{auth_at}.basicAuth");
+            report.unsupported(&at, basic);
+            check_basic_auth(report, &at, basic, declared_args);
+        }
+    }
+}
+
+/// weir's judge: its queries as Prometheus queries with the judge's address and
+/// credentials, totals both or neither, and figures a test can use.
+fn check_judge(report: &mut Report, at: &str, judge: &JudgeMetric, declared_args: &BTreeSet<&str>) {
+    report.unsupported(at, judge);
+    for (field, query) in judge.queries() {
+        check_prometheus(report, at, field, &judge.prometheus(query), declared_args);
+    }
+    // The connection's settings are checked with each query; `finish` keeps one report each.
+    if judge.baseline_total.is_some() != judge.canary_total.is_some() {
+        let missing = if judge.baseline_total.is_none() {
+            "baselineTotal"
+        } else {
+            "canaryTotal"
+        };
+        report.required(
+            format!("{at}.{missing}"),
+            "counts need both totals (the requests of each version), or neither for samples",
+        );
+    }
+    if let Some(tolerance) = judge.tolerance {
+        let most = match judge.direction {
+            JudgeDirection::Increase => 10.0,
+            JudgeDirection::Decrease => 0.99,
+        };
+        if !(tolerance > 0.0 && tolerance <= most) {
+            report.invalid(
+                format!("{at}.tolerance"),
+                format!(
+                    "is {tolerance}; a relative change between 0 and {most} (0.1 is 10%) is what the judge can tell"
+                ),
+            );
+        }
+    }
+    if let Some(alpha) = judge.alpha
+        && !(alpha > 0.0 && alpha <= 0.5)
+    {
+        report.invalid(
+            format!("{at}.alpha"),
+            format!("is {alpha}; a false-alarm probability between 0 and 0.5 (0.05 is usual)"),
+        );
+    }
+    match judge.samples {
+        Some(samples) if samples < 2 => report.invalid(
+            format!("{at}.samples"),
+            format!("is {samples}; at least 2 are needed to tell noise from a difference"),
+        ),
+        Some(samples) if samples > crate::verdict::MAX_SAMPLES as i64 => report.invalid(
+            format!("{at}.samples"),
+            format!(
+                "is {samples}; at most {} samples a side are read",
+                crate::verdict::MAX_SAMPLES
+            ),
+        ),
+        _ => {}
+    }
+    if let Some(step) = judge.step.as_deref().filter(|t| !is_placeholder(t)) {
+        match duration::parse(step) {
+            Err(error) => report.invalid(format!("{at}.step"), error.to_string()),
+            Ok(step) if step < std::time::Duration::from_secs(1) => report.invalid(
+                format!("{at}.step"),
+                "must be at least 1s: Prometheus holds nothing finer than its scrape interval",
+            ),
+            Ok(_) => {}
+        }
     }
 }
 

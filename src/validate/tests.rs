@@ -899,6 +899,49 @@ fn job_metrics_take_argos_fields_and_are_checked_field_by_field() {
 }
 
 #[test]
+fn judge_metrics_are_checked_field_by_field_as_prometheus_queries_and_settings() {
+    // As the README writes one: defaults left out, weir's own hash arguments declared.
+    let spec = template_from(json!({
+        "args": [{"name": "baseline-hash"}, {"name": "canary-hash"}],
+        "metrics": [{"name": "latency", "interval": "10s", "count": 30,
+            "provider": {"judge": {
+                "baseline": "mean_latency{hash=\"{{args.baseline-hash}}\"}",
+                "canary": "mean_latency{hash=\"{{args.canary-hash}}\"}"}}}]
+    }));
+    assert_only(analysis_template(&spec), &[]);
+    let spec = template_from(json!({
+        "metrics": [
+            {"name": "a", "successCondition": "result[0] < 1",
+             "provider": {"judge": {"baseline": "x{h=\"{{args.nope}}\"}", "canary": " ",
+                "address": "prometheus:9090", "timeout": 900,
+                "baselineTotal": "requests", "tolerance": 0, "alpha": 0.9,
+                "samples": 1, "step": "100ms"}}},
+            {"name": "b", "provider": {"judge": {"baseline": "x", "canary": "y",
+                "direction": "decrease", "tolerance": 1.0, "samples": 20000},
+                "prometheus": {"query": "up"}}}
+        ]
+    }));
+    assert_only(
+        analysis_template(&spec),
+        &[
+            (Required, "spec.metrics[0].provider.judge.canary"),
+            (Required, "spec.metrics[0].provider.judge.canaryTotal"),
+            (Invalid, "spec.metrics[0].provider.judge.address"),
+            (Invalid, "spec.metrics[0].provider.judge.alpha"),
+            (Invalid, "spec.metrics[0].provider.judge.baseline"),
+            (Invalid, "spec.metrics[0].provider.judge.samples"),
+            (Invalid, "spec.metrics[0].provider.judge.step"),
+            (Invalid, "spec.metrics[0].provider.judge.timeout"),
+            (Invalid, "spec.metrics[0].provider.judge.tolerance"),
+            (Invalid, "spec.metrics[0].successCondition"),
+            (Invalid, "spec.metrics[1].provider"),
+            (Invalid, "spec.metrics[1].provider.judge.samples"),
+            (Invalid, "spec.metrics[1].provider.judge.tolerance"),
+        ],
+    );
+}
+
+#[test]
 fn arguments_fill_conditions_and_addresses_as_argo_fills_them() {
     let spec = template_from(json!({
         "args": [{"name": "min"}, {"name": "prometheus"}],

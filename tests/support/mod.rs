@@ -718,11 +718,17 @@ impl Drop for Simulator {
 
 /// The simulated data plane for the namespace, scraped by the shared Prometheus.
 pub async fn simulator(ns: &TestNamespace) -> (Simulator, ScrapeTarget) {
+    simulator_with(ns, &[]).await
+}
+
+/// The same, with more of `weir-sim traffic`'s flags (`--seed 7`).
+pub async fn simulator_with(ns: &TestNamespace, flags: &[&str]) -> (Simulator, ScrapeTarget) {
     let port = free_port();
     let simulator = Simulator(
         std::process::Command::new(env!("CARGO_BIN_EXE_weir-sim"))
             .args(["traffic", "--namespace", &ns.name, "--rps", "200"])
             .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(flags)
             .env("KUBECONFIG", kubeconfig_path())
             .stderr(std::process::Stdio::null())
             .spawn()

@@ -42,6 +42,7 @@ fn measurement(phase: AnalysisPhase, finished: i64) -> Measurement {
         value: Some("[1]".into()),
         query: Some("up".into()),
         message: Some(format!("{phase:?} at {finished}")),
+        metadata: Default::default(),
         started_at: to_k8s(at(finished)),
         finished_at: Some(to_k8s(at(finished))),
     }

@@ -146,6 +146,64 @@ fn latency_twenty_percent_worse_fails_and_the_same_latency_does_not() {
     assert!((slow_judged.effect - 1.2).abs() < 0.02, "{slow_judged:?}");
 }
 
+/// One pair of versions with the same latency distribution (uniform from half to one and a
+/// half times 100 ms: a spread far wider than means of many requests have), looked at after
+/// every sample from the first: whether the means test ever failed the canary.
+fn means_false_alarm(rng: &mut StdRng, s: &Settings, looks: u64) -> bool {
+    let (mut baseline, mut canary) = (Moments::default(), Moments::default());
+    (0..looks).any(|_| {
+        baseline.add(100.0 * (0.5 + rng.r#gen::<f64>()));
+        canary.add(100.0 * (0.5 + rng.r#gen::<f64>()));
+        means(&baseline, &canary, s).verdict == Verdict::Failed
+    })
+}
+
+#[test]
+fn equal_latencies_looked_at_from_the_first_sample_are_failed_within_alpha() {
+    // The hardest case: tolerance 0, so equal versions sit on the null's edge. 400 pairs,
+    // each looked at 300 times from its first sample, at most alpha of them failed. The
+    // seed is fixed, so this is one exact count (10), not a chance: a test failing from
+    // its second sample, with the variance guessed from two, counted 28.
+    let s = Settings {
+        enough: 1_000_000,
+        ..settings(0.0)
+    };
+    let mut rng = StdRng::seed_from_u64(11);
+    let alarms = (0..400)
+        .filter(|_| means_false_alarm(&mut rng, &s, 300))
+        .count();
+    assert!(alarms <= 20, "{alarms} of 400 false alarms");
+    // With the tolerance the judge uses by default, hardly ever.
+    let s = Settings {
+        enough: 1_000_000,
+        ..settings(0.1)
+    };
+    let alarms = (0..400)
+        .filter(|_| means_false_alarm(&mut rng, &s, 300))
+        .count();
+    assert!(
+        alarms <= 4,
+        "{alarms} of 400 false alarms at a 10% tolerance"
+    );
+}
+
+#[test]
+fn a_means_test_waits_for_five_samples_a_side_before_it_fails() {
+    let s = settings(0.1);
+    let (mut baseline, mut canary) = (Moments::default(), Moments::default());
+    for n in 1..=MIN_SAMPLES_TO_FAIL {
+        baseline.add(100.0 + n as f64);
+        canary.add(300.0 + n as f64);
+        let judged = means(&baseline, &canary, &s);
+        let expected = if n < MIN_SAMPLES_TO_FAIL {
+            Verdict::Inconclusive
+        } else {
+            Verdict::Failed
+        };
+        assert_eq!(judged.verdict, expected, "after {n}: {judged:?}");
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(1000))]
 

@@ -223,6 +223,7 @@ fn analysis_charts(runs: &[&AnalysisRun]) -> Vec<(String, Chart)> {
                             .and_then(threshold::from_condition)
                             .map(|(value, label)| (value, format!("fails {label}")))
                     })
+                    .or_else(|| m.provider.judge.as_ref().map(threshold::of_judge))
             });
             let mut points = Vec::new();
             let mut failing = Vec::new();

@@ -1,0 +1,216 @@
+use super::*;
+
+use chrono::TimeZone;
+
+fn judge(method: JudgeMethod) -> JudgeMetric {
+    JudgeMetric {
+        baseline: "latency{hash=\"{{args.baseline-hash}}\"}".into(),
+        canary: "latency{hash=\"{{args.canary-hash}}\"}".into(),
+        method,
+        samples: Some(10),
+        ..JudgeMetric::default()
+    }
+}
+
+fn counts_judge() -> JudgeMetric {
+    JudgeMetric {
+        baseline_total: Some("requests{hash=\"{{args.baseline-hash}}\"}".into()),
+        canary_total: Some("requests{hash=\"{{args.canary-hash}}\"}".into()),
+        samples: Some(1000),
+        ..judge(JudgeMethod::Sequential)
+    }
+}
+
+/// `n` values spread evenly around `mean` (from 0.9 to 1.1 times it), as the means of
+/// many requests are.
+fn spread(mean: f64, n: usize) -> QueryValue {
+    QueryValue::Vector(
+        (0..n)
+            .map(|i| mean * (0.9 + 0.2 * ((i as f64 * 0.618_033_988_749_895).fract())))
+            .collect(),
+    )
+}
+
+fn phase_of(taken: &Taken) -> AnalysisPhase {
+    match taken {
+        Taken::Weighed { phase, .. } => *phase,
+        other => panic!("the judge weighs, not {other:?}"),
+    }
+}
+
+#[test]
+fn a_canary_twenty_percent_slower_fails_and_an_equal_one_passes_by_either_method() {
+    for method in [JudgeMethod::Sequential, JudgeMethod::MannWhitney] {
+        let judge = judge(method);
+        let slower = Answers {
+            baseline: spread(0.1, 30),
+            canary: spread(0.12, 30),
+            totals: None,
+        };
+        let judged = decide(&judge, &slower).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(judged.verdict, Verdict::Failed, "{method:?}: {judged:?}");
+        assert!((judged.effect - 1.2).abs() < 0.02, "{judged:?}");
+        let equal = Answers {
+            canary: spread(0.1, 30),
+            ..slower
+        };
+        let judged = decide(&judge, &equal).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            judged.verdict,
+            Verdict::Successful,
+            "{method:?}: {judged:?}"
+        );
+    }
+}
+
+#[test]
+fn too_few_samples_are_no_verdict_yet_and_recorded_as_running() {
+    let judge = judge(JudgeMethod::Sequential);
+    let early = Answers {
+        baseline: spread(0.1, 4),
+        canary: spread(0.1, 4),
+        totals: None,
+    };
+    let judged = decide(&judge, &early).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(judged.verdict, Verdict::Inconclusive);
+    let taken = measurement(&judge, &judged);
+    assert_eq!(phase_of(&taken), AnalysisPhase::Running);
+    let Taken::Weighed { message, .. } = taken else {
+        unreachable!()
+    };
+    assert!(message.starts_with("no verdict yet"), "{message}");
+}
+
+#[test]
+fn counts_compare_error_rates_over_their_totals() {
+    let judge = counts_judge();
+    let answers = |canary_errors: f64| Answers {
+        baseline: QueryValue::Vector(vec![40.0, 10.0]),
+        canary: QueryValue::Scalar(canary_errors),
+        totals: Some((QueryValue::Scalar(5000.0), QueryValue::Vector(vec![5000.0]))),
+    };
+    let worse = decide(&judge, &answers(150.0)).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(worse.verdict, Verdict::Failed, "{worse:?}");
+    assert_eq!((worse.baseline_samples, worse.canary_samples), (5000, 5000));
+    assert!((worse.effect - 3.0).abs() < 1e-9, "{worse:?}");
+    let same = decide(&judge, &answers(50.0)).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(same.verdict, Verdict::Successful, "{same:?}");
+}
+
+#[test]
+fn a_count_that_is_not_a_count_is_an_error_naming_the_query() {
+    let judge = counts_judge();
+    let negative = Answers {
+        baseline: QueryValue::Scalar(-1.0),
+        canary: QueryValue::Scalar(1.0),
+        totals: Some((QueryValue::Scalar(10.0), QueryValue::Scalar(10.0))),
+    };
+    let why = decide(&judge, &negative).expect_err("a negative count");
+    assert!(why.starts_with("baseline answered -1"), "{why}");
+    let more_than_total = Answers {
+        baseline: QueryValue::Scalar(1.0),
+        canary: QueryValue::Scalar(11.0),
+        totals: Some((QueryValue::Scalar(10.0), QueryValue::Scalar(10.0))),
+    };
+    let why = decide(&judge, &more_than_total).expect_err("more events than requests");
+    assert!(why.starts_with("canary counted 11 events of 10"), "{why}");
+    let nan = Answers {
+        baseline: QueryValue::Scalar(1.0),
+        canary: QueryValue::Scalar(1.0),
+        totals: Some((QueryValue::Scalar(f64::NAN), QueryValue::Scalar(10.0))),
+    };
+    let why = decide(&judge, &nan).expect_err("NaN is no count");
+    assert!(why.starts_with("baselineTotal answered NaN"), "{why}");
+}
+
+#[test]
+fn the_measurement_records_the_figures_the_verdict_rests_on() {
+    let judge = JudgeMetric {
+        tolerance: Some(0.05),
+        ..judge(JudgeMethod::Sequential)
+    };
+    let answers = Answers {
+        baseline: spread(0.1, 30),
+        canary: spread(0.12, 30),
+        totals: None,
+    };
+    let judged = decide(&judge, &answers).unwrap_or_else(|e| panic!("{e}"));
+    let Taken::Weighed {
+        phase,
+        message,
+        value,
+        metadata,
+    } = measurement(&judge, &judged)
+    else {
+        panic!("the judge weighs")
+    };
+    assert_eq!(phase, AnalysisPhase::Failed);
+    assert_eq!(value, format!("{:.3}", judged.effect));
+    assert!(
+        message.starts_with("the canary's value is 1.2"),
+        "{message}"
+    );
+    assert!(message.contains("tolerance (5%)"), "{message}");
+    assert!(
+        message.contains("30 canary and 30 baseline samples"),
+        "{message}"
+    );
+    let keys: Vec<&str> = metadata.keys().map(String::as_str).collect();
+    assert_eq!(
+        keys,
+        [
+            "baselineSamples",
+            "canarySamples",
+            "effect",
+            "method",
+            "pValue",
+            "statistic"
+        ]
+    );
+    assert_eq!(metadata["method"], "sequential means");
+    assert_eq!(metadata["canarySamples"], "30");
+    let p: f64 = metadata["pValue"].parse().unwrap_or(1.0);
+    assert!(p < 0.05, "{metadata:?}");
+}
+
+#[test]
+fn decrease_is_bad_when_the_judge_says_so() {
+    let judge = JudgeMetric {
+        direction: JudgeDirection::Decrease,
+        ..judge(JudgeMethod::MannWhitney)
+    };
+    let slower = Answers {
+        baseline: spread(0.1, 30),
+        canary: spread(0.12, 30),
+        totals: None,
+    };
+    // Higher is no harm when lower is what is bad.
+    let judged = decide(&judge, &slower).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(judged.verdict, Verdict::Successful, "{judged:?}");
+    let lower = Answers {
+        baseline: spread(0.12, 30),
+        canary: spread(0.1, 30),
+        totals: None,
+    };
+    let judged = decide(&judge, &lower).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(judged.verdict, Verdict::Failed, "{judged:?}");
+}
+
+#[test]
+fn samples_are_read_from_the_runs_start_after_its_initial_delay() {
+    let started = Utc.with_ymd_and_hms(2026, 12, 5, 10, 0, 0).unwrap();
+    let now = started + chrono::Duration::seconds(95);
+    let span = sample_span(started, Duration::from_secs(30), now, "10s").expect("a span");
+    assert_eq!(span.start, "now() - duration(\"65s\")");
+    assert_eq!(span.end, "now()");
+    assert_eq!(span.step, "10s");
+    // What the Prometheus provider makes of it: the same 65 seconds.
+    let read = crate::analysis::prometheus::span(&span, &BTreeMap::new(), 1_000)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!((read.start, read.end, read.step), (935, 1_000, 10.0));
+    // Still within the delay: nothing to read yet.
+    assert_eq!(
+        sample_span(started, Duration::from_secs(120), now, "10s"),
+        None
+    );
+}
