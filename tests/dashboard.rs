@@ -215,7 +215,10 @@ async fn the_dashboard_shows_a_release_live_and_its_buttons_steer_it() {
     assert!(before >= 1, "the weight chart has the canary's 20%");
     screenshot(&browser, "rollout-paused").await;
 
-    // Promote, confirmed: the canary goes on to 40%.
+    // Promote, confirmed: the canary goes on to 40%. The chart is timed to the second (as
+    // Events are), so the clock turns first: a step taken within the second of the last
+    // point would take that point's place instead of adding one.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
     click(&browser, "button[value='promote']").await;
     let asked = eventually("the confirmation page", LIMIT, || async {
         // Empty while the browser is between the two pages.
@@ -261,9 +264,8 @@ async fn the_dashboard_shows_a_release_live_and_its_buttons_steer_it() {
             .then_some(now.max(shown))
     })
     .await;
-    // The next step, taken with `kubectl weir promote` while the page stays open. Events, and
-    // so the chart, are timed to the second: a step taken within the second of the last
-    // point would take that point's place instead of adding one, so the clock turns first.
+    // The next step, taken with `kubectl weir promote` while the page stays open, once the
+    // clock has turned (as above).
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
     let promoted = Command::new(env!("CARGO_BIN_EXE_kubectl-weir"))
         .args(["promote", "web", "-n", &ns.name])
