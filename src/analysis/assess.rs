@@ -349,10 +349,12 @@ pub fn metric_phase(
             Some("stopped before any measurement".into()),
         )
     } else {
-        (
-            AnalysisPhase::Inconclusive,
-            Some(format!("{tally}: {}", last_of(AnalysisPhase::Inconclusive))),
-        )
+        // Looks with no verdict yet (a judge's, recorded Running) say why in the last one.
+        let why = match last_of(AnalysisPhase::Inconclusive) {
+            message if message.is_empty() => last.to_owned(),
+            message => message,
+        };
+        (AnalysisPhase::Inconclusive, Some(format!("{tally}: {why}")))
     }
 }
 

@@ -96,6 +96,7 @@ async fn clean_up(rollout: &Rollout, ctx: &Context, term: &Term) -> Result<Reque
     }
     ctx.written.forget(rollout);
     let namespace = rollout.namespace().unwrap_or_default();
+    ctx.metrics.forget_rollout(&namespace, &rollout.name_any());
     let hash = template_hash::of(&rollout.spec.template);
     // A route the Rollout may not touch (refused) is not touched on the way out either; its
     // other routers are.

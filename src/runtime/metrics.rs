@@ -243,6 +243,23 @@ impl Metrics {
             .set(i64::from(status.canary_weight.unwrap_or(0)));
     }
 
+    /// A deleted Rollout's series go with it.
+    pub fn forget_rollout(&self, namespace: &str, rollout: &str) {
+        for phase in PHASES {
+            self.phase.remove(&PhaseLabels {
+                namespace: namespace.into(),
+                rollout: rollout.into(),
+                phase: phase_name(phase).into(),
+            });
+        }
+        let labels = RolloutLabels {
+            namespace: namespace.into(),
+            rollout: rollout.into(),
+        };
+        self.step.remove(&labels);
+        self.canary_weight.remove(&labels);
+    }
+
     pub fn observe_reconcile(&self, took: Duration, error_category: Option<&str>) {
         self.reconcile_duration.observe(took.as_secs_f64());
         if let Some(category) = error_category {
@@ -382,6 +399,16 @@ mod tests {
         ] {
             assert!(text.lines().any(|l| l == line), "missing {line} in\n{text}");
         }
+        // A deleted Rollout's series go; another's stay.
+        metrics.observe_rollout("shop", "cart", &status);
+        metrics.forget_rollout("shop", "web");
+        let text = metrics.encode().expect("encodes");
+        assert!(!text.contains(r#"rollout="web""#), "{text}");
+        assert!(
+            text.lines()
+                .any(|l| l == r#"weir_rollout_step{namespace="shop",rollout="cart"} 3"#),
+            "{text}"
+        );
     }
 
     #[test]

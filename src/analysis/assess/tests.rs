@@ -567,3 +567,21 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn looks_with_no_verdict_yet_end_inconclusive_saying_why() {
+    use AnalysisPhase::*;
+    // A judge records each look before it has seen enough as Running: the metric ends
+    // Inconclusive, never Successful, and says what the last look said.
+    let three = schedule(json!({"interval": "10s", "count": 3}));
+    let status = recorded(&three, &[Running, Running, Running]);
+    let result = &status.metric_results[0];
+    assert_eq!(result.phase, Inconclusive);
+    assert_eq!(result.count, 3);
+    assert_eq!(
+        result.message.as_deref(),
+        Some("no measurement succeeded (0 failed, 0 inconclusive, 0 errored): Running at 2")
+    );
+    // Two looks in, it is still running.
+    assert_eq!(phase_after(&three, &[Running, Running]), Running);
+}

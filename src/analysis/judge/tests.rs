@@ -214,3 +214,54 @@ fn samples_are_read_from_the_runs_start_after_its_initial_delay() {
         None
     );
 }
+
+/// The local cluster's judge test in miniature: each version answers 500 requests every
+/// 5 s (50% of 200 a second), each latency uniform from half to one and a half times its
+/// mean, as `weir-sim traffic --seed` draws them; a sample is one window's mean. The judge
+/// as `tests/judge.rs` writes it (defaults but 6 samples) looks after every window, 12
+/// times, each look seeing every window so far. The look at which it failed, if it did.
+fn cluster_run(seed: u64, canary_mean: f64) -> Option<usize> {
+    use rand::rngs::StdRng;
+    use rand::{Rng, SeedableRng};
+    let mut rng = StdRng::seed_from_u64(seed);
+    let judge = JudgeMetric {
+        samples: Some(6),
+        ..judge(JudgeMethod::Sequential)
+    };
+    let mut window = |mean: f64| {
+        (0..500)
+            .map(|_| mean * (0.5 + rng.r#gen::<f64>()))
+            .sum::<f64>()
+            / 500.0
+    };
+    let (mut baseline, mut canary) = (Vec::new(), Vec::new());
+    (1..=12).find(|_| {
+        baseline.push(window(0.1));
+        canary.push(window(canary_mean));
+        let answers = Answers {
+            baseline: QueryValue::Vector(baseline.clone()),
+            canary: QueryValue::Vector(canary.clone()),
+            totals: None,
+        };
+        decide(&judge, &answers).is_ok_and(|j| j.verdict == Verdict::Failed)
+    })
+}
+
+#[test]
+fn over_twenty_seeds_an_equal_canary_is_not_failed_and_a_slower_one_always_is() {
+    let false_alarms = (0..20)
+        .filter(|seed| cluster_run(*seed, 0.1).is_some())
+        .count();
+    assert!(
+        false_alarms <= 1,
+        "{false_alarms} of 20 equal canaries failed"
+    );
+    let caught: Vec<Option<usize>> = (0..20).map(|seed| cluster_run(seed, 0.12)).collect();
+    // Never before five samples a side; always within the window.
+    assert!(
+        caught
+            .iter()
+            .all(|look| look.is_some_and(|l| (5..=12).contains(&l))),
+        "{caught:?}"
+    );
+}
