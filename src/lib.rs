@@ -7,6 +7,7 @@ pub mod cli;
 pub mod conditions;
 pub mod crd_files;
 pub mod duration;
+pub mod experiment;
 pub mod gitops;
 pub mod judge;
 pub mod notify;

@@ -1,0 +1,327 @@
+use super::*;
+
+use chrono::TimeZone;
+use proptest::prelude::*;
+
+fn t0() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 12, 5, 10, 0, 0)
+        .single()
+        .unwrap_or_default()
+}
+
+fn at(seconds: i64) -> DateTime<Utc> {
+    t0() + chrono::Duration::seconds(seconds)
+}
+
+/// Argo's baseline-versus-canary experiment: one pod each, an hour, one analysis.
+fn baseline_and_canary(duration: Option<u64>) -> Spec {
+    Spec {
+        templates: vec![
+            Template {
+                name: "baseline".into(),
+                replicas: 1,
+            },
+            Template {
+                name: "canary".into(),
+                replicas: 1,
+            },
+        ],
+        analyses: vec![Analysis {
+            name: "judge".into(),
+            required_for_completion: duration.is_none(),
+        }],
+        duration: duration.map(Duration::from_secs),
+        progress_deadline: Duration::from_secs(600),
+        scale_down_delay: Duration::from_secs(30),
+        terminate: false,
+    }
+}
+
+fn with_replica_sets(available: i32) -> Observed {
+    Observed {
+        replica_sets: ["baseline", "canary"]
+            .into_iter()
+            .map(|t| {
+                (
+                    t.to_owned(),
+                    ReplicaSetView {
+                        replicas: 1,
+                        available,
+                    },
+                )
+            })
+            .collect(),
+        runs: BTreeMap::new(),
+    }
+}
+
+fn with_run(mut observed: Observed, phase: AnalysisPhase) -> Observed {
+    observed.runs.insert("judge".into(), phase);
+    observed
+}
+
+#[test]
+fn a_baseline_and_a_canary_run_their_duration_with_their_analysis_then_scale_down() {
+    let spec = baseline_and_canary(Some(3600));
+    // Nothing yet: both ReplicaSets are made together.
+    let first = plan(&spec, &State::default(), &Observed::default(), t0(), t0());
+    assert_eq!(
+        first.actions,
+        [
+            Action::CreateReplicaSet {
+                template: "baseline".into(),
+                replicas: 1
+            },
+            Action::CreateReplicaSet {
+                template: "canary".into(),
+                replicas: 1
+            },
+        ]
+    );
+    assert_eq!(first.state.phase, Some(AnalysisPhase::Pending));
+    assert_eq!(
+        first.state.message.as_deref(),
+        Some(
+            "template \"baseline\": 0 of 1 pods available; template \"canary\": 0 of 1 pods available"
+        )
+    );
+    assert_eq!(first.requeue_after, Some(Duration::from_secs(600)));
+    // Pods up: available now, and the analysis starts in the same plan.
+    let up = plan(&spec, &first.state, &with_replica_sets(1), t0(), at(20));
+    assert_eq!(up.state.available_at, Some(at(20)));
+    assert_eq!(up.state.phase, Some(AnalysisPhase::Running));
+    assert_eq!(
+        up.actions,
+        [Action::StartAnalysis {
+            analysis: "judge".into()
+        }]
+    );
+    assert_eq!(up.requeue_after, Some(Duration::from_secs(3600)));
+    // Running its course: nothing to do.
+    let running = with_run(with_replica_sets(1), AnalysisPhase::Running);
+    let midway = plan(&spec, &up.state, &running, t0(), at(1000));
+    assert_eq!(midway.actions, []);
+    assert_eq!(midway.state, up.state);
+    // The hour is up: Successful, the analysis stopped, pods kept for the delay.
+    let done = plan(&spec, &midway.state, &running, t0(), at(3620));
+    assert_eq!(done.state.phase, Some(AnalysisPhase::Successful));
+    assert_eq!(done.state.ended_at, Some(at(3620)));
+    assert_eq!(
+        done.actions,
+        [Action::StopAnalysis {
+            analysis: "judge".into()
+        }]
+    );
+    assert_eq!(done.requeue_after, Some(Duration::from_secs(30)));
+    let stopped = with_run(with_replica_sets(1), AnalysisPhase::Successful);
+    let scaled = plan(&spec, &done.state, &stopped, t0(), at(3650));
+    assert_eq!(
+        scaled.actions,
+        [
+            Action::ScaleReplicaSet {
+                template: "baseline".into(),
+                replicas: 0
+            },
+            Action::ScaleReplicaSet {
+                template: "canary".into(),
+                replicas: 0
+            },
+        ]
+    );
+    assert_eq!(scaled.state, done.state, "the end is recorded once");
+}
+
+#[test]
+fn templates_short_of_pods_past_the_deadline_fail_it_naming_them() {
+    let spec = baseline_and_canary(Some(60));
+    let mut observed = with_replica_sets(1);
+    observed.replica_sets.insert(
+        "canary".into(),
+        ReplicaSetView {
+            replicas: 1,
+            available: 0,
+        },
+    );
+    let waiting = plan(&spec, &State::default(), &observed, t0(), at(599));
+    assert_eq!(waiting.state.phase, Some(AnalysisPhase::Pending));
+    assert_eq!(waiting.requeue_after, Some(Duration::from_secs(1)));
+    let late = plan(&spec, &waiting.state, &observed, t0(), at(600));
+    assert_eq!(late.state.phase, Some(AnalysisPhase::Failed));
+    assert_eq!(
+        late.state.message.as_deref(),
+        Some(
+            "not available within its progress deadline (600s): template \"canary\": 0 of 1 pods available"
+        )
+    );
+    assert!(
+        !late
+            .actions
+            .iter()
+            .any(|a| matches!(a, Action::StartAnalysis { .. })),
+        "no analysis of an experiment that never ran"
+    );
+}
+
+#[test]
+fn the_worst_analysis_ends_it_at_once_and_the_others_are_stopped() {
+    let mut spec = baseline_and_canary(Some(3600));
+    spec.analyses.push(Analysis {
+        name: "smoke".into(),
+        required_for_completion: false,
+    });
+    let state = State {
+        phase: Some(AnalysisPhase::Running),
+        available_at: Some(at(10)),
+        ..State::default()
+    };
+    let mut observed = with_run(with_replica_sets(1), AnalysisPhase::Failed);
+    observed.runs.insert("smoke".into(), AnalysisPhase::Running);
+    let failed = plan(&spec, &state, &observed, t0(), at(100));
+    assert_eq!(failed.state.phase, Some(AnalysisPhase::Failed));
+    assert_eq!(
+        failed.state.message.as_deref(),
+        Some("analysis \"judge\" ended Failed")
+    );
+    assert_eq!(
+        failed.actions,
+        [Action::StopAnalysis {
+            analysis: "smoke".into()
+        }]
+    );
+    // Error outranks Failed.
+    observed.runs.insert("smoke".into(), AnalysisPhase::Error);
+    let errored = plan(&spec, &state, &observed, t0(), at(100));
+    assert_eq!(errored.state.phase, Some(AnalysisPhase::Error));
+}
+
+#[test]
+fn without_a_duration_it_ends_when_its_required_analyses_succeed_or_when_terminated() {
+    let spec = baseline_and_canary(None);
+    let state = State {
+        phase: Some(AnalysisPhase::Running),
+        available_at: Some(at(10)),
+        ..State::default()
+    };
+    let running = with_run(with_replica_sets(1), AnalysisPhase::Running);
+    let still = plan(&spec, &state, &running, t0(), at(100_000));
+    assert_eq!(still.state.phase, Some(AnalysisPhase::Running));
+    assert_eq!(
+        still.requeue_after, None,
+        "nothing to wait for but the analysis"
+    );
+    let succeeded = with_run(with_replica_sets(1), AnalysisPhase::Successful);
+    let done = plan(&spec, &state, &succeeded, t0(), at(100_000));
+    assert_eq!(done.state.phase, Some(AnalysisPhase::Successful));
+    // Nothing required: it runs until an operator ends it.
+    let mut open = spec.clone();
+    open.analyses[0].required_for_completion = false;
+    let still = plan(&open, &state, &succeeded, t0(), at(100_000));
+    assert_eq!(still.state.phase, Some(AnalysisPhase::Running));
+    open.terminate = true;
+    let ended = plan(&open, &state, &running, t0(), at(100_000));
+    assert_eq!(ended.state.phase, Some(AnalysisPhase::Successful));
+    assert_eq!(
+        ended.state.message.as_deref(),
+        Some("terminated by an operator")
+    );
+}
+
+fn any_phase() -> impl Strategy<Value = AnalysisPhase> {
+    prop_oneof![
+        Just(AnalysisPhase::Pending),
+        Just(AnalysisPhase::Running),
+        Just(AnalysisPhase::Successful),
+        Just(AnalysisPhase::Failed),
+        Just(AnalysisPhase::Error),
+        Just(AnalysisPhase::Inconclusive),
+    ]
+}
+
+prop_compose! {
+    fn any_world()(
+        templates in proptest::collection::btree_map("[a-c]", (1i32..4, 0i32..5, any::<bool>()), 1..4),
+        runs in proptest::collection::btree_map("[x-z]", (any_phase(), any::<bool>(), any::<bool>()), 0..3),
+        duration in proptest::option::of(0u64..200),
+        terminate in any::<bool>(),
+        available_at in proptest::option::of(0i64..100),
+        phase in proptest::option::of(any_phase()),
+        now in 0i64..1_000,
+    ) -> (Spec, State, Observed, DateTime<Utc>) {
+        let spec = Spec {
+            templates: templates.iter().map(|(name, (replicas, _, _))| Template {
+                name: name.clone(), replicas: *replicas }).collect(),
+            analyses: runs.iter().map(|(name, (_, required, _))| Analysis {
+                name: name.clone(), required_for_completion: *required }).collect(),
+            duration: duration.map(Duration::from_secs),
+            progress_deadline: Duration::from_secs(300),
+            scale_down_delay: Duration::from_secs(30),
+            terminate,
+        };
+        let observed = Observed {
+            replica_sets: templates.iter().filter(|(_, (_, _, exists))| *exists)
+                .map(|(name, (replicas, available, _))| (name.clone(),
+                    ReplicaSetView { replicas: *replicas, available: *available }))
+                .collect(),
+            runs: runs.iter().filter(|(_, (_, _, exists))| *exists)
+                .map(|(name, (phase, _, _))| (name.clone(), *phase)).collect(),
+        };
+        // A recorded availability comes with a recorded phase past Pending.
+        let state = State {
+            phase: if available_at.is_some() { phase.or(Some(AnalysisPhase::Running)) } else { phase },
+            available_at: available_at.map(at),
+            ..State::default()
+        };
+        (spec, state, observed, at(now))
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(1000))]
+
+    /// Planning again from the status a plan wrote, with the world unchanged, decides the
+    /// same: level-based, so a restart at any moment resumes.
+    #[test]
+    fn planning_is_idempotent((spec, state, observed, now) in any_world()) {
+        let first = plan(&spec, &state, &observed, t0(), now);
+        let again = plan(&spec, &first.state, &observed, t0(), now);
+        prop_assert_eq!(&again.state, &first.state);
+        prop_assert_eq!(&again.actions, &first.actions);
+    }
+
+    /// An ended experiment stays ended with its outcome, starts nothing, and only stops
+    /// analyses and scales down; it is never Successful while an analysis it saw failed.
+    #[test]
+    fn an_end_is_final_and_never_hides_a_failure((spec, state, observed, now) in any_world()) {
+        let planned = plan(&spec, &state, &observed, t0(), now);
+        let ended = is_final(planned.state.phase);
+        if is_final(state.phase) {
+            prop_assert_eq!(planned.state.phase, state.phase);
+        }
+        if ended {
+            prop_assert!(planned.state.ended_at.is_some());
+            for action in &planned.actions {
+                let ending = matches!(action,
+                    Action::StopAnalysis { .. } | Action::ScaleReplicaSet { replicas: 0, .. });
+                prop_assert!(ending, "{:?} after the end", action);
+            }
+        }
+        let failed = observed.runs.values().any(|p| matches!(p,
+            AnalysisPhase::Failed | AnalysisPhase::Error | AnalysisPhase::Inconclusive));
+        if failed && !is_final(state.phase) {
+            prop_assert_ne!(planned.state.phase, Some(AnalysisPhase::Successful));
+        }
+    }
+
+    /// Analyses start only once every template has all its pods available.
+    #[test]
+    fn analyses_wait_for_every_template((spec, state, observed, now) in any_world()) {
+        let planned = plan(&spec, &state, &observed, t0(), now);
+        let starts = planned.actions.iter().any(|a| matches!(a, Action::StartAnalysis { .. }));
+        if starts && state.available_at.is_none() {
+            for template in &spec.templates {
+                let available = observed.replica_sets.get(&template.name).map_or(0, |rs| rs.available);
+                prop_assert!(available >= template.replicas);
+            }
+        }
+    }
+}
