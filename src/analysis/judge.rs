@@ -12,15 +12,17 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use futures::future::{BoxFuture, join_all};
 
+use super::args::{ArgValue, substitute};
+use super::prometheus::{Place, Span};
 use super::provider::{Env, Provider, Ready, Taken, Unready};
 use crate::api::analysis::{
-    AnalysisPhase, JudgeDirection, JudgeMethod, JudgeMetric, PrometheusMetric, RangeQuery,
+    AnalysisPhase, JudgeDirection, JudgeMethod, JudgeMetric, PrometheusMetric,
 };
 use crate::judge::{Direction, Judgement, Verdict, mann_whitney, sequential};
-use crate::verdict::QueryValue;
+use crate::verdict::{MAX_SAMPLES, QueryValue};
 
 pub const DEFAULT_TOLERANCE: f64 = 0.1;
 pub const DEFAULT_ALPHA: f64 = 0.05;
@@ -85,6 +87,14 @@ pub fn decide(judge: &JudgeMetric, answers: &Answers) -> Result<Judgement, Strin
         return Ok(sequential::counts(baseline, canary, &settings));
     }
     let (baseline, canary) = (answers.baseline.samples(), answers.canary.samples());
+    if baseline.is_empty() && canary.is_empty() {
+        // One side may lag (a canary's first seconds); both empty is a query that matches
+        // nothing, which must count as an error, not wait for ever.
+        return Err(
+            "neither the baseline nor the canary query returned a sample: check their labels, and that Prometheus scrapes them"
+                .to_owned(),
+        );
+    }
     Ok(match judge.method {
         JudgeMethod::Sequential => {
             let moments = |values: &[f64]| {
@@ -128,7 +138,11 @@ pub fn measurement(judge: &JudgeMetric, judgement: &Judgement) -> Taken {
         JudgeDirection::Increase => "higher",
         JudgeDirection::Decrease => "lower",
     };
-    let effect = format!("{:.3}", judgement.effect);
+    // A baseline with none of what the canary has (no errors at all) makes the ratio
+    // unbounded: shown as at least the cap, so no figure runs to hundreds of digits.
+    let capped = judgement.effect > MAX_SHOWN_EFFECT;
+    let effect = format!("{:.3}", judgement.effect.min(MAX_SHOWN_EFFECT));
+    let times = if capped { "at least " } else { "" };
     let seen = format!(
         "{} canary and {} baseline {}",
         judgement.canary_samples,
@@ -138,8 +152,8 @@ pub fn measurement(judge: &JudgeMetric, judgement: &Judgement) -> Taken {
     let evidence = match judge.method {
         JudgeMethod::MannWhitney if !counts => format!("p = {:.4}", judgement.p_value),
         _ => format!(
-            "likelihood ratio {:.3} (fails at {:.0} = 1/alpha)",
-            judgement.statistic.exp(),
+            "likelihood ratio {} (fails at {:.0} = 1/alpha)",
+            readable(judgement.statistic.exp()),
             1.0 / alpha
         ),
     };
@@ -147,21 +161,21 @@ pub fn measurement(judge: &JudgeMetric, judgement: &Judgement) -> Taken {
         Verdict::Failed => (
             AnalysisPhase::Failed,
             format!(
-                "the canary's {what} is {effect} times the baseline's, {bad} by more than the tolerance ({}%) beyond doubt: {evidence}, {method}, {seen}",
+                "the canary's {what} is {times}{effect} times the baseline's, {bad} by more than the tolerance ({}%) beyond doubt: {evidence}, {method}, {seen}",
                 percent(tolerance)
             ),
         ),
         Verdict::Successful => (
             AnalysisPhase::Successful,
             format!(
-                "no evidence that the canary is {bad} than the baseline by more than {}%: {what} {effect} times the baseline's, {evidence}, {method}, {seen}",
+                "no evidence that the canary is {bad} than the baseline by more than {}%: {what} {times}{effect} times the baseline's, {evidence}, {method}, {seen}",
                 percent(tolerance)
             ),
         ),
         Verdict::Inconclusive => (
             AnalysisPhase::Running,
             format!(
-                "no verdict yet: {what} {effect} times the baseline's, {evidence}, {method}, {seen}"
+                "no verdict yet: {what} {times}{effect} times the baseline's, {evidence}, {method}, {seen}"
             ),
         ),
     };
@@ -189,34 +203,54 @@ pub fn measurement(judge: &JudgeMetric, judgement: &Judgement) -> Taken {
     }
 }
 
-fn percent(fraction: f64) -> String {
-    let percent = fraction * 100.0;
-    if percent.fract() == 0.0 {
-        format!("{percent:.0}")
+/// A ratio as people read one: `3.21`, or `2.19e25` when it runs to many digits.
+fn readable(ratio: f64) -> String {
+    if ratio >= 1e4 {
+        format!("{ratio:.2e}")
     } else {
-        format!("{percent}")
+        format!("{ratio:.2}")
     }
 }
 
-/// The span samples are read over: from the run's start plus `initial_delay` to now, as a
-/// range query relative to the moment it is sent; None while that start is still ahead.
-pub fn sample_span(
-    started: DateTime<Utc>,
-    initial_delay: Duration,
-    now: DateTime<Utc>,
-    step: &str,
-) -> Option<RangeQuery> {
-    let from = started + chrono::Duration::from_std(initial_delay).ok()?;
-    let age = (now - from).num_seconds();
-    if age < 0 {
-        return None;
+/// The largest effect a measurement shows; beyond it, the canary is that much worse or more.
+const MAX_SHOWN_EFFECT: f64 = 1000.0;
+
+/// `0.07` as `7`, `0.125` as `12.5`: rounded to what a person wrote.
+fn percent(fraction: f64) -> String {
+    let text = format!("{:.2}", fraction * 100.0);
+    text.trim_end_matches('0').trim_end_matches('.').to_owned()
+}
+
+/// The span samples are read over, in Unix seconds: from the run's start plus its initial
+/// delay (`from`) to now, on one grid of `step` seconds from `from`, so that each look
+/// extends the same stream rather than sampling it afresh; at most [`MAX_SAMPLES`] points
+/// (the newest). `last` narrows it to the newest `last` seconds (a Mann-Whitney test
+/// compares each measurement's own samples).
+pub fn sample_span(from: i64, now: i64, step: u64, last: Option<u64>) -> Span {
+    let step = step.max(1) as i64;
+    let end = if now <= from {
+        from
+    } else {
+        from + (now - from) / step * step
+    };
+    let most = (MAX_SAMPLES as i64 - 1) * step;
+    let mut start = from.max(end - most);
+    if let Some(last) = last {
+        start = start.max(end - last as i64);
     }
-    Some(RangeQuery {
-        start: format!("now() - duration(\"{age}s\")"),
-        end: "now()".to_owned(),
-        step: step.to_owned(),
-        unsupported: Default::default(),
-    })
+    // Back onto the grid.
+    start = end - (end - start) / step * step;
+    Span {
+        start,
+        end,
+        step: step as f64,
+    }
+}
+
+/// A duration field of the metric with its arguments filled, as the schedule reads it.
+fn filled_duration(text: Option<&str>, args: &BTreeMap<String, ArgValue>) -> Option<Duration> {
+    let filled = substitute(text?, args).ok()?;
+    crate::duration::parse(&filled.sent).ok()
 }
 
 impl Provider for JudgeMetric {
@@ -227,52 +261,61 @@ impl Provider for JudgeMetric {
 
     fn prepare<'a>(&'a self, env: &'a Env<'a>) -> BoxFuture<'a, Result<Ready, Unready>> {
         Box::pin(async move {
-            let now = Utc::now();
             let counts = self.baseline_total.is_some() && self.canary_total.is_some();
-            let range = if counts {
-                None
-            } else {
+            let range = (!counts).then(|| {
+                let now = Utc::now();
                 let started = env
                     .run
                     .status
                     .as_ref()
                     .and_then(|s| s.started_at.as_ref())
                     .map_or(now, crate::time::from_k8s);
-                let delay = env
-                    .metric
-                    .initial_delay
-                    .as_deref()
-                    .and_then(|d| crate::duration::parse(d).ok())
+                let delay = filled_duration(env.metric.initial_delay.as_deref(), env.args)
                     .unwrap_or_default();
-                let step = self.step.as_deref().unwrap_or(DEFAULT_STEP);
-                Some(
-                    sample_span(started, delay, now, step).unwrap_or(RangeQuery {
-                        start: "now()".into(),
-                        end: "now()".into(),
-                        step: step.to_owned(),
-                        unsupported: Default::default(),
-                    }),
-                )
-            };
+                let step =
+                    filled_duration(Some(self.step.as_deref().unwrap_or(DEFAULT_STEP)), env.args)
+                        .map_or(10, |step| step.as_secs_f64().ceil() as u64);
+                let last = match self.method {
+                    JudgeMethod::MannWhitney => {
+                        filled_duration(env.metric.interval.as_deref(), env.args)
+                            .map(|interval| interval.as_secs())
+                    }
+                    JudgeMethod::Sequential => None,
+                };
+                let from = started.timestamp().saturating_add(delay.as_secs() as i64);
+                sample_span(from, now.timestamp(), step, last)
+            });
+            let queries: Vec<(Place<'static>, PrometheusMetric)> = self
+                .queries()
+                .into_iter()
+                .map(|(field, query)| {
+                    let place = Place {
+                        provider: "provider.judge",
+                        query: field,
+                    };
+                    (place, self.prometheus(query))
+                })
+                .collect();
+            // Prepared together: credentials are read for each, and one slow read must not
+            // wait for another.
+            let prepared = join_all(queries.iter().map(|(place, metric)| {
+                let span = if place.query.ends_with("Total") {
+                    None
+                } else {
+                    range
+                };
+                metric.prepare_at(env, place, span)
+            }))
+            .await;
             let mut fields = Vec::new();
             let mut takes = Vec::new();
             let mut recorded = Vec::new();
             let mut secrets = Vec::new();
-            for (field, query) in self.queries() {
-                let metric = PrometheusMetric {
-                    range_query: if field.ends_with("Total") {
-                        None
-                    } else {
-                        range.clone()
-                    },
-                    ..self.prometheus(query)
-                };
-                let at = format!("{}.provider.judge.{field}", env.at);
-                let field_env = Env { at: &at, ..*env };
-                let ready = metric.prepare(&field_env).await?;
-                recorded.push(format!("{field}: {}", ready.recorded));
+            for ((place, _), ready) in queries.iter().zip(prepared) {
+                let ready = ready?;
+                recorded.push(format!("{}: {}", place.query, ready.recorded));
                 secrets.extend(ready.secrets);
-                fields.push(field);
+                fields.push(place.query);
                 takes.push(ready.take);
             }
             let judge = self.clone();

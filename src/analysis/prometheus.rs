@@ -286,72 +286,100 @@ impl Provider for PrometheusMetric {
 
     fn prepare<'a>(&'a self, env: &'a Env<'a>) -> BoxFuture<'a, Result<Ready, Unready>> {
         Box::pin(async move {
-            let at = env.at;
-            let Some(address) = self
-                .address
-                .clone()
-                .or_else(|| env.shared.default_address.clone())
-            else {
-                return Err(Unready::Never(format!(
-                    "{at}: no Prometheus address: set provider.prometheus.address, or start weir with --prometheus-url"
-                )));
-            };
-            // An address built from arguments is checked once they are filled (a literal one
-            // was checked before anything was read).
-            let address = if address.contains("{{") {
-                let filled = substitute(&address, env.args).map_err(|why| {
-                    Unready::Never(format!("{at}.provider.prometheus.address: {why}"))
-                })?;
-                if let Err(why) = env.shared.allowed.check(&filled.sent) {
-                    let why = masked(why, &env.secret_args());
-                    return Err(Unready::Never(format!(
-                        "{at}.provider.prometheus.address: {why}; use an address the operator allows, or ask them to add it to --allowed-metric-hosts. Nothing was sent"
-                    )));
-                }
-                filled.sent
-            } else {
-                address
-            };
-            let filled = substitute(&self.query, env.args)
-                .map_err(|why| Unready::Never(format!("{at}.provider.prometheus.query: {why}")))?;
-            let mut headers = Vec::new();
-            for header in &self.headers {
-                let value = substitute(&header.value, env.args)
-                    .map_err(|why| Unready::Never(format!("{at}: header {}: {why}", header.key)))?;
-                headers.push((header.key.clone(), value.sent));
-            }
-            let mut secrets = env.secret_args();
-            if let Some(auth) = &self.authentication {
-                let credentials = authorization(env, auth).await.map_err(|why| {
-                    Unready::NotNow(format!("{at}.provider.prometheus.authentication: {why}"))
-                })?;
-                if let Some((header, secret_parts)) = credentials {
-                    secrets.extend(secret_parts);
-                    headers.push(("Authorization".into(), header));
-                }
-            }
-            let range = match &self.range_query {
+            let span = match &self.range_query {
                 Some(range) => Some(
-                    span(range, env.args, chrono::Utc::now().timestamp())
-                        .map_err(|why| Unready::Never(format!("{at}.provider.prometheus.{why}")))?,
+                    span(range, env.args, chrono::Utc::now().timestamp()).map_err(|why| {
+                        Unready::Never(format!("{}.provider.prometheus.{why}", env.at))
+                    })?,
                 ),
                 None => None,
             };
-            let query = Query {
-                address,
-                query: filled.sent,
-                range,
-                timeout: self.timeout(),
-                headers,
-            };
-            let (http, gates) = (env.shared.http.clone(), env.shared.gates.clone());
-            Ok(Ready {
-                recorded: filled.recorded,
-                secrets,
-                take: Box::pin(async move {
-                    self::query(&http, &gates, &query).await.map(Taken::Value)
-                }),
-            })
+            self.prepare_at(env, &Place::PROMETHEUS, span).await
+        })
+    }
+}
+
+/// Where a query's settings are written, for messages: `provider.prometheus` with its
+/// `query`, or a judge's (`provider.judge`, `baseline`), whose queries go out as these do.
+pub struct Place<'a> {
+    pub provider: &'a str,
+    pub query: &'a str,
+}
+
+impl Place<'static> {
+    pub const PROMETHEUS: Place<'static> = Place {
+        provider: "provider.prometheus",
+        query: "query",
+    };
+}
+
+impl PrometheusMetric {
+    /// The query ready to send over `span` (an instant query without one): arguments
+    /// filled, the address checked, credentials read. Refusals name `place`'s fields.
+    pub async fn prepare_at(
+        &self,
+        env: &Env<'_>,
+        place: &Place<'_>,
+        range: Option<Span>,
+    ) -> Result<Ready, Unready> {
+        let at = env.at;
+        let provider = place.provider;
+        let Some(address) = self
+            .address
+            .clone()
+            .or_else(|| env.shared.default_address.clone())
+        else {
+            return Err(Unready::Never(format!(
+                "{at}: no Prometheus address: set {provider}.address, or start weir with --prometheus-url"
+            )));
+        };
+        // An address built from arguments is checked once they are filled (a literal one
+        // was checked before anything was read).
+        let address = if address.contains("{{") {
+            let filled = substitute(&address, env.args)
+                .map_err(|why| Unready::Never(format!("{at}.{provider}.address: {why}")))?;
+            if let Err(why) = env.shared.allowed.check(&filled.sent) {
+                let why = masked(why, &env.secret_args());
+                return Err(Unready::Never(format!(
+                    "{at}.{provider}.address: {why}; use an address the operator allows, or ask them to add it to --allowed-metric-hosts. Nothing was sent"
+                )));
+            }
+            filled.sent
+        } else {
+            address
+        };
+        let filled = substitute(&self.query, env.args)
+            .map_err(|why| Unready::Never(format!("{at}.{provider}.{}: {why}", place.query)))?;
+        let mut headers = Vec::new();
+        for header in &self.headers {
+            let value = substitute(&header.value, env.args)
+                .map_err(|why| Unready::Never(format!("{at}: header {}: {why}", header.key)))?;
+            headers.push((header.key.clone(), value.sent));
+        }
+        let mut secrets = env.secret_args();
+        if let Some(auth) = &self.authentication {
+            let credentials = authorization(env, auth)
+                .await
+                .map_err(|why| Unready::NotNow(format!("{at}.{provider}.authentication: {why}")))?;
+            if let Some((header, secret_parts)) = credentials {
+                secrets.extend(secret_parts);
+                headers.push(("Authorization".into(), header));
+            }
+        }
+        let query = Query {
+            address,
+            query: filled.sent,
+            range,
+            timeout: self.timeout(),
+            headers,
+        };
+        let (http, gates) = (env.shared.http.clone(), env.shared.gates.clone());
+        Ok(Ready {
+            recorded: filled.recorded,
+            secrets,
+            take: Box::pin(
+                async move { self::query(&http, &gates, &query).await.map(Taken::Value) },
+            ),
         })
     }
 }

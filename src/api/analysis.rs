@@ -239,10 +239,11 @@ pub struct MetricProvider {
 /// weir's judge: the canary compared with a baseline, statistically, instead of with a fixed
 /// number. Two Prometheus queries, usually one query with `{{args.baseline-hash}}` and
 /// `{{args.canary-hash}}` (weir fills both). Without totals, each query's values from the
-/// run's start (after `initialDelay`) to now, one every `step`, are the samples of its
-/// version (latency, say); with `baselineTotal` and `canaryTotal`, the queries count events
-/// (errors) and the totals their exposure (requests), each summed to one number. The
-/// measurement records the statistic, p-value, effect and sample counts in its `metadata`.
+/// run's start (after `initialDelay`) to now, one every `step` (the newest 10,000; for
+/// Mann-Whitney the last `interval`'s), are the samples of its version (latency, say); with
+/// `baselineTotal` and `canaryTotal`, the queries count events (errors) and the totals their
+/// exposure (requests), each summed to one number. The measurement records the statistic,
+/// p-value, effect and sample counts in its `metadata`.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 #[schemars(transform = keep_unknown_fields)]
@@ -275,14 +276,14 @@ pub struct JudgeMetric {
     /// it is looked at.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub alpha: Option<f64>,
-    /// Samples (events, with totals) the canary needs: fewer, and a sequential test is
-    /// Inconclusive unless it has failed; a Mann-Whitney test needs this many a side
-    /// (default 20).
+    /// How much the canary must have shown with no evidence against it before a sequential
+    /// test calls it Successful: samples (default 20), or with totals requests (default
+    /// 1,000). A Mann-Whitney test needs this many samples a side (default 20).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 2))]
     pub samples: Option<i64>,
-    /// The spacing of samples (default `10s`): at least Prometheus' scrape interval, or
-    /// one scrape is counted several times.
+    /// The spacing of samples in whole seconds (default `10s`), on one grid from the run's
+    /// start: at least Prometheus' scrape interval, or one scrape is counted several times.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub step: Option<String>,
     /// Seconds to wait for each answer (default 30).

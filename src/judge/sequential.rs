@@ -76,34 +76,43 @@ pub fn counts(baseline: Counts, canary: Counts, settings: &Settings) -> Judgemen
     judgement
 }
 
-/// Running totals of one version's samples on the log scale.
+/// Running mean and spread of one version's samples on the log scale, kept by Welford's
+/// method: a sum of squares minus a squared sum cancels to rounding noise when the samples
+/// are alike (a flat series), and the test would then read certainty into nothing.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct Moments {
     pub count: u64,
-    pub sum: f64,
-    pub sum_of_squares: f64,
+    mean: f64,
+    /// The sum of squared deviations from the running mean.
+    m2: f64,
 }
 
 impl Moments {
-    /// Adds a sample (a latency, say; positive). Anything else is no data.
+    /// Adds a sample (a latency, say; positive). Anything else (0, negative, NaN) is no data:
+    /// the test compares log-scale means.
     pub fn add(&mut self, sample: f64) {
         if sample.is_finite() && sample > 0.0 {
             let x = sample.ln();
             self.count += 1;
-            self.sum += x;
-            self.sum_of_squares += x * x;
+            let delta = x - self.mean;
+            self.mean += delta / self.count as f64;
+            self.m2 += delta * (x - self.mean);
         }
     }
 
     fn mean(&self) -> f64 {
-        self.sum / self.count as f64
+        self.mean
     }
 
     fn variance(&self) -> f64 {
-        let n = self.count as f64;
-        ((self.sum_of_squares - self.sum * self.sum / n) / (n - 1.0)).max(0.0)
+        (self.m2 / (self.count as f64 - 1.0)).max(0.0)
     }
 }
+
+/// The least spread a version's log-scale samples are taken to have: 1%. Samples that are
+/// all alike (a gauge, a quantile stuck on a bucket's edge) would otherwise make any
+/// difference certain, or with a variance of exactly 0, none at all.
+const MIN_SD: f64 = 0.01;
 
 /// The prior's spread on the log-ratio of the means: regressions of a few percent to a few
 /// times are what canaries catch.
@@ -132,8 +141,9 @@ pub fn means(baseline: &Moments, canary: &Moments, settings: &Settings) -> Judge
     let difference = canary.mean() - baseline.mean();
     judgement.effect = difference.exp();
     let (nb, nc) = (baseline.count as f64, canary.count as f64);
-    let pooled =
-        ((nb - 1.0) * baseline.variance() + (nc - 1.0) * canary.variance()) / (nb + nc - 2.0);
+    let pooled = (((nb - 1.0) * baseline.variance() + (nc - 1.0) * canary.variance())
+        / (nb + nc - 2.0))
+        .max(MIN_SD * MIN_SD);
     let v = pooled * (1.0 / nb + 1.0 / nc);
     let shift = match settings.direction {
         Direction::Increase => (1.0 + settings.tolerance).ln(),

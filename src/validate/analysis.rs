@@ -6,7 +6,8 @@ use super::names::{NameRule, check_name};
 use super::violation::{Report, Violation};
 use crate::api::analysis::{
     AnalysisRunMetadata, AnalysisRunSpec, AnalysisTemplateRef, AnalysisTemplateSpec, Argument,
-    BasicAuth, DryRun, JudgeDirection, JudgeMetric, MeasurementRetention, Metric, PrometheusMetric,
+    BasicAuth, DryRun, JudgeDirection, JudgeMethod, JudgeMetric, MeasurementRetention, Metric,
+    PrometheusMetric,
 };
 use crate::duration;
 
@@ -523,12 +524,14 @@ fn check_metric(report: &mut Report, at: &str, metric: &Metric, declared_args: &
         );
     }
     if let Some(judge) = &metric.provider.judge {
-        if metric.success_condition.is_some()
-            || metric.failure_condition.is_some()
-            || metric.threshold_range.is_some()
-        {
+        let set = [
+            ("successCondition", metric.success_condition.is_some()),
+            ("failureCondition", metric.failure_condition.is_some()),
+            ("thresholdRange", metric.threshold_range.is_some()),
+        ];
+        if let Some((field, _)) = set.iter().find(|(_, set)| *set) {
             report.invalid(
-                format!("{at}.successCondition"),
+                format!("{at}.{field}"),
                 "a judge metric reaches its own verdict (the canary against the baseline, within tolerance and alpha); remove successCondition, failureCondition and thresholdRange",
             );
         }
@@ -769,12 +772,20 @@ fn check_judge(report: &mut Report, at: &str, judge: &JudgeMetric, declared_args
             format!("is {alpha}; a false-alarm probability between 0 and 0.5 (0.05 is usual)"),
         );
     }
+    let counts = judge.baseline_total.is_some() || judge.canary_total.is_some();
+    if counts && judge.method == JudgeMethod::MannWhitney {
+        report.invalid(
+            format!("{at}.method"),
+            "counts (baselineTotal, canaryTotal) are judged by the sequential test; remove method, or the totals to compare samples",
+        );
+    }
     match judge.samples {
         Some(samples) if samples < 2 => report.invalid(
             format!("{at}.samples"),
             format!("is {samples}; at least 2 are needed to tell noise from a difference"),
         ),
-        Some(samples) if samples > crate::verdict::MAX_SAMPLES as i64 => report.invalid(
+        // With totals, `samples` counts requests, which have no such bound.
+        Some(samples) if !counts && samples > crate::verdict::MAX_SAMPLES as i64 => report.invalid(
             format!("{at}.samples"),
             format!(
                 "is {samples}; at most {} samples a side are read",
@@ -782,6 +793,14 @@ fn check_judge(report: &mut Report, at: &str, judge: &JudgeMetric, declared_args
             ),
         ),
         _ => {}
+    }
+    for name in placeholders(judge.step.as_deref().unwrap_or_default()) {
+        if !declared_args.contains(name) {
+            report.invalid(
+                format!("{at}.step"),
+                format!("uses {{{{args.{name}}}}} but spec.args declares no argument {name:?}"),
+            );
+        }
     }
     if let Some(step) = judge.step.as_deref().filter(|t| !is_placeholder(t)) {
         match duration::parse(step) {

@@ -918,7 +918,12 @@ fn judge_metrics_are_checked_field_by_field_as_prometheus_queries_and_settings()
                 "samples": 1, "step": "100ms"}}},
             {"name": "b", "provider": {"judge": {"baseline": "x", "canary": "y",
                 "direction": "decrease", "tolerance": 1.0, "samples": 20000},
-                "prometheus": {"query": "up"}}}
+                "prometheus": {"query": "up"}}},
+            // Counts count requests, so 50,000 is fine; Mann-Whitney takes no counts.
+            {"name": "c", "failureCondition": "result[0] > 1",
+             "provider": {"judge": {"baseline": "x", "canary": "y",
+                "baselineTotal": "t", "canaryTotal": "u", "method": "mannWhitney",
+                "samples": 50000, "step": "{{args.spacing}}"}}}
         ]
     }));
     assert_only(
@@ -937,6 +942,9 @@ fn judge_metrics_are_checked_field_by_field_as_prometheus_queries_and_settings()
             (Invalid, "spec.metrics[1].provider"),
             (Invalid, "spec.metrics[1].provider.judge.samples"),
             (Invalid, "spec.metrics[1].provider.judge.tolerance"),
+            (Invalid, "spec.metrics[2].failureCondition"),
+            (Invalid, "spec.metrics[2].provider.judge.method"),
+            (Invalid, "spec.metrics[2].provider.judge.step"),
         ],
     );
 }

@@ -1,7 +1,5 @@
 use super::*;
 
-use chrono::TimeZone;
-
 fn judge(method: JudgeMethod) -> JudgeMetric {
     JudgeMetric {
         baseline: "latency{hash=\"{{args.baseline-hash}}\"}".into(),
@@ -197,22 +195,65 @@ fn decrease_is_bad_when_the_judge_says_so() {
 }
 
 #[test]
-fn samples_are_read_from_the_runs_start_after_its_initial_delay() {
-    let started = Utc.with_ymd_and_hms(2026, 12, 5, 10, 0, 0).unwrap();
-    let now = started + chrono::Duration::seconds(95);
-    let span = sample_span(started, Duration::from_secs(30), now, "10s").expect("a span");
-    assert_eq!(span.start, "now() - duration(\"65s\")");
-    assert_eq!(span.end, "now()");
-    assert_eq!(span.step, "10s");
-    // What the Prometheus provider makes of it: the same 65 seconds.
-    let read = crate::analysis::prometheus::span(&span, &BTreeMap::new(), 1_000)
-        .unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!((read.start, read.end, read.step), (935, 1_000, 10.0));
-    // Still within the delay: nothing to read yet.
-    assert_eq!(
-        sample_span(started, Duration::from_secs(120), now, "10s"),
-        None
+fn samples_lie_on_one_grid_from_the_runs_start_after_its_initial_delay() {
+    // Started at 1000 with a 30 s delay: samples from 1030, every 10 s. Two looks six
+    // seconds apart extend one stream rather than sampling it afresh.
+    let first = sample_span(1030, 1095, 10, None);
+    assert_eq!((first.start, first.end, first.step), (1030, 1090, 10.0));
+    let next = sample_span(1030, 1101, 10, None);
+    assert_eq!((next.start, next.end), (1030, 1100));
+    // Before the delay is over: the one point at its end.
+    let early = sample_span(1030, 1020, 10, None);
+    assert_eq!((early.start, early.end), (1030, 1030));
+    // A Mann-Whitney look: the last interval's samples, on the same grid.
+    let last = sample_span(1030, 1101, 10, Some(25));
+    assert_eq!((last.start, last.end), (1080, 1100));
+    // A long run: the newest MAX_SAMPLES points, never more.
+    let long = sample_span(0, 1_000_005, 10, None);
+    assert_eq!(long.end, 1_000_000);
+    assert_eq!((long.end - long.start) / 10 + 1, MAX_SAMPLES as i64);
+}
+
+#[test]
+fn queries_that_match_nothing_are_an_error_but_one_side_may_lag() {
+    let judge = judge(JudgeMethod::Sequential);
+    let nothing = Answers {
+        baseline: QueryValue::Vector(vec![]),
+        canary: QueryValue::Vector(vec![]),
+        totals: None,
+    };
+    let why = decide(&judge, &nothing).expect_err("no samples at all");
+    assert!(
+        why.starts_with("neither the baseline nor the canary"),
+        "{why}"
     );
+    let lagging = Answers {
+        baseline: spread(0.1, 3),
+        canary: QueryValue::Vector(vec![]),
+        totals: None,
+    };
+    let judged = decide(&judge, &lagging).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(judged.verdict, Verdict::Inconclusive);
+}
+
+#[test]
+fn an_unbounded_effect_is_shown_capped_and_percentages_as_written() {
+    // The baseline had no errors at all; the canary had 30 in 1,000.
+    let judge = counts_judge();
+    let answers = Answers {
+        baseline: QueryValue::Scalar(0.0),
+        canary: QueryValue::Scalar(30.0),
+        totals: Some((QueryValue::Scalar(1000.0), QueryValue::Scalar(1000.0))),
+    };
+    let judged = decide(&judge, &answers).unwrap_or_else(|e| panic!("{e}"));
+    let Taken::Weighed { value, message, .. } = measurement(&judge, &judged) else {
+        panic!("the judge weighs")
+    };
+    assert_eq!(value, "1000.000");
+    assert!(message.contains("at least 1000.000 times"), "{message}");
+    assert_eq!(percent(0.07), "7");
+    assert_eq!(percent(0.125), "12.5");
+    assert_eq!(percent(0.1), "10");
 }
 
 /// The local cluster's judge test in miniature: each version answers 500 requests every

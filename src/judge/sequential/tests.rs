@@ -188,6 +188,28 @@ fn equal_latencies_looked_at_from_the_first_sample_are_failed_within_alpha() {
 }
 
 #[test]
+fn flat_series_are_judged_by_their_difference_not_by_rounding() {
+    // A gauge, or a quantile stuck on a bucket's edge: every sample alike. Twice as slow is
+    // failed; the same is not, whatever value rounding would leave of a zero spread.
+    let s = settings(0.1);
+    for value in [0.1, 0.25, 0.3, 1.7, 250.0] {
+        let (mut baseline, mut same, mut slower) =
+            (Moments::default(), Moments::default(), Moments::default());
+        for _ in 0..6 {
+            baseline.add(value);
+            same.add(value);
+            slower.add(value * 2.0);
+        }
+        let judged = means(&baseline, &slower, &s);
+        assert_eq!(judged.verdict, Verdict::Failed, "{value}: {judged:?}");
+        assert!((judged.effect - 2.0).abs() < 1e-9, "{judged:?}");
+        let judged = means(&baseline, &same, &s);
+        assert_ne!(judged.verdict, Verdict::Failed, "{value}: {judged:?}");
+        assert!((judged.effect - 1.0).abs() < 1e-12, "{judged:?}");
+    }
+}
+
+#[test]
 fn a_means_test_waits_for_five_samples_a_side_before_it_fails() {
     let s = settings(0.1);
     let (mut baseline, mut canary) = (Moments::default(), Moments::default());
