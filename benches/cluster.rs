@@ -1519,7 +1519,8 @@ async fn scale(client: &Client, size: usize, report: &mut Report) {
         "Writes during the resync of unchanged Rollouts (restart to 10 s after all were \
          reconciled; every client counted): {resync_total}.\n\n{}\n\
          Reads during it (the controller's lists and watches, one per kind it watches, plus \
-         what it reads to plan each Rollout):\n\n{}\n\
+         what it reads to plan each Rollout: its fresh GET of each Rollout, which this 1.20 \
+         API server counts under verb LIST, as it counts every GET of a custom resource):\n\n{}\n\
          Writes during the recovery of in-flight Rollouts: {}.\n\n{}",
         request_table(&resync_writes, 1.0),
         request_table(&resync_reads, 1.0),
