@@ -63,15 +63,7 @@ async fn scraped_as(url: &str, query: &str, value: f64, authorization: Option<&s
 }
 
 fn controller(ns: &TestNamespace) -> ControllerProcess {
-    ControllerProcess::start_with(
-        &ns.name,
-        &[
-            "--metrics-addr",
-            "127.0.0.1:0",
-            "--prometheus-url",
-            &prometheus_url(),
-        ],
-    )
+    ControllerProcess::measuring(&ns.name)
 }
 
 fn template(name: &str, metric: Value, args: Value) -> Value {

@@ -309,15 +309,7 @@ async fn release_restarted_mid_analysis() -> (Ending, usize) {
         {"analysis": {"templates": [{"templateName": "success-rate"}]}},
         {"setWeight": 60}, {"pause": {"duration": "2s"}}]);
     set_image(&ns, "web:1", &steps, &json!({})).await;
-    let _controller = ControllerProcess::start_with(
-        &ns.name,
-        &[
-            "--metrics-addr",
-            "127.0.0.1:0",
-            "--prometheus-url",
-            &prometheus_url(),
-        ],
-    );
+    let _controller = ControllerProcess::measuring(&ns.name);
     healthy_on(&ns, "web:1").await;
     let log = WeightLog::start(&ns);
     set_image(&ns, "web:2", &steps, &json!({})).await;

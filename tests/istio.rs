@@ -429,18 +429,9 @@ async fn a_git_sync_never_resets_the_virtual_service_weights_or_subset_labels_mi
 
 #[tokio::test]
 async fn analysis_sees_the_canary_share_the_virtual_service_carries_and_the_canary_promotes() {
-    use support::prometheus_url;
     let ns = TestNamespace::new(&client().await, "istio-analysis").await;
     let (_simulator, _target) = support::simulator(&ns).await;
-    let _controller = ControllerProcess::start_with(
-        &ns.name,
-        &[
-            "--metrics-addr",
-            "127.0.0.1:0",
-            "--prometheus-url",
-            &prometheus_url(),
-        ],
-    );
+    let _controller = ControllerProcess::measuring(&ns.name);
     host_level_app(&ns).await;
     // The canary's share of the VirtualService's requests, as the data plane sent them: only
     // right when the simulated requests follow the weights weir set.

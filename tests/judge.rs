@@ -8,9 +8,7 @@ mod support;
 use kube::api::ListParams;
 use serde_json::{Value, json};
 use support::app::{LIMIT, app, apply, phase, wait_for};
-use support::{
-    ControllerProcess, TestNamespace, client, eventually, prometheus_url, simulator_with,
-};
+use support::{ControllerProcess, TestNamespace, client, eventually, simulator_with};
 use weir::api::analysis::{AnalysisPhase, AnalysisRun, Measurement};
 use weir::api::rollout::RolloutPhase;
 
@@ -74,15 +72,7 @@ async fn canary(
     let ns = TestNamespace::new(&client().await, test).await;
     let seed = seed.to_string();
     let (_simulator, _target) = simulator_with(&ns, &["--seed", &seed]).await;
-    let _controller = ControllerProcess::start_with(
-        &ns.name,
-        &[
-            "--metrics-addr",
-            "127.0.0.1:0",
-            "--prometheus-url",
-            &prometheus_url(),
-        ],
-    );
+    let _controller = ControllerProcess::measuring(&ns.name);
     app(&ns).await;
     apply(&ns, template(&ns)).await;
     apply(&ns, rollout(1, 100)).await;

@@ -404,6 +404,19 @@ impl ControllerProcess {
         ControllerProcess::start_with_env(namespace, extra, &[])
     }
 
+    /// One that measures against the shared Prometheus, serving its metrics on a free port.
+    pub fn measuring(namespace: &str) -> ControllerProcess {
+        ControllerProcess::start_with(
+            namespace,
+            &[
+                "--metrics-addr",
+                "127.0.0.1:0",
+                "--prometheus-url",
+                &prometheus_url(),
+            ],
+        )
+    }
+
     /// With environment variables of its own (SSL_CERT_FILE, say).
     pub fn start_with_env(
         namespace: &str,

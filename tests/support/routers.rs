@@ -11,15 +11,7 @@ use crate::support::{ControllerProcess, TestNamespace, eventually, prometheus_ur
 pub use crate::support::simulator;
 
 pub fn controller(ns: &TestNamespace) -> ControllerProcess {
-    ControllerProcess::start_with(
-        &ns.name,
-        &[
-            "--metrics-addr",
-            "127.0.0.1:0",
-            "--prometheus-url",
-            &prometheus_url(),
-        ],
-    )
+    ControllerProcess::measuring(&ns.name)
 }
 
 /// The canary's share of all requests over the last 5 seconds must be within `low..=high`,
