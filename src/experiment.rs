@@ -8,3 +8,4 @@
 //! status and the actions that move the world towards it. No clock, no I/O.
 
 pub mod plan;
+pub mod workload;

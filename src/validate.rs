@@ -3,11 +3,13 @@
 //! violations, each naming the field and what to do.
 
 mod analysis;
+mod experiment;
 mod gitsync;
 mod names;
 mod notification;
 mod rollout;
 mod routes;
+mod selector;
 mod violation;
 
 use crate::api::analysis::{AnalysisRunSpec, AnalysisTemplateSpec};
@@ -19,6 +21,7 @@ pub use analysis::{
     MAX_QUERY_TIMEOUT_SECONDS, analysis_run, analysis_template, cluster_analysis_template,
     placeholders,
 };
+pub use experiment::{experiment, template_hash_references};
 pub use gitsync::{SHA_LEN, git_sync, is_full_sha};
 pub use notification::{REASONS, notification_rule, notifier};
 pub use rollout::rollout;

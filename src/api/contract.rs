@@ -16,6 +16,12 @@ pub const ATTEMPT_LABEL: &str = "weir.dev/attempt";
 /// On an AnalysisRun: which analysis it is (`AnalysisKind::label`): the step index it
 /// gates, `background`, `pre-promotion` or `post-promotion`.
 pub const STEP_LABEL: &str = "weir.dev/step";
+/// On an Experiment's ReplicaSets, their pods and its AnalysisRuns: the Experiment's name.
+/// Also in the pod template before it is hashed, so an experiment's copy of the stable
+/// version has a hash of its own and a judge tells its pods from the stable ones.
+pub const EXPERIMENT_LABEL: &str = "weir.dev/experiment";
+/// On an Experiment's ReplicaSets and their pods: the template's name.
+pub const EXPERIMENT_TEMPLATE_LABEL: &str = "weir.dev/experiment-template";
 
 /// Which of a Rollout's analyses an AnalysisRun is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]

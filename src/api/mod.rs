@@ -3,6 +3,7 @@
 
 pub mod analysis;
 pub mod contract;
+pub mod experiment;
 pub mod gitsync;
 pub mod notification;
 pub mod rollout;

@@ -19,6 +19,9 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 
 use crate::api::analysis::AnalysisPhase;
+use crate::api::experiment::{
+    DEFAULT_PROGRESS_DEADLINE_SECONDS, DEFAULT_SCALE_DOWN_DELAY_SECONDS, ExperimentSpec,
+};
 
 /// One ReplicaSet to run.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -48,6 +51,50 @@ pub struct Spec {
     pub scale_down_delay: Duration,
     /// An operator ended it.
     pub terminate: bool,
+}
+
+impl Spec {
+    /// The experiment's settings as the plan reads them, Argo's defaults filled in; the
+    /// reason when its duration does not read (validation says so first).
+    pub fn of(spec: &ExperimentSpec) -> Result<Spec, String> {
+        let seconds = |value: Option<i32>, default: i32| {
+            Duration::from_secs(u64::try_from(value.unwrap_or(default)).unwrap_or_default())
+        };
+        let duration = match &spec.duration {
+            Some(text) => {
+                Some(crate::duration::parse(text).map_err(|e| format!("spec.duration: {e}"))?)
+            }
+            None => None,
+        };
+        Ok(Spec {
+            templates: spec
+                .templates
+                .iter()
+                .map(|t| Template {
+                    name: t.name.clone(),
+                    replicas: t.replicas.unwrap_or(1).max(0),
+                })
+                .collect(),
+            analyses: spec
+                .analyses
+                .iter()
+                .map(|a| Analysis {
+                    name: a.name.clone(),
+                    required_for_completion: a.required_for_completion,
+                })
+                .collect(),
+            duration,
+            progress_deadline: seconds(
+                spec.progress_deadline_seconds,
+                DEFAULT_PROGRESS_DEADLINE_SECONDS,
+            ),
+            scale_down_delay: seconds(
+                spec.scale_down_delay_seconds,
+                DEFAULT_SCALE_DOWN_DELAY_SECONDS,
+            ),
+            terminate: spec.terminate,
+        })
+    }
 }
 
 /// A template's ReplicaSet as it exists.

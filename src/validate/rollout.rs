@@ -2,11 +2,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
-
 use super::analysis::{check_args, check_run_settings, check_template_names};
 use super::names::{NameRule, check_name, label_value_ok, qualified_name_problem};
 use super::routes;
+use super::selector::check_selector;
 use super::violation::{Report, Violation};
 use crate::api::contract::{POD_TEMPLATE_HASH_LABEL, alb_action_annotation};
 use crate::api::rollout::{
@@ -24,6 +23,7 @@ pub fn rollout(spec: &RolloutSpec) -> Vec<Violation> {
     }
     check_selector(
         &mut report,
+        "spec",
         &spec.selector,
         spec.template
             .metadata
@@ -380,59 +380,6 @@ fn check_ephemeral_metadata(
                     ),
                 );
             }
-        }
-    }
-}
-
-fn check_selector(
-    report: &mut Report,
-    selector: &LabelSelector,
-    labels: Option<&BTreeMap<String, String>>,
-) {
-    let empty = BTreeMap::new();
-    let labels = labels.unwrap_or(&empty);
-    let match_labels = selector.match_labels.as_ref().filter(|m| !m.is_empty());
-    let expressions = selector
-        .match_expressions
-        .as_ref()
-        .filter(|e| !e.is_empty());
-    if match_labels.is_none() && expressions.is_none() {
-        report.required(
-            "spec.selector",
-            "an empty selector would select every pod in the namespace; set matchLabels",
-        );
-        return;
-    }
-    for (key, value) in match_labels.into_iter().flatten() {
-        if labels.get(key) != Some(value) {
-            report.invalid(
-                "spec.template.metadata.labels",
-                format!("must include {key}: {value}, which spec.selector.matchLabels requires"),
-            );
-        }
-    }
-    for (index, expression) in expressions.into_iter().flatten().enumerate() {
-        let field = format!("spec.selector.matchExpressions[{index}]");
-        let values = expression.values.as_deref().unwrap_or_default();
-        let present = labels.get(&expression.key);
-        let matches = match expression.operator.as_str() {
-            "In" => present.is_some_and(|v| values.contains(v)),
-            "NotIn" => present.is_none_or(|v| !values.contains(v)),
-            "Exists" => present.is_some(),
-            "DoesNotExist" => present.is_none(),
-            other => {
-                report.invalid(
-                    format!("{field}.operator"),
-                    format!("{other:?} is not one of In, NotIn, Exists, DoesNotExist"),
-                );
-                continue;
-            }
-        };
-        if !matches {
-            report.invalid(
-                "spec.template.metadata.labels",
-                format!("do not satisfy {field} (key {:?})", expression.key),
-            );
         }
     }
 }

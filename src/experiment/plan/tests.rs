@@ -325,3 +325,32 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn the_resource_reads_with_argos_defaults() {
+    let resource: crate::api::experiment::ExperimentSpec =
+        serde_json::from_value(serde_json::json!({
+            "templates": [
+                {"name": "baseline", "selector": {"matchLabels": {"app": "a"}},
+                 "template": {"metadata": {"labels": {"app": "a"}}}},
+                {"name": "canary", "replicas": 3, "selector": {"matchLabels": {"app": "a"}},
+                 "template": {"metadata": {"labels": {"app": "a"}}}}],
+            "analyses": [{"name": "judge", "templateName": "t", "requiredForCompletion": true}]
+        }))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let spec = Spec::of(&resource).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(spec.templates[0].replicas, 1);
+    assert_eq!(spec.templates[1].replicas, 3);
+    assert_eq!(spec.duration, None);
+    assert_eq!(spec.progress_deadline, Duration::from_secs(600));
+    assert_eq!(spec.scale_down_delay, Duration::from_secs(30));
+    assert!(spec.analyses[0].required_for_completion);
+    let mut timed = resource.clone();
+    timed.duration = Some("1h30m".into());
+    assert_eq!(
+        Spec::of(&timed).map(|s| s.duration),
+        Ok(Some(Duration::from_secs(5400)))
+    );
+    timed.duration = Some("soon".into());
+    assert!(Spec::of(&timed).is_err_and(|e| e.starts_with("spec.duration:")));
+}

@@ -1,0 +1,121 @@
+//! An Experiment's ReplicaSets, built from its templates. Pure.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::apps::v1::{ReplicaSet, ReplicaSetSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use kube::{Resource, ResourceExt};
+
+use crate::api::contract::{EXPERIMENT_LABEL, EXPERIMENT_TEMPLATE_LABEL, POD_TEMPLATE_HASH_LABEL};
+use crate::api::experiment::{Experiment, ExperimentTemplate};
+use crate::rollout::template_hash;
+
+/// `<experiment>-<template>`.
+pub fn replica_set_name(experiment: &str, template: &str) -> String {
+    format!("{experiment}-{template}")
+}
+
+/// The template's ReplicaSet and the hash its pods carry. The experiment's own labels are in
+/// the pod template before it is hashed: a copy of the stable version gets a hash apart
+/// from the stable ReplicaSet's, so queries by hash tell the two apart.
+pub fn replica_set(experiment: &Experiment, template: &ExperimentTemplate) -> (ReplicaSet, String) {
+    let name = experiment.name_any();
+    let own = BTreeMap::from([
+        (EXPERIMENT_LABEL.to_owned(), name.clone()),
+        (EXPERIMENT_TEMPLATE_LABEL.to_owned(), template.name.clone()),
+    ]);
+    let mut pods = template.template.clone();
+    pods.metadata
+        .get_or_insert_with(ObjectMeta::default)
+        .labels
+        .get_or_insert_with(BTreeMap::new)
+        .extend(own.clone());
+    let hash = template_hash::of(&pods);
+    let mut labels = own;
+    labels.insert(POD_TEMPLATE_HASH_LABEL.to_owned(), hash.clone());
+    if let Some(pod_labels) = pods.metadata.as_mut().and_then(|m| m.labels.as_mut()) {
+        pod_labels.insert(POD_TEMPLATE_HASH_LABEL.to_owned(), hash.clone());
+    }
+    let mut selector = template.selector.clone();
+    selector
+        .match_labels
+        .get_or_insert_with(BTreeMap::new)
+        .insert(POD_TEMPLATE_HASH_LABEL.to_owned(), hash.clone());
+    let replica_set = ReplicaSet {
+        metadata: ObjectMeta {
+            name: Some(replica_set_name(&name, &template.name)),
+            namespace: experiment.namespace(),
+            labels: Some(labels),
+            owner_references: experiment.controller_owner_ref(&()).map(|o| vec![o]),
+            ..ObjectMeta::default()
+        },
+        spec: Some(ReplicaSetSpec {
+            replicas: Some(template.replicas.unwrap_or(1).max(0)),
+            min_ready_seconds: template.min_ready_seconds,
+            selector,
+            template: Some(pods),
+        }),
+        status: None,
+    };
+    (replica_set, hash)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn experiment() -> Experiment {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "weir.dev/v1alpha1", "kind": "Experiment",
+            "metadata": {"name": "web-5c8c654d5c-2-1", "namespace": "shop", "uid": "u-1"},
+            "spec": {"templates": [
+                {"name": "baseline", "selector": {"matchLabels": {"app": "web"}},
+                 "template": {"metadata": {"labels": {"app": "web"}},
+                    "spec": {"containers": [{"name": "web", "image": "web:2"}]}}}]}
+        }))
+        .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn a_template_becomes_its_own_replica_set_with_a_hash_apart_from_the_stables() {
+        let experiment = experiment();
+        let template = &experiment.spec.templates[0];
+        let (replica_set, hash) = replica_set(&experiment, template);
+        assert_eq!(
+            replica_set.metadata.name.as_deref(),
+            Some("web-5c8c654d5c-2-1-baseline")
+        );
+        // The stable version's own ReplicaSet hashes the template as written.
+        assert_ne!(hash, template_hash::of(&template.template));
+        let spec = replica_set.spec.unwrap_or_default();
+        assert_eq!(spec.replicas, Some(1), "Argo's default");
+        let selector = spec.selector.match_labels.unwrap_or_default();
+        assert_eq!(selector.get("app").map(String::as_str), Some("web"));
+        assert_eq!(selector.get(POD_TEMPLATE_HASH_LABEL), Some(&hash));
+        let pods = spec
+            .template
+            .and_then(|t| t.metadata)
+            .and_then(|m| m.labels)
+            .unwrap_or_default();
+        for key in [
+            POD_TEMPLATE_HASH_LABEL,
+            EXPERIMENT_LABEL,
+            EXPERIMENT_TEMPLATE_LABEL,
+            "app",
+        ] {
+            assert!(pods.contains_key(key), "pods carry {key}: {pods:?}");
+        }
+        let owner = replica_set.metadata.owner_references.unwrap_or_default();
+        assert_eq!(owner.len(), 1);
+        assert_eq!(owner[0].kind, "Experiment");
+        assert_eq!(owner[0].controller, Some(true));
+        // The same template in another experiment: another hash.
+        let mut other = experiment.clone();
+        other.metadata.name = Some("web-5c8c654d5c-4-1".into());
+        assert_ne!(replica_set_hash(&other), hash);
+    }
+
+    fn replica_set_hash(experiment: &Experiment) -> String {
+        replica_set(experiment, &experiment.spec.templates[0]).1
+    }
+}

@@ -1,0 +1,206 @@
+//! The rules of Experiments: templates that can run (named, selecting their own pods),
+//! analyses that name a template and only templates that exist, durations that read.
+
+use std::collections::BTreeSet;
+
+use super::analysis::{check_args, check_run_settings};
+use super::names::{NameRule, check_name};
+use super::selector::check_selector;
+use super::violation::{Report, Violation};
+use crate::api::experiment::ExperimentSpec;
+use crate::duration;
+
+/// `{{templates.NAME.podTemplateHash}}`: the names a text refers to.
+pub fn template_hash_references(text: &str) -> Vec<&str> {
+    let mut names = Vec::new();
+    let mut rest = text;
+    while let Some(start) = rest.find("{{") {
+        let after = &rest[start + 2..];
+        let Some(end) = after.find("}}") else {
+            break;
+        };
+        let inner = after[..end].trim();
+        if let Some(name) = inner
+            .strip_prefix("templates.")
+            .and_then(|tail| tail.strip_suffix(".podTemplateHash"))
+        {
+            names.push(name);
+        }
+        rest = &after[end + 2..];
+    }
+    names
+}
+
+pub fn experiment(spec: &ExperimentSpec) -> Vec<Violation> {
+    let mut report = Report::default();
+    report.unsupported("spec", spec);
+    if spec.templates.is_empty() {
+        report.required("spec.templates", "an experiment runs at least one template");
+    }
+    let mut names = BTreeSet::new();
+    for (index, template) in spec.templates.iter().enumerate() {
+        let at = format!("spec.templates[{index}]");
+        report.unsupported(&at, template);
+        // The ReplicaSet is `<experiment>-<name>`; the name must be a label of its own.
+        check_name(
+            &mut report,
+            &format!("{at}.name"),
+            &template.name,
+            NameRule::Dns1123Label,
+        );
+        if !names.insert(template.name.as_str()) {
+            report.invalid(
+                format!("{at}.name"),
+                format!("template {:?} is defined twice", template.name),
+            );
+        }
+        if template.replicas.is_some_and(|r| r < 0) {
+            report.invalid(format!("{at}.replicas"), "must be 0 or more");
+        }
+        if template.min_ready_seconds.is_some_and(|s| s < 0) {
+            report.invalid(format!("{at}.minReadySeconds"), "must be 0 or more");
+        }
+        check_selector(
+            &mut report,
+            &at,
+            &template.selector,
+            template
+                .template
+                .metadata
+                .as_ref()
+                .and_then(|m| m.labels.as_ref()),
+        );
+    }
+    if let Some(text) = &spec.duration
+        && let Err(error) = duration::parse(text)
+    {
+        report.invalid("spec.duration", error.to_string());
+    }
+    if spec.progress_deadline_seconds.is_some_and(|s| s < 1) {
+        report.invalid("spec.progressDeadlineSeconds", "must be at least 1");
+    }
+    if spec.scale_down_delay_seconds.is_some_and(|s| s < 0) {
+        report.invalid("spec.scaleDownDelaySeconds", "must be 0 or more");
+    }
+    let mut analyses = BTreeSet::new();
+    for (index, analysis) in spec.analyses.iter().enumerate() {
+        let at = format!("spec.analyses[{index}]");
+        report.unsupported(&at, analysis);
+        check_name(
+            &mut report,
+            &format!("{at}.name"),
+            &analysis.name,
+            NameRule::Dns1123Label,
+        );
+        if !analyses.insert(analysis.name.as_str()) {
+            report.invalid(
+                format!("{at}.name"),
+                format!("analysis {:?} is defined twice", analysis.name),
+            );
+        }
+        if analysis.template_name.trim().is_empty() {
+            report.required(
+                format!("{at}.templateName"),
+                "name the AnalysisTemplate to run",
+            );
+        }
+        check_args(&mut report, &format!("{at}.args"), &analysis.args);
+        for (a, arg) in analysis.args.iter().enumerate() {
+            for name in template_hash_references(arg.value.as_deref().unwrap_or_default()) {
+                if !names.contains(name) {
+                    report.invalid(
+                        format!("{at}.args[{a}].value"),
+                        format!(
+                            "refers to template {name:?}, which spec.templates does not define"
+                        ),
+                    );
+                }
+            }
+        }
+    }
+    check_run_settings(
+        &mut report,
+        "spec",
+        &spec.dry_run,
+        &spec.measurement_retention,
+        None,
+    );
+    report.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::validate::ViolationKind::{self, Invalid, Required};
+    use serde_json::json;
+
+    fn fields(violations: &[Violation]) -> Vec<(ViolationKind, &str)> {
+        violations
+            .iter()
+            .map(|v| (v.kind, v.field.as_str()))
+            .collect()
+    }
+
+    fn spec(value: serde_json::Value) -> ExperimentSpec {
+        serde_json::from_value(value).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn template(name: &str, color: &str) -> serde_json::Value {
+        json!({"name": name, "selector": {"matchLabels": {"app": "demo", "color": color}},
+            "template": {"metadata": {"labels": {"app": "demo", "color": color}},
+                "spec": {"containers": [{"name": "demo", "image": format!("demo:{color}")}]}}})
+    }
+
+    #[test]
+    fn a_baseline_and_canary_experiment_as_argo_documents_it_passes() {
+        let spec = spec(json!({"duration": "1h",
+            "templates": [template("baseline", "blue"), template("canary", "green")],
+            "analyses": [{"name": "judge", "templateName": "canary-vs-baseline",
+                "args": [
+                    {"name": "baseline-hash", "value": "{{templates.baseline.podTemplateHash}}"},
+                    {"name": "canary-hash", "value": "{{ templates.canary.podTemplateHash }}"}]}]}));
+        assert_eq!(fields(&experiment(&spec)), []);
+    }
+
+    #[test]
+    fn each_rule_names_its_field() {
+        let mut mismatched = template("canary", "green");
+        mismatched["selector"]["matchLabels"]["color"] = json!("red");
+        let spec = spec(json!({"duration": "an hour", "progressDeadlineSeconds": 0,
+            "templates": [template("Baseline", "blue"), mismatched, template("canary", "green")],
+            "analyses": [{"name": "judge", "templateName": " ",
+                "args": [{"name": "h", "value": "{{templates.baseline.podTemplateHash}}"}]}]}));
+        assert_eq!(
+            fields(&experiment(&spec)),
+            [
+                (Required, "spec.analyses[0].templateName"),
+                (Invalid, "spec.analyses[0].args[0].value"),
+                (Invalid, "spec.duration"),
+                (Invalid, "spec.progressDeadlineSeconds"),
+                (Invalid, "spec.templates[0].name"),
+                (Invalid, "spec.templates[1].template.metadata.labels"),
+                (Invalid, "spec.templates[2].name"),
+            ]
+        );
+        let empty = spec_of_nothing();
+        assert_eq!(fields(&experiment(&empty)), [(Required, "spec.templates")]);
+    }
+
+    fn spec_of_nothing() -> ExperimentSpec {
+        ExperimentSpec::default()
+    }
+
+    #[test]
+    fn template_hash_references_are_read_with_spaces_and_among_other_text() {
+        assert_eq!(
+            template_hash_references(
+                "a-{{templates.baseline.podTemplateHash}}-{{ templates.canary.podTemplateHash }}-{{args.x}}"
+            ),
+            ["baseline", "canary"]
+        );
+        assert_eq!(
+            template_hash_references("{{templates.x.name}} {{"),
+            Vec::<&str>::new()
+        );
+    }
+}
