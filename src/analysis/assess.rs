@@ -147,10 +147,6 @@ pub fn schedules(
         .collect()
 }
 
-fn is_final(phase: AnalysisPhase) -> bool {
-    !matches!(phase, AnalysisPhase::Pending | AnalysisPhase::Running)
-}
-
 fn result_for<'s>(status: &'s AnalysisRunStatus, name: &str) -> Option<&'s MetricResult> {
     status.metric_results.iter().find(|r| r.name == name)
 }
@@ -164,7 +160,7 @@ pub fn next_due(
     let Some(result) = result else {
         return Some(started_at + schedule.initial_delay);
     };
-    if is_final(result.phase) || schedule.count.is_some_and(|c| result.count >= c) {
+    if result.phase.is_final() || schedule.count.is_some_and(|c| result.count >= c) {
         return None;
     }
     match result.measurements.last() {
@@ -358,16 +354,6 @@ pub fn metric_phase(
     }
 }
 
-/// Worst first: the outcome that decides a run when several metrics end badly.
-fn severity(phase: AnalysisPhase) -> u8 {
-    match phase {
-        AnalysisPhase::Failed => 3,
-        AnalysisPhase::Error => 2,
-        AnalysisPhase::Inconclusive => 1,
-        _ => 0,
-    }
-}
-
 /// Sets the run's phase, message, summaries and completion time from its metrics. A metric
 /// that ends badly ends the run at once; the run is Successful when every deciding metric is.
 /// `stopping` (spec.terminate) ends every metric still measuring.
@@ -377,7 +363,7 @@ pub fn conclude(
     stopping: bool,
     now: DateTime<Utc>,
 ) {
-    if status.phase.is_some_and(is_final) {
+    if status.phase.is_some_and(AnalysisPhase::is_final) {
         return;
     }
     for schedule in schedules {
@@ -388,7 +374,7 @@ pub fn conclude(
             .metric_results
             .iter_mut()
             .find(|r| r.name == schedule.name)
-            && !is_final(result.phase)
+            && !result.phase.is_final()
         {
             let (phase, message) = metric_phase(schedule, result, stopping);
             result.phase = phase;
@@ -422,7 +408,7 @@ pub fn conclude(
         }
         all_successful &= phase == AnalysisPhase::Successful;
         if let Some(result) = result
-            && severity(phase) > worst.map_or(0, |w| severity(w.phase))
+            && phase.severity() > worst.map_or(0, |w| w.phase.severity())
         {
             worst = Some(result);
         }
@@ -453,7 +439,7 @@ pub fn conclude(
     status.dry_run_summary = (dry_summary.count > 0).then_some(dry_summary);
     status.message = Some(message);
     status.phase = Some(phase);
-    if is_final(phase) {
+    if phase.is_final() {
         status.completed_at = Some(to_k8s(now));
     }
 }

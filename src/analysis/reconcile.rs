@@ -104,10 +104,7 @@ async fn reconcile_run(run: Arc<AnalysisRun>, ctx: Arc<Context>) -> Result<Reque
         return Ok(Requeue::await_change());
     };
     let original = current.status.clone().unwrap_or_default();
-    if original
-        .phase
-        .is_some_and(|p| !matches!(p, AnalysisPhase::Pending | AnalysisPhase::Running))
-    {
+    if original.phase.is_some_and(AnalysisPhase::is_final) {
         return Ok(Requeue::await_change());
     }
     let mut status = original.clone();

@@ -701,6 +701,24 @@ pub enum AnalysisPhase {
     Error,
 }
 
+impl AnalysisPhase {
+    /// The phase is an outcome: nothing more will be measured.
+    pub fn is_final(self) -> bool {
+        !matches!(self, AnalysisPhase::Pending | AnalysisPhase::Running)
+    }
+
+    /// Worst highest: the outcome that decides when several end badly (Failed, then Error,
+    /// then Inconclusive, as in Argo); 0 for the rest.
+    pub fn severity(self) -> u8 {
+        match self {
+            AnalysisPhase::Failed => 3,
+            AnalysisPhase::Error => 2,
+            AnalysisPhase::Inconclusive => 1,
+            _ => 0,
+        }
+    }
+}
+
 /// How many metrics ended in each phase, and how many are still measuring.
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]

@@ -139,30 +139,16 @@ pub struct Plan {
 }
 
 fn is_final(phase: Option<AnalysisPhase>) -> bool {
-    matches!(
-        phase,
-        Some(
-            AnalysisPhase::Successful
-                | AnalysisPhase::Failed
-                | AnalysisPhase::Error
-                | AnalysisPhase::Inconclusive
-        )
-    )
+    phase.is_some_and(AnalysisPhase::is_final)
 }
 
-/// Worst first, as a run's metrics decide it: Error, Failed, Inconclusive.
+/// The analysis that ended worst, as a run's metrics decide it (`AnalysisPhase::severity`).
 fn worst_run(observed: &Observed) -> Option<(&str, AnalysisPhase)> {
-    let rank = |phase: AnalysisPhase| match phase {
-        AnalysisPhase::Error => 3,
-        AnalysisPhase::Failed => 2,
-        AnalysisPhase::Inconclusive => 1,
-        _ => 0,
-    };
     observed
         .runs
         .iter()
-        .filter(|(_, phase)| rank(**phase) > 0)
-        .max_by_key(|(name, phase)| (rank(**phase), std::cmp::Reverse(name.as_str())))
+        .filter(|(_, phase)| phase.severity() > 0)
+        .max_by_key(|(name, phase)| (phase.severity(), std::cmp::Reverse(name.as_str())))
         .map(|(name, phase)| (name.as_str(), *phase))
 }
 

@@ -424,14 +424,14 @@ proptest! {
         for (step, (which, phase)) in outcomes.iter().enumerate() {
             let now = at(step as i64 + 1);
             let (due_now, _) = due(&all, &status, at(1_000_000));
-            if status.phase.is_some_and(is_final) || !due_now.contains(which) {
+            if status.phase.is_some_and(AnalysisPhase::is_final) || !due_now.contains(which) {
                 continue;
             }
             record(&mut status, &all[*which], measurement(*phase, step as i64));
             conclude(&mut status, &all, false, now);
             if let Some(seen) = final_phase {
                 prop_assert_eq!(status.phase, Some(seen));
-            } else if status.phase.is_some_and(is_final) {
+            } else if status.phase.is_some_and(AnalysisPhase::is_final) {
                 final_phase = status.phase;
             }
         }

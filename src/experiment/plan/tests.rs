@@ -188,10 +188,19 @@ fn the_worst_analysis_ends_it_at_once_and_the_others_are_stopped() {
             analysis: "smoke".into()
         }]
     );
-    // Error outranks Failed.
+    // As a run's metrics decide it: Failed outranks Error, and Error outranks Inconclusive.
     observed.runs.insert("smoke".into(), AnalysisPhase::Error);
+    let both = plan(&spec, &state, &observed, t0(), at(100));
+    assert_eq!(both.state.phase, Some(AnalysisPhase::Failed));
+    observed
+        .runs
+        .insert("judge".into(), AnalysisPhase::Inconclusive);
     let errored = plan(&spec, &state, &observed, t0(), at(100));
     assert_eq!(errored.state.phase, Some(AnalysisPhase::Error));
+    assert_eq!(
+        errored.state.message.as_deref(),
+        Some("analysis \"smoke\" ended Error")
+    );
 }
 
 #[test]
