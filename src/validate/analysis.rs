@@ -1015,15 +1015,21 @@ fn is_placeholder(text: &str) -> bool {
 
 /// The argument names a text refers to as `{{args.NAME}}` (spaces inside braces allowed).
 pub fn placeholders(text: &str) -> Vec<&str> {
-    let mut names = Vec::new();
+    placeholder_bodies(text)
+        .into_iter()
+        .filter_map(|body| body.strip_prefix("args.").map(str::trim))
+        .collect()
+}
+
+/// What each closed `{{ ... }}` of a text holds, trimmed.
+pub(super) fn placeholder_bodies(text: &str) -> Vec<&str> {
+    let mut bodies = Vec::new();
     let mut rest = text;
     while let Some(start) = rest.find("{{") {
         let after = &rest[start + 2..];
         let Some(end) = after.find("}}") else { break };
-        if let Some(name) = after[..end].trim().strip_prefix("args.") {
-            names.push(name.trim());
-        }
+        bodies.push(after[..end].trim());
         rest = &after[end + 2..];
     }
-    names
+    bodies
 }

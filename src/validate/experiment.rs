@@ -3,7 +3,7 @@
 
 use std::collections::BTreeSet;
 
-use super::analysis::{check_args, check_run_settings};
+use super::analysis::{check_args, check_run_settings, placeholder_bodies};
 use super::names::{NameRule, check_name};
 use super::selector::check_selector;
 use super::violation::{Report, Violation};
@@ -12,23 +12,13 @@ use crate::duration;
 
 /// `{{templates.NAME.podTemplateHash}}`: the names a text refers to.
 pub fn template_hash_references(text: &str) -> Vec<&str> {
-    let mut names = Vec::new();
-    let mut rest = text;
-    while let Some(start) = rest.find("{{") {
-        let after = &rest[start + 2..];
-        let Some(end) = after.find("}}") else {
-            break;
-        };
-        let inner = after[..end].trim();
-        if let Some(name) = inner
-            .strip_prefix("templates.")
-            .and_then(|tail| tail.strip_suffix(".podTemplateHash"))
-        {
-            names.push(name);
-        }
-        rest = &after[end + 2..];
-    }
-    names
+    placeholder_bodies(text)
+        .into_iter()
+        .filter_map(|body| {
+            body.strip_prefix("templates.")?
+                .strip_suffix(".podTemplateHash")
+        })
+        .collect()
 }
 
 pub fn experiment(spec: &ExperimentSpec) -> Vec<Violation> {
