@@ -256,7 +256,7 @@ fn filled_duration(text: Option<&str>, args: &BTreeMap<String, ArgValue>) -> Opt
 impl Provider for JudgeMetric {
     fn timeout(&self) -> Duration {
         // The queries go out together, each within its own timeout.
-        self.prometheus("").timeout()
+        super::prometheus::query_timeout(self.timeout)
     }
 
     fn prepare<'a>(&'a self, env: &'a Env<'a>) -> BoxFuture<'a, Result<Ready, Unready>> {

@@ -277,11 +277,16 @@ fn describe(address: &str, error: &prometheus_http_query::Error) -> String {
     format!("querying Prometheus at {address}: {what}")
 }
 
+/// A query's `timeout` in seconds as waited for: 30 s when unset, as in Argo.
+pub fn query_timeout(seconds: Option<i64>) -> Duration {
+    seconds
+        .and_then(|t| u64::try_from(t).ok())
+        .map_or(DEFAULT_TIMEOUT, Duration::from_secs)
+}
+
 impl Provider for PrometheusMetric {
     fn timeout(&self) -> Duration {
-        self.timeout
-            .and_then(|t| u64::try_from(t).ok())
-            .map_or(DEFAULT_TIMEOUT, Duration::from_secs)
+        query_timeout(self.timeout)
     }
 
     fn prepare<'a>(&'a self, env: &'a Env<'a>) -> BoxFuture<'a, Result<Ready, Unready>> {
