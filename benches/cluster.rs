@@ -908,7 +908,7 @@ async fn restart_to_step(report: &mut Report) {
         let image = format!("web:{run}");
         let rollout = step_rollout(&image, steps.clone());
         apply(&api, &rollout).await;
-        let hash = weir::rollout::template_hash::of(
+        let hash = weir::template_hash::of(
             &serde_json::from_value(rollout["spec"]["template"].clone())
                 .unwrap_or_else(|e| panic!("the template: {e}")),
         );
@@ -1017,7 +1017,7 @@ async fn aborts(client: &Client, samples: usize, report: &mut Report) {
         let object = step_rollout(&image, steps.clone());
         let template = serde_json::from_value(object["spec"]["template"].clone())
             .unwrap_or_else(|e| panic!("the bench's pod template: {e}"));
-        let hash = weir::rollout::template_hash::of(&template);
+        let hash = weir::template_hash::of(&template);
         let since = routes.entries().len();
         apply(&rollouts, &object).await;
         // The canary reaches 10%, then the failing analysis sends it back to 0.

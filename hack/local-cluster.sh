@@ -343,7 +343,7 @@ install_crds() {
     || die "applying the CRDs failed; see $LOGS/crds.log"
   local crd
   for crd in rollouts.weir.dev analysistemplates.weir.dev clusteranalysistemplates.weir.dev \
-    analysisruns.weir.dev gitsyncs.weir.dev httproutes.gateway.networking.k8s.io \
+    analysisruns.weir.dev experiments.weir.dev gitsyncs.weir.dev httproutes.gateway.networking.k8s.io \
     trafficsplits.split.smi-spec.io virtualservices.networking.istio.io destinationrules.networking.istio.io; do
     wait_for kube-apiserver 30 crd_established "$crd" \
       || die "CRD $crd did not become Established; see: kubectl describe crd $crd"

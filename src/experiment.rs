@@ -7,5 +7,9 @@
 //! settings, what it recorded, and what exists (its ReplicaSets and AnalysisRuns), the next
 //! status and the actions that move the world towards it. No clock, no I/O.
 
+pub mod analysis;
+pub mod controller;
+pub mod from_step;
 pub mod plan;
+pub mod reconcile;
 pub mod workload;

@@ -17,6 +17,7 @@ pub mod runtime;
 pub mod sim;
 pub mod ssa_defaults;
 pub mod status_patch;
+pub mod template_hash;
 pub mod time;
 pub mod traffic;
 pub mod validate;

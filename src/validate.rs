@@ -13,6 +13,7 @@ mod selector;
 mod violation;
 
 use crate::api::analysis::{AnalysisRunSpec, AnalysisTemplateSpec};
+use crate::api::experiment::ExperimentSpec;
 use crate::api::gitsync::GitSyncSpec;
 use crate::api::notification::{NotificationRuleSpec, NotifierSpec};
 use crate::api::rollout::RolloutSpec;
@@ -84,6 +85,7 @@ pub fn object_as(kind: &str, spec: &serde_json::Value) -> Option<Result<Vec<Viol
         "ClusterAnalysisTemplate" => check::<AnalysisTemplateSpec>(spec, cluster_analysis_template),
         // Checked as a template: a run's metrics and arguments follow the same rules.
         "AnalysisRun" => check::<AnalysisRunSpec>(spec, analysis_run),
+        "Experiment" => check::<ExperimentSpec>(spec, experiment),
         "GitSync" => check::<GitSyncSpec>(spec, git_sync),
         "Notifier" => check::<NotifierSpec>(spec, notifier),
         "NotificationRule" => check::<NotificationRuleSpec>(spec, notification_rule),

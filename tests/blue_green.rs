@@ -370,7 +370,7 @@ async fn a_controller_killed_at_every_phase_finishes_the_release_the_same_way() 
     apply(&ns, rollout("web:1", gated.clone())).await;
     let (v1, _) = hashes(&healthy_on(&ns, "web:1").await);
     apply(&ns, rollout("web:2", gated)).await;
-    let v2 = weir::rollout::template_hash::of(
+    let v2 = weir::template_hash::of(
         &serde_json::from_value(json!({"metadata": {"labels": {"app": "web"}},
             "spec": {"containers": [{"name": "web", "image": "web:2"}]}}))
         .expect("template"),

@@ -656,7 +656,7 @@ async fn relabelled(test: &'static str, rules: Vec<PolicyRule>) -> Option<String
             }
             // web:2's own pods, once it is the stable version (until then the stable is
             // web:1, whose pods were created with the metadata).
-            let web2 = weir::rollout::template_hash::of(&r.spec.template);
+            let web2 = weir::template_hash::of(&r.spec.template);
             let hash = r
                 .status?
                 .stable_rs

@@ -32,7 +32,7 @@ fn cluster(args: &[&str]) {
 }
 
 fn hash_of(image: &str) -> String {
-    weir::rollout::template_hash::of(
+    weir::template_hash::of(
         &serde_json::from_value(json!({"metadata": {"labels": {"app": "web"}},
             "spec": {"containers": [{"name": "web", "image": image}]}}))
         .unwrap_or_else(|e| panic!("template: {e}")),

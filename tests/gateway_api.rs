@@ -347,7 +347,7 @@ async fn promote(ns: &TestNamespace, app: &str) {
 async fn healthy_at(ns: &TestNamespace, app: &str, image: &str) {
     let manifest = sharing_rollout(app, image, 0);
     let template = serde_json::from_value(manifest["spec"]["template"].clone()).expect("template");
-    let hash = weir::rollout::template_hash::of(&template);
+    let hash = weir::template_hash::of(&template);
     let rollouts = ns.api::<Rollout>();
     eventually(&format!("{app} Healthy on {image}"), LIMIT, || async {
         let r = rollouts.get_opt(app).await.ok()??;

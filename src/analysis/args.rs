@@ -17,11 +17,14 @@ pub const NAMESPACE: &str = "namespace";
 
 /// What weir knows about the canary a run is made for.
 pub struct Known<'a> {
+    /// The object `fieldRef` reads: the Rollout, or the Experiment that runs the analysis.
     pub rollout: &'a Value,
     pub rollout_name: &'a str,
     pub namespace: &'a str,
-    pub canary_hash: &'a str,
-    pub stable_hash: &'a str,
+    /// None for an Experiment's analysis: its versions are its templates, named by
+    /// `{{templates.NAME.podTemplateHash}}`, so weir fills no hash argument.
+    pub canary_hash: Option<&'a str>,
+    pub stable_hash: Option<&'a str>,
 }
 
 /// Turns the Rollout-side sources (`fieldRef`, `podTemplateHashValue`) into literal values
@@ -31,10 +34,16 @@ pub fn resolve(args: &mut [Argument], known: &Known<'_>) -> Result<(), String> {
     for arg in args.iter_mut() {
         if let Some(from) = &arg.value_from {
             if let Some(which) = from.pod_template_hash_value {
-                arg.value = Some(match which {
-                    PodTemplateHashValue::Stable => known.stable_hash.to_owned(),
-                    PodTemplateHashValue::Latest => known.canary_hash.to_owned(),
-                });
+                let hash = match which {
+                    PodTemplateHashValue::Stable => known.stable_hash,
+                    PodTemplateHashValue::Latest => known.canary_hash,
+                };
+                arg.value = Some(hash.map(str::to_owned).ok_or_else(|| {
+                    format!(
+                        "argument {:?}: podTemplateHashValue has no version to name here; use {{{{templates.NAME.podTemplateHash}}}}",
+                        arg.name
+                    )
+                })?);
                 arg.value_from = None;
             } else if let Some(field) = &from.field_ref {
                 let value = field_value(known.rollout, &field.field_path).ok_or_else(|| {
@@ -49,8 +58,8 @@ pub fn resolve(args: &mut [Argument], known: &Known<'_>) -> Result<(), String> {
         }
         if arg.value.is_none() && arg.value_from.is_none() {
             arg.value = match arg.name.as_str() {
-                CANARY_HASH => Some(known.canary_hash.to_owned()),
-                STABLE_HASH | BASELINE_HASH => Some(known.stable_hash.to_owned()),
+                CANARY_HASH => known.canary_hash.map(str::to_owned),
+                STABLE_HASH | BASELINE_HASH => known.stable_hash.map(str::to_owned),
                 ROLLOUT_NAME => Some(known.rollout_name.to_owned()),
                 NAMESPACE => Some(known.namespace.to_owned()),
                 _ => None,
@@ -255,8 +264,8 @@ mod tests {
             rollout: &rollout,
             rollout_name: "web",
             namespace: "shop",
-            canary_hash: "c4",
-            stable_hash: "s7",
+            canary_hash: Some("c4"),
+            stable_hash: Some("s7"),
         };
         let mut args: Vec<Argument> = serde_json::from_value(json!([
             {"name": "latest", "valueFrom": {"podTemplateHashValue": "Latest"}},
@@ -297,8 +306,8 @@ mod tests {
             rollout: &rollout,
             rollout_name: "web",
             namespace: "shop",
-            canary_hash: "c",
-            stable_hash: "s",
+            canary_hash: Some("c"),
+            stable_hash: Some("s"),
         };
         let mut args: Vec<Argument> = serde_json::from_value(json!([
             {"name": "team", "valueFrom": {"fieldRef": {"fieldPath": "metadata.labels['team']"}}}

@@ -11,4 +11,5 @@ pub mod prometheus;
 pub mod provider;
 pub mod reconcile;
 pub mod run;
+pub mod templates;
 pub mod web;

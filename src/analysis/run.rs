@@ -1,6 +1,7 @@
 //! The analyses a Rollout asks for, checking them against their templates, and building an
 //! AnalysisRun for one canary. Pure: the caller fetches the templates.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -16,16 +17,21 @@ use crate::api::contract::{
     ATTEMPT_LABEL, AnalysisKind, CANARY_HASH_LABEL, GIT_REVISION_ANNOTATION, ROLLOUT_LABEL,
     STEP_LABEL,
 };
+use crate::api::experiment::ExperimentAnalysis;
 use crate::api::rollout::{AnalysisTemplateRef, RolloutSpec, StepAnalysis};
 use crate::validate::{self, Violation, ViolationKind};
 
 /// One analysis a Rollout asks for: a canary step's, the canary's background one, or a
-/// blue-green pre- or post-promotion analysis.
+/// blue-green pre- or post-promotion analysis; or one an Experiment runs (a step's
+/// experiment, or an Experiment of its own).
 pub struct Requested<'a> {
     /// Where it is written: `spec.strategy.canary.steps[2].analysis`.
     pub field: String,
-    pub kind: AnalysisKind,
-    pub templates: &'a [AnalysisTemplateRef],
+    /// Which of the Rollout's runs it is; None for an Experiment's analysis, which the
+    /// Experiment runs.
+    pub kind: Option<AnalysisKind>,
+    /// The templates it names: an Experiment's analysis names one, by `templateName`.
+    pub templates: Cow<'a, [AnalysisTemplateRef]>,
     pub args: &'a [Argument],
     /// Metrics measured but never deciding, on top of the templates' own list.
     pub dry_run: &'a [DryRun],
@@ -39,12 +45,45 @@ impl<'a> Requested<'a> {
     fn of(field: String, kind: AnalysisKind, analysis: &'a StepAnalysis) -> Self {
         Requested {
             field,
-            kind,
-            templates: &analysis.templates,
+            kind: Some(kind),
+            templates: Cow::Borrowed(&analysis.templates),
             args: &analysis.args,
             dry_run: &analysis.dry_run,
             measurement_retention: &analysis.measurement_retention,
             metadata: analysis.analysis_run_metadata.as_ref(),
+        }
+    }
+
+    /// One analysis of an Experiment, `at` where it is written
+    /// (`spec.analyses[0]`), with the settings its Experiment gives every analysis.
+    pub fn of_experiment(
+        at: String,
+        analysis: &'a ExperimentAnalysis,
+        dry_run: &'a [DryRun],
+        measurement_retention: &'a [MeasurementRetention],
+        metadata: Option<&'a AnalysisRunMetadata>,
+    ) -> Self {
+        Requested {
+            field: at,
+            kind: None,
+            templates: Cow::Owned(vec![AnalysisTemplateRef {
+                template_name: analysis.template_name.clone(),
+                cluster_scope: analysis.cluster_scope,
+                ..AnalysisTemplateRef::default()
+            }]),
+            args: &analysis.args,
+            dry_run,
+            measurement_retention,
+            metadata,
+        }
+    }
+
+    /// Where its template `root` is named: `<field>.templates[root]`, or an Experiment
+    /// analysis' `<field>.templateName`.
+    pub fn template_field(&self, root: usize) -> String {
+        match self.kind {
+            Some(_) => format!("{}.templates[{root}]", self.field),
+            None => format!("{}.templateName", self.field),
         }
     }
 }
@@ -88,14 +127,33 @@ pub fn requested(spec: &RolloutSpec) -> Vec<Requested<'_>> {
     });
     let background = canary.analysis.as_ref().map(|a| Requested {
         field: "spec.strategy.canary.analysis".into(),
-        kind: AnalysisKind::Background,
-        templates: &a.templates,
+        kind: Some(AnalysisKind::Background),
+        templates: Cow::Borrowed(&a.templates),
         args: &a.args,
         dry_run: &a.dry_run,
         measurement_retention: &a.measurement_retention,
         metadata: a.analysis_run_metadata.as_ref(),
     });
-    steps.chain(background).collect()
+    // An experiment step's analyses are the Experiment's to run, but checked with the
+    // Rollout's: a missing template stops the rollout before the Experiment starts.
+    let experiments = canary.steps.iter().enumerate().flat_map(|(index, step)| {
+        step.experiment.iter().flat_map(move |experiment| {
+            experiment
+                .analyses
+                .iter()
+                .enumerate()
+                .map(move |(a, analysis)| {
+                    Requested::of_experiment(
+                        format!("spec.strategy.canary.steps[{index}].experiment.analyses[{a}]"),
+                        analysis,
+                        &experiment.dry_run,
+                        &experiment.measurement_retention,
+                        experiment.analysis_run_metadata.as_ref(),
+                    )
+                })
+        })
+    });
+    steps.chain(background).chain(experiments).collect()
 }
 
 fn kind(reference: &AnalysisTemplateRef) -> &'static str {
@@ -220,7 +278,10 @@ pub fn check(requested: &Requested<'_>, reach: &Reach<'_>) -> Vec<Violation> {
     if reach.beyond_limit {
         violations.push(Violation {
             kind: ViolationKind::Invalid,
-            field: format!("{}.templates", requested.field),
+            field: match requested.kind {
+                Some(_) => format!("{}.templates", requested.field),
+                None => requested.template_field(0),
+            },
             message: format!(
                 "reaches more than {MAX_TEMPLATES} templates, counting those they compose: name fewer, or compose fewer"
             ),
@@ -233,7 +294,7 @@ pub fn check(requested: &Requested<'_>, reach: &Reach<'_>) -> Vec<Violation> {
         .collect();
     let mut defined_by: BTreeMap<&str, String> = BTreeMap::new();
     for (reached, template) in &found {
-        let at = format!("{}.templates[{}]", requested.field, reached.root);
+        let at = requested.template_field(reached.root);
         let label = reached.label();
         let problems = if reached.reference.cluster_scope {
             validate::cluster_analysis_template(template)
@@ -300,7 +361,7 @@ pub fn check(requested: &Requested<'_>, reach: &Reach<'_>) -> Vec<Violation> {
             kept.filter_map(|(i, r)| named(field, "measurementRetention", i, &r.metric_name)),
         );
         for (reached, template) in found.iter().filter(|(_, t)| !t.templates.is_empty()) {
-            let at = format!("{}.templates[{}]", requested.field, reached.root);
+            let at = requested.template_field(reached.root);
             let label = reached.label();
             let in_template = |list: &str, index: usize, metric: &str| {
                 named("spec", list, index, metric).map(|v| Violation {
@@ -336,23 +397,14 @@ pub struct Canary<'a> {
     pub kind: AnalysisKind,
 }
 
-/// Merges the templates (metrics, dry-run and retention lists in order, arguments by name),
-/// sets the Rollout's arguments over the templates' defaults and resolves the Rollout-side
-/// sources; adds the Rollout's dry-run entries, puts its retention entries first (so they
-/// win) and its run metadata on the run, under weir's own labels. Metric names that repeat across templates, and arguments left without a value,
-/// are errors naming them.
-pub fn build(
-    rollout: &Rollout,
+/// The run's template: the templates merged (metrics, dry-run and retention lists in order,
+/// arguments by name), the analysis' arguments set over the templates' defaults, its dry-run
+/// entries added and its retention entries put first (so they win). A metric name that
+/// repeats across templates is an error naming both.
+pub fn merged(
     templates: &[(String, AnalysisTemplateSpec)],
     requested: &Requested<'_>,
-    target: &Canary<'_>,
-) -> Result<AnalysisRun, String> {
-    let Canary {
-        hash,
-        stable,
-        attempt,
-        kind,
-    } = *target;
+) -> Result<AnalysisTemplateSpec, String> {
     let mut spec = AnalysisTemplateSpec::default();
     let mut metric_from: BTreeMap<String, String> = BTreeMap::new();
     for (template, template_spec) in templates {
@@ -394,6 +446,25 @@ pub fn build(
             None => spec.args.push(arg.clone()),
         }
     }
+    Ok(spec)
+}
+
+/// A run for one canary: the templates `merged`, the Rollout-side sources resolved, the
+/// analysis' run metadata on it under weir's own labels. Arguments left without a value are
+/// errors naming them.
+pub fn build(
+    rollout: &Rollout,
+    templates: &[(String, AnalysisTemplateSpec)],
+    requested: &Requested<'_>,
+    target: &Canary<'_>,
+) -> Result<AnalysisRun, String> {
+    let Canary {
+        hash,
+        stable,
+        attempt,
+        kind,
+    } = *target;
+    let mut spec = merged(templates, requested)?;
     let rollout_name = rollout.name_any();
     let namespace = rollout.namespace().unwrap_or_default();
     let rollout_json = serde_json::to_value(rollout).unwrap_or_default();
@@ -403,8 +474,8 @@ pub fn build(
             rollout: &rollout_json,
             rollout_name: &rollout_name,
             namespace: &namespace,
-            canary_hash: hash,
-            stable_hash: stable,
+            canary_hash: Some(hash),
+            stable_hash: Some(stable),
         },
     )?;
     if let Some(missing) = args::missing(&spec.args).first() {
@@ -638,15 +709,15 @@ mod tests {
             .zip(specs)
             .map(|(r, spec)| (key(r), spec.cloned()))
             .collect();
-        check(requested, &reach(requested.templates, &fetched))
+        check(requested, &reach(&requested.templates, &fetched))
     }
 
     /// A step analysis that gives `args` and nothing else.
     fn asking(args: &[Argument]) -> Requested<'_> {
         Requested {
             field: "spec.strategy.canary.steps[2].analysis".into(),
-            kind: AnalysisKind::Step(2),
-            templates: &[],
+            kind: Some(AnalysisKind::Step(2)),
+            templates: Cow::Borrowed(&[]),
             args,
             dry_run: &[],
             measurement_retention: &[],
@@ -667,8 +738,8 @@ mod tests {
         let (refs, args) = requested_of(json!([]));
         let requested = Requested {
             field: "spec.strategy.canary.steps[1].analysis".into(),
-            kind: AnalysisKind::Step(1),
-            templates: &refs,
+            kind: Some(AnalysisKind::Step(1)),
+            templates: Cow::Borrowed(&refs),
             args: &args,
             dry_run: &[],
             measurement_retention: &[],
@@ -701,8 +772,8 @@ mod tests {
         let (refs, args) = requested_of(json!([]));
         let requested = Requested {
             field: "spec.strategy.canary.analysis".into(),
-            kind: AnalysisKind::Background,
-            templates: &refs,
+            kind: Some(AnalysisKind::Background),
+            templates: Cow::Borrowed(&refs),
             args: &args,
             dry_run: &[],
             measurement_retention: &[],
@@ -742,8 +813,8 @@ mod tests {
         let (refs, none) = requested_of(json!([]));
         let requested = Requested {
             field: "spec.strategy.canary.analysis".into(),
-            kind: AnalysisKind::Background,
-            templates: &refs,
+            kind: Some(AnalysisKind::Background),
+            templates: Cow::Borrowed(&refs),
             args: &none,
             dry_run: &[],
             measurement_retention: &[],
@@ -960,7 +1031,7 @@ mod tests {
             &analysis,
         );
         let problems: Vec<(String, String)> =
-            check(&requested, &reach(requested.templates, &fetched))
+            check(&requested, &reach(&requested.templates, &fetched))
                 .into_iter()
                 .map(|v| (v.field, v.message))
                 .collect();

@@ -22,6 +22,8 @@ pub const STEP_LABEL: &str = "weir.dev/step";
 pub const EXPERIMENT_LABEL: &str = "weir.dev/experiment";
 /// On an Experiment's ReplicaSets and their pods: the template's name.
 pub const EXPERIMENT_TEMPLATE_LABEL: &str = "weir.dev/experiment-template";
+/// On an Experiment's AnalysisRuns: the analysis' name.
+pub const EXPERIMENT_ANALYSIS_LABEL: &str = "weir.dev/experiment-analysis";
 
 /// Which of a Rollout's analyses an AnalysisRun is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -101,6 +103,8 @@ pub const SYNC_MANAGER: &str = "weir-sync";
 pub const ROLLOUT_MANAGER: &str = "weir-rollout";
 /// Field manager of the AnalysisRun controller.
 pub const ANALYSIS_MANAGER: &str = "weir-analysis";
+/// Field manager of the Experiment controller.
+pub const EXPERIMENT_MANAGER: &str = "weir-experiment";
 /// Field manager of the webhook's sync-request annotation.
 pub const WEBHOOK_MANAGER: &str = "weir-webhook";
 

@@ -7,7 +7,7 @@ use kube::CustomResource;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::analysis::{AnalysisPhase, Argument, DryRun, MeasurementRetention};
+use super::analysis::{AnalysisPhase, AnalysisRunMetadata, Argument, DryRun, MeasurementRetention};
 use super::schema::{Unsupported, keep_unknown_fields, keeps_unknown_fields};
 
 /// Argo's default: ten minutes for the templates' pods to become available.
@@ -62,6 +62,9 @@ pub struct ExperimentSpec {
     /// Measurements kept per metric, in every analysis.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub measurement_retention: Vec<MeasurementRetention>,
+    /// Labels and annotations put on every analysis' AnalysisRun.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub analysis_run_metadata: Option<AnalysisRunMetadata>,
     #[serde(flatten)]
     #[schemars(skip)]
     pub unsupported: Unsupported,

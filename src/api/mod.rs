@@ -26,6 +26,7 @@ pub fn crds() -> Result<Vec<CustomResourceDefinition>, serde_json::Error> {
         AnalysisTemplate::crd(),
         ClusterAnalysisTemplate::crd(),
         AnalysisRun::crd(),
+        experiment::Experiment::crd(),
         GitSync::crd(),
         notification::Notifier::crd(),
         notification::NotificationRule::crd(),

@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 
 pub use super::analysis::AnalysisTemplateRef;
 use super::analysis::{AnalysisRunMetadata, Argument, DryRun, MeasurementRetention};
+pub use super::experiment::ExperimentAnalysis;
 use super::schema::keeps_unknown_fields;
 use super::schema::{Unsupported, keep_unknown_fields};
 
@@ -725,6 +726,72 @@ pub struct CanaryStep {
     /// Copy a share of matching requests to the canary; without `match`, remove the route.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub set_mirror_route: Option<SetMirrorRoute>,
+    /// Run an Experiment: copies of the stable or the canary version on fresh ReplicaSets,
+    /// judged by analyses. The step is done when it succeeds; its failure aborts the rollout.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub experiment: Option<ExperimentStep>,
+    #[serde(flatten)]
+    #[schemars(skip)]
+    pub unsupported: Unsupported,
+}
+
+/// A canary step's Experiment (Argo Rollouts' `experiment` step).
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(transform = keep_unknown_fields)]
+pub struct ExperimentStep {
+    /// The ReplicaSets to run (validation requires at least one).
+    #[serde(default)]
+    pub templates: Vec<ExperimentStepTemplate>,
+    /// How long it runs once its pods are available (`1h`); without it, until every analysis
+    /// `requiredForCompletion` has succeeded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub analyses: Vec<ExperimentAnalysis>,
+    /// Metrics (by name, `*` for all) measured but never deciding, in every analysis.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dry_run: Vec<DryRun>,
+    /// Measurements kept per metric, in every analysis.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub measurement_retention: Vec<MeasurementRetention>,
+    /// Labels and annotations put on the analyses' AnalysisRuns.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub analysis_run_metadata: Option<AnalysisRunMetadata>,
+    #[serde(flatten)]
+    #[schemars(skip)]
+    pub unsupported: Unsupported,
+}
+
+/// Which version an experiment template copies.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum SpecRef {
+    /// The version the stable ReplicaSet runs.
+    #[default]
+    Stable,
+    /// The new version (`spec.template`).
+    Canary,
+}
+
+/// One ReplicaSet of a step's Experiment: a copy of the stable or the canary version.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+#[schemars(transform = keep_unknown_fields)]
+pub struct ExperimentStepTemplate {
+    /// Names the ReplicaSet and `{{templates.NAME.podTemplateHash}}`.
+    pub name: String,
+    pub spec_ref: SpecRef,
+    /// Pods to run (default 1).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0))]
+    pub replicas: Option<i32>,
+    /// Labels and annotations added to its pods.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<PodMetadata>,
+    /// Selects its pods (default: the Rollout's selector); must match its labels.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<LabelSelector>,
     #[serde(flatten)]
     #[schemars(skip)]
     pub unsupported: Unsupported,
@@ -1037,6 +1104,8 @@ keeps_unknown_fields!(
     RolloutSpec,
     RolloutStrategy,
     CanaryStrategy,
+    ExperimentStep,
+    ExperimentStepTemplate,
     BlueGreenStrategy,
     PodMetadata,
     AntiAffinity,

@@ -190,13 +190,20 @@ async fn controller(
     let (client_for_notes, leadership_for_notes) = (client.clone(), leadership.clone());
     let config_for_notes = config.clone();
     let health_for_notes = metrics.watches.clone();
-    let (_, analysis_result, _, _) = tokio::join!(
+    let (_, _, analysis_result, _, _) = tokio::join!(
         crate::rollout::controller::run(
             client.clone(),
             namespace.as_deref(),
             leadership.clone(),
             metrics.clone(),
             ready,
+            concurrency,
+        ),
+        crate::experiment::controller::run(
+            client.clone(),
+            namespace.as_deref(),
+            leadership.clone(),
+            metrics.clone(),
             concurrency,
         ),
         crate::analysis::controller::run(

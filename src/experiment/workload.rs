@@ -8,7 +8,7 @@ use kube::{Resource, ResourceExt};
 
 use crate::api::contract::{EXPERIMENT_LABEL, EXPERIMENT_TEMPLATE_LABEL, POD_TEMPLATE_HASH_LABEL};
 use crate::api::experiment::{Experiment, ExperimentTemplate};
-use crate::rollout::template_hash;
+use crate::template_hash;
 
 /// `<experiment>-<template>`.
 pub fn replica_set_name(experiment: &str, template: &str) -> String {

@@ -228,7 +228,7 @@ impl Cluster {
     /// What each of the Rollout's routers carries now, read as the controller reads it; a
     /// router that cannot be made (a route not granted) is a note, the others shown.
     async fn routers(&self, rollout: &Rollout, notes: &mut Vec<String>) -> Vec<RouterView> {
-        let hash = crate::rollout::template_hash::of(&rollout.spec.template);
+        let hash = crate::template_hash::of(&rollout.spec.template);
         match Routers::for_rollout(&self.client, rollout, &self.namespace, &hash).await {
             Ok((routers, refused)) => {
                 if let Some(refused) = refused {

@@ -85,7 +85,7 @@ fn analysis_findings(spec: &Value, templates: &run::Fetched) -> Vec<Violation> {
     for requested in run::requested(&spec) {
         // Templates kept elsewhere are not looked for: what is not among the files stays
         // unread, and only what was read is checked.
-        let reach = run::reach(requested.templates, templates);
+        let reach = run::reach(&requested.templates, templates);
         if !reach.reached.is_empty() {
             findings.extend(run::check(&requested, &reach));
         }
@@ -145,7 +145,7 @@ fn lint_documents(
                     format!("{place}: unsupported: weir has no {kind}")
                 } else {
                     format!(
-                        "{place}: error: {api_version} has no kind {kind:?} (Rollout, AnalysisTemplate, ClusterAnalysisTemplate, GitSync, Notifier, NotificationRule)"
+                        "{place}: error: {api_version} has no kind {kind:?} (Rollout, AnalysisTemplate, ClusterAnalysisTemplate, Experiment, GitSync, Notifier, NotificationRule)"
                     )
                 });
                 continue;
@@ -282,14 +282,14 @@ mod tests {
     fn unknown_kinds_are_said_not_skipped() {
         let report = lint(
             "x.yaml",
-            "apiVersion: weir.dev/v1alpha1\nkind: Rolout\nmetadata: {name: web}\n---\napiVersion: argoproj.io/v1alpha1\nkind: Experiment\nmetadata: {name: e}\n",
+            "apiVersion: weir.dev/v1alpha1\nkind: Rolout\nmetadata: {name: web}\n---\napiVersion: argoproj.io/v1alpha1\nkind: RolloutManager\nmetadata: {name: e}\n",
         );
         assert_eq!(report.errors, 2);
         assert_eq!(
             report.lines,
             vec![
-                "x.yaml: document 1 (Rolout web): error: weir.dev/v1alpha1 has no kind \"Rolout\" (Rollout, AnalysisTemplate, ClusterAnalysisTemplate, GitSync, Notifier, NotificationRule)".to_owned(),
-                "x.yaml: document 2 (Experiment e): unsupported: weir has no Experiment".to_owned(),
+                "x.yaml: document 1 (Rolout web): error: weir.dev/v1alpha1 has no kind \"Rolout\" (Rollout, AnalysisTemplate, ClusterAnalysisTemplate, Experiment, GitSync, Notifier, NotificationRule)".to_owned(),
+                "x.yaml: document 2 (RolloutManager e): unsupported: weir has no RolloutManager".to_owned(),
             ]
         );
     }

@@ -10,7 +10,7 @@ use kube::ResourceExt;
 
 use super::show::short;
 use crate::api::analysis::AnalysisRun;
-use crate::api::contract::{CANARY_HASH_LABEL, POD_TEMPLATE_ANNOTATION, POD_TEMPLATE_HASH_LABEL};
+use crate::api::contract::{CANARY_HASH_LABEL, POD_TEMPLATE_HASH_LABEL};
 use crate::api::gitsync::GitSyncStatus;
 use crate::api::rollout::Rollout;
 
@@ -106,7 +106,7 @@ pub fn template_to_restore(
         .status
         .as_ref()
         .and_then(|s| s.canary_rs.clone())
-        .unwrap_or_else(|| crate::rollout::template_hash::of(&rollout.spec.template));
+        .unwrap_or_else(|| crate::template_hash::of(&rollout.spec.template));
     let stable = rollout.status.as_ref().and_then(|s| s.stable_rs.clone());
     let failed = |hash: Option<&String>| {
         runs.iter().any(|run| {
@@ -159,27 +159,12 @@ pub fn template_to_restore(
         .get(POD_TEMPLATE_HASH_LABEL)
         .cloned()
         .unwrap_or_default();
-    // The template as the Rollout had it; a ReplicaSet's own has the API server's defaults
-    // filled in, which would hash as a new version.
-    if let Some(template) = chosen
-        .annotations()
-        .get(POD_TEMPLATE_ANNOTATION)
-        .and_then(|json| serde_json::from_str::<PodTemplateSpec>(json).ok())
-    {
-        return Ok(Restore {
-            hash,
-            template,
-            exact: true,
-        });
-    }
-    // The hash label and the ephemeral metadata are the controller's, not part of the
-    // Rollout's template.
-    let template = crate::rollout::workload::template_of(chosen)
+    let (template, exact) = crate::rollout::workload::kept_template(chosen)
         .ok_or_else(|| format!("ReplicaSet {} has no template", chosen.name_any()))?;
     Ok(Restore {
         hash,
         template,
-        exact: false,
+        exact,
     })
 }
 

@@ -8,14 +8,16 @@ use kube::{Client, ResourceExt};
 use serde_json::json;
 
 use super::error::Error;
-use super::observe::{LastWrite, Version, Wrote, read_templates};
+use super::observe::{LastWrite, Version, Wrote};
 use super::plan::Action;
 use super::workload;
 use crate::analysis::run;
 use crate::api::Rollout;
 use crate::api::analysis::{AnalysisRun, AnalysisTemplateSpec};
 use crate::api::contract::{POD_TEMPLATE_HASH_LABEL, ROLLOUT_MANAGER, SCALE_DOWN_ANNOTATION};
+use crate::api::experiment::Experiment;
 use crate::api::rollout::PodMetadata;
+use crate::experiment::from_step;
 use crate::ssa_defaults;
 use crate::traffic::{Router, Routers};
 
@@ -183,6 +185,29 @@ pub async fn act(
             };
             start_analysis(client, rollout, &target).await
         }
+        Action::StartExperiment {
+            hash,
+            stable,
+            attempt,
+            step,
+        } => {
+            let made = from_step::Made {
+                hash,
+                stable,
+                attempt: *attempt,
+                step: *step,
+            };
+            start_experiment(client, rollout, &made).await
+        }
+        Action::StopExperiment { name: experiment } => {
+            let experiments: Api<Experiment> = Api::namespaced(client.clone(), &namespace);
+            let patch = json!({"spec": {"terminate": true}});
+            let written = experiments
+                .patch(experiment, &params(), &Patch::Merge(&patch))
+                .await
+                .map_err(Error::api("stopping", "Experiment", experiment))?;
+            Ok(Wrote::Experiment(version_of(&written)))
+        }
         Action::StopAnalysis { name: run_name } => {
             let runs: Api<AnalysisRun> = Api::namespaced(client.clone(), &namespace);
             let patch = json!({"spec": {"terminate": true}});
@@ -287,13 +312,14 @@ async fn start_analysis(
     // caught on the next plan.
     let Some(requested) = run::requested(&rollout.spec)
         .into_iter()
-        .find(|r| r.kind == target.kind)
+        .find(|r| r.kind == Some(target.kind))
     else {
         return Ok(Wrote::Elsewhere);
     };
     let mut fetched = run::Fetched::new();
-    read_templates(client, &namespace, requested.templates, &mut fetched).await?;
-    let reach = run::reach(requested.templates, &fetched);
+    crate::analysis::templates::read(client, &namespace, &requested.templates, &mut fetched)
+        .await?;
+    let reach = run::reach(&requested.templates, &fetched);
     if let Some(missing) = reach.reached.iter().find(|r| r.spec.is_none()) {
         return Err(Error::MissingTemplate {
             kind: if missing.reference.cluster_scope {
@@ -344,4 +370,60 @@ async fn start_analysis(
         .await
         .map_err(Error::api("creating", "AnalysisRun", &run_name))?;
     Ok(Wrote::AnalysisRun(version_of(&written)))
+}
+
+/// Starts a step's Experiment: its `specRef: stable` templates copy the stable ReplicaSet's
+/// template as the Rollout had it, read now.
+async fn start_experiment(
+    client: &Client,
+    rollout: &Rollout,
+    made: &from_step::Made<'_>,
+) -> Result<Wrote, Error> {
+    let namespace = rollout.namespace().unwrap_or_default();
+    let field = format!("spec.strategy.canary.steps[{}].experiment", made.step);
+    // The planner starts an experiment only for a step that has one; a spec that changed
+    // since is caught on the next plan.
+    let Some(step) = rollout
+        .spec
+        .strategy
+        .canary
+        .as_ref()
+        .and_then(|c| c.steps.get(made.step))
+        .and_then(|s| s.experiment.as_ref())
+    else {
+        return Ok(Wrote::Elsewhere);
+    };
+    let stable_name = workload::replica_set_name(&rollout.name_any(), made.stable);
+    let replica_sets: Api<ReplicaSet> = Api::namespaced(client.clone(), &namespace);
+    let stable_replica_set = replica_sets
+        .get_opt(&stable_name)
+        .await
+        .map_err(Error::api("reading", "ReplicaSet", &stable_name))?;
+    let stable_template = stable_replica_set
+        .as_ref()
+        .and_then(workload::kept_template)
+        .map(|(template, _)| template)
+        .ok_or_else(|| Error::InvalidExperiment {
+            field: field.clone(),
+            reason: format!(
+                "the stable ReplicaSet {stable_name}, which specRef: stable copies, is gone; abort and retry the rollout"
+            ),
+        })?;
+    let experiment = from_step::build(rollout, step, &stable_template, made).map_err(|reason| {
+        Error::InvalidExperiment {
+            field: field.clone(),
+            reason,
+        }
+    })?;
+    let experiment_name = experiment.name_any();
+    let experiments: Api<Experiment> = Api::namespaced(client.clone(), &namespace);
+    let written = experiments
+        .patch(
+            &experiment_name,
+            &PatchParams::apply(ROLLOUT_MANAGER).force(),
+            &Patch::Apply(&experiment),
+        )
+        .await
+        .map_err(Error::api("creating", "Experiment", &experiment_name))?;
+    Ok(Wrote::Experiment(version_of(&written)))
 }

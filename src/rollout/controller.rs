@@ -18,11 +18,12 @@ use kube::runtime::{Controller, WatchStreamExt, controller};
 use kube::{Api, Client, ResourceExt};
 use tracing::{info, warn};
 
-use super::observe::{OwnedCaches, WrittenVersions, trim_replica_set, trim_run};
+use super::observe::{OwnedCaches, WrittenVersions, trim_experiment, trim_replica_set, trim_run};
 use super::reconcile::{Context, error_policy, reconcile};
 use crate::api::Rollout;
 use crate::api::analysis::{AnalysisRun, AnalysisTemplate, ClusterAnalysisTemplate};
 use crate::api::contract::ROLLOUT_LABEL;
+use crate::api::experiment::Experiment;
 use crate::runtime::leader::{Leadership, became_leader};
 use crate::runtime::metrics::Metrics;
 use crate::runtime::{cache, scoped_api, watch};
@@ -54,9 +55,17 @@ pub async fn run(
     );
     let (runs, run_events) = cache::trimmed(
         scoped_api::<AnalysisRun>(&client, namespace),
-        owned,
+        owned.clone(),
         trim_run,
         health.watch("rollout/AnalysisRun"),
+    );
+    // Optional: a cluster upgraded without the Experiment CRD runs every Rollout but those
+    // with experiment steps, which report the missing kind.
+    let (experiments, experiment_events) = cache::trimmed(
+        scoped_api::<Experiment>(&client, namespace),
+        owned,
+        trim_experiment,
+        health.optional_watch("rollout/Experiment"),
     );
     let routes = watch::watched(
         scoped_api::<HttpRoute>(&client, namespace),
@@ -126,7 +135,11 @@ pub async fn run(
         leadership: leadership.clone(),
         metrics: metrics.clone(),
         written: WrittenVersions::default(),
-        owned: OwnedCaches { replica_sets, runs },
+        owned: OwnedCaches {
+            replica_sets,
+            runs,
+            experiments,
+        },
     });
     let mut changes = leadership.changes();
     metrics.set_leader(leadership.is_leading());
@@ -165,6 +178,7 @@ pub async fn run(
         // A deleted ReplicaSet or run is news for its Rollout too: touched, not only applied.
         .owns_stream(replica_set_events.touched_objects())
         .owns_stream(run_events.touched_objects())
+        .owns_stream(experiment_events.touched_objects())
         // Someone else changing a route's weights (or deleting weir's canary Ingress or
         // TrafficSplit) is drift to repair; map it to the Rollouts that route through it.
         .watches_stream(routes.touched_objects(), {
@@ -266,8 +280,11 @@ fn referring(
     rollouts.state().into_iter().filter_map(move |rollout| {
         let refers = crate::analysis::run::requested(&rollout.spec)
             .iter()
-            .flat_map(|r| r.templates)
-            .any(|t| t.template_name == template && t.cluster_scope == cluster_scope);
+            .any(|r| {
+                r.templates
+                    .iter()
+                    .any(|t| t.template_name == template && t.cluster_scope == cluster_scope)
+            });
         refers.then(|| ObjectRef::from_obj(rollout.as_ref()))
     })
 }

@@ -21,6 +21,8 @@ pub enum Error {
     },
     #[error("cannot build the analysis run for {field}: {reason}")]
     InvalidAnalysis { field: String, reason: String },
+    #[error("cannot build the experiment for {field}: {reason}")]
+    InvalidExperiment { field: String, reason: String },
     #[error(transparent)]
     Router(#[from] RouterError),
     #[error("managing the finalizer weir.dev/route-cleanup: {0}")]
@@ -58,6 +60,7 @@ impl Classified for Error {
             Error::MissingService { .. } => "MissingService",
             Error::MissingTemplate { .. } => "MissingTemplate",
             Error::InvalidAnalysis { .. } => "InvalidAnalysis",
+            Error::InvalidExperiment { .. } => "InvalidExperiment",
             Error::Router(_) => "RouterError",
             Error::Finalizer(_) => "FinalizerError",
             Error::Core(core) => core.category(),

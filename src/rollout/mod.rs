@@ -7,5 +7,4 @@ pub mod error;
 pub mod observe;
 pub mod plan;
 pub mod reconcile;
-pub mod template_hash;
 pub mod workload;

@@ -13,18 +13,18 @@ use kube::{Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 
 use super::error::Error;
-use super::plan::{AnalysisRunView, Observed};
+use super::plan::{AnalysisRunView, ExperimentView, Observed};
 use super::workload;
 
-use crate::analysis::run;
+use crate::analysis::{run, templates};
 use crate::api::Rollout;
 use crate::api::analysis::{AnalysisPhase, AnalysisRun};
-use crate::api::analysis::{AnalysisTemplate, AnalysisTemplateSpec, ClusterAnalysisTemplate};
 use crate::api::contract::{
     ATTEMPT_LABEL, AnalysisKind, CANARY_HASH_LABEL, EPHEMERAL_METADATA_ANNOTATION,
     POD_TEMPLATE_HASH_LABEL, ROLLOUT_LABEL, SCALE_DOWN_ANNOTATION, STEP_LABEL,
 };
-use crate::api::rollout::{AnalysisTemplateRef, NamedService};
+use crate::api::experiment::Experiment;
+use crate::api::rollout::NamedService;
 use crate::runtime::cache::{Cache, Epoch};
 use crate::traffic::{Reading, Router, Routers, ShownRoutes};
 use crate::validate::Violation;
@@ -53,6 +53,7 @@ pub enum Read {
 pub struct OwnedCaches {
     pub replica_sets: Cache<ReplicaSet>,
     pub runs: Cache<AnalysisRun>,
+    pub experiments: Cache<Experiment>,
 }
 
 /// How long a fresh read waits for a cache to take this process's own write before it asks
@@ -86,11 +87,23 @@ pub fn trim_run(run: &mut AnalysisRun) {
     }
 }
 
+/// Drops from a cached Experiment what [`experiment_view`] never reads: its templates and
+/// analyses.
+pub fn trim_experiment(experiment: &mut Experiment) {
+    experiment.spec.templates = Vec::new();
+    experiment.spec.analyses = Vec::new();
+    if let Some(status) = experiment.status.as_mut() {
+        status.template_statuses = Vec::new();
+        status.analysis_runs = Vec::new();
+    }
+}
+
 /// Which of the kinds `observe` reads an action wrote, and what a fresh read must hold after.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Wrote {
     ReplicaSet(LastWrite),
     AnalysisRun(LastWrite),
+    Experiment(LastWrite),
     /// A Service or the route: read by name, not listed.
     Elsewhere,
 }
@@ -124,6 +137,7 @@ pub enum LastWrite {
 pub struct Written {
     pub replica_sets: LastWrite,
     pub runs: LastWrite,
+    pub experiments: LastWrite,
 }
 
 impl Written {
@@ -131,6 +145,7 @@ impl Written {
         match wrote {
             Wrote::ReplicaSet(last) => self.replica_sets = last,
             Wrote::AnalysisRun(last) => self.runs = last,
+            Wrote::Experiment(last) => self.experiments = last,
             Wrote::Elsewhere => {}
         }
     }
@@ -262,6 +277,7 @@ pub async fn observe(
     let replica_sets: Api<ReplicaSet> = Api::namespaced(client.clone(), &namespace);
     let services: Api<Service> = Api::namespaced(client.clone(), &namespace);
     let runs: Api<AnalysisRun> = Api::namespaced(client.clone(), &namespace);
+    let experiments: Api<Experiment> = Api::namespaced(client.clone(), &namespace);
     let canary = rollout.spec.strategy.canary.as_ref();
     // Blue-green's active and preview Services play the stable and canary Services' parts.
     let [stable_service, canary_service] = rollout.spec.strategy.services();
@@ -270,7 +286,7 @@ pub async fn observe(
     // waits for the slowest of them rather than for their sum. Their errors are taken in a
     // fixed order, not as they arrive: with both Services missing, the condition names the
     // stable one every time instead of flipping (and being written again) on each retry.
-    let (replica_sets, stable_service_hash, canary_service_hash, route_weight, runs) = tokio::join!(
+    let (replica_sets, stable_service_hash, canary_service_hash, route_weight, runs, experiments) = tokio::join!(
         async {
             read_owned(
                 &replica_sets,
@@ -299,13 +315,31 @@ pub async fn observe(
                 .await
                 .map_err(Error::api("listing", "AnalysisRuns of Rollout", &name))
         },
+        async {
+            // Only a Rollout with experiment steps has any: the others never ask, so a
+            // cluster without the Experiment CRD runs them all the same.
+            if !has_experiment_steps(rollout) {
+                return Ok(Vec::new());
+            }
+            read_owned(
+                &experiments,
+                &caches.experiments,
+                &name,
+                read,
+                &written.experiments,
+                epoch,
+            )
+            .await
+            .map_err(Error::api("listing", "Experiments of Rollout", &name))
+        },
     );
-    let (replica_sets, stable_service_hash, canary_service_hash, route_weight, runs) = (
+    let (replica_sets, stable_service_hash, canary_service_hash, route_weight, runs, experiments) = (
         replica_sets?,
         stable_service_hash?,
         canary_service_hash?,
         route_weight?,
         runs?,
+        experiments?,
     );
     let (route_weight, managed_routes) = route_weight;
     // Without a canary Service (subset-level Istio), the router's canary subset is what
@@ -332,8 +366,34 @@ pub async fn observe(
         routers_differ: route_weight.differ,
         managed_routes,
         analysis_runs,
+        experiments: experiments
+            .iter()
+            .map(AsRef::as_ref)
+            .filter_map(experiment_view)
+            .collect(),
         reference_problems: Vec::new(),
         outages: Vec::new(),
+    })
+}
+
+fn has_experiment_steps(rollout: &Rollout) -> bool {
+    let canary = rollout.spec.strategy.canary.as_ref();
+    canary.is_some_and(|c| c.steps.iter().any(|s| s.experiment.is_some()))
+}
+
+fn experiment_view(experiment: &Experiment) -> Option<ExperimentView> {
+    let labels = experiment.labels();
+    let status = experiment.status.as_ref();
+    Some(ExperimentView {
+        name: experiment.name_any(),
+        hash: labels.get(CANARY_HASH_LABEL)?.clone(),
+        attempt: labels.get(ATTEMPT_LABEL)?.parse().ok()?,
+        step: labels.get(STEP_LABEL)?.parse().ok()?,
+        phase: status
+            .and_then(|s| s.phase)
+            .unwrap_or(AnalysisPhase::Pending),
+        message: status.and_then(|s| s.message.clone()),
+        terminated: experiment.spec.terminate,
     })
 }
 
@@ -407,58 +467,13 @@ pub async fn template_problems(
     let mut fetched = run::Fetched::new();
     let mut problems = Vec::new();
     for requested in run::requested(&rollout.spec) {
-        read_templates(client, &namespace, requested.templates, &mut fetched).await?;
+        templates::read(client, &namespace, &requested.templates, &mut fetched).await?;
         problems.extend(run::check(
             &requested,
-            &run::reach(requested.templates, &fetched),
+            &run::reach(&requested.templates, &fetched),
         ));
     }
     Ok(problems)
-}
-
-/// Reads into `fetched` every template `roots` reach, composition included (at most
-/// [`run::MAX_TEMPLATES`] more).
-pub async fn read_templates(
-    client: &Client,
-    namespace: &str,
-    roots: &[AnalysisTemplateRef],
-    fetched: &mut run::Fetched,
-) -> Result<(), Error> {
-    loop {
-        let unread = run::reach(roots, fetched).unread;
-        if unread.is_empty() {
-            return Ok(());
-        }
-        for reference in unread {
-            let spec = fetch_template(client, namespace, &reference).await?;
-            fetched.insert(run::key(&reference), spec);
-        }
-    }
-}
-
-/// A template a Rollout refers to, namespaced or cluster-wide; None when it does not exist.
-pub async fn fetch_template(
-    client: &Client,
-    namespace: &str,
-    reference: &AnalysisTemplateRef,
-) -> Result<Option<AnalysisTemplateSpec>, Error> {
-    let name = &reference.template_name;
-    if reference.cluster_scope {
-        let api: Api<ClusterAnalysisTemplate> = Api::all(client.clone());
-        let found = api.get_opt(name).await.map_err(Error::api(
-            "reading",
-            "ClusterAnalysisTemplate",
-            name,
-        ))?;
-        Ok(found.map(|t| t.spec.template))
-    } else {
-        let api: Api<AnalysisTemplate> = Api::namespaced(client.clone(), namespace);
-        let found =
-            api.get_opt(name)
-                .await
-                .map_err(Error::api("reading", "AnalysisTemplate", name))?;
-        Ok(found.map(|t| t.spec))
-    }
 }
 
 #[cfg(test)]
@@ -491,11 +506,13 @@ mod tests {
         written.note(Wrote::AnalysisRun(at("web-1-run", "12")));
         written.note(Wrote::Elsewhere);
         written.note(Wrote::ReplicaSet(at("web-2", "15")));
+        written.note(Wrote::Experiment(at("web-1-exp", "16")));
         assert_eq!(
             written,
             Written {
                 replica_sets: at("web-2", "15"),
-                runs: at("web-1-run", "12")
+                runs: at("web-1-run", "12"),
+                experiments: at("web-1-exp", "16"),
             }
         );
         // A delete returns no version of its own: the next ReplicaSet list goes to etcd.
@@ -515,7 +532,7 @@ mod tests {
         let api = rollout("shop", "api");
         let web_written = Written {
             replica_sets: at("web-1", "7"),
-            runs: LastWrite::Nothing,
+            ..Written::default()
         };
         versions.record(&web, web_written.clone());
         versions.record(&api, Written::default());

@@ -29,6 +29,7 @@ mod blue_green;
 mod canary;
 mod deadline;
 mod ephemeral;
+mod experiment;
 mod pauses;
 mod planner;
 mod promotion;
@@ -50,7 +51,7 @@ use status::selector_string;
 pub use steps::{canary_pods, describe_step, managed_routes_at, step_weight};
 pub use vocabulary::{
     Action, AnalysisRunView, CONDITION_AVAILABLE, CONDITION_INVALID_SPEC, CONDITION_PROGRESSING,
-    Input, OUTAGE_HOLD, Object, Observed, Plan, Reason, ReplicaSetView, Transition,
+    ExperimentView, Input, OUTAGE_HOLD, Object, Observed, Plan, Reason, ReplicaSetView, Transition,
 };
 
 pub fn plan(input: &Input) -> Plan {
@@ -135,6 +136,7 @@ impl Planner<'_> {
         }
         self.manage_routes(&hash);
         self.stop_unwanted_analysis();
+        self.stop_unwanted_experiments();
         self.retire_old_replica_sets();
         self.place_ephemeral_metadata();
         self.set_phase();

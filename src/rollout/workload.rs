@@ -244,6 +244,22 @@ pub fn ephemeral_record_patch(
     serde_json::json!({"metadata": {"annotations": {EPHEMERAL_METADATA_ANNOTATION: record}}})
 }
 
+/// The pod template that made the ReplicaSet: the exact copy it keeps (true), else
+/// `template_of` (false). A ReplicaSet's own template has the API server's defaults filled
+/// in, which would hash as a new version.
+pub fn kept_template(replica_set: &ReplicaSet) -> Option<(PodTemplateSpec, bool)> {
+    let kept = replica_set
+        .metadata
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(POD_TEMPLATE_ANNOTATION))
+        .and_then(|json| serde_json::from_str::<PodTemplateSpec>(json).ok());
+    match kept {
+        Some(template) => Some((template, true)),
+        None => template_of(replica_set).map(|template| (template, false)),
+    }
+}
+
 /// The ReplicaSet's own pod template as the Rollout had it, as near as it can be told: without
 /// the hash label and the ephemeral metadata weir recorded putting there (for `kubectl weir
 /// undo` when the template's exact copy was too big to keep).
@@ -405,7 +421,7 @@ pub fn view(rollout: &Rollout, replica_set: &ReplicaSet) -> Option<ReplicaSetVie
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rollout::template_hash;
+    use crate::template_hash;
     use serde_json::json;
 
     fn rollout() -> Rollout {

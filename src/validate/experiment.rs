@@ -1,13 +1,14 @@
 //! The rules of Experiments: templates that can run (named, selecting their own pods),
 //! analyses that name a template and only templates that exist, durations that read.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use super::analysis::{check_args, check_run_settings, placeholder_bodies};
 use super::names::{NameRule, check_name};
 use super::selector::check_selector;
 use super::violation::{Report, Violation};
-use crate::api::experiment::ExperimentSpec;
+use crate::api::experiment::{ExperimentAnalysis, ExperimentSpec};
+use crate::api::rollout::ExperimentStep;
 use crate::duration;
 
 /// `{{templates.NAME.podTemplateHash}}`: the names a text refers to.
@@ -31,19 +32,7 @@ pub fn experiment(spec: &ExperimentSpec) -> Vec<Violation> {
     for (index, template) in spec.templates.iter().enumerate() {
         let at = format!("spec.templates[{index}]");
         report.unsupported(&at, template);
-        // The ReplicaSet is `<experiment>-<name>`; the name must be a label of its own.
-        check_name(
-            &mut report,
-            &format!("{at}.name"),
-            &template.name,
-            NameRule::Dns1123Label,
-        );
-        if !names.insert(template.name.as_str()) {
-            report.invalid(
-                format!("{at}.name"),
-                format!("template {:?} is defined twice", template.name),
-            );
-        }
+        check_template_name(&mut report, &at, &template.name, &mut names);
         if template.replicas.is_some_and(|r| r < 0) {
             report.invalid(format!("{at}.replicas"), "must be 0 or more");
         }
@@ -61,28 +50,110 @@ pub fn experiment(spec: &ExperimentSpec) -> Vec<Violation> {
                 .and_then(|m| m.labels.as_ref()),
         );
     }
-    if let Some(text) = &spec.duration
-        && let Err(error) = duration::parse(text)
-    {
-        report.invalid("spec.duration", error.to_string());
-    }
+    check_duration(&mut report, "spec", spec.duration.as_deref());
     if spec.progress_deadline_seconds.is_some_and(|s| s < 1) {
         report.invalid("spec.progressDeadlineSeconds", "must be at least 1");
     }
     if spec.scale_down_delay_seconds.is_some_and(|s| s < 0) {
         report.invalid("spec.scaleDownDelaySeconds", "must be 0 or more");
     }
-    let mut analyses = BTreeSet::new();
-    for (index, analysis) in spec.analyses.iter().enumerate() {
-        let at = format!("spec.analyses[{index}]");
+    check_analyses(&mut report, "spec", &spec.analyses, &names);
+    check_run_settings(
+        &mut report,
+        "spec",
+        &spec.dry_run,
+        &spec.measurement_retention,
+        spec.analysis_run_metadata.as_ref(),
+    );
+    report.finish()
+}
+
+/// A canary step's experiment, at `at`; `pod_labels` are the Rollout's template's.
+pub(super) fn check_step(
+    report: &mut Report,
+    at: &str,
+    step: &ExperimentStep,
+    pod_labels: Option<&BTreeMap<String, String>>,
+) {
+    report.unsupported(at, step);
+    if step.templates.is_empty() {
+        report.required(
+            format!("{at}.templates"),
+            "an experiment runs at least one template",
+        );
+    }
+    let mut names = BTreeSet::new();
+    for (index, template) in step.templates.iter().enumerate() {
+        let at = format!("{at}.templates[{index}]");
+        report.unsupported(&at, template);
+        check_template_name(report, &at, &template.name, &mut names);
+        if template.replicas.is_some_and(|r| r < 0) {
+            report.invalid(format!("{at}.replicas"), "must be 0 or more");
+        }
+        let mut labels = pod_labels.cloned().unwrap_or_default();
+        if let Some(metadata) = &template.metadata {
+            report.unsupported(&format!("{at}.metadata"), metadata);
+            labels.extend(metadata.labels.clone());
+        }
+        // Without one, the Rollout's selector, which validation holds to its template.
+        if let Some(selector) = &template.selector {
+            check_selector(report, &at, selector, Some(&labels));
+        }
+    }
+    check_duration(report, at, step.duration.as_deref());
+    check_analyses(report, at, &step.analyses, &names);
+    check_run_settings(
+        report,
+        at,
+        &step.dry_run,
+        &step.measurement_retention,
+        step.analysis_run_metadata.as_ref(),
+    );
+}
+
+/// The ReplicaSet is `<experiment>-<name>`: the name must be a label of its own, once.
+fn check_template_name<'a>(
+    report: &mut Report,
+    at: &str,
+    name: &'a str,
+    names: &mut BTreeSet<&'a str>,
+) {
+    check_name(report, &format!("{at}.name"), name, NameRule::Dns1123Label);
+    if !names.insert(name) {
+        report.invalid(
+            format!("{at}.name"),
+            format!("template {name:?} is defined twice"),
+        );
+    }
+}
+
+fn check_duration(report: &mut Report, at: &str, duration: Option<&str>) {
+    if let Some(text) = duration
+        && let Err(error) = duration::parse(text)
+    {
+        report.invalid(format!("{at}.duration"), error.to_string());
+    }
+}
+
+/// Analyses named once, each naming a template, its arguments well formed and referring
+/// only to templates among `templates`.
+fn check_analyses(
+    report: &mut Report,
+    at: &str,
+    analyses: &[ExperimentAnalysis],
+    templates: &BTreeSet<&str>,
+) {
+    let mut names = BTreeSet::new();
+    for (index, analysis) in analyses.iter().enumerate() {
+        let at = format!("{at}.analyses[{index}]");
         report.unsupported(&at, analysis);
         check_name(
-            &mut report,
+            report,
             &format!("{at}.name"),
             &analysis.name,
             NameRule::Dns1123Label,
         );
-        if !analyses.insert(analysis.name.as_str()) {
+        if !names.insert(analysis.name.as_str()) {
             report.invalid(
                 format!("{at}.name"),
                 format!("analysis {:?} is defined twice", analysis.name),
@@ -94,28 +165,18 @@ pub fn experiment(spec: &ExperimentSpec) -> Vec<Violation> {
                 "name the AnalysisTemplate to run",
             );
         }
-        check_args(&mut report, &format!("{at}.args"), &analysis.args);
+        check_args(report, &format!("{at}.args"), &analysis.args);
         for (a, arg) in analysis.args.iter().enumerate() {
             for name in template_hash_references(arg.value.as_deref().unwrap_or_default()) {
-                if !names.contains(name) {
+                if !templates.contains(name) {
                     report.invalid(
                         format!("{at}.args[{a}].value"),
-                        format!(
-                            "refers to template {name:?}, which spec.templates does not define"
-                        ),
+                        format!("refers to template {name:?}, which the experiment's templates do not define"),
                     );
                 }
             }
         }
     }
-    check_run_settings(
-        &mut report,
-        "spec",
-        &spec.dry_run,
-        &spec.measurement_retention,
-        None,
-    );
-    report.finish()
 }
 
 #[cfg(test)]

@@ -155,6 +155,19 @@ pub fn rollout(spec: &RolloutSpec) -> Vec<Violation> {
         .unwrap_or_default();
     for (index, step) in canary.steps.iter().enumerate() {
         check_step(&mut report, &format!("{at}.steps[{index}]"), step);
+        if let Some(experiment) = &step.experiment {
+            let labels = spec
+                .template
+                .metadata
+                .as_ref()
+                .and_then(|m| m.labels.as_ref());
+            super::experiment::check_step(
+                &mut report,
+                &format!("{at}.steps[{index}].experiment"),
+                experiment,
+                labels,
+            );
+        }
         let gateway = canary
             .traffic_routing
             .as_ref()
@@ -802,6 +815,7 @@ fn check_step(report: &mut Report, at: &str, step: &CanaryStep) {
         step.set_weight.is_some(),
         step.pause.is_some(),
         step.analysis.is_some(),
+        step.experiment.is_some(),
     ];
     let beside = [
         step.set_canary_scale.is_some(),
@@ -810,10 +824,10 @@ fn check_step(report: &mut Report, at: &str, step: &CanaryStep) {
     ];
     let exclusive = exclusive.iter().filter(|set| **set).count();
     if exclusive + beside.iter().filter(|set| **set).count() == 0 && step.unsupported.is_empty() {
-        report.required(at, "a step needs one of setWeight, pause, analysis, setCanaryScale, setHeaderRoute or setMirrorRoute");
+        report.required(at, "a step needs one of setWeight, pause, analysis, experiment, setCanaryScale, setHeaderRoute or setMirrorRoute");
     }
     if exclusive > 1 {
-        report.invalid(at, "a step takes at most one of setWeight, pause and analysis (setCanaryScale, setHeaderRoute and setMirrorRoute may come with it); split it into several steps");
+        report.invalid(at, "a step takes at most one of setWeight, pause, analysis and experiment (setCanaryScale, setHeaderRoute and setMirrorRoute may come with it); split it into several steps");
     }
     if let Some(weight) = step.set_weight
         && !(0..=100).contains(&weight)

@@ -540,7 +540,7 @@ fn argo_fields_weir_lacks_are_named_never_dropped() {
         "canaryService": "web-canary",
         "steps": [
             {"setWeight": 10},
-            {"experiment": {"templates": []}}
+            {"experiment": {"templates": [{"name": "baseline", "specRef": "stable", "weight": 5}]}}
         ]
     }));
     let violations = rollout(&spec);
@@ -548,7 +548,10 @@ fn argo_fields_weir_lacks_are_named_never_dropped() {
         violations.clone(),
         &[
             (Unsup, "spec.strategy.canary.maxSurge"),
-            (Unsup, "spec.strategy.canary.steps[1].experiment"),
+            (
+                Unsup,
+                "spec.strategy.canary.steps[1].experiment.templates[0].weight",
+            ),
             (Unsup, "spec.strategy.canary.trafficRouting.traefik"),
         ],
     );
@@ -556,7 +559,7 @@ fn argo_fields_weir_lacks_are_named_never_dropped() {
     assert!(
         experiment
             .message
-            .contains("experiment steps are not built yet"),
+            .contains("weights for an experiment's ReplicaSets are not built yet"),
         "{experiment}"
     );
     let traefik = &violations[2];
@@ -569,8 +572,8 @@ fn argo_fields_weir_lacks_are_named_never_dropped() {
     // Kept in the object, so a round trip through the API server loses nothing.
     let round_trip = serde_json::to_value(&spec).expect("serializes");
     assert_eq!(
-        round_trip["strategy"]["canary"]["steps"][1]["experiment"],
-        json!({"templates": []})
+        round_trip["strategy"]["canary"]["steps"][1]["experiment"]["templates"][0]["weight"],
+        json!(5)
     );
 }
 

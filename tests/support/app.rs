@@ -53,6 +53,11 @@ pub async fn apply(ns: &TestNamespace, object: Value) {
             .patch(&name, &params, &patch)
             .await
             .map(|_| ()),
+        "Experiment" => ns
+            .api::<weir::api::experiment::Experiment>()
+            .patch(&name, &params, &patch)
+            .await
+            .map(|_| ()),
         "ClusterAnalysisTemplate" => Api::<ClusterAnalysisTemplate>::all(ns.client.clone())
             .patch(&name, &params, &patch)
             .await
@@ -264,7 +269,7 @@ pub fn step(rollout: &Rollout) -> Option<i32> {
 }
 
 pub async fn healthy_on(ns: &TestNamespace, image: &str) -> Rollout {
-    let hash = weir::rollout::template_hash::of(&serde_json::from_value(
+    let hash = weir::template_hash::of(&serde_json::from_value(
         json!({"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [{"name": "web", "image": image}]}}),
     ).expect("template"));
     wait_for(ns, &format!("Healthy on {image}"), |r| {

@@ -45,7 +45,7 @@ pub async fn templates(ns: &TestNamespace) {
 /// Waits until the Rollout is Healthy with `manifest`'s pod template as its stable.
 pub async fn healthy(ns: &TestNamespace, manifest: &Value) -> weir::api::Rollout {
     let template = serde_json::from_value(manifest["spec"]["template"].clone()).expect("template");
-    let hash = weir::rollout::template_hash::of(&template);
+    let hash = weir::template_hash::of(&template);
     wait_for(ns, &format!("Healthy on {hash}"), |r| {
         phase(r) == Some(RolloutPhase::Healthy)
             && r.status.as_ref().and_then(|s| s.stable_rs.as_deref()) == Some(hash.as_str())

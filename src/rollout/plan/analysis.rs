@@ -8,6 +8,15 @@ use crate::time::to_k8s;
 use super::planner::{Planner, Progress};
 use super::vocabulary::{Action, AnalysisRunView, Reason};
 
+/// How an analysis or an experiment ended, as a step reads it.
+pub(super) struct Outcome {
+    pub phase: AnalysisPhase,
+    /// Its own explanation, or its name.
+    pub detail: String,
+    /// The metric that decided it, and that metric's last value.
+    pub decided_by: Option<(String, Option<String>)>,
+}
+
 impl<'a> Planner<'a> {
     pub(super) fn run_for(&self, hash: &str, kind: AnalysisKind) -> Option<&'a AnalysisRunView> {
         let attempt = self.status.attempt;
@@ -134,20 +143,44 @@ impl<'a> Planner<'a> {
             .message
             .clone()
             .unwrap_or_else(|| format!("run {}", run.name));
-        match run.phase {
+        let outcome = Outcome {
+            phase: run.phase,
+            detail,
+            decided_by: run.decided_by.clone(),
+        };
+        self.judge_outcome(outcome, stable, hash, what, "analysis")
+    }
+
+    /// What an analysis' or an experiment's phase means for the step `what`: wait, move on,
+    /// abort (Failed, Error), or pause for a human (Inconclusive). `judged` names what decided
+    /// (`analysis`, `experiment`).
+    pub(super) fn judge_outcome(
+        &mut self,
+        outcome: Outcome,
+        stable: &str,
+        hash: &str,
+        what: &str,
+        judged: &str,
+    ) -> Progress {
+        let Outcome {
+            phase,
+            detail,
+            decided_by,
+        } = outcome;
+        match phase {
             AnalysisPhase::Pending | AnalysisPhase::Running => Progress::Wait,
             AnalysisPhase::Successful => Progress::Advance,
             AnalysisPhase::Failed | AnalysisPhase::Error => {
-                let reason = if run.phase == AnalysisPhase::Failed {
+                let reason = if phase == AnalysisPhase::Failed {
                     Reason::AnalysisFailed
                 } else {
                     Reason::AnalysisError
                 };
                 self.abort(
                     reason,
-                    run.decided_by.clone(),
+                    decided_by,
                     format!(
-                        "{what} analysis {} ({detail}): traffic is back on {stable}",
+                        "{what} {judged} {} ({detail}): traffic is back on {stable}",
                         reason.as_str()
                     ),
                     hash,
@@ -168,7 +201,7 @@ impl<'a> Planner<'a> {
                         start_time,
                     });
                     let message = format!(
-                        "{what} analysis was inconclusive ({detail}): paused until promoted or aborted"
+                        "{what} {judged} was inconclusive ({detail}): paused until promoted or aborted"
                     );
                     self.status.message = Some(message.clone());
                     self.transition(Reason::Paused, message);
@@ -178,7 +211,7 @@ impl<'a> Planner<'a> {
                 } else {
                     self.transition(
                         Reason::Promoted,
-                        format!("promoted past the inconclusive {what} analysis"),
+                        format!("promoted past the inconclusive {what} {judged}"),
                     );
                     Progress::Advance
                 }

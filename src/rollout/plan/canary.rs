@@ -125,7 +125,7 @@ impl<'a> Planner<'a> {
         // setCanaryScale, setHeaderRoute and setMirrorRoute may come with a pause or an
         // analysis (Argo allows it): they are in place first, then the step pauses or
         // analyses.
-        let then = step.pause.is_some() || step.analysis.is_some();
+        let then = step.pause.is_some() || step.analysis.is_some() || step.experiment.is_some();
         if acts && !(ready && then) {
             self.track_deadline(!ready, true);
             if ready {
@@ -139,6 +139,8 @@ impl<'a> Planner<'a> {
         self.track_deadline(false, false);
         if step.pause.is_some() {
             self.pause_step(index)
+        } else if step.experiment.is_some() {
+            self.experiment_step(stable, hash, index)
         } else {
             self.analysis_step(stable, hash, index)
         }

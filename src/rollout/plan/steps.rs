@@ -116,6 +116,13 @@ pub fn describe_step(step: &CanaryStep) -> String {
             Some(IntOrString::String(text)) => format!("pause {text}"),
             None => "pause (until promoted)".into(),
         })
+    } else if let Some(experiment) = &step.experiment {
+        let names: Vec<&str> = experiment
+            .templates
+            .iter()
+            .map(|t| t.name.as_str())
+            .collect();
+        Some(format!("experiment {}", names.join(", ")))
     } else {
         step.analysis.as_ref().map(|analysis| {
             let names: Vec<&str> = analysis

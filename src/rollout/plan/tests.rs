@@ -258,6 +258,43 @@ impl World {
                         run.phase = AnalysisPhase::Successful;
                     }
                 }
+                Action::StartExperiment {
+                    hash,
+                    stable,
+                    attempt,
+                    step,
+                } => {
+                    let exists = self
+                        .observed
+                        .experiments
+                        .iter()
+                        .any(|e| &e.hash == hash && e.attempt == *attempt && e.step == *step);
+                    assert!(!exists, "started the same experiment twice");
+                    assert_eq!(Some(stable), self.status.stable_rs.as_ref());
+                    self.next_run += 1;
+                    self.observed.experiments.push(ExperimentView {
+                        name: format!("experiment-{}", self.next_run),
+                        hash: hash.clone(),
+                        attempt: *attempt,
+                        step: *step,
+                        phase: AnalysisPhase::Running,
+                        message: None,
+                        terminated: false,
+                    });
+                }
+                Action::StopExperiment { name } => {
+                    let experiment = self
+                        .observed
+                        .experiments
+                        .iter_mut()
+                        .find(|e| &e.name == name)
+                        .expect("stopped an experiment that exists");
+                    experiment.terminated = true;
+                    // Argo's: a terminated experiment ends Successful.
+                    if !experiment.phase.is_final() {
+                        experiment.phase = AnalysisPhase::Successful;
+                    }
+                }
             }
         }
         if self.instant_pods {
@@ -314,6 +351,14 @@ impl World {
                 .filter(|r| r.phase == AnalysisPhase::Running)
             {
                 run.phase = AnalysisPhase::Successful;
+            }
+            for experiment in self
+                .observed
+                .experiments
+                .iter_mut()
+                .filter(|e| e.phase == AnalysisPhase::Running)
+            {
+                experiment.phase = AnalysisPhase::Successful;
             }
             self.tick(60);
         }
@@ -1531,12 +1576,23 @@ fn selector_strings() {
 
 // --- property tests ------------------------------------------------------------------------
 
+/// A baseline and a canary judged against each other, as Argo documents the step.
+fn experiment_step() -> Value {
+    json!({"experiment": {"duration": "10m", "templates": [
+        {"name": "baseline", "specRef": "stable"},
+        {"name": "canary", "specRef": "canary"}],
+        "analyses": [{"name": "judge", "templateName": "judge", "args": [
+            {"name": "baseline-hash", "value": "{{templates.baseline.podTemplateHash}}"},
+            {"name": "canary-hash", "value": "{{templates.canary.podTemplateHash}}"}]}]}})
+}
+
 fn step_strategy() -> impl Strategy<Value = Value> {
     prop_oneof![
         3 => (0..=100i32).prop_map(|w| json!({"setWeight": w})),
         1 => Just(json!({"pause": {}})),
         1 => (1..120i32).prop_map(|s| json!({"pause": {"duration": s}})),
         1 => Just(json!({"analysis": {"templates": [{"templateName": "t"}]}})),
+        1 => Just(experiment_step()),
         1 => (0..6i32).prop_map(|r| json!({"setCanaryScale": {"replicas": r}})),
         1 => Just(json!({"setCanaryScale": {"matchTrafficWeight": true}})),
         2 => route_step_strategy(),
@@ -1553,6 +1609,7 @@ fn combined_step_strategy() -> impl Strategy<Value = Value> {
             Just(json!({"pause": {}})),
             (1..120i32).prop_map(|s| json!({"pause": {"duration": s}})),
             Just(json!({"analysis": {"templates": [{"templateName": "t"}]}})),
+            Just(experiment_step()),
         ],
         // At least one pod: a route beside it needs a canary pod to send to.
         proptest::option::of((1..6i32).prop_map(|r| json!({"replicas": r}))),
@@ -1703,6 +1760,11 @@ impl World {
                 }) {
                     run.phase = *phase;
                 }
+                if let Some(experiment) = self.observed.experiments.iter_mut().rev().find(|e| {
+                    e.hash == hash && e.attempt == attempt && e.phase == AnalysisPhase::Running
+                }) {
+                    experiment.phase = *phase;
+                }
             }
             Event::Pause(paused) => self.spec.paused = *paused,
             Event::Crash => {
@@ -1828,6 +1890,23 @@ impl World {
                     ok,
                     "crossed the analysis at step {} without a successful run",
                     j
+                );
+            }
+            if step.experiment.is_some() {
+                let experiment = self.observed.experiments.iter().find(|e| {
+                    e.step == j
+                        && Some(&e.hash) == plan.status.canary_rs.as_ref()
+                        && e.attempt == plan.status.attempt
+                });
+                let ok = experiment.is_some_and(|e| {
+                    (e.phase == AnalysisPhase::Successful && !e.terminated)
+                        || (promoted && e.phase.is_final())
+                });
+                prop_assert!(
+                    ok,
+                    "crossed the experiment at step {} without its success (or a promote): {:?}",
+                    j,
+                    experiment
                 );
             }
         }
@@ -2309,6 +2388,9 @@ proptest! {
                 for run in world.observed.analysis_runs.iter_mut().filter(|r| r.phase == AnalysisPhase::Running) {
                     run.phase = AnalysisPhase::Successful;
                 }
+                for experiment in world.observed.experiments.iter_mut().filter(|e| e.phase == AnalysisPhase::Running) {
+                    experiment.phase = AnalysisPhase::Successful;
+                }
                 world.tick(60);
             }
             prop_assert_eq!(world.phase(), Some(RolloutPhase::Healthy));
@@ -2403,5 +2485,120 @@ proptest! {
                 prop_assert_eq!(world.pods.get(&rs.hash), Some(&expected), "the pods of {}", &rs.hash);
             }
         }
+    }
+}
+
+fn experiment_at(world: &World, step: usize) -> Option<ExperimentView> {
+    world
+        .observed
+        .experiments
+        .iter()
+        .find(|e| e.step == step && e.hash == world.hash && e.attempt == world.status.attempt)
+        .cloned()
+}
+
+fn set_experiment_phase(world: &mut World, step: usize, phase: AnalysisPhase, message: &str) {
+    let (hash, attempt) = (world.hash.clone(), world.status.attempt);
+    let experiment = world
+        .observed
+        .experiments
+        .iter_mut()
+        .find(|e| e.step == step && e.hash == hash && e.attempt == attempt)
+        .expect("the experiment exists");
+    experiment.phase = phase;
+    experiment.message = Some(message.into());
+}
+
+#[test]
+fn an_experiment_step_waits_for_its_experiment_and_moves_on_when_it_succeeds() {
+    let steps = json!([{"setWeight": 20}, experiment_step(), {"setWeight": 50}, {"pause": {}}]);
+    let mut world = World::with_canary(spec(steps, true, 4));
+    world.reconcile();
+    assert_eq!(world.status.current_step_index, Some(1));
+    let experiment = experiment_at(&world, 1).expect("started by the step");
+    assert_eq!(world.observed.route_weight, Some(20), "the weight stays");
+    let message = world.status.message.clone().unwrap_or_default();
+    assert!(message.contains(&experiment.name), "{message}");
+    // Nothing new while it runs.
+    world.tick(60);
+    let plans = world.reconcile();
+    assert_eq!(plans.len(), 1, "{plans:?}");
+    assert!(plans[0].actions.is_empty(), "{:?}", plans[0].actions);
+
+    set_experiment_phase(
+        &mut world,
+        1,
+        AnalysisPhase::Successful,
+        "ran its duration (600s)",
+    );
+    world.reconcile();
+    assert_eq!(
+        (world.status.current_step_index, world.observed.route_weight),
+        (Some(3), Some(50))
+    );
+    assert_eq!(world.observed.experiments.len(), 1, "started once");
+}
+
+#[test]
+fn a_failed_experiment_aborts_the_rollout_like_a_failed_analysis() {
+    let steps = json!([{"setWeight": 20}, experiment_step(), {"setWeight": 50}]);
+    for (phase, reason) in [
+        (AnalysisPhase::Failed, Reason::AnalysisFailed),
+        (AnalysisPhase::Error, Reason::AnalysisError),
+    ] {
+        let mut world = World::with_canary(spec(steps.clone(), true, 4));
+        world.reconcile();
+        set_experiment_phase(&mut world, 1, phase, "analysis \"judge\" ended Failed");
+        let plans = world.reconcile();
+        assert_eq!(World::reasons(&plans), vec![reason, Reason::Aborted]);
+        assert!(world.status.abort);
+        assert_eq!(world.observed.route_weight, Some(0));
+        let message = world.status.message.clone().unwrap_or_default();
+        assert!(
+            message.contains("experiment") && message.contains("\"judge\" ended Failed"),
+            "{message}"
+        );
+        assert_eq!(
+            world.status.abort_cause.as_ref().map(|c| c.reason.as_str()),
+            Some(reason.as_str())
+        );
+    }
+}
+
+#[test]
+fn an_inconclusive_experiment_pauses_until_promoted() {
+    let steps = json!([{"setWeight": 20}, experiment_step(), {"setWeight": 50}, {"pause": {}}]);
+    let mut world = World::with_canary(spec(steps, true, 4));
+    world.reconcile();
+    set_experiment_phase(&mut world, 1, AnalysisPhase::Inconclusive, "no data");
+    let plans = world.reconcile();
+    assert_eq!(World::reasons(&plans), vec![Reason::Paused]);
+    assert_eq!(world.status.current_step_index, Some(1));
+    world.promote();
+    world.reconcile();
+    assert_eq!(world.status.current_step_index, Some(3));
+}
+
+#[test]
+fn an_experiment_the_rollout_no_longer_wants_is_told_to_end() {
+    let steps = json!([{"setWeight": 20}, experiment_step(), {"setWeight": 50}]);
+    // Aborted, promoted in full, or replaced by a newer version: the running experiment ends.
+    for event in ["abort", "promote-full", "new-version"] {
+        let mut world = World::with_canary(spec(steps.clone(), true, 4));
+        world.reconcile();
+        let name = experiment_at(&world, 1).expect("started").name;
+        match event {
+            "abort" => world.status.abort = true,
+            "promote-full" => world.status.promote_full = true,
+            _ => world.hash = "canary2".into(),
+        }
+        let plans = world.reconcile();
+        let stopped = plans
+            .iter()
+            .flat_map(|p| &p.actions)
+            .any(|a| *a == Action::StopExperiment { name: name.clone() });
+        assert!(stopped, "{event}: {plans:#?}");
+        let told = world.observed.experiments.iter().find(|e| e.name == name);
+        assert!(told.is_some_and(|e| e.terminated), "{event}");
     }
 }

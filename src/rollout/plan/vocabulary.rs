@@ -48,6 +48,24 @@ pub struct AnalysisRunView {
     pub terminated: bool,
 }
 
+/// An Experiment the Rollout owns: an experiment step's.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ExperimentView {
+    pub name: String,
+    /// The canary hash it was made for.
+    pub hash: String,
+    /// The rollout attempt it belongs to.
+    pub attempt: i32,
+    /// The index of the step that made it.
+    pub step: usize,
+    /// Its phase; Pending before its controller has written one.
+    pub phase: AnalysisPhase,
+    /// Its own explanation (which analysis decided it, or which template is short of pods).
+    pub message: Option<String>,
+    /// `spec.terminate` is set: it was told to stop and needs no second telling.
+    pub terminated: bool,
+}
+
 /// Everything the planner needs to know about the world, read from the API server.
 ///
 /// With the blue-green strategy the active Service plays the stable Service's part and the
@@ -70,6 +88,7 @@ pub struct Observed {
     /// The managed routes (`trafficRouting.managedRoutes`) the router carries now.
     pub managed_routes: ShownRoutes,
     pub analysis_runs: Vec<AnalysisRunView>,
+    pub experiments: Vec<ExperimentView>,
     /// What is wrong with what the Rollout refers to: its analysis templates (invalid CEL,
     /// an argument nobody gives), a route in another namespace without a ReferenceGrant.
     /// Reported as InvalidSpec, and nothing is changed, until fixed.
@@ -157,6 +176,18 @@ pub enum Action {
     StopAnalysis {
         name: String,
     },
+    /// Start the Experiment of step `step` for the new version `hash`.
+    StartExperiment {
+        hash: String,
+        /// The stable hash: what `specRef: stable` copies.
+        stable: String,
+        attempt: i32,
+        step: usize,
+    },
+    /// Tell an Experiment to end (`spec.terminate`).
+    StopExperiment {
+        name: String,
+    },
 }
 
 /// What an action changes. A plan says one thing about each: the glue carries its actions out
@@ -174,7 +205,8 @@ pub enum Object<'a> {
 }
 
 impl Action {
-    /// The object this action changes; None for analysis, which is not traffic or pods.
+    /// The object this action changes; None for analyses and experiments, which change no
+    /// traffic and none of the Rollout's own pods.
     pub fn object(&self) -> Option<Object<'_>> {
         match self {
             Action::CreateReplicaSet { hash, .. }
@@ -187,7 +219,10 @@ impl Action {
             Action::SetManagedRoute { name, .. } | Action::RemoveManagedRoute { name } => {
                 Some(Object::ManagedRoute(name))
             }
-            Action::StartAnalysis { .. } | Action::StopAnalysis { .. } => None,
+            Action::StartAnalysis { .. }
+            | Action::StopAnalysis { .. }
+            | Action::StartExperiment { .. }
+            | Action::StopExperiment { .. } => None,
         }
     }
 }

@@ -1,6 +1,7 @@
-//! The pod-template hash that names a Rollout's ReplicaSets (`<rollout>-<hash>`) and pins its
-//! Services (label `rollouts-pod-template-hash`, Argo Rollouts' name, so dashboards and
-//! queries written for Argo keep working).
+//! The pod-template hash that names a Rollout's ReplicaSets (`<rollout>-<hash>`), pins its
+//! Services and tells an Experiment's ReplicaSets apart (label `rollouts-pod-template-hash`,
+//! Argo Rollouts' name, so dashboards and queries written for Argo keep working). Below both
+//! `rollout` and `experiment`, which use it alike.
 
 use std::hash::Hasher;
 

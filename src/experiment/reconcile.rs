@@ -1,0 +1,422 @@
+//! The glue of the Experiment controller: read the Experiment, its ReplicaSets and its
+//! AnalysisRuns, plan (`plan`, pure), carry the actions out, write the status once.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use k8s_openapi::api::apps::v1::ReplicaSet;
+use kube::api::{Api, ListParams, Patch, PatchParams};
+use kube::runtime::controller::Action as Requeue;
+use kube::{Client, Resource, ResourceExt};
+use serde_json::json;
+use tracing::instrument;
+
+use super::plan::{self, Action, Observed, ReplicaSetView, Spec, State};
+use super::{analysis, workload};
+use crate::analysis::{run, templates};
+use crate::api::analysis::{AnalysisPhase, AnalysisRun, AnalysisTemplateSpec};
+use crate::api::contract::{
+    EXPERIMENT_ANALYSIS_LABEL, EXPERIMENT_LABEL, EXPERIMENT_MANAGER, EXPERIMENT_TEMPLATE_LABEL,
+};
+use crate::api::experiment::{
+    Experiment, ExperimentAnalysisRunStatus, ExperimentStatus, TemplateStatus,
+};
+use crate::runtime::Events;
+use crate::runtime::error::{Backoff, Controller, Error};
+use crate::runtime::leader::Leadership;
+use crate::time::{from_k8s, to_k8s};
+use crate::validate;
+
+pub struct Context {
+    pub client: Client,
+    pub events: Events,
+    pub leadership: Leadership,
+}
+
+const EXPERIMENTS: Controller = Controller {
+    kind: "Experiment",
+    field_manager: EXPERIMENT_MANAGER,
+    conflict: "the Experiment changed while it was reconciled; reconciling again",
+};
+
+/// What a reconcile may take: a few reads and writes, each answered in milliseconds.
+const STALL_LIMIT: Duration = Duration::from_secs(30);
+
+fn stalled(limit: Duration) -> Error {
+    Error::Stalled {
+        work: "the reconcile",
+        waited_on: "the API server",
+        limit,
+    }
+}
+
+#[instrument(skip(experiment, ctx), fields(experiment = %experiment.name_any(), namespace = experiment.namespace().unwrap_or_default()))]
+pub async fn reconcile(experiment: Arc<Experiment>, ctx: Arc<Context>) -> Result<Requeue, Error> {
+    crate::runtime::within(STALL_LIMIT, reconcile_experiment(experiment, ctx), stalled).await
+}
+
+async fn reconcile_experiment(
+    experiment: Arc<Experiment>,
+    ctx: Arc<Context>,
+) -> Result<Requeue, Error> {
+    let term = ctx.leadership.current_term();
+    if !term.holds() {
+        return Ok(Requeue::await_change());
+    }
+    let namespace = experiment.namespace().unwrap_or_default();
+    let name = experiment.name_any();
+    let api: Api<Experiment> = Api::namespaced(ctx.client.clone(), &namespace);
+    // A fresh read: a plan from a cache behind our own last write would act twice.
+    let Some(current) =
+        api.get_opt(&name)
+            .await
+            .map_err(Error::api("reading", "Experiment", &name))?
+    else {
+        return Ok(Requeue::await_change());
+    };
+    let original = current.status.clone().unwrap_or_default();
+    let now = Utc::now();
+    let started = current
+        .metadata
+        .creation_timestamp
+        .as_ref()
+        .map(from_k8s)
+        .unwrap_or(now);
+    let mut state = state_of(&original);
+    let spec = match first_problem(&current) {
+        None => Spec::of(&current.spec),
+        Some(problem) => Err(problem),
+    };
+    let spec = match spec {
+        Ok(spec) => spec,
+        Err(problem) => {
+            // Ended at once: nothing of an invalid experiment runs, and what ran is
+            // scaled down as after any end.
+            if !state.phase.is_some_and(AnalysisPhase::is_final) {
+                state.phase = Some(AnalysisPhase::Error);
+                state.message = Some(format!("InvalidSpec: {problem}"));
+            }
+            Spec {
+                templates: Vec::new(),
+                analyses: Vec::new(),
+                duration: None,
+                progress_deadline: Duration::ZERO,
+                scale_down_delay: Duration::ZERO,
+                terminate: true,
+            }
+        }
+    };
+    let (replica_sets, runs) = read_owned(&ctx.client, &namespace, &name).await?;
+    let observed = Observed {
+        replica_sets: replica_sets
+            .iter()
+            .filter_map(|rs| {
+                let template = rs.labels().get(EXPERIMENT_TEMPLATE_LABEL)?.clone();
+                let view = ReplicaSetView {
+                    replicas: rs.spec.as_ref().and_then(|s| s.replicas).unwrap_or(1),
+                    available: rs
+                        .status
+                        .as_ref()
+                        .and_then(|s| s.available_replicas)
+                        .unwrap_or(0),
+                };
+                Some((template, view))
+            })
+            .collect(),
+        runs: runs
+            .iter()
+            .filter_map(|run| {
+                let analysis = run.labels().get(EXPERIMENT_ANALYSIS_LABEL)?.clone();
+                let phase = run
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.phase)
+                    .unwrap_or(AnalysisPhase::Pending);
+                Some((analysis, phase))
+            })
+            .collect(),
+    };
+    let mut planned = plan::plan(&spec, &state, &observed, started, now);
+    for action in &planned.actions {
+        if !term.holds() {
+            return Err(Error::NotLeader);
+        }
+        if let Some(refusal) = act(&ctx.client, &current, action).await? {
+            // Ended here; the next reconcile stops what runs and scales down after the
+            // delay, as after any end.
+            planned.state.phase = Some(AnalysisPhase::Error);
+            planned.state.message = Some(refusal);
+            planned.state.ended_at = Some(Utc::now());
+            planned.requeue_after = Some(Duration::ZERO);
+            break;
+        }
+    }
+    let status = status_of(&current, &original, &planned.state, &replica_sets, &runs);
+    if !term.holds() {
+        return Err(Error::NotLeader);
+    }
+    EXPERIMENTS
+        .write_status(&api, &current, current.status.is_some(), &original, &status)
+        .await?;
+    if status.phase != original.phase
+        && let Some(phase) = status.phase
+        && phase != AnalysisPhase::Pending
+    {
+        crate::runtime::publish(
+            &ctx.events,
+            &current.object_ref(&()),
+            matches!(
+                phase,
+                AnalysisPhase::Failed | AnalysisPhase::Error | AnalysisPhase::Inconclusive
+            ),
+            format!("Experiment{phase:?}"),
+            status.message.as_deref(),
+            "Experiment",
+        )
+        .await;
+    }
+    Ok(match planned.requeue_after {
+        Some(after) => Requeue::requeue(after),
+        None => Requeue::await_change(),
+    })
+}
+
+/// The rules the Experiment must keep, and for one a Rollout made, the same again.
+fn first_problem(experiment: &Experiment) -> Option<String> {
+    validate::experiment(&experiment.spec)
+        .first()
+        .map(ToString::to_string)
+}
+
+fn state_of(status: &ExperimentStatus) -> State {
+    State {
+        phase: status.phase,
+        message: status.message.clone(),
+        available_at: status.available_at.as_ref().map(from_k8s),
+        ended_at: status.ended_at.as_ref().map(from_k8s),
+    }
+}
+
+/// The ReplicaSets and AnalysisRuns labelled as the Experiment's, read from etcd: an
+/// experiment is rare and short, and a plan must never miss what it made.
+async fn read_owned(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+) -> Result<(Vec<ReplicaSet>, Vec<AnalysisRun>), Error> {
+    let selector = ListParams::default().labels(&format!("{EXPERIMENT_LABEL}={name}"));
+    let replica_sets: Api<ReplicaSet> = Api::namespaced(client.clone(), namespace);
+    let runs: Api<AnalysisRun> = Api::namespaced(client.clone(), namespace);
+    let (replica_sets, runs) = tokio::join!(replica_sets.list(&selector), runs.list(&selector));
+    let replica_sets =
+        replica_sets.map_err(Error::api("listing", "ReplicaSets of Experiment", name))?;
+    let runs = runs.map_err(Error::api("listing", "AnalysisRuns of Experiment", name))?;
+    Ok((replica_sets.items, runs.items))
+}
+
+fn apply_params() -> PatchParams {
+    PatchParams::apply(EXPERIMENT_MANAGER).force()
+}
+
+fn merge_params() -> PatchParams {
+    PatchParams {
+        field_manager: Some(EXPERIMENT_MANAGER.into()),
+        ..PatchParams::default()
+    }
+}
+
+/// Carries out one action; Some(refusal) when the experiment cannot go on (an analysis whose
+/// templates are missing or invalid).
+async fn act(
+    client: &Client,
+    experiment: &Experiment,
+    action: &Action,
+) -> Result<Option<String>, Error> {
+    let namespace = experiment.namespace().unwrap_or_default();
+    let name = experiment.name_any();
+    let replica_sets: Api<ReplicaSet> = Api::namespaced(client.clone(), &namespace);
+    let runs: Api<AnalysisRun> = Api::namespaced(client.clone(), &namespace);
+    match action {
+        Action::CreateReplicaSet { template, replicas } => {
+            let Some(spec) = experiment
+                .spec
+                .templates
+                .iter()
+                .find(|t| &t.name == template)
+            else {
+                return Ok(None);
+            };
+            let (mut replica_set, _) = workload::replica_set(experiment, spec);
+            if let Some(spec) = replica_set.spec.as_mut() {
+                spec.replicas = Some(*replicas);
+            }
+            let rs_name = replica_set.name_any();
+            replica_sets
+                .patch(&rs_name, &apply_params(), &Patch::Apply(&replica_set))
+                .await
+                .map_err(Error::api("creating", "ReplicaSet", &rs_name))?;
+        }
+        Action::ScaleReplicaSet { template, replicas } => {
+            let rs_name = workload::replica_set_name(&name, template);
+            let patch = json!({"spec": {"replicas": replicas}});
+            replica_sets
+                .patch(&rs_name, &merge_params(), &Patch::Merge(&patch))
+                .await
+                .map_err(Error::api("scaling", "ReplicaSet", &rs_name))?;
+        }
+        Action::StartAnalysis { analysis } => {
+            return start_analysis(client, experiment, analysis).await;
+        }
+        Action::StopAnalysis { analysis } => {
+            let run_name = analysis::run_name(&name, analysis);
+            let patch = json!({"spec": {"terminate": true}});
+            runs.patch(&run_name, &merge_params(), &Patch::Merge(&patch))
+                .await
+                .map_err(Error::api("stopping", "AnalysisRun", &run_name))?;
+        }
+    }
+    Ok(None)
+}
+
+/// Reads the analysis' templates, checks them as a Rollout's are checked, and creates its
+/// run. A template that is missing or invalid is a refusal naming the field and the
+/// template. Analyses start once the pods are available, which leaves a template applied
+/// beside the Experiment the time to arrive.
+async fn start_analysis(
+    client: &Client,
+    experiment: &Experiment,
+    analysis_name: &str,
+) -> Result<Option<String>, Error> {
+    let namespace = experiment.namespace().unwrap_or_default();
+    let name = experiment.name_any();
+    let Some(index) = experiment
+        .spec
+        .analyses
+        .iter()
+        .position(|a| a.name == analysis_name)
+    else {
+        return Ok(None);
+    };
+    let Some(requested) = analysis::requested(&experiment.spec, index) else {
+        return Ok(None);
+    };
+    let refused = |reason: String| {
+        Some(format!(
+            "{} (analysis {analysis_name:?}): {reason}",
+            requested.field
+        ))
+    };
+    let mut fetched = run::Fetched::new();
+    templates::read(client, &namespace, &requested.templates, &mut fetched).await?;
+    let reach = run::reach(&requested.templates, &fetched);
+    if let Some(missing) = reach.reached.iter().find(|r| r.spec.is_none()) {
+        return Ok(refused(format!(
+            "{} not found in namespace {namespace}",
+            missing.label()
+        )));
+    }
+    if let Some(first) = run::check(&requested, &reach).first() {
+        return Ok(refused(first.to_string()));
+    }
+    let reached: Vec<(String, AnalysisTemplateSpec)> = reach
+        .reached
+        .iter()
+        .filter_map(|r| r.spec.map(|spec| (r.label(), spec.clone())))
+        .collect();
+    let hashes: BTreeMap<String, String> = experiment
+        .spec
+        .templates
+        .iter()
+        .map(|t| (t.name.clone(), workload::replica_set(experiment, t).1))
+        .collect();
+    let built = match analysis::build(experiment, index, &reached, &hashes) {
+        Ok(built) => built,
+        Err(why) => return Ok(refused(why)),
+    };
+    let run_name = built.name_any();
+    let runs: Api<AnalysisRun> = Api::namespaced(client.clone(), &namespace);
+    runs.patch(&run_name, &apply_params(), &Patch::Apply(&built))
+        .await
+        .map_err(Error::api("creating", "AnalysisRun", &run_name))?;
+    tracing::debug!(experiment = %name, run = %run_name, "analysis started");
+    Ok(None)
+}
+
+/// The status from the plan's state and what was read: each template's ReplicaSet and hash,
+/// each analysis' run and phase.
+fn status_of(
+    experiment: &Experiment,
+    original: &ExperimentStatus,
+    state: &State,
+    replica_sets: &[ReplicaSet],
+    runs: &[AnalysisRun],
+) -> ExperimentStatus {
+    // A time already recorded is kept as written, so a no-op reconcile writes nothing.
+    let time = |recorded: &Option<_>, at: Option<chrono::DateTime<Utc>>| match recorded {
+        Some(t) if at.is_some() => Some(Clone::clone(t)),
+        _ => at.map(to_k8s),
+    };
+    let template_statuses = experiment
+        .spec
+        .templates
+        .iter()
+        .map(|template| {
+            let rs = replica_sets
+                .iter()
+                .find(|rs| rs.labels().get(EXPERIMENT_TEMPLATE_LABEL) == Some(&template.name));
+            let status = rs.and_then(|rs| rs.status.as_ref());
+            TemplateStatus {
+                name: template.name.clone(),
+                replicas: rs
+                    .and_then(|rs| rs.spec.as_ref())
+                    .and_then(|s| s.replicas)
+                    .unwrap_or(0),
+                available_replicas: status.and_then(|s| s.available_replicas).unwrap_or(0),
+                pod_template_hash: Some(workload::replica_set(experiment, template).1),
+            }
+        })
+        .collect();
+    let analysis_runs = experiment
+        .spec
+        .analyses
+        .iter()
+        .filter_map(|analysis| {
+            let run = runs
+                .iter()
+                .find(|run| run.labels().get(EXPERIMENT_ANALYSIS_LABEL) == Some(&analysis.name))?;
+            let status = run.status.as_ref();
+            Some(ExperimentAnalysisRunStatus {
+                name: analysis.name.clone(),
+                analysis_run: run.name_any(),
+                phase: Some(
+                    status
+                        .and_then(|s| s.phase)
+                        .unwrap_or(AnalysisPhase::Pending),
+                ),
+                message: status.and_then(|s| s.message.clone()),
+            })
+        })
+        .collect();
+    ExperimentStatus {
+        phase: state.phase,
+        message: state.message.clone(),
+        available_at: time(&original.available_at, state.available_at),
+        ended_at: time(&original.ended_at, state.ended_at),
+        template_statuses,
+        analysis_runs,
+        observed_generation: experiment.metadata.generation,
+    }
+}
+
+/// A refusal that waits for a fix (a missing template, RBAC) is looked at again after a
+/// minute; anything else soon.
+const BACKOFF: Backoff = Backoff {
+    transient: Duration::from_secs(5),
+    lasting: Duration::from_secs(60),
+};
+
+pub fn error_policy(experiment: Arc<Experiment>, error: &Error, _ctx: Arc<Context>) -> Requeue {
+    crate::runtime::error::error_policy("Experiment", &experiment.name_any(), error, BACKOFF)
+}
