@@ -444,6 +444,7 @@ fn lint_checks_weir_and_argo_manifests_offline() {
     // The canary and blue-green examples written in Argo's shape, as Argo users have them.
     for example in [
         "examples/argo-rollouts/canary.yaml",
+        "examples/argo-rollouts/experiment.yaml",
         "examples/blue-green.yaml",
     ] {
         let argo_file = dir.join("argo.yaml");

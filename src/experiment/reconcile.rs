@@ -183,12 +183,23 @@ async fn reconcile_experiment(
     })
 }
 
-/// The rules the Experiment must keep, and for one a Rollout made, the same again.
+/// The rules the Experiment must keep. Its name is a label value on its pods and runs, so
+/// it must fit one.
 fn first_problem(experiment: &Experiment) -> Option<String> {
+    let name = experiment.name_any();
+    if name.len() > LABEL_VALUE_LIMIT {
+        return Some(format!(
+            "metadata.name: {} characters; the label {EXPERIMENT_LABEL} its pods carry takes at most {LABEL_VALUE_LIMIT} (for a Rollout's experiment step, shorten the Rollout's name)",
+            name.len()
+        ));
+    }
     validate::experiment(&experiment.spec)
         .first()
         .map(ToString::to_string)
 }
+
+/// Kubernetes' limit on a label value.
+const LABEL_VALUE_LIMIT: usize = 63;
 
 fn state_of(status: &ExperimentStatus) -> State {
     State {

@@ -22,12 +22,38 @@ pub fn template_hash_references(text: &str) -> Vec<&str> {
         .collect()
 }
 
+/// The most templates, and analyses, one experiment may run: each is a ReplicaSet or an
+/// AnalysisRun weir creates for whoever wrote the experiment.
+pub const MAX_TEMPLATES: usize = 16;
+pub const MAX_ANALYSES: usize = 16;
+
+fn check_counts(report: &mut Report, at: &str, templates: usize, analyses: usize) {
+    if templates > MAX_TEMPLATES {
+        report.invalid(
+            format!("{at}.templates"),
+            format!("{templates} templates; an experiment runs at most {MAX_TEMPLATES}"),
+        );
+    }
+    if analyses > MAX_ANALYSES {
+        report.invalid(
+            format!("{at}.analyses"),
+            format!("{analyses} analyses; an experiment runs at most {MAX_ANALYSES}"),
+        );
+    }
+}
+
 pub fn experiment(spec: &ExperimentSpec) -> Vec<Violation> {
     let mut report = Report::default();
     report.unsupported("spec", spec);
     if spec.templates.is_empty() {
         report.required("spec.templates", "an experiment runs at least one template");
     }
+    check_counts(
+        &mut report,
+        "spec",
+        spec.templates.len(),
+        spec.analyses.len(),
+    );
     let mut names = BTreeSet::new();
     for (index, template) in spec.templates.iter().enumerate() {
         let at = format!("spec.templates[{index}]");
@@ -82,6 +108,7 @@ pub(super) fn check_step(
             "an experiment runs at least one template",
         );
     }
+    check_counts(report, at, step.templates.len(), step.analyses.len());
     let mut names = BTreeSet::new();
     for (index, template) in step.templates.iter().enumerate() {
         let at = format!("{at}.templates[{index}]");
@@ -235,6 +262,30 @@ mod tests {
         );
         let empty = spec_of_nothing();
         assert_eq!(fields(&experiment(&empty)), [(Required, "spec.templates")]);
+    }
+
+    #[test]
+    fn an_experiment_runs_a_bounded_number_of_templates_and_analyses() {
+        let templates: Vec<_> = (0..=MAX_TEMPLATES)
+            .map(|i| template(&format!("t{i}"), "blue"))
+            .collect();
+        let analyses: Vec<_> = (0..=MAX_ANALYSES)
+            .map(|i| json!({"name": format!("a{i}"), "templateName": "t"}))
+            .collect();
+        let spec = spec(json!({"templates": templates, "analyses": analyses}));
+        assert_eq!(
+            fields(&experiment(&spec)),
+            [(Invalid, "spec.analyses"), (Invalid, "spec.templates")]
+        );
+        let at_most = spec_with(MAX_TEMPLATES);
+        assert_eq!(fields(&experiment(&at_most)), []);
+    }
+
+    fn spec_with(templates: usize) -> ExperimentSpec {
+        let templates: Vec<_> = (0..templates)
+            .map(|i| template(&format!("t{i}"), "blue"))
+            .collect();
+        spec(json!({"templates": templates}))
     }
 
     fn spec_of_nothing() -> ExperimentSpec {
