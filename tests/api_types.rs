@@ -226,8 +226,9 @@ async fn fields_weir_does_not_support_survive_the_server_and_are_reported() {
         .as_mut()
         .expect("example has a canary");
     canary.steps.push(
-        serde_json::from_value(serde_json::json!({"experiment": {"templates": [{"name": "x"}]}}))
-            .expect("step"),
+        serde_json::from_value(serde_json::json!({"experiment": {"templates": [
+            {"name": "x", "specRef": "stable", "weight": 5}]}}))
+        .expect("step"),
     );
     canary.unsupported.insert("maxSurge".into(), "25%".into());
     let stored = apply(&ns.api::<Rollout>(), &rollout).await;
@@ -241,7 +242,7 @@ async fn fields_weir_does_not_support_survive_the_server_and_are_reported() {
         unsupported,
         vec![
             "spec.strategy.canary.maxSurge",
-            "spec.strategy.canary.steps[6].experiment"
+            "spec.strategy.canary.steps[6].experiment.templates[0].weight"
         ],
         "the server pruned a field instead of keeping it for validation: {violations:#?}"
     );
