@@ -4,8 +4,9 @@
 //!    recorded), and its analyses start; a template still short of its pods after
 //!    `progressDeadline` from the start fails the experiment;
 //! 3. it ends Failed, Error or Inconclusive as soon as one analysis does (the worst wins);
-//!    Successful once its `duration` has run from availability, or, without one, once every
-//!    analysis `requiredForCompletion` has succeeded; an operator's `terminate` ends it
+//!    Successful once its `duration` has run from availability and every analysis
+//!    `requiredForCompletion` has succeeded (without a duration, once those have; with
+//!    neither, only when terminated); an operator's `terminate` ends it
 //!    Successful (as in Argo) unless an analysis already failed;
 //! 4. when it ends, running analyses are stopped, and every ReplicaSet is scaled to 0
 //!    `scaleDownDelay` after the end.
@@ -288,27 +289,30 @@ fn decide(
         return;
     };
     next.phase = Some(AnalysisPhase::Running);
+    // As Argo documents it: an analysis `requiredForCompletion` holds the end until it has
+    // succeeded, even past the duration; without a duration, those analyses are the end.
+    let required: Vec<&Analysis> = spec
+        .analyses
+        .iter()
+        .filter(|a| a.required_for_completion)
+        .collect();
+    let succeeded = |a: &&Analysis| observed.runs.get(&a.name) == Some(&AnalysisPhase::Successful);
+    let required_done = required.iter().all(succeeded);
     match spec.duration {
         Some(duration) => {
             let done = later(duration, available_at);
-            if now >= done {
+            if now < done {
+                wake(done);
+            } else if required_done {
                 return end(
                     next,
                     AnalysisPhase::Successful,
                     format!("ran its duration ({}s)", duration.as_secs()),
                 );
             }
-            wake(done);
         }
         None => {
-            let required: Vec<&Analysis> = spec
-                .analyses
-                .iter()
-                .filter(|a| a.required_for_completion)
-                .collect();
-            let succeeded =
-                |a: &&Analysis| observed.runs.get(&a.name) == Some(&AnalysisPhase::Successful);
-            if !required.is_empty() && required.iter().all(succeeded) {
+            if !required.is_empty() && required_done {
                 return end(
                     next,
                     AnalysisPhase::Successful,

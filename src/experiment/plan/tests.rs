@@ -363,3 +363,29 @@ fn the_resource_reads_with_argos_defaults() {
     timed.duration = Some("soon".into());
     assert!(Spec::of(&timed).is_err_and(|e| e.starts_with("spec.duration:")));
 }
+
+#[test]
+fn a_required_analysis_holds_the_end_past_the_duration_until_it_succeeds() {
+    let mut spec = baseline_and_canary(Some(60));
+    spec.analyses[0].required_for_completion = true;
+    let state = State {
+        phase: Some(AnalysisPhase::Running),
+        available_at: Some(at(10)),
+        ..State::default()
+    };
+    let running = with_run(with_replica_sets(1), AnalysisPhase::Running);
+    let past = plan(&spec, &state, &running, t0(), at(200));
+    assert_eq!(
+        past.state.phase,
+        Some(AnalysisPhase::Running),
+        "still waiting"
+    );
+    assert!(past.actions.is_empty(), "{:?}", past.actions);
+    let succeeded = with_run(with_replica_sets(1), AnalysisPhase::Successful);
+    let done = plan(&spec, &state, &succeeded, t0(), at(200));
+    assert_eq!(done.state.phase, Some(AnalysisPhase::Successful));
+    // Not required: the duration alone ends it.
+    spec.analyses[0].required_for_completion = false;
+    let timed = plan(&spec, &state, &running, t0(), at(200));
+    assert_eq!(timed.state.phase, Some(AnalysisPhase::Successful));
+}
