@@ -306,3 +306,62 @@ async fn an_experiment_written_as_argo_documents_it_runs_its_duration_and_scales
     })
     .await;
 }
+
+#[tokio::test]
+async fn promoting_in_full_past_a_running_experiment_ends_it() {
+    let ns = TestNamespace::new(&client().await, "experiment-promoted").await;
+    let (_simulator, _target) = simulator_with(&ns, &["--seed", "3"]).await;
+    let _controller = ControllerProcess::measuring(&ns.name);
+    app(&ns).await;
+    apply(&ns, judge(&ns)).await;
+    apply(&ns, rollout(1, 100)).await;
+    wait_for(&ns, "Healthy on version 1", |r| {
+        phase(r) == Some(RolloutPhase::Healthy)
+            && r.status.as_ref().is_some_and(|s| s.stable_rs.is_some())
+    })
+    .await;
+    apply(&ns, rollout(2, 100)).await;
+    let experiments = ns.api::<Experiment>();
+    let running = eventually("the step's experiment running", LIMIT, || async {
+        let list = experiments.list(&ListParams::default()).await.ok()?;
+        list.items
+            .into_iter()
+            .find(|e| e.status.as_ref().and_then(|s| s.phase) == Some(AnalysisPhase::Running))
+    })
+    .await;
+    support::app::status_patch(&ns, json!({"status": {"promoteFull": true}})).await;
+    let ended = eventually("the experiment told to end, and ended", LIMIT, || async {
+        let e = experiments.get(&running.name_any()).await.ok()?;
+        let phase = e.status.as_ref().and_then(|s| s.phase)?;
+        (e.spec.terminate && phase.is_final()).then_some(e)
+    })
+    .await;
+    let status = ended.status.unwrap_or_default();
+    assert_eq!(status.phase, Some(AnalysisPhase::Successful), "{status:?}");
+    assert_eq!(
+        status.message.as_deref(),
+        Some("terminated by an operator"),
+        "{status:?}"
+    );
+    // Its run is stopped with it, and the Rollout completes.
+    let runs = ns.api::<AnalysisRun>();
+    eventually("the experiment's run stopped", LIMIT, || async {
+        let list = runs
+            .list(
+                &ListParams::default()
+                    .labels(&format!("{EXPERIMENT_LABEL}={}", running.name_any())),
+            )
+            .await
+            .ok()?;
+        // Started with the Running phase, in the same reconcile.
+        (!list.items.is_empty() && list.items.iter().all(|run| run.spec.terminate)).then_some(())
+    })
+    .await;
+    wait_for(&ns, "Healthy on version 2", |r| {
+        phase(r) == Some(RolloutPhase::Healthy)
+            && r.status
+                .as_ref()
+                .is_some_and(|s| s.stable_rs == s.canary_rs)
+    })
+    .await;
+}

@@ -13,6 +13,7 @@ use super::control::{self, Control, Part};
 use super::show::Observed;
 use crate::api::analysis::AnalysisRun;
 use crate::api::contract::{GITSYNC_ANNOTATION, ROLLOUT_LABEL};
+use crate::api::experiment::Experiment;
 use crate::api::gitsync::GitSync;
 use crate::api::rollout::Rollout;
 use crate::traffic::{RouterView, Routers};
@@ -261,6 +262,24 @@ impl Cluster {
             &mut notes,
         )?
         .unwrap_or_default();
+        // Only a Rollout with experiment steps has any: a cluster without the Experiment
+        // CRD shows the others as ever.
+        let has_experiments = rollout
+            .spec
+            .strategy
+            .canary
+            .as_ref()
+            .is_some_and(|c| c.steps.iter().any(|s| s.experiment.is_some()));
+        let experiments = if has_experiments {
+            allowed(
+                self.owned::<Experiment>(name, "experiments").await,
+                "Experiments",
+                &mut notes,
+            )?
+            .unwrap_or_default()
+        } else {
+            Vec::new()
+        };
         let subjects: BTreeMap<String, String> = allowed(
             self.managing_sync(&rollout).await,
             "Commit subjects",
@@ -280,6 +299,7 @@ impl Cluster {
             rollout,
             replica_sets,
             runs,
+            experiments,
             subjects,
             routers,
             notes,

@@ -11,6 +11,7 @@ use kube::ResourceExt;
 
 use crate::api::analysis::{AnalysisPhase, AnalysisRun, Measurement};
 use crate::api::contract::{POD_TEMPLATE_HASH_LABEL, STEP_LABEL};
+use crate::api::experiment::Experiment;
 use crate::api::rollout::{CanaryStep, Rollout, RolloutPhase};
 use crate::time::from_k8s;
 use crate::traffic::RouterView;
@@ -21,6 +22,8 @@ pub struct Observed {
     pub rollout: Rollout,
     pub replica_sets: Vec<ReplicaSet>,
     pub runs: Vec<AnalysisRun>,
+    /// The Experiments of its experiment steps.
+    pub experiments: Vec<Experiment>,
     /// Commit subjects by revision, from the managing GitSync's history.
     pub subjects: BTreeMap<String, String>,
     /// What each router carries now, read from the routers themselves.
@@ -262,6 +265,58 @@ fn verdict(phase: AnalysisPhase) -> String {
     format!("{phase:?}")
 }
 
+/// Each experiment: its step, phase, templates (`name hash ready/desired`) and analyses'
+/// phases.
+fn experiment_rows(experiments: &[Experiment]) -> Vec<Vec<String>> {
+    experiments
+        .iter()
+        .map(|experiment| {
+            let status = experiment.status.clone().unwrap_or_default();
+            let step = experiment
+                .labels()
+                .get(STEP_LABEL)
+                .and_then(|s| s.parse::<usize>().ok())
+                .map_or("-".into(), |s| (s + 1).to_string());
+            let phase = status.phase.map_or("Pending".into(), |p| format!("{p:?}"));
+            let templates: Vec<String> = status
+                .template_statuses
+                .iter()
+                .map(|t| {
+                    format!(
+                        "{} {} {}/{}",
+                        t.name,
+                        t.pod_template_hash.as_deref().unwrap_or("-"),
+                        t.available_replicas,
+                        t.replicas
+                    )
+                })
+                .collect();
+            let analyses: Vec<String> = status
+                .analysis_runs
+                .iter()
+                .map(|a| {
+                    let phase = a.phase.map_or("Pending".into(), |p| format!("{p:?}"));
+                    format!("{} {phase}", a.name)
+                })
+                .collect();
+            let or_dash = |list: Vec<String>| {
+                if list.is_empty() {
+                    "-".to_owned()
+                } else {
+                    list.join(", ")
+                }
+            };
+            vec![
+                experiment.name_any(),
+                step,
+                phase,
+                or_dash(templates),
+                or_dash(analyses),
+            ]
+        })
+        .collect()
+}
+
 pub fn condition_rows(conditions: &[Condition]) -> Vec<Vec<String>> {
     conditions
         .iter()
@@ -438,6 +493,20 @@ pub fn get(observed: &Observed, now: DateTime<Utc>) -> String {
             &["RUN", "STEP", "PHASE", "METRIC", "LATEST", "VERDICT"],
             &run_rows(&runs),
         )));
+    }
+    if !observed.experiments.is_empty() {
+        let _ = writeln!(out, "Experiments:");
+        let mut experiments = observed.experiments.clone();
+        experiments.sort_by_key(|e| e.metadata.creation_timestamp.clone());
+        out.push_str(&indent(&table(
+            &["EXPERIMENT", "STEP", "PHASE", "TEMPLATES", "ANALYSES"],
+            &experiment_rows(&experiments),
+        )));
+        for experiment in &experiments {
+            if let Some(message) = experiment.status.as_ref().and_then(|s| s.message.as_ref()) {
+                let _ = writeln!(out, "  {}: {message}", experiment.name_any());
+            }
+        }
     }
     if !status.conditions.is_empty() {
         let _ = writeln!(out, "Conditions:");

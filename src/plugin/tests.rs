@@ -94,6 +94,7 @@ fn observed() -> Observed {
         rollout: rollout(),
         replica_sets,
         runs: vec![run],
+        experiments: Vec::new(),
         subjects: [
             (STABLE_SHA.to_owned(), "web 2: faster search".to_owned()),
             (CANARY_SHA.to_owned(), "web 3: new checkout".to_owned()),
@@ -142,6 +143,46 @@ fn list() {
 #[test]
 fn get() {
     insta::assert_snapshot!(show::get(&observed(), now()));
+}
+
+#[test]
+fn get_shows_a_steps_experiment_with_its_templates_and_analyses() {
+    let mut observed = observed();
+    observed.experiments = vec![
+        serde_json::from_value(json!({
+            "apiVersion": "weir.dev/v1alpha1", "kind": "Experiment",
+            "metadata": {"name": "web-5c8c654d5c-1-1", "namespace": "shop",
+                "creationTimestamp": "2027-01-15T07:59:30Z",
+                "labels": {"weir.dev/rollout": "web", "weir.dev/step": "1"}},
+            "spec": {"templates": []},
+            "status": {"phase": "Failed",
+                "message": "analysis \"latency\" ended Failed",
+                "templateStatuses": [
+                    {"name": "baseline", "replicas": 1, "availableReplicas": 1, "podTemplateHash": "7d9c5b6f4"},
+                    {"name": "canary", "replicas": 1, "availableReplicas": 0, "podTemplateHash": "6b8f9c7d5"}],
+                "analysisRuns": [{"name": "latency", "analysisRun": "web-5c8c654d5c-1-1-latency", "phase": "Failed"}]}
+        }))
+        .expect("an Experiment"),
+    ];
+    let text = show::get(&observed, now());
+    let shown: Vec<&str> = text
+        .lines()
+        .skip_while(|l| *l != "Experiments:")
+        .take(3)
+        .collect();
+    assert_eq!(
+        shown,
+        [
+            "Experiments:",
+            "  EXPERIMENT           STEP   PHASE    TEMPLATES                                      ANALYSES",
+            "  web-5c8c654d5c-1-1   2      Failed   baseline 7d9c5b6f4 1/1, canary 6b8f9c7d5 0/1   latency Failed",
+        ],
+        "{text}"
+    );
+    assert!(
+        text.contains("  web-5c8c654d5c-1-1: analysis \"latency\" ended Failed\n"),
+        "{text}"
+    );
 }
 
 #[test]
