@@ -365,3 +365,37 @@ async fn promoting_in_full_past_a_running_experiment_ends_it() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_missing_analysis_template_is_named_before_any_experiment_pod_starts() {
+    let ns = TestNamespace::new(&client().await, "experiment-missing").await;
+    let _controller = ControllerProcess::start(&ns.name);
+    app(&ns).await;
+    // No AnalysisTemplate "latency".
+    apply(&ns, rollout(1, 100)).await;
+    wait_for(&ns, "Healthy on version 1", |r| {
+        phase(r) == Some(RolloutPhase::Healthy)
+            && r.status.as_ref().is_some_and(|s| s.stable_rs.is_some())
+    })
+    .await;
+    apply(&ns, rollout(2, 100)).await;
+    let stuck = wait_for(&ns, "the ReconcileError condition", |r| {
+        r.status
+            .as_ref()
+            .is_some_and(|s| s.conditions.iter().any(|c| c.type_ == "ReconcileError"))
+    })
+    .await;
+    let message = stuck.status.and_then(|s| s.message).unwrap_or_default();
+    assert!(
+        message.contains("MissingTemplate")
+            && message.contains("latency")
+            && message.contains("steps[1].experiment.analyses[0].templateName"),
+        "{message}"
+    );
+    let experiments = ns
+        .api::<Experiment>()
+        .list(&ListParams::default())
+        .await
+        .unwrap_or_else(|e| panic!("listing Experiments: {e}"));
+    assert!(experiments.items.is_empty(), "{:?}", experiments.items);
+}

@@ -19,6 +19,8 @@ pub const NAMESPACE: &str = "namespace";
 pub struct Known<'a> {
     /// The object `fieldRef` reads: the Rollout, or the Experiment that runs the analysis.
     pub rollout: &'a Value,
+    /// Its kind and name, for messages; weir fills `rollout-name` for a Rollout only.
+    pub kind: &'a str,
     pub rollout_name: &'a str,
     pub namespace: &'a str,
     /// None for an Experiment's analysis: its versions are its templates, named by
@@ -48,8 +50,8 @@ pub fn resolve(args: &mut [Argument], known: &Known<'_>) -> Result<(), String> {
             } else if let Some(field) = &from.field_ref {
                 let value = field_value(known.rollout, &field.field_path).ok_or_else(|| {
                     format!(
-                        "argument {:?}: fieldRef {:?} is not set on Rollout {}",
-                        arg.name, field.field_path, known.rollout_name
+                        "argument {:?}: fieldRef {:?} is not set on {} {}",
+                        arg.name, field.field_path, known.kind, known.rollout_name
                     )
                 })?;
                 arg.value = Some(value);
@@ -60,7 +62,7 @@ pub fn resolve(args: &mut [Argument], known: &Known<'_>) -> Result<(), String> {
             arg.value = match arg.name.as_str() {
                 CANARY_HASH => known.canary_hash.map(str::to_owned),
                 STABLE_HASH | BASELINE_HASH => known.stable_hash.map(str::to_owned),
-                ROLLOUT_NAME => Some(known.rollout_name.to_owned()),
+                ROLLOUT_NAME => (known.kind == "Rollout").then(|| known.rollout_name.to_owned()),
                 NAMESPACE => Some(known.namespace.to_owned()),
                 _ => None,
             };
@@ -262,6 +264,7 @@ mod tests {
         let rollout = json!({"metadata": {"name": "web", "namespace": "shop"}});
         let known = Known {
             rollout: &rollout,
+            kind: "Rollout",
             rollout_name: "web",
             namespace: "shop",
             canary_hash: Some("c4"),
@@ -304,6 +307,7 @@ mod tests {
         let rollout = json!({"metadata": {"name": "web"}});
         let known = Known {
             rollout: &rollout,
+            kind: "Rollout",
             rollout_name: "web",
             namespace: "shop",
             canary_hash: Some("c"),

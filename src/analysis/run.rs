@@ -325,7 +325,10 @@ pub fn check(requested: &Requested<'_>, reach: &Reach<'_>) -> Vec<Violation> {
             let defaulted =
                 |a: &Argument| a.name == arg.name && (a.value.is_some() || a.value_from.is_some());
             let elsewhere = found.iter().any(|(_, t)| t.args.iter().any(defaulted));
-            if !(given || elsewhere || args::is_filled_by_weir(&arg.name)) {
+            // weir fills its own arguments for a Rollout's runs; an Experiment's analysis
+            // names its versions with `{{templates.NAME.podTemplateHash}}` instead.
+            let filled = requested.kind.is_some() && args::is_filled_by_weir(&arg.name);
+            if !(given || elsewhere || filled) {
                 violations.push(Violation {
                     kind: ViolationKind::Required,
                     field: format!("{}.args", requested.field),
@@ -472,6 +475,7 @@ pub fn build(
         &mut spec.args,
         &Known {
             rollout: &rollout_json,
+            kind: "Rollout",
             rollout_name: &rollout_name,
             namespace: &namespace,
             canary_hash: Some(hash),
@@ -486,6 +490,8 @@ pub fn build(
     let wanted = requested.metadata.cloned().unwrap_or_default();
     // weir finds its runs by these labels: the Rollout's own cannot replace them.
     let mut labels = wanted.labels;
+    // Validation refuses weir's own keys here; a run is never labelled as another's.
+    labels.retain(|key, _| !key.starts_with("weir.dev/"));
     labels.extend([
         (ROLLOUT_LABEL.to_owned(), rollout_name.clone()),
         (CANARY_HASH_LABEL.to_owned(), hash.to_owned()),

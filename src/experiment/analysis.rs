@@ -91,6 +91,7 @@ pub fn build(
         &mut spec.args,
         &Known {
             rollout: &experiment_json,
+            kind: "Experiment",
             rollout_name: &name,
             namespace: &namespace,
             canary_hash: None,
@@ -104,6 +105,8 @@ pub fn build(
     }
     let wanted = requested.metadata.cloned().unwrap_or_default();
     let mut labels = wanted.labels;
+    // Validation refuses weir's own keys here; a run is never labelled as another's.
+    labels.retain(|key, _| !key.starts_with("weir.dev/"));
     labels.extend([
         (EXPERIMENT_LABEL.to_owned(), name.clone()),
         (EXPERIMENT_ANALYSIS_LABEL.to_owned(), analysis.name.clone()),

@@ -87,6 +87,7 @@ pub fn build(
     let rollout_json = serde_json::to_value(rollout).unwrap_or_default();
     let known = Known {
         rollout: &rollout_json,
+        kind: "Rollout",
         rollout_name: &rollout_name,
         namespace: &namespace,
         canary_hash: Some(made.hash),

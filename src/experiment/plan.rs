@@ -4,9 +4,9 @@
 //!    recorded), and its analyses start; a template still short of its pods after
 //!    `progressDeadline` from the start fails the experiment;
 //! 3. it ends Failed, Error or Inconclusive as soon as one analysis does (the worst wins);
-//!    Successful once its `duration` has run from availability and every analysis
-//!    `requiredForCompletion` has succeeded (without a duration, once those have; with
-//!    neither, only when terminated); an operator's `terminate` ends it
+//!    Successful as soon as every analysis `requiredForCompletion` has succeeded, or once its
+//!    `duration` has run from availability with none of those still running (with neither,
+//!    only when terminated); an operator's `terminate` ends it
 //!    Successful (as in Argo) unless an analysis already failed;
 //! 4. when it ends, running analyses are stopped, and every ReplicaSet is scaled to 0
 //!    `scaleDownDelay` after the end.
@@ -289,8 +289,9 @@ fn decide(
         return;
     };
     next.phase = Some(AnalysisPhase::Running);
-    // As Argo documents it: an analysis `requiredForCompletion` holds the end until it has
-    // succeeded, even past the duration; without a duration, those analyses are the end.
+    // As Argo runs it: once every analysis `requiredForCompletion` has succeeded, the
+    // experiment is done, whatever is left of its duration; one still running holds the end
+    // past the duration.
     let required: Vec<&Analysis> = spec
         .analyses
         .iter()
@@ -298,31 +299,28 @@ fn decide(
         .collect();
     let succeeded = |a: &&Analysis| observed.runs.get(&a.name) == Some(&AnalysisPhase::Successful);
     let required_done = required.iter().all(succeeded);
-    match spec.duration {
-        Some(duration) => {
-            let done = later(duration, available_at);
-            if now < done {
-                wake(done);
-            } else if required_done {
-                return end(
-                    next,
-                    AnalysisPhase::Successful,
-                    format!("ran its duration ({}s)", duration.as_secs()),
-                );
-            }
-        }
-        None => {
-            if !required.is_empty() && required_done {
-                return end(
-                    next,
-                    AnalysisPhase::Successful,
-                    "every analysis required for completion succeeded".to_owned(),
-                );
-            }
+    if !required.is_empty() && required_done {
+        return end(
+            next,
+            AnalysisPhase::Successful,
+            "every analysis required for completion succeeded".to_owned(),
+        );
+    }
+    if let Some(duration) = spec.duration {
+        let done = later(duration, available_at);
+        if now < done {
+            wake(done);
+        } else if required_done {
+            return end(
+                next,
+                AnalysisPhase::Successful,
+                format!("ran its duration ({}s)", duration.as_secs()),
+            );
         }
     }
-    // A template that lost pods after becoming available keeps running; Argo reports it
-    // but does not end the experiment for it.
+    // A template that lost pods after becoming available keeps running, reported in the
+    // message. (Argo fails the experiment when such a template stays short past
+    // `progressDeadlineSeconds`; weir does not yet.)
     next.message = (!short.is_empty()).then(|| short.join("; "));
 }
 

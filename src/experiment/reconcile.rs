@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use k8s_openapi::api::apps::v1::ReplicaSet;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action as Requeue;
 use kube::{Client, Resource, ResourceExt};
@@ -76,6 +77,10 @@ async fn reconcile_experiment(
     else {
         return Ok(Requeue::await_change());
     };
+    // Being deleted: what it owns goes with it, and nothing is made again meanwhile.
+    if current.metadata.deletion_timestamp.is_some() {
+        return Ok(Requeue::await_change());
+    }
     let original = current.status.clone().unwrap_or_default();
     let now = Utc::now();
     let started = current
@@ -108,7 +113,7 @@ async fn reconcile_experiment(
             }
         }
     };
-    let (replica_sets, runs) = read_owned(&ctx.client, &namespace, &name).await?;
+    let (replica_sets, runs) = read_owned(&ctx.client, &current).await?;
     let observed = Observed {
         replica_sets: replica_sets
             .iter()
@@ -139,28 +144,64 @@ async fn reconcile_experiment(
             .collect(),
     };
     let mut planned = plan::plan(&spec, &state, &observed, started, now);
-    for action in &planned.actions {
-        if !term.holds() {
-            return Err(Error::NotLeader);
-        }
-        if let Some(refusal) = act(&ctx.client, &current, action).await? {
-            // Ended here; the next reconcile stops what runs and scales down after the
-            // delay, as after any end.
-            planned.state.phase = Some(AnalysisPhase::Error);
-            planned.state.message = Some(refusal);
-            planned.state.ended_at = Some(Utc::now());
-            planned.requeue_after = Some(Duration::ZERO);
-            break;
-        }
-    }
+    let first_phase = original.phase;
+    // What the plan decided (available, ended) is written before anything is carried out,
+    // so a failing action never holds the experiment where it was: its duration and its
+    // deadline still run out.
     let status = status_of(&current, &original, &planned.state, &replica_sets, &runs);
     if !term.holds() {
         return Err(Error::NotLeader);
     }
-    EXPERIMENTS
+    let mut current = current;
+    let mut original = original;
+    if let Some(written) = EXPERIMENTS
         .write_status(&api, &current, current.status.is_some(), &original, &status)
-        .await?;
-    if status.phase != original.phase
+        .await?
+    {
+        current = written;
+        original = status;
+    }
+    let mut refused = None;
+    for action in &planned.actions {
+        if !term.holds() {
+            return Err(Error::NotLeader);
+        }
+        match act(&ctx.client, &current, action).await {
+            Ok(None) => {}
+            Ok(Some(refusal)) => refused = Some(refusal),
+            // A creation the API server refuses for good (invalid, forbidden) would be
+            // tried for ever: the experiment ends instead, saying why.
+            Err(Error::Api { source, .. })
+                if creates(action) && !crate::runtime::error::transient(&source) =>
+            {
+                refused = Some(format!("{}: {source}", describe(action)));
+            }
+            Err(error) => return Err(error),
+        }
+        if refused.is_some() {
+            break;
+        }
+    }
+    if let Some(refusal) = refused {
+        // The next reconcile stops what runs and scales down after the delay, as after
+        // any end.
+        planned.state.phase = Some(AnalysisPhase::Error);
+        planned.state.message = Some(refusal);
+        planned.state.ended_at = Some(Utc::now());
+        planned.requeue_after = Some(Duration::ZERO);
+        let status = status_of(&current, &original, &planned.state, &replica_sets, &runs);
+        if !term.holds() {
+            return Err(Error::NotLeader);
+        }
+        if let Some(written) = EXPERIMENTS
+            .write_status(&api, &current, current.status.is_some(), &original, &status)
+            .await?
+        {
+            current = written;
+        }
+    }
+    let status = current.status.clone().unwrap_or_default();
+    if status.phase != first_phase
         && let Some(phase) = status.phase
         && phase != AnalysisPhase::Pending
     {
@@ -210,13 +251,44 @@ fn state_of(status: &ExperimentStatus) -> State {
     }
 }
 
-/// The ReplicaSets and AnalysisRuns labelled as the Experiment's, read from etcd: an
-/// experiment is rare and short, and a plan must never miss what it made.
+/// Whether an action makes something (a refusal of it is the experiment's end).
+fn creates(action: &Action) -> bool {
+    matches!(
+        action,
+        Action::CreateReplicaSet { .. } | Action::StartAnalysis { .. }
+    )
+}
+
+fn describe(action: &Action) -> String {
+    match action {
+        Action::CreateReplicaSet { template, .. } | Action::ScaleReplicaSet { template, .. } => {
+            format!("the ReplicaSet of template {template:?} was refused")
+        }
+        Action::StartAnalysis { analysis } | Action::StopAnalysis { analysis } => {
+            format!("the AnalysisRun of analysis {analysis:?} was refused")
+        }
+    }
+}
+
+/// The ReplicaSets and AnalysisRuns this Experiment controls, read from etcd (an
+/// experiment is rare and short, and a plan must never miss what it made): labelled with its
+/// name, and owned by this very object, not by an earlier one of the same name or by
+/// whoever copied the label.
 async fn read_owned(
     client: &Client,
-    namespace: &str,
-    name: &str,
+    experiment: &Experiment,
 ) -> Result<(Vec<ReplicaSet>, Vec<AnalysisRun>), Error> {
+    let (namespace, name) = (
+        experiment.namespace().unwrap_or_default(),
+        experiment.name_any(),
+    );
+    let (namespace, name) = (namespace.as_str(), name.as_str());
+    let uid = experiment.metadata.uid.clone();
+    let ours = |owners: &[OwnerReference]| {
+        owners
+            .iter()
+            .any(|o| o.controller == Some(true) && Some(&o.uid) == uid.as_ref())
+    };
     let selector = ListParams::default().labels(&format!("{EXPERIMENT_LABEL}={name}"));
     let replica_sets: Api<ReplicaSet> = Api::namespaced(client.clone(), namespace);
     let runs: Api<AnalysisRun> = Api::namespaced(client.clone(), namespace);
@@ -224,7 +296,17 @@ async fn read_owned(
     let replica_sets =
         replica_sets.map_err(Error::api("listing", "ReplicaSets of Experiment", name))?;
     let runs = runs.map_err(Error::api("listing", "AnalysisRuns of Experiment", name))?;
-    Ok((replica_sets.items, runs.items))
+    Ok((
+        replica_sets
+            .items
+            .into_iter()
+            .filter(|rs| ours(rs.owner_references()))
+            .collect(),
+        runs.items
+            .into_iter()
+            .filter(|run| ours(run.owner_references()))
+            .collect(),
+    ))
 }
 
 fn apply_params() -> PatchParams {
@@ -430,4 +512,60 @@ const BACKOFF: Backoff = Backoff {
 
 pub fn error_policy(experiment: Arc<Experiment>, error: &Error, _ctx: Arc<Context>) -> Requeue {
     crate::runtime::error::error_policy("Experiment", &experiment.name_any(), error, BACKOFF)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn experiment() -> Experiment {
+        serde_json::from_value(serde_json::json!({
+            "apiVersion": "weir.dev/v1alpha1", "kind": "Experiment",
+            "metadata": {"name": "e", "namespace": "shop", "uid": "u-1", "generation": 1},
+            "spec": {"templates": [{"name": "baseline",
+                "selector": {"matchLabels": {"app": "web"}},
+                "template": {"metadata": {"labels": {"app": "web"}},
+                    "spec": {"containers": [{"name": "web", "image": "web:1"}]}}}]}
+        }))
+        .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn a_status_planned_again_from_itself_is_the_same_so_nothing_is_written() {
+        let experiment = experiment();
+        let (mut replica_set, hash) =
+            workload::replica_set(&experiment, &experiment.spec.templates[0]);
+        replica_set.status = Some(k8s_openapi::api::apps::v1::ReplicaSetStatus {
+            replicas: 1,
+            available_replicas: Some(1),
+            ..Default::default()
+        });
+        let first = State {
+            phase: Some(AnalysisPhase::Running),
+            message: None,
+            available_at: Some(Utc::now()),
+            ended_at: None,
+        };
+        let written = status_of(
+            &experiment,
+            &ExperimentStatus::default(),
+            &first,
+            std::slice::from_ref(&replica_set),
+            &[],
+        );
+        assert_eq!(
+            written.template_statuses[0].pod_template_hash.as_deref(),
+            Some(hash.as_str())
+        );
+        // Read back at a later time (sub-second precision lost on the way): the same.
+        let read_back = state_of(&written);
+        let again = status_of(
+            &experiment,
+            &written,
+            &read_back,
+            std::slice::from_ref(&replica_set),
+            &[],
+        );
+        assert_eq!(again, written);
+    }
 }

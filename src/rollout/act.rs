@@ -393,6 +393,35 @@ async fn start_experiment(
     else {
         return Ok(Wrote::Elsewhere);
     };
+    // Its analyses' templates are there and valid before any pod starts, as a step's
+    // analysis is checked before its run: the Experiment would only end in Error after.
+    let prefix = format!("{field}.");
+    for requested in run::requested(&rollout.spec)
+        .into_iter()
+        .filter(|r| r.kind.is_none() && r.field.starts_with(&prefix))
+    {
+        let mut fetched = run::Fetched::new();
+        crate::analysis::templates::read(client, &namespace, &requested.templates, &mut fetched)
+            .await?;
+        let reach = run::reach(&requested.templates, &fetched);
+        if let Some(missing) = reach.reached.iter().find(|r| r.spec.is_none()) {
+            return Err(Error::MissingTemplate {
+                kind: if missing.reference.cluster_scope {
+                    "ClusterAnalysisTemplate"
+                } else {
+                    "AnalysisTemplate"
+                },
+                name: missing.reference.template_name.clone(),
+                field: requested.template_field(missing.root),
+            });
+        }
+        if let Some(first) = run::check(&requested, &reach).first() {
+            return Err(Error::InvalidAnalysis {
+                field: first.field.clone(),
+                reason: first.message.clone(),
+            });
+        }
+    }
     let stable_name = workload::replica_set_name(&rollout.name_any(), made.stable);
     let replica_sets: Api<ReplicaSet> = Api::namespaced(client.clone(), &namespace);
     let stable_replica_set = replica_sets
@@ -406,7 +435,7 @@ async fn start_experiment(
         .ok_or_else(|| Error::InvalidExperiment {
             field: field.clone(),
             reason: format!(
-                "the stable ReplicaSet {stable_name}, which specRef: stable copies, is gone; abort and retry the rollout"
+                "the stable ReplicaSet {stable_name}, which specRef: stable copies, is gone; promote in full (kubectl weir promote --full), or abort"
             ),
         })?;
     let experiment = from_step::build(rollout, step, &stable_template, made).map_err(|reason| {

@@ -316,9 +316,10 @@ pub async fn observe(
                 .map_err(Error::api("listing", "AnalysisRuns of Rollout", &name))
         },
         async {
-            // Only a Rollout with experiment steps has any: the others never ask, so a
-            // cluster without the Experiment CRD runs them all the same.
-            if !has_experiment_steps(rollout) {
+            // A Rollout without experiment steps asks only a cache that has synced (one
+            // whose steps were removed mid-experiment still ends what it started); so a
+            // cluster without the Experiment CRD, whose watch never syncs, runs it the same.
+            if !has_experiment_steps(rollout) && !caches.experiments.is_synced() {
                 return Ok(Vec::new());
             }
             read_owned(
@@ -369,7 +370,7 @@ pub async fn observe(
         experiments: experiments
             .iter()
             .map(AsRef::as_ref)
-            .filter_map(experiment_view)
+            .filter_map(|experiment| experiment_view(rollout, experiment))
             .collect(),
         reference_problems: Vec::new(),
         outages: Vec::new(),
@@ -381,7 +382,16 @@ fn has_experiment_steps(rollout: &Rollout) -> bool {
     canary.is_some_and(|c| c.steps.iter().any(|s| s.experiment.is_some()))
 }
 
-fn experiment_view(experiment: &Experiment) -> Option<ExperimentView> {
+/// An Experiment of the Rollout's, as the planner sees it; None for one it does not control
+/// (an earlier Rollout of the same name, or a copied label).
+fn experiment_view(rollout: &Rollout, experiment: &Experiment) -> Option<ExperimentView> {
+    let controlled = experiment
+        .owner_references()
+        .iter()
+        .any(|o| o.controller == Some(true) && Some(&o.uid) == rollout.metadata.uid.as_ref());
+    if !controlled {
+        return None;
+    }
     let labels = experiment.labels();
     let status = experiment.status.as_ref();
     Some(ExperimentView {

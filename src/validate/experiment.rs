@@ -288,6 +288,22 @@ mod tests {
         spec(json!({"templates": templates}))
     }
 
+    #[test]
+    fn a_run_cannot_be_labelled_as_a_rollouts_own() {
+        let spec = spec(json!({"templates": [template("baseline", "blue")],
+            "analysisRunMetadata": {"labels": {"weir.dev/rollout": "web", "team": "shop"}}}));
+        let violations = experiment(&spec);
+        assert_eq!(
+            fields(&violations),
+            [(Invalid, "spec.analysisRunMetadata.labels")]
+        );
+        assert!(
+            violations[0].message.contains("\"weir.dev/rollout\""),
+            "{}",
+            violations[0]
+        );
+    }
+
     fn spec_of_nothing() -> ExperimentSpec {
         ExperimentSpec::default()
     }

@@ -365,7 +365,7 @@ fn the_resource_reads_with_argos_defaults() {
 }
 
 #[test]
-fn a_required_analysis_holds_the_end_past_the_duration_until_it_succeeds() {
+fn a_required_analysis_holds_the_end_past_the_duration_and_ends_it_when_it_succeeds() {
     let mut spec = baseline_and_canary(Some(60));
     spec.analyses[0].required_for_completion = true;
     let state = State {
@@ -384,6 +384,9 @@ fn a_required_analysis_holds_the_end_past_the_duration_until_it_succeeds() {
     let succeeded = with_run(with_replica_sets(1), AnalysisPhase::Successful);
     let done = plan(&spec, &state, &succeeded, t0(), at(200));
     assert_eq!(done.state.phase, Some(AnalysisPhase::Successful));
+    // Before the duration is over too: the required analyses are the end (Argo's rule).
+    let early = plan(&spec, &state, &succeeded, t0(), at(20));
+    assert_eq!(early.state.phase, Some(AnalysisPhase::Successful));
     // Not required: the duration alone ends it.
     spec.analyses[0].required_for_completion = false;
     let timed = plan(&spec, &state, &running, t0(), at(200));
