@@ -11,7 +11,7 @@ use k8s_openapi::api::apps::v1::ReplicaSet;
 use kube::ResourceExt;
 use kube::api::ListParams;
 use serde_json::{Value, json};
-use support::app::{LIMIT, app, apply, phase, wait_for};
+use support::app::{LIMIT, app, apply, latency_judge, phase, wait_for};
 use support::{ControllerProcess, TestNamespace, client, eventually, simulator_with};
 use weir::api::analysis::{AnalysisPhase, AnalysisRun};
 use weir::api::contract::{EXPERIMENT_LABEL, EXPERIMENT_TEMPLATE_LABEL, POD_TEMPLATE_HASH_LABEL};
@@ -20,25 +20,6 @@ use weir::api::rollout::RolloutPhase;
 
 /// Measurements in the analysis window: one every 5 s for a minute.
 const WINDOW: i32 = 12;
-
-fn mean_latency(ns: &TestNamespace, hash_arg: &str) -> String {
-    let filter = format!("namespace=\"{}\",hash=\"{{{{args.{hash_arg}}}}}\"", ns.name);
-    format!(
-        "sum(rate(http_request_duration_seconds_sum{{{filter}}}[5s])) / sum(rate(http_request_duration_seconds_count{{{filter}}}[5s]))"
-    )
-}
-
-/// The judge with its defaults left out but for the sample spacing and how many are enough.
-fn judge(ns: &TestNamespace) -> Value {
-    json!({"apiVersion": "weir.dev/v1alpha1", "kind": "AnalysisTemplate",
-        "metadata": {"name": "latency"},
-        "spec": {"args": [{"name": "baseline-hash"}, {"name": "canary-hash"}],
-            "metrics": [{"name": "latency", "interval": "5s", "count": WINDOW,
-                "provider": {"judge": {
-                    "baseline": mean_latency(ns, "baseline-hash"),
-                    "canary": mean_latency(ns, "canary-hash"),
-                    "step": "5s", "samples": 6}}}]}})
-}
 
 /// One Service per experiment template (selected by the template label weir puts on its
 /// pods) and a route sending traffic to both.
@@ -82,12 +63,23 @@ fn rollout(version: u32, latency_ms: u32) -> Value {
                                 {"name": "canary-hash", "value": "{{templates.canary.podTemplateHash}}"}]}]}}]}}}})
 }
 
-/// Healthy on version 1 at 100 ms, then version 2 at `canary_ms`: the step's Experiment once
-/// ended, its run, and the Rollout once settled.
+/// Healthy on version 1 at 100 ms, then version 2 at `canary_ms` applied.
+async fn release(ns: &TestNamespace, canary_ms: u32) {
+    apply(ns, rollout(1, 100)).await;
+    wait_for(ns, "Healthy on version 1", |r| {
+        phase(r) == Some(RolloutPhase::Healthy)
+            && r.status.as_ref().is_some_and(|s| s.stable_rs.is_some())
+    })
+    .await;
+    apply(ns, rollout(2, canary_ms)).await;
+}
+
 /// What keeps a test's world running: the simulated data plane, its scrape target and the
 /// controller, stopped when dropped.
 type Running = (support::Simulator, support::ScrapeTarget, ControllerProcess);
 
+/// Version 2 at `canary_ms` released over version 1: the step's Experiment once ended, and
+/// its run.
 async fn canary(
     test: &str,
     seed: u64,
@@ -99,14 +91,8 @@ async fn canary(
     let controller = ControllerProcess::measuring(&ns.name);
     app(&ns).await;
     experiment_traffic(&ns).await;
-    apply(&ns, judge(&ns)).await;
-    apply(&ns, rollout(1, 100)).await;
-    wait_for(&ns, "Healthy on version 1", |r| {
-        phase(r) == Some(RolloutPhase::Healthy)
-            && r.status.as_ref().is_some_and(|s| s.stable_rs.is_some())
-    })
-    .await;
-    apply(&ns, rollout(2, canary_ms)).await;
+    apply(&ns, latency_judge(&ns, WINDOW)).await;
+    release(&ns, canary_ms).await;
     let experiments = ns.api::<Experiment>();
     let experiment = eventually("the experiment's end", LIMIT * 3, || async {
         let list = experiments.list(&ListParams::default()).await.ok()?;
@@ -313,14 +299,8 @@ async fn promoting_in_full_past_a_running_experiment_ends_it() {
     let (_simulator, _target) = simulator_with(&ns, &["--seed", "3"]).await;
     let _controller = ControllerProcess::measuring(&ns.name);
     app(&ns).await;
-    apply(&ns, judge(&ns)).await;
-    apply(&ns, rollout(1, 100)).await;
-    wait_for(&ns, "Healthy on version 1", |r| {
-        phase(r) == Some(RolloutPhase::Healthy)
-            && r.status.as_ref().is_some_and(|s| s.stable_rs.is_some())
-    })
-    .await;
-    apply(&ns, rollout(2, 100)).await;
+    apply(&ns, latency_judge(&ns, WINDOW)).await;
+    release(&ns, 100).await;
     let experiments = ns.api::<Experiment>();
     let running = eventually("the step's experiment running", LIMIT, || async {
         let list = experiments.list(&ListParams::default()).await.ok()?;
@@ -372,13 +352,7 @@ async fn a_missing_analysis_template_is_named_before_any_experiment_pod_starts()
     let _controller = ControllerProcess::start(&ns.name);
     app(&ns).await;
     // No AnalysisTemplate "latency".
-    apply(&ns, rollout(1, 100)).await;
-    wait_for(&ns, "Healthy on version 1", |r| {
-        phase(r) == Some(RolloutPhase::Healthy)
-            && r.status.as_ref().is_some_and(|s| s.stable_rs.is_some())
-    })
-    .await;
-    apply(&ns, rollout(2, 100)).await;
+    release(&ns, 100).await;
     let stuck = wait_for(&ns, "the ReconcileError condition", |r| {
         r.status
             .as_ref()

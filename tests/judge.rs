@@ -7,7 +7,7 @@ mod support;
 
 use kube::api::ListParams;
 use serde_json::{Value, json};
-use support::app::{LIMIT, app, apply, phase, wait_for};
+use support::app::{LIMIT, app, apply, latency_judge, mean_latency, phase, wait_for};
 use support::{ControllerProcess, TestNamespace, client, eventually, simulator_with};
 use weir::api::analysis::{AnalysisPhase, AnalysisRun, Measurement};
 use weir::api::rollout::RolloutPhase;
@@ -15,25 +15,9 @@ use weir::api::rollout::RolloutPhase;
 /// Measurements in the analysis window: one every 5 s for a minute.
 const WINDOW: i32 = 12;
 
-/// The mean latency of one version's requests over the last 5 seconds, by hash.
-fn mean_latency(ns: &TestNamespace, hash_arg: &str) -> String {
-    let filter = format!("namespace=\"{}\",hash=\"{{{{args.{hash_arg}}}}}\"", ns.name);
-    format!(
-        "sum(rate(http_request_duration_seconds_sum{{{filter}}}[5s])) / sum(rate(http_request_duration_seconds_count{{{filter}}}[5s]))"
-    )
-}
-
-/// The judge, written with its defaults left out (sequential, increase is bad, a 10%
-/// tolerance, alpha 0.05) but for the sample spacing and how many samples are enough.
+/// The judge (`support::app::latency_judge`) over the analysis window.
 fn judged(ns: &TestNamespace) -> Value {
-    json!({"apiVersion": "weir.dev/v1alpha1", "kind": "AnalysisTemplate",
-        "metadata": {"name": "latency"},
-        "spec": {"args": [{"name": "baseline-hash"}, {"name": "canary-hash"}],
-            "metrics": [{"name": "latency", "interval": "5s", "count": WINDOW,
-                "provider": {"judge": {
-                    "baseline": mean_latency(ns, "baseline-hash"),
-                    "canary": mean_latency(ns, "canary-hash"),
-                    "step": "5s", "samples": 6}}}]}})
+    latency_judge(ns, WINDOW)
 }
 
 /// A fixed threshold loose enough never to flap on the noise: 150 ms, the slowest answer

@@ -15,7 +15,7 @@ use crate::api::analysis::{
 };
 use crate::api::contract::{
     ATTEMPT_LABEL, AnalysisKind, CANARY_HASH_LABEL, GIT_REVISION_ANNOTATION, ROLLOUT_LABEL,
-    STEP_LABEL,
+    STEP_LABEL, is_weirs_own,
 };
 use crate::api::experiment::ExperimentAnalysis;
 use crate::api::rollout::{AnalysisTemplateRef, RolloutSpec, StepAnalysis};
@@ -452,6 +452,26 @@ pub fn merged(
     Ok(spec)
 }
 
+/// A run's labels and annotations: the analysis' run metadata without weir's own keys
+/// (validation refuses them; a run is never labelled as another's), then weir's labels, by
+/// which it finds its runs, and the Git revision the measured version came from (from its
+/// owner's annotations), for `kubectl weir history`.
+pub fn run_metadata<const N: usize>(
+    wanted: Option<&AnalysisRunMetadata>,
+    own: [(&str, String); N],
+    owner_annotations: &BTreeMap<String, String>,
+) -> (BTreeMap<String, String>, BTreeMap<String, String>) {
+    let wanted = wanted.cloned().unwrap_or_default();
+    let mut labels = wanted.labels;
+    labels.retain(|key, _| !is_weirs_own(key));
+    labels.extend(own.map(|(key, value)| (key.to_owned(), value)));
+    let mut annotations = wanted.annotations;
+    if let Some(revision) = owner_annotations.get(GIT_REVISION_ANNOTATION) {
+        annotations.insert(GIT_REVISION_ANNOTATION.to_owned(), revision.clone());
+    }
+    (labels, annotations)
+}
+
 /// A run for one canary: the templates `merged`, the Rollout-side sources resolved, the
 /// analysis' run metadata on it under weir's own labels. Arguments left without a value are
 /// errors naming them.
@@ -487,22 +507,16 @@ pub fn build(
             "argument {missing:?} has no value: give it one in the analysis args"
         ));
     }
-    let wanted = requested.metadata.cloned().unwrap_or_default();
-    // weir finds its runs by these labels: the Rollout's own cannot replace them.
-    let mut labels = wanted.labels;
-    // Validation refuses weir's own keys here; a run is never labelled as another's.
-    labels.retain(|key, _| !key.starts_with("weir.dev/"));
-    labels.extend([
-        (ROLLOUT_LABEL.to_owned(), rollout_name.clone()),
-        (CANARY_HASH_LABEL.to_owned(), hash.to_owned()),
-        (ATTEMPT_LABEL.to_owned(), attempt.to_string()),
-        (STEP_LABEL.to_owned(), kind.label()),
-    ]);
-    let mut annotations = wanted.annotations;
-    // The Git revision the measured version came from, for `kubectl weir history`.
-    if let Some(revision) = rollout.annotations().get(GIT_REVISION_ANNOTATION) {
-        annotations.insert(GIT_REVISION_ANNOTATION.to_owned(), revision.clone());
-    }
+    let (labels, annotations) = run_metadata(
+        requested.metadata,
+        [
+            (ROLLOUT_LABEL, rollout_name.clone()),
+            (CANARY_HASH_LABEL, hash.to_owned()),
+            (ATTEMPT_LABEL, attempt.to_string()),
+            (STEP_LABEL, kind.label()),
+        ],
+        rollout.annotations(),
+    );
     Ok(AnalysisRun {
         metadata: ObjectMeta {
             name: Some(name(&rollout_name, hash, attempt, kind)),

@@ -4,11 +4,68 @@
 use kube::Client;
 use kube::api::Api;
 
-use super::run;
+use super::run::{self, Requested};
 use crate::api::analysis::{
     AnalysisTemplate, AnalysisTemplateRef, AnalysisTemplateSpec, ClusterAnalysisTemplate,
 };
 use crate::runtime::error::Error;
+use crate::validate::Violation;
+
+/// Why an analysis' templates, as read, cannot make a run.
+#[derive(Debug)]
+pub enum Unusable {
+    /// A template it reaches does not exist; `field` names where it is named, `label` it and
+    /// what composes it.
+    Missing {
+        kind: &'static str,
+        name: String,
+        field: String,
+        label: String,
+    },
+    /// The first rule it breaks, as the plan's check reports it.
+    Invalid(Violation),
+}
+
+/// The templates an analysis reaches (label, spec), read now and checked as the plan checks
+/// them: a template changed since the plan's check must not reach a run (a
+/// ClusterAnalysisTemplate's literal credentials would be copied into it). The outer error
+/// is the API server's; the inner says why what was read cannot be used.
+pub async fn read_checked(
+    client: &Client,
+    namespace: &str,
+    requested: &Requested<'_>,
+) -> Result<Result<Vec<(String, AnalysisTemplateSpec)>, Unusable>, Error> {
+    let mut fetched = run::Fetched::new();
+    read(client, namespace, &requested.templates, &mut fetched).await?;
+    let reach = run::reach(&requested.templates, &fetched);
+    if let Some(missing) = reach.reached.iter().find(|r| r.spec.is_none()) {
+        let named_at = requested.template_field(missing.root);
+        let label = missing.label();
+        let field = match (missing.through.is_empty(), requested.kind) {
+            (true, Some(_)) => format!("{named_at}.templateName"),
+            (true, None) => named_at,
+            (false, _) => format!("{named_at} ({label})"),
+        };
+        return Ok(Err(Unusable::Missing {
+            kind: if missing.reference.cluster_scope {
+                "ClusterAnalysisTemplate"
+            } else {
+                "AnalysisTemplate"
+            },
+            name: missing.reference.template_name.clone(),
+            field,
+            label,
+        }));
+    }
+    if let Some(first) = run::check(requested, &reach).into_iter().next() {
+        return Ok(Err(Unusable::Invalid(first)));
+    }
+    Ok(Ok(reach
+        .reached
+        .iter()
+        .filter_map(|r| r.spec.map(|spec| (r.label(), spec.clone())))
+        .collect()))
+}
 
 /// Reads into `fetched` every template `roots` reach, composition included (at most
 /// [`run::MAX_TEMPLATES`] more).

@@ -22,6 +22,13 @@ pub const STEP_LABEL: &str = "weir.dev/step";
 pub const EXPERIMENT_LABEL: &str = "weir.dev/experiment";
 /// On an Experiment's ReplicaSets and their pods: the template's name.
 pub const EXPERIMENT_TEMPLATE_LABEL: &str = "weir.dev/experiment-template";
+/// Whether a label key is under weir's own prefix (`weir.dev/rollout`, `x.weir.dev/y`):
+/// weir finds its objects by these, so a tenant may not set them on what weir makes.
+pub fn is_weirs_own(key: &str) -> bool {
+    key.split_once('/')
+        .is_some_and(|(prefix, _)| prefix == "weir.dev" || prefix.ends_with(".weir.dev"))
+}
+
 /// On an Experiment's AnalysisRuns: the analysis' name.
 pub const EXPERIMENT_ANALYSIS_LABEL: &str = "weir.dev/experiment-analysis";
 

@@ -9,7 +9,7 @@ use kube::{Resource, ResourceExt};
 use crate::analysis::args::{self, Known};
 use crate::analysis::run::{self, Requested};
 use crate::api::analysis::{AnalysisRun, AnalysisRunSpec, AnalysisTemplateSpec};
-use crate::api::contract::{EXPERIMENT_ANALYSIS_LABEL, EXPERIMENT_LABEL, GIT_REVISION_ANNOTATION};
+use crate::api::contract::{EXPERIMENT_ANALYSIS_LABEL, EXPERIMENT_LABEL};
 use crate::api::experiment::{Experiment, ExperimentSpec};
 
 /// `<experiment>-<analysis>`.
@@ -103,18 +103,14 @@ pub fn build(
             "argument {missing:?} has no value: give it one in spec.analyses[{index}].args"
         ));
     }
-    let wanted = requested.metadata.cloned().unwrap_or_default();
-    let mut labels = wanted.labels;
-    // Validation refuses weir's own keys here; a run is never labelled as another's.
-    labels.retain(|key, _| !key.starts_with("weir.dev/"));
-    labels.extend([
-        (EXPERIMENT_LABEL.to_owned(), name.clone()),
-        (EXPERIMENT_ANALYSIS_LABEL.to_owned(), analysis.name.clone()),
-    ]);
-    let mut annotations = wanted.annotations;
-    if let Some(revision) = experiment.annotations().get(GIT_REVISION_ANNOTATION) {
-        annotations.insert(GIT_REVISION_ANNOTATION.to_owned(), revision.clone());
-    }
+    let (labels, annotations) = run::run_metadata(
+        requested.metadata,
+        [
+            (EXPERIMENT_LABEL, name.clone()),
+            (EXPERIMENT_ANALYSIS_LABEL, analysis.name.clone()),
+        ],
+        experiment.annotations(),
+    );
     Ok(AnalysisRun {
         metadata: ObjectMeta {
             name: Some(run_name(&name, &analysis.name)),
@@ -135,6 +131,7 @@ pub fn build(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::api::contract::GIT_REVISION_ANNOTATION;
     use serde_json::json;
 
     fn experiment() -> Experiment {

@@ -16,8 +16,8 @@ use tracing::instrument;
 
 use super::plan::{self, Action, Observed, ReplicaSetView, Spec, State};
 use super::{analysis, workload};
-use crate::analysis::{run, templates};
-use crate::api::analysis::{AnalysisPhase, AnalysisRun, AnalysisTemplateSpec};
+use crate::analysis::templates::{self, Unusable};
+use crate::api::analysis::{AnalysisPhase, AnalysisRun};
 use crate::api::contract::{
     EXPERIMENT_ANALYSIS_LABEL, EXPERIMENT_LABEL, EXPERIMENT_MANAGER, EXPERIMENT_TEMPLATE_LABEL,
 };
@@ -401,23 +401,15 @@ async fn start_analysis(
             requested.field
         ))
     };
-    let mut fetched = run::Fetched::new();
-    templates::read(client, &namespace, &requested.templates, &mut fetched).await?;
-    let reach = run::reach(&requested.templates, &fetched);
-    if let Some(missing) = reach.reached.iter().find(|r| r.spec.is_none()) {
-        return Ok(refused(format!(
-            "{} not found in namespace {namespace}",
-            missing.label()
-        )));
-    }
-    if let Some(first) = run::check(&requested, &reach).first() {
-        return Ok(refused(first.to_string()));
-    }
-    let reached: Vec<(String, AnalysisTemplateSpec)> = reach
-        .reached
-        .iter()
-        .filter_map(|r| r.spec.map(|spec| (r.label(), spec.clone())))
-        .collect();
+    let reached = match templates::read_checked(client, &namespace, &requested).await? {
+        Ok(reached) => reached,
+        Err(Unusable::Missing { label, .. }) => {
+            return Ok(refused(format!(
+                "{label} not found in namespace {namespace}"
+            )));
+        }
+        Err(Unusable::Invalid(first)) => return Ok(refused(first.to_string())),
+    };
     let hashes: BTreeMap<String, String> = experiment
         .spec
         .templates

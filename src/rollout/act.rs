@@ -12,6 +12,7 @@ use super::observe::{LastWrite, Version, Wrote};
 use super::plan::Action;
 use super::workload;
 use crate::analysis::run;
+use crate::analysis::templates::{self, Unusable};
 use crate::api::Rollout;
 use crate::api::analysis::{AnalysisRun, AnalysisTemplateSpec};
 use crate::api::contract::{POD_TEMPLATE_HASH_LABEL, ROLLOUT_MANAGER, SCALE_DOWN_ANNOTATION};
@@ -302,6 +303,24 @@ async fn set_ephemeral_metadata(
     Ok(Wrote::ReplicaSet(version_of(&written)))
 }
 
+/// An analysis' templates read and checked now, its refusals in the Rollout's words.
+async fn read_checked(
+    client: &Client,
+    namespace: &str,
+    requested: &run::Requested<'_>,
+) -> Result<Vec<(String, AnalysisTemplateSpec)>, Error> {
+    match templates::read_checked(client, namespace, requested).await? {
+        Ok(templates) => Ok(templates),
+        Err(Unusable::Missing {
+            kind, name, field, ..
+        }) => Err(Error::MissingTemplate { kind, name, field }),
+        Err(Unusable::Invalid(first)) => Err(Error::InvalidAnalysis {
+            field: first.field,
+            reason: first.message,
+        }),
+    }
+}
+
 async fn start_analysis(
     client: &Client,
     rollout: &Rollout,
@@ -316,43 +335,7 @@ async fn start_analysis(
     else {
         return Ok(Wrote::Elsewhere);
     };
-    let mut fetched = run::Fetched::new();
-    crate::analysis::templates::read(client, &namespace, &requested.templates, &mut fetched)
-        .await?;
-    let reach = run::reach(&requested.templates, &fetched);
-    if let Some(missing) = reach.reached.iter().find(|r| r.spec.is_none()) {
-        return Err(Error::MissingTemplate {
-            kind: if missing.reference.cluster_scope {
-                "ClusterAnalysisTemplate"
-            } else {
-                "AnalysisTemplate"
-            },
-            name: missing.reference.template_name.clone(),
-            field: format!(
-                "{}.templates[{}]{}",
-                requested.field,
-                missing.root,
-                if missing.through.is_empty() {
-                    ".templateName".to_owned()
-                } else {
-                    format!(" ({})", missing.label())
-                }
-            ),
-        });
-    }
-    // Checked again as read now: a template changed since the plan's check must not reach a
-    // run (a ClusterAnalysisTemplate's literal credentials would be copied into it).
-    if let Some(first) = run::check(&requested, &reach).first() {
-        return Err(Error::InvalidAnalysis {
-            field: first.field.clone(),
-            reason: first.message.clone(),
-        });
-    }
-    let templates: Vec<(String, AnalysisTemplateSpec)> = reach
-        .reached
-        .iter()
-        .filter_map(|r| r.spec.map(|spec| (r.label(), spec.clone())))
-        .collect();
+    let templates = read_checked(client, &namespace, &requested).await?;
     let run = run::build(rollout, &templates, &requested, target).map_err(|reason| {
         Error::InvalidAnalysis {
             field: requested.field.clone(),
@@ -400,27 +383,7 @@ async fn start_experiment(
         .into_iter()
         .filter(|r| r.kind.is_none() && r.field.starts_with(&prefix))
     {
-        let mut fetched = run::Fetched::new();
-        crate::analysis::templates::read(client, &namespace, &requested.templates, &mut fetched)
-            .await?;
-        let reach = run::reach(&requested.templates, &fetched);
-        if let Some(missing) = reach.reached.iter().find(|r| r.spec.is_none()) {
-            return Err(Error::MissingTemplate {
-                kind: if missing.reference.cluster_scope {
-                    "ClusterAnalysisTemplate"
-                } else {
-                    "AnalysisTemplate"
-                },
-                name: missing.reference.template_name.clone(),
-                field: requested.template_field(missing.root),
-            });
-        }
-        if let Some(first) = run::check(&requested, &reach).first() {
-            return Err(Error::InvalidAnalysis {
-                field: first.field.clone(),
-                reason: first.message.clone(),
-            });
-        }
+        read_checked(client, &namespace, &requested).await?;
     }
     let stable_name = workload::replica_set_name(&rollout.name_any(), made.stable);
     let replica_sets: Api<ReplicaSet> = Api::namespaced(client.clone(), &namespace);

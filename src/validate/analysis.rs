@@ -114,19 +114,17 @@ pub(super) fn check_run_settings(
         report.unsupported(&format!("{at}.analysisRunMetadata"), metadata);
         // weir finds its runs by its own labels: a run labelled as another Rollout's would
         // be counted as that Rollout's analysis.
-        for key in metadata.labels.keys().filter(|k| is_weirs_own(k)) {
+        for key in metadata
+            .labels
+            .keys()
+            .filter(|k| crate::api::contract::is_weirs_own(k))
+        {
             report.invalid(
                 format!("{at}.analysisRunMetadata.labels"),
                 format!("{key:?}: keys under weir.dev/ are weir's own record of whose run it is; use a key of your own"),
             );
         }
     }
-}
-
-/// A label key under weir's own prefix (`weir.dev/rollout`, `weir.dev/experiment`, ...).
-fn is_weirs_own(key: &str) -> bool {
-    key.split_once('/')
-        .is_some_and(|(prefix, _)| prefix == "weir.dev" || prefix.ends_with(".weir.dev"))
 }
 
 pub fn analysis_template(spec: &AnalysisTemplateSpec) -> Vec<Violation> {

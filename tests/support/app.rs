@@ -429,3 +429,27 @@ pub async fn pods_carrying(
     })
     .await
 }
+
+/// The mean latency of one version's requests over the last 5 seconds, by the hash in the
+/// argument `hash_arg`, as `weir-sim traffic` labels its series.
+pub fn mean_latency(ns: &TestNamespace, hash_arg: &str) -> String {
+    let filter = format!("namespace=\"{}\",hash=\"{{{{args.{hash_arg}}}}}\"", ns.name);
+    format!(
+        "sum(rate(http_request_duration_seconds_sum{{{filter}}}[5s])) / sum(rate(http_request_duration_seconds_count{{{filter}}}[5s]))"
+    )
+}
+
+/// The AnalysisTemplate `latency`: the judge comparing `canary-hash` with `baseline-hash`,
+/// written with its defaults left out (sequential, increase is bad, a 10% tolerance,
+/// alpha 0.05) but for the sample spacing and how many samples are enough; `window`
+/// measurements 5 s apart.
+pub fn latency_judge(ns: &TestNamespace, window: i32) -> Value {
+    json!({"apiVersion": "weir.dev/v1alpha1", "kind": "AnalysisTemplate",
+        "metadata": {"name": "latency"},
+        "spec": {"args": [{"name": "baseline-hash"}, {"name": "canary-hash"}],
+            "metrics": [{"name": "latency", "interval": "5s", "count": window,
+                "provider": {"judge": {
+                    "baseline": mean_latency(ns, "baseline-hash"),
+                    "canary": mean_latency(ns, "canary-hash"),
+                    "step": "5s", "samples": 6}}}]}})
+}
