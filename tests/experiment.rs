@@ -373,3 +373,132 @@ async fn a_missing_analysis_template_is_named_before_any_experiment_pod_starts()
         .unwrap_or_else(|e| panic!("listing Experiments: {e}"));
     assert!(experiments.items.is_empty(), "{:?}", experiments.items);
 }
+
+/// The route's backends of its one rule: name, weight and port.
+async fn route_backends(ns: &TestNamespace) -> Vec<(String, Option<i32>, Option<i32>)> {
+    let route = ns
+        .api::<gateway_api::apis::standard::httproutes::HttpRoute>()
+        .get("web")
+        .await
+        .unwrap_or_else(|e| panic!("reading HTTPRoute web: {e}"));
+    route
+        .spec
+        .rules
+        .iter()
+        .flatten()
+        .flat_map(|r| r.backend_refs.iter().flatten())
+        .map(|b| (b.name.clone(), b.weight, b.port))
+        .collect()
+}
+
+#[tokio::test]
+async fn weighted_experiment_templates_get_their_share_of_the_route_while_the_experiment_runs() {
+    let ns = TestNamespace::new(&client().await, "experiment-weights").await;
+    let (_simulator, _target) = simulator_with(&ns, &["--seed", "5"]).await;
+    let _controller = ControllerProcess::start(&ns.name);
+    app(&ns).await;
+    // Argo Rollouts' documented weighted experiment step: a share for each template, taken
+    // from the stable's; the pods declare the port their Services get.
+    let rollout = |version: u32| {
+        json!({"apiVersion": "weir.dev/v1alpha1", "kind": "Rollout", "metadata": {"name": "web"},
+            "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "web"}},
+                "template": {"metadata": {"labels": {"app": "web"}},
+                    "spec": {"containers": [{"name": "web", "image": format!("web:{version}"),
+                        "ports": [{"name": "http", "containerPort": 8080}]}]}},
+                "strategy": {"canary": {
+                    "stableService": "web-stable", "canaryService": "web-canary",
+                    "trafficRouting": {"gatewayAPI": {"httpRoute": "web"}},
+                    "steps": [{"setWeight": 20},
+                        {"experiment": {"duration": "15s", "templates": [
+                            {"name": "baseline", "specRef": "stable", "weight": 10},
+                            {"name": "canary", "specRef": "canary", "weight": 5}]}},
+                        {"pause": {}}]}}}})
+    };
+    apply(&ns, rollout(1)).await;
+    wait_for(&ns, "Healthy on version 1", |r| {
+        phase(r) == Some(RolloutPhase::Healthy)
+    })
+    .await;
+    apply(&ns, rollout(2)).await;
+    let experiments = ns.api::<Experiment>();
+    let running = eventually("the step's experiment running", LIMIT, || async {
+        let list = experiments.list(&ListParams::default()).await.ok()?;
+        list.items
+            .into_iter()
+            .find(|e| e.status.as_ref().and_then(|s| s.phase) == Some(AnalysisPhase::Running))
+    })
+    .await;
+    let name = running.name_any();
+    let (baseline, canary) = (format!("{name}-baseline"), format!("{name}-canary"));
+    let shared = vec![
+        ("web-stable".to_owned(), Some(65), Some(80)),
+        ("web-canary".to_owned(), Some(20), Some(80)),
+        (baseline.clone(), Some(10), Some(8080)),
+        (canary.clone(), Some(5), Some(8080)),
+    ];
+    eventually("the templates' shares on the route", LIMIT, || async {
+        (route_backends(&ns).await == shared).then_some(())
+    })
+    .await;
+    // Each Service selects its template's pods alone, on the containers' port.
+    let services = ns.api::<k8s_openapi::api::core::v1::Service>();
+    let statuses = running.status.clone().unwrap_or_default().template_statuses;
+    for (service, template) in [(&baseline, "baseline"), (&canary, "canary")] {
+        let found = services
+            .get(service)
+            .await
+            .unwrap_or_else(|e| panic!("Service {service}: {e}"));
+        let spec = found.spec.unwrap_or_default();
+        let hash = statuses
+            .iter()
+            .find(|t| t.name == template)
+            .and_then(|t| t.pod_template_hash.clone());
+        let selector = spec.selector.unwrap_or_default();
+        assert_eq!(
+            selector.get(POD_TEMPLATE_HASH_LABEL),
+            hash.as_ref(),
+            "{selector:?}"
+        );
+        let ports: Vec<i32> = spec.ports.iter().flatten().map(|p| p.port).collect();
+        assert_eq!(ports, [8080]);
+    }
+    let rollouts = ns.api::<weir::api::Rollout>();
+    let recorded = rollouts
+        .get("web")
+        .await
+        .ok()
+        .and_then(|r| r.status)
+        .map(|s| s.experiment_services)
+        .unwrap_or_default();
+    assert_eq!(recorded, [baseline.clone(), canary.clone()]);
+    // The experiment ends: the shares go back to the stable, the step after it is reached.
+    wait_for(&ns, "the pause after the experiment", |r| {
+        r.status.as_ref().and_then(|s| s.current_step_index) == Some(2)
+    })
+    .await;
+    let back = vec![
+        ("web-stable".to_owned(), Some(80), Some(80)),
+        ("web-canary".to_owned(), Some(20), Some(80)),
+    ];
+    eventually(
+        "the route back to stable and canary alone",
+        LIMIT,
+        || async { (route_backends(&ns).await == back).then_some(()) },
+    )
+    .await;
+    wait_for(&ns, "no experiment Service recorded", |r| {
+        r.status
+            .as_ref()
+            .is_some_and(|s| s.experiment_services.is_empty())
+    })
+    .await;
+    // Deleted once the pods behind them are gone (after the scale-down delay, 30 s).
+    eventually("the experiment's Services deleted", LIMIT * 2, || async {
+        let left = services
+            .list(&ListParams::default().labels(&format!("{EXPERIMENT_LABEL}={name}")))
+            .await
+            .ok()?;
+        left.items.is_empty().then_some(())
+    })
+    .await;
+}

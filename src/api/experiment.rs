@@ -88,9 +88,22 @@ pub struct ExperimentTemplate {
     /// Selects the template's pods; must match `template.metadata.labels`.
     pub selector: LabelSelector,
     pub template: PodTemplateSpec,
+    /// A Service in front of the template's pods, made with its ReplicaSet and deleted once
+    /// its pods are gone; its ports are the containers' ports.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<TemplateService>,
     #[serde(flatten)]
     #[schemars(skip)]
     pub unsupported: Unsupported,
+}
+
+/// The Service of an experiment template.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TemplateService {
+    /// Its name (default: the ReplicaSet's, `<experiment>-<template>`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
 }
 
 /// One analysis of an experiment: a run made from templates, as a Rollout's step makes one.
@@ -150,6 +163,9 @@ pub struct TemplateStatus {
     /// The hash its pods carry (`rollouts-pod-template-hash`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod_template_hash: Option<String>,
+    /// Its Service, while there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service_name: Option<String>,
 }
 
 /// An analysis' run and its phase, as last seen.

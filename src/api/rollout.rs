@@ -792,6 +792,14 @@ pub struct ExperimentStepTemplate {
     /// Selects its pods (default: the Rollout's selector); must match its labels.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub selector: Option<LabelSelector>,
+    /// The share of traffic (percent) the routers send to its pods while the experiment runs,
+    /// taken from the stable's; a Service is made for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 0, max = 100))]
+    pub weight: Option<i32>,
+    /// A Service in front of its pods, also without a weight.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub service: Option<crate::api::experiment::TemplateService>,
     #[serde(flatten)]
     #[schemars(skip)]
     pub unsupported: Unsupported,
@@ -1029,6 +1037,11 @@ pub struct RolloutStatus {
     /// `managedRoutes` mid-canary is still found and removed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub managed_routes: Vec<String>,
+    /// The Services of experiment templates weir has sent a share of traffic to and not yet
+    /// seen gone from the routers: the routers read these names too, so a share is always
+    /// taken away again.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub experiment_services: Vec<String>,
     /// Numbers each canary attempt (a new template, or a retry after an abort); it only goes
     /// up, so analysis runs of an earlier attempt never count for a later one.
     #[serde(default, skip_serializing_if = "is_zero")]

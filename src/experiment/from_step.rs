@@ -13,7 +13,7 @@ use crate::api::contract::{
     ATTEMPT_LABEL, AnalysisKind, CANARY_HASH_LABEL, GIT_REVISION_ANNOTATION,
     POD_TEMPLATE_HASH_LABEL, ROLLOUT_LABEL, STEP_LABEL,
 };
-use crate::api::experiment::{Experiment, ExperimentSpec, ExperimentTemplate};
+use crate::api::experiment::{Experiment, ExperimentSpec, ExperimentTemplate, TemplateService};
 use crate::api::rollout::{ExperimentStep, SpecRef};
 
 /// The version a step's experiment is made for.
@@ -80,6 +80,12 @@ pub fn build(
                     .clone()
                     .unwrap_or_else(|| rollout.spec.selector.clone()),
                 template: pods,
+                // A weighted template gets a Service: it is what the routers send its
+                // share to (Argo Rollouts makes one too).
+                service: template
+                    .service
+                    .clone()
+                    .or_else(|| template.weight.map(|_| TemplateService::default())),
                 ..ExperimentTemplate::default()
             }
         })

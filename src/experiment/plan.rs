@@ -9,12 +9,14 @@
 //!    only when terminated); an operator's `terminate` ends it
 //!    Successful (as in Argo) unless an analysis already failed;
 //! 4. when it ends, running analyses are stopped, and every ReplicaSet is scaled to 0
-//!    `scaleDownDelay` after the end.
+//!    `scaleDownDelay` after the end (the routers take a weighted template's share away
+//!    meanwhile); a template's Service is made with its ReplicaSet and deleted once its
+//!    pods are gone.
 //!
 //! Idempotent: the same inputs give the same plan, and a plan carried out gives, planned
 //! again, no actions but those still waiting for the world.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -29,6 +31,8 @@ use crate::api::experiment::{
 pub struct Template {
     pub name: String,
     pub replicas: i32,
+    /// It has a Service in front of its pods.
+    pub service: bool,
 }
 
 /// One analysis over the templates.
@@ -74,6 +78,7 @@ impl Spec {
                 .map(|t| Template {
                     name: t.name.clone(),
                     replicas: t.replicas.unwrap_or(1).max(0),
+                    service: t.service.is_some(),
                 })
                 .collect(),
             analyses: spec
@@ -105,11 +110,13 @@ pub struct ReplicaSetView {
     pub available: i32,
 }
 
-/// What exists: ReplicaSets by template name, AnalysisRuns' phases by analysis name.
+/// What exists: ReplicaSets by template name, AnalysisRuns' phases by analysis name, the
+/// templates that have a Service.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Observed {
     pub replica_sets: BTreeMap<String, ReplicaSetView>,
     pub runs: BTreeMap<String, AnalysisPhase>,
+    pub services: BTreeSet<String>,
 }
 
 /// What the experiment records of itself (its status).
@@ -127,6 +134,8 @@ pub struct State {
 pub enum Action {
     CreateReplicaSet { template: String, replicas: i32 },
     ScaleReplicaSet { template: String, replicas: i32 },
+    CreateService { template: String },
+    DeleteService { template: String },
     StartAnalysis { analysis: String },
     StopAnalysis { analysis: String },
 }
@@ -200,12 +209,29 @@ pub fn plan(
                 wake(scale_down);
             }
         }
+        // Deleted once nothing is behind it, so a router still sending there meets pods.
+        for template in &observed.services {
+            let gone = observed
+                .replica_sets
+                .get(template)
+                .is_none_or(|rs| rs.replicas == 0 && rs.available == 0);
+            if gone {
+                actions.push(Action::DeleteService {
+                    template: template.clone(),
+                });
+            }
+        }
     } else {
         for template in &spec.templates {
             if !observed.replica_sets.contains_key(&template.name) {
                 actions.push(Action::CreateReplicaSet {
                     template: template.name.clone(),
                     replicas: template.replicas,
+                });
+            }
+            if template.service && !observed.services.contains(&template.name) {
+                actions.push(Action::CreateService {
+                    template: template.name.clone(),
                 });
             }
         }

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use k8s_openapi::api::apps::v1::ReplicaSet;
+use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{Api, ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action as Requeue;
@@ -113,7 +114,7 @@ async fn reconcile_experiment(
             }
         }
     };
-    let (replica_sets, runs) = read_owned(&ctx.client, &current).await?;
+    let (replica_sets, runs, services) = read_owned(&ctx.client, &current).await?;
     let observed = Observed {
         replica_sets: replica_sets
             .iter()
@@ -142,13 +143,24 @@ async fn reconcile_experiment(
                 Some((analysis, phase))
             })
             .collect(),
+        services: services
+            .iter()
+            .filter_map(|service| service.labels().get(EXPERIMENT_TEMPLATE_LABEL).cloned())
+            .collect(),
     };
     let mut planned = plan::plan(&spec, &state, &observed, started, now);
     let first_phase = original.phase;
     // What the plan decided (available, ended) is written before anything is carried out,
     // so a failing action never holds the experiment where it was: its duration and its
     // deadline still run out.
-    let status = status_of(&current, &original, &planned.state, &replica_sets, &runs);
+    let status = status_of(
+        &current,
+        &original,
+        &planned.state,
+        &replica_sets,
+        &runs,
+        &services,
+    );
     if !term.holds() {
         return Err(Error::NotLeader);
     }
@@ -189,7 +201,14 @@ async fn reconcile_experiment(
         planned.state.message = Some(refusal);
         planned.state.ended_at = Some(Utc::now());
         planned.requeue_after = Some(Duration::ZERO);
-        let status = status_of(&current, &original, &planned.state, &replica_sets, &runs);
+        let status = status_of(
+            &current,
+            &original,
+            &planned.state,
+            &replica_sets,
+            &runs,
+            &services,
+        );
         if !term.holds() {
             return Err(Error::NotLeader);
         }
@@ -255,7 +274,9 @@ fn state_of(status: &ExperimentStatus) -> State {
 fn creates(action: &Action) -> bool {
     matches!(
         action,
-        Action::CreateReplicaSet { .. } | Action::StartAnalysis { .. }
+        Action::CreateReplicaSet { .. }
+            | Action::CreateService { .. }
+            | Action::StartAnalysis { .. }
     )
 }
 
@@ -267,17 +288,20 @@ fn describe(action: &Action) -> String {
         Action::StartAnalysis { analysis } | Action::StopAnalysis { analysis } => {
             format!("the AnalysisRun of analysis {analysis:?} was refused")
         }
+        Action::CreateService { template } | Action::DeleteService { template } => {
+            format!("the Service of template {template:?} was refused")
+        }
     }
 }
 
-/// The ReplicaSets and AnalysisRuns this Experiment controls, read from etcd (an
+/// The ReplicaSets, AnalysisRuns and Services this Experiment controls, read from etcd (an
 /// experiment is rare and short, and a plan must never miss what it made): labelled with its
 /// name, and owned by this very object, not by an earlier one of the same name or by
 /// whoever copied the label.
 async fn read_owned(
     client: &Client,
     experiment: &Experiment,
-) -> Result<(Vec<ReplicaSet>, Vec<AnalysisRun>), Error> {
+) -> Result<(Vec<ReplicaSet>, Vec<AnalysisRun>, Vec<Service>), Error> {
     let (namespace, name) = (
         experiment.namespace().unwrap_or_default(),
         experiment.name_any(),
@@ -292,10 +316,16 @@ async fn read_owned(
     let selector = ListParams::default().labels(&format!("{EXPERIMENT_LABEL}={name}"));
     let replica_sets: Api<ReplicaSet> = Api::namespaced(client.clone(), namespace);
     let runs: Api<AnalysisRun> = Api::namespaced(client.clone(), namespace);
-    let (replica_sets, runs) = tokio::join!(replica_sets.list(&selector), runs.list(&selector));
+    let services: Api<Service> = Api::namespaced(client.clone(), namespace);
+    let (replica_sets, runs, services) = tokio::join!(
+        replica_sets.list(&selector),
+        runs.list(&selector),
+        services.list(&selector)
+    );
     let replica_sets =
         replica_sets.map_err(Error::api("listing", "ReplicaSets of Experiment", name))?;
     let runs = runs.map_err(Error::api("listing", "AnalysisRuns of Experiment", name))?;
+    let services = services.map_err(Error::api("listing", "Services of Experiment", name))?;
     Ok((
         replica_sets
             .items
@@ -305,6 +335,11 @@ async fn read_owned(
         runs.items
             .into_iter()
             .filter(|run| ours(run.owner_references()))
+            .collect(),
+        services
+            .items
+            .into_iter()
+            .filter(|service| ours(service.owner_references()))
             .collect(),
     ))
 }
@@ -362,6 +397,28 @@ async fn act(
         Action::StartAnalysis { analysis } => {
             return start_analysis(client, experiment, analysis).await;
         }
+        Action::CreateService { template } => {
+            return create_service(client, experiment, template).await;
+        }
+        Action::DeleteService { template } => {
+            let services: Api<Service> = Api::namespaced(client.clone(), &namespace);
+            let Some(service_name) = experiment
+                .status
+                .iter()
+                .flat_map(|s| &s.template_statuses)
+                .find(|t| &t.name == template)
+                .and_then(|t| t.service_name.clone())
+            else {
+                return Ok(None);
+            };
+            match services.delete(&service_name, &Default::default()).await {
+                Ok(_) => {}
+                Err(kube::Error::Api(status)) if status.code == 404 => {}
+                Err(source) => {
+                    return Err(Error::api("deleting", "Service", &service_name)(source));
+                }
+            }
+        }
         Action::StopAnalysis { analysis } => {
             let run_name = analysis::run_name(&name, analysis);
             let patch = json!({"spec": {"terminate": true}});
@@ -371,6 +428,38 @@ async fn act(
         }
     }
     Ok(None)
+}
+
+/// Creates the template's Service. A Service of that name that is not this experiment's is
+/// never taken over: the experiment ends, naming it.
+async fn create_service(
+    client: &Client,
+    experiment: &Experiment,
+    template_name: &str,
+) -> Result<Option<String>, Error> {
+    let Some(template) = experiment
+        .spec
+        .templates
+        .iter()
+        .find(|t| t.name == template_name)
+    else {
+        return Ok(None);
+    };
+    let Some(service) = workload::service(experiment, template) else {
+        return Ok(Some(format!(
+            "spec.templates[{template_name}].service: the template's containers declare no ports, so its Service would have none"
+        )));
+    };
+    let service_name = service.name_any();
+    let services: Api<Service> =
+        Api::namespaced(client.clone(), &experiment.namespace().unwrap_or_default());
+    match services.create(&Default::default(), &service).await {
+        Ok(_) => Ok(None),
+        Err(kube::Error::Api(status)) if status.code == 409 => Ok(Some(format!(
+            "spec.templates[{template_name}].service: Service {service_name} already exists and is not this experiment's; name another in service.name, or delete it"
+        ))),
+        Err(source) => Err(Error::api("creating", "Service", &service_name)(source)),
+    }
 }
 
 /// Reads the analysis' templates, checks them as a Rollout's are checked, and creates its
@@ -437,6 +526,7 @@ fn status_of(
     state: &State,
     replica_sets: &[ReplicaSet],
     runs: &[AnalysisRun],
+    services: &[Service],
 ) -> ExperimentStatus {
     // A time already recorded is kept as written, so a no-op reconcile writes nothing.
     let time = |recorded: &Option<_>, at: Option<chrono::DateTime<Utc>>| match recorded {
@@ -460,6 +550,10 @@ fn status_of(
                     .unwrap_or(0),
                 available_replicas: status.and_then(|s| s.available_replicas).unwrap_or(0),
                 pod_template_hash: Some(workload::replica_set(experiment, template).1),
+                service_name: services
+                    .iter()
+                    .find(|s| s.labels().get(EXPERIMENT_TEMPLATE_LABEL) == Some(&template.name))
+                    .map(ResourceExt::name_any),
             }
         })
         .collect();
@@ -544,6 +638,7 @@ mod tests {
             &first,
             std::slice::from_ref(&replica_set),
             &[],
+            &[],
         );
         assert_eq!(
             written.template_statuses[0].pod_template_hash.as_deref(),
@@ -556,6 +651,7 @@ mod tests {
             &written,
             &read_back,
             std::slice::from_ref(&replica_set),
+            &[],
             &[],
         );
         assert_eq!(again, written);

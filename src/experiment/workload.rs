@@ -3,7 +3,9 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::apps::v1::{ReplicaSet, ReplicaSetSpec};
+use k8s_openapi::api::core::v1::{Service, ServicePort, ServiceSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::{Resource, ResourceExt};
 
 use crate::api::contract::{EXPERIMENT_LABEL, EXPERIMENT_TEMPLATE_LABEL, POD_TEMPLATE_HASH_LABEL};
@@ -60,6 +62,61 @@ pub fn replica_set(experiment: &Experiment, template: &ExperimentTemplate) -> (R
     (replica_set, hash)
 }
 
+/// The name of a template's Service: its own, or the ReplicaSet's.
+pub fn service_name(experiment: &str, template: &ExperimentTemplate) -> Option<String> {
+    let service = template.service.as_ref()?;
+    Some(
+        service
+            .name
+            .clone()
+            .unwrap_or_else(|| replica_set_name(experiment, &template.name)),
+    )
+}
+
+/// The template's Service: one port per container port, selecting the template's pods by
+/// the labels weir gave them (its experiment, its template, its hash); None without
+/// `service` or without a port (validation refuses that first).
+pub fn service(experiment: &Experiment, template: &ExperimentTemplate) -> Option<Service> {
+    let name = experiment.name_any();
+    let service_name = service_name(&name, template)?;
+    let (_, hash) = replica_set(experiment, template);
+    let containers = template.template.spec.iter().flat_map(|s| &s.containers);
+    let ports: Vec<ServicePort> = containers
+        .flat_map(|c| c.ports.iter().flatten())
+        .map(|port| ServicePort {
+            name: port.name.clone(),
+            port: port.container_port,
+            protocol: port.protocol.clone(),
+            target_port: Some(IntOrString::Int(port.container_port)),
+            ..ServicePort::default()
+        })
+        .collect();
+    if ports.is_empty() {
+        return None;
+    }
+    let own = BTreeMap::from([
+        (EXPERIMENT_LABEL.to_owned(), name),
+        (EXPERIMENT_TEMPLATE_LABEL.to_owned(), template.name.clone()),
+    ]);
+    let mut selector = own.clone();
+    selector.insert(POD_TEMPLATE_HASH_LABEL.to_owned(), hash);
+    Some(Service {
+        metadata: ObjectMeta {
+            name: Some(service_name),
+            namespace: experiment.namespace(),
+            labels: Some(own),
+            owner_references: experiment.controller_owner_ref(&()).map(|o| vec![o]),
+            ..ObjectMeta::default()
+        },
+        spec: Some(ServiceSpec {
+            selector: Some(selector),
+            ports: Some(ports),
+            ..ServiceSpec::default()
+        }),
+        status: None,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -113,6 +170,53 @@ mod tests {
         let mut other = experiment.clone();
         other.metadata.name = Some("web-5c8c654d5c-4-1".into());
         assert_ne!(replica_set_hash(&other), hash);
+    }
+
+    #[test]
+    fn a_templates_service_selects_its_pods_alone_on_its_containers_ports() {
+        let experiment = experiment();
+        let mut template = experiment.spec.templates[0].clone();
+        assert_eq!(service(&experiment, &template), None, "no service asked");
+        template.service = Some(Default::default());
+        assert_eq!(service(&experiment, &template), None, "no port to serve");
+        if let Some(spec) = template.template.spec.as_mut() {
+            spec.containers[0].ports = Some(vec![k8s_openapi::api::core::v1::ContainerPort {
+                name: Some("http".into()),
+                container_port: 8080,
+                ..Default::default()
+            }]);
+        }
+        let built = service(&experiment, &template).unwrap_or_else(|| panic!("a Service"));
+        assert_eq!(
+            built.metadata.name.as_deref(),
+            Some("web-5c8c654d5c-2-1-baseline"),
+            "named as its ReplicaSet by default"
+        );
+        let spec = built.spec.unwrap_or_default();
+        let ports = spec.ports.unwrap_or_default();
+        assert_eq!(ports.len(), 1);
+        assert_eq!(
+            (ports[0].port, ports[0].name.as_deref()),
+            (8080, Some("http"))
+        );
+        assert_eq!(ports[0].target_port, Some(IntOrString::Int(8080)));
+        let (replica_set, hash) = replica_set(&experiment, &template);
+        let selector = spec.selector.unwrap_or_default();
+        assert_eq!(selector.get(POD_TEMPLATE_HASH_LABEL), Some(&hash));
+        let pods = replica_set
+            .spec
+            .and_then(|s| s.template)
+            .and_then(|t| t.metadata)
+            .and_then(|m| m.labels)
+            .unwrap_or_default();
+        for (key, value) in &selector {
+            assert_eq!(pods.get(key), Some(value), "the pods carry {key}");
+        }
+        let mut named = template.clone();
+        named.service = Some(crate::api::experiment::TemplateService {
+            name: Some("baseline-svc".into()),
+        });
+        assert_eq!(service_name("e", &named).as_deref(), Some("baseline-svc"));
     }
 
     fn replica_set_hash(experiment: &Experiment) -> String {

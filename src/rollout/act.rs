@@ -154,9 +154,12 @@ pub async fn act(
                 Err(source) => Err(Error::api("pointing", "Service", service)(source)),
             }
         }
-        Action::SetWeight { canary_weight } => {
+        Action::SetWeight {
+            canary_weight,
+            experiments,
+        } => {
             if let Some(router) = router {
-                router.set_weight(*canary_weight).await?;
+                router.set_weights(*canary_weight, experiments).await?;
             }
             Ok(Wrote::Elsewhere)
         }

@@ -23,10 +23,10 @@ use crate::api::contract::{
     ATTEMPT_LABEL, AnalysisKind, CANARY_HASH_LABEL, EPHEMERAL_METADATA_ANNOTATION,
     POD_TEMPLATE_HASH_LABEL, ROLLOUT_LABEL, SCALE_DOWN_ANNOTATION, STEP_LABEL,
 };
-use crate::api::experiment::Experiment;
+use crate::api::experiment::{Experiment, TemplateStatus};
 use crate::api::rollout::NamedService;
 use crate::runtime::cache::{Cache, Epoch};
-use crate::traffic::{Reading, Router, Routers, ShownRoutes};
+use crate::traffic::{ExtraWeights, Reading, Router, Routers, ShownRoutes};
 use crate::validate::Violation;
 
 /// Where the Rollout's ReplicaSets and AnalysisRuns are read from.
@@ -88,12 +88,19 @@ pub fn trim_run(run: &mut AnalysisRun) {
 }
 
 /// Drops from a cached Experiment what [`experiment_view`] never reads: its templates and
-/// analyses.
+/// analyses, and of its templates' statuses all but their Services.
 pub fn trim_experiment(experiment: &mut Experiment) {
     experiment.spec.templates = Vec::new();
     experiment.spec.analyses = Vec::new();
     if let Some(status) = experiment.status.as_mut() {
-        status.template_statuses = Vec::new();
+        status.template_statuses.retain(|t| t.service_name.is_some());
+        for template in &mut status.template_statuses {
+            *template = TemplateStatus {
+                name: std::mem::take(&mut template.name),
+                service_name: template.service_name.take(),
+                ..TemplateStatus::default()
+            };
+        }
         status.analysis_runs = Vec::new();
     }
 }
@@ -304,10 +311,14 @@ pub async fn observe(
         async {
             match router {
                 Some(router) => {
-                    let (reading, routes) = tokio::join!(router.reading(), router.managed_routes());
-                    Ok::<_, Error>((reading?, routes?))
+                    let (reading, routes, extras) = tokio::join!(
+                        router.reading(),
+                        router.managed_routes(),
+                        router.extra_weights()
+                    );
+                    Ok::<_, Error>((reading?, routes?, extras?))
                 }
-                None => Ok((Reading::default(), ShownRoutes::new())),
+                None => Ok((Reading::default(), ShownRoutes::new(), ExtraWeights::new())),
             }
         },
         async {
@@ -342,7 +353,7 @@ pub async fn observe(
         runs?,
         experiments?,
     );
-    let (route_weight, managed_routes) = route_weight;
+    let (route_weight, managed_routes, experiment_weights) = route_weight;
     // Without a canary Service (subset-level Istio), the router's canary subset is what
     // selects the canary's pods.
     let canary_service_hash = match (canary_service.name, canary) {
@@ -366,6 +377,7 @@ pub async fn observe(
         route_weight: route_weight.highest,
         routers_differ: route_weight.differ,
         managed_routes,
+        experiment_weights,
         analysis_runs,
         experiments: experiments
             .iter()
@@ -404,6 +416,11 @@ fn experiment_view(rollout: &Rollout, experiment: &Experiment) -> Option<Experim
             .unwrap_or(AnalysisPhase::Pending),
         message: status.and_then(|s| s.message.clone()),
         terminated: experiment.spec.terminate,
+        services: status
+            .into_iter()
+            .flat_map(|s| &s.template_statuses)
+            .filter_map(|t| Some((t.name.clone(), t.service_name.clone()?)))
+            .collect(),
     })
 }
 
@@ -556,6 +573,35 @@ mod tests {
         versions.record(&api, Written::default());
         // Nothing is kept for a Rollout with nothing to remember.
         assert!(versions.lock().is_empty());
+    }
+
+    #[test]
+    fn trimming_a_cached_experiment_changes_nothing_the_planner_sees() {
+        let mut web = rollout("shop", "web");
+        web.metadata.uid = Some("u-web".into());
+        let experiment: Experiment = serde_json::from_value(serde_json::json!({
+            "apiVersion": "weir.dev/v1alpha1", "kind": "Experiment",
+            "metadata": {"name": "web-abc-1-1", "namespace": "shop",
+                "labels": {CANARY_HASH_LABEL: "abc", ATTEMPT_LABEL: "1", STEP_LABEL: "1"},
+                "ownerReferences": [{"apiVersion": "weir.dev/v1alpha1", "kind": "Rollout",
+                    "name": "web", "uid": "u-web", "controller": true}]},
+            "spec": {"templates": [{"name": "baseline", "selector": {"matchLabels": {"app": "web"}},
+                "template": {"metadata": {"labels": {"app": "web"}}}}]},
+            "status": {"phase": "Running", "templateStatuses": [
+                {"name": "baseline", "replicas": 1, "availableReplicas": 1,
+                 "podTemplateHash": "h1", "serviceName": "web-abc-1-1-baseline"},
+                {"name": "canary", "replicas": 1, "availableReplicas": 1, "podTemplateHash": "h2"}]}
+        }))
+        .expect("an Experiment");
+        let full = experiment_view(&web, &experiment);
+        assert_eq!(
+            full.as_ref().map(|v| v.services.clone()),
+            Some([("baseline".to_owned(), "web-abc-1-1-baseline".to_owned())].into())
+        );
+        let mut trimmed = experiment.clone();
+        trim_experiment(&mut trimmed);
+        assert_eq!(experiment_view(&web, &trimmed), full);
+        assert!(trimmed.spec.templates.is_empty());
     }
 
     #[test]

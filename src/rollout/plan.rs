@@ -135,6 +135,7 @@ impl Planner<'_> {
             (false, None) => self.progress_canary(&stable, &hash),
         }
         self.manage_routes(&hash);
+        self.weigh_experiments(&hash);
         self.stop_unwanted_analysis();
         self.stop_unwanted_experiments();
         self.retire_old_replica_sets();

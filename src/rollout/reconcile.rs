@@ -112,26 +112,39 @@ async fn clean_up(rollout: &Rollout, ctx: &Context, term: &Term) -> Result<Reque
     Ok(Requeue::await_change())
 }
 
-/// `status` with the managed route names `next` records added, when the plan writes a route
-/// whose name `status` does not record yet; None otherwise. Recording a name early is
-/// harmless: the planner drops it again once the router shows no such route.
+/// `status` with the managed route names and experiment Services `next` records added, when
+/// the plan writes a route or a share whose name `status` does not record yet; None
+/// otherwise. Recording a name early is harmless: the planner drops it again once the
+/// router shows no such route or share.
 fn recording_first(
     status: &RolloutStatus,
     next: &RolloutStatus,
     actions: &[crate::rollout::plan::Action],
 ) -> Option<RolloutStatus> {
-    let unrecorded = |name: &String| !status.managed_routes.contains(name);
-    let writes_unrecorded = actions.iter().any(|action| {
-        matches!(action, crate::rollout::plan::Action::SetManagedRoute { name, .. } if unrecorded(name))
+    use crate::rollout::plan::Action;
+    let unrecorded_route = |name: &String| !status.managed_routes.contains(name);
+    let unrecorded_service = |name: &String| !status.experiment_services.contains(name);
+    let writes_unrecorded = actions.iter().any(|action| match action {
+        Action::SetManagedRoute { name, .. } => unrecorded_route(name),
+        Action::SetWeight { experiments, .. } => experiments.keys().any(unrecorded_service),
+        _ => false,
     });
     if !writes_unrecorded {
         return None;
     }
     let mut recording = status.clone();
-    for name in next.managed_routes.iter().filter(|n| unrecorded(n)) {
+    for name in next.managed_routes.iter().filter(|n| unrecorded_route(n)) {
         recording.managed_routes.push(name.clone());
     }
     recording.managed_routes.sort();
+    for name in next
+        .experiment_services
+        .iter()
+        .filter(|n| unrecorded_service(n))
+    {
+        recording.experiment_services.push(name.clone());
+    }
+    recording.experiment_services.sort();
     Some(recording)
 }
 
@@ -449,5 +462,31 @@ mod tests {
         let remove = Action::RemoveManagedRoute { name: "b".into() };
         assert_eq!(recording_first(&before, &next, &[remove]), None);
         assert_eq!(recording_first(&before, &next, &[]), None);
+    }
+
+    #[test]
+    fn an_experiments_service_not_yet_recorded_is_recorded_before_its_share_is_set() {
+        let before = RolloutStatus {
+            experiment_services: vec!["web-a".into()],
+            ..RolloutStatus::default()
+        };
+        let next = RolloutStatus {
+            experiment_services: vec!["web-a".into(), "web-b".into()],
+            current_step_index: Some(3),
+            ..RolloutStatus::default()
+        };
+        let share = |names: &[&str]| Action::SetWeight {
+            canary_weight: 10,
+            experiments: names.iter().map(|n| ((*n).to_owned(), 5)).collect(),
+        };
+        assert_eq!(
+            recording_first(&before, &next, &[share(&["web-a", "web-b"])]),
+            Some(RolloutStatus {
+                experiment_services: vec!["web-a".into(), "web-b".into()],
+                ..RolloutStatus::default()
+            })
+        );
+        assert_eq!(recording_first(&before, &next, &[share(&["web-a"])]), None);
+        assert_eq!(recording_first(&before, &next, &[share(&[])]), None);
     }
 }

@@ -2,7 +2,7 @@
 
 use kube::Client;
 
-use super::router::{ManagedRoute, Router, RouterError, ShownRoutes, names_to_read};
+use super::router::{ExtraWeights, ManagedRoute, Router, RouterError, ShownRoutes, names_to_read};
 use super::{alb, gateway_api, istio, nginx, smi};
 use crate::api::Rollout;
 use crate::api::rollout::{CanaryStrategy, RolloutStatus};
@@ -147,6 +147,26 @@ impl Router for AnyRouter {
             AnyRouter::Istio(router) => router.set_weight(canary).await,
             AnyRouter::Nginx(router) => router.set_weight(canary).await,
             AnyRouter::Smi(router) => router.set_weight(canary).await,
+        }
+    }
+
+    async fn set_weights(&self, canary: i32, extras: &ExtraWeights) -> Result<i32, RouterError> {
+        match self {
+            AnyRouter::Alb(router) => router.set_weights(canary, extras).await,
+            AnyRouter::GatewayApi(router) => router.set_weights(canary, extras).await,
+            AnyRouter::Istio(router) => router.set_weights(canary, extras).await,
+            AnyRouter::Nginx(router) => router.set_weights(canary, extras).await,
+            AnyRouter::Smi(router) => router.set_weights(canary, extras).await,
+        }
+    }
+
+    async fn extra_weights(&self) -> Result<ExtraWeights, RouterError> {
+        match self {
+            AnyRouter::Alb(router) => router.extra_weights().await,
+            AnyRouter::GatewayApi(router) => router.extra_weights().await,
+            AnyRouter::Istio(router) => router.extra_weights().await,
+            AnyRouter::Nginx(router) => router.extra_weights().await,
+            AnyRouter::Smi(router) => router.extra_weights().await,
         }
     }
 

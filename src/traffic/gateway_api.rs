@@ -6,6 +6,7 @@
 //! are, so several Rollouts may share a route. Which Gateway or Service (GAMMA) a route is
 //! attached to does not matter here.
 
+use std::collections::BTreeMap;
 use std::fmt::Debug;
 
 use crate::api::Rollout;
@@ -13,7 +14,10 @@ use crate::api::contract::ROLLOUT_MANAGER;
 use crate::api::rollout::{GatewayApiRouting, GatewayRouteKind, TrafficRouting};
 use gateway_api::apis::standard::grpcroutes::GrpcRoute;
 use gateway_api::apis::standard::httproutes::HttpRoute;
-use json_patch::{AddOperation, Patch as JsonPatch, PatchOperation, TestOperation};
+use json_patch::{
+    AddOperation, Patch as JsonPatch, PatchOperation, RemoveOperation, TestOperation,
+};
+use k8s_openapi::api::core::v1::Service;
 use kube::Client;
 use kube::api::{Api, Patch, PatchParams};
 use serde::de::DeserializeOwned;
@@ -25,7 +29,7 @@ use super::http_route_rules::{
     rule_names_pruned, rules_patch, shown_managed_routes,
 };
 use super::reference_grant;
-use super::router::{ManagedRoute, Router, RouterError, ShownRoutes};
+use super::router::{ExtraWeights, ManagedRoute, Router, RouterError, ShownRoutes, merge_extras};
 
 const GROUP: &str = "gateway.networking.k8s.io";
 
@@ -134,6 +138,30 @@ pub fn splits<R: WeightedRoute>(
 /// The canary's share in percent on the route: the highest over its splitting rules (so a
 /// rule left behind is never hidden), or None when the splits do not fit the route.
 pub fn canary_weight<R: WeightedRoute>(route: &R, splits: &[Split]) -> Option<i32> {
+    canary_share(route, splits, &[])
+}
+
+fn is_service(backend: &Backend) -> bool {
+    backend.kind.unwrap_or("Service") == "Service" && backend.group.unwrap_or("").is_empty()
+}
+
+/// The extra backends among `known` (Service names) on a split rule: index, name, weight.
+fn extras_of<'b>(backends: &'b [Backend<'b>], known: &[String]) -> Vec<(usize, &'b str, i32)> {
+    backends
+        .iter()
+        .enumerate()
+        .filter(|(_, b)| is_service(b) && known.iter().any(|k| k == b.name))
+        .map(|(i, b)| (i, b.name, b.weight.unwrap_or(1)))
+        .collect()
+}
+
+/// The canary's share like `canary_weight`, over the stable, the canary and the extra
+/// backends among `known` on each rule.
+pub fn canary_share<R: WeightedRoute>(
+    route: &R,
+    splits: &[Split],
+    known: &[String],
+) -> Option<i32> {
     let rules = route.rules();
     let mut highest: Option<i32> = None;
     for &(r, s, c) in splits {
@@ -143,30 +171,97 @@ pub fn canary_weight<R: WeightedRoute>(route: &R, splits: &[Split]) -> Option<i3
             backends.get(s)?.weight.unwrap_or(1),
             backends.get(c)?.weight.unwrap_or(1),
         );
-        let share = share(stable, canary);
+        let extras: i64 = extras_of(backends, known)
+            .iter()
+            .map(|(_, _, w)| i64::from((*w).max(0)))
+            .sum();
+        let share = share(i64::from(canary), i64::from(stable) + extras);
         highest = Some(highest.map_or(share, |h| h.max(share)));
     }
     highest
 }
 
-/// The canary's share in percent of a stable and a canary weight, rounded half up.
-fn share(stable: i32, canary: i32) -> i32 {
-    let (stable, canary) = (i64::from(stable.max(0)), i64::from(canary.max(0)));
-    if stable + canary == 0 {
+/// The extra backends among `known` on the route and their shares (-1: not alike on every
+/// split rule).
+pub fn extra_shares<R: WeightedRoute>(
+    route: &R,
+    splits: &[Split],
+    known: &[String],
+) -> ExtraWeights {
+    let rules = route.rules();
+    let each: Vec<ExtraWeights> = splits
+        .iter()
+        .filter_map(|&(r, s, c)| {
+            let backends = rules.get(r)?;
+            let (stable, canary) = (
+                backends.get(s)?.weight.unwrap_or(1),
+                backends.get(c)?.weight.unwrap_or(1),
+            );
+            let extras = extras_of(backends, known);
+            let total = i64::from(stable.max(0))
+                + i64::from(canary.max(0))
+                + extras
+                    .iter()
+                    .map(|(_, _, w)| i64::from((*w).max(0)))
+                    .sum::<i64>();
+            Some(
+                extras
+                    .iter()
+                    .map(|(_, name, w)| {
+                        let others = total - i64::from((*w).max(0));
+                        ((*name).to_owned(), share(i64::from(*w), others))
+                    })
+                    .collect(),
+            )
+        })
+        .collect();
+    merge_extras(&each)
+}
+
+/// The share in percent of `part` against `rest`, rounded half up.
+fn share(part: i64, rest: i64) -> i32 {
+    let (part, rest) = (part.max(0), rest.max(0));
+    if part + rest == 0 {
         0
     } else {
-        // Bounded by 100: the weights are at most i32::MAX each, summed in i64.
-        ((100 * canary + (stable + canary) / 2) / (stable + canary)) as i32
+        // Bounded by 100: each weight is at most i32::MAX, and at most a few are summed.
+        ((100 * part + (part + rest) / 2) / (part + rest)) as i32
     }
 }
 
 /// Whether every split already carries exactly `weight` to the canary and the rest to the
 /// stable: then there is nothing to write.
 pub fn already_set<R: WeightedRoute>(route: &R, splits: &[Split], weight: i32) -> bool {
+    weights_set(route, splits, weight, &ExtraWeights::new(), &[])
+}
+
+/// The stable's weight when the canary has `canary` and the extra backends `extras`.
+fn stable_weight(canary: i32, extras: &ExtraWeights) -> i32 {
+    (100 - canary - extras.values().map(|w| (*w).max(0)).sum::<i32>()).max(0)
+}
+
+/// Whether every split carries exactly `weight` to the canary, exactly `extras` among the
+/// backends `known`, and the rest to the stable.
+pub fn weights_set<R: WeightedRoute>(
+    route: &R,
+    splits: &[Split],
+    weight: i32,
+    extras: &ExtraWeights,
+    known: &[String],
+) -> bool {
     let rules = route.rules();
+    let stable = stable_weight(weight, extras);
     splits.iter().all(|&(r, s, c)| {
-        let weight_of = |i: usize| rules.get(r).and_then(|b| b.get(i)).and_then(|b| b.weight);
-        weight_of(s) == Some(100 - weight) && weight_of(c) == Some(weight)
+        let Some(backends) = rules.get(r) else {
+            return false;
+        };
+        let weight_of = |i: usize| backends.get(i).and_then(|b| b.weight);
+        let shown: ExtraWeights = extras_of(backends, known)
+            .iter()
+            .map(|(i, name, _)| ((*name).to_owned(), weight_of(*i).unwrap_or(-1)))
+            .collect();
+        let once = extras_of(backends, known).len() == shown.len();
+        weight_of(s) == Some(stable) && weight_of(c) == Some(weight) && once && &shown == extras
     })
 }
 
@@ -183,21 +278,108 @@ pub fn highest_share(shares: impl IntoIterator<Item = Option<i32>>) -> Option<i3
 
 /// The JSON patch that sets canary `weight` and stable `100 - weight` on every split.
 pub fn weight_patch(splits: &[Split], stable: &str, canary: &str, weight: i32) -> JsonPatch {
+    let none = ExtraWeights::new();
+    let unknown = vec![Vec::new(); splits.iter().map(|s| s.0 + 1).max().unwrap_or(0)];
+    weights_patch(
+        splits,
+        &unknown,
+        (stable, canary),
+        weight,
+        (&none, &[]),
+        &BTreeMap::new(),
+    )
+}
+
+/// The JSON patch that sets canary `weight`, the extra backends' `extras` and the stable's
+/// rest on every split, its names tested first: weights set at their indices as read, then
+/// extra backends among `known` no longer wanted removed (highest index first), then new ones
+/// appended with their port from `ports`. `rules` are the route's rules as read.
+pub fn weights_patch(
+    splits: &[Split],
+    rules: &[Vec<(usize, String)>],
+    (stable, canary): (&str, &str),
+    weight: i32,
+    (extras, known): (&ExtraWeights, &[String]),
+    ports: &BTreeMap<String, i32>,
+) -> JsonPatch {
     let mut operations = Vec::new();
+    let path = |text: String| text.parse().unwrap_or_default();
+    let test = |at: &str, name: &str| {
+        PatchOperation::Test(TestOperation {
+            path: path(format!("{at}/name")),
+            value: Value::from(name),
+        })
+    };
     for &(r, s, c) in splits {
-        for (index, service, value) in [(s, stable, 100 - weight), (c, canary, weight)] {
+        let present: Vec<(usize, &str)> = rules
+            .get(r)
+            .map(|backends| {
+                backends
+                    .iter()
+                    .filter(|(_, name)| known.contains(name))
+                    .map(|(i, name)| (*i, name.as_str()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mut sets = vec![
+            (s, stable, stable_weight(weight, extras)),
+            (c, canary, weight),
+        ];
+        sets.extend(
+            present
+                .iter()
+                .filter_map(|&(i, name)| Some((i, name, *extras.get(name)?))),
+        );
+        for (index, service, value) in sets {
             let at = format!("/spec/rules/{r}/backendRefs/{index}");
-            operations.push(PatchOperation::Test(TestOperation {
-                path: format!("{at}/name").parse().unwrap_or_default(),
-                value: Value::from(service),
-            }));
+            operations.push(test(&at, service));
             operations.push(PatchOperation::Add(AddOperation {
-                path: format!("{at}/weight").parse().unwrap_or_default(),
+                path: path(format!("{at}/weight")),
                 value: Value::from(value),
+            }));
+        }
+        let mut unwanted: Vec<(usize, &str)> = present
+            .iter()
+            .filter(|(_, name)| !extras.contains_key(*name))
+            .copied()
+            .collect();
+        unwanted.sort_by_key(|b| std::cmp::Reverse(b.0));
+        for (index, service) in unwanted {
+            let at = format!("/spec/rules/{r}/backendRefs/{index}");
+            operations.push(test(&at, service));
+            operations.push(PatchOperation::Remove(RemoveOperation { path: path(at) }));
+        }
+        for (service, value) in extras {
+            if present.iter().any(|(_, name)| name == service) {
+                continue;
+            }
+            let mut backend = serde_json::json!({"name": service, "weight": value});
+            if let Some(port) = ports.get(service) {
+                backend["port"] = Value::from(*port);
+            }
+            operations.push(PatchOperation::Add(AddOperation {
+                path: path(format!("/spec/rules/{r}/backendRefs/-")),
+                value: backend,
             }));
         }
     }
     JsonPatch(operations)
+}
+
+/// Each rule's Service backends as (index, name), for `weights_patch`.
+pub fn service_backends<R: WeightedRoute>(route: &R) -> Vec<Vec<(usize, String)>> {
+    route
+        .rules()
+        .iter()
+        .map(|backends| {
+            backends
+                .iter()
+                .enumerate()
+                .filter(|(_, b)| is_service(b))
+                .map(|(i, b)| (i, b.name.to_owned()))
+                .collect()
+        })
+        .collect()
 }
 
 /// An HTTPRoute's rules as JSON, as stored.
@@ -243,8 +425,14 @@ pub async fn for_rollout(
         return Ok(None);
     };
     let managed = super::router::names_to_read(&rollout.spec, rollout.status.as_ref());
+    let extras = rollout
+        .status
+        .as_ref()
+        .map(|s| s.experiment_services.clone())
+        .unwrap_or_default();
     let router = GatewayApiRouter::new(client.clone(), namespace, gateway, stable, canary_service)
-        .managing(managed);
+        .managing(managed)
+        .with_extras(extras);
     let route_namespace = router.namespace.as_str();
     if route_namespace != namespace {
         let found = reference_grant::list(client, route_namespace)
@@ -283,12 +471,22 @@ pub struct GatewayApiRouter {
     header_routes: Vec<String>,
     /// `trafficRouting.managedRoutes`, highest precedence first.
     managed: Vec<String>,
+    /// The extra backends weir added and has not yet seen gone (`status.experimentServices`).
+    extras: Vec<String>,
+    /// Where an extra backend's port is read.
+    services: Api<Service>,
 }
 
 impl GatewayApiRouter {
     /// The router with the managed routes `managed` (their names).
     pub fn managing(mut self, managed: Vec<String>) -> Self {
         self.managed = managed;
+        self
+    }
+
+    /// The router with the extra backends `extras` (Service names) weir added before.
+    pub fn with_extras(mut self, extras: Vec<String>) -> Self {
+        self.extras = extras;
         self
     }
 
@@ -319,13 +517,15 @@ impl GatewayApiRouter {
         }
         GatewayApiRouter {
             http: Api::namespaced(client.clone(), namespace),
-            grpc: Api::namespaced(client, namespace),
+            grpc: Api::namespaced(client.clone(), namespace),
+            services: Api::namespaced(client, namespace),
             namespace: namespace.into(),
             routes,
             stable: stable.into(),
             canary: canary.into(),
             header_routes,
             managed: Vec::new(),
+            extras: Vec::new(),
         }
     }
 
@@ -493,25 +693,87 @@ impl GatewayApiRouter {
         &self,
         api: &Api<R>,
         name: &str,
-    ) -> Result<Option<i32>, RouterError> {
+    ) -> Result<(Option<i32>, ExtraWeights), RouterError> {
         let route = self.get(api, name).await?;
         let found = splits(&route, &self.stable, &self.canary)?;
-        Ok(canary_weight(&route, &found))
+        Ok((
+            canary_share(&route, &found, &self.extras),
+            extra_shares(&route, &found, &self.extras),
+        ))
     }
 
-    async fn set_weight_of<R: WeightedRoute>(
+    /// The port of each Service in `names` (their first), read for a backendRef that needs
+    /// one: an extra backend added to a route.
+    async fn ports(&self, names: &[&String]) -> Result<BTreeMap<String, i32>, RouterError> {
+        let mut ports = BTreeMap::new();
+        for name in names {
+            let service = match self.services.get(name).await {
+                Ok(service) => service,
+                Err(kube::Error::Api(status)) if status.code == 404 => {
+                    return Err(RouterError::NotFound {
+                        kind: "Service",
+                        namespace: self.namespace.clone(),
+                        name: (*name).clone(),
+                    });
+                }
+                Err(source) => {
+                    return Err(RouterError::Api {
+                        kind: "Service",
+                        name: (*name).clone(),
+                        source: Box::new(source),
+                    });
+                }
+            };
+            let port = service
+                .spec
+                .and_then(|s| s.ports)
+                .and_then(|p| p.first().map(|p| p.port))
+                .ok_or_else(|| {
+                    RouterError::Misconfigured(format!(
+                        "Service {}/{name} has no port for a route to send to",
+                        self.namespace
+                    ))
+                })?;
+            ports.insert((*name).clone(), port);
+        }
+        Ok(ports)
+    }
+
+    async fn set_weights_of<R: WeightedRoute>(
         &self,
         api: &Api<R>,
         name: &str,
         weight: i32,
+        extras: &ExtraWeights,
     ) -> Result<(), RouterError> {
         let route = self.get(api, name).await?;
         let found = splits(&route, &self.stable, &self.canary)?;
+        let mut known = self.extras.clone();
+        known.extend(extras.keys().filter(|k| !self.extras.contains(k)).cloned());
         // A route already there is not written: a no-op writes nothing.
-        if already_set(&route, &found, weight) {
+        if weights_set(&route, &found, weight, extras, &known) {
             return Ok(());
         }
-        let patch = weight_patch(&found, &self.stable, &self.canary, weight);
+        let rules = service_backends(&route);
+        let missing: Vec<&String> = extras
+            .keys()
+            .filter(|service| {
+                found.iter().any(|&(r, _, _)| {
+                    !rules
+                        .get(r)
+                        .is_some_and(|b| b.iter().any(|(_, n)| n == *service))
+                })
+            })
+            .collect();
+        let ports = self.ports(&missing).await?;
+        let patch = weights_patch(
+            &found,
+            &rules,
+            (&self.stable, &self.canary),
+            weight,
+            (extras, &known),
+            &ports,
+        );
         let params = PatchParams {
             field_manager: Some(ROLLOUT_MANAGER.into()),
             ..PatchParams::default()
@@ -525,8 +787,9 @@ impl GatewayApiRouter {
                 source: Box::new(source),
             })?;
         // Verified on what the API server stored, not assumed from what was sent.
-        let found = canary_weight(&patched, &splits(&patched, &self.stable, &self.canary)?);
-        if found != Some(weight) {
+        let stored = splits(&patched, &self.stable, &self.canary)?;
+        let found = canary_share(&patched, &stored, &known);
+        if found != Some(weight) || !weights_set(&patched, &stored, weight, extras, &known) {
             return Err(RouterError::NotVerified {
                 kind: R::KIND,
                 name: name.to_owned(),
@@ -538,26 +801,48 @@ impl GatewayApiRouter {
     }
 }
 
-impl Router for GatewayApiRouter {
-    async fn weight(&self) -> Result<Option<i32>, RouterError> {
+impl GatewayApiRouter {
+    /// Every route's canary share (the highest) and extra backends (merged).
+    async fn read_all(&self) -> Result<(Option<i32>, ExtraWeights), RouterError> {
         let mut shares = Vec::with_capacity(self.routes.len());
+        let mut extras = Vec::with_capacity(self.routes.len());
         for (kind, name) in &self.routes {
-            shares.push(match kind {
+            let (share, shown) = match kind {
                 GatewayRouteKind::Http => self.weight_of(&self.http, name).await?,
                 GatewayRouteKind::Grpc => self.weight_of(&self.grpc, name).await?,
-            });
+            };
+            shares.push(share);
+            extras.push(shown);
         }
-        Ok(highest_share(shares))
+        Ok((highest_share(shares), merge_extras(&extras)))
+    }
+}
+
+impl Router for GatewayApiRouter {
+    async fn weight(&self) -> Result<Option<i32>, RouterError> {
+        Ok(self.read_all().await?.0)
+    }
+
+    async fn extra_weights(&self) -> Result<ExtraWeights, RouterError> {
+        Ok(self.read_all().await?.1)
+    }
+
+    async fn set_weight(&self, weight: i32) -> Result<i32, RouterError> {
+        self.set_weights(weight, &ExtraWeights::new()).await
     }
 
     /// Every route is set even when one fails (an abort must reach all it can); the first
     /// failure is returned, so the planner tries again.
-    async fn set_weight(&self, weight: i32) -> Result<i32, RouterError> {
+    async fn set_weights(&self, weight: i32, extras: &ExtraWeights) -> Result<i32, RouterError> {
         let mut first_error = None;
         for (kind, name) in &self.routes {
             let result = match kind {
-                GatewayRouteKind::Http => self.set_weight_of(&self.http, name, weight).await,
-                GatewayRouteKind::Grpc => self.set_weight_of(&self.grpc, name, weight).await,
+                GatewayRouteKind::Http => {
+                    self.set_weights_of(&self.http, name, weight, extras).await
+                }
+                GatewayRouteKind::Grpc => {
+                    self.set_weights_of(&self.grpc, name, weight, extras).await
+                }
             };
             if let Err(error) = result {
                 first_error.get_or_insert(error);
@@ -847,13 +1132,145 @@ mod tests {
             }
             proptest::prop_assert!(shares_hold_100_and_0());
         }
+
+        /// From any route weir has written before (some extras there, some not), one patch
+        /// leaves exactly the canary weight and the wanted extras, the stable the rest, on
+        /// every split rule, the other backends untouched; a second patch writes nothing.
+        #[test]
+        fn one_patch_sets_exactly_the_wanted_weights(
+            before in proptest::collection::btree_map("[e-h]", 0..=20i32, 0..4),
+            wanted in proptest::collection::btree_map("[e-h]", 0..=20i32, 0..4),
+            canary in 0..=20i32,
+            rules in 1..3usize,
+        ) {
+            let mut all = Vec::new();
+            for _ in 0..rules {
+                let mut backends = vec![json!({"name": "keep", "weight": 7}), json!({"name": "s", "weight": 60}), json!({"name": "c", "weight": 3})];
+                backends.extend(before.iter().map(|(n, w)| json!({"name": n, "weight": w, "port": 1})));
+                all.push(json!({"backendRefs": backends}));
+            }
+            let start = route(Value::Array(all));
+            let known: Vec<String> = before.keys().chain(wanted.keys()).cloned().collect();
+            let after = set_weights(&start, canary, &wanted, &known)
+                .map_err(proptest::test_runner::TestCaseError::fail)?;
+            let found = splits(&after, "s", "c").map_err(|e| proptest::test_runner::TestCaseError::fail(e.to_string()))?;
+            proptest::prop_assert_eq!(found.len(), rules);
+            proptest::prop_assert!(weights_set(&after, &found, canary, &wanted, &known));
+            proptest::prop_assert_eq!(extra_shares(&after, &found, &known), wanted.clone());
+            for rule in after.spec.rules.iter().flatten() {
+                let keep = rule.backend_refs.iter().flatten().filter(|b| b.name == "keep" && b.weight == Some(7)).count();
+                proptest::prop_assert_eq!(keep, 1);
+            }
+            let again = set_weights(&after, canary, &wanted, &known)
+                .map_err(proptest::test_runner::TestCaseError::fail)?;
+            proptest::prop_assert_eq!(again.spec.rules, after.spec.rules);
+        }
     }
 
     fn shares_hold_100_and_0() -> bool {
-        share(0, 5) == 100
-            && share(5, 0) == 0
-            && share(i32::MAX, i32::MAX) == 50
-            && share(-3, -3) == 0
+        let max = i64::from(i32::MAX);
+        share(5, 0) == 100 && share(0, 5) == 0 && share(max, max) == 50 && share(-3, -3) == 0
+    }
+
+    /// Applies `patch` to `route` as the API server would (all or nothing).
+    fn patched(route: &HttpRoute, patch: &JsonPatch) -> Result<HttpRoute, String> {
+        let mut value = serde_json::to_value(route).map_err(|e| e.to_string())?;
+        json_patch::patch(&mut value, patch).map_err(|e| e.to_string())?;
+        serde_json::from_value(value).map_err(|e| e.to_string())
+    }
+
+    fn set_weights(
+        route: &HttpRoute,
+        weight: i32,
+        extras: &ExtraWeights,
+        known: &[String],
+    ) -> Result<HttpRoute, String> {
+        let found = splits(route, "s", "c").map_err(|e| e.to_string())?;
+        let ports: BTreeMap<String, i32> = extras.keys().map(|k| (k.clone(), 8080)).collect();
+        let patch = weights_patch(
+            &found,
+            &service_backends(route),
+            ("s", "c"),
+            weight,
+            (extras, known),
+            &ports,
+        );
+        patched(route, &patch)
+    }
+
+    #[test]
+    fn experiment_services_take_their_share_from_the_stable_and_leave_again() {
+        let start = route(json!([
+            {"backendRefs": [{"name": "other", "port": 80}]},
+            {"backendRefs": [{"name": "s", "port": 80, "weight": 90},
+                {"name": "mirror-me", "port": 80, "weight": 0},
+                {"name": "c", "port": 80, "weight": 10}]}
+        ]));
+        let extras: ExtraWeights = [("exp-a".to_owned(), 5), ("exp-b".to_owned(), 5)].into();
+        let known: Vec<String> = extras.keys().cloned().collect();
+        let with = set_weights(&start, 10, &extras, &known).unwrap_or_else(|e| panic!("{e}"));
+        let found = splits(&with, "s", "c").unwrap_or_else(|e| panic!("{e}"));
+        assert!(weights_set(&with, &found, 10, &extras, &known));
+        assert_eq!(canary_share(&with, &found, &known), Some(10));
+        assert_eq!(extra_shares(&with, &found, &known), extras);
+        let backends = &with.spec.rules.as_deref().unwrap_or_default()[1];
+        let names: Vec<(&str, Option<i32>, Option<i32>)> = backends
+            .backend_refs
+            .iter()
+            .flatten()
+            .map(|b| (b.name.as_str(), b.weight, b.port))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                ("s", Some(80), Some(80)),
+                ("mirror-me", Some(0), Some(80)),
+                ("c", Some(10), Some(80)),
+                ("exp-a", Some(5), Some(8080)),
+                ("exp-b", Some(5), Some(8080)),
+            ],
+            "a backend weir did not add is left as it is"
+        );
+        // The experiment ends: its Services leave, the stable takes its share back.
+        let without =
+            set_weights(&with, 10, &ExtraWeights::new(), &known).unwrap_or_else(|e| panic!("{e}"));
+        let found = splits(&without, "s", "c").unwrap_or_else(|e| panic!("{e}"));
+        assert!(weights_set(
+            &without,
+            &found,
+            10,
+            &ExtraWeights::new(),
+            &known
+        ));
+        assert_eq!(extra_shares(&without, &found, &known), ExtraWeights::new());
+        let rules = without.spec.rules.as_deref().unwrap_or_default();
+        assert_eq!(rules[1].backend_refs.as_ref().map(Vec::len), Some(3));
+        assert_eq!(
+            without.spec.rules,
+            start.spec.rules.map(|mut rules| {
+                if let Some(b) = rules[1].backend_refs.as_mut() {
+                    b[0].weight = Some(90);
+                }
+                rules
+            })
+        );
+    }
+
+    #[test]
+    fn an_extra_backend_on_one_rule_only_reads_apart() {
+        let route = route(json!([
+            {"backendRefs": [{"name": "s", "weight": 90}, {"name": "c", "weight": 5}, {"name": "x", "weight": 5}]},
+            {"backendRefs": [{"name": "s", "weight": 95}, {"name": "c", "weight": 5}]}
+        ]));
+        let found = splits(&route, "s", "c").unwrap_or_else(|e| panic!("{e}"));
+        let known = vec!["x".to_owned()];
+        assert_eq!(
+            extra_shares(&route, &found, &known),
+            [("x".to_owned(), -1)].into()
+        );
+        // Not known: someone else's backend, not read and not counted.
+        assert_eq!(extra_shares(&route, &found, &[]), ExtraWeights::new());
+        assert_eq!(canary_share(&route, &found, &[]), Some(5));
     }
 
     #[test]

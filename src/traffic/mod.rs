@@ -15,7 +15,8 @@ pub mod smi;
 
 pub use any::AnyRouter;
 pub use router::{
-    MANAGED_ROUTES_FIELD, ManagedRoute, Router, RouterError, ShownRoutes, names_to_read,
+    ExtraWeights, MANAGED_ROUTES_FIELD, ManagedRoute, Router, RouterError, ShownRoutes,
+    names_to_read,
 };
 pub use several::{Reading, RouterView, Routers, nothing_to_undo};
 

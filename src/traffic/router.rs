@@ -23,6 +23,26 @@ pub enum ManagedRoute {
 /// would write it (edited, or not the same on every object the router sets).
 pub type ShownRoutes = BTreeMap<String, Option<ManagedRoute>>;
 
+/// Backends weir adds to a split beside the stable and the canary (the Services of an
+/// experiment's weighted templates), by Service name, each with its share in percent.
+/// A share of -1 reads a backend that is not the same on every split the router sets.
+pub type ExtraWeights = BTreeMap<String, i32>;
+
+/// Several readings of extra backends (routers, or the routes of one) as one: the share all
+/// show alike, -1 for a backend shown apart or not shown by all (so it is set again).
+pub fn merge_extras(each: &[ExtraWeights]) -> ExtraWeights {
+    let mut merged = ExtraWeights::new();
+    for shown in each {
+        for (service, share) in shown {
+            merged.entry(service.clone()).or_insert_with(|| {
+                let alike = each.iter().all(|other| other.get(service) == Some(share));
+                if alike { *share } else { -1 }
+            });
+        }
+    }
+    merged
+}
+
 /// The field that lists managed routes, for messages.
 pub const MANAGED_ROUTES_FIELD: &str = "spec.strategy.canary.trafficRouting.managedRoutes";
 
@@ -98,6 +118,11 @@ pub enum RouterError {
         wanted: i32,
         found: Option<i32>,
     },
+    /// The router cannot send a share of traffic to backends besides the stable and canary.
+    #[error(
+        "Service {service}: this router cannot send an experiment's share of traffic (Gateway API routes can): remove weight from the experiment step's templates"
+    )]
+    ExtrasUnsupported { service: String },
     /// The router cannot carry the routes `setHeaderRoute` and `setMirrorRoute` add.
     #[error(
         "managed route {route}: this router cannot carry header or mirror routes (istio and gatewayAPI HTTPRoutes can): remove spec.strategy.canary.trafficRouting.managedRoutes and the setHeaderRoute/setMirrorRoute steps"
@@ -118,8 +143,28 @@ pub trait Router: Sync {
     fn weight(&self) -> impl Future<Output = Result<Option<i32>, RouterError>> + Send;
     /// Sets the canary weight and returns it as read back from the API server.
     fn set_weight(&self, canary: i32) -> impl Future<Output = Result<i32, RouterError>> + Send;
+    /// Sets the canary weight and each extra backend's (the stable gets the rest); extra
+    /// backends weir added before and `extras` leaves out are removed. Returns the canary
+    /// weight as read back. A router that carries no extra backends refuses any.
+    fn set_weights(
+        &self,
+        canary: i32,
+        extras: &ExtraWeights,
+    ) -> impl Future<Output = Result<i32, RouterError>> + Send {
+        let refused = extras.keys().next().cloned();
+        async move {
+            match refused {
+                None => self.set_weight(canary).await,
+                Some(service) => Err(RouterError::ExtrasUnsupported { service }),
+            }
+        }
+    }
+    /// The extra backends weir added that the router carries now, with their shares.
+    fn extra_weights(&self) -> impl Future<Output = Result<ExtraWeights, RouterError>> + Send {
+        async { Ok(ExtraWeights::new()) }
+    }
     /// Returns all traffic to the stable backend, as before weir (for a deleted Rollout),
-    /// managed routes removed.
+    /// managed routes and extra backends removed.
     fn remove_managed(&self) -> impl Future<Output = Result<(), RouterError>> + Send {
         async { self.set_weight(0).await.map(|_| ()) }
     }

@@ -4,7 +4,7 @@
 //! disagree (a set that failed half way, an edit by hand) must be set again.
 
 use super::any::{AnyRouter, Chosen};
-use super::router::{ManagedRoute, Router, RouterError, ShownRoutes};
+use super::router::{ExtraWeights, ManagedRoute, Router, RouterError, ShownRoutes, merge_extras};
 use crate::api::Rollout;
 use crate::api::rollout::RolloutStatus;
 use kube::Client;
@@ -188,6 +188,30 @@ impl Router for Routers {
     async fn set_weight(&self, canary: i32) -> Result<i32, RouterError> {
         let routers: Vec<&AnyRouter> = self.each.iter().map(|(_, router)| router).collect();
         set_in_turn(&routers, canary).await
+    }
+
+    /// Extra backends go to one router alone (validation allows them only then); with
+    /// several, any is refused before anything is written.
+    async fn set_weights(&self, canary: i32, extras: &ExtraWeights) -> Result<i32, RouterError> {
+        match self.each.as_slice() {
+            [(_, router)] => router.set_weights(canary, extras).await,
+            _ => match extras.keys().next() {
+                None => self.set_weight(canary).await,
+                Some(service) => Err(RouterError::ExtrasUnsupported {
+                    service: service.clone(),
+                }),
+            },
+        }
+    }
+
+    /// Every router's extra backends as one: a backend two routers show differently, or
+    /// that some router lacks, reads -1 (set again to all).
+    async fn extra_weights(&self) -> Result<ExtraWeights, RouterError> {
+        let mut each = Vec::with_capacity(self.each.len());
+        for (_, router) in &self.each {
+            each.push(router.extra_weights().await?);
+        }
+        Ok(merge_extras(&each))
     }
 
     /// Every router's managed routes as one (see `merge_shown`).

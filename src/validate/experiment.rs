@@ -7,9 +7,10 @@ use super::analysis::{check_args, check_run_settings, placeholder_bodies};
 use super::names::{NameRule, check_name};
 use super::selector::check_selector;
 use super::violation::{Report, Violation};
-use crate::api::experiment::{ExperimentAnalysis, ExperimentSpec};
+use crate::api::experiment::{ExperimentAnalysis, ExperimentSpec, TemplateService};
 use crate::api::rollout::ExperimentStep;
 use crate::duration;
+use k8s_openapi::api::core::v1::PodTemplateSpec;
 
 /// `{{templates.NAME.podTemplateHash}}`: the names a text refers to.
 pub fn template_hash_references(text: &str) -> Vec<&str> {
@@ -65,6 +66,14 @@ pub fn experiment(spec: &ExperimentSpec) -> Vec<Violation> {
         if template.min_ready_seconds.is_some_and(|s| s < 0) {
             report.invalid(format!("{at}.minReadySeconds"), "must be 0 or more");
         }
+        if let Some(service) = &template.service {
+            check_service(
+                &mut report,
+                &at,
+                service,
+                declares_ports(&template.template),
+            );
+        }
         check_selector(
             &mut report,
             &at,
@@ -94,13 +103,52 @@ pub fn experiment(spec: &ExperimentSpec) -> Vec<Violation> {
     report.finish()
 }
 
-/// A canary step's experiment, at `at`; `pod_labels` are the Rollout's template's.
+/// Whether a pod template's containers declare a port (a Service needs one).
+pub(super) fn declares_ports(template: &PodTemplateSpec) -> bool {
+    template.spec.as_ref().is_some_and(|s| {
+        s.containers
+            .iter()
+            .any(|c| c.ports.as_ref().is_some_and(|p| !p.is_empty()))
+    })
+}
+
+fn check_service(report: &mut Report, at: &str, service: &TemplateService, ports: bool) {
+    if let Some(name) = &service.name {
+        check_name(
+            report,
+            &format!("{at}.service.name"),
+            name,
+            NameRule::Dns1035Label,
+        );
+    }
+    if !ports {
+        report.invalid(
+            format!("{at}.service"),
+            "the template's containers declare no ports, so its Service would have none: add a containerPort, or remove service",
+        );
+    }
+}
+
+/// What a canary step's experiment may ask of the Rollout it runs in.
+pub(super) struct StepContext<'a> {
+    /// The Rollout's pod labels.
+    pub pod_labels: Option<&'a BTreeMap<String, String>>,
+    /// Whether the Rollout's containers declare a port.
+    pub ports: bool,
+    /// The canary's weight at this step (the last setWeight before it).
+    pub canary_weight: i32,
+    /// Why template weights cannot be routed (None: the Rollout's routers can carry them).
+    pub no_weights: Option<&'static str>,
+}
+
+/// A canary step's experiment, at `at`.
 pub(super) fn check_step(
     report: &mut Report,
     at: &str,
     step: &ExperimentStep,
-    pod_labels: Option<&BTreeMap<String, String>>,
+    context: &StepContext,
 ) {
+    let pod_labels = context.pod_labels;
     report.unsupported(at, step);
     if step.templates.is_empty() {
         report.required(
@@ -117,6 +165,21 @@ pub(super) fn check_step(
         if template.replicas.is_some_and(|r| r < 0) {
             report.invalid(format!("{at}.replicas"), "must be 0 or more");
         }
+        if let Some(weight) = template.weight {
+            if !(0..=100).contains(&weight) {
+                report.invalid(format!("{at}.weight"), "a percentage: 0 to 100");
+            } else if let Some(why) = context.no_weights {
+                report.invalid(format!("{at}.weight"), why);
+            }
+        }
+        if let Some(service) = &template.service {
+            check_service(report, &at, service, context.ports);
+        } else if template.weight.is_some() && !context.ports {
+            report.invalid(
+                format!("{at}.weight"),
+                "a weighted template gets a Service, and the Rollout's containers declare no ports for it: add a containerPort",
+            );
+        }
         let mut labels = pod_labels.cloned().unwrap_or_default();
         if let Some(metadata) = &template.metadata {
             report.unsupported(&format!("{at}.metadata"), metadata);
@@ -126,6 +189,21 @@ pub(super) fn check_step(
         if let Some(selector) = &template.selector {
             check_selector(report, &at, selector, Some(&labels));
         }
+    }
+    let weights: i64 = step
+        .templates
+        .iter()
+        .filter_map(|t| t.weight)
+        .map(|w| i64::from(w.clamp(0, 100)))
+        .sum();
+    if weights > 0 && weights + i64::from(context.canary_weight) > 100 {
+        report.invalid(
+            format!("{at}.templates"),
+            format!(
+                "the templates' weights ({weights}) and the canary's weight at this step ({}) add up to more than 100; the stable's share is what is left",
+                context.canary_weight
+            ),
+        );
     }
     check_duration(report, at, step.duration.as_deref());
     check_analyses(report, at, &step.analyses, &names);
@@ -238,6 +316,26 @@ mod tests {
                     {"name": "baseline-hash", "value": "{{templates.baseline.podTemplateHash}}"},
                     {"name": "canary-hash", "value": "{{ templates.canary.podTemplateHash }}"}]}]}));
         assert_eq!(fields(&experiment(&spec)), []);
+    }
+
+    #[test]
+    fn a_templates_service_needs_a_port_and_a_service_name() {
+        let mut served = template("baseline", "blue");
+        served["service"] = json!({});
+        served["template"]["spec"]["containers"][0]["ports"] = json!([{"containerPort": 8080}]);
+        let mut named = served.clone();
+        named["name"] = json!("canary");
+        named["service"] = json!({"name": "canary-svc"});
+        assert_eq!(fields(&experiment(&spec(json!({"templates": [served, named]})))), []);
+        let mut portless = template("baseline", "blue");
+        portless["service"] = json!({"name": "9-lives"});
+        assert_eq!(
+            fields(&experiment(&spec(json!({"templates": [portless]})))),
+            [
+                (Invalid, "spec.templates[0].service"),
+                (Invalid, "spec.templates[0].service.name")
+            ]
+        );
     }
 
     #[test]

@@ -156,16 +156,25 @@ pub fn rollout(spec: &RolloutSpec) -> Vec<Violation> {
     for (index, step) in canary.steps.iter().enumerate() {
         check_step(&mut report, &format!("{at}.steps[{index}]"), step);
         if let Some(experiment) = &step.experiment {
-            let labels = spec
-                .template
-                .metadata
-                .as_ref()
-                .and_then(|m| m.labels.as_ref());
+            let context = super::experiment::StepContext {
+                pod_labels: spec
+                    .template
+                    .metadata
+                    .as_ref()
+                    .and_then(|m| m.labels.as_ref()),
+                ports: super::experiment::declares_ports(&spec.template),
+                canary_weight: canary.steps[..=index]
+                    .iter()
+                    .rev()
+                    .find_map(|s| s.set_weight)
+                    .unwrap_or(0),
+                no_weights: experiment_weights_refused(canary.traffic_routing.as_ref()),
+            };
             super::experiment::check_step(
                 &mut report,
                 &format!("{at}.steps[{index}].experiment"),
                 experiment,
-                labels,
+                &context,
             );
         }
         let gateway = canary
@@ -804,6 +813,26 @@ fn check_port(report: &mut Report, at: &str, port: Option<i64>) {
     if let Some(port) = port.filter(|p| !(1..=65535).contains(p)) {
         report.invalid(at, format!("{port} is not a port from 1 to 65535"));
     }
+}
+
+/// Why an experiment template's weight cannot be routed, as Argo Rollouts refuses one
+/// without traffic routing; None when the routers carry such weights (Gateway API alone).
+fn experiment_weights_refused(routing: Option<&TrafficRouting>) -> Option<&'static str> {
+    let Some(routing) = routing else {
+        return Some(
+            "needs trafficRouting: an experiment's share of traffic is set on the routers; without them, leave weight out",
+        );
+    };
+    let others = routing.istio.is_some()
+        || routing.nginx.is_some()
+        || routing.alb.is_some()
+        || routing.smi.is_some();
+    if routing.gateway().is_none() || others {
+        return Some(
+            "weir sets an experiment's share on Gateway API routes only (gatewayAPI, or the argoproj-labs/gatewayAPI plugin, alone); leave weight out, or route with Gateway API",
+        );
+    }
+    None
 }
 
 fn check_step(report: &mut Report, at: &str, step: &CanaryStep) {

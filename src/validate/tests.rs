@@ -538,31 +538,17 @@ fn argo_fields_weir_lacks_are_named_never_dropped() {
         "trafficRouting": {"traefik": {"weightedTraefikServiceName": "web"}},
         "stableService": "web-stable",
         "canaryService": "web-canary",
-        "steps": [
-            {"setWeight": 10},
-            {"experiment": {"templates": [{"name": "baseline", "specRef": "stable", "weight": 5}]}}
-        ]
+        "steps": [{"setWeight": 10}]
     }));
     let violations = rollout(&spec);
     assert_only(
         violations.clone(),
         &[
             (Unsup, "spec.strategy.canary.maxSurge"),
-            (
-                Unsup,
-                "spec.strategy.canary.steps[1].experiment.templates[0].weight",
-            ),
             (Unsup, "spec.strategy.canary.trafficRouting.traefik"),
         ],
     );
-    let experiment = &violations[1];
-    assert!(
-        experiment
-            .message
-            .contains("weights for an experiment's ReplicaSets are not built yet"),
-        "{experiment}"
-    );
-    let traefik = &violations[2];
+    let traefik = &violations[1];
     assert!(
         traefik
             .message
@@ -572,9 +558,71 @@ fn argo_fields_weir_lacks_are_named_never_dropped() {
     // Kept in the object, so a round trip through the API server loses nothing.
     let round_trip = serde_json::to_value(&spec).expect("serializes");
     assert_eq!(
-        round_trip["strategy"]["canary"]["steps"][1]["experiment"]["templates"][0]["weight"],
-        json!(5)
+        round_trip["strategy"]["canary"]["trafficRouting"]["traefik"]["weightedTraefikServiceName"],
+        json!("web")
     );
+}
+
+/// An experiment step's weights as Argo Rollouts documents them: Gateway API routes carry
+/// them; they come out of the stable's share, so with the canary's they fit in 100; each
+/// weighted template gets a Service, so the pods need a port.
+#[test]
+fn experiment_weights_need_gateway_routes_ports_and_room() {
+    let with = |routing: serde_json::Value, weights: [i32; 2], ports: bool| {
+        let containers = if ports {
+            json!([{"name": "web", "image": "web:1", "ports": [{"containerPort": 8080}]}])
+        } else {
+            json!([{"name": "web", "image": "web:1"}])
+        };
+        rollout_from(json!({
+            "selector": {"matchLabels": {"app": "web"}},
+            "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": containers}},
+            "strategy": {"canary": {
+                "stableService": "web-stable", "canaryService": "web-canary",
+                "trafficRouting": routing,
+                "steps": [
+                    {"setWeight": 20},
+                    {"experiment": {"duration": "5m", "templates": [
+                        {"name": "baseline", "specRef": "stable", "weight": weights[0]},
+                        {"name": "canary", "specRef": "canary", "weight": weights[1]}]}}
+                ]}}
+        }))
+    };
+    let gateway = json!({"gatewayAPI": {"httpRoute": "web"}});
+    let at = "spec.strategy.canary.steps[1].experiment.templates";
+    assert_only(rollout(&with(gateway.clone(), [5, 5], true)), &[]);
+    assert_only(rollout(&with(gateway.clone(), [40, 40], true)), &[]);
+    assert_only(
+        rollout(&with(gateway.clone(), [40, 41], true)),
+        &[(Invalid, at)],
+    );
+    let message = rollout(&with(gateway.clone(), [40, 41], true))[0]
+        .message
+        .clone();
+    assert!(
+        message.contains("(81)") && message.contains("(20)"),
+        "{message}"
+    );
+    assert_only(
+        rollout(&with(gateway, [5, 5], false)),
+        &[
+            (Invalid, &format!("{at}[0].weight")),
+            (Invalid, &format!("{at}[1].weight")),
+        ],
+    );
+    let istio = json!({"istio": {"virtualService": {"name": "web", "routes": ["primary"]}}});
+    let refused = rollout(&with(istio, [5, 5], true));
+    assert_eq!(
+        fields(&refused)[0],
+        (Invalid, format!("{at}[0].weight").as_str())
+    );
+    assert!(
+        refused[0].message.contains("Gateway API routes only"),
+        "{}",
+        refused[0]
+    );
+    let plugin = json!({"plugins": {"argoproj-labs/gatewayAPI": {"httpRoute": "web"}}});
+    assert_only(rollout(&with(plugin, [5, 5], true)), &[]);
 }
 
 #[test]

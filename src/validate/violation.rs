@@ -117,7 +117,6 @@ fn unsupported_hint(at: &str, name: &str) -> Option<String> {
         "httpRouteSelector" | "grpcRouteSelector" | "tcpRouteSelector" | "tlsRouteSelector" if gateway => "name the routes in httpRoutes or grpcRoutes instead of selecting them by label".into(),
         "disableInProgressLabel" | "inProgressLabelKey" | "inProgressLabelValue" if gateway => "weir labels no route: weir-sync keeps a route's live weights when it applies it from Git; remove it".into(),
         _ if router => format!("the {name} router is not built yet; weir routes traffic with alb, gatewayAPI, istio, nginx or smi, or by replica ratio when trafficRouting is omitted"),
-        "weight" | "service" if at.contains(".experiment.templates[") => "weights for an experiment's ReplicaSets are not built yet: leave weight out, and the experiment's pods serve no traffic from the Rollout's routes".into(),
         "serviceAccountName" if at == "spec.decryption" => "weir decrypts with the age identities of secretRef only (no KMS, so no workload identity); remove it".into(),
         _ => return None,
     })

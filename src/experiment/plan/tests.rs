@@ -20,10 +20,12 @@ fn baseline_and_canary(duration: Option<u64>) -> Spec {
             Template {
                 name: "baseline".into(),
                 replicas: 1,
+                service: false,
             },
             Template {
                 name: "canary".into(),
                 replicas: 1,
+                service: false,
             },
         ],
         analyses: vec![Analysis {
@@ -52,6 +54,7 @@ fn with_replica_sets(available: i32) -> Observed {
             })
             .collect(),
         runs: BTreeMap::new(),
+        services: Default::default(),
     }
 }
 
@@ -248,7 +251,7 @@ fn any_phase() -> impl Strategy<Value = AnalysisPhase> {
 
 prop_compose! {
     fn any_world()(
-        templates in proptest::collection::btree_map("[a-c]", (1i32..4, 0i32..5, any::<bool>()), 1..4),
+        templates in proptest::collection::btree_map("[a-c]", (1i32..4, 0i32..5, any::<bool>(), any::<(bool, bool)>()), 1..4),
         runs in proptest::collection::btree_map("[x-z]", (any_phase(), any::<bool>(), any::<bool>()), 0..3),
         duration in proptest::option::of(0u64..200),
         terminate in any::<bool>(),
@@ -257,8 +260,8 @@ prop_compose! {
         now in 0i64..1_000,
     ) -> (Spec, State, Observed, DateTime<Utc>) {
         let spec = Spec {
-            templates: templates.iter().map(|(name, (replicas, _, _))| Template {
-                name: name.clone(), replicas: *replicas }).collect(),
+            templates: templates.iter().map(|(name, (replicas, _, _, (service, _)))| Template {
+                name: name.clone(), replicas: *replicas, service: *service }).collect(),
             analyses: runs.iter().map(|(name, (_, required, _))| Analysis {
                 name: name.clone(), required_for_completion: *required }).collect(),
             duration: duration.map(Duration::from_secs),
@@ -267,10 +270,12 @@ prop_compose! {
             terminate,
         };
         let observed = Observed {
-            replica_sets: templates.iter().filter(|(_, (_, _, exists))| *exists)
-                .map(|(name, (replicas, available, _))| (name.clone(),
+            replica_sets: templates.iter().filter(|(_, (_, _, exists, _))| *exists)
+                .map(|(name, (replicas, available, _, _))| (name.clone(),
                     ReplicaSetView { replicas: *replicas, available: *available }))
                 .collect(),
+            services: templates.iter().filter(|(_, (_, _, _, (_, exists)))| *exists)
+                .map(|(name, _)| name.clone()).collect(),
             runs: runs.iter().filter(|(_, (_, _, exists))| *exists)
                 .map(|(name, (phase, _, _))| (name.clone(), *phase)).collect(),
         };
@@ -310,7 +315,8 @@ proptest! {
             prop_assert!(planned.state.ended_at.is_some());
             for action in &planned.actions {
                 let ending = matches!(action,
-                    Action::StopAnalysis { .. } | Action::ScaleReplicaSet { replicas: 0, .. });
+                    Action::StopAnalysis { .. } | Action::ScaleReplicaSet { replicas: 0, .. }
+                        | Action::DeleteService { .. });
                 prop_assert!(ending, "{:?} after the end", action);
             }
         }
@@ -318,6 +324,28 @@ proptest! {
             AnalysisPhase::Failed | AnalysisPhase::Error | AnalysisPhase::Inconclusive));
         if failed && !is_final(state.phase) {
             prop_assert_ne!(planned.state.phase, Some(AnalysisPhase::Successful));
+        }
+    }
+
+    /// A template's Service is made while the experiment runs, and deleted only after its
+    /// end and once no pod is left behind it: a router still sending there meets pods.
+    #[test]
+    fn a_service_outlives_the_pods_behind_it((spec, state, observed, now) in any_world()) {
+        let planned = plan(&spec, &state, &observed, t0(), now);
+        for action in &planned.actions {
+            match action {
+                Action::CreateService { template } => {
+                    prop_assert!(!is_final(planned.state.phase));
+                    prop_assert!(spec.templates.iter().any(|t| &t.name == template && t.service));
+                    prop_assert!(!observed.services.contains(template));
+                }
+                Action::DeleteService { template } => {
+                    prop_assert!(is_final(planned.state.phase));
+                    let rs = observed.replica_sets.get(template);
+                    prop_assert!(rs.is_none_or(|rs| rs.replicas == 0 && rs.available == 0));
+                }
+                _ => {}
+            }
         }
     }
 
@@ -333,6 +361,60 @@ proptest! {
             }
         }
     }
+}
+
+#[test]
+fn a_templates_service_comes_with_its_replica_set_and_goes_after_its_pods() {
+    let mut spec = baseline_and_canary(Some(60));
+    spec.templates[1].service = true;
+    let started = plan(&spec, &State::default(), &Observed::default(), t0(), at(1));
+    assert_eq!(
+        started.actions,
+        vec![
+            Action::CreateReplicaSet {
+                template: "baseline".into(),
+                replicas: 1
+            },
+            Action::CreateReplicaSet {
+                template: "canary".into(),
+                replicas: 1
+            },
+            Action::CreateService {
+                template: "canary".into()
+            },
+        ]
+    );
+    let ended = State {
+        phase: Some(AnalysisPhase::Successful),
+        available_at: Some(at(10)),
+        ended_at: Some(at(70)),
+        ..State::default()
+    };
+    let mut observed = with_replica_sets(1);
+    observed.services.insert("canary".into());
+    // Within the scale-down delay: pods and Service stay.
+    let waiting = plan(&spec, &ended, &observed, t0(), at(80));
+    assert!(waiting.actions.is_empty(), "{:?}", waiting.actions);
+    let scaling = plan(&spec, &ended, &observed, t0(), at(101));
+    assert!(
+        !scaling
+            .actions
+            .iter()
+            .any(|a| matches!(a, Action::DeleteService { .. }))
+    );
+    for rs in observed.replica_sets.values_mut() {
+        *rs = ReplicaSetView {
+            replicas: 0,
+            available: 0,
+        };
+    }
+    let gone = plan(&spec, &ended, &observed, t0(), at(102));
+    assert_eq!(
+        gone.actions,
+        vec![Action::DeleteService {
+            template: "canary".into()
+        }]
+    );
 }
 
 #[test]

@@ -7,6 +7,7 @@ use crate::api::analysis::AnalysisPhase;
 use super::analysis::Outcome;
 use super::planner::{Planner, Progress};
 use super::vocabulary::{Action, ExperimentView};
+use crate::traffic::ExtraWeights;
 
 impl<'a> Planner<'a> {
     fn experiment_for(&self, hash: &str, step: usize) -> Option<&'a ExperimentView> {
@@ -50,6 +51,56 @@ impl<'a> Planner<'a> {
             decided_by: None,
         };
         self.judge_outcome(outcome, stable, hash, &what, "experiment")
+    }
+
+    /// The Services of the current step's experiment and their weights, while the routers
+    /// should send them traffic (Argo's rule): the experiment runs (its pods are available),
+    /// each Service exists, and the canary is neither aborted nor done.
+    fn wanted_experiment_weights(&self, hash: &str) -> ExtraWeights {
+        let settled = self.status.stable_rs.as_deref() == Some(hash);
+        let index = self.index();
+        let step = self.steps.get(index).and_then(|s| s.experiment.as_ref());
+        let (Some(step), Some(experiment)) = (step, self.experiment_for(hash, index)) else {
+            return ExtraWeights::new();
+        };
+        if !self.router
+            || self.status.abort
+            || settled
+            || experiment.phase != AnalysisPhase::Running
+            || experiment.terminated
+        {
+            return ExtraWeights::new();
+        }
+        step.templates
+            .iter()
+            .filter_map(|t| Some((experiment.services.get(&t.name)?.clone(), t.weight?)))
+            .collect()
+    }
+
+    /// Gives the current experiment's Services their shares and takes every other's away:
+    /// every weight this plan sets carries them, and a plan that sets none sets the canary's
+    /// weight as it is when the shares shown differ. The Services are recorded with the plan
+    /// that writes them, and kept until the routers show them gone.
+    pub(super) fn weigh_experiments(&mut self, hash: &str) {
+        let wanted = self.wanted_experiment_weights(hash);
+        let shown = &self.input.observed.experiment_weights;
+        let recorded: std::collections::BTreeSet<&String> =
+            wanted.keys().chain(shown.keys()).collect();
+        self.status.experiment_services = recorded.into_iter().cloned().collect();
+        let mut said = false;
+        for action in &mut self.actions {
+            if let Action::SetWeight { experiments, .. } = action {
+                experiments.clone_from(&wanted);
+                said = true;
+            }
+        }
+        if !said && *shown != wanted {
+            let canary_weight = self.route();
+            self.actions.push(Action::SetWeight {
+                canary_weight,
+                experiments: wanted,
+            });
+        }
     }
 
     pub(super) fn stop_unwanted_experiments(&mut self) {

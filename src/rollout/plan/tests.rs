@@ -205,8 +205,14 @@ impl World {
                     }
                     other => panic!("pointed unknown service {other}"),
                 },
-                Action::SetWeight { canary_weight } => {
+                Action::SetWeight {
+                    canary_weight,
+                    experiments,
+                } => {
                     assert!((0..=100).contains(canary_weight));
+                    let extras: i32 = experiments.values().sum();
+                    assert!(canary_weight + extras <= 100, "more than all traffic");
+                    self.observed.experiment_weights.clone_from(experiments);
                     self.observed.route_weight = Some(*canary_weight);
                     self.observed.routers_differ = false;
                     self.weights_seen.push(*canary_weight);
@@ -272,14 +278,27 @@ impl World {
                     assert!(!exists, "started the same experiment twice");
                     assert_eq!(Some(stable), self.status.stable_rs.as_ref());
                     self.next_run += 1;
+                    let name = format!("experiment-{}", self.next_run);
+                    // As its controller makes them: a Service for each weighted template.
+                    let services = self
+                        .spec
+                        .strategy
+                        .canary
+                        .iter()
+                        .filter_map(|c| c.steps.get(*step)?.experiment.as_ref())
+                        .flat_map(|e| &e.templates)
+                        .filter(|t| t.weight.is_some() || t.service.is_some())
+                        .map(|t| (t.name.clone(), format!("{name}-{}", t.name)))
+                        .collect();
                     self.observed.experiments.push(ExperimentView {
-                        name: format!("experiment-{}", self.next_run),
+                        name,
                         hash: hash.clone(),
                         attempt: *attempt,
                         step: *step,
                         phase: AnalysisPhase::Running,
                         message: None,
                         terminated: false,
+                        services,
                     });
                 }
                 Action::StopExperiment { name } => {
@@ -572,8 +591,10 @@ fn an_abort_sets_weight_0_on_a_router_that_reads_no_weight() {
     world.observed.route_weight = None;
     let plan = world.plan();
     assert!(
-        plan.actions
-            .contains(&Action::SetWeight { canary_weight: 0 }),
+        plan.actions.contains(&Action::SetWeight {
+            canary_weight: 0,
+            experiments: Default::default()
+        }),
         "{:?}",
         plan.actions
     );
@@ -590,8 +611,10 @@ fn routers_that_read_apart_are_set_again_to_the_steps_weight() {
     world.observed.routers_differ = true;
     let plan = world.plan();
     assert!(
-        plan.actions
-            .contains(&Action::SetWeight { canary_weight: 30 }),
+        plan.actions.contains(&Action::SetWeight {
+            canary_weight: 30,
+            experiments: Default::default()
+        }),
         "{:?}",
         plan.actions
     );
@@ -906,7 +929,10 @@ fn abort_sends_all_traffic_to_stable_at_once_then_retry_starts_over() {
     let plans = world.reconcile();
     assert_eq!(
         plans[0].actions,
-        vec![Action::SetWeight { canary_weight: 0 }],
+        vec![Action::SetWeight {
+            canary_weight: 0,
+            experiments: Default::default()
+        }],
         "weight 0 in the first plan"
     );
     assert_eq!(World::reasons(&plans), vec![Reason::Aborted]);
@@ -1326,9 +1352,10 @@ fn a_deadline_abort_never_raises_the_weight_in_the_same_plan() {
     let plan = world.plan();
     assert!(plan.status.abort);
     assert!(
-        !plan
-            .actions
-            .contains(&Action::SetWeight { canary_weight: 20 }),
+        !plan.actions.contains(&Action::SetWeight {
+            canary_weight: 20,
+            experiments: Default::default()
+        }),
         "{:?}",
         plan.actions
     );
@@ -1727,6 +1754,89 @@ fn world_with_steps(final_pause: bool) -> impl Strategy<Value = World> {
         })
 }
 
+/// Steps of setWeight, pause and weighted experiments (a baseline and a canary, each with a
+/// weight that leaves room for the canary's), over Gateway API routes, pods with a port.
+fn weighted_experiment_world() -> impl Strategy<Value = World> {
+    let step = prop_oneof![
+        2 => (0..=60i32).prop_map(|w| json!({"setWeight": w})),
+        1 => Just(json!({"pause": {}})),
+        2 => (0..=20i32, 0..=20i32).prop_map(|(a, b)| json!({"experiment": {"duration": "10m",
+            "templates": [
+                {"name": "baseline", "specRef": "stable", "weight": a},
+                {"name": "canary", "specRef": "canary", "weight": b},
+                {"name": "quiet", "specRef": "canary"}]}})),
+    ];
+    (prop::collection::vec(step, 1..6), 1..5i32, any::<bool>()).prop_map(
+        |(steps, replicas, instant)| {
+            let spec: RolloutSpec = serde_json::from_value(json!({
+                "replicas": replicas,
+                "selector": {"matchLabels": {"app": "web"}},
+                "template": {"metadata": {"labels": {"app": "web"}},
+                    "spec": {"containers": [{"name": "web", "image": "web:1",
+                        "ports": [{"containerPort": 8080}]}]}},
+                "strategy": {"canary": {"stableService": "web-stable", "canaryService": "web-canary",
+                    "trafficRouting": {"gatewayAPI": {"httpRoute": "web"}},
+                    "steps": steps}}
+            }))
+            .expect("spec");
+            let mut world = World::with_canary(spec);
+            world.instant_pods = instant;
+            world
+        },
+    )
+}
+
+impl World {
+    /// The shares the routers should carry now: the current step's weighted templates'
+    /// Services, while its Experiment for this canary and attempt runs.
+    fn wanted_shares(&self) -> crate::traffic::ExtraWeights {
+        let canary = self.spec.strategy.canary.as_ref().expect("canary");
+        let index = self.status.current_step_index.unwrap_or(0).max(0) as usize;
+        let hash = self.status.canary_rs.clone().unwrap_or_default();
+        let in_canary = !self.status.abort && self.status.stable_rs.as_ref() != Some(&hash);
+        let (Some(step), true) = (
+            canary.steps.get(index).and_then(|s| s.experiment.as_ref()),
+            in_canary,
+        ) else {
+            return Default::default();
+        };
+        let running = self.observed.experiments.iter().find(|e| {
+            e.hash == hash
+                && e.attempt == self.status.attempt
+                && e.step == index
+                && e.phase == AnalysisPhase::Running
+                && !e.terminated
+        });
+        let Some(running) = running else {
+            return Default::default();
+        };
+        step.templates
+            .iter()
+            .filter_map(|t| Some((running.services.get(&t.name)?.clone(), t.weight?)))
+            .collect()
+    }
+
+    fn check_experiment_shares(&self) -> Result<(), TestCaseError> {
+        let shown = &self.observed.experiment_weights;
+        if shown.is_empty() {
+            return Ok(());
+        }
+        prop_assert_eq!(
+            shown,
+            &self.wanted_shares(),
+            "shares beside the running experiment's"
+        );
+        let canary = self.observed.route_weight.unwrap_or(0);
+        prop_assert!(canary <= allowed_weight(self));
+        prop_assert!(canary + shown.values().sum::<i32>() <= 100);
+        // Recorded, so a later reconcile still finds them to take away.
+        for service in shown.keys() {
+            prop_assert!(self.status.experiment_services.contains(service));
+        }
+        Ok(())
+    }
+}
+
 /// The weight the status' current step allows the route to carry.
 fn allowed_weight(world: &World) -> i32 {
     if world.status.abort || world.status.canary_rs == world.status.stable_rs {
@@ -2004,6 +2114,42 @@ proptest! {
         prop_assert_eq!(world.status.canary_weight, Some(0));
     }
 
+    /// Weighted experiment steps on Gateway API routes, through any events: the routers send
+    /// an experiment's Services their shares only while the current step's Experiment runs
+    /// for this canary (never aborted, never after it ends), exactly the step's weights,
+    /// never with the canary above its step or more than all traffic; once things settle
+    /// with the experiment running, the shares are in place.
+    #[test]
+    fn experiment_shares_exist_only_while_their_experiment_runs(
+        mut world in weighted_experiment_world(),
+        events in prop::collection::vec(event_strategy(), 0..40),
+    ) {
+        let mut generation = 1;
+        for event in &events {
+            world.happen(event, &mut generation);
+            if matches!(event, Event::Crash) {
+                continue;
+            }
+            for _ in 0..30 {
+                let plan = world.plan();
+                world.apply(&plan.actions);
+                world.status = plan.status.clone();
+                world.check_experiment_shares()?;
+                if plan.actions.is_empty() {
+                    // Settled: a running experiment of the current step has its shares.
+                    let wanted = world.wanted_shares();
+                    prop_assert_eq!(&world.observed.experiment_weights, &wanted);
+                    break;
+                }
+            }
+        }
+        // (A new canary's first plan clears an abort set before it: start it first.)
+        world.reconcile();
+        world.status.abort = true;
+        world.reconcile();
+        prop_assert!(world.observed.experiment_weights.is_empty(), "shares left after an abort");
+    }
+
     /// With good pods and successful analysis, promoting at every pause finishes every canary:
     /// Healthy, the new version stable at full scale, both Services on it, weight 0.
     #[test]
@@ -2274,11 +2420,10 @@ fn an_abort_removes_the_managed_routes_with_the_weight() {
     assert!(plans[0].actions.contains(&Action::RemoveManagedRoute {
         name: "mirror".into()
     }));
-    assert!(
-        plans[0]
-            .actions
-            .contains(&Action::SetWeight { canary_weight: 0 })
-    );
+    assert!(plans[0].actions.contains(&Action::SetWeight {
+        canary_weight: 0,
+        experiments: Default::default()
+    }));
 }
 
 #[test]

@@ -114,6 +114,10 @@ impl<'a> Planner<'a> {
     }
 
     pub(super) fn set_weight(&mut self, canary_weight: i32) {
-        self.say(Action::SetWeight { canary_weight });
+        // The experiments' shares are settled by `weigh_experiments`, last in the plan.
+        self.say(Action::SetWeight {
+            canary_weight,
+            experiments: Default::default(),
+        });
     }
 }

@@ -9,7 +9,7 @@ use crate::api::analysis::AnalysisPhase;
 use crate::api::contract::AnalysisKind;
 use crate::api::rollout::{PodMetadata, RolloutSpec, RolloutStatus};
 use crate::time::Outage;
-use crate::traffic::{ManagedRoute, ShownRoutes};
+use crate::traffic::{ExtraWeights, ManagedRoute, ShownRoutes};
 use crate::validate;
 
 /// A ReplicaSet the Rollout owns, as the API server shows it.
@@ -64,6 +64,8 @@ pub struct ExperimentView {
     pub message: Option<String>,
     /// `spec.terminate` is set: it was told to stop and needs no second telling.
     pub terminated: bool,
+    /// Each template's Service that exists, by template name.
+    pub services: std::collections::BTreeMap<String, String>,
 }
 
 /// Everything the planner needs to know about the world, read from the API server.
@@ -87,6 +89,8 @@ pub struct Observed {
     pub routers_differ: bool,
     /// The managed routes (`trafficRouting.managedRoutes`) the router carries now.
     pub managed_routes: ShownRoutes,
+    /// The experiment Services the routers send a share to, with their shares.
+    pub experiment_weights: ExtraWeights,
     pub analysis_runs: Vec<AnalysisRunView>,
     pub experiments: Vec<ExperimentView>,
     /// What is wrong with what the Rollout refers to: its analysis templates (invalid CEL,
@@ -153,9 +157,11 @@ pub enum Action {
         service: String,
         hash: String,
     },
-    /// Set the canary's share of traffic on the router (the stable gets the rest).
+    /// Set the canary's share of traffic on the router, and the shares of experiment
+    /// Services (any other weir added is removed); the stable gets the rest.
     SetWeight {
         canary_weight: i32,
+        experiments: ExtraWeights,
     },
     /// Add a managed route, or replace it with this one, in its place of precedence.
     SetManagedRoute {
