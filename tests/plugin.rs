@@ -445,6 +445,7 @@ fn lint_checks_weir_and_argo_manifests_offline() {
     for example in [
         "examples/argo-rollouts/canary.yaml",
         "examples/argo-rollouts/experiment.yaml",
+        "examples/argo-rollouts/experiment-weighted.yaml",
         "examples/blue-green.yaml",
     ] {
         let argo_file = dir.join("argo.yaml");

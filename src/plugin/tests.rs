@@ -104,7 +104,11 @@ fn observed() -> Observed {
             RouterView {
                 label: "Istio VirtualService web".into(),
                 weight: Ok(Some(30)),
-                managed_routes: Ok(vec!["header (header)".into(), "mirror (mirror 35%)".into()]),
+                managed_routes: Ok(vec![
+                    "header (header)".into(),
+                    "mirror (mirror 35%)".into(),
+                    crate::traffic::describe_experiment_share("web-3-1-4-baseline", 5),
+                ]),
             },
             RouterView {
                 label: "NGINX Ingress web-web-canary".into(),

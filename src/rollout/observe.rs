@@ -93,7 +93,9 @@ pub fn trim_experiment(experiment: &mut Experiment) {
     experiment.spec.templates = Vec::new();
     experiment.spec.analyses = Vec::new();
     if let Some(status) = experiment.status.as_mut() {
-        status.template_statuses.retain(|t| t.service_name.is_some());
+        status
+            .template_statuses
+            .retain(|t| t.service_name.is_some());
         for template in &mut status.template_statuses {
             *template = TemplateStatus {
                 name: std::mem::take(&mut template.name),

@@ -18,7 +18,7 @@ pub use router::{
     ExtraWeights, MANAGED_ROUTES_FIELD, ManagedRoute, Router, RouterError, ShownRoutes,
     names_to_read,
 };
-pub use several::{Reading, RouterView, Routers, nothing_to_undo};
+pub use several::{Reading, RouterView, Routers, describe_experiment_share, nothing_to_undo};
 
 use crate::api::Rollout;
 use crate::api::rollout::GatewayRouteKind;

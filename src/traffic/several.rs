@@ -35,7 +35,7 @@ pub struct RouterView {
     pub label: String,
     pub weight: Result<Option<i32>, String>,
     /// Each managed route it carries: `name (header)`, `name (mirror 35%)`, or `name (not as
-    /// weir wrote it)`.
+    /// weir wrote it)`; then each experiment Service it sends a share to, `name (experiment 5%)`.
     pub managed_routes: Result<Vec<String>, String>,
 }
 
@@ -45,6 +45,15 @@ pub fn describe_route(name: &str, route: Option<&ManagedRoute>) -> String {
         Some(ManagedRoute::Header(_)) => format!("{name} (header)"),
         Some(ManagedRoute::Mirror { percentage, .. }) => format!("{name} (mirror {percentage}%)"),
         None => format!("{name} (not as weir wrote it)"),
+    }
+}
+
+/// An experiment Service's share for people: `web-1-baseline (experiment 5%)`.
+pub fn describe_experiment_share(service: &str, share: i32) -> String {
+    if share < 0 {
+        format!("{service} (experiment, not alike on every route)")
+    } else {
+        format!("{service} (experiment {share}%)")
     }
 }
 
@@ -124,15 +133,25 @@ impl Routers {
     pub async fn views(&self) -> Vec<RouterView> {
         let mut views = Vec::with_capacity(self.each.len());
         for (label, router) in &self.each {
-            let (weight, routes) = tokio::join!(router.weight(), router.managed_routes());
+            let (weight, routes, extras) = tokio::join!(
+                router.weight(),
+                router.managed_routes(),
+                router.extra_weights()
+            );
+            let routes = routes.and_then(|shown| Ok((shown, extras?)));
             views.push(RouterView {
                 label: label.clone(),
                 weight: weight.map_err(|e| e.to_string()),
                 managed_routes: routes
-                    .map(|shown| {
+                    .map(|(shown, extras)| {
                         shown
                             .iter()
                             .map(|(name, route)| describe_route(name, route.as_ref()))
+                            .chain(
+                                extras.iter().map(|(service, share)| {
+                                    describe_experiment_share(service, *share)
+                                }),
+                            )
                             .collect()
                     })
                     .map_err(|e| e.to_string()),

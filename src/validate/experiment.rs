@@ -326,7 +326,10 @@ mod tests {
         let mut named = served.clone();
         named["name"] = json!("canary");
         named["service"] = json!({"name": "canary-svc"});
-        assert_eq!(fields(&experiment(&spec(json!({"templates": [served, named]})))), []);
+        assert_eq!(
+            fields(&experiment(&spec(json!({"templates": [served, named]})))),
+            []
+        );
         let mut portless = template("baseline", "blue");
         portless["service"] = json!({"name": "9-lives"});
         assert_eq!(

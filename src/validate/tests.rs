@@ -91,6 +91,10 @@ fn the_examples_are_valid() {
             "examples/gateway-api/header-route.yaml",
             include_str!("../../examples/gateway-api/header-route.yaml"),
         ),
+        (
+            "examples/argo-rollouts/experiment-weighted.yaml",
+            include_str!("../../examples/argo-rollouts/experiment-weighted.yaml"),
+        ),
     ] {
         let mut rollouts = 0;
         for document in serde_yaml_ng::Deserializer::from_str(text) {
