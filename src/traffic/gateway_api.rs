@@ -53,6 +53,7 @@ pub trait WeightedRoute:
     + Clone
     + Debug
     + DeserializeOwned
+    + serde::Serialize
     + Send
     + Sync
     + 'static
@@ -364,6 +365,28 @@ pub fn weights_patch(
         }
     }
     JsonPatch(operations)
+}
+
+/// The splits of `route` apart: those weir's managed routes (named in `managed`) were not
+/// made from, which carry experiment shares, and weir's own mirror rules, which split
+/// between the stable and the canary alone (so they still read as weir wrote them).
+pub fn split_parts<R: WeightedRoute>(
+    route: &R,
+    found: &[Split],
+    managed: &[String],
+    (stable, canary): (&str, &str),
+) -> (Vec<Split>, Vec<Split>) {
+    let rules = serde_json::to_value(route)
+        .ok()
+        .and_then(|v| v["spec"]["rules"].as_array().cloned())
+        .unwrap_or_default();
+    let primary = primary_splits(&rules, found, managed, stable, canary);
+    let own = found
+        .iter()
+        .filter(|s| !primary.contains(s))
+        .copied()
+        .collect();
+    (primary, own)
 }
 
 /// Each rule's Service backends as (index, name), for `weights_patch`.
@@ -696,10 +719,28 @@ impl GatewayApiRouter {
     ) -> Result<(Option<i32>, ExtraWeights), RouterError> {
         let route = self.get(api, name).await?;
         let found = splits(&route, &self.stable, &self.canary)?;
+        let (primary, _) = self.parts(&route, &found);
         Ok((
             canary_share(&route, &found, &self.extras),
-            extra_shares(&route, &found, &self.extras),
+            extra_shares(&route, &primary, &self.extras),
         ))
+    }
+
+    fn parts<R: WeightedRoute>(&self, route: &R, found: &[Split]) -> (Vec<Split>, Vec<Split>) {
+        split_parts(route, found, &self.managed, (&self.stable, &self.canary))
+    }
+
+    /// Whether `route` carries `weight` and `extras` as weir writes them.
+    fn weights_in_place<R: WeightedRoute>(
+        &self,
+        route: &R,
+        found: &[Split],
+        weight: i32,
+        (extras, known): (&ExtraWeights, &[String]),
+    ) -> bool {
+        let (primary, own) = self.parts(route, found);
+        weights_set(route, &primary, weight, extras, known)
+            && weights_set(route, &own, weight, &ExtraWeights::new(), known)
     }
 
     /// The port of each Service in `names` (their first), read for a backendRef that needs
@@ -751,14 +792,15 @@ impl GatewayApiRouter {
         let mut known = self.extras.clone();
         known.extend(extras.keys().filter(|k| !self.extras.contains(k)).cloned());
         // A route already there is not written: a no-op writes nothing.
-        if weights_set(&route, &found, weight, extras, &known) {
+        if self.weights_in_place(&route, &found, weight, (extras, &known)) {
             return Ok(());
         }
+        let (primary, own) = self.parts(&route, &found);
         let rules = service_backends(&route);
         let missing: Vec<&String> = extras
             .keys()
             .filter(|service| {
-                found.iter().any(|&(r, _, _)| {
+                primary.iter().any(|&(r, _, _)| {
                     !rules
                         .get(r)
                         .is_some_and(|b| b.iter().any(|(_, n)| n == *service))
@@ -766,14 +808,11 @@ impl GatewayApiRouter {
             })
             .collect();
         let ports = self.ports(&missing).await?;
-        let patch = weights_patch(
-            &found,
-            &rules,
-            (&self.stable, &self.canary),
-            weight,
-            (extras, &known),
-            &ports,
-        );
+        let services = (self.stable.as_str(), self.canary.as_str());
+        let mut patch = weights_patch(&primary, &rules, services, weight, (extras, &known), &ports);
+        let none = ExtraWeights::new();
+        let own_patch = weights_patch(&own, &rules, services, weight, (&none, &known), &ports);
+        patch.0.extend(own_patch.0);
         let params = PatchParams {
             field_manager: Some(ROLLOUT_MANAGER.into()),
             ..PatchParams::default()
@@ -789,7 +828,9 @@ impl GatewayApiRouter {
         // Verified on what the API server stored, not assumed from what was sent.
         let stored = splits(&patched, &self.stable, &self.canary)?;
         let found = canary_share(&patched, &stored, &known);
-        if found != Some(weight) || !weights_set(&patched, &stored, weight, extras, &known) {
+        if found != Some(weight)
+            || !self.weights_in_place(&patched, &stored, weight, (extras, &known))
+        {
             return Err(RouterError::NotVerified {
                 kind: R::KIND,
                 name: name.to_owned(),
@@ -1254,6 +1295,57 @@ mod tests {
                 rules
             })
         );
+    }
+
+    #[test]
+    fn a_mirror_rule_of_weirs_keeps_to_the_stable_and_canary_beside_experiment_shares() {
+        use crate::traffic::http_route_rules::is_managed_rule;
+        let start = route(json!([
+            {"name": "mirror", "matches": [{"path": {"type": "PathPrefix", "value": "/"}}],
+             "filters": [{"type": "RequestMirror", "requestMirror": {"backendRef": {"name": "c", "port": 80}, "percent": 20}}],
+             "backendRefs": [{"name": "s", "port": 80, "weight": 90}, {"name": "c", "port": 80, "weight": 10}]},
+            {"backendRefs": [{"name": "s", "port": 80, "weight": 90}, {"name": "c", "port": 80, "weight": 10}]}
+        ]));
+        let managed = vec!["mirror".to_owned()];
+        let found = splits(&start, "s", "c").unwrap_or_else(|e| panic!("{e}"));
+        let (primary, own) = split_parts(&start, &found, &managed, ("s", "c"));
+        assert_eq!(
+            (primary.clone(), own.clone()),
+            (vec![(1, 0, 1)], vec![(0, 0, 1)])
+        );
+        let extras: ExtraWeights = [("e".to_owned(), 5)].into();
+        let known = vec!["e".to_owned()];
+        let rules = service_backends(&start);
+        let mut patch = weights_patch(
+            &primary,
+            &rules,
+            ("s", "c"),
+            10,
+            (&extras, &known),
+            &[("e".to_owned(), 8080)].into(),
+        );
+        patch.0.extend(
+            weights_patch(
+                &own,
+                &rules,
+                ("s", "c"),
+                10,
+                (&ExtraWeights::new(), &known),
+                &BTreeMap::new(),
+            )
+            .0,
+        );
+        let after = patched(&start, &patch).unwrap_or_else(|e| panic!("{e}"));
+        let values = rules_of(&after);
+        assert!(
+            is_managed_rule(&values[0], "mirror", "s", "c"),
+            "{:?}",
+            values[0]
+        );
+        assert!(weights_set(&after, &own, 10, &ExtraWeights::new(), &known));
+        assert!(weights_set(&after, &primary, 10, &extras, &known));
+        assert_eq!(extra_shares(&after, &primary, &known), extras);
+        assert_eq!(canary_share(&after, &found, &known), Some(10));
     }
 
     #[test]
