@@ -225,9 +225,11 @@ async fn fields_weir_does_not_support_survive_the_server_and_are_reported() {
         .canary
         .as_mut()
         .expect("example has a canary");
+    // Deep in a step's experiment: a misspelt weight, which the API server must keep (the
+    // schema preserves unknown fields there) so validation can name it.
     canary.steps.push(
         serde_json::from_value(serde_json::json!({"experiment": {"templates": [
-            {"name": "x", "specRef": "stable", "weight": 5}]}}))
+            {"name": "x", "specRef": "stable", "wieght": 5}]}}))
         .expect("step"),
     );
     canary.unsupported.insert("maxSurge".into(), "25%".into());
@@ -242,7 +244,7 @@ async fn fields_weir_does_not_support_survive_the_server_and_are_reported() {
         unsupported,
         vec![
             "spec.strategy.canary.maxSurge",
-            "spec.strategy.canary.steps[6].experiment.templates[0].weight"
+            "spec.strategy.canary.steps[6].experiment.templates[0].wieght"
         ],
         "the server pruned a field instead of keeping it for validation: {violations:#?}"
     );

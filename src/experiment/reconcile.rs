@@ -178,7 +178,7 @@ async fn reconcile_experiment(
         if !term.holds() {
             return Err(Error::NotLeader);
         }
-        match act(&ctx.client, &current, action).await {
+        match act(&ctx.client, &current, action, &services).await {
             Ok(None) => {}
             Ok(Some(refusal)) => refused = Some(refusal),
             // A creation the API server refuses for good (invalid, forbidden) would be
@@ -237,6 +237,18 @@ async fn reconcile_experiment(
         )
         .await;
     }
+    // Services are not watched: their status is written from a read soon after they are
+    // made or deleted.
+    let touched_services = planned.actions.iter().any(|a| {
+        matches!(
+            a,
+            Action::CreateService { .. } | Action::DeleteService { .. }
+        )
+    });
+    if touched_services {
+        let soon = Duration::from_secs(1);
+        planned.requeue_after = Some(planned.requeue_after.map_or(soon, |after| after.min(soon)));
+    }
     Ok(match planned.requeue_after {
         Some(after) => Requeue::requeue(after),
         None => Requeue::await_change(),
@@ -252,6 +264,21 @@ fn first_problem(experiment: &Experiment) -> Option<String> {
             "metadata.name: {} characters; the label {EXPERIMENT_LABEL} its pods carry takes at most {LABEL_VALUE_LIMIT} (for a Rollout's experiment step, shorten the Rollout's name)",
             name.len()
         ));
+    }
+    for (index, template) in experiment.spec.templates.iter().enumerate() {
+        let named = template.service.as_ref().is_some_and(|s| s.name.is_some());
+        let Some(service) = workload::service_name(&name, template).filter(|_| !named) else {
+            continue;
+        };
+        // Validation checks a name written out; the one made from the ReplicaSet's is
+        // checked here, where the experiment's name is known.
+        if service.len() > LABEL_VALUE_LIMIT
+            || !service.starts_with(|c: char| c.is_ascii_lowercase())
+        {
+            return Some(format!(
+                "spec.templates[{index}].service.name: the Service would be named {service:?} after the ReplicaSet, and a Service name is a DNS-1035 label (a lower-case letter first, at most {LABEL_VALUE_LIMIT} characters): set service.name (for a Rollout's experiment step, shorten the Rollout's or the template's name)"
+            ));
+        }
     }
     validate::experiment(&experiment.spec)
         .first()
@@ -361,6 +388,7 @@ async fn act(
     client: &Client,
     experiment: &Experiment,
     action: &Action,
+    services: &[Service],
 ) -> Result<Option<String>, Error> {
     let namespace = experiment.namespace().unwrap_or_default();
     let name = experiment.name_any();
@@ -401,19 +429,26 @@ async fn act(
             return create_service(client, experiment, template).await;
         }
         Action::DeleteService { template } => {
-            let services: Api<Service> = Api::namespaced(client.clone(), &namespace);
-            let Some(service_name) = experiment
-                .status
+            // The very Service listed as this experiment's: not one made since in its name.
+            let Some(service) = services
                 .iter()
-                .flat_map(|s| &s.template_statuses)
-                .find(|t| &t.name == template)
-                .and_then(|t| t.service_name.clone())
+                .find(|s| s.labels().get(EXPERIMENT_TEMPLATE_LABEL) == Some(template))
             else {
                 return Ok(None);
             };
-            match services.delete(&service_name, &Default::default()).await {
+            let service_name = service.name_any();
+            let api: Api<Service> = Api::namespaced(client.clone(), &namespace);
+            let params = kube::api::DeleteParams {
+                preconditions: Some(kube::api::Preconditions {
+                    uid: service.uid(),
+                    resource_version: None,
+                }),
+                ..Default::default()
+            };
+            match api.delete(&service_name, &params).await {
                 Ok(_) => {}
-                Err(kube::Error::Api(status)) if status.code == 404 => {}
+                // Gone, or another object of the name now: nothing of ours to delete.
+                Err(kube::Error::Api(status)) if matches!(status.code, 404 | 409) => {}
                 Err(source) => {
                     return Err(Error::api("deleting", "Service", &service_name)(source));
                 }
@@ -614,6 +649,34 @@ mod tests {
                     "spec": {"containers": [{"name": "web", "image": "web:1"}]}}}]}
         }))
         .unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn a_services_name_made_from_a_long_replica_set_name_is_refused_naming_the_field() {
+        let mut long = experiment();
+        long.metadata.name = Some(format!("web-{}", "a".repeat(55)));
+        long.spec.templates[0].service = Some(Default::default());
+        if let Some(spec) = long.spec.templates[0].template.spec.as_mut() {
+            spec.containers[0].ports = Some(vec![k8s_openapi::api::core::v1::ContainerPort {
+                container_port: 8080,
+                ..Default::default()
+            }]);
+        }
+        let problem = first_problem(&long).unwrap_or_default();
+        assert!(
+            problem.starts_with("spec.templates[0].service.name:") && problem.contains("63"),
+            "{problem}"
+        );
+        // Named by the user: validation's to check, and fine here.
+        long.spec.templates[0].service = Some(crate::api::experiment::TemplateService {
+            name: Some("baseline".into()),
+        });
+        assert_eq!(first_problem(&long), None);
+        let mut digit = experiment();
+        digit.metadata.name = Some("1web".into());
+        digit.spec.templates = long.spec.templates.clone();
+        digit.spec.templates[0].service = Some(Default::default());
+        assert!(first_problem(&digit).is_some_and(|p| p.contains("lower-case letter first")));
     }
 
     #[test]

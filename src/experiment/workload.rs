@@ -81,16 +81,40 @@ pub fn service(experiment: &Experiment, template: &ExperimentTemplate) -> Option
     let service_name = service_name(&name, template)?;
     let (_, hash) = replica_set(experiment, template);
     let containers = template.template.spec.iter().flat_map(|s| &s.containers);
-    let ports: Vec<ServicePort> = containers
-        .flat_map(|c| c.ports.iter().flatten())
-        .map(|port| ServicePort {
-            name: port.name.clone(),
-            port: port.container_port,
-            protocol: port.protocol.clone(),
-            target_port: Some(IntOrString::Int(port.container_port)),
-            ..ServicePort::default()
-        })
-        .collect();
+    let mut ports: Vec<ServicePort> = Vec::new();
+    for port in containers.flat_map(|c| c.ports.iter().flatten()) {
+        // A port twice (two containers, or TCP written out and left out) is one port.
+        let protocol = port.protocol.clone().unwrap_or_else(|| "TCP".to_owned());
+        let seen = ports.iter().any(|p| {
+            p.port == port.container_port && p.protocol.as_deref() == Some(protocol.as_str())
+        });
+        if !seen {
+            ports.push(ServicePort {
+                name: port.name.clone(),
+                port: port.container_port,
+                protocol: Some(protocol),
+                target_port: Some(IntOrString::Int(port.container_port)),
+                ..ServicePort::default()
+            });
+        }
+    }
+    // Several ports each need a name of their own: one without, or with a name taken
+    // already, is named after its number.
+    if ports.len() > 1 {
+        let mut names = std::collections::BTreeSet::new();
+        for port in &mut ports {
+            let free = port.name.as_ref().is_some_and(|n| names.insert(n.clone()));
+            if !free {
+                let name = format!(
+                    "port-{}-{}",
+                    port.port,
+                    port.protocol.as_deref().unwrap_or("TCP").to_lowercase()
+                );
+                names.insert(name.clone());
+                port.name = Some(name);
+            }
+        }
+    }
     if ports.is_empty() {
         return None;
     }
@@ -212,6 +236,37 @@ mod tests {
         for (key, value) in &selector {
             assert_eq!(pods.get(key), Some(value), "the pods carry {key}");
         }
+        // Ports of several containers: each once, each named.
+        let mut sidecar = template.clone();
+        if let Some(spec) = sidecar.template.spec.as_mut() {
+            let mut second = spec.containers[0].clone();
+            second.name = "sidecar".into();
+            second.ports = Some(vec![
+                k8s_openapi::api::core::v1::ContainerPort {
+                    container_port: 8080,
+                    ..Default::default()
+                },
+                k8s_openapi::api::core::v1::ContainerPort {
+                    container_port: 9090,
+                    ..Default::default()
+                },
+            ]);
+            spec.containers.push(second);
+        }
+        let ports: Vec<(Option<String>, i32)> = service(&experiment, &sidecar)
+            .and_then(|s| s.spec)
+            .and_then(|s| s.ports)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|p| (p.name, p.port))
+            .collect();
+        assert_eq!(
+            ports,
+            [
+                (Some("http".into()), 8080),
+                (Some("port-9090-tcp".into()), 9090)
+            ]
+        );
         let mut named = template.clone();
         named.service = Some(crate::api::experiment::TemplateService {
             name: Some("baseline-svc".into()),

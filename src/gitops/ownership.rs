@@ -48,6 +48,9 @@ pub const ROUTE_KINDS: [&str; 5] = [
     "Ingress",
 ];
 
+/// How an experiment's Service weir added to a route is noted among a route's Services.
+const EXPERIMENT_PREFIX: &str = "experiment:";
+
 /// The key of Gateway API's configuration under `trafficRouting.plugins`.
 const GATEWAY_PLUGIN: &str = "argoproj-labs/gatewayAPI";
 
@@ -59,10 +62,19 @@ impl RolloutRoutes {
         self.add_istio(canary, namespace);
         self.add_alb(canary, namespace);
         let routing = &canary["trafficRouting"];
-        let services: Vec<String> = ["stableService", "canaryService"]
+        let mut services: Vec<String> = ["stableService", "canaryService"]
             .iter()
             .filter_map(|field| canary[field].as_str().map(str::to_owned))
             .collect();
+        // The Services of a running experiment weir added beside them (a live Rollout's
+        // record): kept on the route, as Git does not have them.
+        let experiments = rollout["status"]["experimentServices"].as_array();
+        services.extend(
+            experiments
+                .into_iter()
+                .flatten()
+                .filter_map(|name| Some(format!("{EXPERIMENT_PREFIX}{}", name.as_str()?))),
+        );
         // weir's own field, or the argoproj-labs plugin's configuration: the same shape.
         for written in [&routing["gatewayAPI"], &routing["plugins"][GATEWAY_PLUGIN]] {
             let Ok(gateway) = GatewayApiRouting::deserialize(written) else {
@@ -221,6 +233,19 @@ pub fn keep_live_weights(git: &mut Value, live: &Value, services: &BTreeSet<Stri
                 }
             }
         }
+        // An experiment's Services weir added to the live rule stay, with their shares.
+        let kept: Vec<Value> = live_backends
+            .into_iter()
+            .flatten()
+            .filter(|live| {
+                let name = live["name"].as_str().unwrap_or_default();
+                is_service(live)
+                    && services.contains(&format!("{EXPERIMENT_PREFIX}{name}"))
+                    && !backends.iter().any(|b| b["name"].as_str() == Some(name))
+            })
+            .cloned()
+            .collect();
+        backends.extend(kept);
     }
     for (at, rule) in managed {
         rules.insert(at.min(rules.len()), rule.clone());
@@ -463,6 +488,39 @@ mod tests {
         );
         assert_eq!(routes.services("shop", "edge"), None);
         assert_eq!(routes.services("other", "web"), None);
+    }
+
+    #[test]
+    fn an_experiments_services_on_a_live_route_stay_when_git_is_applied() {
+        let mut routes = RolloutRoutes::default();
+        let live_rollout = json!({"spec": {"strategy": {"canary": {
+            "stableService": "web-stable", "canaryService": "web-canary",
+            "trafficRouting": {"gatewayAPI": {"httpRoute": "web"}}}}},
+            "status": {"experimentServices": ["web-1-baseline"]}});
+        routes.add(&live_rollout, "shop");
+        let owned = routes
+            .owned("HTTPRoute", "shop", "web")
+            .cloned()
+            .unwrap_or_default();
+        let mut git = json!({"kind": "HTTPRoute", "spec": {"rules": [{"backendRefs": [
+            {"name": "web-stable", "port": 80}, {"name": "web-canary", "port": 80},
+            {"name": "from-git", "port": 80}]}]}});
+        let live = json!({"kind": "HTTPRoute", "spec": {"rules": [{"backendRefs": [
+            {"name": "web-stable", "port": 80, "weight": 85},
+            {"name": "web-canary", "port": 80, "weight": 10},
+            {"name": "someone-elses", "port": 80, "weight": 1},
+            {"name": "web-1-baseline", "port": 8080, "weight": 5}]}]}});
+        keep_live_weights(&mut git, &live, &owned);
+        assert_eq!(
+            git["spec"]["rules"][0]["backendRefs"],
+            json!([
+                {"name": "web-stable", "port": 80, "weight": 85},
+                {"name": "web-canary", "port": 80, "weight": 10},
+                {"name": "from-git", "port": 80},
+                {"name": "web-1-baseline", "port": 8080, "weight": 5}
+            ]),
+            "weir's experiment Service kept with its share; a backend Git dropped stays dropped"
+        );
     }
 
     #[test]

@@ -406,13 +406,30 @@ pub fn get(observed: &Observed, now: DateTime<Utc>) -> String {
         );
     }
     let canary_weight = status.canary_weight.unwrap_or(0);
+    // An experiment's Services take their shares from the stable's.
+    let experiments: i32 = observed
+        .routers
+        .iter()
+        .map(|r| {
+            r.experiment_shares
+                .values()
+                .map(|s| (*s).max(0))
+                .sum::<i32>()
+        })
+        .max()
+        .unwrap_or(0);
+    let experiment_text = if experiments > 0 {
+        format!("  experiments {experiments}%")
+    } else {
+        String::new()
+    };
     field(
         &mut out,
         "Traffic",
         &format!(
-            "{} stable {}%  canary {canary_weight}%",
+            "{} stable {}%  canary {canary_weight}%{experiment_text}",
             bar(canary_weight),
-            100 - canary_weight.clamp(0, 100)
+            (100 - canary_weight.clamp(0, 100) - experiments).max(0)
         ),
     );
     if !observed.routers.is_empty() {

@@ -109,11 +109,13 @@ fn observed() -> Observed {
                     "mirror (mirror 35%)".into(),
                     crate::traffic::describe_experiment_share("web-3-1-4-baseline", 5),
                 ]),
+                experiment_shares: [("web-3-1-4-baseline".to_owned(), 5)].into(),
             },
             RouterView {
                 label: "NGINX Ingress web-web-canary".into(),
                 weight: Err("Ingress shop/web: forbidden".into()),
                 managed_routes: Ok(Vec::new()),
+                experiment_shares: Default::default(),
             },
         ],
         notes: Vec::new(),

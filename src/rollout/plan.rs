@@ -113,6 +113,9 @@ impl Planner<'_> {
             }
             self.status.phase = Some(RolloutPhase::Degraded);
             self.status.message = Some(message);
+            // The one change: an experiment's shares go back to the stable, since its
+            // Services go with its pods whatever the spec says.
+            self.release_experiment_shares();
             return;
         }
         self.status

@@ -107,9 +107,12 @@ impl AnyRouter {
 impl AnyRouter {
     /// Follows the status a plan holds now, before its actions are carried out: subset-level
     /// Istio labels its subsets with the stable and canary hashes that status names.
+    /// Gateway API reads and may remove the experiment Services that status records.
     pub fn follow(&self, status: &RolloutStatus, template_hash: &str) {
-        if let AnyRouter::Istio(router) = self {
-            router.follow(versions(Some(status), template_hash));
+        match self {
+            AnyRouter::Istio(router) => router.follow(versions(Some(status), template_hash)),
+            AnyRouter::GatewayApi(router) => router.know_extras(&status.experiment_services),
+            _ => {}
         }
     }
 }

@@ -45,6 +45,7 @@ pub struct Backend<'a> {
     pub kind: Option<&'a str>,
     pub group: Option<&'a str>,
     pub weight: Option<i32>,
+    pub port: Option<i32>,
 }
 
 /// A route kind whose rules carry weighted backendRefs: HTTPRoute and GRPCRoute alike.
@@ -78,6 +79,7 @@ impl WeightedRoute for HttpRoute {
                         kind: b.kind.as_deref(),
                         group: b.group.as_deref(),
                         weight: b.weight,
+                        port: b.port,
                     })
                     .collect()
             })
@@ -100,6 +102,7 @@ impl WeightedRoute for GrpcRoute {
                         kind: b.kind.as_deref(),
                         group: b.group.as_deref(),
                         weight: b.weight,
+                        port: b.port,
                     })
                     .collect()
             })
@@ -293,15 +296,16 @@ pub fn weight_patch(splits: &[Split], stable: &str, canary: &str, weight: i32) -
 
 /// The JSON patch that sets canary `weight`, the extra backends' `extras` and the stable's
 /// rest on every split, its names tested first: weights set at their indices as read, then
-/// extra backends among `known` no longer wanted removed (highest index first), then new ones
-/// appended with their port from `ports`. `rules` are the route's rules as read.
+/// extra backends among `known` no longer wanted (or there twice) removed, highest index
+/// first, then new ones appended as `appended` spells each (name, port, namespace).
+/// `rules` are the route's rules as read.
 pub fn weights_patch(
     splits: &[Split],
     rules: &[Vec<(usize, String)>],
     (stable, canary): (&str, &str),
     weight: i32,
     (extras, known): (&ExtraWeights, &[String]),
-    ports: &BTreeMap<String, i32>,
+    appended: &BTreeMap<String, Value>,
 ) -> JsonPatch {
     let mut operations = Vec::new();
     let path = |text: String| text.parse().unwrap_or_default();
@@ -326,11 +330,14 @@ pub fn weights_patch(
             (s, stable, stable_weight(weight, extras)),
             (c, canary, weight),
         ];
-        sets.extend(
-            present
-                .iter()
-                .filter_map(|&(i, name)| Some((i, name, *extras.get(name)?))),
-        );
+        let mut unwanted: Vec<(usize, &str)> = Vec::new();
+        let mut seen = std::collections::BTreeSet::new();
+        for &(index, name) in &present {
+            match extras.get(name) {
+                Some(value) if seen.insert(name) => sets.push((index, name, *value)),
+                _ => unwanted.push((index, name)),
+            }
+        }
         for (index, service, value) in sets {
             let at = format!("/spec/rules/{r}/backendRefs/{index}");
             operations.push(test(&at, service));
@@ -339,11 +346,6 @@ pub fn weights_patch(
                 value: Value::from(value),
             }));
         }
-        let mut unwanted: Vec<(usize, &str)> = present
-            .iter()
-            .filter(|(_, name)| !extras.contains_key(*name))
-            .copied()
-            .collect();
         unwanted.sort_by_key(|b| std::cmp::Reverse(b.0));
         for (index, service) in unwanted {
             let at = format!("/spec/rules/{r}/backendRefs/{index}");
@@ -351,13 +353,14 @@ pub fn weights_patch(
             operations.push(PatchOperation::Remove(RemoveOperation { path: path(at) }));
         }
         for (service, value) in extras {
-            if present.iter().any(|(_, name)| name == service) {
+            if seen.contains(service.as_str()) {
                 continue;
             }
-            let mut backend = serde_json::json!({"name": service, "weight": value});
-            if let Some(port) = ports.get(service) {
-                backend["port"] = Value::from(*port);
-            }
+            let mut backend = appended
+                .get(service)
+                .cloned()
+                .unwrap_or_else(|| serde_json::json!({"name": service}));
+            backend["weight"] = Value::from(*value);
             operations.push(PatchOperation::Add(AddOperation {
                 path: path(format!("/spec/rules/{r}/backendRefs/-")),
                 value: backend,
@@ -365,6 +368,34 @@ pub fn weights_patch(
         }
     }
     JsonPatch(operations)
+}
+
+/// The port of an experiment's Service a route should send to: the one serving what the
+/// stable Service's port `stable_port` (the stable backendRef's) targets (by number, or by
+/// container port name), else its first.
+pub fn experiment_port(
+    stable: &k8s_openapi::api::core::v1::ServiceSpec,
+    stable_port: Option<i32>,
+    experiment: &k8s_openapi::api::core::v1::ServiceSpec,
+) -> Option<i32> {
+    use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
+    let ports = experiment.ports.as_deref().unwrap_or_default();
+    let target = stable_port.and_then(|wanted| {
+        let port = stable.ports.iter().flatten().find(|p| p.port == wanted)?;
+        Some(
+            port.target_port
+                .clone()
+                .unwrap_or(IntOrString::Int(port.port)),
+        )
+    });
+    let matching = target.and_then(|target| {
+        ports.iter().find(|p| match &target {
+            // The experiment's Service ports are its containers' ports, named alike.
+            IntOrString::Int(n) => p.port == *n,
+            IntOrString::String(name) => p.name.as_deref() == Some(name.as_str()),
+        })
+    });
+    matching.or_else(|| ports.first()).map(|p| p.port)
 }
 
 /// The splits of `route` apart: those weir's managed routes (named in `managed`) were not
@@ -494,10 +525,12 @@ pub struct GatewayApiRouter {
     header_routes: Vec<String>,
     /// `trafficRouting.managedRoutes`, highest precedence first.
     managed: Vec<String>,
-    /// The extra backends weir added and has not yet seen gone (`status.experimentServices`).
-    extras: Vec<String>,
-    /// Where an extra backend's port is read.
+    /// The extra backends weir added and has not yet seen gone (`status.experimentServices`),
+    /// and those recorded or written since, within one reconcile.
+    extras: std::sync::Mutex<Vec<String>>,
+    /// Where an extra backend's port is read: the Rollout's namespace.
     services: Api<Service>,
+    rollout_namespace: String,
 }
 
 impl GatewayApiRouter {
@@ -508,9 +541,31 @@ impl GatewayApiRouter {
     }
 
     /// The router with the extra backends `extras` (Service names) weir added before.
-    pub fn with_extras(mut self, extras: Vec<String>) -> Self {
-        self.extras = extras;
+    pub fn with_extras(self, extras: Vec<String>) -> Self {
+        self.know_extras(&extras);
         self
+    }
+
+    /// Adds `names` to the extra backends the router reads and may remove: those a plan
+    /// records (followed each round, so a share written in one round of a reconcile is
+    /// read, and taken away, in the next).
+    pub fn know_extras(&self, names: &[String]) {
+        let mut known = self
+            .extras
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for name in names {
+            if !known.contains(name) {
+                known.push(name.clone());
+            }
+        }
+    }
+
+    fn known_extras(&self) -> Vec<String> {
+        self.extras
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
     pub fn new(
@@ -541,14 +596,15 @@ impl GatewayApiRouter {
         GatewayApiRouter {
             http: Api::namespaced(client.clone(), namespace),
             grpc: Api::namespaced(client.clone(), namespace),
-            services: Api::namespaced(client, namespace),
+            services: Api::namespaced(client, rollout_namespace),
+            rollout_namespace: rollout_namespace.to_owned(),
             namespace: namespace.into(),
             routes,
             stable: stable.into(),
             canary: canary.into(),
             header_routes,
             managed: Vec::new(),
-            extras: Vec::new(),
+            extras: std::sync::Mutex::new(Vec::new()),
         }
     }
 
@@ -720,9 +776,10 @@ impl GatewayApiRouter {
         let route = self.get(api, name).await?;
         let found = splits(&route, &self.stable, &self.canary)?;
         let (primary, _) = self.parts(&route, &found);
+        let known = self.known_extras();
         Ok((
-            canary_share(&route, &found, &self.extras),
-            extra_shares(&route, &primary, &self.extras),
+            canary_share(&route, &found, &known),
+            extra_shares(&route, &primary, &known),
         ))
     }
 
@@ -743,41 +800,51 @@ impl GatewayApiRouter {
             && weights_set(route, &own, weight, &ExtraWeights::new(), known)
     }
 
-    /// The port of each Service in `names` (their first), read for a backendRef that needs
-    /// one: an extra backend added to a route.
-    async fn ports(&self, names: &[&String]) -> Result<BTreeMap<String, i32>, RouterError> {
-        let mut ports = BTreeMap::new();
-        for name in names {
-            let service = match self.services.get(name).await {
-                Ok(service) => service,
-                Err(kube::Error::Api(status)) if status.code == 404 => {
-                    return Err(RouterError::NotFound {
-                        kind: "Service",
-                        namespace: self.namespace.clone(),
-                        name: (*name).clone(),
-                    });
-                }
-                Err(source) => {
-                    return Err(RouterError::Api {
-                        kind: "Service",
-                        name: (*name).clone(),
-                        source: Box::new(source),
-                    });
-                }
-            };
-            let port = service
-                .spec
-                .and_then(|s| s.ports)
-                .and_then(|p| p.first().map(|p| p.port))
-                .ok_or_else(|| {
-                    RouterError::Misconfigured(format!(
-                        "Service {}/{name} has no port for a route to send to",
-                        self.namespace
-                    ))
-                })?;
-            ports.insert((*name).clone(), port);
+    /// A Service of the Rollout's namespace, read for a backendRef weir adds.
+    async fn service(&self, name: &str) -> Result<Service, RouterError> {
+        match self.services.get(name).await {
+            Ok(service) => Ok(service),
+            Err(kube::Error::Api(status)) if status.code == 404 => Err(RouterError::NotFound {
+                kind: "Service",
+                namespace: self.rollout_namespace.clone(),
+                name: name.to_owned(),
+            }),
+            Err(source) => Err(RouterError::Api {
+                kind: "Service",
+                name: name.to_owned(),
+                source: Box::new(source),
+            }),
         }
-        Ok(ports)
+    }
+
+    /// The backendRef to append for each experiment Service in `names`: its name, the port
+    /// that serves what the stable backendRef (port `stable_port`) reaches, and its
+    /// namespace when the route is in another.
+    async fn appended(
+        &self,
+        names: &[&String],
+        stable_port: Option<i32>,
+    ) -> Result<BTreeMap<String, Value>, RouterError> {
+        let mut appended = BTreeMap::new();
+        if names.is_empty() {
+            return Ok(appended);
+        }
+        let stable = self.service(&self.stable).await?.spec.unwrap_or_default();
+        for name in names {
+            let spec = self.service(name).await?.spec.unwrap_or_default();
+            let port = experiment_port(&stable, stable_port, &spec).ok_or_else(|| {
+                RouterError::Misconfigured(format!(
+                    "Service {}/{name} has no port for a route to send to",
+                    self.rollout_namespace
+                ))
+            })?;
+            let mut backend = serde_json::json!({"name": name, "port": port});
+            if self.namespace != self.rollout_namespace {
+                backend["namespace"] = Value::from(self.rollout_namespace.clone());
+            }
+            appended.insert((*name).clone(), backend);
+        }
+        Ok(appended)
     }
 
     async fn set_weights_of<R: WeightedRoute>(
@@ -789,8 +856,9 @@ impl GatewayApiRouter {
     ) -> Result<(), RouterError> {
         let route = self.get(api, name).await?;
         let found = splits(&route, &self.stable, &self.canary)?;
-        let mut known = self.extras.clone();
-        known.extend(extras.keys().filter(|k| !self.extras.contains(k)).cloned());
+        let names: Vec<String> = extras.keys().cloned().collect();
+        self.know_extras(&names);
+        let known = self.known_extras();
         // A route already there is not written: a no-op writes nothing.
         if self.weights_in_place(&route, &found, weight, (extras, &known)) {
             return Ok(());
@@ -807,11 +875,25 @@ impl GatewayApiRouter {
                 })
             })
             .collect();
-        let ports = self.ports(&missing).await?;
+        let stable_port = primary.first().and_then(|&(r, s, _)| {
+            route
+                .rules()
+                .get(r)
+                .and_then(|b| b.get(s))
+                .and_then(|b| b.port)
+        });
+        let appended = self.appended(&missing, stable_port).await?;
         let services = (self.stable.as_str(), self.canary.as_str());
-        let mut patch = weights_patch(&primary, &rules, services, weight, (extras, &known), &ports);
+        let mut patch = weights_patch(
+            &primary,
+            &rules,
+            services,
+            weight,
+            (extras, &known),
+            &appended,
+        );
         let none = ExtraWeights::new();
-        let own_patch = weights_patch(&own, &rules, services, weight, (&none, &known), &ports);
+        let own_patch = weights_patch(&own, &rules, services, weight, (&none, &known), &appended);
         patch.0.extend(own_patch.0);
         let params = PatchParams {
             field_manager: Some(ROLLOUT_MANAGER.into()),
@@ -1227,14 +1309,17 @@ mod tests {
         known: &[String],
     ) -> Result<HttpRoute, String> {
         let found = splits(route, "s", "c").map_err(|e| e.to_string())?;
-        let ports: BTreeMap<String, i32> = extras.keys().map(|k| (k.clone(), 8080)).collect();
+        let appended: BTreeMap<String, Value> = extras
+            .keys()
+            .map(|k| (k.clone(), json!({"name": k, "port": 8080})))
+            .collect();
         let patch = weights_patch(
             &found,
             &service_backends(route),
             ("s", "c"),
             weight,
             (extras, known),
-            &ports,
+            &appended,
         );
         patched(route, &patch)
     }
@@ -1299,53 +1384,110 @@ mod tests {
 
     #[test]
     fn a_mirror_rule_of_weirs_keeps_to_the_stable_and_canary_beside_experiment_shares() {
-        use crate::traffic::http_route_rules::is_managed_rule;
-        let start = route(json!([
-            {"name": "mirror", "matches": [{"path": {"type": "PathPrefix", "value": "/"}}],
-             "filters": [{"type": "RequestMirror", "requestMirror": {"backendRef": {"name": "c", "port": 80}, "percent": 20}}],
-             "backendRefs": [{"name": "s", "port": 80, "weight": 90}, {"name": "c", "port": 80, "weight": 10}]},
+        use crate::api::rollout::RouteMatch;
+        use crate::traffic::http_route_rules::{managed_rules, put_managed_rules};
+        let split = route(json!([
             {"backendRefs": [{"name": "s", "port": 80, "weight": 90}, {"name": "c", "port": 80, "weight": 10}]}
         ]));
+        let mirror = ManagedRoute::Mirror {
+            percentage: 20,
+            matches: vec![
+                serde_json::from_value::<RouteMatch>(json!({"method": {"exact": "GET"}}))
+                    .unwrap_or_else(|e| panic!("{e}")),
+            ],
+        };
+        // The mirror route as weir writes it, before the experiment.
         let managed = vec!["mirror".to_owned()];
+        let rules = rules_of(&split);
+        let written = managed_rules("mirror", &mirror, &rules, &[(0, 0, 1)])
+            .unwrap_or_else(|e| panic!("{e}"));
+        let with_mirror = put_managed_rules(&rules, "mirror", ("s", "c"), Some(written), 0)
+            .unwrap_or_else(|| panic!("rules written"));
+        let start = route(Value::Array(with_mirror));
         let found = splits(&start, "s", "c").unwrap_or_else(|e| panic!("{e}"));
         let (primary, own) = split_parts(&start, &found, &managed, ("s", "c"));
-        assert_eq!(
-            (primary.clone(), own.clone()),
-            (vec![(1, 0, 1)], vec![(0, 0, 1)])
-        );
+        assert_eq!((primary.len(), own.len()), (1, 1));
+        // The experiment's share: on the split rule alone.
         let extras: ExtraWeights = [("e".to_owned(), 5)].into();
         let known = vec!["e".to_owned()];
-        let rules = service_backends(&start);
+        let backends = service_backends(&start);
+        let appended = [("e".to_owned(), json!({"name": "e", "port": 8080}))].into();
         let mut patch = weights_patch(
             &primary,
-            &rules,
+            &backends,
             ("s", "c"),
             10,
             (&extras, &known),
-            &[("e".to_owned(), 8080)].into(),
+            &appended,
         );
-        patch.0.extend(
-            weights_patch(
-                &own,
-                &rules,
-                ("s", "c"),
-                10,
-                (&ExtraWeights::new(), &known),
-                &BTreeMap::new(),
-            )
-            .0,
-        );
+        let none = ExtraWeights::new();
+        patch
+            .0
+            .extend(weights_patch(&own, &backends, ("s", "c"), 10, (&none, &known), &appended).0);
         let after = patched(&start, &patch).unwrap_or_else(|e| panic!("{e}"));
         let values = rules_of(&after);
-        assert!(
-            is_managed_rule(&values[0], "mirror", "s", "c"),
-            "{:?}",
-            values[0]
-        );
-        assert!(weights_set(&after, &own, 10, &ExtraWeights::new(), &known));
+        assert!(weights_set(&after, &own, 10, &none, &known));
         assert!(weights_set(&after, &primary, 10, &extras, &known));
         assert_eq!(extra_shares(&after, &primary, &known), extras);
         assert_eq!(canary_share(&after, &found, &known), Some(10));
+        // The mirror route still reads back exactly as weir writes it (rebuilt from the
+        // split rule, which now gives the stable 85): nothing to write again.
+        let shown = shown_managed_routes(&managed, &values, &primary, "s", "c");
+        assert_eq!(shown.get("mirror"), Some(&Some(mirror)));
+    }
+
+    #[test]
+    fn a_service_named_twice_in_a_rule_keeps_its_first_place() {
+        let start = route(json!([
+            {"backendRefs": [{"name": "s", "weight": 80}, {"name": "c", "weight": 10},
+                {"name": "e", "weight": 5}, {"name": "e", "weight": 5}]}
+        ]));
+        let extras: ExtraWeights = [("e".to_owned(), 10)].into();
+        let known = vec!["e".to_owned()];
+        let after = set_weights(&start, 10, &extras, &known).unwrap_or_else(|e| panic!("{e}"));
+        let names: Vec<(String, Option<i32>)> = after
+            .spec
+            .rules
+            .iter()
+            .flatten()
+            .flat_map(|r| r.backend_refs.iter().flatten())
+            .map(|b| (b.name.clone(), b.weight))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                ("s".to_owned(), Some(80)),
+                ("c".to_owned(), Some(10)),
+                ("e".to_owned(), Some(10))
+            ]
+        );
+        let found = splits(&after, "s", "c").unwrap_or_else(|e| panic!("{e}"));
+        assert!(weights_set(&after, &found, 10, &extras, &known));
+    }
+
+    #[test]
+    fn an_experiments_port_is_the_one_serving_what_the_stable_backend_reaches() {
+        let spec = |ports: Value| -> k8s_openapi::api::core::v1::ServiceSpec {
+            serde_json::from_value(json!({"ports": ports})).unwrap_or_else(|e| panic!("{e}"))
+        };
+        let experiment =
+            spec(json!([{"name": "metrics", "port": 9090}, {"name": "http", "port": 8080}]));
+        let by_name = spec(json!([{"port": 80, "targetPort": "http"}]));
+        let by_number = spec(json!([{"port": 80, "targetPort": 8080}]));
+        let same_number = spec(json!([{"port": 8080}]));
+        assert_eq!(experiment_port(&by_name, Some(80), &experiment), Some(8080));
+        assert_eq!(
+            experiment_port(&by_number, Some(80), &experiment),
+            Some(8080)
+        );
+        assert_eq!(
+            experiment_port(&same_number, Some(8080), &experiment),
+            Some(8080)
+        );
+        // Nothing to go by: the first.
+        assert_eq!(experiment_port(&by_name, None, &experiment), Some(9090));
+        assert_eq!(experiment_port(&by_name, Some(81), &experiment), Some(9090));
+        assert_eq!(experiment_port(&by_name, Some(80), &spec(json!([]))), None);
     }
 
     #[test]

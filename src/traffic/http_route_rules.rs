@@ -377,10 +377,14 @@ pub fn mirror_rules(
             mirror["percent"] = json!(percentage.max(0));
         }
         let filter = json!({"type": "RequestMirror", "requestMirror": mirror});
-        let backends = vec![
-            rule["backendRefs"][s].clone(),
-            rule["backendRefs"][c].clone(),
-        ];
+        let mut stable = rule["backendRefs"][s].clone();
+        // The stable gets all the canary leaves, as the weight patch writes a mirror rule:
+        // the split rule's stable may also give up shares to an experiment's Services,
+        // which a mirror rule does not carry.
+        if let Some(canary) = rule["backendRefs"][c]["weight"].as_i64() {
+            stable["weight"] = json!(100 - canary.clamp(0, 100));
+        }
+        let backends = vec![stable, rule["backendRefs"][c].clone()];
         written.push(managed_rule(
             name,
             index,

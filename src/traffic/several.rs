@@ -37,6 +37,8 @@ pub struct RouterView {
     /// Each managed route it carries: `name (header)`, `name (mirror 35%)`, or `name (not as
     /// weir wrote it)`; then each experiment Service it sends a share to, `name (experiment 5%)`.
     pub managed_routes: Result<Vec<String>, String>,
+    /// The experiment Services it sends a share to, and their shares (none when unreadable).
+    pub experiment_shares: ExtraWeights,
 }
 
 /// A managed route for people.
@@ -138,6 +140,7 @@ impl Routers {
                 router.managed_routes(),
                 router.extra_weights()
             );
+            let shares = extras.as_ref().cloned().unwrap_or_default();
             let routes = routes.and_then(|shown| Ok((shown, extras?)));
             views.push(RouterView {
                 label: label.clone(),
@@ -155,6 +158,7 @@ impl Routers {
                             .collect()
                     })
                     .map_err(|e| e.to_string()),
+                experiment_shares: shares,
             });
         }
         views

@@ -56,6 +56,7 @@ pub fn experiment(spec: &ExperimentSpec) -> Vec<Violation> {
         spec.analyses.len(),
     );
     let mut names = BTreeSet::new();
+    let mut services = BTreeSet::new();
     for (index, template) in spec.templates.iter().enumerate() {
         let at = format!("spec.templates[{index}]");
         report.unsupported(&at, template);
@@ -67,12 +68,8 @@ pub fn experiment(spec: &ExperimentSpec) -> Vec<Violation> {
             report.invalid(format!("{at}.minReadySeconds"), "must be 0 or more");
         }
         if let Some(service) = &template.service {
-            check_service(
-                &mut report,
-                &at,
-                service,
-                declares_ports(&template.template),
-            );
+            let ports = declares_ports(&template.template);
+            check_service(&mut report, &at, service, ports, (&mut services, &[]));
         }
         check_selector(
             &mut report,
@@ -112,14 +109,29 @@ pub(super) fn declares_ports(template: &PodTemplateSpec) -> bool {
     })
 }
 
-fn check_service(report: &mut Report, at: &str, service: &TemplateService, ports: bool) {
+/// A template's Service: a valid name, given once among the templates and never one of
+/// `taken` (the Rollout's own Services), and ports to serve.
+fn check_service<'a>(
+    report: &mut Report,
+    at: &str,
+    service: &'a TemplateService,
+    ports: bool,
+    (named, taken): (&mut BTreeSet<&'a str>, &[&str]),
+) {
     if let Some(name) = &service.name {
-        check_name(
-            report,
-            &format!("{at}.service.name"),
-            name,
-            NameRule::Dns1035Label,
-        );
+        let field = format!("{at}.service.name");
+        check_name(report, &field, name, NameRule::Dns1035Label);
+        if taken.contains(&name.as_str()) {
+            report.invalid(
+                field,
+                format!("Service {name} is the Rollout's own; name another"),
+            );
+        } else if !named.insert(name) {
+            report.invalid(
+                field,
+                format!("Service {name} is named by another template too; name each apart"),
+            );
+        }
     }
     if !ports {
         report.invalid(
@@ -139,6 +151,8 @@ pub(super) struct StepContext<'a> {
     pub canary_weight: i32,
     /// Why template weights cannot be routed (None: the Rollout's routers can carry them).
     pub no_weights: Option<&'static str>,
+    /// The Rollout's own Services (stable and canary), which no template's may be.
+    pub services: Vec<&'a str>,
 }
 
 /// A canary step's experiment, at `at`.
@@ -158,6 +172,7 @@ pub(super) fn check_step(
     }
     check_counts(report, at, step.templates.len(), step.analyses.len());
     let mut names = BTreeSet::new();
+    let mut services = BTreeSet::new();
     for (index, template) in step.templates.iter().enumerate() {
         let at = format!("{at}.templates[{index}]");
         report.unsupported(&at, template);
@@ -173,7 +188,8 @@ pub(super) fn check_step(
             }
         }
         if let Some(service) = &template.service {
-            check_service(report, &at, service, context.ports);
+            let named = (&mut services, context.services.as_slice());
+            check_service(report, &at, service, context.ports, named);
         } else if template.weight.is_some() && !context.ports {
             report.invalid(
                 format!("{at}.weight"),
@@ -329,6 +345,14 @@ mod tests {
         assert_eq!(
             fields(&experiment(&spec(json!({"templates": [served, named]})))),
             []
+        );
+        let mut twice = named.clone();
+        twice["name"] = json!("again");
+        assert_eq!(
+            fields(&experiment(&spec(
+                json!({"templates": [named.clone(), twice]})
+            ))),
+            [(Invalid, "spec.templates[1].service.name")]
         );
         let mut portless = template("baseline", "blue");
         portless["service"] = json!({"name": "9-lives"});

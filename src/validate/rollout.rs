@@ -169,6 +169,11 @@ pub fn rollout(spec: &RolloutSpec) -> Vec<Violation> {
                     .find_map(|s| s.set_weight)
                     .unwrap_or(0),
                 no_weights: experiment_weights_refused(canary.traffic_routing.as_ref()),
+                services: [&canary.stable_service, &canary.canary_service]
+                    .into_iter()
+                    .flatten()
+                    .map(String::as_str)
+                    .collect(),
             };
             super::experiment::check_step(
                 &mut report,

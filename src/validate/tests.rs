@@ -592,7 +592,8 @@ fn experiment_weights_need_gateway_routes_ports_and_room() {
                 ]}}
         }))
     };
-    let gateway = json!({"gatewayAPI": {"httpRoute": "web"}});
+    let gateway_for_names = || json!({"gatewayAPI": {"httpRoute": "web"}});
+    let gateway = gateway_for_names();
     let at = "spec.strategy.canary.steps[1].experiment.templates";
     assert_only(rollout(&with(gateway.clone(), [5, 5], true)), &[]);
     assert_only(rollout(&with(gateway.clone(), [40, 40], true)), &[]);
@@ -624,6 +625,22 @@ fn experiment_weights_need_gateway_routes_ports_and_room() {
         refused[0].message.contains("Gateway API routes only"),
         "{}",
         refused[0]
+    );
+    // A template's Service never takes the name of the Rollout's own.
+    let mut stolen = with(gateway_for_names(), [5, 5], true);
+    if let Some(step) = stolen
+        .strategy
+        .canary
+        .as_mut()
+        .and_then(|c| c.steps[1].experiment.as_mut())
+    {
+        step.templates[0].service = Some(crate::api::experiment::TemplateService {
+            name: Some("web-stable".into()),
+        });
+    }
+    assert_only(
+        rollout(&stolen),
+        &[(Invalid, &format!("{at}[0].service.name"))],
     );
     let plugin = json!({"plugins": {"argoproj-labs/gatewayAPI": {"httpRoute": "web"}}});
     assert_only(rollout(&with(plugin, [5, 5], true)), &[]);

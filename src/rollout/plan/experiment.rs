@@ -103,6 +103,17 @@ impl<'a> Planner<'a> {
         }
     }
 
+    /// Takes every experiment share off the routers (the canary's weight as it is).
+    pub(super) fn release_experiment_shares(&mut self) {
+        if !self.input.observed.experiment_weights.is_empty() {
+            let canary_weight = self.route();
+            self.actions.push(Action::SetWeight {
+                canary_weight,
+                experiments: ExtraWeights::new(),
+            });
+        }
+    }
+
     pub(super) fn stop_unwanted_experiments(&mut self) {
         let hash = self.status.canary_rs.clone().unwrap_or_default();
         let in_canary =

@@ -212,7 +212,17 @@ impl World {
                     assert!((0..=100).contains(canary_weight));
                     let extras: i32 = experiments.values().sum();
                     assert!(canary_weight + extras <= 100, "more than all traffic");
-                    self.observed.experiment_weights.clone_from(experiments);
+                    // As the router does: it removes only the Services it knows of, those
+                    // the status records (written before the plan acts) and those it sets.
+                    let mut shown = experiments.clone();
+                    for (service, share) in &self.observed.experiment_weights {
+                        if !self.status.experiment_services.contains(service)
+                            && !experiments.contains_key(service)
+                        {
+                            shown.insert(service.clone(), *share);
+                        }
+                    }
+                    self.observed.experiment_weights = shown;
                     self.observed.route_weight = Some(*canary_weight);
                     self.observed.routers_differ = false;
                     self.weights_seen.push(*canary_weight);
@@ -1181,6 +1191,49 @@ fn an_invalid_spec_touches_nothing_and_names_the_field() {
     );
 }
 
+/// The exception to an invalid spec touching nothing: an experiment's shares go back to the
+/// stable (its Services go with its pods whatever the spec says), the canary's weight kept.
+#[test]
+fn an_invalid_spec_takes_experiment_shares_back_and_nothing_else() {
+    let spec: RolloutSpec = serde_json::from_value(json!({
+        "replicas": 2,
+        "selector": {"matchLabels": {"app": "web"}},
+        "template": {"metadata": {"labels": {"app": "web"}},
+            "spec": {"containers": [{"name": "web", "image": "web:1",
+                "ports": [{"containerPort": 8080}]}]}},
+        "strategy": {"canary": {"stableService": "web-stable", "canaryService": "web-canary",
+            "trafficRouting": {"gatewayAPI": {"httpRoute": "web"}},
+            "steps": [{"setWeight": 10},
+                {"experiment": {"duration": "10m", "templates": [
+                    {"name": "baseline", "specRef": "stable", "weight": 5},
+                    {"name": "canary", "specRef": "canary", "weight": 5}]}}]}}
+    }))
+    .expect("spec");
+    let mut world = World::with_canary(spec);
+    world.instant_pods = true;
+    world.reconcile();
+    world.pods_become_available();
+    world.reconcile();
+    let shares: crate::traffic::ExtraWeights = [
+        ("experiment-1-baseline".to_owned(), 5),
+        ("experiment-1-canary".to_owned(), 5),
+    ]
+    .into();
+    assert_eq!(world.observed.experiment_weights, shares);
+    assert_eq!(world.observed.route_weight, Some(10));
+    world.spec.strategy.canary.as_mut().expect("canary").steps[0].set_weight = Some(130);
+    let plans = world.reconcile();
+    assert_eq!(
+        plans[0].actions,
+        vec![Action::SetWeight {
+            canary_weight: 10,
+            experiments: Default::default()
+        }]
+    );
+    assert!(world.observed.experiment_weights.is_empty());
+    assert_eq!(world.phase(), Some(RolloutPhase::Degraded));
+}
+
 #[test]
 fn spec_paused_holds_the_rollout_until_resumed() {
     let mut world =
@@ -2132,8 +2185,10 @@ proptest! {
             }
             for _ in 0..30 {
                 let plan = world.plan();
-                world.apply(&plan.actions);
+                // The plan's status is recorded before it acts (`recording_first`), and the
+                // router follows it.
                 world.status = plan.status.clone();
+                world.apply(&plan.actions);
                 world.check_experiment_shares()?;
                 if plan.actions.is_empty() {
                     // Settled: a running experiment of the current step has its shares.
