@@ -33,6 +33,22 @@ fn spec(steps: Value, router: bool, replicas: i32) -> RolloutSpec {
     .expect("spec")
 }
 
+/// A Rollout on a Gateway API route whose pods declare a port (what weighted experiment
+/// steps need).
+fn gateway_spec(steps: Value, replicas: i32) -> RolloutSpec {
+    serde_json::from_value(json!({
+        "replicas": replicas,
+        "selector": {"matchLabels": {"app": "web"}},
+        "template": {"metadata": {"labels": {"app": "web"}},
+            "spec": {"containers": [{"name": "web", "image": "web:1",
+                "ports": [{"containerPort": 8080}]}]}},
+        "strategy": {"canary": {"stableService": "web-stable", "canaryService": "web-canary",
+            "trafficRouting": {"gatewayAPI": {"httpRoute": "web"}},
+            "steps": steps}}
+    }))
+    .expect("spec")
+}
+
 /// A test-side stand-in for the API server, the ReplicaSet controller and the router: it
 /// carries out actions the way the reconcile glue and the cluster would.
 #[derive(Clone, Debug)]
@@ -1195,21 +1211,11 @@ fn an_invalid_spec_touches_nothing_and_names_the_field() {
 /// stable (its Services go with its pods whatever the spec says), the canary's weight kept.
 #[test]
 fn an_invalid_spec_takes_experiment_shares_back_and_nothing_else() {
-    let spec: RolloutSpec = serde_json::from_value(json!({
-        "replicas": 2,
-        "selector": {"matchLabels": {"app": "web"}},
-        "template": {"metadata": {"labels": {"app": "web"}},
-            "spec": {"containers": [{"name": "web", "image": "web:1",
-                "ports": [{"containerPort": 8080}]}]}},
-        "strategy": {"canary": {"stableService": "web-stable", "canaryService": "web-canary",
-            "trafficRouting": {"gatewayAPI": {"httpRoute": "web"}},
-            "steps": [{"setWeight": 10},
-                {"experiment": {"duration": "10m", "templates": [
-                    {"name": "baseline", "specRef": "stable", "weight": 5},
-                    {"name": "canary", "specRef": "canary", "weight": 5}]}}]}}
-    }))
-    .expect("spec");
-    let mut world = World::with_canary(spec);
+    let steps = json!([{"setWeight": 10},
+        {"experiment": {"duration": "10m", "templates": [
+            {"name": "baseline", "specRef": "stable", "weight": 5},
+            {"name": "canary", "specRef": "canary", "weight": 5}]}}]);
+    let mut world = World::with_canary(gateway_spec(steps, 2));
     world.instant_pods = true;
     world.reconcile();
     world.pods_become_available();
@@ -1821,18 +1827,7 @@ fn weighted_experiment_world() -> impl Strategy<Value = World> {
     ];
     (prop::collection::vec(step, 1..6), 1..5i32, any::<bool>()).prop_map(
         |(steps, replicas, instant)| {
-            let spec: RolloutSpec = serde_json::from_value(json!({
-                "replicas": replicas,
-                "selector": {"matchLabels": {"app": "web"}},
-                "template": {"metadata": {"labels": {"app": "web"}},
-                    "spec": {"containers": [{"name": "web", "image": "web:1",
-                        "ports": [{"containerPort": 8080}]}]}},
-                "strategy": {"canary": {"stableService": "web-stable", "canaryService": "web-canary",
-                    "trafficRouting": {"gatewayAPI": {"httpRoute": "web"}},
-                    "steps": steps}}
-            }))
-            .expect("spec");
-            let mut world = World::with_canary(spec);
+            let mut world = World::with_canary(gateway_spec(Value::Array(steps), replicas));
             world.instant_pods = instant;
             world
         },
