@@ -74,6 +74,32 @@ async fn release(ns: &TestNamespace, canary_ms: u32) {
     apply(ns, rollout(2, canary_ms)).await;
 }
 
+/// The first Experiment in the namespace whose phase passes `wanted`, waited for up to
+/// `limit`.
+async fn experiment_where(
+    ns: &TestNamespace,
+    what: &str,
+    limit: std::time::Duration,
+    wanted: impl Fn(AnalysisPhase) -> bool,
+) -> Experiment {
+    let experiments = ns.api::<Experiment>();
+    eventually(what, limit, || async {
+        let list = experiments.list(&ListParams::default()).await.ok()?;
+        list.items
+            .into_iter()
+            .find(|e| e.status.as_ref().and_then(|s| s.phase).is_some_and(&wanted))
+    })
+    .await
+}
+
+/// The Rollout's step Experiment, once running.
+async fn step_experiment_running(ns: &TestNamespace) -> Experiment {
+    experiment_where(ns, "the step's experiment running", LIMIT, |phase| {
+        phase == AnalysisPhase::Running
+    })
+    .await
+}
+
 /// What keeps a test's world running: the simulated data plane, its scrape target and the
 /// controller, stopped when dropped.
 type Running = (support::Simulator, support::ScrapeTarget, ControllerProcess);
@@ -93,16 +119,12 @@ async fn canary(
     experiment_traffic(&ns).await;
     apply(&ns, latency_judge(&ns, WINDOW)).await;
     release(&ns, canary_ms).await;
-    let experiments = ns.api::<Experiment>();
-    let experiment = eventually("the experiment's end", LIMIT * 3, || async {
-        let list = experiments.list(&ListParams::default()).await.ok()?;
-        list.items.into_iter().find(|e| {
-            e.status
-                .as_ref()
-                .and_then(|s| s.phase)
-                .is_some_and(AnalysisPhase::is_final)
-        })
-    })
+    let experiment = experiment_where(
+        &ns,
+        "the experiment's end",
+        LIMIT * 3,
+        AnalysisPhase::is_final,
+    )
     .await;
     let runs = ns.api::<AnalysisRun>();
     let run = eventually("the experiment's run", LIMIT, || async {
@@ -302,13 +324,7 @@ async fn promoting_in_full_past_a_running_experiment_ends_it() {
     apply(&ns, latency_judge(&ns, WINDOW)).await;
     release(&ns, 100).await;
     let experiments = ns.api::<Experiment>();
-    let running = eventually("the step's experiment running", LIMIT, || async {
-        let list = experiments.list(&ListParams::default()).await.ok()?;
-        list.items
-            .into_iter()
-            .find(|e| e.status.as_ref().and_then(|s| s.phase) == Some(AnalysisPhase::Running))
-    })
-    .await;
+    let running = step_experiment_running(&ns).await;
     support::app::status_patch(&ns, json!({"status": {"promoteFull": true}})).await;
     let ended = eventually("the experiment told to end, and ended", LIMIT, || async {
         let e = experiments.get(&running.name_any()).await.ok()?;
@@ -420,14 +436,7 @@ async fn weighted_experiment_templates_get_their_share_of_the_route_while_the_ex
     })
     .await;
     apply(&ns, rollout(2)).await;
-    let experiments = ns.api::<Experiment>();
-    let running = eventually("the step's experiment running", LIMIT, || async {
-        let list = experiments.list(&ListParams::default()).await.ok()?;
-        list.items
-            .into_iter()
-            .find(|e| e.status.as_ref().and_then(|s| s.phase) == Some(AnalysisPhase::Running))
-    })
-    .await;
+    let running = step_experiment_running(&ns).await;
     let name = running.name_any();
     let (baseline, canary) = (format!("{name}-baseline"), format!("{name}-canary"));
     let shared = vec![

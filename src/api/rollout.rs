@@ -763,6 +763,19 @@ pub struct ExperimentStep {
     pub unsupported: Unsupported,
 }
 
+/// The weight a step index asks for: the last `setWeight` at or before it; 100 once all
+/// steps are done (promotion). Below the planner and validation, which both read it.
+pub fn step_weight(steps: &[CanaryStep], index: usize) -> i32 {
+    if index >= steps.len() {
+        return 100;
+    }
+    steps[..=index]
+        .iter()
+        .rev()
+        .find_map(|s| s.set_weight)
+        .unwrap_or(0)
+}
+
 /// Which version an experiment template copies.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
 #[serde(rename_all = "camelCase")]

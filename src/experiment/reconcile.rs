@@ -472,17 +472,18 @@ async fn create_service(
     experiment: &Experiment,
     template_name: &str,
 ) -> Result<Option<String>, Error> {
-    let Some(template) = experiment
+    let Some((index, template)) = experiment
         .spec
         .templates
         .iter()
-        .find(|t| t.name == template_name)
+        .enumerate()
+        .find(|(_, t)| t.name == template_name)
     else {
         return Ok(None);
     };
     let Some(service) = workload::service(experiment, template) else {
         return Ok(Some(format!(
-            "spec.templates[{template_name}].service: the template's containers declare no ports, so its Service would have none"
+            "spec.templates[{index}].service (template {template_name:?}): the template's containers declare no ports, so its Service would have none"
         )));
     };
     let service_name = service.name_any();
@@ -491,7 +492,7 @@ async fn create_service(
     match services.create(&Default::default(), &service).await {
         Ok(_) => Ok(None),
         Err(kube::Error::Api(status)) if status.code == 409 => Ok(Some(format!(
-            "spec.templates[{template_name}].service: Service {service_name} already exists and is not this experiment's; name another in service.name, or delete it"
+            "spec.templates[{index}].service (template {template_name:?}): Service {service_name} already exists and is not this experiment's; name another in service.name, or delete it"
         ))),
         Err(source) => Err(Error::api("creating", "Service", &service_name)(source)),
     }

@@ -775,29 +775,31 @@ impl GatewayApiRouter {
     ) -> Result<(Option<i32>, ExtraWeights), RouterError> {
         let route = self.get(api, name).await?;
         let found = splits(&route, &self.stable, &self.canary)?;
-        let (primary, _) = self.parts(&route, &found);
         let known = self.known_extras();
-        Ok((
-            canary_share(&route, &found, &known),
-            extra_shares(&route, &primary, &known),
-        ))
+        // Which splits are weir's own matters only when there are shares to read.
+        let shares = if known.is_empty() {
+            ExtraWeights::new()
+        } else {
+            let (primary, _) = self.parts(&route, &found);
+            extra_shares(&route, &primary, &known)
+        };
+        Ok((canary_share(&route, &found, &known), shares))
     }
 
     fn parts<R: WeightedRoute>(&self, route: &R, found: &[Split]) -> (Vec<Split>, Vec<Split>) {
         split_parts(route, found, &self.managed, (&self.stable, &self.canary))
     }
 
-    /// Whether `route` carries `weight` and `extras` as weir writes them.
+    /// Whether `route` carries `weight` and `extras` as weir writes them: the shares on its
+    /// splits `primary`, none on weir's own rules `own`.
     fn weights_in_place<R: WeightedRoute>(
-        &self,
         route: &R,
-        found: &[Split],
+        (primary, own): (&[Split], &[Split]),
         weight: i32,
         (extras, known): (&ExtraWeights, &[String]),
     ) -> bool {
-        let (primary, own) = self.parts(route, found);
-        weights_set(route, &primary, weight, extras, known)
-            && weights_set(route, &own, weight, &ExtraWeights::new(), known)
+        weights_set(route, primary, weight, extras, known)
+            && weights_set(route, own, weight, &ExtraWeights::new(), known)
     }
 
     /// A Service of the Rollout's namespace, read for a backendRef weir adds.
@@ -859,11 +861,11 @@ impl GatewayApiRouter {
         let names: Vec<String> = extras.keys().cloned().collect();
         self.know_extras(&names);
         let known = self.known_extras();
+        let (primary, own) = self.parts(&route, &found);
         // A route already there is not written: a no-op writes nothing.
-        if self.weights_in_place(&route, &found, weight, (extras, &known)) {
+        if Self::weights_in_place(&route, (&primary, &own), weight, (extras, &known)) {
             return Ok(());
         }
-        let (primary, own) = self.parts(&route, &found);
         let rules = service_backends(&route);
         let missing: Vec<&String> = extras
             .keys()
@@ -909,9 +911,10 @@ impl GatewayApiRouter {
             })?;
         // Verified on what the API server stored, not assumed from what was sent.
         let stored = splits(&patched, &self.stable, &self.canary)?;
+        let (primary, own) = self.parts(&patched, &stored);
         let found = canary_share(&patched, &stored, &known);
         if found != Some(weight)
-            || !self.weights_in_place(&patched, &stored, weight, (extras, &known))
+            || !Self::weights_in_place(&patched, (&primary, &own), weight, (extras, &known))
         {
             return Err(RouterError::NotVerified {
                 kind: R::KIND,

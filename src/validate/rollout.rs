@@ -163,11 +163,7 @@ pub fn rollout(spec: &RolloutSpec) -> Vec<Violation> {
                     .as_ref()
                     .and_then(|m| m.labels.as_ref()),
                 ports: super::experiment::declares_ports(&spec.template),
-                canary_weight: canary.steps[..=index]
-                    .iter()
-                    .rev()
-                    .find_map(|s| s.set_weight)
-                    .unwrap_or(0),
+                canary_weight: crate::api::rollout::step_weight(&canary.steps, index),
                 no_weights: experiment_weights_refused(canary.traffic_routing.as_ref()),
                 services: [&canary.stable_service, &canary.canary_service]
                     .into_iter()

@@ -5,18 +5,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use crate::api::rollout::{CanaryStep, ManagedRouteName, RouteMatch};
 use crate::traffic::ManagedRoute;
 
-/// The weight a step index asks for: the last `setWeight` at or before it; 100 once all
-/// steps are done (promotion).
-pub fn step_weight(steps: &[CanaryStep], index: usize) -> i32 {
-    if index >= steps.len() {
-        return 100;
-    }
-    steps[..=index]
-        .iter()
-        .rev()
-        .find_map(|s| s.set_weight)
-        .unwrap_or(0)
-}
+pub use crate::api::rollout::step_weight;
 
 /// Pods the canary needs for `weight` at step `index`: `setCanaryScale` (the last at or before
 /// the index) overrides, else `ceil(replicas * weight / 100)`.
