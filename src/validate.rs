@@ -17,6 +17,7 @@ use crate::api::experiment::ExperimentSpec;
 use crate::api::gitsync::GitSyncSpec;
 use crate::api::notification::{NotificationRuleSpec, NotifierSpec};
 use crate::api::rollout::RolloutSpec;
+pub use names::label_value_ok;
 
 pub use analysis::{
     MAX_QUERY_TIMEOUT_SECONDS, analysis_run, analysis_template, cluster_analysis_template,

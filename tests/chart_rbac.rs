@@ -163,12 +163,7 @@ async fn service_account(ns: &TestNamespace, rules: Vec<PolicyRule>, scope: Scop
             &params,
             &Role {
                 metadata: meta("weir-leader", None),
-                rules: Some(vec![PolicyRule {
-                    api_groups: Some(vec!["coordination.k8s.io".into()]),
-                    resources: Some(vec!["leases".into()]),
-                    verbs: vec!["get".into(), "create".into(), "update".into()],
-                    ..PolicyRule::default()
-                }]),
+                rules: Some(self::rules("leader-rules.yaml")),
             },
         )
         .await

@@ -456,6 +456,111 @@ async fn with_two_controllers_only_the_leader_writes_and_the_standby_takes_over(
     drop(standby);
 }
 
+/// Sharded: two replicas share the shards, each shard led by one; killing the replica that
+/// leads this namespace's shard mid-canary hands the shard over, and the canary finishes on
+/// the other with every weight set once.
+#[tokio::test]
+async fn with_two_sharded_replicas_a_dead_ones_shards_move_and_no_step_doubles() {
+    use k8s_openapi::api::coordination::v1::Lease;
+    use weir::runtime::shard::shard_of;
+    const SHARDS: u32 = 16;
+    let ns = TestNamespace::new(&client().await, "shards").await;
+    app(&ns).await;
+    let shards = SHARDS.to_string();
+    let args = [
+        "--leader-elect",
+        "--lease-duration",
+        "3s",
+        "--shards",
+        shards.as_str(),
+        "--metrics-addr",
+        "127.0.0.1:0",
+    ];
+    let first = ControllerProcess::start_with(&ns.name, &args);
+    let second = ControllerProcess::start_with(&ns.name, &args);
+    let leases = ns.api::<Lease>();
+    // The pid each shard's Lease names as its holder, None while nobody holds it.
+    let holders = || async {
+        let mut holders = Vec::new();
+        for shard in 0..SHARDS {
+            let name = format!("weir-controller-{shard}-of-{SHARDS}");
+            let holder = leases
+                .get_opt(&name)
+                .await
+                .ok()
+                .flatten()
+                .and_then(|lease| lease.spec?.holder_identity)
+                .and_then(|identity| identity.rsplit('-').next()?.parse::<u32>().ok());
+            holders.push(holder);
+        }
+        holders
+    };
+    let pids = [first.pid(), second.pid()];
+    // Rendezvous hashing gives one of two members all sixteen shards with odds of 2 in 65,536.
+    let shared = eventually(
+        "every shard led, by both replicas between them",
+        LIMIT,
+        || async {
+            let holders = holders().await;
+            let by = |pid| holders.iter().filter(|h| **h == Some(pid)).count();
+            (by(pids[0]) + by(pids[1]) == SHARDS as usize && by(pids[0]) > 0 && by(pids[1]) > 0)
+                .then_some(holders)
+        },
+    )
+    .await;
+    let namespace_meta = kube::api::ObjectMeta {
+        namespace: Some(ns.name.clone()),
+        ..kube::api::ObjectMeta::default()
+    };
+    let ours = shard_of(&namespace_meta, SHARDS) as usize;
+    let leader_pid = shared[ours].expect("led");
+    let (leader, other) = if first.pid() == leader_pid {
+        (first, second)
+    } else {
+        (second, first)
+    };
+
+    let steps = json!([{"setWeight": 20}, {"pause": {"duration": 1}}, {"setWeight": 40}, {"pause": {"duration": 1}}, {"setWeight": 60}, {"pause": {}}]);
+    set_image(&ns, "web:1", &steps, &json!({})).await;
+    healthy_on(&ns, "web:1").await;
+    let weights = WeightLog::start(&ns);
+    eventually("the log to see 0", LIMIT, || async {
+        (weights.weights() == vec![0]).then_some(())
+    })
+    .await;
+    set_image(&ns, "web:2", &steps, &json!({})).await;
+    eventually("the canary at 20", LIMIT, || async {
+        weights.weights().contains(&20).then_some(())
+    })
+    .await;
+    let killed_at = tokio::time::Instant::now();
+    leader.kill();
+    eventually("every shard led by the replica left", LIMIT, || async {
+        let holders = holders().await;
+        holders
+            .iter()
+            .all(|h| *h == Some(other.pid()))
+            .then_some(())
+    })
+    .await;
+    wait_for(&ns, "Paused at the final pause", |r| {
+        phase(r) == Some(RolloutPhase::Paused) && step(r) == Some(5)
+    })
+    .await;
+    eprintln!(
+        "the other replica continued {:?} after the shard's leader was killed (lease duration 3s)",
+        killed_at.elapsed()
+    );
+    status_patch(&ns, json!({"status": {"pauseConditions": null}})).await;
+    healthy_on(&ns, "web:2").await;
+    assert_eq!(
+        weights.weights(),
+        vec![0, 20, 40, 60, 100, 0],
+        "no step doubled across the handover"
+    );
+    drop(other);
+}
+
 async fn resource_version<K>(api: kube::Api<K>, name: &str) -> Option<String>
 where
     K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,

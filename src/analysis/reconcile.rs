@@ -87,7 +87,7 @@ pub async fn reconcile(run: Arc<AnalysisRun>, ctx: Arc<Context>) -> Result<Reque
 }
 
 async fn reconcile_run(run: Arc<AnalysisRun>, ctx: Arc<Context>) -> Result<Requeue, Error> {
-    let term = ctx.leadership.current_term();
+    let term = ctx.leadership.term_for(run.as_ref());
     if !term.holds() {
         return Ok(Requeue::await_change());
     }

@@ -517,6 +517,8 @@ pub fn build(
         ],
         rollout.annotations(),
     );
+    let mut labels = labels;
+    crate::runtime::shard::follow_owner(&mut labels, rollout.labels());
     Ok(AnalysisRun {
         metadata: ObjectMeta {
             name: Some(name(&rollout_name, hash, attempt, kind)),

@@ -29,6 +29,11 @@ pub fn is_weirs_own(key: &str) -> bool {
         .is_some_and(|(prefix, _)| prefix == "weir.dev" || prefix.ends_with(".weir.dev"))
 }
 
+/// Puts an object (and what weir makes for it) in the shard of this value instead of its
+/// namespace's (`--shards`): for one namespace too busy for one replica, or several to keep
+/// on one.
+pub const SHARD_LABEL: &str = "weir.dev/shard";
+
 /// On an Experiment's AnalysisRuns: the analysis' name.
 pub const EXPERIMENT_ANALYSIS_LABEL: &str = "weir.dev/experiment-analysis";
 

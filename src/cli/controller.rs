@@ -26,6 +26,7 @@ struct Election {
     name: String,
     namespace: String,
     duration: Duration,
+    shards: u32,
 }
 
 /// Runs the controller until SIGTERM.
@@ -59,7 +60,23 @@ pub async fn run(args: ControllerArgs) -> anyhow::Result<()> {
             .or_else(|| namespace.clone())
             .unwrap_or_else(|| "default".into()),
         duration: leader_election.lease_duration,
+        shards: leader_election.shards,
     };
+    if election.shards > 1 && !election.enabled {
+        anyhow::bail!(
+            "--shards {}: shards are led by elected replicas; add --leader-elect",
+            election.shards
+        );
+    }
+    // Member Leases are labelled with the Lease name.
+    if election.enabled
+        && (election.name.is_empty() || !crate::validate::label_value_ok(&election.name))
+    {
+        anyhow::bail!(
+            "--lease-name {}: must be a valid label value (63 characters at most, alphanumeric at both ends)",
+            election.name
+        );
+    }
     let policy = crate::gitops::tenancy::Policy {
         default_service_account: tenancy.default_service_account,
         allow_cross_namespace: tenancy.allow_cross_namespace,
@@ -181,6 +198,7 @@ async fn controller(
             &election.name,
             &identity,
             election.duration,
+            election.shards,
         );
         elector.start()
     } else {

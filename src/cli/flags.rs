@@ -77,6 +77,12 @@ pub struct LeaderElection {
     /// How long a lease lasts without renewal (30s, 15s, ...); a standby takes over after it.
     #[arg(long, default_value = "15s", value_parser = parse_duration)]
     pub lease_duration: Duration,
+    /// Cut the objects into this many shards, each led by one replica with its own Lease
+    /// (`<lease-name>-<i>-of-<N>`): replicas share the work instead of one doing it all. An
+    /// object's shard comes from its `weir.dev/shard` label, else its namespace. Every
+    /// replica must run with the same number; needs --leader-elect when above 1.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1024), env = "WEIR_SHARDS")]
+    pub shards: u32,
 }
 
 // `rollout::controller` and `analysis::controller`.

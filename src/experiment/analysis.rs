@@ -111,6 +111,8 @@ pub fn build(
         ],
         experiment.annotations(),
     );
+    let mut labels = labels;
+    crate::runtime::shard::follow_owner(&mut labels, experiment.labels());
     Ok(AnalysisRun {
         metadata: ObjectMeta {
             name: Some(run_name(&name, &analysis.name)),

@@ -112,16 +112,18 @@ pub fn build(
     if let Some(revision) = rollout.annotations().get(GIT_REVISION_ANNOTATION) {
         annotations.insert(GIT_REVISION_ANNOTATION.to_owned(), revision.clone());
     }
+    let mut labels = BTreeMap::from([
+        (ROLLOUT_LABEL.to_owned(), rollout_name.clone()),
+        (CANARY_HASH_LABEL.to_owned(), made.hash.to_owned()),
+        (ATTEMPT_LABEL.to_owned(), made.attempt.to_string()),
+        (STEP_LABEL.to_owned(), made.step.to_string()),
+    ]);
+    crate::runtime::shard::follow_owner(&mut labels, rollout.labels());
     Ok(Experiment {
         metadata: ObjectMeta {
             name: Some(name(&rollout_name, made)),
             namespace: rollout.namespace(),
-            labels: Some(BTreeMap::from([
-                (ROLLOUT_LABEL.to_owned(), rollout_name.clone()),
-                (CANARY_HASH_LABEL.to_owned(), made.hash.to_owned()),
-                (ATTEMPT_LABEL.to_owned(), made.attempt.to_string()),
-                (STEP_LABEL.to_owned(), made.step.to_string()),
-            ])),
+            labels: Some(labels),
             annotations: (!annotations.is_empty()).then_some(annotations),
             owner_references: rollout.controller_owner_ref(&()).map(|o| vec![o]),
             ..ObjectMeta::default()

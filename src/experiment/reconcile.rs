@@ -63,7 +63,7 @@ async fn reconcile_experiment(
     experiment: Arc<Experiment>,
     ctx: Arc<Context>,
 ) -> Result<Requeue, Error> {
-    let term = ctx.leadership.current_term();
+    let term = ctx.leadership.term_for(experiment.as_ref());
     if !term.holds() {
         return Ok(Requeue::await_change());
     }

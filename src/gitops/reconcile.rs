@@ -30,7 +30,7 @@ use crate::runtime::metrics::Delivery;
 pub async fn reconcile(sync: Arc<GitSync>, ctx: Arc<Context>) -> Result<Requeue, Error> {
     // Every write below checks this term: a reconcile that spans a change of leader must not
     // apply, record or push what it decided from the earlier term's view.
-    let term = ctx.leadership.current_term();
+    let term = ctx.leadership.term_for(sync.as_ref());
     if !term.holds() {
         return Ok(Requeue::await_change());
     }

@@ -132,14 +132,17 @@ pub async fn run(
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         tick.tick().await;
-        if !shared.leadership.current_term().holds() {
+        if !shared.leadership.leads_any() {
             continue;
         }
         let now = chrono::Utc::now().timestamp();
         let told: Vec<Told> = events.state().iter().filter_map(|e| told(e)).collect();
         let rules = rules.state();
         for rule in &rules {
-            rule_status(&shared, rule).await;
+            // Each rule's status is written by the replica leading its shard.
+            if shared.leadership.term_for(rule.as_ref()).holds() {
+                rule_status(&shared, rule).await;
+            }
         }
         let present: BTreeSet<(String, String)> = notifiers
             .state()
@@ -456,7 +459,7 @@ async fn send_all(
         else {
             return;
         };
-        let term = shared.leadership.current_term();
+        let term = shared.leadership.term_for(notifier.as_ref());
         if notifier.spec.suspend || !term.holds() {
             tokio::time::sleep(Duration::from_secs(1)).await;
             continue;

@@ -357,7 +357,7 @@ async fn gitsync_diff(
     )
     .client(identity.user().as_deref())
     .map_err(|e| format!("acting as {}: {e}", identity.describe()))?;
-    let term = crate::runtime::leader::Leadership::always().current_term();
+    let term = crate::runtime::leader::Leadership::always().term_in(0);
     let owner = format!("{namespace}/{name}");
     let target = apply::Applier {
         client: &client,

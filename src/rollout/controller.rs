@@ -123,6 +123,22 @@ pub async fn run(
         watch::config(),
         health.watch("rollout/ClusterAnalysisTemplate"),
     );
+    let written = Arc::new(WrittenVersions::default());
+    // A deleted Rollout's series and versions go with it whoever deleted it and whichever
+    // replica led it: the controller reconciles no deletion, and the finalizer's clean-up
+    // runs on one replica only.
+    let rollout_events = rollout_events.inspect({
+        let (metrics, written) = (metrics.clone(), written.clone());
+        move |event| {
+            if let Ok(kube::runtime::watcher::Event::Delete(rollout)) = event {
+                metrics.forget_rollout(
+                    &rollout.namespace().unwrap_or_default(),
+                    &rollout.name_any(),
+                );
+                written.forget(rollout);
+            }
+        }
+    });
     let controller = Controller::for_stream(rollout_events.applied_objects(), rollout_cache.store)
         .with_config(controller::Config::default().concurrency(concurrency))
         .trigger_backoff(watch::EachWatchBacksOff);
@@ -134,7 +150,7 @@ pub async fn run(
         client: client.clone(),
         leadership: leadership.clone(),
         metrics: metrics.clone(),
-        written: WrittenVersions::default(),
+        written,
         owned: OwnedCaches {
             replica_sets,
             runs,
@@ -142,14 +158,28 @@ pub async fn run(
         },
     });
     let mut changes = leadership.changes();
-    metrics.set_leader(leadership.is_leading());
-    tokio::spawn(async move {
-        while changes.changed().await.is_ok() {
-            let leading = *changes.borrow_and_update();
-            if leading {
-                metrics.watches.forget_ended_outages();
+    metrics.set_leader(changes.borrow().shards);
+    tokio::spawn({
+        let (leadership, rollouts) = (leadership.clone(), controller.store());
+        async move {
+            let mut gains = changes.borrow_and_update().gains;
+            while changes.changed().await.is_ok() {
+                let led = *changes.borrow_and_update();
+                if led.gains > gains {
+                    metrics.watches.forget_ended_outages();
+                }
+                gains = led.gains;
+                metrics.set_leader(led.shards);
+                // A shard another replica leads now is reported by that one alone.
+                for rollout in rollouts.state() {
+                    if !leadership.is_leading(leadership.shard_of(&rollout.metadata)) {
+                        metrics.forget_rollout(
+                            &rollout.namespace().unwrap_or_default(),
+                            &rollout.name_any(),
+                        );
+                    }
+                }
             }
-            metrics.set_leader(leading);
         }
     });
     let store = controller.store();

@@ -36,7 +36,7 @@ pub struct Context {
     pub leadership: Leadership,
     pub metrics: Arc<Metrics>,
     /// What makes a fresh read cheap: see [`Read::Fresh`].
-    pub written: WrittenVersions,
+    pub written: Arc<WrittenVersions>,
     /// What a Rollout's ReplicaSets and AnalysisRuns are read from.
     pub owned: OwnedCaches,
 }
@@ -56,7 +56,7 @@ pub const CONDITION_RECONCILE_ERROR: &str = "ReconcileError";
 pub async fn reconcile(rollout: Arc<Rollout>, ctx: Arc<Context>) -> Result<Requeue, Error> {
     // Taken before anything is read: a read slow enough to span another leader's term must
     // not be planned from as if it belonged to the next one.
-    let term = ctx.leadership.current_term();
+    let term = ctx.leadership.term_for(rollout.as_ref());
     if !term.holds() {
         // Gaining leadership reconciles every Rollout again (see controller::run).
         return Ok(Requeue::await_change());
@@ -66,7 +66,18 @@ pub async fn reconcile(rollout: Arc<Rollout>, ctx: Arc<Context>) -> Result<Reque
         Api::namespaced(ctx.client.clone(), &rollout.namespace().unwrap_or_default());
     let work = finalizer(&api, ROUTE_CLEANUP_FINALIZER, rollout, |event| async {
         match event {
-            FinalizerEvent::Apply(rollout) => reconcile_rollout(&rollout, &ctx, &term).await,
+            FinalizerEvent::Apply(rollout) => {
+                // The first look plans from the Rollout as the watch delivered it, which costs
+                // no request: a resync or a restart of many unchanged Rollouts reads nothing per
+                // Rollout. Only a look that finds something to do reads it again, fresh.
+                match reconcile_rollout(&rollout, &ctx, &term, Source::Cache).await? {
+                    Some(requeue) => Ok(requeue),
+                    // A fresh look always answers; were it not to, look again at once.
+                    None => Ok(reconcile_rollout(&rollout, &ctx, &term, Source::ApiServer)
+                        .await?
+                        .unwrap_or_else(|| Requeue::requeue(Duration::ZERO))),
+                }
+            }
             FinalizerEvent::Cleanup(rollout) => clean_up(&rollout, &ctx, &term).await,
         }
     });
@@ -167,28 +178,44 @@ async fn abort_where_possible(name: &str, status: &RolloutStatus, router: Option
     }
 }
 
+/// Where a reconcile takes the Rollout from.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Source {
+    /// As the watch delivered it: it may lag this process's own last status write, so a
+    /// look from it only ever finds that there is nothing to do (or gives way to a fresh one).
+    Cache,
+    /// Read from the API server now: planning from a stale status could repeat a step.
+    ApiServer,
+}
+
 /// Everything in here belongs to leadership `term`: its fresh reads need the term's floor,
-/// and it stops acting once another term has begun.
+/// and it stops acting once another term has begun. From [`Source::Cache`] it returns None
+/// as soon as it finds anything to do or to write, before writing anything.
 async fn reconcile_rollout(
     rollout: &Rollout,
     ctx: &Context,
     term: &Term,
-) -> Result<Requeue, Error> {
+    source: Source,
+) -> Result<Option<Requeue>, Error> {
     let namespace = rollout.namespace().unwrap_or_default();
     let name = rollout.name_any();
     let api: Api<Rollout> = Api::namespaced(ctx.client.clone(), &namespace);
-    // A fresh read, not the watch cache: the cache can lag our own last status write, and
-    // planning from a stale status could repeat a step.
-    let Some(current) = api
-        .get_opt(&name)
-        .await
-        .map_err(Error::api("reading", "Rollout", &name))?
-    else {
-        ctx.written.forget(rollout);
-        return Ok(Requeue::await_change());
+    let current = match source {
+        Source::Cache => rollout.clone(),
+        Source::ApiServer => match api
+            .get_opt(&name)
+            .await
+            .map_err(Error::api("reading", "Rollout", &name))?
+        {
+            Some(current) => current,
+            None => {
+                ctx.written.forget(rollout);
+                return Ok(Some(Requeue::await_change()));
+            }
+        },
     };
     if current.metadata.deletion_timestamp.is_some() {
-        return Ok(Requeue::await_change());
+        return Ok(Some(Requeue::await_change()));
     }
     let hash = template_hash::of(&current.spec.template);
     let original = current.status.clone().unwrap_or_default();
@@ -201,6 +228,7 @@ async fn reconcile_rollout(
     let mut wake: Option<tokio::time::Instant> = None;
     let mut versions = ctx.written.of(&current);
     let mut refused_route = false;
+    let mut needs_fresh = false;
 
     let outcome: Result<(), Error> = async {
         let mut problems = template_problems(&ctx.client, &current).await?;
@@ -215,7 +243,12 @@ async fn reconcile_rollout(
                 message: refused.to_string(),
             });
             refused_route = true;
-            // Nothing is planned while it lasts, but an abort asked for reaches the others.
+            // Nothing is planned while it lasts, but an abort asked for reaches the others,
+            // decided from a fresh read.
+            if source == Source::Cache && status.abort {
+                needs_fresh = true;
+                return Ok(());
+            }
             abort_where_possible(&name, &status, router.as_ref()).await;
         }
         // The first look comes from the controller's caches, which is cheap, and is
@@ -228,7 +261,7 @@ async fn reconcile_rollout(
             // Counted before the read: an outage that ends during it makes the next read
             // take a new floor.
             let epoch = Epoch {
-                term: term.number(),
+                term: ctx.leadership.gains(),
                 outages: health.outages_ended(),
             };
             let observed = observe(
@@ -244,7 +277,10 @@ async fn reconcile_rollout(
             let mut observed = match observed {
                 Ok(observed) => observed,
                 Err(error) => {
-                    abort_where_possible(&name, &status, router.as_ref()).await;
+                    // From the cache, the fresh look that follows decides.
+                    if source == Source::ApiServer {
+                        abort_where_possible(&name, &status, router.as_ref()).await;
+                    }
                     return Err(error);
                 }
             };
@@ -267,6 +303,10 @@ async fn reconcile_rollout(
             let changes =
                 !next.actions.is_empty() || !next.transitions.is_empty() || next.status != status;
             if read == Read::Cached && changes {
+                if source == Source::Cache {
+                    needs_fresh = true;
+                    return Ok(());
+                }
                 read = Read::Fresh;
                 continue;
             }
@@ -320,6 +360,9 @@ async fn reconcile_rollout(
         // Lost the lease mid-reconcile: the new leader plans from what the API server shows.
         return Err(Core::NotLeader.into());
     }
+    if source == Source::Cache && (needs_fresh || outcome.is_err()) {
+        return Ok(None);
+    }
     if refused_route {
         // No ReferenceGrant is watched: look again soon, so a grant created now takes
         // effect without waiting for a resync.
@@ -355,6 +398,9 @@ async fn reconcile_rollout(
             status.message = Some(format!("{}: {message}", error.category()));
         }
     }
+    if source == Source::Cache && status != original {
+        return Ok(None);
+    }
     write_status(&api, &written, &status).await?;
     ctx.metrics.observe_rollout(&namespace, &name, &status);
 
@@ -382,9 +428,9 @@ async fn reconcile_rollout(
         .await;
     }
     outcome?;
-    Ok(Requeue::requeue(wake.map_or(RESYNC, |at| {
+    Ok(Some(Requeue::requeue(wake.map_or(RESYNC, |at| {
         at.saturating_duration_since(tokio::time::Instant::now())
-    })))
+    }))))
 }
 
 /// What the shared error core says of Rollouts.

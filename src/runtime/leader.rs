@@ -1,8 +1,14 @@
-//! Leader election on a coordination.k8s.io/v1 Lease, so that of several replicas exactly one
-//! writes. Taking and renewing the Lease are replaces guarded by its resourceVersion (as
-//! client-go does): two replicas that both see it expire cannot both win, and a replica that
-//! lost it cannot extend it for the new holder. A replica stops writing the moment it sees
-//! another holder, or when it could not renew before its own lease would run out.
+//! Leader election on coordination.k8s.io/v1 Leases, so that of several replicas exactly one
+//! writes each object. The objects are cut into `--shards` shards (`runtime::shard`), each
+//! with its own Lease and its own terms; each replica keeps a member Lease, and every shard
+//! goes to one live member by rendezvous hashing. With one shard this is plain leader
+//! election on one Lease, named as before shards.
+//!
+//! Taking and renewing a Lease are replaces guarded by its resourceVersion (as client-go
+//! does): two replicas that both see it expire cannot both win, and a replica that lost it
+//! cannot extend it for the new holder. A replica stops writing a shard the moment it sees
+//! another holder, when it could not renew before its own lease would run out, and a retry
+//! period before it releases the shard to its owner.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -11,54 +17,18 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
-use kube::Client;
-use kube::api::{Api, PostParams};
+use kube::api::{Api, DeleteParams, ListParams, PostParams, Preconditions};
+use kube::{Client, Resource};
 use tokio::sync::watch;
 use tracing::{info, warn};
 
+use super::shard::{self, LeaseView, Member, Membership, ShardDecision};
 use crate::time::{from_k8s, to_k8s};
 
-/// What to do with the Lease as it is now.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Decision {
-    /// No Lease yet: create it, holding it.
-    Create,
-    /// We hold it: renew it.
-    Renew,
-    /// Someone else held it and let it expire (or nobody holds it): take it.
-    Take,
-    /// Someone else holds it until then.
-    Wait {
-        holder: String,
-        until: DateTime<Utc>,
-    },
-}
-
-/// Pure: decides from the Lease, who we are and the time.
-pub fn decide(lease: Option<&Lease>, identity: &str, now: DateTime<Utc>) -> Decision {
-    let Some(lease) = lease else {
-        return Decision::Create;
-    };
-    let spec = lease.spec.clone().unwrap_or_default();
-    let holder = spec.holder_identity.unwrap_or_default();
-    if holder == identity {
-        return Decision::Renew;
-    }
-    let renewed = spec
-        .renew_time
-        .as_ref()
-        .or(spec.acquire_time.as_ref())
-        .map(micro_from_k8s);
-    let duration =
-        chrono::Duration::seconds(i64::from(spec.lease_duration_seconds.unwrap_or(0).max(0)));
-    match renewed {
-        Some(renewed) if !holder.is_empty() && renewed + duration > now => Decision::Wait {
-            holder,
-            until: renewed + duration,
-        },
-        _ => Decision::Take,
-    }
-}
+/// Labels a member Lease with the base Lease name its replica elects on.
+const MEMBER_OF_LABEL: &str = "weir.dev/member-of";
+/// The shard count (`--shards`) a member runs with.
+const SHARDS_ANNOTATION: &str = "weir.dev/shards";
 
 fn micro_from_k8s(time: &MicroTime) -> DateTime<Utc> {
     from_k8s(&k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
@@ -71,117 +41,219 @@ fn micro(time: DateTime<Utc>) -> MicroTime {
     MicroTime(to_k8s(time).0)
 }
 
-/// Whether this replica may write now. Cheap to check before every write.
-#[derive(Clone)]
-pub struct Leadership {
-    leading: Arc<AtomicBool>,
-    /// Counts the times this replica became leader; raised before `leading` turns true, so
-    /// whoever sees it leading sees the new term.
-    term: Arc<AtomicU64>,
+fn view(lease: &Lease) -> LeaseView {
+    let spec = lease.spec.clone().unwrap_or_default();
+    LeaseView {
+        holder: spec.holder_identity.unwrap_or_default(),
+        renewed: spec
+            .renew_time
+            .as_ref()
+            .or(spec.acquire_time.as_ref())
+            .map(micro_from_k8s),
+        duration: chrono::Duration::seconds(i64::from(
+            spec.lease_duration_seconds.unwrap_or(0).max(0),
+        )),
+    }
+}
+
+/// Whether this replica leads one shard now.
+struct ShardLead {
+    leading: AtomicBool,
+    /// The term this replica leads the shard in: raised before `leading` turns true, so
+    /// whoever sees it leading sees the new term. Drawn from one counter for all shards.
+    term: AtomicU64,
     /// Milliseconds after `epoch` when our last successful renewal stops being safe to rely
     /// on; checked on every call, so a hung renewal cannot keep an old leader writing.
-    valid_until: Arc<AtomicU64>,
+    valid_until: AtomicU64,
+}
+
+struct Shared {
+    shards: Vec<ShardLead>,
+    /// Counts every shard gained by this process; each gain's term is its count.
+    gains: AtomicU64,
     epoch: tokio::time::Instant,
-    changes: watch::Receiver<bool>,
+}
+
+/// What this replica leads, as its changes announce it.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Led {
+    /// How many shards it leads.
+    pub shards: u32,
+    /// How many times it gained a shard so far.
+    pub gains: u64,
+}
+
+/// Which shards this replica may write now. Cheap to check before every write.
+#[derive(Clone)]
+pub struct Leadership {
+    shared: Arc<Shared>,
+    changes: watch::Receiver<Led>,
 }
 
 impl Leadership {
-    /// Always leading: a single replica without election.
+    /// Always leading the one shard: a single replica without election.
     pub fn always() -> Leadership {
-        let (_, changes) = watch::channel(true);
-        Leadership::with(true, 1, u64::MAX, changes)
+        let (_, changes) = watch::channel(Led {
+            shards: 1,
+            gains: 1,
+        });
+        Leadership::with(1, true, u64::MAX, changes)
     }
 
     fn with(
+        shards: u32,
         leading: bool,
-        term: u64,
         valid_until: u64,
-        changes: watch::Receiver<bool>,
+        changes: watch::Receiver<Led>,
     ) -> Leadership {
+        let shards = (0..shards.max(1))
+            .map(|_| ShardLead {
+                leading: AtomicBool::new(leading),
+                term: AtomicU64::new(u64::from(leading)),
+                valid_until: AtomicU64::new(valid_until),
+            })
+            .collect();
         Leadership {
-            leading: Arc::new(AtomicBool::new(leading)),
-            term: Arc::new(AtomicU64::new(term)),
-            valid_until: Arc::new(AtomicU64::new(valid_until)),
-            epoch: tokio::time::Instant::now(),
+            shared: Arc::new(Shared {
+                shards,
+                gains: AtomicU64::new(u64::from(leading)),
+                epoch: tokio::time::Instant::now(),
+            }),
             changes,
         }
     }
 
-    pub fn is_leading(&self) -> bool {
-        let now = self.epoch.elapsed().as_millis() as u64;
-        self.leading.load(Ordering::SeqCst) && now < self.valid_until.load(Ordering::SeqCst)
+    /// How many shards the objects are cut into.
+    pub fn shards(&self) -> u32 {
+        self.shared.shards.len() as u32
     }
 
-    /// The current leadership term. What a term learnt about the API server (a floor, its
-    /// own writes) says nothing of what another leader wrote before the next one.
-    pub fn term(&self) -> u64 {
-        self.term.load(Ordering::SeqCst)
+    /// The shard an object is in.
+    pub fn shard_of(&self, meta: &ObjectMeta) -> u32 {
+        shard::shard_of(meta, self.shards())
     }
 
-    /// Leading, and still in `term`: a reconcile that began in an earlier term stops, since
-    /// it planned from what that term knew.
-    pub fn is_leading_in(&self, term: u64) -> bool {
-        self.is_leading() && self.term() == term
+    fn lead(&self, shard: u32) -> Option<&ShardLead> {
+        self.shared.shards.get(shard as usize)
     }
 
-    /// The current term, for a reconcile to hold from its start: taken before anything is
-    /// read, so that a read slow enough to span another leader's term is not acted on.
-    pub fn current_term(&self) -> Term {
+    fn now_millis(&self) -> u64 {
+        self.shared.epoch.elapsed().as_millis() as u64
+    }
+
+    /// Leading `shard`, on a renewal still trusted.
+    pub fn is_leading(&self, shard: u32) -> bool {
+        let now = self.now_millis();
+        self.lead(shard).is_some_and(|lead| {
+            lead.leading.load(Ordering::SeqCst) && now < lead.valid_until.load(Ordering::SeqCst)
+        })
+    }
+
+    /// Leading any shard.
+    pub fn leads_any(&self) -> bool {
+        (0..self.shards()).any(|shard| self.is_leading(shard))
+    }
+
+    /// How many shards this process has gained so far: what a cache learnt before the last
+    /// gain says nothing of what another replica wrote in that shard before it.
+    pub fn gains(&self) -> u64 {
+        self.shared.gains.load(Ordering::SeqCst)
+    }
+
+    fn term_number(&self, shard: u32) -> u64 {
+        self.lead(shard)
+            .map_or(0, |lead| lead.term.load(Ordering::SeqCst))
+    }
+
+    /// The current term of an object's shard, for a reconcile to hold from its start: taken
+    /// before anything is read, so that a read slow enough to span another replica's term is
+    /// not acted on.
+    pub fn term_for<K: Resource>(&self, object: &K) -> Term {
+        self.term_in(self.shard_of(object.meta()))
+    }
+
+    /// The current term of `shard`.
+    pub fn term_in(&self, shard: u32) -> Term {
         Term {
             leadership: self.clone(),
-            number: self.term(),
+            shard,
+            number: self.term_number(shard),
         }
     }
 
-    /// Records whether this replica leads now, opening a new term when it starts to, or when
-    /// it renewed only after its trust in the lease had run out (`after_lapse`); true when a
-    /// term began or ended. Only the election loop calls it, so a load and a store do not race.
-    fn set_leading(&self, now_leading: bool, after_lapse: bool) -> bool {
-        let was_leading = self.leading.load(Ordering::SeqCst);
+    /// Records whether this replica leads `shard` now, opening a new term when it starts
+    /// to, or when it renewed only after its trust in the lease had run out (`after_lapse`);
+    /// true when a term began or ended. Only the election loop calls it, so a load and a
+    /// store do not race.
+    fn set_leading(&self, shard: u32, now_leading: bool, after_lapse: bool) -> bool {
+        let Some(lead) = self.lead(shard) else {
+            return false;
+        };
+        let was_leading = lead.leading.load(Ordering::SeqCst);
         let new_term = now_leading && (!was_leading || after_lapse);
         if !new_term && was_leading == now_leading {
             return false;
         }
         if new_term {
-            self.term.fetch_add(1, Ordering::SeqCst);
+            let term = self.shared.gains.fetch_add(1, Ordering::SeqCst) + 1;
+            lead.term.store(term, Ordering::SeqCst);
         }
-        self.leading.store(now_leading, Ordering::SeqCst);
+        lead.leading.store(now_leading, Ordering::SeqCst);
         true
     }
 
-    /// Fires with every change of leadership.
-    pub fn changes(&self) -> watch::Receiver<bool> {
+    fn led(&self) -> Led {
+        Led {
+            shards: (0..self.shards())
+                .filter(|&shard| {
+                    self.lead(shard)
+                        .is_some_and(|lead| lead.leading.load(Ordering::SeqCst))
+                })
+                .count() as u32,
+            gains: self.gains(),
+        }
+    }
+
+    /// Fires with every change of what this replica leads.
+    pub fn changes(&self) -> watch::Receiver<Led> {
         self.changes.clone()
     }
 }
 
-/// One leadership term as a reconcile holds it: every write checks [`Term::holds`].
+/// One shard's term as a reconcile holds it: every write checks [`Term::holds`].
 #[derive(Clone)]
 pub struct Term {
     leadership: Leadership,
+    shard: u32,
     number: u64,
 }
 
 impl Term {
-    /// Still leading, in this term.
+    /// Still leading the shard, in this term.
     pub fn holds(&self) -> bool {
-        self.leadership.is_leading_in(self.number)
+        self.leadership.is_leading(self.shard)
+            && self.leadership.term_number(self.shard) == self.number
     }
 
-    pub fn number(&self) -> u64 {
-        self.number
+    pub fn shard(&self) -> u32 {
+        self.shard
     }
 }
 
-/// Yields once each time this replica becomes leader: controllers reconcile everything
-/// then, since they ignored events while following.
+/// Yields once each time this replica gains a shard: controllers reconcile everything then,
+/// since they ignored that shard's events until now.
 pub fn became_leader(leadership: &Leadership) -> impl futures::Stream<Item = ()> + Send + use<> {
-    futures::stream::unfold(leadership.changes(), |mut changes| async move {
+    // Gains counted from when the stream is made, not from its first poll.
+    let mut changes = leadership.changes();
+    let gains = changes.borrow_and_update().gains;
+    futures::stream::unfold((changes, gains), |(mut changes, mut gains)| async move {
         loop {
             changes.changed().await.ok()?;
-            if *changes.borrow_and_update() {
-                return Some(((), changes));
+            let now = changes.borrow_and_update().gains;
+            if now > gains {
+                return Some(((), (changes, now)));
             }
+            gains = now;
         }
     })
 }
@@ -191,89 +263,160 @@ pub struct Elector {
     name: String,
     identity: String,
     duration: Duration,
+    shards: u32,
+}
+
+/// How one shard's Lease went in a round.
+enum Outcome {
+    /// Held and renewed (or created, or taken) now.
+    Held,
+    /// Not ours.
+    NotHeld,
+    /// Could not tell: the API server did not answer.
+    Unknown,
 }
 
 impl Elector {
+    /// `name` must be a valid label value (63 characters at most): member Leases are
+    /// labelled with it.
     pub fn new(
         client: Client,
         namespace: &str,
         name: &str,
         identity: &str,
         duration: Duration,
+        shards: u32,
     ) -> Elector {
         Elector {
             api: Api::namespaced(client, namespace),
             name: name.into(),
             identity: identity.into(),
             duration,
+            shards: shards.max(1),
         }
     }
 
-    /// Starts the election loop in the background and returns the shared leadership flag.
+    /// Starts the election loop in the background and returns the shared leadership.
     pub fn start(self) -> Leadership {
-        let (sender, changes) = watch::channel(false);
-        let leadership = Leadership::with(false, 0, 0, changes);
+        let (sender, changes) = watch::channel(Led::default());
+        let leadership = Leadership::with(self.shards, false, 0, changes);
         let shared = leadership.clone();
         tokio::spawn(async move { self.run(shared, sender).await });
         leadership
     }
 
-    async fn run(self, leadership: Leadership, changes: watch::Sender<bool>) {
+    fn seconds(&self) -> i32 {
+        i32::try_from(self.duration.as_secs()).unwrap_or(i32::MAX)
+    }
+
+    async fn run(self, leadership: Leadership, changes: watch::Sender<Led>) {
         // Renew three times per lease duration, as client-go does with its defaults.
         let retry = self.duration / 3;
         // A renewal sent at t keeps others out until t + duration by their clocks; we stop
-        // trusting it a retry period earlier, and give up on a request after half of one.
+        // trusting it a retry period earlier, and give up on a round after half of one.
         let trusted_for = self.duration.saturating_sub(retry);
-        let epoch = leadership.epoch;
         loop {
-            let sent = epoch.elapsed();
-            // Whether the lease came back after our trust in it had run out: someone else may
-            // have held it in between, unseen by this loop.
-            let mut after_lapse = false;
-            let now_leading = match tokio::time::timeout(retry / 2, self.try_lead()).await {
-                Ok(Ok(true)) => {
-                    let until = (sent + trusted_for).as_millis() as u64;
-                    let before = leadership.valid_until.swap(until, Ordering::SeqCst);
-                    after_lapse = sent.as_millis() as u64 >= before;
-                    true
-                }
-                Ok(Ok(false)) => false,
+            let sent = leadership.shared.epoch.elapsed();
+            let outcomes = match tokio::time::timeout(retry / 2, self.round(&leadership)).await {
+                Ok(Ok(outcomes)) => outcomes,
                 Ok(Err(error)) => {
-                    warn!(%error, lease = %self.name, "could not read or renew the leader Lease");
-                    leadership.leading.load(Ordering::SeqCst)
+                    warn!(%error, lease = %self.name, "could not read the member Leases");
+                    Vec::new()
                 }
                 Err(_) => {
-                    warn!(lease = %self.name, "renewing the leader Lease timed out");
-                    leadership.leading.load(Ordering::SeqCst)
+                    warn!(lease = %self.name, "renewing the leader Leases timed out");
+                    Vec::new()
                 }
             };
-            // Leading only while the last successful renewal is still trusted.
-            let trusted = (epoch.elapsed().as_millis() as u64)
-                < leadership.valid_until.load(Ordering::SeqCst);
-            let now_leading = now_leading && trusted;
-            if leadership.set_leading(now_leading, after_lapse) {
-                info!(identity = %self.identity, leading = now_leading, term = leadership.term(), "leadership changed");
-                let _ = changes.send(now_leading);
+            let mut changed = false;
+            for shard in 0..self.shards {
+                let Some(lead) = leadership.lead(shard) else {
+                    continue;
+                };
+                // Whether the lease came back after our trust in it had run out: someone
+                // else may have held it in between, unseen by this loop.
+                let mut after_lapse = false;
+                let held = match outcomes.get(shard as usize).unwrap_or(&Outcome::Unknown) {
+                    Outcome::Held => {
+                        let until = (sent + trusted_for).as_millis() as u64;
+                        let before = lead.valid_until.swap(until, Ordering::SeqCst);
+                        after_lapse = sent.as_millis() as u64 >= before;
+                        true
+                    }
+                    Outcome::NotHeld => false,
+                    Outcome::Unknown => lead.leading.load(Ordering::SeqCst),
+                };
+                // Leading only while the last successful renewal is still trusted.
+                let trusted = leadership.now_millis() < lead.valid_until.load(Ordering::SeqCst);
+                if leadership.set_leading(shard, held && trusted, after_lapse) {
+                    changed = true;
+                    info!(identity = %self.identity, shard, shards = self.shards, leading = held && trusted, term = leadership.term_number(shard), "leadership changed");
+                }
+            }
+            if changed {
+                let _ = changes.send(leadership.led());
             }
             tokio::time::sleep(retry).await;
         }
     }
 
-    async fn try_lead(&self) -> Result<bool, kube::Error> {
-        let current = self.api.get_opt(&self.name).await?;
+    /// Renews our member Lease, reads the others, and decides and writes each shard's Lease.
+    async fn round(&self, leadership: &Leadership) -> Result<Vec<Outcome>, kube::Error> {
         let now = Utc::now();
-        let seconds = i32::try_from(self.duration.as_secs()).unwrap_or(i32::MAX);
-        let result = match decide(current.as_ref(), &self.identity, now) {
-            Decision::Wait { .. } => return Ok(false),
-            Decision::Create => {
+        let members = self.members(now).await?;
+        let membership = Membership::from(&members, &self.identity, self.shards, now);
+        if let Some((other, count)) = &membership.other_count {
+            warn!(
+                member = %other,
+                its_shards = ?count,
+                our_shards = self.shards,
+                "another replica runs with a different --shards: leading nothing until it is gone"
+            );
+        }
+        for stale in &membership.stale {
+            self.forget_member(stale).await;
+        }
+        let mut outcomes = Vec::with_capacity(self.shards as usize);
+        for shard in 0..self.shards {
+            let outcome = match self.shard_round(leadership, shard, &membership, now).await {
+                Ok(outcome) => outcome,
+                Err(error) => {
+                    warn!(%error, lease = %shard::lease_name(&self.name, shard, self.shards), "could not read or renew a shard's Lease");
+                    Outcome::Unknown
+                }
+            };
+            outcomes.push(outcome);
+        }
+        Ok(outcomes)
+    }
+
+    async fn shard_round(
+        &self,
+        leadership: &Leadership,
+        shard: u32,
+        membership: &Membership,
+        now: DateTime<Utc>,
+    ) -> Result<Outcome, kube::Error> {
+        let name = shard::lease_name(&self.name, shard, self.shards);
+        let current = self.api.get_opt(&name).await?;
+        let decision = shard::decide(
+            shard,
+            current.as_ref().map(view).as_ref(),
+            &self.identity,
+            membership,
+            now,
+        );
+        let result = match (decision, current) {
+            (ShardDecision::Wait, _) => return Ok(Outcome::NotHeld),
+            (ShardDecision::Create, _) | (_, None) => {
                 let lease = Lease {
                     metadata: ObjectMeta {
-                        name: Some(self.name.clone()),
+                        name: Some(name.clone()),
                         ..ObjectMeta::default()
                     },
                     spec: Some(LeaseSpec {
                         holder_identity: Some(self.identity.clone()),
-                        lease_duration_seconds: Some(seconds),
+                        lease_duration_seconds: Some(self.seconds()),
                         acquire_time: Some(micro(now)),
                         renew_time: Some(micro(now)),
                         lease_transitions: Some(0),
@@ -285,31 +428,127 @@ impl Elector {
                     .await
                     .map(|_| ())
             }
-            decision @ (Decision::Renew | Decision::Take) => {
-                // Some(..) by construction: Create is the only decision without a Lease.
-                let Some(mut lease) = current else {
-                    return Ok(false);
-                };
+            (ShardDecision::Release, Some(_)) if leadership.is_leading(shard) => {
+                // Stop writing first, and let go only next round: a write already under
+                // way has a retry period to finish before the owner can take the shard.
+                return Ok(Outcome::NotHeld);
+            }
+            (decision, Some(mut lease)) => {
                 let spec = lease.spec.get_or_insert_with(LeaseSpec::default);
-                if decision == Decision::Take {
-                    spec.holder_identity = Some(self.identity.clone());
-                    spec.acquire_time = Some(micro(now));
-                    spec.lease_transitions = Some(spec.lease_transitions.unwrap_or(0) + 1);
+                match decision {
+                    ShardDecision::Take => {
+                        spec.holder_identity = Some(self.identity.clone());
+                        spec.acquire_time = Some(micro(now));
+                        spec.lease_transitions = Some(spec.lease_transitions.unwrap_or(0) + 1);
+                    }
+                    ShardDecision::Release => {
+                        spec.holder_identity = Some(String::new());
+                        info!(lease = %name, "releasing a shard to its owner");
+                    }
+                    _ => {}
                 }
                 spec.renew_time = Some(micro(now));
-                spec.lease_duration_seconds = Some(seconds);
-                // `lease` still carries the resourceVersion we read: the replace fails with a
-                // conflict if anyone wrote the Lease since.
-                self.api
-                    .replace(&self.name, &PostParams::default(), &lease)
+                spec.lease_duration_seconds = Some(self.seconds());
+                // `lease` still carries the resourceVersion we read: the replace fails with
+                // a conflict if anyone wrote the Lease since.
+                let released = decision == ShardDecision::Release;
+                let result = self
+                    .api
+                    .replace(&name, &PostParams::default(), &lease)
                     .await
-                    .map(|_| ())
+                    .map(|_| ());
+                if released {
+                    return result.map(|()| Outcome::NotHeld);
+                }
+                result
             }
         };
         match result {
-            Ok(()) => Ok(true),
-            Err(kube::Error::Api(status)) if status.code == 409 => Ok(false),
+            Ok(()) => Ok(Outcome::Held),
+            Err(kube::Error::Api(status)) if status.code == 409 => Ok(Outcome::NotHeld),
             Err(error) => Err(error),
+        }
+    }
+
+    /// Renews our member Lease (creating it the first time) and reads everyone's.
+    async fn members(&self, now: DateTime<Utc>) -> Result<Vec<Member>, kube::Error> {
+        let selector = format!("{MEMBER_OF_LABEL}={}", self.name);
+        let leases = self
+            .api
+            .list(&ListParams::default().labels(&selector))
+            .await?;
+        let members: Vec<Member> = leases
+            .items
+            .iter()
+            .map(|lease| {
+                let view = view(lease);
+                Member {
+                    identity: view.holder.clone(),
+                    shards: lease
+                        .metadata
+                        .annotations
+                        .as_ref()
+                        .and_then(|a| a.get(SHARDS_ANNOTATION))
+                        .and_then(|s| s.parse().ok()),
+                    lease: view,
+                }
+            })
+            .collect();
+        let name = shard::member_lease_name(&self.name, &self.identity);
+        let ours = leases
+            .items
+            .into_iter()
+            .find(|lease| lease.metadata.name.as_deref() == Some(name.as_str()));
+        let spec = LeaseSpec {
+            holder_identity: Some(self.identity.clone()),
+            lease_duration_seconds: Some(self.seconds()),
+            renew_time: Some(micro(now)),
+            ..LeaseSpec::default()
+        };
+        let written = match ours {
+            Some(mut lease) => {
+                lease.spec = Some(spec);
+                self.api
+                    .replace(&name, &PostParams::default(), &lease)
+                    .await
+            }
+            None => {
+                let lease = Lease {
+                    metadata: ObjectMeta {
+                        name: Some(name.clone()),
+                        labels: Some([(MEMBER_OF_LABEL.to_owned(), self.name.clone())].into()),
+                        annotations: Some(
+                            [(SHARDS_ANNOTATION.to_owned(), self.shards.to_string())].into(),
+                        ),
+                        ..ObjectMeta::default()
+                    },
+                    spec: Some(spec),
+                };
+                self.api.create(&PostParams::default(), &lease).await
+            }
+        };
+        if let Err(error) = written {
+            // Others may not count us this round; our shards' own Leases still hold them.
+            warn!(%error, lease = %name, "could not renew this replica's member Lease");
+        }
+        Ok(members)
+    }
+
+    /// Deletes the member Lease of a replica gone long ago, if nobody renewed it since.
+    async fn forget_member(&self, identity: &str) {
+        let name = shard::member_lease_name(&self.name, identity);
+        let Ok(Some(lease)) = self.api.get_opt(&name).await else {
+            return;
+        };
+        let params = DeleteParams {
+            preconditions: Some(Preconditions {
+                resource_version: lease.metadata.resource_version.clone(),
+                uid: lease.metadata.uid.clone(),
+            }),
+            ..DeleteParams::default()
+        };
+        if self.api.delete(&name, &params).await.is_ok() {
+            info!(member = %identity, "deleted the member Lease of a replica long gone");
         }
     }
 }
@@ -318,93 +557,124 @@ impl Elector {
 mod tests {
     use super::*;
 
-    fn at(seconds: i64) -> DateTime<Utc> {
-        DateTime::from_timestamp(seconds, 0).expect("valid")
-    }
-
-    fn lease(holder: &str, renewed: i64, duration: i32) -> Lease {
-        Lease {
-            metadata: ObjectMeta::default(),
-            spec: Some(LeaseSpec {
-                holder_identity: Some(holder.into()),
-                renew_time: Some(micro(at(renewed))),
-                lease_duration_seconds: Some(duration),
-                ..LeaseSpec::default()
-            }),
-        }
+    fn led(shards: u32) -> (watch::Sender<Led>, watch::Receiver<Led>) {
+        watch::channel(Led { shards, gains: 0 })
     }
 
     #[test]
     fn leadership_lapses_once_the_last_renewal_is_no_longer_trusted() {
-        let (_, changes) = watch::channel(true);
-        let leadership = Leadership::with(true, 1, 0, changes);
+        let (_sender, changes) = led(1);
+        let leadership = Leadership::with(1, true, 0, changes);
         assert!(
-            !leadership.is_leading(),
+            !leadership.is_leading(0),
             "a renewal that is no longer trusted does not count"
         );
-        leadership.valid_until.store(60_000, Ordering::SeqCst);
-        assert!(leadership.is_leading());
-        leadership.leading.store(false, Ordering::SeqCst);
-        assert!(!leadership.is_leading(), "another holder seen");
+        let lead = leadership.lead(0).expect("shard 0");
+        lead.valid_until.store(60_000, Ordering::SeqCst);
+        assert!(leadership.is_leading(0));
+        lead.leading.store(false, Ordering::SeqCst);
+        assert!(!leadership.is_leading(0), "another holder seen");
+        assert!(!leadership.is_leading(1), "no such shard");
     }
 
     #[test]
-    fn each_time_leadership_is_gained_a_new_term_begins() {
-        let (_, changes) = watch::channel(false);
-        let leadership = Leadership::with(false, 0, u64::MAX, changes);
-        assert!(leadership.set_leading(true, true));
-        assert!(leadership.is_leading_in(1));
+    fn each_time_a_shard_is_gained_a_new_term_begins() {
+        let (_sender, changes) = led(0);
+        let leadership = Leadership::with(2, false, u64::MAX, changes);
+        let term = |shard| leadership.term_in(shard);
+        assert!(leadership.set_leading(0, true, true));
+        let first = term(0);
+        assert!(first.holds());
+        assert!(!term(1).holds(), "shard 1 is not led");
         assert!(
-            !leadership.set_leading(true, false),
+            !leadership.set_leading(0, true, false),
             "a renewal is no change"
         );
-        assert!(leadership.is_leading_in(1), "and keeps the term");
-        assert!(leadership.set_leading(false, false));
-        assert!(!leadership.is_leading_in(1));
-        assert!(!leadership.set_leading(false, false));
-        assert!(leadership.set_leading(true, false));
-        assert_eq!(leadership.term(), 2);
+        assert!(first.holds(), "and keeps the term");
+        assert!(leadership.set_leading(1, true, false));
+        assert!(first.holds(), "gaining shard 1 leaves shard 0's term alone");
+        assert_eq!(leadership.gains(), 2);
+        assert!(leadership.set_leading(0, false, false));
+        assert!(!first.holds());
+        assert!(term(1).holds());
+        assert!(!leadership.set_leading(0, false, false));
+        assert!(leadership.set_leading(0, true, false));
         assert!(
-            !leadership.is_leading_in(1),
-            "a reconcile of the earlier term stops"
+            !first.holds(),
+            "a reconcile of the earlier term stops, though the shard is led again"
         );
-        assert!(leadership.is_leading_in(2));
+        let second = term(0);
+        assert!(second.holds());
         assert!(
-            leadership.set_leading(true, true),
+            leadership.set_leading(0, true, true),
             "renewed only after trust ran out: another may have led meanwhile"
         );
-        assert!(leadership.is_leading_in(3));
+        assert!(!second.holds());
+        assert_eq!(leadership.gains(), 4);
+        assert_eq!(
+            leadership.led(),
+            Led {
+                shards: 2,
+                gains: 4
+            }
+        );
     }
 
     #[test]
-    fn decisions() {
-        assert_eq!(decide(None, "a", at(100)), Decision::Create);
-        assert_eq!(
-            decide(Some(&lease("a", 0, 15)), "a", at(100)),
-            Decision::Renew,
-            "ours, even if late"
-        );
-        assert_eq!(
-            decide(Some(&lease("b", 90, 15)), "a", at(100)),
-            Decision::Wait {
-                holder: "b".into(),
-                until: at(105)
-            }
-        );
-        assert_eq!(
-            decide(Some(&lease("b", 90, 15)), "a", at(105)),
-            Decision::Take,
-            "expired exactly at renew + duration"
-        );
-        assert_eq!(
-            decide(Some(&lease("", 99, 15)), "a", at(100)),
-            Decision::Take,
-            "released"
-        );
-        let mut no_times = lease("b", 0, 15);
-        if let Some(spec) = no_times.spec.as_mut() {
-            spec.renew_time = None;
+    fn a_term_follows_the_objects_shard() {
+        use k8s_openapi::api::core::v1::ConfigMap;
+        let (_sender, changes) = led(0);
+        let leadership = Leadership::with(4, false, u64::MAX, changes);
+        let object = ConfigMap {
+            metadata: ObjectMeta {
+                namespace: Some("shop".into()),
+                ..ObjectMeta::default()
+            },
+            ..ConfigMap::default()
+        };
+        let shard = shard::shard_of(&object.metadata, 4);
+        assert_eq!(leadership.term_for(&object).shard(), shard);
+        for other in (0..4).filter(|&s| s != shard) {
+            leadership.set_leading(other, true, false);
         }
-        assert_eq!(decide(Some(&no_times), "a", at(100)), Decision::Take);
+        assert!(!leadership.term_for(&object).holds());
+        leadership.set_leading(shard, true, false);
+        assert!(leadership.term_for(&object).holds());
+        assert!(Leadership::always().term_for(&object).holds());
+    }
+
+    #[tokio::test]
+    async fn became_leader_fires_on_each_gain_only() {
+        use futures::StreamExt;
+        let (sender, changes) = watch::channel(Led {
+            shards: 0,
+            gains: 0,
+        });
+        let leadership = Leadership::with(2, false, u64::MAX, changes);
+        let mut gained = Box::pin(became_leader(&leadership));
+        sender.send_replace(Led {
+            shards: 1,
+            gains: 1,
+        });
+        assert_eq!(gained.next().await, Some(()));
+        sender.send_replace(Led {
+            shards: 0,
+            gains: 1,
+        });
+        sender.send_replace(Led {
+            shards: 1,
+            gains: 2,
+        });
+        assert_eq!(
+            gained.next().await,
+            Some(()),
+            "a shard lost, then another gained"
+        );
+        sender.send_replace(Led {
+            shards: 0,
+            gains: 2,
+        });
+        let lost = tokio::time::timeout(Duration::from_millis(50), gained.next()).await;
+        assert!(lost.is_err(), "losing one is not a gain");
     }
 }

@@ -85,6 +85,7 @@ pub struct Metrics {
     reconcile_duration: Histogram,
     reconcile_errors: Family<ErrorLabels, Counter>,
     leader: Gauge<i64, AtomicI64>,
+    shards_led: Gauge<i64, AtomicI64>,
     measurements: Family<MeasurementLabels, Counter>,
     query_duration: Histogram,
     watch_behind: Family<WatchLabels, Gauge<f64, AtomicU64>>,
@@ -140,8 +141,14 @@ impl Default for Metrics {
         let leader = Gauge::<i64, AtomicI64>::default();
         registry.register(
             "leader",
-            "1 while this replica holds the leader lease",
+            "1 while this replica leads at least one shard (with one shard: holds the leader lease)",
             leader.clone(),
+        );
+        let shards_led = Gauge::<i64, AtomicI64>::default();
+        registry.register(
+            "shards_led",
+            "How many shards (--shards) this replica leads",
+            shards_led.clone(),
         );
         let measurements = Family::<MeasurementLabels, Counter>::default();
         registry.register(
@@ -215,6 +222,7 @@ impl Default for Metrics {
             reconcile_duration,
             reconcile_errors,
             leader,
+            shards_led,
         }
     }
 }
@@ -350,8 +358,9 @@ impl Metrics {
         }
     }
 
-    pub fn set_leader(&self, leading: bool) {
-        self.leader.set(i64::from(leading));
+    pub fn set_leader(&self, shards_led: u32) {
+        self.leader.set(i64::from(shards_led > 0));
+        self.shards_led.set(i64::from(shards_led));
     }
 
     pub fn encode(&self) -> Result<String, std::fmt::Error> {
@@ -381,7 +390,7 @@ mod tests {
         };
         metrics.observe_rollout("shop", "web", &status);
         metrics.observe_reconcile(Duration::from_millis(12), Some("MissingService"));
-        metrics.set_leader(true);
+        metrics.set_leader(2);
         metrics.observe_webhook("bad_signature");
         metrics.observe_webhook("bad_signature");
         let _ = metrics.watches.watch("rollout/Rollout");
@@ -394,6 +403,7 @@ mod tests {
             r#"weir_reconcile_errors_total{category="MissingService"} 1"#,
             "weir_reconcile_duration_seconds_count 1",
             "weir_leader 1",
+            "weir_shards_led 2",
             r#"weir_webhook_requests_total{outcome="bad_signature"} 2"#,
             r#"weir_watch_behind_seconds{watch="rollout/Rollout"} 0.0"#,
         ] {

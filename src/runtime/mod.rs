@@ -7,6 +7,7 @@ pub mod http;
 pub mod impersonation;
 pub mod leader;
 pub mod metrics;
+pub mod shard;
 pub mod watch;
 
 use std::future::Future;

@@ -71,7 +71,7 @@ pub(super) fn qualified_name_problem(key: &str) -> Option<String> {
 
 /// Label values: empty, or at most 63 letters, digits, '-', '_' and '.', starting and
 /// ending with a letter or digit.
-pub(super) fn label_value_ok(value: &str) -> bool {
+pub fn label_value_ok(value: &str) -> bool {
     let bytes = value.as_bytes();
     let inner = |b: &u8| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.');
     bytes.is_empty()
