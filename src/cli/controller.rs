@@ -208,6 +208,10 @@ async fn controller(
     let (client_for_notes, leadership_for_notes) = (client.clone(), leadership.clone());
     let config_for_notes = config.clone();
     let health_for_notes = metrics.watches.clone();
+    let rollouts =
+        crate::rollout::controller::watch_rollouts(&client, namespace.as_deref(), &metrics);
+    // The notifications read labels and revisions from the Rollout controller's cache.
+    let rollouts_for_notes = rollouts.0.store.clone();
     let (_, _, analysis_result, _, _) = tokio::join!(
         crate::rollout::controller::run(
             client.clone(),
@@ -216,6 +220,7 @@ async fn controller(
             metrics.clone(),
             ready,
             concurrency,
+            rollouts,
         ),
         crate::experiment::controller::run(
             client.clone(),
@@ -248,6 +253,7 @@ async fn controller(
             namespace.as_deref(),
             leadership_for_notes,
             health_for_notes,
+            rollouts_for_notes,
             git.notifications,
         ),
     );

@@ -14,7 +14,7 @@ use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Event, Secret};
 use kube::api::{Patch, PatchParams};
 use kube::runtime::reflector::{self, ObjectRef, Store};
-use kube::runtime::watcher;
+use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client, Resource, ResourceExt};
 use tokio::sync::Notify;
 
@@ -74,6 +74,7 @@ pub async fn run(
     namespace: Option<&str>,
     leadership: Leadership,
     health: Health,
+    rollouts: Store<Rollout>,
     options: Options,
 ) {
     // In the metric and the log, not in readiness or the outage record: a notification
@@ -96,12 +97,6 @@ pub async fn run(
         namespace,
         watch::config(),
         watching("notify/NotificationRule"),
-    );
-    let rollouts = follow::<Rollout>(
-        &client,
-        namespace,
-        watch::config(),
-        watching("notify/Rollout"),
     );
     let syncs = follow::<GitSync>(
         &client,
@@ -322,7 +317,12 @@ where
         None => Api::all(client.clone()),
     };
     let (store, writer) = reflector::store();
-    let stream = reflector::reflector(writer, watch::watched(api, config, health));
+    let stream = reflector::reflector(
+        writer,
+        // Nothing here reads managedFields, on an applied object often the largest part.
+        watch::watched(api, config, health)
+            .modify(|object: &mut K| object.meta_mut().managed_fields = None),
+    );
     tokio::spawn(async move {
         let mut stream = std::pin::pin!(stream);
         // Failures are logged and counted by the watch itself.

@@ -29,24 +29,46 @@ use crate::runtime::metrics::Metrics;
 use crate::runtime::{cache, scoped_api, watch};
 use crate::traffic::{self, RouteKind, istio, smi};
 
+/// The one watch of Rollouts the controller process keeps: the Rollout controller polls it
+/// (which fills the cache), and others read the cache.
+pub fn watch_rollouts(
+    client: &Client,
+    namespace: Option<&str>,
+    metrics: &Metrics,
+) -> (
+    cache::Cache<Rollout>,
+    impl futures::Stream<
+        Item = Result<kube::runtime::watcher::Event<Rollout>, kube::runtime::watcher::Error>,
+    > + Send
+    + 'static,
+) {
+    cache::trimmed(
+        scoped_api::<Rollout>(client, namespace),
+        watch::config(),
+        cache::keep_all,
+        metrics.watches.watch("rollout/Rollout"),
+    )
+}
+
 /// Runs until SIGTERM or SIGINT, then finishes the reconciles in flight and returns. Every
-/// replica watches; only the one `leadership` says leads writes.
-pub async fn run(
+/// replica watches; only the one `leadership` says leads writes. `rollouts` is
+/// [`watch_rollouts`].
+pub async fn run<S>(
     client: Client,
     namespace: Option<&str>,
     leadership: Leadership,
     metrics: Arc<Metrics>,
     ready: Arc<AtomicBool>,
     concurrency: u16,
-) {
+    (rollout_cache, rollout_events): (cache::Cache<Rollout>, S),
+) where
+    S: futures::Stream<
+            Item = Result<kube::runtime::watcher::Event<Rollout>, kube::runtime::watcher::Error>,
+        > + Send
+        + 'static,
+{
     let owned = watch::config().labels(ROLLOUT_LABEL);
     let health = &metrics.watches;
-    let (rollout_cache, rollout_events) = cache::trimmed(
-        scoped_api::<Rollout>(&client, namespace),
-        watch::config(),
-        cache::keep_all,
-        health.watch("rollout/Rollout"),
-    );
     let (replica_sets, replica_set_events) = cache::trimmed(
         scoped_api::<ReplicaSet>(&client, namespace),
         owned.clone(),

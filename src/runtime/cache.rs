@@ -32,12 +32,13 @@ pub struct Cache<K: Resource<DynamicType = ()> + 'static> {
     floor: Arc<Mutex<Floor>>,
 }
 
-/// Since when a cache may lack writes of others: a leadership term of this process (see
-/// [`crate::runtime::leader::Leadership::term`]), and within it the outages it heard the
+/// Since when a cache may lack writes of others: the last shard this process gained (see
+/// [`crate::runtime::leader::Leadership::gains`]), and since it the outages it heard the
 /// API server again after (see [`crate::runtime::watch::Health::outages_ended`]), since what
 /// changed while a watch was broken reaches its cache only with the next list.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Epoch {
+    /// [`crate::runtime::leader::Leadership::gains`] when the read began.
     pub term: u64,
     pub outages: u64,
 }
