@@ -127,20 +127,15 @@ pub async fn run(
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         tick.tick().await;
-        if !shared.leadership.leads_any() {
-            continue;
-        }
-        let now = chrono::Utc::now().timestamp();
-        let told: Vec<Told> = events.state().iter().filter_map(|e| told(e)).collect();
-        let rules = rules.state();
-        for rule in &rules {
-            // Each rule's status is written by the replica leading its shard.
-            if shared.leadership.term_for(rule.as_ref()).holds() {
-                rule_status(&shared, rule).await;
-            }
-        }
-        let present: BTreeSet<(String, String)> = notifiers
+        // The Notifiers of the shards this replica leads. An outbox lives only while its
+        // shard is led here: one made again on a gain starts from the marks the Notifier's
+        // status holds, which the replica that led it until then kept, so nothing is sent twice.
+        let led: Vec<Arc<Notifier>> = notifiers
             .state()
+            .into_iter()
+            .filter(|n| shared.leadership.term_for(n.as_ref()).holds())
+            .collect();
+        let present: BTreeSet<(String, String)> = led
             .iter()
             .map(|n| (n.namespace().unwrap_or_default(), n.name_any()))
             .collect();
@@ -154,6 +149,18 @@ pub async fn run(
             }
             keep
         });
+        if !shared.leadership.leads_any() {
+            continue;
+        }
+        let now = chrono::Utc::now().timestamp();
+        let told: Vec<Told> = events.state().iter().filter_map(|e| told(e)).collect();
+        let rules = rules.state();
+        for rule in &rules {
+            // Each rule's status is written by the replica leading its shard.
+            if shared.leadership.term_for(rule.as_ref()).holds() {
+                rule_status(&shared, rule).await;
+            }
+        }
         // Each recent event matched once against its namespace's rules: the Notifiers (by
         // namespace and name) it is addressed to.
         let mut addressed: HashMap<(String, String), Vec<&Told>> = HashMap::new();
@@ -177,7 +184,7 @@ pub async fn run(
                     .push(event);
             }
         }
-        for notifier in notifiers.state() {
+        for notifier in led {
             let key = (
                 notifier.namespace().unwrap_or_default(),
                 notifier.name_any(),

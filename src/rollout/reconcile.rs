@@ -217,6 +217,10 @@ async fn reconcile_rollout(
     if current.metadata.deletion_timestamp.is_some() {
         return Ok(Some(Requeue::await_change()));
     }
+    // Relabelled (weir.dev/shard) since the term was taken: its new shard's replica acts.
+    if ctx.leadership.shard_of(&current.metadata) != term.shard() {
+        return Ok(Some(Requeue::await_change()));
+    }
     let hash = template_hash::of(&current.spec.template);
     let original = current.status.clone().unwrap_or_default();
     let mut status = original.clone();
@@ -402,7 +406,10 @@ async fn reconcile_rollout(
         return Ok(None);
     }
     write_status(&api, &written, &status).await?;
-    ctx.metrics.observe_rollout(&namespace, &name, &status);
+    // Not after the shard went elsewhere: its series are that replica's to report.
+    if term.holds() {
+        ctx.metrics.observe_rollout(&namespace, &name, &status);
+    }
 
     let reference = current.object_ref(&());
     for transition in &transitions {

@@ -15,6 +15,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
+use futures::StreamExt;
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use kube::api::{Api, DeleteParams, ListParams, PostParams, Preconditions};
@@ -29,6 +30,9 @@ use crate::time::{from_k8s, to_k8s};
 const MEMBER_OF_LABEL: &str = "weir.dev/member-of";
 /// The shard count (`--shards`) a member runs with.
 const SHARDS_ANNOTATION: &str = "weir.dev/shards";
+/// Shard Leases read and written at once in a round: a round's requests are many with many
+/// shards, and each must finish within half a retry period.
+const SHARDS_AT_ONCE: usize = 16;
 
 fn micro_from_k8s(time: &MicroTime) -> DateTime<Utc> {
     from_k8s(&k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
@@ -317,17 +321,8 @@ impl Elector {
         let trusted_for = self.duration.saturating_sub(retry);
         loop {
             let sent = leadership.shared.epoch.elapsed();
-            let outcomes = match tokio::time::timeout(retry / 2, self.round(&leadership)).await {
-                Ok(Ok(outcomes)) => outcomes,
-                Ok(Err(error)) => {
-                    warn!(%error, lease = %self.name, "could not read the member Leases");
-                    Vec::new()
-                }
-                Err(_) => {
-                    warn!(lease = %self.name, "renewing the leader Leases timed out");
-                    Vec::new()
-                }
-            };
+            // Each request gives up after half a retry period; what did complete counts.
+            let outcomes = self.round(&leadership, retry / 2).await;
             let mut changed = false;
             for shard in 0..self.shards {
                 let Some(lead) = leadership.lead(shard) else {
@@ -360,10 +355,23 @@ impl Elector {
         }
     }
 
-    /// Renews our member Lease, reads the others, and decides and writes each shard's Lease.
-    async fn round(&self, leadership: &Leadership) -> Result<Vec<Outcome>, kube::Error> {
+    /// Renews our member Lease, reads the others, and decides and writes each shard's Lease,
+    /// a few shards at once: one outcome per shard, Unknown where a request failed or took
+    /// longer than `limit`.
+    async fn round(&self, leadership: &Leadership, limit: Duration) -> Vec<Outcome> {
+        let unknown = || (0..self.shards).map(|_| Outcome::Unknown).collect();
         let now = Utc::now();
-        let members = self.members(now).await?;
+        let members = match tokio::time::timeout(limit, self.members(now)).await {
+            Ok(Ok(members)) => members,
+            Ok(Err(error)) => {
+                warn!(%error, lease = %self.name, "could not read the member Leases");
+                return unknown();
+            }
+            Err(_) => {
+                warn!(lease = %self.name, "reading the member Leases timed out");
+                return unknown();
+            }
+        };
         let membership = Membership::from(&members, &self.identity, self.shards, now);
         if let Some((other, count)) = &membership.other_count {
             warn!(
@@ -373,21 +381,31 @@ impl Elector {
                 "another replica runs with a different --shards: leading nothing until it is gone"
             );
         }
-        for stale in &membership.stale {
-            self.forget_member(stale).await;
-        }
-        let mut outcomes = Vec::with_capacity(self.shards as usize);
-        for shard in 0..self.shards {
-            let outcome = match self.shard_round(leadership, shard, &membership, now).await {
-                Ok(outcome) => outcome,
-                Err(error) => {
-                    warn!(%error, lease = %shard::lease_name(&self.name, shard, self.shards), "could not read or renew a shard's Lease");
-                    Outcome::Unknown
+        let membership = &membership;
+        let outcomes = futures::stream::iter(0..self.shards)
+            .map(|shard| async move {
+                let lease = shard::lease_name(&self.name, shard, self.shards);
+                let round = self.shard_round(leadership, shard, membership, now);
+                match tokio::time::timeout(limit, round).await {
+                    Ok(Ok(outcome)) => outcome,
+                    Ok(Err(error)) => {
+                        warn!(%error, %lease, "could not read or renew a shard's Lease");
+                        Outcome::Unknown
+                    }
+                    Err(_) => {
+                        warn!(%lease, "renewing a shard's Lease timed out");
+                        Outcome::Unknown
+                    }
                 }
-            };
-            outcomes.push(outcome);
+            })
+            .buffered(SHARDS_AT_ONCE)
+            .collect::<Vec<_>>()
+            .await;
+        // Housekeeping after the shards, a few a round.
+        for stale in membership.stale.iter().take(SHARDS_AT_ONCE) {
+            let _ = tokio::time::timeout(limit, self.forget_member(stale)).await;
         }
-        Ok(outcomes)
+        outcomes
     }
 
     async fn shard_round(
@@ -428,7 +446,12 @@ impl Elector {
                     .await
                     .map(|_| ())
             }
-            (ShardDecision::Release, Some(_)) if leadership.is_leading(shard) => {
+            // The flag, not is_leading(): a lapsed trust must not hurry the release.
+            (ShardDecision::Release, Some(_))
+                if leadership
+                    .lead(shard)
+                    .is_some_and(|lead| lead.leading.load(Ordering::SeqCst)) =>
+            {
                 // Stop writing first, and let go only next round: a write already under
                 // way has a retry period to finish before the owner can take the shard.
                 return Ok(Outcome::NotHeld);
@@ -508,6 +531,12 @@ impl Elector {
         let written = match ours {
             Some(mut lease) => {
                 lease.spec = Some(spec);
+                // Kept true if this identity came back with another --shards.
+                lease
+                    .metadata
+                    .annotations
+                    .get_or_insert_with(Default::default)
+                    .insert(SHARDS_ANNOTATION.to_owned(), self.shards.to_string());
                 self.api
                     .replace(&name, &PostParams::default(), &lease)
                     .await
@@ -645,7 +674,6 @@ mod tests {
 
     #[tokio::test]
     async fn became_leader_fires_on_each_gain_only() {
-        use futures::StreamExt;
         let (sender, changes) = watch::channel(Led {
             shards: 0,
             gains: 0,
