@@ -1378,6 +1378,13 @@ async fn scale(client: &Client, size: usize, report: &mut Report) {
     );
     let port = support::free_port();
     let first = controller(&ns, port, &[]);
+    // The empty baseline: the controller ready, its watches open, no Rollout yet.
+    eventually("the controller ready", Duration::from_secs(120), || async {
+        matches!(support::http_get(port, "/readyz").await, Some((200, _))).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let (baseline_rss, _) = memory(first.pid());
     let names: Vec<String> = (0..size).map(|i| format!("r-{i:05}")).collect();
     let created = Instant::now();
     futures::stream::iter(names.iter())
@@ -1423,6 +1430,7 @@ async fn scale(client: &Client, size: usize, report: &mut Report) {
     let resync_writes = writes_between(&before, &after);
     let resync_reads = reads_between(&before, &after);
     let (idle_rss, idle_peak) = memory(second.pid());
+    let per_idle_kib = (idle_rss - baseline_rss) * 1024.0 / size as f64;
     // Counts are whole; summed as integers (an empty f64 sum is -0, printed "-0").
     let resync_total = resync_writes.values().map(|n| *n as u64).sum::<u64>();
     println!(
@@ -1505,6 +1513,12 @@ async fn scale(client: &Client, size: usize, report: &mut Report) {
         Some(rollout_reads <= pages + 2),
     );
     report.target(
+        &format!("memory per idle Rollout above the empty controller, {size} Rollouts"),
+        format!("{per_idle_kib:.1} KiB (empty {baseline_rss:.1} MiB, idle {idle_rss:.1} MiB)"),
+        "≤ 20 KiB",
+        Some(per_idle_kib <= 20.0),
+    );
+    report.target(
         &format!("API writes of a resync of {size} unchanged Rollouts"),
         format!("{resync_total}"),
         "0",
@@ -1516,6 +1530,7 @@ async fn scale(client: &Client, size: usize, report: &mut Report) {
          controller.\n\n\
          | measured | value |\n| --- | --- |\n\
          | created to all Healthy (first controller) | {:.1} s |\n\
+         | the controller's RSS, ready with no Rollout yet | {baseline_rss:.1} MiB |\n\
          | first controller's peak RSS (creation burst) | {first_peak:.1} MiB |\n\
          | restart on {size} Healthy Rollouts: all reconciled after | {:.1} s |\n\
          | idle: RSS / peak RSS after that resync and 10 s at rest | {idle_rss:.1} / {idle_peak:.1} MiB |\n\

@@ -392,14 +392,7 @@ async fn with_two_controllers_only_the_leader_writes_and_the_standby_takes_over(
     ];
     let first = ControllerProcess::start_with(&ns.name, &args);
     let second = ControllerProcess::start_with(&ns.name, &args);
-    let steps = json!([{"setWeight": 20}, {"pause": {"duration": 1}}, {"setWeight": 40}, {"pause": {"duration": 1}}, {"setWeight": 60}, {"pause": {}}]);
-    set_image(&ns, "web:1", &steps, &json!({})).await;
-    healthy_on(&ns, "web:1").await;
-    let weights = WeightLog::start(&ns);
-    eventually("the log to see 0", LIMIT, || async {
-        (weights.weights() == vec![0]).then_some(())
-    })
-    .await;
+    let weights = released_with_a_weight_log(&ns).await;
 
     let leases = ns.api::<Lease>();
     let holder = || async {
@@ -423,11 +416,7 @@ async fn with_two_controllers_only_the_leader_writes_and_the_standby_takes_over(
         "the lease names one of the two controllers"
     );
 
-    set_image(&ns, "web:2", &steps, &json!({})).await;
-    eventually("the canary at 20", LIMIT, || async {
-        weights.weights().contains(&20).then_some(())
-    })
-    .await;
+    canary_at_20(&ns, &weights).await;
     let killed_at = tokio::time::Instant::now();
     leader_process.kill();
     let new_leader = eventually("the standby to take the lease", LIMIT, || async {
@@ -438,21 +427,7 @@ async fn with_two_controllers_only_the_leader_writes_and_the_standby_takes_over(
         new_leader.ends_with(&format!("-{}", standby.pid())),
         "{new_leader} is the standby"
     );
-    wait_for(&ns, "Paused at the final pause", |r| {
-        phase(r) == Some(RolloutPhase::Paused) && step(r) == Some(5)
-    })
-    .await;
-    eprintln!(
-        "standby continued {:?} after the leader was killed (lease duration 3s)",
-        killed_at.elapsed()
-    );
-    status_patch(&ns, json!({"status": {"pauseConditions": null}})).await;
-    healthy_on(&ns, "web:2").await;
-    assert_eq!(
-        weights.weights(),
-        vec![0, 20, 40, 60, 100, 0],
-        "no step doubled across the takeover"
-    );
+    finishes_with_each_weight_once(&ns, &weights, killed_at, "the standby").await;
     drop(standby);
 }
 
@@ -520,19 +495,8 @@ async fn with_two_sharded_replicas_a_dead_ones_shards_move_and_no_step_doubles()
         (second, first)
     };
 
-    let steps = json!([{"setWeight": 20}, {"pause": {"duration": 1}}, {"setWeight": 40}, {"pause": {"duration": 1}}, {"setWeight": 60}, {"pause": {}}]);
-    set_image(&ns, "web:1", &steps, &json!({})).await;
-    healthy_on(&ns, "web:1").await;
-    let weights = WeightLog::start(&ns);
-    eventually("the log to see 0", LIMIT, || async {
-        (weights.weights() == vec![0]).then_some(())
-    })
-    .await;
-    set_image(&ns, "web:2", &steps, &json!({})).await;
-    eventually("the canary at 20", LIMIT, || async {
-        weights.weights().contains(&20).then_some(())
-    })
-    .await;
+    let weights = released_with_a_weight_log(&ns).await;
+    canary_at_20(&ns, &weights).await;
     let killed_at = tokio::time::Instant::now();
     leader.kill();
     eventually("every shard led by the replica left", LIMIT, || async {
@@ -543,22 +507,59 @@ async fn with_two_sharded_replicas_a_dead_ones_shards_move_and_no_step_doubles()
             .then_some(())
     })
     .await;
-    wait_for(&ns, "Paused at the final pause", |r| {
+    finishes_with_each_weight_once(&ns, &weights, killed_at, "the other replica").await;
+    drop(other);
+}
+
+/// The canary of the handover tests: 20, 40 and 60 with short pauses, then an indefinite pause.
+fn handover_steps() -> serde_json::Value {
+    json!([{"setWeight": 20}, {"pause": {"duration": 1}}, {"setWeight": 40}, {"pause": {"duration": 1}}, {"setWeight": 60}, {"pause": {}}])
+}
+
+/// web:1 released and Healthy, and a log of the route's weights that has seen its 0.
+async fn released_with_a_weight_log(ns: &TestNamespace) -> WeightLog {
+    set_image(ns, "web:1", &handover_steps(), &json!({})).await;
+    healthy_on(ns, "web:1").await;
+    let weights = WeightLog::start(ns);
+    eventually("the log to see 0", LIMIT, || async {
+        (weights.weights() == vec![0]).then_some(())
+    })
+    .await;
+    weights
+}
+
+/// web:2's canary under way, at weight 20.
+async fn canary_at_20(ns: &TestNamespace, weights: &WeightLog) {
+    set_image(ns, "web:2", &handover_steps(), &json!({})).await;
+    eventually("the canary at 20", LIMIT, || async {
+        weights.weights().contains(&20).then_some(())
+    })
+    .await;
+}
+
+/// After the replica that led the Rollout was killed at `killed_at`, `who` takes the canary
+/// to its final pause; promoted, it ends Healthy on web:2 with every weight set once.
+async fn finishes_with_each_weight_once(
+    ns: &TestNamespace,
+    weights: &WeightLog,
+    killed_at: tokio::time::Instant,
+    who: &str,
+) {
+    wait_for(ns, "Paused at the final pause", |r| {
         phase(r) == Some(RolloutPhase::Paused) && step(r) == Some(5)
     })
     .await;
     eprintln!(
-        "the other replica continued {:?} after the shard's leader was killed (lease duration 3s)",
+        "{who} continued {:?} after the Rollout's leader was killed (lease duration 3s)",
         killed_at.elapsed()
     );
-    status_patch(&ns, json!({"status": {"pauseConditions": null}})).await;
-    healthy_on(&ns, "web:2").await;
+    status_patch(ns, json!({"status": {"pauseConditions": null}})).await;
+    healthy_on(ns, "web:2").await;
     assert_eq!(
         weights.weights(),
         vec![0, 20, 40, 60, 100, 0],
         "no step doubled across the handover"
     );
-    drop(other);
 }
 
 async fn resource_version<K>(api: kube::Api<K>, name: &str) -> Option<String>
