@@ -13,8 +13,8 @@ use std::time::Duration;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::{Event, Secret};
 use kube::api::{Patch, PatchParams};
-use kube::runtime::reflector::{self, ObjectRef, Store};
-use kube::runtime::{WatchStreamExt, watcher};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::watcher;
 use kube::{Api, Client, Resource, ResourceExt};
 use tokio::sync::Notify;
 
@@ -301,8 +301,9 @@ where
     }
 }
 
-/// A reflector of `K` in the controller's namespaces, kept filled for as long as it runs;
-/// a failing watch is logged and shown in `weir_watch_behind_seconds`.
+/// A cache of `K` in the controller's namespaces (managedFields dropped, as every cache of
+/// the controller does), kept filled for as long as it runs; a failing watch is logged and
+/// shown in `weir_watch_behind_seconds`.
 fn follow<K>(
     client: &Client,
     namespace: Option<&str>,
@@ -310,32 +311,26 @@ fn follow<K>(
     health: Watch,
 ) -> Store<K>
 where
-    K: Resource<Scope = k8s_openapi::NamespaceResourceScope>
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
         + Clone
         + std::fmt::Debug
         + serde::de::DeserializeOwned
         + Send
         + Sync
         + 'static,
-    K::DynamicType: Default + Eq + std::hash::Hash + Clone,
 {
-    let api: Api<K> = match namespace {
-        Some(namespace) => Api::namespaced(client.clone(), namespace),
-        None => Api::all(client.clone()),
-    };
-    let (store, writer) = reflector::store();
-    let stream = reflector::reflector(
-        writer,
-        // Nothing here reads managedFields, on an applied object often the largest part.
-        watch::watched(api, config, health)
-            .modify(|object: &mut K| object.meta_mut().managed_fields = None),
+    let (cache, events) = crate::runtime::cache::trimmed(
+        crate::runtime::scoped_api::<K>(client, namespace),
+        config,
+        crate::runtime::cache::keep_all,
+        health,
     );
     tokio::spawn(async move {
-        let mut stream = std::pin::pin!(stream);
+        let mut events = std::pin::pin!(events);
         // Failures are logged and counted by the watch itself.
-        while stream.next().await.is_some() {}
+        while events.next().await.is_some() {}
     });
-    store
+    cache.store
 }
 
 /// One of weir's Events as the notifications read it.
