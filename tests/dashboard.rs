@@ -365,7 +365,14 @@ async fn the_dashboard_shows_a_release_live_and_its_buttons_steer_it() {
         .goto(&format!("{address}/gitsyncs"))
         .await
         .unwrap_or_else(|e| panic!("opening the GitSyncs: {e}"));
-    assert!(text(&browser, "#gitsyncs").await.contains("app"));
+    // The list is live too: an element read while its `<main>` is swapped reads as empty.
+    eventually("the GitSyncs list to show app", LIMIT, || async {
+        text(&browser, "#gitsyncs")
+            .await
+            .contains("app")
+            .then_some(())
+    })
+    .await;
     screenshot(&browser, "gitsyncs").await;
     let _ = browser.close().await;
 }
