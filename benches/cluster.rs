@@ -141,6 +141,7 @@ async fn run() {
         println!("== API server restart to first step");
         restart_to_step(&mut report).await;
     }
+    let mut resync_reads = Vec::new();
     for (done, size) in sizes.iter().enumerate().filter(|_| runs("scale")) {
         let left = sizes[done..]
             .iter()
@@ -149,7 +150,23 @@ async fn run() {
             .join(", ");
         write(&report, &left);
         println!("== {size} Rollouts");
-        scale(&client, *size, &mut report).await;
+        let reads = scale(&client, *size, &mut report).await;
+        resync_reads.push((*size, reads));
+    }
+    if resync_reads.len() > 1 {
+        let counts = resync_reads.iter().map(|(_, reads)| *reads);
+        let spread = counts.clone().max().unwrap_or(0) - counts.min().unwrap_or(0);
+        let value = resync_reads
+            .iter()
+            .map(|(size, reads)| format!("{reads} at {size}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        report.target(
+            "reads of a resync of unchanged Rollouts, every kind and client, by size",
+            value,
+            "the same at every size (± 2: a watch may reconnect)",
+            Some(spread <= 2),
+        );
     }
     let text = write(&report, "");
     println!("{text}");
@@ -1366,7 +1383,8 @@ fn scale_rollout(name: &str, image: &str) -> Value {
 /// controller restarted on them (its memory idle, the writes of a resync of unchanged
 /// Rollouts); all moved to a new template and held mid-canary (its memory while they
 /// progress); restarted once more (recovery of N in-flight rollouts).
-async fn scale(client: &Client, size: usize, report: &mut Report) {
+/// Returns the reads of the resync of `size` unchanged Rollouts.
+async fn scale(client: &Client, size: usize, report: &mut Report) -> u64 {
     let ns = TestNamespace::new(client, &format!("bench-scale-{size}")).await;
     let api = ns.api::<Rollout>();
     let (store, writer) = reflector::store();
@@ -1498,20 +1516,20 @@ async fn scale(client: &Client, size: usize, report: &mut Report) {
             Some(recovery.as_secs_f64() <= 30.0),
         );
     }
-    // The Rollouts' own reads: the lists of the controller's two watches of Rollouts (the
-    // Rollout and GitOps controllers'), in pages of 500, and nothing per Rollout.
+    // The Rollouts' own reads: the list and the watch of the one watch of Rollouts the
+    // controller keeps, and nothing per Rollout.
     let rollout_reads = resync_reads
         .iter()
         .filter(|((_, resource), _)| resource == "rollouts")
         .map(|(_, n)| *n as u64)
         .sum::<u64>();
-    let pages = 2 * size.div_ceil(500) as u64;
     report.target(
         &format!("reads of Rollouts in a resync of {size} unchanged Rollouts"),
         format!("{rollout_reads}"),
-        &format!("≤ {pages} (two watches' lists, 500 a page), + 2 for a retry"),
-        Some(rollout_reads <= pages + 2),
+        "≤ 2 (one list, one watch), + 2 for a retry",
+        Some(rollout_reads <= 4),
     );
+    let all_reads = resync_reads.values().map(|n| *n as u64).sum::<u64>();
     report.target(
         &format!("memory per idle Rollout above the empty controller, {size} Rollouts"),
         format!("{per_idle_kib:.1} KiB (empty {baseline_rss:.1} MiB, idle {idle_rss:.1} MiB)"),
@@ -1563,6 +1581,7 @@ async fn scale(client: &Client, size: usize, report: &mut Report) {
     cache.abort();
     finish(ns).await;
     drop(third);
+    all_reads
 }
 
 fn phase_of(rollout: &Rollout) -> Option<RolloutPhase> {

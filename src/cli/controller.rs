@@ -208,8 +208,15 @@ async fn controller(
     let (client_for_notes, leadership_for_notes) = (client.clone(), leadership.clone());
     let config_for_notes = config.clone();
     let health_for_notes = metrics.watches.clone();
-    let rollouts =
+    let (rollout_cache, rollout_events) =
         crate::rollout::controller::watch_rollouts(&client, namespace.as_deref(), &metrics);
+    // The GitSync controller hears of Rollouts from the same watch: one list of them per
+    // process. A few hundred in flight keep it busy without holding a copy of each.
+    let (to_gitops, rollouts_for_git) = tokio::sync::mpsc::channel(256);
+    let rollouts = (
+        rollout_cache,
+        crate::runtime::watch::tee_touched(rollout_events, to_gitops),
+    );
     // The notifications read labels and revisions from the Rollout controller's cache.
     let rollouts_for_notes = rollouts.0.store.clone();
     let (_, _, analysis_result, _, _) = tokio::join!(
@@ -245,6 +252,7 @@ async fn controller(
             namespace.as_deref(),
             leadership_for_git,
             metrics,
+            crate::runtime::watch::received(rollouts_for_git),
             git.fetching,
         ),
         crate::notify::controller::run(

@@ -44,13 +44,15 @@ pub struct Options {
 }
 
 /// Runs until SIGTERM or SIGINT. `config` made `client`; GitSyncs act through clients made
-/// from it that impersonate their ServiceAccounts.
+/// from it that impersonate their ServiceAccounts. `rollouts` are the Rollouts the Rollout
+/// controller's watch touches ([`crate::runtime::watch::tee_touched`]).
 pub async fn run(
     client: Client,
     config: kube::Config,
     namespace: Option<&str>,
     leadership: Leadership,
     metrics: Arc<Metrics>,
+    rollouts: impl futures::Stream<Item = Rollout> + Send + 'static,
     options: Options,
 ) {
     let health = metrics.watches.clone();
@@ -59,11 +61,6 @@ pub async fn run(
         watch::config(),
         cache::keep_all,
         health.watch("gitops/GitSync"),
-    );
-    let rollouts = watch::watched(
-        scoped_api::<Rollout>(&client, namespace),
-        watch::config(),
-        health.watch("gitops/Rollout"),
     );
     let context = Arc::new(Context {
         events: crate::runtime::Events::new(&client),
@@ -119,19 +116,22 @@ pub async fn run(
     Controller::for_stream(changes, gitsyncs.store)
         .trigger_backoff(watch::EachWatchBacksOff)
         // A Rollout's abort (or its becoming Healthy) is news for the GitSync that applied it.
-        .watches_stream(rollouts.touched_objects(), move |rollout: Rollout| {
-            if rollout.status.as_ref().is_some_and(|s| s.abort) {
-                aborts.notify_waiters();
-            }
-            // Only a GitSync this controller has: a Rollout in a cluster a GitSync elsewhere
-            // applies to (spec.kubeConfig) names one that is not here.
-            rollout
-                .annotations()
-                .get(GITSYNC_ANNOTATION)
-                .and_then(|owner| owner.split_once('/'))
-                .map(|(namespace, name)| ObjectRef::<GitSync>::new(name).within(namespace))
-                .filter(|owner| known.get(owner).is_some())
-        })
+        .watches_stream(
+            rollouts.map(Ok::<_, kube::runtime::watcher::Error>),
+            move |rollout: Rollout| {
+                if rollout.status.as_ref().is_some_and(|s| s.abort) {
+                    aborts.notify_waiters();
+                }
+                // Only a GitSync this controller has: a Rollout in a cluster a GitSync elsewhere
+                // applies to (spec.kubeConfig) names one that is not here.
+                rollout
+                    .annotations()
+                    .get(GITSYNC_ANNOTATION)
+                    .and_then(|owner| owner.split_once('/'))
+                    .map(|(namespace, name)| ObjectRef::<GitSync>::new(name).within(namespace))
+                    .filter(|owner| known.get(owner).is_some())
+            },
+        )
         .reconcile_on(waiting)
         .reconcile_all_on(became_leader(&leadership))
         .shutdown_on_signal()

@@ -7,9 +7,15 @@
 //! a watch that was not even broken. Here a watch's backoff grows from a quarter second to
 //! at most `MAX_BACKOFF` and resets with the first event it takes again.
 //!
-//! After `410 Expired` kube's watcher lists again; `config()` makes that list a consistent
-//! read from etcd, never the API server's watch cache, which right after a restart may
-//! answer with a version the new watch cache no longer serves (KEP 1904).
+//! A watch's first list is one request served from the API server's watch cache, whatever
+//! the number of objects, as client-go's informers do: a restart on 10,000 Rollouts reads
+//! what one on 1,000 does. What it holds may be a moment old; every write is checked
+//! against a consistent floor first ([`crate::runtime::cache::Cache::floor`]).
+//!
+//! After its first error a watch lists again with `config()`: consistent reads from etcd
+//! in pages, never the watch cache, which right after an API server restart may answer
+//! with a version the new watch cache no longer serves (KEP 1904). Errors are rare, so what
+//! that costs is paid rarely.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -85,7 +91,17 @@ pub fn unheard(error: &watcher::Error) -> bool {
     }
 }
 
-/// A watch of `api` that backs off on its own and records its health as `watch`.
+/// `config` for a watch's first list: the API server's watch cache, in one piece.
+pub fn first_list(config: &watcher::Config) -> watcher::Config {
+    let mut first = config.clone().any_semantic();
+    // An API server answers a list from its watch cache whole whatever the limit (1.20
+    // ignores it; later ones may page it): asking for no pages is what keeps it one request.
+    first.page_size = None;
+    first
+}
+
+/// A watch of `api` that backs off on its own and records its health as `watch`: its first
+/// list is [`first_list`], every list after an error is `config`'s.
 pub fn watched<K>(
     api: Api<K>,
     config: watcher::Config,
@@ -94,12 +110,83 @@ pub fn watched<K>(
 where
     K: kube::Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + 'static,
 {
-    watcher(api, config)
+    let first = watcher(api.clone(), first_list(&config));
+    // Lazy: no request until the first watcher fails.
+    let after_an_error = watcher(api, config);
+    until_first_error(first, after_an_error)
         .backoff(backoff())
         .inspect(move |result| match result {
             Ok(_) => watch.saw(&Ok::<(), &str>(())),
             Err(error) => watch.saw_error(error, unheard(error)),
         })
+}
+
+/// `first`'s items up to and with its first error, then `then`'s. `first` is dropped at
+/// its error, before it is polled again (a watcher polled after an error retries at once).
+pub fn until_first_error<T, E, A, B>(first: A, then: B) -> impl Stream<Item = Result<T, E>>
+where
+    A: Stream<Item = Result<T, E>>,
+    B: Stream<Item = Result<T, E>>,
+{
+    enum Phase<A, B> {
+        First(std::pin::Pin<Box<A>>, std::pin::Pin<Box<B>>),
+        Then(std::pin::Pin<Box<B>>),
+    }
+    futures::stream::unfold(
+        Phase::First(Box::pin(first), Box::pin(then)),
+        |phase| async move {
+            match phase {
+                Phase::First(mut first, then) => match first.next().await {
+                    Some(Err(error)) => Some((Err(error), Phase::Then(then))),
+                    Some(item) => Some((item, Phase::First(first, then))),
+                    None => None,
+                },
+                Phase::Then(mut then) => {
+                    let item = then.next().await?;
+                    Some((item, Phase::Then(then)))
+                }
+            }
+        },
+    )
+}
+
+/// A second reader of one watch: every object an event of `events` touches (listed,
+/// changed or deleted) is also sent to `to`, which the stream waits for while it is full,
+/// so nothing is dropped and nothing piles up. Once `to`'s reader is gone, nothing is sent.
+pub fn tee_touched<K, S>(
+    events: S,
+    to: tokio::sync::mpsc::Sender<K>,
+) -> impl Stream<Item = Result<watcher::Event<K>, watcher::Error>>
+where
+    K: Clone,
+    S: Stream<Item = Result<watcher::Event<K>, watcher::Error>>,
+{
+    // tokio's channel, not futures': a clone of a futures Sender brings its own slot, so
+    // one per event would never wait.
+    let to = Arc::new(to);
+    events.then(move |event| {
+        let to = to.clone();
+        async move {
+            if let Ok(
+                watcher::Event::Apply(object)
+                | watcher::Event::InitApply(object)
+                | watcher::Event::Delete(object),
+            ) = &event
+            {
+                // Fails only when the reader is gone: then nobody needs it.
+                let _ = to.send(object.clone()).await;
+            }
+            event
+        }
+    })
+}
+
+/// What [`tee_touched`] sent, as a stream.
+pub fn received<K>(from: tokio::sync::mpsc::Receiver<K>) -> impl Stream<Item = K> {
+    futures::stream::unfold(from, |mut from| async move {
+        let object = from.recv().await?;
+        Some((object, from))
+    })
 }
 
 /// For kube's `Controller::trigger_backoff`: its triggers are watches that each back off
@@ -379,6 +466,89 @@ impl Watch {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_first_list_is_one_read_of_the_watch_cache_and_later_ones_consistent_pages() {
+        let later = config().labels("weir.dev/rollout");
+        let first = first_list(&later);
+        assert_eq!(first.list_semantic, ListSemantic::Any);
+        assert_eq!(first.page_size, None);
+        assert_eq!(first.label_selector, later.label_selector);
+        assert_eq!(later.list_semantic, ListSemantic::MostRecent);
+        assert_eq!(later.page_size, Some(500));
+    }
+
+    #[tokio::test]
+    async fn a_tee_passes_every_touched_object_on_and_waits_for_its_reader() {
+        use watcher::Event;
+        let (to, from) = tokio::sync::mpsc::channel::<u32>(1);
+        let events = futures::stream::iter([
+            Ok(Event::Init),
+            Ok(Event::InitApply(1)),
+            Ok(Event::InitDone),
+            Ok(Event::Apply(2)),
+            Err(watcher::Error::NoResourceVersion),
+            Ok(Event::Delete(3)),
+        ]);
+        let mut teed = Box::pin(tee_touched(events, to));
+        // The channel holds one: the second touched object waits for the reader.
+        let mut passed = Vec::new();
+        for _ in 0..3 {
+            passed.push(teed.next().await.is_some());
+        }
+        assert!(
+            tokio::time::timeout(Duration::from_millis(100), teed.next())
+                .await
+                .is_err(),
+            "the watch waits while its second reader's channel is full"
+        );
+        let mut from = Box::pin(received(from));
+        let mut seen = vec![from.next().await];
+        // The waiting event was kept by the stream, not by the future given up above.
+        while let Some(event) = teed.next().await {
+            passed.push(event.is_ok());
+            if let Ok(Event::Apply(_) | Event::Delete(_)) = event {
+                seen.push(from.next().await);
+            }
+        }
+        assert_eq!(passed, vec![true, true, true, true, false, true]);
+        assert_eq!(seen, vec![Some(1), Some(2), Some(3)]);
+        drop(teed);
+        assert_eq!(from.next().await, None);
+        // With the reader gone the watch goes on alone.
+        let (to, from) = tokio::sync::mpsc::channel::<u32>(1);
+        drop(from);
+        let events = futures::stream::iter([Ok(Event::Apply(1)), Ok(Event::Apply(2))]);
+        assert_eq!(tee_touched(events, to).count().await, 2);
+    }
+
+    #[test]
+    fn the_first_stream_gives_way_at_its_first_error_and_is_never_polled_after() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let polled = Arc::new(AtomicUsize::new(0));
+        let counter = polled.clone();
+        let first =
+            futures::stream::iter([Ok(1), Ok(2), Err("gone"), Ok(3), Ok(4)]).inspect(move |_| {
+                counter.fetch_add(1, Ordering::SeqCst);
+            });
+        let then = futures::stream::iter([Ok(10), Err("again"), Ok(11)]);
+        let items: Vec<Result<i32, &str>> =
+            futures::executor::block_on(until_first_error(first, then).collect());
+        assert_eq!(
+            items,
+            vec![Ok(1), Ok(2), Err("gone"), Ok(10), Err("again"), Ok(11)]
+        );
+        assert_eq!(polled.load(Ordering::SeqCst), 3, "nothing after its error");
+        // Without an error, the first is all there is.
+        let items: Vec<Result<i32, &str>> = futures::executor::block_on(
+            until_first_error(
+                futures::stream::iter([Ok(1), Ok(2)]),
+                futures::stream::iter([Ok(10)]),
+            )
+            .collect(),
+        );
+        assert_eq!(items, vec![Ok(1), Ok(2)]);
+    }
 
     #[test]
     fn a_watch_is_behind_from_its_first_error_until_it_takes_an_event() {
