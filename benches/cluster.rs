@@ -4,8 +4,10 @@
 //! Run with `make bench` (which brings the cluster up first), or with the cluster up:
 //! `cargo bench --bench cluster`. `WEIR_BENCH_SIZES` (default `100 1000 5000`) picks the
 //! Rollout counts, `WEIR_BENCH_SAMPLES` (default 50) the aborts and pauses timed,
+//! `WEIR_BENCH_BUSY` (default 1000) the Rollouts kept busy around the timed one,
+//! `WEIR_BENCH_SHARDED` (default 1000) the Rollouts shared by three sharded replicas,
 //! `WEIR_BENCH_OUT` (default `BENCHMARKS.md`) where the report goes, `WEIR_BENCH_ONLY` (any of
-//! `steps aborts git unchanged barrage restarts scale`) which parts run.
+//! `steps aborts busy git unchanged barrage restarts scale shards`) which parts run.
 //!
 //! Every figure is taken from outside the controller: memory from /proc, API requests from
 //! the API server's own `apiserver_request_total`, times from watches on the API server and
@@ -72,6 +74,20 @@ async fn run() {
                 .unwrap_or_else(|e| panic!("WEIR_BENCH_SAMPLES: {n:?} is not a count: {e}"))
         })
         .unwrap_or(50);
+    let busy_others: usize = std::env::var("WEIR_BENCH_BUSY")
+        .ok()
+        .map(|n| {
+            n.parse()
+                .unwrap_or_else(|e| panic!("WEIR_BENCH_BUSY: {n:?} is not a count: {e}"))
+        })
+        .unwrap_or(1000);
+    let sharded_size: usize = std::env::var("WEIR_BENCH_SHARDED")
+        .ok()
+        .map(|n| {
+            n.parse()
+                .unwrap_or_else(|e| panic!("WEIR_BENCH_SHARDED: {n:?} is not a count: {e}"))
+        })
+        .unwrap_or(1000);
     let out = std::env::var("WEIR_BENCH_OUT").unwrap_or_else(|_| "BENCHMARKS.md".into());
     // WEIR_BENCH_ONLY=scale (say) runs one part, to profile it; the others are reported
     // as not measured.
@@ -107,16 +123,27 @@ async fn run() {
         .join(", ");
     write(
         &report,
-        &format!("step writes, aborts, Git to canary, {all_sizes}"),
+        &format!("step writes, aborts, busy, Git to canary, {all_sizes}"),
     );
     if runs("steps") {
         println!("== step writes and step latency ({samples} pauses)");
         steps(&client, samples, &mut report).await;
     }
-    write(&report, &format!("aborts, Git to canary, {all_sizes}"));
+    write(
+        &report,
+        &format!("aborts, busy, Git to canary, {all_sizes}"),
+    );
     if runs("aborts") {
         println!("== abort latency ({samples} aborts)");
         aborts(&client, samples, &mut report).await;
+    }
+    write(
+        &report,
+        &format!("busy, Git to canary, restarts, {all_sizes}"),
+    );
+    if runs("busy") {
+        println!("== step and abort latency with {busy_others} others busy");
+        busy(&client, samples, busy_others, &mut report).await;
     }
     write(&report, &format!("Git to canary, restarts, {all_sizes}"));
     if runs("git") {
@@ -167,6 +194,14 @@ async fn run() {
             "the same at every size (± 2: a watch may reconnect)",
             Some(spread <= 2),
         );
+    }
+    write(
+        &report,
+        &format!("{sharded_size} Rollouts over {REPLICAS} replicas"),
+    );
+    if runs("shards") {
+        println!("== {sharded_size} Rollouts over {REPLICAS} replicas");
+        sharded(&client, sharded_size, &mut report).await;
     }
     let text = write(&report, "");
     println!("{text}");
@@ -613,12 +648,7 @@ async fn steps(client: &Client, samples: usize, report: &mut Report) {
     support::app::app(&ns).await;
     let port = support::free_port();
     let _controller = controller(&ns, port, &[]);
-    let mut steps = Vec::new();
-    for weight in (10..=90).step_by(10) {
-        steps.push(json!({"setWeight": weight}));
-        steps.push(json!({"pause": {"duration": "1s"}}));
-    }
-    let steps = Value::Array(steps);
+    let steps = pause_steps();
     let step_count = steps.as_array().map_or(0, Vec::len) as f64;
     let rollouts = ns.api::<Rollout>();
     apply(&rollouts, &step_rollout("web:1", steps.clone())).await;
@@ -720,6 +750,38 @@ async fn wait_weight(routes: &RouteLog, weight: i32) -> SystemTime {
     .await
 }
 
+/// Ten weights, each held by a one-second pause: nine pauses timed per canary.
+fn pause_steps() -> Value {
+    let mut steps = Vec::new();
+    for weight in (10..=90).step_by(10) {
+        steps.push(json!({"setWeight": weight}));
+        steps.push(json!({"pause": {"duration": "1s"}}));
+    }
+    Value::Array(steps)
+}
+
+/// The pause-to-next-weight latencies of `canaries` canaries of the Rollout `web` in `ns`
+/// (with [`pause_steps`]), each with the next `image`.
+async fn step_latencies(
+    ns: &TestNamespace,
+    rollouts: &Api<Rollout>,
+    canaries: usize,
+    image: &mut u32,
+) -> Vec<f64> {
+    let (routes, route_task) = RouteLog::start(ns.api::<HttpRoute>());
+    let (pauses, pause_task) = PauseLog::start(rollouts.clone());
+    for _ in 0..canaries {
+        *image += 1;
+        let name = format!("web:{image}");
+        tokio::time::sleep(SETTLE).await;
+        apply(rollouts, &step_rollout(&name, pause_steps())).await;
+        support::app::healthy_on(ns, &name).await;
+    }
+    route_task.abort();
+    pause_task.abort();
+    pauses.latencies(&routes)
+}
+
 // --- step latency under a hostile barrage -------------------------------------------------------
 
 /// Tenant B's step latency with and without tenant A hammering the same controller: A's
@@ -739,12 +801,7 @@ async fn barrage(client: &Client, samples: usize, report: &mut Report) {
     let port = support::free_port();
     let secret = format!("{}/webhook", ns.name);
     let _controller = controller(&ns, port, &["--webhook-secret", &secret]);
-    let mut steps = Vec::new();
-    for weight in (10..=90).step_by(10) {
-        steps.push(json!({"setWeight": weight}));
-        steps.push(json!({"pause": {"duration": "1s"}}));
-    }
-    let steps = Value::Array(steps);
+    let steps = pause_steps();
     let rollouts = ns.api::<Rollout>();
     apply(&rollouts, &step_rollout("web:1", steps.clone())).await;
     support::app::healthy_on(&ns, "web:1").await;
@@ -768,21 +825,7 @@ async fn barrage(client: &Client, samples: usize, report: &mut Report) {
 
     let canaries = samples.div_ceil(9).max(1);
     let mut image = 1;
-    let release = async |image: &mut u32| {
-        let (routes, route_task) = RouteLog::start(ns.api::<HttpRoute>());
-        let (pauses, pause_task) = PauseLog::start(rollouts.clone());
-        for _ in 0..canaries {
-            *image += 1;
-            let name = format!("web:{image}");
-            tokio::time::sleep(SETTLE).await;
-            apply(&rollouts, &step_rollout(&name, steps.clone())).await;
-            support::app::healthy_on(&ns, &name).await;
-        }
-        route_task.abort();
-        pause_task.abort();
-        pauses.latencies(&routes)
-    };
-    let quiet = release(&mut image).await;
+    let quiet = step_latencies(&ns, &rollouts, canaries, &mut image).await;
 
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let hostile = {
@@ -846,7 +889,7 @@ async fn barrage(client: &Client, samples: usize, report: &mut Report) {
             sent
         })
     };
-    let loud = release(&mut image).await;
+    let loud = step_latencies(&ns, &rollouts, canaries, &mut image).await;
     stop.store(true, std::sync::atomic::Ordering::SeqCst);
     let revisions = hostile.await.unwrap_or_default();
     let calls = forged.await.unwrap_or_default();
@@ -997,67 +1040,17 @@ async fn restart_to_step(report: &mut Report) {
 /// Each canary's first analysis fails at its first measurement; the abort is timed from the
 /// moment Prometheus ran that query (its query log) to the moment a watch sees weight 0.
 async fn aborts(client: &Client, samples: usize, report: &mut Report) {
-    let query_log = support::repo_root().join(".local-cluster/prometheus/query.log");
-    // The harness needs the query log that hack/local-cluster.sh configures; a Prometheus
-    // started before that line existed picks it up on a reload.
-    let reload = reqwest::Client::new()
-        .post(format!("{}/-/reload", support::prometheus_url()))
-        .send()
-        .await;
-    if let Err(error) = reload {
-        panic!("reloading Prometheus for its query log: {error}");
-    }
+    let query_log = query_log().await;
     let ns = TestNamespace::new(client, "bench-aborts").await;
     support::app::app(&ns).await;
-    support::app::apply(
-        &ns,
-        json!({"apiVersion": "weir.dev/v1alpha1", "kind": "AnalysisTemplate",
-            "metadata": {"name": "always-fails"},
-            "spec": {"args": [{"name": "hash"}], "metrics": [{
-                "name": "errors", "count": 1, "successCondition": "result[0] < 0",
-                "provider": {"prometheus": {"query":
-                    "label_replace(vector(1), \"bench\", \"{{args.hash}}\", \"\", \"\")"}}}]}}),
-    )
-    .await;
+    support::app::apply(&ns, always_fails()).await;
     let port = support::free_port();
     let _controller = controller(&ns, port, &[]);
-    let steps = json!([{"setWeight": 10},
-        {"analysis": {"templates": [{"templateName": "always-fails"}],
-            "args": [{"name": "hash", "valueFrom": {"podTemplateHashValue": "Latest"}}]}}]);
     let rollouts = ns.api::<Rollout>();
-    apply(&rollouts, &step_rollout("web:1", steps.clone())).await;
+    apply(&rollouts, &step_rollout("web:1", abort_steps())).await;
     support::app::healthy_on(&ns, "web:1").await;
-    let (routes, route_task) = RouteLog::start(ns.api::<HttpRoute>());
-    let mut latencies = Vec::new();
-    for attempt in 0..samples {
-        let image = format!("web:{}", attempt + 2);
-        let object = step_rollout(&image, steps.clone());
-        let template = serde_json::from_value(object["spec"]["template"].clone())
-            .unwrap_or_else(|e| panic!("the bench's pod template: {e}"));
-        let hash = weir::template_hash::of(&template);
-        let since = routes.entries().len();
-        apply(&rollouts, &object).await;
-        // The canary reaches 10%, then the failing analysis sends it back to 0.
-        let aborted = eventually(
-            &format!("the canary of {image} to abort"),
-            Duration::from_secs(120),
-            || async {
-                let entries = routes.entries();
-                let new = entries.get(since..)?;
-                let raised = new.iter().position(|(_, w)| *w > 0)?;
-                new[raised..].iter().find(|(_, w)| *w == 0).map(|(t, _)| *t)
-            },
-        )
-        .await;
-        let measured = eventually(
-            &format!("Prometheus' query log to show the query for {hash}"),
-            Duration::from_secs(30),
-            || async { query_time(&query_log, &hash) },
-        )
-        .await;
-        latencies.push(millis(aborted) - measured);
-    }
-    route_task.abort();
+    let mut image = 1;
+    let latencies = abort_latencies(&ns, &rollouts, &query_log, samples, &mut image).await;
     // While the controller runs: it honours the Rollouts' route-cleanup finalizer.
     finish(ns).await;
     let (p50, p99, max, n) = summary(latencies);
@@ -1083,6 +1076,80 @@ async fn aborts(client: &Client, samples: usize, report: &mut Report) {
     );
 }
 
+/// Prometheus' query log, which hack/local-cluster.sh configures; a Prometheus started
+/// before that line existed picks it up on a reload.
+async fn query_log() -> std::path::PathBuf {
+    let reload = reqwest::Client::new()
+        .post(format!("{}/-/reload", support::prometheus_url()))
+        .send()
+        .await;
+    if let Err(error) = reload {
+        panic!("reloading Prometheus for its query log: {error}");
+    }
+    support::repo_root().join(".local-cluster/prometheus/query.log")
+}
+
+/// An AnalysisTemplate whose only metric fails at its first measurement, with the canary's
+/// pod-template hash in its query, so Prometheus' query log says when it ran.
+fn always_fails() -> Value {
+    json!({"apiVersion": "weir.dev/v1alpha1", "kind": "AnalysisTemplate",
+        "metadata": {"name": "always-fails"},
+        "spec": {"args": [{"name": "hash"}], "metrics": [{
+            "name": "errors", "count": 1, "successCondition": "result[0] < 0",
+            "provider": {"prometheus": {"query":
+                "label_replace(vector(1), \"bench\", \"{{args.hash}}\", \"\", \"\")"}}}]}})
+}
+
+fn abort_steps() -> Value {
+    json!([{"setWeight": 10},
+        {"analysis": {"templates": [{"templateName": "always-fails"}],
+            "args": [{"name": "hash", "valueFrom": {"podTemplateHashValue": "Latest"}}]}}])
+}
+
+/// The failing-measurement-to-weight-0 latencies of `samples` canaries of the Rollout `web`
+/// in `ns` (with [`abort_steps`]), each with the next `image`.
+async fn abort_latencies(
+    ns: &TestNamespace,
+    rollouts: &Api<Rollout>,
+    query_log: &std::path::Path,
+    samples: usize,
+    image: &mut u32,
+) -> Vec<f64> {
+    let (routes, route_task) = RouteLog::start(ns.api::<HttpRoute>());
+    let mut latencies = Vec::new();
+    for _ in 0..samples {
+        *image += 1;
+        let image = format!("web:{image}");
+        let object = step_rollout(&image, abort_steps());
+        let template = serde_json::from_value(object["spec"]["template"].clone())
+            .unwrap_or_else(|e| panic!("the bench's pod template: {e}"));
+        let hash = weir::template_hash::of(&template);
+        let since = routes.entries().len();
+        apply(rollouts, &object).await;
+        // The canary reaches 10%, then the failing analysis sends it back to 0.
+        let aborted = eventually(
+            &format!("the canary of {image} to abort"),
+            Duration::from_secs(120),
+            || async {
+                let entries = routes.entries();
+                let new = entries.get(since..)?;
+                let raised = new.iter().position(|(_, w)| *w > 0)?;
+                new[raised..].iter().find(|(_, w)| *w == 0).map(|(t, _)| *t)
+            },
+        )
+        .await;
+        let measured = eventually(
+            &format!("Prometheus' query log to show the query for {hash}"),
+            Duration::from_secs(30),
+            || async { query_time(query_log, &hash) },
+        )
+        .await;
+        latencies.push(millis(aborted) - measured);
+    }
+    route_task.abort();
+    latencies
+}
+
 /// When Prometheus ran the query carrying `marker`, in milliseconds since the epoch.
 fn query_time(log: &std::path::Path, marker: &str) -> Option<f64> {
     let text = std::fs::read_to_string(log).ok()?;
@@ -1095,6 +1162,166 @@ fn query_time(log: &std::path::Path, marker: &str) -> Option<f64> {
         let at = DateTime::parse_from_rfc3339(entry["ts"].as_str()?).ok()?;
         Some(at.timestamp_micros() as f64 / 1000.0)
     })
+}
+
+// --- latency while others are busy -------------------------------------------------------------
+
+/// Steps of a Rollout kept busy in the background: three weights, each held a minute, so a
+/// thousand of them take about fifty steps a second between them.
+fn busy_rollout(name: &str, image: &str) -> Value {
+    let mut rollout = scale_rollout(name, image);
+    rollout["spec"]["strategy"]["canary"]["steps"] = json!([
+        {"setWeight": 25}, {"pause": {"duration": "60s"}},
+        {"setWeight": 50}, {"pause": {"duration": "60s"}},
+        {"setWeight": 75}, {"pause": {"duration": "60s"}}]);
+    rollout
+}
+
+/// One Rollout's step latency and abort latency (timed as in the two parts above) on a
+/// controller with nothing else to do, then on the same controller while `others`
+/// Rollouts in its namespace progress: each a canary of three one-minute pauses, given a
+/// new image whenever it finishes. The figures are the busy p99s against the idle ones, in
+/// one run.
+async fn busy(client: &Client, samples: usize, others: usize, report: &mut Report) {
+    let query_log = query_log().await;
+    let ns = TestNamespace::new(client, "bench-busy").await;
+    support::app::app(&ns).await;
+    support::app::apply(&ns, always_fails()).await;
+    let port = support::free_port();
+    let _controller = controller(&ns, port, &[]);
+    let rollouts = ns.api::<Rollout>();
+    apply(&rollouts, &step_rollout("web:1", pause_steps())).await;
+    support::app::healthy_on(&ns, "web:1").await;
+    let canaries = samples.div_ceil(9).max(1);
+    let mut image = 1;
+    let idle_steps = step_latencies(&ns, &rollouts, canaries, &mut image).await;
+    let idle_aborts = abort_latencies(&ns, &rollouts, &query_log, samples, &mut image).await;
+
+    // The others: created, Healthy, then each moved to a new image whenever it is Healthy.
+    let (store, writer) = reflector::store();
+    let watch = tokio::spawn(
+        reflector::reflector(
+            writer,
+            watcher(
+                rollouts.clone(),
+                watcher::Config::default().labels("bench=busy"),
+            ),
+        )
+        .default_backoff()
+        .touched_objects()
+        .for_each(|_| async {}),
+    );
+    let names: Vec<String> = (0..others).map(|i| format!("busy-{i:05}")).collect();
+    futures::stream::iter(names.iter())
+        .map(|name| {
+            let api = rollouts.clone();
+            async move {
+                let mut object = busy_rollout(name, "bench:1");
+                object["metadata"]["labels"] = json!({"bench": "busy"});
+                let object: Rollout = serde_json::from_value(object)
+                    .unwrap_or_else(|e| panic!("the bench's Rollout: {e}"));
+                api.create(&PostParams::default(), &object)
+                    .await
+                    .unwrap_or_else(|e| panic!("creating Rollout {name}: {e}"));
+            }
+        })
+        .buffer_unordered(16)
+        .collect::<()>()
+        .await;
+    let limit = Duration::from_secs(300 + others as u64);
+    wait_count(&store, "Healthy", limit, others, |r| {
+        phase_of(r) == Some(RolloutPhase::Healthy)
+    })
+    .await;
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let churn = {
+        let (stop, store, api) = (stop.clone(), store.clone(), rollouts.clone());
+        tokio::spawn(async move {
+            let mut released = 0usize;
+            let mut round = 1u32;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                round += 1;
+                let healthy: Vec<String> = store
+                    .state()
+                    .iter()
+                    .filter(|r| phase_of(r) == Some(RolloutPhase::Healthy))
+                    .map(|r| kube::ResourceExt::name_any(r.as_ref()))
+                    .collect();
+                let image = format!("bench:{round}");
+                released += healthy.len();
+                futures::stream::iter(healthy)
+                    .map(|name| {
+                        let (api, image) = (api.clone(), image.clone());
+                        async move {
+                            let patch = json!({"spec": {"template": {"spec": {"containers": [
+                                {"name": "app", "image": image}]}}}});
+                            let _ = api
+                                .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                                .await;
+                        }
+                    })
+                    .buffer_unordered(16)
+                    .collect::<()>()
+                    .await;
+                tokio::time::sleep(Duration::from_secs(2)).await;
+            }
+            released
+        })
+    };
+    wait_count(&store, "progressing", limit, others * 9 / 10, |r| {
+        matches!(
+            phase_of(r),
+            Some(RolloutPhase::Progressing | RolloutPhase::Paused)
+        )
+    })
+    .await;
+    let busy_from = Instant::now();
+    let busy_steps = step_latencies(&ns, &rollouts, canaries, &mut image).await;
+    let busy_aborts = abort_latencies(&ns, &rollouts, &query_log, samples, &mut image).await;
+    let busy_for = busy_from.elapsed();
+    let in_flight = store
+        .state()
+        .iter()
+        .filter(|r| phase_of(r) != Some(RolloutPhase::Healthy))
+        .count();
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let released = churn.await.unwrap_or_default();
+    watch.abort();
+    finish(ns).await;
+
+    let mut lines = Vec::new();
+    for (what, idle, busy) in [
+        ("step latency", idle_steps, busy_steps),
+        ("abort latency", idle_aborts, busy_aborts),
+    ] {
+        let (_, idle_p99, _, idle_n) = summary(idle);
+        let (busy_p50, busy_p99, busy_max, busy_n) = summary(busy);
+        let ratio = busy_p99 / idle_p99;
+        report.target(
+            &format!("{what} p99 with {others} other Rollouts progressing, against idle"),
+            format!(
+                "{ratio:.2} ({busy_p99:.0} ms against {idle_p99:.0} ms; n = {busy_n} and {idle_n})"
+            ),
+            "≤ 2",
+            Some(ratio <= 2.0),
+        );
+        lines.push(format!(
+            "| {what} | {idle_p99:.0} ms | {busy_p50:.0} ms | {busy_p99:.0} ms | {busy_max:.0} ms |"
+        ));
+    }
+    report.section(
+        &format!("Latency with {others} Rollouts busy"),
+        format!(
+            "The step-latency and abort-latency Rollouts above, on one controller: first with \
+             nothing else in its namespace, then while {others} other Rollouts there (1 replica \
+             each, no router) progressed, each through `setWeight` 25, 50 and 75 with a \
+             one-minute pause after each, and a new image as soon as it was Healthy again: \
+             {released} canaries started in the {:.0} s measured, {in_flight} in flight at its \
+             end.\n\n| measured | idle p99 | busy p50 | busy p99 | busy max |\n| --- | --- | --- | --- | --- |\n{}\n",
+            busy_for.as_secs_f64(),
+            lines.join("\n")
+        ),
+    );
 }
 
 // --- Git to canary ----------------------------------------------------------------------------
@@ -1582,6 +1809,384 @@ async fn scale(client: &Client, size: usize, report: &mut Report) -> u64 {
     finish(ns).await;
     drop(third);
     all_reads
+}
+
+// --- shards over several replicas ----------------------------------------------------------------
+
+/// The replicas of [`sharded`] and the shards they cut the Rollouts into.
+const REPLICAS: usize = 3;
+const SHARDS: u32 = 24;
+
+/// For each (resource, name), who wrote it (a replica's identity) and when.
+type Writers = BTreeMap<(String, String), Vec<(String, DateTime<Utc>)>>;
+
+/// Who wrote what, from the API server's audit log (hack/local-cluster.sh keeps one of the
+/// writes to weir's kinds and to ReplicaSets): for each object of namespace `ns`, the
+/// identities of the weir replicas (their user agent, `weir/<version> (<identity>)`) that
+/// wrote it, with the time of each write, from byte `from` of the log on.
+fn writers(log: &std::path::Path, from: u64, ns: &str) -> Writers {
+    use std::io::{Read, Seek};
+    let mut text = String::new();
+    if let Ok(mut file) = std::fs::File::open(log) {
+        let _ = file.seek(std::io::SeekFrom::Start(from));
+        let _ = file.read_to_string(&mut text);
+    }
+    let mut writers: BTreeMap<_, Vec<_>> = BTreeMap::new();
+    for line in text.lines() {
+        let Ok(entry) = serde_json::from_str::<Value>(line) else {
+            continue;
+        };
+        let object = &entry["objectRef"];
+        if object["namespace"].as_str() != Some(ns) {
+            continue;
+        }
+        let Some(identity) = entry["userAgent"]
+            .as_str()
+            .and_then(|agent| agent.strip_prefix("weir/"))
+            .and_then(|agent| agent.split_once(" ("))
+            .and_then(|(_, identity)| identity.strip_suffix(')'))
+        else {
+            continue;
+        };
+        // A write the API server refused (a conflict, say) changed nothing.
+        if entry["responseStatus"]["code"]
+            .as_u64()
+            .is_some_and(|code| code >= 300)
+        {
+            continue;
+        }
+        let (Some(resource), Some(name), Some(at)) = (
+            object["resource"].as_str(),
+            object["name"].as_str(),
+            entry["requestReceivedTimestamp"]
+                .as_str()
+                .and_then(|t| DateTime::parse_from_rfc3339(t).ok()),
+        ) else {
+            continue;
+        };
+        writers
+            .entry((resource.to_owned(), name.to_owned()))
+            .or_default()
+            .push((identity.to_owned(), at.with_timezone(&Utc)));
+    }
+    writers
+}
+
+/// The Rollouts a controller has reconciled, as its `weir_rollout_phase` series say.
+async fn reconciled_names(port: u16) -> BTreeSet<String> {
+    let Some((200, text)) = support::http_get(port, "/metrics").await else {
+        return BTreeSet::new();
+    };
+    let Ok(scrape) = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_owned()))) else {
+        return BTreeSet::new();
+    };
+    scrape
+        .samples
+        .iter()
+        .filter(|s| s.metric == "weir_rollout_phase")
+        .filter_map(|s| s.labels.get("rollout").map(str::to_owned))
+        .collect()
+}
+
+/// `size` Rollouts, each with its own `weir.dev/shard` label, over `REPLICAS` replicas with
+/// `--shards SHARDS`: created and brought to Healthy, all moved mid-canary (each replica's
+/// RSS then), each object's writers counted from the audit log, then the replica leading
+/// the most shards killed: the time until the others have reconciled its Rollouts, and the
+/// writes that handover made.
+async fn sharded(client: &Client, size: usize, report: &mut Report) {
+    let audit = support::repo_root().join(".local-cluster/audit.log");
+    if !audit.exists() {
+        report.section(
+            &format!("{size} Rollouts over {REPLICAS} replicas"),
+            format!(
+                "Not measured: the API server has no audit log at {} (it was started before \
+                 hack/local-cluster.sh kept one; `hack/local-cluster.sh restart \
+                 kube-apiserver` starts it with one).\n",
+                audit.display()
+            ),
+        );
+        return;
+    }
+    let ns = TestNamespace::new(client, &format!("bench-shards-{size}")).await;
+    let api = ns.api::<Rollout>();
+    let (store, writer) = reflector::store();
+    let cache = tokio::spawn(
+        reflector::reflector(writer, watcher(api.clone(), watcher::Config::default()))
+            .default_backoff()
+            .touched_objects()
+            .for_each(|_| async {}),
+    );
+    let shards = SHARDS.to_string();
+    let ports: Vec<u16> = (0..REPLICAS).map(|_| support::free_port()).collect();
+    let mut replicas: Vec<Option<ControllerProcess>> = ports
+        .iter()
+        .map(|port| {
+            Some(controller(
+                &ns,
+                *port,
+                &[
+                    "--leader-elect",
+                    "--shards",
+                    &shards,
+                    "--lease-duration",
+                    "10s",
+                ],
+            ))
+        })
+        .collect();
+    let led = async |port: u16| {
+        let Some((200, text)) = support::http_get(port, "/metrics").await else {
+            return 0;
+        };
+        text.lines()
+            .find_map(|l| l.strip_prefix("weir_shards_led "))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .map_or(0, |v| v as u32)
+    };
+    eventually(
+        "every shard led, by every replica between them",
+        Duration::from_secs(120),
+        || async {
+            let mut counts = Vec::new();
+            for port in &ports {
+                counts.push(led(*port).await);
+            }
+            (counts.iter().sum::<u32>() == SHARDS && counts.iter().all(|n| *n > 0)).then_some(())
+        },
+    )
+    .await;
+    let audit_from = std::fs::metadata(&audit).map_or(0, |m| m.len());
+
+    let names: Vec<String> = (0..size).map(|i| format!("r-{i:05}")).collect();
+    let created = Instant::now();
+    futures::stream::iter(names.iter())
+        .map(|name| {
+            let api = api.clone();
+            async move {
+                let mut object = scale_rollout(name, "bench:1");
+                object["metadata"]["labels"] = json!({"weir.dev/shard": name});
+                let object: Rollout = serde_json::from_value(object)
+                    .unwrap_or_else(|e| panic!("the bench's Rollout: {e}"));
+                api.create(&PostParams::default(), &object)
+                    .await
+                    .unwrap_or_else(|e| panic!("creating Rollout {name}: {e}"));
+            }
+        })
+        .buffer_unordered(16)
+        .collect::<()>()
+        .await;
+    let limit = Duration::from_secs(300 + size as u64);
+    wait_count(&store, "Healthy", limit, size, |r| {
+        phase_of(r) == Some(RolloutPhase::Healthy)
+    })
+    .await;
+    let to_healthy = created.elapsed();
+    quiet(&store, limit).await;
+    let idle: Vec<f64> = replicas
+        .iter()
+        .flatten()
+        .map(|replica| memory(replica.pid()).0)
+        .collect();
+    futures::stream::iter(names.iter())
+        .map(|name| {
+            let api = api.clone();
+            async move {
+                let patch = json!({"spec": {"template": {"spec": {"containers": [
+                    {"name": "app", "image": "bench:2"}]}}}});
+                api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+                    .await
+                    .unwrap_or_else(|e| panic!("updating Rollout {name}: {e}"));
+            }
+        })
+        .buffer_unordered(16)
+        .collect::<()>()
+        .await;
+    let paused = |r: &Rollout| {
+        phase_of(r) == Some(RolloutPhase::Paused)
+            && r.status.as_ref().and_then(|s| s.current_step_index) == Some(1)
+    };
+    wait_count(&store, "paused mid-canary", limit, size, paused).await;
+    quiet(&store, limit).await;
+    let busy: Vec<(f64, f64)> = replicas
+        .iter()
+        .flatten()
+        .map(|replica| memory(replica.pid()))
+        .collect();
+    println!(
+        "  all Healthy after {:.1} s, then all mid-canary",
+        to_healthy.as_secs_f64()
+    );
+
+    // Who wrote each Rollout and each ReplicaSet so far.
+    let before_kill = writers(&audit, audit_from, &ns.name);
+    let shared: Vec<&(String, String)> = before_kill
+        .iter()
+        .filter(|(_, writes)| {
+            writes
+                .iter()
+                .map(|(who, _)| who)
+                .collect::<BTreeSet<_>>()
+                .len()
+                > 1
+        })
+        .map(|(object, _)| object)
+        .collect();
+    let rollout_writer = |name: &str| {
+        before_kill
+            .get(&("rollouts".to_owned(), name.to_owned()))
+            .and_then(|writes| writes.first())
+            .map(|(who, _)| who.clone())
+    };
+    let mut by_replica: BTreeMap<String, usize> = BTreeMap::new();
+    let mut unwritten = 0;
+    for name in &names {
+        match rollout_writer(name) {
+            Some(who) => *by_replica.entry(who).or_default() += 1,
+            None => unwritten += 1,
+        }
+    }
+    report.target(
+        &format!("objects (Rollouts, ReplicaSets) written by more than one of {REPLICAS} replicas, {size} Rollouts"),
+        format!(
+            "{} of {} (Rollouts each replica wrote: {})",
+            shared.len(),
+            before_kill.len(),
+            by_replica.values().map(usize::to_string).collect::<Vec<_>>().join(", ")
+        ),
+        "0, every Rollout written by one",
+        Some(shared.is_empty() && unwritten == 0 && by_replica.len() == REPLICAS),
+    );
+
+    // The replica that leads the most shards dies.
+    let mut most = 0;
+    let mut victim = 0;
+    for (index, port) in ports.iter().enumerate() {
+        let n = led(*port).await;
+        if n > most {
+            (most, victim) = (n, index);
+        }
+    }
+    let victim_pid = replicas[victim].as_ref().map_or(0, ControllerProcess::pid);
+    let orphans: BTreeSet<String> = names
+        .iter()
+        .filter(|name| {
+            rollout_writer(name).is_some_and(|who| who.ends_with(&format!("-{victim_pid}")))
+        })
+        .cloned()
+        .collect();
+    let steps_before: BTreeMap<String, Option<i32>> = store
+        .state()
+        .iter()
+        .map(|r| {
+            (
+                kube::ResourceExt::name_any(r.as_ref()),
+                r.status.as_ref().and_then(|s| s.current_step_index),
+            )
+        })
+        .collect();
+    let survivors: Vec<u16> = ports
+        .iter()
+        .enumerate()
+        .filter(|(index, _)| *index != victim)
+        .map(|(_, port)| *port)
+        .collect();
+    let mut known_before = BTreeSet::new();
+    for port in &survivors {
+        known_before.extend(reconciled_names(*port).await);
+    }
+    // Else the time below would measure nothing.
+    assert!(
+        orphans.iter().all(|name| !known_before.contains(name)),
+        "the other replicas had reconciled the Rollouts of the one to be killed already"
+    );
+    let killed_at = Utc::now();
+    let killed = Instant::now();
+    if let Some(replica) = replicas[victim].take() {
+        replica.kill();
+    }
+    let recovery = eventually(
+        "the survivors to reconcile the dead replica's Rollouts",
+        limit,
+        || async {
+            let mut known = BTreeSet::new();
+            for port in &survivors {
+                known.extend(reconciled_names(*port).await);
+            }
+            orphans
+                .iter()
+                .all(|name| known.contains(name))
+                .then(|| killed.elapsed())
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let after_kill = writers(&audit, audit_from, &ns.name);
+    let handover_writes: usize = after_kill
+        .values()
+        .flat_map(|writes| writes.iter())
+        .filter(|(_, at)| *at > killed_at)
+        .count();
+    let steps_after: BTreeMap<String, Option<i32>> = store
+        .state()
+        .iter()
+        .map(|r| {
+            (
+                kube::ResourceExt::name_any(r.as_ref()),
+                r.status.as_ref().and_then(|s| s.current_step_index),
+            )
+        })
+        .collect();
+    let steps_moved = steps_before
+        .iter()
+        .filter(|(name, step)| steps_after.get(*name) != Some(step))
+        .count();
+    report.target(
+        &format!("kill 1 of {REPLICAS} replicas: its {} in-flight Rollouts reconciled again by the others", orphans.len()),
+        format!("{:.1} s", recovery.as_secs_f64()),
+        "≤ 30 s",
+        Some(recovery.as_secs_f64() <= 30.0),
+    );
+    report.target(
+        "steps taken, and writes made, by that handover",
+        format!("{steps_moved} steps, {handover_writes} writes"),
+        "0 and 0",
+        Some(steps_moved == 0 && handover_writes == 0),
+    );
+    let memory_rows = idle
+        .iter()
+        .zip(&busy)
+        .enumerate()
+        .map(|(index, (idle, (busy, peak)))| {
+            format!(
+                "| replica {} | {idle:.1} MiB | {busy:.1} MiB | {peak:.1} MiB |",
+                index + 1
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    report.section(
+        &format!("{size} Rollouts over {REPLICAS} replicas"),
+        format!(
+            "{size} Rollouts as in the scale part, each labelled `weir.dev/shard: <its name>`, \
+             over {REPLICAS} replicas run with `--leader-elect --shards {SHARDS} \
+             --lease-duration 10s` in one namespace. Created to all Healthy: {:.1} s. Writers \
+             counted from the API server's audit log (writes to weir's kinds and ReplicaSets, \
+             each request's user agent naming its replica): Rollouts written by each \
+             replica {}; objects written by more than one: {}. Then the replica leading the \
+             most shards ({most} of {SHARDS}) was killed (SIGKILL) with all {size} paused \
+             mid-canary: the others had reconciled its {} Rollouts {:.1} s later, with \
+             {steps_moved} steps taken and {handover_writes} writes in the handover.\n\n\
+             | replica | idle RSS | mid-canary RSS | peak RSS |\n| --- | --- | --- | --- |\n{memory_rows}\n",
+            to_healthy.as_secs_f64(),
+            by_replica.values().map(usize::to_string).collect::<Vec<_>>().join(", "),
+            shared.len(),
+            orphans.len(),
+            recovery.as_secs_f64(),
+        ),
+    );
+    cache.abort();
+    finish(ns).await;
+    drop(replicas);
 }
 
 fn phase_of(rollout: &Rollout) -> Option<RolloutPhase> {

@@ -292,12 +292,29 @@ start_etcd() {
 start_apiserver() {
   alive kube-apiserver && return 0
   say "starting kube-apiserver on https://127.0.0.1:$API_PORT"
+  # The audit log keeps who wrote which weir object or ReplicaSet (the user agent names
+  # each weir replica): the bench counts the writers of each object from it.
+  cat >"$STATE/audit-policy.yaml" <<'POLICY'
+apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived]
+rules:
+- level: Metadata
+  verbs: [create, update, patch, delete]
+  resources:
+  - group: weir.dev
+  - group: apps
+    resources: [replicasets]
+- level: None
+POLICY
   start kube-apiserver "$K8S_BIN/kube-apiserver" \
     --etcd-servers "http://127.0.0.1:$ETCD_PORT" --bind-address 127.0.0.1 --secure-port "$API_PORT" \
     --cert-dir "$STATE/certs" --token-auth-file "$STATE/tokens.csv" --authorization-mode RBAC \
     --service-account-key-file "$STATE/sa.pub" --service-account-signing-key-file "$STATE/sa.key" \
     --service-account-issuer https://kubernetes.default.svc --service-cluster-ip-range 10.96.0.0/16 \
-    --enable-admission-plugins OwnerReferencesPermissionEnforcement
+    --enable-admission-plugins OwnerReferencesPermissionEnforcement \
+    --audit-policy-file "$STATE/audit-policy.yaml" --audit-log-path "$STATE/audit.log" \
+    --audit-log-maxsize 200 --audit-log-maxbackup 1
   # That plugin (on in OpenShift and hardened clusters) checks that whoever sets an owner
   # reference blocking deletion may update the owner's finalizers: on here, the chart's RBAC
   # test shows weir needs no such rule (its owner references do not block deletion).

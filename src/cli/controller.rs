@@ -159,6 +159,19 @@ async fn controller(
     // own (runtime::watch, at most a few seconds), and a failed reconcile is requeued by its
     // controller's error policy.
     config.default_retry = false;
+    // Unique per process: a restarted pod must not inherit its predecessor's lease.
+    let host = std::env::var("POD_NAME")
+        .or_else(|_| std::env::var("HOSTNAME"))
+        .unwrap_or_else(|_| "weir".into());
+    let identity = format!("{host}-{}", std::process::id());
+    // Each replica's requests carry its identity, so an API server's audit log says which
+    // replica wrote what (one that does not make a header value is left out, not refused).
+    if let Ok(agent) = axum::http::HeaderValue::from_str(&format!(
+        "weir/{} ({identity})",
+        env!("CARGO_PKG_VERSION")
+    )) {
+        config.headers.push((axum::http::header::USER_AGENT, agent));
+    }
     let client = kube::Client::try_from(config.clone()).map_err(|error| {
         anyhow::anyhow!("connecting to the cluster (in-cluster config or KUBECONFIG): {error}")
     })?;
@@ -187,11 +200,6 @@ async fn controller(
             anyhow::anyhow!("serving metrics on {metrics_addr} (--metrics-addr): {error}")
         })?;
     let leadership = if election.enabled {
-        // Unique per process: a restarted pod must not inherit its predecessor's lease.
-        let host = std::env::var("POD_NAME")
-            .or_else(|_| std::env::var("HOSTNAME"))
-            .unwrap_or_else(|_| "weir".into());
-        let identity = format!("{host}-{}", std::process::id());
         let elector = crate::runtime::leader::Elector::new(
             client.clone(),
             &election.namespace,

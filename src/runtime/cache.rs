@@ -77,6 +77,7 @@ where
                     .store(self.listing.load(Ordering::Acquire), Ordering::Release);
                 self.synced.store(true, Ordering::Release);
                 self.changed.notify_waiters();
+                super::give_back_freed_memory();
             }
             watcher::Event::Apply(object) | watcher::Event::Delete(object) => {
                 if let Some(version) = version(object) {
