@@ -6,6 +6,8 @@
 //! Rollout counts, `WEIR_BENCH_SAMPLES` (default 50) the aborts and pauses timed,
 //! `WEIR_BENCH_BUSY` (default 1000) the Rollouts kept busy around the timed one,
 //! `WEIR_BENCH_SHARDED` (default 1000) the Rollouts shared by three sharded replicas,
+//! `WEIR_BENCH_IN_FLIGHT` (default all) how many of a size are moved mid-canary (on 2
+//! cores, 5,000 took 18 minutes to get there),
 //! `WEIR_BENCH_OUT` (default `BENCHMARKS.md`) where the report goes, `WEIR_BENCH_ONLY` (any of
 //! `steps aborts busy git unchanged barrage restarts scale shards`) which parts run.
 //!
@@ -88,6 +90,13 @@ async fn run() {
                 .unwrap_or_else(|e| panic!("WEIR_BENCH_SHARDED: {n:?} is not a count: {e}"))
         })
         .unwrap_or(1000);
+    let in_flight: usize = std::env::var("WEIR_BENCH_IN_FLIGHT")
+        .ok()
+        .map(|n| {
+            n.parse()
+                .unwrap_or_else(|e| panic!("WEIR_BENCH_IN_FLIGHT: {n:?} is not a count: {e}"))
+        })
+        .unwrap_or(usize::MAX);
     let out = std::env::var("WEIR_BENCH_OUT").unwrap_or_else(|_| "BENCHMARKS.md".into());
     // WEIR_BENCH_ONLY=scale (say) runs one part, to profile it; the others are reported
     // as not measured.
@@ -177,7 +186,7 @@ async fn run() {
             .join(", ");
         write(&report, &left);
         println!("== {size} Rollouts");
-        let reads = scale(&client, *size, &mut report).await;
+        let reads = scale(&client, *size, in_flight, &mut report).await;
         resync_reads.push((*size, reads));
     }
     if resync_reads.len() > 1 {
@@ -201,7 +210,7 @@ async fn run() {
     );
     if runs("shards") {
         println!("== {sharded_size} Rollouts over {REPLICAS} replicas");
-        sharded(&client, sharded_size, &mut report).await;
+        sharded(&client, sharded_size, in_flight, &mut report).await;
     }
     let text = write(&report, "");
     println!("{text}");
@@ -1611,7 +1620,7 @@ fn scale_rollout(name: &str, image: &str) -> Value {
 /// Rollouts); all moved to a new template and held mid-canary (its memory while they
 /// progress); restarted once more (recovery of N in-flight rollouts).
 /// Returns the reads of the resync of `size` unchanged Rollouts.
-async fn scale(client: &Client, size: usize, report: &mut Report) -> u64 {
+async fn scale(client: &Client, size: usize, in_flight: usize, report: &mut Report) -> u64 {
     let ns = TestNamespace::new(client, &format!("bench-scale-{size}")).await;
     let api = ns.api::<Rollout>();
     let (store, writer) = reflector::store();
@@ -1684,9 +1693,11 @@ async fn scale(client: &Client, size: usize, report: &mut Report) -> u64 {
         idle_resync.as_secs_f64(),
     );
 
-    // All N move to a new template and stop at their indefinite pause.
+    // All N (or `in_flight` of them) move to a new template and stop at their indefinite
+    // pause.
+    let moved = size.min(in_flight);
     let progressing = Instant::now();
-    futures::stream::iter(names.iter())
+    futures::stream::iter(names.iter().take(moved))
         .map(|name| {
             let api = api.clone();
             async move {
@@ -1700,7 +1711,7 @@ async fn scale(client: &Client, size: usize, report: &mut Report) -> u64 {
         .buffer_unordered(16)
         .collect::<()>()
         .await;
-    wait_count(&store, "paused mid-canary", limit, size, |r| {
+    wait_count(&store, "paused mid-canary", limit, moved, |r| {
         phase_of(r) == Some(RolloutPhase::Paused)
             && r.status.as_ref().and_then(|s| s.current_step_index) == Some(1)
     })
@@ -1729,7 +1740,7 @@ async fn scale(client: &Client, size: usize, report: &mut Report) -> u64 {
     let recovery_writes = writes_between(&before, &after);
     let (_, recovery_peak) = memory(third.pid());
 
-    if size == 1000 {
+    if size == 1000 && moved == size {
         report.target(
             "controller peak RSS, 1,000 Rollouts progressing",
             format!("{busy_peak:.1} MiB"),
@@ -1779,9 +1790,9 @@ async fn scale(client: &Client, size: usize, report: &mut Report) -> u64 {
          | first controller's peak RSS (creation burst) | {first_peak:.1} MiB |\n\
          | restart on {size} Healthy Rollouts: all reconciled after | {:.1} s |\n\
          | idle: RSS / peak RSS after that resync and 10 s at rest | {idle_rss:.1} / {idle_peak:.1} MiB |\n\
-         | all {size} moved to a new template until all paused mid-canary | {:.1} s |\n\
-         | progressing: RSS / peak RSS when all {size} are mid-canary | {busy_rss:.1} / {busy_peak:.1} MiB |\n\
-         | recovery: restart to all {size} in-flight Rollouts reconciled | {:.1} s |\n\
+         | {moved} moved to a new template until all paused mid-canary | {:.1} s |\n\
+         | progressing: RSS / peak RSS when {moved} are mid-canary | {busy_rss:.1} / {busy_peak:.1} MiB |\n\
+         | recovery: restart to all {size} reconciled, {moved} of them in flight | {:.1} s |\n\
          | recovery: that controller's peak RSS | {recovery_peak:.1} MiB |\n\n",
         to_healthy.as_secs_f64(),
         idle_resync.as_secs_f64(),
@@ -1893,7 +1904,7 @@ async fn reconciled_names(port: u16) -> BTreeSet<String> {
 /// RSS then), each object's writers counted from the audit log, then the replica leading
 /// the most shards killed: the time until the others have reconciled its Rollouts, and the
 /// writes that handover made.
-async fn sharded(client: &Client, size: usize, report: &mut Report) {
+async fn sharded(client: &Client, size: usize, in_flight: usize, report: &mut Report) {
     let audit = support::repo_root().join(".local-cluster/audit.log");
     if !audit.exists() {
         report.section(
@@ -1987,7 +1998,8 @@ async fn sharded(client: &Client, size: usize, report: &mut Report) {
         .flatten()
         .map(|replica| memory(replica.pid()).0)
         .collect();
-    futures::stream::iter(names.iter())
+    let moved = size.min(in_flight);
+    futures::stream::iter(names.iter().take(moved))
         .map(|name| {
             let api = api.clone();
             async move {
@@ -2005,7 +2017,7 @@ async fn sharded(client: &Client, size: usize, report: &mut Report) {
         phase_of(r) == Some(RolloutPhase::Paused)
             && r.status.as_ref().and_then(|s| s.current_step_index) == Some(1)
     };
-    wait_count(&store, "paused mid-canary", limit, size, paused).await;
+    wait_count(&store, "paused mid-canary", limit, moved, paused).await;
     quiet(&store, limit).await;
     let busy: Vec<(f64, f64)> = replicas
         .iter()
@@ -2013,7 +2025,7 @@ async fn sharded(client: &Client, size: usize, report: &mut Report) {
         .map(|replica| memory(replica.pid()))
         .collect();
     println!(
-        "  all Healthy after {:.1} s, then all mid-canary",
+        "  all Healthy after {:.1} s, then {moved} mid-canary",
         to_healthy.as_secs_f64()
     );
 
@@ -2140,8 +2152,15 @@ async fn sharded(client: &Client, size: usize, report: &mut Report) {
         .iter()
         .filter(|(name, step)| steps_after.get(*name) != Some(step))
         .count();
+    let orphans_in_flight = orphans
+        .iter()
+        .filter(|name| names[..moved].contains(name))
+        .count();
     report.target(
-        &format!("kill 1 of {REPLICAS} replicas: its {} in-flight Rollouts reconciled again by the others", orphans.len()),
+        &format!(
+            "kill 1 of {REPLICAS} replicas: its {} Rollouts ({orphans_in_flight} in flight) reconciled again by the others",
+            orphans.len()
+        ),
         format!("{:.1} s", recovery.as_secs_f64()),
         "≤ 30 s",
         Some(recovery.as_secs_f64() <= 30.0),
@@ -2173,8 +2192,9 @@ async fn sharded(client: &Client, size: usize, report: &mut Report) {
              counted from the API server's audit log (writes to weir's kinds and ReplicaSets, \
              each request's user agent naming its replica): Rollouts written by each \
              replica {}; objects written by more than one: {}. Then the replica leading the \
-             most shards ({most} of {SHARDS}) was killed (SIGKILL) with all {size} paused \
-             mid-canary: the others had reconciled its {} Rollouts {:.1} s later, with \
+             most shards ({most} of {SHARDS}) was killed (SIGKILL) with {moved} of the {size} \
+             paused mid-canary: the others had reconciled its {} Rollouts \
+             ({orphans_in_flight} of them in flight) {:.1} s later, with \
              {steps_moved} steps taken and {handover_writes} writes in the handover.\n\n\
              | replica | idle RSS | mid-canary RSS | peak RSS |\n| --- | --- | --- | --- |\n{memory_rows}\n",
             to_healthy.as_secs_f64(),
