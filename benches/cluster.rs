@@ -2227,7 +2227,7 @@ async fn wait_count(
             println!("  {count}/{size} {what}");
         }
         last = count;
-        async move { (count == size).then_some(()) }
+        async move { (count >= size).then_some(()) }
     })
     .await;
 }

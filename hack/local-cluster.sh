@@ -314,7 +314,7 @@ POLICY
     --service-account-issuer https://kubernetes.default.svc --service-cluster-ip-range 10.96.0.0/16 \
     --enable-admission-plugins OwnerReferencesPermissionEnforcement \
     --audit-policy-file "$STATE/audit-policy.yaml" --audit-log-path "$STATE/audit.log" \
-    --audit-log-maxsize 200 --audit-log-maxbackup 1
+    --audit-log-maxsize 2000 --audit-log-maxbackup 1
   # That plugin (on in OpenShift and hardened clusters) checks that whoever sets an owner
   # reference blocking deletion may update the owner's finalizers: on here, the chart's RBAC
   # test shows weir needs no such rule (its owner references do not block deletion).

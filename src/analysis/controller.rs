@@ -65,14 +65,14 @@ pub async fn run(
     );
     let (runs, run_events) = cache::trimmed(
         scoped_api::<AnalysisRun>(&client, namespace),
-        crate::runtime::watch::config(),
+        crate::runtime::watch::cached_first(),
         cache::keep_all,
         health.watch("analysis/AnalysisRun"),
     );
     // The Jobs of `job` metrics: one finishing is news for its run at once.
     let jobs = crate::runtime::watch::watched(
         scoped_api::<Job>(&client, namespace),
-        crate::runtime::watch::config().labels(super::job::RUN_LABEL),
+        crate::runtime::watch::cached_first().labels(super::job::RUN_LABEL),
         health.optional_watch("analysis/Job"),
     );
     Controller::for_stream(run_events.applied_objects(), runs.store)

@@ -29,11 +29,11 @@ pub async fn run(
     // Optional: a cluster upgraded without the Experiment CRD runs everything else.
     let (experiments, experiment_events) = cache::trimmed(
         scoped_api::<Experiment>(&client, namespace),
-        watch::config(),
+        watch::cached_first(),
         cache::keep_all,
         health.optional_watch("experiment/Experiment"),
     );
-    let owned = watch::config().labels(EXPERIMENT_LABEL);
+    let owned = watch::cached_first().labels(EXPERIMENT_LABEL);
     let replica_sets = watch::watched(
         scoped_api::<ReplicaSet>(&client, namespace),
         owned.clone(),

@@ -58,6 +58,7 @@ pub async fn run(
     let health = metrics.watches.clone();
     let (gitsyncs, gitsync_events) = cache::trimmed(
         scoped_api::<GitSync>(&client, namespace),
+        // Consistent: dependencies, promotions and write-back checks decide from the store.
         watch::config(),
         cache::keep_all,
         health.watch("gitops/GitSync"),

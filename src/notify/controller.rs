@@ -80,10 +80,12 @@ pub async fn run(
     // In the metric and the log, not in readiness or the outage record: a notification
     // watch that lags must never hold up, or hurry, a rollout's timers.
     let watching = |name: &str| health.optional_watch(name);
+    // Events may come from the watch cache: one it lacks yet comes by the watch. What
+    // decides deliveries (Notifiers' marks, rules) is read consistently.
     let events = follow::<Event>(
         &client,
         namespace,
-        watch::config().fields("reportingComponent=weir"),
+        watch::cached_first().fields("reportingComponent=weir"),
         watching("notify/Event"),
     );
     let notifiers = follow::<Notifier>(

@@ -44,7 +44,7 @@ pub fn watch_rollouts(
 ) {
     cache::trimmed(
         scoped_api::<Rollout>(client, namespace),
-        watch::config(),
+        watch::cached_first(),
         cache::keep_all,
         metrics.watches.watch("rollout/Rollout"),
     )
@@ -67,7 +67,10 @@ pub async fn run<S>(
         > + Send
         + 'static,
 {
-    let owned = watch::config().labels(ROLLOUT_LABEL);
+    // Lists from the watch cache: what the caches hold is read for a write only once they
+    // have seen a consistent floor (`observe::read_owned`), and a Rollout is read again
+    // before it is acted on; the other watches only wake reconciles.
+    let owned = watch::cached_first().labels(ROLLOUT_LABEL);
     let health = &metrics.watches;
     let (replica_sets, replica_set_events) = cache::trimmed(
         scoped_api::<ReplicaSet>(&client, namespace),
@@ -91,30 +94,30 @@ pub async fn run<S>(
     );
     let routes = watch::watched(
         scoped_api::<HttpRoute>(&client, namespace),
-        watch::config(),
+        watch::cached_first(),
         // Optional: a cluster without Gateway API runs Rollouts without a router.
         health.optional_watch("rollout/HTTPRoute"),
     );
     let grpc_routes = watch::watched(
         scoped_api::<GrpcRoute>(&client, namespace),
-        watch::config(),
+        watch::cached_first(),
         health.optional_watch("rollout/GRPCRoute"),
     );
     // The other routers' objects, each optional: a cluster without Istio, SMI or an Ingress
     // controller runs Rollouts on the routers it has.
     let ingresses = watch::watched(
         scoped_api::<Ingress>(&client, namespace),
-        watch::config(),
+        watch::cached_first(),
         health.optional_watch("rollout/Ingress"),
     );
     let virtual_services = watch::watched(
         dynamic_api(&client, namespace, &istio::virtual_service_resource()),
-        watch::config(),
+        watch::cached_first(),
         health.optional_watch("rollout/VirtualService"),
     );
     let destination_rules = watch::watched(
         dynamic_api(&client, namespace, &istio::destination_rule_resource()),
-        watch::config(),
+        watch::cached_first(),
         health.optional_watch("rollout/DestinationRule"),
     );
     // TrafficSplits at the version the cluster serves now (the newest weir writes without).
@@ -132,17 +135,17 @@ pub async fn run<S>(
     .unwrap_or(smi::VERSIONS[0]);
     let traffic_splits = watch::watched(
         dynamic_api(&client, namespace, &smi::api_resource(split_version)),
-        watch::config(),
+        watch::cached_first(),
         health.optional_watch("rollout/TrafficSplit"),
     );
     let templates = watch::watched(
         scoped_api::<AnalysisTemplate>(&client, namespace),
-        watch::config(),
+        watch::cached_first(),
         health.watch("rollout/AnalysisTemplate"),
     );
     let cluster_templates = watch::watched(
         Api::<ClusterAnalysisTemplate>::all(client.clone()),
-        watch::config(),
+        watch::cached_first(),
         health.watch("rollout/ClusterAnalysisTemplate"),
     );
     let written = Arc::new(WrittenVersions::default());

@@ -37,16 +37,25 @@ pub async fn log_failure<T, E: std::fmt::Display>(result: Result<T, E>) {
     }
 }
 
-/// Hands the pages glibc holds free back to the system. A watch's first list arrives in
-/// one response (see [`watch`]): its body and the untrimmed objects decoded from it are
+/// Hands the pages glibc holds free back to the system. A list from the watch cache arrives
+/// in one response (see [`watch`]): its body and the untrimmed objects decoded from it are
 /// freed once the store holds the trimmed ones, but glibc keeps freed pages that lie below
 /// live allocations, so without this an idle controller's RSS kept the list's peak.
+/// It walks the heap under the allocator's locks, so it runs on the blocking pool.
 pub fn give_back_freed_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: malloc_trim only returns free pages to the system; it takes the allocator's own
-    // locks and touches no memory that is in use.
-    unsafe {
-        libc::malloc_trim(0);
+    {
+        let trim = || {
+            // SAFETY: malloc_trim only returns free pages to the system; it takes the
+            // allocator's own locks and touches no memory that is in use.
+            unsafe {
+                libc::malloc_trim(0);
+            }
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => drop(runtime.spawn_blocking(trim)),
+            Err(_) => trim(),
+        }
     }
 }
 

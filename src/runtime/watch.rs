@@ -7,15 +7,16 @@
 //! a watch that was not even broken. Here a watch's backoff grows from a quarter second to
 //! at most `MAX_BACKOFF` and resets with the first event it takes again.
 //!
-//! A watch's first list is one request served from the API server's watch cache, whatever
-//! the number of objects, as client-go's informers do: a restart on 10,000 Rollouts reads
-//! what one on 1,000 does. What it holds may be a moment old; every write is checked
-//! against a consistent floor first ([`crate::runtime::cache::Cache::floor`]).
+//! Kinds whose readers check a consistent floor before they write, or read the object
+//! again first, list from the API server's watch cache ([`cached_first`]), as client-go's
+//! informers do: that costs the API server no etcd read, and this 1.20 one answers it in one
+//! request, so a restart on 10,000 Rollouts reads what one on 1,000 does. Others
+//! ([`config`]) list consistently from etcd.
 //!
-//! After its first error a watch lists again with `config()`: consistent reads from etcd
-//! in pages, never the watch cache, which right after an API server restart may answer
-//! with a version the new watch cache no longer serves (KEP 1904). Errors are rare, so what
-//! that costs is paid rarely.
+//! Once a watch must list again (`410 Expired`), every list is a consistent read, never the
+//! watch cache, which right after an API server restart may answer with a version the new
+//! watch cache no longer serves (KEP 1904). That happens rarely, so what it costs is paid
+//! rarely.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -45,9 +46,15 @@ pub const BEHIND_LIMIT: Duration = Duration::from_secs(30);
 /// since (kube's watcher says nothing when a watch starts again).
 pub const QUIET: Duration = Duration::from_secs(12);
 
-/// A watch's list and watch parameters: lists after an error are consistent reads.
+/// A watch's list and watch parameters: consistent reads, in pages.
 pub fn config() -> watcher::Config {
     watcher::Config::default().list_semantic(ListSemantic::MostRecent)
+}
+
+/// [`config`], but the first list from the API server's watch cache (see the module's
+/// comment): only for kinds whose readers do not act on a list that may be a moment old.
+pub fn cached_first() -> watcher::Config {
+    config().any_semantic()
 }
 
 /// The backoff of one watch: 250 ms, doubling, at most `MAX_BACKOFF`, each wait plus up to
@@ -91,17 +98,18 @@ pub fn unheard(error: &watcher::Error) -> bool {
     }
 }
 
-/// `config` for a watch's first list: the API server's watch cache, in one piece.
-pub fn first_list(config: &watcher::Config) -> watcher::Config {
-    let mut first = config.clone().any_semantic();
-    // An API server answers a list from its watch cache whole whatever the limit (1.20
-    // ignores it; later ones may page it): asking for no pages is what keeps it one request.
-    first.page_size = None;
-    first
+/// Whether kube's watcher lists again after `error` (the others resume the watch from the
+/// version they had).
+pub fn lists_again(error: &watcher::Error) -> bool {
+    match error {
+        watcher::Error::WatchError(status) => status.code == 410,
+        watcher::Error::NoResourceVersion | watcher::Error::InitialListFailed(_) => true,
+        watcher::Error::WatchStartFailed(_) | watcher::Error::WatchFailed(_) => false,
+    }
 }
 
-/// A watch of `api` that backs off on its own and records its health as `watch`: its first
-/// list is [`first_list`], every list after an error is `config`'s.
+/// A watch of `api` that backs off on its own and records its health as `watch`. With
+/// [`cached_first`], every list after the first is consistent.
 pub fn watched<K>(
     api: Api<K>,
     config: watcher::Config,
@@ -110,10 +118,11 @@ pub fn watched<K>(
 where
     K: kube::Resource + Clone + DeserializeOwned + std::fmt::Debug + Send + 'static,
 {
-    let first = watcher(api.clone(), first_list(&config));
-    // Lazy: no request until the first watcher fails.
-    let after_an_error = watcher(api, config);
-    until_first_error(first, after_an_error)
+    let consistent = config.clone().list_semantic(ListSemantic::MostRecent);
+    let first = watcher(api.clone(), config);
+    // Lazy: no request until the first watcher would list again.
+    let later = watcher(api, consistent);
+    until_relist(first, later, |item| item.as_ref().is_err_and(lists_again))
         .backoff(backoff())
         .inspect(move |result| match result {
             Ok(_) => watch.saw(&Ok::<(), &str>(())),
@@ -121,12 +130,12 @@ where
         })
 }
 
-/// `first`'s items up to and with its first error, then `then`'s. `first` is dropped at
-/// its error, before it is polled again (a watcher polled after an error retries at once).
-pub fn until_first_error<T, E, A, B>(first: A, then: B) -> impl Stream<Item = Result<T, E>>
+/// `first`'s items up to and with the first that `ends` it, then `then`'s. `first` is
+/// dropped there, before it is polled again (a watcher would list again at once).
+pub fn until_relist<T, A, B>(first: A, then: B, ends: fn(&T) -> bool) -> impl Stream<Item = T>
 where
-    A: Stream<Item = Result<T, E>>,
-    B: Stream<Item = Result<T, E>>,
+    A: Stream<Item = T>,
+    B: Stream<Item = T>,
 {
     enum Phase<A, B> {
         First(std::pin::Pin<Box<A>>, std::pin::Pin<Box<B>>),
@@ -134,13 +143,16 @@ where
     }
     futures::stream::unfold(
         Phase::First(Box::pin(first), Box::pin(then)),
-        |phase| async move {
+        move |phase| async move {
             match phase {
-                Phase::First(mut first, then) => match first.next().await {
-                    Some(Err(error)) => Some((Err(error), Phase::Then(then))),
-                    Some(item) => Some((item, Phase::First(first, then))),
-                    None => None,
-                },
+                Phase::First(mut first, then) => {
+                    let item = first.next().await?;
+                    if ends(&item) {
+                        Some((item, Phase::Then(then)))
+                    } else {
+                        Some((item, Phase::First(first, then)))
+                    }
+                }
                 Phase::Then(mut then) => {
                     let item = then.next().await?;
                     Some((item, Phase::Then(then)))
@@ -468,14 +480,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_first_list_is_one_read_of_the_watch_cache_and_later_ones_consistent_pages() {
-        let later = config().labels("weir.dev/rollout");
-        let first = first_list(&later);
-        assert_eq!(first.list_semantic, ListSemantic::Any);
-        assert_eq!(first.page_size, None);
-        assert_eq!(first.label_selector, later.label_selector);
-        assert_eq!(later.list_semantic, ListSemantic::MostRecent);
-        assert_eq!(later.page_size, Some(500));
+    fn a_cached_first_list_reads_the_watch_cache_and_only_410_and_list_failures_list_again() {
+        let cached = cached_first().labels("weir.dev/rollout");
+        assert_eq!(cached.list_semantic, ListSemantic::Any);
+        assert_eq!(cached.page_size, Some(500));
+        assert_eq!(config().list_semantic, ListSemantic::MostRecent);
+        let status = |code| {
+            watcher::Error::WatchError(Box::new(kube::core::Status {
+                code,
+                ..kube::core::Status::default()
+            }))
+        };
+        assert!(lists_again(&status(410)));
+        assert!(!lists_again(&status(500)));
+        assert!(lists_again(&watcher::Error::NoResourceVersion));
     }
 
     #[tokio::test]
@@ -523,31 +541,43 @@ mod tests {
     }
 
     #[test]
-    fn the_first_stream_gives_way_at_its_first_error_and_is_never_polled_after() {
+    fn the_first_stream_gives_way_where_it_ends_and_is_never_polled_after() {
         use std::sync::atomic::{AtomicUsize, Ordering};
+        type Item = Result<i32, &'static str>;
         let polled = Arc::new(AtomicUsize::new(0));
         let counter = polled.clone();
-        let first =
-            futures::stream::iter([Ok(1), Ok(2), Err("gone"), Ok(3), Ok(4)]).inspect(move |_| {
+        let first = futures::stream::iter([Ok(1), Err("blip"), Ok(2), Err("gone"), Ok(3)]).inspect(
+            move |_| {
                 counter.fetch_add(1, Ordering::SeqCst);
-            });
-        let then = futures::stream::iter([Ok(10), Err("again"), Ok(11)]);
-        let items: Vec<Result<i32, &str>> =
-            futures::executor::block_on(until_first_error(first, then).collect());
+            },
+        );
+        let then = futures::stream::iter([Ok(10), Err("gone"), Ok(11)]);
+        let gone: fn(&Item) -> bool = |item| *item == Err("gone");
+        let items: Vec<Item> =
+            futures::executor::block_on(until_relist(first, then, gone).collect());
         assert_eq!(
             items,
-            vec![Ok(1), Ok(2), Err("gone"), Ok(10), Err("again"), Ok(11)]
+            vec![
+                Ok(1),
+                Err("blip"),
+                Ok(2),
+                Err("gone"),
+                Ok(10),
+                Err("gone"),
+                Ok(11)
+            ]
         );
-        assert_eq!(polled.load(Ordering::SeqCst), 3, "nothing after its error");
-        // Without an error, the first is all there is.
-        let items: Vec<Result<i32, &str>> = futures::executor::block_on(
-            until_first_error(
-                futures::stream::iter([Ok(1), Ok(2)]),
+        assert_eq!(polled.load(Ordering::SeqCst), 4, "nothing after its end");
+        // Without an end, the first is all there is.
+        let items: Vec<Item> = futures::executor::block_on(
+            until_relist(
+                futures::stream::iter([Ok(1), Err("blip")]),
                 futures::stream::iter([Ok(10)]),
+                gone,
             )
             .collect(),
         );
-        assert_eq!(items, vec![Ok(1), Ok(2)]);
+        assert_eq!(items, vec![Ok(1), Err("blip")]);
     }
 
     #[test]
