@@ -571,7 +571,8 @@ impl PauseLog {
         let log = PauseLog::default();
         let sink = log.clone();
         let task = tokio::spawn(async move {
-            let mut stream = watcher(api, watcher::Config::default())
+            // The timed Rollout's pauses only: others may share its namespace (`busy`).
+            let mut stream = watcher(api, watcher::Config::default().fields("metadata.name=web"))
                 .default_backoff()
                 .applied_objects()
                 .boxed();
@@ -1250,10 +1251,16 @@ async fn busy(client: &Client, samples: usize, others: usize, report: &mut Repor
             let mut round = 1u32;
             while !stop.load(std::sync::atomic::Ordering::SeqCst) {
                 round += 1;
+                // Healthy at its current spec: one just given a new image still reads
+                // Healthy until the controller has seen the change.
                 let healthy: Vec<String> = store
                     .state()
                     .iter()
-                    .filter(|r| phase_of(r) == Some(RolloutPhase::Healthy))
+                    .filter(|r| {
+                        phase_of(r) == Some(RolloutPhase::Healthy)
+                            && r.status.as_ref().and_then(|s| s.observed_generation)
+                                == r.metadata.generation
+                    })
                     .map(|r| kube::ResourceExt::name_any(r.as_ref()))
                     .collect();
                 let image = format!("bench:{round}");
