@@ -1222,22 +1222,12 @@ async fn busy(client: &Client, samples: usize, others: usize, report: &mut Repor
         .for_each(|_| async {}),
     );
     let names: Vec<String> = (0..others).map(|i| format!("busy-{i:05}")).collect();
-    futures::stream::iter(names.iter())
-        .map(|name| {
-            let api = rollouts.clone();
-            async move {
-                let mut object = busy_rollout(name, "bench:1");
-                object["metadata"]["labels"] = json!({"bench": "busy"});
-                let object: Rollout = serde_json::from_value(object)
-                    .unwrap_or_else(|e| panic!("the bench's Rollout: {e}"));
-                api.create(&PostParams::default(), &object)
-                    .await
-                    .unwrap_or_else(|e| panic!("creating Rollout {name}: {e}"));
-            }
-        })
-        .buffer_unordered(16)
-        .collect::<()>()
-        .await;
+    create_all(&rollouts, &names, |name| {
+        let mut object = busy_rollout(name, "bench:1");
+        object["metadata"]["labels"] = json!({"bench": "busy"});
+        object
+    })
+    .await;
     let limit = Duration::from_secs(300 + others as u64);
     wait_count(&store, "Healthy", limit, others, |r| {
         phase_of(r) == Some(RolloutPhase::Healthy)
@@ -1648,20 +1638,7 @@ async fn scale(client: &Client, size: usize, in_flight: usize, report: &mut Repo
     let (baseline_rss, _) = memory(first.pid());
     let names: Vec<String> = (0..size).map(|i| format!("r-{i:05}")).collect();
     let created = Instant::now();
-    futures::stream::iter(names.iter())
-        .map(|name| {
-            let api = api.clone();
-            async move {
-                let object: Rollout = serde_json::from_value(scale_rollout(name, "bench:1"))
-                    .unwrap_or_else(|e| panic!("the bench's Rollout: {e}"));
-                api.create(&PostParams::default(), &object)
-                    .await
-                    .unwrap_or_else(|e| panic!("creating Rollout {name}: {e}"));
-            }
-        })
-        .buffer_unordered(16)
-        .collect::<()>()
-        .await;
+    create_all(&api, &names, |name| scale_rollout(name, "bench:1")).await;
     // Generous: a limit is there to name what never finished, not to time it.
     let limit = Duration::from_secs(300 + size as u64);
     wait_count(&store, "Healthy", limit, size, |r| {
@@ -1704,20 +1681,7 @@ async fn scale(client: &Client, size: usize, in_flight: usize, report: &mut Repo
     // pause.
     let moved = size.min(in_flight);
     let progressing = Instant::now();
-    futures::stream::iter(names.iter().take(moved))
-        .map(|name| {
-            let api = api.clone();
-            async move {
-                let patch = json!({"spec": {"template": {"spec": {"containers": [
-                    {"name": "app", "image": "bench:2"}]}}}});
-                api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
-                    .await
-                    .unwrap_or_else(|e| panic!("updating Rollout {name}: {e}"));
-            }
-        })
-        .buffer_unordered(16)
-        .collect::<()>()
-        .await;
+    set_image_all(&api, &names[..moved], "bench:2").await;
     wait_count(&store, "paused mid-canary", limit, moved, |r| {
         phase_of(r) == Some(RolloutPhase::Paused)
             && r.status.as_ref().and_then(|s| s.current_step_index) == Some(1)
@@ -1977,22 +1941,12 @@ async fn sharded(client: &Client, size: usize, in_flight: usize, report: &mut Re
 
     let names: Vec<String> = (0..size).map(|i| format!("r-{i:05}")).collect();
     let created = Instant::now();
-    futures::stream::iter(names.iter())
-        .map(|name| {
-            let api = api.clone();
-            async move {
-                let mut object = scale_rollout(name, "bench:1");
-                object["metadata"]["labels"] = json!({"weir.dev/shard": name});
-                let object: Rollout = serde_json::from_value(object)
-                    .unwrap_or_else(|e| panic!("the bench's Rollout: {e}"));
-                api.create(&PostParams::default(), &object)
-                    .await
-                    .unwrap_or_else(|e| panic!("creating Rollout {name}: {e}"));
-            }
-        })
-        .buffer_unordered(16)
-        .collect::<()>()
-        .await;
+    create_all(&api, &names, |name| {
+        let mut object = scale_rollout(name, "bench:1");
+        object["metadata"]["labels"] = json!({"weir.dev/shard": name});
+        object
+    })
+    .await;
     let limit = Duration::from_secs(300 + size as u64);
     wait_count(&store, "Healthy", limit, size, |r| {
         phase_of(r) == Some(RolloutPhase::Healthy)
@@ -2006,20 +1960,7 @@ async fn sharded(client: &Client, size: usize, in_flight: usize, report: &mut Re
         .map(|replica| memory(replica.pid()).0)
         .collect();
     let moved = size.min(in_flight);
-    futures::stream::iter(names.iter().take(moved))
-        .map(|name| {
-            let api = api.clone();
-            async move {
-                let patch = json!({"spec": {"template": {"spec": {"containers": [
-                    {"name": "app", "image": "bench:2"}]}}}});
-                api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
-                    .await
-                    .unwrap_or_else(|e| panic!("updating Rollout {name}: {e}"));
-            }
-        })
-        .buffer_unordered(16)
-        .collect::<()>()
-        .await;
+    set_image_all(&api, &names[..moved], "bench:2").await;
     let paused = |r: &Rollout| {
         phase_of(r) == Some(RolloutPhase::Paused)
             && r.status.as_ref().and_then(|s| s.current_step_index) == Some(1)
@@ -2214,6 +2155,42 @@ async fn sharded(client: &Client, size: usize, in_flight: usize, report: &mut Re
     cache.abort();
     finish(ns).await;
     drop(replicas);
+}
+
+/// Creates a Rollout from `object(name)` for each of `names`, 16 at a time.
+async fn create_all(api: &Api<Rollout>, names: &[String], object: impl Fn(&str) -> Value) {
+    futures::stream::iter(names.iter())
+        .map(|name| {
+            let api = api.clone();
+            let object: Rollout = serde_json::from_value(object(name))
+                .unwrap_or_else(|e| panic!("the bench's Rollout: {e}"));
+            async move {
+                api.create(&PostParams::default(), &object)
+                    .await
+                    .unwrap_or_else(|e| panic!("creating Rollout {name}: {e}"));
+            }
+        })
+        .buffer_unordered(16)
+        .collect::<()>()
+        .await;
+}
+
+/// Gives each of `names` the container image `image`, 16 at a time.
+async fn set_image_all(api: &Api<Rollout>, names: &[String], image: &str) {
+    let patch = json!({"spec": {"template": {"spec": {"containers": [
+        {"name": "app", "image": image}]}}}});
+    futures::stream::iter(names.iter())
+        .map(|name| {
+            let (api, patch) = (api.clone(), &patch);
+            async move {
+                api.patch(name, &PatchParams::default(), &Patch::Merge(patch))
+                    .await
+                    .unwrap_or_else(|e| panic!("updating Rollout {name}: {e}"));
+            }
+        })
+        .buffer_unordered(16)
+        .collect::<()>()
+        .await;
 }
 
 fn phase_of(rollout: &Rollout) -> Option<RolloutPhase> {
