@@ -293,7 +293,8 @@ start_apiserver() {
   alive kube-apiserver && return 0
   say "starting kube-apiserver on https://127.0.0.1:$API_PORT"
   # The audit log keeps who wrote which weir object or ReplicaSet (the user agent names
-  # each weir replica): the bench counts the writers of each object from it.
+  # each weir replica): the bench counts the writers of each object from it, and the
+  # requests of a resync.
   cat >"$STATE/audit-policy.yaml" <<'POLICY'
 apiVersion: audit.k8s.io/v1
 kind: Policy
@@ -305,6 +306,15 @@ rules:
   - group: weir.dev
   - group: apps
     resources: [replicasets]
+  - group: gateway.networking.k8s.io
+    resources: [httproutes]
+# Every read but the leader elections' Leases: what a resync reads, by client (this
+# API server's own metrics count a GET of a custom resource as a LIST, and name no client).
+- level: None
+  resources:
+  - group: coordination.k8s.io
+- level: Metadata
+  verbs: [get, list, watch]
 - level: None
 POLICY
   start kube-apiserver "$K8S_BIN/kube-apiserver" \
