@@ -9,9 +9,10 @@
 //!
 //! Kinds whose readers check a consistent floor before they write, or read the object
 //! again first, list from the API server's watch cache ([`cached_first`]), as client-go's
-//! informers do: that costs the API server no etcd read. Pages of 500 are kept, which bounds
-//! the memory of a list (this 1.20 API server pages such a list too: 20 requests for 10,000
-//! Rollouts, `make bench`). Others ([`config`]) list consistently from etcd.
+//! informers do: that costs the API server no etcd read, and the watch cache answers with
+//! the whole list in one response whatever the page size asked (checked on this 1.20 API
+//! server: 1,200 objects, `limit=500&resourceVersion=0`, one page). Others ([`config`]) list
+//! consistently from etcd, in pages of 500.
 //!
 //! Once a watch must list again (`410 Expired`), every list is a consistent read, never the
 //! watch cache, which right after an API server restart may answer with a version the new
