@@ -1,8 +1,12 @@
 //! Reading the templates an analysis reaches from the API server: for a Rollout's check and
-//! runs, and for an Experiment's runs.
+//! runs, and for an Experiment's runs. A look that writes nothing may read them from the
+//! Rollout controller's caches instead.
 
 use kube::Client;
 use kube::api::Api;
+use kube::runtime::reflector::ObjectRef;
+
+use crate::runtime::cache::Cache;
 
 use super::run::{self, Requested};
 use crate::api::analysis::{
@@ -10,6 +14,15 @@ use crate::api::analysis::{
 };
 use crate::runtime::error::Error;
 use crate::validate::Violation;
+
+/// The templates a process keeps watched. A Rollout's look that writes nothing reads its
+/// templates here, so a restart of many Rollouts reads no template one by one; anything
+/// that creates a run reads them from the API server ([`read_checked`]).
+#[derive(Clone)]
+pub struct TemplateCaches {
+    pub namespaced: Cache<AnalysisTemplate>,
+    pub cluster: Cache<ClusterAnalysisTemplate>,
+}
 
 /// Why an analysis' templates, as read, cannot make a run.
 #[derive(Debug)]
@@ -36,7 +49,7 @@ pub async fn read_checked(
     requested: &Requested<'_>,
 ) -> Result<Result<Vec<(String, AnalysisTemplateSpec)>, Unusable>, Error> {
     let mut fetched = run::Fetched::new();
-    read(client, namespace, &requested.templates, &mut fetched).await?;
+    read(client, None, namespace, &requested.templates, &mut fetched).await?;
     let reach = run::reach(&requested.templates, &fetched);
     if let Some(missing) = reach.reached.iter().find(|r| r.spec.is_none()) {
         let named_at = requested.template_field(missing.root);
@@ -68,9 +81,11 @@ pub async fn read_checked(
 }
 
 /// Reads into `fetched` every template `roots` reach, composition included (at most
-/// [`run::MAX_TEMPLATES`] more).
+/// [`run::MAX_TEMPLATES`] more): from `cached` where given and synced, else from the API
+/// server.
 pub async fn read(
     client: &Client,
+    cached: Option<&TemplateCaches>,
     namespace: &str,
     roots: &[AnalysisTemplateRef],
     fetched: &mut run::Fetched,
@@ -81,9 +96,35 @@ pub async fn read(
             return Ok(());
         }
         for reference in unread {
-            let spec = fetch(client, namespace, &reference).await?;
+            let spec = match cached.and_then(|caches| from_cache(caches, namespace, &reference)) {
+                Some(spec) => spec,
+                None => fetch(client, namespace, &reference).await?,
+            };
             fetched.insert(run::key(&reference), spec);
         }
+    }
+}
+
+/// A template as `caches` hold it; None when the cache of its kind has not synced (it
+/// cannot say a template is missing then).
+fn from_cache(
+    caches: &TemplateCaches,
+    namespace: &str,
+    reference: &AnalysisTemplateRef,
+) -> Option<Option<AnalysisTemplateSpec>> {
+    let name = reference.template_name.as_str();
+    if reference.cluster_scope {
+        let cache = &caches.cluster;
+        cache.is_synced().then(|| {
+            let key = ObjectRef::new(name);
+            cache.store.get(&key).map(|t| t.spec.template.clone())
+        })
+    } else {
+        let cache = &caches.namespaced;
+        cache.is_synced().then(|| {
+            let key = ObjectRef::new(name).within(namespace);
+            cache.store.get(&key).map(|t| t.spec.clone())
+        })
     }
 }
 

@@ -11,6 +11,7 @@ use futures::StreamExt;
 use gateway_api::apis::standard::grpcroutes::GrpcRoute;
 use gateway_api::apis::standard::httproutes::HttpRoute;
 use k8s_openapi::api::apps::v1::ReplicaSet;
+use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::networking::v1::Ingress;
 use kube::api::{ApiResource, DynamicObject};
 use kube::runtime::reflector::{ObjectRef, Store};
@@ -18,8 +19,11 @@ use kube::runtime::{Controller, WatchStreamExt, controller};
 use kube::{Api, Client, ResourceExt};
 use tracing::{info, warn};
 
-use super::observe::{OwnedCaches, WrittenVersions, trim_experiment, trim_replica_set, trim_run};
+use super::observe::{
+    Caches, WrittenVersions, trim_experiment, trim_replica_set, trim_run, trim_service,
+};
 use super::reconcile::{Context, error_policy, reconcile};
+use crate::analysis::templates::TemplateCaches;
 use crate::api::Rollout;
 use crate::api::analysis::{AnalysisRun, AnalysisTemplate, ClusterAnalysisTemplate};
 use crate::api::contract::ROLLOUT_LABEL;
@@ -84,6 +88,14 @@ pub async fn run<S>(
         trim_run,
         health.watch("rollout/AnalysisRun"),
     );
+    // Every Service in scope, trimmed to its selector: a Rollout's first look reads its
+    // Services here, and a selector changed by someone else is drift to repair.
+    let (services, service_events) = cache::trimmed(
+        scoped_api::<Service>(&client, namespace),
+        watch::cached_first(),
+        trim_service,
+        health.watch("rollout/Service"),
+    );
     // Optional: a cluster upgraded without the Experiment CRD runs every Rollout but those
     // with experiment steps, which report the missing kind.
     let (experiments, experiment_events) = cache::trimmed(
@@ -138,14 +150,17 @@ pub async fn run<S>(
         watch::cached_first(),
         health.optional_watch("rollout/TrafficSplit"),
     );
-    let templates = watch::watched(
+    // Kept whole: a Rollout's first look reads its templates here (see TemplateCaches).
+    let (template_cache, templates) = cache::trimmed(
         scoped_api::<AnalysisTemplate>(&client, namespace),
         watch::cached_first(),
+        cache::keep_all,
         health.watch("rollout/AnalysisTemplate"),
     );
-    let cluster_templates = watch::watched(
+    let (cluster_template_cache, cluster_templates) = cache::trimmed(
         Api::<ClusterAnalysisTemplate>::all(client.clone()),
         watch::cached_first(),
+        cache::keep_all,
         health.watch("rollout/ClusterAnalysisTemplate"),
     );
     let written = Arc::new(WrittenVersions::default());
@@ -176,10 +191,15 @@ pub async fn run<S>(
         leadership: leadership.clone(),
         metrics: metrics.clone(),
         written,
-        owned: OwnedCaches {
+        caches: Caches {
             replica_sets,
             runs,
             experiments,
+            services,
+        },
+        templates: TemplateCaches {
+            namespaced: template_cache,
+            cluster: cluster_template_cache,
         },
     });
     let mut changes = leadership.changes();
@@ -234,6 +254,10 @@ pub async fn run<S>(
         .owns_stream(replica_set_events.touched_objects())
         .owns_stream(run_events.touched_objects())
         .owns_stream(experiment_events.touched_objects())
+        .watches_stream(service_events.touched_objects(), {
+            let rollouts = rollouts.clone();
+            move |service: Service| naming_service(&rollouts, &service)
+        })
         // Someone else changing a route's weights (or deleting weir's canary Ingress or
         // TrafficSplit) is drift to repair; map it to the Rollouts that route through it.
         .watches_stream(routes.touched_objects(), {
@@ -310,6 +334,25 @@ fn routing_through<K: ResourceExt>(
         .state()
         .into_iter()
         .filter(|rollout| traffic::refers_to(rollout, kind, &namespace, &name))
+        .map(|rollout| ObjectRef::from_obj(rollout.as_ref()))
+        .collect()
+}
+
+/// The Rollouts that name `service` as one of their strategy's two Services.
+fn naming_service(rollouts: &Store<Rollout>, service: &Service) -> Vec<ObjectRef<Rollout>> {
+    let (namespace, name) = (service.namespace(), service.name_any());
+    rollouts
+        .state()
+        .into_iter()
+        .filter(|rollout| rollout.namespace() == namespace)
+        .filter(|rollout| {
+            rollout
+                .spec
+                .strategy
+                .services()
+                .iter()
+                .any(|named| named.name == Some(name.as_str()))
+        })
         .map(|rollout| ObjectRef::from_obj(rollout.as_ref()))
         .collect()
 }

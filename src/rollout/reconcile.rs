@@ -13,8 +13,9 @@ use tracing::{info, instrument, warn};
 
 use super::act::act;
 use super::error::{self, CONFLICT, Error};
-use super::observe::{OwnedCaches, Read, WrittenVersions, observe, template_problems};
+use super::observe::{Caches, Read, WrittenVersions, observe, template_problems};
 use super::plan::{Input, Transition, plan};
+use crate::analysis::templates::TemplateCaches;
 use crate::api::Rollout;
 use crate::api::rollout::RolloutStatus;
 use crate::conditions;
@@ -37,8 +38,10 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// What makes a fresh read cheap: see [`Read::Fresh`].
     pub written: Arc<WrittenVersions>,
-    /// What a Rollout's ReplicaSets and AnalysisRuns are read from.
-    pub owned: OwnedCaches,
+    /// What a Rollout's ReplicaSets, AnalysisRuns, Experiments and Services are read from.
+    pub caches: Caches,
+    /// What the first look at a Rollout reads its analysis templates from.
+    pub templates: TemplateCaches,
 }
 
 /// Rounds of observe -> plan -> act in one reconcile: enough to walk several instant steps,
@@ -235,7 +238,10 @@ async fn reconcile_rollout(
     let mut needs_fresh = false;
 
     let outcome: Result<(), Error> = async {
-        let mut problems = template_problems(&ctx.client, &current).await?;
+        // Templates from the caches for the first look, which writes nothing; a look that
+        // may write reads them from the API server, and so does whatever creates a run.
+        let cached = (source == Source::Cache).then_some(&ctx.templates);
+        let mut problems = template_problems(&ctx.client, cached, &current).await?;
         let (router, refused) =
             Routers::for_rollout(&ctx.client, &current, &namespace, &hash).await?;
         // A refused route is the spec's problem: nothing is planned while it lasts (the
@@ -270,7 +276,7 @@ async fn reconcile_rollout(
             };
             let observed = observe(
                 &ctx.client,
-                &ctx.owned,
+                &ctx.caches,
                 &current,
                 router.as_ref(),
                 read,

@@ -19,6 +19,9 @@ pub struct Cache<K: Resource<DynamicType = ()> + 'static> {
     pub store: Store<K>,
     /// Set once the first complete list is in: from then on the store is whole (if behind).
     synced: Arc<AtomicBool>,
+    /// Whether the watch's last attempt failed (a kind the cluster lacks, a refusal): no
+    /// list is under way to wait for.
+    failing: Arc<AtomicBool>,
     /// Woken on every event the store has taken.
     changed: Arc<Notify>,
     /// The highest resourceVersion among the objects the store holds or has let go: it has
@@ -56,6 +59,36 @@ where
 {
     pub fn is_synced(&self) -> bool {
         self.synced.load(Ordering::Acquire)
+    }
+
+    /// Waits at most `limit` for the first list to be in, false when it is not: right after a
+    /// start, a reconcile reads its Rollout's objects from the list under way rather than
+    /// with one request each, so a restart costs a list per kind, not a read per Rollout.
+    /// Waits for no watch whose last attempt failed.
+    pub async fn synced_within(&self, limit: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let notified = self.changed.notified();
+            tokio::pin!(notified);
+            // Registered before looking, so an event between the look and the wait wakes it.
+            notified.as_mut().enable();
+            if self.is_synced() {
+                return true;
+            }
+            if self.failing.load(Ordering::Acquire) {
+                return false;
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return self.is_synced();
+            }
+        }
+    }
+
+    /// Notes whether the watch's last attempt failed, waking those waiting on the list.
+    fn failed(&self, failing: bool) {
+        if self.failing.swap(failing, Ordering::AcqRel) != failing {
+            self.changed.notify_waiters();
+        }
     }
 
     /// Notes that the store has taken `event`.
@@ -161,6 +194,7 @@ where
     let cache = Cache {
         store,
         synced: Arc::default(),
+        failing: Arc::default(),
         changed: Arc::default(),
         seen: Arc::default(),
         listing: Arc::default(),
@@ -176,10 +210,12 @@ where
             trim(object);
         })
         .reflect(writer)
-        .inspect(move |event| {
-            if let Ok(event) = event {
+        .inspect(move |event| match event {
+            Ok(event) => {
+                taker.failed(false);
                 taker.took(event);
             }
+            Err(_) => taker.failed(true),
         });
     (cache, events)
 }
@@ -206,6 +242,7 @@ mod tests {
         let cache = Cache {
             store: writer.as_reader(),
             synced: Arc::default(),
+            failing: Arc::default(),
             changed: Arc::default(),
             seen: Arc::default(),
             listing: Arc::default(),
@@ -257,6 +294,54 @@ mod tests {
         );
         assert!(cache.caught_up("10", SHORT).await);
         assert!(!cache.caught_up("12", SHORT).await);
+    }
+
+    #[tokio::test]
+    async fn a_read_right_after_a_start_waits_for_the_first_list_not_for_a_failing_watch() {
+        let (cache, mut writer) = cache();
+        assert!(!cache.synced_within(SHORT).await, "no list in yet");
+        let waiting = {
+            let cache = cache.clone();
+            tokio::spawn(async move { cache.synced_within(Duration::from_secs(30)).await })
+        };
+        take(&cache, &mut writer, watcher::Event::Init);
+        take(
+            &cache,
+            &mut writer,
+            watcher::Event::InitApply(config_map("web-1", "5")),
+        );
+        tokio::task::yield_now().await;
+        assert!(!waiting.is_finished(), "a page is not the whole list");
+        take(&cache, &mut writer, watcher::Event::InitDone);
+        assert!(matches!(
+            tokio::time::timeout(Duration::from_secs(5), waiting).await,
+            Ok(Ok(true))
+        ));
+        assert!(cache.synced_within(Duration::ZERO).await);
+
+        // A watch that cannot list (its kind missing, say) is not waited for, and one that
+        // starts failing wakes those already waiting.
+        let (cache, _writer) = super::tests::cache();
+        cache.failed(true);
+        assert!(matches!(
+            tokio::time::timeout(
+                Duration::from_secs(5),
+                cache.synced_within(Duration::from_secs(3600))
+            )
+            .await,
+            Ok(false)
+        ));
+        cache.failed(false);
+        let waiting = {
+            let cache = cache.clone();
+            tokio::spawn(async move { cache.synced_within(Duration::from_secs(30)).await })
+        };
+        tokio::task::yield_now().await;
+        cache.failed(true);
+        assert!(matches!(
+            tokio::time::timeout(Duration::from_secs(5), waiting).await,
+            Ok(Ok(false))
+        ));
     }
 
     #[tokio::test]
