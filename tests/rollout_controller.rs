@@ -289,6 +289,39 @@ async fn a_missing_service_is_reported_naming_it() {
     );
 }
 
+/// The Services are watched: a selector edited by hand is put back by the Service's own
+/// event, long before the five-minute resync.
+#[tokio::test]
+async fn a_service_selector_edited_by_hand_is_put_back_at_once() {
+    let ns = TestNamespace::new(&client().await, "service-drift").await;
+    let _controller = ControllerProcess::start(&ns.name);
+    app(&ns).await;
+    set_image(&ns, "web:1", &steps(), &json!({})).await;
+    let healthy = healthy_on(&ns, "web:1").await;
+    let stable = healthy
+        .status
+        .and_then(|s| s.stable_rs)
+        .expect("stable hash");
+    let edited = json!({"spec": {"selector": {"rollouts-pod-template-hash": "edited"}}});
+    ns.api::<Service>()
+        .patch(
+            "web-stable",
+            &PatchParams::default(),
+            &Patch::Merge(&edited),
+        )
+        .await
+        .expect("edit the stable Service's selector");
+    eventually(
+        "the stable Service to select the stable pods again",
+        Duration::from_secs(30),
+        || async {
+            (service_hash(&ns, "web-stable").await.as_deref() == Some(stable.as_str()))
+                .then_some(())
+        },
+    )
+    .await;
+}
+
 #[tokio::test]
 async fn a_template_change_mid_rollout_restarts_from_step_zero_against_stable() {
     let ns = TestNamespace::new(&client().await, "template-change").await;
