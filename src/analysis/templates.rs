@@ -15,9 +15,9 @@ use crate::api::analysis::{
 use crate::runtime::error::Error;
 use crate::validate::Violation;
 
-/// The templates a process keeps watched. A Rollout's look that writes nothing reads its
-/// templates here, so a restart of many Rollouts reads no template one by one; anything
-/// that creates a run reads them from the API server ([`read_checked`]).
+/// The templates a process keeps watched. A Rollout's look reads its templates here, so a
+/// restart of many Rollouts reads no template one by one, and an abort waits for none;
+/// anything that creates a run reads them from the API server ([`read_checked`]).
 #[derive(Clone)]
 pub struct TemplateCaches {
     pub namespaced: Cache<AnalysisTemplate>,
@@ -81,8 +81,8 @@ pub async fn read_checked(
 }
 
 /// Reads into `fetched` every template `roots` reach, composition included (at most
-/// [`run::MAX_TEMPLATES`] more): from `cached` where given and synced, else from the API
-/// server.
+/// [`run::MAX_TEMPLATES`] more): from `cached` where given and holding them, else from the
+/// API server.
 pub async fn read(
     client: &Client,
     cached: Option<&TemplateCaches>,
@@ -97,7 +97,7 @@ pub async fn read(
         }
         for reference in unread {
             let spec = match cached.and_then(|caches| from_cache(caches, namespace, &reference)) {
-                Some(spec) => spec,
+                Some(spec) => Some(spec),
                 None => fetch(client, namespace, &reference).await?,
             };
             fetched.insert(run::key(&reference), spec);
@@ -105,26 +105,22 @@ pub async fn read(
     }
 }
 
-/// A template as `caches` hold it; None when the cache of its kind has not synced (it
-/// cannot say a template is missing then).
+/// A template as `caches` hold it. None when they do not hold it, and the API server is
+/// asked: a template applied together with its Rollout may not have reached the cache yet,
+/// and must not be reported missing for that.
 fn from_cache(
     caches: &TemplateCaches,
     namespace: &str,
     reference: &AnalysisTemplateRef,
-) -> Option<Option<AnalysisTemplateSpec>> {
+) -> Option<AnalysisTemplateSpec> {
     let name = reference.template_name.as_str();
     if reference.cluster_scope {
-        let cache = &caches.cluster;
-        cache.is_synced().then(|| {
-            let key = ObjectRef::new(name);
-            cache.store.get(&key).map(|t| t.spec.template.clone())
-        })
+        let found = caches.cluster.store.get(&ObjectRef::new(name))?;
+        Some(found.spec.template.clone())
     } else {
-        let cache = &caches.namespaced;
-        cache.is_synced().then(|| {
-            let key = ObjectRef::new(name).within(namespace);
-            cache.store.get(&key).map(|t| t.spec.clone())
-        })
+        let key = ObjectRef::new(name).within(namespace);
+        let found = caches.namespaced.store.get(&key)?;
+        Some(found.spec.clone())
     }
 }
 

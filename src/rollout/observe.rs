@@ -544,7 +544,7 @@ fn run_view(run: &AnalysisRun) -> Option<AnalysisRunView> {
 }
 
 /// Checks every analysis the Rollout asks for against its templates (and those they
-/// compose), read once each: from `cached` for a look that writes nothing.
+/// compose), read once each: from `cached` where it holds them.
 pub async fn template_problems(
     client: &Client,
     cached: Option<&TemplateCaches>,

@@ -238,10 +238,13 @@ async fn reconcile_rollout(
     let mut needs_fresh = false;
 
     let outcome: Result<(), Error> = async {
-        // Templates from the caches for the first look, which writes nothing; a look that
-        // may write reads them from the API server, and so does whatever creates a run.
-        let cached = (source == Source::Cache).then_some(&ctx.templates);
-        let mut problems = template_problems(&ctx.client, cached, &current).await?;
+        // The templates from the caches, even for a look that may write: what they decide
+        // here is only whether the spec is usable, one a moment old is put right by the
+        // template's own event (one the cache lacks is asked of the API server), and
+        // whatever creates a run reads and checks them again from the API server. (Read
+        // from the API server, they were a request each, one after another, before
+        // anything else of an abort.)
+        let mut problems = template_problems(&ctx.client, Some(&ctx.templates), &current).await?;
         let (router, refused) =
             Routers::for_rollout(&ctx.client, &current, &namespace, &hash).await?;
         // A refused route is the spec's problem: nothing is planned while it lasts (the
