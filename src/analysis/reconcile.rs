@@ -89,7 +89,7 @@ pub async fn reconcile(run: Arc<AnalysisRun>, ctx: Arc<Context>) -> Result<Reque
 async fn reconcile_run(run: Arc<AnalysisRun>, ctx: Arc<Context>) -> Result<Requeue, Error> {
     let term = ctx.leadership.term_for(run.as_ref());
     if !term.holds() {
-        return Ok(Requeue::await_change());
+        return Ok(ctx.leadership.when_unled(&term));
     }
     let namespace = run.namespace().unwrap_or_default();
     let name = run.name_any();

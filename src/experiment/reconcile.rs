@@ -65,7 +65,7 @@ async fn reconcile_experiment(
 ) -> Result<Requeue, Error> {
     let term = ctx.leadership.term_for(experiment.as_ref());
     if !term.holds() {
-        return Ok(Requeue::await_change());
+        return Ok(ctx.leadership.when_unled(&term));
     }
     let namespace = experiment.namespace().unwrap_or_default();
     let name = experiment.name_any();

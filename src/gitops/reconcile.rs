@@ -32,7 +32,7 @@ pub async fn reconcile(sync: Arc<GitSync>, ctx: Arc<Context>) -> Result<Requeue,
     // apply, record or push what it decided from the earlier term's view.
     let term = ctx.leadership.term_for(sync.as_ref());
     if !term.holds() {
-        return Ok(Requeue::await_change());
+        return Ok(ctx.leadership.when_unled(&term));
     }
     let (namespace, name) = (sync.namespace().unwrap_or_default(), sync.name_any());
     let key = format!("{namespace}/{name}");

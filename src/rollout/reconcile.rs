@@ -62,7 +62,7 @@ pub async fn reconcile(rollout: Arc<Rollout>, ctx: Arc<Context>) -> Result<Reque
     let term = ctx.leadership.term_for(rollout.as_ref());
     if !term.holds() {
         // Gaining leadership reconciles every Rollout again (see controller::run).
-        return Ok(Requeue::await_change());
+        return Ok(ctx.leadership.when_unled(&term));
     }
     let started = std::time::Instant::now();
     let api: Api<Rollout> =
