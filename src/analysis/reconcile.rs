@@ -473,8 +473,11 @@ const BACKOFF: Backoff = Backoff {
     lasting: Duration::from_secs(60),
 };
 
-pub fn error_policy(run: Arc<AnalysisRun>, error: &Error, _ctx: Arc<Context>) -> Requeue {
-    crate::runtime::error::error_policy("AnalysisRun", &run.name_any(), error, BACKOFF)
+pub fn error_policy(run: Arc<AnalysisRun>, error: &Error, ctx: Arc<Context>) -> Requeue {
+    let unled = ctx
+        .leadership
+        .when_unled(&ctx.leadership.term_for(run.as_ref()));
+    crate::runtime::error::error_policy("AnalysisRun", &run.name_any(), error, BACKOFF, unled)
 }
 
 #[cfg(test)]

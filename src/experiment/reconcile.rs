@@ -632,8 +632,11 @@ const BACKOFF: Backoff = Backoff {
     lasting: Duration::from_secs(60),
 };
 
-pub fn error_policy(experiment: Arc<Experiment>, error: &Error, _ctx: Arc<Context>) -> Requeue {
-    crate::runtime::error::error_policy("Experiment", &experiment.name_any(), error, BACKOFF)
+pub fn error_policy(experiment: Arc<Experiment>, error: &Error, ctx: Arc<Context>) -> Requeue {
+    let unled = ctx
+        .leadership
+        .when_unled(&ctx.leadership.term_for(experiment.as_ref()));
+    crate::runtime::error::error_policy("Experiment", &experiment.name_any(), error, BACKOFF, unled)
 }
 
 #[cfg(test)]

@@ -223,10 +223,13 @@ async fn remove_annotation(
 /// Only the GitSync's own reads and status writes fail a reconcile (a failed fetch or apply
 /// is recorded, and scheduled by the plan): a refusal of those waits for a fix of the
 /// controller's own RBAC.
-pub fn error_policy(sync: Arc<GitSync>, error: &Error, _ctx: Arc<Context>) -> Requeue {
+pub fn error_policy(sync: Arc<GitSync>, error: &Error, ctx: Arc<Context>) -> Requeue {
     let backoff = Backoff {
         transient: plan::FIRST_RETRY,
         lasting: plan::MAX_BACKOFF,
     };
-    crate::runtime::error::error_policy("GitSync", &sync.name_any(), error, backoff)
+    let unled = ctx
+        .leadership
+        .when_unled(&ctx.leadership.term_for(sync.as_ref()));
+    crate::runtime::error::error_policy("GitSync", &sync.name_any(), error, backoff, unled)
 }

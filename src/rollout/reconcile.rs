@@ -476,8 +476,11 @@ const BACKOFF: Backoff = Backoff {
     lasting: Duration::from_secs(60),
 };
 
-pub fn error_policy(rollout: Arc<Rollout>, error: &Error, _ctx: Arc<Context>) -> Requeue {
-    crate::runtime::error::error_policy("Rollout", &rollout.name_any(), error, BACKOFF)
+pub fn error_policy(rollout: Arc<Rollout>, error: &Error, ctx: Arc<Context>) -> Requeue {
+    let unled = ctx
+        .leadership
+        .when_unled(&ctx.leadership.term_for(rollout.as_ref()));
+    crate::runtime::error::error_policy("Rollout", &rollout.name_any(), error, BACKOFF, unled)
 }
 
 #[cfg(test)]

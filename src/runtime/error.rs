@@ -123,14 +123,21 @@ pub fn retry_after(error: &impl Classified, backoff: Backoff) -> Option<Duration
 }
 
 /// The error policy of every controller: logs the failure and requeues by [`retry_after`].
+/// A lost lease requeues as `unled` says (`Leadership::when_unled` for the object's shard):
+/// at once again if this replica still holds the shard and only a renewal was late, since
+/// the renewal that lands keeps the term and nothing else would bring the object back.
 pub fn error_policy(
     kind: &'static str,
     name: &str,
     error: &impl Classified,
     backoff: Backoff,
+    unled: Requeue,
 ) -> Requeue {
+    if matches!(error.core(), Some(Error::NotLeader)) {
+        return unled;
+    }
     let after = retry_after(error, backoff);
-    if !matches!(error.core(), Some(Error::Conflict(_) | Error::NotLeader)) {
+    if !matches!(error.core(), Some(Error::Conflict(_))) {
         warn!(kind, name, category = error.category(), transient = error.transient(), %error, "reconcile failed");
     }
     after.map_or_else(Requeue::await_change, Requeue::requeue)
@@ -226,6 +233,17 @@ mod tests {
             Some(Duration::from_millis(100))
         );
         assert_eq!(retry_after(&Error::NotLeader, BACKOFF), None);
+        // A lost lease goes as the object's shard says: again soon while this replica
+        // still holds it, else on a change.
+        let soon = Requeue::requeue(Duration::from_secs(1));
+        assert_eq!(
+            error_policy("Rollout", "web", &Error::NotLeader, BACKOFF, soon.clone()),
+            soon
+        );
+        assert_eq!(
+            error_policy("Rollout", "web", &conflict, BACKOFF, soon),
+            Requeue::requeue(Duration::from_millis(100))
+        );
         let stalled = Error::Stalled {
             work: "the reconcile",
             waited_on: "the API server",
