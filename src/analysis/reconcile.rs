@@ -89,7 +89,7 @@ pub async fn reconcile(run: Arc<AnalysisRun>, ctx: Arc<Context>) -> Result<Reque
 async fn reconcile_run(run: Arc<AnalysisRun>, ctx: Arc<Context>) -> Result<Requeue, Error> {
     let term = ctx.leadership.term_for(run.as_ref());
     if !term.holds() {
-        return Ok(ctx.leadership.when_unled(&term));
+        return Ok(ctx.leadership.when_unled(run.as_ref()));
     }
     let namespace = run.namespace().unwrap_or_default();
     let name = run.name_any();
@@ -474,9 +474,7 @@ const BACKOFF: Backoff = Backoff {
 };
 
 pub fn error_policy(run: Arc<AnalysisRun>, error: &Error, ctx: Arc<Context>) -> Requeue {
-    let unled = ctx
-        .leadership
-        .when_unled(&ctx.leadership.term_for(run.as_ref()));
+    let unled = ctx.leadership.when_unled(run.as_ref());
     crate::runtime::error::error_policy("AnalysisRun", &run.name_any(), error, BACKOFF, unled)
 }
 

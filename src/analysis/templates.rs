@@ -1,6 +1,6 @@
 //! Reading the templates an analysis reaches from the API server: for a Rollout's check and
-//! runs, and for an Experiment's runs. A look that writes nothing may read them from the
-//! Rollout controller's caches instead.
+//! runs, and for an Experiment's runs. A Rollout's look reads them from the Rollout
+//! controller's caches first ([`TemplateCaches`]).
 
 use kube::Client;
 use kube::api::Api;

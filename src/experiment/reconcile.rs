@@ -65,7 +65,7 @@ async fn reconcile_experiment(
 ) -> Result<Requeue, Error> {
     let term = ctx.leadership.term_for(experiment.as_ref());
     if !term.holds() {
-        return Ok(ctx.leadership.when_unled(&term));
+        return Ok(ctx.leadership.when_unled(experiment.as_ref()));
     }
     let namespace = experiment.namespace().unwrap_or_default();
     let name = experiment.name_any();
@@ -633,9 +633,7 @@ const BACKOFF: Backoff = Backoff {
 };
 
 pub fn error_policy(experiment: Arc<Experiment>, error: &Error, ctx: Arc<Context>) -> Requeue {
-    let unled = ctx
-        .leadership
-        .when_unled(&ctx.leadership.term_for(experiment.as_ref()));
+    let unled = ctx.leadership.when_unled(experiment.as_ref());
     crate::runtime::error::error_policy("Experiment", &experiment.name_any(), error, BACKOFF, unled)
 }
 

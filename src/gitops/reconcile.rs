@@ -32,7 +32,7 @@ pub async fn reconcile(sync: Arc<GitSync>, ctx: Arc<Context>) -> Result<Requeue,
     // apply, record or push what it decided from the earlier term's view.
     let term = ctx.leadership.term_for(sync.as_ref());
     if !term.holds() {
-        return Ok(ctx.leadership.when_unled(&term));
+        return Ok(ctx.leadership.when_unled(sync.as_ref()));
     }
     let (namespace, name) = (sync.namespace().unwrap_or_default(), sync.name_any());
     let key = format!("{namespace}/{name}");
@@ -228,8 +228,6 @@ pub fn error_policy(sync: Arc<GitSync>, error: &Error, ctx: Arc<Context>) -> Req
         transient: plan::FIRST_RETRY,
         lasting: plan::MAX_BACKOFF,
     };
-    let unled = ctx
-        .leadership
-        .when_unled(&ctx.leadership.term_for(sync.as_ref()));
+    let unled = ctx.leadership.when_unled(sync.as_ref());
     crate::runtime::error::error_policy("GitSync", &sync.name_any(), error, backoff, unled)
 }

@@ -473,10 +473,9 @@ fn experiment_view(rollout: &Rollout, experiment: &Experiment) -> Option<Experim
 }
 
 /// The pod-template hash a Service named in `field` selects (None without the field or the
-/// label); a Service that does not exist is an error naming the field.
-/// The pod-template-hash the Service `service` selects: from `cache` for a first look (one
-/// a moment behind at worst makes the fresh look that follows read it again), from the API
-/// server for a fresh one or while the cache has not synced.
+/// label); a Service that does not exist is an error naming the field. Read from `cache` for
+/// a first look (one a moment behind at worst makes the fresh look that follows read it
+/// again), from the API server for a fresh one or while the cache has not synced.
 async fn service_hash(
     services: &Api<Service>,
     cache: &Cache<Service>,
@@ -547,7 +546,7 @@ fn run_view(run: &AnalysisRun) -> Option<AnalysisRunView> {
 /// compose), read once each: from `cached` where it holds them.
 pub async fn template_problems(
     client: &Client,
-    cached: Option<&TemplateCaches>,
+    cached: &TemplateCaches,
     rollout: &Rollout,
 ) -> Result<Vec<Violation>, Error> {
     let namespace = rollout.namespace().unwrap_or_default();
@@ -556,7 +555,7 @@ pub async fn template_problems(
     for requested in run::requested(&rollout.spec) {
         templates::read(
             client,
-            cached,
+            Some(cached),
             &namespace,
             &requested.templates,
             &mut fetched,

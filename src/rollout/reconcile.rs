@@ -40,7 +40,7 @@ pub struct Context {
     pub written: Arc<WrittenVersions>,
     /// What a Rollout's ReplicaSets, AnalysisRuns, Experiments and Services are read from.
     pub caches: Caches,
-    /// What the first look at a Rollout reads its analysis templates from.
+    /// What a look at a Rollout reads its analysis templates from.
     pub templates: TemplateCaches,
 }
 
@@ -62,7 +62,7 @@ pub async fn reconcile(rollout: Arc<Rollout>, ctx: Arc<Context>) -> Result<Reque
     let term = ctx.leadership.term_for(rollout.as_ref());
     if !term.holds() {
         // Gaining leadership reconciles every Rollout again (see controller::run).
-        return Ok(ctx.leadership.when_unled(&term));
+        return Ok(ctx.leadership.when_unled(rollout.as_ref()));
     }
     let started = std::time::Instant::now();
     let api: Api<Rollout> =
@@ -244,7 +244,7 @@ async fn reconcile_rollout(
         // whatever creates a run reads and checks them again from the API server. (Read
         // from the API server, they were a request each, one after another, before
         // anything else of an abort.)
-        let mut problems = template_problems(&ctx.client, Some(&ctx.templates), &current).await?;
+        let mut problems = template_problems(&ctx.client, &ctx.templates, &current).await?;
         let (router, refused) =
             Routers::for_rollout(&ctx.client, &current, &namespace, &hash).await?;
         // A refused route is the spec's problem: nothing is planned while it lasts (the
@@ -477,9 +477,7 @@ const BACKOFF: Backoff = Backoff {
 };
 
 pub fn error_policy(rollout: Arc<Rollout>, error: &Error, ctx: Arc<Context>) -> Requeue {
-    let unled = ctx
-        .leadership
-        .when_unled(&ctx.leadership.term_for(rollout.as_ref()));
+    let unled = ctx.leadership.when_unled(rollout.as_ref());
     crate::runtime::error::error_policy("Rollout", &rollout.name_any(), error, BACKOFF, unled)
 }
 

@@ -204,14 +204,14 @@ impl Leadership {
         sent.as_millis() as u64 >= before
     }
 
-    /// What a reconcile that found `term` not holding does. Its shard held by someone else,
-    /// or by nobody: nothing until a change, since gaining a shard reconciles everything
+    /// What a reconcile of `object` that found its term not holding does. Its shard held by
+    /// someone else, or by nobody: nothing until a change, since gaining a shard reconciles everything
     /// again. Still held by this replica, only no longer trusted (a renewal on its way under
     /// load): look again soon, since a renewal that lands keeps the term and brings nothing
     /// back. (Letting those go left 3,481 of 10,000 new Rollouts never reconciled in
     /// `make bench`'s shards part.)
-    pub fn when_unled(&self, term: &Term) -> Action {
-        match self.lead(term.shard) {
+    pub fn when_unled<K: Resource>(&self, object: &K) -> Action {
+        match self.lead(self.shard_of(object.meta())) {
             Some(lead) if lead.leading.load(Ordering::SeqCst) => Action::requeue(UNTRUSTED_RECHECK),
             _ => Action::await_change(),
         }
@@ -646,6 +646,18 @@ mod tests {
         assert!(!leadership.set_leading(0, true, false), "nor a new term");
         let term = leadership.term_in(0);
         assert!(term.holds());
+        // An object in each shard: namespaces hash to shards.
+        let in_shard = |shard: u32| {
+            let mut object = Lease::default();
+            object.metadata.namespace = (0..).map(|i| format!("ns-{i}")).find(|namespace| {
+                let meta = ObjectMeta {
+                    namespace: Some(namespace.clone()),
+                    ..ObjectMeta::default()
+                };
+                leadership.shard_of(&meta) == shard
+            });
+            object
+        };
         // Sent in time, landing only after the trust in the last one ran out: while it is on
         // its way the term does not hold, and a reconcile must look again soon.
         let lead = leadership.lead(0).expect("shard 0");
@@ -653,7 +665,7 @@ mod tests {
         std::thread::sleep(Duration::from_millis(5));
         assert!(!term.holds());
         assert_eq!(
-            leadership.when_unled(&term),
+            leadership.when_unled(&in_shard(0)),
             Action::requeue(UNTRUSTED_RECHECK)
         );
         assert!(!leadership.renewed(0, Duration::ZERO, trusted_for));
@@ -665,9 +677,8 @@ mod tests {
         assert!(leadership.set_leading(0, true, true));
         assert!(!term.holds(), "a new term");
         // A shard this replica does not hold waits for a change: gaining it looks again.
-        let unled = leadership.term_in(1);
         leadership.set_leading(1, false, false);
-        assert_eq!(leadership.when_unled(&unled), Action::await_change());
+        assert_eq!(leadership.when_unled(&in_shard(1)), Action::await_change());
         assert!(
             !leadership.renewed(7, Duration::ZERO, trusted_for),
             "no such shard"
