@@ -76,18 +76,21 @@ pub async fn run<S>(
     // before it is acted on; the other watches only wake reconciles.
     let owned = watch::cached_first().labels(ROLLOUT_LABEL);
     let health = &metrics.watches;
+    // Indexed by Rollout: a look reads one Rollout's objects, not every object of the kind.
     let (replica_sets, replica_set_events) = cache::trimmed(
         scoped_api::<ReplicaSet>(&client, namespace),
         owned.clone(),
         trim_replica_set,
         health.watch("rollout/ReplicaSet"),
     );
+    let replica_sets = replica_sets.indexed_by(ROLLOUT_LABEL);
     let (runs, run_events) = cache::trimmed(
         scoped_api::<AnalysisRun>(&client, namespace),
         owned.clone(),
         trim_run,
         health.watch("rollout/AnalysisRun"),
     );
+    let runs = runs.indexed_by(ROLLOUT_LABEL);
     // Every Service in scope, trimmed to its selector: a Rollout's first look reads its
     // Services here, and a selector changed by someone else is drift to repair.
     let (services, service_events) = cache::trimmed(
@@ -104,6 +107,7 @@ pub async fn run<S>(
         trim_experiment,
         health.optional_watch("rollout/Experiment"),
     );
+    let experiments = experiments.indexed_by(ROLLOUT_LABEL);
     let routes = watch::watched(
         scoped_api::<HttpRoute>(&client, namespace),
         watch::cached_first(),

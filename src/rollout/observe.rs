@@ -253,12 +253,7 @@ where
     K: Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug + 'static,
 {
     let namespace = api.namespace().unwrap_or_default();
-    let from_cache = || {
-        cache.store.state_filter(|object| {
-            object.meta().namespace.as_deref() == Some(namespace)
-                && object.labels().get(ROLLOUT_LABEL).map(String::as_str) == Some(name)
-        })
-    };
+    let from_cache = || cache.labelled(namespace, ROLLOUT_LABEL, name);
     let selector = ListParams::default().labels(&format!("{ROLLOUT_LABEL}={name}"));
     let listed = match (read, written) {
         (Read::Cached, _) => {
