@@ -10,8 +10,8 @@
 //! another holder, when it could not renew before its own lease would run out, and a retry
 //! period before it releases the shard to its owner.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, PoisonError};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -27,12 +27,40 @@ use tracing::{info, warn};
 use super::shard::{self, LeaseView, Member, Membership, ShardDecision};
 use crate::time::{from_k8s, to_k8s};
 
+/// The member Leases of election `name` among `leases`.
+fn members(leases: &[Lease], name: &str) -> Vec<Member> {
+    leases
+        .iter()
+        .filter(|lease| {
+            lease
+                .metadata
+                .labels
+                .as_ref()
+                .and_then(|labels| labels.get(MEMBER_OF_LABEL))
+                .is_some_and(|of| of == name)
+        })
+        .map(|lease| {
+            let view = view(lease);
+            Member {
+                identity: view.holder.clone(),
+                shards: lease
+                    .metadata
+                    .annotations
+                    .as_ref()
+                    .and_then(|a| a.get(SHARDS_ANNOTATION))
+                    .and_then(|s| s.parse().ok()),
+                lease: view,
+            }
+        })
+        .collect()
+}
+
 /// Labels a member Lease with the base Lease name its replica elects on.
 const MEMBER_OF_LABEL: &str = "weir.dev/member-of";
 /// The shard count (`--shards`) a member runs with.
 const SHARDS_ANNOTATION: &str = "weir.dev/shards";
-/// Shard Leases read and written at once in a round: a round's requests are many with many
-/// shards, and each must finish within half a retry period.
+/// Shard Leases written at once in a round: with many shards a round's writes are many, and
+/// all must end within the round's retry period.
 const SHARDS_AT_ONCE: usize = 16;
 /// How soon a reconcile that found its shard held but untrusted looks again: a renewal on
 /// its way lands or fails within half a retry period (a few seconds).
@@ -300,6 +328,10 @@ pub struct Elector {
     identity: String,
     duration: Duration,
     shards: u32,
+    /// Each shard's Lease as this replica last wrote it (None when it does not hold it).
+    written: std::sync::Mutex<Vec<Option<Lease>>>,
+    /// Our member Lease as last written.
+    member: std::sync::Mutex<Option<Lease>>,
 }
 
 /// How one shard's Lease went in a round.
@@ -329,6 +361,8 @@ impl Elector {
             identity: identity.into(),
             duration,
             shards: shards.max(1),
+            written: std::sync::Mutex::new(vec![None; shards.max(1) as usize]),
+            member: std::sync::Mutex::default(),
         }
     }
 
@@ -349,12 +383,13 @@ impl Elector {
         // Renew three times per lease duration, as client-go does with its defaults.
         let retry = self.duration / 3;
         // A renewal sent at t keeps others out until t + duration by their clocks; we stop
-        // trusting it a retry period earlier, and give up on a round after half of one.
+        // trusting it a retry period earlier. A round starts every retry period and gives up
+        // at the next one's start, so a renewal that lands in time is always still trusted.
         let trusted_for = self.duration.saturating_sub(retry);
         loop {
+            let started = tokio::time::Instant::now();
             let sent = leadership.shared.epoch.elapsed();
-            // Each request gives up after half a retry period; what did complete counts.
-            let outcomes = self.round(&leadership, retry / 2).await;
+            let outcomes = self.round(&leadership, started + retry).await;
             let mut changed = false;
             for shard in 0..self.shards {
                 let Some(lead) = leadership.lead(shard) else {
@@ -379,27 +414,38 @@ impl Elector {
             if changed {
                 let _ = changes.send(leadership.led());
             }
-            tokio::time::sleep(retry).await;
+            tokio::time::sleep_until(started + retry).await;
         }
     }
 
-    /// Renews our member Lease, reads the others, and decides and writes each shard's Lease,
-    /// a few shards at once: one outcome per shard, Unknown where a request failed or took
-    /// longer than `limit`.
-    async fn round(&self, leadership: &Leadership, limit: Duration) -> Vec<Outcome> {
-        let unknown = || (0..self.shards).map(|_| Outcome::Unknown).collect();
+    /// Reads every Lease of the namespace in one request (the members' and the shards'),
+    /// then renews our member Lease and decides and writes each shard's Lease, a few at once:
+    /// one outcome per shard, Unknown where a request failed or did not end by `deadline`.
+    /// With the read failed, the shards this replica leads are renewed from the Leases it
+    /// last wrote: a busy API server that answers a read late must not cost them.
+    async fn round(&self, leadership: &Leadership, deadline: tokio::time::Instant) -> Vec<Outcome> {
         let now = Utc::now();
-        let members = match tokio::time::timeout(limit, self.members(now)).await {
-            Ok(Ok(members)) => members,
+        let leases = match tokio::time::timeout_at(deadline, self.api.list(&ListParams::default()))
+            .await
+        {
+            Ok(Ok(leases)) => Some(leases.items),
             Ok(Err(error)) => {
-                warn!(%error, lease = %self.name, "could not read the member Leases");
-                return unknown();
+                warn!(%error, lease = %self.name, "could not read the Leases; renewing the shards held");
+                None
             }
             Err(_) => {
-                warn!(lease = %self.name, "reading the member Leases timed out");
-                return unknown();
+                warn!(lease = %self.name, "reading the Leases timed out; renewing the shards held");
+                None
             }
         };
+        let Some(leases) = leases else {
+            let (_, outcomes) = tokio::join!(
+                tokio::time::timeout_at(deadline, self.renew_member(None, now)),
+                self.renew_held(leadership, now, deadline),
+            );
+            return outcomes;
+        };
+        let members = members(&leases, &self.name);
         let membership = Membership::from(&members, &self.identity, self.shards, now);
         if let Some((other, count)) = &membership.other_count {
             warn!(
@@ -409,31 +455,92 @@ impl Elector {
                 "another replica runs with a different --shards: leading nothing until it is gone"
             );
         }
+        let member_name = shard::member_lease_name(&self.name, &self.identity);
+        let ours = leases
+            .iter()
+            .find(|lease| lease.metadata.name.as_deref() == Some(member_name.as_str()))
+            .cloned();
+        let mut by_name: std::collections::HashMap<String, Lease> = leases
+            .into_iter()
+            .filter_map(|lease| Some((lease.metadata.name.clone()?, lease)))
+            .collect();
         let membership = &membership;
-        let outcomes = futures::stream::iter(0..self.shards)
-            .map(|shard| async move {
-                let lease = shard::lease_name(&self.name, shard, self.shards);
-                let round = self.shard_round(leadership, shard, membership, now);
-                match tokio::time::timeout(limit, round).await {
-                    Ok(Ok(outcome)) => outcome,
-                    Ok(Err(error)) => {
-                        warn!(%error, %lease, "could not read or renew a shard's Lease");
-                        Outcome::Unknown
-                    }
-                    Err(_) => {
-                        warn!(%lease, "renewing a shard's Lease timed out");
-                        Outcome::Unknown
-                    }
-                }
+        let currents: Vec<Option<Lease>> = (0..self.shards)
+            .map(|shard| by_name.remove(&shard::lease_name(&self.name, shard, self.shards)))
+            .collect();
+        let shards = futures::stream::iter(currents.into_iter().enumerate())
+            .map(|(shard, current)| async move {
+                let shard = shard as u32;
+                let round = self.shard_round(leadership, shard, membership, now, current);
+                self.outcome(shard, tokio::time::timeout_at(deadline, round).await)
             })
             .buffered(SHARDS_AT_ONCE)
-            .collect::<Vec<_>>()
-            .await;
+            .collect::<Vec<_>>();
+        let (_, outcomes) = tokio::join!(
+            tokio::time::timeout_at(deadline, self.renew_member(Some(ours), now)),
+            shards
+        );
         // Housekeeping after the shards, a few a round.
         for stale in membership.stale.iter().take(SHARDS_AT_ONCE) {
-            let _ = tokio::time::timeout(limit, self.forget_member(stale)).await;
+            let _ = tokio::time::timeout_at(deadline, self.forget_member(stale)).await;
         }
         outcomes
+    }
+
+    /// A shard's outcome from its round's result, the failure logged.
+    fn outcome(
+        &self,
+        shard: u32,
+        result: Result<Result<Outcome, kube::Error>, tokio::time::error::Elapsed>,
+    ) -> Outcome {
+        let lease = || shard::lease_name(&self.name, shard, self.shards);
+        match result {
+            Ok(Ok(outcome)) => outcome,
+            Ok(Err(error)) => {
+                warn!(%error, lease = %lease(), "could not renew a shard's Lease");
+                Outcome::Unknown
+            }
+            Err(_) => {
+                warn!(lease = %lease(), "renewing a shard's Lease timed out");
+                Outcome::Unknown
+            }
+        }
+    }
+
+    /// Renews each shard this replica leads from the Lease it last wrote (its
+    /// resourceVersion guards the write as a read's would); Unknown for the others.
+    async fn renew_held(
+        &self,
+        leadership: &Leadership,
+        now: DateTime<Utc>,
+        deadline: tokio::time::Instant,
+    ) -> Vec<Outcome> {
+        futures::stream::iter(0..self.shards)
+            .map(|shard| async move {
+                let leading = leadership
+                    .lead(shard)
+                    .is_some_and(|lead| lead.leading.load(Ordering::SeqCst));
+                let Some(lease) = leading.then(|| self.written(shard)).flatten() else {
+                    return Outcome::Unknown;
+                };
+                let renewal = self.write_shard(shard, lease, ShardDecision::Renew, now);
+                self.outcome(shard, tokio::time::timeout_at(deadline, renewal).await)
+            })
+            .buffered(SHARDS_AT_ONCE)
+            .collect()
+            .await
+    }
+
+    fn written(&self, shard: u32) -> Option<Lease> {
+        let written = self.written.lock().unwrap_or_else(PoisonError::into_inner);
+        written.get(shard as usize).cloned().flatten()
+    }
+
+    fn remember(&self, shard: u32, lease: Option<Lease>) {
+        let mut written = self.written.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(slot) = written.get_mut(shard as usize) {
+            *slot = lease;
+        }
     }
 
     async fn shard_round(
@@ -442,9 +549,9 @@ impl Elector {
         shard: u32,
         membership: &Membership,
         now: DateTime<Utc>,
+        current: Option<Lease>,
     ) -> Result<Outcome, kube::Error> {
         let name = shard::lease_name(&self.name, shard, self.shards);
-        let current = self.api.get_opt(&name).await?;
         let decision = shard::decide(
             shard,
             current.as_ref().map(view).as_ref(),
@@ -452,8 +559,8 @@ impl Elector {
             membership,
             now,
         );
-        let result = match (decision, current) {
-            (ShardDecision::Wait, _) => return Ok(Outcome::NotHeld),
+        match (decision, current) {
+            (ShardDecision::Wait, _) => Ok(Outcome::NotHeld),
             (ShardDecision::Create, _) | (_, None) => {
                 let lease = Lease {
                     metadata: ObjectMeta {
@@ -469,10 +576,8 @@ impl Elector {
                         ..LeaseSpec::default()
                     }),
                 };
-                self.api
-                    .create(&PostParams::default(), &lease)
-                    .await
-                    .map(|_| ())
+                let created = self.api.create(&PostParams::default(), &lease).await;
+                self.held(shard, created)
             }
             // The flag, not is_leading(): a lapsed trust must not hurry the release.
             (ShardDecision::Release, Some(_))
@@ -482,74 +587,86 @@ impl Elector {
             {
                 // Stop writing first, and let go only next round: a write already under
                 // way has a retry period to finish before the owner can take the shard.
-                return Ok(Outcome::NotHeld);
+                Ok(Outcome::NotHeld)
             }
-            (decision, Some(mut lease)) => {
-                let spec = lease.spec.get_or_insert_with(LeaseSpec::default);
-                match decision {
-                    ShardDecision::Take => {
-                        spec.holder_identity = Some(self.identity.clone());
-                        spec.acquire_time = Some(micro(now));
-                        spec.lease_transitions = Some(spec.lease_transitions.unwrap_or(0) + 1);
-                    }
-                    ShardDecision::Release => {
-                        spec.holder_identity = Some(String::new());
-                        info!(lease = %name, "releasing a shard to its owner");
-                    }
-                    _ => {}
-                }
-                spec.renew_time = Some(micro(now));
-                spec.lease_duration_seconds = Some(self.seconds());
-                // `lease` still carries the resourceVersion we read: the replace fails with
-                // a conflict if anyone wrote the Lease since.
-                let released = decision == ShardDecision::Release;
-                let result = self
-                    .api
-                    .replace(&name, &PostParams::default(), &lease)
-                    .await
-                    .map(|_| ());
-                if released {
-                    return result.map(|()| Outcome::NotHeld);
-                }
-                result
+            (decision, Some(lease)) => self.write_shard(shard, lease, decision, now).await,
+        }
+    }
+
+    /// Writes a shard's Lease as `decision` says, over `lease` as last read or written.
+    async fn write_shard(
+        &self,
+        shard: u32,
+        mut lease: Lease,
+        decision: ShardDecision,
+        now: DateTime<Utc>,
+    ) -> Result<Outcome, kube::Error> {
+        let name = shard::lease_name(&self.name, shard, self.shards);
+        let spec = lease.spec.get_or_insert_with(LeaseSpec::default);
+        match decision {
+            ShardDecision::Take => {
+                spec.holder_identity = Some(self.identity.clone());
+                spec.acquire_time = Some(micro(now));
+                spec.lease_transitions = Some(spec.lease_transitions.unwrap_or(0) + 1);
             }
-        };
-        match result {
-            Ok(()) => Ok(Outcome::Held),
-            Err(kube::Error::Api(status)) if status.code == 409 => Ok(Outcome::NotHeld),
+            ShardDecision::Release => {
+                spec.holder_identity = Some(String::new());
+                info!(lease = %name, "releasing a shard to its owner");
+            }
+            _ => {}
+        }
+        spec.renew_time = Some(micro(now));
+        spec.lease_duration_seconds = Some(self.seconds());
+        // `lease` still carries the resourceVersion we read or wrote: the replace fails with
+        // a conflict if anyone wrote the Lease since.
+        let replaced = self
+            .api
+            .replace(&name, &PostParams::default(), &lease)
+            .await;
+        if decision == ShardDecision::Release {
+            self.remember(shard, None);
+            return replaced.map(|_| Outcome::NotHeld);
+        }
+        self.held(shard, replaced)
+    }
+
+    /// The outcome of a write that, done, holds the shard: the Lease written is kept for
+    /// renewals while the Leases cannot be read.
+    fn held(
+        &self,
+        shard: u32,
+        written: Result<Lease, kube::Error>,
+    ) -> Result<Outcome, kube::Error> {
+        match written {
+            Ok(lease) => {
+                self.remember(shard, Some(lease));
+                Ok(Outcome::Held)
+            }
+            Err(kube::Error::Api(status)) if status.code == 409 => {
+                self.remember(shard, None);
+                Ok(Outcome::NotHeld)
+            }
             Err(error) => Err(error),
         }
     }
 
-    /// Renews our member Lease (creating it the first time) and reads everyone's.
-    async fn members(&self, now: DateTime<Utc>) -> Result<Vec<Member>, kube::Error> {
-        let selector = format!("{MEMBER_OF_LABEL}={}", self.name);
-        let leases = self
-            .api
-            .list(&ListParams::default().labels(&selector))
-            .await?;
-        let members: Vec<Member> = leases
-            .items
-            .iter()
-            .map(|lease| {
-                let view = view(lease);
-                Member {
-                    identity: view.holder.clone(),
-                    shards: lease
-                        .metadata
-                        .annotations
-                        .as_ref()
-                        .and_then(|a| a.get(SHARDS_ANNOTATION))
-                        .and_then(|s| s.parse().ok()),
-                    lease: view,
-                }
-            })
-            .collect();
+    /// Renews our member Lease (creating it the first time), over `ours` as read this round
+    /// (Some(None): read, and not there), or over the one last written when the read failed.
+    async fn renew_member(&self, ours: Option<Option<Lease>>, now: DateTime<Utc>) {
         let name = shard::member_lease_name(&self.name, &self.identity);
-        let ours = leases
-            .items
-            .into_iter()
-            .find(|lease| lease.metadata.name.as_deref() == Some(name.as_str()));
+        let ours = match ours {
+            Some(read) => read,
+            None => match self
+                .member
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .clone()
+            {
+                Some(written) => Some(written),
+                // Neither read nor written yet: nothing to renew.
+                None => return,
+            },
+        };
         let spec = LeaseSpec {
             holder_identity: Some(self.identity.clone()),
             lease_duration_seconds: Some(self.seconds()),
@@ -584,11 +701,16 @@ impl Elector {
                 self.api.create(&PostParams::default(), &lease).await
             }
         };
-        if let Err(error) = written {
-            // Others may not count us this round; our shards' own Leases still hold them.
-            warn!(%error, lease = %name, "could not renew this replica's member Lease");
+        let mut member = self.member.lock().unwrap_or_else(PoisonError::into_inner);
+        match written {
+            Ok(lease) => *member = Some(lease),
+            Err(error) => {
+                // Read again next round. Others may not count us meanwhile; our shards' own
+                // Leases still hold them.
+                *member = None;
+                warn!(%error, lease = %name, "could not renew this replica's member Lease");
+            }
         }
-        Ok(members)
     }
 
     /// Deletes the member Lease of a replica gone long ago, if nobody renewed it since.
@@ -616,6 +738,50 @@ mod tests {
 
     fn led(shards: u32) -> (watch::Sender<Led>, watch::Receiver<Led>) {
         watch::channel(Led { shards, gains: 0 })
+    }
+
+    fn lease(name: &str, member_of: Option<&str>, holder: &str, shards: Option<&str>) -> Lease {
+        Lease {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                labels: member_of.map(|of| [(MEMBER_OF_LABEL.to_owned(), of.to_owned())].into()),
+                annotations: shards.map(|n| [(SHARDS_ANNOTATION.to_owned(), n.to_owned())].into()),
+                ..ObjectMeta::default()
+            },
+            spec: Some(LeaseSpec {
+                holder_identity: Some(holder.into()),
+                lease_duration_seconds: Some(10),
+                ..LeaseSpec::default()
+            }),
+        }
+    }
+
+    #[test]
+    fn one_read_of_the_namespace_leases_yields_this_elections_members_only() {
+        // What a round's one list returns: shard Leases, this election's members, another
+        // election's member and someone else's Lease.
+        let leases = [
+            lease("weir-controller-0-of-2", None, "a", None),
+            lease(
+                "weir-controller-member-a",
+                Some("weir-controller"),
+                "a",
+                Some("2"),
+            ),
+            lease(
+                "weir-controller-member-b",
+                Some("weir-controller"),
+                "b",
+                None,
+            ),
+            lease("other-member-c", Some("other"), "c", Some("2")),
+            lease("weir-controller", None, "z", None),
+        ];
+        let found: Vec<(String, Option<u32>)> = members(&leases, "weir-controller")
+            .into_iter()
+            .map(|m| (m.identity, m.shards))
+            .collect();
+        assert_eq!(found, [("a".to_owned(), Some(2)), ("b".to_owned(), None)]);
     }
 
     #[test]
