@@ -30,7 +30,7 @@ use gateway_api::apis::standard::httproutes::HttpRoute;
 use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::core::v1::Namespace;
 use kube::Client;
-use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
+use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::reflector::{self, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use serde_json::{Value, json};
@@ -2230,6 +2230,20 @@ async fn sharded(client: &Client, size: usize, in_flight: usize, report: &mut Re
         ),
     );
     cache.abort();
+    // The replicas' Leases live in this namespace and go with it; nobody leads after that,
+    // and the Rollouts' finalizers would hold the namespace. The Rollouts go first, while
+    // the survivors lead every shard.
+    let _ = api
+        .delete_collection(&DeleteParams::background(), &ListParams::default())
+        .await;
+    eventually("the sharded Rollouts to be gone", limit, || async {
+        api.list_metadata(&ListParams::default().limit(1))
+            .await
+            .ok()
+            .filter(|list| list.items.is_empty())
+            .map(|_| ())
+    })
+    .await;
     finish(ns).await;
     drop(replicas);
 }
