@@ -86,24 +86,28 @@ pub async fn run(
         &client,
         namespace,
         watch::cached_first().fields("reportingComponent=weir"),
+        trim_event,
         watching("notify/Event"),
     );
     let notifiers = follow::<Notifier>(
         &client,
         namespace,
         watch::config(),
+        crate::runtime::cache::keep_all,
         watching("notify/Notifier"),
     );
     let rules = follow::<NotificationRule>(
         &client,
         namespace,
         watch::config(),
+        crate::runtime::cache::keep_all,
         watching("notify/NotificationRule"),
     );
     let syncs = follow::<GitSync>(
         &client,
         namespace,
         watch::config(),
+        crate::runtime::cache::keep_all,
         watching("notify/GitSync"),
     );
     let http = match reqwest::Client::builder()
@@ -310,6 +314,7 @@ fn follow<K>(
     client: &Client,
     namespace: Option<&str>,
     config: watcher::Config,
+    trim: fn(&mut K),
     health: Watch,
 ) -> Store<K>
 where
@@ -324,7 +329,7 @@ where
     let (cache, events) = crate::runtime::cache::trimmed(
         crate::runtime::scoped_api::<K>(client, namespace),
         config,
-        crate::runtime::cache::keep_all,
+        trim,
         health,
     );
     tokio::spawn(async move {
@@ -333,6 +338,28 @@ where
         while events.next().await.is_some() {}
     });
     cache.store
+}
+
+/// Drops from a cached Event what [`told`] never reads (where it was reported from, the
+/// regarded object's uid and version, the series): a few of them for every Rollout and
+/// GitSync, kept for as long as the API server keeps them.
+fn trim_event(event: &mut Event) {
+    let meta = &mut event.metadata;
+    meta.annotations = None;
+    meta.labels = None;
+    meta.owner_references = None;
+    meta.generate_name = None;
+    let regarding = &mut event.involved_object;
+    regarding.api_version = None;
+    regarding.uid = None;
+    regarding.resource_version = None;
+    regarding.field_path = None;
+    event.source = None;
+    event.reporting_component = None;
+    event.reporting_instance = None;
+    event.related = None;
+    event.series = None;
+    event.action = None;
 }
 
 /// One of weir's Events as the notifications read it.
@@ -684,4 +711,34 @@ async fn write_status(
         return;
     }
     patch_status(shared, notifier, &status, "could not record a delivery").await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_trimmed_event_tells_what_the_whole_one_does() {
+        let whole: Event = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "web.1", "namespace": "shop", "uid": "u-1",
+                         "labels": {"a": "b"}, "annotations": {"c": "d"}},
+            "involvedObject": {"kind": "Rollout", "namespace": "shop", "name": "web",
+                               "apiVersion": "weir.dev/v1alpha1", "uid": "r-1",
+                               "resourceVersion": "7", "fieldPath": "spec"},
+            "reason": "RolloutAborted", "message": "aborted at step 2", "type": "Warning",
+            "eventTime": "2026-12-06T06:00:00.000000Z",
+            "firstTimestamp": "2026-12-06T05:00:00Z",
+            "reportingComponent": "weir", "reportingInstance": "weir-0",
+            "source": {"component": "weir"}, "action": "Abort",
+            "series": {"count": 2, "lastObservedTime": "2026-12-06T06:00:01.000000Z"},
+            "related": {"kind": "ReplicaSet", "name": "web-1"}
+        }))
+        .expect("a valid Event");
+        let mut trimmed = whole.clone();
+        trim_event(&mut trimmed);
+        assert!(told(&whole).is_some());
+        assert_eq!(told(&trimmed), told(&whole));
+        assert_eq!(trimmed.source, None);
+        assert_eq!(trimmed.involved_object.uid, None);
+    }
 }
