@@ -267,7 +267,13 @@ async fn reconcile_rollout(
         // The first look comes from the controller's caches, which is cheap, and is
         // kept only if it finds nothing to do (the common case: a resync, a restart, an
         // event that changes nothing). Anything that writes is planned from fresh reads.
-        let mut read = Read::Cached;
+        // A look at the Rollout read fresh follows a first look that found something to
+        // do: it reads fresh at once (a second cached round read the routes once more,
+        // one request more between a pause's end and the next step).
+        let mut read = match source {
+            Source::Cache => Read::Cached,
+            Source::ApiServer => Read::Fresh,
+        };
         let mut rounds = 0;
         while rounds < MAX_ROUNDS {
             let health = &ctx.metrics.watches;
@@ -315,13 +321,10 @@ async fn reconcile_rollout(
             let planned_at = tokio::time::Instant::now();
             let changes =
                 !next.actions.is_empty() || !next.transitions.is_empty() || next.status != status;
+            // Only the first look (from the cache) reads cached: it gives way to a fresh one.
             if read == Read::Cached && changes {
-                if source == Source::Cache {
-                    needs_fresh = true;
-                    return Ok(());
-                }
-                read = Read::Fresh;
-                continue;
+                needs_fresh = true;
+                return Ok(());
             }
             read = Read::Fresh;
             rounds += 1;
