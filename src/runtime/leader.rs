@@ -389,7 +389,9 @@ impl Elector {
         loop {
             let started = tokio::time::Instant::now();
             let sent = leadership.shared.epoch.elapsed();
-            let outcomes = self.round(&leadership, started + retry).await;
+            let outcomes = self
+                .round(&leadership, started + retry / 2, started + retry)
+                .await;
             let mut changed = false;
             for shard in 0..self.shards {
                 let Some(lead) = leadership.lead(shard) else {
@@ -418,14 +420,20 @@ impl Elector {
         }
     }
 
-    /// Reads every Lease of the namespace in one request (the members' and the shards'),
-    /// then renews our member Lease and decides and writes each shard's Lease, a few at once:
-    /// one outcome per shard, Unknown where a request failed or did not end by `deadline`.
-    /// With the read failed, the shards this replica leads are renewed from the Leases it
-    /// last wrote: a busy API server that answers a read late must not cost them.
-    async fn round(&self, leadership: &Leadership, deadline: tokio::time::Instant) -> Vec<Outcome> {
+    /// Reads every Lease of the namespace in one request (the members' and the shards'), by
+    /// `read_by`, then renews our member Lease and decides and writes each shard's Lease, a
+    /// few at once: one outcome per shard, Unknown where a request failed or did not end by
+    /// `deadline`. With the read failed, the shards this replica leads are renewed from the
+    /// Leases it last wrote: a busy API server that answers a read late must not cost them,
+    /// and the read's own bound leaves those writes the rest of the round.
+    async fn round(
+        &self,
+        leadership: &Leadership,
+        read_by: tokio::time::Instant,
+        deadline: tokio::time::Instant,
+    ) -> Vec<Outcome> {
         let now = Utc::now();
-        let leases = match tokio::time::timeout_at(deadline, self.api.list(&ListParams::default()))
+        let leases = match tokio::time::timeout_at(read_by, self.api.list(&ListParams::default()))
             .await
         {
             Ok(Ok(leases)) => Some(leases.items),
