@@ -81,14 +81,24 @@ pub async fn run(
     // watch that lags must never hold up, or hurry, a rollout's timers.
     let watching = |name: &str| health.optional_watch(name);
     // Events may come from the watch cache: one it lacks yet comes by the watch. What
-    // decides deliveries (Notifiers' marks, rules) is read consistently.
-    let events = follow::<Event>(
-        &client,
-        namespace,
-        watch::cached_first().fields("reportingComponent=weir"),
-        trim_event,
-        watching("notify/Event"),
-    );
+    // decides deliveries (Notifiers' marks, rules) is read consistently. They are watched
+    // only while some NotificationRule is in scope: with none, no Event is addressed to
+    // anyone, and a few Events of every Rollout would be the largest thing kept for nothing.
+    let watch_events = {
+        let client = client.clone();
+        let namespace = namespace.map(str::to_owned);
+        let health = health.clone();
+        move || {
+            Followed::start(
+                &client,
+                namespace.as_deref(),
+                watch::cached_first().fields("reportingComponent=weir"),
+                trim_event,
+                health.optional_watch("notify/Event"),
+            )
+        }
+    };
+    let mut events: Option<Followed<Event>> = None;
     let notifiers = follow::<Notifier>(
         &client,
         namespace,
@@ -155,12 +165,24 @@ pub async fn run(
             }
             keep
         });
+        let rules = rules.state();
+        // Started on the first rule, stopped (its cache freed) with the last: an Event
+        // listed again on a restart of the watch is sent at most once (`known`, the marks).
+        if rules.is_empty() {
+            events = None;
+            continue;
+        }
+        let events = events.get_or_insert_with(&watch_events);
         if !shared.leadership.leads_any() {
             continue;
         }
         let now = chrono::Utc::now().timestamp();
-        let told: Vec<Told> = events.state().iter().filter_map(|e| told(e)).collect();
-        let rules = rules.state();
+        let told: Vec<Told> = events
+            .store
+            .state()
+            .iter()
+            .filter_map(|e| told(e))
+            .collect();
         for rule in &rules {
             // Each rule's status is written by the replica leading its shard.
             if shared.leadership.term_for(rule.as_ref()).holds() {
@@ -326,18 +348,61 @@ where
         + Sync
         + 'static,
 {
-    let (cache, events) = crate::runtime::cache::trimmed(
-        crate::runtime::scoped_api::<K>(client, namespace),
-        config,
-        trim,
-        health,
-    );
-    tokio::spawn(async move {
-        let mut events = std::pin::pin!(events);
-        // Failures are logged and counted by the watch itself.
-        while events.next().await.is_some() {}
-    });
-    cache.store
+    let followed = Followed::start(client, namespace, config, trim, health);
+    // Kept for as long as the process runs.
+    std::mem::forget(followed.task);
+    followed.store
+}
+
+/// A [`follow`]ed cache that lives as long as this value: dropping it ends its watch, and
+/// the cache goes with the last reader's copy of the store.
+struct Followed<K: Resource<DynamicType = ()> + 'static> {
+    store: Store<K>,
+    task: StopOnDrop,
+}
+
+/// Aborts the task when dropped.
+struct StopOnDrop(tokio::task::AbortHandle);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+impl<K> Followed<K>
+where
+    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+        + Clone
+        + std::fmt::Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
+{
+    fn start(
+        client: &Client,
+        namespace: Option<&str>,
+        config: watcher::Config,
+        trim: fn(&mut K),
+        health: Watch,
+    ) -> Self {
+        let (cache, events) = crate::runtime::cache::trimmed(
+            crate::runtime::scoped_api::<K>(client, namespace),
+            config,
+            trim,
+            health,
+        );
+        let task = tokio::spawn(async move {
+            let mut events = std::pin::pin!(events);
+            // Failures are logged and counted by the watch itself.
+            while events.next().await.is_some() {}
+        });
+        Followed {
+            store: cache.store,
+            task: StopOnDrop(task.abort_handle()),
+        }
+    }
 }
 
 /// Drops from a cached Event what [`told`] never reads (where it was reported from, the
