@@ -457,3 +457,56 @@ async fn two_rollouts_sharing_a_route_change_only_their_own_backends() {
         ]
     );
 }
+
+/// A router writes a step's weights from the route as its look read it; when someone changed
+/// the route since (here: its backends swapped places), the patch's tests fail and the
+/// weights are written again from a fresh read, on the right backends.
+#[tokio::test]
+async fn weights_written_from_a_route_changed_since_the_look_land_on_the_right_backends() {
+    use weir::traffic::Router;
+    use weir::traffic::gateway_api::GatewayApiRouter;
+
+    let ns = TestNamespace::new(&client().await, "gateway-stale").await;
+    let backends = |first: &str, second: &str| {
+        json!({"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+            "metadata": {"name": "web"},
+            "spec": {"rules": [{"backendRefs": [
+                {"name": first, "port": 80}, {"name": second, "port": 80}]}]}})
+    };
+    apply(&ns, backends("web-stable", "web-canary")).await;
+    let routes = ns.api::<HttpRoute>();
+    let looked_at = routes
+        .get("web")
+        .await
+        .expect("the route as the look read it");
+    apply(&ns, backends("web-canary", "web-stable")).await;
+
+    let routing = serde_json::from_value(json!({"httpRoute": "web"})).expect("routing");
+    let router = GatewayApiRouter::new(
+        ns.client.clone(),
+        &ns.name,
+        &routing,
+        "web-stable",
+        "web-canary",
+    );
+    router.recall_from(&|_, _| Some(looked_at.clone()), &|_, _| None);
+    assert_eq!(router.set_weight(30).await.expect("weight 30 set"), 30);
+
+    let stored = routes.get("web").await.expect("the route");
+    let weights: BTreeMap<String, Option<i32>> = stored.spec.rules.unwrap_or_default()[0]
+        .backend_refs
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .map(|b| (b.name, b.weight))
+        .collect();
+    assert_eq!(
+        weights,
+        BTreeMap::from([
+            ("web-canary".to_owned(), Some(30)),
+            ("web-stable".to_owned(), Some(70))
+        ])
+    );
+    // What the write stored is what the router reads next.
+    assert_eq!(router.weight().await.expect("the weight"), Some(30));
+}

@@ -20,7 +20,8 @@ use kube::{Api, Client, ResourceExt};
 use tracing::{info, warn};
 
 use super::observe::{
-    Caches, WrittenVersions, trim_experiment, trim_replica_set, trim_run, trim_service,
+    Caches, WrittenVersions, trim_experiment, trim_grpc_route, trim_http_route, trim_replica_set,
+    trim_run, trim_service,
 };
 use super::reconcile::{Context, error_policy, reconcile};
 use crate::analysis::templates::TemplateCaches;
@@ -108,15 +109,18 @@ pub async fn run<S>(
         health.optional_watch("rollout/Experiment"),
     );
     let experiments = experiments.indexed_by(ROLLOUT_LABEL);
-    let routes = watch::watched(
+    // Kept (their specs): a first look reads its routes here, so a resync reads no route.
+    let (http_routes, routes) = cache::trimmed(
         scoped_api::<HttpRoute>(&client, namespace),
         watch::cached_first(),
+        trim_http_route,
         // Optional: a cluster without Gateway API runs Rollouts without a router.
         health.optional_watch("rollout/HTTPRoute"),
     );
-    let grpc_routes = watch::watched(
+    let (grpc_routes_cache, grpc_routes) = cache::trimmed(
         scoped_api::<GrpcRoute>(&client, namespace),
         watch::cached_first(),
+        trim_grpc_route,
         health.optional_watch("rollout/GRPCRoute"),
     );
     // The other routers' objects, each optional: a cluster without Istio, SMI or an Ingress
@@ -200,6 +204,8 @@ pub async fn run<S>(
             runs,
             experiments,
             services,
+            http_routes,
+            grpc_routes: grpc_routes_cache,
         },
         templates: TemplateCaches {
             namespaced: template_cache,

@@ -6,6 +6,8 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use gateway_api::apis::standard::grpcroutes::GrpcRoute;
+use gateway_api::apis::standard::httproutes::HttpRoute;
 use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::core::v1::{Service, ServiceSpec};
 use kube::api::{Api, ListParams};
@@ -51,13 +53,40 @@ pub enum Read {
 
 /// The controller's caches [`observe`] reads, each trimmed to what it reads: of every
 /// ReplicaSet, AnalysisRun and Experiment a Rollout owns (labelled `weir.dev/rollout`), and
-/// of the Services (their selectors) for a look that writes nothing.
+/// of the Services (their selectors) and Gateway API routes (their specs) for a look that
+/// writes nothing.
 #[derive(Clone)]
 pub struct Caches {
     pub replica_sets: Cache<ReplicaSet>,
     pub runs: Cache<AnalysisRun>,
     pub experiments: Cache<Experiment>,
     pub services: Cache<Service>,
+    pub http_routes: Cache<HttpRoute>,
+    pub grpc_routes: Cache<GrpcRoute>,
+}
+
+/// What a router reads of an HTTPRoute: its spec (not the Gateways' status of it).
+pub fn trim_http_route(route: &mut HttpRoute) {
+    route.metadata.annotations = None;
+    route.status = None;
+}
+
+/// What a router reads of a GRPCRoute: its spec.
+pub fn trim_grpc_route(route: &mut GrpcRoute) {
+    route.metadata.annotations = None;
+    route.status = None;
+}
+
+/// A route of `cache` by namespace and name, once the cache has synced.
+pub fn cached_route<R>(cache: &Cache<R>, namespace: &str, name: &str) -> Option<R>
+where
+    R: Resource<DynamicType = ()> + Clone + 'static,
+{
+    if !cache.is_synced() {
+        return None;
+    }
+    let found = cache.store.get(&ObjectRef::new(name).within(namespace))?;
+    Some(found.as_ref().clone())
 }
 
 /// What [`observe`] reads of a Service: which pods it selects.

@@ -13,7 +13,7 @@ use tracing::{info, instrument, warn};
 
 use super::act::act;
 use super::error::{self, CONFLICT, Error};
-use super::observe::{Caches, Read, WrittenVersions, observe, template_problems};
+use super::observe::{Caches, Read, WrittenVersions, cached_route, observe, template_problems};
 use super::plan::{Input, Transition, plan};
 use crate::analysis::templates::TemplateCaches;
 use crate::api::Rollout;
@@ -247,6 +247,15 @@ async fn reconcile_rollout(
         let mut problems = template_problems(&ctx.client, &ctx.templates, &current).await?;
         let (router, refused) =
             Routers::for_rollout(&ctx.client, &current, &namespace, &hash).await?;
+        if source == Source::Cache
+            && let Some(router) = &router
+        {
+            let caches = &ctx.caches;
+            router.recall_routes(
+                &|namespace, name| cached_route(&caches.http_routes, namespace, name),
+                &|namespace, name| cached_route(&caches.grpc_routes, namespace, name),
+            );
+        }
         // A refused route is the spec's problem: nothing is planned while it lasts (the
         // routers keep their weights), but what was already decided still reaches the others.
         if let Some(refused @ RouterError::NotGranted { field, .. }) = &refused {

@@ -531,7 +531,20 @@ pub struct GatewayApiRouter {
     /// Where an extra backend's port is read: the Rollout's namespace.
     services: Api<Service>,
     rollout_namespace: String,
+    /// Each route as this router last read or wrote it, by kind and name. A router lives for
+    /// one look at a Rollout and the actions that follow it, so a write starts from the read
+    /// that planned it and the look after a write reads what the API server stored; a write
+    /// from a remembered route that fails is tried once more from a fresh read.
+    remembered: std::sync::Mutex<Remembered>,
 }
+
+/// A cache's route by namespace and name, if it holds one.
+pub type CachedRoutes<'a, R> = dyn Fn(&str, &str) -> Option<R> + 'a;
+
+type Remembered = std::collections::HashMap<
+    (&'static str, String),
+    std::sync::Arc<dyn std::any::Any + Send + Sync>,
+>;
 
 impl GatewayApiRouter {
     /// The router with the managed routes `managed` (their names).
@@ -605,7 +618,49 @@ impl GatewayApiRouter {
             header_routes,
             managed: Vec::new(),
             extras: std::sync::Mutex::new(Vec::new()),
+            remembered: std::sync::Mutex::default(),
         }
+    }
+
+    /// Takes each of its routes that `http` and `grpc` (caches) hold as read: a first look
+    /// then reads no route from the API server. One a moment old at worst makes that look
+    /// find something to do, and the fresh look after it reads again.
+    pub fn recall_from(&self, http: &CachedRoutes<HttpRoute>, grpc: &CachedRoutes<GrpcRoute>) {
+        for (kind, name) in &self.routes {
+            match kind {
+                GatewayRouteKind::Http => {
+                    if let Some(route) = http(&self.namespace, name) {
+                        self.remember(name, route);
+                    }
+                }
+                GatewayRouteKind::Grpc => {
+                    if let Some(route) = grpc(&self.namespace, name) {
+                        self.remember(name, route);
+                    }
+                }
+            }
+        }
+    }
+
+    fn memory(&self) -> std::sync::MutexGuard<'_, Remembered> {
+        self.remembered
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn remember<R: WeightedRoute>(&self, name: &str, route: R) {
+        self.memory()
+            .insert((R::KIND, name.to_owned()), std::sync::Arc::new(route));
+    }
+
+    fn forget<R: WeightedRoute>(&self, name: &str) {
+        self.memory().remove(&(R::KIND, name.to_owned()));
+    }
+
+    fn recalled<R: WeightedRoute>(&self, name: &str) -> Option<R> {
+        let memory = self.memory();
+        let route = memory.get(&(R::KIND, name.to_owned()))?;
+        route.downcast_ref::<R>().cloned()
     }
 
     /// The split rules (weir's own rules aside) of `rules`, stored as HTTPRoute `route`.
@@ -627,8 +682,12 @@ impl GatewayApiRouter {
     /// An HTTPRoute that takes managed routes: its rules as stored, and its split rules.
     async fn header_route(&self, name: &str) -> Result<(Vec<Value>, Vec<Split>), RouterError> {
         let route = self.get(&self.http, name).await?;
-        let rules = rules_of(&route);
-        let primary = self.primary(&route, &rules)?;
+        self.header_rules(&route)
+    }
+
+    fn header_rules(&self, route: &HttpRoute) -> Result<(Vec<Value>, Vec<Split>), RouterError> {
+        let rules = rules_of(route);
+        let primary = self.primary(route, &rules)?;
         Ok((rules, primary))
     }
 
@@ -639,7 +698,9 @@ impl GatewayApiRouter {
         name: &str,
         wanted: Option<&ManagedRoute>,
     ) -> Result<(), RouterError> {
-        let (rules, found) = self.header_route(route).await?;
+        // Read fresh: the rules are rewritten whole from what is read here.
+        self.forget::<HttpRoute>(route);
+        let (rules, found) = self.header_rules(&self.fetch(&self.http, route).await?)?;
         let written = match wanted {
             Some(wanted) => Some(managed_rules(name, wanted, &rules, &found).map_err(|why| {
                 RouterError::Misconfigured(format!(
@@ -683,6 +744,7 @@ impl GatewayApiRouter {
             .await
             .map_err(api_error)?;
         let stored = rules_of(&patched);
+        self.remember(route, patched.clone());
         let pruned = if rule_names_pruned(&new, &stored) {
             Some(
                 "the rule names weir writes (spec.rules[].name), so weir cannot find its rules again",
@@ -698,6 +760,7 @@ impl GatewayApiRouter {
             // Unnamed, the rules just written would never be found again, and each
             // reconcile would add more; mirroring all, they would copy more than asked:
             // put the rules back as they were, then say why.
+            self.forget::<HttpRoute>(route);
             let undone = self
                 .http
                 .patch(
@@ -743,7 +806,17 @@ impl GatewayApiRouter {
             .join(", ")
     }
 
+    /// The route as last read or written here, else read from the API server.
     async fn get<R: WeightedRoute>(&self, api: &Api<R>, name: &str) -> Result<R, RouterError> {
+        if let Some(route) = self.recalled(name) {
+            return Ok(route);
+        }
+        let route = self.fetch(api, name).await?;
+        self.remember(name, route.clone());
+        Ok(route)
+    }
+
+    async fn fetch<R: WeightedRoute>(&self, api: &Api<R>, name: &str) -> Result<R, RouterError> {
         match api.get(name).await {
             Ok(route) => Ok(route),
             Err(kube::Error::Api(status)) if status.code == 404 => {
@@ -856,7 +929,27 @@ impl GatewayApiRouter {
         weight: i32,
         extras: &ExtraWeights,
     ) -> Result<(), RouterError> {
+        if let Some(route) = self.recalled::<R>(name) {
+            match self.put_weights(api, name, route, weight, extras).await {
+                Ok(()) => return Ok(()),
+                // The route changed since (a test of the patch failed, say): once more,
+                // from what the API server holds now.
+                Err(_) => self.forget::<R>(name),
+            }
+        }
         let route = self.get(api, name).await?;
+        self.put_weights(api, name, route, weight, extras).await
+    }
+
+    /// Sets the weights on `route` (as read) unless it carries them already.
+    async fn put_weights<R: WeightedRoute>(
+        &self,
+        api: &Api<R>,
+        name: &str,
+        route: R,
+        weight: i32,
+        extras: &ExtraWeights,
+    ) -> Result<(), RouterError> {
         let found = splits(&route, &self.stable, &self.canary)?;
         let names: Vec<String> = extras.keys().cloned().collect();
         self.know_extras(&names);
@@ -909,6 +1002,7 @@ impl GatewayApiRouter {
                 name: name.to_owned(),
                 source: Box::new(source),
             })?;
+        self.remember(name, patched.clone());
         // Verified on what the API server stored, not assumed from what was sent.
         let stored = splits(&patched, &self.stable, &self.canary)?;
         let (primary, own) = self.parts(&patched, &stored);

@@ -4,9 +4,12 @@
 //! disagree (a set that failed half way, an edit by hand) must be set again.
 
 use super::any::{AnyRouter, Chosen};
+use super::gateway_api::CachedRoutes;
 use super::router::{ExtraWeights, ManagedRoute, Router, RouterError, ShownRoutes, merge_extras};
 use crate::api::Rollout;
 use crate::api::rollout::RolloutStatus;
+use gateway_api::apis::standard::grpcroutes::GrpcRoute;
+use gateway_api::apis::standard::httproutes::HttpRoute;
 use kube::Client;
 
 /// What several routers carry, read as one.
@@ -167,6 +170,16 @@ impl Routers {
     /// All routers' weights read as one.
     pub async fn reading(&self) -> Result<Reading, RouterError> {
         Ok(reading(&self.weights().await?))
+    }
+
+    /// Takes the Gateway API routes `http` and `grpc` (caches) hold as read: see
+    /// `GatewayApiRouter::recall_from`.
+    pub fn recall_routes(&self, http: &CachedRoutes<HttpRoute>, grpc: &CachedRoutes<GrpcRoute>) {
+        for (_, router) in &self.each {
+            if let AnyRouter::GatewayApi(router) = router {
+                router.recall_from(http, grpc);
+            }
+        }
     }
 
     /// See `AnyRouter::follow`.
