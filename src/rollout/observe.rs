@@ -77,18 +77,6 @@ pub fn trim_grpc_route(route: &mut GrpcRoute) {
     route.status = None;
 }
 
-/// A route of `cache` by namespace and name, once the cache has synced.
-pub fn cached_route<R>(cache: &Cache<R>, namespace: &str, name: &str) -> Option<R>
-where
-    R: Resource<DynamicType = ()> + Clone + 'static,
-{
-    if !cache.is_synced() {
-        return None;
-    }
-    let found = cache.store.get(&ObjectRef::new(name).within(namespace))?;
-    Some(found.as_ref().clone())
-}
-
 /// What [`observe`] reads of a Service: which pods it selects.
 pub fn trim_service(service: &mut Service) {
     let selector = service.spec.take().and_then(|spec| spec.selector);

@@ -13,7 +13,7 @@ use tracing::{info, instrument, warn};
 
 use super::act::act;
 use super::error::{self, CONFLICT, Error};
-use super::observe::{Caches, Read, WrittenVersions, cached_route, observe, template_problems};
+use super::observe::{Caches, Read, WrittenVersions, observe, template_problems};
 use super::plan::{Input, Transition, plan};
 use crate::analysis::templates::TemplateCaches;
 use crate::api::Rollout;
@@ -252,8 +252,24 @@ async fn reconcile_rollout(
         {
             let caches = &ctx.caches;
             router.recall_routes(
-                &|namespace, name| cached_route(&caches.http_routes, namespace, name),
-                &|namespace, name| cached_route(&caches.grpc_routes, namespace, name),
+                &|namespace, name| {
+                    Some(
+                        caches
+                            .http_routes
+                            .synced_get(namespace, name)?
+                            .as_ref()
+                            .clone(),
+                    )
+                },
+                &|namespace, name| {
+                    Some(
+                        caches
+                            .grpc_routes
+                            .synced_get(namespace, name)?
+                            .as_ref()
+                            .clone(),
+                    )
+                },
             );
         }
         // A refused route is the spec's problem: nothing is planned while it lasts (the

@@ -209,6 +209,15 @@ where
         self
     }
 
+    /// The object `namespace`/`name` as the store holds it, once the first list is in (None
+    /// before: a cache still listing cannot tell an object it lacks from one not listed yet).
+    pub fn synced_get(&self, namespace: &str, name: &str) -> Option<Arc<K>> {
+        if !self.is_synced() {
+            return None;
+        }
+        self.store.get(&ObjectRef::new(name).within(namespace))
+    }
+
     /// The objects of `namespace` whose `label` is `value`, as the store holds them: through
     /// the index when the cache keeps one for `label`, else by a pass over every object.
     pub fn labelled(&self, namespace: &str, label: &str, value: &str) -> Vec<Arc<K>> {
@@ -383,6 +392,25 @@ mod tests {
     }
 
     const SHORT: Duration = Duration::from_millis(50);
+
+    #[test]
+    fn an_object_is_got_only_once_the_first_list_is_in() {
+        let (cache, mut writer) = cache();
+        take(&cache, &mut writer, watcher::Event::Init);
+        take(
+            &cache,
+            &mut writer,
+            watcher::Event::InitApply(config_map("web-1", "5")),
+        );
+        assert!(cache.synced_get("shop", "web-1").is_none());
+        take(&cache, &mut writer, watcher::Event::InitDone);
+        let got = cache
+            .synced_get("shop", "web-1")
+            .map(|o| o.as_ref().clone());
+        assert_eq!(got, Some(config_map("web-1", "5")));
+        assert!(cache.synced_get("shop", "web-2").is_none());
+        assert!(cache.synced_get("other", "web-1").is_none());
+    }
 
     #[tokio::test]
     async fn a_cache_is_caught_up_once_it_took_the_write_or_a_later_change() {
