@@ -99,21 +99,21 @@ pub async fn run(
         }
     };
     let mut events: Option<Followed<Event>> = None;
-    let notifiers = follow::<Notifier>(
+    let notifiers = Followed::<Notifier>::kept(
         &client,
         namespace,
         watch::config(),
         crate::runtime::cache::keep_all,
         watching("notify/Notifier"),
     );
-    let rules = follow::<NotificationRule>(
+    let rules = Followed::<NotificationRule>::kept(
         &client,
         namespace,
         watch::config(),
         crate::runtime::cache::keep_all,
         watching("notify/NotificationRule"),
     );
-    let syncs = follow::<GitSync>(
+    let syncs = Followed::<GitSync>::kept(
         &client,
         namespace,
         watch::config(),
@@ -329,32 +329,7 @@ where
     }
 }
 
-/// A cache of `K` in the controller's namespaces (managedFields dropped, as every cache of
-/// the controller does), kept filled for as long as it runs; a failing watch is logged and
-/// shown in `weir_watch_behind_seconds`.
-fn follow<K>(
-    client: &Client,
-    namespace: Option<&str>,
-    config: watcher::Config,
-    trim: fn(&mut K),
-    health: Watch,
-) -> Store<K>
-where
-    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
-        + Clone
-        + std::fmt::Debug
-        + serde::de::DeserializeOwned
-        + Send
-        + Sync
-        + 'static,
-{
-    let followed = Followed::start(client, namespace, config, trim, health);
-    // Kept for as long as the process runs.
-    std::mem::forget(followed.task);
-    followed.store
-}
-
-/// A [`follow`]ed cache that lives as long as this value: dropping it ends its watch, and
+/// A cache [`Followed::start`] keeps filled while this value lives: dropping it ends its watch, and
 /// the cache goes with the last reader's copy of the store.
 struct Followed<K: Resource<DynamicType = ()> + 'static> {
     store: Store<K>,
@@ -380,6 +355,23 @@ where
         + Sync
         + 'static,
 {
+    /// A cache of `K` in the controller's namespaces (managedFields dropped, as every cache
+    /// of the controller does), kept filled for as long as the process runs; a failing watch
+    /// is logged and shown in `weir_watch_behind_seconds`.
+    fn kept(
+        client: &Client,
+        namespace: Option<&str>,
+        config: watcher::Config,
+        trim: fn(&mut K),
+        health: Watch,
+    ) -> Store<K> {
+        let followed = Self::start(client, namespace, config, trim, health);
+        // Never stopped.
+        std::mem::forget(followed.task);
+        followed.store
+    }
+
+    /// A cache like [`Followed::kept`]'s, whose watch ends when the value is dropped.
     fn start(
         client: &Client,
         namespace: Option<&str>,

@@ -391,10 +391,8 @@ mod tests {
         cache.took(&event);
     }
 
-    const SHORT: Duration = Duration::from_millis(50);
-
-    #[test]
-    fn an_object_is_got_only_once_the_first_list_is_in() {
+    /// A cache listing, with ConfigMap web-1 at version 5 taken from the list so far.
+    fn listing_web_1() -> (Cache<ConfigMap>, Writer<ConfigMap>) {
         let (cache, mut writer) = cache();
         take(&cache, &mut writer, watcher::Event::Init);
         take(
@@ -402,6 +400,14 @@ mod tests {
             &mut writer,
             watcher::Event::InitApply(config_map("web-1", "5")),
         );
+        (cache, writer)
+    }
+
+    const SHORT: Duration = Duration::from_millis(50);
+
+    #[test]
+    fn an_object_is_got_only_once_the_first_list_is_in() {
+        let (cache, mut writer) = listing_web_1();
         assert!(cache.synced_get("shop", "web-1").is_none());
         take(&cache, &mut writer, watcher::Event::InitDone);
         let got = cache
@@ -414,13 +420,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_cache_is_caught_up_once_it_took_the_write_or_a_later_change() {
-        let (cache, mut writer) = cache();
-        take(&cache, &mut writer, watcher::Event::Init);
-        take(
-            &cache,
-            &mut writer,
-            watcher::Event::InitApply(config_map("web-1", "5")),
-        );
+        let (cache, mut writer) = listing_web_1();
         // Not whole before the first list is in, whatever it holds.
         assert!(!cache.caught_up("5", SHORT).await);
         take(&cache, &mut writer, watcher::Event::InitDone);
@@ -523,13 +523,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_cache_has_seen_a_version_once_it_took_a_change_at_or_after_it() {
-        let (cache, mut writer) = cache();
-        take(&cache, &mut writer, watcher::Event::Init);
-        take(
-            &cache,
-            &mut writer,
-            watcher::Event::InitApply(config_map("web-1", "5")),
-        );
+        let (cache, mut writer) = listing_web_1();
         assert!(!cache.has_seen(5), "not before the first list is whole");
         take(&cache, &mut writer, watcher::Event::InitDone);
         assert!(cache.has_seen(5));
