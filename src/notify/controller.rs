@@ -99,27 +99,30 @@ pub async fn run(
         }
     };
     let mut events: Option<Followed<Event>> = None;
-    let notifiers = Followed::<Notifier>::kept(
+    let notifiers = Followed::<Notifier>::start(
         &client,
         namespace,
         watch::config(),
         crate::runtime::cache::keep_all,
         watching("notify/Notifier"),
-    );
-    let rules = Followed::<NotificationRule>::kept(
+    )
+    .kept();
+    let rules = Followed::<NotificationRule>::start(
         &client,
         namespace,
         watch::config(),
         crate::runtime::cache::keep_all,
         watching("notify/NotificationRule"),
-    );
-    let syncs = Followed::<GitSync>::kept(
+    )
+    .kept();
+    let syncs = Followed::<GitSync>::start(
         &client,
         namespace,
         watch::config(),
         crate::runtime::cache::keep_all,
         watching("notify/GitSync"),
-    );
+    )
+    .kept();
     let http = match reqwest::Client::builder()
         .timeout(SEND_TIMEOUT)
         .redirect(reqwest::redirect::Policy::none())
@@ -356,22 +359,8 @@ where
         + 'static,
 {
     /// A cache of `K` in the controller's namespaces (managedFields dropped, as every cache
-    /// of the controller does), kept filled for as long as the process runs; a failing watch
-    /// is logged and shown in `weir_watch_behind_seconds`.
-    fn kept(
-        client: &Client,
-        namespace: Option<&str>,
-        config: watcher::Config,
-        trim: fn(&mut K),
-        health: Watch,
-    ) -> Store<K> {
-        let followed = Self::start(client, namespace, config, trim, health);
-        // Never stopped.
-        std::mem::forget(followed.task);
-        followed.store
-    }
-
-    /// A cache like [`Followed::kept`]'s, whose watch ends when the value is dropped.
+    /// of the controller does), filled until this value is dropped (or [`Followed::kept`]); a
+    /// failing watch is logged and shown in `weir_watch_behind_seconds`.
     fn start(
         client: &Client,
         namespace: Option<&str>,
@@ -394,6 +383,12 @@ where
             store: cache.store,
             task: StopOnDrop(task.abort_handle()),
         }
+    }
+
+    /// The cache, filled for as long as the process runs.
+    fn kept(self) -> Store<K> {
+        std::mem::forget(self.task);
+        self.store
     }
 }
 

@@ -19,7 +19,7 @@ use crate::analysis::templates::TemplateCaches;
 use crate::api::Rollout;
 use crate::api::rollout::RolloutStatus;
 use crate::conditions;
-use crate::runtime::cache::Epoch;
+use crate::runtime::cache::{Cache, Epoch};
 use crate::runtime::error::{Backoff, Classified, Controller, Error as Core};
 use crate::runtime::leader::{Leadership, Term};
 use crate::runtime::metrics::Metrics;
@@ -181,6 +181,14 @@ async fn abort_where_possible(name: &str, status: &RolloutStatus, router: Option
     }
 }
 
+/// `cache`'s objects by namespace and name, copied out, once its first list is in.
+fn synced_lookup<K>(cache: &Cache<K>) -> impl Fn(&str, &str) -> Option<K> + '_
+where
+    K: Resource<DynamicType = ()> + Clone + 'static,
+{
+    |namespace, name| Some(cache.synced_get(namespace, name)?.as_ref().clone())
+}
+
 /// Where a reconcile takes the Rollout from.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Source {
@@ -250,26 +258,9 @@ async fn reconcile_rollout(
         if source == Source::Cache
             && let Some(router) = &router
         {
-            let caches = &ctx.caches;
             router.recall_routes(
-                &|namespace, name| {
-                    Some(
-                        caches
-                            .http_routes
-                            .synced_get(namespace, name)?
-                            .as_ref()
-                            .clone(),
-                    )
-                },
-                &|namespace, name| {
-                    Some(
-                        caches
-                            .grpc_routes
-                            .synced_get(namespace, name)?
-                            .as_ref()
-                            .clone(),
-                    )
-                },
+                &synced_lookup(&ctx.caches.http_routes),
+                &synced_lookup(&ctx.caches.grpc_routes),
             );
         }
         // A refused route is the spec's problem: nothing is planned while it lasts (the
