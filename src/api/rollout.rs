@@ -71,6 +71,60 @@ pub struct RolloutSpec {
     #[serde(flatten)]
     #[schemars(skip)]
     pub unsupported: Unsupported,
+    /// Never read nor written: set only on the copies the controller's cache keeps, which
+    /// drop `template.spec` ([`RolloutSpec::drop_pod_spec`]).
+    #[serde(skip)]
+    #[schemars(skip)]
+    pub pod_spec_digest: Option<PodSpecDigest>,
+}
+
+/// What a look that writes nothing needs of a Rollout's `template.spec`, kept in its place:
+/// the containers are most of a Rollout's size, and the controller's cache holds them all.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PodSpecDigest {
+    /// [`crate::template_hash::of`] the whole template.
+    pub template_hash: String,
+    /// [`declares_ports`] of the whole template.
+    pub declares_ports: bool,
+}
+
+impl RolloutSpec {
+    /// The pod-template hash that names the template's ReplicaSet.
+    pub fn template_hash(&self) -> String {
+        match &self.pod_spec_digest {
+            Some(digest) => digest.template_hash.clone(),
+            None => crate::template_hash::of(&self.template),
+        }
+    }
+
+    /// Whether the template's containers declare a port.
+    pub fn declares_ports(&self) -> bool {
+        match &self.pod_spec_digest {
+            Some(digest) => digest.declares_ports,
+            None => declares_ports(&self.template),
+        }
+    }
+
+    /// Drops `template.spec`, keeping its digest: for a copy only read to see that there is
+    /// nothing to do. Whatever writes reads the Rollout again, whole.
+    pub fn drop_pod_spec(&mut self) {
+        if self.pod_spec_digest.is_none() {
+            self.pod_spec_digest = Some(PodSpecDigest {
+                template_hash: crate::template_hash::of(&self.template),
+                declares_ports: declares_ports(&self.template),
+            });
+        }
+        self.template.spec = None;
+    }
+}
+
+/// Whether a pod template's containers declare a port (a Service needs one).
+pub fn declares_ports(template: &PodTemplateSpec) -> bool {
+    template.spec.as_ref().is_some_and(|s| {
+        s.containers
+            .iter()
+            .any(|c| c.ports.as_ref().is_some_and(|p| !p.is_empty()))
+    })
 }
 
 fn default_progress_deadline_seconds() -> i32 {
@@ -92,7 +146,7 @@ pub struct RolloutStrategy {
     /// The blue-green strategy: a new version runs beside the active one, reached only
     /// through the preview Service, until one switch of the active Service moves everyone.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub blue_green: Option<BlueGreenStrategy>,
+    pub blue_green: Option<Box<BlueGreenStrategy>>,
     #[serde(flatten)]
     #[schemars(skip)]
     pub unsupported: Unsupported,
@@ -157,7 +211,7 @@ pub struct CanaryStrategy {
     pub abort_scale_down_delay_seconds: i32,
     /// How traffic is split. Without a router, the replica ratio is the traffic ratio.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub traffic_routing: Option<TrafficRouting>,
+    pub traffic_routing: Option<Box<TrafficRouting>>,
     /// Analysis that runs in the background from `startingStep` until the rollout ends.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub analysis: Option<BackgroundAnalysis>,
@@ -716,20 +770,20 @@ pub struct CanaryStep {
     pub pause: Option<PauseStep>,
     /// Run analysis and wait for its verdict.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub analysis: Option<StepAnalysis>,
+    pub analysis: Option<Box<StepAnalysis>>,
     /// Scale the canary independently of its traffic weight.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub set_canary_scale: Option<SetCanaryScale>,
     /// Send requests with matching headers to the canary; without `match`, remove the route.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub set_header_route: Option<SetHeaderRoute>,
+    pub set_header_route: Option<Box<SetHeaderRoute>>,
     /// Copy a share of matching requests to the canary; without `match`, remove the route.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub set_mirror_route: Option<SetMirrorRoute>,
+    pub set_mirror_route: Option<Box<SetMirrorRoute>>,
     /// Run an Experiment: copies of the stable or the canary version on fresh ReplicaSets,
     /// judged by analyses. The step is done when it succeeds; its failure aborts the rollout.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub experiment: Option<ExperimentStep>,
+    pub experiment: Option<Box<ExperimentStep>>,
     #[serde(flatten)]
     #[schemars(skip)]
     pub unsupported: Unsupported,

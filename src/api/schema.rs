@@ -70,6 +70,16 @@ impl<T: KeepsUnknownFields> KeepsUnknownFields for &T {
     }
 }
 
+// Rarely set parts of a spec are boxed (the cache keeps every Rollout): the same fields.
+impl<T: KeepsUnknownFields> KeepsUnknownFields for Box<T> {
+    fn unknown_fields(&self) -> &Unsupported {
+        self.as_ref().unknown_fields()
+    }
+    fn known_fields() -> Vec<String> {
+        T::known_fields()
+    }
+}
+
 /// The property names of `T`'s schema: the names serde reads, flattened fields included.
 pub fn schema_properties<T: schemars::JsonSchema>() -> Vec<String> {
     let schema = schemars::SchemaGenerator::default().into_root_schema_for::<T>();

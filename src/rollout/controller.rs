@@ -10,7 +10,6 @@ use std::time::Duration;
 use futures::StreamExt;
 use gateway_api::apis::standard::grpcroutes::GrpcRoute;
 use gateway_api::apis::standard::httproutes::HttpRoute;
-use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::core::v1::Service;
 use k8s_openapi::api::networking::v1::Ingress;
 use kube::api::{ApiResource, DynamicObject};
@@ -21,9 +20,10 @@ use tracing::{info, warn};
 
 use super::observe::{
     Caches, WrittenVersions, trim_experiment, trim_grpc_route, trim_http_route, trim_replica_set,
-    trim_run, trim_service,
+    trim_rollout, trim_run, trim_service,
 };
 use super::reconcile::{Context, error_policy, reconcile};
+use super::workload::ObservedReplicaSet;
 use crate::analysis::templates::TemplateCaches;
 use crate::api::Rollout;
 use crate::api::analysis::{AnalysisRun, AnalysisTemplate, ClusterAnalysisTemplate};
@@ -50,7 +50,7 @@ pub fn watch_rollouts(
     cache::trimmed(
         scoped_api::<Rollout>(client, namespace),
         watch::cached_first(),
-        cache::keep_all,
+        trim_rollout,
         metrics.watches.watch("rollout/Rollout"),
     )
 }
@@ -79,7 +79,7 @@ pub async fn run<S>(
     let health = &metrics.watches;
     // Indexed by Rollout: a look reads one Rollout's objects, not every object of the kind.
     let (replica_sets, replica_set_events) = cache::trimmed(
-        scoped_api::<ReplicaSet>(&client, namespace),
+        scoped_api::<ObservedReplicaSet>(&client, namespace),
         owned.clone(),
         trim_replica_set,
         health.watch("rollout/ReplicaSet"),

@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use gateway_api::apis::standard::grpcroutes::GrpcRoute;
 use gateway_api::apis::standard::httproutes::HttpRoute;
-use k8s_openapi::api::apps::v1::ReplicaSet;
 use k8s_openapi::api::core::v1::{Service, ServiceSpec};
 use kube::api::{Api, ListParams};
 use kube::runtime::reflector::ObjectRef;
@@ -17,7 +16,7 @@ use serde::de::DeserializeOwned;
 
 use super::error::Error;
 use super::plan::{AnalysisRunView, ExperimentView, Observed};
-use super::workload;
+use super::workload::{self, ObservedReplicaSet};
 
 use crate::analysis::templates::TemplateCaches;
 use crate::analysis::{run, templates};
@@ -57,12 +56,25 @@ pub enum Read {
 /// writes nothing.
 #[derive(Clone)]
 pub struct Caches {
-    pub replica_sets: Cache<ReplicaSet>,
+    pub replica_sets: Cache<ObservedReplicaSet>,
     pub runs: Cache<AnalysisRun>,
     pub experiments: Cache<Experiment>,
     pub services: Cache<Service>,
     pub http_routes: Cache<HttpRoute>,
     pub grpc_routes: Cache<GrpcRoute>,
+}
+
+/// The annotation `kubectl apply` keeps the whole last applied manifest in.
+const LAST_APPLIED_ANNOTATION: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
+/// What the controllers keep of a Rollout: all but its pod spec (for which a digest stands,
+/// see [`crate::api::rollout::RolloutSpec::drop_pod_spec`]) and `kubectl apply`'s copy of the
+/// manifest. A look that acts reads the Rollout again from the API server.
+pub fn trim_rollout(rollout: &mut Rollout) {
+    rollout.spec.drop_pod_spec();
+    if let Some(annotations) = rollout.metadata.annotations.as_mut() {
+        annotations.remove(LAST_APPLIED_ANNOTATION);
+    }
 }
 
 /// What a router reads of an HTTPRoute: its spec (not the Gateways' status of it).
@@ -98,18 +110,17 @@ const CATCH_UP_LIMIT: Duration = Duration::from_secs(3);
 /// API server instead.
 const FIRST_LIST_LIMIT: Duration = Duration::from_secs(30);
 
-/// Drops from a cached ReplicaSet what [`workload::view`] never reads: the pod template and
-/// selector, and every annotation but the scale-down mark and the ephemeral metadata's
-/// record (the template's copy among them;
-/// `kubectl weir undo` reads that from the API server).
-pub fn trim_replica_set(replica_set: &mut ReplicaSet) {
-    if let Some(spec) = replica_set.spec.as_mut() {
-        spec.template = None;
-        spec.selector = Default::default();
-    }
+/// Drops from a cached ReplicaSet (already read into [`ObservedReplicaSet`]) what
+/// [`workload::view`] never reads: every annotation but the scale-down mark and the ephemeral
+/// metadata's record (the template's copy among them; `kubectl weir undo` reads that from
+/// the API server), and every label but the Rollout's and the hash.
+pub fn trim_replica_set(replica_set: &mut ObservedReplicaSet) {
     if let Some(annotations) = replica_set.metadata.annotations.as_mut() {
         annotations
             .retain(|key, _| key == SCALE_DOWN_ANNOTATION || key == EPHEMERAL_METADATA_ANNOTATION);
+    }
+    if let Some(labels) = replica_set.metadata.labels.as_mut() {
+        labels.retain(|key, _| key == ROLLOUT_LABEL || key == POD_TEMPLATE_HASH_LABEL);
     }
 }
 
@@ -320,7 +331,7 @@ pub async fn observe(
 ) -> Result<Observed, Error> {
     let namespace = rollout.namespace().unwrap_or_default();
     let name = rollout.name_any();
-    let replica_sets: Api<ReplicaSet> = Api::namespaced(client.clone(), &namespace);
+    let replica_sets: Api<ObservedReplicaSet> = Api::namespaced(client.clone(), &namespace);
     let services: Api<Service> = Api::namespaced(client.clone(), &namespace);
     let runs: Api<AnalysisRun> = Api::namespaced(client.clone(), &namespace);
     let experiments: Api<Experiment> = Api::namespaced(client.clone(), &namespace);
@@ -682,14 +693,122 @@ mod tests {
         assert!(trimmed.spec.templates.is_empty());
     }
 
+    /// Every Rollout among the examples, as their authors wrote them.
+    fn example_rollouts() -> Vec<(std::path::PathBuf, Rollout)> {
+        use serde::Deserialize as _;
+        let mut found = Vec::new();
+        let mut dirs = vec![std::path::PathBuf::from(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/examples"
+        ))];
+        while let Some(dir) = dirs.pop() {
+            for entry in std::fs::read_dir(&dir).expect("the examples directory") {
+                let path = entry.expect("a directory entry").path();
+                if path.is_dir() {
+                    dirs.push(path);
+                    continue;
+                }
+                if path.extension().is_none_or(|e| e != "yaml") {
+                    continue;
+                }
+                let text = std::fs::read_to_string(&path).expect("a readable example");
+                for document in serde_yaml_ng::Deserializer::from_str(&text) {
+                    let value = serde_json::Value::deserialize(document).expect("YAML");
+                    if value["kind"] == "Rollout" {
+                        let rollout = serde_json::from_value(value).expect("a Rollout");
+                        found.push((path.clone(), rollout));
+                    }
+                }
+            }
+        }
+        found
+    }
+
+    #[test]
+    fn trimming_a_cached_rollout_changes_nothing_a_look_sees() {
+        let examples = example_rollouts();
+        assert!(examples.len() >= 10, "found {}", examples.len());
+        for (path, full) in examples {
+            let mut applied = full.clone();
+            applied
+                .metadata
+                .annotations
+                .get_or_insert_default()
+                .insert(LAST_APPLIED_ANNOTATION.into(), "{}".into());
+            let mut trimmed = applied.clone();
+            trim_rollout(&mut trimmed);
+            let at = path.display();
+            assert!(trimmed.spec.template.spec.is_none(), "{at}");
+            assert_eq!(trimmed.spec.template.metadata, full.spec.template.metadata);
+            assert!(!trimmed.annotations().contains_key(LAST_APPLIED_ANNOTATION));
+            assert_eq!(
+                trimmed.spec.template_hash(),
+                crate::template_hash::of(&full.spec.template),
+                "{at}"
+            );
+            assert_eq!(
+                trimmed.spec.declares_ports(),
+                crate::api::rollout::declares_ports(&full.spec.template),
+                "{at}"
+            );
+            assert_eq!(
+                crate::validate::rollout(&trimmed.spec),
+                crate::validate::rollout(&full.spec),
+                "{at}"
+            );
+            // A copy trimmed again (a watch event of the cached object) keeps the digest of
+            // the whole template, not of what was left of it.
+            let mut again = trimmed.clone();
+            trim_rollout(&mut again);
+            assert_eq!(again, trimmed, "{at}");
+        }
+    }
+
+    proptest::proptest! {
+        /// Whatever the containers, the digest answers as the whole template would.
+        #[test]
+        fn a_dropped_pod_spec_leaves_its_hash_and_ports(
+            containers in proptest::collection::vec(
+                ("[a-z]{1,8}", "[a-z]{1,8}:[0-9]{1,3}", proptest::option::of(0usize..3)),
+                0..4,
+            )
+        ) {
+            let containers: Vec<serde_json::Value> = containers
+                .iter()
+                .map(|(name, image, ports)| {
+                    let mut container = serde_json::json!({"name": name, "image": image});
+                    if let Some(ports) = ports {
+                        container["ports"] = (0..*ports)
+                            .map(|i| serde_json::json!({"containerPort": 8080 + i}))
+                            .collect();
+                    }
+                    container
+                })
+                .collect();
+            let mut rollout = rollout("shop", "web");
+            rollout.spec.template.spec =
+                Some(serde_json::from_value(serde_json::json!({"containers": containers}))
+                    .expect("a pod spec"));
+            let full = rollout.spec.clone();
+            rollout.spec.drop_pod_spec();
+            proptest::prop_assert_eq!(
+                rollout.spec.template_hash(),
+                crate::template_hash::of(&full.template)
+            );
+            proptest::prop_assert_eq!(rollout.spec.declares_ports(), full.declares_ports());
+            proptest::prop_assert!(rollout.spec.template.spec.is_none());
+        }
+    }
+
     #[test]
     fn trimming_a_cached_replica_set_changes_nothing_the_planner_sees() {
         let mut web = rollout("shop", "web");
         web.metadata.uid = Some("uid-1".into());
-        let replica_set: ReplicaSet = serde_json::from_value(serde_json::json!({
+        let replica_set = serde_json::json!({
+            "apiVersion": "apps/v1", "kind": "ReplicaSet",
             "metadata": {"name": "web-abc", "namespace": "shop", "generation": 3,
                 "creationTimestamp": "2026-01-01T00:00:00Z",
-                "labels": {ROLLOUT_LABEL: "web", POD_TEMPLATE_HASH_LABEL: "abc"},
+                "labels": {ROLLOUT_LABEL: "web", POD_TEMPLATE_HASH_LABEL: "abc", "app": "web"},
                 "annotations": {SCALE_DOWN_ANNOTATION: "2026-01-01T00:00:30Z",
                     EPHEMERAL_METADATA_ANNOTATION: "{\"labels\": {\"role\": \"active\"}}",
                     "weir.dev/template": "{\"spec\": {}}"},
@@ -699,18 +818,26 @@ mod tests {
                 "template": {"metadata": {"labels": {"app": "web"}},
                     "spec": {"containers": [{"name": "web", "image": "web:2"}]}}},
             "status": {"replicas": 3, "availableReplicas": 2, "observedGeneration": 3}
-        }))
-        .expect("a ReplicaSet");
-        let mut trimmed = replica_set.clone();
+        });
+        // Read as the API server sends it: the whole ReplicaSet's JSON.
+        let observed: ObservedReplicaSet =
+            serde_json::from_value(replica_set).expect("a ReplicaSet reads as one observed");
+        let mut trimmed = observed.clone();
         trim_replica_set(&mut trimmed);
-        let seen = workload::view(&web, &replica_set);
-        assert!(seen.is_some());
+        let seen = workload::view(&web, &observed);
+        assert_eq!(
+            seen.as_ref()
+                .map(|v| (v.hash.as_str(), v.replicas, v.available)),
+            Some(("abc", 3, 2))
+        );
         assert_eq!(workload::view(&web, &trimmed), seen);
-        let spec = trimmed.spec.as_ref().expect("spec");
-        assert!(spec.template.is_none());
         assert_eq!(
             trimmed.annotations().keys().collect::<Vec<_>>(),
             [EPHEMERAL_METADATA_ANNOTATION, SCALE_DOWN_ANNOTATION]
+        );
+        assert_eq!(
+            trimmed.labels().keys().collect::<Vec<_>>(),
+            [POD_TEMPLATE_HASH_LABEL, ROLLOUT_LABEL]
         );
         let seen = seen.expect("owned");
         assert_eq!(

@@ -23,7 +23,6 @@ use crate::runtime::cache::{Cache, Epoch};
 use crate::runtime::error::{Backoff, Classified, Controller, Error as Core};
 use crate::runtime::leader::{Leadership, Term};
 use crate::runtime::metrics::Metrics;
-use crate::template_hash;
 use crate::time::to_k8s;
 use crate::traffic::{self, Router, RouterError, Routers};
 use crate::validate::{Violation, ViolationKind};
@@ -111,7 +110,7 @@ async fn clean_up(rollout: &Rollout, ctx: &Context, term: &Term) -> Result<Reque
     ctx.written.forget(rollout);
     let namespace = rollout.namespace().unwrap_or_default();
     ctx.metrics.forget_rollout(&namespace, &rollout.name_any());
-    let hash = template_hash::of(&rollout.spec.template);
+    let hash = rollout.spec.template_hash();
     // A route the Rollout may not touch (refused) is not touched on the way out either; its
     // other routers are.
     let (router, _refused) = Routers::for_rollout(&ctx.client, rollout, &namespace, &hash).await?;
@@ -232,7 +231,7 @@ async fn reconcile_rollout(
     if ctx.leadership.shard_of(&current.metadata) != term.shard() {
         return Ok(Some(Requeue::await_change()));
     }
-    let hash = template_hash::of(&current.spec.template);
+    let hash = current.spec.template_hash();
     let original = current.status.clone().unwrap_or_default();
     let mut status = original.clone();
     // The Rollout as last written by this reconcile (its status, its resourceVersion).

@@ -105,8 +105,9 @@ fn ephemeral_record(record: EphemeralRecord) -> Option<String> {
 
 /// What weir recorded on a ReplicaSet. A record that does not parse (edited by hand) counts
 /// as half applied: applied again.
-fn read_ephemeral_record(replica_set: &ReplicaSet) -> EphemeralRecord {
-    match replica_set.annotations().get(EPHEMERAL_METADATA_ANNOTATION) {
+fn read_ephemeral_record(replica_set: &ObjectMeta) -> EphemeralRecord {
+    let annotations = replica_set.annotations.as_ref();
+    match annotations.and_then(|a| a.get(EPHEMERAL_METADATA_ANNOTATION)) {
         None => EphemeralRecord::default(),
         Some(text) => serde_json::from_str(text).unwrap_or(EphemeralRecord {
             pending: true,
@@ -200,7 +201,7 @@ pub fn ephemeral_template_patch(
         .and_then(|s| s.template.as_ref())
         .and_then(|t| t.metadata.as_ref());
     let relabelled_generation = if carries_all(template, wanted, applied) {
-        read_ephemeral_record(current).relabelled_generation
+        read_ephemeral_record(&current.metadata).relabelled_generation
     } else {
         current.metadata.generation.map(|g| g + 1)
     };
@@ -265,7 +266,7 @@ pub fn kept_template(replica_set: &ReplicaSet) -> Option<(PodTemplateSpec, bool)
 /// undo` when the template's exact copy was too big to keep).
 pub fn template_of(replica_set: &ReplicaSet) -> Option<PodTemplateSpec> {
     let mut template = replica_set.spec.as_ref()?.template.clone()?;
-    let ours = read_ephemeral_record(replica_set).metadata;
+    let ours = read_ephemeral_record(&replica_set.metadata).metadata;
     if let Some(metadata) = template.metadata.as_mut() {
         if let Some(labels) = metadata.labels.as_mut() {
             labels.remove(POD_TEMPLATE_HASH_LABEL);
@@ -365,9 +366,61 @@ pub fn replica_set(
     }
 }
 
+/// A ReplicaSet as a look reads it, decoded straight from the API server's JSON (a list, a
+/// watch event): the fields [`view`] takes and nothing else. Without the pod template and
+/// selector a k8s-openapi `ReplicaSet` is still 2.3 KiB of empty fields; this is the
+/// metadata and a few numbers, for every ReplicaSet of every Rollout the cache holds.
+#[derive(Clone, Debug, Default, PartialEq, serde::Deserialize)]
+pub struct ObservedReplicaSet {
+    pub metadata: ObjectMeta,
+    #[serde(default)]
+    pub spec: Option<ObservedScale>,
+    #[serde(default)]
+    pub status: Option<ObservedCounts>,
+}
+
+/// Of a ReplicaSet's spec, its scale.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+pub struct ObservedScale {
+    #[serde(default)]
+    pub replicas: Option<i32>,
+}
+
+/// Of a ReplicaSet's status, its available pods and the generation they count for.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ObservedCounts {
+    #[serde(default)]
+    pub available_replicas: Option<i32>,
+    #[serde(default)]
+    pub observed_generation: Option<i64>,
+}
+
+// The API's own kind: the same URL, group and version as `ReplicaSet`, read into less.
+impl k8s_openapi::Resource for ObservedReplicaSet {
+    const API_VERSION: &'static str = <ReplicaSet as k8s_openapi::Resource>::API_VERSION;
+    const GROUP: &'static str = <ReplicaSet as k8s_openapi::Resource>::GROUP;
+    const KIND: &'static str = <ReplicaSet as k8s_openapi::Resource>::KIND;
+    const VERSION: &'static str = <ReplicaSet as k8s_openapi::Resource>::VERSION;
+    const URL_PATH_SEGMENT: &'static str = <ReplicaSet as k8s_openapi::Resource>::URL_PATH_SEGMENT;
+    type Scope = <ReplicaSet as k8s_openapi::Resource>::Scope;
+}
+
+impl k8s_openapi::Metadata for ObservedReplicaSet {
+    type Ty = ObjectMeta;
+
+    fn metadata(&self) -> &ObjectMeta {
+        &self.metadata
+    }
+
+    fn metadata_mut(&mut self) -> &mut ObjectMeta {
+        &mut self.metadata
+    }
+}
+
 /// The planner's view of a ReplicaSet the Rollout owns; None for one that is not its own
 /// (no hash label, or owned by another object).
-pub fn view(rollout: &Rollout, replica_set: &ReplicaSet) -> Option<ReplicaSetView> {
+pub fn view(rollout: &Rollout, replica_set: &ObservedReplicaSet) -> Option<ReplicaSetView> {
     let uid = rollout.uid()?;
     let owned = replica_set
         .owner_references()
@@ -379,7 +432,7 @@ pub fn view(rollout: &Rollout, replica_set: &ReplicaSet) -> Option<ReplicaSetVie
     let hash = replica_set.labels().get(POD_TEMPLATE_HASH_LABEL)?.clone();
     let status = replica_set.status.as_ref();
     // Counts from a status older than the spec describe the previous scale: not yet available.
-    let record = read_ephemeral_record(replica_set);
+    let record = read_ephemeral_record(&replica_set.metadata);
     let generation = replica_set.metadata.generation;
     let observed = status.and_then(|s| s.observed_generation);
     // A generation weir made by relabelling the template alone changes no pod: the counts of
@@ -423,6 +476,13 @@ mod tests {
     use super::*;
     use crate::template_hash;
     use serde_json::json;
+
+    /// `replica_set` as a look reads it: through its JSON, as from the API server.
+    fn observed(replica_set: &ReplicaSet) -> ObservedReplicaSet {
+        serde_json::to_value(replica_set)
+            .and_then(serde_json::from_value)
+            .expect("a ReplicaSet reads as one observed")
+    }
 
     fn rollout() -> Rollout {
         let mut rollout: Rollout = serde_json::from_value(json!({
@@ -618,7 +678,7 @@ mod tests {
             serde_json::from_str(&rs.annotations()[POD_TEMPLATE_ANNOTATION]).expect("a template");
         assert_eq!(kept, rollout.spec.template, "the user's template, not ours");
         rs.status = None;
-        let seen = view(&rollout, &rs).expect("owned");
+        let seen = view(&rollout, &observed(&rs)).expect("owned");
         assert_eq!((seen.ephemeral, seen.ephemeral_pending), (preview, false));
 
         let plain = replica_set(&rollout, "abc", 3, None, &PodMetadata::default());
@@ -627,7 +687,7 @@ mod tests {
                 .annotations()
                 .contains_key(EPHEMERAL_METADATA_ANNOTATION)
         );
-        let seen = view(&rollout, &plain).expect("owned");
+        let seen = view(&rollout, &observed(&plain)).expect("owned");
         assert_eq!(
             (seen.ephemeral, seen.ephemeral_pending),
             (PodMetadata::default(), false)
@@ -658,7 +718,7 @@ mod tests {
             .annotations
             .get_or_insert_with(BTreeMap::new)
             .insert(EPHEMERAL_METADATA_ANNOTATION.into(), "{not json".into());
-        let seen = view(&rollout, &rs).expect("owned");
+        let seen = view(&rollout, &observed(&rs)).expect("owned");
         assert_eq!(
             (seen.ephemeral, seen.ephemeral_pending),
             (PodMetadata::default(), true)
@@ -711,7 +771,7 @@ mod tests {
             EPHEMERAL_METADATA_ANNOTATION.to_owned(),
             record.to_string(),
         )]));
-        let seen = view(&rollout(), &rs).expect("owned");
+        let seen = view(&rollout(), &observed(&rs)).expect("owned");
         assert!(seen.ephemeral_pending);
         assert_eq!(seen.ephemeral.labels.len(), 2);
 
@@ -770,7 +830,7 @@ mod tests {
             )
             .expect("status"),
         );
-        let available = |rs: &ReplicaSet| view(&rollout, rs).map(|v| v.available);
+        let available = |rs: &ReplicaSet| view(&rollout, &observed(rs)).map(|v| v.available);
         assert_eq!(
             available(&rs),
             Some(0),
@@ -823,7 +883,7 @@ mod tests {
             )
             .expect("status"),
         );
-        let seen = view(&rollout, &rs).expect("owned");
+        let seen = view(&rollout, &observed(&rs)).expect("owned");
         assert_eq!(
             (seen.hash.as_str(), seen.replicas, seen.available),
             ("abc", 3, 3)
@@ -835,12 +895,12 @@ mod tests {
 
         rs.metadata.generation = Some(3);
         assert_eq!(
-            view(&rollout, &rs).map(|v| v.available),
+            view(&rollout, &observed(&rs)).map(|v| v.available),
             Some(0),
             "status from before the last scale"
         );
 
         rs.metadata.owner_references = None;
-        assert_eq!(view(&rollout, &rs), None);
+        assert_eq!(view(&rollout, &observed(&rs)), None);
     }
 }

@@ -10,7 +10,6 @@ use super::violation::{Report, Violation};
 use crate::api::experiment::{ExperimentAnalysis, ExperimentSpec, TemplateService};
 use crate::api::rollout::ExperimentStep;
 use crate::duration;
-use k8s_openapi::api::core::v1::PodTemplateSpec;
 
 /// `{{templates.NAME.podTemplateHash}}`: the names a text refers to.
 pub fn template_hash_references(text: &str) -> Vec<&str> {
@@ -68,7 +67,7 @@ pub fn experiment(spec: &ExperimentSpec) -> Vec<Violation> {
             report.invalid(format!("{at}.minReadySeconds"), "must be 0 or more");
         }
         if let Some(service) = &template.service {
-            let ports = declares_ports(&template.template);
+            let ports = crate::api::rollout::declares_ports(&template.template);
             check_service(&mut report, &at, service, ports, (&mut services, &[]));
         }
         check_selector(
@@ -98,15 +97,6 @@ pub fn experiment(spec: &ExperimentSpec) -> Vec<Violation> {
         spec.analysis_run_metadata.as_ref(),
     );
     report.finish()
-}
-
-/// Whether a pod template's containers declare a port (a Service needs one).
-pub(super) fn declares_ports(template: &PodTemplateSpec) -> bool {
-    template.spec.as_ref().is_some_and(|s| {
-        s.containers
-            .iter()
-            .any(|c| c.ports.as_ref().is_some_and(|p| !p.is_empty()))
-    })
 }
 
 /// A template's Service: a valid name, given once among the templates and never one of

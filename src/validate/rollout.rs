@@ -162,9 +162,9 @@ pub fn rollout(spec: &RolloutSpec) -> Vec<Violation> {
                     .metadata
                     .as_ref()
                     .and_then(|m| m.labels.as_ref()),
-                ports: super::experiment::declares_ports(&spec.template),
+                ports: spec.declares_ports(),
                 canary_weight: crate::api::rollout::step_weight(&canary.steps, index),
-                no_weights: experiment_weights_refused(canary.traffic_routing.as_ref()),
+                no_weights: experiment_weights_refused(canary.traffic_routing.as_deref()),
                 services: [&canary.stable_service, &canary.canary_service]
                     .into_iter()
                     .flatten()
