@@ -1661,7 +1661,7 @@ async fn scale(client: &Client, size: usize, in_flight: usize, report: &mut Repo
     // costs, and the memory of a controller holding them.
     tokio::time::sleep(SETTLE).await;
     let before = api_requests(client).await;
-    let audit = support::repo_root().join(".local-cluster/audit.log");
+    let audit = support::audit_log();
     let audit_from = std::fs::metadata(&audit).map_or(0, |m| m.len());
     let restarted = Instant::now();
     let second = controller(&ns, port, &[]);
@@ -1816,36 +1816,12 @@ const SHARDS: u32 = 24;
 /// For each (resource, name), who wrote it (a replica's identity) and when.
 type Writers = BTreeMap<(String, String), Vec<(String, DateTime<Utc>)>>;
 
-/// The audit log's entries from byte `from` on, as hack/local-cluster.sh keeps it: writes to
-/// weir's kinds, ReplicaSets and HTTPRoutes, and every read but of Leases.
-fn audit_entries(log: &std::path::Path, from: u64) -> Vec<Value> {
-    use std::io::{Read, Seek};
-    let mut text = String::new();
-    if let Ok(mut file) = std::fs::File::open(log) {
-        let _ = file.seek(std::io::SeekFrom::Start(from));
-        let _ = file.read_to_string(&mut text);
-    }
-    text.lines()
-        .filter_map(|line| serde_json::from_str(line).ok())
-        .collect()
-}
-
-/// The weir replica that sent an audited request: its identity, from its user agent
-/// (`weir/<version> (<identity>)`).
-fn weir_identity(entry: &Value) -> Option<&str> {
-    entry["userAgent"]
-        .as_str()
-        .and_then(|agent| agent.strip_prefix("weir/"))
-        .and_then(|agent| agent.split_once(" ("))
-        .and_then(|(_, identity)| identity.strip_suffix(')'))
-}
-
 /// Who wrote what, from the API server's audit log: for each object of namespace `ns`, the
 /// identities of the weir replicas that wrote it, with the time of each write, from byte
 /// `from` of the log on.
 fn writers(log: &std::path::Path, from: u64, ns: &str) -> Writers {
     let mut writers: BTreeMap<_, Vec<_>> = BTreeMap::new();
-    for entry in audit_entries(log, from) {
+    for entry in support::audit_entries(log, from) {
         let object = &entry["objectRef"];
         if object["namespace"].as_str() != Some(ns)
             || !["create", "update", "patch", "delete"]
@@ -1853,7 +1829,7 @@ fn writers(log: &std::path::Path, from: u64, ns: &str) -> Writers {
         {
             continue;
         }
-        let Some(identity) = weir_identity(&entry) else {
+        let Some(identity) = support::weir_identity(&entry) else {
             continue;
         };
         // A write the API server refused (a conflict, say) changed nothing.
@@ -1884,7 +1860,7 @@ fn writers(log: &std::path::Path, from: u64, ns: &str) -> Writers {
 /// several pages is one request per page, a watch one per start.
 fn weir_reads(log: &std::path::Path, from: u64) -> BTreeMap<(String, String), f64> {
     let mut reads = BTreeMap::new();
-    for entry in audit_entries(log, from) {
+    for entry in support::audit_entries(log, from) {
         let verb = entry["verb"].as_str().unwrap_or("");
         // A watch is logged when it starts and again when it ends: counted once.
         let counted = match verb {
@@ -1892,7 +1868,7 @@ fn weir_reads(log: &std::path::Path, from: u64) -> BTreeMap<(String, String), f6
             "get" | "list" => entry["stage"] == "ResponseComplete",
             _ => false,
         };
-        if !counted || weir_identity(&entry).is_none() {
+        if !counted || support::weir_identity(&entry).is_none() {
             continue;
         }
         let object = &entry["objectRef"];
@@ -1932,7 +1908,7 @@ async fn reconciled_names(port: u16) -> BTreeSet<String> {
 /// the most shards killed: the time until the others have reconciled its Rollouts, and the
 /// writes that handover made.
 async fn sharded(client: &Client, size: usize, in_flight: usize, report: &mut Report) {
-    let audit = support::repo_root().join(".local-cluster/audit.log");
+    let audit = support::audit_log();
     if !audit.exists() {
         report.section(
             &format!("{size} Rollouts over {REPLICAS} replicas"),

@@ -672,6 +672,68 @@ async fn health_readiness_and_metrics_are_served_and_a_no_op_reconcile_writes_no
     );
 }
 
+/// A restart costs a list and a watch per kind, whatever the Rollouts: an unchanged one is
+/// planned from what the lists brought (its pod spec digested, its ReplicaSets, Services and
+/// route from their caches), so the new process asks for none of its objects by name, lists
+/// none of them by its label, and writes nothing.
+#[tokio::test]
+async fn a_restarted_controller_reads_nothing_of_an_unchanged_rollout_and_writes_nothing() {
+    let ns = TestNamespace::new(&client().await, "restart-reads").await;
+    let first = ControllerProcess::start(&ns.name);
+    app(&ns).await;
+    set_image(&ns, "web:1", &steps(), &json!({})).await;
+    healthy_on(&ns, "web:1").await;
+    // The last status write is in once Healthy shows; a moment for anything after it.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    first.kill();
+    let audit = support::audit_log();
+    assert!(
+        audit.exists(),
+        "no audit log at {}: start the cluster with hack/local-cluster.sh",
+        audit.display()
+    );
+    let from = std::fs::metadata(&audit).map_or(0, |m| m.len());
+    let port = support::free_port();
+    let address = format!("127.0.0.1:{port}");
+    let _second = ControllerProcess::start_with(&ns.name, &["--metrics-addr", &address]);
+    // Reported once its look is done: a look that found something to do would have read the
+    // Rollout again before this.
+    let healthy_line = format!(
+        r#"weir_rollout_phase{{namespace="{}",rollout="web",phase="Healthy"}} 1"#,
+        ns.name
+    );
+    eventually("the restarted controller's look at web", LIMIT, || async {
+        let (_, body) = support::http_get(port, "/metrics").await?;
+        body.lines().any(|l| l == healthy_line).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let by_rollout = format!("{}%3Dweb", "weir.dev%2Frollout");
+    let requests: Vec<String> = support::audit_entries(&audit, from)
+        .iter()
+        .filter(|e| support::weir_identity(e).is_some() && e["stage"] == "ResponseComplete")
+        .filter(|e| e["objectRef"]["namespace"] == ns.name.as_str())
+        .filter(|e| match e["verb"].as_str() {
+            Some("watch") => false,
+            // A kind's list, not one Rollout's.
+            Some("list") => e["requestURI"]
+                .as_str()
+                .is_some_and(|uri| uri.contains(&by_rollout) || uri.contains("limit=1&")),
+            _ => true,
+        })
+        .map(|e| {
+            format!(
+                "{} {} {}",
+                e["verb"], e["objectRef"]["resource"], e["requestURI"]
+            )
+        })
+        .collect();
+    assert!(
+        requests.is_empty(),
+        "the restarted controller read or wrote the unchanged Rollout's objects: {requests:#?}"
+    );
+}
+
 #[tokio::test]
 async fn deleting_a_rollout_mid_canary_returns_the_route_to_stable_first() {
     let ns = TestNamespace::new(&client().await, "delete").await;

@@ -105,10 +105,10 @@ pub fn trim_service(service: &mut Service) {
 /// the API server instead. Watch events take milliseconds; this is for a watch that broke.
 const CATCH_UP_LIMIT: Duration = Duration::from_secs(3);
 
-/// How long a look right after a start waits for an owned kind's first list (at 10,000
-/// Rollouts their ReplicaSets' list takes seconds) before it reads its own objects from the
-/// API server instead.
-const FIRST_LIST_LIMIT: Duration = Duration::from_secs(30);
+/// How long a look right after a start waits for a cache's first list (at 10,000 Rollouts
+/// their ReplicaSets' list takes seconds) before it reads its own objects from the API server
+/// instead: so a restart costs a list per kind, not reads per Rollout.
+pub(super) const FIRST_LIST_LIMIT: Duration = Duration::from_secs(30);
 
 /// Drops from a cached ReplicaSet (already read into [`ObservedReplicaSet`]) what
 /// [`workload::view`] never reads: every annotation but the scale-down mark and the ephemeral
@@ -498,7 +498,8 @@ fn experiment_view(rollout: &Rollout, experiment: &Experiment) -> Option<Experim
 /// The pod-template hash a Service named in `field` selects (None without the field or the
 /// label); a Service that does not exist is an error naming the field. Read from `cache` for
 /// a first look (one a moment behind at worst makes the fresh look that follows read it
-/// again), from the API server for a fresh one or while the cache has not synced.
+/// again; right after a start, once its first list is in), from the API server for a fresh
+/// one or when the cache cannot sync.
 async fn service_hash(
     services: &Api<Service>,
     cache: &Cache<Service>,
@@ -514,7 +515,7 @@ async fn service_hash(
         return Ok(None);
     };
     let found = match read {
-        Read::Cached if cache.is_synced() => cache
+        Read::Cached if cache.synced_within(FIRST_LIST_LIMIT).await => cache
             .store
             .get(&ObjectRef::new(service).within(namespace))
             .map(|found| found.as_ref().clone()),

@@ -13,7 +13,7 @@ use tracing::{info, instrument, warn};
 
 use super::act::act;
 use super::error::{self, CONFLICT, Error};
-use super::observe::{Caches, Read, WrittenVersions, observe, template_problems};
+use super::observe::{Caches, FIRST_LIST_LIMIT, Read, WrittenVersions, observe, template_problems};
 use super::plan::{Input, Transition, plan};
 use crate::analysis::templates::TemplateCaches;
 use crate::api::Rollout;
@@ -257,6 +257,13 @@ async fn reconcile_rollout(
         if source == Source::Cache
             && let Some(router) = &router
         {
+            // Right after a start, once the routes' first lists are in (as for the
+            // ReplicaSets'): a restart reads no route per Rollout.
+            let caches = &ctx.caches;
+            tokio::join!(
+                caches.http_routes.synced_within(FIRST_LIST_LIMIT),
+                caches.grpc_routes.synced_within(FIRST_LIST_LIMIT)
+            );
             router.recall_routes(
                 &synced_lookup(&ctx.caches.http_routes),
                 &synced_lookup(&ctx.caches.grpc_routes),

@@ -751,3 +751,33 @@ pub async fn simulator_with(ns: &TestNamespace, flags: &[&str]) -> (Simulator, S
     let target = ScrapeTarget::add(&ns.name, &format!("127.0.0.1:{port}"), &[]);
     (simulator, target)
 }
+
+/// The API server's audit log (hack/local-cluster.sh): the bench counts writers and reads
+/// from it, tests the requests a controller made.
+pub fn audit_log() -> PathBuf {
+    cluster_dir().join("audit.log")
+}
+
+/// The audit log's entries from byte `from` on, as hack/local-cluster.sh keeps it: writes to
+/// weir's kinds, ReplicaSets and HTTPRoutes, and every read but of Leases.
+pub fn audit_entries(log: &Path, from: u64) -> Vec<serde_json::Value> {
+    use std::io::{Read, Seek};
+    let mut text = String::new();
+    if let Ok(mut file) = std::fs::File::open(log) {
+        let _ = file.seek(std::io::SeekFrom::Start(from));
+        let _ = file.read_to_string(&mut text);
+    }
+    text.lines()
+        .filter_map(|line| serde_json::from_str(line).ok())
+        .collect()
+}
+
+/// The weir replica that sent an audited request: its identity, from its user agent
+/// (`weir/<version> (<identity>)`).
+pub fn weir_identity(entry: &serde_json::Value) -> Option<&str> {
+    entry["userAgent"]
+        .as_str()
+        .and_then(|agent| agent.strip_prefix("weir/"))
+        .and_then(|agent| agent.split_once(" ("))
+        .and_then(|(_, identity)| identity.strip_suffix(')'))
+}
