@@ -2,7 +2,7 @@
 //! before they are stored, so memory grows with what matters, not with managedFields, pod
 //! templates or the history of every measurement.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -44,7 +44,9 @@ pub struct Cache<K: Resource<DynamicType = ()> + 'static> {
 #[derive(Debug)]
 struct LabelIndex {
     label: &'static str,
-    names: HashMap<(String, String), BTreeSet<String>>,
+    /// Sorted. A Rollout owns a handful of objects of a kind: a vector of them is a tenth of
+    /// a B-tree's smallest node.
+    names: HashMap<(String, String), Vec<String>>,
     /// Each object's entry in `names`, to move it when it is relabelled or deleted.
     values: HashMap<(String, String), String>,
 }
@@ -63,7 +65,9 @@ impl LabelIndex {
         if let Some(value) = self.values.remove(&key) {
             let entry = (key.0, value);
             if let Some(names) = self.names.get_mut(&entry) {
-                names.remove(name);
+                if let Ok(at) = names.binary_search_by(|n| n.as_str().cmp(name)) {
+                    names.remove(at);
+                }
                 if names.is_empty() {
                     self.names.remove(&entry);
                 }
@@ -80,10 +84,14 @@ impl LabelIndex {
         let Some(value) = meta.labels.as_ref().and_then(|l| l.get(self.label)) else {
             return;
         };
-        self.names
+        let names = self
+            .names
             .entry((namespace.clone(), value.clone()))
-            .or_default()
-            .insert(name.clone());
+            .or_default();
+        // Not there: `remove` above took it out.
+        if let Err(at) = names.binary_search(&name) {
+            names.insert(at, name.clone());
+        }
         self.values.insert((namespace, name), value.clone());
     }
 
@@ -233,7 +241,7 @@ where
                 index
                     .names
                     .get(&(namespace.to_owned(), value.to_owned()))
-                    .map(|names| names.iter().cloned().collect())
+                    .map(|names| names.to_vec())
                     .unwrap_or_default()
             });
         match names {
