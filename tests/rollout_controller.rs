@@ -672,6 +672,29 @@ async fn health_readiness_and_metrics_are_served_and_a_no_op_reconcile_writes_no
     );
 }
 
+/// SIGTERM (a pod deleted, weir's own rolling update) ends the process once its controllers
+/// have finished the reconciles in flight: nothing of weir's own keeps it alive until the
+/// kubelet's SIGKILL.
+#[tokio::test]
+async fn sigterm_ends_the_controller_process() {
+    let ns = TestNamespace::new(&client().await, "sigterm").await;
+    let port = support::free_port();
+    let address = format!("127.0.0.1:{port}");
+    let mut controller = ControllerProcess::start_with(&ns.name, &["--metrics-addr", &address]);
+    eventually("/readyz", LIMIT, || async {
+        support::http_get(port, "/readyz")
+            .await
+            .filter(|(code, _)| *code == 200)
+    })
+    .await;
+    // Generous: what is tested is that it ends at all.
+    let ended = controller.terminate(Duration::from_secs(30)).await;
+    assert!(
+        ended.is_some_and(|status| status.success()),
+        "after SIGTERM the controller process: {ended:?} (None: still running)"
+    );
+}
+
 /// A restart costs a list and a watch per kind, whatever the Rollouts: an unchanged one is
 /// planned from what the lists brought (its pod spec digested, its ReplicaSets, Services and
 /// route from their caches), so the new process asks for none of its objects by name, lists

@@ -68,6 +68,17 @@ struct Outbox {
     task: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
+impl Outbox {
+    /// Ends its delivery task.
+    fn stop(&self) {
+        if let Ok(mut task) = self.task.lock()
+            && let Some(task) = task.take()
+        {
+            task.abort();
+        }
+    }
+}
+
 pub async fn run(
     client: Client,
     config: kube::Config,
@@ -144,8 +155,15 @@ pub async fn run(
     });
     let mut outboxes: HashMap<(String, String), Arc<Outbox>> = HashMap::new();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let shutdown = crate::runtime::shutdown_requested();
+    tokio::pin!(shutdown);
     loop {
-        tick.tick().await;
+        tokio::select! {
+            _ = tick.tick() => {}
+            // A delivery cut short is made again by the next process: the marks in the
+            // Notifier's status say what was sent.
+            () = &mut shutdown => break,
+        }
         // The Notifiers of the shards this replica leads. An outbox lives only while its
         // shard is led here: one made again on a gain starts from the marks the Notifier's
         // status holds, which the replica that led it until then kept, so nothing is sent twice.
@@ -160,11 +178,8 @@ pub async fn run(
             .collect();
         outboxes.retain(|key, outbox| {
             let keep = present.contains(key);
-            if !keep
-                && let Ok(mut task) = outbox.task.lock()
-                && let Some(task) = task.take()
-            {
-                task.abort();
+            if !keep {
+                outbox.stop();
             }
             keep
         });
@@ -254,6 +269,10 @@ pub async fn run(
             outbox.wake.notify_one();
         }
     }
+    for outbox in outboxes.values() {
+        outbox.stop();
+    }
+    tracing::info!("notification controller stopped");
 }
 
 /// A rule's Ready: invalid (what to fix), its Notifier missing, or ready. Written only when

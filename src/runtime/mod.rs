@@ -59,6 +59,23 @@ pub fn give_back_freed_memory() {
     }
 }
 
+/// Resolves on SIGTERM or SIGINT, as the kube controllers' `shutdown_on_signal` does: for the
+/// loops of weir's own that must end with them (else the process outlives its controllers
+/// until the kubelet's SIGKILL). Never resolves where the signals cannot be watched.
+pub async fn shutdown_requested() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut interrupt)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = interrupt.recv() => {}
+    }
+}
+
 /// An Api over one namespace (`--namespace`), or over all of them.
 pub fn scoped_api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
 where

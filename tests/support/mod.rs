@@ -480,6 +480,24 @@ impl ControllerProcess {
         matches!(self.child.try_wait(), Ok(None))
     }
 
+    /// SIGTERM, as the kubelet sends first: how the process ended, if it did within `limit`
+    /// (polled; None if it still runs).
+    pub async fn terminate(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let pid = i32::try_from(self.child.id()).expect("a pid fits an i32");
+        // SAFETY: kill(2) with a signal number has no memory effects on this process.
+        unsafe {
+            libc::kill(pid, libc::SIGTERM);
+        }
+        let deadline = std::time::Instant::now() + limit;
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        None
+    }
+
     /// SIGKILL: no shutdown, no last status write.
     pub fn kill(mut self) {
         let _ = self.child.kill();
