@@ -71,8 +71,8 @@ pub struct RolloutSpec {
     #[serde(flatten)]
     #[schemars(skip)]
     pub unsupported: Unsupported,
-    /// Never read nor written: set only on the copies the controller's cache keeps, which
-    /// drop `template.spec` ([`RolloutSpec::drop_pod_spec`]).
+    /// Not part of the API (serde and the schema skip it): set only on the copies the
+    /// controller's cache keeps, which drop `template.spec` ([`RolloutSpec::drop_pod_spec`]).
     #[serde(skip)]
     #[schemars(skip)]
     pub pod_spec_digest: Option<PodSpecDigest>,
