@@ -84,6 +84,9 @@ impl AnalysisKind {
 
 /// The Git revision an object was last applied from.
 pub const GIT_REVISION_ANNOTATION: &str = "weir.dev/git-revision";
+/// kubectl's, not weir's: the whole manifest `kubectl apply` last applied. Dropped where weir
+/// compares or keeps objects (drift, the Rollout cache).
+pub const LAST_APPLIED_ANNOTATION: &str = "kubectl.kubernetes.io/last-applied-configuration";
 /// The GitSync (`namespace/name`) that applies an object.
 pub const GITSYNC_ANNOTATION: &str = "weir.dev/gitsync";
 /// Asks a GitSync to hold a revision until the ref moves (`kubectl weir undo

@@ -6,7 +6,7 @@
 //! only. The dry run, not the manifest, is compared: it carries the API server's defaults,
 //! admission and field ownership, which a manifest does not.
 
-use crate::api::contract::GIT_REVISION_ANNOTATION;
+use crate::api::contract::{GIT_REVISION_ANNOTATION, LAST_APPLIED_ANNOTATION};
 use serde_json::{Map, Value, json};
 use similar::TextDiff;
 
@@ -80,7 +80,7 @@ fn readable(object: &Value) -> Value {
             }
             if let Some(Value::Object(annotations)) = metadata.get_mut("annotations") {
                 annotations.remove(GIT_REVISION_ANNOTATION);
-                annotations.remove("kubectl.kubernetes.io/last-applied-configuration");
+                annotations.remove(LAST_APPLIED_ANNOTATION);
                 if annotations.is_empty() {
                     metadata.remove("annotations");
                 }

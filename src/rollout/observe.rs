@@ -24,7 +24,8 @@ use crate::api::Rollout;
 use crate::api::analysis::{AnalysisPhase, AnalysisRun};
 use crate::api::contract::{
     ATTEMPT_LABEL, AnalysisKind, CANARY_HASH_LABEL, EPHEMERAL_METADATA_ANNOTATION,
-    POD_TEMPLATE_HASH_LABEL, ROLLOUT_LABEL, SCALE_DOWN_ANNOTATION, STEP_LABEL,
+    LAST_APPLIED_ANNOTATION, POD_TEMPLATE_HASH_LABEL, ROLLOUT_LABEL, SCALE_DOWN_ANNOTATION,
+    STEP_LABEL,
 };
 use crate::api::experiment::{Experiment, TemplateStatus};
 use crate::api::rollout::NamedService;
@@ -63,9 +64,6 @@ pub struct Caches {
     pub http_routes: Cache<HttpRoute>,
     pub grpc_routes: Cache<GrpcRoute>,
 }
-
-/// The annotation `kubectl apply` keeps the whole last applied manifest in.
-const LAST_APPLIED_ANNOTATION: &str = "kubectl.kubernetes.io/last-applied-configuration";
 
 /// What the controllers keep of a Rollout: all but its pod spec (for which a digest stands,
 /// see [`crate::api::rollout::RolloutSpec::drop_pod_spec`]) and `kubectl apply`'s copy of the

@@ -265,8 +265,8 @@ async fn reconcile_rollout(
                 caches.grpc_routes.synced_within(FIRST_LIST_LIMIT)
             );
             router.recall_routes(
-                &synced_lookup(&ctx.caches.http_routes),
-                &synced_lookup(&ctx.caches.grpc_routes),
+                &synced_lookup(&caches.http_routes),
+                &synced_lookup(&caches.grpc_routes),
             );
         }
         // A refused route is the spec's problem: nothing is planned while it lasts (the
