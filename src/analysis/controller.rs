@@ -66,7 +66,7 @@ pub async fn run(
     let (runs, run_events) = cache::trimmed(
         scoped_api::<AnalysisRun>(&client, namespace),
         crate::runtime::watch::cached_first(),
-        cache::keep_all,
+        cache::KeepAll,
         health.watch("analysis/AnalysisRun"),
     );
     // The Jobs of `job` metrics: one finishing is news for its run at once.

@@ -30,7 +30,7 @@ pub async fn run(
     let (experiments, experiment_events) = cache::trimmed(
         scoped_api::<Experiment>(&client, namespace),
         watch::cached_first(),
-        cache::keep_all,
+        cache::KeepAll,
         health.optional_watch("experiment/Experiment"),
     );
     let owned = watch::cached_first().labels(EXPERIMENT_LABEL);

@@ -60,7 +60,7 @@ pub async fn run(
         scoped_api::<GitSync>(&client, namespace),
         // Consistent: dependencies, promotions and write-back checks decide from the store.
         watch::config(),
-        cache::keep_all,
+        cache::KeepAll,
         health.watch("gitops/GitSync"),
     );
     let context = Arc::new(Context {

@@ -27,6 +27,7 @@ use crate::api::gitsync::GitSync;
 use crate::api::notification::{NotificationRule, Notifier, NotifierType};
 use crate::api::rollout::Rollout;
 use crate::gitops::tenancy::{self, Policy};
+use crate::runtime::cache::Trim;
 use crate::runtime::impersonation::Impersonation;
 use crate::runtime::leader::Leadership;
 use crate::runtime::watch::{self, Health, Watch};
@@ -104,7 +105,7 @@ pub async fn run(
                 &client,
                 namespace.as_deref(),
                 watch::cached_first().fields("reportingComponent=weir"),
-                trim_event,
+                TrimEvent,
                 health.optional_watch("notify/Event"),
             )
         }
@@ -114,7 +115,7 @@ pub async fn run(
         &client,
         namespace,
         watch::config(),
-        crate::runtime::cache::keep_all,
+        crate::runtime::cache::KeepAll,
         watching("notify/Notifier"),
     )
     .kept();
@@ -122,7 +123,7 @@ pub async fn run(
         &client,
         namespace,
         watch::config(),
-        crate::runtime::cache::keep_all,
+        crate::runtime::cache::KeepAll,
         watching("notify/NotificationRule"),
     )
     .kept();
@@ -130,7 +131,7 @@ pub async fn run(
         &client,
         namespace,
         watch::config(),
-        crate::runtime::cache::keep_all,
+        crate::runtime::cache::KeepAll,
         watching("notify/GitSync"),
     )
     .kept();
@@ -384,7 +385,7 @@ where
         client: &Client,
         namespace: Option<&str>,
         config: watcher::Config,
-        trim: fn(&mut K),
+        trim: impl Trim<K>,
         health: Watch,
     ) -> Self {
         let (cache, events) = crate::runtime::cache::trimmed(
@@ -414,23 +415,27 @@ where
 /// Drops from a cached Event what [`told`] never reads (where it was reported from, the
 /// regarded object's uid and version, the series): a few of them for every Rollout and
 /// GitSync, kept for as long as the API server keeps them.
-fn trim_event(event: &mut Event) {
-    let meta = &mut event.metadata;
-    meta.annotations = None;
-    meta.labels = None;
-    meta.owner_references = None;
-    meta.generate_name = None;
-    let regarding = &mut event.involved_object;
-    regarding.api_version = None;
-    regarding.uid = None;
-    regarding.resource_version = None;
-    regarding.field_path = None;
-    event.source = None;
-    event.reporting_component = None;
-    event.reporting_instance = None;
-    event.related = None;
-    event.series = None;
-    event.action = None;
+struct TrimEvent;
+
+impl Trim<Event> for TrimEvent {
+    fn trim(event: &mut Event) {
+        let meta = &mut event.metadata;
+        meta.annotations = None;
+        meta.labels = None;
+        meta.owner_references = None;
+        meta.generate_name = None;
+        let regarding = &mut event.involved_object;
+        regarding.api_version = None;
+        regarding.uid = None;
+        regarding.resource_version = None;
+        regarding.field_path = None;
+        event.source = None;
+        event.reporting_component = None;
+        event.reporting_instance = None;
+        event.related = None;
+        event.series = None;
+        event.action = None;
+    }
 }
 
 /// One of weir's Events as the notifications read it.
@@ -806,7 +811,7 @@ mod tests {
         }))
         .expect("a valid Event");
         let mut trimmed = whole.clone();
-        trim_event(&mut trimmed);
+        TrimEvent::trim(&mut trimmed);
         assert!(told(&whole).is_some());
         assert_eq!(told(&trimmed), told(&whole));
         assert_eq!(trimmed.source, None);

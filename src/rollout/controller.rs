@@ -19,8 +19,8 @@ use kube::{Api, Client, ResourceExt};
 use tracing::{info, warn};
 
 use super::observe::{
-    Caches, WrittenVersions, trim_experiment, trim_grpc_route, trim_http_route, trim_replica_set,
-    trim_rollout, trim_run, trim_service,
+    Caches, TrimExperiment, TrimGrpcRoute, TrimHttpRoute, TrimReplicaSet, TrimRollout, TrimRun,
+    TrimService, WrittenVersions,
 };
 use super::reconcile::{Context, error_policy, reconcile};
 use super::workload::ObservedReplicaSet;
@@ -50,7 +50,7 @@ pub fn watch_rollouts(
     cache::trimmed(
         scoped_api::<Rollout>(client, namespace),
         watch::cached_first(),
-        trim_rollout,
+        TrimRollout,
         metrics.watches.watch("rollout/Rollout"),
     )
 }
@@ -81,14 +81,14 @@ pub async fn run<S>(
     let (replica_sets, replica_set_events) = cache::trimmed(
         scoped_api::<ObservedReplicaSet>(&client, namespace),
         owned.clone(),
-        trim_replica_set,
+        TrimReplicaSet,
         health.watch("rollout/ReplicaSet"),
     );
     let replica_sets = replica_sets.indexed_by(ROLLOUT_LABEL);
     let (runs, run_events) = cache::trimmed(
         scoped_api::<AnalysisRun>(&client, namespace),
         owned.clone(),
-        trim_run,
+        TrimRun,
         health.watch("rollout/AnalysisRun"),
     );
     let runs = runs.indexed_by(ROLLOUT_LABEL);
@@ -97,7 +97,7 @@ pub async fn run<S>(
     let (services, service_events) = cache::trimmed(
         scoped_api::<Service>(&client, namespace),
         watch::cached_first(),
-        trim_service,
+        TrimService,
         health.watch("rollout/Service"),
     );
     // Optional: a cluster upgraded without the Experiment CRD runs every Rollout but those
@@ -105,7 +105,7 @@ pub async fn run<S>(
     let (experiments, experiment_events) = cache::trimmed(
         scoped_api::<Experiment>(&client, namespace),
         owned,
-        trim_experiment,
+        TrimExperiment,
         health.optional_watch("rollout/Experiment"),
     );
     let experiments = experiments.indexed_by(ROLLOUT_LABEL);
@@ -113,14 +113,14 @@ pub async fn run<S>(
     let (http_routes, routes) = cache::trimmed(
         scoped_api::<HttpRoute>(&client, namespace),
         watch::cached_first(),
-        trim_http_route,
+        TrimHttpRoute,
         // Optional: a cluster without Gateway API runs Rollouts without a router.
         health.optional_watch("rollout/HTTPRoute"),
     );
     let (grpc_routes_cache, grpc_routes) = cache::trimmed(
         scoped_api::<GrpcRoute>(&client, namespace),
         watch::cached_first(),
-        trim_grpc_route,
+        TrimGrpcRoute,
         health.optional_watch("rollout/GRPCRoute"),
     );
     // The other routers' objects, each optional: a cluster without Istio, SMI or an Ingress
@@ -162,13 +162,13 @@ pub async fn run<S>(
     let (template_cache, templates) = cache::trimmed(
         scoped_api::<AnalysisTemplate>(&client, namespace),
         watch::cached_first(),
-        cache::keep_all,
+        cache::KeepAll,
         health.watch("rollout/AnalysisTemplate"),
     );
     let (cluster_template_cache, cluster_templates) = cache::trimmed(
         Api::<ClusterAnalysisTemplate>::all(client.clone()),
         watch::cached_first(),
-        cache::keep_all,
+        cache::KeepAll,
         health.watch("rollout/ClusterAnalysisTemplate"),
     );
     let written = Arc::new(WrittenVersions::default());

@@ -29,7 +29,7 @@ use crate::api::contract::{
 };
 use crate::api::experiment::{Experiment, TemplateStatus};
 use crate::api::rollout::NamedService;
-use crate::runtime::cache::{Cache, Epoch};
+use crate::runtime::cache::{Cache, Epoch, Trim};
 use crate::traffic::{ExtraWeights, Reading, Router, Routers, ShownRoutes};
 use crate::validate::Violation;
 
@@ -68,35 +68,51 @@ pub struct Caches {
 /// What the controllers keep of a Rollout: all but its pod spec (for which a digest stands,
 /// see [`crate::api::rollout::RolloutSpec::drop_pod_spec`]) and `kubectl apply`'s copy of the
 /// manifest. A look that acts reads the Rollout again from the API server.
-pub fn trim_rollout(rollout: &mut Rollout) {
-    rollout.spec.drop_pod_spec();
-    if let Some(annotations) = rollout.metadata.annotations.as_mut() {
-        annotations.remove(LAST_APPLIED_ANNOTATION);
+pub struct TrimRollout;
+
+impl Trim<Rollout> for TrimRollout {
+    fn trim(rollout: &mut Rollout) {
+        rollout.spec.drop_pod_spec();
+        if let Some(annotations) = rollout.metadata.annotations.as_mut() {
+            annotations.remove(LAST_APPLIED_ANNOTATION);
+        }
     }
 }
 
 /// What a router reads of an HTTPRoute: its spec (not the Gateways' status of it).
-pub fn trim_http_route(route: &mut HttpRoute) {
-    route.metadata.annotations = None;
-    route.status = None;
+pub struct TrimHttpRoute;
+
+impl Trim<HttpRoute> for TrimHttpRoute {
+    fn trim(route: &mut HttpRoute) {
+        route.metadata.annotations = None;
+        route.status = None;
+    }
 }
 
 /// What a router reads of a GRPCRoute: its spec.
-pub fn trim_grpc_route(route: &mut GrpcRoute) {
-    route.metadata.annotations = None;
-    route.status = None;
+pub struct TrimGrpcRoute;
+
+impl Trim<GrpcRoute> for TrimGrpcRoute {
+    fn trim(route: &mut GrpcRoute) {
+        route.metadata.annotations = None;
+        route.status = None;
+    }
 }
 
 /// What [`observe`] reads of a Service: which pods it selects.
-pub fn trim_service(service: &mut Service) {
-    let selector = service.spec.take().and_then(|spec| spec.selector);
-    service.spec = Some(ServiceSpec {
-        selector,
-        ..ServiceSpec::default()
-    });
-    service.status = None;
-    service.metadata.annotations = None;
-    service.metadata.labels = None;
+pub struct TrimService;
+
+impl Trim<Service> for TrimService {
+    fn trim(service: &mut Service) {
+        let selector = service.spec.take().and_then(|spec| spec.selector);
+        service.spec = Some(ServiceSpec {
+            selector,
+            ..ServiceSpec::default()
+        });
+        service.status = None;
+        service.metadata.annotations = None;
+        service.metadata.labels = None;
+    }
 }
 
 /// How long a fresh read waits for a cache to take this process's own write before it asks
@@ -112,45 +128,58 @@ pub(super) const FIRST_LIST_LIMIT: Duration = Duration::from_secs(30);
 /// [`workload::view`] never reads: every annotation but the scale-down mark and the ephemeral
 /// metadata's record (the template's copy among them; `kubectl weir undo` reads that from
 /// the API server), and every label but the Rollout's and the hash.
-pub fn trim_replica_set(replica_set: &mut ObservedReplicaSet) {
-    if let Some(annotations) = replica_set.metadata.annotations.as_mut() {
-        annotations
-            .retain(|key, _| key == SCALE_DOWN_ANNOTATION || key == EPHEMERAL_METADATA_ANNOTATION);
-    }
-    if let Some(labels) = replica_set.metadata.labels.as_mut() {
-        labels.retain(|key, _| key == ROLLOUT_LABEL || key == POD_TEMPLATE_HASH_LABEL);
+pub struct TrimReplicaSet;
+
+impl Trim<ObservedReplicaSet> for TrimReplicaSet {
+    fn trim(replica_set: &mut ObservedReplicaSet) {
+        if let Some(annotations) = replica_set.metadata.annotations.as_mut() {
+            annotations.retain(|key, _| {
+                key == SCALE_DOWN_ANNOTATION || key == EPHEMERAL_METADATA_ANNOTATION
+            });
+        }
+        if let Some(labels) = replica_set.metadata.labels.as_mut() {
+            labels.retain(|key, _| key == ROLLOUT_LABEL || key == POD_TEMPLATE_HASH_LABEL);
+        }
     }
 }
 
 /// Drops from a cached AnalysisRun what [`run_view`] never reads: the metrics' definitions
 /// and every measurement but the last of each metric.
-pub fn trim_run(run: &mut AnalysisRun) {
-    run.spec.template = Default::default();
-    if let Some(status) = run.status.as_mut() {
-        for metric in &mut status.metric_results {
-            let keep_from = metric.measurements.len().saturating_sub(1);
-            metric.measurements.drain(..keep_from);
+pub struct TrimRun;
+
+impl Trim<AnalysisRun> for TrimRun {
+    fn trim(run: &mut AnalysisRun) {
+        run.spec.template = Default::default();
+        if let Some(status) = run.status.as_mut() {
+            for metric in &mut status.metric_results {
+                let keep_from = metric.measurements.len().saturating_sub(1);
+                metric.measurements.drain(..keep_from);
+            }
         }
     }
 }
 
 /// Drops from a cached Experiment what [`experiment_view`] never reads: its templates and
 /// analyses, and of its templates' statuses all but their Services.
-pub fn trim_experiment(experiment: &mut Experiment) {
-    experiment.spec.templates = Vec::new();
-    experiment.spec.analyses = Vec::new();
-    if let Some(status) = experiment.status.as_mut() {
-        status
-            .template_statuses
-            .retain(|t| t.service_name.is_some());
-        for template in &mut status.template_statuses {
-            *template = TemplateStatus {
-                name: std::mem::take(&mut template.name),
-                service_name: template.service_name.take(),
-                ..TemplateStatus::default()
-            };
+pub struct TrimExperiment;
+
+impl Trim<Experiment> for TrimExperiment {
+    fn trim(experiment: &mut Experiment) {
+        experiment.spec.templates = Vec::new();
+        experiment.spec.analyses = Vec::new();
+        if let Some(status) = experiment.status.as_mut() {
+            status
+                .template_statuses
+                .retain(|t| t.service_name.is_some());
+            for template in &mut status.template_statuses {
+                *template = TemplateStatus {
+                    name: std::mem::take(&mut template.name),
+                    service_name: template.service_name.take(),
+                    ..TemplateStatus::default()
+                };
+            }
+            status.analysis_runs = Vec::new();
         }
-        status.analysis_runs = Vec::new();
     }
 }
 
@@ -687,7 +716,7 @@ mod tests {
             Some([("baseline".to_owned(), "web-abc-1-1-baseline".to_owned())].into())
         );
         let mut trimmed = experiment.clone();
-        trim_experiment(&mut trimmed);
+        TrimExperiment::trim(&mut trimmed);
         assert_eq!(experiment_view(&web, &trimmed), full);
         assert!(trimmed.spec.templates.is_empty());
     }
@@ -735,7 +764,7 @@ mod tests {
                 .get_or_insert_default()
                 .insert(LAST_APPLIED_ANNOTATION.into(), "{}".into());
             let mut trimmed = applied.clone();
-            trim_rollout(&mut trimmed);
+            TrimRollout::trim(&mut trimmed);
             let at = path.display();
             assert!(trimmed.spec.template.spec.is_none(), "{at}");
             assert_eq!(trimmed.spec.template.metadata, full.spec.template.metadata);
@@ -758,7 +787,7 @@ mod tests {
             // A copy trimmed again (a watch event of the cached object) keeps the digest of
             // the whole template, not of what was left of it.
             let mut again = trimmed.clone();
-            trim_rollout(&mut again);
+            TrimRollout::trim(&mut again);
             assert_eq!(again, trimmed, "{at}");
         }
     }
@@ -822,7 +851,7 @@ mod tests {
         let observed: ObservedReplicaSet =
             serde_json::from_value(replica_set).expect("a ReplicaSet reads as one observed");
         let mut trimmed = observed.clone();
-        trim_replica_set(&mut trimmed);
+        TrimReplicaSet::trim(&mut trimmed);
         let seen = workload::view(&web, &observed);
         assert_eq!(
             seen.as_ref()
@@ -865,7 +894,7 @@ mod tests {
         }))
         .expect("an AnalysisRun");
         let mut trimmed = run.clone();
-        trim_run(&mut trimmed);
+        TrimRun::trim(&mut trimmed);
         let seen = run_view(&run);
         assert_eq!(
             seen.as_ref().and_then(|v| v.decided_by.clone()),

@@ -1,8 +1,9 @@
 //! The controllers' caches: watches whose objects are trimmed to what the reconcilers read
-//! before they are stored, so memory grows with what matters, not with managedFields, pod
-//! templates or the history of every measurement.
+//! as they are decoded, so memory grows with what matters, not with managedFields, pod
+//! templates or the history of every measurement, and a start's list never holds them all.
 
 use std::collections::HashMap;
+use std::marker::PhantomData;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -307,12 +308,107 @@ where
     }
 }
 
-/// A watch of `api` that trims each object with `trim`, then keeps it in the returned cache.
-/// The stream must be polled (a controller's trigger) for the cache to fill.
-pub fn trimmed<K>(
+/// How one cache trims its kind. A type, not a function: the trimming happens while each
+/// object is decoded ([`Decoded`]), where serde passes nothing but types.
+pub trait Trim<K>: Send + Sync + 'static {
+    fn trim(object: &mut K);
+}
+
+/// For kinds read whole, apart from managedFields.
+pub struct KeepAll;
+
+impl<K> Trim<K> for KeepAll {
+    fn trim(_: &mut K) {}
+}
+
+/// One object of `K`, trimmed by `T` as soon as it is decoded. A list is decoded into these:
+/// trimmed after the whole list was decoded, the list held every object untrimmed at once
+/// (10,000 Rollouts with their pod specs and managedFields, in one response from the watch
+/// cache), and the trimmed copies were left in pieces among the freed space.
+struct Decoded<K, T>(K, PhantomData<fn() -> T>);
+
+impl<K: Clone, T> Clone for Decoded<K, T> {
+    fn clone(&self) -> Self {
+        Decoded(self.0.clone(), PhantomData)
+    }
+}
+
+impl<K: std::fmt::Debug, T> std::fmt::Debug for Decoded<K, T> {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(formatter)
+    }
+}
+
+impl<'de, K, T> serde::Deserialize<'de> for Decoded<K, T>
+where
+    K: Resource + serde::Deserialize<'de>,
+    T: Trim<K>,
+{
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let mut object = K::deserialize(deserializer)?;
+        // A field manager's entry repeats every field it owns: on a Rollout applied from Git
+        // that is the whole spec again, as a JSON tree. Writes go by name or by apply, never
+        // by resending what was read, so nothing is lost by dropping it.
+        object.meta_mut().managed_fields = None;
+        T::trim(&mut object);
+        Ok(Decoded(object, PhantomData))
+    }
+}
+
+/// `K`'s own kind and address: only the decoding differs.
+impl<K, T> Resource for Decoded<K, T>
+where
+    K: Resource<DynamicType = ()>,
+{
+    type DynamicType = ();
+    // Any scope: the API is built from `K`'s, whichever that is (see [`trimmed`]).
+    type Scope = kube::core::DynamicResourceScope;
+
+    fn kind(dt: &()) -> std::borrow::Cow<'_, str> {
+        K::kind(dt)
+    }
+
+    fn group(dt: &()) -> std::borrow::Cow<'_, str> {
+        K::group(dt)
+    }
+
+    fn version(dt: &()) -> std::borrow::Cow<'_, str> {
+        K::version(dt)
+    }
+
+    fn api_version(dt: &()) -> std::borrow::Cow<'_, str> {
+        K::api_version(dt)
+    }
+
+    fn plural(dt: &()) -> std::borrow::Cow<'_, str> {
+        K::plural(dt)
+    }
+
+    fn meta(&self) -> &kube::api::ObjectMeta {
+        self.0.meta()
+    }
+
+    fn meta_mut(&mut self) -> &mut kube::api::ObjectMeta {
+        self.0.meta_mut()
+    }
+}
+
+fn decoded<K, T>(event: watcher::Event<Decoded<K, T>>) -> watcher::Event<K> {
+    match event {
+        watcher::Event::Apply(object) => watcher::Event::Apply(object.0),
+        watcher::Event::Delete(object) => watcher::Event::Delete(object.0),
+        watcher::Event::Init => watcher::Event::Init,
+        watcher::Event::InitApply(object) => watcher::Event::InitApply(object.0),
+        watcher::Event::InitDone => watcher::Event::InitDone,
+    }
+}
+
+/// A watch of `api` whose objects are trimmed by `T` as they are decoded, then kept in the
+/// returned cache. The stream must be polled (a controller's trigger) for the cache to fill.
+pub fn trimmed<K, T>(
     api: Api<K>,
     config: watcher::Config,
-    trim: fn(&mut K),
+    _trim: T,
     watch: super::watch::Watch,
 ) -> (
     Cache<K>,
@@ -326,6 +422,7 @@ where
         + Send
         + Sync
         + 'static,
+    T: Trim<K>,
 {
     let (store, writer) = reflector::store();
     let cache = Cache {
@@ -339,14 +436,12 @@ where
         index: Arc::default(),
     };
     let taker = cache.clone();
-    // A field manager's entry repeats every field it owns: on a Rollout applied from Git that
-    // is the whole spec again, as a JSON tree. Writes go by name or by apply, never by
-    // resending what was read, so nothing is lost by dropping it.
-    let events = super::watch::watched(api, config, watch)
-        .modify(move |object: &mut K| {
-            object.meta_mut().managed_fields = None;
-            trim(object);
-        })
+    let decoding: Api<Decoded<K, T>> = match api.namespace().map(str::to_owned) {
+        Some(namespace) => Api::namespaced_with(api.into_client(), &namespace, &()),
+        None => Api::all_with(api.into_client(), &()),
+    };
+    let events = super::watch::watched(decoding, config, watch)
+        .map(|event| event.map(decoded))
         .reflect(writer)
         .inspect(move |event| match event {
             Ok(event) => {
@@ -357,9 +452,6 @@ where
         });
     (cache, events)
 }
-
-/// For kinds read whole, apart from managedFields.
-pub fn keep_all<K>(_: &mut K) {}
 
 #[cfg(test)]
 mod tests {
@@ -409,6 +501,73 @@ mod tests {
             watcher::Event::InitApply(config_map("web-1", "5")),
         );
         (cache, writer)
+    }
+
+    /// Keeps a ConfigMap's name and labels, as a cache that reads no data would.
+    struct DropData;
+
+    impl Trim<ConfigMap> for DropData {
+        fn trim(config_map: &mut ConfigMap) {
+            config_map.data = None;
+        }
+    }
+
+    #[test]
+    fn each_object_of_a_list_is_trimmed_as_it_is_decoded() {
+        let item = |name: &str| {
+            serde_json::json!({
+                "apiVersion": "v1",
+                "kind": "ConfigMap",
+                "metadata": {
+                    "name": name,
+                    "namespace": "shop",
+                    "resourceVersion": "7",
+                    "managedFields": [{"manager": "kubectl", "operation": "Apply",
+                        "fieldsType": "FieldsV1", "fieldsV1": {"f:data": {"f:big": {}}}}],
+                },
+                "data": {"big": "x".repeat(4096)},
+            })
+        };
+        let list = serde_json::json!({
+            "apiVersion": "v1",
+            "kind": "ConfigMapList",
+            "metadata": {"resourceVersion": "9"},
+            "items": [item("web-1"), item("web-2")],
+        });
+        let decoded: kube::core::ObjectList<Decoded<ConfigMap, DropData>> =
+            serde_json::from_value(list).unwrap();
+        let names: Vec<String> = decoded.items.iter().map(|o| o.0.name_any()).collect();
+        assert_eq!(names, ["web-1", "web-2"]);
+        for object in &decoded.items {
+            assert_eq!(object.0.data, None, "trimmed by the cache's Trim");
+            assert_eq!(
+                object.0.metadata.managed_fields, None,
+                "every cache drops them"
+            );
+            assert_eq!(object.0.resource_version().as_deref(), Some("7"));
+        }
+        let kept: Decoded<ConfigMap, KeepAll> = serde_json::from_value(item("web-3")).unwrap();
+        assert!(kept.0.data.is_some_and(|data| data["big"].len() == 4096));
+        assert_eq!(kept.0.metadata.managed_fields, None);
+    }
+
+    #[test]
+    fn a_decoded_kind_is_addressed_as_its_own() {
+        use k8s_openapi::api::rbac::v1::ClusterRole;
+        type Namespaced = Decoded<ConfigMap, KeepAll>;
+        type Cluster = Decoded<ClusterRole, KeepAll>;
+        for namespace in [Some("shop"), None] {
+            assert_eq!(
+                Namespaced::url_path(&(), namespace),
+                ConfigMap::url_path(&(), namespace)
+            );
+        }
+        assert_eq!(
+            Cluster::url_path(&(), None),
+            ClusterRole::url_path(&(), None)
+        );
+        assert_eq!(Cluster::api_version(&()), "rbac.authorization.k8s.io/v1");
+        assert_eq!(Cluster::kind(&()), "ClusterRole");
     }
 
     const SHORT: Duration = Duration::from_millis(50);
