@@ -784,8 +784,8 @@ mod tests {
                 crate::validate::rollout(&full.spec),
                 "{at}"
             );
-            // A copy trimmed again (a watch event of the cached object) keeps the digest of
-            // the whole template, not of what was left of it.
+            // Trimming is idempotent: a trimmed copy trimmed again keeps the digest of the
+            // whole template, not of what was left of it.
             let mut again = trimmed.clone();
             TrimRollout::trim(&mut again);
             assert_eq!(again, trimmed, "{at}");

@@ -1,6 +1,7 @@
 //! The controllers' caches: watches whose objects are trimmed to what the reconcilers read
 //! as they are decoded, so memory grows with what matters, not with managedFields, pod
-//! templates or the history of every measurement, and a start's list never holds them all.
+//! templates or the history of every measurement, and a start's list is never decoded whole
+//! untrimmed.
 
 use std::collections::HashMap;
 use std::marker::PhantomData;
@@ -309,7 +310,8 @@ where
 }
 
 /// How one cache trims its kind. A type, not a function: the trimming happens while each
-/// object is decoded ([`Decoded`]), where serde passes nothing but types.
+/// object is decoded, where serde passes nothing but types. The watch reads each object's
+/// name, namespace and resourceVersion after the trim (to resume from it): a trim keeps them.
 pub trait Trim<K>: Send + Sync + 'static {
     fn trim(object: &mut K);
 }
@@ -322,9 +324,9 @@ impl<K> Trim<K> for KeepAll {
 }
 
 /// One object of `K`, trimmed by `T` as soon as it is decoded. A list is decoded into these:
-/// trimmed after the whole list was decoded, the list held every object untrimmed at once
-/// (10,000 Rollouts with their pod specs and managedFields, in one response from the watch
-/// cache), and the trimmed copies were left in pieces among the freed space.
+/// when objects were trimmed only after their list was decoded whole, every object of it was
+/// held untrimmed at once (10,000 Rollouts with their pod specs and managedFields, from one
+/// response of the watch cache), and the trimmed copies lay in pieces among the freed space.
 struct Decoded<K, T>(K, PhantomData<fn() -> T>);
 
 impl<K: Clone, T> Clone for Decoded<K, T> {
@@ -361,7 +363,7 @@ where
     K: Resource<DynamicType = ()>,
 {
     type DynamicType = ();
-    // Any scope: the API is built from `K`'s, whichever that is (see [`trimmed`]).
+    // Any scope: the API is built from the caller's `Api<K>` and its namespace, if any.
     type Scope = kube::core::DynamicResourceScope;
 
     fn kind(dt: &()) -> std::borrow::Cow<'_, str> {
@@ -382,6 +384,14 @@ where
 
     fn plural(dt: &()) -> std::borrow::Cow<'_, str> {
         K::plural(dt)
+    }
+
+    fn url_path(dt: &(), namespace: Option<&str>) -> String {
+        K::url_path(dt, namespace)
+    }
+
+    fn metadata_api() -> bool {
+        K::metadata_api()
     }
 
     fn meta(&self) -> &kube::api::ObjectMeta {
@@ -567,6 +577,12 @@ mod tests {
             ClusterRole::url_path(&(), None)
         );
         assert_eq!(Cluster::api_version(&()), "rbac.authorization.k8s.io/v1");
+        assert!(!Namespaced::metadata_api());
+        type Metadata = Decoded<kube::core::PartialObjectMeta<ConfigMap>, KeepAll>;
+        assert!(
+            Metadata::metadata_api(),
+            "a metadata-only kind stays metadata-only"
+        );
         assert_eq!(Cluster::kind(&()), "ClusterRole");
     }
 

@@ -38,8 +38,8 @@ pub async fn log_failure<T, E: std::fmt::Display>(result: Result<T, E>) {
 }
 
 /// Hands the pages glibc holds free back to the system. A list from the watch cache arrives
-/// in one response (see [`watch`]): its body and the untrimmed objects decoded from it are
-/// freed once the store holds the trimmed ones, but glibc keeps freed pages that lie below
+/// in one response (see [`watch`]): its body, and what the trims drop of each object decoded
+/// from it, are freed once the store holds the objects, but glibc keeps freed pages that lie below
 /// live allocations, so without this an idle controller's RSS kept the list's peak.
 /// It walks the heap under the allocator's locks, so it runs on the blocking pool.
 pub fn give_back_freed_memory() {
