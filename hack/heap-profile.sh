@@ -14,28 +14,13 @@ N=${1:-500}
 MODE=${2:-canary}
 OUT=$ROOT/target/heap-profile
 NS=weir-heap-profile
-command -v heaptrack >/dev/null || { sudo=""; [ "$(id -u)" = 0 ] || sudo=sudo; $sudo apt-get install -y heaptrack; }
+source hack/probe-lib.sh
+need heaptrack
 eval "$(hack/local-cluster.sh env)"
 mkdir -p "$OUT"
 rm -f "$OUT"/weir.*
 
-count() { # Rollouts whose status.phase is $1
-  kubectl -n "$NS" get rollouts.weir.dev -o jsonpath='{range .items[*]}{.status.phase}{"\n"}{end}' | grep -cx "$1" || true
-}
-wait_for() { # phase
-  for _ in $(seq 1 240); do
-    local n; n=$(count "$1"); echo "  $n/$N $1"
-    [ "$n" = "$N" ] && return 0
-    sleep 5
-  done
-  echo "gave up waiting for $N Rollouts $1" >&2; return 1
-}
-
-kubectl create namespace "$NS"
-for i in $(seq 1 "$N"); do
-  name=$(printf 'r-%05d' "$i")
-  printf -- '---\napiVersion: weir.dev/v1alpha1\nkind: Rollout\nmetadata: {name: %s}\nspec:\n  replicas: 1\n  selector: {matchLabels: {app: %s}}\n  template:\n    metadata: {labels: {app: %s}}\n    spec: {containers: [{name: app, image: "bench:1"}]}\n  strategy: {canary: {steps: [{setWeight: 50}, {pause: {}}]}}\n' "$name" "$name" "$name"
-done | kubectl -n "$NS" apply -f - >/dev/null
+create_rollouts
 heaptrack -o "$OUT/weir" target/release/weir controller --namespace "$NS" --metrics-addr 127.0.0.1:0 >"$OUT/controller.log" 2>&1 &
 wait_for Healthy
 pid=$(pgrep -f "^target/release/weir controller --namespace $NS" | head -1)
@@ -57,8 +42,5 @@ else
     --print-leaks 0 --peak-limit 10 >"$OUT/peaks.txt" 2>/dev/null || true
 fi
 grep -E "^(peak heap memory consumption|peak RSS)" "$OUT/peaks.txt" || true
-# The namespace goes with its finalizers lifted: no controller runs to honour them now.
-kubectl -n "$NS" get rollouts.weir.dev -o name | xargs -P 8 -I{} kubectl -n "$NS" patch {} --type merge \
-  -p '{"metadata":{"finalizers":null}}' >/dev/null
-kubectl delete namespace "$NS" --wait=false
+remove_namespace
 echo "written: $OUT/peaks.txt (and heaptrack --analyze $OUT/weir.*zst)"
