@@ -9,12 +9,12 @@ need() { # command [Debian package]: installed when missing
   $sudo apt-get install -y "${2:-$1}"
 }
 
-create_rollouts() { # N Rollouts r-00001.. in NS, one replica each, a 50% step and a pause
+create_rollouts() { # N Rollouts r-00001.. in NS (one replica, by default), a 50% step and a pause
   kubectl create namespace "$NS" >/dev/null
   local i name
   for i in $(seq 1 "$N"); do
     name=$(printf 'r-%05d' "$i")
-    printf -- '---\napiVersion: weir.dev/v1alpha1\nkind: Rollout\nmetadata: {name: %s}\nspec:\n  replicas: 1\n  selector: {matchLabels: {app: %s}}\n  template:\n    metadata: {labels: {app: %s}}\n    spec: {containers: [{name: app, image: "bench:1"}]}\n  strategy: {canary: {steps: [{setWeight: 50}, {pause: {}}]}}\n' "$name" "$name" "$name"
+    printf -- '---\napiVersion: weir.dev/v1alpha1\nkind: Rollout\nmetadata: {name: %s}\nspec:\n  selector: {matchLabels: {app: %s}}\n  template:\n    metadata: {labels: {app: %s}}\n    spec: {containers: [{name: app, image: "bench:1"}]}\n  strategy: {canary: {steps: [{setWeight: 50}, {pause: {}}]}}\n' "$name" "$name" "$name"
   done | kubectl -n "$NS" apply -f - >/dev/null
 }
 
