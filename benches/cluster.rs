@@ -1188,6 +1188,47 @@ fn busy_rollout(name: &str, image: &str) -> Value {
     rollout
 }
 
+/// How long the API server takes to answer one GET of the Rollout `web` (the first request a
+/// step's fresh look makes), asked every 100 ms while a part runs: the floor under any
+/// step's latency, idle and busy alike.
+struct RoundTrips {
+    samples: Arc<Mutex<Vec<f64>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl RoundTrips {
+    fn start(api: Api<Rollout>) -> RoundTrips {
+        let samples = Arc::new(Mutex::new(Vec::new()));
+        let task = tokio::spawn({
+            let samples = samples.clone();
+            async move {
+                loop {
+                    let sent = Instant::now();
+                    if api.get("web").await.is_ok() {
+                        let took = sent.elapsed().as_secs_f64() * 1000.0;
+                        samples
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner)
+                            .push(took);
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        });
+        RoundTrips { samples, task }
+    }
+
+    fn stop(self) -> Vec<f64> {
+        self.task.abort();
+        std::mem::take(
+            &mut *self
+                .samples
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
+    }
+}
+
 /// One Rollout's step latency and abort latency (timed as in the two parts above) on a
 /// controller with nothing else to do, then on the same controller while `others`
 /// Rollouts in its namespace progress: each a canary of three one-minute pauses, given a
@@ -1205,8 +1246,10 @@ async fn busy(client: &Client, samples: usize, others: usize, report: &mut Repor
     support::app::healthy_on(&ns, "web:1").await;
     let canaries = samples.div_ceil(9).max(1);
     let mut image = 1;
+    let round_trips = RoundTrips::start(rollouts.clone());
     let idle_steps = step_latencies(&ns, &rollouts, canaries, &mut image).await;
     let idle_aborts = abort_latencies(&ns, &rollouts, &query_log, samples, &mut image).await;
+    let idle_gets = round_trips.stop();
 
     // The others: created, Healthy, then each moved to a new image whenever it is Healthy.
     let (store, writer) = reflector::store();
@@ -1283,8 +1326,10 @@ async fn busy(client: &Client, samples: usize, others: usize, report: &mut Repor
     })
     .await;
     let busy_from = Instant::now();
+    let round_trips = RoundTrips::start(rollouts.clone());
     let busy_steps = step_latencies(&ns, &rollouts, canaries, &mut image).await;
     let busy_aborts = abort_latencies(&ns, &rollouts, &query_log, samples, &mut image).await;
+    let busy_gets = round_trips.stop();
     let busy_for = busy_from.elapsed();
     let in_flight = store
         .state()
@@ -1316,6 +1361,12 @@ async fn busy(client: &Client, samples: usize, others: usize, report: &mut Repor
             "| {what} | {idle_p99:.0} ms | {busy_p50:.0} ms | {busy_p99:.0} ms | {busy_max:.0} ms |"
         ));
     }
+    // Not a target: what any request of a step waits for on this machine, weir or not.
+    let (_, idle_p99, _, idle_n) = summary(idle_gets);
+    let (busy_p50, busy_p99, busy_max, busy_n) = summary(busy_gets);
+    lines.push(format!(
+        "| one GET of the Rollout (n = {idle_n} idle, {busy_n} busy) | {idle_p99:.0} ms | {busy_p50:.0} ms | {busy_p99:.0} ms | {busy_max:.0} ms |"
+    ));
     report.section(
         &format!("Latency with {others} Rollouts busy"),
         format!(
@@ -1324,7 +1375,8 @@ async fn busy(client: &Client, samples: usize, others: usize, report: &mut Repor
              each, no router) progressed, each through `setWeight` 25, 50 and 75 with a \
              one-minute pause after each, and a new image as soon as it was Healthy again: \
              {released} canaries started in the {:.0} s measured, {in_flight} in flight at its \
-             end.\n\n| measured | idle p99 | busy p50 | busy p99 | busy max |\n| --- | --- | --- | --- | --- |\n{}\n",
+             end. The last row is the API server alone: a GET of the step Rollout every \
+             100 ms by the bench itself, over the same two periods.\n\n| measured | idle p99 | busy p50 | busy p99 | busy max |\n| --- | --- | --- | --- | --- |\n{}\n",
             busy_for.as_secs_f64(),
             lines.join("\n")
         ),

@@ -464,16 +464,31 @@ async fn with_two_controllers_only_the_leader_writes_and_the_standby_takes_over(
     drop(standby);
 }
 
-/// Sharded: two replicas share the shards, each shard led by one; killing the replica that
-/// leads this namespace's shard mid-canary hands the shard over, and the canary finishes on
-/// the other with every weight set once.
-#[tokio::test]
-async fn with_two_sharded_replicas_a_dead_ones_shards_move_and_no_step_doubles() {
+const SHARDS: u32 = 16;
+
+/// The pid each shard's Lease in `ns` names as its holder, None while nobody holds it.
+async fn shard_holders(ns: &TestNamespace) -> Vec<Option<u32>> {
     use k8s_openapi::api::coordination::v1::Lease;
+    let leases = ns.api::<Lease>();
+    let mut holders = Vec::new();
+    for shard in 0..SHARDS {
+        let name = format!("weir-controller-{shard}-of-{SHARDS}");
+        let holder = leases
+            .get_opt(&name)
+            .await
+            .ok()
+            .flatten()
+            .and_then(|lease| lease.spec?.holder_identity)
+            .and_then(|identity| identity.rsplit('-').next()?.parse::<u32>().ok());
+        holders.push(holder);
+    }
+    holders
+}
+
+/// Two replicas with `SHARDS` shards that lead them all between them: the one leading the
+/// shard of `ns` first, the other second.
+async fn two_sharded_replicas(ns: &TestNamespace) -> (ControllerProcess, ControllerProcess) {
     use weir::runtime::shard::shard_of;
-    const SHARDS: u32 = 16;
-    let ns = TestNamespace::new(&client().await, "shards").await;
-    app(&ns).await;
     let shards = SHARDS.to_string();
     let args = [
         "--leader-elect",
@@ -486,30 +501,13 @@ async fn with_two_sharded_replicas_a_dead_ones_shards_move_and_no_step_doubles()
     ];
     let first = ControllerProcess::start_with(&ns.name, &args);
     let second = ControllerProcess::start_with(&ns.name, &args);
-    let leases = ns.api::<Lease>();
-    // The pid each shard's Lease names as its holder, None while nobody holds it.
-    let holders = || async {
-        let mut holders = Vec::new();
-        for shard in 0..SHARDS {
-            let name = format!("weir-controller-{shard}-of-{SHARDS}");
-            let holder = leases
-                .get_opt(&name)
-                .await
-                .ok()
-                .flatten()
-                .and_then(|lease| lease.spec?.holder_identity)
-                .and_then(|identity| identity.rsplit('-').next()?.parse::<u32>().ok());
-            holders.push(holder);
-        }
-        holders
-    };
     let pids = [first.pid(), second.pid()];
     // Rendezvous hashing gives one of two members all sixteen shards with odds of 2 in 65,536.
     let shared = eventually(
         "every shard led, by both replicas between them",
         LIMIT,
         || async {
-            let holders = holders().await;
+            let holders = shard_holders(ns).await;
             let by = |pid| holders.iter().filter(|h| **h == Some(pid)).count();
             (by(pids[0]) + by(pids[1]) == SHARDS as usize && by(pids[0]) > 0 && by(pids[1]) > 0)
                 .then_some(holders)
@@ -522,25 +520,64 @@ async fn with_two_sharded_replicas_a_dead_ones_shards_move_and_no_step_doubles()
     };
     let ours = shard_of(&namespace_meta, SHARDS) as usize;
     let leader_pid = shared[ours].expect("led");
-    let (leader, other) = if first.pid() == leader_pid {
+    if first.pid() == leader_pid {
         (first, second)
     } else {
         (second, first)
-    };
+    }
+}
 
+/// Waits until `replica` leads every shard of `ns`.
+async fn all_shards_led_by(ns: &TestNamespace, replica: &ControllerProcess) {
+    eventually("every shard led by the replica left", LIMIT, || async {
+        let holders = shard_holders(ns).await;
+        holders
+            .iter()
+            .all(|h| *h == Some(replica.pid()))
+            .then_some(())
+    })
+    .await;
+}
+
+/// Sharded: two replicas share the shards, each shard led by one; killing the replica that
+/// leads this namespace's shard mid-canary hands the shard over, and the canary finishes on
+/// the other with every weight set once.
+#[tokio::test]
+async fn with_two_sharded_replicas_a_dead_ones_shards_move_and_no_step_doubles() {
+    let ns = TestNamespace::new(&client().await, "shards").await;
+    app(&ns).await;
+    let (leader, other) = two_sharded_replicas(&ns).await;
     let weights = released_with_a_weight_log(&ns).await;
     canary_at_20(&ns, &weights).await;
     let killed_at = tokio::time::Instant::now();
     leader.kill();
-    eventually("every shard led by the replica left", LIMIT, || async {
-        let holders = holders().await;
-        holders
-            .iter()
-            .all(|h| *h == Some(other.pid()))
-            .then_some(())
-    })
-    .await;
+    all_shards_led_by(&ns, &other).await;
     finishes_with_each_weight_once(&ns, &weights, killed_at, "the other replica").await;
+    drop(other);
+}
+
+/// Sharded: the replica that does not lead a Rollout's shard keeps only a stub of it (no
+/// spec). Deleted mid-canary while its leader is dead, the Rollout is cleaned up by the
+/// replica that takes the shard over, from the Rollout read whole, not from its stub: the
+/// route goes back to the stable before the Rollout goes.
+#[tokio::test]
+async fn a_rollout_deleted_while_its_shard_has_no_leader_is_cleaned_up_by_the_next() {
+    let ns = TestNamespace::new(&client().await, "shard-delete").await;
+    app(&ns).await;
+    let (leader, other) = two_sharded_replicas(&ns).await;
+    let weights = released_with_a_weight_log(&ns).await;
+    canary_at_20(&ns, &weights).await;
+    leader.kill();
+    // Waits for the Rollout to be gone: the other replica must gain the shard first.
+    support::app::delete_rollout(&ns).await;
+    let route = ns.api::<HttpRoute>().get("web").await.expect("route");
+    assert_eq!(
+        support::app::weighted_canary(&route),
+        Some(0),
+        "no traffic left on the canary (weights seen: {:?})",
+        weights.weights()
+    );
+    all_shards_led_by(&ns, &other).await;
     drop(other);
 }
 

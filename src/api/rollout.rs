@@ -76,6 +76,11 @@ pub struct RolloutSpec {
     #[serde(skip)]
     #[schemars(skip)]
     pub pod_spec_digest: Option<PodSpecDigest>,
+    /// Not part of the API either: true on the copies a replica's cache keeps of Rollouts in
+    /// shards it does not hold, which keep nothing of the spec ([`RolloutSpec::shard_stub`]).
+    #[serde(skip)]
+    #[schemars(skip)]
+    pub is_shard_stub: bool,
 }
 
 /// What a look that writes nothing needs of a Rollout's `template.spec`, kept in its place:
@@ -102,6 +107,25 @@ impl RolloutSpec {
         match &self.pod_spec_digest {
             Some(digest) => digest.declares_ports,
             None => declares_ports(&self.template),
+        }
+    }
+
+    /// What stands for the spec of a Rollout in a shard another replica leads: nothing of
+    /// it is read there (that replica plans), and a reconcile that meets one after gaining
+    /// the shard reads the Rollout from the API server.
+    pub fn shard_stub() -> RolloutSpec {
+        RolloutSpec {
+            replicas: None,
+            selector: LabelSelector::default(),
+            template: PodTemplateSpec::default(),
+            progress_deadline_seconds: default_progress_deadline_seconds(),
+            revision_history_limit: default_revision_history_limit(),
+            min_ready_seconds: 0,
+            paused: false,
+            strategy: RolloutStrategy::default(),
+            unsupported: Unsupported::default(),
+            pod_spec_digest: None,
+            is_shard_stub: true,
         }
     }
 

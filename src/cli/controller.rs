@@ -216,8 +216,12 @@ async fn controller(
     let (client_for_notes, leadership_for_notes) = (client.clone(), leadership.clone());
     let config_for_notes = config.clone();
     let health_for_notes = metrics.watches.clone();
-    let (rollout_cache, rollout_events) =
-        crate::rollout::controller::watch_rollouts(&client, namespace.as_deref(), &metrics);
+    let (rollout_cache, rollout_events) = crate::rollout::controller::watch_rollouts(
+        &client,
+        namespace.as_deref(),
+        &metrics,
+        &leadership,
+    );
     // The GitSync controller hears of Rollouts from the same watch: one list of them per
     // process. A few hundred in flight keep it busy without holding a copy of each.
     let (to_gitops, rollouts_for_git) = tokio::sync::mpsc::channel(256);

@@ -20,7 +20,7 @@ use tracing::{info, warn};
 
 use super::observe::{
     Caches, TrimExperiment, TrimGrpcRoute, TrimHttpRoute, TrimReplicaSet, TrimRollout, TrimRun,
-    TrimService, WrittenVersions,
+    TrimService, WrittenVersions, stub_rollout,
 };
 use super::reconcile::{Context, error_policy, reconcile};
 use super::workload::ObservedReplicaSet;
@@ -35,11 +35,13 @@ use crate::runtime::{cache, scoped_api, watch};
 use crate::traffic::{self, RouteKind, istio, smi};
 
 /// The one watch of Rollouts the controller process keeps: the Rollout controller polls it
-/// (which fills the cache), and others read the cache.
+/// (which fills the cache), and others read the cache. Of a Rollout in a shard this replica
+/// does not hold it keeps only what readers of every shard need ([`stub_rollout`]).
 pub fn watch_rollouts(
     client: &Client,
     namespace: Option<&str>,
     metrics: &Metrics,
+    leadership: &Leadership,
 ) -> (
     cache::Cache<Rollout>,
     impl futures::Stream<
@@ -47,11 +49,15 @@ pub fn watch_rollouts(
     > + Send
     + 'static,
 ) {
-    cache::trimmed(
+    cache::trimmed_by_shard(
         scoped_api::<Rollout>(client, namespace),
         watch::cached_first(),
         TrimRollout,
         metrics.watches.watch("rollout/Rollout"),
+        cache::Sharded {
+            leadership: leadership.clone(),
+            stub: stub_rollout,
+        },
     )
 }
 

@@ -65,6 +65,14 @@ pub struct Caches {
     pub grpc_routes: Cache<GrpcRoute>,
 }
 
+/// What a replica keeps of a Rollout in a shard it does not hold: its metadata (the GitSync
+/// that applied it, its labels for notifications, its finalizers) and its status (aborts
+/// and revisions, which GitSyncs and notifications of any shard read), not its spec, which
+/// only the replica that plans it reads.
+pub fn stub_rollout(rollout: &mut Rollout) {
+    rollout.spec = crate::api::rollout::RolloutSpec::shard_stub();
+}
+
 /// What the controllers keep of a Rollout: all but its pod spec (for which a digest stands,
 /// see [`crate::api::rollout::RolloutSpec::drop_pod_spec`]) and `kubectl apply`'s copy of the
 /// manifest. A look that acts reads the Rollout again from the API server.

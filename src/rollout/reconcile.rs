@@ -66,6 +66,21 @@ pub async fn reconcile(rollout: Arc<Rollout>, ctx: Arc<Context>) -> Result<Reque
     let started = std::time::Instant::now();
     let api: Api<Rollout> =
         Api::namespaced(ctx.client.clone(), &rollout.namespace().unwrap_or_default());
+    // Of a shard gained a moment ago, before the cache has listed it again: nothing of the
+    // spec is there to plan or clean up from, so the Rollout is read whole.
+    let rollout = if rollout.spec.is_shard_stub {
+        let name = rollout.name_any();
+        match api
+            .get_opt(&name)
+            .await
+            .map_err(Error::api("reading", "Rollout", &name))?
+        {
+            Some(whole) => Arc::new(whole),
+            None => return Ok(Requeue::await_change()),
+        }
+    } else {
+        rollout
+    };
     let work = finalizer(&api, ROUTE_CLEANUP_FINALIZER, rollout, |event| async {
         match event {
             FinalizerEvent::Apply(rollout) => {

@@ -16,6 +16,8 @@ use kube::{Api, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use tokio::sync::Notify;
 
+use super::leader::{Leadership, Led};
+
 /// A store filled by a watch, with what readers need to wait on it.
 #[derive(Clone)]
 pub struct Cache<K: Resource<DynamicType = ()> + 'static> {
@@ -413,13 +415,96 @@ fn decoded<K, T>(event: watcher::Event<Decoded<K, T>>) -> watcher::Event<K> {
     }
 }
 
+/// What a replica's cache keeps of objects in shards it does not hold: `stub` cuts one down
+/// to what readers of every shard need (a Rollout's metadata and status, say). The API cannot
+/// select by shard (a shard is a hash of a namespace or of a label's value), so the list
+/// brings every object and the cache trims the rest. When the shards this replica holds
+/// change, the watch lists again once they have settled ([`SHARDS_SETTLE`]), so the objects
+/// of a shard it gains come back whole, and those of one it lost are cut down.
+pub struct Sharded<K> {
+    pub leadership: Leadership,
+    pub stub: fn(&mut K),
+}
+
+/// How long the shards a replica holds must stay as they are before a sharded cache lists
+/// again: replicas that start together hand shards about for a round or two, and one list
+/// after them is enough.
+pub const SHARDS_SETTLE: Duration = Duration::from_secs(1);
+
+impl<K: Resource> Sharded<K> {
+    /// `object` as the cache keeps it: whole in a shard this replica holds, else a stub.
+    fn keep(&self, mut object: K) -> K {
+        let shard = self.leadership.shard_of(object.meta());
+        if !self.leadership.holds_lease(shard) {
+            (self.stub)(&mut object);
+        }
+        object
+    }
+
+    fn event(&self, event: watcher::Event<K>) -> watcher::Event<K> {
+        match event {
+            watcher::Event::Apply(object) => watcher::Event::Apply(self.keep(object)),
+            watcher::Event::InitApply(object) => watcher::Event::InitApply(self.keep(object)),
+            // Found by name: a stub is as good as the object.
+            other => other,
+        }
+    }
+}
+
 /// A watch of `api` whose objects are trimmed by `T` as they are decoded, then kept in the
 /// returned cache. The stream must be polled (a controller's trigger) for the cache to fill.
 pub fn trimmed<K, T>(
     api: Api<K>,
     config: watcher::Config,
+    trim: T,
+    watch: super::watch::Watch,
+) -> (
+    Cache<K>,
+    impl Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
+)
+where
+    K: Resource<DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+    T: Trim<K>,
+{
+    sharded_by(api, config, trim, watch, None)
+}
+
+/// [`trimmed`], keeping objects of shards this replica does not hold as `sharded` says.
+pub fn trimmed_by_shard<K, T>(
+    api: Api<K>,
+    config: watcher::Config,
+    trim: T,
+    watch: super::watch::Watch,
+    sharded: Sharded<K>,
+) -> (
+    Cache<K>,
+    impl Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
+)
+where
+    K: Resource<DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static,
+    T: Trim<K>,
+{
+    sharded_by(api, config, trim, watch, Some(sharded))
+}
+
+fn sharded_by<K, T>(
+    api: Api<K>,
+    config: watcher::Config,
     _trim: T,
     watch: super::watch::Watch,
+    sharded: Option<Sharded<K>>,
 ) -> (
     Cache<K>,
     impl Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
@@ -450,16 +535,29 @@ where
         Some(namespace) => Api::namespaced_with(api.into_client(), &namespace, &()),
         None => Api::all_with(api.into_client(), &()),
     };
-    let events = super::watch::watched(decoding, config, watch)
-        .map(|event| event.map(decoded))
-        .reflect(writer)
-        .inspect(move |event| match event {
-            Ok(event) => {
-                taker.failed(false);
-                taker.took(event);
-            }
-            Err(_) => taker.failed(true),
-        });
+    // Unsharded, nothing ever changes: a closed channel.
+    let changes = match &sharded {
+        Some(sharded) => sharded.leadership.changes(),
+        None => tokio::sync::watch::channel(Led::default()).1,
+    };
+    let events = super::watch::restarted(
+        move || super::watch::watched(decoding.clone(), config.clone(), watch.clone()),
+        changes,
+        SHARDS_SETTLE,
+    )
+    .map(|event| event.map(decoded))
+    .map(move |event| match &sharded {
+        Some(sharded) => event.map(|event| sharded.event(event)),
+        None => event,
+    })
+    .reflect(writer)
+    .inspect(move |event| match event {
+        Ok(event) => {
+            taker.failed(false);
+            taker.took(event);
+        }
+        Err(_) => taker.failed(true),
+    });
     (cache, events)
 }
 
@@ -520,6 +618,61 @@ mod tests {
         fn trim(config_map: &mut ConfigMap) {
             config_map.data = None;
         }
+    }
+
+    fn in_namespace(namespace: &str) -> ConfigMap {
+        let mut object = config_map("web", "5");
+        object.metadata.namespace = Some(namespace.into());
+        object.data = Some([("big".to_owned(), "x".repeat(64))].into());
+        object
+    }
+
+    #[test]
+    fn a_sharded_cache_keeps_whole_only_the_objects_of_shards_it_holds() {
+        let (leadership, changes) = Leadership::holding(4, &[]);
+        // A namespace in each of two shards.
+        let mut namespaces = (0..).map(|n| format!("team-{n}"));
+        let held_namespace = namespaces.next().unwrap_or_default();
+        let held = leadership.shard_of(&in_namespace(&held_namespace).metadata);
+        let other_namespace = namespaces
+            .find(|ns| leadership.shard_of(&in_namespace(ns).metadata) != held)
+            .unwrap_or_default();
+        leadership.hold(held, true, &changes);
+        let sharded = Sharded {
+            leadership: leadership.clone(),
+            stub: DropData::trim,
+        };
+        let data = |event: watcher::Event<ConfigMap>| match event {
+            watcher::Event::Apply(object)
+            | watcher::Event::InitApply(object)
+            | watcher::Event::Delete(object) => object.data.is_some(),
+            watcher::Event::Init | watcher::Event::InitDone => false,
+        };
+        for whole in [
+            |object| watcher::Event::Apply(object),
+            |object| watcher::Event::InitApply(object),
+        ] {
+            assert!(data(sharded.event(whole(in_namespace(&held_namespace)))));
+            assert!(
+                !data(sharded.event(whole(in_namespace(&other_namespace)))),
+                "another replica's: a stub"
+            );
+        }
+        // The label moves an object to the shard it names, whatever its namespace.
+        let mut labelled = in_namespace(&other_namespace);
+        labelled.metadata.labels = Some(
+            [(
+                super::super::shard::SHARD_LABEL.to_owned(),
+                held_namespace.clone(),
+            )]
+            .into(),
+        );
+        assert!(data(sharded.event(watcher::Event::Apply(labelled))));
+        // Let go: from now on a stub too.
+        leadership.hold(held, false, &changes);
+        assert!(!data(
+            sharded.event(watcher::Event::Apply(in_namespace(&held_namespace)))
+        ));
     }
 
     #[test]

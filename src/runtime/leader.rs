@@ -185,6 +185,15 @@ impl Leadership {
         })
     }
 
+    /// Whether this replica holds `shard`'s Lease as far as its election loop knows, trusted
+    /// or not: what a cache keeps whole ([`crate::runtime::cache::Sharded`]). A renewal that
+    /// lands late makes [`Leadership::is_leading`] false for a moment without a change of
+    /// what this replica holds; this stays true through it.
+    pub fn holds_lease(&self, shard: u32) -> bool {
+        self.lead(shard)
+            .is_some_and(|lead| lead.leading.load(Ordering::SeqCst))
+    }
+
     /// Leading any shard.
     pub fn leads_any(&self) -> bool {
         (0..self.shards()).any(|shard| self.is_leading(shard))
@@ -239,9 +248,10 @@ impl Leadership {
     /// back. (Letting those go left 3,481 of 10,000 new Rollouts never reconciled in
     /// `make bench`'s shards part.)
     pub fn when_unled<K: Resource>(&self, object: &K) -> Action {
-        match self.lead(self.shard_of(object.meta())) {
-            Some(lead) if lead.leading.load(Ordering::SeqCst) => Action::requeue(UNTRUSTED_RECHECK),
-            _ => Action::await_change(),
+        if self.holds_lease(self.shard_of(object.meta())) {
+            Action::requeue(UNTRUSTED_RECHECK)
+        } else {
+            Action::await_change()
         }
     }
 
@@ -269,10 +279,7 @@ impl Leadership {
     fn led(&self) -> Led {
         Led {
             shards: (0..self.shards())
-                .filter(|&shard| {
-                    self.lead(shard)
-                        .is_some_and(|lead| lead.leading.load(Ordering::SeqCst))
-                })
+                .filter(|&shard| self.holds_lease(shard))
                 .count() as u32,
             gains: self.gains(),
         }
@@ -281,6 +288,26 @@ impl Leadership {
     /// Fires with every change of what this replica leads.
     pub fn changes(&self) -> watch::Receiver<Led> {
         self.changes.clone()
+    }
+}
+
+#[cfg(test)]
+impl Leadership {
+    /// A replica of `shards` shards holding those in `held`, and the sender of its changes.
+    pub(crate) fn holding(shards: u32, held: &[u32]) -> (Leadership, watch::Sender<Led>) {
+        let (sender, changes) = watch::channel(Led::default());
+        let leadership = Leadership::with(shards, false, u64::MAX, changes);
+        for &shard in held {
+            leadership.hold(shard, true, &sender);
+        }
+        (leadership, sender)
+    }
+
+    /// Takes or lets go of `shard` as the election loop does, announcing the change.
+    pub(crate) fn hold(&self, shard: u32, held: bool, changes: &watch::Sender<Led>) {
+        if self.set_leading(shard, held, false) {
+            let _ = changes.send(self.led());
+        }
     }
 }
 
@@ -746,6 +773,20 @@ mod tests {
 
     fn led(shards: u32) -> (watch::Sender<Led>, watch::Receiver<Led>) {
         watch::channel(Led { shards, gains: 0 })
+    }
+
+    #[tokio::test]
+    async fn a_shard_is_held_through_a_lapse_of_trust_but_not_led() {
+        let (_sender, changes) = led(1);
+        // Held, on a renewal whose trust ran out at once (one landing late, say).
+        let leadership = Leadership::with(2, true, 0, changes);
+        assert!(!leadership.is_leading(0), "not trusted: nothing is written");
+        assert!(
+            leadership.holds_lease(0),
+            "still this replica's to cache whole"
+        );
+        leadership.set_leading(1, false, false);
+        assert!(!leadership.holds_lease(1));
     }
 
     fn lease(name: &str, member_of: Option<&str>, holder: &str, shards: Option<&str>) -> Lease {

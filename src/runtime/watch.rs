@@ -168,6 +168,63 @@ where
     )
 }
 
+/// `make`'s stream, made anew once `changes` has moved and then held still for `quiet`: a
+/// watch whose objects are kept by what `changes` says lists again when that changes. The
+/// stream it replaces is dropped before the new one is first polled, so one request is open
+/// at a time.
+pub fn restarted<S, F, T>(
+    make: F,
+    mut changes: tokio::sync::watch::Receiver<T>,
+    quiet: Duration,
+) -> impl Stream<Item = S::Item>
+where
+    F: Fn() -> S,
+    S: Stream,
+{
+    struct State<S, F, T> {
+        current: std::pin::Pin<Box<S>>,
+        make: F,
+        changes: tokio::sync::watch::Receiver<T>,
+        /// When the changes heard so far have held still long enough.
+        settled_at: Option<tokio::time::Instant>,
+        /// False once the sender is gone: nothing changes any more.
+        open: bool,
+    }
+    // What it says now is what the first stream is made under.
+    changes.mark_unchanged();
+    let current = Box::pin(make());
+    let state = State {
+        current,
+        make,
+        changes,
+        settled_at: None,
+        open: true,
+    };
+    futures::stream::unfold(state, move |mut state| async move {
+        loop {
+            let settled_at = state.settled_at;
+            tokio::select! {
+                biased;
+                changed = state.changes.changed(), if state.open => match changed {
+                    Ok(()) => {
+                        state.changes.mark_unchanged();
+                        state.settled_at = Some(tokio::time::Instant::now() + quiet);
+                    }
+                    Err(_) => state.open = false,
+                },
+                () = tokio::time::sleep_until(settled_at.unwrap_or_else(tokio::time::Instant::now)),
+                    if settled_at.is_some() =>
+                {
+                    state.settled_at = None;
+                    // The old stream goes here, before the new one (lazy) sends anything.
+                    state.current = Box::pin((state.make)());
+                }
+                item = state.current.next() => return item.map(|item| (item, state)),
+            }
+        }
+    })
+}
+
 /// A second reader of one watch: every object an event of `events` touches (listed,
 /// changed or deleted) is also sent to `to`, which the stream waits for while it is full,
 /// so nothing is dropped and nothing piles up. Once `to`'s reader is gone, nothing is sent.
@@ -484,6 +541,75 @@ impl Watch {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The streams `restarted` makes: the nth (from 0) yields 10n + 1 and 10n + 2, then
+    /// waits forever, as a watch with nothing more to say does.
+    fn counted(made: &Arc<std::sync::atomic::AtomicU32>) -> impl Fn() -> BoxedItems + use<> {
+        let made = made.clone();
+        move || {
+            let n = made.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            Box::pin(
+                futures::stream::iter([10 * n + 1, 10 * n + 2]).chain(futures::stream::pending()),
+            )
+        }
+    }
+
+    type BoxedItems = std::pin::Pin<Box<dyn Stream<Item = u32> + Send>>;
+
+    async fn next_within(
+        stream: &mut (impl Stream<Item = u32> + Unpin),
+        wait: Duration,
+    ) -> Option<u32> {
+        tokio::time::timeout(wait, stream.next())
+            .await
+            .ok()
+            .flatten()
+    }
+
+    #[tokio::test]
+    async fn a_restarted_stream_is_made_again_once_after_changes_settle() {
+        let made = Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let (changes, receiver) = tokio::sync::watch::channel(0);
+        let quiet = Duration::from_millis(100);
+        let mut stream = Box::pin(restarted(counted(&made), receiver, quiet));
+        let wait = Duration::from_secs(5);
+        assert_eq!(next_within(&mut stream, wait).await, Some(1));
+        assert_eq!(next_within(&mut stream, wait).await, Some(2));
+        assert_eq!(
+            next_within(&mut stream, quiet * 3).await,
+            None,
+            "nothing changed"
+        );
+        // Three changes in quick succession: one new stream, made after the last.
+        for value in 1..=3 {
+            changes.send_replace(value);
+            tokio::time::sleep(quiet / 4).await;
+        }
+        assert_eq!(next_within(&mut stream, wait).await, Some(11));
+        assert_eq!(next_within(&mut stream, wait).await, Some(12));
+        assert_eq!(next_within(&mut stream, quiet * 3).await, None);
+        assert_eq!(made.load(std::sync::atomic::Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn a_restarted_stream_without_changes_to_hear_runs_on() {
+        let made = Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let (changes, receiver) = tokio::sync::watch::channel(0);
+        drop(changes);
+        let mut stream = Box::pin(restarted(
+            counted(&made),
+            receiver,
+            Duration::from_millis(10),
+        ));
+        let wait = Duration::from_secs(5);
+        assert_eq!(next_within(&mut stream, wait).await, Some(1));
+        assert_eq!(next_within(&mut stream, wait).await, Some(2));
+        assert_eq!(
+            next_within(&mut stream, Duration::from_millis(200)).await,
+            None
+        );
+        assert_eq!(made.load(std::sync::atomic::Ordering::SeqCst), 1);
+    }
 
     #[test]
     fn a_cached_first_list_reads_the_watch_cache_and_only_410_and_list_failures_list_again() {
