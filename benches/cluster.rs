@@ -1658,7 +1658,7 @@ fn push(work: &GitRepo) {
 /// their pod, and a Rollout aborted for that would never reach the pause the part waits for.
 fn scale_rollout(name: &str, image: &str) -> Value {
     json!({"apiVersion": "weir.dev/v1alpha1", "kind": "Rollout", "metadata": {"name": name},
-        "spec": {"replicas": 1, "selector": {"matchLabels": {"app": name}},
+        "spec": {"selector": {"matchLabels": {"app": name}},
             "progressDeadlineSeconds": 3600,
             "template": {"metadata": {"labels": {"app": name}},
                 "spec": {"containers": [{"name": "app", "image": image}]}},

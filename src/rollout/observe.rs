@@ -66,11 +66,20 @@ pub struct Caches {
 }
 
 /// What a replica keeps of a Rollout in a shard it does not hold: its metadata (the GitSync
-/// that applied it, its labels for notifications, its finalizers) and its status (aborts
-/// and revisions, which GitSyncs and notifications of any shard read), not its spec, which
-/// only the replica that plans it reads.
+/// that applied it, its labels for notifications, its finalizers) and of its status what
+/// GitSyncs and notifications of any shard read (whether it aborted, its two revisions);
+/// not its spec or the rest of its status, which only the replica that plans it reads.
 pub fn stub_rollout(rollout: &mut Rollout) {
     rollout.spec = crate::api::rollout::RolloutSpec::shard_stub();
+    rollout.status = rollout
+        .status
+        .take()
+        .map(|status| crate::api::rollout::RolloutStatus {
+            abort: status.abort,
+            canary_revision: status.canary_revision,
+            stable_revision: status.stable_revision,
+            ..crate::api::rollout::RolloutStatus::default()
+        });
 }
 
 /// What the controllers keep of a Rollout: all but its pod spec (for which a digest stands,
@@ -798,6 +807,53 @@ mod tests {
             TrimRollout::trim(&mut again);
             assert_eq!(again, trimmed, "{at}");
         }
+    }
+
+    #[test]
+    fn a_stub_keeps_what_readers_of_every_shard_read_and_says_it_is_one() {
+        let status: crate::api::rollout::RolloutStatus = serde_json::from_value(serde_json::json!({
+            "abort": true,
+            "phase": "Degraded",
+            "canaryRevision": "b2",
+            "stableRevision": "a1",
+            "currentStepIndex": 2,
+            "message": "analysis failed",
+            "conditions": [{"type": "Progressing", "status": "False", "reason": "RolloutAborted",
+                "message": "analysis failed", "lastTransitionTime": "2026-12-06T10:00:00Z"}],
+        }))
+        .expect("a status");
+        for (path, mut full) in example_rollouts() {
+            let at = path.display();
+            full.status = Some(status.clone());
+            TrimRollout::trim(&mut full);
+            assert!(
+                !full.spec.is_shard_stub,
+                "{at}: a trimmed Rollout is whole enough to look at"
+            );
+            let mut stub = full.clone();
+            stub_rollout(&mut stub);
+            assert!(stub.spec.is_shard_stub, "{at}");
+            assert_eq!(
+                stub.metadata, full.metadata,
+                "{at}: labels, annotations, finalizers"
+            );
+            let kept = stub.status.clone().unwrap_or_default();
+            assert!(kept.abort, "{at}: GitSyncs wake on it");
+            assert_eq!(kept.canary_revision.as_deref(), Some("b2"), "{at}");
+            assert_eq!(kept.stable_revision.as_deref(), Some("a1"), "{at}");
+            assert!(kept.conditions.is_empty() && kept.message.is_none(), "{at}");
+            assert!(
+                stub.spec
+                    .strategy
+                    .services()
+                    .iter()
+                    .all(|s| s.name.is_none()),
+                "{at}"
+            );
+        }
+        let mut without_status = rollout("shop", "web");
+        stub_rollout(&mut without_status);
+        assert_eq!(without_status.status, None);
     }
 
     proptest::proptest! {
