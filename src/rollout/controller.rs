@@ -15,7 +15,7 @@ use k8s_openapi::api::networking::v1::Ingress;
 use kube::api::{ApiResource, DynamicObject};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{Controller, WatchStreamExt, controller};
-use kube::{Api, Client, ResourceExt};
+use kube::{Api, Client, Resource, ResourceExt};
 use tracing::{info, warn};
 
 use super::observe::{
@@ -54,10 +54,17 @@ pub fn watch_rollouts(
         watch::cached_first(),
         TrimRollout,
         metrics.watches.watch("rollout/Rollout"),
-        cache::Sharded {
+        leadership.is_elected().then(|| cache::Sharded {
             leadership: leadership.clone(),
-            stub: stub_rollout,
-        },
+            shard_of: {
+                let leadership = leadership.clone();
+                Box::new(move |rollout: &Rollout| Some(leadership.shard_of(&rollout.metadata)))
+            },
+            unheld: cache::Unheld::Stub(stub_rollout),
+            moves: None,
+            // What the Rollouts own is in their shard: its caches follow these moves.
+            owner_moves: Some(tokio::sync::watch::channel(0).0),
+        }),
     )
 }
 
@@ -84,18 +91,20 @@ pub async fn run<S>(
     let owned = watch::cached_first().labels(ROLLOUT_LABEL);
     let health = &metrics.watches;
     // Indexed by Rollout: a look reads one Rollout's objects, not every object of the kind.
-    let (replica_sets, replica_set_events) = cache::trimmed(
+    let (replica_sets, replica_set_events) = cache::trimmed_by_shard(
         scoped_api::<ObservedReplicaSet>(&client, namespace),
         owned.clone(),
         TrimReplicaSet,
         health.watch("rollout/ReplicaSet"),
+        in_owners_shards(&leadership, &rollout_cache),
     );
     let replica_sets = replica_sets.indexed_by(ROLLOUT_LABEL);
-    let (runs, run_events) = cache::trimmed(
+    let (runs, run_events) = cache::trimmed_by_shard(
         scoped_api::<AnalysisRun>(&client, namespace),
         owned.clone(),
         TrimRun,
         health.watch("rollout/AnalysisRun"),
+        in_owners_shards(&leadership, &rollout_cache),
     );
     let runs = runs.indexed_by(ROLLOUT_LABEL);
     // Every Service in scope, trimmed to its selector: a Rollout's first look reads its
@@ -108,11 +117,12 @@ pub async fn run<S>(
     );
     // Optional: a cluster upgraded without the Experiment CRD runs every Rollout but those
     // with experiment steps, which report the missing kind.
-    let (experiments, experiment_events) = cache::trimmed(
+    let (experiments, experiment_events) = cache::trimmed_by_shard(
         scoped_api::<Experiment>(&client, namespace),
         owned,
         TrimExperiment,
         health.optional_watch("rollout/Experiment"),
+        in_owners_shards(&leadership, &rollout_cache),
     );
     let experiments = experiments.indexed_by(ROLLOUT_LABEL);
     // Kept (their specs): a first look reads its routes here, so a resync reads no route.
@@ -371,6 +381,31 @@ fn naming_service(rollouts: &Store<Rollout>, service: &Service) -> Vec<ObjectRef
         })
         .map(|rollout| ObjectRef::from_obj(rollout.as_ref()))
         .collect()
+}
+
+/// How a cache of what Rollouts own (labelled `weir.dev/rollout`) keeps only what the
+/// Rollouts of the shards this replica holds own: an object is in its owner's shard, read
+/// from `rollouts` (whose stubs keep the labels that decide it), since a ReplicaSet carries
+/// neither its Rollout's `weir.dev/shard` label nor its move to another shard. One whose
+/// owner is not cached yet is kept. None without leader election: everything is held.
+fn in_owners_shards<K: Resource>(
+    leadership: &Leadership,
+    rollouts: &cache::Cache<Rollout>,
+) -> Option<cache::Sharded<K>> {
+    let moves = rollouts.owner_moves()?;
+    let (leadership, store) = (leadership.clone(), rollouts.store.clone());
+    Some(cache::Sharded {
+        leadership: leadership.clone(),
+        shard_of: Box::new(move |object: &K| {
+            let owner = object.meta().labels.as_ref()?.get(ROLLOUT_LABEL)?;
+            let namespace = object.meta().namespace.as_deref()?;
+            let rollout = store.get(&ObjectRef::new(owner).within(namespace))?;
+            Some(leadership.shard_of(&rollout.metadata))
+        }),
+        unheld: cache::Unheld::Dropped,
+        moves: Some(moves),
+        owner_moves: None,
+    })
 }
 
 fn dynamic_api(

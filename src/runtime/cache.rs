@@ -16,7 +16,7 @@ use kube::{Api, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use tokio::sync::Notify;
 
-use super::leader::{Leadership, Led};
+use super::leader::{Holdings, Leadership};
 
 /// A store filled by a watch, with what readers need to wait on it.
 #[derive(Clone)]
@@ -40,6 +40,12 @@ pub struct Cache<K: Resource<DynamicType = ()> + 'static> {
     floor: Arc<Mutex<Floor>>,
     /// The objects by one label's value, when [`Cache::indexed_by`] asked for it.
     index: Arc<Mutex<Option<LabelIndex>>>,
+    /// For a cache that drops the objects of shards this replica does not hold: whether its
+    /// last list was made under the shards it holds now.
+    whole: Option<Arc<ShardSync>>,
+    /// For a cache of owners: moves whenever one of its objects changes shards, or its first
+    /// list is in (see [`Sharded::moves`]).
+    owner_moves: Option<tokio::sync::watch::Receiver<u64>>,
 }
 
 /// The names of a store's objects by (namespace, value of one label): a look at one
@@ -132,8 +138,17 @@ impl<K> Cache<K>
 where
     K: Resource<DynamicType = ()> + Clone + 'static,
 {
+    /// The first list is in and, for a cache that drops the objects of shards this replica
+    /// does not hold, the last list was made under the shards it holds and the owners' shards
+    /// as they are now: a shard just gained, or an owner just moved into one, makes it wait
+    /// for the next list.
     pub fn is_synced(&self) -> bool {
-        self.synced.load(Ordering::Acquire)
+        self.synced.load(Ordering::Acquire) && self.whole.as_ref().is_none_or(|w| w.is_whole())
+    }
+
+    /// For a cache of owners, what moves whenever one of its objects changes shards.
+    pub fn owner_moves(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        self.owner_moves.clone()
     }
 
     /// Waits at most `limit` for the first list to be in, false when it is not: right after a
@@ -183,6 +198,9 @@ where
                 // store has taken.
                 self.seen
                     .store(self.listing.load(Ordering::Acquire), Ordering::Release);
+                if let Some(whole) = &self.whole {
+                    whole.listed();
+                }
                 if let Some(index) = self.index().as_mut() {
                     index.rebuild(&self.store.state());
                 }
@@ -415,15 +433,39 @@ fn decoded<K, T>(event: watcher::Event<Decoded<K, T>>) -> watcher::Event<K> {
     }
 }
 
-/// What a replica's cache keeps of objects in shards it does not hold: `stub` cuts one down
-/// to what readers of every shard need (a Rollout's metadata and status, say). The API cannot
+/// What a replica's cache keeps of objects in shards it does not hold. The API cannot
 /// select by shard (a shard is a hash of a namespace or of a label's value), so the list
 /// brings every object and the cache trims the rest. When the shards this replica holds
 /// change, the watch lists again once they have settled ([`SHARDS_SETTLE`]), so the objects
 /// of a shard it gains come back whole, and those of one it lost are cut down.
 pub struct Sharded<K> {
     pub leadership: Leadership,
-    pub stub: fn(&mut K),
+    /// The shard an object is in; None while that cannot be told (an owner not seen yet):
+    /// such an object is kept whole.
+    pub shard_of: ShardOf<K>,
+    /// What is kept of an object of a shard this replica does not hold.
+    pub unheld: Unheld<K>,
+    /// For a cache of owned objects, whose shard is their owner's: moves when an owner may
+    /// have changed shards without an event of the objects it owns (relabelled, or first
+    /// listed), and then the cache lists again and is not synced until it has.
+    pub moves: Option<tokio::sync::watch::Receiver<u64>>,
+    /// For a cache of owners: moved when one of its objects changes shards (seen against the
+    /// copy the store holds) and when its first list is in; see [`Cache::owner_moves`].
+    pub owner_moves: Option<tokio::sync::watch::Sender<u64>>,
+}
+
+/// The shard of an object, when it can be told.
+pub type ShardOf<K> = Box<dyn Fn(&K) -> Option<u32> + Send + Sync>;
+
+/// What a sharded cache keeps of an object of a shard this replica does not hold.
+pub enum Unheld<K> {
+    /// What `fn` leaves of it: for objects read in every shard (a Rollout's metadata and the
+    /// status GitSyncs and notifications read).
+    Stub(fn(&mut K)),
+    /// Nothing: for objects only the replica holding their shard reads (what a Rollout owns).
+    /// A cache that drops them is synced only while its last list was made under the shards
+    /// this replica holds now ([`Cache::is_synced`]).
+    Dropped,
 }
 
 /// How long the shards a replica holds must stay as they are before a sharded cache lists
@@ -432,22 +474,83 @@ pub struct Sharded<K> {
 pub const SHARDS_SETTLE: Duration = Duration::from_secs(1);
 
 impl<K: Resource> Sharded<K> {
-    /// `object` as the cache keeps it: whole in a shard this replica holds, else a stub.
-    fn keep(&self, mut object: K) -> K {
-        let shard = self.leadership.shard_of(object.meta());
-        if !self.leadership.holds_lease(shard) {
-            (self.stub)(&mut object);
-        }
-        object
+    fn held(&self, object: &K) -> bool {
+        (self.shard_of)(object).is_none_or(|shard| self.leadership.holds_lease(shard))
     }
 
-    fn event(&self, event: watcher::Event<K>) -> watcher::Event<K> {
-        match event {
-            watcher::Event::Apply(object) => watcher::Event::Apply(self.keep(object)),
-            watcher::Event::InitApply(object) => watcher::Event::InitApply(self.keep(object)),
-            // Found by name: a stub is as good as the object.
-            other => other,
+    /// `event` as the cache takes it: objects of shards held whole, the others as
+    /// [`Sharded::unheld`] says (a dropped object's change deletes any copy the store has).
+    fn event(&self, event: watcher::Event<K>) -> Option<watcher::Event<K>> {
+        use watcher::Event::{Apply, Delete, InitApply};
+        let stubbed = |stub: &fn(&mut K), mut object: K| {
+            if !self.held(&object) {
+                stub(&mut object);
+            }
+            object
+        };
+        match (event, &self.unheld) {
+            (Apply(object), Unheld::Dropped) if !self.held(&object) => Some(Delete(object)),
+            (InitApply(object), Unheld::Dropped) => self.held(&object).then_some(InitApply(object)),
+            (Apply(object), Unheld::Stub(stub)) => Some(Apply(stubbed(stub, object))),
+            (InitApply(object), Unheld::Stub(stub)) => Some(InitApply(stubbed(stub, object))),
+            // Found by name: whatever the store holds goes.
+            (other, _) => Some(other),
         }
+    }
+
+    /// For a cache of owners: whether `event` moves an owner to another shard than the
+    /// store's copy is in, or completes a first list (owned objects seen before their owner
+    /// were kept whole; now they can be told apart).
+    fn moves_owner(&self, event: &watcher::Event<K>, store: &Store<K>, first: bool) -> bool
+    where
+        K: Resource<DynamicType = ()> + Clone,
+    {
+        match event {
+            watcher::Event::Apply(object) | watcher::Event::InitApply(object) => store
+                .get(&ObjectRef::from_obj(object))
+                .is_some_and(|stored| (self.shard_of)(&stored) != (self.shard_of)(object)),
+            watcher::Event::InitDone => first,
+            watcher::Event::Delete(_) | watcher::Event::Init => false,
+        }
+    }
+}
+
+/// Whether a cache that drops the objects of shards this replica does not hold was listed
+/// under the shards it holds and the owners' moves it has heard of.
+struct ShardSync {
+    leadership: Leadership,
+    moves: Option<tokio::sync::watch::Receiver<u64>>,
+    /// What the stream under way was made under.
+    making: Mutex<(Holdings, u64)>,
+    /// What the store's last whole list was made under.
+    listed: Mutex<Option<(Holdings, u64)>>,
+}
+
+impl ShardSync {
+    fn moves(&self) -> u64 {
+        self.moves.as_ref().map_or(0, |moves| *moves.borrow())
+    }
+
+    /// Taken before a stream is made: whatever it decodes sees shards held at least then.
+    fn made(&self) {
+        let now = (self.leadership.holdings(), self.moves());
+        *self.making.lock().unwrap_or_else(PoisonError::into_inner) = now;
+    }
+
+    fn listed(&self) {
+        let making = self
+            .making
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        *self.listed.lock().unwrap_or_else(PoisonError::into_inner) = Some(making);
+    }
+
+    fn is_whole(&self) -> bool {
+        let listed = self.listed.lock().unwrap_or_else(PoisonError::into_inner);
+        listed.as_ref().is_some_and(|(holdings, moves)| {
+            holdings.cover(&self.leadership.holdings()) && *moves >= self.moves()
+        })
     }
 }
 
@@ -475,13 +578,14 @@ where
     sharded_by(api, config, trim, watch, None)
 }
 
-/// [`trimmed`], keeping objects of shards this replica does not hold as `sharded` says.
+/// [`trimmed`], keeping objects of shards this replica does not hold as `sharded` says
+/// (with None, as [`trimmed`] does).
 pub fn trimmed_by_shard<K, T>(
     api: Api<K>,
     config: watcher::Config,
     trim: T,
     watch: super::watch::Watch,
-    sharded: Sharded<K>,
+    sharded: Option<Sharded<K>>,
 ) -> (
     Cache<K>,
     impl Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
@@ -496,7 +600,7 @@ where
         + 'static,
     T: Trim<K>,
 {
-    sharded_by(api, config, trim, watch, Some(sharded))
+    sharded_by(api, config, trim, watch, sharded)
 }
 
 fn sharded_by<K, T>(
@@ -520,6 +624,17 @@ where
     T: Trim<K>,
 {
     let (store, writer) = reflector::store();
+    let whole = sharded
+        .as_ref()
+        .filter(|sharded| matches!(sharded.unheld, Unheld::Dropped))
+        .map(|sharded| {
+            Arc::new(ShardSync {
+                leadership: sharded.leadership.clone(),
+                moves: sharded.moves.clone(),
+                making: Mutex::default(),
+                listed: Mutex::default(),
+            })
+        });
     let cache = Cache {
         store,
         synced: Arc::default(),
@@ -529,41 +644,71 @@ where
         listing: Arc::default(),
         floor: Arc::default(),
         index: Arc::default(),
+        whole: whole.clone(),
+        owner_moves: sharded
+            .as_ref()
+            .and_then(|sharded| sharded.owner_moves.as_ref())
+            .map(tokio::sync::watch::Sender::subscribe),
     };
     let taker = cache.clone();
     let decoding: Api<Decoded<K, T>> = match api.namespace().map(str::to_owned) {
         Some(namespace) => Api::namespaced_with(api.into_client(), &namespace, &()),
         None => Api::all_with(api.into_client(), &()),
     };
-    // Unsharded, nothing ever changes: a closed channel.
+    // Unsharded, nothing ever changes.
     let changes = match &sharded {
-        Some(sharded) => sharded.leadership.changes(),
-        None => tokio::sync::watch::channel(Led::default()).1,
-    };
-    let events = super::watch::restarted(
-        move || super::watch::watched(decoding.clone(), config.clone(), watch.clone()),
-        changes,
-        SHARDS_SETTLE,
-    )
-    .map(|event| event.map(decoded))
-    .map(move |event| match &sharded {
-        Some(sharded) => event.map(|event| sharded.event(event)),
-        None => event,
-    })
-    .reflect(writer)
-    .inspect(move |event| match event {
-        Ok(event) => {
-            taker.failed(false);
-            taker.took(event);
+        Some(sharded) => {
+            let leadership = sharded.leadership.holdings_changes();
+            match sharded.moves.clone() {
+                Some(moves) => {
+                    futures::stream::select(leadership, super::watch::each_change(moves)).boxed()
+                }
+                None => leadership.boxed(),
+            }
         }
-        Err(_) => taker.failed(true),
-    });
+        None => futures::stream::empty().boxed(),
+    };
+    let make = move || {
+        if let Some(whole) = &whole {
+            whole.made();
+        }
+        super::watch::watched(decoding.clone(), config.clone(), watch.clone())
+    };
+    let owners = cache.store.clone();
+    let mut first_list = true;
+    let events = super::watch::restarted(make, changes, SHARDS_SETTLE)
+        .map(|event| event.map(decoded))
+        .filter_map(move |event| {
+            let taken = match (&sharded, event) {
+                (Some(sharded), Ok(event)) => {
+                    if let Some(moves) = &sharded.owner_moves {
+                        // Before the store takes it: its copy is the one the move is from.
+                        if sharded.moves_owner(&event, &owners, first_list) {
+                            moves.send_modify(|moved| *moved += 1);
+                        }
+                        first_list &= !matches!(event, watcher::Event::InitDone);
+                    }
+                    sharded.event(event).map(Ok)
+                }
+                (_, event) => Some(event),
+            };
+            std::future::ready(taken)
+        })
+        .reflect(writer)
+        .inspect(move |event| match event {
+            Ok(event) => {
+                taker.failed(false);
+                taker.took(event);
+            }
+            Err(_) => taker.failed(true),
+        });
     (cache, events)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::runtime::leader::Led;
     use k8s_openapi::api::core::v1::ConfigMap;
     use kube::runtime::reflector::store::Writer;
 
@@ -586,6 +731,8 @@ mod tests {
             listing: Arc::default(),
             floor: Arc::default(),
             index: Arc::default(),
+            whole: None,
+            owner_moves: None,
         };
         (cache, writer)
     }
@@ -627,10 +774,10 @@ mod tests {
         object
     }
 
-    #[test]
-    fn a_sharded_cache_keeps_whole_only_the_objects_of_shards_it_holds() {
+    /// A replica of 4 shards holding the shard of the first namespace returned, not that of
+    /// the second.
+    fn holding_one() -> (Leadership, tokio::sync::watch::Sender<Led>, String, String) {
         let (leadership, changes) = Leadership::holding(4, &[]);
-        // A namespace in each of two shards.
         let mut namespaces = (0..).map(|n| format!("team-{n}"));
         let held_namespace = namespaces.next().unwrap_or_default();
         let held = leadership.shard_of(&in_namespace(&held_namespace).metadata);
@@ -638,26 +785,66 @@ mod tests {
             .find(|ns| leadership.shard_of(&in_namespace(ns).metadata) != held)
             .unwrap_or_default();
         leadership.hold(held, true, &changes);
-        let sharded = Sharded {
+        (leadership, changes, held_namespace, other_namespace)
+    }
+
+    fn by_namespace(leadership: &Leadership, unheld: Unheld<ConfigMap>) -> Sharded<ConfigMap> {
+        let of = leadership.clone();
+        Sharded {
             leadership: leadership.clone(),
-            stub: DropData::trim,
-        };
-        let data = |event: watcher::Event<ConfigMap>| match event {
-            watcher::Event::Apply(object)
-            | watcher::Event::InitApply(object)
-            | watcher::Event::Delete(object) => object.data.is_some(),
-            watcher::Event::Init | watcher::Event::InitDone => false,
-        };
-        for whole in [
-            |object| watcher::Event::Apply(object),
-            |object| watcher::Event::InitApply(object),
-        ] {
-            assert!(data(sharded.event(whole(in_namespace(&held_namespace)))));
-            assert!(
-                !data(sharded.event(whole(in_namespace(&other_namespace)))),
-                "another replica's: a stub"
+            shard_of: Box::new(move |object: &ConfigMap| Some(of.shard_of(&object.metadata))),
+            unheld,
+            moves: None,
+            owner_moves: None,
+        }
+    }
+
+    /// What the store would take of `event`: None for nothing, else (kind, data kept).
+    fn taken(event: Option<watcher::Event<ConfigMap>>) -> Option<(&'static str, bool)> {
+        Some(match event? {
+            watcher::Event::Apply(object) => ("apply", object.data.is_some()),
+            watcher::Event::InitApply(object) => ("list", object.data.is_some()),
+            watcher::Event::Delete(object) => ("delete", object.data.is_some()),
+            watcher::Event::Init => ("init", false),
+            watcher::Event::InitDone => ("done", false),
+        })
+    }
+
+    #[test]
+    fn a_sharded_cache_keeps_whole_only_the_objects_of_shards_it_holds() {
+        let (leadership, changes, held_namespace, other_namespace) = holding_one();
+        let stubs = by_namespace(&leadership, Unheld::Stub(DropData::trim));
+        let drops = by_namespace(&leadership, Unheld::Dropped);
+        let apply = |ns: &str| watcher::Event::Apply(in_namespace(ns));
+        let list = |ns: &str| watcher::Event::InitApply(in_namespace(ns));
+        for sharded in [&stubs, &drops] {
+            assert_eq!(
+                taken(sharded.event(apply(&held_namespace))),
+                Some(("apply", true))
+            );
+            assert_eq!(
+                taken(sharded.event(list(&held_namespace))),
+                Some(("list", true))
             );
         }
+        // Another replica's: a stub, or nothing (a change deletes any copy the store has).
+        assert_eq!(
+            taken(stubs.event(apply(&other_namespace))),
+            Some(("apply", false))
+        );
+        assert_eq!(
+            taken(stubs.event(list(&other_namespace))),
+            Some(("list", false))
+        );
+        assert_eq!(
+            taken(drops.event(apply(&other_namespace))),
+            Some(("delete", true))
+        );
+        assert_eq!(taken(drops.event(list(&other_namespace))), None);
+        assert_eq!(
+            taken(drops.event(watcher::Event::Delete(in_namespace(&other_namespace)))),
+            Some(("delete", true))
+        );
         // The label moves an object to the shard it names, whatever its namespace.
         let mut labelled = in_namespace(&other_namespace);
         labelled.metadata.labels = Some(
@@ -667,12 +854,113 @@ mod tests {
             )]
             .into(),
         );
-        assert!(data(sharded.event(watcher::Event::Apply(labelled))));
-        // Let go: from now on a stub too.
-        leadership.hold(held, false, &changes);
-        assert!(!data(
-            sharded.event(watcher::Event::Apply(in_namespace(&held_namespace)))
-        ));
+        assert_eq!(
+            taken(drops.event(watcher::Event::Apply(labelled))),
+            Some(("apply", true))
+        );
+        // An object whose shard cannot be told yet (its owner not seen) is kept whole.
+        let unknown = Sharded {
+            shard_of: Box::new(|_: &ConfigMap| None),
+            ..by_namespace(&leadership, Unheld::Dropped)
+        };
+        assert_eq!(
+            taken(unknown.event(list(&other_namespace))),
+            Some(("list", true))
+        );
+        // Let go: from now on another replica's too.
+        leadership.hold(
+            leadership.shard_of(&in_namespace(&held_namespace).metadata),
+            false,
+            &changes,
+        );
+        assert_eq!(
+            taken(stubs.event(apply(&held_namespace))),
+            Some(("apply", false))
+        );
+        assert_eq!(taken(drops.event(list(&held_namespace))), None);
+    }
+
+    #[test]
+    fn a_cache_that_drops_other_shards_is_synced_only_after_a_list_under_what_it_holds_now() {
+        let (leadership, changes, _, other_namespace) = holding_one();
+        let (moved, moves) = tokio::sync::watch::channel(0u64);
+        let whole = ShardSync {
+            leadership: leadership.clone(),
+            moves: Some(moves),
+            making: Mutex::default(),
+            listed: Mutex::default(),
+        };
+        assert!(!whole.is_whole(), "nothing listed yet");
+        whole.made();
+        whole.listed();
+        assert!(whole.is_whole());
+        // A shard gained: what the last list dropped of it is missing until the next list.
+        leadership.hold(
+            leadership.shard_of(&in_namespace(&other_namespace).metadata),
+            true,
+            &changes,
+        );
+        assert!(!whole.is_whole(), "a shard gained since the list");
+        whole.made();
+        assert!(!whole.is_whole(), "a list under way is not yet in");
+        whole.listed();
+        assert!(whole.is_whole());
+        // An owner moved between shards: its objects may have been dropped.
+        moved.send_modify(|m| *m += 1);
+        assert!(!whole.is_whole(), "an owner moved since the list");
+        whole.made();
+        whole.listed();
+        assert!(whole.is_whole());
+        // A list made before a move but taken after it is not enough.
+        whole.made();
+        moved.send_modify(|m| *m += 1);
+        whole.listed();
+        assert!(!whole.is_whole());
+        // Letting a shard go loses nothing this cache needs.
+        whole.made();
+        whole.listed();
+        leadership.hold(
+            leadership.shard_of(&in_namespace(&other_namespace).metadata),
+            false,
+            &changes,
+        );
+        assert!(whole.is_whole());
+    }
+
+    #[test]
+    fn an_owner_moves_when_its_shard_changes_against_the_store_or_its_first_list_ends() {
+        let (leadership, _changes, held_namespace, other_namespace) = holding_one();
+        let owners = by_namespace(&leadership, Unheld::Stub(DropData::trim));
+        let mut writer: Writer<ConfigMap> = Writer::default();
+        let store = writer.as_reader();
+        let stored = in_namespace(&other_namespace);
+        writer.apply_watcher_event(&watcher::Event::Apply(stored.clone()));
+        let mut relabelled = stored.clone();
+        relabelled.metadata.labels = Some(
+            [(
+                super::super::shard::SHARD_LABEL.to_owned(),
+                held_namespace.clone(),
+            )]
+            .into(),
+        );
+        let moves = |event: &watcher::Event<ConfigMap>, first: bool| {
+            owners.moves_owner(event, &store, first)
+        };
+        assert!(moves(&watcher::Event::Apply(relabelled.clone()), false));
+        assert!(
+            moves(&watcher::Event::InitApply(relabelled), false),
+            "seen in a relist too"
+        );
+        let mut changed = stored.clone();
+        changed.data = None;
+        assert!(!moves(&watcher::Event::Apply(changed), false), "same shard");
+        assert!(
+            !moves(&watcher::Event::Apply(in_namespace(&held_namespace)), false),
+            "new"
+        );
+        assert!(moves(&watcher::Event::InitDone, true));
+        assert!(!moves(&watcher::Event::InitDone, false));
+        assert!(!moves(&watcher::Event::Delete(stored), false));
     }
 
     #[test]

@@ -101,12 +101,31 @@ struct ShardLead {
     /// Milliseconds after `epoch` when our last successful renewal stops being safe to rely
     /// on; checked on every call, so a hung renewal cannot keep an old leader writing.
     valid_until: AtomicU64,
+    /// How many times this replica let the shard go: a shard held at two moments with the
+    /// same count was held throughout.
+    losses: AtomicU64,
+}
+
+/// Which shards a replica holds, and since which loss of each: see [`Leadership::holdings`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Holdings(Vec<Option<u64>>);
+
+impl Holdings {
+    /// Whether every shard held in `now` was held here already, and has been held ever
+    /// since: whatever a cache decoded under these holdings it kept whole for `now`.
+    pub fn cover(&self, now: &Holdings) -> bool {
+        now.0.iter().enumerate().all(|(shard, losses)| {
+            losses.is_none() || self.0.get(shard).is_some_and(|held| held == losses)
+        })
+    }
 }
 
 struct Shared {
     shards: Vec<ShardLead>,
     /// Counts every shard gained by this process; each gain's term is its count.
     gains: AtomicU64,
+    /// Held while a shard is taken or let go: [`Leadership::holdings`] reads between.
+    flips: std::sync::Mutex<()>,
     epoch: tokio::time::Instant,
 }
 
@@ -147,12 +166,14 @@ impl Leadership {
                 leading: AtomicBool::new(leading),
                 term: AtomicU64::new(u64::from(leading)),
                 valid_until: AtomicU64::new(valid_until),
+                losses: AtomicU64::new(0),
             })
             .collect();
         Leadership {
             shared: Arc::new(Shared {
                 shards,
                 gains: AtomicU64::new(u64::from(leading)),
+                flips: std::sync::Mutex::new(()),
                 epoch: tokio::time::Instant::now(),
             }),
             changes,
@@ -203,6 +224,55 @@ impl Leadership {
     /// gain says nothing of what another replica wrote in that shard before it.
     pub fn gains(&self) -> u64 {
         self.shared.gains.load(Ordering::SeqCst)
+    }
+
+    /// The shards this replica holds ([`Leadership::holds_lease`]), each with how many times
+    /// it was let go so far, read between flips. What a sharded cache lists under: a renewal
+    /// that lands late and opens a new term changes nothing here.
+    pub fn holdings(&self) -> Holdings {
+        let _between = self
+            .shared
+            .flips
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        Holdings(
+            self.shared
+                .shards
+                .iter()
+                .map(|lead| {
+                    lead.leading
+                        .load(Ordering::SeqCst)
+                        .then(|| lead.losses.load(Ordering::SeqCst))
+                })
+                .collect(),
+        )
+    }
+
+    /// Yields each time [`Leadership::holdings`] changes (not for what it is when called).
+    pub fn holdings_changes(&self) -> impl futures::Stream<Item = ()> + Send + Unpin + use<> {
+        let leadership = self.clone();
+        let last = leadership.holdings();
+        let mut changes = self.changes();
+        changes.mark_unchanged();
+        Box::pin(futures::stream::unfold(
+            (leadership, changes, last),
+            |(leadership, mut changes, mut last)| async move {
+                loop {
+                    changes.changed().await.ok()?;
+                    let now = leadership.holdings();
+                    if now != last {
+                        last = now;
+                        return Some(((), (leadership, changes, last)));
+                    }
+                }
+            },
+        ))
+    }
+
+    /// Whether shards come and go here (leader election on): false for [`Leadership::always`],
+    /// which holds everything for good.
+    pub fn is_elected(&self) -> bool {
+        self.changes.has_changed().is_ok()
     }
 
     fn term_number(&self, shard: u32) -> u64 {
@@ -263,6 +333,11 @@ impl Leadership {
         let Some(lead) = self.lead(shard) else {
             return false;
         };
+        let _flipping = self
+            .shared
+            .flips
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         let was_leading = lead.leading.load(Ordering::SeqCst);
         let new_term = now_leading && (!was_leading || after_lapse);
         if !new_term && was_leading == now_leading {
@@ -271,6 +346,9 @@ impl Leadership {
         if new_term {
             let term = self.shared.gains.fetch_add(1, Ordering::SeqCst) + 1;
             lead.term.store(term, Ordering::SeqCst);
+        }
+        if was_leading && !now_leading {
+            lead.losses.fetch_add(1, Ordering::SeqCst);
         }
         lead.leading.store(now_leading, Ordering::SeqCst);
         true
@@ -773,6 +851,28 @@ mod tests {
 
     fn led(shards: u32) -> (watch::Sender<Led>, watch::Receiver<Led>) {
         watch::channel(Led { shards, gains: 0 })
+    }
+
+    #[tokio::test]
+    async fn holdings_cover_later_ones_only_for_shards_held_throughout() {
+        let (_sender, changes) = led(0);
+        let leadership = Leadership::with(3, false, u64::MAX, changes);
+        leadership.set_leading(0, true, false);
+        let listed = leadership.holdings();
+        assert!(listed.cover(&leadership.holdings()));
+        // A renewal landing late opens a new term, but the shard was held throughout.
+        leadership.set_leading(0, true, true);
+        assert!(listed.cover(&leadership.holdings()));
+        // Letting one go takes nothing from what is held.
+        leadership.set_leading(0, false, false);
+        assert!(listed.cover(&leadership.holdings()));
+        // Gained again, or gained anew: not held throughout.
+        leadership.set_leading(0, true, false);
+        assert!(!listed.cover(&leadership.holdings()));
+        let relisted = leadership.holdings();
+        assert!(relisted.cover(&leadership.holdings()));
+        leadership.set_leading(2, true, false);
+        assert!(!relisted.cover(&leadership.holdings()));
     }
 
     #[tokio::test]

@@ -168,30 +168,25 @@ where
     )
 }
 
-/// `make`'s stream, made anew once `changes` has moved and then held still for `quiet`: a
-/// watch whose objects are kept by what `changes` says lists again when that changes. The
-/// stream it replaces is dropped before the new one is first polled, so one request is open
-/// at a time.
-pub fn restarted<S, F, T>(
-    make: F,
-    mut changes: tokio::sync::watch::Receiver<T>,
-    quiet: Duration,
-) -> impl Stream<Item = S::Item>
+/// `make`'s stream, made anew once `changes` has yielded and then held still for `quiet`: a
+/// watch whose objects are kept by what `changes` announces lists again when that changes.
+/// The stream it replaces is dropped before the new one is first polled, so one request is
+/// open at a time.
+pub fn restarted<S, F, C>(make: F, changes: C, quiet: Duration) -> impl Stream<Item = S::Item>
 where
     F: Fn() -> S,
     S: Stream,
+    C: Stream<Item = ()> + Unpin,
 {
-    struct State<S, F, T> {
+    struct State<S, F, C> {
         current: std::pin::Pin<Box<S>>,
         make: F,
-        changes: tokio::sync::watch::Receiver<T>,
+        changes: C,
         /// When the changes heard so far have held still long enough.
         settled_at: Option<tokio::time::Instant>,
-        /// False once the sender is gone: nothing changes any more.
+        /// False once `changes` has ended: nothing changes any more.
         open: bool,
     }
-    // What it says now is what the first stream is made under.
-    changes.mark_unchanged();
     let current = Box::pin(make());
     let state = State {
         current,
@@ -205,12 +200,9 @@ where
             let settled_at = state.settled_at;
             tokio::select! {
                 biased;
-                changed = state.changes.changed(), if state.open => match changed {
-                    Ok(()) => {
-                        state.changes.mark_unchanged();
-                        state.settled_at = Some(tokio::time::Instant::now() + quiet);
-                    }
-                    Err(_) => state.open = false,
+                changed = state.changes.next(), if state.open => match changed {
+                    Some(()) => state.settled_at = Some(tokio::time::Instant::now() + quiet),
+                    None => state.open = false,
                 },
                 () = tokio::time::sleep_until(settled_at.unwrap_or_else(tokio::time::Instant::now)),
                     if settled_at.is_some() =>
@@ -223,6 +215,18 @@ where
             }
         }
     })
+}
+
+/// Yields once each time `changes` moves (not for what it holds when called); ends when its
+/// sender is gone.
+pub fn each_change<T: Send + Sync + 'static>(
+    mut changes: tokio::sync::watch::Receiver<T>,
+) -> impl Stream<Item = ()> + Send + Unpin + 'static {
+    changes.mark_unchanged();
+    Box::pin(futures::stream::unfold(changes, |mut changes| async move {
+        changes.changed().await.ok()?;
+        Some(((), changes))
+    }))
 }
 
 /// A second reader of one watch: every object an event of `events` touches (listed,
@@ -571,7 +575,7 @@ mod tests {
         let made = Arc::new(std::sync::atomic::AtomicU32::new(0));
         let (changes, receiver) = tokio::sync::watch::channel(0);
         let quiet = Duration::from_millis(100);
-        let mut stream = Box::pin(restarted(counted(&made), receiver, quiet));
+        let mut stream = Box::pin(restarted(counted(&made), each_change(receiver), quiet));
         let wait = Duration::from_secs(5);
         assert_eq!(next_within(&mut stream, wait).await, Some(1));
         assert_eq!(next_within(&mut stream, wait).await, Some(2));
@@ -598,7 +602,7 @@ mod tests {
         drop(changes);
         let mut stream = Box::pin(restarted(
             counted(&made),
-            receiver,
+            each_change(receiver),
             Duration::from_millis(10),
         ));
         let wait = Duration::from_secs(5);
