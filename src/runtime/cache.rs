@@ -183,7 +183,7 @@ where
 
     /// Notes that the store has taken `event`.
     fn took(&self, event: &watcher::Event<K>) {
-        let version = |object: &K| object.resource_version().and_then(|v| v.parse().ok());
+        let version = version_of;
         match event {
             watcher::Event::Init => self.listing.store(0, Ordering::Release),
             // Buffered by the store until the list ends: nothing a reader can see yet.
@@ -224,6 +224,12 @@ where
                 self.changed.notify_waiters();
             }
         }
+    }
+
+    /// Notes an object of the list under way that the store does not keep: the list has
+    /// still taken every change before its version, which a fresh read's floor counts on.
+    fn passed_over(&self, version: u64) {
+        self.listing.fetch_max(version, Ordering::AcqRel);
     }
 
     fn index(&self) -> std::sync::MutexGuard<'_, Option<LabelIndex>> {
@@ -327,6 +333,11 @@ where
             }
         }
     }
+}
+
+/// An object's resourceVersion as the number etcd gave it.
+fn version_of<K: Resource>(object: &K) -> Option<u64> {
+    object.meta().resource_version.as_ref()?.parse().ok()
 }
 
 /// How one cache trims its kind. A type, not a function: the trimming happens while each
@@ -554,6 +565,36 @@ impl ShardSync {
     }
 }
 
+/// What of `event` the store of `cache`, sharded as `sharded` says, takes. For a cache of
+/// owners, a move is announced first (the store's copy is the one it moves from); an
+/// object a list brings that the store does not keep still counts as taken for the list's
+/// version.
+fn sift<K>(
+    sharded: &Sharded<K>,
+    event: watcher::Event<K>,
+    cache: &Cache<K>,
+    first_list: &mut bool,
+) -> Option<watcher::Event<K>>
+where
+    K: Resource<DynamicType = ()> + Clone + 'static,
+{
+    if let Some(moves) = &sharded.owner_moves {
+        if sharded.moves_owner(&event, &cache.store, *first_list) {
+            moves.send_modify(|moved| *moved += 1);
+        }
+        *first_list &= !matches!(event, watcher::Event::InitDone);
+    }
+    let listed = match &event {
+        watcher::Event::InitApply(object) => version_of(object),
+        _ => None,
+    };
+    let taken = sharded.event(event);
+    if let (None, Some(version)) = (&taken, listed) {
+        cache.passed_over(version);
+    }
+    taken
+}
+
 /// A watch of `api` whose objects are trimmed by `T` as they are decoded, then kept in the
 /// returned cache. The stream must be polled (a controller's trigger) for the cache to fill.
 pub fn trimmed<K, T>(
@@ -674,25 +715,17 @@ where
         }
         super::watch::watched(decoding.clone(), config.clone(), watch.clone())
     };
-    let owners = cache.store.clone();
+    let lister = cache.clone();
     let mut first_list = true;
     let events = super::watch::restarted(make, changes, SHARDS_SETTLE)
         .map(|event| event.map(decoded))
         .filter_map(move |event| {
-            let taken = match (&sharded, event) {
+            std::future::ready(match (&sharded, event) {
                 (Some(sharded), Ok(event)) => {
-                    if let Some(moves) = &sharded.owner_moves {
-                        // Before the store takes it: its copy is the one the move is from.
-                        if sharded.moves_owner(&event, &owners, first_list) {
-                            moves.send_modify(|moved| *moved += 1);
-                        }
-                        first_list &= !matches!(event, watcher::Event::InitDone);
-                    }
-                    sharded.event(event).map(Ok)
+                    sift(sharded, event, &lister, &mut first_list).map(Ok)
                 }
                 (_, event) => Some(event),
-            };
-            std::future::ready(taken)
+            })
         })
         .reflect(writer)
         .inspect(move |event| match event {
@@ -878,6 +911,44 @@ mod tests {
             Some(("apply", false))
         );
         assert_eq!(taken(drops.event(list(&held_namespace))), None);
+    }
+
+    #[test]
+    fn a_list_whose_objects_a_sharded_cache_drops_still_counts_them_as_taken() {
+        let (leadership, _changes, held_namespace, other_namespace) = holding_one();
+        let drops = by_namespace(&leadership, Unheld::Dropped);
+        let (cache, mut writer) = cache();
+        let mut first_list = true;
+        let object = |namespace: &str, version: &str| {
+            let mut object = in_namespace(namespace);
+            object.metadata.name = Some(format!("web-{version}"));
+            object.metadata.resource_version = Some(version.into());
+            object
+        };
+        for event in [
+            watcher::Event::Init,
+            watcher::Event::InitApply(object(&held_namespace, "5")),
+            watcher::Event::InitApply(object(&other_namespace, "9")),
+            watcher::Event::InitDone,
+        ] {
+            if let Some(event) = sift(&drops, event, &cache, &mut first_list) {
+                take(&cache, &mut writer, event);
+            }
+        }
+        assert_eq!(cache.store.state().len(), 1, "only the held shard's object");
+        assert!(cache.has_seen(9), "the list took every change up to 9");
+        assert!(!cache.has_seen(10));
+        // A change past it, of an object dropped, still moves what the store has seen.
+        if let Some(event) = sift(
+            &drops,
+            watcher::Event::Apply(object(&other_namespace, "12")),
+            &cache,
+            &mut first_list,
+        ) {
+            take(&cache, &mut writer, event);
+        }
+        assert!(cache.has_seen(12));
+        assert_eq!(cache.store.state().len(), 1);
     }
 
     #[test]
