@@ -581,6 +581,43 @@ async fn a_rollout_deleted_while_its_shard_has_no_leader_is_cleaned_up_by_the_ne
     drop(other);
 }
 
+/// Sharded: a Rollout relabelled mid-canary into a shard the other replica leads is finished
+/// there, every weight set once, although that replica kept only a stub of it and nothing of
+/// what it owns while its shard was another's.
+#[tokio::test]
+async fn a_rollout_relabelled_into_the_other_replicas_shard_finishes_there() {
+    use weir::api::contract::SHARD_LABEL;
+    use weir::runtime::shard::shard_of;
+    let ns = TestNamespace::new(&client().await, "shard-move").await;
+    app(&ns).await;
+    let (leader, other) = two_sharded_replicas(&ns).await;
+    let weights = released_with_a_weight_log(&ns).await;
+    canary_at_20(&ns, &weights).await;
+    let holders = shard_holders(&ns).await;
+    let value = (0..)
+        .map(|n| format!("moved-{n}"))
+        .find(|value| {
+            let meta = kube::api::ObjectMeta {
+                namespace: Some(ns.name.clone()),
+                labels: Some([(SHARD_LABEL.to_owned(), value.clone())].into()),
+                ..kube::api::ObjectMeta::default()
+            };
+            holders[shard_of(&meta, SHARDS) as usize] == Some(other.pid())
+        })
+        .expect("a value in a shard the other replica leads");
+    let moved_at = tokio::time::Instant::now();
+    ns.api::<Rollout>()
+        .patch(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"metadata": {"labels": {SHARD_LABEL: value}}})),
+        )
+        .await
+        .expect("relabelling the Rollout");
+    finishes_with_each_weight_once(&ns, &weights, moved_at, "the replica it moved to").await;
+    drop((leader, other));
+}
+
 /// The canary of the handover tests: 20, 40 and 60 with short pauses, then an indefinite pause.
 fn handover_steps() -> serde_json::Value {
     json!([{"setWeight": 20}, {"pause": {"duration": 1}}, {"setWeight": 40}, {"pause": {"duration": 1}}, {"setWeight": 60}, {"pause": {}}])

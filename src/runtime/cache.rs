@@ -616,7 +616,7 @@ where
         + 'static,
     T: Trim<K>,
 {
-    sharded_by(api, config, trim, watch, None)
+    filled(api, config, trim, watch, None)
 }
 
 /// [`trimmed`], keeping objects of shards this replica does not hold as `sharded` says
@@ -641,10 +641,11 @@ where
         + 'static,
     T: Trim<K>,
 {
-    sharded_by(api, config, trim, watch, sharded)
+    filled(api, config, trim, watch, sharded)
 }
 
-fn sharded_by<K, T>(
+/// The cache and the stream that fills it, for [`trimmed`] and [`trimmed_by_shard`].
+fn filled<K, T>(
     api: Api<K>,
     config: watcher::Config,
     _trim: T,
