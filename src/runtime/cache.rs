@@ -595,9 +595,26 @@ where
     taken
 }
 
+/// What a cache can hold: a kind the API serves, decoded from JSON, shared between tasks.
+pub trait Cacheable:
+    Resource<DynamicType = ()> + Clone + DeserializeOwned + std::fmt::Debug + Send + Sync + 'static
+{
+}
+
+impl<K> Cacheable for K where
+    K: Resource<DynamicType = ()>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug
+        + Send
+        + Sync
+        + 'static
+{
+}
+
 /// A watch of `api` whose objects are trimmed by `T` as they are decoded, then kept in the
 /// returned cache. The stream must be polled (a controller's trigger) for the cache to fill.
-pub fn trimmed<K, T>(
+pub fn trimmed<K: Cacheable, T: Trim<K>>(
     api: Api<K>,
     config: watcher::Config,
     trim: T,
@@ -605,47 +622,13 @@ pub fn trimmed<K, T>(
 ) -> (
     Cache<K>,
     impl Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
-)
-where
-    K: Resource<DynamicType = ()>
-        + Clone
-        + DeserializeOwned
-        + std::fmt::Debug
-        + Send
-        + Sync
-        + 'static,
-    T: Trim<K>,
-{
-    filled(api, config, trim, watch, None)
+) {
+    trimmed_by_shard(api, config, trim, watch, None)
 }
 
 /// [`trimmed`], keeping objects of shards this replica does not hold as `sharded` says
 /// (with None, as [`trimmed`] does).
-pub fn trimmed_by_shard<K, T>(
-    api: Api<K>,
-    config: watcher::Config,
-    trim: T,
-    watch: super::watch::Watch,
-    sharded: Option<Sharded<K>>,
-) -> (
-    Cache<K>,
-    impl Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
-)
-where
-    K: Resource<DynamicType = ()>
-        + Clone
-        + DeserializeOwned
-        + std::fmt::Debug
-        + Send
-        + Sync
-        + 'static,
-    T: Trim<K>,
-{
-    filled(api, config, trim, watch, sharded)
-}
-
-/// The cache and the stream that fills it, for [`trimmed`] and [`trimmed_by_shard`].
-fn filled<K, T>(
+pub fn trimmed_by_shard<K: Cacheable, T: Trim<K>>(
     api: Api<K>,
     config: watcher::Config,
     _trim: T,
@@ -654,17 +637,7 @@ fn filled<K, T>(
 ) -> (
     Cache<K>,
     impl Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
-)
-where
-    K: Resource<DynamicType = ()>
-        + Clone
-        + DeserializeOwned
-        + std::fmt::Debug
-        + Send
-        + Sync
-        + 'static,
-    T: Trim<K>,
-{
+) {
     let (store, writer) = reflector::store();
     let whole = sharded
         .as_ref()
