@@ -183,12 +183,11 @@ where
 
     /// Notes that the store has taken `event`.
     fn took(&self, event: &watcher::Event<K>) {
-        let version = version_of;
         match event {
             watcher::Event::Init => self.listing.store(0, Ordering::Release),
             // Buffered by the store until the list ends: nothing a reader can see yet.
             watcher::Event::InitApply(object) => {
-                if let Some(version) = version(object) {
+                if let Some(version) = version_of(object) {
                     self.listing.fetch_max(version, Ordering::AcqRel);
                 }
             }
@@ -218,7 +217,7 @@ where
                         ),
                     }
                 }
-                if let Some(version) = version(object) {
+                if let Some(version) = version_of(object) {
                     self.seen.fetch_max(version, Ordering::AcqRel);
                 }
                 self.changed.notify_waiters();
@@ -573,16 +572,16 @@ fn sift<K>(
     sharded: &Sharded<K>,
     event: watcher::Event<K>,
     cache: &Cache<K>,
-    first_list: &mut bool,
 ) -> Option<watcher::Event<K>>
 where
     K: Resource<DynamicType = ()> + Clone + 'static,
 {
     if let Some(moves) = &sharded.owner_moves {
-        if sharded.moves_owner(&event, &cache.store, *first_list) {
+        // Not synced yet: the list this event may end is the first.
+        let first_list = !cache.synced.load(Ordering::Acquire);
+        if sharded.moves_owner(&event, &cache.store, first_list) {
             moves.send_modify(|moved| *moved += 1);
         }
-        *first_list &= !matches!(event, watcher::Event::InitDone);
     }
     let listed = match &event {
         watcher::Event::InitApply(object) => version_of(object),
@@ -690,14 +689,11 @@ pub fn trimmed_by_shard<K: Cacheable, T: Trim<K>>(
         super::watch::watched(decoding.clone(), config.clone(), watch.clone())
     };
     let lister = cache.clone();
-    let mut first_list = true;
     let events = super::watch::restarted(make, changes, SHARDS_SETTLE)
         .map(|event| event.map(decoded))
         .filter_map(move |event| {
             std::future::ready(match (&sharded, event) {
-                (Some(sharded), Ok(event)) => {
-                    sift(sharded, event, &lister, &mut first_list).map(Ok)
-                }
+                (Some(sharded), Ok(event)) => sift(sharded, event, &lister).map(Ok),
                 (_, event) => Some(event),
             })
         })
@@ -892,7 +888,6 @@ mod tests {
         let (leadership, _changes, held_namespace, other_namespace) = holding_one();
         let drops = by_namespace(&leadership, Unheld::Dropped);
         let (cache, mut writer) = cache();
-        let mut first_list = true;
         let object = |namespace: &str, version: &str| {
             let mut object = in_namespace(namespace);
             object.metadata.name = Some(format!("web-{version}"));
@@ -905,7 +900,7 @@ mod tests {
             watcher::Event::InitApply(object(&other_namespace, "9")),
             watcher::Event::InitDone,
         ] {
-            if let Some(event) = sift(&drops, event, &cache, &mut first_list) {
+            if let Some(event) = sift(&drops, event, &cache) {
                 take(&cache, &mut writer, event);
             }
         }
@@ -917,12 +912,39 @@ mod tests {
             &drops,
             watcher::Event::Apply(object(&other_namespace, "12")),
             &cache,
-            &mut first_list,
         ) {
             take(&cache, &mut writer, event);
         }
         assert!(cache.has_seen(12));
         assert_eq!(cache.store.state().len(), 1);
+    }
+
+    #[test]
+    fn a_cache_of_owners_announces_a_move_when_its_first_list_ends_and_not_after() {
+        let (leadership, _changes, held_namespace, _) = holding_one();
+        let (moved, _seen) = tokio::sync::watch::channel(0u64);
+        let owners = Sharded {
+            owner_moves: Some(moved.clone()),
+            ..by_namespace(&leadership, Unheld::Stub(DropData::trim))
+        };
+        let (cache, mut writer) = cache();
+        let list = [
+            watcher::Event::Init,
+            watcher::Event::InitApply(in_namespace(&held_namespace)),
+            watcher::Event::InitDone,
+        ];
+        for event in list.clone() {
+            if let Some(event) = sift(&owners, event, &cache) {
+                take(&cache, &mut writer, event);
+            }
+        }
+        assert_eq!(*moved.borrow(), 1, "the first list");
+        for event in list {
+            if let Some(event) = sift(&owners, event, &cache) {
+                take(&cache, &mut writer, event);
+            }
+        }
+        assert_eq!(*moved.borrow(), 1, "a later list, with no owner moved");
     }
 
     #[test]

@@ -251,22 +251,13 @@ impl Leadership {
     /// Yields each time [`Leadership::holdings`] changes (not for what it is when called).
     pub fn holdings_changes(&self) -> impl futures::Stream<Item = ()> + Send + Unpin + use<> {
         let leadership = self.clone();
-        let last = leadership.holdings();
-        let mut changes = self.changes();
-        changes.mark_unchanged();
-        Box::pin(futures::stream::unfold(
-            (leadership, changes, last),
-            |(leadership, mut changes, mut last)| async move {
-                loop {
-                    changes.changed().await.ok()?;
-                    let now = leadership.holdings();
-                    if now != last {
-                        last = now;
-                        return Some(((), (leadership, changes, last)));
-                    }
-                }
-            },
-        ))
+        let mut last = leadership.holdings();
+        super::watch::each_change(self.changes()).filter_map(move |()| {
+            let now = leadership.holdings();
+            let changed = now != last;
+            last = now;
+            std::future::ready(changed.then_some(()))
+        })
     }
 
     /// Whether shards come and go here (leader election on): false for [`Leadership::always`],
