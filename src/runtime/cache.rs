@@ -565,22 +565,23 @@ impl ShardSync {
 }
 
 /// What of `event` the store of `cache`, sharded as `sharded` says, takes. For a cache of
-/// owners, a move is announced first (the store's copy is the one it moves from); an
-/// object a list brings that the store does not keep still counts as taken for the list's
-/// version.
+/// owners, a move is noted in `moved` first (the store's copy is the one it moves from), to
+/// be announced by [`announce_moves`] once the store has taken it; an object a list brings
+/// that the store does not keep still counts as taken for the list's version.
 fn sift<K>(
     sharded: &Sharded<K>,
     event: watcher::Event<K>,
     cache: &Cache<K>,
+    moved: &AtomicBool,
 ) -> Option<watcher::Event<K>>
 where
     K: Resource<DynamicType = ()> + Clone + 'static,
 {
-    if let Some(moves) = &sharded.owner_moves {
+    if sharded.owner_moves.is_some() {
         // Not synced yet: the list this event may end is the first.
         let first_list = !cache.synced.load(Ordering::Acquire);
         if sharded.moves_owner(&event, &cache.store, first_list) {
-            moves.send_modify(|moved| *moved += 1);
+            moved.store(true, Ordering::Release);
         }
     }
     let listed = match &event {
@@ -592,6 +593,24 @@ where
         cache.passed_over(version);
     }
     taken
+}
+
+/// After the store of a cache of owners took `event`: announces the moves [`sift`] noted.
+/// Not before: the owned caches list again when told, and must find each owner in the shard
+/// it moved to; a list's objects reach the store only when it ends (`InitDone`), so a move
+/// seen in a list waits for its end.
+fn announce_moves<K>(
+    owner_moves: Option<&tokio::sync::watch::Sender<u64>>,
+    event: &watcher::Event<K>,
+    moved: &AtomicBool,
+) {
+    let in_store = !matches!(event, watcher::Event::Init | watcher::Event::InitApply(_));
+    if let Some(owner_moves) = owner_moves
+        && in_store
+        && moved.swap(false, Ordering::AcqRel)
+    {
+        owner_moves.send_modify(|moves| *moves += 1);
+    }
 }
 
 /// What a cache can hold: a kind the API serves, decoded from JSON, shared between tasks.
@@ -689,11 +708,16 @@ pub fn trimmed_by_shard<K: Cacheable, T: Trim<K>>(
         super::watch::watched(decoding.clone(), config.clone(), watch.clone())
     };
     let lister = cache.clone();
+    let owner_moves = sharded
+        .as_ref()
+        .and_then(|sharded| sharded.owner_moves.clone());
+    let moved = Arc::new(AtomicBool::new(false));
+    let noted = moved.clone();
     let events = super::watch::restarted(make, changes, SHARDS_SETTLE)
         .map(|event| event.map(decoded))
         .filter_map(move |event| {
             std::future::ready(match (&sharded, event) {
-                (Some(sharded), Ok(event)) => sift(sharded, event, &lister).map(Ok),
+                (Some(sharded), Ok(event)) => sift(sharded, event, &lister, &noted).map(Ok),
                 (_, event) => Some(event),
             })
         })
@@ -702,6 +726,7 @@ pub fn trimmed_by_shard<K: Cacheable, T: Trim<K>>(
             Ok(event) => {
                 taker.failed(false);
                 taker.took(event);
+                announce_moves(owner_moves.as_ref(), event, &moved);
             }
             Err(_) => taker.failed(true),
         });
@@ -747,6 +772,21 @@ mod tests {
     ) {
         writer.apply_watcher_event(&event);
         cache.took(&event);
+    }
+
+    /// `event` through a sharded cache as its watch stream takes it: sifted, stored, moves
+    /// announced.
+    fn feed(
+        sharded: &Sharded<ConfigMap>,
+        cache: &Cache<ConfigMap>,
+        writer: &mut Writer<ConfigMap>,
+        moved: &AtomicBool,
+        event: watcher::Event<ConfigMap>,
+    ) {
+        if let Some(event) = sift(sharded, event, cache, moved) {
+            take(cache, writer, event.clone());
+            announce_moves(sharded.owner_moves.as_ref(), &event, moved);
+        }
     }
 
     /// A cache listing, with ConfigMap web-1 at version 5 taken from the list so far.
@@ -900,21 +940,19 @@ mod tests {
             watcher::Event::InitApply(object(&other_namespace, "9")),
             watcher::Event::InitDone,
         ] {
-            if let Some(event) = sift(&drops, event, &cache) {
-                take(&cache, &mut writer, event);
-            }
+            feed(&drops, &cache, &mut writer, &AtomicBool::default(), event);
         }
         assert_eq!(cache.store.state().len(), 1, "only the held shard's object");
         assert!(cache.has_seen(9), "the list took every change up to 9");
         assert!(!cache.has_seen(10));
         // A change past it, of an object dropped, still moves what the store has seen.
-        if let Some(event) = sift(
+        feed(
             &drops,
-            watcher::Event::Apply(object(&other_namespace, "12")),
             &cache,
-        ) {
-            take(&cache, &mut writer, event);
-        }
+            &mut writer,
+            &AtomicBool::default(),
+            watcher::Event::Apply(object(&other_namespace, "12")),
+        );
         assert!(cache.has_seen(12));
         assert_eq!(cache.store.state().len(), 1);
     }
@@ -928,23 +966,92 @@ mod tests {
             ..by_namespace(&leadership, Unheld::Stub(DropData::trim))
         };
         let (cache, mut writer) = cache();
+        let noted = AtomicBool::default();
         let list = [
             watcher::Event::Init,
             watcher::Event::InitApply(in_namespace(&held_namespace)),
             watcher::Event::InitDone,
         ];
         for event in list.clone() {
-            if let Some(event) = sift(&owners, event, &cache) {
-                take(&cache, &mut writer, event);
-            }
+            feed(&owners, &cache, &mut writer, &noted, event);
         }
         assert_eq!(*moved.borrow(), 1, "the first list");
         for event in list {
-            if let Some(event) = sift(&owners, event, &cache) {
-                take(&cache, &mut writer, event);
-            }
+            feed(&owners, &cache, &mut writer, &noted, event);
         }
         assert_eq!(*moved.borrow(), 1, "a later list, with no owner moved");
+    }
+
+    #[test]
+    fn a_cache_of_owners_announces_a_move_seen_in_a_list_once_the_store_holds_it() {
+        let (leadership, _changes, held_namespace, other_namespace) = holding_one();
+        let (moved, _seen) = tokio::sync::watch::channel(0u64);
+        let owners = Sharded {
+            owner_moves: Some(moved.clone()),
+            ..by_namespace(&leadership, Unheld::Stub(DropData::trim))
+        };
+        let (cache, mut writer) = cache();
+        let noted = AtomicBool::default();
+        let owner = in_namespace(&other_namespace);
+        for event in [
+            watcher::Event::Init,
+            watcher::Event::InitApply(owner.clone()),
+            watcher::Event::InitDone,
+        ] {
+            feed(&owners, &cache, &mut writer, &noted, event);
+        }
+        assert_eq!(*moved.borrow(), 1, "the first list");
+        // Relabelled into the held shard while the watch was down: the relist brings it.
+        let mut relabelled = owner.clone();
+        relabelled.metadata.labels = Some(
+            [(
+                super::super::shard::SHARD_LABEL.to_owned(),
+                held_namespace.clone(),
+            )]
+            .into(),
+        );
+        let shard_in_store = || {
+            cache
+                .store
+                .get(&ObjectRef::from_obj(&owner))
+                .map(|stored| leadership.shard_of(&stored.metadata))
+        };
+        let from = shard_in_store();
+        for event in [
+            watcher::Event::Init,
+            watcher::Event::InitApply(relabelled.clone()),
+        ] {
+            feed(&owners, &cache, &mut writer, &noted, event);
+        }
+        assert_eq!(
+            *moved.borrow(),
+            1,
+            "not while the store still holds the copy it moved from"
+        );
+        assert_eq!(shard_in_store(), from);
+        feed(
+            &owners,
+            &cache,
+            &mut writer,
+            &noted,
+            watcher::Event::InitDone,
+        );
+        assert_eq!(*moved.borrow(), 2, "at the list's end");
+        assert_eq!(
+            shard_in_store(),
+            Some(leadership.shard_of(&relabelled.metadata)),
+            "the store holds the moved copy when the move is announced"
+        );
+        // A move in the watch's events is in the store at once.
+        feed(
+            &owners,
+            &cache,
+            &mut writer,
+            &noted,
+            watcher::Event::Apply(owner.clone()),
+        );
+        assert_eq!(*moved.borrow(), 3);
+        assert_eq!(shard_in_store(), from);
     }
 
     #[test]
