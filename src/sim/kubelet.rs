@@ -166,13 +166,16 @@ fn completed(pod: &Pod, now: &Time) -> Option<Value> {
 
 /// Watches every Pod in the cluster and reports each one's status, for as long as it runs.
 /// Like a real kubelet it outlives the API server: a failed watch is retried with backoff,
-/// never the end of the stand-in (the fault tests restart the API server under it).
+/// never the end of the stand-in (the fault tests restart the API server under it). The
+/// backoff is weir's own watches' (at most a few seconds): with kube's default (up to 30 s,
+/// grown by restarts in a row and kept for two minutes) the stand-in stayed away for a minute
+/// after the fault tests' last restart, and the next suite's pods never became ready.
 pub async fn run(client: Client) -> anyhow::Result<()> {
     let pods: Api<Pod> = Api::all(client.clone());
     let client = Arc::new(client);
     tracing::info!("kubelet stand-in: watching pods in all namespaces");
     watcher(pods, watcher::Config::default())
-        .default_backoff()
+        .backoff(crate::runtime::watch::backoff())
         .applied_objects()
         .filter_map(|event| async move {
             event
