@@ -527,6 +527,25 @@ async fn two_sharded_replicas(ns: &TestNamespace) -> (ControllerProcess, Control
     }
 }
 
+/// The start of the sharded tests: the app in a new namespace under two sharded replicas
+/// (the one leading its shard first), web:1 released, and web:2's canary at 20 with a log of
+/// the route's weights.
+async fn sharded_canary_at_20(
+    prefix: &str,
+) -> (
+    TestNamespace,
+    ControllerProcess,
+    ControllerProcess,
+    WeightLog,
+) {
+    let ns = TestNamespace::new(&client().await, prefix).await;
+    app(&ns).await;
+    let (leader, other) = two_sharded_replicas(&ns).await;
+    let weights = released_with_a_weight_log(&ns).await;
+    canary_at_20(&ns, &weights).await;
+    (ns, leader, other, weights)
+}
+
 /// Waits until `replica` leads every shard of `ns`.
 async fn all_shards_led_by(ns: &TestNamespace, replica: &ControllerProcess) {
     eventually("every shard led by the replica left", LIMIT, || async {
@@ -544,11 +563,7 @@ async fn all_shards_led_by(ns: &TestNamespace, replica: &ControllerProcess) {
 /// the other with every weight set once.
 #[tokio::test]
 async fn with_two_sharded_replicas_a_dead_ones_shards_move_and_no_step_doubles() {
-    let ns = TestNamespace::new(&client().await, "shards").await;
-    app(&ns).await;
-    let (leader, other) = two_sharded_replicas(&ns).await;
-    let weights = released_with_a_weight_log(&ns).await;
-    canary_at_20(&ns, &weights).await;
+    let (ns, leader, other, weights) = sharded_canary_at_20("shards").await;
     let killed_at = tokio::time::Instant::now();
     leader.kill();
     all_shards_led_by(&ns, &other).await;
@@ -562,11 +577,7 @@ async fn with_two_sharded_replicas_a_dead_ones_shards_move_and_no_step_doubles()
 /// route goes back to the stable before the Rollout goes.
 #[tokio::test]
 async fn a_rollout_deleted_while_its_shard_has_no_leader_is_cleaned_up_by_the_next() {
-    let ns = TestNamespace::new(&client().await, "shard-delete").await;
-    app(&ns).await;
-    let (leader, other) = two_sharded_replicas(&ns).await;
-    let weights = released_with_a_weight_log(&ns).await;
-    canary_at_20(&ns, &weights).await;
+    let (ns, leader, other, weights) = sharded_canary_at_20("shard-delete").await;
     leader.kill();
     // Waits for the Rollout to be gone: the other replica must gain the shard first.
     support::app::delete_rollout(&ns).await;
@@ -588,11 +599,7 @@ async fn a_rollout_deleted_while_its_shard_has_no_leader_is_cleaned_up_by_the_ne
 async fn a_rollout_relabelled_into_the_other_replicas_shard_finishes_there() {
     use weir::api::contract::SHARD_LABEL;
     use weir::runtime::shard::shard_of;
-    let ns = TestNamespace::new(&client().await, "shard-move").await;
-    app(&ns).await;
-    let (leader, other) = two_sharded_replicas(&ns).await;
-    let weights = released_with_a_weight_log(&ns).await;
-    canary_at_20(&ns, &weights).await;
+    let (ns, leader, other, weights) = sharded_canary_at_20("shard-move").await;
     let holders = shard_holders(&ns).await;
     let value = (0..)
         .map(|n| format!("moved-{n}"))

@@ -957,14 +957,23 @@ mod tests {
         assert_eq!(cache.store.state().len(), 1);
     }
 
+    /// A cache of owners (stubs of other shards' objects) that announces their moves on the
+    /// channel returned.
+    fn owners_by_namespace(
+        leadership: &Leadership,
+    ) -> (Sharded<ConfigMap>, tokio::sync::watch::Sender<u64>) {
+        let (moved, _) = tokio::sync::watch::channel(0u64);
+        let owners = Sharded {
+            owner_moves: Some(moved.clone()),
+            ..by_namespace(leadership, Unheld::Stub(DropData::trim))
+        };
+        (owners, moved)
+    }
+
     #[test]
     fn a_cache_of_owners_announces_a_move_when_its_first_list_ends_and_not_after() {
         let (leadership, _changes, held_namespace, _) = holding_one();
-        let (moved, _seen) = tokio::sync::watch::channel(0u64);
-        let owners = Sharded {
-            owner_moves: Some(moved.clone()),
-            ..by_namespace(&leadership, Unheld::Stub(DropData::trim))
-        };
+        let (owners, moved) = owners_by_namespace(&leadership);
         let (cache, mut writer) = cache();
         let noted = AtomicBool::default();
         let list = [
@@ -985,11 +994,7 @@ mod tests {
     #[test]
     fn a_cache_of_owners_announces_a_move_seen_in_a_list_once_the_store_holds_it() {
         let (leadership, _changes, held_namespace, other_namespace) = holding_one();
-        let (moved, _seen) = tokio::sync::watch::channel(0u64);
-        let owners = Sharded {
-            owner_moves: Some(moved.clone()),
-            ..by_namespace(&leadership, Unheld::Stub(DropData::trim))
-        };
+        let (owners, moved) = owners_by_namespace(&leadership);
         let (cache, mut writer) = cache();
         let noted = AtomicBool::default();
         let owner = in_namespace(&other_namespace);
